@@ -1,0 +1,162 @@
+"""A connection to NATS with the naq layout ensured on it.
+
+:class:`Broker` owns one nats-py connection, its JetStream context and the KV
+handles, all bound to the event loop it was created on. Streams and buckets are
+created idempotently on first use; an existing stream whose config naq cannot
+use raises :class:`LayoutConflictError` instead of drifting silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from .errors import LayoutConflictError, NaqConnectionError
+from .layout import Layout
+from .serialization import Serializer, get_serializer
+from .settings import Settings
+
+__all__ = ["Broker"]
+
+log = logging.getLogger("naq_nb")
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class Broker:
+    """Connection + layout. Create with ``await Broker.connect(...)``."""
+
+    def __init__(self, nc: NATS, settings: Settings) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10.0)
+        self.settings = settings
+        self.layout = Layout(prefix=settings.prefix, replicas=settings.replicas, result_ttl=settings.result_ttl,
+                             status_ttl=settings.status_ttl, worker_ttl=settings.worker_ttl,
+                             ack_wait=settings.ack_wait)
+        self.serializer: Serializer = get_serializer(settings.serializer, settings.json_allowed)
+        self._kv: dict[str, KeyValue] = {}
+        self._ready: asyncio.Future | None = None
+        self._consumers: set[str] = set()
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> "Broker":
+        """Connect within ``settings.connect_timeout`` or raise :class:`NaqConnectionError`.
+
+        ``nats_options`` go to :func:`nats.connect` unchanged (``user``, ``password``,
+        ``token``, ``user_credentials``, ``tls``, ...).
+        """
+        settings = settings or Settings.from_env()
+        if url:
+            settings = settings.with_(nats_url=url)
+        opts = {**dict(settings.nats_options), **nats_options}
+        servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+        timeout = settings.connect_timeout
+
+        async def _quiet(_e: Exception) -> None:
+            return None
+
+        opts.setdefault("connect_timeout", min(2.0, timeout))
+        opts.setdefault("max_reconnect_attempts", -1)
+        opts.setdefault("reconnect_time_wait", 0.5)
+        opts.setdefault("error_cb", _quiet)
+        opts.setdefault("allow_reconnect", True)
+        opts.setdefault("pending_size", 64 * 1024 * 1024)
+        try:
+            # A first connect that fails is not retried by nats-py unless asked; the
+            # outer bound keeps a wrong URL from hanging a notebook cell.
+            nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), timeout)
+        except (asyncio.TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
+            raise NaqConnectionError(
+                f"cannot connect to NATS at {', '.join(_redact(s) for s in servers)} within {timeout:g}s: "
+                f"{type(exc).__name__}: {exc or 'timed out'}") from None
+        return cls(nc, settings)
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload or 1024 * 1024)
+
+    async def ensure_layout(self) -> None:
+        """Create (or check) streams and buckets once per broker."""
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._ensure())
+        try:
+            await asyncio.shield(self._ready)
+        except BaseException:
+            if self._ready.done():
+                self._ready = None
+            raise
+
+    async def _ensure(self) -> None:
+        lay = self.layout
+        for cfg in (lay.jobs_stream_config(), lay.failed_stream_config()):
+            await self._ensure_stream(cfg)
+        for name, kw in lay.buckets().items():
+            try:
+                self._kv[name] = await self.js.key_value(name)
+            except BucketNotFoundError:
+                self._kv[name] = await self.js.create_key_value(
+                    bucket=name, history=kw["history"], ttl=kw["ttl"], replicas=lay.replicas)
+
+    async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
+        try:
+            info = await self.js.stream_info(cfg.name)
+        except NotFoundError:
+            try:
+                await self.js.add_stream(cfg)
+                return
+            except nats.js.errors.BadRequestError:
+                info = await self.js.stream_info(cfg.name)  # lost a creation race
+        have = info.config
+        problems = []
+        if have.retention != cfg.retention:
+            problems.append(f"retention is {have.retention} (naq needs {cfg.retention})")
+        if set(have.subjects or []) != set(cfg.subjects or []):
+            problems.append(f"subjects are {have.subjects} (naq needs {cfg.subjects})")
+        if problems:
+            raise LayoutConflictError(
+                f"stream {cfg.name} exists with an incompatible config: {'; '.join(problems)}. "
+                f"Delete it or set NAQ_PREFIX to use another layout.")
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            await self.ensure_layout()
+        return self._kv[bucket]
+
+    async def ensure_consumer(self, queue: str) -> str:
+        """The durable pull consumer all workers of ``queue`` share."""
+        name = self.layout.consumer_name(queue)
+        if name not in self._consumers:
+            await self.ensure_layout()
+            cfg = self.layout.consumer_config(queue)
+            try:
+                await self.js.consumer_info(self.layout.jobs_stream, name)
+            except NotFoundError:
+                await self.js.add_consumer(self.layout.jobs_stream, cfg)
+            self._consumers.add(name)
+        return name
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 5.0)
+            except Exception:
+                await self.nc.close()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc.is_connected
+
+    def __repr__(self) -> str:
+        return f"<Broker {self.nc.connected_url.netloc if self.nc.connected_url else '-'} prefix={self.layout.prefix}>"

@@ -1,0 +1,106 @@
+"""The running job's context: ``current_job()``, progress and log lines from inside a job.
+
+A job's function can call :func:`progress` and :func:`log` (also from a sync
+function in a worker thread); updates are coalesced and written to the job's
+status record at most every ``min_interval`` seconds, so a tight loop of calls
+costs no KV write per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["JobContext", "current_job", "progress", "log"]
+
+_current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar("naq_job", default=None)
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    queue: str
+    attempt: int
+    loop: asyncio.AbstractEventLoop
+    flush: Callable[["JobContext"], Any]          # coroutine function writing the status record
+    min_interval: float = 0.2
+    progress_done: float | None = None
+    progress_total: float | None = None
+    message: str | None = None
+    logs: list[str] = field(default_factory=list)
+    max_log_lines: int = 200
+    _scheduled: bool = False
+    _last: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update(self, done: float | None = None, total: float | None = None, message: str | None = None,
+               line: str | None = None) -> None:
+        with self._lock:
+            if done is not None:
+                self.progress_done = done
+            if total is not None:
+                self.progress_total = total
+            if message is not None:
+                self.message = message
+            if line is not None:
+                self.logs.append(line)
+                del self.logs[:-self.max_log_lines]
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._schedule)
+        except RuntimeError:  # loop closed: the worker is gone
+            pass
+
+    def _schedule(self) -> None:
+        delay = max(0.0, self._last + self.min_interval - time.monotonic())
+        self.loop.call_later(delay, lambda: asyncio.ensure_future(self._write()))
+
+    async def _write(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            self._last = time.monotonic()
+        try:
+            await self.flush(self)
+        except Exception:
+            pass  # progress is best effort; the job goes on
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"progress": self.progress_done, "total": self.progress_total, "message": self.message,
+                    "logs": list(self.logs[-50:])}
+
+
+def current_job() -> JobContext | None:
+    """The context of the job running in this task or thread, or None outside a job."""
+    return _current.get()
+
+
+def progress(done: float, total: float | None = None, message: str | None = None) -> None:
+    """Report progress of the current job (no-op outside a job)."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.update(done=done, total=total, message=message)
+
+
+def log(*parts: Any) -> None:
+    """Add a log line to the current job's display (printed when outside a job)."""
+    text = " ".join(str(p) for p in parts)
+    ctx = _current.get()
+    if ctx is None:
+        print(text)
+    else:
+        ctx.update(line=text)
+
+
+def bind(ctx: JobContext) -> contextvars.Token:
+    return _current.set(ctx)
+
+
+def unbind(token: contextvars.Token) -> None:
+    _current.reset(token)

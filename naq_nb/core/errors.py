@@ -1,0 +1,78 @@
+"""Exceptions raised by naq_nb. Names follow naq's where naq has one."""
+
+from __future__ import annotations
+
+__all__ = [
+    "NaqException", "NaqConnectionError", "ConfigurationError", "SerializationError",
+    "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
+    "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
+    "UnknownQueueError", "SignatureError",
+]
+
+
+class NaqException(Exception):
+    """Base class of every naq_nb error."""
+
+
+class NaqConnectionError(NaqException):
+    """The NATS server could not be reached or the connection was lost."""
+
+
+class ConfigurationError(NaqException, ValueError):
+    """A setting or option has an invalid value."""
+
+
+class LayoutConflictError(ConfigurationError):
+    """An existing stream or bucket has a configuration naq_nb cannot use."""
+
+
+class UnknownQueueError(ConfigurationError):
+    """A queue name is not valid as a NATS subject token."""
+
+
+class ServerBinaryNotFound(NaqException, FileNotFoundError):
+    """No ``nats-server`` binary was found for the embedded server."""
+
+
+class SerializationError(NaqException, TypeError):
+    """A function, its arguments or its result cannot be (de)serialized."""
+
+
+class SignatureError(SerializationError):
+    """A pickled payload is unsigned or its signature does not verify."""
+
+
+class PayloadTooLargeError(SerializationError):
+    """A payload is larger than the server's max_payload."""
+
+
+class JobNotFoundError(NaqException, KeyError):
+    """No job (or result, or schedule) exists under that id."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class JobExecutionError(NaqException):
+    """A job failed; raised when the original exception cannot be rebuilt.
+
+    ``remote_traceback`` holds the worker-side traceback text and ``exc_type``
+    the original exception's qualified type name.
+    """
+
+    def __init__(self, message: str, *, exc_type: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.remote_traceback = remote_traceback
+
+
+class JobCancelledError(NaqException):
+    """The job was cancelled before it finished."""
+
+
+class JobTimeoutError(NaqException, TimeoutError):
+    """The job ran longer than its timeout."""
+
+
+class DependencyFailedError(NaqException):
+    """A job this one depends on failed or was cancelled, so this one never ran."""

@@ -1,0 +1,198 @@
+"""Jobs: the options a job runs with, the job itself, and its status values.
+
+Options are kept apart from the function's own arguments: :class:`JobOptions`
+is built from keyword options that are checked by name, so an unknown option
+raises instead of being passed to (or hidden from) the function.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from enum import Enum
+from typing import Any, Callable, Sequence
+
+from .errors import ConfigurationError
+from .layout import JOB_ID_RE, validate_queue_name
+from .retry import RetryPolicy
+
+__all__ = ["JobStatus", "JobOptions", "Job", "new_job_id", "TERMINAL", "func_name"]
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    WAITING = "waiting"        # on dependencies
+    SCHEDULED = "scheduled"    # due later
+    RUNNING = "running"
+    RETRYING = "retrying"      # failed, a retry is due
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def func_name(fn: Any) -> str:
+    if isinstance(fn, str):
+        return fn
+    mod = getattr(fn, "__module__", None) or "?"
+    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{mod}.{qual}"
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{what} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _dep_ids(depends_on: Any) -> tuple[str, ...]:
+    if depends_on is None:
+        return ()
+    items = depends_on if isinstance(depends_on, (list, tuple, set, frozenset)) else [depends_on]
+    ids = []
+    for d in items:
+        jid = d if isinstance(d, str) else getattr(d, "job_id", None)
+        if not isinstance(jid, str) or not JOB_ID_RE.match(jid):
+            raise ConfigurationError(f"depends_on entries must be jobs or job ids, not {d!r}")
+        ids.append(jid)
+    return tuple(ids)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job runs. Build with :meth:`build` to validate every option by name.
+
+    * ``queue``: queue name (default from ``NAQ_DEFAULT_QUEUE``).
+    * ``retry``: a :class:`RetryPolicy`; or naq's ``max_retries`` / ``retry_delay``.
+    * ``timeout``: seconds the function may run per attempt.
+    * ``depends_on``: jobs (or ids) that must succeed first.
+    * ``result_ttl``: seconds the result is kept (capped by ``NAQ_RESULT_TTL``).
+    * ``job_id``: choose the id; ``key``: idempotency key (a second enqueue with
+      the same key within 2 minutes is dropped by JetStream de-duplication).
+    * ``name``: a display name.
+    """
+
+    queue: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    depends_on: tuple[str, ...] = ()
+    result_ttl: float | None = None
+    job_id: str | None = None
+    key: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)} | {"max_retries", "retry_delay", "queue_name"}
+
+    @classmethod
+    def build(cls, base: "JobOptions | None" = None, **opts: Any) -> "JobOptions":
+        """Validated options; unknown names raise ``TypeError`` with a suggestion."""
+        unknown = set(opts) - cls.names()
+        if unknown:
+            bad = sorted(unknown)[0]
+            hint = difflib.get_close_matches(bad, sorted(cls.names()), n=1)
+            raise TypeError(f"unknown job option {bad!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                            + f" (options: {', '.join(sorted(cls.names()))})")
+        o = base or cls()
+        if "queue_name" in opts:
+            opts.setdefault("queue", opts.pop("queue_name"))
+        if "max_retries" in opts or "retry_delay" in opts:
+            if "retry" in opts:
+                raise ConfigurationError("give either retry=RetryPolicy(...) or max_retries/retry_delay, not both")
+            opts["retry"] = RetryPolicy.from_naq(opts.pop("max_retries", 0), opts.pop("retry_delay", 0))
+        if "retry" in opts:
+            r = opts["retry"]
+            if isinstance(r, int) and not isinstance(r, bool):
+                opts["retry"] = RetryPolicy(max_retries=r)
+            elif isinstance(r, dict):
+                opts["retry"] = RetryPolicy(**r)
+            elif r is None:
+                opts["retry"] = RetryPolicy()
+            elif not isinstance(r, RetryPolicy):
+                raise ConfigurationError(f"retry must be a RetryPolicy, an int or a dict, not {r!r}")
+        if opts.get("queue") is not None:
+            validate_queue_name(opts["queue"])
+        if "timeout" in opts:
+            opts["timeout"] = _seconds(opts["timeout"], "timeout")
+        if "result_ttl" in opts:
+            opts["result_ttl"] = _seconds(opts["result_ttl"], "result_ttl")
+        if "depends_on" in opts:
+            opts["depends_on"] = _dep_ids(opts["depends_on"])
+        for k in ("job_id", "key"):
+            v = opts.get(k)
+            if v is not None and (not isinstance(v, str) or not JOB_ID_RE.match(v)):
+                raise ConfigurationError(f"{k} must be 1-128 letters, digits, '_' or '-', not {v!r}")
+        return replace(o, **opts)
+
+    def to_meta(self) -> dict:
+        return {"retry": self.retry.to_dict(), "timeout": self.timeout, "deps": list(self.depends_on),
+                "rttl": self.result_ttl, "name": self.name}
+
+
+@dataclass
+class Job:
+    """A job as it was enqueued. ``job_id`` is its handle everywhere.
+
+    naq-compatible attributes: ``job_id``, ``queue_name``, ``function``, ``args``,
+    ``kwargs``, ``max_retries``, ``retry_delay``, ``depends_on``, ``timeout``,
+    ``enqueue_time``.
+    """
+
+    job_id: str
+    queue_name: str
+    function: Callable[..., Any] | str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)
+    enqueue_time: float = field(default_factory=time.time)
+    sequence: int | None = None  # stream sequence once published
+    duplicate: bool = False      # JetStream dropped it as a duplicate of an earlier enqueue
+
+    @property
+    def id(self) -> str:
+        return self.job_id
+
+    @property
+    def max_retries(self) -> int:
+        return self.options.retry.max_retries
+
+    @property
+    def retry_delay(self) -> float | Sequence[float]:
+        b = self.options.retry.backoff
+        return list(b) if isinstance(b, tuple) else self.options.retry.delay
+
+    @property
+    def depends_on(self) -> list[str]:
+        return list(self.options.depends_on)
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
+
+    @property
+    def function_name(self) -> str:
+        return func_name(self.function)
+
+    def __repr__(self) -> str:
+        return f"Job({self.job_id!r}, {self.function_name}, queue={self.queue_name!r})"

@@ -1,0 +1,92 @@
+"""A continuous pull feed on one durable consumer.
+
+nats-py's ``fetch(batch)`` waits for the whole batch or the timeout once a long
+poll has begun, which would hold the first job of a quiet queue for seconds.
+This feed keeps one pull request outstanding for the credit the worker wants
+(free slots plus a small prefetch) and hands every message over the moment it
+arrives. Delivered messages carry the stream subject, not the request's reply
+subject, so they cannot be told apart by request; keeping a single request in
+flight makes the credit exact, and the server's 408 status at expiry releases
+what was left of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Callable
+
+from nats.aio.msg import Msg
+
+__all__ = ["PullFeed"]
+
+_STATUS = "Status"
+
+
+class PullFeed:
+    """One outstanding pull request at a time; ``on_msg`` gets each job message."""
+
+    def __init__(self, nc, api_subject: str, on_msg: Callable[[Msg], None], *,
+                 expires: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.nc = nc
+        self.api_subject = api_subject
+        self.on_msg = on_msg
+        self.expires = expires
+        self.clock = clock
+        self._inbox = nc.new_inbox()
+        self._ids = itertools.count(1)
+        self._current: list | None = None  # [rid, remaining, expires_at]
+        self._sub = None
+        self.closed = False
+
+    @property
+    def credit(self) -> int:
+        return self._current[1] if self._current else 0
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._dispatch)
+
+    async def want(self, n: int) -> bool:
+        """Request ``n`` messages unless a request is still open; True if one was sent."""
+        self.expire(self.clock())
+        if self._current is not None or n <= 0 or self.closed:
+            return False
+        rid = str(next(self._ids))
+        self._current = [rid, n, self.clock() + self.expires + 2.0]
+        req = {"batch": n, "expires": int(self.expires * 1e9)}
+        await self.nc.publish(self.api_subject, json.dumps(req).encode(), reply=f"{self._inbox}.{rid}")
+        return True
+
+    def expire(self, now: float) -> None:
+        """Forget a request the server has surely expired (in case its status was lost)."""
+        if self._current is not None and self._current[2] < now:
+            self._current = None
+
+    def reset(self) -> None:
+        """After a reconnect the server forgot our request; so do we."""
+        self._current = None
+
+    async def _dispatch(self, msg: Msg) -> None:
+        status = msg.headers.get(_STATUS) if msg.headers else None
+        if status and not msg.reply:
+            # 408 request expired, 409 consumer deleted / max waiting, 404 no messages.
+            rid = msg.subject.rsplit(".", 1)[-1]
+            if status != "100" and self._current is not None and self._current[0] == rid:
+                self._current = None
+            return
+        cur = self._current
+        if cur is not None:
+            cur[1] -= 1
+            if cur[1] <= 0:
+                self._current = None
+        self.on_msg(msg)
+
+    async def close(self) -> None:
+        self.closed = True
+        self._current = None
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass

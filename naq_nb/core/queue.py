@@ -1,0 +1,169 @@
+"""Queues: enqueue (one or many, pipelined), status, results, cancel, purge.
+
+Everything here is async and bound to one :class:`Broker`; the client layer
+offers sync twins that run these coroutines on its background loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+
+from .broker import Broker
+from .envelope import encode_job
+from .errors import ConfigurationError, JobNotFoundError
+from .job import Job, JobOptions, JobStatus, TERMINAL, func_name, new_job_id
+from .layout import purge_api_subject, validate_queue_name
+from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
+from .results import wait_for_result
+
+__all__ = ["Queue", "get_status", "cancel_job"]
+
+
+def _check_callable(fn: Any) -> None:
+    if isinstance(fn, str):
+        if ":" not in fn and "." not in fn:
+            raise ConfigurationError(f"a function given by name must be an import path like 'pkg.mod:func', not {fn!r}")
+        return
+    if not callable(fn):
+        raise TypeError(f"the job function must be callable, not {type(fn).__name__}: {fn!r}")
+
+
+class Queue:
+    """A named queue on a broker. ``await q.enqueue(fn, *args, **kwargs)`` passes
+    every keyword to ``fn``; job options come from ``options`` or :meth:`configure`."""
+
+    def __init__(self, broker: Broker, name: str | None = None, options: JobOptions | None = None) -> None:
+        self.broker = broker
+        self.name = validate_queue_name(name or broker.settings.default_queue)
+        self.options = options or JobOptions()
+
+    def configure(self, **options: Any) -> "Queue":
+        """A copy of this queue whose jobs use ``options`` (unknown names raise ``TypeError``)."""
+        opts = JobOptions.build(self.options, **options)
+        return Queue(self.broker, opts.queue or self.name, opts)
+
+    def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
+                 options: JobOptions | None = None) -> Job:
+        _check_callable(fn)
+        opts = options or self.options
+        jid = opts.job_id or opts.key or new_job_id()
+        return Job(jid, opts.queue or self.name, fn, tuple(args), dict(kwargs or {}), opts)
+
+    async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        return await self.enqueue_job(self.make_job(fn, args, kwargs))
+
+    async def enqueue_job(self, job: Job) -> Job:
+        jobs = await self.enqueue_jobs([job])
+        return jobs[0]
+
+    async def enqueue_many(self, calls: Iterable[tuple[Callable[..., Any] | str, Sequence, dict]]) -> list[Job]:
+        """Enqueue many ``(fn, args, kwargs)`` calls with pipelined publishes."""
+        return await self.enqueue_jobs([self.make_job(fn, a, k) for fn, a, k in calls])
+
+    async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
+        b = self.broker
+        await b.ensure_layout()
+        encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=b.max_payload)
+                   for j in jobs]  # every job is checked before anything is published
+        lay = b.layout
+        pending = []
+        for job, (headers, body) in zip(jobs, encoded):
+            status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
+            rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
+                                name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
+                                depends_on=list(job.options.depends_on))
+            st_fut = None
+            if not job.options.key:
+                # Status first: a fast worker's "running" then always lands after "queued".
+                st_fut = await b.js.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec))
+            pub_fut = await b.js.publish_async(lay.queue_subject(job.queue_name), body, headers=headers)
+            pending.append((job, st_fut, pub_fut, rec))
+        for job, st_fut, pub_fut, rec in pending:
+            ack = await pub_fut
+            job.sequence = ack.seq
+            job.duplicate = bool(ack.duplicate)
+            if st_fut is not None:
+                await st_fut
+            elif not job.duplicate:
+                # A keyed job may duplicate one already running: only a new one gets a status.
+                await b.js.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec))
+        return jobs
+
+    async def purge(self) -> int:
+        """Remove every queued job of this queue; returns how many were removed."""
+        b = self.broker
+        await b.ensure_layout()
+        resp = await b.nc.request(purge_api_subject(b.layout.jobs_stream),
+                                  json.dumps({"filter": b.layout.queue_subject(self.name)}).encode(), timeout=10)
+        return int(json.loads(resp.data).get("purged", 0))
+
+    async def count(self) -> int:
+        """Jobs waiting in this queue (not yet acknowledged by a worker)."""
+        b = self.broker
+        await b.ensure_layout()
+        info = await b.js.stream_info(b.layout.jobs_stream, subjects_filter=b.layout.queue_subject(self.name))
+        return int((info.state.subjects or {}).get(b.layout.queue_subject(self.name), 0))
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r}>"
+
+
+async def get_status(broker: Broker, job_id: str) -> dict:
+    """The job's status record, or :class:`JobNotFoundError`."""
+    kv = await broker.kv(broker.layout.status_bucket)
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
+    return decode_status(entry.value)
+
+
+async def fetch_result(broker: Broker, job_id: str, timeout: float | None = 0) -> ResultRecord:
+    """The job's result record; waits up to ``timeout`` seconds (``None`` = forever)."""
+    return await wait_for_result(broker, job_id, timeout)
+
+
+async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
+    """Cancel a job that has not finished. Returns False if it had already ended.
+
+    A queued job is removed from its stream; a waiting or scheduled one is marked
+    so its worker drops it; a running one is told to stop through the cancel
+    subject (async functions are cancelled, a sync function's result is discarded).
+    """
+    lay = broker.layout
+    kv = await broker.kv(lay.status_bucket)
+    for _ in range(10):
+        try:
+            entry = await kv.get(job_id)
+        except KeyNotFoundError:
+            raise JobNotFoundError(f"no job with id {job_id!r}") from None
+        rec = decode_status(entry.value)
+        if JobStatus(rec["status"]) in TERMINAL:
+            return False
+        rec.update(status=JobStatus.CANCELLED.value, finished_at=time.time())
+        try:
+            await kv.update(job_id, encode_status(rec), last=entry.revision)
+            break
+        except KeyWrongLastSequenceError:
+            continue  # the job moved on meanwhile; look again
+    else:
+        return False
+    seq = sequence or rec.get("seq")
+    if seq:
+        try:
+            await broker.js.delete_msg(lay.jobs_stream, int(seq))
+        except (NotFoundError, Exception):
+            pass  # already delivered or gone
+    await broker.nc.publish(lay.cancel_subject, job_id.encode())
+    results = await broker.kv(lay.results_bucket)
+    try:
+        await results.create(job_id, encode_failure(None, None, status=JobStatus.CANCELLED,
+                                                    error=f"job {job_id} was cancelled"))
+    except KeyWrongLastSequenceError:
+        pass  # a result was written first; it stands
+    return True

@@ -1,0 +1,160 @@
+"""Status and result records as stored in the KV buckets, and exception rebuilding.
+
+A status record is a small JSON object per job (key = job id) holding its state,
+timings, attempts and progress; every change is a put, so one watcher on the
+status bucket sees every job's life. A result record is written once per job
+when it ends: a JSON header line (status, error, traceback) and the serialized
+value or exception.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from typing import Any
+
+from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError
+from .job import JobStatus
+from .serialization import Serializer, get_serializer, pack_record, unpack_record
+
+__all__ = ["status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
+           "encode_failure", "rebuild_exception", "exception_type_names"]
+
+
+def status_record(job_id: str, queue: str, status: JobStatus | str, **fields: Any) -> dict:
+    rec = {"id": job_id, "queue": queue, "status": str(status), "updated_at": time.time()}
+    rec.update(fields)
+    return rec
+
+
+def encode_status(rec: dict) -> bytes:
+    rec["updated_at"] = time.time()
+    return json.dumps(rec, separators=(",", ":"), default=str).encode()
+
+
+def decode_status(data: bytes) -> dict:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise SerializationError(f"malformed status record: {exc}") from None
+
+
+def exception_type_names(exc: BaseException) -> list[str]:
+    names = []
+    for cls in type(exc).__mro__:
+        if cls in (BaseException, object):
+            break
+        names.append(cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}")
+    return names
+
+
+class ResultRecord:
+    """A decoded result: ``status``, ``meta`` and the value or the rebuilt exception."""
+
+    def __init__(self, meta: dict, payload: bytes) -> None:
+        self.meta = meta
+        self.payload = payload
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == JobStatus.SUCCEEDED.value
+
+    @property
+    def expired(self) -> bool:
+        exp = self.meta.get("expires_at")
+        return bool(exp) and exp < time.time()
+
+    def value(self) -> Any:
+        ser = get_serializer(self.meta.get("ser", "pickle"))
+        return ser.loads_value(self.payload) if self.payload else None
+
+    def exception(self) -> BaseException:
+        return rebuild_exception(self.meta, self.payload)
+
+    def unwrap(self) -> Any:
+        """The value, or raise the job's exception."""
+        if self.ok:
+            return self.value()
+        raise self.exception()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "ResultRecord":
+        meta, payload = unpack_record(data)
+        return cls(meta, payload)
+
+
+def encode_result(ser: Serializer, value: Any, *, result_ttl: float | None, **meta: Any) -> bytes:
+    payload = ser.dumps_value(value)
+    m = {"status": JobStatus.SUCCEEDED.value, "ser": ser.name, "finished_at": time.time(), **meta}
+    if result_ttl:
+        m["expires_at"] = time.time() + result_ttl
+    return pack_record(m, payload)
+
+
+def encode_failure(ser: Serializer | None, exc: BaseException | None, *, status: JobStatus = JobStatus.FAILED,
+                   error: str | None = None, tb: str | None = None, result_ttl: float | None = None,
+                   **meta: Any) -> bytes:
+    payload = b""
+    m: dict[str, Any] = {"status": status.value, "finished_at": time.time(), **meta}
+    if exc is not None:
+        m["exc_type"] = exception_type_names(exc)[0]
+        m["exc_types"] = exception_type_names(exc)
+        m["error"] = error or f"{type(exc).__name__}: {exc}"
+        m["traceback"] = tb if tb is not None else "".join(traceback.format_exception(exc))
+        if ser is not None and ser.name == "pickle":
+            payload = ser.dumps_exception(exc)
+            m["ser"] = "pickle"
+    else:
+        m["error"] = error or status.value
+        m["traceback"] = tb or ""
+    if result_ttl:
+        m["expires_at"] = time.time() + result_ttl
+    return pack_record(m, payload)
+
+
+def rebuild_exception(meta: dict, payload: bytes) -> BaseException:
+    """The job's exception as its original type where possible.
+
+    The rebuilt exception is also a :class:`JobExecutionError`, so both
+    ``except ValueError`` and naq-style ``except JobExecutionError`` catch it;
+    ``remote_traceback`` holds the worker's traceback text.
+    """
+    status = meta.get("status")
+    tb = meta.get("traceback", "")
+    err = meta.get("error") or status or "job failed"
+    if status == JobStatus.CANCELLED.value:
+        return JobCancelledError(err)
+    if meta.get("dependency"):
+        return DependencyFailedError(err)
+    original = None
+    if payload and meta.get("ser") == "pickle":
+        original = get_serializer("pickle").loads_exception(payload)
+    if original is None:
+        exc: BaseException = JobExecutionError(err, exc_type=meta.get("exc_type", ""), remote_traceback=tb)
+    else:
+        exc = _as_job_error(original, meta.get("exc_type", ""), tb)
+    exc.remote_traceback = tb  # type: ignore[attr-defined]
+    if tb and hasattr(exc, "add_note"):
+        exc.add_note("Remote traceback (worker side):\n" + tb.rstrip())
+    return exc
+
+
+def _as_job_error(original: BaseException, exc_type: str, tb: str) -> BaseException:
+    cls = type(original)
+    if isinstance(original, JobExecutionError):
+        return original
+    try:
+        mixed = type(cls.__name__, (cls, JobExecutionError), {"__module__": cls.__module__,
+                                                               "__qualname__": cls.__qualname__})
+        exc = mixed.__new__(mixed, *original.args)
+        exc.args = original.args
+        exc.__dict__.update(getattr(original, "__dict__", {}))
+        exc.exc_type = exc_type  # type: ignore[attr-defined]
+        return exc
+    except Exception:  # layout conflicts, exotic __new__: keep the original type alone
+        return original

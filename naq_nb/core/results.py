@@ -1,0 +1,77 @@
+"""Waiting for results by push: a subscription on the result key's subject, then a get.
+
+The subscription is made before the get, so a result written in between is
+never missed, and the wait wakes the moment the worker's put lands; nothing
+polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from .errors import JobNotFoundError
+from .records import ResultRecord
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["wait_for_result", "get_result"]
+
+
+async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
+    """The result record if the job has ended, else None."""
+    kv = await broker.kv(broker.layout.results_bucket)
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    rec = ResultRecord.decode(entry.value)
+    return None if rec.expired else rec
+
+
+async def _job_exists(broker: "Broker", job_id: str) -> bool:
+    kv = await broker.kv(broker.layout.status_bucket)
+    try:
+        await kv.get(job_id)
+        return True
+    except KeyNotFoundError:
+        return False
+
+
+async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None = None) -> ResultRecord:
+    """Wait until the job's result exists; ``timeout=0`` checks once, ``None`` waits forever.
+
+    Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
+    when the job is known but not finished in time.
+    """
+    lay = broker.layout
+    await broker.ensure_layout()
+    sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
+    try:
+        rec = await get_result(broker, job_id)
+        if rec is not None:
+            return rec
+        if not await _job_exists(broker, job_id):
+            raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError(f"job {job_id} has not finished")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                msg = await asyncio.wait_for(sub.next_msg(timeout=None), remaining)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout}s") from None
+            op = (msg.headers or {}).get(KV_OP)
+            if op in (KV_DEL, KV_PURGE) or not msg.data:
+                continue  # a requeue cleared the old result; wait for the new one
+            return ResultRecord.decode(msg.data)
+    finally:
+        await sub.unsubscribe()

