@@ -1,0 +1,64 @@
+"""naq_nb: a job queue on NATS JetStream, made first for Jupyter notebooks.
+
+Layers (each only imports the ones before it):
+``naq_nb.core`` (engine: layout, queue, worker, scheduler, embedded server) →
+``naq_nb.client`` (background loop, sync/async calls, futures) →
+``naq_nb.notebook`` (local cluster, widgets, magics, sweeps) → ``naq_nb.cli``.
+
+Notebook pieces are imported lazily, so a worker-only install stays small.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .client.client import Client, get_client
+from .client.compat import (
+    JobTemplate, Queue, cancel_job, cancel_job_sync, close_sync_connections, enqueue, enqueue_many,
+    enqueue_many_sync, enqueue_sync, fetch_job_result, fetch_job_result_sync, get_job_status,
+    get_job_status_sync, list_workers, list_workers_sync, purge_queue, purge_queue_sync,
+)
+from .core.context import current_job, log, progress
+from .core.errors import (
+    ConfigurationError, DependencyFailedError, JobCancelledError, JobExecutionError, JobNotFinishedError,
+    JobNotFoundError, JobTimeoutError, LayoutConflictError, NaqConnectionError, NaqException,
+    PayloadTooLargeError, SerializationError, ServerBinaryNotFound, SignatureError, UnknownQueueError,
+)
+from .core.job import Job, JobOptions, JobStatus
+from .core.retry import RetryPolicy
+from .core.server import EmbeddedServer
+from .core.settings import Settings
+from .core.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # naq-compatible API
+    "enqueue", "enqueue_sync", "enqueue_many", "enqueue_many_sync", "fetch_job_result",
+    "fetch_job_result_sync", "get_job_status", "get_job_status_sync", "cancel_job", "cancel_job_sync",
+    "list_workers", "list_workers_sync", "purge_queue", "purge_queue_sync", "close_sync_connections",
+    "Queue", "JobTemplate", "Worker", "Job", "JobOptions", "JobStatus", "RetryPolicy", "Client", "get_client",
+    "EmbeddedServer", "Settings", "current_job", "progress", "log",
+    # errors
+    "NaqException", "NaqConnectionError", "ConfigurationError", "SerializationError", "PayloadTooLargeError",
+    "JobNotFoundError", "JobNotFinishedError", "JobExecutionError", "JobCancelledError", "JobTimeoutError",
+    "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound", "SignatureError",
+    "UnknownQueueError",
+]
+
+# name -> module that defines it; imported on first access (notebook layer, scheduler).
+_LAZY: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'naq_nb' has no attribute {name!r}")
+    value = getattr(import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(_LAZY))

@@ -79,8 +79,9 @@ class Broker:
             nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
             raise NaqConnectionError(
-                f"cannot connect to NATS at {', '.join(_redact(s) for s in servers)} within {timeout:g}s: "
-                f"{type(exc).__name__}: {exc or 'timed out'}") from None
+                f"cannot connect to NATS at {', '.join(_redact(s) for s in servers)} within {timeout:g}s "
+                f"({f'{type(exc).__name__}: {exc}' if str(exc) else 'no answer'}); is a nats-server running "
+                "there? (`naq server` starts one)") from None
         return cls(nc, settings)
 
     @property

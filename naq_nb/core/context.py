@@ -104,3 +104,58 @@ def bind(ctx: JobContext) -> contextvars.Token:
 
 def unbind(token: contextvars.Token) -> None:
     _current.reset(token)
+
+
+class _CaptureStream:
+    """Stands in for sys.stdout/stderr while a worker runs: text written inside a job
+    (any thread or task bound to a JobContext) goes to that job's log lines; anything
+    else goes to the original stream."""
+
+    def __init__(self, original: Any, label: str) -> None:
+        self.original = original
+        self.label = label
+        self._partial: dict[str, str] = {}
+
+    def write(self, text: str) -> int:
+        ctx = _current.get()
+        if ctx is None:
+            return self.original.write(text)
+        buf = self._partial.get(ctx.job_id, "") + text
+        *lines, rest = buf.split("\n")
+        self._partial[ctx.job_id] = rest
+        for line in lines:
+            ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+_capture_refs = 0
+_capture_lock = threading.Lock()
+
+
+def install_capture() -> None:
+    """Route job output to job logs (reference counted; undone by :func:`uninstall_capture`)."""
+    import sys
+    global _capture_refs
+    with _capture_lock:
+        _capture_refs += 1
+        if _capture_refs == 1:
+            sys.stdout = _CaptureStream(sys.stdout, "stdout")  # type: ignore[assignment]
+            sys.stderr = _CaptureStream(sys.stderr, "stderr")  # type: ignore[assignment]
+
+
+def uninstall_capture() -> None:
+    import sys
+    global _capture_refs
+    with _capture_lock:
+        _capture_refs = max(0, _capture_refs - 1)
+        if _capture_refs == 0:
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if isinstance(stream, _CaptureStream):
+                    setattr(sys, name, stream.original)

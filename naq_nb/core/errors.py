@@ -6,7 +6,7 @@ __all__ = [
     "NaqException", "NaqConnectionError", "ConfigurationError", "SerializationError",
     "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
     "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
-    "UnknownQueueError", "SignatureError",
+    "UnknownQueueError", "SignatureError", "JobNotFinishedError",
 ]
 
 
@@ -76,3 +76,7 @@ class JobTimeoutError(NaqException, TimeoutError):
 
 class DependencyFailedError(NaqException):
     """A job this one depends on failed or was cancelled, so this one never ran."""
+
+
+class JobNotFinishedError(JobNotFoundError, TimeoutError):
+    """The job exists but has no result yet (naq raised JobNotFoundError here; both catch it)."""

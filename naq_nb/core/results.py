@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from .errors import JobNotFoundError
+from .errors import JobNotFinishedError, JobNotFoundError
 from .records import ResultRecord
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
         if not await _job_exists(broker, job_id):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if timeout is not None and timeout <= 0:
-            raise TimeoutError(f"job {job_id} has not finished")
+            raise JobNotFinishedError(f"job {job_id} has not finished yet")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -68,7 +68,7 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
             try:
                 msg = await asyncio.wait_for(sub.next_msg(timeout=None), remaining)
             except asyncio.TimeoutError:
-                raise TimeoutError(f"job {job_id} did not finish within {timeout}s") from None
+                raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s") from None
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one

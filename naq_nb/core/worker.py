@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterable
 
 from .broker import Broker
+from .context import install_capture, uninstall_capture
 from .deps import DependencyGate
 from .errors import SerializationError
 from .job import JobStatus
@@ -52,7 +53,8 @@ class Worker:
     def __init__(self, queues: str | Iterable[str] | None = None, *, nats_url: str | None = None,
                  concurrency: int = 10, name: str | None = None, broker: Broker | None = None,
                  settings: Settings | None = None, prefetch: int | None = None, grace_period: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, **nats_options: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, capture_output: bool = True,
+                 **nats_options: Any) -> None:
         self.settings = settings or Settings.from_env()
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
@@ -69,6 +71,7 @@ class Worker:
         self.prefetch = concurrency if prefetch is None else prefetch
         self.grace_period = grace_period
         self.clock = clock
+        self.capture_output = capture_output
         self.name = name or socket.gethostname()
         self.worker_id = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(".", "_")
         self.broker = broker
@@ -123,6 +126,8 @@ class Worker:
             await feed.start()
             self._feeds[q] = feed
         self.state = "idle"
+        if self.capture_output:
+            install_capture()  # a job's prints go to its own log, not the worker's console
         await self.heartbeat_once(self.clock())
         self._tasks = [asyncio.ensure_future(self._slot(i)) for i in range(self.concurrency)]
         self._tasks += [asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
@@ -197,6 +202,8 @@ class Worker:
         except Exception:
             pass
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.capture_output:
+            uninstall_capture()
         if self._own_broker:
             await self.broker.close()
         self.state = "stopped"

@@ -1,0 +1,1 @@
+"""The ``naq`` command line."""

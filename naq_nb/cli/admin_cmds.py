@@ -1,0 +1,114 @@
+"""Admin commands: purge, list-workers, jobs, job, cancel, failed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from ..core.failed import list_failed, requeue_failed
+from ..core.queue import Queue, cancel_job, get_status
+from ..core.registry import list_workers
+from .common import add_url, print_table, with_broker
+
+__all__ = ["register"]
+
+
+def _ts(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("purge", help="remove all queued jobs from queues")
+    p.add_argument("queues", nargs="*", default=None)
+    add_url(p)
+    p.set_defaults(func=_purge)
+
+    p = sub.add_parser("list-workers", help="list live workers (from their heartbeats)")
+    add_url(p)
+    p.set_defaults(func=_workers)
+
+    p = sub.add_parser("jobs", help="show queue depths, or one job's status with --id")
+    p.add_argument("queues", nargs="*", default=None)
+    p.add_argument("--id", dest="job_id", default=None, help="show this job's status record")
+    add_url(p)
+    p.set_defaults(func=_jobs)
+
+    p = sub.add_parser("cancel", help="cancel a job")
+    p.add_argument("job_id")
+    add_url(p)
+    p.set_defaults(func=_cancel)
+
+    p = sub.add_parser("failed", help="list failed jobs, or requeue them")
+    p.add_argument("action", nargs="?", choices=["list", "requeue"], default="list")
+    p.add_argument("refs", nargs="*", help="job ids or failed-stream sequence numbers to requeue")
+    p.add_argument("--queue", "-q", default=None)
+    p.add_argument("--all", action="store_true", help="requeue every failed job (of --queue)")
+    p.add_argument("--traceback", action="store_true", help="print each job's traceback")
+    add_url(p)
+    p.set_defaults(func=_failed)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    async def run(b):
+        for name in args.queues or [b.settings.default_queue]:
+            n = await Queue(b, name).purge()
+            print(f"purged {n} job(s) from queue {name!r}")
+    with_broker(args, run)
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    rows = with_broker(args, list_workers)
+    for r in rows:
+        r["queues"] = ",".join(r.get("queues", []))
+        r["running"] = len(r.get("running", []))
+        r["age"] = f"{r['heartbeat_age']:.1f}s"
+    print_table(rows, ["id", "host", "pid", "queues", "concurrency", "running", "state", "age"])
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    async def run(b):
+        if args.job_id:
+            return [await get_status(b, args.job_id)]
+        names = args.queues or [b.settings.default_queue]
+        return [{"queue": n, "queued": await Queue(b, n).count()} for n in names]
+    rows = with_broker(args, run)
+    if args.job_id:
+        for k, v in rows[0].items():
+            if k != "traceback":
+                print(f"{k:>12}: {v}")
+        if rows[0].get("traceback"):
+            print(rows[0]["traceback"])
+    else:
+        print_table(rows, ["queue", "queued"])
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    ok = with_broker(args, lambda b: cancel_job(b, args.job_id))
+    print(f"cancelled {args.job_id}" if ok else f"job {args.job_id} had already ended")
+    return 0 if ok else 1
+
+
+def _failed(args: argparse.Namespace) -> int:
+    async def run(b):
+        if args.action == "list":
+            return await list_failed(b, args.queue)
+        refs = list(args.refs)
+        if args.all:
+            refs += [e["seq"] for e in await list_failed(b, args.queue) if e["requeueable"]]
+        return [await requeue_failed(b, r) for r in refs]
+    out = with_broker(args, run)
+    if args.action == "requeue":
+        for jid in out:
+            print(f"requeued {jid}")
+        return 0
+    for e in out:
+        e["failed_at"] = _ts(e["failed_at"])
+        e["reason"] = (e["reason"] or "")[:60]
+    print_table(out, ["seq", "job_id", "queue", "func", "attempts", "failed_at", "reason"])
+    if args.traceback:
+        for e in out:
+            print(f"--- {e['job_id']} (seq {e['seq']})\n{e['traceback']}")
+    return 0

@@ -1,0 +1,61 @@
+"""``naq worker`` and ``naq server``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import threading
+
+from ..core.server import EmbeddedServer
+from ..core.settings import Settings
+from ..core.worker import Worker
+from .common import add_url
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a worker on one or more queues")
+    p.add_argument("queues", nargs="*", help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')")
+    add_url(p)
+    p.add_argument("--concurrency", "-c", type=int, default=10, help="jobs run at once (default 10)")
+    p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
+    p.add_argument("--grace-period", type=float, default=30.0, help="seconds running jobs get to finish on stop")
+    p.set_defaults(func=_worker)
+
+    s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
+    s.add_argument("--port", "-p", type=int, default=4222, help="port (default 4222; 0 = a free one)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--store-dir", "-sd", default=None, help="JetStream store directory (default: temporary)")
+    s.add_argument("--max-payload", type=int, default=None, help="max message size in bytes")
+    s.set_defaults(func=_server)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(nats_url=args.nats_url)
+    w = Worker(args.queues or None, settings=settings, concurrency=args.concurrency, name=args.name,
+               grace_period=args.grace_period)
+
+    async def _run() -> None:
+        w.install_signal_handlers()
+        await w.run()
+    asyncio.run(_run())
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    srv = EmbeddedServer(port=args.port or None, host=args.host, store_dir=args.store_dir,
+                         max_payload=args.max_payload)
+    srv.start()
+    print(f"nats-server {srv.info.get('version', '?')} with JetStream at {srv.url} (store {srv.store_dir})",
+          flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.5):
+        if not srv.running:
+            print(f"nats-server exited: {srv.log_tail()}", flush=True)
+            return 1
+    srv.stop()
+    return 0

@@ -1,0 +1,162 @@
+"""The client: a connection owned by the background loop, with sync and async calls.
+
+``Client(url, **nats_options)`` connects lazily on first use. Every method
+``m`` has an awaitable form ``await client.m(...)`` and a blocking form
+``client.m_sync(...)``; both run on naq_nb's loop thread, so they behave the
+same in a script, inside Jupyter's running loop and from worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+from ..core.broker import Broker
+from ..core.failed import list_failed, requeue_failed
+from ..core.job import Job, JobOptions
+from ..core.queue import Queue as CoreQueue, cancel_job, get_status
+from ..core.records import ResultRecord
+from ..core.registry import list_workers
+from ..core.results import wait_for_result
+from ..core.settings import Settings
+from .loop import on_exit, run_sync
+from .twins import twin, with_twins
+
+__all__ = ["Client", "get_client", "close_all_clients"]
+
+
+@with_twins
+class Client:
+    """A NATS connection for enqueuing, watching and managing jobs."""
+
+    def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None,
+                 **nats_options: Any) -> None:
+        self.settings = (settings or Settings.from_env()).with_(**({"nats_url": nats_url} if nats_url else {}))
+        self.nats_options = nats_options
+        self._broker: Broker | None = None
+        self._connecting: asyncio.Future | None = None
+
+    @property
+    def url(self) -> str:
+        return self.settings.nats_url
+
+    async def broker(self) -> Broker:
+        """The connected :class:`Broker` (call on the loop thread only)."""
+        if self._broker is not None and not self._broker.nc.is_closed:
+            return self._broker
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(Broker.connect(settings=self.settings, **self.nats_options))
+        try:
+            b = await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting.done() and self._connecting.exception() is not None:
+                self._connecting = None
+        await b.ensure_layout()
+        self._broker = b
+        return b
+
+    # --- jobs --------------------------------------------------------------
+    @twin
+    async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Publish prepared jobs (pipelined)."""
+        b = await self.broker()
+        return await CoreQueue(b).enqueue_jobs(jobs)
+
+    def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
+                 options: JobOptions | None = None) -> Job:
+        """Build (and check) a job without sending it; the default queue comes from settings."""
+        opts = options or JobOptions()
+        queue = opts.queue or self.settings.default_queue
+        probe = CoreQueue.__new__(CoreQueue)
+        probe.name, probe.options = queue, opts
+        return CoreQueue.make_job(probe, fn, args, kwargs, opts)
+
+    @twin
+    async def status(self, job_id: str) -> dict:
+        """The job's status record (raises JobNotFoundError)."""
+        return await get_status(await self.broker(), job_id)
+
+    @twin
+    async def result_record(self, job_id: str, timeout: float | None = None) -> ResultRecord:
+        """Wait for the job's result record (push: a subscription on the result key)."""
+        return await wait_for_result(await self.broker(), job_id, timeout)
+
+    @twin
+    async def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """The job's return value; raises its exception (original type where possible)."""
+        rec = await wait_for_result(await self.broker(), job_id, timeout)
+        return rec.unwrap()
+
+    @twin
+    async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
+        """Cancel a job that has not ended; False if it already had."""
+        return await cancel_job(await self.broker(), job_id, sequence)
+
+    @twin
+    async def purge(self, queue: str | None = None) -> int:
+        """Drop every queued job of ``queue``; returns how many."""
+        return await CoreQueue(await self.broker(), queue).purge()
+
+    @twin
+    async def queue_size(self, queue: str | None = None) -> int:
+        return await CoreQueue(await self.broker(), queue).count()
+
+    @twin
+    async def workers(self) -> list[dict]:
+        """Live workers from their heartbeats."""
+        return await list_workers(await self.broker())
+
+    @twin
+    async def failed(self, queue: str | None = None, limit: int = 1000) -> list[dict]:
+        """Jobs in the failed stream (out of retries, or undecodable)."""
+        return await list_failed(await self.broker(), queue, limit)
+
+    @twin
+    async def requeue(self, ref: str | int) -> str:
+        """Put a failed job back on its queue (by job id or failed sequence)."""
+        return await requeue_failed(await self.broker(), ref)
+
+    @twin
+    async def close(self) -> None:
+        if self._broker is not None:
+            b, self._broker = self._broker, None
+            await b.close()
+
+    def __repr__(self) -> str:
+        return f"<naq_nb.Client {self.url}>"
+
+
+_clients: dict[tuple, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
+    """A shared client per (URL, options), created on first use."""
+    settings = Settings.from_env()
+    url = nats_url or settings.nats_url
+    key = (url, tuple(sorted((k, repr(v)) for k, v in nats_options.items())))
+    with _clients_lock:
+        c = _clients.get(key)
+        if c is None:
+            c = _clients[key] = Client(url, settings=settings, **nats_options)
+        return c
+
+
+async def _close_all() -> None:
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for c in clients:
+        try:
+            await c.close()
+        except Exception:
+            pass
+
+
+def close_all_clients() -> None:
+    """Close every shared connection (naq's ``close_sync_connections``)."""
+    run_sync(_close_all())
+
+
+on_exit(_close_all)

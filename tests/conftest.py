@@ -1,0 +1,72 @@
+"""Fixtures: real nats-server processes (started through naq_nb's own EmbeddedServer), workers.
+
+Every test gets its own server on a free port with its own store directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from naq_nb.core.broker import Broker
+from naq_nb.core.server import EmbeddedServer
+from naq_nb.core.settings import Settings
+from naq_nb.core.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    srv = EmbeddedServer(store_dir=tmp_path / "js")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def settings(nats_server) -> Settings:
+    return Settings.from_env(environ={}, nats_url=nats_server.url, ack_wait=5.0, heartbeat_interval=1.0)
+
+
+@pytest.fixture
+async def broker(settings):
+    b = await Broker.connect(settings=settings)
+    await b.ensure_layout()
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def start_worker(settings):
+    """``w = await start_worker(queues, concurrency=...)``: a worker on the test's loop."""
+    running: list[tuple[Worker, asyncio.Task]] = []
+
+    async def _start(queues="default", **kw) -> Worker:
+        w = Worker(queues, settings=kw.pop("settings", settings), **kw)
+        task = asyncio.ensure_future(w.run())
+        while w.started is None or not w.started.is_set():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        running.append((w, task))
+        return w
+
+    yield _start
+    for w, task in running:
+        w.request_stop(graceful=False)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)
+
+
+def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """A ``naq worker`` in its own process (for SIGKILL tests)."""
+    e = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "worker", *args], env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
