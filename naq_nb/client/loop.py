@@ -71,6 +71,8 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     try:
         return fut.result(timeout)
     except concurrent.futures.TimeoutError:
+        if fut.done():
+            raise  # the coroutine's own TimeoutError (e.g. JobNotFinishedError)
         fut.cancel()
         raise TimeoutError(f"naq_nb call did not finish within {timeout}s") from None
     except KeyboardInterrupt:

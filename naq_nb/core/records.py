@@ -10,6 +10,7 @@ value or exception.
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from typing import Any
@@ -18,7 +19,7 @@ from .errors import JobCancelledError, JobExecutionError, DependencyFailedError,
 from .job import JobStatus
 from .serialization import Serializer, get_serializer, pack_record, unpack_record
 
-__all__ = ["status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
+__all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
            "encode_failure", "rebuild_exception", "exception_type_names"]
 
 
@@ -38,6 +39,19 @@ def decode_status(data: bytes) -> dict:
         return json.loads(data)
     except ValueError as exc:
         raise SerializationError(f"malformed status record: {exc}") from None
+
+
+_INTERNAL = (os.sep + os.path.join("naq_nb", "core") + os.sep, os.path.join("concurrent", "futures"),
+             os.sep + "asyncio" + os.sep)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without naq_nb's and asyncio's own frames: what the user's code did."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not any(m in f.filename for m in _INTERNAL)]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
 
 
 def exception_type_names(exc: BaseException) -> list[str]:
@@ -105,7 +119,7 @@ def encode_failure(ser: Serializer | None, exc: BaseException | None, *, status:
         m["exc_type"] = exception_type_names(exc)[0]
         m["exc_types"] = exception_type_names(exc)
         m["error"] = error or f"{type(exc).__name__}: {exc}"
-        m["traceback"] = tb if tb is not None else "".join(traceback.format_exception(exc))
+        m["traceback"] = tb if tb is not None else user_traceback(exc)
         if ser is not None and ser.name == "pickle":
             payload = ser.dumps_exception(exc)
             m["ser"] = "pickle"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from .envelope import HEADER_META, JobMeta, decode_call, decode_meta
 from .errors import DependencyFailedError, PayloadTooLargeError, SerializationError
 from .execution import call_job
 from .job import JobStatus
-from .records import decode_status, encode_failure, encode_result, encode_status, exception_type_names
+from .records import user_traceback, decode_status, encode_failure, encode_result, encode_status, exception_type_names
 from .results import get_result
 from .serialization import pack_record
 
@@ -108,6 +107,8 @@ class JobRunner:
                "depends_on": list(m.options.depends_on), "seq": d.msg.metadata.sequence.stream}
         if d.record:
             rec.update({k: v for k, v in d.record.items() if k in ("started_at", "progress", "total", "message")})
+        if d.ctx is not None and status.is_terminal:
+            rec.update({k: v for k, v in d.ctx.snapshot().items() if v is not None})
         rec.update(extra)
         return rec
 
@@ -149,7 +150,7 @@ class JobRunner:
                              reason: str | None = None) -> None:
         m = d.meta
         failures = (d.prev or {}).get("failures", 0) + 1
-        tb = "".join(traceback.format_exception(exc))
+        tb = user_traceback(exc)
         error = f"{type(exc).__name__}: {exc}"
         if retry and m.retry.should_retry(failures, exception_type_names(exc)):
             delay = m.retry.delay_for(failures)

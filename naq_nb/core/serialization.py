@@ -117,7 +117,9 @@ class JsonSerializer(Serializer):
             path, args, kwargs = d["func"], d.get("args", []), d.get("kwargs", {})
         except Exception as exc:
             raise SerializationError(f"malformed JSON job payload: {exc}") from exc
-        if self.allowed and not any(path == p or path.startswith(p.rstrip(".:") + ".") or path.startswith(p.rstrip(".:") + ":")
+        dotted = path.replace(":", ".")
+        if self.allowed and not any(dotted == p.replace(":", ".").rstrip(".")
+                                    or dotted.startswith(p.replace(":", ".").rstrip(".") + ".")
                                     for p in self.allowed):
             raise SerializationError(f"function {path!r} is not under an allowed prefix {list(self.allowed)} (NAQ_JSON_ALLOWED)")
         return resolve_import_path(path), tuple(args), dict(kwargs)

@@ -1,0 +1,26 @@
+# Two commands on a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: venv demo test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: venv            ## the main job, end to end, on an embedded nats-server
+	$(PY) examples/demo.py
+
+test: venv            ## the whole suite, against real nats-server processes
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: venv           ## throughput and latency figures (not run in CI)
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

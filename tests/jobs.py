@@ -1,0 +1,81 @@
+"""Importable job functions for tests (worker processes import them by path)."""
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+
+def add(a, b):
+    return a + b
+
+
+def count_words(text):
+    return len(text.split())
+
+
+async def async_add(a, b):
+    await asyncio.sleep(0)
+    return a + b
+
+
+def boom(msg="boom"):
+    raise ValueError(msg)
+
+
+class CustomError(Exception):
+    def __init__(self, code, detail):
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+
+
+def custom_fail():
+    raise CustomError(42, "custom")
+
+
+def mark(path, token, sleep=0.0):
+    """Append ``token`` to ``path`` (one line per execution), then sleep; returns token."""
+    with open(path, "a") as f:
+        f.write(f"{token}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    time.sleep(sleep)
+    return token
+
+
+def fail_until(path, succeed_on):
+    """Fails until it has been called ``succeed_on`` times (counted in ``path``)."""
+    p = Path(path)
+    n = len(p.read_text().splitlines()) + 1 if p.exists() else 1
+    with open(p, "a") as f:
+        f.write(f"{time.time()}\n")
+    if n < succeed_on:
+        raise ConnectionError(f"attempt {n} fails")
+    return n
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+async def async_sleep_for(seconds):
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def takes_reserved(x, timeout=None, queue=None, max_retries=None):
+    return {"x": x, "timeout": timeout, "queue": queue, "max_retries": max_retries}
+
+
+def big_result(n):
+    return b"x" * n
+
+
+def with_progress(n):
+    from naq_nb import progress
+    for i in range(n):
+        progress(i + 1, n, f"step {i + 1}")
+        print(f"line {i + 1}")
+    return n

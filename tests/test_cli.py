@@ -1,0 +1,55 @@
+"""The naq CLI: help everywhere, one clear line when the server is unreachable, admin commands."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from naq_nb.core.queue import Queue
+from naq_nb.core.results import wait_for_result
+
+import jobs
+from conftest import ROOT
+
+
+def naq(*args, url=None, timeout=60):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    if url:
+        env["NAQ_NATS_URL"] = url
+    return subprocess.run([sys.executable, "-m", "naq_nb.cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("cmd", ["worker", "server", "purge", "list-workers", "jobs", "failed", "cancel"])
+def test_help_everywhere(cmd):
+    out = naq(cmd, "--help")
+    assert out.returncode == 0 and "usage: naq" in out.stdout
+
+
+def test_unreachable_server_is_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = naq("list-workers", "--nats-url", f"nats://127.0.0.1:{port}")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "cannot connect to NATS" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+async def test_failed_list_and_requeue_and_purge(broker, nats_server, start_worker):
+    await start_worker()
+    j = await Queue(broker).enqueue(jobs.boom, "cli")
+    await wait_for_result(broker, j.job_id, 10)
+    out = naq("failed", "list", url=nats_server.url)
+    assert out.returncode == 0 and j.job_id in out.stdout and "ValueError: cli" in out.stdout
+    out = naq("failed", "requeue", j.job_id, url=nats_server.url)
+    assert out.returncode == 0 and f"requeued {j.job_id}" in out.stdout
+    out = naq("jobs", "--id", j.job_id, url=nats_server.url)
+    assert out.returncode == 0 and "status" in out.stdout
+    await Queue(broker, "p").enqueue_many([(jobs.add, (1, 1), {})] * 3)
+    out = naq("purge", "p", url=nats_server.url)
+    assert "purged 3 job(s)" in out.stdout
+    out = naq("list-workers", url=nats_server.url)
+    assert out.returncode == 0 and "default" in out.stdout

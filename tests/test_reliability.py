@@ -1,0 +1,93 @@
+"""Retries with backoff, the failed stream, requeue, dependencies, long jobs vs ack_wait."""
+
+import asyncio
+
+import pytest
+
+from naq_nb.core.errors import DependencyFailedError
+from naq_nb.core.failed import list_failed, requeue_failed
+from naq_nb.core.queue import Queue, get_status
+from naq_nb.core.results import wait_for_result
+from naq_nb.core.retry import RetryPolicy
+
+import jobs
+
+
+async def test_retry_with_backoff_then_success(broker, start_worker, tmp_path):
+    await start_worker()
+    calls = tmp_path / "calls"
+    q = Queue(broker).configure(retry=RetryPolicy(max_retries=3, backoff="exponential", delay=0.2))
+    j = await q.enqueue(jobs.fail_until, str(calls), 3)
+    rec = await wait_for_result(broker, j.job_id, 15)
+    assert rec.unwrap() == 3
+    times = [float(t) for t in calls.read_text().split()]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4, f"delays follow the exponential backoff: {gaps}"
+    st = await get_status(broker, j.job_id)
+    assert st["status"] == "succeeded" and st["failures"] == 2 and st["attempts"] == 3
+
+
+def test_backoff_kinds():
+    assert [RetryPolicy(5, "fixed", 2).delay_for(n) for n in (1, 2, 3)] == [2, 2, 2]
+    assert [RetryPolicy(5, "linear", 2).delay_for(n) for n in (1, 2, 3)] == [2, 4, 6]
+    assert [RetryPolicy(5, "exponential", 1, max_delay=3).delay_for(n) for n in (1, 2, 3)] == [1, 2, 3]
+    assert [RetryPolicy(5, (1, 5)).delay_for(n) for n in (1, 2, 3)] == [1, 5, 5]
+    d = RetryPolicy(5, "fixed", 10, jitter=0.5).delay_for(1)
+    assert 5 <= d <= 15
+
+
+async def test_exhausted_retries_land_in_failed_stream_and_requeue(broker, start_worker, tmp_path):
+    w = await start_worker()
+    q = Queue(broker).configure(max_retries=1, retry_delay=0)
+    j = await q.enqueue(jobs.boom, "kaputt")
+    rec = await wait_for_result(broker, j.job_id, 10)
+    assert rec.status == "failed"
+    [entry] = await list_failed(broker)
+    assert entry["job_id"] == j.job_id and entry["attempts"] == 2 and entry["worker"] == w.worker_id
+    assert "ValueError: kaputt" in entry["traceback"] and entry["requeueable"]
+    # requeue: the same job runs again (and fails again, since boom always fails)
+    assert await requeue_failed(broker, j.job_id) == j.job_id
+    assert await list_failed(broker) == [] or (await list_failed(broker))[0]["seq"] != entry["seq"]
+    rec2 = await wait_for_result(broker, j.job_id, 10)
+    assert rec2.status == "failed" and rec2.meta["finished_at"] > rec.meta["finished_at"]
+
+
+async def test_retry_only_on_listed_exceptions(broker, start_worker, tmp_path):
+    await start_worker()
+    q = Queue(broker).configure(retry=RetryPolicy(max_retries=3, retry_on=(ConnectionError,)))
+    j = await q.enqueue(jobs.boom)  # ValueError: not retried
+    rec = await wait_for_result(broker, j.job_id, 10)
+    assert rec.status == "failed" and rec.meta["attempts"] == 1
+
+
+async def test_dependencies_run_in_order(broker, start_worker, tmp_path):
+    log = tmp_path / "order"
+    q = Queue(broker)
+    a = await q.enqueue(jobs.mark, str(log), "a", 0.3)
+    b = await q.configure(depends_on=[a]).enqueue(jobs.mark, str(log), "b")
+    c = await q.configure(depends_on=[a, b]).enqueue(jobs.mark, str(log), "c")
+    assert (await get_status(broker, c.job_id))["status"] == "waiting"
+    await start_worker(concurrency=4)
+    assert (await wait_for_result(broker, c.job_id, 10)).unwrap() == "c"
+    assert log.read_text().split() == ["a", "b", "c"]
+
+
+async def test_dependent_of_failed_job_fails_naming_it(broker, start_worker):
+    await start_worker(concurrency=2)
+    q = Queue(broker)
+    bad = await q.enqueue(jobs.boom)
+    child = await q.configure(depends_on=bad).enqueue(jobs.add, 1, 1)
+    rec = await wait_for_result(broker, child.job_id, 10)
+    with pytest.raises(DependencyFailedError, match=bad.job_id):
+        rec.unwrap()
+
+
+async def test_long_job_beyond_ack_wait_runs_once(broker, start_worker, settings, tmp_path):
+    # ack_wait is 1 s here; the job takes 3 s: in-progress acks must keep it from redelivery
+    s = settings.with_(ack_wait=1.0)
+    await start_worker(settings=s, concurrency=2)
+    await start_worker(settings=s, concurrency=2)
+    runs = tmp_path / "runs"
+    j = await Queue(broker).enqueue(jobs.mark, str(runs), "long", 3.0)
+    assert (await wait_for_result(broker, j.job_id, 15)).unwrap() == "long"
+    assert runs.read_text().split() == ["long"], "the long job ran exactly once"
