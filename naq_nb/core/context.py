@@ -144,9 +144,11 @@ def install_capture() -> None:
     global _capture_refs
     with _capture_lock:
         _capture_refs += 1
-        if _capture_refs == 1:
-            sys.stdout = _CaptureStream(sys.stdout, "stdout")  # type: ignore[assignment]
-            sys.stderr = _CaptureStream(sys.stderr, "stderr")  # type: ignore[assignment]
+        # Someone (a test runner, IPython) may have swapped the streams since: wrap whatever is there.
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if not isinstance(stream, _CaptureStream):
+                setattr(sys, name, _CaptureStream(stream, name))
 
 
 def uninstall_capture() -> None:

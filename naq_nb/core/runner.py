@@ -195,7 +195,9 @@ class JobRunner:
             existing = await get_result(self.b, jid)
             if existing is not None:
                 rec = {**rec, "status": existing.status, "error": existing.meta.get("error")}
-        await self._status(jid, rec)
+        # The result (acked above) is the record of truth; the status put that mirrors it
+        # needs no round trip of its own, and it leaves before the ack on the same connection.
+        await self._status_nowait(jid, rec)
         await d.msg.ack()
         self.w.stats["processed"] += 1
 
