@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-nats29 bench clean
 
 venv: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ demo: venv            ## the main job, end to end, on an embedded nats-server
 
 test: venv            ## the whole suite, against real nats-server processes
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-nats29: venv     ## the engine suite against Debian's nats-server 2.9 (apt-get install nats-server)
+	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
+	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py
 
 bench: venv           ## throughput and latency figures (not run in CI)
 	$(PY) bench/throughput.py

@@ -160,3 +160,15 @@ async def test_sync_jobs_run_in_threads_concurrently(broker, start_worker):
     starts = sorted(r.meta["started_at"] for r in recs)
     finishes = sorted(r.meta["finished_at"] for r in recs)
     assert starts[-1] < finishes[0], "all four sync jobs were running at the same time"
+
+
+async def test_layout_created_idempotently_under_races(settings):
+    from naq_nb.core.broker import Broker
+    brokers = [await Broker.connect(settings=settings) for _ in range(6)]
+    try:
+        await asyncio.gather(*(b.ensure_layout() for b in brokers))
+        await asyncio.gather(*(b.ensure_consumer("default") for b in brokers))
+        await brokers[0].ensure_layout()
+    finally:
+        for b in brokers:
+            await b.close()

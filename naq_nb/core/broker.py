@@ -104,11 +104,18 @@ class Broker:
         for cfg in (lay.jobs_stream_config(), lay.failed_stream_config()):
             await self._ensure_stream(cfg)
         for name, kw in lay.buckets().items():
-            try:
-                self._kv[name] = await self.js.key_value(name)
-            except BucketNotFoundError:
-                self._kv[name] = await self.js.create_key_value(
-                    bucket=name, history=kw["history"], ttl=kw["ttl"], replicas=lay.replicas)
+            self._kv[name] = await self._ensure_bucket(name, kw)
+
+    async def _ensure_bucket(self, name: str, kw: dict) -> KeyValue:
+        try:
+            return await self.js.key_value(name)
+        except BucketNotFoundError:
+            pass
+        try:
+            return await self.js.create_key_value(bucket=name, history=kw["history"], ttl=kw["ttl"],
+                                                  replicas=self.layout.replicas)
+        except nats.js.errors.BadRequestError:
+            return await self.js.key_value(name)  # another process created it first
 
     async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
         try:

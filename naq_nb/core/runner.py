@@ -182,8 +182,15 @@ class JobRunner:
 
     # --- writes ----------------------------------------------------------
     async def _commit(self, d: Delivery, result: bytes, rec: dict) -> None:
-        """Result (create-only), then status, then ack; the message is acked only once both are stored."""
+        """Status, then result (create-only, acked), then the message ack.
+
+        The status mirror goes out first without a round trip of its own: on one
+        connection the server stores it before the result, so whoever is woken by
+        the result reads the final status too. The message is acked only once the
+        result is stored.
+        """
         js, jid = self.b.js, d.meta.job_id
+        await self._status_nowait(jid, rec)
         res_fut = await js.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
                                          headers=dict(_CREATE_ONLY))
         try:
@@ -194,10 +201,7 @@ class JobRunner:
             # A result exists already (cancelled meanwhile, or a duplicate run): it stands.
             existing = await get_result(self.b, jid)
             if existing is not None:
-                rec = {**rec, "status": existing.status, "error": existing.meta.get("error")}
-        # The result (acked above) is the record of truth; the status put that mirrors it
-        # needs no round trip of its own, and it leaves before the ack on the same connection.
-        await self._status_nowait(jid, rec)
+                await self._status(jid, {**rec, "status": existing.status, "error": existing.meta.get("error")})
         await d.msg.ack()
         self.w.stats["processed"] += 1
 
