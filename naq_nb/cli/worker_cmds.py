@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import sys
 import signal
 import threading
 
@@ -41,6 +44,13 @@ def _worker(args: argparse.Namespace) -> int:
         w.install_signal_handlers()
         await w.run()
     asyncio.run(_run())
+    if w.executor.active:
+        # Sync jobs past the grace period cannot be interrupted; their messages were
+        # handed back, so leave without waiting for their threads.
+        logging.getLogger("naq_nb.worker").warning("leaving %d sync job thread(s) behind", w.executor.active)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

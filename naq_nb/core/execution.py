@@ -13,13 +13,39 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from concurrent.futures import Executor
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Callable
 
 from .context import JobContext, bind, unbind
 from .errors import JobTimeoutError
 
-__all__ = ["call_job"]
+__all__ = ["call_job", "JobThreads"]
+
+
+class JobThreads(ThreadPoolExecutor):
+    """The worker's thread pool for sync jobs, counting calls still running
+    (a sync job past its timeout or a forced stop keeps its thread until it returns)."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix="naq-job")
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        def counted():
+            with self._lock:
+                self._active += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._active -= 1
+        return super().submit(counted)
+
+    @property
+    def active(self) -> int:
+        return self._active
 
 
 async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: JobContext,

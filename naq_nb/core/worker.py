@@ -23,13 +23,13 @@ import socket
 import time
 import uuid
 from collections import Counter, OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterable
 
 from .broker import Broker
 from .context import install_capture, uninstall_capture
 from .deps import DependencyGate
 from .errors import SerializationError
+from .execution import JobThreads
 from .job import JobStatus
 from .layout import pull_api_subject, validate_queue_name
 from .puller import PullFeed
@@ -77,7 +77,7 @@ class Worker:
         self.broker = broker
         self._own_broker = broker is None
         self._nats_options = nats_options
-        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"naq-job")
+        self.executor = JobThreads(concurrency)
         self.stats: Counter = Counter()
         self.state = "created"
         self.started_at = time.time()
@@ -142,10 +142,9 @@ class Worker:
         if self._loop is None or self._stop_event is None:
             return
         def _set() -> None:
-            if self._stop_event.is_set() and not graceful:
-                self._graceful = False
-                self._force_stop()
             self._graceful = self._graceful and graceful
+            if not graceful:
+                self._force_stop()
             self._stop_event.set()
         try:
             self._loop.call_soon_threadsafe(_set)
@@ -158,8 +157,11 @@ class Worker:
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM: first one stops gracefully, a second one at once (CLI use)."""
         loop = asyncio.get_running_loop()
+        received = [0]
+
         def handler() -> None:
-            graceful = not (self._stop_event and self._stop_event.is_set())
+            received[0] += 1
+            graceful = received[0] == 1
             log.warning("signal received: %s", "stopping gracefully" if graceful else "stopping now")
             self.request_stop(graceful=graceful)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -175,24 +177,27 @@ class Worker:
         self.state = "stopping"
         for feed in self._feeds.values():
             await feed.close()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         # Buffered (not started) and parked jobs go straight back to the queue.
         while self.ready is not None and not self.ready.empty():
             await self._nak(self.ready.get_nowait())
         for d in self.gate.deliveries():
             self.gate.take(d.meta.job_id)
             await self._nak(d)
-        tasks = [d.task for d in self.running.values() if d.task is not None]
-        if tasks and graceful:
-            done, pending = await asyncio.wait(tasks, timeout=self.grace_period)
-        for d in list(self.running.values()):
-            if d.task is not None and not d.task.done():
-                d.task.cancel()
-                await self._nak(d)
+        # Heartbeats and in-progress acks go on while running jobs finish.
+        running = [d.task for d in self.running.values() if d.task is not None]
+        if running and graceful:
+            await asyncio.wait(running, timeout=self.grace_period)
+        self._force_stop()  # whatever still runs is cancelled and handed back by its slot
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_resources()
+        self.state = "stopped"
+        log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
+
+    async def _close_resources(self) -> None:
         await self.gate.close()
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
@@ -206,8 +211,6 @@ class Worker:
             uninstall_capture()
         if self._own_broker:
             await self.broker.close()
-        self.state = "stopped"
-        log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
 
     async def _nak(self, d: Delivery) -> None:
         try:
@@ -232,17 +235,21 @@ class Worker:
             d = await self.ready.get()
             jid = d.meta.job_id
             self.running[jid] = d
-            self.state = "busy"
+            if self.state == "idle":
+                self.state = "busy"
             try:
                 await self.runner.run(d)
             except asyncio.CancelledError:
+                await self._nak(d)  # stopped mid-job: hand it back for another worker
+                if self.state == "stopping" and not asyncio.current_task().cancelling():
+                    continue  # only the job was cancelled; this slot ends when shutdown cancels it
                 raise
             except Exception:
                 log.exception("job %s: worker error; handing it back", jid)
                 await self._nak(d)
             finally:
                 self.running.pop(jid, None)
-                if not self.running:
+                if not self.running and self.state == "busy":
                     self.state = "idle"
             await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
