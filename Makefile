@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 bench clean
+.PHONY: venv demo test test-nats29 check-compose bench clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ test: venv            ## the whole suite, against real nats-server processes
 test-nats29: venv     ## the engine suite against Debian's nats-server 2.9 (apt-get install nats-server)
 	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
 	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py
+
+check-compose:        ## validate docker/docker-compose.yml (Debian's docker-compose v1; no engine needed)
+	docker-compose -f docker/docker-compose.yml config -q && echo "docker/docker-compose.yml: valid"
 
 bench: venv           ## throughput and latency figures (not run in CI)
 	$(PY) bench/throughput.py
