@@ -53,3 +53,24 @@ async def test_failed_list_and_requeue_and_purge(broker, nats_server, start_work
     assert "purged 3 job(s)" in out.stdout
     out = naq("list-workers", url=nats_server.url)
     assert out.returncode == 0 and "default" in out.stdout
+
+
+def test_naq_server_in_the_foreground(tmp_path):
+    import re
+    import signal
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "server", "--port", "0",
+                             "--store-dir", str(tmp_path / "js")], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"JetStream at nats://127\.0\.0\.1:(\d+)", line)
+        assert m, line
+        with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as s:
+            assert s.recv(4) == b"INFO"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
