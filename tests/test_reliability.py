@@ -91,3 +91,24 @@ async def test_long_job_beyond_ack_wait_runs_once(broker, start_worker, settings
     j = await Queue(broker).enqueue(jobs.mark, str(runs), "long", 3.0)
     assert (await wait_for_result(broker, j.job_id, 15)).unwrap() == "long"
     assert runs.read_text().split() == ["long"], "the long job ran exactly once"
+
+
+async def test_worker_rides_out_a_server_restart(nats_server, settings, start_worker):
+    from naq_nb.core.broker import Broker
+    await start_worker()
+    b = await Broker.connect(settings=settings)
+    try:
+        before = await Queue(b).enqueue(jobs.add, 1, 1)
+        assert (await wait_for_result(b, before.job_id, 10)).unwrap() == 2
+        nats_server.kill()
+        await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
+        for _ in range(100):  # the client reconnects on its own; wait until it has
+            if b.nc.is_connected:
+                break
+            await asyncio.sleep(0.1)
+        after = await Queue(b).enqueue(jobs.add, 2, 2)
+        assert (await wait_for_result(b, after.job_id, 20)).unwrap() == 4
+        # the job queued before the restart, and its result, survived on the persistent store
+        assert (await wait_for_result(b, before.job_id, 1)).unwrap() == 2
+    finally:
+        await b.close()

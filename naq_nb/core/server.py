@@ -58,6 +58,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # Like nats-server itself: connections in TIME_WAIT do not make the port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return False
