@@ -48,7 +48,24 @@ __all__ = [
 ]
 
 # name -> module that defines it; imported on first access (notebook layer, scheduler).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    # scheduler (core) and its client calls
+    "Scheduler": "naq_nb.core.scheduler",
+    **{n: "naq_nb.client.scheduling" for n in (
+        "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule", "schedule_sync",
+        "cancel_scheduled_job", "cancel_scheduled_job_sync", "pause_scheduled_job", "pause_scheduled_job_sync",
+        "resume_scheduled_job", "resume_scheduled_job_sync", "modify_scheduled_job", "modify_scheduled_job_sync",
+        "list_scheduled", "list_scheduled_sync")},
+    # notebook-first client: futures and the session calls
+    "JobFuture": "naq_nb.client.future",
+    **{n: "naq_nb.client.session" for n in ("connect", "submit", "map", "options", "job", "default_client")},
+    # notebook layer
+    **{n: "naq_nb.notebook.frames" for n in ("jobs", "workers", "schedules", "failed")},
+    "local": "naq_nb.notebook.local", "LocalCluster": "naq_nb.notebook.local",
+    "sweep": "naq_nb.notebook.sweep", "Sweep": "naq_nb.notebook.sweep",
+    "dashboard": "naq_nb.notebook.dashboard",
+    "load_ipython_extension": "naq_nb.notebook.magics", "unload_ipython_extension": "naq_nb.notebook.magics",
+}
 
 
 def __getattr__(name: str) -> Any:

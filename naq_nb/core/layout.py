@@ -91,6 +91,22 @@ class Layout:
         """Sweeps, sweep caches and other client-side records."""
         return f"{self.prefix}_meta"
 
+    def sweep_key(self, sweep_id: str) -> str:
+        """Key in the meta bucket of a sweep's record (its points and job ids)."""
+        return f"sweep.{sweep_id}"
+
+    def cache_key(self, digest: str) -> str:
+        """Key in the meta bucket mapping a call's content hash to the job that ran it."""
+        return f"cache.{digest}"
+
+    def schedule_key(self, schedule_id: str) -> str:
+        """Key in the schedules bucket of one schedule (delayed job, cron or interval)."""
+        return f"s.{schedule_id}"
+
+    @property
+    def leader_key(self) -> str:
+        return "scheduler"
+
     def kv_subject(self, bucket: str, key: str) -> str:
         """The subject a put on ``bucket``/``key`` is published on (push waits use it)."""
         return f"$KV.{bucket}.{key}"
