@@ -10,6 +10,7 @@ Notebook pieces are imported lazily, so a worker-only install stays small.
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import Any
 
@@ -33,6 +34,9 @@ from .core.worker import Worker
 
 __version__ = "0.1.0"
 
+# A library adds no handlers beyond this: the application decides where logs go.
+logging.getLogger("naq_nb").addHandler(logging.NullHandler())
+
 __all__ = [
     # naq-compatible API
     "enqueue", "enqueue_sync", "enqueue_many", "enqueue_many_sync", "fetch_job_result",
@@ -50,7 +54,8 @@ __all__ = [
 # name -> module that defines it; imported on first access (notebook layer, scheduler).
 _LAZY: dict[str, str] = {
     # scheduler (core) and its client calls
-    "Scheduler": "naq_nb.core.scheduler",
+    "Scheduler": "naq_nb.core.scheduler", "ScheduleNotFoundError": "naq_nb.core.schedules",
+    "ScheduledTemplate": "naq_nb.client.scheduling",
     **{n: "naq_nb.client.scheduling" for n in (
         "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule", "schedule_sync",
         "cancel_scheduled_job", "cancel_scheduled_job_sync", "pause_scheduled_job", "pause_scheduled_job_sync",
@@ -58,10 +63,14 @@ _LAZY: dict[str, str] = {
         "list_scheduled", "list_scheduled_sync")},
     # notebook-first client: futures and the session calls
     "JobFuture": "naq_nb.client.future",
-    **{n: "naq_nb.client.session" for n in ("connect", "submit", "map", "options", "job", "default_client")},
+    **{n: "naq_nb.client.session" for n in (
+        "connect", "connect_async", "submit", "submit_async", "map", "map_async", "options", "Submitter",
+        "job", "job_async", "default_client", "set_default_client")},
     # notebook layer
-    **{n: "naq_nb.notebook.frames" for n in ("jobs", "workers", "schedules", "failed")},
-    "local": "naq_nb.notebook.local", "LocalCluster": "naq_nb.notebook.local",
+    **{n: "naq_nb.notebook.frames" for n in (
+        "jobs", "workers", "schedules", "failed", "jobs_async", "workers_async", "schedules_async",
+        "failed_async")},
+    "local": "naq_nb.notebook.local", "local_async": "naq_nb.notebook.local", "LocalCluster": "naq_nb.notebook.local",
     "sweep": "naq_nb.notebook.sweep", "Sweep": "naq_nb.notebook.sweep",
     "dashboard": "naq_nb.notebook.dashboard",
     "load_ipython_extension": "naq_nb.notebook.magics", "unload_ipython_extension": "naq_nb.notebook.magics",

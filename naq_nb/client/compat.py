@@ -64,6 +64,26 @@ class JobTemplate:
     def enqueue_many_sync(self, fn: Callable[..., Any] | str, calls: Sequence[tuple | dict | Any]) -> list[Job]:
         return self.client.enqueue_jobs_sync([self._job(fn, *_call(c)) for c in calls])
 
+    # Calendars, kept apart from the function's keywords: ``.every(cron=...).enqueue(fn, cron=...)``.
+    def at(self, when: Any) -> "Any":
+        """A template that runs its jobs at ``when`` (datetime, naive = UTC, or epoch seconds)."""
+        from .scheduling import ScheduledTemplate
+        from ..core.schedules import to_epoch
+        return ScheduledTemplate(self.client, self.options, at=to_epoch(when, "when"))
+
+    def after(self, delay: Any) -> "Any":
+        """A template that runs its jobs after ``delay`` (seconds or a timedelta)."""
+        from .scheduling import ScheduledTemplate, _delay_to_time
+        return ScheduledTemplate(self.client, self.options, at=_delay_to_time(delay))
+
+    def every(self, *, cron: str | None = None, interval: Any = None, repeat: int | None = None,
+              timezone: str | None = None, misfire: str | None = None) -> "Any":
+        """A template for recurring jobs (see :func:`naq_nb.schedule`)."""
+        from .scheduling import ScheduledTemplate, _require_calendar
+        _require_calendar(cron, interval)
+        cal = dict(cron=cron, interval=interval, repeat=repeat, timezone=timezone, misfire=misfire)
+        return ScheduledTemplate(self.client, self.options, **{k: v for k, v in cal.items() if v is not None})
+
 
 def _call(c: Any) -> tuple[tuple, dict]:
     if isinstance(c, tuple):

@@ -44,7 +44,7 @@ class Broker:
         self.settings = settings
         self.layout = Layout(prefix=settings.prefix, replicas=settings.replicas, result_ttl=settings.result_ttl,
                              status_ttl=settings.status_ttl, worker_ttl=settings.worker_ttl,
-                             ack_wait=settings.ack_wait)
+                             ack_wait=settings.ack_wait, leader_ttl=settings.leader_ttl)
         self.serializer: Serializer = get_serializer(settings.serializer, settings.json_allowed)
         self._kv: dict[str, KeyValue] = {}
         self._ready: asyncio.Future | None = None

@@ -37,7 +37,7 @@ class Layout:
     status_ttl: float = 604800.0
     worker_ttl: float = 30.0
     ack_wait: float = 30.0
-    leader_ttl: float = 10.0
+    leader_ttl: float = 8.0
 
     # --- streams -------------------------------------------------------
     @property
@@ -106,6 +106,10 @@ class Layout:
     @property
     def leader_key(self) -> str:
         return "scheduler"
+
+    def kv_stream(self, bucket: str) -> str:
+        """The stream behind a KV bucket (its config holds the bucket's TTL)."""
+        return f"KV_{bucket}"
 
     def kv_subject(self, bucket: str, key: str) -> str:
         """The subject a put on ``bucket``/``key`` is published on (push waits use it)."""

@@ -105,6 +105,8 @@ class JobRunner:
                "name": m.options.name, "enqueued_at": m.enqueued_at, "attempts": d.delivered,
                "failures": prev.get("failures", 0), "worker": self.w.worker_id,
                "depends_on": list(m.options.depends_on), "seq": d.msg.metadata.sequence.stream}
+        if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
+            rec.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
         if d.record:
             rec.update({k: v for k, v in d.record.items() if k in ("started_at", "progress", "total", "message")})
         if d.ctx is not None and status.is_terminal:

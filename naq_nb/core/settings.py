@@ -24,6 +24,7 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
     "NAQ_ACK_WAIT": ("ack_wait", "30", "seconds before an unacknowledged job is redelivered"),
     "NAQ_HEARTBEAT": ("heartbeat_interval", "5", "seconds between worker heartbeats"),
     "NAQ_WORKER_TTL": ("worker_ttl", "30", "seconds a worker record lives without a heartbeat"),
+    "NAQ_SCHEDULER_LEASE": ("leader_ttl", "8", "seconds a scheduler's leadership lease lives without renewal (failover time)"),
     "NAQ_CONNECT_TIMEOUT": ("connect_timeout", "5", "seconds before a connection attempt gives up"),
     "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
     "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
@@ -45,6 +46,7 @@ class Settings:
     ack_wait: float = 30.0
     heartbeat_interval: float = 5.0
     worker_ttl: float = 30.0
+    leader_ttl: float = 8.0
     connect_timeout: float = 5.0
     replicas: int = 1
     prefix: str = "naq"

@@ -1,0 +1,90 @@
+"""``naq scheduler``, ``naq list-scheduled`` and ``naq job-control`` (naq's names)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import signal
+
+from ..core.scheduler import Scheduler
+from ..core.schedules import change_schedule, list_schedules
+from ..core.settings import Settings
+from .common import add_url, print_table, with_broker
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scheduler", help="run a scheduler (several may run; one leads)")
+    add_url(p)
+    p.add_argument("--instance-id", default=None, help="this instance's name in the leader lease")
+    p.add_argument("--disable-ha", action="store_true", help="no leader election: the only scheduler")
+    p.set_defaults(func=_scheduler)
+
+    p = sub.add_parser("list-scheduled", help="list scheduled jobs (delayed, cron, interval)")
+    add_url(p)
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("job-control", help="cancel, pause, resume or reschedule a scheduled job")
+    p.add_argument("job_id", help="the schedule id (the Job id that enqueue_at/schedule returned)")
+    p.add_argument("action", choices=["cancel", "pause", "resume", "reschedule"])
+    p.add_argument("--cron", default=None, help="reschedule: a new cron expression")
+    p.add_argument("--interval", type=float, default=None, help="reschedule: a new interval in seconds")
+    p.add_argument("--repeat", type=int, default=None, help="reschedule: total number of runs")
+    p.add_argument("--next-run", default=None, help="reschedule: next run, ISO time (naive = UTC) or epoch")
+    add_url(p)
+    p.set_defaults(func=_control)
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    s = Scheduler(settings=Settings.from_env(nats_url=args.nats_url), instance_id=args.instance_id,
+                  ha=not args.disable_ha)
+
+    async def _run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, s.request_stop)
+        await s.run()
+    asyncio.run(_run())
+    return 0
+
+
+def _when(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = [s.to_row() for s in with_broker(args, list_schedules)]
+    for r in rows:
+        r["next_run"] = _when(r["next_run"])
+        r["every"] = r["cron"] or (f"{r['interval']:g}s" if r["interval"] else "once")
+        r["runs"] = f"{r['runs']}/{r['repeat']}" if r["repeat"] else str(r["runs"])
+    print_table(rows, ["schedule_id", "function", "queue", "every", "next_run", "runs", "status"])
+    return 0
+
+
+def _parse_time(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        t = dt.datetime.fromisoformat(text)
+        return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _control(args: argparse.Namespace) -> int:
+    action, changes = args.action, {}
+    if action == "reschedule":
+        action = "modify"
+        changes = {k: v for k, v in dict(cron=args.cron, interval=args.interval, repeat=args.repeat).items()
+                   if v is not None}
+        if args.next_run:
+            changes["next_run"] = _parse_time(args.next_run)
+        if not changes:
+            raise SystemExit("naq job-control reschedule: give --cron, --interval, --repeat or --next-run")
+    s = with_broker(args, lambda b: change_schedule(b, args.job_id, action, **changes))
+    if s is None:
+        print(f"{args.job_id}: cancelled")
+    else:
+        print(f"{args.job_id}: {'paused' if s.paused else 'active'}, next run {_when(s.next_run) or '-'}")
+    return 0

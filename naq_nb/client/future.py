@@ -1,0 +1,338 @@
+"""Job futures: a :class:`concurrent.futures.Future` per job, resolved by push.
+
+A :class:`JobFuture` is a real ``concurrent.futures.Future``, so
+``concurrent.futures.wait`` / ``as_completed`` and done callbacks work, and it is
+awaitable from any event loop (``await job`` in a Jupyter cell). It is resolved
+by its client's :class:`~naq_nb.client.watch.JobWatch` when the job's result
+record is put, never by a thread blocking per job; status records (timings,
+attempts, progress, logs) arrive the same way and fire :meth:`JobFuture.on_update`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import html
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Generator
+
+from ..core.errors import SerializationError
+from ..core.job import Job, JobStatus
+from ..core.records import ResultRecord
+from .loop import run_async, run_sync
+from .watch import get_watch, register_async, register_sync
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["JobFuture", "display_hook", "submit_jobs", "submit_jobs_sync", "attach_many", "attach_many_sync"]
+
+log = logging.getLogger("naq_nb.client")
+
+#: Set by the notebook layer (a live widget); called by ``JobFuture._ipython_display_``.
+display_hook: Callable[["JobFuture"], None] | None = None
+
+_TERMINAL = {s.value for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)}
+
+
+def _default_client() -> "Client":
+    from .session import default_client  # same layer; imported late to avoid an import cycle
+    return default_client()
+
+
+class JobFuture(concurrent.futures.Future):
+    """The handle of one job: its result, its live status, and remote cancel.
+
+    Create with :meth:`attach` (an existing job id) or through ``nq.submit``.
+    """
+
+    def __init__(self, job_id: str, client: "Client", job: Job | None = None) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.client = client
+        self.job = job
+        self._record: dict = {}
+        self._listeners: list[Callable[["JobFuture"], None]] = []
+
+    # --- creation -------------------------------------------------------------
+    @classmethod
+    def attach(cls, job_id: str, client: "Client | None" = None, job: Job | None = None) -> "JobFuture":
+        """A future for an existing job id (no existence check); its state is fetched once."""
+        fut = cls(job_id, client or _default_client(), job)
+        register_sync(fut.client, [fut], fetch=True)
+        return fut
+
+    @classmethod
+    async def attach_async(cls, job_id: str, client: "Client | None" = None,
+                           job: Job | None = None) -> "JobFuture":
+        """Async form of :meth:`attach`."""
+        fut = cls(job_id, client or _default_client(), job)
+        await register_async(fut.client, [fut], fetch=True)
+        return fut
+
+    # --- waiting ----------------------------------------------------------------
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """Await the result from any event loop (raises the job's exception)."""
+        await self._wait_async(timeout)
+        return self.result(0)
+
+    async def exception_async(self, timeout: float | None = None) -> BaseException | None:
+        """Await the job's end; its exception, or None if it succeeded."""
+        await self._wait_async(timeout)
+        return self.exception(0)
+
+    async def _wait_async(self, timeout: float | None) -> None:
+        if self.done():
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def _wake(_f: concurrent.futures.Future) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        def _done(f: concurrent.futures.Future) -> None:
+            try:
+                loop.call_soon_threadsafe(_wake, f)
+            except RuntimeError:  # the awaiting loop is closed
+                pass
+
+        # Not asyncio.wrap_future: cancelling that wrapper would cancel (remotely!) the job.
+        self.add_done_callback(_done)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"job {self.job_id} did not finish within {timeout:g}s") from None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result_async().__await__()
+
+    # --- cancel -----------------------------------------------------------------
+    def cancel(self) -> bool:
+        """Cancel the job remotely (queued, waiting, scheduled or running).
+
+        True if it got cancelled (``.result()`` then raises
+        ``concurrent.futures.CancelledError``); False if it had already ended.
+        """
+        if self.done():
+            return self.cancelled()
+        ok = self.client.cancel_sync(self.job_id, self._sequence())
+        return self._after_cancel(ok)
+
+    async def cancel_async(self) -> bool:
+        """Async form of :meth:`cancel`."""
+        if self.done():
+            return self.cancelled()
+        ok = await self.client.cancel(self.job_id, self._sequence())
+        return self._after_cancel(ok)
+
+    def _sequence(self) -> int | None:
+        return self.job.sequence if self.job is not None else None
+
+    def _after_cancel(self, ok: bool) -> bool:
+        if ok:
+            self._cancel_local()
+        return ok
+
+    def _cancel_local(self) -> None:
+        if self._mark_cancelled():
+            self._record = {**self._record, "status": JobStatus.CANCELLED.value}
+            self._notify()
+
+    def _mark_cancelled(self) -> bool:
+        """Cancel the Future itself (not the job); True if this call did it.
+
+        Future.cancel() alone does not wake concurrent.futures.wait(); the notify
+        does, and it may run once only, hence the lock (the loop thread and the
+        caller can both get here).
+        """
+        with self._condition:  # an RLock: cancel() below takes it again
+            if self.done():
+                return False
+            concurrent.futures.Future.cancel(self)
+            self.set_running_or_notify_cancel()
+            return True
+
+    # --- live state ---------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """The latest known status: queued, waiting, scheduled, running, retrying, succeeded, failed, cancelled."""
+        if self.cancelled():
+            return JobStatus.CANCELLED.value
+        return str(self._record.get("status") or "unknown")
+
+    @property
+    def record(self) -> dict:
+        """The latest status record (timings, attempts, worker, progress, logs, error, ...)."""
+        return dict(self._record)
+
+    @property
+    def progress(self) -> dict | None:
+        """``{"done", "total", "message"}`` as reported by the job, or None."""
+        r = self._record
+        if r.get("progress") is None and r.get("message") is None:
+            return None
+        return {"done": r.get("progress"), "total": r.get("total"), "message": r.get("message")}
+
+    @property
+    def logs(self) -> list[str]:
+        """Captured stdout/stderr and ``nq.log`` lines (the latest ones)."""
+        return list(self._record.get("logs") or [])
+
+    @property
+    def name(self) -> str:
+        """The job's display name, else its function's qualified name."""
+        r = self._record
+        return str(r.get("name") or r.get("func") or (self.job.function_name if self.job else "") or "?")
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or until now while running)."""
+        start = self._record.get("started_at")
+        if not start:
+            return None
+        end = self._record.get("finished_at") or (None if self.done() else time.time())
+        return None if end is None else max(0.0, end - start)
+
+    def on_update(self, cb: Callable[["JobFuture"], None]) -> Callable[[], None]:
+        """Call ``cb(self)`` on naq_nb's loop thread after every status or result change.
+
+        Returns a function that unsubscribes. ``cb`` must be quick and must not make
+        blocking naq_nb calls (use the async forms there).
+        """
+        self._listeners.append(cb)
+
+        def unsubscribe() -> None:
+            try:
+                self._listeners.remove(cb)
+            except ValueError:
+                pass
+        return unsubscribe
+
+    # --- called by the watch on the loop thread ------------------------------------
+    def _apply_status(self, rec: dict) -> None:
+        status = rec.get("status")
+        if self.done() and status not in _TERMINAL:
+            return  # a stale record dispatched after the result
+        if rec.get("updated_at", 0) < self._record.get("updated_at", 0):
+            return
+        self._record = rec
+        self._notify()
+
+    def _apply_result(self, res: ResultRecord) -> None:
+        meta = res.meta
+        if self._record.get("status") not in _TERMINAL:
+            extra = {k: meta[k] for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
+                     if meta.get(k) is not None}
+            self._record = {**self._record, **extra, "status": res.status}
+        try:
+            if res.status == JobStatus.CANCELLED.value:
+                self._mark_cancelled()
+            elif res.ok:
+                try:
+                    value = res.value()
+                except Exception as exc:
+                    self.set_exception(SerializationError(
+                        f"the result of job {self.job_id} cannot be decoded here: {type(exc).__name__}: {exc}"))
+                else:
+                    self.set_result(value)
+            else:
+                self.set_exception(res.exception())
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled locally meanwhile
+        self._notify()
+
+    def _notify(self) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(self)
+            except Exception:
+                log.exception("on_update callback %r failed for job %s", cb, self.job_id)
+
+    # --- display ------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        extra = ""
+        p = self.progress
+        if p and p.get("total"):
+            extra = f" {p['done']:g}/{p['total']:g}"
+        err = self._record.get("error")
+        if err and self.status == JobStatus.FAILED.value:
+            extra += f" error={err!r}"
+        return f"<JobFuture {self.job_id} {self.name} {self.status}{extra}>"
+
+    def _repr_html_(self) -> str:
+        r = self._record
+        rows = [("job", self.job_id), ("function", self.name), ("status", self.status),
+                ("queue", r.get("queue") or (self.job.queue_name if self.job else "")),
+                ("attempts", r.get("attempts", "")), ("worker", r.get("worker") or "")]
+        d = self.duration
+        if d is not None:
+            rows.append(("duration", f"{d:.3f} s"))
+        p = self.progress
+        if p:
+            rows.append(("progress", f"{p.get('done')}/{p.get('total')} {p.get('message') or ''}"))
+        if r.get("error"):
+            rows.append(("error", r["error"]))
+        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        return f"<table class='naq-job'>{cells}</table>"
+
+    def _ipython_display_(self) -> None:
+        hook = display_hook
+        if hook is not None:
+            hook(self)
+            return
+        from IPython.display import display
+        display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
+
+
+def _initial_record(job: Job) -> dict:
+    # updated_at 0: any real record from the server replaces it.
+    status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
+    return {"id": job.job_id, "queue": job.queue_name, "status": status.value, "func": job.function_name,
+            "name": job.options.name, "enqueued_at": job.enqueue_time, "attempts": 0, "updated_at": 0}
+
+
+async def _submit_on_loop(client: "Client", jobs: list[Job]) -> list[JobFuture]:
+    watch = get_watch(client)
+    futs = [JobFuture(j.job_id, client, j) for j in jobs]
+    for f, j in zip(futs, jobs):
+        f._record = _initial_record(j)
+    # Registered before publishing, on a subscription the server already has: nothing to fetch.
+    await watch.register(futs, fetch=False)
+    try:
+        await client.enqueue_jobs(jobs)
+    except BaseException:
+        for f in futs:
+            watch.unregister(f)
+        raise
+    dups = [f for f in futs if f.job is not None and f.job.duplicate]
+    if dups:  # dropped as a repeat of a keyed job: follow the earlier one
+        b = await watch.ensure_started()
+        await watch._fetch(b, dups)
+    return futs
+
+
+async def submit_jobs(client: "Client", jobs: list[Job]) -> list[JobFuture]:
+    """Publish prepared jobs (pipelined) and return their futures, from any event loop."""
+    return await run_async(_submit_on_loop(client, jobs))
+
+
+def submit_jobs_sync(client: "Client", jobs: list[Job]) -> list[JobFuture]:
+    """Blocking form of :func:`submit_jobs`."""
+    return run_sync(_submit_on_loop(client, jobs))
+
+
+async def attach_many(client: "Client", job_ids: list[str]) -> list[JobFuture]:
+    """Futures for many existing job ids with one registration (fetches run concurrently)."""
+    futs = [JobFuture(j, client) for j in job_ids]
+    await register_async(client, futs, fetch=True)
+    return futs
+
+
+def attach_many_sync(client: "Client", job_ids: list[str]) -> list[JobFuture]:
+    """Blocking form of :func:`attach_many`."""
+    futs = [JobFuture(j, client) for j in job_ids]
+    register_sync(client, futs, fetch=True)
+    return futs

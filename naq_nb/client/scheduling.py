@@ -1,0 +1,227 @@
+"""Scheduling calls, naq style: ``enqueue_at``, ``enqueue_in``, ``schedule`` and schedule control.
+
+Each has an async form and a ``_sync`` twin that works in scripts, threads and
+inside a running loop. As in :mod:`naq_nb.client.compat`, naq's option names
+(``queue_name``, ``nats_url``, ``max_retries``, ``retry_delay``, ``timeout``) are
+options and every other keyword goes to the function. When the function itself
+takes a keyword called ``cron`` or ``timeout``, use the template form, where every
+keyword reaches the function::
+
+    Queue("reports").configure(timeout=60).every(cron="0 7 * * *").enqueue(report, cron="x")
+
+Times are UTC: a naive datetime is read as UTC, and a due time in the past runs
+at once. See :mod:`naq_nb.core.schedules` for the misfire policy.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+
+from ..core.job import Job, JobOptions
+from ..core.schedules import (
+    ScheduleNotFoundError, change_schedule, list_schedules, make_schedule, save_schedule, to_epoch,
+)
+from .client import Client, get_client
+from .compat import _split
+from .loop import run_async, run_sync
+
+__all__ = ["ScheduledTemplate", "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule",
+           "schedule_sync", "cancel_scheduled_job", "cancel_scheduled_job_sync", "pause_scheduled_job",
+           "pause_scheduled_job_sync", "resume_scheduled_job", "resume_scheduled_job_sync", "modify_scheduled_job",
+           "modify_scheduled_job_sync", "list_scheduled", "list_scheduled_sync", "ScheduleNotFoundError"]
+
+_CALENDAR = ("at", "cron", "interval", "repeat", "timezone", "misfire", "misfire_grace")
+
+
+class ScheduledTemplate:
+    """Job options plus a calendar; ``enqueue(fn, *args, **kwargs)`` passes every keyword to ``fn``."""
+
+    def __init__(self, client: Client, options: JobOptions, **calendar: Any) -> None:
+        unknown = set(calendar) - set(_CALENDAR)
+        if unknown:
+            raise TypeError(f"unknown schedule option(s): {', '.join(sorted(unknown))}; known: {', '.join(_CALENDAR)}")
+        self.client = client
+        self.options = options
+        self.calendar = calendar
+
+    async def _enqueue(self, fn: Callable[..., Any] | str, args: Sequence, kwargs: dict) -> Job:
+        job = self.client.make_job(fn, args, kwargs, self.options)
+        cal = dict(self.calendar)
+        when = cal.pop("at", None)
+        tz = cal.pop("timezone", None)
+        broker = await self.client.broker()
+        s, body = make_schedule(job, broker, when=None if when is None else to_epoch(when, "when"), tz=tz, **cal)
+        await save_schedule(broker, s, body)
+        return job
+
+    async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """Store the schedule; returns the Job whose ``job_id`` is the schedule id."""
+        return await run_async(self._enqueue(fn, args, kwargs))
+
+    def enqueue_sync(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """Blocking form of :meth:`enqueue`."""
+        return run_sync(self._enqueue(fn, args, kwargs))
+
+
+def _template(client: Client | None, nats_url: str | None, queue_name: str | None, kwargs: dict,
+              schedule_id: str | None = None, **calendar: Any) -> tuple[ScheduledTemplate, dict]:
+    opts, kwargs = _split(kwargs)
+    c = client or get_client(nats_url)
+    if schedule_id is not None:
+        opts["job_id"] = schedule_id
+    options = JobOptions.build(queue=queue_name or c.settings.default_queue, **opts)
+    return ScheduledTemplate(c, options, **{k: v for k, v in calendar.items() if v is not None}), kwargs
+
+
+def _delay_to_time(delay: timedelta | float | int) -> float:
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}: {delay!r}")
+    return time.time() + float(delay)
+
+
+# --- enqueue_at / enqueue_in / schedule ----------------------------------------------
+
+async def enqueue_at(dt: datetime | float, func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
+                     nats_url: str | None = None, client: Client | None = None, **kwargs: Any) -> Job:
+    """Run ``func(*args, **kwargs)`` at ``dt`` (naive = UTC; past = at once). Status ``scheduled`` until then."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, at=to_epoch(dt, "dt"))
+    return await t.enqueue(func, *args, **kw)
+
+
+def enqueue_at_sync(dt: datetime | float, func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
+                    nats_url: str | None = None, client: Client | None = None, **kwargs: Any) -> Job:
+    """Blocking :func:`enqueue_at`."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, at=to_epoch(dt, "dt"))
+    return t.enqueue_sync(func, *args, **kw)
+
+
+async def enqueue_in(delay: timedelta | float, func: Callable[..., Any] | str, *args: Any,
+                     queue_name: str | None = None, nats_url: str | None = None, client: Client | None = None,
+                     **kwargs: Any) -> Job:
+    """Run ``func(*args, **kwargs)`` after ``delay`` (seconds or a timedelta)."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, at=_delay_to_time(delay))
+    return await t.enqueue(func, *args, **kw)
+
+
+def enqueue_in_sync(delay: timedelta | float, func: Callable[..., Any] | str, *args: Any,
+                    queue_name: str | None = None, nats_url: str | None = None, client: Client | None = None,
+                    **kwargs: Any) -> Job:
+    """Blocking :func:`enqueue_in`."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, at=_delay_to_time(delay))
+    return t.enqueue_sync(func, *args, **kw)
+
+
+async def schedule(func: Callable[..., Any] | str, *args: Any, cron: str | None = None,
+                   interval: float | timedelta | None = None, repeat: int | None = None,
+                   timezone: str | None = None, misfire: str | None = None, misfire_grace: float | None = None,
+                   schedule_id: str | None = None, queue_name: str | None = None, nats_url: str | None = None,
+                   client: Client | None = None, **kwargs: Any) -> Job:
+    """Run ``func`` on a cron calendar (5 fields, or 6 with seconds last; ``timezone`` follows its DST)
+    or every ``interval`` seconds, ``repeat`` times (None = forever). Returns the Job; its id is the schedule id."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, schedule_id, cron=cron, interval=interval,
+                      repeat=repeat, timezone=timezone, misfire=misfire, misfire_grace=misfire_grace)
+    _require_calendar(cron, interval)
+    return await t.enqueue(func, *args, **kw)
+
+
+def schedule_sync(func: Callable[..., Any] | str, *args: Any, cron: str | None = None,
+                  interval: float | timedelta | None = None, repeat: int | None = None,
+                  timezone: str | None = None, misfire: str | None = None, misfire_grace: float | None = None,
+                  schedule_id: str | None = None, queue_name: str | None = None, nats_url: str | None = None,
+                  client: Client | None = None, **kwargs: Any) -> Job:
+    """Blocking :func:`schedule`."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, schedule_id, cron=cron, interval=interval,
+                      repeat=repeat, timezone=timezone, misfire=misfire, misfire_grace=misfire_grace)
+    _require_calendar(cron, interval)
+    return t.enqueue_sync(func, *args, **kw)
+
+
+def _require_calendar(cron: Any, interval: Any) -> None:
+    from ..core.errors import ConfigurationError
+    if (cron is None) == (interval is None):
+        raise ConfigurationError("schedule() needs exactly one of cron=... or interval=..." +
+                                 (" (both were given)" if cron is not None else ""))
+
+
+# --- control ----------------------------------------------------------------------------
+
+def _sid(ref: Job | str) -> str:
+    return ref if isinstance(ref, str) else ref.job_id
+
+
+async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict) -> dict | None:
+    s = await change_schedule(await c.broker(), _sid(ref), action, **changes)
+    return None if s is None else s.to_row()
+
+
+async def _change(client: Client | None, nats_url: str | None, ref: Job | str, action: str,
+                  **changes: Any) -> dict | None:
+    return await run_async(_change_on_loop(client or get_client(nats_url), ref, action, changes))
+
+
+def _change_sync(client: Client | None, nats_url: str | None, ref: Job | str, action: str,
+                 **changes: Any) -> dict | None:
+    return run_sync(_change_on_loop(client or get_client(nats_url), ref, action, changes))
+
+
+async def cancel_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None,
+                               client: Client | None = None) -> bool:
+    """Delete a schedule; True. An unknown id raises :class:`ScheduleNotFoundError` (a JobNotFoundError)."""
+    await _change(client, nats_url, schedule_id, "cancel")
+    return True
+
+
+def cancel_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+                              client: Client | None = None) -> bool:
+    _change_sync(client, nats_url, schedule_id, "cancel")
+    return True
+
+
+async def pause_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None,
+                              client: Client | None = None) -> dict:
+    """Stop firing until resumed; returns the schedule's row."""
+    return await _change(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
+
+
+def pause_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+                             client: Client | None = None) -> dict:
+    return _change_sync(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
+
+
+async def resume_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None,
+                               client: Client | None = None) -> dict:
+    """Fire again; runs missed while paused are skipped (beyond the misfire grace)."""
+    return await _change(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
+
+
+def resume_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+                              client: Client | None = None) -> dict:
+    return _change_sync(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
+
+
+async def modify_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None, client: Client | None = None,
+                               **changes: Any) -> dict:
+    """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (reschedule), ``timezone`` or the misfire policy."""
+    return await _change(client, nats_url, schedule_id, "modify", **changes)  # type: ignore[return-value]
+
+
+def modify_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+                              client: Client | None = None, **changes: Any) -> dict:
+    return _change_sync(client, nats_url, schedule_id, "modify", **changes)  # type: ignore[return-value]
+
+
+async def _rows(c: Client) -> list[dict]:
+    return [s.to_row() for s in await list_schedules(await c.broker())]
+
+
+async def list_scheduled(*, nats_url: str | None = None, client: Client | None = None) -> list[dict]:
+    """Every schedule as a row (schedule_id, function, queue, kind, cron, interval, next_run, runs, paused, ...)."""
+    return await run_async(_rows(client or get_client(nats_url)))
+
+
+def list_scheduled_sync(*, nats_url: str | None = None, client: Client | None = None) -> list[dict]:
+    return run_sync(_rows(client or get_client(nats_url)))

@@ -1,0 +1,187 @@
+"""Push updates for job futures: two wildcard subscriptions per client, dispatched by job id.
+
+A :class:`JobWatch` holds ONE core-NATS subscription on the status bucket's
+subject space and ONE on the results bucket's (every KV put is a publish on
+``$KV.<bucket>.<key>``), on the background loop. Each record is routed by its
+key (the last subject token) to the futures registered for that job, so a
+10,000-job sweep costs two subscriptions, not 10,000, and nothing polls.
+
+Futures registered *before* their job is published need no fetch (the
+subscription is live first); futures attached to an existing job fetch the
+current status and result once after registering, so an update that landed
+in between is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Iterable
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from ..core.records import ResultRecord, decode_status
+from ..core.results import get_result
+from .loop import run_async, run_sync
+
+if TYPE_CHECKING:
+    from ..core.broker import Broker
+    from .client import Client
+    from .future import JobFuture
+
+__all__ = ["JobWatch", "get_watch"]
+
+log = logging.getLogger("naq_nb.client")
+
+# Futures stay registered this long after resolving, so a final status record that
+# is dispatched after the result (two subscriptions, two delivery tasks) still lands.
+_LINGER = 10.0
+_FETCH_CONCURRENCY = 64
+
+
+class JobWatch:
+    """Routes status and result records of one client's connection to its futures."""
+
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+        self._futures: dict[str, list["JobFuture"]] = {}
+        self._broker: "Broker | None" = None
+        self._subs: list[Any] = []
+        self._starting: asyncio.Future | None = None
+
+    # --- lifecycle (loop thread) ------------------------------------------------
+    async def ensure_started(self) -> "Broker":
+        """Subscribe on the client's current connection (again, if it was replaced)."""
+        b = await self.client.broker()
+        if self._broker is b and self._subs:
+            return b
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.ensure_future(self._subscribe(b))
+        await asyncio.shield(self._starting)
+        return b
+
+    async def _subscribe(self, b: "Broker") -> None:
+        lay = b.layout
+        replaced = self._broker is not None
+        self._subs = [
+            await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status),
+            await b.nc.subscribe(lay.kv_subject(lay.results_bucket, ">"), cb=self._on_result),
+        ]
+        await b.nc.flush()  # the server has the interest before anything we publish next
+        self._broker = b
+        if replaced:  # a new connection: what happened meanwhile was not seen
+            pending = [f for futs in self._futures.values() for f in futs if not f.done()]
+            await self._fetch(b, pending)
+
+    async def stop(self) -> None:
+        subs, self._subs = self._subs, []
+        for s in subs:
+            try:
+                await s.unsubscribe()
+            except Exception:
+                pass
+
+    # --- registration (loop thread) ---------------------------------------------
+    async def register(self, futures: Iterable["JobFuture"], fetch: bool = True) -> None:
+        """Route records to ``futures``; with ``fetch``, read each job's current state once."""
+        b = await self.ensure_started()
+        futs = list(futures)
+        for f in futs:
+            self._futures.setdefault(f.job_id, []).append(f)
+        if fetch:
+            await self._fetch(b, futs)
+
+    def unregister(self, fut: "JobFuture") -> None:
+        lst = self._futures.get(fut.job_id)
+        if lst is None:
+            return
+        try:
+            lst.remove(fut)
+        except ValueError:
+            pass
+        if not lst:
+            del self._futures[fut.job_id]
+
+    @property
+    def registered(self) -> int:
+        """How many futures currently receive records (done ones linger briefly)."""
+        return sum(len(v) for v in self._futures.values())
+
+    async def _fetch(self, b: "Broker", futs: list["JobFuture"]) -> None:
+        kv = await b.kv(b.layout.status_bucket)
+        sem = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+        async def one(f: "JobFuture") -> None:
+            async with sem:
+                try:
+                    entry = await kv.get(f.job_id)
+                    if entry.value:
+                        f._apply_status(decode_status(entry.value))
+                except KeyNotFoundError:
+                    pass
+                except Exception as exc:  # a malformed record must not stop the others
+                    log.debug("status fetch for %s failed: %s", f.job_id, exc)
+                rec = await get_result(b, f.job_id)
+                if rec is not None:
+                    self._resolve(f, rec)
+
+        await asyncio.gather(*(one(f) for f in futs))
+
+    # --- dispatch (loop thread) -------------------------------------------------
+    async def _on_status(self, msg: Any) -> None:
+        futs = self._futures.get(msg.subject.rsplit(".", 1)[-1])
+        if not futs or not msg.data:
+            return
+        try:
+            rec = decode_status(msg.data)
+        except Exception:
+            return
+        for f in list(futs):
+            f._apply_status(rec)
+
+    async def _on_result(self, msg: Any) -> None:
+        job_id = msg.subject.rsplit(".", 1)[-1]
+        futs = self._futures.get(job_id)
+        if not futs:
+            return
+        if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE) or not msg.data:
+            return  # a requeue cleared an old result; the new one follows
+        try:
+            rec = ResultRecord.decode(msg.data)
+        except Exception as exc:
+            log.warning("undecodable result record for job %s: %s", job_id, exc)
+            return
+        for f in list(futs):
+            self._resolve(f, rec)
+
+    def _resolve(self, f: "JobFuture", rec: ResultRecord) -> None:
+        if f.done():
+            return
+        f._apply_result(rec)
+        asyncio.get_running_loop().call_later(_LINGER, self.unregister, f)
+
+
+_watches: "weakref.WeakKeyDictionary[Client, JobWatch]" = weakref.WeakKeyDictionary()
+_watches_lock = threading.Lock()
+
+
+def get_watch(client: "Client") -> JobWatch:
+    """The :class:`JobWatch` shared by every future of ``client`` (created on first use)."""
+    with _watches_lock:
+        w = _watches.get(client)
+        if w is None:
+            w = _watches[client] = JobWatch(client)
+        return w
+
+
+async def register_async(client: "Client", futures: Iterable["JobFuture"], fetch: bool = True) -> None:
+    """Register futures with their client's watch, from any event loop."""
+    await run_async(get_watch(client).register(futures, fetch))
+
+
+def register_sync(client: "Client", futures: Iterable["JobFuture"], fetch: bool = True) -> None:
+    """Blocking form of :func:`register_async`."""
+    run_sync(get_watch(client).register(futures, fetch))

@@ -1,0 +1,90 @@
+"""Listing job status records from the status bucket.
+
+One KV watch over the whole bucket delivers the last record of every key (an
+ordered push consumer on the bucket's stream, flow-controlled), then a marker
+that the initial values are done; nothing is fetched key by key, so 10,000
+records take one pass. Filters apply while reading; the newest ``limit``
+records (by enqueue time) are returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+from typing import Iterable
+
+import nats.errors
+
+from .broker import Broker
+from .job import JobStatus
+
+__all__ = ["list_jobs"]
+
+
+def _statuses(status: str | JobStatus | Iterable[str | JobStatus] | None) -> frozenset[str] | None:
+    if status is None:
+        return None
+    items = [status] if isinstance(status, (str, JobStatus)) else list(status)
+    out = set()
+    for s in items:
+        try:
+            out.add(JobStatus(str(s)).value)
+        except ValueError:
+            raise ValueError(f"unknown job status {s!r}; use one of: "
+                             f"{', '.join(x.value for x in JobStatus)}") from None
+    return frozenset(out)
+
+
+async def list_jobs(broker: Broker, limit: int | None = 1000,
+                    status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+                    queue: str | Iterable[str] | None = None, timeout: float = 30.0) -> list[dict]:
+    """Status records, newest first, at most ``limit`` (None: all), filtered by status and queue.
+
+    Raises ``ValueError`` for an unknown status or a bad limit, ``TimeoutError``
+    if the bucket cannot be read within ``timeout`` seconds.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be an int >= 0 or None, not {limit!r}")
+    wanted = _statuses(status)
+    queues = None if queue is None else frozenset([queue] if isinstance(queue, str) else queue)
+    kv = await broker.kv(broker.layout.status_bucket)
+    watcher = await kv.watchall(ignore_deletes=True)
+    records: list[dict] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"listing the status bucket took over {timeout:g}s")
+            try:
+                entry = await watcher.updates(timeout=remaining)
+            except nats.errors.TimeoutError:
+                continue
+            if entry is None:
+                break  # the initial values are all delivered
+            if not entry.value:
+                continue
+            try:
+                rec = json.loads(entry.value)
+            except ValueError:
+                continue  # a malformed record is skipped, not fatal
+            if not isinstance(rec, dict):
+                continue
+            if wanted is not None and rec.get("status") not in wanted:
+                continue
+            if queues is not None and rec.get("queue") not in queues:
+                continue
+            rec.setdefault("id", entry.key)
+            records.append(rec)
+    finally:
+        await watcher.stop()
+
+    def key(r: dict) -> float:
+        v = r.get("enqueued_at") or r.get("updated_at") or 0
+        return float(v) if isinstance(v, (int, float)) else 0.0
+
+    if limit is None:
+        return sorted(records, key=key, reverse=True)
+    return heapq.nlargest(limit, records, key=key)

@@ -1,0 +1,331 @@
+"""The scheduler service: fires due schedules onto their queues, one leader at a time.
+
+Small named coroutines under one supervisor, like the worker:
+
+* ``lease``: leader election through a KV lease (create-if-absent, then
+  revision-checked renewal every ``ttl / 3``; the bucket's TTL frees the lease of a
+  leader that died, and followers try to take it every second);
+* ``watch``: a KV watch on the schedules bucket keeps an in-memory calendar (a
+  heap of next due times) fresh, so a new or modified schedule wakes the timer;
+* ``timer``: sleeps until the next due time (or a change), then :meth:`tick`.
+
+:meth:`tick` and :meth:`elect_once` are the one-iteration steps, taking ``now``
+from an injectable wall clock so tests can step them. A fire publishes the job
+with ``Nats-Msg-Id`` = its deterministic occurrence id *before* the schedule
+record moves on, so a leader that dies in between is repeated by the next one
+and JetStream drops the duplicate: no tick lost, none doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any, Callable
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from .broker import Broker
+from .job import JobStatus
+from .records import decode_status, encode_status, status_record
+from .schedules import Schedule, job_message, occurrence_id, occurrences_due
+from .settings import Settings
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("naq_nb.scheduler")
+
+
+class Scheduler:
+    """Runs schedules. ``await Scheduler(...).run()`` until :meth:`request_stop`.
+
+    ``ha=False`` skips the election (a single scheduler). ``clock`` returns epoch
+    seconds; tests pass their own and call :meth:`tick` / :meth:`elect_once`.
+    """
+
+    def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None,
+                 broker: Broker | None = None, instance_id: str | None = None, ha: bool = True,
+                 clock: Callable[[], float] = time.time,
+                 **nats_options: Any) -> None:
+        self.settings = settings or Settings.from_env()
+        if nats_url:
+            self.settings = self.settings.with_(nats_url=nats_url)
+        self.instance_id = (instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self.ha = ha
+        self.clock = clock
+        self.broker = broker
+        self._own_broker = broker is None
+        self._nats_options = nats_options
+        self.lease_ttl: float | None = None  # the leader bucket's TTL, read once connected
+        self.is_leader = not ha
+        self._lease_rev = 0
+        self._lease_until = float("inf") if not ha else 0.0
+        self.schedules: dict[str, tuple[Schedule, bytes]] = {}
+        self._heap: list[tuple[float, str, int]] = []
+        self.fired = 0
+        self.started: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._watcher = None
+
+    # --- lifecycle -------------------------------------------------------------
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def prepare(self) -> None:
+        """Connect, load the calendar and try for the lease, without starting the loops (tests step from here)."""
+        self._loop = asyncio.get_running_loop()
+        self.started, self._changed, self._stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        if self.broker is None:
+            self.broker = await Broker.connect(settings=self.settings, **self._nats_options)
+        await self.broker.ensure_layout()
+        if self.lease_ttl is None:
+            self.lease_ttl = await self._bucket_ttl()
+        await self._load()
+        if self.ha:
+            await self.elect_once(self.clock())
+
+    async def start(self) -> None:
+        await self.prepare()
+        self._tasks = [asyncio.ensure_future(self._watch_loop()), asyncio.ensure_future(self._timer_loop())]
+        if self.ha:
+            self._tasks.append(asyncio.ensure_future(self._lease_loop()))
+        self.started.set()
+        log.info("scheduler %s started (%s, %d schedules)", self.instance_id,
+                 "leader" if self.is_leader else "follower", len(self.schedules))
+
+    def request_stop(self, graceful: bool = True) -> None:
+        """Ask the scheduler to stop; safe from signal handlers and other threads."""
+        if self._loop is None or self._stop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        except RuntimeError:
+            pass
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._watcher is not None:
+            try:
+                await self._watcher.stop()
+            except Exception:
+                pass
+        if self.ha and self.is_leader:
+            await self._resign()
+        if self._own_broker and self.broker is not None:
+            await self.broker.close()
+        log.info("scheduler %s stopped after %d fires", self.instance_id, self.fired)
+
+    # --- the calendar -----------------------------------------------------------
+    async def _load(self) -> None:
+        kv = await self.broker.kv(self.broker.layout.schedules_bucket)
+        self._watcher = await kv.watchall()
+        while True:
+            entry = await self._watcher.updates(timeout=30)
+            if entry is None:
+                break
+            self._apply_entry(entry)
+
+    def _apply_entry(self, entry: Any) -> None:
+        sid = entry.key.split(".", 1)[-1]
+        if entry.operation is not None or not entry.value:
+            self.schedules.pop(sid, None)
+        else:
+            s, body = Schedule.decode(entry.value, entry.revision)
+            self.schedules[sid] = (s, body)
+            if s.next_run is not None and not s.paused:
+                heapq.heappush(self._heap, (s.next_run, sid, s.revision))
+        if self._changed is not None:
+            self._changed.set()
+
+    def next_due(self) -> float | None:
+        """The earliest due time among active schedules (stale heap entries dropped)."""
+        while self._heap:
+            due, sid, rev = self._heap[0]
+            cur = self.schedules.get(sid)
+            if cur is not None and cur[0].revision == rev and not cur[0].paused and cur[0].next_run == due:
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    async def _watch_loop(self) -> None:
+        async for entry in self._watcher:
+            if entry is not None:
+                self._apply_entry(entry)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self.clock()
+            leading = self.is_leader and now < self._lease_until
+            # A follower waits for the lease (elect_once sets _changed), never on due times it may not fire.
+            due = self.next_due() if leading else None
+            if due is None or due > now:
+                self._changed.clear()
+                delay = None if due is None else min(due - now, 3600.0)
+                if not leading and self.is_leader:
+                    delay = 0.5  # leading on paper, lease lapsed locally: look again after the next renewal
+                try:
+                    await asyncio.wait_for(self._changed.wait(), delay)
+                    continue  # the calendar or the lease changed: recompute the wait
+                except asyncio.TimeoutError:
+                    pass
+            try:
+                await self.tick(self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a reconnect hiccup must not end the scheduler
+                log.warning("tick failed: %s", exc)
+                await asyncio.sleep(0.5)
+
+    # --- one iteration ------------------------------------------------------------
+    async def tick(self, now: float) -> list[str]:
+        """Fire every schedule due at ``now`` (if leading); returns the job ids published."""
+        if not self.is_leader or now >= self._lease_until:
+            return []
+        fired: list[str] = []
+        while True:
+            due = self.next_due()
+            if due is None or due > now:
+                return fired
+            item = heapq.heappop(self._heap)
+            s, body = self.schedules[item[1]]
+            try:
+                fired += await self._fire(s, body, now)
+            except Exception:
+                heapq.heappush(self._heap, item)  # not fired (disconnected?): due again on the next tick
+                raise
+
+    async def _fire(self, s: Schedule, body: bytes, now: float) -> list[str]:
+        times, nxt = occurrences_due(s, now)
+        ids = [occurrence_id(s, t) for t in times]
+        for jid, t in zip(ids, times):
+            await self._publish(s, body, jid, t)
+        runs = s.runs + len(times)
+        finished = nxt is None or (s.repeat is not None and runs >= s.repeat)
+        new = Schedule(**{**s.__dict__, "runs": runs, "next_run": None if finished else nxt,
+                          "last_run": now if times else s.last_run,
+                          "last_job_id": ids[-1] if ids else s.last_job_id})
+        kv = await self.broker.kv(self.broker.layout.schedules_bucket)
+        key = self.broker.layout.schedule_key(s.id)
+        try:
+            if finished:
+                await kv.delete(key, last=s.revision)
+                self.schedules.pop(s.id, None)
+            else:
+                new.revision = await kv.update(key, new.encode(body), last=s.revision)
+                self._apply_local(new, body)
+        except KeyWrongLastSequenceError:
+            # Modified (or fired by another leader) meanwhile; the watch brings the new record,
+            # and a re-fire of these occurrences is dropped as a duplicate.
+            log.info("schedule %s changed while firing; reloading", s.id)
+            return ids
+        if s.kind != "once":
+            await self._schedule_status(new, finished)
+        self.fired += len(ids)
+        return ids
+
+    def _apply_local(self, s: Schedule, body: bytes) -> None:
+        self.schedules[s.id] = (s, body)
+        if s.next_run is not None and not s.paused:
+            heapq.heappush(self._heap, (s.next_run, s.id, s.revision))
+
+    async def _publish(self, s: Schedule, body: bytes, job_id: str, due: float) -> None:
+        b = self.broker
+        lay = b.layout
+        await self._mark_queued(s, job_id, due)
+        ack = await b.js.publish(lay.queue_subject(s.queue), body, headers=job_message(s, body, job_id, due))
+        if ack.duplicate:
+            log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
+
+    async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> None:
+        """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it)."""
+        kv = await self.broker.kv(self.broker.layout.status_bucket)
+        rec = status_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
+                            enqueued_at=time.time(), due_at=due, schedule_id=s.id, attempts=0, failures=0)
+        try:
+            entry = await kv.get(job_id)
+            if decode_status(entry.value).get("status") != JobStatus.SCHEDULED.value:
+                return
+            await kv.update(job_id, encode_status(rec), last=entry.revision)
+        except KeyNotFoundError:
+            try:
+                await kv.create(job_id, encode_status(rec))
+            except KeyWrongLastSequenceError:
+                pass
+        except KeyWrongLastSequenceError:
+            pass
+
+    async def _schedule_status(self, s: Schedule, finished: bool) -> None:
+        lay = self.broker.layout
+        state = JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED
+        rec = status_record(s.id, s.queue, state, func=s.function, schedule=s.kind, due_at=s.next_run, runs=s.runs,
+                            repeat=s.repeat, cron=s.cron, interval=s.interval, paused=s.paused,
+                            last_job_id=s.last_job_id)
+        await self.broker.js.publish(lay.kv_subject(lay.status_bucket, s.id), encode_status(rec))
+
+    # --- leadership ---------------------------------------------------------------
+    async def elect_once(self, now: float) -> bool:
+        """Take or renew the lease; returns whether this instance leads."""
+        kv = await self.broker.kv(self.broker.layout.leader_bucket)
+        key = self.broker.layout.leader_key
+        me = self.instance_id.encode()
+        try:
+            if self.is_leader:
+                self._lease_rev = await kv.update(key, me, last=self._lease_rev)
+            else:
+                self._lease_rev = await kv.create(key, me)
+                log.info("scheduler %s is now the leader", self.instance_id)
+            self.is_leader = True
+            # Stop firing a little before another instance could take over.
+            self._lease_until = now + self.lease_ttl * 0.8
+            if self._changed is not None:
+                self._changed.set()
+        except KeyWrongLastSequenceError:
+            if self.is_leader:
+                log.warning("scheduler %s lost the lease", self.instance_id)
+            self.is_leader = False
+            self._lease_until = 0.0
+        return self.is_leader
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3 if self.is_leader else 1.0)
+            try:
+                await self.elect_once(self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease step failed: %s", exc)
+
+    async def _bucket_ttl(self) -> float:
+        """The lease lives as long as the leader bucket keeps an entry (its TTL may predate our settings)."""
+        lay = self.broker.layout
+        try:
+            info = await self.broker.js.stream_info(lay.kv_stream(lay.leader_bucket))
+            return float(info.config.max_age or lay.leader_ttl)
+        except Exception:
+            return lay.leader_ttl
+
+    async def _resign(self) -> None:
+        try:
+            kv = await self.broker.kv(self.broker.layout.leader_bucket)
+            await kv.delete(self.broker.layout.leader_key, last=self._lease_rev)
+        except Exception:
+            pass  # the TTL frees it anyway
+        self.is_leader = False
+
+    def __repr__(self) -> str:
+        role = "leader" if self.is_leader else "follower"
+        return f"<Scheduler {self.instance_id} {role} schedules={len(self.schedules)}>"

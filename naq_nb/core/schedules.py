@@ -1,0 +1,330 @@
+"""Schedules: delayed jobs, cron and interval recurrences, stored in the schedules bucket.
+
+A schedule is one KV entry (key :meth:`Layout.schedule_key`) holding a JSON head
+line and the already-serialized job body, so the scheduler can fire it without
+ever unpickling anything. Its head carries the calendar (``once`` at a time,
+``cron`` with an optional timezone, or ``interval`` seconds), the next due time,
+the run count, ``repeat``, the misfire policy and the job's metadata template.
+
+Time is UTC inside: epoch seconds everywhere; naive datetimes are read as UTC.
+A due time in the past runs at once. Occurrence ids are deterministic
+(``<schedule id>-<due ms>``; a one-shot delayed job keeps its own id), so a
+re-fire is dropped by JetStream de-duplication.
+
+Misfires: an occurrence later than ``misfire_grace`` seconds (default 30) counts
+as missed. ``misfire="once"`` (default) fires one catch-up run for all missed
+occurrences, then continues on the calendar; ``"all"`` fires each missed one
+(at most 1,000); ``"skip"`` fires none of them. Occurrences within the grace
+(for example those a failover delayed) always fire, each exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from .broker import Broker
+from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, encode_job
+from .errors import ConfigurationError, JobNotFoundError, NaqException
+from .job import Job, JobStatus
+from .records import encode_status, status_record
+from .serialization import pack_record, unpack_record
+
+__all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",
+           "save_schedule", "load_schedule", "list_schedules", "change_schedule", "occurrence_id",
+           "occurrences_due", "job_message"]
+
+MISFIRE_POLICIES = ("once", "all", "skip")
+MAX_CATCH_UP = 1000
+
+
+class ScheduleNotFoundError(JobNotFoundError):
+    """No schedule with that id (never created, finished, or cancelled)."""
+
+
+def to_epoch(when: datetime | float | int, what: str = "time") -> float:
+    """Epoch seconds of ``when``; a naive datetime is read as UTC."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return float(when)
+    raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(when).__name__}: {when!r}")
+
+
+def _zone(tz: str | None) -> ZoneInfo | timezone:
+    if not tz:
+        return timezone.utc
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"unknown timezone {tz!r} (use an IANA name like 'Europe/Paris')") from None
+
+
+def validate_cron(expr: object) -> str:
+    """Return ``expr`` if croniter accepts it (5 fields, or 6 with seconds last), else raise naming it."""
+    if not isinstance(expr, str) or not expr.strip():
+        raise ConfigurationError(f"cron must be a non-empty string like '*/5 * * * *', not {expr!r}")
+    n = len(expr.split())
+    if n not in (5, 6):
+        raise ConfigurationError(f"invalid cron expression {expr!r}: {n} fields; use 5 (minute hour day month "
+                                 "weekday) or 6 (the sixth is seconds)")
+    try:
+        croniter(expr, 0.0).get_next(float)
+    except (ValueError, KeyError) as exc:
+        raise ConfigurationError(f"invalid cron expression {expr!r}: {exc}") from None
+    return expr
+
+
+@dataclass
+class Schedule:
+    """A schedule's head record (the job body travels beside it)."""
+
+    id: str
+    queue: str
+    function: str
+    kind: str                       # "once" | "cron" | "interval"
+    next_run: float | None          # epoch seconds; None once finished
+    cron: str | None = None
+    timezone: str | None = None
+    interval: float | None = None
+    repeat: int | None = None       # total runs; None = forever
+    runs: int = 0
+    paused: bool = False
+    misfire: str = "once"
+    misfire_grace: float = 30.0
+    created_at: float = field(default_factory=time.time)
+    last_run: float | None = None
+    last_job_id: str | None = None
+    meta: dict = field(default_factory=dict)   # the job's Naq-Meta template
+    sig: str | None = None
+    revision: int = 0               # KV revision it was read at (not stored)
+
+    # --- calendar ------------------------------------------------------------
+    def following(self, after: float) -> float | None:
+        """The first occurrence strictly after ``after`` (None for a one-shot)."""
+        if self.kind == "interval":
+            assert self.interval
+            return after + self.interval
+        if self.kind == "cron":
+            assert self.cron
+            start = datetime.fromtimestamp(after, _zone(self.timezone))
+            return float(croniter(self.cron, start).get_next(float))
+        return None
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.repeat is None else max(0, self.repeat - self.runs)
+
+    def to_row(self) -> dict:
+        row = {k: v for k, v in asdict(self).items() if k not in ("meta", "sig", "revision")}
+        row["schedule_id"] = row.pop("id")
+        row["status"] = "paused" if self.paused else ("finished" if self.next_run is None else "active")
+        return row
+
+    # --- storage ---------------------------------------------------------------
+    def encode(self, body: bytes) -> bytes:
+        head = {k: v for k, v in asdict(self).items() if k != "revision"}
+        return pack_record(head, body)
+
+    @classmethod
+    def decode(cls, data: bytes, revision: int = 0) -> tuple["Schedule", bytes]:
+        head, body = unpack_record(data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in head.items() if k in known}, revision=revision), body
+
+
+def occurrence_id(s: Schedule, due: float) -> str:
+    """Deterministic job id of one firing: a one-shot keeps the schedule's id."""
+    return s.id if s.kind == "once" else f"{s.id}-{int(round(due * 1000))}"
+
+
+def occurrences_due(s: Schedule, now: float) -> tuple[list[float], float | None]:
+    """``(due times to fire now, next due time after them)`` under the misfire policy."""
+    if s.next_run is None or s.paused or s.next_run > now:
+        return [], s.next_run
+    if s.kind == "once":
+        return [s.next_run], None
+    due: list[float] = []
+    t: float | None = s.next_run
+    budget = s.remaining
+    missed = 0
+    catch_up = None
+    while t is not None and t <= now and (budget is None or len(due) + (catch_up is not None) < budget):
+        if now - t > s.misfire_grace:
+            missed += 1
+            if s.misfire == "all" and missed <= MAX_CATCH_UP:
+                due.append(t)
+            elif s.misfire == "once":
+                catch_up = t  # one run, at the latest missed time, stands for all of them
+        else:
+            due.append(t)
+        t = s.following(t)
+        if missed > MAX_CATCH_UP * 100:
+            t = s.following(now)  # a calendar this far behind: jump to the present
+            break
+    if catch_up is not None:
+        due.insert(0, catch_up)
+    if budget is not None and len(due) >= budget:
+        t = None
+    return due, t
+
+
+def job_message(s: Schedule, body: bytes, job_id: str, due: float) -> dict:
+    """Headers for one firing: the template's metadata with this occurrence's id."""
+    meta = {**s.meta, "id": job_id, "ts": time.time(), "due": due, "sched": s.id}
+    headers = {HEADER_MSG_ID: job_id, HEADER_META: json.dumps(meta, separators=(",", ":"))}
+    if s.sig:
+        headers[HEADER_SIG] = s.sig
+    return headers
+
+
+def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: str | None = None,
+                  interval: float | timedelta | None = None, repeat: int | None = None, tz: str | None = None,
+                  misfire: str = "once", misfire_grace: float = 30.0,
+                  now: float | None = None) -> tuple[Schedule, bytes]:
+    """Validate the calendar and serialize the job; raises at the call, nothing is stored."""
+    if cron is not None and interval is not None:
+        raise ConfigurationError("give cron or interval, not both")
+    if when is None and cron is None and interval is None:
+        raise ConfigurationError("a schedule needs cron=..., interval=... or a time")
+    if isinstance(interval, timedelta):
+        interval = interval.total_seconds()
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
+                                 or interval <= 0):
+        raise ConfigurationError(f"interval must be a positive number of seconds or a timedelta, not {interval!r}")
+    if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
+        raise ConfigurationError(f"repeat must be an int >= 1 or None (forever), not {repeat!r}")
+    if misfire not in MISFIRE_POLICIES:
+        raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {misfire!r}")
+    if cron is not None:
+        validate_cron(cron)
+    _zone(tz)
+    headers, body = encode_job(job, broker.serializer, signing_key=broker.settings.signing_key,
+                               max_payload=broker.max_payload)
+    now = time.time() if now is None else now
+    kind = "cron" if cron else "interval" if interval else "once"
+    s = Schedule(id=job.job_id, queue=job.queue_name, function=job.function_name, kind=kind, next_run=None,
+                 cron=cron, timezone=tz, interval=float(interval) if interval else None, repeat=repeat,
+                 misfire=misfire, misfire_grace=float(misfire_grace), meta=json.loads(headers[HEADER_META]),
+                 sig=headers.get(HEADER_SIG))
+    if when is not None:
+        s.next_run = when
+    elif kind == "interval":
+        s.next_run = now + s.interval  # type: ignore[operator]
+    else:
+        s.next_run = s.following(now)
+    return s, body
+
+
+async def _status(broker: Broker, s: Schedule, state: JobStatus, **extra: Any) -> None:
+    lay = broker.layout
+    rec = status_record(s.id, s.queue, state, func=s.function, schedule=s.kind, due_at=s.next_run,
+                        runs=s.runs, repeat=s.repeat, cron=s.cron, interval=s.interval, paused=s.paused, **extra)
+    await broker.js.publish(lay.kv_subject(lay.status_bucket, s.id), encode_status(rec))
+
+
+async def save_schedule(broker: Broker, s: Schedule, body: bytes) -> Schedule:
+    """Store a new schedule (its id must be free) and mark it ``scheduled``."""
+    kv = await broker.kv(broker.layout.schedules_bucket)
+    try:
+        s.revision = await kv.create(broker.layout.schedule_key(s.id), s.encode(body))
+    except KeyWrongLastSequenceError:
+        raise ConfigurationError(f"a schedule with id {s.id!r} already exists") from None
+    await _status(broker, s, JobStatus.SCHEDULED)
+    return s
+
+
+async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, bytes]:
+    kv = await broker.kv(broker.layout.schedules_bucket)
+    try:
+        entry = await kv.get(broker.layout.schedule_key(schedule_id))
+    except KeyNotFoundError:
+        raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}") from None
+    if entry.value is None:
+        raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}")
+    return Schedule.decode(entry.value, entry.revision)
+
+
+async def list_schedules(broker: Broker) -> list[Schedule]:
+    """Every stored schedule, soonest first."""
+    kv = await broker.kv(broker.layout.schedules_bucket)
+    watcher = await kv.watchall()
+    out: list[Schedule] = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=10)
+            if entry is None:
+                break
+            if entry.value and entry.operation is None:
+                out.append(Schedule.decode(entry.value, entry.revision)[0])
+    finally:
+        await watcher.stop()
+    return sorted(out, key=lambda s: (s.next_run is None, s.next_run or 0.0))
+
+
+async def change_schedule(broker: Broker, schedule_id: str, action: str, **changes: Any) -> Schedule | None:
+    """``pause`` / ``resume`` / ``cancel`` / ``modify`` a schedule, revision-checked against the scheduler."""
+    kv = await broker.kv(broker.layout.schedules_bucket)
+    key = broker.layout.schedule_key(schedule_id)
+    for _ in range(20):
+        s, body = await load_schedule(broker, schedule_id)
+        try:
+            if action == "cancel":
+                await kv.delete(key, last=s.revision)
+                await _status(broker, s, JobStatus.CANCELLED, finished_at=time.time())
+                return None
+            s = _apply(s, action, changes)
+            s.revision = await kv.update(key, s.encode(body), last=s.revision)
+        except KeyWrongLastSequenceError:
+            continue  # the scheduler fired meanwhile: apply to the fresh record
+        await _status(broker, s, JobStatus.SCHEDULED)
+        return s
+    raise NaqException(f"schedule {schedule_id!r} kept changing; {action} not applied")
+
+
+_MODIFIABLE = {"cron", "interval", "repeat", "next_run", "timezone", "misfire", "misfire_grace"}
+
+
+def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
+    if action == "pause":
+        return replace(s, paused=True)
+    if action == "resume":
+        nxt = s.next_run
+        if nxt is not None and s.kind != "once" and nxt < time.time() - s.misfire_grace:
+            nxt = s.following(time.time())  # resuming does not release the runs missed while paused
+        return replace(s, paused=False, next_run=nxt)
+    if action != "modify":
+        raise ValueError(f"unknown schedule action {action!r}; use cancel, pause, resume or modify")
+    unknown = set(changes) - _MODIFIABLE
+    if unknown:
+        raise ConfigurationError(f"cannot modify {', '.join(sorted(unknown))}; modifiable: {sorted(_MODIFIABLE)}")
+    c = dict(changes)
+    if "next_run" in c and c["next_run"] is not None:
+        c["next_run"] = to_epoch(c["next_run"], "next_run")
+    if isinstance(c.get("interval"), timedelta):
+        c["interval"] = c["interval"].total_seconds()
+    if c.get("cron") is not None:
+        validate_cron(c["cron"])
+        c.update(kind="cron", interval=None)
+    elif c.get("interval") is not None:
+        if not isinstance(c["interval"], (int, float)) or c["interval"] <= 0:
+            raise ConfigurationError(f"interval must be a positive number of seconds, not {c['interval']!r}")
+        c.update(kind="interval", cron=None)
+    if c.get("repeat") is not None and (not isinstance(c["repeat"], int) or c["repeat"] < 1):
+        raise ConfigurationError(f"repeat must be an int >= 1 or None, not {c['repeat']!r}")
+    if "misfire" in c and c["misfire"] not in MISFIRE_POLICIES:
+        raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {c['misfire']!r}")
+    _zone(c.get("timezone", s.timezone))
+    s = replace(s, **c)
+    if "next_run" not in c and ({"cron", "interval", "timezone"} & set(c)):
+        s.next_run = s.following(time.time())  # a new calendar starts from now
+    return s

