@@ -22,7 +22,8 @@ def naq(*args, url=None, timeout=60):
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("cmd", ["worker", "server", "purge", "list-workers", "jobs", "failed", "cancel"])
+@pytest.mark.parametrize("cmd", ["worker", "server", "purge", "list-workers", "jobs", "failed", "cancel",
+                                 "scheduler", "list-scheduled", "job-control"])
 def test_help_everywhere(cmd):
     out = naq(cmd, "--help")
     assert out.returncode == 0 and "usage: naq" in out.stdout
@@ -74,3 +75,23 @@ def test_naq_server_in_the_foreground(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_list_scheduled_and_job_control(broker, nats_server):
+    import naq_nb as nq
+    url = nats_server.url
+    job = await nq.schedule(jobs.add, 1, 2, cron="*/5 * * * *", nats_url=url)
+    out = naq("list-scheduled", url=url)
+    assert out.returncode == 0 and job.job_id in out.stdout and "*/5 * * * *" in out.stdout
+    out = naq("job-control", job.job_id, "pause", url=url)
+    assert out.returncode == 0 and "paused" in out.stdout
+    assert (await nq.list_scheduled(nats_url=url))[0]["paused"] is True
+    out = naq("job-control", job.job_id, "reschedule", "--interval", "30", url=url)
+    assert out.returncode == 0
+    assert (await nq.list_scheduled(nats_url=url))[0]["interval"] == 30
+    out = naq("job-control", job.job_id, "cancel", url=url)
+    assert out.returncode == 0 and await nq.list_scheduled(nats_url=url) == []
+    out = naq("job-control", job.job_id, "resume", url=url)
+    assert out.returncode == 1 and "no scheduled job" in out.stderr and "Traceback" not in out.stderr
+    out = naq("job-control", "x", "reschedule", url=url)
+    assert out.returncode != 0 and "--cron" in out.stderr

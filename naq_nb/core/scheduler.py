@@ -194,18 +194,26 @@ class Scheduler:
         """Fire every schedule due at ``now`` (if leading); returns the job ids published."""
         if not self.is_leader or now >= self._lease_until:
             return []
-        fired: list[str] = []
+        batch = []
         while True:
             due = self.next_due()
             if due is None or due > now:
-                return fired
-            item = heapq.heappop(self._heap)
-            s, body = self.schedules[item[1]]
-            try:
-                fired += await self._fire(s, body, now)
-            except Exception:
+                break
+            batch.append(heapq.heappop(self._heap))
+        # Different schedules fire concurrently: a burst of due jobs costs one round trip, not one each.
+        results = await asyncio.gather(*(self._fire(*self.schedules[sid], now) for _, sid, _ in batch),
+                                       return_exceptions=True)
+        fired: list[str] = []
+        errors = []
+        for item, res in zip(batch, results):
+            if isinstance(res, BaseException):
                 heapq.heappush(self._heap, item)  # not fired (disconnected?): due again on the next tick
-                raise
+                errors.append(res)
+            else:
+                fired += res
+        if errors:
+            raise errors[0]
+        return fired
 
     async def _fire(self, s: Schedule, body: bytes, now: float) -> list[str]:
         times, nxt = occurrences_due(s, now)
