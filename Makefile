@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 check-compose bench clean
+.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,11 +23,23 @@ test-nats29: venv     ## the engine suite against Debian's nats-server 2.9 (apt-
 	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
 	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py
 
+test-notebooks: venv  ## the notebooks under nbval, against their committed outputs
+	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \
+	    --nbval-sanitize-with notebooks/nbval-sanitize.cfg notebooks/
+
+notebooks: venv       ## rewrite and re-execute notebooks/*.ipynb from notebooks/build.py
+	$(PY) notebooks/build.py
+
+binder-smoke:         ## imitate Binder without Docker: fresh venv from binder/, run every notebook via binder/start
+	bash binder/smoke.sh
+
 check-compose:        ## validate docker/docker-compose.yml (Debian's docker-compose v1; no engine needed)
 	docker-compose -f docker/docker-compose.yml config -q && echo "docker/docker-compose.yml: valid"
 
-bench: venv           ## throughput and latency figures (not run in CI)
+bench: venv           ## throughput, latency, scheduler and notebook figures (not run in CI)
 	$(PY) bench/throughput.py
+	$(PY) bench/scheduler_bench.py
+	$(PY) bench/notebook_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -23,7 +23,7 @@ from ..core.settings import Settings
 from .loop import on_exit, run_sync
 from .twins import twin, with_twins
 
-__all__ = ["Client", "get_client", "close_all_clients"]
+__all__ = ["Client", "get_client", "close_all_clients", "set_session_default"]
 
 
 @with_twins
@@ -129,10 +129,23 @@ class Client:
 
 _clients: dict[tuple, Client] = {}
 _clients_lock = threading.Lock()
+_session_default: Client | None = None
+
+
+def set_session_default(client: Client | None) -> None:
+    """The client that calls without a URL use (set by ``nq.connect`` / ``nq.local``)."""
+    global _session_default
+    _session_default = client
 
 
 def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
-    """A shared client per (URL, options), created on first use."""
+    """A shared client per (URL, options), created on first use.
+
+    Without a URL or options it is the session's default client when ``nq.connect``
+    or ``nq.local`` set one, so naq-style calls in a notebook reach the local cluster.
+    """
+    if nats_url is None and not nats_options and _session_default is not None:
+        return _session_default
     settings = Settings.from_env()
     url = nats_url or settings.nats_url
     key = (url, tuple(sorted((k, repr(v)) for k, v in nats_options.items())))

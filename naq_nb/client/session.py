@@ -19,7 +19,7 @@ from ..core.errors import ConfigurationError, JobNotFoundError
 from ..core.job import Job, JobOptions
 from ..core.queue import get_status
 from ..core.results import get_result
-from .client import Client, get_client
+from .client import Client, get_client, set_session_default
 from .future import JobFuture, submit_jobs, submit_jobs_sync
 from .loop import run_async, run_sync
 from .watch import get_watch
@@ -48,6 +48,7 @@ def set_default_client(client: Client | None) -> None:
         raise TypeError(f"set_default_client() needs a naq_nb Client or None, not {type(client).__name__}")
     with _default_lock:
         _default = client
+        set_session_default(client)
 
 
 def connect(url: str | None = None, **nats_options: Any) -> Client:
