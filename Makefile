@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean
+.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean browser-test
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,18 @@ bench: venv           ## throughput, latency, scheduler and notebook figures (no
 	$(PY) bench/throughput.py
 	$(PY) bench/scheduler_bench.py
 	$(PY) bench/notebook_bench.py
+
+# Notebooks checked in JupyterLab as NAME.ipynb:TEXT (TEXT must be shown after Run All); those absent are left
+# out, and with none a generated scratch notebook (job + dashboard from nq.local()) is checked instead.
+BROWSER_NOTEBOOKS ?= $(foreach n,01-quickstart 02-parameter-sweep,$(if $(wildcard notebooks/$(n).ipynb),$(n).ipynb:succeeded))
+
+$(VENV)/.browser-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test,browser]'
+	touch $@
+
+browser-test: $(VENV)/.browser-installed  ## real browser (Debian's Chromium): naq dashboard page + notebooks in JupyterLab
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }  # never `playwright install`
+	$(PY) browser/run_browser_tests.py --out artifacts/browser $(if $(strip $(BROWSER_NOTEBOOKS)),--notebooks $(BROWSER_NOTEBOOKS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -37,6 +37,31 @@ __version__ = "0.1.0"
 # A library adds no handlers beyond this: the application decides where logs go.
 logging.getLogger("naq_nb").addHandler(logging.NullHandler())
 
+
+def _live_display(future: Any) -> None:
+    """First display of a job in IPython: load the notebook layer's live displays, then use them."""
+    from .client import future as future_mod
+    try:
+        from .notebook.display import install_display_hooks
+        install_display_hooks()
+    except ImportError:  # a worker-only install: no ipywidgets; show the static summary
+        future_mod.display_hook = None
+    if future_mod.display_hook is _live_display or future_mod.display_hook is None:
+        from IPython.display import display
+        display({"text/plain": repr(future), "text/html": future._repr_html_()}, raw=True)
+    else:
+        future_mod.display_hook(future)
+
+
+def _arm_display_hook() -> None:
+    # Cheap at import: the notebook layer (ipywidgets) loads on the first display only.
+    from .client import future as future_mod
+    if future_mod.display_hook is None:
+        future_mod.display_hook = _live_display
+
+
+_arm_display_hook()
+
 __all__ = [
     # naq-compatible API
     "enqueue", "enqueue_sync", "enqueue_many", "enqueue_many_sync", "fetch_job_result",
@@ -71,7 +96,7 @@ _LAZY: dict[str, str] = {
         "jobs", "workers", "schedules", "failed", "jobs_async", "workers_async", "schedules_async",
         "failed_async")},
     "local": "naq_nb.notebook.local", "local_async": "naq_nb.notebook.local", "LocalCluster": "naq_nb.notebook.local",
-    "sweep": "naq_nb.notebook.sweep", "Sweep": "naq_nb.notebook.sweep",
+    "sweep": "naq_nb.notebook.sweep", "sweep_async": "naq_nb.notebook.sweep", "Sweep": "naq_nb.notebook.sweep",
     "dashboard": "naq_nb.notebook.dashboard",
     "load_ipython_extension": "naq_nb.notebook.magics", "unload_ipython_extension": "naq_nb.notebook.magics",
 }

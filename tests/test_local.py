@@ -140,7 +140,8 @@ def test_in_a_jupyter_kernel():
              "nq.jobs().shape[0], sorted(nq.jobs().status.unique())",
              "c.stop(); c.running"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in cells])
-    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3", cwd=str(ROOT)).execute()
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
+                          resources={"metadata": {"path": str(ROOT)}}).execute()
     out = [[(o.get("data") or {}).get("text/plain", o.get("text")) for o in c.outputs] for c in nb.cells]
-    assert out[1][0].startswith("<JobFuture ") and out[2] == ["9"]
+    assert "naq job __main__.<lambda>" in out[1][0] and out[2] == ["9"]  # the live display's text form
     assert out[3] == ["[1, 2, 3, 4, 5]"] and out[4] == ["(6, ['succeeded'])"] and out[5] == ["False"]

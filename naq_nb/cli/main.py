@@ -15,7 +15,8 @@ from ..core.errors import NaqException
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("naq_nb.cli.worker_cmds", "naq_nb.cli.admin_cmds", "naq_nb.cli.scheduler_cmds")
+_COMMAND_MODULES = ("naq_nb.cli.worker_cmds", "naq_nb.cli.admin_cmds", "naq_nb.cli.scheduler_cmds",
+                    "naq_nb.cli.dashboard_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ use raises :class:`LayoutConflictError` instead of drifting silently.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -49,6 +50,10 @@ class Broker:
         self._kv: dict[str, KeyValue] = {}
         self._ready: asyncio.Future | None = None
         self._consumers: set[str] = set()
+        self._ack_sub: Any = None
+        self._ack_prefix = ""
+        self._ack_seq = 0
+        self._acks: dict[str, asyncio.Future] = {}
 
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> "Broker":
@@ -136,6 +141,37 @@ class Broker:
             raise LayoutConflictError(
                 f"stream {cfg.name} exists with an incompatible config: {'; '.join(problems)}. "
                 f"Delete it or set NAQ_PREFIX to use another layout.")
+
+    async def publish_async(self, subject: str, payload: bytes, headers: dict | None = None) -> asyncio.Future:
+        """Publish to JetStream without waiting; the returned future resolves to the PubAck or fails
+        with the server's error. (nats-py's own ``publish_async`` leaves the future pending forever
+        when the server answers with an error, e.g. a failed expected-sequence check.)"""
+        if self._ack_sub is None:
+            self._ack_prefix = self.nc.new_inbox()
+            self._ack_sub = await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_pub_ack)
+        self._ack_seq += 1
+        token = str(self._ack_seq)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._acks[token] = fut
+        fut.add_done_callback(lambda _f, t=token: self._acks.pop(t, None))
+        await self.nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=headers)
+        return fut
+
+    async def _on_pub_ack(self, msg: Any) -> None:
+        fut = self._acks.get(msg.subject.rsplit(".", 1)[-1])
+        if fut is None or fut.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            fut.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                nats.js.errors.APIError.from_error(resp["error"])  # raises the specific error class
+                raise nats.js.errors.APIError(**resp["error"])
+            fut.set_result(api.PubAck.from_response(resp))
+        except Exception as exc:  # the server's error (or a garbled answer) goes to the waiter
+            fut.set_exception(exc)
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:

@@ -80,8 +80,8 @@ class Queue:
             st_fut = None
             if not job.options.key:
                 # Status first: a fast worker's "running" then always lands after "queued".
-                st_fut = await b.js.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec))
-            pub_fut = await b.js.publish_async(lay.queue_subject(job.queue_name), body, headers=headers)
+                st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec))
+            pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers)
             pending.append((job, st_fut, pub_fut, rec))
         for job, st_fut, pub_fut, rec in pending:
             ack = await pub_fut

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["JobRunner", "Delivery", "parse_meta"]
 
 log = logging.getLogger("naq_nb.worker")
-_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_CREATE_ONLY = {_EXPECTED_LAST: "0"}
 _WRONG_LAST_SEQ = 10071
 
 
@@ -183,6 +184,18 @@ class JobRunner:
         await self._finish_failed(d, exc, retry=False)
 
     # --- writes ----------------------------------------------------------
+    async def _write_over_marker(self, jid: str, result: bytes) -> None:
+        """The key holds only a delete/purge marker (a requeued job's old result was purged):
+        write over exactly that marker, still refusing to overwrite a result written meanwhile."""
+        lay = self.lay
+        subject = lay.kv_subject(lay.results_bucket, jid)
+        try:
+            last = await self.b.js.get_last_msg(lay.kv_stream(lay.results_bucket), subject)
+            await self.b.js.publish(subject, result, headers={_EXPECTED_LAST: str(last.seq)})
+        except APIError as exc:
+            if exc.err_code != _WRONG_LAST_SEQ:
+                raise
+
     async def _commit(self, d: Delivery, result: bytes, rec: dict) -> None:
         """Status, then result (create-only, acked), then the message ack.
 
@@ -191,10 +204,10 @@ class JobRunner:
         the result reads the final status too. The message is acked only once the
         result is stored.
         """
-        js, jid = self.b.js, d.meta.job_id
+        jid = d.meta.job_id
         await self._status_nowait(jid, rec)
-        res_fut = await js.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
-                                         headers=dict(_CREATE_ONLY))
+        res_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
+                                             headers=dict(_CREATE_ONLY))
         try:
             await res_fut
         except APIError as exc:
@@ -204,6 +217,8 @@ class JobRunner:
             existing = await get_result(self.b, jid)
             if existing is not None:
                 await self._status(jid, {**rec, "status": existing.status, "error": existing.meta.get("error")})
+            else:
+                await self._write_over_marker(jid, result)
         await d.msg.ack()
         self.w.stats["processed"] += 1
 

@@ -1,0 +1,62 @@
+"""A local setup for the dashboard page check, run as its own process.
+
+Starts ``nq.local()`` (embedded nats-server, one thread worker, a scheduler),
+creates one hourly schedule and one failed job (a job that fails on its first
+run and succeeds when run again), prints one JSON line with the ids, then
+keeps everything running until stdin closes or SIGTERM/SIGINT arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+
+def fails_first_time(counter: str) -> str:
+    """Fails on its first run (counted in ``counter``), succeeds afterwards."""
+    p = Path(counter)
+    runs = len(p.read_text().splitlines()) + 1 if p.exists() else 1
+    with open(p, "a") as f:
+        f.write("run\n")
+    if runs == 1:
+        raise RuntimeError("first run fails on purpose")
+    return f"run {runs} ok"
+
+
+def hourly_report() -> str:
+    return "report"
+
+
+def main() -> int:
+    import naq_nb as nq
+    from naq_nb.client.scheduling import schedule_sync
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = nq.local(workers=1, scheduler=True)
+    try:
+        sched = schedule_sync(hourly_report, interval=3600, client=cluster.client)
+        counter = str(Path(tempfile.mkdtemp(prefix="naq-fixture-")) / "runs")
+        fut = nq.options(max_retries=0).submit(fails_first_time, counter)
+        try:
+            fut.result(timeout=60)
+            raise SystemExit("the fixture job was expected to fail")
+        except RuntimeError:
+            pass
+        workers = cluster.client.workers_sync()
+        print(json.dumps({"url": cluster.url, "failed_job": fut.job_id, "schedule_id": sched.job_id,
+                          "worker_id": workers[0]["id"], "counter": counter}), flush=True)
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        stop.wait()
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

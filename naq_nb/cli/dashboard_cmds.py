@@ -1,0 +1,171 @@
+"""``naq dashboard``: the notebook dashboard served as a web page through Voilà.
+
+Voilà (the optional ``dashboard`` extra) runs a tiny generated notebook,
+``nq.connect(URL); nq.dashboard()``, in a live kernel and serves its outputs
+without code cells; widget buttons (Pause/Resume, Requeue) work because the
+kernel stays alive behind the page. This command checks Voilà and the NATS
+server first (one clear line on failure), runs Voilà as a child process, prints
+the page's URL, and stops it on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import webbrowser
+from pathlib import Path
+
+from ..core.errors import NaqException
+from ..core.settings import Settings
+from .common import add_url, with_broker
+
+__all__ = ["register", "require_voila", "VoilaMissing", "write_dashboard_notebook", "voila_command"]
+
+INSTALL_HINT = "pip install 'naq_nb[dashboard]'"
+_START_TIMEOUT = 90.0
+
+
+class VoilaMissing(NaqException):
+    """Voilà is not installed, so the dashboard cannot be served as a page."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve the live dashboard (queues, workers, schedules, failed) via Voilà")
+    p.add_argument("--port", type=_port, default=None, help="port of the page (default: a free one)")
+    add_url(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the URL")
+    p.set_defaults(func=_dashboard)
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {n}")
+    return n
+
+
+def require_voila() -> None:
+    """Raise :class:`VoilaMissing` (naming the extra to install) unless Voilà can be imported."""
+    try:
+        import voila  # noqa: F401
+    except ImportError as exc:
+        raise VoilaMissing(f"naq dashboard needs Voilà, which cannot be imported ({exc}): {INSTALL_HINT}") from None
+
+
+def write_dashboard_notebook(folder: str | os.PathLike, nats_url: str) -> Path:
+    """Write the notebook Voilà runs: connect to ``nats_url`` and show ``nq.dashboard()``."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    source = f"import naq_nb as nq\nnq.connect({nats_url!r})\nnq.dashboard()"
+    nb = new_notebook(cells=[new_code_cell(source)], metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    path = Path(folder) / "naq-dashboard.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def voila_command(notebook: Path, host: str, port: int) -> list[str]:
+    """The Voilà command line (this interpreter, so its kernel can import naq_nb)."""
+    return [sys.executable, "-m", "voila", str(notebook), "--port", str(port), "--no-browser",
+            f"--Voila.ip={host}", "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=True"]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _page_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://{shown}:{port}/"
+
+
+def _wait_until_serving(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise NaqException(f"Voilà exited at start (code {proc.returncode}):\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url + "api/kernels", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers; the kernels API may be closed without auth, the page is not
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise NaqException(f"Voilà did not answer on {url} within {_START_TIMEOUT:g}s:\n{_tail(log_path)}")
+        time.sleep(0.2)
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # Voilà and its kernels share its process group
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    require_voila()
+    url = Settings.from_env(nats_url=args.nats_url).nats_url
+    with_broker(args, lambda b: asyncio.sleep(0))  # an unreachable server: one line now, not a broken page
+    port = args.port or _free_port(args.host)
+    folder = Path(tempfile.mkdtemp(prefix="naq-dashboard-"))
+    log_path = folder / "voila.log"
+    proc = None
+
+    def _on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        notebook = write_dashboard_notebook(folder, url)
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen(voila_command(notebook, args.host, port), cwd=folder, stdin=subprocess.DEVNULL,
+                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "NAQ_NATS_URL": url})
+        page = _page_url(args.host, port)
+        _wait_until_serving(proc, page, log_path)
+        print(f"naq dashboard: {page}  (NATS {url}; Voilà log {log_path}; Ctrl-C to stop)", flush=True)
+        if not args.no_browser:
+            webbrowser.open(page)
+        code = proc.wait()
+        if code:
+            print(f"naq: error: Voilà exited with code {code}:\n{_tail(log_path)}", file=sys.stderr)
+            return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)

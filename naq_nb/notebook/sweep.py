@@ -1,0 +1,459 @@
+"""Parameter sweeps: ``nq.sweep(train, lr=[1e-3, 1e-2], depth=[2, 4, 8])``.
+
+One job per parameter point (the cartesian product of the keyword lists, or an
+explicit ``grid=[{...}, ...]``), each point passed to the function as keyword
+arguments. Everything is checked before anything is sent; the jobs are then
+published in one pipelined batch. The sweep's record (points, job ids, the
+pickled function) is kept on the server, so :meth:`Sweep.attach` gets it back
+after a kernel restart, and a content cache (function pickle + point) makes a
+re-run of the same cell reuse every point that already succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import html
+import itertools
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable
+
+import cloudpickle
+
+from ..client.client import Client
+from ..client.future import JobFuture, attach_many, submit_jobs
+from ..client.loop import run_async, run_sync
+from ..client.session import default_client
+from ..core.errors import JobNotFoundError
+from ..core.job import JobOptions, func_name, new_job_id
+from .widgets import status_summary
+from .sweep_store import (SweepNotFoundError, cache_lookup, cache_store, function_bytes, function_digest,
+                          load_record, point_digests, save_record)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["sweep", "sweep_async", "Sweep", "SweepNotFoundError"]
+
+_FAILED = ("failed", "cancelled")
+
+
+# --- validation (nothing is sent before all of this passed) ---------------------------------
+def _values(key: str, v: Any) -> list:
+    if isinstance(v, (str, bytes, dict, set, frozenset)) or not isinstance(v, (list, tuple, range)):
+        if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy arrays, pandas Series/Index
+            v = v.tolist()
+        if not isinstance(v, list):
+            raise TypeError(f"sweep parameter {key!r} must be a list, tuple or range of values, not "
+                            f"{type(v).__name__} {v!r} (for one value write {key}=[{v!r}])")
+    if len(v) == 0:
+        raise ValueError(f"sweep parameter {key!r} has no values: each parameter needs at least one")
+    return list(v)
+
+
+def _grid_points(grid: Any, params: dict[str, Any]) -> list[dict]:
+    if grid is not None and params:
+        raise ValueError(f"give either grid=[...] or parameter lists ({', '.join(params)}), not both")
+    if grid is None and not params:
+        raise ValueError("a sweep needs parameters: sweep(fn, lr=[...], depth=[...]) or sweep(fn, grid=[{...}, ...])")
+    if grid is None:
+        keys = list(params)
+        lists = [_values(k, params[k]) for k in keys]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+    if isinstance(grid, dict) or not isinstance(grid, (list, tuple)):
+        raise TypeError(f"grid must be a list of dicts (one per point), not {type(grid).__name__}")
+    if not grid:
+        raise ValueError("grid is empty: a sweep needs at least one point")
+    first = None
+    for i, p in enumerate(grid):
+        if not isinstance(p, dict):
+            raise TypeError(f"grid[{i}] must be a dict of keyword arguments, not {type(p).__name__}: {p!r}")
+        bad = [k for k in p if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise TypeError(f"grid[{i}] has key {bad[0]!r}: keys are keyword-argument names")
+        if first is None:
+            first = set(p)
+        elif set(p) != first:
+            raise ValueError(f"grid[{i}] has keys {sorted(p)} but grid[0] has {sorted(first)}: "
+                             "every point must name the same parameters")
+    return [dict(p) for p in grid]
+
+
+def _job_options(options: Any) -> JobOptions:
+    if options is None:
+        return JobOptions()
+    if isinstance(options, JobOptions):
+        opts = options
+    elif isinstance(options, dict):
+        opts = JobOptions.build(**options)
+    else:
+        raise TypeError(f"options must be a dict of job options, not {type(options).__name__}")
+    if opts.job_id or opts.key:
+        raise ValueError("job_id / key name one job; a sweep makes many (leave them out of options)")
+    return opts
+
+
+def _check(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params: dict) -> tuple[list[dict], JobOptions]:
+    if not callable(fn):
+        raise TypeError(f"sweep() needs a callable as its first argument, not {type(fn).__name__}: {fn!r}")
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be True or False, not {cache!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__}")
+    return _grid_points(grid, params), _job_options(options)
+
+
+# --- the loop-side work ---------------------------------------------------------------------------
+async def _submit(client: Client, fn: Callable, fn_bytes: bytes, points: list[dict], idx: list[int],
+                  digests: list[str], opts: JobOptions, cache: bool) -> tuple[dict[int, JobFuture], set[int]]:
+    """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices."""
+    b = await client.broker()
+    fn_digest = function_digest(fn_bytes)
+    known = await cache_lookup(b, [digests[i] for i in idx], fn_digest) if cache else {}
+    futs: dict[int, JobFuture] = {}
+    if known:  # attaching fetches each job's status and result once: keep those that succeeded
+        cand = [idx[k] for k in known]
+        for i, f in zip(cand, await attach_many(client, list(known.values()))):
+            if f.done() and not f.cancelled() and f.exception(0) is None:
+                futs[i] = f
+    hits = set(futs)
+    todo = [i for i in idx if i not in hits]
+    jobs = [client.make_job(fn, (), points[i], opts) for i in todo]
+    if jobs:
+        futs.update(zip(todo, await submit_jobs(client, jobs)))
+        await cache_store(b, [(digests[i], j.job_id) for i, j in zip(todo, jobs)], fn_digest)
+    return futs, hits
+
+
+async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
+    pending = [f for f in futs if not f.done()]
+    if not pending:
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    left = [len(pending)]
+    lock = threading.Lock()
+
+    def _one(_f: concurrent.futures.Future) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+
+    for f in pending:
+        f.add_done_callback(_one)
+    try:
+        await asyncio.wait_for(waiter, timeout)
+    except asyncio.TimeoutError:
+        n = sum(not f.done() for f in futs)
+        raise TimeoutError(f"{n} of {len(futs)} sweep points did not finish within {timeout:g}s") from None
+
+
+class Sweep:
+    """A parameter sweep: one :class:`JobFuture` per point, a live display, a DataFrame at the end.
+
+    Made by :func:`sweep` or :meth:`attach`. ``await sweep`` waits for every point
+    and returns the sweep.
+    """
+
+    def __init__(self, client: Client, head: dict, body: dict, futures: list[JobFuture],
+                 cached: Iterable[int] = (), fn: Callable | None = None) -> None:
+        self.client = client
+        self._head = head
+        self.points: list[dict] = body["points"]
+        self._digests: list[str] = body["digests"]
+        self._fn_bytes: bytes = body["fn"]
+        self._options: JobOptions = body["options"]
+        self._fn = fn
+        self.futures: list[JobFuture] = futures
+        self.cached: set[int] = set(cached)
+        self._listeners: list[Callable[["Sweep", int], None]] = []
+        self._unsubs: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._watch(range(len(futures)))
+
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """The sweep's id (``Sweep.attach(id)`` brings it back)."""
+        return self._head["id"]
+
+    @property
+    def name(self) -> str:
+        """The name given to :func:`sweep`, else the function's name."""
+        return self._head.get("name") or self.function.rsplit(".", 1)[-1]
+
+    @property
+    def function(self) -> str:
+        """The qualified name of the swept function."""
+        return self._head["function"]
+
+    @property
+    def created(self) -> float:
+        """Creation time (epoch seconds)."""
+        return self._head["created"]
+
+    @property
+    def job_ids(self) -> list[str]:
+        """Job id per point, in point order."""
+        return [f.job_id for f in self.futures]
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    # --- creation ----------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, sweep_id: str, *, client: Client | None = None) -> "Sweep":
+        """The sweep ``sweep_id`` as stored on the server (e.g. after a kernel restart)."""
+        c = client or default_client()
+        return run_sync(cls._attach_on_loop(c, cls._check_id(sweep_id)))
+
+    @classmethod
+    async def attach_async(cls, sweep_id: str, *, client: Client | None = None) -> "Sweep":
+        """Async form of :meth:`attach`."""
+        c = client or default_client()
+        return await run_async(cls._attach_on_loop(c, cls._check_id(sweep_id)))
+
+    @staticmethod
+    def _check_id(sweep_id: Any) -> str:
+        if isinstance(sweep_id, Sweep):
+            return sweep_id.id
+        if not isinstance(sweep_id, str) or not sweep_id.isalnum():
+            raise TypeError(f"Sweep.attach() needs a sweep id string, not {sweep_id!r}")
+        return sweep_id
+
+    @classmethod
+    async def _attach_on_loop(cls, client: Client, sweep_id: str) -> "Sweep":
+        head, body = await load_record(await client.broker(), sweep_id)
+        futs = await attach_many(client, body["job_ids"])
+        return cls(client, head, body, futs)
+
+    # --- live updates ----------------------------------------------------------------------------
+    def on_update(self, cb: Callable[["Sweep", int], None]) -> Callable[[], None]:
+        """Call ``cb(sweep, index)`` on naq_nb's loop thread when point ``index`` changes; returns unsubscribe."""
+        self._listeners.append(cb)
+
+        def unsubscribe() -> None:
+            if cb in self._listeners:
+                self._listeners.remove(cb)
+        return unsubscribe
+
+    def _watch(self, indices: Iterable[int]) -> None:
+        for i in indices:
+            f = self.futures[i]
+            self._unsubs.append(f.on_update(lambda fut, i=i: self._changed(i, fut)))
+
+    def _changed(self, i: int, fut: JobFuture) -> None:
+        if self.futures[i] is not fut:
+            return  # a point replaced by retry_failed
+        for cb in list(self._listeners):
+            cb(self, i)
+
+    # --- waiting and results ------------------------------------------------------------------------
+    def done(self) -> bool:
+        """True when every point has ended (succeeded, failed or cancelled)."""
+        return all(f.done() for f in self.futures)
+
+    def wait(self, timeout: float | None = None) -> "Sweep":
+        """Block until every point ended; ``TimeoutError`` after ``timeout`` seconds. Returns the sweep."""
+        _, pending = concurrent.futures.wait(self.futures, timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(self)} sweep points did not finish within {timeout:g}s")
+        _flush_displays()
+        return self
+
+    async def wait_async(self, timeout: float | None = None) -> "Sweep":
+        """Async form of :meth:`wait` (awaitable from any event loop)."""
+        await _all_done(self.futures, timeout)
+        _flush_displays()
+        return self
+
+    def __await__(self) -> Generator[Any, None, "Sweep"]:
+        return self.wait_async().__await__()
+
+    def results(self, timeout: float | None = None, errors: str = "raise") -> list[Any]:
+        """Every point's result in point order, after waiting.
+
+        ``errors="raise"`` raises the first failed point's exception;
+        ``errors="return"`` puts the exception object in its place.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+        self.wait(timeout)
+        out = []
+        for f in self.futures:
+            exc = concurrent.futures.CancelledError(f"job {f.job_id} was cancelled") if f.cancelled() \
+                else f.exception(0)
+            if exc is not None and errors == "raise":
+                raise exc
+            out.append(exc if exc is not None else f.result(0))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Number of points per status."""
+        out: dict[str, int] = {}
+        for f in self.futures:
+            out[f.status] = out.get(f.status, 0) + 1
+        return out
+
+    # --- the table ------------------------------------------------------------------------------------
+    def to_dataframe(self) -> "pd.DataFrame":
+        """One row per point, in point order: the parameters, the result (a dict result becomes
+        columns; names clashing with others get a ``result.`` prefix), status, duration, attempts,
+        error and job id. Points not finished yet have no result."""
+        import pandas as pd
+        params = list(self.points[0]) if self.points else []
+        fixed = ["status", "duration", "attempts", "error", "job_id"]
+        taken = set(params) | set(fixed)
+        rows, extra = [], {}
+        for p, f in zip(self.points, self.futures):
+            row = dict(p)
+            if f.done() and not f.cancelled() and f.exception(0) is None:
+                value = f.result(0)
+                if isinstance(value, dict) and value:
+                    for k, v in value.items():
+                        col = str(k) if str(k) not in taken else f"result.{k}"
+                        extra.setdefault(col, None)
+                        row[col] = v
+                else:
+                    extra.setdefault("result", None)
+                    row["result"] = value
+            rec = f.record
+            row.update(status=f.status, duration=f.duration, attempts=rec.get("attempts"),
+                       error=rec.get("error") if f.status in _FAILED else None, job_id=f.job_id)
+            rows.append(row)
+        return pd.DataFrame(rows, columns=params + list(extra) + fixed)
+
+    # --- control ------------------------------------------------------------------------------------------
+    def _function(self) -> Callable:
+        if self._fn is None:
+            try:
+                self._fn = cloudpickle.loads(self._fn_bytes)
+            except Exception as exc:
+                raise RuntimeError(f"the function of sweep {self.id} cannot be loaded here "
+                                   f"({type(exc).__name__}: {exc}); attach it where its module imports") from None
+        return self._fn
+
+    def retry_failed(self) -> int:
+        """Resubmit only the failed and cancelled points (new jobs, the record updated); returns how many."""
+        with self._lock:
+            idx = [i for i, f in enumerate(self.futures)
+                   if f.done() and (f.cancelled() or f.exception(0) is not None)]
+            if not idx:
+                return 0
+            fn = self._function()
+            futs, _ = run_sync(_submit(self.client, fn, self._fn_bytes, self.points, idx, self._digests,
+                                       self._options, False))
+            for i in idx:
+                self.futures[i] = futs[i]
+            self._watch(idx)
+            self._head = run_sync(self._save())
+        for i in idx:
+            self._changed(i, self.futures[i])
+        return len(idx)
+
+    async def _save(self) -> dict:
+        body = {"points": self.points, "job_ids": self.job_ids, "digests": self._digests, "fn": self._fn_bytes,
+                "options": self._options}
+        return await save_record(await self.client.broker(), self._head, body)
+
+    def cancel(self) -> int:
+        """Cancel every point that has not ended; returns how many were cancelled."""
+        pending = [f.job_id for f in self.futures if not f.done()]
+        return run_sync(_cancel_many(self.client, pending))
+
+    async def cancel_async(self) -> int:
+        """Async form of :meth:`cancel`."""
+        pending = [f.job_id for f in self.futures if not f.done()]
+        return await run_async(_cancel_many(self.client, pending))
+
+    # --- display ------------------------------------------------------------------------------------------------
+    def summary(self) -> str:
+        """One line: ``12/12 succeeded`` or ``7/12 succeeded, 1 failed, 4 running``."""
+        return status_summary(self.counts(), len(self))
+
+    def __repr__(self) -> str:
+        return f"<Sweep {self.id} {self.name} ({len(self)} points): {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        from .widgets import SweepDisplay
+        return SweepDisplay(self).html()  # not shown: a static snapshot (summary, bar, failures)
+
+    def display(self, **kw: Any) -> Any:
+        """Show a live :class:`~naq_nb.notebook.widgets.SweepDisplay` of this sweep; returns it."""
+        from .display import install_display_hooks
+        from .widgets import SweepDisplay
+        install_display_hooks()
+        return SweepDisplay(self, **kw).show()
+
+    def _ipython_display_(self) -> None:
+        self.display()
+
+
+async def _cancel_many(client: Client, job_ids: list[str]) -> int:
+    sem = asyncio.Semaphore(64)
+
+    async def one(jid: str) -> bool:
+        async with sem:
+            try:
+                return await client.cancel(jid)
+            except JobNotFoundError:
+                return False
+
+    return sum(await asyncio.gather(*(one(j) for j in job_ids)))
+
+
+def _flush_displays() -> None:
+    display = sys.modules.get("naq_nb.notebook.display")  # never imported here just for this
+    if display is not None:
+        display.flush_displays()
+
+
+# --- the calls ----------------------------------------------------------------------------------------------------
+def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any, params: dict):
+    points, opts = _check(fn, grid, options, cache, name, params)
+    fn_bytes = function_bytes(fn)
+    digests = point_digests(fn_bytes, points)  # also proves every point pickles
+    head = {"id": new_job_id(), "name": name, "function": func_name(fn), "created": time.time(),
+            "n": len(points), "queue": opts.queue}
+    body = {"points": points, "digests": digests, "fn": fn_bytes, "options": opts}
+    return points, opts, head, body
+
+
+async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: dict, body: dict,
+                  cache: bool) -> Sweep:
+    futs, hits = await _submit(client, fn, body["fn"], points, list(range(len(points))), body["digests"],
+                               opts, cache)
+    ordered = [futs[i] for i in range(len(points))]
+    body = {**body, "job_ids": [f.job_id for f in ordered]}
+    head = await save_record(await client.broker(), head, body)
+    return Sweep(client, head, body, ordered, hits, fn)
+
+
+def sweep(fn: Callable, grid: list[dict] | None = None, *, options: dict | None = None, cache: bool = True,
+          name: str | None = None, client: Client | None = None, **params: Any) -> Sweep:
+    """Run ``fn(**point)`` for every point of a parameter grid; returns a live :class:`Sweep`.
+
+    ``sweep(train, lr=[1e-3, 1e-2], depth=[2, 4])`` runs the cartesian product
+    (4 jobs); ``sweep(train, grid=[{"lr": 1e-3, "depth": 2}, ...])`` runs the
+    given points. ``options`` are job options for every point (``queue``,
+    ``timeout``, ``retry``, ...; unknown names raise ``TypeError``). With
+    ``cache=True`` a point whose same call (same function pickle, same
+    arguments) already succeeded and whose result still exists is reused, not
+    rerun. Bad input raises at the call and nothing is submitted.
+    """
+    points, opts, head, body = _prepare(fn, grid, options, cache, name, params)
+    c = client or default_client()
+    return run_sync(_create(c, fn, points, opts, head, body, cache))
+
+
+async def sweep_async(fn: Callable, grid: list[dict] | None = None, *, options: dict | None = None,
+                      cache: bool = True, name: str | None = None, client: Client | None = None,
+                      **params: Any) -> Sweep:
+    """Async form of :func:`sweep`."""
+    points, opts, head, body = _prepare(fn, grid, options, cache, name, params)
+    c = client or default_client()
+    return await run_async(_create(c, fn, points, opts, head, body, cache))
