@@ -66,7 +66,7 @@ SWEEP = [
     "retried = sw.retry_failed()\nsw.wait(timeout=120)\nsw.to_dataframe()[[\"lr\", \"depth\", \"loss\", \"status\"]]",
     M("## Re-running is free\n\nThe same function and points map to the same cache keys, so nothing is resubmitted."),
     "again = nq.sweep(train, lr=[0.001, 0.01, 0.1], depth=[2, 4, 8])\nagain.wait(timeout=60)\n"
-    "print(f\"{again.cached} of {len(again)} points came from the cache\")",
+    "print(f\"{len(again.cached)} of {len(again)} points came from the cache\")",
     "cluster.stop()",
 ]
 
@@ -120,19 +120,20 @@ RELIABILITY = [
     M("# Reliability: kill a worker mid-sweep\n\nTwo worker processes take a sweep; one is killed with SIGKILL "
     "while it holds jobs. JetStream redelivers what it held (after `NAQ_ACK_WAIT`, 3 s here) and every point "
     "finishes. Results are written once."),
-    "import os, signal, subprocess, sys, time\n\nos.environ[\"NAQ_ACK_WAIT\"] = \"3\"   # redeliver quickly for "
-    "the demo (default 30 s)\nimport naq_nb as nq\nfrom naq_nb import EmbeddedServer\n\nserver = "
+    "import os, signal, subprocess, sys, threading, time\n\nos.environ[\"NAQ_ACK_WAIT\"] = \"3\"   # redeliver "
+    "quickly for the demo (default 30 s)\nos.environ[\"NAQ_HEARTBEAT\"] = \"1\"\nimport naq_nb as nq\nfrom naq_nb import EmbeddedServer\n\nserver = "
     "EmbeddedServer().start()\nclient = nq.connect(server.url)\n\ndef start_worker():\n"
     "    return subprocess.Popen([sys.executable, \"-m\", \"naq_nb.cli.main\", \"worker\", \"-c\", \"2\", "
     "\"--nats-url\", server.url],\n                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\n"
     "workers = [start_worker(), start_worker()]\ndeadline = time.monotonic() + 60\n"
     "while len(client.workers_sync()) < 2 and time.monotonic() < deadline:\n    time.sleep(0.2)\n"
     "len(client.workers_sync())",
-    "def slow_square(x):\n    time.sleep(0.5)\n    return x * x\n\nsw = nq.sweep(slow_square, x=list(range(16)))",
-    "# wait until the first worker is running something, then kill it\nvictim = workers[0].pid\n"
-    "deadline = time.monotonic() + 60\nwhile time.monotonic() < deadline and not any(\n"
-    "        w[\"pid\"] == victim and w[\"running\"] for w in client.workers_sync()):\n    time.sleep(0.05)\n"
-    "workers[0].send_signal(signal.SIGKILL)\nworkers[0].wait()\nprint(\"killed one worker while it ran jobs\")",
+    "def slow_square(x):\n    time.sleep(1.0)\n    return x * x\n\nsw = nq.sweep(slow_square, x=list(range(16)))",
+    "# wait (by push, on the jobs' status records) until the first worker runs a point, then kill it\n"
+    "victim = workers[0].pid\nbusy = threading.Event()\nfor f in sw.futures:\n"
+    "    f.on_update(lambda f: f.status == \"running\" and f\"-{victim}-\" in f.record.get(\"worker\", \"\")\n"
+    "                and busy.set())\nbusy.wait(60)\nworkers[0].send_signal(signal.SIGKILL)\nworkers[0].wait()\n"
+    "print(\"killed one worker while it ran a point\")",
     "sw.wait(timeout=120)\ndf = sw.to_dataframe()\nlist(df[\"result\"]), set(df[\"status\"])",
     IGNORE + "df[[\"x\", \"result\", \"status\", \"attempts\"]]",
     "int((df[\"attempts\"] > 1).sum()) > 0   # some points ran twice: those the killed worker held",

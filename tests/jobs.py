@@ -79,3 +79,4 @@ def with_progress(n):
         progress(i + 1, n, f"step {i + 1}")
         print(f"line {i + 1}")
     return n
+

@@ -172,3 +172,24 @@ async def test_layout_created_idempotently_under_races(settings):
     finally:
         for b in brokers:
             await b.close()
+
+
+
+async def test_progress_pending_when_a_job_ends_is_dropped():
+    """A throttled progress write still pending at the job's end must not overwrite its final status."""
+    from naq_nb.core.context import JobContext
+    written = []
+
+    async def flush(ctx):
+        written.append(ctx.progress_done)
+    loop = asyncio.get_running_loop()
+    ctx = JobContext("j", "default", 1, loop, flush, min_interval=0.0)
+    ctx.update(1)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert written == [1]           # a live job's progress is written
+    ctx.update(2)                   # ... then the job ends before this write runs
+    ctx.close()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert written == [1]

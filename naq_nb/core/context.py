@@ -34,6 +34,7 @@ class JobContext:
     logs: list[str] = field(default_factory=list)
     max_log_lines: int = 200
     _scheduled: bool = False
+    _closed: bool = False
     _last: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -61,10 +62,17 @@ class JobContext:
         delay = max(0.0, self._last + self.min_interval - time.monotonic())
         self.loop.call_later(delay, lambda: asyncio.ensure_future(self._write()))
 
+    def close(self) -> None:
+        """The job has ended: a progress write still pending must not follow its final status."""
+        with self._lock:
+            self._closed = True
+
     async def _write(self) -> None:
         with self._lock:
             self._scheduled = False
             self._last = time.monotonic()
+            if self._closed:
+                return
         try:
             await self.flush(self)
         except Exception:

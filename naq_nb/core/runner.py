@@ -85,7 +85,10 @@ class JobRunner:
         d.task = asyncio.ensure_future(call_job(fn, args, kwargs, ctx=d.ctx, executor=self.w.executor,
                                                 timeout=meta.options.timeout))
         try:
-            value = await d.task
+            try:
+                value = await d.task
+            finally:
+                d.ctx.close()  # the final status is written next; late progress must not overtake it
         except asyncio.CancelledError:
             if not d.cancelled:
                 raise  # the worker is stopping; the caller hands the message back
