@@ -19,7 +19,7 @@ demo: venv            ## the main job, end to end, on an embedded nats-server
 test: venv            ## the whole suite, against real nats-server processes
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-nats29: venv     ## the engine suite against Debian's nats-server 2.9 (apt-get install nats-server)
+test-nats29: venv     ## engine, scheduler, futures and sweeps against Debian's nats-server 2.9 (apt-get install nats-server)
 	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
 	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py
 

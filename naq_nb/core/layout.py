@@ -95,6 +95,10 @@ class Layout:
         """Key in the meta bucket of a sweep's record (its points and job ids)."""
         return f"sweep.{sweep_id}"
 
+    def sweep_part_key(self, sweep_id: str, version: int, part: int) -> str:
+        """Key of one part of a sweep's body (large sweeps are split to fit max_payload)."""
+        return f"sweep.{sweep_id}.v{version}.{part}"
+
     def cache_key(self, digest: str) -> str:
         """Key in the meta bucket mapping a call's content hash to the job that ran it."""
         return f"cache.{digest}"

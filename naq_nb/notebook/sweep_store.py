@@ -103,7 +103,7 @@ async def cache_store(b: "Broker", pairs: list[tuple[str, str]], fn_digest: str 
 
 
 def _part_key(b: "Broker", sweep_id: str, version: int, i: int) -> str:
-    return b.layout.sweep_key(f"{sweep_id}.v{version}.{i}")
+    return b.layout.sweep_part_key(sweep_id, version, i)
 
 
 async def save_record(b: "Broker", head: dict, body: dict) -> dict:
