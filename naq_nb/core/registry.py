@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-from nats.js.errors import NoKeysError
-
 from .broker import Broker
 
 __all__ = ["list_workers"]
@@ -14,11 +12,13 @@ __all__ = ["list_workers"]
 
 async def list_workers(broker: Broker) -> list[dict]:
     """Live workers (their last heartbeat), with ``heartbeat_age`` in seconds."""
-    kv = await broker.kv(broker.layout.workers_bucket)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
+    lay = broker.layout
+    kv = await broker.kv(lay.workers_bucket)
+    # The stream's subject list, not kv.keys(): nats-py's key watcher can end its initial
+    # set early when a heartbeat lands just as it starts, and report no workers at all.
+    prefix = lay.kv_subject(lay.workers_bucket, "")
+    info = await broker.js.stream_info(lay.kv_stream(lay.workers_bucket), subjects_filter=f"{prefix}>")
+    keys = [subject[len(prefix):] for subject in (info.state.subjects or {})]
     out = []
     for key in keys:
         try:
