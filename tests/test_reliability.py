@@ -112,3 +112,31 @@ async def test_worker_rides_out_a_server_restart(nats_server, settings, start_wo
         assert (await wait_for_result(b, before.job_id, 1)).unwrap() == 2
     finally:
         await b.close()
+
+
+async def test_result_written_while_the_waiter_was_disconnected_is_found(nats_server, settings):
+    """A put made while a waiter is disconnected never reaches its subscription; the reconnect re-reads it."""
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.records import encode_result
+    waiter = await Broker.connect(settings=settings, reconnect_time_wait=5.0)  # comes back late on purpose
+    writer = await Broker.connect(settings=settings)
+    try:
+        job = await Queue(waiter, "nobody").enqueue(jobs.add, 20, 22)  # no worker serves this queue
+        waiting = asyncio.ensure_future(wait_for_result(waiter, job.job_id, 60))
+        for _ in range(200):  # until it waits for the push (it has registered for reconnects then)
+            if waiter._reconnect_listeners:
+                break
+            await asyncio.sleep(0.01)
+        nats_server.kill()
+        await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
+        for _ in range(200):
+            if writer.nc.is_connected:
+                break
+            await asyncio.sleep(0.05)
+        assert writer.nc.is_connected and not waiter.nc.is_connected
+        kv = await writer.kv(writer.layout.results_bucket)
+        await kv.create(job.job_id, encode_result(writer.serializer, 42, result_ttl=None))
+        assert (await asyncio.wait_for(waiting, 30)).unwrap() == 42
+    finally:
+        await writer.close()
+        await waiter.close()

@@ -72,9 +72,15 @@ class JobWatch:
         ]
         await b.nc.flush()  # the server has the interest before anything we publish next
         self._broker = b
+        b.on_reconnect(lambda: self._refetch(b))
         if replaced:  # a new connection: what happened meanwhile was not seen
             pending = [f for futs in self._futures.values() for f in futs if not f.done()]
             await self._fetch(b, pending)
+
+    async def _refetch(self, b: "Broker") -> None:
+        """After a reconnect: records put while we were away never reach the subscriptions."""
+        if self._broker is b:
+            await self._fetch(b, [f for futs in self._futures.values() for f in futs if not f.done()])
 
     async def stop(self) -> None:
         subs, self._subs = self._subs, []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
@@ -54,6 +54,7 @@ class Broker:
         self._ack_prefix = ""
         self._ack_seq = 0
         self._acks: dict[str, asyncio.Future] = {}
+        self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> "Broker":
@@ -72,6 +73,19 @@ class Broker:
         async def _quiet(_e: Exception) -> None:
             return None
 
+        listeners: list[Callable[[], Awaitable[None]]] = []
+        user_cb = opts.pop("reconnected_cb", None)
+
+        async def _reconnected() -> None:
+            # Core subscriptions come back by themselves, but what was published meanwhile is gone:
+            # listeners re-read the state they wait on.
+            for cb in ([user_cb] if user_cb else []) + list(listeners):
+                try:
+                    await cb()
+                except Exception as exc:
+                    log.warning("reconnect listener %r failed: %s", cb, exc)
+        opts["reconnected_cb"] = _reconnected
+
         opts.setdefault("connect_timeout", min(2.0, timeout))
         opts.setdefault("max_reconnect_attempts", -1)
         opts.setdefault("reconnect_time_wait", 0.5)
@@ -87,7 +101,19 @@ class Broker:
                 f"cannot connect to NATS at {', '.join(_redact(s) for s in servers)} within {timeout:g}s "
                 f"({f'{type(exc).__name__}: {exc}' if str(exc) else 'no answer'}); is a nats-server running "
                 "there? (`naq server` starts one)") from None
-        return cls(nc, settings)
+        broker = cls(nc, settings)
+        broker._reconnect_listeners = listeners
+        return broker
+
+    def on_reconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
+        """Call ``await cb()`` after each reconnection (to re-read what may have been missed)."""
+        self._reconnect_listeners.append(cb)
+
+    def off_reconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
+        try:
+            self._reconnect_listeners.remove(cb)
+        except ValueError:
+            pass
 
     @property
     def max_payload(self) -> int:

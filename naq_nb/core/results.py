@@ -8,7 +8,7 @@ polls.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
@@ -61,17 +61,38 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if timeout is not None and timeout <= 0:
             raise JobNotFinishedError(f"job {job_id} has not finished yet")
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        return await _wait_pushed(broker, job_id, sub, timeout)
+    finally:
+        await sub.unsubscribe()
+
+
+async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float | None) -> ResultRecord:
+    """The next result put on ``sub``; after a reconnect (puts made meanwhile are lost) read it once."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    found: asyncio.Future = loop.create_future()
+
+    async def recheck() -> None:
+        rec = await get_result(broker, job_id)
+        if rec is not None and not found.done():
+            found.set_result(rec)
+    broker.on_reconnect(recheck)
+    nxt: asyncio.Future | None = None
+    try:
         while True:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                msg = await asyncio.wait_for(sub.next_msg(timeout=None), remaining)
-            except asyncio.TimeoutError:
-                raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s") from None
+            nxt = asyncio.ensure_future(sub.next_msg(timeout=None))
+            done, _ = await asyncio.wait({nxt, found}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
+            if found in done:
+                return found.result()
+            msg = nxt.result()
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
             return ResultRecord.decode(msg.data)
     finally:
-        await sub.unsubscribe()
+        broker.off_reconnect(recheck)
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
