@@ -13,7 +13,7 @@ import atexit
 import concurrent.futures
 import os
 import threading
-from typing import Any, Awaitable, Coroutine, TypeVar
+from typing import Any, Coroutine, TypeVar
 
 __all__ = ["LoopThread", "get_loop_thread", "run_sync", "run_async", "in_loop_thread"]
 

@@ -1,22 +1,19 @@
 """Listing job status records from the status bucket.
 
-One KV watch over the whole bucket delivers the last record of every key (an
-ordered push consumer on the bucket's stream, flow-controlled), then a marker
-that the initial values are done; nothing is fetched key by key, so 10,000
-records take one pass. Filters apply while reading; the newest ``limit``
+One scan of the bucket's stream (:func:`scan_bucket`, last message per key)
+reads every record; nothing is fetched key by key, so 10,000 records take one
+pass. Filters apply while reading; the newest ``limit``
 records (by enqueue time) are returned.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import json
 from typing import Iterable
 
-import nats.errors
-
 from .broker import Broker
+from .kvscan import scan_bucket
 from .job import JobStatus
 
 __all__ = ["list_jobs"]
@@ -48,38 +45,20 @@ async def list_jobs(broker: Broker, limit: int | None = 1000,
         raise ValueError(f"limit must be an int >= 0 or None, not {limit!r}")
     wanted = _statuses(status)
     queues = None if queue is None else frozenset([queue] if isinstance(queue, str) else queue)
-    kv = await broker.kv(broker.layout.status_bucket)
-    watcher = await kv.watchall(ignore_deletes=True)
     records: list[dict] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"listing the status bucket took over {timeout:g}s")
-            try:
-                entry = await watcher.updates(timeout=remaining)
-            except nats.errors.TimeoutError:
-                continue
-            if entry is None:
-                break  # the initial values are all delivered
-            if not entry.value:
-                continue
-            try:
-                rec = json.loads(entry.value)
-            except ValueError:
-                continue  # a malformed record is skipped, not fatal
-            if not isinstance(rec, dict):
-                continue
-            if wanted is not None and rec.get("status") not in wanted:
-                continue
-            if queues is not None and rec.get("queue") not in queues:
-                continue
-            rec.setdefault("id", entry.key)
-            records.append(rec)
-    finally:
-        await watcher.stop()
+    async for item in scan_bucket(broker, broker.layout.status_bucket, timeout):
+        try:
+            rec = json.loads(item.value)
+        except ValueError:
+            continue  # a malformed record is skipped, not fatal
+        if not isinstance(rec, dict):
+            continue
+        if wanted is not None and rec.get("status") not in wanted:
+            continue
+        if queues is not None and rec.get("queue") not in queues:
+            continue
+        rec.setdefault("id", item.key)
+        records.append(rec)
 
     def key(r: dict) -> float:
         v = r.get("enqueued_at") or r.get("updated_at") or 0

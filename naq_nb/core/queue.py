@@ -6,7 +6,6 @@ offers sync twins that run these coroutines on its background loop.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -16,7 +15,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from .broker import Broker
 from .envelope import encode_job
 from .errors import ConfigurationError, JobNotFoundError
-from .job import Job, JobOptions, JobStatus, TERMINAL, func_name, new_job_id
+from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_queue_name
 from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
 from .results import wait_for_result

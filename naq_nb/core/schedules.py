@@ -34,6 +34,7 @@ from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, encode_job
 from .errors import ConfigurationError, JobNotFoundError, NaqException
 from .job import Job, JobStatus
+from .kvscan import scan_bucket
 from .records import encode_status, status_record
 from .serialization import pack_record, unpack_record
 
@@ -256,18 +257,8 @@ async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, byt
 
 async def list_schedules(broker: Broker) -> list[Schedule]:
     """Every stored schedule, soonest first."""
-    kv = await broker.kv(broker.layout.schedules_bucket)
-    watcher = await kv.watchall()
-    out: list[Schedule] = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=10)
-            if entry is None:
-                break
-            if entry.value and entry.operation is None:
-                out.append(Schedule.decode(entry.value, entry.revision)[0])
-    finally:
-        await watcher.stop()
+    out = [Schedule.decode(item.value, item.revision)[0]
+           async for item in scan_bucket(broker, broker.layout.schedules_bucket)]
     return sorted(out, key=lambda s: (s.next_run is None, s.next_run or 0.0))
 
 

@@ -30,7 +30,6 @@ from .context import install_capture, uninstall_capture
 from .deps import DependencyGate
 from .errors import SerializationError
 from .execution import JobThreads
-from .job import JobStatus
 from .layout import pull_api_subject, validate_queue_name
 from .puller import PullFeed
 from .records import encode_status
