@@ -32,6 +32,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from .broker import Broker
 from .job import JobStatus
 from .records import decode_status, encode_status, status_record
+from .kvscan import scan_bucket
 from .schedules import Schedule, job_message, occurrence_id, occurrences_due
 from .settings import Settings
 
@@ -65,6 +66,7 @@ class Scheduler:
         self._lease_rev = 0
         self._lease_until = float("inf") if not ha else 0.0
         self.schedules: dict[str, tuple[Schedule, bytes]] = {}
+        self._seen_rev: dict[str, int] = {}
         self._heap: list[tuple[float, str, int]] = []
         self.fired = 0
         self.started: asyncio.Event | None = None
@@ -130,20 +132,26 @@ class Scheduler:
 
     # --- the calendar -----------------------------------------------------------
     async def _load(self) -> None:
+        # Watch first (nothing is missed), then read the current values with a scan: the
+        # watch's own "initial values done" marker can come before them under load.
         kv = await self.broker.kv(self.broker.layout.schedules_bucket)
         self._watcher = await kv.watchall()
-        while True:
-            entry = await self._watcher.updates(timeout=30)
-            if entry is None:
-                break
-            self._apply_entry(entry)
+        async for item in scan_bucket(self.broker, self.broker.layout.schedules_bucket):
+            self._apply(item.key.split(".", 1)[-1], item.value, item.revision)
 
     def _apply_entry(self, entry: Any) -> None:
-        sid = entry.key.split(".", 1)[-1]
-        if entry.operation is not None or not entry.value:
+        deleted = entry.operation is not None or not entry.value
+        self._apply(entry.key.split(".", 1)[-1], None if deleted else entry.value, entry.revision)
+
+    def _apply(self, sid: str, value: bytes | None, revision: int) -> None:
+        """Apply one record unless a newer one was seen (the watch replays what the scan read)."""
+        if revision <= self._seen_rev.get(sid, 0):
+            return
+        self._seen_rev[sid] = revision
+        if value is None:
             self.schedules.pop(sid, None)
         else:
-            s, body = Schedule.decode(entry.value, entry.revision)
+            s, body = Schedule.decode(value, revision)
             self.schedules[sid] = (s, body)
             if s.next_run is not None and not s.paused:
                 heapq.heappush(self._heap, (s.next_run, sid, s.revision))
@@ -231,6 +239,7 @@ class Scheduler:
             if finished:
                 await kv.delete(key, last=s.revision)
                 self.schedules.pop(s.id, None)
+                self._seen_rev[s.id] = s.revision + 1  # the delete marker; older replays are stale
             else:
                 new.revision = await kv.update(key, new.encode(body), last=s.revision)
                 self._apply_local(new, body)
@@ -245,6 +254,7 @@ class Scheduler:
         return ids
 
     def _apply_local(self, s: Schedule, body: bytes) -> None:
+        self._seen_rev[s.id] = max(self._seen_rev.get(s.id, 0), s.revision)
         self.schedules[s.id] = (s, body)
         if s.next_run is not None and not s.paused:
             heapq.heappush(self._heap, (s.next_run, s.id, s.revision))
