@@ -43,26 +43,38 @@ async def broker(settings):
     await b.close()
 
 
-@pytest.fixture
-async def start_worker(settings):
-    """``w = await start_worker(queues, concurrency=...)``: a worker on the test's loop."""
-    running: list[tuple[Worker, asyncio.Task]] = []
+class Services:
+    """Runs services (Worker, Scheduler) on the test's loop until ``stop_all``."""
 
-    async def _start(queues="default", **kw) -> Worker:
-        w = Worker(queues, settings=kw.pop("settings", settings), **kw)
-        task = asyncio.ensure_future(w.run())
-        while w.started is None or not w.started.is_set():
+    def __init__(self) -> None:
+        self.running: list[tuple[object, asyncio.Task]] = []
+
+    async def start(self, svc):
+        task = asyncio.ensure_future(svc.run())
+        while svc.started is None or not svc.started.is_set():
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        running.append((w, task))
-        return w
+        self.running.append((svc, task))
+        return svc
+
+    async def stop_all(self, graceful: bool) -> None:
+        for svc, task in self.running:
+            svc.request_stop(graceful=graceful)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def start_worker(settings):
+    """``w = await start_worker(queues, concurrency=...)``: a worker on the test's loop."""
+    services = Services()
+
+    async def _start(queues="default", **kw) -> Worker:
+        return await services.start(Worker(queues, settings=kw.pop("settings", settings), **kw))
 
     yield _start
-    for w, task in running:
-        w.request_stop(graceful=False)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
+    await services.stop_all(graceful=False)
 
 
 def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:

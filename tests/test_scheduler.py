@@ -22,6 +22,7 @@ from naq_nb.core.schedules import (
 from naq_nb.core.envelope import HEADER_META
 
 import jobs
+from conftest import Services
 
 
 async def wait_until(pred, timeout=15.0, what="condition"):
@@ -37,23 +38,13 @@ async def wait_until(pred, timeout=15.0, what="condition"):
 
 @pytest.fixture
 async def start_scheduler(settings):
-    started: list[tuple[Scheduler, asyncio.Task]] = []
+    services = Services()
 
     async def _start(**kw) -> Scheduler:
-        s = Scheduler(settings=kw.pop("settings", settings), **kw)
-        task = asyncio.ensure_future(s.run())
-        while s.started is None or not s.started.is_set():
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        started.append((s, task))
-        return s
+        return await services.start(Scheduler(settings=kw.pop("settings", settings), **kw))
 
     yield _start
-    for s, task in started:
-        s.request_stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    await services.stop_all(graceful=True)
 
 
 async def stored(broker, queue, T0, cron=None, interval=None, repeat=None, when=None, misfire="once", fn=jobs.add):
@@ -288,3 +279,14 @@ async def test_template_keeps_calendar_apart_from_function_kwargs(broker, settin
     from naq_nb.client.scheduling import ScheduledTemplate
     with pytest.raises(TypeError, match="colour"):
         ScheduledTemplate(nq.get_client(settings.nats_url), template.options, colour=1)
+
+
+async def test_bad_times_and_policies_raise_at_the_call(broker, settings):
+    url = settings.nats_url
+    with pytest.raises(TypeError, match="delay must be seconds or a timedelta.*'soon'"):
+        await nq.enqueue_in("soon", jobs.add, 1, 2, nats_url=url)
+    with pytest.raises(TypeError, match="dt must be a datetime or epoch seconds.*'tomorrow'"):
+        nq.enqueue_at_sync("tomorrow", jobs.add, 1, 2, nats_url=url)
+    with pytest.raises(ConfigurationError, match="misfire must be one of"):
+        await nq.schedule(jobs.add, 1, 2, interval=5, misfire="sometimes", nats_url=url)
+    assert await list_schedules(broker) == []
