@@ -39,18 +39,15 @@ logging.getLogger("naq_nb").addHandler(logging.NullHandler())
 
 
 def _live_display(future: Any) -> None:
-    """First display of a job in IPython: load the notebook layer's live displays, then use them."""
+    """First display of a job in IPython: load the notebook layer's live displays, then show it again."""
     from .client import future as future_mod
+    future_mod.display_hook = None  # without the notebook layer (no ipywidgets): the static summary
     try:
         from .notebook.display import install_display_hooks
         install_display_hooks()
-    except ImportError:  # a worker-only install: no ipywidgets; show the static summary
-        future_mod.display_hook = None
-    if future_mod.display_hook is _live_display or future_mod.display_hook is None:
-        from IPython.display import display
-        display({"text/plain": repr(future), "text/html": future._repr_html_()}, raw=True)
-    else:
-        future_mod.display_hook(future)
+    except ImportError:
+        pass
+    future._ipython_display_()
 
 
 def _arm_display_hook() -> None:

@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
+from ..core.errors import ConfigurationError
 from ..core.job import Job, JobOptions
 from ..core.schedules import (
     ScheduleNotFoundError, change_schedule, list_schedules, make_schedule, save_schedule, to_epoch,
@@ -141,7 +142,6 @@ def schedule_sync(func: Callable[..., Any] | str, *args: Any, cron: str | None =
 
 
 def _require_calendar(cron: Any, interval: Any) -> None:
-    from ..core.errors import ConfigurationError
     if (cron is None) == (interval is None):
         raise ConfigurationError("schedule() needs exactly one of cron=... or interval=..." +
                                  (" (both were given)" if cron is not None else ""))

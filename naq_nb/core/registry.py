@@ -6,28 +6,16 @@ import json
 import time
 
 from .broker import Broker
+from .kvscan import scan_bucket
 
 __all__ = ["list_workers"]
 
 
 async def list_workers(broker: Broker) -> list[dict]:
     """Live workers (their last heartbeat), with ``heartbeat_age`` in seconds."""
-    lay = broker.layout
-    kv = await broker.kv(lay.workers_bucket)
-    # The stream's subject list, not kv.keys(): nats-py's key watcher can end its initial
-    # set early when a heartbeat lands just as it starts, and report no workers at all.
-    prefix = lay.kv_subject(lay.workers_bucket, "")
-    info = await broker.js.stream_info(lay.kv_stream(lay.workers_bucket), subjects_filter=f"{prefix}>")
-    keys = [subject[len(prefix):] for subject in (info.state.subjects or {})]
     out = []
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except Exception:
-            continue
-        if not entry.value:
-            continue
-        rec = json.loads(entry.value)
+    async for item in scan_bucket(broker, broker.layout.workers_bucket):
+        rec = json.loads(item.value)
         rec["heartbeat_age"] = max(0.0, time.time() - rec.get("heartbeat_at", 0))
         out.append(rec)
     return sorted(out, key=lambda r: r.get("id", ""))

@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -33,7 +34,7 @@ from .broker import Broker
 from .job import JobStatus
 from .records import decode_status, encode_status, status_record
 from .kvscan import scan_bucket
-from .schedules import Schedule, job_message, occurrence_id, occurrences_due
+from .schedules import Schedule, job_message, occurrence_id, occurrences_due, publish_schedule_status
 from .settings import Settings
 
 __all__ = ["Scheduler"]
@@ -230,9 +231,8 @@ class Scheduler:
             await self._publish(s, body, jid, t)
         runs = s.runs + len(times)
         finished = nxt is None or (s.repeat is not None and runs >= s.repeat)
-        new = Schedule(**{**s.__dict__, "runs": runs, "next_run": None if finished else nxt,
-                          "last_run": now if times else s.last_run,
-                          "last_job_id": ids[-1] if ids else s.last_job_id})
+        new = replace(s, runs=runs, next_run=None if finished else nxt, last_run=now if times else s.last_run,
+                      last_job_id=ids[-1] if ids else s.last_job_id)
         kv = await self.broker.kv(self.broker.layout.schedules_bucket)
         key = self.broker.layout.schedule_key(s.id)
         try:
@@ -249,7 +249,8 @@ class Scheduler:
             log.info("schedule %s changed while firing; reloading", s.id)
             return ids
         if s.kind != "once":
-            await self._schedule_status(new, finished)
+            await publish_schedule_status(self.broker, new,
+                                          JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
         self.fired += len(ids)
         return ids
 
@@ -284,14 +285,6 @@ class Scheduler:
                 pass
         except KeyWrongLastSequenceError:
             pass
-
-    async def _schedule_status(self, s: Schedule, finished: bool) -> None:
-        lay = self.broker.layout
-        state = JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED
-        rec = status_record(s.id, s.queue, state, func=s.function, schedule=s.kind, due_at=s.next_run, runs=s.runs,
-                            repeat=s.repeat, cron=s.cron, interval=s.interval, paused=s.paused,
-                            last_job_id=s.last_job_id)
-        await self.broker.js.publish(lay.kv_subject(lay.status_bucket, s.id), encode_status(rec))
 
     # --- leadership ---------------------------------------------------------------
     async def elect_once(self, now: float) -> bool:

@@ -39,7 +39,7 @@ from .records import encode_status, status_record
 from .serialization import pack_record, unpack_record
 
 __all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",
-           "save_schedule", "load_schedule", "list_schedules", "change_schedule", "occurrence_id",
+           "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules", "change_schedule", "occurrence_id",
            "occurrences_due", "job_message"]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
@@ -226,10 +226,12 @@ def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: 
     return s, body
 
 
-async def _status(broker: Broker, s: Schedule, state: JobStatus, **extra: Any) -> None:
+async def publish_schedule_status(broker: Broker, s: Schedule, state: JobStatus, **extra: Any) -> None:
+    """The schedule's own record in the status bucket (a watcher sees it with its next due time)."""
     lay = broker.layout
     rec = status_record(s.id, s.queue, state, func=s.function, schedule=s.kind, due_at=s.next_run,
-                        runs=s.runs, repeat=s.repeat, cron=s.cron, interval=s.interval, paused=s.paused, **extra)
+                        runs=s.runs, repeat=s.repeat, cron=s.cron, interval=s.interval, paused=s.paused,
+                        last_job_id=s.last_job_id, **extra)
     await broker.js.publish(lay.kv_subject(lay.status_bucket, s.id), encode_status(rec))
 
 
@@ -240,7 +242,7 @@ async def save_schedule(broker: Broker, s: Schedule, body: bytes) -> Schedule:
         s.revision = await kv.create(broker.layout.schedule_key(s.id), s.encode(body))
     except KeyWrongLastSequenceError:
         raise ConfigurationError(f"a schedule with id {s.id!r} already exists") from None
-    await _status(broker, s, JobStatus.SCHEDULED)
+    await publish_schedule_status(broker, s, JobStatus.SCHEDULED)
     return s
 
 
@@ -271,13 +273,13 @@ async def change_schedule(broker: Broker, schedule_id: str, action: str, **chang
         try:
             if action == "cancel":
                 await kv.delete(key, last=s.revision)
-                await _status(broker, s, JobStatus.CANCELLED, finished_at=time.time())
+                await publish_schedule_status(broker, s, JobStatus.CANCELLED, finished_at=time.time())
                 return None
             s = _apply(s, action, changes)
             s.revision = await kv.update(key, s.encode(body), last=s.revision)
         except KeyWrongLastSequenceError:
             continue  # the scheduler fired meanwhile: apply to the fresh record
-        await _status(broker, s, JobStatus.SCHEDULED)
+        await publish_schedule_status(broker, s, JobStatus.SCHEDULED)
         return s
     raise NaqException(f"schedule {schedule_id!r} kept changing; {action} not applied")
 

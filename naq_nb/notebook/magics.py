@@ -90,20 +90,6 @@ class NaqMagics(Magics):
 
     @line_cell_magic
     def naq(self, line: str, cell: str | None = None) -> Any:
-        """Submit and watch naq_nb jobs from a notebook.
-
-        %naq submit fn(args...)     submit a call (evaluated in your namespace); returns its JobFuture
-        %naq status [JOB_ID]        one job's live status, or the table of recent jobs
-        %naq jobs                   recent jobs (a DataFrame)
-        %naq workers                live workers (a DataFrame)
-        %naq cancel JOB_ID          cancel a job
-        %naq result JOB_ID [SECS]   wait for a job's result and return it
-        %naq local start [N]        start a local server + N thread workers (default 4)
-        %naq local stop             stop it
-        %%naq submit                run the cell on a worker; the names it assigns come back
-
-        Example: ``j = %naq submit train(lr=0.1)``, then ``j.result()``.
-        """
         cmd, _, rest = line.strip().partition(" ")
         if cell is not None:
             if cmd != "submit" or rest.strip():
@@ -114,7 +100,12 @@ class NaqMagics(Magics):
             raise UsageError((f"unknown %naq subcommand {cmd!r}\n\n" if cmd else "") + USAGE)
         return handler(rest.strip())
 
+    # `%naq?` shows this: the usage text, kept in one place.
+    naq.__doc__ = ("Submit and watch naq_nb jobs from a notebook.\n\n" + USAGE +
+                   "\n\nExample: ``j = %naq submit train(lr=0.1)``, then ``j.result()``.")
+
     # --- line subcommands ---------------------------------------------------------------------
+
     def _cmd_submit(self, expr: str) -> Any:
         from ..client.session import submit
         call = parse_call(expr)  # before anything is evaluated or sent

@@ -90,7 +90,25 @@ def _progress(f: "JobFuture") -> tuple[float, str]:
     return 0.0, msg
 
 
-class JobDisplay(LiveDisplay):
+class _HeadBarBody(LiveDisplay):
+    """The widget of both displays: a head line, a progress bar and a body, from ``_widget_parts()``."""
+
+    def _widget_parts(self) -> tuple[str, float, str, str]:
+        raise NotImplementedError
+
+    def _make_widget(self) -> Any:
+        import ipywidgets as w
+        self._w_head = w.HTML()
+        self._w_bar = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="320px"))
+        self._w_body = w.HTML()
+        return w.VBox([self._w_head, self._w_bar, self._w_body])
+
+    def _update_widget(self) -> None:
+        head, frac, style, body = self._widget_parts()
+        self._w_head.value, self._w_bar.value, self._w_bar.bar_style, self._w_body.value = head, frac, style, body
+
+
+class JobDisplay(_HeadBarBody):
     """A live view of one :class:`~naq_nb.client.future.JobFuture`: status, progress bar, message,
     the last ``logs`` log lines, then the result or the error."""
 
@@ -147,27 +165,16 @@ class JobDisplay(LiveDisplay):
         color = _COLORS.get(self.future.status, "#1565c0")
         return f"<div class='naq-job'>{self._head_html()}{_bar(frac, color)}{self._body_html()}</div>"
 
-    def _make_widget(self) -> Any:
-        import ipywidgets as w
-        self._w_head = w.HTML()
-        self._w_bar = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="320px"))
-        self._w_body = w.HTML()
-        return w.VBox([self._w_head, self._w_bar, self._w_body])
-
-    def _update_widget(self) -> None:
+    def _widget_parts(self) -> tuple[str, float, str, str]:
         f = self.future
-        self._w_head.value = self._head_html()
-        self._w_bar.value, self._w_bar.description = _progress(f)[0], ""
-        self._w_bar.bar_style = _BAR_STYLE.get(f.status, "info")
-        self._w_body.value = self._body_html()
-
+        return self._head_html(), _progress(f)[0], _BAR_STYLE.get(f.status, "info"), self._body_html()
 
 def show_job(future: "JobFuture") -> JobDisplay:
     """Display ``future`` as a live :class:`JobDisplay` (the JobFuture display hook)."""
     return JobDisplay(future).show()  # type: ignore[return-value]
 
 
-class SweepDisplay(LiveDisplay):
+class SweepDisplay(_HeadBarBody):
     """A live view of a :class:`~naq_nb.notebook.sweep.Sweep`: progress bar, counts per status
     and a bounded table (up to ``window`` failures plus the ``window`` latest changes)."""
 
@@ -282,16 +289,7 @@ class SweepDisplay(LiveDisplay):
         return (f"<div class='naq-sweep'>{self._head_html()}{_bar(self._fraction(), color)}"
                 f"{self._table_html()}</div>")
 
-    def _make_widget(self) -> Any:
-        import ipywidgets as w
-        self._w_head = w.HTML()
-        self._w_bar = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="320px"))
-        self._w_table = w.HTML()
-        return w.VBox([self._w_head, self._w_bar, self._w_table])
-
-    def _update_widget(self) -> None:
+    def _widget_parts(self) -> tuple[str, float, str, str]:
         frac = self._fraction()
-        self._w_head.value = self._head_html()
-        self._w_bar.value = frac
-        self._w_bar.bar_style = "danger" if self.counts.get("failed") else ("success" if frac >= 1 else "info")
-        self._w_table.value = self._table_html()
+        style = "danger" if self.counts.get("failed") else ("success" if frac >= 1 else "info")
+        return self._head_html(), frac, style, self._table_html()
