@@ -57,12 +57,13 @@ def _worker(args: argparse.Namespace) -> int:
 def _server(args: argparse.Namespace) -> int:
     srv = EmbeddedServer(port=args.port or None, host=args.host, store_dir=args.store_dir,
                          max_payload=args.max_payload)
-    srv.start()
-    print(f"nats-server {srv.info.get('version', '?')} with JetStream at {srv.url} (store {srv.store_dir})",
-          flush=True)
+    # Handlers first: whoever reads the URL line may send SIGTERM at once, and must get a clean stop.
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    srv.start()
+    print(f"nats-server {srv.info.get('version', '?')} with JetStream at {srv.url} (store {srv.store_dir})",
+          flush=True)
     while not done.wait(0.5):
         if not srv.running:
             print(f"nats-server exited: {srv.log_tail()}", flush=True)
