@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean browser-test
+.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean browser-test reliability
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ binder-smoke:         ## imitate Binder without Docker: fresh venv from binder/,
 
 check-compose:        ## validate docker/docker-compose.yml (Debian's docker-compose v1; no engine needed)
 	docker-compose -f docker/docker-compose.yml config -q && echo "docker/docker-compose.yml: valid"
+
+reliability: venv     ## fault scenarios (worker/server/node/leader SIGKILL, poison jobs) -> bench/RELIABILITY.md
+	$(PY) bench/reliability.py --quick
 
 bench: venv           ## throughput, latency, scheduler and notebook figures (not run in CI)
 	$(PY) bench/throughput.py
