@@ -47,7 +47,7 @@ def _pid_gone(pid: int) -> bool:
     (jobs.hard_exit, "worker process died: exited with code 1"),
     (jobs.sys_exit, "SystemExit: 2"),
     (jobs.interrupt, "KeyboardInterrupt"),
-])
+], ids=["segfault", "os_exit", "sys_exit", "keyboard_interrupt"])
 async def test_crashing_job_fails_with_reason_and_worker_goes_on(broker, start_worker, fn, error):
     w = await start_worker(concurrency=1)
     q = Queue(broker)
@@ -192,3 +192,18 @@ def test_local_cluster_survives_a_segfaulting_job():
         assert nq.submit(jobs.add, 20, 22).result(timeout=30) == 42, "the kernel's worker goes on"
     finally:
         c.stop()
+
+
+async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker, nats_server, start_worker,
+                                                                          tmp_path):
+    w = await start_worker(concurrency=1)
+    runs = tmp_path / "runs"
+    j = await Queue(broker).enqueue(jobs.mark, str(runs), "x", 1.0)
+    await _until(lambda: asyncio.sleep(0, runs.exists()), what="job started")
+    nats_server.kill()  # the job ends while the server is gone: its result write can't land
+    await _until(lambda: asyncio.sleep(0, w.stats["result_write_failed"] == 1), timeout=60,
+                 what="the result write gave up")
+    await _until(lambda: asyncio.sleep(0, not w._background), what="no completion left hanging")
+    assert not w.running, "the slot is free"
+    await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
+    assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == "x"
