@@ -301,6 +301,7 @@ class Worker:
         self._last_heartbeat = now
         rec = {"id": self.worker_id, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                "queues": self.queues, "concurrency": self.concurrency, "state": self.state,
+               "execution": self.execution_mode,
                "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
                "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
