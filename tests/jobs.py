@@ -80,3 +80,52 @@ def with_progress(n):
         print(f"line {i + 1}")
     return n
 
+
+
+# --- jobs that misbehave (tests/test_isolation.py) -------------------------------------------
+def segfault():
+    import signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def hard_exit(code=1):
+    os._exit(code)
+
+
+def sys_exit(code=2):
+    import sys
+    sys.exit(code)
+
+
+def interrupt():
+    raise KeyboardInterrupt
+
+
+async def async_interrupt():
+    raise KeyboardInterrupt
+
+
+def hang(path):
+    """Writes its pid to ``path``, then never returns."""
+    mark(path, os.getpid())
+    while True:
+        time.sleep(1)
+
+
+async def block_loop(path, seconds):
+    """An async job that blocks its event loop (a bug this tests): one line in ``path`` per run."""
+    mark(path, os.getpid())
+    time.sleep(seconds)
+    return "done"
+
+
+def kill_own_process(path):
+    import signal
+    mark(path, os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def print_lines(n):
+    for i in range(n):
+        print(f"echo line {i + 1}")
+    return n

@@ -12,6 +12,7 @@ import threading
 
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
+from ..core.execution import EXECUTION_MODES
 from ..core.worker import Worker
 from .common import add_url
 
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", "-c", type=int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds running jobs get to finish on stop")
+    p.add_argument("--execution", choices=EXECUTION_MODES, default="processes",
+                   help="where sync job code runs: 'processes' (default; child processes, hard timeouts and "
+                        "cancels, a crashing job can't end the worker) or 'threads' (no hard timeout or cancel)")
     p.set_defaults(func=_worker)
 
     s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
@@ -38,16 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env(nats_url=args.nats_url)
     w = Worker(args.queues or None, settings=settings, concurrency=args.concurrency, name=args.name,
-               grace_period=args.grace_period)
+               grace_period=args.grace_period, execution=args.execution, echo_output=True)
 
     async def _run() -> None:
         w.install_signal_handlers()
         await w.run()
     asyncio.run(_run())
-    if w.executor.active:
+    if w.execution is not None and w.execution.active:
         # Sync jobs past the grace period cannot be interrupted; their messages were
         # handed back, so leave without waiting for their threads.
-        logging.getLogger("naq_nb.worker").warning("leaving %d sync job thread(s) behind", w.executor.active)
+        logging.getLogger("naq_nb.worker").warning("leaving %d sync job thread(s) behind", w.execution.active)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

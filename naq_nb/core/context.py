@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["JobContext", "current_job", "progress", "log"]
+__all__ = ["JobContext", "current_job", "progress", "log", "echo_line"]
 
 _current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar("naq_job", default=None)
 
@@ -33,6 +33,7 @@ class JobContext:
     message: str | None = None
     logs: list[str] = field(default_factory=list)
     max_log_lines: int = 200
+    on_line: Callable[[str, str], None] | None = None  # (job id, line): echo output to the worker's terminal
     _scheduled: bool = False
     _closed: bool = False
     _last: float = 0.0
@@ -50,9 +51,11 @@ class JobContext:
             if line is not None:
                 self.logs.append(line)
                 del self.logs[:-self.max_log_lines]
-            if self._scheduled:
-                return
-            self._scheduled = True
+            scheduled, self._scheduled = self._scheduled, True
+        if line is not None and self.on_line is not None:
+            self.on_line(self.job_id, line)
+        if scheduled:
+            return
         try:
             self.loop.call_soon_threadsafe(self._schedule)
         except RuntimeError:  # loop closed: the worker is gone
@@ -104,6 +107,18 @@ def log(*parts: Any) -> None:
         print(text)
     else:
         ctx.update(line=text)
+
+
+def echo_line(job_id: str, line: str) -> None:
+    """Write a job's output line to the worker's own stdout, prefixed with the job id."""
+    import sys
+    out = sys.stdout
+    out = getattr(out, "original", out)  # past the capture, which would route it back to the job
+    try:
+        out.write(f"[{job_id}] {line}\n")
+        out.flush()
+    except (OSError, ValueError):  # a closed terminal must not fail the job
+        pass
 
 
 def bind(ctx: JobContext) -> contextvars.Token:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError
 
+from .broker import Broker
+from .delivery import Delivery
 from .job import JobStatus
 from .records import decode_status
-
-if TYPE_CHECKING:
-    from .broker import Broker
-    from .runner import Delivery
 
 __all__ = ["DependencyGate"]
 

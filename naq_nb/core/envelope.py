@@ -17,7 +17,7 @@ from .job import Job, JobOptions, func_name
 from .retry import RetryPolicy
 from .serialization import Serializer, sign, verify
 
-__all__ = ["encode_job", "JobMeta", "decode_meta", "decode_call", "HEADER_META", "HEADER_SIG", "HEADER_MSG_ID"]
+__all__ = ["encode_job", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META", "HEADER_SIG", "HEADER_MSG_ID"]
 
 HEADER_META = "Naq-Meta"
 HEADER_SIG = "Naq-Sig"
@@ -70,11 +70,16 @@ def decode_meta(headers: dict | None) -> JobMeta:
         raise SerializationError(f"malformed Naq-Meta header: {type(exc).__name__}: {exc}") from None
 
 
-def decode_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer,
-                signing_key: bytes = b"") -> tuple[Callable[..., Any], tuple, dict]:
+def check_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer, signing_key: bytes = b"") -> None:
+    """Everything :func:`decode_call` checks before unpickling (serializer, signature)."""
     if meta.serializer != ser.name:
         raise SerializationError(f"job was serialized with {meta.serializer!r} but this worker only accepts "
                                  f"{ser.name!r} (NAQ_JOB_SERIALIZER)")
     if signing_key and ser.name == "pickle":
         verify(signing_key, body, (headers or {}).get(HEADER_SIG))
+
+
+def decode_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer,
+                signing_key: bytes = b"") -> tuple[Callable[..., Any], tuple, dict]:
+    check_call(meta, headers, body, ser, signing_key)
     return ser.loads_call(body)

@@ -1,10 +1,22 @@
-"""Calling a job's function: async functions on the loop, sync ones in a thread pool.
+"""Calling a job's function: the worker's two execution modes.
 
-Timeouts: an async function is cancelled at its timeout. A sync function cannot
-be interrupted safely in CPython, so at its timeout the job is failed (and
-retried per its policy) and its thread is left to finish on its own; the
-result it eventually returns is discarded. Keep sync jobs cooperative (check
-``naq_nb.current_job()``) or run CPU-bound work in worker processes.
+* ``"processes"`` (default, :class:`ProcessExecution`): sync functions run in
+  a supervised pool of child processes (:mod:`naq_nb.core.procpool`), one per
+  slot. A timeout or cancel kills the child and frees the slot at once; a
+  child that dies (segfault, ``os._exit``, OOM kill) fails its job and is
+  replaced, the worker goes on.
+* ``"threads"`` (:class:`ThreadExecution`): sync functions run in a thread
+  pool in the worker's process. Cheaper, shares memory with the worker, but
+  there is **no hard timeout or cancel**: CPython cannot interrupt a thread,
+  so a sync job past its timeout is failed while its thread runs on (the
+  value it returns is dropped), and a crash in job code ends the worker.
+
+In both modes async functions run on the worker's event loop and are
+cancelled at their timeout. An async function that blocks the loop can't be
+interrupted either; if it returns after its timeout it still ends failed with
+:class:`JobTimeoutError` (its result is not kept). ``BaseException`` from job
+code (``SystemExit``, ``KeyboardInterrupt``) fails the job and never ends the
+worker: it travels as a :class:`JobFailure`.
 """
 
 from __future__ import annotations
@@ -14,17 +26,76 @@ import contextvars
 import functools
 import inspect
 import threading
-from concurrent.futures import Executor, ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .context import JobContext, bind, unbind
-from .errors import JobTimeoutError
+from .envelope import JobMeta, check_call, decode_call
+from .errors import JobExecutionError, JobTimeoutError, SerializationError
+from .procpool import ProcessPool, WorkerProcessDied
+from .records import exception_type_names, user_traceback
+from .serialization import Serializer
 
-__all__ = ["call_job", "JobThreads"]
+__all__ = ["EXECUTION_MODES", "JobCall", "JobFailure", "ThreadExecution", "ProcessExecution", "make_execution",
+           "failure_parts", "call_job", "JobThreads", "validate_execution"]
+
+EXECUTION_MODES = ("processes", "threads")
+
+
+def validate_execution(execution: Any, arg: str = "execution") -> str:
+    """``execution`` as a known mode name, or ValueError naming ``arg``."""
+    if not isinstance(execution, str) or execution not in EXECUTION_MODES:
+        raise ValueError(f"{arg} must be one of {', '.join(map(repr, EXECUTION_MODES))}, not {execution!r}")
+    return execution
+
+
+class JobFailure(Exception):
+    """A job's failure whose exception can't travel as itself: a ``BaseException``
+    from job code, or an outcome reported by a child process."""
+
+    def __init__(self, error: str, traceback: str, types: list[str], original: BaseException | None = None) -> None:
+        super().__init__(error)
+        self.error, self.traceback, self.types, self.original = error, traceback, types, original
+
+    @classmethod
+    def of(cls, exc: BaseException, traceback: str | None = None) -> "JobFailure":
+        return cls(f"{type(exc).__name__}: {exc}", traceback if traceback is not None else user_traceback(exc),
+                   exception_type_names(exc), exc)
+
+
+def failure_parts(exc: BaseException) -> tuple[BaseException, str, str, list[str]]:
+    """``(exception to record, error line, traceback text, type names)`` of a job's failure."""
+    if isinstance(exc, JobFailure):
+        rec = exc.original
+        if rec is None or not isinstance(rec, Exception):
+            # Records and clients rebuild Exceptions; a SystemExit must not be re-raised in a client.
+            rec = JobExecutionError(exc.error, exc_type=exc.types[0] if exc.types else "",
+                                    remote_traceback=exc.traceback)
+        return rec, exc.error, exc.traceback, exc.types
+    return exc, f"{type(exc).__name__}: {exc}", user_traceback(exc), exception_type_names(exc)
+
+
+@dataclass
+class JobCall:
+    """A delivered job body and what is needed to check and decode it."""
+
+    meta: JobMeta
+    headers: dict | None
+    body: bytes
+    serializer: Serializer
+    signing_key: bytes = b""
+    decoded: tuple | None = None
+
+    def decode(self) -> tuple[Callable[..., Any], tuple, dict]:
+        if self.decoded is None:
+            self.decoded = decode_call(self.meta, self.headers, self.body, self.serializer, self.signing_key)
+        return self.decoded
 
 
 class JobThreads(ThreadPoolExecutor):
-    """The worker's thread pool for sync jobs, counting calls still running
+    """The thread pool for sync jobs, counting calls still running
     (a sync job past its timeout or a forced stop keeps its thread until it returns)."""
 
     def __init__(self, max_workers: int) -> None:
@@ -48,16 +119,111 @@ class JobThreads(ThreadPoolExecutor):
         return self._active
 
 
+class ThreadExecution:
+    """Sync jobs in threads of the worker's process (no hard timeout or cancel)."""
+
+    mode = "threads"
+
+    def __init__(self, size: int) -> None:
+        self.threads = JobThreads(size)
+
+    def start(self) -> None:
+        """Nothing to start: threads are made on demand."""
+
+    def prepare(self, call: JobCall) -> None:
+        """Decode the call (raises SerializationError)."""
+        call.decode()
+
+    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
+        fn, args, kwargs = call.decode()
+        return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout)
+
+    @property
+    def active(self) -> int:
+        """Sync calls still running in threads (past a timeout or a stop they can't be interrupted)."""
+        return self.threads.active
+
+    async def close(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessExecution:
+    """Sync jobs in a pool of child processes; async ones on the loop."""
+
+    mode = "processes"
+
+    def __init__(self, size: int, serializer: Serializer) -> None:
+        self.pool = ProcessPool(size, serializer)
+        self.threads = JobThreads(1)  # for a sync function that returns an awaitable: never used to call jobs
+        self.active = 0
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def prepare(self, call: JobCall) -> None:
+        """Check serializer and signature; the child unpickles the body."""
+        check_call(call.meta, call.headers, call.body, call.serializer, call.signing_key)
+
+    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
+        t0 = time.monotonic()
+
+        def on_progress(done: Any, total: Any, message: Any, lines: list[str]) -> None:
+            ctx.update(done=done, total=total, message=message)
+            for line in lines:
+                ctx.update(line=line)
+        work = self.pool.call(ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress)
+        try:
+            reply = await (work if timeout is None else asyncio.wait_for(work, timeout))
+        except asyncio.TimeoutError:
+            raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)") from None
+        except WorkerProcessDied as exc:
+            crash = getattr(exc, "crash_text", "")
+            raise JobFailure.of(exc, f"{crash}\n{type(exc).__name__}: {exc}\n" if crash else None) from None
+        kind = reply[0]
+        if kind == "ok":
+            return _cloud_loads(reply[1])  # between the worker and its own child, whatever the job serializer
+        if kind == "async":  # async functions stay on the worker's loop
+            fn, args, kwargs = call.decode()
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
+            return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=left)
+        _, where, exc_bytes, error, tb, types = reply
+        original = call.serializer.loads_exception(exc_bytes) if exc_bytes else None
+        if where == "decode":
+            raise SerializationError(error.partition(": ")[2] or error)
+        raise JobFailure(error, tb, types, original)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _cloud_loads(data: bytes) -> Any:
+    import cloudpickle
+    return cloudpickle.loads(data)
+
+
+def make_execution(execution: str, size: int, serializer: Serializer) -> ThreadExecution | ProcessExecution:
+    """The executor for ``execution`` (``"processes"`` or ``"threads"``) with ``size`` slots."""
+    if validate_execution(execution) == "threads":
+        return ThreadExecution(size)
+    return ProcessExecution(size, serializer)
+
+
 async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: JobContext,
-                   executor: Executor, timeout: float | None) -> Any:
-    """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``."""
+                   executor: ThreadPoolExecutor, timeout: float | None) -> Any:
+    """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``.
+
+    An async function that blocked the loop past its timeout is failed when it
+    returns (``wait_for`` could not fire meanwhile).
+    """
+    t0 = time.monotonic()
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
         token = bind(ctx)
         try:
             coro = fn(*args, **kwargs)
         finally:
             unbind(token)
-        aw = asyncio.ensure_future(_with_ctx(coro, ctx))
+        aw = asyncio.get_running_loop().create_task(_with_ctx(coro, ctx), name=f"naq-job:{ctx.job_id}")
     else:
         loop = asyncio.get_running_loop()
         run = contextvars.copy_context()
@@ -68,6 +234,8 @@ async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: Jo
             result = await aw
         else:
             result = await asyncio.wait_for(aw, timeout)
+            if time.monotonic() - t0 > timeout:
+                raise asyncio.TimeoutError
     except asyncio.TimeoutError:
         raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s") from None
     if inspect.isawaitable(result):  # a sync function that returned a coroutine
@@ -79,9 +247,18 @@ async def _with_ctx(coro: Any, ctx: JobContext) -> Any:
     token = bind(ctx)
     try:
         return await coro
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # SystemExit / KeyboardInterrupt would stop the worker's loop
+        raise JobFailure.of(exc) from None
     finally:
         unbind(token)
 
 
 def _call_sync(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit / KeyboardInterrupt from a job thread: a failure, not a stop
+        raise JobFailure.of(exc) from None

@@ -5,6 +5,16 @@ acknowledged, so a job redelivered after a worker died (or whose ack was lost)
 never records a second result. Retries go back to JetStream with a delayed
 ``nak``; a job out of retries is copied to the failed stream with its
 traceback, attempts and worker id before it is acknowledged.
+
+Every delivery is counted. A redelivered job whose last status is still
+``running`` lost its previous run (its worker died mid-job, or the job killed
+it); such lost runs are counted in the status record (``lost``), and a job
+that lost more runs than its retry budget plus :data:`LOST_RUN_GRACE` (or was
+delivered absurdly often, :data:`DELIVERY_SLACK`) is dead-lettered instead
+of being run again, so a job that kills its worker can't do so forever.
+
+The runner gets only what it uses: broker, worker id, an execution (threads or
+processes), the stats counter and callbacks; it knows nothing of the worker.
 """
 
 from __future__ import annotations
@@ -12,78 +22,81 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable, Container
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError
 
+from .broker import Broker
 from .context import JobContext
-from .envelope import HEADER_META, JobMeta, decode_call, decode_meta
-from .errors import DependencyFailedError, PayloadTooLargeError, SerializationError
-from .execution import call_job
+from .delivery import Delivery, parse_meta
+from .envelope import HEADER_META
+from .errors import DependencyFailedError, NaqException, PayloadTooLargeError, SerializationError
+from .execution import JobCall, failure_parts
 from .job import JobStatus
-from .records import user_traceback, decode_status, encode_failure, encode_result, encode_status, exception_type_names
+from .records import decode_status, encode_failure, encode_result, encode_status
 from .results import get_result
 from .serialization import pack_record
 
-if TYPE_CHECKING:
-    from .worker import Worker
-
-__all__ = ["JobRunner", "Delivery", "parse_meta"]
+__all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK"]
 
 log = logging.getLogger("naq_nb.worker")
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _CREATE_ONLY = {_EXPECTED_LAST: "0"}
 _WRONG_LAST_SEQ = 10071
 
+class JobLostError(NaqException):
+    """The job's runs kept ending without an outcome (its worker died each time)."""
 
-@dataclass
-class Delivery:
-    """A message in this worker's hands, from arrival to ack/nak."""
 
-    msg: Msg
-    meta: JobMeta | None = None
-    delivered: int = 1
-    prev: dict | None = None
-    task: asyncio.Task | None = None
-    ctx: JobContext | None = None
-    started: float = 0.0
-    cancelled: bool = False
-    record: dict = field(default_factory=dict)
+LOST_RUN_GRACE = 1        # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
+DELIVERY_SLACK = 20       # deliveries beyond the budget that end a job whatever its records say
+RESULT_WRITE_TRIES = 3    # a result write is tried this often (each bounded), then the job is handed back
+RESULT_WRITE_TIMEOUT = 5.0
 
 
 class JobRunner:
-    """Runs deliveries for one :class:`Worker` (which owns slots, executor and broker)."""
+    """Runs deliveries: ``run(d)`` takes one to its end; the worker owns slots and messages."""
 
-    def __init__(self, worker: "Worker") -> None:
-        self.w = worker
-        self.b = worker.broker
-        self.lay = worker.broker.layout
+    def __init__(self, broker: Broker, worker_id: str, execution: Any, stats: Any, *,
+                 complete: Callable[[Awaitable[Any]], Awaitable[None]], cancelled: Container[str] = (),
+                 on_line: Callable[[str, str], None] | None = None) -> None:
+        self.b = broker
+        self.lay = broker.layout
+        self.worker_id = worker_id
+        self.execution = execution
+        self.stats = stats
+        self.complete = complete
+        self.cancelled = cancelled
+        self.on_line = on_line
 
     # --- entry -----------------------------------------------------------
     async def run(self, d: Delivery) -> None:
         """Run ``d`` to completion; finalization continues in the background."""
         meta = d.meta
         assert meta is not None
-        if meta.job_id in self.w.cancelled_ids:
-            await self._finish_cancelled(d)
+        if meta.job_id in self.cancelled:
+            await self.finish_cancelled(d)
             return
-        if d.delivered > 1 and await self._already_ended(d):
+        if d.delivered > 1 and (await self._already_ended(d) or await self._over_budget(d)):
             return
+        call = JobCall(meta, d.msg.headers, d.msg.data, self.b.serializer, self.b.settings.signing_key)
         try:
-            fn, args, kwargs = decode_call(meta, d.msg.headers, d.msg.data, self.b.serializer,
-                                           self.b.settings.signing_key)
+            self.execution.prepare(call)
         except SerializationError as exc:
             await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
             return
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
-        await self._status_nowait(meta.job_id, d.record)
-        d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, asyncio.get_running_loop(), self._flush_progress)
+        if d.delivered > 1:
+            await self._status(meta.job_id, d.record)  # confirmed: if this run kills the worker, the next one knows
+        else:
+            await self._status_nowait(meta.job_id, d.record)
+        d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, asyncio.get_running_loop(), self._flush_progress,
+                           on_line=self.on_line)
         d.ctx.record = d.record  # type: ignore[attr-defined]
-        d.task = asyncio.ensure_future(call_job(fn, args, kwargs, ctx=d.ctx, executor=self.w.executor,
-                                                timeout=meta.options.timeout))
+        d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout))
         try:
             try:
                 value = await d.task
@@ -92,13 +105,19 @@ class JobRunner:
         except asyncio.CancelledError:
             if not d.cancelled:
                 raise  # the worker is stopping; the caller hands the message back
-            await self._finish_cancelled(d)
+            await self.finish_cancelled(d)
+            return
+        except SerializationError as exc:
+            if call.decoded is None and self.execution.mode == "processes":
+                await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+            else:
+                await self._finish_failed(d, exc)
             return
         except Exception as exc:
             await self._finish_failed(d, exc)
             return
         if d.cancelled:
-            await self._finish_cancelled(d)
+            await self.finish_cancelled(d)
             return
         await self._finish_ok(d, value)
 
@@ -107,7 +126,7 @@ class JobRunner:
         prev = d.prev or {}
         rec = {"id": m.job_id, "queue": m.queue, "status": status.value, "func": m.function,
                "name": m.options.name, "enqueued_at": m.enqueued_at, "attempts": d.delivered,
-               "failures": prev.get("failures", 0), "worker": self.w.worker_id,
+               "failures": prev.get("failures", 0), "lost": prev.get("lost", 0), "worker": self.worker_id,
                "depends_on": list(m.options.depends_on), "seq": d.msg.metadata.sequence.stream}
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
             rec.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
@@ -119,12 +138,14 @@ class JobRunner:
         return rec
 
     async def _already_ended(self, d: Delivery) -> bool:
-        """On a redelivery: learn the failure count, and skip jobs that already have a result."""
+        """On a redelivery: learn failures and lost runs, and skip jobs that already have a result."""
         kv = await self.b.kv(self.lay.status_bucket)
         try:
             d.prev = decode_status((await kv.get(d.meta.job_id)).value)
         except (KeyNotFoundError, SerializationError):
             d.prev = None
+        if d.prev is not None and d.prev.get("status") == JobStatus.RUNNING.value:
+            d.prev["lost"] = d.prev.get("lost", 0) + 1  # that run never reported an outcome
         existing = await get_result(self.b, d.meta.job_id)
         if existing is None:
             return False
@@ -135,12 +156,41 @@ class JobRunner:
         await d.msg.ack()
         return True
 
+    async def _over_budget(self, d: Delivery) -> bool:
+        """Dead-letter a job that lost too many runs (or was delivered too often) instead of running it."""
+        prev = d.prev or {}
+        lost, budget = prev.get("lost", 0), d.meta.retry.max_retries
+        if lost > budget + LOST_RUN_GRACE:
+            reason = (f"job lost {lost} runs (its worker process died while running it each time, last on "
+                      f"{prev.get('worker', '?')}); it is not run again")
+        elif d.delivered > budget + 1 + LOST_RUN_GRACE + DELIVERY_SLACK:
+            reason = f"job was delivered {d.delivered} times without an outcome; it is not run again"
+        else:
+            return False
+        log.error("job %s: %s", d.meta.job_id, reason)
+        history = {"lost": lost, "last_worker": prev.get("worker"), "last_status": prev.get("status"),
+                   "last_error": prev.get("error")}
+        await self._finish_failed(d, JobLostError(reason), retry=False, reason=reason, history=history)
+        return True
+
+    async def hand_back(self, d: Delivery) -> None:
+        """A running job interrupted by the worker's stop goes back to the queue, not counted as lost."""
+        if d.record:
+            # No round trip: the worker is stopping and may cancel this any moment. On one
+            # connection the status is stored before the nak makes the job visible again.
+            rec = self._record(d, JobStatus.QUEUED, handed_back_at=time.time())
+            try:
+                await self._status_nowait(d.meta.job_id, rec)
+            except nats.errors.Error as exc:  # at worst the next run counts this one as lost
+                log.warning("job %s: cannot record the hand-back: %s", d.meta.job_id, exc)
+        await d.msg.nak()
+
     # --- outcomes --------------------------------------------------------
     async def _finish_ok(self, d: Delivery, value: Any) -> None:
         m = d.meta
         ttl = m.options.result_ttl
         try:
-            data = encode_result(self.b.serializer, value, result_ttl=ttl, worker=self.w.worker_id,
+            data = encode_result(self.b.serializer, value, result_ttl=ttl, worker=self.worker_id,
                                  attempts=d.delivered, started_at=d.started)
             if len(data) + 256 > self.b.max_payload:
                 raise PayloadTooLargeError(
@@ -150,36 +200,35 @@ class JobRunner:
             await self._finish_failed(d, exc)
             return
         rec = self._record(d, JobStatus.SUCCEEDED, finished_at=time.time())
-        await self.w.complete_in_background(self._commit(d, data, rec))
+        await self.complete(self._commit(d, data, rec))
 
     async def _finish_failed(self, d: Delivery, exc: BaseException, *, retry: bool = True,
-                             reason: str | None = None) -> None:
+                             reason: str | None = None, history: dict | None = None) -> None:
         m = d.meta
         failures = (d.prev or {}).get("failures", 0) + 1
-        tb = user_traceback(exc)
-        error = f"{type(exc).__name__}: {exc}"
-        if retry and m.retry.should_retry(failures, exception_type_names(exc)):
+        exc, error, tb, types = failure_parts(exc)
+        if retry and m.retry.should_retry(failures, types):
             delay = m.retry.delay_for(failures)
             rec = self._record(d, JobStatus.RETRYING, failures=failures, error=error, traceback=tb,
                                retry_at=time.time() + delay)
             await self._status(m.job_id, rec)
             await d.msg.nak(delay=delay if delay > 0 else None)
-            self.w.stats["retried"] += 1
+            self.stats["retried"] += 1
             return
         data = encode_failure(self.b.serializer, exc, error=error, tb=tb, result_ttl=m.options.result_ttl,
-                              worker=self.w.worker_id, attempts=d.delivered, failures=failures,
+                              worker=self.worker_id, attempts=d.delivered, failures=failures,
                               dependency=getattr(exc, "dependency", None))
         rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb,
                            finished_at=time.time())
         await self.dead_letter(d.msg, m.queue, reason=reason or error, traceback=tb, attempts=d.delivered,
-                               failures=failures, exc_type=exception_type_names(exc)[0])
-        self.w.stats["failed"] += 1
-        await self.w.complete_in_background(self._commit(d, data, rec))
+                               failures=failures, exc_type=types[0] if types else "", **(history or {}))
+        self.stats["failed"] += 1
+        await self.complete(self._commit(d, data, rec))
 
-    async def _finish_cancelled(self, d: Delivery) -> None:
+    async def finish_cancelled(self, d: Delivery) -> None:
         data = encode_failure(None, None, status=JobStatus.CANCELLED, error=f"job {d.meta.job_id} was cancelled")
         rec = self._record(d, JobStatus.CANCELLED, finished_at=time.time())
-        await self.w.complete_in_background(self._commit(d, data, rec))
+        await self.complete(self._commit(d, data, rec))
 
     async def fail_dependency(self, d: Delivery, dep_id: str, dep_status: str) -> None:
         exc = DependencyFailedError(f"job {d.meta.job_id} depends on job {dep_id}, which {dep_status}")
@@ -205,9 +254,33 @@ class JobRunner:
         The status mirror goes out first without a round trip of its own: on one
         connection the server stores it before the result, so whoever is woken by
         the result reads the final status too. The message is acked only once the
-        result is stored.
+        result is stored. A result write is tried :data:`RESULT_WRITE_TRIES` times,
+        each bounded; then the message is handed back (nak) for a later delivery,
+        which finds the result if a write did land after all.
         """
         jid = d.meta.job_id
+        for attempt in range(1, RESULT_WRITE_TRIES + 1):
+            try:
+                await asyncio.wait_for(self._store_result(jid, result, rec), RESULT_WRITE_TIMEOUT)
+                break
+            except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
+                if attempt < RESULT_WRITE_TRIES:
+                    log.warning("job %s: result write failed (%s: %s); trying again", jid, type(exc).__name__, exc)
+                    await asyncio.sleep(0.5 * attempt)
+                    continue
+                log.error("job %s: result write failed %d times (%s: %s); handing the job back",
+                          jid, attempt, type(exc).__name__, exc)
+                self.stats["result_write_failed"] += 1
+                try:
+                    await asyncio.wait_for(d.msg.nak(delay=1.0), RESULT_WRITE_TIMEOUT)
+                except (asyncio.TimeoutError, nats.errors.Error, OSError) as nak_exc:
+                    # The connection is down: the message times out (ack_wait) and comes back anyway.
+                    log.warning("job %s: nak failed too (%s)", jid, nak_exc)
+                return
+        await d.msg.ack()
+        self.stats["processed"] += 1
+
+    async def _store_result(self, jid: str, result: bytes, rec: dict) -> None:
         await self._status_nowait(jid, rec)
         res_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
                                              headers=dict(_CREATE_ONLY))
@@ -216,14 +289,12 @@ class JobRunner:
         except APIError as exc:
             if exc.err_code != _WRONG_LAST_SEQ:
                 raise
-            # A result exists already (cancelled meanwhile, or a duplicate run): it stands.
+            # A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands.
             existing = await get_result(self.b, jid)
             if existing is not None:
                 await self._status(jid, {**rec, "status": existing.status, "error": existing.meta.get("error")})
             else:
                 await self._write_over_marker(jid, result)
-        await d.msg.ack()
-        self.w.stats["processed"] += 1
 
     async def _status(self, job_id: str, rec: dict) -> None:
         await self.b.js.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
@@ -243,7 +314,7 @@ class JobRunner:
     async def dead_letter(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> None:
         """Copy ``msg`` to the failed stream with why it failed (original headers and body kept)."""
         headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
-        body = pack_record({"reason": reason, "failed_at": time.time(), "worker": self.w.worker_id,
+        body = pack_record({"reason": reason, "failed_at": time.time(), "worker": self.worker_id,
                             "original_headers": headers, **info}, msg.data or b"")
         headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[:500]
         await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)
@@ -253,8 +324,7 @@ class JobRunner:
         log.warning("moving malformed message on queue %s to the failed stream: %s", queue, exc)
         await self.dead_letter(msg, queue, reason=f"malformed message: {exc}", attempts=1)
         await msg.ack()
-        self.w.stats["malformed"] += 1
+        self.stats["malformed"] += 1
 
 
-def parse_meta(msg: Msg) -> JobMeta:
-    return decode_meta(msg.headers)
+

@@ -7,7 +7,13 @@
 * ``keepalive``: in-progress acks for every held message, so a long job is never
   redelivered while it runs and ``ack_wait`` can stay short;
 * ``heartbeat``: the worker's record in the workers bucket;
-* ``cancel watch``: a subscription that cancels running, parked or buffered jobs.
+* ``cancel watch``: a subscription that cancels running, parked or buffered jobs;
+* a :class:`LoopWatchdog` thread: names a job that blocks the loop and keeps
+  held messages alive meanwhile.
+
+Sync job code runs per ``execution``: ``"processes"`` (default; a pool of
+child processes, hard timeouts and cancels) or ``"threads"`` (see
+:mod:`naq_nb.core.execution`).
 
 Each loop has a one-iteration method taking ``now`` (``keepalive_once``,
 ``heartbeat_once``, ``pull_once``) so tests can step it with their own clock.
@@ -26,15 +32,17 @@ from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable, Iterable
 
 from .broker import Broker
-from .context import install_capture, uninstall_capture
+from .context import echo_line, install_capture, uninstall_capture
+from .delivery import Delivery, parse_meta
 from .deps import DependencyGate
 from .errors import SerializationError
-from .execution import JobThreads
+from .execution import make_execution, validate_execution
 from .layout import pull_api_subject, validate_queue_name
 from .puller import PullFeed
 from .records import encode_status
-from .runner import Delivery, JobRunner, parse_meta
+from .runner import JobRunner
 from .settings import Settings
+from .watchdog import LoopWatchdog
 
 __all__ = ["Worker"]
 
@@ -45,15 +53,18 @@ class Worker:
     """Runs jobs from one or more queues with ``concurrency`` slots.
 
     ``await worker.run()`` runs until :meth:`stop` (or :meth:`request_stop`, which
-    is safe from signal handlers and other threads). Sync job functions run in a
-    thread pool of ``concurrency`` threads; async ones on the worker's loop.
+    is safe from signal handlers and other threads). Sync job functions run in
+    ``concurrency`` child processes (``execution="processes"``, the default) or
+    threads (``execution="threads"``: no hard timeout or cancel); async ones on
+    the worker's loop. ``echo_output=True`` also writes each line a job prints
+    to this process's stdout, prefixed with the job id (the CLI turns it on).
     """
 
     def __init__(self, queues: str | Iterable[str] | None = None, *, nats_url: str | None = None,
                  concurrency: int = 10, name: str | None = None, broker: Broker | None = None,
                  settings: Settings | None = None, prefetch: int | None = None, grace_period: float = 30.0,
                  clock: Callable[[], float] = time.monotonic, capture_output: bool = True,
-                 **nats_options: Any) -> None:
+                 execution: str = "processes", echo_output: bool = False, **nats_options: Any) -> None:
         self.settings = settings or Settings.from_env()
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
@@ -64,19 +75,24 @@ class Worker:
         self.queues = [validate_queue_name(q) for q in queues]
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
-        if not isinstance(concurrency, int) or concurrency < 1:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
         self.grace_period = grace_period
         self.clock = clock
         self.capture_output = capture_output
+        self.execution_mode = validate_execution(execution)
+        if not isinstance(echo_output, bool):
+            raise TypeError(f"echo_output must be True or False, not {echo_output!r}")
+        self.echo_output = echo_output
+        self.execution: Any = None  # made in start(): the process pool needs the broker's serializer
+        self.watchdog: LoopWatchdog | None = None
         self.name = name or socket.gethostname()
         self.worker_id = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(".", "_")
         self.broker = broker
         self._own_broker = broker is None
         self._nats_options = nats_options
-        self.executor = JobThreads(concurrency)
         self.stats: Counter = Counter()
         self.state = "created"
         self.started_at = time.time()
@@ -115,7 +131,10 @@ class Worker:
                                                **self._nats_options)
         b = self.broker
         await b.ensure_layout()
-        self.runner = JobRunner(self)
+        self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
+        self.execution.start()
+        self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
+                                cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None)
         self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
         for q in self.queues:
@@ -133,6 +152,9 @@ class Worker:
                         asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
                         asyncio.ensure_future(self._every(1.0, self.pull_once))]
         await self.pull_once(self.clock())
+        self.watchdog = LoopWatchdog(self._loop, self._held, self._watchdog_broker, ack_wait=b.layout.ack_wait,
+                                     name=f"naq-watchdog-{self.worker_id}")
+        self.watchdog.start()
         self.started.set()
         log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
 
@@ -205,7 +227,10 @@ class Worker:
             await kv.delete(self.worker_id)
         except Exception:
             pass
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.execution is not None:
+            await self.execution.close()
         if self.capture_output:
             uninstall_capture()
         if self._own_broker:
@@ -239,7 +264,7 @@ class Worker:
             try:
                 await self.runner.run(d)
             except asyncio.CancelledError:
-                await self._nak(d)  # stopped mid-job: hand it back for another worker
+                await self.runner.hand_back(d)  # stopped mid-job: hand it back for another worker
                 if self.state == "stopping" and not asyncio.current_task().cancelling():
                     continue  # only the job was cancelled; this slot ends when shutdown cancels it
                 raise
@@ -266,9 +291,7 @@ class Worker:
     async def keepalive_once(self, now: float) -> None:
         """In-progress acks for every message this worker holds (running, buffered, parked)."""
         self._last_keepalive = now
-        held = list(self.running.values()) + self.gate.deliveries()
-        held += list(getattr(self.ready, "_queue", ()))
-        for d in held:
+        for d in self._held():
             try:
                 await d.msg.in_progress()
             except Exception:
@@ -278,10 +301,20 @@ class Worker:
         self._last_heartbeat = now
         rec = {"id": self.worker_id, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                "queues": self.queues, "concurrency": self.concurrency, "state": self.state,
+               "execution": self.execution_mode,
                "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
                "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
         await kv.put(self.worker_id, encode_status(rec))
+
+    def _held(self) -> list[Delivery]:
+        """Every message this worker holds: running, buffered and parked."""
+        held = list(self.running.values()) + (self.gate.deliveries() if hasattr(self, "gate") else [])
+        return held + list(getattr(self.ready, "_queue", ()))
+
+    async def _watchdog_broker(self) -> Broker:
+        # The watchdog's own connection, made on its thread's loop: the worker's loop is the one blocked.
+        return await Broker.connect(settings=self.settings, **self._nats_options)
 
     # --- arrivals --------------------------------------------------------
     def _on_msg(self, queue: str, msg: Any) -> None:
@@ -316,7 +349,7 @@ class Worker:
             return
         parked = self.gate.take(jid)
         if parked is not None:
-            self._spawn(self.runner._finish_cancelled(parked))
+            self._spawn(self.runner.finish_cancelled(parked))
 
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():

@@ -5,8 +5,11 @@ temporary store unless ``store_dir`` is given, on a free port unless ``port``),
 then the workers:
 
 * threads (default): one :class:`~naq_nb.core.worker.Worker` with
-  ``concurrency=workers`` on its own event loop in one daemon thread. Good for
-  I/O-bound work and quick experiments; CPU-bound Python work shares the GIL.
+  ``concurrency=workers`` on its own event loop in one daemon thread. Its sync
+  job code runs in child processes (``execution="processes"``, the default),
+  so a job that crashes never takes the kernel down and timeouts and cancels
+  are hard; ``execution="threads"`` runs it in threads of the kernel instead
+  (shares memory, no hard timeout or cancel).
 * ``processes=True``: ``workers`` subprocesses ``naq worker <queues> -c 1`` (for
   CPU-bound work). Their output goes to log files under the server's store
   directory (``cluster.log_paths``), never into the notebook.
@@ -39,6 +42,7 @@ from ..client.client import Client
 from ..client.loop import run_sync
 from ..client.session import default_client, set_default_client
 from ..core.errors import NaqException, ServerBinaryNotFound
+from ..core.execution import validate_execution
 from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
@@ -208,8 +212,9 @@ class LocalCluster:
 
     def __init__(self, workers: int = 4, processes: bool = False, scheduler: bool = True,
                  store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
-                 port: int | None = None, *, start_timeout: float = 60.0) -> None:
+                 port: int | None = None, *, start_timeout: float = 60.0, execution: str = "processes") -> None:
         _check_args(workers, processes, scheduler, port)
+        self.execution = validate_execution(execution)
         self.queues = _norm_queues(queues)
         self.workers, self.processes, self.scheduler = workers, processes, scheduler
         self.store_dir = None if store_dir is None else str(store_dir)
@@ -231,7 +236,7 @@ class LocalCluster:
     @property
     def args(self) -> tuple:
         """The arguments that identify this cluster (re-running ``local()`` compares them)."""
-        return (self.workers, self.processes, self.scheduler, self.store_dir, self.queues, self.port)
+        return (self.workers, self.processes, self.scheduler, self.store_dir, self.queues, self.port, self.execution)
 
     def _start(self, timeout: float) -> None:
         base = Settings.from_env()
@@ -245,7 +250,8 @@ class LocalCluster:
             self._start_processes(queues, timeout)
         elif self.workers:
             from ..core.worker import Worker
-            w = Worker(queues, settings=self.settings, concurrency=self.workers, name="local", grace_period=5.0)
+            w = Worker(queues, settings=self.settings, concurrency=self.workers, name="local", grace_period=5.0,
+                       execution=self.execution)
             self._threads.append(ServiceThread(w, "naq-local-worker").start(timeout))
         if self.scheduler:
             from ..core.scheduler import Scheduler
@@ -263,7 +269,7 @@ class LocalCluster:
                "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))}
         for i in range(self.workers):
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
-                    "--name", f"local-{i}", "--grace-period", "5"]
+                    "--name", f"local-{i}", "--grace-period", "5", "--execution", self.execution]
             self._procs.append(_WorkerProcess(i, argv, env, log_dir / f"worker-{i}.log").start())
         run_sync(self._wait_for_workers({p.proc.pid for p in self._procs}, timeout))
 
@@ -400,15 +406,19 @@ def current_cluster() -> LocalCluster | None:
 
 def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
           store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
-          port: int | None = None) -> LocalCluster:
+          port: int | None = None, execution: str = "processes") -> LocalCluster:
     """Start (or return the running) local cluster and make it the default client.
 
     Same arguments as the running cluster: that cluster is returned. Different
-    ones: the old cluster is stopped and a new one started.
+    ones: the old cluster is stopped and a new one started. ``execution`` is
+    where sync job code runs: ``"processes"`` (child processes; a crash can't
+    kill the kernel) or ``"threads"`` (no hard timeout or cancel).
     """
     global _current
     _check_args(workers, processes, scheduler, port)
-    args = (workers, processes, scheduler, None if store_dir is None else str(store_dir), _norm_queues(queues), port)
+    validate_execution(execution)
+    args = (workers, processes, scheduler, None if store_dir is None else str(store_dir), _norm_queues(queues), port,
+            execution)
     with _registry_lock:
         cur = _current
         if cur is not None and cur.running and cur.args == args:
@@ -416,12 +426,12 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
             return cur
         if cur is not None:
             cur.stop()
-        _current = LocalCluster(workers, processes, scheduler, store_dir, queues, port)
+        _current = LocalCluster(workers, processes, scheduler, store_dir, queues, port, execution=execution)
         return _current
 
 
 async def local_async(workers: int = 4, processes: bool = False, scheduler: bool = True,
                       store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
-                      port: int | None = None) -> LocalCluster:
+                      port: int | None = None, execution: str = "processes") -> LocalCluster:
     """Async form of :func:`local` (starts it in a thread, off the caller's loop)."""
-    return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port)
+    return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port, execution)

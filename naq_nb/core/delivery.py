@@ -1,0 +1,33 @@
+"""A job message in a worker's hands, from arrival to ack/nak (shared by worker, runner and gate)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from .envelope import JobMeta, decode_meta
+
+__all__ = ["Delivery", "parse_meta"]
+
+
+@dataclass
+class Delivery:
+    """A message in this worker's hands, from arrival to ack/nak."""
+
+    msg: Msg
+    meta: JobMeta | None = None
+    delivered: int = 1                 # JetStream's num_delivered: every delivery is counted
+    prev: dict | None = None           # the status record found on a redelivery
+    task: asyncio.Task | None = None
+    ctx: Any = None                    # the JobContext while it runs
+    started: float = 0.0
+    cancelled: bool = False
+    record: dict = field(default_factory=dict)
+
+
+def parse_meta(msg: Msg) -> JobMeta:
+    """The job's metadata from the message headers (SerializationError if it is not a naq job)."""
+    return decode_meta(msg.headers)

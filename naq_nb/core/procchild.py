@@ -1,0 +1,247 @@
+"""The child side of the process pool: one job at a time, for as long as it lives.
+
+Started by :mod:`naq_nb.core.procpool` as ``python -m naq_nb.core.procmain
+<crash-log path>``. The protocol runs over the child's original stdin/stdout,
+which are moved to private descriptors at start: stdin then reads /dev/null
+(a job calling ``input()`` gets EOF, not the protocol) and stdout points at
+stderr (C-level prints can't corrupt the protocol). Each frame is a 4-byte
+big-endian length and a pickled tuple.
+
+Parent -> child: ``("init", serializer, sys_path, cwd)`` once, then
+``("run", job_id, queue, attempt, body, sys_path|None)`` per job.
+Child -> parent: ``("ready", pid)``; per job any number of
+``("progress", done, total, message, lines)``, then exactly one of
+``("ok", value_bytes)``, ``("async",)`` (an async function: the worker runs it on
+its loop) or ``("error", kind, exc_bytes, error, traceback, type_names)`` with
+kind ``"decode"``, ``"job"`` or ``"result"``.
+
+The child catches every exception of the job, ``SystemExit`` and
+``KeyboardInterrupt`` included, and reports it; anything that ends the process
+(a signal, ``os._exit``) is seen by the parent as the pipe closing.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import inspect
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+_LEN = struct.Struct(">I")
+
+
+def read_frame(f: BinaryIO) -> Any:
+    head = f.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError
+    n = _LEN.unpack(head)[0]
+    data = f.read(n)
+    if len(data) < n:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def encode_frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+class _Channel:
+    """The pipe to the parent; writes come from the job's thread and the progress sender."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def send(self, obj: Any) -> None:
+        frame = encode_frame(obj)
+        with self.lock:
+            self.out.write(frame)
+            self.out.flush()
+
+
+class ChildJobContext:
+    """``current_job()`` inside a child: the same fields and calls as the worker's JobContext,
+    forwarded to the parent at most every ``min_interval`` seconds (log lines are never dropped)."""
+
+    def __init__(self, channel: _Channel, job_id: str, queue: str, attempt: int,
+                 min_interval: float = 0.05) -> None:
+        self.job_id, self.queue, self.attempt = job_id, queue, attempt
+        self.progress_done: float | None = None
+        self.progress_total: float | None = None
+        self.message: str | None = None
+        self.logs: list[str] = []
+        self._channel = channel
+        self._pending: list[str] = []
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._interval = min_interval
+        self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
+        self._sender.start()
+
+    def update(self, done: float | None = None, total: float | None = None, message: str | None = None,
+               line: str | None = None) -> None:
+        with self._lock:
+            if done is not None:
+                self.progress_done = done
+            if total is not None:
+                self.progress_total = total
+            if message is not None:
+                self.message = message
+            if line is not None:
+                self._pending.append(line)
+                self.logs.append(line)
+                del self.logs[:-200]
+            self._dirty = True
+        self._wake.set()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"progress": self.progress_done, "total": self.progress_total, "message": self.message,
+                    "logs": list(self.logs[-50:])}
+
+    def _flush(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            frame = ("progress", self.progress_done, self.progress_total, self.message, self._pending)
+            self._pending = []
+            self._dirty = False
+        self._channel.send(frame)
+
+    def _send_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            self._flush()
+            time.sleep(self._interval)  # coalesce a tight loop of progress() calls
+
+    def close(self) -> None:
+        """Stop the sender and send what is left (before the job's outcome, on the same pipe)."""
+        self._closed = True
+        self._wake.set()
+        self._sender.join()
+        self._flush()
+
+
+class _JobStream:
+    """sys.stdout/stderr in a child: whole lines go to the running job's log (any thread)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.ctx: ChildJobContext | None = None
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        ctx = self.ctx
+        if ctx is None:
+            return sys.__stderr__.write(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
+        return len(text)
+
+    def end_job(self) -> None:
+        if self._partial and self.ctx is not None:
+            self.write("\n")
+        self._partial = ""
+        self.ctx = None
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _watch_parent(ppid: int) -> None:
+    # An orphaned child would go on running a job whose message is redelivered elsewhere.
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != ppid:
+            os._exit(1)
+
+
+def _describe(exc: BaseException, ser: Any) -> tuple:
+    from .records import exception_type_names, user_traceback
+    return (ser.dumps_exception(exc) if ser.name == "pickle" else b"", f"{type(exc).__name__}: {exc}",
+            user_traceback(exc), exception_type_names(exc))
+
+
+def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
+    from . import context
+    from .errors import SerializationError
+    _, job_id, queue, attempt, body, sys_path = req
+    if sys_path is not None:
+        sys.path[:] = sys_path
+    try:
+        fn, args, kwargs = ser.loads_call(body)
+    except SerializationError as exc:
+        return ("error", "decode", *_describe(exc, ser))
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        return ("async",)
+    ctx = ChildJobContext(channel, job_id, queue, attempt)
+    for s in streams:
+        s.ctx = ctx
+    token = context.bind(ctx)  # type: ignore[arg-type]
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the job failed, the child goes on
+        return ("error", "job", *_describe(exc, ser))
+    finally:
+        context.unbind(token)
+        for s in streams:
+            s.end_job()
+        ctx.close()
+    try:
+        import cloudpickle
+        return ("ok", cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:  # cloudpickle raises many types for unpicklable values
+        err = SerializationError(f"cannot pickle the result ({type(value).__name__}): {exc}")
+        return ("error", "result", *_describe(err, ser))
+
+
+def main() -> None:
+    crash_log = open(sys.argv[1], "w") if len(sys.argv) > 1 else sys.__stderr__
+    faulthandler.enable(crash_log)  # a segfault's Python stack, for the job's failure record
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C / kernel interrupts are for the worker to handle
+    fd_in, fd_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    rin = os.fdopen(fd_in, "rb")
+    channel = _Channel(os.fdopen(fd_out, "wb"))
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="naq-parent-watch").start()
+    streams = (_JobStream("stdout"), _JobStream("stderr"))
+    sys.stdout, sys.stderr = streams  # type: ignore[assignment]
+    try:
+        init = read_frame(rin)
+    except EOFError:
+        return
+    _, ser, sys_path, cwd = init
+    sys.path[:] = sys_path
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass  # the worker's directory is gone; the job runs where the child started
+    channel.send(("ready", os.getpid()))
+    while True:
+        try:
+            req = read_frame(rin)
+        except EOFError:
+            return  # the pool closed the pipe: a clean end
+        channel.send(_run_one(channel, ser, streams, req))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""A supervised pool of child processes for sync job code.
+
+Each slot of a worker gets one pre-started child (``python -m
+naq_nb.core.procmain``, see :mod:`naq_nb.core.procchild` for the protocol), reused job after job, so
+starting a job costs a pipe round trip, not a process start. Children are
+started with ``subprocess`` (fork + exec at once), never a bare ``fork`` of the
+threaded worker or notebook kernel, and never by re-importing ``__main__`` (as
+multiprocessing's ``spawn`` would: a script without a ``__main__`` guard, or a
+notebook, would run again in every child).
+
+The child decodes the job body itself (the worker only checks its serializer
+and signature), so the call is never pickled twice and a payload that crashes
+while unpickling takes down a child, not the worker.
+
+When a job times out or is cancelled, its child is killed (SIGKILL) and a new
+one is started in the background; the slot is free at once. A child that dies
+on its own (a signal, ``os._exit``, the OOM killer) fails its job with
+:class:`WorkerProcessDied` naming the signal or exit code, plus the Python
+stack faulthandler wrote for a fatal signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import sys
+import tempfile
+from typing import Any
+
+from .errors import NaqException
+from .procchild import encode_frame
+
+__all__ = ["ProcessPool", "WorkerProcessDied", "death_reason"]
+
+log = logging.getLogger("naq_nb.worker")
+
+_LEN = 4
+_RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+
+class WorkerProcessDied(NaqException):
+    """The child process running a job died (a signal, ``os._exit``, out of memory)."""
+
+
+def death_reason(returncode: int | None) -> str:
+    """``worker process died: signal 11 (SIGSEGV)`` or ``... exited with code 1``."""
+    if returncode is None:
+        return "worker process died"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "?"
+        return f"worker process died: signal {-returncode} ({name})"
+    return f"worker process died: exited with code {returncode}"
+
+
+class _Child:
+    def __init__(self, proc: asyncio.subprocess.Process, crash_log: str) -> None:
+        self.proc = proc
+        self.crash_log = crash_log
+        self.sys_path: list[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def send(self, obj: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(encode_frame(obj))
+        await self.proc.stdin.drain()
+
+    async def recv(self) -> Any:
+        assert self.proc.stdout is not None
+        head = await self.proc.stdout.readexactly(_LEN)
+        data = await self.proc.stdout.readexactly(int.from_bytes(head, "big"))
+        return pickle.loads(data)
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # with the process gone and its pipes closed, asyncio lets go of it
+
+    def crash_text(self, limit: int = 40) -> str:
+        try:
+            with open(self.crash_log, errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-limit:])
+
+    def discard_log(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.crash_log)
+
+
+class ProcessPool:
+    """``size`` children on the current event loop; :meth:`call` runs one job body in one of them."""
+
+    def __init__(self, size: int, serializer: Any) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be an int >= 1, not {size!r}")
+        self.size = size
+        self.serializer = serializer
+        self._idle: asyncio.Queue[_Child] | None = None
+        self._children: set[_Child] = set()
+        self._starting: set[asyncio.Task] = set()
+        self._closed = False
+        self.restarts = 0
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live children (for tests and ``naq workers``)."""
+        return sorted(c.pid for c in self._children if c.proc.returncode is None)
+
+    def start(self) -> None:
+        """Start every child in the background (jobs wait for the first one ready)."""
+        self._idle = asyncio.Queue()
+        for _ in range(self.size):
+            self._start_one()
+
+    def _start_one(self, delay: float = 0.0) -> None:
+        task = asyncio.ensure_future(self._spawn(delay))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _spawn(self, delay: float) -> None:
+        attempt = 0
+        await asyncio.sleep(delay)
+        while not self._closed:
+            try:
+                child = await self._launch()
+            except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
+                wait = _RESPAWN_BACKOFF[min(attempt, len(_RESPAWN_BACKOFF) - 1)]
+                log.error("cannot start a job process (%s); trying again in %gs", exc, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+                continue
+            if self._closed:
+                await self._retire(child)
+                return
+            self._children.add(child)
+            assert self._idle is not None
+            self._idle.put_nowait(child)
+            return
+
+    async def _launch(self) -> _Child:
+        fd, crash_log = tempfile.mkstemp(prefix="naq-job-", suffix=".crash")
+        os.close(fd)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "naq_nb.core.procmain", crash_log,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            start_new_session=True,  # terminal and kernel-interrupt signals are for the worker, not its jobs
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            limit=2 ** 16)
+        child = _Child(proc, crash_log)
+        try:
+            await child.send(("init", self.serializer, list(sys.path), os.getcwd()))
+            child.sys_path = list(sys.path)
+            hello = await asyncio.wait_for(child.recv(), 60)
+            if hello[0] != "ready":
+                raise ValueError(f"unexpected first frame from a job process: {hello[0]!r}")
+        except BaseException:
+            child.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(child.proc.wait())
+            child.discard_log()
+            raise
+        return child
+
+    async def call(self, job_id: str, queue: str, attempt: int, body: bytes, on_progress: Any) -> tuple:
+        """Run a job body in an idle child; returns its final reply.
+
+        ``on_progress(done, total, message, lines)`` is called for each progress
+        frame. Cancelling this call (a timeout, a cancel, a forced stop) kills the
+        child. A child that dies raises :class:`WorkerProcessDied`.
+        """
+        if self._closed or self._idle is None:
+            raise RuntimeError("the process pool is closed")
+        child = await self._idle.get()
+        healthy = False
+        try:
+            path = list(sys.path)
+            await child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+            child.sys_path = path
+            while True:
+                try:
+                    frame = await child.recv()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    raise await self._died(child) from None
+                if frame[0] != "progress":
+                    healthy = True
+                    return frame
+                on_progress(*frame[1:])
+        finally:
+            if healthy:
+                self._idle.put_nowait(child)
+            else:
+                self._replace(child)
+
+    async def _died(self, child: _Child) -> WorkerProcessDied:
+        try:
+            rc = await asyncio.wait_for(child.proc.wait(), 10)
+        except asyncio.TimeoutError:  # the pipe closed but the process lingers: make sure it is gone
+            child.kill()
+            rc = await child.proc.wait()
+        err = WorkerProcessDied(death_reason(rc))
+        err.crash_text = child.crash_text()  # type: ignore[attr-defined]
+        return err
+
+    def _replace(self, child: _Child) -> None:
+        """Kill ``child`` (it timed out, was cancelled or died) and start another in its place."""
+        child.kill()
+        self._children.discard(child)
+        self.restarts += 1
+        asyncio.ensure_future(self._reap(child))
+        if not self._closed:
+            self._start_one()
+
+    async def _reap(self, child: _Child) -> None:
+        with contextlib.suppress(Exception):
+            await child.proc.wait()
+        child.discard_log()
+
+    async def _retire(self, child: _Child) -> None:
+        """Let an idle child end by closing its pipe; kill it if it does not."""
+        if child.proc.stdin is not None:
+            child.proc.stdin.close()
+        try:
+            await asyncio.wait_for(child.proc.wait(), 2.0)
+        except asyncio.TimeoutError:
+            child.kill()
+            await child.proc.wait()
+        child.discard_log()
+
+    async def close(self) -> None:
+        """Stop every child: idle ones end on their own, busy ones are killed."""
+        self._closed = True
+        for t in list(self._starting):
+            t.cancel()
+        await asyncio.gather(*self._starting, return_exceptions=True)
+        idle = []
+        while self._idle is not None and not self._idle.empty():
+            idle.append(self._idle.get_nowait())
+        for c in self._children - set(idle):
+            c.kill()
+        await asyncio.gather(*(self._retire(c) for c in self._children), return_exceptions=True)
+        self._children.clear()

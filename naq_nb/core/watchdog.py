@@ -1,0 +1,133 @@
+"""A thread that watches a worker's event loop and keeps its messages alive while the loop is blocked.
+
+An async job that calls blocking code (``time.sleep``, a long computation)
+stops the worker's loop: no in-progress acks, no heartbeats. Left alone,
+JetStream would redeliver the job after ``ack_wait`` and it would run twice.
+
+The watchdog is a plain thread, so it runs while the loop is stuck:
+
+* the loop touches a timestamp every :data:`TICK` seconds; when it is older
+  than ``block_after``, the watchdog logs which job blocks it (the name of the
+  loop's current task, ``naq-job:<id>``) and repeats that every 30 s;
+* once the block lasts longer than a third of ``ack_wait``, it sends the
+  in-progress acks itself, over its own connection (an ack is a plain publish
+  to the message's reply subject, so any connection can send it), for every
+  message the worker holds. Nothing is redelivered while the process lives.
+
+Limits: a loop blocked forever holds its messages forever (the worker's
+heartbeat goes stale and the watchdog keeps logging the job; stop the
+worker, and the job is counted as a lost run when it comes back). Messages the
+server pushed while the loop was blocked sit unread in the socket; if the
+block outlasts ``ack_wait`` they are redelivered elsewhere and may run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, Awaitable, Callable
+
+__all__ = ["LoopWatchdog", "TICK"]
+
+log = logging.getLogger("naq_nb.worker")
+
+TICK = 0.25
+_REPEAT_LOG = 30.0
+
+
+class LoopWatchdog:
+    """Watches ``loop``; ``held()`` lists the messages to keep alive; ``connect()`` makes a Broker."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, held: Callable[[], list[Any]],
+                 connect: Callable[[], Awaitable[Any]], *, ack_wait: float, block_after: float = 2.0,
+                 name: str = "naq-watchdog") -> None:
+        self.loop = loop
+        self.held = held
+        self.connect = connect
+        self.ack_wait = ack_wait
+        self.block_after = block_after
+        self.last_tick = time.monotonic()
+        self.blocked_for = 0.0
+        self.keepalives_sent = 0
+        self._stop = threading.Event()
+        self._handle: asyncio.TimerHandle | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start ticking on the loop (call from the loop's thread) and the watching thread."""
+        self._tick()
+        self._thread.start()
+
+    def _tick(self) -> None:
+        self.last_tick = time.monotonic()
+        self._handle = self.loop.call_later(TICK, self._tick)
+
+    def stop(self) -> None:
+        """Stop watching (from the loop's thread); the thread ends within a second."""
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()
+        self._thread.join(2.0)
+
+    def _blocker(self) -> str:
+        try:
+            task = asyncio.current_task(self.loop)  # read from another thread: a dict lookup, good enough to report
+        except RuntimeError:
+            return "?"
+        if task is None:
+            return "code outside any task"
+        name = task.get_name()
+        return f"job {name.split(':', 1)[1]}" if name.startswith("naq-job:") else f"task {name}"
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._watch())
+        finally:
+            loop.close()
+
+    async def _watch(self) -> None:
+        broker = None
+        last_log = last_keepalive = 0.0
+        keep_after = self.ack_wait / 3
+        try:
+            while not self._stop.is_set():
+                await asyncio.sleep(min(0.25, self.block_after / 2, self.ack_wait / 8))
+                now = time.monotonic()
+                self.blocked_for = now - self.last_tick
+                if self.blocked_for < min(self.block_after, keep_after, 4 * TICK):
+                    last_log = 0.0
+                    continue
+                broker = broker or await self._connect()  # early: connecting takes a moment
+                if self.blocked_for >= self.block_after and now - last_log > _REPEAT_LOG:
+                    last_log = now
+                    log.warning("event loop blocked for %.1fs by %s: async jobs must not call blocking code "
+                                "(use a sync function, or await asyncio.to_thread(...))",
+                                self.blocked_for, self._blocker())
+                if broker is not None and self.blocked_for > keep_after and now - last_keepalive > keep_after:
+                    last_keepalive = now
+                    await self._keep_alive(broker)
+        finally:
+            if broker is not None:
+                await broker.close()
+
+    async def _connect(self) -> Any:
+        try:
+            return await self.connect()
+        except Exception as exc:  # keep watching and logging; the next round tries again
+            log.error("watchdog cannot connect to keep held jobs alive: %s", exc)
+            return None
+
+    async def _keep_alive(self, broker: Any) -> None:
+        try:
+            held = self.held()
+        except RuntimeError:  # the loop thread resumed and changed the collections meanwhile
+            return
+        for d in held:
+            reply = getattr(d.msg, "reply", None)
+            if reply:
+                await broker.nc.publish(reply, b"+WPI")
+                self.keepalives_sent += 1
+        await broker.nc.flush(timeout=2)
