@@ -14,10 +14,13 @@ from nats.js import api
 
 from .errors import UnknownQueueError
 
-__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "purge_api_subject", "pull_api_subject"]
+__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "purge_api_subject", "pull_api_subject"]
 
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+# Ids on the wire: a schedule's occurrence id is its (<=128) id plus "-<due ms>".
+WIRE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,160}\Z")
 
 
 def validate_queue_name(name: object) -> str:
