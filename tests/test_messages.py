@@ -16,6 +16,7 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 
 import jobs
+from nb_helpers import nb_client  # noqa: F401  (fixture)
 
 
 def good_meta(job_id: str, **over) -> dict:
@@ -149,3 +150,181 @@ async def test_healthy_scheduler_publishes_each_tick_once(broker, settings, capl
 
 async def _at_least(seen: list, n: int) -> bool:
     return len(seen) >= n
+
+
+# --- publishes are bounded ------------------------------------------------------------
+
+async def test_enqueues_in_flight_when_the_server_is_killed_all_return_or_raise(nats_server, settings):
+    """kill -9 under load from threads (sync client) and tasks (async): no call is left hanging."""
+    import threading
+    from naq_nb.client.client import Client
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.errors import NaqConnectionError
+    s = settings.with_(publish_timeout=3.0)
+    client = Client(nats_server.url, settings=s)
+    broker = await Broker.connect(settings=s)
+    stop = threading.Event()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def record(outcome: str) -> None:
+        with lock:
+            outcomes.append(outcome)
+
+    def thread_main() -> None:
+        while not stop.is_set():
+            try:
+                client.enqueue_jobs_sync([client.make_job(jobs.add, (1, 2))])
+                record("ok")
+            except NaqConnectionError as exc:
+                record(type(exc).__name__)
+
+    async def task_main() -> None:
+        q = Queue(broker)
+        while not stop.is_set():
+            try:
+                await q.enqueue_many([(jobs.add, (i, i), {}) for i in range(20)])
+                record("ok")
+            except NaqConnectionError as exc:
+                record(type(exc).__name__)
+    threads = [threading.Thread(target=thread_main, daemon=True) for _ in range(6)]
+    for t in threads:
+        t.start()
+    tasks = [asyncio.ensure_future(task_main()) for _ in range(6)]
+    try:
+        await poll(lambda: _at_least(outcomes, 200), what="enqueues under way")
+        nats_server.kill()
+        failed_at = len(outcomes)
+        await poll(lambda: _failures(outcomes, failed_at, 12), what="every caller sees the failure")
+        stop.set()
+        for t in threads:
+            await asyncio.get_running_loop().run_in_executor(None, t.join, 60)
+        assert not any(t.is_alive() for t in threads), "a thread's enqueue never returned"
+        done, pending = await asyncio.wait(tasks, timeout=60)
+        assert not pending, "a task's enqueue never returned"
+        for t in done:
+            t.result()
+        errors = set(outcomes[failed_at:]) - {"ok"}
+        assert errors <= {"NaqConnectionError", "PublishTimeoutError"}, errors
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await broker.close()
+        await asyncio.get_running_loop().run_in_executor(None, client.close_sync)
+
+
+async def _failures(outcomes: list, start: int, n: int) -> bool:
+    return sum(1 for o in outcomes[start:] if o != "ok") >= n
+
+
+async def test_publish_ack_fails_at_its_bound(broker):
+    """A publish nobody acknowledges (a silent subscriber, no stream) fails at its timeout."""
+    from naq_nb.core.errors import PublishTimeoutError
+
+    async def silent(_msg):
+        return None
+    await broker.nc.subscribe("nobody.listens.here", cb=silent)
+    fut = await broker.publish_async("nobody.listens.here", b"x", timeout=0.3, what="a probe")
+    with pytest.raises(PublishTimeoutError, match="a probe within 0.3s"):
+        await asyncio.wait_for(fut, 30)
+
+
+# --- job ids and results ------------------------------------------------------------------
+
+async def test_reused_job_id_is_the_same_job_or_an_error(broker, start_worker):
+    from naq_nb.core.errors import DuplicateJobError
+    q = Queue(broker).configure(job_id="report-1")
+    a = await q.enqueue(jobs.add, 1, 2)
+    b = await q.enqueue(jobs.add, 1, 2)
+    assert b.job_id == a.job_id and b.duplicate and not a.duplicate, "the same call is the same job"
+    with pytest.raises(DuplicateJobError, match="report-1"):
+        await q.enqueue(jobs.add, 40, 2)
+    with pytest.raises(DuplicateJobError):
+        await Queue(broker).configure(key="report-1").enqueue(jobs.sleep_for, 1)
+    assert await Queue(broker).count() == 1, "nothing else was published"
+    await start_worker()
+    assert (await wait_for_result(broker, "report-1", 30)).unwrap() == 3
+
+
+async def test_ids_are_checked_where_they_enter(broker):
+    from naq_nb.core.errors import ConfigurationError
+    from naq_nb.core.queue import cancel_job, get_status
+    for bad in ("", ">", "a.b", "x\n", None):
+        with pytest.raises(ConfigurationError, match="job_id"):
+            await wait_for_result(broker, bad, 1)
+        with pytest.raises(ConfigurationError, match="job_id"):
+            await get_status(broker, bad)
+        with pytest.raises(ConfigurationError, match="job_id"):
+            await cancel_job(broker, bad)
+
+
+async def _pending_job(broker, queue="nobody"):
+    return await Queue(broker, queue).enqueue(jobs.add, 1, 1)
+
+
+async def _forge_refused(broker, job_id: str, value) -> None:
+    """A result write the server refuses (wrong expected sequence); core subscribers still see it."""
+    from nats.js.errors import APIError
+    from naq_nb.core.records import encode_result
+    lay = broker.layout
+    data = encode_result(broker.serializer, value, result_ttl=None, worker="forger")
+    fut = await broker.publish_async(lay.kv_subject(lay.results_bucket, job_id), data,
+                                     headers={"Nats-Expected-Last-Subject-Sequence": "999999"})
+    with pytest.raises(APIError):
+        await fut
+
+
+async def _put_result(broker, key: str, value) -> None:
+    from naq_nb.core.records import encode_result
+    kv = await broker.kv(broker.layout.results_bucket)
+    await kv.put(key, encode_result(broker.serializer, value, result_ttl=None, worker="test"))
+
+
+async def test_wait_for_result_never_returns_a_refused_value(broker):
+    victim = await _pending_job(broker)
+    subs_before = len(broker.nc._subs)
+    waiter = asyncio.ensure_future(wait_for_result(broker, victim.job_id, 30))
+    await poll(lambda: _true(len(broker.nc._subs) > subs_before), what="the waiter's subscription")
+    await broker.nc.flush()
+    await _forge_refused(broker, victim.job_id, "EVIL")
+    await _put_result(broker, victim.job_id, "REAL")
+    assert (await asyncio.wait_for(waiter, 30)).unwrap() == "REAL"
+
+
+async def _true(value) -> bool:
+    return bool(value)
+
+
+def test_futures_match_results_by_exact_key_and_only_stored_values(nb_client, broker_sync):
+    """A record under key ``zz.<victim>`` or a refused write for ``<victim>`` never resolves the victim."""
+    import naq_nb as nq
+    victim = nq.options(queue="nobody").submit(jobs.add, 1, 1)
+    sentinel = nq.options(queue="nobody").submit(jobs.add, 2, 2)
+    broker_sync(_forge_refused, victim.job_id, "EVIL")
+    broker_sync(_put_result, f"zz.{victim.job_id}", "EVIL")
+    broker_sync(_put_result, sentinel.job_id, "SENTINEL")
+    assert sentinel.result(timeout=30) == "SENTINEL"   # later than the forged records, on the same stream
+    assert not victim.done(), "the victim's future took another key's (or a refused) value"
+    broker_sync(_put_result, victim.job_id, "REAL")
+    assert victim.result(timeout=30) == "REAL"
+
+
+@pytest.fixture
+def broker_sync(settings):
+    """``broker_sync(coro_fn, *args)``: run ``coro_fn(broker, *args)`` on a private loop with its own broker."""
+    import threading
+    from naq_nb.core.broker import Broker
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    b = asyncio.run_coroutine_threadsafe(Broker.connect(settings=settings), loop).result(30)
+    asyncio.run_coroutine_threadsafe(b.ensure_layout(), loop).result(30)
+
+    def run(fn, *args):
+        return asyncio.run_coroutine_threadsafe(fn(b, *args), loop).result(30)
+    yield run
+    asyncio.run_coroutine_threadsafe(b.close(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
