@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from ..core.errors import SerializationError
 from ..core.job import Job, JobStatus
+from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
 from .loop import run_async, run_sync
 from .watch import get_watch, register_async, register_sync
@@ -49,7 +50,7 @@ class JobFuture(concurrent.futures.Future):
 
     def __init__(self, job_id: str, client: "Client", job: Job | None = None) -> None:
         super().__init__()
-        self.job_id = job_id
+        self.job_id = validate_job_id(job_id)
         self.client = client
         self.job = job
         self._record: dict = {}

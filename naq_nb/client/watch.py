@@ -1,10 +1,13 @@
 """Push updates for job futures: two wildcard subscriptions per client, dispatched by job id.
 
 A :class:`JobWatch` holds ONE core-NATS subscription on the status bucket's
-subject space and ONE on the results bucket's (every KV put is a publish on
-``$KV.<bucket>.<key>``), on the background loop. Each record is routed by its
-key (the last subject token) to the futures registered for that job, so a
-10,000-job sweep costs two subscriptions, not 10,000, and nothing polls.
+subject space and ONE ordered JetStream consumer on the results bucket's, on
+the background loop. Each record is routed by its exact key (the subject after
+``$KV.<bucket>.``; a key ``zz.<id>`` is not ``<id>``) to the futures registered
+for that job, so a 10,000-job sweep costs two subscriptions, not 10,000, and
+nothing polls. Results come from the stream, not from core interest: a result
+write the server refused (a second run's create-only write, a forged publish)
+is seen by core subscribers but never stored, and so never reaches a future.
 
 Futures registered *before* their job is published need no fetch (the
 subscription is live first); futures attached to an existing job fetch the
@@ -20,6 +23,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Iterable
 
+from nats.js import api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
@@ -51,6 +55,7 @@ class JobWatch:
         self._broker: "Broker | None" = None
         self._subs: list[Any] = []
         self._starting: asyncio.Future | None = None
+        self._status_prefix = self._result_prefix = "\0"  # set on subscribe
 
     # --- lifecycle (loop thread) ------------------------------------------------
     async def ensure_started(self) -> "Broker":
@@ -66,9 +71,14 @@ class JobWatch:
     async def _subscribe(self, b: "Broker") -> None:
         lay = b.layout
         replaced = self._broker is not None
+        self._status_prefix = lay.kv_subject(lay.status_bucket, "")
+        self._result_prefix = lay.kv_subject(lay.results_bucket, "")
         self._subs = [
             await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status),
-            await b.nc.subscribe(lay.kv_subject(lay.results_bucket, ">"), cb=self._on_result),
+            # Stored messages only (see the module docstring), from now on.
+            await b.js.subscribe(lay.kv_subject(lay.results_bucket, ">"), cb=self._on_result,
+                                 stream=lay.kv_stream(lay.results_bucket), ordered_consumer=True,
+                                 deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=300.0),
         ]
         await b.nc.flush()  # the server has the interest before anything we publish next
         self._broker = b
@@ -137,8 +147,14 @@ class JobWatch:
         await asyncio.gather(*(one(f) for f in futs))
 
     # --- dispatch (loop thread) -------------------------------------------------
+    @staticmethod
+    def _key(subject: str, prefix: str) -> str | None:
+        """The exact KV key of a record's subject (never just its last token)."""
+        return subject[len(prefix):] if subject.startswith(prefix) else None
+
     async def _on_status(self, msg: Any) -> None:
-        futs = self._futures.get(msg.subject.rsplit(".", 1)[-1])
+        key = self._key(msg.subject, self._status_prefix)
+        futs = self._futures.get(key) if key else None
         if not futs or not msg.data:
             return
         try:
@@ -149,8 +165,8 @@ class JobWatch:
             f._apply_status(rec)
 
     async def _on_result(self, msg: Any) -> None:
-        job_id = msg.subject.rsplit(".", 1)[-1]
-        futs = self._futures.get(job_id)
+        job_id = self._key(msg.subject, self._result_prefix)
+        futs = self._futures.get(job_id) if job_id else None
         if not futs:
             return
         if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE) or not msg.data:

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from .errors import LayoutConflictError, NaqConnectionError
+from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from .layout import Layout
 from .serialization import Serializer, get_serializer
 from .settings import Settings
@@ -53,7 +53,9 @@ class Broker:
         self._ack_sub: Any = None
         self._ack_prefix = ""
         self._ack_seq = 0
-        self._acks: dict[str, asyncio.Future] = {}
+        self._acks: dict[str, tuple[asyncio.Future, str]] = {}  # reply token -> (ack future, what)
+        #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
+        self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
@@ -85,6 +87,22 @@ class Broker:
                 except Exception as exc:
                     log.warning("reconnect listener %r failed: %s", cb, exc)
         opts["reconnected_cb"] = _reconnected
+        holder: list[Broker] = []
+        user_disc, user_closed = opts.pop("disconnected_cb", None), opts.pop("closed_cb", None)
+
+        async def _disconnected() -> None:
+            # Acks of publishes in flight are lost with the connection: their waiters fail now.
+            if holder:
+                holder[0].fail_pending("dropped")
+            if user_disc:
+                await user_disc()
+
+        async def _closed() -> None:
+            if holder:
+                holder[0].fail_pending("closed")
+            if user_closed:
+                await user_closed()
+        opts["disconnected_cb"], opts["closed_cb"] = _disconnected, _closed
 
         opts.setdefault("connect_timeout", min(2.0, timeout))
         opts.setdefault("max_reconnect_attempts", -1)
@@ -102,6 +120,7 @@ class Broker:
                 f"({f'{type(exc).__name__}: {exc}' if str(exc) else 'no answer'}); is a nats-server running "
                 "there? (`naq server` starts one)") from None
         broker = cls(nc, settings)
+        holder.append(broker)
         broker._reconnect_listeners = listeners
         return broker
 
@@ -168,25 +187,59 @@ class Broker:
                 f"stream {cfg.name} exists with an incompatible config: {'; '.join(problems)}. "
                 f"Delete it or set NAQ_PREFIX to use another layout.")
 
-    async def publish_async(self, subject: str, payload: bytes, headers: dict | None = None) -> asyncio.Future:
-        """Publish to JetStream without waiting; the returned future resolves to the PubAck or fails
-        with the server's error. (nats-py's own ``publish_async`` leaves the future pending forever
-        when the server answers with an error, e.g. a failed expected-sequence check.)"""
+    async def publish_async(self, subject: str, payload: bytes, headers: dict | None = None, *,
+                            timeout: float | None = None, what: str | None = None) -> asyncio.Future:
+        """Publish to JetStream without waiting; the returned future resolves to the PubAck or fails.
+
+        It fails with the server's error (nats-py's own ``publish_async`` leaves its future pending
+        forever then, e.g. on a failed expected-sequence check), with :class:`PublishTimeoutError`
+        when no acknowledgement comes within ``timeout`` (default :attr:`publish_timeout`), and with
+        :class:`NaqConnectionError` when the connection drops or closes first: the message may or may
+        not be stored then, so a caller that retries relies on its ``Nats-Msg-Id``.
+        """
+        if self.nc.is_closed:
+            raise NaqConnectionError(f"cannot publish {what or subject}: the connection is closed")
         if self._ack_sub is None:
             self._ack_prefix = self.nc.new_inbox()
             self._ack_sub = await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_pub_ack)
         self._ack_seq += 1
         token = str(self._ack_seq)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._acks[token] = fut
-        fut.add_done_callback(lambda _f, t=token: self._acks.pop(t, None))
-        await self.nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=headers)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        bound = self.publish_timeout if timeout is None else timeout
+        label = what or f"a message on {subject}"
+        timer = loop.call_later(bound, self._expire_ack, token, PublishTimeoutError(
+            f"no acknowledgement from JetStream for {label} within {bound:g}s (server down or overloaded?)"))
+        self._acks[token] = (fut, label)
+
+        def _done(_f: asyncio.Future, t: str = token) -> None:
+            self._acks.pop(t, None)
+            timer.cancel()
+        fut.add_done_callback(_done)
+        try:
+            await self.nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=headers)
+        except (nats.errors.Error, OSError) as exc:
+            fut.cancel()
+            raise NaqConnectionError(f"cannot publish {label}: {type(exc).__name__}: {exc}") from None
         return fut
 
+    def _expire_ack(self, token: str, exc: Exception) -> None:
+        entry = self._acks.get(token)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    def fail_pending(self, why: str) -> None:
+        """Fail every publish still waiting for its acknowledgement (the connection dropped or closed)."""
+        for fut, label in list(self._acks.values()):
+            if not fut.done():
+                fut.set_exception(NaqConnectionError(
+                    f"the connection {why} before JetStream acknowledged {label}; it may or may not be stored"))
+
     async def _on_pub_ack(self, msg: Any) -> None:
-        fut = self._acks.get(msg.subject.rsplit(".", 1)[-1])
-        if fut is None or fut.done():
+        entry = self._acks.get(msg.subject.rsplit(".", 1)[-1])
+        if entry is None or entry[0].done():
             return
+        fut = entry[0]
         if msg.headers and msg.headers.get("Status") == "503":
             fut.set_exception(nats.js.errors.NoStreamResponseError())
             return
@@ -198,6 +251,12 @@ class Broker:
             fut.set_result(api.PubAck.from_response(resp))
         except Exception as exc:  # the server's error (or a garbled answer) goes to the waiter
             fut.set_exception(exc)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict | None = None, *,
+                      timeout: float | None = None, what: str | None = None) -> api.PubAck:
+        """Publish to JetStream and wait for the acknowledgement, within the same bounds as
+        :meth:`publish_async`."""
+        return await (await self.publish_async(subject, payload, headers, timeout=timeout, what=what))
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:
@@ -220,9 +279,15 @@ class Broker:
     async def close(self) -> None:
         if not self.nc.is_closed:
             try:
+                if not self.nc.is_connected:
+                    raise nats.errors.ConnectionReconnectingError()  # nothing to drain to
                 await asyncio.wait_for(self.nc.drain(), 5.0)
             except Exception:
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except OSError as exc:  # the socket was already gone (server killed): closed anyway
+                    log.debug("closing a lost connection: %s", exc)
+        self.fail_pending("closed")
 
     @property
     def is_connected(self) -> bool:

@@ -9,11 +9,13 @@ The body is the serializer's encoding of ``(function, args, kwargs)``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import PayloadTooLargeError, SerializationError
+from .errors import ConfigurationError, PayloadTooLargeError, SerializationError
 from .job import Job, JobOptions, func_name
+from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign, verify
 
@@ -57,17 +59,123 @@ class JobMeta:
 
 
 def decode_meta(headers: dict | None) -> JobMeta:
-    raw_meta = (headers or {}).get(HEADER_META)
+    """The job's metadata from its headers, every value checked before anything runs.
+
+    Raises :class:`SerializationError` naming the first bad field: the worker then
+    moves the message to the failed stream instead of running (or nak-looping) it.
+    """
+    raw_meta = headers.get(HEADER_META) if isinstance(headers, dict) else None
     if not raw_meta:
         raise SerializationError("message has no Naq-Meta header: not a naq_nb job")
+    if len(raw_meta) > _MAX_META:
+        raise SerializationError(f"Naq-Meta header is {len(raw_meta):,} characters, over {_MAX_META:,}")
     try:
-        m = json.loads(raw_meta)
-        opts = JobOptions(queue=m["q"], retry=RetryPolicy.from_dict(m.get("retry")), timeout=m.get("timeout"),
-                          depends_on=tuple(m.get("deps") or ()), result_ttl=m.get("rttl"), job_id=m["id"],
-                          name=m.get("name"))
-        return JobMeta(m["id"], m["q"], m.get("fn", "?"), m.get("ser", "pickle"), m.get("ts", 0.0), opts, m)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SerializationError(f"malformed Naq-Meta header: {type(exc).__name__}: {exc}") from None
+        m = json.loads(raw_meta, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise SerializationError(f"malformed Naq-Meta header: {exc}") from None
+    if not isinstance(m, dict):
+        raise SerializationError(f"malformed Naq-Meta header: a JSON object is needed, not {type(m).__name__}")
+    try:
+        job_id = _wire_id(m.get("id"), "id")
+        queue = m.get("q")
+        if not isinstance(queue, str) or not QUEUE_NAME_RE.fullmatch(queue):
+            raise ValueError(f"q (queue) must be 1-64 letters, digits, '_' or '-', not {queue!r}")
+        deps = _deps(m.get("deps"), job_id)
+        opts = JobOptions(queue=queue, retry=_retry(m.get("retry")), timeout=_positive(m, "timeout"),
+                          depends_on=deps, result_ttl=_positive(m, "rttl"), job_id=job_id,
+                          name=_text(m, "name", 1000))
+        ser = m.get("ser", "pickle")
+        if ser not in _SERIALIZERS:
+            raise ValueError(f"ser must be one of {_SERIALIZERS}, not {ser!r}")
+        ts = _number(m.get("ts", 0.0), "ts")
+        if m.get("due") is not None:
+            _number(m["due"], "due")
+        _text(m, "sched", 300)
+        return JobMeta(job_id, queue, _text(m, "fn", 1000) or "?", ser, ts, opts, m)
+    except (ValueError, TypeError) as exc:
+        raise SerializationError(f"bad Naq-Meta header: {exc}") from None
+
+
+_MAX_META = 64 * 1024
+_SERIALIZERS = ("pickle", "json")
+_MAX_DEPS = 1000
+_MAX_DELAY = 1e8  # seconds (3 years): JetStream takes the nak delay as int64 nanoseconds
+_RETRY_KEYS = {"max_retries", "backoff", "delay", "max_delay", "jitter", "retry_on"}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid number here")
+
+
+def _wire_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not WIRE_ID_RE.fullmatch(value):
+        raise ValueError(f"{what} must be 1-160 letters, digits, '_' or '-', not {value!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite int or float (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _positive(m: dict, key: str) -> float | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if _number(value, key) <= 0:
+        raise ValueError(f"{key} must be > 0, not {value!r}")
+    return float(value)
+
+
+def _text(m: dict, key: str, limit: int) -> str | None:
+    value = m.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise ValueError(f"{key} must be a string of at most {limit} characters, not {value!r:.80}")
+    return value
+
+
+def _deps(value: Any, job_id: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_DEPS:
+        raise ValueError(f"deps must be a list of at most {_MAX_DEPS} job ids, not {value!r:.80}")
+    deps = tuple(_wire_id(d, "deps entry") for d in value)
+    if job_id in deps:
+        raise ValueError(f"job {job_id} depends on itself")
+    return deps
+
+
+def _retry(value: Any) -> RetryPolicy:
+    if value is None:
+        return RetryPolicy()
+    if not isinstance(value, dict) or set(value) - _RETRY_KEYS:
+        raise ValueError(f"retry must be an object with keys {sorted(_RETRY_KEYS)}, not {value!r:.80}")
+    n = value.get("max_retries", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1_000_000:
+        raise ValueError(f"retry.max_retries must be an int in [0, 1000000], not {n!r}")
+    for key in ("delay", "max_delay", "jitter"):
+        if key in value and not 0 <= _number(value[key], f"retry.{key}") <= _MAX_DELAY:
+            raise ValueError(f"retry.{key} must be within [0, {_MAX_DELAY:g}], not {value[key]!r}")
+    backoff = value.get("backoff", "fixed")
+    if isinstance(backoff, list):
+        if not 0 < len(backoff) <= 1000:
+            raise ValueError("retry.backoff list must hold 1-1000 delays")
+        backoff = tuple(_number(d, "retry.backoff entry") for d in backoff)
+        if not all(0 <= d <= _MAX_DELAY for d in backoff):
+            raise ValueError(f"retry.backoff delays must be within [0, {_MAX_DELAY:g}]")
+    elif not isinstance(backoff, str):
+        raise ValueError(f"retry.backoff must be a name or a list of delays, not {backoff!r}")
+    retry_on = value.get("retry_on", [])
+    if not isinstance(retry_on, list) or not all(isinstance(t, str) for t in retry_on):
+        raise ValueError(f"retry.retry_on must be a list of exception names, not {retry_on!r:.80}")
+    try:
+        return RetryPolicy(max_retries=n, backoff=backoff, delay=value.get("delay", 0.0),
+                           max_delay=value.get("max_delay", 3600.0), jitter=value.get("jitter", 0.0),
+                           retry_on=tuple(retry_on))
+    except ConfigurationError as exc:
+        raise ValueError(f"retry: {exc}") from None
 
 
 def check_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer, signing_key: bytes = b"") -> None:

@@ -6,7 +6,8 @@ __all__ = [
     "NaqException", "NaqConnectionError", "ConfigurationError", "SerializationError",
     "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
     "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
-    "UnknownQueueError", "SignatureError", "JobNotFinishedError",
+    "UnknownQueueError", "SignatureError", "JobNotFinishedError", "DuplicateJobError",
+    "PublishTimeoutError",
 ]
 
 
@@ -16,6 +17,10 @@ class NaqException(Exception):
 
 class NaqConnectionError(NaqException):
     """The NATS server could not be reached or the connection was lost."""
+
+
+class PublishTimeoutError(NaqConnectionError, TimeoutError):
+    """JetStream did not acknowledge a publish within its bound."""
 
 
 class ConfigurationError(NaqException, ValueError):
@@ -80,3 +85,7 @@ class DependencyFailedError(NaqException):
 
 class JobNotFinishedError(JobNotFoundError, TimeoutError):
     """The job exists but has no result yet (naq raised JobNotFoundError here; both catch it)."""
+
+
+class DuplicateJobError(ConfigurationError):
+    """A chosen ``job_id`` (or ``key``) is already used by a different call."""

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 from nats.js import api
 
-from .errors import UnknownQueueError
+from .errors import ConfigurationError, UnknownQueueError
 
-__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "purge_api_subject", "pull_api_subject"]
+__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "validate_job_id", "purge_api_subject", "pull_api_subject"]
 
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+# Ids on the wire: a schedule's occurrence id is its (<=128) id plus "-<due ms>".
+WIRE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,160}\Z")
 
 
 def validate_queue_name(name: object) -> str:
@@ -27,6 +30,14 @@ def validate_queue_name(name: object) -> str:
             f"invalid queue name {name!r}: use 1-64 letters, digits, '_' or '-' "
             "(it becomes a NATS subject token)")
     return name
+
+
+def validate_job_id(job_id: object, what: str = "job_id") -> str:
+    """Return ``job_id`` if it can be a job id (on the wire, so a schedule's occurrence ids too),
+    else raise :class:`~naq_nb.core.errors.ConfigurationError` (a ValueError) naming ``what``."""
+    if not isinstance(job_id, str) or not WIRE_ID_RE.match(job_id):
+        raise ConfigurationError(f"invalid {what} {job_id!r}: use 1-160 letters, digits, '_' or '-'")
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,10 @@ class Layout:
     def cache_key(self, digest: str) -> str:
         """Key in the meta bucket mapping a call's content hash to the job that ran it."""
         return f"cache.{digest}"
+
+    def claim_key(self, job_id: str) -> str:
+        """Key in the meta bucket claiming a chosen job id (or key) for one call: ``{"digest", "fn"}``."""
+        return f"job.{job_id}"
 
     def schedule_key(self, schedule_id: str) -> str:
         """Key in the schedules bucket of one schedule (delayed job, cron or interval)."""

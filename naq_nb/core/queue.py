@@ -6,21 +6,25 @@ offers sync twins that run these coroutines on its background loop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from .broker import Broker
 from .envelope import encode_job
-from .errors import ConfigurationError, JobNotFoundError
+from .errors import ConfigurationError, DuplicateJobError, JobNotFoundError
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
-from .layout import purge_api_subject, validate_queue_name
+from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
 from .results import wait_for_result
 
-__all__ = ["Queue", "get_status", "cancel_job"]
+__all__ = ["Queue", "get_status", "cancel_job", "call_digest"]
+
+_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
+_WRONG_LAST_SEQ = 10071  # JetStream's "wrong last sequence": the key exists
 
 
 def _check_callable(fn: Any) -> None:
@@ -65,32 +69,44 @@ class Queue:
         return await self.enqueue_jobs([self.make_job(fn, a, k) for fn, a, k in calls])
 
     async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Publish prepared jobs (pipelined). Each call returns or raises within the broker's
+        ``publish_timeout`` per round: :class:`NaqConnectionError` if the server cannot take them."""
         b = self.broker
         await b.ensure_layout()
         encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=b.max_payload)
                    for j in jobs]  # every job is checked before anything is published
+        todo = await _claim_ids(b, jobs, encoded)
         lay = b.layout
         pending = []
-        for job, (headers, body) in zip(jobs, encoded):
+        for job, (headers, body) in todo:
             status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
             rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
                                 name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
                                 depends_on=list(job.options.depends_on))
             st_fut = None
+            what = f"job {job.job_id} ({job.function_name})"
             if not job.options.key:
                 # Status first: a fast worker's "running" then always lands after "queued".
-                st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec))
-            pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers)
-            pending.append((job, st_fut, pub_fut, rec))
-        for job, st_fut, pub_fut, rec in pending:
-            ack = await pub_fut
-            job.sequence = ack.seq
-            job.duplicate = bool(ack.duplicate)
-            if st_fut is not None:
-                await st_fut
-            elif not job.duplicate:
-                # A keyed job may duplicate one already running: only a new one gets a status.
-                await b.js.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec))
+                st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec),
+                                               what=f"the status of {what}")
+            pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
+            pending.append((job, st_fut, pub_fut, rec, what))
+        try:
+            for job, st_fut, pub_fut, rec, what in pending:
+                ack = await pub_fut
+                job.sequence = ack.seq
+                job.duplicate = bool(ack.duplicate)
+                if st_fut is not None:
+                    await st_fut
+                elif not job.duplicate:
+                    # A keyed job may duplicate one already running: only a new one gets a status.
+                    await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec),
+                                    what=f"the status of {what}")
+        finally:
+            for _job, st_fut, pub_fut, _rec, _what in pending:
+                for f in (st_fut, pub_fut):
+                    if f is not None and f.done() and not f.cancelled():
+                        f.exception()  # retrieved: the first failure is raised above, not logged as lost
         return jobs
 
     async def purge(self) -> int:
@@ -112,8 +128,66 @@ class Queue:
         return f"<Queue {self.name!r}>"
 
 
+def call_digest(body: bytes) -> str:
+    """What makes two enqueues "the same call": the serialized function and arguments."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+async def _claim_ids(b: Broker, jobs: list[Job], encoded: list[tuple[dict, bytes]]) -> list[tuple[Job, tuple]]:
+    """Claim every chosen job id (``job_id`` or ``key``) for its call, create-only, pipelined.
+
+    A reused id of the same call (same function and arguments) is that job: it is marked
+    ``duplicate`` and not published again, unless it never got a status (its first enqueue
+    failed half-way), then it is published again. A reused id of another call raises
+    :class:`DuplicateJobError` before anything is published. Returns the jobs to publish.
+    """
+    lay = b.layout
+    claims = []
+    for job, (_h, body) in zip(jobs, encoded):
+        if job.options.job_id or job.options.key:
+            claim = json.dumps({"digest": call_digest(body), "fn": job.function_name, "ts": time.time()}).encode()
+            fut = await b.publish_async(lay.kv_subject(lay.meta_bucket, lay.claim_key(job.job_id)), claim,
+                                        headers=dict(_CREATE_ONLY), what=f"the id claim of job {job.job_id}")
+            claims.append((job, body, fut))
+    reused: set[str] = set()
+    for job, body, fut in claims:
+        try:
+            await fut
+        except APIError as exc:
+            if exc.err_code != _WRONG_LAST_SEQ:
+                raise
+            if await _same_call(b, job, body):
+                reused.add(job.job_id)
+    todo = []
+    for job, enc in zip(jobs, encoded):
+        if job.job_id in reused:
+            job.duplicate = True
+        else:
+            todo.append((job, enc))
+    return todo
+
+
+async def _same_call(b: Broker, job: Job, body: bytes) -> bool:
+    """True if ``job``'s id is claimed by this very call and the job exists; raises if another call has it."""
+    kv = await b.kv(b.layout.meta_bucket)
+    try:
+        claim = json.loads((await kv.get(b.layout.claim_key(job.job_id))).value or b"{}")
+    except (KeyNotFoundError, ValueError):
+        claim = {}
+    if claim.get("digest") != call_digest(body):
+        raise DuplicateJobError(
+            f"job id {job.job_id!r} is already used by another call ({claim.get('fn', '?')}); a reused "
+            "job_id/key must be the same function with the same arguments, else choose another id")
+    try:
+        await (await b.kv(b.layout.status_bucket)).get(job.job_id)
+        return True
+    except KeyNotFoundError:
+        return False  # claimed, but its first enqueue never got through: publish it now
+
+
 async def get_status(broker: Broker, job_id: str) -> dict:
     """The job's status record, or :class:`JobNotFoundError`."""
+    validate_job_id(job_id)
     kv = await broker.kv(broker.layout.status_bucket)
     try:
         entry = await kv.get(job_id)
@@ -124,6 +198,7 @@ async def get_status(broker: Broker, job_id: str) -> dict:
 
 async def fetch_result(broker: Broker, job_id: str, timeout: float | None = 0) -> ResultRecord:
     """The job's result record; waits up to ``timeout`` seconds (``None`` = forever)."""
+    validate_job_id(job_id)
     return await wait_for_result(broker, job_id, timeout)
 
 
@@ -134,6 +209,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     so its worker drops it; a running one is told to stop through the cancel
     subject (async functions are cancelled, a sync function's result is discarded).
     """
+    validate_job_id(job_id)
     lay = broker.layout
     kv = await broker.kv(lay.status_bucket)
     for _ in range(10):

@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from .errors import JobNotFinishedError, JobNotFoundError
+from .layout import validate_job_id
 from .records import ResultRecord
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
     Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
     when the job is known but not finished in time.
     """
+    validate_job_id(job_id)
     lay = broker.layout
     await broker.ensure_layout()
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
@@ -66,16 +68,30 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
         await sub.unsubscribe()
 
 
+# After a push whose record is not (yet) readable: the stream may not have stored it yet, or it
+# refused it (a create-only result write after a result exists, a forged publish). Look again later.
+_RECHECKS = (0.05, 0.25, 1.0, 3.0)
+
+
 async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float | None) -> ResultRecord:
-    """The next result put on ``sub``; after a reconnect (puts made meanwhile are lost) read it once."""
+    """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
+    one read back from the bucket, so a value the server refused is never returned. After a reconnect
+    (puts made meanwhile are lost) it reads once too."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     found: asyncio.Future = loop.create_future()
+    timers: list[asyncio.TimerHandle] = []
+    checks: set[asyncio.Task] = set()
 
     async def recheck() -> None:
         rec = await get_result(broker, job_id)
         if rec is not None and not found.done():
             found.set_result(rec)
+
+    def spawn_recheck() -> None:
+        task = asyncio.ensure_future(recheck())
+        checks.add(task)
+        task.add_done_callback(checks.discard)
     broker.on_reconnect(recheck)
     nxt: asyncio.Future | None = None
     try:
@@ -91,8 +107,15 @@ async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float |
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
-            return ResultRecord.decode(msg.data)
+            rec = await get_result(broker, job_id)
+            if rec is not None:
+                return rec
+            timers += [loop.call_later(d, spawn_recheck) for d in _RECHECKS]
     finally:
         broker.off_reconnect(recheck)
+        for t in timers:
+            t.cancel()
+        for task in list(checks):
+            task.cancel()
         if nxt is not None and not nxt.done():
             nxt.cancel()

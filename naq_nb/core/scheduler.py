@@ -208,7 +208,11 @@ class Scheduler:
             due = self.next_due()
             if due is None or due > now:
                 break
-            batch.append(heapq.heappop(self._heap))
+            item = heapq.heappop(self._heap)
+            # One fire per schedule per tick: the heap may hold the same entry twice (our own update
+            # applied from its watch echo and locally), and a second fire would repeat the occurrence.
+            if all(item[1] != sid for _, sid, _ in batch):
+                batch.append(item)
         # Different schedules fire concurrently: a burst of due jobs costs one round trip, not one each.
         results = await asyncio.gather(*(self._fire(*self.schedules[sid], now) for _, sid, _ in batch),
                                        return_exceptions=True)
@@ -255,7 +259,9 @@ class Scheduler:
         return ids
 
     def _apply_local(self, s: Schedule, body: bytes) -> None:
-        self._seen_rev[s.id] = max(self._seen_rev.get(s.id, 0), s.revision)
+        if self._seen_rev.get(s.id, 0) >= s.revision:
+            return  # the watch delivered our own update (or a newer one) first: already in the calendar
+        self._seen_rev[s.id] = s.revision
         self.schedules[s.id] = (s, body)
         if s.next_run is not None and not s.paused:
             heapq.heappush(self._heap, (s.next_run, s.id, s.revision))

@@ -26,6 +26,7 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
     "NAQ_WORKER_TTL": ("worker_ttl", "30", "seconds a worker record lives without a heartbeat"),
     "NAQ_SCHEDULER_LEASE": ("leader_ttl", "8", "seconds a scheduler's leadership lease lives without renewal (failover time)"),
     "NAQ_CONNECT_TIMEOUT": ("connect_timeout", "5", "seconds before a connection attempt gives up"),
+    "NAQ_PUBLISH_TIMEOUT": ("publish_timeout", "10", "seconds a publish (enqueue, result write) waits for JetStream's acknowledgement before it fails"),
     "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
     "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
     "NAQ_NATS_SERVER_BIN": ("server_bin", "", "path of the nats-server binary for the embedded server"),
@@ -48,6 +49,7 @@ class Settings:
     worker_ttl: float = 30.0
     leader_ttl: float = 8.0
     connect_timeout: float = 5.0
+    publish_timeout: float = 10.0
     replicas: int = 1
     prefix: str = "naq"
     server_bin: str = ""
