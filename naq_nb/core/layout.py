@@ -22,7 +22,7 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 def validate_queue_name(name: object) -> str:
     """Return ``name`` if it can be a queue, else raise :class:`UnknownQueueError`."""
-    if not isinstance(name, str) or not QUEUE_NAME_RE.match(name):
+    if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
         raise UnknownQueueError(
             f"invalid queue name {name!r}: use 1-64 letters, digits, '_' or '-' "
             "(it becomes a NATS subject token)")

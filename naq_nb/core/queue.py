@@ -15,10 +15,11 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from .broker import Broker
 from .envelope import encode_job
 from .errors import ConfigurationError, JobNotFoundError
-from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
+from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id, validate_job_id
 from .layout import purge_api_subject, validate_queue_name
 from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
 from .results import wait_for_result
+from .serialization import seal_record
 
 __all__ = ["Queue", "get_status", "cancel_job"]
 
@@ -114,6 +115,7 @@ class Queue:
 
 async def get_status(broker: Broker, job_id: str) -> dict:
     """The job's status record, or :class:`JobNotFoundError`."""
+    validate_job_id(job_id)
     kv = await broker.kv(broker.layout.status_bucket)
     try:
         entry = await kv.get(job_id)
@@ -134,6 +136,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     so its worker drops it; a running one is told to stop through the cancel
     subject (async functions are cancelled, a sync function's result is discarded).
     """
+    validate_job_id(job_id)
     lay = broker.layout
     kv = await broker.kv(lay.status_bucket)
     for _ in range(10):
@@ -161,8 +164,9 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
     results = await broker.kv(lay.results_bucket)
     try:
-        await results.create(job_id, encode_failure(None, None, status=JobStatus.CANCELLED,
-                                                    error=f"job {job_id} was cancelled"))
+        await results.create(job_id, seal_record(encode_failure(None, None, status=JobStatus.CANCELLED,
+                                                                error=f"job {job_id} was cancelled"),
+                                                 job_id, broker.settings.signing_key))
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
     return True

@@ -20,12 +20,12 @@ from nats.js.errors import APIError, KeyNotFoundError
 
 from .context import JobContext
 from .envelope import HEADER_META, JobMeta, decode_call, decode_meta
-from .errors import DependencyFailedError, PayloadTooLargeError, SerializationError
+from .errors import DependencyFailedError, PayloadTooLargeError, SerializationError, SignatureError
 from .execution import call_job
 from .job import JobStatus
 from .records import user_traceback, decode_status, encode_failure, encode_result, encode_status, exception_type_names
 from .results import get_result
-from .serialization import pack_record
+from .serialization import pack_record, seal_record
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -73,9 +73,11 @@ class JobRunner:
             return
         try:
             fn, args, kwargs = decode_call(meta, d.msg.headers, d.msg.data, self.b.serializer,
-                                           self.b.settings.signing_key)
+                                           self.b.settings.signing_keys)
         except SerializationError as exc:
-            await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+            bad_sig = isinstance(exc, SignatureError)  # dead-lettered at once, never retried
+            await self._finish_failed(d, exc, retry=False,
+                                      reason="bad signature" if bad_sig else "payload cannot be decoded")
             return
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
@@ -208,6 +210,7 @@ class JobRunner:
         result is stored.
         """
         jid = d.meta.job_id
+        result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         await self._status_nowait(jid, rec)
         res_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
                                              headers=dict(_CREATE_ONLY))
