@@ -312,3 +312,85 @@ def test_dashboard_notebook_holds_no_password(tmp_path):
     assert SECRET not in path.read_text() and "127.0.0.1" not in path.read_text()
     assert path.stat().st_mode & 0o077 == 0
     assert voila_env(s)["NAQ_NATS_URL"] == s.nats_url  # the kernel gets it through its environment
+
+
+# --- authentication: nq.local(), naq server, the CLI -------------------------------------------
+
+def test_local_cluster_requires_its_generated_credentials():
+    import naq_nb as nq
+    from naq_nb.client.loop import run_sync
+    from naq_nb.core.errors import NaqConnectionError
+    cluster = nq.local(workers=1, scheduler=False)
+    try:
+        assert cluster.server.requires_auth and cluster.connect_options()
+        assert nq.submit(sec_jobs.append_line, "/dev/null", "ok").result(timeout=30) == "ok"
+        stranger = Settings.from_env(environ={}, nats_url=cluster.url, connect_timeout=2.0)
+        with pytest.raises(NaqConnectionError, match="authorization violation"):
+            run_sync(Broker.connect(settings=stranger))
+        friend = run_sync(Broker.connect(settings=stranger, **cluster.connect_options()))
+        run_sync(friend.close())
+        assert cluster.connect_options()["password"] not in repr(cluster) + cluster._repr_html_()
+        conf = cluster.server.store_dir / "naq-nats.conf"
+        assert conf.stat().st_mode & 0o077 == 0
+    finally:
+        cluster.stop()
+
+
+def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from naq_nb.cli.main import main
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("auth", ["user", "token"])
+def test_cli_reports_authorization_violation_and_takes_credentials_in_the_url(tmp_path, capsys, monkeypatch, auth):
+    from naq_nb.core.server import EmbeddedServer
+    monkeypatch.setenv("NAQ_CONNECT_TIMEOUT", "3")
+    kw = {"user": "alice", "password": SECRET} if auth == "user" else {"token": SECRET}
+    srv = EmbeddedServer(store_dir=tmp_path / "js", **kw).start()
+    try:
+        code, _, err = _run_cli(capsys, "jobs", "-u", srv.url)
+        assert code == 1 and "authorization violation: check user/password/token" in err
+        assert "is a nats-server running" not in err
+        code, out, err = _run_cli(capsys, "jobs", "-u", srv.url_with_credentials())
+        assert code == 0 and "default" in out, err
+        assert SECRET not in out + err
+    finally:
+        srv.stop()
+
+
+def _make_certs(d) -> tuple[str, str, str]:
+    import shutil
+    import subprocess
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make test certificates")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=naq-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key")
+
+
+def test_cli_reports_untrusted_certificate_and_takes_tls_ca(tmp_path, capsys, monkeypatch):
+    from naq_nb.core.server import EmbeddedServer
+    ca, cert, key = _make_certs(tmp_path)
+    monkeypatch.setenv("NAQ_CONNECT_TIMEOUT", "3")
+    srv = EmbeddedServer(store_dir=tmp_path / "js", tls_cert=cert, tls_key=key).start()
+    try:
+        url = f"tls://127.0.0.1:{srv.port}"
+        code, _, err = _run_cli(capsys, "jobs", "-u", url)
+        assert code == 1 and "TLS certificate verify failed" in err and "is a nats-server running" not in err
+        code, out, err = _run_cli(capsys, "jobs", "-u", url, "--tls-ca", ca)
+        assert code == 0 and "default" in out, err
+    finally:
+        srv.stop()
