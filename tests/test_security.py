@@ -64,7 +64,14 @@ async def test_replayed_message_with_new_ids_or_options_runs_zero_times(settings
             h = {**headers, HEADER_MSG_ID: f"replay{i}", HEADER_META: json.dumps(meta, separators=(",", ":"))}
             replays.append(h)
             await b.js.publish(b.layout.queue_subject("default"), body, headers=h)
+        # the exact message again, past de-duplication with a fresh Nats-Msg-Id: its job has a result
+        await b.js.publish(b.layout.queue_subject("default"), body, headers={**headers, HEADER_MSG_ID: "again"})
         await _failed_with(b, 5, "bad signature")
+        for _ in range(600):
+            if await Queue(b).count() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await Queue(b).count() == 0
         assert marker.read_text().count("ran") == 1, "no replayed message ran"
         rec = await wait_for_result(b, "replay1", 10)
         assert rec.status == "failed" and "bad signature" in rec.meta["error"]

@@ -69,7 +69,9 @@ class JobRunner:
         if meta.job_id in self.w.cancelled_ids:
             await self._finish_cancelled(d)
             return
-        if d.delivered > 1 and await self._already_ended(d):
+        # With signing on, a first delivery is checked too: a signed message replayed after the
+        # de-duplication window must not run a job that already has a result.
+        if (d.delivered > 1 or self.b.settings.signing_key) and await self._already_ended(d):
             return
         try:
             fn, args, kwargs = decode_call(meta, d.msg.headers, d.msg.data, self.b.serializer,
