@@ -401,3 +401,34 @@ def test_cli_reports_untrusted_certificate_and_takes_tls_ca(tmp_path, capsys, mo
         assert code == 0 and "default" in out, err
     finally:
         srv.stop()
+
+
+def test_naq_server_can_require_a_token(tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    from naq_nb.client.loop import run_sync
+    from naq_nb.core.errors import NaqConnectionError
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "NAQ_SERVER_TOKEN": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "server", "--port", "0", "--store-dir",
+                             str(tmp_path / "js")], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"nats://127\.0\.0\.1:(\d+)", line)
+        assert m and SECRET not in line, line
+        url = f"nats://127.0.0.1:{m.group(1)}"
+        s = Settings.from_env(environ={}, nats_url=url, connect_timeout=3.0)
+        with pytest.raises(NaqConnectionError, match="authorization violation"):
+            run_sync(Broker.connect(settings=s))
+        b = run_sync(Broker.connect(settings=s.with_(nats_url=f"nats://{SECRET}@127.0.0.1:{m.group(1)}")))
+        run_sync(b.close())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

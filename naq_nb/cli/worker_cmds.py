@@ -75,7 +75,9 @@ def _server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     srv.start()
-    print(f"nats-server {srv.info.get('version', '?')} with JetStream at {srv.url} (store {srv.store_dir})",
+    auth = "; token required" if token else "; user/password required" if args.user else ""
+    print(f"nats-server {srv.info.get('version', '?')} with JetStream at "
+          f"{srv.url.replace('nats://', 'tls://') if args.tls_cert else srv.url} (store {srv.store_dir}{auth})",
           flush=True)
     while not done.wait(0.5):
         if not srv.running:
