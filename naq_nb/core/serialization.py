@@ -2,17 +2,21 @@
 
 * ``pickle`` (default): cloudpickle, so lambdas, closures and functions defined
   in ``__main__`` or a notebook travel by value.
-* ``json``: functions travel only as import paths and arguments must be plain
-  JSON; a JSON-mode worker never unpickles anything, and calls only paths under
-  the allowed module prefixes when ``NAQ_JSON_ALLOWED`` is set.
+* ``json``: functions travel only as ``module:function`` paths and arguments
+  must be plain JSON; a JSON-mode worker never unpickles anything and calls
+  only what ``NAQ_JSON_ALLOWED`` allows (exact ``module:function`` entries, or
+  functions defined in a listed module; never an attribute path), or without a
+  list only functions of the user's own modules (see :func:`json_default_policy`).
 
-With a signing key, pickled payloads carry an HMAC-SHA256 signature and a worker
-with the key refuses payloads whose signature is missing or wrong *before*
-unpickling them.
+With signing keys, a job message is signed over its id, its ``Naq-Meta`` header
+and its body (:func:`sign_job`), a result record is sealed bound to its job id
+(:func:`seal_record`), and both are checked against every accepted key *before*
+anything in them is unpickled or imported.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import importlib
@@ -205,6 +209,7 @@ def _warn_default_policy() -> None:
     log.warning("JSON serializer without NAQ_JSON_ALLOWED: jobs may call %s", json_default_policy())
 
 
+@functools.lru_cache(maxsize=1)
 def _system_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
