@@ -34,6 +34,30 @@ def _redact(url: str) -> str:
     return redact_url(url)
 
 
+def _is_refusal(e: BaseException) -> bool:
+    low = f"{type(e).__name__}: {e}".lower()
+    return isinstance(e, (nats.errors.AuthorizationError, ssl.SSLCertVerificationError)) \
+        or "authorization violation" in low or "certificate verify failed" in low
+
+
+async def _connect_unless_refused(connecting: Awaitable[NATS], refused: asyncio.Event, timeout: float) -> NATS:
+    """``await connecting`` within ``timeout``, but give up at once when the server refused us."""
+    task = asyncio.ensure_future(connecting)
+    waiter = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):  # its outcome is replaced by the refusal or the timeout
+        pass
+    raise asyncio.TimeoutError()
+
+
 def _connect_failure(servers: list[str], timeout: float, exc: BaseException, seen: list[BaseException]) -> str:
     """One line saying why a first connect failed: credentials, TLS, or no server at all."""
     where = ", ".join(_redact(s) for s in servers)
@@ -91,9 +115,13 @@ class Broker:
 
         seen: list[BaseException] = []  # errors of the first connect, to say *why* it failed
 
+        refused = asyncio.Event()  # a refused login or certificate will not get better by retrying
+
         async def _quiet(e: Exception) -> None:
             if len(seen) < 16:
                 seen.append(e)
+            if _is_refusal(e):
+                refused.set()
 
         listeners: list[Callable[[], Awaitable[None]]] = []
         user_cb = opts.pop("reconnected_cb", None)
@@ -117,7 +145,7 @@ class Broker:
         try:
             # A first connect that fails is not retried by nats-py unless asked; the
             # outer bound keeps a wrong URL from hanging a notebook cell.
-            nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), timeout)
+            nc = await _connect_unless_refused(nats.connect(servers=servers, **opts), refused, timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
             raise NaqConnectionError(_connect_failure(servers, timeout, exc, seen)) from None
         broker = cls(nc, settings)
