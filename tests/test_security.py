@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from naq_nb.core.broker import Broker
-from naq_nb.core.envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG
+from naq_nb.core.envelope import HEADER_META, HEADER_MSG_ID
 from naq_nb.core.errors import SerializationError, SignatureError
 from naq_nb.core.failed import list_failed
 from naq_nb.core.queue import Queue
@@ -432,3 +432,15 @@ def test_naq_server_can_require_a_token(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_json_mode_client_never_unpickles_a_result(tmp_path):
+    from naq_nb.core.records import ResultRecord
+    marker = tmp_path / "pwned"
+    for status in ("succeeded", "failed"):
+        rec = ResultRecord.decode(_evil_record(marker, status=status), "j1", accept_pickle=False)
+        assert rec.status == "failed"
+        with pytest.raises(Exception) as info:
+            rec.unwrap()
+        assert not isinstance(info.value, OSError)
+    assert not marker.exists()
