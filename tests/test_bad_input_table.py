@@ -185,3 +185,17 @@ def test_cli_bad_input_one_line_exit_2(capsys, monkeypatch, case, argv, env, tex
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert text in err
+
+
+async def test_list_scheduled_survives_a_stored_nan_time(broker, nats_server, capsys, monkeypatch):
+    """A schedule stored with a NaN due time (possible before times were checked) does not crash the listing."""
+    import asyncio
+    from naq_nb.core.job import Job
+    from naq_nb.core.schedules import make_schedule, save_schedule
+    s, body = make_schedule(Job("nan-sched", "default", jobs.add, (1, 2)), broker, interval=60)
+    s.next_run = NAN
+    await save_schedule(broker, s, body)
+    monkeypatch.setenv("NAQ_NATS_URL", nats_server.url)
+    code = await asyncio.to_thread(main, ["list-scheduled"])
+    out = capsys.readouterr().out
+    assert code == 0 and "nan-sched" in out and "invalid" in out

@@ -59,7 +59,11 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _when(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
+    if not t:
+        return ""
+    if not isinstance(t, (int, float)) or not math.isfinite(t):  # a record stored before times were checked
+        return f"invalid ({t!r})"
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _list(args: argparse.Namespace) -> int:
