@@ -64,7 +64,7 @@ async def test_json_mode_rejects_lambdas_and_main_functions(settings):
 
 
 async def test_json_worker_never_unpickles_and_honours_allow_list(settings, broker, start_worker):
-    json_settings = settings.with_(serializer="json", json_allowed=("jobs.add",))
+    json_settings = settings.with_(serializer="json", json_allowed=("jobs:add",))
     await start_worker(settings=json_settings)
     pickled = await Queue(broker).enqueue(jobs.add, 1, 1)          # pickle producer
     rec = await wait_for_result(broker, pickled.job_id, 10)
@@ -73,9 +73,15 @@ async def test_json_worker_never_unpickles_and_honours_allow_list(settings, brok
     try:
         ok = await Queue(jb).enqueue(jobs.add, 2, 3)
         assert (await wait_for_result(jb, ok.job_id, 10)).unwrap() == 5
-        denied = await Queue(jb).enqueue(jobs.count_words, "a b")
+        with pytest.raises(SerializationError, match="not allowed"):  # the producer's own list refuses it
+            await Queue(jb).enqueue(jobs.count_words, "a b")
+        open_producer = await Broker.connect(settings=settings.with_(serializer="json"))
+        try:
+            denied = await Queue(open_producer).enqueue(jobs.count_words, "a b")
+        finally:
+            await open_producer.close()
         rec = await wait_for_result(jb, denied.job_id, 10)
-        assert rec.status == "failed" and "not under an allowed prefix" in rec.meta["error"]
+        assert rec.status == "failed" and "not allowed by NAQ_JSON_ALLOWED" in rec.meta["error"]
     finally:
         await jb.close()
 

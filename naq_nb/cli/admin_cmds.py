@@ -8,7 +8,7 @@ import datetime as dt
 from ..core.failed import list_failed, requeue_failed
 from ..core.queue import Queue, cancel_job, get_status
 from ..core.registry import list_workers
-from .common import add_url, print_table, with_broker
+from .common import add_url, job_id, print_table, queue_name, with_broker
 
 __all__ = ["register"]
 
@@ -19,7 +19,7 @@ def _ts(t: float | None) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("purge", help="remove all queued jobs from queues")
-    p.add_argument("queues", nargs="*", default=None)
+    p.add_argument("queues", nargs="*", default=None, type=queue_name)
     add_url(p)
     p.set_defaults(func=_purge)
 
@@ -28,20 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_workers)
 
     p = sub.add_parser("jobs", help="show queue depths, or one job's status with --id")
-    p.add_argument("queues", nargs="*", default=None)
-    p.add_argument("--id", dest="job_id", default=None, help="show this job's status record")
+    p.add_argument("queues", nargs="*", default=None, type=queue_name)
+    p.add_argument("--id", dest="job_id", default=None, type=job_id, help="show this job's status record")
     add_url(p)
     p.set_defaults(func=_jobs)
 
     p = sub.add_parser("cancel", help="cancel a job")
-    p.add_argument("job_id")
+    p.add_argument("job_id", type=job_id)
     add_url(p)
     p.set_defaults(func=_cancel)
 
     p = sub.add_parser("failed", help="list failed jobs, or requeue them")
     p.add_argument("action", nargs="?", choices=["list", "requeue"], default="list")
     p.add_argument("refs", nargs="*", help="job ids or failed-stream sequence numbers to requeue")
-    p.add_argument("--queue", "-q", default=None)
+    p.add_argument("--queue", "-q", default=None, type=queue_name)
     p.add_argument("--all", action="store_true", help="requeue every failed job (of --queue)")
     p.add_argument("--traceback", action="store_true", help="print each job's traceback")
     add_url(p)

@@ -1,29 +1,112 @@
-"""Shared CLI bits: the --nats-url option and running one coroutine with a broker."""
+"""Shared CLI bits: connection options, argument types, running one coroutine with a broker."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any, Awaitable, Callable
+import math
+from typing import Any, Awaitable, Callable, NoReturn
 
 from ..core.broker import Broker
+from ..core.errors import NaqException
+from ..core.layout import JOB_ID_RE, QUEUE_NAME_RE
 from ..core.settings import Settings
 
-__all__ = ["add_url", "with_broker", "print_table"]
+__all__ = ["OneLineParser", "add_url", "with_broker", "print_table", "settings_from", "UsageError", "port_number",
+           "positive_int", "positive_seconds", "queue_name", "job_id"]
+
+
+class UsageError(NaqException):
+    """Bad input on the command line or in ``NAQ_*`` variables: one line on stderr, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``naq worker: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_url(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nats-url", "-u", default=None, help="NATS URL (default: $NAQ_NATS_URL or nats://127.0.0.1:4222)")
+    """The connection options every command that talks to NATS takes.
+
+    User/password or a token go in the URL (``nats://user:pass@host:4222``);
+    the same options can come from ``NAQ_NATS_CREDS`` / ``NAQ_TLS_*``.
+    """
+    p.add_argument("--nats-url", "-u", default=None,
+                   help="NATS URL (default: $NAQ_NATS_URL or nats://127.0.0.1:4222); user/password or token "
+                        "go in it: nats://user:pass@host:4222")
+    p.add_argument("--creds", default=None, help="NATS credentials file (JWT + NKey seed)")
+    p.add_argument("--tls-ca", default=None, help="CA certificate file that signed the server's certificate")
+    p.add_argument("--tls-cert", default=None, help="client certificate file (mutual TLS, with --tls-key)")
+    p.add_argument("--tls-key", default=None, help="client private key file (mutual TLS)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and the connection options; bad values end as :class:`UsageError`."""
+    try:
+        return Settings.from_env(nats_url=getattr(args, "nats_url", None), creds=getattr(args, "creds", None),
+                                 tls_ca=getattr(args, "tls_ca", None), tls_cert=getattr(args, "tls_cert", None),
+                                 tls_key=getattr(args, "tls_key", None))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def with_broker(args: argparse.Namespace, fn: Callable[[Broker], Awaitable[Any]]) -> Any:
+    settings = settings_from(args)
+
     async def _run() -> Any:
-        b = await Broker.connect(settings=Settings.from_env(nats_url=args.nats_url))
+        b = await Broker.connect(settings=settings)
         try:
             return await fn(b)
         finally:
             await b.close()
     return asyncio.run(_run())
+
+
+# --- argument types: argparse turns their ArgumentTypeError into one line and exit code 2 ---------
+
+def port_number(text: str) -> int:
+    """A TCP port 0-65535 (0: a free one)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {n}")
+    return n
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
+    return n
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return v
+
+
+def queue_name(text: str) -> str:
+    if not QUEUE_NAME_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"invalid queue name {text!r}: use 1-64 letters, digits, '_' or '-'")
+    return text
+
+
+def job_id(text: str) -> str:
+    if not JOB_ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"invalid job id {text!r}: 1-128 letters, digits, '_' or '-'")
+    return text
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -26,10 +26,10 @@ import webbrowser
 from pathlib import Path
 
 from ..core.errors import NaqException
-from ..core.settings import Settings
-from .common import add_url, with_broker
+from ..core.settings import Settings, redact_url
+from .common import add_url, settings_from, with_broker
 
-__all__ = ["register", "require_voila", "VoilaMissing", "write_dashboard_notebook", "voila_command"]
+__all__ = ["register", "require_voila", "VoilaMissing", "write_dashboard_notebook", "voila_command", "voila_env"]
 
 INSTALL_HINT = "pip install 'naq_nb[dashboard]'"
 _START_TIMEOUT = 90.0
@@ -66,17 +66,35 @@ def require_voila() -> None:
         raise VoilaMissing(f"naq dashboard needs Voilà, which cannot be imported ({exc}): {INSTALL_HINT}") from None
 
 
-def write_dashboard_notebook(folder: str | os.PathLike, nats_url: str) -> Path:
-    """Write the notebook Voilà runs: connect to ``nats_url`` and show ``nq.dashboard()``."""
+def write_dashboard_notebook(folder: str | os.PathLike, nats_url: str | None = None) -> Path:
+    """Write the notebook Voilà runs: ``nq.connect()`` and ``nq.dashboard()``, readable by this user only.
+
+    The connection (URL with any credentials, creds and TLS files) reaches the kernel
+    through its environment (``NAQ_NATS_URL``, ``NAQ_NATS_CREDS``, ``NAQ_TLS_*``), never
+    through the file; ``nats_url`` is accepted for compatibility and not written.
+    """
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
-    source = f"import naq_nb as nq\nnq.connect({nats_url!r})\nnq.dashboard()"
+    source = "import naq_nb as nq\nnq.connect()  # NAQ_NATS_URL etc. come from the environment\nnq.dashboard()"
     nb = new_notebook(cells=[new_code_cell(source)], metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}})
     path = Path(folder) / "naq-dashboard.ipynb"
-    nbformat.write(nb, str(path))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        nbformat.write(nb, f)
     return path
+
+
+def voila_env(settings: Settings) -> dict[str, str]:
+    """The environment of the Voilà process: the connection settings its kernel reads."""
+    env = {**os.environ, "NAQ_NATS_URL": settings.nats_url}
+    for var, value in (("NAQ_NATS_CREDS", settings.creds), ("NAQ_TLS_CA", settings.tls_ca),
+                       ("NAQ_TLS_CERT", settings.tls_cert), ("NAQ_TLS_KEY", settings.tls_key)):
+        if value:
+            env[var] = os.path.abspath(value)
+    return env
 
 
 def voila_command(notebook: Path, host: str, port: int) -> list[str]:
@@ -135,7 +153,8 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 def _dashboard(args: argparse.Namespace) -> int:
     require_voila()
-    url = Settings.from_env(nats_url=args.nats_url).nats_url
+    settings = settings_from(args)
+    url = redact_url(settings.nats_url)
     with_broker(args, lambda b: asyncio.sleep(0))  # an unreachable server: one line now, not a broken page
     port = args.port or _free_port(args.host)
     folder = Path(tempfile.mkdtemp(prefix="naq-dashboard-"))
@@ -147,11 +166,12 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, _on_term)
     try:
-        notebook = write_dashboard_notebook(folder, url)
-        with open(log_path, "wb") as logf:
+        notebook = write_dashboard_notebook(folder)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "wb") as logf:
             proc = subprocess.Popen(voila_command(notebook, args.host, port), cwd=folder, stdin=subprocess.DEVNULL,
                                     stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "NAQ_NATS_URL": url})
+                                    env=voila_env(settings))
         page = _page_url(args.host, port)
         _wait_until_serving(proc, page, log_path)
         print(f"naq dashboard: {page}  (NATS {url}; Voilà log {log_path}; Ctrl-C to stop)", flush=True)

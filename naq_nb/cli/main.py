@@ -11,7 +11,8 @@ import importlib
 import logging
 import sys
 
-from ..core.errors import NaqException
+from ..core.errors import ConfigurationError, NaqException
+from .common import OneLineParser, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -20,7 +21,7 @@ _COMMAND_MODULES = ("naq_nb.cli.worker_cmds", "naq_nb.cli.admin_cmds", "naq_nb.c
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="naq", description="naq_nb: a job queue on NATS JetStream.")
+    parser = OneLineParser(prog="naq", description="naq_nb: a job queue on NATS JetStream.")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except (UsageError, ConfigurationError) as exc:  # bad input: the user fixes the command, not us
+        print(f"naq: error: {exc}", file=sys.stderr)
+        return 2
     except NaqException as exc:
         print(f"naq: error: {exc}", file=sys.stderr)
         return 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import math
 import signal
 
 from ..core.scheduler import Scheduler
 from ..core.schedules import change_schedule, list_schedules
-from ..core.settings import Settings
-from .common import add_url, print_table, with_broker
+from .common import (UsageError, add_url, job_id, positive_int, positive_seconds, print_table, settings_from,
+                     with_broker)
 
 __all__ = ["register"]
 
@@ -27,18 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_list)
 
     p = sub.add_parser("job-control", help="cancel, pause, resume or reschedule a scheduled job")
-    p.add_argument("job_id", help="the schedule id (the Job id that enqueue_at/schedule returned)")
+    p.add_argument("job_id", type=job_id, help="the schedule id (the Job id that enqueue_at/schedule returned)")
     p.add_argument("action", choices=["cancel", "pause", "resume", "reschedule"])
     p.add_argument("--cron", default=None, help="reschedule: a new cron expression")
-    p.add_argument("--interval", type=float, default=None, help="reschedule: a new interval in seconds")
-    p.add_argument("--repeat", type=int, default=None, help="reschedule: total number of runs")
+    p.add_argument("--interval", type=_interval, default=None, help="reschedule: a new interval in seconds")
+    p.add_argument("--repeat", type=positive_int, default=None, help="reschedule: total number of runs")
     p.add_argument("--next-run", default=None, help="reschedule: next run, ISO time (naive = UTC) or epoch")
     add_url(p)
     p.set_defaults(func=_control)
 
 
+def _interval(text: str) -> float:
+    v = positive_seconds(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text!r}")
+    return v
+
+
 def _scheduler(args: argparse.Namespace) -> int:
-    s = Scheduler(settings=Settings.from_env(nats_url=args.nats_url), instance_id=args.instance_id,
+    s = Scheduler(settings=settings_from(args), instance_id=args.instance_id,
                   ha=not args.disable_ha)
 
     async def _run() -> None:
@@ -51,7 +59,11 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _when(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
+    if not t:
+        return ""
+    if not isinstance(t, (int, float)) or not math.isfinite(t):  # a record stored before times were checked
+        return f"invalid ({t!r})"
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -66,10 +78,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _parse_time(text: str) -> float:
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
-        t = dt.datetime.fromisoformat(text)
+        try:
+            t = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"--next-run: not an ISO time or epoch seconds: {text!r}") from None
         return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+    if not math.isfinite(v):
+        raise UsageError(f"--next-run must be a finite time, not {text!r}")
+    return v
 
 
 def _control(args: argparse.Namespace) -> int:
@@ -81,7 +99,7 @@ def _control(args: argparse.Namespace) -> int:
         if args.next_run:
             changes["next_run"] = _parse_time(args.next_run)
         if not changes:
-            raise SystemExit("naq job-control reschedule: give --cron, --interval, --repeat or --next-run")
+            raise UsageError("naq job-control reschedule: give --cron, --interval, --repeat or --next-run")
     s = with_broker(args, lambda b: change_schedule(b, args.job_id, action, **changes))
     if s is None:
         print(f"{args.job_id}: cancelled")

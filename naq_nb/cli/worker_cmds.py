@@ -11,36 +11,43 @@ import signal
 import threading
 
 from ..core.server import EmbeddedServer
-from ..core.settings import Settings
 from ..core.execution import EXECUTION_MODES
 from ..core.worker import Worker
-from .common import add_url
+from .common import UsageError, add_url, port_number, positive_int, positive_seconds, queue_name, settings_from
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a worker on one or more queues")
-    p.add_argument("queues", nargs="*", help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')")
+    p.add_argument("queues", nargs="*", type=queue_name,
+                   help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')")
     add_url(p)
-    p.add_argument("--concurrency", "-c", type=int, default=10, help="jobs run at once (default 10)")
+    p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
-    p.add_argument("--grace-period", type=float, default=30.0, help="seconds running jobs get to finish on stop")
+    p.add_argument("--grace-period", type=positive_seconds, default=30.0,
+                   help="seconds running jobs get to finish on stop")
     p.add_argument("--execution", choices=EXECUTION_MODES, default="processes",
                    help="where sync job code runs: 'processes' (default; child processes, hard timeouts and "
                         "cancels, a crashing job can't end the worker) or 'threads' (no hard timeout or cancel)")
     p.set_defaults(func=_worker)
 
     s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
-    s.add_argument("--port", "-p", type=int, default=4222, help="port (default 4222; 0 = a free one)")
+    s.add_argument("--port", "-p", type=port_number, default=4222, help="port (default 4222; 0 = a free one)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--store-dir", "-sd", default=None, help="JetStream store directory (default: temporary)")
-    s.add_argument("--max-payload", type=int, default=None, help="max message size in bytes")
+    s.add_argument("--max-payload", type=positive_int, default=None, help="max message size in bytes")
+    s.add_argument("--user", default=None, help="require this user (with --password; or $NAQ_SERVER_PASSWORD)")
+    s.add_argument("--password", default=None, help="password of --user (prefer $NAQ_SERVER_PASSWORD: "
+                                                     "command lines are visible to other local users)")
+    s.add_argument("--token", default=None, help="require this token (or $NAQ_SERVER_TOKEN)")
+    s.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (with --tls-key)")
+    s.add_argument("--tls-key", default=None, help="private key of --tls-cert")
     s.set_defaults(func=_server)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(nats_url=args.nats_url)
+    settings = settings_from(args)
     w = Worker(args.queues or None, settings=settings, concurrency=args.concurrency, name=args.name,
                grace_period=args.grace_period, execution=args.execution, echo_output=True)
 
@@ -59,14 +66,22 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
-    srv = EmbeddedServer(port=args.port or None, host=args.host, store_dir=args.store_dir,
-                         max_payload=args.max_payload)
+    password = args.password or os.environ.get("NAQ_SERVER_PASSWORD") or None
+    token = args.token or os.environ.get("NAQ_SERVER_TOKEN") or None
+    try:
+        srv = EmbeddedServer(port=args.port or None, host=args.host, store_dir=args.store_dir,
+                             max_payload=args.max_payload, user=args.user, password=password if args.user else None,
+                             token=token, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     # Handlers first: whoever reads the URL line may send SIGTERM at once, and must get a clean stop.
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     srv.start()
-    print(f"nats-server {srv.info.get('version', '?')} with JetStream at {srv.url} (store {srv.store_dir})",
+    auth = "; token required" if token else "; user/password required" if args.user else ""
+    print(f"nats-server {srv.info.get('version', '?')} with JetStream at "
+          f"{srv.url.replace('nats://', 'tls://') if args.tls_cert else srv.url} (store {srv.store_dir}{auth})",
           flush=True)
     while not done.wait(0.5):
         if not srv.running:

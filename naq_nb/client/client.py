@@ -19,7 +19,7 @@ from ..core.queue import Queue as CoreQueue, cancel_job, get_status
 from ..core.records import ResultRecord
 from ..core.registry import list_workers
 from ..core.results import wait_for_result
-from ..core.settings import Settings
+from ..core.settings import Settings, redact_url
 from .loop import on_exit, run_sync
 from .twins import twin, with_twins
 
@@ -39,7 +39,8 @@ class Client:
 
     @property
     def url(self) -> str:
-        return self.settings.nats_url
+        """The server URL(s) for display: credentials in it are shown as ``***``."""
+        return redact_url(self.settings.nats_url)
 
     async def broker(self) -> Broker:
         """The connected :class:`Broker` (call on the loop thread only)."""

@@ -81,6 +81,8 @@ def _delay_to_time(delay: timedelta | float | int) -> float:
         delay = delay.total_seconds()
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}: {delay!r}")
+    if delay != delay or delay in (float("inf"), float("-inf")):
+        raise ConfigurationError(f"delay must be a finite number of seconds, not {delay!r}")
     return time.time() + float(delay)
 
 

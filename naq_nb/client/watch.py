@@ -28,7 +28,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from ..core.records import ResultRecord, decode_status
-from ..core.results import get_result
+from ..core.results import decode_result, get_result
 from .loop import run_async, run_sync
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class JobWatch:
         if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE) or not msg.data:
             return  # a requeue cleared an old result; the new one follows
         try:
-            rec = ResultRecord.decode(msg.data)
+            rec = decode_result(self.client.settings, job_id, msg.data)  # checks the seal before any unpickling
         except Exception as exc:
             log.warning("undecodable result record for job %s: %s", job_id, exc)
             return

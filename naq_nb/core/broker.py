@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from typing import Any, Awaitable, Callable
 
 import nats
@@ -22,7 +23,7 @@ from nats.js.kv import KeyValue
 from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from .layout import Layout
 from .serialization import Serializer, get_serializer
-from .settings import Settings
+from .settings import Settings, redact_url
 
 __all__ = ["Broker"]
 
@@ -30,10 +31,52 @@ log = logging.getLogger("naq_nb")
 
 
 def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    return redact_url(url)
+
+
+def _is_refusal(e: BaseException) -> bool:
+    low = f"{type(e).__name__}: {e}".lower()
+    return isinstance(e, (nats.errors.AuthorizationError, ssl.SSLCertVerificationError)) \
+        or "authorization violation" in low or "certificate verify failed" in low
+
+
+async def _connect_unless_refused(connecting: Awaitable[NATS], refused: asyncio.Event, timeout: float) -> NATS:
+    """``await connecting`` within ``timeout``, but give up at once when the server refused us."""
+    task = asyncio.ensure_future(connecting)
+    waiter = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):  # its outcome is replaced by the refusal or the timeout
+        pass
+    raise asyncio.TimeoutError()
+
+
+def _connect_failure(servers: list[str], timeout: float, exc: BaseException, seen: list[BaseException]) -> str:
+    """One line saying why a first connect failed: credentials, TLS, or no server at all."""
+    where = ", ".join(_redact(s) for s in servers)
+    for e in [exc, *reversed(seen)]:  # nats-py retries auth and TLS failures; the error callback saw them
+        low = f"{type(e).__name__}: {e}".lower()
+        if isinstance(e, (nats.errors.AuthorizationError, ssl.SSLError)) or "authorization" in low \
+                or "certificate verify failed" in low:
+            exc = e
+            break
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else "no answer"
+    low = text.lower()
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in low or "authentication" in low:
+        return f"cannot connect to NATS at {where}: authorization violation: check user/password/token or --creds"
+    if isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in low:
+        return f"cannot connect to NATS at {where}: TLS certificate verify failed: {getattr(exc, 'verify_message', '') or exc} (give the CA with --tls-ca / NAQ_TLS_CA)"
+    if isinstance(exc, ssl.SSLError) or "tls" in low or "ssl" in low:
+        return f"cannot connect to NATS at {where}: TLS error: {exc}"
+    return (f"cannot connect to NATS at {where} within {timeout:g}s ({text}); is a nats-server running "
+            "there? (`naq server` starts one)")
 
 
 class Broker:
@@ -68,12 +111,19 @@ class Broker:
         settings = settings or Settings.from_env()
         if url:
             settings = settings.with_(nats_url=url)
-        opts = {**dict(settings.nats_options), **nats_options}
+        opts = {**settings.connect_options(), **nats_options}
         servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
         timeout = settings.connect_timeout
 
-        async def _quiet(_e: Exception) -> None:
-            return None
+        seen: list[BaseException] = []  # errors of the first connect, to say *why* it failed
+
+        refused = asyncio.Event()  # a refused login or certificate will not get better by retrying
+
+        async def _quiet(e: Exception) -> None:
+            if len(seen) < 16:
+                seen.append(e)
+            if _is_refusal(e):
+                refused.set()
 
         listeners: list[Callable[[], Awaitable[None]]] = []
         user_cb = opts.pop("reconnected_cb", None)
@@ -113,12 +163,9 @@ class Broker:
         try:
             # A first connect that fails is not retried by nats-py unless asked; the
             # outer bound keeps a wrong URL from hanging a notebook cell.
-            nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), timeout)
+            nc = await _connect_unless_refused(nats.connect(servers=servers, **opts), refused, timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
-            raise NaqConnectionError(
-                f"cannot connect to NATS at {', '.join(_redact(s) for s in servers)} within {timeout:g}s "
-                f"({f'{type(exc).__name__}: {exc}' if str(exc) else 'no answer'}); is a nats-server running "
-                "there? (`naq server` starts one)") from None
+            raise NaqConnectionError(_connect_failure(servers, timeout, exc, seen)) from None
         broker = cls(nc, settings)
         holder.append(broker)
         broker._reconnect_listeners = listeners
@@ -294,4 +341,6 @@ class Broker:
         return self.nc.is_connected
 
     def __repr__(self) -> str:
-        return f"<Broker {self.nc.connected_url.netloc if self.nc.connected_url else '-'} prefix={self.layout.prefix}>"
+        url = self.nc.connected_url
+        where = f"{url.hostname}:{url.port}" if url else "-"  # never netloc: it carries user:password@
+        return f"<Broker {where} prefix={self.layout.prefix}>"

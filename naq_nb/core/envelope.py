@@ -2,7 +2,7 @@
 
 Headers: ``Nats-Msg-Id`` (JetStream de-duplication), ``Naq-Meta`` (JSON: id,
 queue, function name, serializer, retry policy, timeout, dependencies, result
-TTL, enqueue time) and ``Naq-Sig`` (HMAC of the body, when a signing key is set).
+TTL, enqueue time) and ``Naq-Sig`` (HMAC of the job id, ``Naq-Meta`` and body, when a signing key is set).
 The body is the serializer's encoding of ``(function, args, kwargs)``.
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .errors import ConfigurationError, PayloadTooLargeError, SerializationError
 from .job import Job, JobOptions, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
-from .serialization import Serializer, sign, verify
+from .serialization import Serializer, sign_job, verify_job
 
 __all__ = ["encode_job", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META", "HEADER_SIG", "HEADER_MSG_ID"]
 
@@ -33,8 +33,8 @@ def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_paylo
             "ts": job.enqueue_time, **job.options.to_meta()}
     headers = {HEADER_MSG_ID: job.options.key or job.job_id,
                HEADER_META: json.dumps(meta, separators=(",", ":"))}
-    if signing_key:
-        headers[HEADER_SIG] = sign(signing_key, body)
+    if signing_key:  # covers the id, the options and queue (Naq-Meta) and the body
+        headers[HEADER_SIG] = sign_job(signing_key, job.job_id, headers[HEADER_META], body)
     size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + _HEADROOM
     if size > max_payload:
         raise PayloadTooLargeError(
@@ -178,16 +178,17 @@ def _retry(value: Any) -> RetryPolicy:
         raise ValueError(f"retry: {exc}") from None
 
 
-def check_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer, signing_key: bytes = b"") -> None:
+def check_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer,
+               signing_key: bytes | Sequence[bytes] = b"") -> None:
     """Everything :func:`decode_call` checks before unpickling (serializer, signature)."""
     if meta.serializer != ser.name:
         raise SerializationError(f"job was serialized with {meta.serializer!r} but this worker only accepts "
                                  f"{ser.name!r} (NAQ_JOB_SERIALIZER)")
-    if signing_key and ser.name == "pickle":
-        verify(signing_key, body, (headers or {}).get(HEADER_SIG))
+    # Checked before the serializer runs: nothing from an unsigned message is unpickled or imported.
+    verify_job(signing_key, meta.job_id, (headers or {}).get(HEADER_META, ""), body, (headers or {}).get(HEADER_SIG))
 
 
 def decode_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer,
-                signing_key: bytes = b"") -> tuple[Callable[..., Any], tuple, dict]:
+                signing_key: bytes | Sequence[bytes] = b"") -> tuple[Callable[..., Any], tuple, dict]:
     check_call(meta, headers, body, ser, signing_key)
     return ser.loads_call(body)

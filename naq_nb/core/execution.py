@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
@@ -85,7 +85,7 @@ class JobCall:
     headers: dict | None
     body: bytes
     serializer: Serializer
-    signing_key: bytes = b""
+    signing_key: bytes | Sequence[bytes] = b""
     decoded: tuple | None = None
 
     def decode(self) -> tuple[Callable[..., Any], tuple, dict]:

@@ -8,6 +8,7 @@ raises instead of being passed to (or hidden from) the function.
 from __future__ import annotations
 
 import difflib
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, fields, replace
@@ -16,10 +17,10 @@ from enum import Enum
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigurationError
-from .layout import JOB_ID_RE, validate_queue_name
+from .layout import JOB_ID_RE, validate_job_id, validate_queue_name
 from .retry import RetryPolicy
 
-__all__ = ["JobStatus", "JobOptions", "Job", "new_job_id", "TERMINAL", "func_name"]
+__all__ = ["JobStatus", "JobOptions", "Job", "new_job_id", "TERMINAL", "func_name", "validate_job_id"]
 
 
 class JobStatus(str, Enum):
@@ -60,8 +61,10 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{what} must be a positive number of seconds, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, not {type(value).__name__}: {value!r}")
+    if not math.isfinite(value) or value <= 0:  # NaN compares false with everything: test it explicitly
+        raise ConfigurationError(f"{what} must be a finite positive number of seconds, not {value!r}")
     return float(value)
 
 
@@ -72,7 +75,7 @@ def _dep_ids(depends_on: Any) -> tuple[str, ...]:
     ids = []
     for d in items:
         jid = d if isinstance(d, str) else getattr(d, "job_id", None)
-        if not isinstance(jid, str) or not JOB_ID_RE.match(jid):
+        if not isinstance(jid, str) or not JOB_ID_RE.fullmatch(jid):
             raise ConfigurationError(f"depends_on entries must be jobs or job ids, not {d!r}")
         ids.append(jid)
     return tuple(ids)
@@ -133,6 +136,8 @@ class JobOptions:
                 raise ConfigurationError(f"retry must be a RetryPolicy, an int or a dict, not {r!r}")
         if opts.get("queue") is not None:
             validate_queue_name(opts["queue"])
+        if opts.get("name") is not None and not isinstance(opts["name"], str):
+            raise TypeError(f"name must be a string, not {type(opts['name']).__name__}: {opts['name']!r}")
         if "timeout" in opts:
             opts["timeout"] = _seconds(opts["timeout"], "timeout")
         if "result_ttl" in opts:
@@ -141,7 +146,7 @@ class JobOptions:
             opts["depends_on"] = _dep_ids(opts["depends_on"])
         for k in ("job_id", "key"):
             v = opts.get(k)
-            if v is not None and (not isinstance(v, str) or not JOB_ID_RE.match(v)):
+            if v is not None and (not isinstance(v, str) or not JOB_ID_RE.fullmatch(v)):
                 raise ConfigurationError(f"{k} must be 1-128 letters, digits, '_' or '-', not {v!r}")
         return replace(o, **opts)
 

@@ -20,6 +20,7 @@ from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
 from .results import wait_for_result
+from .serialization import seal_record
 
 __all__ = ["Queue", "get_status", "cancel_job", "call_digest"]
 
@@ -237,8 +238,9 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
     results = await broker.kv(lay.results_bucket)
     try:
-        await results.create(job_id, encode_failure(None, None, status=JobStatus.CANCELLED,
-                                                    error=f"job {job_id} was cancelled"))
+        await results.create(job_id, seal_record(encode_failure(None, None, status=JobStatus.CANCELLED,
+                                                                error=f"job {job_id} was cancelled"),
+                                                 job_id, broker.settings.signing_key))
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
     return True

@@ -10,14 +10,17 @@ value or exception.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import traceback
-from typing import Any
+from typing import Any, Sequence
 
-from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError
+from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError, SignatureError
 from .job import JobStatus
-from .serialization import Serializer, get_serializer, pack_record, unpack_record
+from .serialization import Serializer, get_serializer, open_record, pack_record, unpack_record
+
+log = logging.getLogger("naq_nb")
 
 __all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
            "encode_failure", "rebuild_exception", "exception_type_names"]
@@ -64,11 +67,17 @@ def exception_type_names(exc: BaseException) -> list[str]:
 
 
 class ResultRecord:
-    """A decoded result: ``status``, ``meta`` and the value or the rebuilt exception."""
+    """A decoded result: ``status``, ``meta`` and the value or the rebuilt exception.
 
-    def __init__(self, meta: dict, payload: bytes) -> None:
+    A record refused by :meth:`decode` (bad signature, or pickled data where
+    pickle is not accepted) keeps no payload: it is a failure whose exception
+    is the refusal, so nothing in it is ever unpickled.
+    """
+
+    def __init__(self, meta: dict, payload: bytes, refused: SerializationError | None = None) -> None:
         self.meta = meta
         self.payload = payload
+        self.refused = refused
 
     @property
     def status(self) -> str:
@@ -84,10 +93,14 @@ class ResultRecord:
         return bool(exp) and exp < time.time()
 
     def value(self) -> Any:
+        if self.refused is not None:
+            raise self.refused
         ser = get_serializer(self.meta.get("ser", "pickle"))
         return ser.loads_value(self.payload) if self.payload else None
 
     def exception(self) -> BaseException:
+        if self.refused is not None:
+            return self.refused
         return rebuild_exception(self.meta, self.payload)
 
     def unwrap(self) -> Any:
@@ -97,9 +110,30 @@ class ResultRecord:
         raise self.exception()
 
     @classmethod
-    def decode(cls, data: bytes) -> "ResultRecord":
-        meta, payload = unpack_record(data)
+    def decode(cls, data: bytes, job_id: str | None = None, keys: Sequence[bytes] = (),
+               accept_pickle: bool = True) -> "ResultRecord":
+        """Decode a stored result; with ``keys``, its seal for ``job_id`` is checked before anything else.
+
+        With ``accept_pickle=False`` (a JSON-mode client) pickled values and exceptions are refused too.
+        """
+        if keys and job_id is not None:
+            try:
+                meta, payload = open_record(data, job_id, keys)
+            except SignatureError as exc:
+                log.warning("refusing the result record of job %s: %s", job_id, exc)
+                return cls._refusal(exc)
+        else:
+            meta, payload = unpack_record(data)
+        if not accept_pickle and payload and meta.get("ser", "pickle") == "pickle":
+            if meta.get("status") == JobStatus.SUCCEEDED.value:
+                return cls._refusal(SerializationError(
+                    f"the result of job {job_id} is pickled but this client only accepts JSON (NAQ_JOB_SERIALIZER)"))
+            payload = b""  # a failure still reports its error text and traceback, without the pickled exception
         return cls(meta, payload)
+
+    @classmethod
+    def _refusal(cls, exc: SerializationError) -> "ResultRecord":
+        return cls({"status": JobStatus.FAILED.value, "error": str(exc), "refused": True}, b"", refused=exc)
 
 
 def encode_result(ser: Serializer, value: Any, *, result_ttl: float | None, **meta: Any) -> bytes:

@@ -19,8 +19,9 @@ from .records import ResultRecord
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .settings import Settings
 
-__all__ = ["wait_for_result", "get_result"]
+__all__ = ["wait_for_result", "get_result", "decode_result"]
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
@@ -32,8 +33,14 @@ async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
         return None
     if not entry.value:
         return None
-    rec = ResultRecord.decode(entry.value)
+    rec = decode_result(broker.settings, job_id, entry.value)
     return None if rec.expired else rec
+
+
+def decode_result(s: "Settings", job_id: str, data: bytes) -> ResultRecord:
+    """A stored result as settings ``s`` accept it: sealed by a known key when signing is on,
+    never pickled in JSON mode."""
+    return ResultRecord.decode(data, job_id, s.signing_keys, accept_pickle=s.serializer == "pickle")
 
 
 async def _job_exists(broker: "Broker", job_id: str) -> bool:
@@ -52,6 +59,9 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
     when the job is known but not finished in time.
     """
     validate_job_id(job_id)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout != timeout or timeout < 0):
+        raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
     lay = broker.layout
     await broker.ensure_layout()
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))

@@ -6,6 +6,7 @@ worker never sleeps on a retry.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -43,12 +44,17 @@ class RetryPolicy:
                 raise ConfigurationError(
                     f"backoff must be one of {BACKOFF_KINDS} or a list of delays, not {self.backoff!r}")
         else:
-            delays = tuple(float(d) for d in self.backoff)
-            if not delays or any(d < 0 for d in delays):
-                raise ConfigurationError(f"explicit retry delays must be a non-empty list of >= 0, not {self.backoff!r}")
-            object.__setattr__(self, "backoff", delays)
-        if self.delay < 0 or self.max_delay < 0 or not (0 <= self.jitter <= 1):
-            raise ConfigurationError("delay and max_delay must be >= 0 and jitter within [0, 1]")
+            if not isinstance(self.backoff, (list, tuple)) or not self.backoff or not all(
+                    _is_seconds(d) for d in self.backoff):
+                raise ConfigurationError(f"explicit retry delays (backoff / retry_delay) must be a non-empty list "
+                                         f"of finite numbers >= 0, not {self.backoff!r}")
+            object.__setattr__(self, "backoff", tuple(float(d) for d in self.backoff))
+        for name in ("delay", "max_delay"):
+            if not _is_seconds(getattr(self, name)):
+                raise ConfigurationError(f"{name} (retry_delay) must be a finite number of seconds >= 0, "
+                                         f"not {getattr(self, name)!r}")
+        if not _is_seconds(self.jitter) or self.jitter > 1:
+            raise ConfigurationError(f"jitter must be a number within [0, 1], not {self.jitter!r}")
         object.__setattr__(self, "retry_on", tuple(_type_name(t) for t in self.retry_on))
 
     @classmethod
@@ -60,7 +66,7 @@ class RetryPolicy:
             retry_delay = 0
         if isinstance(retry_delay, (int, float)) and not isinstance(retry_delay, bool):
             return cls(max_retries=max_retries, backoff="fixed", delay=float(retry_delay), **extra)  # type: ignore[arg-type]
-        if isinstance(retry_delay, Iterable):
+        if isinstance(retry_delay, Iterable) and not isinstance(retry_delay, (str, bytes, dict)):
             return cls(max_retries=max_retries, backoff=tuple(retry_delay), **extra)  # type: ignore[arg-type]
         raise ConfigurationError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
 
@@ -105,6 +111,11 @@ class RetryPolicy:
                    backoff=tuple(backoff) if isinstance(backoff, list) else backoff,
                    delay=d.get("delay", 0.0), max_delay=d.get("max_delay", 3600.0),
                    jitter=d.get("jitter", 0.0), retry_on=tuple(d.get("retry_on", ())))
+
+
+def _is_seconds(v: object) -> bool:
+    """A real number (not a bool), finite and >= 0."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def _type_name(t: object) -> str:

@@ -32,12 +32,12 @@ from .broker import Broker
 from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .envelope import HEADER_META
-from .errors import DependencyFailedError, NaqException, PayloadTooLargeError, SerializationError
+from .errors import DependencyFailedError, NaqException, PayloadTooLargeError, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
 from .job import JobStatus
 from .records import decode_status, encode_failure, encode_result, encode_status
 from .results import get_result
-from .serialization import pack_record
+from .serialization import pack_record, seal_record
 
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK"]
 
@@ -79,13 +79,19 @@ class JobRunner:
         if meta.job_id in self.cancelled:
             await self.finish_cancelled(d)
             return
-        if d.delivered > 1 and (await self._already_ended(d) or await self._over_budget(d)):
+        # With signing on, a first delivery is checked too: a signed message replayed after the
+        # de-duplication window must not run a job that already has a result.
+        if (d.delivered > 1 or self.b.settings.signing_key) and await self._already_ended(d):
             return
-        call = JobCall(meta, d.msg.headers, d.msg.data, self.b.serializer, self.b.settings.signing_key)
+        if d.delivered > 1 and await self._over_budget(d):
+            return
+        call = JobCall(meta, d.msg.headers, d.msg.data, self.b.serializer, self.b.settings.signing_keys)
         try:
             self.execution.prepare(call)
         except SerializationError as exc:
-            await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+            bad_sig = isinstance(exc, SignatureError)  # dead-lettered at once, never retried
+            await self._finish_failed(d, exc, retry=False,
+                                      reason="bad signature" if bad_sig else "payload cannot be decoded")
             return
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
@@ -259,6 +265,7 @@ class JobRunner:
         which finds the result if a write did land after all.
         """
         jid = d.meta.job_id
+        result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
                 await asyncio.wait_for(self._store_result(jid, result, rec), RESULT_WRITE_TIMEOUT)

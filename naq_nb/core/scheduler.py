@@ -31,6 +31,7 @@ from typing import Any, Callable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
+from .errors import SignatureError
 from .job import JobStatus
 from .records import decode_status, encode_status, status_record
 from .kvscan import scan_bucket
@@ -229,6 +230,13 @@ class Scheduler:
         return fired
 
     async def _fire(self, s: Schedule, body: bytes, now: float) -> list[str]:
+        if self.broker.settings.signing_keys:
+            try:
+                job_message(s, body, s.id, now, self.broker.settings.signing_keys)
+            except SignatureError as exc:  # forged or unsigned record: never fired, never retried
+                log.error("schedule %s is not fired: %s", s.id, exc)
+                self.schedules.pop(s.id, None)
+                return []
         times, nxt = occurrences_due(s, now)
         ids = [occurrence_id(s, t) for t in times]
         for jid, t in zip(ids, times):
@@ -270,7 +278,8 @@ class Scheduler:
         b = self.broker
         lay = b.layout
         await self._mark_queued(s, job_id, due)
-        ack = await b.js.publish(lay.queue_subject(s.queue), body, headers=job_message(s, body, job_id, due))
+        ack = await b.js.publish(lay.queue_subject(s.queue), body,
+                                 headers=job_message(s, body, job_id, due, b.settings.signing_keys))
         if ack.duplicate:
             log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
 

@@ -21,10 +21,11 @@ occurrences, then continues on the calendar; ``"all"`` fires each missed one
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -36,7 +37,7 @@ from .errors import ConfigurationError, JobNotFoundError, NaqException
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .records import encode_status, status_record
-from .serialization import pack_record, unpack_record
+from .serialization import pack_record, sign_job, unpack_record, verify_job
 
 __all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",
            "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules", "change_schedule", "occurrence_id",
@@ -50,6 +51,16 @@ class ScheduleNotFoundError(JobNotFoundError):
     """No schedule with that id (never created, finished, or cancelled)."""
 
 
+def positive_seconds(value: Any, what: str, *, zero_ok: bool = False) -> float:
+    """``value`` as float seconds: a real, finite number > 0 (>= 0 with ``zero_ok``), else an error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}: {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise ConfigurationError(f"{what} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'}, "
+                                 f"not {value!r}")
+    return float(value)
+
+
 def to_epoch(when: datetime | float | int, what: str = "time") -> float:
     """Epoch seconds of ``when``; a naive datetime is read as UTC."""
     if isinstance(when, datetime):
@@ -57,6 +68,8 @@ def to_epoch(when: datetime | float | int, what: str = "time") -> float:
             when = when.replace(tzinfo=timezone.utc)
         return when.timestamp()
     if isinstance(when, (int, float)) and not isinstance(when, bool):
+        if not math.isfinite(when):
+            raise ConfigurationError(f"{what} must be a finite time, not {when!r}")
         return float(when)
     raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(when).__name__}: {when!r}")
 
@@ -179,12 +192,18 @@ def occurrences_due(s: Schedule, now: float) -> tuple[list[float], float | None]
     return due, t
 
 
-def job_message(s: Schedule, body: bytes, job_id: str, due: float) -> dict:
-    """Headers for one firing: the template's metadata with this occurrence's id."""
+def job_message(s: Schedule, body: bytes, job_id: str, due: float, keys: Sequence[bytes] = ()) -> dict:
+    """Headers for one firing: the template's metadata with this occurrence's id.
+
+    With signing ``keys``, the stored template must verify (a schedule record
+    forged in the bucket raises :class:`SignatureError`) before the firing is
+    signed, bound to its own id, with the first key.
+    """
     meta = {**s.meta, "id": job_id, "ts": time.time(), "due": due, "sched": s.id}
     headers = {HEADER_MSG_ID: job_id, HEADER_META: json.dumps(meta, separators=(",", ":"))}
-    if s.sig:
-        headers[HEADER_SIG] = s.sig
+    if keys:
+        verify_job(keys, s.id, json.dumps(s.meta, separators=(",", ":")), body, s.sig)
+        headers[HEADER_SIG] = sign_job(keys[0], job_id, headers[HEADER_META], body)
     return headers
 
 
@@ -199,9 +218,11 @@ def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: 
         raise ConfigurationError("a schedule needs cron=..., interval=... or a time")
     if isinstance(interval, timedelta):
         interval = interval.total_seconds()
-    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
-                                 or interval <= 0):
-        raise ConfigurationError(f"interval must be a positive number of seconds or a timedelta, not {interval!r}")
+    if interval is not None:
+        positive_seconds(interval, "interval")
+    positive_seconds(misfire_grace, "misfire_grace", zero_ok=True)
+    if when is not None:
+        when = to_epoch(when, "when")
     if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
         raise ConfigurationError(f"repeat must be an int >= 1 or None (forever), not {repeat!r}")
     if misfire not in MISFIRE_POLICIES:
@@ -309,10 +330,12 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
         validate_cron(c["cron"])
         c.update(kind="cron", interval=None)
     elif c.get("interval") is not None:
-        if not isinstance(c["interval"], (int, float)) or c["interval"] <= 0:
-            raise ConfigurationError(f"interval must be a positive number of seconds, not {c['interval']!r}")
+        positive_seconds(c["interval"], "interval")
         c.update(kind="interval", cron=None)
-    if c.get("repeat") is not None and (not isinstance(c["repeat"], int) or c["repeat"] < 1):
+    if "misfire_grace" in c:
+        c["misfire_grace"] = positive_seconds(c["misfire_grace"], "misfire_grace", zero_ok=True)
+    if c.get("repeat") is not None and (isinstance(c["repeat"], bool) or not isinstance(c["repeat"], int)
+                                        or c["repeat"] < 1):
         raise ConfigurationError(f"repeat must be an int >= 1 or None, not {c['repeat']!r}")
     if "misfire" in c and c["misfire"] not in MISFIRE_POLICIES:
         raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {c['misfire']!r}")

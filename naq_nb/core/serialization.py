@@ -2,30 +2,44 @@
 
 * ``pickle`` (default): cloudpickle, so lambdas, closures and functions defined
   in ``__main__`` or a notebook travel by value.
-* ``json``: functions travel only as import paths and arguments must be plain
-  JSON; a JSON-mode worker never unpickles anything, and calls only paths under
-  the allowed module prefixes when ``NAQ_JSON_ALLOWED`` is set.
+* ``json``: functions travel only as ``module:function`` paths and arguments
+  must be plain JSON; a JSON-mode worker never unpickles anything and calls
+  only what ``NAQ_JSON_ALLOWED`` allows (exact ``module:function`` entries, or
+  functions defined in a listed module; never an attribute path), or without a
+  list only functions of the user's own modules (see :func:`json_default_policy`).
 
-With a signing key, pickled payloads carry an HMAC-SHA256 signature and a worker
-with the key refuses payloads whose signature is missing or wrong *before*
-unpickling them.
+With signing keys, a job message is signed over its id, its ``Naq-Meta`` header
+and its body (:func:`sign_job`), a result record is sealed bound to its job id
+(:func:`seal_record`), and both are checked against every accepted key *before*
+anything in them is unpickled or imported.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import importlib
+import importlib.util
 import json
+import logging
+import os
 import pickle
-from typing import Any, Callable, Iterator
+import re
+import site
+import sys
+import sysconfig
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 
 from .errors import SerializationError, SignatureError
 
+log = logging.getLogger("naq_nb")
+
 __all__ = ["Serializer", "PickleSerializer", "JsonSerializer", "get_serializer",
-           "sign", "verify", "pack_record", "unpack_record", "import_path_of", "resolve_import_path"]
+           "sign", "verify", "sign_job", "verify_job", "seal_record", "open_record", "pack_record", "unpack_record", "import_path_of", "resolve_import_path"]
 
 
 class Serializer:
@@ -98,13 +112,27 @@ class PickleSerializer(Serializer):
 
 
 class JsonSerializer(Serializer):
+    """Functions as ``module:function`` paths, arguments and results as JSON.
+
+    ``allowed`` entries are ``module:function`` (exactly that function) or
+    ``module`` (functions defined in that very module, reached by one plain
+    attribute). Without entries, see :func:`json_default_policy`.
+    """
+
     name = "json"
 
     def __init__(self, allowed: tuple[str, ...] = ()) -> None:
-        self.allowed = tuple(allowed)
+        self.allowed = tuple(a.strip() for a in allowed if a and a.strip())
+        for entry in self.allowed:
+            mod, colon, fn = entry.partition(":")
+            if not _MODULE_RE.fullmatch(mod) or (colon and not _IDENT_RE.fullmatch(fn)):
+                raise SerializationError(f"NAQ_JSON_ALLOWED entry {entry!r} must be 'package.module' or "
+                                         "'package.module:function' (no attribute paths)")
 
     def dumps_call(self, fn, args, kwargs):
         path = fn if isinstance(fn, str) else import_path_of(fn)
+        if self.allowed:
+            self.check_allowed(path)  # refuse at enqueue what a worker with the same list would refuse
         try:
             return json.dumps({"func": path, "args": list(args), "kwargs": kwargs},
                               separators=(",", ":")).encode()
@@ -115,14 +143,36 @@ class JsonSerializer(Serializer):
         try:
             d = json.loads(data)
             path, args, kwargs = d["func"], d.get("args", []), d.get("kwargs", {})
+            if not isinstance(path, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise TypeError("func must be a string, args a list and kwargs an object")
         except Exception as exc:
             raise SerializationError(f"malformed JSON job payload: {exc}") from exc
-        dotted = path.replace(":", ".")
-        if self.allowed and not any(dotted == p.replace(":", ".").rstrip(".")
-                                    or dotted.startswith(p.replace(":", ".").rstrip(".") + ".")
-                                    for p in self.allowed):
-            raise SerializationError(f"function {path!r} is not under an allowed prefix {list(self.allowed)} (NAQ_JSON_ALLOWED)")
-        return resolve_import_path(path), tuple(args), dict(kwargs)
+        return self.check_allowed(path), tuple(args), dict(kwargs)
+
+    def check_allowed(self, path: str) -> Callable[..., Any]:
+        """The function ``path`` names if this serializer may call it, else SerializationError."""
+        mod_name, colon, fn_name = path.partition(":")
+        if not colon or not _MODULE_RE.fullmatch(mod_name) or not _IDENT_RE.fullmatch(fn_name):
+            raise SerializationError(f"function {path!r} is not allowed: a JSON job names 'module:function' "
+                                     "with a plain function name (no attribute paths)")
+        if self.allowed:
+            exact = path in self.allowed
+            if not exact and mod_name not in self.allowed:
+                raise SerializationError(f"function {path!r} is not allowed by NAQ_JSON_ALLOWED "
+                                         f"{list(self.allowed)}")
+        else:
+            _warn_default_policy()
+            _check_default_policy(mod_name, path)
+            exact = False
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except Exception as exc:
+            raise SerializationError(f"cannot import {path!r}: {type(exc).__name__}: {exc}") from None
+        # A module entry covers what the module defines, not what it imported (``from os import system``).
+        if not callable(fn) or (not exact and getattr(fn, "__module__", None) != mod_name):
+            raise SerializationError(f"function {path!r} is not allowed: {fn_name} is not a function "
+                                     f"defined in {mod_name}")
+        return fn
 
     def dumps_value(self, value):
         try:
@@ -135,6 +185,53 @@ class JsonSerializer(Serializer):
             return json.loads(data)
         except ValueError as exc:
             raise SerializationError(f"malformed JSON result: {exc}") from exc
+
+
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def json_default_policy() -> str:
+    """What a JSON-mode worker without ``NAQ_JSON_ALLOWED`` calls (the README repeats it)."""
+    return ("functions defined directly in modules outside the Python standard library, site-packages and "
+            "naq_nb (your own project's modules); set NAQ_JSON_ALLOWED='pkg.tasks,pkg.other:func' to allow "
+            "exactly those")
+
+
+def _warn_default_policy() -> None:
+    global _warned
+    with _warn_lock:
+        if _warned:
+            return
+        _warned = True
+    log.warning("JSON serializer without NAQ_JSON_ALLOWED: jobs may call %s", json_default_policy())
+
+
+@functools.lru_cache(maxsize=1)
+def _system_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs |= set(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    dirs.add(os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0])  # naq_nb itself
+    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+
+
+def _check_default_policy(mod_name: str, path: str) -> None:
+    """Refuse modules of the standard library, installed packages and naq_nb, before importing anything."""
+    top = mod_name.split(".", 1)[0]
+    if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()) or top == "naq_nb":
+        raise SerializationError(f"function {path!r} is not allowed: without NAQ_JSON_ALLOWED a JSON worker "
+                                 f"calls only {json_default_policy()}")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError) as exc:
+        raise SerializationError(f"cannot import {path!r}: {exc}") from None
+    origin = os.path.realpath(spec.origin) if spec is not None and spec.origin else ""
+    if spec is None or not origin or origin.startswith(_system_dirs()):
+        raise SerializationError(f"function {path!r} is not allowed: without NAQ_JSON_ALLOWED a JSON worker "
+                                 f"calls only {json_default_policy()}")
 
 
 def get_serializer(name: str, allowed: tuple[str, ...] = ()) -> Serializer:
@@ -182,16 +279,88 @@ def resolve_import_path(path: str) -> Callable[..., Any]:
 
 
 # --- signing ---------------------------------------------------------------
+# Every signed thing is bound to its job id and to what it is (a job message or a
+# result record), with length-prefixed parts, so no signed piece can be moved to
+# another job or reinterpreted as another kind of message.
+
+_JOB_DOMAIN = b"naq-job-v2"
+_RESULT_DOMAIN = b"naq-result-v2"
+_SIG_PREFIX = "v2:"
+
+
+def _mac(key: bytes, *parts: bytes) -> str:
+    m = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        m.update(len(part).to_bytes(8, "big"))
+        m.update(part)
+    return _SIG_PREFIX + m.hexdigest()
+
+
+def _keys(keys: bytes | Sequence[bytes]) -> tuple[bytes, ...]:
+    if isinstance(keys, (bytes, bytearray)):
+        return (bytes(keys),) if keys else ()
+    return tuple(k for k in keys if k)
+
+
+def _check(keys: tuple[bytes, ...], parts: tuple[bytes, ...], signature: str | None, what: str) -> None:
+    if not signature:
+        raise SignatureError(f"bad signature: {what} is not signed but signing is required here (NAQ_SIGNING_KEY)")
+    if not any(hmac.compare_digest(_mac(k, *parts), signature) for k in keys):
+        raise SignatureError(f"bad signature: {what} does not verify with any configured key "
+                             "(NAQ_SIGNING_KEY / NAQ_SIGNING_KEYS)")
+
+
+def sign_job(key: bytes, job_id: str, meta_header: str, body: bytes) -> str:
+    """Signature of a job message: its id, its ``Naq-Meta`` header (options, queue) and its body."""
+    return _mac(key, _JOB_DOMAIN, job_id.encode(), meta_header.encode(), body)
+
+
+def verify_job(keys: bytes | Sequence[bytes], job_id: str, meta_header: str, body: bytes,
+               signature: str | None) -> None:
+    """Raise :class:`SignatureError` unless ``signature`` was made by one of ``keys`` over exactly this job."""
+    ks = _keys(keys)
+    if ks:
+        _check(ks, (_JOB_DOMAIN, job_id.encode(), meta_header.encode(), body), signature, f"job {job_id}")
+
 
 def sign(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256 of raw bytes (kept for callers that sign opaque blobs)."""
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 def verify(key: bytes, data: bytes, signature: str | None) -> None:
     if not signature:
-        raise SignatureError("payload is not signed but this worker requires signed payloads (NAQ_SIGNING_KEY)")
+        raise SignatureError("bad signature: payload is not signed but signing is required here (NAQ_SIGNING_KEY)")
     if not hmac.compare_digest(sign(key, data), signature):
-        raise SignatureError("payload signature does not verify: it was not made with this worker's key")
+        raise SignatureError("bad signature: payload signature does not verify with this key")
+
+
+def seal_record(record: bytes, job_id: str, key: bytes) -> bytes:
+    """Sign a packed result record for ``job_id``: a ``"sig"`` field is appended as the last key of its head."""
+    if not key:
+        return record
+    head, sep, payload = record.partition(b"\n")
+    if not head.endswith(b"}") or head == b"{}":
+        raise SerializationError("cannot seal a record without a JSON object head")
+    sig = _mac(key, _RESULT_DOMAIN, job_id.encode(), head, payload)
+    return head[:-1] + b',"sig":"' + sig.encode() + b'"}' + b"\n" + payload
+
+
+def open_record(data: bytes, job_id: str, keys: bytes | Sequence[bytes]) -> tuple[dict, bytes]:
+    """Unpack a result record, checking its seal against ``keys`` first (none: no check)."""
+    meta, payload = unpack_record(data)
+    ks = _keys(keys)
+    if not ks:
+        return meta, payload
+    sig = meta.get("sig")
+    head = data.partition(b"\n")[0]
+    suffix = b',"sig":"' + str(sig).encode() + b'"}'
+    if not isinstance(sig, str) or not head.endswith(suffix):
+        raise SignatureError(f"bad signature: the result record of job {job_id} is not signed "
+                             "but signing is required here (NAQ_SIGNING_KEY)")
+    _check(ks, (_RESULT_DOMAIN, job_id.encode(), head[:-len(suffix)] + b"}", payload), sig,
+           f"the result record of job {job_id}")
+    return meta, payload
 
 
 # --- records: a JSON header line, then raw bytes ------------------------------

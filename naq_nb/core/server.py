@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from urllib.parse import quote
 
 from .errors import NaqException, ServerBinaryNotFound
 
@@ -74,6 +75,24 @@ def _port_in_use(host: str, port: int) -> bool:
             return True
 
 
+def _check_server_args(port: object, user: object, password: object, token: object,
+                       tls_cert: object, tls_key: object) -> None:
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise ValueError(f"port must be an int in 0..65535 (0 or None: a free one), not {port!r}")
+    if token and user:
+        raise ValueError("give either user/password or token, not both")
+    if bool(user) != bool(password):
+        raise ValueError("user and password go together")
+    for name, v in (("user", user), ("password", password), ("token", token)):
+        if v is not None and (not isinstance(v, str) or not v or any(c.isspace() for c in v)):
+            raise ValueError(f"{name} must be a non-empty string without whitespace")
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("tls_cert and tls_key go together")
+    for name, v in (("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if v and not os.path.isfile(str(v)):
+            raise ValueError(f"{name}: no such file: {v!r}")
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     try:
         import ctypes
@@ -93,7 +112,10 @@ class EmbeddedServer:
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", store_dir: str | os.PathLike | None = None,
                  *, max_payload: int | None = None, http_port: int | None = None, binary: str | None = None,
-                 server_name: str | None = None, extra_config: str = "", start_timeout: float = 10.0) -> None:
+                 server_name: str | None = None, extra_config: str = "", start_timeout: float = 10.0,
+                 user: str | None = None, password: str | None = None, token: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        _check_server_args(port, user, password, token, tls_cert, tls_key)
         self.host = host
         self.requested_port = port
         self.port: int | None = None
@@ -110,6 +132,31 @@ class EmbeddedServer:
         self._log_path: Path | None = None
         self._keeper: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._user, self._password, self._token = user, password, token
+        self.tls_cert, self.tls_key = tls_cert, tls_key
+
+    @property
+    def requires_auth(self) -> bool:
+        """True when clients must authenticate (user/password or token)."""
+        return bool(self._user or self._token)
+
+    def connect_options(self) -> dict:
+        """nats-py options a client of this server needs (its credentials); keep them out of logs."""
+        if self._token:
+            return {"token": self._token}
+        if self._user:
+            return {"user": self._user, "password": self._password}
+        return {}
+
+    def url_with_credentials(self) -> str:
+        """The URL with credentials in it, for a child process's environment (never print it)."""
+        scheme = "tls" if self.tls_cert else "nats"
+        if self._token:
+            return f"{scheme}://{quote(self._token, safe='')}@{self.host}:{self.port}"
+        if self._user:
+            return (f"{scheme}://{quote(self._user, safe='')}:{quote(self._password or '', safe='')}"
+                    f"@{self.host}:{self.port}")
+        return self.url
 
     @property
     def url(self) -> str:
@@ -131,9 +178,19 @@ class EmbeddedServer:
             lines.append(f"max_payload: {int(self.max_payload)}")
         if self.http_port:
             lines.append(f"http: {self.host}:{int(self.http_port)}")
+        if self._token:
+            lines.append(f"authorization {{ token: {json.dumps(self._token)} }}")
+        elif self._user:
+            lines.append(f"authorization {{ user: {json.dumps(self._user)}, password: {json.dumps(self._password)} }}")
+        if self.tls_cert:
+            lines.append(f"tls {{ cert_file: {json.dumps(str(self.tls_cert))}, key_file: {json.dumps(str(self.tls_key))} }}")
         lines.append(self.extra_config)
         conf = self.store_dir / "naq-nats.conf"
-        conf.write_text("\n".join(lines) + "\n")
+        # The config may hold credentials: readable by this user only, from its creation on.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
         return conf
 
     def start(self) -> "EmbeddedServer":
@@ -252,7 +309,8 @@ class EmbeddedServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<EmbeddedServer {self.url if self.port else '-'} {state} store={self.store_dir}>"
+        auth = " auth=token" if self._token else " auth=user" if self._user else ""
+        return f"<EmbeddedServer {self.url if self.port else '-'} {state}{auth} store={self.store_dir}>"
 
 
 @atexit.register

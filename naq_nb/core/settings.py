@@ -6,19 +6,22 @@ time, so a notebook can set ``os.environ`` and then connect.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Mapping
 
-__all__ = ["Settings", "ENV_VARS"]
+__all__ = ["Settings", "ENV_VARS", "redact_url", "redact_options"]
 
 # name -> (attribute, default, description); the README's configuration table mirrors this.
 ENV_VARS: dict[str, tuple[str, str, str]] = {
     "NAQ_NATS_URL": ("nats_url", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated"),
     "NAQ_DEFAULT_QUEUE": ("default_queue", "default", "queue used when none is named"),
     "NAQ_JOB_SERIALIZER": ("serializer", "pickle", "`pickle` (cloudpickle) or `json`"),
-    "NAQ_JSON_ALLOWED": ("json_allowed", "", "comma-separated module prefixes a JSON-mode worker may call; empty = any importable"),
-    "NAQ_SIGNING_KEY": ("signing_key", "", "shared secret; when set, pickled payloads are HMAC-signed and workers refuse unsigned ones"),
+    "NAQ_JSON_ALLOWED": ("json_allowed", "", "comma-separated `module:function` or `module` entries a JSON-mode worker may call; empty = functions of your own modules (not stdlib, site-packages, naq_nb)"),
+    "NAQ_SIGNING_KEY": ("signing_key", "", "shared secret; when set, jobs and results are HMAC-signed and unsigned ones are refused before unpickling"),
+    "NAQ_SIGNING_KEYS": ("accepted_keys", "", "comma-separated keys for rotation: the first signs (unless NAQ_SIGNING_KEY is set), all are accepted"),
     "NAQ_RESULT_TTL": ("result_ttl", "86400", "seconds results are kept (bucket TTL)"),
     "NAQ_STATUS_TTL": ("status_ttl", "604800", "seconds job status records are kept"),
     "NAQ_ACK_WAIT": ("ack_wait", "30", "seconds before an unacknowledged job is redelivered"),
@@ -30,6 +33,10 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
     "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
     "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
     "NAQ_NATS_SERVER_BIN": ("server_bin", "", "path of the nats-server binary for the embedded server"),
+    "NAQ_NATS_CREDS": ("creds", "", "NATS credentials file (JWT + NKey seed), like `--creds`"),
+    "NAQ_TLS_CA": ("tls_ca", "", "CA certificate file to verify the server's TLS certificate, like `--tls-ca`"),
+    "NAQ_TLS_CERT": ("tls_cert", "", "client TLS certificate file (with `NAQ_TLS_KEY`), like `--tls-cert`"),
+    "NAQ_TLS_KEY": ("tls_key", "", "client TLS private key file, like `--tls-key`"),
 }
 
 
@@ -42,6 +49,7 @@ class Settings:
     serializer: str = "pickle"
     json_allowed: tuple[str, ...] = ()
     signing_key: bytes = b""
+    accepted_keys: tuple[bytes, ...] = ()
     result_ttl: float = 86400.0
     status_ttl: float = 604800.0
     ack_wait: float = 30.0
@@ -53,6 +61,10 @@ class Settings:
     replicas: int = 1
     prefix: str = "naq"
     server_bin: str = ""
+    creds: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
     nats_options: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -72,10 +84,110 @@ class Settings:
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        s = replace(self, **changes)
-        if s.serializer not in ("pickle", "json"):
-            raise ValueError(f"NAQ_JOB_SERIALIZER must be 'pickle' or 'json', not {s.serializer!r}")
-        return s
+        return replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.signing_key, str):
+            object.__setattr__(self, "signing_key", self.signing_key.encode())
+        if isinstance(self.accepted_keys, (str, bytes)):
+            raise TypeError("accepted_keys must be a tuple of keys (NAQ_SIGNING_KEYS is comma-separated)")
+        object.__setattr__(self, "accepted_keys",
+                           tuple(k.encode() if isinstance(k, str) else k for k in self.accepted_keys))
+        _validate(self)
+        if not self.signing_key and self.accepted_keys:
+            object.__setattr__(self, "signing_key", self.accepted_keys[0])
+
+    def connect_options(self) -> dict:
+        """nats-py connect options from the settings: ``nats_options`` plus creds and TLS files."""
+        opts = dict(self.nats_options)
+        if self.creds:
+            opts.setdefault("user_credentials", self.creds)
+        if self.tls_ca or self.tls_cert:
+            import ssl
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca or None)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key or None)
+            opts.setdefault("tls", ctx)
+        return opts
+
+    @property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        """Every accepted signing key, the one that signs first (empty: signing is off)."""
+        return tuple(dict.fromkeys(k for k in (self.signing_key, *self.accepted_keys) if k))
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("signing_key", "accepted_keys"):
+                v = "***" if v else v
+            elif f.name == "nats_url":
+                v = redact_url(v)
+            elif f.name == "nats_options":
+                v = redact_options(v)
+            shown.append(f"{f.name}={v!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+_SECRET_OPTIONS = ("password", "token", "nkeys_seed", "nkeys_seed_str", "user_jwt_cb", "signature_cb", "pass")
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a comma-separated list) with any ``user:password@`` / ``token@`` part replaced by ``***``."""
+    out = []
+    for u in str(url).split(","):
+        scheme, sep, rest = u.strip().partition("://")
+        if sep and "@" in rest.split("/", 1)[0]:
+            u = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        out.append(u)
+    return ",".join(out)
+
+
+def redact_options(options: Mapping[str, object]) -> dict:
+    """nats-py connect options with secrets (passwords, tokens, seeds) shown as ``***``."""
+    return {k: ("***" if any(s in k.lower() for s in _SECRET_OPTIONS) and v else
+                redact_url(v) if k == "servers" and isinstance(v, str) else v)
+            for k, v in dict(options).items()}
+
+
+_POSITIVE = {"result_ttl": "NAQ_RESULT_TTL", "status_ttl": "NAQ_STATUS_TTL", "ack_wait": "NAQ_ACK_WAIT",
+             "heartbeat_interval": "NAQ_HEARTBEAT", "worker_ttl": "NAQ_WORKER_TTL",
+             "leader_ttl": "NAQ_SCHEDULER_LEASE", "connect_timeout": "NAQ_CONNECT_TIMEOUT"}
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _validate(s: "Settings") -> None:
+    """Refuse values that would make a service spin, hang or build invalid NATS names."""
+    for attr, var in _POSITIVE.items():
+        v = getattr(s, attr)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{attr} ({var}) must be a number of seconds, not {v!r}")
+        if not math.isfinite(v) or v <= 0 or (attr == "heartbeat_interval" and v < 0.05):
+            raise ValueError(f"{attr} ({var}) must be a finite number of seconds > 0"
+                             f"{' (at least 0.05)' if attr == 'heartbeat_interval' else ''}, not {v!r}")
+    if isinstance(s.replicas, bool) or not isinstance(s.replicas, int) or not 1 <= s.replicas <= 5:
+        raise ValueError(f"replicas (NAQ_REPLICAS) must be an int from 1 to 5, not {s.replicas!r}")
+    if s.serializer not in ("pickle", "json"):
+        raise ValueError(f"NAQ_JOB_SERIALIZER must be 'pickle' or 'json', not {s.serializer!r}")
+    if not isinstance(s.prefix, str) or not _PREFIX_RE.fullmatch(s.prefix):
+        raise ValueError(f"prefix (NAQ_PREFIX) must be 1-32 letters, digits, '_' or '-', not {s.prefix!r}")
+    if not isinstance(s.default_queue, str) or not _QUEUE_RE.fullmatch(s.default_queue):
+        raise ValueError(f"default_queue (NAQ_DEFAULT_QUEUE) must be 1-64 letters, digits, '_' or '-', "
+                         f"not {s.default_queue!r}")
+    if not isinstance(s.nats_url, str) or not s.nats_url.strip():
+        raise ValueError(f"nats_url (NAQ_NATS_URL) must be a non-empty URL, not {redact_url(str(s.nats_url))!r}")
+    for attr, var in (("creds", "NAQ_NATS_CREDS"), ("tls_ca", "NAQ_TLS_CA"), ("tls_cert", "NAQ_TLS_CERT"),
+                      ("tls_key", "NAQ_TLS_KEY")):
+        path = getattr(s, attr)
+        if path and not os.path.isfile(path):
+            raise ValueError(f"{attr} ({var}): no such file: {path!r}")
+    if s.tls_key and not s.tls_cert:
+        raise ValueError("tls_key (NAQ_TLS_KEY) needs tls_cert (NAQ_TLS_CERT) too")
+    if not isinstance(s.signing_key, bytes) or not all(isinstance(k, bytes) for k in s.accepted_keys):
+        raise TypeError("signing_key and accepted_keys must be bytes (or str)")
+
+
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _convert(var: str, attr: str, raw: str, typ: object) -> object:
@@ -86,8 +198,11 @@ def _convert(var: str, attr: str, raw: str, typ: object) -> object:
             return int(raw)
         if typ == "bytes":
             return raw.encode()
+        if typ == "tuple[bytes, ...]":
+            return tuple(p.strip().encode() for p in raw.split(",") if p.strip())
         if typ == "tuple[str, ...]":
             return tuple(p.strip() for p in raw.split(",") if p.strip())
     except ValueError:
-        raise ValueError(f"{var}={raw!r} is not a valid value for {attr}") from None
+        shown = "***" if "KEY" in var else repr(raw)
+        raise ValueError(f"{var}={shown} is not a valid value for {attr}") from None
     return raw.strip().lower() if attr == "serializer" else raw

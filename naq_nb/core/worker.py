@@ -77,6 +77,11 @@ class Worker:
             raise ValueError("a worker needs at least one queue")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
+            raise ValueError(f"prefetch must be an int >= 1 or None, not {prefetch!r}")
+        if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)) \
+                or not 0 <= grace_period < float("inf"):
+            raise ValueError(f"grace_period must be a finite number of seconds >= 0, not {grace_period!r}")
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
         self.grace_period = grace_period

@@ -30,6 +30,7 @@ import atexit
 import html
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -240,9 +241,13 @@ class LocalCluster:
 
     def _start(self, timeout: float) -> None:
         base = Settings.from_env()
-        self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base))
+        # Generated credentials: only this process's clients, workers and scheduler (and worker
+        # processes, through their environment) get them, so other local users cannot submit code.
+        self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base),
+                                     user="naq-local", password=secrets.token_urlsafe(24))
         self.server.start()
-        self.settings = base.with_(nats_url=self.server.url)
+        self.settings = base.with_(nats_url=self.server.url,
+                                   nats_options={**dict(base.nats_options), **self.server.connect_options()})
         queues = list(self.queues) or [self.settings.default_queue]
         self.client = Client(self.server.url, settings=self.settings)
         run_sync(self.client.broker())  # creates the layout once, before workers race for it
@@ -265,7 +270,7 @@ class LocalCluster:
         log_dir = Path(self.server.store_dir) / "worker-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
-        env = {**os.environ, "NAQ_NATS_URL": self.server.url,
+        env = {**os.environ, "NAQ_NATS_URL": self.server.url_with_credentials(),
                "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))}
         for i in range(self.workers):
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
@@ -306,6 +311,11 @@ class LocalCluster:
     def url(self) -> str:
         """The embedded server's URL (give it to ``naq worker --url`` on other terminals)."""
         return self.server.url if self.server is not None else ""
+
+    def connect_options(self) -> dict:
+        """The generated credentials, for another client of this cluster:
+        ``nq.connect(cluster.url, **cluster.connect_options())``. Keep them out of outputs."""
+        return self.server.connect_options() if self.server is not None else {}
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,201 @@
+"""The table of bad inputs, over the public entry points: API calls raise a ValueError/TypeError
+naming the argument at the call (and enqueue nothing); the CLI prints one line and exits with 2.
+
+Cases already covered in tests/test_bad_input.py (unpicklable arguments, bad queue names at
+``Queue()``, an unknown serializer, a non-numeric NAQ_ACK_WAIT) are not repeated here.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import pytest
+
+import naq_nb as nq
+from naq_nb.cli.main import main
+from naq_nb.client import compat, scheduling
+from naq_nb.client.client import Client
+from naq_nb.core.job import JobOptions
+from naq_nb.core.retry import RetryPolicy
+from naq_nb.core.serialization import get_serializer
+from naq_nb.core.server import EmbeddedServer
+from naq_nb.core.settings import Settings
+from naq_nb.core.worker import Worker
+
+import jobs
+
+NAN, INF = math.nan, math.inf
+
+# (case id, call taking ctx (url, client, sid), exception type, regex the message must match)
+API: list[tuple[str, Callable[[Any], Any], type, str]] = [
+    # job options
+    ("timeout-nan", lambda c: JobOptions.build(timeout=NAN), ValueError, "timeout"),
+    ("timeout-inf", lambda c: JobOptions.build(timeout=INF), ValueError, "timeout"),
+    ("timeout-bool", lambda c: JobOptions.build(timeout=True), TypeError, "timeout"),
+    ("timeout-str", lambda c: JobOptions.build(timeout="5"), TypeError, "timeout"),
+    ("result_ttl-nan", lambda c: JobOptions.build(result_ttl=NAN), ValueError, "result_ttl"),
+    ("retry_delay-nan", lambda c: JobOptions.build(max_retries=1, retry_delay=NAN), ValueError, "retry_delay"),
+    ("retry_delay-list-inf", lambda c: JobOptions.build(max_retries=1, retry_delay=[1, INF]), ValueError,
+     "retry_delay"),
+    ("retry_delay-bool", lambda c: JobOptions.build(max_retries=1, retry_delay=True), ValueError, "retry_delay"),
+    ("retry_delay-list-bool", lambda c: JobOptions.build(max_retries=1, retry_delay=[1, False]), ValueError,
+     "retry_delay"),
+    ("max_retries-bool", lambda c: JobOptions.build(max_retries=True), ValueError, "max_retries"),
+    ("backoff-delay-inf", lambda c: RetryPolicy(1, "exponential", delay=INF), ValueError, "delay"),
+    ("backoff-max_delay-nan", lambda c: RetryPolicy(1, "exponential", delay=1, max_delay=NAN), ValueError,
+     "max_delay"),
+    ("backoff-jitter-nan", lambda c: RetryPolicy(1, jitter=NAN), ValueError, "jitter"),
+    ("backoff-list-nan", lambda c: RetryPolicy(1, backoff=(1.0, NAN)), ValueError, "delays"),
+    ("queue-newline", lambda c: JobOptions.build(queue="default\n"), ValueError, "queue name"),
+    ("queue-space", lambda c: JobOptions.build(queue="a b"), ValueError, "queue name"),
+    ("job_id-newline", lambda c: JobOptions.build(job_id="abc\n"), ValueError, "job_id"),
+    ("job_id-space", lambda c: JobOptions.build(job_id="a b"), ValueError, "job_id"),
+    ("key-leading-space", lambda c: JobOptions.build(key=" k"), ValueError, "key"),
+    ("depends_on-newline", lambda c: JobOptions.build(depends_on=["ok", "bad\n"]), ValueError, "depends_on"),
+    ("name-not-str", lambda c: JobOptions.build(name=5), TypeError, "name"),
+    # enqueue entry points
+    ("enqueue_sync-timeout-nan", lambda c: compat.enqueue_sync(jobs.add, 1, 2, timeout=NAN, nats_url=c.url),
+     ValueError, "timeout"),
+    ("enqueue_sync-queue-newline", lambda c: compat.enqueue_sync(jobs.add, 1, 2, queue_name="q\n",
+                                                                 nats_url=c.url), ValueError, "queue name"),
+    ("Queue-newline", lambda c: compat.Queue("x\n", client=c.client), ValueError, "queue name"),
+    ("Queue.configure-retry_delay-nan", lambda c: compat.Queue(client=c.client).configure(retry_delay=NAN),
+     ValueError, "retry_delay"),
+    ("nq.options-timeout-inf", lambda c: nq.options(client=c.client, timeout=INF), ValueError, "timeout"),
+    ("nq.options-job_id-newline", lambda c: nq.options(client=c.client, job_id="j\n"), ValueError, "job_id"),
+    # reads by id
+    ("fetch_job_result-id-newline", lambda c: c.client.result_sync("abc\n", timeout=0), ValueError, "job_id"),
+    ("fetch_job_result-timeout-nan", lambda c: c.client.result_sync("abc", timeout=NAN), ValueError, "timeout"),
+    ("status-id-space", lambda c: c.client.status_sync("a b"), ValueError, "job_id"),
+    ("cancel-id-newline", lambda c: c.client.cancel_sync("abc\n"), ValueError, "job_id"),
+    # scheduling
+    ("enqueue_in-nan", lambda c: scheduling.enqueue_in_sync(NAN, jobs.add, 1, 2, nats_url=c.url), ValueError,
+     "delay"),
+    ("enqueue_in-inf", lambda c: scheduling.enqueue_in_sync(INF, jobs.add, 1, 2, nats_url=c.url), ValueError,
+     "delay"),
+    ("enqueue_at-nan", lambda c: scheduling.enqueue_at_sync(NAN, jobs.add, 1, 2, nats_url=c.url), ValueError,
+     "dt must be a finite time"),
+    ("schedule-interval-nan", lambda c: scheduling.schedule_sync(jobs.add, 1, 2, interval=NAN, nats_url=c.url),
+     ValueError, "interval"),
+    ("schedule-interval-inf", lambda c: scheduling.schedule_sync(jobs.add, interval=INF, nats_url=c.url),
+     ValueError, "interval"),
+    ("schedule-interval-bool", lambda c: scheduling.schedule_sync(jobs.add, interval=True, nats_url=c.url),
+     TypeError, "interval"),
+    ("schedule-misfire_grace-nan", lambda c: scheduling.schedule_sync(jobs.add, interval=5, misfire_grace=NAN,
+                                                                      nats_url=c.url), ValueError, "misfire_grace"),
+    ("schedule-id-newline", lambda c: scheduling.schedule_sync(jobs.add, interval=5, schedule_id="s\n",
+                                                               nats_url=c.url), ValueError, "job_id"),
+    ("modify-interval-nan", lambda c: scheduling.modify_scheduled_job_sync(c.sid, interval=NAN, nats_url=c.url),
+     ValueError, "interval"),
+    ("modify-misfire_grace-nan", lambda c: scheduling.modify_scheduled_job_sync(
+        c.sid, misfire_grace=NAN, nats_url=c.url), ValueError, "misfire_grace"),
+    ("modify-repeat-bool", lambda c: scheduling.modify_scheduled_job_sync(c.sid, repeat=True, nats_url=c.url),
+     ValueError, "repeat"),
+    # services
+    ("Worker-concurrency-True", lambda c: Worker(concurrency=True, settings=c.settings), ValueError, "concurrency"),
+    ("Worker-concurrency-0", lambda c: Worker(concurrency=0, settings=c.settings), ValueError, "concurrency"),
+    ("Worker-queue-newline", lambda c: Worker("default\n", settings=c.settings), ValueError, "queue name"),
+    ("Worker-grace_period-nan", lambda c: Worker(grace_period=NAN, settings=c.settings), ValueError,
+     "grace_period"),
+    ("Worker-prefetch-bool", lambda c: Worker(prefetch=True, settings=c.settings), ValueError, "prefetch"),
+    ("EmbeddedServer-port-70000", lambda c: EmbeddedServer(port=70000), ValueError, "port"),
+    ("EmbeddedServer-user-without-password", lambda c: EmbeddedServer(user="u"), ValueError, "password"),
+    ("local-port-70000", lambda c: nq.local(port=70000), ValueError, "port"),
+    ("local-workers-bool", lambda c: nq.local(workers=True), ValueError, "workers"),
+    # settings and NAQ_* variables
+    ("NAQ_HEARTBEAT=0", lambda c: Settings.from_env(environ={"NAQ_HEARTBEAT": "0"}), ValueError, "NAQ_HEARTBEAT"),
+    ("NAQ_HEARTBEAT=nan", lambda c: Settings.from_env(environ={"NAQ_HEARTBEAT": "nan"}), ValueError,
+     "NAQ_HEARTBEAT"),
+    ("NAQ_ACK_WAIT=inf", lambda c: Settings.from_env(environ={"NAQ_ACK_WAIT": "inf"}), ValueError, "NAQ_ACK_WAIT"),
+    ("NAQ_RESULT_TTL=-5", lambda c: Settings.from_env(environ={"NAQ_RESULT_TTL": "-5"}), ValueError,
+     "NAQ_RESULT_TTL"),
+    ("NAQ_WORKER_TTL=0", lambda c: Settings.from_env(environ={"NAQ_WORKER_TTL": "0"}), ValueError,
+     "NAQ_WORKER_TTL"),
+    ("NAQ_SCHEDULER_LEASE=nan", lambda c: Settings.from_env(environ={"NAQ_SCHEDULER_LEASE": "nan"}), ValueError,
+     "NAQ_SCHEDULER_LEASE"),
+    ("NAQ_CONNECT_TIMEOUT=-1", lambda c: Settings.from_env(environ={"NAQ_CONNECT_TIMEOUT": "-1"}), ValueError,
+     "NAQ_CONNECT_TIMEOUT"),
+    ("NAQ_REPLICAS=0", lambda c: Settings.from_env(environ={"NAQ_REPLICAS": "0"}), ValueError, "NAQ_REPLICAS"),
+    ("NAQ_REPLICAS=x", lambda c: Settings.from_env(environ={"NAQ_REPLICAS": "x"}), ValueError, "NAQ_REPLICAS"),
+    ("NAQ_PREFIX=a.b", lambda c: Settings.from_env(environ={"NAQ_PREFIX": "a.b"}), ValueError, "NAQ_PREFIX"),
+    ("NAQ_DEFAULT_QUEUE=a b", lambda c: Settings.from_env(environ={"NAQ_DEFAULT_QUEUE": "a b"}), ValueError,
+     "NAQ_DEFAULT_QUEUE"),
+    ("NAQ_TLS_CA-missing", lambda c: Settings.from_env(environ={"NAQ_TLS_CA": "/no/such/ca.pem"}), ValueError,
+     "NAQ_TLS_CA"),
+    ("NAQ_JSON_ALLOWED-attribute-path", lambda c: get_serializer("json", ("mod:os.system",)), TypeError,
+     "NAQ_JSON_ALLOWED"),
+    ("Settings-ack_wait-bool", lambda c: Settings().with_(ack_wait=True), TypeError, "ack_wait"),
+]
+
+
+@pytest.fixture
+def ctx(settings):
+    client = Client(settings.nats_url, settings=settings)
+    sid = scheduling.schedule_sync(jobs.add, 1, 2, interval=3600, client=client).job_id
+    yield SimpleNamespace(url=settings.nats_url, client=client, settings=settings, sid=sid)
+    assert client.queue_size_sync("default") == 0, "a refused call enqueued nothing"
+    client.close_sync()
+    compat.close_sync_connections()
+
+
+@pytest.mark.parametrize("case,call,exc,match", API, ids=[row[0] for row in API])
+def test_api_bad_input(ctx, case, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call(ctx)
+
+
+# (case id, argv, environment, text the one line must contain)
+CLI: list[tuple[str, list[str], dict, str]] = [
+    ("worker-c-0", ["worker", "-c", "0"], {}, "must be >= 1"),
+    ("worker-c-x", ["worker", "-c", "x"], {}, "not an integer"),
+    ("worker-queue-space", ["worker", "a b"], {}, "invalid queue name"),
+    ("worker-grace-inf", ["worker", "--grace-period", "inf"], {}, "finite"),
+    ("worker-NAQ_HEARTBEAT=0", ["worker"], {"NAQ_HEARTBEAT": "0"}, "NAQ_HEARTBEAT"),
+    ("worker-NAQ_REPLICAS=x", ["worker"], {"NAQ_REPLICAS": "x"}, "NAQ_REPLICAS"),
+    ("worker-tls-ca-missing", ["worker", "--tls-ca", "/no/such/ca.pem"], {}, "no such file"),
+    ("scheduler-NAQ_SCHEDULER_LEASE=0", ["scheduler"], {"NAQ_SCHEDULER_LEASE": "0"}, "NAQ_SCHEDULER_LEASE"),
+    ("server-port-70000", ["server", "--port", "70000"], {}, "port must be 0-65535"),
+    ("server-port-negative", ["server", "--port", "-1"], {}, "port must be 0-65535"),
+    ("server-user-without-password", ["server", "--user", "u"], {}, "password"),
+    ("dashboard-port-70000", ["dashboard", "--port", "70000"], {}, "port"),
+    ("cancel-id-space", ["cancel", "a b"], {}, "invalid job id"),
+    ("jobs-id-newline", ["jobs", "--id", "x\n"], {}, "invalid job id"),
+    ("jobs-queue-newline", ["jobs", "default\n"], {}, "invalid queue name"),
+    ("purge-NAQ_PREFIX", ["purge"], {"NAQ_PREFIX": "a.b"}, "NAQ_PREFIX"),
+    ("failed-queue-space", ["failed", "--queue", "a b"], {}, "invalid queue name"),
+    ("job-control-interval-nan", ["job-control", "sid", "reschedule", "--interval", "nan"], {}, "finite"),
+    ("job-control-repeat-0", ["job-control", "sid", "reschedule", "--repeat", "0"], {}, "must be >= 1"),
+    ("job-control-next-run-bad", ["job-control", "sid", "reschedule", "--next-run", "soon"], {}, "--next-run"),
+    ("job-control-next-run-inf", ["job-control", "sid", "reschedule", "--next-run", "inf"], {}, "finite"),
+]
+
+
+@pytest.mark.parametrize("case,argv,env,text", CLI, ids=[row[0] for row in CLI])
+def test_cli_bad_input_one_line_exit_2(capsys, monkeypatch, case, argv, env, text):
+    monkeypatch.setenv("NAQ_NATS_URL", "nats://127.0.0.1:1")  # never reached: input is checked first
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert text in err
+
+
+async def test_list_scheduled_survives_a_stored_nan_time(broker, nats_server, capsys, monkeypatch):
+    """A schedule stored with a NaN due time (possible before times were checked) does not crash the listing."""
+    import asyncio
+    from naq_nb.core.job import Job
+    from naq_nb.core.schedules import make_schedule, save_schedule
+    s, body = make_schedule(Job("nan-sched", "default", jobs.add, (1, 2)), broker, interval=60)
+    s.next_run = NAN
+    await save_schedule(broker, s, body)
+    monkeypatch.setenv("NAQ_NATS_URL", nats_server.url)
+    code = await asyncio.to_thread(main, ["list-scheduled"])
+    out = capsys.readouterr().out
+    assert code == 0 and "nan-sched" in out and "invalid" in out
