@@ -7,6 +7,7 @@ time, so a notebook can set ``os.environ`` and then connect.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Mapping
 
@@ -55,7 +56,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
-        env = os.environ if environ is None else environ
+        env = naq_aliases(os.environ if environ is None else environ)
         values: dict[str, object] = {}
         types = {f.name: f.type for f in fields(cls)}
         for var, (attr, _default, _doc) in ENV_VARS.items():
@@ -89,3 +90,30 @@ def _convert(var: str, attr: str, raw: str, typ: object) -> object:
     except ValueError:
         raise ValueError(f"{var}={raw!r} is not a valid value for {attr}") from None
     return raw.strip().lower() if attr == "serializer" else raw
+
+
+# --- naq's variable names, read as aliases of ours ------------------------------------------
+# naq name -> naq_nb name. When both are set, naq_nb's wins (with a warning).
+NAQ_ALIASES: dict[str, str] = {
+    "NAQ_DEFAULT_RESULT_TTL": "NAQ_RESULT_TTL",
+    "NAQ_JOB_STATUS_TTL": "NAQ_STATUS_TTL",
+    "NAQ_DEFAULT_ACK_WAIT": "NAQ_ACK_WAIT",
+    "NAQ_WORKER_HEARTBEAT_INTERVAL": "NAQ_HEARTBEAT",
+    "NAQ_SCHEDULER_LOCK_TTL": "NAQ_SCHEDULER_LEASE",
+}
+
+
+def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with naq's variable names copied to ours where ours are not set."""
+    found = {alias: ours for alias, ours in NAQ_ALIASES.items() if env.get(alias)}
+    if not found:
+        return env
+    out = dict(env)
+    for alias, ours in found.items():
+        if env.get(ours):
+            if env[ours] != env[alias]:
+                warnings.warn(f"{alias}={env[alias]!r} and {ours}={env[ours]!r} are both set; using {ours}",
+                              stacklevel=3)
+        else:
+            out[ours] = env[alias]
+    return out
