@@ -13,6 +13,7 @@ import threading
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
 from ..core.worker import Worker
+from ..client.services import add_module_paths
 from .common import add_url
 
 __all__ = ["register"]
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", "-c", type=int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds running jobs get to finish on stop")
+    p.add_argument("--module-path", "-m", dest="module_paths", action="append", default=[], metavar="PATH",
+                   help="put PATH on sys.path so jobs' modules import (repeatable); the current "
+                        "directory always is")
     p.set_defaults(func=_worker)
 
     s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
@@ -36,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    # As in naq: a worker started where tasks.py lives can import it (a console script's
+    # sys.path[0] is its bin directory, not the working directory).
+    add_module_paths([os.getcwd(), *(os.path.abspath(p) for p in reversed(args.module_paths))])
     settings = Settings.from_env(nats_url=args.nats_url)
     w = Worker(args.queues or None, settings=settings, concurrency=args.concurrency, name=args.name,
                grace_period=args.grace_period)
