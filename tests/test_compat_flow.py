@@ -7,6 +7,7 @@ processes started from that folder through a console-script-like launcher, so
 the folder is *not* on their ``sys.path`` unless the worker puts it there.
 """
 
+import inspect
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import pytest
 import naq_nb
 from naq_nb import close_sync_connections, fetch_job_result_sync, list_scheduled_sync, schedule_sync
 from naq_nb.cli.main import build_parser
+from naq_nb.core.worker import Worker as CoreWorker
 
 from conftest import ROOT
 
@@ -192,7 +194,11 @@ def test_naq_readme_flow_unchanged(tmp_path, launcher, env):
     finally:
         stop(worker, wlog)
         stop(scheduler, slog)
-    assert "No module named" not in wlog.read_text()
+    log = wlog.read_text()
+    assert "No module named" not in log
+    if "echo_output" in inspect.signature(CoreWorker.__init__).parameters:
+        # naq's README: watch the job's prints in the worker's terminal (the worker's echo_output option).
+        assert "Word count: 8" in log, log[-2000:]
 
 
 def test_worker_module_path_and_log_level(tmp_path, launcher, env, monkeypatch):

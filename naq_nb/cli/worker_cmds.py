@@ -22,13 +22,13 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a worker on one or more queues")
     p.add_argument("queues", nargs="*", help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')")
+    p.add_argument("--module-path", "-m", dest="module_paths", action="append", default=[], metavar="PATH",
+                   help="put PATH on sys.path so jobs' modules import (repeatable); the current "
+                        "directory always is")
     add_url(p)
     p.add_argument("--concurrency", "-c", type=int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds running jobs get to finish on stop")
-    p.add_argument("--module-path", "-m", dest="module_paths", action="append", default=[], metavar="PATH",
-                   help="put PATH on sys.path so jobs' modules import (repeatable); the current "
-                        "directory always is")
     p.set_defaults(func=_worker)
 
     s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
