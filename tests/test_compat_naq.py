@@ -153,6 +153,18 @@ def test_worker_and_scheduler_bad_keywords_fail_at_the_call(tmp_path):
     sys.path.remove(str(tmp_path))
 
 
+def test_worker_run_sync_and_list_workers(naq_env):
+    w = Worker("other", worker_name="blocking")
+    t = threading.Thread(target=w.run_sync, daemon=True)
+    t.start()
+    wait_for(lambda: w.started is not None and w.started.is_set(), what="run_sync start")
+    names = wait_for(lambda: [r["name"] for r in Worker.list_workers_sync()], what="heartbeat")
+    assert names == ["blocking"] and asyncio.run(Worker.list_workers())[0]["name"] == "blocking"
+    w.request_stop()
+    t.join(15)
+    assert not t.is_alive()
+
+
 def test_scheduler_keywords(scheduler):
     assert scheduler.enable_ha is False and scheduler.is_leader and scheduler.poll_interval == 0.5
 
@@ -265,6 +277,8 @@ def test_naq_env_vars_are_aliases():
     with pytest.warns(UserWarning, match="NAQ_DEFAULT_ACK_WAIT.*using NAQ_ACK_WAIT"):
         s = Settings.from_env({**env, "NAQ_ACK_WAIT": "15"})
     assert s.ack_wait == 15
+    with pytest.warns(UserWarning, match="NAQ_ACK_WAIT_PER_QUEUE.*no effect"):
+        Settings.from_env({"NAQ_ACK_WAIT_PER_QUEUE": '{"a": 5}'})
     with warnings.catch_warnings():
         warnings.simplefilter("error")      # the same value twice is no conflict
         assert Settings.from_env({"NAQ_ACK_WAIT": "15", "NAQ_DEFAULT_ACK_WAIT": "15"}).ack_wait == 15

@@ -18,7 +18,7 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scheduler", help="run a scheduler (several may run; one leads)")
     add_url(p)
-    p.add_argument("--instance-id", default=None, help="this instance's name in the leader lease")
+    p.add_argument("--instance-id", "-i", default=None, help="this instance's name in the leader lease")
     p.add_argument("--disable-ha", action="store_true", help="no leader election: the only scheduler")
     p.add_argument("--poll-interval", "-p", type=_seconds, default=None, metavar="SECS",
                    help="longest sleep between checks (jobs fire at their due time anyway; naq's option)")

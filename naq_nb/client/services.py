@@ -17,7 +17,10 @@ naq_nb's own keywords (``name=``, ``settings=``, ``ha=``, ...) work as well.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
+import threading
 from typing import Any, Iterable, Mapping
 
 from ..core.errors import ConfigurationError
@@ -75,6 +78,25 @@ class Worker(CoreWorker):
         super().__init__(queues, nats_url=nats_url, concurrency=concurrency, name=name or worker_name,
                          settings=settings, **kwargs)
 
+    def run_sync(self) -> None:
+        """naq's blocking run: until SIGINT/SIGTERM (in the main thread) or :meth:`request_stop`."""
+        async def _run() -> None:
+            if threading.current_thread() is threading.main_thread():
+                self.install_signal_handlers()
+            await self.run()
+        asyncio.run(_run())
+
+    @staticmethod
+    async def list_workers(nats_url: str | None = None) -> list[dict]:
+        """naq's ``Worker.list_workers``: live workers from their heartbeats."""
+        from .compat import list_workers
+        return await list_workers(nats_url)
+
+    @staticmethod
+    def list_workers_sync(nats_url: str | None = None) -> list[dict]:
+        from .compat import list_workers_sync
+        return list_workers_sync(nats_url)
+
 
 class Scheduler(CoreScheduler):
     """A scheduler (see :class:`naq_nb.core.scheduler.Scheduler`) taking naq's keywords too."""
@@ -91,6 +113,16 @@ class Scheduler(CoreScheduler):
                          **kwargs)
         if poll_interval is not None:
             self.max_sleep = poll_interval
+
+    def run_sync(self) -> None:
+        """Blocking :meth:`run`: until SIGINT/SIGTERM (in the main thread) or :meth:`request_stop`."""
+        async def _run() -> None:
+            if threading.current_thread() is threading.main_thread():
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.request_stop)
+            await self.run()
+        asyncio.run(_run())
 
     @property
     def enable_ha(self) -> bool:

@@ -103,8 +103,22 @@ NAQ_ALIASES: dict[str, str] = {
 }
 
 
+# naq's variables with no counterpart here, and why; setting one warns instead of being ignored silently.
+NAQ_UNSUPPORTED: dict[str, str] = {
+    "NAQ_ACK_WAIT_PER_QUEUE": "all workers of a queue share one consumer with one ack wait (NAQ_ACK_WAIT)",
+    "NAQ_SCHEDULER_LOCK_RENEW_INTERVAL": "the lease is renewed every NAQ_SCHEDULER_LEASE / 3 seconds",
+    "NAQ_MAX_SCHEDULE_FAILURES": "a firing that fails to publish is retried at the next tick, never given up",
+    "NAQ_JSON_ENCODER": "the JSON serializer handles JSON types only", "NAQ_JSON_DECODER": "see NAQ_JSON_ENCODER",
+    "NAQ_LOG_TO_FILE_ENABLED": "logs go through Python's logging; configure a handler",
+    "NAQ_LOG_FILE_PATH": "logs go through Python's logging; configure a handler",
+}
+
+
 def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:
     """``env`` with naq's variable names copied to ours where ours are not set."""
+    for name in NAQ_UNSUPPORTED:
+        if env.get(name):
+            warnings.warn(f"{name} (naq's) has no effect in naq_nb: {NAQ_UNSUPPORTED[name]}", stacklevel=3)
     found = {alias: ours for alias, ours in NAQ_ALIASES.items() if env.get(alias)}
     if not found:
         return env
