@@ -277,6 +277,8 @@ def test_naq_env_vars_are_aliases():
     with pytest.warns(UserWarning, match="NAQ_DEFAULT_ACK_WAIT.*using NAQ_ACK_WAIT"):
         s = Settings.from_env({**env, "NAQ_ACK_WAIT": "15"})
     assert s.ack_wait == 15
+    with pytest.raises(ValueError, match="NAQ_JOB_STATUS_TTL='a week'"):
+        Settings.from_env({"NAQ_JOB_STATUS_TTL": "a week"})
     with pytest.warns(UserWarning, match="NAQ_ACK_WAIT_PER_QUEUE.*no effect"):
         Settings.from_env({"NAQ_ACK_WAIT_PER_QUEUE": '{"a": 5}'})
     with warnings.catch_warnings():

@@ -124,6 +124,10 @@ def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:
         return env
     out = dict(env)
     for alias, ours in found.items():
+        try:
+            float(env[alias])  # every alias is a number of seconds; name naq's variable, not ours, when bad
+        except ValueError:
+            raise ValueError(f"{alias}={env[alias]!r} is not a number of seconds (naq's name for {ours})") from None
         if env.get(ours):
             if env[ours] != env[alias]:
                 warnings.warn(f"{alias}={env[alias]!r} and {ours}={env[ours]!r} are both set; using {ours}",
