@@ -72,6 +72,27 @@ print(f"Job {job_in.job_id} scheduled to run in {run_in}")
 print("Run 'naq scheduler' and 'naq worker default' to process scheduled jobs.")
 '''
 
+SCHEDULE_UTC = '''\
+# schedule_example_utc.py
+import datetime
+from naq_nb import enqueue_at_sync, enqueue_in_sync
+from tasks import count_words
+
+# Get the current time in UTC
+now_utc = datetime.datetime.now(datetime.timezone.utc)
+
+# Schedule to run at a specific UTC time
+run_at_utc = now_utc + datetime.timedelta(seconds=30)
+job_at = enqueue_at_sync(run_at_utc, count_words, "Job scheduled with explicit UTC time.")
+print(f"Job {job_at.job_id} scheduled for {run_at_utc} (UTC)")
+
+# Scheduling with a timedelta is also implicitly UTC-based
+# as the scheduler operates in UTC.
+run_in_delta = datetime.timedelta(minutes=5)
+job_in = enqueue_in_sync(run_in_delta, count_words, "Job scheduled with a delay from now (UTC).")
+print(f"Job {job_in.job_id} scheduled to run in {run_in_delta}")
+'''
+
 SCHEDULE_NAIVE = '''\
 # schedule_example_naive.py
 import datetime
@@ -166,7 +187,8 @@ def test_naq_readme_flow_unchanged(tmp_path, launcher, env):
     proj = tmp_path / "proj"
     proj.mkdir()
     for name, text in {"tasks.py": TASKS, "main.py": MAIN, "schedule_example.py": SCHEDULE,
-                       "schedule_example_naive.py": SCHEDULE_NAIVE, "batch_async.py": BATCH_ASYNC,
+                       "schedule_example_naive.py": SCHEDULE_NAIVE, "schedule_example_utc.py": SCHEDULE_UTC,
+                       "batch_async.py": BATCH_ASYNC,
                        "batch_sync.py": BATCH_SYNC, "batch_tasks.py": "def my_func(i):\n    return i\n"}.items():
         (proj / name).write_text(text)
     wlog, slog = tmp_path / "worker.log", tmp_path / "scheduler.log"
@@ -183,6 +205,12 @@ def test_naq_readme_flow_unchanged(tmp_path, launcher, env):
         row = {r["schedule_id"]: r for r in list_scheduled_sync()}[in_id]
         assert row["status"] == "active" and 30 < row["next_run"] - time.time() <= 61
         assert fetch_job_result_sync(at_id, timeout=90) == 6, slog.read_text()[-2000:]
+
+        out = run("schedule_example_utc.py", proj, env)
+        rows = {r["schedule_id"]: r for r in list_scheduled_sync()}
+        for pattern, secs in ((r"Job (\w+) scheduled for", 30), (r"Job (\w+) scheduled to run in", 300)):
+            row = rows[re.search(pattern, out).group(1)]
+            assert row["status"] == "active" and secs - 20 < row["next_run"] - time.time() <= secs
 
         out = run("schedule_example_naive.py", proj, env)   # 2024 is past: it runs at once
         naive_id = re.search(r"Job (\w+) scheduled for", out).group(1)

@@ -168,7 +168,8 @@ class Queue:
         return scheduling.enqueue_in_sync(delta, func, *args, **self._sched(kwargs))
 
     async def schedule(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """``cron=`` or ``interval=``, ``repeat=`` (and ``timezone``, ``misfire``, ``schedule_id``): see :func:`naq_nb.schedule`."""
+        """A recurring job: ``cron=`` or ``interval=``, ``repeat=`` (also ``timezone``, ``misfire``,
+        ``schedule_id``); see :func:`naq_nb.schedule`."""
         from . import scheduling
         return await scheduling.schedule(func, *args, **self._sched(kwargs))
 

@@ -115,7 +115,8 @@ async def get_nats_connection(url: str | None = None, prefer_thread_local: bool 
     try:
         nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), settings.connect_timeout)
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
-        raise NaqConnectionError(f"cannot connect to NATS at {settings.nats_url} ({type(exc).__name__}: {exc})") from None
+        raise NaqConnectionError(
+            f"cannot connect to NATS at {settings.nats_url} ({type(exc).__name__}: {exc})") from None
     pool[settings.nats_url] = nc
     return nc
 

@@ -68,7 +68,8 @@ class RetryPolicy:
             retry_delay = 0
         kind = _naq_strategy(strategy)
         if isinstance(retry_delay, (int, float)) and not isinstance(retry_delay, bool):
-            return cls(max_retries=max_retries, backoff=kind, delay=float(retry_delay), **extra)  # type: ignore[arg-type]
+            return cls(max_retries=max_retries, backoff=kind, delay=float(retry_delay),
+                       **extra)  # type: ignore[arg-type]
         if isinstance(retry_delay, Iterable) and not isinstance(retry_delay, (str, bytes)):
             return cls(max_retries=max_retries, backoff=tuple(retry_delay), **extra)  # type: ignore[arg-type]
         raise ConfigurationError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
