@@ -306,3 +306,22 @@ def test_queue_names(naq_env):
     with pytest.raises(ValueError, match="one token of the NATS subject"):
         Queue("emails.high")
     assert Queue().name == "default" and Queue(None).name == "default"
+
+
+def test_raw_connection_to_nowhere_is_one_clear_error(monkeypatch):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NAQ_CONNECT_TIMEOUT", "2")
+    with pytest.raises(naq_nb.NaqConnectionError, match=f"127.0.0.1:{port}"):
+        asyncio.run(naq_nb.get_nats_connection(f"nats://127.0.0.1:{port}"))
+
+
+def test_queue_close_leaves_the_session_client_open(naq_env):
+    session = naq_nb.connect(naq_env)
+    q = Queue("default")
+    assert q.client is session
+    q.enqueue_sync(jobs.add, 1, 1)
+    asyncio.run(q.close())
+    assert session._broker is not None and session._broker.is_connected
