@@ -30,7 +30,7 @@ from .core.job import Job, JobOptions, JobStatus
 from .core.retry import RetryPolicy
 from .core.server import EmbeddedServer
 from .core.settings import Settings
-from .core.worker import Worker
+from .client.services import Worker
 
 __version__ = "0.1.0"
 
@@ -71,12 +71,19 @@ __all__ = [
     "JobNotFoundError", "JobNotFinishedError", "JobExecutionError", "JobCancelledError", "JobTimeoutError",
     "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound", "SignatureError",
     "UnknownQueueError",
+    # naq's other names (lazy, below)
+    "Scheduler", "JOB_STATUS", "WORKER_STATUS", "SCHEDULED_JOB_STATUS", "RetryDelayType", "DEFAULT_NATS_URL",
+    "connect", "disconnect", "get_nats_connection", "get_jetstream_context", "close_nats_connection",
 ]
 
 # name -> module that defines it; imported on first access (notebook layer, scheduler).
 _LAZY: dict[str, str] = {
-    # scheduler (core) and its client calls
-    "Scheduler": "naq_nb.core.scheduler", "ScheduleNotFoundError": "naq_nb.core.schedules",
+    # scheduler (naq's keywords on the core one) and its client calls
+    "Scheduler": "naq_nb.client.services", "ScheduleNotFoundError": "naq_nb.core.schedules",
+    # naq's remaining top-level names
+    **{n: "naq_nb.client.naq_names" for n in (
+        "JOB_STATUS", "WORKER_STATUS", "SCHEDULED_JOB_STATUS", "RETRY_STRATEGY", "RetryDelayType",
+        "get_nats_connection", "get_jetstream_context", "close_nats_connection", "disconnect")},
     "ScheduledTemplate": "naq_nb.client.scheduling",
     **{n: "naq_nb.client.scheduling" for n in (
         "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule", "schedule_sync",
@@ -100,6 +107,9 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_NATS_URL":  # naq's constant; read from NAQ_NATS_URL when imported, never cached
+        from .client.naq_names import default_nats_url
+        return default_nats_url()
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'naq_nb' has no attribute {name!r}")

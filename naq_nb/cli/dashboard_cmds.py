@@ -40,10 +40,15 @@ class VoilaMissing(NaqException):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dashboard", help="serve the live dashboard (queues, workers, schedules, failed) via Voilà")
-    p.add_argument("--port", type=_port, default=None, help="port of the page (default: a free one)")
+    # As in naq, -h is the host and -p the port (so only --help asks for help here).
+    p = sub.add_parser("dashboard", add_help=False,
+                       help="serve the live dashboard (queues, workers, schedules, failed) via Voilà")
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("--port", "-p", type=_port, default=os.environ.get("NAQ_DASHBOARD_PORT") or None,
+                   help="port of the page (default: $NAQ_DASHBOARD_PORT, else a free one)")
     add_url(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", "-h", default=os.environ.get("NAQ_DASHBOARD_HOST") or "127.0.0.1",
+                   help="address to listen on (default: $NAQ_DASHBOARD_HOST, else 127.0.0.1)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the URL")
     p.set_defaults(func=_dashboard)
 

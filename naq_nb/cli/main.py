@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ..core.errors import ConfigurationError, NaqException
@@ -20,9 +21,19 @@ _COMMAND_MODULES = ("naq_nb.cli.worker_cmds", "naq_nb.cli.admin_cmds", "naq_nb.c
                     "naq_nb.cli.dashboard_cmds")
 
 
+_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_HELP = "logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL (TRACE = DEBUG); default $NAQ_LOG_LEVEL or INFO"
+
+
+def _version() -> str:
+    from .. import __version__
+    return f"naq (naq_nb) {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="naq", description="naq_nb: a job queue on NATS JetStream.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--log-level", "-l", default=None, help=_LOG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -32,7 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)
+    # naq puts --log-level/-l on every command (`naq worker default --log-level DEBUG`); SUPPRESS
+    # keeps a value given before the command when none is given after it.
+    for p in sub.choices.values():
+        p.add_argument("--log-level", "-l", default=argparse.SUPPRESS, help=_LOG_HELP)
     return parser
+
+
+def log_level(given: str | None) -> int:
+    """The level from --log-level, else $NAQ_LOG_LEVEL (naq's variable), else INFO."""
+    name = (given or os.environ.get("NAQ_LOG_LEVEL") or "INFO").strip().upper()
+    if name not in _LEVELS:
+        src = "--log-level" if given else "NAQ_LOG_LEVEL"
+        raise ValueError(f"{src} must be one of {', '.join(_LEVELS)}, not {name!r}")
+    return logging.DEBUG if name == "TRACE" else getattr(logging, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = log_level(args.log_level)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except (UsageError, ConfigurationError) as exc:  # bad input: the user fixes the command, not us

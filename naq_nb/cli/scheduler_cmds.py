@@ -19,12 +19,20 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scheduler", help="run a scheduler (several may run; one leads)")
     add_url(p)
-    p.add_argument("--instance-id", default=None, help="this instance's name in the leader lease")
+    p.add_argument("--instance-id", "-i", default=None, help="this instance's name in the leader lease")
     p.add_argument("--disable-ha", action="store_true", help="no leader election: the only scheduler")
+    p.add_argument("--poll-interval", "-p", type=_interval, default=None, metavar="SECS",
+                   help="longest sleep between checks (jobs fire at their due time anyway; naq's option)")
     p.set_defaults(func=_scheduler)
 
     p = sub.add_parser("list-scheduled", help="list scheduled jobs (delayed, cron, interval)")
     add_url(p)
+    p.add_argument("--status", "-s", choices=["active", "paused", "finished"], default=None,
+                   help="only schedules with this status")
+    p.add_argument("--job-id", "-j", default=None, help="only this schedule id")
+    p.add_argument("--queue", "-q", default=None, help="only schedules of this queue")
+    p.add_argument("--detailed", "-d", action="store_true",
+                   help="also show the calendar details: timezone, misfire policy, last run, paused")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("job-control", help="cancel, pause, resume or reschedule a scheduled job")
@@ -48,6 +56,8 @@ def _interval(text: str) -> float:
 def _scheduler(args: argparse.Namespace) -> int:
     s = Scheduler(settings=settings_from(args), instance_id=args.instance_id,
                   ha=not args.disable_ha)
+    if args.poll_interval is not None:
+        s.max_sleep = args.poll_interval
 
     async def _run() -> None:
         loop = asyncio.get_running_loop()
@@ -68,11 +78,18 @@ def _when(t: float | None) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     rows = [s.to_row() for s in with_broker(args, list_schedules)]
+    rows = [r for r in rows if (args.status is None or r["status"] == args.status)
+            and (args.job_id is None or r["schedule_id"] == args.job_id)
+            and (args.queue is None or r["queue"] == args.queue)]
     for r in rows:
         r["next_run"] = _when(r["next_run"])
         r["every"] = r["cron"] or (f"{r['interval']:g}s" if r["interval"] else "once")
         r["runs"] = f"{r['runs']}/{r['repeat']}" if r["repeat"] else str(r["runs"])
-    print_table(rows, ["schedule_id", "function", "queue", "every", "next_run", "runs", "status"])
+        r["last_run"] = _when(r.get("last_run"))
+    cols = ["schedule_id", "function", "queue", "every", "next_run", "runs", "status"]
+    if args.detailed:
+        cols += ["timezone", "misfire", "last_run", "last_job_id"]
+    print_table(rows, cols)
     return 0
 
 

@@ -13,6 +13,7 @@ import threading
 from ..core.server import EmbeddedServer
 from ..core.execution import EXECUTION_MODES
 from ..core.worker import Worker
+from ..client.services import add_module_paths
 from .common import UsageError, add_url, port_number, positive_int, positive_seconds, queue_name, settings_from
 
 __all__ = ["register"]
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a worker on one or more queues")
     p.add_argument("queues", nargs="*", type=queue_name,
                    help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')")
+    p.add_argument("--module-path", "-m", dest="module_paths", action="append", default=[], metavar="PATH",
+                   help="put PATH on sys.path so jobs' modules import (repeatable); the current "
+                        "directory always is")
     add_url(p)
     p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
@@ -47,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    # As in naq: a worker started where tasks.py lives can import it (a console script's
+    # sys.path[0] is its bin directory, not the working directory).
+    add_module_paths([os.getcwd(), *(os.path.abspath(p) for p in reversed(args.module_paths))])
     settings = settings_from(args)
     w = Worker(args.queues or None, settings=settings, concurrency=args.concurrency, name=args.name,
                grace_period=args.grace_period, execution=args.execution, echo_output=True)

@@ -124,6 +124,14 @@ class Client:
             b, self._broker = self._broker, None
             await b.close()
 
+    def __await__(self) -> Any:
+        # naq's `c = await connect(url)`: nq.connect() has connected already; awaiting gives the client back.
+        return self._itself()
+
+    def _itself(self) -> Any:
+        return self
+        yield  # a generator that finishes at once with the client as its value
+
     def __repr__(self) -> str:
         return f"<naq_nb.Client {self.url}>"
 

@@ -1,19 +1,25 @@
 """naq's API on naq_nb: ``enqueue``/``enqueue_sync``, ``Queue``, ``fetch_job_result``, ...
 
-naq's README examples run unchanged with ``from naq_nb import ...``. In these
-functions naq's option names (``queue_name``, ``nats_url``, ``max_retries``,
-``retry_delay``, ``depends_on``, ``timeout``) are options, and every other
-keyword goes to the function. When a function needs a parameter with one of
-those names, use ``Queue(...).configure(...).enqueue(...)``: there every
-keyword goes to the function.
+In these functions naq's option names (``queue_name``, ``nats_url``,
+``max_retries``, ``retry_delay``, ``retry_strategy``, ``retry_on``,
+``ignore_on``, ``depends_on``, ``timeout``, ``result_ttl``,
+``prefer_thread_local``) are options, and every other keyword goes to the
+function. When a function needs a parameter with one of those names, use
+``Queue(...).configure(...).enqueue(...)``: there every keyword goes to the
+function. The README's compatibility table lists what differs from naq.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
+from ..core.errors import UnknownQueueError
 from ..core.job import Job, JobOptions
+from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
+from ..core.retry import RetryPolicy
+from . import client as _client_mod
 from .client import Client, close_all_clients, get_client
 
 
@@ -22,17 +28,21 @@ __all__ = ["Queue", "JobTemplate", "enqueue", "enqueue_sync", "enqueue_many", "e
            "list_workers_sync", "purge_queue", "purge_queue_sync", "get_job_status", "get_job_status_sync",
            "cancel_job", "cancel_job_sync"]
 
-_NAQ_OPTIONS = ("max_retries", "retry_delay", "depends_on", "timeout")
+_RETRY_OPTIONS = ("max_retries", "retry_delay", "retry_strategy", "retry_on", "ignore_on")
+_NAQ_OPTIONS = (*_RETRY_OPTIONS, "depends_on", "timeout", "result_ttl")
 
 
 def _split(kwargs: dict) -> tuple[dict, dict]:
-    opts = {k: kwargs.pop(k) for k in _NAQ_OPTIONS if k in kwargs}
-    if opts.get("max_retries") is None:
-        opts.pop("max_retries", None)
-    if opts.get("retry_delay") is None:
-        opts.pop("retry_delay", None)
-    if opts.get("timeout") is None:
-        opts.pop("timeout", None)
+    """naq's option keywords out of ``kwargs`` as JobOptions arguments; the rest is the function's."""
+    # Accepted for naq's signature; connections here are always shared per process and thread-safe.
+    kwargs.pop("prefer_thread_local", None)
+    raw = {k: kwargs.pop(k) for k in _NAQ_OPTIONS if k in kwargs}
+    opts = {k: raw[k] for k in ("depends_on", "timeout", "result_ttl") if raw.get(k) is not None}
+    retry = {k: raw[k] for k in _RETRY_OPTIONS if raw.get(k) is not None}
+    if retry:
+        opts["retry"] = RetryPolicy.from_naq(retry.get("max_retries"), retry.get("retry_delay"),
+                                             strategy=retry.get("retry_strategy"),
+                                             retry_on=retry.get("retry_on", ()), ignore_on=retry.get("ignore_on", ()))
     return opts, kwargs
 
 
@@ -47,7 +57,9 @@ class JobTemplate:
         return JobTemplate(self.client, JobOptions.build(self.options, **options))
 
     def _job(self, fn: Callable[..., Any] | str, args: Sequence, kwargs: dict) -> Job:
-        return self.client.make_job(fn, args, kwargs, self.options)
+        job = self.client.make_job(fn, args, kwargs, self.options)
+        job._client = self.client  # type: ignore[attr-defined]  # job.status / job.fetch_result() use it
+        return job
 
     async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Enqueue ``fn(*args, **kwargs)`` with this template's options."""
@@ -94,30 +106,116 @@ def _call(c: Any) -> tuple[tuple, dict]:
 
 
 class Queue:
-    """naq's ``Queue``: ``await q.enqueue(fn, *args, max_retries=..., **kwargs)`` or ``q.enqueue_sync(...)``."""
+    """naq's ``Queue``: ``await q.enqueue(fn, *args, max_retries=..., **kwargs)`` or ``q.enqueue_sync(...)``.
 
-    def __init__(self, name: str | None = None, nats_url: str | None = None, *, client: Client | None = None,
-                 **nats_options: Any) -> None:
+    ``name``: 1-64 letters, digits, ``_`` or ``-`` (naq also allows ``.``; here a
+    name is one token of the subject ``naq.jobs.<name>``, and a dot would split
+    it). ``default_timeout``: the timeout of jobs enqueued through this Queue
+    that give none. ``prefer_thread_local`` is accepted: connections here are
+    always shared by the process and safe from any thread. ``nats_options`` go to
+    nats-py (``token=...``, ``user_credentials=...``).
+    """
+
+    def __init__(self, name: str | None = None, nats_url: str | None = None, default_timeout: float | None = None,
+                 prefer_thread_local: bool = False, *, client: Client | None = None, **nats_options: Any) -> None:
         self.client = client or get_client(nats_url, **nats_options)
-        self.name = validate_queue_name(name or self.client.settings.default_queue)
+        self.name = _queue_name(self.client.settings.default_queue if name is None else name)
+        self.default_timeout = default_timeout
+        self._base = JobOptions.build(queue=self.name, timeout=default_timeout)  # checks default_timeout now
 
     def configure(self, **options: Any) -> JobTemplate:
         """Job options apart from the function's arguments: ``q.configure(timeout=5).enqueue(fn, timeout=1)``."""
-        return JobTemplate(self.client, JobOptions.build(queue=self.name)).configure(**options)
+        return JobTemplate(self.client, self._base).configure(**options)
 
     def _template(self, kwargs: dict) -> tuple[JobTemplate, dict]:
         opts, kwargs = _split(kwargs)
         return self.configure(**opts), kwargs
 
     async def enqueue(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue ``func(*args, **kwargs)``; naq's option keywords are options (see the module doc)."""
         t, kwargs = self._template(kwargs)
         return await t.enqueue(func, *args, **kwargs)
 
     def enqueue_sync(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """Blocking :meth:`enqueue`."""
         t, kwargs = self._template(kwargs)
         return t.enqueue_sync(func, *args, **kwargs)
 
+    # --- scheduling (naq's Queue methods; the module-level forms are in naq_nb.client.scheduling) ----------
+    def _sched(self, kwargs: dict) -> dict:
+        if self.default_timeout is not None and kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        return dict(client=self.client, queue_name=self.name, **kwargs)
+
+    async def enqueue_at(self, dt: datetime | float, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """Run ``func(*args, **kwargs)`` at ``dt`` (naive = UTC; in the past = now); needs a running scheduler."""
+        from . import scheduling
+        return await scheduling.enqueue_at(dt, func, *args, **self._sched(kwargs))
+
+    def enqueue_at_sync(self, dt: datetime | float, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        from . import scheduling
+        return scheduling.enqueue_at_sync(dt, func, *args, **self._sched(kwargs))
+
+    async def enqueue_in(self, delta: timedelta | float, func: Callable[..., Any] | str, *args: Any,
+                         **kwargs: Any) -> Job:
+        """Run ``func(*args, **kwargs)`` after ``delta`` (a timedelta or seconds)."""
+        from . import scheduling
+        return await scheduling.enqueue_in(delta, func, *args, **self._sched(kwargs))
+
+    def enqueue_in_sync(self, delta: timedelta | float, func: Callable[..., Any] | str, *args: Any,
+                        **kwargs: Any) -> Job:
+        from . import scheduling
+        return scheduling.enqueue_in_sync(delta, func, *args, **self._sched(kwargs))
+
+    async def schedule(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """A recurring job: ``cron=`` or ``interval=``, ``repeat=`` (also ``timezone``, ``misfire``,
+        ``schedule_id``); see :func:`naq_nb.schedule`."""
+        from . import scheduling
+        return await scheduling.schedule(func, *args, **self._sched(kwargs))
+
+    def schedule_sync(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        from . import scheduling
+        return scheduling.schedule_sync(func, *args, **self._sched(kwargs))
+
+    async def cancel_scheduled_job(self, job_id: Job | str) -> bool:
+        """Delete a schedule; True. An unknown id raises ScheduleNotFoundError (a JobNotFoundError)."""
+        from . import scheduling
+        return await scheduling.cancel_scheduled_job(job_id, client=self.client)
+
+    def cancel_scheduled_job_sync(self, job_id: Job | str) -> bool:
+        from . import scheduling
+        return scheduling.cancel_scheduled_job_sync(job_id, client=self.client)
+
+    async def pause_scheduled_job(self, job_id: Job | str) -> bool:
+        """Stop firing until resumed; True (as in naq)."""
+        from . import scheduling
+        return bool(await scheduling.pause_scheduled_job(job_id, client=self.client))
+
+    def pause_scheduled_job_sync(self, job_id: Job | str) -> bool:
+        from . import scheduling
+        return bool(scheduling.pause_scheduled_job_sync(job_id, client=self.client))
+
+    async def resume_scheduled_job(self, job_id: Job | str) -> bool:
+        """Fire again; True."""
+        from . import scheduling
+        return bool(await scheduling.resume_scheduled_job(job_id, client=self.client))
+
+    def resume_scheduled_job_sync(self, job_id: Job | str) -> bool:
+        from . import scheduling
+        return bool(scheduling.resume_scheduled_job_sync(job_id, client=self.client))
+
+    async def modify_scheduled_job(self, job_id: Job | str, **updates: Any) -> bool:
+        """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (naq: ``scheduled_timestamp_utc``), ...; True."""
+        from . import scheduling
+        return bool(await scheduling.modify_scheduled_job(job_id, client=self.client, **updates))
+
+    def modify_scheduled_job_sync(self, job_id: Job | str, **updates: Any) -> bool:
+        from . import scheduling
+        return bool(scheduling.modify_scheduled_job_sync(job_id, client=self.client, **updates))
+
+    # --- the queue itself ------------------------------------------------------------------
     async def purge(self) -> int:
+        """Drop every job waiting in this queue; returns how many."""
         return await self.client.purge(self.name)
 
     def purge_sync(self) -> int:
@@ -129,15 +227,48 @@ class Queue:
     def count_sync(self) -> int:
         return self.client.queue_size_sync(self.name)
 
+    async def close(self) -> None:
+        """Close this Queue's connection (naq's end of a batch). A later call reconnects.
+
+        The connection is shared with other Queues of the same URL; they reconnect on
+        their next call. The session's own client (``nq.connect`` / ``nq.local``) is
+        left open: it belongs to the notebook, not to this Queue.
+        """
+        if self.client is not _client_mod._session_default:
+            await self.client.close()
+
+    def close_sync(self) -> None:
+        """Blocking :meth:`close`."""
+        if self.client is not _client_mod._session_default:
+            self.client.close_sync()
+
+    async def __aenter__(self) -> "Queue":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
     def __repr__(self) -> str:
         return f"<naq_nb.Queue {self.name!r} at {self.client.url}>"
+
+
+def _queue_name(name: Any) -> str:
+    """naq's rules where they agree (empty: ValueError); a dot is refused, with the reason."""
+    if isinstance(name, str) and not name:
+        raise UnknownQueueError("Queue name cannot be empty")
+    if isinstance(name, str) and "." in name:
+        raise UnknownQueueError(
+            f"invalid queue name {name!r}: '.' is not allowed here (naq allows it). A queue name is one token "
+            "of the NATS subject naq.jobs.<queue>; a dot would make it several tokens, outside the jobs "
+            "stream's naq.jobs.* subjects. Use '_' or '-' instead.")
+    return validate_queue_name(name)
 
 
 # --- module-level helpers, naq style ------------------------------------------------
 
 async def enqueue(func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
                   nats_url: str | None = None, **kwargs: Any) -> Job:
-    """Enqueue ``func(*args, **kwargs)``; naq options: max_retries, retry_delay, depends_on, timeout."""
+    """Enqueue ``func(*args, **kwargs)``; naq's option keywords are options (see the module doc)."""
     return await Queue(queue_name, nats_url).enqueue(func, *args, **kwargs)
 
 
@@ -162,15 +293,27 @@ def _job_id(job: Job | str) -> str:
     return job if isinstance(job, str) else job.job_id
 
 
-async def fetch_job_result(job_id: Job | str, *, nats_url: str | None = None, timeout: float | None = 0) -> Any:
-    """The job's result; raises its exception if it failed. ``timeout=0`` (naq's behaviour)
-    does not wait and raises :class:`JobNotFinishedError` (a JobNotFoundError) if it has not ended;
-    ``timeout=None`` waits as long as it takes."""
-    return await get_client(nats_url).result(_job_id(job_id), timeout)
+def _client_for(job: Job | str, nats_url: str | None) -> Client:
+    """The client that enqueued ``job`` when it is a handle and no URL is given, else the shared one."""
+    if nats_url is None and not isinstance(job, str) and getattr(job, "_client", None) is not None:
+        return job._client  # type: ignore[union-attr]
+    return get_client(nats_url)
 
 
-def fetch_job_result_sync(job_id: Job | str, *, nats_url: str | None = None, timeout: float | None = 0) -> Any:
-    return get_client(nats_url).result_sync(_job_id(job_id), timeout)
+async def fetch_job_result(job_id: Job | str, nats_url: str | None = None, *, timeout: float | None = 0) -> Any:
+    """The job's result; raises its exception if it failed (also a ``JobExecutionError``).
+
+    ``timeout=0`` (naq's behaviour) does not wait and raises
+    :class:`JobNotFinishedError` (a JobNotFoundError) if the job has not ended;
+    ``timeout=None`` waits as long as it takes. Also ``Job.fetch_result(job_id)``
+    and ``job.fetch_result()``.
+    """
+    return await _client_for(job_id, nats_url).result(_job_id(job_id), timeout)
+
+
+def fetch_job_result_sync(job_id: Job | str, nats_url: str | None = None, *, timeout: float | None = 0) -> Any:
+    """Blocking :func:`fetch_job_result` (works inside a running loop too)."""
+    return _client_for(job_id, nats_url).result_sync(_job_id(job_id), timeout)
 
 
 async def get_job_status(job_id: Job | str, *, nats_url: str | None = None) -> dict:
@@ -207,8 +350,19 @@ def purge_queue_sync(queue_name: str | None = None, nats_url: str | None = None)
     return Queue(queue_name, nats_url).purge_sync()
 
 
-def close_sync_connections() -> None:
-    """Close the shared connections (naq name); later calls reconnect on demand."""
+def close_sync_connections(nats_url: str | None = None) -> None:
+    """Close the shared connections (naq's name); later calls reconnect on demand.
+
+    naq closes the calling thread's connection to ``nats_url``; here connections
+    are shared by all threads, so every shared one is closed (``nats_url`` is accepted).
+    """
     close_all_clients()
+
+
+def _status_record(job: Job) -> dict:
+    return _client_for(job, None).status_sync(job.job_id)
+
+
+register_readers(record=_status_record, fetch=fetch_job_result, fetch_sync=fetch_job_result_sync)
 
 

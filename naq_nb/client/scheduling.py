@@ -49,6 +49,7 @@ class ScheduledTemplate:
 
     async def _enqueue(self, fn: Callable[..., Any] | str, args: Sequence, kwargs: dict) -> Job:
         job = self.client.make_job(fn, args, kwargs, self.options)
+        job._client = self.client  # type: ignore[attr-defined]  # job.status / job.fetch_result() use it
         cal = dict(self.calendar)
         when = cal.pop("at", None)
         tz = cal.pop("timezone", None)
@@ -170,50 +171,60 @@ def _change_sync(client: Client | None, nats_url: str | None, ref: Job | str, ac
     return run_sync(_change_on_loop(client or get_client(nats_url), ref, action, changes))
 
 
-async def cancel_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None,
+async def cancel_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
                                client: Client | None = None) -> bool:
     """Delete a schedule; True. An unknown id raises :class:`ScheduleNotFoundError` (a JobNotFoundError)."""
     await _change(client, nats_url, schedule_id, "cancel")
     return True
 
 
-def cancel_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+def cancel_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
                               client: Client | None = None) -> bool:
     _change_sync(client, nats_url, schedule_id, "cancel")
     return True
 
 
-async def pause_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None,
+async def pause_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
                               client: Client | None = None) -> dict:
     """Stop firing until resumed; returns the schedule's row."""
     return await _change(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
 
 
-def pause_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+def pause_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
                              client: Client | None = None) -> dict:
     return _change_sync(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
 
 
-async def resume_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None,
+async def resume_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
                                client: Client | None = None) -> dict:
     """Fire again; runs missed while paused are skipped (beyond the misfire grace)."""
     return await _change(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
 
 
-def resume_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+def resume_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
                               client: Client | None = None) -> dict:
     return _change_sync(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
 
 
-async def modify_scheduled_job(schedule_id: Job | str, *, nats_url: str | None = None, client: Client | None = None,
+def _naq_changes(changes: dict) -> dict:
+    # naq's name for the next run time (its CLI's reschedule --next-run writes it).
+    if "scheduled_timestamp_utc" in changes:
+        if "next_run" in changes:
+            raise ConfigurationError("give next_run or scheduled_timestamp_utc, not both")
+        changes["next_run"] = changes.pop("scheduled_timestamp_utc")
+    return changes
+
+
+async def modify_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None,
                                **changes: Any) -> dict:
-    """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (reschedule), ``timezone`` or the misfire policy."""
-    return await _change(client, nats_url, schedule_id, "modify", **changes)  # type: ignore[return-value]
+    """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (reschedule; naq: ``scheduled_timestamp_utc``),
+    ``timezone`` or the misfire policy."""
+    return await _change(client, nats_url, schedule_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
 
 
-def modify_scheduled_job_sync(schedule_id: Job | str, *, nats_url: str | None = None,
+def modify_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
                               client: Client | None = None, **changes: Any) -> dict:
-    return _change_sync(client, nats_url, schedule_id, "modify", **changes)  # type: ignore[return-value]
+    return _change_sync(client, nats_url, schedule_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
 
 
 async def _rows(c: Client) -> list[dict]:

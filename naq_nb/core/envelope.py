@@ -100,7 +100,7 @@ _MAX_META = 64 * 1024
 _SERIALIZERS = ("pickle", "json")
 _MAX_DEPS = 1000
 _MAX_DELAY = 1e8  # seconds (3 years): JetStream takes the nak delay as int64 nanoseconds
-_RETRY_KEYS = {"max_retries", "backoff", "delay", "max_delay", "jitter", "retry_on"}
+_RETRY_KEYS = {"max_retries", "backoff", "delay", "max_delay", "jitter", "retry_on", "ignore_on"}
 
 
 def _no_constant(name: str) -> Any:
@@ -167,13 +167,15 @@ def _retry(value: Any) -> RetryPolicy:
             raise ValueError(f"retry.backoff delays must be within [0, {_MAX_DELAY:g}]")
     elif not isinstance(backoff, str):
         raise ValueError(f"retry.backoff must be a name or a list of delays, not {backoff!r}")
-    retry_on = value.get("retry_on", [])
-    if not isinstance(retry_on, list) or not all(isinstance(t, str) for t in retry_on):
-        raise ValueError(f"retry.retry_on must be a list of exception names, not {retry_on!r:.80}")
+    names = {}
+    for key in ("retry_on", "ignore_on"):
+        names[key] = value.get(key, [])
+        if not isinstance(names[key], list) or not all(isinstance(t, str) and t for t in names[key]):
+            raise ValueError(f"retry.{key} must be a list of exception names, not {names[key]!r:.80}")
     try:
         return RetryPolicy(max_retries=n, backoff=backoff, delay=value.get("delay", 0.0),
                            max_delay=value.get("max_delay", 3600.0), jitter=value.get("jitter", 0.0),
-                           retry_on=tuple(retry_on))
+                           retry_on=tuple(names["retry_on"]), ignore_on=tuple(names["ignore_on"]))
     except ConfigurationError as exc:
         raise ValueError(f"retry: {exc}") from None
 

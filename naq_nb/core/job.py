@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigurationError
+from .jobview import NaqJobView
 from .layout import JOB_ID_RE, validate_job_id, validate_queue_name
 from .retry import RetryPolicy
 
@@ -156,12 +157,13 @@ class JobOptions:
 
 
 @dataclass
-class Job:
+class Job(NaqJobView):
     """A job as it was enqueued. ``job_id`` is its handle everywhere.
 
     naq-compatible attributes: ``job_id``, ``queue_name``, ``function``, ``args``,
     ``kwargs``, ``max_retries``, ``retry_delay``, ``depends_on``, ``timeout``,
-    ``enqueue_time``.
+    ``enqueue_time``; and (see :mod:`.jobview`) ``status``, ``error``, ``traceback``,
+    ``result_ttl``, ``retry_strategy``, ``fetch_result()``, ``fetch_result_sync()``.
     """
 
     job_id: str

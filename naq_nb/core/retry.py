@@ -26,7 +26,9 @@ class RetryPolicy:
     ``"exponential"`` (``delay * 2**(n-1)``), all capped at ``max_delay`` and
     spread by ``jitter`` (a fraction, 0.1 = +/-10%), or an explicit list of delays
     (the last one repeats). ``retry_on`` limits retries to exceptions whose type
-    name (``"ValueError"`` or ``"module.Error"``) or any base class name matches.
+    name (``"ValueError"`` or ``"module.Error"``) or any base class name matches;
+    ``ignore_on`` (naq's name) never retries those, and wins over ``retry_on``.
+    Both take exception classes or their names.
     """
 
     max_retries: int = 0
@@ -35,6 +37,7 @@ class RetryPolicy:
     max_delay: float = 3600.0
     jitter: float = 0.0
     retry_on: tuple[str, ...] = field(default_factory=tuple)
+    ignore_on: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
@@ -55,17 +58,24 @@ class RetryPolicy:
                                          f"not {getattr(self, name)!r}")
         if not _is_seconds(self.jitter) or self.jitter > 1:
             raise ConfigurationError(f"jitter must be a number within [0, 1], not {self.jitter!r}")
-        object.__setattr__(self, "retry_on", tuple(_type_name(t) for t in self.retry_on))
+        for name in ("retry_on", "ignore_on"):
+            object.__setattr__(self, name, tuple(_type_name(t, name) for t in _as_tuple(getattr(self, name))))
 
     @classmethod
     def from_naq(cls, max_retries: int | None = 0, retry_delay: float | Sequence[float] | None = 0,
-                 **extra: object) -> "RetryPolicy":
-        """naq's ``max_retries`` / ``retry_delay`` (a number or a list of numbers)."""
+                 strategy: object = None, **extra: object) -> "RetryPolicy":
+        """naq's ``max_retries`` / ``retry_delay`` (a number or a list of numbers) / ``retry_strategy``.
+
+        naq's ``"linear"`` waits ``retry_delay`` each time (our ``"fixed"``);
+        ``"exponential"`` waits ``retry_delay * 2**(n-1)``. A list of delays wins over both.
+        """
         max_retries = 0 if max_retries is None else max_retries
         if retry_delay is None:
             retry_delay = 0
+        kind = _naq_strategy(strategy)
         if isinstance(retry_delay, (int, float)) and not isinstance(retry_delay, bool):
-            return cls(max_retries=max_retries, backoff="fixed", delay=float(retry_delay), **extra)  # type: ignore[arg-type]
+            return cls(max_retries=max_retries, backoff=kind, delay=float(retry_delay),
+                       **extra)  # type: ignore[arg-type]
         if isinstance(retry_delay, Iterable) and not isinstance(retry_delay, (str, bytes, dict)):
             return cls(max_retries=max_retries, backoff=tuple(retry_delay), **extra)  # type: ignore[arg-type]
         raise ConfigurationError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
@@ -91,16 +101,15 @@ class RetryPolicy:
         """True if the job should run again after its ``failures``-th failure."""
         if failures > self.max_retries:
             return False
-        if not self.retry_on:
-            return True
-        return any(name in self.retry_on or name.rsplit(".", 1)[-1] in self.retry_on
-                   for name in exc_type_names)
+        if self.ignore_on and _matches(self.ignore_on, exc_type_names):
+            return False
+        return not self.retry_on or _matches(self.retry_on, exc_type_names)
 
     def to_dict(self) -> dict:
         return {"max_retries": self.max_retries,
                 "backoff": list(self.backoff) if isinstance(self.backoff, tuple) else self.backoff,
                 "delay": self.delay, "max_delay": self.max_delay, "jitter": self.jitter,
-                "retry_on": list(self.retry_on)}
+                "retry_on": list(self.retry_on), "ignore_on": list(self.ignore_on)}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RetryPolicy":
@@ -110,7 +119,8 @@ class RetryPolicy:
         return cls(max_retries=d.get("max_retries", 0),
                    backoff=tuple(backoff) if isinstance(backoff, list) else backoff,
                    delay=d.get("delay", 0.0), max_delay=d.get("max_delay", 3600.0),
-                   jitter=d.get("jitter", 0.0), retry_on=tuple(d.get("retry_on", ())))
+                   jitter=d.get("jitter", 0.0), retry_on=tuple(d.get("retry_on", ())),
+                   ignore_on=tuple(d.get("ignore_on", ())))
 
 
 def _is_seconds(v: object) -> bool:
@@ -118,9 +128,37 @@ def _is_seconds(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
-def _type_name(t: object) -> str:
-    if isinstance(t, str):
+NAQ_STRATEGIES = {"linear": "fixed", "exponential": "exponential"}
+
+
+def _naq_strategy(strategy: object) -> str:
+    if strategy is None:
+        return "fixed"
+    name = str(getattr(strategy, "value", strategy)).lower()  # naq's RETRY_STRATEGY enum or a string
+    if name not in NAQ_STRATEGIES:
+        raise ConfigurationError(f"retry_strategy must be 'linear' or 'exponential', not {strategy!r}")
+    return NAQ_STRATEGIES[name]
+
+
+def _as_tuple(v: object) -> tuple:
+    # naq passes a tuple of classes, but one class or one name is accepted too.
+    if v is None:
+        return ()
+    if isinstance(v, (str, type)):
+        return (v,)
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return tuple(v)
+    raise ConfigurationError(f"expected exception classes or names, not {v!r}")
+
+
+def _matches(names: tuple[str, ...], exc_type_names: Sequence[str]) -> bool:
+    """True if the exception's type or any base (full or bare name) is listed."""
+    return any(n in names or n.rsplit(".", 1)[-1] in names for n in exc_type_names)
+
+
+def _type_name(t: object, what: str = "retry_on") -> str:
+    if isinstance(t, str) and t:
         return t
     if isinstance(t, type) and issubclass(t, BaseException):
         return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-    raise ConfigurationError(f"retry_on entries must be exception classes or names, not {t!r}")
+    raise ConfigurationError(f"{what} entries must be exception classes or names, not {t!r}")

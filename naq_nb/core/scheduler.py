@@ -77,6 +77,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._watcher = None
+        self.max_sleep = 3600.0  # longest timer sleep between checks (naq's poll_interval lowers it)
 
     # --- lifecycle -------------------------------------------------------------
     async def run(self) -> None:
@@ -183,7 +184,7 @@ class Scheduler:
             due = self.next_due() if leading else None
             if due is None or due > now:
                 self._changed.clear()
-                delay = None if due is None else min(due - now, 3600.0)
+                delay = None if due is None else min(due - now, self.max_sleep)
                 if not leading and self.is_leader:
                     delay = 0.5  # leading on paper, lease lapsed locally: look again after the next renewal
                 try:

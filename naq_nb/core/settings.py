@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Mapping
 
@@ -69,7 +70,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
-        env = os.environ if environ is None else environ
+        env = naq_aliases(os.environ if environ is None else environ)
         values: dict[str, object] = {}
         types = {f.name: f.type for f in fields(cls)}
         for var, (attr, _default, _doc) in ENV_VARS.items():
@@ -206,3 +207,48 @@ def _convert(var: str, attr: str, raw: str, typ: object) -> object:
         shown = "***" if "KEY" in var else repr(raw)
         raise ValueError(f"{var}={shown} is not a valid value for {attr}") from None
     return raw.strip().lower() if attr == "serializer" else raw
+
+
+# --- naq's variable names, read as aliases of ours ------------------------------------------
+# naq name -> naq_nb name. When both are set, naq_nb's wins (with a warning).
+NAQ_ALIASES: dict[str, str] = {
+    "NAQ_DEFAULT_RESULT_TTL": "NAQ_RESULT_TTL",
+    "NAQ_JOB_STATUS_TTL": "NAQ_STATUS_TTL",
+    "NAQ_DEFAULT_ACK_WAIT": "NAQ_ACK_WAIT",
+    "NAQ_WORKER_HEARTBEAT_INTERVAL": "NAQ_HEARTBEAT",
+    "NAQ_SCHEDULER_LOCK_TTL": "NAQ_SCHEDULER_LEASE",
+}
+
+
+# naq's variables with no counterpart here, and why; setting one warns instead of being ignored silently.
+NAQ_UNSUPPORTED: dict[str, str] = {
+    "NAQ_ACK_WAIT_PER_QUEUE": "all workers of a queue share one consumer with one ack wait (NAQ_ACK_WAIT)",
+    "NAQ_SCHEDULER_LOCK_RENEW_INTERVAL": "the lease is renewed every NAQ_SCHEDULER_LEASE / 3 seconds",
+    "NAQ_MAX_SCHEDULE_FAILURES": "a firing that fails to publish is retried at the next tick, never given up",
+    "NAQ_JSON_ENCODER": "the JSON serializer handles JSON types only", "NAQ_JSON_DECODER": "see NAQ_JSON_ENCODER",
+    "NAQ_LOG_TO_FILE_ENABLED": "logs go through Python's logging; configure a handler",
+    "NAQ_LOG_FILE_PATH": "logs go through Python's logging; configure a handler",
+}
+
+
+def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with naq's variable names copied to ours where ours are not set."""
+    for name in NAQ_UNSUPPORTED:
+        if env.get(name):
+            warnings.warn(f"{name} (naq's) has no effect in naq_nb: {NAQ_UNSUPPORTED[name]}", stacklevel=3)
+    found = {alias: ours for alias, ours in NAQ_ALIASES.items() if env.get(alias)}
+    if not found:
+        return env
+    out = dict(env)
+    for alias, ours in found.items():
+        try:
+            float(env[alias])  # every alias is a number of seconds; name naq's variable, not ours, when bad
+        except ValueError:
+            raise ValueError(f"{alias}={env[alias]!r} is not a number of seconds (naq's name for {ours})") from None
+        if env.get(ours):
+            if env[ours] != env[alias]:
+                warnings.warn(f"{alias}={env[alias]!r} and {ours}={env[ours]!r} are both set; using {ours}",
+                              stacklevel=3)
+        else:
+            out[ours] = env[alias]
+    return out

@@ -1,0 +1,85 @@
+"""naq's attributes of a Job handle: ``status``, ``error``, ``traceback``,
+``result_ttl``, ``retry_strategy``, ``fetch_result`` / ``fetch_result_sync``.
+
+``result_ttl`` and ``retry_strategy`` come from the job's options. ``status``,
+``error`` and ``traceback`` are read from the job's status record on each access
+(one KV get), so they tell what the workers did, not what this process saw.
+The engine owns no connection of its own, so the client layer registers the
+readers here when it is imported (:func:`register_readers`); ``import naq_nb``
+does that.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+__all__ = ["NaqJobView", "register_readers"]
+
+_readers: dict[str, Callable[..., Any]] = {}
+
+
+def register_readers(*, record: Callable[[Any], dict], fetch: Callable[..., Any],
+                     fetch_sync: Callable[..., Any]) -> None:
+    """Called by the client layer: ``record(job) -> status record``, ``fetch``/``fetch_sync(job_or_id, ...)``."""
+    _readers.update(record=record, fetch=fetch, fetch_sync=fetch_sync)
+
+
+def _reader(name: str) -> Callable[..., Any]:
+    fn = _readers.get(name)
+    if fn is None:
+        raise RuntimeError(f"Job.{name} needs naq_nb's client layer: import naq_nb first")
+    return fn
+
+
+class _StaticOrBound:
+    """naq's ``Job.fetch_result(job_id, nats_url=...)`` is static; on a handle,
+    ``job.fetch_result()`` fetches that job's own result."""
+
+    def __init__(self, reader: str) -> None:
+        self.reader = reader
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        fn = _reader(self.reader)
+        return fn if obj is None else functools.partial(fn, obj)
+
+
+class NaqJobView:
+    """Mixed into :class:`naq_nb.core.job.Job`."""
+
+    fetch_result = _StaticOrBound("fetch")
+    fetch_result_sync = _StaticOrBound("fetch_sync")
+
+    @property
+    def result_ttl(self) -> float | None:
+        """Seconds the result is kept (None: ``NAQ_RESULT_TTL``)."""
+        return self.options.result_ttl  # type: ignore[attr-defined]
+
+    @property
+    def retry_strategy(self) -> str:
+        """naq's name of the backoff: ``"exponential"``, else ``"linear"`` (a fixed delay or a list)."""
+        return "exponential" if self.options.retry.backoff == "exponential" else "linear"  # type: ignore[attr-defined]
+
+    @property
+    def retry_on(self) -> tuple[str, ...]:
+        return self.options.retry.retry_on  # type: ignore[attr-defined]
+
+    @property
+    def ignore_on(self) -> tuple[str, ...]:
+        return self.options.retry.ignore_on  # type: ignore[attr-defined]
+
+    @property
+    def status(self) -> Any:
+        """The job's current :class:`JobStatus`, read now (raises JobNotFoundError once the record expired)."""
+        from .job import JobStatus
+        return JobStatus(_reader("record")(self)["status"])
+
+    @property
+    def error(self) -> str | None:
+        """``"ExcType: message"`` of the last failure (failed or retrying), else None."""
+        return _reader("record")(self).get("error") or None
+
+    @property
+    def traceback(self) -> str | None:
+        """The worker-side traceback of the last failure, else None."""
+        return _reader("record")(self).get("traceback") or None
