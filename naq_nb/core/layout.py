@@ -35,9 +35,7 @@ def validate_queue_name(name: object) -> str:
 def validate_job_id(job_id: object, what: str = "job_id") -> str:
     """Return ``job_id`` if it can be a job id (on the wire, so a schedule's occurrence ids too),
     else raise :class:`~naq_nb.core.errors.ConfigurationError` (a ValueError) naming ``what``."""
-    if not isinstance(job_id, str):
-        raise TypeError(f"{what} must be a string, not {type(job_id).__name__}: {job_id!r}")
-    if not WIRE_ID_RE.fullmatch(job_id):
+    if not isinstance(job_id, str) or not WIRE_ID_RE.fullmatch(job_id):
         raise ConfigurationError(f"invalid {what} {job_id!r}: use 1-160 letters, digits, '_' or '-'")
     return job_id
 
