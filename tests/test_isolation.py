@@ -207,3 +207,18 @@ async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker
     assert not w.running, "the slot is free"
     await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
     assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == "x"
+
+
+async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker, start_worker):
+    from naq_nb.core.envelope import encode_job
+    await start_worker(concurrency=1)
+    q = Queue(broker)
+    job = q.make_job(jobs.add, (1, 1))
+    headers, _ = encode_job(job, broker.serializer, max_payload=broker.max_payload)
+    await broker.js.publish(broker.layout.queue_subject("default"), b"not a pickle", headers=headers)
+    rec = await wait_for_result(broker, job.job_id, 30)
+    assert rec.status == "failed" and "cannot unpickle" in rec.meta["error"]
+    [entry] = await list_failed(broker)
+    assert entry["job_id"] == job.job_id and entry["reason"] == "payload cannot be decoded"
+    ok = await q.enqueue(jobs.add, 2, 3)
+    assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 5

@@ -165,16 +165,17 @@ class ProcessExecution:
         check_call(call.meta, call.headers, call.body, call.serializer, call.signing_key)
 
     async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
-        t0 = time.monotonic()
-
         def on_progress(done: Any, total: Any, message: Any, lines: list[str]) -> None:
             ctx.update(done=done, total=total, message=message)
             for line in lines:
                 ctx.update(line=line)
-        work = self.pool.call(ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress)
+        child = await self.pool.acquire()  # a child still starting is the worker's delay, not the job's time
+        t0 = time.monotonic()
         try:
-            reply = await (work if timeout is None else asyncio.wait_for(work, timeout))
-        except asyncio.TimeoutError:
+            # Inline, not wait_for's task: once acquired, the child always reaches call's cleanup.
+            async with asyncio.timeout(timeout):
+                reply = await self.pool.call(child, ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress)
+        except TimeoutError:
             raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)") from None
         except WorkerProcessDied as exc:
             crash = getattr(exc, "crash_text", "")
@@ -184,8 +185,7 @@ class ProcessExecution:
             return _cloud_loads(reply[1])  # between the worker and its own child, whatever the job serializer
         if kind == "async":  # async functions stay on the worker's loop
             fn, args, kwargs = call.decode()
-            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
-            return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=left)
+            return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout, started=t0)
         _, where, exc_bytes, error, tb, types = reply
         original = call.serializer.loads_exception(exc_bytes) if exc_bytes else None
         if where == "decode":
@@ -210,13 +210,14 @@ def make_execution(execution: str, size: int, serializer: Serializer) -> ThreadE
 
 
 async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: JobContext,
-                   executor: ThreadPoolExecutor, timeout: float | None) -> Any:
-    """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``.
+                   executor: ThreadPoolExecutor, timeout: float | None, started: float | None = None) -> Any:
+    """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``
+    seconds after ``started`` (a ``time.monotonic()`` value; default now).
 
     An async function that blocked the loop past its timeout is failed when it
     returns (``wait_for`` could not fire meanwhile).
     """
-    t0 = time.monotonic()
+    t0 = time.monotonic() if started is None else started
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
         token = bind(ctx)
         try:
@@ -233,7 +234,7 @@ async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: Jo
         if timeout is None:
             result = await aw
         else:
-            result = await asyncio.wait_for(aw, timeout)
+            result = await asyncio.wait_for(aw, max(0.0, timeout - (time.monotonic() - t0)))
             if time.monotonic() - t0 > timeout:
                 raise asyncio.TimeoutError
     except asyncio.TimeoutError:

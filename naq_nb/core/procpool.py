@@ -174,16 +174,21 @@ class ProcessPool:
             raise
         return child
 
-    async def call(self, job_id: str, queue: str, attempt: int, body: bytes, on_progress: Any) -> tuple:
-        """Run a job body in an idle child; returns its final reply.
+    async def acquire(self) -> _Child:
+        """An idle child (waits while children are being started); give it to :meth:`call`."""
+        if self._closed or self._idle is None:
+            raise RuntimeError("the process pool is closed")
+        return await self._idle.get()
+
+    async def call(self, child: _Child, job_id: str, queue: str, attempt: int, body: bytes,
+                   on_progress: Any) -> tuple:
+        """Run a job body in ``child`` (from :meth:`acquire`); returns its final reply.
 
         ``on_progress(done, total, message, lines)`` is called for each progress
         frame. Cancelling this call (a timeout, a cancel, a forced stop) kills the
-        child. A child that dies raises :class:`WorkerProcessDied`.
+        child. A child that dies raises :class:`WorkerProcessDied`. Either way the
+        child goes back to the pool or is replaced.
         """
-        if self._closed or self._idle is None:
-            raise RuntimeError("the process pool is closed")
-        child = await self._idle.get()
         healthy = False
         try:
             path = list(sys.path)
@@ -199,7 +204,7 @@ class ProcessPool:
                     return frame
                 on_progress(*frame[1:])
         finally:
-            if healthy:
+            if healthy and not self._closed:
                 self._idle.put_nowait(child)
             else:
                 self._replace(child)

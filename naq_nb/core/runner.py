@@ -114,7 +114,7 @@ class JobRunner:
             await self.finish_cancelled(d)
             return
         except SerializationError as exc:
-            if call.decoded is None and self.execution.mode == "processes":
+            if call.decoded is None:  # the child could not unpickle the body
                 await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
             else:
                 await self._finish_failed(d, exc)
