@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError
 
 from .context import JobContext
+from .deps import release_dependents
 from .envelope import HEADER_META, JobMeta, decode_call, decode_meta
 from .errors import DependencyFailedError, PayloadTooLargeError, SerializationError
 from .execution import call_job
@@ -224,6 +225,7 @@ class JobRunner:
                 await self._write_over_marker(jid, result)
         await d.msg.ack()
         self.w.stats["processed"] += 1
+        await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
 
     async def _status(self, job_id: str, rec: dict) -> None:
         await self.b.js.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
