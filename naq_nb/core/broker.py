@@ -198,7 +198,7 @@ class Broker:
 
     async def _ensure(self) -> None:
         lay = self.layout
-        for cfg in (lay.jobs_stream_config(), lay.failed_stream_config()):
+        for cfg in (lay.jobs_stream_config(), lay.failed_stream_config(), lay.waiting_stream_config()):
             await self._ensure_stream(cfg)
         for name, kw in lay.buckets().items():
             self._kv[name] = await self._ensure_bucket(name, kw)

@@ -1,129 +1,305 @@
 """Dependencies: a job runs only after every job it depends on has succeeded.
 
-A delivered job with unmet dependencies is parked: it does not take a slot,
-its message is kept alive with in-progress acks, and it wakes on the status
-events of the jobs it waits for (one core subscription per awaited job id,
-shared by every job parked on it). If a dependency fails or is cancelled the
-dependent fails with a reason naming it. A worker that dies loses nothing: the
-parked message is redelivered and parked again.
+A delivered job whose dependencies have not all ended is *parked*, apart from
+its queue (as RQ's deferred registry keeps deferred jobs apart): its status is
+set to ``waiting``, its message is copied to the waiting stream under the
+subject of one dependency it still awaits (``<prefix>.waiting.<dep id>``), and
+the original is acked. A parked job so holds no slot, no pull credit and no
+ack-pending room: unrelated jobs on its queue run as if it were not there.
+
+When a job reaches a terminal state, :func:`release_dependents` settles every
+copy parked on it: re-published to its queue (``Nats-Msg-Id`` =
+``rel-<job>-<copy seq>``, so a repeated release is dropped), parked again on
+the next dependency it still awaits, or failed with a reason naming the
+dependency that failed, was cancelled or does not exist (and its own dependents
+after it). A copy is deleted only once that is done, so a worker killed
+mid-release loses nothing: the release runs again (a parked job re-checks its
+dependency right after parking; every worker sweeps the waiting stream at start
+and every :data:`SWEEP_INTERVAL` seconds) and each step is idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Awaitable, Callable
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from nats.js.errors import KeyNotFoundError
+from nats.js import api
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from .broker import Broker
-from .delivery import Delivery
-from .job import JobStatus
-from .records import decode_status
+from .envelope import HEADER_MSG_ID, JobMeta, decode_meta
+from .errors import DependencyFailedError, SerializationError
+from .job import TERMINAL, JobStatus
+from .layout import msg_delete_api_subject
+from .records import decode_status, encode_failure, encode_status, exception_type_names
+from .serialization import pack_record
 
-__all__ = ["DependencyGate"]
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .delivery import Delivery
 
+__all__ = ["DependencyGate", "release_dependents", "sweep_waiting", "SWEEP_INTERVAL"]
+
+log = logging.getLogger("naq_nb.worker")
+
+SWEEP_INTERVAL = 30.0
 _BAD = {JobStatus.FAILED.value: "failed", JobStatus.CANCELLED.value: "was cancelled"}
+_ENDED = {s.value for s in TERMINAL}
+_MISSING = "does not exist (never enqueued, or expired)"
+_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
+_WRONG_LAST_SEQ = 10071
+_CHUNK = 64  # copies settled concurrently
+
+
+def _verdict(deps: list[str], statuses: list[str | None]) -> tuple[str, str, str]:
+    """``("fail", dep, why)``, ``("wait", dep, "")`` or ``("ready", "", "")``."""
+    waiting = ""
+    for dep, st in zip(deps, statuses):
+        if st is None:
+            return "fail", dep, _MISSING
+        if st in _BAD:
+            return "fail", dep, _BAD[st]
+        if st != JobStatus.SUCCEEDED.value and not waiting:
+            waiting = dep
+    return ("wait", waiting, "") if waiting else ("ready", "", "")
+
+
+async def _status_entry(b: "Broker", job_id: str) -> tuple[dict | None, int]:
+    kv = await b.kv(b.layout.status_bucket)
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        return None, 0
+    try:
+        return (decode_status(entry.value) if entry.value else None), entry.revision
+    except SerializationError:
+        return None, entry.revision
+
+
+async def _status_of(b: "Broker", job_id: str) -> str | None:
+    rec, _ = await _status_entry(b, job_id)
+    return rec.get("status") if rec else None
+
+
+def _job_headers(headers: dict | None) -> dict:
+    """The job's own headers (meta, signature...), without NATS's."""
+    return {k: v for k, v in (headers or {}).items() if not k.startswith("Nats-")}
+
+
+async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep: str) -> None:
+    """Copy a job message to the waiting stream under ``dep`` (a repeat is de-duplicated)."""
+    hdrs = {**_job_headers(headers), HEADER_MSG_ID: f"park-{job_id}-{dep}"}
+    await b.publish(b.layout.waiting_subject(dep), body or b"", headers=hdrs,
+                    what=f"job {job_id} parked on job {dep}")
 
 
 class DependencyGate:
+    """Admits delivered jobs that have dependencies: run now, fail, or park them apart.
+
+    ``parked``, :meth:`take` and :meth:`deliveries` remain for the worker: nothing is held in
+    memory any more (parked jobs live in the waiting stream), so they are always empty.
+    """
+
     def __init__(self, broker: "Broker", on_ready: Callable[["Delivery"], None],
-                 on_failed: Callable[["Delivery", str, str], Awaitable[None]]) -> None:
+                 on_failed: Callable[["Delivery", str, str], Awaitable[None]],
+                 sweep_interval: float = SWEEP_INTERVAL) -> None:
         self.b = broker
         self.on_ready = on_ready
         self.on_failed = on_failed
-        self.parked: dict[str, tuple["Delivery", set[str]]] = {}  # job id -> (delivery, pending deps)
-        self._waiters: dict[str, set[str]] = {}                   # dep id -> parked job ids
-        self._subs: dict[str, object] = {}
+        self.parked: dict[str, Any] = {}
+        self._sweeper = asyncio.ensure_future(self._sweep_loop(sweep_interval))
 
     async def admit(self, d: "Delivery") -> None:
         """Run ``d`` now, fail it, or park it until its dependencies end."""
-        deps = list(d.meta.options.depends_on)
-        statuses = await asyncio.gather(*(self._status_of(dep) for dep in deps))
-        pending = set()
-        for dep, st in zip(deps, statuses):
-            if st is None:
-                await self.on_failed(d, dep, "does not exist (never enqueued, or expired)")
-                return
-            if st in _BAD:
-                await self.on_failed(d, dep, _BAD[st])
-                return
-            if st != JobStatus.SUCCEEDED.value:
-                pending.add(dep)
-        if not pending:
+        meta = d.meta
+        deps = list(meta.options.depends_on)
+        kind, dep, why = _verdict(deps, list(await asyncio.gather(*(_status_of(self.b, x) for x in deps))))
+        if kind == "fail":
+            await self.on_failed(d, dep, why)
+            return
+        if kind == "ready":
             self.on_ready(d)
             return
-        jid = d.meta.job_id
-        self.parked[jid] = (d, pending)
-        for dep in pending:
-            self._waiters.setdefault(dep, set()).add(jid)
-            if dep not in self._subs:
-                subj = self.b.layout.kv_subject(self.b.layout.status_bucket, dep)
-                self._subs[dep] = await self.b.nc.subscribe(subj, cb=self._on_event)
-        # A dependency may have ended between the reads above and the subscriptions.
-        for dep, st in zip(pending, await asyncio.gather(*(self._status_of(x) for x in pending))):
-            await self._update(dep, st)
-
-    async def _status_of(self, job_id: str) -> str | None:
-        kv = await self.b.kv(self.b.layout.status_bucket)
-        try:
-            return decode_status((await kv.get(job_id)).value).get("status")
-        except KeyNotFoundError:
-            return None
-
-    async def _on_event(self, msg) -> None:
-        dep = msg.subject.rsplit(".", 1)[-1]
-        try:
-            st = json.loads(msg.data).get("status") if msg.data else None
-        except ValueError:
-            return
-        await self._update(dep, st)
-
-    async def _update(self, dep: str, st: str | None) -> None:
-        if st != JobStatus.SUCCEEDED.value and st not in _BAD:
-            return
-        for jid in list(self._waiters.get(dep, ())):
-            entry = self.parked.get(jid)
-            if entry is None:
-                continue
-            d, pending = entry
-            if st in _BAD:
-                self._release(jid)
-                await self.on_failed(d, dep, _BAD[st])
-                continue
-            pending.discard(dep)
-            if not pending:
-                self._release(jid)
-                self.on_ready(d)
-        await self._drop_sub_if_unused(dep)
-
-    def _release(self, jid: str) -> None:
-        d, pending = self.parked.pop(jid)
-        for dep in d.meta.options.depends_on:
-            self._waiters.get(dep, set()).discard(jid)
+        if await _mark_waiting(self.b, meta, dep):
+            await park(self.b, d.msg.headers, d.msg.data, meta.job_id, dep)
+        await d.msg.ack()
+        # The dependency may have ended between the check above and the park: settle it now.
+        if await _status_of(self.b, dep) in _ENDED:
+            await release_dependents(self.b, dep)
 
     def take(self, jid: str) -> "Delivery | None":
-        """Remove a parked job (it was cancelled); returns its delivery."""
-        if jid not in self.parked:
-            return None
-        d = self.parked[jid][0]
-        self._release(jid)
-        return d
-
-    async def _drop_sub_if_unused(self, dep: str) -> None:
-        if not self._waiters.get(dep):
-            self._waiters.pop(dep, None)
-            sub = self._subs.pop(dep, None)
-            if sub is not None:
-                await sub.unsubscribe()
+        """Nothing is parked in memory: a waiting job is cancelled through its status record."""
+        return None
 
     def deliveries(self) -> list["Delivery"]:
-        return [d for d, _ in self.parked.values()]
+        return []
+
+    async def _sweep_loop(self, interval: float) -> None:
+        while True:
+            try:
+                await sweep_waiting(self.b)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnecting: the next sweep catches up
+                log.warning("sweep of waiting jobs failed: %s", exc)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        for sub in self._subs.values():
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
-        self._subs.clear()
+        self._sweeper.cancel()
+        await asyncio.gather(self._sweeper, return_exceptions=True)
+
+
+async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
+    """Status ``waiting`` (on ``dep``) unless the job already ended (cancelled while queued): False then."""
+    kv = await b.kv(b.layout.status_bucket)
+    for _ in range(5):
+        rec, rev = await _status_entry(b, meta.job_id)
+        if rec is not None and rec.get("status") in _ENDED:
+            return False
+        base = rec or {"id": meta.job_id, "queue": meta.queue, "func": meta.function, "name": meta.options.name,
+                       "enqueued_at": meta.enqueued_at, "attempts": 0, "failures": 0,
+                       "depends_on": list(meta.options.depends_on)}
+        new = encode_status({**base, "status": JobStatus.WAITING.value, "waiting_on": dep})
+        try:
+            await (kv.update(meta.job_id, new, last=rev) if rev else kv.create(meta.job_id, new))
+            return True
+        except KeyWrongLastSequenceError:
+            continue  # changed meanwhile (cancelled?): look again
+    return True
+
+
+async def release_dependents(b: "Broker", job_id: str) -> int:
+    """Settle every job parked on ``job_id`` if it has ended; returns how many copies were settled.
+
+    Idempotent and safe to run concurrently (hook, re-check, sweep). Costs one stream read when
+    nothing waits on the job.
+    """
+    todo, settled, rounds = [job_id], 0, 0
+    while todo and rounds < 10_000:
+        rounds += 1
+        dep = todo.pop()
+        status: str | None = None
+        async for chunk in _copies(b, dep):
+            if status is None:
+                status = await _status_of(b, dep) or ""
+                if status not in _ENDED:
+                    break  # still running (an early sweep, or a parked job's re-check): nothing to do
+            nxt = await asyncio.gather(*(_settle(b, raw) for raw in chunk))
+            settled += len(chunk)
+            todo += [x for x in nxt if x]
+    return settled
+
+
+async def _copies(b: "Broker", dep: str):
+    """The copies parked on ``dep``, in chunks, read forward by sequence (settled ones get deleted)."""
+    lay = b.layout
+    seq, chunk = 1, []
+    while True:
+        try:
+            raw = await b.js.get_msg(lay.waiting_stream, seq=seq, subject=lay.waiting_subject(dep), next=True)
+        except APIError as exc:
+            if not _gone(exc):
+                raise
+            break
+        chunk.append(raw)
+        seq = raw.seq + 1
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
+    """Release, re-park or fail one parked copy, then delete it. Returns a job id to release next."""
+    try:
+        meta = decode_meta(raw.headers)
+    except SerializationError as exc:
+        log.warning("dropping an undecodable parked message (seq %s): %s", raw.seq, exc)
+        await _delete_copy(b, raw.seq)
+        return None
+    jid = meta.job_id
+    own, rev = await _status_entry(b, jid)
+    nxt = None
+    if own is not None and own.get("status") == JobStatus.WAITING.value:
+        deps = list(meta.options.depends_on)
+        kind, dep, why = _verdict(deps, list(await asyncio.gather(*(_status_of(b, x) for x in deps))))
+        if kind == "fail":
+            await _fail_parked(b, raw, meta, own, dep, why)
+            nxt = jid  # its own dependents fail next
+        elif kind == "wait":
+            await park(b, raw.headers, raw.data, jid, dep)
+            nxt = dep  # in case it ended meanwhile
+        else:
+            await _release(b, raw, meta, own, rev)
+    # else: released before (a repeated copy), cancelled, or expired: only the copy goes
+    await _delete_copy(b, raw.seq)
+    return nxt
+
+
+async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: dict, rev: int) -> None:
+    lay = b.layout
+    hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"rel-{meta.job_id}-{raw.seq}"}
+    await b.publish(lay.queue_subject(meta.queue), raw.data or b"", headers=hdrs,
+                    what=f"job {meta.job_id} released to its queue")
+    kv = await b.kv(lay.status_bucket)
+    rec = {k: v for k, v in own.items() if k != "waiting_on"}
+    try:
+        await kv.update(meta.job_id, encode_status({**rec, "status": JobStatus.QUEUED.value}), last=rev)
+    except KeyWrongLastSequenceError:
+        pass  # moved on meanwhile (a worker already runs it, or another release got here first)
+
+
+async def _fail_parked(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: dict, dep: str, why: str) -> None:
+    """Dead-letter a parked job whose dependency failed: failed entry, status, then result (create-only)."""
+    lay, jid = b.layout, meta.job_id
+    exc = DependencyFailedError(f"job {jid} depends on job {dep}, which {why}")
+    exc.dependency = dep  # type: ignore[attr-defined]
+    error = f"{type(exc).__name__}: {exc}"
+    now = time.time()
+    info = {"reason": error, "failed_at": now, "worker": None, "original_headers": _job_headers(raw.headers),
+            "attempts": 0, "failures": 1, "exc_type": exception_type_names(exc)[0]}
+    hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"depfail-{jid}", "Naq-Reason": error[:500]}
+    await b.publish(lay.failed_subject(meta.queue), pack_record(info, raw.data or b""), headers=hdrs,
+                    what=f"the failed entry of job {jid}")
+    kv = await b.kv(lay.status_bucket)
+    rec = {k: v for k, v in own.items() if k != "waiting_on"}
+    await kv.put(jid, encode_status({**rec, "status": JobStatus.FAILED.value, "error": error, "finished_at": now,
+                                     "failures": 1, "dependency": dep}))
+    data = encode_failure(b.serializer, exc, error=error, tb="", result_ttl=meta.options.result_ttl,
+                          attempts=0, failures=1, dependency=dep)
+    try:
+        await b.publish(lay.kv_subject(lay.results_bucket, jid), data, headers=dict(_CREATE_ONLY),
+                        what=f"the result of job {jid}")
+    except APIError as err:
+        if err.err_code != _WRONG_LAST_SEQ:
+            raise  # a result already exists (a repeated release): it stands
+
+
+async def _delete_copy(b: "Broker", seq: int) -> None:
+    # no_erase: nats-py's delete_msg overwrites the message on disk first, several times slower.
+    resp = await b.nc.request(msg_delete_api_subject(b.layout.waiting_stream),
+                              json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=b.publish_timeout)
+    err = json.loads(resp.data).get("error")
+    if err and err.get("err_code") not in (10037, 10057):  # else another release deleted it first
+        raise APIError(**err)
+
+
+def _gone(exc: APIError) -> bool:
+    """"No message found": JetStream answers 404/10037, or 500/10057 when the sequence was deleted."""
+    return isinstance(exc, NotFoundError) or exc.err_code in (10037, 10057)
+
+
+async def sweep_waiting(b: "Broker") -> int:
+    """Release what waits on jobs that have ended (after a worker died mid-release); returns copies settled."""
+    lay = b.layout
+    await b.ensure_layout()
+    info = await b.js.stream_info(lay.waiting_stream, subjects_filter=lay.waiting_subject("*"))
+    settled = 0
+    for subject in list((info.state.subjects or {}).keys()):
+        dep = subject.rsplit(".", 1)[-1]
+        if await _status_of(b, dep) in _ENDED:
+            settled += await release_dependents(b, dep)
+    return settled

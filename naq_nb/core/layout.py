@@ -14,7 +14,8 @@ from nats.js import api
 
 from .errors import ConfigurationError, UnknownQueueError
 
-__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "validate_job_id", "purge_api_subject", "pull_api_subject"]
+__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "validate_job_id", "purge_api_subject", "pull_api_subject",
+           "msg_delete_api_subject"]
 
 # \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
@@ -58,6 +59,15 @@ class Layout:
     @property
     def failed_stream(self) -> str:
         return f"{self.prefix.upper()}_FAILED"
+
+    @property
+    def waiting_stream(self) -> str:
+        """Jobs parked on unfinished dependencies, apart from their queues."""
+        return f"{self.prefix.upper()}_WAITING"
+
+    def waiting_subject(self, dep_id: str) -> str:
+        """Where jobs awaiting ``dep_id`` are parked (``"*"`` for all of them)."""
+        return f"{self.prefix}.waiting.{dep_id}"
 
     def queue_subject(self, queue: str) -> str:
         return f"{self.prefix}.jobs.{validate_queue_name(queue)}"
@@ -156,6 +166,17 @@ class Layout:
             max_age=30 * 86400.0,
         )
 
+    def waiting_stream_config(self) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=self.waiting_stream,
+            subjects=[self.waiting_subject("*")],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
+            max_age=self.status_ttl,  # a dependent outlives its dependency's status record by no more
+            duplicate_window=120.0,  # a repeated park of the same job on the same dependency is dropped
+        )
+
     def consumer_config(self, queue: str) -> api.ConsumerConfig:
         return api.ConsumerConfig(
             durable_name=self.consumer_name(queue),
@@ -165,7 +186,8 @@ class Layout:
             ack_wait=self.ack_wait,
             # Retries are decided by the worker from the job's own policy.
             max_deliver=-1,
-            # Jobs parked on unmet dependencies stay unacked; leave room for many.
+            # Parked dependents are acked and kept apart (the waiting stream); this bounds
+            # running + buffered jobs of all workers of the queue.
             max_ack_pending=20000,
             max_waiting=512,
         )
@@ -190,3 +212,8 @@ def purge_api_subject(stream: str) -> str:
 def pull_api_subject(stream: str, consumer: str) -> str:
     """JetStream API subject for a pull request on a durable consumer."""
     return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
+
+def msg_delete_api_subject(stream: str) -> str:
+    """JetStream API subject to delete one message of ``stream`` (``{"seq": n, "no_erase": true}``)."""
+    return f"$JS.API.STREAM.MSG.DELETE.{stream}"

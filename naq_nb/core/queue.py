@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from .broker import Broker
+from .deps import release_dependents
 from .envelope import encode_job
 from .errors import ConfigurationError, DuplicateJobError, JobNotFoundError
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
@@ -243,4 +244,5 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
                                                  job_id, broker.settings.signing_key))
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
+    await release_dependents(broker, job_id)  # what waits on it fails now, naming it
     return True

@@ -31,6 +31,7 @@ from nats.js.errors import APIError, KeyNotFoundError
 from .broker import Broker
 from .context import JobContext
 from .delivery import Delivery, parse_meta
+from .deps import release_dependents
 from .envelope import HEADER_META
 from .errors import DependencyFailedError, NaqException, PayloadTooLargeError, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
@@ -286,6 +287,7 @@ class JobRunner:
                 return
         await d.msg.ack()
         self.stats["processed"] += 1
+        await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
 
     async def _store_result(self, jid: str, result: bytes, rec: dict) -> None:
         await self._status_nowait(jid, rec)

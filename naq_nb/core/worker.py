@@ -326,15 +326,22 @@ class Worker:
         try:
             meta = parse_meta(msg)
         except SerializationError as exc:
-            self._spawn(self.runner.reject_malformed(msg, queue, exc))
+            self._spawn(self._refill_after(self.runner.reject_malformed(msg, queue, exc)))
             return
         d = Delivery(msg=msg, meta=meta, delivered=msg.metadata.num_delivered)
         if self.state in ("stopping", "stopped"):
             self._spawn(d.msg.nak())
         elif meta.options.depends_on:
-            self._spawn(self.gate.admit(d))
+            self._spawn(self._refill_after(self.gate.admit(d)))
         else:
             self.ready.put_nowait(d)
+
+    async def _refill_after(self, step: Awaitable[Any]) -> None:
+        """A message settled off the slots (parked, rejected) frees pull credit too: top it up."""
+        try:
+            await step
+        finally:
+            await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
     def _enqueue_ready(self, d: Delivery) -> None:
         if self.state in ("stopping", "stopped"):
