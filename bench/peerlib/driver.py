@@ -16,8 +16,8 @@ Clocks:
 * latency: enqueue one job, wait for its result with the library's own call,
   sequentially, warm worker: p50 / p99 ms.
 * drain: worker stopped, N jobs enqueued, worker started; from the first job
-  done to the last job done, (N - 1) / seconds (the worker's start-up is not
-  counted).
+  done to the last job done (every job checked), (N - 1) / seconds (the
+  worker's start-up is not counted).
 """
 
 from __future__ import annotations
@@ -141,12 +141,32 @@ async def phase_readback(bench: Any, handles: list) -> float:
     return dt
 
 
+async def first_done(bench: Any, handles: list, workers: Workers, timeout: float = 120.0) -> float:
+    """When the first of ``handles`` is seen done (polled every POLL seconds)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        for h in handles:
+            if await call(bench.done, h):
+                return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"none of {len(handles)} jobs done after {timeout} s")
+        workers.check()
+        await asyncio.sleep(POLL)
+
+
 async def phase_drain(bench: Any, n: int, workers: Workers) -> float:
     workers.stop()
     handles = [await call(bench.enqueue) for _ in range(n)]
+    ts = time.perf_counter()
     workers.start()
-    t0 = await wait_done(bench, handles[0], workers, timeout=120)
+    # Any of the first ten: a message held by a pull request of the stopped worker must not
+    # make the start look late.
+    t0 = await first_done(bench, handles[:10], workers)
     t1 = await wait_done(bench, handles[-1], workers, timeout=600)
+    for h in reversed(handles):  # the last one enqueued is not always the last one done
+        if not await call(bench.done, h):
+            t1 = await wait_done(bench, h, workers, timeout=600)
+    log(f"  drain: first job done {t0 - ts:.2f} s after the worker start, last {t1 - ts:.2f} s")
     for h in handles[:: max(1, n // 20)]:  # a sample: the drained jobs really ran
         if await call(bench.result, h, 60) != EXPECTED:
             raise AssertionError("a drained job has a wrong result")

@@ -22,6 +22,9 @@ def version() -> str:
 
 
 class Bench:
+    # taskiq's stream receiver keeps reading after SIGTERM (seen with taskiq 0.13 / taskiq-redis 1.2):
+    # the worker is idle whenever the bench stops it, so it is killed after a short grace.
+    stop_grace = 3.0
     notes = ("taskiq worker --workers 1 --max-async-tasks 10 (RedisStreamBroker); "
              "wait_result(check_interval=0.001) (polls)")
 

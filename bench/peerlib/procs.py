@@ -42,23 +42,26 @@ def _group_alive(pgid: int) -> bool:
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Stop the group led by ``proc``: ``sig``, then SIGKILL after ``grace`` seconds; reap the leader."""
+    """Stop the group led by ``proc`` like systemd's mixed mode: ``sig`` to the leader only (a
+    worker CLI shuts its own pool down; some pools take a signal of their own as a cue to restart),
+    up to ``grace`` seconds for it to exit, then SIGKILL to whatever is left in the group."""
     pgid = proc.pid
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        proc.poll()  # reap the leader so that its pid does not keep the group "alive" as a zombie
-        if not _group_alive(pgid):
-            break
-        time.sleep(0.05)
-    else:
+    if proc.poll() is None:
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            proc.send_signal(sig)
         except ProcessLookupError:
             pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + 1.0  # children the leader stopped may need a moment to go
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:  # SIGKILLed above; only a process stuck in the kernel lands here
