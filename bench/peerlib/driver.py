@@ -184,7 +184,7 @@ async def run(args: argparse.Namespace, workers_box: list) -> dict:
         workers.start()
         await warm_up(bench, workers)
         log(f"  {args.lib}: worker warm")
-        out: dict[str, Any] = {"lib": args.lib, "version": mod.version()}
+        out: dict[str, Any] = {"lib": args.lib, "version": mod.version(), "notes": bench.notes}
         out["e2e_per_s"], handles = await phase_e2e(bench, args.jobs, workers)
         out["readback_s"] = await phase_readback(bench, handles)
         del handles
