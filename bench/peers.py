@@ -49,6 +49,7 @@ from peerlib.report import write_chart, write_markdown  # noqa: E402
 # name -> pip requirements of its venv; None: this interpreter (the project's venv).
 LIBS: dict[str, list[str] | None] = {
     "naq_nb": None,
+    "naq_nb_sync": None,  # enqueue_sync / fetch_job_result_sync; not in the default set
     "huey": ["huey", "redis"],
     "dramatiq": ["dramatiq[redis]"],
     "taskiq": ["taskiq", "taskiq-redis"],
@@ -59,7 +60,8 @@ LIBS: dict[str, list[str] | None] = {
     "celery": ["celery[redis]"],
     "raw_nats": None,
 }
-NATS_LIBS = {"naq_nb", "taskiq_nats", "raw_nats"}
+NATS_LIBS = {"naq_nb", "naq_nb_sync", "taskiq_nats", "raw_nats"}
+DEFAULT_LIBS = [lib for lib in LIBS if lib != "naq_nb_sync"]
 VENVS = BENCH / ".venvs"
 
 
@@ -188,7 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=10000, help="jobs per phase (default 10000)")
     ap.add_argument("--runs", type=int, default=3, help="interleaved runs; the report gives medians (default 3)")
-    ap.add_argument("--libs", default=",".join(LIBS), help=f"comma-separated, from: {','.join(LIBS)} (default all)")
+    ap.add_argument("--libs", default=",".join(DEFAULT_LIBS),
+                    help=f"comma-separated, from: {','.join(LIBS)} (default all but naq_nb_sync)")
     ap.add_argument("--latency-rounds", type=int, default=None,
                     help="sequential submit -> result samples (default min(200, jobs/5))")
     ap.add_argument("--rq-fork", action="store_true", help="rq's default forking worker instead of SimpleWorker")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["machine", "write_markdown", "write_chart"]
 
-LABELS = {"naq_nb": "**naq_nb**", "taskiq": "taskiq (Redis Streams)", "taskiq_nats": "taskiq (NATS JetStream)",
+LABELS = {"naq_nb": "**naq_nb**", "naq_nb_sync": "**naq_nb** (sync calls)", "taskiq": "taskiq (Redis Streams)", "taskiq_nats": "taskiq (NATS JetStream)",
           "huey": "huey (Redis)", "dramatiq": "dramatiq (Redis)", "saq": "saq (Redis)", "arq": "arq (Redis)",
           "rq": "rq (Redis)", "celery": "celery (Redis)"}
 
@@ -56,6 +56,24 @@ def _peers(summary: dict) -> list[tuple[str, dict]]:
     return sorted(rows, key=lambda kv: -(kv[1].get("e2e_per_s") or 0))
 
 
+def _against_fastest(summary: dict) -> list[str]:
+    """naq_nb against the best peer of each phase (the goals of issue 10 are put that way)."""
+    naq = summary.get("naq_nb")
+    peers = [(lib, s) for lib, s in summary.items() if s.get("runs_ok") and not lib.startswith(("naq_nb", "raw"))]
+    if not naq or not naq.get("runs_ok") or not peers:
+        return []
+    out = []
+    for key, what, higher in (("e2e_per_s", "e2e", True), ("drain_per_s", "drain", True),
+                              ("readback_s", "read back", False), ("p50_ms", "p50 latency", False)):
+        have = [(lib, s[key]) for lib, s in peers if s.get(key)]
+        if not have or not naq.get(key):
+            continue
+        lib, best = (max if higher else min)(have, key=lambda kv: kv[1])
+        ratio = naq[key] / best if higher else best / naq[key]
+        out.append(f"{what}: {ratio:.2f}x the best peer ({lib})")
+    return ["", "naq_nb against the best peer of each column (above 1 = naq_nb ahead): " + "; ".join(out) + "."]
+
+
 def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
     a = meta["args"]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta["started"]))
@@ -84,6 +102,7 @@ def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
         rb = s.get("readback_s")
         lines.append(f"| {name} | {_f(s.get('e2e_per_s'))} | {_f(s.get('drain_per_s'))} | "
                      f"{_f(rb, 2)} s | {_ms(s.get('p50_ms'))} ms | {_ms(s.get('p99_ms'))} ms | {s.get('notes', '')} |")
+    lines += _against_fastest(summary)
     raw = summary.get("raw_nats")
     if raw and raw["runs_ok"]:
         lines += ["", f"Raw nats-py {raw.get('version', '')} on a fresh nats-server in the same run "
@@ -122,42 +141,67 @@ def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _label(ax, xs: list[float], ys: list[float], fmt: str) -> None:
+    for x, y in zip(xs, ys):
+        if x:
+            ax.text(x, y, " " + fmt.format(x), va="center", fontsize=7)
+
+
 def write_chart(path: Path, summary: dict, meta: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     rows = [(lib, s) for lib, s in _peers(summary) if s["runs_ok"]][::-1]  # fastest at the top
     if not rows:
         return
     names = [LABELS.get(lib, lib).strip("*") for lib, _ in rows]
     y = list(range(len(rows)))
-    colors = ["#d62728" if lib == "naq_nb" else "#1f77b4" for lib, _ in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 0.5 * len(rows) + 2.2), sharey=True)
+    colors = ["#d62728" if lib.startswith("naq_nb") else "#1f77b4" for lib, _ in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.55 * len(rows) + 2.2), sharey=True)
+
     ax = axes[0]
-    ax.barh([v + 0.2 for v in y], [s.get("e2e_per_s", 0) for _, s in rows], 0.4, color=colors, label="e2e")
-    ax.barh([v - 0.2 for v in y], [s.get("drain_per_s", 0) for _, s in rows], 0.4, color=colors, alpha=0.45,
-            label="drain (lighter)")
+    e2e = [s.get("e2e_per_s", 0) for _, s in rows]
+    drain = [s.get("drain_per_s", 0) for _, s in rows]
+    ax.barh([v + 0.2 for v in y], e2e, 0.4, color=colors)
+    ax.barh([v - 0.2 for v in y], drain, 0.4, color=colors, alpha=0.45)
+    _label(ax, e2e, [v + 0.2 for v in y], "{:,.0f}")
+    _label(ax, drain, [v - 0.2 for v in y], "{:,.0f}")
+    handles = [Patch(color="0.35", label="e2e (enqueue one by one)"), Patch(color="0.35", alpha=0.45, label="drain")]
     raw = summary.get("raw_nats")
     if raw and raw.get("pull_kv_per_s"):
         ax.axvline(raw["pull_kv_per_s"], color="gray", ls="--", lw=1)
-        ax.text(raw["pull_kv_per_s"], len(rows) - 0.4, " raw pull+KV put", color="gray", fontsize=8, va="top")
+        handles.append(plt.Line2D([], [], color="gray", ls="--", label=f"raw nats-py pull + KV put "
+                                  f"({raw['pull_kv_per_s']:,.0f}/s)"))
     ax.set_title("jobs/s (higher is better)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(handles=handles, loc="lower right", fontsize=7)
+
     ax = axes[1]
-    ax.barh(y, [s.get("readback_s", 0) for _, s in rows], color=colors)
+    rb = [s.get("readback_s", 0) for _, s in rows]
+    ax.barh(y, rb, color=colors)
+    _label(ax, rb, y, "{:.2f} s")
     ax.set_title(f"read back all {meta['args']['jobs']:,} results, s (lower is better)")
+
     ax = axes[2]
-    ax.barh(y, [s.get("p50_ms", 0) for _, s in rows], color=colors, label="p50")
+    p50 = [s.get("p50_ms", 0) for _, s in rows]
+    ax.barh(y, p50, color=colors, label="p50")
     ax.plot([s.get("p99_ms", 0) for _, s in rows], y, "k|", markersize=14, label="p99")
+    _label(ax, p50, y, "{:.1f}")
     ax.set_xscale("log")
-    ax.set_title("submit → result, ms (lower is better)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title("submit → result, ms, log scale (lower is better)")
+    ax.legend(loc="lower right", fontsize=7)
+
     axes[0].set_yticks(y, names)
+    for ax in axes:
+        ax.margins(x=0.15)
     when = time.strftime("%Y-%m-%d", time.gmtime(meta["started"]))
     a = meta["args"]
-    fig.suptitle(f"naq_nb and peers, {when}: {a['jobs']:,} no-op jobs, concurrency 10, median of {a['runs']} run(s)"
-                 + (f" — {a['note']}" if a.get("note") else ""), fontsize=11)
+    fig.suptitle(f"naq_nb and peers, {when}: {a['jobs']:,} no-op jobs, total worker concurrency 10, "
+                 f"median of {a['runs']} run(s)" + (f" — {a['note']}" if a.get("note") else ""), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
