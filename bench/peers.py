@@ -43,7 +43,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from peerlib.procs import RedisServer, start_group, stop_group  # noqa: E402
+from peerlib.procs import RedisServer, live_members, start_group, stop_group  # noqa: E402
 from peerlib.report import write_chart, write_markdown  # noqa: E402
 
 # name -> pip requirements of its venv; None: this interpreter (the project's venv).
@@ -128,10 +128,12 @@ class Bench:
         except (OSError, ValueError):
             pgids = []
         for pgid in pgids:
+            if not live_members(pgid):  # the normal case: the driver stopped it
+                continue
             try:
                 os.killpg(pgid, signal.SIGKILL)
                 log(f"[bench] killed left-over worker group {pgid}")
-            except (ProcessLookupError, PermissionError):  # already gone: the normal case
+            except ProcessLookupError:
                 pass
         if pgids:
             Path(self.pidfile).write_text("")

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "start_group", "stop_group", "RedisServer"]
+__all__ = ["free_port", "start_group", "stop_group", "live_members", "RedisServer"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,9 +26,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not glibc Linux: the bench's own cleanup still stops it
+        pass
+
+
 def start_group(argv: list[str], **kw) -> subprocess.Popen:
-    """Start ``argv`` as the leader of a new process group (its pgid is its pid)."""
-    return subprocess.Popen(argv, start_new_session=True, **kw)
+    """Start ``argv`` as the leader of a new process group (its pgid is its pid). It gets SIGTERM
+    if the bench itself is killed outright, when no cleanup of ours can run."""
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kw)
+
+
+def live_members(pgid: int) -> list[int]:
+    """PIDs in process group ``pgid`` that are not zombies (from /proc; empty where there is none)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _group_alive(pgid: int) -> bool:
