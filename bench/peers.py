@@ -102,7 +102,7 @@ class Bench:
         self.pidfile = tempfile.NamedTemporaryFile(prefix="bench-peers-", suffix=".pids", delete=False).name
 
     def _nats(self):
-        from naq_nb.core.server import EmbeddedServer
+        from naq_nb import EmbeddedServer
         return EmbeddedServer().start()
 
     def _run(self, argv: list[str], env: dict, timeout: float) -> dict:
@@ -199,6 +199,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rq-fork", action="store_true", help="rq's default forking worker instead of SimpleWorker")
     ap.add_argument("--out", default=str(BENCH), help="directory for PEERS.md, peers.png, peers.json (default bench/)")
     ap.add_argument("--note", default="", help="a line added to the report (e.g. 'loaded machine')")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: write PEERS.md and peers.png again from peers.json in --out")
     args = ap.parse_args(argv)
     args.libs = [x.strip() for x in args.libs.split(",") if x.strip()]
     unknown = [x for x in args.libs if x not in LIBS]
@@ -213,8 +215,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def rerender(out: Path) -> int:
+    data = json.loads((out / "peers.json").read_text())
+    write_markdown(out / "PEERS.md", data["summary"], data["runs"], data["meta"])
+    write_chart(out / "peers.png", data["summary"], data["meta"])
+    log(f"[bench] wrote {out / 'PEERS.md'} and {out / 'peers.png'} from {out / 'peers.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        return rerender(Path(args.out))
     started, load_start = time.time(), os.getloadavg()
     pythons: dict[str, str] = {}
     results: dict[str, list[dict]] = {lib: [] for lib in args.libs}

@@ -118,3 +118,12 @@ def test_make_knows_the_target():
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "bench/peers.py --jobs 500 --runs 1" in out.stdout
+
+
+def test_report_only_rewrites_the_report_from_the_json(tmp_path):
+    import json
+    summary, runs, meta = _summary()
+    (tmp_path / "peers.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}))
+    assert peers.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "naq_nb" in (tmp_path / "PEERS.md").read_text()
+    assert (tmp_path / "peers.png").exists()

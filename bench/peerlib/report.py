@@ -201,7 +201,7 @@ def write_chart(path: Path, summary: dict, meta: dict) -> None:
     when = time.strftime("%Y-%m-%d", time.gmtime(meta["started"]))
     a = meta["args"]
     fig.suptitle(f"naq_nb and peers, {when}: {a['jobs']:,} no-op jobs, total worker concurrency 10, "
-                 f"median of {a['runs']} run(s)" + (f" — {a['note']}" if a.get("note") else ""), fontsize=11)
+                 f"median of {a['runs']} run(s)" + (f"\n{a['note'][:160]}" if a.get("note") else ""), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
