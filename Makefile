@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean browser-test reliability
+.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench bench-peers clean browser-test reliability
 
 venv: $(VENV)/.installed
 
@@ -40,10 +40,16 @@ check-compose:        ## validate docker/docker-compose.yml (Debian's docker-com
 reliability: venv     ## fault scenarios (worker/server/node/leader SIGKILL, poison jobs) -> bench/RELIABILITY.md
 	$(PY) bench/reliability.py --quick
 
-bench: venv           ## throughput, latency, scheduler and notebook figures (not run in CI)
+bench: venv bench-peers  ## throughput, latency, scheduler and notebook figures, peers (not run in CI)
 	$(PY) bench/throughput.py
 	$(PY) bench/scheduler_bench.py
 	$(PY) bench/notebook_bench.py
+
+# Quick look: make bench-peers PEERS_ARGS="--jobs 500 --runs 1"; peers' venvs go to bench/.venvs (made on first use).
+PEERS_ARGS ?=
+bench-peers: venv     ## naq_nb beside huey, dramatiq, taskiq, saq, arq, rq, celery + raw nats-py -> bench/PEERS.md, peers.png
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	$(PY) bench/peers.py $(PEERS_ARGS)
 
 # Notebooks checked in JupyterLab as NAME.ipynb:TEXT (TEXT must be shown after Run All); those absent are left
 # out, and with none a generated scratch notebook (job + dashboard from nq.local()) is checked instead.
