@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench clean browser-test
+.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose docker-ci bench clean browser-test
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ binder-smoke:         ## imitate Binder without Docker: fresh venv from binder/,
 
 check-compose:        ## validate docker/docker-compose.yml (Debian's docker-compose v1; no engine needed)
 	docker-compose -f docker/docker-compose.yml config -q && echo "docker/docker-compose.yml: valid"
+
+docker-ci: venv       ## the compose stack for real, offline (starts dockerd if needed; see docker/ci.sh)
+	PY=$(PY) bash docker/ci.sh
 
 bench: venv           ## throughput, latency, scheduler and notebook figures (not run in CI)
 	$(PY) bench/throughput.py
