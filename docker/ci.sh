@@ -23,7 +23,6 @@ COMPOSE=()
 DC=()
 started_dockerd=""
 stack_started=""
-mkdir -p "$BUILD"
 
 T_START=$(date +%s.%N)
 LAP=$T_START
@@ -34,7 +33,7 @@ lap() {  # record the time since the previous lap under a name
   LAP=$now
 }
 say() { echo "docker-ci: $*"; }
-alive() { [ -r "/proc/$1/stat" ] && ! grep -q ') Z ' "/proc/$1/stat"; }  # a zombie child is not alive
+alive() { [ -r "/proc/$1/stat" ] && ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null; }  # a zombie child is not alive
 
 cleanup() {
   local rc=$?
@@ -59,6 +58,7 @@ cleanup() {
     wait "$started_dockerd" 2>/dev/null
     say "stopped the dockerd it started (pid $started_dockerd)"
   fi
+  [ -z "$skipped" ] || exit 0
   lap "teardown (down, dockerd stop)"
   [ $rc = 0 ] || say "FAILED (exit $rc)"
   echo "docker-ci: timings"
@@ -68,7 +68,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-skip() { echo "SKIPPED: no Docker engine ($1)"; exit 0; }
+skipped=""
+skip() { echo "SKIPPED: no Docker engine ($1)"; skipped=1; exit 0; }
 engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 as_root_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 apt_install() {
@@ -82,6 +83,7 @@ start_engine() {
   if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
     apt_install docker.io || skip "apt-get install docker.io failed"
   fi
+  mkdir -p "$BUILD"
   dockerd --iptables=false --bridge=none >"$BUILD/dockerd.log" 2>&1 &
   started_dockerd=$!
   for _ in $(seq 120); do  # 60 s at most
@@ -189,6 +191,7 @@ wait_healthy() {  # every container of the stack running and healthy, within $1 
 # --- run ------------------------------------------------------------------------------------
 start_engine
 find_compose
+mkdir -p "$BUILD"
 lap "engine ready"
 
 dependency_wheels

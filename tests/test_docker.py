@@ -132,6 +132,22 @@ def test_local_server_docker_runs_jobs_and_removes_its_container(no_cluster_left
     assert _docker("volume", "ls", "-q", "--filter", f"name={volume}") == ""
 
 
+def test_named_volume_keeps_jetstream_data_across_clusters(no_cluster_left):
+    _docker_or_skip()
+    volume = f"naq-nb-test-{uuid.uuid4().hex[:8]}"
+    try:
+        c = nq.local(workers=1, scheduler=False, server="docker", volume=volume)
+        job_id = nq.submit(where, 7).job_id
+        assert nq.job(job_id).result(timeout=60)[2] == 49
+        c.stop()
+        assert _docker("volume", "ls", "-q", "--filter", f"name={volume}") == volume  # named: kept
+        c = nq.local(workers=1, scheduler=False, server="docker", volume=volume)
+        assert nq.job(job_id).result(timeout=30)[2] == 49  # the result came back from the volume
+        c.stop()
+    finally:
+        _docker("volume", "rm", "-f", volume)
+
+
 def test_local_nats_url_against_a_nats_container(no_cluster_left):
     """The notebook case of issue 13: workers in the kernel's threads, NATS in a container."""
     url = os.environ.get("NAQ_TEST_NATS_URL")
