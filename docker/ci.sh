@@ -213,6 +213,10 @@ stack_started=1
 wait_healthy 120
 lap "stack up and healthy"
 "${DC[@]}" ps
+for id in $("${DC[@]}" ps -q worker) $("${DC[@]}" ps -q scheduler); do  # the naq image runs as a non-root user
+  uid=$(docker exec "$id" id -u)
+  [ "$uid" != 0 ] || { say "FAIL: container $id runs as root"; exit 1; }
+done
 
 url="nats://127.0.0.1:$NATS_PORT"
 victim=$("${DC[@]}" ps -q worker | awk 'NR == 1')  # awk reads all: no SIGPIPE under pipefail
