@@ -164,3 +164,20 @@ def test_local_nats_url_against_a_nats_container(no_cluster_left):
     finally:
         if container is not None:
             container.stop()
+
+
+def test_container_that_fails_to_start_leaves_nothing(tmp_path, no_cluster_left):
+    _docker_or_skip()
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /not-a-server\n")
+    tag = f"naq-nb-test-not-nats:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "build", "-q", "-t", tag, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    containers = ("ps", "-aq", "--filter", "label=naq_nb.local")
+    volumes = ("volume", "ls", "-q", "--filter", "label=naq_nb.local")
+    before = (_docker(*containers), _docker(*volumes))
+    try:
+        with pytest.raises(DockerError, match="docker run"):
+            nq.local(workers=1, server="docker", image=tag)  # there is no nats-server to run in it
+        assert (_docker(*containers), _docker(*volumes)) == before
+        assert local_mod.current_cluster() is None
+    finally:
+        _docker("rmi", "-f", tag)

@@ -160,13 +160,24 @@ class NatsContainer:
         self.start_timeout = start_timeout
         self.name = f"naq-nats-{uuid.uuid4().hex[:10]}"
         self.container_id: str | None = None
+        self._ran = False  # `docker run` was tried: a container by our name may exist, even if it failed
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> "NatsContainer":
-        """Check the engine, get the image, run the container and wait until NATS answers."""
+        """Check the engine, get the image, run the container and wait until NATS answers.
+
+        On failure nothing is left behind: the container and a volume made here are removed.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            self.stop(timeout=2.0)
+            raise
+
+    def _start(self) -> "NatsContainer":
         problem = docker_available()
         if problem is not None:
             raise DockerError(problem)
@@ -178,6 +189,7 @@ class NatsContainer:
         if self.volume is None:
             self.volume = f"{self.name}-js"
         _run(["volume", "create", "--label", f"{LABEL}=1", self.volume])
+        self._ran = True
         res = _run(["run", "-d", "--name", self.name, "--label", f"{LABEL}=1", "--network", "host",
                     "-v", f"{self.volume}:/data", self.image,
                     "-js", "-sd", "/data", "-a", "127.0.0.1", "-p", str(self.port)], timeout=120.0)
@@ -218,12 +230,13 @@ class NatsContainer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop and remove the container, and the volume if it was made here. Idempotent."""
-        if self.container_id is not None:
-            _run(["stop", "-t", str(int(timeout)), self.container_id], timeout=timeout + 30, check=False)
-            res = _run(["rm", "-f", self.container_id], check=False)
+        if self._ran:
+            if self.container_id is not None:  # graceful first: JetStream flushes its store
+                _run(["stop", "-t", str(int(timeout)), self.name], timeout=timeout + 30, check=False)
+            res = _run(["rm", "-f", self.name], check=False)
             if res.returncode != 0 and "No such container" not in res.stderr:
                 log.warning("could not remove NATS container %s: %s", self.name, res.stderr.strip())
-            self.container_id = None
+            self._ran, self.container_id = False, None
         if self._own_volume and self.volume is not None:
             res = _run(["volume", "rm", "-f", self.volume], check=False)
             if res.returncode != 0:

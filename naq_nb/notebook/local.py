@@ -251,8 +251,8 @@ class LocalCluster:
         if self.nats_url is not None:
             return self.nats_url
         if self.server_kind == "docker":
-            self.container = NatsContainer(self.image, self.port, self.volume).start()
-            return self.container.url
+            self.container = NatsContainer(self.image, self.port, self.volume)
+            return self.container.start().url
         self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base))
         self.server.start()
         return self.server.url
