@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose bench bench-peers clean browser-test reliability
+.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose docker-ci bench bench-peers clean browser-test reliability
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ check-compose:        ## validate docker/docker-compose.yml (Debian's docker-com
 
 reliability: venv     ## fault scenarios (worker/server/node/leader SIGKILL, poison jobs) -> bench/RELIABILITY.md
 	$(PY) bench/reliability.py --quick
+
+docker-ci: venv       ## the compose stack for real, offline (starts dockerd if needed; see docker/ci.sh)
+	PY=$(PY) bash docker/ci.sh
 
 bench: venv bench-peers  ## throughput, latency, scheduler and notebook figures, peers (not run in CI)
 	$(PY) bench/throughput.py

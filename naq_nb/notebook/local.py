@@ -17,6 +17,11 @@ then the workers:
 and, unless ``scheduler=False``, a :class:`~naq_nb.core.scheduler.Scheduler` in
 a thread like the worker. The cluster becomes the session's default client.
 
+The server can come from elsewhere: ``nats_url=`` runs the workers and scheduler
+against an existing server (a container, a cluster) and starts none;
+``server="docker"`` starts NATS in a Docker container (see :mod:`.container`;
+``image=``, ``volume=``) and removes it at :meth:`LocalCluster.stop`.
+
 Re-running ``nq.local(...)`` in the same process **returns the running
 cluster when the arguments match** (no second server, no thread leak), and
 **stops the old cluster and starts a new one when they differ**. Clusters are
@@ -34,6 +39,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,6 +53,7 @@ from ..core.execution import validate_execution
 from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
+from .container import NatsContainer, check_server_args
 
 __all__ = ["local", "local_async", "LocalCluster", "ServiceThread", "current_cluster"]
 
@@ -213,9 +220,15 @@ class LocalCluster:
 
     def __init__(self, workers: int = 4, processes: bool = False, scheduler: bool = True,
                  store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
-                 port: int | None = None, *, start_timeout: float = 60.0, execution: str = "processes") -> None:
+                 port: int | None = None, *, start_timeout: float = 60.0, execution: str = "processes",
+                 nats_url: str | None = None, server: str = "embedded", image: str | None = None,
+                 volume: str | None = None) -> None:
         _check_args(workers, processes, scheduler, port)
+        check_server_args(nats_url, server, image, volume, port, store_dir)
         self.execution = validate_execution(execution)
+        self.nats_url, self.server_kind, self.image, self.volume = nats_url, server, image, volume
+        self.container: NatsContainer | None = None
+        self._url = ""
         self.queues = _norm_queues(queues)
         self.workers, self.processes, self.scheduler = workers, processes, scheduler
         self.store_dir = None if store_dir is None else str(store_dir)
@@ -237,19 +250,30 @@ class LocalCluster:
     @property
     def args(self) -> tuple:
         """The arguments that identify this cluster (re-running ``local()`` compares them)."""
-        return (self.workers, self.processes, self.scheduler, self.store_dir, self.queues, self.port, self.execution)
+        return (self.workers, self.processes, self.scheduler, self.store_dir, self.queues, self.port,
+                self.execution, self.nats_url, self.server_kind, self.image, self.volume)
 
-    def _start(self, timeout: float) -> None:
-        base = Settings.from_env()
+    def _start_server(self, base: Settings) -> str:
+        """Start the embedded server or the NATS container, or take ``nats_url``; return the URL."""
+        if self.nats_url is not None:
+            return self.nats_url
+        if self.server_kind == "docker":
+            self.container = NatsContainer(self.image, self.port, self.volume)
+            return self.container.start().url
         # Generated credentials: only this process's clients, workers and scheduler (and worker
         # processes, through their environment) get them, so other local users cannot submit code.
         self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base),
                                      user="naq-local", password=secrets.token_urlsafe(24))
         self.server.start()
-        self.settings = base.with_(nats_url=self.server.url,
-                                   nats_options={**dict(base.nats_options), **self.server.connect_options()})
+        return self.server.url
+
+    def _start(self, timeout: float) -> None:
+        base = Settings.from_env()
+        self._url = self._start_server(base)
+        creds = self.server.connect_options() if self.server is not None else {}
+        self.settings = base.with_(nats_url=self._url, nats_options={**dict(base.nats_options), **creds})
         queues = list(self.queues) or [self.settings.default_queue]
-        self.client = Client(self.server.url, settings=self.settings)
+        self.client = Client(self._url, settings=self.settings)
         run_sync(self.client.broker())  # creates the layout once, before workers race for it
         if self.workers and self.processes:
             self._start_processes(queues, timeout)
@@ -266,11 +290,11 @@ class LocalCluster:
         _register_atexit()
 
     def _start_processes(self, queues: list[str], timeout: float) -> None:
-        assert self.server is not None and self.server.store_dir is not None
-        log_dir = Path(self.server.store_dir) / "worker-logs"
+        root = self.server.store_dir if self.server is not None else tempfile.mkdtemp(prefix="naq-local-")
+        log_dir = Path(root) / "worker-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
-        env = {**os.environ, "NAQ_NATS_URL": self.server.url_with_credentials(),
+        env = {**os.environ, "NAQ_NATS_URL": self.server.url_with_credentials() if self.server is not None else self._url,
                "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))}
         for i in range(self.workers):
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
@@ -309,8 +333,8 @@ class LocalCluster:
     # --- state ---------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """The embedded server's URL (give it to ``naq worker --url`` on other terminals)."""
-        return self.server.url if self.server is not None else ""
+        """The server's URL (give it to ``naq worker --url`` on other terminals)."""
+        return self._url
 
     def connect_options(self) -> dict:
         """The generated credentials, for another client of this cluster:
@@ -319,8 +343,12 @@ class LocalCluster:
 
     @property
     def running(self) -> bool:
-        """True until :meth:`stop` (and while the server process lives)."""
-        return not self._stopped and self.server is not None and self.server.running
+        """True until :meth:`stop` (and while the server process or container lives)."""
+        if self._stopped or not self._url:
+            return False
+        if self.container is not None:
+            return self.container.running
+        return self.server.running if self.server is not None else True
 
     @property
     def worker_count(self) -> int:
@@ -355,6 +383,8 @@ class LocalCluster:
                 log.debug("closing the local client: %s", exc)
         if self.server is not None:
             self.server.stop()
+        if self.container is not None:
+            self.container.stop(timeout)
         global _current
         with _registry_lock:
             if _current is self:
@@ -377,7 +407,8 @@ class LocalCluster:
                 ("workers", f"{self.worker_count} ({mode})"),
                 ("queues", ", ".join(self.queues) or (self.settings.default_queue if self.settings else "default")),
                 ("scheduler", "yes" if self.scheduler else "no"),
-                ("store", str(self.server.store_dir) if self.server else "-")]
+                ("store", str(self.server.store_dir) if self.server else
+                 f"docker volume {self.container.volume}" if self.container else "-")]
 
     def __repr__(self) -> str:
         return "<LocalCluster " + " ".join(f"{k}={v}" for k, v in self._summary()) + ">"
@@ -416,19 +447,24 @@ def current_cluster() -> LocalCluster | None:
 
 def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
           store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
-          port: int | None = None, execution: str = "processes") -> LocalCluster:
+          port: int | None = None, execution: str = "processes", *, nats_url: str | None = None,
+          server: str = "embedded", image: str | None = None, volume: str | None = None) -> LocalCluster:
     """Start (or return the running) local cluster and make it the default client.
 
     Same arguments as the running cluster: that cluster is returned. Different
     ones: the old cluster is stopped and a new one started. ``execution`` is
     where sync job code runs: ``"processes"`` (child processes; a crash can't
-    kill the kernel) or ``"threads"`` (no hard timeout or cancel).
+    kill the kernel) or ``"threads"`` (no hard timeout or cancel). ``nats_url``:
+    use that server, start none. ``server="docker"``: NATS in a container
+    (``image`` to use instead of naq_nb's locally built one, ``volume`` to keep
+    JetStream data in that named volume), removed at ``.stop()``.
     """
     global _current
     _check_args(workers, processes, scheduler, port)
+    check_server_args(nats_url, server, image, volume, port, store_dir)
     validate_execution(execution)
     args = (workers, processes, scheduler, None if store_dir is None else str(store_dir), _norm_queues(queues), port,
-            execution)
+            execution, nats_url, server, image, volume)
     with _registry_lock:
         cur = _current
         if cur is not None and cur.running and cur.args == args:
@@ -436,12 +472,16 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
             return cur
         if cur is not None:
             cur.stop()
-        _current = LocalCluster(workers, processes, scheduler, store_dir, queues, port, execution=execution)
+        _current = LocalCluster(workers, processes, scheduler, store_dir, queues, port, execution=execution,
+                                nats_url=nats_url, server=server, image=image, volume=volume)
         return _current
 
 
 async def local_async(workers: int = 4, processes: bool = False, scheduler: bool = True,
                       store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
-                      port: int | None = None, execution: str = "processes") -> LocalCluster:
+                      port: int | None = None, execution: str = "processes", *, nats_url: str | None = None,
+                      server: str = "embedded", image: str | None = None,
+                      volume: str | None = None) -> LocalCluster:
     """Async form of :func:`local` (starts it in a thread, off the caller's loop)."""
-    return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port, execution)
+    return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port, execution,
+                                   nats_url=nats_url, server=server, image=image, volume=volume)
