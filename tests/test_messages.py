@@ -328,3 +328,19 @@ def broker_sync(settings):
     asyncio.run_coroutine_threadsafe(b.close(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+
+
+async def test_worker_result_writes_in_flight_when_the_server_is_killed_end(nats_server, settings, start_worker):
+    """Result/ack writes under way when the server dies fail at their bound: none is left pending."""
+    s = settings.with_(publish_timeout=2.0)
+    w = await start_worker(settings=s, concurrency=8)
+    from naq_nb.core.broker import Broker
+    b = await Broker.connect(settings=s)
+    try:
+        await Queue(b).enqueue_many([(jobs.sleep_for, (0.05,), {}) for _ in range(400)])
+        await poll(lambda: _true(w.stats["processed"] >= 20), what="jobs completing")
+        nats_server.kill()
+        await poll(lambda: _true(not w._background and not w.running), timeout=60,
+                   what="every in-flight completion ended")
+    finally:
+        await b.close()

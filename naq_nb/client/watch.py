@@ -80,6 +80,7 @@ class JobWatch:
                                  stream=lay.kv_stream(lay.results_bucket), ordered_consumer=True,
                                  deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=300.0),
         ]
+        b.on_close(self._subs[1].unsubscribe)  # its flow-control task must end with the connection
         await b.nc.flush()  # the server has the interest before anything we publish next
         self._broker = b
         b.on_reconnect(lambda: self._refetch(b))

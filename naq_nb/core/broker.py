@@ -100,6 +100,7 @@ class Broker:
         #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
         self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> "Broker":
@@ -174,6 +175,11 @@ class Broker:
     def on_reconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
         """Call ``await cb()`` after each reconnection (to re-read what may have been missed)."""
         self._reconnect_listeners.append(cb)
+
+    def on_close(self, cb: Callable[[], Awaitable[None]]) -> None:
+        """Call ``await cb()`` when this broker closes, before the connection drains (e.g. to
+        unsubscribe a JetStream push subscription, whose helper tasks outlive a bare close)."""
+        self._close_hooks.append(cb)
 
     def off_reconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -324,6 +330,12 @@ class Broker:
         return name
 
     async def close(self) -> None:
+        hooks, self._close_hooks = self._close_hooks, []
+        for cb in hooks:
+            try:
+                await cb()
+            except Exception as exc:  # closing anyway; a hook's failure must not keep the connection open
+                log.debug("close hook %r failed: %s", cb, exc)
         if not self.nc.is_closed:
             try:
                 if not self.nc.is_connected:

@@ -49,6 +49,8 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> dict:
             meta = json.loads(hdrs[HEADER_META])
         except ValueError:
             meta = {}
+    if not isinstance(meta, dict):  # a malformed message's header may be any JSON
+        meta = {}
     return {"seq": raw.seq, "job_id": meta.get("id"), "queue": broker.layout.queue_of_subject(raw.subject or ""),
             "func": meta.get("fn"), "reason": info.get("reason"), "error": info.get("reason"),
             "traceback": info.get("traceback", ""), "attempts": info.get("attempts"),
