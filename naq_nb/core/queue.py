@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
+from . import blobs
 from .broker import Broker
 from .envelope import encode_job
 from .errors import ConfigurationError, JobNotFoundError
@@ -67,8 +68,9 @@ class Queue:
     async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
         b = self.broker
         await b.ensure_layout()
-        encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=b.max_payload)
+        encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
                    for j in jobs]  # every job is checked before anything is published
+        encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         lay = b.layout
         pending = []
         for job, (headers, body) in zip(jobs, encoded):

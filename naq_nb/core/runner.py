@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError
 
+from . import blobs
 from .context import JobContext
 from .envelope import HEADER_META, JobMeta, decode_call, decode_meta
-from .errors import DependencyFailedError, PayloadTooLargeError, SerializationError
+from .errors import DependencyFailedError, SerializationError
 from .execution import call_job
 from .job import JobStatus
 from .records import user_traceback, decode_status, encode_failure, encode_result, encode_status, exception_type_names
@@ -72,8 +73,9 @@ class JobRunner:
         if d.delivered > 1 and await self._already_ended(d):
             return
         try:
-            fn, args, kwargs = decode_call(meta, d.msg.headers, d.msg.data, self.b.serializer,
-                                           self.b.settings.signing_key)
+            body = await blobs.open_body(self.b, d.msg.data, f"job {meta.job_id}")
+            fn, args, kwargs = await blobs.decode_with_objects(self.b, lambda: decode_call(
+                meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_key), f"job {meta.job_id}")
         except SerializationError as exc:
             await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
             return
@@ -142,10 +144,7 @@ class JobRunner:
         try:
             data = encode_result(self.b.serializer, value, result_ttl=ttl, worker=self.w.worker_id,
                                  attempts=d.delivered, started_at=d.started)
-            if len(data) + 256 > self.b.max_payload:
-                raise PayloadTooLargeError(
-                    f"the result of job {m.job_id} ({type(value).__name__}) is {len(data):,} bytes serialized, "
-                    f"over the server's max_payload of {self.b.max_payload:,} bytes")
+            data = await blobs.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
         except SerializationError as exc:
             await self._finish_failed(d, exc)
             return
@@ -169,6 +168,7 @@ class JobRunner:
         data = encode_failure(self.b.serializer, exc, error=error, tb=tb, result_ttl=m.options.result_ttl,
                               worker=self.w.worker_id, attempts=d.delivered, failures=failures,
                               dependency=getattr(exc, "dependency", None))
+        data = await blobs.offload_result(self.b, data, m.job_id)
         rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb,
                            finished_at=time.time())
         await self.dead_letter(d.msg, m.queue, reason=reason or error, traceback=tb, attempts=d.delivered,
@@ -223,6 +223,7 @@ class JobRunner:
             else:
                 await self._write_over_marker(jid, result)
         await d.msg.ack()
+        await blobs.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
         self.w.stats["processed"] += 1
 
     async def _status(self, job_id: str, rec: dict) -> None:
