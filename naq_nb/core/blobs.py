@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BlobError", "BlobRef", "ObjectRef", "offload", "resolve", "offload_jobs", "open_body", "job_ended",
            "offload_result", "load_result", "drop_result", "put_value", "get_value", "delete_value",
-           "decode_with_objects", "MAGIC", "NO_LIMIT"]
+           "decode_with_objects", "keep_local_copies", "MAGIC", "NO_LIMIT"]
 
 log = logging.getLogger("naq_nb")
 T = TypeVar("T")
@@ -72,6 +72,8 @@ _HEADROOM = 1024      # protocol framing around headers and body
 NO_LIMIT = 1 << 62    # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0         # seconds without a chunk before a download is declared stuck
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
+_RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
+_RECENT_AGE = 120.0
 
 
 class BlobError(SerializationError):
@@ -148,7 +150,43 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     except (NotFoundError, BadRequestError, asyncio.TimeoutError, OSError) as exc:
         raise BlobError(f"cannot store {len(data):,} bytes in object store {bucket!r}: "
                         f"{type(exc).__name__}: {exc}") from exc
+    if _keep_recent:
+        _recent_put(ref.sha256, data)
     return ref
+
+
+# A client and workers in one process (nq.local()): the reader takes the bytes the writer just
+# stored from memory instead of downloading them (nats-py reads about 35 MB/s on a busy box).
+_keep_recent = False
+_recent: "OrderedDict[str, tuple[float, bytes]]" = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def keep_local_copies(on: bool = True) -> None:
+    """Keep what this process offloads for two minutes (at most 256 MB), for readers in this
+    same process: set by ``nq.local()`` when its workers are threads of the notebook's process."""
+    global _keep_recent
+    _keep_recent = on
+    if not on:
+        with _recent_lock:
+            _recent.clear()
+
+
+def _recent_put(sha: str, data: bytes) -> None:
+    if len(data) > _RECENT_MAX:
+        return
+    now = time.monotonic()
+    with _recent_lock:
+        _recent[sha] = (now, data)
+        total = sum(len(d) for _, d in _recent.values())
+        while _recent and (total > _RECENT_MAX or next(iter(_recent.values()))[0] < now - _RECENT_AGE):
+            total -= len(_recent.popitem(last=False)[1][1])
+
+
+def _recent_get(sha: str) -> bytes | None:
+    with _recent_lock:
+        hit = _recent.get(sha)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() - _RECENT_AGE else None
 
 
 class _Sink:
@@ -167,6 +205,9 @@ class _Sink:
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     """The bytes ``ref`` names, after checking their size and SHA-256; :class:`BlobError` otherwise."""
     where = f"{what} (object {ref.name!r} in object store {ref.bucket!r}, {ref.size:,} bytes)"
+    recent = _recent_get(ref.sha256)
+    if recent is not None and len(recent) == ref.size:
+        return recent  # stored by this process: its checksum was computed from these very bytes
     try:
         store = await _store(broker, ref.bucket)
     except BucketNotFoundError:
@@ -424,4 +465,6 @@ async def delete_value(broker: "Broker", ref: ObjectRef) -> None:
     """Delete the stored value (every reference to it stops working); unknown refs are ignored."""
     with _cache_lock:
         _cache.pop(ref.sha256, None)
+    with _recent_lock:
+        _recent.pop(ref.sha256, None)
     await _delete(broker, ref.bucket, ref.name)
