@@ -18,7 +18,7 @@ from naq_nb.core.blobs import BlobError
 from naq_nb.core.broker import Broker
 from naq_nb.core.failed import list_failed, requeue_failed
 from naq_nb.core.job import JobOptions
-from naq_nb.core.queue import Queue
+from naq_nb.core.queue import Queue, cancel_job
 from naq_nb.core.results import wait_for_result
 from naq_nb.notebook import local as local_mod
 
@@ -133,6 +133,13 @@ async def test_missing_arguments_object_fails_the_job_clearly(broker, start_work
     assert rec.status == "failed" and "corrupted" in rec.meta["error"]
     failed = await list_failed(broker)
     assert {f["job_id"] for f in failed} >= {gone.job_id, bad.job_id}, "kept in the failed stream"
+
+
+async def test_cancelling_a_queued_job_deletes_its_object(broker):
+    job = await Queue(broker).enqueue(len, b"x" * (2 * MB))
+    assert len(await object_names(broker, broker.layout.objects_bucket)) == 1
+    assert await cancel_job(broker, job.job_id, job.sequence)
+    assert await object_names(broker, broker.layout.objects_bucket) == []
 
 
 async def test_missing_or_corrupted_result_object_is_a_clear_error(broker, start_worker):

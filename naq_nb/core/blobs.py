@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = ["BlobError", "BlobRef", "ObjectRef", "offload", "resolve", "offload_jobs", "open_body", "job_ended",
-           "offload_result", "load_result", "drop_result", "put_value", "get_value", "delete_value",
+           "drop_queued_body", "offload_result", "load_result", "drop_result", "put_value", "get_value", "delete_value",
            "decode_with_objects", "keep_local_copies", "MAGIC", "NO_LIMIT"]
 
 log = logging.getLogger("naq_nb")
@@ -281,6 +281,17 @@ async def job_ended(broker: "Broker", body: bytes, status: str) -> None:
     """Delete an offloaded body once it can no longer be needed (succeeded or cancelled)."""
     ref = BlobRef.from_body(body)
     if ref is not None and status in (JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value):
+        await _delete(broker, ref.bucket, ref.name)
+
+
+async def drop_queued_body(broker: "Broker", seq: int) -> None:
+    """Delete the offloaded body of the job message at ``seq`` of the jobs stream (it is being cancelled)."""
+    try:
+        msg = await broker.js.get_msg(broker.layout.jobs_stream, seq)
+    except NotFoundError:
+        return
+    ref = BlobRef.from_body(msg.data)
+    if ref is not None:
         await _delete(broker, ref.bucket, ref.name)
 
 

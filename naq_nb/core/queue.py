@@ -157,6 +157,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     seq = sequence or rec.get("seq")
     if seq:
         try:
+            await blobs.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
         except (NotFoundError, Exception):
             pass  # already delivered or gone
