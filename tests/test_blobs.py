@@ -127,9 +127,9 @@ async def test_missing_arguments_object_fails_the_job_clearly(broker, start_work
     await store.delete(by_job[gone.job_id])
     await store.put(by_job[bad.job_id], b"z" * (2 * MB))  # same name, other content
     await start_worker()
-    rec = await wait_for_result(broker, gone.job_id, 30)
+    rec = await wait_for_result(broker, gone.job_id, 90)
     assert rec.status == "failed" and "is missing" in rec.meta["error"] and gone.job_id in rec.meta["error"]
-    rec = await wait_for_result(broker, bad.job_id, 30)
+    rec = await wait_for_result(broker, bad.job_id, 90)
     assert rec.status == "failed" and "corrupted" in rec.meta["error"]
     failed = await list_failed(broker)
     assert {f["job_id"] for f in failed} >= {gone.job_id, bad.job_id}, "kept in the failed stream"
@@ -207,6 +207,18 @@ async def test_schedule_body_over_max_payload_is_refused_at_the_call(broker):
     job = Queue(broker).make_job(len, (b"x" * (broker.max_payload + 10),), {}, JobOptions())
     with pytest.raises(PayloadTooLargeError, match="max_payload"):
         make_schedule(job, broker, interval=60)
+
+
+async def test_json_mode_bodies_and_results_over_max_payload(settings, start_worker):
+    import jobs
+    json_settings = settings.with_(serializer="json")
+    await start_worker(settings=json_settings)
+    jb = await Broker.connect(settings=json_settings)
+    try:
+        job = await Queue(jb).enqueue(jobs.add, "x" * (2 * MB), "y")
+        assert (await wait_for_result(jb, job.job_id, 60)).unwrap() == "x" * (2 * MB) + "y"
+    finally:
+        await jb.close()
 
 
 # --- the notebook path ----------------------------------------------------------------------------

@@ -208,12 +208,7 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     recent = _recent_get(ref.sha256)
     if recent is not None and len(recent) == ref.size:
         return recent  # stored by this process: its checksum was computed from these very bytes
-    try:
-        store = await _store(broker, ref.bucket)
-    except BucketNotFoundError:
-        store = None
-    if store is None:
-        raise BlobError(f"{where} is missing: the object store does not exist")
+    store = await _store(broker, ref.bucket)  # created if absent: the object is then reported missing
     sink = _Sink()
     task = asyncio.ensure_future(store.get(ref.name, writeinto=sink))
     try:
