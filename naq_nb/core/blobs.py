@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import cloudpickle
+import nats.errors
 from nats.js import api
 from nats.js.errors import (BadObjectMetaError, BadRequestError, BucketNotFoundError, DigestMismatchError,
                             KeyNotFoundError, NotFoundError)
@@ -239,6 +240,9 @@ async def _delete(broker: "Broker", bucket: str, name: str) -> None:
         await (await _store(broker, bucket)).delete(name)
     except (NotFoundError, BucketNotFoundError):
         pass  # gone already (deleted by another worker, or expired)
+    except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        # Never worth failing a job over: the bucket's TTL removes what is left.
+        log.warning("could not delete object %s from %s (the bucket TTL will): %s", name, bucket, exc)
 
 
 def inline_limit(broker: "Broker") -> int:
@@ -305,10 +309,12 @@ async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecor
     if the object is missing or corrupted (so a waiter gets a clear error, never a hang)."""
     if rec is None or not rec.meta.get("blob"):
         return rec
+    what = f"the result of job {rec.meta.get('id', '')}".strip()
     try:
-        ref = BlobRef.from_dict(rec.meta["blob"])
-        return ResultRecord.decode(await resolve(broker, ref, f"the result of job {rec.meta.get('id', '')}".strip()))
-    except BlobError as exc:
+        return ResultRecord.decode(await resolve(broker, BlobRef.from_dict(rec.meta["blob"]), what))
+    except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
+            exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
         meta = {k: v for k, v in rec.meta.items() if k not in ("blob", "ser")}
         meta.update(status=JobStatus.FAILED.value, error=str(exc), traceback="", exc_type=exception_type_names(exc)[0],
                     exc_types=exception_type_names(exc), ser="pickle", job_status=rec.status)
@@ -440,11 +446,8 @@ async def put_value(broker: "Broker", value: Any) -> ObjectRef:
     """Store ``value`` (pickled) once; an identical value already stored is not uploaded again."""
     if isinstance(value, ObjectRef):
         return value
-    try:
-        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
-        raise SerializationError(f"nq.put(): cannot pickle the {type(value).__name__} value: {exc}") from exc
-    sha = hashlib.sha256(data).hexdigest()
+    # Pickling and hashing 50 MB take a few hundred ms: off the loop, which serves every future.
+    data, sha = await asyncio.get_running_loop().run_in_executor(None, _pickle_value, value)
     bucket = broker.layout.objects_bucket
     name = f"put.{sha}"
     store = await _store(broker, bucket)
@@ -456,6 +459,14 @@ async def put_value(broker: "Broker", value: Any) -> ObjectRef:
         pass
     await offload(broker, data, bucket, name)
     return ObjectRef(bucket, name, len(data), sha)
+
+
+def _pickle_value(value: Any) -> tuple[bytes, str]:
+    try:
+        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
+        raise SerializationError(f"nq.put(): cannot pickle the {type(value).__name__} value: {exc}") from exc
+    return data, hashlib.sha256(data).hexdigest()
 
 
 async def get_value(broker: "Broker", ref: ObjectRef) -> Any:
