@@ -135,6 +135,22 @@ async def test_missing_arguments_object_fails_the_job_clearly(broker, start_work
     assert {f["job_id"] for f in failed} >= {gone.job_id, bad.job_id}, "kept in the failed stream"
 
 
+async def test_a_big_closure_shared_by_a_batch_is_stored_once(broker, start_worker):
+    arr = np.arange(2 * MB // 8, dtype=np.float64)  # 2 MB captured
+
+    def pick(i):
+        return float(arr[i])
+    q = Queue(broker)
+    batch = await q.enqueue_jobs([q.make_job(pick, (i,)) for i in range(5)])
+    names = await object_names(broker, broker.layout.objects_bucket)
+    assert len(names) == 1 and names[0].startswith("put."), names
+    assert all(j.function is pick for j in batch) and batch[0].function_name.endswith("pick")
+    await start_worker()
+    assert [(await wait_for_result(broker, j.job_id, 90)).unwrap() for j in batch] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    st = await (await broker.kv(broker.layout.status_bucket)).get(batch[0].job_id)
+    assert b"pick" in st.value, "the job keeps its function's name"
+
+
 async def test_cancelling_a_queued_job_deletes_its_object(broker):
     job = await Queue(broker).enqueue(len, b"x" * (2 * MB))
     assert len(await object_names(broker, broker.layout.objects_bucket)) == 1

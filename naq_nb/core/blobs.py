@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BlobError", "BlobRef", "ObjectRef", "offload", "resolve", "offload_jobs", "open_body", "job_ended",
            "drop_queued_body", "offload_result", "load_result", "drop_result", "put_value", "get_value", "delete_value",
-           "decode_with_objects", "keep_local_copies", "MAGIC", "NO_LIMIT"]
+           "decode_with_objects", "keep_local_copies", "shared_functions", "FunctionRef", "MAGIC", "NO_LIMIT"]
 
 log = logging.getLogger("naq_nb")
 T = TypeVar("T")
@@ -72,6 +72,7 @@ MAGIC = b"\x00naq-object\x00"
 _HEADROOM = 1024      # protocol framing around headers and body
 NO_LIMIT = 1 << 62    # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0         # seconds without a chunk before a download is declared stuck
+_SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
 _RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
 _RECENT_AGE = 120.0
@@ -294,6 +295,45 @@ async def drop_queued_body(broker: "Broker", seq: int) -> None:
         await _delete(broker, ref.bucket, ref.name)
 
 
+class _SharedFunctions:
+    """While encoding a batch: one big function used by several jobs goes as a stored reference."""
+
+    def __init__(self, broker: "Broker", jobs: Sequence["Job"]) -> None:
+        self.broker, self.jobs = broker, jobs
+        self.swapped: list[tuple["Job", Any]] = []
+
+    async def __aenter__(self) -> None:
+        if self.broker.serializer.name != "pickle":
+            return  # JSON mode: functions travel as import paths
+        groups: dict[int, list["Job"]] = {}
+        for job in self.jobs:
+            if not isinstance(job.function, str):
+                groups.setdefault(id(job.function), []).append(job)
+        loop = asyncio.get_running_loop()
+        for group in groups.values():
+            fn = group[0].function
+            if len(group) < 2:
+                continue
+            data, sha = await loop.run_in_executor(None, _pickle_value, fn)
+            if len(data) < _SHARE_MIN:
+                continue
+            ref = FunctionRef(await _put_bytes(self.broker, data, sha), fn)
+            for job in group:
+                self.swapped.append((job, job.function))
+                job.function = ref
+
+    async def __aexit__(self, *exc: object) -> None:
+        for job, fn in self.swapped:
+            job.function = fn
+
+
+def shared_functions(broker: "Broker", jobs: Sequence["Job"]) -> _SharedFunctions:
+    """``async with shared_functions(broker, jobs):`` around encoding a batch. A function (with what
+    it captures) of at least 256 KiB used by several jobs of the batch (``nq.map``, a sweep) is
+    stored once, like ``nq.put``, and each body carries a reference instead of a copy."""
+    return _SharedFunctions(broker, jobs)
+
+
 # --- results ---------------------------------------------------------------------------------
 async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
     """``data`` (a packed result record) as is, or its head with ``blob`` naming the stored record."""
@@ -360,6 +400,20 @@ class ObjectRef:
     @property
     def blob(self) -> BlobRef:
         return BlobRef(self.bucket, self.name, self.size, self.sha256)
+
+
+class FunctionRef(ObjectRef):
+    """An :class:`ObjectRef` to a function, named like it (job metadata and displays show the name)."""
+
+    __slots__ = ("__dict__",)
+
+    def __init__(self, ref: ObjectRef, fn: Any) -> None:
+        super().__init__(ref.bucket, ref.name, ref.size, ref.sha256)
+        self.__dict__.update(__module__=getattr(fn, "__module__", None),
+                             __qualname__=getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "?"))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a stored function runs inside a job only")
 
 
 class _Scope:
@@ -448,6 +502,11 @@ async def put_value(broker: "Broker", value: Any) -> ObjectRef:
         return value
     # Pickling and hashing 50 MB take a few hundred ms: off the loop, which serves every future.
     data, sha = await asyncio.get_running_loop().run_in_executor(None, _pickle_value, value)
+    return await _put_bytes(broker, data, sha)
+
+
+async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
+    """Store pickled bytes under their checksum, unless an object of that name and size exists."""
     bucket = broker.layout.objects_bucket
     name = f"put.{sha}"
     store = await _store(broker, bucket)

@@ -68,8 +68,9 @@ class Queue:
     async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
         b = self.broker
         await b.ensure_layout()
-        encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
-                   for j in jobs]  # every job is checked before anything is published
+        async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
+            encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
+                       for j in jobs]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         lay = b.layout
         pending = []
