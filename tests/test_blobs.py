@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -282,3 +283,9 @@ def test_put_uploads_once_for_a_map_and_resolves_anywhere(no_cluster_left):
         nq.submit(lambda: ref.shape).result(timeout=60)
     with pytest.raises(TypeError, match="ObjectRef returned by nq.put"):
         nq.get_object("not a ref")
+    with pytest.raises(TypeError, match="ObjectRef returned by nq.put"):
+        nq.delete_object(df)
+    with pytest.raises(nq.SerializationError, match=r"nq.put\(\): cannot pickle the lock"):
+        nq.put(threading.Lock())
+    with pytest.raises(TypeError, match="client must be a naq_nb Client"):
+        nq.put(1, client="nats://x")
