@@ -13,6 +13,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 import naq_nb as nq
+from nb_helpers import nb_client, thread_worker  # noqa: F401  (fixtures)
 from naq_nb.client.loop import run_sync
 from naq_nb.core import blobs
 from naq_nb.core.blobs import BlobError
@@ -254,6 +255,25 @@ def test_50mb_dataframe_and_16mb_closure_through_local(no_cluster_left):
     arr = np.arange(2 * MB, dtype=np.float64)  # 16 MB captured by a closure
     fut = nq.submit(lambda i: float(arr[i]) + arr.size, 5)
     assert fut.result(timeout=120) == 5.0 + arr.size
+
+
+def test_big_result_through_job_futures_downloaded(nb_client, thread_worker):
+    thread_worker()
+    assert not blobs._keep_recent, "no nq.local(): every byte goes through the object store"
+    fut = nq.submit(make_bytes, 2 * MB)
+    assert fut.result(timeout=90) == b"r" * (2 * MB)
+    assert nq.fetch_job_result_sync(fut.job_id, nats_url=nb_client.url, timeout=30) == b"r" * (2 * MB)
+    again = nq.job(fut.job_id)  # attached later: fetched, then downloaded
+    assert again.result(timeout=60) == b"r" * (2 * MB)
+
+    async def drop_objects() -> None:
+        b = await nb_client.broker()
+        store = await blobs._store(b, b.layout.result_objects_bucket)
+        for name in await object_names(b, b.layout.result_objects_bucket):
+            await store.delete(name)
+    run_sync(drop_objects())
+    with pytest.raises(BlobError, match="is missing"):
+        nq.job(fut.job_id).result(timeout=60)
 
 
 def test_put_uploads_once_for_a_map_and_resolves_anywhere(no_cluster_left):
