@@ -203,12 +203,15 @@ async def test_purging_a_result_deletes_its_object(broker, start_worker):
     assert len(names) == 1 and names != [old]
 
 
-async def test_signed_big_job_is_verified_after_resolving(settings, start_worker):
+async def test_signed_big_job_reference_and_body_are_verified(settings, broker, start_worker):
     key = settings.with_(signing_key=b"s3cret")
     await start_worker(settings=key)
     good = await Broker.connect(settings=key)
     wrong = await Broker.connect(settings=settings.with_(signing_key=b"other"))
     try:
+        unsigned = await Queue(broker).enqueue(len, b"x" * (2 * MB))
+        rec = await wait_for_result(good, unsigned.job_id, 60)
+        assert rec.status == "failed" and "not signed" in rec.meta["error"]
         j = await Queue(good).enqueue(len, b"x" * (2 * MB))
         assert (await wait_for_result(good, j.job_id, 60)).unwrap() == 2 * MB
         forged = await Queue(wrong).enqueue(len, b"x" * (2 * MB))

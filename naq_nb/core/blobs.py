@@ -24,8 +24,9 @@ Where payloads are made and read, one call each:
   DataFrame uploads it once and each worker downloads it once.
 
 Signing: a job body is signed before it is offloaded, so the signature covers the
-very bytes the worker resolves and verifies before unpickling; a put value is bound
-by the checksum its reference carries inside the signed body.
+very bytes the worker resolves and verifies before unpickling; the reference is
+signed too (name, size and checksum), and checked before any download. A put value
+is bound by the checksum its reference carries inside the signed body.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from nats.js.object_store import ObjectStore
 from .errors import PayloadTooLargeError, SerializationError
 from .job import JobStatus
 from .records import ResultRecord, exception_type_names
-from .serialization import pack_record, unpack_record
+from .serialization import pack_record, sign, unpack_record, verify
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -91,15 +92,20 @@ class BlobRef:
     size: int
     sha256: str
 
-    def to_body(self) -> bytes:
-        return MAGIC + json.dumps(asdict(self), separators=(",", ":")).encode()
+    def canonical(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    def to_body(self, signing_key: bytes = b"") -> bytes:
+        """The job body standing for the offloaded one; with a key, the reference itself is signed."""
+        d: dict[str, Any] = asdict(self)
+        if signing_key:
+            d["sig"] = sign(signing_key, self.canonical())
+        return MAGIC + json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def from_body(cls, body: bytes | None) -> "BlobRef | None":
         """The reference a job body holds, or None for an ordinary body."""
-        if not body or not body.startswith(MAGIC):
-            return None
-        return cls.from_dict(_json(body[len(MAGIC):]))
+        return None if not body or not body.startswith(MAGIC) else cls.from_dict(_json(body[len(MAGIC):]))
 
     @classmethod
     def from_dict(cls, d: Any) -> "BlobRef":
@@ -266,7 +272,7 @@ async def offload_jobs(broker: "Broker", jobs: Sequence["Job"],
         head = sum(len(k) + len(v) + 4 for k, v in headers.items())
         if head + len(body) > limit:
             ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
-            body = ref.to_body()
+            body = ref.to_body(broker.settings.signing_key)
         if head + len(body) > limit:
             raise PayloadTooLargeError(f"the headers of job {job.function_name} alone are {head:,} bytes, over "
                                        f"the server's max_payload of {broker.max_payload:,} bytes")
@@ -279,6 +285,10 @@ async def open_body(broker: "Broker", body: bytes, what: str = "job") -> bytes:
     ref = BlobRef.from_body(body)
     if ref is None:
         return body
+    key = broker.settings.signing_key
+    if key and broker.serializer.name == "pickle":
+        # Checked before downloading anything; the resolved body's own signature is checked after.
+        verify(key, ref.canonical(), _json(body[len(MAGIC):]).get("sig"))
     return await resolve(broker, ref, f"the call of {what}")
 
 
