@@ -22,7 +22,7 @@ test: venv            ## the whole suite, against real nats-server processes
 test-nats29: venv     ## engine, scheduler, futures and sweeps against Debian's nats-server 2.9 (apt-get install nats-server)
 	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
 	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py \
-	    tests/test_scheduler.py tests/test_scheduler_ha.py tests/test_futures.py tests/test_sweep.py
+	    tests/test_scheduler.py tests/test_scheduler_ha.py tests/test_futures.py tests/test_sweep.py tests/test_blobs.py
 
 test-notebooks: venv  ## the notebooks under nbval, against their committed outputs
 	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \

@@ -95,6 +95,10 @@ _LAZY: dict[str, str] = {
     **{n: "naq_nb.client.session" for n in (
         "connect", "connect_async", "submit", "submit_async", "map", "map_async", "options", "Submitter",
         "job", "job_async", "default_client", "set_default_client")},
+    # large values stored once, passed by reference
+    **{n: "naq_nb.client.objects" for n in (
+        "put", "put_async", "get_object", "get_object_async", "delete_object", "delete_object_async", "ObjectRef")},
+    "BlobError": "naq_nb.core.blobs",
     # notebook layer
     **{n: "naq_nb.notebook.frames" for n in (
         "jobs", "workers", "schedules", "failed", "jobs_async", "workers_async", "schedules_async",

@@ -27,6 +27,7 @@ from nats.js import api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
+from ..core import blobs
 from ..core.records import ResultRecord, decode_status
 from ..core.results import decode_result, get_result
 from .loop import run_async, run_sync
@@ -141,7 +142,7 @@ class JobWatch:
                     pass
                 except Exception as exc:  # a malformed record must not stop the others
                     log.debug("status fetch for %s failed: %s", f.job_id, exc)
-                rec = await get_result(b, f.job_id)
+                rec = await blobs.load_result(b, await get_result(b, f.job_id))
                 if rec is not None:
                     self._resolve(f, rec)
 
@@ -177,6 +178,7 @@ class JobWatch:
         except Exception as exc:
             log.warning("undecodable result record for job %s: %s", job_id, exc)
             return
+        rec = await blobs.load_result(self._broker or await self.ensure_started(), rec)  # over max_payload
         for f in list(futs):
             self._resolve(f, rec)
 

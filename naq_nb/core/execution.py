@@ -88,6 +88,10 @@ class JobCall:
     signing_key: bytes | Sequence[bytes] = b""
     decoded: tuple | None = None
 
+    def child_body(self) -> bytes:
+        """What a child process decodes: the body, or the call decoded here (``nq.put`` values inlined)."""
+        return self.body if self.decoded is None else self.serializer.dumps_call(*self.decoded)
+
     def decode(self) -> tuple[Callable[..., Any], tuple, dict]:
         if self.decoded is None:
             self.decoded = decode_call(self.meta, self.headers, self.body, self.serializer, self.signing_key)
@@ -174,7 +178,7 @@ class ProcessExecution:
         try:
             # Inline, not wait_for's task: once acquired, the child always reaches call's cleanup.
             async with asyncio.timeout(timeout):
-                reply = await self.pool.call(child, ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress)
+                reply = await self.pool.call(child, ctx.job_id, ctx.queue, ctx.attempt, call.child_body(), on_progress)
         except TimeoutError:
             raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)") from None
         except WorkerProcessDied as exc:

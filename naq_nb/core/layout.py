@@ -112,6 +112,20 @@ class Layout:
         """Sweeps, sweep caches and other client-side records."""
         return f"{self.prefix}_meta"
 
+    @property
+    def objects_bucket(self) -> str:
+        """Object store of job bodies over max_payload and ``nq.put`` values (TTL ``status_ttl``)."""
+        return f"{self.prefix}_objects"
+
+    @property
+    def result_objects_bucket(self) -> str:
+        """Object store of results over max_payload (TTL ``result_ttl``, like the results bucket)."""
+        return f"{self.prefix}_result_objects"
+
+    def object_buckets(self) -> dict[str, float]:
+        """Object store bucket name -> TTL in seconds (created on first use, not by ensure_layout)."""
+        return {self.objects_bucket: self.status_ttl, self.result_objects_bucket: self.result_ttl}
+
     def sweep_key(self, sweep_id: str) -> str:
         """Key in the meta bucket of a sweep's record (its points and job ids)."""
         return f"sweep.{sweep_id}"

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
+from . import blobs
 from .broker import Broker
 from .deps import release_dependents
 from .envelope import encode_job
@@ -75,8 +76,10 @@ class Queue:
         ``publish_timeout`` per round: :class:`NaqConnectionError` if the server cannot take them."""
         b = self.broker
         await b.ensure_layout()
-        encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=b.max_payload)
-                   for j in jobs]  # every job is checked before anything is published
+        async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
+            encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
+                       for j in jobs]  # every job is checked before anything is published
+        encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         todo = await _claim_ids(b, jobs, encoded)
         lay = b.layout
         pending = []
@@ -233,6 +236,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     seq = sequence or rec.get("seq")
     if seq:
         try:
+            await blobs.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
         except (NotFoundError, Exception):
             pass  # already delivered or gone

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
+from . import blobs
 from .errors import JobNotFinishedError, JobNotFoundError
 from .layout import validate_job_id
 from .records import ResultRecord
@@ -68,12 +69,12 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
     try:
         rec = await get_result(broker, job_id)
         if rec is not None:
-            return rec
+            return await blobs.load_result(broker, rec)
         if not await _job_exists(broker, job_id):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if timeout is not None and timeout <= 0:
             raise JobNotFinishedError(f"job {job_id} has not finished yet")
-        return await _wait_pushed(broker, job_id, sub, timeout)
+        return await blobs.load_result(broker, await _wait_pushed(broker, job_id, sub, timeout))
     finally:
         await sub.unsubscribe()
 

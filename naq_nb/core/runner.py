@@ -28,12 +28,13 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError
 
+from . import blobs
 from .broker import Broker
 from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
-from .envelope import HEADER_META
-from .errors import DependencyFailedError, NaqException, PayloadTooLargeError, SerializationError, SignatureError
+from .envelope import HEADER_META, decode_call
+from .errors import DependencyFailedError, NaqException, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
 from .job import JobStatus
 from .records import decode_status, encode_failure, encode_result, encode_status
@@ -86,9 +87,13 @@ class JobRunner:
             return
         if d.delivered > 1 and await self._over_budget(d):
             return
-        call = JobCall(meta, d.msg.headers, d.msg.data, self.b.serializer, self.b.settings.signing_keys)
         try:
+            body = await blobs.open_body(self.b, d.msg.data, f"job {meta.job_id}")  # an offloaded body: fetched
+            call = JobCall(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys)
             self.execution.prepare(call)
+            if blobs.refers_to_objects(body):  # nq.put values: fetched here; a child process gets them inline
+                call.decoded = await blobs.decode_with_objects(self.b, lambda: decode_call(
+                    meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys), f"job {meta.job_id}")
         except SerializationError as exc:
             bad_sig = isinstance(exc, SignatureError)  # dead-lettered at once, never retried
             await self._finish_failed(d, exc, retry=False,
@@ -199,10 +204,7 @@ class JobRunner:
         try:
             data = encode_result(self.b.serializer, value, result_ttl=ttl, worker=self.worker_id,
                                  attempts=d.delivered, started_at=d.started)
-            if len(data) + 256 > self.b.max_payload:
-                raise PayloadTooLargeError(
-                    f"the result of job {m.job_id} ({type(value).__name__}) is {len(data):,} bytes serialized, "
-                    f"over the server's max_payload of {self.b.max_payload:,} bytes")
+            data = await blobs.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
         except SerializationError as exc:
             await self._finish_failed(d, exc)
             return
@@ -225,6 +227,7 @@ class JobRunner:
         data = encode_failure(self.b.serializer, exc, error=error, tb=tb, result_ttl=m.options.result_ttl,
                               worker=self.worker_id, attempts=d.delivered, failures=failures,
                               dependency=getattr(exc, "dependency", None))
+        data = await blobs.offload_result(self.b, data, m.job_id)
         rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb,
                            finished_at=time.time())
         await self.dead_letter(d.msg, m.queue, reason=reason or error, traceback=tb, attempts=d.delivered,
@@ -287,6 +290,7 @@ class JobRunner:
                 return
         await d.msg.ack()
         self.stats["processed"] += 1
+        await blobs.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
         await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
 
     async def _store_result(self, jid: str, result: bytes, rec: dict) -> None:

@@ -48,6 +48,7 @@ from typing import Any, Iterable
 from ..client.client import Client
 from ..client.loop import run_sync
 from ..client.session import default_client, set_default_client
+from ..core import blobs
 from ..core.errors import NaqException, ServerBinaryNotFound
 from ..core.execution import validate_execution
 from ..core.layout import validate_queue_name
@@ -282,6 +283,7 @@ class LocalCluster:
             w = Worker(queues, settings=self.settings, concurrency=self.workers, name="local", grace_period=5.0,
                        execution=self.execution)
             self._threads.append(ServiceThread(w, "naq-local-worker").start(timeout))
+            blobs.keep_local_copies(True)  # workers in this process: big payloads skip the download
         if self.scheduler:
             from ..core.scheduler import Scheduler
             s = Scheduler(settings=self.settings)
@@ -372,6 +374,7 @@ class LocalCluster:
         for t in reversed(self._threads):
             if not t.stop(timeout):
                 log.warning("%s did not stop within %gs", t.thread.name, 2 * timeout)
+        blobs.keep_local_copies(False)
         for p in self._procs:
             p.stop(timeout)
         if self.client is not None:

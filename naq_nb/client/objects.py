@@ -1,0 +1,85 @@
+"""``nq.put(value)``: a big value stored once in the object store, passed to jobs by reference.
+
+::
+
+    ref = nq.put(df)                                   # uploads once; identical values are not re-uploaded
+    sw = nq.sweep(lambda a: score(ref, a), a=range(200))   # each job sees the DataFrame where ``ref`` is
+    nq.delete_object(ref)                              # or let it expire with NAQ_STATUS_TTL
+
+Arguments, captured values and results over the server's max_payload go through
+the object store by themselves; ``put`` is for a value shared by many jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import blobs
+from ..core.blobs import ObjectRef
+from .client import Client
+from .loop import run_async, run_sync
+
+__all__ = ["ObjectRef", "put", "put_async", "get_object", "get_object_async", "delete_object",
+           "delete_object_async"]
+
+
+def _client(client: Client | None) -> Client:
+    if client is not None and not isinstance(client, Client):
+        raise TypeError(f"client must be a naq_nb Client or None, not {type(client).__name__}")
+    if client is None:
+        from .session import default_client  # same layer; late import avoids a cycle
+        client = default_client()
+    return client
+
+
+def _check_ref(ref: Any, call: str) -> ObjectRef:
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"{call}(ref): ref must be an ObjectRef returned by nq.put(), not {type(ref).__name__}")
+    return ref
+
+
+async def _put(client: Client, value: Any) -> ObjectRef:
+    return await blobs.put_value(await client.broker(), value)
+
+
+async def _get(client: Client, ref: ObjectRef) -> Any:
+    return await blobs.get_value(await client.broker(), ref)
+
+
+async def _delete(client: Client, ref: ObjectRef) -> None:
+    await blobs.delete_value(await client.broker(), ref)
+
+
+def put(value: Any, *, client: Client | None = None) -> ObjectRef:
+    """Store ``value`` once (pickled, chunked, checksummed) and return a reference to pass to jobs.
+
+    Inside a job the reference is the value, wherever it appears (an argument, inside a
+    list or dict, captured by a closure). Stored values expire after ``NAQ_STATUS_TTL``
+    unless deleted earlier with :func:`delete_object`.
+    """
+    return run_sync(_put(_client(client), value))
+
+
+async def put_async(value: Any, *, client: Client | None = None) -> ObjectRef:
+    """Async form of :func:`put`."""
+    return await run_async(_put(_client(client), value))
+
+
+def get_object(ref: ObjectRef, *, client: Client | None = None) -> Any:
+    """The value ``ref`` names, downloaded (raises ``BlobError`` if it is gone or corrupted)."""
+    return run_sync(_get(_client(client), _check_ref(ref, "get_object")))
+
+
+async def get_object_async(ref: ObjectRef, *, client: Client | None = None) -> Any:
+    """Async form of :func:`get_object`."""
+    return await run_async(_get(_client(client), _check_ref(ref, "get_object")))
+
+
+def delete_object(ref: ObjectRef, *, client: Client | None = None) -> None:
+    """Delete the stored value now (jobs still holding ``ref`` then fail with a clear error)."""
+    run_sync(_delete(_client(client), _check_ref(ref, "delete_object")))
+
+
+async def delete_object_async(ref: ObjectRef, *, client: Client | None = None) -> None:
+    """Async form of :func:`delete_object`."""
+    await run_async(_delete(_client(client), _check_ref(ref, "delete_object")))

@@ -1,0 +1,577 @@
+"""Payloads larger than the server's max_payload, through the JetStream Object Store.
+
+Two operations carry everything: :func:`offload` stores bytes that would not fit
+in a message and returns a small :class:`BlobRef` (bucket, object name, size,
+SHA-256); :func:`resolve` fetches them back and checks size and checksum. nats-py's
+object store splits an object into 128 KiB chunks (any server with JetStream,
+2.9 included). Buckets and TTLs come from :class:`~naq_nb.core.layout.Layout`;
+they are created on first use, so jobs that fit in a message never touch them.
+
+Where payloads are made and read, one call each:
+
+* job bodies: :func:`offload_jobs` at enqueue replaces a body over the limit by a
+  reference (``MAGIC`` + JSON); :func:`open_body` at the worker resolves it before
+  decoding; :func:`job_ended` deletes the object once the job succeeded or was
+  cancelled (a failed job keeps it for ``naq failed requeue``; the bucket TTL ends it).
+* results: :func:`offload_result` at the worker stores the whole result record and
+  keeps only its JSON head in the results bucket, with ``blob`` naming the object;
+  :func:`load_result` wherever a client reads a result; :func:`drop_result` when a
+  result is purged. The object bucket has the results bucket's TTL.
+* ``nq.put(value)``: :func:`put_value` stores the pickled value once (named by its
+  checksum) and returns an :class:`ObjectRef`. Inside a job's body the reference
+  unpickles as the value itself: :func:`decode_with_objects` fetches the referenced
+  objects (cached per process by checksum), so a 200-point sweep over one big
+  DataFrame uploads it once and each worker downloads it once.
+
+Signing: a job body is signed before it is offloaded, so the signature covers the
+very bytes the worker resolves and verifies before unpickling; the reference is
+signed too (name, size and checksum), and checked before any download. A put value
+is bound by the checksum its reference carries inside the signed body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import pickle
+import secrets
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+import cloudpickle
+import nats.errors
+from nats.js import api
+from nats.js.errors import (BadObjectMetaError, BadRequestError, BucketNotFoundError, DigestMismatchError,
+                            KeyNotFoundError, NotFoundError)
+from nats.js.object_store import ObjectStore
+
+from .errors import PayloadTooLargeError, SerializationError
+from .job import JobStatus
+from .records import ResultRecord, exception_type_names
+from .serialization import pack_record, sign, unpack_record, verify
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .job import Job
+
+__all__ = ["BlobError", "BlobRef", "ObjectRef", "offload", "resolve", "offload_jobs", "open_body", "job_ended",
+           "drop_queued_body", "offload_result", "load_result", "drop_result", "put_value", "get_value", "delete_value",
+           "decode_with_objects", "keep_local_copies", "shared_functions", "FunctionRef", "MAGIC", "NO_LIMIT"]
+
+log = logging.getLogger("naq_nb")
+T = TypeVar("T")
+
+#: A job body that is a reference starts with this (pickle starts with 0x80, JSON with '[').
+MAGIC = b"\x00naq-object\x00"
+_HEADROOM = 1024      # protocol framing around headers and body
+NO_LIMIT = 1 << 62    # encode_job's max_payload when offload_jobs checks the size afterwards
+_STALL = 30.0         # seconds without a chunk before a download is declared stuck
+_SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
+_CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
+_RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
+_RECENT_AGE = 120.0
+
+
+class BlobError(SerializationError):
+    """A payload kept in the object store is missing, corrupted or cannot be stored."""
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where offloaded bytes live and what they must hash to."""
+
+    bucket: str
+    name: str
+    size: int
+    sha256: str
+
+    def canonical(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    def to_body(self, signing_key: bytes = b"") -> bytes:
+        """The job body standing for the offloaded one; with a key, the reference itself is signed."""
+        d: dict[str, Any] = asdict(self)
+        if signing_key:
+            d["sig"] = sign(signing_key, self.canonical())
+        return MAGIC + json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_body(cls, body: bytes | None) -> "BlobRef | None":
+        """The reference a job body holds, or None for an ordinary body."""
+        return None if not body or not body.startswith(MAGIC) else cls.from_dict(_json(body[len(MAGIC):]))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "BlobRef":
+        try:
+            return cls(str(d["bucket"]), str(d["name"]), int(d["size"]), str(d["sha256"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BlobError(f"malformed object reference {d!r}: {exc}") from None
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise BlobError(f"malformed object reference: {exc}") from None
+
+
+# --- the two operations ------------------------------------------------------------------------
+_stores: "weakref.WeakKeyDictionary[Broker, dict[str, ObjectStore]]" = weakref.WeakKeyDictionary()
+
+
+async def _store(broker: "Broker", bucket: str) -> ObjectStore:
+    """The bucket's handle, created with its layout TTL if it does not exist yet."""
+    cache = _stores.setdefault(broker, {})
+    store = cache.get(bucket)
+    if store is None:
+        ttl = broker.layout.object_buckets().get(bucket)
+        try:
+            store = await broker.js.object_store(bucket)
+        except BucketNotFoundError:
+            cfg = api.ObjectStoreConfig(ttl=ttl, replicas=broker.layout.replicas, storage=api.StorageType.FILE)
+            try:
+                store = await broker.js.create_object_store(bucket, config=cfg)
+            except BadRequestError:
+                store = await broker.js.object_store(bucket)  # another process created it first
+        cache[bucket] = store
+    return store
+
+
+async def _sha256(data: bytes) -> str:
+    # About 0.1 s per 50 MB; hashlib releases the GIL, so the loop serving every future goes on meanwhile.
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: hashlib.sha256(data).hexdigest())
+
+
+def new_name(kind: str, job_id: str = "") -> str:
+    """A fresh object name (unique: two runs of one job never write over each other's object)."""
+    return f"{kind}.{job_id + '.' if job_id else ''}{secrets.token_hex(6)}"
+
+
+async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> BlobRef:
+    """Store ``data`` as object ``name`` of ``bucket`` (chunked) and return its reference."""
+    ref = BlobRef(bucket, name, len(data), await _sha256(data))
+    store = await _store(broker, bucket)
+    try:
+        await store.put(name, data)
+    except (NotFoundError, BadRequestError, asyncio.TimeoutError, OSError) as exc:
+        raise BlobError(f"cannot store {len(data):,} bytes in object store {bucket!r}: "
+                        f"{type(exc).__name__}: {exc}") from exc
+    if _keep_recent:
+        _recent_put(ref.sha256, data)
+    return ref
+
+
+# A client and workers in one process (nq.local()): the reader takes the bytes the writer just
+# stored from memory instead of downloading them (nats-py reads about 35 MB/s on a busy box).
+_keep_recent = False
+_recent: "OrderedDict[str, tuple[float, bytes]]" = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def keep_local_copies(on: bool = True) -> None:
+    """Keep what this process offloads for two minutes (at most 256 MB), for readers in this
+    same process: set by ``nq.local()`` when its workers are threads of the notebook's process."""
+    global _keep_recent
+    _keep_recent = on
+    if not on:
+        with _recent_lock:
+            _recent.clear()
+
+
+def _recent_put(sha: str, data: bytes) -> None:
+    if len(data) > _RECENT_MAX:
+        return
+    now = time.monotonic()
+    with _recent_lock:
+        _recent[sha] = (now, data)
+        total = sum(len(d) for _, d in _recent.values())
+        while _recent and (total > _RECENT_MAX or next(iter(_recent.values()))[0] < now - _RECENT_AGE):
+            total -= len(_recent.popitem(last=False)[1][1])
+
+
+def _recent_get(sha: str) -> bytes | None:
+    with _recent_lock:
+        hit = _recent.get(sha)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() - _RECENT_AGE else None
+
+
+class _Sink:
+    """Collects chunks (nats-py's default concatenation is quadratic: 50 MB took 49 s) and notes progress."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.last = time.monotonic()
+
+    def write(self, chunk: bytes) -> int:
+        self.parts.append(bytes(chunk))
+        self.last = time.monotonic()
+        return len(chunk)
+
+
+async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
+    """The bytes ``ref`` names, after checking their size and SHA-256; :class:`BlobError` otherwise."""
+    where = f"{what} (object {ref.name!r} in object store {ref.bucket!r}, {ref.size:,} bytes)"
+    recent = _recent_get(ref.sha256)
+    if recent is not None and len(recent) == ref.size:
+        return recent  # stored by this process: its checksum was computed from these very bytes
+    store = await _store(broker, ref.bucket)  # created if absent: the object is then reported missing
+    sink = _Sink()
+    task = asyncio.ensure_future(store.get(ref.name, writeinto=sink))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_STALL)
+            if not task.done() and time.monotonic() - sink.last > _STALL:
+                task.cancel()
+                raise BlobError(f"{where} is unreadable: no chunk arrived for {_STALL:g}s (chunks lost?)")
+        task.result()
+    except NotFoundError:
+        ttl = broker.layout.object_buckets().get(ref.bucket)
+        raise BlobError(f"{where} is missing: it was deleted, or it expired"
+                        f"{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}") from None
+    except (DigestMismatchError, BadObjectMetaError) as exc:
+        raise BlobError(f"{where} is corrupted: {type(exc).__name__}") from None
+    finally:
+        if not task.done():
+            task.cancel()
+    data = b"".join(sink.parts)
+    if len(data) != ref.size or await _sha256(data) != ref.sha256:
+        raise BlobError(f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "
+                        f"SHA-256 {ref.sha256[:16]}…")
+    return data
+
+
+async def _delete(broker: "Broker", bucket: str, name: str) -> None:
+    try:
+        await (await _store(broker, bucket)).delete(name)
+    except (NotFoundError, BucketNotFoundError):
+        pass  # gone already (deleted by another worker, or expired)
+    except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        # Never worth failing a job over: the bucket's TTL removes what is left.
+        log.warning("could not delete object %s from %s (the bucket TTL will): %s", name, bucket, exc)
+
+
+def inline_limit(broker: "Broker") -> int:
+    """Largest message (headers + body) sent as is; anything bigger goes to the object store."""
+    return broker.max_payload - _HEADROOM
+
+
+# --- job bodies ----------------------------------------------------------------------------------
+async def offload_jobs(broker: "Broker", jobs: Sequence["Job"],
+                       encoded: Sequence[tuple[dict, bytes]]) -> list[tuple[dict, bytes]]:
+    """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference."""
+    out = []
+    limit = inline_limit(broker)
+    for job, (headers, body) in zip(jobs, encoded):
+        head = sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if head + len(body) > limit:
+            ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
+            body = ref.to_body(broker.settings.signing_key)
+        if head + len(body) > limit:
+            raise PayloadTooLargeError(f"the headers of job {job.function_name} alone are {head:,} bytes, over "
+                                       f"the server's max_payload of {broker.max_payload:,} bytes")
+        out.append((headers, body))
+    return out
+
+
+async def open_body(broker: "Broker", body: bytes, what: str = "job") -> bytes:
+    """The job body itself: ``body`` unchanged, or the bytes its reference names (checked)."""
+    ref = BlobRef.from_body(body)
+    if ref is None:
+        return body
+    keys = broker.settings.signing_keys
+    if keys and broker.serializer.name == "pickle":
+        # Checked before downloading anything; the resolved body's own signature is checked after.
+        _verify_any(keys, ref.canonical(), _json(body[len(MAGIC):]).get("sig"))
+    return await resolve(broker, ref, f"the call of {what}")
+
+
+def _verify_any(keys: Sequence[bytes], data: bytes, sig: str | None) -> None:
+    """Accept a signature made by any configured key (rotation); raise the last refusal otherwise."""
+    for i, key in enumerate(keys):
+        try:
+            verify(key, data, sig)
+            return
+        except SerializationError:
+            if i == len(keys) - 1:
+                raise
+
+
+async def job_ended(broker: "Broker", body: bytes, status: str) -> None:
+    """Delete an offloaded body once it can no longer be needed (succeeded or cancelled)."""
+    ref = BlobRef.from_body(body)
+    if ref is not None and status in (JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value):
+        await _delete(broker, ref.bucket, ref.name)
+
+
+async def drop_queued_body(broker: "Broker", seq: int) -> None:
+    """Delete the offloaded body of the job message at ``seq`` of the jobs stream (it is being cancelled)."""
+    try:
+        msg = await broker.js.get_msg(broker.layout.jobs_stream, seq)
+    except NotFoundError:
+        return
+    ref = BlobRef.from_body(msg.data)
+    if ref is not None:
+        await _delete(broker, ref.bucket, ref.name)
+
+
+class _SharedFunctions:
+    """While encoding a batch: one big function used by several jobs goes as a stored reference."""
+
+    def __init__(self, broker: "Broker", jobs: Sequence["Job"]) -> None:
+        self.broker, self.jobs = broker, jobs
+        self.swapped: list[tuple["Job", Any]] = []
+
+    async def __aenter__(self) -> None:
+        if self.broker.serializer.name != "pickle":
+            return  # JSON mode: functions travel as import paths
+        groups: dict[int, list["Job"]] = {}
+        for job in self.jobs:
+            if not isinstance(job.function, str):
+                groups.setdefault(id(job.function), []).append(job)
+        loop = asyncio.get_running_loop()
+        for group in groups.values():
+            fn = group[0].function
+            if len(group) < 2:
+                continue
+            data, sha = await loop.run_in_executor(None, _pickle_value, fn)
+            if len(data) < _SHARE_MIN:
+                continue
+            ref = FunctionRef(await _put_bytes(self.broker, data, sha), fn)
+            for job in group:
+                self.swapped.append((job, job.function))
+                job.function = ref
+
+    async def __aexit__(self, *exc: object) -> None:
+        for job, fn in self.swapped:
+            job.function = fn
+
+
+def shared_functions(broker: "Broker", jobs: Sequence["Job"]) -> _SharedFunctions:
+    """``async with shared_functions(broker, jobs):`` around encoding a batch. A function (with what
+    it captures) of at least 256 KiB used by several jobs of the batch (``nq.map``, a sweep) is
+    stored once, like ``nq.put``, and each body carries a reference instead of a copy."""
+    return _SharedFunctions(broker, jobs)
+
+
+# --- results ---------------------------------------------------------------------------------
+async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
+    """``data`` (a packed result record) as is, or its head with ``blob`` naming the stored record."""
+    if len(data) <= inline_limit(broker):
+        return data
+    meta, _ = unpack_record(data)
+    ref = await offload(broker, data, broker.layout.result_objects_bucket, new_name("result", job_id))
+    return pack_record({**meta, "blob": asdict(ref)})
+
+
+async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecord | None:
+    """``rec`` with its payload: fetched if it was offloaded; a failure record naming the problem
+    if the object is missing or corrupted (so a waiter gets a clear error, never a hang)."""
+    if rec is None or not rec.meta.get("blob"):
+        return rec
+    what = f"the result of job {rec.meta.get('id', '')}".strip()
+    try:
+        return ResultRecord.decode(await resolve(broker, BlobRef.from_dict(rec.meta["blob"]), what))
+    except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
+            exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
+        meta = {k: v for k, v in rec.meta.items() if k not in ("blob", "ser")}
+        meta.update(status=JobStatus.FAILED.value, error=str(exc), traceback="", exc_type=exception_type_names(exc)[0],
+                    exc_types=exception_type_names(exc), ser="pickle", job_status=rec.status)
+        return ResultRecord(meta, pickle.dumps(exc))
+
+
+async def drop_result(broker: "Broker", job_id: str) -> None:
+    """Delete the object of ``job_id``'s result, if it has one (call before purging the result)."""
+    kv = await broker.kv(broker.layout.results_bucket)
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        return
+    if entry.value:
+        ref = ResultRecord.decode(entry.value).meta.get("blob")
+        if ref:
+            ref = BlobRef.from_dict(ref)
+            await _delete(broker, ref.bucket, ref.name)
+
+
+# --- nq.put values --------------------------------------------------------------------------------
+class ObjectRef:
+    """A value stored once in the object store (``nq.put``). Pass it to jobs instead of the value:
+    inside a job, wherever it appears (argument, nested, captured by a closure), it is the value."""
+
+    __slots__ = ("bucket", "name", "size", "sha256")
+
+    def __init__(self, bucket: str, name: str, size: int, sha256: str) -> None:
+        self.bucket, self.name, self.size, self.sha256 = bucket, name, size, sha256
+
+    def __reduce__(self) -> tuple:
+        return (_object_value, (self.bucket, self.name, self.size, self.sha256))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and (other.bucket, other.sha256) == (self.bucket, self.sha256)
+
+    def __hash__(self) -> int:
+        return hash((self.bucket, self.sha256))
+
+    def __repr__(self) -> str:
+        return f"<ObjectRef {self.sha256[:12]} {self.size:,} bytes>"
+
+    @property
+    def blob(self) -> BlobRef:
+        return BlobRef(self.bucket, self.name, self.size, self.sha256)
+
+
+class FunctionRef(ObjectRef):
+    """An :class:`ObjectRef` to a function, named like it (job metadata and displays show the name)."""
+
+    __slots__ = ("__dict__",)
+
+    def __init__(self, ref: ObjectRef, fn: Any) -> None:
+        super().__init__(ref.bucket, ref.name, ref.size, ref.sha256)
+        self.__dict__.update(__module__=getattr(fn, "__module__", None),
+                             __qualname__=getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "?"))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a stored function runs inside a job only")
+
+
+class _Scope:
+    """The objects available while one job body is unpickled."""
+
+    def __init__(self) -> None:
+        self.fetched: dict[str, bytes] = {}
+        self.values: dict[str, Any] = {}
+        self.missing: dict[str, ObjectRef] = {}
+
+
+_SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("naq_objects", default=None)
+_cache: "OrderedDict[str, bytes]" = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_get(sha: str) -> bytes | None:
+    with _cache_lock:
+        data = _cache.get(sha)
+        if data is not None:
+            _cache.move_to_end(sha)
+        return data
+
+
+def _cache_put(sha: str, data: bytes) -> None:
+    if len(data) > _CACHE_MAX:
+        return
+    with _cache_lock:
+        _cache[sha] = data
+        while sum(len(v) for v in _cache.values()) > _CACHE_MAX:
+            _cache.popitem(last=False)
+
+
+def _object_value(bucket: str, name: str, size: int, sha256: str) -> Any:
+    """Unpickling an :class:`ObjectRef`: the value inside a job body being decoded, else the ref."""
+    ref = ObjectRef(bucket, name, size, sha256)
+    scope = _SCOPE.get()
+    if scope is None:
+        return ref
+    if sha256 in scope.values:
+        return scope.values[sha256]
+    data = scope.fetched.get(sha256) or _cache_get(sha256)
+    if data is None:
+        scope.missing[sha256] = ref
+        return ref
+    try:
+        value = cloudpickle.loads(data)  # checked against the checksum carried in the (signed) body
+    except Exception as exc:  # any unpickling failure of the stored value
+        raise BlobError(f"nq.put object {name!r} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+    scope.values[sha256] = value
+    return value
+
+
+def refers_to_objects(body: bytes) -> bool:
+    """True if a (pickled) job body holds :class:`ObjectRef` values (``nq.put``)."""
+    return _object_value.__name__.encode() in body
+
+
+async def decode_with_objects(broker: "Broker", decode: Callable[[], T], what: str = "job") -> T:
+    """Run ``decode()`` (signature check + unpickling) with every :class:`ObjectRef` in the body
+    replaced by its value. Refs not cached here are found by a first pass, fetched, and the body
+    decoded again; the fetch happens only after the signature check of the first pass."""
+    scope = _Scope()
+    for attempt in (1, 2):
+        token = _SCOPE.set(scope)
+        try:
+            result = decode()
+        except BlobError:
+            raise
+        except SerializationError:
+            # A placeholder ref may upset the object holding it; with refs missing, fetch and retry.
+            if attempt == 2 or not scope.missing:
+                raise
+        finally:
+            _SCOPE.reset(token)
+        if not scope.missing:
+            return result
+        if attempt == 2:
+            break
+        for sha, ref in list(scope.missing.items()):
+            data = await resolve(broker, ref.blob, f"nq.put object of {what}")
+            _cache_put(sha, data)
+            scope.fetched[sha] = data
+        scope.missing.clear()
+    raise BlobError(f"nq.put objects of {what} could not be provided: {list(scope.missing)}")
+
+
+async def put_value(broker: "Broker", value: Any) -> ObjectRef:
+    """Store ``value`` (pickled) once; an identical value already stored is not uploaded again."""
+    if isinstance(value, ObjectRef):
+        return value
+    # Pickling and hashing 50 MB take a few hundred ms: off the loop, which serves every future.
+    data, sha = await asyncio.get_running_loop().run_in_executor(None, _pickle_value, value)
+    return await _put_bytes(broker, data, sha)
+
+
+async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
+    """Store pickled bytes under their checksum, unless an object of that name and size exists."""
+    bucket = broker.layout.objects_bucket
+    name = f"put.{sha}"
+    store = await _store(broker, bucket)
+    try:
+        info = await store.get_info(name)
+        if info.size == len(data):
+            return ObjectRef(bucket, name, len(data), sha)
+    except NotFoundError:
+        pass
+    await offload(broker, data, bucket, name)
+    return ObjectRef(bucket, name, len(data), sha)
+
+
+def _pickle_value(value: Any) -> tuple[bytes, str]:
+    try:
+        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
+        raise SerializationError(f"nq.put(): cannot pickle the {type(value).__name__} value: {exc}") from exc
+    return data, hashlib.sha256(data).hexdigest()
+
+
+async def get_value(broker: "Broker", ref: ObjectRef) -> Any:
+    """The value ``ref`` names (downloaded and checked)."""
+    data = _cache_get(ref.sha256) or await resolve(broker, ref.blob, "nq.put object")
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:  # any unpickling failure of the stored value
+        raise BlobError(f"nq.put object {ref.name!r} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+
+
+async def delete_value(broker: "Broker", ref: ObjectRef) -> None:
+    """Delete the stored value (every reference to it stops working); unknown refs are ignored."""
+    with _cache_lock:
+        _cache.pop(ref.sha256, None)
+    with _recent_lock:
+        _recent.pop(ref.sha256, None)
+    await _delete(broker, ref.bucket, ref.name)
