@@ -23,7 +23,7 @@ from ..core.settings import Settings, redact_url
 from .loop import on_exit, run_sync
 from .twins import twin, with_twins
 
-__all__ = ["Client", "get_client", "close_all_clients", "set_session_default"]
+__all__ = ["Client", "get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
 
 
 @with_twins
@@ -145,6 +145,19 @@ def set_session_default(client: Client | None) -> None:
     """The client that calls without a URL use (set by ``nq.connect`` / ``nq.local``)."""
     global _session_default
     _session_default = client
+
+
+def default_client() -> Client:
+    """The session's client: the one set by ``nq.connect`` / ``nq.local()``, else the shared one
+    for ``NAQ_NATS_URL``."""
+    return get_client()
+
+
+def set_default_client(client: Client | None) -> None:
+    """Make ``client`` the default of the ``nq.*`` calls (None: back to ``NAQ_NATS_URL``)."""
+    if client is not None and not isinstance(client, Client):
+        raise TypeError(f"set_default_client() needs a naq_nb Client or None, not {type(client).__name__}")
+    set_session_default(client)
 
 
 def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:

@@ -18,33 +18,15 @@ from ..core.errors import UnknownQueueError
 from ..core.job import Job, JobOptions
 from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
-from ..core.retry import RetryPolicy
 from . import client as _client_mod
 from .client import Client, close_all_clients, get_client
+from .naq_options import split_naq_options
 
 
 __all__ = ["Queue", "JobTemplate", "enqueue", "enqueue_sync", "enqueue_many", "enqueue_many_sync",
            "fetch_job_result", "fetch_job_result_sync", "close_sync_connections", "list_workers",
            "list_workers_sync", "purge_queue", "purge_queue_sync", "get_job_status", "get_job_status_sync",
            "cancel_job", "cancel_job_sync"]
-
-_RETRY_OPTIONS = ("max_retries", "retry_delay", "retry_strategy", "retry_on", "ignore_on")
-_NAQ_OPTIONS = (*_RETRY_OPTIONS, "depends_on", "timeout", "result_ttl")
-
-
-def _split(kwargs: dict) -> tuple[dict, dict]:
-    """naq's option keywords out of ``kwargs`` as JobOptions arguments; the rest is the function's."""
-    # Accepted for naq's signature; connections here are always shared per process and thread-safe.
-    kwargs.pop("prefer_thread_local", None)
-    raw = {k: kwargs.pop(k) for k in _NAQ_OPTIONS if k in kwargs}
-    opts = {k: raw[k] for k in ("depends_on", "timeout", "result_ttl") if raw.get(k) is not None}
-    retry = {k: raw[k] for k in _RETRY_OPTIONS if raw.get(k) is not None}
-    if retry:
-        opts["retry"] = RetryPolicy.from_naq(retry.get("max_retries"), retry.get("retry_delay"),
-                                             strategy=retry.get("retry_strategy"),
-                                             retry_on=retry.get("retry_on", ()), ignore_on=retry.get("ignore_on", ()))
-    return opts, kwargs
-
 
 class JobTemplate:
     """Fixed job options; ``enqueue(fn, *args, **kwargs)`` passes every keyword to ``fn``."""
@@ -128,7 +110,7 @@ class Queue:
         return JobTemplate(self.client, self._base).configure(**options)
 
     def _template(self, kwargs: dict) -> tuple[JobTemplate, dict]:
-        opts, kwargs = _split(kwargs)
+        opts, kwargs = split_naq_options(kwargs)
         return self.configure(**opts), kwargs
 
     async def enqueue(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:

@@ -21,6 +21,7 @@ from ..core.errors import SerializationError
 from ..core.job import Job, JobStatus
 from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
+from .client import default_client
 from .loop import run_async, run_sync
 from .watch import get_watch, register_async, register_sync
 
@@ -35,11 +36,6 @@ log = logging.getLogger("naq_nb.client")
 display_hook: Callable[["JobFuture"], None] | None = None
 
 _TERMINAL = {s.value for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)}
-
-
-def _default_client() -> "Client":
-    from .session import default_client  # same layer; imported late to avoid an import cycle
-    return default_client()
 
 
 class JobFuture(concurrent.futures.Future):
@@ -60,7 +56,7 @@ class JobFuture(concurrent.futures.Future):
     @classmethod
     def attach(cls, job_id: str, client: "Client | None" = None, job: Job | None = None) -> "JobFuture":
         """A future for an existing job id (no existence check); its state is fetched once."""
-        fut = cls(job_id, client or _default_client(), job)
+        fut = cls(job_id, client or default_client(), job)
         register_sync(fut.client, [fut], fetch=True)
         return fut
 
@@ -68,7 +64,7 @@ class JobFuture(concurrent.futures.Future):
     async def attach_async(cls, job_id: str, client: "Client | None" = None,
                            job: Job | None = None) -> "JobFuture":
         """Async form of :meth:`attach`."""
-        fut = cls(job_id, client or _default_client(), job)
+        fut = cls(job_id, client or default_client(), job)
         await register_async(fut.client, [fut], fetch=True)
         return fut
 

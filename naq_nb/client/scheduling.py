@@ -25,7 +25,7 @@ from ..core.schedules import (
     ScheduleNotFoundError, change_schedule, list_schedules, make_schedule, save_schedule, to_epoch,
 )
 from .client import Client, get_client
-from .compat import _split
+from .naq_options import split_naq_options
 from .loop import run_async, run_sync
 
 __all__ = ["ScheduledTemplate", "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule",
@@ -69,7 +69,7 @@ class ScheduledTemplate:
 
 def _template(client: Client | None, nats_url: str | None, queue_name: str | None, kwargs: dict,
               schedule_id: str | None = None, **calendar: Any) -> tuple[ScheduledTemplate, dict]:
-    opts, kwargs = _split(kwargs)
+    opts, kwargs = split_naq_options(kwargs)
     c = client or get_client(nats_url)
     if schedule_id is not None:
         opts["job_id"] = schedule_id

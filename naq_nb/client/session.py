@@ -19,37 +19,13 @@ from ..core.errors import ConfigurationError, JobNotFoundError
 from ..core.job import Job, JobOptions
 from ..core.queue import get_status
 from ..core.results import get_result
-from .client import Client, get_client, set_session_default
+from .client import Client, default_client, get_client, set_default_client
 from .future import JobFuture, submit_jobs, submit_jobs_sync
 from .loop import run_async, run_sync
 from .watch import get_watch
 
 __all__ = ["connect", "connect_async", "default_client", "set_default_client", "submit", "submit_async",
            "map", "map_async", "options", "Submitter", "job", "job_async"]
-
-_default: Client | None = None
-_default_lock = threading.Lock()
-
-
-# --- the default client -------------------------------------------------------------
-def default_client() -> Client:
-    """The session's client: the one set by :func:`connect` / ``nq.local()``, else one for ``NAQ_NATS_URL``."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = get_client()
-        return _default
-
-
-def set_default_client(client: Client | None) -> None:
-    """Make ``client`` the default of the ``nq.*`` calls (None: back to ``NAQ_NATS_URL``)."""
-    global _default
-    if client is not None and not isinstance(client, Client):
-        raise TypeError(f"set_default_client() needs a naq_nb Client or None, not {type(client).__name__}")
-    with _default_lock:
-        _default = client
-        set_session_default(client)
-
 
 def connect(url: str | None = None, **nats_options: Any) -> Client:
     """Connect to NATS at ``url`` (default ``NAQ_NATS_URL``) and make it the default client.

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from nats.js import api
 from nats.js.errors import KeyNotFoundError
@@ -35,7 +35,18 @@ from .loop import run_async, run_sync
 if TYPE_CHECKING:
     from ..core.broker import Broker
     from .client import Client
-    from .future import JobFuture
+
+
+class JobFuture(Protocol):
+    """What the watch needs of a job's future (``future.JobFuture`` is one); named here so the
+    watch does not import the module that imports it."""
+
+    job_id: str
+
+    def done(self) -> bool: ...
+    def _apply_status(self, rec: dict) -> None: ...
+    def _apply_result(self, rec: ResultRecord) -> None: ...
+
 
 __all__ = ["JobWatch", "get_watch"]
 
@@ -52,7 +63,7 @@ class JobWatch:
 
     def __init__(self, client: "Client") -> None:
         self.client = client
-        self._futures: dict[str, list["JobFuture"]] = {}
+        self._futures: dict[str, list[JobFuture]] = {}
         self._broker: "Broker | None" = None
         self._subs: list[Any] = []
         self._starting: asyncio.Future | None = None
@@ -103,7 +114,7 @@ class JobWatch:
                 pass
 
     # --- registration (loop thread) ---------------------------------------------
-    async def register(self, futures: Iterable["JobFuture"], fetch: bool = True) -> None:
+    async def register(self, futures: Iterable[JobFuture], fetch: bool = True) -> None:
         """Route records to ``futures``; with ``fetch``, read each job's current state once."""
         b = await self.ensure_started()
         futs = list(futures)
@@ -112,7 +123,7 @@ class JobWatch:
         if fetch:
             await self._fetch(b, futs)
 
-    def unregister(self, fut: "JobFuture") -> None:
+    def unregister(self, fut: JobFuture) -> None:
         lst = self._futures.get(fut.job_id)
         if lst is None:
             return
@@ -128,11 +139,11 @@ class JobWatch:
         """How many futures currently receive records (done ones linger briefly)."""
         return sum(len(v) for v in self._futures.values())
 
-    async def _fetch(self, b: "Broker", futs: list["JobFuture"]) -> None:
+    async def _fetch(self, b: "Broker", futs: list[JobFuture]) -> None:
         kv = await b.kv(b.layout.status_bucket)
         sem = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
-        async def one(f: "JobFuture") -> None:
+        async def one(f: JobFuture) -> None:
             async with sem:
                 try:
                     entry = await kv.get(f.job_id)
@@ -182,7 +193,7 @@ class JobWatch:
         for f in list(futs):
             self._resolve(f, rec)
 
-    def _resolve(self, f: "JobFuture", rec: ResultRecord) -> None:
+    def _resolve(self, f: JobFuture, rec: ResultRecord) -> None:
         if f.done():
             return
         f._apply_result(rec)
@@ -202,11 +213,11 @@ def get_watch(client: "Client") -> JobWatch:
         return w
 
 
-async def register_async(client: "Client", futures: Iterable["JobFuture"], fetch: bool = True) -> None:
+async def register_async(client: "Client", futures: Iterable[JobFuture], fetch: bool = True) -> None:
     """Register futures with their client's watch, from any event loop."""
     await run_async(get_watch(client).register(futures, fetch))
 
 
-def register_sync(client: "Client", futures: Iterable["JobFuture"], fetch: bool = True) -> None:
+def register_sync(client: "Client", futures: Iterable[JobFuture], fetch: bool = True) -> None:
     """Blocking form of :func:`register_async`."""
     run_sync(get_watch(client).register(futures, fetch))

@@ -13,36 +13,15 @@ import time
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from enum import Enum
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigurationError
 from .jobview import NaqJobView
 from .layout import JOB_ID_RE, validate_job_id, validate_queue_name
 from .retry import RetryPolicy
+from .status import TERMINAL, JobStatus
 
 __all__ = ["JobStatus", "JobOptions", "Job", "new_job_id", "TERMINAL", "func_name", "validate_job_id"]
-
-
-class JobStatus(str, Enum):
-    QUEUED = "queued"
-    WAITING = "waiting"        # on dependencies
-    SCHEDULED = "scheduled"    # due later
-    RUNNING = "running"
-    RETRYING = "retrying"      # failed, a retry is due
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def new_job_id() -> str:

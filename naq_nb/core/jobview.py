@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from .status import JobStatus
+
 __all__ = ["NaqJobView", "register_readers"]
 
 _readers: dict[str, Callable[..., Any]] = {}
@@ -71,7 +73,6 @@ class NaqJobView:
     @property
     def status(self) -> Any:
         """The job's current :class:`JobStatus`, read now (raises JobNotFoundError once the record expired)."""
-        from .job import JobStatus
         return JobStatus(_reader("record")(self)["status"])
 
     @property
