@@ -131,3 +131,18 @@ async def test_dependency_ending_while_its_dependent_parks_is_not_missed(broker,
     for i, c in enumerate(pairs):
         assert (await wait_for_result(broker, c.job_id, 60)).unwrap() == i + 1
     await poll(lambda: _equals(waiting_count(broker), 0), what="nothing left parked")
+
+
+async def test_a_cancelled_waiting_job_never_runs_when_its_dependency_ends(broker, start_worker, tmp_path):
+    runs = tmp_path / "runs"
+    parent = await Queue(broker, "later").enqueue(jobs.add, 1, 1)
+    child = await Queue(broker).configure(depends_on=parent).enqueue(jobs.mark, str(runs), "child")
+    other = await Queue(broker).configure(depends_on=parent).enqueue(jobs.mark, str(runs), "other")
+    await start_worker()
+    await poll(lambda: _equals(waiting_count(broker), 2), what="parked")
+    assert await cancel_job(broker, child.job_id)
+    await start_worker("later")
+    assert (await wait_for_result(broker, other.job_id, 30)).unwrap() == "other"
+    await poll(lambda: _equals(waiting_count(broker), 0), what="both copies settled")
+    assert runs.read_text().split() == ["other"]
+    assert (await get_status(broker, child.job_id))["status"] == "cancelled"

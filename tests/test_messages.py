@@ -344,3 +344,11 @@ async def test_worker_result_writes_in_flight_when_the_server_is_killed_end(nats
                    what="every in-flight completion ended")
     finally:
         await b.close()
+
+
+def test_future_ids_are_checked_at_the_call(nb_client):
+    from naq_nb.client.future import JobFuture
+    from naq_nb.core.errors import ConfigurationError
+    for bad in ("zz.victim", ">", "", "id\n"):
+        with pytest.raises(ConfigurationError, match="job_id"):
+            JobFuture.attach(bad, client=nb_client)

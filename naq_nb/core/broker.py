@@ -79,6 +79,25 @@ def _connect_failure(servers: list[str], timeout: float, exc: BaseException, see
             "there? (`naq server` starts one)")
 
 
+def _fail_pending_on_loss(opts: dict, holder: list) -> None:
+    """Wrap the disconnected/closed callbacks in ``opts``: acks of publishes in flight are lost with
+    the connection, so their waiters fail at once (``holder`` gets the broker once it exists)."""
+    user_disc, user_closed = opts.pop("disconnected_cb", None), opts.pop("closed_cb", None)
+
+    async def _disconnected() -> None:
+        if holder:
+            holder[0].fail_pending("dropped")
+        if user_disc:
+            await user_disc()
+
+    async def _closed() -> None:
+        if holder:
+            holder[0].fail_pending("closed")
+        if user_closed:
+            await user_closed()
+    opts["disconnected_cb"], opts["closed_cb"] = _disconnected, _closed
+
+
 class Broker:
     """Connection + layout. Create with ``await Broker.connect(...)``."""
 
@@ -139,22 +158,7 @@ class Broker:
                     log.warning("reconnect listener %r failed: %s", cb, exc)
         opts["reconnected_cb"] = _reconnected
         holder: list[Broker] = []
-        user_disc, user_closed = opts.pop("disconnected_cb", None), opts.pop("closed_cb", None)
-
-        async def _disconnected() -> None:
-            # Acks of publishes in flight are lost with the connection: their waiters fail now.
-            if holder:
-                holder[0].fail_pending("dropped")
-            if user_disc:
-                await user_disc()
-
-        async def _closed() -> None:
-            if holder:
-                holder[0].fail_pending("closed")
-            if user_closed:
-                await user_closed()
-        opts["disconnected_cb"], opts["closed_cb"] = _disconnected, _closed
-
+        _fail_pending_on_loss(opts, holder)
         opts.setdefault("connect_timeout", min(2.0, timeout))
         opts.setdefault("max_reconnect_attempts", -1)
         opts.setdefault("reconnect_time_wait", 0.5)
