@@ -102,6 +102,11 @@ def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
         rb = s.get("readback_s")
         lines.append(f"| {name} | {_f(s.get('e2e_per_s'))} | {_f(s.get('drain_per_s'))} | "
                      f"{_f(rb, 2)} s | {_ms(s.get('p50_ms'))} ms | {_ms(s.get('p99_ms'))} ms | {s.get('notes', '')} |")
+    late = [f"{lib} ({s['drain_late']:.0f} late, all done after {s['drain_all_s']:.1f} s)"
+            for lib, s in _peers(summary) if s.get("drain_late")]
+    if late:
+        lines += ["", "Drain: jobs not yet done when the last one enqueued was (median per run; the rate above "
+                      "leaves them out): " + "; ".join(late) + "."]
     lines += _against_fastest(summary)
     raw = summary.get("raw_nats")
     if raw and raw["runs_ok"]:
@@ -125,7 +130,8 @@ def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
               "* read back: then every result in submission order, one blocking call each; total seconds.",
               "* latency: one job at a time with a warm worker, enqueue → result through the library's wait call.",
               "* drain: the worker is stopped, N jobs are enqueued, the worker is started; from the first job "
-              "done to the last one done (the worker's start-up is not counted).",
+              "done to the last one enqueued done (the worker's start-up is not counted); jobs still not done then "
+              "are reported as late.",
               "* Redis (Debian's redis-server, no persistence) is flushed before each library; each NATS-based "
               "measurement gets a fresh nats-server. Where a library polls, its documented poll interval is "
               "set to 1 ms (noted in the last column)."]
