@@ -124,6 +124,10 @@ def _peer_table(summary: dict) -> list[str]:
     if late:
         lines += ["", "Drain: jobs not yet done when the last one enqueued was (median per run; the rate above "
                       "leaves them out): " + "; ".join(late) + "."]
+    missed = [f"{lib} ({s['latency_missed']:.0f})" for lib, s in _peers(summary) if s.get("latency_missed")]
+    if missed:
+        lines += ["", "Latency: result waits that returned nothing within 10 s although the job ran (median per "
+                      "run, left out of p50/p99): " + "; ".join(missed) + "."]
     return lines + _against_fastest(summary)
 
 
