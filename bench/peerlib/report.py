@@ -119,7 +119,9 @@ def _peer_table(summary: dict) -> list[str]:
         lines.append(f"| {name} | {_f(s.get('e2e_per_s'))} | {_f(s.get('drain_per_s'))} | "
                      f"{_f(s.get('readback_s'), 2)} s | {_ms(s.get('p50_ms'))} ms | {_ms(s.get('p99_ms'))} ms | "
                      f"{s.get('notes', '')} |")
-    late = [f"{lib} ({s['drain_late']:.0f} late, all done after {s['drain_all_s']:.1f} s)"
+    late = [f"{lib} ({s['drain_late']:.0f} late, "
+            + (f"{s['drain_lost']:.0f} still not done 60 s later)" if s.get("drain_lost")
+               else f"all done after {s['drain_all_s']:.1f} s)")
             for lib, s in _peers(summary) if s.get("drain_late")]
     if late:
         lines += ["", "Drain: jobs not yet done when the last one enqueued was (median per run; the rate above "
