@@ -88,6 +88,11 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0, sig: int = signal.SI
         proc.wait(5)
     except subprocess.TimeoutExpired:  # SIGKILLed above; only a process stuck in the kernel lands here
         pass
+    # Until every member has exited (zombies have closed their sockets), a dying consumer can still
+    # be handed a message by its broker.
+    deadline = time.monotonic() + 10
+    while live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _resp(host: str, port: int, *words: str, timeout: float = 2.0) -> bytes:

@@ -74,62 +74,86 @@ def _against_fastest(summary: dict) -> list[str]:
     return ["", "naq_nb against the best peer of each column (above 1 = naq_nb ahead): " + "; ".join(out) + "."]
 
 
-def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
+METHOD = [
+    "How it is measured (`bench/peerlib/driver.py`):", "",
+    "* Every call is the one a user makes for one job: enqueue, then the library's own blocking result "
+    "call. The task returns 1 and every value read back is checked.",
+    "* e2e: the clock runs from the first enqueue until the last job's result is stored (polled every "
+    "1 ms with a non-blocking check, so a result wait that sleeps is not charged here).",
+    "* read back: then every result in submission order, one blocking call each; total seconds.",
+    "* latency: one job at a time with a warm worker, enqueue → result through the library's wait call.",
+    "* drain: the worker is stopped, N jobs are enqueued, the worker is started; from the first job "
+    "done to the last one enqueued done (the worker's start-up is not counted); jobs still not done then "
+    "are reported as late.",
+    "* Redis (Debian's redis-server, no persistence) is flushed before each library; each NATS-based "
+    "measurement gets a fresh nats-server. Where a library polls, its documented poll interval is "
+    "set to 1 ms (noted in the last column).",
+]
+
+
+def _header(summary: dict, meta: dict) -> list[str]:
     a = meta["args"]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta["started"]))
     nats = next((s["server"] for s in summary.values() if s.get("server")), "nats-server ?")
     lines = [
-        "# naq_nb beside its peers",
-        "",
+        "# naq_nb beside its peers", "",
         f"Measured {when} on {machine()}; redis-server {meta['redis']}, {nats}. "
         f"Load average {meta['load_start'][0]:.1f} at the start, {meta['load_end'][0]:.1f} at the end; "
-        f"the whole bench took {meta['duration_s'] / 60:.1f} min.",
-        "",
+        f"the whole bench took {meta['duration_s'] / 60:.1f} min.", "",
         f"`python bench/peers.py {shlex.join(meta['argv'])}`: {a['jobs']:,} no-op jobs per phase, total worker "
         f"concurrency 10 in each library's own worker CLI, medians of {a['runs']} interleaved run(s), "
         f"{a['latency_rounds']} latency samples per run.",
     ]
-    if a.get("note"):
-        lines += ["", f"**Note: {a['note']}**"]
-    lines += ["", "| library | e2e jobs/s (first enqueue → last done) | drain jobs/s (pre-filled queue) "
-                  "| all results read back one by one | submit → result p50 | p99 | worker, result wait |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    return lines + (["", f"**Note: {a['note']}**"] if a.get("note") else [])
+
+
+def _peer_table(summary: dict) -> list[str]:
+    lines = ["", "| library | e2e jobs/s (first enqueue → last done) | drain jobs/s (pre-filled queue) "
+                 "| all results read back one by one | submit → result p50 | p99 | worker, result wait |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for lib, s in _peers(summary):
         name = LABELS.get(lib, lib) + (f" {s['version']}" if s.get("version") else "")
         if not s["runs_ok"]:
             lines.append(f"| {name} | failed: {'; '.join(s['errors'])[:200]} | | | | | |")
             continue
-        rb = s.get("readback_s")
         lines.append(f"| {name} | {_f(s.get('e2e_per_s'))} | {_f(s.get('drain_per_s'))} | "
-                     f"{_f(rb, 2)} s | {_ms(s.get('p50_ms'))} ms | {_ms(s.get('p99_ms'))} ms | {s.get('notes', '')} |")
-    lines += _against_fastest(summary)
+                     f"{_f(s.get('readback_s'), 2)} s | {_ms(s.get('p50_ms'))} ms | {_ms(s.get('p99_ms'))} ms | "
+                     f"{s.get('notes', '')} |")
+    late = [f"{lib} ({s['drain_late']:.0f} late, "
+            + (f"{s['drain_lost']:.0f} still not done 60 s later)" if s.get("drain_lost")
+               else f"all done after {s['drain_all_s']:.1f} s)")
+            for lib, s in _peers(summary) if s.get("drain_late")]
+    if late:
+        lines += ["", "Drain: jobs not yet done when the last one enqueued was (median per run; the rate above "
+                      "leaves them out): " + "; ".join(late) + "."]
+    missed = [f"{lib} ({s['latency_missed']:.0f})" for lib, s in _peers(summary) if s.get("latency_missed")]
+    if missed:
+        lines += ["", "Latency: result waits that returned nothing within 10 s although the job ran (median per "
+                      "run, left out of p50/p99): " + "; ".join(missed) + "."]
+    return lines + _against_fastest(summary)
+
+
+def _raw_table(summary: dict, jobs: int) -> list[str]:
     raw = summary.get("raw_nats")
-    if raw and raw["runs_ok"]:
-        lines += ["", f"Raw nats-py {raw.get('version', '')} on a fresh nats-server in the same run "
-                      f"({a['jobs']:,} messages of 256 bytes):", "",
-                  "| acknowledged publish, one at a time | publish_async | pull + ack | "
-                  "pull + one KV put per message (256 in flight) | publish → pull → KV put → watch p50 / p99 |",
-                  "|---:|---:|---:|---:|---:|",
-                  f"| {_f(raw.get('pub_sync_per_s'))}/s | {_f(raw.get('pub_async_per_s'))}/s | "
-                  f"{_f(raw.get('pull_ack_per_s'))}/s | {_f(raw.get('pull_kv_per_s'))}/s | "
-                  f"{_ms(raw.get('rt_p50_ms'))} / {_ms(raw.get('rt_p99_ms'))} ms |"]
-        naq = summary.get("naq_nb")
-        if naq and naq.get("drain_per_s") and raw.get("pull_kv_per_s"):
-            lines += ["", f"naq_nb's drain is {naq['drain_per_s'] / raw['pull_kv_per_s']:.0%} of the pull + KV put "
-                          "ceiling."]
-    lines += ["", "How it is measured (`bench/peerlib/driver.py`):", "",
-              "* Every call is the one a user makes for one job: enqueue, then the library's own blocking result "
-              "call. The task returns 1 and every value read back is checked.",
-              "* e2e: the clock runs from the first enqueue until the last job's result is stored (polled every "
-              "1 ms with a non-blocking check, so a result wait that sleeps is not charged here).",
-              "* read back: then every result in submission order, one blocking call each; total seconds.",
-              "* latency: one job at a time with a warm worker, enqueue → result through the library's wait call.",
-              "* drain: the worker is stopped, N jobs are enqueued, the worker is started; from the first job "
-              "done to the last one done (the worker's start-up is not counted).",
-              "* Redis (Debian's redis-server, no persistence) is flushed before each library; each NATS-based "
-              "measurement gets a fresh nats-server. Where a library polls, its documented poll interval is "
-              "set to 1 ms (noted in the last column)."]
-    lines += ["", "Every run (e2e / drain jobs/s):", ""]
+    if not raw or not raw["runs_ok"]:
+        return []
+    lines = ["", f"Raw nats-py {raw.get('version', '')} on a fresh nats-server in the same run "
+                 f"({jobs:,} messages of 256 bytes):", "",
+             "| acknowledged publish, one at a time | publish_async | pull + ack | "
+             "pull + one KV put per message (256 in flight) | publish → pull → KV put → watch p50 / p99 |",
+             "|---:|---:|---:|---:|---:|",
+             f"| {_f(raw.get('pub_sync_per_s'))}/s | {_f(raw.get('pub_async_per_s'))}/s | "
+             f"{_f(raw.get('pull_ack_per_s'))}/s | {_f(raw.get('pull_kv_per_s'))}/s | "
+             f"{_ms(raw.get('rt_p50_ms'))} / {_ms(raw.get('rt_p99_ms'))} ms |"]
+    naq = summary.get("naq_nb")
+    if naq and naq.get("drain_per_s") and raw.get("pull_kv_per_s"):
+        lines += ["", f"naq_nb's drain is {naq['drain_per_s'] / raw['pull_kv_per_s']:.0%} of the pull + KV put "
+                      "ceiling."]
+    return lines
+
+
+def _every_run(runs: dict) -> list[str]:
+    lines = ["", "Every run (e2e / drain jobs/s):", ""]
     for lib, rs in runs.items():
         if lib == "raw_nats":
             cells = [f"{_f(r.get('pull_kv_per_s'))}" if "error" not in r else "failed" for r in rs]
@@ -138,6 +162,12 @@ def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
         cells = [f"{_f(r.get('e2e_per_s'))} / {_f(r.get('drain_per_s'))}" if "error" not in r
                  else f"failed ({r['error'][:80]})" for r in rs]
         lines.append(f"* {lib}: {', '.join(cells)}")
+    return lines
+
+
+def write_markdown(path: Path, summary: dict, runs: dict, meta: dict) -> None:
+    lines = (_header(summary, meta) + _peer_table(summary) + _raw_table(summary, meta["args"]["jobs"])
+             + [""] + METHOD + _every_run(runs))
     path.write_text("\n".join(lines) + "\n")
 
 
