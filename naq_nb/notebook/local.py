@@ -1,8 +1,8 @@
 """``nq.local()``: a whole local setup in one call — NATS server, workers, scheduler.
 
 :class:`LocalCluster` starts an embedded ``nats-server`` (JetStream on a
-temporary store unless ``store_dir`` is given, on a free port unless ``port``),
-then the workers:
+store kept across kernel restarts, see :mod:`.local_store`; ``store_dir=None``
+for a temporary one; on a free port unless ``port``), then the workers:
 
 * threads (default): one :class:`~naq_nb.core.worker.Worker` with
   ``concurrency=workers`` on its own event loop in one daemon thread. Good for
@@ -32,16 +32,18 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..client.client import Client
 from ..client.loop import run_sync
-from ..client.session import default_client, set_default_client
+from ..client.session import default_client, set_default_client, set_store_note
 from ..core.errors import NaqException, ServerBinaryNotFound
 from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
+from .local_store import AUTO, StoreBusyError, StoreLock, default_store_dir, store_is_new
 
 __all__ = ["local", "local_async", "LocalCluster", "ServiceThread", "current_cluster"]
 
@@ -191,6 +193,14 @@ def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any) -> None
         raise ValueError(f"port must be an int in 1..65535 or None, not {port!r}")
 
 
+def _norm_store(store_dir: Any) -> str | None:
+    if store_dir is None or store_dir == AUTO:
+        return store_dir
+    if not isinstance(store_dir, (str, os.PathLike)):
+        raise TypeError(f"store_dir must be a path, 'auto' or None (temporary), not {type(store_dir).__name__}")
+    return str(Path(store_dir).expanduser().resolve())
+
+
 def _server_binary(settings: Settings) -> str | None:
     b = settings.server_bin
     if b and not (os.path.isfile(b) and os.access(b, os.X_OK)):
@@ -207,12 +217,15 @@ class LocalCluster:
     """
 
     def __init__(self, workers: int = 4, processes: bool = False, scheduler: bool = True,
-                 store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+                 store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
                  port: int | None = None, *, start_timeout: float = 60.0) -> None:
         _check_args(workers, processes, scheduler, port)
         self.queues = _norm_queues(queues)
         self.workers, self.processes, self.scheduler = workers, processes, scheduler
-        self.store_dir = None if store_dir is None else str(store_dir)
+        self.store_dir = _norm_store(store_dir)  # as asked: "auto", None (temporary) or a path
+        self.store_kind = "temporary"
+        self.store_new = True
+        self._store_lock: StoreLock | None = None
         self.port = port
         self.server: EmbeddedServer | None = None
         self.client: Client | None = None
@@ -235,8 +248,11 @@ class LocalCluster:
 
     def _start(self, timeout: float) -> None:
         base = Settings.from_env()
-        self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base))
+        binary = _server_binary(base)
+        self.server = EmbeddedServer(port=self.port, store_dir=self._take_store(), binary=binary)
         self.server.start()
+        if self._store_lock is not None:
+            self._store_lock.record(self.server.proc.pid if self.server.proc else None)
         self.settings = base.with_(nats_url=self.server.url)
         queues = list(self.queues) or [self.settings.default_queue]
         self.client = Client(self.server.url, settings=self.settings)
@@ -251,8 +267,41 @@ class LocalCluster:
             from ..core.scheduler import Scheduler
             s = Scheduler(settings=self.settings)
             self._threads.append(ServiceThread(s, "naq-local-scheduler").start(timeout))
+        set_store_note(self.client, self._store_note())
         set_default_client(self.client)
         _register_atexit()
+
+    def _take_store(self) -> Path | None:
+        """The store directory to serve (locked for this process), or None for a temporary one."""
+        if self.store_dir is None:
+            return None
+        path = default_store_dir() if self.store_dir == AUTO else Path(self.store_dir)
+        lock = StoreLock(path)
+        try:
+            lock.acquire()
+        except StoreBusyError as exc:
+            if self.store_dir != AUTO:
+                raise NaqException(f"{exc}: stop the cluster there, or give another store_dir") from None
+            warnings.warn(f"{exc} (another kernel in this folder), so this cluster runs on a TEMPORARY store: "
+                          "its jobs will not come back after a restart. Stop the other kernel's cluster, or "
+                          "pass store_dir=... to keep a second store.", stacklevel=4)
+            self.store_kind = "temporary: the default store is in use by another kernel"
+            return None
+        self._store_lock = lock
+        self.store_new = store_is_new(path)
+        self.store_kind = "kept across restarts" + (", new" if self.store_new else "")
+        return path
+
+    def _store_note(self) -> str:
+        where = self.server.store_dir if self.server else "?"
+        if self._store_lock is None:
+            return (f"this nq.local() cluster runs on a temporary store ({where}) that started empty, so "
+                    "nothing from an earlier kernel is in it; the default nq.local() keeps its store across restarts")
+        if self.store_new:
+            return (f"the nq.local() store {where} was brand new when this kernel started it, so nothing from "
+                    "before is in it (a store is per working directory: was the earlier kernel in another "
+                    "folder, or on store_dir=None?)")
+        return ""
 
     def _start_processes(self, queues: list[str], timeout: float) -> None:
         assert self.server is not None and self.server.store_dir is not None
@@ -339,6 +388,8 @@ class LocalCluster:
                 log.debug("closing the local client: %s", exc)
         if self.server is not None:
             self.server.stop()
+        if self._store_lock is not None:
+            self._store_lock.release()
         global _current
         with _registry_lock:
             if _current is self:
@@ -361,7 +412,7 @@ class LocalCluster:
                 ("workers", f"{self.worker_count} ({mode})"),
                 ("queues", ", ".join(self.queues) or (self.settings.default_queue if self.settings else "default")),
                 ("scheduler", "yes" if self.scheduler else "no"),
-                ("store", str(self.server.store_dir) if self.server else "-")]
+                ("store", f"{self.server.store_dir} ({self.store_kind})" if self.server else "-")]
 
     def __repr__(self) -> str:
         return "<LocalCluster " + " ".join(f"{k}={v}" for k, v in self._summary()) + ">"
@@ -399,16 +450,19 @@ def current_cluster() -> LocalCluster | None:
 
 
 def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
-          store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+          store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
           port: int | None = None) -> LocalCluster:
     """Start (or return the running) local cluster and make it the default client.
 
-    Same arguments as the running cluster: that cluster is returned. Different
-    ones: the old cluster is stopped and a new one started.
+    ``store_dir``: ``"auto"`` (default) keeps the store per user and working
+    directory, so jobs, sweeps, schedules and the sweep cache come back after
+    a kernel restart; ``None`` uses a temporary store deleted at stop; a path
+    uses that directory. Same arguments as the running cluster: that cluster
+    is returned. Different ones: the old cluster is stopped and a new one started.
     """
     global _current
     _check_args(workers, processes, scheduler, port)
-    args = (workers, processes, scheduler, None if store_dir is None else str(store_dir), _norm_queues(queues), port)
+    args = (workers, processes, scheduler, _norm_store(store_dir), _norm_queues(queues), port)
     with _registry_lock:
         cur = _current
         if cur is not None and cur.running and cur.args == args:
@@ -421,7 +475,7 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
 
 
 async def local_async(workers: int = 4, processes: bool = False, scheduler: bool = True,
-                      store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+                      store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
                       port: int | None = None) -> LocalCluster:
     """Async form of :func:`local` (starts it in a thread, off the caller's loop)."""
     return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port)
