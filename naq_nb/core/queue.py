@@ -17,6 +17,7 @@ from .envelope import encode_job
 from .errors import ConfigurationError, JobNotFoundError
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_queue_name
+from .preview import args_preview
 from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
 from .results import wait_for_result
 
@@ -75,7 +76,7 @@ class Queue:
             status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
             rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
                                 name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
-                                depends_on=list(job.options.depends_on))
+                                depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
             st_fut = None
             if not job.options.key:
                 # Status first: a fast worker's "running" then always lands after "queued".

@@ -232,6 +232,7 @@ class LocalCluster:
         self.settings: Settings | None = None
         self._threads: list[ServiceThread] = []
         self._procs: list[_WorkerProcess] = []
+        self._handles: list[Any] = []  # IPython display handles of this cluster's outputs
         self._stopped = False
         self._lock = threading.Lock()
         self.started_at = time.time()
@@ -379,6 +380,9 @@ class LocalCluster:
                 log.warning("%s did not stop within %gs", t.thread.name, 2 * timeout)
         for p in self._procs:
             p.stop(timeout)
+        dash = sys.modules.get("naq_nb.notebook.dashboard")  # loaded only if a dashboard was made
+        if dash is not None and self.client is not None:
+            dash.close_dashboards(self.client, "stopped: its nq.local() cluster was stopped")
         if self.client is not None:
             try:
                 if default_client() is self.client:
@@ -390,6 +394,7 @@ class LocalCluster:
             self.server.stop()
         if self._store_lock is not None:
             self._store_lock.release()
+        self._update_displays()
         global _current
         with _registry_lock:
             if _current is self:
@@ -416,6 +421,24 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return "<LocalCluster " + " ".join(f"{k}={v}" for k, v in self._summary()) + ">"
+
+    def _ipython_display_(self) -> None:
+        # Shown with a display id, so stop() can turn every place it is shown into "stopped".
+        from IPython.display import display
+        handle = display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True, display_id=True)
+        if handle is not None:
+            self._handles.append(handle)
+
+    def _update_displays(self) -> None:
+        from .display import kernel_shell
+        if not self._handles or kernel_shell() is None:
+            return  # a terminal IPython would print the update
+        bundle = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        for h in self._handles:
+            try:
+                h.update(bundle, raw=True)
+            except (OSError, RuntimeError, ValueError) as exc:  # the kernel is shutting down
+                log.debug("updating a LocalCluster display: %s", exc)
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
