@@ -61,33 +61,52 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], span: f
     return "".join(parts)
 
 
+def _pack(jobs: list[dict], now: float) -> list[tuple[int, dict, float, float]]:
+    """Jobs of one worker onto sub-lanes (its slots): each job on the first lane free at its start."""
+    ends: list[float] = []
+    out = []
+    for j in sorted(jobs, key=lambda j: j["started_at"]):
+        start = j["started_at"]
+        end = j["finished_at"] if isinstance(j.get("finished_at"), (int, float)) else now
+        lane = next((i for i, e in enumerate(ends) if e <= start), None)
+        if lane is None:
+            lane = len(ends)
+            ends.append(end)
+        else:
+            ends[lane] = end
+        out.append((lane, j, start, end))
+    return out
+
+
 def task_stream(jobs: Iterable[dict], lanes: list[str], span: float, now: float | None = None,
-                width: int = 740, lane_height: int = 14) -> str:
-    """One lane per worker; a bar per job from ``started_at`` to ``finished_at`` (or now), by status."""
+                width: int = 740, lane_height: int = 12, max_slots: int = 8) -> str:
+    """One band per worker, a lane per busy slot; a bar per job from start to end (or now), by status."""
     now = time.time() if now is None else now
-    lanes = lanes or ["-"]
+    by_worker: dict[str, list[dict]] = {name: [] for name in lanes}
+    for j in jobs:
+        if isinstance(j.get("started_at"), (int, float)) and j.get("worker") in by_worker:
+            by_worker[j["worker"]].append(j)
+    packed = {name: _pack(js, now) for name, js in by_worker.items()}
+    rows = {name: min(max_slots, 1 + max((p[0] for p in ps), default=0)) for name, ps in packed.items()}
     left, top = 110, 4
     w = width - left - 6
-    height = top + lane_height * len(lanes) + 16
-    index = {name: i for i, name in enumerate(lanes)}
+    height = top + lane_height * max(1, sum(rows.values())) + 16
     parts = [f"<svg class='naq-task-stream' width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg' "
              f"style='background:#fafafa;border:1px solid #e0e0e0;border-radius:3px'>"]
-    for name, i in index.items():
-        y = top + i * lane_height
-        parts.append(f"<text x='4' y='{y + lane_height - 4}' style='{_FONT}'>{html.escape(name[:18])}</text>")
-    for j in jobs:
-        start, lane = j.get("started_at"), index.get(j.get("worker") or "")
-        if not isinstance(start, (int, float)) or lane is None:
-            continue
-        end = j.get("finished_at") if isinstance(j.get("finished_at"), (int, float)) else now
-        if end < now - span:
-            continue
-        x0 = left + w * max(0.0, 1 - (now - start) / span)
-        x1 = left + w * (1 - (now - end) / span)
-        y = top + lane * lane_height + 2
-        tip = html.escape(f"{j.get('func')} {j.get('id')} {j.get('status')}")
-        parts.append(f"<rect x='{x0:.1f}' y='{y}' width='{max(1.5, x1 - x0):.1f}' height='{lane_height - 4}' "
-                     f"fill='{COLORS.get(j.get('status', ''), '#90a4ae')}'><title>{tip}</title></rect>")
+    y0 = top
+    for name in lanes:
+        parts.append(f"<text x='4' y='{y0 + lane_height - 2}' style='{_FONT}'>{html.escape(name[:18])}</text>")
+        for lane, j, start, end in packed[name]:
+            if end < now - span or lane >= max_slots:
+                continue
+            x0 = left + w * max(0.0, 1 - (now - start) / span)
+            x1 = left + w * (1 - (now - end) / span)
+            tip = html.escape(f"{j.get('func')} {j.get('id')} {j.get('status')} {end - start:.2f}s")
+            parts.append(f"<rect x='{x0:.1f}' y='{y0 + lane * lane_height + 1}' width='{max(1.5, x1 - x0):.1f}' "
+                         f"height='{lane_height - 2}' stroke='#fafafa' stroke-width='0.6' "
+                         f"fill='{COLORS.get(j.get('status', ''), '#90a4ae')}'><title>{tip}</title></rect>")
+        y0 += lane_height * rows[name]
+        parts.append(f"<line x1='0' y1='{y0}' x2='{width}' y2='{y0}' stroke='#e0e0e0'/>")
     parts.append(f"<text x='{left}' y='{height - 3}' style='{_FONT}'>-{span / 60:g} min</text>"
                  f"<text x='{width - 6}' y='{height - 3}' text-anchor='end' style='{_FONT}'>now</text></svg>")
     return "".join(parts)

@@ -168,6 +168,9 @@ class DashboardWidgets:
 
     _COLUMNS = {"recent": RECENT_COLUMNS, "schedules": SCHEDULE_COLUMNS, "failed": FAILED_COLUMNS}
     _KEYS = {"recent": "job_id", "schedules": "schedule_id", "failed": "_key"}
+    # Recent jobs change many times a second: their rows are a fixed pool of widgets whose values
+    # change, never widgets made and closed per job (closing views the browser still draws breaks them).
+    _POOLED = ("recent",)
 
     def __init__(self, actions: Actions) -> None:
         import ipywidgets as w
@@ -177,6 +180,8 @@ class DashboardWidgets:
         self.title, self.charts, self.queues = w.HTML(), w.HTML(), w.HTML()
         self.workers, self.stream, self.detail, self.message = w.HTML(), w.HTML(), w.HTML(), w.HTML()
         self._rows: dict[str, dict[str, tuple[list, Any]]] = {k: {} for k in self._COLUMNS}
+        self._pool: list[tuple[list, Any]] = []  # recent rows: cells and Details button, by position
+        self._pool_keys: list[str] = []
         self.grids: dict[str, Any] = {}
         self.notes: dict[str, Any] = {}
         for kind, cols in self._COLUMNS.items():
@@ -197,6 +202,8 @@ class DashboardWidgets:
     def row_buttons(self, kind: str) -> dict[str, Any]:
         """The main button of each row shown in section ``kind`` (recent, schedules, failed), by row key."""
         with self._lock:
+            if kind in self._POOLED:
+                return {k: self._pool[i][1] for i, k in enumerate(self._pool_keys)}
             return {k: v[1] for k, v in self._rows[kind].items()}
 
     def update(self, view: dict) -> None:
@@ -208,7 +215,8 @@ class DashboardWidgets:
             self.queues.value = _html_table(view["queues"], QUEUE_COLUMNS)
             self.workers.value = load_bars(view["workers"])
             self.stream.value = stream_html(view)
-            for kind in self._COLUMNS:
+            self._pooled_grid(view["recent"], closed)
+            for kind in ("schedules", "failed"):
                 self._grid(kind, view[kind], closed)
             self.detail.value = view.get("detail") or ""
             extra = view["schedules_total"] - len(view["schedules"])
@@ -216,6 +224,26 @@ class DashboardWidgets:
             self.notes["failed"].value = ("" if not view["failed_more"] else
                                           f"<i>{view['failed_total']} failed in all; the newest shown</i>")
             self.message.value = f"<i>{html.escape(view['message'])}</i>" if view["message"] else ""
+
+    def _pooled_grid(self, rows: list[dict], closed: bool) -> None:
+        cols = self._COLUMNS["recent"]
+        while len(self._pool) < len(rows):
+            i = len(self._pool)
+            b = self.w.Button(description="Details", tooltip="arguments, logs and traceback",
+                              layout=self.w.Layout(width="90px"))
+            b.on_click(lambda _b, i=i: self._pool_keys[i:i + 1] and self.actions.show_detail(self._pool_keys[i]))
+            b.add_class("naq-recent-button")
+            self._pool.append(([self.w.HTML() for _ in cols], b))
+        self._pool_keys = [r["job_id"] for r in rows]
+        children = list(self._headers["recent"]) if rows else [self._none["recent"]]
+        for (cells, button), r in zip(self._pool, rows):
+            for cell, c in zip(cells, cols):
+                cell.value = html.escape(_cell(r.get(c)))
+            button.disabled = closed
+            children += cells + [button]
+        grid = self.grids["recent"]
+        if tuple(children) != tuple(grid.children):
+            grid.children = tuple(children)
 
     def _grid(self, kind: str, rows: list[dict], closed: bool) -> None:
         cache = self._rows[kind]
