@@ -24,8 +24,8 @@ test-nats29: venv     ## engine, scheduler, futures and sweeps against Debian's 
 	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py \
 	    tests/test_scheduler.py tests/test_scheduler_ha.py tests/test_futures.py tests/test_sweep.py
 
-test-notebooks: venv  ## the notebooks under nbval, against their committed outputs
-	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \
+test-notebooks: venv  ## the notebooks under nbval, against their committed outputs (nq.local() stores in a fresh folder)
+	NAQ_LOCAL_DIR=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \
 	    --nbval-sanitize-with notebooks/nbval-sanitize.cfg notebooks/
 
 notebooks: venv       ## rewrite and re-execute notebooks/*.ipynb from notebooks/build.py

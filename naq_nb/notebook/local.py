@@ -375,14 +375,14 @@ class LocalCluster:
             if self._stopped:
                 return
             self._stopped = True
+        dash = sys.modules.get("naq_nb.notebook.dashboard")  # loaded only if a dashboard was made
+        if dash is not None and self.client is not None:  # first: their last picture shows the cluster
+            dash.close_dashboards(self.client, "stopped: its nq.local() cluster was stopped")
         for t in reversed(self._threads):
             if not t.stop(timeout):
                 log.warning("%s did not stop within %gs", t.thread.name, 2 * timeout)
         for p in self._procs:
             p.stop(timeout)
-        dash = sys.modules.get("naq_nb.notebook.dashboard")  # loaded only if a dashboard was made
-        if dash is not None and self.client is not None:
-            dash.close_dashboards(self.client, "stopped: its nq.local() cluster was stopped")
         if self.client is not None:
             try:
                 if default_client() is self.client:

@@ -192,8 +192,12 @@ class GroupDisplay(LiveDisplay):
         self._recent: "OrderedDict[int, None]" = OrderedDict()
         self._failures: "OrderedDict[int, None]" = OrderedDict(
             (i, None) for i, s in enumerate(self._status) if s in FAILED)
-        self._t0 = time.time()
+        created = getattr(group, "created", None)  # throughput counts from submission, not from display
+        self._t0 = created if isinstance(created, (int, float)) else time.time()
         self._t_end: float | None = None
+        if self._ended() == self.total:  # shown after the fact: ended when its last job did
+            ends = [f.record.get("finished_at") for f in group.futures]
+            self._t_end = max([e for e in ends if isinstance(e, (int, float))], default=time.time())
 
     @property
     def sweep(self) -> Any:
