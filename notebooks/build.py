@@ -93,7 +93,7 @@ SWEEP = [
 SCHEDULING = [
     M("# Scheduling\n\nDelayed jobs, a cron schedule with seconds, pause and resume, and the dashboard. "
     "`nq.local()` runs a scheduler next to the workers."),
-    IGNORE + "import threading\nimport naq_nb as nq\n\ncluster = nq.local(workers=2)\ncluster",
+    IGNORE + "import threading, time\nimport naq_nb as nq\n\ncluster = nq.local(workers=2)\ncluster",
     M("## A delayed job\n\nUntil it is due it shows status `scheduled`, with its due time."),
     "delayed = nq.options(delay=1.5).submit(lambda: \"hello from the future\")   # or at=datetime(...)\n"
     "delayed.status",
@@ -112,8 +112,10 @@ SCHEDULING = [
     M("## The dashboard\n\nThroughput and queue depth over the last minutes, the task stream per worker, recent "
     "jobs (Details: arguments, logs, traceback), schedules (pause/resume) and failed jobs (requeue). When the "
     "cluster stops, it says so and stays as a static picture."),
-    IGNORE + "squares = nq.map(lambda x: x * x, range(30))\nnq.gather(squares, timeout=60)[-1]",
-    IGNORE + "nq.dashboard(refresh=1.0)",
+    IGNORE + "dash = nq.dashboard(refresh=0.5)\ndash",
+    "def step(x):\n    time.sleep(0.05)\n    return x * x\n\n"
+    "squares = nq.map(step, range(60))\nnq.gather(squares, timeout=60)[-1]",
+    "time.sleep(1.5)   # a few more chart samples before the cluster stops",
     "cluster.stop()",
 ]
 

@@ -142,3 +142,17 @@ def test_local_start_and_stop():
             c.stop()
         shell.run_line_magic("unload_ext", "naq_nb")
         InteractiveShell.clear_instance()
+
+
+def test_workers_frame_counts_are_current_after_a_batch(ip, settings):
+    """Row 9: `%naq workers` shows the jobs just processed, not the count of the last periodic heartbeat."""
+    from naq_nb.core.worker import Worker
+    from naq_nb.notebook.local import ServiceThread
+    slow_beat = settings.with_(heartbeat_interval=60.0)  # a periodic heartbeat would not come in time
+    t = ServiceThread(Worker("default", settings=slow_beat, concurrency=4, grace_period=2.0), "naq-test-worker")
+    t.start(30.0)
+    try:
+        nq.gather(nq.map(jobs.add, range(40), range(40)), timeout=30)
+        wait_until(lambda: int(ip.run_line_magic("naq", "workers")["processed"].iloc[0]) == 40, timeout=10)
+    finally:
+        t.stop(5.0)
