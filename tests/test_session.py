@@ -70,7 +70,7 @@ def test_map_keeps_order_with_zip_semantics(nb_client, thread_worker):
     assert [f.result(timeout=30) for f in futs] == [i + 100 + i for i in range(40)]
     short = nq.map(jobs.add, [1, 2, 3], [10, 20])
     assert [f.result(timeout=20) for f in short] == [11, 22]
-    assert list(nq.map(jobs.add, [], [])) == []
+    assert nq.map(jobs.add, [], []) == []  # a JobGroup is a list
 
 
 def test_options_retry_dependencies_timeout_name(nb_client, thread_worker, tmp_path):

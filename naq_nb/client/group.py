@@ -197,14 +197,16 @@ async def as_completed_async(futures: Iterable[JobFuture], timeout: float | None
 
 
 # --- the group -------------------------------------------------------------------------------------
-class JobGroup:
-    """The jobs of one ``nq.map`` call: a list of futures with aggregate calls and one live display."""
+class JobGroup(list):
+    """The jobs of one ``nq.map`` call: a list of futures (it IS a list, as ``nq.map`` returned
+    before) with aggregate calls and one live display."""
 
     kind = "map"
+    __hash__ = None  # type: ignore[assignment]  # a list
 
     def __init__(self, futures: list[JobFuture], calls: list[tuple[tuple, dict]], function: str,
                  name: str | None = None) -> None:
-        self.futures = list(futures)
+        super().__init__(futures)
         self._calls = calls
         self.function = function
         self.name = name or function.rsplit(".", 1)[-1]
@@ -212,18 +214,13 @@ class JobGroup:
         self.created = time.time()
         self._listeners: list[Callable[["JobGroup", int], None]] = []
         self._lock = threading.Lock()
-        for i, f in enumerate(self.futures):
+        for i, f in enumerate(self):
             f.on_update(lambda _f, i=i: self._changed(i))
 
-    # --- a list of futures ------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.futures)
-
-    def __iter__(self) -> Iterator[JobFuture]:
-        return iter(self.futures)
-
-    def __getitem__(self, i: Any) -> Any:
-        return self.futures[i]
+    @property
+    def futures(self) -> list[JobFuture]:
+        """The futures, in call order (the group itself)."""
+        return self
 
     @property
     def job_ids(self) -> list[str]:

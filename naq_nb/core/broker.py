@@ -100,7 +100,7 @@ class Broker:
             raise NaqConnectionError(
                 f"cannot connect to NATS at {', '.join(_redact(s) for s in servers)} within {timeout:g}s "
                 f"({f'{type(exc).__name__}: {exc}' if str(exc) else 'no answer'}); is a nats-server running "
-                "there? (`naq server` starts one)") from None
+                "there? (in a notebook, nq.local() starts one with workers; in a terminal, `naq server`)") from None
         broker = cls(nc, settings)
         broker._reconnect_listeners = listeners
         return broker
