@@ -42,9 +42,11 @@ bench: venv           ## throughput, latency, scheduler and notebook figures (no
 	$(PY) bench/scheduler_bench.py
 	$(PY) bench/notebook_bench.py
 
-# Notebooks checked in JupyterLab as NAME.ipynb:TEXT (TEXT must be shown after Run All); those absent are left
+# Notebooks checked in JupyterLab as NAME.ipynb:TEXT (TEXT must be shown after Run All, and again after saving
+# through JupyterLab and reopening without running: no widget errors); those absent are left
 # out, and with none a generated scratch notebook (job + dashboard from nq.local()) is checked instead.
-BROWSER_NOTEBOOKS ?= $(foreach n,01-quickstart 02-parameter-sweep,$(if $(wildcard notebooks/$(n).ipynb),$(n).ipynb:succeeded))
+BROWSER_NOTEBOOKS ?= $(foreach n,01-quickstart 02-parameter-sweep,$(if $(wildcard notebooks/$(n).ipynb),$(n).ipynb:succeeded)) \
+    $(if $(wildcard notebooks/03-scheduling.ipynb),03-scheduling.ipynb:stopped)
 
 $(VENV)/.browser-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[test,browser]'
