@@ -306,3 +306,17 @@ def test_cluster_stop_leaves_a_stopped_static_dashboard():
     assert dash.closed and "stopped: its nq.local() cluster was stopped" in dash.to_text()
     assert "application/vnd.jupyter.widget-view+json" not in dash._repr_mimebundle_()
     assert "state=stopped" in repr(c)
+
+
+def test_resume_starts_from_the_next_due_time(nb_client):
+    """Row 7: runs missed while paused are not released on resume (even within the misfire grace)."""
+    import time as _t
+    sched = schedule_sync(jobs.add, 1, 2, interval=0.5, client=nb_client)
+    from naq_nb.client.scheduling import pause_scheduled_job_sync, resume_scheduled_job_sync
+    pause_scheduled_job_sync(sched, client=nb_client)
+    due = list_scheduled_sync(client=nb_client)[0]["next_run"]
+    wait_until(lambda: _t.time() > due + 1.0, timeout=10)  # three due times pass while paused
+    t_resume = _t.time()
+    resume_scheduled_job_sync(sched, client=nb_client)
+    row = list_scheduled_sync(client=nb_client)[0]
+    assert row["next_run"] > t_resume and row["runs"] == 0 and not row["paused"]
