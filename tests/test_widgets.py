@@ -174,6 +174,9 @@ def test_notebook_saves_final_states_and_live_progress():
         "sw.wait(60).to_dataframe().sq.tolist()",
         "m = nq.map(lambda x: x + 1, range(5))\nm",
         "nq.gather(m, timeout=60)",
+        "%load_ext naq_nb",
+        "%%naq submit\nimport math\ny = 1 + 1\nprint('hello from the cell')",
+        "y, math.sqrt(16)",
         "c.stop()",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in cells])
@@ -201,6 +204,12 @@ def test_notebook_saves_final_states_and_live_progress():
     # every display reached its end: what is saved is static, no widget view to go missing on reopen
     for i in (1, 3, 5):
         assert all(WIDGET_MIME not in o.get("data", {}) for o in nb.cells[i].outputs), nb.cells[i].outputs
+    # %%naq submit: ONE output (the job's display, its log line once), only the assigned names in the result
+    cell_out = nb.cells[8].outputs
+    assert len(cell_out) == 1, cell_out
+    text = cell_out[0]["data"]["text/plain"]
+    assert text.count("hello from the cell") == 1 and "result: y = 2; imported math" in text, text
+    assert nb.cells[9].outputs[-1]["data"]["text/plain"] == "(2, 4.0)"
     # while cell 2 blocked on job.result(), updates of cell 1's display arrived with progress
     kinds = [(i, kind, "progress: " in t) for i, kind, t in seen]
     assert (2, "update_display_data", True) in kinds, seen
