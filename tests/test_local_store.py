@@ -20,25 +20,30 @@ from naq_nb.notebook.sweep_store import SweepNotFoundError
 
 from conftest import ROOT
 
-FIRST = textwrap.dedent("""
+CELL = textwrap.dedent("""
     import json, os, sys, naq_nb as nq
+    def add(a, b):  # the same cell in both kernels: same code, same lines
+        return a + b
+""")
+
+FIRST = CELL + textwrap.dedent("""
     c = nq.local(workers=2)
     j = nq.submit(lambda x: x * 3, 14)
     assert j.result(timeout=30) == 42
-    sw = nq.sweep(lambda a, b: a + b, a=[1, 2], b=[10, 20])
+    sw = nq.sweep(add, a=[1, 2], b=[10, 20])
     sw.wait(30)
     print(json.dumps({"job": j.job_id, "sweep": sw.id, "store": str(c.server.store_dir), "repr": repr(c)}),
           flush=True)
     sys.stdin.read()  # stay alive (a kernel) until the test kills us
 """)
 
-SECOND = textwrap.dedent("""
-    import json, sys, naq_nb as nq
+SECOND = CELL + textwrap.dedent("""
     ids = json.loads(sys.argv[1])
     c = nq.local(workers=2)
     j = nq.job(ids["job"])
     sw = nq.Sweep.attach(ids["sweep"])
-    print(json.dumps({"result": j.result(timeout=30), "sweep": sw.results(timeout=30),
+    again = nq.sweep(add, a=[1, 2], b=[10, 20])  # the same cell run again: its points come from the cache
+    print(json.dumps({"result": j.result(timeout=30), "sweep": sw.results(timeout=30), "cached": len(again.cached),
                       "store": str(c.server.store_dir), "repr": repr(c)}), flush=True)
     c.stop()
 """)
@@ -79,6 +84,7 @@ def test_kernel_restart_gets_job_and_sweep_back(tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["result"] == 42
     assert got["sweep"] == [11, 21, 12, 22]
+    assert got["cached"] == 4  # the sweep cache came back too
     assert got["store"] == ids["store"]
     assert "kept across restarts" in got["repr"] and ", new" not in got["repr"]
 
