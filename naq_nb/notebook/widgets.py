@@ -1,10 +1,12 @@
-"""Live views of jobs and sweeps: :class:`JobDisplay` and :class:`SweepDisplay`.
+"""Live views of jobs and groups of jobs: :class:`JobDisplay` and :class:`GroupDisplay`.
 
 Both are :class:`~naq_nb.notebook.display.LiveDisplay` outputs (widget view +
-text/html + text/plain, updated in place, throttled). A sweep display keeps
-its per-status counts incrementally and shows a bounded window (up to
-``window`` failures and the ``window`` most recently changed points), so a
-refresh costs the same at 10 or 10,000 points.
+text/html + text/plain, updated in place, throttled, static once final). A
+group display (``nq.map``'s JobGroup, a sweep) keeps its per-status counts
+incrementally and shows a bounded window (up to ``window`` failures and the
+``window`` most recently changed points), so a refresh costs the same at 10 or
+10,000 points. :func:`install_display_hooks` makes a JobFuture or JobGroup shown
+in a cell one of these (the client layer calls its ``display_hook``).
 """
 
 from __future__ import annotations
