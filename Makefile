@@ -24,8 +24,8 @@ test-nats29: venv     ## engine, scheduler, futures and sweeps against Debian's 
 	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py \
 	    tests/test_scheduler.py tests/test_scheduler_ha.py tests/test_futures.py tests/test_sweep.py tests/test_blobs.py
 
-test-notebooks: venv  ## the notebooks under nbval, against their committed outputs
-	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \
+test-notebooks: venv  ## the notebooks under nbval, against their committed outputs (nq.local() stores in a fresh folder)
+	NAQ_LOCAL_DIR=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \
 	    --nbval-sanitize-with notebooks/nbval-sanitize.cfg notebooks/
 
 notebooks: venv       ## rewrite and re-execute notebooks/*.ipynb from notebooks/build.py
@@ -55,8 +55,11 @@ bench-peers: venv     ## naq_nb beside huey, dramatiq, taskiq, saq, arq, rq, cel
 	$(PY) bench/peers.py $(PEERS_ARGS)
 
 # Notebooks checked in JupyterLab as NAME.ipynb:TEXT (TEXT must be shown after Run All); those absent are left
+# Notebooks checked in JupyterLab as NAME.ipynb:TEXT (TEXT must be shown after Run All, and again after saving
+# through JupyterLab and reopening without running: no widget errors); those absent are left
 # out, and with none a generated scratch notebook (job + dashboard from nq.local()) is checked instead.
-BROWSER_NOTEBOOKS ?= $(foreach n,01-quickstart 02-parameter-sweep,$(if $(wildcard notebooks/$(n).ipynb),$(n).ipynb:succeeded))
+BROWSER_NOTEBOOKS ?= $(foreach n,01-quickstart 02-parameter-sweep,$(if $(wildcard notebooks/$(n).ipynb),$(n).ipynb:succeeded)) \
+    $(if $(wildcard notebooks/03-scheduling.ipynb),03-scheduling.ipynb:stopped)
 
 $(VENV)/.browser-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[test,browser]'

@@ -1,9 +1,10 @@
 """A local setup for the dashboard page check, run as its own process.
 
-Starts ``nq.local()`` (embedded nats-server, one thread worker, a scheduler),
-creates one hourly schedule and one failed job (a job that fails on its first
-run and succeeds when run again), prints one JSON line with the ids, then
-keeps everything running until stdin closes or SIGTERM/SIGINT arrives.
+Starts ``nq.local()`` (embedded nats-server, a thread worker with 2 slots, a
+scheduler), creates one hourly schedule and one failed job (a job that fails
+on its first run and succeeds when run again), prints one JSON line with the
+ids, then submits a few short jobs a second (for the charts and the task
+stream) until stdin closes or SIGTERM/SIGINT arrives.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ def hourly_report() -> str:
     return "report"
 
 
+def work(seconds: float) -> float:
+    """Background load for the charts and the task stream."""
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+def _load(stop: threading.Event) -> None:
+    import random
+
+    import naq_nb as nq
+    while not stop.wait(0.25):
+        nq.submit(work, random.choice((0.1, 0.3, 0.6, 1.0)))
+
+
 def main() -> int:
     import naq_nb as nq
     from naq_nb.client.scheduling import schedule_sync
@@ -38,7 +54,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = nq.local(workers=1, scheduler=True)
+    cluster = nq.local(workers=2, scheduler=True, store_dir=None)
     try:
         sched = schedule_sync(hourly_report, interval=3600, client=cluster.client)
         counter = str(Path(tempfile.mkdtemp(prefix="naq-fixture-")) / "runs")
@@ -52,6 +68,7 @@ def main() -> int:
         print(json.dumps({"url": cluster.url, "failed_job": fut.job_id, "schedule_id": sched.job_id,
                           "worker_id": workers[0]["id"], "counter": counter}), flush=True)
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        threading.Thread(target=_load, args=(stop,), daemon=True).start()
         stop.wait()
     finally:
         cluster.stop()

@@ -102,6 +102,15 @@ def _in_browser(page_url: str, info: dict, out_dir: Path) -> list[str]:
             page.get_by_text(f"requeued {info['failed_job']}").first.wait_for(timeout=30_000)
             log("requeued job ran again and succeeded (checked through NATS)")
 
+            # charts and the task stream fill in as the background jobs run
+            wait_until(lambda: page.locator("svg.naq-chart polyline").count() >= 2, 60, "both charts draw lines")
+            wait_until(lambda: page.locator("svg.naq-task-stream rect").count() >= 3, 60, "task stream bars")
+            details = page.locator(".naq-recent-button")
+            details.first.wait_for(timeout=30_000)
+            details.first.click()
+            page.locator(".naq-job-detail").first.wait_for(timeout=30_000)
+            log("charts, task stream and a job's Details panel shown")
+
             page.locator(".naq-schedules-button").first.click()
             wait_until(lambda: list_scheduled_sync(client=client)[0]["paused"], 30, "Pause pauses the schedule")
             page.locator(".naq-schedules-button", has_text="Resume").first.wait_for(timeout=30_000)
@@ -111,6 +120,10 @@ def _in_browser(page_url: str, info: dict, out_dir: Path) -> list[str]:
         except Exception as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
         finally:
+            page.set_viewport_size({"width": 1400, "height": 2600})  # the whole page, charts on top
+            page.evaluate("() => { window.scrollTo(0, 0); document.querySelectorAll('*').forEach("
+                          "e => { if (e.scrollTop) e.scrollTop = 0; }); }")
+            page.wait_for_timeout(500)
             page.screenshot(path=str(out_dir / "dashboard.png"), full_page=True)
             log(f"screenshot -> {out_dir / 'dashboard.png'}")
             if page.naq_console:

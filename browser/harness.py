@@ -102,7 +102,9 @@ class JupyterLab:
     def start(self, timeout: float = 90.0) -> "JupyterLab":
         env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(self._settings_dir()),
                "JUPYTERLAB_WORKSPACES_DIR": str(self.workdir / "workspaces"),
-               "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime")}
+               "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
+               # nq.local()'s stores stay in the throwaway folder, not in ~/.local/share
+               "NAQ_LOCAL_DIR": str(self.workdir / "naq-local")}
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(self.port),
                "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
                # token-less on loopback: REST calls (DELETE a session) carry no XSRF cookie
@@ -180,11 +182,12 @@ class NotebookResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     screenshot: str = ""
+    reopened_screenshot: str = ""
 
 
 def run_notebook(page: "object", lab: JupyterLab, nb_path: str, expect: str, screenshot: Path,
                  kernel_timeout: float = 90.0, run_timeout: float = 300.0,
-                 require_widgets: bool = True) -> NotebookResult:
+                 require_widgets: bool = True, reopen: bool = True) -> NotebookResult:
     """Open ``nb_path`` (relative to the lab's root) in JupyterLab, Run All, and check: every code cell
     ran, no error output, widget views rendered live (no "Loading widget..."), ``expect`` is shown."""
     from playwright.sync_api import TimeoutError as PWTimeout
@@ -201,9 +204,11 @@ def run_notebook(page: "object", lab: JupyterLab, nb_path: str, expect: str, scr
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     state = None
+    max_widgets = 0
     deadline = time.monotonic() + run_timeout
     while True:
         state = page.evaluate(PROBE_JS) or {}
+        max_widgets = max(max_widgets, state.get("widgets") or 0)
         prompts = state.get("prompts") or []
         all_ran = bool(prompts) and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts)
         idle = (state.get("status") or "").endswith("| Idle")
@@ -219,13 +224,50 @@ def run_notebook(page: "object", lab: JupyterLab, nb_path: str, expect: str, scr
     with contextlib.suppress(PWTimeout):  # the expected text may arrive by a widget update just after
         page.locator(".jp-NotebookPanel", has_text=expect).first.wait_for(timeout=15_000)
     state = page.evaluate(PROBE_JS) or {}
+    # Finished displays turn into static HTML: count the live widget views seen during the run.
+    state["widgets"] = max(max_widgets, state.get("widgets") or 0)
     text = page.evaluate("() => document.querySelector('.jp-NotebookPanel')?.textContent ?? ''")
     _judge(res, state, text, expect, require_widgets)
     _screenshot_whole_notebook(page, screenshot)
     res.screenshot, res.seconds = str(screenshot), round(time.monotonic() - t0, 1)
+    if reopen:
+        _save_and_reopen(page, lab, nb_path, expect, screenshot.with_name(screenshot.stem + "-reopened.png"), res)
     res.ok = not res.failures
     lab.delete_sessions(nb_path)  # the kernel (and any nq.local() in it) stops now
     return res
+
+
+def _save_and_reopen(page: "object", lab: JupyterLab, nb_path: str, expect: str, screenshot: Path,
+                     res: NotebookResult) -> None:
+    """Save through JupyterLab (Ctrl+S), shut the kernel down, open the saved file again WITHOUT running
+    it, and check that every output reads well: no widget error, the expected final text shown."""
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    try:
+        wait_until(lambda: page.locator(".lm-TabBar-tab.jp-mod-dirty").count() == 0, 30, "the notebook saved")
+    except TimeoutError as exc:
+        res.failures.append(str(exc))
+        return
+    saved = json.loads((lab.root_dir / nb_path).read_text())
+    live_views = [i for i, c in enumerate(saved["cells"]) if c["cell_type"] == "code"
+                  for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    if live_views:
+        res.warnings.append(f"saved file still holds widget views in cells {sorted(set(live_views))}")
+    lab.delete_sessions(nb_path)
+    page.goto("about:blank")
+    page.goto(f"{lab.base}/lab/tree/{urllib.parse.quote(nb_path)}?reset", wait_until="domcontentloaded",
+              timeout=90_000)
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=90_000)
+    page.wait_for_timeout(3000)  # outputs and widget managers render
+    state = page.evaluate(PROBE_JS) or {}
+    text = page.evaluate("() => document.querySelector('.jp-NotebookPanel')?.textContent ?? ''")
+    if state.get("widget_error") or "model not found" in text:
+        res.failures.append("reopened notebook shows 'Error displaying widget' / 'model not found'")
+    if expect and expect not in text:
+        res.failures.append(f"reopened notebook does not show {expect!r}")
+    _screenshot_whole_notebook(page, screenshot)
+    res.reopened_screenshot = str(screenshot)
 
 
 def _screenshot_whole_notebook(page: "object", path: Path) -> None:

@@ -43,7 +43,7 @@ def _live_display(future: Any) -> None:
     from .client import future as future_mod
     future_mod.display_hook = None  # without the notebook layer (no ipywidgets): the static summary
     try:
-        from .notebook.display import install_display_hooks
+        from .notebook.widgets import install_display_hooks
         install_display_hooks()
     except ImportError:
         pass
@@ -92,6 +92,9 @@ _LAZY: dict[str, str] = {
         "list_scheduled", "list_scheduled_sync")},
     # notebook-first client: futures and the session calls
     "JobFuture": "naq_nb.client.future",
+    **{n: "naq_nb.client.group" for n in (
+        "JobGroup", "gather", "gather_async", "as_completed", "as_completed_async", "wait", "wait_async",
+        "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")},
     **{n: "naq_nb.client.session" for n in (
         "connect", "connect_async", "submit", "submit_async", "map", "map_async", "options", "Submitter",
         "job", "job_async", "default_client", "set_default_client")},

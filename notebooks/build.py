@@ -9,7 +9,9 @@ them, and GitHub shows them). Edit the cells here, then ``make notebooks``.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +47,12 @@ QUICKSTART = [
     "    print(exc.remote_traceback.strip().splitlines()[-1])",
     "bad.status",
     IGNORE + "nq.jobs()[[\"function\", \"status\", \"attempts\"]]",
+    M("## After a kernel restart\n\n`nq.local()` keeps its store per user and working directory (its repr shows "
+    "where), so a restarted kernel in this folder finds its jobs, sweeps and schedules again. Stopping the "
+    "cluster and starting it again shows the same thing without restarting this kernel. "
+    "`nq.local(store_dir=None)` runs on a temporary store instead."),
+    "job_id = job.job_id\ncluster.stop()                 # what a kernel restart does to it\n"
+    "cluster = nq.local(workers=2)  # same folder: same store\nnq.job(job_id).result(timeout=30)",
     "cluster.stop()",
 ]
 
@@ -67,16 +75,28 @@ SWEEP = [
     M("## Re-running is free\n\nThe same function and points map to the same cache keys, so nothing is resubmitted."),
     "again = nq.sweep(train, lr=[0.001, 0.01, 0.1], depth=[2, 4, 8])\nagain.wait(timeout=60)\n"
     "print(f\"{len(again.cached)} of {len(again)} points came from the cache\")",
+    M("## Sweep options never shadow your parameters\n\nOptions go apart, through `nq.sweep.options(...)`: a "
+    "function may take `name`, `cache` or `queue` itself."),
+    "def greet(name, excited):\n    return name + (\"!\" if excited else \".\")\n\n"
+    "hello = nq.sweep.options(name=\"greetings\", timeout=30)(greet, name=[\"Ada\", \"Grace\"], excited=[True])\n"
+    "hello.results(timeout=60)",
+    M("## Many calls at once: `nq.map`, `gather`, `as_completed`, `wait`\n\n`nq.map` returns one handle with "
+    "one live display (counts per status, throughput, ETA); the saved notebook keeps its final state."),
+    IGNORE + "squares = nq.map(lambda x: x * x, range(40))\nsquares",
+    "nq.gather(squares, timeout=60)[:8]",
+    "firsts = [f.result() for f in nq.as_completed(squares, timeout=60)]   # in the order they finish\n"
+    "sorted(firsts) == nq.gather(squares)",
+    "done, pending = nq.wait(squares, timeout=60)\nlen(done), len(pending)",
     "cluster.stop()",
 ]
 
 SCHEDULING = [
     M("# Scheduling\n\nDelayed jobs, a cron schedule with seconds, pause and resume, and the dashboard. "
     "`nq.local()` runs a scheduler next to the workers."),
-    IGNORE + "import threading\nimport naq_nb as nq\n\ncluster = nq.local(workers=2)\ncluster",
+    IGNORE + "import threading, time\nimport naq_nb as nq\n\ncluster = nq.local(workers=2)\ncluster",
     M("## A delayed job\n\nUntil it is due it shows status `scheduled`, with its due time."),
-    "later = nq.enqueue_in_sync(1.5, lambda: \"hello from the future\")\n"
-    "delayed = nq.job(later.job_id)\ndelayed.status",
+    "delayed = nq.options(delay=1.5).submit(lambda: \"hello from the future\")   # or at=datetime(...)\n"
+    "delayed.status",
     "delayed.result(timeout=30)",
     M("## Cron with seconds\n\nSix fields: the sixth is seconds. This one fires every 2 seconds, three times."),
     "def tick():\n    return \"tick\"\n\nevery2 = nq.schedule_sync(tick, cron=\"* * * * * */2\", repeat=3)\n"
@@ -89,8 +109,13 @@ SCHEDULING = [
     "nq.modify_scheduled_job_sync(beat, cron=\"0 9 * * 1-5\", timezone=\"Europe/Paris\")[\"cron\"]",
     IGNORE + "nq.schedules()",
     "nq.cancel_scheduled_job_sync(beat)",
-    M("## The dashboard\n\nQueues, workers, schedules (with pause/resume buttons) and failed jobs (with requeue)."),
-    IGNORE + "nq.dashboard()",
+    M("## The dashboard\n\nThroughput and queue depth over the last minutes, the task stream per worker, recent "
+    "jobs (Details: arguments, logs, traceback), schedules (pause/resume) and failed jobs (requeue). When the "
+    "cluster stops, it says so and stays as a static picture."),
+    IGNORE + "dash = nq.dashboard(refresh=0.5)\ndash",
+    "def step(x):\n    time.sleep(0.05)\n    return x * x\n\n"
+    "squares = nq.map(step, range(60))\nnq.gather(squares, timeout=60)[-1]",
+    "time.sleep(1.5)   # a few more chart samples before the cluster stops",
     "cluster.stop()",
 ]
 
@@ -112,7 +137,7 @@ REMOTE = [
     "    return len(text.split())\n\njob = enqueue_sync(count_words, \"This is a sample text with several words.\",\n"
     "                   nats_url=server.url)\nfetch_job_result_sync(job, nats_url=server.url, timeout=30)",
     M("## The notebook API against the same worker"),
-    "squares = nq.map(lambda x: x * x, range(8))\n[f.result(timeout=30) for f in squares]",
+    "squares = nq.map(lambda x: x * x, range(8))\nsquares.results(timeout=30)",
     "worker.terminate()\nworker.wait(30)\nclient.close_sync()\nserver.stop()",
 ]
 
@@ -159,6 +184,8 @@ def build(name: str, cells: list[str]) -> nbformat.NotebookNode:
 
 
 def main(prefixes: list[str]) -> int:
+    # nq.local() keeps its store per folder across runs: a build starts from an empty one, as a reader does.
+    os.environ.setdefault("NAQ_LOCAL_DIR", tempfile.mkdtemp(prefix="naq-nb-build-"))
     for name, cells in NOTEBOOKS.items():
         if prefixes and not any(name.startswith(p) for p in prefixes):
             continue

@@ -22,6 +22,12 @@ from naq_nb.core.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _naq_local_dir(tmp_path_factory, monkeypatch):
+    # nq.local()'s default store is per user and folder, kept across runs: each test gets its own.
+    monkeypatch.setenv("NAQ_LOCAL_DIR", str(tmp_path_factory.mktemp("naq-local")))
+
+
 @pytest.fixture
 def nats_server(tmp_path):
     srv = EmbeddedServer(store_dir=tmp_path / "js")

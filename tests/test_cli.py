@@ -50,6 +50,9 @@ async def test_failed_list_and_requeue_and_purge(broker, nats_server, start_work
     out = naq("jobs", "--id", j.job_id, url=nats_server.url)
     assert out.returncode == 0 and "status" in out.stdout
     await Queue(broker, "p").enqueue_many([(jobs.add, (1, 1), {})] * 3)
+    out = naq("jobs", url=nats_server.url)  # a queue nobody serves is listed, not hidden (issue 11 row 9)
+    row = next(line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["p"])
+    assert row == ["p", "3", "0", "0"], out.stdout
     out = naq("purge", "p", url=nats_server.url)
     assert "purged 3 job(s)" in out.stdout
     out = naq("list-workers", url=nats_server.url)

@@ -243,3 +243,80 @@ def test_cli_serves_the_page_and_stops_on_sigterm(nats_server, nb_client, thread
         time.sleep(0.1)
     else:
         pytest.fail("Voilà still listens after naq dashboard stopped")
+
+
+# --- round 2: charts, recent jobs, load, details, depth, final state ---------------------------------
+def test_depth_counts_waiting_jobs_not_running_ones(nb_client, thread_worker, tmp_path):
+    """Row 9: a running job is not in the queue's depth; the queue shows it as running."""
+    thread_worker("default", concurrency=1)
+    gate = tmp_path / "gate"
+    running = nq.submit(jobs.mark, str(gate), "x", 3.0)  # holds the only slot for a while
+    waiting = [nq.submit(jobs.add, i, i) for i in range(3)]
+    wait_until(lambda: running.status == "running", timeout=15)
+    dash = dashboard(nb_client, refresh=0.3)
+    try:
+        wait_until(lambda: _rows(dash, "queues") and _rows(dash, "queues")[0]["running"] == 1, timeout=10)
+        q = _rows(dash, "queues")[0]
+        assert q["queued"] == 3 and q["workers"] == 1
+        nq.gather(waiting + [running], timeout=30)
+        wait_until(lambda: _rows(dash, "queues")[0]["queued"] == 0 and _rows(dash, "queues")[0]["running"] == 0,
+                   timeout=10)
+        w = _rows(dash, "workers")[0]
+        # processed counts are current (pushed by the status feed), not stuck until the next heartbeat
+        wait_until(lambda: _rows(dash, "workers")[0]["processed"] >= 4, timeout=10)
+        assert w["load"].endswith("/1")
+    finally:
+        dash.close()
+
+
+def test_charts_recent_jobs_task_stream_and_details(nb_client, thread_worker):
+    worker = thread_worker("default", concurrency=2)
+    dash = dashboard(nb_client, refresh=0.3, history=60)
+    try:
+        g = nq.map(jobs.add, range(6), range(6))
+        bad = nq.submit(jobs.boom, "for the details")
+        g.wait(30)
+        with pytest.raises(ValueError):
+            bad.result(timeout=30)
+        wait_until(lambda: len(_rows(dash, "recent")) == 7 and
+                   all(r["status"] in ("succeeded", "failed") for r in _rows(dash, "recent")), timeout=10)
+        wait_until(lambda: len(dash.state()["throughput"]["finished"]) >= 2, timeout=10)
+        view = dash.state()
+        assert view["lanes"] == [worker.worker_id] and len(view["stream"]) == 7
+        html = dash.to_html()
+        assert "Finished jobs/s" in html and "Queued jobs" in html and "naq-task-stream" in html
+        assert html.count("<rect") >= 7 and "naq-load" in html
+        assert all(r["duration"].endswith("s") for r in _rows(dash, "recent"))
+        dash.detail_buttons[bad.job_id].click()
+        wait_until(lambda: "naq-job-detail" in (dash.state().get("detail") or ""), timeout=10)
+        detail = dash.state()["detail"]
+        assert "for the details" in detail and "Traceback" in detail and "&#x27;for the details&#x27;" in detail
+    finally:
+        dash.close()
+
+
+def test_cluster_stop_leaves_a_stopped_static_dashboard():
+    """Row 8: after cluster.stop() the dashboard says so and is no longer a live widget."""
+    c = nq.local(workers=1, store_dir=None)
+    try:
+        dash = nq.dashboard(refresh=0.5)
+        assert "(live," in dash.to_text()
+    finally:
+        c.stop()
+    assert dash.closed and "stopped: its nq.local() cluster was stopped" in dash.to_text()
+    assert "application/vnd.jupyter.widget-view+json" not in dash._repr_mimebundle_()
+    assert "state=stopped" in repr(c)
+
+
+def test_resume_starts_from_the_next_due_time(nb_client):
+    """Row 7: runs missed while paused are not released on resume (even within the misfire grace)."""
+    import time as _t
+    sched = schedule_sync(jobs.add, 1, 2, interval=0.5, client=nb_client)
+    from naq_nb.client.scheduling import pause_scheduled_job_sync, resume_scheduled_job_sync
+    pause_scheduled_job_sync(sched, client=nb_client)
+    due = list_scheduled_sync(client=nb_client)[0]["next_run"]
+    wait_until(lambda: _t.time() > due + 1.0, timeout=10)  # three due times pass while paused
+    t_resume = _t.time()
+    resume_scheduled_job_sync(sched, client=nb_client)
+    row = list_scheduled_sync(client=nb_client)[0]
+    assert row["next_run"] > t_resume and row["runs"] == 0 and not row["paused"]

@@ -70,7 +70,7 @@ def test_map_keeps_order_with_zip_semantics(nb_client, thread_worker):
     assert [f.result(timeout=30) for f in futs] == [i + 100 + i for i in range(40)]
     short = nq.map(jobs.add, [1, 2, 3], [10, 20])
     assert [f.result(timeout=20) for f in short] == [11, 22]
-    assert nq.map(jobs.add, [], []) == []
+    assert nq.map(jobs.add, [], []) == []  # a JobGroup is a list
 
 
 def test_options_retry_dependencies_timeout_name(nb_client, thread_worker, tmp_path):
@@ -191,3 +191,22 @@ def test_frames_contents(nb_client, thread_worker):
     sched.schedule_sync(jobs.add, 1, 2, interval=3600, client=nb_client)
     sdf = frames.schedules()
     assert len(sdf) == 1 and sdf.function.iloc[0] == "jobs.add" and sdf.interval.iloc[0] == 3600
+
+
+def test_options_delay_and_at_run_later_through_the_scheduler():
+    """Row 12: nq.options(delay=...) / (at=...) give a future that is `scheduled`, then runs."""
+    import datetime
+    c = nq.local(workers=1, store_dir=None)
+    try:
+        fut = nq.options(delay=1.0).submit(jobs.add, 1, 2)
+        assert fut.status == "scheduled" and not fut.done()
+        assert fut.result(timeout=30) == 3
+        at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.5)
+        g = nq.options(at=at, name="later").map(jobs.add, [1, 2], [10, 20])
+        assert g.results(timeout=30) == [11, 22] and g.name == "later"
+        for bad, match in (({"delay": -1}, "delay must be seconds"), ({"delay": "soon"}, "delay must be"),
+                           ({"at": "noon"}, "at must be a datetime"), ({"delay": 1, "at": 5}, "not both")):
+            with pytest.raises((TypeError, nq.ConfigurationError), match=match):
+                nq.options(**bad)
+    finally:
+        c.stop()

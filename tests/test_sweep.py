@@ -191,3 +191,25 @@ def test_unpicklable_function_submits_nothing(nb_client):
     with pytest.raises(SerializationError, match="cannot be pickled"):
         nq.sweep(lambda x: lock, x=[1])
     assert published(nb_client) == before
+
+
+def labelled(name, cache, x=0):
+    return f"{name}-{cache}-{x}"
+
+
+def test_function_parameters_never_collide_with_sweep_options(nb_client, thread_worker):
+    """Row 11: a function taking `name` / `cache` gets them as swept parameters."""
+    thread_worker()
+    sw = nq.sweep(labelled, name=["a", "b"], cache=[1])
+    assert sw.results(timeout=30) == ["a-1-0", "b-1-0"] and sw.name == "labelled"
+    sw2 = nq.sweep.options(name="my run", cache=False, queue="default", timeout=30)(labelled, name=["c"],
+                                                                                    cache=[2], x=[5])
+    assert sw2.results(timeout=30) == ["c-2-5"] and sw2.name == "my run"
+    assert sw2._options.timeout == 30
+    # the old spelling still works for functions without such parameters
+    sw3 = nq.sweep(jobs.add, a=[1], b=[2], name="old style", options={"timeout": 20})
+    assert sw3.results(timeout=30) == [3] and sw3.name == "old style"
+    with pytest.raises(TypeError, match="unknown job option 'timeot'"):
+        nq.sweep.options(timeot=3)
+    with pytest.raises(TypeError, match="parameter called name"):
+        nq.sweep(jobs.add, a=[1], b=[2], name=["x"])

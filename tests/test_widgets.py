@@ -7,8 +7,8 @@ import threading
 import pytest
 
 import naq_nb as nq
-from naq_nb.notebook import display as display_mod
-from naq_nb.notebook.display import Throttle, flush_displays
+from naq_nb.notebook import widgets as widgets_mod
+from naq_nb.notebook.display import WIDGET_MIME, Throttle, flush_displays
 from naq_nb.notebook.widgets import JobDisplay, SweepDisplay
 
 import jobs
@@ -109,8 +109,10 @@ def test_sweep_display_final_counts_and_bounded_table(nb_client, thread_worker):
     wait_until(lambda: "100/100 succeeded" in rec.last["text/plain"], timeout=10)
     assert "100/100 succeeded" in rec.last["text/html"]
     assert d.counts == {"succeeded": 100} and d.terminal()
-    assert len(d.rows()) == 20 and rec.last["text/html"].count("<tr>") == 21  # header + 20 rows, not 100
-    assert "showing 20 of 100 points" in rec.last["text/html"]
+    assert len(d.rows()) == 20  # the window is bounded: 20 of 100 points
+    running = [u["text/html"] for u in rec.updates if "100/100" not in u["text/html"]]
+    assert all(h.count("<tr>") <= 21 for h in running)  # header + at most 20 rows, never 100
+    assert "<tr>" not in rec.last["text/html"] and "naq-done" in rec.last["text/html"]  # collapsed when done
     assert len(rec.updates) < 30  # 300+ status records (queued, running, succeeded) were coalesced
 
 
@@ -146,14 +148,14 @@ def test_in_process_shell_display_hook(nb_client, thread_worker):
     thread_worker()
     shell = InteractiveShell.instance()
     try:
-        assert display_mod.install_display_hooks() is True
+        assert widgets_mod.install_display_hooks() is True
         shell.user_ns["fut"] = nq.submit(jobs.add, 40, 2)
         with capture_output() as cap:
             shell.run_cell("fut.result(timeout=30); fut")
         texts = [o.data["text/plain"] for o in cap.outputs]
         assert texts and "succeeded" in texts[-1] and texts[-1].endswith("result: 42")
     finally:
-        display_mod.uninstall_display_hooks()
+        widgets_mod.uninstall_display_hooks()
         InteractiveShell.clear_instance()
 
 
@@ -163,13 +165,18 @@ def test_notebook_saves_final_states_and_live_progress():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     cells = [
-        "import naq_nb as nq\nfrom naq_nb.notebook.display import install_display_hooks\n"
-        "install_display_hooks()\nc = nq.local(workers=2, scheduler=False)",
+        "import naq_nb as nq\nfrom naq_nb.notebook.widgets import install_display_hooks\n"
+        "install_display_hooks()\nc = nq.local(workers=2, scheduler=False, store_dir=None)",
         "import time\ndef slow(n):\n    for i in range(n):\n        nq.progress(i + 1, n, f'step {i + 1}')\n"
         "        time.sleep(0.4)\n    return n * 10\njob = nq.submit(slow, 8)\njob",
         "job.result(timeout=60)",
         "sw = nq.sweep(lambda x: {'sq': x * x}, x=[1, 2, 3])\nsw",
         "sw.wait(60).to_dataframe().sq.tolist()",
+        "m = nq.map(lambda x: x + 1, range(5))\nm",
+        "nq.gather(m, timeout=60)",
+        "%load_ext naq_nb",
+        "%%naq submit\nimport math\ny = 1 + 1\nprint('hello from the cell')",
+        "y, math.sqrt(16)",
         "c.stop()",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in cells])
@@ -191,6 +198,18 @@ def test_notebook_saves_final_states_and_live_progress():
     sweep_out = nb.cells[3].outputs[0]["data"]
     assert "3/3 succeeded" in sweep_out["text/plain"] and "3/3 succeeded" in sweep_out["text/html"]
     assert nb.cells[4].outputs[-1]["data"]["text/plain"] == "[1, 4, 9]"
+    map_out = nb.cells[5].outputs[0]["data"]
+    assert "5/5 succeeded" in map_out["text/plain"] and "naq map" in map_out["text/plain"]
+    assert nb.cells[6].outputs[-1]["data"]["text/plain"] == "[1, 2, 3, 4, 5]"
+    # every display reached its end: what is saved is static, no widget view to go missing on reopen
+    for i in (1, 3, 5):
+        assert all(WIDGET_MIME not in o.get("data", {}) for o in nb.cells[i].outputs), nb.cells[i].outputs
+    # %%naq submit: ONE output (the job's display, its log line once), only the assigned names in the result
+    cell_out = nb.cells[8].outputs
+    assert len(cell_out) == 1, cell_out
+    text = cell_out[0]["data"]["text/plain"]
+    assert text.count("hello from the cell") == 1 and "result: y = 2; imported math" in text, text
+    assert nb.cells[9].outputs[-1]["data"]["text/plain"] == "(2, 4.0)"
     # while cell 2 blocked on job.result(), updates of cell 1's display arrived with progress
     kinds = [(i, kind, "progress: " in t) for i, kind, t in seen]
     assert (2, "update_display_data", True) in kinds, seen

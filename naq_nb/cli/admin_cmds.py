@@ -71,8 +71,15 @@ def _jobs(args: argparse.Namespace) -> int:
     async def run(b):
         if args.job_id:
             return [await get_status(b, args.job_id)]
-        names = args.queues or [b.settings.default_queue]
-        return [{"queue": n, "queued": await Queue(b, n).count()} for n in names]
+        from ..core.depths import queue_depths
+        # Every queue with jobs, served or not (a queue nobody serves is the one to notice).
+        served: dict[str, int] = {}
+        for w in await list_workers(b):
+            for q in w.get("queues", []):
+                served[q] = served.get(q, 0) + 1
+        depths = await queue_depths(b, args.queues or [b.settings.default_queue, *served])
+        return [{"queue": q, "queued": d["queued"], "at_workers": d["held"], "workers": served.get(q, 0)}
+                for q, d in depths.items() if not args.queues or q in args.queues]
     rows = with_broker(args, run)
     if args.job_id:
         for k, v in rows[0].items():
@@ -81,7 +88,7 @@ def _jobs(args: argparse.Namespace) -> int:
         if rows[0].get("traceback"):
             print(rows[0]["traceback"])
     else:
-        print_table(rows, ["queue", "queued"])
+        print_table(rows, ["queue", "queued", "at_workers", "workers"])
     return 0
 
 

@@ -69,6 +69,36 @@ class JobFuture(concurrent.futures.Future):
         return fut
 
     # --- waiting ----------------------------------------------------------------
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's result, waiting up to ``timeout`` seconds; raises the job's own exception.
+
+        A timeout raises ``TimeoutError`` saying the job's status and whether a
+        worker serves its queue; the job keeps running (wait again).
+        """
+        try:
+            return super().result(timeout)
+        except BaseException as exc:
+            if isinstance(exc, TimeoutError) and not self.done():
+                raise TimeoutError(self._timeout_message(timeout)) from None
+            # The job's exception, without concurrent.futures' frames: the user's line, then the worker's.
+            raise exc.with_traceback(None)  # noqa: B904 - the same exception object, re-raised
+
+    def _timeout_message(self, timeout: float | None) -> str:
+        status = self.status
+        queue = self._record.get("queue") or (self.job.queue_name if self.job else "?")
+        msg = f"job {self.job_id} ({self.name}) did not finish within {timeout:g}s; it is {status}"
+        if status not in ("queued", "waiting", "retrying"):
+            return msg + " (it keeps running: call .result() again to wait longer)"
+        try:
+            n = sum(queue in (w.get("queues") or ()) for w in self.client.workers_sync())
+        except Exception as exc:  # the hint is optional: the timeout itself must still be reported
+            log.debug("no worker hint for the timeout of %s: %s", self.job_id, exc)
+            return msg
+        if n == 0:
+            return (msg + f" and NO worker serves queue {queue!r}: start one (in a notebook "
+                    f"nq.local(queues=[{queue!r}]), in a terminal `naq worker {queue}`)")
+        return msg + f"; {n} worker(s) serve queue {queue!r} and are busy: wait longer, or add workers"
+
     async def result_async(self, timeout: float | None = None) -> Any:
         """Await the result from any event loop (raises the job's exception)."""
         await self._wait_async(timeout)
@@ -235,7 +265,7 @@ class JobFuture(concurrent.futures.Future):
                 else:
                     self.set_result(value)
             else:
-                self.set_exception(res.exception())
+                self.set_exception(_localized(res.exception(), self.job))
         except concurrent.futures.InvalidStateError:
             pass  # cancelled locally meanwhile
         self._notify()
@@ -282,6 +312,22 @@ class JobFuture(concurrent.futures.Future):
             return
         from IPython.display import display
         display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
+
+
+def _localized(exc: BaseException, job: Job | None) -> BaseException:
+    """The worker's traceback with the user's own code lines put back (see :mod:`.remote_tb`)."""
+    tb = getattr(exc, "remote_traceback", "")
+    fn = job.function if job is not None else None
+    if not tb or not callable(fn):
+        return exc
+    from .remote_tb import localize
+    new = localize(tb, fn)
+    if new != tb:
+        exc.remote_traceback = new  # type: ignore[attr-defined]
+        notes = getattr(exc, "__notes__", None)
+        if notes:
+            exc.__notes__ = [n.replace(tb.rstrip(), new.rstrip()) for n in notes]
+    return exc
 
 
 def _initial_record(job: Job) -> dict:

@@ -8,24 +8,56 @@ and an ``_async`` form awaitable from any event loop.
 The function's keyword arguments all go to the function (a function with a
 ``timeout`` or ``queue`` parameter gets it); job options are given apart,
 through :func:`options`, and are checked by name when ``options`` is called.
+``options(delay=...)`` / ``options(at=...)`` run the job later (through the
+scheduler, status ``scheduled`` until then). :func:`map` returns a
+:class:`~naq_nb.client.group.JobGroup` (a list of futures with one live
+display); ``gather`` / ``as_completed`` / ``wait`` live in :mod:`.group`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+import weakref
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from ..core.errors import ConfigurationError, JobNotFoundError
-from ..core.job import Job, JobOptions
+from ..core.job import Job, JobOptions, func_name
 from ..core.queue import get_status
 from ..core.results import get_result
+from ..core.schedules import make_schedule, save_schedule, to_epoch
 from .client import Client, default_client, get_client, set_default_client
-from .future import JobFuture, submit_jobs, submit_jobs_sync
+from .future import JobFuture, submit_jobs
+from .group import JobGroup
 from .loop import run_async, run_sync
 from .watch import get_watch
 
 __all__ = ["connect", "connect_async", "default_client", "set_default_client", "submit", "submit_async",
-           "map", "map_async", "options", "Submitter", "job", "job_async"]
+           "map", "map_async", "options", "Submitter", "job", "job_async", "set_store_note", "store_note"]
+
+# client -> why an unknown id may be unknown there (set by nq.local() for a new or temporary store)
+_store_notes: "weakref.WeakKeyDictionary[Client, str]" = weakref.WeakKeyDictionary()
+
+
+def set_store_note(client: Client, note: str) -> None:
+    """Attach ``note`` to the "no job with id ..." errors of ``client`` (empty: none)."""
+    if note:
+        _store_notes[client] = note
+    else:
+        _store_notes.pop(client, None)
+
+
+def store_note(client: Client) -> str:
+    """The note set by :func:`set_store_note` for ``client``, or ``""``."""
+    return _store_notes.get(client, "")
+
+
+def unknown_id_message(client: Client, what: str) -> str:
+    """``no job with id 'x' on nats://...: never submitted, or its records expired`` plus the store note."""
+    note = store_note(client)
+    return f"{what} on {client.url}: " + (note if note else "never submitted there, or its records expired")
+
 
 def connect(url: str | None = None, **nats_options: Any) -> Client:
     """Connect to NATS at ``url`` (default ``NAQ_NATS_URL``) and make it the default client.
@@ -51,11 +83,13 @@ async def connect_async(url: str | None = None, **nats_options: Any) -> Client:
 
 # --- submitting ---------------------------------------------------------------------
 class Submitter:
-    """Submits calls with fixed job options; made by :func:`options`."""
+    """Submits calls with fixed job options (and optionally a start time); made by :func:`options`."""
 
-    def __init__(self, job_options: JobOptions | None = None, client: Client | None = None) -> None:
+    def __init__(self, job_options: JobOptions | None = None, client: Client | None = None,
+                 when: float | Callable[[], float] | None = None) -> None:
         self.job_options = job_options or JobOptions()
         self._client = client
+        self._when = when  # epoch seconds (at=), or a function of now (delay=): None runs at once
 
     @property
     def client(self) -> Client:
@@ -64,7 +98,8 @@ class Submitter:
 
     def options(self, **job_options: Any) -> "Submitter":
         """A copy with more options (checked now; unknown names raise ``TypeError``)."""
-        return Submitter(JobOptions.build(self.job_options, **job_options), self._client)
+        when = _when(job_options, self._when)
+        return Submitter(JobOptions.build(self.job_options, **job_options), self._client, when)
 
     def _jobs(self, client: Client, fn: Callable[..., Any] | str, calls: list[tuple[tuple, dict]]) -> list[Job]:
         o = self.job_options
@@ -72,28 +107,71 @@ class Submitter:
             raise ConfigurationError("job_id / key name one job; they cannot be used with map()")
         return [client.make_job(fn, args, kwargs, o) for args, kwargs in calls]
 
+    async def _publish(self, client: Client, jobs: list[Job]) -> list[JobFuture]:
+        if self._when is None:
+            return await submit_jobs(client, jobs)
+        return await run_async(_schedule_jobs(client, jobs, self._when() if callable(self._when) else self._when))
+
     def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
         """Run ``fn(*args, **kwargs)`` on a worker; returns its :class:`JobFuture` at once."""
         client = self.client
-        return submit_jobs_sync(client, self._jobs(client, fn, [(args, kwargs)]))[0]
+        return run_sync(self._publish(client, self._jobs(client, fn, [(args, kwargs)])))[0]
 
     async def submit_async(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
         """Async form of :meth:`submit`."""
         client = self.client
-        return (await submit_jobs(client, self._jobs(client, fn, [(args, kwargs)])))[0]
+        return (await self._publish(client, self._jobs(client, fn, [(args, kwargs)])))[0]
 
-    def map(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> list[JobFuture]:
-        """One job per ``fn(*items)`` over the zipped iterables, published pipelined; futures in order."""
+    def map(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
+        """One job per ``fn(*items)`` over the zipped iterables, published pipelined; a :class:`JobGroup`."""
         client = self.client
-        return submit_jobs_sync(client, self._jobs(client, fn, _zip_calls(iterables)))
+        calls = _zip_calls(iterables)
+        jobs = self._jobs(client, fn, calls)
+        return self._group(run_sync(self._publish(client, jobs)), calls, fn)
 
-    async def map_async(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> list[JobFuture]:
+    async def map_async(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
         """Async form of :meth:`map`."""
         client = self.client
-        return await submit_jobs(client, self._jobs(client, fn, _zip_calls(iterables)))
+        calls = _zip_calls(iterables)
+        jobs = self._jobs(client, fn, calls)
+        return self._group(await self._publish(client, jobs), calls, fn)
+
+    def _group(self, futs: list[JobFuture], calls: list[tuple[tuple, dict]], fn: Callable[..., Any] | str) -> JobGroup:
+        return JobGroup(futs, calls, fn if isinstance(fn, str) else func_name(fn), self.job_options.name)
 
     def __repr__(self) -> str:
         return f"<naq_nb.Submitter {self.job_options}>"
+
+
+async def _schedule_jobs(client: Client, jobs: list[Job], when: float) -> list[JobFuture]:
+    """Store each job as a one-shot schedule due at ``when``; futures follow it (``scheduled`` first)."""
+    b = await client.broker()
+    made = [make_schedule(j, b, when=when) for j in jobs]  # validated before anything is stored
+    futs = [JobFuture(j.job_id, client, j) for j in jobs]
+    for f, j in zip(futs, jobs):
+        f._record = {"id": j.job_id, "queue": j.queue_name, "status": "scheduled", "func": j.function_name,
+                     "name": j.options.name, "due_at": when, "attempts": 0, "updated_at": 0}
+    await get_watch(client).register(futs, fetch=False)
+    for s, body in made:
+        await save_schedule(b, s, body)
+    return futs
+
+
+def _when(opts: dict, current: float | Callable[[], float] | None) -> float | Callable[[], float] | None:
+    """Pops ``delay`` / ``at`` from ``opts``: a fixed epoch time, a delay from the call, or ``current``."""
+    delay, at = opts.pop("delay", None), opts.pop("at", None)
+    if delay is not None and at is not None:
+        raise ConfigurationError("give delay=... or at=..., not both")
+    if delay is not None:
+        secs = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or secs < 0:
+            raise TypeError(f"delay must be seconds >= 0 or a timedelta, not {type(delay).__name__}: {delay!r}")
+        return lambda: time.time() + float(secs)
+    if at is not None:
+        if not isinstance(at, (datetime, int, float)) or isinstance(at, bool):
+            raise TypeError(f"at must be a datetime (naive = UTC) or epoch seconds, not {type(at).__name__}: {at!r}")
+        return to_epoch(at, "at")
+    return current
 
 
 def _zip_calls(iterables: tuple[Iterable[Any], ...]) -> list[tuple[tuple, dict]]:
@@ -109,9 +187,12 @@ def options(*, client: Client | None = None, **job_options: Any) -> Submitter:
     """A :class:`Submitter` with job options, validated now (unknown names raise ``TypeError``).
 
     Options: ``queue``, ``retry``, ``max_retries``, ``retry_delay``, ``timeout``,
-    ``depends_on`` (JobFutures or ids), ``result_ttl``, ``job_id``, ``key``, ``name``.
+    ``depends_on`` (JobFutures or ids), ``result_ttl``, ``job_id``, ``key``, ``name``;
+    ``delay`` (seconds or a timedelta, counted from each submit) or ``at`` (a
+    datetime, naive = UTC, or epoch seconds) to run later through the scheduler.
     """
-    return Submitter(JobOptions.build(**job_options), client)
+    when = _when(job_options, None)
+    return Submitter(JobOptions.build(**job_options), client, when)
 
 
 def submit(fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
@@ -124,12 +205,16 @@ async def submit_async(fn: Callable[..., Any] | str, /, *args: Any, **kwargs: An
     return await Submitter().submit_async(fn, *args, **kwargs)
 
 
-def map(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> list[JobFuture]:  # noqa: A001
-    """Like the builtin ``map`` (zip semantics), one job per call, published in one pipelined batch."""
+def map(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:  # noqa: A001
+    """Like the builtin ``map`` (zip semantics), one job per call, published in one pipelined batch.
+
+    Returns a :class:`~naq_nb.client.group.JobGroup`: a list of futures (index it, iterate it) with
+    ``results()``, ``wait()``, ``as_completed()``, ``await``, and one live display in a notebook.
+    """
     return Submitter().map(fn, *iterables)
 
 
-async def map_async(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> list[JobFuture]:
+async def map_async(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
     """Async form of :func:`map`."""
     return await Submitter().map_async(fn, *iterables)
 
@@ -141,8 +226,7 @@ async def _job_on_loop(client: Client, job_id: str) -> JobFuture:
         await get_status(b, job_id)
     except JobNotFoundError:
         if await get_result(b, job_id) is None:
-            raise JobNotFoundError(f"no job with id {job_id!r} on {client.url} "
-                                   "(never submitted, or its records expired)") from None
+            raise JobNotFoundError(unknown_id_message(client, f"no job with id {job_id!r}")) from None
     fut = JobFuture(job_id, client)
     await get_watch(client).register([fut], fetch=True)
     return fut

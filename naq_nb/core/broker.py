@@ -76,7 +76,7 @@ def _connect_failure(servers: list[str], timeout: float, exc: BaseException, see
     if isinstance(exc, ssl.SSLError) or "tls" in low or "ssl" in low:
         return f"cannot connect to NATS at {where}: TLS error: {exc}"
     return (f"cannot connect to NATS at {where} within {timeout:g}s ({text}); is a nats-server running "
-            "there? (`naq server` starts one)")
+            "there? (in a notebook, nq.local() starts one with workers; in a terminal, `naq server`)")
 
 
 def _fail_pending_on_loss(opts: dict, holder: list) -> None:

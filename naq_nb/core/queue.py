@@ -21,6 +21,7 @@ from .envelope import encode_job
 from .errors import ConfigurationError, DuplicateJobError, JobNotFoundError, NaqConnectionError
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
+from .preview import args_preview
 from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
 from .results import wait_for_result
 from .serialization import seal_record
@@ -90,7 +91,7 @@ class Queue:
             status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
             rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
                                 name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
-                                depends_on=list(job.options.depends_on))
+                                depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
             st_fut = None
             what = f"job {job.job_id} ({job.function_name})"
             if not job.options.key:

@@ -313,7 +313,7 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
         return replace(s, paused=True)
     if action == "resume":
         nxt = s.next_run
-        if nxt is not None and s.kind != "once" and nxt < time.time() - s.misfire_grace:
+        if nxt is not None and s.kind != "once" and nxt <= time.time():
             nxt = s.following(time.time())  # resuming does not release the runs missed while paused
         return replace(s, paused=False, next_run=nxt)
     if action != "modify":

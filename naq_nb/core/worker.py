@@ -389,6 +389,10 @@ class Worker:
                 await coro
             finally:
                 self._completion_slots.release()
+            if not self.running:  # idle again: its counts go out now (at most one extra heartbeat per 0.5 s)
+                await asyncio.sleep(max(0.0, 0.5 - (self.clock() - self._last_heartbeat)))
+                if not self.running and self.clock() - self._last_heartbeat >= 0.5:
+                    await self.heartbeat_once(self.clock())
         self._spawn(_run())
 
     def __repr__(self) -> str:

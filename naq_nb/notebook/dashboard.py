@@ -9,18 +9,28 @@ The data arrives by push wherever NATS pushes:
 * failed jobs: a core subscription on the failed stream's subjects; the list is
   re-read from the stream (at most once per redraw) when something lands there.
 
-Only queue depths (stream info) are read periodically, every ``refresh``
-seconds; the same tick ages heartbeats and rates. Everything runs on naq_nb's
-background loop; redraws are throttled to ``updates_per_second`` and only
-touch widget traits (never ``print``), so they are safe from that thread.
-Buttons act through the client: Pause/Resume per schedule, Requeue per failed
-job. ``.close()`` stops the watches; the last view stays readable, and
-``text/plain`` / ``text/html`` renderings of it are saved with the notebook.
+Only queue depths (stream and consumer info: waiting jobs, not the ones a
+worker holds) are read periodically, every ``refresh`` seconds; the same tick
+samples the charts (finished jobs per second and queue depth over the last
+``history`` seconds) and ages heartbeats. From the status feed the dashboard
+also keeps the recent jobs (a task stream per worker, durations) and each
+worker's load between heartbeats. Everything runs on naq_nb's background
+loop; redraws are throttled to ``updates_per_second`` and only touch widget
+traits (never ``print``), so they are safe from that thread.
+
+Buttons act through the client: Details per recent job (arguments, logs,
+traceback), Pause/Resume per schedule, Requeue per failed job. ``.close()``
+stops the watches and replaces the output with the static HTML of the last
+view; so does ``cluster.stop()`` for dashboards of that cluster, and a
+connection that closes ("disconnected"). A saved notebook thus shows the
+final view, never a missing widget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import json
 import logging
 import math
@@ -33,28 +43,37 @@ from nats.js.kv import KV_DEL, KV_PURGE
 from ..client.client import Client
 from ..client.loop import get_loop_thread, on_exit, run_async, run_sync
 from ..client.session import default_client
+from ..core.errors import JobNotFoundError
 from ..core.job import JobStatus
+from ..core.queue import get_status
+from .dashboard_detail import detail_html, fetch_detail
 from .dashboard_view import (
-    DashboardWidgets, RateMeter, format_age, format_every, format_when, render_html, render_text,
+    Actions, DashboardWidgets, RateMeter, format_age, format_every, format_when, render_html, render_text,
 )
+from .fmt import duration_text
 
 if TYPE_CHECKING:
     import ipywidgets
 
-__all__ = ["Dashboard", "dashboard", "dashboard_async"]
+__all__ = ["Dashboard", "dashboard", "dashboard_async", "close_dashboards"]
 
 log = logging.getLogger("naq_nb.dashboard")
 
 _FINISHED = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
+_JOB_STATES = _FINISHED | {"queued", "waiting", "running", "retrying"}  # not "scheduled": that is a schedule
 _START_TIMEOUT = 15.0
+_RECENT = 500  # jobs kept for the task stream and the recent list
+_RECENT_FIELDS = ("id", "func", "name", "queue", "status", "worker", "enqueued_at", "started_at", "finished_at",
+                  "attempts", "error", "args")
 
 
 
 # --- the dashboard -----------------------------------------------------------------------------
-def _check_args(client: Any, refresh: Any, updates_per_second: Any, max_rows: Any, rate_window: Any) -> None:
+def _check_args(client: Any, refresh: Any, updates_per_second: Any, max_rows: Any, rate_window: Any,
+                history: Any = 300.0) -> None:
     if client is not None and not isinstance(client, Client):
         raise TypeError(f"dashboard(client=...) needs a naq_nb Client or None, not {type(client).__name__}")
-    for name, value, low in (("refresh", refresh, 0.2), ("rate_window", rate_window, 1.0)):
+    for name, value, low in (("refresh", refresh, 0.2), ("rate_window", rate_window, 1.0), ("history", history, 10)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or value < low:
             raise ValueError(f"dashboard({name}=...) must be seconds >= {low:g}, not {value!r}")
@@ -74,10 +93,11 @@ class Dashboard:
     """
 
     def __init__(self, client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-                 max_rows: int = 20, rate_window: float = 10.0) -> None:
-        _check_args(client, refresh, updates_per_second, max_rows, rate_window)
+                 max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> None:
+        _check_args(client, refresh, updates_per_second, max_rows, rate_window, history)
         self.client = client or default_client()
         self.refresh = float(refresh)
+        self.history = float(history)
         self.min_interval = 1.0 / updates_per_second
         self.max_rows = max_rows
         self.rates = RateMeter(rate_window)
@@ -86,19 +106,27 @@ class Dashboard:
         self._schedules: dict[str, dict] = {}
         self._failed: list[dict] = []
         self._failed_total = 0
-        self._depths: dict[str, int] = {}
+        self._depths: dict[str, dict[str, int]] = {}
         self._known_queues: set[str] = set()
+        self._recent: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
+        self._running: dict[str, set[str]] = {}          # worker -> job ids running now (pushed)
+        self._since_hb: dict[str, collections.Counter] = {}  # worker -> finished since its last heartbeat
+        self._finished = 0
+        self._samples: collections.deque = collections.deque()  # (t, finished so far, {queue: queued})
+        self._detail = ""
         self._message = ""
+        self._state = "live"
         self._failed_stale = False
         self._dirty: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._watchers: list[Any] = []
         self._subs: list[Any] = []
+        self._handles: list[Any] = []
         self._broker: Any = None
         self._closed = False
         self._started = False
         self._view: dict = {"url": self.client.url, "updated_at": time.time(), "closed": False}
-        self._ui = DashboardWidgets(self)
+        self._ui = DashboardWidgets(Actions(self._requeue, self._toggle_schedule, self._show_detail))
 
     # --- public -------------------------------------------------------------------------
     @property
@@ -108,7 +136,7 @@ class Dashboard:
 
     @property
     def closed(self) -> bool:
-        """True after :meth:`close`."""
+        """True after :meth:`close` (or once the cluster stopped or the connection closed)."""
         return self._closed
 
     @property
@@ -121,8 +149,13 @@ class Dashboard:
         """The Pause/Resume button of each schedule shown, by schedule id."""
         return self._ui.row_buttons("schedules")
 
+    @property
+    def detail_buttons(self) -> dict[str, "ipywidgets.Button"]:
+        """The Details button of each recent job shown, by job id."""
+        return self._ui.row_buttons("recent")
+
     def state(self) -> dict:
-        """The current view: queues, workers, schedules, failed (lists of dicts), failed_total, message."""
+        """The current view: queues, workers, recent, schedules, failed (lists of dicts), chart series, totals."""
         return dict(self._view)
 
     def to_text(self) -> str:
@@ -130,7 +163,7 @@ class Dashboard:
         return render_text(self._view)
 
     def to_html(self) -> str:
-        """The current view as HTML tables (no widgets)."""
+        """The current view as HTML: charts, tables and task stream (no widgets)."""
         return render_html(self._view)
 
     def start(self) -> "Dashboard":
@@ -151,15 +184,15 @@ class Dashboard:
         """Async form of :meth:`refresh_now`."""
         await run_async(self._reload())
 
-    def close(self) -> None:
-        """Stop the watches and timers; the last view stays on screen, its buttons disabled. Idempotent."""
+    def close(self, reason: str = "closed") -> None:
+        """Stop the watches and timers; the output becomes the static last view, buttons disabled. Idempotent."""
         if not self._closed:
-            run_sync(self._shutdown())
+            run_sync(self._shutdown(reason))
 
-    async def close_async(self) -> None:
+    async def close_async(self, reason: str = "closed") -> None:
         """Async form of :meth:`close`."""
         if not self._closed:
-            await run_async(self._shutdown())
+            await run_async(self._shutdown(reason))
 
     def __repr__(self) -> str:
         return self.to_text()
@@ -168,11 +201,29 @@ class Dashboard:
         return self.to_html()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
-        """The live widget, with text/plain and text/html of the current view as fallbacks."""
-        bundle = dict(self._ui.root._repr_mimebundle_() or {})
+        """The live widget (until closed), with text/plain and text/html of the current view as fallbacks."""
+        bundle = {} if self._closed else dict(self._ui.root._repr_mimebundle_() or {})
         bundle["text/plain"] = self.to_text()
         bundle["text/html"] = self.to_html()
         return bundle
+
+    def _ipython_display_(self) -> None:
+        # With a display id: closing replaces this output by the static view (what a saved notebook keeps).
+        from IPython.display import display
+        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        if handle is not None:
+            self._handles.append(handle)
+
+    def _final_display(self) -> None:
+        from .display import kernel_shell
+        if not self._handles or kernel_shell() is None:
+            return
+        bundle = {"text/plain": self.to_text(), "text/html": self.to_html()}
+        for h in self._handles:
+            try:  # an empty context: addressed to the cell running now (see display.LiveDisplay._send)
+                contextvars.Context().run(h.update, bundle, raw=True)
+            except (OSError, RuntimeError, ValueError) as exc:  # the kernel is shutting down
+                log.debug("dashboard: final display update failed: %s", exc)
 
     # --- loop side: start / stop ------------------------------------------------------------
     async def _open(self) -> None:
@@ -188,6 +239,7 @@ class Dashboard:
             await self._shutdown()
             raise
         _open_dashboards.add(self)
+        self._sample()
         self._render()
         self._tasks += [asyncio.ensure_future(self._render_loop()), asyncio.ensure_future(self._tick_loop())]
 
@@ -210,25 +262,30 @@ class Dashboard:
         await self._load_failed()
         await self._load_depths()
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, reason: str = "closed") -> None:
+        if self._closed:
+            return
         self._closed = True
+        self._state = reason
         _open_dashboards.discard(self)
         tasks, self._tasks = self._tasks, []
         for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if t is not asyncio.current_task():
+                t.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not asyncio.current_task()), return_exceptions=True)
         for w in self._watchers:
             try:
                 await w.stop()
-            except Exception:
-                pass
-        for s in self._subs:
+            except Exception as exc:  # the connection may be gone already: nothing left to stop
+                log.debug("dashboard: stopping a watch: %s", exc)
+        for sub in self._subs:
             try:
-                await s.unsubscribe()
-            except Exception:
-                pass
+                await sub.unsubscribe()
+            except Exception as exc:  # same: a closed connection has no subscriptions
+                log.debug("dashboard: unsubscribing: %s", exc)
         self._watchers, self._subs = [], []
         self._render()
+        self._final_display()
 
     # --- loop side: feeds ------------------------------------------------------------------
     async def _follow(self, watcher: Any, apply: Callable[[Any], None], loaded: asyncio.Event) -> None:
@@ -249,6 +306,12 @@ class Dashboard:
         rec = json.loads(entry.value)
         self._workers[entry.key] = rec
         self._known_queues.update(q for q in rec.get("queues") or () if isinstance(q, str))
+        wid = rec.get("id", entry.key)
+        self._since_hb[wid] = collections.Counter()  # its stats now count everything finished so far
+        running = self._running.setdefault(wid, set())
+        for jid in rec.get("running") or ():
+            if self._recent.get(jid, {}).get("status") not in _FINISHED:
+                running.add(jid)
 
     def _apply_schedule(self, entry: Any) -> None:
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
@@ -271,9 +334,31 @@ class Dashboard:
             self._known_queues.add(queue)
             if status in _FINISHED:
                 self.rates.add(queue, time.monotonic())
+        if status in _JOB_STATES and isinstance(rec.get("id"), str):
+            self._track_job(rec)
         if status == JobStatus.QUEUED.value and rec.get("requeued_from") is not None:
             self._failed_stale = True  # someone requeued a failed job (maybe another client)
         self._poke()
+
+    def _track_job(self, rec: dict) -> None:
+        """Recent jobs (for the list and the task stream) and each worker's running set."""
+        jid, status = rec["id"], rec["status"]
+        entry = self._recent.pop(jid, None) or {}
+        entry.update({k: rec[k] for k in _RECENT_FIELDS if rec.get(k) is not None})
+        self._recent[jid] = entry
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+        worker = entry.get("worker")
+        for jobs in self._running.values():
+            jobs.discard(jid)
+        if status == JobStatus.RUNNING.value and worker:
+            self._running.setdefault(worker, set()).add(jid)
+        if status in _FINISHED:
+            self._finished += 1
+            if worker:
+                c = self._since_hb.setdefault(worker, collections.Counter())
+                c["processed"] += 1
+                c["failed"] += status == JobStatus.FAILED.value
 
     async def _on_failed_msg(self, msg: Any) -> None:
         self._failed_stale = True
@@ -297,12 +382,29 @@ class Dashboard:
                 self._known_queues.add(e["queue"])
 
     async def _load_depths(self) -> None:
-        b = self._broker
-        lay = b.layout
-        wildcard = lay.jobs_stream_config().subjects[0]
-        info = await b.js.stream_info(lay.jobs_stream, subjects_filter=wildcard)
-        self._depths = {lay.queue_of_subject(s): int(n) for s, n in (info.state.subjects or {}).items()}
+        from ..core.depths import queue_depths
+        self._depths = await queue_depths(self._broker, sorted(self._known_queues))
         self._known_queues.update(self._depths)
+        # Jobs running since before the dashboard opened (named by heartbeats): learn their queue once.
+        unknown = [j for jobs in self._running.values() for j in jobs if j not in self._recent][:50]
+        for jid in unknown:
+            try:
+                self._track_job(await get_status(self._broker, jid))
+            except JobNotFoundError:
+                for jobs in self._running.values():
+                    jobs.discard(jid)
+
+    def _running_per_queue(self) -> collections.Counter:
+        return collections.Counter(self._recent.get(j, {}).get("queue") for jobs in self._running.values()
+                                   for j in jobs)
+
+    def _sample(self) -> None:
+        now = time.time()
+        running = self._running_per_queue()
+        self._samples.append((now, self._finished,
+                              {q: max(0, d["total"] - running.get(q, 0)) for q, d in self._depths.items()}))
+        while self._samples and self._samples[0][0] < now - self.history:
+            self._samples.popleft()
 
     async def _reload(self) -> None:
         if self._closed or not self._started:
@@ -319,7 +421,7 @@ class Dashboard:
                 self._failed_stale = False
                 try:
                     await self._load_failed()
-                except Exception as exc:
+                except Exception as exc:  # shown on the dashboard; the next change tries again
                     self._message = f"could not read failed jobs: {exc}"
             self._render()
             await asyncio.sleep(self.min_interval)  # the throttle: at most updates_per_second redraws
@@ -327,27 +429,65 @@ class Dashboard:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh)
+            if self._broker is not None and self._broker.nc.is_closed:
+                await self._shutdown("disconnected: the NATS connection is closed")
+                return
             try:
                 await self._load_depths()
-            except Exception as exc:
+            except Exception as exc:  # shown on the dashboard; the next tick tries again
                 self._message = f"could not read queue depths: {exc}"
-            self._poke()  # heartbeat ages and rates move with time
+            self._sample()
+            self._poke()  # heartbeat ages, rates and charts move with time
 
     # --- views -----------------------------------------------------------------------------------
-    def _build_view(self, now: float) -> dict:
-        rates = self.rates.rates(time.monotonic())
-        queues = [{"queue": q, "depth": self._depths.get(q, 0), "finished_per_s": f"{rates.get(q, 0.0):.1f}"}
-                  for q in sorted(self._known_queues)]
+    def _worker_rows(self, now: float) -> list[dict]:
         ttl = self.client.settings.worker_ttl
-        workers = []
+        rows = []
         for wid, r in sorted(self._workers.items()):
             age = max(0.0, now - float(r.get("heartbeat_at") or 0))
             if age > ttl:
                 continue  # died without removing its record; the bucket TTL will drop it
-            running = list(r.get("running") or [])
-            workers.append({"worker_id": r.get("id", wid), "host": r.get("host"), "state": r.get("state"),
-                            "running": (running[0] + (f" (+{len(running) - 1})" if len(running) > 1 else ""))
-                            if running else "-", "heartbeat_age": format_age(age)})
+            name = r.get("id", wid)
+            stats, extra = r.get("stats") or {}, self._since_hb.get(name) or {}
+            slots = int(r.get("concurrency") or 1)
+            busy = len(self._running.get(name, ()))
+            rows.append({"worker_id": name, "host": r.get("host"), "state": "busy" if busy else "idle",
+                         "load": f"{min(busy, slots)}/{slots}", "running_n": busy, "concurrency": slots,
+                         "processed": int(stats.get("processed", 0)) + extra.get("processed", 0),
+                         "failed": int(stats.get("failed", 0)) + extra.get("failed", 0),
+                         "heartbeat_age": format_age(age)})
+        return rows
+
+    def _series(self) -> tuple[dict, dict]:
+        samples = list(self._samples)
+        throughput = {"finished": [(t1, max(0.0, (n1 - n0) / max(1e-6, t1 - t0)))
+                                   for (t0, n0, _), (t1, n1, _) in zip(samples, samples[1:])]}
+        queues = sorted({q for _, _, d in samples for q in d})
+        depth = {q: [(t, d.get(q, 0)) for t, _, d in samples] for q in queues}
+        return throughput, depth
+
+    def _recent_rows(self, now: float) -> list[dict]:
+        rows = []
+        for jid, j in reversed(self._recent.items()):
+            if len(rows) >= self.max_rows:
+                break
+            start, end = j.get("started_at"), j.get("finished_at")
+            dur = (end or now) - start if isinstance(start, (int, float)) else None
+            rows.append({"job_id": jid, "function": j.get("name") or j.get("func"), "queue": j.get("queue"),
+                         "status": j.get("status"), "duration": duration_text(dur), "worker": j.get("worker") or "-"})
+        return rows
+
+    def _queue_rows(self) -> list[dict]:
+        # Waiting = in the stream and not running: a job a worker only buffered still waits.
+        rates = self.rates.rates(time.monotonic())
+        served = collections.Counter(q for r in self._workers.values() for q in r.get("queues") or ())
+        running = self._running_per_queue()
+        return [{"queue": q, "queued": max(0, self._depths.get(q, {}).get("total", 0) - running.get(q, 0)),
+                 "running": running.get(q, 0), "workers": served.get(q, 0),
+                 "finished_per_s": f"{rates.get(q, 0.0):.1f}"} for q in sorted(self._known_queues)]
+
+    def _build_view(self, now: float) -> dict:
+        workers = self._worker_rows(now)
         rows = sorted(self._schedules.values(), key=lambda s: (s.get("next_run") is None, s.get("next_run") or 0))
         schedules = [{"schedule_id": s["schedule_id"], "function": s.get("function"), "every": format_every(s),
                       "next_run": format_when(s.get("next_run"), now),
@@ -358,10 +498,15 @@ class Dashboard:
                    "error": (f.get("error") or "")[:120], "attempts": f.get("attempts"),
                    "_key": f.get("job_id") or f"seq:{f['seq']}", "_seq": f["seq"],
                    "_requeueable": bool(f.get("requeueable"))} for f in self._failed]
-        more = self._failed_total - len(failed)
-        return {"url": self.client.url, "updated_at": time.time(), "closed": self._closed, "queues": queues,
-                "workers": workers, "schedules": schedules, "schedules_total": len(rows), "failed": failed,
-                "failed_total": self._failed_total, "failed_more": max(0, more), "message": self._message}
+        throughput, depth = self._series()
+        lanes = [w["worker_id"] for w in workers]
+        stream = [j for j in self._recent.values() if j.get("worker") in lanes]
+        return {"url": self.client.url, "updated_at": now, "closed": self._closed, "state": self._state,
+                "queues": self._queue_rows(), "workers": workers, "recent": self._recent_rows(now),
+                "schedules": schedules, "schedules_total": len(rows), "failed": failed,
+                "failed_total": self._failed_total, "failed_more": max(0, self._failed_total - len(failed)),
+                "message": self._message, "throughput": throughput, "depth": depth, "span": self.history,
+                "stream": stream, "lanes": lanes, "detail": self._detail}
 
     def _render(self) -> None:
         self._view = self._build_view(time.time())
@@ -371,12 +516,14 @@ class Dashboard:
             log.debug("dashboard redraw failed: %s", exc)
 
     # --- button actions (called on the kernel's thread) -----------------------------------------
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        get_loop_thread().loop.call_soon_threadsafe(fn)
+
     def _say(self, message: str) -> None:
         def apply() -> None:
             self._message = message
             self._poke()
-        loop = get_loop_thread().loop
-        loop.call_soon_threadsafe(apply)
+        self._on_loop(apply)
 
     def _requeue(self, key: str) -> None:
         row = next((f for f in self._view.get("failed", []) if f["_key"] == key), None)
@@ -386,10 +533,9 @@ class Dashboard:
         try:
             job_id = self.client.requeue_sync(row["_seq"])
             self._say(f"requeued {job_id}")
-        except Exception as exc:
+        except Exception as exc:  # shown to the user on the dashboard
             self._say(f"requeue of {key} failed: {type(exc).__name__}: {exc}")
-        loop = get_loop_thread().loop
-        loop.call_soon_threadsafe(self._mark_failed_stale)
+        self._on_loop(self._mark_failed_stale)
 
     def _mark_failed_stale(self) -> None:
         self._failed_stale = True
@@ -400,40 +546,61 @@ class Dashboard:
         try:
             (pause_scheduled_job_sync if pause else resume_scheduled_job_sync)(schedule_id, client=self.client)
             self._say(f"{'paused' if pause else 'resumed'} {schedule_id}")
-        except Exception as exc:
+        except Exception as exc:  # shown to the user on the dashboard
             self._say(f"{'pause' if pause else 'resume'} of {schedule_id} failed: {type(exc).__name__}: {exc}")
+
+    def _show_detail(self, job_id: str) -> None:
+        """Details of one job under the recent list: arguments, timings, logs, error and traceback."""
+        try:
+            rec, tb = run_sync(fetch_detail(self.client, job_id))
+            text = detail_html(job_id, {**self._recent.get(job_id, {}), **rec}, tb)
+        except Exception as exc:  # shown to the user on the dashboard
+            text = f"<p><i>details of {job_id}: {type(exc).__name__}: {exc}</i></p>"
+
+        def apply() -> None:
+            self._detail = text
+            self._poke()
+        self._on_loop(apply)
 
 
 _open_dashboards: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
+
+
+def close_dashboards(client: Client, reason: str) -> None:
+    """Close every open dashboard of ``client`` (``cluster.stop()`` calls it); each shows ``reason``."""
+    for d in list(_open_dashboards):
+        if d.client is client:
+            d.close(reason)
 
 
 async def _close_all() -> None:
     for d in list(_open_dashboards):
         try:
             await d._shutdown()
-        except Exception:
-            pass
+        except Exception as exc:  # at exit: one failure must not keep the others open
+            log.debug("dashboard: closing at exit: %s", exc)
 
 
 on_exit(_close_all)
 
 
 def dashboard(client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-              max_rows: int = 20, rate_window: float = 10.0) -> Dashboard:
-    """A live :class:`Dashboard` of queues, workers, schedules and failed jobs (started, first view loaded).
+              max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> Dashboard:
+    """A live :class:`Dashboard` of queues, workers, jobs, schedules and failed jobs (started, first view loaded).
 
     ``client``: the session's default client when None. ``refresh``: seconds
-    between queue-depth reads (everything else is pushed). ``updates_per_second``
-    caps redraws; ``max_rows`` caps the schedule and failed rows shown;
-    ``rate_window`` is the span of the finished-per-second rates. Bad values
-    raise ``TypeError``/``ValueError`` before anything is opened.
+    between queue-depth reads and chart samples (everything else is pushed).
+    ``updates_per_second`` caps redraws; ``max_rows`` caps the recent, schedule
+    and failed rows shown; ``rate_window`` is the span of the finished-per-second
+    rates; ``history`` the seconds the charts and the task stream cover. Bad
+    values raise ``TypeError``/``ValueError`` before anything is opened.
     """
     return Dashboard(client, refresh, updates_per_second=updates_per_second, max_rows=max_rows,
-                     rate_window=rate_window).start()
+                     rate_window=rate_window, history=history).start()
 
 
 async def dashboard_async(client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-                          max_rows: int = 20, rate_window: float = 10.0) -> Dashboard:
+                          max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> Dashboard:
     """Async form of :func:`dashboard`."""
     return await Dashboard(client, refresh, updates_per_second=updates_per_second, max_rows=max_rows,
-                           rate_window=rate_window).start_async()
+                           rate_window=rate_window, history=history).start_async()

@@ -6,12 +6,16 @@ with ``display(..., display_id=True)`` and replaced with
 ``update_display_data``. A frontend with widgets shows the widget (fed by
 trait changes); a notebook executed by nbclient/nbval (no widget manager)
 saves the text forms, so its outputs hold the true end state, not "VBox()".
+Once everything shown has ended, the output is replaced by the static
+text/html + text/plain (no widget view) and the widget is closed: a notebook
+saved by JupyterLab then reopens with each display's final state, never
+"Error displaying widget: model not found" (the widget models are not saved).
 
 Updates come from :meth:`JobFuture.on_update` on naq_nb's loop thread. Widget
 traits change at most every ``interval`` (0.1 s); the bundle, whose
 replacement makes a frontend re-render the output, at most every
 ``text_interval`` (1 s); both at once when everything shown has ended. After
-each cell (the hook :func:`install_display_hooks` adds) and in ``Sweep.wait``,
+each cell (the hook :func:`register_cell_hooks` adds) and in ``Sweep.wait``,
 :func:`flush_displays` sends any state not shown yet, so a cell that waited for
 a result ends with the final state in its outputs instead of racing the loop
 thread; an update sent while no cell ran is sent again when the next cell
@@ -22,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import math
 import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["Throttle", "LiveDisplay", "install_display_hooks", "uninstall_display_hooks", "flush_displays",
+__all__ = ["Throttle", "LiveDisplay", "register_cell_hooks", "unregister_cell_hooks", "flush_displays",
            "ipython_shell", "kernel_shell", "WIDGET_MIME"]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+log = logging.getLogger("naq_nb.display")
 
 
 def _default_call_later(delay: float, fn: Callable[[], None]) -> Any:
@@ -145,10 +151,10 @@ class LiveDisplay:
     def _update_widget(self) -> None:
         pass
 
-    def mimebundle(self) -> dict:
-        """The current state: text/plain + text/html (+ the widget view when there is one)."""
+    def mimebundle(self, final: bool = False) -> dict:
+        """The current state: text/plain + text/html (+ the widget view while not ``final``)."""
         bundle: dict[str, Any] = {"text/plain": self.text(), "text/html": self.html()}
-        if self.widget is not None:
+        if self.widget is not None and not final:
             bundle[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}
         return bundle
 
@@ -167,7 +173,7 @@ class LiveDisplay:
             return self
         want = self._want_widget if self._want_widget is not None else (
             self._publish is None and kernel_shell() is not None)
-        if want:
+        if want and not self.terminal():  # an ended display is static from the start
             try:
                 self.widget = self._make_widget()
                 self._update_widget()
@@ -214,24 +220,35 @@ class LiveDisplay:
         """Send the current state again, changed or not (see :func:`_pre_run_cell`)."""
         with self._rlock:
             if self.shown:
-                self._send(self.mimebundle())
+                self._send(self.mimebundle(final=self.terminal()))
 
     def _render(self, force: bool = False) -> None:
         with self._rlock:
             self.renders += 1
             terminal = self.terminal()
-            if self.widget is not None:
+            if self.widget is not None and not terminal:
                 try:
                     self._update_widget()
                 except Exception:  # a closed comm must not break the job's callbacks
                     self.widget = None
             if terminal or force or self.clock() - self._sent_at >= self.text_interval:
-                bundle = self.mimebundle()
+                bundle = self.mimebundle(final=terminal)
                 if bundle != self._sent:
                     self._send(bundle)
+            if terminal:
+                self._retire_widget()
         if terminal:
             with _LIVE_LOCK:
                 _LIVE.discard(self)
+
+    def _retire_widget(self) -> None:
+        """The output now shows the static final state: the widget (and its comm) can go."""
+        w, self.widget = self.widget, None
+        if w is not None:
+            try:
+                w.close()
+            except Exception as exc:  # a kernel shutting down: the comm may be gone already
+                log.debug("closing a finished display's widget: %s", exc)
 
     def _send(self, bundle: dict) -> None:
         if self._publish is None and (self.handle is None or kernel_shell() is None):
@@ -275,14 +292,11 @@ def _post_run_cell(*_args: Any) -> None:
     _cell["running"] = False
 
 
-def install_display_hooks(shell: Any | None = None) -> bool:
-    """A JobFuture shown in a cell becomes a live :class:`JobDisplay`; displays are flushed after each cell.
+def register_cell_hooks(shell: Any | None = None) -> bool:
+    """Flush live displays after each cell (and resend idle updates before the next); idempotent.
 
-    Idempotent; returns False outside IPython (only the future's display hook is set then).
+    Returns False outside IPython. :func:`~naq_nb.notebook.widgets.install_display_hooks` calls it.
     """
-    from ..client import future as future_mod
-    from .widgets import show_job
-    future_mod.display_hook = show_job
     shell = shell or ipython_shell()
     if shell is None:
         return False
@@ -293,12 +307,8 @@ def install_display_hooks(shell: Any | None = None) -> bool:
     return True
 
 
-def uninstall_display_hooks(shell: Any | None = None) -> None:
-    """Undo :func:`install_display_hooks`."""
-    from ..client import future as future_mod
-    from .widgets import show_job
-    if future_mod.display_hook is show_job:
-        future_mod.display_hook = None
+def unregister_cell_hooks(shell: Any | None = None) -> None:
+    """Undo :func:`register_cell_hooks`."""
     shell = shell or ipython_shell()
     if shell is not None:
         for event, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):

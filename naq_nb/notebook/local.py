@@ -1,8 +1,8 @@
 """``nq.local()``: a whole local setup in one call — NATS server, workers, scheduler.
 
 :class:`LocalCluster` starts an embedded ``nats-server`` (JetStream on a
-temporary store unless ``store_dir`` is given, on a free port unless ``port``),
-then the workers:
+store kept across kernel restarts, see :mod:`.local_store`; ``store_dir=None``
+for a temporary one; on a free port unless ``port``), then the workers:
 
 * threads (default): one :class:`~naq_nb.core.worker.Worker` with
   ``concurrency=workers`` on its own event loop in one daemon thread. Its sync
@@ -42,12 +42,13 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..client.client import Client
 from ..client.loop import run_sync
-from ..client.session import default_client, set_default_client
+from ..client.session import default_client, set_default_client, set_store_note
 from ..core import blobs
 from ..core.errors import NaqException, ServerBinaryNotFound
 from ..core.execution import validate_execution
@@ -55,6 +56,7 @@ from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
 from .container import NatsContainer, check_server_args
+from .local_store import AUTO, StoreBusyError, StoreLock, default_store_dir, store_is_new
 
 __all__ = ["local", "local_async", "LocalCluster", "ServiceThread", "current_cluster"]
 
@@ -204,6 +206,14 @@ def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any) -> None
         raise ValueError(f"port must be an int in 1..65535 or None, not {port!r}")
 
 
+def _norm_store(store_dir: Any) -> str | None:
+    if store_dir is None or store_dir == AUTO:
+        return store_dir
+    if not isinstance(store_dir, (str, os.PathLike)):
+        raise TypeError(f"store_dir must be a path, 'auto' or None (temporary), not {type(store_dir).__name__}")
+    return str(Path(store_dir).expanduser().resolve())
+
+
 def _server_binary(settings: Settings) -> str | None:
     b = settings.server_bin
     if b and not (os.path.isfile(b) and os.access(b, os.X_OK)):
@@ -220,25 +230,29 @@ class LocalCluster:
     """
 
     def __init__(self, workers: int = 4, processes: bool = False, scheduler: bool = True,
-                 store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+                 store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
                  port: int | None = None, *, start_timeout: float = 60.0, execution: str = "processes",
                  nats_url: str | None = None, server: str = "embedded", image: str | None = None,
                  volume: str | None = None) -> None:
         _check_args(workers, processes, scheduler, port)
-        check_server_args(nats_url, server, image, volume, port, store_dir)
+        check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
         self.execution = validate_execution(execution)
         self.nats_url, self.server_kind, self.image, self.volume = nats_url, server, image, volume
         self.container: NatsContainer | None = None
         self._url = ""
         self.queues = _norm_queues(queues)
         self.workers, self.processes, self.scheduler = workers, processes, scheduler
-        self.store_dir = None if store_dir is None else str(store_dir)
+        self.store_dir = _norm_store(store_dir)  # as asked: "auto", None (temporary) or a path
+        self.store_kind = "temporary"
+        self.store_new = True
+        self._store_lock: StoreLock | None = None
         self.port = port
         self.server: EmbeddedServer | None = None
         self.client: Client | None = None
         self.settings: Settings | None = None
         self._threads: list[ServiceThread] = []
         self._procs: list[_WorkerProcess] = []
+        self._handles: list[Any] = []  # IPython display handles of this cluster's outputs
         self._stopped = False
         self._lock = threading.Lock()
         self.started_at = time.time()
@@ -263,9 +277,11 @@ class LocalCluster:
             return self.container.start().url
         # Generated credentials: only this process's clients, workers and scheduler (and worker
         # processes, through their environment) get them, so other local users cannot submit code.
-        self.server = EmbeddedServer(port=self.port, store_dir=self.store_dir, binary=_server_binary(base),
+        self.server = EmbeddedServer(port=self.port, store_dir=self._take_store(), binary=_server_binary(base),
                                      user="naq-local", password=secrets.token_urlsafe(24))
         self.server.start()
+        if self._store_lock is not None:
+            self._store_lock.record(self.server.proc.pid if self.server.proc else None)
         return self.server.url
 
     def _start(self, timeout: float) -> None:
@@ -288,8 +304,43 @@ class LocalCluster:
             from ..core.scheduler import Scheduler
             s = Scheduler(settings=self.settings)
             self._threads.append(ServiceThread(s, "naq-local-scheduler").start(timeout))
+        set_store_note(self.client, self._store_note())
         set_default_client(self.client)
         _register_atexit()
+
+    def _take_store(self) -> Path | None:
+        """The store directory to serve (locked for this process), or None for a temporary one."""
+        if self.store_dir is None:
+            return None
+        path = default_store_dir() if self.store_dir == AUTO else Path(self.store_dir)
+        lock = StoreLock(path)
+        try:
+            lock.acquire()
+        except StoreBusyError as exc:
+            if self.store_dir != AUTO:
+                raise NaqException(f"{exc}: stop the cluster there, or give another store_dir") from None
+            warnings.warn(f"{exc} (another kernel in this folder), so this cluster runs on a TEMPORARY store: "
+                          "its jobs will not come back after a restart. Stop the other kernel's cluster, or "
+                          "pass store_dir=... to keep a second store.", stacklevel=4)
+            self.store_kind = "temporary: the default store is in use by another kernel"
+            return None
+        self._store_lock = lock
+        self.store_new = store_is_new(path)
+        self.store_kind = "kept across restarts" + (", new" if self.store_new else "")
+        return path
+
+    def _store_note(self) -> str:
+        if self.server is None:  # nats_url= or a container: the store is not nq.local()'s to explain
+            return ""
+        where = self.server.store_dir
+        if self._store_lock is None:
+            return (f"this nq.local() cluster runs on a temporary store ({where}) that started empty, so "
+                    "nothing from an earlier kernel is in it; the default nq.local() keeps its store across restarts")
+        if self.store_new:
+            return (f"the nq.local() store {where} was brand new when this kernel started it, so nothing from "
+                    "before is in it (a store is per working directory: was the earlier kernel in another "
+                    "folder, or on store_dir=None?)")
+        return ""
 
     def _start_processes(self, queues: list[str], timeout: float) -> None:
         root = self.server.store_dir if self.server is not None else tempfile.mkdtemp(prefix="naq-local-")
@@ -371,6 +422,9 @@ class LocalCluster:
             if self._stopped:
                 return
             self._stopped = True
+        dash = sys.modules.get("naq_nb.notebook.dashboard")  # loaded only if a dashboard was made
+        if dash is not None and self.client is not None:  # first: their last picture shows the cluster
+            dash.close_dashboards(self.client, "stopped: its nq.local() cluster was stopped")
         for t in reversed(self._threads):
             if not t.stop(timeout):
                 log.warning("%s did not stop within %gs", t.thread.name, 2 * timeout)
@@ -388,6 +442,9 @@ class LocalCluster:
             self.server.stop()
         if self.container is not None:
             self.container.stop(timeout)
+        if self._store_lock is not None:
+            self._store_lock.release()
+        self._update_displays()
         global _current
         with _registry_lock:
             if _current is self:
@@ -410,11 +467,29 @@ class LocalCluster:
                 ("workers", f"{self.worker_count} ({mode})"),
                 ("queues", ", ".join(self.queues) or (self.settings.default_queue if self.settings else "default")),
                 ("scheduler", "yes" if self.scheduler else "no"),
-                ("store", str(self.server.store_dir) if self.server else
+                ("store", f"{self.server.store_dir} ({self.store_kind})" if self.server else
                  f"docker volume {self.container.volume}" if self.container else "-")]
 
     def __repr__(self) -> str:
         return "<LocalCluster " + " ".join(f"{k}={v}" for k, v in self._summary()) + ">"
+
+    def _ipython_display_(self) -> None:
+        # Shown with a display id, so stop() can turn every place it is shown into "stopped".
+        from IPython.display import display
+        handle = display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True, display_id=True)
+        if handle is not None:
+            self._handles.append(handle)
+
+    def _update_displays(self) -> None:
+        from .display import kernel_shell
+        if not self._handles or kernel_shell() is None:
+            return  # a terminal IPython would print the update
+        bundle = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        for h in self._handles:
+            try:
+                h.update(bundle, raw=True)
+            except (OSError, RuntimeError, ValueError) as exc:  # the kernel is shutting down
+                log.debug("updating a LocalCluster display: %s", exc)
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
@@ -449,24 +524,28 @@ def current_cluster() -> LocalCluster | None:
 
 
 def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
-          store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+          store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
           port: int | None = None, execution: str = "processes", *, nats_url: str | None = None,
           server: str = "embedded", image: str | None = None, volume: str | None = None) -> LocalCluster:
     """Start (or return the running) local cluster and make it the default client.
 
-    Same arguments as the running cluster: that cluster is returned. Different
-    ones: the old cluster is stopped and a new one started. ``execution`` is
-    where sync job code runs: ``"processes"`` (child processes; a crash can't
-    kill the kernel) or ``"threads"`` (no hard timeout or cancel). ``nats_url``:
-    use that server, start none. ``server="docker"``: NATS in a container
-    (``image`` to use instead of naq_nb's locally built one, ``volume`` to keep
-    JetStream data in that named volume), removed at ``.stop()``.
+    ``store_dir``: ``"auto"`` (default) keeps the store per user and working
+    directory, so jobs, sweeps, schedules and the sweep cache come back after
+    a kernel restart; ``None`` uses a temporary store deleted at stop; a path
+    uses that directory. ``execution`` is where sync job code runs:
+    ``"processes"`` (child processes; a crash can't kill the kernel) or
+    ``"threads"`` (no hard timeout or cancel). ``nats_url``: use that server,
+    start none. ``server="docker"``: NATS in a container (``image`` to use
+    instead of naq_nb's locally built one, ``volume`` to keep JetStream data in
+    that named volume), removed at ``.stop()``. Same arguments as the running
+    cluster: that cluster is returned. Different ones: the old cluster is
+    stopped and a new one started.
     """
     global _current
     _check_args(workers, processes, scheduler, port)
-    check_server_args(nats_url, server, image, volume, port, store_dir)
+    check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
     validate_execution(execution)
-    args = (workers, processes, scheduler, None if store_dir is None else str(store_dir), _norm_queues(queues), port,
+    args = (workers, processes, scheduler, _norm_store(store_dir), _norm_queues(queues), port,
             execution, nats_url, server, image, volume)
     with _registry_lock:
         cur = _current
@@ -481,7 +560,7 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
 
 
 async def local_async(workers: int = 4, processes: bool = False, scheduler: bool = True,
-                      store_dir: str | os.PathLike | None = None, queues: str | Iterable[str] | None = None,
+                      store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
                       port: int | None = None, execution: str = "processes", *, nats_url: str | None = None,
                       server: str = "embedded", image: str | None = None,
                       volume: str | None = None) -> LocalCluster:

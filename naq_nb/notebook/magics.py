@@ -17,7 +17,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .display import install_display_hooks, uninstall_display_hooks
+from .widgets import install_display_hooks, uninstall_display_hooks
 
 __all__ = ["NaqMagics", "load_ipython_extension", "unload_ipython_extension", "parse_call", "cell_names"]
 
@@ -168,9 +168,11 @@ class NaqMagics(Magics):
 
     # --- the cell magic ---------------------------------------------------------------------------
     def _submit_cell(self, cell: str) -> None:
-        from IPython.display import display
+        import importlib
         from ..client.session import submit
         from .celljob import run_cell_job
+        from .display import kernel_shell
+        from .widgets import JobDisplay
         try:
             loaded, stored = cell_names(cell)
         except SyntaxError as exc:
@@ -180,14 +182,16 @@ class NaqMagics(Magics):
         inputs = {n: ns[n] for n in loaded if n in ns and n not in hidden and not n.startswith("_")
                   and not hasattr(builtins, n)}
         fut = submit(run_cell_job, cell, inputs, stored)
-        display(fut)
+        live = kernel_shell() is not None
+        if live:  # ONE output: the live job display, its logs and result included; nothing printed
+            JobDisplay(fut, logs=200).show()
         values = fut.result()
-        skipped = values.pop("__skipped__", [])
-        self.shell.push(values)
-        for line in fut.logs:
-            print(line)
-        if skipped:
-            print(f"not brought back (cannot be pickled): {', '.join(skipped)}")
+        self.shell.push(dict(values))
+        self.shell.push({n: importlib.import_module(m) for n, m in values.modules.items()})
+        if not live:  # a terminal shell gets no display updates: the logs and the outcome as text
+            for line in fut.logs:
+                print(line)
+            print(repr(values))
 
 
 def load_ipython_extension(ip: Any) -> None:

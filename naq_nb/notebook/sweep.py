@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import itertools
 import sys
 import threading
@@ -24,17 +25,17 @@ import cloudpickle
 from ..client.client import Client
 from ..client.future import JobFuture, attach_many, submit_jobs
 from ..client.loop import run_async, run_sync
-from ..client.session import default_client
+from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
-from .widgets import status_summary
+from .fmt import short_value, status_summary
 from .sweep_store import (SweepNotFoundError, cache_lookup, cache_store, function_bytes, function_digest,
                           load_record, point_digests, save_record)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["sweep", "sweep_async", "Sweep", "SweepNotFoundError"]
+__all__ = ["sweep", "sweep_async", "Sweep", "Sweeper", "SweepNotFoundError"]
 
 _FAILED = ("failed", "cancelled")
 
@@ -200,8 +201,14 @@ class Sweep:
         """Job id per point, in point order."""
         return [f.job_id for f in self.futures]
 
+    kind = "sweep"
+
     def __len__(self) -> int:
         return len(self.points)
+
+    def label(self, i: int) -> str:
+        """Point ``i``'s parameters, compact: ``lr=0.001, depth=4``."""
+        return ", ".join(f"{k}={short_value(v)}" for k, v in self.points[i].items())
 
     # --- creation ----------------------------------------------------------------------------
     @classmethod
@@ -226,7 +233,12 @@ class Sweep:
 
     @classmethod
     async def _attach_on_loop(cls, client: Client, sweep_id: str) -> "Sweep":
-        head, body = await load_record(await client.broker(), sweep_id)
+        try:
+            head, body = await load_record(await client.broker(), sweep_id)
+        except SweepNotFoundError as exc:
+            if not store_note(client):
+                raise
+            raise SweepNotFoundError(unknown_id_message(client, f"no sweep with id {sweep_id!r}")) from exc
         futs = await attach_many(client, body["job_ids"])
         return cls(client, head, body, futs)
 
@@ -378,15 +390,14 @@ class Sweep:
         return f"<Sweep {self.id} {self.name} ({len(self)} points): {self.summary()}>"
 
     def _repr_html_(self) -> str:
-        from .widgets import SweepDisplay
-        return SweepDisplay(self).html()  # not shown: a static snapshot (summary, bar, failures)
+        from .widgets import GroupDisplay
+        return GroupDisplay(self).html()  # not shown: a static snapshot (summary, bar, failures)
 
     def display(self, **kw: Any) -> Any:
-        """Show a live :class:`~naq_nb.notebook.widgets.SweepDisplay` of this sweep; returns it."""
-        from .display import install_display_hooks
-        from .widgets import SweepDisplay
+        """Show a live :class:`~naq_nb.notebook.widgets.GroupDisplay` of this sweep; returns it."""
+        from .widgets import GroupDisplay, install_display_hooks
         install_display_hooks()
-        return SweepDisplay(self, **kw).show()
+        return GroupDisplay(self, **kw).show()
 
     def _ipython_display_(self) -> None:
         self.display()
@@ -432,27 +443,90 @@ async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOpt
     return Sweep(client, head, body, ordered, hits, fn)
 
 
-def sweep(fn: Callable, grid: list[dict] | None = None, *, options: dict | None = None, cache: bool = True,
-          name: str | None = None, client: Client | None = None, **params: Any) -> Sweep:
+_SWEEP_OPTIONS = ("grid", "options", "cache", "name", "client")
+
+
+def _own_parameters(fn: Any) -> set[str]:
+    """The parameter names ``fn`` declares (``**kwargs`` declares none); empty when it cannot be inspected."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return set()
+    return {n for n, p in sig.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+class Sweeper:
+    """Sweeps with fixed options, made by ``nq.sweep.options(...)``: every keyword of the call is then
+    a swept parameter of the function (``name``, ``cache``, ``grid`` included)."""
+
+    def __init__(self, job_options: JobOptions | None = None, cache: bool = True, name: str | None = None,
+                 client: Client | None = None) -> None:
+        self.job_options, self.cache, self.name, self.client = job_options or JobOptions(), cache, name, client
+
+    def options(self, *, cache: bool | None = None, name: str | None = None, client: Client | None = None,
+                **job_options: Any) -> "Sweeper":
+        """A copy with more options: ``cache``, ``name`` (of the sweep), ``client``, and job options
+        (``queue``, ``timeout``, ``retry``, ...; unknown names raise ``TypeError``)."""
+        return Sweeper(JobOptions.build(self.job_options, **job_options), self.cache if cache is None else cache,
+                       self.name if name is None else name, self.client if client is None else client)
+
+    def __call__(self, fn: Callable, grid: list[dict] | None = None, /, **params: Any) -> Sweep:
+        """Run the sweep (see :func:`sweep`); returns the live :class:`Sweep`."""
+        points, opts, head, body = _prepare(fn, grid, self.job_options, self.cache, self.name, params)
+        return run_sync(_create(self.client or default_client(), fn, points, opts, head, body, self.cache))
+
+    async def run_async(self, fn: Callable, grid: list[dict] | None = None, /, **params: Any) -> Sweep:
+        """Async form of calling it."""
+        points, opts, head, body = _prepare(fn, grid, self.job_options, self.cache, self.name, params)
+        return await run_async(_create(self.client or default_client(), fn, points, opts, head, body, self.cache))
+
+    def __repr__(self) -> str:
+        return f"<naq_nb.Sweeper cache={self.cache} name={self.name!r} {self.job_options}>"
+
+
+def _sweeper(fn: Any, grid: Any, kwargs: dict) -> tuple[Sweeper, Any, dict]:
+    """Keywords naming sweep options that ``fn`` does not declare are options; the rest are parameters."""
+    own = _own_parameters(fn)
+    opts = {k: kwargs.pop(k) for k in _SWEEP_OPTIONS if k in kwargs and k not in own}
+    if "grid" in opts:
+        if grid is not None:
+            raise TypeError("grid given twice (positionally and as grid=...)")
+        grid = opts.pop("grid")
+    options, cache, name = opts.get("options"), opts.get("cache", True), opts.get("name")
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be True or False, not {cache!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__} (if your function takes a "
+                        f"parameter called name, declare it, or use nq.sweep.options(...)(fn, name=[...]))")
+    return Sweeper(_job_options(options), cache, name, opts.get("client")), grid, kwargs
+
+
+def sweep(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:
     """Run ``fn(**point)`` for every point of a parameter grid; returns a live :class:`Sweep`.
 
     ``sweep(train, lr=[1e-3, 1e-2], depth=[2, 4])`` runs the cartesian product
-    (4 jobs); ``sweep(train, grid=[{"lr": 1e-3, "depth": 2}, ...])`` runs the
-    given points. ``options`` are job options for every point (``queue``,
-    ``timeout``, ``retry``, ...; unknown names raise ``TypeError``). With
-    ``cache=True`` a point whose same call (same function pickle, same
-    arguments) already succeeded and whose result still exists is reused, not
-    rerun. Bad input raises at the call and nothing is submitted.
+    (4 jobs); ``sweep(train, [{"lr": 1e-3, "depth": 2}, ...])`` runs the given
+    points. Options go apart, so they never shadow a parameter:
+    ``nq.sweep.options(queue="gpu", timeout=60, name="run", cache=False)(train, lr=[...])``.
+    (``options=``, ``cache=``, ``name=``, ``grid=`` and ``client=`` are still read
+    as options when ``fn`` has no parameter of that name.) With ``cache=True`` a
+    point whose same call (same function pickle, same arguments) already
+    succeeded and whose result still exists is reused, not rerun. Bad input
+    raises at the call and nothing is submitted.
     """
-    points, opts, head, body = _prepare(fn, grid, options, cache, name, params)
-    c = client or default_client()
-    return run_sync(_create(c, fn, points, opts, head, body, cache))
+    sweeper, grid, params = _sweeper(fn, grid, dict(kwargs))
+    return sweeper(fn, grid, **params)
 
 
-async def sweep_async(fn: Callable, grid: list[dict] | None = None, *, options: dict | None = None,
-                      cache: bool = True, name: str | None = None, client: Client | None = None,
-                      **params: Any) -> Sweep:
+async def sweep_async(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:
     """Async form of :func:`sweep`."""
-    points, opts, head, body = _prepare(fn, grid, options, cache, name, params)
-    c = client or default_client()
-    return await run_async(_create(c, fn, points, opts, head, body, cache))
+    sweeper, grid, params = _sweeper(fn, grid, dict(kwargs))
+    return await sweeper.run_async(fn, grid, **params)
+
+
+def _options(**kw: Any) -> Sweeper:
+    return Sweeper().options(**kw)
+
+
+_options.__doc__ = Sweeper.options.__doc__
+sweep.options = _options  # type: ignore[attr-defined]  # nq.sweep.options(...)(fn, ...)
