@@ -21,6 +21,7 @@ from ..core.errors import SerializationError
 from ..core.job import Job, JobStatus
 from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
+from ..core.status import TERMINAL_VALUES
 from .client import default_client
 from .loop import run_async, run_sync
 from .watch import get_watch, register_async, register_sync
@@ -35,7 +36,6 @@ log = logging.getLogger("naq_nb.client")
 #: Set by the notebook layer (a live widget); called by ``JobFuture._ipython_display_``.
 display_hook: Callable[["JobFuture"], None] | None = None
 
-_TERMINAL = {s.value for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)}
 
 
 class JobFuture(concurrent.futures.Future):
@@ -240,7 +240,7 @@ class JobFuture(concurrent.futures.Future):
     # --- called by the watch on the loop thread ------------------------------------
     def _apply_status(self, rec: dict) -> None:
         status = rec.get("status")
-        if self.done() and status not in _TERMINAL:
+        if self.done() and status not in TERMINAL_VALUES:
             return  # a stale record dispatched after the result
         if rec.get("updated_at", 0) < self._record.get("updated_at", 0):
             return
@@ -249,7 +249,7 @@ class JobFuture(concurrent.futures.Future):
 
     def _apply_result(self, res: ResultRecord) -> None:
         meta = res.meta
-        if self._record.get("status") not in _TERMINAL:
+        if self._record.get("status") not in TERMINAL_VALUES:
             extra = {k: meta[k] for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
                      if meta.get(k) is not None}
             self._record = {**self._record, **extra, "status": res.status}

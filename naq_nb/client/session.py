@@ -16,7 +16,6 @@ display); ``gather`` / ``as_completed`` / ``wait`` live in :mod:`.group`.
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from datetime import datetime, timedelta

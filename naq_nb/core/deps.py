@@ -31,10 +31,11 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from .envelope import HEADER_MSG_ID, JobMeta, decode_meta
 from .errors import DependencyFailedError, SerializationError
-from .job import TERMINAL, JobStatus
+from .job import JobStatus
 from .layout import msg_delete_api_subject
 from .records import decode_status, encode_failure, encode_status, exception_type_names
 from .serialization import pack_record
+from .status import TERMINAL_VALUES
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -46,7 +47,7 @@ log = logging.getLogger("naq_nb.worker")
 
 SWEEP_INTERVAL = 30.0
 _BAD = {JobStatus.FAILED.value: "failed", JobStatus.CANCELLED.value: "was cancelled"}
-_ENDED = {s.value for s in TERMINAL}
+_ENDED = TERMINAL_VALUES
 _MISSING = "does not exist (never enqueued, or expired)"
 _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
 _WRONG_LAST_SEQ = 10071

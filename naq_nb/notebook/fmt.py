@@ -7,11 +7,13 @@ import math
 import reprlib
 from typing import Any, Iterable
 
+from ..core.status import FAILED_STATES, TERMINAL_VALUES
+
 __all__ = ["TERMINAL", "FAILED", "ORDER", "COLORS", "short_repr", "short_value", "status_summary", "esc",
            "duration_text", "stacked_bar", "rate_text", "eta_text"]
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-FAILED = frozenset({"failed", "cancelled"})
+TERMINAL = TERMINAL_VALUES
+FAILED = FAILED_STATES
 ORDER = ("succeeded", "failed", "cancelled", "running", "retrying", "queued", "waiting", "scheduled")
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "cancelled": "#8d8d8d", "running": "#1565c0",
           "retrying": "#ef6c00", "queued": "#cfd8dc", "waiting": "#e0e0e0", "scheduled": "#e0e0e0"}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable
 
 import cloudpickle
 
+from ..core.status import FAILED_STATES
 from ..client.client import Client
 from ..client.future import JobFuture, attach_many, submit_jobs
 from ..client.loop import run_async, run_sync
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["sweep", "sweep_async", "Sweep", "Sweeper", "SweepNotFoundError"]
 
-_FAILED = ("failed", "cancelled")
+_FAILED = FAILED_STATES
 
 
 # --- validation (nothing is sent before all of this passed) ---------------------------------
