@@ -129,3 +129,8 @@ def print_lines(n):
     for i in range(n):
         print(f"echo line {i + 1}")
     return n
+
+
+def fail_until_padded(path, succeed_on, padding):
+    """``fail_until`` with a large unused argument (a body near the server's max_payload)."""
+    return fail_until(path, succeed_on)

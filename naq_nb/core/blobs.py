@@ -280,6 +280,15 @@ async def offload_jobs(broker: "Broker", jobs: Sequence["Job"],
     return out
 
 
+async def fit_body(broker: "Broker", body: bytes, job_id: str, extra: int) -> bytes:
+    """``body``, or a reference to it in the object store if ``extra`` more bytes around it would not fit
+    in one message (a failed job's copy carries its record too)."""
+    if BlobRef.from_body(body) is not None or extra + len(body) <= inline_limit(broker):
+        return body
+    ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job_id))
+    return ref.to_body(broker.settings.signing_key)
+
+
 async def open_body(broker: "Broker", body: bytes, what: str = "job") -> bytes:
     """The job body itself: ``body`` unchanged, or the bytes its reference names (checked)."""
     ref = BlobRef.from_body(body)

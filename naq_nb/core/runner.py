@@ -20,6 +20,7 @@ processes), the stats counter and callbacks; it knows nothing of the worker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any, Awaitable, Callable, Container
@@ -37,6 +38,7 @@ from .envelope import HEADER_META, decode_call
 from .errors import DependencyFailedError, NaqException, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
 from .job import JobStatus
+from .layout import WIRE_ID_RE
 from .records import decode_status, encode_failure, encode_result, encode_status
 from .results import get_result
 from .serialization import pack_record, seal_record
@@ -44,6 +46,7 @@ from .serialization import pack_record, seal_record
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK"]
 
 log = logging.getLogger("naq_nb.worker")
+_MAX_TRACEBACK = 32_000
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _CREATE_ONLY = {_EXPECTED_LAST: "0"}
 _WRONG_LAST_SEQ = 10071
@@ -327,8 +330,15 @@ class JobRunner:
     async def dead_letter(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> None:
         """Copy ``msg`` to the failed stream with why it failed (original headers and body kept)."""
         headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
-        body = pack_record({"reason": reason, "failed_at": time.time(), "worker": self.worker_id,
-                            "original_headers": headers, **info}, msg.data or b"")
+        if len(info.get("traceback") or "") > _MAX_TRACEBACK:  # the copy must fit in one message
+            info["traceback"] = "...\n" + info["traceback"][-_MAX_TRACEBACK:]
+        head = pack_record({"reason": reason, "failed_at": time.time(), "worker": self.worker_id,
+                            "original_headers": headers, **info}, b"")
+        extra = len(head) + 2 * sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
+        # A body near max_payload would not fit beside its record: it moves to the object store, and a
+        # requeue sends the reference (which a worker resolves like any offloaded body).
+        original = await blobs.fit_body(self.b, msg.data or b"", _job_id_of(headers), extra)
+        body = head + original
         headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[:500]
         await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)
 
@@ -340,4 +350,10 @@ class JobRunner:
         self.stats["malformed"] += 1
 
 
-
+def _job_id_of(headers: dict) -> str:
+    """The job id in a (possibly malformed) message's headers, for naming; "unknown" if there is none."""
+    try:
+        jid = json.loads(headers.get(HEADER_META) or "{}").get("id")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return jid if isinstance(jid, str) and WIRE_ID_RE.fullmatch(jid) else "unknown"
