@@ -1,17 +1,14 @@
-"""A failed job whose body nearly fills a message still reaches the failed stream (its body moves to
-the object store beside the failure record) and can be requeued from there; it is never redelivered
-in a loop because its copy did not fit."""
+"""A message whose body nearly fills max_payload still reaches the failed stream when it fails (its
+body moves to the object store beside the failure record); it is never redelivered in a loop because
+its copy did not fit."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from naq_nb.core import blobs
-from naq_nb.core.failed import list_failed, requeue_failed
-from naq_nb.core.queue import Queue
-from naq_nb.core.results import wait_for_result
-
-import jobs
+from naq_nb.core.failed import list_failed
 
 
 async def _wait_failed(broker, job_id: str, timeout: float = 60.0) -> dict:
@@ -25,16 +22,16 @@ async def _wait_failed(broker, job_id: str, timeout: float = 60.0) -> dict:
     raise AssertionError(f"job {job_id} never reached the failed stream")
 
 
-async def test_a_failed_job_near_max_payload_is_dead_lettered_and_requeueable(broker, start_worker, tmp_path):
-    # Just under what one message holds, so the job itself is sent inline (not offloaded at enqueue).
-    size = blobs.inline_limit(broker) - 4_000
-    job = await Queue(broker).enqueue(jobs.fail_until_padded, str(tmp_path / "count"), 2, "x" * size)
+async def test_a_bad_message_near_max_payload_is_dead_lettered_once(broker, start_worker):
+    meta = json.dumps({"v": 1, "id": "bigbad", "q": "default", "fn": "x:y", "ser": "pickle", "rttl": "abc"})
+    headers = {"Naq-Meta": meta, "Nats-Msg-Id": "bigbad"}
+    body = b"x" * (broker.max_payload - len(meta) - 200)  # fits alone, not beside a failure record
+    await broker.js.publish(broker.layout.queue_subject("default"), body, headers=headers)
     w = await start_worker()
-    rec = await wait_for_result(broker, job.job_id, 60)
-    assert rec.status == "failed" and "attempt 1 fails" in rec.meta["error"]
-    entry = await _wait_failed(broker, job.job_id)
-    assert entry["requeueable"]
-    assert w.stats.get("processed", 0) >= 1
-    await requeue_failed(broker, job.job_id)
-    again = await wait_for_result(broker, job.job_id, 60)
-    assert again.ok and again.unwrap() == 2, "the requeued copy (a reference to the stored body) ran"
+    entry = await _wait_failed(broker, "bigbad")
+    assert "malformed" in entry["reason"] and "rttl" in entry["reason"]
+    assert w.stats.get("malformed") == 1
+    info = await broker.js.consumer_info(broker.layout.jobs_stream, broker.layout.consumer_name("default"))
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0, "filed once, not redelivered"
+    names = [o.name for o in await (await blobs._store(broker, broker.layout.objects_bucket)).list()]
+    assert any(n.startswith("job.bigbad.") for n in names), "its body went to the object store"
