@@ -51,8 +51,12 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
             if remaining <= 0:
                 raise TimeoutError(f"reading bucket {bucket} took over {timeout:g}s")
             try:
-                msgs = await sub.fetch(_BATCH, timeout=min(5.0, remaining))
+                msgs = await sub.fetch(_BATCH, timeout=min(1.0, remaining))
             except nats.errors.TimeoutError:
+                # The messages counted at the start may be gone since (a key purged meanwhile): then
+                # none is pending any more and the scan is complete.
+                if (await sub.consumer_info()).num_pending == 0:
+                    return
                 continue
             for msg in msgs:
                 headers = msg.headers or {}
