@@ -222,3 +222,24 @@ async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker
     assert entry["job_id"] == job.job_id and entry["reason"] == "payload cannot be decoded"
     ok = await q.enqueue(jobs.add, 2, 3)
     assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 5
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+async def test_job_processes_end_when_their_worker_is_killed(broker, nats_server):
+    import signal
+    proc = worker_process(nats_server.url, "-c", "2")
+    try:
+        await _until(lambda: asyncio.sleep(0, len(_children_of(proc.pid)) >= 2), timeout=60,
+                     what="two job processes started")
+        kids = _children_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        await _until(lambda: asyncio.sleep(0, all(_pid_gone(k) for k in kids)), timeout=30,
+                     what="orphaned job processes exited")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -84,8 +84,7 @@ class ChildJobContext:
         self._wake = threading.Event()
         self._closed = False
         self._interval = min_interval
-        self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
-        self._sender.start()
+        self._sender: threading.Thread | None = None  # started by the first update: most jobs never report
 
     def update(self, done: float | None = None, total: float | None = None, message: str | None = None,
                line: str | None = None) -> None:
@@ -101,6 +100,9 @@ class ChildJobContext:
                 self.logs.append(line)
                 del self.logs[:-200]
             self._dirty = True
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
+                self._sender.start()
         self._wake.set()
 
     def snapshot(self) -> dict:
@@ -128,9 +130,12 @@ class ChildJobContext:
 
     def close(self) -> None:
         """Stop the sender and send what is left (before the job's outcome, on the same pipe)."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            sender = self._sender
         self._wake.set()
-        self._sender.join()
+        if sender is not None:
+            sender.join()
         self._flush()
 
 
