@@ -10,14 +10,13 @@ value or exception.
 from __future__ import annotations
 
 import json
-import os
 import time
-import traceback
 from typing import Any
 
 from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError
 from .job import JobStatus
 from .serialization import Serializer, get_serializer, pack_record, unpack_record
+from .tracebacks import exception_type_names, user_traceback
 
 __all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
            "encode_failure", "rebuild_exception", "exception_type_names"]
@@ -39,28 +38,6 @@ def decode_status(data: bytes) -> dict:
         return json.loads(data)
     except ValueError as exc:
         raise SerializationError(f"malformed status record: {exc}") from None
-
-
-_INTERNAL = (os.sep + os.path.join("naq_nb", "core") + os.sep, os.path.join("concurrent", "futures"),
-             os.sep + "asyncio" + os.sep)
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback without naq_nb's and asyncio's own frames: what the user's code did."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not any(m in f.filename for m in _INTERNAL)]
-    lines = ["Traceback (most recent call last):\n"] if frames else []
-    lines += traceback.format_list(frames)
-    lines += traceback.format_exception_only(type(exc), exc)
-    return "".join(lines)
-
-
-def exception_type_names(exc: BaseException) -> list[str]:
-    names = []
-    for cls in type(exc).__mro__:
-        if cls in (BaseException, object):
-            break
-        names.append(cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}")
-    return names
 
 
 class ResultRecord:
