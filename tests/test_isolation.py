@@ -134,7 +134,7 @@ async def test_async_job_blocking_the_loop_neither_hides_its_timeout_nor_runs_tw
 
 async def test_thread_mode_job_killing_its_worker_is_dead_lettered(broker, nats_server, tmp_path):
     runs = tmp_path / "runs"
-    env = {"NAQ_ACK_WAIT": "1"}
+    env = {"NAQ_ACK_WAIT": "1", "NAQ_HEARTBEAT": "1"}  # a killed worker is soon known dead
     j = await Queue(broker, "deadly").enqueue(jobs.kill_own_process, str(runs))
     procs = []
     try:
@@ -243,3 +243,29 @@ async def test_job_processes_end_when_their_worker_is_killed(broker, nats_server
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_jobs_stuck_behind_a_blocked_loop_run_once(broker, settings, tmp_path):
+    """Jobs pushed to a worker while its loop is blocked go to another worker; the blocked one drops
+    its stale copies when it comes back instead of running them again."""
+    from naq_nb.notebook.local import ServiceThread
+    s = settings.with_(ack_wait=2.0)
+    marks, blk = tmp_path / "marks", tmp_path / "blk"
+    a = ServiceThread(Worker("stuck", settings=s, concurrency=1, prefetch=4), "wa").start()
+    threads = [a]
+    try:
+        q = Queue(broker, "stuck")
+        blocker = await q.configure(timeout=2).enqueue(jobs.block_loop, str(blk), 6)
+        await _until(lambda: asyncio.sleep(0, blk.exists()), what="the loop is blocked")
+        js = [await q.enqueue(jobs.mark, str(marks), f"m{i}") for i in range(4)]
+        threads.append(ServiceThread(Worker("stuck", settings=s, concurrency=2), "wb").start())
+        for j in js:
+            assert (await wait_for_result(broker, j.job_id, 60)).status == "succeeded"
+        assert (await wait_for_result(broker, blocker.job_id, 60)).status == "failed"
+        wa = a.service
+        await _until(lambda: asyncio.sleep(0, not wa.watchdog.suspect() and not wa.running and wa.ready.empty()),
+                     what="the blocked worker has dealt with what it held")
+        assert sorted(marks.read_text().split()) == ["m0", "m1", "m2", "m3"], "each job ran once"
+    finally:
+        for t in threads:
+            t.stop(10)

@@ -61,7 +61,7 @@ class JobRunner:
 
     def __init__(self, broker: Broker, worker_id: str, execution: Any, stats: Any, *,
                  complete: Callable[[Awaitable[Any]], Awaitable[None]], cancelled: Container[str] = (),
-                 on_line: Callable[[str, str], None] | None = None) -> None:
+                 on_line: Callable[[str, str], None] | None = None, live_after: float = 15.0) -> None:
         self.b = broker
         self.lay = broker.layout
         self.worker_id = worker_id
@@ -70,6 +70,7 @@ class JobRunner:
         self.complete = complete
         self.cancelled = cancelled
         self.on_line = on_line
+        self.live_after = live_after  # a worker whose heartbeat is younger than this is alive
 
     # --- entry -----------------------------------------------------------
     async def run(self, d: Delivery) -> None:
@@ -79,7 +80,8 @@ class JobRunner:
         if meta.job_id in self.cancelled:
             await self.finish_cancelled(d)
             return
-        if d.delivered > 1 and (await self._already_ended(d) or await self._over_budget(d)):
+        if (d.delivered > 1 or d.suspect) and (await self._already_ended(d) or await self._run_elsewhere(d)
+                                                or await self._over_budget(d)):
             return
         call = JobCall(meta, d.msg.headers, d.msg.data, self.b.serializer, self.b.settings.signing_key)
         try:
@@ -144,8 +146,6 @@ class JobRunner:
             d.prev = decode_status((await kv.get(d.meta.job_id)).value)
         except (KeyNotFoundError, SerializationError):
             d.prev = None
-        if d.prev is not None and d.prev.get("status") == JobStatus.RUNNING.value:
-            d.prev["lost"] = d.prev.get("lost", 0) + 1  # that run never reported an outcome
         existing = await get_result(self.b, d.meta.job_id)
         if existing is None:
             return False
@@ -155,6 +155,35 @@ class JobRunner:
         await self._status(d.meta.job_id, rec)
         await d.msg.ack()
         return True
+
+    async def _run_elsewhere(self, d: Delivery) -> bool:
+        """Another delivery of this message runs on a live worker (or started after ours): leave it
+        to that one. Our copy is neither acked nor naked; the live run's acks settle the message.
+        Otherwise a previous run that never reported an outcome is counted as lost."""
+        prev = d.prev
+        if prev is None or prev.get("seq") != d.msg.metadata.sequence.stream:
+            return False  # no record of this message (a requeue is a new message)
+        if prev.get("attempts", 0) > d.delivered:
+            log.warning("job %s: dropping a stale delivery (%d; delivery %s started it)",
+                        d.meta.job_id, d.delivered, prev.get("attempts"))
+            return True
+        if prev.get("status") != JobStatus.RUNNING.value:
+            return False
+        other = prev.get("worker")
+        if other and other != self.worker_id and await self._alive(other):
+            log.warning("job %s: redelivered while running on live worker %s; leaving it there",
+                        d.meta.job_id, other)
+            return True
+        prev["lost"] = prev.get("lost", 0) + 1  # that run never reported an outcome
+        return False
+
+    async def _alive(self, worker_id: str) -> bool:
+        kv = await self.b.kv(self.lay.workers_bucket)
+        try:
+            rec = decode_status((await kv.get(worker_id)).value)
+        except (KeyNotFoundError, SerializationError):
+            return False
+        return time.time() - rec.get("heartbeat_at", 0) < self.live_after
 
     async def _over_budget(self, d: Delivery) -> bool:
         """Dead-letter a job that lost too many runs (or was delivered too often) instead of running it."""
