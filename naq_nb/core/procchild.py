@@ -168,6 +168,9 @@ class _JobStream:
     def isatty(self) -> bool:
         return False
 
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, buffer...: those of the real stderr
+        return getattr(sys.__stderr__, name)
+
 
 def _watch_parent(ppid: int) -> None:
     # An orphaned child would go on running a job whose message is redelivered elsewhere.
