@@ -269,3 +269,14 @@ async def test_jobs_stuck_behind_a_blocked_loop_run_once(broker, settings, tmp_p
     finally:
         for t in threads:
             t.stop(10)
+
+
+async def test_a_job_process_killed_while_idle_is_replaced(broker, start_worker):
+    import signal
+    w = await start_worker(concurrency=1)
+    q = Queue(broker)
+    assert (await wait_for_result(broker, (await q.enqueue(jobs.add, 1, 1)).job_id, 30)).unwrap() == 2
+    [pid] = w.execution.pool.pids
+    os.kill(pid, signal.SIGKILL)
+    await _until(lambda: asyncio.sleep(0, w.execution.pool.pids != [pid]), what="the dead child noticed")
+    assert (await wait_for_result(broker, (await q.enqueue(jobs.add, 2, 2)).job_id, 30)).unwrap() == 4

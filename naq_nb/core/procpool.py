@@ -180,7 +180,14 @@ class ProcessPool:
         """An idle child (waits while children are being started); give it to :meth:`call`."""
         if self._closed or self._idle is None:
             raise RuntimeError("the process pool is closed")
-        return await self._idle.get()
+        while True:
+            child = await self._idle.get()
+            if child.proc.returncode is None:
+                return child
+            # Killed while idle (the OOM killer, an operator): no job was lost, take another.
+            log.warning("job process %d died while idle (%s); starting another", child.pid,
+                        death_reason(child.proc.returncode))
+            self._replace(child)
 
     async def call(self, child: _Child, job_id: str, queue: str, attempt: int, body: bytes,
                    on_progress: Any) -> tuple:
@@ -194,7 +201,10 @@ class ProcessPool:
         healthy = False
         try:
             path = list(sys.path)
-            await child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+            try:
+                await child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+            except (BrokenPipeError, ConnectionResetError):
+                raise await self._died(child) from None
             child.sys_path = path
             while True:
                 try:
