@@ -198,10 +198,10 @@ async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker
                                                                           tmp_path):
     w = await start_worker(concurrency=1)
     runs = tmp_path / "runs"
-    j = await Queue(broker).enqueue(jobs.mark, str(runs), "x", 1.0)
+    j = await Queue(broker).enqueue(jobs.mark, str(runs), "x", 3.0)
     await _until(lambda: asyncio.sleep(0, runs.exists()), what="job started")
     nats_server.kill()  # the job ends while the server is gone: its result write can't land
-    await _until(lambda: asyncio.sleep(0, w.stats["result_write_failed"] == 1), timeout=60,
+    await _until(lambda: asyncio.sleep(0, w.stats["result_write_failed"] >= 1), timeout=60,
                  what="the result write gave up")
     await _until(lambda: asyncio.sleep(0, not w._background), what="no completion left hanging")
     assert not w.running, "the slot is free"
