@@ -150,9 +150,10 @@ class JobRunner:
         if existing is None:
             return False
         # The job ended before (its worker died before acking, or it was cancelled).
-        rec = self._record(d, JobStatus(existing.status), finished_at=existing.meta.get("finished_at"),
-                           error=existing.meta.get("error"))
-        await self._status(d.meta.job_id, rec)
+        if (d.prev or {}).get("status") != existing.status:  # else the record already tells the end
+            rec = self._record(d, JobStatus(existing.status), finished_at=existing.meta.get("finished_at"),
+                               error=existing.meta.get("error"))
+            await self._status(d.meta.job_id, rec)
         await d.msg.ack()
         return True
 
