@@ -168,7 +168,7 @@ class JobRunner:
             log.warning("job %s: dropping a stale delivery (%d; delivery %s started it)",
                         d.meta.job_id, d.delivered, prev.get("attempts"))
             return True
-        if prev.get("status") != JobStatus.RUNNING.value:
+        if prev.get("status") != JobStatus.RUNNING.value or self._delivered_too_often(d):
             return False
         other = prev.get("worker")
         if other and other != self.worker_id and await self._alive(other):
@@ -177,6 +177,9 @@ class JobRunner:
             return True
         prev["lost"] = prev.get("lost", 0) + 1  # that run never reported an outcome
         return False
+
+    def _delivered_too_often(self, d: Delivery) -> bool:
+        return d.delivered > d.meta.retry.max_retries + 1 + LOST_RUN_GRACE + DELIVERY_SLACK
 
     async def _alive(self, worker_id: str) -> bool:
         kv = await self.b.kv(self.lay.workers_bucket)
@@ -193,7 +196,7 @@ class JobRunner:
         if lost > budget + LOST_RUN_GRACE:
             reason = (f"job lost {lost} runs (its worker process died while running it each time, last on "
                       f"{prev.get('worker', '?')}); it is not run again")
-        elif d.delivered > budget + 1 + LOST_RUN_GRACE + DELIVERY_SLACK:
+        elif self._delivered_too_often(d):
             reason = f"job was delivered {d.delivered} times without an outcome; it is not run again"
         else:
             return False
@@ -213,7 +216,10 @@ class JobRunner:
                 await self._status_nowait(d.meta.job_id, rec)
             except nats.errors.Error as exc:  # at worst the next run counts this one as lost
                 log.warning("job %s: cannot record the hand-back: %s", d.meta.job_id, exc)
-        await d.msg.nak()
+        try:
+            await d.msg.nak()
+        except nats.errors.Error as exc:  # disconnected: the message comes back after ack_wait anyway
+            log.warning("job %s: cannot hand it back now (%s); it returns after ack_wait", d.meta.job_id, exc)
 
     # --- outcomes --------------------------------------------------------
     async def _finish_ok(self, d: Delivery, value: Any) -> None:

@@ -271,7 +271,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception("job %s: worker error; handing it back", jid)
-                await self._nak(d)
+                await self.runner.hand_back(d)
             finally:
                 self.running.pop(jid, None)
                 if not self.running and self.state == "busy":
