@@ -26,6 +26,7 @@ class Delivery:
     started: float = 0.0
     cancelled: bool = False
     record: dict = field(default_factory=dict)
+    suspect: bool = False              # arrived right after the worker's loop was blocked: maybe stale
 
 
 def parse_meta(msg: Msg) -> JobMeta:

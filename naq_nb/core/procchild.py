@@ -1,7 +1,7 @@
 """The child side of the process pool: one job at a time, for as long as it lives.
 
-Started by :mod:`naq_nb.core.procpool` as ``python -m naq_nb.core.procmain
-<crash-log path>``. The protocol runs over the child's original stdin/stdout,
+Started by :mod:`naq_nb.core.procpool` through :mod:`naq_nb.core.procmain`
+(with the crash-log path). The protocol runs over the child's original stdin/stdout,
 which are moved to private descriptors at start: stdin then reads /dev/null
 (a job calling ``input()`` gets EOF, not the protocol) and stdout points at
 stderr (C-level prints can't corrupt the protocol). Each frame is a 4-byte
@@ -84,8 +84,7 @@ class ChildJobContext:
         self._wake = threading.Event()
         self._closed = False
         self._interval = min_interval
-        self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
-        self._sender.start()
+        self._sender: threading.Thread | None = None  # started by the first update: most jobs never report
 
     def update(self, done: float | None = None, total: float | None = None, message: str | None = None,
                line: str | None = None) -> None:
@@ -101,6 +100,9 @@ class ChildJobContext:
                 self.logs.append(line)
                 del self.logs[:-200]
             self._dirty = True
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
+                self._sender.start()
         self._wake.set()
 
     def snapshot(self) -> dict:
@@ -128,9 +130,12 @@ class ChildJobContext:
 
     def close(self) -> None:
         """Stop the sender and send what is left (before the job's outcome, on the same pipe)."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            sender = self._sender
         self._wake.set()
-        self._sender.join()
+        if sender is not None:
+            sender.join()
         self._flush()
 
 
@@ -163,6 +168,9 @@ class _JobStream:
     def isatty(self) -> bool:
         return False
 
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, buffer...: those of the real stderr
+        return getattr(sys.__stderr__, name)
+
 
 def _watch_parent(ppid: int) -> None:
     # An orphaned child would go on running a job whose message is redelivered elsewhere.
@@ -173,7 +181,7 @@ def _watch_parent(ppid: int) -> None:
 
 
 def _describe(exc: BaseException, ser: Any) -> tuple:
-    from .records import exception_type_names, user_traceback
+    from .tracebacks import exception_type_names, user_traceback
     return (ser.dumps_exception(exc) if ser.name == "pickle" else b"", f"{type(exc).__name__}: {exc}",
             user_traceback(exc), exception_type_names(exc))
 
@@ -211,8 +219,9 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         return ("error", "result", *_describe(err, ser))
 
 
-def main() -> None:
-    crash_log = open(sys.argv[1], "w") if len(sys.argv) > 1 else sys.__stderr__
+def main(crash_log_path: str | None = None) -> None:
+    """Serve jobs on stdin/stdout until the pipe closes; fatal-signal stacks go to ``crash_log_path``."""
+    crash_log = open(crash_log_path, "w") if crash_log_path else sys.__stderr__
     faulthandler.enable(crash_log)  # a segfault's Python stack, for the job's failure record
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C / kernel interrupts are for the worker to handle
     fd_in, fd_out = os.dup(0), os.dup(1)

@@ -1,9 +1,32 @@
-"""Entry point of a job process: ``python -m naq_nb.core.procmain`` (see :mod:`naq_nb.core.procchild`).
+"""Entry point of a job process (see :mod:`naq_nb.core.procchild`).
 
-Kept apart so that nothing imports it before ``runpy`` runs it.
+Run by path (``runpy.run_path``), not with ``-m``, which would import the
+whole package first: the job process then starts without the NATS client, and
+the package's ``__init__`` runs only when a job first touches ``naq_nb.<name>``.
+Its last argument is the crash-log path.
 """
 
-from naq_nb.core.procchild import main
+import importlib.util
+import sys
+
+
+def _lazy_package() -> None:
+    # A package module whose __init__ runs on first attribute use; submodules import as usual.
+    spec = importlib.util.find_spec("naq_nb")
+    if spec is None or spec.loader is None:
+        return
+    pkg = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name: str) -> object:
+        del pkg.__dict__["__getattr__"]
+        spec.loader.exec_module(pkg)  # the real __init__, into this same module object
+        return getattr(pkg, name)
+    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules["naq_nb"] = pkg
+
 
 if __name__ == "__main__":
-    main()
+    if "naq_nb" not in sys.modules:
+        _lazy_package()
+    from naq_nb.core.procchild import main
+    main(sys.argv[-1])

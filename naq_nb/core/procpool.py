@@ -1,7 +1,7 @@
 """A supervised pool of child processes for sync job code.
 
-Each slot of a worker gets one pre-started child (``python -m
-naq_nb.core.procmain``, see :mod:`naq_nb.core.procchild` for the protocol), reused job after job, so
+Each slot of a worker gets one pre-started child (:mod:`naq_nb.core.procmain`;
+see :mod:`naq_nb.core.procchild` for the protocol), reused job after job, so
 starting a job costs a pipe round trip, not a process start. Children are
 started with ``subprocess`` (fork + exec at once), never a bare ``fork`` of the
 threaded worker or notebook kernel, and never by re-importing ``__main__`` (as
@@ -39,6 +39,8 @@ __all__ = ["ProcessPool", "WorkerProcessDied", "death_reason"]
 log = logging.getLogger("naq_nb.worker")
 
 _LEN = 4
+_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "procmain.py")
+_BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 _RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -154,7 +156,7 @@ class ProcessPool:
         fd, crash_log = tempfile.mkstemp(prefix="naq-job-", suffix=".crash")
         os.close(fd)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "naq_nb.core.procmain", crash_log,
+            sys.executable, "-c", _BOOT, _MAIN, crash_log,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
             start_new_session=True,  # terminal and kernel-interrupt signals are for the worker, not its jobs
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
@@ -178,7 +180,14 @@ class ProcessPool:
         """An idle child (waits while children are being started); give it to :meth:`call`."""
         if self._closed or self._idle is None:
             raise RuntimeError("the process pool is closed")
-        return await self._idle.get()
+        while True:
+            child = await self._idle.get()
+            if child.proc.returncode is None:
+                return child
+            # Killed while idle (the OOM killer, an operator): no job was lost, take another.
+            log.warning("job process %d died while idle (%s); starting another", child.pid,
+                        death_reason(child.proc.returncode))
+            self._replace(child)
 
     async def call(self, child: _Child, job_id: str, queue: str, attempt: int, body: bytes,
                    on_progress: Any) -> tuple:
@@ -192,7 +201,10 @@ class ProcessPool:
         healthy = False
         try:
             path = list(sys.path)
-            await child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+            try:
+                await child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+            except (BrokenPipeError, ConnectionResetError):
+                raise await self._died(child) from None
             child.sys_path = path
             while True:
                 try:

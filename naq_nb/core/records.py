@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import traceback
 from typing import Any, Sequence
 
 from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError, SignatureError
 from .job import JobStatus
 from .serialization import Serializer, get_serializer, open_record, pack_record, unpack_record
+from .tracebacks import exception_type_names, user_traceback
 
 log = logging.getLogger("naq_nb")
 
@@ -42,28 +41,6 @@ def decode_status(data: bytes) -> dict:
         return json.loads(data)
     except ValueError as exc:
         raise SerializationError(f"malformed status record: {exc}") from None
-
-
-_INTERNAL = (os.sep + os.path.join("naq_nb", "core") + os.sep, os.path.join("concurrent", "futures"),
-             os.sep + "asyncio" + os.sep)
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback without naq_nb's and asyncio's own frames: what the user's code did."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not any(m in f.filename for m in _INTERNAL)]
-    lines = ["Traceback (most recent call last):\n"] if frames else []
-    lines += traceback.format_list(frames)
-    lines += traceback.format_exception_only(type(exc), exc)
-    return "".join(lines)
-
-
-def exception_type_names(exc: BaseException) -> list[str]:
-    names = []
-    for cls in type(exc).__mro__:
-        if cls in (BaseException, object):
-            break
-        names.append(cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}")
-    return names
 
 
 class ResultRecord:

@@ -66,7 +66,7 @@ class JobRunner:
 
     def __init__(self, broker: Broker, worker_id: str, execution: Any, stats: Any, *,
                  complete: Callable[[Awaitable[Any]], Awaitable[None]], cancelled: Container[str] = (),
-                 on_line: Callable[[str, str], None] | None = None) -> None:
+                 on_line: Callable[[str, str], None] | None = None, live_after: float = 15.0) -> None:
         self.b = broker
         self.lay = broker.layout
         self.worker_id = worker_id
@@ -75,6 +75,7 @@ class JobRunner:
         self.complete = complete
         self.cancelled = cancelled
         self.on_line = on_line
+        self.live_after = live_after  # a worker whose heartbeat is younger than this is alive
 
     # --- entry -----------------------------------------------------------
     async def run(self, d: Delivery) -> None:
@@ -86,9 +87,9 @@ class JobRunner:
             return
         # With signing on, a first delivery is checked too: a signed message replayed after the
         # de-duplication window must not run a job that already has a result.
-        if (d.delivered > 1 or self.b.settings.signing_key) and await self._already_ended(d):
+        if (d.delivered > 1 or d.suspect or self.b.settings.signing_key) and await self._already_ended(d):
             return
-        if d.delivered > 1 and await self._over_budget(d):
+        if (d.delivered > 1 or d.suspect) and (await self._run_elsewhere(d) or await self._over_budget(d)):
             return
         try:
             body = await blobs.open_body(self.b, d.msg.data, f"job {meta.job_id}")  # an offloaded body: fetched
@@ -159,17 +160,48 @@ class JobRunner:
             d.prev = decode_status((await kv.get(d.meta.job_id)).value)
         except (KeyNotFoundError, SerializationError):
             d.prev = None
-        if d.prev is not None and d.prev.get("status") == JobStatus.RUNNING.value:
-            d.prev["lost"] = d.prev.get("lost", 0) + 1  # that run never reported an outcome
         existing = await get_result(self.b, d.meta.job_id)
         if existing is None:
             return False
         # The job ended before (its worker died before acking, or it was cancelled).
-        rec = self._record(d, JobStatus(existing.status), finished_at=existing.meta.get("finished_at"),
-                           error=existing.meta.get("error"))
-        await self._status(d.meta.job_id, rec)
+        if (d.prev or {}).get("status") != existing.status:  # else the record already tells the end
+            rec = self._record(d, JobStatus(existing.status), finished_at=existing.meta.get("finished_at"),
+                               error=existing.meta.get("error"))
+            await self._status(d.meta.job_id, rec)
         await d.msg.ack()
         return True
+
+    async def _run_elsewhere(self, d: Delivery) -> bool:
+        """Another delivery of this message runs on a live worker (or started after ours): leave it
+        to that one. Our copy is neither acked nor naked; the live run's acks settle the message.
+        Otherwise a previous run that never reported an outcome is counted as lost."""
+        prev = d.prev
+        if prev is None or prev.get("seq") != d.msg.metadata.sequence.stream:
+            return False  # no record of this message (a requeue is a new message)
+        if prev.get("attempts", 0) > d.delivered:
+            log.warning("job %s: dropping a stale delivery (%d; delivery %s started it)",
+                        d.meta.job_id, d.delivered, prev.get("attempts"))
+            return True
+        if prev.get("status") != JobStatus.RUNNING.value or self._delivered_too_often(d):
+            return False
+        other = prev.get("worker")
+        if other and other != self.worker_id and await self._alive(other):
+            log.warning("job %s: redelivered while running on live worker %s; leaving it there",
+                        d.meta.job_id, other)
+            return True
+        prev["lost"] = prev.get("lost", 0) + 1  # that run never reported an outcome
+        return False
+
+    def _delivered_too_often(self, d: Delivery) -> bool:
+        return d.delivered > d.meta.retry.max_retries + 1 + LOST_RUN_GRACE + DELIVERY_SLACK
+
+    async def _alive(self, worker_id: str) -> bool:
+        kv = await self.b.kv(self.lay.workers_bucket)
+        try:
+            rec = decode_status((await kv.get(worker_id)).value)
+        except (KeyNotFoundError, SerializationError):
+            return False
+        return time.time() - rec.get("heartbeat_at", 0) < self.live_after
 
     async def _over_budget(self, d: Delivery) -> bool:
         """Dead-letter a job that lost too many runs (or was delivered too often) instead of running it."""
@@ -178,7 +210,7 @@ class JobRunner:
         if lost > budget + LOST_RUN_GRACE:
             reason = (f"job lost {lost} runs (its worker process died while running it each time, last on "
                       f"{prev.get('worker', '?')}); it is not run again")
-        elif d.delivered > budget + 1 + LOST_RUN_GRACE + DELIVERY_SLACK:
+        elif self._delivered_too_often(d):
             reason = f"job was delivered {d.delivered} times without an outcome; it is not run again"
         else:
             return False
@@ -198,7 +230,10 @@ class JobRunner:
                 await self._status_nowait(d.meta.job_id, rec)
             except nats.errors.Error as exc:  # at worst the next run counts this one as lost
                 log.warning("job %s: cannot record the hand-back: %s", d.meta.job_id, exc)
-        await d.msg.nak()
+        try:
+            await d.msg.nak()
+        except nats.errors.Error as exc:  # disconnected: the message comes back after ack_wait anyway
+            log.warning("job %s: cannot hand it back now (%s); it returns after ack_wait", d.meta.job_id, exc)
 
     # --- outcomes --------------------------------------------------------
     async def _finish_ok(self, d: Delivery, value: Any) -> None:

@@ -14,11 +14,15 @@ The watchdog is a plain thread, so it runs while the loop is stuck:
   to the message's reply subject, so any connection can send it), for every
   message the worker holds. Nothing is redelivered while the process lives.
 
-Limits: a loop blocked forever holds its messages forever (the worker's
-heartbeat goes stale and the watchdog keeps logging the job; stop the
-worker, and the job is counted as a lost run when it comes back). Messages the
-server pushed while the loop was blocked sit unread in the socket; if the
-block outlasts ``ack_wait`` they are redelivered elsewhere and may run twice.
+Messages the server pushed while the loop was blocked sit unread in the
+socket and are redelivered elsewhere after ``ack_wait``. When the loop comes
+back from a block longer than half of ``ack_wait``, messages arriving in the
+next ``ack_wait`` are :meth:`suspect`: the runner checks the job's status
+first and drops its copy if another delivery has started or ended it.
+
+Limit: a loop blocked forever holds its running job's message forever (the
+worker's heartbeat goes stale and the watchdog keeps logging the job; stop
+the worker, and the job is counted as a lost run when it comes back).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class LoopWatchdog:
         self.last_tick = time.monotonic()
         self.blocked_for = 0.0
         self.keepalives_sent = 0
+        self.suspect_until = 0.0
         self._stop = threading.Event()
         self._handle: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -61,8 +66,16 @@ class LoopWatchdog:
         self._thread.start()
 
     def _tick(self) -> None:
-        self.last_tick = time.monotonic()
+        now = time.monotonic()
+        if now - self.last_tick > self.ack_wait / 2:
+            # Messages pushed meanwhile sat unread in the socket and may have gone to another worker.
+            self.suspect_until = now + self.ack_wait
+        self.last_tick = now
         self._handle = self.loop.call_later(TICK, self._tick)
+
+    def suspect(self) -> bool:
+        """True shortly after a long block: a message arriving now may be a stale delivery."""
+        return time.monotonic() < self.suspect_until
 
     def stop(self) -> None:
         """Stop watching (from the loop's thread); the thread ends within a second."""

@@ -139,7 +139,8 @@ class Worker:
         self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
         self.execution.start()
         self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
-                                cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None)
+                                cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None,
+                                live_after=3 * self.settings.heartbeat_interval)
         self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
         for q in self.queues:
@@ -275,7 +276,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception("job %s: worker error; handing it back", jid)
-                await self._nak(d)
+                await self.runner.hand_back(d)
             finally:
                 self.running.pop(jid, None)
                 if not self.running and self.state == "busy":
@@ -328,7 +329,8 @@ class Worker:
         except SerializationError as exc:
             self._spawn(self._refill_after(self.runner.reject_malformed(msg, queue, exc)))
             return
-        d = Delivery(msg=msg, meta=meta, delivered=msg.metadata.num_delivered)
+        d = Delivery(msg=msg, meta=meta, delivered=msg.metadata.num_delivered,
+                     suspect=self.watchdog is not None and self.watchdog.suspect())
         if self.state in ("stopping", "stopped"):
             self._spawn(d.msg.nak())
         elif meta.options.depends_on:
