@@ -122,13 +122,19 @@ class ProcessPool:
         return sorted(c.pid for c in self._children if c.proc.returncode is None)
 
     def start(self) -> None:
-        """Start every child in the background (jobs wait for the first one ready)."""
+        """Start the children in the background, one after the other (jobs wait for the first one
+        ready): the first job is served sooner, and a worker's start is not a burst on every core."""
         self._idle = asyncio.Queue()
+        self._track(asyncio.ensure_future(self._start_all()))
+
+    async def _start_all(self) -> None:
         for _ in range(self.size):
-            self._start_one()
+            await self._spawn(0.0)
 
     def _start_one(self, delay: float = 0.0) -> None:
-        task = asyncio.ensure_future(self._spawn(delay))
+        self._track(asyncio.ensure_future(self._spawn(delay)))
+
+    def _track(self, task: asyncio.Task) -> None:
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
 
