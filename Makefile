@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose docker-ci bench bench-peers clean browser-test reliability
+.PHONY: lint venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose docker-ci bench bench-peers clean browser-test reliability
 
 venv: $(VENV)/.installed
 
@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv            ## the main job, end to end, on an embedded nats-server
 	$(PY) examples/demo.py
+
+lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbear)
+	$(VENV)/bin/ruff check naq_nb
 
 test: venv            ## the whole suite, against real nats-server processes
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -72,7 +72,8 @@ def _connect_failure(servers: list[str], timeout: float, exc: BaseException, see
     if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in low or "authentication" in low:
         return f"cannot connect to NATS at {where}: authorization violation: check user/password/token or --creds"
     if isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in low:
-        return f"cannot connect to NATS at {where}: TLS certificate verify failed: {getattr(exc, 'verify_message', '') or exc} (give the CA with --tls-ca / NAQ_TLS_CA)"
+        return (f"cannot connect to NATS at {where}: TLS certificate verify failed: "
+                f"{getattr(exc, 'verify_message', '') or exc} (give the CA with --tls-ca / NAQ_TLS_CA)")
     if isinstance(exc, ssl.SSLError) or "tls" in low or "ssl" in low:
         return f"cannot connect to NATS at {where}: TLS error: {exc}"
     return (f"cannot connect to NATS at {where} within {timeout:g}s ({text}); is a nats-server running "
@@ -122,7 +123,8 @@ class Broker:
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> "Broker":
+    async def connect(cls, url: str | None = None, *, settings: Settings | None = None,
+                      **nats_options: Any) -> "Broker":
         """Connect within ``settings.connect_timeout`` or raise :class:`NaqConnectionError`.
 
         ``nats_options`` go to :func:`nats.connect` unchanged (``user``, ``password``,

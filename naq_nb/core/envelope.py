@@ -19,7 +19,8 @@ from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
 
-__all__ = ["encode_job", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META", "HEADER_SIG", "HEADER_MSG_ID"]
+__all__ = ["encode_job", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META", "HEADER_SIG",
+           "HEADER_MSG_ID"]
 
 HEADER_META = "Naq-Meta"
 HEADER_SIG = "Naq-Sig"

@@ -222,7 +222,7 @@ async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: Jo
     returns (``wait_for`` could not fire meanwhile).
     """
     t0 = time.monotonic() if started is None else started
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None)):  # noqa: B004 (async __call__, not callable())
         token = bind(ctx)
         try:
             coro = fn(*args, **kwargs)

@@ -83,7 +83,8 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     info, body = unpack_record(raw.data or b"\n")
     headers = dict(info.get("original_headers") or {})
     if HEADER_META not in headers:
-        raise JobNotFoundError(f"failed entry {raw.seq} is not a naq_nb job ({info.get('reason')}); it cannot be requeued")
+        raise JobNotFoundError(f"failed entry {raw.seq} is not a naq_nb job ({info.get('reason')}); "
+                               "it cannot be requeued")
     meta = json.loads(headers[HEADER_META])
     jid, queue = meta["id"], meta["q"]
     lay = broker.layout

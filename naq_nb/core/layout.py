@@ -14,7 +14,8 @@ from nats.js import api
 
 from .errors import ConfigurationError, UnknownQueueError
 
-__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "validate_job_id", "purge_api_subject", "pull_api_subject",
+__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "validate_job_id",
+           "purge_api_subject", "pull_api_subject",
            "msg_delete_api_subject"]
 
 # \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.

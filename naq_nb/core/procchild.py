@@ -196,7 +196,7 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         fn, args, kwargs = ser.loads_call(body)
     except SerializationError as exc:
         return ("error", "decode", *_describe(exc, ser))
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None)):  # noqa: B004 (async __call__, not callable())
         return ("async",)
     ctx = ChildJobContext(channel, job_id, queue, attempt)
     for s in streams:

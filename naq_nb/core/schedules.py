@@ -40,7 +40,8 @@ from .records import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
 __all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",
-           "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules", "change_schedule", "occurrence_id",
+           "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules", "change_schedule",
+           "occurrence_id",
            "occurrences_due", "job_message"]
 
 MISFIRE_POLICIES = ("once", "all", "skip")

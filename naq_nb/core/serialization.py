@@ -39,7 +39,8 @@ from .errors import SerializationError, SignatureError
 log = logging.getLogger("naq_nb")
 
 __all__ = ["Serializer", "PickleSerializer", "JsonSerializer", "get_serializer",
-           "sign", "verify", "sign_job", "verify_job", "seal_record", "open_record", "pack_record", "unpack_record", "import_path_of", "resolve_import_path"]
+           "sign", "verify", "sign_job", "verify_job", "seal_record", "open_record", "pack_record", "unpack_record",
+           "import_path_of", "resolve_import_path"]
 
 
 class Serializer:
@@ -137,7 +138,8 @@ class JsonSerializer(Serializer):
             return json.dumps({"func": path, "args": list(args), "kwargs": kwargs},
                               separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
-            raise SerializationError(f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}") from exc
+            raise SerializationError(
+                f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}") from exc
 
     def loads_call(self, data):
         try:
@@ -178,7 +180,8 @@ class JsonSerializer(Serializer):
         try:
             return json.dumps(value, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
-            raise SerializationError(f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}") from exc
+            raise SerializationError(
+                f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}") from exc
 
     def loads_value(self, data):
         try:

@@ -183,7 +183,8 @@ class EmbeddedServer:
         elif self._user:
             lines.append(f"authorization {{ user: {json.dumps(self._user)}, password: {json.dumps(self._password)} }}")
         if self.tls_cert:
-            lines.append(f"tls {{ cert_file: {json.dumps(str(self.tls_cert))}, key_file: {json.dumps(str(self.tls_key))} }}")
+            lines.append(f"tls {{ cert_file: {json.dumps(str(self.tls_cert))}, "
+                         f"key_file: {json.dumps(str(self.tls_key))} }}")
         lines.append(self.extra_config)
         conf = self.store_dir / "naq-nats.conf"
         # The config may hold credentials: readable by this user only, from its creation on.

@@ -20,17 +20,22 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
     "NAQ_NATS_URL": ("nats_url", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated"),
     "NAQ_DEFAULT_QUEUE": ("default_queue", "default", "queue used when none is named"),
     "NAQ_JOB_SERIALIZER": ("serializer", "pickle", "`pickle` (cloudpickle) or `json`"),
-    "NAQ_JSON_ALLOWED": ("json_allowed", "", "comma-separated `module:function` or `module` entries a JSON-mode worker may call; empty = functions of your own modules (not stdlib, site-packages, naq_nb)"),
-    "NAQ_SIGNING_KEY": ("signing_key", "", "shared secret; when set, jobs and results are HMAC-signed and unsigned ones are refused before unpickling"),
-    "NAQ_SIGNING_KEYS": ("accepted_keys", "", "comma-separated keys for rotation: the first signs (unless NAQ_SIGNING_KEY is set), all are accepted"),
+    "NAQ_JSON_ALLOWED": ("json_allowed", "", "comma-separated `module:function` or `module` entries a JSON-mode "
+                         "worker may call; empty = functions of your own modules (not stdlib, site-packages, naq_nb)"),
+    "NAQ_SIGNING_KEY": ("signing_key", "", "shared secret; when set, jobs and results are HMAC-signed and "
+                        "unsigned ones are refused before unpickling"),
+    "NAQ_SIGNING_KEYS": ("accepted_keys", "", "comma-separated keys for rotation: the first signs (unless "
+                          "NAQ_SIGNING_KEY is set), all are accepted"),
     "NAQ_RESULT_TTL": ("result_ttl", "86400", "seconds results are kept (bucket TTL)"),
     "NAQ_STATUS_TTL": ("status_ttl", "604800", "seconds job status records are kept"),
     "NAQ_ACK_WAIT": ("ack_wait", "30", "seconds before an unacknowledged job is redelivered"),
     "NAQ_HEARTBEAT": ("heartbeat_interval", "5", "seconds between worker heartbeats"),
     "NAQ_WORKER_TTL": ("worker_ttl", "30", "seconds a worker record lives without a heartbeat"),
-    "NAQ_SCHEDULER_LEASE": ("leader_ttl", "8", "seconds a scheduler's leadership lease lives without renewal (failover time)"),
+    "NAQ_SCHEDULER_LEASE": ("leader_ttl", "8", "seconds a scheduler's leadership lease lives without "
+                            "renewal (failover time)"),
     "NAQ_CONNECT_TIMEOUT": ("connect_timeout", "5", "seconds before a connection attempt gives up"),
-    "NAQ_PUBLISH_TIMEOUT": ("publish_timeout", "10", "seconds a publish (enqueue, result write) waits for JetStream's acknowledgement before it fails"),
+    "NAQ_PUBLISH_TIMEOUT": ("publish_timeout", "10", "seconds a publish (enqueue, result write) waits for "
+                            "JetStream's acknowledgement before it fails"),
     "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
     "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
     "NAQ_NATS_SERVER_BIN": ("server_bin", "", "path of the nats-server binary for the embedded server"),

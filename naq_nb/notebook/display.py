@@ -19,7 +19,8 @@ each cell (the hook :func:`register_cell_hooks` adds) and in ``Sweep.wait``,
 :func:`flush_displays` sends any state not shown yet, so a cell that waited for
 a result ends with the final state in its outputs instead of racing the loop
 thread; an update sent while no cell ran is sent again when the next cell
-starts (addressed to a finished cell, nbclient would drop it). Nothing here prints; outside IPython a display is only its ``repr``.
+starts (addressed to a finished cell, nbclient would drop it). Nothing here prints; outside
+IPython a display is only its ``repr``.
 """
 
 from __future__ import annotations

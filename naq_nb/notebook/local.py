@@ -347,7 +347,8 @@ class LocalCluster:
         log_dir = Path(root) / "worker-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
-        env = {**os.environ, "NAQ_NATS_URL": self.server.url_with_credentials() if self.server is not None else self._url,
+        url = self.server.url_with_credentials() if self.server is not None else self._url
+        env = {**os.environ, "NAQ_NATS_URL": url,
                "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))}
         for i in range(self.workers):
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
