@@ -65,8 +65,9 @@ def main() -> int:
         except RuntimeError:
             pass
         workers = cluster.client.workers_sync()
-        print(json.dumps({"url": cluster.url, "failed_job": fut.job_id, "schedule_id": sched.job_id,
-                          "worker_id": workers[0]["id"], "counter": counter}), flush=True)
+        # auth_url carries the generated credentials, for the dashboard process's environment only.
+        print(json.dumps({"url": cluster.url, "auth_url": cluster.server.url_with_credentials(),
+                          "failed_job": fut.job_id, "schedule_id": sched.job_id, "worker_id": workers[0]["id"], "counter": counter}), flush=True)
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         threading.Thread(target=_load, args=(stop,), daemon=True).start()
         stop.wait()

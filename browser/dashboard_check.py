@@ -59,9 +59,12 @@ def check_dashboard(out_dir: Path) -> list[str]:
         info = json.loads(_line(fixture, 120, "cluster fixture"))
         log(f"local setup at {info['url']}: worker {info['worker_id']}, failed job {info['failed_job']}")
         port = free_port()
+        # The local server requires its generated credentials: they go through the environment,
+        # as to any process of the cluster, never on a command line.
         dash = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "dashboard", "--no-browser",
-                                 "--port", str(port), "--nats-url", info["url"]],
-                                env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 "--port", str(port)],
+                                env={**env, "NAQ_NATS_URL": info["auth_url"]}, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = _line(dash, 120, "naq dashboard")
         page_url = f"http://127.0.0.1:{port}/"
         if page_url not in line:
