@@ -1,8 +1,8 @@
 """Waiting for results by push: a subscription on the result key's subject, then a get.
 
-The subscription is made before the get, so a result written in between is
-never missed, and the wait wakes the moment the worker's put lands; nothing
-polls.
+A finished job is read with one direct get. Otherwise the subscription is made
+before a second get, so a result written in between is never missed, and the
+wait wakes the moment the worker's put lands; nothing polls.
 """
 
 from __future__ import annotations
@@ -64,15 +64,21 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
         raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
     lay = broker.layout
     await broker.ensure_layout()
+    # A job that has already ended costs one direct get and no subscription.
+    rec = await get_result(broker, job_id)
+    if rec is not None:
+        return rec
+    if not await _job_exists(broker, job_id):
+        raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
+    if timeout is not None and timeout <= 0:
+        raise JobNotFinishedError(f"job {job_id} has not finished yet")
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
     try:
+        # Read again once subscribed: a result stored before this read is seen here, one stored
+        # after it wakes the subscription; none is missed.
         rec = await get_result(broker, job_id)
         if rec is not None:
             return rec
-        if not await _job_exists(broker, job_id):
-            raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
-        if timeout is not None and timeout <= 0:
-            raise JobNotFinishedError(f"job {job_id} has not finished yet")
         return await _wait_pushed(broker, job_id, sub, timeout)
     finally:
         await sub.unsubscribe()
