@@ -38,6 +38,7 @@ async def one_round(url: str, n: int) -> dict:
     from lib_naq_nb import noop as fn  # importable by the worker (its cwd is bench/peerlib)
     q = Queue("bench", nats_url=url)
     out: dict = {}
+    assert await fetch_job_result(await q.enqueue(fn), nats_url=url, timeout=300) == 1  # warm worker
     t0 = time.perf_counter()
     jobs = [await q.enqueue(fn) for _ in range(n)]
     out["enqueue_per_s"] = n / (time.perf_counter() - t0)

@@ -35,15 +35,16 @@ async def test_finished_result_is_one_get_without_subscription(broker, start_wor
     assert made == [], "a finished job's result must be read without subscribing"
 
 
-async def test_check_once_and_unknown_ids_need_no_subscription(broker):
+async def test_check_once_needs_no_subscription(broker):
     job = await Queue(broker).enqueue(jobs.add, 1, 1)  # no worker: stays queued
     made = _count_subscriptions(broker)
     with pytest.raises(JobNotFinishedError):
         await wait_for_result(broker, job.job_id, 0)
-    for timeout in (0, 5):
-        with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
-            await wait_for_result(broker, "nope", timeout)
+    with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
+        await wait_for_result(broker, "nope", 0)
     assert made == []
+    with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
+        await wait_for_result(broker, "nope", 5)  # a wait checks existence beside its second read
 
 
 async def test_waiting_call_returns_the_value_stored_after_it_started(broker):
@@ -60,3 +61,48 @@ async def test_waiting_call_returns_the_value_stored_after_it_started(broker):
     rec = await asyncio.wait_for(waiter, 30)
     with pytest.raises(ValueError, match="stored"):
         rec.unwrap()
+
+
+# --- run_async: the hop from the caller's loop to naq_nb's loop ---------------------------------
+
+def test_run_async_returns_raises_and_runs_on_the_background_loop():
+    import threading
+
+    from naq_nb.client.loop import get_loop_thread, run_async
+
+    async def where() -> threading.Thread:
+        return threading.current_thread()
+
+    async def fails() -> None:
+        raise KeyError("inner")
+
+    async def main():
+        assert await run_async(where()) is get_loop_thread().thread
+        with pytest.raises(KeyError, match="inner"):
+            await run_async(fails())
+    asyncio.run(main())
+
+
+def test_cancelling_the_caller_cancels_the_call_on_the_background_loop():
+    import threading
+
+    from naq_nb.client.loop import run_async
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main():
+        call = asyncio.ensure_future(run_async(forever()))
+        while not started.is_set():  # bounded by the wait_for below
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert cancelled.wait(30), "the background task kept running after its caller was cancelled"

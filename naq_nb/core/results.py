@@ -68,17 +68,19 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
     rec = await get_result(broker, job_id)
     if rec is not None:
         return rec
-    if not await _job_exists(broker, job_id):
-        raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
     if timeout is not None and timeout <= 0:
+        if not await _job_exists(broker, job_id):
+            raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         raise JobNotFinishedError(f"job {job_id} has not finished yet")
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
     try:
         # Read again once subscribed: a result stored before this read is seen here, one stored
-        # after it wakes the subscription; none is missed.
-        rec = await get_result(broker, job_id)
+        # after it wakes the subscription; none is missed. The existence check rides along.
+        rec, exists = await asyncio.gather(get_result(broker, job_id), _job_exists(broker, job_id))
         if rec is not None:
             return rec
+        if not exists:
+            raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         return await _wait_pushed(broker, job_id, sub, timeout)
     finally:
         await sub.unsubscribe()
