@@ -1,8 +1,8 @@
 """Waiting for results by push: a subscription on the result key's subject, then a get.
 
-The subscription is made before the get, so a result written in between is
-never missed, and the wait wakes the moment the worker's put lands; nothing
-polls.
+A finished job is read with one direct get. Otherwise the subscription is made
+before a second get, so a result written in between is never missed, and the
+wait wakes the moment the worker's put lands; nothing polls.
 """
 
 from __future__ import annotations
@@ -65,15 +65,23 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
         raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
     lay = broker.layout
     await broker.ensure_layout()
-    sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
-    try:
-        rec = await get_result(broker, job_id)
-        if rec is not None:
-            return await blobs.load_result(broker, rec)
+    # A job that has already ended costs one direct get and no subscription.
+    rec = await get_result(broker, job_id)
+    if rec is not None:
+        return await blobs.load_result(broker, rec)
+    if timeout is not None and timeout <= 0:
         if not await _job_exists(broker, job_id):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
-        if timeout is not None and timeout <= 0:
-            raise JobNotFinishedError(f"job {job_id} has not finished yet")
+        raise JobNotFinishedError(f"job {job_id} has not finished yet")
+    sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
+    try:
+        # Read again once subscribed: a result stored before this read is seen here, one stored
+        # after it wakes the subscription; none is missed. The existence check rides along.
+        rec, exists = await asyncio.gather(get_result(broker, job_id), _job_exists(broker, job_id))
+        if rec is not None:
+            return await blobs.load_result(broker, rec)
+        if not exists:
+            raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         return await blobs.load_result(broker, await _wait_pushed(broker, job_id, sub, timeout))
     finally:
         await sub.unsubscribe()
@@ -82,6 +90,8 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
 # After a push whose record is not (yet) readable: the stream may not have stored it yet, or it
 # refused it (a create-only result write after a result exists, a forged publish). Look again later.
 _RECHECKS = (0.05, 0.25, 1.0, 3.0)
+# Reads while nothing was pushed (seconds after the previous one; the last repeats).
+_SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
 
 
 async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float | None) -> ResultRecord:
@@ -105,15 +115,26 @@ async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float |
         task.add_done_callback(checks.discard)
     broker.on_reconnect(recheck)
     nxt: asyncio.Future | None = None
+    reads = iter(_SAFETY_READS)
+    next_read = loop.time() + next(reads)
     try:
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            nxt = asyncio.ensure_future(sub.next_msg(timeout=None))
-            done, _ = await asyncio.wait({nxt, found}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
                 raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
+            if nxt is None or nxt.done():
+                nxt = asyncio.ensure_future(sub.next_msg(timeout=None))
+            wait = next_read - now if deadline is None else min(deadline, next_read) - now
+            done, _ = await asyncio.wait({nxt, found}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
             if found in done:
                 return found.result()
+            if not done:
+                if loop.time() >= next_read:
+                    # A put routed before our subscription existed but stored after our read
+                    # never wakes us: read again now and then (rarely), as a safety net.
+                    spawn_recheck()
+                    next_read = loop.time() + next(reads, _SAFETY_READS[-1])
+                continue
             msg = nxt.result()
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:

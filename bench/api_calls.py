@@ -1,0 +1,90 @@
+"""Per-call cost of the public API, one call at a time (issue 10's weak points), in one process.
+
+Starts a nats-server and one ``naq worker`` CLI (``-c 10``), then measures, from an
+asyncio main loop as a user's script would:
+
+* enqueue: ``await Queue.enqueue(fn)`` N times, calls/s;
+* e2e: first enqueue -> last result stored, jobs/s;
+* readback: ``await fetch_job_result(job, timeout=60)`` for every finished job, ms per call;
+* readback_sync: ``fetch_job_result_sync(job)`` for the same jobs, ms per call;
+* latency: enqueue then wait, one job at a time, p50 / p99 ms.
+
+Usage: ``python bench/api_calls.py --jobs 500 --rounds 3`` (prints one JSON line per round).
+Meant for before/after comparisons in the same conditions, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peerlib"))
+
+
+def noop() -> int:
+    return 1
+
+
+async def one_round(url: str, n: int) -> dict:
+    import naq_nb
+    from naq_nb import Queue, fetch_job_result, fetch_job_result_sync
+    from lib_naq_nb import noop as fn  # importable by the worker (its cwd is bench/peerlib)
+    q = Queue("bench", nats_url=url)
+    out: dict = {}
+    assert await fetch_job_result(await q.enqueue(fn), nats_url=url, timeout=300) == 1  # warm worker
+    t0 = time.perf_counter()
+    jobs = [await q.enqueue(fn) for _ in range(n)]
+    out["enqueue_per_s"] = n / (time.perf_counter() - t0)
+    for j in jobs:  # e2e end: every result there
+        assert await fetch_job_result(j, nats_url=url, timeout=60) == 1
+    out["e2e_per_s"] = n / (time.perf_counter() - t0)
+    t1 = time.perf_counter()
+    for j in jobs:
+        assert await fetch_job_result(j, nats_url=url, timeout=60) == 1
+    out["readback_ms"] = (time.perf_counter() - t1) / n * 1000
+    t1 = time.perf_counter()
+    for j in jobs:
+        assert fetch_job_result_sync(j, nats_url=url, timeout=60) == 1
+    out["readback_sync_ms"] = (time.perf_counter() - t1) / n * 1000
+    lat = []
+    for _ in range(min(n, 200)):
+        t = time.perf_counter()
+        j = await q.enqueue(fn)
+        assert await fetch_job_result(j, nats_url=url, timeout=60) == 1
+        lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    out["lat_p50_ms"] = statistics.median(lat)
+    out["lat_p99_ms"] = lat[int(len(lat) * 0.99) - 1]
+    naq_nb.close_sync_connections()
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    from naq_nb.core.server import EmbeddedServer
+    here = Path(__file__).resolve().parent
+    with EmbeddedServer() as srv:
+        env = {**os.environ, "PYTHONPATH": str(here / "peerlib")}
+        naq = str(Path(sys.executable).parent / "naq")
+        w = subprocess.Popen([naq, "--log-level", "WARNING", "worker", "bench", "-c", "10", "--nats-url", srv.url],
+                             cwd=str(here / "peerlib"), env=env)
+        try:
+            for _ in range(args.rounds):
+                print(json.dumps(asyncio.run(one_round(srv.url, args.jobs))), flush=True)
+        finally:
+            w.terminate()
+            w.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The per-call fast paths keep their guarantees (issue 10): reading a finished job's result,
+the calls' loop hop, enqueue's acknowledgements."""
+
+import asyncio
+
+import pytest
+
+from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError
+from naq_nb.core.queue import Queue
+from naq_nb.core.records import encode_failure
+from naq_nb.core.results import wait_for_result
+from naq_nb.core.serialization import get_serializer
+
+import jobs
+
+
+def _count_subscriptions(broker) -> list:
+    made: list = []
+    real = broker.nc.subscribe
+
+    async def counting(subject, *a, **kw):
+        made.append(subject)
+        return await real(subject, *a, **kw)
+    broker.nc.subscribe = counting
+    return made
+
+
+async def test_finished_result_is_one_get_without_subscription(broker, start_worker):
+    await start_worker()
+    job = await Queue(broker).enqueue(jobs.add, 2, 3)
+    assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == 5
+    made = _count_subscriptions(broker)
+    for _ in range(3):
+        assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == 5
+    assert made == [], "a finished job's result must be read without subscribing"
+
+
+async def test_check_once_needs_no_subscription(broker):
+    job = await Queue(broker).enqueue(jobs.add, 1, 1)  # no worker: stays queued
+    made = _count_subscriptions(broker)
+    with pytest.raises(JobNotFinishedError):
+        await wait_for_result(broker, job.job_id, 0)
+    with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
+        await wait_for_result(broker, "nope", 0)
+    assert made == []
+    with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
+        await wait_for_result(broker, "nope", 5)  # a wait checks existence beside its second read
+
+
+async def test_waiting_call_returns_the_value_stored_after_it_started(broker):
+    """The slow path still wakes on the put and returns the stored record (read back)."""
+    job = await Queue(broker).enqueue(jobs.add, 1, 1)  # no worker: the test stores the result
+    waiter = asyncio.ensure_future(wait_for_result(broker, job.job_id, 30))
+    kv = await broker.kv(broker.layout.results_bucket)
+    for _ in range(300):  # until the waiter has subscribed (past its fast path)
+        if waiter.done() or any(s.subject.endswith(job.job_id) for s in broker.nc._subs.values()):
+            break
+        await asyncio.sleep(0.01)
+    assert not waiter.done()
+    await kv.put(job.job_id, encode_failure(get_serializer("pickle"), ValueError("stored")))
+    rec = await asyncio.wait_for(waiter, 30)
+    with pytest.raises(ValueError, match="stored"):
+        rec.unwrap()
+
+
+# --- run_async: the hop from the caller's loop to naq_nb's loop ---------------------------------
+
+def test_run_async_returns_raises_and_runs_on_the_background_loop():
+    import threading
+
+    from naq_nb.client.loop import get_loop_thread, run_async
+
+    async def where() -> threading.Thread:
+        return threading.current_thread()
+
+    async def fails() -> None:
+        raise KeyError("inner")
+
+    async def main():
+        assert await run_async(where()) is get_loop_thread().thread
+        with pytest.raises(KeyError, match="inner"):
+            await run_async(fails())
+    asyncio.run(main())
+
+
+def test_cancelling_the_caller_cancels_the_call_on_the_background_loop():
+    import threading
+
+    from naq_nb.client.loop import run_async
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main():
+        call = asyncio.ensure_future(run_async(forever()))
+        while not started.is_set():  # bounded by the wait_for below
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert cancelled.wait(30), "the background task kept running after its caller was cancelled"
