@@ -83,7 +83,7 @@ def _in_browser(page_url: str, info: dict, out_dir: Path) -> list[str]:
     from naq_nb.client.scheduling import list_scheduled_sync
 
     failures: list[str] = []
-    client = Client(info["url"])
+    client = Client(info["auth_url"])  # the checker is one more client of the local cluster
     out_dir.mkdir(parents=True, exist_ok=True)
     with chromium_page() as page:
         try:
