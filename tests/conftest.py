@@ -6,6 +6,7 @@ Every test gets its own server on a free port with its own store directory.
 from __future__ import annotations
 
 import asyncio
+import time
 import contextlib
 import os
 import subprocess
@@ -88,3 +89,25 @@ def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> su
     e = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "worker", *args], env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+async def eventually(pred, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
+    """Await ``pred()`` until it is truthy (returned); fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def no_cluster_left():
+    """Stops whatever ``nq.local()`` cluster a test left running."""
+    yield
+    from naq_nb.notebook import local as local_mod
+    c = local_mod._current
+    if c is not None:
+        c.stop()

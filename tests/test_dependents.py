@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -13,18 +12,12 @@ from naq_nb.core.errors import DependencyFailedError
 from naq_nb.core.queue import Queue, cancel_job, get_status
 from naq_nb.core.results import wait_for_result
 
+from conftest import eventually
 import jobs
 
 
 async def poll(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    return await eventually(pred, timeout, what, 0.1)
 
 
 async def waiting_count(broker) -> int:

@@ -35,13 +35,6 @@ def _child_nats_servers() -> list[int]:
     return [p.pid for p in psutil.Process().children(recursive=True) if "nats-server" in p.name()]
 
 
-@pytest.fixture
-def no_cluster_left():
-    yield
-    c = local_mod._current
-    if c is not None:
-        c.stop()
-
 
 def _docker_or_skip() -> None:
     problem = docker_available()

@@ -13,6 +13,7 @@ import pytest
 import naq_nb as nq
 from naq_nb.client import session
 from naq_nb.core.errors import ServerBinaryNotFound, UnknownQueueError
+from naq_nb.client import client as client_mod
 from naq_nb.notebook import local as local_mod
 
 import jobs
@@ -32,13 +33,6 @@ def _pid_alive(pid: int) -> bool:
         return False
     return True
 
-
-@pytest.fixture
-def no_cluster_left():
-    yield
-    c = local_mod._current
-    if c is not None:
-        c.stop()
 
 
 def test_local_threads_start_submit_rerun_stop(no_cluster_left):
@@ -60,7 +54,7 @@ def test_local_threads_start_submit_rerun_stop(no_cluster_left):
     c.stop()  # idempotent
     assert not c.running and c.server.proc.poll() is not None and not _pid_alive(pid)
     assert _naq_threads() == before
-    assert session._default is None  # the default client went with the cluster
+    assert client_mod._session_default is None  # the default client went with the cluster
 
 
 def test_local_with_other_arguments_replaces_the_cluster(no_cluster_left):

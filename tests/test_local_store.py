@@ -14,7 +14,6 @@ import pytest
 
 import naq_nb as nq
 from naq_nb.core.errors import JobNotFoundError, NaqException
-from naq_nb.notebook import local as local_mod
 from naq_nb.notebook.local_store import default_store_dir
 from naq_nb.notebook.sweep_store import SweepNotFoundError
 
@@ -52,13 +51,6 @@ SECOND = CELL + textwrap.dedent("""
 def _env(local_dir: str) -> dict:
     return {**os.environ, "NAQ_LOCAL_DIR": local_dir, "PYTHONPATH": str(ROOT)}
 
-
-@pytest.fixture
-def no_cluster_left():
-    yield
-    c = local_mod._current
-    if c is not None:
-        c.stop()
 
 
 def test_kernel_restart_gets_job_and_sweep_back(tmp_path):

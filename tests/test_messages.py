@@ -17,6 +17,7 @@ from naq_nb.core.results import wait_for_result
 
 import jobs
 from nb_helpers import nb_client  # noqa: F401  (fixture)
+from conftest import eventually
 
 
 def good_meta(job_id: str, **over) -> dict:
@@ -34,14 +35,7 @@ async def publish_raw(broker, meta: dict | str, body: bytes, queue: str = "defau
 
 
 async def poll(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await eventually(pred, timeout, what, 0.05)
 
 
 async def consumer_settled(broker, queue="default"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -22,18 +21,11 @@ from naq_nb.core.schedules import (
 from naq_nb.core.envelope import HEADER_META
 
 import jobs
-from conftest import Services
+from conftest import Services, eventually
 
 
 async def wait_until(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await eventually(pred, timeout, what, 0.05)
 
 
 @pytest.fixture
