@@ -87,6 +87,14 @@ SWEEP = [
     "firsts = [f.result() for f in nq.as_completed(squares, timeout=60)]   # in the order they finish\n"
     "sorted(firsts) == nq.gather(squares)",
     "done, pending = nq.wait(squares, timeout=60)\nlen(done), len(pending)",
+    M("## Large data\n\nArguments, captured values and results over the server's message limit (1 MB here) go "
+    "through the JetStream Object Store on their own. `nq.put` stores a value once: every job given the "
+    "reference reads that one copy, so a map over a 32 MB array uploads it once."),
+    "import numpy as np\n\nbig = np.random.default_rng(0).random(4_000_000)   # 32 MB\nref = nq.put(big)\n\n"
+    "def window_mean(start):\n    return round(float(ref[start:start + 1000].mean()), 4)   # ref is the array here\n\n"
+    "nq.gather(nq.map(window_mean, [0, 1000, 2000, 3000]), timeout=120)",
+    "ones = nq.submit(lambda n: np.ones(n), 500_000).result(timeout=120)   # a 4 MB result comes back too\n"
+    "ones.nbytes, float(ones.sum())",
     "cluster.stop()",
 ]
 
