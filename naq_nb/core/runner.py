@@ -35,7 +35,7 @@ from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
-from .errors import DependencyFailedError, NaqException, SerializationError, SignatureError
+from .errors import DependencyFailedError, NaqConnectionError, NaqException, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
@@ -312,7 +312,7 @@ class JobRunner:
             try:
                 await asyncio.wait_for(self._store_result(jid, result, rec), RESULT_WRITE_TIMEOUT)
                 break
-            except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
+            except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
                     log.warning("job %s: result write failed (%s: %s); trying again", jid, type(exc).__name__, exc)
                     await asyncio.sleep(0.5 * attempt)
@@ -321,8 +321,9 @@ class JobRunner:
                           jid, attempt, type(exc).__name__, exc)
                 self.stats["result_write_failed"] += 1
                 try:
-                    await asyncio.wait_for(d.msg.nak(delay=1.0), RESULT_WRITE_TIMEOUT)
-                except (asyncio.TimeoutError, nats.errors.Error, OSError) as nak_exc:
+                    # Recorded as handed back (not "running" here), so the next delivery runs it at once.
+                    await asyncio.wait_for(self.hand_back(d), RESULT_WRITE_TIMEOUT)
+                except asyncio.TimeoutError as nak_exc:
                     # The connection is down: the message times out (ack_wait) and comes back anyway.
                     log.warning("job %s: nak failed too (%s)", jid, nak_exc)
                 return
