@@ -158,7 +158,8 @@ def redact_options(options: Mapping[str, object]) -> dict:
 
 _POSITIVE = {"result_ttl": "NAQ_RESULT_TTL", "status_ttl": "NAQ_STATUS_TTL", "ack_wait": "NAQ_ACK_WAIT",
              "heartbeat_interval": "NAQ_HEARTBEAT", "worker_ttl": "NAQ_WORKER_TTL",
-             "leader_ttl": "NAQ_SCHEDULER_LEASE", "connect_timeout": "NAQ_CONNECT_TIMEOUT"}
+             "leader_ttl": "NAQ_SCHEDULER_LEASE", "connect_timeout": "NAQ_CONNECT_TIMEOUT",
+             "publish_timeout": "NAQ_PUBLISH_TIMEOUT"}
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
