@@ -29,7 +29,7 @@ from .watch import get_watch, register_async, register_sync
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["JobFuture", "display_hook", "submit_jobs", "submit_jobs_sync", "attach_many", "attach_many_sync"]
+__all__ = ["JobFuture", "display_hook", "submit_jobs", "submit_jobs_sync", "attach_many"]
 
 log = logging.getLogger("naq_nb.client")
 
@@ -371,11 +371,4 @@ async def attach_many(client: "Client", job_ids: list[str]) -> list[JobFuture]:
     """Futures for many existing job ids with one registration (fetches run concurrently)."""
     futs = [JobFuture(j, client) for j in job_ids]
     await register_async(client, futs, fetch=True)
-    return futs
-
-
-def attach_many_sync(client: "Client", job_ids: list[str]) -> list[JobFuture]:
-    """Blocking form of :func:`attach_many`."""
-    futs = [JobFuture(j, client) for j in job_ids]
-    register_sync(client, futs, fetch=True)
     return futs

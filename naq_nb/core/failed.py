@@ -21,7 +21,7 @@ from .job import JobStatus
 from .records import encode_status, status_record
 from .serialization import unpack_record
 
-__all__ = ["list_failed", "requeue_failed", "delete_failed"]
+__all__ = ["list_failed", "requeue_failed"]
 
 
 async def _iter_failed(broker: Broker, queue: str | None, limit: int):
@@ -102,10 +102,3 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     await broker.js.publish(lay.queue_subject(queue), body, headers=headers)
     await broker.js.delete_msg(lay.failed_stream, raw.seq)
     return jid
-
-
-async def delete_failed(broker: Broker, ref: str | int) -> None:
-    raw = await _find(broker, ref)
-    await broker.js.delete_msg(broker.layout.failed_stream, raw.seq)
-
-

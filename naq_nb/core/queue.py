@@ -22,8 +22,7 @@ from .errors import ConfigurationError, DuplicateJobError, JobNotFoundError, Naq
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
-from .records import ResultRecord, decode_status, encode_failure, encode_status, status_record
-from .results import wait_for_result
+from .records import decode_status, encode_failure, encode_status, status_record
 from .serialization import seal_record
 
 __all__ = ["Queue", "get_status", "cancel_job", "call_digest"]
@@ -203,12 +202,6 @@ async def get_status(broker: Broker, job_id: str) -> dict:
     except KeyNotFoundError:
         raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
     return decode_status(entry.value)
-
-
-async def fetch_result(broker: Broker, job_id: str, timeout: float | None = 0) -> ResultRecord:
-    """The job's result record; waits up to ``timeout`` seconds (``None`` = forever)."""
-    validate_job_id(job_id)
-    return await wait_for_result(broker, job_id, timeout)
 
 
 async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
