@@ -21,6 +21,7 @@ from ..core.layout import validate_queue_name
 from . import client as _client_mod
 from .client import Client, close_all_clients, get_client
 from .naq_options import split_naq_options
+from .twins import blocking
 
 
 __all__ = ["Queue", "JobTemplate", "enqueue", "enqueue_sync", "enqueue_many", "enqueue_many_sync",
@@ -47,16 +48,13 @@ class JobTemplate:
         """Enqueue ``fn(*args, **kwargs)`` with this template's options."""
         return (await self.client.enqueue_jobs([self._job(fn, args, kwargs)]))[0]
 
-    def enqueue_sync(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Blocking form of :meth:`enqueue`."""
-        return self.client.enqueue_jobs_sync([self._job(fn, args, kwargs)])[0]
+    enqueue_sync = blocking(enqueue)
 
     async def enqueue_many(self, fn: Callable[..., Any] | str, calls: Sequence[tuple | dict | Any]) -> list[Job]:
         """One job per call: a tuple of args, a dict of kwargs, or a single argument."""
         return await self.client.enqueue_jobs([self._job(fn, *_call(c)) for c in calls])
 
-    def enqueue_many_sync(self, fn: Callable[..., Any] | str, calls: Sequence[tuple | dict | Any]) -> list[Job]:
-        return self.client.enqueue_jobs_sync([self._job(fn, *_call(c)) for c in calls])
+    enqueue_many_sync = blocking(enqueue_many)
 
     # Calendars, kept apart from the function's keywords: ``.every(cron=...).enqueue(fn, cron=...)``.
     def at(self, when: Any) -> "Any":
@@ -118,10 +116,7 @@ class Queue:
         t, kwargs = self._template(kwargs)
         return await t.enqueue(func, *args, **kwargs)
 
-    def enqueue_sync(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Blocking :meth:`enqueue`."""
-        t, kwargs = self._template(kwargs)
-        return t.enqueue_sync(func, *args, **kwargs)
+    enqueue_sync = blocking(enqueue)
 
     # --- scheduling (naq's Queue methods; the module-level forms are in naq_nb.client.scheduling) ----------
     def _sched(self, kwargs: dict) -> dict:
@@ -134,9 +129,7 @@ class Queue:
         from . import scheduling
         return await scheduling.enqueue_at(dt, func, *args, **self._sched(kwargs))
 
-    def enqueue_at_sync(self, dt: datetime | float, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        from . import scheduling
-        return scheduling.enqueue_at_sync(dt, func, *args, **self._sched(kwargs))
+    enqueue_at_sync = blocking(enqueue_at)
 
     async def enqueue_in(self, delta: timedelta | float, func: Callable[..., Any] | str, *args: Any,
                          **kwargs: Any) -> Job:
@@ -144,10 +137,7 @@ class Queue:
         from . import scheduling
         return await scheduling.enqueue_in(delta, func, *args, **self._sched(kwargs))
 
-    def enqueue_in_sync(self, delta: timedelta | float, func: Callable[..., Any] | str, *args: Any,
-                        **kwargs: Any) -> Job:
-        from . import scheduling
-        return scheduling.enqueue_in_sync(delta, func, *args, **self._sched(kwargs))
+    enqueue_in_sync = blocking(enqueue_in)
 
     async def schedule(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """A recurring job: ``cron=`` or ``interval=``, ``repeat=`` (also ``timezone``, ``misfire``,
@@ -155,59 +145,47 @@ class Queue:
         from . import scheduling
         return await scheduling.schedule(func, *args, **self._sched(kwargs))
 
-    def schedule_sync(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        from . import scheduling
-        return scheduling.schedule_sync(func, *args, **self._sched(kwargs))
+    schedule_sync = blocking(schedule)
 
     async def cancel_scheduled_job(self, job_id: Job | str) -> bool:
         """Delete a schedule; True. An unknown id raises ScheduleNotFoundError (a JobNotFoundError)."""
         from . import scheduling
         return await scheduling.cancel_scheduled_job(job_id, client=self.client)
 
-    def cancel_scheduled_job_sync(self, job_id: Job | str) -> bool:
-        from . import scheduling
-        return scheduling.cancel_scheduled_job_sync(job_id, client=self.client)
+    cancel_scheduled_job_sync = blocking(cancel_scheduled_job)
 
     async def pause_scheduled_job(self, job_id: Job | str) -> bool:
         """Stop firing until resumed; True (as in naq)."""
         from . import scheduling
         return bool(await scheduling.pause_scheduled_job(job_id, client=self.client))
 
-    def pause_scheduled_job_sync(self, job_id: Job | str) -> bool:
-        from . import scheduling
-        return bool(scheduling.pause_scheduled_job_sync(job_id, client=self.client))
+    pause_scheduled_job_sync = blocking(pause_scheduled_job)
 
     async def resume_scheduled_job(self, job_id: Job | str) -> bool:
         """Fire again; True."""
         from . import scheduling
         return bool(await scheduling.resume_scheduled_job(job_id, client=self.client))
 
-    def resume_scheduled_job_sync(self, job_id: Job | str) -> bool:
-        from . import scheduling
-        return bool(scheduling.resume_scheduled_job_sync(job_id, client=self.client))
+    resume_scheduled_job_sync = blocking(resume_scheduled_job)
 
     async def modify_scheduled_job(self, job_id: Job | str, **updates: Any) -> bool:
         """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (naq: ``scheduled_timestamp_utc``), ...; True."""
         from . import scheduling
         return bool(await scheduling.modify_scheduled_job(job_id, client=self.client, **updates))
 
-    def modify_scheduled_job_sync(self, job_id: Job | str, **updates: Any) -> bool:
-        from . import scheduling
-        return bool(scheduling.modify_scheduled_job_sync(job_id, client=self.client, **updates))
+    modify_scheduled_job_sync = blocking(modify_scheduled_job)
 
     # --- the queue itself ------------------------------------------------------------------
     async def purge(self) -> int:
         """Drop every job waiting in this queue; returns how many."""
         return await self.client.purge(self.name)
 
-    def purge_sync(self) -> int:
-        return self.client.purge_sync(self.name)
+    purge_sync = blocking(purge)
 
     async def count(self) -> int:
         return await self.client.queue_size(self.name)
 
-    def count_sync(self) -> int:
-        return self.client.queue_size_sync(self.name)
+    count_sync = blocking(count)
 
     async def close(self) -> None:
         """Close this Queue's connection (naq's end of a batch). A later call reconnects.
@@ -219,10 +197,7 @@ class Queue:
         if self.client is not _client_mod._session_default:
             await self.client.close()
 
-    def close_sync(self) -> None:
-        """Blocking :meth:`close`."""
-        if self.client is not _client_mod._session_default:
-            self.client.close_sync()
+    close_sync = blocking(close)
 
     async def __aenter__(self) -> "Queue":
         return self
@@ -254,10 +229,7 @@ async def enqueue(func: Callable[..., Any] | str, *args: Any, queue_name: str | 
     return await Queue(queue_name, nats_url).enqueue(func, *args, **kwargs)
 
 
-def enqueue_sync(func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
-                 nats_url: str | None = None, **kwargs: Any) -> Job:
-    """Blocking :func:`enqueue`; works in scripts, threads and inside a running loop."""
-    return Queue(queue_name, nats_url).enqueue_sync(func, *args, **kwargs)
+enqueue_sync = blocking(enqueue)
 
 
 async def enqueue_many(func: Callable[..., Any] | str, calls: Sequence[Any], *, queue_name: str | None = None,
@@ -266,9 +238,7 @@ async def enqueue_many(func: Callable[..., Any] | str, calls: Sequence[Any], *, 
     return await Queue(queue_name, nats_url).configure(**options).enqueue_many(func, calls)
 
 
-def enqueue_many_sync(func: Callable[..., Any] | str, calls: Sequence[Any], *, queue_name: str | None = None,
-                      nats_url: str | None = None, **options: Any) -> list[Job]:
-    return Queue(queue_name, nats_url).configure(**options).enqueue_many_sync(func, calls)
+enqueue_many_sync = blocking(enqueue_many)
 
 
 def _job_id(job: Job | str) -> str:
@@ -293,17 +263,14 @@ async def fetch_job_result(job_id: Job | str, nats_url: str | None = None, *, ti
     return await _client_for(job_id, nats_url).result(_job_id(job_id), timeout)
 
 
-def fetch_job_result_sync(job_id: Job | str, nats_url: str | None = None, *, timeout: float | None = 0) -> Any:
-    """Blocking :func:`fetch_job_result` (works inside a running loop too)."""
-    return _client_for(job_id, nats_url).result_sync(_job_id(job_id), timeout)
+fetch_job_result_sync = blocking(fetch_job_result)
 
 
 async def get_job_status(job_id: Job | str, *, nats_url: str | None = None) -> dict:
     return await get_client(nats_url).status(_job_id(job_id))
 
 
-def get_job_status_sync(job_id: Job | str, *, nats_url: str | None = None) -> dict:
-    return get_client(nats_url).status_sync(_job_id(job_id))
+get_job_status_sync = blocking(get_job_status)
 
 
 async def cancel_job(job: Job | str, *, nats_url: str | None = None) -> bool:
@@ -311,25 +278,21 @@ async def cancel_job(job: Job | str, *, nats_url: str | None = None) -> bool:
     return await get_client(nats_url).cancel(_job_id(job), seq)
 
 
-def cancel_job_sync(job: Job | str, *, nats_url: str | None = None) -> bool:
-    seq = None if isinstance(job, str) else job.sequence
-    return get_client(nats_url).cancel_sync(_job_id(job), seq)
+cancel_job_sync = blocking(cancel_job)
 
 
 async def list_workers(nats_url: str | None = None) -> list[dict]:
     return await get_client(nats_url).workers()
 
 
-def list_workers_sync(nats_url: str | None = None) -> list[dict]:
-    return get_client(nats_url).workers_sync()
+list_workers_sync = blocking(list_workers)
 
 
 async def purge_queue(queue_name: str | None = None, nats_url: str | None = None) -> int:
     return await Queue(queue_name, nats_url).purge()
 
 
-def purge_queue_sync(queue_name: str | None = None, nats_url: str | None = None) -> int:
-    return Queue(queue_name, nats_url).purge_sync()
+purge_queue_sync = blocking(purge_queue)
 
 
 def close_sync_connections(nats_url: str | None = None) -> None:

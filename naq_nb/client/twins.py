@@ -1,22 +1,86 @@
-"""Sync and async forms from one coroutine.
+"""Sync and async forms from one coroutine: the one rule and the one mechanism.
 
-``@twin`` marks an ``async def`` that must run on the background loop (it uses
-the client's connection). The class decorator :func:`with_twins` then exposes
-``name`` (awaitable from any loop) and ``name_sync`` (blocking, from any thread
-or inside a running loop).
+Rule (naq's): a twin is written once, as an ``async def x``; ``x`` is the
+awaitable form and ``x_sync`` the blocking one. The exception is the notebook
+API listed in :data:`ASYNC_SUFFIX_NAMES` (``nq.submit``, ``nq.local``, ...),
+where users type the blocking call: there the coroutine is ``x_async`` and the
+blocking form is ``x``.
+
+Mechanism: ``x_sync = blocking(x)`` (or ``x = blocking(x_async)``) in a module
+or a class body. The blocking form runs the coroutine on naq_nb's background
+loop (:func:`~naq_nb.client.loop.run_sync`), so it works the same in a script,
+from any thread and inside a running loop (Jupyter). It carries the coroutine's
+parameters and hints (``inspect.signature``), its docstring and a name from the
+rule. ``@twin`` + ``@with_twins`` is the short form for a class whose coroutines
+use the client's connection: each ``@twin`` method's awaitable form is moved to
+the background loop too (:func:`~naq_nb.client.loop.run_async`), so it can be
+awaited from any loop, and its ``_sync`` form is made by :func:`blocking`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine, TypeVar
 
 from .loop import run_async, run_sync
 
-__all__ = ["twin", "with_twins"]
+__all__ = ["twin", "with_twins", "blocking", "blocking_name", "is_blocking_form", "ASYNC_SUFFIX_NAMES"]
+
+T = TypeVar("T")
+
+# The documented names under the notebook rule (blocking ``x``, awaitable ``x_async``): the ``nq.*`` calls
+# and the methods of the objects they return (README "Notebook API"). Any other ``*_async`` is a mistake
+# (tests/test_twins.py checks). Future-protocol methods (``JobFuture.result`` ...) are listed in the test:
+# they block on the future itself, with no loop hop, and their ``_async`` forms wait on the caller's loop.
+ASYNC_SUFFIX_NAMES = frozenset({
+    # naq_nb.client.session / objects / group, naq_nb.notebook.frames / sweep / dashboard / local
+    "connect_async", "submit_async", "map_async", "job_async", "Submitter.submit_async", "Submitter.map_async",
+    "put_async", "get_object_async", "delete_object_async",
+    "wait_async", "gather_async", "as_completed_async", "JobGroup.results_async",
+    "JobFuture.attach_async", "JobFuture.result_async", "JobFuture.exception_async", "JobFuture.cancel_async",
+    "jobs_async", "workers_async", "schedules_async", "failed_async",
+    "sweep_async", "Sweeper.run_async", "Sweep.attach_async", "Sweep.wait_async", "Sweep.cancel_async",
+    "dashboard_async", "Dashboard.start_async", "Dashboard.refresh_now_async", "Dashboard.close_async",
+    "local_async", "LocalCluster.stop_async",
+})
+
+
+def blocking_name(name: str) -> str:
+    """The blocking form's name under the rule: ``x_async`` -> ``x``, ``x`` -> ``x_sync``."""
+    return name[: -len("_async")] if name.endswith("_async") else f"{name}_sync"
+
+
+def is_blocking_form(obj: Any) -> bool:
+    """True for a callable made by :func:`blocking` (or a method/classmethod wrapping one)."""
+    fn = getattr(obj, "__func__", obj)
+    return getattr(fn, "__naq_blocking_of__", None) is not None
+
+
+def blocking(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """The blocking form of the coroutine function ``fn`` (also a ``classmethod`` / ``staticmethod``).
+
+    Each call runs ``fn(*args, **kwargs)`` on the background loop and returns its value or raises its
+    exception; the form is named by :func:`blocking_name`.
+    """
+    if isinstance(fn, (classmethod, staticmethod)):
+        return type(fn)(blocking(fn.__func__))  # type: ignore[return-value]
+    name = blocking_name(fn.__name__)
+
+    @functools.wraps(fn)  # __wrapped__: inspect.signature shows fn's parameters and hints
+    def call(*args: Any, **kwargs: Any) -> T:
+        return run_sync(fn(*args, **kwargs))
+
+    call.__name__ = name
+    call.__qualname__ = fn.__qualname__.rsplit(".", 1)[0] + "." + name if "." in fn.__qualname__ else name
+    form = "async" if fn.__name__.endswith("_async") else "awaitable"
+    call.__doc__ = (f"Blocking form of ``{fn.__name__}`` (its {form} twin); works in scripts, threads and "
+                    f"inside a running event loop.\n\n{fn.__doc__ or ''}").rstrip()
+    call.__naq_blocking_of__ = fn  # type: ignore[attr-defined]
+    return call
 
 
 def twin(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a method of a :func:`with_twins` class: awaitable on the loop thread, plus its ``_sync`` form."""
     fn.__naq_twin__ = True  # type: ignore[attr-defined]
     return fn
 
@@ -25,23 +89,14 @@ def with_twins(cls: type) -> type:
     for name, fn in list(vars(cls).items()):
         if not getattr(fn, "__naq_twin__", False):
             continue
-        setattr(cls, name, _async_form(fn))
-        setattr(cls, f"{name}_sync", _sync_form(fn, name))
+        on_loop = _on_loop(fn)
+        setattr(cls, name, on_loop)
+        setattr(cls, blocking_name(name), blocking(fn))
     return cls
 
 
-def _async_form(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _on_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await run_async(fn(self, *args, **kwargs))
-    return method
-
-
-def _sync_form(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return run_sync(fn(self, *args, **kwargs))
-    method.__name__ = f"{name}_sync"
-    method.__qualname__ = method.__qualname__.rsplit(".", 1)[0] + f".{name}_sync"
-    method.__doc__ = f"Blocking form of :meth:`{name}` (works inside a running event loop too).\n\n{fn.__doc__ or ''}"
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        return await run_async(fn(*args, **kwargs))
     return method
