@@ -26,7 +26,8 @@ from ..core.schedules import (
 )
 from .client import Client, get_client
 from .naq_options import split_naq_options
-from .loop import run_async, run_sync
+from .loop import run_async
+from .twins import blocking
 
 __all__ = ["ScheduledTemplate", "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule",
            "schedule_sync", "cancel_scheduled_job", "cancel_scheduled_job_sync", "pause_scheduled_job",
@@ -62,10 +63,7 @@ class ScheduledTemplate:
         """Store the schedule; returns the Job whose ``job_id`` is the schedule id."""
         return await run_async(self._enqueue(fn, args, kwargs))
 
-    def enqueue_sync(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Blocking form of :meth:`enqueue`."""
-        return run_sync(self._enqueue(fn, args, kwargs))
-
+    enqueue_sync = blocking(enqueue)
 
 def _template(client: Client | None, nats_url: str | None, queue_name: str | None, kwargs: dict,
               schedule_id: str | None = None, **calendar: Any) -> tuple[ScheduledTemplate, dict]:
@@ -96,11 +94,7 @@ async def enqueue_at(dt: datetime | float, func: Callable[..., Any] | str, *args
     return await t.enqueue(func, *args, **kw)
 
 
-def enqueue_at_sync(dt: datetime | float, func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
-                    nats_url: str | None = None, client: Client | None = None, **kwargs: Any) -> Job:
-    """Blocking :func:`enqueue_at`."""
-    t, kw = _template(client, nats_url, queue_name, kwargs, at=to_epoch(dt, "dt"))
-    return t.enqueue_sync(func, *args, **kw)
+enqueue_at_sync = blocking(enqueue_at)
 
 
 async def enqueue_in(delay: timedelta | float, func: Callable[..., Any] | str, *args: Any,
@@ -111,12 +105,7 @@ async def enqueue_in(delay: timedelta | float, func: Callable[..., Any] | str, *
     return await t.enqueue(func, *args, **kw)
 
 
-def enqueue_in_sync(delay: timedelta | float, func: Callable[..., Any] | str, *args: Any,
-                    queue_name: str | None = None, nats_url: str | None = None, client: Client | None = None,
-                    **kwargs: Any) -> Job:
-    """Blocking :func:`enqueue_in`."""
-    t, kw = _template(client, nats_url, queue_name, kwargs, at=_delay_to_time(delay))
-    return t.enqueue_sync(func, *args, **kw)
+enqueue_in_sync = blocking(enqueue_in)
 
 
 async def schedule(func: Callable[..., Any] | str, *args: Any, cron: str | None = None,
@@ -132,16 +121,7 @@ async def schedule(func: Callable[..., Any] | str, *args: Any, cron: str | None 
     return await t.enqueue(func, *args, **kw)
 
 
-def schedule_sync(func: Callable[..., Any] | str, *args: Any, cron: str | None = None,
-                  interval: float | timedelta | None = None, repeat: int | None = None,
-                  timezone: str | None = None, misfire: str | None = None, misfire_grace: float | None = None,
-                  schedule_id: str | None = None, queue_name: str | None = None, nats_url: str | None = None,
-                  client: Client | None = None, **kwargs: Any) -> Job:
-    """Blocking :func:`schedule`."""
-    t, kw = _template(client, nats_url, queue_name, kwargs, schedule_id, cron=cron, interval=interval,
-                      repeat=repeat, timezone=timezone, misfire=misfire, misfire_grace=misfire_grace)
-    _require_calendar(cron, interval)
-    return t.enqueue_sync(func, *args, **kw)
+schedule_sync = blocking(schedule)
 
 
 def _require_calendar(cron: Any, interval: Any) -> None:
@@ -166,10 +146,6 @@ async def _change(client: Client | None, nats_url: str | None, ref: Job | str, a
     return await run_async(_change_on_loop(client or get_client(nats_url), ref, action, changes))
 
 
-def _change_sync(client: Client | None, nats_url: str | None, ref: Job | str, action: str,
-                 **changes: Any) -> dict | None:
-    return run_sync(_change_on_loop(client or get_client(nats_url), ref, action, changes))
-
 
 async def cancel_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
                                client: Client | None = None) -> bool:
@@ -178,10 +154,7 @@ async def cancel_scheduled_job(schedule_id: Job | str, nats_url: str | None = No
     return True
 
 
-def cancel_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
-                              client: Client | None = None) -> bool:
-    _change_sync(client, nats_url, schedule_id, "cancel")
-    return True
+cancel_scheduled_job_sync = blocking(cancel_scheduled_job)
 
 
 async def pause_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
@@ -190,9 +163,7 @@ async def pause_scheduled_job(schedule_id: Job | str, nats_url: str | None = Non
     return await _change(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
 
 
-def pause_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
-                             client: Client | None = None) -> dict:
-    return _change_sync(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
+pause_scheduled_job_sync = blocking(pause_scheduled_job)
 
 
 async def resume_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
@@ -201,9 +172,7 @@ async def resume_scheduled_job(schedule_id: Job | str, nats_url: str | None = No
     return await _change(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
 
 
-def resume_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
-                              client: Client | None = None) -> dict:
-    return _change_sync(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
+resume_scheduled_job_sync = blocking(resume_scheduled_job)
 
 
 def _naq_changes(changes: dict) -> dict:
@@ -222,9 +191,7 @@ async def modify_scheduled_job(schedule_id: Job | str, nats_url: str | None = No
     return await _change(client, nats_url, schedule_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
 
 
-def modify_scheduled_job_sync(schedule_id: Job | str, nats_url: str | None = None, *,
-                              client: Client | None = None, **changes: Any) -> dict:
-    return _change_sync(client, nats_url, schedule_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
+modify_scheduled_job_sync = blocking(modify_scheduled_job)
 
 
 async def _rows(c: Client) -> list[dict]:
@@ -236,5 +203,5 @@ async def list_scheduled(*, nats_url: str | None = None, client: Client | None =
     return await run_async(_rows(client or get_client(nats_url)))
 
 
-def list_scheduled_sync(*, nats_url: str | None = None, client: Client | None = None) -> list[dict]:
-    return run_sync(_rows(client or get_client(nats_url)))
+list_scheduled_sync = blocking(list_scheduled)
+
