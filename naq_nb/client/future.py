@@ -23,8 +23,9 @@ from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES
 from .client import default_client
-from .loop import run_async, run_sync
-from .watch import get_watch, register_async, register_sync
+from .loop import run_async
+from .twins import blocking
+from .watch import get_watch, register
 
 if TYPE_CHECKING:
     from .client import Client
@@ -54,19 +55,14 @@ class JobFuture(concurrent.futures.Future):
 
     # --- creation -------------------------------------------------------------
     @classmethod
-    def attach(cls, job_id: str, client: "Client | None" = None, job: Job | None = None) -> "JobFuture":
-        """A future for an existing job id (no existence check); its state is fetched once."""
-        fut = cls(job_id, client or default_client(), job)
-        register_sync(fut.client, [fut], fetch=True)
-        return fut
-
-    @classmethod
     async def attach_async(cls, job_id: str, client: "Client | None" = None,
                            job: Job | None = None) -> "JobFuture":
-        """Async form of :meth:`attach`."""
+        """A future for an existing job id (no existence check); its state is fetched once."""
         fut = cls(job_id, client or default_client(), job)
-        await register_async(fut.client, [fut], fetch=True)
+        await register(fut.client, [fut], fetch=True)
         return fut
+
+    attach = blocking(attach_async)
 
     # --- waiting ----------------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -362,13 +358,11 @@ async def submit_jobs(client: "Client", jobs: list[Job]) -> list[JobFuture]:
     return await run_async(_submit_on_loop(client, jobs))
 
 
-def submit_jobs_sync(client: "Client", jobs: list[Job]) -> list[JobFuture]:
-    """Blocking form of :func:`submit_jobs`."""
-    return run_sync(_submit_on_loop(client, jobs))
+submit_jobs_sync = blocking(submit_jobs)
 
 
 async def attach_many(client: "Client", job_ids: list[str]) -> list[JobFuture]:
     """Futures for many existing job ids with one registration (fetches run concurrently)."""
     futs = [JobFuture(j, client) for j in job_ids]
-    await register_async(client, futs, fetch=True)
+    await register(client, futs, fetch=True)
     return futs

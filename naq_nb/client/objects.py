@@ -17,7 +17,8 @@ from typing import Any
 from ..core import blobs
 from ..core.blobs import ObjectRef
 from .client import Client
-from .loop import run_async, run_sync
+from .loop import run_async
+from .twins import blocking
 
 __all__ = ["ObjectRef", "put", "put_async", "get_object", "get_object_async", "delete_object",
            "delete_object_async"]
@@ -50,36 +51,30 @@ async def _delete(client: Client, ref: ObjectRef) -> None:
     await blobs.delete_value(await client.broker(), ref)
 
 
-def put(value: Any, *, client: Client | None = None) -> ObjectRef:
+async def put_async(value: Any, *, client: Client | None = None) -> ObjectRef:
     """Store ``value`` once (pickled, chunked, checksummed) and return a reference to pass to jobs.
 
     Inside a job the reference is the value, wherever it appears (an argument, inside a
     list or dict, captured by a closure). Stored values expire after ``NAQ_STATUS_TTL``
     unless deleted earlier with :func:`delete_object`.
     """
-    return run_sync(_put(_client(client), value))
-
-
-async def put_async(value: Any, *, client: Client | None = None) -> ObjectRef:
-    """Async form of :func:`put`."""
     return await run_async(_put(_client(client), value))
 
 
-def get_object(ref: ObjectRef, *, client: Client | None = None) -> Any:
-    """The value ``ref`` names, downloaded (raises ``BlobError`` if it is gone or corrupted)."""
-    return run_sync(_get(_client(client), _check_ref(ref, "get_object")))
+put = blocking(put_async)
 
 
 async def get_object_async(ref: ObjectRef, *, client: Client | None = None) -> Any:
-    """Async form of :func:`get_object`."""
+    """The value ``ref`` names, downloaded (raises ``BlobError`` if it is gone or corrupted)."""
     return await run_async(_get(_client(client), _check_ref(ref, "get_object")))
 
 
-def delete_object(ref: ObjectRef, *, client: Client | None = None) -> None:
-    """Delete the stored value now (jobs still holding ``ref`` then fail with a clear error)."""
-    run_sync(_delete(_client(client), _check_ref(ref, "delete_object")))
+get_object = blocking(get_object_async)
 
 
 async def delete_object_async(ref: ObjectRef, *, client: Client | None = None) -> None:
-    """Async form of :func:`delete_object`."""
+    """Delete the stored value now (jobs still holding ``ref`` then fail with a clear error)."""
     await run_async(_delete(_client(client), _check_ref(ref, "delete_object")))
+
+
+delete_object = blocking(delete_object_async)

@@ -27,6 +27,7 @@ from ..core.errors import ConfigurationError
 from ..core.scheduler import Scheduler as CoreScheduler
 from ..core.settings import Settings
 from ..core.worker import Worker as CoreWorker
+from .twins import blocking
 
 __all__ = ["Worker", "Scheduler", "add_module_paths"]
 
@@ -92,10 +93,7 @@ class Worker(CoreWorker):
         from .compat import list_workers
         return await list_workers(nats_url)
 
-    @staticmethod
-    def list_workers_sync(nats_url: str | None = None) -> list[dict]:
-        from .compat import list_workers_sync
-        return list_workers_sync(nats_url)
+    list_workers_sync = blocking(list_workers)
 
 
 class Scheduler(CoreScheduler):

@@ -29,7 +29,8 @@ from ..core.schedules import make_schedule, save_schedule, to_epoch
 from .client import Client, default_client, get_client, set_default_client
 from .future import JobFuture, submit_jobs
 from .group import JobGroup
-from .loop import run_async, run_sync
+from .loop import run_async
+from .twins import blocking
 from .watch import get_watch
 
 __all__ = ["connect", "connect_async", "default_client", "set_default_client", "submit", "submit_async",
@@ -58,7 +59,7 @@ def unknown_id_message(client: Client, what: str) -> str:
     return f"{what} on {client.url}: " + (note if note else "never submitted there, or its records expired")
 
 
-def connect(url: str | None = None, **nats_options: Any) -> Client:
+async def connect_async(url: str | None = None, **nats_options: Any) -> Client:
     """Connect to NATS at ``url`` (default ``NAQ_NATS_URL``) and make it the default client.
 
     ``nats_options`` go to nats-py unchanged (``user``/``password``, ``token``,
@@ -67,17 +68,12 @@ def connect(url: str | None = None, **nats_options: Any) -> Client:
     Calling it again with the same arguments returns the same client.
     """
     client = get_client(url, **nats_options)
-    run_sync(client.broker())
-    set_default_client(client)
-    return client
-
-
-async def connect_async(url: str | None = None, **nats_options: Any) -> Client:
-    """Async form of :func:`connect`."""
-    client = get_client(url, **nats_options)
     await run_async(client.broker())
     set_default_client(client)
     return client
+
+
+connect = blocking(connect_async)
 
 
 # --- submitting ---------------------------------------------------------------------
@@ -111,29 +107,21 @@ class Submitter:
             return await submit_jobs(client, jobs)
         return await run_async(_schedule_jobs(client, jobs, self._when() if callable(self._when) else self._when))
 
-    def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
-        """Run ``fn(*args, **kwargs)`` on a worker; returns its :class:`JobFuture` at once."""
-        client = self.client
-        return run_sync(self._publish(client, self._jobs(client, fn, [(args, kwargs)])))[0]
-
     async def submit_async(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
-        """Async form of :meth:`submit`."""
+        """Run ``fn(*args, **kwargs)`` on a worker; returns its :class:`JobFuture` at once."""
         client = self.client
         return (await self._publish(client, self._jobs(client, fn, [(args, kwargs)])))[0]
 
-    def map(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
+    submit = blocking(submit_async)
+
+    async def map_async(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
         """One job per ``fn(*items)`` over the zipped iterables, published pipelined; a :class:`JobGroup`."""
         client = self.client
         calls = _zip_calls(iterables)
         jobs = self._jobs(client, fn, calls)
-        return self._group(run_sync(self._publish(client, jobs)), calls, fn)
-
-    async def map_async(self, fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
-        """Async form of :meth:`map`."""
-        client = self.client
-        calls = _zip_calls(iterables)
-        jobs = self._jobs(client, fn, calls)
         return self._group(await self._publish(client, jobs), calls, fn)
+
+    map = blocking(map_async)
 
     def _group(self, futs: list[JobFuture], calls: list[tuple[tuple, dict]], fn: Callable[..., Any] | str) -> JobGroup:
         return JobGroup(futs, calls, fn if isinstance(fn, str) else func_name(fn), self.job_options.name)
@@ -194,28 +182,24 @@ def options(*, client: Client | None = None, **job_options: Any) -> Submitter:
     return Submitter(JobOptions.build(**job_options), client, when)
 
 
-def submit(fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
-    """Run ``fn(*args, **kwargs)`` on a worker (every keyword goes to ``fn``); returns a :class:`JobFuture`."""
-    return Submitter().submit(fn, *args, **kwargs)
-
-
 async def submit_async(fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobFuture:
-    """Async form of :func:`submit`."""
+    """Run ``fn(*args, **kwargs)`` on a worker (every keyword goes to ``fn``); returns a :class:`JobFuture`."""
     return await Submitter().submit_async(fn, *args, **kwargs)
 
 
-def map(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:  # noqa: A001
+submit = blocking(submit_async)
+
+
+async def map_async(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
     """Like the builtin ``map`` (zip semantics), one job per call, published in one pipelined batch.
 
     Returns a :class:`~naq_nb.client.group.JobGroup`: a list of futures (index it, iterate it) with
     ``results()``, ``wait()``, ``as_completed()``, ``await``, and one live display in a notebook.
     """
-    return Submitter().map(fn, *iterables)
-
-
-async def map_async(fn: Callable[..., Any] | str, /, *iterables: Iterable[Any]) -> JobGroup:
-    """Async form of :func:`map`."""
     return await Submitter().map_async(fn, *iterables)
+
+
+map = blocking(map_async)  # noqa: A001
 
 
 # --- re-attaching -------------------------------------------------------------------------
@@ -239,13 +223,10 @@ def _check_id(job_id: Any) -> str:
     return job_id
 
 
-def job(job_id: str, *, client: Client | None = None) -> JobFuture:
+async def job_async(job_id: str, *, client: Client | None = None) -> JobFuture:
     """A :class:`JobFuture` for an existing job (e.g. after a kernel restart); unknown id: ``JobNotFoundError``."""
     c = client or default_client()
-    return run_sync(_job_on_loop(c, _check_id(job_id)))
-
-
-async def job_async(job_id: str, *, client: Client | None = None) -> JobFuture:
-    """Async form of :func:`job`."""
-    c = client or default_client()
     return await run_async(_job_on_loop(c, _check_id(job_id)))
+
+
+job = blocking(job_async)

@@ -14,23 +14,28 @@ parameters and hints (``inspect.signature``), its docstring and a name from the
 rule. ``@twin`` + ``@with_twins`` is the short form for a class whose coroutines
 use the client's connection: each ``@twin`` method's awaitable form is moved to
 the background loop too (:func:`~naq_nb.client.loop.run_async`), so it can be
-awaited from any loop, and its ``_sync`` form is made by :func:`blocking`.
+awaited from any loop, and its ``_sync`` form is made by :func:`blocking`. :func:`in_thread` goes the
+other way, for a blocking call that starts or stops threads and processes (``local`` -> ``local_async``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from typing import Any, Callable, Coroutine, TypeVar
+import inspect
+from typing import Any, Callable, Coroutine, ParamSpec, TypeVar
 
 from .loop import run_async, run_sync
 
-__all__ = ["twin", "with_twins", "blocking", "blocking_name", "is_blocking_form", "ASYNC_SUFFIX_NAMES"]
+__all__ = ["twin", "with_twins", "blocking", "in_thread", "blocking_name", "is_blocking_form", "is_twin_form",
+           "ASYNC_SUFFIX_NAMES"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
-# The documented names under the notebook rule (blocking ``x``, awaitable ``x_async``): the ``nq.*`` calls
-# and the methods of the objects they return (README "Notebook API"). Any other ``*_async`` is a mistake
-# (tests/test_twins.py checks). Future-protocol methods (``JobFuture.result`` ...) are listed in the test:
+# The documented names under the notebook rule (blocking ``x``, awaitable ``x_async``): the ``nq.*`` calls and
+# the methods of the objects they return (ARCHITECTURE.md "Sync and async twins"). Any other ``*_async`` is a
+# mistake (tests/test_twins.py checks). Future-protocol methods (``JobFuture.result`` ...) are listed in the test:
 # they block on the future itself, with no loop hop, and their ``_async`` forms wait on the caller's loop.
 ASYNC_SUFFIX_NAMES = frozenset({
     # naq_nb.client.session / objects / group, naq_nb.notebook.frames / sweep / dashboard / local
@@ -56,7 +61,7 @@ def is_blocking_form(obj: Any) -> bool:
     return getattr(fn, "__naq_blocking_of__", None) is not None
 
 
-def blocking(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+def blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     """The blocking form of the coroutine function ``fn`` (also a ``classmethod`` / ``staticmethod``).
 
     Each call runs ``fn(*args, **kwargs)`` on the background loop and returns its value or raises its
@@ -67,16 +72,43 @@ def blocking(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     name = blocking_name(fn.__name__)
 
     @functools.wraps(fn)  # __wrapped__: inspect.signature shows fn's parameters and hints
-    def call(*args: Any, **kwargs: Any) -> T:
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
         return run_sync(fn(*args, **kwargs))
 
     call.__name__ = name
     call.__qualname__ = fn.__qualname__.rsplit(".", 1)[0] + "." + name if "." in fn.__qualname__ else name
-    form = "async" if fn.__name__.endswith("_async") else "awaitable"
-    call.__doc__ = (f"Blocking form of ``{fn.__name__}`` (its {form} twin); works in scripts, threads and "
-                    f"inside a running event loop.\n\n{fn.__doc__ or ''}").rstrip()
+    doc = inspect.cleandoc(fn.__doc__ or "")
+    if fn.__name__.endswith("_async"):  # the notebook rule: the blocking form is the main one
+        call.__doc__ = f"{doc}\n\nAwaitable form: ``{fn.__name__}``.".lstrip()
+    else:
+        call.__doc__ = (f"Blocking form of ``{fn.__name__}``; works in scripts, threads and inside a running "
+                        f"event loop.\n\n{doc}").rstrip()
     call.__naq_blocking_of__ = fn  # type: ignore[attr-defined]
     return call
+
+
+def in_thread(fn: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """The awaitable form ``x_async`` of a blocking call ``x`` that starts or stops threads and processes
+    (``nq.local``, ``LocalCluster.stop``): it must not run on the loop, so it runs in a worker thread
+    (``asyncio.to_thread``), off the caller's loop."""
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    name = f"{fn.__name__}_async"
+    call.__name__ = name
+    call.__qualname__ = fn.__qualname__.rsplit(".", 1)[0] + "." + name if "." in fn.__qualname__ else name
+    call.__doc__ = (f"Awaitable form of ``{fn.__name__}`` (runs it in a thread, off the caller's loop).\n\n"
+                    f"{inspect.cleandoc(fn.__doc__ or '')}").rstrip()
+    call.__naq_in_thread_of__ = fn  # type: ignore[attr-defined]
+    return call
+
+
+def is_twin_form(obj: Any) -> bool:
+    """True for a form made by this module: :func:`blocking` or :func:`in_thread`."""
+    fn = getattr(obj, "__func__", obj)
+    return is_blocking_form(fn) or getattr(fn, "__naq_in_thread_of__", None) is not None
 
 
 def twin(fn: Callable[..., Any]) -> Callable[..., Any]:

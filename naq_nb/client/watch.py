@@ -30,7 +30,8 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from ..core import blobs
 from ..core.records import ResultRecord, decode_status
 from ..core.results import decode_result, get_result
-from .loop import run_async, run_sync
+from .loop import run_async
+from .twins import blocking
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
@@ -213,11 +214,9 @@ def get_watch(client: "Client") -> JobWatch:
         return w
 
 
-async def register_async(client: "Client", futures: Iterable[JobFuture], fetch: bool = True) -> None:
+async def register(client: "Client", futures: Iterable[JobFuture], fetch: bool = True) -> None:
     """Register futures with their client's watch, from any event loop."""
     await run_async(get_watch(client).register(futures, fetch))
 
 
-def register_sync(client: "Client", futures: Iterable[JobFuture], fetch: bool = True) -> None:
-    """Blocking form of :func:`register_async`."""
-    run_sync(get_watch(client).register(futures, fetch))
+register_sync = blocking(register)

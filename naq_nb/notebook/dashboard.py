@@ -42,6 +42,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 
 from ..client.client import Client
 from ..client.loop import get_loop_thread, on_exit, run_async, run_sync
+from ..client.twins import blocking
 from ..client.session import default_client
 from ..core.errors import JobNotFoundError
 from ..core.job import JobStatus
@@ -166,33 +167,25 @@ class Dashboard:
         """The current view as HTML: charts, tables and task stream (no widgets)."""
         return render_html(self._view)
 
-    def start(self) -> "Dashboard":
-        """Open the watches and draw the first view (blocking until it is loaded)."""
-        run_sync(self._open())
-        return self
-
     async def start_async(self) -> "Dashboard":
-        """Async form of :meth:`start`."""
+        """Open the watches and draw the first view (blocking until it is loaded)."""
         await run_async(self._open())
         return self
 
-    def refresh_now(self) -> None:
-        """Re-read queue depths and failed jobs now and redraw (the watches need no refresh)."""
-        run_sync(self._reload())
+    start = blocking(start_async)
 
     async def refresh_now_async(self) -> None:
-        """Async form of :meth:`refresh_now`."""
+        """Re-read queue depths and failed jobs now and redraw (the watches need no refresh)."""
         await run_async(self._reload())
 
-    def close(self, reason: str = "closed") -> None:
-        """Stop the watches and timers; the output becomes the static last view, buttons disabled. Idempotent."""
-        if not self._closed:
-            run_sync(self._shutdown(reason))
+    refresh_now = blocking(refresh_now_async)
 
     async def close_async(self, reason: str = "closed") -> None:
-        """Async form of :meth:`close`."""
+        """Stop the watches and timers; the output becomes the static last view, buttons disabled. Idempotent."""
         if not self._closed:
             await run_async(self._shutdown(reason))
+
+    close = blocking(close_async)
 
     def __repr__(self) -> str:
         return self.to_text()
@@ -584,8 +577,8 @@ async def _close_all() -> None:
 on_exit(_close_all)
 
 
-def dashboard(client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-              max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> Dashboard:
+async def dashboard_async(client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
+                          max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> Dashboard:
     """A live :class:`Dashboard` of queues, workers, jobs, schedules and failed jobs (started, first view loaded).
 
     ``client``: the session's default client when None. ``refresh``: seconds
@@ -595,12 +588,8 @@ def dashboard(client: Client | None = None, refresh: float = 2.0, *, updates_per
     rates; ``history`` the seconds the charts and the task stream cover. Bad
     values raise ``TypeError``/``ValueError`` before anything is opened.
     """
-    return Dashboard(client, refresh, updates_per_second=updates_per_second, max_rows=max_rows,
-                     rate_window=rate_window, history=history).start()
-
-
-async def dashboard_async(client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-                          max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> Dashboard:
-    """Async form of :func:`dashboard`."""
     return await Dashboard(client, refresh, updates_per_second=updates_per_second, max_rows=max_rows,
                            rate_window=rate_window, history=history).start_async()
+
+
+dashboard = blocking(dashboard_async)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..client.client import Client
-from ..client.loop import run_async, run_sync
+from ..client.loop import run_async
+from ..client.twins import blocking
 from ..client.session import default_client
 from ..core.listing import list_jobs
 
@@ -54,18 +55,14 @@ async def _jobs_rows(c: Client, limit: int | None, status: Any, queue: Any) -> l
     return [_job_row(r) for r in await list_jobs(await c.broker(), limit, status, queue)]
 
 
-def jobs(limit: int | None = 1000, status: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
-         client: Client | None = None) -> "pd.DataFrame":
-    """Jobs newest first (at most ``limit``), optionally only some statuses or queues; one row per job."""
-    c = _client(client)
-    return _frame(run_sync(_jobs_rows(c, limit, status, queue)), JOB_COLUMNS)
-
-
 async def jobs_async(limit: int | None = 1000, status: str | Iterable[str] | None = None,
                      queue: str | Iterable[str] | None = None, client: Client | None = None) -> "pd.DataFrame":
-    """Async form of :func:`jobs`."""
+    """Jobs newest first (at most ``limit``), optionally only some statuses or queues; one row per job."""
     c = _client(client)
     return _frame(await run_async(_jobs_rows(c, limit, status, queue)), JOB_COLUMNS)
+
+
+jobs = blocking(jobs_async)
 
 
 # --- workers -----------------------------------------------------------------------------
@@ -79,27 +76,22 @@ def _worker_rows(recs: list[dict]) -> list[dict]:
     return out
 
 
-def workers(client: Client | None = None) -> "pd.DataFrame":
-    """Live workers from their heartbeats: queues, concurrency, running jobs, counts, heartbeat age."""
-    return _frame(_worker_rows(_client(client).workers_sync()), WORKER_COLUMNS)
-
-
 async def workers_async(client: Client | None = None) -> "pd.DataFrame":
-    """Async form of :func:`workers`."""
+    """Live workers from their heartbeats: queues, concurrency, running jobs, counts, heartbeat age."""
     return _frame(_worker_rows(await _client(client).workers()), WORKER_COLUMNS)
 
 
+workers = blocking(workers_async)
+
+
 # --- schedules -----------------------------------------------------------------------------
-def schedules(client: Client | None = None) -> "pd.DataFrame":
-    """Schedules (delayed jobs, cron and interval): next run, runs so far, paused or not."""
-    from ..client.scheduling import list_scheduled_sync
-    return _frame(list_scheduled_sync(client=_client(client)), SCHEDULE_COLUMNS)
-
-
 async def schedules_async(client: Client | None = None) -> "pd.DataFrame":
-    """Async form of :func:`schedules`."""
+    """Schedules (delayed jobs, cron and interval): next run, runs so far, paused or not."""
     from ..client.scheduling import list_scheduled
     return _frame(await list_scheduled(client=_client(client)), SCHEDULE_COLUMNS)
+
+
+schedules = blocking(schedules_async)
 
 
 # --- failed -----------------------------------------------------------------------------------
@@ -107,11 +99,9 @@ def _failed_rows(recs: list[dict]) -> list[dict]:
     return [{**r, "function": r.get("func")} for r in recs]
 
 
-def failed(queue: str | None = None, client: Client | None = None, limit: int = 1000) -> "pd.DataFrame":
-    """Jobs in the failed (dead-letter) stream, oldest first, with error and traceback."""
-    return _frame(_failed_rows(_client(client).failed_sync(queue, limit)), FAILED_COLUMNS)
-
-
 async def failed_async(queue: str | None = None, client: Client | None = None, limit: int = 1000) -> "pd.DataFrame":
-    """Async form of :func:`failed`."""
+    """Jobs in the failed (dead-letter) stream, oldest first, with error and traceback."""
     return _frame(_failed_rows(await _client(client).failed(queue, limit)), FAILED_COLUMNS)
+
+
+failed = blocking(failed_async)

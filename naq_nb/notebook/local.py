@@ -48,6 +48,7 @@ from typing import Any, Iterable
 
 from ..client.client import Client
 from ..client.loop import run_sync
+from ..client.twins import in_thread
 from ..client.session import default_client, set_default_client, set_store_note
 from ..core import blobs
 from ..core.errors import NaqException, ServerBinaryNotFound
@@ -451,9 +452,7 @@ class LocalCluster:
             if _current is self:
                 _current = None
 
-    async def stop_async(self, timeout: float = 10.0) -> None:
-        """Async form of :meth:`stop` (runs it in a thread, off the caller's loop)."""
-        await asyncio.to_thread(self.stop, timeout)
+    stop_async = in_thread(stop)
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -560,11 +559,4 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
         return _current
 
 
-async def local_async(workers: int = 4, processes: bool = False, scheduler: bool = True,
-                      store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
-                      port: int | None = None, execution: str = "processes", *, nats_url: str | None = None,
-                      server: str = "embedded", image: str | None = None,
-                      volume: str | None = None) -> LocalCluster:
-    """Async form of :func:`local` (starts it in a thread, off the caller's loop)."""
-    return await asyncio.to_thread(local, workers, processes, scheduler, store_dir, queues, port, execution,
-                                   nats_url=nats_url, server=server, image=image, volume=volume)
+local_async = in_thread(local)

@@ -26,6 +26,7 @@ from ..core.status import FAILED_STATES
 from ..client.client import Client
 from ..client.future import JobFuture, attach_many, submit_jobs
 from ..client.loop import run_async, run_sync
+from ..client.twins import blocking
 from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
@@ -213,16 +214,12 @@ class Sweep:
 
     # --- creation ----------------------------------------------------------------------------
     @classmethod
-    def attach(cls, sweep_id: str, *, client: Client | None = None) -> "Sweep":
+    async def attach_async(cls, sweep_id: str, *, client: Client | None = None) -> "Sweep":
         """The sweep ``sweep_id`` as stored on the server (e.g. after a kernel restart)."""
         c = client or default_client()
-        return run_sync(cls._attach_on_loop(c, cls._check_id(sweep_id)))
-
-    @classmethod
-    async def attach_async(cls, sweep_id: str, *, client: Client | None = None) -> "Sweep":
-        """Async form of :meth:`attach`."""
-        c = client or default_client()
         return await run_async(cls._attach_on_loop(c, cls._check_id(sweep_id)))
+
+    attach = blocking(attach_async)
 
     @staticmethod
     def _check_id(sweep_id: Any) -> str:
@@ -372,15 +369,12 @@ class Sweep:
                 "options": self._options}
         return await save_record(await self.client.broker(), self._head, body)
 
-    def cancel(self) -> int:
+    async def cancel_async(self) -> int:
         """Cancel every point that has not ended; returns how many were cancelled."""
         pending = [f.job_id for f in self.futures if not f.done()]
-        return run_sync(_cancel_many(self.client, pending))
-
-    async def cancel_async(self) -> int:
-        """Async form of :meth:`cancel`."""
-        pending = [f.job_id for f in self.futures if not f.done()]
         return await run_async(_cancel_many(self.client, pending))
+
+    cancel = blocking(cancel_async)
 
     # --- display ------------------------------------------------------------------------------------------------
     def summary(self) -> str:
@@ -471,15 +465,13 @@ class Sweeper:
         return Sweeper(JobOptions.build(self.job_options, **job_options), self.cache if cache is None else cache,
                        self.name if name is None else name, self.client if client is None else client)
 
-    def __call__(self, fn: Callable, grid: list[dict] | None = None, /, **params: Any) -> Sweep:
+    async def run_async(self, fn: Callable, grid: list[dict] | None = None, /, **params: Any) -> Sweep:
         """Run the sweep (see :func:`sweep`); returns the live :class:`Sweep`."""
         points, opts, head, body = _prepare(fn, grid, self.job_options, self.cache, self.name, params)
-        return run_sync(_create(self.client or default_client(), fn, points, opts, head, body, self.cache))
-
-    async def run_async(self, fn: Callable, grid: list[dict] | None = None, /, **params: Any) -> Sweep:
-        """Async form of calling it."""
-        points, opts, head, body = _prepare(fn, grid, self.job_options, self.cache, self.name, params)
         return await run_async(_create(self.client or default_client(), fn, points, opts, head, body, self.cache))
+
+    run = blocking(run_async)
+    __call__ = run  # nq.sweep.options(...)(fn, ...)
 
     def __repr__(self) -> str:
         return f"<naq_nb.Sweeper cache={self.cache} name={self.name!r} {self.job_options}>"
@@ -502,7 +494,7 @@ def _sweeper(fn: Any, grid: Any, kwargs: dict) -> tuple[Sweeper, Any, dict]:
     return Sweeper(_job_options(options), cache, name, opts.get("client")), grid, kwargs
 
 
-def sweep(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:
+async def sweep_async(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:
     """Run ``fn(**point)`` for every point of a parameter grid; returns a live :class:`Sweep`.
 
     ``sweep(train, lr=[1e-3, 1e-2], depth=[2, 4])`` runs the cartesian product
@@ -516,13 +508,10 @@ def sweep(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Swe
     raises at the call and nothing is submitted.
     """
     sweeper, grid, params = _sweeper(fn, grid, dict(kwargs))
-    return sweeper(fn, grid, **params)
-
-
-async def sweep_async(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:
-    """Async form of :func:`sweep`."""
-    sweeper, grid, params = _sweeper(fn, grid, dict(kwargs))
     return await sweeper.run_async(fn, grid, **params)
+
+
+sweep = blocking(sweep_async)
 
 
 def _options(**kw: Any) -> Sweeper:
