@@ -14,7 +14,8 @@ import importlib
 import inspect
 import pkgutil
 import threading
-from typing import Any, Iterator
+import types
+from typing import Any, Iterable, Iterator
 
 import pytest
 
@@ -101,29 +102,26 @@ def _source(form: Any) -> Any:
     return getattr(fn, "__naq_blocking_of__", None)
 
 
-def test_every_public_coroutine_has_its_generated_blocking_twin() -> None:
+def _missing_twins(items: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
     missing = []
-    for module, qual, obj, owner in _api():
+    for module, qual, obj, owner in items:
         short = qual.rsplit(".", 1)[-1]
-        if not _is_coroutine(obj) or short.endswith("_async"):
-            continue
-        if qual in ASYNC_ONLY or is_twin_form(obj):
+        if not _is_coroutine(obj) or short.endswith("_async") or qual in ASYNC_ONLY or is_twin_form(obj):
             continue
         twin_form = getattr(owner, blocking_name(short), None)
         if twin_form is None or not is_twin_form(twin_form):
             missing.append(f"{module}: {qual} has no {blocking_name(short)} made by twins.blocking")
-    assert not missing, "\n".join(missing)
+    return missing
 
 
-def test_no_hand_written_sync_form() -> None:
-    hand = [f"{module}: {qual}" for module, qual, obj, _ in _public()
+def _hand_written(items: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
+    return [f"{module}: {qual}" for module, qual, obj, _ in items
             if qual.endswith("_sync") and qual not in NOT_TWINS_SYNC and not is_twin_form(obj)]
-    assert not hand, "hand-written blocking forms (use twins.blocking):\n" + "\n".join(hand)
 
 
-def test_async_names_only_where_documented() -> None:
+def _stray_async(items: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
     wrong = []
-    for module, qual, obj, owner in _public():
+    for module, qual, obj, owner in items:
         if not qual.endswith("_async") or qual in NOT_TWINS:
             continue
         if qual not in ASYNC_SUFFIX_NAMES:
@@ -134,7 +132,51 @@ def test_async_names_only_where_documented() -> None:
         made = is_twin_form(obj) or (partner is not None and is_twin_form(partner))
         if partner is None or not (made or base in FUTURE_PROTOCOL):
             wrong.append(f"{module}: {qual} and {base} are not one twin made by twins.py")
+    return wrong
+
+
+def test_every_public_coroutine_has_its_generated_blocking_twin() -> None:
+    missing = _missing_twins(_api())
+    assert not missing, "\n".join(missing)
+
+
+def test_no_hand_written_sync_form() -> None:
+    hand = _hand_written(_public())
+    assert not hand, "hand-written blocking forms (use twins.blocking):\n" + "\n".join(hand)
+
+
+def test_async_names_only_where_documented() -> None:
+    wrong = _stray_async(_public())
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_checks_catch_each_breach() -> None:
+    # A module breaking the rule three ways: each check names its breach.
+    bad = types.ModuleType("naq_nb_bad")
+
+    async def fetch(x: int) -> int:
+        return x
+
+    def fetch_sync(x: int) -> int:  # a hand copy
+        return x
+
+    async def lonely(x: int) -> int:
+        return x
+
+    async def peek_async() -> None:
+        return None
+
+    for f in (fetch, fetch_sync, lonely, peek_async):
+        setattr(bad, f.__name__, f)
+    items = [("naq_nb_bad", n, f, bad) for n, f in vars(bad).items() if callable(f)]
+    assert _missing_twins(items) == ["naq_nb_bad: fetch has no fetch_sync made by twins.blocking",
+                                     "naq_nb_bad: lonely has no lonely_sync made by twins.blocking"]
+    assert _hand_written(items) == ["naq_nb_bad: fetch_sync"]
+    assert [w.split(" is ")[0] for w in _stray_async(items)] == ["naq_nb_bad: peek_async"]
+    bad.fetch_sync = blocking(fetch)
+    items = [("naq_nb_bad", n, f, bad) for n, f in vars(bad).items() if callable(f)]
+    assert _hand_written(items) == [] and _missing_twins(items) == ["naq_nb_bad: lonely has no lonely_sync "
+                                                                    "made by twins.blocking"]
 
 
 def test_documented_async_names_exist() -> None:
