@@ -21,12 +21,11 @@ from ..core.registry import list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
 from .loop import on_exit, run_sync
-from .twins import twin, with_twins
+from .twins import blocking, on_loop
 
 __all__ = ["Client", "get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
 
 
-@with_twins
 class Client:
     """A NATS connection for enqueuing, watching and managing jobs."""
 
@@ -58,11 +57,13 @@ class Client:
         return b
 
     # --- jobs --------------------------------------------------------------
-    @twin
+    @on_loop
     async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
         """Publish prepared jobs (pipelined)."""
         b = await self.broker()
         return await CoreQueue(b).enqueue_jobs(jobs)
+
+    enqueue_jobs_sync = blocking(enqueue_jobs)
 
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
@@ -73,56 +74,76 @@ class Client:
         probe.name, probe.options = queue, opts
         return CoreQueue.make_job(probe, fn, args, kwargs, opts)
 
-    @twin
+    @on_loop
     async def status(self, job_id: str) -> dict:
         """The job's status record (raises JobNotFoundError)."""
         return await get_status(await self.broker(), job_id)
 
-    @twin
+    status_sync = blocking(status)
+
+    @on_loop
     async def result_record(self, job_id: str, timeout: float | None = None) -> ResultRecord:
         """Wait for the job's result record (push: a subscription on the result key)."""
         return await wait_for_result(await self.broker(), job_id, timeout)
 
-    @twin
+    result_record_sync = blocking(result_record)
+
+    @on_loop
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's return value; raises its exception (original type where possible)."""
         rec = await wait_for_result(await self.broker(), job_id, timeout)
         return rec.unwrap()
 
-    @twin
+    result_sync = blocking(result)
+
+    @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
         """Cancel a job that has not ended; False if it already had."""
         return await cancel_job(await self.broker(), job_id, sequence)
 
-    @twin
+    cancel_sync = blocking(cancel)
+
+    @on_loop
     async def purge(self, queue: str | None = None) -> int:
         """Drop every queued job of ``queue``; returns how many."""
         return await CoreQueue(await self.broker(), queue).purge()
 
-    @twin
+    purge_sync = blocking(purge)
+
+    @on_loop
     async def queue_size(self, queue: str | None = None) -> int:
         return await CoreQueue(await self.broker(), queue).count()
 
-    @twin
+    queue_size_sync = blocking(queue_size)
+
+    @on_loop
     async def workers(self) -> list[dict]:
         """Live workers from their heartbeats."""
         return await list_workers(await self.broker())
 
-    @twin
+    workers_sync = blocking(workers)
+
+    @on_loop
     async def failed(self, queue: str | None = None, limit: int = 1000) -> list[dict]:
         """Jobs in the failed stream (out of retries, or undecodable)."""
         return await list_failed(await self.broker(), queue, limit)
 
-    @twin
+    failed_sync = blocking(failed)
+
+    @on_loop
     async def requeue(self, ref: str | int) -> str:
         """Put a failed job back on its queue (by job id or failed sequence)."""
         return await requeue_failed(await self.broker(), ref)
 
-    @twin
+    requeue_sync = blocking(requeue)
+
+    @on_loop
     async def close(self) -> None:
         if self._broker is not None:
             b, self._broker = self._broker, None
             await b.close()
+
+    close_sync = blocking(close)
 
     def __await__(self) -> Any:
         # naq's `c = await connect(url)`: nq.connect() has connected already; awaiting gives the client back.

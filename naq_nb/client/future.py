@@ -24,7 +24,7 @@ from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES
 from .client import default_client
 from .loop import run_async
-from .twins import blocking
+from .twins import blocking, blocking_classmethod
 from .watch import get_watch, register
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class JobFuture(concurrent.futures.Future):
         await register(fut.client, [fut], fetch=True)
         return fut
 
-    attach = blocking(attach_async)
+    attach = blocking_classmethod(attach_async)
 
     # --- waiting ----------------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:

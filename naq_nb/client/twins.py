@@ -11,10 +11,9 @@ or a class body. The blocking form runs the coroutine on naq_nb's background
 loop (:func:`~naq_nb.client.loop.run_sync`), so it works the same in a script,
 from any thread and inside a running loop (Jupyter). It carries the coroutine's
 parameters and hints (``inspect.signature``), its docstring and a name from the
-rule. ``@twin`` + ``@with_twins`` is the short form for a class whose coroutines
-use the client's connection: each ``@twin`` method's awaitable form is moved to
-the background loop too (:func:`~naq_nb.client.loop.run_async`), so it can be
-awaited from any loop, and its ``_sync`` form is made by :func:`blocking`. :func:`in_thread` goes the
+rule. ``@on_loop`` marks a coroutine that uses the client's connection (the
+``Client`` methods): its awaitable form runs on the background loop too
+(:func:`~naq_nb.client.loop.run_async`), so it can be awaited from any loop. :func:`in_thread` goes the
 other way, for a blocking call that starts or stops threads and processes (``local`` -> ``local_async``).
 """
 
@@ -23,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any, Callable, Coroutine, ParamSpec, TypeVar
+from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, TypeVar
 
 from .loop import run_async, run_sync
 
-__all__ = ["twin", "with_twins", "blocking", "in_thread", "blocking_name", "is_blocking_form", "is_twin_form",
-           "ASYNC_SUFFIX_NAMES"]
+__all__ = ["on_loop", "blocking", "blocking_classmethod", "in_thread", "blocking_name",
+           "is_blocking_form", "is_twin_form", "ASYNC_SUFFIX_NAMES"]
 
 T = TypeVar("T")
+C = TypeVar("C")
 P = ParamSpec("P")
 
 # The documented names under the notebook rule (blocking ``x``, awaitable ``x_async``): the ``nq.*`` calls and
@@ -87,6 +87,11 @@ def blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     return call
 
 
+def blocking_classmethod(fn: Callable[Concatenate[type[C], P], Coroutine[Any, Any, T]]) -> "classmethod[C, P, T]":
+    """:func:`blocking` for a ``classmethod`` coroutine, typed so checkers see the bound signature."""
+    return blocking(fn)  # type: ignore[return-value]  # fn is the classmethod object at run time
+
+
 def in_thread(fn: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
     """The awaitable form ``x_async`` of a blocking call ``x`` that starts or stops threads and processes
     (``nq.local``, ``LocalCluster.stop``): it must not run on the loop, so it runs in a worker thread
@@ -111,24 +116,11 @@ def is_twin_form(obj: Any) -> bool:
     return is_blocking_form(fn) or getattr(fn, "__naq_in_thread_of__", None) is not None
 
 
-def twin(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Marks a method of a :func:`with_twins` class: awaitable on the loop thread, plus its ``_sync`` form."""
-    fn.__naq_twin__ = True  # type: ignore[attr-defined]
-    return fn
+def on_loop(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """The awaitable form of a coroutine that uses the client's connection: it runs on the background loop
+    (:func:`~naq_nb.client.loop.run_async`), so it can be awaited from any loop."""
 
-
-def with_twins(cls: type) -> type:
-    for name, fn in list(vars(cls).items()):
-        if not getattr(fn, "__naq_twin__", False):
-            continue
-        on_loop = _on_loop(fn)
-        setattr(cls, name, on_loop)
-        setattr(cls, blocking_name(name), blocking(fn))
-    return cls
-
-
-def _on_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    async def method(*args: Any, **kwargs: Any) -> Any:
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         return await run_async(fn(*args, **kwargs))
-    return method
+    return call

@@ -26,7 +26,7 @@ from ..core.status import FAILED_STATES
 from ..client.client import Client
 from ..client.future import JobFuture, attach_many, submit_jobs
 from ..client.loop import run_async, run_sync
-from ..client.twins import blocking
+from ..client.twins import blocking, blocking_classmethod
 from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
@@ -219,7 +219,7 @@ class Sweep:
         c = client or default_client()
         return await run_async(cls._attach_on_loop(c, cls._check_id(sweep_id)))
 
-    attach = blocking(attach_async)
+    attach = blocking_classmethod(attach_async)
 
     @staticmethod
     def _check_id(sweep_id: Any) -> str:
