@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import pytest
 
 import naq_nb
-from naq_nb.client.twins import ASYNC_SUFFIX_NAMES, blocking, blocking_name, in_thread, is_twin_form
+from naq_nb.client.twins import ASYNC_SUFFIX_NAMES, blocking, blocking_name, in_thread, is_twin_form, on_loop
 
 # Blocking by nature, with an awaitable `_async` form that waits on the caller's loop: the Future protocol
 # (a done future answers without a hop to naq_nb's loop; `concurrent.futures.wait` semantics for groups).
@@ -252,6 +252,12 @@ class _Thing:
 
     stop_async = in_thread(stop)
 
+    @on_loop
+    async def where(self) -> str:
+        return threading.current_thread().name
+
+    where_sync = blocking(where)
+
 
 def test_blocking_form_names_and_signature() -> None:
     assert _where_sync.__name__ == "_where_sync"
@@ -265,10 +271,11 @@ def test_blocking_form_names_and_signature() -> None:
 
 def test_blocking_form_from_a_plain_thread() -> None:
     out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append((_where_sync(1, step=2), _Thing().add_sync(1), _Thing.make(3))))
+    t = threading.Thread(target=lambda: out.append((_where_sync(1, step=2), _Thing().add_sync(1), _Thing.make(3),
+                                                    _Thing().where_sync())))
     t.start()
     t.join(30)
-    assert out == [((3, "naq-loop"), 2, 6)]
+    assert out == [((3, "naq-loop"), 2, 6, "naq-loop")]
 
 
 def test_blocking_form_inside_a_running_loop() -> None:
@@ -279,7 +286,7 @@ def test_blocking_form_inside_a_running_loop() -> None:
 
 def test_async_forms_from_a_foreign_loop() -> None:
     async def main() -> Any:
-        return await _where(5), await _Thing.make_async(2), await _Thing().stop_async(7)
+        return await _where(5), await _Thing.make_async(2), await _Thing().stop_async(7), await _Thing().where()
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.append(asyncio.run(main())), name="foreign")
     t.start()
@@ -287,6 +294,7 @@ def test_async_forms_from_a_foreign_loop() -> None:
     value, thread = out[0][0]
     assert value == 6 and thread == "foreign"  # an own coroutine: runs on the caller's loop
     assert out[0][1] == 4 and out[0][2].endswith(":7") and not out[0][2].startswith("foreign")
+    assert out[0][3] == "naq-loop"  # an @on_loop coroutine hops to naq_nb's loop
 
 
 def test_blocking_form_raises_the_coroutines_exception() -> None:

@@ -70,10 +70,11 @@ def blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     if isinstance(fn, (classmethod, staticmethod)):
         return type(fn)(blocking(fn.__func__))  # type: ignore[return-value]
     name = blocking_name(fn.__name__)
+    run = getattr(fn, "__naq_on_loop_of__", fn)  # run_sync already puts it on the loop: skip the hop
 
     @functools.wraps(fn)  # __wrapped__: inspect.signature shows fn's parameters and hints
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        return run_sync(fn(*args, **kwargs))
+        return run_sync(run(*args, **kwargs))
 
     call.__name__ = name
     call.__qualname__ = fn.__qualname__.rsplit(".", 1)[0] + "." + name if "." in fn.__qualname__ else name
@@ -123,4 +124,6 @@ def on_loop(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[An
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         return await run_async(fn(*args, **kwargs))
+
+    call.__naq_on_loop_of__ = fn  # type: ignore[attr-defined]
     return call
