@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from ..core.broker import Broker
 from ..core.failed import list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.queue import Queue as CoreQueue, cancel_job, get_status
+from ..core.queue import Queue as CoreQueue, cancel_job, get_status, make_job
 from ..core.records import ResultRecord
 from ..core.registry import list_workers
 from ..core.results import wait_for_result
@@ -67,11 +67,7 @@ class Client:
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
         """Build (and check) a job without sending it; the default queue comes from settings."""
-        opts = options or JobOptions()
-        queue = opts.queue or self.settings.default_queue
-        probe = CoreQueue.__new__(CoreQueue)
-        probe.name, probe.options = queue, opts
-        return CoreQueue.make_job(probe, fn, args, kwargs, opts)
+        return make_job(fn, args, kwargs, options, queue=self.settings.default_queue)
 
     @twin
     async def status(self, job_id: str) -> dict:

@@ -28,7 +28,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from ..core import blobs
-from ..core.records import ResultRecord, decode_status
+from ..core.records import ResultRecord
+from ..core.status import decode_status
 from ..core.results import decode_result, get_result
 from .loop import run_async, run_sync
 

@@ -22,10 +22,11 @@ from .errors import ConfigurationError, DuplicateJobError, JobNotFoundError, Naq
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
-from .records import decode_status, encode_failure, encode_status, status_record
+from .records import encode_failure
+from .status import decode_status, encode_status, first_record, initial_status, with_status
 from .serialization import seal_record
 
-__all__ = ["Queue", "get_status", "cancel_job", "call_digest"]
+__all__ = ["Queue", "make_job", "get_status", "cancel_job", "call_digest"]
 
 log = logging.getLogger("naq_nb")
 
@@ -40,6 +41,15 @@ def _check_callable(fn: Any) -> None:
         return
     if not callable(fn):
         raise TypeError(f"the job function must be callable, not {type(fn).__name__}: {fn!r}")
+
+
+def make_job(fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
+             options: JobOptions | None = None, *, queue: str) -> Job:
+    """Build (and check) a job without sending it: on ``options.queue``, else on ``queue``."""
+    _check_callable(fn)
+    opts = options or JobOptions()
+    jid = opts.job_id or opts.key or new_job_id()
+    return Job(jid, opts.queue or queue, fn, tuple(args), dict(kwargs or {}), opts)
 
 
 class Queue:
@@ -58,10 +68,7 @@ class Queue:
 
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
-        _check_callable(fn)
-        opts = options or self.options
-        jid = opts.job_id or opts.key or new_job_id()
-        return Job(jid, opts.queue or self.name, fn, tuple(args), dict(kwargs or {}), opts)
+        return make_job(fn, args, kwargs, options or self.options, queue=self.name)
 
     async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         return await self.enqueue_job(self.make_job(fn, args, kwargs))
@@ -87,10 +94,9 @@ class Queue:
         lay = b.layout
         pending = []
         for job, (headers, body) in todo:
-            status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
-            rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
-                                name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
-                                depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
+            rec = first_record(job.job_id, job.queue_name, initial_status(job.options.depends_on),
+                               func=job.function_name, name=job.options.name, enqueued_at=job.enqueue_time,
+                               depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
             st_fut = None
             what = f"job {job.job_id} ({job.function_name})"
             if not job.options.key:
@@ -222,7 +228,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         rec = decode_status(entry.value)
         if JobStatus(rec["status"]) in TERMINAL:
             return False
-        rec.update(status=JobStatus.CANCELLED.value, finished_at=time.time())
+        rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())
         try:
             await kv.update(job_id, encode_status(rec), last=entry.revision)
             break

@@ -33,7 +33,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from .broker import Broker
 from .errors import SignatureError
 from .job import JobStatus
-from .records import decode_status, encode_status, status_record
+from .status import decode_status, encode_status, first_record
 from .kvscan import scan_bucket
 from .schedules import Schedule, job_message, occurrence_id, occurrences_due, publish_schedule_status
 from .settings import Settings
@@ -287,8 +287,8 @@ class Scheduler:
     async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> None:
         """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it)."""
         kv = await self.broker.kv(self.broker.layout.status_bucket)
-        rec = status_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
-                            enqueued_at=time.time(), due_at=due, schedule_id=s.id, attempts=0, failures=0)
+        rec = first_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
+                           enqueued_at=time.time(), due_at=due, schedule_id=s.id)
         try:
             entry = await kv.get(job_id)
             if decode_status(entry.value).get("status") != JobStatus.SCHEDULED.value:

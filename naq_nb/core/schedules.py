@@ -36,7 +36,7 @@ from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, encode_job
 from .errors import ConfigurationError, JobNotFoundError, NaqException
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
-from .records import encode_status, status_record
+from .status import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
 __all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",

@@ -39,7 +39,7 @@ from .errors import SerializationError
 from .execution import make_execution, validate_execution
 from .layout import pull_api_subject, validate_queue_name
 from .puller import PullFeed
-from .records import encode_status
+from .registry import encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
 from .watchdog import LoopWatchdog
@@ -311,7 +311,7 @@ class Worker:
                "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
                "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
-        await kv.put(self.worker_id, encode_status(rec))
+        await kv.put(self.worker_id, encode_heartbeat(rec))
 
     def _held(self) -> list[Delivery]:
         """Every message this worker holds: running, buffered and parked."""
