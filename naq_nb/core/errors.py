@@ -7,7 +7,7 @@ __all__ = [
     "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
     "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
     "UnknownQueueError", "SignatureError", "JobNotFinishedError", "DuplicateJobError",
-    "PublishTimeoutError",
+    "PublishTimeoutError", "ConcurrentUpdateError",
 ]
 
 
@@ -89,3 +89,7 @@ class JobNotFinishedError(JobNotFoundError, TimeoutError):
 
 class DuplicateJobError(ConfigurationError):
     """A chosen ``job_id`` (or ``key``) is already used by a different call."""
+
+
+class ConcurrentUpdateError(NaqException):
+    """A record kept changing under a revision-checked update until the call gave up (try again)."""
