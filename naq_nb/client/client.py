@@ -9,6 +9,7 @@ same in a script, inside Jupyter's running loop and from worker threads.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any, Callable, Sequence
 
@@ -22,6 +23,8 @@ from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
 from .loop import on_exit, run_sync
 from .twins import twin, with_twins
+
+log = logging.getLogger("naq_nb.client")
 
 __all__ = ["Client", "get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
 
@@ -181,8 +184,8 @@ async def _close_all() -> None:
     for c in clients:
         try:
             await c.close()
-        except Exception:
-            pass
+        except Exception as exc:  # closing them all: one that fails must not keep the others open
+            log.debug("closing %r: %s", c, exc)
 
 
 def close_all_clients() -> None:
