@@ -35,7 +35,7 @@ from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
-from .errors import DependencyFailedError, NaqConnectionError, NaqException, SerializationError, SignatureError
+from .errors import DependencyFailedError, JobLostError, NaqConnectionError, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
@@ -51,10 +51,6 @@ _MAX_TRACEBACK = 32_000
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _CREATE_ONLY = {_EXPECTED_LAST: "0"}
 _WRONG_LAST_SEQ = 10071
-
-class JobLostError(NaqException):
-    """The job's runs kept ending without an outcome (its worker died each time)."""
-
 
 LOST_RUN_GRACE = 1        # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
 DELIVERY_SLACK = 20       # deliveries beyond the budget that end a job whatever its records say

@@ -33,7 +33,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, encode_job
-from .errors import ConfigurationError, JobNotFoundError, NaqException
+from .errors import ConfigurationError, NaqException, ScheduleNotFoundError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .status import encode_status, status_record
@@ -46,10 +46,6 @@ __all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", 
 
 MISFIRE_POLICIES = ("once", "all", "skip")
 MAX_CATCH_UP = 1000
-
-
-class ScheduleNotFoundError(JobNotFoundError):
-    """No schedule with that id (never created, finished, or cancelled)."""
 
 
 def positive_seconds(value: Any, what: str, *, zero_ok: bool = False) -> float:

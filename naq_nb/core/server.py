@@ -25,16 +25,12 @@ import weakref
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import NaqException, ServerBinaryNotFound
+from .errors import ServerBinaryNotFound, ServerStartError
 from .keeper import KeptProcess, log_tail
 
 __all__ = ["EmbeddedServer", "find_server_binary", "free_port", "ServerStartError"]
 
 _LIVE: "weakref.WeakSet[EmbeddedServer]" = weakref.WeakSet()
-
-
-class ServerStartError(NaqException, RuntimeError):
-    """The nats-server process did not come up."""
 
 
 def find_server_binary(explicit: str | None = None) -> str:
