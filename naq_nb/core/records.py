@@ -1,8 +1,7 @@
-"""Status and result records as stored in the KV buckets, and exception rebuilding.
+"""Result records as stored in the results bucket, and exception rebuilding.
 
-A status record is a small JSON object per job (key = job id) holding its state,
-timings, attempts and progress; every change is a put, so one watcher on the
-status bucket sees every job's life. A result record is written once per job
+Status records (one small JSON object per job, a put per change) have their
+own module, :mod:`naq_nb.core.status`, re-exported here. A result record is written once per job
 when it ends: a JSON header line (status, error, traceback) and the serialized
 value or exception.
 """
