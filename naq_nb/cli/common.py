@@ -9,16 +9,12 @@ import math
 from typing import Any, Awaitable, Callable, NoReturn
 
 from ..core.broker import Broker
-from ..core.errors import NaqException
 from ..core.layout import JOB_ID_RE, QUEUE_NAME_RE
 from ..core.settings import Settings
+from .errors import UsageError
 
 __all__ = ["OneLineParser", "add_url", "with_broker", "print_table", "settings_from", "UsageError", "port_number",
            "positive_int", "positive_seconds", "queue_name", "job_id", "utc_time"]
-
-
-class UsageError(NaqException):
-    """Bad input on the command line or in ``NAQ_*`` variables: one line on stderr, exit code 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -29,15 +29,12 @@ from ..core.keeper import log_tail
 from ..core.server import free_port
 from ..core.settings import Settings, redact_url
 from .common import add_url, settings_from, with_broker
+from .errors import VoilaMissing
 
 __all__ = ["register", "require_voila", "VoilaMissing", "write_dashboard_notebook", "voila_command", "voila_env"]
 
 INSTALL_HINT = "pip install 'naq_nb[dashboard]'"
 _START_TIMEOUT = 90.0
-
-
-class VoilaMissing(NaqException):
-    """Voilà is not installed, so the dashboard cannot be served as a page."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
