@@ -6,7 +6,10 @@ import threading
 
 import pytest
 
-from naq_nb.core.errors import JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
+from nats.js.errors import KeyWrongLastSequenceError
+
+from naq_nb.core import queue as core_queue
+from naq_nb.core.errors import ConcurrentUpdateError, JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
 from naq_nb.core.job import JobOptions, JobStatus
 from naq_nb.core.queue import Queue, cancel_job, get_status
 from naq_nb.core.results import wait_for_result
@@ -115,6 +118,49 @@ async def test_cancel_running_async_job(broker, start_worker):
     assert rec.status == "cancelled"
     st = await get_status(broker, j.job_id)
     assert st["status"] == "cancelled"
+
+
+async def _keep_writing_status(broker, job_id, seconds):
+    """Like a busy running job: revision-checked status writes back to back, until one loses or time is up."""
+    kv = await broker.kv(broker.layout.status_bucket)
+    entry = await kv.get(job_id)
+    rev, writes = entry.revision, 0
+    rec = {**json.loads(entry.value), "status": "running", "progress": 0}
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        rec["progress"] += 1
+        try:
+            rev = await kv.update(job_id, json.dumps(rec).encode(), last=rev)
+        except KeyWrongLastSequenceError:
+            break  # the cancel got in
+        writes += 1
+    return writes
+
+
+async def test_cancel_retries_while_a_live_job_keeps_writing_its_status(broker):
+    # It used to give up after 10 lost races and answer False ("already ended") for a live job.
+    j = await Queue(broker).enqueue(jobs.add, 1, 2)
+    writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 1.5))
+    await asyncio.sleep(0)  # the writer takes its first revision before the cancel reads
+    assert await cancel_job(broker, j.job_id) is True
+    assert await writer > 0
+    assert (await get_status(broker, j.job_id))["status"] == "cancelled"
+
+
+async def test_cancel_that_keeps_losing_raises_instead_of_answering_false(broker, monkeypatch):
+    monkeypatch.setattr(core_queue, "CANCEL_RETRY_SECONDS", 0.3)
+    j = await Queue(broker).enqueue(jobs.add, 1, 2)
+    writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 30))
+    await asyncio.sleep(0)
+    try:
+        ok = await cancel_job(broker, j.job_id)
+    except ConcurrentUpdateError as exc:
+        assert j.job_id in str(exc) and "try again" in str(exc)
+        writer.cancel()
+    else:  # the cancel won a race: then it is really cancelled
+        assert ok is True
+        assert (await get_status(broker, j.job_id))["status"] == "cancelled"
+        await asyncio.wait_for(writer, 30)
 
 
 async def test_purge_counts(broker):

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
 from ..core.failed import list_failed, requeue_failed
 from ..core.queue import Queue, cancel_job, get_status
 from ..core.registry import list_workers
-from .common import add_url, job_id, print_table, queue_name, with_broker
+from .common import add_url, job_id, print_table, queue_name, utc_time, with_broker
 
 __all__ = ["register"]
-
-
-def _ts(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else ""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +107,7 @@ def _failed(args: argparse.Namespace) -> int:
             print(f"requeued {jid}")
         return 0
     for e in out:
-        e["failed_at"] = _ts(e["failed_at"])
+        e["failed_at"] = utc_time(e["failed_at"])
         e["reason"] = (e["reason"] or "")[:60]
     print_table(out, ["seq", "job_id", "queue", "func", "attempts", "failed_at", "reason"])
     if args.traceback:

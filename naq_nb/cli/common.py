@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import math
 from typing import Any, Awaitable, Callable, NoReturn
 
 from ..core.broker import Broker
-from ..core.errors import NaqException
 from ..core.layout import JOB_ID_RE, QUEUE_NAME_RE
 from ..core.settings import Settings
+from .errors import UsageError
 
 __all__ = ["OneLineParser", "add_url", "with_broker", "print_table", "settings_from", "UsageError", "port_number",
-           "positive_int", "positive_seconds", "queue_name", "job_id"]
-
-
-class UsageError(NaqException):
-    """Bad input on the command line or in ``NAQ_*`` variables: one line on stderr, exit code 2."""
+           "positive_int", "positive_seconds", "queue_name", "job_id", "utc_time"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -118,3 +115,12 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def utc_time(t: Any, suffix: str = "") -> str:
+    """An epoch time as ``YYYY-MM-DD HH:MM:SS`` (UTC) plus ``suffix``; "" for none."""
+    if not t:
+        return ""
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        return f"invalid ({t!r})"  # a record stored before times were checked
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + suffix

@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +25,16 @@ import webbrowser
 from pathlib import Path
 
 from ..core.errors import NaqException
+from ..core.keeper import log_tail
+from ..core.server import free_port
 from ..core.settings import Settings, redact_url
 from .common import add_url, settings_from, with_broker
+from .errors import VoilaMissing
 
 __all__ = ["register", "require_voila", "VoilaMissing", "write_dashboard_notebook", "voila_command", "voila_env"]
 
 INSTALL_HINT = "pip install 'naq_nb[dashboard]'"
 _START_TIMEOUT = 90.0
-
-
-class VoilaMissing(NaqException):
-    """Voilà is not installed, so the dashboard cannot be served as a page."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,12 +106,6 @@ def voila_command(notebook: Path, host: str, port: int) -> list[str]:
             f"--Voila.ip={host}", "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=True"]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _page_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     return f"http://{shown}:{port}/"
@@ -137,10 +129,7 @@ def _wait_until_serving(proc: subprocess.Popen, url: str, log_path: Path) -> Non
 
 
 def _tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
+    return "\n".join(log_tail(path, n))
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -161,7 +150,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     url = redact_url(settings.nats_url)
     with_broker(args, lambda b: asyncio.sleep(0))  # an unreachable server: one line now, not a broken page
-    port = args.port or _free_port(args.host)
+    port = args.port or free_port(args.host if args.host not in ("0.0.0.0", "") else "127.0.0.1")
     folder = Path(tempfile.mkdtemp(prefix="naq-dashboard-"))
     log_path = folder / "voila.log"
     proc = None

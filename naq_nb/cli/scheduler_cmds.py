@@ -11,7 +11,7 @@ import signal
 from ..core.scheduler import Scheduler
 from ..core.schedules import change_schedule, list_schedules
 from .common import (UsageError, add_url, job_id, positive_int, positive_seconds, print_table, settings_from,
-                     with_broker)
+                     utc_time, with_broker)
 
 __all__ = ["register"]
 
@@ -69,11 +69,7 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _when(t: float | None) -> str:
-    if not t:
-        return ""
-    if not isinstance(t, (int, float)) or not math.isfinite(t):  # a record stored before times were checked
-        return f"invalid ({t!r})"
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_time(t, " UTC")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -9,19 +9,22 @@ same in a script, inside Jupyter's running loop and from worker threads.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any, Callable, Sequence
 
 from ..core.broker import Broker
 from ..core.failed import list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.queue import Queue as CoreQueue, cancel_job, get_status
+from ..core.queue import Queue as CoreQueue, cancel_job, get_status, make_job
 from ..core.records import ResultRecord
 from ..core.registry import list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
 from .loop import on_exit, run_sync
 from .twins import blocking, on_loop
+
+log = logging.getLogger("naq_nb.client")
 
 __all__ = ["Client", "get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
 
@@ -68,11 +71,7 @@ class Client:
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
         """Build (and check) a job without sending it; the default queue comes from settings."""
-        opts = options or JobOptions()
-        queue = opts.queue or self.settings.default_queue
-        probe = CoreQueue.__new__(CoreQueue)
-        probe.name, probe.options = queue, opts
-        return CoreQueue.make_job(probe, fn, args, kwargs, opts)
+        return make_job(fn, args, kwargs, options, queue=self.settings.default_queue)
 
     @on_loop
     async def status(self, job_id: str) -> dict:
@@ -206,8 +205,8 @@ async def _close_all() -> None:
     for c in clients:
         try:
             await c.close()
-        except Exception:
-            pass
+        except Exception as exc:  # closing them all: one that fails must not keep the others open
+            log.debug("closing %r: %s", c, exc)
 
 
 def close_all_clients() -> None:

@@ -18,6 +18,7 @@ from ..core.errors import UnknownQueueError
 from ..core.job import Job, JobOptions
 from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
+from ..core.schedules import require_calendar
 from . import client as _client_mod
 from .client import Client, close_all_clients, get_client
 from .naq_options import split_naq_options
@@ -71,8 +72,8 @@ class JobTemplate:
     def every(self, *, cron: str | None = None, interval: Any = None, repeat: int | None = None,
               timezone: str | None = None, misfire: str | None = None) -> "Any":
         """A template for recurring jobs (see :func:`naq_nb.schedule`)."""
-        from .scheduling import ScheduledTemplate, _require_calendar
-        _require_calendar(cron, interval)
+        from .scheduling import ScheduledTemplate
+        require_calendar(cron, interval)
         cal = dict(cron=cron, interval=interval, repeat=repeat, timezone=timezone, misfire=misfire)
         return ScheduledTemplate(self.client, self.options, **{k: v for k, v in cal.items() if v is not None})
 

@@ -21,7 +21,7 @@ from ..core.errors import SerializationError
 from ..core.job import Job, JobStatus
 from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
-from ..core.status import TERMINAL_VALUES
+from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_status, with_status
 from .client import default_client
 from .loop import run_async
 from .twins import blocking, blocking_classmethod
@@ -160,7 +160,7 @@ class JobFuture(concurrent.futures.Future):
 
     def _cancel_local(self) -> None:
         if self._mark_cancelled():
-            self._record = {**self._record, "status": JobStatus.CANCELLED.value}
+            self._record = with_status(self._record, JobStatus.CANCELLED)
             self._notify()
 
     def _mark_cancelled(self) -> bool:
@@ -248,7 +248,7 @@ class JobFuture(concurrent.futures.Future):
         if self._record.get("status") not in TERMINAL_VALUES:
             extra = {k: meta[k] for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
                      if meta.get(k) is not None}
-            self._record = {**self._record, **extra, "status": res.status}
+            self._record = with_status(self._record, res.status, **extra)
         try:
             if res.status == JobStatus.CANCELLED.value:
                 self._mark_cancelled()
@@ -326,11 +326,10 @@ def _localized(exc: BaseException, job: Job | None) -> BaseException:
     return exc
 
 
-def _initial_record(job: Job) -> dict:
+def _initial_record(job: Job) -> StatusRecord:
     # updated_at 0: any real record from the server replaces it.
-    status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
-    return {"id": job.job_id, "queue": job.queue_name, "status": status.value, "func": job.function_name,
-            "name": job.options.name, "enqueued_at": job.enqueue_time, "attempts": 0, "updated_at": 0}
+    return first_record(job.job_id, job.queue_name, initial_status(job.options.depends_on),
+                        func=job.function_name, name=job.options.name, enqueued_at=job.enqueue_time, updated_at=0)
 
 
 async def _submit_on_loop(client: "Client", jobs: list[Job]) -> list[JobFuture]:

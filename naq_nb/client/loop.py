@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import logging
 import os
 import threading
 from typing import Any, Coroutine, TypeVar
+
+log = logging.getLogger("naq_nb.client")
 
 __all__ = ["LoopThread", "get_loop_thread", "run_sync", "run_async", "in_loop_thread"]
 
@@ -100,6 +103,6 @@ def _shutdown() -> None:
     for fn in reversed(_at_exit):
         try:
             asyncio.run_coroutine_threadsafe(fn(), t.loop).result(5)
-        except Exception:
-            pass
+        except Exception as exc:  # at exit: a hook that fails (or times out) must not stop the others
+            log.debug("exit hook %r failed: %s", fn, exc)
     t.stop()

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from ..core.errors import ConfigurationError
 from ..core.job import Job, JobOptions
 from ..core.schedules import (
-    ScheduleNotFoundError, change_schedule, list_schedules, make_schedule, save_schedule, to_epoch,
+    ScheduleNotFoundError, change_schedule, list_schedules, make_schedule, require_calendar, save_schedule, to_epoch,
 )
 from .client import Client, get_client
 from .naq_options import split_naq_options
@@ -117,17 +117,11 @@ async def schedule(func: Callable[..., Any] | str, *args: Any, cron: str | None 
     or every ``interval`` seconds, ``repeat`` times (None = forever). Returns the Job; its id is the schedule id."""
     t, kw = _template(client, nats_url, queue_name, kwargs, schedule_id, cron=cron, interval=interval,
                       repeat=repeat, timezone=timezone, misfire=misfire, misfire_grace=misfire_grace)
-    _require_calendar(cron, interval)
+    require_calendar(cron, interval)
     return await t.enqueue(func, *args, **kw)
 
 
 schedule_sync = blocking(schedule)
-
-
-def _require_calendar(cron: Any, interval: Any) -> None:
-    if (cron is None) == (interval is None):
-        raise ConfigurationError("schedule() needs exactly one of cron=... or interval=..." +
-                                 (" (both were given)" if cron is not None else ""))
 
 
 # --- control ----------------------------------------------------------------------------

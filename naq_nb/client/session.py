@@ -26,6 +26,7 @@ from ..core.job import Job, JobOptions, func_name
 from ..core.queue import get_status
 from ..core.results import get_result
 from ..core.schedules import make_schedule, save_schedule, to_epoch
+from ..core.status import JobStatus, status_record
 from .client import Client, default_client, get_client, set_default_client
 from .future import JobFuture, submit_jobs
 from .group import JobGroup
@@ -136,8 +137,8 @@ async def _schedule_jobs(client: Client, jobs: list[Job], when: float) -> list[J
     made = [make_schedule(j, b, when=when) for j in jobs]  # validated before anything is stored
     futs = [JobFuture(j.job_id, client, j) for j in jobs]
     for f, j in zip(futs, jobs):
-        f._record = {"id": j.job_id, "queue": j.queue_name, "status": "scheduled", "func": j.function_name,
-                     "name": j.options.name, "due_at": when, "attempts": 0, "updated_at": 0}
+        f._record = status_record(j.job_id, j.queue_name, JobStatus.SCHEDULED, func=j.function_name,
+                                  name=j.options.name, due_at=when, attempts=0, updated_at=0)
     await get_watch(client).register(futs, fetch=False)
     for s, body in made:
         await save_schedule(b, s, body)

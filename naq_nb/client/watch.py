@@ -23,12 +23,15 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+import nats.errors
 from nats.js import api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from ..core import blobs
-from ..core.records import ResultRecord, decode_status
+from ..core.errors import SerializationError
+from ..core.records import ResultRecord
+from ..core.status import decode_status
 from ..core.results import decode_result, get_result
 from .loop import run_async
 from .twins import blocking
@@ -111,8 +114,8 @@ class JobWatch:
         for s in subs:
             try:
                 await s.unsubscribe()
-            except Exception:
-                pass
+            except nats.errors.Error as exc:  # closed or draining connection: the subscription is gone anyway
+                log.debug("watch: unsubscribing: %s", exc)
 
     # --- registration (loop thread) ---------------------------------------------
     async def register(self, futures: Iterable[JobFuture], fetch: bool = True) -> None:
@@ -173,7 +176,8 @@ class JobWatch:
             return
         try:
             rec = decode_status(msg.data)
-        except Exception:
+        except SerializationError as exc:  # one malformed record must not stop the others
+            log.debug("undecodable status record for %s: %s", key, exc)
             return
         for f in list(futs):
             f._apply_status(rec)

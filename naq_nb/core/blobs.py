@@ -52,7 +52,7 @@ from nats.js.errors import (BadObjectMetaError, BadRequestError, BucketNotFoundE
                             KeyNotFoundError, NotFoundError)
 from nats.js.object_store import ObjectStore
 
-from .errors import PayloadTooLargeError, SerializationError
+from .errors import BlobError, PayloadTooLargeError, SerializationError
 from .job import JobStatus
 from .records import ResultRecord, exception_type_names
 from .serialization import pack_record, sign, unpack_record, verify
@@ -77,10 +77,6 @@ _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch i
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
 _RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
 _RECENT_AGE = 120.0
-
-
-class BlobError(SerializationError):
-    """A payload kept in the object store is missing, corrupted or cannot be stored."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import ssl
 from typing import Any, Awaitable, Callable
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -25,7 +26,12 @@ from .layout import Layout
 from .serialization import Serializer, get_serializer
 from .settings import Settings, redact_url
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "CONNECTION_ERRORS"]
+
+#: What a lost, closing or slow connection raises (nats-py's errors, ours, socket errors and timeouts):
+#: the one tuple to catch where a best-effort step (cleanup, a retried background step) may meet one.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, NaqConnectionError, OSError,
+                                                      asyncio.TimeoutError)
 
 log = logging.getLogger("naq_nb")
 

@@ -33,9 +33,9 @@ from .envelope import HEADER_MSG_ID, JobMeta, decode_meta
 from .errors import DependencyFailedError, SerializationError
 from .job import JobStatus
 from .layout import msg_delete_api_subject
-from .records import decode_status, encode_failure, encode_status, exception_type_names
+from .records import encode_failure, exception_type_names
 from .serialization import pack_record
-from .status import TERMINAL_VALUES
+from .status import TERMINAL_VALUES, decode_status, encode_status, first_record, with_status
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -159,10 +159,10 @@ async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
         rec, rev = await _status_entry(b, meta.job_id)
         if rec is not None and rec.get("status") in _ENDED:
             return False
-        base = rec or {"id": meta.job_id, "queue": meta.queue, "func": meta.function, "name": meta.options.name,
-                       "enqueued_at": meta.enqueued_at, "attempts": 0, "failures": 0,
-                       "depends_on": list(meta.options.depends_on)}
-        new = encode_status({**base, "status": JobStatus.WAITING.value, "waiting_on": dep})
+        base = rec or first_record(meta.job_id, meta.queue, JobStatus.WAITING, func=meta.function,
+                                   name=meta.options.name, enqueued_at=meta.enqueued_at,
+                                   depends_on=list(meta.options.depends_on))
+        new = encode_status(with_status(base, JobStatus.WAITING, waiting_on=dep))
         try:
             await (kv.update(meta.job_id, new, last=rev) if rev else kv.create(meta.job_id, new))
             return True
@@ -246,9 +246,8 @@ async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: dict,
     await b.publish(lay.queue_subject(meta.queue), raw.data or b"", headers=hdrs,
                     what=f"job {meta.job_id} released to its queue")
     kv = await b.kv(lay.status_bucket)
-    rec = {k: v for k, v in own.items() if k != "waiting_on"}
     try:
-        await kv.update(meta.job_id, encode_status({**rec, "status": JobStatus.QUEUED.value}), last=rev)
+        await kv.update(meta.job_id, encode_status(with_status(own, JobStatus.QUEUED, drop=["waiting_on"])), last=rev)
     except KeyWrongLastSequenceError:
         pass  # moved on meanwhile (a worker already runs it, or another release got here first)
 
@@ -266,9 +265,8 @@ async def _fail_parked(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: d
     await b.publish(lay.failed_subject(meta.queue), pack_record(info, raw.data or b""), headers=hdrs,
                     what=f"the failed entry of job {jid}")
     kv = await b.kv(lay.status_bucket)
-    rec = {k: v for k, v in own.items() if k != "waiting_on"}
-    await kv.put(jid, encode_status({**rec, "status": JobStatus.FAILED.value, "error": error, "finished_at": now,
-                                     "failures": 1, "dependency": dep}))
+    await kv.put(jid, encode_status(with_status(own, JobStatus.FAILED, drop=["waiting_on"], error=error,
+                                                finished_at=now, failures=1, dependency=dep)))
     data = encode_failure(b.serializer, exc, error=error, tb="", result_ttl=meta.options.result_ttl,
                           attempts=0, failures=1, dependency=dep)
     try:

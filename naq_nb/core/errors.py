@@ -7,7 +7,8 @@ __all__ = [
     "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
     "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
     "UnknownQueueError", "SignatureError", "JobNotFinishedError", "DuplicateJobError",
-    "PublishTimeoutError",
+    "PublishTimeoutError", "ConcurrentUpdateError", "ServerStartError", "ScheduleNotFoundError", "BlobError",
+    "WorkerProcessDied", "JobLostError",
 ]
 
 
@@ -39,6 +40,10 @@ class ServerBinaryNotFound(NaqException, FileNotFoundError):
     """No ``nats-server`` binary was found for the embedded server."""
 
 
+class ServerStartError(NaqException, RuntimeError):
+    """The nats-server process did not come up."""
+
+
 class SerializationError(NaqException, TypeError):
     """A function, its arguments or its result cannot be (de)serialized."""
 
@@ -51,11 +56,19 @@ class PayloadTooLargeError(SerializationError):
     """A payload is larger than the server's max_payload."""
 
 
+class BlobError(SerializationError):
+    """A payload kept in the object store is missing, corrupted or cannot be stored."""
+
+
 class JobNotFoundError(NaqException, KeyError):
     """No job (or result, or schedule) exists under that id."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else "job not found"
+
+
+class ScheduleNotFoundError(JobNotFoundError):
+    """No schedule with that id (never created, finished, or cancelled)."""
 
 
 class JobExecutionError(NaqException):
@@ -89,3 +102,15 @@ class JobNotFinishedError(JobNotFoundError, TimeoutError):
 
 class DuplicateJobError(ConfigurationError):
     """A chosen ``job_id`` (or ``key``) is already used by a different call."""
+
+
+class ConcurrentUpdateError(NaqException):
+    """A record kept changing under a revision-checked update until the call gave up (try again)."""
+
+
+class WorkerProcessDied(NaqException):
+    """The child process running a job died (a signal, ``os._exit``, out of memory)."""
+
+
+class JobLostError(NaqException):
+    """The job's runs kept ending without an outcome (its worker died each time)."""

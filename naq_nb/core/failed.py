@@ -18,7 +18,7 @@ from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID
 from .errors import JobNotFoundError
 from .job import JobStatus
-from .records import encode_status, status_record
+from .status import encode_status, first_record
 from .serialization import unpack_record
 
 __all__ = ["list_failed", "requeue_failed"]
@@ -94,8 +94,8 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
         await results.purge(jid)  # the old failure must not answer waiters of the new run
     except KeyNotFoundError:
         pass
-    rec = status_record(jid, queue, JobStatus.QUEUED, func=meta.get("fn"), enqueued_at=time.time(),
-                        attempts=0, failures=0, requeued_from=raw.seq, depends_on=meta.get("deps") or [])
+    rec = first_record(jid, queue, JobStatus.QUEUED, func=meta.get("fn"), name=None, enqueued_at=time.time(),
+                       requeued_from=raw.seq, depends_on=meta.get("deps") or [])
     await broker.js.publish(lay.kv_subject(lay.status_bucket, jid), encode_status(rec))
     # A fresh message id: the original one may still be inside the de-duplication window.
     headers[HEADER_MSG_ID] = f"{jid}-requeue-{raw.seq}"

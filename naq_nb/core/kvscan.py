@@ -67,5 +67,5 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
     finally:
         try:
             await sub.unsubscribe()
-        except Exception:
-            pass
+        except nats.errors.Error:
+            pass  # closed or draining connection: the subscription is gone with it

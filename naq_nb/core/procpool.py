@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .errors import NaqException
+from .errors import WorkerProcessDied
 from .procchild import encode_frame
 
 __all__ = ["ProcessPool", "WorkerProcessDied", "death_reason"]
@@ -42,10 +42,6 @@ _LEN = 4
 _MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "procmain.py")
 _BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 _RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0)
-
-
-class WorkerProcessDied(NaqException):
-    """The child process running a job died (a signal, ``os._exit``, out of memory)."""
 
 
 def death_reason(returncode: int | None) -> str:

@@ -17,6 +17,7 @@ import json
 import time
 from typing import Callable
 
+import nats.errors
 from nats.aio.msg import Msg
 
 __all__ = ["PullFeed"]
@@ -88,5 +89,5 @@ class PullFeed:
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
-            except Exception:
-                pass
+            except nats.errors.Error:
+                pass  # closed or draining connection: the subscription is gone with it

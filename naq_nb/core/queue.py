@@ -6,6 +6,7 @@ offers sync twins that run these coroutines on its background loop.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -18,14 +19,15 @@ from . import blobs
 from .broker import Broker
 from .deps import release_dependents
 from .envelope import encode_job
-from .errors import ConfigurationError, DuplicateJobError, JobNotFoundError, NaqConnectionError
+from .errors import ConcurrentUpdateError, ConfigurationError, DuplicateJobError, JobNotFoundError, NaqConnectionError
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
-from .records import decode_status, encode_failure, encode_status, status_record
+from .records import encode_failure
+from .status import StatusRecord, decode_status, encode_status, first_record, initial_status, with_status
 from .serialization import seal_record
 
-__all__ = ["Queue", "get_status", "cancel_job", "call_digest"]
+__all__ = ["Queue", "make_job", "get_status", "cancel_job", "call_digest"]
 
 log = logging.getLogger("naq_nb")
 
@@ -40,6 +42,15 @@ def _check_callable(fn: Any) -> None:
         return
     if not callable(fn):
         raise TypeError(f"the job function must be callable, not {type(fn).__name__}: {fn!r}")
+
+
+def make_job(fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
+             options: JobOptions | None = None, *, queue: str) -> Job:
+    """Build (and check) a job without sending it: on ``options.queue``, else on ``queue``."""
+    _check_callable(fn)
+    opts = options or JobOptions()
+    jid = opts.job_id or opts.key or new_job_id()
+    return Job(jid, opts.queue or queue, fn, tuple(args), dict(kwargs or {}), opts)
 
 
 class Queue:
@@ -58,10 +69,7 @@ class Queue:
 
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
-        _check_callable(fn)
-        opts = options or self.options
-        jid = opts.job_id or opts.key or new_job_id()
-        return Job(jid, opts.queue or self.name, fn, tuple(args), dict(kwargs or {}), opts)
+        return make_job(fn, args, kwargs, options or self.options, queue=self.name)
 
     async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         return await self.enqueue_job(self.make_job(fn, args, kwargs))
@@ -87,10 +95,9 @@ class Queue:
         lay = b.layout
         pending = []
         for job, (headers, body) in todo:
-            status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
-            rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
-                                name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
-                                depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
+            rec = first_record(job.job_id, job.queue_name, initial_status(job.options.depends_on),
+                               func=job.function_name, name=job.options.name, enqueued_at=job.enqueue_time,
+                               depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
             st_fut = None
             what = f"job {job.job_id} ({job.function_name})"
             if not job.options.key:
@@ -204,39 +211,63 @@ async def get_status(broker: Broker, job_id: str) -> dict:
     return decode_status(entry.value)
 
 
-async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
-    """Cancel a job that has not finished. Returns False if it had already ended.
+#: How long cancel_job keeps retrying its status update while the job's record keeps changing.
+CANCEL_RETRY_SECONDS = 10.0
 
-    A queued job is removed from its stream; a waiting or scheduled one is marked
-    so its worker drops it; a running one is told to stop through the cancel
-    subject (async functions are cancelled, a sync function's result is discarded).
+
+async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
+    """Status ``cancelled`` (revision-checked); None if the job already ended.
+
+    A running job may write its status (progress) between our read and our update: read
+    again and retry, backing off, for up to ``CANCEL_RETRY_SECONDS``; then raise rather than
+    answer "already ended" for a job that is still live.
     """
-    validate_job_id(job_id)
-    lay = broker.layout
-    kv = await broker.kv(lay.status_bucket)
-    for _ in range(10):
+    kv = await broker.kv(broker.layout.status_bucket)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_RETRY_SECONDS
+    tries = 0
+    while True:
         try:
             entry = await kv.get(job_id)
         except KeyNotFoundError:
             raise JobNotFoundError(f"no job with id {job_id!r}") from None
         rec = decode_status(entry.value)
         if JobStatus(rec["status"]) in TERMINAL:
-            return False
-        rec.update(status=JobStatus.CANCELLED.value, finished_at=time.time())
+            return None
+        rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())
         try:
             await kv.update(job_id, encode_status(rec), last=entry.revision)
-            break
+            return rec
         except KeyWrongLastSequenceError:
-            continue  # the job moved on meanwhile; look again
-    else:
+            tries += 1  # the job moved on meanwhile; look again
+        if loop.time() >= deadline:
+            raise ConcurrentUpdateError(
+                f"could not cancel job {job_id}: its status changed {tries} times in {CANCEL_RETRY_SECONDS:g} s "
+                "while cancelling; try again")
+        await asyncio.sleep(min(0.005 * 2 ** min(tries, 6), 0.2))
+
+
+async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
+    """Cancel a job that has not finished. Returns False if it had already ended.
+
+    A queued job is removed from its stream; a waiting or scheduled one is marked
+    so its worker drops it; a running one is told to stop through the cancel
+    subject (async functions are cancelled, a sync function's result is discarded).
+    Raises :class:`JobNotFoundError` for an unknown id and :class:`ConcurrentUpdateError`
+    if the job's status kept changing for ``CANCEL_RETRY_SECONDS``; connection errors propagate.
+    """
+    validate_job_id(job_id)
+    lay = broker.layout
+    rec = await _mark_cancelled(broker, job_id)
+    if rec is None:
         return False
     seq = sequence or rec.get("seq")
     if seq:
         try:
             await blobs.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
-        except (NotFoundError, Exception):
-            pass  # already delivered or gone
+        except NotFoundError:
+            pass  # already delivered (a worker sees the cancelled status) or gone
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
     results = await broker.kv(lay.results_bucket)
     try:

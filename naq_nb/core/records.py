@@ -1,15 +1,13 @@
-"""Status and result records as stored in the KV buckets, and exception rebuilding.
+"""Result records as stored in the results bucket, and exception rebuilding.
 
-A status record is a small JSON object per job (key = job id) holding its state,
-timings, attempts and progress; every change is a put, so one watcher on the
-status bucket sees every job's life. A result record is written once per job
+Status records (one small JSON object per job, a put per change) have their
+own module, :mod:`naq_nb.core.status`, re-exported here. A result record is written once per job
 when it ends: a JSON header line (status, error, traceback) and the serialized
 value or exception.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, Sequence
@@ -17,30 +15,13 @@ from typing import Any, Sequence
 from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError, SignatureError
 from .job import JobStatus
 from .serialization import Serializer, get_serializer, open_record, pack_record, unpack_record
+from .status import decode_status, encode_status, status_record  # re-exported; their home is core.status
 from .tracebacks import exception_type_names, user_traceback
 
 log = logging.getLogger("naq_nb")
 
 __all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
            "encode_failure", "rebuild_exception", "exception_type_names"]
-
-
-def status_record(job_id: str, queue: str, status: JobStatus | str, **fields: Any) -> dict:
-    rec = {"id": job_id, "queue": queue, "status": str(status), "updated_at": time.time()}
-    rec.update(fields)
-    return rec
-
-
-def encode_status(rec: dict) -> bytes:
-    rec["updated_at"] = time.time()
-    return json.dumps(rec, separators=(",", ":"), default=str).encode()
-
-
-def decode_status(data: bytes) -> dict:
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise SerializationError(f"malformed status record: {exc}") from None
 
 
 class ResultRecord:

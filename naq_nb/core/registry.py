@@ -8,7 +8,12 @@ import time
 from .broker import Broker
 from .kvscan import scan_bucket
 
-__all__ = ["list_workers"]
+__all__ = ["list_workers", "encode_heartbeat"]
+
+
+def encode_heartbeat(rec: dict) -> bytes:
+    """A worker's heartbeat record as stored in the workers bucket (compact JSON; ``rec`` is left as it is)."""
+    return json.dumps(rec, separators=(",", ":"), default=str).encode()
 
 
 async def list_workers(broker: Broker) -> list[dict]:

@@ -35,11 +35,12 @@ from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
-from .errors import DependencyFailedError, NaqConnectionError, NaqException, SerializationError, SignatureError
+from .errors import DependencyFailedError, JobLostError, NaqConnectionError, SerializationError, SignatureError
 from .execution import JobCall, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
-from .records import decode_status, encode_failure, encode_result, encode_status
+from .records import encode_failure, encode_result
+from .status import StatusRecord, decode_status, encode_status, status_record, with_status
 from .results import get_result
 from .serialization import pack_record, seal_record
 
@@ -50,10 +51,6 @@ _MAX_TRACEBACK = 32_000
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _CREATE_ONLY = {_EXPECTED_LAST: "0"}
 _WRONG_LAST_SEQ = 10071
-
-class JobLostError(NaqException):
-    """The job's runs kept ending without an outcome (its worker died each time)."""
-
 
 LOST_RUN_GRACE = 1        # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
 DELIVERY_SLACK = 20       # deliveries beyond the budget that end a job whatever its records say
@@ -137,13 +134,13 @@ class JobRunner:
             return
         await self._finish_ok(d, value)
 
-    def _record(self, d: Delivery, status: JobStatus, **extra: Any) -> dict:
+    def _record(self, d: Delivery, status: JobStatus, **extra: Any) -> StatusRecord:
         m = d.meta
         prev = d.prev or {}
-        rec = {"id": m.job_id, "queue": m.queue, "status": status.value, "func": m.function,
-               "name": m.options.name, "enqueued_at": m.enqueued_at, "attempts": d.delivered,
-               "failures": prev.get("failures", 0), "lost": prev.get("lost", 0), "worker": self.worker_id,
-               "depends_on": list(m.options.depends_on), "seq": d.msg.metadata.sequence.stream}
+        rec = status_record(m.job_id, m.queue, status, func=m.function, name=m.options.name,
+                            enqueued_at=m.enqueued_at, attempts=d.delivered, failures=prev.get("failures", 0),
+                            lost=prev.get("lost", 0), worker=self.worker_id, depends_on=list(m.options.depends_on),
+                            seq=d.msg.metadata.sequence.stream)
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
             rec.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
         if d.record:
@@ -344,7 +341,7 @@ class JobRunner:
             # A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands.
             existing = await get_result(self.b, jid)
             if existing is not None:
-                await self._status(jid, {**rec, "status": existing.status, "error": existing.meta.get("error")})
+                await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
             else:
                 await self._write_over_marker(jid, result)
 

@@ -30,10 +30,10 @@ from typing import Any, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from .broker import Broker
+from .broker import CONNECTION_ERRORS, Broker
 from .errors import SignatureError
 from .job import JobStatus
-from .records import decode_status, encode_status, status_record
+from .status import decode_status, encode_status, first_record
 from .kvscan import scan_bucket
 from .schedules import Schedule, job_message, occurrence_id, occurrences_due, publish_schedule_status
 from .settings import Settings
@@ -125,8 +125,8 @@ class Scheduler:
         if self._watcher is not None:
             try:
                 await self._watcher.stop()
-            except Exception:
-                pass
+            except CONNECTION_ERRORS as exc:  # closed connection: the watch is gone with it
+                log.debug("stopping the schedules watch: %s", exc)
         if self.ha and self.is_leader:
             await self._resign()
         if self._own_broker and self.broker is not None:
@@ -287,8 +287,8 @@ class Scheduler:
     async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> None:
         """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it)."""
         kv = await self.broker.kv(self.broker.layout.status_bucket)
-        rec = status_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
-                            enqueued_at=time.time(), due_at=due, schedule_id=s.id, attempts=0, failures=0)
+        rec = first_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
+                           enqueued_at=time.time(), due_at=due, schedule_id=s.id)
         try:
             entry = await kv.get(job_id)
             if decode_status(entry.value).get("status") != JobStatus.SCHEDULED.value:
@@ -342,15 +342,16 @@ class Scheduler:
         try:
             info = await self.broker.js.stream_info(lay.kv_stream(lay.leader_bucket))
             return float(info.config.max_age or lay.leader_ttl)
-        except Exception:
+        except CONNECTION_ERRORS as exc:  # the configured TTL is the best guess; the next lease step asks again
+            log.debug("leader bucket info: %s", exc)
             return lay.leader_ttl
 
     async def _resign(self) -> None:
         try:
             kv = await self.broker.kv(self.broker.layout.leader_bucket)
             await kv.delete(self.broker.layout.leader_key, last=self._lease_rev)
-        except Exception:
-            pass  # the TTL frees it anyway
+        except CONNECTION_ERRORS as exc:  # a newer revision or a lost connection: the TTL frees it anyway
+            log.debug("resigning the lease: %s", exc)
         self.is_leader = False
 
     def __repr__(self) -> str:

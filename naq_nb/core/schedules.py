@@ -33,23 +33,19 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, encode_job
-from .errors import ConfigurationError, JobNotFoundError, NaqException
+from .errors import ConfigurationError, NaqException, ScheduleNotFoundError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
-from .records import encode_status, status_record
+from .status import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
 __all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",
            "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules", "change_schedule",
            "occurrence_id",
-           "occurrences_due", "job_message"]
+           "occurrences_due", "job_message", "require_calendar"]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
 MAX_CATCH_UP = 1000
-
-
-class ScheduleNotFoundError(JobNotFoundError):
-    """No schedule with that id (never created, finished, or cancelled)."""
 
 
 def positive_seconds(value: Any, what: str, *, zero_ok: bool = False) -> float:
@@ -206,6 +202,13 @@ def job_message(s: Schedule, body: bytes, job_id: str, due: float, keys: Sequenc
         verify_job(keys, s.id, json.dumps(s.meta, separators=(",", ":")), body, s.sig)
         headers[HEADER_SIG] = sign_job(keys[0], job_id, headers[HEADER_META], body)
     return headers
+
+
+def require_calendar(cron: Any, interval: Any) -> None:
+    """A recurring schedule has exactly one of ``cron`` and ``interval``."""
+    if (cron is None) == (interval is None):
+        raise ConfigurationError("schedule() needs exactly one of cron=... or interval=..." +
+                                 (" (both were given)" if cron is not None else ""))
 
 
 def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: str | None = None,

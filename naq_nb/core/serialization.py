@@ -99,7 +99,8 @@ class PickleSerializer(Serializer):
             data = cloudpickle.dumps(exc)
             cloudpickle.loads(data)  # some exceptions pickle but cannot be rebuilt
             return data
-        except Exception:
+        except Exception as err:  # any pickling failure: the error text and traceback still travel, not the object
+            log.debug("exception %s is not sent pickled: %s", type(exc).__name__, err)
             return b""
 
     def loads_exception(self, data):
@@ -107,7 +108,8 @@ class PickleSerializer(Serializer):
             return None
         try:
             exc = cloudpickle.loads(data)
-        except Exception:
+        except Exception as err:  # its class may not import here: the caller rebuilds a JobExecutionError instead
+            log.debug("a pickled exception cannot be rebuilt here: %s", err)
             return None
         return exc if isinstance(exc, BaseException) else None
 

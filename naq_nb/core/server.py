@@ -14,7 +14,6 @@ import atexit
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,15 +25,12 @@ import weakref
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import NaqException, ServerBinaryNotFound
+from .errors import ServerBinaryNotFound, ServerStartError
+from .keeper import KeptProcess, log_tail
 
 __all__ = ["EmbeddedServer", "find_server_binary", "free_port", "ServerStartError"]
 
 _LIVE: "weakref.WeakSet[EmbeddedServer]" = weakref.WeakSet()
-
-
-class ServerStartError(NaqException, RuntimeError):
-    """The nats-server process did not come up."""
 
 
 def find_server_binary(explicit: str | None = None) -> str:
@@ -93,16 +89,6 @@ def _check_server_args(port: object, user: object, password: object, token: obje
             raise ValueError(f"{name}: no such file: {v!r}")
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    os.setpgrp()  # a Ctrl-C in a terminal goes to us, and we stop the server ourselves
-
-
 class EmbeddedServer:
     """A ``nats-server`` child process with JetStream.
 
@@ -130,7 +116,7 @@ class EmbeddedServer:
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
         self._log_path: Path | None = None
-        self._keeper: threading.Thread | None = None
+        self._kept: KeptProcess | None = None
         self._lock = threading.Lock()
         self._user, self._password, self._token = user, password, token
         self.tls_cert, self.tls_key = tls_cert, tls_key
@@ -209,14 +195,11 @@ class EmbeddedServer:
             self.store_dir.mkdir(parents=True, exist_ok=True)
             conf = self._write_config()
             self._log_path = self.store_dir / "nats-server.log"
-            started = threading.Event()
-            errors: list[BaseException] = []
-            self._keeper = threading.Thread(target=self._keep, args=([binary, "-c", str(conf)], started, errors),
-                                            name=f"naq-nats-server-{self.port}", daemon=True)
-            self._keeper.start()
-            started.wait()
-            if errors:
-                raise ServerStartError(f"cannot start {binary}: {errors[0]}")
+            self._kept = KeptProcess([binary, "-c", str(conf)], self._log_path, name=f"naq-nats-server-{self.port}")
+            try:
+                self.proc = self._kept.start().proc
+            except OSError as exc:
+                raise ServerStartError(f"cannot start {binary}: {exc}") from None
             _LIVE.add(self)
         try:
             self._wait_ready()
@@ -224,20 +207,6 @@ class EmbeddedServer:
             self.stop()
             raise
         return self
-
-    def _keep(self, argv: list[str], started: threading.Event, errors: list) -> None:
-        # The parent-death signal is tied to the thread that forked, so this thread
-        # lives exactly as long as the server does.
-        try:
-            with open(self._log_path, "ab") as log:  # type: ignore[arg-type]
-                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             preexec_fn=_set_pdeathsig, close_fds=True)
-        except OSError as exc:
-            errors.append(exc)
-            started.set()
-            return
-        started.set()
-        self.proc.wait()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -258,23 +227,12 @@ class EmbeddedServer:
                                f"{self.start_timeout}s: {self.log_tail()}")
 
     def log_tail(self, n: int = 5) -> str:
-        try:
-            return " | ".join(self._log_path.read_text(errors="replace").strip().splitlines()[-n:])  # type: ignore[union-attr]
-        except Exception:
-            return "(no log)"
+        return " | ".join(log_tail(self._log_path, n)) or "(no log)"
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``); remove a temporary store."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._keeper is not None:
-            self._keeper.join(timeout)
+        if self._kept is not None:
+            self._kept.stop(timeout)
         _LIVE.discard(self)
         if not self._persist and self.store_dir is not None:
             shutil.rmtree(self.store_dir, ignore_errors=True)
@@ -287,13 +245,8 @@ class EmbeddedServer:
 
     def restart(self) -> "EmbeddedServer":
         """Start again on the same port and store (stopping it first if it still runs)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self._kept is not None:
+            self._kept.stop(10)
         self.requested_port = self.port
         self._persist, persist = True, self._persist
         try:
@@ -319,5 +272,5 @@ def _stop_all() -> None:
     for srv in list(_LIVE):
         try:
             srv.stop(timeout=2.0)
-        except Exception:
-            pass
+        except Exception as exc:  # at exit: one server that fails to stop must not keep the others running
+            sys.stderr.write(f"naq_nb: stopping {srv!r} at exit: {exc}\n")

@@ -1,14 +1,22 @@
-"""A job's status values: the one home of the status names and of which ones end a job.
+"""A job's status: the one home of the status names, the status record and its encoding.
 
 Every layer reads statuses through these (``JobStatus.SUCCEEDED``, ``TERMINAL``,
-``FAILED_STATES``), never through its own copies of the strings.
+``FAILED_STATES``) and builds, encodes and decodes status records through
+:func:`status_record`, :func:`first_record`, :func:`with_status`,
+:func:`encode_status` and :func:`decode_status`, never through its own copies.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from enum import Enum
+from typing import Any, Iterable, TypedDict
 
-__all__ = ["JobStatus", "TERMINAL", "TERMINAL_VALUES", "FAILED_STATES"]
+from .errors import SerializationError
+
+__all__ = ["JobStatus", "TERMINAL", "TERMINAL_VALUES", "FAILED_STATES", "StatusRecord", "initial_status",
+           "status_record", "first_record", "with_status", "encode_status", "decode_status"]
 
 
 class JobStatus(str, Enum):
@@ -36,3 +44,77 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 #: Terminal states that are not a success (a dependent of such a job fails).
 FAILED_STATES = frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value})
+
+
+class StatusRecord(TypedDict, total=False):
+    """One job's record in the status bucket (key = job id); every state change is a put of a new one.
+
+    A schedule's own record (key = schedule id) has the same head plus its calendar fields.
+    """
+
+    id: str
+    queue: str
+    status: str                # a JobStatus value
+    updated_at: float          # set by encode_status; 0 on a client's placeholder
+    func: str | None
+    name: str | None
+    enqueued_at: float
+    started_at: float
+    finished_at: float
+    due_at: float              # scheduled: when it is (or was) due
+    schedule_id: str | None    # fired by this schedule
+    attempts: int              # deliveries so far
+    failures: int
+    lost: int                  # runs lost with their worker
+    worker: str | None
+    seq: int                   # the job message's stream sequence
+    depends_on: list[str]
+    waiting_on: str            # waiting: the dependency it is parked on
+    dependency: str            # failed: the dependency that failed it
+    args: str                  # a short preview of the arguments
+    progress: float
+    total: float | None
+    message: str | None
+    error: str | None
+    traceback: str
+
+
+def initial_status(depends_on: Iterable[str]) -> JobStatus:
+    """The status a job is published with: ``waiting`` when it has dependencies, else ``queued``."""
+    return JobStatus.WAITING if list(depends_on) else JobStatus.QUEUED
+
+
+def status_record(job_id: str, queue: str, status: JobStatus | str, **fields: Any) -> StatusRecord:
+    """A new record: the head (id, queue, status, now) and ``fields``."""
+    rec: dict[str, Any] = {"id": job_id, "queue": queue, "status": str(status), "updated_at": time.time()}
+    rec.update(fields)
+    return rec  # type: ignore[return-value]
+
+
+def first_record(job_id: str, queue: str, status: JobStatus | str, *, func: str | None, name: str | None,
+                 enqueued_at: float, **fields: Any) -> StatusRecord:
+    """The record of a job that has not run yet (no attempts, no failures)."""
+    return status_record(job_id, queue, status, func=func, name=name, enqueued_at=enqueued_at, attempts=0,
+                         failures=0, **fields)
+
+
+def with_status(rec: StatusRecord | dict, status: JobStatus | str, *, drop: Iterable[str] = (),
+                **fields: Any) -> StatusRecord:
+    """A copy of ``rec`` moved to ``status`` with ``fields`` set and the keys in ``drop`` removed."""
+    dropped = set(drop)
+    new: dict[str, Any] = {k: v for k, v in rec.items() if k not in dropped}
+    new.update(fields, status=str(status))
+    return new  # type: ignore[return-value]
+
+
+def encode_status(rec: StatusRecord | dict) -> bytes:
+    """The stored form (compact JSON) with ``updated_at`` set to now; ``rec`` itself is left as it is."""
+    return json.dumps({**rec, "updated_at": time.time()}, separators=(",", ":"), default=str).encode()
+
+
+def decode_status(data: bytes) -> StatusRecord:
+    """A stored record; :class:`SerializationError` when it is not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise SerializationError(f"malformed status record: {exc}") from None

@@ -31,7 +31,9 @@ import uuid
 from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable, Iterable
 
-from .broker import Broker
+import nats.errors
+
+from .broker import CONNECTION_ERRORS, Broker
 from .context import echo_line, install_capture, uninstall_capture
 from .delivery import Delivery, parse_meta
 from .deps import DependencyGate
@@ -39,7 +41,7 @@ from .errors import SerializationError
 from .execution import make_execution, validate_execution
 from .layout import pull_api_subject, validate_queue_name
 from .puller import PullFeed
-from .records import encode_status
+from .registry import encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
 from .watchdog import LoopWatchdog
@@ -231,8 +233,8 @@ class Worker:
         try:
             kv = await self.broker.kv(self.broker.layout.workers_bucket)
             await kv.delete(self.worker_id)
-        except Exception:
-            pass
+        except CONNECTION_ERRORS as exc:  # the heartbeat's TTL removes it anyway
+            log.debug("removing the heartbeat of %s: %s", self.worker_id, exc)
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.execution is not None:
@@ -245,8 +247,8 @@ class Worker:
     async def _nak(self, d: Delivery) -> None:
         try:
             await d.msg.nak()
-        except Exception:
-            pass
+        except nats.errors.Error as exc:  # not nak'ed: JetStream redelivers it after ack_wait anyway
+            log.debug("nak of job %s failed: %s", d.meta.job_id if d.meta else "?", exc)
 
     # --- the loops -------------------------------------------------------
     async def _every(self, interval: float, step: Callable[[float], Awaitable[None]]) -> None:
@@ -300,8 +302,8 @@ class Worker:
         for d in self._held():
             try:
                 await d.msg.in_progress()
-            except Exception:
-                pass
+            except nats.errors.Error as exc:  # reconnecting: the next round (well within ack_wait) tries again
+                log.debug("in-progress ack failed: %s", exc)
 
     async def heartbeat_once(self, now: float) -> None:
         self._last_heartbeat = now
@@ -311,7 +313,7 @@ class Worker:
                "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
                "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
-        await kv.put(self.worker_id, encode_status(rec))
+        await kv.put(self.worker_id, encode_heartbeat(rec))
 
     def _held(self) -> list[Delivery]:
         """Every message this worker holds: running, buffered and parked."""

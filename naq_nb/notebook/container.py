@@ -27,18 +27,14 @@ import tempfile
 import time
 import uuid
 
-from ..core.errors import NaqException
 from ..core.server import find_server_binary, free_port
+from .errors import DockerError
 
 __all__ = ["NatsContainer", "DockerError", "docker_available", "check_server_args", "build_default_image"]
 
 log = logging.getLogger("naq_nb.container")
 
 LABEL = "naq_nb.local"  # every container/volume made here carries it, so leftovers can be found
-
-
-class DockerError(NaqException, RuntimeError):
-    """Docker is missing, its daemon does not answer, or the NATS image/container can't be had."""
 
 
 SERVER_KINDS = ("embedded", "docker")

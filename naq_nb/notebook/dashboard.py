@@ -47,6 +47,7 @@ from ..client.session import default_client
 from ..core.errors import JobNotFoundError
 from ..core.job import JobStatus
 from ..core.queue import get_status
+from ..core.status import TERMINAL_VALUES
 from .dashboard_detail import detail_html, fetch_detail
 from .dashboard_view import (
     Actions, DashboardWidgets, RateMeter, format_age, format_every, format_when, render_html, render_text,
@@ -60,8 +61,8 @@ __all__ = ["Dashboard", "dashboard", "dashboard_async", "close_dashboards"]
 
 log = logging.getLogger("naq_nb.dashboard")
 
-_FINISHED = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
-_JOB_STATES = _FINISHED | {"queued", "waiting", "running", "retrying"}  # not "scheduled": that is a schedule
+_FINISHED = TERMINAL_VALUES
+_JOB_STATES = frozenset(s.value for s in JobStatus if s is not JobStatus.SCHEDULED)  # "scheduled" is a schedule
 _START_TIMEOUT = 15.0
 _RECENT = 500  # jobs kept for the task stream and the recent list
 _RECENT_FIELDS = ("id", "func", "name", "queue", "status", "worker", "enqueued_at", "started_at", "finished_at",

@@ -10,7 +10,7 @@ from ..client.client import Client
 from ..core.errors import JobNotFoundError
 from ..core.queue import get_status
 from ..core.results import get_result
-from .fmt import duration_text
+from .fmt import clock_text, duration_text
 
 __all__ = ["fetch_detail", "detail_html"]
 
@@ -28,7 +28,7 @@ async def fetch_detail(client: Client, job_id: str) -> tuple[dict, str]:
 
 
 def _when(t: Any) -> str:
-    return time.strftime("%H:%M:%S UTC", time.gmtime(t)) if isinstance(t, (int, float)) and t else "-"
+    return f"{clock_text(t)} UTC" if isinstance(t, (int, float)) and t else "-"
 
 
 def detail_html(job_id: str, rec: dict, traceback: str) -> str:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import collections
 import html
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .dashboard_charts import line_chart, load_bars, task_stream
+from .fmt import clock_text
 
 __all__ = ["RateMeter", "Actions", "DashboardWidgets", "render_text", "render_html", "format_age", "format_when",
            "format_every", "QUEUE_COLUMNS", "WORKER_COLUMNS", "SCHEDULE_COLUMNS", "FAILED_COLUMNS", "RECENT_COLUMNS"]
@@ -69,7 +69,7 @@ def format_age(seconds: float | None) -> str:
 def format_when(t: float | None, now: float) -> str:
     if not t:
         return "-"
-    stamp = time.strftime("%H:%M:%S", time.gmtime(t))
+    stamp = clock_text(t)
     d = t - now
     rel = "now" if abs(d) < 1 else (f"in {format_age(d)}" if d > 0 else f"{format_age(-d)} ago")
     return f"{stamp} UTC ({rel})"
@@ -159,7 +159,7 @@ def render_html(view: dict) -> str:
 def title_of(view: dict) -> str:
     """``naq_nb dashboard: nats://... (live, updated 12:00:00 UTC)``; the state says closed/stopped/disconnected."""
     state = view.get("state") or ("closed" if view.get("closed") else "live")
-    stamp = time.strftime("%H:%M:%S", time.gmtime(view.get("updated_at") or 0))
+    stamp = clock_text(view.get("updated_at") or 0)
     return f"naq_nb dashboard: {view.get('url', '')} ({state}, updated {stamp} UTC)"
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import html
 import math
 import reprlib
+import time
 from typing import Any, Iterable
 
 from ..core.status import FAILED_STATES, TERMINAL_VALUES
 
-__all__ = ["TERMINAL", "FAILED", "ORDER", "COLORS", "short_repr", "short_value", "status_summary", "esc",
+__all__ = ["clock_text", "TERMINAL", "FAILED", "ORDER", "COLORS", "short_repr", "short_value", "status_summary", "esc",
            "duration_text", "stacked_bar", "rate_text", "eta_text"]
 
 TERMINAL = TERMINAL_VALUES
@@ -59,6 +60,11 @@ def duration_text(d: float | None) -> str:
         return f"{d:.1f} s"
     m, s = divmod(int(round(d)), 60)
     return f"{m}m {s:02d}s" if m < 60 else f"{m // 60}h {m % 60:02d}m"
+
+
+def clock_text(t: float) -> str:
+    """An epoch time as ``HH:MM:SS`` in UTC (the displays say "UTC" where it is not obvious)."""
+    return time.strftime("%H:%M:%S", time.gmtime(t))
 
 
 def rate_text(per_second: float) -> str:

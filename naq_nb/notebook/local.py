@@ -36,8 +36,6 @@ import html
 import logging
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,6 +51,7 @@ from ..client.session import default_client, set_default_client, set_store_note
 from ..core import blobs
 from ..core.errors import NaqException, ServerBinaryNotFound
 from ..core.execution import validate_execution
+from ..core.keeper import KeptProcess
 from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
 from ..core.settings import Settings
@@ -130,66 +129,6 @@ class ServiceThread:
         return not self.thread.is_alive()
 
 
-def _child_setup() -> None:  # in the worker process between fork and exec
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    os.setpgrp()  # a Ctrl-C (kernel interrupt) is not a stop request for the workers
-
-
-class _WorkerProcess:
-    """A ``naq worker`` subprocess, forked from a keeper thread that lives as long as it does
-    (the parent-death signal is tied to the forking thread)."""
-
-    def __init__(self, index: int, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.argv, self.env, self.log_path = argv, env, log_path
-        self.proc: subprocess.Popen | None = None
-        self._error: BaseException | None = None
-        self._started = threading.Event()
-        self.thread = threading.Thread(target=self._keep, name=f"naq-local-proc-{index}", daemon=True)
-
-    def start(self) -> "_WorkerProcess":
-        self.thread.start()
-        self._started.wait()
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _keep(self) -> None:
-        try:
-            with open(self.log_path, "ab") as out:
-                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, preexec_fn=_child_setup, close_fds=True)
-        except OSError as exc:
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        self.proc.wait()
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, n: int = 8) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float) -> None:
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)  # graceful: running jobs finish, the rest goes back
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
-        self.thread.join(5.0)
-
-
 def _norm_queues(queues: str | Iterable[str] | None) -> tuple[str, ...]:
     if queues is None:
         return ()
@@ -252,7 +191,7 @@ class LocalCluster:
         self.client: Client | None = None
         self.settings: Settings | None = None
         self._threads: list[ServiceThread] = []
-        self._procs: list[_WorkerProcess] = []
+        self._procs: list[KeptProcess] = []  # `naq worker` subprocesses
         self._handles: list[Any] = []  # IPython display handles of this cluster's outputs
         self._stopped = False
         self._lock = threading.Lock()
@@ -354,7 +293,7 @@ class LocalCluster:
         for i in range(self.workers):
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
                     "--name", f"local-{i}", "--grace-period", "5", "--execution", self.execution]
-            self._procs.append(_WorkerProcess(i, argv, env, log_dir / f"worker-{i}.log").start())
+            self._procs.append(KeptProcess(argv, log_dir / f"worker-{i}.log", name=f"naq-local-proc-{i}", env=env).start())
         run_sync(self._wait_for_workers({p.proc.pid for p in self._procs}, timeout))
 
     async def _wait_for_workers(self, pids: set[int], timeout: float) -> None:
@@ -370,7 +309,7 @@ class LocalCluster:
                 dead = [p for p in self._procs if not p.alive]
                 if dead:
                     raise NaqException(f"local worker process exited at start (code {dead[0].proc.returncode}):\n"
-                                       f"{dead[0].log_tail()}")
+                                       + "\n".join(dead[0].log_tail(8)))
                 if time.monotonic() > deadline:
                     raise NaqException(f"local worker processes did not start within {timeout:g}s")
                 try:
@@ -432,7 +371,7 @@ class LocalCluster:
                 log.warning("%s did not stop within %gs", t.thread.name, 2 * timeout)
         blobs.keep_local_copies(False)
         for p in self._procs:
-            p.stop(timeout)
+            p.stop(timeout, kill_wait=5.0)  # graceful first: running jobs finish, the rest goes back
         if self.client is not None:
             try:
                 if default_client() is self.client:

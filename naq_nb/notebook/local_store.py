@@ -26,14 +26,12 @@ import signal
 import time
 from pathlib import Path
 
+from .errors import StoreBusyError
+
 __all__ = ["AUTO", "default_store_dir", "StoreLock", "StoreBusyError", "store_is_new"]
 
 AUTO = "auto"
 _LOCK_NAME = "naq-local.lock"
-
-
-class StoreBusyError(RuntimeError):
-    """The store directory is served by another live process."""
 
 
 def default_store_dir(cwd: str | os.PathLike | None = None) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import pickle
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -24,20 +25,20 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 from nats.js.errors import KeyNotFoundError
 
-from ..core.errors import JobNotFoundError, SerializationError
+from ..core.broker import CONNECTION_ERRORS
+from ..core.errors import SerializationError
+from .errors import SweepNotFoundError
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+
+log = logging.getLogger("naq_nb.sweep")
 
 __all__ = ["SweepNotFoundError", "function_bytes", "function_digest", "point_digests", "cache_lookup", "cache_store",
            "save_record", "load_record"]
 
 _CONCURRENCY = 256  # KV gets in flight: round trips, not server work, are the cost
 _FORMAT = 1
-
-
-class SweepNotFoundError(JobNotFoundError):
-    """No sweep with that id on the server (never created, or its record expired)."""
 
 
 def function_bytes(fn: Any) -> bytes:
@@ -122,8 +123,8 @@ async def save_record(b: "Broker", head: dict, body: dict) -> dict:
         for i in range(old[1]):  # the previous version is no longer referenced
             try:
                 await kv.purge(_part_key(b, head["id"], old[0], i))
-            except Exception:
-                pass
+            except CONNECTION_ERRORS as exc:  # the new version is stored: an old part left behind is only space
+                log.warning("sweep %s: could not purge an old part: %s", head["id"], exc)
     return head
 
 
