@@ -293,7 +293,8 @@ class LocalCluster:
         for i in range(self.workers):
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
                     "--name", f"local-{i}", "--grace-period", "5", "--execution", self.execution]
-            self._procs.append(KeptProcess(argv, log_dir / f"worker-{i}.log", name=f"naq-local-proc-{i}", env=env).start())
+            proc = KeptProcess(argv, log_dir / f"worker-{i}.log", name=f"naq-local-proc-{i}", env=env)
+            self._procs.append(proc.start())
         run_sync(self._wait_for_workers({p.proc.pid for p in self._procs}, timeout))
 
     async def _wait_for_workers(self, pids: set[int], timeout: float) -> None:
