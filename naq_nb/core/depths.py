@@ -24,7 +24,7 @@ async def queue_depths(broker: "Broker", queues: list[str] | None = None) -> dic
     """``{queue: {"total": jobs in the stream, "queued": not delivered to a worker, "held": delivered,
     not yet acknowledged}}`` for every queue that has jobs in the stream, plus ``queues`` (zeros)."""
     lay = broker.layout
-    wildcard = lay.jobs_stream_config().subjects[0]
+    wildcard = lay.all_queues_subject
     info = await broker.js.stream_info(lay.jobs_stream, subjects_filter=wildcard)
     counts = {lay.queue_of_subject(s): int(n) for s, n in (info.state.subjects or {}).items()}
     out: dict[str, dict[str, int]] = {}

@@ -201,7 +201,7 @@ async def get_status(broker: Broker, job_id: str) -> dict:
         entry = await kv.get(job_id)
     except KeyNotFoundError:
         raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
-    return decode_status(entry.value)
+    return decode_status(entry.value or b"")
 
 
 async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
@@ -219,7 +219,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
             entry = await kv.get(job_id)
         except KeyNotFoundError:
             raise JobNotFoundError(f"no job with id {job_id!r}") from None
-        rec = decode_status(entry.value)
+        rec = decode_status(entry.value or b"")
         if JobStatus(rec["status"]) in TERMINAL:
             return False
         rec.update(status=JobStatus.CANCELLED.value, finished_at=time.time())

@@ -67,7 +67,7 @@ class ResultRecord:
     @property
     def expired(self) -> bool:
         exp = self.meta.get("expires_at")
-        return bool(exp) and exp < time.time()
+        return bool(exp and exp < time.time())
 
     def value(self) -> Any:
         if self.refused is not None:
@@ -179,7 +179,7 @@ def _as_job_error(original: BaseException, exc_type: str, tb: str) -> BaseExcept
         exc = mixed.__new__(mixed, *original.args)
         exc.args = original.args
         exc.__dict__.update(getattr(original, "__dict__", {}))
-        exc.exc_type = exc_type  # type: ignore[attr-defined]
+        exc.exc_type = exc_type
         return exc
     except Exception:  # layout conflicts, exotic __new__: keep the original type alone
         return original

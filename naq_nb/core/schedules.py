@@ -276,7 +276,7 @@ async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, byt
         raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}") from None
     if entry.value is None:
         raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}")
-    return Schedule.decode(entry.value, entry.revision)
+    return Schedule.decode(entry.value, entry.revision or 0)
 
 
 async def list_schedules(broker: Broker) -> list[Schedule]:
