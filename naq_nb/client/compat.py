@@ -18,6 +18,7 @@ from ..core.errors import UnknownQueueError
 from ..core.job import Job, JobOptions
 from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
+from ..core.registry import WorkerRecord
 from . import client as _client_mod
 from .client import Client, close_all_clients, get_client
 from .naq_options import split_naq_options
@@ -277,9 +278,8 @@ def _job_id(job: Job | str) -> str:
 
 def _client_for(job: Job | str, nats_url: str | None) -> Client:
     """The client that enqueued ``job`` when it is a handle and no URL is given, else the shared one."""
-    if nats_url is None and not isinstance(job, str) and getattr(job, "_client", None) is not None:
-        return job._client  # type: ignore[union-attr]
-    return get_client(nats_url)
+    client = getattr(job, "_client", None) if nats_url is None and not isinstance(job, str) else None
+    return client if client is not None else get_client(nats_url)
 
 
 async def fetch_job_result(job_id: Job | str, nats_url: str | None = None, *, timeout: float | None = 0) -> Any:
@@ -316,11 +316,11 @@ def cancel_job_sync(job: Job | str, *, nats_url: str | None = None) -> bool:
     return get_client(nats_url).cancel_sync(_job_id(job), seq)
 
 
-async def list_workers(nats_url: str | None = None) -> list[dict]:
+async def list_workers(nats_url: str | None = None) -> list[WorkerRecord]:
     return await get_client(nats_url).workers()
 
 
-def list_workers_sync(nats_url: str | None = None) -> list[dict]:
+def list_workers_sync(nats_url: str | None = None) -> list[WorkerRecord]:
     return get_client(nats_url).workers_sync()
 
 
