@@ -11,6 +11,7 @@ buttons, not for display.
 from __future__ import annotations
 
 import collections
+import functools
 import html
 import threading
 import time
@@ -225,13 +226,17 @@ class DashboardWidgets:
                                           f"<i>{view['failed_total']} failed in all; the newest shown</i>")
             self.message.value = f"<i>{html.escape(view['message'])}</i>" if view["message"] else ""
 
+    def _pooled_click(self, i: int, _button: Any) -> None:
+        if i < len(self._pool_keys):  # the pool may hold more buttons than rows shown
+            self.actions.show_detail(self._pool_keys[i])
+
     def _pooled_grid(self, rows: list[dict], closed: bool) -> None:
         cols = self._COLUMNS["recent"]
         while len(self._pool) < len(rows):
             i = len(self._pool)
             b = self.w.Button(description="Details", tooltip="arguments, logs and traceback",
                               layout=self.w.Layout(width="90px"))
-            b.on_click(lambda _b, i=i: self._pool_keys[i:i + 1] and self.actions.show_detail(self._pool_keys[i]))
+            b.on_click(functools.partial(self._pooled_click, i))
             b.add_class("naq-recent-button")
             self._pool.append(([self.w.HTML() for _ in cols], b))
         self._pool_keys = [r["job_id"] for r in rows]

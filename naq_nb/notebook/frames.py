@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..client.client import Client
 from ..client.loop import run_async, run_sync
 from ..client.session import default_client
+from ..core.failed import FailedEntry
 from ..core.listing import list_jobs
+from ..core.registry import WorkerRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +71,7 @@ async def jobs_async(limit: int | None = 1000, status: str | Iterable[str] | Non
 
 
 # --- workers -----------------------------------------------------------------------------
-def _worker_rows(recs: list[dict]) -> list[dict]:
+def _worker_rows(recs: list[WorkerRecord]) -> list[dict]:
     out = []
     for r in recs:
         stats = r.get("stats") or {}
@@ -103,7 +105,7 @@ async def schedules_async(client: Client | None = None) -> "pd.DataFrame":
 
 
 # --- failed -----------------------------------------------------------------------------------
-def _failed_rows(recs: list[dict]) -> list[dict]:
+def _failed_rows(recs: list[FailedEntry]) -> list[dict]:
     return [{**r, "function": r.get("func")} for r in recs]
 
 

@@ -179,13 +179,14 @@ class _WorkerProcess:
             return ""
 
     def stop(self, timeout: float) -> None:
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)  # graceful: running jobs finish, the rest goes back
+        proc = self.proc
+        if proc is not None and proc.poll() is None:  # alive
+            proc.send_signal(signal.SIGTERM)  # graceful: running jobs finish, the rest goes back
             try:
-                self.proc.wait(timeout)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
+                proc.kill()
+                proc.wait(5.0)
         self.thread.join(5.0)
 
 
@@ -343,7 +344,8 @@ class LocalCluster:
         return ""
 
     def _start_processes(self, queues: list[str], timeout: float) -> None:
-        root = self.server.store_dir if self.server is not None else tempfile.mkdtemp(prefix="naq-local-")
+        store = self.server.store_dir if self.server is not None else None  # (set once the server started)
+        root = store if store is not None else tempfile.mkdtemp(prefix="naq-local-")
         log_dir = Path(root) / "worker-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
@@ -354,12 +356,13 @@ class LocalCluster:
             argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
                     "--name", f"local-{i}", "--grace-period", "5", "--execution", self.execution]
             self._procs.append(_WorkerProcess(i, argv, env, log_dir / f"worker-{i}.log").start())
-        run_sync(self._wait_for_workers({p.proc.pid for p in self._procs}, timeout))
+        run_sync(self._wait_for_workers({p.proc.pid for p in self._procs if p.proc is not None}, timeout))
 
     async def _wait_for_workers(self, pids: set[int], timeout: float) -> None:
         """Wait (pushed by a watch on the workers bucket) until every process has sent a heartbeat."""
         import json
         import nats.errors
+        assert self.client is not None  # made by _start(), before the processes
         b = await self.client.broker()
         watcher = await (await b.kv(b.layout.workers_bucket)).watchall()
         seen: set[int] = set()
@@ -368,7 +371,8 @@ class LocalCluster:
             while seen < pids:
                 dead = [p for p in self._procs if not p.alive]
                 if dead:
-                    raise NaqException(f"local worker process exited at start (code {dead[0].proc.returncode}):\n"
+                    code = dead[0].proc.returncode if dead[0].proc is not None else None
+                    raise NaqException(f"local worker process exited at start (code {code}):\n"
                                        f"{dead[0].log_tail()}")
                 if time.monotonic() > deadline:
                     raise NaqException(f"local worker processes did not start within {timeout:g}s")

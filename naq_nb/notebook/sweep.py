@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import itertools
 import sys
@@ -142,7 +143,11 @@ async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
             left[0] -= 1
             last = left[0] == 0
         if last:
-            loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+            loop.call_soon_threadsafe(_wake)
+
+    def _wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
 
     for f in pending:
         f.add_done_callback(_one)
@@ -256,7 +261,7 @@ class Sweep:
     def _watch(self, indices: Iterable[int]) -> None:
         for i in indices:
             f = self.futures[i]
-            self._unsubs.append(f.on_update(lambda fut, i=i: self._changed(i, fut)))
+            self._unsubs.append(f.on_update(functools.partial(self._changed, i)))
 
     def _changed(self, i: int, fut: JobFuture) -> None:
         if self.futures[i] is not fut:
@@ -320,7 +325,8 @@ class Sweep:
         params = list(self.points[0]) if self.points else []
         fixed = ["status", "duration", "attempts", "error", "job_id"]
         taken = set(params) | set(fixed)
-        rows, extra = [], {}
+        rows: list[dict[str, Any]] = []
+        extra: dict[str, None] = {}  # result columns, in first-seen order
         for p, f in zip(self.points, self.futures):
             row = dict(p)
             if f.done() and not f.cancelled() and f.exception(0) is None:

@@ -134,7 +134,7 @@ async def load_record(b: "Broker", sweep_id: str) -> tuple[dict, dict]:
         entry = await kv.get(b.layout.sweep_key(sweep_id))
     except KeyNotFoundError:
         raise SweepNotFoundError(f"no sweep with id {sweep_id!r} (never created here, or its record expired)") from None
-    head = json.loads(entry.value)
+    head = json.loads(entry.value or b"")
     if head.get("format") != _FORMAT:
         raise SerializationError(f"sweep {sweep_id} has record format {head.get('format')!r}; "
                                  f"this naq_nb reads format {_FORMAT}")
