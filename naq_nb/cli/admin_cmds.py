@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from typing import Any
 
+from ..core.broker import Broker
 from ..core.failed import list_failed, requeue_failed
 from ..core.queue import Queue, cancel_job, get_status
 from ..core.registry import list_workers
@@ -49,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    async def run(b):
+    async def run(b: Broker) -> None:
         for name in args.queues or [b.settings.default_queue]:
             n = await Queue(b, name).purge()
             print(f"purged {n} job(s) from queue {name!r}")
@@ -68,7 +70,7 @@ def _workers(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    async def run(b):
+    async def run(b: Broker) -> list[dict[str, Any]]:
         if args.job_id:
             return [await get_status(b, args.job_id)]
         from ..core.depths import queue_depths
@@ -99,7 +101,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _failed(args: argparse.Namespace) -> int:
-    async def run(b):
+    async def run(b: Broker) -> list[Any]:  # the entries listed, or the job ids requeued
         if args.action == "list":
             return await list_failed(b, args.queue)
         refs = list(args.refs)

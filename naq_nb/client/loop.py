@@ -13,7 +13,7 @@ import atexit
 import concurrent.futures
 import os
 import threading
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 __all__ = ["LoopThread", "get_loop_thread", "run_sync", "run_async", "in_loop_thread"]
 
@@ -50,7 +50,7 @@ class LoopThread:
 
 _lock = threading.Lock()
 _thread: LoopThread | None = None
-_at_exit: list = []
+_at_exit: list[Callable[[], Awaitable[Any]]] = []
 
 
 def get_loop_thread() -> LoopThread:
@@ -87,7 +87,7 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(get_loop_thread().submit(coro))
 
 
-def on_exit(coro_fn) -> None:
+def on_exit(coro_fn: Callable[[], Awaitable[Any]]) -> None:
     """Register a coroutine function to run on the loop at interpreter exit (before it stops)."""
     _at_exit.append(coro_fn)
 

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -193,7 +193,7 @@ async def release_dependents(b: "Broker", job_id: str) -> int:
     return settled
 
 
-async def _copies(b: "Broker", dep: str):
+async def _copies(b: "Broker", dep: str) -> AsyncIterator[list[api.RawStreamMsg]]:
     """The copies parked on ``dep``, in chunks, read forward by sequence (settled ones get deleted)."""
     lay = b.layout
     seq, chunk = 1, []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TypedDict
+from typing import AsyncIterator, TypedDict
 
 from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
@@ -43,7 +43,7 @@ class FailedEntry(TypedDict):
     requeueable: bool           # it carries its original job headers
 
 
-async def _iter_failed(broker: Broker, queue: str | None, limit: int):
+async def _iter_failed(broker: Broker, queue: str | None, limit: int) -> AsyncIterator[api.RawStreamMsg]:
     lay = broker.layout
     await broker.ensure_layout()
     info = await broker.js.stream_info(lay.failed_stream)

@@ -430,7 +430,8 @@ def _flush_displays() -> None:
 
 
 # --- the calls ----------------------------------------------------------------------------------------------------
-def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any, params: dict):
+def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any,
+             params: dict) -> tuple[list[dict], JobOptions, dict, dict]:
     points, opts = _check(fn, grid, options, cache, name, params)
     fn_bytes = function_bytes(fn)
     digests = point_digests(fn_bytes, points)  # also proves every point pickles
