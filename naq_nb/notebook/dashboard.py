@@ -57,6 +57,9 @@ from .fmt import duration_text
 if TYPE_CHECKING:
     import ipywidgets
 
+    from ..core.depths import QueueDepth
+    from ..core.schedules import ScheduleRow
+
 __all__ = ["Dashboard", "dashboard", "dashboard_async", "close_dashboards"]
 
 log = logging.getLogger("naq_nb.dashboard")
@@ -105,10 +108,10 @@ class Dashboard:
         self.rates = RateMeter(rate_window)
         # Mutated on naq_nb's loop thread only; other threads read the immutable `_view`.
         self._workers: dict[str, WorkerRecord] = {}
-        self._schedules: dict[str, dict] = {}
+        self._schedules: dict[str, ScheduleRow] = {}
         self._failed: list[FailedEntry] = []
         self._failed_total = 0
-        self._depths: dict[str, dict[str, int]] = {}
+        self._depths: dict[str, QueueDepth] = {}
         self._known_queues: set[str] = set()
         self._recent: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
         self._running: dict[str, set[str]] = {}          # worker -> job ids running now (pushed)
@@ -486,7 +489,8 @@ class Dashboard:
         rates = self.rates.rates(time.monotonic())
         served = collections.Counter(q for r in self._workers.values() for q in r.get("queues") or ())
         running = self._running_per_queue()
-        return [{"queue": q, "queued": max(0, self._depths.get(q, {}).get("total", 0) - running.get(q, 0)),
+        total = {q: d["total"] for q, d in self._depths.items()}
+        return [{"queue": q, "queued": max(0, total.get(q, 0) - running.get(q, 0)),
                  "running": running.get(q, 0), "workers": served.get(q, 0),
                  "finished_per_s": f"{rates.get(q, 0.0):.1f}"} for q in sorted(self._known_queues)]
 

@@ -16,7 +16,7 @@ import html
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .dashboard_charts import line_chart, load_bars, task_stream
 
@@ -76,7 +76,7 @@ def format_when(t: float | None, now: float) -> str:
     return f"{stamp} UTC ({rel})"
 
 
-def format_every(row: dict) -> str:
+def format_every(row: Mapping[str, Any]) -> str:
     if row.get("cron"):
         return f"cron {row['cron']}" + (f" {row['timezone']}" if row.get("timezone") else "")
     if row.get("interval"):

@@ -6,7 +6,7 @@ times are timezone-aware UTC timestamps, durations and ages are seconds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..client.client import Client
 from ..client.loop import run_async, run_sync
@@ -32,7 +32,7 @@ FAILED_COLUMNS = ["seq", "job_id", "queue", "function", "error", "exc_type", "at
 _TIMES = {"enqueued_at", "started_at", "finished_at", "heartbeat_at", "next_run", "failed_at"}
 
 
-def _frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":
+def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> "pd.DataFrame":
     import pandas as pd
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     for c in columns:
