@@ -384,7 +384,8 @@ async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
         return data
     meta, _ = unpack_record(data)
     ref = await offload(broker, data, broker.layout.result_objects_bucket, new_name("result", job_id))
-    return pack_record({**meta, "blob": asdict(ref)})
+    # The id too: a reader whose download fails names the job from this head alone (load_result).
+    return pack_record({**meta, "id": job_id, "blob": asdict(ref)})
 
 
 @overload
@@ -402,9 +403,12 @@ async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecor
     except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
         if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
             exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
-        meta = {k: v for k, v in rec.meta.items() if k not in ("blob", "ser")}
-        meta.update(status=JobStatus.FAILED.value, error=str(exc), traceback="", exc_type=exception_type_names(exc)[0],
-                    exc_types=exception_type_names(exc), ser="pickle", job_status=rec.status)
+        meta = rec.meta.copy()
+        meta.pop("blob", None)
+        meta.pop("ser", None)
+        meta.update({"status": JobStatus.FAILED.value, "error": str(exc), "traceback": "",
+                     "exc_type": exception_type_names(exc)[0], "exc_types": exception_type_names(exc), "ser": "pickle",
+                     "job_status": rec.status})
         return ResultRecord(meta, pickle.dumps(exc))
 
 
@@ -416,9 +420,9 @@ async def drop_result(broker: "Broker", job_id: str) -> None:
     except KeyNotFoundError:
         return
     if entry.value:
-        ref = ResultRecord.decode(entry.value).meta.get("blob")
-        if ref:
-            ref = BlobRef.from_dict(ref)
+        blob = ResultRecord.decode(entry.value).meta.get("blob")
+        if blob:
+            ref = BlobRef.from_dict(blob)
             await _delete(broker, ref.bucket, ref.name)
 
 
