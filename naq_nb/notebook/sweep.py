@@ -31,8 +31,8 @@ from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
 from .fmt import short_value, status_summary
-from .sweep_store import (SweepNotFoundError, cache_lookup, cache_store, function_bytes, function_digest,
-                          load_record, point_digests, save_record)
+from .sweep_store import (SweepBody, SweepHead, SweepNotFoundError, cache_lookup, cache_store, function_bytes,
+                          function_digest, load_record, point_digests, save_record)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,7 +165,7 @@ class Sweep:
     and returns the sweep.
     """
 
-    def __init__(self, client: Client, head: dict, body: dict, futures: list[JobFuture],
+    def __init__(self, client: Client, head: SweepHead, body: SweepBody, futures: list[JobFuture],
                  cached: Iterable[int] = (), fn: Callable | None = None) -> None:
         self.client = client
         self._head = head
@@ -373,9 +373,9 @@ class Sweep:
             self._changed(i, self.futures[i])
         return len(idx)
 
-    async def _save(self) -> dict:
-        body = {"points": self.points, "job_ids": self.job_ids, "digests": self._digests, "fn": self._fn_bytes,
-                "options": self._options}
+    async def _save(self) -> SweepHead:
+        body: SweepBody = {"points": self.points, "job_ids": self.job_ids, "digests": self._digests,
+                           "fn": self._fn_bytes, "options": self._options}
         return await save_record(await self.client.broker(), self._head, body)
 
     def cancel(self) -> int:
@@ -431,17 +431,18 @@ def _flush_displays() -> None:
 
 # --- the calls ----------------------------------------------------------------------------------------------------
 def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any,
-             params: dict) -> tuple[list[dict], JobOptions, dict, dict]:
+             params: dict) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
     points, opts = _check(fn, grid, options, cache, name, params)
     fn_bytes = function_bytes(fn)
     digests = point_digests(fn_bytes, points)  # also proves every point pickles
-    head = {"id": new_job_id(), "name": name, "function": func_name(fn), "created": time.time(),
-            "n": len(points), "queue": opts.queue}
-    body = {"points": points, "digests": digests, "fn": fn_bytes, "options": opts}
+    head: SweepHead = {"id": new_job_id(), "name": name, "function": func_name(fn), "created": time.time(),
+                       "n": len(points), "queue": opts.queue}
+    body: SweepBody = {"points": points, "digests": digests, "fn": fn_bytes, "options": opts}
     return points, opts, head, body
 
 
-async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: dict, body: dict,
+async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: SweepHead,
+                  body: SweepBody,
                   cache: bool) -> Sweep:
     futs, hits = await _submit(client, fn, body["fn"], points, list(range(len(points))), body["digests"],
                                opts, cache)
