@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 demo: venv            ## the main job, end to end, on an embedded nats-server
 	$(PY) examples/demo.py
 
-lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbear)
+lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbear), then mypy ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/ruff check naq_nb
+	$(PY) -m mypy
 
 test: venv            ## the whole suite, against real nats-server processes
 	$(PY) -m pytest -q -p no:cacheprovider

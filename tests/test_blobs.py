@@ -170,10 +170,13 @@ async def test_missing_or_corrupted_result_object_is_a_clear_error(broker, start
     by_job = {n.split(".")[1]: n for n in await object_names(broker, broker.layout.result_objects_bucket)}
     await store.delete(by_job[jobs_[0].job_id])
     await store.put(by_job[jobs_[1].job_id], b"garbage")
-    with pytest.raises(BlobError, match="result of job .* is missing"):
+    with pytest.raises(BlobError, match="result of job .* is missing") as missing:
         (await wait_for_result(broker, jobs_[0].job_id, 5)).unwrap()
-    with pytest.raises(BlobError, match="corrupted"):
+    with pytest.raises(BlobError, match="corrupted") as corrupted:
         (await wait_for_result(broker, jobs_[1].job_id, 5)).unwrap()
+    # Each error names its job (the record's head carries the id: ResultMeta has no other place for it).
+    assert f"the result of job {jobs_[0].job_id} " in str(missing.value)
+    assert f"the result of job {jobs_[1].job_id} " in str(corrupted.value)
 
 
 async def test_stalled_download_ends_with_an_error(broker, start_worker, monkeypatch):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from ..core.broker import Broker
 from ..core.failed import list_failed, requeue_failed
 from ..core.queue import Queue, cancel_job, get_status
 from ..core.registry import list_workers
@@ -44,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    async def run(b):
+    async def run(b: Broker) -> None:
         for name in args.queues or [b.settings.default_queue]:
             n = await Queue(b, name).purge()
             print(f"purged {n} job(s) from queue {name!r}")
@@ -63,7 +65,7 @@ def _workers(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    async def run(b):
+    async def run(b: Broker) -> list[dict[str, Any]]:
         if args.job_id:
             return [await get_status(b, args.job_id)]
         from ..core.depths import queue_depths
@@ -94,7 +96,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _failed(args: argparse.Namespace) -> int:
-    async def run(b):
+    async def run(b: Broker) -> list[Any]:  # the entries listed, or the job ids requeued
         if args.action == "list":
             return await list_failed(b, args.queue)
         refs = list(args.refs)

@@ -14,11 +14,11 @@ import threading
 from typing import Any, Callable, Sequence
 
 from ..core.broker import Broker
-from ..core.failed import list_failed, requeue_failed
+from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
 from ..core.queue import Queue as CoreQueue, cancel_job, get_status, make_job
 from ..core.records import ResultRecord
-from ..core.registry import list_workers
+from ..core.registry import WorkerRecord, list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
 from .loop import on_exit, run_sync
@@ -116,14 +116,14 @@ class Client:
     queue_size_sync = blocking(queue_size)
 
     @on_loop
-    async def workers(self) -> list[dict]:
+    async def workers(self) -> list[WorkerRecord]:
         """Live workers from their heartbeats."""
         return await list_workers(await self.broker())
 
     workers_sync = blocking(workers)
 
     @on_loop
-    async def failed(self, queue: str | None = None, limit: int = 1000) -> list[dict]:
+    async def failed(self, queue: str | None = None, limit: int = 1000) -> list[FailedEntry]:
         """Jobs in the failed stream (out of retries, or undecodable)."""
         return await list_failed(await self.broker(), queue, limit)
 

@@ -19,6 +19,7 @@ from ..core.job import Job, JobOptions
 from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
 from ..core.schedules import require_calendar
+from ..core.registry import WorkerRecord
 from . import client as _client_mod
 from .client import Client, close_all_clients, get_client
 from .naq_options import split_naq_options
@@ -248,9 +249,8 @@ def _job_id(job: Job | str) -> str:
 
 def _client_for(job: Job | str, nats_url: str | None) -> Client:
     """The client that enqueued ``job`` when it is a handle and no URL is given, else the shared one."""
-    if nats_url is None and not isinstance(job, str) and getattr(job, "_client", None) is not None:
-        return job._client  # type: ignore[union-attr]
-    return get_client(nats_url)
+    client = getattr(job, "_client", None) if nats_url is None and not isinstance(job, str) else None
+    return client if client is not None else get_client(nats_url)
 
 
 async def fetch_job_result(job_id: Job | str, nats_url: str | None = None, *, timeout: float | None = 0) -> Any:
@@ -282,7 +282,7 @@ async def cancel_job(job: Job | str, *, nats_url: str | None = None) -> bool:
 cancel_job_sync = blocking(cancel_job)
 
 
-async def list_workers(nats_url: str | None = None) -> list[dict]:
+async def list_workers(nats_url: str | None = None) -> list[WorkerRecord]:
     return await get_client(nats_url).workers()
 
 

@@ -34,8 +34,9 @@ __all__ = ["JobFuture", "display_hook", "submit_jobs", "submit_jobs_sync", "atta
 
 log = logging.getLogger("naq_nb.client")
 
-#: Set by the notebook layer (a live widget); called by ``JobFuture._ipython_display_``.
-display_hook: Callable[["JobFuture"], None] | None = None
+#: Set by the notebook layer (a live widget); called by ``JobFuture._ipython_display_`` and
+#: ``JobGroup._ipython_display_`` with the future or the group (what it returns is ignored).
+display_hook: Callable[[Any], object] | None = None
 
 
 

@@ -19,7 +19,7 @@ import concurrent.futures
 import reprlib
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Generator, Iterable, Iterator
+from typing import Any, AsyncIterator, Callable, Generator, Iterable, Iterator, cast
 
 from ..core.job import new_job_id
 from . import future as future_mod
@@ -186,8 +186,8 @@ async def as_completed_async(futures: Iterable[JobFuture], timeout: float | None
     loop = asyncio.get_running_loop()
     deadline = None if t is None else loop.time() + t
     queue: asyncio.Queue[JobFuture] = asyncio.Queue()
-    for f in futs:
-        f.add_done_callback(lambda fut: loop.call_soon_threadsafe(queue.put_nowait, fut))
+    for f in futs:  # (a done callback gets the future it was added to: a JobFuture)
+        f.add_done_callback(lambda fut: loop.call_soon_threadsafe(queue.put_nowait, cast(JobFuture, fut)))
     for _ in futs:
         left = None if deadline is None else max(0.0, deadline - loop.time())
         try:
@@ -202,7 +202,7 @@ class JobGroup(list):
     before) with aggregate calls and one live display."""
 
     kind = "map"
-    __hash__ = None  # type: ignore[assignment]  # a list
+    __hash__ = None  # a list: unhashable
 
     def __init__(self, futures: list[JobFuture], calls: list[tuple[tuple, dict]], function: str,
                  name: str | None = None) -> None:

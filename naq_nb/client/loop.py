@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 log = logging.getLogger("naq_nb.client")
 
@@ -53,7 +53,7 @@ class LoopThread:
 
 _lock = threading.Lock()
 _thread: LoopThread | None = None
-_at_exit: list = []
+_at_exit: list[Callable[[], Awaitable[Any]]] = []
 
 
 def get_loop_thread() -> LoopThread:
@@ -90,7 +90,7 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(get_loop_thread().submit(coro))
 
 
-def on_exit(coro_fn) -> None:
+def on_exit(coro_fn: Callable[[], Awaitable[Any]]) -> None:
     """Register a coroutine function to run on the loop at interpreter exit (before it stops)."""
     _at_exit.append(coro_fn)
 

@@ -67,7 +67,7 @@ def localize(traceback_text: str, fn: Any) -> str:
     for text in traceback_text.splitlines():
         m = _FRAME.match(text)
         code = _find(codes, m.group(3), int(m.group(2))) if m else None
-        if code is None:
+        if m is None or code is None:
             out.append(text)
             continue
         indent, n = m.group(1), int(m.group(2))

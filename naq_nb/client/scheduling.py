@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 from ..core.errors import ConfigurationError
 from ..core.job import Job, JobOptions
 from ..core.schedules import (
-    ScheduleNotFoundError, change_schedule, list_schedules, make_schedule, require_calendar, save_schedule, to_epoch,
+    ScheduleNotFoundError, ScheduleRow, change_schedule, list_schedules, make_schedule, require_calendar, save_schedule,
+    to_epoch,
 )
 from .client import Client, get_client
 from .naq_options import split_naq_options
@@ -130,13 +131,13 @@ def _sid(ref: Job | str) -> str:
     return ref if isinstance(ref, str) else ref.job_id
 
 
-async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict) -> dict | None:
+async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict) -> ScheduleRow | None:
     s = await change_schedule(await c.broker(), _sid(ref), action, **changes)
     return None if s is None else s.to_row()
 
 
 async def _change(client: Client | None, nats_url: str | None, ref: Job | str, action: str,
-                  **changes: Any) -> dict | None:
+                  **changes: Any) -> ScheduleRow | None:
     return await run_async(_change_on_loop(client or get_client(nats_url), ref, action, changes))
 
 
@@ -152,7 +153,7 @@ cancel_scheduled_job_sync = blocking(cancel_scheduled_job)
 
 
 async def pause_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
-                              client: Client | None = None) -> dict:
+                              client: Client | None = None) -> ScheduleRow:
     """Stop firing until resumed; returns the schedule's row."""
     return await _change(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
 
@@ -161,7 +162,7 @@ pause_scheduled_job_sync = blocking(pause_scheduled_job)
 
 
 async def resume_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
-                               client: Client | None = None) -> dict:
+                               client: Client | None = None) -> ScheduleRow:
     """Fire again; runs missed while paused are skipped (beyond the misfire grace)."""
     return await _change(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
 
@@ -188,11 +189,11 @@ async def modify_scheduled_job(schedule_id: Job | str, nats_url: str | None = No
 modify_scheduled_job_sync = blocking(modify_scheduled_job)
 
 
-async def _rows(c: Client) -> list[dict]:
+async def _rows(c: Client) -> list[ScheduleRow]:
     return [s.to_row() for s in await list_schedules(await c.broker())]
 
 
-async def list_scheduled(*, nats_url: str | None = None, client: Client | None = None) -> list[dict]:
+async def list_scheduled(*, nats_url: str | None = None, client: Client | None = None) -> list[ScheduleRow]:
     """Every schedule as a row (schedule_id, function, queue, kind, cron, interval, next_run, runs, paused, ...)."""
     return await run_async(_rows(client or get_client(nats_url)))
 

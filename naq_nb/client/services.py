@@ -24,6 +24,7 @@ import threading
 from typing import Any, Iterable, Mapping
 
 from ..core.errors import ConfigurationError
+from ..core.registry import WorkerRecord
 from ..core.scheduler import Scheduler as CoreScheduler
 from ..core.settings import Settings
 from ..core.worker import Worker as CoreWorker
@@ -88,7 +89,7 @@ class Worker(CoreWorker):
         asyncio.run(_run())
 
     @staticmethod
-    async def list_workers(nats_url: str | None = None) -> list[dict]:
+    async def list_workers(nats_url: str | None = None) -> list[WorkerRecord]:
         """naq's ``Worker.list_workers``: live workers from their heartbeats."""
         from .compat import list_workers
         return await list_workers(nats_url)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import nats.errors
 from nats.js import api
@@ -143,7 +143,7 @@ class JobWatch:
         """How many futures currently receive records (done ones linger briefly)."""
         return sum(len(v) for v in self._futures.values())
 
-    async def _fetch(self, b: "Broker", futs: list[JobFuture]) -> None:
+    async def _fetch(self, b: "Broker", futs: Sequence[JobFuture]) -> None:
         kv = await b.kv(b.layout.status_bucket)
         sem = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
@@ -185,7 +185,7 @@ class JobWatch:
     async def _on_result(self, msg: Any) -> None:
         job_id = self._key(msg.subject, self._result_prefix)
         futs = self._futures.get(job_id) if job_id else None
-        if not futs:
+        if job_id is None or not futs:
             return
         if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE) or not msg.data:
             return  # a requeue cleared an old result; the new one follows

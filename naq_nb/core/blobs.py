@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -43,7 +44,7 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, overload
 
 import cloudpickle
 import nats.errors
@@ -58,6 +59,8 @@ from .records import ResultRecord, exception_type_names
 from .serialization import pack_record, sign, unpack_record, verify
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
     from .broker import Broker
     from .job import Job
 
@@ -198,17 +201,22 @@ def _recent_get(sha: str) -> bytes | None:
     return hit[1] if hit is not None and hit[0] > time.monotonic() - _RECENT_AGE else None
 
 
-class _Sink:
-    """Collects chunks (nats-py's default concatenation is quadratic: 50 MB took 49 s) and notes progress."""
+class _Sink(io.BufferedIOBase):
+    """Collects chunks (nats-py's default concatenation is quadratic: 50 MB took 49 s) and notes progress.
+
+    A BufferedIOBase because that is what ``ObjectStore.get(writeinto=)`` takes; only ``write`` is used.
+    """
 
     def __init__(self) -> None:
+        super().__init__()
         self.parts: list[bytes] = []
         self.last = time.monotonic()
 
-    def write(self, chunk: bytes) -> int:
-        self.parts.append(bytes(chunk))
+    def write(self, chunk: ReadableBuffer) -> int:
+        data = bytes(chunk)
+        self.parts.append(data)
         self.last = time.monotonic()
-        return len(chunk)
+        return len(data)
 
 
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
@@ -372,9 +380,14 @@ async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
         return data
     meta, _ = unpack_record(data)
     ref = await offload(broker, data, broker.layout.result_objects_bucket, new_name("result", job_id))
-    return pack_record({**meta, "blob": asdict(ref)})
+    # The id too: a reader whose download fails names the job from this head alone (load_result).
+    return pack_record({**meta, "id": job_id, "blob": asdict(ref)})
 
 
+@overload
+async def load_result(broker: "Broker", rec: ResultRecord) -> ResultRecord: ...
+@overload
+async def load_result(broker: "Broker", rec: None) -> None: ...
 async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecord | None:
     """``rec`` with its payload: fetched if it was offloaded; a failure record naming the problem
     if the object is missing or corrupted (so a waiter gets a clear error, never a hang)."""
@@ -386,9 +399,12 @@ async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecor
     except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
         if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
             exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
-        meta = {k: v for k, v in rec.meta.items() if k not in ("blob", "ser")}
-        meta.update(status=JobStatus.FAILED.value, error=str(exc), traceback="", exc_type=exception_type_names(exc)[0],
-                    exc_types=exception_type_names(exc), ser="pickle", job_status=rec.status)
+        meta = rec.meta.copy()
+        meta.pop("blob", None)
+        meta.pop("ser", None)
+        meta.update({"status": JobStatus.FAILED.value, "error": str(exc), "traceback": "",
+                     "exc_type": exception_type_names(exc)[0], "exc_types": exception_type_names(exc), "ser": "pickle",
+                     "job_status": rec.status})
         return ResultRecord(meta, pickle.dumps(exc))
 
 
@@ -400,9 +416,9 @@ async def drop_result(broker: "Broker", job_id: str) -> None:
     except KeyNotFoundError:
         return
     if entry.value:
-        ref = ResultRecord.decode(entry.value).meta.get("blob")
-        if ref:
-            ref = BlobRef.from_dict(ref)
+        blob = ResultRecord.decode(entry.value).meta.get("blob")
+        if blob:
+            ref = BlobRef.from_dict(blob)
             await _delete(broker, ref.bucket, ref.name)
 
 

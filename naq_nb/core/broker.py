@@ -233,6 +233,7 @@ class Broker:
             return await self.js.key_value(name)  # another process created it first
 
     async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
+        assert cfg.name is not None  # layout.py names every stream
         try:
             info = await self.js.stream_info(cfg.name)
         except NotFoundError:

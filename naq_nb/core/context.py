@@ -34,6 +34,7 @@ class JobContext:
     logs: list[str] = field(default_factory=list)
     max_log_lines: int = 200
     on_line: Callable[[str, str], None] | None = None  # (job id, line): echo output to the worker's terminal
+    record: dict[str, Any] = field(default_factory=dict)  # the runner's current status record, which flushes update
     _scheduled: bool = False
     _closed: bool = False
     _last: float = 0.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from nats.aio.msg import Msg
 
+from .context import JobContext
 from .envelope import JobMeta, decode_meta
 
 __all__ = ["Delivery", "parse_meta"]
@@ -18,11 +18,11 @@ class Delivery:
     """A message in this worker's hands, from arrival to ack/nak."""
 
     msg: Msg
-    meta: JobMeta | None = None
+    meta: JobMeta                      # parsed before the Delivery is made (a bad header never gets one)
     delivered: int = 1                 # JetStream's num_delivered: every delivery is counted
     prev: dict | None = None           # the status record found on a redelivery
     task: asyncio.Task | None = None
-    ctx: Any = None                    # the JobContext while it runs
+    ctx: JobContext | None = None      # while it runs
     started: float = 0.0
     cancelled: bool = False
     record: dict = field(default_factory=dict)

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -74,9 +74,9 @@ async def _status_entry(b: "Broker", job_id: str) -> tuple[dict | None, int]:
     except KeyNotFoundError:
         return None, 0
     try:
-        return (decode_status(entry.value) if entry.value else None), entry.revision
+        return (decode_status(entry.value) if entry.value else None), entry.revision or 0
     except SerializationError:
-        return None, entry.revision
+        return None, entry.revision or 0
 
 
 async def _status_of(b: "Broker", job_id: str) -> str | None:
@@ -193,7 +193,7 @@ async def release_dependents(b: "Broker", job_id: str) -> int:
     return settled
 
 
-async def _copies(b: "Broker", dep: str):
+async def _copies(b: "Broker", dep: str) -> AsyncIterator[list[api.RawStreamMsg]]:
     """The copies parked on ``dep``, in chunks, read forward by sequence (settled ones get deleted)."""
     lay = b.layout
     seq, chunk = 1, []
@@ -204,6 +204,7 @@ async def _copies(b: "Broker", dep: str):
             if not _gone(exc):
                 raise
             break
+        assert raw.seq is not None  # a stored message always has its sequence
         chunk.append(raw)
         seq = raw.seq + 1
         if len(chunk) >= _CHUNK:
@@ -215,6 +216,7 @@ async def _copies(b: "Broker", dep: str):
 
 async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
     """Release, re-park or fail one parked copy, then delete it. Returns a job id to release next."""
+    assert raw.seq is not None  # a stored message always has its sequence
     try:
         meta = decode_meta(raw.headers)
     except SerializationError as exc:
@@ -231,7 +233,7 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
             await _fail_parked(b, raw, meta, own, dep, why)
             nxt = jid  # its own dependents fail next
         elif kind == "wait":
-            await park(b, raw.headers, raw.data, jid, dep)
+            await park(b, raw.headers, raw.data or b"", jid, dep)
             nxt = dep  # in case it ended meanwhile
         else:
             await _release(b, raw, meta, own, rev)

@@ -10,24 +10,31 @@ all its jobs wait.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from nats.js.errors import NotFoundError
 
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["queue_depths"]
+__all__ = ["QueueDepth", "queue_depths"]
 
 
-async def queue_depths(broker: "Broker", queues: list[str] | None = None) -> dict[str, dict[str, int]]:
-    """``{queue: {"total": jobs in the stream, "queued": not delivered to a worker, "held": delivered,
-    not yet acknowledged}}`` for every queue that has jobs in the stream, plus ``queues`` (zeros)."""
+class QueueDepth(TypedDict):
+    """One queue's jobs as the server counts them."""
+
+    total: int                  # in the stream
+    queued: int                 # not delivered to a worker yet
+    held: int                   # delivered, not acknowledged (running, or buffered at a worker)
+
+
+async def queue_depths(broker: "Broker", queues: list[str] | None = None) -> dict[str, QueueDepth]:
+    """``{queue: QueueDepth}`` for every queue that has jobs in the stream, plus ``queues`` (zeros)."""
     lay = broker.layout
-    wildcard = lay.jobs_stream_config().subjects[0]
+    wildcard = lay.all_queues_subject
     info = await broker.js.stream_info(lay.jobs_stream, subjects_filter=wildcard)
     counts = {lay.queue_of_subject(s): int(n) for s, n in (info.state.subjects or {}).items()}
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, QueueDepth] = {}
     for q in sorted(set(counts) | set(queues or ())):
         total = counts.get(q, 0)
         held = 0

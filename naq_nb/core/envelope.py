@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Required, Sequence, cast
 
 from .errors import ConfigurationError, PayloadTooLargeError, SerializationError
-from .job import Job, JobOptions, func_name
+from .job import Job, JobOptions, OptionsMeta, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
 
-__all__ = ["encode_job", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META", "HEADER_SIG",
-           "HEADER_MSG_ID"]
+__all__ = ["encode_job", "MetaHeader", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META",
+           "HEADER_SIG", "HEADER_MSG_ID"]
 
 HEADER_META = "Naq-Meta"
 HEADER_SIG = "Naq-Sig"
@@ -28,9 +28,22 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 _HEADROOM = 512  # protocol framing around headers and body
 
 
+class MetaHeader(OptionsMeta, total=False):
+    """The ``Naq-Meta`` header (JSON) of a job message: all a worker reads before it opens the body."""
+
+    v: int                      # format version
+    id: Required[str]           # job id (a schedule's occurrence: ``<schedule id>-<due ms>``)
+    q: Required[str]            # queue
+    fn: str                     # function name, for listings and errors
+    ser: str                    # "pickle" | "json"
+    ts: float                   # enqueued at (epoch seconds)
+    due: float                  # fired by the scheduler: when it was due
+    sched: str                  # fired by the scheduler: the schedule id
+
+
 def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_payload: int) -> tuple[dict, bytes]:
     body = ser.dumps_call(job.function, job.args, job.kwargs)
-    meta = {"v": 1, "id": job.job_id, "q": job.queue_name, "fn": func_name(job.function), "ser": ser.name,
+    meta: MetaHeader = {"v": 1, "id": job.job_id, "q": job.queue_name, "fn": func_name(job.function), "ser": ser.name,
             "ts": job.enqueue_time, **job.options.to_meta()}
     headers = {HEADER_MSG_ID: job.options.key or job.job_id,
                HEADER_META: json.dumps(meta, separators=(",", ":"))}
@@ -52,7 +65,7 @@ class JobMeta:
     serializer: str
     enqueued_at: float
     options: JobOptions
-    raw: dict
+    raw: MetaHeader             # the header as sent (checked field by field by decode_meta)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -92,7 +105,7 @@ def decode_meta(headers: dict | None) -> JobMeta:
         if m.get("due") is not None:
             _number(m["due"], "due")
         _text(m, "sched", 300)
-        return JobMeta(job_id, queue, _text(m, "fn", 1000) or "?", ser, ts, opts, m)
+        return JobMeta(job_id, queue, _text(m, "fn", 1000) or "?", ser, ts, opts, cast(MetaHeader, m))  # checked above
     except (ValueError, TypeError) as exc:
         raise SerializationError(f"bad Naq-Meta header: {exc}") from None
 

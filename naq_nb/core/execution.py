@@ -27,9 +27,9 @@ import functools
 import inspect
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ParamSpec, Sequence, TypeVar
 
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
@@ -98,6 +98,10 @@ class JobCall:
         return self.decoded
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 class JobThreads(ThreadPoolExecutor):
     """The thread pool for sync jobs, counting calls still running
     (a sync job past its timeout or a forced stop keeps its thread until it returns)."""
@@ -107,8 +111,8 @@ class JobThreads(ThreadPoolExecutor):
         self._active = 0
         self._lock = threading.Lock()
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
-        def counted():
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        def counted() -> T:
             with self._lock:
                 self._active += 1
             try:
@@ -228,7 +232,8 @@ async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: Jo
             coro = fn(*args, **kwargs)
         finally:
             unbind(token)
-        aw = asyncio.get_running_loop().create_task(_with_ctx(coro, ctx), name=f"naq-job:{ctx.job_id}")
+        aw: asyncio.Future[Any] = asyncio.get_running_loop().create_task(_with_ctx(coro, ctx),
+                                                                          name=f"naq-job:{ctx.job_id}")
     else:
         loop = asyncio.get_running_loop()
         run = contextvars.copy_context()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import AsyncIterator, TypedDict
 
 from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
@@ -21,10 +22,28 @@ from .job import JobStatus
 from .status import encode_status, first_record
 from .serialization import unpack_record
 
-__all__ = ["list_failed", "requeue_failed"]
+__all__ = ["FailedEntry", "list_failed", "requeue_failed"]
 
 
-async def _iter_failed(broker: Broker, queue: str | None, limit: int):
+class FailedEntry(TypedDict):
+    """One entry of the failed stream as :func:`list_failed` reports it."""
+
+    seq: int                    # its sequence in the failed stream (a requeue reference)
+    job_id: str | None          # None: a malformed message (no Naq-Meta header)
+    queue: str
+    func: str | None
+    reason: str | None          # why it was dead-lettered
+    error: str | None           # the same text as ``reason``
+    traceback: str
+    attempts: int | None
+    failures: int | None
+    worker: str | None
+    failed_at: float | None
+    exc_type: str | None
+    requeueable: bool           # it carries its original job headers
+
+
+async def _iter_failed(broker: Broker, queue: str | None, limit: int) -> AsyncIterator[api.RawStreamMsg]:
     lay = broker.layout
     await broker.ensure_layout()
     info = await broker.js.stream_info(lay.failed_stream)
@@ -36,12 +55,13 @@ async def _iter_failed(broker: Broker, queue: str | None, limit: int):
             raw = await broker.js.get_msg(lay.failed_stream, seq=seq, subject=subject, next=True)
         except NotFoundError:
             return
+        assert raw.seq is not None  # a stored message always has its sequence
         yield raw
         found += 1
         seq = raw.seq + 1
 
 
-def _entry(raw: api.RawStreamMsg, broker: Broker) -> dict:
+def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
     info, body = unpack_record(raw.data or b"\n")
     meta = {}
     hdrs = raw.headers or {}
@@ -52,6 +72,7 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> dict:
             meta = {}
     if not isinstance(meta, dict):  # a malformed message's header may be any JSON
         meta = {}
+    assert raw.seq is not None  # a stored message always has its sequence
     return {"seq": raw.seq, "job_id": meta.get("id"), "queue": broker.layout.queue_of_subject(raw.subject or ""),
             "func": meta.get("fn"), "reason": info.get("reason"), "error": info.get("reason"),
             "traceback": info.get("traceback", ""), "attempts": info.get("attempts"),
@@ -59,7 +80,7 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> dict:
             "exc_type": info.get("exc_type"), "requeueable": bool(meta)}
 
 
-async def list_failed(broker: Broker, queue: str | None = None, limit: int = 1000) -> list[dict]:
+async def list_failed(broker: Broker, queue: str | None = None, limit: int = 1000) -> list[FailedEntry]:
     """Failed jobs, oldest first: seq, job_id, queue, func, reason, traceback, attempts, worker."""
     return [_entry(raw, broker) async for raw in _iter_failed(broker, queue, limit)]
 
@@ -80,6 +101,7 @@ async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
 async def requeue_failed(broker: Broker, ref: str | int) -> str:
     """Put a failed job (by job id or failed-stream sequence) back on its queue; returns the job id."""
     raw = await _find(broker, ref)
+    assert raw.seq is not None  # a stored message always has its sequence
     info, body = unpack_record(raw.data or b"\n")
     headers = dict(info.get("original_headers") or {})
     if HEADER_META not in headers:

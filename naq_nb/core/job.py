@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypedDict
 
 from .errors import ConfigurationError
 from .jobview import NaqJobView
@@ -59,6 +59,16 @@ def _dep_ids(depends_on: Any) -> tuple[str, ...]:
             raise ConfigurationError(f"depends_on entries must be jobs or job ids, not {d!r}")
         ids.append(jid)
     return tuple(ids)
+
+
+class OptionsMeta(TypedDict, total=False):
+    """A job's options in its ``Naq-Meta`` header (the rest of the header: :class:`~.envelope.MetaHeader`)."""
+
+    retry: dict[str, Any]       # RetryPolicy.to_dict()
+    timeout: float | None
+    deps: list[str]             # depends_on
+    rttl: float | None          # result_ttl
+    name: str | None
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,8 @@ class JobOptions:
                 raise ConfigurationError(f"{k} must be 1-128 letters, digits, '_' or '-', not {v!r}")
         return replace(o, **opts)
 
-    def to_meta(self) -> dict:
+    def to_meta(self) -> OptionsMeta:
+        """These options as they travel in the job's ``Naq-Meta`` header."""
         return {"retry": self.retry.to_dict(), "timeout": self.timeout, "deps": list(self.depends_on),
                 "rttl": self.result_ttl, "name": self.name}
 

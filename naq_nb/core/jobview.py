@@ -12,9 +12,12 @@ does that.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .job import JobOptions
 
 __all__ = ["NaqJobView", "register_readers"]
 
@@ -49,26 +52,28 @@ class _StaticOrBound:
 class NaqJobView:
     """Mixed into :class:`naq_nb.core.job.Job`."""
 
+    options: JobOptions  # the Job dataclass's field (declared here for the type checker only)
+
     fetch_result = _StaticOrBound("fetch")
     fetch_result_sync = _StaticOrBound("fetch_sync")
 
     @property
     def result_ttl(self) -> float | None:
         """Seconds the result is kept (None: ``NAQ_RESULT_TTL``)."""
-        return self.options.result_ttl  # type: ignore[attr-defined]
+        return self.options.result_ttl
 
     @property
     def retry_strategy(self) -> str:
         """naq's name of the backoff: ``"exponential"``, else ``"linear"`` (a fixed delay or a list)."""
-        return "exponential" if self.options.retry.backoff == "exponential" else "linear"  # type: ignore[attr-defined]
+        return "exponential" if self.options.retry.backoff == "exponential" else "linear"
 
     @property
     def retry_on(self) -> tuple[str, ...]:
-        return self.options.retry.retry_on  # type: ignore[attr-defined]
+        return self.options.retry.retry_on
 
     @property
     def ignore_on(self) -> tuple[str, ...]:
-        return self.options.retry.ignore_on  # type: ignore[attr-defined]
+        return self.options.retry.ignore_on
 
     @property
     def status(self) -> Any:

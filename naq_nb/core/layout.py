@@ -70,6 +70,16 @@ class Layout:
         """Where jobs awaiting ``dep_id`` are parked (``"*"`` for all of them)."""
         return f"{self.prefix}.waiting.{dep_id}"
 
+    @property
+    def all_queues_subject(self) -> str:
+        """The jobs of every queue (the jobs stream's subject)."""
+        return f"{self.prefix}.jobs.*"
+
+    @property
+    def all_failed_subject(self) -> str:
+        """The failed jobs of every queue (the failed stream's subject)."""
+        return f"{self.prefix}.failed.*"
+
     def queue_subject(self, queue: str) -> str:
         return f"{self.prefix}.jobs.{validate_queue_name(queue)}"
 
@@ -163,7 +173,7 @@ class Layout:
     def jobs_stream_config(self) -> api.StreamConfig:
         return api.StreamConfig(
             name=self.jobs_stream,
-            subjects=[f"{self.prefix}.jobs.*"],
+            subjects=[self.all_queues_subject],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,
@@ -174,7 +184,7 @@ class Layout:
     def failed_stream_config(self) -> api.StreamConfig:
         return api.StreamConfig(
             name=self.failed_stream,
-            subjects=[f"{self.prefix}.failed.*"],
+            subjects=[self.all_failed_subject],
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,

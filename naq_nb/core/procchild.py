@@ -150,7 +150,7 @@ class _JobStream:
     def write(self, text: str) -> int:
         ctx = self.ctx
         if ctx is None:
-            return sys.__stderr__.write(text)
+            return sys.__stderr__.write(text) if sys.__stderr__ is not None else len(text)
         *lines, self._partial = (self._partial + text).split("\n")
         for line in lines:
             ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
@@ -222,7 +222,8 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
 def main(crash_log_path: str | None = None) -> None:
     """Serve jobs on stdin/stdout until the pipe closes; fatal-signal stacks go to ``crash_log_path``."""
     crash_log = open(crash_log_path, "w") if crash_log_path else sys.__stderr__
-    faulthandler.enable(crash_log)  # a segfault's Python stack, for the job's failure record
+    if crash_log is not None:  # (a child started without stderr has nowhere to write it)
+        faulthandler.enable(crash_log)  # a segfault's Python stack, for the job's failure record
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C / kernel interrupts are for the worker to handle
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -232,7 +233,7 @@ def main(crash_log_path: str | None = None) -> None:
     channel = _Channel(os.fdopen(fd_out, "wb"))
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="naq-parent-watch").start()
     streams = (_JobStream("stdout"), _JobStream("stderr"))
-    sys.stdout, sys.stderr = streams  # type: ignore[assignment]
+    sys.stdout, sys.stderr = streams
     try:
         init = read_frame(rin)
     except EOFError:

@@ -13,15 +13,16 @@ import sys
 def _lazy_package() -> None:
     # A package module whose __init__ runs on first attribute use; submodules import as usual.
     spec = importlib.util.find_spec("naq_nb")
-    if spec is None or spec.loader is None:
+    loader = spec.loader if spec is not None else None
+    if spec is None or loader is None:
         return
     pkg = importlib.util.module_from_spec(spec)
 
     def __getattr__(name: str) -> object:
         del pkg.__dict__["__getattr__"]
-        spec.loader.exec_module(pkg)  # the real __init__, into this same module object
+        loader.exec_module(pkg)  # the real __init__, into this same module object
         return getattr(pkg, name)
-    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    pkg.__dict__["__getattr__"] = __getattr__  # a module-level __getattr__ (PEP 562), removed by its first call
     sys.modules["naq_nb"] = pkg
 
 

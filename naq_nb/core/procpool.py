@@ -218,7 +218,7 @@ class ProcessPool:
                     return frame
                 on_progress(*frame[1:])
         finally:
-            if healthy and not self._closed:
+            if healthy and not self._closed and self._idle is not None:  # (made by start(), before acquire)
                 self._idle.put_nowait(child)
             else:
                 self._replace(child)

@@ -18,7 +18,9 @@ import time
 from typing import Callable
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 __all__ = ["PullFeed"]
 
@@ -28,7 +30,7 @@ _STATUS = "Status"
 class PullFeed:
     """One outstanding pull request at a time; ``on_msg`` gets each job message."""
 
-    def __init__(self, nc, api_subject: str, on_msg: Callable[[Msg], None], *,
+    def __init__(self, nc: NATS, api_subject: str, on_msg: Callable[[Msg], None], *,
                  expires: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.nc = nc
         self.api_subject = api_subject
@@ -38,7 +40,7 @@ class PullFeed:
         self._inbox = nc.new_inbox()
         self._ids = itertools.count(1)
         self._current: list | None = None  # [rid, remaining, expires_at]
-        self._sub = None
+        self._sub: Subscription | None = None
         self.closed = False
 
     @property

@@ -208,7 +208,7 @@ async def get_status(broker: Broker, job_id: str) -> dict:
         entry = await kv.get(job_id)
     except KeyNotFoundError:
         raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
-    return decode_status(entry.value)
+    return decode_status(entry.value or b"")
 
 
 #: How long cancel_job keeps retrying its status update while the job's record keeps changing.
@@ -231,7 +231,7 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
             entry = await kv.get(job_id)
         except KeyNotFoundError:
             raise JobNotFoundError(f"no job with id {job_id!r}") from None
-        rec = decode_status(entry.value)
+        rec = decode_status(entry.value or b"")
         if JobStatus(rec["status"]) in TERMINAL:
             return None
         rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence, TypedDict, cast
 
 from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError, SignatureError
 from .job import JobStatus
@@ -20,8 +20,30 @@ from .tracebacks import exception_type_names, user_traceback
 
 log = logging.getLogger("naq_nb")
 
-__all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultRecord", "encode_result",
-           "encode_failure", "rebuild_exception", "exception_type_names"]
+__all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultMeta", "ResultRecord",
+           "encode_result", "encode_failure", "rebuild_exception", "exception_type_names"]
+
+
+class ResultMeta(TypedDict, total=False):
+    """The JSON head of a job's result record; the payload beside it is the value or the pickled exception."""
+
+    status: str                 # succeeded | failed | cancelled
+    ser: str                    # how the payload is encoded (pickle | json); absent: no payload
+    finished_at: float
+    expires_at: float           # with a result TTL
+    started_at: float
+    worker: str
+    attempts: int
+    failures: int
+    error: str | None
+    traceback: str
+    exc_type: str               # the exception's class name
+    exc_types: list[str]        # ... and its bases, for except-matching on the client
+    dependency: str | None      # failed because this dependency failed
+    refused: bool               # set by decode: a bad seal, or pickle where only JSON is accepted
+    id: str                     # the job id, on the head of a record stored whole in the object store
+    blob: dict[str, Any]        # ... and where it is stored (a BlobRef)
+    job_status: str             # the status of a stored record that could not be read back
 
 
 class ResultRecord:
@@ -32,7 +54,7 @@ class ResultRecord:
     is the refusal, so nothing in it is ever unpickled.
     """
 
-    def __init__(self, meta: dict, payload: bytes, refused: SerializationError | None = None) -> None:
+    def __init__(self, meta: ResultMeta, payload: bytes, refused: SerializationError | None = None) -> None:
         self.meta = meta
         self.payload = payload
         self.refused = refused
@@ -48,7 +70,7 @@ class ResultRecord:
     @property
     def expired(self) -> bool:
         exp = self.meta.get("expires_at")
-        return bool(exp) and exp < time.time()
+        return bool(exp and exp < time.time())
 
     def value(self) -> Any:
         if self.refused is not None:
@@ -87,7 +109,7 @@ class ResultRecord:
                 return cls._refusal(SerializationError(
                     f"the result of job {job_id} is pickled but this client only accepts JSON (NAQ_JOB_SERIALIZER)"))
             payload = b""  # a failure still reports its error text and traceback, without the pickled exception
-        return cls(meta, payload)
+        return cls(cast(ResultMeta, meta), payload)  # JSON read back as written by encode_result / encode_failure
 
     @classmethod
     def _refusal(cls, exc: SerializationError) -> "ResultRecord":
@@ -123,7 +145,7 @@ def encode_failure(ser: Serializer | None, exc: BaseException | None, *, status:
     return pack_record(m, payload)
 
 
-def rebuild_exception(meta: dict, payload: bytes) -> BaseException:
+def rebuild_exception(meta: Mapping[str, Any], payload: bytes) -> BaseException:
     """The job's exception as its original type where possible.
 
     The rebuilt exception is also a :class:`JobExecutionError`, so both
@@ -160,7 +182,7 @@ def _as_job_error(original: BaseException, exc_type: str, tb: str) -> BaseExcept
         exc = mixed.__new__(mixed, *original.args)
         exc.args = original.args
         exc.__dict__.update(getattr(original, "__dict__", {}))
-        exc.exc_type = exc_type  # type: ignore[attr-defined]
+        exc.exc_type = exc_type
         return exc
     except Exception:  # layout conflicts, exotic __new__: keep the original type alone
         return original

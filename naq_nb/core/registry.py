@@ -4,21 +4,41 @@ from __future__ import annotations
 
 import json
 import time
+from typing import NotRequired, TypedDict
 
 from .broker import Broker
 from .kvscan import scan_bucket
 
-__all__ = ["list_workers", "encode_heartbeat"]
+__all__ = ["WorkerRecord", "list_workers", "encode_heartbeat"]
 
 
-def encode_heartbeat(rec: dict) -> bytes:
+class WorkerRecord(TypedDict):
+    """A worker's heartbeat in the workers bucket (key = worker id), rewritten every heartbeat interval."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    state: str                  # created | idle | busy | stopping | stopped
+    execution: str              # processes | threads
+    running: list[str]          # ids of the jobs it runs now
+    parked: int                 # jobs it holds parked on dependencies
+    started_at: float
+    heartbeat_at: float
+    stats: dict[str, int]       # processed, failed, retried, malformed, ...
+    heartbeat_age: NotRequired[float]  # seconds since ``heartbeat_at``: added by :func:`list_workers`
+
+
+def encode_heartbeat(rec: WorkerRecord) -> bytes:
     """A worker's heartbeat record as stored in the workers bucket (compact JSON; ``rec`` is left as it is)."""
     return json.dumps(rec, separators=(",", ":"), default=str).encode()
 
 
-async def list_workers(broker: Broker) -> list[dict]:
+async def list_workers(broker: Broker) -> list[WorkerRecord]:
     """Live workers (their last heartbeat), with ``heartbeat_age`` in seconds."""
-    out = []
+    out: list[WorkerRecord] = []
     async for item in scan_bucket(broker, broker.layout.workers_bucket):
         rec = json.loads(item.value)
         rec["heartbeat_age"] = max(0.0, time.time() - rec.get("heartbeat_at", 0))

@@ -108,7 +108,7 @@ class JobRunner:
             await self._status_nowait(meta.job_id, d.record)
         d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, asyncio.get_running_loop(), self._flush_progress,
                            on_line=self.on_line)
-        d.ctx.record = d.record  # type: ignore[attr-defined]
+        d.ctx.record = d.record
         d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout))
         try:
             try:
@@ -154,7 +154,7 @@ class JobRunner:
         """On a redelivery: learn failures and lost runs, and skip jobs that already have a result."""
         kv = await self.b.kv(self.lay.status_bucket)
         try:
-            d.prev = decode_status((await kv.get(d.meta.job_id)).value)
+            d.prev = decode_status((await kv.get(d.meta.job_id)).value or b"")
         except (KeyNotFoundError, SerializationError):
             d.prev = None
         existing = await get_result(self.b, d.meta.job_id)
@@ -195,7 +195,7 @@ class JobRunner:
     async def _alive(self, worker_id: str) -> bool:
         kv = await self.b.kv(self.lay.workers_bucket)
         try:
-            rec = decode_status((await kv.get(worker_id)).value)
+            rec = decode_status((await kv.get(worker_id)).value or b"")
         except (KeyNotFoundError, SerializationError):
             return False
         return time.time() - rec.get("heartbeat_at", 0) < self.live_after
@@ -353,11 +353,11 @@ class JobRunner:
         await self.b.nc.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
 
     async def _flush_progress(self, ctx: JobContext) -> None:
-        rec = dict(getattr(ctx, "record", {}))
+        rec = dict(ctx.record)
         if rec.get("status") != JobStatus.RUNNING.value:
             return
         rec.update(ctx.snapshot())
-        ctx.record = rec  # type: ignore[attr-defined]
+        ctx.record = rec
         await self._status_nowait(ctx.job_id, rec)
 
     async def dead_letter(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> None:

@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
 from .errors import SignatureError
@@ -76,12 +77,20 @@ class Scheduler:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
-        self._watcher = None
+        self._watcher: KeyValue.KeyWatcher | None = None
         self.max_sleep = 3600.0  # longest timer sleep between checks (naq's poll_interval lowers it)
+
+    @property
+    def _b(self) -> Broker:
+        """The connection, once :meth:`prepare` has made (or been given) it."""
+        if self.broker is None:
+            raise RuntimeError("the scheduler is not connected yet: call start() or prepare() first")
+        return self.broker
 
     # --- lifecycle -------------------------------------------------------------
     async def run(self) -> None:
         await self.start()
+        assert self._stop is not None  # made by start()
         try:
             await self._stop.wait()
         finally:
@@ -105,6 +114,7 @@ class Scheduler:
         self._tasks = [asyncio.ensure_future(self._watch_loop()), asyncio.ensure_future(self._timer_loop())]
         if self.ha:
             self._tasks.append(asyncio.ensure_future(self._lease_loop()))
+        assert self.started is not None  # made by prepare()
         self.started.set()
         log.info("scheduler %s started (%s, %d schedules)", self.instance_id,
                  "leader" if self.is_leader else "follower", len(self.schedules))
@@ -137,9 +147,9 @@ class Scheduler:
     async def _load(self) -> None:
         # Watch first (nothing is missed), then read the current values with a scan: the
         # watch's own "initial values done" marker can come before them under load.
-        kv = await self.broker.kv(self.broker.layout.schedules_bucket)
+        kv = await self._b.kv(self._b.layout.schedules_bucket)
         self._watcher = await kv.watchall()
-        async for item in scan_bucket(self.broker, self.broker.layout.schedules_bucket):
+        async for item in scan_bucket(self._b, self._b.layout.schedules_bucket):
             self._apply(item.key.split(".", 1)[-1], item.value, item.revision)
 
     def _apply_entry(self, entry: Any) -> None:
@@ -172,23 +182,26 @@ class Scheduler:
         return None
 
     async def _watch_loop(self) -> None:
+        assert self._watcher is not None  # made by prepare(), before this loop starts
         async for entry in self._watcher:
             if entry is not None:
                 self._apply_entry(entry)
 
     async def _timer_loop(self) -> None:
+        changed = self._changed
+        assert changed is not None  # made by prepare(), before this loop starts
         while True:
             now = self.clock()
             leading = self.is_leader and now < self._lease_until
             # A follower waits for the lease (elect_once sets _changed), never on due times it may not fire.
             due = self.next_due() if leading else None
             if due is None or due > now:
-                self._changed.clear()
+                changed.clear()
                 delay = None if due is None else min(due - now, self.max_sleep)
                 if not leading and self.is_leader:
                     delay = 0.5  # leading on paper, lease lapsed locally: look again after the next renewal
                 try:
-                    await asyncio.wait_for(self._changed.wait(), delay)
+                    await asyncio.wait_for(changed.wait(), delay)
                     continue  # the calendar or the lease changed: recompute the wait
                 except asyncio.TimeoutError:
                     pass
@@ -205,7 +218,7 @@ class Scheduler:
         """Fire every schedule due at ``now`` (if leading); returns the job ids published."""
         if not self.is_leader or now >= self._lease_until:
             return []
-        batch = []
+        batch: list[tuple[float, str, int]] = []
         while True:
             due = self.next_due()
             if due is None or due > now:
@@ -231,9 +244,9 @@ class Scheduler:
         return fired
 
     async def _fire(self, s: Schedule, body: bytes, now: float) -> list[str]:
-        if self.broker.settings.signing_keys:
+        if self._b.settings.signing_keys:
             try:
-                job_message(s, body, s.id, now, self.broker.settings.signing_keys)
+                job_message(s, body, s.id, now, self._b.settings.signing_keys)
             except SignatureError as exc:  # forged or unsigned record: never fired, never retried
                 log.error("schedule %s is not fired: %s", s.id, exc)
                 self.schedules.pop(s.id, None)
@@ -246,8 +259,8 @@ class Scheduler:
         finished = nxt is None or (s.repeat is not None and runs >= s.repeat)
         new = replace(s, runs=runs, next_run=None if finished else nxt, last_run=now if times else s.last_run,
                       last_job_id=ids[-1] if ids else s.last_job_id)
-        kv = await self.broker.kv(self.broker.layout.schedules_bucket)
-        key = self.broker.layout.schedule_key(s.id)
+        kv = await self._b.kv(self._b.layout.schedules_bucket)
+        key = self._b.layout.schedule_key(s.id)
         try:
             if finished:
                 await kv.delete(key, last=s.revision)
@@ -262,7 +275,7 @@ class Scheduler:
             log.info("schedule %s changed while firing; reloading", s.id)
             return ids
         if s.kind != "once":
-            await publish_schedule_status(self.broker, new,
+            await publish_schedule_status(self._b, new,
                                           JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
         self.fired += len(ids)
         return ids
@@ -276,7 +289,7 @@ class Scheduler:
             heapq.heappush(self._heap, (s.next_run, s.id, s.revision))
 
     async def _publish(self, s: Schedule, body: bytes, job_id: str, due: float) -> None:
-        b = self.broker
+        b = self._b
         lay = b.layout
         await self._mark_queued(s, job_id, due)
         ack = await b.js.publish(lay.queue_subject(s.queue), body,
@@ -286,12 +299,12 @@ class Scheduler:
 
     async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> None:
         """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it)."""
-        kv = await self.broker.kv(self.broker.layout.status_bucket)
+        kv = await self._b.kv(self._b.layout.status_bucket)
         rec = first_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
                            enqueued_at=time.time(), due_at=due, schedule_id=s.id)
         try:
             entry = await kv.get(job_id)
-            if decode_status(entry.value).get("status") != JobStatus.SCHEDULED.value:
+            if decode_status(entry.value or b"").get("status") != JobStatus.SCHEDULED.value:
                 return
             await kv.update(job_id, encode_status(rec), last=entry.revision)
         except KeyNotFoundError:
@@ -305,8 +318,9 @@ class Scheduler:
     # --- leadership ---------------------------------------------------------------
     async def elect_once(self, now: float) -> bool:
         """Take or renew the lease; returns whether this instance leads."""
-        kv = await self.broker.kv(self.broker.layout.leader_bucket)
-        key = self.broker.layout.leader_key
+        assert self.lease_ttl is not None  # read by prepare()
+        kv = await self._b.kv(self._b.layout.leader_bucket)
+        key = self._b.layout.leader_key
         me = self.instance_id.encode()
         try:
             if self.is_leader:
@@ -327,6 +341,7 @@ class Scheduler:
         return self.is_leader
 
     async def _lease_loop(self) -> None:
+        assert self.lease_ttl is not None  # read by prepare(), before this loop starts
         while True:
             await asyncio.sleep(self.lease_ttl / 3 if self.is_leader else 1.0)
             try:
@@ -338,9 +353,9 @@ class Scheduler:
 
     async def _bucket_ttl(self) -> float:
         """The lease lives as long as the leader bucket keeps an entry (its TTL may predate our settings)."""
-        lay = self.broker.layout
+        lay = self._b.layout
         try:
-            info = await self.broker.js.stream_info(lay.kv_stream(lay.leader_bucket))
+            info = await self._b.js.stream_info(lay.kv_stream(lay.leader_bucket))
             return float(info.config.max_age or lay.leader_ttl)
         except CONNECTION_ERRORS as exc:  # the configured TTL is the best guess; the next lease step asks again
             log.debug("leader bucket info: %s", exc)
@@ -348,8 +363,8 @@ class Scheduler:
 
     async def _resign(self) -> None:
         try:
-            kv = await self.broker.kv(self.broker.layout.leader_bucket)
-            await kv.delete(self.broker.layout.leader_key, last=self._lease_rev)
+            kv = await self._b.kv(self._b.layout.leader_bucket)
+            await kv.delete(self._b.layout.leader_key, last=self._lease_rev)
         except CONNECTION_ERRORS as exc:  # a newer revision or a lost connection: the TTL frees it anyway
             log.debug("resigning the lease: %s", exc)
         self.is_leader = False

@@ -25,24 +25,23 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, Sequence, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
-from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, encode_job
+from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode_job
 from .errors import ConfigurationError, NaqException, ScheduleNotFoundError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .status import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
-__all__ = ["Schedule", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron", "make_schedule",
-           "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules", "change_schedule",
-           "occurrence_id",
-           "occurrences_due", "job_message", "require_calendar"]
+__all__ = ["Schedule", "ScheduleRow", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron",
+           "make_schedule", "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules",
+           "change_schedule", "occurrence_id", "occurrences_due", "job_message", "require_calendar"]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
 MAX_CATCH_UP = 1000
@@ -95,6 +94,28 @@ def validate_cron(expr: object) -> str:
     return expr
 
 
+class ScheduleRow(TypedDict):
+    """A schedule as listings show it (:meth:`Schedule.to_row`): its head without the job template."""
+
+    queue: str
+    function: str
+    kind: str                       # "once" | "cron" | "interval"
+    next_run: float | None
+    cron: str | None
+    timezone: str | None
+    interval: float | None
+    repeat: int | None
+    runs: int
+    paused: bool
+    misfire: str
+    misfire_grace: float
+    created_at: float
+    last_run: float | None
+    last_job_id: str | None
+    schedule_id: str
+    status: str                     # "active" | "paused" | "finished"
+
+
 @dataclass
 class Schedule:
     """A schedule's head record (the job body travels beside it)."""
@@ -115,7 +136,8 @@ class Schedule:
     created_at: float = field(default_factory=time.time)
     last_run: float | None = None
     last_job_id: str | None = None
-    meta: dict = field(default_factory=dict)   # the job's Naq-Meta template
+    # The job's Naq-Meta template; {} only for a bare calendar (no job: the scheduler's unit tests)
+    meta: MetaHeader = field(default_factory=dict)  # type: ignore[assignment]
     sig: str | None = None
     revision: int = 0               # KV revision it was read at (not stored)
 
@@ -135,11 +157,13 @@ class Schedule:
     def remaining(self) -> int | None:
         return None if self.repeat is None else max(0, self.repeat - self.runs)
 
-    def to_row(self) -> dict:
-        row = {k: v for k, v in asdict(self).items() if k not in ("meta", "sig", "revision")}
-        row["schedule_id"] = row.pop("id")
-        row["status"] = "paused" if self.paused else ("finished" if self.next_run is None else "active")
-        return row
+    def to_row(self) -> ScheduleRow:
+        return {"queue": self.queue, "function": self.function, "kind": self.kind,
+                "next_run": self.next_run, "cron": self.cron, "timezone": self.timezone, "interval": self.interval,
+                "repeat": self.repeat, "runs": self.runs, "paused": self.paused, "misfire": self.misfire,
+                "misfire_grace": self.misfire_grace, "created_at": self.created_at, "last_run": self.last_run,
+                "last_job_id": self.last_job_id, "schedule_id": self.id,
+                "status": "paused" if self.paused else ("finished" if self.next_run is None else "active")}
 
     # --- storage ---------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:
@@ -196,7 +220,7 @@ def job_message(s: Schedule, body: bytes, job_id: str, due: float, keys: Sequenc
     forged in the bucket raises :class:`SignatureError`) before the firing is
     signed, bound to its own id, with the first key.
     """
-    meta = {**s.meta, "id": job_id, "ts": time.time(), "due": due, "sched": s.id}
+    meta: MetaHeader = {**s.meta, "id": job_id, "ts": time.time(), "due": due, "sched": s.id}
     headers = {HEADER_MSG_ID: job_id, HEADER_META: json.dumps(meta, separators=(",", ":"))}
     if keys:
         verify_job(keys, s.id, json.dumps(s.meta, separators=(",", ":")), body, s.sig)
@@ -279,7 +303,7 @@ async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, byt
         raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}") from None
     if entry.value is None:
         raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}")
-    return Schedule.decode(entry.value, entry.revision)
+    return Schedule.decode(entry.value, entry.revision or 0)
 
 
 async def list_schedules(broker: Broker) -> list[Schedule]:

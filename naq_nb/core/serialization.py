@@ -69,32 +69,32 @@ class Serializer:
 class PickleSerializer(Serializer):
     name = "pickle"
 
-    def dumps_call(self, fn, args, kwargs):
+    def dumps_call(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
         try:
             return cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
             raise SerializationError(f"cannot pickle the job: {_find_unpicklable(fn, args, kwargs, exc)}") from exc
 
-    def loads_call(self, data):
+    def loads_call(self, data: bytes) -> tuple[Callable[..., Any], tuple, dict]:
         try:
             fn, args, kwargs = cloudpickle.loads(data)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle the job payload: {type(exc).__name__}: {exc}") from exc
         return fn, tuple(args), dict(kwargs)
 
-    def dumps_value(self, value):
+    def dumps_value(self, value: Any) -> bytes:
         try:
             return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise SerializationError(f"cannot pickle the result ({type(value).__name__}): {exc}") from exc
 
-    def loads_value(self, data):
+    def loads_value(self, data: bytes) -> Any:
         try:
             return cloudpickle.loads(data)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle the result: {type(exc).__name__}: {exc}") from exc
 
-    def dumps_exception(self, exc):
+    def dumps_exception(self, exc: BaseException) -> bytes:
         try:
             data = cloudpickle.dumps(exc)
             cloudpickle.loads(data)  # some exceptions pickle but cannot be rebuilt
@@ -103,7 +103,7 @@ class PickleSerializer(Serializer):
             log.debug("exception %s is not sent pickled: %s", type(exc).__name__, err)
             return b""
 
-    def loads_exception(self, data):
+    def loads_exception(self, data: bytes) -> BaseException | None:
         if not data:
             return None
         try:
@@ -132,7 +132,7 @@ class JsonSerializer(Serializer):
                 raise SerializationError(f"NAQ_JSON_ALLOWED entry {entry!r} must be 'package.module' or "
                                          "'package.module:function' (no attribute paths)")
 
-    def dumps_call(self, fn, args, kwargs):
+    def dumps_call(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
         path = fn if isinstance(fn, str) else import_path_of(fn)
         if self.allowed:
             self.check_allowed(path)  # refuse at enqueue what a worker with the same list would refuse
@@ -143,7 +143,7 @@ class JsonSerializer(Serializer):
             raise SerializationError(
                 f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}") from exc
 
-    def loads_call(self, data):
+    def loads_call(self, data: bytes) -> tuple[Callable[..., Any], tuple, dict]:
         try:
             d = json.loads(data)
             path, args, kwargs = d["func"], d.get("args", []), d.get("kwargs", {})
@@ -178,14 +178,14 @@ class JsonSerializer(Serializer):
                                      f"defined in {mod_name}")
         return fn
 
-    def dumps_value(self, value):
+    def dumps_value(self, value: Any) -> bytes:
         try:
             return json.dumps(value, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}") from exc
 
-    def loads_value(self, data):
+    def loads_value(self, data: bytes) -> Any:
         try:
             return json.loads(data)
         except ValueError as exc:

@@ -11,7 +11,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 __all__ = ["Settings", "ENV_VARS", "redact_url", "redact_options"]
 
@@ -76,7 +76,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
         env = naq_aliases(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each converted to its field's type by _convert
         types = {f.name: f.type for f in fields(cls)}
         for var, (attr, _default, _doc) in ENV_VARS.items():
             raw = env.get(var)
@@ -86,7 +86,7 @@ class Settings:
         settings = cls(**values)
         return settings.with_(**{k: v for k, v in overrides.items() if v is not None})
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: Any) -> "Settings":
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -22,6 +22,7 @@ Each loop has a one-iteration method taking ``now`` (``keepalive_once``,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable, Iterable
 
 import nats.errors
+from nats.aio.subscription import Subscription
 
 from .broker import CONNECTION_ERRORS, Broker
 from .context import echo_line, install_capture, uninstall_capture
@@ -41,7 +43,7 @@ from .errors import SerializationError
 from .execution import make_execution, validate_execution
 from .layout import pull_api_subject, validate_queue_name
 from .puller import PullFeed
-from .registry import encode_heartbeat
+from .registry import WorkerRecord, encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
 from .watchdog import LoopWatchdog
@@ -115,13 +117,14 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_keepalive = 0.0
         self._last_heartbeat = 0.0
-        self._cancel_sub = None
+        self._cancel_sub: Subscription | None = None
         self.started: asyncio.Event | None = None  # created in start(), on the worker's loop
 
     # --- lifecycle -------------------------------------------------------
     async def run(self) -> None:
         """Connect, serve until stopped, then shut down gracefully."""
         await self.start()
+        assert self._stop_event is not None  # made by start()
         try:
             await self._stop_event.wait()
         finally:
@@ -148,7 +151,7 @@ class Worker:
         for q in self.queues:
             consumer = await b.ensure_consumer(q)
             feed = PullFeed(b.nc, pull_api_subject(b.layout.jobs_stream, consumer),
-                            lambda msg, q=q: self._on_msg(q, msg), clock=self.clock)
+                            functools.partial(self._on_msg, q), clock=self.clock)
             await feed.start()
             self._feeds[q] = feed
         self.state = "idle"
@@ -168,15 +171,16 @@ class Worker:
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the worker to stop; safe from signal handlers and other threads."""
-        if self._loop is None or self._stop_event is None:
+        loop, stop = self._loop, self._stop_event
+        if loop is None or stop is None:
             return
         def _set() -> None:
             self._graceful = self._graceful and graceful
             if not graceful:
                 self._force_stop()
-            self._stop_event.set()
+            stop.set()
         try:
-            self._loop.call_soon_threadsafe(_set)
+            loop.call_soon_threadsafe(_set)
         except RuntimeError:
             pass
 
@@ -227,6 +231,7 @@ class Worker:
         log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
 
     async def _close_resources(self) -> None:
+        assert self.broker is not None  # connected by start(), which shutdown() follows
         await self.gate.close()
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
@@ -273,7 +278,8 @@ class Worker:
                 await self.runner.run(d)
             except asyncio.CancelledError:
                 await self.runner.hand_back(d)  # stopped mid-job: hand it back for another worker
-                if self.state == "stopping" and not asyncio.current_task().cancelling():
+                me = asyncio.current_task()  # this slot's own task: never None here
+                if self.state == "stopping" and me is not None and not me.cancelling():
                     continue  # only the job was cancelled; this slot ends when shutdown cancels it
                 raise
             except Exception:
@@ -307,11 +313,12 @@ class Worker:
 
     async def heartbeat_once(self, now: float) -> None:
         self._last_heartbeat = now
-        rec = {"id": self.worker_id, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+        rec: WorkerRecord = {"id": self.worker_id, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                "queues": self.queues, "concurrency": self.concurrency, "state": self.state,
                "execution": self.execution_mode,
                "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
                "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
+        assert self.broker is not None  # connected by start(), which sends the first heartbeat
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
         await kv.put(self.worker_id, encode_heartbeat(rec))
 
@@ -331,6 +338,7 @@ class Worker:
         except SerializationError as exc:
             self._spawn(self._refill_after(self.runner.reject_malformed(msg, queue, exc)))
             return
+        assert self.ready is not None  # the feeds deliver only after start() made it
         d = Delivery(msg=msg, meta=meta, delivered=msg.metadata.num_delivered,
                      suspect=self.watchdog is not None and self.watchdog.suspect())
         if self.state in ("stopping", "stopped"):
@@ -348,6 +356,7 @@ class Worker:
             await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
     def _enqueue_ready(self, d: Delivery) -> None:
+        assert self.ready is not None  # the gate releases only after start() made it
         if self.state in ("stopping", "stopped"):
             self._spawn(d.msg.nak())
         else:
@@ -385,14 +394,15 @@ class Worker:
 
     async def complete_in_background(self, coro: Awaitable[Any]) -> None:
         """Let result/status/ack writes finish while the slot takes the next job."""
-        assert self._completion_slots is not None
-        await self._completion_slots.acquire()
+        slots = self._completion_slots
+        assert slots is not None
+        await slots.acquire()
 
         async def _run() -> None:
             try:
                 await coro
             finally:
-                self._completion_slots.release()
+                slots.release()
             if not self.running:  # idle again: its counts go out now (at most one extra heartbeat per 0.5 s)
                 await asyncio.sleep(max(0.0, 0.5 - (self.clock() - self._last_heartbeat)))
                 if not self.running and self.clock() - self._last_heartbeat >= 0.5:

@@ -45,9 +45,11 @@ from ..client.loop import get_loop_thread, on_exit, run_async, run_sync
 from ..client.twins import blocking
 from ..client.session import default_client
 from ..core.errors import JobNotFoundError
+from ..core.failed import FailedEntry
 from ..core.job import JobStatus
 from ..core.queue import get_status
 from ..core.status import TERMINAL_VALUES
+from ..core.registry import WorkerRecord
 from .dashboard_detail import detail_html, fetch_detail
 from .dashboard_view import (
     Actions, DashboardWidgets, RateMeter, format_age, format_every, format_when, render_html, render_text,
@@ -56,6 +58,9 @@ from .fmt import duration_text
 
 if TYPE_CHECKING:
     import ipywidgets
+
+    from ..core.depths import QueueDepth
+    from ..core.schedules import ScheduleRow
 
 __all__ = ["Dashboard", "dashboard", "dashboard_async", "close_dashboards"]
 
@@ -104,11 +109,11 @@ class Dashboard:
         self.max_rows = max_rows
         self.rates = RateMeter(rate_window)
         # Mutated on naq_nb's loop thread only; other threads read the immutable `_view`.
-        self._workers: dict[str, dict] = {}
-        self._schedules: dict[str, dict] = {}
-        self._failed: list[dict] = []
+        self._workers: dict[str, WorkerRecord] = {}
+        self._schedules: dict[str, ScheduleRow] = {}
+        self._failed: list[FailedEntry] = []
         self._failed_total = 0
-        self._depths: dict[str, dict[str, int]] = {}
+        self._depths: dict[str, QueueDepth] = {}
         self._known_queues: set[str] = set()
         self._recent: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
         self._running: dict[str, set[str]] = {}          # worker -> job ids running now (pushed)
@@ -242,8 +247,7 @@ class Dashboard:
         lay = b.layout
         # Live feeds first, snapshots after: nothing that happens in between is missed.
         self._subs.append(await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status))
-        for subject in lay.failed_stream_config().subjects:
-            self._subs.append(await b.nc.subscribe(subject, cb=self._on_failed_msg))
+        self._subs.append(await b.nc.subscribe(lay.all_failed_subject, cb=self._on_failed_msg))
         loaded = []
         for bucket, apply in ((lay.workers_bucket, self._apply_worker),
                               (lay.schedules_bucket, self._apply_schedule)):
@@ -408,9 +412,11 @@ class Dashboard:
         self._render()
 
     async def _render_loop(self) -> None:
+        dirty = self._dirty
+        assert dirty is not None  # made by start(), before this loop
         while True:
-            await self._dirty.wait()
-            self._dirty.clear()
+            await dirty.wait()
+            dirty.clear()
             if self._failed_stale:
                 self._failed_stale = False
                 try:
@@ -436,13 +442,14 @@ class Dashboard:
     # --- views -----------------------------------------------------------------------------------
     def _worker_rows(self, now: float) -> list[dict]:
         ttl = self.client.settings.worker_ttl
-        rows = []
+        rows: list[dict[str, Any]] = []
         for wid, r in sorted(self._workers.items()):
             age = max(0.0, now - float(r.get("heartbeat_at") or 0))
             if age > ttl:
                 continue  # died without removing its record; the bucket TTL will drop it
             name = r.get("id", wid)
-            stats, extra = r.get("stats") or {}, self._since_hb.get(name) or {}
+            stats: dict[str, int] = r.get("stats") or {}
+            extra: dict[str, int] = self._since_hb.get(name) or {}
             slots = int(r.get("concurrency") or 1)
             busy = len(self._running.get(name, ()))
             rows.append({"worker_id": name, "host": r.get("host"), "state": "busy" if busy else "idle",
@@ -461,7 +468,7 @@ class Dashboard:
         return throughput, depth
 
     def _recent_rows(self, now: float) -> list[dict]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for jid, j in reversed(self._recent.items()):
             if len(rows) >= self.max_rows:
                 break
@@ -476,7 +483,8 @@ class Dashboard:
         rates = self.rates.rates(time.monotonic())
         served = collections.Counter(q for r in self._workers.values() for q in r.get("queues") or ())
         running = self._running_per_queue()
-        return [{"queue": q, "queued": max(0, self._depths.get(q, {}).get("total", 0) - running.get(q, 0)),
+        total = {q: d["total"] for q, d in self._depths.items()}
+        return [{"queue": q, "queued": max(0, total.get(q, 0) - running.get(q, 0)),
                  "running": running.get(q, 0), "workers": served.get(q, 0),
                  "finished_per_s": f"{rates.get(q, 0.0):.1f}"} for q in sorted(self._known_queues)]
 

@@ -11,10 +11,11 @@ buttons, not for display.
 from __future__ import annotations
 
 import collections
+import functools
 import html
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .dashboard_charts import line_chart, load_bars, task_stream
 from .fmt import clock_text
@@ -75,7 +76,7 @@ def format_when(t: float | None, now: float) -> str:
     return f"{stamp} UTC ({rel})"
 
 
-def format_every(row: dict) -> str:
+def format_every(row: Mapping[str, Any]) -> str:
     if row.get("cron"):
         return f"cron {row['cron']}" + (f" {row['timezone']}" if row.get("timezone") else "")
     if row.get("interval"):
@@ -225,13 +226,17 @@ class DashboardWidgets:
                                           f"<i>{view['failed_total']} failed in all; the newest shown</i>")
             self.message.value = f"<i>{html.escape(view['message'])}</i>" if view["message"] else ""
 
+    def _pooled_click(self, i: int, _button: Any) -> None:
+        if i < len(self._pool_keys):  # the pool may hold more buttons than rows shown
+            self.actions.show_detail(self._pool_keys[i])
+
     def _pooled_grid(self, rows: list[dict], closed: bool) -> None:
         cols = self._COLUMNS["recent"]
         while len(self._pool) < len(rows):
             i = len(self._pool)
             b = self.w.Button(description="Details", tooltip="arguments, logs and traceback",
                               layout=self.w.Layout(width="90px"))
-            b.on_click(lambda _b, i=i: self._pool_keys[i:i + 1] and self.actions.show_detail(self._pool_keys[i]))
+            b.on_click(functools.partial(self._pooled_click, i))
             b.add_class("naq-recent-button")
             self._pool.append(([self.w.HTML() for _ in cols], b))
         self._pool_keys = [r["job_id"] for r in rows]

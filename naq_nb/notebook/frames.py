@@ -6,13 +6,15 @@ times are timezone-aware UTC timestamps, durations and ages are seconds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..client.client import Client
 from ..client.loop import run_async
 from ..client.twins import blocking
 from ..client.session import default_client
+from ..core.failed import FailedEntry
 from ..core.listing import list_jobs
+from ..core.registry import WorkerRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +33,7 @@ FAILED_COLUMNS = ["seq", "job_id", "queue", "function", "error", "exc_type", "at
 _TIMES = {"enqueued_at", "started_at", "finished_at", "heartbeat_at", "next_run", "failed_at"}
 
 
-def _frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":
+def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> "pd.DataFrame":
     import pandas as pd
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     for c in columns:
@@ -66,7 +68,7 @@ jobs = blocking(jobs_async)
 
 
 # --- workers -----------------------------------------------------------------------------
-def _worker_rows(recs: list[dict]) -> list[dict]:
+def _worker_rows(recs: list[WorkerRecord]) -> list[dict]:
     out = []
     for r in recs:
         stats = r.get("stats") or {}
@@ -95,7 +97,7 @@ schedules = blocking(schedules_async)
 
 
 # --- failed -----------------------------------------------------------------------------------
-def _failed_rows(recs: list[dict]) -> list[dict]:
+def _failed_rows(recs: list[FailedEntry]) -> list[dict]:
     return [{**r, "function": r.get("func")} for r in recs]
 
 

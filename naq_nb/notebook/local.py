@@ -283,7 +283,8 @@ class LocalCluster:
         return ""
 
     def _start_processes(self, queues: list[str], timeout: float) -> None:
-        root = self.server.store_dir if self.server is not None else tempfile.mkdtemp(prefix="naq-local-")
+        store = self.server.store_dir if self.server is not None else None  # (set once the server started)
+        root = store if store is not None else tempfile.mkdtemp(prefix="naq-local-")
         log_dir = Path(root) / "worker-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
@@ -301,6 +302,7 @@ class LocalCluster:
         """Wait (pushed by a watch on the workers bucket) until every process has sent a heartbeat."""
         import json
         import nats.errors
+        assert self.client is not None  # made by _start(), before the processes
         b = await self.client.broker()
         watcher = await (await b.kv(b.layout.workers_bucket)).watchall()
         seen: set[int] = set()

@@ -15,6 +15,7 @@ import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .widgets import install_display_hooks, uninstall_display_hooks
@@ -88,6 +89,13 @@ def cell_names(source: str) -> tuple[list[str], list[str]]:
 class NaqMagics(Magics):
     """The ``%naq`` / ``%%naq`` magics."""
 
+    @property
+    def _shell(self) -> InteractiveShell:
+        """The shell the magics are registered with (IPython sets it; None only on a bare instance)."""
+        if self.shell is None:
+            raise UsageError("%naq needs an IPython shell")
+        return self.shell
+
     @line_cell_magic
     def naq(self, line: str, cell: str | None = None) -> Any:
         cmd, _, rest = line.strip().partition(" ")
@@ -109,7 +117,7 @@ class NaqMagics(Magics):
     def _cmd_submit(self, expr: str) -> Any:
         from ..client.session import submit
         call = parse_call(expr)  # before anything is evaluated or sent
-        fn, args, kwargs = _call_parts(call, self.shell.user_ns)
+        fn, args, kwargs = _call_parts(call, self._shell.user_ns)
         return submit(fn, *args, **kwargs)
 
     @staticmethod
@@ -177,8 +185,9 @@ class NaqMagics(Magics):
             loaded, stored = cell_names(cell)
         except SyntaxError as exc:
             raise UsageError(f"%%naq submit: the cell does not parse: {exc.msg} (line {exc.lineno})") from None
-        ns = self.shell.user_ns
-        hidden = self.shell.user_ns_hidden
+        shell = self._shell
+        ns = shell.user_ns
+        hidden = shell.user_ns_hidden
         inputs = {n: ns[n] for n in loaded if n in ns and n not in hidden and not n.startswith("_")
                   and not hasattr(builtins, n)}
         fut = submit(run_cell_job, cell, inputs, stored)
@@ -186,8 +195,8 @@ class NaqMagics(Magics):
         if live:  # ONE output: the live job display, its logs and result included; nothing printed
             JobDisplay(fut, logs=200).show()
         values = fut.result()
-        self.shell.push(dict(values))
-        self.shell.push({n: importlib.import_module(m) for n, m in values.modules.items()})
+        shell.push(dict(values))
+        shell.push({n: importlib.import_module(m) for n, m in values.modules.items()})
         if not live:  # a terminal shell gets no display updates: the logs and the outcome as text
             for line in fut.logs:
                 print(line)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import itertools
 import sys
@@ -31,8 +32,8 @@ from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
 from .fmt import short_value, status_summary
-from .sweep_store import (SweepNotFoundError, cache_lookup, cache_store, function_bytes, function_digest,
-                          load_record, point_digests, save_record)
+from .sweep_store import (SweepBody, SweepHead, SweepNotFoundError, cache_lookup, cache_store, function_bytes,
+                          function_digest, load_record, point_digests, save_record)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,7 +144,11 @@ async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
             left[0] -= 1
             last = left[0] == 0
         if last:
-            loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+            loop.call_soon_threadsafe(_wake)
+
+    def _wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
 
     for f in pending:
         f.add_done_callback(_one)
@@ -161,7 +166,7 @@ class Sweep:
     and returns the sweep.
     """
 
-    def __init__(self, client: Client, head: dict, body: dict, futures: list[JobFuture],
+    def __init__(self, client: Client, head: SweepHead, body: SweepBody, futures: list[JobFuture],
                  cached: Iterable[int] = (), fn: Callable | None = None) -> None:
         self.client = client
         self._head = head
@@ -253,7 +258,7 @@ class Sweep:
     def _watch(self, indices: Iterable[int]) -> None:
         for i in indices:
             f = self.futures[i]
-            self._unsubs.append(f.on_update(lambda fut, i=i: self._changed(i, fut)))
+            self._unsubs.append(f.on_update(functools.partial(self._changed, i)))
 
     def _changed(self, i: int, fut: JobFuture) -> None:
         if self.futures[i] is not fut:
@@ -317,7 +322,8 @@ class Sweep:
         params = list(self.points[0]) if self.points else []
         fixed = ["status", "duration", "attempts", "error", "job_id"]
         taken = set(params) | set(fixed)
-        rows, extra = [], {}
+        rows: list[dict[str, Any]] = []
+        extra: dict[str, None] = {}  # result columns, in first-seen order
         for p, f in zip(self.points, self.futures):
             row = dict(p)
             if f.done() and not f.cancelled() and f.exception(0) is None:
@@ -364,9 +370,9 @@ class Sweep:
             self._changed(i, self.futures[i])
         return len(idx)
 
-    async def _save(self) -> dict:
-        body = {"points": self.points, "job_ids": self.job_ids, "digests": self._digests, "fn": self._fn_bytes,
-                "options": self._options}
+    async def _save(self) -> SweepHead:
+        body: SweepBody = {"points": self.points, "job_ids": self.job_ids, "digests": self._digests,
+                           "fn": self._fn_bytes, "options": self._options}
         return await save_record(await self.client.broker(), self._head, body)
 
     async def cancel_async(self) -> int:
@@ -418,17 +424,19 @@ def _flush_displays() -> None:
 
 
 # --- the calls ----------------------------------------------------------------------------------------------------
-def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any, params: dict):
+def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any,
+             params: dict) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
     points, opts = _check(fn, grid, options, cache, name, params)
     fn_bytes = function_bytes(fn)
     digests = point_digests(fn_bytes, points)  # also proves every point pickles
-    head = {"id": new_job_id(), "name": name, "function": func_name(fn), "created": time.time(),
-            "n": len(points), "queue": opts.queue}
-    body = {"points": points, "digests": digests, "fn": fn_bytes, "options": opts}
+    head: SweepHead = {"id": new_job_id(), "name": name, "function": func_name(fn), "created": time.time(),
+                       "n": len(points), "queue": opts.queue}
+    body: SweepBody = {"points": points, "digests": digests, "fn": fn_bytes, "options": opts}
     return points, opts, head, body
 
 
-async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: dict, body: dict,
+async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: SweepHead,
+                  body: SweepBody,
                   cache: bool) -> Sweep:
     futs, hits = await _submit(client, fn, body["fn"], points, list(range(len(points))), body["digests"],
                                opts, cache)

@@ -20,7 +20,7 @@ import json
 import logging
 import pickle
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 import cloudpickle
 from nats.js.errors import KeyNotFoundError
@@ -31,14 +31,40 @@ from .errors import SweepNotFoundError
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+    from ..core.job import JobOptions
 
 log = logging.getLogger("naq_nb.sweep")
 
-__all__ = ["SweepNotFoundError", "function_bytes", "function_digest", "point_digests", "cache_lookup", "cache_store",
-           "save_record", "load_record"]
+__all__ = ["SweepHead", "SweepBody", "SweepNotFoundError", "function_bytes", "function_digest", "point_digests",
+           "cache_lookup", "cache_store", "save_record", "load_record"]
 
 _CONCURRENCY = 256  # KV gets in flight: round trips, not server work, are the cost
 _FORMAT = 1
+
+
+class SweepHead(TypedDict):
+    """A sweep record's JSON head (``Layout.sweep_key(id)``), written after its body parts."""
+
+    id: str
+    name: str | None
+    function: str               # the function's name
+    created: float
+    n: int                      # points
+    queue: str | None
+    format: NotRequired[int]    # these four: set by save_record
+    version: NotRequired[int]   # body parts are written per version; the head names the current one
+    parts: NotRequired[int]
+    bytes: NotRequired[int]     # the compressed body
+
+
+class SweepBody(TypedDict):
+    """A sweep record's body (pickled, compressed, cut into parts)."""
+
+    points: list[dict[str, Any]]
+    digests: list[str]          # per point: the cache key over the function pickle and the point
+    fn: bytes                   # the function pickle
+    options: JobOptions
+    job_ids: NotRequired[list[str]]  # per point, once submitted
 
 
 def function_bytes(fn: Any) -> bytes:
@@ -107,7 +133,7 @@ def _part_key(b: "Broker", sweep_id: str, version: int, i: int) -> str:
     return b.layout.sweep_part_key(sweep_id, version, i)
 
 
-async def save_record(b: "Broker", head: dict, body: dict) -> dict:
+async def save_record(b: "Broker", head: SweepHead, body: SweepBody) -> SweepHead:
     """Write the body parts of a new version, then the head; returns the head written."""
     kv = await b.kv(b.layout.meta_bucket)
     blob = zlib.compress(cloudpickle.dumps(body), 6)  # points may hold notebook-defined objects
@@ -128,14 +154,14 @@ async def save_record(b: "Broker", head: dict, body: dict) -> dict:
     return head
 
 
-async def load_record(b: "Broker", sweep_id: str) -> tuple[dict, dict]:
+async def load_record(b: "Broker", sweep_id: str) -> tuple[SweepHead, SweepBody]:
     """The head and body of a sweep; :class:`SweepNotFoundError` if there is none."""
     kv = await b.kv(b.layout.meta_bucket)
     try:
         entry = await kv.get(b.layout.sweep_key(sweep_id))
     except KeyNotFoundError:
         raise SweepNotFoundError(f"no sweep with id {sweep_id!r} (never created here, or its record expired)") from None
-    head = json.loads(entry.value)
+    head = json.loads(entry.value or b"")
     if head.get("format") != _FORMAT:
         raise SerializationError(f"sweep {sweep_id} has record format {head.get('format')!r}; "
                                  f"this naq_nb reads format {_FORMAT}")
@@ -145,4 +171,4 @@ async def load_record(b: "Broker", sweep_id: str) -> tuple[dict, dict]:
             chunks.append((await kv.get(_part_key(b, sweep_id, head["version"], i))).value or b"")
         except KeyNotFoundError:
             raise SweepNotFoundError(f"sweep {sweep_id}: part {i} of its record is missing") from None
-    return head, pickle.loads(zlib.decompress(b"".join(chunks)))
+    return cast(SweepHead, head), pickle.loads(zlib.decompress(b"".join(chunks)))  # as save_record wrote them
