@@ -4,24 +4,41 @@
 ``m`` has an awaitable form ``await client.m(...)`` and a blocking form
 ``client.m_sync(...)``; both run on naq_nb's loop thread, so they behave the
 same in a script, inside Jupyter's running loop and from worker threads.
+
+Two shortcuts keep the per-call cost near one round trip, or none:
+
+* a plain enqueue (no chosen id, body within ``max_payload``) is encoded in the
+  caller's thread and handed to the loop, which publishes it and checks the
+  acknowledgements in the background (:mod:`.stores` keeps failures from being
+  silent);
+* reads (``result``, ``status``) from an async caller run on the caller's own
+  loop, over a connection of that loop (:meth:`Client.broker_here`), from the
+  loop's second naq_nb call on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import threading
+import weakref
 from typing import Any, Callable, Sequence
 
 from ..core.broker import Broker
+from ..core.errors import JobNotStoredError
 from ..core.failed import list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.queue import Queue as CoreQueue, cancel_job, get_status
+from ..core.queue import Queue as CoreQueue, cancel_job, get_status, prepare_unacked, store_prepared
 from ..core.records import ResultRecord
 from ..core.registry import list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
-from .loop import on_exit, run_sync
+from .loop import any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync
+from .stores import Stores
 from .twins import twin, with_twins
+
+log = logging.getLogger("naq_nb.client")
 
 __all__ = ["Client", "get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
 
@@ -36,6 +53,10 @@ class Client:
         self.nats_options = nats_options
         self._broker: Broker | None = None
         self._connecting: asyncio.Future | None = None
+        self._here: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}  # caller loop -> its broker
+        self._here_lock = threading.Lock()
+        self._stores = Stores()
+        _every_client.add(self)
 
     @property
     def url(self) -> str:
@@ -57,12 +78,118 @@ class Client:
         self._broker = b
         return b
 
+    async def broker_here(self) -> Broker:
+        """The connected :class:`Broker` of the running loop: :meth:`broker` on the background
+        loop, else a connection made for (and closed with) the caller's loop."""
+        if in_loop_thread():
+            return await self.broker()
+        loop = asyncio.get_running_loop()
+        with self._here_lock:
+            task = self._here.get(loop)
+            if task is None or (task.done() and (task.cancelled() or task.exception() is not None
+                                                 or task.result().nc.is_closed)):
+                for lp in [lp for lp in self._here if lp.is_closed()]:
+                    del self._here[lp]  # closed without shutting down: nothing can run there any more
+                task = self._here[loop] = loop.create_task(self._connect_here(loop))
+        return await asyncio.shield(task)
+
+    async def _connect_here(self, loop: asyncio.AbstractEventLoop) -> Broker:
+        b = await Broker.connect(settings=self.settings, **self.nats_options)
+        try:
+            await b.ensure_layout()
+            await on_loop_close(lambda: self._drop_here(loop, b))
+        except BaseException:
+            await b.close(drain=False)
+            raise
+        return b
+
+    async def _drop_here(self, loop: asyncio.AbstractEventLoop, b: Broker) -> None:
+        with self._here_lock:
+            task = self._here.get(loop)
+            if task is not None and task.done() and not task.cancelled() and task.exception() is None \
+                    and task.result() is b:
+                del self._here[loop]
+        await b.close(drain=False)  # the loop is ending: its other tasks are cancelled already
+
+    def _close_here(self) -> None:
+        """Close the connections of caller loops, each on its own loop (without waiting for them)."""
+        with self._here_lock:
+            tasks, self._here = self._here, {}
+        for loop, task in tasks.items():
+            if loop.is_closed():
+                continue
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                loop.call_soon_threadsafe(task.cancel)
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(task.result().close(), loop)
+            except RuntimeError:  # closed meanwhile
+                pass
+
     # --- jobs --------------------------------------------------------------
-    @twin
     async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
-        """Publish prepared jobs (pipelined)."""
-        b = await self.broker()
-        return await CoreQueue(b).enqueue_jobs(jobs)
+        """Publish prepared jobs (pipelined).
+
+        A single plain job returns once handed to the loop; its store is confirmed in the
+        background (a failure fails its handle's reads and is raised by the next enqueue,
+        :meth:`flush` or :meth:`close`). Hand-written (not a ``@twin``): that path runs in the
+        caller's thread.
+        """
+        self._stores.raise_unreported()
+        oldest = self._stores.oldest_if_full()
+        if oldest is not None:
+            await asyncio.wrap_future(oldest)  # a failure there is raised by the check below
+        if self._hand_over(jobs):
+            self._stores.raise_unreported()
+            return jobs
+        return await run_async(self._enqueue_acked(jobs))
+
+    def enqueue_jobs_sync(self, jobs: list[Job]) -> list[Job]:
+        """Blocking form of :meth:`enqueue_jobs`."""
+        self._stores.raise_unreported()
+        oldest = self._stores.oldest_if_full()
+        if oldest is not None and not in_loop_thread():
+            concurrent.futures.wait([oldest])
+        if self._hand_over(jobs):
+            self._stores.raise_unreported()
+            return jobs
+        return run_sync(self._enqueue_acked(jobs))
+
+    async def _enqueue_acked(self, jobs: list[Job]) -> list[Job]:
+        return await CoreQueue(await self.broker()).enqueue_jobs(jobs)
+
+    def _hand_over(self, jobs: list[Job]) -> bool:
+        """Encode one plain job here and hand it to the loop without waiting; False: not eligible
+        (several jobs, a chosen id, a big body, or no connection ready yet)."""
+        b = self._broker
+        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready:
+            return False
+        job = jobs[0]
+        prepared = prepare_unacked(b, job)
+        if prepared is None:
+            return False
+        fut = self._stores.begin(job.job_id)
+        call_soon(self._start_store, b, job, prepared, fut)
+        return True
+
+    def _start_store(self, b: Broker, job: Job, prepared: tuple, fut: concurrent.futures.Future) -> None:
+        asyncio.ensure_future(self._store(b, job, prepared, fut))
+
+    async def _store(self, b: Broker, job: Job, prepared: tuple, fut: concurrent.futures.Future) -> None:
+        try:
+            await store_prepared(b, job, prepared)
+        except Exception as exc:  # every failure goes to the job's handle and the client's next call
+            self._stores.failed(job.job_id, fut, JobNotStoredError(
+                f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"))
+        else:
+            self._stores.stored(job.job_id, fut)
+
+    @twin
+    async def flush(self) -> None:
+        """Wait until every enqueue made so far is stored; raise :class:`JobNotStoredError` for any
+        that was not (and was not reported yet)."""
+        await self._stores.drain()
+        self._stores.raise_unreported()
 
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
@@ -74,19 +201,25 @@ class Client:
         return CoreQueue.make_job(probe, fn, args, kwargs, opts)
 
     @twin
+    @any_loop
     async def status(self, job_id: str) -> dict:
         """The job's status record (raises JobNotFoundError)."""
-        return await get_status(await self.broker(), job_id)
+        await self._stores.settled(job_id)
+        return await get_status(await self.broker_here(), job_id)
 
     @twin
+    @any_loop
     async def result_record(self, job_id: str, timeout: float | None = None) -> ResultRecord:
         """Wait for the job's result record (push: a subscription on the result key)."""
-        return await wait_for_result(await self.broker(), job_id, timeout)
+        await self._stores.settled(job_id)
+        return await wait_for_result(await self.broker_here(), job_id, timeout)
 
     @twin
+    @any_loop
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's return value; raises its exception (original type where possible)."""
-        rec = await wait_for_result(await self.broker(), job_id, timeout)
+        await self._stores.settled(job_id)
+        rec = await wait_for_result(await self.broker_here(), job_id, timeout)
         return rec.unwrap()
 
     @twin
@@ -120,9 +253,14 @@ class Client:
 
     @twin
     async def close(self) -> None:
+        """Wait for enqueues in flight, close every connection of this client (a later call
+        reconnects), then raise :class:`JobNotStoredError` for any enqueue that was not stored."""
+        await self._stores.drain()
+        self._close_here()
         if self._broker is not None:
             b, self._broker = self._broker, None
             await b.close()
+        self._stores.raise_unreported()
 
     def __await__(self) -> Any:
         # naq's `c = await connect(url)`: nq.connect() has connected already; awaiting gives the client back.
@@ -137,6 +275,7 @@ class Client:
 
 
 _clients: dict[tuple, Client] = {}
+_every_client: "weakref.WeakSet[Client]" = weakref.WeakSet()  # for the exit check of enqueues in flight
 _clients_lock = threading.Lock()
 _session_default: Client | None = None
 
@@ -185,8 +324,24 @@ async def _close_all() -> None:
     for c in clients:
         try:
             await c.close()
-        except Exception:
-            pass
+        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
+            log.error("%s", exc)
+        except Exception as exc:  # closing the others anyway
+            log.debug("closing %r failed: %s", c, exc)
+
+
+async def _flush_all_at_exit() -> None:
+    """Every client (shared or not): enqueues still in flight are settled, failures logged."""
+    for c in list(_every_client):
+        try:
+            await asyncio.wait_for(c._stores.drain(), 4.0)  # the exit hook's own bound is 5 s
+        except asyncio.TimeoutError:
+            log.error("%d enqueued job(s) of %r were still not acknowledged at exit: they may not be stored",
+                      c._stores.in_flight, c)
+        try:
+            c._stores.raise_unreported()
+        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
+            log.error("%s", exc)
 
 
 def close_all_clients() -> None:
@@ -195,3 +350,4 @@ def close_all_clients() -> None:
 
 
 on_exit(_close_all)
+on_exit(_flush_all_at_exit)  # hooks run last-registered first: this one before the closes

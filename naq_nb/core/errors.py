@@ -7,7 +7,7 @@ __all__ = [
     "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
     "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
     "UnknownQueueError", "SignatureError", "JobNotFinishedError", "DuplicateJobError",
-    "PublishTimeoutError",
+    "PublishTimeoutError", "JobNotStoredError",
 ]
 
 
@@ -21,6 +21,11 @@ class NaqConnectionError(NaqException):
 
 class PublishTimeoutError(NaqConnectionError, TimeoutError):
     """JetStream did not acknowledge a publish within its bound."""
+
+
+class JobNotStoredError(NaqConnectionError):
+    """An enqueue that returned before its acknowledgement was not stored after all (raised by its
+    handle's reads, and by the client's next enqueue, ``flush()`` or ``close()``)."""
 
 
 class ConfigurationError(NaqException, ValueError):

@@ -6,11 +6,13 @@ offers sync twins that run these coroutines on its background loop.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections import deque
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -25,7 +27,7 @@ from .preview import args_preview
 from .records import decode_status, encode_failure, encode_status, status_record
 from .serialization import seal_record
 
-__all__ = ["Queue", "get_status", "cancel_job", "call_digest"]
+__all__ = ["Queue", "get_status", "cancel_job", "call_digest", "prepare_unacked", "store_prepared", "ENQUEUE_WINDOW"]
 
 log = logging.getLogger("naq_nb")
 
@@ -84,37 +86,19 @@ class Queue:
                        for j in jobs]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         todo = await _claim_ids(b, jobs, encoded)
-        lay = b.layout
-        pending = []
-        for job, (headers, body) in todo:
-            status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
-            rec = status_record(job.job_id, job.queue_name, status, func=job.function_name,
-                                name=job.options.name, enqueued_at=job.enqueue_time, attempts=0, failures=0,
-                                depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
-            st_fut = None
-            what = f"job {job.job_id} ({job.function_name})"
-            if not job.options.key:
-                # Status first: a fast worker's "running" then always lands after "queued".
-                st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec),
-                                               what=f"the status of {what}")
-            pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
-            pending.append((job, st_fut, pub_fut, rec, what))
+        # A sliding window of publishes in flight: the server is never sent more than it acknowledges
+        # soon, and the memory held for acknowledgements stays flat for 100,000 jobs.
+        window: deque[_InFlight] = deque()
         try:
-            for job, st_fut, pub_fut, rec, what in pending:
-                ack = await pub_fut
-                job.sequence = ack.seq
-                job.duplicate = bool(ack.duplicate)
-                if st_fut is not None:
-                    await st_fut
-                elif not job.duplicate:
-                    # A keyed job may duplicate one already running: only a new one gets a status.
-                    await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec),
-                                    what=f"the status of {what}")
+            for job, (headers, body) in todo:
+                if len(window) >= ENQUEUE_WINDOW:
+                    await _settle(b, window.popleft())
+                window.append(await _publish(b, job, headers, body, _status_bytes(job)))
+            while window:
+                await _settle(b, window.popleft())
         finally:
-            for _job, st_fut, pub_fut, _rec, _what in pending:
-                for f in (st_fut, pub_fut):
-                    if f is not None and f.done() and not f.cancelled():
-                        f.exception()  # retrieved: the first failure is raised above, not logged as lost
+            for item in window:  # left by a failure: theirs are not raised (the first one is)
+                _quiet(item.status_ack, item.job_ack)
         return jobs
 
     async def purge(self) -> int:
@@ -134,6 +118,91 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
+
+
+#: Jobs whose acknowledgements an ``enqueue_jobs`` call waits for at most at once.
+ENQUEUE_WINDOW = 512
+
+
+class _InFlight(NamedTuple):
+    job: Job
+    status_ack: asyncio.Future | None
+    job_ack: asyncio.Future
+    status: bytes
+    what: str
+
+
+def _status_bytes(job: Job) -> bytes:
+    """The job's first status record (``queued``, or ``waiting`` with dependencies)."""
+    status = JobStatus.WAITING if job.options.depends_on else JobStatus.QUEUED
+    return encode_status(status_record(
+        job.job_id, job.queue_name, status, func=job.function_name, name=job.options.name,
+        enqueued_at=job.enqueue_time, attempts=0, failures=0, depends_on=list(job.options.depends_on),
+        args=args_preview(job.args, job.kwargs)))
+
+
+async def _publish(b: Broker, job: Job, headers: dict, body: bytes, status: bytes) -> _InFlight:
+    """Publish the status record and the job without waiting (one socket write, in this order)."""
+    lay = b.layout
+    what = f"job {job.job_id} ({job.function_name})"
+    st_fut = None
+    if not job.options.key:
+        # Status first: a fast worker's "running" then always lands after "queued".
+        st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), status,
+                                       what=f"the status of {what}")
+    pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
+    return _InFlight(job, st_fut, pub_fut, status, what)
+
+
+async def _settle(b: Broker, item: _InFlight) -> None:
+    """Wait for both acknowledgements of ``item``; the job's stream sequence is known then."""
+    job = item.job
+    try:
+        ack = await item.job_ack
+        if item.status_ack is not None:
+            await item.status_ack
+    finally:
+        _quiet(item.status_ack, item.job_ack)  # when one failed, the other's outcome is not raised too
+    job.sequence = ack.seq
+    job.duplicate = bool(ack.duplicate)
+    if item.status_ack is None and not job.duplicate:
+        # A keyed job may duplicate one already running: only a new one gets a status.
+        lay = b.layout
+        await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), item.status,
+                        what=f"the status of {item.what}")
+
+
+def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
+    """``(headers, body, status record)`` of a job that may be stored without the caller waiting for
+    its acknowledgements (see :func:`store_prepared`), or None when it needs the full path: a chosen
+    id (claimed first), or a body over the inline limit (object store). Thread-safe: it only encodes."""
+    if job.options.job_id or job.options.key:
+        return None
+    headers, body = encode_job(job, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
+    if sum(len(k) + len(v) + 4 for k, v in headers.items()) + len(body) > blobs.inline_limit(b):
+        return None
+    return headers, body, _status_bytes(job)
+
+
+async def store_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, bytes]) -> Job:
+    """Publish a job from :func:`prepare_unacked` and wait for both acknowledgements (raises as
+    :meth:`Queue.enqueue_jobs` does)."""
+    headers, body, status = prepared
+    await _settle(b, await _publish(b, job, headers, body, status))
+    return job
+
+
+def _retrieve(f: asyncio.Future) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
+def _quiet(*futs: asyncio.Future | None) -> None:
+    """Mark the outcome of ``futs`` as seen (now or when they end), so a failure raised once through
+    another future is not also logged by asyncio as "never retrieved"."""
+    for f in futs:
+        if f is not None:
+            f.add_done_callback(_retrieve)
 
 
 def call_digest(body: bytes) -> str:
