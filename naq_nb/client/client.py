@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import weakref
@@ -29,7 +30,7 @@ from ..core.broker import Broker
 from ..core.errors import JobNotStoredError
 from ..core.failed import list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.queue import Queue as CoreQueue, cancel_job, get_status, prepare_unacked, store_prepared
+from ..core.queue import Queue as CoreQueue, cancel_job, get_status, prepare_unacked, publish_prepared
 from ..core.records import ResultRecord
 from ..core.registry import list_workers
 from ..core.results import wait_for_result
@@ -56,6 +57,9 @@ class Client:
         self._here: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}  # caller loop -> its broker
         self._here_lock = threading.Lock()
         self._stores = Stores()
+        self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
+        self._outbox_lock = threading.Lock()
+        self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
         _every_client.add(self)
 
     @property
@@ -169,20 +173,33 @@ class Client:
         if prepared is None:
             return False
         fut = self._stores.begin(job.job_id)
-        call_soon(self._start_store, b, job, prepared, fut)
+        with self._outbox_lock:
+            self._outbox.append((b, job, prepared, fut))
+            wake = len(self._outbox) == 1
+        if wake:  # one wake-up of the loop per burst: each one costs the caller a thread switch
+            call_soon(self._send_outbox)
         return True
 
-    def _start_store(self, b: Broker, job: Job, prepared: tuple, fut: concurrent.futures.Future) -> None:
-        asyncio.ensure_future(self._store(b, job, prepared, fut))
+    def _send_outbox(self) -> None:
+        # One sender at a time, so one producer's jobs are published in the order it enqueued them.
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send())
 
-    async def _store(self, b: Broker, job: Job, prepared: tuple, fut: concurrent.futures.Future) -> None:
-        try:
-            await store_prepared(b, job, prepared)
-        except Exception as exc:  # every failure goes to the job's handle and the client's next call
+    async def _send(self) -> None:
+        while True:
+            with self._outbox_lock:
+                items, self._outbox = self._outbox, []
+            if not items:
+                return
+            for b, job, prepared, fut in items:
+                await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
+
+    def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
+        if exc is None:
+            self._stores.stored(job.job_id, fut)
+        else:  # every failure goes to the job's handle and to the client's next call
             self._stores.failed(job.job_id, fut, JobNotStoredError(
                 f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"))
-        else:
-            self._stores.stored(job.job_id, fut)
 
     @twin
     async def flush(self) -> None:

@@ -27,7 +27,7 @@ from .preview import args_preview
 from .records import decode_status, encode_failure, encode_status, status_record
 from .serialization import seal_record
 
-__all__ = ["Queue", "get_status", "cancel_job", "call_digest", "prepare_unacked", "store_prepared", "ENQUEUE_WINDOW"]
+__all__ = ["Queue", "get_status", "cancel_job", "call_digest", "prepare_unacked", "publish_prepared", "ENQUEUE_WINDOW"]
 
 log = logging.getLogger("naq_nb")
 
@@ -174,7 +174,7 @@ async def _settle(b: Broker, item: _InFlight) -> None:
 
 def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
     """``(headers, body, status record)`` of a job that may be stored without the caller waiting for
-    its acknowledgements (see :func:`store_prepared`), or None when it needs the full path: a chosen
+    its acknowledgements (see :func:`publish_prepared`), or None when it needs the full path: a chosen
     id (claimed first), or a body over the inline limit (object store). Thread-safe: it only encodes."""
     if job.options.job_id or job.options.key:
         return None
@@ -184,12 +184,33 @@ def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
     return headers, body, _status_bytes(job)
 
 
-async def store_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, bytes]) -> Job:
-    """Publish a job from :func:`prepare_unacked` and wait for both acknowledgements (raises as
-    :meth:`Queue.enqueue_jobs` does)."""
+async def publish_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, bytes],
+                           on_done: Callable[[BaseException | None], None]) -> None:
+    """Publish a job from :func:`prepare_unacked` without waiting: ``on_done(None)`` once both its
+    records are acknowledged (``job.sequence`` is set then), ``on_done(error)`` if either is not,
+    within the broker's publish timeout. Call on the broker's loop."""
     headers, body, status = prepared
-    await _settle(b, await _publish(b, job, headers, body, status))
-    return job
+    try:
+        item = await _publish(b, job, headers, body, status)
+    except Exception as exc:  # not even sent (connection closed): reported the same way
+        on_done(exc)
+        return
+    acks = [f for f in (item.status_ack, item.job_ack) if f is not None]
+    reported: list[bool] = []
+
+    def _check(_f: asyncio.Future) -> None:
+        if reported or not all(f.done() for f in acks):
+            return  # both callbacks may see both done: report once
+        reported.append(True)
+        for f in acks:
+            exc = asyncio.CancelledError() if f.cancelled() else f.exception()
+            if exc is not None:
+                on_done(exc)
+                return
+        job.sequence = item.job_ack.result().seq
+        on_done(None)
+    for f in acks:
+        f.add_done_callback(_check)
 
 
 def _retrieve(f: asyncio.Future) -> None:
