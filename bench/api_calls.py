@@ -5,7 +5,8 @@ asyncio main loop as a user's script would:
 
 * enqueue: ``await Queue.enqueue(fn)`` N times, calls/s;
 * e2e: first enqueue -> last result stored, jobs/s;
-* readback: ``await fetch_job_result(job, timeout=60)`` for every finished job, ms per call;
+* readback: ``await fetch_job_result(job, timeout=60)`` for every finished job, ms per call
+  (raw_get: nats-py's ``kv.get`` of the same keys on the same loop, the floor);
 * readback_sync: ``fetch_job_result_sync(job)`` for the same jobs, ms per call;
 * latency: enqueue then wait, one job at a time, p50 / p99 ms;
 * enqueue_sync: ``Queue.enqueue_sync(fn)`` N times then ``flush_sync()``, calls/s;
@@ -34,6 +35,20 @@ def noop() -> int:
     return 1
 
 
+async def raw_gets(url: str, bucket: str, keys: list[str]) -> float:
+    """The floor for a read back: nats-py's own ``kv.get`` of the same keys, same loop, ms per call."""
+    import nats
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(bucket)
+        t = time.perf_counter()
+        for k in keys:
+            await kv.get(k)
+        return (time.perf_counter() - t) / len(keys) * 1000
+    finally:
+        await nc.close()
+
+
 async def one_round(url: str, n: int, many: int) -> dict:
     import naq_nb
     from naq_nb import Queue, enqueue_many, fetch_job_result, fetch_job_result_sync
@@ -51,6 +66,8 @@ async def one_round(url: str, n: int, many: int) -> dict:
     for j in jobs:
         assert await fetch_job_result(j, nats_url=url, timeout=60) == 1
     out["readback_ms"] = (time.perf_counter() - t1) / n * 1000
+    bucket = (await q.client.broker_here()).layout.results_bucket
+    out["raw_get_ms"] = await raw_gets(url, bucket, [j.job_id for j in jobs])
     t1 = time.perf_counter()
     for j in jobs:
         assert fetch_job_result_sync(j, nats_url=url, timeout=60) == 1

@@ -247,3 +247,11 @@ async def test_enqueue_many_keeps_a_bounded_window_in_flight(broker, monkeypatch
     assert len(made) == 1000 and all(j.sequence for j in made)
     assert most <= 2 * 50, f"{most} publishes were in flight"
     assert await core_queue.Queue(broker, "many").count() == 1000
+
+
+def test_cancel_right_after_enqueue_removes_the_queued_message(client):
+    q = Queue("cancelme", client=client)
+    job = q.enqueue_sync(jobs.add, 1, 2)  # returns before its acknowledgement (no sequence yet)
+    assert client.cancel_sync(job.job_id, job.sequence)
+    assert q.count_sync() == 0, "the message left the stream, so no worker started later runs it"
+    assert client.cancel_sync(job.job_id) is False  # already ended

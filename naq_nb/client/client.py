@@ -196,7 +196,7 @@ class Client:
 
     def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
         if exc is None:
-            self._stores.stored(job.job_id, fut)
+            self._stores.stored(job.job_id, fut, job.sequence)
         else:  # every failure goes to the job's handle and to the client's next call
             self._stores.failed(job.job_id, fut, JobNotStoredError(
                 f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"))
@@ -242,7 +242,8 @@ class Client:
     @twin
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
         """Cancel a job that has not ended; False if it already had."""
-        return await cancel_job(await self.broker(), job_id, sequence)
+        await self._stores.settled(job_id)  # a job still in flight: its sequence comes with the ack
+        return await cancel_job(await self.broker(), job_id, sequence or self._stores.sequence(job_id))
 
     @twin
     async def purge(self, queue: str | None = None) -> int:

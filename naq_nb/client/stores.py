@@ -27,7 +27,7 @@ __all__ = ["Stores", "WINDOW"]
 
 #: Unacknowledged enqueues a client allows before the next one waits.
 WINDOW = 1000
-_KEEP_FAILED = 10_000  # failed ids remembered for their handles' reads
+_KEEP_FAILED = 10_000  # failed ids (and stored ids' sequences) remembered for their handles
 
 
 class Stores:
@@ -38,6 +38,7 @@ class Stores:
         self._pending: OrderedDict[str, concurrent.futures.Future] = OrderedDict()
         self._failed: OrderedDict[str, JobNotStoredError] = OrderedDict()
         self._unreported: list[JobNotStoredError] = []
+        self._seqs: OrderedDict[str, int] = OrderedDict()  # stream sequences of recent stores, for cancel
 
     def begin(self, job_id: str) -> concurrent.futures.Future:
         """A job handed to the loop: its future resolves when it is stored (or fails)."""
@@ -46,10 +47,19 @@ class Stores:
             self._pending[job_id] = fut
         return fut
 
-    def stored(self, job_id: str, fut: concurrent.futures.Future) -> None:
+    def stored(self, job_id: str, fut: concurrent.futures.Future, seq: int | None = None) -> None:
         with self._lock:
             self._pending.pop(job_id, None)
+            if seq is not None:
+                self._seqs[job_id] = seq
+                while len(self._seqs) > _KEEP_FAILED:
+                    self._seqs.popitem(last=False)
         fut.set_result(None)
+
+    def sequence(self, job_id: str) -> int | None:
+        """The stream sequence of a job this client stored recently (a cancel deletes the message)."""
+        with self._lock:
+            return self._seqs.get(job_id)
 
     def failed(self, job_id: str, fut: concurrent.futures.Future, err: JobNotStoredError) -> None:
         with self._lock:
