@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -132,9 +133,19 @@ def frozen(nats_server):
     def freeze() -> None:
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)
+        # The signal takes effect asynchronously: wait until every thread is stopped.
+        deadline = time.monotonic() + 10
+        while not _all_stopped(pid):
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.005)
     yield freeze
     if stopped:
         os.kill(pid, signal.SIGCONT)
+
+
+def _all_stopped(pid: int) -> bool:
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
 
 
 def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, frozen):

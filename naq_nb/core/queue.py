@@ -202,11 +202,11 @@ async def publish_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, byt
         if reported or not all(f.done() for f in acks):
             return  # both callbacks may see both done: report once
         reported.append(True)
-        for f in acks:
-            exc = asyncio.CancelledError() if f.cancelled() else f.exception()
-            if exc is not None:
-                on_done(exc)
-                return
+        errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in acks]  # all retrieved
+        exc = next((e for e in errors if e is not None), None)
+        if exc is not None:
+            on_done(exc)
+            return
         job.sequence = item.job_ack.result().seq
         on_done(None)
     for f in acks:
