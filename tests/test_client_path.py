@@ -4,6 +4,7 @@ loop, enqueue_many's window; and that none of it lets a failure to store pass si
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -266,3 +267,27 @@ def test_cancel_right_after_enqueue_removes_the_queued_message(client):
     assert client.cancel_sync(job.job_id, job.sequence)
     assert q.count_sync() == 0, "the message left the stream, so no worker started later runs it"
     assert client.cancel_sync(job.job_id) is False  # already ended
+
+
+def test_a_loop_closed_without_shutdown_is_forgotten(client):
+    from naq_nb.client import loop as loop_mod
+    q = Queue("nobody", client=client)
+    job = q.enqueue_sync(jobs.add, 1, 2)
+    lp = asyncio.new_event_loop()
+    try:
+        for _ in range(2):
+            lp.run_until_complete(client.status(job.job_id))
+        assert lp in client._here and lp in loop_mod._loops
+    finally:
+        lp.close()  # no shutdown_asyncgens: its hooks can never run
+        # Its abandoned tasks are finalized here, in this thread, rather than by a collection
+        # that happens to run in the loop thread (their "loop is closed" warnings are expected).
+        gc.collect()
+    # the next caller loop's connection sweeps the dead one away
+    _in_thread(lambda: asyncio.run(_reads(client, job.job_id, 2)))
+    assert lp not in client._here and lp not in loop_mod._loops
+
+
+async def _reads(client, job_id: str, n: int) -> None:
+    for _ in range(n):
+        await client.status(job_id)

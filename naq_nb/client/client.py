@@ -35,7 +35,8 @@ from ..core.records import ResultRecord
 from ..core.registry import list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
-from .loop import any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync
+from .loop import (any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync,
+                   sweep_closed_loops)
 from .stores import Stores
 from .twins import twin, with_twins
 
@@ -94,6 +95,7 @@ class Client:
                                                  or task.result().nc.is_closed)):
                 for lp in [lp for lp in self._here if lp.is_closed()]:
                     del self._here[lp]  # closed without shutting down: nothing can run there any more
+                sweep_closed_loops()
                 task = self._here[loop] = loop.create_task(self._connect_here(loop))
         return await asyncio.shield(task)
 
