@@ -101,7 +101,7 @@ _LAZY: dict[str, str] = {
     # large values stored once, passed by reference
     **{n: "naq_nb.client.objects" for n in (
         "put", "put_async", "get_object", "get_object_async", "delete_object", "delete_object_async", "ObjectRef")},
-    "BlobError": "naq_nb.core.blobs",
+    "BlobError": "naq_nb.core.blobs", "JobNotStoredError": "naq_nb.core.errors",
     # notebook layer
     **{n: "naq_nb.notebook.frames" for n in (
         "jobs", "workers", "schedules", "failed", "jobs_async", "workers_async", "schedules_async",

@@ -199,7 +199,8 @@ async def test_enqueues_in_flight_when_the_server_is_killed_all_return_or_raise(
         for t in done:
             t.result()
         errors = set(outcomes[failed_at:]) - {"ok"}
-        assert errors <= {"NaqConnectionError", "PublishTimeoutError"}, errors
+        # JobNotStoredError: an enqueue handed over before the kill, reported by the next call
+        assert errors <= {"NaqConnectionError", "PublishTimeoutError", "JobNotStoredError"}, errors
     finally:
         stop.set()
         for t in tasks:

@@ -4,24 +4,40 @@
 ``m`` has an awaitable form ``await client.m(...)`` and a blocking form
 ``client.m_sync(...)``; both run on naq_nb's loop thread, so they behave the
 same in a script, inside Jupyter's running loop and from worker threads.
+
+Two shortcuts keep the per-call cost near one round trip, or none:
+
+* a plain enqueue (no chosen id, body within ``max_payload``) is encoded in the
+  caller's thread and handed to the loop, which publishes it and checks the
+  acknowledgements in the background (:mod:`.stores` keeps failures from being
+  silent);
+* reads (``result``, ``status``) from an async caller run on the caller's own
+  loop, over a connection of that loop (:meth:`Client.broker_here`), from the
+  loop's second naq_nb call on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import threading
+import weakref
 from typing import Any, Callable, Sequence
 
 from ..core.broker import Broker
+from ..core.errors import JobNotStoredError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.queue import Queue as CoreQueue, cancel_job, get_status, make_job
+from ..core.queue import Queue as CoreQueue, cancel_job, get_status, make_job, prepare_unacked, publish_prepared
 from ..core.records import ResultRecord
 from ..core.registry import WorkerRecord, list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
-from .loop import on_exit, run_sync
+from .loop import (any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync,
+                   sweep_closed_loops)
+from .stores import Stores
 from .twins import blocking, on_loop
 
 log = logging.getLogger("naq_nb.client")
@@ -38,6 +54,13 @@ class Client:
         self.nats_options = nats_options
         self._broker: Broker | None = None
         self._connecting: asyncio.Future | None = None
+        self._here: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}  # caller loop -> its broker
+        self._here_lock = threading.Lock()
+        self._stores = Stores()
+        self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
+        self._outbox_lock = threading.Lock()
+        self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
+        _every_client.add(self)
 
     @property
     def url(self) -> str:
@@ -59,14 +82,134 @@ class Client:
         self._broker = b
         return b
 
-    # --- jobs --------------------------------------------------------------
-    @on_loop
-    async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
-        """Publish prepared jobs (pipelined)."""
-        b = await self.broker()
-        return await CoreQueue(b).enqueue_jobs(jobs)
+    async def broker_here(self) -> Broker:
+        """The connected :class:`Broker` of the running loop: :meth:`broker` on the background
+        loop, else a connection made for (and closed with) the caller's loop."""
+        if in_loop_thread():
+            return await self.broker()
+        loop = asyncio.get_running_loop()
+        with self._here_lock:
+            task = self._here.get(loop)
+            if task is None or (task.done() and (task.cancelled() or task.exception() is not None
+                                                 or task.result().nc.is_closed)):
+                for lp in [lp for lp in self._here if lp.is_closed()]:
+                    del self._here[lp]  # closed without shutting down: nothing can run there any more
+                sweep_closed_loops()
+                task = self._here[loop] = loop.create_task(self._connect_here(loop))
+        return await asyncio.shield(task)
 
-    enqueue_jobs_sync = blocking(enqueue_jobs)
+    async def _connect_here(self, loop: asyncio.AbstractEventLoop) -> Broker:
+        b = await Broker.connect(settings=self.settings, **self.nats_options)
+        try:
+            await b.ensure_layout()
+            await on_loop_close(lambda: self._drop_here(loop, b))
+        except BaseException:
+            await b.close(drain=False)
+            raise
+        return b
+
+    async def _drop_here(self, loop: asyncio.AbstractEventLoop, b: Broker) -> None:
+        with self._here_lock:
+            task = self._here.get(loop)
+            if task is not None and task.done() and not task.cancelled() and task.exception() is None \
+                    and task.result() is b:
+                del self._here[loop]
+        await b.close(drain=False)  # the loop is ending: its other tasks are cancelled already
+
+    def _close_here(self) -> None:
+        """Close the connections of caller loops, each on its own loop (without waiting for them)."""
+        with self._here_lock:
+            tasks, self._here = self._here, {}
+        for loop, task in tasks.items():
+            if loop.is_closed():
+                continue
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                loop.call_soon_threadsafe(task.cancel)
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(task.result().close(), loop)
+            except RuntimeError:  # closed meanwhile
+                pass
+
+    # --- jobs --------------------------------------------------------------
+    async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Publish prepared jobs (pipelined).
+
+        A single plain job returns once handed to the loop; its store is confirmed in the
+        background (a failure fails its handle's reads and is raised by the next enqueue,
+        :meth:`flush` or :meth:`close`). Hand-written (not made by ``twins.blocking``): that path runs in the
+        caller's thread.
+        """
+        self._stores.raise_unreported()
+        oldest = self._stores.oldest_if_full()
+        if oldest is not None:
+            await asyncio.wrap_future(oldest)  # a failure there is raised by the check below
+        if self._hand_over(jobs):
+            self._stores.raise_unreported()
+            return jobs
+        return await run_async(self._enqueue_acked(jobs))
+
+    def enqueue_jobs_sync(self, jobs: list[Job]) -> list[Job]:
+        """Blocking form of :meth:`enqueue_jobs`."""
+        self._stores.raise_unreported()
+        oldest = self._stores.oldest_if_full()
+        if oldest is not None and not in_loop_thread():
+            concurrent.futures.wait([oldest])
+        if self._hand_over(jobs):
+            self._stores.raise_unreported()
+            return jobs
+        return run_sync(self._enqueue_acked(jobs))
+
+    async def _enqueue_acked(self, jobs: list[Job]) -> list[Job]:
+        return await CoreQueue(await self.broker()).enqueue_jobs(jobs)
+
+    def _hand_over(self, jobs: list[Job]) -> bool:
+        """Encode one plain job here and hand it to the loop without waiting; False: not eligible
+        (several jobs, a chosen id, a big body, or no connection ready yet)."""
+        b = self._broker
+        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready:
+            return False
+        job = jobs[0]
+        prepared = prepare_unacked(b, job)
+        if prepared is None:
+            return False
+        fut = self._stores.begin(job.job_id)
+        with self._outbox_lock:
+            self._outbox.append((b, job, prepared, fut))
+            wake = len(self._outbox) == 1
+        if wake:  # one wake-up of the loop per burst: each one costs the caller a thread switch
+            call_soon(self._send_outbox)
+        return True
+
+    def _send_outbox(self) -> None:
+        # One sender at a time, so one producer's jobs are published in the order it enqueued them.
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        while True:
+            with self._outbox_lock:
+                items, self._outbox = self._outbox, []
+            if not items:
+                return
+            for b, job, prepared, fut in items:
+                await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
+
+    def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
+        if exc is None:
+            self._stores.stored(job.job_id, fut, job.sequence)
+        else:  # every failure goes to the job's handle and to the client's next call
+            self._stores.failed(job.job_id, fut, JobNotStoredError(
+                f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"))
+
+    @on_loop
+    async def flush(self) -> None:
+        """Wait until every enqueue made so far is stored; raise :class:`JobNotStoredError` for any
+        that was not (and was not reported yet)."""
+        await self._stores.drain()
+        self._stores.raise_unreported()
+
+    flush_sync = blocking(flush)
 
     def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
                  options: JobOptions | None = None) -> Job:
@@ -74,23 +217,29 @@ class Client:
         return make_job(fn, args, kwargs, options, queue=self.settings.default_queue)
 
     @on_loop
+    @any_loop
     async def status(self, job_id: str) -> dict:
         """The job's status record (raises JobNotFoundError)."""
-        return await get_status(await self.broker(), job_id)
+        await self._stores.settled(job_id)
+        return await get_status(await self.broker_here(), job_id)
 
     status_sync = blocking(status)
 
     @on_loop
+    @any_loop
     async def result_record(self, job_id: str, timeout: float | None = None) -> ResultRecord:
         """Wait for the job's result record (push: a subscription on the result key)."""
-        return await wait_for_result(await self.broker(), job_id, timeout)
+        await self._stores.settled(job_id)
+        return await wait_for_result(await self.broker_here(), job_id, timeout)
 
     result_record_sync = blocking(result_record)
 
     @on_loop
+    @any_loop
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's return value; raises its exception (original type where possible)."""
-        rec = await wait_for_result(await self.broker(), job_id, timeout)
+        await self._stores.settled(job_id)
+        rec = await wait_for_result(await self.broker_here(), job_id, timeout)
         return rec.unwrap()
 
     result_sync = blocking(result)
@@ -98,7 +247,8 @@ class Client:
     @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
         """Cancel a job that has not ended; False if it already had."""
-        return await cancel_job(await self.broker(), job_id, sequence)
+        await self._stores.settled(job_id)  # a job still in flight: its sequence comes with the ack
+        return await cancel_job(await self.broker(), job_id, sequence or self._stores.sequence(job_id))
 
     cancel_sync = blocking(cancel)
 
@@ -138,9 +288,14 @@ class Client:
 
     @on_loop
     async def close(self) -> None:
+        """Wait for enqueues in flight, close every connection of this client (a later call
+        reconnects), then raise :class:`JobNotStoredError` for any enqueue that was not stored."""
+        await self._stores.drain()
+        self._close_here()
         if self._broker is not None:
             b, self._broker = self._broker, None
             await b.close()
+        self._stores.raise_unreported()
 
     close_sync = blocking(close)
 
@@ -157,6 +312,7 @@ class Client:
 
 
 _clients: dict[tuple, Client] = {}
+_every_client: "weakref.WeakSet[Client]" = weakref.WeakSet()  # for the exit check of enqueues in flight
 _clients_lock = threading.Lock()
 _session_default: Client | None = None
 
@@ -188,13 +344,14 @@ def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
     """
     if nats_url is None and not nats_options and _session_default is not None:
         return _session_default
-    settings = Settings.from_env()
-    url = nats_url or settings.nats_url
+    # Reading the environment costs ~0.1-0.2 ms: with a URL given, only a new client needs it.
+    settings = None if nats_url else Settings.from_env()
+    url = nats_url or settings.nats_url  # type: ignore[union-attr]
     key = (url, tuple(sorted((k, repr(v)) for k, v in nats_options.items())))
     with _clients_lock:
         c = _clients.get(key)
         if c is None:
-            c = _clients[key] = Client(url, settings=settings, **nats_options)
+            c = _clients[key] = Client(url, settings=settings or Settings.from_env(), **nats_options)
         return c
 
 
@@ -205,8 +362,24 @@ async def _close_all() -> None:
     for c in clients:
         try:
             await c.close()
-        except Exception as exc:  # closing them all: one that fails must not keep the others open
-            log.debug("closing %r: %s", c, exc)
+        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
+            log.error("%s", exc)
+        except Exception as exc:  # closing the others anyway
+            log.debug("closing %r failed: %s", c, exc)
+
+
+async def _flush_all_at_exit() -> None:
+    """Every client (shared or not): enqueues still in flight are settled, failures logged."""
+    for c in list(_every_client):
+        try:
+            await asyncio.wait_for(c._stores.drain(), 4.0)  # the exit hook's own bound is 5 s
+        except asyncio.TimeoutError:
+            log.error("%d enqueued job(s) of %r were still not acknowledged at exit: they may not be stored",
+                      c._stores.in_flight, c)
+        try:
+            c._stores.raise_unreported()
+        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
+            log.error("%s", exc)
 
 
 def close_all_clients() -> None:
@@ -215,3 +388,4 @@ def close_all_clients() -> None:
 
 
 on_exit(_close_all)
+on_exit(_flush_all_at_exit)  # hooks run last-registered first: this one before the closes

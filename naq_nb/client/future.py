@@ -346,11 +346,32 @@ async def _submit_on_loop(client: "Client", jobs: list[Job]) -> list[JobFuture]:
         for f in futs:
             watch.unregister(f)
         raise
+    for f in futs:  # a store still unacknowledged: its failure fails the future
+        _fail_if_not_stored(client, f, watch)
     dups = [f for f in futs if f.job is not None and f.job.duplicate]
     if dups:  # dropped as a repeat of a keyed job: follow the earlier one
         b = await watch.ensure_started()
         await watch._fetch(b, dups)
     return futs
+
+
+def _fail_if_not_stored(client: "Client", fut: JobFuture, watch: Any) -> None:
+    pending = client._stores.check(fut.job_id)
+    if pending is None:
+        return
+
+    def _done(p: concurrent.futures.Future) -> None:  # on the loop thread, where stores settle
+        exc = p.exception()
+        if exc is None or fut.done():
+            return
+        watch.unregister(fut)
+        fut._record = {**fut._record, "status": JobStatus.FAILED.value, "error": str(exc)}
+        try:
+            fut.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            return  # cancelled meanwhile
+        fut._notify()
+    pending.add_done_callback(_done)
 
 
 async def submit_jobs(client: "Client", jobs: list[Job]) -> list[JobFuture]:

@@ -4,6 +4,14 @@ Sync calls submit coroutines to it and block on the answer; async calls submit
 and await. Either way the NATS connection lives on one loop, so calls work the
 same from a script, from inside a running loop (a Jupyter kernel) and from any
 thread. The thread is a daemon, restarted after ``fork``, and stopped at exit.
+
+Crossing threads costs two thread wake-ups per call (most of a short call on a
+busy machine), so a coroutine marked :func:`any_loop` (it only uses the
+connection of the loop it runs on, see ``Client.broker_here``) runs directly on
+an async caller's own loop once that loop has made a naq_nb call before: a
+loop that makes one call (``asyncio.run(one_call())``) is not worth a
+connection. What such a loop owns is released by :func:`on_loop_close` hooks
+when ``asyncio.run`` shuts it down (its async-generator shutdown runs them).
 """
 
 from __future__ import annotations
@@ -14,11 +22,14 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+import types
+import weakref
+from typing import Any, AsyncGenerator, Awaitable, Callable, Coroutine, TypeVar
+
+__all__ = ["LoopThread", "get_loop_thread", "run_sync", "run_async", "in_loop_thread", "any_loop",
+           "on_loop_close", "call_soon"]
 
 log = logging.getLogger("naq_nb.client")
-
-__all__ = ["LoopThread", "get_loop_thread", "run_sync", "run_async", "in_loop_thread"]
 
 T = TypeVar("T")
 
@@ -83,11 +94,102 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise
 
 
+def call_soon(fn: Callable[..., Any], *args: Any) -> None:
+    """Call ``fn(*args)`` on the background loop without waiting (in order with other such calls)."""
+    if in_loop_thread():
+        fn(*args)
+    else:
+        get_loop_thread().loop.call_soon_threadsafe(fn, *args)
+
+
+# Code objects of coroutine functions that may run on any caller's loop (see the module doc).
+_ANY_LOOP: set[types.CodeType] = set()
+
+
+def any_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an ``async def`` as safe on any loop: :func:`run_async` then runs it on the caller's own."""
+    _ANY_LOOP.add(fn.__code__)
+    return fn
+
+
 async def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the background loop and await it from the caller's loop."""
+    """Run ``coro`` on the background loop and await it from the caller's loop (or, for an
+    :func:`any_loop` coroutine on a loop that made naq_nb calls before, right here)."""
     if in_loop_thread():
         return await coro
+    if getattr(coro, "cr_code", None) in _ANY_LOOP and _seen_before(asyncio.get_running_loop()):
+        return await coro
     return await asyncio.wrap_future(get_loop_thread().submit(coro))
+
+
+class _LoopState:
+    """What naq_nb keeps for one caller loop: close hooks, and the async generator that runs them."""
+
+    def __init__(self) -> None:
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        self.guard: AsyncGenerator[None, None] | None = None
+
+    async def run_closers(self) -> None:
+        hooks, self.closers = self.closers, []
+        for fn in hooks:
+            try:
+                await fn()
+            except Exception as exc:  # the loop is ending; one failing hook must not keep the others
+                log.debug("loop close hook %r failed: %s", fn, exc)
+
+
+# Caller loops seen; an entry is dropped when its loop shuts down (or is found closed).
+_loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
+_loops_lock = threading.Lock()
+
+
+def _seen_before(loop: asyncio.AbstractEventLoop) -> bool:
+    """True from a loop's second naq_nb call on (the first one is counted here)."""
+    with _loops_lock:
+        if loop in _loops:
+            return True
+        _loops[loop] = _LoopState()
+        return False
+
+
+async def _guard(loop: asyncio.AbstractEventLoop, state: _LoopState) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:  # asyncio.run's shutdown_asyncgens (or a collected generator): the loop is ending
+        with _loops_lock:
+            if _loops.get(loop) is state:
+                del _loops[loop]
+        await state.run_closers()
+
+
+async def on_loop_close(fn: Callable[[], Awaitable[None]]) -> None:
+    """Run ``await fn()`` on the running (caller) loop when it shuts down, e.g. to close a connection
+    made for it. Hooks of loops closed without ``shutdown_asyncgens`` are dropped unrun (their
+    connections die with their sockets); :func:`sweep_closed_loops` forgets those loops."""
+    loop = asyncio.get_running_loop()
+    with _loops_lock:
+        state = _loops.setdefault(loop, _LoopState())
+    state.closers.append(fn)
+    if state.guard is None:
+        # A started async generator is registered with the loop, whose shutdown_asyncgens closes it.
+        state.guard = _guard(loop, state)
+        await state.guard.asend(None)
+
+
+def sweep_closed_loops() -> list[asyncio.AbstractEventLoop]:
+    """Forget loops already closed (their hooks can no longer run); returns them."""
+    with _loops_lock:
+        dead = [(lp, _loops.pop(lp)) for lp in list(_loops) if lp.is_closed()]
+    for _lp, state in dead:
+        state.closers = []
+        if state.guard is not None:
+            # Finish the generator here (its hooks list is empty, so it never suspends): left to the
+            # garbage collector, its finalizer would call into the closed loop and fail noisily.
+            try:
+                state.guard.aclose().send(None)
+            except (StopIteration, RuntimeError):
+                pass  # finished (the usual case); RuntimeError: it had already been closed
+    return [lp for lp, _ in dead]
 
 
 def on_exit(coro_fn: Callable[[], Awaitable[Any]]) -> None:

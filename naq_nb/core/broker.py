@@ -122,7 +122,10 @@ class Broker:
         self._ack_sub: Any = None
         self._ack_prefix = ""
         self._ack_seq = 0
-        self._acks: dict[str, tuple[asyncio.Future, str]] = {}  # reply token -> (ack future, what)
+        # reply token -> (ack future, what, deadline, bound); one timer serves them all (a timer per
+        # publish was a large part of a publish's cost)
+        self._acks: dict[str, tuple[asyncio.Future, str, float, float]] = {}
+        self._expiry: asyncio.TimerHandle | None = None
         #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
         self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
@@ -214,6 +217,12 @@ class Broker:
                 self._ready = None
             raise
 
+    @property
+    def layout_ready(self) -> bool:
+        """True once :meth:`ensure_layout` has succeeded on this broker."""
+        r = self._ready
+        return r is not None and r.done() and not r.cancelled() and r.exception() is None
+
     async def _ensure(self) -> None:
         lay = self.layout
         for cfg in (lay.jobs_stream_config(), lay.failed_stream_config(), lay.waiting_stream_config()):
@@ -274,35 +283,47 @@ class Broker:
         fut: asyncio.Future = loop.create_future()
         bound = self.publish_timeout if timeout is None else timeout
         label = what or f"a message on {subject}"
-        timer = loop.call_later(bound, self._expire_ack, token, PublishTimeoutError(
-            f"no acknowledgement from JetStream for {label} within {bound:g}s (server down or overloaded?)"))
-        self._acks[token] = (fut, label)
-
-        def _done(_f: asyncio.Future, t: str = token) -> None:
-            self._acks.pop(t, None)
-            timer.cancel()
-        fut.add_done_callback(_done)
+        deadline = loop.time() + bound
+        self._acks[token] = (fut, label, deadline, bound)
+        if self._expiry is None or deadline < self._expiry.when():
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = loop.call_at(deadline, self._expire_acks)
         try:
             await self.nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=headers)
         except (nats.errors.Error, OSError) as exc:
+            self._acks.pop(token, None)
             fut.cancel()
             raise NaqConnectionError(f"cannot publish {label}: {type(exc).__name__}: {exc}") from None
         return fut
 
-    def _expire_ack(self, token: str, exc: Exception) -> None:
-        entry = self._acks.get(token)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(exc)
+    def _expire_acks(self) -> None:
+        """Fail the publishes past their deadline; wake again at the next deadline."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now, nxt = loop.time(), None
+        for token, (fut, label, deadline, bound) in list(self._acks.items()):
+            if fut.done():  # cancelled by its waiter
+                del self._acks[token]
+            elif deadline <= now:
+                del self._acks[token]
+                fut.set_exception(PublishTimeoutError(f"no acknowledgement from JetStream for {label} within "
+                                                      f"{bound:g}s (server down or overloaded?)"))
+            elif nxt is None or deadline < nxt:
+                nxt = deadline
+        if nxt is not None:
+            self._expiry = loop.call_at(nxt, self._expire_acks)
 
     def fail_pending(self, why: str) -> None:
         """Fail every publish still waiting for its acknowledgement (the connection dropped or closed)."""
-        for fut, label in list(self._acks.values()):
+        acks, self._acks = self._acks, {}
+        for fut, label, _deadline, _bound in acks.values():
             if not fut.done():
                 fut.set_exception(NaqConnectionError(
                     f"the connection {why} before JetStream acknowledged {label}; it may or may not be stored"))
 
     async def _on_pub_ack(self, msg: Any) -> None:
-        entry = self._acks.get(msg.subject.rsplit(".", 1)[-1])
+        entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
         if entry is None or entry[0].done():
             return
         fut = entry[0]
@@ -314,7 +335,9 @@ class Broker:
             if "error" in resp:
                 nats.js.errors.APIError.from_error(resp["error"])  # raises the specific error class
                 raise nats.js.errors.APIError(**resp["error"])
-            fut.set_result(api.PubAck.from_response(resp))
+            # Built directly: PubAck.from_response walks the dataclass fields on every call.
+            fut.set_result(api.PubAck(stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"),
+                                      duplicate=resp.get("duplicate")))
         except Exception as exc:  # the server's error (or a garbled answer) goes to the waiter
             fut.set_exception(exc)
 
@@ -342,23 +365,25 @@ class Broker:
             self._consumers.add(name)
         return name
 
-    async def close(self) -> None:
+    async def close(self, drain: bool = True) -> None:
+        """Close the connection, draining it first (``drain=False``: at once, e.g. on a loop that is
+        shutting down, whose reading task is gone)."""
         hooks, self._close_hooks = self._close_hooks, []
         for cb in hooks:
             try:
                 await cb()
             except Exception as exc:  # closing anyway; a hook's failure must not keep the connection open
                 log.debug("close hook %r failed: %s", cb, exc)
+        if drain and self.nc.is_connected:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 5.0)
+            except Exception as exc:  # closed below instead
+                log.debug("draining failed, closing: %s", exc)
         if not self.nc.is_closed:
             try:
-                if not self.nc.is_connected:
-                    raise nats.errors.ConnectionReconnectingError()  # nothing to drain to
-                await asyncio.wait_for(self.nc.drain(), 5.0)
-            except Exception:
-                try:
-                    await self.nc.close()
-                except OSError as exc:  # the socket was already gone (server killed): closed anyway
-                    log.debug("closing a lost connection: %s", exc)
+                await self.nc.close()
+            except OSError as exc:  # the socket was already gone (server killed): closed anyway
+                log.debug("closing a lost connection: %s", exc)
         self.fail_pending("closed")
 
     @property

@@ -8,7 +8,7 @@ __all__ = [
     "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
     "UnknownQueueError", "SignatureError", "JobNotFinishedError", "DuplicateJobError",
     "PublishTimeoutError", "ConcurrentUpdateError", "ServerStartError", "ScheduleNotFoundError", "BlobError",
-    "WorkerProcessDied", "JobLostError",
+    "WorkerProcessDied", "JobLostError", "JobNotStoredError",
 ]
 
 
@@ -22,6 +22,11 @@ class NaqConnectionError(NaqException):
 
 class PublishTimeoutError(NaqConnectionError, TimeoutError):
     """JetStream did not acknowledge a publish within its bound."""
+
+
+class JobNotStoredError(NaqConnectionError):
+    """An enqueue that returned before its acknowledgement was not stored after all (raised by its
+    handle's reads, and by the client's next enqueue, ``flush()`` or ``close()``)."""
 
 
 class ConfigurationError(NaqException, ValueError):

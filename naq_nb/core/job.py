@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import threading
 import time
-import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Any, Callable, Sequence, TypedDict
@@ -24,8 +25,28 @@ from .status import TERMINAL, JobStatus
 __all__ = ["JobStatus", "JobOptions", "Job", "new_job_id", "TERMINAL", "func_name", "validate_job_id"]
 
 
+_id_lock = threading.Lock()
+_id_pool = b""  # random bytes fetched 4 KiB at a time: one system call per 256 ids, not one per id
+_id_pos = 0
+
+
+def _reset_ids() -> None:
+    global _id_pool, _id_pos
+    _id_pool, _id_pos = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_ids)  # a forked child must never repeat its parent's ids
+
+
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits of 128 bits from ``os.urandom`` (as ``uuid4().hex``, without the version bits)."""
+    global _id_pool, _id_pos
+    with _id_lock:
+        if _id_pos + 16 > len(_id_pool):
+            _id_pool, _id_pos = os.urandom(4096), 0
+        raw = _id_pool[_id_pos:_id_pos + 16]
+        _id_pos += 16
+    return raw.hex()
 
 
 def func_name(fn: Any) -> str:

@@ -11,7 +11,8 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections import deque
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -27,7 +28,8 @@ from .records import encode_failure
 from .status import StatusRecord, decode_status, encode_status, first_record, initial_status, with_status
 from .serialization import seal_record
 
-__all__ = ["Queue", "make_job", "get_status", "cancel_job", "call_digest"]
+__all__ = ["Queue", "make_job", "get_status", "cancel_job", "call_digest", "prepare_unacked", "publish_prepared",
+           "ENQUEUE_WINDOW"]
 
 log = logging.getLogger("naq_nb")
 
@@ -92,36 +94,19 @@ class Queue:
                        for j in jobs]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         todo = await _claim_ids(b, jobs, encoded)
-        lay = b.layout
-        pending = []
-        for job, (headers, body) in todo:
-            rec = first_record(job.job_id, job.queue_name, initial_status(job.options.depends_on),
-                               func=job.function_name, name=job.options.name, enqueued_at=job.enqueue_time,
-                               depends_on=list(job.options.depends_on), args=args_preview(job.args, job.kwargs))
-            st_fut = None
-            what = f"job {job.job_id} ({job.function_name})"
-            if not job.options.key:
-                # Status first: a fast worker's "running" then always lands after "queued".
-                st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec),
-                                               what=f"the status of {what}")
-            pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
-            pending.append((job, st_fut, pub_fut, rec, what))
+        # A sliding window of publishes in flight: the server is never sent more than it acknowledges
+        # soon, and the memory held for acknowledgements stays flat for 100,000 jobs.
+        window: deque[_InFlight] = deque()
         try:
-            for job, st_fut, pub_fut, rec, what in pending:
-                ack = await pub_fut
-                job.sequence = ack.seq
-                job.duplicate = bool(ack.duplicate)
-                if st_fut is not None:
-                    await st_fut
-                elif not job.duplicate:
-                    # A keyed job may duplicate one already running: only a new one gets a status.
-                    await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(rec),
-                                    what=f"the status of {what}")
+            for job, (headers, body) in todo:
+                if len(window) >= ENQUEUE_WINDOW:
+                    await _settle(b, window.popleft())
+                window.append(await _publish(b, job, headers, body, _status_bytes(job)))
+            while window:
+                await _settle(b, window.popleft())
         finally:
-            for _job, st_fut, pub_fut, _rec, _what in pending:
-                for f in (st_fut, pub_fut):
-                    if f is not None and f.done() and not f.cancelled():
-                        f.exception()  # retrieved: the first failure is raised above, not logged as lost
+            for item in window:  # left by a failure: theirs are not raised (the first one is)
+                _quiet(item.status_ack, item.job_ack)
         return jobs
 
     async def purge(self) -> int:
@@ -141,6 +126,111 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
+
+
+#: Jobs whose acknowledgements an ``enqueue_jobs`` call waits for at most at once.
+ENQUEUE_WINDOW = 512
+
+
+class _InFlight(NamedTuple):
+    job: Job
+    status_ack: asyncio.Future | None
+    job_ack: asyncio.Future
+    status: bytes
+    what: str
+
+
+def _status_bytes(job: Job) -> bytes:
+    """The job's first status record (``queued``, or ``waiting`` with dependencies)."""
+    return encode_status(first_record(
+        job.job_id, job.queue_name, initial_status(job.options.depends_on), func=job.function_name,
+        name=job.options.name, enqueued_at=job.enqueue_time, depends_on=list(job.options.depends_on),
+        args=args_preview(job.args, job.kwargs)))
+
+
+async def _publish(b: Broker, job: Job, headers: dict, body: bytes, status: bytes) -> _InFlight:
+    """Publish the status record and the job without waiting (one socket write, in this order)."""
+    lay = b.layout
+    what = f"job {job.job_id} ({job.function_name})"
+    st_fut = None
+    if not job.options.key:
+        # Status first: a fast worker's "running" then always lands after "queued".
+        st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), status,
+                                       what=f"the status of {what}")
+    pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
+    return _InFlight(job, st_fut, pub_fut, status, what)
+
+
+async def _settle(b: Broker, item: _InFlight) -> None:
+    """Wait for both acknowledgements of ``item``; the job's stream sequence is known then."""
+    job = item.job
+    try:
+        ack = await item.job_ack
+        if item.status_ack is not None:
+            await item.status_ack
+    finally:
+        _quiet(item.status_ack, item.job_ack)  # when one failed, the other's outcome is not raised too
+    job.sequence = ack.seq
+    job.duplicate = bool(ack.duplicate)
+    if item.status_ack is None and not job.duplicate:
+        # A keyed job may duplicate one already running: only a new one gets a status.
+        lay = b.layout
+        await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), item.status,
+                        what=f"the status of {item.what}")
+
+
+def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
+    """``(headers, body, status record)`` of a job that may be stored without the caller waiting for
+    its acknowledgements (see :func:`publish_prepared`), or None when it needs the full path: a chosen
+    id (claimed first), or a body over the inline limit (object store). Thread-safe: it only encodes."""
+    if job.options.job_id or job.options.key:
+        return None
+    headers, body = encode_job(job, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
+    if sum(len(k) + len(v) + 4 for k, v in headers.items()) + len(body) > blobs.inline_limit(b):
+        return None
+    return headers, body, _status_bytes(job)
+
+
+async def publish_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, bytes],
+                           on_done: Callable[[BaseException | None], None]) -> None:
+    """Publish a job from :func:`prepare_unacked` without waiting: ``on_done(None)`` once both its
+    records are acknowledged (``job.sequence`` is set then), ``on_done(error)`` if either is not,
+    within the broker's publish timeout. Call on the broker's loop."""
+    headers, body, status = prepared
+    try:
+        item = await _publish(b, job, headers, body, status)
+    except Exception as exc:  # not even sent (connection closed): reported the same way
+        on_done(exc)
+        return
+    acks = [f for f in (item.status_ack, item.job_ack) if f is not None]
+    reported: list[bool] = []
+
+    def _check(_f: asyncio.Future) -> None:
+        if reported or not all(f.done() for f in acks):
+            return  # both callbacks may see both done: report once
+        reported.append(True)
+        errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in acks]  # all retrieved
+        exc = next((e for e in errors if e is not None), None)
+        if exc is not None:
+            on_done(exc)
+            return
+        job.sequence = item.job_ack.result().seq
+        on_done(None)
+    for f in acks:
+        f.add_done_callback(_check)
+
+
+def _retrieve(f: asyncio.Future) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
+def _quiet(*futs: asyncio.Future | None) -> None:
+    """Mark the outcome of ``futs`` as seen (now or when they end), so a failure raised once through
+    another future is not also logged by asyncio as "never retrieved"."""
+    for f in futs:
+        if f is not None:
+            f.add_done_callback(_retrieve)
 
 
 def call_digest(body: bytes) -> str:

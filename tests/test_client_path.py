@@ -1,0 +1,309 @@
+"""The per-call client path (issue 10): enqueues confirmed in the background, reads on the caller's
+loop, enqueue_many's window; and that none of it lets a failure to store pass silently."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import threading
+import warnings
+import time
+
+import pytest
+
+import jobs
+from naq_nb import Queue, fetch_job_result, fetch_job_result_sync
+from naq_nb.client import stores
+from naq_nb.client.client import Client
+from naq_nb.core import queue as core_queue
+from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStoredError
+
+
+@pytest.fixture
+def client(settings):
+    c = Client(settings=settings.with_(publish_timeout=1.0))
+    yield c
+    try:
+        c.close_sync()
+    except JobNotStoredError:
+        pass  # a test that stopped the server left failures; each test checks its own
+
+
+def _in_thread(fn):
+    """Run ``fn()`` in a new thread (``asyncio.run`` needs a thread without a running loop)."""
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the test
+            out["error"] = exc
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish within 60 s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+# --- reads on the caller's loop ---------------------------------------------------------------
+def test_reads_use_a_connection_of_the_callers_loop_closed_when_asyncio_run_ends(client):
+    q = Queue("nobody", client=client)  # no worker: the job stays queued
+    seen: dict = {}
+
+    async def main() -> None:
+        job = await q.enqueue(jobs.add, 1, 2)
+        for _ in range(3):
+            assert (await client.status(job.job_id))["status"] == "queued"
+        loop = asyncio.get_running_loop()
+        task = client._here.get(loop)
+        assert task is not None and task.done(), "the loop's second read made a connection for it"
+        seen["broker"] = task.result()
+        assert seen["broker"] is not client._broker and seen["broker"].nc.is_connected
+
+    _in_thread(lambda: asyncio.run(main()))
+    assert seen["broker"].nc.is_closed, "asyncio.run's shutdown closed the loop's connection"
+    assert not client._here, "and forgot it"
+
+
+def test_a_loop_making_one_call_gets_no_connection(client):
+    q = Queue("nobody", client=client)
+    job = q.enqueue_sync(jobs.add, 1, 2)
+
+    async def one() -> str:
+        return (await client.status(job.job_id))["status"]
+
+    for _ in range(3):
+        assert _in_thread(lambda: asyncio.run(one())) == "queued"
+    assert not client._here
+
+
+def test_close_closes_the_connections_of_live_caller_loops(client):
+    q = Queue("nobody", client=client)
+    job = q.enqueue_sync(jobs.add, 1, 2)
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever)
+    t.start()
+    try:
+        for _ in range(2):
+            asyncio.run_coroutine_threadsafe(client.status(job.job_id), loop).result(30)
+        b = client._here[loop].result()
+        client.close_sync()
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.01), loop).result(30)  # the close ran there
+        for _ in range(300):
+            if b.nc.is_closed:
+                break
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0.01), loop).result(30)
+        assert b.nc.is_closed
+        # a later call reconnects
+        assert asyncio.run_coroutine_threadsafe(client.status(job.job_id), loop).result(30)["status"] == "queued"
+    finally:
+        asyncio.run_coroutine_threadsafe(_end_loop(client), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(30)
+        loop.close()
+
+
+async def _end_loop(client) -> None:
+    """Close the client, wait for this loop's connection to close, then shut the loop down cleanly."""
+    here = client._here.get(asyncio.get_running_loop())
+    await client.close()
+    if here is not None and here.done() and here.exception() is None:
+        for _ in range(3000):
+            if here.result().nc.is_closed:
+                break
+            await asyncio.sleep(0.01)
+    await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+async def test_a_read_right_after_enqueue_sees_the_job(client):
+    q = Queue("nobody", client=client)
+    for _ in range(30):
+        job = await q.enqueue(jobs.add, 1, 2)
+        with pytest.raises(JobNotFinishedError):  # not JobNotFoundError: the read waits for the store
+            await fetch_job_result(job, timeout=0)
+    await client.flush()
+
+
+async def test_results_read_back_on_the_callers_loop(client, start_worker):
+    await start_worker("rb")
+    q = Queue("rb", client=client)
+    js = [await q.enqueue(jobs.add, i, 1) for i in range(20)]
+    assert [await fetch_job_result(j, timeout=30) for j in js] == [i + 1 for i in range(20)]
+    assert [await fetch_job_result(j, timeout=30) for j in js] == [i + 1 for i in range(20)]
+    assert asyncio.get_running_loop() in client._here
+
+
+# --- failures to store are never silent ----------------------------------------------------
+@pytest.fixture
+def frozen(nats_server):
+    """``freeze()`` SIGSTOPs the server: connections stay up, nothing is acknowledged."""
+    pid = nats_server.proc.pid
+    stopped = []
+
+    def freeze() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        # The signal takes effect asynchronously: wait until every thread is stopped.
+        deadline = time.monotonic() + 10
+        while not _all_stopped(pid):
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.005)
+    yield freeze
+    if stopped:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _all_stopped(pid: int) -> bool:
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+
+
+def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, frozen):
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    job = q.enqueue_sync(jobs.add, 1, 2)  # handed over: returns at once
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        fetch_job_result_sync(job, timeout=0)
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        q.enqueue_sync(jobs.add, 3, 4)  # the next call reports it
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        client.status_sync(job.job_id)  # the handle keeps failing
+
+
+def test_flush_and_close_raise_what_was_not_stored(client, frozen):
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    job = q.enqueue_sync(jobs.add, 1, 2)
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        client.flush_sync()
+    job2 = q.enqueue_sync(jobs.add, 1, 2)  # the failure above was reported once: this call goes on
+    with pytest.raises(JobNotStoredError, match=job2.job_id):
+        client.close_sync()
+
+
+def test_a_submitted_future_fails_when_its_job_is_not_stored(client, frozen):
+    import naq_nb as nq
+    sub = nq.options(client=client, queue="nobody")
+    assert sub.submit(jobs.add, 0, 0).status == "queued"  # connected, layout ready
+    client.flush_sync()
+    frozen()
+    fut = sub.submit(jobs.add, 1, 2)
+    with pytest.raises(JobNotStoredError):
+        fut.result(timeout=30)
+    assert fut.status == "failed"
+
+
+def test_the_window_bounds_enqueues_in_flight(client, frozen, monkeypatch):
+    monkeypatch.setattr(stores, "WINDOW", 5)
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    most = 0
+    with pytest.raises(JobNotStoredError):  # the 6th call waits for the oldest, which times out
+        for i in range(10):
+            q.enqueue_sync(jobs.add, i, 0)
+            most = max(most, client._stores.in_flight)
+    assert 0 < most <= 5
+
+
+def test_enqueues_while_the_server_is_killed_are_stored_or_reported(client, nats_server):
+    """kill -9 mid-way: every enqueue that returned is either stored or reported (its handle
+    raises JobNotStoredError); none is silently missing after the restart."""
+    q = Queue("nobody", client=client)
+    returned, raised = [], []
+    for i in range(400):
+        if i == 150:
+            nats_server.kill()
+        try:
+            returned.append(q.enqueue_sync(jobs.add, i, 0))
+        except JobNotStoredError as exc:
+            raised.append(exc)
+        except Exception as exc:  # the acknowledged path raises the connection error itself
+            raised.append(exc)
+        if len(raised) >= 3:
+            break
+    assert raised, "enqueues against a killed server must fail"
+    try:
+        client.flush_sync()
+    except JobNotStoredError:
+        pass  # reported: that is the point
+    nats_server.restart()
+    stored = reported = 0
+    for job in returned:
+        for _ in range(100):  # the client reconnects on its own
+            try:
+                client.status_sync(job.job_id)
+                stored += 1
+                break
+            except JobNotStoredError:
+                reported += 1
+                break
+            except JobNotFoundError:
+                raise AssertionError(f"job {job.job_id} returned by enqueue is neither stored nor reported") from None
+            except Exception:  # still reconnecting
+                threading.Event().wait(0.1)
+        else:
+            raise AssertionError("no answer after the restart")
+    # Jobs still in flight at the kill are reported (they may or may not be stored); the rest are stored.
+    assert stored > 0 and stored + reported == len(returned)
+
+
+# --- enqueue_many's window ----------------------------------------------------------------------
+async def test_enqueue_many_keeps_a_bounded_window_in_flight(broker, monkeypatch):
+    monkeypatch.setattr(core_queue, "ENQUEUE_WINDOW", 50)
+    most = 0
+    real = broker.publish_async
+
+    async def counting(*a, **kw):
+        nonlocal most
+        most = max(most, len(broker._acks))
+        return await real(*a, **kw)
+    monkeypatch.setattr(broker, "publish_async", counting)
+    made = await core_queue.Queue(broker, "many").enqueue_many([(jobs.add, (i, 1), {}) for i in range(1000)])
+    assert len(made) == 1000 and all(j.sequence for j in made)
+    assert most <= 2 * 50, f"{most} publishes were in flight"
+    assert await core_queue.Queue(broker, "many").count() == 1000
+
+
+def test_cancel_right_after_enqueue_removes_the_queued_message(client):
+    q = Queue("cancelme", client=client)
+    job = q.enqueue_sync(jobs.add, 1, 2)  # returns before its acknowledgement (no sequence yet)
+    assert client.cancel_sync(job.job_id, job.sequence)
+    assert q.count_sync() == 0, "the message left the stream, so no worker started later runs it"
+    assert client.cancel_sync(job.job_id) is False  # already ended
+
+
+def test_a_loop_closed_without_shutdown_is_forgotten(client):
+    from naq_nb.client import loop as loop_mod
+    q = Queue("nobody", client=client)
+    job = q.enqueue_sync(jobs.add, 1, 2)
+    lp = asyncio.new_event_loop()
+    try:
+        for _ in range(2):
+            lp.run_until_complete(client.status(job.job_id))
+        assert lp in client._here and lp in loop_mod._loops
+    finally:
+        lp.close()  # no shutdown_asyncgens: its hooks can never run
+    # the next caller loop's connection sweeps the dead one away
+    _in_thread(lambda: asyncio.run(_reads(client, job.job_id, 2)))
+    assert lp not in client._here and lp not in loop_mod._loops
+    # Its abandoned tasks are finalized now, while nothing compiles: a collection that runs them in
+    # the middle of an import (CPython 3.11's AST depth check) fails that import.
+    del lp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gc.collect()
+
+
+async def _reads(client, job_id: str, n: int) -> None:
+    for _ in range(n):
+        await client.status(job_id)
