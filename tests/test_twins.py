@@ -28,10 +28,12 @@ FUTURE_PROTOCOL = {"JobFuture.result", "JobFuture.exception", "JobFuture.cancel"
                    "wait", "gather", "as_completed", "Sweep.wait"}
 # `_sync` names that are not generated twins: the mechanism's own primitive (client/loop.py), and naq's
 # services, which run on a loop of their own in the calling thread (asyncio.run, signal handlers).
-NOT_TWINS_SYNC = {"run_sync", "Worker.run_sync", "Scheduler.run_sync"}
+# Client.enqueue_jobs_sync hands a plain job over in the caller's thread (no loop hop), so it is written out.
+NOT_TWINS_SYNC = {"run_sync", "Worker.run_sync", "Scheduler.run_sync", "Client.enqueue_jobs_sync"}
 # Coroutines without a blocking twin, and why.
 ASYNC_ONLY = {
     "Client.broker": "the connection itself, used on the loop thread only",
+    "Client.broker_here": "the caller loop's own connection, for coroutines already on that loop",
     "get_nats_connection": "naq's raw-connection helpers are async only in naq too",
     "get_jetstream_context": "as above",
     "close_nats_connection": "as above",
@@ -108,7 +110,8 @@ def _missing_twins(items: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
         if not _is_coroutine(obj) or short.endswith("_async") or qual in ASYNC_ONLY or is_twin_form(obj):
             continue
         twin_form = getattr(owner, blocking_name(short), None)
-        if twin_form is None or not is_twin_form(twin_form):
+        written_out = qual.rsplit(".", 1)[0] + "." + blocking_name(short) in NOT_TWINS_SYNC
+        if twin_form is None or not (is_twin_form(twin_form) or written_out):
             missing.append(f"{module}: {qual} has no {blocking_name(short)} made by twins.blocking")
     return missing
 

@@ -118,7 +118,3 @@ class Stores:
                 await asyncio.wrap_future(fut)
             except JobNotStoredError:
                 pass  # kept in the unreported list: the caller raises it
-
-    def drain_sync(self, timeout: float | None = None) -> None:
-        """Blocking :meth:`drain` (never on the loop thread: the acknowledgements arrive there)."""
-        concurrent.futures.wait(self.all_pending(), timeout)
