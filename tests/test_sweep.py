@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -107,6 +109,26 @@ def test_a_failed_point_is_not_served_from_the_cache(nb_client, thread_worker, t
     n0 = published(nb_client)
     again = nq.sweep(flaky, x=[1, 2], flag=[flag])
     assert published(nb_client) == n0 + 1 and again.cached == {1}
+
+
+async def test_cache_store_merges_shards_and_writes_one_record_per_shard(broker):
+    """The cache is a few shard records per function, and concurrent writers of the same shard
+    (two sweeps of one function at once) lose no entry."""
+    from naq_nb.notebook.sweep_store import cache_lookup, cache_store
+    fn = "f" * 64
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(600)]
+    first, second = digests[:300], digests[300:]
+    assert await cache_lookup(broker, digests, fn) == {}  # never stored: the marker is missing
+    await asyncio.gather(cache_store(broker, [(d, f"a{i}") for i, d in enumerate(first)], fn),
+                         cache_store(broker, [(d, f"b{i}") for i, d in enumerate(second)], fn))
+    hits = await cache_lookup(broker, digests, fn)
+    assert hits == {**{i: f"a{i}" for i in range(300)}, **{300 + i: f"b{i}" for i in range(300)}}
+    kv = await broker.kv(broker.layout.meta_bucket)
+    keys = [k for k in await kv.keys() if k.startswith(f"cache.{fn}")]
+    assert len(keys) == 1 + len({d[:2] for d in digests}) <= 257  # the marker plus one record per shard
+    await cache_store(broker, [(first[0], "again")], fn)  # a rerun points the call at its new job
+    assert (await cache_lookup(broker, first[:2], fn)) == {0: "again", 1: "a1"}
+    assert await cache_lookup(broker, first[:2], "e" * 64) == {}  # another function hits nothing
 
 
 def test_attach_from_a_new_process(nb_client, thread_worker, nats_server):
