@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,29 @@ def test_grid_points_failures_and_retry_failed(nb_client, thread_worker, tmp_pat
     assert sw.results(timeout=30) == [0, 10, 20, 30, 40]
     assert sw.retry_failed() == 0
     assert Sweep.attach(sw.id).job_ids == sw.job_ids  # the stored record follows
+
+
+def crashy(x):
+    if x == 1:
+        raise ValueError("bad point 1")
+    if x == 2:
+        os._exit(3)  # kills the job's process, never the worker
+    if x == 3:
+        time.sleep(120)  # past the timeout: its process is killed
+    return {"y": x * 2}
+
+
+def test_failing_crashing_and_hung_points_end_as_error_rows(nb_client, thread_worker):
+    thread_worker(concurrency=2)  # sync job code in child processes (the default execution)
+    sw = nq.sweep.options(timeout=3)(crashy, x=[0, 1, 2, 3, 4])
+    df = sw.wait(timeout=60).to_dataframe()
+    assert df.status.tolist() == ["succeeded", "failed", "failed", "failed", "succeeded"]
+    assert df.y[0] == 0 and df.y[4] == 8 and df.y[1:4].isna().all()
+    assert df.error[[0, 4]].isna().all()
+    assert "ValueError: bad point 1" in df.error[1]
+    assert "worker process died: exited with code 3" in df.error[2]
+    assert "JobTimeoutError" in df.error[3] or "timed out" in df.error[3]
+    assert df.job_id.tolist() == sw.job_ids and list(df.x) == [0, 1, 2, 3, 4]
 
 
 def test_rerun_uses_the_cache_and_cache_false_does_not(nb_client, thread_worker):
