@@ -153,6 +153,20 @@ async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
         raise TimeoutError(f"{n} of {len(futs)} sweep points did not finish within {timeout:g}s") from None
 
 
+def _succeeded_value(f: JobFuture) -> tuple[bool, Any]:
+    """``(True, value)`` for a point that succeeded, else ``(False, None)``."""
+    if not f.done() or f.cancelled() or f.exception(0) is not None:
+        return False, None
+    return True, f.result(0)
+
+
+def _result_cells(value: Any, taken: set[str]) -> Iterable[tuple[str, Any]]:
+    """A dict result as its columns (a ``result.`` prefix where a name is taken), else ``result``."""
+    if isinstance(value, dict) and value:
+        return [(str(k) if str(k) not in taken else f"result.{k}", v) for k, v in value.items()]
+    return [("result", value)]
+
+
 class Sweep:
     """A parameter sweep: one :class:`JobFuture` per point, a live display, a DataFrame at the end.
 
@@ -317,27 +331,26 @@ class Sweep:
         columns; names clashing with others get a ``result.`` prefix), status, duration, attempts,
         error and job id. Points not finished yet have no result."""
         import pandas as pd
+        n = len(self.points)
         params = list(self.points[0]) if self.points else []
         fixed = ["status", "duration", "attempts", "error", "job_id"]
         taken = set(params) | set(fixed)
-        rows, extra = [], {}
-        for p, f in zip(self.points, self.futures):
-            row = dict(p)
-            if f.done() and not f.cancelled() and f.exception(0) is None:
-                value = f.result(0)
-                if isinstance(value, dict) and value:
-                    for k, v in value.items():
-                        col = str(k) if str(k) not in taken else f"result.{k}"
-                        extra.setdefault(col, None)
-                        row[col] = v
-                else:
-                    extra.setdefault("result", None)
-                    row["result"] = value
-            rec = f.record
-            row.update(status=f.status, duration=f.duration, attempts=rec.get("attempts"),
-                       error=rec.get("error") if f.status in _FAILED else None, job_id=f.job_id)
-            rows.append(row)
-        return pd.DataFrame(rows, columns=params + list(extra) + fixed)
+        # Built column by column (lists, not one dict per row): 10,000 points take milliseconds.
+        cols: dict[str, list] = {k: [p[k] for p in self.points] for k in params}
+        extra: dict[str, list] = {}
+        out: dict[str, list] = {k: [None] * n for k in fixed}
+        for i, f in enumerate(self.futures):
+            ok, value = _succeeded_value(f)
+            if ok:
+                for col, v in _result_cells(value, taken):
+                    if col not in extra:
+                        extra[col] = [None] * n
+                    extra[col][i] = v
+            rec, status = f.record, f.status
+            out["status"][i], out["duration"][i], out["attempts"][i] = status, f.duration, rec.get("attempts")
+            out["error"][i] = rec.get("error") if status in _FAILED else None
+            out["job_id"][i] = f.job_id
+        return pd.DataFrame({**cols, **extra, **out}, columns=params + list(extra) + fixed)
 
     # --- control ------------------------------------------------------------------------------------------
     def _function(self) -> Callable:
