@@ -71,6 +71,20 @@ def reset_peak() -> None:
         print(f"  (peak RSS not reset: {exc})")
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process and by each process it started (server, job processes)."""
+    import psutil
+    me = psutil.Process()
+    out = {"notebook process": sum(me.cpu_times()[:2])}
+    for p in me.children(recursive=True):
+        try:
+            name = "nats-server" if "nats-server" in p.name() else f"job process {p.pid}"
+            out[name] = sum(p.cpu_times()[:2])
+        except psutil.Error:  # ended meanwhile
+            continue
+    return out
+
+
 def grid(n: int) -> tuple[list[int], list[int]]:
     per = max(1, int(round(n ** 0.5)))
     return list(range(n // per)), list(range(per))
@@ -99,6 +113,7 @@ def run_sweep(nq, n: int, display: bool) -> tuple:
     ii, jj = grid(n)
     reset_peak()
     rss0 = rss_mb()
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     sw = nq.sweep(trivial, i=ii, j=jj)
     t_submit = time.perf_counter() - t0
@@ -111,9 +126,10 @@ def run_sweep(nq, n: int, display: bool) -> tuple:
     df = sw.to_dataframe()
     t_df = time.perf_counter() - t0
     rss1, peak = rss_mb(), peak_mb()
+    cpu = {k: v - cpu0.get(k, 0.0) for k, v in cpu_seconds().items()}
     assert len(df) == len(sw) and set(df.status) == {"succeeded"}, sw.summary()
     assert df["sum"].tolist() == [i + j for i in ii for j in jj]
-    return sw, d, (t_submit, t_done, t_df, rss0, rss1, peak)
+    return sw, d, cpu, (t_submit, t_done, t_df, rss0, rss1, peak)
 
 
 def main() -> None:
@@ -135,7 +151,7 @@ def main() -> None:
 
     cluster = nq.local(workers=a.workers, store_dir=None, execution=a.execution)
     try:
-        sw, d, (t_submit, t_done, t_df, rss0, rss1, peak) = run_sweep(nq, a.points, a.display)
+        sw, d, cpu, (t_submit, t_done, t_df, rss0, rss1, peak) = run_sweep(nq, a.points, a.display)
         n = len(sw)
         print(f"nq.sweep of {n} points, nq.local(workers={a.workers}, execution={a.execution!r})"
               f"{' with its live display' if a.display else ''}:")
@@ -144,6 +160,8 @@ def main() -> None:
         print(f"  DataFrame ready (END TO END)                  {t_df:8.2f} s  ({n / t_df:,.0f} points/s)")
         print(f"  notebook process RSS: {rss0:,.0f} MiB before, {rss1:,.0f} MiB after (+{rss1 - rss0:,.0f}), "
               f"peak +{peak - rss0:,.0f} MiB")
+        print("  CPU over the sweep: " + ", ".join(f"{k} {v:.2f} s ({v / n * 1e3:.2f} ms/point)"
+                                                   for k, v in cpu.items()))
         if d is not None:
             print(f"  display: {d.renders} refreshes, {d.updates} bundles sent")
         if not a.no_cached:
