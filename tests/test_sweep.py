@@ -70,9 +70,10 @@ def test_grid_points_failures_and_retry_failed(nb_client, thread_worker, tmp_pat
         sw.results()
     assert isinstance(sw.results(errors="return")[3], ValueError)
 
-    before, old_ids = published(nb_client), sw.job_ids
+    before, old_ids, old_futs = published(nb_client), sw.job_ids, list(sw.futures)
     Path(flag).touch()
     assert sw.retry_failed() == 2
+    assert [len(f._listeners) for f in old_futs] == [1, 0, 1, 0, 1]  # replaced points are let go
     assert published(nb_client) == before + 2  # only the failed points went again
     assert [a == b for a, b in zip(old_ids, sw.job_ids)] == [True, False, True, False, True]
     assert sw.results(timeout=30) == [0, 10, 20, 30, 40]

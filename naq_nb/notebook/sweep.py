@@ -186,7 +186,7 @@ class Sweep:
         self.futures: list[JobFuture] = futures
         self.cached: set[int] = set(cached)
         self._listeners: list[Callable[["Sweep", int], None]] = []
-        self._unsubs: list[Callable[[], None]] = []
+        self._unsubs: list[Callable[[], None] | None] = [None] * len(futures)  # per point
         self._lock = threading.Lock()
         self._watch(range(len(futures)))
 
@@ -269,8 +269,10 @@ class Sweep:
 
     def _watch(self, indices: Iterable[int]) -> None:
         for i in indices:
-            f = self.futures[i]
-            self._unsubs.append(f.on_update(lambda fut, i=i: self._changed(i, fut)))
+            old = self._unsubs[i]
+            if old is not None:  # a retried point: its old future no longer reports here
+                old()
+            self._unsubs[i] = self.futures[i].on_update(lambda fut, i=i: self._changed(i, fut))
 
     def _changed(self, i: int, fut: JobFuture) -> None:
         if self.futures[i] is not fut:
