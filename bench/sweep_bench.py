@@ -18,7 +18,7 @@ Baselines, in the same run and process: the same function in a plain loop
 into a DataFrame, and over ``concurrent.futures.ProcessPoolExecutor(workers)``
 (``ex.map``, default chunksize, as a user would type it).
 
-Usage: python bench/sweep_bench.py [--points 10000] [--workers 2] [--execution processes]
+Usage: python bench/sweep_bench.py [--points 10000] [--workers 2] [--execution processes] [--processes]
                                    [--display] [--no-baseline] [--no-cached]
 Figures are printed, never asserted in tests.
 """
@@ -137,6 +137,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--execution", default="processes", choices=["processes", "threads"])
+    ap.add_argument("--processes", action="store_true", help="nq.local(processes=True): worker processes")
     ap.add_argument("--display", action="store_true", help="follow the sweep with its live display")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-cached", action="store_true", help="skip the cached re-run")
@@ -149,11 +150,12 @@ def main() -> None:
     import pandas  # noqa: F401 - imported before the clock, as in a notebook that used it already
     import naq_nb as nq
 
-    cluster = nq.local(workers=a.workers, store_dir=None, execution=a.execution)
+    cluster = nq.local(workers=a.workers, store_dir=None, execution=a.execution, processes=a.processes)
     try:
         sw, d, cpu, (t_submit, t_done, t_df, rss0, rss1, peak) = run_sweep(nq, a.points, a.display)
         n = len(sw)
-        print(f"nq.sweep of {n} points, nq.local(workers={a.workers}, execution={a.execution!r})"
+        print(f"nq.sweep of {n} points, nq.local(workers={a.workers}, execution={a.execution!r}, "
+              f"processes={a.processes})"
               f"{' with its live display' if a.display else ''}:")
         print(f"  nq.sweep returned (validate, publish, record) {t_submit:8.2f} s  ({n / t_submit:,.0f} points/s)")
         print(f"  all points done                               {t_done:8.2f} s")

@@ -3,7 +3,7 @@
 One job per parameter point (the cartesian product of the keyword lists, or an
 explicit ``grid=[{...}, ...]``), each point passed to the function as keyword
 arguments. Everything is checked before anything is sent; the jobs are then
-published in one pipelined batch. The sweep's record (points, job ids, the
+published in pipelined batches of 1,000. The sweep's record (points, job ids, the
 pickled function) is kept on the server, so :meth:`Sweep.attach` gets it back
 after a kernel restart, and a content cache (function pickle + point) makes a
 re-run of the same cell reuse every point that already succeeded.
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["sweep", "sweep_async", "Sweep", "Sweeper", "SweepNotFoundError"]
 
 _FAILED = FAILED_STATES
+_SUBMIT_BATCH = 1000  # jobs per pipelined publish batch
 
 
 # --- validation (nothing is sent before all of this passed) ---------------------------------
@@ -122,8 +123,11 @@ async def _submit(client: Client, fn: Callable, fn_bytes: bytes, points: list[di
     hits = set(futs)
     todo = [i for i in idx if i not in hits]
     jobs = [client.make_job(fn, (), points[i], opts) for i in todo]
+    # Pipelined batches: each batch's acknowledgements are read before the next is sent, so a
+    # huge sweep never has so many publishes in flight that the loop reads their acks too late.
+    for k in range(0, len(jobs), _SUBMIT_BATCH):
+        futs.update(zip(todo[k:k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k:k + _SUBMIT_BATCH])))
     if jobs:
-        futs.update(zip(todo, await submit_jobs(client, jobs)))
         await cache_store(b, [(digests[i], j.job_id) for i, j in zip(todo, jobs)], fn_digest)
     return futs, hits
 
