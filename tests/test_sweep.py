@@ -177,7 +177,9 @@ def test_attach_from_a_new_process(nb_client, thread_worker, nats_server):
 
 def test_large_sweep_record_is_stored_in_parts(nb_client):
     grid = [{"a": i, "b": os.urandom(400).hex()} for i in range(3000)]  # ~2.4 MB of incompressible points
-    sw = nq.sweep(jobs.add, grid=grid)
+    before = published(nb_client)
+    sw = nq.sweep(jobs.add, grid=grid)  # three publish batches
+    assert published(nb_client) == before + 3000 and len(set(sw.job_ids)) == 3000
     assert sw._head["parts"] >= 2  # over max_payload: cut into several keys
     back = Sweep.attach(sw.id)
     assert back.points == grid and back.job_ids == sw.job_ids
