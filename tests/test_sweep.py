@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,14 +70,38 @@ def test_grid_points_failures_and_retry_failed(nb_client, thread_worker, tmp_pat
         sw.results()
     assert isinstance(sw.results(errors="return")[3], ValueError)
 
-    before, old_ids = published(nb_client), sw.job_ids
+    before, old_ids, old_futs = published(nb_client), sw.job_ids, list(sw.futures)
     Path(flag).touch()
     assert sw.retry_failed() == 2
+    assert [len(f._listeners) for f in old_futs] == [1, 0, 1, 0, 1]  # replaced points are let go
     assert published(nb_client) == before + 2  # only the failed points went again
     assert [a == b for a, b in zip(old_ids, sw.job_ids)] == [True, False, True, False, True]
     assert sw.results(timeout=30) == [0, 10, 20, 30, 40]
     assert sw.retry_failed() == 0
     assert Sweep.attach(sw.id).job_ids == sw.job_ids  # the stored record follows
+
+
+def crashy(x):
+    if x == 1:
+        raise ValueError("bad point 1")
+    if x == 2:
+        os._exit(3)  # kills the job's process, never the worker
+    if x == 3:
+        time.sleep(120)  # past the timeout: its process is killed
+    return {"y": x * 2}
+
+
+def test_failing_crashing_and_hung_points_end_as_error_rows(nb_client, thread_worker):
+    thread_worker(concurrency=2)  # sync job code in child processes (the default execution)
+    sw = nq.sweep.options(timeout=3)(crashy, x=[0, 1, 2, 3, 4])
+    df = sw.wait(timeout=60).to_dataframe()
+    assert df.status.tolist() == ["succeeded", "failed", "failed", "failed", "succeeded"]
+    assert df.y[0] == 0 and df.y[4] == 8 and df.y[1:4].isna().all()
+    assert df.error[[0, 4]].isna().all()
+    assert "ValueError: bad point 1" in df.error[1]
+    assert "worker process died: exited with code 3" in df.error[2]
+    assert "JobTimeoutError" in df.error[3] or "timed out" in df.error[3]
+    assert df.job_id.tolist() == sw.job_ids and list(df.x) == [0, 1, 2, 3, 4]
 
 
 def test_rerun_uses_the_cache_and_cache_false_does_not(nb_client, thread_worker):
@@ -109,6 +136,26 @@ def test_a_failed_point_is_not_served_from_the_cache(nb_client, thread_worker, t
     assert published(nb_client) == n0 + 1 and again.cached == {1}
 
 
+async def test_cache_store_merges_shards_and_writes_one_record_per_shard(broker):
+    """The cache is a few shard records per function, and concurrent writers of the same shard
+    (two sweeps of one function at once) lose no entry."""
+    from naq_nb.notebook.sweep_store import cache_lookup, cache_store
+    fn = "f" * 64
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(600)]
+    first, second = digests[:300], digests[300:]
+    assert await cache_lookup(broker, digests, fn) == {}  # never stored: the marker is missing
+    await asyncio.gather(cache_store(broker, [(d, f"a{i}") for i, d in enumerate(first)], fn),
+                         cache_store(broker, [(d, f"b{i}") for i, d in enumerate(second)], fn))
+    hits = await cache_lookup(broker, digests, fn)
+    assert hits == {**{i: f"a{i}" for i in range(300)}, **{300 + i: f"b{i}" for i in range(300)}}
+    kv = await broker.kv(broker.layout.meta_bucket)
+    keys = [k for k in await kv.keys() if k.startswith(f"cache.{fn}")]
+    assert len(keys) == 1 + len({d[:2] for d in digests}) <= 257  # the marker plus one record per shard
+    await cache_store(broker, [(first[0], "again")], fn)  # a rerun points the call at its new job
+    assert (await cache_lookup(broker, first[:2], fn)) == {0: "again", 1: "a1"}
+    assert await cache_lookup(broker, first[:2], "e" * 64) == {}  # another function hits nothing
+
+
 def test_attach_from_a_new_process(nb_client, thread_worker, nats_server):
     thread_worker(concurrency=2)
     sw = nq.sweep(jobs.add, a=[1, 2, 3], b=[10])
@@ -130,7 +177,9 @@ def test_attach_from_a_new_process(nb_client, thread_worker, nats_server):
 
 def test_large_sweep_record_is_stored_in_parts(nb_client):
     grid = [{"a": i, "b": os.urandom(400).hex()} for i in range(3000)]  # ~2.4 MB of incompressible points
-    sw = nq.sweep(jobs.add, grid=grid)
+    before = published(nb_client)
+    sw = nq.sweep(jobs.add, grid=grid)  # three publish batches
+    assert published(nb_client) == before + 3000 and len(set(sw.job_ids)) == 3000
     assert sw._head["parts"] >= 2  # over max_payload: cut into several keys
     back = Sweep.attach(sw.id)
     assert back.points == grid and back.job_ids == sw.job_ids

@@ -149,6 +149,10 @@ class Layout:
         """Key in the meta bucket mapping a call's content hash to the job that ran it."""
         return f"cache.{digest}"
 
+    def cache_shard_key(self, fn_digest: str, shard: str) -> str:
+        """Key of one shard of a sweep function's result cache (point digest -> job id, JSON)."""
+        return f"cache.{fn_digest}.{shard}"
+
     def claim_key(self, job_id: str) -> str:
         """Key in the meta bucket claiming a chosen job id (or key) for one call: ``{"digest", "fn"}``."""
         return f"job.{job_id}"

@@ -7,9 +7,14 @@ server's ``max_payload``; a 10,000-point sweep is a few parts. Parts are
 versioned and the head is written last, so a reader never sees a half-written
 record, and ``retry_failed`` can rewrite it.
 
-The cache maps ``Layout.cache_key(sha256(function pickle, point))`` to the id
-of the last job submitted for that call; the sweep only reuses it when that
-job SUCCEEDED and its result still exists (checked when attaching to it).
+The cache maps ``sha256(function pickle, point)`` to the id of the last job
+submitted for that call; the sweep only reuses it when that job SUCCEEDED and
+its result still exists (checked when attaching to it). The map is kept per
+function in at most 256 JSON shards (``Layout.cache_shard_key``, by the first
+two hex digits of the point's digest), merged with a revision check, so
+storing or looking up a 10,000-point sweep takes a few hundred round trips,
+not 10,000; ``Layout.cache_key(function digest)`` marks a function that has
+any, so a new function costs one lookup.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ import json
 import logging
 import pickle
 import zlib
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Iterable, NotRequired, TypedDict, cast
 
 import cloudpickle
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from ..core.broker import CONNECTION_ERRORS
 from ..core.errors import SerializationError
@@ -38,7 +43,9 @@ log = logging.getLogger("naq_nb.sweep")
 __all__ = ["SweepHead", "SweepBody", "SweepNotFoundError", "function_bytes", "function_digest", "point_digests",
            "cache_lookup", "cache_store", "save_record", "load_record"]
 
-_CONCURRENCY = 256  # KV gets in flight: round trips, not server work, are the cost
+_CONCURRENCY = 64  # KV round trips in flight: round trips, not server work, are the cost
+_SHARD_CHARS = 2   # cache records per function: 16 ** 2 = 256 at most
+_MERGE_TRIES = 8
 _FORMAT = 1
 
 
@@ -93,40 +100,98 @@ def function_digest(fn_bytes: bytes) -> str:
     return hashlib.sha256(b"fn:" + fn_bytes).hexdigest()
 
 
-async def cache_lookup(b: "Broker", digests: list[str], fn_digest: str | None = None) -> dict[int, str]:
+def _shard(digest: str) -> str:
+    return digest[:_SHARD_CHARS]
+
+
+async def _shard_tables(kv: Any, lay: Any, fn_digest: str, shards: Iterable[str]) -> dict[str, dict]:
+    """The stored tables of ``shards`` (point digest -> job id); absent shards are left out."""
+    sem = asyncio.Semaphore(_CONCURRENCY)
+    tables: dict[str, dict] = {}
+
+    async def one(shard: str) -> None:
+        async with sem:
+            try:
+                entry = await kv.get(lay.cache_shard_key(fn_digest, shard))
+            except KeyNotFoundError:
+                return
+        table = _decode_table(entry.value)
+        if table:
+            tables[shard] = table
+
+    await asyncio.gather(*(one(s) for s in shards))
+    return tables
+
+
+def _decode_table(value: bytes | None) -> dict:
+    try:
+        table = json.loads(value or b"{}")
+    except ValueError as exc:  # a damaged shard only costs its points a rerun
+        log.warning("sweep cache shard unreadable (%s): its points run again", exc)
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+async def cache_lookup(b: "Broker", digests: list[str], fn_digest: str) -> dict[int, str]:
     """Point index -> id of the last job submitted for the same call (the caller checks it succeeded)."""
     lay = b.layout
     kv = await b.kv(lay.meta_bucket)
-    if fn_digest is not None:
-        try:
-            await kv.get(lay.cache_key(fn_digest))
-        except KeyNotFoundError:
-            return {}  # this function never ran in a sweep here: no point can hit
-    sem = asyncio.Semaphore(_CONCURRENCY)
+    try:
+        await kv.get(lay.cache_key(fn_digest))
+    except KeyNotFoundError:
+        return {}  # this function never ran in a sweep here: no point can hit
+    tables = await _shard_tables(kv, lay, fn_digest, {_shard(d) for d in digests})
     hits: dict[int, str] = {}
-
-    async def one(i: int, digest: str) -> None:
-        async with sem:
-            try:
-                entry = await kv.get(lay.cache_key(digest))
-            except KeyNotFoundError:
-                return
-            if not entry.value:
-                return
-            hits[i] = entry.value.decode()
-
-    await asyncio.gather(*(one(i, d) for i, d in enumerate(digests)))
+    for i, d in enumerate(digests):
+        jid = tables.get(_shard(d), {}).get(d)
+        if isinstance(jid, str) and jid:
+            hits[i] = jid
     return hits
 
 
-async def cache_store(b: "Broker", pairs: list[tuple[str, str]], fn_digest: str | None = None) -> None:
-    """Map each digest to the job id just submitted for it (pipelined puts), then mark the function."""
+async def _merge_shard(b: "Broker", kv: Any, key: str, entries: dict[str, str]) -> None:
+    """Add ``entries`` to one shard: read, merge, write with the revision read (a concurrent
+    sweep of the same function makes the write fail; it is then read and merged again)."""
+    for _ in range(_MERGE_TRIES):
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            entry = None
+        table = {**(_decode_table(entry.value) if entry is not None else {}), **entries}
+        data = json.dumps(table, separators=(",", ":")).encode()
+        if len(data) > b.max_payload - 1024:  # millions of points of one function: that shard stays as it was
+            log.warning("sweep cache shard %s is full (%d entries); new points in it are not cached", key, len(table))
+            return
+        try:
+            if entry is None:
+                await kv.create(key, data)
+            else:
+                await kv.update(key, data, last=entry.revision)
+            return
+        except KeyWrongLastSequenceError:
+            continue  # written meanwhile: merge again
+    raise SerializationError(f"sweep cache shard {key} kept changing under {_MERGE_TRIES} writes")
+
+
+async def cache_store(b: "Broker", pairs: list[tuple[str, str]], fn_digest: str) -> None:
+    """Map each point digest to the job id just submitted for it, then mark the function.
+
+    One KV record per shard (the first two hex digits of the digest), not per point:
+    a 10,000-point sweep costs at most 256 writes.
+    """
     lay = b.layout
-    acks = [await b.publish_async(lay.kv_subject(lay.meta_bucket, lay.cache_key(d)), jid.encode())
-            for d, jid in pairs]
-    if fn_digest is not None:
-        acks.append(await b.publish_async(lay.kv_subject(lay.meta_bucket, lay.cache_key(fn_digest)), b"1"))
-    await asyncio.gather(*acks)
+    kv = await b.kv(lay.meta_bucket)
+    by_shard: dict[str, dict[str, str]] = {}
+    for d, jid in pairs:
+        by_shard.setdefault(_shard(d), {})[d] = jid
+    sem = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(shard: str, entries: dict[str, str]) -> None:
+        async with sem:
+            await _merge_shard(b, kv, lay.cache_shard_key(fn_digest, shard), entries)
+
+    await asyncio.gather(*(one(s, e) for s, e in by_shard.items()))
+    await kv.put(lay.cache_key(fn_digest), b"1")
 
 
 def _part_key(b: "Broker", sweep_id: str, version: int, i: int) -> str:
