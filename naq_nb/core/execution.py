@@ -134,6 +134,10 @@ class ThreadExecution:
     def start(self) -> None:
         """Nothing to start: threads are made on demand."""
 
+    async def wait_ready(self, timeout: float) -> bool:
+        """Always ready."""
+        return True
+
     def prepare(self, call: JobCall) -> None:
         """Decode the call (raises SerializationError)."""
         call.decode()
@@ -162,7 +166,12 @@ class ProcessExecution:
         self.active = 0
 
     def start(self) -> None:
+        """Start the child processes (in the background)."""
         self.pool.start()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every child process has started."""
+        return await self.pool.wait_ready(timeout)
 
     def prepare(self, call: JobCall) -> None:
         """Check serializer and signature; the child unpickles the body."""

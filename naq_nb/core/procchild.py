@@ -219,6 +219,13 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         return ("error", "result", *_describe(err, ser))
 
 
+def _preload() -> None:
+    # What every job needs, imported before "ready" (while the worker waits for its children
+    # anyway) rather than during the first job.
+    import cloudpickle  # noqa: F401
+    from . import context, errors, tracebacks  # noqa: F401
+
+
 def main(crash_log_path: str | None = None) -> None:
     """Serve jobs on stdin/stdout until the pipe closes; fatal-signal stacks go to ``crash_log_path``."""
     crash_log = open(crash_log_path, "w") if crash_log_path else sys.__stderr__
@@ -238,6 +245,7 @@ def main(crash_log_path: str | None = None) -> None:
     except EOFError:
         return
     _, ser, sys_path, cwd = init
+    _preload()
     sys.path[:] = sys_path
     try:
         os.chdir(cwd)

@@ -76,6 +76,9 @@ class JobRunner:
         self.cancelled = cancelled
         self.on_line = on_line
         self.live_after = live_after  # a worker whose heartbeat is younger than this is alive
+        # The worker's DependencyGate: tells which finished jobs may have parked dependents.
+        # None: look for dependents after every job.
+        self.dependents: Any = None
 
     # --- entry -----------------------------------------------------------
     async def run(self, d: Delivery) -> None:
@@ -330,7 +333,10 @@ class JobRunner:
         await d.msg.ack()
         self.stats["processed"] += 1
         await blobs.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
-        await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
+        if self.dependents is None or self.dependents.may_have_dependents(jid):
+            await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
+            if self.dependents is not None:
+                self.dependents.released(jid)
 
     async def _store_result(self, jid: str, result: bytes, rec: dict) -> None:
         await self._status_nowait(jid, rec)

@@ -48,6 +48,8 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("naq_nb.worker")
 
+CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
+
 
 class Worker:
     """Runs jobs from one or more queues with ``concurrency`` slots.
@@ -135,14 +137,20 @@ class Worker:
             self.broker = await Broker.connect(settings=self.settings, reconnected_cb=self._on_reconnect,
                                                **self._nats_options)
         b = self.broker
-        await b.ensure_layout()
+        # Children start while the layout and consumers are set up; no job is pulled before they are up.
         self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
         self.execution.start()
+        await b.ensure_layout()
         self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
                                 cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None,
                                 live_after=3 * self.settings.heartbeat_interval)
         self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
+        await self.gate.start()
+        self.runner.dependents = self.gate
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
+        if not await self.execution.wait_ready(CHILD_START_WAIT):
+            log.warning("worker %s: job processes still starting after %gs; serving with those up",
+                        self.worker_id, CHILD_START_WAIT)
         for q in self.queues:
             consumer = await b.ensure_consumer(q)
             feed = PullFeed(b.nc, pull_api_subject(b.layout.jobs_stream, consumer),
@@ -368,6 +376,8 @@ class Worker:
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():
             feed.reset()
+        if hasattr(self, "gate"):
+            self._spawn(self.gate.reindex())  # parks published while disconnected were not seen
         await self.pull_once(self.clock())
 
     # --- background completions -----------------------------------------
