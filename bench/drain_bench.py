@@ -101,7 +101,8 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=10)
     ap.add_argument("--execution", default="processes")
-    ap.add_argument("--profile", default=None, help="py-spy profile of the worker: flame graph (.svg) or collapsed stacks (.txt)")
+    ap.add_argument("--profile", default=None,
+                    help="py-spy profile of the worker: flame graph (.svg) or collapsed stacks (.txt)")
     args = ap.parse_args()
     with EmbeddedServer() as srv:
         raw = await ceiling(srv.url, args.jobs)

@@ -12,7 +12,7 @@ import pytest
 from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.failed import list_failed
 from naq_nb.core.queue import Queue, cancel_job, get_status
-from naq_nb.core.results import wait_for_result
+from naq_nb.core.results import get_result, wait_for_result
 from naq_nb.core.worker import Worker
 
 import jobs
@@ -216,6 +216,8 @@ async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker
     job = q.make_job(jobs.add, (1, 1))
     headers, _ = encode_job(job, broker.serializer, max_payload=broker.max_payload)
     await broker.js.publish(broker.layout.queue_subject("default"), b"not a pickle", headers=headers)
+    # Published by hand, so no "queued" record: the job is known only once its failure is stored.
+    await _until(lambda: get_result(broker, job.job_id), what="the failure stored")
     rec = await wait_for_result(broker, job.job_id, 30)
     assert rec.status == "failed" and "cannot unpickle" in rec.meta["error"]
     [entry] = await list_failed(broker)

@@ -27,6 +27,9 @@ class Delivery:
     cancelled: bool = False
     record: dict = field(default_factory=dict)
     suspect: bool = False              # arrived right after the worker's loop was blocked: maybe stale
+    running_timer: Any = None          # the deferred "running" record's timer (a child process runs it)
+    running_written: bool = False
+    ended: bool = False                # its run is over: no "running" record may be written any more
 
 
 def parse_meta(msg: Msg) -> JobMeta:

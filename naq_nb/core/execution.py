@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
@@ -142,7 +142,11 @@ class ThreadExecution:
         """Decode the call (raises SerializationError)."""
         call.decode()
 
-    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
+    isolated = False  # job code runs in the worker's process
+
+    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None,
+                  on_loop: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run the call; ``on_loop`` is for :class:`ProcessExecution` (every job here runs in the worker)."""
         fn, args, kwargs = call.decode()
         return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout)
 
@@ -177,7 +181,11 @@ class ProcessExecution:
         """Check serializer and signature; the child unpickles the body."""
         check_call(call.meta, call.headers, call.body, call.serializer, call.signing_key)
 
-    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
+    isolated = True  # sync job code can't take the worker down
+
+    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None,
+                  on_loop: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run the call in a child (sync) or on the loop (async: ``on_loop()`` is awaited first)."""
         def on_progress(done: Any, total: Any, message: Any, lines: list[str]) -> None:
             ctx.update(done=done, total=total, message=message)
             for line in lines:
@@ -198,6 +206,8 @@ class ProcessExecution:
             return _cloud_loads(reply[1])  # between the worker and its own child, whatever the job serializer
         if kind == "async":  # async functions stay on the worker's loop
             fn, args, kwargs = call.decode()
+            if on_loop is not None:
+                await on_loop()
             return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout, started=t0)
         _, where, exc_bytes, error, tb, types = reply
         original = call.serializer.loads_exception(exc_bytes) if exc_bytes else None

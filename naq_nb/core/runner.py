@@ -43,7 +43,7 @@ from .records import decode_status, encode_failure, encode_result, encode_status
 from .results import get_result
 from .serialization import pack_record, seal_record
 
-__all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK"]
+__all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
 
 log = logging.getLogger("naq_nb.worker")
 _MAX_TRACEBACK = 32_000
@@ -59,6 +59,7 @@ LOST_RUN_GRACE = 1        # lost runs forgiven beyond the retry budget (an innoc
 DELIVERY_SLACK = 20       # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3    # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0
+RUNNING_AFTER = 0.2       # a first run in a child process is recorded "running" once it lasts this long
 
 
 class JobRunner:
@@ -108,19 +109,30 @@ class JobRunner:
             return
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
+        loop = asyncio.get_running_loop()
+        d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, loop, self._flush_progress, on_line=self.on_line)
+        d.ctx.record = d.record  # type: ignore[attr-defined]
         if d.delivered > 1:
             await self._status(meta.job_id, d.record)  # confirmed: if this run kills the worker, the next one knows
+            d.running_written = True
+        elif getattr(self.execution, "isolated", False):
+            # Sync code in a child process can't take the worker down, so a job that ends within
+            # RUNNING_AFTER needs no "running" record: a reader sees queued -> succeeded. The record
+            # is written if it runs longer, or at once if it turns out to run on the loop (async).
+            d.running_timer = loop.call_later(RUNNING_AFTER, lambda: asyncio.ensure_future(self._running_late(d)))
         else:
             await self._status_nowait(meta.job_id, d.record)
-        d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, asyncio.get_running_loop(), self._flush_progress,
-                           on_line=self.on_line)
-        d.ctx.record = d.record  # type: ignore[attr-defined]
-        d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout))
+            d.running_written = True
+        d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout,
+                                                          on_loop=lambda: self._running_late(d)))
         try:
             try:
                 value = await d.task
             finally:
-                d.ctx.close()  # the final status is written next; late progress must not overtake it
+                d.ended = True  # the final status is written next; a late "running" or progress must not overtake it
+                if d.running_timer is not None:
+                    d.running_timer.cancel()
+                d.ctx.close()
         except asyncio.CancelledError:
             if not d.cancelled:
                 raise  # the worker is stopping; the caller hands the message back
@@ -360,6 +372,16 @@ class JobRunner:
     async def _status_nowait(self, job_id: str, rec: dict) -> None:
         # Intermediate states go out without waiting for the ack: the final state is acked.
         await self.b.nc.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
+
+    async def _running_late(self, d: Delivery) -> None:
+        """The deferred "running" record (once; never after the job ended: its final status may be out)."""
+        if d.running_written or d.ended:
+            return
+        d.running_written = True
+        try:
+            await self._status_nowait(d.meta.job_id, d.ctx.record)
+        except nats.errors.Error as exc:  # disconnected: the final status still follows
+            log.warning("job %s: cannot record it running: %s", d.meta.job_id, exc)
 
     async def _flush_progress(self, ctx: JobContext) -> None:
         rec = dict(getattr(ctx, "record", {}))
