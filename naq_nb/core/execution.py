@@ -38,8 +38,8 @@ from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
 from .serialization import Serializer
 
-__all__ = ["EXECUTION_MODES", "JobCall", "JobFailure", "ThreadExecution", "ProcessExecution", "make_execution",
-           "failure_parts", "call_job", "JobThreads", "validate_execution"]
+__all__ = ["EXECUTION_MODES", "JobCall", "SerializedValue", "JobFailure", "ThreadExecution", "ProcessExecution",
+           "make_execution", "failure_parts", "call_job", "JobThreads", "validate_execution"]
 
 EXECUTION_MODES = ("processes", "threads")
 
@@ -75,6 +75,13 @@ def failure_parts(exc: BaseException) -> tuple[BaseException, str, str, list[str
                                     remote_traceback=exc.traceback)
         return rec, exc.error, exc.traceback, exc.types
     return exc, f"{type(exc).__name__}: {exc}", user_traceback(exc), exception_type_names(exc)
+
+
+@dataclass
+class SerializedValue:
+    """A job's return value as a job process serialized it (with the job serializer): stored as is."""
+
+    payload: bytes
 
 
 @dataclass
@@ -203,7 +210,7 @@ class ProcessExecution:
             raise JobFailure.of(exc, f"{crash}\n{type(exc).__name__}: {exc}\n" if crash else None) from None
         kind = reply[0]
         if kind == "ok":
-            return _cloud_loads(reply[1])  # between the worker and its own child, whatever the job serializer
+            return SerializedValue(reply[1])
         if kind == "async":  # async functions stay on the worker's loop
             fn, args, kwargs = call.decode()
             if on_loop is not None:
@@ -218,11 +225,6 @@ class ProcessExecution:
     async def close(self) -> None:
         await self.pool.close()
         self.threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _cloud_loads(data: bytes) -> Any:
-    import cloudpickle
-    return cloudpickle.loads(data)
 
 
 def make_execution(execution: str, size: int, serializer: Serializer) -> ThreadExecution | ProcessExecution:

@@ -11,7 +11,8 @@ Parent -> child: ``("init", serializer, sys_path, cwd)`` once, then
 ``("run", job_id, queue, attempt, body, sys_path|None)`` per job.
 Child -> parent: ``("ready", pid)``; per job any number of
 ``("progress", done, total, message, lines)``, then exactly one of
-``("ok", value_bytes)``, ``("async",)`` (an async function: the worker runs it on
+``("ok", payload)`` (the value serialized with the job serializer: the worker
+stores it as is), ``("async",)`` (an async function: the worker runs it on
 its loop) or ``("error", kind, exc_bytes, error, traceback, type_names)`` with
 kind ``"decode"``, ``"job"`` or ``"result"``.
 
@@ -212,11 +213,9 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
             s.end_job()
         ctx.close()
     try:
-        import cloudpickle
-        return ("ok", cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception as exc:  # cloudpickle raises many types for unpicklable values
-        err = SerializationError(f"cannot pickle the result ({type(value).__name__}): {exc}")
-        return ("error", "result", *_describe(err, ser))
+        return ("ok", ser.dumps_value(value))  # the stored payload itself: the worker doesn't decode it
+    except SerializationError as exc:
+        return ("error", "result", *_describe(exc, ser))
 
 
 def _preload() -> None:

@@ -36,7 +36,7 @@ from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
 from .errors import DependencyFailedError, NaqConnectionError, NaqException, SerializationError, SignatureError
-from .execution import JobCall, failure_parts
+from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
 from .records import decode_status, encode_failure, encode_result, encode_status
@@ -254,8 +254,9 @@ class JobRunner:
     async def _finish_ok(self, d: Delivery, value: Any) -> None:
         m = d.meta
         ttl = m.options.result_ttl
+        payload = value.payload if isinstance(value, SerializedValue) else None  # from a child: ready to store
         try:
-            data = encode_result(self.b.serializer, value, result_ttl=ttl, worker=self.worker_id,
+            data = encode_result(self.b.serializer, value, result_ttl=ttl, payload=payload, worker=self.worker_id,
                                  attempts=d.delivered, started_at=d.started)
             data = await blobs.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
         except SerializationError as exc:
@@ -325,7 +326,8 @@ class JobRunner:
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                await asyncio.wait_for(self._store_result(jid, result, rec), RESULT_WRITE_TIMEOUT)
+                async with asyncio.timeout(RESULT_WRITE_TIMEOUT):
+                    await self._store_result(jid, result, rec)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
