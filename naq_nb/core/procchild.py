@@ -82,7 +82,7 @@ class ChildJobContext:
         self._pending: list[str] = []
         self._dirty = False
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake: threading.Event | None = None  # made with the sender: most jobs never report
         self._closed = False
         self._interval = min_interval
         self._sender: threading.Thread | None = None  # started by the first update: most jobs never report
@@ -102,9 +102,10 @@ class ChildJobContext:
                 del self.logs[:-200]
             self._dirty = True
             if self._sender is None:
+                self._wake = threading.Event()
                 self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
                 self._sender.start()
-        self._wake.set()
+        self._wake.set()  # type: ignore[union-attr]  # made with the sender above
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -121,9 +122,11 @@ class ChildJobContext:
         self._channel.send(frame)
 
     def _send_loop(self) -> None:
+        wake = self._wake
+        assert wake is not None  # made before this thread starts
         while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
+            wake.wait()
+            wake.clear()
             if self._closed:
                 return
             self._flush()
@@ -134,8 +137,8 @@ class ChildJobContext:
         with self._lock:
             self._closed = True
             sender = self._sender
-        self._wake.set()
         if sender is not None:
+            self._wake.set()  # type: ignore[union-attr]  # made with the sender
             sender.join()
         self._flush()
 
