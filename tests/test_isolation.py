@@ -282,3 +282,24 @@ async def test_a_job_process_killed_while_idle_is_replaced(broker, start_worker)
     os.kill(pid, signal.SIGKILL)
     await _until(lambda: asyncio.sleep(0, w.execution.pool.pids != [pid]), what="the dead child noticed")
     assert (await wait_for_result(broker, (await q.enqueue(jobs.add, 2, 2)).job_id, 30)).unwrap() == 4
+
+
+async def test_every_job_process_is_up_before_the_worker_takes_a_job(broker, start_worker):
+    w = await start_worker(concurrency=3)
+    assert len(w.execution.pool.pids) == 3, "all children started (at once) before the first pull"
+    j = await Queue(broker).enqueue(jobs.add, 2, 3)
+    assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == 5
+
+
+async def test_a_worker_whose_job_processes_cannot_start_still_starts(broker, start_worker, monkeypatch, caplog):
+    from naq_nb.core import procpool, worker
+
+    async def cannot_launch(self):
+        raise OSError("no python here")
+    monkeypatch.setattr(procpool.ProcessPool, "_launch", cannot_launch)
+    monkeypatch.setattr(worker, "CHILD_START_WAIT", 0.5)
+    with caplog.at_level(logging.WARNING, logger="naq_nb.worker"):
+        w = await start_worker(concurrency=2)
+    assert w.state == "idle" and not w.execution.pool.pids
+    assert any("still starting" in r.getMessage() for r in caplog.records)
+    assert any("cannot start a job process" in r.getMessage() for r in caplog.records)
