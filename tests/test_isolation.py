@@ -303,3 +303,18 @@ async def test_a_worker_whose_job_processes_cannot_start_still_starts(broker, st
     assert w.state == "idle" and not w.execution.pool.pids
     assert any("still starting" in r.getMessage() for r in caplog.records)
     assert any("cannot start a job process" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_worker_that_fails_to_start_leaves_no_job_process(settings, monkeypatch):
+    from naq_nb.core.broker import Broker
+
+    async def refuse(self, queue):
+        raise RuntimeError("no consumer today")
+    monkeypatch.setattr(Broker, "ensure_consumer", refuse)
+    w = Worker("default", settings=settings, concurrency=2)
+    with pytest.raises(RuntimeError, match="no consumer today"):
+        await w.start()
+    try:
+        assert not w.execution.pool.pids, "its job processes were stopped"
+    finally:
+        await w.broker.close()

@@ -140,6 +140,30 @@ class Worker:
         # Children start while the layout and consumers are set up; no job is pulled before they are up.
         self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
         self.execution.start()
+        try:
+            await self._set_up(b)
+        except BaseException:
+            await self.execution.close()  # a failed start leaves no job process behind
+            if hasattr(self, "gate"):
+                await self.gate.close()
+            raise
+        self.state = "idle"
+        if self.capture_output:
+            install_capture()  # a job's prints go to its own log, not the worker's console
+        await self.heartbeat_once(self.clock())
+        self._tasks = [asyncio.ensure_future(self._slot(i)) for i in range(self.concurrency)]
+        self._tasks += [asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
+                        asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
+                        asyncio.ensure_future(self._every(1.0, self.pull_once))]
+        await self.pull_once(self.clock())
+        self.watchdog = LoopWatchdog(self._loop, self._held, self._watchdog_broker, ack_wait=b.layout.ack_wait,
+                                     name=f"naq-watchdog-{self.worker_id}")
+        self.watchdog.start()
+        self.started.set()
+        log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
+
+    async def _set_up(self, b: Broker) -> None:
+        """Layout, runner, dependency gate, cancel watch, job processes up, then the pull feeds."""
         await b.ensure_layout()
         self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
                                 cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None,
@@ -157,20 +181,6 @@ class Worker:
                             lambda msg, q=q: self._on_msg(q, msg), clock=self.clock)
             await feed.start()
             self._feeds[q] = feed
-        self.state = "idle"
-        if self.capture_output:
-            install_capture()  # a job's prints go to its own log, not the worker's console
-        await self.heartbeat_once(self.clock())
-        self._tasks = [asyncio.ensure_future(self._slot(i)) for i in range(self.concurrency)]
-        self._tasks += [asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
-                        asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
-                        asyncio.ensure_future(self._every(1.0, self.pull_once))]
-        await self.pull_once(self.clock())
-        self.watchdog = LoopWatchdog(self._loop, self._held, self._watchdog_broker, ack_wait=b.layout.ack_wait,
-                                     name=f"naq-watchdog-{self.worker_id}")
-        self.watchdog.start()
-        self.started.set()
-        log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the worker to stop; safe from signal handlers and other threads."""
