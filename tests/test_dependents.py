@@ -139,3 +139,64 @@ async def test_a_cancelled_waiting_job_never_runs_when_its_dependency_ends(broke
     await poll(lambda: _equals(waiting_count(broker), 0), what="both copies settled")
     assert runs.read_text().split() == ["other"]
     assert (await get_status(broker, child.job_id))["status"] == "cancelled"
+
+
+async def test_the_park_index_spares_the_lookup_only_for_jobs_nobody_waits_on(broker, start_worker):
+    """A worker learns of parks made by any worker (its subscription), and of older ones at start."""
+    old_parent = await Queue(broker, "nobody").enqueue(jobs.add, 1, 1)
+    await Queue(broker).configure(depends_on=old_parent).enqueue(jobs.add, 1, 2)
+    a = await start_worker()
+    await poll(lambda: _equals(waiting_count(broker), 1), what="parked by the first worker")
+    b = await start_worker("other")  # started after the park: finds it in the waiting stream
+    assert b.gate.may_have_dependents(old_parent.job_id)
+    lonely = await Queue(broker).enqueue(jobs.add, 2, 2)
+    await wait_for_result(broker, lonely.job_id, 30)
+    assert not a.gate.may_have_dependents(lonely.job_id) and not b.gate.may_have_dependents(lonely.job_id)
+    parent = await Queue(broker, "nobody").enqueue(jobs.add, 1, 1)
+    await Queue(broker).configure(depends_on=parent).enqueue(jobs.add, 2, 3)  # parked by a, seen by b
+    await poll(lambda: _true(b.gate.may_have_dependents(parent.job_id)), what="the park seen by the other worker")
+
+
+async def test_a_park_the_finishing_worker_did_not_see_is_released_by_the_sweep(broker, start_worker):
+    """The index missed a park (a lost subscription message): the job that finished skipped the
+    lookup, and the sweep every worker runs releases the dependent."""
+    w = await start_worker()
+    parent = await Queue(broker).enqueue(jobs.sleep_for, 1.0)
+    await poll(lambda: _equals(_status(broker, parent.job_id), "running"), what="the parent running")
+    q = Queue(broker).configure(depends_on=parent)
+    orphan = q.make_job(jobs.add, (3, 4))
+    headers, body = encode_job(orphan, broker.serializer, max_payload=broker.max_payload)
+    kv = await broker.kv(broker.layout.status_bucket)
+    await kv.put(orphan.job_id, __import__("json").dumps(
+        {"id": orphan.job_id, "queue": "default", "status": "waiting"}).encode())
+    headers[HEADER_MSG_ID] = f"park-{orphan.job_id}-{parent.job_id}"
+    await broker.js.publish(broker.layout.waiting_subject(parent.job_id), body, headers=headers)
+    await poll(lambda: _true(parent.job_id in w.gate.parked_on), what="the park seen")
+    w.gate.parked_on.discard(parent.job_id)  # as if its subscription had lost that message
+    await wait_for_result(broker, parent.job_id, 30)
+    assert await waiting_count(broker) == 1  # the finishing worker did not look
+    assert await sweep_waiting(broker) == 1  # what each worker's periodic sweep does
+    assert (await wait_for_result(broker, orphan.job_id, 30)).unwrap() == 7
+
+
+async def test_dependency_ending_on_another_worker_while_its_dependent_parks(broker, start_worker):
+    """Parents on one worker, dependents parked by another at the moment the parents end: the
+    parked job's re-check (or the finishing worker's index) releases every one."""
+    await start_worker("parents", concurrency=4)
+    await start_worker(concurrency=4)
+    pq, q = Queue(broker, "parents"), Queue(broker)
+    children = []
+    for i in range(40):
+        parent = await pq.enqueue(jobs.sleep_for, 0.005 * (i % 4))
+        children.append(await q.configure(depends_on=parent).enqueue(jobs.add, i, 1))
+    for i, c in enumerate(children):
+        assert (await wait_for_result(broker, c.job_id, 60)).unwrap() == i + 1
+    await poll(lambda: _equals(waiting_count(broker), 0), what="nothing left parked")
+
+
+async def _true(value) -> bool:
+    return bool(value)
+
+
+async def _status(broker, job_id):
+    return (await get_status(broker, job_id) or {}).get("status")

@@ -9,6 +9,7 @@ import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
 from naq_nb.core import queue as core_queue
+from naq_nb.core import runner
 from naq_nb.core.errors import ConcurrentUpdateError, JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
 from naq_nb.core.job import JobOptions, JobStatus
 from naq_nb.core.queue import Queue, cancel_job, get_status
@@ -56,12 +57,21 @@ async def test_remote_exception_keeps_type_and_traceback(broker, start_worker):
     assert st["status"] == "failed" and "CustomError" in st["error"]
 
 
-async def test_status_watcher_sees_every_state(broker, start_worker):
-    await start_worker()
+@pytest.mark.parametrize("execution, fn, args, running_after, states", [
+    ("threads", jobs.add, (1, 1), 60.0, ["queued", "running", "succeeded"]),
+    # In a child process a job that ends within RUNNING_AFTER is never recorded running (one write less).
+    ("processes", jobs.add, (1, 1), 60.0, ["queued", "succeeded"]),
+    ("processes", jobs.sleep_for, (1.0,), 0.05, ["queued", "running", "succeeded"]),
+    ("processes", jobs.async_add, (1, 1), 60.0, ["queued", "running", "succeeded"]),  # runs on the worker's loop
+])
+async def test_status_watcher_sees_every_state(broker, start_worker, monkeypatch, execution, fn, args,
+                                               running_after, states):
+    monkeypatch.setattr(runner, "RUNNING_AFTER", running_after)
+    await start_worker(execution=execution)
     seen: list[str] = []
     done = asyncio.Event()
     q = Queue(broker)
-    job = q.make_job(jobs.add, (1, 1))
+    job = q.make_job(fn, args)
 
     async def on(msg):
         seen.append(json.loads(msg.data)["status"])
@@ -69,9 +79,9 @@ async def test_status_watcher_sees_every_state(broker, start_worker):
             done.set()
     sub = await broker.nc.subscribe(broker.layout.kv_subject(broker.layout.status_bucket, job.job_id), cb=on)
     await q.enqueue_job(job)
-    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.wait_for(done.wait(), 30)
     await sub.unsubscribe()
-    assert seen == ["queued", "running", "succeeded"]
+    assert seen == states
 
 
 async def test_enqueue_many_pipelined_and_idempotent_key(broker, start_worker):

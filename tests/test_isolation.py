@@ -12,7 +12,7 @@ import pytest
 from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.failed import list_failed
 from naq_nb.core.queue import Queue, cancel_job, get_status
-from naq_nb.core.results import wait_for_result
+from naq_nb.core.results import get_result, wait_for_result
 from naq_nb.core.worker import Worker
 
 import jobs
@@ -216,6 +216,8 @@ async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker
     job = q.make_job(jobs.add, (1, 1))
     headers, _ = encode_job(job, broker.serializer, max_payload=broker.max_payload)
     await broker.js.publish(broker.layout.queue_subject("default"), b"not a pickle", headers=headers)
+    # Published by hand, so no "queued" record: the job is known only once its failure is stored.
+    await _until(lambda: get_result(broker, job.job_id), what="the failure stored")
     rec = await wait_for_result(broker, job.job_id, 30)
     assert rec.status == "failed" and "cannot unpickle" in rec.meta["error"]
     [entry] = await list_failed(broker)
@@ -280,3 +282,39 @@ async def test_a_job_process_killed_while_idle_is_replaced(broker, start_worker)
     os.kill(pid, signal.SIGKILL)
     await _until(lambda: asyncio.sleep(0, w.execution.pool.pids != [pid]), what="the dead child noticed")
     assert (await wait_for_result(broker, (await q.enqueue(jobs.add, 2, 2)).job_id, 30)).unwrap() == 4
+
+
+async def test_every_job_process_is_up_before_the_worker_takes_a_job(broker, start_worker):
+    w = await start_worker(concurrency=3)
+    assert len(w.execution.pool.pids) == 3, "all children started (at once) before the first pull"
+    j = await Queue(broker).enqueue(jobs.add, 2, 3)
+    assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == 5
+
+
+async def test_a_worker_whose_job_processes_cannot_start_still_starts(broker, start_worker, monkeypatch, caplog):
+    from naq_nb.core import procpool, worker
+
+    async def cannot_launch(self):
+        raise OSError("no python here")
+    monkeypatch.setattr(procpool.ProcessPool, "_launch", cannot_launch)
+    monkeypatch.setattr(worker, "CHILD_START_WAIT", 0.5)
+    with caplog.at_level(logging.WARNING, logger="naq_nb.worker"):
+        w = await start_worker(concurrency=2)
+    assert w.state == "idle" and not w.execution.pool.pids
+    assert any("still starting" in r.getMessage() for r in caplog.records)
+    assert any("cannot start a job process" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_worker_that_fails_to_start_leaves_no_job_process(settings, monkeypatch):
+    from naq_nb.core.broker import Broker
+
+    async def refuse(self, queue):
+        raise RuntimeError("no consumer today")
+    monkeypatch.setattr(Broker, "ensure_consumer", refuse)
+    w = Worker("default", settings=settings, concurrency=2)
+    with pytest.raises(RuntimeError, match="no consumer today"):
+        await w.start()
+    try:
+        assert not w.execution.pool.pids, "its job processes were stopped"
+    finally:
+        await w.broker.close()

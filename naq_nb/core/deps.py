@@ -26,6 +26,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
+import nats.errors
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .delivery import Delivery
 
-__all__ = ["DependencyGate", "release_dependents", "sweep_waiting", "SWEEP_INTERVAL"]
+__all__ = ["DependencyGate", "release_dependents", "sweep_waiting", "parked_deps", "SWEEP_INTERVAL"]
 
 log = logging.getLogger("naq_nb.worker")
 
@@ -52,6 +53,7 @@ _MISSING = "does not exist (never enqueued, or expired)"
 _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
 _WRONG_LAST_SEQ = 10071
 _CHUNK = 64  # copies settled concurrently
+_INDEX_MAX = 200_000  # job ids kept in a gate's index of parked-on jobs before it starts afresh
 
 
 def _verdict(deps: list[str], statuses: list[str | None]) -> tuple[str, str, str]:
@@ -99,6 +101,13 @@ async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep:
 class DependencyGate:
     """Admits delivered jobs that have dependencies: run now, fail, or park them apart.
 
+    It also keeps :attr:`parked_on`, the ids of jobs that have (or had) copies parked on them,
+    so a finished job with no dependent costs no stream read (:meth:`may_have_dependents`):
+    filled from the waiting stream's subjects at :meth:`start`, kept current by a subscription
+    to every park and refreshed by each sweep. A park this worker has not seen yet when the
+    job it waits on finishes is still released: the parked job re-checks its dependency right
+    after parking, and the sweep settles whatever both missed.
+
     ``parked``, :meth:`take` and :meth:`deliveries` remain for the worker: nothing is held in
     memory any more (parked jobs live in the waiting stream), so they are always empty.
     """
@@ -110,7 +119,35 @@ class DependencyGate:
         self.on_ready = on_ready
         self.on_failed = on_failed
         self.parked: dict[str, Any] = {}
+        self.parked_on: set[str] = set()
+        self._indexed = False  # until start() has read the waiting stream, every job may have dependents
+        self._sub: Any = None
         self._sweeper = asyncio.ensure_future(self._sweep_loop(sweep_interval))
+
+    async def start(self) -> None:
+        """Subscribe to parks, then index what is parked already (in that order: none slips between)."""
+        self._sub = await self.b.nc.subscribe(self.b.layout.waiting_subject("*"), cb=self._on_park)
+        await self.reindex()
+
+    async def reindex(self) -> None:
+        """Add every job with parked copies to :attr:`parked_on` (after a reconnect: parks were missed)."""
+        self._indexed = False
+        deps = await parked_deps(self.b)
+        if len(self.parked_on) + len(deps) > _INDEX_MAX:  # stale entries of jobs released elsewhere
+            self.parked_on.clear()
+        self.parked_on |= deps
+        self._indexed = True
+
+    async def _on_park(self, msg: Any) -> None:
+        self.parked_on.add(msg.subject.rsplit(".", 1)[-1])
+
+    def may_have_dependents(self, job_id: str) -> bool:
+        """False only if no job is known to be parked on ``job_id`` (see the class docs for the race)."""
+        return not self._indexed or job_id in self.parked_on
+
+    def released(self, job_id: str) -> None:
+        """``job_id``'s dependents were settled: forget it."""
+        self.parked_on.discard(job_id)
 
     async def admit(self, d: "Delivery") -> None:
         """Run ``d`` now, fail it, or park it until its dependencies end."""
@@ -124,6 +161,7 @@ class DependencyGate:
             self.on_ready(d)
             return
         if await _mark_waiting(self.b, meta, dep):
+            self.parked_on.add(dep)
             await park(self.b, d.msg.headers, d.msg.data, meta.job_id, dep)
         await d.msg.ack()
         # The dependency may have ended between the check above and the park: settle it now.
@@ -141,6 +179,8 @@ class DependencyGate:
         while True:
             try:
                 await sweep_waiting(self.b)
+                if self._sub is not None:
+                    await self.reindex()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnecting: the next sweep catches up
@@ -150,6 +190,11 @@ class DependencyGate:
     async def close(self) -> None:
         self._sweeper.cancel()
         await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error as exc:  # closed or reconnecting: the subscription goes with it
+                log.debug("cannot unsubscribe from parks: %s", exc)
 
 
 async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
@@ -293,14 +338,18 @@ def _gone(exc: APIError) -> bool:
     return isinstance(exc, NotFoundError) or exc.err_code in (10037, 10057)
 
 
+async def parked_deps(b: "Broker") -> set[str]:
+    """The ids of the jobs that have copies parked on them now."""
+    lay = b.layout
+    info = await b.js.stream_info(lay.waiting_stream, subjects_filter=lay.waiting_subject("*"))
+    return {subject.rsplit(".", 1)[-1] for subject in (info.state.subjects or {})}
+
+
 async def sweep_waiting(b: "Broker") -> int:
     """Release what waits on jobs that have ended (after a worker died mid-release); returns copies settled."""
-    lay = b.layout
     await b.ensure_layout()
-    info = await b.js.stream_info(lay.waiting_stream, subjects_filter=lay.waiting_subject("*"))
     settled = 0
-    for subject in list((info.state.subjects or {}).keys()):
-        dep = subject.rsplit(".", 1)[-1]
+    for dep in await parked_deps(b):
         if await _status_of(b, dep) in _ENDED:
             settled += await release_dependents(b, dep)
     return settled

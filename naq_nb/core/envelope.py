@@ -81,10 +81,12 @@ def decode_meta(headers: dict | None) -> JobMeta:
     raw_meta = headers.get(HEADER_META) if isinstance(headers, dict) else None
     if not raw_meta:
         raise SerializationError("message has no Naq-Meta header: not a naq_nb job")
+    if not isinstance(raw_meta, str):
+        raise SerializationError(f"Naq-Meta header must be text, not {type(raw_meta).__name__}")
     if len(raw_meta) > _MAX_META:
         raise SerializationError(f"Naq-Meta header is {len(raw_meta):,} characters, over {_MAX_META:,}")
     try:
-        m = json.loads(raw_meta, parse_constant=_no_constant)
+        m = _META_DECODER.decode(raw_meta)
     except ValueError as exc:
         raise SerializationError(f"malformed Naq-Meta header: {exc}") from None
     if not isinstance(m, dict):
@@ -119,6 +121,9 @@ _RETRY_KEYS = {"max_retries", "backoff", "delay", "max_delay", "jitter", "retry_
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid number here")
+
+
+_META_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # made once: json.loads would make one per call
 
 
 def _wire_id(value: Any, what: str) -> str:

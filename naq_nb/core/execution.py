@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, ParamSpec, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, ParamSpec, Sequence, TypeVar
 
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
@@ -38,8 +38,8 @@ from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
 from .serialization import Serializer
 
-__all__ = ["EXECUTION_MODES", "JobCall", "JobFailure", "ThreadExecution", "ProcessExecution", "make_execution",
-           "failure_parts", "call_job", "JobThreads", "validate_execution"]
+__all__ = ["EXECUTION_MODES", "JobCall", "SerializedValue", "JobFailure", "ThreadExecution", "ProcessExecution",
+           "make_execution", "failure_parts", "call_job", "JobThreads", "validate_execution"]
 
 EXECUTION_MODES = ("processes", "threads")
 
@@ -75,6 +75,13 @@ def failure_parts(exc: BaseException) -> tuple[BaseException, str, str, list[str
                                     remote_traceback=exc.traceback)
         return rec, exc.error, exc.traceback, exc.types
     return exc, f"{type(exc).__name__}: {exc}", user_traceback(exc), exception_type_names(exc)
+
+
+@dataclass
+class SerializedValue:
+    """A job's return value as a job process serialized it (with the job serializer): stored as is."""
+
+    payload: bytes
 
 
 @dataclass
@@ -138,11 +145,19 @@ class ThreadExecution:
     def start(self) -> None:
         """Nothing to start: threads are made on demand."""
 
+    async def wait_ready(self, timeout: float) -> bool:
+        """Always ready."""
+        return True
+
     def prepare(self, call: JobCall) -> None:
         """Decode the call (raises SerializationError)."""
         call.decode()
 
-    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
+    isolated = False  # job code runs in the worker's process
+
+    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None,
+                  on_loop: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run the call; ``on_loop`` is for :class:`ProcessExecution` (every job here runs in the worker)."""
         fn, args, kwargs = call.decode()
         return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout)
 
@@ -166,13 +181,22 @@ class ProcessExecution:
         self.active = 0
 
     def start(self) -> None:
+        """Start the child processes (in the background)."""
         self.pool.start()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every child process has started."""
+        return await self.pool.wait_ready(timeout)
 
     def prepare(self, call: JobCall) -> None:
         """Check serializer and signature; the child unpickles the body."""
         check_call(call.meta, call.headers, call.body, call.serializer, call.signing_key)
 
-    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None) -> Any:
+    isolated = True  # sync job code can't take the worker down
+
+    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None,
+                  on_loop: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run the call in a child (sync) or on the loop (async: ``on_loop()`` is awaited first)."""
         def on_progress(done: Any, total: Any, message: Any, lines: list[str]) -> None:
             ctx.update(done=done, total=total, message=message)
             for line in lines:
@@ -190,9 +214,11 @@ class ProcessExecution:
             raise JobFailure.of(exc, f"{crash}\n{type(exc).__name__}: {exc}\n" if crash else None) from None
         kind = reply[0]
         if kind == "ok":
-            return _cloud_loads(reply[1])  # between the worker and its own child, whatever the job serializer
+            return SerializedValue(reply[1])
         if kind == "async":  # async functions stay on the worker's loop
             fn, args, kwargs = call.decode()
+            if on_loop is not None:
+                await on_loop()
             return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout, started=t0)
         _, where, exc_bytes, error, tb, types = reply
         original = call.serializer.loads_exception(exc_bytes) if exc_bytes else None
@@ -203,11 +229,6 @@ class ProcessExecution:
     async def close(self) -> None:
         await self.pool.close()
         self.threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _cloud_loads(data: bytes) -> Any:
-    import cloudpickle
-    return cloudpickle.loads(data)
 
 
 def make_execution(execution: str, size: int, serializer: Serializer) -> ThreadExecution | ProcessExecution:

@@ -11,7 +11,8 @@ Parent -> child: ``("init", serializer, sys_path, cwd)`` once, then
 ``("run", job_id, queue, attempt, body, sys_path|None)`` per job.
 Child -> parent: ``("ready", pid)``; per job any number of
 ``("progress", done, total, message, lines)``, then exactly one of
-``("ok", value_bytes)``, ``("async",)`` (an async function: the worker runs it on
+``("ok", payload)`` (the value serialized with the job serializer: the worker
+stores it as is), ``("async",)`` (an async function: the worker runs it on
 its loop) or ``("error", kind, exc_bytes, error, traceback, type_names)`` with
 kind ``"decode"``, ``"job"`` or ``"result"``.
 
@@ -81,7 +82,7 @@ class ChildJobContext:
         self._pending: list[str] = []
         self._dirty = False
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake: threading.Event | None = None  # made with the sender: most jobs never report
         self._closed = False
         self._interval = min_interval
         self._sender: threading.Thread | None = None  # started by the first update: most jobs never report
@@ -101,9 +102,10 @@ class ChildJobContext:
                 del self.logs[:-200]
             self._dirty = True
             if self._sender is None:
+                self._wake = threading.Event()
                 self._sender = threading.Thread(target=self._send_loop, name="naq-progress", daemon=True)
                 self._sender.start()
-        self._wake.set()
+        self._wake.set()  # type: ignore[union-attr]  # made with the sender above
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -120,9 +122,11 @@ class ChildJobContext:
         self._channel.send(frame)
 
     def _send_loop(self) -> None:
+        wake = self._wake
+        assert wake is not None  # made before this thread starts
         while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
+            wake.wait()
+            wake.clear()
             if self._closed:
                 return
             self._flush()
@@ -133,8 +137,8 @@ class ChildJobContext:
         with self._lock:
             self._closed = True
             sender = self._sender
-        self._wake.set()
         if sender is not None:
+            self._wake.set()  # type: ignore[union-attr]  # made with the sender
             sender.join()
         self._flush()
 
@@ -212,11 +216,16 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
             s.end_job()
         ctx.close()
     try:
-        import cloudpickle
-        return ("ok", cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception as exc:  # cloudpickle raises many types for unpicklable values
-        err = SerializationError(f"cannot pickle the result ({type(value).__name__}): {exc}")
-        return ("error", "result", *_describe(err, ser))
+        return ("ok", ser.dumps_value(value))  # the stored payload itself: the worker doesn't decode it
+    except SerializationError as exc:
+        return ("error", "result", *_describe(exc, ser))
+
+
+def _preload() -> None:
+    # What every job needs, imported before "ready" (while the worker waits for its children
+    # anyway) rather than during the first job.
+    import cloudpickle  # noqa: F401
+    from . import context, errors, tracebacks  # noqa: F401
 
 
 def main(crash_log_path: str | None = None) -> None:
@@ -239,6 +248,7 @@ def main(crash_log_path: str | None = None) -> None:
     except EOFError:
         return
     _, ser, sys_path, cwd = init
+    _preload()
     sys.path[:] = sys_path
     try:
         os.chdir(cwd)

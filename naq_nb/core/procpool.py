@@ -2,7 +2,8 @@
 
 Each slot of a worker gets one pre-started child (:mod:`naq_nb.core.procmain`;
 see :mod:`naq_nb.core.procchild` for the protocol), reused job after job, so
-starting a job costs a pipe round trip, not a process start. Children are
+starting a job costs a pipe round trip, not a process start. All children
+start at once, before the worker pulls its first job. Children are
 started with ``subprocess`` (fork + exec at once), never a bare ``fork`` of the
 threaded worker or notebook kernel, and never by re-importing ``__main__`` (as
 multiprocessing's ``spawn`` would: a script without a ``__main__`` guard, or a
@@ -118,14 +119,20 @@ class ProcessPool:
         return sorted(c.pid for c in self._children if c.proc.returncode is None)
 
     def start(self) -> None:
-        """Start the children in the background, one after the other (jobs wait for the first one
-        ready): the first job is served sooner, and a worker's start is not a burst on every core."""
+        """Start every child at once, in the background (:meth:`wait_ready` waits for them): a
+        worker that pulled jobs while its children still started one by one would run them on a
+        few busy slots, its children's start-up competing with the jobs for the cores."""
         self._idle = asyncio.Queue()
-        self._track(asyncio.ensure_future(self._start_all()))
-
-    async def _start_all(self) -> None:
         for _ in range(self.size):
-            await self._spawn(0.0)
+            self._start_one()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until every child has started, at most ``timeout`` seconds; True if they all did.
+        A child that cannot start keeps being retried in the background either way."""
+        starting = list(self._starting)
+        if starting:
+            await asyncio.wait(starting, timeout=timeout)
+        return len(self._children) >= self.size
 
     def _start_one(self, delay: float = 0.0) -> None:
         self._track(asyncio.ensure_future(self._spawn(delay)))

@@ -116,8 +116,11 @@ class ResultRecord:
         return cls({"status": JobStatus.FAILED.value, "error": str(exc), "refused": True}, b"", refused=exc)
 
 
-def encode_result(ser: Serializer, value: Any, *, result_ttl: float | None, **meta: Any) -> bytes:
-    payload = ser.dumps_value(value)
+def encode_result(ser: Serializer, value: Any, *, result_ttl: float | None, payload: bytes | None = None,
+                  **meta: Any) -> bytes:
+    """A success record; ``payload`` is ``value`` already serialized with ``ser`` (by a job process)."""
+    if payload is None:
+        payload = ser.dumps_value(value)
     m = {"status": JobStatus.SUCCEEDED.value, "ser": ser.name, "finished_at": time.time(), **meta}
     if result_ttl:
         m["expires_at"] = time.time() + result_ttl

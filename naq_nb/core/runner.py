@@ -35,8 +35,9 @@ from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
-from .errors import DependencyFailedError, JobLostError, NaqConnectionError, SerializationError, SignatureError
-from .execution import JobCall, failure_parts
+from .errors import (DependencyFailedError, JobLostError, NaqConnectionError, SerializationError,
+                     SignatureError)
+from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
 from .records import encode_failure, encode_result
@@ -44,7 +45,7 @@ from .status import StatusRecord, decode_status, encode_status, status_record, w
 from .results import get_result
 from .serialization import pack_record, seal_record
 
-__all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK"]
+__all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
 
 log = logging.getLogger("naq_nb.worker")
 _MAX_TRACEBACK = 32_000
@@ -56,6 +57,7 @@ LOST_RUN_GRACE = 1        # lost runs forgiven beyond the retry budget (an innoc
 DELIVERY_SLACK = 20       # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3    # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0
+RUNNING_AFTER = 0.2       # a first run in a child process is recorded "running" once it lasts this long
 
 
 class JobRunner:
@@ -73,6 +75,9 @@ class JobRunner:
         self.cancelled = cancelled
         self.on_line = on_line
         self.live_after = live_after  # a worker whose heartbeat is younger than this is alive
+        # The worker's DependencyGate: tells which finished jobs may have parked dependents.
+        # None: look for dependents after every job.
+        self.dependents: Any = None
 
     # --- entry -----------------------------------------------------------
     async def run(self, d: Delivery) -> None:
@@ -102,19 +107,30 @@ class JobRunner:
             return
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
+        loop = asyncio.get_running_loop()
+        d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, loop, self._flush_progress, on_line=self.on_line)
+        d.ctx.record = d.record
         if d.delivered > 1:
             await self._status(meta.job_id, d.record)  # confirmed: if this run kills the worker, the next one knows
+            d.running_written = True
+        elif getattr(self.execution, "isolated", False):
+            # Sync code in a child process can't take the worker down, so a job that ends within
+            # RUNNING_AFTER needs no "running" record: a reader sees queued -> succeeded. The record
+            # is written if it runs longer, or at once if it turns out to run on the loop (async).
+            d.running_timer = loop.call_later(RUNNING_AFTER, lambda: asyncio.ensure_future(self._running_late(d)))
         else:
             await self._status_nowait(meta.job_id, d.record)
-        d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, asyncio.get_running_loop(), self._flush_progress,
-                           on_line=self.on_line)
-        d.ctx.record = d.record
-        d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout))
+            d.running_written = True
+        d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout,
+                                                          on_loop=lambda: self._running_late(d)))
         try:
             try:
                 value = await d.task
             finally:
-                d.ctx.close()  # the final status is written next; late progress must not overtake it
+                d.ended = True  # the final status is written next; a late "running" or progress must not overtake it
+                if d.running_timer is not None:
+                    d.running_timer.cancel()
+                d.ctx.close()
         except asyncio.CancelledError:
             if not d.cancelled:
                 raise  # the worker is stopping; the caller hands the message back
@@ -236,8 +252,9 @@ class JobRunner:
     async def _finish_ok(self, d: Delivery, value: Any) -> None:
         m = d.meta
         ttl = m.options.result_ttl
+        payload = value.payload if isinstance(value, SerializedValue) else None  # from a child: ready to store
         try:
-            data = encode_result(self.b.serializer, value, result_ttl=ttl, worker=self.worker_id,
+            data = encode_result(self.b.serializer, value, result_ttl=ttl, payload=payload, worker=self.worker_id,
                                  attempts=d.delivered, started_at=d.started)
             data = await blobs.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
         except SerializationError as exc:
@@ -307,7 +324,8 @@ class JobRunner:
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                await asyncio.wait_for(self._store_result(jid, result, rec), RESULT_WRITE_TIMEOUT)
+                async with asyncio.timeout(RESULT_WRITE_TIMEOUT):
+                    await self._store_result(jid, result, rec)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
@@ -327,7 +345,10 @@ class JobRunner:
         await d.msg.ack()
         self.stats["processed"] += 1
         await blobs.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
-        await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
+        if self.dependents is None or self.dependents.may_have_dependents(jid):
+            await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
+            if self.dependents is not None:
+                self.dependents.released(jid)
 
     async def _store_result(self, jid: str, result: bytes, rec: dict) -> None:
         await self._status_nowait(jid, rec)
@@ -351,6 +372,16 @@ class JobRunner:
     async def _status_nowait(self, job_id: str, rec: dict) -> None:
         # Intermediate states go out without waiting for the ack: the final state is acked.
         await self.b.nc.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
+
+    async def _running_late(self, d: Delivery) -> None:
+        """The deferred "running" record (once; never after the job ended: its final status may be out)."""
+        if d.running_written or d.ended:
+            return
+        d.running_written = True
+        try:
+            await self._status_nowait(d.meta.job_id, d.ctx.record)
+        except nats.errors.Error as exc:  # disconnected: the final status still follows
+            log.warning("job %s: cannot record it running: %s", d.meta.job_id, exc)
 
     async def _flush_progress(self, ctx: JobContext) -> None:
         rec = dict(ctx.record)

@@ -52,6 +52,8 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("naq_nb.worker")
 
+CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
+
 
 class Worker:
     """Runs jobs from one or more queues with ``concurrency`` slots.
@@ -140,20 +142,16 @@ class Worker:
             self.broker = await Broker.connect(settings=self.settings, reconnected_cb=self._on_reconnect,
                                                **self._nats_options)
         b = self.broker
-        await b.ensure_layout()
+        # Children start while the layout and consumers are set up; no job is pulled before they are up.
         self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
         self.execution.start()
-        self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
-                                cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None,
-                                live_after=3 * self.settings.heartbeat_interval)
-        self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
-        self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
-        for q in self.queues:
-            consumer = await b.ensure_consumer(q)
-            feed = PullFeed(b.nc, pull_api_subject(b.layout.jobs_stream, consumer),
-                            functools.partial(self._on_msg, q), clock=self.clock)
-            await feed.start()
-            self._feeds[q] = feed
+        try:
+            await self._set_up(b)
+        except BaseException:
+            await self.execution.close()  # a failed start leaves no job process behind
+            if hasattr(self, "gate"):
+                await self.gate.close()
+            raise
         self.state = "idle"
         if self.capture_output:
             install_capture()  # a job's prints go to its own log, not the worker's console
@@ -168,6 +166,26 @@ class Worker:
         self.watchdog.start()
         self.started.set()
         log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
+
+    async def _set_up(self, b: Broker) -> None:
+        """Layout, runner, dependency gate, cancel watch, job processes up, then the pull feeds."""
+        await b.ensure_layout()
+        self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
+                                cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None,
+                                live_after=3 * self.settings.heartbeat_interval)
+        self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
+        await self.gate.start()
+        self.runner.dependents = self.gate
+        self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
+        if not await self.execution.wait_ready(CHILD_START_WAIT):
+            log.warning("worker %s: job processes still starting after %gs; serving with those up",
+                        self.worker_id, CHILD_START_WAIT)
+        for q in self.queues:
+            consumer = await b.ensure_consumer(q)
+            feed = PullFeed(b.nc, pull_api_subject(b.layout.jobs_stream, consumer),
+                            functools.partial(self._on_msg, q), clock=self.clock)
+            await feed.start()
+            self._feeds[q] = feed
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the worker to stop; safe from signal handlers and other threads."""
@@ -379,6 +397,8 @@ class Worker:
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():
             feed.reset()
+        if hasattr(self, "gate"):
+            self._spawn(self.gate.reindex())  # parks published while disconnected were not seen
         await self.pull_once(self.clock())
 
     # --- background completions -----------------------------------------
