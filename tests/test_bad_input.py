@@ -145,13 +145,13 @@ async def test_bad_queue_name(broker):
         await Queue(broker).enqueue(42)
 
 
-async def test_incompatible_existing_stream_is_an_error(nats_server):
-    s = Settings.from_env(environ={}, nats_url=nats_server.url, prefix="clash")
-    b = await Broker.connect(settings=s)
+async def test_incompatible_existing_stream_is_an_error(settings):
+    b = await Broker.connect(settings=settings)
+    jobs_stream = b.layout.jobs_stream
     try:
-        await b.js.add_stream(api.StreamConfig(name="CLASH_JOBS", subjects=["clash.jobs.*"],
+        await b.js.add_stream(api.StreamConfig(name=jobs_stream, subjects=[f"{settings.prefix}.jobs.*"],
                                                retention=api.RetentionPolicy.LIMITS))
-        with pytest.raises(LayoutConflictError, match="CLASH_JOBS.*retention"):
+        with pytest.raises(LayoutConflictError, match=f"{jobs_stream}.*retention"):
             await b.ensure_layout()
     finally:
         await b.close()

@@ -13,7 +13,6 @@ import pytest
 from nats.js.errors import NotFoundError
 
 import naq_nb as nq
-from nb_helpers import nb_client, thread_worker  # noqa: F401  (fixtures)
 from naq_nb.client.loop import run_sync
 from naq_nb.core import blobs
 from naq_nb.core.blobs import BlobError

@@ -11,7 +11,7 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 
 import jobs
-from conftest import ROOT
+from helpers import ROOT
 
 
 def naq(*args, url=None, timeout=60):

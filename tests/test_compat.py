@@ -14,7 +14,7 @@ from naq_nb import (JobNotFinishedError, JobNotFoundError, Queue, close_sync_con
                     enqueue_sync, fetch_job_result, fetch_job_result_sync, list_workers_sync, purge_queue_sync)
 
 import jobs
-from conftest import ROOT
+from helpers import ROOT
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from naq_nb import close_sync_connections, fetch_job_result_sync, list_scheduled
 from naq_nb.cli.main import build_parser
 from naq_nb.core.worker import Worker as CoreWorker
 
-from conftest import ROOT
+from helpers import ROOT
 
 TASKS = '''\
 # tasks.py

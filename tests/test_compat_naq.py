@@ -229,7 +229,7 @@ def test_job_naq_attributes(worker):
 
 
 # --- 7. top-level names and naq module paths --------------------------------------------------
-def test_top_level_names(naq_env, monkeypatch):
+def test_top_level_names(naq_env, naq_prefix, monkeypatch):
     assert naq_nb.DEFAULT_NATS_URL == naq_env
     from naq_nb import DEFAULT_NATS_URL
     assert DEFAULT_NATS_URL == naq_env
@@ -244,7 +244,7 @@ def test_top_level_names(naq_env, monkeypatch):
         nc = await naq_nb.get_nats_connection(naq_env)
         assert nc.is_connected and await naq_nb.get_nats_connection(naq_env) is nc
         js = await naq_nb.get_jetstream_context(nc)
-        info = await js.stream_info("NAQ_JOBS")
+        info = await js.stream_info(f"{naq_prefix.upper()}_JOBS")  # NAQ_PREFIX is the test's
         await naq_nb.close_nats_connection()
         assert nc.is_closed
         await naq_nb.disconnect()

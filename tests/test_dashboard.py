@@ -18,8 +18,7 @@ from naq_nb.notebook.dashboard import Dashboard, dashboard, dashboard_async
 from naq_nb.notebook.dashboard_view import RateMeter
 
 import jobs
-from conftest import ROOT
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import ROOT, wait_until
 
 
 def _rows(dash: Dashboard, section: str) -> list[dict]:

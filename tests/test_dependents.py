@@ -12,7 +12,7 @@ from naq_nb.core.errors import DependencyFailedError
 from naq_nb.core.queue import Queue, cancel_job, get_status
 from naq_nb.core.results import wait_for_result
 
-from conftest import eventually
+from helpers import eventually
 import jobs
 
 

@@ -10,7 +10,6 @@ import pytest
 import naq_nb as nq
 
 import jobs
-from nb_helpers import nb_client, thread_worker  # noqa: F401  (fixtures)
 
 
 def test_timeout_on_a_queue_nobody_serves_says_so(nb_client):

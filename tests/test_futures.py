@@ -22,8 +22,7 @@ from naq_nb.client.watch import get_watch
 from naq_nb.core.errors import JobExecutionError
 
 import jobs
-from conftest import ROOT
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import ROOT, wait_until
 
 
 def test_result_status_and_record(nb_client, thread_worker):

@@ -22,7 +22,6 @@ from naq_nb.core.failed import list_failed
 from naq_nb.core.results import get_result
 
 import jobs
-from nb_helpers import thread_worker  # noqa: F401  (fixture)
 
 QUEUE = "fuzz"
 

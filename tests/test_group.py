@@ -11,7 +11,7 @@ from naq_nb.client.group import JobGroup
 from naq_nb.notebook.widgets import GroupDisplay
 
 import jobs
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import wait_until
 from test_widgets import Recorder
 
 

@@ -16,7 +16,7 @@ from naq_nb.core.results import wait_for_result
 from naq_nb.core.worker import Worker
 
 import jobs
-from conftest import worker_process
+from helpers import worker_process
 
 
 async def _until(cond, timeout=30.0, what="condition"):
@@ -194,18 +194,18 @@ def test_local_cluster_survives_a_segfaulting_job():
         c.stop()
 
 
-async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker, nats_server, start_worker,
+async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker, own_nats_server, start_worker,
                                                                           tmp_path):
     w = await start_worker(concurrency=1)
     runs = tmp_path / "runs"
     j = await Queue(broker).enqueue(jobs.mark, str(runs), "x", 3.0)
     await _until(lambda: asyncio.sleep(0, runs.exists()), what="job started")
-    nats_server.kill()  # the job ends while the server is gone: its result write can't land
+    own_nats_server.kill()  # the job ends while the server is gone: its result write can't land
     await _until(lambda: asyncio.sleep(0, w.stats["result_write_failed"] >= 1), timeout=60,
                  what="the result write gave up")
     await _until(lambda: asyncio.sleep(0, not w._background), what="no completion left hanging")
     assert not w.running, "the slot is free"
-    await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
+    await asyncio.get_running_loop().run_in_executor(None, own_nats_server.restart)
     assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == "x"
 
 

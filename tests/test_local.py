@@ -17,8 +17,7 @@ from naq_nb.client import client as client_mod
 from naq_nb.notebook import local as local_mod
 
 import jobs
-from conftest import ROOT
-from nb_helpers import wait_until
+from helpers import ROOT, wait_until
 
 
 def _naq_threads() -> list[str]:

@@ -17,7 +17,7 @@ from naq_nb.core.errors import JobNotFoundError, NaqException
 from naq_nb.notebook.local_store import default_store_dir
 from naq_nb.notebook.sweep_store import SweepNotFoundError
 
-from conftest import ROOT
+from helpers import ROOT
 
 CELL = textwrap.dedent("""
     import json, os, sys, naq_nb as nq

@@ -13,7 +13,7 @@ from naq_nb.notebook import local as local_mod
 from naq_nb.notebook.magics import USAGE, cell_names
 
 import jobs
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import wait_until
 from test_sweep import published
 
 

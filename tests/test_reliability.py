@@ -93,15 +93,15 @@ async def test_long_job_beyond_ack_wait_runs_once(broker, start_worker, settings
     assert runs.read_text().split() == ["long"], "the long job ran exactly once"
 
 
-async def test_worker_rides_out_a_server_restart(nats_server, settings, start_worker):
+async def test_worker_rides_out_a_server_restart(own_nats_server, settings, start_worker):
     from naq_nb.core.broker import Broker
     await start_worker()
     b = await Broker.connect(settings=settings)
     try:
         before = await Queue(b).enqueue(jobs.add, 1, 1)
         assert (await wait_for_result(b, before.job_id, 10)).unwrap() == 2
-        nats_server.kill()
-        await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
+        own_nats_server.kill()
+        await asyncio.get_running_loop().run_in_executor(None, own_nats_server.restart)
         for _ in range(100):  # the client reconnects on its own; wait until it has
             if b.nc.is_connected:
                 break
@@ -114,7 +114,7 @@ async def test_worker_rides_out_a_server_restart(nats_server, settings, start_wo
         await b.close()
 
 
-async def test_result_written_while_the_waiter_was_disconnected_is_found(nats_server, settings):
+async def test_result_written_while_the_waiter_was_disconnected_is_found(own_nats_server, settings):
     """A put made while a waiter is disconnected never reaches its subscription; the reconnect re-reads it."""
     from naq_nb.core.broker import Broker
     from naq_nb.core.records import encode_result
@@ -127,8 +127,8 @@ async def test_result_written_while_the_waiter_was_disconnected_is_found(nats_se
             if waiter._reconnect_listeners:
                 break
             await asyncio.sleep(0.01)
-        nats_server.kill()
-        await asyncio.get_running_loop().run_in_executor(None, nats_server.restart)
+        own_nats_server.kill()
+        await asyncio.get_running_loop().run_in_executor(None, own_nats_server.restart)
         for _ in range(200):
             if writer.nc.is_connected:
                 break

@@ -21,7 +21,7 @@ from naq_nb.core.schedules import (
 from naq_nb.core.envelope import HEADER_META
 
 import jobs
-from conftest import Services, eventually
+from helpers import Services, eventually
 
 
 async def wait_until(pred, timeout=15.0, what="condition"):
@@ -205,11 +205,11 @@ async def test_modified_next_run_fires(broker, settings, start_scheduler, start_
     assert (await wait_for_result(broker, jid, 15)).unwrap() == 8
 
 
-async def test_schedules_survive_a_server_restart(nats_server, settings, start_scheduler, start_worker):
+async def test_schedules_survive_a_server_restart(own_nats_server, settings, start_scheduler, start_worker):
     url = settings.nats_url
     job = nq.enqueue_in_sync(1.0, jobs.add, 20, 22, nats_url=url)
     nq.close_sync_connections()
-    nats_server.restart()
+    own_nats_server.restart()
     await start_scheduler()
     await start_worker()
     assert await nq.fetch_job_result(job, nats_url=url, timeout=20) == 42

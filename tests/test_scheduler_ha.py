@@ -17,7 +17,7 @@ from naq_nb.core.schedules import make_schedule, save_schedule
 from naq_nb.core.settings import Settings
 
 import jobs
-from conftest import ROOT
+from helpers import ROOT
 from test_scheduler import queued_ids, wait_until
 
 LEASE = 3.0
@@ -39,8 +39,9 @@ async def leader(broker: Broker) -> str | None:
     return entry.value.decode() if entry.value else None
 
 
-async def test_leader_killed_every_tick_fires_exactly_once(nats_server):
-    settings = Settings.from_env(environ={}, nats_url=nats_server.url, leader_ttl=LEASE)
+async def test_leader_killed_every_tick_fires_exactly_once(nats_server, naq_prefix):
+    # The scheduler processes take NAQ_PREFIX from the environment, where the fixture put naq_prefix.
+    settings = Settings.from_env(environ={}, nats_url=nats_server.url, prefix=naq_prefix, leader_ttl=LEASE)
     broker = await Broker.connect(settings=settings)
     await broker.ensure_layout()
     procs = [scheduler_process(nats_server.url, "A")]

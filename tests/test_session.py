@@ -14,7 +14,7 @@ from naq_nb.core.errors import (ConfigurationError, JobNotFoundError, JobTimeout
 from naq_nb.notebook import frames
 
 import jobs
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import wait_until
 
 
 def _nothing_sent(client) -> None:

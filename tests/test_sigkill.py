@@ -7,7 +7,7 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 
 import jobs
-from conftest import worker_process
+from helpers import worker_process
 
 
 async def _wait_lines(path, n, timeout=20.0):

@@ -17,8 +17,7 @@ from naq_nb.core.errors import SerializationError
 from naq_nb.notebook.sweep import Sweep, SweepNotFoundError, sweep_async
 
 import jobs
-from conftest import ROOT
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import ROOT, wait_until
 
 
 def train(lr, depth):

@@ -12,8 +12,7 @@ from naq_nb.notebook.display import WIDGET_MIME, Throttle, flush_displays
 from naq_nb.notebook.widgets import JobDisplay, SweepDisplay
 
 import jobs
-from conftest import ROOT
-from nb_helpers import nb_client, thread_worker, wait_until  # noqa: F401  (fixtures)
+from helpers import ROOT, wait_until
 
 
 class FakeClock:

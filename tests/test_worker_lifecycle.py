@@ -8,7 +8,7 @@ from naq_nb.core.registry import list_workers
 from naq_nb.core.results import wait_for_result
 
 import jobs
-from conftest import worker_process
+from helpers import worker_process
 
 
 async def _until(cond, timeout=15.0):
