@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,28 @@ from naq_nb.core.worker import Worker
 
 # Re-exported for tests that still import them from here; new code imports them from helpers.
 from helpers import ROOT, Services, eventually, wait_until, worker_process  # noqa: F401
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+def _in_unit_tier(request) -> bool:
+    return Path(str(request.node.path)).resolve().is_relative_to(UNIT)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_has_no_server(request, monkeypatch):
+    """tests/unit stays server-free: starting a nats-server or connecting to one fails the test."""
+    if not _in_unit_tier(request):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test in tests/unit started or connected to a nats-server: "
+                             "move it to tests/integration")
+
+    import nats
+    monkeypatch.setattr(EmbeddedServer, "start", refuse)
+    monkeypatch.setattr(nats, "connect", refuse)
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +139,8 @@ def nats_server(request, naq_prefix, monkeypatch):
     On the shared server the test's names carry ``naq_prefix``; all streams are deleted at its end
     (its own and any a test made under another prefix), so the server stays small.
     """
+    if _in_unit_tier(request):
+        pytest.fail("tests/unit uses no server: move this test to tests/integration")
     monkeypatch.setenv("NAQ_PREFIX", naq_prefix)
     if "own_nats_server" in request.fixturenames:
         yield request.getfixturevalue("own_nats_server")

@@ -412,7 +412,7 @@ def test_naq_server_can_require_a_token(tmp_path):
     from pathlib import Path
     from naq_nb.client.loop import run_sync
     from naq_nb.core.errors import NaqConnectionError
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "NAQ_SERVER_TOKEN": SECRET}
     proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "server", "--port", "0", "--store-dir",
                              str(tmp_path / "js")], env=env, stdout=subprocess.PIPE, text=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parent.parent / "naq_nb"
+PKG = Path(__file__).resolve().parents[2] / "naq_nb"
 LAYERS = {"core": 0, "client": 1, "notebook": 2, "cli": 3}
 
 
