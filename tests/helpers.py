@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 
-__all__ = ["ROOT", "Services", "eventually", "wait_until", "worker_process"]
+__all__ = ["ROOT", "FakeClock", "Services", "eventually", "good_meta", "wait_until", "worker_process"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +73,34 @@ def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def good_meta(job_id: str, **over) -> dict:
+    """A valid Naq-Meta header record for ``job_id`` (``over`` replaces fields)."""
+    meta = {"v": 1, "id": job_id, "q": "default", "fn": "jobs.mark", "ser": "pickle", "ts": time.time(),
+            "retry": {"max_retries": 0, "backoff": "fixed", "delay": 0.0, "max_delay": 3600.0, "jitter": 0.0,
+                      "retry_on": []}, "timeout": None, "deps": [], "rttl": None, "name": None}
+    meta.update(over)
+    return meta
+
+
+class FakeClock:
+    """A clock for throttles: ``now`` moves only by ``advance``, which fires the timers due."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, object]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, fn) -> None:
+        self.timers.append((self.now + delay, fn))
+
+    def advance(self, dt: float) -> None:
+        """Move time on and fire the timers that are due (in order)."""
+        self.now += dt
+        due = sorted((t for t in self.timers if t[0] <= self.now), key=lambda t: t[0])
+        self.timers = [t for t in self.timers if t[0] > self.now]
+        for _, fn in due:
+            fn()

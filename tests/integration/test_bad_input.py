@@ -155,10 +155,3 @@ async def test_incompatible_existing_stream_is_an_error(settings):
             await b.ensure_layout()
     finally:
         await b.close()
-
-
-def test_bad_settings_values():
-    with pytest.raises(ValueError, match="NAQ_ACK_WAIT='soon'"):
-        Settings.from_env(environ={"NAQ_ACK_WAIT": "soon"})
-    with pytest.raises(ValueError, match="'pickle' or 'json'"):
-        Settings.from_env(environ={"NAQ_JOB_SERIALIZER": "yaml"})

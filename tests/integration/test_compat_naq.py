@@ -3,7 +3,6 @@
 import asyncio
 import threading
 import time
-import warnings
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,7 +13,6 @@ from naq_nb import (
     Scheduler, Worker, close_sync_connections, enqueue, enqueue_sync, fetch_job_result_sync, get_job_status_sync,
     list_workers_sync,
 )
-from naq_nb.core.retry import RetryPolicy
 from naq_nb.core.settings import Settings
 
 import jobs
@@ -195,15 +193,6 @@ def test_ignore_on_stops_retries(worker):
         assert rec["failures"] == 1
 
 
-def test_retry_policy_ignore_on_unit():
-    p = RetryPolicy(max_retries=3, retry_on=(Exception,), ignore_on=("ValueError",))
-    assert not p.should_retry(1, ["naq_nb.SomeError", "ValueError"])   # a subclass of ValueError
-    assert p.should_retry(1, ["ConnectionError", "OSError", "Exception"])
-    assert RetryPolicy.from_dict(p.to_dict()) == p
-    with pytest.raises(ConfigurationError, match="ignore_on"):
-        RetryPolicy(ignore_on=(42,))
-
-
 def test_bad_retry_strategy_fails_at_the_call(naq_env):
     q = Queue("nobody")
     with pytest.raises(ValueError, match="retry_strategy"):
@@ -268,35 +257,7 @@ def test_naq_module_paths(naq_env):
     assert naq_nb.Settings is CoreSettings and callable(naq_nb.job)
 
 
-# --- 8. naq's environment variables ---------------------------------------------------------
-def test_naq_env_vars_are_aliases():
-    env = {"NAQ_DEFAULT_RESULT_TTL": "11", "NAQ_SCHEDULER_LOCK_TTL": "12", "NAQ_WORKER_HEARTBEAT_INTERVAL": "2",
-           "NAQ_JOB_STATUS_TTL": "13", "NAQ_DEFAULT_ACK_WAIT": "14"}
-    s = Settings.from_env(env)
-    assert (s.result_ttl, s.leader_ttl, s.heartbeat_interval, s.status_ttl, s.ack_wait) == (11, 12, 2, 13, 14)
-    with pytest.warns(UserWarning, match="NAQ_DEFAULT_ACK_WAIT.*using NAQ_ACK_WAIT"):
-        s = Settings.from_env({**env, "NAQ_ACK_WAIT": "15"})
-    assert s.ack_wait == 15
-    with pytest.raises(ValueError, match="NAQ_JOB_STATUS_TTL='a week'"):
-        Settings.from_env({"NAQ_JOB_STATUS_TTL": "a week"})
-    with pytest.warns(UserWarning, match="NAQ_ACK_WAIT_PER_QUEUE.*no effect"):
-        Settings.from_env({"NAQ_ACK_WAIT_PER_QUEUE": '{"a": 5}'})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")      # the same value twice is no conflict
-        assert Settings.from_env({"NAQ_ACK_WAIT": "15", "NAQ_DEFAULT_ACK_WAIT": "15"}).ack_wait == 15
-
-
-def test_naq_log_level_variable(monkeypatch):
-    import logging
-    from naq_nb.cli.main import log_level
-    monkeypatch.setenv("NAQ_LOG_LEVEL", "debug")
-    assert log_level(None) == logging.DEBUG and log_level("ERROR") == logging.ERROR
-    assert log_level("TRACE") == logging.DEBUG
-    monkeypatch.setenv("NAQ_LOG_LEVEL", "loud")
-    with pytest.raises(ValueError, match="NAQ_LOG_LEVEL"):
-        log_level(None)
-
-
+# --- 8. naq's environment variables: tests/unit/test_options_and_settings.py --------------------
 # --- 10. queue names ----------------------------------------------------------------------------
 def test_queue_names(naq_env):
     with pytest.raises(ValueError, match="cannot be empty"):

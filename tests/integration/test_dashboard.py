@@ -15,7 +15,6 @@ import pytest
 import naq_nb as nq
 from naq_nb.client.scheduling import cancel_scheduled_job_sync, list_scheduled_sync, schedule_sync
 from naq_nb.notebook.dashboard import Dashboard, dashboard, dashboard_async
-from naq_nb.notebook.dashboard_view import RateMeter
 
 import jobs
 from helpers import ROOT, wait_until
@@ -53,16 +52,6 @@ def test_bad_arguments_raise_before_connecting(kwargs, exc, words):
 async def test_bad_arguments_async_form():
     with pytest.raises(ValueError, match="refresh"):
         await dashboard_async(refresh=-1)
-
-
-def test_rate_meter_counts_a_sliding_window():
-    m = RateMeter(window=10.0)
-    for t in (0.0, 1.0, 2.0, 9.0):
-        m.add("default", t)
-    m.add("gpu", 5.0)
-    assert m.rates(9.5) == {"default": 0.4, "gpu": 0.1}
-    assert m.rates(11.5) == {"default": 0.2, "gpu": 0.1}  # 0.0 and 1.0 left the window
-    assert m.rates(30.0) == {"default": 0.0, "gpu": 0.0}
 
 
 # --- the live view -----------------------------------------------------------------------------------

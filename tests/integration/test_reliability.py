@@ -27,15 +27,6 @@ async def test_retry_with_backoff_then_success(broker, start_worker, tmp_path):
     assert st["status"] == "succeeded" and st["failures"] == 2 and st["attempts"] == 3
 
 
-def test_backoff_kinds():
-    assert [RetryPolicy(5, "fixed", 2).delay_for(n) for n in (1, 2, 3)] == [2, 2, 2]
-    assert [RetryPolicy(5, "linear", 2).delay_for(n) for n in (1, 2, 3)] == [2, 4, 6]
-    assert [RetryPolicy(5, "exponential", 1, max_delay=3).delay_for(n) for n in (1, 2, 3)] == [1, 2, 3]
-    assert [RetryPolicy(5, (1, 5)).delay_for(n) for n in (1, 2, 3)] == [1, 5, 5]
-    d = RetryPolicy(5, "fixed", 10, jitter=0.5).delay_for(1)
-    assert 5 <= d <= 15
-
-
 async def test_exhausted_retries_land_in_failed_stream_and_requeue(broker, start_worker, tmp_path):
     w = await start_worker()
     q = Queue(broker).configure(max_retries=1, retry_delay=0)

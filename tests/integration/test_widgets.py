@@ -8,31 +8,11 @@ import pytest
 
 import naq_nb as nq
 from naq_nb.notebook import widgets as widgets_mod
-from naq_nb.notebook.display import WIDGET_MIME, Throttle, flush_displays
+from naq_nb.notebook.display import WIDGET_MIME, flush_displays
 from naq_nb.notebook.widgets import JobDisplay, SweepDisplay
 
 import jobs
-from helpers import ROOT, wait_until
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.timers: list[tuple[float, object]] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, fn) -> None:
-        self.timers.append((self.now + delay, fn))
-
-    def advance(self, dt: float) -> None:
-        """Move time on and fire the timers that are due (in order)."""
-        self.now += dt
-        due = sorted((t for t in self.timers if t[0] <= self.now), key=lambda t: t[0])
-        self.timers = [t for t in self.timers if t[0] > self.now]
-        for _, fn in due:
-            fn()
+from helpers import ROOT, FakeClock, wait_until
 
 
 class Recorder:
@@ -50,28 +30,6 @@ class Recorder:
     @property
     def last(self) -> dict:
         return (self.updates or self.shown)[-1]
-
-
-def test_throttle_bounds_a_burst_and_keeps_the_last_change():
-    clock, renders = FakeClock(), []
-    t = Throttle(lambda: renders.append(clock.now), 0.1, clock, clock.call_later)
-    for _ in range(1000):  # 1,000 changes within 0.5 s
-        t.poke()
-        clock.advance(0.0005)
-    assert 5 <= len(renders) <= 7  # about one per 0.1 s, not 1,000
-    clock.advance(1.0)
-    assert renders[-1] >= 0.5 and not clock.timers  # the trailing render showed the last change
-    n = len(renders)
-    t.poke(final=True)  # the final state never waits
-    assert len(renders) == n + 1
-
-
-def test_throttle_schedules_one_timer_at_most():
-    clock, renders = FakeClock(), []
-    t = Throttle(lambda: renders.append(1), 0.1, clock, clock.call_later)
-    for _ in range(50):
-        t.poke()
-    assert len(renders) == 1 and len(clock.timers) == 1
 
 
 def test_job_display_updates_are_bounded_and_final_state_is_text(nb_client, thread_worker):
