@@ -96,7 +96,8 @@ async def test_unsigned_and_wrongly_signed_jobs_are_dead_lettered_once(settings,
 
 async def test_key_rotation_signs_with_first_accepts_all(settings, start_worker):
     env = {"NAQ_SIGNING_KEYS": "new,old"}
-    rotated = Settings.from_env(environ=env, nats_url=settings.nats_url, ack_wait=5.0, heartbeat_interval=1.0)
+    rotated = Settings.from_env(environ=env, nats_url=settings.nats_url, prefix=settings.prefix, ack_wait=5.0,
+                                heartbeat_interval=1.0)
     assert rotated.signing_key == b"new" and rotated.signing_keys == (b"new", b"old")
     await start_worker(settings=rotated)
     old_producer = settings.with_(signing_key=b"old", accepted_keys=(b"new",))  # not yet switched
