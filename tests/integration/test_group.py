@@ -30,13 +30,16 @@ async def _await(g):
     return await g
 
 
-def test_gather_as_completed_wait(nb_client, thread_worker):
+def test_gather_as_completed_wait(nb_client, thread_worker, tmp_path):
     thread_worker(concurrency=4)
-    futs = [nq.submit(jobs.sleep_for, t) for t in (0.6, 0.0)] + [nq.submit(jobs.boom, "x")]
+    gate = tmp_path / "gate"  # the first job ends only once the test has seen the other two end
+    futs = [nq.submit(jobs.wait_for_file, str(gate)), nq.submit(jobs.sleep_for, 0.0), nq.submit(jobs.boom, "x")]
     done, pending = nq.wait(futs, timeout=30, return_when=nq.FIRST_COMPLETED)
-    assert done and len(done) + len(pending) == 3
-    order = [f for f in nq.as_completed(futs, timeout=30)]
-    assert set(order) == set(futs) and order[-1] is futs[0]  # the slow one ends last
+    assert done and futs[0] in pending and len(done) + len(pending) == 3
+    order = nq.as_completed(futs, timeout=30)
+    assert {next(order), next(order)} == set(futs[1:])
+    gate.write_text("go")
+    assert next(order) is futs[0] and list(order) == []
     with pytest.raises(ValueError, match="x"):
         nq.gather(futs, timeout=30)
     out = nq.gather(futs, timeout=30, errors="return")
@@ -48,7 +51,7 @@ def test_gather_as_completed_wait(nb_client, thread_worker):
         d, p = await nq.wait_async(futs, timeout=30)
         return seen, d, p, await nq.gather_async(futs, errors="return")
     seen, d, p, res = asyncio.run(main())
-    assert set(seen) == set(futs) and len(d) == 3 and not p and res[0] == 0.6
+    assert set(seen) == set(futs) and len(d) == 3 and not p and res[0] == "go"
 
 
 def test_gather_timeout_says_how_many_are_left(nb_client):
