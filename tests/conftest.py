@@ -1,16 +1,22 @@
 """Fixtures: real nats-server processes (started through naq_nb's own EmbeddedServer), workers.
 
-Every test gets its own server on a free port with its own store directory.
+One nats-server serves the whole session (``shared_nats_server``); each test that asks for
+``nats_server`` (directly or through ``settings``, ``broker``, ``start_worker``, ``nb_client`` ...)
+gets its own ``NAQ_PREFIX`` (the ``naq_prefix`` fixture, also set in the environment so
+``nq.connect()``, ``Settings.from_env()`` and child processes pick it up), and at its end every
+stream, KV bucket and object store on the shared server is deleted.
+
+A test that kills, restarts or configures its server asks for ``own_nats_server``: then
+``nats_server`` (and so ``settings``, ``broker`` ...) is that private server for this test.
+``nats_server`` is the shared one otherwise, and refuses ``kill``/``restart``/``stop``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-import contextlib
-import os
-import subprocess
+import itertools
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +26,30 @@ from naq_nb.core.server import EmbeddedServer
 from naq_nb.core.settings import Settings
 from naq_nb.core.worker import Worker
 
-ROOT = Path(__file__).resolve().parent.parent
+# Re-exported for tests that still import them from here; new code imports them from helpers.
+from helpers import ROOT, Services, eventually, wait_until, worker_process  # noqa: F401
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+def _in_unit_tier(request) -> bool:
+    return Path(str(request.node.path)).resolve().is_relative_to(UNIT)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_has_no_server(request, monkeypatch):
+    """tests/unit stays server-free: starting a nats-server or connecting to one fails the test."""
+    if not _in_unit_tier(request):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test in tests/unit started or connected to a nats-server: "
+                             "move it to tests/integration")
+
+    import nats
+    monkeypatch.setattr(EmbeddedServer, "start", refuse)
+    monkeypatch.setattr(nats, "connect", refuse)
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +58,21 @@ def _naq_local_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NAQ_LOCAL_DIR", str(tmp_path_factory.mktemp("naq-local")))
 
 
+_prefixes = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def shared_nats_server(tmp_path_factory):
+    """The session's nats-server (``NAQ_NATS_SERVER_BIN`` chooses the binary, as for every EmbeddedServer)."""
+    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("shared-js"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
-def nats_server(tmp_path):
+def own_nats_server(tmp_path):
+    """A nats-server for this test alone (it may kill or restart it); ``nats_server`` is then this one."""
     srv = EmbeddedServer(store_dir=tmp_path / "js")
     srv.start()
     yield srv
@@ -38,8 +80,91 @@ def nats_server(tmp_path):
 
 
 @pytest.fixture
-def settings(nats_server) -> Settings:
-    return Settings.from_env(environ={}, nats_url=nats_server.url, ack_wait=5.0, heartbeat_interval=1.0)
+def naq_prefix() -> str:
+    """This test's ``NAQ_PREFIX``: letters and digits only, so no prefix is the start of another's names."""
+    return f"t{next(_prefixes)}x"
+
+
+class SharedServer:
+    """The shared server as a test sees it: ``url``, ``port``, ``running`` ...; no kill, restart or stop."""
+
+    def __init__(self, srv: EmbeddedServer) -> None:
+        self._srv = srv
+
+    def __getattr__(self, name: str):
+        if name in ("kill", "restart", "stop", "start"):
+            raise AttributeError(f"nats_server.{name}(): the session's shared server cannot be "
+                                 "stopped; ask for the own_nats_server fixture")
+        return getattr(self._srv, name)
+
+
+def delete_all_streams(url: str) -> None:
+    """Delete every stream (so every KV bucket and object store) on the server at ``url``."""
+    import nats
+
+    async def _wipe() -> None:
+        nc = await nats.connect(url, connect_timeout=10, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream(timeout=10)
+            for _ in range(20):  # a page holds up to 256 streams
+                infos = await js.streams_info()
+                if not infos:
+                    return
+                for info in infos:
+                    await js.delete_stream(info.config.name)
+            raise AssertionError(f"streams keep coming back on {url}")
+        finally:
+            await nc.close()
+
+    # Teardown may run where an event loop is current: wipe on a thread of its own.
+    errors: list[BaseException] = []
+    t = threading.Thread(target=lambda: _run_collecting(_wipe, errors), name="naq-test-wipe")
+    t.start()
+    t.join(60)
+    if errors:
+        raise errors[0]
+
+
+def _run_collecting(coro_fn, errors: list) -> None:
+    try:
+        asyncio.run(coro_fn())
+    except BaseException as exc:  # handed to the test's teardown, which reports it
+        errors.append(exc)
+
+
+@pytest.fixture
+def nats_server(request, naq_prefix, monkeypatch):
+    """The server this test talks to: its ``own_nats_server`` if it asked for one, else the shared one.
+
+    On the shared server the test's names carry ``naq_prefix``; all streams are deleted at its end
+    (its own and any a test made under another prefix), so the server stays small.
+    """
+    if _in_unit_tier(request):
+        pytest.fail("tests/unit uses no server: move this test to tests/integration")
+    monkeypatch.setenv("NAQ_PREFIX", naq_prefix)
+    if "own_nats_server" in request.fixturenames:
+        yield request.getfixturevalue("own_nats_server")
+        return
+    shared = request.getfixturevalue("shared_nats_server")
+    yield SharedServer(shared)
+    _forget_shared_clients()
+    delete_all_streams(shared.url)
+
+
+def _forget_shared_clients() -> None:
+    """Close the clients naq_nb keeps per URL: the next test has the same URL but another prefix."""
+    client_mod = sys.modules.get("naq_nb.client.client")
+    if client_mod is None:
+        return
+    client_mod.set_session_default(None)
+    if client_mod._clients:
+        client_mod.close_all_clients()
+
+
+@pytest.fixture
+def settings(nats_server, naq_prefix) -> Settings:
+    return Settings.from_env(environ={}, nats_url=nats_server.url, prefix=naq_prefix, ack_wait=5.0,
+                             heartbeat_interval=1.0)
 
 
 @pytest.fixture
@@ -48,28 +173,6 @@ async def broker(settings):
     await b.ensure_layout()
     yield b
     await b.close()
-
-
-class Services:
-    """Runs services (Worker, Scheduler) on the test's loop until ``stop_all``."""
-
-    def __init__(self) -> None:
-        self.running: list[tuple[object, asyncio.Task]] = []
-
-    async def start(self, svc):
-        task = asyncio.ensure_future(svc.run())
-        while svc.started is None or not svc.started.is_set():
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        self.running.append((svc, task))
-        return svc
-
-    async def stop_all(self, graceful: bool) -> None:
-        for svc, task in self.running:
-            svc.request_stop(graceful=graceful)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture
@@ -84,25 +187,6 @@ async def start_worker(settings):
     await services.stop_all(graceful=False)
 
 
-def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    """A ``naq worker`` in its own process (for SIGKILL tests)."""
-    e = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "worker", *args], env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
-
-
-async def eventually(pred, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
-    """Await ``pred()`` until it is truthy (returned); fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 @pytest.fixture
 def no_cluster_left():
     """Stops whatever ``nq.local()`` cluster a test left running."""
@@ -111,3 +195,31 @@ def no_cluster_left():
     c = local_mod._current
     if c is not None:
         c.stop()
+
+
+@pytest.fixture
+def nb_client(nats_server, settings):
+    """A client on the test's server, set as the session's default (``nq.submit`` uses it)."""
+    from naq_nb.client.client import Client  # imported here: some tests check what importing naq_nb loads
+    from naq_nb.client.session import set_default_client
+    c = Client(nats_server.url, settings=settings)
+    set_default_client(c)
+    yield c
+    set_default_client(None)
+    c.close_sync()
+
+
+@pytest.fixture
+def thread_worker(settings):
+    """``thread_worker(queues="default", concurrency=4)``: a Worker on its own loop in a thread."""
+    from naq_nb.notebook.local import ServiceThread
+    threads: list[ServiceThread] = []
+
+    def _start(queues="default", concurrency: int = 4, **kw) -> Worker:
+        w = Worker(queues, settings=settings, concurrency=concurrency, grace_period=2.0, **kw)
+        threads.append(ServiceThread(w, "naq-test-worker").start(30.0))
+        return w
+
+    yield _start
+    for t in threads:
+        t.stop(5.0)

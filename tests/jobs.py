@@ -112,6 +112,16 @@ def hang(path):
         time.sleep(1)
 
 
+def wait_for_file(path, timeout=60.0):
+    """Returns ``path``'s text once the test creates it (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+    return open(path).read()
+
+
 async def block_loop(path, seconds):
     """An async job that blocks its event loop (a bug this tests): one line in ``path`` per run."""
     mark(path, os.getpid())

@@ -57,6 +57,8 @@ class LoopWatchdog:
         self.keepalives_sent = 0
         self.suspect_until = 0.0
         self._stop = threading.Event()
+        # The watching thread's loop and an event on it: stop() wakes the thread at once, not after a round.
+        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -82,6 +84,12 @@ class LoopWatchdog:
         self._stop.set()
         if self._handle is not None:
             self._handle.cancel()
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake[0].call_soon_threadsafe(wake[1].set)
+            except RuntimeError:  # the watching loop has already ended
+                pass
         self._thread.join(2.0)
 
     def _blocker(self) -> str:
@@ -105,9 +113,15 @@ class LoopWatchdog:
         broker = None
         last_log = last_keepalive = 0.0
         keep_after = self.ack_wait / 3
+        wake = asyncio.Event()
+        self._wake = (asyncio.get_running_loop(), wake)  # set before the first check of _stop (see stop())
         try:
             while not self._stop.is_set():
-                await asyncio.sleep(min(0.25, self.block_after / 2, self.ack_wait / 8))
+                try:
+                    await asyncio.wait_for(wake.wait(), min(0.25, self.block_after / 2, self.ack_wait / 8))
+                    break  # stop() woke us
+                except asyncio.TimeoutError:
+                    pass
                 now = time.monotonic()
                 self.blocked_for = now - self.last_tick
                 if self.blocked_for < min(self.block_after, keep_after, 4 * TICK):

@@ -1,0 +1,106 @@
+"""Plain helpers shared by the tests (fixtures live in conftest.py): paths, bounded waits,
+services on the test's loop, a worker in its own process.
+
+Import them by name: ``from helpers import ROOT, eventually, wait_until``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+__all__ = ["ROOT", "FakeClock", "Services", "eventually", "good_meta", "wait_until", "worker_process"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Services:
+    """Runs services (Worker, Scheduler) on the test's loop until ``stop_all``."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[object, asyncio.Task]] = []
+
+    async def start(self, svc):
+        task = asyncio.ensure_future(svc.run())
+        while svc.started is None or not svc.started.is_set():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        self.running.append((svc, task))
+        return svc
+
+    async def stop_all(self, graceful: bool) -> None:
+        for svc, task in self.running:
+            svc.request_stop(graceful=graceful)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 15)
+
+
+def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """A ``naq worker`` in its own process (for SIGKILL tests); it inherits the test's ``NAQ_PREFIX``."""
+    e = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "worker", *args], env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+async def eventually(pred, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
+    """Await ``pred()`` until it is truthy (returned); fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
+    """Poll a local condition until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def good_meta(job_id: str, **over) -> dict:
+    """A valid Naq-Meta header record for ``job_id`` (``over`` replaces fields)."""
+    meta = {"v": 1, "id": job_id, "q": "default", "fn": "jobs.mark", "ser": "pickle", "ts": time.time(),
+            "retry": {"max_retries": 0, "backoff": "fixed", "delay": 0.0, "max_delay": 3600.0, "jitter": 0.0,
+                      "retry_on": []}, "timeout": None, "deps": [], "rttl": None, "name": None}
+    meta.update(over)
+    return meta
+
+
+class FakeClock:
+    """A clock for throttles: ``now`` moves only by ``advance``, which fires the timers due."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, object]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, fn) -> None:
+        self.timers.append((self.now + delay, fn))
+
+    def advance(self, dt: float) -> None:
+        """Move time on and fire the timers that are due (in order)."""
+        self.now += dt
+        due = sorted((t for t in self.timers if t[0] <= self.now), key=lambda t: t[0])
+        self.timers = [t for t in self.timers if t[0] > self.now]
+        for _, fn in due:
+            fn()

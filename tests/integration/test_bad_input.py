@@ -1,0 +1,157 @@
+"""Bad input: a clear error at the call that caused it, and nothing already queued is lost."""
+
+import asyncio
+import socket
+import threading
+import time
+import types
+
+import pytest
+
+from naq_nb.core.broker import Broker
+from naq_nb.core.errors import (LayoutConflictError, NaqConnectionError, PayloadTooLargeError,
+                                SerializationError, SignatureError, UnknownQueueError)
+from naq_nb.core.failed import list_failed
+from naq_nb.core.queue import Queue
+from naq_nb.core.results import wait_for_result
+from naq_nb.core.settings import Settings
+from nats.js import api
+
+import jobs
+
+
+async def test_unpicklable_function_names_the_culprit(broker):
+    q = Queue(broker)
+    before = await q.enqueue(jobs.add, 1, 1)
+    lock = threading.Lock()
+
+    def uses_lock():
+        with lock:
+            return 1
+    with pytest.raises(SerializationError, match=r"captured variable 'lock'.*lock"):
+        await q.enqueue(uses_lock)
+    sock = socket.socket()
+    try:
+        with pytest.raises(SerializationError, match=r"argument 0 \(socket"):
+            await q.enqueue(jobs.add, sock, 1)
+    finally:
+        sock.close()
+    assert await q.count() == 1, "the job queued before the bad call is still there"
+    assert before.sequence
+
+
+async def test_json_mode_rejects_lambdas_and_main_functions(settings):
+    b = await Broker.connect(settings=settings.with_(serializer="json"))
+    try:
+        q = Queue(b)
+        with pytest.raises(SerializationError, match="lambda"):
+            await q.enqueue(lambda: 1)
+
+        def nested():
+            return 1
+        with pytest.raises(SerializationError, match="nested functions"):
+            await q.enqueue(nested)
+        with pytest.raises(SerializationError, match="not JSON"):
+            await q.enqueue(jobs.add, object(), 1)
+        orphan = types.FunctionType(jobs.add.__code__, {}, "add")
+        orphan.__module__ = "no_such_module"
+        with pytest.raises(SerializationError, match="not importable.*cannot import 'no_such_module:add'"):
+            await q.enqueue(orphan)
+        ok = await q.enqueue(jobs.add, 2, 3)
+        assert await q.count() == 1 and ok.job_id
+    finally:
+        await b.close()
+
+
+async def test_json_worker_never_unpickles_and_honours_allow_list(settings, broker, start_worker):
+    json_settings = settings.with_(serializer="json", json_allowed=("jobs:add",))
+    await start_worker(settings=json_settings)
+    pickled = await Queue(broker).enqueue(jobs.add, 1, 1)          # pickle producer
+    rec = await wait_for_result(broker, pickled.job_id, 10)
+    assert rec.status == "failed" and "only accepts 'json'" in rec.meta["error"]
+    jb = await Broker.connect(settings=json_settings)
+    try:
+        ok = await Queue(jb).enqueue(jobs.add, 2, 3)
+        assert (await wait_for_result(jb, ok.job_id, 10)).unwrap() == 5
+        with pytest.raises(SerializationError, match="not allowed"):  # the producer's own list refuses it
+            await Queue(jb).enqueue(jobs.count_words, "a b")
+        open_producer = await Broker.connect(settings=settings.with_(serializer="json"))
+        try:
+            denied = await Queue(open_producer).enqueue(jobs.count_words, "a b")
+        finally:
+            await open_producer.close()
+        rec = await wait_for_result(jb, denied.job_id, 10)
+        assert rec.status == "failed" and "not allowed by NAQ_JSON_ALLOWED" in rec.meta["error"]
+    finally:
+        await jb.close()
+
+
+async def test_signed_payloads_required_when_worker_has_key(settings, broker, start_worker):
+    await start_worker(settings=settings.with_(signing_key=b"s3cret"))
+    unsigned = await Queue(broker).enqueue(jobs.add, 1, 1)
+    rec = await wait_for_result(broker, unsigned.job_id, 10)
+    assert rec.status == "failed" and "not signed" in rec.meta["error"]
+    sb = await Broker.connect(settings=settings.with_(signing_key=b"s3cret"))
+    wrong = await Broker.connect(settings=settings.with_(signing_key=b"other"))
+    try:
+        good = await Queue(sb).enqueue(jobs.add, 2, 2)
+        assert (await wait_for_result(sb, good.job_id, 10)).unwrap() == 4
+        forged = await Queue(wrong).enqueue(jobs.add, 3, 3)
+        rec = await wait_for_result(sb, forged.job_id, 10)
+        assert rec.status == "failed" and "does not verify" in rec.meta["error"]
+    finally:
+        await sb.close()
+        await wrong.close()
+
+
+async def test_server_down_fails_within_bound():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(NaqConnectionError, match=f"127.0.0.1:{port}"):
+        await Broker.connect(settings=Settings.from_env(environ={}, nats_url=f"nats://127.0.0.1:{port}",
+                                                         connect_timeout=1.0))
+    assert time.monotonic() - t < 10
+
+
+async def test_garbage_on_queue_subject_goes_to_failed_and_worker_goes_on(broker, start_worker):
+    await start_worker()
+    await broker.js.publish(broker.layout.queue_subject("default"), b"\x00\xffnot a job")
+    await broker.js.publish(broker.layout.queue_subject("default"), b"x", headers={"Naq-Meta": "{broken"})
+    j = await Queue(broker).enqueue(jobs.add, 4, 4)
+    assert (await wait_for_result(broker, j.job_id, 10)).unwrap() == 8
+    for _ in range(100):
+        failed = await list_failed(broker)
+        if len(failed) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(failed) == 2
+    assert all("malformed message" in f["reason"] for f in failed)
+    assert await Queue(broker).count() == 0
+
+
+async def test_payload_too_large_headers(broker):
+    # Bodies and results over max_payload go through the object store (test_blobs.py); headers cannot.
+    q = Queue(broker).configure(depends_on=[f"dep-{i:06d}" for i in range(broker.max_payload // 8)])
+    with pytest.raises(PayloadTooLargeError, match="headers of job .* max_payload"):
+        await q.enqueue(jobs.add, 1, 2)
+
+
+async def test_bad_queue_name(broker):
+    with pytest.raises(UnknownQueueError, match="invalid queue name 'a b'"):
+        Queue(broker, "a b")
+    with pytest.raises(TypeError, match="must be callable"):
+        await Queue(broker).enqueue(42)
+
+
+async def test_incompatible_existing_stream_is_an_error(settings):
+    b = await Broker.connect(settings=settings)
+    jobs_stream = b.layout.jobs_stream
+    try:
+        await b.js.add_stream(api.StreamConfig(name=jobs_stream, subjects=[f"{settings.prefix}.jobs.*"],
+                                               retention=api.RetentionPolicy.LIMITS))
+        with pytest.raises(LayoutConflictError, match=f"{jobs_stream}.*retention"):
+            await b.ensure_layout()
+    finally:
+        await b.close()

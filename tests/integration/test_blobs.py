@@ -1,0 +1,316 @@
+"""Large data: arguments, captured values and results over max_payload go through the object store;
+``nq.put`` stores a value once; missing or corrupted objects give a clear error on the job."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from nats.js.errors import NotFoundError
+
+import naq_nb as nq
+from naq_nb.client.loop import run_sync
+from naq_nb.core import blobs
+from naq_nb.core.blobs import BlobError
+from naq_nb.core.broker import Broker
+from naq_nb.core.failed import list_failed, requeue_failed
+from naq_nb.core.job import JobOptions
+from naq_nb.core.queue import Queue, cancel_job
+from naq_nb.core.results import wait_for_result
+from naq_nb.notebook import local as local_mod
+
+MB = 1024 * 1024
+
+
+def big_frame(mb: int = 50) -> pd.DataFrame:
+    rows = mb * MB // (8 * 8)
+    return pd.DataFrame(np.random.default_rng(1).random((rows, 8)), columns=list("abcdefgh"))
+
+
+def double(df: pd.DataFrame) -> pd.DataFrame:
+    return df * 2
+
+
+def echo(x):
+    return x
+
+
+def make_bytes(n: int) -> bytes:
+    return b"r" * n
+
+
+class BigError(Exception):
+    def __init__(self, blob: bytes) -> None:
+        super().__init__(f"failed with {len(blob)} bytes")
+        self.blob = blob
+
+
+def fail_big(n: int) -> None:
+    raise BigError(b"e" * n)
+
+
+async def object_names(broker: Broker, bucket: str) -> list[str]:
+    store = await blobs._store(broker, bucket)
+    try:
+        return sorted(o.name for o in await store.list(ignore_deletes=True))
+    except NotFoundError:  # nats-py's list() raises on an empty bucket
+        return []
+
+
+async def wait_names(broker: Broker, bucket: str, pred, timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        names = await object_names(broker, bucket)
+        if pred(names):
+            return names
+        assert time.monotonic() < deadline, f"objects in {bucket}: {names}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def no_cluster_left():
+    yield
+    if local_mod._current is not None:
+        local_mod._current.stop()
+
+
+# --- the core Queue / Worker path -----------------------------------------------------------------
+async def test_50mb_dataframe_in_and_out_through_queue_and_worker(broker, start_worker):
+    await start_worker()
+    df = big_frame(50)
+    t0 = time.perf_counter()
+    job = await Queue(broker).enqueue(double, df)
+    t1 = time.perf_counter()
+    rec = await wait_for_result(broker, job.job_id, 120)
+    out = rec.unwrap()
+    t2 = time.perf_counter()
+    print(f"\n50 MB DataFrame: enqueue {t1 - t0:.2f}s, enqueue to result in hand {t2 - t0:.2f}s")
+    pd.testing.assert_frame_equal(out, df * 2)
+    head = (await (await broker.kv(broker.layout.results_bucket)).get(job.job_id)).value
+    assert len(head) < 4096 and b'"blob"' in head, "only the record's head stays in the results bucket"
+    # The body's object is deleted once the job succeeded; the result's stays (until the result TTL).
+    await wait_names(broker, broker.layout.objects_bucket, lambda n: not n)
+    assert len(await object_names(broker, broker.layout.result_objects_bucket)) == 1
+
+
+async def test_object_buckets_have_the_layout_ttls(broker, start_worker):
+    await start_worker()
+    big = b"x" * (broker.max_payload + 10)
+    job = await Queue(broker).enqueue(echo, big)
+    assert (await wait_for_result(broker, job.job_id, 60)).unwrap() == big
+    lay = broker.layout
+    info = await broker.js.stream_info(f"OBJ_{lay.result_objects_bucket}")
+    assert info.config.max_age == lay.result_ttl, "result objects expire with the results"
+    info = await broker.js.stream_info(f"OBJ_{lay.objects_bucket}")
+    assert info.config.max_age == lay.status_ttl
+
+
+async def test_small_jobs_never_touch_the_object_store(broker, start_worker):
+    await start_worker()
+    job = await Queue(broker).enqueue(make_bytes, 10)
+    assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == b"r" * 10
+    with pytest.raises(NotFoundError):
+        await broker.js.stream_info(f"OBJ_{broker.layout.objects_bucket}")
+
+
+async def test_missing_arguments_object_fails_the_job_clearly(broker, start_worker):
+    q = Queue(broker)
+    gone = await q.enqueue(len, b"x" * (2 * MB))
+    bad = await q.enqueue(len, b"y" * (2 * MB))
+    names = await object_names(broker, broker.layout.objects_bucket)
+    assert len(names) == 2
+    store = await blobs._store(broker, broker.layout.objects_bucket)
+    by_job = {n.split(".")[1]: n for n in names}
+    await store.delete(by_job[gone.job_id])
+    await store.put(by_job[bad.job_id], b"z" * (2 * MB))  # same name, other content
+    await start_worker()
+    rec = await wait_for_result(broker, gone.job_id, 90)
+    assert rec.status == "failed" and "is missing" in rec.meta["error"] and gone.job_id in rec.meta["error"]
+    rec = await wait_for_result(broker, bad.job_id, 90)
+    assert rec.status == "failed" and "corrupted" in rec.meta["error"]
+    failed = await list_failed(broker)
+    assert {f["job_id"] for f in failed} >= {gone.job_id, bad.job_id}, "kept in the failed stream"
+
+
+async def test_a_big_closure_shared_by_a_batch_is_stored_once(broker, start_worker):
+    arr = np.arange(2 * MB // 8, dtype=np.float64)  # 2 MB captured
+
+    def pick(i):
+        return float(arr[i])
+    q = Queue(broker)
+    batch = await q.enqueue_jobs([q.make_job(pick, (i,)) for i in range(5)])
+    names = await object_names(broker, broker.layout.objects_bucket)
+    assert len(names) == 1 and names[0].startswith("put."), names
+    assert all(j.function is pick for j in batch) and batch[0].function_name.endswith("pick")
+    await start_worker()
+    assert [(await wait_for_result(broker, j.job_id, 90)).unwrap() for j in batch] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    st = await (await broker.kv(broker.layout.status_bucket)).get(batch[0].job_id)
+    assert b"pick" in st.value, "the job keeps its function's name"
+
+
+async def test_cancelling_a_queued_job_deletes_its_object(broker):
+    job = await Queue(broker).enqueue(len, b"x" * (2 * MB))
+    assert len(await object_names(broker, broker.layout.objects_bucket)) == 1
+    assert await cancel_job(broker, job.job_id, job.sequence)
+    assert await object_names(broker, broker.layout.objects_bucket) == []
+
+
+async def test_missing_or_corrupted_result_object_is_a_clear_error(broker, start_worker):
+    await start_worker()
+    q = Queue(broker)
+    jobs_ = [await q.enqueue(make_bytes, 2 * MB) for _ in range(2)]
+    for j in jobs_:
+        await wait_for_result(broker, j.job_id, 60)
+    store = await blobs._store(broker, broker.layout.result_objects_bucket)
+    by_job = {n.split(".")[1]: n for n in await object_names(broker, broker.layout.result_objects_bucket)}
+    await store.delete(by_job[jobs_[0].job_id])
+    await store.put(by_job[jobs_[1].job_id], b"garbage")
+    with pytest.raises(BlobError, match="result of job .* is missing") as missing:
+        (await wait_for_result(broker, jobs_[0].job_id, 5)).unwrap()
+    with pytest.raises(BlobError, match="corrupted") as corrupted:
+        (await wait_for_result(broker, jobs_[1].job_id, 5)).unwrap()
+    # Each error names its job (the record's head carries the id: ResultMeta has no other place for it).
+    assert f"the result of job {jobs_[0].job_id} " in str(missing.value)
+    assert f"the result of job {jobs_[1].job_id} " in str(corrupted.value)
+
+
+async def test_stalled_download_ends_with_an_error(broker, start_worker, monkeypatch):
+    await start_worker()
+    job = await Queue(broker).enqueue(make_bytes, 2 * MB)
+    await wait_for_result(broker, job.job_id, 60)
+    lay = broker.layout
+    # Lose the chunks but keep the object's metadata: the download would wait forever.
+    await broker.js.purge_stream(f"OBJ_{lay.result_objects_bucket}", subject=f"$O.{lay.result_objects_bucket}.C.>")
+    monkeypatch.setattr(blobs, "_STALL", 1.0)
+    with pytest.raises(BlobError, match="no chunk arrived"):
+        (await asyncio.wait_for(wait_for_result(broker, job.job_id, 5), 30)).unwrap()
+
+
+async def test_purging_a_result_deletes_its_object(broker, start_worker):
+    await start_worker()
+    job = await Queue(broker).enqueue(fail_big, 2 * MB)
+    rec = await wait_for_result(broker, job.job_id, 60)
+    assert rec.status == "failed"
+    with pytest.raises(BigError) as ei:
+        rec.unwrap()
+    assert len(ei.value.blob) == 2 * MB, "a big exception travels too"
+    [old] = await object_names(broker, broker.layout.result_objects_bucket)
+    await requeue_failed(broker, job.job_id)  # purges the old result, and so deletes its object
+    await wait_for_result(broker, job.job_id, 60)  # the new run fails again: a new object
+    names = await object_names(broker, broker.layout.result_objects_bucket)
+    assert len(names) == 1 and names != [old]
+
+
+async def test_signed_big_job_reference_and_body_are_verified(settings, broker, start_worker):
+    key = settings.with_(signing_key=b"s3cret")
+    await start_worker(settings=key)
+    good = await Broker.connect(settings=key)
+    wrong = await Broker.connect(settings=settings.with_(signing_key=b"other"))
+    try:
+        unsigned = await Queue(broker).enqueue(len, b"x" * (2 * MB))
+        rec = await wait_for_result(good, unsigned.job_id, 60)
+        assert rec.status == "failed" and "not signed" in rec.meta["error"]
+        j = await Queue(good).enqueue(len, b"x" * (2 * MB))
+        assert (await wait_for_result(good, j.job_id, 60)).unwrap() == 2 * MB
+        forged = await Queue(wrong).enqueue(len, b"x" * (2 * MB))
+        rec = await wait_for_result(good, forged.job_id, 60)
+        assert rec.status == "failed" and "does not verify" in rec.meta["error"]
+    finally:
+        await good.close()
+        await wrong.close()
+
+
+async def test_schedule_body_over_max_payload_is_refused_at_the_call(broker):
+    from naq_nb.core.errors import PayloadTooLargeError
+    from naq_nb.core.schedules import make_schedule
+    job = Queue(broker).make_job(len, (b"x" * (broker.max_payload + 10),), {}, JobOptions())
+    with pytest.raises(PayloadTooLargeError, match="max_payload"):
+        make_schedule(job, broker, interval=60)
+
+
+async def test_json_mode_bodies_and_results_over_max_payload(settings, start_worker):
+    import jobs
+    json_settings = settings.with_(serializer="json")
+    await start_worker(settings=json_settings)
+    jb = await Broker.connect(settings=json_settings)
+    try:
+        job = await Queue(jb).enqueue(jobs.add, "x" * (2 * MB), "y")
+        assert (await wait_for_result(jb, job.job_id, 60)).unwrap() == "x" * (2 * MB) + "y"
+    finally:
+        await jb.close()
+
+
+# --- the notebook path ----------------------------------------------------------------------------
+def test_50mb_dataframe_and_16mb_closure_through_local(no_cluster_left):
+    nq.local(workers=2, scheduler=False)
+    df = big_frame(50)
+    t0 = time.perf_counter()
+    fut = nq.submit(double, df)
+    out = fut.result(timeout=120)
+    t1 = time.perf_counter()
+    print(f"\nnq.local(): 50 MB DataFrame in and out of a job {t1 - t0:.2f}s")
+    pd.testing.assert_frame_equal(out, df * 2)
+    # the same result through naq's API, by job id
+    pd.testing.assert_frame_equal(nq.fetch_job_result_sync(fut.job_id, timeout=30), df * 2)
+
+    arr = np.arange(2 * MB, dtype=np.float64)  # 16 MB captured by a closure
+    fut = nq.submit(lambda i: float(arr[i]) + arr.size, 5)
+    assert fut.result(timeout=120) == 5.0 + arr.size
+
+
+def test_big_result_through_job_futures_downloaded(nb_client, thread_worker):
+    thread_worker()
+    assert not blobs._keep_recent, "no nq.local(): every byte goes through the object store"
+    fut = nq.submit(make_bytes, 2 * MB)
+    assert fut.result(timeout=90) == b"r" * (2 * MB)
+    assert nq.fetch_job_result_sync(fut.job_id, nats_url=nb_client.url, timeout=30) == b"r" * (2 * MB)
+    again = nq.job(fut.job_id)  # attached later: fetched, then downloaded
+    assert again.result(timeout=60) == b"r" * (2 * MB)
+
+    async def drop_objects() -> None:
+        b = await nb_client.broker()
+        store = await blobs._store(b, b.layout.result_objects_bucket)
+        for name in await object_names(b, b.layout.result_objects_bucket):
+            await store.delete(name)
+    run_sync(drop_objects())
+    with pytest.raises(BlobError, match="is missing"):
+        nq.job(fut.job_id).result(timeout=60)
+
+
+def test_put_uploads_once_for_a_map_and_resolves_anywhere(no_cluster_left):
+    nq.local(workers=2, scheduler=False)
+    df = big_frame(8)
+    ref = nq.put(df)
+    assert nq.put(df) == ref and "bytes" in repr(ref)
+
+    def score(frame, i):
+        return float(frame["a"].iloc[i])
+
+    futs = nq.map(lambda i: score(ref, i), range(20))  # captured by a closure
+    assert [f.result(timeout=120) for f in futs] == [float(df["a"].iloc[i]) for i in range(20)]
+    nested = nq.submit(lambda d: d["frame"].shape, {"frame": ref})  # nested in an argument
+    assert nested.result(timeout=60) == df.shape
+
+    client = nq.default_client()
+
+    async def names() -> list[str]:
+        b = await client.broker()
+        return await object_names(b, b.layout.objects_bucket)
+    assert run_sync(names()) == [ref.name], "one upload for all the jobs; no job body was offloaded"
+    pd.testing.assert_frame_equal(nq.get_object(ref), df)
+    nq.delete_object(ref)  # also forgets this process's cached copy (the workers run in this process)
+    assert run_sync(names()) == []
+    with pytest.raises(BlobError, match="nq.put object .* is missing"):
+        nq.submit(lambda: ref.shape).result(timeout=60)
+    with pytest.raises(TypeError, match="ObjectRef returned by nq.put"):
+        nq.get_object("not a ref")
+    with pytest.raises(TypeError, match="ObjectRef returned by nq.put"):
+        nq.delete_object(df)
+    with pytest.raises(nq.SerializationError, match=r"nq.put\(\): cannot pickle the lock"):
+        nq.put(threading.Lock())
+    with pytest.raises(TypeError, match="client must be a naq_nb Client"):
+        nq.put(1, client="nats://x")

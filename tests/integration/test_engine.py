@@ -1,0 +1,243 @@
+"""Enqueue, run, results, status events, options apart from kwargs, cancel, purge."""
+
+import asyncio
+import json
+
+import pytest
+
+from nats.js.errors import KeyWrongLastSequenceError
+
+from naq_nb.core import queue as core_queue
+from naq_nb.core import runner
+from naq_nb.core.errors import ConcurrentUpdateError, JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
+from naq_nb.core.queue import Queue, cancel_job, get_status
+from naq_nb.core.results import wait_for_result
+
+import jobs
+
+
+async def result(broker, job, timeout=30):  # generous: a loaded 2-core CI box stalls at times
+    return (await wait_for_result(broker, job.job_id, timeout)).unwrap()
+
+
+async def test_sync_async_lambda_and_closure(broker, start_worker):
+    await start_worker(concurrency=4)
+    q = Queue(broker)
+    factor = 7
+    j1 = await q.enqueue(jobs.add, 1, 2)
+    j2 = await q.enqueue(jobs.async_add, 3, 4)
+    j3 = await q.enqueue(lambda x: x * factor, 6)
+    assert [await result(broker, j) for j in (j1, j2, j3)] == [3, 7, 42]
+
+
+async def test_options_never_collide_with_function_kwargs(broker, start_worker):
+    await start_worker()
+    q = Queue(broker).configure(timeout=30, max_retries=1)
+    j = await q.enqueue(jobs.takes_reserved, 1, timeout=3, queue="mine", max_retries=9)
+    assert await result(broker, j) == {"x": 1, "timeout": 3, "queue": "mine", "max_retries": 9}
+    assert j.timeout == 30 and j.max_retries == 1
+
+
+async def test_remote_exception_keeps_type_and_traceback(broker, start_worker):
+    await start_worker()
+    j = await Queue(broker).enqueue(jobs.custom_fail)
+    rec = await wait_for_result(broker, j.job_id, 30)
+    with pytest.raises(jobs.CustomError) as ei:
+        rec.unwrap()
+    assert isinstance(ei.value, JobExecutionError), "naq-style except JobExecutionError also catches it"
+    assert ei.value.code == 42 and "custom_fail" in ei.value.remote_traceback
+    st = await get_status(broker, j.job_id)
+    assert st["status"] == "failed" and "CustomError" in st["error"]
+
+
+@pytest.mark.parametrize("execution, fn, args, running_after, states", [
+    ("threads", jobs.add, (1, 1), 60.0, ["queued", "running", "succeeded"]),
+    # In a child process a job that ends within RUNNING_AFTER is never recorded running (one write less).
+    ("processes", jobs.add, (1, 1), 60.0, ["queued", "succeeded"]),
+    ("processes", jobs.sleep_for, (1.0,), 0.05, ["queued", "running", "succeeded"]),
+    ("processes", jobs.async_add, (1, 1), 60.0, ["queued", "running", "succeeded"]),  # runs on the worker's loop
+])
+async def test_status_watcher_sees_every_state(broker, start_worker, monkeypatch, execution, fn, args,
+                                               running_after, states):
+    monkeypatch.setattr(runner, "RUNNING_AFTER", running_after)
+    await start_worker(execution=execution)
+    seen: list[str] = []
+    done = asyncio.Event()
+    q = Queue(broker)
+    job = q.make_job(fn, args)
+
+    async def on(msg):
+        seen.append(json.loads(msg.data)["status"])
+        if seen[-1] == "succeeded":
+            done.set()
+    sub = await broker.nc.subscribe(broker.layout.kv_subject(broker.layout.status_bucket, job.job_id), cb=on)
+    await q.enqueue_job(job)
+    await asyncio.wait_for(done.wait(), 30)
+    await sub.unsubscribe()
+    assert seen == states
+
+
+async def test_enqueue_many_pipelined_and_idempotent_key(broker, start_worker):
+    q = Queue(broker)
+    many = await q.enqueue_many([(jobs.add, (i, i), {}) for i in range(50)])
+    assert len({j.sequence for j in many}) == 50
+    a = await q.configure(key="nightly-report").enqueue(jobs.add, 1, 1)
+    b = await q.configure(key="nightly-report").enqueue(jobs.add, 1, 1)
+    assert a.job_id == b.job_id == "nightly-report" and not a.duplicate and b.duplicate
+    assert await q.count() == 51
+    await start_worker(concurrency=8)
+    assert [await result(broker, j) for j in many] == [2 * i for i in range(50)]
+
+
+async def test_fetch_without_waiting_and_unknown_id(broker):
+    j = await Queue(broker).enqueue(jobs.add, 1, 1)
+    with pytest.raises(JobNotFinishedError):
+        await wait_for_result(broker, j.job_id, 0)
+    with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
+        await wait_for_result(broker, "nope", 1)
+
+
+async def test_cancel_queued_job_removes_it(broker, start_worker, tmp_path):
+    q = Queue(broker)
+    j = await q.enqueue(jobs.mark, str(tmp_path / "ran"), "x")
+    assert await cancel_job(broker, j.job_id, j.sequence)
+    assert await q.count() == 0
+    with pytest.raises(JobCancelledError):
+        (await wait_for_result(broker, j.job_id, 5)).unwrap()
+    assert not await cancel_job(broker, j.job_id), "a second cancel reports it already ended"
+    await start_worker()
+    marker = await q.enqueue(jobs.add, 0, 0)
+    await result(broker, marker)
+    assert not (tmp_path / "ran").exists()
+
+
+async def test_cancel_running_async_job(broker, start_worker):
+    w = await start_worker()
+    j = await Queue(broker).enqueue(jobs.async_sleep_for, 60)
+    while j.job_id not in w.running:
+        await asyncio.sleep(0.02)
+    assert await cancel_job(broker, j.job_id)
+    rec = await wait_for_result(broker, j.job_id, 30)
+    assert rec.status == "cancelled"
+    st = await get_status(broker, j.job_id)
+    assert st["status"] == "cancelled"
+
+
+async def _keep_writing_status(broker, job_id, seconds):
+    """Like a busy running job: revision-checked status writes back to back, until one loses or time is up."""
+    kv = await broker.kv(broker.layout.status_bucket)
+    entry = await kv.get(job_id)
+    rev, writes = entry.revision, 0
+    rec = {**json.loads(entry.value), "status": "running", "progress": 0}
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        rec["progress"] += 1
+        try:
+            rev = await kv.update(job_id, json.dumps(rec).encode(), last=rev)
+        except KeyWrongLastSequenceError:
+            break  # the cancel got in
+        writes += 1
+    return writes
+
+
+async def test_cancel_retries_while_a_live_job_keeps_writing_its_status(broker):
+    # It used to give up after 10 lost races and answer False ("already ended") for a live job.
+    j = await Queue(broker).enqueue(jobs.add, 1, 2)
+    writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 1.5))
+    await asyncio.sleep(0)  # the writer takes its first revision before the cancel reads
+    assert await cancel_job(broker, j.job_id) is True
+    assert await writer > 0
+    assert (await get_status(broker, j.job_id))["status"] == "cancelled"
+
+
+async def test_cancel_that_keeps_losing_raises_instead_of_answering_false(broker, monkeypatch):
+    monkeypatch.setattr(core_queue, "CANCEL_RETRY_SECONDS", 0.3)
+    j = await Queue(broker).enqueue(jobs.add, 1, 2)
+    writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 30))
+    await asyncio.sleep(0)
+    try:
+        ok = await cancel_job(broker, j.job_id)
+    except ConcurrentUpdateError as exc:
+        assert j.job_id in str(exc) and "try again" in str(exc)
+        writer.cancel()
+    else:  # the cancel won a race: then it is really cancelled
+        assert ok is True
+        assert (await get_status(broker, j.job_id))["status"] == "cancelled"
+        await asyncio.wait_for(writer, 30)
+
+
+async def test_purge_counts(broker):
+    q = Queue(broker, "purgeme")
+    await q.enqueue_many([(jobs.add, (1, 1), {})] * 5)
+    await Queue(broker, "other").enqueue(jobs.add, 1, 1)
+    assert await q.purge() == 5
+    assert await q.count() == 0 and await Queue(broker, "other").count() == 1
+
+
+async def test_timeouts_async_and_sync(broker, start_worker):
+    await start_worker(concurrency=2)
+    q = Queue(broker).configure(timeout=0.3)
+    a = await q.enqueue(jobs.async_sleep_for, 30)
+    s = await q.enqueue(jobs.sleep_for, 2)
+    for j in (a, s):
+        rec = await wait_for_result(broker, j.job_id, 30)
+        assert rec.status == "failed" and "timed out after 0.3s" in rec.meta["error"]
+
+
+async def test_progress_and_output_reach_status(broker, start_worker):
+    await start_worker()
+    j = await Queue(broker).enqueue(jobs.with_progress, 3)
+    assert await result(broker, j) == 3
+    st = await get_status(broker, j.job_id)
+    assert st["status"] == "succeeded"
+    assert (st["progress"], st["total"], st["message"]) == (3, 3, "step 3")
+    assert st["logs"] == ["line 1", "line 2", "line 3"], "prints inside the job are captured, not lost"
+
+
+async def test_several_queues_one_worker(broker, start_worker):
+    await start_worker(["a", "b"])
+    ja = await Queue(broker, "a").enqueue(jobs.add, 1, 0)
+    jb = await Queue(broker, "b").enqueue(jobs.add, 2, 0)
+    assert await result(broker, ja) == 1 and await result(broker, jb) == 2
+
+
+async def test_sync_jobs_run_in_threads_concurrently(broker, start_worker):
+    await start_worker(concurrency=4)
+    q = Queue(broker)
+    js = [await q.enqueue(jobs.sleep_for, 0.5) for _ in range(4)]
+    recs = [await wait_for_result(broker, j.job_id, 30) for j in js]
+    starts = sorted(r.meta["started_at"] for r in recs)
+    finishes = sorted(r.meta["finished_at"] for r in recs)
+    assert starts[-1] < finishes[0], "all four sync jobs were running at the same time"
+
+
+async def test_layout_created_idempotently_under_races(settings):
+    from naq_nb.core.broker import Broker
+    brokers = [await Broker.connect(settings=settings) for _ in range(6)]
+    try:
+        await asyncio.gather(*(b.ensure_layout() for b in brokers))
+        await asyncio.gather(*(b.ensure_consumer("default") for b in brokers))
+        await brokers[0].ensure_layout()
+    finally:
+        for b in brokers:
+            await b.close()
+
+
+async def test_progress_pending_when_a_job_ends_is_dropped():
+    """A throttled progress write still pending at the job's end must not overwrite its final status."""
+    from naq_nb.core.context import JobContext
+    written = []
+
+    async def flush(ctx):
+        written.append(ctx.progress_done)
+    loop = asyncio.get_running_loop()
+    ctx = JobContext("j", "default", 1, loop, flush, min_interval=0.0)
+    ctx.update(1)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert written == [1]           # a live job's progress is written
+    ctx.update(2)                   # ... then the job ends before this write runs
+    ctx.close()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert written == [1]

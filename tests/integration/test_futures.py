@@ -1,0 +1,230 @@
+"""JobFuture semantics against a real nats-server: results, exceptions, callbacks, wait/as_completed,
+await from other loops, cancel, push updates, re-attach from a new process."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import naq_nb as nq
+import naq_nb.client.future as future_mod
+from naq_nb.client import session
+from naq_nb.client.future import JobFuture
+from naq_nb.client.loop import run_sync
+from naq_nb.client.watch import get_watch
+from naq_nb.core.errors import JobExecutionError
+
+import jobs
+from helpers import ROOT, wait_until
+
+
+def test_result_status_and_record(nb_client, thread_worker):
+    thread_worker()
+    fut = nq.submit(jobs.add, 1, 2)
+    assert isinstance(fut, cf.Future) and isinstance(fut, JobFuture)
+    assert fut.result(timeout=20) == 3
+    assert fut.done() and not fut.cancelled() and fut.exception() is None
+    wait_until(lambda: fut.record.get("finished_at"))
+    assert fut.status == "succeeded"
+    rec = fut.record
+    assert rec["worker"] and rec["attempts"] == 1 and rec["func"] == "jobs.add"
+    assert fut.duration is not None and fut.duration >= 0
+    assert fut.job is not None and fut.job.job_id == fut.job_id
+
+
+def test_exception_keeps_original_type_and_remote_traceback(nb_client, thread_worker):
+    thread_worker()
+    fut = nq.submit(jobs.boom, "bad input")
+    with pytest.raises(ValueError, match="bad input") as info:
+        fut.result(timeout=20)
+    assert isinstance(info.value, JobExecutionError)
+    assert "def boom" in info.value.remote_traceback or "boom" in info.value.remote_traceback
+    assert "ValueError: bad input" in info.value.remote_traceback
+    exc = fut.exception()
+    assert isinstance(exc, ValueError)
+    assert fut.status == "failed" and "bad input" in fut.record.get("error", "")
+
+    custom = nq.submit(jobs.custom_fail)
+    exc = custom.exception(timeout=20)
+    assert isinstance(exc, jobs.CustomError) and exc.code == 42 and exc.detail == "custom"
+
+
+def test_done_callbacks_fire_once_and_late_ones_immediately(nb_client, thread_worker):
+    thread_worker()
+    seen: list[tuple[str, object]] = []
+    fired = threading.Event()
+
+    def cb(f: cf.Future) -> None:
+        seen.append((threading.current_thread().name, f.result()))
+        fired.set()
+
+    fut = nq.submit(jobs.add, 2, 3)
+    fut.add_done_callback(cb)
+    assert fired.wait(20)
+    fut.result(5)
+    late: list[object] = []
+    fut.add_done_callback(lambda f: late.append(f.result()))
+    assert late == [5]  # already done: runs at once, in the caller's thread
+    assert [v for _, v in seen] == [5]
+
+
+def test_wait_and_as_completed(nb_client, thread_worker):
+    thread_worker(concurrency=4)
+    futs = nq.map(jobs.sleep_for, [0.3, 0.0, 0.1])
+    failing = nq.submit(jobs.boom)
+    parked = nq.options(queue="nobody").submit(jobs.add, 1, 1)
+    assert parked.cancel()
+    done, not_done = cf.wait(futs + [failing, parked], timeout=30)
+    assert not not_done and len(done) == 5
+    order = list(cf.as_completed(futs, timeout=30))
+    assert sorted(f.result() for f in order) == [0.0, 0.1, 0.3]
+    assert cf.wait([failing], return_when=cf.FIRST_EXCEPTION, timeout=5).done == {failing}
+
+
+def test_await_from_another_event_loop(nb_client, thread_worker):
+    thread_worker()
+    fut = nq.submit(jobs.add, 20, 22)
+
+    async def cell() -> object:
+        # asyncio.run makes a loop that is not naq_nb's loop thread (like a Jupyter kernel's)
+        return await fut
+
+    assert asyncio.run(cell()) == 42
+
+    async def cell2() -> object:
+        f = await session.submit_async(jobs.async_add, 1, 1)
+        return await f.result_async(timeout=20)
+
+    assert asyncio.run(cell2()) == 2
+
+
+async def test_await_inside_running_test_loop(nb_client, thread_worker):
+    thread_worker()
+    f = await session.submit_async(jobs.add, 5, 5)
+    assert await f == 10
+    failing = await session.submit_async(jobs.boom, "async")
+    with pytest.raises(ValueError, match="async"):
+        await failing
+    parked = await nq.options(queue="nobody").submit_async(jobs.add, 1, 1)
+    with pytest.raises(TimeoutError):
+        await parked.result_async(timeout=0.2)
+    assert not parked.done()  # a timed-out await does not cancel the job
+    assert await parked.cancel_async() is True
+    with pytest.raises(cf.CancelledError):
+        await parked
+
+
+def test_cancel_queued_job(nb_client):
+    fut = nq.options(queue="idle").submit(jobs.add, 1, 2)  # no worker serves "idle"
+    wait_until(lambda: nb_client.queue_size_sync("idle") == 1)
+    assert fut.cancel() is True
+    assert fut.cancelled() and fut.done() and fut.status == "cancelled"
+    with pytest.raises(cf.CancelledError):
+        fut.result(timeout=1)
+    assert nb_client.queue_size_sync("idle") == 0  # removed from the stream
+    assert nb_client.status_sync(fut.job_id)["status"] == "cancelled"
+    assert fut.cancel() is True  # cancelling a cancelled future again is a no-op that reports True
+
+
+def test_cancel_running_and_finished(nb_client, thread_worker):
+    thread_worker()
+    fut = nq.submit(jobs.async_sleep_for, 60)
+    wait_until(lambda: fut.status == "running", timeout=20)
+    assert fut.cancel() is True
+    with pytest.raises(cf.CancelledError):
+        fut.result(timeout=5)
+    ended = nq.submit(jobs.add, 1, 1)
+    assert ended.result(timeout=20) == 2
+    assert ended.cancel() is False and not ended.cancelled()
+
+
+def test_on_update_pushes_progress_and_logs(nb_client, thread_worker):
+    updates: list[tuple[str, str]] = []
+    fut = nq.options(queue="later").submit(jobs.with_progress, 3)
+    unsubscribe = fut.on_update(lambda f: updates.append((threading.current_thread().name, f.status)))
+    thread_worker("later")  # only now can the job run: every change after on_update() is seen
+    fut.result(timeout=20)
+    wait_until(lambda: any(s == "succeeded" for _, s in updates))
+    assert {name for name, _ in updates} == {"naq-loop"}
+    wait_until(lambda: fut.record.get("finished_at"))
+    assert fut.progress == {"done": 3, "total": 3, "message": "step 3"}
+    assert "line 3" in "\n".join(fut.logs)
+    unsubscribe()
+    n = len(updates)
+    fut._notify()  # what the watch calls on a change
+    assert len(updates) == n
+
+
+def test_many_futures_share_two_subscriptions(nb_client, thread_worker):
+    thread_worker(concurrency=8)
+    b = run_sync(nb_client.broker())
+    first = nq.submit(jobs.add, 0, 0)
+    first.result(timeout=20)
+    subs_before = len(b.nc._subs)
+    futs = nq.map(jobs.add, range(300), range(300))
+    assert len(b.nc._subs) == subs_before  # no subscription per job
+    assert [f.result(timeout=60) for f in futs] == [2 * i for i in range(300)]
+    assert get_watch(nb_client) is get_watch(nb_client)
+
+
+def test_attach_to_finished_and_to_pending_job(nb_client, thread_worker):
+    done = nq.submit(jobs.add, 3, 4)
+    parked = nq.options(queue="later").submit(jobs.add, 5, 6)
+    thread_worker()
+    assert done.result(timeout=20) == 7
+    again = JobFuture.attach(done.job_id)  # the state is fetched on attach
+    assert again.done() and again.result() == 7 and again.status == "succeeded"
+    pending = JobFuture.attach(parked.job_id, client=nb_client)
+    assert not pending.done() and pending.status == "queued"
+    thread_worker("later")
+    assert pending.result(timeout=20) == 11
+
+
+def test_reattach_from_a_new_process(nb_client, thread_worker, nats_server):
+    fut = nq.options(queue="later").submit(jobs.add, 40, 2)
+    script = textwrap.dedent(f"""
+        import naq_nb as nq
+        nq.connect({nats_server.url!r})
+        j = nq.job({fut.job_id!r})
+        print("attached", j.status, flush=True)
+        print("result", j.result(timeout=30), j.status, flush=True)
+        try:
+            nq.job("no-such-job")
+        except nq.JobNotFoundError as exc:
+            print("missing", type(exc).__name__, flush=True)
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().split() == ["attached", "queued"]
+        thread_worker("later")  # the job runs only now: the other process learns it by push
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.split("\n")[:2] == ["result 42 succeeded", "missing JobNotFoundError"]
+
+
+def test_repr_and_display_hook(nb_client, thread_worker):
+    thread_worker()
+    fut = nq.submit(jobs.add, 1, 1)
+    fut.result(timeout=20)
+    wait_until(lambda: fut.record.get("finished_at"))
+    assert fut.job_id in repr(fut) and "succeeded" in repr(fut)
+    html = fut._repr_html_()
+    assert fut.job_id in html and "succeeded" in html and "jobs.add" in html
+    shown: list[JobFuture] = []
+    future_mod.display_hook = shown.append
+    try:
+        fut._ipython_display_()
+    finally:
+        future_mod.display_hook = None
+    assert shown == [fut]

@@ -1,0 +1,320 @@
+"""Execution model: job code that crashes, hangs, exits or blocks the loop never ends or stalls a worker."""
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from naq_nb.core.errors import JobTimeoutError
+from naq_nb.core.failed import list_failed
+from naq_nb.core.queue import Queue, cancel_job, get_status
+from naq_nb.core.results import get_result, wait_for_result
+from naq_nb.core.worker import Worker
+
+import jobs
+from helpers import worker_process
+
+
+async def _until(cond, timeout=30.0, what="condition"):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if await cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie until its parent reaps it still counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("fn, error", [
+    (jobs.segfault, "worker process died: signal 11 (SIGSEGV)"),
+    (jobs.hard_exit, "worker process died: exited with code 1"),
+    (jobs.sys_exit, "SystemExit: 2"),
+    (jobs.interrupt, "KeyboardInterrupt"),
+], ids=["segfault", "os_exit", "sys_exit", "keyboard_interrupt"])
+async def test_crashing_job_fails_with_reason_and_worker_goes_on(broker, start_worker, fn, error):
+    w = await start_worker(concurrency=1)
+    q = Queue(broker)
+    bad = await q.enqueue(fn)
+    rec = await wait_for_result(broker, bad.job_id, 30)
+    assert rec.status == "failed" and error in rec.meta["error"]
+    st = await get_status(broker, bad.job_id)
+    assert st["status"] == "failed" and error in st["error"]
+    ok = await q.enqueue(jobs.add, 1, 2)
+    assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 3, "the same one-slot worker goes on"
+    assert w.state in ("idle", "busy")
+
+
+async def test_segfault_record_carries_the_python_stack(broker, start_worker):
+    await start_worker(concurrency=1)
+    j = await Queue(broker).enqueue(jobs.segfault)
+    rec = await wait_for_result(broker, j.job_id, 30)
+    assert "Segmentation fault" in rec.meta["traceback"] and "segfault" in rec.meta["traceback"]
+
+
+async def test_hung_sync_job_times_out_kills_its_process_and_frees_the_slot(broker, start_worker, tmp_path):
+    await start_worker(concurrency=1)
+    q = Queue(broker)
+    pidfile = tmp_path / "pid"
+    hung = await q.configure(timeout=2).enqueue(jobs.hang, str(pidfile))
+    after = await q.enqueue(jobs.add, 2, 2)
+    rec = await wait_for_result(broker, hung.job_id, 30)
+    with pytest.raises(JobTimeoutError):
+        rec.unwrap()
+    assert (await wait_for_result(broker, after.job_id, 30)).unwrap() == 4, "the only slot is free again"
+    pid = int(pidfile.read_text().split()[0])
+    await _until(lambda: asyncio.sleep(0, _pid_gone(pid)), what="the hung job's process was killed")
+
+
+async def test_cancel_running_sync_job_kills_it_and_frees_the_slot(broker, start_worker, tmp_path):
+    w = await start_worker(concurrency=1)
+    q = Queue(broker)
+    pidfile = tmp_path / "pid"
+    j = await q.enqueue(jobs.hang, str(pidfile))
+    await _until(lambda: asyncio.sleep(0, pidfile.exists() and j.job_id in w.running), what="job running")
+    assert await cancel_job(broker, j.job_id)
+    rec = await wait_for_result(broker, j.job_id, 30)
+    assert rec.status == "cancelled"
+    assert (await get_status(broker, j.job_id))["status"] == "cancelled"
+    nxt = await q.enqueue(jobs.add, 5, 5)
+    assert (await wait_for_result(broker, nxt.job_id, 30)).unwrap() == 10
+    pid = int(pidfile.read_text().split()[0])
+    await _until(lambda: asyncio.sleep(0, _pid_gone(pid)), what="the cancelled job's process was killed")
+
+
+async def test_base_exceptions_in_thread_mode_and_async_jobs_never_end_the_worker(broker, start_worker):
+    await start_worker(concurrency=2, execution="threads")
+    q = Queue(broker)
+    for fn, error in ((jobs.sys_exit, "SystemExit: 2"), (jobs.interrupt, "KeyboardInterrupt"),
+                      (jobs.async_interrupt, "KeyboardInterrupt")):
+        j = await q.enqueue(fn)
+        rec = await wait_for_result(broker, j.job_id, 30)
+        assert rec.status == "failed" and error in rec.meta["error"]
+    ok = await q.enqueue(jobs.async_add, 1, 1)
+    assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 2
+
+
+async def test_async_job_blocking_the_loop_neither_hides_its_timeout_nor_runs_twice(broker, settings, tmp_path,
+                                                                                    caplog):
+    from naq_nb.notebook.local import ServiceThread
+    s = settings.with_(ack_wait=2.0)
+    runs = tmp_path / "runs"
+    # Two workers, each on its own loop in its own thread: the job blocks one, the other is free to take it.
+    threads = [ServiceThread(Worker("blocky", settings=s, concurrency=2), f"w{i}").start() for i in range(2)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="naq_nb.worker"):
+            j = await Queue(broker, "blocky").configure(timeout=2).enqueue(jobs.block_loop, str(runs), 7)
+            rec = await wait_for_result(broker, j.job_id, 60)
+        assert rec.status == "failed", "it ran past its timeout: not succeeded"
+        with pytest.raises(JobTimeoutError):
+            rec.unwrap()
+        assert len(runs.read_text().split()) == 1, "kept alive by the watchdog: never redelivered meanwhile"
+        assert any("blocked" in r.getMessage() and j.job_id in r.getMessage() for r in caplog.records), \
+            "the watchdog names the job that blocks the loop"
+    finally:
+        for t in threads:
+            t.stop(10)
+
+
+async def test_thread_mode_job_killing_its_worker_is_dead_lettered(broker, nats_server, tmp_path):
+    runs = tmp_path / "runs"
+    env = {"NAQ_ACK_WAIT": "1", "NAQ_HEARTBEAT": "1"}  # a killed worker is soon known dead
+    j = await Queue(broker, "deadly").enqueue(jobs.kill_own_process, str(runs))
+    procs = []
+    try:
+        for _ in range(8):
+            proc = worker_process(nats_server.url, "deadly", "-c", "1", "--execution", "threads", env=env)
+            procs.append(proc)
+            end = time.monotonic() + 40
+            while proc.poll() is None and not await list_failed(broker) and time.monotonic() < end:
+                await asyncio.sleep(0.1)
+            if proc.poll() is None:
+                break  # the job is dead-lettered: this worker survives
+        [entry] = await list_failed(broker)
+        assert entry["job_id"] == j.job_id and "lost" in entry["reason"]
+        assert procs[-1].poll() is None, "the last worker was not killed"
+        rec = await wait_for_result(broker, j.job_id, 30)
+        assert rec.status == "failed"
+        assert len(runs.read_text().split()) <= 3, "dead-lettered after its budget, not run forever"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+
+
+async def test_printed_output_is_echoed_with_the_job_id(broker, start_worker, capsys):
+    await start_worker(echo_output=True)
+    j = await Queue(broker).enqueue(jobs.print_lines, 2)
+    assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == 2
+    st = await get_status(broker, j.job_id)
+    assert st["logs"] == ["echo line 1", "echo line 2"], "still in the job's log record"
+    out = capsys.readouterr().out
+    assert f"[{j.job_id}] echo line 1" in out and f"[{j.job_id}] echo line 2" in out
+
+
+def test_unknown_execution_mode_is_refused_by_name(tmp_path):
+    import naq_nb as nq
+    with pytest.raises(ValueError, match="execution must be one of"):
+        Worker("default", execution="fork")
+    with pytest.raises(ValueError, match="execution must be one of"):
+        nq.local(workers=1, execution="fork")
+    with pytest.raises(TypeError, match="echo_output"):
+        Worker("default", echo_output="yes")
+    out = subprocess.run([sys.executable, "-m", "naq_nb.cli.main", "worker", "--execution", "fork"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--execution" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_local_cluster_survives_a_segfaulting_job():
+    import naq_nb as nq
+    c = nq.local(workers=1, scheduler=False)
+    try:
+        job = nq.submit(jobs.segfault)
+        with pytest.raises(Exception, match=r"worker process died: signal 11 \(SIGSEGV\)"):
+            job.result(timeout=30)
+        assert nq.submit(jobs.add, 20, 22).result(timeout=30) == 42, "the kernel's worker goes on"
+    finally:
+        c.stop()
+
+
+async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker, own_nats_server, start_worker,
+                                                                          tmp_path):
+    w = await start_worker(concurrency=1)
+    runs = tmp_path / "runs"
+    j = await Queue(broker).enqueue(jobs.mark, str(runs), "x", 3.0)
+    await _until(lambda: asyncio.sleep(0, runs.exists()), what="job started")
+    own_nats_server.kill()  # the job ends while the server is gone: its result write can't land
+    await _until(lambda: asyncio.sleep(0, w.stats["result_write_failed"] >= 1), timeout=60,
+                 what="the result write gave up")
+    await _until(lambda: asyncio.sleep(0, not w._background), what="no completion left hanging")
+    assert not w.running, "the slot is free"
+    await asyncio.get_running_loop().run_in_executor(None, own_nats_server.restart)
+    assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == "x"
+
+
+async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker, start_worker):
+    from naq_nb.core.envelope import encode_job
+    await start_worker(concurrency=1)
+    q = Queue(broker)
+    job = q.make_job(jobs.add, (1, 1))
+    headers, _ = encode_job(job, broker.serializer, max_payload=broker.max_payload)
+    await broker.js.publish(broker.layout.queue_subject("default"), b"not a pickle", headers=headers)
+    # Published by hand, so no "queued" record: the job is known only once its failure is stored.
+    await _until(lambda: get_result(broker, job.job_id), what="the failure stored")
+    rec = await wait_for_result(broker, job.job_id, 30)
+    assert rec.status == "failed" and "cannot unpickle" in rec.meta["error"]
+    [entry] = await list_failed(broker)
+    assert entry["job_id"] == job.job_id and entry["reason"] == "payload cannot be decoded"
+    ok = await q.enqueue(jobs.add, 2, 3)
+    assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 5
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+async def test_job_processes_end_when_their_worker_is_killed(broker, nats_server):
+    import signal
+    proc = worker_process(nats_server.url, "-c", "2")
+    try:
+        await _until(lambda: asyncio.sleep(0, len(_children_of(proc.pid)) >= 2), timeout=60,
+                     what="two job processes started")
+        kids = _children_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        await _until(lambda: asyncio.sleep(0, all(_pid_gone(k) for k in kids)), timeout=30,
+                     what="orphaned job processes exited")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_jobs_stuck_behind_a_blocked_loop_run_once(broker, settings, tmp_path):
+    """Jobs pushed to a worker while its loop is blocked go to another worker; the blocked one drops
+    its stale copies when it comes back instead of running them again."""
+    from naq_nb.notebook.local import ServiceThread
+    s = settings.with_(ack_wait=2.0)
+    marks, blk = tmp_path / "marks", tmp_path / "blk"
+    a = ServiceThread(Worker("stuck", settings=s, concurrency=1, prefetch=4), "wa").start()
+    threads = [a]
+    try:
+        q = Queue(broker, "stuck")
+        blocker = await q.configure(timeout=2).enqueue(jobs.block_loop, str(blk), 6)
+        await _until(lambda: asyncio.sleep(0, blk.exists()), what="the loop is blocked")
+        js = [await q.enqueue(jobs.mark, str(marks), f"m{i}") for i in range(4)]
+        threads.append(ServiceThread(Worker("stuck", settings=s, concurrency=2), "wb").start())
+        for j in js:
+            assert (await wait_for_result(broker, j.job_id, 60)).status == "succeeded"
+        assert (await wait_for_result(broker, blocker.job_id, 60)).status == "failed"
+        wa = a.service
+        await _until(lambda: asyncio.sleep(0, not wa.watchdog.suspect() and not wa.running and wa.ready.empty()),
+                     what="the blocked worker has dealt with what it held")
+        assert sorted(marks.read_text().split()) == ["m0", "m1", "m2", "m3"], "each job ran once"
+    finally:
+        for t in threads:
+            t.stop(10)
+
+
+async def test_a_job_process_killed_while_idle_is_replaced(broker, start_worker):
+    import signal
+    w = await start_worker(concurrency=1)
+    q = Queue(broker)
+    assert (await wait_for_result(broker, (await q.enqueue(jobs.add, 1, 1)).job_id, 30)).unwrap() == 2
+    [pid] = w.execution.pool.pids
+    os.kill(pid, signal.SIGKILL)
+    await _until(lambda: asyncio.sleep(0, w.execution.pool.pids != [pid]), what="the dead child noticed")
+    assert (await wait_for_result(broker, (await q.enqueue(jobs.add, 2, 2)).job_id, 30)).unwrap() == 4
+
+
+async def test_every_job_process_is_up_before_the_worker_takes_a_job(broker, start_worker):
+    w = await start_worker(concurrency=3)
+    assert len(w.execution.pool.pids) == 3, "all children started (at once) before the first pull"
+    j = await Queue(broker).enqueue(jobs.add, 2, 3)
+    assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == 5
+
+
+async def test_a_worker_whose_job_processes_cannot_start_still_starts(broker, start_worker, monkeypatch, caplog):
+    from naq_nb.core import procpool, worker
+
+    async def cannot_launch(self):
+        raise OSError("no python here")
+    monkeypatch.setattr(procpool.ProcessPool, "_launch", cannot_launch)
+    monkeypatch.setattr(worker, "CHILD_START_WAIT", 0.5)
+    with caplog.at_level(logging.WARNING, logger="naq_nb.worker"):
+        w = await start_worker(concurrency=2)
+    assert w.state == "idle" and not w.execution.pool.pids
+    assert any("still starting" in r.getMessage() for r in caplog.records)
+    assert any("cannot start a job process" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_worker_that_fails_to_start_leaves_no_job_process(settings, monkeypatch):
+    from naq_nb.core.broker import Broker
+
+    async def refuse(self, queue):
+        raise RuntimeError("no consumer today")
+    monkeypatch.setattr(Broker, "ensure_consumer", refuse)
+    w = Worker("default", settings=settings, concurrency=2)
+    with pytest.raises(RuntimeError, match="no consumer today"):
+        await w.start()
+    try:
+        assert not w.execution.pool.pids, "its job processes were stopped"
+    finally:
+        await w.broker.close()

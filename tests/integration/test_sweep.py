@@ -1,0 +1,263 @@
+"""Sweeps: grids, DataFrames, failures and retry, the result cache, attach after a restart, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import naq_nb as nq
+from naq_nb.client.loop import run_sync
+from naq_nb.core.errors import SerializationError
+from naq_nb.notebook.sweep import Sweep, SweepNotFoundError, sweep_async
+
+import jobs
+from helpers import ROOT, wait_until
+
+
+def train(lr, depth):
+    return {"score": lr * depth, "depth": depth}
+
+
+def flaky(x, flag):
+    if x % 2 and not Path(flag).exists():
+        raise ValueError(f"odd {x}")
+    return x * 10
+
+
+def published(client) -> int:
+    """Jobs ever published on the jobs stream (its last sequence; acked jobs leave a work queue)."""
+    async def seq():
+        b = await client.broker()
+        return (await b.js.stream_info(b.layout.jobs_stream)).state.last_seq
+    return run_sync(seq())
+
+
+def test_cartesian_points_and_dict_results_as_columns(nb_client, thread_worker):
+    thread_worker(concurrency=4)
+    sw = nq.sweep(train, lr=[1, 2], depth=range(3, 6))
+    assert len(sw) == 6 and sw.points[:3] == [{"lr": 1, "depth": 3}, {"lr": 1, "depth": 4}, {"lr": 1, "depth": 5}]
+    sw.wait(timeout=30)
+    assert sw.done() and sw.summary() == "6/6 succeeded" and "6/6 succeeded" in repr(sw)
+    df = sw.to_dataframe()
+    # "depth" is both a parameter and a result key: the result's column gets a prefix
+    assert list(df.columns) == ["lr", "depth", "score", "result.depth", "status", "duration", "attempts",
+                                "error", "job_id"]
+    assert df.score.tolist() == [3, 4, 5, 6, 8, 10] and df.lr.tolist() == [1, 1, 1, 2, 2, 2]
+    assert set(df.status) == {"succeeded"} and df.error.isna().all() and (df.duration >= 0).all()
+    assert df.job_id.tolist() == sw.job_ids
+
+
+def test_grid_points_failures_and_retry_failed(nb_client, thread_worker, tmp_path):
+    thread_worker(concurrency=4)
+    flag = str(tmp_path / "flag")
+    sw = nq.sweep(flaky, grid=[{"x": i, "flag": flag} for i in range(5)], name="flaky run")
+    sw.wait(timeout=30)
+    assert sw.counts() == {"succeeded": 3, "failed": 2} and sw.name == "flaky run"
+    df = sw.to_dataframe()
+    assert df.status.tolist() == ["succeeded", "failed", "succeeded", "failed", "succeeded"]
+    assert df.result.tolist()[::2] == [0, 20, 40] and "ValueError: odd 1" in df.error[1]
+    with pytest.raises(ValueError, match="odd 1"):
+        sw.results()
+    assert isinstance(sw.results(errors="return")[3], ValueError)
+
+    before, old_ids, old_futs = published(nb_client), sw.job_ids, list(sw.futures)
+    Path(flag).touch()
+    assert sw.retry_failed() == 2
+    assert [len(f._listeners) for f in old_futs] == [1, 0, 1, 0, 1]  # replaced points are let go
+    assert published(nb_client) == before + 2  # only the failed points went again
+    assert [a == b for a, b in zip(old_ids, sw.job_ids)] == [True, False, True, False, True]
+    assert sw.results(timeout=30) == [0, 10, 20, 30, 40]
+    assert sw.retry_failed() == 0
+    assert Sweep.attach(sw.id).job_ids == sw.job_ids  # the stored record follows
+
+
+def crashy(x):
+    if x == 1:
+        raise ValueError("bad point 1")
+    if x == 2:
+        os._exit(3)  # kills the job's process, never the worker
+    if x == 3:
+        time.sleep(120)  # past the timeout: its process is killed
+    return {"y": x * 2}
+
+
+def test_failing_crashing_and_hung_points_end_as_error_rows(nb_client, thread_worker):
+    thread_worker(concurrency=2)  # sync job code in child processes (the default execution)
+    sw = nq.sweep.options(timeout=3)(crashy, x=[0, 1, 2, 3, 4])
+    df = sw.wait(timeout=60).to_dataframe()
+    assert df.status.tolist() == ["succeeded", "failed", "failed", "failed", "succeeded"]
+    assert df.y[0] == 0 and df.y[4] == 8 and df.y[1:4].isna().all()
+    assert df.error[[0, 4]].isna().all()
+    assert "ValueError: bad point 1" in df.error[1]
+    assert "worker process died: exited with code 3" in df.error[2]
+    assert "JobTimeoutError" in df.error[3] or "timed out" in df.error[3]
+    assert df.job_id.tolist() == sw.job_ids and list(df.x) == [0, 1, 2, 3, 4]
+
+
+def test_rerun_uses_the_cache_and_cache_false_does_not(nb_client, thread_worker):
+    thread_worker(concurrency=4)
+    first = nq.sweep(train, lr=[1, 2], depth=[1, 2])
+    first.wait(timeout=30)
+    n0 = published(nb_client)
+    again = nq.sweep(train, lr=[1, 2], depth=[1, 2])
+    assert published(nb_client) == n0 and again.cached == {0, 1, 2, 3}  # nothing submitted
+    assert again.job_ids == first.job_ids and again.done()
+    assert again.to_dataframe().score.tolist() == [1, 2, 2, 4]
+
+    partly = nq.sweep(train, lr=[1, 2, 3], depth=[1, 2])  # two new points only
+    assert published(nb_client) == n0 + 2 and len(partly.cached) == 4
+    partly.wait(timeout=30)
+
+    forced = nq.sweep(train, lr=[1, 2], depth=[1, 2], cache=False)
+    assert published(nb_client) == n0 + 6 and forced.cached == set()
+    forced.wait(timeout=30)
+
+    k = 10  # a different captured value is a different function: no reuse
+    closure = nq.sweep(lambda lr, depth: lr * depth * k, lr=[1, 2], depth=[1, 2])
+    assert published(nb_client) == n0 + 10 and closure.results(timeout=30) == [10, 20, 20, 40]
+
+
+def test_a_failed_point_is_not_served_from_the_cache(nb_client, thread_worker, tmp_path):
+    thread_worker(concurrency=2)
+    flag = str(tmp_path / "flag")
+    nq.sweep(flaky, x=[1, 2], flag=[flag]).wait(timeout=30)
+    n0 = published(nb_client)
+    again = nq.sweep(flaky, x=[1, 2], flag=[flag])
+    assert published(nb_client) == n0 + 1 and again.cached == {1}
+
+
+async def test_cache_store_merges_shards_and_writes_one_record_per_shard(broker):
+    """The cache is a few shard records per function, and concurrent writers of the same shard
+    (two sweeps of one function at once) lose no entry."""
+    from naq_nb.notebook.sweep_store import cache_lookup, cache_store
+    fn = "f" * 64
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(600)]
+    first, second = digests[:300], digests[300:]
+    assert await cache_lookup(broker, digests, fn) == {}  # never stored: the marker is missing
+    await asyncio.gather(cache_store(broker, [(d, f"a{i}") for i, d in enumerate(first)], fn),
+                         cache_store(broker, [(d, f"b{i}") for i, d in enumerate(second)], fn))
+    hits = await cache_lookup(broker, digests, fn)
+    assert hits == {**{i: f"a{i}" for i in range(300)}, **{300 + i: f"b{i}" for i in range(300)}}
+    kv = await broker.kv(broker.layout.meta_bucket)
+    keys = [k for k in await kv.keys() if k.startswith(f"cache.{fn}")]
+    assert len(keys) == 1 + len({d[:2] for d in digests}) <= 257  # the marker plus one record per shard
+    await cache_store(broker, [(first[0], "again")], fn)  # a rerun points the call at its new job
+    assert (await cache_lookup(broker, first[:2], fn)) == {0: "again", 1: "a1"}
+    assert await cache_lookup(broker, first[:2], "e" * 64) == {}  # another function hits nothing
+
+
+def test_attach_from_a_new_process(nb_client, thread_worker, nats_server):
+    thread_worker(concurrency=2)
+    sw = nq.sweep(jobs.add, a=[1, 2, 3], b=[10])
+    sw.wait(timeout=30)
+    script = textwrap.dedent(f"""
+        import naq_nb as nq
+        nq.connect({nats_server.url!r})
+        sw = nq.Sweep.attach({sw.id!r})
+        df = sw.to_dataframe()
+        print(len(sw), sw.results(timeout=10), df.status.tolist(), sw.function)
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3 [11, 12, 13] ['succeeded', 'succeeded', 'succeeded'] jobs.add"
+    with pytest.raises(SweepNotFoundError, match="no sweep with id 'feedbeef'"):
+        Sweep.attach("feedbeef")
+
+
+def test_large_sweep_record_is_stored_in_parts(nb_client):
+    grid = [{"a": i, "b": os.urandom(400).hex()} for i in range(3000)]  # ~2.4 MB of incompressible points
+    before = published(nb_client)
+    sw = nq.sweep(jobs.add, grid=grid)  # three publish batches
+    assert published(nb_client) == before + 3000 and len(set(sw.job_ids)) == 3000
+    assert sw._head["parts"] >= 2  # over max_payload: cut into several keys
+    back = Sweep.attach(sw.id)
+    assert back.points == grid and back.job_ids == sw.job_ids
+
+
+def test_cancel_pending_points(nb_client):
+    sw = nq.sweep(jobs.add, a=[1, 2, 3], b=[1])  # no worker: they stay queued
+    df = sw.to_dataframe()
+    assert df.status.tolist() == ["queued"] * 3 and "result" not in df.columns
+    assert sw.cancel() == 3
+    wait_until(sw.done, timeout=10)
+    assert sw.counts() == {"cancelled": 3}
+    assert sw.retry_failed() == 3 and sw.counts() == {"queued": 3}  # cancelled points can be retried
+
+
+async def test_async_forms(nb_client, thread_worker):
+    thread_worker(concurrency=2)
+    sw = await sweep_async(train, lr=[1, 2], depth=[5])
+    assert (await sw) is sw and sw.summary() == "2/2 succeeded"
+    back = await Sweep.attach_async(sw.id)
+    assert [r["score"] for r in back.results()] == [5, 10]
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: nq.sweep(train, grid=[{"lr": 1, "depth": 1}], lr=[1]), ValueError, "either grid"),
+    (lambda: nq.sweep(train), ValueError, "needs parameters"),
+    (lambda: nq.sweep(train, lr=[], depth=[1]), ValueError, "'lr' has no values"),
+    (lambda: nq.sweep(train, lr=0.1, depth=[1]), TypeError, r"'lr' must be a list.*lr=\[0.1\]"),
+    (lambda: nq.sweep(train, lr="abc", depth=[1]), TypeError, "'lr' must be a list"),
+    (lambda: nq.sweep(train, lr={1, 2}, depth=[1]), TypeError, "'lr' must be a list"),
+    (lambda: nq.sweep(train, grid=[]), ValueError, "grid is empty"),
+    (lambda: nq.sweep(train, grid={"lr": [1]}), TypeError, "grid must be a list of dicts"),
+    (lambda: nq.sweep(train, grid=[{"lr": 1, "depth": 1}, 5]), TypeError, r"grid\[1\] must be a dict"),
+    (lambda: nq.sweep(train, grid=[{"lr": 1, "depth": 1}, {"lr": 2}]), ValueError, "same parameters"),
+    (lambda: nq.sweep(train, grid=[{1: 2}]), TypeError, "keyword-argument names"),
+    (lambda: nq.sweep(42, x=[1]), TypeError, "needs a callable"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], options={"queue": "q", "retires": 3}), TypeError,
+     "unknown job option 'retires'; did you mean 'retry'"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], options=["queue"]), TypeError, "options must be a dict"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], options={"job_id": "x"}), ValueError, "name one job"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], options={"queue": "bad queue"}), Exception, "invalid queue"),
+    (lambda: nq.sweep(train, lr=[1, threading.Lock()], depth=[1]), SerializationError, "point 1"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], cache="yes"), TypeError, "cache must be True or False"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], name=3), TypeError, "name must be a string"),
+])
+def test_bad_input_raises_and_submits_nothing(nb_client, call, exc, match):
+    before = published(nb_client)
+    with pytest.raises(exc, match=match):
+        call()
+    assert published(nb_client) == before
+    with pytest.raises(TypeError, match="sweep id"):
+        Sweep.attach(123)
+
+
+def test_unpicklable_function_submits_nothing(nb_client):
+    lock = threading.Lock()
+    before = published(nb_client)
+    with pytest.raises(SerializationError, match="cannot be pickled"):
+        nq.sweep(lambda x: lock, x=[1])
+    assert published(nb_client) == before
+
+
+def labelled(name, cache, x=0):
+    return f"{name}-{cache}-{x}"
+
+
+def test_function_parameters_never_collide_with_sweep_options(nb_client, thread_worker):
+    """Row 11: a function taking `name` / `cache` gets them as swept parameters."""
+    thread_worker()
+    sw = nq.sweep(labelled, name=["a", "b"], cache=[1])
+    assert sw.results(timeout=30) == ["a-1-0", "b-1-0"] and sw.name == "labelled"
+    sw2 = nq.sweep.options(name="my run", cache=False, queue="default", timeout=30)(labelled, name=["c"],
+                                                                                    cache=[2], x=[5])
+    assert sw2.results(timeout=30) == ["c-2-5"] and sw2.name == "my run"
+    assert sw2._options.timeout == 30
+    # the old spelling still works for functions without such parameters
+    sw3 = nq.sweep(jobs.add, a=[1], b=[2], name="old style", options={"timeout": 20})
+    assert sw3.results(timeout=30) == [3] and sw3.name == "old style"
+    with pytest.raises(TypeError, match="unknown job option 'timeot'"):
+        nq.sweep.options(timeot=3)
+    with pytest.raises(TypeError, match="parameter called name"):
+        nq.sweep(jobs.add, a=[1], b=[2], name=["x"])

@@ -1,0 +1,116 @@
+"""Worker lifecycle: heartbeats, graceful and immediate stops, stepping its loops by hand."""
+
+import asyncio
+import signal
+
+from naq_nb.core.queue import Queue
+from naq_nb.core.registry import list_workers
+from naq_nb.core.results import wait_for_result
+
+import jobs
+from helpers import worker_process
+
+
+async def _until(cond, timeout=15.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if await cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_heartbeat_record_and_removal_on_stop(broker, start_worker):
+    w = await start_worker(["default", "other"], concurrency=3, name="box1")
+    [rec] = await list_workers(broker)
+    assert rec["id"] == w.worker_id and rec["queues"] == ["default", "other"] and rec["concurrency"] == 3
+    assert rec["state"] == "idle" and rec["heartbeat_age"] < 5 and rec["name"] == "box1"
+    w.request_stop()
+    await _until(lambda: _no_workers(broker))
+
+
+async def _no_workers(broker):
+    return await list_workers(broker) == []
+
+
+async def test_sigterm_lets_running_job_finish(broker, nats_server, tmp_path):
+    runs = tmp_path / "runs"
+    proc = worker_process(nats_server.url, "-c", "2", "--grace-period", "20")
+    try:
+        await _until(lambda: _has_workers(broker))
+        j = await Queue(broker).enqueue(jobs.mark, str(runs), "slow", 1.5)
+        await _until(lambda: _exists(runs))
+        proc.send_signal(signal.SIGTERM)
+        assert (await wait_for_result(broker, j.job_id, 20)).unwrap() == "slow"
+        assert await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_second_signal_stops_at_once_and_hands_job_back(broker, nats_server, start_worker, tmp_path):
+    runs = tmp_path / "runs"
+    proc = worker_process(nats_server.url, "-c", "2", "--grace-period", "60")
+    try:
+        await _until(lambda: _has_workers(broker))
+        await Queue(broker).enqueue(jobs.mark, str(runs), "long", 8)
+        await _until(lambda: _lines(runs, 1))
+        proc.send_signal(signal.SIGTERM)
+        # Two signals sent back to back coalesce into one; send the second once the first is seen.
+        await asyncio.get_running_loop().run_in_executor(None, _read_until, proc, "stopping gracefully")
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
+        assert rc == 0, "the second signal ends the worker at once, not after the 60 s grace period"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Handed back with a nak (not left to the ack wait): another worker starts it right away.
+    await start_worker()
+    await _until(lambda: _lines(runs, 2), timeout=10)
+
+
+def _read_until(proc, text):
+    for line in proc.stdout:
+        if text in line.decode(errors="replace"):
+            return
+    raise AssertionError(f"worker exited without printing {text!r}")
+
+
+async def _lines(path, n):
+    return path.exists() and len(path.read_text().split()) >= n
+
+
+async def _has_workers(broker):
+    return bool(await list_workers(broker))
+
+
+async def _exists(path):
+    return path.exists()
+
+
+async def _running(broker, job_id):
+    from naq_nb.core.queue import get_status
+    try:
+        return (await get_status(broker, job_id))["status"] == "running"
+    except Exception:
+        return False
+
+
+async def test_loops_step_with_an_injected_clock(broker, settings):
+    from naq_nb.core.worker import Worker
+    now = [1000.0]
+    w = Worker("default", settings=settings, concurrency=2, clock=lambda: now[0])
+    await w.start()
+    try:
+        feed = w._feeds["default"]
+        assert feed.credit == 4, "free slots plus prefetch are requested at start"
+        now[0] += 60  # far past the request's expiry: the feed forgets it and asks again
+        await w.pull_once(now[0])
+        assert feed.credit == 4 and feed._current[0] == "2"
+        await w.heartbeat_once(now[0])
+        assert w._last_heartbeat == now[0]
+        await w.keepalive_once(now[0])
+        assert w._last_keepalive == now[0]
+    finally:
+        await w.shutdown()

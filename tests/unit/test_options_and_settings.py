@@ -1,0 +1,65 @@
+"""Retry policies, job options, settings and naq's environment variables: checked without a server."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from naq_nb.core.errors import ConfigurationError
+from naq_nb.core.job import JobOptions
+from naq_nb.core.retry import RetryPolicy
+from naq_nb.core.settings import Settings
+
+
+def test_backoff_kinds():
+    assert [RetryPolicy(5, "fixed", 2).delay_for(n) for n in (1, 2, 3)] == [2, 2, 2]
+    assert [RetryPolicy(5, "linear", 2).delay_for(n) for n in (1, 2, 3)] == [2, 4, 6]
+    assert [RetryPolicy(5, "exponential", 1, max_delay=3).delay_for(n) for n in (1, 2, 3)] == [1, 2, 3]
+    assert [RetryPolicy(5, (1, 5)).delay_for(n) for n in (1, 2, 3)] == [1, 5, 5]
+    d = RetryPolicy(5, "fixed", 10, jitter=0.5).delay_for(1)
+    assert 5 <= d <= 15
+
+def test_retry_policy_ignore_on_unit():
+    p = RetryPolicy(max_retries=3, retry_on=(Exception,), ignore_on=("ValueError",))
+    assert not p.should_retry(1, ["naq_nb.SomeError", "ValueError"])   # a subclass of ValueError
+    assert p.should_retry(1, ["ConnectionError", "OSError", "Exception"])
+    assert RetryPolicy.from_dict(p.to_dict()) == p
+    with pytest.raises(ConfigurationError, match="ignore_on"):
+        RetryPolicy(ignore_on=(42,))
+
+def test_unknown_option_raises_with_suggestion():
+    with pytest.raises(TypeError, match="unknown job option 'timout'.*did you mean 'timeout'"):
+        JobOptions.build(timout=3)
+
+def test_bad_settings_values():
+    with pytest.raises(ValueError, match="NAQ_ACK_WAIT='soon'"):
+        Settings.from_env(environ={"NAQ_ACK_WAIT": "soon"})
+    with pytest.raises(ValueError, match="'pickle' or 'json'"):
+        Settings.from_env(environ={"NAQ_JOB_SERIALIZER": "yaml"})
+
+def test_naq_env_vars_are_aliases():
+    env = {"NAQ_DEFAULT_RESULT_TTL": "11", "NAQ_SCHEDULER_LOCK_TTL": "12", "NAQ_WORKER_HEARTBEAT_INTERVAL": "2",
+           "NAQ_JOB_STATUS_TTL": "13", "NAQ_DEFAULT_ACK_WAIT": "14"}
+    s = Settings.from_env(env)
+    assert (s.result_ttl, s.leader_ttl, s.heartbeat_interval, s.status_ttl, s.ack_wait) == (11, 12, 2, 13, 14)
+    with pytest.warns(UserWarning, match="NAQ_DEFAULT_ACK_WAIT.*using NAQ_ACK_WAIT"):
+        s = Settings.from_env({**env, "NAQ_ACK_WAIT": "15"})
+    assert s.ack_wait == 15
+    with pytest.raises(ValueError, match="NAQ_JOB_STATUS_TTL='a week'"):
+        Settings.from_env({"NAQ_JOB_STATUS_TTL": "a week"})
+    with pytest.warns(UserWarning, match="NAQ_ACK_WAIT_PER_QUEUE.*no effect"):
+        Settings.from_env({"NAQ_ACK_WAIT_PER_QUEUE": '{"a": 5}'})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # the same value twice is no conflict
+        assert Settings.from_env({"NAQ_ACK_WAIT": "15", "NAQ_DEFAULT_ACK_WAIT": "15"}).ack_wait == 15
+
+def test_naq_log_level_variable(monkeypatch):
+    import logging
+    from naq_nb.cli.main import log_level
+    monkeypatch.setenv("NAQ_LOG_LEVEL", "debug")
+    assert log_level(None) == logging.DEBUG and log_level("ERROR") == logging.ERROR
+    assert log_level("TRACE") == logging.DEBUG
+    monkeypatch.setenv("NAQ_LOG_LEVEL", "loud")
+    with pytest.raises(ValueError, match="NAQ_LOG_LEVEL"):
+        log_level(None)

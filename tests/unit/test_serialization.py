@@ -1,0 +1,73 @@
+"""Signed records and JSON mode's allow-list, and settings that never show a secret."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from naq_nb.core.errors import SerializationError, SignatureError
+from naq_nb.core.serialization import JsonSerializer, pack_record, seal_record
+from naq_nb.core.settings import Settings
+
+import sec_jobs
+
+KEY = b"k-2026-new"
+SECRET = "hunter2-very-secret"
+
+
+def test_signature_binds_every_part():
+    from naq_nb.core.serialization import open_record, sign_job, verify_job
+    sig = sign_job(KEY, "j1", '{"id":"j1"}', b"body")
+    verify_job((b"old", KEY), "j1", '{"id":"j1"}', b"body", sig)
+    for args in (("j2", '{"id":"j1"}', b"body"), ("j1", '{"id":"j2"}', b"body"), ("j1", '{"id":"j1"}', b"bodx")):
+        with pytest.raises(SignatureError):
+            verify_job(KEY, *args, sig)
+    rec = seal_record(pack_record({"status": "succeeded"}, b"v"), "j1", KEY)
+    assert open_record(rec, "j1", KEY) == ({"status": "succeeded", "sig": json.loads(rec.split(b"\n")[0])["sig"]}, b"v")
+    tampered = rec.replace(b'"succeeded"', b'"failed"   ')
+    with pytest.raises(SignatureError):
+        open_record(tampered, "j1", KEY)
+
+def _json_call(path: str, *args) -> bytes:
+    return json.dumps({"func": path, "args": list(args), "kwargs": {}}).encode()
+
+def test_json_without_allow_list_refuses_stdlib_and_says_what_it_allows(tmp_path, caplog):
+    import naq_nb.core.serialization as ser_mod
+    ser_mod._warned = False
+    marker = tmp_path / "pwned"
+    ser = JsonSerializer()
+    with caplog.at_level("WARNING", logger="naq_nb"):
+        for path in ("os:system", "subprocess:call", "builtins:eval", "naq_nb.cli.main:main", "posix:system"):
+            with pytest.raises(SerializationError, match="not allowed"):
+                ser.loads_call(_json_call(path, f"touch {marker}"))
+        fn, args, _ = ser.loads_call(_json_call("sec_jobs:touch", str(marker)))
+    assert fn is sec_jobs.touch and not marker.exists()
+    warnings = [r for r in caplog.records if "NAQ_JSON_ALLOWED" in r.getMessage()]
+    assert len(warnings) == 1 and "standard library" in warnings[0].getMessage()
+    with pytest.raises(SerializationError, match="not allowed"):
+        ser.loads_call(_json_call("sec_jobs:system", f"touch {marker}"))  # imported from os, not defined there
+
+def test_json_allow_list_has_no_attribute_walking(tmp_path):
+    marker = tmp_path / "pwned"
+    mod_entry = JsonSerializer(("sec_jobs",))
+    for path in ("sec_jobs:os.system", "sec_jobs.os:system", "sec_jobs:system", "sec_jobs:Path.touch", "os:system"):
+        with pytest.raises(SerializationError, match="not allowed"):
+            mod_entry.loads_call(_json_call(path, f"touch {marker}"))
+    assert mod_entry.loads_call(_json_call("sec_jobs:touch", "x"))[0] is sec_jobs.touch
+    exact = JsonSerializer(("sec_jobs:append_line",))
+    assert exact.loads_call(_json_call("sec_jobs:append_line", "x"))[0] is sec_jobs.append_line
+    with pytest.raises(SerializationError, match="not allowed"):
+        exact.loads_call(_json_call("sec_jobs:touch", "x"))
+    with pytest.raises(SerializationError, match="must be 'package.module'"):
+        JsonSerializer(("sec_jobs:os.system",))
+    with pytest.raises(SerializationError, match="not allowed"):  # refused at enqueue too
+        exact.dumps_call(sec_jobs.touch, ("x",), {})
+    assert not marker.exists()
+
+def test_settings_repr_hides_keys_passwords_and_url_credentials():
+    s = Settings.from_env(environ={"NAQ_SIGNING_KEY": SECRET, "NAQ_SIGNING_KEYS": f"{SECRET}x,{SECRET}y",
+                                   "NAQ_NATS_URL": f"nats://alice:{SECRET}@h1:4222,nats://{SECRET}@h2:4222"},
+                          nats_options={"password": SECRET, "token": SECRET, "name": "visible"})
+    text = repr(s)
+    assert SECRET not in text and "visible" in text and "h1:4222" in text and "h2:4222" in text
