@@ -12,12 +12,9 @@ does that.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .status import JobStatus
-
-if TYPE_CHECKING:
-    from .job import JobOptions
 
 __all__ = ["NaqJobView", "register_readers"]
 
@@ -52,7 +49,8 @@ class _StaticOrBound:
 class NaqJobView:
     """Mixed into :class:`naq_nb.core.job.Job`."""
 
-    options: JobOptions  # the Job dataclass's field (declared here for the type checker only)
+    # The Job dataclass's JobOptions field, declared for the type checker; Any, because job.py imports this module.
+    options: Any
 
     fetch_result = _StaticOrBound("fetch")
     fetch_result_sync = _StaticOrBound("fetch_sync")
