@@ -67,7 +67,7 @@ def _workers(args: argparse.Namespace) -> int:
 def _jobs(args: argparse.Namespace) -> int:
     async def run(b: Broker) -> list[dict[str, Any]]:
         if args.job_id:
-            return [await get_status(b, args.job_id)]
+            return [dict(await get_status(b, args.job_id))]  # a row for the table
         from ..core.depths import queue_depths
         # Every queue with jobs, served or not (a queue nobody serves is the one to notice).
         served: dict[str, int] = {}

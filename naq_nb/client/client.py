@@ -35,6 +35,7 @@ from ..core.records import ResultRecord
 from ..core.registry import WorkerRecord, list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
+from ..core.status import StatusRecord
 from .loop import (any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync,
                    sweep_closed_loops)
 from .stores import Stores
@@ -218,7 +219,7 @@ class Client:
 
     @on_loop
     @any_loop
-    async def status(self, job_id: str) -> dict:
+    async def status(self, job_id: str) -> StatusRecord:
         """The job's status record (raises JobNotFoundError)."""
         await self._stores.settled(job_id)
         return await get_status(await self.broker_here(), job_id)

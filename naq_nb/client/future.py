@@ -51,7 +51,7 @@ class JobFuture(concurrent.futures.Future):
         self.job_id = validate_job_id(job_id)
         self.client = client
         self.job = job
-        self._record: dict = {}
+        self._record: StatusRecord = {}
         self._listeners: list[Callable[["JobFuture"], None]] = []
 
     # --- creation -------------------------------------------------------------
@@ -235,7 +235,7 @@ class JobFuture(concurrent.futures.Future):
         return unsubscribe
 
     # --- called by the watch on the loop thread ------------------------------------
-    def _apply_status(self, rec: dict) -> None:
+    def _apply_status(self, rec: StatusRecord) -> None:
         status = rec.get("status")
         if self.done() and status not in TERMINAL_VALUES:
             return  # a stale record dispatched after the result
@@ -247,8 +247,8 @@ class JobFuture(concurrent.futures.Future):
     def _apply_result(self, res: ResultRecord) -> None:
         meta = res.meta
         if self._record.get("status") not in TERMINAL_VALUES:
-            extra = {k: meta[k] for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
-                     if meta.get(k) is not None}
+            extra: dict[str, Any] = {k: meta[k] for k in ("finished_at", "error", "traceback", "worker", "attempts",
+                                                          "started_at") if meta.get(k) is not None}
             self._record = with_status(self._record, res.status, **extra)
         try:
             if res.status == JobStatus.CANCELLED.value:
@@ -287,7 +287,7 @@ class JobFuture(concurrent.futures.Future):
 
     def _repr_html_(self) -> str:
         r = self._record
-        rows = [("job", self.job_id), ("function", self.name), ("status", self.status),
+        rows: list[tuple[str, Any]] = [("job", self.job_id), ("function", self.name), ("status", self.status),
                 ("queue", r.get("queue") or (self.job.queue_name if self.job else "")),
                 ("attempts", r.get("attempts", "")), ("worker", r.get("worker") or "")]
         d = self.duration

@@ -68,7 +68,7 @@ def blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     exception; the form is named by :func:`blocking_name`.
     """
     if isinstance(fn, (classmethod, staticmethod)):
-        return type(fn)(blocking(fn.__func__))  # type: ignore[return-value]
+        return type(fn)(blocking(fn.__func__))
     name = blocking_name(fn.__name__)
     run = getattr(fn, "__naq_on_loop_of__", fn)  # run_sync already puts it on the loop: skip the hop
 

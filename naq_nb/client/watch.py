@@ -31,7 +31,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from ..core import blobs
 from ..core.errors import SerializationError
 from ..core.records import ResultRecord
-from ..core.status import decode_status
+from ..core.status import StatusRecord, decode_status
 from ..core.results import decode_result, get_result
 from .loop import run_async
 from .twins import blocking
@@ -48,7 +48,7 @@ class JobFuture(Protocol):
     job_id: str
 
     def done(self) -> bool: ...
-    def _apply_status(self, rec: dict) -> None: ...
+    def _apply_status(self, rec: StatusRecord) -> None: ...
     def _apply_result(self, rec: ResultRecord) -> None: ...
 
 

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .status import StatusRecord
+
 __all__ = ["JobContext", "current_job", "progress", "log", "echo_line"]
 
 _current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar("naq_job", default=None)
@@ -34,7 +36,8 @@ class JobContext:
     logs: list[str] = field(default_factory=list)
     max_log_lines: int = 200
     on_line: Callable[[str, str], None] | None = None  # (job id, line): echo output to the worker's terminal
-    record: dict[str, Any] = field(default_factory=dict)  # the runner's current status record, which flushes update
+    # The runner's current status record, which flushes update.
+    record: StatusRecord = field(default_factory=lambda: StatusRecord())
     _scheduled: bool = False
     _closed: bool = False
     _last: float = 0.0
@@ -82,7 +85,7 @@ class JobContext:
         except Exception:
             pass  # progress is best effort; the job goes on
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"progress": self.progress_done, "total": self.progress_total, "message": self.message,
                     "logs": list(self.logs[-50:])}

@@ -36,7 +36,7 @@ from .job import JobStatus
 from .layout import msg_delete_api_subject
 from .records import encode_failure, exception_type_names
 from .serialization import pack_record
-from .status import TERMINAL_VALUES, decode_status, encode_status, first_record, with_status
+from .status import TERMINAL_VALUES, StatusRecord, decode_status, encode_status, first_record, with_status
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -69,7 +69,7 @@ def _verdict(deps: list[str], statuses: list[str | None]) -> tuple[str, str, str
     return ("wait", waiting, "") if waiting else ("ready", "", "")
 
 
-async def _status_entry(b: "Broker", job_id: str) -> tuple[dict | None, int]:
+async def _status_entry(b: "Broker", job_id: str) -> tuple[StatusRecord | None, int]:
     kv = await b.kv(b.layout.status_bucket)
     try:
         entry = await kv.get(job_id)
@@ -287,7 +287,7 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
     return nxt
 
 
-async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: dict, rev: int) -> None:
+async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, rev: int) -> None:
     lay = b.layout
     hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"rel-{meta.job_id}-{raw.seq}"}
     await b.publish(lay.queue_subject(meta.queue), raw.data or b"", headers=hdrs,
@@ -299,7 +299,8 @@ async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: dict,
         pass  # moved on meanwhile (a worker already runs it, or another release got here first)
 
 
-async def _fail_parked(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: dict, dep: str, why: str) -> None:
+async def _fail_parked(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, dep: str,
+                       why: str) -> None:
     """Dead-letter a parked job whose dependency failed: failed entry, status, then result (create-only)."""
     lay, jid = b.layout, meta.job_id
     exc = DependencyFailedError(f"job {jid} depends on job {dep}, which {why}")

@@ -61,6 +61,18 @@ class KeptProcess:
         self.proc.wait()
 
     @property
+    def pid(self) -> int:
+        """The child's process id (it has one once :meth:`start` returned)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.thread.name}: not started")
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit code; None while it runs (or before it started)."""
+        return None if self.proc is None else self.proc.returncode
+
+    @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

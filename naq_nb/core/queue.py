@@ -290,7 +290,7 @@ async def _same_call(b: Broker, job: Job, body: bytes) -> bool:
         return False  # claimed, but its first enqueue never got through: publish it now
 
 
-async def get_status(broker: Broker, job_id: str) -> dict:
+async def get_status(broker: Broker, job_id: str) -> StatusRecord:
     """The job's status record, or :class:`JobNotFoundError`."""
     validate_job_id(job_id)
     kv = await broker.kv(broker.layout.status_bucket)

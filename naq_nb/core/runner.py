@@ -41,6 +41,7 @@ from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
 from .records import encode_failure, encode_result
+from .registry import WorkerRecord
 from .status import StatusRecord, decode_status, encode_status, status_record, with_status
 from .results import get_result
 from .serialization import pack_record, seal_record
@@ -157,14 +158,15 @@ class JobRunner:
                             enqueued_at=m.enqueued_at, attempts=d.delivered, failures=prev.get("failures", 0),
                             lost=prev.get("lost", 0), worker=self.worker_id, depends_on=list(m.options.depends_on),
                             seq=d.msg.metadata.sequence.stream)
+        more: dict[str, Any] = {}  # merged over the head in this order (a later source wins)
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
-            rec.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
+            more.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
         if d.record:
-            rec.update({k: v for k, v in d.record.items() if k in ("started_at", "progress", "total", "message")})
+            more.update({k: v for k, v in d.record.items() if k in ("started_at", "progress", "total", "message")})
         if d.ctx is not None and status.is_terminal:
-            rec.update({k: v for k, v in d.ctx.snapshot().items() if v is not None})
-        rec.update(extra)
-        return rec
+            more.update({k: v for k, v in d.ctx.snapshot().items() if v is not None})
+        more.update(extra)
+        return with_status(rec, status, **more)
 
     async def _already_ended(self, d: Delivery) -> bool:
         """On a redelivery: learn failures and lost runs, and skip jobs that already have a result."""
@@ -211,8 +213,8 @@ class JobRunner:
     async def _alive(self, worker_id: str) -> bool:
         kv = await self.b.kv(self.lay.workers_bucket)
         try:
-            rec = decode_status((await kv.get(worker_id)).value or b"")
-        except (KeyNotFoundError, SerializationError):
+            rec: WorkerRecord = json.loads((await kv.get(worker_id)).value or b"")  # a heartbeat, not a status
+        except (KeyNotFoundError, ValueError):
             return False
         return time.time() - rec.get("heartbeat_at", 0) < self.live_after
 
@@ -310,7 +312,7 @@ class JobRunner:
             if exc.err_code != _WRONG_LAST_SEQ:
                 raise
 
-    async def _commit(self, d: Delivery, result: bytes, rec: dict) -> None:
+    async def _commit(self, d: Delivery, result: bytes, rec: StatusRecord) -> None:
         """Status, then result (create-only, acked), then the message ack.
 
         The status mirror goes out first without a round trip of its own: on one
@@ -350,7 +352,7 @@ class JobRunner:
             if self.dependents is not None:
                 self.dependents.released(jid)
 
-    async def _store_result(self, jid: str, result: bytes, rec: dict) -> None:
+    async def _store_result(self, jid: str, result: bytes, rec: StatusRecord) -> None:
         await self._status_nowait(jid, rec)
         res_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
                                              headers=dict(_CREATE_ONLY))
@@ -366,16 +368,16 @@ class JobRunner:
             else:
                 await self._write_over_marker(jid, result)
 
-    async def _status(self, job_id: str, rec: dict) -> None:
+    async def _status(self, job_id: str, rec: StatusRecord) -> None:
         await self.b.js.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
 
-    async def _status_nowait(self, job_id: str, rec: dict) -> None:
+    async def _status_nowait(self, job_id: str, rec: StatusRecord) -> None:
         # Intermediate states go out without waiting for the ack: the final state is acked.
         await self.b.nc.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
 
     async def _running_late(self, d: Delivery) -> None:
         """The deferred "running" record (once; never after the job ended: its final status may be out)."""
-        if d.running_written or d.ended:
+        if d.running_written or d.ended or d.ctx is None:  # (ctx is set before this can be scheduled)
             return
         d.running_written = True
         try:
@@ -384,10 +386,9 @@ class JobRunner:
             log.warning("job %s: cannot record it running: %s", d.meta.job_id, exc)
 
     async def _flush_progress(self, ctx: JobContext) -> None:
-        rec = dict(ctx.record)
-        if rec.get("status") != JobStatus.RUNNING.value:
+        if ctx.record.get("status") != JobStatus.RUNNING.value:
             return
-        rec.update(ctx.snapshot())
+        rec = with_status(ctx.record, JobStatus.RUNNING, **ctx.snapshot())  # a copy: d.record stays as it was
         ctx.record = rec
         await self._status_nowait(ctx.job_id, rec)
 

@@ -75,8 +75,11 @@ class StatusRecord(TypedDict, total=False):
     progress: float
     total: float | None
     message: str | None
+    logs: list[str]            # the job's last output lines
     error: str | None
     traceback: str
+    retry_at: float            # retrying: when the next attempt is due
+    handed_back_at: float      # queued again by a stopping worker
 
 
 def initial_status(depends_on: Iterable[str]) -> JobStatus:

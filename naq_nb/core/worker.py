@@ -271,7 +271,7 @@ class Worker:
         try:
             await d.msg.nak()
         except nats.errors.Error as exc:  # not nak'ed: JetStream redelivers it after ack_wait anyway
-            log.debug("nak of job %s failed: %s", d.meta.job_id if d.meta else "?", exc)
+            log.debug("nak of job %s failed: %s", d.meta.job_id, exc)  # a Delivery always has its meta
 
     # --- the loops -------------------------------------------------------
     async def _every(self, interval: float, step: Callable[[float], Awaitable[None]]) -> None:

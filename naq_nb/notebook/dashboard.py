@@ -36,7 +36,7 @@ import logging
 import math
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from nats.js.kv import KV_DEL, KV_PURGE
 
@@ -338,7 +338,7 @@ class Dashboard:
             self._failed_stale = True  # someone requeued a failed job (maybe another client)
         self._poke()
 
-    def _track_job(self, rec: dict) -> None:
+    def _track_job(self, rec: Mapping[str, Any]) -> None:
         """Recent jobs (for the list and the task stream) and each worker's running set."""
         jid, status = rec["id"], rec["status"]
         entry = self._recent.pop(jid, None) or {}

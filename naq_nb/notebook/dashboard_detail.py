@@ -10,12 +10,13 @@ from ..client.client import Client
 from ..core.errors import JobNotFoundError
 from ..core.queue import get_status
 from ..core.results import get_result
+from ..core.status import StatusRecord
 from .fmt import clock_text, duration_text
 
 __all__ = ["fetch_detail", "detail_html"]
 
 
-async def fetch_detail(client: Client, job_id: str) -> tuple[dict, str]:
+async def fetch_detail(client: Client, job_id: str) -> tuple[StatusRecord, str]:
     """The job's status record and the worker's traceback (from its result, when it failed)."""
     b = await client.broker()
     try:

@@ -296,7 +296,7 @@ class LocalCluster:
                     "--name", f"local-{i}", "--grace-period", "5", "--execution", self.execution]
             proc = KeptProcess(argv, log_dir / f"worker-{i}.log", name=f"naq-local-proc-{i}", env=env)
             self._procs.append(proc.start())
-        run_sync(self._wait_for_workers({p.proc.pid for p in self._procs}, timeout))
+        run_sync(self._wait_for_workers({p.pid for p in self._procs}, timeout))
 
     async def _wait_for_workers(self, pids: set[int], timeout: float) -> None:
         """Wait (pushed by a watch on the workers bucket) until every process has sent a heartbeat."""
@@ -311,7 +311,7 @@ class LocalCluster:
             while seen < pids:
                 dead = [p for p in self._procs if not p.alive]
                 if dead:
-                    raise NaqException(f"local worker process exited at start (code {dead[0].proc.returncode}):\n"
+                    raise NaqException(f"local worker process exited at start (code {dead[0].returncode}):\n"
                                        + "\n".join(dead[0].log_tail(8)))
                 if time.monotonic() > deadline:
                     raise NaqException(f"local worker processes did not start within {timeout:g}s")
