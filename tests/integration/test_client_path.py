@@ -139,7 +139,7 @@ async def test_results_read_back_on_the_callers_loop(client, start_worker):
 
 # --- failures to store are never silent ----------------------------------------------------
 @pytest.fixture
-def frozen(nats_server):
+def frozen(own_nats_server, nats_server):
     """``freeze()`` SIGSTOPs the server: connections stay up, nothing is acknowledged."""
     pid = nats_server.proc.pid
     stopped = []
@@ -215,7 +215,7 @@ def test_the_window_bounds_enqueues_in_flight(client, frozen, monkeypatch):
     assert 0 < most <= 5
 
 
-def test_enqueues_while_the_server_is_killed_are_stored_or_reported(client, nats_server):
+def test_enqueues_while_the_server_is_killed_are_stored_or_reported(client, own_nats_server, nats_server):
     """kill -9 mid-way: every enqueue that returned is either stored or reported (its handle
     raises JobNotStoredError); none is silently missing after the restart."""
     q = Queue("nobody", client=client)
