@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 demo: venv            ## the main job, end to end, on an embedded nats-server
 	$(PY) examples/demo.py
 
-lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbear), then mypy ([tool.mypy] in pyproject.toml)
+lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbear; formatted as ruff format does), then mypy ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/ruff check naq_nb
+	$(VENV)/bin/ruff format --check naq_nb
 	$(PY) -m mypy
 
 test: venv            ## the whole suite (tests/unit, tests/integration), against real nats-server processes

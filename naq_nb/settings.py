@@ -30,8 +30,10 @@ _FROM_SETTINGS = {
 def __getattr__(name: str) -> Any:
     if name in _FROM_SETTINGS:
         from .core.settings import Settings
+
         return getattr(Settings.from_env(), _FROM_SETTINGS[name])
     if name == "LOG_LEVEL":
         import os
+
         return os.environ.get("NAQ_LOG_LEVEL", "INFO").upper()
     raise AttributeError(f"module 'naq_nb.settings' has no attribute {name!r}")

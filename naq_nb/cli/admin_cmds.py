@@ -50,6 +50,7 @@ def _purge(args: argparse.Namespace) -> int:
         for name in args.queues or [b.settings.default_queue]:
             n = await Queue(b, name).purge()
             print(f"purged {n} job(s) from queue {name!r}")
+
     with_broker(args, run)
     return 0
 
@@ -69,14 +70,19 @@ def _jobs(args: argparse.Namespace) -> int:
         if args.job_id:
             return [dict(await get_status(b, args.job_id))]  # a row for the table
         from ..core.depths import queue_depths
+
         # Every queue with jobs, served or not (a queue nobody serves is the one to notice).
         served: dict[str, int] = {}
         for w in await list_workers(b):
             for q in w.get("queues", []):
                 served[q] = served.get(q, 0) + 1
         depths = await queue_depths(b, args.queues or [b.settings.default_queue, *served])
-        return [{"queue": q, "queued": d["queued"], "at_workers": d["held"], "workers": served.get(q, 0)}
-                for q, d in depths.items() if not args.queues or q in args.queues]
+        return [
+            {"queue": q, "queued": d["queued"], "at_workers": d["held"], "workers": served.get(q, 0)}
+            for q, d in depths.items()
+            if not args.queues or q in args.queues
+        ]
+
     rows = with_broker(args, run)
     if args.job_id:
         for k, v in rows[0].items():
@@ -103,6 +109,7 @@ def _failed(args: argparse.Namespace) -> int:
         if args.all:
             refs += [e["seq"] for e in await list_failed(b, args.queue) if e["requeueable"]]
         return [await requeue_failed(b, r) for r in refs]
+
     out = with_broker(args, run)
     if args.action == "requeue":
         for jid in out:

@@ -13,8 +13,20 @@ from ..core.layout import JOB_ID_RE, QUEUE_NAME_RE
 from ..core.settings import Settings
 from .errors import UsageError
 
-__all__ = ["OneLineParser", "add_url", "with_broker", "print_table", "settings_from", "UsageError", "port_number",
-           "positive_int", "positive_seconds", "queue_name", "job_id", "utc_time"]
+__all__ = [
+    "OneLineParser",
+    "add_url",
+    "with_broker",
+    "print_table",
+    "settings_from",
+    "UsageError",
+    "port_number",
+    "positive_int",
+    "positive_seconds",
+    "queue_name",
+    "job_id",
+    "utc_time",
+]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,9 +42,13 @@ def add_url(p: argparse.ArgumentParser) -> None:
     User/password or a token go in the URL (``nats://user:pass@host:4222``);
     the same options can come from ``NAQ_NATS_CREDS`` / ``NAQ_TLS_*``.
     """
-    p.add_argument("--nats-url", "-u", default=None,
-                   help="NATS URL (default: $NAQ_NATS_URL or nats://127.0.0.1:4222); user/password or token "
-                        "go in it: nats://user:pass@host:4222")
+    p.add_argument(
+        "--nats-url",
+        "-u",
+        default=None,
+        help="NATS URL (default: $NAQ_NATS_URL or nats://127.0.0.1:4222); user/password or token "
+        "go in it: nats://user:pass@host:4222",
+    )
     p.add_argument("--creds", default=None, help="NATS credentials file (JWT + NKey seed)")
     p.add_argument("--tls-ca", default=None, help="CA certificate file that signed the server's certificate")
     p.add_argument("--tls-cert", default=None, help="client certificate file (mutual TLS, with --tls-key)")
@@ -42,9 +58,13 @@ def add_url(p: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment and the connection options; bad values end as :class:`UsageError`."""
     try:
-        return Settings.from_env(nats_url=getattr(args, "nats_url", None), creds=getattr(args, "creds", None),
-                                 tls_ca=getattr(args, "tls_ca", None), tls_cert=getattr(args, "tls_cert", None),
-                                 tls_key=getattr(args, "tls_key", None))
+        return Settings.from_env(
+            nats_url=getattr(args, "nats_url", None),
+            creds=getattr(args, "creds", None),
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+        )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -58,10 +78,12 @@ def with_broker(args: argparse.Namespace, fn: Callable[[Broker], Awaitable[Any]]
             return await fn(b)
         finally:
             await b.close()
+
     return asyncio.run(_run())
 
 
 # --- argument types: argparse turns their ArgumentTypeError into one line and exit code 2 ---------
+
 
 def port_number(text: str) -> int:
     """A TCP port 0-65535 (0: a free one)."""

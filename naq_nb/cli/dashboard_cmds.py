@@ -39,14 +39,24 @@ _START_TIMEOUT = 90.0
 
 def register(sub: argparse._SubParsersAction) -> None:
     # As in naq, -h is the host and -p the port (so only --help asks for help here).
-    p = sub.add_parser("dashboard", add_help=False,
-                       help="serve the live dashboard (queues, workers, schedules, failed) via Voilà")
+    p = sub.add_parser(
+        "dashboard", add_help=False, help="serve the live dashboard (queues, workers, schedules, failed) via Voilà"
+    )
     p.add_argument("--help", action="help", help="show this help message and exit")
-    p.add_argument("--port", "-p", type=_port, default=os.environ.get("NAQ_DASHBOARD_PORT") or None,
-                   help="port of the page (default: $NAQ_DASHBOARD_PORT, else a free one)")
+    p.add_argument(
+        "--port",
+        "-p",
+        type=_port,
+        default=os.environ.get("NAQ_DASHBOARD_PORT") or None,
+        help="port of the page (default: $NAQ_DASHBOARD_PORT, else a free one)",
+    )
     add_url(p)
-    p.add_argument("--host", "-h", default=os.environ.get("NAQ_DASHBOARD_HOST") or "127.0.0.1",
-                   help="address to listen on (default: $NAQ_DASHBOARD_HOST, else 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        "-h",
+        default=os.environ.get("NAQ_DASHBOARD_HOST") or "127.0.0.1",
+        help="address to listen on (default: $NAQ_DASHBOARD_HOST, else 127.0.0.1)",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the URL")
     p.set_defaults(func=_dashboard)
 
@@ -78,10 +88,15 @@ def write_dashboard_notebook(folder: str | os.PathLike, nats_url: str | None = N
     """
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
+
     source = "import naq_nb as nq\nnq.connect()  # NAQ_NATS_URL etc. come from the environment\nnq.dashboard()"
-    nb = new_notebook(cells=[new_code_cell(source)], metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"}})
+    nb = new_notebook(
+        cells=[new_code_cell(source)],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
     path = Path(folder) / "naq-dashboard.ipynb"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
@@ -93,8 +108,12 @@ def write_dashboard_notebook(folder: str | os.PathLike, nats_url: str | None = N
 def voila_env(settings: Settings) -> dict[str, str]:
     """The environment of the Voilà process: the connection settings its kernel reads."""
     env = {**os.environ, "NAQ_NATS_URL": settings.nats_url}
-    for var, value in (("NAQ_NATS_CREDS", settings.creds), ("NAQ_TLS_CA", settings.tls_ca),
-                       ("NAQ_TLS_CERT", settings.tls_cert), ("NAQ_TLS_KEY", settings.tls_key)):
+    for var, value in (
+        ("NAQ_NATS_CREDS", settings.creds),
+        ("NAQ_TLS_CA", settings.tls_ca),
+        ("NAQ_TLS_CERT", settings.tls_cert),
+        ("NAQ_TLS_KEY", settings.tls_key),
+    ):
         if value:
             env[var] = os.path.abspath(value)
     return env
@@ -102,8 +121,18 @@ def voila_env(settings: Settings) -> dict[str, str]:
 
 def voila_command(notebook: Path, host: str, port: int) -> list[str]:
     """The Voilà command line (this interpreter, so its kernel can import naq_nb)."""
-    return [sys.executable, "-m", "voila", str(notebook), "--port", str(port), "--no-browser",
-            f"--Voila.ip={host}", "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=True"]
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        str(notebook),
+        "--port",
+        str(port),
+        "--no-browser",
+        f"--Voila.ip={host}",
+        "--Voila.port_retries=0",
+        "--VoilaConfiguration.show_tracebacks=True",
+    ]
 
 
 def _page_url(host: str, port: int) -> str:
@@ -163,9 +192,15 @@ def _dashboard(args: argparse.Namespace) -> int:
         notebook = write_dashboard_notebook(folder)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "wb") as logf:
-            proc = subprocess.Popen(voila_command(notebook, args.host, port), cwd=folder, stdin=subprocess.DEVNULL,
-                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=voila_env(settings))
+            proc = subprocess.Popen(
+                voila_command(notebook, args.host, port),
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=voila_env(settings),
+            )
         page = _page_url(args.host, port)
         _wait_until_serving(proc, page, log_path)
         print(f"naq dashboard: {page}  (NATS {url}; Voilà log {log_path}; Ctrl-C to stop)", flush=True)

@@ -17,8 +17,12 @@ from .common import OneLineParser, UsageError
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("naq_nb.cli.worker_cmds", "naq_nb.cli.admin_cmds", "naq_nb.cli.scheduler_cmds",
-                    "naq_nb.cli.dashboard_cmds")
+_COMMAND_MODULES = (
+    "naq_nb.cli.worker_cmds",
+    "naq_nb.cli.admin_cmds",
+    "naq_nb.cli.scheduler_cmds",
+    "naq_nb.cli.dashboard_cmds",
+)
 
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -27,6 +31,7 @@ _LOG_HELP = "logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL (TRACE = DEBUG
 
 def _version() -> str:
     from .. import __version__
+
     return f"naq (naq_nb) {__version__}"
 
 

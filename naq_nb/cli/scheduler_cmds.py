@@ -10,8 +10,17 @@ import signal
 
 from ..core.scheduler import Scheduler
 from ..core.schedules import change_schedule, list_schedules
-from .common import (UsageError, add_url, job_id, positive_int, positive_seconds, print_table, settings_from,
-                     utc_time, with_broker)
+from .common import (
+    UsageError,
+    add_url,
+    job_id,
+    positive_int,
+    positive_seconds,
+    print_table,
+    settings_from,
+    utc_time,
+    with_broker,
+)
 
 __all__ = ["register"]
 
@@ -21,18 +30,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_url(p)
     p.add_argument("--instance-id", "-i", default=None, help="this instance's name in the leader lease")
     p.add_argument("--disable-ha", action="store_true", help="no leader election: the only scheduler")
-    p.add_argument("--poll-interval", "-p", type=_interval, default=None, metavar="SECS",
-                   help="longest sleep between checks (jobs fire at their due time anyway; naq's option)")
+    p.add_argument(
+        "--poll-interval",
+        "-p",
+        type=_interval,
+        default=None,
+        metavar="SECS",
+        help="longest sleep between checks (jobs fire at their due time anyway; naq's option)",
+    )
     p.set_defaults(func=_scheduler)
 
     p = sub.add_parser("list-scheduled", help="list scheduled jobs (delayed, cron, interval)")
     add_url(p)
-    p.add_argument("--status", "-s", choices=["active", "paused", "finished"], default=None,
-                   help="only schedules with this status")
+    p.add_argument(
+        "--status", "-s", choices=["active", "paused", "finished"], default=None, help="only schedules with this status"
+    )
     p.add_argument("--job-id", "-j", default=None, help="only this schedule id")
     p.add_argument("--queue", "-q", default=None, help="only schedules of this queue")
-    p.add_argument("--detailed", "-d", action="store_true",
-                   help="also show the calendar details: timezone, misfire policy, last run, paused")
+    p.add_argument(
+        "--detailed",
+        "-d",
+        action="store_true",
+        help="also show the calendar details: timezone, misfire policy, last run, paused",
+    )
     p.set_defaults(func=_list)
 
     p = sub.add_parser("job-control", help="cancel, pause, resume or reschedule a scheduled job")
@@ -54,8 +74,7 @@ def _interval(text: str) -> float:
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    s = Scheduler(settings=settings_from(args), instance_id=args.instance_id,
-                  ha=not args.disable_ha)
+    s = Scheduler(settings=settings_from(args), instance_id=args.instance_id, ha=not args.disable_ha)
     if args.poll_interval is not None:
         s.max_sleep = args.poll_interval
 
@@ -64,6 +83,7 @@ def _scheduler(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, s.request_stop)
         await s.run()
+
     asyncio.run(_run())
     return 0
 
@@ -74,9 +94,13 @@ def _when(t: float | None) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     rows = [s.to_row() for s in with_broker(args, list_schedules)]
-    rows = [r for r in rows if (args.status is None or r["status"] == args.status)
-            and (args.job_id is None or r["schedule_id"] == args.job_id)
-            and (args.queue is None or r["queue"] == args.queue)]
+    rows = [
+        r
+        for r in rows
+        if (args.status is None or r["status"] == args.status)
+        and (args.job_id is None or r["schedule_id"] == args.job_id)
+        and (args.queue is None or r["queue"] == args.queue)
+    ]
     for r in rows:
         r["next_run"] = _when(r["next_run"])
         r["every"] = r["cron"] or (f"{r['interval']:g}s" if r["interval"] else "once")
@@ -107,8 +131,9 @@ def _control(args: argparse.Namespace) -> int:
     action, changes = args.action, {}
     if action == "reschedule":
         action = "modify"
-        changes = {k: v for k, v in dict(cron=args.cron, interval=args.interval, repeat=args.repeat).items()
-                   if v is not None}
+        changes = {
+            k: v for k, v in dict(cron=args.cron, interval=args.interval, repeat=args.repeat).items() if v is not None
+        }
         if args.next_run:
             changes["next_run"] = _parse_time(args.next_run)
         if not changes:

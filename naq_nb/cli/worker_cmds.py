@@ -21,19 +21,31 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a worker on one or more queues")
-    p.add_argument("queues", nargs="*", type=queue_name,
-                   help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')")
-    p.add_argument("--module-path", "-m", dest="module_paths", action="append", default=[], metavar="PATH",
-                   help="put PATH on sys.path so jobs' modules import (repeatable); the current "
-                        "directory always is")
+    p.add_argument(
+        "queues", nargs="*", type=queue_name, help="queues to serve (default: $NAQ_DEFAULT_QUEUE or 'default')"
+    )
+    p.add_argument(
+        "--module-path",
+        "-m",
+        dest="module_paths",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="put PATH on sys.path so jobs' modules import (repeatable); the current directory always is",
+    )
     add_url(p)
     p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
-    p.add_argument("--grace-period", type=positive_seconds, default=30.0,
-                   help="seconds running jobs get to finish on stop")
-    p.add_argument("--execution", choices=EXECUTION_MODES, default="processes",
-                   help="where sync job code runs: 'processes' (default; child processes, hard timeouts and "
-                        "cancels, a crashing job can't end the worker) or 'threads' (no hard timeout or cancel)")
+    p.add_argument(
+        "--grace-period", type=positive_seconds, default=30.0, help="seconds running jobs get to finish on stop"
+    )
+    p.add_argument(
+        "--execution",
+        choices=EXECUTION_MODES,
+        default="processes",
+        help="where sync job code runs: 'processes' (default; child processes, hard timeouts and "
+        "cancels, a crashing job can't end the worker) or 'threads' (no hard timeout or cancel)",
+    )
     p.set_defaults(func=_worker)
 
     s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
@@ -42,8 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--store-dir", "-sd", default=None, help="JetStream store directory (default: temporary)")
     s.add_argument("--max-payload", type=positive_int, default=None, help="max message size in bytes")
     s.add_argument("--user", default=None, help="require this user (with --password; or $NAQ_SERVER_PASSWORD)")
-    s.add_argument("--password", default=None, help="password of --user (prefer $NAQ_SERVER_PASSWORD: "
-                                                     "command lines are visible to other local users)")
+    s.add_argument(
+        "--password",
+        default=None,
+        help="password of --user (prefer $NAQ_SERVER_PASSWORD: command lines are visible to other local users)",
+    )
     s.add_argument("--token", default=None, help="require this token (or $NAQ_SERVER_TOKEN)")
     s.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (with --tls-key)")
     s.add_argument("--tls-key", default=None, help="private key of --tls-cert")
@@ -55,12 +70,20 @@ def _worker(args: argparse.Namespace) -> int:
     # sys.path[0] is its bin directory, not the working directory).
     add_module_paths([os.getcwd(), *(os.path.abspath(p) for p in reversed(args.module_paths))])
     settings = settings_from(args)
-    w = Worker(args.queues or None, settings=settings, concurrency=args.concurrency, name=args.name,
-               grace_period=args.grace_period, execution=args.execution, echo_output=True)
+    w = Worker(
+        args.queues or None,
+        settings=settings,
+        concurrency=args.concurrency,
+        name=args.name,
+        grace_period=args.grace_period,
+        execution=args.execution,
+        echo_output=True,
+    )
 
     async def _run() -> None:
         w.install_signal_handlers()
         await w.run()
+
     asyncio.run(_run())
     if w.execution is not None and w.execution.active:
         # Sync jobs past the grace period cannot be interrupted; their messages were
@@ -76,9 +99,17 @@ def _server(args: argparse.Namespace) -> int:
     password = args.password or os.environ.get("NAQ_SERVER_PASSWORD") or None
     token = args.token or os.environ.get("NAQ_SERVER_TOKEN") or None
     try:
-        srv = EmbeddedServer(port=args.port or None, host=args.host, store_dir=args.store_dir,
-                             max_payload=args.max_payload, user=args.user, password=password if args.user else None,
-                             token=token, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        srv = EmbeddedServer(
+            port=args.port or None,
+            host=args.host,
+            store_dir=args.store_dir,
+            max_payload=args.max_payload,
+            user=args.user,
+            password=password if args.user else None,
+            token=token,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     # Handlers first: whoever reads the URL line may send SIGTERM at once, and must get a clean stop.
@@ -87,9 +118,11 @@ def _server(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: done.set())
     srv.start()
     auth = "; token required" if token else "; user/password required" if args.user else ""
-    print(f"nats-server {srv.info.get('version', '?')} with JetStream at "
-          f"{srv.url.replace('nats://', 'tls://') if args.tls_cert else srv.url} (store {srv.store_dir}{auth})",
-          flush=True)
+    print(
+        f"nats-server {srv.info.get('version', '?')} with JetStream at "
+        f"{srv.url.replace('nats://', 'tls://') if args.tls_cert else srv.url} (store {srv.store_dir}{auth})",
+        flush=True,
+    )
     while not done.wait(0.5):
         if not srv.running:
             print(f"nats-server exited: {srv.log_tail()}", flush=True)

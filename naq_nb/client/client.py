@@ -36,8 +36,7 @@ from ..core.registry import WorkerRecord, list_workers
 from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
 from ..core.status import StatusRecord
-from .loop import (any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync,
-                   sweep_closed_loops)
+from .loop import any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync, sweep_closed_loops
 from .stores import Stores
 from .twins import blocking, on_loop
 
@@ -49,8 +48,7 @@ __all__ = ["Client", "get_client", "default_client", "set_default_client", "clos
 class Client:
     """A NATS connection for enqueuing, watching and managing jobs."""
 
-    def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None,
-                 **nats_options: Any) -> None:
+    def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> None:
         self.settings = (settings or Settings.from_env()).with_(**({"nats_url": nats_url} if nats_url else {}))
         self.nats_options = nats_options
         self._broker: Broker | None = None
@@ -91,8 +89,9 @@ class Client:
         loop = asyncio.get_running_loop()
         with self._here_lock:
             task = self._here.get(loop)
-            if task is None or (task.done() and (task.cancelled() or task.exception() is not None
-                                                 or task.result().nc.is_closed)):
+            if task is None or (
+                task.done() and (task.cancelled() or task.exception() is not None or task.result().nc.is_closed)
+            ):
                 for lp in [lp for lp in self._here if lp.is_closed()]:
                     del self._here[lp]  # closed without shutting down: nothing can run there any more
                 sweep_closed_loops()
@@ -112,8 +111,13 @@ class Client:
     async def _drop_here(self, loop: asyncio.AbstractEventLoop, b: Broker) -> None:
         with self._here_lock:
             task = self._here.get(loop)
-            if task is not None and task.done() and not task.cancelled() and task.exception() is None \
-                    and task.result() is b:
+            if (
+                task is not None
+                and task.done()
+                and not task.cancelled()
+                and task.exception() is None
+                and task.result() is b
+            ):
                 del self._here[loop]
         await b.close(drain=False)  # the loop is ending: its other tasks are cancelled already
 
@@ -200,8 +204,13 @@ class Client:
         if exc is None:
             self._stores.stored(job.job_id, fut, job.sequence)
         else:  # every failure goes to the job's handle and to the client's next call
-            self._stores.failed(job.job_id, fut, JobNotStoredError(
-                f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"))
+            self._stores.failed(
+                job.job_id,
+                fut,
+                JobNotStoredError(
+                    f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"
+                ),
+            )
 
     @on_loop
     async def flush(self) -> None:
@@ -212,8 +221,13 @@ class Client:
 
     flush_sync = blocking(flush)
 
-    def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
-                 options: JobOptions | None = None) -> Job:
+    def make_job(
+        self,
+        fn: Callable[..., Any] | str,
+        args: Sequence = (),
+        kwargs: dict | None = None,
+        options: JobOptions | None = None,
+    ) -> Job:
         """Build (and check) a job without sending it; the default queue comes from settings."""
         return make_job(fn, args, kwargs, options, queue=self.settings.default_queue)
 
@@ -375,8 +389,11 @@ async def _flush_all_at_exit() -> None:
         try:
             await asyncio.wait_for(c._stores.drain(), 4.0)  # the exit hook's own bound is 5 s
         except asyncio.TimeoutError:
-            log.error("%d enqueued job(s) of %r were still not acknowledged at exit: they may not be stored",
-                      c._stores.in_flight, c)
+            log.error(
+                "%d enqueued job(s) of %r were still not acknowledged at exit: they may not be stored",
+                c._stores.in_flight,
+                c,
+            )
         try:
             c._stores.raise_unreported()
         except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly

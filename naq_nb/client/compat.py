@@ -26,10 +26,26 @@ from .naq_options import split_naq_options
 from .twins import blocking
 
 
-__all__ = ["Queue", "JobTemplate", "enqueue", "enqueue_sync", "enqueue_many", "enqueue_many_sync",
-           "fetch_job_result", "fetch_job_result_sync", "close_sync_connections", "list_workers",
-           "list_workers_sync", "purge_queue", "purge_queue_sync", "get_job_status", "get_job_status_sync",
-           "cancel_job", "cancel_job_sync"]
+__all__ = [
+    "Queue",
+    "JobTemplate",
+    "enqueue",
+    "enqueue_sync",
+    "enqueue_many",
+    "enqueue_many_sync",
+    "fetch_job_result",
+    "fetch_job_result_sync",
+    "close_sync_connections",
+    "list_workers",
+    "list_workers_sync",
+    "purge_queue",
+    "purge_queue_sync",
+    "get_job_status",
+    "get_job_status_sync",
+    "cancel_job",
+    "cancel_job_sync",
+]
+
 
 class JobTemplate:
     """Fixed job options; ``enqueue(fn, *args, **kwargs)`` passes every keyword to ``fn``."""
@@ -63,17 +79,27 @@ class JobTemplate:
         """A template that runs its jobs at ``when`` (datetime, naive = UTC, or epoch seconds)."""
         from .scheduling import ScheduledTemplate
         from ..core.schedules import to_epoch
+
         return ScheduledTemplate(self.client, self.options, at=to_epoch(when, "when"))
 
     def after(self, delay: Any) -> "Any":
         """A template that runs its jobs after ``delay`` (seconds or a timedelta)."""
         from .scheduling import ScheduledTemplate, _delay_to_time
+
         return ScheduledTemplate(self.client, self.options, at=_delay_to_time(delay))
 
-    def every(self, *, cron: str | None = None, interval: Any = None, repeat: int | None = None,
-              timezone: str | None = None, misfire: str | None = None) -> "Any":
+    def every(
+        self,
+        *,
+        cron: str | None = None,
+        interval: Any = None,
+        repeat: int | None = None,
+        timezone: str | None = None,
+        misfire: str | None = None,
+    ) -> "Any":
         """A template for recurring jobs (see :func:`naq_nb.schedule`)."""
         from .scheduling import ScheduledTemplate
+
         require_calendar(cron, interval)
         cal = dict(cron=cron, interval=interval, repeat=repeat, timezone=timezone, misfire=misfire)
         return ScheduledTemplate(self.client, self.options, **{k: v for k, v in cal.items() if v is not None})
@@ -98,8 +124,16 @@ class Queue:
     nats-py (``token=...``, ``user_credentials=...``).
     """
 
-    def __init__(self, name: str | None = None, nats_url: str | None = None, default_timeout: float | None = None,
-                 prefer_thread_local: bool = False, *, client: Client | None = None, **nats_options: Any) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        nats_url: str | None = None,
+        default_timeout: float | None = None,
+        prefer_thread_local: bool = False,
+        *,
+        client: Client | None = None,
+        **nats_options: Any,
+    ) -> None:
         self.client = client or get_client(nats_url, **nats_options)
         self.name = _queue_name(self.client.settings.default_queue if name is None else name)
         self.default_timeout = default_timeout
@@ -129,14 +163,17 @@ class Queue:
     async def enqueue_at(self, dt: datetime | float, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Run ``func(*args, **kwargs)`` at ``dt`` (naive = UTC; in the past = now); needs a running scheduler."""
         from . import scheduling
+
         return await scheduling.enqueue_at(dt, func, *args, **self._sched(kwargs))
 
     enqueue_at_sync = blocking(enqueue_at)
 
-    async def enqueue_in(self, delta: timedelta | float, func: Callable[..., Any] | str, *args: Any,
-                         **kwargs: Any) -> Job:
+    async def enqueue_in(
+        self, delta: timedelta | float, func: Callable[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> Job:
         """Run ``func(*args, **kwargs)`` after ``delta`` (a timedelta or seconds)."""
         from . import scheduling
+
         return await scheduling.enqueue_in(delta, func, *args, **self._sched(kwargs))
 
     enqueue_in_sync = blocking(enqueue_in)
@@ -145,6 +182,7 @@ class Queue:
         """A recurring job: ``cron=`` or ``interval=``, ``repeat=`` (also ``timezone``, ``misfire``,
         ``schedule_id``); see :func:`naq_nb.schedule`."""
         from . import scheduling
+
         return await scheduling.schedule(func, *args, **self._sched(kwargs))
 
     schedule_sync = blocking(schedule)
@@ -152,6 +190,7 @@ class Queue:
     async def cancel_scheduled_job(self, job_id: Job | str) -> bool:
         """Delete a schedule; True. An unknown id raises ScheduleNotFoundError (a JobNotFoundError)."""
         from . import scheduling
+
         return await scheduling.cancel_scheduled_job(job_id, client=self.client)
 
     cancel_scheduled_job_sync = blocking(cancel_scheduled_job)
@@ -159,6 +198,7 @@ class Queue:
     async def pause_scheduled_job(self, job_id: Job | str) -> bool:
         """Stop firing until resumed; True (as in naq)."""
         from . import scheduling
+
         return bool(await scheduling.pause_scheduled_job(job_id, client=self.client))
 
     pause_scheduled_job_sync = blocking(pause_scheduled_job)
@@ -166,6 +206,7 @@ class Queue:
     async def resume_scheduled_job(self, job_id: Job | str) -> bool:
         """Fire again; True."""
         from . import scheduling
+
         return bool(await scheduling.resume_scheduled_job(job_id, client=self.client))
 
     resume_scheduled_job_sync = blocking(resume_scheduled_job)
@@ -173,6 +214,7 @@ class Queue:
     async def modify_scheduled_job(self, job_id: Job | str, **updates: Any) -> bool:
         """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (naq: ``scheduled_timestamp_utc``), ...; True."""
         from . import scheduling
+
         return bool(await scheduling.modify_scheduled_job(job_id, client=self.client, **updates))
 
     modify_scheduled_job_sync = blocking(modify_scheduled_job)
@@ -219,14 +261,21 @@ def _queue_name(name: Any) -> str:
         raise UnknownQueueError(
             f"invalid queue name {name!r}: '.' is not allowed here (naq allows it). A queue name is one token "
             "of the NATS subject naq.jobs.<queue>; a dot would make it several tokens, outside the jobs "
-            "stream's naq.jobs.* subjects. Use '_' or '-' instead.")
+            "stream's naq.jobs.* subjects. Use '_' or '-' instead."
+        )
     return validate_queue_name(name)
 
 
 # --- module-level helpers, naq style ------------------------------------------------
 
-async def enqueue(func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
-                  nats_url: str | None = None, **kwargs: Any) -> Job:
+
+async def enqueue(
+    func: Callable[..., Any] | str,
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
     """Enqueue ``func(*args, **kwargs)``; naq's option keywords are options (see the module doc)."""
     return await Queue(queue_name, nats_url).enqueue(func, *args, **kwargs)
 
@@ -234,8 +283,14 @@ async def enqueue(func: Callable[..., Any] | str, *args: Any, queue_name: str | 
 enqueue_sync = blocking(enqueue)
 
 
-async def enqueue_many(func: Callable[..., Any] | str, calls: Sequence[Any], *, queue_name: str | None = None,
-                       nats_url: str | None = None, **options: Any) -> list[Job]:
+async def enqueue_many(
+    func: Callable[..., Any] | str,
+    calls: Sequence[Any],
+    *,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **options: Any,
+) -> list[Job]:
     """One job per call (tuple = args, dict = kwargs), published pipelined."""
     return await Queue(queue_name, nats_url).configure(**options).enqueue_many(func, calls)
 
@@ -310,5 +365,3 @@ def _status_record(job: Job) -> dict:
 
 
 register_readers(record=_status_record, fetch=fetch_job_result, fetch_sync=fetch_job_result_sync)
-
-

@@ -39,7 +39,6 @@ log = logging.getLogger("naq_nb.client")
 display_hook: Callable[[Any], object] | None = None
 
 
-
 class JobFuture(concurrent.futures.Future):
     """The handle of one job: its result, its live status, and remote cancel.
 
@@ -56,8 +55,7 @@ class JobFuture(concurrent.futures.Future):
 
     # --- creation -------------------------------------------------------------
     @classmethod
-    async def attach_async(cls, job_id: str, client: "Client | None" = None,
-                           job: Job | None = None) -> "JobFuture":
+    async def attach_async(cls, job_id: str, client: "Client | None" = None, job: Job | None = None) -> "JobFuture":
         """A future for an existing job id (no existence check); its state is fetched once."""
         fut = cls(job_id, client or default_client(), job)
         await register(fut.client, [fut], fetch=True)
@@ -92,8 +90,10 @@ class JobFuture(concurrent.futures.Future):
             log.debug("no worker hint for the timeout of %s: %s", self.job_id, exc)
             return msg
         if n == 0:
-            return (msg + f" and NO worker serves queue {queue!r}: start one (in a notebook "
-                    f"nq.local(queues=[{queue!r}]), in a terminal `naq worker {queue}`)")
+            return (
+                msg + f" and NO worker serves queue {queue!r}: start one (in a notebook "
+                f"nq.local(queues=[{queue!r}]), in a terminal `naq worker {queue}`)"
+            )
         return msg + f"; {n} worker(s) serve queue {queue!r} and are busy: wait longer, or add workers"
 
     async def result_async(self, timeout: float | None = None) -> Any:
@@ -232,6 +232,7 @@ class JobFuture(concurrent.futures.Future):
                 self._listeners.remove(cb)
             except ValueError:
                 pass
+
         return unsubscribe
 
     # --- called by the watch on the loop thread ------------------------------------
@@ -247,8 +248,11 @@ class JobFuture(concurrent.futures.Future):
     def _apply_result(self, res: ResultRecord) -> None:
         meta = res.meta
         if self._record.get("status") not in TERMINAL_VALUES:
-            extra: dict[str, Any] = {k: meta[k] for k in ("finished_at", "error", "traceback", "worker", "attempts",
-                                                          "started_at") if meta.get(k) is not None}
+            extra: dict[str, Any] = {
+                k: meta[k]
+                for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
+                if meta.get(k) is not None
+            }
             self._record = with_status(self._record, res.status, **extra)
         try:
             if res.status == JobStatus.CANCELLED.value:
@@ -257,8 +261,11 @@ class JobFuture(concurrent.futures.Future):
                 try:
                     value = res.value()
                 except Exception as exc:
-                    self.set_exception(SerializationError(
-                        f"the result of job {self.job_id} cannot be decoded here: {type(exc).__name__}: {exc}"))
+                    self.set_exception(
+                        SerializationError(
+                            f"the result of job {self.job_id} cannot be decoded here: {type(exc).__name__}: {exc}"
+                        )
+                    )
                 else:
                     self.set_result(value)
             else:
@@ -287,9 +294,14 @@ class JobFuture(concurrent.futures.Future):
 
     def _repr_html_(self) -> str:
         r = self._record
-        rows: list[tuple[str, Any]] = [("job", self.job_id), ("function", self.name), ("status", self.status),
-                ("queue", r.get("queue") or (self.job.queue_name if self.job else "")),
-                ("attempts", r.get("attempts", "")), ("worker", r.get("worker") or "")]
+        rows: list[tuple[str, Any]] = [
+            ("job", self.job_id),
+            ("function", self.name),
+            ("status", self.status),
+            ("queue", r.get("queue") or (self.job.queue_name if self.job else "")),
+            ("attempts", r.get("attempts", "")),
+            ("worker", r.get("worker") or ""),
+        ]
         d = self.duration
         if d is not None:
             rows.append(("duration", f"{d:.3f} s"))
@@ -298,8 +310,11 @@ class JobFuture(concurrent.futures.Future):
             rows.append(("progress", f"{p.get('done')}/{p.get('total')} {p.get('message') or ''}"))
         if r.get("error"):
             rows.append(("error", r["error"]))
-        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-                        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
         return f"<table class='naq-job'>{cells}</table>"
 
     def _ipython_display_(self) -> None:
@@ -308,6 +323,7 @@ class JobFuture(concurrent.futures.Future):
             hook(self)
             return
         from IPython.display import display
+
         display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
 
 
@@ -318,6 +334,7 @@ def _localized(exc: BaseException, job: Job | None) -> BaseException:
     if not tb or not callable(fn):
         return exc
     from .remote_tb import localize
+
     new = localize(tb, fn)
     if new != tb:
         exc.remote_traceback = new  # type: ignore[attr-defined]
@@ -329,8 +346,15 @@ def _localized(exc: BaseException, job: Job | None) -> BaseException:
 
 def _initial_record(job: Job) -> StatusRecord:
     # updated_at 0: any real record from the server replaces it.
-    return first_record(job.job_id, job.queue_name, initial_status(job.options.depends_on),
-                        func=job.function_name, name=job.options.name, enqueued_at=job.enqueue_time, updated_at=0)
+    return first_record(
+        job.job_id,
+        job.queue_name,
+        initial_status(job.options.depends_on),
+        func=job.function_name,
+        name=job.options.name,
+        enqueued_at=job.enqueue_time,
+        updated_at=0,
+    )
 
 
 async def _submit_on_loop(client: "Client", jobs: list[Job]) -> list[JobFuture]:
@@ -371,6 +395,7 @@ def _fail_if_not_stored(client: "Client", fut: JobFuture, watch: Any) -> None:
         except concurrent.futures.InvalidStateError:
             return  # cancelled meanwhile
         fut._notify()
+
     pending.add_done_callback(_done)
 
 

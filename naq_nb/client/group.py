@@ -25,8 +25,18 @@ from ..core.job import new_job_id
 from . import future as future_mod
 from .future import JobFuture
 
-__all__ = ["JobGroup", "gather", "gather_async", "as_completed", "as_completed_async", "wait", "wait_async",
-           "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"]
+__all__ = [
+    "JobGroup",
+    "gather",
+    "gather_async",
+    "as_completed",
+    "as_completed_async",
+    "wait",
+    "wait_async",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "ALL_COMPLETED",
+]
 
 FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
 FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
@@ -40,8 +50,9 @@ def _futures(futures: Any, what: str) -> list[JobFuture]:
     if isinstance(futures, JobFuture):
         return [futures]
     if isinstance(futures, (str, bytes)) or not hasattr(futures, "__iter__"):
-        raise TypeError(f"{what}() needs JobFutures (a list, nq.map's group, or one future), "
-                        f"not {type(futures).__name__}")
+        raise TypeError(
+            f"{what}() needs JobFutures (a list, nq.map's group, or one future), not {type(futures).__name__}"
+        )
     out = list(futures)
     bad = next((f for f in out if not isinstance(f, JobFuture)), None)
     if bad is not None:
@@ -83,18 +94,20 @@ def _check_errors(errors: Any) -> str:
 
 
 def _timeout_error(pending: int, total: int, timeout: float | None) -> TimeoutError:
-    return TimeoutError(f"{pending} of {total} jobs did not finish within {timeout:g}s "
-                        "(they keep running; wait again, or look at nq.workers() if nothing serves their queue)")
+    return TimeoutError(
+        f"{pending} of {total} jobs did not finish within {timeout:g}s "
+        "(they keep running; wait again, or look at nq.workers() if nothing serves their queue)"
+    )
 
 
 # --- the free functions ------------------------------------------------------------------------
-def wait(futures: Iterable[JobFuture], timeout: float | None = None,
-         return_when: str = ALL_COMPLETED) -> tuple[set[JobFuture], set[JobFuture]]:
+def wait(
+    futures: Iterable[JobFuture], timeout: float | None = None, return_when: str = ALL_COMPLETED
+) -> tuple[set[JobFuture], set[JobFuture]]:
     """``(done, not_done)`` once ``return_when`` holds or ``timeout`` passed (like ``concurrent.futures.wait``)."""
     futs = _futures(futures, "wait")
     if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
-        raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, "
-                         f"not {return_when!r}")
+        raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}")
     done, pending = concurrent.futures.wait(futs, _check_timeout(timeout, "wait"), return_when)
     return set(done), set(pending)  # type: ignore[arg-type]
 
@@ -148,8 +161,9 @@ async def _until(futs: list[JobFuture], timeout: float | None, enough: Callable[
             break
 
 
-async def wait_async(futures: Iterable[JobFuture], timeout: float | None = None,
-                     return_when: str = ALL_COMPLETED) -> tuple[set[JobFuture], set[JobFuture]]:
+async def wait_async(
+    futures: Iterable[JobFuture], timeout: float | None = None, return_when: str = ALL_COMPLETED
+) -> tuple[set[JobFuture], set[JobFuture]]:
     """Async form of :func:`wait` (from any event loop; never cancels the jobs)."""
     futs = _futures(futures, "wait")
     t = _check_timeout(timeout, "wait")
@@ -166,8 +180,7 @@ async def wait_async(futures: Iterable[JobFuture], timeout: float | None = None,
     return {f for f in futs if f.done()}, {f for f in futs if not f.done()}
 
 
-async def gather_async(futures: Iterable[JobFuture], timeout: float | None = None,
-                       errors: str = "raise") -> list[Any]:
+async def gather_async(futures: Iterable[JobFuture], timeout: float | None = None, errors: str = "raise") -> list[Any]:
     """Async form of :func:`gather`."""
     futs = _futures(futures, "gather")
     errors = _check_errors(errors)
@@ -204,8 +217,9 @@ class JobGroup(list):
     kind = "map"
     __hash__ = None  # a list: unhashable
 
-    def __init__(self, futures: list[JobFuture], calls: list[tuple[tuple, dict]], function: str,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, futures: list[JobFuture], calls: list[tuple[tuple, dict]], function: str, name: str | None = None
+    ) -> None:
         super().__init__(futures)
         self._calls = calls
         self.function = function
@@ -243,6 +257,7 @@ class JobGroup(list):
             with self._lock:
                 if cb in self._listeners:
                     self._listeners.remove(cb)
+
         return unsubscribe
 
     def _changed(self, i: int) -> None:
@@ -306,4 +321,5 @@ class JobGroup(list):
             hook(self)
             return
         from IPython.display import display
+
         display({"text/plain": repr(self)}, raw=True)

@@ -26,8 +26,16 @@ import types
 import weakref
 from typing import Any, AsyncGenerator, Awaitable, Callable, Coroutine, TypeVar
 
-__all__ = ["LoopThread", "get_loop_thread", "run_sync", "run_async", "in_loop_thread", "any_loop",
-           "on_loop_close", "call_soon"]
+__all__ = [
+    "LoopThread",
+    "get_loop_thread",
+    "run_sync",
+    "run_async",
+    "in_loop_thread",
+    "any_loop",
+    "on_loop_close",
+    "call_soon",
+]
 
 log = logging.getLogger("naq_nb.client")
 
@@ -51,8 +59,9 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> "concurrent.futures.Future[T]":
         if threading.current_thread() is self.thread:
             coro.close()
-            raise RuntimeError("a naq_nb sync call was made on naq_nb's own loop thread (from a callback?); "
-                               "use the async form there")
+            raise RuntimeError(
+                "a naq_nb sync call was made on naq_nb's own loop thread (from a callback?); use the async form there"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self, timeout: float = 5.0) -> None:

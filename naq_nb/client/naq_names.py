@@ -26,9 +26,18 @@ from ..core.errors import NaqConnectionError
 from ..core.settings import Settings
 from . import client as client_mod
 
-__all__ = ["JOB_STATUS", "WORKER_STATUS", "SCHEDULED_JOB_STATUS", "RETRY_STRATEGY", "RetryDelayType",
-           "get_nats_connection", "get_jetstream_context", "close_nats_connection", "disconnect",
-           "default_nats_url"]
+__all__ = [
+    "JOB_STATUS",
+    "WORKER_STATUS",
+    "SCHEDULED_JOB_STATUS",
+    "RETRY_STRATEGY",
+    "RetryDelayType",
+    "get_nats_connection",
+    "get_jetstream_context",
+    "close_nats_connection",
+    "disconnect",
+    "default_nats_url",
+]
 
 RetryDelayType = Union[int, float, Sequence[Union[int, float]]]
 
@@ -116,7 +125,8 @@ async def get_nats_connection(url: str | None = None, prefer_thread_local: bool 
         nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), settings.connect_timeout)
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
         raise NaqConnectionError(
-            f"cannot connect to NATS at {settings.nats_url} ({type(exc).__name__}: {exc})") from None
+            f"cannot connect to NATS at {settings.nats_url} ({type(exc).__name__}: {exc})"
+        ) from None
     pool[settings.nats_url] = nc
     return nc
 

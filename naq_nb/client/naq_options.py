@@ -20,7 +20,11 @@ def split_naq_options(kwargs: dict) -> tuple[dict, dict]:
     opts = {k: raw[k] for k in ("depends_on", "timeout", "result_ttl") if raw.get(k) is not None}
     retry = {k: raw[k] for k in _RETRY_OPTIONS if raw.get(k) is not None}
     if retry:
-        opts["retry"] = RetryPolicy.from_naq(retry.get("max_retries"), retry.get("retry_delay"),
-                                             strategy=retry.get("retry_strategy"),
-                                             retry_on=retry.get("retry_on", ()), ignore_on=retry.get("ignore_on", ()))
+        opts["retry"] = RetryPolicy.from_naq(
+            retry.get("max_retries"),
+            retry.get("retry_delay"),
+            strategy=retry.get("retry_strategy"),
+            retry_on=retry.get("retry_on", ()),
+            ignore_on=retry.get("ignore_on", ()),
+        )
     return opts, kwargs

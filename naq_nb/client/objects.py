@@ -20,8 +20,7 @@ from .client import Client
 from .loop import run_async
 from .twins import blocking
 
-__all__ = ["ObjectRef", "put", "put_async", "get_object", "get_object_async", "delete_object",
-           "delete_object_async"]
+__all__ = ["ObjectRef", "put", "put_async", "get_object", "get_object_async", "delete_object", "delete_object_async"]
 
 
 def _client(client: Client | None) -> Client:
@@ -29,6 +28,7 @@ def _client(client: Client | None) -> Client:
         raise TypeError(f"client must be a naq_nb Client or None, not {type(client).__name__}")
     if client is None:
         from .client import default_client
+
         client = default_client()
     return client
 

@@ -22,7 +22,13 @@ from typing import Any, Callable, Sequence
 from ..core.errors import ConfigurationError
 from ..core.job import Job, JobOptions
 from ..core.schedules import (
-    ScheduleNotFoundError, ScheduleRow, change_schedule, list_schedules, make_schedule, require_calendar, save_schedule,
+    ScheduleNotFoundError,
+    ScheduleRow,
+    change_schedule,
+    list_schedules,
+    make_schedule,
+    require_calendar,
+    save_schedule,
     to_epoch,
 )
 from .client import Client, get_client
@@ -30,10 +36,26 @@ from .naq_options import split_naq_options
 from .loop import run_async
 from .twins import blocking
 
-__all__ = ["ScheduledTemplate", "enqueue_at", "enqueue_at_sync", "enqueue_in", "enqueue_in_sync", "schedule",
-           "schedule_sync", "cancel_scheduled_job", "cancel_scheduled_job_sync", "pause_scheduled_job",
-           "pause_scheduled_job_sync", "resume_scheduled_job", "resume_scheduled_job_sync", "modify_scheduled_job",
-           "modify_scheduled_job_sync", "list_scheduled", "list_scheduled_sync", "ScheduleNotFoundError"]
+__all__ = [
+    "ScheduledTemplate",
+    "enqueue_at",
+    "enqueue_at_sync",
+    "enqueue_in",
+    "enqueue_in_sync",
+    "schedule",
+    "schedule_sync",
+    "cancel_scheduled_job",
+    "cancel_scheduled_job_sync",
+    "pause_scheduled_job",
+    "pause_scheduled_job_sync",
+    "resume_scheduled_job",
+    "resume_scheduled_job_sync",
+    "modify_scheduled_job",
+    "modify_scheduled_job_sync",
+    "list_scheduled",
+    "list_scheduled_sync",
+    "ScheduleNotFoundError",
+]
 
 _CALENDAR = ("at", "cron", "interval", "repeat", "timezone", "misfire", "misfire_grace")
 
@@ -66,8 +88,15 @@ class ScheduledTemplate:
 
     enqueue_sync = blocking(enqueue)
 
-def _template(client: Client | None, nats_url: str | None, queue_name: str | None, kwargs: dict,
-              schedule_id: str | None = None, **calendar: Any) -> tuple[ScheduledTemplate, dict]:
+
+def _template(
+    client: Client | None,
+    nats_url: str | None,
+    queue_name: str | None,
+    kwargs: dict,
+    schedule_id: str | None = None,
+    **calendar: Any,
+) -> tuple[ScheduledTemplate, dict]:
     opts, kwargs = split_naq_options(kwargs)
     c = client or get_client(nats_url)
     if schedule_id is not None:
@@ -88,8 +117,16 @@ def _delay_to_time(delay: timedelta | float | int) -> float:
 
 # --- enqueue_at / enqueue_in / schedule ----------------------------------------------
 
-async def enqueue_at(dt: datetime | float, func: Callable[..., Any] | str, *args: Any, queue_name: str | None = None,
-                     nats_url: str | None = None, client: Client | None = None, **kwargs: Any) -> Job:
+
+async def enqueue_at(
+    dt: datetime | float,
+    func: Callable[..., Any] | str,
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    client: Client | None = None,
+    **kwargs: Any,
+) -> Job:
     """Run ``func(*args, **kwargs)`` at ``dt`` (naive = UTC; past = at once). Status ``scheduled`` until then."""
     t, kw = _template(client, nats_url, queue_name, kwargs, at=to_epoch(dt, "dt"))
     return await t.enqueue(func, *args, **kw)
@@ -98,9 +135,15 @@ async def enqueue_at(dt: datetime | float, func: Callable[..., Any] | str, *args
 enqueue_at_sync = blocking(enqueue_at)
 
 
-async def enqueue_in(delay: timedelta | float, func: Callable[..., Any] | str, *args: Any,
-                     queue_name: str | None = None, nats_url: str | None = None, client: Client | None = None,
-                     **kwargs: Any) -> Job:
+async def enqueue_in(
+    delay: timedelta | float,
+    func: Callable[..., Any] | str,
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    client: Client | None = None,
+    **kwargs: Any,
+) -> Job:
     """Run ``func(*args, **kwargs)`` after ``delay`` (seconds or a timedelta)."""
     t, kw = _template(client, nats_url, queue_name, kwargs, at=_delay_to_time(delay))
     return await t.enqueue(func, *args, **kw)
@@ -109,15 +152,36 @@ async def enqueue_in(delay: timedelta | float, func: Callable[..., Any] | str, *
 enqueue_in_sync = blocking(enqueue_in)
 
 
-async def schedule(func: Callable[..., Any] | str, *args: Any, cron: str | None = None,
-                   interval: float | timedelta | None = None, repeat: int | None = None,
-                   timezone: str | None = None, misfire: str | None = None, misfire_grace: float | None = None,
-                   schedule_id: str | None = None, queue_name: str | None = None, nats_url: str | None = None,
-                   client: Client | None = None, **kwargs: Any) -> Job:
+async def schedule(
+    func: Callable[..., Any] | str,
+    *args: Any,
+    cron: str | None = None,
+    interval: float | timedelta | None = None,
+    repeat: int | None = None,
+    timezone: str | None = None,
+    misfire: str | None = None,
+    misfire_grace: float | None = None,
+    schedule_id: str | None = None,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    client: Client | None = None,
+    **kwargs: Any,
+) -> Job:
     """Run ``func`` on a cron calendar (5 fields, or 6 with seconds last; ``timezone`` follows its DST)
     or every ``interval`` seconds, ``repeat`` times (None = forever). Returns the Job; its id is the schedule id."""
-    t, kw = _template(client, nats_url, queue_name, kwargs, schedule_id, cron=cron, interval=interval,
-                      repeat=repeat, timezone=timezone, misfire=misfire, misfire_grace=misfire_grace)
+    t, kw = _template(
+        client,
+        nats_url,
+        queue_name,
+        kwargs,
+        schedule_id,
+        cron=cron,
+        interval=interval,
+        repeat=repeat,
+        timezone=timezone,
+        misfire=misfire,
+        misfire_grace=misfire_grace,
+    )
     require_calendar(cron, interval)
     return await t.enqueue(func, *args, **kw)
 
@@ -126,6 +190,7 @@ schedule_sync = blocking(schedule)
 
 
 # --- control ----------------------------------------------------------------------------
+
 
 def _sid(ref: Job | str) -> str:
     return ref if isinstance(ref, str) else ref.job_id
@@ -136,14 +201,15 @@ async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict)
     return None if s is None else s.to_row()
 
 
-async def _change(client: Client | None, nats_url: str | None, ref: Job | str, action: str,
-                  **changes: Any) -> ScheduleRow | None:
+async def _change(
+    client: Client | None, nats_url: str | None, ref: Job | str, action: str, **changes: Any
+) -> ScheduleRow | None:
     return await run_async(_change_on_loop(client or get_client(nats_url), ref, action, changes))
 
 
-
-async def cancel_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
-                               client: Client | None = None) -> bool:
+async def cancel_scheduled_job(
+    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
+) -> bool:
     """Delete a schedule; True. An unknown id raises :class:`ScheduleNotFoundError` (a JobNotFoundError)."""
     await _change(client, nats_url, schedule_id, "cancel")
     return True
@@ -152,8 +218,9 @@ async def cancel_scheduled_job(schedule_id: Job | str, nats_url: str | None = No
 cancel_scheduled_job_sync = blocking(cancel_scheduled_job)
 
 
-async def pause_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
-                              client: Client | None = None) -> ScheduleRow:
+async def pause_scheduled_job(
+    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
+) -> ScheduleRow:
     """Stop firing until resumed; returns the schedule's row."""
     return await _change(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
 
@@ -161,8 +228,9 @@ async def pause_scheduled_job(schedule_id: Job | str, nats_url: str | None = Non
 pause_scheduled_job_sync = blocking(pause_scheduled_job)
 
 
-async def resume_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *,
-                               client: Client | None = None) -> ScheduleRow:
+async def resume_scheduled_job(
+    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
+) -> ScheduleRow:
     """Fire again; runs missed while paused are skipped (beyond the misfire grace)."""
     return await _change(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
 
@@ -179,8 +247,9 @@ def _naq_changes(changes: dict) -> dict:
     return changes
 
 
-async def modify_scheduled_job(schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None,
-                               **changes: Any) -> dict:
+async def modify_scheduled_job(
+    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None, **changes: Any
+) -> dict:
     """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (reschedule; naq: ``scheduled_timestamp_utc``),
     ``timezone`` or the misfire policy."""
     return await _change(client, nats_url, schedule_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
@@ -199,4 +268,3 @@ async def list_scheduled(*, nats_url: str | None = None, client: Client | None =
 
 
 list_scheduled_sync = blocking(list_scheduled)
-

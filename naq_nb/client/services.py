@@ -53,11 +53,21 @@ def add_module_paths(paths: str | Iterable[str] | None) -> None:
 class Worker(CoreWorker):
     """A worker (see :class:`naq_nb.core.worker.Worker`) taking naq's keywords too."""
 
-    def __init__(self, queues: str | Iterable[str] | None = None, nats_url: str | None = None,
-                 concurrency: int = 10, worker_name: str | None = None, heartbeat_interval: float | None = None,
-                 worker_ttl: float | None = None, ack_wait: float | Mapping[str, float] | None = None,
-                 module_paths: str | Iterable[str] | None = None, *, name: str | None = None,
-                 settings: Settings | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        queues: str | Iterable[str] | None = None,
+        nats_url: str | None = None,
+        concurrency: int = 10,
+        worker_name: str | None = None,
+        heartbeat_interval: float | None = None,
+        worker_ttl: float | None = None,
+        ack_wait: float | Mapping[str, float] | None = None,
+        module_paths: str | Iterable[str] | None = None,
+        *,
+        name: str | None = None,
+        settings: Settings | None = None,
+        **kwargs: Any,
+    ) -> None:
         if worker_name is not None and name is not None and worker_name != name:
             raise ConfigurationError(f"give worker_name or name, not both ({worker_name!r}, {name!r})")
         changes: dict[str, float] = {}
@@ -65,33 +75,44 @@ class Worker(CoreWorker):
             changes["heartbeat_interval"] = _positive(heartbeat_interval, "heartbeat_interval")
         if worker_ttl is not None:
             changes["worker_ttl"] = _positive(worker_ttl, "worker_ttl")
-        if "heartbeat_interval" in changes and "worker_ttl" in changes \
-                and changes["heartbeat_interval"] >= changes["worker_ttl"]:
-            raise ConfigurationError(f"heartbeat_interval ({heartbeat_interval}) must be below worker_ttl "
-                                     f"({worker_ttl}), or the worker's record expires between heartbeats")
+        if (
+            "heartbeat_interval" in changes
+            and "worker_ttl" in changes
+            and changes["heartbeat_interval"] >= changes["worker_ttl"]
+        ):
+            raise ConfigurationError(
+                f"heartbeat_interval ({heartbeat_interval}) must be below worker_ttl "
+                f"({worker_ttl}), or the worker's record expires between heartbeats"
+            )
         if isinstance(ack_wait, Mapping):
-            raise ConfigurationError("a per-queue ack_wait dict is not supported: all workers of a queue share "
-                                     "one consumer with one ack wait; give one number (or set NAQ_ACK_WAIT)")
+            raise ConfigurationError(
+                "a per-queue ack_wait dict is not supported: all workers of a queue share "
+                "one consumer with one ack wait; give one number (or set NAQ_ACK_WAIT)"
+            )
         if ack_wait is not None:
             changes["ack_wait"] = _positive(ack_wait, "ack_wait")
         add_module_paths(module_paths)
         if changes:
             settings = (settings or Settings.from_env()).with_(**changes)
-        super().__init__(queues, nats_url=nats_url, concurrency=concurrency, name=name or worker_name,
-                         settings=settings, **kwargs)
+        super().__init__(
+            queues, nats_url=nats_url, concurrency=concurrency, name=name or worker_name, settings=settings, **kwargs
+        )
 
     def run_sync(self) -> None:
         """naq's blocking run: until SIGINT/SIGTERM (in the main thread) or :meth:`request_stop`."""
+
         async def _run() -> None:
             if threading.current_thread() is threading.main_thread():
                 self.install_signal_handlers()
             await self.run()
+
         asyncio.run(_run())
 
     @staticmethod
     async def list_workers(nats_url: str | None = None) -> list[WorkerRecord]:
         """naq's ``Worker.list_workers``: live workers from their heartbeats."""
         from .compat import list_workers
+
         return await list_workers(nats_url)
 
     list_workers_sync = blocking(list_workers)
@@ -100,27 +121,39 @@ class Worker(CoreWorker):
 class Scheduler(CoreScheduler):
     """A scheduler (see :class:`naq_nb.core.scheduler.Scheduler`) taking naq's keywords too."""
 
-    def __init__(self, nats_url: str | None = None, poll_interval: float | None = None,
-                 instance_id: str | None = None, enable_ha: bool | None = None, *, ha: bool | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        nats_url: str | None = None,
+        poll_interval: float | None = None,
+        instance_id: str | None = None,
+        enable_ha: bool | None = None,
+        *,
+        ha: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         if enable_ha is not None and ha is not None and bool(enable_ha) != bool(ha):
             raise ConfigurationError(f"enable_ha={enable_ha!r} and ha={ha!r} disagree; give one")
         if poll_interval is not None:
             poll_interval = _positive(poll_interval, "poll_interval")
-        super().__init__(nats_url, instance_id=instance_id,
-                         ha=True if enable_ha is None and ha is None else bool(ha if ha is not None else enable_ha),
-                         **kwargs)
+        super().__init__(
+            nats_url,
+            instance_id=instance_id,
+            ha=True if enable_ha is None and ha is None else bool(ha if ha is not None else enable_ha),
+            **kwargs,
+        )
         if poll_interval is not None:
             self.max_sleep = poll_interval
 
     def run_sync(self) -> None:
         """Blocking :meth:`run`: until SIGINT/SIGTERM (in the main thread) or :meth:`request_stop`."""
+
         async def _run() -> None:
             if threading.current_thread() is threading.main_thread():
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.request_stop)
             await self.run()
+
         asyncio.run(_run())
 
     @property

@@ -34,8 +34,22 @@ from .loop import run_async
 from .twins import blocking
 from .watch import get_watch
 
-__all__ = ["connect", "connect_async", "default_client", "set_default_client", "submit", "submit_async",
-           "map", "map_async", "options", "Submitter", "job", "job_async", "set_store_note", "store_note"]
+__all__ = [
+    "connect",
+    "connect_async",
+    "default_client",
+    "set_default_client",
+    "submit",
+    "submit_async",
+    "map",
+    "map_async",
+    "options",
+    "Submitter",
+    "job",
+    "job_async",
+    "set_store_note",
+    "store_note",
+]
 
 # client -> why an unknown id may be unknown there (set by nq.local() for a new or temporary store)
 _store_notes: "weakref.WeakKeyDictionary[Client, str]" = weakref.WeakKeyDictionary()
@@ -81,8 +95,12 @@ connect = blocking(connect_async)
 class Submitter:
     """Submits calls with fixed job options (and optionally a start time); made by :func:`options`."""
 
-    def __init__(self, job_options: JobOptions | None = None, client: Client | None = None,
-                 when: float | Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        job_options: JobOptions | None = None,
+        client: Client | None = None,
+        when: float | Callable[[], float] | None = None,
+    ) -> None:
         self.job_options = job_options or JobOptions()
         self._client = client
         self._when = when  # epoch seconds (at=), or a function of now (delay=): None runs at once
@@ -137,8 +155,16 @@ async def _schedule_jobs(client: Client, jobs: list[Job], when: float) -> list[J
     made = [make_schedule(j, b, when=when) for j in jobs]  # validated before anything is stored
     futs = [JobFuture(j.job_id, client, j) for j in jobs]
     for f, j in zip(futs, jobs):
-        f._record = status_record(j.job_id, j.queue_name, JobStatus.SCHEDULED, func=j.function_name,
-                                  name=j.options.name, due_at=when, attempts=0, updated_at=0)
+        f._record = status_record(
+            j.job_id,
+            j.queue_name,
+            JobStatus.SCHEDULED,
+            func=j.function_name,
+            name=j.options.name,
+            due_at=when,
+            attempts=0,
+            updated_at=0,
+        )
     await get_watch(client).register(futs, fetch=False)
     for s, body in made:
         await save_schedule(b, s, body)

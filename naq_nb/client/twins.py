@@ -26,8 +26,16 @@ from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, TypeVar
 
 from .loop import run_async, run_sync
 
-__all__ = ["on_loop", "blocking", "blocking_classmethod", "in_thread", "blocking_name",
-           "is_blocking_form", "is_twin_form", "ASYNC_SUFFIX_NAMES"]
+__all__ = [
+    "on_loop",
+    "blocking",
+    "blocking_classmethod",
+    "in_thread",
+    "blocking_name",
+    "is_blocking_form",
+    "is_twin_form",
+    "ASYNC_SUFFIX_NAMES",
+]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -37,17 +45,43 @@ P = ParamSpec("P")
 # the methods of the objects they return (ARCHITECTURE.md "Sync and async twins"). Any other ``*_async`` is a
 # mistake (tests/test_twins.py checks). Future-protocol methods (``JobFuture.result`` ...) are listed in the test:
 # they block on the future itself, with no loop hop, and their ``_async`` forms wait on the caller's loop.
-ASYNC_SUFFIX_NAMES = frozenset({
-    # naq_nb.client.session / objects / group, naq_nb.notebook.frames / sweep / dashboard / local
-    "connect_async", "submit_async", "map_async", "job_async", "Submitter.submit_async", "Submitter.map_async",
-    "put_async", "get_object_async", "delete_object_async",
-    "wait_async", "gather_async", "as_completed_async", "JobGroup.results_async",
-    "JobFuture.attach_async", "JobFuture.result_async", "JobFuture.exception_async", "JobFuture.cancel_async",
-    "jobs_async", "workers_async", "schedules_async", "failed_async",
-    "sweep_async", "Sweeper.run_async", "Sweep.attach_async", "Sweep.wait_async", "Sweep.cancel_async",
-    "dashboard_async", "Dashboard.start_async", "Dashboard.refresh_now_async", "Dashboard.close_async",
-    "local_async", "LocalCluster.stop_async",
-})
+ASYNC_SUFFIX_NAMES = frozenset(
+    {
+        # naq_nb.client.session / objects / group, naq_nb.notebook.frames / sweep / dashboard / local
+        "connect_async",
+        "submit_async",
+        "map_async",
+        "job_async",
+        "Submitter.submit_async",
+        "Submitter.map_async",
+        "put_async",
+        "get_object_async",
+        "delete_object_async",
+        "wait_async",
+        "gather_async",
+        "as_completed_async",
+        "JobGroup.results_async",
+        "JobFuture.attach_async",
+        "JobFuture.result_async",
+        "JobFuture.exception_async",
+        "JobFuture.cancel_async",
+        "jobs_async",
+        "workers_async",
+        "schedules_async",
+        "failed_async",
+        "sweep_async",
+        "Sweeper.run_async",
+        "Sweep.attach_async",
+        "Sweep.wait_async",
+        "Sweep.cancel_async",
+        "dashboard_async",
+        "Dashboard.start_async",
+        "Dashboard.refresh_now_async",
+        "Dashboard.close_async",
+        "local_async",
+        "LocalCluster.stop_async",
+    }
+)
 
 
 def blocking_name(name: str) -> str:
@@ -82,8 +116,9 @@ def blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     if fn.__name__.endswith("_async"):  # the notebook rule: the blocking form is the main one
         call.__doc__ = f"{doc}\n\nAwaitable form: ``{fn.__name__}``.".lstrip()
     else:
-        call.__doc__ = (f"Blocking form of ``{fn.__name__}``; works in scripts, threads and inside a running "
-                        f"event loop.\n\n{doc}").rstrip()
+        call.__doc__ = (
+            f"Blocking form of ``{fn.__name__}``; works in scripts, threads and inside a running event loop.\n\n{doc}"
+        ).rstrip()
     call.__naq_blocking_of__ = fn  # type: ignore[attr-defined]
     return call
 
@@ -105,8 +140,10 @@ def in_thread(fn: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
     name = f"{fn.__name__}_async"
     call.__name__ = name
     call.__qualname__ = fn.__qualname__.rsplit(".", 1)[0] + "." + name if "." in fn.__qualname__ else name
-    call.__doc__ = (f"Awaitable form of ``{fn.__name__}`` (runs it in a thread, off the caller's loop).\n\n"
-                    f"{inspect.cleandoc(fn.__doc__ or '')}").rstrip()
+    call.__doc__ = (
+        f"Awaitable form of ``{fn.__name__}`` (runs it in a thread, off the caller's loop).\n\n"
+        f"{inspect.cleandoc(fn.__doc__ or '')}"
+    ).rstrip()
     call.__naq_in_thread_of__ = fn  # type: ignore[attr-defined]
     return call
 

@@ -92,9 +92,14 @@ class JobWatch:
         self._subs = [
             await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status),
             # Stored messages only (see the module docstring), from now on.
-            await b.js.subscribe(lay.kv_subject(lay.results_bucket, ">"), cb=self._on_result,
-                                 stream=lay.kv_stream(lay.results_bucket), ordered_consumer=True,
-                                 deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=300.0),
+            await b.js.subscribe(
+                lay.kv_subject(lay.results_bucket, ">"),
+                cb=self._on_result,
+                stream=lay.kv_stream(lay.results_bucket),
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.NEW,
+                inactive_threshold=300.0,
+            ),
         ]
         b.on_close(self._subs[1].unsubscribe)  # its flow-control task must end with the connection
         await b.nc.flush()  # the server has the interest before anything we publish next
@@ -167,7 +172,7 @@ class JobWatch:
     @staticmethod
     def _key(subject: str, prefix: str) -> str | None:
         """The exact KV key of a record's subject (never just its last token)."""
-        return subject[len(prefix):] if subject.startswith(prefix) else None
+        return subject[len(prefix) :] if subject.startswith(prefix) else None
 
     async def _on_status(self, msg: Any) -> None:
         key = self._key(msg.subject, self._status_prefix)

@@ -49,8 +49,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, overload
 import cloudpickle
 import nats.errors
 from nats.js import api
-from nats.js.errors import (BadObjectMetaError, BadRequestError, BucketNotFoundError, DigestMismatchError,
-                            KeyNotFoundError, NotFoundError)
+from nats.js.errors import (
+    BadObjectMetaError,
+    BadRequestError,
+    BucketNotFoundError,
+    DigestMismatchError,
+    KeyNotFoundError,
+    NotFoundError,
+)
 from nats.js.object_store import ObjectStore
 
 from .errors import BlobError, PayloadTooLargeError, SerializationError
@@ -64,18 +70,38 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .job import Job
 
-__all__ = ["BlobError", "BlobRef", "ObjectRef", "offload", "resolve", "offload_jobs", "open_body", "job_ended",
-           "drop_queued_body", "offload_result", "load_result", "drop_result", "put_value", "get_value", "delete_value",
-           "decode_with_objects", "keep_local_copies", "shared_functions", "FunctionRef", "MAGIC", "NO_LIMIT"]
+__all__ = [
+    "BlobError",
+    "BlobRef",
+    "ObjectRef",
+    "offload",
+    "resolve",
+    "offload_jobs",
+    "open_body",
+    "job_ended",
+    "drop_queued_body",
+    "offload_result",
+    "load_result",
+    "drop_result",
+    "put_value",
+    "get_value",
+    "delete_value",
+    "decode_with_objects",
+    "keep_local_copies",
+    "shared_functions",
+    "FunctionRef",
+    "MAGIC",
+    "NO_LIMIT",
+]
 
 log = logging.getLogger("naq_nb")
 T = TypeVar("T")
 
 #: A job body that is a reference starts with this (pickle starts with 0x80, JSON with '[').
 MAGIC = b"\x00naq-object\x00"
-_HEADROOM = 1024      # protocol framing around headers and body
-NO_LIMIT = 1 << 62    # encode_job's max_payload when offload_jobs checks the size afterwards
-_STALL = 30.0         # seconds without a chunk before a download is declared stuck
+_HEADROOM = 1024  # protocol framing around headers and body
+NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size afterwards
+_STALL = 30.0  # seconds without a chunk before a download is declared stuck
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
 _RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
@@ -104,7 +130,7 @@ class BlobRef:
     @classmethod
     def from_body(cls, body: bytes | None) -> "BlobRef | None":
         """The reference a job body holds, or None for an ordinary body."""
-        return None if not body or not body.startswith(MAGIC) else cls.from_dict(_json(body[len(MAGIC):]))
+        return None if not body or not body.startswith(MAGIC) else cls.from_dict(_json(body[len(MAGIC) :]))
 
     @classmethod
     def from_dict(cls, d: Any) -> "BlobRef":
@@ -160,8 +186,9 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     try:
         await store.put(name, data)
     except (NotFoundError, BadRequestError, asyncio.TimeoutError, OSError) as exc:
-        raise BlobError(f"cannot store {len(data):,} bytes in object store {bucket!r}: "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise BlobError(
+            f"cannot store {len(data):,} bytes in object store {bucket!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     if _keep_recent:
         _recent_put(ref.sha256, data)
     return ref
@@ -237,8 +264,9 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
         task.result()
     except NotFoundError:
         ttl = broker.layout.object_buckets().get(ref.bucket)
-        raise BlobError(f"{where} is missing: it was deleted, or it expired"
-                        f"{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}") from None
+        raise BlobError(
+            f"{where} is missing: it was deleted, or it expired{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}"
+        ) from None
     except (DigestMismatchError, BadObjectMetaError) as exc:
         raise BlobError(f"{where} is corrupted: {type(exc).__name__}") from None
     finally:
@@ -246,8 +274,10 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
             task.cancel()
     data = b"".join(sink.parts)
     if len(data) != ref.size or await _sha256(data) != ref.sha256:
-        raise BlobError(f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "
-                        f"SHA-256 {ref.sha256[:16]}…")
+        raise BlobError(
+            f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "
+            f"SHA-256 {ref.sha256[:16]}…"
+        )
     return data
 
 
@@ -267,8 +297,9 @@ def inline_limit(broker: "Broker") -> int:
 
 
 # --- job bodies ----------------------------------------------------------------------------------
-async def offload_jobs(broker: "Broker", jobs: Sequence["Job"],
-                       encoded: Sequence[tuple[dict, bytes]]) -> list[tuple[dict, bytes]]:
+async def offload_jobs(
+    broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tuple[dict, bytes]]
+) -> list[tuple[dict, bytes]]:
     """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference."""
     out = []
     limit = inline_limit(broker)
@@ -278,8 +309,10 @@ async def offload_jobs(broker: "Broker", jobs: Sequence["Job"],
             ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
             body = ref.to_body(broker.settings.signing_key)
         if head + len(body) > limit:
-            raise PayloadTooLargeError(f"the headers of job {job.function_name} alone are {head:,} bytes, over "
-                                       f"the server's max_payload of {broker.max_payload:,} bytes")
+            raise PayloadTooLargeError(
+                f"the headers of job {job.function_name} alone are {head:,} bytes, over "
+                f"the server's max_payload of {broker.max_payload:,} bytes"
+            )
         out.append((headers, body))
     return out
 
@@ -301,7 +334,7 @@ async def open_body(broker: "Broker", body: bytes, what: str = "job") -> bytes:
     keys = broker.settings.signing_keys
     if keys and broker.serializer.name == "pickle":
         # Checked before downloading anything; the resolved body's own signature is checked after.
-        _verify_any(keys, ref.canonical(), _json(body[len(MAGIC):]).get("sig"))
+        _verify_any(keys, ref.canonical(), _json(body[len(MAGIC) :]).get("sig"))
     return await resolve(broker, ref, f"the call of {what}")
 
 
@@ -402,9 +435,17 @@ async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecor
         meta = rec.meta.copy()
         meta.pop("blob", None)
         meta.pop("ser", None)
-        meta.update({"status": JobStatus.FAILED.value, "error": str(exc), "traceback": "",
-                     "exc_type": exception_type_names(exc)[0], "exc_types": exception_type_names(exc), "ser": "pickle",
-                     "job_status": rec.status})
+        meta.update(
+            {
+                "status": JobStatus.FAILED.value,
+                "error": str(exc),
+                "traceback": "",
+                "exc_type": exception_type_names(exc)[0],
+                "exc_types": exception_type_names(exc),
+                "ser": "pickle",
+                "job_status": rec.status,
+            }
+        )
         return ResultRecord(meta, pickle.dumps(exc))
 
 
@@ -456,8 +497,10 @@ class FunctionRef(ObjectRef):
 
     def __init__(self, ref: ObjectRef, fn: Any) -> None:
         super().__init__(ref.bucket, ref.name, ref.size, ref.sha256)
-        self.__dict__.update(__module__=getattr(fn, "__module__", None),
-                             __qualname__=getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "?"))
+        self.__dict__.update(
+            __module__=getattr(fn, "__module__", None),
+            __qualname__=getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "?"),
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a stored function runs inside a job only")

@@ -30,8 +30,12 @@ __all__ = ["Broker", "CONNECTION_ERRORS"]
 
 #: What a lost, closing or slow connection raises (nats-py's errors, ours, socket errors and timeouts):
 #: the one tuple to catch where a best-effort step (cleanup, a retried background step) may meet one.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, NaqConnectionError, OSError,
-                                                      asyncio.TimeoutError)
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    NaqConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 log = logging.getLogger("naq_nb")
 
@@ -42,8 +46,11 @@ def _redact(url: str) -> str:
 
 def _is_refusal(e: BaseException) -> bool:
     low = f"{type(e).__name__}: {e}".lower()
-    return isinstance(e, (nats.errors.AuthorizationError, ssl.SSLCertVerificationError)) \
-        or "authorization violation" in low or "certificate verify failed" in low
+    return (
+        isinstance(e, (nats.errors.AuthorizationError, ssl.SSLCertVerificationError))
+        or "authorization violation" in low
+        or "certificate verify failed" in low
+    )
 
 
 async def _connect_unless_refused(connecting: Awaitable[NATS], refused: asyncio.Event, timeout: float) -> NATS:
@@ -69,8 +76,11 @@ def _connect_failure(servers: list[str], timeout: float, exc: BaseException, see
     where = ", ".join(_redact(s) for s in servers)
     for e in [exc, *reversed(seen)]:  # nats-py retries auth and TLS failures; the error callback saw them
         low = f"{type(e).__name__}: {e}".lower()
-        if isinstance(e, (nats.errors.AuthorizationError, ssl.SSLError)) or "authorization" in low \
-                or "certificate verify failed" in low:
+        if (
+            isinstance(e, (nats.errors.AuthorizationError, ssl.SSLError))
+            or "authorization" in low
+            or "certificate verify failed" in low
+        ):
             exc = e
             break
     text = f"{type(exc).__name__}: {exc}" if str(exc) else "no answer"
@@ -78,12 +88,16 @@ def _connect_failure(servers: list[str], timeout: float, exc: BaseException, see
     if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in low or "authentication" in low:
         return f"cannot connect to NATS at {where}: authorization violation: check user/password/token or --creds"
     if isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in low:
-        return (f"cannot connect to NATS at {where}: TLS certificate verify failed: "
-                f"{getattr(exc, 'verify_message', '') or exc} (give the CA with --tls-ca / NAQ_TLS_CA)")
+        return (
+            f"cannot connect to NATS at {where}: TLS certificate verify failed: "
+            f"{getattr(exc, 'verify_message', '') or exc} (give the CA with --tls-ca / NAQ_TLS_CA)"
+        )
     if isinstance(exc, ssl.SSLError) or "tls" in low or "ssl" in low:
         return f"cannot connect to NATS at {where}: TLS error: {exc}"
-    return (f"cannot connect to NATS at {where} within {timeout:g}s ({text}); is a nats-server running "
-            "there? (in a notebook, nq.local() starts one with workers; in a terminal, `naq server`)")
+    return (
+        f"cannot connect to NATS at {where} within {timeout:g}s ({text}); is a nats-server running "
+        "there? (in a notebook, nq.local() starts one with workers; in a terminal, `naq server`)"
+    )
 
 
 def _fail_pending_on_loss(opts: dict, holder: list) -> None:
@@ -102,6 +116,7 @@ def _fail_pending_on_loss(opts: dict, holder: list) -> None:
             holder[0].fail_pending("closed")
         if user_closed:
             await user_closed()
+
     opts["disconnected_cb"], opts["closed_cb"] = _disconnected, _closed
 
 
@@ -112,9 +127,15 @@ class Broker:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=10.0)
         self.settings = settings
-        self.layout = Layout(prefix=settings.prefix, replicas=settings.replicas, result_ttl=settings.result_ttl,
-                             status_ttl=settings.status_ttl, worker_ttl=settings.worker_ttl,
-                             ack_wait=settings.ack_wait, leader_ttl=settings.leader_ttl)
+        self.layout = Layout(
+            prefix=settings.prefix,
+            replicas=settings.replicas,
+            result_ttl=settings.result_ttl,
+            status_ttl=settings.status_ttl,
+            worker_ttl=settings.worker_ttl,
+            ack_wait=settings.ack_wait,
+            leader_ttl=settings.leader_ttl,
+        )
         self.serializer: Serializer = get_serializer(settings.serializer, settings.json_allowed)
         self._kv: dict[str, KeyValue] = {}
         self._ready: asyncio.Future | None = None
@@ -132,8 +153,9 @@ class Broker:
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, settings: Settings | None = None,
-                      **nats_options: Any) -> "Broker":
+    async def connect(
+        cls, url: str | None = None, *, settings: Settings | None = None, **nats_options: Any
+    ) -> "Broker":
         """Connect within ``settings.connect_timeout`` or raise :class:`NaqConnectionError`.
 
         ``nats_options`` go to :func:`nats.connect` unchanged (``user``, ``password``,
@@ -167,6 +189,7 @@ class Broker:
                     await cb()
                 except Exception as exc:
                     log.warning("reconnect listener %r failed: %s", cb, exc)
+
         opts["reconnected_cb"] = _reconnected
         holder: list[Broker] = []
         _fail_pending_on_loss(opts, holder)
@@ -236,8 +259,9 @@ class Broker:
         except BucketNotFoundError:
             pass
         try:
-            return await self.js.create_key_value(bucket=name, history=kw["history"], ttl=kw["ttl"],
-                                                  replicas=self.layout.replicas)
+            return await self.js.create_key_value(
+                bucket=name, history=kw["history"], ttl=kw["ttl"], replicas=self.layout.replicas
+            )
         except nats.js.errors.BadRequestError:
             return await self.js.key_value(name)  # another process created it first
 
@@ -260,10 +284,18 @@ class Broker:
         if problems:
             raise LayoutConflictError(
                 f"stream {cfg.name} exists with an incompatible config: {'; '.join(problems)}. "
-                f"Delete it or set NAQ_PREFIX to use another layout.")
+                f"Delete it or set NAQ_PREFIX to use another layout."
+            )
 
-    async def publish_async(self, subject: str, payload: bytes, headers: dict | None = None, *,
-                            timeout: float | None = None, what: str | None = None) -> asyncio.Future:
+    async def publish_async(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict | None = None,
+        *,
+        timeout: float | None = None,
+        what: str | None = None,
+    ) -> asyncio.Future:
         """Publish to JetStream without waiting; the returned future resolves to the PubAck or fails.
 
         It fails with the server's error (nats-py's own ``publish_async`` leaves its future pending
@@ -307,8 +339,11 @@ class Broker:
                 del self._acks[token]
             elif deadline <= now:
                 del self._acks[token]
-                fut.set_exception(PublishTimeoutError(f"no acknowledgement from JetStream for {label} within "
-                                                      f"{bound:g}s (server down or overloaded?)"))
+                fut.set_exception(
+                    PublishTimeoutError(
+                        f"no acknowledgement from JetStream for {label} within {bound:g}s (server down or overloaded?)"
+                    )
+                )
             elif nxt is None or deadline < nxt:
                 nxt = deadline
         if nxt is not None:
@@ -319,8 +354,11 @@ class Broker:
         acks, self._acks = self._acks, {}
         for fut, label, _deadline, _bound in acks.values():
             if not fut.done():
-                fut.set_exception(NaqConnectionError(
-                    f"the connection {why} before JetStream acknowledged {label}; it may or may not be stored"))
+                fut.set_exception(
+                    NaqConnectionError(
+                        f"the connection {why} before JetStream acknowledged {label}; it may or may not be stored"
+                    )
+                )
 
     async def _on_pub_ack(self, msg: Any) -> None:
         entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
@@ -336,13 +374,23 @@ class Broker:
                 nats.js.errors.APIError.from_error(resp["error"])  # raises the specific error class
                 raise nats.js.errors.APIError(**resp["error"])
             # Built directly: PubAck.from_response walks the dataclass fields on every call.
-            fut.set_result(api.PubAck(stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"),
-                                      duplicate=resp.get("duplicate")))
+            fut.set_result(
+                api.PubAck(
+                    stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"), duplicate=resp.get("duplicate")
+                )
+            )
         except Exception as exc:  # the server's error (or a garbled answer) goes to the waiter
             fut.set_exception(exc)
 
-    async def publish(self, subject: str, payload: bytes, headers: dict | None = None, *,
-                      timeout: float | None = None, what: str | None = None) -> api.PubAck:
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict | None = None,
+        *,
+        timeout: float | None = None,
+        what: str | None = None,
+    ) -> api.PubAck:
         """Publish to JetStream and wait for the acknowledgement, within the same bounds as
         :meth:`publish_async`."""
         return await (await self.publish_async(subject, payload, headers, timeout=timeout, what=what))

@@ -28,7 +28,7 @@ class JobContext:
     queue: str
     attempt: int
     loop: asyncio.AbstractEventLoop
-    flush: Callable[["JobContext"], Any]          # coroutine function writing the status record
+    flush: Callable[["JobContext"], Any]  # coroutine function writing the status record
     min_interval: float = 0.2
     progress_done: float | None = None
     progress_total: float | None = None
@@ -43,8 +43,9 @@ class JobContext:
     _last: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def update(self, done: float | None = None, total: float | None = None, message: str | None = None,
-               line: str | None = None) -> None:
+    def update(
+        self, done: float | None = None, total: float | None = None, message: str | None = None, line: str | None = None
+    ) -> None:
         with self._lock:
             if done is not None:
                 self.progress_done = done
@@ -54,7 +55,7 @@ class JobContext:
                 self.message = message
             if line is not None:
                 self.logs.append(line)
-                del self.logs[:-self.max_log_lines]
+                del self.logs[: -self.max_log_lines]
             scheduled, self._scheduled = self._scheduled, True
         if line is not None and self.on_line is not None:
             self.on_line(self.job_id, line)
@@ -87,8 +88,12 @@ class JobContext:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"progress": self.progress_done, "total": self.progress_total, "message": self.message,
-                    "logs": list(self.logs[-50:])}
+            return {
+                "progress": self.progress_done,
+                "total": self.progress_total,
+                "message": self.message,
+                "logs": list(self.logs[-50:]),
+            }
 
 
 def current_job() -> JobContext | None:
@@ -116,6 +121,7 @@ def log(*parts: Any) -> None:
 def echo_line(job_id: str, line: str) -> None:
     """Write a job's output line to the worker's own stdout, prefixed with the job id."""
     import sys
+
     out = sys.stdout
     out = getattr(out, "original", out)  # past the capture, which would route it back to the job
     try:
@@ -168,6 +174,7 @@ _capture_lock = threading.Lock()
 def install_capture() -> None:
     """Route job output to job logs (reference counted; undone by :func:`uninstall_capture`)."""
     import sys
+
     global _capture_refs
     with _capture_lock:
         _capture_refs += 1
@@ -180,6 +187,7 @@ def install_capture() -> None:
 
 def uninstall_capture() -> None:
     import sys
+
     global _capture_refs
     with _capture_lock:
         _capture_refs = max(0, _capture_refs - 1)

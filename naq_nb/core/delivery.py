@@ -19,18 +19,18 @@ class Delivery:
     """A message in this worker's hands, from arrival to ack/nak."""
 
     msg: Msg
-    meta: JobMeta                      # parsed before the Delivery is made (a bad header never gets one)
-    delivered: int = 1                 # JetStream's num_delivered: every delivery is counted
-    prev: StatusRecord | None = None   # the status record found on a redelivery
+    meta: JobMeta  # parsed before the Delivery is made (a bad header never gets one)
+    delivered: int = 1  # JetStream's num_delivered: every delivery is counted
+    prev: StatusRecord | None = None  # the status record found on a redelivery
     task: asyncio.Task | None = None
-    ctx: JobContext | None = None      # while it runs
+    ctx: JobContext | None = None  # while it runs
     started: float = 0.0
     cancelled: bool = False
     record: StatusRecord = field(default_factory=lambda: StatusRecord())
-    suspect: bool = False              # arrived right after the worker's loop was blocked: maybe stale
+    suspect: bool = False  # arrived right after the worker's loop was blocked: maybe stale
     running_timer: asyncio.TimerHandle | None = None  # the deferred "running" record's timer (a child process runs it)
     running_written: bool = False
-    ended: bool = False                # its run is over: no "running" record may be written any more
+    ended: bool = False  # its run is over: no "running" record may be written any more
 
 
 def parse_meta(msg: Msg) -> JobMeta:

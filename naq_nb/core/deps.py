@@ -94,8 +94,7 @@ def _job_headers(headers: dict | None) -> dict:
 async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep: str) -> None:
     """Copy a job message to the waiting stream under ``dep`` (a repeat is de-duplicated)."""
     hdrs = {**_job_headers(headers), HEADER_MSG_ID: f"park-{job_id}-{dep}"}
-    await b.publish(b.layout.waiting_subject(dep), body or b"", headers=hdrs,
-                    what=f"job {job_id} parked on job {dep}")
+    await b.publish(b.layout.waiting_subject(dep), body or b"", headers=hdrs, what=f"job {job_id} parked on job {dep}")
 
 
 class DependencyGate:
@@ -112,9 +111,13 @@ class DependencyGate:
     memory any more (parked jobs live in the waiting stream), so they are always empty.
     """
 
-    def __init__(self, broker: "Broker", on_ready: Callable[["Delivery"], None],
-                 on_failed: Callable[["Delivery", str, str], Awaitable[None]],
-                 sweep_interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(
+        self,
+        broker: "Broker",
+        on_ready: Callable[["Delivery"], None],
+        on_failed: Callable[["Delivery", str, str], Awaitable[None]],
+        sweep_interval: float = SWEEP_INTERVAL,
+    ) -> None:
         self.b = broker
         self.on_ready = on_ready
         self.on_failed = on_failed
@@ -204,9 +207,15 @@ async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
         rec, rev = await _status_entry(b, meta.job_id)
         if rec is not None and rec.get("status") in _ENDED:
             return False
-        base = rec or first_record(meta.job_id, meta.queue, JobStatus.WAITING, func=meta.function,
-                                   name=meta.options.name, enqueued_at=meta.enqueued_at,
-                                   depends_on=list(meta.options.depends_on))
+        base = rec or first_record(
+            meta.job_id,
+            meta.queue,
+            JobStatus.WAITING,
+            func=meta.function,
+            name=meta.options.name,
+            enqueued_at=meta.enqueued_at,
+            depends_on=list(meta.options.depends_on),
+        )
         new = encode_status(with_status(base, JobStatus.WAITING, waiting_on=dep))
         try:
             await (kv.update(meta.job_id, new, last=rev) if rev else kv.create(meta.job_id, new))
@@ -290,8 +299,9 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
 async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, rev: int) -> None:
     lay = b.layout
     hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"rel-{meta.job_id}-{raw.seq}"}
-    await b.publish(lay.queue_subject(meta.queue), raw.data or b"", headers=hdrs,
-                    what=f"job {meta.job_id} released to its queue")
+    await b.publish(
+        lay.queue_subject(meta.queue), raw.data or b"", headers=hdrs, what=f"job {meta.job_id} released to its queue"
+    )
     kv = await b.kv(lay.status_bucket)
     try:
         await kv.update(meta.job_id, encode_status(with_status(own, JobStatus.QUEUED, drop=["waiting_on"])), last=rev)
@@ -299,27 +309,54 @@ async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: Statu
         pass  # moved on meanwhile (a worker already runs it, or another release got here first)
 
 
-async def _fail_parked(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, dep: str,
-                       why: str) -> None:
+async def _fail_parked(
+    b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, dep: str, why: str
+) -> None:
     """Dead-letter a parked job whose dependency failed: failed entry, status, then result (create-only)."""
     lay, jid = b.layout, meta.job_id
     exc = DependencyFailedError(f"job {jid} depends on job {dep}, which {why}")
     exc.dependency = dep  # type: ignore[attr-defined]
     error = f"{type(exc).__name__}: {exc}"
     now = time.time()
-    info = {"reason": error, "failed_at": now, "worker": None, "original_headers": _job_headers(raw.headers),
-            "attempts": 0, "failures": 1, "exc_type": exception_type_names(exc)[0]}
+    info = {
+        "reason": error,
+        "failed_at": now,
+        "worker": None,
+        "original_headers": _job_headers(raw.headers),
+        "attempts": 0,
+        "failures": 1,
+        "exc_type": exception_type_names(exc)[0],
+    }
     hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"depfail-{jid}", "Naq-Reason": error[:500]}
-    await b.publish(lay.failed_subject(meta.queue), pack_record(info, raw.data or b""), headers=hdrs,
-                    what=f"the failed entry of job {jid}")
+    await b.publish(
+        lay.failed_subject(meta.queue),
+        pack_record(info, raw.data or b""),
+        headers=hdrs,
+        what=f"the failed entry of job {jid}",
+    )
     kv = await b.kv(lay.status_bucket)
-    await kv.put(jid, encode_status(with_status(own, JobStatus.FAILED, drop=["waiting_on"], error=error,
-                                                finished_at=now, failures=1, dependency=dep)))
-    data = encode_failure(b.serializer, exc, error=error, tb="", result_ttl=meta.options.result_ttl,
-                          attempts=0, failures=1, dependency=dep)
+    await kv.put(
+        jid,
+        encode_status(
+            with_status(
+                own, JobStatus.FAILED, drop=["waiting_on"], error=error, finished_at=now, failures=1, dependency=dep
+            )
+        ),
+    )
+    data = encode_failure(
+        b.serializer,
+        exc,
+        error=error,
+        tb="",
+        result_ttl=meta.options.result_ttl,
+        attempts=0,
+        failures=1,
+        dependency=dep,
+    )
     try:
-        await b.publish(lay.kv_subject(lay.results_bucket, jid), data, headers=dict(_CREATE_ONLY),
-                        what=f"the result of job {jid}")
+        await b.publish(
+            lay.kv_subject(lay.results_bucket, jid), data, headers=dict(_CREATE_ONLY), what=f"the result of job {jid}"
+        )
     except APIError as err:
         if err.err_code != _WRONG_LAST_SEQ:
             raise  # a result already exists (a repeated release): it stands
@@ -327,15 +364,18 @@ async def _fail_parked(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: S
 
 async def _delete_copy(b: "Broker", seq: int) -> None:
     # no_erase: nats-py's delete_msg overwrites the message on disk first, several times slower.
-    resp = await b.nc.request(msg_delete_api_subject(b.layout.waiting_stream),
-                              json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=b.publish_timeout)
+    resp = await b.nc.request(
+        msg_delete_api_subject(b.layout.waiting_stream),
+        json.dumps({"seq": seq, "no_erase": True}).encode(),
+        timeout=b.publish_timeout,
+    )
     err = json.loads(resp.data).get("error")
     if err and err.get("err_code") not in (10037, 10057):  # else another release deleted it first
         raise APIError(**err)
 
 
 def _gone(exc: APIError) -> bool:
-    """"No message found": JetStream answers 404/10037, or 500/10057 when the sequence was deleted."""
+    """ "No message found": JetStream answers 404/10037, or 500/10057 when the sequence was deleted."""
     return isinstance(exc, NotFoundError) or exc.err_code in (10037, 10057)
 
 

@@ -23,9 +23,9 @@ __all__ = ["QueueDepth", "queue_depths"]
 class QueueDepth(TypedDict):
     """One queue's jobs as the server counts them."""
 
-    total: int                  # in the stream
-    queued: int                 # not delivered to a worker yet
-    held: int                   # delivered, not acknowledged (running, or buffered at a worker)
+    total: int  # in the stream
+    queued: int  # not delivered to a worker yet
+    held: int  # delivered, not acknowledged (running, or buffered at a worker)
 
 
 async def queue_depths(broker: "Broker", queues: list[str] | None = None) -> dict[str, QueueDepth]:

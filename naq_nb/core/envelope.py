@@ -19,8 +19,17 @@ from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
 
-__all__ = ["encode_job", "MetaHeader", "JobMeta", "decode_meta", "decode_call", "check_call", "HEADER_META",
-           "HEADER_SIG", "HEADER_MSG_ID"]
+__all__ = [
+    "encode_job",
+    "MetaHeader",
+    "JobMeta",
+    "decode_meta",
+    "decode_call",
+    "check_call",
+    "HEADER_META",
+    "HEADER_SIG",
+    "HEADER_MSG_ID",
+]
 
 HEADER_META = "Naq-Meta"
 HEADER_SIG = "Naq-Sig"
@@ -31,29 +40,36 @@ _HEADROOM = 512  # protocol framing around headers and body
 class MetaHeader(OptionsMeta, total=False):
     """The ``Naq-Meta`` header (JSON) of a job message: all a worker reads before it opens the body."""
 
-    v: int                      # format version
-    id: Required[str]           # job id (a schedule's occurrence: ``<schedule id>-<due ms>``)
-    q: Required[str]            # queue
-    fn: str                     # function name, for listings and errors
-    ser: str                    # "pickle" | "json"
-    ts: float                   # enqueued at (epoch seconds)
-    due: float                  # fired by the scheduler: when it was due
-    sched: str                  # fired by the scheduler: the schedule id
+    v: int  # format version
+    id: Required[str]  # job id (a schedule's occurrence: ``<schedule id>-<due ms>``)
+    q: Required[str]  # queue
+    fn: str  # function name, for listings and errors
+    ser: str  # "pickle" | "json"
+    ts: float  # enqueued at (epoch seconds)
+    due: float  # fired by the scheduler: when it was due
+    sched: str  # fired by the scheduler: the schedule id
 
 
 def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_payload: int) -> tuple[dict, bytes]:
     body = ser.dumps_call(job.function, job.args, job.kwargs)
-    meta: MetaHeader = {"v": 1, "id": job.job_id, "q": job.queue_name, "fn": func_name(job.function), "ser": ser.name,
-            "ts": job.enqueue_time, **job.options.to_meta()}
-    headers = {HEADER_MSG_ID: job.options.key or job.job_id,
-               HEADER_META: json.dumps(meta, separators=(",", ":"))}
+    meta: MetaHeader = {
+        "v": 1,
+        "id": job.job_id,
+        "q": job.queue_name,
+        "fn": func_name(job.function),
+        "ser": ser.name,
+        "ts": job.enqueue_time,
+        **job.options.to_meta(),
+    }
+    headers = {HEADER_MSG_ID: job.options.key or job.job_id, HEADER_META: json.dumps(meta, separators=(",", ":"))}
     if signing_key:  # covers the id, the options and queue (Naq-Meta) and the body
         headers[HEADER_SIG] = sign_job(signing_key, job.job_id, headers[HEADER_META], body)
     size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + _HEADROOM
     if size > max_payload:
         raise PayloadTooLargeError(
             f"job {job.function_name} is {len(body):,} bytes serialized, over the server's max_payload of "
-            f"{max_payload:,} bytes; pass large data by reference (a path or URL) or raise max_payload")
+            f"{max_payload:,} bytes; pass large data by reference (a path or URL) or raise max_payload"
+        )
     return headers, body
 
 
@@ -65,7 +81,7 @@ class JobMeta:
     serializer: str
     enqueued_at: float
     options: JobOptions
-    raw: MetaHeader             # the header as sent (checked field by field by decode_meta)
+    raw: MetaHeader  # the header as sent (checked field by field by decode_meta)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -97,9 +113,15 @@ def decode_meta(headers: dict | None) -> JobMeta:
         if not isinstance(queue, str) or not QUEUE_NAME_RE.fullmatch(queue):
             raise ValueError(f"q (queue) must be 1-64 letters, digits, '_' or '-', not {queue!r}")
         deps = _deps(m.get("deps"), job_id)
-        opts = JobOptions(queue=queue, retry=_retry(m.get("retry")), timeout=_positive(m, "timeout"),
-                          depends_on=deps, result_ttl=_positive(m, "rttl"), job_id=job_id,
-                          name=_text(m, "name", 1000))
+        opts = JobOptions(
+            queue=queue,
+            retry=_retry(m.get("retry")),
+            timeout=_positive(m, "timeout"),
+            depends_on=deps,
+            result_ttl=_positive(m, "rttl"),
+            job_id=job_id,
+            name=_text(m, "name", 1000),
+        )
         ser = m.get("ser", "pickle")
         if ser not in _SERIALIZERS:
             raise ValueError(f"ser must be one of {_SERIALIZERS}, not {ser!r}")
@@ -192,24 +214,34 @@ def _retry(value: Any) -> RetryPolicy:
         if not isinstance(names[key], list) or not all(isinstance(t, str) and t for t in names[key]):
             raise ValueError(f"retry.{key} must be a list of exception names, not {names[key]!r:.80}")
     try:
-        return RetryPolicy(max_retries=n, backoff=backoff, delay=value.get("delay", 0.0),
-                           max_delay=value.get("max_delay", 3600.0), jitter=value.get("jitter", 0.0),
-                           retry_on=tuple(names["retry_on"]), ignore_on=tuple(names["ignore_on"]))
+        return RetryPolicy(
+            max_retries=n,
+            backoff=backoff,
+            delay=value.get("delay", 0.0),
+            max_delay=value.get("max_delay", 3600.0),
+            jitter=value.get("jitter", 0.0),
+            retry_on=tuple(names["retry_on"]),
+            ignore_on=tuple(names["ignore_on"]),
+        )
     except ConfigurationError as exc:
         raise ValueError(f"retry: {exc}") from None
 
 
-def check_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer,
-               signing_key: bytes | Sequence[bytes] = b"") -> None:
+def check_call(
+    meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer, signing_key: bytes | Sequence[bytes] = b""
+) -> None:
     """Everything :func:`decode_call` checks before unpickling (serializer, signature)."""
     if meta.serializer != ser.name:
-        raise SerializationError(f"job was serialized with {meta.serializer!r} but this worker only accepts "
-                                 f"{ser.name!r} (NAQ_JOB_SERIALIZER)")
+        raise SerializationError(
+            f"job was serialized with {meta.serializer!r} but this worker only accepts "
+            f"{ser.name!r} (NAQ_JOB_SERIALIZER)"
+        )
     # Checked before the serializer runs: nothing from an unsigned message is unpickled or imported.
     verify_job(signing_key, meta.job_id, (headers or {}).get(HEADER_META, ""), body, (headers or {}).get(HEADER_SIG))
 
 
-def decode_call(meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer,
-                signing_key: bytes | Sequence[bytes] = b"") -> tuple[Callable[..., Any], tuple, dict]:
+def decode_call(
+    meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer, signing_key: bytes | Sequence[bytes] = b""
+) -> tuple[Callable[..., Any], tuple, dict]:
     check_call(meta, headers, body, ser, signing_key)
     return ser.loads_call(body)

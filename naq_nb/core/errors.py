@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 __all__ = [
-    "NaqException", "NaqConnectionError", "ConfigurationError", "SerializationError",
-    "PayloadTooLargeError", "JobNotFoundError", "JobExecutionError", "JobCancelledError",
-    "JobTimeoutError", "DependencyFailedError", "LayoutConflictError", "ServerBinaryNotFound",
-    "UnknownQueueError", "SignatureError", "JobNotFinishedError", "DuplicateJobError",
-    "PublishTimeoutError", "ConcurrentUpdateError", "ServerStartError", "ScheduleNotFoundError", "BlobError",
-    "WorkerProcessDied", "JobLostError", "JobNotStoredError",
+    "NaqException",
+    "NaqConnectionError",
+    "ConfigurationError",
+    "SerializationError",
+    "PayloadTooLargeError",
+    "JobNotFoundError",
+    "JobExecutionError",
+    "JobCancelledError",
+    "JobTimeoutError",
+    "DependencyFailedError",
+    "LayoutConflictError",
+    "ServerBinaryNotFound",
+    "UnknownQueueError",
+    "SignatureError",
+    "JobNotFinishedError",
+    "DuplicateJobError",
+    "PublishTimeoutError",
+    "ConcurrentUpdateError",
+    "ServerStartError",
+    "ScheduleNotFoundError",
+    "BlobError",
+    "WorkerProcessDied",
+    "JobLostError",
+    "JobNotStoredError",
 ]
 
 

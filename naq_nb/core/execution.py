@@ -38,8 +38,19 @@ from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
 from .serialization import Serializer
 
-__all__ = ["EXECUTION_MODES", "JobCall", "SerializedValue", "JobFailure", "ThreadExecution", "ProcessExecution",
-           "make_execution", "failure_parts", "call_job", "JobThreads", "validate_execution"]
+__all__ = [
+    "EXECUTION_MODES",
+    "JobCall",
+    "SerializedValue",
+    "JobFailure",
+    "ThreadExecution",
+    "ProcessExecution",
+    "make_execution",
+    "failure_parts",
+    "call_job",
+    "JobThreads",
+    "validate_execution",
+]
 
 EXECUTION_MODES = ("processes", "threads")
 
@@ -61,8 +72,12 @@ class JobFailure(Exception):
 
     @classmethod
     def of(cls, exc: BaseException, traceback: str | None = None) -> "JobFailure":
-        return cls(f"{type(exc).__name__}: {exc}", traceback if traceback is not None else user_traceback(exc),
-                   exception_type_names(exc), exc)
+        return cls(
+            f"{type(exc).__name__}: {exc}",
+            traceback if traceback is not None else user_traceback(exc),
+            exception_type_names(exc),
+            exc,
+        )
 
 
 def failure_parts(exc: BaseException) -> tuple[BaseException, str, str, list[str]]:
@@ -71,8 +86,9 @@ def failure_parts(exc: BaseException) -> tuple[BaseException, str, str, list[str
         rec = exc.original
         if rec is None or not isinstance(rec, Exception):
             # Records and clients rebuild Exceptions; a SystemExit must not be re-raised in a client.
-            rec = JobExecutionError(exc.error, exc_type=exc.types[0] if exc.types else "",
-                                    remote_traceback=exc.traceback)
+            rec = JobExecutionError(
+                exc.error, exc_type=exc.types[0] if exc.types else "", remote_traceback=exc.traceback
+            )
         return rec, exc.error, exc.traceback, exc.types
     return exc, f"{type(exc).__name__}: {exc}", user_traceback(exc), exception_type_names(exc)
 
@@ -127,6 +143,7 @@ class JobThreads(ThreadPoolExecutor):
             finally:
                 with self._lock:
                     self._active -= 1
+
         return super().submit(counted)
 
     @property
@@ -155,8 +172,13 @@ class ThreadExecution:
 
     isolated = False  # job code runs in the worker's process
 
-    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None,
-                  on_loop: Callable[[], Awaitable[None]] | None = None) -> Any:
+    async def run(
+        self,
+        call: JobCall,
+        ctx: JobContext,
+        timeout: float | None,
+        on_loop: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
         """Run the call; ``on_loop`` is for :class:`ProcessExecution` (every job here runs in the worker)."""
         fn, args, kwargs = call.decode()
         return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout)
@@ -194,13 +216,20 @@ class ProcessExecution:
 
     isolated = True  # sync job code can't take the worker down
 
-    async def run(self, call: JobCall, ctx: JobContext, timeout: float | None,
-                  on_loop: Callable[[], Awaitable[None]] | None = None) -> Any:
+    async def run(
+        self,
+        call: JobCall,
+        ctx: JobContext,
+        timeout: float | None,
+        on_loop: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
         """Run the call in a child (sync) or on the loop (async: ``on_loop()`` is awaited first)."""
+
         def on_progress(done: Any, total: Any, message: Any, lines: list[str]) -> None:
             ctx.update(done=done, total=total, message=message)
             for line in lines:
                 ctx.update(line=line)
+
         child = await self.pool.acquire()  # a child still starting is the worker's delay, not the job's time
         t0 = time.monotonic()
         try:
@@ -238,8 +267,16 @@ def make_execution(execution: str, size: int, serializer: Serializer) -> ThreadE
     return ProcessExecution(size, serializer)
 
 
-async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: JobContext,
-                   executor: ThreadPoolExecutor, timeout: float | None, started: float | None = None) -> Any:
+async def call_job(
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    *,
+    ctx: JobContext,
+    executor: ThreadPoolExecutor,
+    timeout: float | None,
+    started: float | None = None,
+) -> Any:
     """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``
     seconds after ``started`` (a ``time.monotonic()`` value; default now).
 
@@ -253,8 +290,9 @@ async def call_job(fn: Callable[..., Any], args: tuple, kwargs: dict, *, ctx: Jo
             coro = fn(*args, **kwargs)
         finally:
             unbind(token)
-        aw: asyncio.Future[Any] = asyncio.get_running_loop().create_task(_with_ctx(coro, ctx),
-                                                                          name=f"naq-job:{ctx.job_id}")
+        aw: asyncio.Future[Any] = asyncio.get_running_loop().create_task(
+            _with_ctx(coro, ctx), name=f"naq-job:{ctx.job_id}"
+        )
     else:
         loop = asyncio.get_running_loop()
         run = contextvars.copy_context()

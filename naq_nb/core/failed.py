@@ -28,19 +28,19 @@ __all__ = ["FailedEntry", "list_failed", "requeue_failed"]
 class FailedEntry(TypedDict):
     """One entry of the failed stream as :func:`list_failed` reports it."""
 
-    seq: int                    # its sequence in the failed stream (a requeue reference)
-    job_id: str | None          # None: a malformed message (no Naq-Meta header)
+    seq: int  # its sequence in the failed stream (a requeue reference)
+    job_id: str | None  # None: a malformed message (no Naq-Meta header)
     queue: str
     func: str | None
-    reason: str | None          # why it was dead-lettered
-    error: str | None           # the same text as ``reason``
+    reason: str | None  # why it was dead-lettered
+    error: str | None  # the same text as ``reason``
     traceback: str
     attempts: int | None
     failures: int | None
     worker: str | None
     failed_at: float | None
     exc_type: str | None
-    requeueable: bool           # it carries its original job headers
+    requeueable: bool  # it carries its original job headers
 
 
 async def _iter_failed(broker: Broker, queue: str | None, limit: int) -> AsyncIterator[api.RawStreamMsg]:
@@ -73,11 +73,21 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
     if not isinstance(meta, dict):  # a malformed message's header may be any JSON
         meta = {}
     assert raw.seq is not None  # a stored message always has its sequence
-    return {"seq": raw.seq, "job_id": meta.get("id"), "queue": broker.layout.queue_of_subject(raw.subject or ""),
-            "func": meta.get("fn"), "reason": info.get("reason"), "error": info.get("reason"),
-            "traceback": info.get("traceback", ""), "attempts": info.get("attempts"),
-            "failures": info.get("failures"), "worker": info.get("worker"), "failed_at": info.get("failed_at"),
-            "exc_type": info.get("exc_type"), "requeueable": bool(meta)}
+    return {
+        "seq": raw.seq,
+        "job_id": meta.get("id"),
+        "queue": broker.layout.queue_of_subject(raw.subject or ""),
+        "func": meta.get("fn"),
+        "reason": info.get("reason"),
+        "error": info.get("reason"),
+        "traceback": info.get("traceback", ""),
+        "attempts": info.get("attempts"),
+        "failures": info.get("failures"),
+        "worker": info.get("worker"),
+        "failed_at": info.get("failed_at"),
+        "exc_type": info.get("exc_type"),
+        "requeueable": bool(meta),
+    }
 
 
 async def list_failed(broker: Broker, queue: str | None = None, limit: int = 1000) -> list[FailedEntry]:
@@ -105,8 +115,9 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     info, body = unpack_record(raw.data or b"\n")
     headers = dict(info.get("original_headers") or {})
     if HEADER_META not in headers:
-        raise JobNotFoundError(f"failed entry {raw.seq} is not a naq_nb job ({info.get('reason')}); "
-                               "it cannot be requeued")
+        raise JobNotFoundError(
+            f"failed entry {raw.seq} is not a naq_nb job ({info.get('reason')}); it cannot be requeued"
+        )
     meta = json.loads(headers[HEADER_META])
     jid, queue = meta["id"], meta["q"]
     lay = broker.layout
@@ -116,8 +127,16 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
         await results.purge(jid)  # the old failure must not answer waiters of the new run
     except KeyNotFoundError:
         pass
-    rec = first_record(jid, queue, JobStatus.QUEUED, func=meta.get("fn"), name=None, enqueued_at=time.time(),
-                       requeued_from=raw.seq, depends_on=meta.get("deps") or [])
+    rec = first_record(
+        jid,
+        queue,
+        JobStatus.QUEUED,
+        func=meta.get("fn"),
+        name=None,
+        enqueued_at=time.time(),
+        requeued_from=raw.seq,
+        depends_on=meta.get("deps") or [],
+    )
     await broker.js.publish(lay.kv_subject(lay.status_bucket, jid), encode_status(rec))
     # A fresh message id: the original one may still be inside the de-duplication window.
     headers[HEADER_MSG_ID] = f"{jid}-requeue-{raw.seq}"

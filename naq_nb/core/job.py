@@ -44,7 +44,7 @@ def new_job_id() -> str:
     with _id_lock:
         if _id_pos + 16 > len(_id_pool):
             _id_pool, _id_pos = os.urandom(4096), 0
-        raw = _id_pool[_id_pos:_id_pos + 16]
+        raw = _id_pool[_id_pos : _id_pos + 16]
         _id_pos += 16
     return raw.hex()
 
@@ -85,10 +85,10 @@ def _dep_ids(depends_on: Any) -> tuple[str, ...]:
 class OptionsMeta(TypedDict, total=False):
     """A job's options in its ``Naq-Meta`` header (the rest of the header: :class:`~.envelope.MetaHeader`)."""
 
-    retry: dict[str, Any]       # RetryPolicy.to_dict()
+    retry: dict[str, Any]  # RetryPolicy.to_dict()
     timeout: float | None
-    deps: list[str]             # depends_on
-    rttl: float | None          # result_ttl
+    deps: list[str]  # depends_on
+    rttl: float | None  # result_ttl
     name: str | None
 
 
@@ -126,8 +126,11 @@ class JobOptions:
         if unknown:
             bad = sorted(unknown)[0]
             hint = difflib.get_close_matches(bad, sorted(cls.names()), n=1)
-            raise TypeError(f"unknown job option {bad!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                            + f" (options: {', '.join(sorted(cls.names()))})")
+            raise TypeError(
+                f"unknown job option {bad!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" (options: {', '.join(sorted(cls.names()))})"
+            )
         o = base or cls()
         if "queue_name" in opts:
             opts.setdefault("queue", opts.pop("queue_name"))
@@ -163,8 +166,13 @@ class JobOptions:
 
     def to_meta(self) -> OptionsMeta:
         """These options as they travel in the job's ``Naq-Meta`` header."""
-        return {"retry": self.retry.to_dict(), "timeout": self.timeout, "deps": list(self.depends_on),
-                "rttl": self.result_ttl, "name": self.name}
+        return {
+            "retry": self.retry.to_dict(),
+            "timeout": self.timeout,
+            "deps": list(self.depends_on),
+            "rttl": self.result_ttl,
+            "name": self.name,
+        }
 
 
 @dataclass
@@ -185,7 +193,7 @@ class Job(NaqJobView):
     options: JobOptions = field(default_factory=JobOptions)
     enqueue_time: float = field(default_factory=time.time)
     sequence: int | None = None  # stream sequence once published
-    duplicate: bool = False      # JetStream dropped it as a duplicate of an earlier enqueue
+    duplicate: bool = False  # JetStream dropped it as a duplicate of an earlier enqueue
 
     @property
     def id(self) -> str:

@@ -21,8 +21,9 @@ __all__ = ["NaqJobView", "register_readers"]
 _readers: dict[str, Callable[..., Any]] = {}
 
 
-def register_readers(*, record: Callable[[Any], dict], fetch: Callable[..., Any],
-                     fetch_sync: Callable[..., Any]) -> None:
+def register_readers(
+    *, record: Callable[[Any], dict], fetch: Callable[..., Any], fetch_sync: Callable[..., Any]
+) -> None:
     """Called by the client layer: ``record(job) -> status record``, ``fetch``/``fetch_sync(job_or_id, ...)``."""
     _readers.update(record=record, fetch=fetch, fetch_sync=fetch_sync)
 

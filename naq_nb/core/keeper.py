@@ -24,6 +24,7 @@ _PR_SET_PDEATHSIG = 1
 def _child_setup() -> None:  # runs in the child between fork and exec
     try:
         import ctypes
+
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux (no libc.so.6 / prctl): the atexit hooks are left to stop the child
@@ -51,8 +52,15 @@ class KeptProcess:
     def _keep(self) -> None:
         try:
             with open(self.log_path, "ab") as out:
-                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, preexec_fn=_child_setup, close_fds=True)
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_child_setup,
+                    close_fds=True,
+                )
         except OSError as exc:
             self._error = exc
             self._started.set()

@@ -36,8 +36,9 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
     """Yield every live key's last value (deleted and purged keys are skipped)."""
     lay = broker.layout
     prefix = lay.kv_subject(bucket, "")
-    cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=api.AckPolicy.NONE,
-                             inactive_threshold=60.0)
+    cfg = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=api.AckPolicy.NONE, inactive_threshold=60.0
+    )
     await broker.ensure_layout()
     sub = await broker.js.pull_subscribe(f"{prefix}>", stream=lay.kv_stream(bucket), config=cfg)
     try:
@@ -61,7 +62,7 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
             for msg in msgs:
                 headers = msg.headers or {}
                 if headers.get(KV_OP) is None and not headers.get("Nats-Marker-Reason") and msg.data:
-                    yield KVItem(msg.subject[len(prefix):], msg.data, msg.metadata.sequence.stream)
+                    yield KVItem(msg.subject[len(prefix) :], msg.data, msg.metadata.sequence.stream)
                 if msg.metadata.num_pending == 0:
                     return
     finally:

@@ -14,9 +14,17 @@ from nats.js import api
 
 from .errors import ConfigurationError, UnknownQueueError
 
-__all__ = ["Layout", "validate_queue_name", "QUEUE_NAME_RE", "JOB_ID_RE", "WIRE_ID_RE", "validate_job_id",
-           "purge_api_subject", "pull_api_subject",
-           "msg_delete_api_subject"]
+__all__ = [
+    "Layout",
+    "validate_queue_name",
+    "QUEUE_NAME_RE",
+    "JOB_ID_RE",
+    "WIRE_ID_RE",
+    "validate_job_id",
+    "purge_api_subject",
+    "pull_api_subject",
+    "msg_delete_api_subject",
+]
 
 # \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
@@ -29,8 +37,8 @@ def validate_queue_name(name: object) -> str:
     """Return ``name`` if it can be a queue, else raise :class:`UnknownQueueError`."""
     if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
         raise UnknownQueueError(
-            f"invalid queue name {name!r}: use 1-64 letters, digits, '_' or '-' "
-            "(it becomes a NATS subject token)")
+            f"invalid queue name {name!r}: use 1-64 letters, digits, '_' or '-' (it becomes a NATS subject token)"
+        )
     return name
 
 

@@ -28,14 +28,17 @@ def _statuses(status: str | JobStatus | Iterable[str | JobStatus] | None) -> fro
         try:
             out.add(JobStatus(str(s)).value)
         except ValueError:
-            raise ValueError(f"unknown job status {s!r}; use one of: "
-                             f"{', '.join(x.value for x in JobStatus)}") from None
+            raise ValueError(f"unknown job status {s!r}; use one of: {', '.join(x.value for x in JobStatus)}") from None
     return frozenset(out)
 
 
-async def list_jobs(broker: Broker, limit: int | None = 1000,
-                    status: str | JobStatus | Iterable[str | JobStatus] | None = None,
-                    queue: str | Iterable[str] | None = None, timeout: float = 30.0) -> list[dict]:
+async def list_jobs(
+    broker: Broker,
+    limit: int | None = 1000,
+    status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+    queue: str | Iterable[str] | None = None,
+    timeout: float = 30.0,
+) -> list[dict]:
     """Status records, newest first, at most ``limit`` (None: all), filtered by status and queue.
 
     Raises ``ValueError`` for an unknown status or a bad limit, ``TimeoutError``

@@ -71,8 +71,7 @@ class ChildJobContext:
     """``current_job()`` inside a child: the same fields and calls as the worker's JobContext,
     forwarded to the parent at most every ``min_interval`` seconds (log lines are never dropped)."""
 
-    def __init__(self, channel: _Channel, job_id: str, queue: str, attempt: int,
-                 min_interval: float = 0.05) -> None:
+    def __init__(self, channel: _Channel, job_id: str, queue: str, attempt: int, min_interval: float = 0.05) -> None:
         self.job_id, self.queue, self.attempt = job_id, queue, attempt
         self.progress_done: float | None = None
         self.progress_total: float | None = None
@@ -87,8 +86,9 @@ class ChildJobContext:
         self._interval = min_interval
         self._sender: threading.Thread | None = None  # started by the first update: most jobs never report
 
-    def update(self, done: float | None = None, total: float | None = None, message: str | None = None,
-               line: str | None = None) -> None:
+    def update(
+        self, done: float | None = None, total: float | None = None, message: str | None = None, line: str | None = None
+    ) -> None:
         with self._lock:
             if done is not None:
                 self.progress_done = done
@@ -109,8 +109,12 @@ class ChildJobContext:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"progress": self.progress_done, "total": self.progress_total, "message": self.message,
-                    "logs": list(self.logs[-50:])}
+            return {
+                "progress": self.progress_done,
+                "total": self.progress_total,
+                "message": self.message,
+                "logs": list(self.logs[-50:]),
+            }
 
     def _flush(self) -> None:
         with self._lock:
@@ -186,13 +190,19 @@ def _watch_parent(ppid: int) -> None:
 
 def _describe(exc: BaseException, ser: Any) -> tuple:
     from .tracebacks import exception_type_names, user_traceback
-    return (ser.dumps_exception(exc) if ser.name == "pickle" else b"", f"{type(exc).__name__}: {exc}",
-            user_traceback(exc), exception_type_names(exc))
+
+    return (
+        ser.dumps_exception(exc) if ser.name == "pickle" else b"",
+        f"{type(exc).__name__}: {exc}",
+        user_traceback(exc),
+        exception_type_names(exc),
+    )
 
 
 def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
     from . import context
     from .errors import SerializationError
+
     _, job_id, queue, attempt, body, sys_path = req
     if sys_path is not None:
         sys.path[:] = sys_path

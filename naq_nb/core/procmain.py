@@ -22,6 +22,7 @@ def _lazy_package() -> None:
         del pkg.__dict__["__getattr__"]
         loader.exec_module(pkg)  # the real __init__, into this same module object
         return getattr(pkg, name)
+
     pkg.__dict__["__getattr__"] = __getattr__  # a module-level __getattr__ (PEP 562), removed by its first call
     sys.modules["naq_nb"] = pkg
 
@@ -30,4 +31,5 @@ if __name__ == "__main__":
     if "naq_nb" not in sys.modules:
         _lazy_package()
     from naq_nb.core.procchild import main
+
     main(sys.argv[-1])

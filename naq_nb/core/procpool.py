@@ -165,11 +165,18 @@ class ProcessPool:
         fd, crash_log = tempfile.mkstemp(prefix="naq-job-", suffix=".crash")
         os.close(fd)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _BOOT, _MAIN, crash_log,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            sys.executable,
+            "-c",
+            _BOOT,
+            _MAIN,
+            crash_log,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
             start_new_session=True,  # terminal and kernel-interrupt signals are for the worker, not its jobs
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-            limit=2 ** 16)
+            limit=2**16,
+        )
         child = _Child(proc, crash_log)
         try:
             await child.send(("init", self.serializer, list(sys.path), os.getcwd()))
@@ -194,12 +201,12 @@ class ProcessPool:
             if child.proc.returncode is None:
                 return child
             # Killed while idle (the OOM killer, an operator): no job was lost, take another.
-            log.warning("job process %d died while idle (%s); starting another", child.pid,
-                        death_reason(child.proc.returncode))
+            log.warning(
+                "job process %d died while idle (%s); starting another", child.pid, death_reason(child.proc.returncode)
+            )
             self._replace(child)
 
-    async def call(self, child: _Child, job_id: str, queue: str, attempt: int, body: bytes,
-                   on_progress: Any) -> tuple:
+    async def call(self, child: _Child, job_id: str, queue: str, attempt: int, body: bytes, on_progress: Any) -> tuple:
         """Run a job body in ``child`` (from :meth:`acquire`); returns its final reply.
 
         ``on_progress(done, total, message, lines)`` is called for each progress

@@ -30,8 +30,15 @@ _STATUS = "Status"
 class PullFeed:
     """One outstanding pull request at a time; ``on_msg`` gets each job message."""
 
-    def __init__(self, nc: NATS, api_subject: str, on_msg: Callable[[Msg], None], *,
-                 expires: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        api_subject: str,
+        on_msg: Callable[[Msg], None],
+        *,
+        expires: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.nc = nc
         self.api_subject = api_subject
         self.on_msg = on_msg

@@ -28,8 +28,16 @@ from .records import encode_failure
 from .status import StatusRecord, decode_status, encode_status, first_record, initial_status, with_status
 from .serialization import seal_record
 
-__all__ = ["Queue", "make_job", "get_status", "cancel_job", "call_digest", "prepare_unacked", "publish_prepared",
-           "ENQUEUE_WINDOW"]
+__all__ = [
+    "Queue",
+    "make_job",
+    "get_status",
+    "cancel_job",
+    "call_digest",
+    "prepare_unacked",
+    "publish_prepared",
+    "ENQUEUE_WINDOW",
+]
 
 log = logging.getLogger("naq_nb")
 
@@ -46,8 +54,14 @@ def _check_callable(fn: Any) -> None:
         raise TypeError(f"the job function must be callable, not {type(fn).__name__}: {fn!r}")
 
 
-def make_job(fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
-             options: JobOptions | None = None, *, queue: str) -> Job:
+def make_job(
+    fn: Callable[..., Any] | str,
+    args: Sequence = (),
+    kwargs: dict | None = None,
+    options: JobOptions | None = None,
+    *,
+    queue: str,
+) -> Job:
     """Build (and check) a job without sending it: on ``options.queue``, else on ``queue``."""
     _check_callable(fn)
     opts = options or JobOptions()
@@ -69,8 +83,13 @@ class Queue:
         opts = JobOptions.build(self.options, **options)
         return Queue(self.broker, opts.queue or self.name, opts)
 
-    def make_job(self, fn: Callable[..., Any] | str, args: Sequence = (), kwargs: dict | None = None,
-                 options: JobOptions | None = None) -> Job:
+    def make_job(
+        self,
+        fn: Callable[..., Any] | str,
+        args: Sequence = (),
+        kwargs: dict | None = None,
+        options: JobOptions | None = None,
+    ) -> Job:
         return make_job(fn, args, kwargs, options or self.options, queue=self.name)
 
     async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
@@ -90,8 +109,10 @@ class Queue:
         b = self.broker
         await b.ensure_layout()
         async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
-            encoded = [encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
-                       for j in jobs]  # every job is checked before anything is published
+            encoded = [
+                encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
+                for j in jobs
+            ]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         todo = await _claim_ids(b, jobs, encoded)
         # A sliding window of publishes in flight: the server is never sent more than it acknowledges
@@ -113,8 +134,11 @@ class Queue:
         """Remove every queued job of this queue; returns how many were removed."""
         b = self.broker
         await b.ensure_layout()
-        resp = await b.nc.request(purge_api_subject(b.layout.jobs_stream),
-                                  json.dumps({"filter": b.layout.queue_subject(self.name)}).encode(), timeout=10)
+        resp = await b.nc.request(
+            purge_api_subject(b.layout.jobs_stream),
+            json.dumps({"filter": b.layout.queue_subject(self.name)}).encode(),
+            timeout=10,
+        )
         return int(json.loads(resp.data).get("purged", 0))
 
     async def count(self) -> int:
@@ -142,10 +166,18 @@ class _InFlight(NamedTuple):
 
 def _status_bytes(job: Job) -> bytes:
     """The job's first status record (``queued``, or ``waiting`` with dependencies)."""
-    return encode_status(first_record(
-        job.job_id, job.queue_name, initial_status(job.options.depends_on), func=job.function_name,
-        name=job.options.name, enqueued_at=job.enqueue_time, depends_on=list(job.options.depends_on),
-        args=args_preview(job.args, job.kwargs)))
+    return encode_status(
+        first_record(
+            job.job_id,
+            job.queue_name,
+            initial_status(job.options.depends_on),
+            func=job.function_name,
+            name=job.options.name,
+            enqueued_at=job.enqueue_time,
+            depends_on=list(job.options.depends_on),
+            args=args_preview(job.args, job.kwargs),
+        )
+    )
 
 
 async def _publish(b: Broker, job: Job, headers: dict, body: bytes, status: bytes) -> _InFlight:
@@ -155,8 +187,9 @@ async def _publish(b: Broker, job: Job, headers: dict, body: bytes, status: byte
     st_fut = None
     if not job.options.key:
         # Status first: a fast worker's "running" then always lands after "queued".
-        st_fut = await b.publish_async(lay.kv_subject(lay.status_bucket, job.job_id), status,
-                                       what=f"the status of {what}")
+        st_fut = await b.publish_async(
+            lay.kv_subject(lay.status_bucket, job.job_id), status, what=f"the status of {what}"
+        )
     pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
     return _InFlight(job, st_fut, pub_fut, status, what)
 
@@ -175,8 +208,7 @@ async def _settle(b: Broker, item: _InFlight) -> None:
     if item.status_ack is None and not job.duplicate:
         # A keyed job may duplicate one already running: only a new one gets a status.
         lay = b.layout
-        await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), item.status,
-                        what=f"the status of {item.what}")
+        await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), item.status, what=f"the status of {item.what}")
 
 
 def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
@@ -191,8 +223,9 @@ def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
     return headers, body, _status_bytes(job)
 
 
-async def publish_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, bytes],
-                           on_done: Callable[[BaseException | None], None]) -> None:
+async def publish_prepared(
+    b: Broker, job: Job, prepared: tuple[dict, bytes, bytes], on_done: Callable[[BaseException | None], None]
+) -> None:
     """Publish a job from :func:`prepare_unacked` without waiting: ``on_done(None)`` once both its
     records are acknowledged (``job.sequence`` is set then), ``on_done(error)`` if either is not,
     within the broker's publish timeout. Call on the broker's loop."""
@@ -216,6 +249,7 @@ async def publish_prepared(b: Broker, job: Job, prepared: tuple[dict, bytes, byt
             return
         job.sequence = item.job_ack.result().seq
         on_done(None)
+
     for f in acks:
         f.add_done_callback(_check)
 
@@ -251,8 +285,12 @@ async def _claim_ids(b: Broker, jobs: list[Job], encoded: list[tuple[dict, bytes
     for job, (_h, body) in zip(jobs, encoded):
         if job.options.job_id or job.options.key:
             claim = json.dumps({"digest": call_digest(body), "fn": job.function_name, "ts": time.time()}).encode()
-            fut = await b.publish_async(lay.kv_subject(lay.meta_bucket, lay.claim_key(job.job_id)), claim,
-                                        headers=dict(_CREATE_ONLY), what=f"the id claim of job {job.job_id}")
+            fut = await b.publish_async(
+                lay.kv_subject(lay.meta_bucket, lay.claim_key(job.job_id)),
+                claim,
+                headers=dict(_CREATE_ONLY),
+                what=f"the id claim of job {job.job_id}",
+            )
             claims.append((job, body, fut))
     reused: set[str] = set()
     for job, body, fut in claims:
@@ -282,7 +320,8 @@ async def _same_call(b: Broker, job: Job, body: bytes) -> bool:
     if claim.get("digest") != call_digest(body):
         raise DuplicateJobError(
             f"job id {job.job_id!r} is already used by another call ({claim.get('fn', '?')}); a reused "
-            "job_id/key must be the same function with the same arguments, else choose another id")
+            "job_id/key must be the same function with the same arguments, else choose another id"
+        )
     try:
         await (await b.kv(b.layout.status_bucket)).get(job.job_id)
         return True
@@ -333,7 +372,8 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
         if loop.time() >= deadline:
             raise ConcurrentUpdateError(
                 f"could not cancel job {job_id}: its status changed {tries} times in {CANCEL_RETRY_SECONDS:g} s "
-                "while cancelling; try again")
+                "while cancelling; try again"
+            )
         await asyncio.sleep(min(0.005 * 2 ** min(tries, 6), 0.2))
 
 
@@ -361,9 +401,14 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
     results = await broker.kv(lay.results_bucket)
     try:
-        await results.create(job_id, seal_record(encode_failure(None, None, status=JobStatus.CANCELLED,
-                                                                error=f"job {job_id} was cancelled"),
-                                                 job_id, broker.settings.signing_key))
+        await results.create(
+            job_id,
+            seal_record(
+                encode_failure(None, None, status=JobStatus.CANCELLED, error=f"job {job_id} was cancelled"),
+                job_id,
+                broker.settings.signing_key,
+            ),
+        )
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
     try:

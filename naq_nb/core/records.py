@@ -20,30 +20,40 @@ from .tracebacks import exception_type_names, user_traceback
 
 log = logging.getLogger("naq_nb")
 
-__all__ = ["user_traceback", "status_record", "encode_status", "decode_status", "ResultMeta", "ResultRecord",
-           "encode_result", "encode_failure", "rebuild_exception", "exception_type_names"]
+__all__ = [
+    "user_traceback",
+    "status_record",
+    "encode_status",
+    "decode_status",
+    "ResultMeta",
+    "ResultRecord",
+    "encode_result",
+    "encode_failure",
+    "rebuild_exception",
+    "exception_type_names",
+]
 
 
 class ResultMeta(TypedDict, total=False):
     """The JSON head of a job's result record; the payload beside it is the value or the pickled exception."""
 
-    status: str                 # succeeded | failed | cancelled
-    ser: str                    # how the payload is encoded (pickle | json); absent: no payload
+    status: str  # succeeded | failed | cancelled
+    ser: str  # how the payload is encoded (pickle | json); absent: no payload
     finished_at: float
-    expires_at: float           # with a result TTL
+    expires_at: float  # with a result TTL
     started_at: float
     worker: str
     attempts: int
     failures: int
     error: str | None
     traceback: str
-    exc_type: str               # the exception's class name
-    exc_types: list[str]        # ... and its bases, for except-matching on the client
-    dependency: str | None      # failed because this dependency failed
-    refused: bool               # set by decode: a bad seal, or pickle where only JSON is accepted
-    id: str                     # the job id, on the head of a record stored whole in the object store
-    blob: dict[str, Any]        # ... and where it is stored (a BlobRef)
-    job_status: str             # the status of a stored record that could not be read back
+    exc_type: str  # the exception's class name
+    exc_types: list[str]  # ... and its bases, for except-matching on the client
+    dependency: str | None  # failed because this dependency failed
+    refused: bool  # set by decode: a bad seal, or pickle where only JSON is accepted
+    id: str  # the job id, on the head of a record stored whole in the object store
+    blob: dict[str, Any]  # ... and where it is stored (a BlobRef)
+    job_status: str  # the status of a stored record that could not be read back
 
 
 class ResultRecord:
@@ -90,8 +100,9 @@ class ResultRecord:
         raise self.exception()
 
     @classmethod
-    def decode(cls, data: bytes, job_id: str | None = None, keys: Sequence[bytes] = (),
-               accept_pickle: bool = True) -> "ResultRecord":
+    def decode(
+        cls, data: bytes, job_id: str | None = None, keys: Sequence[bytes] = (), accept_pickle: bool = True
+    ) -> "ResultRecord":
         """Decode a stored result; with ``keys``, its seal for ``job_id`` is checked before anything else.
 
         With ``accept_pickle=False`` (a JSON-mode client) pickled values and exceptions are refused too.
@@ -106,8 +117,11 @@ class ResultRecord:
             meta, payload = unpack_record(data)
         if not accept_pickle and payload and meta.get("ser", "pickle") == "pickle":
             if meta.get("status") == JobStatus.SUCCEEDED.value:
-                return cls._refusal(SerializationError(
-                    f"the result of job {job_id} is pickled but this client only accepts JSON (NAQ_JOB_SERIALIZER)"))
+                return cls._refusal(
+                    SerializationError(
+                        f"the result of job {job_id} is pickled but this client only accepts JSON (NAQ_JOB_SERIALIZER)"
+                    )
+                )
             payload = b""  # a failure still reports its error text and traceback, without the pickled exception
         return cls(cast(ResultMeta, meta), payload)  # JSON read back as written by encode_result / encode_failure
 
@@ -116,8 +130,9 @@ class ResultRecord:
         return cls({"status": JobStatus.FAILED.value, "error": str(exc), "refused": True}, b"", refused=exc)
 
 
-def encode_result(ser: Serializer, value: Any, *, result_ttl: float | None, payload: bytes | None = None,
-                  **meta: Any) -> bytes:
+def encode_result(
+    ser: Serializer, value: Any, *, result_ttl: float | None, payload: bytes | None = None, **meta: Any
+) -> bytes:
     """A success record; ``payload`` is ``value`` already serialized with ``ser`` (by a job process)."""
     if payload is None:
         payload = ser.dumps_value(value)
@@ -127,9 +142,16 @@ def encode_result(ser: Serializer, value: Any, *, result_ttl: float | None, payl
     return pack_record(m, payload)
 
 
-def encode_failure(ser: Serializer | None, exc: BaseException | None, *, status: JobStatus = JobStatus.FAILED,
-                   error: str | None = None, tb: str | None = None, result_ttl: float | None = None,
-                   **meta: Any) -> bytes:
+def encode_failure(
+    ser: Serializer | None,
+    exc: BaseException | None,
+    *,
+    status: JobStatus = JobStatus.FAILED,
+    error: str | None = None,
+    tb: str | None = None,
+    result_ttl: float | None = None,
+    **meta: Any,
+) -> bytes:
     payload = b""
     m: dict[str, Any] = {"status": status.value, "finished_at": time.time(), **meta}
     if exc is not None:
@@ -180,8 +202,9 @@ def _as_job_error(original: BaseException, exc_type: str, tb: str) -> BaseExcept
     if isinstance(original, JobExecutionError):
         return original
     try:
-        mixed = type(cls.__name__, (cls, JobExecutionError), {"__module__": cls.__module__,
-                                                               "__qualname__": cls.__qualname__})
+        mixed = type(
+            cls.__name__, (cls, JobExecutionError), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        )
         exc = mixed.__new__(mixed, *original.args)
         exc.args = original.args
         exc.__dict__.update(getattr(original, "__dict__", {}))

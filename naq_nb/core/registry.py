@@ -21,13 +21,13 @@ class WorkerRecord(TypedDict):
     pid: int
     queues: list[str]
     concurrency: int
-    state: str                  # created | idle | busy | stopping | stopped
-    execution: str              # processes | threads
-    running: list[str]          # ids of the jobs it runs now
-    parked: int                 # jobs it holds parked on dependencies
+    state: str  # created | idle | busy | stopping | stopped
+    execution: str  # processes | threads
+    running: list[str]  # ids of the jobs it runs now
+    parked: int  # jobs it holds parked on dependencies
     started_at: float
     heartbeat_at: float
-    stats: dict[str, int]       # processed, failed, retried, malformed, ...
+    stats: dict[str, int]  # processed, failed, retried, malformed, ...
     heartbeat_age: NotRequired[float]  # seconds since ``heartbeat_at``: added by :func:`list_workers`
 
 

@@ -60,8 +60,9 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
     when the job is known but not finished in time.
     """
     validate_job_id(job_id)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or timeout != timeout or timeout < 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0
+    ):
         raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
     lay = broker.layout
     await broker.ensure_layout()
@@ -113,6 +114,7 @@ async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float |
         task = asyncio.ensure_future(recheck())
         checks.add(task)
         task.add_done_callback(checks.discard)
+
     broker.on_reconnect(recheck)
     nxt: asyncio.Future | None = None
     reads = iter(_SAFETY_READS)

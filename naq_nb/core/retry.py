@@ -45,25 +45,37 @@ class RetryPolicy:
         if isinstance(self.backoff, str):
             if self.backoff not in BACKOFF_KINDS:
                 raise ConfigurationError(
-                    f"backoff must be one of {BACKOFF_KINDS} or a list of delays, not {self.backoff!r}")
+                    f"backoff must be one of {BACKOFF_KINDS} or a list of delays, not {self.backoff!r}"
+                )
         else:
-            if not isinstance(self.backoff, (list, tuple)) or not self.backoff or not all(
-                    _is_seconds(d) for d in self.backoff):
-                raise ConfigurationError(f"explicit retry delays (backoff / retry_delay) must be a non-empty list "
-                                         f"of finite numbers >= 0, not {self.backoff!r}")
+            if (
+                not isinstance(self.backoff, (list, tuple))
+                or not self.backoff
+                or not all(_is_seconds(d) for d in self.backoff)
+            ):
+                raise ConfigurationError(
+                    f"explicit retry delays (backoff / retry_delay) must be a non-empty list "
+                    f"of finite numbers >= 0, not {self.backoff!r}"
+                )
             object.__setattr__(self, "backoff", tuple(float(d) for d in self.backoff))
         for name in ("delay", "max_delay"):
             if not _is_seconds(getattr(self, name)):
-                raise ConfigurationError(f"{name} (retry_delay) must be a finite number of seconds >= 0, "
-                                         f"not {getattr(self, name)!r}")
+                raise ConfigurationError(
+                    f"{name} (retry_delay) must be a finite number of seconds >= 0, not {getattr(self, name)!r}"
+                )
         if not _is_seconds(self.jitter) or self.jitter > 1:
             raise ConfigurationError(f"jitter must be a number within [0, 1], not {self.jitter!r}")
         for name in ("retry_on", "ignore_on"):
             object.__setattr__(self, name, tuple(_type_name(t, name) for t in _as_tuple(getattr(self, name))))
 
     @classmethod
-    def from_naq(cls, max_retries: int | None = 0, retry_delay: float | Sequence[float] | None = 0,
-                 strategy: object = None, **extra: object) -> "RetryPolicy":
+    def from_naq(
+        cls,
+        max_retries: int | None = 0,
+        retry_delay: float | Sequence[float] | None = 0,
+        strategy: object = None,
+        **extra: object,
+    ) -> "RetryPolicy":
         """naq's ``max_retries`` / ``retry_delay`` (a number or a list of numbers) / ``retry_strategy``.
 
         naq's ``"linear"`` waits ``retry_delay`` each time (our ``"fixed"``);
@@ -74,8 +86,7 @@ class RetryPolicy:
             retry_delay = 0
         kind = _naq_strategy(strategy)
         if isinstance(retry_delay, (int, float)) and not isinstance(retry_delay, bool):
-            return cls(max_retries=max_retries, backoff=kind, delay=float(retry_delay),
-                       **extra)  # type: ignore[arg-type]
+            return cls(max_retries=max_retries, backoff=kind, delay=float(retry_delay), **extra)  # type: ignore[arg-type]
         if isinstance(retry_delay, Iterable) and not isinstance(retry_delay, (str, bytes, dict)):
             return cls(max_retries=max_retries, backoff=tuple(retry_delay), **extra)  # type: ignore[arg-type]
         raise ConfigurationError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
@@ -106,21 +117,30 @@ class RetryPolicy:
         return not self.retry_on or _matches(self.retry_on, exc_type_names)
 
     def to_dict(self) -> dict:
-        return {"max_retries": self.max_retries,
-                "backoff": list(self.backoff) if isinstance(self.backoff, tuple) else self.backoff,
-                "delay": self.delay, "max_delay": self.max_delay, "jitter": self.jitter,
-                "retry_on": list(self.retry_on), "ignore_on": list(self.ignore_on)}
+        return {
+            "max_retries": self.max_retries,
+            "backoff": list(self.backoff) if isinstance(self.backoff, tuple) else self.backoff,
+            "delay": self.delay,
+            "max_delay": self.max_delay,
+            "jitter": self.jitter,
+            "retry_on": list(self.retry_on),
+            "ignore_on": list(self.ignore_on),
+        }
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RetryPolicy":
         if not d:
             return cls()
         backoff = d.get("backoff", "fixed")
-        return cls(max_retries=d.get("max_retries", 0),
-                   backoff=tuple(backoff) if isinstance(backoff, list) else backoff,
-                   delay=d.get("delay", 0.0), max_delay=d.get("max_delay", 3600.0),
-                   jitter=d.get("jitter", 0.0), retry_on=tuple(d.get("retry_on", ())),
-                   ignore_on=tuple(d.get("ignore_on", ())))
+        return cls(
+            max_retries=d.get("max_retries", 0),
+            backoff=tuple(backoff) if isinstance(backoff, list) else backoff,
+            delay=d.get("delay", 0.0),
+            max_delay=d.get("max_delay", 3600.0),
+            jitter=d.get("jitter", 0.0),
+            retry_on=tuple(d.get("retry_on", ())),
+            ignore_on=tuple(d.get("ignore_on", ())),
+        )
 
 
 def _is_seconds(v: object) -> bool:

@@ -35,8 +35,7 @@ from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
-from .errors import (DependencyFailedError, JobLostError, NaqConnectionError, SerializationError,
-                     SignatureError)
+from .errors import DependencyFailedError, JobLostError, NaqConnectionError, SerializationError, SignatureError
 from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
 from .layout import WIRE_ID_RE
@@ -54,19 +53,28 @@ _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _CREATE_ONLY = {_EXPECTED_LAST: "0"}
 _WRONG_LAST_SEQ = 10071
 
-LOST_RUN_GRACE = 1        # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
-DELIVERY_SLACK = 20       # deliveries beyond the budget that end a job whatever its records say
-RESULT_WRITE_TRIES = 3    # a result write is tried this often (each bounded), then the job is handed back
+LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
+DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
+RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0
-RUNNING_AFTER = 0.2       # a first run in a child process is recorded "running" once it lasts this long
+RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
 
 
 class JobRunner:
     """Runs deliveries: ``run(d)`` takes one to its end; the worker owns slots and messages."""
 
-    def __init__(self, broker: Broker, worker_id: str, execution: Any, stats: Any, *,
-                 complete: Callable[[Awaitable[Any]], Awaitable[None]], cancelled: Container[str] = (),
-                 on_line: Callable[[str, str], None] | None = None, live_after: float = 15.0) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        worker_id: str,
+        execution: Any,
+        stats: Any,
+        *,
+        complete: Callable[[Awaitable[Any]], Awaitable[None]],
+        cancelled: Container[str] = (),
+        on_line: Callable[[str, str], None] | None = None,
+        live_after: float = 15.0,
+    ) -> None:
         self.b = broker
         self.lay = broker.layout
         self.worker_id = worker_id
@@ -99,12 +107,16 @@ class JobRunner:
             call = JobCall(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys)
             self.execution.prepare(call)
             if blobs.refers_to_objects(body):  # nq.put values: fetched here; a child process gets them inline
-                call.decoded = await blobs.decode_with_objects(self.b, lambda: decode_call(
-                    meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys), f"job {meta.job_id}")
+                call.decoded = await blobs.decode_with_objects(
+                    self.b,
+                    lambda: decode_call(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys),
+                    f"job {meta.job_id}",
+                )
         except SerializationError as exc:
             bad_sig = isinstance(exc, SignatureError)  # dead-lettered at once, never retried
-            await self._finish_failed(d, exc, retry=False,
-                                      reason="bad signature" if bad_sig else "payload cannot be decoded")
+            await self._finish_failed(
+                d, exc, retry=False, reason="bad signature" if bad_sig else "payload cannot be decoded"
+            )
             return
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
@@ -122,8 +134,9 @@ class JobRunner:
         else:
             await self._status_nowait(meta.job_id, d.record)
             d.running_written = True
-        d.task = asyncio.ensure_future(self.execution.run(call, d.ctx, meta.options.timeout,
-                                                          on_loop=lambda: self._running_late(d)))
+        d.task = asyncio.ensure_future(
+            self.execution.run(call, d.ctx, meta.options.timeout, on_loop=lambda: self._running_late(d))
+        )
         try:
             try:
                 value = await d.task
@@ -154,10 +167,20 @@ class JobRunner:
     def _record(self, d: Delivery, status: JobStatus, **extra: Any) -> StatusRecord:
         m = d.meta
         prev = d.prev or {}
-        rec = status_record(m.job_id, m.queue, status, func=m.function, name=m.options.name,
-                            enqueued_at=m.enqueued_at, attempts=d.delivered, failures=prev.get("failures", 0),
-                            lost=prev.get("lost", 0), worker=self.worker_id, depends_on=list(m.options.depends_on),
-                            seq=d.msg.metadata.sequence.stream)
+        rec = status_record(
+            m.job_id,
+            m.queue,
+            status,
+            func=m.function,
+            name=m.options.name,
+            enqueued_at=m.enqueued_at,
+            attempts=d.delivered,
+            failures=prev.get("failures", 0),
+            lost=prev.get("lost", 0),
+            worker=self.worker_id,
+            depends_on=list(m.options.depends_on),
+            seq=d.msg.metadata.sequence.stream,
+        )
         more: dict[str, Any] = {}  # merged over the head in this order (a later source wins)
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
             more.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
@@ -180,8 +203,12 @@ class JobRunner:
             return False
         # The job ended before (its worker died before acking, or it was cancelled).
         if (d.prev or {}).get("status") != existing.status:  # else the record already tells the end
-            rec = self._record(d, JobStatus(existing.status), finished_at=existing.meta.get("finished_at"),
-                               error=existing.meta.get("error"))
+            rec = self._record(
+                d,
+                JobStatus(existing.status),
+                finished_at=existing.meta.get("finished_at"),
+                error=existing.meta.get("error"),
+            )
             await self._status(d.meta.job_id, rec)
         await d.msg.ack()
         return True
@@ -194,15 +221,18 @@ class JobRunner:
         if prev is None or prev.get("seq") != d.msg.metadata.sequence.stream:
             return False  # no record of this message (a requeue is a new message)
         if prev.get("attempts", 0) > d.delivered:
-            log.warning("job %s: dropping a stale delivery (%d; delivery %s started it)",
-                        d.meta.job_id, d.delivered, prev.get("attempts"))
+            log.warning(
+                "job %s: dropping a stale delivery (%d; delivery %s started it)",
+                d.meta.job_id,
+                d.delivered,
+                prev.get("attempts"),
+            )
             return True
         if prev.get("status") != JobStatus.RUNNING.value or self._delivered_too_often(d):
             return False
         other = prev.get("worker")
         if other and other != self.worker_id and await self._alive(other):
-            log.warning("job %s: redelivered while running on live worker %s; leaving it there",
-                        d.meta.job_id, other)
+            log.warning("job %s: redelivered while running on live worker %s; leaving it there", d.meta.job_id, other)
             return True
         prev["lost"] = prev.get("lost", 0) + 1  # that run never reported an outcome
         return False
@@ -223,15 +253,21 @@ class JobRunner:
         prev = d.prev or {}
         lost, budget = prev.get("lost", 0), d.meta.retry.max_retries
         if lost > budget + LOST_RUN_GRACE:
-            reason = (f"job lost {lost} runs (its worker process died while running it each time, last on "
-                      f"{prev.get('worker', '?')}); it is not run again")
+            reason = (
+                f"job lost {lost} runs (its worker process died while running it each time, last on "
+                f"{prev.get('worker', '?')}); it is not run again"
+            )
         elif self._delivered_too_often(d):
             reason = f"job was delivered {d.delivered} times without an outcome; it is not run again"
         else:
             return False
         log.error("job %s: %s", d.meta.job_id, reason)
-        history = {"lost": lost, "last_worker": prev.get("worker"), "last_status": prev.get("status"),
-                   "last_error": prev.get("error")}
+        history = {
+            "lost": lost,
+            "last_worker": prev.get("worker"),
+            "last_status": prev.get("status"),
+            "last_error": prev.get("error"),
+        }
         await self._finish_failed(d, JobLostError(reason), retry=False, reason=reason, history=history)
         return True
 
@@ -256,8 +292,15 @@ class JobRunner:
         ttl = m.options.result_ttl
         payload = value.payload if isinstance(value, SerializedValue) else None  # from a child: ready to store
         try:
-            data = encode_result(self.b.serializer, value, result_ttl=ttl, payload=payload, worker=self.worker_id,
-                                 attempts=d.delivered, started_at=d.started)
+            data = encode_result(
+                self.b.serializer,
+                value,
+                result_ttl=ttl,
+                payload=payload,
+                worker=self.worker_id,
+                attempts=d.delivered,
+                started_at=d.started,
+            )
             data = await blobs.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
         except SerializationError as exc:
             await self._finish_failed(d, exc)
@@ -265,27 +308,50 @@ class JobRunner:
         rec = self._record(d, JobStatus.SUCCEEDED, finished_at=time.time())
         await self.complete(self._commit(d, data, rec))
 
-    async def _finish_failed(self, d: Delivery, exc: BaseException, *, retry: bool = True,
-                             reason: str | None = None, history: dict | None = None) -> None:
+    async def _finish_failed(
+        self,
+        d: Delivery,
+        exc: BaseException,
+        *,
+        retry: bool = True,
+        reason: str | None = None,
+        history: dict | None = None,
+    ) -> None:
         m = d.meta
         failures = (d.prev or {}).get("failures", 0) + 1
         exc, error, tb, types = failure_parts(exc)
         if retry and m.retry.should_retry(failures, types):
             delay = m.retry.delay_for(failures)
-            rec = self._record(d, JobStatus.RETRYING, failures=failures, error=error, traceback=tb,
-                               retry_at=time.time() + delay)
+            rec = self._record(
+                d, JobStatus.RETRYING, failures=failures, error=error, traceback=tb, retry_at=time.time() + delay
+            )
             await self._status(m.job_id, rec)
             await d.msg.nak(delay=delay if delay > 0 else None)
             self.stats["retried"] += 1
             return
-        data = encode_failure(self.b.serializer, exc, error=error, tb=tb, result_ttl=m.options.result_ttl,
-                              worker=self.worker_id, attempts=d.delivered, failures=failures,
-                              dependency=getattr(exc, "dependency", None))
+        data = encode_failure(
+            self.b.serializer,
+            exc,
+            error=error,
+            tb=tb,
+            result_ttl=m.options.result_ttl,
+            worker=self.worker_id,
+            attempts=d.delivered,
+            failures=failures,
+            dependency=getattr(exc, "dependency", None),
+        )
         data = await blobs.offload_result(self.b, data, m.job_id)
-        rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb,
-                           finished_at=time.time())
-        await self.dead_letter(d.msg, m.queue, reason=reason or error, traceback=tb, attempts=d.delivered,
-                               failures=failures, exc_type=types[0] if types else "", **(history or {}))
+        rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb, finished_at=time.time())
+        await self.dead_letter(
+            d.msg,
+            m.queue,
+            reason=reason or error,
+            traceback=tb,
+            attempts=d.delivered,
+            failures=failures,
+            exc_type=types[0] if types else "",
+            **(history or {}),
+        )
         self.stats["failed"] += 1
         await self.complete(self._commit(d, data, rec))
 
@@ -334,8 +400,13 @@ class JobRunner:
                     log.warning("job %s: result write failed (%s: %s); trying again", jid, type(exc).__name__, exc)
                     await asyncio.sleep(0.5 * attempt)
                     continue
-                log.error("job %s: result write failed %d times (%s: %s); handing the job back",
-                          jid, attempt, type(exc).__name__, exc)
+                log.error(
+                    "job %s: result write failed %d times (%s: %s); handing the job back",
+                    jid,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                )
                 self.stats["result_write_failed"] += 1
                 try:
                     # Recorded as handed back (not "running" here), so the next delivery runs it at once.
@@ -354,8 +425,9 @@ class JobRunner:
 
     async def _store_result(self, jid: str, result: bytes, rec: StatusRecord) -> None:
         await self._status_nowait(jid, rec)
-        res_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.results_bucket, jid), result,
-                                             headers=dict(_CREATE_ONLY))
+        res_fut = await self.b.publish_async(
+            self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=dict(_CREATE_ONLY)
+        )
         try:
             await res_fut
         except APIError as exc:
@@ -397,8 +469,10 @@ class JobRunner:
         headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
         if len(info.get("traceback") or "") > _MAX_TRACEBACK:  # the copy must fit in one message
             info["traceback"] = "...\n" + info["traceback"][-_MAX_TRACEBACK:]
-        head = pack_record({"reason": reason, "failed_at": time.time(), "worker": self.worker_id,
-                            "original_headers": headers, **info}, b"")
+        head = pack_record(
+            {"reason": reason, "failed_at": time.time(), "worker": self.worker_id, "original_headers": headers, **info},
+            b"",
+        )
         extra = len(head) + 2 * sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
         # A body near max_payload would not fit beside its record: it moves to the object store, and a
         # requeue sends the reference (which a worker resolves like any offloaded body).

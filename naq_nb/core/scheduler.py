@@ -51,14 +51,21 @@ class Scheduler:
     seconds; tests pass their own and call :meth:`tick` / :meth:`elect_once`.
     """
 
-    def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None,
-                 broker: Broker | None = None, instance_id: str | None = None, ha: bool = True,
-                 clock: Callable[[], float] = time.time,
-                 **nats_options: Any) -> None:
+    def __init__(
+        self,
+        nats_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        broker: Broker | None = None,
+        instance_id: str | None = None,
+        ha: bool = True,
+        clock: Callable[[], float] = time.time,
+        **nats_options: Any,
+    ) -> None:
         self.settings = settings or Settings.from_env()
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
-        self.instance_id = (instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.ha = ha
         self.clock = clock
         self.broker = broker
@@ -116,8 +123,12 @@ class Scheduler:
             self._tasks.append(asyncio.ensure_future(self._lease_loop()))
         assert self.started is not None  # made by prepare()
         self.started.set()
-        log.info("scheduler %s started (%s, %d schedules)", self.instance_id,
-                 "leader" if self.is_leader else "follower", len(self.schedules))
+        log.info(
+            "scheduler %s started (%s, %d schedules)",
+            self.instance_id,
+            "leader" if self.is_leader else "follower",
+            len(self.schedules),
+        )
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the scheduler to stop; safe from signal handlers and other threads."""
@@ -229,8 +240,9 @@ class Scheduler:
             if all(item[1] != sid for _, sid, _ in batch):
                 batch.append(item)
         # Different schedules fire concurrently: a burst of due jobs costs one round trip, not one each.
-        results = await asyncio.gather(*(self._fire(*self.schedules[sid], now) for _, sid, _ in batch),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._fire(*self.schedules[sid], now) for _, sid, _ in batch), return_exceptions=True
+        )
         fired: list[str] = []
         errors = []
         for item, res in zip(batch, results):
@@ -257,8 +269,13 @@ class Scheduler:
             await self._publish(s, body, jid, t)
         runs = s.runs + len(times)
         finished = nxt is None or (s.repeat is not None and runs >= s.repeat)
-        new = replace(s, runs=runs, next_run=None if finished else nxt, last_run=now if times else s.last_run,
-                      last_job_id=ids[-1] if ids else s.last_job_id)
+        new = replace(
+            s,
+            runs=runs,
+            next_run=None if finished else nxt,
+            last_run=now if times else s.last_run,
+            last_job_id=ids[-1] if ids else s.last_job_id,
+        )
         kv = await self._b.kv(self._b.layout.schedules_bucket)
         key = self._b.layout.schedule_key(s.id)
         try:
@@ -275,8 +292,7 @@ class Scheduler:
             log.info("schedule %s changed while firing; reloading", s.id)
             return ids
         if s.kind != "once":
-            await publish_schedule_status(self._b, new,
-                                          JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
+            await publish_schedule_status(self._b, new, JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
         self.fired += len(ids)
         return ids
 
@@ -292,16 +308,25 @@ class Scheduler:
         b = self._b
         lay = b.layout
         await self._mark_queued(s, job_id, due)
-        ack = await b.js.publish(lay.queue_subject(s.queue), body,
-                                 headers=job_message(s, body, job_id, due, b.settings.signing_keys))
+        ack = await b.js.publish(
+            lay.queue_subject(s.queue), body, headers=job_message(s, body, job_id, due, b.settings.signing_keys)
+        )
         if ack.duplicate:
             log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
 
     async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> None:
         """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it)."""
         kv = await self._b.kv(self._b.layout.status_bucket)
-        rec = first_record(job_id, s.queue, JobStatus.QUEUED, func=s.function, name=s.meta.get("name"),
-                           enqueued_at=time.time(), due_at=due, schedule_id=s.id)
+        rec = first_record(
+            job_id,
+            s.queue,
+            JobStatus.QUEUED,
+            func=s.function,
+            name=s.meta.get("name"),
+            enqueued_at=time.time(),
+            due_at=due,
+            schedule_id=s.id,
+        )
         try:
             entry = await kv.get(job_id)
             if decode_status(entry.value or b"").get("status") != JobStatus.SCHEDULED.value:

@@ -39,9 +39,24 @@ from .kvscan import scan_bucket
 from .status import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
-__all__ = ["Schedule", "ScheduleRow", "ScheduleNotFoundError", "MISFIRE_POLICIES", "to_epoch", "validate_cron",
-           "make_schedule", "save_schedule", "load_schedule", "publish_schedule_status", "list_schedules",
-           "change_schedule", "occurrence_id", "occurrences_due", "job_message", "require_calendar"]
+__all__ = [
+    "Schedule",
+    "ScheduleRow",
+    "ScheduleNotFoundError",
+    "MISFIRE_POLICIES",
+    "to_epoch",
+    "validate_cron",
+    "make_schedule",
+    "save_schedule",
+    "load_schedule",
+    "publish_schedule_status",
+    "list_schedules",
+    "change_schedule",
+    "occurrence_id",
+    "occurrences_due",
+    "job_message",
+    "require_calendar",
+]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
 MAX_CATCH_UP = 1000
@@ -52,8 +67,9 @@ def positive_seconds(value: Any, what: str, *, zero_ok: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}: {value!r}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        raise ConfigurationError(f"{what} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'}, "
-                                 f"not {value!r}")
+        raise ConfigurationError(
+            f"{what} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'}, not {value!r}"
+        )
     return float(value)
 
 
@@ -85,8 +101,10 @@ def validate_cron(expr: object) -> str:
         raise ConfigurationError(f"cron must be a non-empty string like '*/5 * * * *', not {expr!r}")
     n = len(expr.split())
     if n not in (5, 6):
-        raise ConfigurationError(f"invalid cron expression {expr!r}: {n} fields; use 5 (minute hour day month "
-                                 "weekday) or 6 (the sixth is seconds)")
+        raise ConfigurationError(
+            f"invalid cron expression {expr!r}: {n} fields; use 5 (minute hour day month "
+            "weekday) or 6 (the sixth is seconds)"
+        )
     try:
         croniter(expr, 0.0).get_next(float)
     except (ValueError, KeyError) as exc:
@@ -99,7 +117,7 @@ class ScheduleRow(TypedDict):
 
     queue: str
     function: str
-    kind: str                       # "once" | "cron" | "interval"
+    kind: str  # "once" | "cron" | "interval"
     next_run: float | None
     cron: str | None
     timezone: str | None
@@ -113,7 +131,7 @@ class ScheduleRow(TypedDict):
     last_run: float | None
     last_job_id: str | None
     schedule_id: str
-    status: str                     # "active" | "paused" | "finished"
+    status: str  # "active" | "paused" | "finished"
 
 
 @dataclass
@@ -123,12 +141,12 @@ class Schedule:
     id: str
     queue: str
     function: str
-    kind: str                       # "once" | "cron" | "interval"
-    next_run: float | None          # epoch seconds; None once finished
+    kind: str  # "once" | "cron" | "interval"
+    next_run: float | None  # epoch seconds; None once finished
     cron: str | None = None
     timezone: str | None = None
     interval: float | None = None
-    repeat: int | None = None       # total runs; None = forever
+    repeat: int | None = None  # total runs; None = forever
     runs: int = 0
     paused: bool = False
     misfire: str = "once"
@@ -139,7 +157,7 @@ class Schedule:
     # The job's Naq-Meta template; {} only for a bare calendar (no job: the scheduler's unit tests)
     meta: MetaHeader = field(default_factory=dict)  # type: ignore[assignment]
     sig: str | None = None
-    revision: int = 0               # KV revision it was read at (not stored)
+    revision: int = 0  # KV revision it was read at (not stored)
 
     # --- calendar ------------------------------------------------------------
     def following(self, after: float) -> float | None:
@@ -158,12 +176,25 @@ class Schedule:
         return None if self.repeat is None else max(0, self.repeat - self.runs)
 
     def to_row(self) -> ScheduleRow:
-        return {"queue": self.queue, "function": self.function, "kind": self.kind,
-                "next_run": self.next_run, "cron": self.cron, "timezone": self.timezone, "interval": self.interval,
-                "repeat": self.repeat, "runs": self.runs, "paused": self.paused, "misfire": self.misfire,
-                "misfire_grace": self.misfire_grace, "created_at": self.created_at, "last_run": self.last_run,
-                "last_job_id": self.last_job_id, "schedule_id": self.id,
-                "status": "paused" if self.paused else ("finished" if self.next_run is None else "active")}
+        return {
+            "queue": self.queue,
+            "function": self.function,
+            "kind": self.kind,
+            "next_run": self.next_run,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "interval": self.interval,
+            "repeat": self.repeat,
+            "runs": self.runs,
+            "paused": self.paused,
+            "misfire": self.misfire,
+            "misfire_grace": self.misfire_grace,
+            "created_at": self.created_at,
+            "last_run": self.last_run,
+            "last_job_id": self.last_job_id,
+            "schedule_id": self.id,
+            "status": "paused" if self.paused else ("finished" if self.next_run is None else "active"),
+        }
 
     # --- storage ---------------------------------------------------------------
     def encode(self, body: bytes) -> bytes:
@@ -231,14 +262,25 @@ def job_message(s: Schedule, body: bytes, job_id: str, due: float, keys: Sequenc
 def require_calendar(cron: Any, interval: Any) -> None:
     """A recurring schedule has exactly one of ``cron`` and ``interval``."""
     if (cron is None) == (interval is None):
-        raise ConfigurationError("schedule() needs exactly one of cron=... or interval=..." +
-                                 (" (both were given)" if cron is not None else ""))
+        raise ConfigurationError(
+            "schedule() needs exactly one of cron=... or interval=..."
+            + (" (both were given)" if cron is not None else "")
+        )
 
 
-def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: str | None = None,
-                  interval: float | timedelta | None = None, repeat: int | None = None, tz: str | None = None,
-                  misfire: str = "once", misfire_grace: float = 30.0,
-                  now: float | None = None) -> tuple[Schedule, bytes]:
+def make_schedule(
+    job: Job,
+    broker: Broker,
+    *,
+    when: float | None = None,
+    cron: str | None = None,
+    interval: float | timedelta | None = None,
+    repeat: int | None = None,
+    tz: str | None = None,
+    misfire: str = "once",
+    misfire_grace: float = 30.0,
+    now: float | None = None,
+) -> tuple[Schedule, bytes]:
     """Validate the calendar and serialize the job; raises at the call, nothing is stored."""
     if cron is not None and interval is not None:
         raise ConfigurationError("give cron or interval, not both")
@@ -258,14 +300,26 @@ def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: 
     if cron is not None:
         validate_cron(cron)
     _zone(tz)
-    headers, body = encode_job(job, broker.serializer, signing_key=broker.settings.signing_key,
-                               max_payload=broker.max_payload)
+    headers, body = encode_job(
+        job, broker.serializer, signing_key=broker.settings.signing_key, max_payload=broker.max_payload
+    )
     now = time.time() if now is None else now
     kind = "cron" if cron else "interval" if interval else "once"
-    s = Schedule(id=job.job_id, queue=job.queue_name, function=job.function_name, kind=kind, next_run=None,
-                 cron=cron, timezone=tz, interval=float(interval) if interval else None, repeat=repeat,
-                 misfire=misfire, misfire_grace=float(misfire_grace), meta=json.loads(headers[HEADER_META]),
-                 sig=headers.get(HEADER_SIG))
+    s = Schedule(
+        id=job.job_id,
+        queue=job.queue_name,
+        function=job.function_name,
+        kind=kind,
+        next_run=None,
+        cron=cron,
+        timezone=tz,
+        interval=float(interval) if interval else None,
+        repeat=repeat,
+        misfire=misfire,
+        misfire_grace=float(misfire_grace),
+        meta=json.loads(headers[HEADER_META]),
+        sig=headers.get(HEADER_SIG),
+    )
     if when is not None:
         s.next_run = when
     elif kind == "interval":
@@ -278,9 +332,21 @@ def make_schedule(job: Job, broker: Broker, *, when: float | None = None, cron: 
 async def publish_schedule_status(broker: Broker, s: Schedule, state: JobStatus, **extra: Any) -> None:
     """The schedule's own record in the status bucket (a watcher sees it with its next due time)."""
     lay = broker.layout
-    rec = status_record(s.id, s.queue, state, func=s.function, schedule=s.kind, due_at=s.next_run,
-                        runs=s.runs, repeat=s.repeat, cron=s.cron, interval=s.interval, paused=s.paused,
-                        last_job_id=s.last_job_id, **extra)
+    rec = status_record(
+        s.id,
+        s.queue,
+        state,
+        func=s.function,
+        schedule=s.kind,
+        due_at=s.next_run,
+        runs=s.runs,
+        repeat=s.repeat,
+        cron=s.cron,
+        interval=s.interval,
+        paused=s.paused,
+        last_job_id=s.last_job_id,
+        **extra,
+    )
     await broker.js.publish(lay.kv_subject(lay.status_bucket, s.id), encode_status(rec))
 
 
@@ -308,8 +374,10 @@ async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, byt
 
 async def list_schedules(broker: Broker) -> list[Schedule]:
     """Every stored schedule, soonest first."""
-    out = [Schedule.decode(item.value, item.revision)[0]
-           async for item in scan_bucket(broker, broker.layout.schedules_bucket)]
+    out = [
+        Schedule.decode(item.value, item.revision)[0]
+        async for item in scan_bucket(broker, broker.layout.schedules_bucket)
+    ]
     return sorted(out, key=lambda s: (s.next_run is None, s.next_run or 0.0))
 
 
@@ -362,8 +430,9 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
         c.update(kind="interval", cron=None)
     if "misfire_grace" in c:
         c["misfire_grace"] = positive_seconds(c["misfire_grace"], "misfire_grace", zero_ok=True)
-    if c.get("repeat") is not None and (isinstance(c["repeat"], bool) or not isinstance(c["repeat"], int)
-                                        or c["repeat"] < 1):
+    if c.get("repeat") is not None and (
+        isinstance(c["repeat"], bool) or not isinstance(c["repeat"], int) or c["repeat"] < 1
+    ):
         raise ConfigurationError(f"repeat must be an int >= 1 or None, not {c['repeat']!r}")
     if "misfire" in c and c["misfire"] not in MISFIRE_POLICIES:
         raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {c['misfire']!r}")

@@ -38,9 +38,22 @@ from .errors import SerializationError, SignatureError
 
 log = logging.getLogger("naq_nb")
 
-__all__ = ["Serializer", "PickleSerializer", "JsonSerializer", "get_serializer",
-           "sign", "verify", "sign_job", "verify_job", "seal_record", "open_record", "pack_record", "unpack_record",
-           "import_path_of", "resolve_import_path"]
+__all__ = [
+    "Serializer",
+    "PickleSerializer",
+    "JsonSerializer",
+    "get_serializer",
+    "sign",
+    "verify",
+    "sign_job",
+    "verify_job",
+    "seal_record",
+    "open_record",
+    "pack_record",
+    "unpack_record",
+    "import_path_of",
+    "resolve_import_path",
+]
 
 
 class Serializer:
@@ -129,19 +142,21 @@ class JsonSerializer(Serializer):
         for entry in self.allowed:
             mod, colon, fn = entry.partition(":")
             if not _MODULE_RE.fullmatch(mod) or (colon and not _IDENT_RE.fullmatch(fn)):
-                raise SerializationError(f"NAQ_JSON_ALLOWED entry {entry!r} must be 'package.module' or "
-                                         "'package.module:function' (no attribute paths)")
+                raise SerializationError(
+                    f"NAQ_JSON_ALLOWED entry {entry!r} must be 'package.module' or "
+                    "'package.module:function' (no attribute paths)"
+                )
 
     def dumps_call(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
         path = fn if isinstance(fn, str) else import_path_of(fn)
         if self.allowed:
             self.check_allowed(path)  # refuse at enqueue what a worker with the same list would refuse
         try:
-            return json.dumps({"func": path, "args": list(args), "kwargs": kwargs},
-                              separators=(",", ":")).encode()
+            return json.dumps({"func": path, "args": list(args), "kwargs": kwargs}, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise SerializationError(
-                f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}") from exc
+                f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}"
+            ) from exc
 
     def loads_call(self, data: bytes) -> tuple[Callable[..., Any], tuple, dict]:
         try:
@@ -157,13 +172,14 @@ class JsonSerializer(Serializer):
         """The function ``path`` names if this serializer may call it, else SerializationError."""
         mod_name, colon, fn_name = path.partition(":")
         if not colon or not _MODULE_RE.fullmatch(mod_name) or not _IDENT_RE.fullmatch(fn_name):
-            raise SerializationError(f"function {path!r} is not allowed: a JSON job names 'module:function' "
-                                     "with a plain function name (no attribute paths)")
+            raise SerializationError(
+                f"function {path!r} is not allowed: a JSON job names 'module:function' "
+                "with a plain function name (no attribute paths)"
+            )
         if self.allowed:
             exact = path in self.allowed
             if not exact and mod_name not in self.allowed:
-                raise SerializationError(f"function {path!r} is not allowed by NAQ_JSON_ALLOWED "
-                                         f"{list(self.allowed)}")
+                raise SerializationError(f"function {path!r} is not allowed by NAQ_JSON_ALLOWED {list(self.allowed)}")
         else:
             _warn_default_policy()
             _check_default_policy(mod_name, path)
@@ -174,8 +190,9 @@ class JsonSerializer(Serializer):
             raise SerializationError(f"cannot import {path!r}: {type(exc).__name__}: {exc}") from None
         # A module entry covers what the module defines, not what it imported (``from os import system``).
         if not callable(fn) or (not exact and getattr(fn, "__module__", None) != mod_name):
-            raise SerializationError(f"function {path!r} is not allowed: {fn_name} is not a function "
-                                     f"defined in {mod_name}")
+            raise SerializationError(
+                f"function {path!r} is not allowed: {fn_name} is not a function defined in {mod_name}"
+            )
         return fn
 
     def dumps_value(self, value: Any) -> bytes:
@@ -183,7 +200,8 @@ class JsonSerializer(Serializer):
             return json.dumps(value, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise SerializationError(
-                f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}") from exc
+                f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}"
+            ) from exc
 
     def loads_value(self, data: bytes) -> Any:
         try:
@@ -200,9 +218,11 @@ _warn_lock = threading.Lock()
 
 def json_default_policy() -> str:
     """What a JSON-mode worker without ``NAQ_JSON_ALLOWED`` calls (the README repeats it)."""
-    return ("functions defined directly in modules outside the Python standard library, site-packages and "
-            "naq_nb (your own project's modules); set NAQ_JSON_ALLOWED='pkg.tasks,pkg.other:func' to allow "
-            "exactly those")
+    return (
+        "functions defined directly in modules outside the Python standard library, site-packages and "
+        "naq_nb (your own project's modules); set NAQ_JSON_ALLOWED='pkg.tasks,pkg.other:func' to allow "
+        "exactly those"
+    )
 
 
 def _warn_default_policy() -> None:
@@ -227,16 +247,20 @@ def _check_default_policy(mod_name: str, path: str) -> None:
     """Refuse modules of the standard library, installed packages and naq_nb, before importing anything."""
     top = mod_name.split(".", 1)[0]
     if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()) or top == "naq_nb":
-        raise SerializationError(f"function {path!r} is not allowed: without NAQ_JSON_ALLOWED a JSON worker "
-                                 f"calls only {json_default_policy()}")
+        raise SerializationError(
+            f"function {path!r} is not allowed: without NAQ_JSON_ALLOWED a JSON worker "
+            f"calls only {json_default_policy()}"
+        )
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError) as exc:
         raise SerializationError(f"cannot import {path!r}: {exc}") from None
     origin = os.path.realpath(spec.origin) if spec is not None and spec.origin else ""
     if spec is None or not origin or origin.startswith(_system_dirs()):
-        raise SerializationError(f"function {path!r} is not allowed: without NAQ_JSON_ALLOWED a JSON worker "
-                                 f"calls only {json_default_policy()}")
+        raise SerializationError(
+            f"function {path!r} is not allowed: without NAQ_JSON_ALLOWED a JSON worker "
+            f"calls only {json_default_policy()}"
+        )
 
 
 def get_serializer(name: str, allowed: tuple[str, ...] = ()) -> Serializer:
@@ -254,11 +278,15 @@ def import_path_of(fn: Any) -> str:
     if not callable(fn) or not mod or not qual:
         raise SerializationError(f"JSON serializer needs an importable function, got {fn!r}")
     if qual == "<lambda>" or "<locals>" in qual or "<lambda>" in qual:
-        raise SerializationError(f"JSON serializer cannot send {qual!r} from {mod}: lambdas and nested functions "
-                                 "have no import path; define it at module level or use the pickle serializer")
+        raise SerializationError(
+            f"JSON serializer cannot send {qual!r} from {mod}: lambdas and nested functions "
+            "have no import path; define it at module level or use the pickle serializer"
+        )
     if mod == "__main__":
-        raise SerializationError(f"JSON serializer cannot send {qual!r} defined in __main__ (a script or notebook): "
-                                 "workers cannot import it; move it to a module or use the pickle serializer")
+        raise SerializationError(
+            f"JSON serializer cannot send {qual!r} defined in __main__ (a script or notebook): "
+            "workers cannot import it; move it to a module or use the pickle serializer"
+        )
     path = f"{mod}:{qual}"
     try:
         if resolve_import_path(path) is not fn:
@@ -311,8 +339,9 @@ def _check(keys: tuple[bytes, ...], parts: tuple[bytes, ...], signature: str | N
     if not signature:
         raise SignatureError(f"bad signature: {what} is not signed but signing is required here (NAQ_SIGNING_KEY)")
     if not any(hmac.compare_digest(_mac(k, *parts), signature) for k in keys):
-        raise SignatureError(f"bad signature: {what} does not verify with any configured key "
-                             "(NAQ_SIGNING_KEY / NAQ_SIGNING_KEYS)")
+        raise SignatureError(
+            f"bad signature: {what} does not verify with any configured key (NAQ_SIGNING_KEY / NAQ_SIGNING_KEYS)"
+        )
 
 
 def sign_job(key: bytes, job_id: str, meta_header: str, body: bytes) -> str:
@@ -320,8 +349,9 @@ def sign_job(key: bytes, job_id: str, meta_header: str, body: bytes) -> str:
     return _mac(key, _JOB_DOMAIN, job_id.encode(), meta_header.encode(), body)
 
 
-def verify_job(keys: bytes | Sequence[bytes], job_id: str, meta_header: str, body: bytes,
-               signature: str | None) -> None:
+def verify_job(
+    keys: bytes | Sequence[bytes], job_id: str, meta_header: str, body: bytes, signature: str | None
+) -> None:
     """Raise :class:`SignatureError` unless ``signature`` was made by one of ``keys`` over exactly this job."""
     ks = _keys(keys)
     if ks:
@@ -361,14 +391,21 @@ def open_record(data: bytes, job_id: str, keys: bytes | Sequence[bytes]) -> tupl
     head = data.partition(b"\n")[0]
     suffix = b',"sig":"' + str(sig).encode() + b'"}'
     if not isinstance(sig, str) or not head.endswith(suffix):
-        raise SignatureError(f"bad signature: the result record of job {job_id} is not signed "
-                             "but signing is required here (NAQ_SIGNING_KEY)")
-    _check(ks, (_RESULT_DOMAIN, job_id.encode(), head[:-len(suffix)] + b"}", payload), sig,
-           f"the result record of job {job_id}")
+        raise SignatureError(
+            f"bad signature: the result record of job {job_id} is not signed "
+            "but signing is required here (NAQ_SIGNING_KEY)"
+        )
+    _check(
+        ks,
+        (_RESULT_DOMAIN, job_id.encode(), head[: -len(suffix)] + b"}", payload),
+        sig,
+        f"the result record of job {job_id}",
+    )
     return meta, payload
 
 
 # --- records: a JSON header line, then raw bytes ------------------------------
+
 
 def pack_record(meta: dict, payload: bytes = b"") -> bytes:
     return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + payload
@@ -383,6 +420,7 @@ def unpack_record(data: bytes) -> tuple[dict, bytes]:
 
 
 # --- naming the culprit -----------------------------------------------------
+
 
 def _try_pickle(obj: Any) -> Exception | None:
     try:
@@ -408,8 +446,10 @@ def _captured(fn: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _find_unpicklable(fn: Any, args: tuple, kwargs: dict, exc: Exception) -> str:
-    for where, obj in [*((f"argument {i}", a) for i, a in enumerate(args)),
-                       *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
+    for where, obj in [
+        *((f"argument {i}", a) for i, a in enumerate(args)),
+        *((f"keyword argument {k!r}", v) for k, v in kwargs.items()),
+    ]:
         err = _try_pickle(obj)
         if err is not None:
             return f"{where} ({type(obj).__name__}: {_short(obj)}) cannot be pickled: {err}"
@@ -417,15 +457,19 @@ def _find_unpicklable(fn: Any, args: tuple, kwargs: dict, exc: Exception) -> str
         for where, obj in _captured(fn):
             err = _try_pickle(obj)
             if err is not None:
-                return (f"function {getattr(fn, '__qualname__', fn)!r} uses {where} "
-                        f"({type(obj).__name__}: {_short(obj)}) which cannot be pickled: {err}")
+                return (
+                    f"function {getattr(fn, '__qualname__', fn)!r} uses {where} "
+                    f"({type(obj).__name__}: {_short(obj)}) which cannot be pickled: {err}"
+                )
         return f"function {fn!r} cannot be pickled: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
 def _find_unjson(args: tuple, kwargs: dict) -> str:
-    for where, obj in [*((f"argument {i}", a) for i, a in enumerate(args)),
-                       *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
+    for where, obj in [
+        *((f"argument {i}", a) for i, a in enumerate(args)),
+        *((f"keyword argument {k!r}", v) for k, v in kwargs.items()),
+    ]:
         try:
             json.dumps(obj)
         except (TypeError, ValueError) as exc:

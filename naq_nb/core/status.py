@@ -15,16 +15,27 @@ from typing import Any, Iterable, TypedDict
 
 from .errors import SerializationError
 
-__all__ = ["JobStatus", "TERMINAL", "TERMINAL_VALUES", "FAILED_STATES", "StatusRecord", "initial_status",
-           "status_record", "first_record", "with_status", "encode_status", "decode_status"]
+__all__ = [
+    "JobStatus",
+    "TERMINAL",
+    "TERMINAL_VALUES",
+    "FAILED_STATES",
+    "StatusRecord",
+    "initial_status",
+    "status_record",
+    "first_record",
+    "with_status",
+    "encode_status",
+    "decode_status",
+]
 
 
 class JobStatus(str, Enum):
     QUEUED = "queued"
-    WAITING = "waiting"        # on dependencies
-    SCHEDULED = "scheduled"    # due later
+    WAITING = "waiting"  # on dependencies
+    SCHEDULED = "scheduled"  # due later
     RUNNING = "running"
-    RETRYING = "retrying"      # failed, a retry is due
+    RETRYING = "retrying"  # failed, a retry is due
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -54,32 +65,32 @@ class StatusRecord(TypedDict, total=False):
 
     id: str
     queue: str
-    status: str                # a JobStatus value
-    updated_at: float          # set by encode_status; 0 on a client's placeholder
+    status: str  # a JobStatus value
+    updated_at: float  # set by encode_status; 0 on a client's placeholder
     func: str | None
     name: str | None
     enqueued_at: float
     started_at: float
     finished_at: float
-    due_at: float              # scheduled: when it is (or was) due
-    schedule_id: str | None    # fired by this schedule
-    attempts: int              # deliveries so far
+    due_at: float  # scheduled: when it is (or was) due
+    schedule_id: str | None  # fired by this schedule
+    attempts: int  # deliveries so far
     failures: int
-    lost: int                  # runs lost with their worker
+    lost: int  # runs lost with their worker
     worker: str | None
-    seq: int                   # the job message's stream sequence
+    seq: int  # the job message's stream sequence
     depends_on: list[str]
-    waiting_on: str            # waiting: the dependency it is parked on
-    dependency: str            # failed: the dependency that failed it
-    args: str                  # a short preview of the arguments
+    waiting_on: str  # waiting: the dependency it is parked on
+    dependency: str  # failed: the dependency that failed it
+    args: str  # a short preview of the arguments
     progress: float
     total: float | None
     message: str | None
-    logs: list[str]            # the job's last output lines
+    logs: list[str]  # the job's last output lines
     error: str | None
     traceback: str
-    retry_at: float            # retrying: when the next attempt is due
-    handed_back_at: float      # queued again by a stopping worker
+    retry_at: float  # retrying: when the next attempt is due
+    handed_back_at: float  # queued again by a stopping worker
 
 
 def initial_status(depends_on: Iterable[str]) -> JobStatus:
@@ -94,15 +105,25 @@ def status_record(job_id: str, queue: str, status: JobStatus | str, **fields: An
     return rec  # type: ignore[return-value]
 
 
-def first_record(job_id: str, queue: str, status: JobStatus | str, *, func: str | None, name: str | None,
-                 enqueued_at: float, **fields: Any) -> StatusRecord:
+def first_record(
+    job_id: str,
+    queue: str,
+    status: JobStatus | str,
+    *,
+    func: str | None,
+    name: str | None,
+    enqueued_at: float,
+    **fields: Any,
+) -> StatusRecord:
     """The record of a job that has not run yet (no attempts, no failures)."""
-    return status_record(job_id, queue, status, func=func, name=name, enqueued_at=enqueued_at, attempts=0,
-                         failures=0, **fields)
+    return status_record(
+        job_id, queue, status, func=func, name=name, enqueued_at=enqueued_at, attempts=0, failures=0, **fields
+    )
 
 
-def with_status(rec: StatusRecord | dict, status: JobStatus | str, *, drop: Iterable[str] = (),
-                **fields: Any) -> StatusRecord:
+def with_status(
+    rec: StatusRecord | dict, status: JobStatus | str, *, drop: Iterable[str] = (), **fields: Any
+) -> StatusRecord:
     """A copy of ``rec`` moved to ``status`` with ``fields`` set and the keys in ``drop`` removed."""
     dropped = set(drop)
     new: dict[str, Any] = {k: v for k, v in rec.items() if k not in dropped}

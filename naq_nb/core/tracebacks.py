@@ -7,8 +7,11 @@ import traceback
 
 __all__ = ["user_traceback", "exception_type_names"]
 
-_INTERNAL = (os.sep + os.path.join("naq_nb", "core") + os.sep, os.path.join("concurrent", "futures"),
-             os.sep + "asyncio" + os.sep)
+_INTERNAL = (
+    os.sep + os.path.join("naq_nb", "core") + os.sep,
+    os.path.join("concurrent", "futures"),
+    os.sep + "asyncio" + os.sep,
+)
 
 
 def user_traceback(exc: BaseException) -> str:

@@ -44,9 +44,16 @@ _REPEAT_LOG = 30.0
 class LoopWatchdog:
     """Watches ``loop``; ``held()`` lists the messages to keep alive; ``connect()`` makes a Broker."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, held: Callable[[], list[Any]],
-                 connect: Callable[[], Awaitable[Any]], *, ack_wait: float, block_after: float = 2.0,
-                 name: str = "naq-watchdog") -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        held: Callable[[], list[Any]],
+        connect: Callable[[], Awaitable[Any]],
+        *,
+        ack_wait: float,
+        block_after: float = 2.0,
+        name: str = "naq-watchdog",
+    ) -> None:
         self.loop = loop
         self.held = held
         self.connect = connect
@@ -130,9 +137,12 @@ class LoopWatchdog:
                 broker = broker or await self._connect()  # early: connecting takes a moment
                 if self.blocked_for >= self.block_after and now - last_log > _REPEAT_LOG:
                     last_log = now
-                    log.warning("event loop blocked for %.1fs by %s: async jobs must not call blocking code "
-                                "(use a sync function, or await asyncio.to_thread(...))",
-                                self.blocked_for, self._blocker())
+                    log.warning(
+                        "event loop blocked for %.1fs by %s: async jobs must not call blocking code "
+                        "(use a sync function, or await asyncio.to_thread(...))",
+                        self.blocked_for,
+                        self._blocker(),
+                    )
                 if broker is not None and self.blocked_for > keep_after and now - last_keepalive > keep_after:
                     last_keepalive = now
                     await self._keep_alive(broker)

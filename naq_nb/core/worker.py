@@ -66,11 +66,23 @@ class Worker:
     to this process's stdout, prefixed with the job id (the CLI turns it on).
     """
 
-    def __init__(self, queues: str | Iterable[str] | None = None, *, nats_url: str | None = None,
-                 concurrency: int = 10, name: str | None = None, broker: Broker | None = None,
-                 settings: Settings | None = None, prefetch: int | None = None, grace_period: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, capture_output: bool = True,
-                 execution: str = "processes", echo_output: bool = False, **nats_options: Any) -> None:
+    def __init__(
+        self,
+        queues: str | Iterable[str] | None = None,
+        *,
+        nats_url: str | None = None,
+        concurrency: int = 10,
+        name: str | None = None,
+        broker: Broker | None = None,
+        settings: Settings | None = None,
+        prefetch: int | None = None,
+        grace_period: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        capture_output: bool = True,
+        execution: str = "processes",
+        echo_output: bool = False,
+        **nats_options: Any,
+    ) -> None:
         self.settings = settings or Settings.from_env()
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
@@ -85,8 +97,11 @@ class Worker:
             raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
         if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
             raise ValueError(f"prefetch must be an int >= 1 or None, not {prefetch!r}")
-        if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)) \
-                or not 0 <= grace_period < float("inf"):
+        if (
+            isinstance(grace_period, bool)
+            or not isinstance(grace_period, (int, float))
+            or not 0 <= grace_period < float("inf")
+        ):
             raise ValueError(f"grace_period must be a finite number of seconds >= 0, not {grace_period!r}")
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
@@ -139,8 +154,9 @@ class Worker:
         self.ready = asyncio.Queue()
         self._completion_slots = asyncio.Semaphore(1024)
         if self.broker is None:
-            self.broker = await Broker.connect(settings=self.settings, reconnected_cb=self._on_reconnect,
-                                               **self._nats_options)
+            self.broker = await Broker.connect(
+                settings=self.settings, reconnected_cb=self._on_reconnect, **self._nats_options
+            )
         b = self.broker
         # Children start while the layout and consumers are set up; no job is pulled before they are up.
         self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
@@ -157,12 +173,19 @@ class Worker:
             install_capture()  # a job's prints go to its own log, not the worker's console
         await self.heartbeat_once(self.clock())
         self._tasks = [asyncio.ensure_future(self._slot(i)) for i in range(self.concurrency)]
-        self._tasks += [asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
-                        asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
-                        asyncio.ensure_future(self._every(1.0, self.pull_once))]
+        self._tasks += [
+            asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
+            asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
+            asyncio.ensure_future(self._every(1.0, self.pull_once)),
+        ]
         await self.pull_once(self.clock())
-        self.watchdog = LoopWatchdog(self._loop, self._held, self._watchdog_broker, ack_wait=b.layout.ack_wait,
-                                     name=f"naq-watchdog-{self.worker_id}")
+        self.watchdog = LoopWatchdog(
+            self._loop,
+            self._held,
+            self._watchdog_broker,
+            ack_wait=b.layout.ack_wait,
+            name=f"naq-watchdog-{self.worker_id}",
+        )
         self.watchdog.start()
         self.started.set()
         log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
@@ -170,20 +193,34 @@ class Worker:
     async def _set_up(self, b: Broker) -> None:
         """Layout, runner, dependency gate, cancel watch, job processes up, then the pull feeds."""
         await b.ensure_layout()
-        self.runner = JobRunner(b, self.worker_id, self.execution, self.stats, complete=self.complete_in_background,
-                                cancelled=self.cancelled_ids, on_line=echo_line if self.echo_output else None,
-                                live_after=3 * self.settings.heartbeat_interval)
+        self.runner = JobRunner(
+            b,
+            self.worker_id,
+            self.execution,
+            self.stats,
+            complete=self.complete_in_background,
+            cancelled=self.cancelled_ids,
+            on_line=echo_line if self.echo_output else None,
+            live_after=3 * self.settings.heartbeat_interval,
+        )
         self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
         await self.gate.start()
         self.runner.dependents = self.gate
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
         if not await self.execution.wait_ready(CHILD_START_WAIT):
-            log.warning("worker %s: job processes still starting after %gs; serving with those up",
-                        self.worker_id, CHILD_START_WAIT)
+            log.warning(
+                "worker %s: job processes still starting after %gs; serving with those up",
+                self.worker_id,
+                CHILD_START_WAIT,
+            )
         for q in self.queues:
             consumer = await b.ensure_consumer(q)
-            feed = PullFeed(b.nc, pull_api_subject(b.layout.jobs_stream, consumer),
-                            functools.partial(self._on_msg, q), clock=self.clock)
+            feed = PullFeed(
+                b.nc,
+                pull_api_subject(b.layout.jobs_stream, consumer),
+                functools.partial(self._on_msg, q),
+                clock=self.clock,
+            )
             await feed.start()
             self._feeds[q] = feed
 
@@ -192,11 +229,13 @@ class Worker:
         loop, stop = self._loop, self._stop_event
         if loop is None or stop is None:
             return
+
         def _set() -> None:
             self._graceful = self._graceful and graceful
             if not graceful:
                 self._force_stop()
             stop.set()
+
         try:
             loop.call_soon_threadsafe(_set)
         except RuntimeError:
@@ -215,6 +254,7 @@ class Worker:
             graceful = received[0] == 1
             log.warning("signal received: %s", "stopping gracefully" if graceful else "stopping now")
             self.request_stop(graceful=graceful)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, handler)
 
@@ -331,11 +371,21 @@ class Worker:
 
     async def heartbeat_once(self, now: float) -> None:
         self._last_heartbeat = now
-        rec: WorkerRecord = {"id": self.worker_id, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-               "queues": self.queues, "concurrency": self.concurrency, "state": self.state,
-               "execution": self.execution_mode,
-               "running": sorted(self.running), "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
-               "started_at": self.started_at, "heartbeat_at": time.time(), "stats": dict(self.stats)}
+        rec: WorkerRecord = {
+            "id": self.worker_id,
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "state": self.state,
+            "execution": self.execution_mode,
+            "running": sorted(self.running),
+            "parked": len(self.gate.parked) if hasattr(self, "gate") else 0,
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "stats": dict(self.stats),
+        }
         assert self.broker is not None  # connected by start(), which sends the first heartbeat
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
         await kv.put(self.worker_id, encode_heartbeat(rec))
@@ -357,8 +407,12 @@ class Worker:
             self._spawn(self._refill_after(self.runner.reject_malformed(msg, queue, exc)))
             return
         assert self.ready is not None  # the feeds deliver only after start() made it
-        d = Delivery(msg=msg, meta=meta, delivered=msg.metadata.num_delivered,
-                     suspect=self.watchdog is not None and self.watchdog.suspect())
+        d = Delivery(
+            msg=msg,
+            meta=meta,
+            delivered=msg.metadata.num_delivered,
+            suspect=self.watchdog is not None and self.watchdog.suspect(),
+        )
         if self.state in ("stopping", "stopped"):
             self._spawn(d.msg.nak())
         elif meta.options.depends_on:
@@ -427,6 +481,7 @@ class Worker:
                 await asyncio.sleep(max(0.0, 0.5 - (self.clock() - self._last_heartbeat)))
                 if not self.running and self.clock() - self._last_heartbeat >= 0.5:
                     await self.heartbeat_once(self.clock())
+
         self._spawn(_run())
 
     def __repr__(self) -> str:

@@ -23,8 +23,12 @@ class CellResult(dict):
     names whose values could not travel back (not picklable).
     """
 
-    def __init__(self, values: dict[str, Any] | None = None, modules: dict[str, str] | None = None,
-                 skipped: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any] | None = None,
+        modules: dict[str, str] | None = None,
+        skipped: list[str] | None = None,
+    ) -> None:
         super().__init__(values or {})
         self.modules = dict(modules or {})
         self.skipped = list(skipped or [])

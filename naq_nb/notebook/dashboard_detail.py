@@ -36,17 +36,30 @@ def detail_html(job_id: str, rec: dict, traceback: str) -> str:
     """A small panel: function, status, arguments, times, attempts, logs, error and traceback."""
     start, end = rec.get("started_at"), rec.get("finished_at")
     dur = (end or time.time()) - start if isinstance(start, (int, float)) else None
-    rows = [("job", job_id), ("function", rec.get("func") or "?"), ("queue", rec.get("queue") or "?"),
-            ("status", rec.get("status") or "unknown (expired?)"), ("arguments", rec.get("args") or "-"),
-            ("worker", rec.get("worker") or "-"), ("enqueued", _when(rec.get("enqueued_at"))),
-            ("started", _when(start)), ("finished", _when(end)), ("duration", duration_text(dur) or "-"),
-            ("attempts", rec.get("attempts", "-"))]
+    rows = [
+        ("job", job_id),
+        ("function", rec.get("func") or "?"),
+        ("queue", rec.get("queue") or "?"),
+        ("status", rec.get("status") or "unknown (expired?)"),
+        ("arguments", rec.get("args") or "-"),
+        ("worker", rec.get("worker") or "-"),
+        ("enqueued", _when(rec.get("enqueued_at"))),
+        ("started", _when(start)),
+        ("finished", _when(end)),
+        ("duration", duration_text(dur) or "-"),
+        ("attempts", rec.get("attempts", "-")),
+    ]
     if rec.get("progress") is not None:
         rows.append(("progress", f"{rec.get('progress')}/{rec.get('total')} {rec.get('message') or ''}"))
-    cells = "".join(f"<tr><th style='text-align:left;padding-right:10px'>{html.escape(k)}</th>"
-                    f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    parts = [f"<div class='naq-job-detail' style='border-left:3px solid #1565c0;padding:4px 10px;margin:6px 0'>"
-             f"<b>Job {html.escape(job_id)}</b><table>{cells}</table>"]
+    cells = "".join(
+        f"<tr><th style='text-align:left;padding-right:10px'>{html.escape(k)}</th>"
+        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+        for k, v in rows
+    )
+    parts = [
+        f"<div class='naq-job-detail' style='border-left:3px solid #1565c0;padding:4px 10px;margin:6px 0'>"
+        f"<b>Job {html.escape(job_id)}</b><table>{cells}</table>"
+    ]
     pre = "<pre style='max-height:14em;overflow:auto;font-size:85%;background:#f5f5f5;padding:4px'>"
     if rec.get("logs"):
         parts.append(f"<b>logs</b>{pre}{html.escape(chr(10).join(rec['logs']))}</pre>")

@@ -20,8 +20,21 @@ from typing import Any, Callable, Mapping
 from .dashboard_charts import line_chart, load_bars, task_stream
 from .fmt import clock_text
 
-__all__ = ["RateMeter", "Actions", "DashboardWidgets", "render_text", "render_html", "format_age", "format_when",
-           "format_every", "QUEUE_COLUMNS", "WORKER_COLUMNS", "SCHEDULE_COLUMNS", "FAILED_COLUMNS", "RECENT_COLUMNS"]
+__all__ = [
+    "RateMeter",
+    "Actions",
+    "DashboardWidgets",
+    "render_text",
+    "render_html",
+    "format_age",
+    "format_when",
+    "format_every",
+    "QUEUE_COLUMNS",
+    "WORKER_COLUMNS",
+    "SCHEDULE_COLUMNS",
+    "FAILED_COLUMNS",
+    "RECENT_COLUMNS",
+]
 
 QUEUE_COLUMNS = ["queue", "queued", "running", "workers", "finished_per_s"]
 WORKER_COLUMNS = ["worker_id", "host", "state", "load", "processed", "failed", "heartbeat_age"]
@@ -105,14 +118,20 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "<p><i>none</i></p>"
     head = "".join(f"<th style='{_CELL_STYLE}'>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td style='{_CELL_STYLE}'>{html.escape(_cell(r.get(c)))}</td>"
-                                    for c in columns) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='{_CELL_STYLE}'>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_SECTIONS = [("Queues", "queues", QUEUE_COLUMNS), ("Workers", "workers", WORKER_COLUMNS),
-             ("Recent jobs", "recent", RECENT_COLUMNS), ("Schedules", "schedules", SCHEDULE_COLUMNS),
-             ("Failed jobs", "failed", FAILED_COLUMNS)]
+_SECTIONS = [
+    ("Queues", "queues", QUEUE_COLUMNS),
+    ("Workers", "workers", WORKER_COLUMNS),
+    ("Recent jobs", "recent", RECENT_COLUMNS),
+    ("Schedules", "schedules", SCHEDULE_COLUMNS),
+    ("Failed jobs", "failed", FAILED_COLUMNS),
+]
 
 
 def render_text(view: dict) -> str:
@@ -130,9 +149,12 @@ def charts_html(view: dict) -> str:
     """Throughput and queue depth over the last minutes, side by side."""
     span = view.get("span", 300.0)
     now = view.get("updated_at")
-    return ("<div style='display:flex;gap:12px;flex-wrap:wrap'>"
-            + line_chart("Finished jobs/s", view.get("throughput", {}), span, now, unit="/s")
-            + line_chart("Queued jobs", view.get("depth", {}), span, now) + "</div>")
+    return (
+        "<div style='display:flex;gap:12px;flex-wrap:wrap'>"
+        + line_chart("Finished jobs/s", view.get("throughput", {}), span, now, unit="/s")
+        + line_chart("Queued jobs", view.get("depth", {}), span, now)
+        + "</div>"
+    )
 
 
 def stream_html(view: dict) -> str:
@@ -175,6 +197,7 @@ class DashboardWidgets:
 
     def __init__(self, actions: Actions) -> None:
         import ipywidgets as w
+
         self.w = w
         self.actions = actions
         self._lock = threading.Lock()  # redraws come from the loop, close() from the caller's thread
@@ -187,17 +210,37 @@ class DashboardWidgets:
         self.notes: dict[str, Any] = {}
         for kind, cols in self._COLUMNS.items():
             template = " ".join(["max-content"] * len(cols)) + " max-content"
-            self.grids[kind] = w.GridBox(layout=w.Layout(grid_template_columns=template, grid_gap="2px 14px",
-                                                         align_items="center"))
+            self.grids[kind] = w.GridBox(
+                layout=w.Layout(grid_template_columns=template, grid_gap="2px 14px", align_items="center")
+            )
             self.notes[kind] = w.HTML()
         self._none = {kind: w.HTML("<i>none</i>") for kind in self._COLUMNS}
-        self._headers = {kind: [w.HTML(f"<b>{c}</b>") for c in cols] + [w.HTML("")]
-                         for kind, cols in self._COLUMNS.items()}
+        self._headers = {
+            kind: [w.HTML(f"<b>{c}</b>") for c in cols] + [w.HTML("")] for kind, cols in self._COLUMNS.items()
+        }
         h = lambda t: w.HTML(f"<h4 style='margin:8px 0 2px'>{t}</h4>")  # noqa: E731
-        self.root = w.VBox([self.title, self.charts, h("Queues"), self.queues, h("Workers"), self.workers,
-                            h("Task stream"), self.stream, h("Recent jobs"), self.grids["recent"], self.detail,
-                            h("Schedules"), self.grids["schedules"], self.notes["schedules"], h("Failed jobs"),
-                            self.grids["failed"], self.notes["failed"], self.message])
+        self.root = w.VBox(
+            [
+                self.title,
+                self.charts,
+                h("Queues"),
+                self.queues,
+                h("Workers"),
+                self.workers,
+                h("Task stream"),
+                self.stream,
+                h("Recent jobs"),
+                self.grids["recent"],
+                self.detail,
+                h("Schedules"),
+                self.grids["schedules"],
+                self.notes["schedules"],
+                h("Failed jobs"),
+                self.grids["failed"],
+                self.notes["failed"],
+                self.message,
+            ]
+        )
         self.root.add_class("naq-dashboard")
 
     def row_buttons(self, kind: str) -> dict[str, Any]:
@@ -222,8 +265,9 @@ class DashboardWidgets:
             self.detail.value = view.get("detail") or ""
             extra = view["schedules_total"] - len(view["schedules"])
             self.notes["schedules"].value = "" if extra <= 0 else f"<i>... and {extra} more</i>"
-            self.notes["failed"].value = ("" if not view["failed_more"] else
-                                          f"<i>{view['failed_total']} failed in all; the newest shown</i>")
+            self.notes["failed"].value = (
+                "" if not view["failed_more"] else f"<i>{view['failed_total']} failed in all; the newest shown</i>"
+            )
             self.message.value = f"<i>{html.escape(view['message'])}</i>" if view["message"] else ""
 
     def _pooled_click(self, i: int, _button: Any) -> None:
@@ -234,8 +278,9 @@ class DashboardWidgets:
         cols = self._COLUMNS["recent"]
         while len(self._pool) < len(rows):
             i = len(self._pool)
-            b = self.w.Button(description="Details", tooltip="arguments, logs and traceback",
-                              layout=self.w.Layout(width="90px"))
+            b = self.w.Button(
+                description="Details", tooltip="arguments, logs and traceback", layout=self.w.Layout(width="90px")
+            )
             b.on_click(functools.partial(self._pooled_click, i))
             b.add_class("naq-recent-button")
             self._pool.append(([self.w.HTML() for _ in cols], b))
@@ -282,15 +327,17 @@ class DashboardWidgets:
     def _button(self, kind: str, key: str) -> Any:
         a, w = self.actions, self.w
         if kind == "failed":
-            b = w.Button(description="Requeue", button_style="warning", tooltip=f"requeue {key}",
-                         layout=w.Layout(width="90px"))
+            b = w.Button(
+                description="Requeue", button_style="warning", tooltip=f"requeue {key}", layout=w.Layout(width="90px")
+            )
             b.on_click(lambda _b: a.requeue(key))
         elif kind == "schedules":
             b = w.Button(description="Pause", tooltip=f"pause or resume {key}", layout=w.Layout(width="90px"))
             b.on_click(lambda btn: a.toggle_schedule(key, btn.description == "Pause"))
         else:
-            b = w.Button(description="Details", tooltip=f"arguments, logs and traceback of {key}",
-                         layout=w.Layout(width="90px"))
+            b = w.Button(
+                description="Details", tooltip=f"arguments, logs and traceback of {key}", layout=w.Layout(width="90px")
+            )
             b.on_click(lambda _b: a.show_detail(key))
         b.add_class(f"naq-{kind}-button")
         return b

@@ -33,8 +33,16 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["Throttle", "LiveDisplay", "register_cell_hooks", "unregister_cell_hooks", "flush_displays",
-           "ipython_shell", "kernel_shell", "WIDGET_MIME"]
+__all__ = [
+    "Throttle",
+    "LiveDisplay",
+    "register_cell_hooks",
+    "unregister_cell_hooks",
+    "flush_displays",
+    "ipython_shell",
+    "kernel_shell",
+    "WIDGET_MIME",
+]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 log = logging.getLogger("naq_nb.display")
@@ -45,6 +53,7 @@ def _default_call_later(delay: float, fn: Callable[[], None]) -> Any:
         return asyncio.get_running_loop().call_later(delay, fn)  # on naq_nb's loop thread
     except RuntimeError:
         from ..client.loop import get_loop_thread
+
         loop = get_loop_thread().loop
         return loop.call_soon_threadsafe(loop.call_later, max(0.0, delay), fn)
 
@@ -57,9 +66,13 @@ class Throttle:
     so tests need no wall time.
     """
 
-    def __init__(self, render: Callable[[], None], interval: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic,
-                 call_later: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
+    def __init__(
+        self,
+        render: Callable[[], None],
+        interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+    ) -> None:
         self.render, self.interval, self.clock = render, interval, clock
         self.call_later = call_later or _default_call_later
         self._last = -math.inf
@@ -103,7 +116,7 @@ def kernel_shell() -> Any | None:
     return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
 
 
-_LIVE: set["LiveDisplay"] = set()      # displays not yet terminal (flushed after each cell)
+_LIVE: set["LiveDisplay"] = set()  # displays not yet terminal (flushed after each cell)
 _IDLE_SENT: set["LiveDisplay"] = set()  # updates sent while no cell ran: sent again in the next cell
 _LIVE_LOCK = threading.Lock()
 _cell = {"running": False}
@@ -117,18 +130,24 @@ class LiveDisplay:
     ``_update_widget()``. ``publish(bundle, update)`` replaces IPython (tests).
     """
 
-    def __init__(self, *, interval: float = 0.1, text_interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 call_later: Callable[[float, Callable[[], None]], Any] | None = None,
-                 widget: bool | None = None, publish: Callable[[dict, bool], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float = 0.1,
+        text_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        widget: bool | None = None,
+        publish: Callable[[dict, bool], Any] | None = None,
+    ) -> None:
         self.clock, self.text_interval = clock, text_interval
         self.throttle = Throttle(self._render, interval, clock, call_later)
         self._want_widget, self._publish = widget, publish
         self.widget: Any = None
         self.handle: Any = None
         self.shown = False
-        self.renders = 0          # refreshes (widget traits)
-        self.updates = 0          # update_display_data messages sent
+        self.renders = 0  # refreshes (widget traits)
+        self.updates = 0  # update_display_data messages sent
         self._sent: dict | None = None
         self._sent_at = -math.inf
         self._rlock = threading.RLock()
@@ -172,8 +191,11 @@ class LiveDisplay:
             return self
         if self._publish is None and ipython_shell() is None:
             return self
-        want = self._want_widget if self._want_widget is not None else (
-            self._publish is None and kernel_shell() is not None)
+        want = (
+            self._want_widget
+            if self._want_widget is not None
+            else (self._publish is None and kernel_shell() is not None)
+        )
         if want and not self.terminal():  # an ended display is static from the start
             try:
                 self.widget = self._make_widget()
@@ -187,6 +209,7 @@ class LiveDisplay:
                 self.handle = self._publish(self._sent, False)
             else:
                 from IPython.display import display
+
                 self.handle = display(self._sent, raw=True, display_id=True)
         self._unsubscribe = self._subscribe()
         if not self.terminal():

@@ -10,14 +10,35 @@ from typing import Any, Iterable
 
 from ..core.status import FAILED_STATES, TERMINAL_VALUES
 
-__all__ = ["clock_text", "TERMINAL", "FAILED", "ORDER", "COLORS", "short_repr", "short_value", "status_summary", "esc",
-           "duration_text", "stacked_bar", "rate_text", "eta_text"]
+__all__ = [
+    "clock_text",
+    "TERMINAL",
+    "FAILED",
+    "ORDER",
+    "COLORS",
+    "short_repr",
+    "short_value",
+    "status_summary",
+    "esc",
+    "duration_text",
+    "stacked_bar",
+    "rate_text",
+    "eta_text",
+]
 
 TERMINAL = TERMINAL_VALUES
 FAILED = FAILED_STATES
 ORDER = ("succeeded", "failed", "cancelled", "running", "retrying", "queued", "waiting", "scheduled")
-COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "cancelled": "#8d8d8d", "running": "#1565c0",
-          "retrying": "#ef6c00", "queued": "#cfd8dc", "waiting": "#e0e0e0", "scheduled": "#e0e0e0"}
+COLORS = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "cancelled": "#8d8d8d",
+    "running": "#1565c0",
+    "retrying": "#ef6c00",
+    "queued": "#cfd8dc",
+    "waiting": "#e0e0e0",
+    "scheduled": "#e0e0e0",
+}
 _repr = reprlib.Repr()
 _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 120, 120, 8, 8
 
@@ -87,7 +108,11 @@ def stacked_bar(counts: dict[str, int], total: int, order: Iterable[str] = ORDER
     for s in order:
         n = counts.get(s, 0)
         if n and total:
-            segs.append(f"<div title='{n} {esc(s)}' style='width:{100.0 * n / total:.2f}%;height:10px;"
-                        f"background:{COLORS.get(s, '#bdbdbd')}'></div>")
-    return (f"<div class='naq-bar' style='display:flex;width:{width}px;height:10px;background:#eceff1;"
-            f"border-radius:3px;overflow:hidden;margin:3px 0'>{''.join(segs)}</div>")
+            segs.append(
+                f"<div title='{n} {esc(s)}' style='width:{100.0 * n / total:.2f}%;height:10px;"
+                f"background:{COLORS.get(s, '#bdbdbd')}'></div>"
+            )
+    return (
+        f"<div class='naq-bar' style='display:flex;width:{width}px;height:10px;background:#eceff1;"
+        f"border-radius:3px;overflow:hidden;margin:3px 0'>{''.join(segs)}</div>"
+    )

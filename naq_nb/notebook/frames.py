@@ -19,22 +19,89 @@ from ..core.registry import WorkerRecord
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["jobs", "jobs_async", "workers", "workers_async", "schedules", "schedules_async", "failed",
-           "failed_async", "JOB_COLUMNS", "WORKER_COLUMNS", "SCHEDULE_COLUMNS", "FAILED_COLUMNS"]
+__all__ = [
+    "jobs",
+    "jobs_async",
+    "workers",
+    "workers_async",
+    "schedules",
+    "schedules_async",
+    "failed",
+    "failed_async",
+    "JOB_COLUMNS",
+    "WORKER_COLUMNS",
+    "SCHEDULE_COLUMNS",
+    "FAILED_COLUMNS",
+]
 
-JOB_COLUMNS = ["job_id", "name", "function", "queue", "status", "attempts", "failures", "worker", "enqueued_at",
-               "started_at", "finished_at", "duration", "progress", "total", "message", "error", "depends_on"]
-WORKER_COLUMNS = ["worker_id", "name", "host", "pid", "queues", "concurrency", "state", "running", "processed",
-                  "failed", "retried", "started_at", "heartbeat_at", "heartbeat_age"]
-SCHEDULE_COLUMNS = ["schedule_id", "function", "queue", "kind", "cron", "interval", "next_run", "repeat", "runs",
-                    "paused", "status"]
-FAILED_COLUMNS = ["seq", "job_id", "queue", "function", "error", "exc_type", "attempts", "failures", "worker",
-                  "failed_at", "requeueable", "traceback"]
+JOB_COLUMNS = [
+    "job_id",
+    "name",
+    "function",
+    "queue",
+    "status",
+    "attempts",
+    "failures",
+    "worker",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "duration",
+    "progress",
+    "total",
+    "message",
+    "error",
+    "depends_on",
+]
+WORKER_COLUMNS = [
+    "worker_id",
+    "name",
+    "host",
+    "pid",
+    "queues",
+    "concurrency",
+    "state",
+    "running",
+    "processed",
+    "failed",
+    "retried",
+    "started_at",
+    "heartbeat_at",
+    "heartbeat_age",
+]
+SCHEDULE_COLUMNS = [
+    "schedule_id",
+    "function",
+    "queue",
+    "kind",
+    "cron",
+    "interval",
+    "next_run",
+    "repeat",
+    "runs",
+    "paused",
+    "status",
+]
+FAILED_COLUMNS = [
+    "seq",
+    "job_id",
+    "queue",
+    "function",
+    "error",
+    "exc_type",
+    "attempts",
+    "failures",
+    "worker",
+    "failed_at",
+    "requeueable",
+    "traceback",
+]
 _TIMES = {"enqueued_at", "started_at", "finished_at", "heartbeat_at", "next_run", "failed_at"}
 
 
 def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> "pd.DataFrame":
     import pandas as pd
+
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     for c in columns:
         if c in _TIMES:
@@ -49,16 +116,24 @@ def _client(client: Client | None) -> Client:
 # --- jobs -------------------------------------------------------------------------------
 def _job_row(r: dict) -> dict:
     start, end = r.get("started_at"), r.get("finished_at")
-    return {**r, "job_id": r.get("id"), "function": r.get("func"),
-            "duration": (end - start) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None}
+    return {
+        **r,
+        "job_id": r.get("id"),
+        "function": r.get("func"),
+        "duration": (end - start) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None,
+    }
 
 
 async def _jobs_rows(c: Client, limit: int | None, status: Any, queue: Any) -> list[dict]:
     return [_job_row(r) for r in await list_jobs(await c.broker(), limit, status, queue)]
 
 
-async def jobs_async(limit: int | None = 1000, status: str | Iterable[str] | None = None,
-                     queue: str | Iterable[str] | None = None, client: Client | None = None) -> "pd.DataFrame":
+async def jobs_async(
+    limit: int | None = 1000,
+    status: str | Iterable[str] | None = None,
+    queue: str | Iterable[str] | None = None,
+    client: Client | None = None,
+) -> "pd.DataFrame":
     """Jobs newest first (at most ``limit``), optionally only some statuses or queues; one row per job."""
     c = _client(client)
     return _frame(await run_async(_jobs_rows(c, limit, status, queue)), JOB_COLUMNS)
@@ -72,9 +147,16 @@ def _worker_rows(recs: list[WorkerRecord]) -> list[dict]:
     out = []
     for r in recs:
         stats = r.get("stats") or {}
-        out.append({**r, "worker_id": r.get("id"), "running": len(r.get("running") or []),
-                    "processed": stats.get("processed", 0), "failed": stats.get("failed", 0),
-                    "retried": stats.get("retried", 0)})
+        out.append(
+            {
+                **r,
+                "worker_id": r.get("id"),
+                "running": len(r.get("running") or []),
+                "processed": stats.get("processed", 0),
+                "failed": stats.get("failed", 0),
+                "retried": stats.get("retried", 0),
+            }
+        )
     return out
 
 
@@ -90,6 +172,7 @@ workers = blocking(workers_async)
 async def schedules_async(client: Client | None = None) -> "pd.DataFrame":
     """Schedules (delayed jobs, cron and interval): next run, runs so far, paused or not."""
     from ..client.scheduling import list_scheduled
+
     return _frame(await list_scheduled(client=_client(client)), SCHEDULE_COLUMNS)
 
 

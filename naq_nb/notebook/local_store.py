@@ -38,8 +38,8 @@ def default_store_dir(cwd: str | os.PathLike | None = None) -> Path:
     """The stable store of this user for the working directory ``cwd`` (default: the current one)."""
     folder = Path(cwd if cwd is not None else os.getcwd()).resolve()
     base = os.environ.get("NAQ_LOCAL_DIR") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
-        "naq_nb", "local")
+        os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"), "naq_nb", "local"
+    )
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name or "root")[:40]
     digest = hashlib.sha256(str(folder).encode()).hexdigest()[:10]
     return Path(base) / f"{name}-{digest}"

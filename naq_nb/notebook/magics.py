@@ -77,8 +77,9 @@ def cell_names(source: str) -> tuple[list[str], list[str]]:
             stored.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             stored.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
-        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                            ast.ClassDef)) else ():
+        for sub in (
+            ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else ()
+        ):
             if isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
                 stored.add(sub.id)
     loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
@@ -109,13 +110,17 @@ class NaqMagics(Magics):
         return handler(rest.strip())
 
     # `%naq?` shows this: the usage text, kept in one place.
-    naq.__doc__ = ("Submit and watch naq_nb jobs from a notebook.\n\n" + USAGE +
-                   "\n\nExample: ``j = %naq submit train(lr=0.1)``, then ``j.result()``.")
+    naq.__doc__ = (
+        "Submit and watch naq_nb jobs from a notebook.\n\n"
+        + USAGE
+        + "\n\nExample: ``j = %naq submit train(lr=0.1)``, then ``j.result()``."
+    )
 
     # --- line subcommands ---------------------------------------------------------------------
 
     def _cmd_submit(self, expr: str) -> Any:
         from ..client.session import submit
+
         call = parse_call(expr)  # before anything is evaluated or sent
         fn, args, kwargs = _call_parts(call, self._shell.user_ns)
         return submit(fn, *args, **kwargs)
@@ -130,20 +135,25 @@ class NaqMagics(Magics):
     def _cmd_status(self, arg: str) -> Any:
         if not arg:
             from .frames import jobs
+
             return jobs()
         from ..client.session import job
+
         return job(self._one_id(arg, "status"))
 
     def _cmd_jobs(self, arg: str) -> Any:
         from .frames import jobs
+
         return jobs()
 
     def _cmd_workers(self, arg: str) -> Any:
         from .frames import workers
+
         return workers()
 
     def _cmd_cancel(self, arg: str) -> Any:
         from ..client.session import job
+
         fut = job(self._one_id(arg, "cancel"))
         ok = fut.cancel()
         print(f"job {fut.job_id} cancelled" if ok else f"job {fut.job_id} had already ended ({fut.status})")
@@ -151,6 +161,7 @@ class NaqMagics(Magics):
 
     def _cmd_result(self, arg: str) -> Any:
         from ..client.session import job
+
         parts = shlex.split(arg)
         if len(parts) not in (1, 2):
             raise UsageError("%naq result needs a job id and optionally a timeout in seconds\n\n" + USAGE)
@@ -162,6 +173,7 @@ class NaqMagics(Magics):
 
     def _cmd_local(self, arg: str) -> Any:
         from .local import current_cluster, local
+
         parts = arg.split()
         if parts[:1] == ["start"] and len(parts) <= 2:
             if len(parts) == 2 and not parts[1].isdigit():
@@ -181,6 +193,7 @@ class NaqMagics(Magics):
         from .celljob import run_cell_job
         from .display import kernel_shell
         from .widgets import JobDisplay
+
         try:
             loaded, stored = cell_names(cell)
         except SyntaxError as exc:
@@ -188,8 +201,11 @@ class NaqMagics(Magics):
         shell = self._shell
         ns = shell.user_ns
         hidden = shell.user_ns_hidden
-        inputs = {n: ns[n] for n in loaded if n in ns and n not in hidden and not n.startswith("_")
-                  and not hasattr(builtins, n)}
+        inputs = {
+            n: ns[n]
+            for n in loaded
+            if n in ns and n not in hidden and not n.startswith("_") and not hasattr(builtins, n)
+        }
         fut = submit(run_cell_job, cell, inputs, stored)
         live = kernel_shell() is not None
         if live:  # ONE output: the live job display, its logs and result included; nothing printed

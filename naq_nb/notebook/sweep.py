@@ -32,8 +32,18 @@ from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
 from .fmt import short_value, status_summary
-from .sweep_store import (SweepBody, SweepHead, SweepNotFoundError, cache_lookup, cache_store, function_bytes,
-                          function_digest, load_record, point_digests, save_record)
+from .sweep_store import (
+    SweepBody,
+    SweepHead,
+    SweepNotFoundError,
+    cache_lookup,
+    cache_store,
+    function_bytes,
+    function_digest,
+    load_record,
+    point_digests,
+    save_record,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,8 +60,10 @@ def _values(key: str, v: Any) -> list:
         if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy arrays, pandas Series/Index
             v = v.tolist()
         if not isinstance(v, list):
-            raise TypeError(f"sweep parameter {key!r} must be a list, tuple or range of values, not "
-                            f"{type(v).__name__} {v!r} (for one value write {key}=[{v!r}])")
+            raise TypeError(
+                f"sweep parameter {key!r} must be a list, tuple or range of values, not "
+                f"{type(v).__name__} {v!r} (for one value write {key}=[{v!r}])"
+            )
     if len(v) == 0:
         raise ValueError(f"sweep parameter {key!r} has no values: each parameter needs at least one")
     return list(v)
@@ -80,8 +92,10 @@ def _grid_points(grid: Any, params: dict[str, Any]) -> list[dict]:
         if first is None:
             first = set(p)
         elif set(p) != first:
-            raise ValueError(f"grid[{i}] has keys {sorted(p)} but grid[0] has {sorted(first)}: "
-                             "every point must name the same parameters")
+            raise ValueError(
+                f"grid[{i}] has keys {sorted(p)} but grid[0] has {sorted(first)}: "
+                "every point must name the same parameters"
+            )
     return [dict(p) for p in grid]
 
 
@@ -110,8 +124,16 @@ def _check(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params: dict
 
 
 # --- the loop-side work ---------------------------------------------------------------------------
-async def _submit(client: Client, fn: Callable, fn_bytes: bytes, points: list[dict], idx: list[int],
-                  digests: list[str], opts: JobOptions, cache: bool) -> tuple[dict[int, JobFuture], set[int]]:
+async def _submit(
+    client: Client,
+    fn: Callable,
+    fn_bytes: bytes,
+    points: list[dict],
+    idx: list[int],
+    digests: list[str],
+    opts: JobOptions,
+    cache: bool,
+) -> tuple[dict[int, JobFuture], set[int]]:
     """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices."""
     b = await client.broker()
     fn_digest = function_digest(fn_bytes)
@@ -128,7 +150,7 @@ async def _submit(client: Client, fn: Callable, fn_bytes: bytes, points: list[di
     # Pipelined batches: each batch's acknowledgements are read before the next is sent, so a
     # huge sweep never has so many publishes in flight that the loop reads their acks too late.
     for k in range(0, len(jobs), _SUBMIT_BATCH):
-        futs.update(zip(todo[k:k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k:k + _SUBMIT_BATCH])))
+        futs.update(zip(todo[k : k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k : k + _SUBMIT_BATCH])))
     if jobs:
         await cache_store(b, [(digests[i], j.job_id) for i, j in zip(todo, jobs)], fn_digest)
     return futs, hits
@@ -184,8 +206,15 @@ class Sweep:
     and returns the sweep.
     """
 
-    def __init__(self, client: Client, head: SweepHead, body: SweepBody, futures: list[JobFuture],
-                 cached: Iterable[int] = (), fn: Callable | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        head: SweepHead,
+        body: SweepBody,
+        futures: list[JobFuture],
+        cached: Iterable[int] = (),
+        fn: Callable | None = None,
+    ) -> None:
         self.client = client
         self._head = head
         self.points: list[dict] = body["points"]
@@ -271,6 +300,7 @@ class Sweep:
         def unsubscribe() -> None:
             if cb in self._listeners:
                 self._listeners.remove(cb)
+
         return unsubscribe
 
     def _watch(self, indices: Iterable[int]) -> None:
@@ -319,8 +349,9 @@ class Sweep:
         self.wait(timeout)
         out = []
         for f in self.futures:
-            exc = concurrent.futures.CancelledError(f"job {f.job_id} was cancelled") if f.cancelled() \
-                else f.exception(0)
+            exc = (
+                concurrent.futures.CancelledError(f"job {f.job_id} was cancelled") if f.cancelled() else f.exception(0)
+            )
             if exc is not None and errors == "raise":
                 raise exc
             out.append(exc if exc is not None else f.result(0))
@@ -339,6 +370,7 @@ class Sweep:
         columns; names clashing with others get a ``result.`` prefix), status, duration, attempts,
         error and job id. Points not finished yet have no result."""
         import pandas as pd
+
         n = len(self.points)
         params = list(self.points[0]) if self.points else []
         fixed = ["status", "duration", "attempts", "error", "job_id"]
@@ -366,20 +398,22 @@ class Sweep:
             try:
                 self._fn = cloudpickle.loads(self._fn_bytes)
             except Exception as exc:
-                raise RuntimeError(f"the function of sweep {self.id} cannot be loaded here "
-                                   f"({type(exc).__name__}: {exc}); attach it where its module imports") from None
+                raise RuntimeError(
+                    f"the function of sweep {self.id} cannot be loaded here "
+                    f"({type(exc).__name__}: {exc}); attach it where its module imports"
+                ) from None
         return self._fn
 
     def retry_failed(self) -> int:
         """Resubmit only the failed and cancelled points (new jobs, the record updated); returns how many."""
         with self._lock:
-            idx = [i for i, f in enumerate(self.futures)
-                   if f.done() and (f.cancelled() or f.exception(0) is not None)]
+            idx = [i for i, f in enumerate(self.futures) if f.done() and (f.cancelled() or f.exception(0) is not None)]
             if not idx:
                 return 0
             fn = self._function()
-            futs, _ = run_sync(_submit(self.client, fn, self._fn_bytes, self.points, idx, self._digests,
-                                       self._options, False))
+            futs, _ = run_sync(
+                _submit(self.client, fn, self._fn_bytes, self.points, idx, self._digests, self._options, False)
+            )
             for i in idx:
                 self.futures[i] = futs[i]
             self._watch(idx)
@@ -389,8 +423,13 @@ class Sweep:
         return len(idx)
 
     async def _save(self) -> SweepHead:
-        body: SweepBody = {"points": self.points, "job_ids": self.job_ids, "digests": self._digests,
-                           "fn": self._fn_bytes, "options": self._options}
+        body: SweepBody = {
+            "points": self.points,
+            "job_ids": self.job_ids,
+            "digests": self._digests,
+            "fn": self._fn_bytes,
+            "options": self._options,
+        }
         return await save_record(await self.client.broker(), self._head, body)
 
     async def cancel_async(self) -> int:
@@ -410,11 +449,13 @@ class Sweep:
 
     def _repr_html_(self) -> str:
         from .widgets import GroupDisplay
+
         return GroupDisplay(self).html()  # not shown: a static snapshot (summary, bar, failures)
 
     def display(self, **kw: Any) -> Any:
         """Show a live :class:`~naq_nb.notebook.widgets.GroupDisplay` of this sweep; returns it."""
         from .widgets import GroupDisplay, install_display_hooks
+
         install_display_hooks()
         return GroupDisplay(self, **kw).show()
 
@@ -442,22 +483,28 @@ def _flush_displays() -> None:
 
 
 # --- the calls ----------------------------------------------------------------------------------------------------
-def _prepare(fn: Callable, grid: Any, options: Any, cache: Any, name: Any,
-             params: dict) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
+def _prepare(
+    fn: Callable, grid: Any, options: Any, cache: Any, name: Any, params: dict
+) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
     points, opts = _check(fn, grid, options, cache, name, params)
     fn_bytes = function_bytes(fn)
     digests = point_digests(fn_bytes, points)  # also proves every point pickles
-    head: SweepHead = {"id": new_job_id(), "name": name, "function": func_name(fn), "created": time.time(),
-                       "n": len(points), "queue": opts.queue}
+    head: SweepHead = {
+        "id": new_job_id(),
+        "name": name,
+        "function": func_name(fn),
+        "created": time.time(),
+        "n": len(points),
+        "queue": opts.queue,
+    }
     body: SweepBody = {"points": points, "digests": digests, "fn": fn_bytes, "options": opts}
     return points, opts, head, body
 
 
-async def _create(client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: SweepHead,
-                  body: SweepBody,
-                  cache: bool) -> Sweep:
-    futs, hits = await _submit(client, fn, body["fn"], points, list(range(len(points))), body["digests"],
-                               opts, cache)
+async def _create(
+    client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: SweepHead, body: SweepBody, cache: bool
+) -> Sweep:
+    futs, hits = await _submit(client, fn, body["fn"], points, list(range(len(points))), body["digests"], opts, cache)
     ordered = [futs[i] for i in range(len(points))]
     body = {**body, "job_ids": [f.job_id for f in ordered]}
     head = await save_record(await client.broker(), head, body)
@@ -480,16 +527,26 @@ class Sweeper:
     """Sweeps with fixed options, made by ``nq.sweep.options(...)``: every keyword of the call is then
     a swept parameter of the function (``name``, ``cache``, ``grid`` included)."""
 
-    def __init__(self, job_options: JobOptions | None = None, cache: bool = True, name: str | None = None,
-                 client: Client | None = None) -> None:
+    def __init__(
+        self,
+        job_options: JobOptions | None = None,
+        cache: bool = True,
+        name: str | None = None,
+        client: Client | None = None,
+    ) -> None:
         self.job_options, self.cache, self.name, self.client = job_options or JobOptions(), cache, name, client
 
-    def options(self, *, cache: bool | None = None, name: str | None = None, client: Client | None = None,
-                **job_options: Any) -> "Sweeper":
+    def options(
+        self, *, cache: bool | None = None, name: str | None = None, client: Client | None = None, **job_options: Any
+    ) -> "Sweeper":
         """A copy with more options: ``cache``, ``name`` (of the sweep), ``client``, and job options
         (``queue``, ``timeout``, ``retry``, ...; unknown names raise ``TypeError``)."""
-        return Sweeper(JobOptions.build(self.job_options, **job_options), self.cache if cache is None else cache,
-                       self.name if name is None else name, self.client if client is None else client)
+        return Sweeper(
+            JobOptions.build(self.job_options, **job_options),
+            self.cache if cache is None else cache,
+            self.name if name is None else name,
+            self.client if client is None else client,
+        )
 
     async def run_async(self, fn: Callable, grid: list[dict] | None = None, /, **params: Any) -> Sweep:
         """Run the sweep (see :func:`sweep`); returns the live :class:`Sweep`."""
@@ -515,8 +572,10 @@ def _sweeper(fn: Any, grid: Any, kwargs: dict) -> tuple[Sweeper, Any, dict]:
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be True or False, not {cache!r}")
     if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a string, not {type(name).__name__} (if your function takes a "
-                        f"parameter called name, declare it, or use nq.sweep.options(...)(fn, name=[...]))")
+        raise TypeError(
+            f"name must be a string, not {type(name).__name__} (if your function takes a "
+            f"parameter called name, declare it, or use nq.sweep.options(...)(fn, name=[...]))"
+        )
     return Sweeper(_job_options(options), cache, name, opts.get("client")), grid, kwargs
 
 

@@ -40,11 +40,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("naq_nb.sweep")
 
-__all__ = ["SweepHead", "SweepBody", "SweepNotFoundError", "function_bytes", "function_digest", "point_digests",
-           "cache_lookup", "cache_store", "save_record", "load_record"]
+__all__ = [
+    "SweepHead",
+    "SweepBody",
+    "SweepNotFoundError",
+    "function_bytes",
+    "function_digest",
+    "point_digests",
+    "cache_lookup",
+    "cache_store",
+    "save_record",
+    "load_record",
+]
 
 _CONCURRENCY = 64  # KV round trips in flight: round trips, not server work, are the cost
-_SHARD_CHARS = 2   # cache records per function: 16 ** 2 = 256 at most
+_SHARD_CHARS = 2  # cache records per function: 16 ** 2 = 256 at most
 _MERGE_TRIES = 8
 _FORMAT = 1
 
@@ -54,22 +64,22 @@ class SweepHead(TypedDict):
 
     id: str
     name: str | None
-    function: str               # the function's name
+    function: str  # the function's name
     created: float
-    n: int                      # points
+    n: int  # points
     queue: str | None
-    format: NotRequired[int]    # these four: set by save_record
-    version: NotRequired[int]   # body parts are written per version; the head names the current one
+    format: NotRequired[int]  # these four: set by save_record
+    version: NotRequired[int]  # body parts are written per version; the head names the current one
     parts: NotRequired[int]
-    bytes: NotRequired[int]     # the compressed body
+    bytes: NotRequired[int]  # the compressed body
 
 
 class SweepBody(TypedDict):
     """A sweep record's body (pickled, compressed, cut into parts)."""
 
     points: list[dict[str, Any]]
-    digests: list[str]          # per point: the cache key over the function pickle and the point
-    fn: bytes                   # the function pickle
+    digests: list[str]  # per point: the cache key over the function pickle and the point
+    fn: bytes  # the function pickle
     options: JobOptions
     job_ids: NotRequired[list[str]]  # per point, once submitted
 
@@ -203,7 +213,7 @@ async def save_record(b: "Broker", head: SweepHead, body: SweepBody) -> SweepHea
     kv = await b.kv(b.layout.meta_bucket)
     blob = zlib.compress(cloudpickle.dumps(body), 6)  # points may hold notebook-defined objects
     size = max(16 * 1024, b.max_payload - 4096)
-    parts = [blob[i:i + size] for i in range(0, len(blob), size)] or [b""]
+    parts = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
     version = int(head.get("version", 0)) + 1
     old = head.get("version"), head.get("parts", 0)
     for i, part in enumerate(parts):
@@ -228,8 +238,9 @@ async def load_record(b: "Broker", sweep_id: str) -> tuple[SweepHead, SweepBody]
         raise SweepNotFoundError(f"no sweep with id {sweep_id!r} (never created here, or its record expired)") from None
     head = json.loads(entry.value or b"")
     if head.get("format") != _FORMAT:
-        raise SerializationError(f"sweep {sweep_id} has record format {head.get('format')!r}; "
-                                 f"this naq_nb reads format {_FORMAT}")
+        raise SerializationError(
+            f"sweep {sweep_id} has record format {head.get('format')!r}; this naq_nb reads format {_FORMAT}"
+        )
     chunks = []
     for i in range(head["parts"]):
         try:

@@ -18,14 +18,31 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .display import LiveDisplay, ipython_shell, register_cell_hooks, unregister_cell_hooks
 from .fmt import (
-    COLORS, FAILED, TERMINAL, duration_text, esc, eta_text, rate_text, short_repr, stacked_bar, status_summary,
+    COLORS,
+    FAILED,
+    TERMINAL,
+    duration_text,
+    esc,
+    eta_text,
+    rate_text,
+    short_repr,
+    stacked_bar,
+    status_summary,
 )
 
 if TYPE_CHECKING:
     from ..client.future import JobFuture
 
-__all__ = ["JobDisplay", "GroupDisplay", "SweepDisplay", "show_job", "install_display_hooks",
-           "uninstall_display_hooks", "short_repr", "status_summary"]
+__all__ = [
+    "JobDisplay",
+    "GroupDisplay",
+    "SweepDisplay",
+    "show_job",
+    "install_display_hooks",
+    "uninstall_display_hooks",
+    "short_repr",
+    "status_summary",
+]
 
 _BAR_STYLE = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}
 _esc = esc
@@ -37,8 +54,10 @@ def _badge(status: str) -> str:
 
 def _bar(fraction: float, color: str) -> str:
     pct = max(0.0, min(1.0, fraction)) * 100
-    return (f"<div style='width:320px;height:10px;background:#e0e0e0;border-radius:3px;margin:3px 0'>"
-            f"<div style='width:{pct:.1f}%;height:10px;background:{color};border-radius:3px'></div></div>")
+    return (
+        f"<div style='width:320px;height:10px;background:#e0e0e0;border-radius:3px;margin:3px 0'>"
+        f"<div style='width:{pct:.1f}%;height:10px;background:{color};border-radius:3px'></div></div>"
+    )
 
 
 def _outcome(f: "JobFuture") -> tuple[str, str]:
@@ -75,6 +94,7 @@ class _HeadBarBody(LiveDisplay):
 
     def _make_widget(self) -> Any:
         import ipywidgets as w
+
         self._w_head = w.HTML()
         self._w_bar = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="320px"))
         self._w_body = w.HTML()
@@ -109,7 +129,7 @@ class JobDisplay(_HeadBarBody):
         _, prog = _progress(f)
         if prog and not f.done():
             lines.append(f"progress: {prog}")
-        lines += [f"log: {x}" for x in f.logs[-self.logs:]]
+        lines += [f"log: {x}" for x in f.logs[-self.logs :]]
         kind, value = _outcome(f)
         if kind:
             lines.append(f"{kind}: {value}")
@@ -126,10 +146,13 @@ class JobDisplay(_HeadBarBody):
         _, prog = _progress(f)
         if prog and not f.done():
             parts.append(f"<div style='color:#444'>{_esc(prog)}</div>")
-        logs = f.logs[-self.logs:]
+        logs = f.logs[-self.logs :]
         if logs:
-            parts.append("<pre style='margin:2px 0;max-height:10em;overflow:auto;font-size:85%'>"
-                         + _esc("\n".join(logs)) + "</pre>")
+            parts.append(
+                "<pre style='margin:2px 0;max-height:10em;overflow:auto;font-size:85%'>"
+                + _esc("\n".join(logs))
+                + "</pre>"
+            )
         kind, value = _outcome(f)
         if kind == "result":
             parts.append(f"<div><b>result:</b> <code>{_esc(value)}</code></div>")
@@ -146,6 +169,7 @@ class JobDisplay(_HeadBarBody):
         f = self.future
         return self._head_html(), _progress(f)[0], _BAR_STYLE.get(f.status, "info"), self._body_html()
 
+
 def show_job(obj: Any) -> LiveDisplay:
     """The display hook of the client layer: a JobFuture becomes a live :class:`JobDisplay`,
     a group of futures (``nq.map``'s handle, a sweep) a live :class:`GroupDisplay`."""
@@ -160,6 +184,7 @@ def install_display_hooks(shell: Any | None = None) -> bool:
     Idempotent; returns False outside IPython (only the client's display hook is set then).
     """
     from ..client import future as future_mod
+
     future_mod.display_hook = show_job
     return register_cell_hooks(shell or ipython_shell())
 
@@ -167,6 +192,7 @@ def install_display_hooks(shell: Any | None = None) -> bool:
 def uninstall_display_hooks(shell: Any | None = None) -> None:
     """Undo :func:`install_display_hooks`."""
     from ..client import future as future_mod
+
     if future_mod.display_hook is show_job:
         future_mod.display_hook = None
     unregister_cell_hooks(shell)
@@ -193,7 +219,8 @@ class GroupDisplay(LiveDisplay):
             self.counts[s] = self.counts.get(s, 0) + 1
         self._recent: "OrderedDict[int, None]" = OrderedDict()
         self._failures: "OrderedDict[int, None]" = OrderedDict(
-            (i, None) for i, s in enumerate(self._status) if s in FAILED)
+            (i, None) for i, s in enumerate(self._status) if s in FAILED
+        )
         created = getattr(group, "created", None)  # throughput counts from submission, not from display
         self._t0 = created if isinstance(created, (int, float)) else time.time()
         self._t_end: float | None = None
@@ -303,21 +330,27 @@ class GroupDisplay(LiveDisplay):
     def _table_html(self, rows: list[int]) -> str:
         if not rows:
             return ""
-        head = "".join(f"<th style='text-align:left'>{h}</th>"
-                       for h in ("#", "arguments", "status", "duration", "result / error"))
+        head = "".join(
+            f"<th style='text-align:left'>{h}</th>" for h in ("#", "arguments", "status", "duration", "result / error")
+        )
         body = []
         for i in rows:
             params, status, dur, value = self._row(i)
-            body.append(f"<tr><td>{i}</td><td><code>{_esc(params)}</code></td><td>{_badge(status)}</td>"
-                        f"<td>{_esc(dur)}</td><td style='text-align:left'>{_esc(short_repr(value, 80))}</td></tr>")
+            body.append(
+                f"<tr><td>{i}</td><td><code>{_esc(params)}</code></td><td>{_badge(status)}</td>"
+                f"<td>{_esc(dur)}</td><td style='text-align:left'>{_esc(short_repr(value, 80))}</td></tr>"
+            )
         return f"<table class='naq-sweep-rows'><tr>{head}</tr>{''.join(body)}</table>"
 
     def _head_html(self) -> str:
         g = self.group
         pace = self.pace()
-        return (f"<div><b>{_esc(g.name)}</b> <code>{_esc(g.id)}</code> "
-                f"<span style='color:#666'>{_esc(g.function)}</span>: {_esc(self.summary())}"
-                + (f" <span style='color:#666'>· {_esc(pace)}</span>" if pace else "") + "</div>")
+        return (
+            f"<div><b>{_esc(g.name)}</b> <code>{_esc(g.id)}</code> "
+            f"<span style='color:#666'>{_esc(g.function)}</span>: {_esc(self.summary())}"
+            + (f" <span style='color:#666'>· {_esc(pace)}</span>" if pace else "")
+            + "</div>"
+        )
 
     def html(self) -> str:
         with self._lock:
@@ -328,16 +361,25 @@ class GroupDisplay(LiveDisplay):
             body = ""
             if fails:
                 n_failed = counts.get("failed", 0) + counts.get("cancelled", 0)
-                body = (f"<details><summary>{n_failed} failed: show {len(fails)}</summary>"
-                        f"{self._table_html(fails)}</details>")
+                body = (
+                    f"<details><summary>{n_failed} failed: show {len(fails)}</summary>"
+                    f"{self._table_html(fails)}</details>"
+                )
             return f"<div class='naq-sweep naq-done'>{self._head_html()}{bar}{body}</div>"
         rows = self.rows()
-        note = (f"<div style='color:#666;font-size:85%'>showing {len(rows)} of {self.total} points "
-                "(latest failures and changes)</div>") if rows else ""
+        note = (
+            (
+                f"<div style='color:#666;font-size:85%'>showing {len(rows)} of {self.total} points "
+                "(latest failures and changes)</div>"
+            )
+            if rows
+            else ""
+        )
         return f"<div class='naq-sweep'>{self._head_html()}{bar}{self._table_html(rows)}{note}</div>"
 
     def _make_widget(self) -> Any:
         import ipywidgets as w
+
         return w.HTML()
 
     def _update_widget(self) -> None:
