@@ -212,6 +212,14 @@ class Client:
                 ),
             )
 
+    async def wait_stored(self, job_id: str) -> None:
+        """Wait until this client's enqueue of ``job_id`` is acknowledged (at once if none is in flight):
+        a lookup by id right after a plain enqueue then finds the job. Raises :class:`JobNotStoredError`
+        if that enqueue was not stored."""
+        await self._stores.settled(job_id)
+
+    wait_stored_sync = blocking(wait_stored)
+
     @on_loop
     async def flush(self) -> None:
         """Wait until every enqueue made so far is stored; raise :class:`JobNotStoredError` for any

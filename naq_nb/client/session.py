@@ -231,6 +231,7 @@ map = blocking(map_async)  # noqa: A001
 
 # --- re-attaching -------------------------------------------------------------------------
 async def _job_on_loop(client: Client, job_id: str) -> JobFuture:
+    await client.wait_stored(job_id)  # submitted by this client a moment ago: its store may be in flight
     b = await client.broker()
     try:
         await get_status(b, job_id)

@@ -197,6 +197,8 @@ def test_a_submitted_future_fails_when_its_job_is_not_stored(client, frozen):
     frozen()
     fut = sub.submit(jobs.add, 1, 2)
     with pytest.raises(JobNotStoredError):
+        nq.job(fut.job_id, client=client)  # a lookup by id waits for the store, then says why it failed
+    with pytest.raises(JobNotStoredError):
         fut.result(timeout=30)
     assert fut.status == "failed"
 
@@ -307,3 +309,13 @@ def test_a_loop_closed_without_shutdown_is_forgotten(client):
 async def _reads(client, job_id: str, n: int) -> None:
     for _ in range(n):
         await client.status(job_id)
+
+
+def test_a_lookup_by_id_right_after_submit_finds_the_job(client, thread_worker):
+    """nq.job(id) right after nq.submit(...) must find the job even while its store is in flight."""
+    import naq_nb as nq
+    thread_worker("default", concurrency=4)
+    sub = nq.options(client=client, queue="default")
+    sub.submit(jobs.add, 0, 0).result(timeout=30)  # connected, layout ready: later submits are handed over
+    ids = [sub.submit(jobs.add, i, i).job_id for i in range(50)]
+    assert [nq.job(i, client=client).result(timeout=30) for i in ids] == [2 * i for i in range(50)]
