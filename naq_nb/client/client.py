@@ -22,6 +22,8 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import multiprocessing
+import os
 import threading
 import weakref
 from typing import Any, Callable, Sequence
@@ -51,6 +53,12 @@ class Client:
     def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> None:
         self.settings = (settings or Settings.from_env()).with_(**({"nats_url": nats_url} if nats_url else {}))
         self.nats_options = nats_options
+        self._fresh_state()
+        _every_client.add(self)
+
+    def _fresh_state(self) -> None:
+        """Connections and enqueues in flight: none yet (also in a forked child, where the parent's
+        loop thread, sockets and acknowledgements did not come along)."""
         self._broker: Broker | None = None
         self._connecting: asyncio.Future | None = None
         self._here: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}  # caller loop -> its broker
@@ -59,7 +67,6 @@ class Client:
         self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
         self._outbox_lock = threading.Lock()
         self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
-        _every_client.add(self)
 
     @property
     def url(self) -> str:
@@ -149,8 +156,7 @@ class Client:
         oldest = self._stores.oldest_if_full()
         if oldest is not None:
             await asyncio.wrap_future(oldest)  # a failure there is raised by the check below
-        if self._hand_over(jobs):
-            self._stores.raise_unreported()
+        if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
         return await run_async(self._enqueue_acked(jobs))
 
@@ -160,8 +166,7 @@ class Client:
         oldest = self._stores.oldest_if_full()
         if oldest is not None and not in_loop_thread():
             concurrent.futures.wait([oldest])
-        if self._hand_over(jobs):
-            self._stores.raise_unreported()
+        if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
         return run_sync(self._enqueue_acked(jobs))
 
@@ -172,7 +177,7 @@ class Client:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
         (several jobs, a chosen id, a big body, or no connection ready yet)."""
         b = self._broker
-        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready:
+        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not _exit_flush_runs():
             return False
         job = jobs[0]
         prepared = prepare_unacked(b, job)
@@ -208,7 +213,8 @@ class Client:
                 job.job_id,
                 fut,
                 JobNotStoredError(
-                    f"job {job.job_id} ({job.function_name}) was not stored: {type(exc).__name__}: {exc}"
+                    f"job {job.job_id} ({job.function_name}) was not acknowledged, so it may not have been"
+                    f" stored: {type(exc).__name__}: {exc}"
                 ),
             )
 
@@ -336,6 +342,21 @@ class Client:
 
 _clients: dict[tuple, Client] = {}
 _every_client: "weakref.WeakSet[Client]" = weakref.WeakSet()  # for the exit check of enqueues in flight
+_MAIN_PID = os.getpid()
+
+
+def _exit_flush_runs() -> bool:
+    """An enqueue may return before its acknowledgement only where the exit flush runs: not in a
+    forked or multiprocessing child (a forked one ends with ``os._exit``, which skips it)."""
+    return os.getpid() == _MAIN_PID and multiprocessing.parent_process() is None
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_every_client):
+        c._fresh_state()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _clients_lock = threading.Lock()
 _session_default: Client | None = None
 

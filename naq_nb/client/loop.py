@@ -50,6 +50,11 @@ class LoopThread:
         self.thread = threading.Thread(target=self._run, name="naq-loop", daemon=True)
         self.thread.start()
         self._started.wait()
+        # atexit runs its hooks last-registered first: registered again now, the exit flush of
+        # enqueues in flight runs before hooks registered earlier, e.g. stopping the script's own
+        # EmbeddedServer (core.server registers that when imported).
+        atexit.unregister(_shutdown)
+        atexit.register(_shutdown)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

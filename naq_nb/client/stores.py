@@ -43,6 +43,9 @@ class Stores:
     def begin(self, job_id: str) -> concurrent.futures.Future:
         """A job handed to the loop: its future resolves when it is stored (or fails)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
+        # Running, so not cancellable: a reader that gives up (a timeout, Ctrl-C) cancels only its own
+        # wait (asyncio.wrap_future would otherwise cancel the store itself for every other reader).
+        fut.set_running_or_notify_cancel()
         with self._lock:
             self._pending[job_id] = fut
         return fut

@@ -41,6 +41,10 @@ __all__ = [
 
 log = logging.getLogger("naq_nb")
 
+# JetStream's answers to deleting a message that is no longer there ("no message found",
+# "sequence not found", ...): a parked dependent's original was acked and removed already.
+_MESSAGE_GONE = (10037, 10043, 10057)
+
 _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
 _WRONG_LAST_SEQ = 10071  # JetStream's "wrong last sequence": the key exists
 
@@ -396,8 +400,10 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         try:
             await blobs.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
-        except NotFoundError:
-            pass  # already delivered (a worker sees the cancelled status) or gone
+        except APIError as exc:  # NotFoundError is one
+            if not isinstance(exc, NotFoundError) and exc.err_code not in _MESSAGE_GONE:
+                raise
+            # Already delivered (a worker sees the cancelled status), parked on a dependency, or gone.
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
     results = await broker.kv(lay.results_bucket)
     try:

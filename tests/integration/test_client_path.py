@@ -4,6 +4,7 @@ loop, enqueue_many's window; and that none of it lets a failure to store pass si
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import os
 import signal
@@ -319,3 +320,97 @@ def test_a_lookup_by_id_right_after_submit_finds_the_job(client, thread_worker):
     sub.submit(jobs.add, 0, 0).result(timeout=30)  # connected, layout ready: later submits are handed over
     ids = [sub.submit(jobs.add, i, i).job_id for i in range(50)]
     assert [nq.job(i, client=client).result(timeout=30) for i in ids] == [2 * i for i in range(50)]
+
+
+def test_a_reader_that_gives_up_does_not_cancel_the_store(client, frozen):
+    """A read timing out (or Ctrl-C) ends only that wait: the job's store still reports to others."""
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    job = q.enqueue_sync(jobs.add, 1, 2)  # handed over, never acknowledged
+
+    async def give_up() -> None:
+        with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(client.result(job.job_id), 0.2)
+
+    asyncio.run(give_up())
+    assert not any(f.cancelled() for f in client._stores.all_pending())
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        client.status_sync(job.job_id)  # not CancelledError: the store's own failure
+
+
+def test_an_enqueue_handed_over_is_never_reported_as_failed_by_that_call(client, frozen, monkeypatch):
+    """A failure that lands while the current job is being encoded is raised by the next call, not by
+    the call whose job went out (its caller would retry a job that runs)."""
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    first = q.enqueue_sync(jobs.add, 1, 1)
+    real = core_queue.prepare_unacked
+
+    def slow_prepare(b, job):
+        out = real(b, job)
+        concurrent.futures.wait(client._stores.all_pending(), 10)  # the first store fails meanwhile
+        return out
+
+    monkeypatch.setattr("naq_nb.client.client.prepare_unacked", slow_prepare)
+    second = core_queue.make_job(jobs.add, (2, 2), None, None, queue="nobody")
+    client.enqueue_jobs_sync([second])  # handed over in this thread: returns, whatever happened to `first`
+    monkeypatch.setattr("naq_nb.client.client.prepare_unacked", real)
+    with pytest.raises(JobNotStoredError, match=first.job_id):
+        q.enqueue_sync(jobs.add, 3, 3)  # the next call reports it
+
+
+def _fork_child_enqueues(client: Client) -> None:
+    Queue("nobody", client=client).enqueue_sync(jobs.add, 5, 5)  # the child then ends with os._exit
+
+
+def test_a_forked_child_stores_its_enqueue_before_it_exits(client):
+    """A multiprocessing child (fork) inherits the client but not its loop, sockets or in-flight stores,
+    and ends with os._exit (no exit flush): its enqueue must be acknowledged before the call returns."""
+    import multiprocessing
+
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    before = client.queue_size_sync("nobody")
+    child = multiprocessing.get_context("fork").Process(target=_fork_child_enqueues, args=(client,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert client.queue_size_sync("nobody") == before + 1
+
+
+def test_a_script_that_stops_its_own_server_at_exit_stores_every_enqueue_first(tmp_path):
+    """atexit stops a script's EmbeddedServer; the exit flush of enqueues in flight must run before it."""
+    import subprocess
+    import sys
+
+    from naq_nb.core.server import EmbeddedServer
+    from helpers import ROOT
+
+    store = tmp_path / "js"
+    script = f"""
+import operator
+from naq_nb.core.server import EmbeddedServer
+from naq_nb import Queue
+from naq_nb.core.queue import make_job
+srv = EmbeddedServer(store_dir={str(store)!r}).start()
+q = Queue("nobody", srv.url)
+q.enqueue_sync(operator.add, 0, 1)
+for i in range(1, 2000):  # handed over from this thread: many still in flight when the script ends
+    q.client.enqueue_jobs_sync([make_job(operator.add, (i, 1), None, None, queue="nobody")])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NAQ_PREFIX"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    srv = EmbeddedServer(store_dir=store).start()
+    try:
+        c = Client(srv.url, settings=None)
+        assert c.queue_size_sync("nobody") == 2000
+        c.close_sync()
+    finally:
+        srv.stop()

@@ -200,3 +200,15 @@ async def _true(value) -> bool:
 
 async def _status(broker, job_id):
     return (await get_status(broker, job_id) or {}).get("status")
+
+
+async def test_cancelling_a_parked_job_by_its_sequence_ends_it_cancelled(broker, start_worker):
+    """JobFuture.cancel and naq's cancel_job pass the stream sequence; a parked job's original message
+    is gone already (acked when it parked), and that must not make the cancel fail half-way."""
+    parent = await Queue(broker, "later").enqueue(jobs.add, 1, 1)
+    child = await Queue(broker).configure(depends_on=parent).enqueue(jobs.add, 2, 2)
+    await start_worker()
+    await poll(lambda: _equals(waiting_count(broker), 1), what="parked")
+    assert await cancel_job(broker, child.job_id, child.sequence)
+    rec = await wait_for_result(broker, child.job_id, 30)
+    assert rec.status == "cancelled"
