@@ -31,7 +31,7 @@ from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from .envelope import HEADER_MSG_ID, JobMeta, decode_meta
-from .errors import DependencyFailedError, SerializationError
+from .errors import JS_MESSAGE_GONE, DependencyFailedError, SerializationError
 from .job import JobStatus
 from .layout import msg_delete_api_subject
 from .records import encode_failure, exception_type_names
@@ -370,13 +370,13 @@ async def _delete_copy(b: "Broker", seq: int) -> None:
         timeout=b.publish_timeout,
     )
     err = json.loads(resp.data).get("error")
-    if err and err.get("err_code") not in (10037, 10057):  # else another release deleted it first
+    if err and err.get("err_code") not in JS_MESSAGE_GONE:  # else another release deleted it first
         raise APIError(**err)
 
 
 def _gone(exc: APIError) -> bool:
-    """ "No message found": JetStream answers 404/10037, or 500/10057 when the sequence was deleted."""
-    return isinstance(exc, NotFoundError) or exc.err_code in (10037, 10057)
+    """The message is no longer there (see :data:`~naq_nb.core.errors.JS_MESSAGE_GONE`)."""
+    return isinstance(exc, NotFoundError) or exc.err_code in JS_MESSAGE_GONE
 
 
 async def parked_deps(b: "Broker") -> set[str]:

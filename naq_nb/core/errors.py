@@ -137,3 +137,9 @@ class WorkerProcessDied(NaqException):
 
 class JobLostError(NaqException):
     """The job's runs kept ending without an outcome (its worker died each time)."""
+
+
+#: JetStream's error codes for a message that is no longer there: "no message found" (404/10037),
+#: "sequence not found" (400/10043), and 500/10057 for a sequence already deleted. A delete or get
+#: that races with another worker's delete gets one of them.
+JS_MESSAGE_GONE = (10037, 10043, 10057)

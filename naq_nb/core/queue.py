@@ -20,7 +20,14 @@ from . import blobs
 from .broker import Broker
 from .deps import release_dependents
 from .envelope import encode_job
-from .errors import ConcurrentUpdateError, ConfigurationError, DuplicateJobError, JobNotFoundError, NaqConnectionError
+from .errors import (
+    JS_MESSAGE_GONE,
+    ConcurrentUpdateError,
+    ConfigurationError,
+    DuplicateJobError,
+    JobNotFoundError,
+    NaqConnectionError,
+)
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
@@ -41,9 +48,6 @@ __all__ = [
 
 log = logging.getLogger("naq_nb")
 
-# JetStream's answers to deleting a message that is no longer there ("no message found",
-# "sequence not found", ...): a parked dependent's original was acked and removed already.
-_MESSAGE_GONE = (10037, 10043, 10057)
 
 _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
 _WRONG_LAST_SEQ = 10071  # JetStream's "wrong last sequence": the key exists
@@ -401,7 +405,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
             await blobs.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
         except APIError as exc:  # NotFoundError is one
-            if not isinstance(exc, NotFoundError) and exc.err_code not in _MESSAGE_GONE:
+            if not isinstance(exc, NotFoundError) and exc.err_code not in JS_MESSAGE_GONE:
                 raise
             # Already delivered (a worker sees the cancelled status), parked on a dependency, or gone.
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
