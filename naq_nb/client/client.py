@@ -152,20 +152,20 @@ class Client:
         :meth:`flush` or :meth:`close`). Hand-written (not made by ``twins.blocking``): that path runs in the
         caller's thread.
         """
-        self._stores.raise_unreported()
         oldest = self._stores.oldest_if_full()
-        if oldest is not None:
-            await asyncio.wrap_future(oldest)  # a failure there is raised by the check below
+        if oldest is not None:  # wait for room; its failure, if any, is raised once, just below
+            await asyncio.wait([asyncio.wrap_future(oldest)])
+        self._stores.raise_unreported()
         if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
         return await run_async(self._enqueue_acked(jobs))
 
     def enqueue_jobs_sync(self, jobs: list[Job]) -> list[Job]:
         """Blocking form of :meth:`enqueue_jobs`."""
-        self._stores.raise_unreported()
         oldest = self._stores.oldest_if_full()
         if oldest is not None and not in_loop_thread():
             concurrent.futures.wait([oldest])
+        self._stores.raise_unreported()
         if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
         return run_sync(self._enqueue_acked(jobs))

@@ -218,6 +218,28 @@ def test_the_window_bounds_enqueues_in_flight(client, frozen, monkeypatch):
     assert 0 < most <= 5
 
 
+def test_a_full_window_reports_the_oldest_failure_once(client, frozen, monkeypatch):
+    """An async enqueue waiting for room raises the oldest job's failure once, not again later."""
+    monkeypatch.setattr(stores, "WINDOW", 1)
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    first = q.enqueue_sync(jobs.add, 1, 1)  # handed over, never acknowledged
+
+    async def second_then_third() -> list[str]:
+        seen = []
+        for i in (2, 3):
+            try:
+                await q.enqueue(jobs.add, i, i)
+            except JobNotStoredError as exc:
+                seen.append(str(exc))
+        return seen
+
+    seen = asyncio.run(second_then_third())
+    assert sum(first.job_id in msg for msg in seen) == 1, seen
+
+
 def test_enqueues_while_the_server_is_killed_are_stored_or_reported(client, own_nats_server, nats_server):
     """kill -9 mid-way: every enqueue that returned is either stored or reported (its handle
     raises JobNotStoredError); none is silently missing after the restart."""
