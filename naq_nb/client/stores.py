@@ -104,8 +104,8 @@ class Stores:
         with self._lock:
             err = self._failed.get(job_id)
             fut = self._pending.get(job_id)
-        if err is not None:
-            raise err
+        if err is not None:  # raised on every read: without the last read's traceback, it does not grow
+            raise err.with_traceback(None)
         return fut
 
     async def settled(self, job_id: str) -> None:

@@ -11,6 +11,7 @@ import signal
 import threading
 import warnings
 import time
+import traceback
 
 import pytest
 
@@ -175,6 +176,12 @@ def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, f
         q.enqueue_sync(jobs.add, 3, 4)  # the next call reports it
     with pytest.raises(JobNotStoredError, match=job.job_id):
         client.status_sync(job.job_id)  # the handle keeps failing
+    depths = []
+    for _ in range(3):  # the same failure, read again and again: its traceback must not pile up
+        with pytest.raises(JobNotStoredError) as info:
+            client.status_sync(job.job_id)
+        depths.append(len(traceback.extract_tb(info.value.__traceback__)))
+    assert depths[0] == depths[-1], depths
 
 
 def test_flush_and_close_raise_what_was_not_stored(client, frozen):
