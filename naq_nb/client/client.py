@@ -39,6 +39,7 @@ from ..core.results import wait_for_result
 from ..core.settings import Settings, redact_url
 from ..core.status import StatusRecord
 from .loop import any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync, sweep_closed_loops
+from .inbox import ResultInbox
 from .stores import Stores
 from .twins import blocking, on_loop
 
@@ -64,6 +65,7 @@ class Client:
         self._here: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}  # caller loop -> its broker
         self._here_lock = threading.Lock()
         self._stores = Stores()
+        self._inbox = ResultInbox()  # results of this client's jobs, pushed by their workers
         self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
         self._outbox_lock = threading.Lock()
         self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
@@ -85,6 +87,7 @@ class Client:
             if self._connecting.done() and self._connecting.exception() is not None:
                 self._connecting = None
         await b.ensure_layout()
+        await self._inbox.subscribe(b)  # before any job of this connection names it
         self._broker = b
         return b
 
@@ -156,6 +159,7 @@ class Client:
         if oldest is not None:  # wait for room; its failure, if any, is raised once, just below
             await asyncio.wait([asyncio.wrap_future(oldest)])
         self._stores.raise_unreported()
+        self._mark_for_push(jobs)
         if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
         return await run_async(self._enqueue_acked(jobs))
@@ -166,12 +170,21 @@ class Client:
         if oldest is not None and not in_loop_thread():
             concurrent.futures.wait([oldest])
         self._stores.raise_unreported()
+        self._mark_for_push(jobs)
         if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
         return run_sync(self._enqueue_acked(jobs))
 
     async def _enqueue_acked(self, jobs: list[Job]) -> list[Job]:
-        return await CoreQueue(await self.broker()).enqueue_jobs(jobs)
+        b = await self.broker()
+        self._mark_for_push(jobs)  # (connected only now, on a first call)
+        return await CoreQueue(b).enqueue_jobs(jobs)
+
+    def _mark_for_push(self, jobs: list[Job]) -> None:
+        """A job enqueued on its own gets its result pushed to this client (see :mod:`.inbox`); a
+        batch does not (a sweep's results come through its watch, and unread pushes would pile up)."""
+        if len(jobs) == 1 and self._inbox.open:
+            jobs[0].reply = self._inbox.token
 
     def _hand_over(self, jobs: list[Job]) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
@@ -257,9 +270,9 @@ class Client:
     @on_loop
     @any_loop
     async def result_record(self, job_id: str, timeout: float | None = None) -> ResultRecord:
-        """Wait for the job's result record (push: a subscription on the result key)."""
-        await self._stores.settled(job_id)
-        return await wait_for_result(await self.broker_here(), job_id, timeout)
+        """Wait for the job's result record: pushed to this client by the worker for a job it
+        enqueued, else by a subscription on the result key."""
+        return await self._result_record(job_id, timeout)
 
     result_record_sync = blocking(result_record)
 
@@ -267,11 +280,18 @@ class Client:
     @any_loop
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's return value; raises its exception (original type where possible)."""
-        await self._stores.settled(job_id)
-        rec = await wait_for_result(await self.broker_here(), job_id, timeout)
-        return rec.unwrap()
+        return (await self._result_record(job_id, timeout)).unwrap()
 
     result_sync = blocking(result)
+
+    async def _result_record(self, job_id: str, timeout: float | None) -> ResultRecord:
+        await self._stores.settled(job_id)
+        b = await self.broker_here()
+        pushed = self._inbox.wait(job_id)
+        try:
+            return await wait_for_result(b, job_id, timeout, pushed=pushed)
+        finally:
+            self._inbox.forget(job_id, pushed)
 
     @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:

@@ -48,6 +48,7 @@ class MetaHeader(OptionsMeta, total=False):
     ts: float  # enqueued at (epoch seconds)
     due: float  # fired by the scheduler: when it was due
     sched: str  # fired by the scheduler: the schedule id
+    rt: str  # the enqueuing client's result inbox token (see Layout.reply_subject)
 
 
 def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_payload: int) -> tuple[dict, bytes]:
@@ -61,6 +62,8 @@ def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_paylo
         "ts": job.enqueue_time,
         **job.options.to_meta(),
     }
+    if job.reply:
+        meta["rt"] = job.reply
     headers = {HEADER_MSG_ID: job.options.key or job.job_id, HEADER_META: json.dumps(meta, separators=(",", ":"))}
     if signing_key:  # covers the id, the options and queue (Naq-Meta) and the body
         headers[HEADER_SIG] = sign_job(signing_key, job.job_id, headers[HEADER_META], body)
@@ -82,6 +85,7 @@ class JobMeta:
     enqueued_at: float
     options: JobOptions
     raw: MetaHeader  # the header as sent (checked field by field by decode_meta)
+    reply: str | None = None  # result inbox token of the client that enqueued it
 
     @property
     def retry(self) -> RetryPolicy:
@@ -129,7 +133,9 @@ def decode_meta(headers: dict | None) -> JobMeta:
         if m.get("due") is not None:
             _number(m["due"], "due")
         _text(m, "sched", 300)
-        return JobMeta(job_id, queue, _text(m, "fn", 1000) or "?", ser, ts, opts, cast(MetaHeader, m))  # checked above
+        reply = _wire_id(m["rt"], "rt (result inbox)") if m.get("rt") is not None else None
+        fn = _text(m, "fn", 1000) or "?"
+        return JobMeta(job_id, queue, fn, ser, ts, opts, cast(MetaHeader, m), reply)  # checked above
     except (ValueError, TypeError) as exc:
         raise SerializationError(f"bad Naq-Meta header: {exc}") from None
 

@@ -102,6 +102,15 @@ class Layout:
         """Core-NATS subject on which cancel requests for running jobs are announced."""
         return f"{self.prefix}.ctl.cancel"
 
+    def reply_subject(self, token: str, job_id: str) -> str:
+        """Core-NATS subject on which a worker pushes a stored result to the client that enqueued the
+        job (``token`` names that client's inbox; nothing stores these messages)."""
+        return f"{self.prefix}.reply.{token}.{job_id}"
+
+    def reply_inbox(self, token: str) -> str:
+        """What a client subscribes to for the results of its jobs."""
+        return f"{self.prefix}.reply.{token}.*"
+
     def consumer_name(self, queue: str) -> str:
         return f"{self.prefix}_q_{validate_queue_name(queue)}"
 

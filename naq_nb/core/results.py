@@ -8,13 +8,14 @@ wait wakes the moment the worker's put lands; nothing polls.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from . import blobs
-from .errors import JobNotFinishedError, JobNotFoundError
+from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
 from .layout import validate_job_id
 from .records import ResultRecord
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = ["wait_for_result", "get_result", "decode_result"]
+
+log = logging.getLogger("naq_nb.client")
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
@@ -53,9 +56,13 @@ async def _job_exists(broker: "Broker", job_id: str) -> bool:
         return False
 
 
-async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None = None) -> ResultRecord:
+async def wait_for_result(
+    broker: "Broker", job_id: str, timeout: float | None = None, *, pushed: "asyncio.Future[bytes] | None" = None
+) -> ResultRecord:
     """Wait until the job's result exists; ``timeout=0`` checks once, ``None`` waits forever.
 
+    ``pushed``, if given, resolves with the stored record a worker pushed to the caller
+    (:meth:`Layout.reply_subject`); it is checked like a read one and spares the read.
     Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
     when the job is known but not finished in time.
     """
@@ -65,6 +72,10 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
     ):
         raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
     lay = broker.layout
+    if pushed is not None and pushed.done() and not pushed.cancelled():
+        rec = _pushed_record(broker, job_id, pushed.result())  # pushed before the read: no round trip
+        if rec is not None:
+            return await blobs.load_result(broker, rec)
     await broker.ensure_layout()
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
@@ -83,9 +94,21 @@ async def wait_for_result(broker: "Broker", job_id: str, timeout: float | None =
             return await blobs.load_result(broker, rec)
         if not exists:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
-        return await blobs.load_result(broker, await _wait_pushed(broker, job_id, sub, timeout))
+        return await blobs.load_result(broker, await _wait_pushed(broker, job_id, sub, timeout, pushed))
     finally:
         await sub.unsubscribe()
+
+
+def _pushed_record(broker: "Broker", job_id: str, data: bytes) -> ResultRecord | None:
+    """A record a worker pushed, checked as a read one is; None if it is not one to trust."""
+    try:
+        rec = decode_result(broker.settings, job_id, data)
+        if isinstance(rec.refused, SignatureError):
+            raise rec.refused
+    except SerializationError as exc:  # not a record this job's worker sealed: the bucket decides
+        log.warning("job %s: ignoring a pushed result: %s", job_id, exc)
+        return None
+    return None if rec.expired else rec
 
 
 # After a push whose record is not (yet) readable: the stream may not have stored it yet, or it
@@ -95,7 +118,9 @@ _RECHECKS = (0.05, 0.25, 1.0, 3.0)
 _SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
 
 
-async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float | None) -> ResultRecord:
+async def _wait_pushed(
+    broker: "Broker", job_id: str, sub: Any, timeout: float | None, pushed: "asyncio.Future[bytes] | None"
+) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. After a reconnect
     (puts made meanwhile are lost) it reads once too."""
@@ -115,6 +140,15 @@ async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float |
         checks.add(task)
         task.add_done_callback(checks.discard)
 
+    def take_push(fut: "asyncio.Future[bytes]") -> None:
+        if fut.cancelled() or found.done():
+            return
+        rec = _pushed_record(broker, job_id, fut.result())
+        if rec is not None:
+            found.set_result(rec)
+
+    if pushed is not None:
+        pushed.add_done_callback(take_push)
     broker.on_reconnect(recheck)
     nxt: asyncio.Future | None = None
     reads = iter(_SAFETY_READS)
@@ -146,6 +180,8 @@ async def _wait_pushed(broker: "Broker", job_id: str, sub: Any, timeout: float |
                 return rec
             timers += [loop.call_later(d, spawn_recheck) for d in _RECHECKS]
     finally:
+        if pushed is not None:
+            pushed.remove_done_callback(take_push)
         broker.off_reconnect(recheck)
         for t in timers:
             t.cancel()

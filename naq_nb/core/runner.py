@@ -57,6 +57,7 @@ LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent jo
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0
+PUSH_LIMIT = 64 * 1024  # result records up to this size are pushed to the enqueuing client
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
 
 
@@ -366,7 +367,7 @@ class JobRunner:
         await self._finish_failed(d, exc, retry=False)
 
     # --- writes ----------------------------------------------------------
-    async def _write_over_marker(self, jid: str, result: bytes) -> None:
+    async def _write_over_marker(self, jid: str, result: bytes) -> bool:
         """The key holds only a delete/purge marker (a requeued job's old result was purged):
         write over exactly that marker, still refusing to overwrite a result written meanwhile."""
         lay = self.lay
@@ -374,9 +375,11 @@ class JobRunner:
         try:
             last = await self.b.js.get_last_msg(lay.kv_stream(lay.results_bucket), subject)
             await self.b.js.publish(subject, result, headers={_EXPECTED_LAST: str(last.seq)})
+            return True
         except APIError as exc:
             if exc.err_code != _WRONG_LAST_SEQ:
                 raise
+            return False
 
     async def _commit(self, d: Delivery, result: bytes, rec: StatusRecord) -> None:
         """Status, then result (create-only, acked), then the message ack.
@@ -393,7 +396,7 @@ class JobRunner:
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
                 async with asyncio.timeout(RESULT_WRITE_TIMEOUT):
-                    await self._store_result(jid, result, rec)
+                    stood = await self._store_result(jid, result, rec)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
@@ -415,6 +418,8 @@ class JobRunner:
                     # The connection is down: the message times out (ack_wait) and comes back anyway.
                     log.warning("job %s: nak failed too (%s)", jid, nak_exc)
                 return
+        if stood and d.meta.reply:
+            await self._push_result(d.meta.reply, jid, result)
         await d.msg.ack()
         self.stats["processed"] += 1
         await blobs.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
@@ -423,13 +428,15 @@ class JobRunner:
             if self.dependents is not None:
                 self.dependents.released(jid)
 
-    async def _store_result(self, jid: str, result: bytes, rec: StatusRecord) -> None:
+    async def _store_result(self, jid: str, result: bytes, rec: StatusRecord) -> bool:
+        """True if ``result`` is the stored one; False if an earlier result stands."""
         await self._status_nowait(jid, rec)
         res_fut = await self.b.publish_async(
             self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=dict(_CREATE_ONLY)
         )
         try:
             await res_fut
+            return True
         except APIError as exc:
             if exc.err_code != _WRONG_LAST_SEQ:
                 raise
@@ -437,8 +444,18 @@ class JobRunner:
             existing = await get_result(self.b, jid)
             if existing is not None:
                 await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
-            else:
-                await self._write_over_marker(jid, result)
+                return False  # (or our earlier try, its acknowledgement lost: the client reads it)
+            return await self._write_over_marker(jid, result)
+
+    async def _push_result(self, token: str, jid: str, result: bytes) -> None:
+        """The stored result, to the inbox of the client that enqueued the job: its waiting read
+        wakes without a round trip. Best effort: the client reads the bucket when nothing comes."""
+        if len(result) > PUSH_LIMIT:
+            return  # the client reads a large record from the bucket itself, once
+        try:
+            await self.b.nc.publish(self.lay.reply_subject(token, jid), result)
+        except nats.errors.Error as exc:
+            log.debug("job %s: result not pushed to its client: %s", jid, exc)
 
     async def _status(self, job_id: str, rec: StatusRecord) -> None:
         await self.b.js.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))

@@ -1,0 +1,128 @@
+"""Results pushed to the client that enqueued the jobs: a read of a finished job costs no round trip.
+
+A client subscribes once to its own reply subjects (``Layout.reply_inbox``) and
+marks the jobs it enqueues one by one with its token. A worker that has *stored*
+a job's result (its create-only write acknowledged) publishes the same sealed
+record there. The client keeps each record until it is read, or hands it to a
+read already waiting for it. The bucket stays the truth:
+
+* a push only spares a read; a read with nothing pushed reads the bucket as
+  before (the job came from an older worker, the push was lost on a reconnect,
+  the record was evicted, or another process enqueued the job);
+* what is kept is bounded (:data:`MAX_RECORDS`, :data:`MAX_BYTES`), oldest out
+  first, and each record is handed out once (a second read reads the bucket);
+* a pushed record is checked like a read one (its seal, when signing is on).
+
+Thread-safe: pushes arrive on the background loop; reads wait on any loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..core.broker import Broker
+
+__all__ = ["ResultInbox", "MAX_RECORDS", "MAX_BYTES"]
+
+#: Pushed records kept unread per client, at most (the oldest go first; a read then uses the bucket).
+MAX_RECORDS = 10_000
+#: ... and at most this many bytes of them.
+MAX_BYTES = 32 * 1024 * 1024
+
+
+class ResultInbox:
+    """One client's pushed results: kept until read, or handed to a waiting read."""
+
+    def __init__(self, max_records: int = MAX_RECORDS, max_bytes: int = MAX_BYTES) -> None:
+        self.token = secrets.token_hex(8)
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._records: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._sub: Any = None
+        self._subscribed_on: "Broker | None" = None
+
+    @property
+    def open(self) -> bool:
+        """Subscribed on a live connection: jobs may be marked with :attr:`token`."""
+        b = self._subscribed_on
+        return b is not None and not b.nc.is_closed
+
+    async def subscribe(self, broker: "Broker") -> None:
+        """Listen on ``broker``'s connection (once per connection; the client's loop only)."""
+        if self._subscribed_on is broker:
+            return
+        self._sub = await broker.nc.subscribe(broker.layout.reply_inbox(self.token), cb=self._on_msg)
+        self._subscribed_on = broker
+
+    async def _on_msg(self, msg: Any) -> None:
+        self.deliver(msg.subject.rsplit(".", 1)[-1], msg.data)
+
+    def deliver(self, job_id: str, data: bytes) -> None:
+        """A pushed record: to the reads waiting for it, else kept for the next one."""
+        with self._lock:
+            waiters = self._waiters.pop(job_id, None)
+            if not waiters:
+                self._keep(job_id, data)
+                return
+        for fut in waiters:
+            loop = fut.get_loop()
+            if loop.is_closed():
+                continue
+            loop.call_soon_threadsafe(_resolve, fut, data)
+
+    def _keep(self, job_id: str, data: bytes) -> None:
+        old = self._records.pop(job_id, None)
+        if old is not None:
+            self._bytes -= len(old)
+        self._records[job_id] = data
+        self._bytes += len(data)
+        while self._records and (len(self._records) > self.max_records or self._bytes > self.max_bytes):
+            _, dropped = self._records.popitem(last=False)
+            self._bytes -= len(dropped)
+
+    def take(self, job_id: str) -> bytes | None:
+        """The pushed record of ``job_id`` if one is kept (handed out once)."""
+        with self._lock:
+            data = self._records.pop(job_id, None)
+            if data is not None:
+                self._bytes -= len(data)
+            return data
+
+    def wait(self, job_id: str) -> "asyncio.Future[bytes]":
+        """A future of the running loop, resolved with ``job_id``'s record when it is pushed (or at
+        once if it was). Pass it to :meth:`forget` when done with it."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            data = self._records.pop(job_id, None)
+            if data is None:
+                self._waiters.setdefault(job_id, []).append(fut)
+                return fut
+            self._bytes -= len(data)
+        fut.set_result(data)
+        return fut
+
+    def forget(self, job_id: str, fut: "asyncio.Future[bytes]") -> None:
+        with self._lock:
+            waiters = self._waiters.get(job_id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[job_id]
+        if not fut.done():
+            fut.cancel()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _resolve(fut: "asyncio.Future[bytes]", data: bytes) -> None:
+    if not fut.done():
+        fut.set_result(data)

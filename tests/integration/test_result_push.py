@@ -1,0 +1,95 @@
+"""Results pushed by the worker to the client that enqueued the job (client/inbox.py): a read of a
+finished job needs no round trip, and a push is trusted no more than a read from the bucket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import jobs
+from helpers import eventually, good_meta
+from naq_nb import Queue
+from naq_nb.client.client import Client
+from naq_nb.core.errors import JobNotFinishedError
+from naq_nb.core.failed import list_failed
+from naq_nb.core.records import encode_result
+from naq_nb.core.serialization import get_serializer, seal_record
+
+
+@pytest.fixture
+def client(settings):
+    c = Client(settings=settings)
+    yield c
+    c.close_sync()
+
+
+async def _kept(client: Client, n: int) -> None:
+    async def have() -> bool:
+        return len(client._inbox) >= n
+
+    await eventually(have, 30, f"{n} pushed result(s) kept by the client")
+
+
+async def test_a_finished_job_is_read_from_its_push_not_from_the_bucket(client, broker, start_worker):
+    await start_worker()
+    q = Queue("default", client=client)
+    job = await q.enqueue(jobs.add, 2, 3)
+    assert job.reply == client._inbox.token
+    await _kept(client, 1)
+    # The bucket's copy is gone: only the push can answer now.
+    kv = await broker.kv(broker.layout.results_bucket)
+    await kv.purge(job.job_id)
+    assert await client.result(job.job_id, 5) == 5
+    # Handed out once: the next read asks the bucket, which no longer has it.
+    with pytest.raises(JobNotFinishedError):
+        await client.result(job.job_id, 0)
+
+
+async def test_jobs_enqueued_as_a_batch_are_not_pushed(client, start_worker):
+    await start_worker()
+    batch = await client.enqueue_jobs([client.make_job(jobs.add, (i, 1)) for i in range(3)])
+    assert all(j.reply is None for j in batch)
+    assert [await client.result(j.job_id, 30) for j in batch] == [1, 2, 3]
+    assert len(client._inbox) == 0
+
+
+async def test_a_forged_push_is_ignored_when_signing_is_on(settings, broker, start_worker):
+    signed = settings.with_(signing_key=b"s3cret")
+    client = Client(settings=signed)
+    try:
+        job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)  # no worker yet
+        forged = seal_record(encode_result(get_serializer("pickle"), 666, result_ttl=None), job.job_id, b"other")
+        await broker.nc.publish(broker.layout.reply_subject(client._inbox.token, job.job_id), forged)
+        await _kept(client, 1)
+        with pytest.raises(JobNotFinishedError):  # not 666: the push's seal does not verify
+            await client.result(job.job_id, 0)
+        await start_worker(settings=signed)
+        assert await client.result(job.job_id, 30) == 5
+    finally:
+        await client.close()
+
+
+async def test_garbage_pushed_to_a_waiting_read_does_not_end_it(client, broker, start_worker):
+    job = await Queue("default", client=client).enqueue(jobs.add, 1, 1)
+    await client.wait_stored(job.job_id)
+    await broker.nc.publish(broker.layout.reply_subject(client._inbox.token, job.job_id), b"\x00garbage")
+    await _kept(client, 1)
+    with pytest.raises(JobNotFinishedError):
+        await client.result(job.job_id, 0)
+    await start_worker()
+    assert await client.result(job.job_id, 30) == 2
+
+
+@pytest.mark.parametrize("token", ["$JS.API.STREAM.DELETE.X", "a.b", "*", "x" * 161, 7])
+async def test_a_job_naming_a_bad_result_inbox_is_dead_lettered_not_run(broker, start_worker, token):
+    await start_worker()
+    meta = good_meta("badinbox", rt=token)
+    await broker.js.publish(broker.layout.queue_subject("default"), b"x",
+                            headers={"Naq-Meta": json.dumps(meta), "Nats-Msg-Id": "badinbox"})
+
+    async def dead_lettered() -> list:
+        return await list_failed(broker)
+
+    failed = await eventually(dead_lettered, 30, "the job in the failed stream")
+    assert "rt (result inbox)" in failed[0]["reason"]

@@ -1,0 +1,82 @@
+"""The client's inbox of pushed results (no server): kept until read once, bounded, handed to waiting
+reads on any loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from naq_nb.client.inbox import ResultInbox
+
+
+def test_a_record_is_kept_until_read_once():
+    box = ResultInbox()
+    box.deliver("j1", b"rec")
+    assert box.take("j1") == b"rec"
+    assert box.take("j1") is None  # a second read goes to the bucket
+    assert len(box) == 0
+
+
+def test_the_oldest_records_go_first_by_count_and_by_bytes():
+    box = ResultInbox(max_records=2, max_bytes=100)
+    for jid in ("a", "b", "c"):
+        box.deliver(jid, b"x")
+    assert box.take("a") is None and box.take("b") == b"x" and box.take("c") == b"x"
+    box.deliver("big1", b"y" * 60)
+    box.deliver("big2", b"z" * 60)  # 120 bytes > 100: big1 goes
+    assert box.take("big1") is None and box.take("big2") == b"z" * 60
+    box.deliver("huge", b"h" * 500)  # over the bound on its own: not kept at all
+    assert box.take("huge") is None and len(box) == 0
+
+
+def test_a_push_for_a_waiting_read_goes_to_it_not_to_the_store():
+    async def main() -> bytes:
+        box = ResultInbox()
+        fut = box.wait("j1")
+        assert not fut.done()
+        box.deliver("j1", b"rec")
+        data = await asyncio.wait_for(fut, 5)
+        assert len(box) == 0
+        return data
+
+    assert asyncio.run(main()) == b"rec"
+
+
+def test_a_push_already_kept_resolves_the_wait_at_once():
+    async def main() -> None:
+        box = ResultInbox()
+        box.deliver("j1", b"rec")
+        fut = box.wait("j1")
+        assert fut.done() and fut.result() == b"rec"
+        box.forget("j1", fut)
+
+    asyncio.run(main())
+
+
+def test_a_push_from_another_thread_wakes_a_read_on_its_own_loop():
+    box = ResultInbox()
+    registered = threading.Event()
+
+    async def main() -> bytes:
+        fut = box.wait("j1")
+        registered.set()
+        return await asyncio.wait_for(fut, 10)
+
+    t = threading.Thread(target=lambda: (registered.wait(10), box.deliver("j1", b"from the loop thread")))
+    t.start()
+    try:
+        assert asyncio.run(main()) == b"from the loop thread"
+    finally:
+        t.join(10)
+
+
+def test_a_forgotten_wait_is_cancelled_and_a_later_push_is_kept():
+    async def main() -> None:
+        box = ResultInbox()
+        fut = box.wait("j1")
+        box.forget("j1", fut)
+        assert fut.cancelled()
+        box.deliver("j1", b"late")
+        assert box.take("j1") == b"late"
+
+    asyncio.run(main())
