@@ -147,43 +147,44 @@ class Client:
                 pass
 
     # --- jobs --------------------------------------------------------------
-    async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
+    async def enqueue_jobs(self, jobs: list[Job], *, push: bool = True) -> list[Job]:
         """Publish prepared jobs (pipelined).
 
         A single plain job returns once handed to the loop; its store is confirmed in the
         background (a failure fails its handle's reads and is raised by the next enqueue,
         :meth:`flush` or :meth:`close`). Hand-written (not made by ``twins.blocking``): that path runs in the
-        caller's thread.
+        caller's thread. A single job's result is pushed back to this client (:mod:`.inbox`) unless
+        ``push=False`` (futures get theirs through their watch).
         """
         oldest = self._stores.oldest_if_full()
         if oldest is not None:  # wait for room; its failure, if any, is raised once, just below
             await asyncio.wait([asyncio.wrap_future(oldest)])
         self._stores.raise_unreported()
-        self._mark_for_push(jobs)
+        self._mark_for_push(jobs, push)
         if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
-        return await run_async(self._enqueue_acked(jobs))
+        return await run_async(self._enqueue_acked(jobs, push))
 
-    def enqueue_jobs_sync(self, jobs: list[Job]) -> list[Job]:
+    def enqueue_jobs_sync(self, jobs: list[Job], *, push: bool = True) -> list[Job]:
         """Blocking form of :meth:`enqueue_jobs`."""
         oldest = self._stores.oldest_if_full()
         if oldest is not None and not in_loop_thread():
             concurrent.futures.wait([oldest])
         self._stores.raise_unreported()
-        self._mark_for_push(jobs)
+        self._mark_for_push(jobs, push)
         if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
             return jobs
-        return run_sync(self._enqueue_acked(jobs))
+        return run_sync(self._enqueue_acked(jobs, push))
 
-    async def _enqueue_acked(self, jobs: list[Job]) -> list[Job]:
+    async def _enqueue_acked(self, jobs: list[Job], push: bool) -> list[Job]:
         b = await self.broker()
-        self._mark_for_push(jobs)  # (connected only now, on a first call)
+        self._mark_for_push(jobs, push)  # (connected only now, on a first call)
         return await CoreQueue(b).enqueue_jobs(jobs)
 
-    def _mark_for_push(self, jobs: list[Job]) -> None:
+    def _mark_for_push(self, jobs: list[Job], push: bool) -> None:
         """A job enqueued on its own gets its result pushed to this client (see :mod:`.inbox`); a
         batch does not (a sweep's results come through its watch, and unread pushes would pile up)."""
-        if len(jobs) == 1 and self._inbox.open:
+        if push and len(jobs) == 1 and self._inbox.open:
             jobs[0].reply = self._inbox.token
 
     def _hand_over(self, jobs: list[Job]) -> bool:

@@ -365,7 +365,7 @@ async def _submit_on_loop(client: "Client", jobs: list[Job]) -> list[JobFuture]:
     # Registered before publishing, on a subscription the server already has: nothing to fetch.
     await watch.register(futs, fetch=False)
     try:
-        await client.enqueue_jobs(jobs)
+        await client.enqueue_jobs(jobs, push=False)  # the watch brings the result
     except BaseException:
         for f in futs:
             watch.unregister(f)

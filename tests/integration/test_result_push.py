@@ -93,3 +93,12 @@ async def test_a_job_naming_a_bad_result_inbox_is_dead_lettered_not_run(broker, 
 
     failed = await eventually(dead_lettered, 30, "the job in the failed stream")
     assert "rt (result inbox)" in failed[0]["reason"]
+
+
+def test_futures_get_their_results_through_their_watch_not_pushed(nb_client, thread_worker):
+    import naq_nb as nq
+    thread_worker()
+    f = nq.submit(jobs.add, 1, 2)
+    assert f.result(30) == 3
+    assert f.job.reply is None  # nothing piles up unread in the client's inbox
+    assert len(nb_client._inbox) == 0
