@@ -293,11 +293,14 @@ class Worker:
         await self.gate.close()
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
-        try:
-            kv = await self.broker.kv(self.broker.layout.workers_bucket)
-            await kv.delete(self.worker_id)
-        except CONNECTION_ERRORS as exc:  # the heartbeat's TTL removes it anyway
-            log.debug("removing the heartbeat of %s: %s", self.worker_id, exc)
+        if not self.broker.nc.is_connected:  # waiting out a JetStream timeout would only delay the stop
+            log.debug("heartbeat of %s left to its TTL: not connected", self.worker_id)
+        else:
+            try:
+                kv = await self.broker.kv(self.broker.layout.workers_bucket)
+                await kv.delete(self.worker_id)
+            except CONNECTION_ERRORS as exc:  # the heartbeat's TTL removes it anyway
+                log.debug("removing the heartbeat of %s: %s", self.worker_id, exc)
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.execution is not None:
@@ -387,6 +390,8 @@ class Worker:
             "stats": dict(self.stats),
         }
         assert self.broker is not None  # connected by start(), which sends the first heartbeat
+        if not self.broker.nc.is_connected:  # it could not land (it would wait out a timeout): the next one will
+            return
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
         await kv.put(self.worker_id, encode_heartbeat(rec))
 

@@ -114,3 +114,18 @@ async def test_loops_step_with_an_injected_clock(broker, settings):
         assert w._last_keepalive == now[0]
     finally:
         await w.shutdown()
+
+
+async def test_a_worker_whose_server_is_gone_stops_without_waiting_out_a_timeout(own_nats_server, start_worker,
+                                                                               caplog):
+    """Heartbeats cannot land, and its record cannot be removed (left to its TTL): neither is tried against a
+    dead connection, where each would wait out a JetStream timeout and hold up the stop."""
+    import logging
+    w = await start_worker()
+    own_nats_server.kill()
+    await _until(lambda: asyncio.sleep(0, not w.broker.nc.is_connected))
+    await w.heartbeat_once(w.clock())  # skipped, not sent to wait out JetStream's timeout and raise it
+    with caplog.at_level(logging.DEBUG, logger="naq_nb.worker"):
+        w.request_stop(graceful=False)
+        await _until(lambda: asyncio.sleep(0, w.state == "stopped"), timeout=30)
+    assert any("left to its TTL: not connected" in r.getMessage() for r in caplog.records)
