@@ -281,9 +281,12 @@ class Worker:
         self._force_stop()  # whatever still runs is cancelled and handed back by its slot
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:  # nats-py's publish swallows a cancellation landing inside it: cancel again, or wait forever
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # (all done) their errors retrieved
         await self._close_resources()
         self.state = "stopped"
         log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
