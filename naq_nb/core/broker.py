@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import ssl
 from typing import Any, Awaitable, Callable
 
@@ -424,9 +425,12 @@ class Broker:
                 log.debug("close hook %r failed: %s", cb, exc)
         if drain and self.nc.is_connected:
             try:
+                # A server that does not answer a ping is not drained: nats-py's drain, even when cancelled,
+                # ends with a flush of its own that waits 10 s more for that server.
+                await self.nc.flush(timeout=math.ceil(min(5.0, self.publish_timeout)))  # whole seconds (its type)
                 await asyncio.wait_for(self.nc.drain(), 5.0)
             except Exception as exc:  # closed below instead
-                log.debug("draining failed, closing: %s", exc)
+                log.debug("draining failed, closing: %r", exc)
         if not self.nc.is_closed:
             try:
                 await self.nc.close()

@@ -56,7 +56,7 @@ _WRONG_LAST_SEQ = 10071
 LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
-RESULT_WRITE_TIMEOUT = 5.0
+RESULT_WRITE_TIMEOUT = 5.0  # each try's bound, or NAQ_PUBLISH_TIMEOUT if that is shorter
 PUSH_LIMIT = 64 * 1024  # result records up to this size are pushed to the enqueuing client
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
 
@@ -393,9 +393,10 @@ class JobRunner:
         """
         jid = d.meta.job_id
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
+        bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                async with asyncio.timeout(RESULT_WRITE_TIMEOUT):
+                async with asyncio.timeout(bound):
                     stood = await self._store_result(jid, result, rec)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
@@ -404,16 +405,17 @@ class JobRunner:
                     await asyncio.sleep(0.5 * attempt)
                     continue
                 log.error(
-                    "job %s: result write failed %d times (%s: %s); handing the job back",
+                    "job %s: result write failed %d times, each within %gs (%s: %s); handing the job back",
                     jid,
                     attempt,
+                    bound,
                     type(exc).__name__,
                     exc,
                 )
                 self.stats["result_write_failed"] += 1
                 try:
                     # Recorded as handed back (not "running" here), so the next delivery runs it at once.
-                    await asyncio.wait_for(self.hand_back(d), RESULT_WRITE_TIMEOUT)
+                    await asyncio.wait_for(self.hand_back(d), bound)
                 except asyncio.TimeoutError as nak_exc:
                     # The connection is down: the message times out (ack_wait) and comes back anyway.
                     log.warning("job %s: nak failed too (%s)", jid, nak_exc)

@@ -281,9 +281,12 @@ class Worker:
         self._force_stop()  # whatever still runs is cancelled and handed back by its slot
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:  # nats-py's publish swallows a cancellation landing inside it: cancel again, or wait forever
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # (all done) their errors retrieved
         await self._close_resources()
         self.state = "stopped"
         log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
@@ -293,11 +296,14 @@ class Worker:
         await self.gate.close()
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
-        try:
-            kv = await self.broker.kv(self.broker.layout.workers_bucket)
-            await kv.delete(self.worker_id)
-        except CONNECTION_ERRORS as exc:  # the heartbeat's TTL removes it anyway
-            log.debug("removing the heartbeat of %s: %s", self.worker_id, exc)
+        if not self.broker.nc.is_connected:  # waiting out a JetStream timeout would only delay the stop
+            log.debug("heartbeat of %s left to its TTL: not connected", self.worker_id)
+        else:
+            try:
+                kv = await self.broker.kv(self.broker.layout.workers_bucket)
+                await kv.delete(self.worker_id)
+            except CONNECTION_ERRORS as exc:  # the heartbeat's TTL removes it anyway
+                log.debug("removing the heartbeat of %s: %s", self.worker_id, exc)
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.execution is not None:
@@ -387,6 +393,8 @@ class Worker:
             "stats": dict(self.stats),
         }
         assert self.broker is not None  # connected by start(), which sends the first heartbeat
+        if not self.broker.nc.is_connected:  # it could not land (it would wait out a timeout): the next one will
+            return
         kv = await self.broker.kv(self.broker.layout.workers_bucket)
         await kv.put(self.worker_id, encode_heartbeat(rec))
 

@@ -197,6 +197,17 @@ def test_flush_and_close_raise_what_was_not_stored(client, frozen):
         client.close_sync()
 
 
+async def test_a_connection_to_a_frozen_server_is_closed_without_a_drain(settings, frozen, monkeypatch):
+    """No answer to a ping within the publish bound: no drain, whose own closing flush would wait 10 s more."""
+    from naq_nb.core.broker import Broker
+    b = await Broker.connect(settings=settings.with_(publish_timeout=1.0))
+    drains = []
+    monkeypatch.setattr(b.nc, "drain", lambda: drains.append(1))  # recorded, never run
+    frozen()
+    await b.close()
+    assert b.nc.is_closed and drains == []
+
+
 def test_a_submitted_future_fails_when_its_job_is_not_stored(client, frozen):
     import naq_nb as nq
     sub = nq.options(client=client, queue="nobody")

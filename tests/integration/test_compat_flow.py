@@ -195,16 +195,16 @@ def test_naq_readme_flow_unchanged(tmp_path, launcher, env):
     worker = start(launcher, "worker", "default", "--log-level", "DEBUG", cwd=proj, env=env, log=wlog)
     scheduler = start(launcher, "scheduler", cwd=proj, env=env, log=slog)
     try:
-        out = run("main.py", proj, env)
-        job_id = re.search(r"Job (\w+) enqueued\.", out).group(1)
-        assert fetch_job_result_sync(job_id, timeout=60) == 8, wlog.read_text()[-2000:]
-
+        # First, so that its job due in 10 s comes due while the snippets below run (checked after them).
         out = run("schedule_example.py", proj, env)
         at_id = re.search(r"Job (\w+) scheduled for", out).group(1)
         in_id = re.search(r"Job (\w+) scheduled to run in", out).group(1)
         row = {r["schedule_id"]: r for r in list_scheduled_sync()}[in_id]
         assert row["status"] == "active" and 30 < row["next_run"] - time.time() <= 61
-        assert fetch_job_result_sync(at_id, timeout=90) == 6, slog.read_text()[-2000:]
+
+        out = run("main.py", proj, env)
+        job_id = re.search(r"Job (\w+) enqueued\.", out).group(1)
+        assert fetch_job_result_sync(job_id, timeout=60) == 8, wlog.read_text()[-2000:]
 
         out = run("schedule_example_utc.py", proj, env)
         rows = {r["schedule_id"]: r for r in list_scheduled_sync()}
@@ -219,6 +219,7 @@ def test_naq_readme_flow_unchanged(tmp_path, launcher, env):
         run("batch_async.py", proj, env)
         run("batch_sync.py", proj, env)
         wait_for(lambda: naq_nb.Queue("default").count_sync() == 0, 120, "the 2,000 batch jobs to be taken")
+        assert fetch_job_result_sync(at_id, timeout=90) == 6, slog.read_text()[-2000:]
     finally:
         stop(worker, wlog)
         stop(scheduler, slog)

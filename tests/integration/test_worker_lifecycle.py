@@ -114,3 +114,37 @@ async def test_loops_step_with_an_injected_clock(broker, settings):
         assert w._last_keepalive == now[0]
     finally:
         await w.shutdown()
+
+
+async def test_a_worker_whose_server_is_gone_stops_without_waiting_out_a_timeout(own_nats_server, start_worker,
+                                                                               caplog):
+    """Heartbeats cannot land, and its record cannot be removed (left to its TTL): neither is tried against a
+    dead connection, where each would wait out a JetStream timeout and hold up the stop."""
+    import logging
+    w = await start_worker()
+    own_nats_server.kill()
+    await _until(lambda: asyncio.sleep(0, not w.broker.nc.is_connected))
+    await w.heartbeat_once(w.clock())  # skipped, not sent to wait out JetStream's timeout and raise it
+    with caplog.at_level(logging.DEBUG, logger="naq_nb.worker"):
+        w.request_stop(graceful=False)
+        await _until(lambda: asyncio.sleep(0, w.state == "stopped"), timeout=30)
+    assert any("left to its TTL: not connected" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_loop_that_swallows_its_cancellation_does_not_hang_the_stop(start_worker):
+    """nats-py's publish swallows a cancellation that lands inside it (a slot then waits for the next job
+    forever): the stop cancels again until every loop has ended."""
+    w = await start_worker()
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # as nats-py's _flush_pending does
+            swallowed.set()
+        await asyncio.sleep(3600)
+
+    w._tasks.append(asyncio.ensure_future(stubborn()))
+    w.request_stop(graceful=False)
+    await _until(lambda: asyncio.sleep(0, w.state == "stopped"), timeout=30)
+    assert swallowed.is_set()
