@@ -18,7 +18,7 @@ from .job import Job, JobOptions, OptionsMeta, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
-from .status import json_number
+from .status import json_number, json_text
 
 __all__ = [
     "encode_job",
@@ -52,15 +52,23 @@ class MetaHeader(OptionsMeta, total=False):
     sched: str  # fired by the scheduler: the schedule id
 
 
-def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_payload: int) -> tuple[dict, bytes]:
-    """``(headers, body)`` of ``job``'s message; :class:`PayloadTooLargeError` over ``max_payload``."""
-    body = ser.dumps_call(job.function, job.args, job.kwargs)
+def encode_job(
+    job: Job,
+    ser: Serializer,
+    *,
+    signing_key: bytes = b"",
+    max_payload: int,
+    dumps_call: Callable[[Callable[..., Any] | str, tuple, dict], bytes] | None = None,
+) -> tuple[dict, bytes]:
+    """``(headers, body)`` of ``job``'s message; :class:`PayloadTooLargeError` over ``max_payload``.
+    ``dumps_call``: ``ser``'s, or its ``batch_dumps_call()`` when encoding many jobs in a row."""
+    body = (dumps_call or ser.dumps_call)(job.function, job.args, job.kwargs)
     # The MetaHeader written out (what json.dumps of the dict gives, in the same order): every job of
     # an enqueue_many pays for this, and its options part is encoded once per options object.
-    d = json.dumps
+    t = json_text
     meta = (
-        f'{{"v":1,"id":{d(job.job_id)},"q":{d(job.queue_name)},"fn":{d(func_name(job.function))},'
-        f'"ser":{d(ser.name)},"ts":{json_number(job.enqueue_time)},{job.options.meta_json}}}'
+        f'{{"v":1,"id":{t(job.job_id)},"q":{t(job.queue_name)},"fn":{t(func_name(job.function))},'
+        f'"ser":{t(ser.name)},"ts":{json_number(job.enqueue_time)},{job.options.meta_json}}}'
     )
     headers = {HEADER_MSG_ID: job.options.key or job.job_id, HEADER_META: meta}
     if signing_key:  # covers the id, the options and queue (Naq-Meta) and the body

@@ -71,3 +71,26 @@ def test_settings_repr_hides_keys_passwords_and_url_credentials():
                           nats_options={"password": SECRET, "token": SECRET, "name": "visible"})
     text = repr(s)
     assert SECRET not in text and "visible" in text and "h1:4222" in text and "h2:4222" in text
+
+
+def test_batch_dumps_call_gives_each_call_the_bytes_dumps_call_gives():
+    """One pickler reused over a batch (enqueue_many) must not let one body depend on the previous."""
+    import operator
+    import threading
+    from naq_nb.core.serialization import get_serializer
+    ser = get_serializer("pickle")
+    big = list(range(50))
+
+    def closure(x):
+        return x + len(big)
+    calls = [(operator.add, (1, 2), {}), (lambda x: x * 2, (big,), {}), (closure, (big,), {"k": big}),
+             (operator.add, (big, big), {}), ("pkg.mod:fn", (), {}), (closure, (3,), {})]
+    dumps = ser.batch_dumps_call()
+    for fn, args, kwargs in calls:
+        body = dumps(fn, args, kwargs)
+        assert body == ser.dumps_call(fn, args, kwargs)
+        fn2, args2, kwargs2 = ser.loads_call(body)
+        assert (args2, kwargs2) == (args, kwargs)
+    with pytest.raises(SerializationError, match="argument 0"):
+        dumps(operator.add, (threading.Lock(),), {})
+    assert dumps(operator.add, (1, 2), {}) == ser.dumps_call(operator.add, (1, 2), {}), "usable after a failure"
