@@ -171,7 +171,11 @@ class Client:
         return run_sync(self._enqueue_acked(jobs))
 
     async def _enqueue_acked(self, jobs: list[Job]) -> list[Job]:
-        return await CoreQueue(await self.broker()).enqueue_jobs(jobs)
+        try:
+            return await CoreQueue(await self.broker()).enqueue_jobs(jobs)
+        except JobNotStoredError as exc:  # some of a batch: their handles' reads raise it too
+            self._stores.reported(exc.not_stored, exc)
+            raise
 
     def _hand_over(self, jobs: list[Job]) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
