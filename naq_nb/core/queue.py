@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from . import blobs
-from .broker import Broker
+from .broker import CONNECTION_ERRORS, Broker
 from .deps import release_dependents
 from .envelope import encode_job, header_size
 from .errors import (
@@ -189,6 +189,7 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
             _quiet(item.status_ack, item.job_ack)
     if not failed:
         return
+    await _drop_refused_records(b, failed)
     job, first = failed[0]
     if len(todo) == 1:
         raise first  # a single job: its own error (PublishTimeoutError, the server's refusal, ...)
@@ -199,6 +200,23 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
         f"are stored. The first, job {job.job_id} ({job.function_name}): {type(first).__name__}: {first}",
         not_stored=[j.job_id for j, _ in failed] + unsent,
     ) from first
+
+
+_CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, APIError)
+
+
+async def _drop_refused_records(b: Broker, failed: list[tuple[Job, BaseException]]) -> None:
+    """A job message the server refused is not stored: its ``queued`` record, stored just before it,
+    goes too, so no reader waits for a job that will never run (best effort: the call raises anyway)."""
+    refused = [j for j, exc in failed if isinstance(exc, APIError) and j.sequence is None and not j.options.key]
+    if not refused:
+        return
+    try:
+        kv = await b.kv(b.layout.status_bucket)
+        for job in refused:
+            await kv.delete(job.job_id)
+    except _CLEANUP_ERRORS as exc:
+        log.warning("%d refused jobs keep their queued records (until NAQ_STATUS_TTL): %s", len(refused), exc)
 
 
 async def _settle_into(b: Broker, item: _InFlight, failed: list[tuple[Job, BaseException]]) -> None:
@@ -242,13 +260,12 @@ async def _settle(b: Broker, item: _InFlight) -> None:
     job = item.job
     try:
         ack = await item.job_ack
+        job.sequence, job.duplicate = ack.seq, bool(ack.duplicate)  # stored, whatever its status does
         if item.status_ack is not None:
             await item.status_ack
     except BaseException:
         _quiet(item.status_ack, item.job_ack)  # one failed: the other's outcome is not raised too
         raise
-    job.sequence = ack.seq
-    job.duplicate = bool(ack.duplicate)
     if item.status_ack is None and not job.duplicate:
         # A keyed job may duplicate one already running: only a new one gets a status.
         lay = b.layout

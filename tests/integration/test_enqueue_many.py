@@ -15,7 +15,8 @@ from naq_nb import Queue
 from naq_nb.client.client import Client
 from naq_nb.core import queue as core_queue
 from naq_nb.core.broker import Broker
-from naq_nb.core.errors import JobNotStoredError
+from naq_nb.core.errors import JobNotFoundError, JobNotStoredError
+from naq_nb.core.queue import get_status
 
 
 async def _limit_jobs_stream(broker: Broker, max_msgs: int) -> None:
@@ -38,6 +39,10 @@ async def test_a_batch_the_server_partly_refuses_raises_naming_what_was_not_stor
     assert caught.value.not_stored == [j.job_id for j in made[30:]]
     assert all(j.sequence for j in made[:30]) and not any(j.sequence for j in made[30:])
     assert await q.count() == 30
+    assert (await get_status(broker, made[29].job_id))["status"] == "queued"
+    for job in (made[30], made[39], made[99]):  # refused, or never sent: no "queued" record left behind
+        with pytest.raises(JobNotFoundError):
+            await get_status(broker, job.job_id)
 
 
 async def test_a_single_job_refused_raises_its_own_error(broker):
