@@ -179,7 +179,11 @@ class Client:
     async def _enqueue_acked(self, jobs: list[Job], push: bool) -> list[Job]:
         b = await self.broker()
         self._mark_for_push(jobs, push)  # (connected only now, on a first call)
-        return await CoreQueue(b).enqueue_jobs(jobs)
+        try:
+            return await CoreQueue(b).enqueue_jobs(jobs)
+        except JobNotStoredError as exc:  # some of a batch: their handles' reads raise it too
+            self._stores.reported(exc.not_stored, exc)
+            raise
 
     def _mark_for_push(self, jobs: list[Job], push: bool) -> None:
         """A job enqueued on its own gets its result pushed to this client (see :mod:`.inbox`); a

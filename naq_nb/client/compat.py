@@ -154,6 +154,13 @@ class Queue:
 
     enqueue_sync = blocking(enqueue)
 
+    async def enqueue_many(self, func: Callable[..., Any] | str, calls: Sequence[Any]) -> list[Job]:
+        """One job per call (a tuple of args, a dict of kwargs, or a single argument), with this Queue's
+        defaults; returns once every job is acknowledged (``configure(...)`` first for other options)."""
+        return await self.configure().enqueue_many(func, calls)
+
+    enqueue_many_sync = blocking(enqueue_many)
+
     # --- scheduling (naq's Queue methods; the module-level forms are in naq_nb.client.scheduling) ----------
     def _sched(self, kwargs: dict) -> dict:
         if self.default_timeout is not None and kwargs.get("timeout") is None:

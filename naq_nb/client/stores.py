@@ -73,6 +73,15 @@ class Stores:
             self._unreported.append(err)
         fut.set_exception(err)
 
+    def reported(self, job_ids: list[str], err: JobNotStoredError) -> None:
+        """Jobs an acknowledged enqueue (``enqueue_many``) did not store and raised ``err`` for itself:
+        their reads raise it too; the client's next call does not raise it again."""
+        with self._lock:
+            for job_id in job_ids:
+                self._failed[job_id] = err
+            while len(self._failed) > _KEEP_FAILED:
+                self._failed.popitem(last=False)
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)

@@ -59,6 +59,7 @@ from nats.js.errors import (
 )
 from nats.js.object_store import ObjectStore
 
+from .envelope import header_size
 from .errors import BlobError, PayloadTooLargeError, SerializationError
 from .job import JobStatus
 from .records import ResultRecord, exception_type_names
@@ -304,7 +305,7 @@ async def offload_jobs(
     out = []
     limit = inline_limit(broker)
     for job, (headers, body) in zip(jobs, encoded):
-        head = sum(len(k) + len(v) + 4 for k, v in headers.items())
+        head = header_size(headers)
         if head + len(body) > limit:
             ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
             body = ref.to_body(broker.settings.signing_key)

@@ -18,9 +18,11 @@ from .job import Job, JobOptions, OptionsMeta, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
+from .status import json_number, json_text
 
 __all__ = [
     "encode_job",
+    "header_size",
     "MetaHeader",
     "JobMeta",
     "decode_meta",
@@ -51,29 +53,40 @@ class MetaHeader(OptionsMeta, total=False):
     rt: str  # the enqueuing client's result inbox token (see Layout.reply_subject)
 
 
-def encode_job(job: Job, ser: Serializer, *, signing_key: bytes = b"", max_payload: int) -> tuple[dict, bytes]:
-    body = ser.dumps_call(job.function, job.args, job.kwargs)
-    meta: MetaHeader = {
-        "v": 1,
-        "id": job.job_id,
-        "q": job.queue_name,
-        "fn": func_name(job.function),
-        "ser": ser.name,
-        "ts": job.enqueue_time,
-        **job.options.to_meta(),
-    }
-    if job.reply:
-        meta["rt"] = job.reply
-    headers = {HEADER_MSG_ID: job.options.key or job.job_id, HEADER_META: json.dumps(meta, separators=(",", ":"))}
+def encode_job(
+    job: Job,
+    ser: Serializer,
+    *,
+    signing_key: bytes = b"",
+    max_payload: int,
+    dumps_call: Callable[[Callable[..., Any] | str, tuple, dict], bytes] | None = None,
+) -> tuple[dict, bytes]:
+    """``(headers, body)`` of ``job``'s message; :class:`PayloadTooLargeError` over ``max_payload``.
+    ``dumps_call``: ``ser``'s, or its ``batch_dumps_call()`` when encoding many jobs in a row."""
+    body = (dumps_call or ser.dumps_call)(job.function, job.args, job.kwargs)
+    # The MetaHeader written out (what json.dumps of the dict gives, in the same order): every job of
+    # an enqueue_many pays for this, and its options part is encoded once per options object.
+    t = json_text
+    meta = (
+        f'{{"v":1,"id":{t(job.job_id)},"q":{t(job.queue_name)},"fn":{t(func_name(job.function))},'
+        f'"ser":{t(ser.name)},"ts":{json_number(job.enqueue_time)},{job.options.meta_json}'
+        + (f',"rt":{t(job.reply)}}}' if job.reply else "}")
+    )
+    headers = {HEADER_MSG_ID: job.options.key or job.job_id, HEADER_META: meta}
     if signing_key:  # covers the id, the options and queue (Naq-Meta) and the body
-        headers[HEADER_SIG] = sign_job(signing_key, job.job_id, headers[HEADER_META], body)
-    size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + _HEADROOM
+        headers[HEADER_SIG] = sign_job(signing_key, job.job_id, meta, body)
+    size = len(body) + header_size(headers) + _HEADROOM
     if size > max_payload:
         raise PayloadTooLargeError(
             f"job {job.function_name} is {len(body):,} bytes serialized, over the server's max_payload of "
             f"{max_payload:,} bytes; pass large data by reference (a path or URL) or raise max_payload"
         )
     return headers, body
+
+
+def header_size(headers: dict) -> int:
+    """About the bytes ``headers`` take in a message: keys, values and 4 bytes of framing each."""
+    return sum(map(len, headers)) + sum(map(len, headers.values())) + 4 * len(headers)
 
 
 @dataclass

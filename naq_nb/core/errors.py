@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 __all__ = [
     "NaqException",
     "NaqConnectionError",
@@ -44,7 +46,12 @@ class PublishTimeoutError(NaqConnectionError, TimeoutError):
 
 class JobNotStoredError(NaqConnectionError):
     """An enqueue that returned before its acknowledgement was not stored after all (raised by its
-    handle's reads, and by the client's next enqueue, ``flush()`` or ``close()``)."""
+    handle's reads, and by the client's next enqueue, ``flush()`` or ``close()``); or jobs of an
+    ``enqueue_many`` that were not stored (their ids: ``not_stored``)."""
+
+    def __init__(self, message: str = "", not_stored: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.not_stored = list(not_stored)
 
 
 class ConfigurationError(NaqException, ValueError):

@@ -17,22 +17,23 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from . import blobs
-from .broker import Broker
+from .broker import CONNECTION_ERRORS, Broker
 from .deps import release_dependents
-from .envelope import encode_job
+from .envelope import encode_job, header_size
 from .errors import (
     JS_MESSAGE_GONE,
     ConcurrentUpdateError,
     ConfigurationError,
     DuplicateJobError,
     JobNotFoundError,
+    JobNotStoredError,
     NaqConnectionError,
 )
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
 from .records import encode_failure
-from .status import StatusRecord, decode_status, encode_status, first_record, initial_status, with_status
+from .status import StatusRecord, decode_status, encode_first_record, encode_status, initial_status, with_status
 from .serialization import seal_record
 
 __all__ = [
@@ -112,30 +113,29 @@ class Queue:
         return await self.enqueue_jobs([self.make_job(fn, a, k) for fn, a, k in calls])
 
     async def enqueue_jobs(self, jobs: list[Job]) -> list[Job]:
-        """Publish prepared jobs (pipelined). Each call returns or raises within the broker's
-        ``publish_timeout`` per round: :class:`NaqConnectionError` if the server cannot take them."""
+        """Publish prepared jobs (pipelined); return once every one is acknowledged.
+
+        Each round returns or raises within the broker's ``publish_timeout``. A single job raises its
+        own error (:class:`NaqConnectionError` if the server cannot take it). When some of several jobs
+        are not stored, publishing stops, the jobs in flight are waited for, and
+        :class:`JobNotStoredError` says how many were not stored (their ids: ``not_stored``)."""
         b = self.broker
         await b.ensure_layout()
         async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
+            # A chosen id is claimed with a digest of the body: those bodies must be dumps_call's bytes.
+            plain, named = b.serializer.batch_dumps_call(functions_once=True), b.serializer.batch_dumps_call()
             encoded = [
-                encode_job(j, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
+                encode_job(
+                    j,
+                    b.serializer,
+                    signing_key=b.settings.signing_key,
+                    max_payload=blobs.NO_LIMIT,
+                    dumps_call=named if j.options.job_id or j.options.key else plain,
+                )
                 for j in jobs
             ]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
-        todo = await _claim_ids(b, jobs, encoded)
-        # A sliding window of publishes in flight: the server is never sent more than it acknowledges
-        # soon, and the memory held for acknowledgements stays flat for 100,000 jobs.
-        window: deque[_InFlight] = deque()
-        try:
-            for job, (headers, body) in todo:
-                if len(window) >= ENQUEUE_WINDOW:
-                    await _settle(b, window.popleft())
-                window.append(await _publish(b, job, headers, body, _status_bytes(job)))
-            while window:
-                await _settle(b, window.popleft())
-        finally:
-            for item in window:  # left by a failure: theirs are not raised (the first one is)
-                _quiet(item.status_ack, item.job_ack)
+        await _publish_all(b, await _claim_ids(b, jobs, encoded))
         return jobs
 
     async def purge(self) -> int:
@@ -172,19 +172,80 @@ class _InFlight(NamedTuple):
     what: str
 
 
+async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) -> None:
+    """Publish ``todo`` in a sliding window of acknowledgements: the server is never sent more than it
+    acknowledges soon, and the memory held for acknowledgements stays flat for 100,000 jobs. After a
+    failure nothing more is sent; the jobs in flight are settled, then the failures raised at once."""
+    window: deque[_InFlight] = deque()
+    failed: list[tuple[Job, BaseException]] = []
+    sent = 0
+    try:
+        for job, (headers, body) in todo:
+            if len(window) >= ENQUEUE_WINDOW:
+                await _settle_into(b, window.popleft(), failed)
+            if failed:
+                break
+            sent += 1
+            try:
+                window.append(await _publish(b, job, headers, body, _status_bytes(job)))
+            except NaqConnectionError as exc:  # not even sent: the connection is closed
+                failed.append((job, exc))
+        while window:
+            await _settle_into(b, window.popleft(), failed)
+    finally:
+        for item in window:  # left when cancelled: their outcomes are not anybody's to raise
+            _quiet(item.status_ack, item.job_ack)
+    if not failed:
+        return
+    await _drop_refused_records(b, failed)
+    job, first = failed[0]
+    if len(todo) == 1:
+        raise first  # a single job: its own error (PublishTimeoutError, the server's refusal, ...)
+    unsent = [j.job_id for j, _ in todo[sent:]]
+    raise JobNotStoredError(
+        f"{len(failed) + len(unsent):,} of {len(todo):,} jobs were not stored: {len(failed):,} not "
+        f"acknowledged (they may or may not be stored), {len(unsent):,} not sent after that; the others "
+        f"are stored. The first, job {job.job_id} ({job.function_name}): {type(first).__name__}: {first}",
+        not_stored=[j.job_id for j, _ in failed] + unsent,
+    ) from first
+
+
+_CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, APIError)
+
+
+async def _drop_refused_records(b: Broker, failed: list[tuple[Job, BaseException]]) -> None:
+    """A job message the server refused is not stored: its ``queued`` record, stored just before it,
+    goes too, so no reader waits for a job that will never run (best effort: the call raises anyway)."""
+    refused = [j for j, exc in failed if isinstance(exc, APIError) and j.sequence is None and not j.options.key]
+    if not refused:
+        return
+    try:
+        kv = await b.kv(b.layout.status_bucket)
+        for job in refused:
+            await kv.delete(job.job_id)
+    except _CLEANUP_ERRORS as exc:
+        log.warning("%d refused jobs keep their queued records (until NAQ_STATUS_TTL): %s", len(refused), exc)
+
+
+async def _settle_into(b: Broker, item: _InFlight, failed: list[tuple[Job, BaseException]]) -> None:
+    try:
+        await _settle(b, item)
+    except Exception as exc:  # collected: _publish_all raises them together once the window is settled
+        failed.append((item.job, exc))
+
+
 def _status_bytes(job: Job) -> bytes:
     """The job's first status record (``queued``, or ``waiting`` with dependencies)."""
-    return encode_status(
-        first_record(
-            job.job_id,
-            job.queue_name,
-            initial_status(job.options.depends_on),
-            func=job.function_name,
-            name=job.options.name,
-            enqueued_at=job.enqueue_time,
-            depends_on=list(job.options.depends_on),
-            args=args_preview(job.args, job.kwargs),
-        )
+    deps = job.options.depends_on
+    return encode_first_record(
+        job.job_id,
+        job.queue_name,
+        initial_status(deps),
+        func=job.function_name,
+        name=job.options.name,
+        enqueued_at=job.enqueue_time,
+        depends_on=list(deps),
+        args=args_preview(job.args, job.kwargs),
     )
 
 
@@ -207,12 +268,12 @@ async def _settle(b: Broker, item: _InFlight) -> None:
     job = item.job
     try:
         ack = await item.job_ack
+        job.sequence, job.duplicate = ack.seq, bool(ack.duplicate)  # stored, whatever its status does
         if item.status_ack is not None:
             await item.status_ack
-    finally:
-        _quiet(item.status_ack, item.job_ack)  # when one failed, the other's outcome is not raised too
-    job.sequence = ack.seq
-    job.duplicate = bool(ack.duplicate)
+    except BaseException:
+        _quiet(item.status_ack, item.job_ack)  # one failed: the other's outcome is not raised too
+        raise
     if item.status_ack is None and not job.duplicate:
         # A keyed job may duplicate one already running: only a new one gets a status.
         lay = b.layout
@@ -226,7 +287,7 @@ def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
     if job.options.job_id or job.options.key:
         return None
     headers, body = encode_job(job, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
-    if sum(len(k) + len(v) + 4 for k, v in headers.items()) + len(body) > blobs.inline_limit(b):
+    if header_size(headers) + len(body) > blobs.inline_limit(b):
         return None
     return headers, body, _status_bytes(job)
 

@@ -9,8 +9,10 @@ Every layer reads statuses through these (``JobStatus.SUCCEEDED``, ``TERMINAL``,
 from __future__ import annotations
 
 import json
+import math
 import time
 from enum import Enum
+from json.encoder import encode_basestring_ascii  # what json.dumps(str) runs
 from typing import Any, Iterable, TypedDict
 
 from .errors import SerializationError
@@ -24,6 +26,9 @@ __all__ = [
     "initial_status",
     "status_record",
     "first_record",
+    "encode_first_record",
+    "json_number",
+    "json_text",
     "with_status",
     "encode_status",
     "decode_status",
@@ -119,6 +124,38 @@ def first_record(
     return status_record(
         job_id, queue, status, func=func, name=name, enqueued_at=enqueued_at, attempts=0, failures=0, **fields
     )
+
+
+def encode_first_record(
+    job_id: str,
+    queue: str,
+    status: JobStatus | str,
+    *,
+    func: str | None,
+    name: str | None,
+    enqueued_at: float,
+    depends_on: list[str],
+    args: str,
+) -> bytes:
+    """``encode_status(first_record(..., depends_on=, args=))`` written out: the record every enqueued
+    job is published with, so its cost counts (``tests/unit`` holds the two forms equal)."""
+    t, n = json_text, json_number
+    deps = json.dumps(depends_on, separators=(",", ":")) if depends_on else "[]"
+    return (
+        f'{{"id":{t(job_id)},"queue":{t(queue)},"status":{t(status)},"updated_at":{n(time.time())},'
+        f'"func":{t(func)},"name":{t(name)},"enqueued_at":{n(enqueued_at)},"attempts":0,"failures":0,'
+        f'"depends_on":{deps},"args":{t(args)}}}'
+    ).encode()
+
+
+def json_number(x: float) -> str:
+    """``json.dumps(x)`` for a number, without building an encoder per call for a finite float."""
+    return float.__repr__(x) if type(x) is float and math.isfinite(x) else json.dumps(x)
+
+
+def json_text(s: str | None) -> str:
+    """``json.dumps(s)`` for a string (a ``JobStatus`` too) or None, without json.dumps' dispatch."""
+    return "null" if s is None else encode_basestring_ascii(s)
 
 
 def with_status(

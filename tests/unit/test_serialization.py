@@ -71,3 +71,67 @@ def test_settings_repr_hides_keys_passwords_and_url_credentials():
                           nats_options={"password": SECRET, "token": SECRET, "name": "visible"})
     text = repr(s)
     assert SECRET not in text and "visible" in text and "h1:4222" in text and "h2:4222" in text
+
+
+def test_batch_dumps_call_gives_each_call_the_bytes_dumps_call_gives():
+    """One pickler reused over a batch (enqueue_many) must not let one body depend on the previous."""
+    import operator
+    import threading
+    from naq_nb.core.serialization import get_serializer
+    ser = get_serializer("pickle")
+    big = list(range(50))
+
+    def closure(x):
+        return x + len(big)
+    calls = [(operator.add, (1, 2), {}), (lambda x: x * 2, (big,), {}), (closure, (big,), {"k": big}),
+             (operator.add, (big, big), {}), ("pkg.mod:fn", (), {}), (closure, (3,), {})]
+    dumps = ser.batch_dumps_call()
+    for fn, args, kwargs in calls:
+        body = dumps(fn, args, kwargs)
+        assert body == ser.dumps_call(fn, args, kwargs)
+        fn2, args2, kwargs2 = ser.loads_call(body)
+        assert (args2, kwargs2) == (args, kwargs)
+    with pytest.raises(SerializationError, match="argument 0"):
+        dumps(operator.add, (threading.Lock(),), {})
+    assert dumps(operator.add, (1, 2), {}) == ser.dumps_call(operator.add, (1, 2), {}), "usable after a failure"
+
+
+class _CountedCall:
+    """A callable that counts how often it is pickled."""
+    reductions = 0
+
+    def __call__(self, x):
+        return x + 1
+
+    def __reduce__(self):
+        type(self).reductions += 1
+        return (_CountedCall, ())
+
+
+def test_batch_dumps_call_with_functions_once_pickles_each_function_once():
+    import pickle
+    from naq_nb.core.serialization import get_serializer
+    ser = get_serializer("pickle")
+    scale = 3
+    lam = lambda x: x * scale  # noqa: E731  (a notebook-style function: pickled by value)
+    counted = _CountedCall()
+    dumps = ser.batch_dumps_call(functions_once=True)
+    bodies = [dumps(fn, (i,), {"k": i} if fn is lam else {}) for i in range(3) for fn in (lam, counted, "m.mod:fn")]
+    assert _CountedCall.reductions == 1, "pickled once for the batch"
+    for i, fn_name in ((0, "lam"), (1, "counted"), (2, "path")):
+        fn, args, kwargs = ser.loads_call(bodies[i])
+        if fn_name == "lam":
+            assert fn(*args) == 0 and kwargs == {"k": 0}
+        elif fn_name == "counted":
+            assert fn(*args) == 1 and kwargs == {}
+        else:
+            assert fn == "m.mod:fn"
+    fn, args, _ = ser.loads_call(bodies[3])  # later bodies carry the same function
+    assert fn(*args) == 3
+    with pytest.raises(SerializationError, match="cannot pickle"):
+        dumps(lambda: pickle, (_Unpicklable(),), {})
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise TypeError("no")

@@ -1,0 +1,126 @@
+"""enqueue_many when the server does not store all of a batch: the call raises, naming how many jobs
+were not stored (and which), waits for what was in flight, and leaves nothing silent."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from nats.js import api
+from nats.js.errors import APIError
+
+import jobs
+from naq_nb import Queue
+from naq_nb.client.client import Client
+from naq_nb.core import queue as core_queue
+from naq_nb.core.broker import Broker
+from naq_nb.core.errors import JobNotFoundError, JobNotStoredError
+from naq_nb.core.queue import get_status
+
+
+async def _limit_jobs_stream(broker: Broker, max_msgs: int) -> None:
+    """The jobs stream refuses new messages past ``max_msgs`` (a full stream, as a real one can be)."""
+    cfg = (await broker.js.stream_info(broker.layout.jobs_stream)).config
+    cfg.max_msgs, cfg.discard = max_msgs, api.DiscardPolicy.NEW
+    await broker.js.update_stream(cfg)
+
+
+async def test_a_batch_the_server_partly_refuses_raises_naming_what_was_not_stored(broker, monkeypatch):
+    monkeypatch.setattr(core_queue, "ENQUEUE_WINDOW", 10)
+    await _limit_jobs_stream(broker, 30)
+    q = core_queue.Queue(broker, "full")
+    made = [q.make_job(jobs.add, (i, 1)) for i in range(100)]
+    # Job 31 is refused; 32-40 are in flight by then (window of 10) and refused too; 41-100 are never sent.
+    with pytest.raises(JobNotStoredError, match=r"70 of 100 jobs were not stored: 10 not acknowledged .* 60 not sent"
+                       ) as caught:
+        await q.enqueue_jobs(made)
+    assert isinstance(caught.value.__cause__, APIError), "the server's own refusal is the cause"
+    assert caught.value.not_stored == [j.job_id for j in made[30:]]
+    assert all(j.sequence for j in made[:30]) and not any(j.sequence for j in made[30:])
+    assert await q.count() == 30
+    assert (await get_status(broker, made[29].job_id))["status"] == "queued"
+    for job in (made[30], made[39], made[99]):  # refused, or never sent: no "queued" record left behind
+        with pytest.raises(JobNotFoundError):
+            await get_status(broker, job.job_id)
+
+
+async def test_a_single_job_refused_raises_its_own_error(broker):
+    await _limit_jobs_stream(broker, 1)
+    q = core_queue.Queue(broker, "full")
+    await q.enqueue_many([(jobs.add, (1, 1), {})])
+    with pytest.raises(APIError, match="maximum messages"):
+        await q.enqueue_many([(jobs.add, (2, 1), {})])
+
+
+async def test_the_handles_of_jobs_not_stored_raise_and_the_next_call_does_not(broker, settings):
+    await _limit_jobs_stream(broker, 5)
+    client = Client(settings=settings)
+    try:
+        with pytest.raises(JobNotStoredError, match="15 of 20 jobs were not stored") as caught:
+            await Queue("full", client=client).enqueue_many(jobs.add, [(i, 1) for i in range(20)])
+        missing = caught.value.not_stored
+        assert len(missing) == 15
+        with pytest.raises(JobNotStoredError, match="15 of 20"):
+            await client.status(missing[0])  # its handle: not "no such job", not a wait
+        await client.flush()  # reported once, by the call itself
+    finally:
+        await client.close()
+
+
+def test_a_server_killed_mid_batch_fails_the_call_and_names_every_job_not_stored(own_nats_server, settings):
+    client = Client(settings=settings.with_(publish_timeout=2.0))
+    made = [client.make_job(jobs.add, (i, 0), None, None) for i in range(20_000)]
+    outcome: dict = {}
+
+    def enqueue() -> None:
+        try:
+            client.enqueue_jobs_sync(made)
+            outcome["returned"] = True
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    async def stored() -> int:
+        b = await Broker.connect(settings=settings)
+        try:
+            await b.ensure_layout()
+            return (await b.js.stream_info(b.layout.jobs_stream)).state.messages
+        finally:
+            await b.close()
+
+    async def kill_when_under_way() -> int:
+        b = await Broker.connect(settings=settings)
+        await b.ensure_layout()
+        try:
+            for _ in range(1200):
+                if (n := (await b.js.stream_info(b.layout.jobs_stream)).state.messages) >= 2000:
+                    own_nats_server.kill()
+                    return n
+                await asyncio.sleep(0.05)
+            raise AssertionError("the batch did not get under way")
+        finally:
+            await b.close(drain=False)
+
+    t = threading.Thread(target=enqueue)
+    try:
+        t.start()
+        before_kill = asyncio.run(kill_when_under_way())
+        t.join(120)
+        assert not t.is_alive(), "enqueue_many must raise within its publish timeout, not hang"
+        err = outcome.get("error")
+        assert isinstance(err, JobNotStoredError), outcome
+        assert "of 20,000 jobs were not stored" in str(err)
+        missing = set(err.not_stored)
+        acked = [j for j in made if j.sequence]
+        # Stored before the kill: acknowledged, or among the last window in flight (named: "may be stored").
+        assert missing and len(acked) >= before_kill - core_queue.ENQUEUE_WINDOW
+        assert len(acked) + len(missing) == len(made)
+        assert missing.isdisjoint(j.job_id for j in acked)
+        own_nats_server.restart()
+        assert asyncio.run(stored()) >= len(acked), "every acknowledged job survived the kill"
+    finally:
+        t.join(120)
+        try:
+            client.close_sync()
+        except JobNotStoredError:
+            pass  # reported by the call already
