@@ -21,8 +21,11 @@ lint: venv            ## ruff on the package (errors, pyflakes, warnings, bugbea
 	$(VENV)/bin/ruff format --check naq_nb
 	$(PY) -m mypy
 
-test: venv            ## the whole suite (tests/unit, tests/integration), against real nats-server processes
-	$(PY) -m pytest -q -p no:cacheprovider
+# pytest-xdist: most tests wait on servers and timeouts, not the CPU, so more workers than the 2 cores pay.
+# Each worker is its own pytest session with its own nats-server; loadgroup keeps an xdist_group on one worker.
+TEST_WORKERS ?= 3
+test: venv            ## the whole suite (tests/unit, tests/integration), against real nats-server processes, in TEST_WORKERS processes
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: venv       ## the tests that need no server (seconds)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

@@ -9,6 +9,9 @@ stream, KV bucket and object store on the shared server is deleted.
 A test that kills, restarts or configures its server asks for ``own_nats_server``: then
 ``nats_server`` (and so ``settings``, ``broker`` ...) is that private server for this test.
 ``nats_server`` is the shared one otherwise, and refuses ``kill``/``restart``/``stop``.
+
+Under pytest-xdist (``make test``) each worker process is a session of its own: its own shared
+server on its own free port and store directory, its own prefix counter.
 """
 
 from __future__ import annotations

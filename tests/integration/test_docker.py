@@ -21,6 +21,10 @@ import naq_nb as nq
 from naq_nb.notebook import local as local_mod
 from naq_nb.notebook.container import DockerError, NatsContainer, docker_available
 
+# One xdist worker runs them all (`make test`'s --dist loadgroup): they list the engine's containers and
+# volumes, which are shared machine-wide, and expect to see only their own.
+pytestmark = pytest.mark.xdist_group("docker")
+
 
 async def where(x: int) -> tuple[int, str, int]:
     """An async job: runs on the worker's own loop, so it reports the worker's process and thread."""

@@ -123,8 +123,9 @@ async def test_cancel_running_async_job(broker, start_worker):
     assert st["status"] == "cancelled"
 
 
-async def _keep_writing_status(broker, job_id, seconds):
-    """Like a busy running job: revision-checked status writes back to back, until one loses or time is up."""
+async def _keep_writing_status(broker, job_id, seconds, writing: asyncio.Event | None = None):
+    """Like a busy running job: revision-checked status writes back to back, until one loses or time is up.
+    ``writing`` is set once the first write is in."""
     kv = await broker.kv(broker.layout.status_bucket)
     entry = await kv.get(job_id)
     rev, writes = entry.revision, 0
@@ -137,14 +138,17 @@ async def _keep_writing_status(broker, job_id, seconds):
         except KeyWrongLastSequenceError:
             break  # the cancel got in
         writes += 1
+        if writing is not None:
+            writing.set()
     return writes
 
 
 async def test_cancel_retries_while_a_live_job_keeps_writing_its_status(broker):
     # It used to give up after 10 lost races and answer False ("already ended") for a live job.
     j = await Queue(broker).enqueue(jobs.add, 1, 2)
-    writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 1.5))
-    await asyncio.sleep(0)  # the writer takes its first revision before the cancel reads
+    writing = asyncio.Event()
+    writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 1.5, writing))
+    await asyncio.wait_for(writing.wait(), 30)  # the job is live (writing) before the cancel reads
     assert await cancel_job(broker, j.job_id) is True
     assert await writer > 0
     assert (await get_status(broker, j.job_id))["status"] == "cancelled"

@@ -106,7 +106,7 @@ async def test_enqueues_in_flight_when_the_server_is_killed_all_return_or_raise(
     import threading
     from naq_nb.client.client import Client
     from naq_nb.core.broker import Broker
-    from naq_nb.core.errors import NaqConnectionError
+    from naq_nb.core.errors import JobNotStoredError, NaqConnectionError
     s = settings.with_(publish_timeout=3.0)
     client = Client(own_nats_server.url, settings=s)
     broker = await Broker.connect(settings=s)
@@ -160,7 +160,10 @@ async def test_enqueues_in_flight_when_the_server_is_killed_all_return_or_raise(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await broker.close()
-        await asyncio.get_running_loop().run_in_executor(None, client.close_sync)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, client.close_sync)
+        except JobNotStoredError:
+            pass  # enqueues handed over before the kill that no later call reported: close reports them
 
 
 async def _failures(outcomes: list, start: int, n: int) -> bool:
