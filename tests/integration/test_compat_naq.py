@@ -230,6 +230,7 @@ def test_top_level_names(naq_env, naq_prefix, monkeypatch):
         client = await naq_nb.connect(naq_env)
         assert isinstance(client, naq_nb.Client)
         job = await enqueue(jobs.add, 1, 1, queue_name="nobody")
+        await naq_nb.get_client(naq_env).wait_stored(job.job_id)  # a plain enqueue returns before its ack
         nc = await naq_nb.get_nats_connection(naq_env)
         assert nc.is_connected and await naq_nb.get_nats_connection(naq_env) is nc
         js = await naq_nb.get_jetstream_context(nc)
