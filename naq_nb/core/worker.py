@@ -125,6 +125,7 @@ class Worker:
         self.cancelled_ids: "OrderedDict[str, None]" = OrderedDict()
         self.ready: asyncio.Queue[Delivery] | None = None
         self.running: dict[str, Delivery] = {}
+        self._none_running: asyncio.Event | None = None  # set while no slot runs a job (graceful stop waits on it)
         self._feeds: dict[str, PullFeed] = {}
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -152,6 +153,8 @@ class Worker:
         self._stop_event = asyncio.Event()
         self.started = asyncio.Event()
         self.ready = asyncio.Queue()
+        self._none_running = asyncio.Event()
+        self._none_running.set()
         self._completion_slots = asyncio.Semaphore(1024)
         if self.broker is None:
             self.broker = await Broker.connect(
@@ -260,6 +263,7 @@ class Worker:
             loop.add_signal_handler(sig, handler)
 
     def _force_stop(self) -> None:
+        # A running call is cancelled in its slot's task, which hands the job back and ends.
         for d in list(self.running.values()):
             if d.task is not None:
                 d.task.cancel()
@@ -276,9 +280,11 @@ class Worker:
             self.gate.take(d.meta.job_id)
             await self._nak(d)
         # Heartbeats and in-progress acks go on while running jobs finish.
-        running = [d.task for d in self.running.values() if d.task is not None]
-        if running and graceful:
-            await asyncio.wait(running, timeout=self.grace_period)
+        if self.running and graceful and self._none_running is not None:
+            try:
+                await asyncio.wait_for(self._none_running.wait(), self.grace_period)
+            except asyncio.TimeoutError:
+                pass  # the grace period is over: what still runs is cancelled below
         self._force_stop()  # whatever still runs is cancelled and handed back by its slot
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
@@ -326,11 +332,12 @@ class Worker:
                 log.warning("%s failed: %s", getattr(step, "__name__", step), exc)
 
     async def _slot(self, i: int) -> None:
-        assert self.ready is not None
+        assert self.ready is not None and self._none_running is not None  # made by start()
         while True:
             d = await self.ready.get()
             jid = d.meta.job_id
             self.running[jid] = d
+            self._none_running.clear()
             if self.state == "idle":
                 self.state = "busy"
             try:
@@ -339,15 +346,17 @@ class Worker:
                 await self.runner.hand_back(d)  # stopped mid-job: hand it back for another worker
                 me = asyncio.current_task()  # this slot's own task: never None here
                 if self.state == "stopping" and me is not None and not me.cancelling():
-                    continue  # only the job was cancelled; this slot ends when shutdown cancels it
+                    continue  # not this slot's cancel (job code raised it); the slot ends when shutdown cancels it
                 raise
             except Exception:
                 log.exception("job %s: worker error; handing it back", jid)
                 await self.runner.hand_back(d)
             finally:
                 self.running.pop(jid, None)
-                if not self.running and self.state == "busy":
-                    self.state = "idle"
+                if not self.running:
+                    self._none_running.set()
+                    if self.state == "busy":
+                        self.state = "idle"
             await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
     async def pull_once(self, now: float, min_deficit: int = 1) -> None:
