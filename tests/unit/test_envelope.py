@@ -50,3 +50,15 @@ def test_decode_meta_refuses_non_objects_and_accepts_a_real_job():
         decode_meta(None)
     m = decode_meta({HEADER_META: json.dumps(good_meta("sched-1-1700000000000", timeout=2, rttl=60, due=1.0))})
     assert m.options.timeout == 2.0 and m.options.result_ttl == 60.0
+
+
+def test_a_retry_policy_checked_once_is_reused_but_never_stands_in_for_a_bad_one():
+    def retry(**r):
+        return decode_meta({HEADER_META: json.dumps(good_meta("j1", retry=r))}).retry
+
+    first, again = retry(max_retries=1, delay=2), retry(max_retries=1, delay=2)
+    assert first is again and first.max_retries == 1 and first.delay == 2.0
+    # Equal to the cached {"max_retries": 1} as dicts (True == 1), still refused: booleans are not counts.
+    with pytest.raises(SerializationError, match="max_retries"):
+        retry(max_retries=True, delay=2)
+    assert retry(max_retries=1, delay=2.0).delay == 2.0
