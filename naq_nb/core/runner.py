@@ -122,9 +122,8 @@ class JobRunner:
         try:
             value = await self._call(d, call)
         except asyncio.CancelledError:
-            if not d.cancelled:
+            if not d.cancelled or _uncancel():
                 raise  # the worker is stopping; the caller hands the message back
-            _uncancel()
             await self.finish_cancelled(d)
             return
         except SerializationError as exc:
@@ -137,7 +136,8 @@ class JobRunner:
             await self._finish_failed(d, exc)
             return
         if d.cancelled:  # job code swallowed the cancel
-            _uncancel()
+            if _uncancel():
+                raise asyncio.CancelledError  # the worker is stopping too
             await self.finish_cancelled(d)
             return
         await self._finish_ok(d, value)
@@ -502,11 +502,11 @@ class JobRunner:
         self.stats["malformed"] += 1
 
 
-def _uncancel() -> None:
-    """A cancel notice was handled: the slot's task goes on, its cancel request withdrawn."""
+def _uncancel() -> bool:
+    """Withdraw the cancel notice's request on the slot's task; True if another one is still
+    pending (a stop that came at the same time: one CancelledError stands for both)."""
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        task.uncancel()
+    return task is not None and task.cancelling() > 0 and task.uncancel() > 0
 
 
 def _job_id_of(headers: dict) -> str:

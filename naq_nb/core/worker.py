@@ -125,6 +125,7 @@ class Worker:
         self.cancelled_ids: "OrderedDict[str, None]" = OrderedDict()
         self.ready: asyncio.Queue[Delivery] | None = None
         self.running: dict[str, Delivery] = {}
+        self._loops_end = False  # set by shutdown: the periodic loops end
         self._none_running: asyncio.Event | None = None  # set while no slot runs a job (graceful stop waits on it)
         self._feeds: dict[str, PullFeed] = {}
         self._tasks: list[asyncio.Task] = []
@@ -288,9 +289,13 @@ class Worker:
         self._force_stop()  # whatever still runs is cancelled and handed back by its slot
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
+        self._loops_end = True  # a loop whose cancel is lost (below) ends at its next round anyway
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Bounded: nats-py's requests use 3.11's wait_for, which drops a cancel that lands as the
+        # reply arrives; that loop then ends at its next round, after its interval.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(10.0, self.settings.heartbeat_interval + 5))
         await self._close_resources()
         self.state = "stopped"
         log.info("worker %s stopped (%s)", self.worker_id, dict(self.stats))
@@ -322,7 +327,7 @@ class Worker:
 
     # --- the loops -------------------------------------------------------
     async def _every(self, interval: float, step: Callable[[float], Awaitable[None]]) -> None:
-        while True:
+        while not self._loops_end:
             await asyncio.sleep(interval)
             try:
                 await step(self.clock())
@@ -333,7 +338,10 @@ class Worker:
 
     async def _slot(self, i: int) -> None:
         assert self.ready is not None and self._none_running is not None  # made by start()
-        while True:
+        # A stopping worker takes no new job: a slot that ends its job then ends too. (Its job runs
+        # in the slot's task, and a stop's cancel that lands as the call returns can be lost in it:
+        # 3.11's wait_for returns a result that is ready over a pending cancel.)
+        while self.state not in ("stopping", "stopped"):
             d = await self.ready.get()
             jid = d.meta.job_id
             self.running[jid] = d
@@ -346,7 +354,7 @@ class Worker:
                 await self.runner.hand_back(d)  # stopped mid-job: hand it back for another worker
                 me = asyncio.current_task()  # this slot's own task: never None here
                 if self.state == "stopping" and me is not None and not me.cancelling():
-                    continue  # not this slot's cancel (job code raised it); the slot ends when shutdown cancels it
+                    return  # not this slot's cancel (job code raised it), but the worker is stopping
                 raise
             except Exception:
                 log.exception("job %s: worker error; handing it back", jid)
