@@ -224,6 +224,7 @@ class Worker:
                 pull_api_subject(b.layout.jobs_stream, consumer),
                 functools.partial(self._on_msg, q),
                 clock=self.clock,
+                on_expired=self._pull_now,
             )
             await feed.start()
             self._feeds[q] = feed
@@ -376,6 +377,13 @@ class Worker:
             feed.expire(now)
             if free - feed.credit >= min_deficit:
                 await feed.want(free)
+
+    async def _pull_now(self) -> None:
+        """A pull request expired: ask again now (a job published meanwhile would wait for the ticker)."""
+        try:
+            await self.pull_once(self.clock())
+        except (nats.errors.Error, OSError) as exc:  # reconnecting: the ticker asks again within a second
+            log.debug("pull after an expired request failed: %s", exc)
 
     async def keepalive_once(self, now: float) -> None:
         """In-progress acks for every message this worker holds (running, buffered, parked)."""
