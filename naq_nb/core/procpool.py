@@ -107,7 +107,7 @@ class ProcessPool:
             raise ValueError(f"size must be an int >= 1, not {size!r}")
         self.size = size
         self.serializer = serializer
-        self._idle: asyncio.LifoQueue[_Child] | None = None
+        self._idle: asyncio.Queue[_Child] | None = None
         self._children: set[_Child] = set()
         self._starting: set[asyncio.Task] = set()
         self._closed = False
@@ -122,10 +122,7 @@ class ProcessPool:
         """Start every child at once, in the background (:meth:`wait_ready` waits for them): a
         worker that pulled jobs while its children still started one by one would run them on a
         few busy slots, its children's start-up competing with the jobs for the cores."""
-        # Last in, first out: the child that just finished is handed the next job. Its pages and
-        # caches are warm and it was running a moment ago, so waking it costs less than waking one
-        # that slept (a sequential stream of jobs keeps reusing one child).
-        self._idle = asyncio.LifoQueue()
+        self._idle = asyncio.Queue()
         for _ in range(self.size):
             self._start_one()
 
