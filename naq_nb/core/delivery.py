@@ -22,7 +22,7 @@ class Delivery:
     meta: JobMeta  # parsed before the Delivery is made (a bad header never gets one)
     delivered: int = 1  # JetStream's num_delivered: every delivery is counted
     prev: StatusRecord | None = None  # the status record found on a redelivery
-    task: asyncio.Task | None = None
+    task: asyncio.Task | None = None  # the slot's task while the call runs: cancelled by a cancel notice or a stop
     ctx: JobContext | None = None  # while it runs
     started: float = 0.0
     cancelled: bool = False

@@ -207,7 +207,22 @@ def _deps(value: Any, job_id: str) -> tuple[str, ...]:
     return deps
 
 
+_RETRY_CACHE: dict[str, RetryPolicy] = {}  # checked policies by repr of their header value (most jobs share a few)
+
+
 def _retry(value: Any) -> RetryPolicy:
+    # repr, not the dict: a key must tell True from 1 and 1 from 1.0 (booleans are refused below).
+    key = repr(value)
+    policy = _RETRY_CACHE.get(key)
+    if policy is None:
+        policy = _check_retry(value)
+        if len(_RETRY_CACHE) >= 256:
+            _RETRY_CACHE.clear()
+        _RETRY_CACHE[key] = policy
+    return policy
+
+
+def _check_retry(value: Any) -> RetryPolicy:
     if value is None:
         return RetryPolicy()
     if not isinstance(value, dict) or set(value) - _RETRY_KEYS:

@@ -7,7 +7,9 @@ This feed keeps one pull request outstanding for the credit the worker wants
 arrives. Delivered messages carry the stream subject, not the request's reply
 subject, so they cannot be told apart by request; keeping a single request in
 flight makes the credit exact, and the server's 408 status at expiry releases
-what was left of it.
+what was left of it. A request that expires calls ``on_expired`` at once, so
+the worker asks again before a job published meanwhile waits for its periodic
+top-up (up to a second on a quiet queue).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -38,12 +40,14 @@ class PullFeed:
         *,
         expires: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_expired: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.nc = nc
         self.api_subject = api_subject
         self.on_msg = on_msg
         self.expires = expires
         self.clock = clock
+        self.on_expired = on_expired
         self._inbox = nc.new_inbox()
         self._ids = itertools.count(1)
         self._current: list | None = None  # [rid, remaining, expires_at]
@@ -84,6 +88,10 @@ class PullFeed:
             rid = msg.subject.rsplit(".", 1)[-1]
             if status != "100" and self._current is not None and self._current[0] == rid:
                 self._current = None
+                # Only an expiry asks again at once: a 409 (consumer deleted, too many waiting
+                # requests) would come straight back, so those wait for the periodic top-up.
+                if status == "408" and self.on_expired is not None and not self.closed:
+                    await self.on_expired()
             return
         cur = self._current
         if cur is not None:

@@ -119,6 +119,33 @@ class JobRunner:
                 d, exc, retry=False, reason="bad signature" if bad_sig else "payload cannot be decoded"
             )
             return
+        await self._begin(d)
+        try:
+            value = await self._call(d, call)
+        except asyncio.CancelledError:
+            if not d.cancelled or _uncancel():
+                raise  # the worker is stopping; the caller hands the message back
+            await self.finish_cancelled(d)
+            return
+        except SerializationError as exc:
+            if call.decoded is None:  # the child could not unpickle the body
+                await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+            else:
+                await self._finish_failed(d, exc)
+            return
+        except Exception as exc:
+            await self._finish_failed(d, exc)
+            return
+        if d.cancelled:  # job code swallowed the cancel
+            if _uncancel():
+                raise asyncio.CancelledError  # the worker is stopping too
+            await self.finish_cancelled(d)
+            return
+        await self._finish_ok(d, value)
+
+    async def _begin(self, d: Delivery) -> None:
+        """The run's start: its "running" record (written, deferred or timed) and its context."""
+        meta = d.meta
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
         loop = asyncio.get_running_loop()
@@ -135,35 +162,21 @@ class JobRunner:
         else:
             await self._status_nowait(meta.job_id, d.record)
             d.running_written = True
-        d.task = asyncio.ensure_future(
-            self.execution.run(call, d.ctx, meta.options.timeout, on_loop=lambda: self._running_late(d))
-        )
+
+    async def _call(self, d: Delivery, call: JobCall) -> Any:
+        """Run the call in this (the slot's) task: a task of its own would cost a task and two loop
+        iterations per job. ``d.task`` is this task while the call runs, so a cancel notice or a
+        forced stop cancels the call and nothing around it."""
+        assert d.ctx is not None  # made by _begin
+        d.task = asyncio.current_task()
         try:
-            try:
-                value = await d.task
-            finally:
-                d.ended = True  # the final status is written next; a late "running" or progress must not overtake it
-                if d.running_timer is not None:
-                    d.running_timer.cancel()
-                d.ctx.close()
-        except asyncio.CancelledError:
-            if not d.cancelled:
-                raise  # the worker is stopping; the caller hands the message back
-            await self.finish_cancelled(d)
-            return
-        except SerializationError as exc:
-            if call.decoded is None:  # the child could not unpickle the body
-                await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
-            else:
-                await self._finish_failed(d, exc)
-            return
-        except Exception as exc:
-            await self._finish_failed(d, exc)
-            return
-        if d.cancelled:
-            await self.finish_cancelled(d)
-            return
-        await self._finish_ok(d, value)
+            return await self.execution.run(call, d.ctx, d.meta.options.timeout, on_loop=lambda: self._running_late(d))
+        finally:
+            d.task = None  # set and cleared with no await in between: a cancel can only land in the call
+            d.ended = True  # the final status is written next; a late "running" or progress must not overtake it
+            if d.running_timer is not None:
+                d.running_timer.cancel()
+            d.ctx.close()
 
     def _record(self, d: Delivery, status: JobStatus, **extra: Any) -> StatusRecord:
         m = d.meta
@@ -506,6 +519,13 @@ class JobRunner:
         await self.dead_letter(msg, queue, reason=f"malformed message: {exc}", attempts=1)
         await msg.ack()
         self.stats["malformed"] += 1
+
+
+def _uncancel() -> bool:
+    """Withdraw the cancel notice's request on the slot's task; True if another one is still
+    pending (a stop that came at the same time: one CancelledError stands for both)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0 and task.uncancel() > 0
 
 
 def _job_id_of(headers: dict) -> str:

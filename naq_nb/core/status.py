@@ -168,9 +168,12 @@ def with_status(
     return new  # type: ignore[return-value]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # made once: json.dumps with options makes one a call
+
+
 def encode_status(rec: StatusRecord | dict) -> bytes:
     """The stored form (compact JSON) with ``updated_at`` set to now; ``rec`` itself is left as it is."""
-    return json.dumps({**rec, "updated_at": time.time()}, separators=(",", ":"), default=str).encode()
+    return _ENCODER.encode({**rec, "updated_at": time.time()}).encode()
 
 
 def decode_status(data: bytes) -> StatusRecord:

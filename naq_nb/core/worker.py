@@ -125,6 +125,8 @@ class Worker:
         self.cancelled_ids: "OrderedDict[str, None]" = OrderedDict()
         self.ready: asyncio.Queue[Delivery] | None = None
         self.running: dict[str, Delivery] = {}
+        self._loops_end = False  # set by shutdown: the periodic loops end
+        self._none_running: asyncio.Event | None = None  # set while no slot runs a job (graceful stop waits on it)
         self._feeds: dict[str, PullFeed] = {}
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -152,6 +154,8 @@ class Worker:
         self._stop_event = asyncio.Event()
         self.started = asyncio.Event()
         self.ready = asyncio.Queue()
+        self._none_running = asyncio.Event()
+        self._none_running.set()
         self._completion_slots = asyncio.Semaphore(1024)
         if self.broker is None:
             self.broker = await Broker.connect(
@@ -220,6 +224,7 @@ class Worker:
                 pull_api_subject(b.layout.jobs_stream, consumer),
                 functools.partial(self._on_msg, q),
                 clock=self.clock,
+                on_expired=self._pull_now,
             )
             await feed.start()
             self._feeds[q] = feed
@@ -259,6 +264,7 @@ class Worker:
             loop.add_signal_handler(sig, handler)
 
     def _force_stop(self) -> None:
+        # A running call is cancelled in its slot's task, which hands the job back and ends.
         for d in list(self.running.values()):
             if d.task is not None:
                 d.task.cancel()
@@ -275,14 +281,17 @@ class Worker:
             self.gate.take(d.meta.job_id)
             await self._nak(d)
         # Heartbeats and in-progress acks go on while running jobs finish.
-        running = [d.task for d in self.running.values() if d.task is not None]
-        if running and graceful:
-            await asyncio.wait(running, timeout=self.grace_period)
+        if self.running and graceful and self._none_running is not None:
+            try:
+                await asyncio.wait_for(self._none_running.wait(), self.grace_period)
+            except asyncio.TimeoutError:
+                pass  # the grace period is over: what still runs is cancelled below
         self._force_stop()  # whatever still runs is cancelled and handed back by its slot
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
+        self._loops_end = True  # a loop whose cancel is lost (below) ends at its next round anyway
         pending = set(self._tasks)
-        while pending:  # nats-py's publish swallows a cancellation landing inside it: cancel again, or wait forever
+        while pending:  # nats-py's publish and requests can swallow a cancellation: cancel again
             for t in pending:
                 t.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.5)
@@ -321,7 +330,7 @@ class Worker:
 
     # --- the loops -------------------------------------------------------
     async def _every(self, interval: float, step: Callable[[float], Awaitable[None]]) -> None:
-        while True:
+        while not self._loops_end:
             await asyncio.sleep(interval)
             try:
                 await step(self.clock())
@@ -331,11 +340,15 @@ class Worker:
                 log.warning("%s failed: %s", getattr(step, "__name__", step), exc)
 
     async def _slot(self, i: int) -> None:
-        assert self.ready is not None
-        while True:
+        assert self.ready is not None and self._none_running is not None  # made by start()
+        # A stopping worker takes no new job: a slot that ends its job then ends too. (Its job runs
+        # in the slot's task, and a stop's cancel that lands as the call returns can be lost in it:
+        # 3.11's wait_for returns a result that is ready over a pending cancel.)
+        while self.state not in ("stopping", "stopped"):
             d = await self.ready.get()
             jid = d.meta.job_id
             self.running[jid] = d
+            self._none_running.clear()
             if self.state == "idle":
                 self.state = "busy"
             try:
@@ -344,15 +357,17 @@ class Worker:
                 await self.runner.hand_back(d)  # stopped mid-job: hand it back for another worker
                 me = asyncio.current_task()  # this slot's own task: never None here
                 if self.state == "stopping" and me is not None and not me.cancelling():
-                    continue  # only the job was cancelled; this slot ends when shutdown cancels it
+                    return  # not this slot's cancel (job code raised it), but the worker is stopping
                 raise
             except Exception:
                 log.exception("job %s: worker error; handing it back", jid)
                 await self.runner.hand_back(d)
             finally:
                 self.running.pop(jid, None)
-                if not self.running and self.state == "busy":
-                    self.state = "idle"
+                if not self.running:
+                    self._none_running.set()
+                    if self.state == "busy":
+                        self.state = "idle"
             await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
     async def pull_once(self, now: float, min_deficit: int = 1) -> None:
@@ -365,6 +380,13 @@ class Worker:
             feed.expire(now)
             if free - feed.credit >= min_deficit:
                 await feed.want(free)
+
+    async def _pull_now(self) -> None:
+        """A pull request expired: ask again now (a job published meanwhile would wait for the ticker)."""
+        try:
+            await self.pull_once(self.clock())
+        except (nats.errors.Error, OSError) as exc:  # reconnecting: the ticker asks again within a second
+            log.debug("pull after an expired request failed: %s", exc)
 
     async def keepalive_once(self, now: float) -> None:
         """In-progress acks for every message this worker holds (running, buffered, parked)."""

@@ -82,6 +82,23 @@ async def test_hung_sync_job_times_out_kills_its_process_and_frees_the_slot(brok
     await _until(lambda: asyncio.sleep(0, _pid_gone(pid)), what="the hung job's process was killed")
 
 
+async def test_a_stop_that_meets_a_cancel_notice_still_ends_the_slot(broker, start_worker, tmp_path):
+    """The job runs in its slot's task: a cancel notice and the worker's stop landing together
+    are one CancelledError there. Handling the notice must not swallow the stop."""
+    w = await start_worker(concurrency=1)
+    pidfile = tmp_path / "pid"
+    j = await Queue(broker).enqueue(jobs.hang, str(pidfile))
+    await _until(lambda: asyncio.sleep(0, pidfile.exists() and j.job_id in w.running), what="job running")
+    d = w.running[j.job_id]
+    slot = d.task
+    assert slot is not None
+    d.cancelled = True
+    slot.cancel()  # the notice (as _on_cancel does) ...
+    slot.cancel()  # ... and the stop's cancel of the slot, before the slot runs again
+    done, _ = await asyncio.wait([slot], timeout=30)
+    assert slot in done and slot.cancelled(), "the slot ended with the stop instead of waiting for a next job"
+
+
 async def test_cancel_running_sync_job_kills_it_and_frees_the_slot(broker, start_worker, tmp_path):
     w = await start_worker(concurrency=1)
     q = Queue(broker)

@@ -94,3 +94,15 @@ def test_encoded_first_record_is_encode_status_of_first_record(deps, name, args)
     slow = json.loads(encode_status(first_record("j1", "q", "waiting", **fields)))
     assert abs(fast.pop("updated_at") - slow.pop("updated_at")) < 60
     assert list(fast.items()) == list(slow.items())
+
+
+def test_a_retry_policy_checked_once_is_reused_but_never_stands_in_for_a_bad_one():
+    def retry(**r):
+        return decode_meta({HEADER_META: json.dumps(good_meta("j1", retry=r))}).retry
+
+    first, again = retry(max_retries=1, delay=2), retry(max_retries=1, delay=2)
+    assert first is again and first.max_retries == 1 and first.delay == 2.0
+    # Equal to the cached {"max_retries": 1} as dicts (True == 1), still refused: booleans are not counts.
+    with pytest.raises(SerializationError, match="max_retries"):
+        retry(max_retries=True, delay=2)
+    assert retry(max_retries=1, delay=2.0).delay == 2.0
