@@ -395,12 +395,13 @@ class JobRunner:
             return False
 
     async def _commit(self, d: Delivery, result: bytes, rec: StatusRecord) -> None:
-        """Status, then result (create-only, acked), then the message ack.
+        """Status and result (create-only) together, both acknowledged, then the push and the ack.
 
-        The status mirror goes out first without a round trip of its own: on one
-        connection the server stores it before the result, so whoever is woken by
-        the result reads the final status too. The message is acked only once the
-        result is stored. A result write is tried :data:`RESULT_WRITE_TRIES` times,
+        The two writes go to different streams, which the server may store in
+        either order, so both acknowledgements are awaited (concurrently: one round
+        trip) before the result is pushed to its client or the message acked: a
+        reader woken by the push reads the final status too. The message is acked
+        only once the result is stored. A result write is tried :data:`RESULT_WRITE_TRIES` times,
         each bounded; then the message is handed back (nak) for a later delivery,
         which finds the result if a write did land after all.
         """
@@ -445,14 +446,14 @@ class JobRunner:
 
     async def _store_result(self, jid: str, result: bytes, rec: StatusRecord) -> bool:
         """True if ``result`` is the stored one; False if an earlier result stands."""
-        await self._status_nowait(jid, rec)
+        status_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.status_bucket, jid), encode_status(rec))
         res_fut = await self.b.publish_async(
             self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=dict(_CREATE_ONLY)
         )
         try:
             await res_fut
-            return True
         except APIError as exc:
+            await asyncio.gather(status_fut, return_exceptions=True)  # superseded just below
             if exc.err_code != _WRONG_LAST_SEQ:
                 raise
             # A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands.
@@ -461,6 +462,11 @@ class JobRunner:
                 await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
                 return False  # (or our earlier try, its acknowledgement lost: the client reads it)
             return await self._write_over_marker(jid, result)
+        except BaseException:
+            status_fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # its failure is not news
+            raise
+        await status_fut  # stored too before anyone is told: a reader of the result sees the final status
+        return True
 
     async def _push_result(self, token: str, jid: str, result: bytes) -> None:
         """The stored result, to the inbox of the client that enqueued the job: its waiting read

@@ -102,3 +102,18 @@ def test_futures_get_their_results_through_their_watch_not_pushed(nb_client, thr
     assert f.result(30) == 3
     assert f.job.reply is None  # nothing piles up unread in the client's inbox
     assert len(nb_client._inbox) == 0
+
+
+async def test_the_status_read_right_after_a_result_is_the_final_one(client, start_worker):
+    # The worker's status and result go to two streams the server may store in either order; it
+    # tells the client (push, ack) only once both are stored, so no read sees "queued" after the result.
+    await start_worker(concurrency=4)
+    q = Queue("default", client=client)
+    stale = []
+    for i in range(200):
+        job = await q.enqueue(jobs.add, i, 1)
+        assert await client.result(job.job_id, 30) == i + 1
+        rec = await client.status(job.job_id)
+        if rec["status"] != "succeeded" or "finished_at" not in rec:
+            stale.append((i, rec["status"]))
+    assert not stale, f"status read after the result was not final: {stale[:5]}"
