@@ -202,11 +202,13 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
     if len(todo) == 1:
         raise first  # a single job: its own error (PublishTimeoutError, the server's refusal, ...)
     unsent = [j.job_id for j, _ in todo[sent:]]
+    lost = [j.job_id for j, _ in failed if j.sequence is None]  # an acknowledged message is stored
+    bare = f", {len(failed) - len(lost):,} stored without their queued record" if len(lost) < len(failed) else ""
     raise JobNotStoredError(
-        f"{len(failed) + len(unsent):,} of {len(todo):,} jobs were not stored: {len(failed):,} not "
-        f"acknowledged (they may or may not be stored), {len(unsent):,} not sent after that; the others "
-        f"are stored. The first, job {job.job_id} ({job.function_name}): {type(first).__name__}: {first}",
-        not_stored=[j.job_id for j, _ in failed] + unsent,
+        f"{len(lost) + len(unsent):,} of {len(todo):,} jobs were not stored: {len(lost):,} not "
+        f"acknowledged (they may or may not be stored), {len(unsent):,} not sent after that{bare}; the "
+        f"others are stored. The first, job {job.job_id} ({job.function_name}): {type(first).__name__}: {first}",
+        not_stored=lost + unsent,
     ) from first
 
 
