@@ -160,8 +160,7 @@ class Client:
         if oldest is not None:  # wait for room; its failure, if any, is raised once, just below
             await asyncio.wait([asyncio.wrap_future(oldest)])
         self._stores.raise_unreported()
-        self._mark_for_push(jobs, push)
-        if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
+        if self._hand_over(jobs, push):  # handed over: a failure found now is raised by the next call
             return jobs
         return await run_async(self._enqueue_acked(jobs, push))
 
@@ -171,14 +170,13 @@ class Client:
         if oldest is not None and not in_loop_thread():
             concurrent.futures.wait([oldest])
         self._stores.raise_unreported()
-        self._mark_for_push(jobs, push)
-        if self._hand_over(jobs):  # handed over: a failure found now is raised by the next call
+        if self._hand_over(jobs, push):  # handed over: a failure found now is raised by the next call
             return jobs
         return run_sync(self._enqueue_acked(jobs, push))
 
     async def _enqueue_acked(self, jobs: list[Job], push: bool) -> list[Job]:
         b = await self.broker()
-        self._mark_for_push(jobs, push)  # (connected only now, on a first call)
+        self._mark_for_push(jobs, push)
         try:
             return await CoreQueue(b).enqueue_jobs(jobs)
         except JobNotStoredError as exc:  # some of a batch: their handles' reads raise it too
@@ -191,13 +189,14 @@ class Client:
         if push and len(jobs) == 1 and self._inbox.open:
             jobs[0].reply = self._inbox.token
 
-    def _hand_over(self, jobs: list[Job]) -> bool:
+    def _hand_over(self, jobs: list[Job], push: bool) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
         (several jobs, a chosen id, a big body, or no connection ready yet)."""
         b = self._broker
         if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not _exit_flush_runs():
             return False
         job = jobs[0]
+        self._mark_for_push(jobs, push)
         prepared = prepare_unacked(b, job)
         if prepared is None:
             return False

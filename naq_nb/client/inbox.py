@@ -46,7 +46,6 @@ class ResultInbox:
         self._records: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
-        self._sub: Any = None
         self._subscribed_on: "Broker | None" = None
 
     @property
@@ -59,7 +58,7 @@ class ResultInbox:
         """Listen on ``broker``'s connection (once per connection; the client's loop only)."""
         if self._subscribed_on is broker:
             return
-        self._sub = await broker.nc.subscribe(broker.layout.reply_inbox(self.token), cb=self._on_msg)
+        await broker.nc.subscribe(broker.layout.reply_inbox(self.token), cb=self._on_msg)  # ends with it
         self._subscribed_on = broker
 
     async def _on_msg(self, msg: Any) -> None:
