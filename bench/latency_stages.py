@@ -1,0 +1,191 @@
+"""Where one job's submit -> result time goes, stage by stage, through the public API.
+
+What a user types, one job at a time with a warm worker (``naq worker bench -c 10``)::
+
+    job = await Queue("bench").enqueue(noop)
+    await fetch_job_result(job, timeout=10)
+
+Both processes get time stamps (wall clock, same machine) at the stage boundaries:
+the caller's enqueue and its hand-over to naq_nb's loop thread; in the worker the
+job message's arrival, the run's start, the job process call, the result and
+status writes (both acknowledged) and the push to the client; the push's
+arrival in the client's inbox. Stamps are taken by wrapping those functions in
+this bench only (``--stamp`` mode of this file in the worker process), so the
+figures include the stamping's own few microseconds; the total is also measured
+without it (``--plain``) for comparison.
+
+Usage: python bench/latency_stages.py [--jobs 500]
+Figures are printed, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH / "peerlib"))
+
+WARMUP = 20
+
+
+def _wrap_async(cls: Any, name: str, key: str, job_id_of: Any, stamps: dict) -> None:
+    original = getattr(cls, name)
+
+    async def wrapped(self: Any, *a: Any, **k: Any) -> Any:
+        jid = job_id_of(*a, **k)
+        stamps.setdefault(jid, {})[key + "0"] = time.time()
+        try:
+            return await original(self, *a, **k)
+        finally:
+            stamps[jid][key + "1"] = time.time()
+
+    setattr(cls, name, wrapped)
+
+
+def stamped_worker(out: str, argv: list[str]) -> int:
+    """The worker CLI with stage stamps; they are written to ``out`` when it stops."""
+    import atexit
+
+    from naq_nb.cli.main import main
+    from naq_nb.core import procpool, puller, runner
+    from naq_nb.core.envelope import decode_meta
+
+    stamps: dict[str, dict[str, float]] = {}
+    dispatch = puller.PullFeed._dispatch
+
+    async def on_feed(self: Any, msg: Any) -> None:
+        if msg.headers and "Status" not in msg.headers:
+            stamps.setdefault(decode_meta(msg.headers).job_id, {})["arrive"] = time.time()
+        await dispatch(self, msg)
+
+    puller.PullFeed._dispatch = on_feed  # type: ignore[method-assign]
+    _wrap_async(runner.JobRunner, "run", "run", lambda d: d.meta.job_id, stamps)
+    _wrap_async(runner.JobRunner, "_store_result", "store", lambda jid, *a: jid, stamps)
+    _wrap_async(runner.JobRunner, "_push_result", "push", lambda token, jid, *a: jid, stamps)
+    _wrap_async(procpool.ProcessPool, "call", "child", lambda child, jid, *a, **k: jid, stamps)
+    atexit.register(lambda: Path(out).write_text(json.dumps(stamps)))
+    return main(argv)
+
+
+async def probe(url: str, n: int, stamp: bool) -> dict[str, dict[str, float]]:
+    from lib_naq_nb import noop
+
+    from naq_nb import Queue, fetch_job_result
+    from naq_nb.client import client as client_mod, inbox
+
+    seen: dict[str, dict[str, float]] = {}
+    if stamp:
+        publish = client_mod.publish_prepared
+        deliver = inbox.ResultInbox.deliver
+
+        async def on_publish(b: Any, job: Any, *a: Any, **k: Any) -> None:
+            seen.setdefault(job.job_id, {})["sent"] = time.time()
+            await publish(b, job, *a, **k)
+
+        def on_push(self: Any, job_id: str, data: bytes) -> None:
+            seen.setdefault(job_id, {})["inbox"] = time.time()
+            deliver(self, job_id, data)
+
+        client_mod.publish_prepared = on_publish  # type: ignore[assignment]
+        inbox.ResultInbox.deliver = on_push  # type: ignore[method-assign]
+    q = Queue("bench", nats_url=url)
+    rows: dict[str, dict[str, float]] = {}
+    for i in range(n + WARMUP):
+        t0 = time.time()
+        job = await q.enqueue(noop)
+        t1 = time.time()
+        await fetch_job_result(job, nats_url=url, timeout=10)
+        t2 = time.time()
+        if i >= WARMUP:
+            rows[job.job_id] = {"t0": t0, "returned": t1, "done": t2, **seen.get(job.job_id, {})}
+    return rows
+
+
+STAGES = [
+    # (label, from, to): "done" is the caller holding the value
+    ("enqueue call returns", "t0", "returned"),
+    ("caller -> loop thread sends it", "t0", "sent"),
+    ("sent -> worker has the message", "sent", "arrive"),
+    ("message -> run starts", "arrive", "run0"),
+    ("run start -> job process call", "run0", "child0"),
+    ("job process round trip", "child0", "child1"),
+    ("call returned -> writes start", "child1", "store0"),
+    ("status + result written (acked)", "store0", "store1"),
+    ("push sent -> client inbox", "push0", "inbox"),
+    ("writes acked -> caller has value", "store1", "done"),
+    ("total: submit -> value", "t0", "done"),
+]
+
+
+def report(rows: dict[str, dict[str, float]], worker: dict[str, dict[str, float]]) -> None:
+    for label, a, b in STAGES:
+        vals = []
+        for jid, c in rows.items():
+            s = {**worker.get(jid, {}), **c}
+            if a in s and b in s:
+                vals.append((s[b] - s[a]) * 1e3)
+        if not vals:
+            continue
+        vals.sort()
+        print(f"  {label:34s} p50 {statistics.median(vals):6.3f} ms   p90 {vals[int(len(vals) * 0.9)]:6.3f} ms")
+
+
+def run_once(url: str, n: int, stamp: bool) -> tuple[dict, dict]:
+    out = tempfile.mktemp(suffix=".json")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH / "peerlib"), str(BENCH.parent)])}
+    argv = ["--log-level", "WARNING", "worker", "bench", "-c", "10", "--nats-url", url]
+    cmd = (
+        [sys.executable, __file__, "--stamped-worker", out, *argv]
+        if stamp
+        else [sys.executable, "-m", "naq_nb.cli.main", *argv]
+    )
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        time.sleep(2.0)  # the worker starts its job processes; the warm-up jobs absorb the rest
+        rows = asyncio.run(probe(url, n, stamp))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    worker = json.loads(Path(out).read_text()) if stamp and os.path.exists(out) else {}
+    if os.path.exists(out):
+        os.unlink(out)
+    return rows, worker
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--stamped-worker":
+        sys.exit(stamped_worker(sys.argv[2], sys.argv[3:]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=500)
+    args = ap.parse_args()
+    from naq_nb.core.server import EmbeddedServer
+
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with EmbeddedServer() as srv:
+        plain, _ = run_once(srv.url, args.jobs, stamp=False)
+    with EmbeddedServer() as srv:
+        rows, worker = run_once(srv.url, args.jobs, stamp=True)
+    total = sorted((r["done"] - r["t0"]) * 1e3 for r in plain.values())
+    print(f"{args.jobs} jobs one at a time, worker `naq worker bench -c 10` (processes):")
+    print(
+        f"  unstamped total: submit -> value   p50 {statistics.median(total):6.3f} ms   "
+        f"p99 {total[int(len(total) * 0.99)]:6.3f} ms"
+    )
+    print("stamped run, by stage:")
+    report(rows, worker)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
