@@ -21,6 +21,7 @@ import asyncio
 import logging
 import threading
 import weakref
+from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import nats.errors
@@ -72,6 +73,10 @@ class JobWatch:
         self._subs: list[Any] = []
         self._starting: asyncio.Future | None = None
         self._status_prefix = self._result_prefix = "\0"  # set on subscribe
+        # Resolved futures still registered, oldest first, with when they go: one timer for all of
+        # them (a timer each would put 10,000 handles in the loop's heap for a sweep).
+        self._lingering: deque[tuple[float, JobFuture]] = deque()
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # --- lifecycle (loop thread) ------------------------------------------------
     async def ensure_started(self) -> "Broker":
@@ -207,7 +212,18 @@ class JobWatch:
         if f.done():
             return
         f._apply_result(rec)
-        asyncio.get_running_loop().call_later(_LINGER, self.unregister, f)
+        loop = asyncio.get_running_loop()
+        self._lingering.append((loop.time() + _LINGER, f))
+        if self._linger_timer is None:
+            self._linger_timer = loop.call_later(_LINGER, self._end_lingering)
+
+    def _end_lingering(self) -> None:
+        """Unregister the futures whose linger is over; wake again for the next one."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._lingering and self._lingering[0][0] <= now:
+            self.unregister(self._lingering.popleft()[1])
+        self._linger_timer = loop.call_at(self._lingering[0][0], self._end_lingering) if self._lingering else None
 
 
 _watches: "weakref.WeakKeyDictionary[Client, JobWatch]" = weakref.WeakKeyDictionary()

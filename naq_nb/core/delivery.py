@@ -11,7 +11,7 @@ from .context import JobContext
 from .envelope import JobMeta, decode_meta
 from .status import StatusRecord
 
-__all__ = ["Delivery", "parse_meta"]
+__all__ = ["Delivery", "parse_meta", "ack_numbers"]
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Delivery:
     msg: Msg
     meta: JobMeta  # parsed before the Delivery is made (a bad header never gets one)
     delivered: int = 1  # JetStream's num_delivered: every delivery is counted
+    seq: int = 0  # the message's stream sequence
     prev: StatusRecord | None = None  # the status record found on a redelivery
     task: asyncio.Task | None = None  # the slot's task while the call runs: cancelled by a cancel notice or a stop
     ctx: JobContext | None = None  # while it runs
@@ -36,3 +37,18 @@ class Delivery:
 def parse_meta(msg: Msg) -> JobMeta:
     """The job's metadata from the message headers (SerializationError if it is not a naq job)."""
     return decode_meta(msg.headers)
+
+
+def ack_numbers(msg: Msg) -> tuple[int, int]:
+    """``(num_delivered, stream sequence)`` of a JetStream message, read from its reply subject
+    (nats-py's ``Msg.metadata`` builds a dataclass and a datetime per message, which a job never uses)."""
+    t = (msg.reply or "").split(".")
+    try:
+        if len(t) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+            return int(t[4]), int(t[5])
+        if len(t) >= 12:  # the same after a domain and an account hash
+            return int(t[6]), int(t[7])
+    except ValueError:
+        pass
+    md = msg.metadata  # anything else: nats-py's reading (raises for a message that is not JetStream's)
+    return md.num_delivered, md.sequence.stream

@@ -22,6 +22,7 @@ worker: it travels as a :class:`JobFailure`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 EXECUTION_MODES = ("processes", "threads")
+_NO_TIMEOUT = contextlib.nullcontext()  # most jobs have no timeout: no Timeout (and its task lookup) per call
 
 
 def validate_execution(execution: Any, arg: str = "execution") -> str:
@@ -234,7 +236,7 @@ class ProcessExecution:
         t0 = time.monotonic()
         try:
             # Inline, not wait_for's task: once acquired, the child always reaches call's cleanup.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
                 reply = await self.pool.call(child, ctx.job_id, ctx.queue, ctx.attempt, call.child_body(), on_progress)
         except TimeoutError:
             raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)") from None

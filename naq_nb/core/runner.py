@@ -193,7 +193,7 @@ class JobRunner:
             lost=prev.get("lost", 0),
             worker=self.worker_id,
             depends_on=list(m.options.depends_on),
-            seq=d.msg.metadata.sequence.stream,
+            seq=d.seq,
         )
         more: dict[str, Any] = {}  # merged over the head in this order (a later source wins)
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
@@ -232,7 +232,7 @@ class JobRunner:
         to that one. Our copy is neither acked nor naked; the live run's acks settle the message.
         Otherwise a previous run that never reported an outcome is counted as lost."""
         prev = d.prev
-        if prev is None or prev.get("seq") != d.msg.metadata.sequence.stream:
+        if prev is None or prev.get("seq") != d.seq:
             return False  # no record of this message (a requeue is a new message)
         if prev.get("attempts", 0) > d.delivered:
             log.warning(
@@ -410,8 +410,7 @@ class JobRunner:
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                async with asyncio.timeout(bound):
-                    stood = await self._store_result(jid, result, rec)
+                stood = await self._store_result(jid, result, rec, bound)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
@@ -444,11 +443,14 @@ class JobRunner:
             if self.dependents is not None:
                 self.dependents.released(jid)
 
-    async def _store_result(self, jid: str, result: bytes, rec: StatusRecord) -> bool:
-        """True if ``result`` is the stored one; False if an earlier result stands."""
-        status_fut = await self.b.publish_async(self.lay.kv_subject(self.lay.status_bucket, jid), encode_status(rec))
+    async def _store_result(self, jid: str, result: bytes, rec: StatusRecord, bound: float) -> bool:
+        """True if ``result`` is the stored one; False if an earlier result stands. Within ``bound``
+        seconds (each write's acknowledgement has that deadline), else a TimeoutError."""
+        status_fut = await self.b.publish_async(
+            self.lay.kv_subject(self.lay.status_bucket, jid), encode_status(rec), timeout=bound
+        )
         res_fut = await self.b.publish_async(
-            self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=dict(_CREATE_ONLY)
+            self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=dict(_CREATE_ONLY), timeout=bound
         )
         try:
             await res_fut
@@ -456,17 +458,21 @@ class JobRunner:
             await asyncio.gather(status_fut, return_exceptions=True)  # superseded just below
             if exc.err_code != _WRONG_LAST_SEQ:
                 raise
-            # A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands.
-            existing = await get_result(self.b, jid)
-            if existing is not None:
-                await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
-                return False  # (or our earlier try, its acknowledgement lost: the client reads it)
-            return await self._write_over_marker(jid, result)
+            async with asyncio.timeout(bound):
+                return await self._keep_earlier_result(jid, result, rec)
         except BaseException:
             status_fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # its failure is not news
             raise
         await status_fut  # stored too before anyone is told: a reader of the result sees the final status
         return True
+
+    async def _keep_earlier_result(self, jid: str, result: bytes, rec: StatusRecord) -> bool:
+        """A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands."""
+        existing = await get_result(self.b, jid)
+        if existing is not None:
+            await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
+            return False  # (or our earlier try, its acknowledgement lost: the client reads it)
+        return await self._write_over_marker(jid, result)
 
     async def _push_result(self, token: str, jid: str, result: bytes) -> None:
         """The stored result, to the inbox of the client that enqueued the job: its waiting read

@@ -461,8 +461,11 @@ def open_record(data: bytes, job_id: str, keys: bytes | Sequence[bytes]) -> tupl
 # --- records: a JSON header line, then raw bytes ------------------------------
 
 
+_RECORD_HEAD = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one a call
+
+
 def pack_record(meta: dict, payload: bytes = b"") -> bytes:
-    return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + payload
+    return _RECORD_HEAD.encode(meta).encode() + b"\n" + payload
 
 
 def unpack_record(data: bytes) -> tuple[dict, bytes]:

@@ -6,6 +6,7 @@ time, so a notebook can set ``os.environ`` and then connect.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -134,7 +135,7 @@ class Settings:
             opts.setdefault("tls", ctx)
         return opts
 
-    @property
+    @functools.cached_property  # read for every record checked; settings are frozen
     def signing_keys(self) -> tuple[bytes, ...]:
         """Every accepted signing key, the one that signs first (empty: signing is off)."""
         return tuple(dict.fromkeys(k for k in (self.signing_key, *self.accepted_keys) if k))

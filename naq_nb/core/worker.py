@@ -37,7 +37,7 @@ from nats.aio.subscription import Subscription
 
 from .broker import CONNECTION_ERRORS, Broker
 from .context import echo_line, install_capture, uninstall_capture
-from .delivery import Delivery, parse_meta
+from .delivery import Delivery, ack_numbers, parse_meta
 from .deps import DependencyGate
 from .errors import SerializationError
 from .execution import make_execution, validate_execution
@@ -437,10 +437,12 @@ class Worker:
             self._spawn(self._refill_after(self.runner.reject_malformed(msg, queue, exc)))
             return
         assert self.ready is not None  # the feeds deliver only after start() made it
+        delivered, seq = ack_numbers(msg)
         d = Delivery(
             msg=msg,
             meta=meta,
-            delivered=msg.metadata.num_delivered,
+            delivered=delivered,
+            seq=seq,
             suspect=self.watchdog is not None and self.watchdog.suspect(),
         )
         if self.state in ("stopping", "stopped"):

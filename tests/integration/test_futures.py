@@ -174,6 +174,21 @@ def test_many_futures_share_two_subscriptions(nb_client, thread_worker):
     assert get_watch(nb_client) is get_watch(nb_client)
 
 
+def test_resolved_futures_linger_then_leave_the_watch(nb_client, thread_worker, monkeypatch):
+    monkeypatch.setattr("naq_nb.client.watch._LINGER", 0.5)
+    thread_worker(concurrency=4)
+    watch = get_watch(nb_client)
+    futs = nq.map(jobs.add, range(40), range(40))
+    assert [f.result(timeout=60) for f in futs] == [2 * i for i in range(40)]
+    # Kept a little while after their result (a final status record may still be on its way), then
+    # gone, every one, by one timer for all of them (not a loop handle each).
+    wait_until(lambda: watch.registered == 0, timeout=10)
+    assert not watch._lingering and watch._linger_timer is None
+    late = nq.submit(jobs.add, 1, 1)  # the timer starts again for the next one
+    assert late.result(timeout=20) == 2
+    wait_until(lambda: watch.registered == 0, timeout=10)
+
+
 def test_attach_to_finished_and_to_pending_job(nb_client, thread_worker):
     done = nq.submit(jobs.add, 3, 4)
     parked = nq.options(queue="later").submit(jobs.add, 5, 6)
