@@ -55,17 +55,22 @@ FN: list = [noop]
 CPU: dict[str, float] = {}
 
 
+async def _drop_streams(js, *names: str) -> None:
+    """Left by an earlier round: start each raw measurement on empty streams."""
+    for name in names:
+        try:
+            await js.delete_stream(name)
+        except nats.js.errors.NotFoundError:
+            pass
+
+
 async def raw_rates(url: str, n: int) -> tuple[float, float, float]:
     """(messages/s with one ``publish_async`` per job, jobs/s with two, every ack awaited; jobs/s with
     two plain publishes and no acknowledgement)."""
     nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
     try:
         js = nc.jetstream()
-        for name in ("RAWB", "KV_rawb"):
-            try:
-                await js.delete_stream(name)
-            except nats.js.errors.NotFoundError:
-                pass
+        await _drop_streams(js, "RAWB", "KV_rawb")
         await js.add_stream(api.StreamConfig(name="RAWB", subjects=["rawb.>"], retention=api.RetentionPolicy.WORK_QUEUE))
         await js.create_key_value(bucket="rawb", history=1)
         payload = b"x" * 256
@@ -111,11 +116,7 @@ async def raw_atomic(url: str, n: int, size: int = 500, in_flight: int = 8) -> f
     nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
     try:
         js = nc.jetstream()
-        for name in ("RAWA", "KV_rawa"):
-            try:
-                await js.delete_stream(name)
-            except nats.js.errors.NotFoundError:
-                pass
+        await _drop_streams(js, "RAWA", "KV_rawa")
         await js.add_stream(api.StreamConfig(name="RAWA", subjects=["rawa.>"], allow_atomic=True,
                                              retention=api.RetentionPolicy.WORK_QUEUE))
         await js.create_key_value(bucket="rawa", history=1)

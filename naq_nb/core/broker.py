@@ -27,7 +27,7 @@ from .layout import Layout
 from .serialization import Serializer, get_serializer
 from .settings import Settings, redact_url
 
-__all__ = ["Broker", "CONNECTION_ERRORS"]
+__all__ = ["Broker", "CONNECTION_ERRORS", "quiet_futures"]
 
 #: What a lost, closing or slow connection raises (nats-py's errors, ours, socket errors and timeouts):
 #: the one tuple to catch where a best-effort step (cleanup, a retried background step) may meet one.
@@ -446,3 +446,16 @@ class Broker:
         url = self.nc.connected_url
         where = f"{url.hostname}:{url.port}" if url else "-"  # never netloc: it carries user:password@
         return f"<Broker {where} prefix={self.layout.prefix}>"
+
+
+def _retrieve(f: asyncio.Future) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
+def quiet_futures(*futs: asyncio.Future | None) -> None:
+    """Mark the outcome of ``futs`` (e.g. :meth:`Broker.publish_async`'s) as seen, now or when they end,
+    so a failure raised once through another future is not also logged by asyncio as "never retrieved"."""
+    for f in futs:
+        if f is not None:
+            f.add_done_callback(_retrieve)

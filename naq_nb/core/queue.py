@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from . import blobs
-from .broker import CONNECTION_ERRORS, Broker
+from .broker import CONNECTION_ERRORS, Broker, quiet_futures
 from .deps import release_dependents
 from .envelope import encode_job, header_size
 from .errors import (
@@ -194,7 +194,7 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
             await _settle_into(b, window.popleft(), failed)
     finally:
         for item in window:  # left when cancelled: their outcomes are not anybody's to raise
-            _quiet(item.status_ack, item.job_ack)
+            quiet_futures(item.status_ack, item.job_ack)
     if not failed:
         return
     await _drop_refused_records(b, failed)
@@ -223,10 +223,14 @@ async def _drop_refused_records(b: Broker, failed: list[tuple[Job, BaseException
         return
     try:
         kv = await b.kv(b.layout.status_bucket)
-        for job in refused:
-            await kv.delete(job.job_id)
+        outcomes = await asyncio.gather(
+            *(kv.delete(j.job_id) for j in refused), return_exceptions=True
+        )  # one round trip
     except _CLEANUP_ERRORS as exc:
-        log.warning("%d refused jobs keep their queued records (until NAQ_STATUS_TTL): %s", len(refused), exc)
+        outcomes = [exc] * len(refused)
+    errors = [e for e in outcomes if isinstance(e, BaseException)]
+    if errors:
+        log.warning("%d refused jobs keep their queued records (until NAQ_STATUS_TTL): %s", len(errors), errors[0])
 
 
 async def _settle_into(b: Broker, item: _InFlight, failed: list[tuple[Job, BaseException]]) -> None:
@@ -274,7 +278,7 @@ async def _settle(b: Broker, item: _InFlight) -> None:
         if item.status_ack is not None:
             await item.status_ack
     except BaseException:
-        _quiet(item.status_ack, item.job_ack)  # one failed: the other's outcome is not raised too
+        quiet_futures(item.status_ack, item.job_ack)  # one failed: the other's outcome is not raised too
         raise
     if item.status_ack is None and not job.duplicate:
         # A keyed job may duplicate one already running: only a new one gets a status.
@@ -323,19 +327,6 @@ async def publish_prepared(
 
     for f in acks:
         f.add_done_callback(_check)
-
-
-def _retrieve(f: asyncio.Future) -> None:
-    if not f.cancelled():
-        f.exception()
-
-
-def _quiet(*futs: asyncio.Future | None) -> None:
-    """Mark the outcome of ``futs`` as seen (now or when they end), so a failure raised once through
-    another future is not also logged by asyncio as "never retrieved"."""
-    for f in futs:
-        if f is not None:
-            f.add_done_callback(_retrieve)
 
 
 def call_digest(body: bytes) -> str:

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError
 
 from . import blobs
-from .broker import Broker
+from .broker import Broker, quiet_futures
 from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
@@ -461,7 +461,7 @@ class JobRunner:
             async with asyncio.timeout(bound):
                 return await self._keep_earlier_result(jid, result, rec)
         except BaseException:
-            status_fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # its failure is not news
+            quiet_futures(status_fut)  # its failure is not news
             raise
         await status_fut  # stored too before anyone is told: a reader of the result sees the final status
         return True
