@@ -19,7 +19,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
@@ -139,6 +139,8 @@ class Broker:
         )
         self.serializer: Serializer = get_serializer(settings.serializer, settings.json_allowed)
         self._kv: dict[str, KeyValue] = {}
+        #: Buckets whose stream answers direct gets (see :func:`~naq_nb.core.kvscan.read_keys`).
+        self.direct_buckets: set[str] = set()
         self._ready: asyncio.Future | None = None
         self._consumers: set[str] = set()
         self._ack_sub: Any = None
@@ -232,12 +234,14 @@ class Broker:
 
     async def ensure_layout(self) -> None:
         """Create (or check) streams and buckets once per broker."""
-        if self._ready is None:
-            self._ready = asyncio.ensure_future(self._ensure())
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = asyncio.ensure_future(self._ensure())
         try:
-            await asyncio.shield(self._ready)
+            await asyncio.shield(ready)
         except BaseException:
-            if self._ready.done():
+            # Every waiter of a failed attempt gets here; the first clears it, the next call tries again.
+            if ready.done() and self._ready is ready:
                 self._ready = None
             raise
 
@@ -255,16 +259,36 @@ class Broker:
             self._kv[name] = await self._ensure_bucket(name, kw)
 
     async def _ensure_bucket(self, name: str, kw: dict) -> KeyValue:
+        stream = self.layout.kv_stream(name)
         try:
-            return await self.js.key_value(name)
-        except BucketNotFoundError:
-            pass
+            cfg = (await self.js.stream_info(stream)).config
+        except NotFoundError:
+            try:
+                kv = await self.js.create_key_value(bucket=name, replicas=self.layout.replicas, **kw)
+            except nats.js.errors.BadRequestError:  # another process created it first
+                cfg = (await self.js.stream_info(stream)).config
+            else:
+                if kw["direct"]:
+                    self.direct_buckets.add(name)
+                return kv
+        if (cfg.max_msgs_per_subject or 0) < 1:
+            raise LayoutConflictError(f"stream {stream} exists but is no KV bucket; delete it or set NAQ_PREFIX")
+        if kw["direct"] and not cfg.allow_direct:
+            cfg = await self._allow_direct(cfg)
+        if cfg.allow_direct:
+            self.direct_buckets.add(name)
+        # What js.key_value() builds, without reading the stream's info a second time.
+        return KeyValue(
+            name=name, stream=stream, pre=self.layout.kv_subject(name, ""), js=self.js, direct=bool(cfg.allow_direct)
+        )
+
+    async def _allow_direct(self, cfg: api.StreamConfig) -> api.StreamConfig:
+        """A bucket made by an earlier naq_nb answers direct gets from now on (editable in place)."""
         try:
-            return await self.js.create_key_value(
-                bucket=name, history=kw["history"], ttl=kw["ttl"], replicas=self.layout.replicas
-            )
-        except nats.js.errors.BadRequestError:
-            return await self.js.key_value(name)  # another process created it first
+            return (await self.js.update_stream(cfg.evolve(allow_direct=True))).config
+        except nats.js.errors.APIError as exc:  # e.g. no permission to edit streams: plain gets still work
+            log.warning("bucket stream %s: cannot allow direct gets (%s); it is read key by key", cfg.name, exc)
+            return cfg
 
     async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
         assert cfg.name is not None  # layout.py names every stream

@@ -24,6 +24,8 @@ __all__ = [
     "purge_api_subject",
     "pull_api_subject",
     "msg_delete_api_subject",
+    "direct_get_api_subject",
+    "DIRECT_GET_MAX_SUBJECTS",
 ]
 
 # \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.
@@ -240,19 +242,32 @@ class Layout:
 
     def buckets(self) -> dict[str, dict]:
         """Bucket name -> create_key_value keyword arguments."""
+        # Direct gets (no JSON/base64 envelope; many keys in one request, server 2.11+) only with one
+        # replica: that replica is the one that acknowledged every write, so a direct get never reads
+        # behind it, as a follower could.
+        direct = self.replicas == 1
         return {
-            self.status_bucket: dict(history=1, ttl=self.status_ttl),
-            self.results_bucket: dict(history=1, ttl=self.result_ttl),
-            self.workers_bucket: dict(history=1, ttl=self.worker_ttl),
-            self.schedules_bucket: dict(history=1, ttl=None),
-            self.leader_bucket: dict(history=1, ttl=self.leader_ttl),
-            self.meta_bucket: dict(history=1, ttl=self.status_ttl),
+            self.status_bucket: dict(history=1, ttl=self.status_ttl, direct=direct),
+            self.results_bucket: dict(history=1, ttl=self.result_ttl, direct=direct),
+            self.workers_bucket: dict(history=1, ttl=self.worker_ttl, direct=direct),
+            self.schedules_bucket: dict(history=1, ttl=None, direct=direct),
+            self.leader_bucket: dict(history=1, ttl=self.leader_ttl, direct=direct),
+            self.meta_bucket: dict(history=1, ttl=self.status_ttl, direct=direct),
         }
 
 
 def purge_api_subject(stream: str) -> str:
     """JetStream API subject to purge ``stream`` (the reply carries the purged count)."""
     return f"$JS.API.STREAM.PURGE.{stream}"
+
+
+def direct_get_api_subject(stream: str) -> str:
+    """JetStream API subject of direct gets on ``stream`` (a KV bucket's, with direct gets allowed)."""
+    return f"$JS.API.DIRECT.GET.{stream}"
+
+
+#: Subjects one batched direct get may name (``multi_last``): the server answers 413 above it.
+DIRECT_GET_MAX_SUBJECTS = 1024
 
 
 def pull_api_subject(stream: str, consumer: str) -> str:

@@ -32,6 +32,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from ..core.broker import CONNECTION_ERRORS
 from ..core.errors import SerializationError
+from ..core.kvscan import read_keys
 from .errors import SweepNotFoundError
 
 if TYPE_CHECKING:
@@ -114,23 +115,13 @@ def _shard(digest: str) -> str:
     return digest[:_SHARD_CHARS]
 
 
-async def _shard_tables(kv: Any, lay: Any, fn_digest: str, shards: Iterable[str]) -> dict[str, dict]:
+async def _shard_tables(b: "Broker", fn_digest: str, shards: Iterable[str]) -> dict[str, dict]:
     """The stored tables of ``shards`` (point digest -> job id); absent shards are left out."""
-    sem = asyncio.Semaphore(_CONCURRENCY)
-    tables: dict[str, dict] = {}
-
-    async def one(shard: str) -> None:
-        async with sem:
-            try:
-                entry = await kv.get(lay.cache_shard_key(fn_digest, shard))
-            except KeyNotFoundError:
-                return
-        table = _decode_table(entry.value)
-        if table:
-            tables[shard] = table
-
-    await asyncio.gather(*(one(s) for s in shards))
-    return tables
+    lay = b.layout
+    keys = {lay.cache_shard_key(fn_digest, s): s for s in shards}
+    values = await read_keys(b, lay.meta_bucket, list(keys))  # up to 256 shards: one request
+    tables = {keys[k]: _decode_table(v) for k, v in values.items()}
+    return {s: t for s, t in tables.items() if t}
 
 
 def _decode_table(value: bytes | None) -> dict:
@@ -150,7 +141,7 @@ async def cache_lookup(b: "Broker", digests: list[str], fn_digest: str) -> dict[
         await kv.get(lay.cache_key(fn_digest))
     except KeyNotFoundError:
         return {}  # this function never ran in a sweep here: no point can hit
-    tables = await _shard_tables(kv, lay, fn_digest, {_shard(d) for d in digests})
+    tables = await _shard_tables(b, fn_digest, {_shard(d) for d in digests})
     hits: dict[int, str] = {}
     for i, d in enumerate(digests):
         jid = tables.get(_shard(d), {}).get(d)
