@@ -130,7 +130,9 @@ async def _get_batched(
     out: dict[str, bytes] = {}
     while todo:
         answer = await _direct_get_batch(broker, broker.layout.kv_stream(bucket), list(todo), timeout)
-        if answer is None:  # refused (not expected): the key-by-key reads give the same answer
+        if answer is None or (answer[1] and not answer[0]):
+            # Refused, or "more pending" with nothing sent (neither expected): asking again could
+            # loop, and the key-by-key reads give the same answer.
             out.update(await _get_each(kv, list(todo.values())))
             break
         got, pending = answer

@@ -55,6 +55,17 @@ async def test_many_keys_read_in_few_requests_give_what_one_get_each_gives(broke
         assert requests <= 4, f"{requests} requests for 1,501 keys: the batched gets were not used"
 
 
+async def test_a_batch_the_server_refuses_is_read_key_by_key(broker, monkeypatch):
+    from naq_nb.core import kvscan
+
+    bucket = broker.layout.meta_bucket
+    want = await _fill(broker, bucket, 1100)
+    monkeypatch.setattr(kvscan, "DIRECT_GET_MAX_SUBJECTS", 5000)  # the server answers 413 above 1,024
+    sent = broker.nc.stats["out_msgs"]
+    assert await read_keys(broker, bucket, [f"k{i}" for i in range(1100)]) == want
+    assert broker.nc.stats["out_msgs"] - sent >= 1100  # asked once, refused, then key by key
+
+
 async def test_values_over_the_byte_cap_of_one_request_are_asked_for_again(broker):
     bucket = broker.layout.meta_bucket
     kv = await broker.kv(bucket)
