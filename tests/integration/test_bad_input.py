@@ -155,3 +155,15 @@ async def test_incompatible_existing_stream_is_an_error(settings):
             await b.ensure_layout()
     finally:
         await b.close()
+
+
+async def test_a_stream_in_a_buckets_place_that_is_no_bucket_is_an_error(settings):
+    b = await Broker.connect(settings=settings)
+    bucket = b.layout.status_bucket
+    stream = b.layout.kv_stream(bucket)
+    try:  # a bucket's stream keeps one value per key: this one keeps every message
+        await b.js.add_stream(api.StreamConfig(name=stream, subjects=[b.layout.kv_subject(bucket, ">")]))
+        with pytest.raises(LayoutConflictError, match=f"stream {stream} exists but is no KV bucket"):
+            await b.ensure_layout()
+    finally:
+        await b.close()
