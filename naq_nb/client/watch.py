@@ -158,8 +158,9 @@ class JobWatch:
         if not futs:
             return
         ids = [f.job_id for f in futs]
-        statuses = await read_keys(b, b.layout.status_bucket, ids)
-        results = await read_keys(b, b.layout.results_bucket, ids)
+        statuses, results = await asyncio.gather(  # independent reads: their round trips overlap
+            read_keys(b, b.layout.status_bucket, ids), read_keys(b, b.layout.results_bucket, ids)
+        )
         for f in futs:
             raw = statuses.get(f.job_id)
             if raw:

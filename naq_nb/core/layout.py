@@ -245,15 +245,15 @@ class Layout:
         # Direct gets (no JSON/base64 envelope; many keys in one request, server 2.11+) only with one
         # replica: that replica is the one that acknowledged every write, so a direct get never reads
         # behind it, as a follower could.
-        direct = self.replicas == 1
-        return {
-            self.status_bucket: dict(history=1, ttl=self.status_ttl, direct=direct),
-            self.results_bucket: dict(history=1, ttl=self.result_ttl, direct=direct),
-            self.workers_bucket: dict(history=1, ttl=self.worker_ttl, direct=direct),
-            self.schedules_bucket: dict(history=1, ttl=None, direct=direct),
-            self.leader_bucket: dict(history=1, ttl=self.leader_ttl, direct=direct),
-            self.meta_bucket: dict(history=1, ttl=self.status_ttl, direct=direct),
+        ttls = {
+            self.status_bucket: self.status_ttl,
+            self.results_bucket: self.result_ttl,
+            self.workers_bucket: self.worker_ttl,
+            self.schedules_bucket: None,
+            self.leader_bucket: self.leader_ttl,
+            self.meta_bucket: self.status_ttl,
         }
+        return {name: dict(history=1, ttl=ttl, direct=self.replicas == 1) for name, ttl in ttls.items()}
 
 
 def purge_api_subject(stream: str) -> str:
