@@ -57,7 +57,9 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 async def drain(url: str, n: int, concurrency: int, execution: str, profile: str | None) -> dict:
-    from throughput import noop  # importable by the worker (bench/ is on its path)
+    # A job module that imports nothing: with throughput.py each of the worker's job processes
+    # compiled nats-py and naq_nb on its first job (no .pyc here), CPU taken from the drain itself.
+    from peerlib.lib_naq_nb import noop
     b = await Broker.connect(settings=Settings.from_env(environ={}, nats_url=url))
     await b.ensure_layout()
     q = Queue(b, "bench")
@@ -71,7 +73,7 @@ async def drain(url: str, n: int, concurrency: int, execution: str, profile: str
         if len(times) >= n:
             all_done.set()
     sub = await b.nc.subscribe(b.layout.kv_subject(b.layout.results_bucket, "*"), cb=on_result)
-    env = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": f"{BENCH}{os.pathsep}{BENCH.parent}"}
+    env = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": os.pathsep.join(map(str, (BENCH, BENCH.parent)))}
     ts = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "--log-level", "WARNING", "worker", "bench",
                              "-c", str(concurrency), "--execution", execution], env=env)
