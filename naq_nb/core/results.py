@@ -18,6 +18,7 @@ from . import blobs
 from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
 from .layout import validate_job_id
 from .records import ResultRecord
+from .status import TERMINAL_VALUES, decode_status
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -116,22 +117,48 @@ def _pushed_record(broker: "Broker", job_id: str, data: bytes) -> ResultRecord |
 _RECHECKS = (0.05, 0.25, 1.0, 3.0)
 # Reads while nothing was pushed (seconds after the previous one; the last repeats).
 _SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
+# A result read back while the job's status record still says it runs: the worker's status write
+# (another stream) is still in flight. Waited for this long at most, then the result is returned.
+_STATUS_LAG = 1.0
+
+
+async def _status_final(broker: "Broker", job_id: str) -> bool:
+    """False while the job's status record says it has not ended (missing or unreadable: True)."""
+    kv = await broker.kv(broker.layout.status_bucket)
+    try:
+        entry = await kv.get(job_id)
+        return not entry.value or decode_status(entry.value).get("status") in TERMINAL_VALUES
+    except (KeyNotFoundError, SerializationError, AttributeError):
+        return True
 
 
 async def _wait_pushed(
     broker: "Broker", job_id: str, sub: Any, timeout: float | None, pushed: "asyncio.Future[bytes] | None"
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
-    one read back from the bucket, so a value the server refused is never returned. After a reconnect
-    (puts made meanwhile are lost) it reads once too."""
+    one read back from the bucket, so a value the server refused is never returned. The put reaches
+    ``sub`` as the worker sends it, before its status write is stored: a result read back then is
+    returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
+    worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
+    once too."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     found: asyncio.Future = loop.create_future()
     timers: list[asyncio.TimerHandle] = []
     checks: set[asyncio.Task] = set()
+    lag_until: float | None = None
+
+    async def read_back() -> ResultRecord | None:
+        nonlocal lag_until
+        rec, final = await asyncio.gather(get_result(broker, job_id), _status_final(broker, job_id))
+        if rec is None or final:
+            return rec
+        if lag_until is None:
+            lag_until = loop.time() + _STATUS_LAG
+        return rec if loop.time() >= lag_until else None
 
     async def recheck() -> None:
-        rec = await get_result(broker, job_id)
+        rec = await read_back()
         if rec is not None and not found.done():
             found.set_result(rec)
 
@@ -175,7 +202,7 @@ async def _wait_pushed(
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
-            rec = await get_result(broker, job_id)
+            rec = await read_back()
             if rec is not None:
                 return rec
             timers += [loop.call_later(d, spawn_recheck) for d in _RECHECKS]

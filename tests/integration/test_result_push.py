@@ -117,3 +117,27 @@ async def test_the_status_read_right_after_a_result_is_the_final_one(client, sta
         if rec["status"] != "succeeded" or "finished_at" not in rec:
             stale.append((i, rec["status"]))
     assert not stale, f"status read after the result was not final: {stale[:5]}"
+
+
+
+async def test_a_result_stored_before_its_status_waits_for_the_status(client, broker):
+    # A waiting read hears the result put as it is sent, before the worker's status write (another
+    # stream) is stored. Played by hand, no worker: the result is stored, the status still says queued.
+    import asyncio
+    import time
+
+    from naq_nb.core import results
+    from naq_nb.core.status import JobStatus, encode_status
+
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+    lay = broker.layout
+    sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job.job_id))  # as wait_for_result's
+    waiting = asyncio.ensure_future(results._wait_pushed(broker, job.job_id, sub, 30, None))
+    record = encode_result(get_serializer("pickle"), 5, result_ttl=None)
+    await broker.js.publish(lay.kv_subject(lay.results_bucket, job.job_id), record)
+    done, _ = await asyncio.wait({waiting}, timeout=results._STATUS_LAG / 2)
+    assert not done, "the result came back while the status still said queued"
+    status = dict(await client.status(job.job_id), status=JobStatus.SUCCEEDED.value, finished_at=time.time())
+    await broker.js.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(status))
+    assert (await asyncio.wait_for(waiting, 10)).unwrap() == 5
+    await sub.unsubscribe()
