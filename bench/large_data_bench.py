@@ -1,8 +1,8 @@
 """Large data figures, printed (never asserted): a DataFrame into a job and back.
 
-* ``nq.local()`` with thread workers (the notebook default: client and worker share
-  a process, so the reader takes the writer's bytes from memory);
-* ``nq.local(processes=True)``: a ``naq worker`` process, every byte through the
+* ``nq.local(processes=False)``: the worker in a thread of the notebook process (client
+  and worker share a process, so the reader takes the writer's bytes from memory);
+* ``nq.local()``: a ``naq worker`` process (the default), every byte through the
   object store both ways (upload, worker download, result upload, client download);
 * ``nq.put`` once, then a map of N jobs over the stored value.
 
@@ -45,12 +45,12 @@ def main() -> None:
     a = ap.parse_args()
     import naq_nb as nq
     df = frame(a.mb)
-    for label, kw in (("threads (one process)", dict(workers=1)), ("worker process", dict(workers=1, processes=True))):
+    for label, kw in (("worker thread (one process)", dict(workers=1, processes=False)), ("worker process", dict(workers=1))):
         with nq.local(scheduler=False, **kw):
             times = roundtrip(nq, df, a.runs)
             print(f"{a.mb} MB DataFrame in and out of a job, {label}: median {statistics.median(times):.2f}s "
                   f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
-            if kw.get("processes"):
+            if "processes" not in kw:
                 t0 = time.perf_counter()
                 ref = nq.put(df)
                 t1 = time.perf_counter()

@@ -18,7 +18,7 @@ Baselines, in the same run and process: the same function in a plain loop
 into a DataFrame, and over ``concurrent.futures.ProcessPoolExecutor(workers)``
 (``ex.map``, default chunksize, as a user would type it).
 
-Usage: python bench/sweep_bench.py [--points 10000] [--workers 2] [--execution processes] [--processes]
+Usage: python bench/sweep_bench.py [--points 10000] [--workers 2] [--execution processes] [--processes | --worker-thread]
                                    [--display] [--no-baseline] [--no-cached]
 Figures are printed, never asserted in tests.
 """
@@ -137,7 +137,10 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--execution", default="processes", choices=["processes", "threads"])
-    ap.add_argument("--processes", action="store_true", help="nq.local(processes=True): worker processes")
+    mode = ap.add_mutually_exclusive_group()  # neither: nq.local's default (a worker process with process execution)
+    mode.add_argument("--processes", action="store_const", const=True, help="nq.local(processes=True)")
+    mode.add_argument("--worker-thread", dest="processes", action="store_const", const=False,
+                      help="nq.local(processes=False): the worker in a thread of the notebook process")
     ap.add_argument("--display", action="store_true", help="follow the sweep with its live display")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-cached", action="store_true", help="skip the cached re-run")
@@ -155,7 +158,7 @@ def main() -> None:
         sw, d, cpu, (t_submit, t_done, t_df, rss0, rss1, peak) = run_sweep(nq, a.points, a.display)
         n = len(sw)
         print(f"nq.sweep of {n} points, nq.local(workers={a.workers}, execution={a.execution!r}, "
-              f"processes={a.processes})"
+              f"processes={cluster.processes})"
               f"{' with its live display' if a.display else ''}:")
         print(f"  nq.sweep returned (validate, publish, record) {t_submit:8.2f} s  ({n / t_submit:,.0f} points/s)")
         print(f"  all points done                               {t_done:8.2f} s")

@@ -27,8 +27,8 @@ class M(str):
     """A markdown cell."""  # live or timing-dependent output: run, but do not compare
 
 QUICKSTART = [
-    M("# naq_nb quickstart\n\nA local cluster (an embedded `nats-server`, workers and a scheduler in background "
-    "threads), a lambda and a closure as jobs, `await`, the live job display, and a failing job."),
+    M("# naq_nb quickstart\n\nA local cluster (an embedded `nats-server`, a worker process and a scheduler in "
+    "the background), a lambda and a closure as jobs, `await`, the live job display, and a failing job."),
     IGNORE + "import naq_nb as nq\n\ncluster = nq.local(workers=2)\ncluster",
     "job = nq.submit(lambda x: x ** 2, 3)\njob.result(timeout=30)",
     "offset = 10\n\ndef shifted(x):\n    return x + offset   # a closure: travels by value (cloudpickle)\n\n"

@@ -144,3 +144,8 @@ def print_lines(n):
 def fail_until_padded(path, succeed_on, padding):
     """``fail_until`` with a large unused argument (a body near the server's max_payload)."""
     return fail_until(path, succeed_on)
+
+
+def slow_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()

@@ -146,7 +146,13 @@ class PickleSerializer(Serializer):
         try:
             fn, args, kwargs = cloudpickle.loads(data)
         except Exception as exc:
-            raise SerializationError(f"cannot unpickle the job payload: {type(exc).__name__}: {exc}") from exc
+            hint = ""
+            if isinstance(exc, ModuleNotFoundError):  # a function or class sent by reference
+                hint = (
+                    " (this worker's sys.path is the one it started with: put the module's folder on "
+                    "PYTHONPATH, or on sys.path before nq.local() starts its worker)"
+                )
+            raise SerializationError(f"cannot unpickle the job payload: {type(exc).__name__}: {exc}{hint}") from exc
         return fn, tuple(args), dict(kwargs)
 
     def dumps_value(self, value: Any) -> bytes:

@@ -4,15 +4,21 @@
 store kept across kernel restarts, see :mod:`.local_store`; ``store_dir=None``
 for a temporary one; on a free port unless ``port``), then the workers:
 
-* threads (default): one :class:`~naq_nb.core.worker.Worker` with
-  ``concurrency=workers`` on its own event loop in one daemon thread. Its sync
-  job code runs in child processes (``execution="processes"``, the default),
-  so a job that crashes never takes the kernel down and timeouts and cancels
-  are hard; ``execution="threads"`` runs it in threads of the kernel instead
-  (shares memory, no hard timeout or cancel).
-* ``processes=True``: ``workers`` subprocesses ``naq worker <queues> -c 1`` (for
-  CPU-bound work). Their output goes to log files under the server's store
-  directory (``cluster.log_paths``), never into the notebook.
+* with ``execution="processes"`` (the default: sync job code runs in child
+  processes, so a job that crashes never takes the kernel down and timeouts
+  and cancels are hard), one worker process ``naq worker <queues> -c workers``.
+  Its event loop (pulls, status and result writes, acks) then never competes
+  with the kernel for the GIL: a big sweep finishes sooner and the notebook
+  stays responsive while it runs.
+* with ``execution="threads"`` (job code in threads of the kernel: shares its
+  memory, no hard timeout or cancel), one :class:`~naq_nb.core.worker.Worker`
+  with ``concurrency=workers`` on its own event loop in a daemon thread.
+
+``processes`` overrides that: ``False`` runs the worker in a kernel thread
+whatever the execution, ``True`` in processes (with ``execution="threads"``,
+``workers`` processes ``naq worker -c 1``, for CPU-bound work). Worker
+processes write to log files under the server's store directory
+(``cluster.log_paths``), never into the notebook.
 
 and, unless ``scheduler=False``, a :class:`~naq_nb.core.scheduler.Scheduler` in
 a thread like the worker. The cluster becomes the session's default client.
@@ -30,7 +36,6 @@ stopped at interpreter exit; ``.stop()`` is idempotent.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import html
 import logging
@@ -57,76 +62,11 @@ from ..core.server import EmbeddedServer
 from ..core.settings import Settings
 from .container import NatsContainer, check_server_args
 from .local_store import AUTO, StoreBusyError, StoreLock, default_store_dir, store_is_new
+from .service_thread import ServiceThread
 
 __all__ = ["local", "local_async", "LocalCluster", "ServiceThread", "current_cluster"]
 
 log = logging.getLogger("naq_nb.local")
-
-
-class ServiceThread:
-    """Runs a service (``run()``, ``request_stop(graceful)``, ``started``) on its own loop in a daemon thread."""
-
-    def __init__(self, service: Any, name: str) -> None:
-        self.service = service
-        self.error: BaseException | None = None
-        self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self, timeout: float = 30.0) -> "ServiceThread":
-        """Start and return once the service serves; raise its start-up error if it failed."""
-        self.thread.start()
-        if not self._ready.wait(timeout):
-            self.stop(5.0)
-            raise NaqException(f"{self.thread.name} did not start within {timeout:g}s")
-        if self.error is not None:
-            self.thread.join(5.0)
-            raise self.error
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # reported to start() or logged; never printed
-            if self.error is None:
-                self.error = exc
-            if self._ready.is_set():
-                log.error("%s ended with %s: %s", self.thread.name, type(exc).__name__, exc)
-        finally:
-            self._ready.set()
-            try:
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
-
-    async def _main(self) -> None:
-        task = asyncio.ensure_future(self.service.run())
-        await asyncio.sleep(0)  # run() has created its `started` event by its first await
-        started = getattr(self.service, "started", None)
-        if started is not None:
-            waiter = asyncio.ensure_future(started.wait())
-            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            self.error = task.exception()
-        self._ready.set()
-        await task
-
-    @property
-    def alive(self) -> bool:
-        """True while the service's thread runs."""
-        return self.thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Graceful stop within ``timeout``, then an immediate one; True if the thread ended."""
-        if not self.thread.is_alive():
-            return True
-        self.service.request_stop(graceful=True)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            self.service.request_stop(graceful=False)
-            self.thread.join(timeout)
-        return not self.thread.is_alive()
 
 
 def _norm_queues(queues: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -139,11 +79,17 @@ def _norm_queues(queues: str | Iterable[str] | None) -> tuple[str, ...]:
 def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an int >= 0, not {workers!r}")
-    for name, v in (("processes", processes), ("scheduler", scheduler)):
-        if not isinstance(v, bool):
-            raise TypeError(f"{name} must be True or False, not {v!r}")
+    if processes is not None and not isinstance(processes, bool):
+        raise TypeError(f"processes must be True, False or None (decided by execution), not {processes!r}")
+    if not isinstance(scheduler, bool):
+        raise TypeError(f"scheduler must be True or False, not {scheduler!r}")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
         raise ValueError(f"port must be an int in 1..65535 or None, not {port!r}")
+
+
+def _worker_processes(processes: bool | None, execution: str) -> bool:
+    """Where the workers' event loop runs: a worker process unless the jobs share the kernel's memory."""
+    return execution == "processes" if processes is None else processes
 
 
 def _norm_store(store_dir: Any) -> str | None:
@@ -173,7 +119,7 @@ class LocalCluster:
     def __init__(
         self,
         workers: int = 4,
-        processes: bool = False,
+        processes: bool | None = None,
         scheduler: bool = True,
         store_dir: str | os.PathLike | None = AUTO,
         queues: str | Iterable[str] | None = None,
@@ -193,7 +139,8 @@ class LocalCluster:
         self.container: NatsContainer | None = None
         self._url = ""
         self.queues = _norm_queues(queues)
-        self.workers, self.processes, self.scheduler = workers, processes, scheduler
+        self.workers, self.scheduler = workers, scheduler
+        self.processes = _worker_processes(processes, self.execution)
         self.store_dir = _norm_store(store_dir)  # as asked: "auto", None (temporary) or a path
         self.store_kind = "temporary"
         self.store_new = True
@@ -337,7 +284,10 @@ class LocalCluster:
             "NAQ_NATS_URL": url,
             "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p))),
         }
-        for i in range(self.workers):
+        # Job processes give the concurrency: one worker loop serves them all, the way a
+        # terminal's `naq worker -c N` does. Thread execution needs a process per slot to use cores.
+        shared = self.execution == "processes"
+        for i in range(1 if shared else self.workers):
             argv = [
                 sys.executable,
                 "-m",
@@ -345,9 +295,9 @@ class LocalCluster:
                 "worker",
                 *queues,
                 "-c",
-                "1",
+                str(self.workers if shared else 1),
                 "--name",
-                f"local-{i}",
+                "local" if shared else f"local-{i}",
                 "--grace-period",
                 "5",
                 "--execution",
@@ -411,14 +361,15 @@ class LocalCluster:
 
     @property
     def worker_count(self) -> int:
-        """Job slots running now: live worker processes, or the thread worker's concurrency."""
+        """Job slots running now: those of the live worker processes, or the thread worker's concurrency."""
         if self.processes:
-            return sum(p.alive for p in self._procs)
+            alive = sum(p.alive for p in self._procs)
+            return self.workers if self.execution == "processes" and alive else alive
         return self.workers if any(t.alive and t.thread.name == "naq-local-worker" for t in self._threads) else 0
 
     @property
     def log_paths(self) -> list[Path]:
-        """Log files of the worker processes (``processes=True``)."""
+        """Log files of the worker processes (none when the worker runs in a kernel thread)."""
         return [p.log_path for p in self._procs]
 
     # --- stopping ------------------------------------------------------------------
@@ -543,7 +494,7 @@ def current_cluster() -> LocalCluster | None:
 
 def local(
     workers: int = 4,
-    processes: bool = False,
+    processes: bool | None = None,
     scheduler: bool = True,
     store_dir: str | os.PathLike | None = AUTO,
     queues: str | Iterable[str] | None = None,
@@ -562,7 +513,10 @@ def local(
     a kernel restart; ``None`` uses a temporary store deleted at stop; a path
     uses that directory. ``execution`` is where sync job code runs:
     ``"processes"`` (child processes; a crash can't kill the kernel) or
-    ``"threads"`` (no hard timeout or cancel). ``nats_url``: use that server,
+    ``"threads"`` (no hard timeout or cancel). ``processes``: where the workers'
+    event loop runs; by default a worker process with process execution (off
+    the kernel's GIL) and a kernel thread with thread execution (see the module
+    docstring). ``nats_url``: use that server,
     start none. ``server="docker"``: NATS in a container (``image`` to use
     instead of naq_nb's locally built one, ``volume`` to keep JetStream data in
     that named volume), removed at ``.stop()``. Same arguments as the running
@@ -575,7 +529,7 @@ def local(
     validate_execution(execution)
     args = (
         workers,
-        processes,
+        _worker_processes(processes, execution),
         scheduler,
         _norm_store(store_dir),
         _norm_queues(queues),

@@ -302,10 +302,12 @@ def test_put_uploads_once_for_a_map_and_resolves_anywhere(no_cluster_left):
         return await object_names(b, b.layout.objects_bucket)
     assert run_sync(names()) == [ref.name], "one upload for all the jobs; no job body was offloaded"
     pd.testing.assert_frame_equal(nq.get_object(ref), df)
-    nq.delete_object(ref)  # also forgets this process's cached copy (the workers run in this process)
+    nq.delete_object(ref)  # (the worker process keeps the copy it fetched: same name, same bytes)
     assert run_sync(names()) == []
+    gone = nq.put(big_frame(9))
+    nq.delete_object(gone)  # deleted before any worker fetched it
     with pytest.raises(BlobError, match="nq.put object .* is missing"):
-        nq.submit(lambda: ref.shape).result(timeout=60)
+        nq.submit(lambda: gone.shape).result(timeout=60)
     with pytest.raises(TypeError, match="ObjectRef returned by nq.put"):
         nq.get_object("not a ref")
     with pytest.raises(TypeError, match="ObjectRef returned by nq.put"):

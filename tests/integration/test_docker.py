@@ -53,12 +53,15 @@ def _docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60).stdout.strip()
 
 
-def _run_jobs_in_kernel_threads(c: "local_mod.LocalCluster", queue: str) -> None:
+def _run_jobs_on_the_cluster_worker(c: "local_mod.LocalCluster", queue: str) -> None:
     futures = nq.options(queue=queue).map(where, range(20))
     results = [f.result(timeout=60) for f in futures]
     assert [r[2] for r in results] == [i * i for i in range(20)]
-    assert {r[0] for r in results} == {os.getpid()}  # this process ...
-    assert {r[1] for r in results} == {"naq-local-worker"}  # ... in the cluster's worker thread
+    if c.processes:  # the default: the cluster's one worker process
+        assert {r[0] for r in results} == {p.pid for p in c._procs} and os.getpid() not in {r[0] for r in results}
+    else:
+        assert {r[0] for r in results} == {os.getpid()}  # this process ...
+        assert {r[1] for r in results} == {"naq-local-worker"}  # ... in the cluster's worker thread
 
 
 def test_local_against_an_existing_server_starts_none(nats_server, no_cluster_left):
@@ -66,7 +69,7 @@ def test_local_against_an_existing_server_starts_none(nats_server, no_cluster_le
     c = nq.local(workers=2, nats_url=nats_server.url, queues="kernel")
     assert c.url == nats_server.url and c.server is None and c.container is None
     assert _child_nats_servers() == before
-    _run_jobs_in_kernel_threads(c, "kernel")
+    _run_jobs_on_the_cluster_worker(c, "kernel")
     assert nq.local(workers=2, nats_url=nats_server.url, queues="kernel") is c  # re-run: the same cluster
     c.stop()
     assert not c.running and local_mod.current_cluster() is None
@@ -122,7 +125,7 @@ def test_local_server_docker_runs_jobs_and_removes_its_container(no_cluster_left
     c = nq.local(workers=2, server="docker")
     name, volume = c.container.name, c.container.volume
     assert _docker("ps", "-q", "--filter", f"name={name}") != ""
-    _run_jobs_in_kernel_threads(c, "default")
+    _run_jobs_on_the_cluster_worker(c, "default")
     assert nq.local(workers=2, server="docker") is c
     c.stop()
     assert _docker("ps", "-aq", "--filter", f"name={name}") == ""
@@ -156,7 +159,7 @@ def test_local_nats_url_against_a_nats_container(no_cluster_left):
     try:
         queue = f"nb{uuid.uuid4().hex[:8]}"  # a queue no container worker serves: only our threads run it
         c = nq.local(workers=2, nats_url=url, queues=queue, scheduler=False)
-        _run_jobs_in_kernel_threads(c, queue)
+        _run_jobs_on_the_cluster_worker(c, queue)
         c.stop()
     finally:
         if container is not None:

@@ -36,7 +36,7 @@ def _pid_alive(pid: int) -> bool:
 
 def test_local_threads_start_submit_rerun_stop(no_cluster_left):
     before = _naq_threads()
-    c = nq.local(workers=2)
+    c = nq.local(workers=2, processes=False)
     assert c.running and c.url.startswith("nats://127.0.0.1:") and c.worker_count == 2
     assert nq.default_client() is c.client
     offset = 10
@@ -45,7 +45,7 @@ def test_local_threads_start_submit_rerun_stop(no_cluster_left):
     assert "workers=2 (threads)" in repr(c) and c.url in c._repr_html_()
 
     threads = _naq_threads()
-    again = nq.local(workers=2)
+    again = nq.local(workers=2, processes=False)
     assert again is c and _naq_threads() == threads  # no second server, no thread leak
 
     pid = c.server.proc.pid
@@ -72,8 +72,26 @@ def test_local_scheduler_runs_delayed_jobs(no_cluster_left):
     assert nq.job(job.job_id).result(timeout=30) == 21
 
 
+def test_local_runs_its_worker_out_of_the_kernel_by_default(no_cluster_left):
+    # Process execution: one `naq worker -c 2` process, so its loop never holds the kernel's GIL.
+    c = nq.local(workers=2, scheduler=False)
+    assert c.processes and c.worker_count == 2 and len(c.log_paths) == 1 and "workers=2 (processes)" in repr(c)
+    assert not any(t.startswith("naq-local-worker") for t in _naq_threads())
+    futs = nq.map(jobs.slow_pid, [0.5, 0.5])  # both at once: the one process has two slots
+    pids = [f.result(timeout=60) for f in futs]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert nq.local(workers=2, scheduler=False, processes=True) is c  # the same arguments, resolved
+    proc = c._procs[0].proc
+    c.stop()
+    assert proc.poll() is not None
+    # Thread execution shares the kernel's memory: the worker stays in a kernel thread.
+    with nq.LocalCluster(workers=1, scheduler=False, execution="threads") as t:
+        assert not t.processes and t.log_paths == [] and "naq-local-worker" in _naq_threads()
+
+
 def test_local_processes(no_cluster_left):
-    with nq.LocalCluster(workers=2, processes=True, scheduler=False) as c:
+    # Thread execution in processes: one `naq worker -c 1` per slot, for CPU-bound work.
+    with nq.LocalCluster(workers=2, processes=True, scheduler=False, execution="threads") as c:
         assert c.worker_count == 2 and len(c.log_paths) == 2
         session.set_default_client(c.client)
         base = 3
@@ -138,3 +156,20 @@ def test_in_a_jupyter_kernel():
     out = [[(o.get("data") or {}).get("text/plain", o.get("text")) for o in c.outputs] for c in nb.cells]
     assert "naq job __main__.<lambda>" in out[1][0] and out[2] == ["9"]  # the live display's text form
     assert out[3] == ["[1, 2, 3, 4, 5]"] and out[4] == ["(6, ['succeeded'])"] and out[5] == ["False"]
+
+
+def test_a_module_added_to_sys_path_after_the_start_fails_with_a_hint(tmp_path, monkeypatch, no_cluster_left):
+    # The worker process keeps the sys.path it started with; the kernel's later additions don't reach it.
+    early, late = tmp_path / "early", tmp_path / "late"
+    for d, name in ((early, "naq_early_mod"), (late, "naq_late_mod")):
+        d.mkdir()
+        (d / f"{name}.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(early))
+    nq.local(workers=1, scheduler=False, store_dir=None)
+    monkeypatch.syspath_prepend(str(late))
+    import naq_early_mod
+    import naq_late_mod
+
+    assert nq.submit(naq_early_mod.triple, 2).result(timeout=60) == 6
+    with pytest.raises(Exception, match=r"No module named 'naq_late_mod'.*PYTHONPATH"):
+        nq.submit(naq_late_mod.triple, 2).result(timeout=60)
