@@ -132,6 +132,61 @@ async def _status_final(broker: "Broker", job_id: str) -> bool:
         return True
 
 
+class _ReadBacks:
+    """One wait's reads of the bucket: its ``found`` future, the rechecks it scheduled, and the
+    push (if any) it takes. :meth:`close` cancels what is left."""
+
+    def __init__(self, broker: "Broker", job_id: str, pushed: "asyncio.Future[bytes] | None") -> None:
+        self.broker, self.job_id, self.pushed = broker, job_id, pushed
+        self.loop = asyncio.get_running_loop()
+        self.found: asyncio.Future = self.loop.create_future()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._checks: set[asyncio.Task] = set()
+        self._lag_until: float | None = None
+        if pushed is not None:
+            pushed.add_done_callback(self._take_push)
+        broker.on_reconnect(self.recheck)
+
+    async def read(self) -> ResultRecord | None:
+        """The stored result, once the job's status record is final too (or after the lag)."""
+        broker, job_id = self.broker, self.job_id
+        rec, final = await asyncio.gather(get_result(broker, job_id), _status_final(broker, job_id))
+        if rec is None or final:
+            return rec
+        if self._lag_until is None:
+            self._lag_until = self.loop.time() + _STATUS_LAG
+        return rec if self.loop.time() >= self._lag_until else None
+
+    async def recheck(self) -> None:
+        rec = await self.read()
+        if rec is not None and not self.found.done():
+            self.found.set_result(rec)
+
+    def spawn_recheck(self) -> None:
+        task = asyncio.ensure_future(self.recheck())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    def recheck_later(self) -> None:
+        self._timers += [self.loop.call_later(d, self.spawn_recheck) for d in _RECHECKS]
+
+    def _take_push(self, fut: "asyncio.Future[bytes]") -> None:
+        if fut.cancelled() or self.found.done():
+            return
+        rec = _pushed_record(self.broker, self.job_id, fut.result())
+        if rec is not None:
+            self.found.set_result(rec)
+
+    def close(self) -> None:
+        if self.pushed is not None:
+            self.pushed.remove_done_callback(self._take_push)
+        self.broker.off_reconnect(self.recheck)
+        for t in self._timers:
+            t.cancel()
+        for task in list(self._checks):
+            task.cancel()
+
+
 async def _wait_pushed(
     broker: "Broker", job_id: str, sub: Any, timeout: float | None, pushed: "asyncio.Future[bytes] | None"
 ) -> ResultRecord:
@@ -141,45 +196,12 @@ async def _wait_pushed(
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
     once too."""
-    loop = asyncio.get_running_loop()
+    reads = _ReadBacks(broker, job_id, pushed)
+    loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
-    found: asyncio.Future = loop.create_future()
-    timers: list[asyncio.TimerHandle] = []
-    checks: set[asyncio.Task] = set()
-    lag_until: float | None = None
-
-    async def read_back() -> ResultRecord | None:
-        nonlocal lag_until
-        rec, final = await asyncio.gather(get_result(broker, job_id), _status_final(broker, job_id))
-        if rec is None or final:
-            return rec
-        if lag_until is None:
-            lag_until = loop.time() + _STATUS_LAG
-        return rec if loop.time() >= lag_until else None
-
-    async def recheck() -> None:
-        rec = await read_back()
-        if rec is not None and not found.done():
-            found.set_result(rec)
-
-    def spawn_recheck() -> None:
-        task = asyncio.ensure_future(recheck())
-        checks.add(task)
-        task.add_done_callback(checks.discard)
-
-    def take_push(fut: "asyncio.Future[bytes]") -> None:
-        if fut.cancelled() or found.done():
-            return
-        rec = _pushed_record(broker, job_id, fut.result())
-        if rec is not None:
-            found.set_result(rec)
-
-    if pushed is not None:
-        pushed.add_done_callback(take_push)
-    broker.on_reconnect(recheck)
     nxt: asyncio.Future | None = None
-    reads = iter(_SAFETY_READS)
-    next_read = loop.time() + next(reads)
+    pauses = iter(_SAFETY_READS)
+    next_read = loop.time() + next(pauses)
     try:
         while True:
             now = loop.time()
@@ -188,31 +210,27 @@ async def _wait_pushed(
             if nxt is None or nxt.done():
                 nxt = asyncio.ensure_future(sub.next_msg(timeout=None))
             wait = next_read - now if deadline is None else min(deadline, next_read) - now
-            done, _ = await asyncio.wait({nxt, found}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
-            if found in done:
-                return found.result()
+            done, _ = await asyncio.wait(
+                {nxt, reads.found}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED
+            )
+            if reads.found in done:
+                return reads.found.result()
             if not done:
                 if loop.time() >= next_read:
                     # A put routed before our subscription existed but stored after our read
                     # never wakes us: read again now and then (rarely), as a safety net.
-                    spawn_recheck()
-                    next_read = loop.time() + next(reads, _SAFETY_READS[-1])
+                    reads.spawn_recheck()
+                    next_read = loop.time() + next(pauses, _SAFETY_READS[-1])
                 continue
             msg = nxt.result()
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
-            rec = await read_back()
+            rec = await reads.read()
             if rec is not None:
                 return rec
-            timers += [loop.call_later(d, spawn_recheck) for d in _RECHECKS]
+            reads.recheck_later()
     finally:
-        if pushed is not None:
-            pushed.remove_done_callback(take_push)
-        broker.off_reconnect(recheck)
-        for t in timers:
-            t.cancel()
-        for task in list(checks):
-            task.cancel()
+        reads.close()
         if nxt is not None and not nxt.done():
             nxt.cancel()
