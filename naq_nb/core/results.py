@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
+
+import nats.errors
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
@@ -78,11 +81,12 @@ async def wait_for_result(
         if rec is not None:
             return await blobs.load_result(broker, rec)
     await broker.ensure_layout()
+    once = timeout is not None and timeout <= 0
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
-    if rec is not None:
+    if rec is not None and (once or await _settled(broker, job_id, rec)):
         return await blobs.load_result(broker, rec)
-    if timeout is not None and timeout <= 0:
+    if once:
         if not await _job_exists(broker, job_id):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         raise JobNotFinishedError(f"job {job_id} has not finished yet")
@@ -91,11 +95,12 @@ async def wait_for_result(
         # Read again once subscribed: a result stored before this read is seen here, one stored
         # after it wakes the subscription; none is missed. The existence check rides along.
         rec, exists = await asyncio.gather(get_result(broker, job_id), _job_exists(broker, job_id))
-        if rec is not None:
+        if rec is not None and await _settled(broker, job_id, rec):
             return await blobs.load_result(broker, rec)
         if not exists:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
-        return await blobs.load_result(broker, await _wait_pushed(broker, job_id, sub, timeout, pushed))
+        found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
+        return await blobs.load_result(broker, found)
     finally:
         await sub.unsubscribe()
 
@@ -120,16 +125,30 @@ _SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
 # A result read back while the job's status record still says it runs: the worker's status write
 # (another stream) is still in flight. Waited for this long at most, then the result is returned.
 _STATUS_LAG = 1.0
+# A result that finished longer ago than this (by its record) has its status stored: not checked.
+_FRESH = 5.0
 
 
 async def _status_final(broker: "Broker", job_id: str) -> bool:
     """False while the job's status record says it has not ended (missing or unreadable: True)."""
-    kv = await broker.kv(broker.layout.status_bucket)
     try:
+        kv = await broker.kv(broker.layout.status_bucket)
         entry = await kv.get(job_id)
         return not entry.value or decode_status(entry.value).get("status") in TERMINAL_VALUES
     except (KeyNotFoundError, SerializationError, AttributeError):
         return True
+    except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:  # the result itself was read
+        log.debug("job %s: status not read with its result (%s); returning the result", job_id, exc)
+        return True
+
+
+async def _settled(broker: "Broker", job_id: str, rec: ResultRecord) -> bool:
+    """False for a result read in the gap between the worker's two writes (its status still says the
+    job runs); only a result finished within :data:`_FRESH` seconds is checked."""
+    finished = rec.meta.get("finished_at")
+    if isinstance(finished, (int, float)) and time.time() - finished > _FRESH:
+        return True
+    return await _status_final(broker, job_id)
 
 
 class _ReadBacks:
@@ -143,6 +162,7 @@ class _ReadBacks:
         self._timers: list[asyncio.TimerHandle] = []
         self._checks: set[asyncio.Task] = set()
         self._lag_until: float | None = None
+        self.held: ResultRecord | None = None  # stored, its status not final yet: returned at the deadline
         if pushed is not None:
             pushed.add_done_callback(self._take_push)
         broker.on_reconnect(self.recheck)
@@ -153,12 +173,17 @@ class _ReadBacks:
         rec, final = await asyncio.gather(get_result(broker, job_id), _status_final(broker, job_id))
         if rec is None or final:
             return rec
+        self.held = rec
         if self._lag_until is None:
             self._lag_until = self.loop.time() + _STATUS_LAG
         return rec if self.loop.time() >= self._lag_until else None
 
     async def recheck(self) -> None:
-        rec = await self.read()
+        try:
+            rec = await self.read()
+        except (asyncio.TimeoutError, nats.errors.Error, OSError, SerializationError) as exc:
+            log.debug("job %s: a recheck of the result failed (%s); the wait goes on", self.job_id, exc)
+            return
         if rec is not None and not self.found.done():
             self.found.set_result(rec)
 
@@ -188,15 +213,22 @@ class _ReadBacks:
 
 
 async def _wait_pushed(
-    broker: "Broker", job_id: str, sub: Any, timeout: float | None, pushed: "asyncio.Future[bytes] | None"
+    broker: "Broker",
+    job_id: str,
+    sub: Any,
+    timeout: float | None,
+    pushed: "asyncio.Future[bytes] | None",
+    *,
+    held: ResultRecord | None = None,
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. The put reaches
     ``sub`` as the worker sends it, before its status write is stored: a result read back then is
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
-    once too."""
+    once too. ``held``: a result read before, whose status was not final yet."""
     reads = _ReadBacks(broker, job_id, pushed)
+    reads.held = held  # read already, its status not final yet
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
     nxt: asyncio.Future | None = None
@@ -206,6 +238,8 @@ async def _wait_pushed(
         while True:
             now = loop.time()
             if deadline is not None and now >= deadline:
+                if reads.held is not None:  # stored; only its status write lags
+                    return reads.held
                 raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
             if nxt is None or nxt.done():
                 nxt = asyncio.ensure_future(sub.next_msg(timeout=None))

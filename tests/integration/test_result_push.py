@@ -119,25 +119,74 @@ async def test_the_status_read_right_after_a_result_is_the_final_one(client, sta
     assert not stale, f"status read after the result was not final: {stale[:5]}"
 
 
+async def _result_put_before_status(client, broker, timeout=30):
+    """A waiting read, then the job's result stored by hand while its status still says queued (no
+    worker): what a waiting read sees between a worker's result write and its status write."""
+    import asyncio
 
-async def test_a_result_stored_before_its_status_waits_for_the_status(client, broker):
-    # A waiting read hears the result put as it is sent, before the worker's status write (another
-    # stream) is stored. Played by hand, no worker: the result is stored, the status still says queued.
+    from naq_nb.core import results
+
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+    lay = broker.layout
+    sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job.job_id))  # as wait_for_result's
+    waiting = asyncio.ensure_future(results._wait_pushed(broker, job.job_id, sub, timeout, None))
+    record = encode_result(get_serializer("pickle"), 5, result_ttl=None)
+    await broker.js.publish(lay.kv_subject(lay.results_bucket, job.job_id), record)
+    return job, sub, waiting
+
+
+async def test_a_result_stored_before_its_status_waits_for_the_status(client, broker, monkeypatch):
     import asyncio
     import time
 
     from naq_nb.core import results
     from naq_nb.core.status import JobStatus, encode_status
 
+    monkeypatch.setattr(results, "_STATUS_LAG", 60.0)  # only the status can end this wait
+    job, sub, waiting = await _result_put_before_status(client, broker)
+    done, _ = await asyncio.wait({waiting}, timeout=0.5)
+    assert not done, "the result came back while the status still said queued"
+    status = dict(await client.status(job.job_id), status=JobStatus.SUCCEEDED.value, finished_at=time.time())
+    lay = broker.layout
+    await broker.js.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(status))
+    assert (await asyncio.wait_for(waiting, 10)).unwrap() == 5
+    await sub.unsubscribe()
+
+
+async def test_a_status_that_never_ends_delays_the_result_only_so_long(client, broker, monkeypatch):
+    import asyncio
+
+    from naq_nb.core import results
+
+    monkeypatch.setattr(results, "_STATUS_LAG", 0.2)
+    job, sub, waiting = await _result_put_before_status(client, broker)
+    assert (await asyncio.wait_for(waiting, 10)).unwrap() == 5  # after the lag: the stored result
+    assert (await client.status(job.job_id))["status"] == "queued"
+    await sub.unsubscribe()
+    # A deadline before the lag ends returns the stored result too, not "not finished".
+    monkeypatch.setattr(results, "_STATUS_LAG", 60.0)
+    job, sub, waiting = await _result_put_before_status(client, broker, timeout=1.0)
+    assert (await asyncio.wait_for(waiting, 10)).unwrap() == 5
+    await sub.unsubscribe()
+
+
+async def test_a_read_in_the_gap_between_the_two_writes_waits_for_the_status(client, broker, monkeypatch):
+    # The result is stored before the read starts (the read's first get finds it), the status not yet.
+    import asyncio
+    import time
+
+    from naq_nb.core import results
+    from naq_nb.core.status import JobStatus, encode_status
+
+    monkeypatch.setattr(results, "_STATUS_LAG", 60.0)
     job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
     lay = broker.layout
-    sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job.job_id))  # as wait_for_result's
-    waiting = asyncio.ensure_future(results._wait_pushed(broker, job.job_id, sub, 30, None))
     record = encode_result(get_serializer("pickle"), 5, result_ttl=None)
     await broker.js.publish(lay.kv_subject(lay.results_bucket, job.job_id), record)
-    done, _ = await asyncio.wait({waiting}, timeout=results._STATUS_LAG / 2)
+    waiting = asyncio.ensure_future(results.wait_for_result(broker, job.job_id, 30))
+    done, _ = await asyncio.wait({waiting}, timeout=0.5)
     assert not done, "the result came back while the status still said queued"
     status = dict(await client.status(job.job_id), status=JobStatus.SUCCEEDED.value, finished_at=time.time())
     await broker.js.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(status))
     assert (await asyncio.wait_for(waiting, 10)).unwrap() == 5
-    await sub.unsubscribe()
+    assert (await results.wait_for_result(broker, job.job_id, 0)).unwrap() == 5  # a check-once read: at once
