@@ -46,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where sync job code runs: 'processes' (default; child processes, hard timeouts and "
         "cancels, a crashing job can't end the worker) or 'threads' (no hard timeout or cancel)",
     )
+    p.add_argument(
+        "--no-echo",
+        dest="echo",
+        action="store_false",
+        help="don't copy what jobs print to this process's output (it stays in each job's record)",
+    )
     p.set_defaults(func=_worker)
 
     s = sub.add_parser("server", help="run an embedded nats-server with JetStream in the foreground")
@@ -77,7 +83,7 @@ def _worker(args: argparse.Namespace) -> int:
         name=args.name,
         grace_period=args.grace_period,
         execution=args.execution,
-        echo_output=True,
+        echo_output=args.echo,
     )
 
     async def _run() -> None:

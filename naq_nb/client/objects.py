@@ -73,7 +73,8 @@ get_object = blocking(get_object_async)
 
 
 async def delete_object_async(ref: ObjectRef, *, client: Client | None = None) -> None:
-    """Delete the stored value now (jobs still holding ``ref`` then fail with a clear error)."""
+    """Delete the stored value now. Jobs still holding ``ref`` then fail with a clear error, except on
+    a worker that fetched it before and keeps its copy (same name, same bytes) for a while."""
     await run_async(_delete(_client(client), _check_ref(ref, "delete_object")))
 
 

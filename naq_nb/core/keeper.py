@@ -5,7 +5,7 @@ as the child: on Linux the parent-death signal is tied to the thread that
 forked, so the child gets SIGTERM when that thread (or the whole parent, even
 on SIGKILL) goes. The child gets its own process group, so a Ctrl-C in a
 terminal or a kernel interrupt reaches the parent only, which stops it itself.
-Used by the embedded ``nats-server`` and by ``nq.local(processes=True)`` workers.
+Used by the embedded ``nats-server`` and by ``nq.local()``'s worker processes.
 """
 
 from __future__ import annotations

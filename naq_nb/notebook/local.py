@@ -21,7 +21,7 @@ processes write to log files under the server's store directory
 (``cluster.log_paths``), never into the notebook.
 
 and, unless ``scheduler=False``, a :class:`~naq_nb.core.scheduler.Scheduler` in
-a thread like the worker. The cluster becomes the session's default client.
+a daemon thread of the kernel. The cluster becomes the session's default client.
 
 The server can come from elsewhere: ``nats_url=`` runs the workers and scheduler
 against an existing server (a container, a cluster) and starts none;
@@ -90,6 +90,14 @@ def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any) -> None
 def _worker_processes(processes: bool | None, execution: str) -> bool:
     """Where the workers' event loop runs: a worker process unless the jobs share the kernel's memory."""
     return execution == "processes" if processes is None else processes
+
+
+def _fresh_log(path: Path) -> Path:
+    """An empty log file only this user can read; the previous session's is kept as ``<name>.1``."""
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".1"))
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    return path
 
 
 def _norm_store(store_dir: Any) -> str | None:
@@ -302,8 +310,9 @@ class LocalCluster:
                 "5",
                 "--execution",
                 self.execution,
+                "--no-echo",  # what jobs print stays in their records, not in an ever-growing log file
             ]
-            proc = KeptProcess(argv, log_dir / f"worker-{i}.log", name=f"naq-local-proc-{i}", env=env)
+            proc = KeptProcess(argv, _fresh_log(log_dir / f"worker-{i}.log"), name=f"naq-local-proc-{i}", env=env)
             self._procs.append(proc.start())
         run_sync(self._wait_for_workers({p.pid for p in self._procs}, timeout))
 

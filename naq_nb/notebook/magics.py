@@ -29,7 +29,7 @@ USAGE = """\
 %naq workers                live workers (a DataFrame)
 %naq cancel JOB_ID          cancel a job
 %naq result JOB_ID [SECS]   wait for a job's result and return it
-%naq local start [N]        start a local server + N thread workers (default 4)
+%naq local start [N]        start a local server + a worker with N slots (default 4)
 %naq local stop             stop it
 %%naq submit                run the cell on a worker; the names it assigns come back"""
 

@@ -173,3 +173,18 @@ def test_a_module_added_to_sys_path_after_the_start_fails_with_a_hint(tmp_path, 
     assert nq.submit(naq_early_mod.triple, 2).result(timeout=60) == 6
     with pytest.raises(Exception, match=r"No module named 'naq_late_mod'.*PYTHONPATH"):
         nq.submit(naq_late_mod.triple, 2).result(timeout=60)
+
+
+def test_worker_process_log_is_private_fresh_and_free_of_job_output(tmp_path, no_cluster_left):
+    store = tmp_path / "store"
+    with nq.LocalCluster(workers=1, scheduler=False, store_dir=store) as c:
+        fut = nq.submit(jobs.print_lines, 3)
+        fut.result(timeout=60)
+        (log,) = c.log_paths
+        assert "echo line 1" in fut.logs  # the job's output is in its record ...
+    assert "echo line" not in log.read_text()  # ... not copied into the worker's log file
+    assert log.stat().st_mode & 0o077 == 0
+    log.write_text("the first session's log\n")
+    with nq.LocalCluster(workers=1, scheduler=False, store_dir=store) as c:
+        assert c.log_paths == [log] and "first session" not in log.read_text()
+        assert log.with_name(log.name + ".1").read_text() == "the first session's log\n"
