@@ -51,13 +51,17 @@ def decode_result(s: "Settings", job_id: str, data: bytes) -> ResultRecord:
     return ResultRecord.decode(data, job_id, s.signing_keys, accept_pickle=s.serializer == "pickle")
 
 
-async def _job_exists(broker: "Broker", job_id: str) -> bool:
+async def _status_of(broker: "Broker", job_id: str) -> str | None:
+    """The job's status ("" when its record is empty or unreadable); None when it has no record."""
     kv = await broker.kv(broker.layout.status_bucket)
     try:
-        await kv.get(job_id)
-        return True
+        entry = await kv.get(job_id)
     except KeyNotFoundError:
-        return False
+        return None
+    try:
+        return str(decode_status(entry.value).get("status") or "") if entry.value else ""
+    except (SerializationError, AttributeError):
+        return ""
 
 
 async def wait_for_result(
@@ -84,20 +88,20 @@ async def wait_for_result(
     once = timeout is not None and timeout <= 0
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
-    if rec is not None and (once or await _settled(broker, job_id, rec)):
+    if rec is not None and (once or _long_done(rec) or _ended(await _status_or_unknown(broker, job_id))):
         return await blobs.load_result(broker, rec)
     if once:
-        if not await _job_exists(broker, job_id):
+        if await _status_of(broker, job_id) is None:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         raise JobNotFinishedError(f"job {job_id} has not finished yet")
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
     try:
         # Read again once subscribed: a result stored before this read is seen here, one stored
-        # after it wakes the subscription; none is missed. The existence check rides along.
-        rec, exists = await asyncio.gather(get_result(broker, job_id), _job_exists(broker, job_id))
-        if rec is not None and await _settled(broker, job_id, rec):
+        # after it wakes the subscription; none is missed. The status read (exists? ended?) rides along.
+        rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
+        if rec is not None and (_long_done(rec) or _ended(status)):
             return await blobs.load_result(broker, rec)
-        if not exists:
+        if status is None:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
         return await blobs.load_result(broker, found)
@@ -129,40 +133,41 @@ _STATUS_LAG = 1.0
 _FRESH = 5.0
 
 
-async def _status_final(broker: "Broker", job_id: str) -> bool:
-    """False while the job's status record says it has not ended (missing or unreadable: True)."""
+async def _status_or_unknown(broker: "Broker", job_id: str) -> str | None:
+    """:func:`_status_of`, or "" (unknown) when the read fails: the result beside it was read."""
     try:
-        kv = await broker.kv(broker.layout.status_bucket)
-        entry = await kv.get(job_id)
-        return not entry.value or decode_status(entry.value).get("status") in TERMINAL_VALUES
-    except (KeyNotFoundError, SerializationError, AttributeError):
-        return True
-    except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:  # the result itself was read
+        return await _status_of(broker, job_id)
+    except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
         log.debug("job %s: status not read with its result (%s); returning the result", job_id, exc)
-        return True
+        return ""
 
 
-async def _settled(broker: "Broker", job_id: str, rec: ResultRecord) -> bool:
-    """False for a result read in the gap between the worker's two writes (its status still says the
-    job runs); only a result finished within :data:`_FRESH` seconds is checked."""
+def _ended(status: str | None) -> bool:
+    """A result read back may be returned beside this status: ended, or none / unknown. Not while it
+    still says the job runs (read in the gap between the worker's result write and its status write)."""
+    return not status or status in TERMINAL_VALUES
+
+
+def _long_done(rec: ResultRecord) -> bool:
+    """Finished over :data:`_FRESH` seconds ago (by its record): its status write is stored by now."""
     finished = rec.meta.get("finished_at")
-    if isinstance(finished, (int, float)) and time.time() - finished > _FRESH:
-        return True
-    return await _status_final(broker, job_id)
+    return isinstance(finished, (int, float)) and time.time() - finished > _FRESH
 
 
 class _ReadBacks:
     """One wait's reads of the bucket: its ``found`` future, the rechecks it scheduled, and the
     push (if any) it takes. :meth:`close` cancels what is left."""
 
-    def __init__(self, broker: "Broker", job_id: str, pushed: "asyncio.Future[bytes] | None") -> None:
+    def __init__(
+        self, broker: "Broker", job_id: str, pushed: "asyncio.Future[bytes] | None", held: ResultRecord | None
+    ) -> None:
         self.broker, self.job_id, self.pushed = broker, job_id, pushed
         self.loop = asyncio.get_running_loop()
         self.found: asyncio.Future = self.loop.create_future()
         self._timers: list[asyncio.TimerHandle] = []
         self._checks: set[asyncio.Task] = set()
         self._lag_until: float | None = None
-        self.held: ResultRecord | None = None  # stored, its status not final yet: returned at the deadline
+        self.held = held  # stored, its status not final yet: returned at the deadline
         if pushed is not None:
             pushed.add_done_callback(self._take_push)
         broker.on_reconnect(self.recheck)
@@ -170,8 +175,8 @@ class _ReadBacks:
     async def read(self) -> ResultRecord | None:
         """The stored result, once the job's status record is final too (or after the lag)."""
         broker, job_id = self.broker, self.job_id
-        rec, final = await asyncio.gather(get_result(broker, job_id), _status_final(broker, job_id))
-        if rec is None or final:
+        rec, status = await asyncio.gather(get_result(broker, job_id), _status_or_unknown(broker, job_id))
+        if rec is None or _ended(status):
             return rec
         self.held = rec
         if self._lag_until is None:
@@ -227,8 +232,7 @@ async def _wait_pushed(
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
     once too. ``held``: a result read before, whose status was not final yet."""
-    reads = _ReadBacks(broker, job_id, pushed)
-    reads.held = held  # read already, its status not final yet
+    reads = _ReadBacks(broker, job_id, pushed, held)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
     nxt: asyncio.Future | None = None
