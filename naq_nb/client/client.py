@@ -188,6 +188,7 @@ class Client:
         batch does not (a sweep's results come through its watch, and unread pushes would pile up)."""
         if push and len(jobs) == 1 and self._inbox.open:
             jobs[0].reply = self._inbox.token
+            self._inbox.expect(jobs[0].job_id)
 
     def _hand_over(self, jobs: list[Job], push: bool) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
@@ -291,9 +292,10 @@ class Client:
     async def _result_record(self, job_id: str, timeout: float | None) -> ResultRecord:
         await self._stores.settled(job_id)
         b = await self.broker_here()
+        expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
-            return await wait_for_result(b, job_id, timeout, pushed=pushed)
+            return await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected)
         finally:
             self._inbox.forget(job_id, pushed)
 

@@ -11,7 +11,10 @@ read already waiting for it. The bucket stays the truth:
   the record was evicted, or another process enqueued the job);
 * what is kept is bounded (:data:`MAX_RECORDS`, :data:`MAX_BYTES`), oldest out
   first, and each record is handed out once (a second read reads the bucket);
-* a pushed record is checked like a read one (its seal, when signing is on).
+* a pushed record is checked like a read one (its seal, when signing is on);
+* a read of a job marked here and not pushed yet (:meth:`ResultInbox.expects`)
+  waits for the push instead of reading the bucket while the job runs; a put
+  on the result key that no push follows soon makes it read after all.
 
 Thread-safe: pushes arrive on the background loop; reads wait on any loop.
 """
@@ -46,6 +49,7 @@ class ResultInbox:
         self._records: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._expected: OrderedDict[str, None] = OrderedDict()  # marked with our token, not pushed yet
         self._subscribed_on: "Broker | None" = None
 
     @property
@@ -64,9 +68,22 @@ class ResultInbox:
     async def _on_msg(self, msg: Any) -> None:
         self.deliver(msg.subject.rsplit(".", 1)[-1], msg.data)
 
+    def expect(self, job_id: str) -> None:
+        """``job_id`` is marked with :attr:`token`: its worker will push its result here."""
+        with self._lock:
+            self._expected[job_id] = None
+            while len(self._expected) > self.max_records:
+                self._expected.popitem(last=False)
+
+    def expects(self, job_id: str) -> bool:
+        """Marked here and neither pushed nor read yet: a read may wait for the push."""
+        with self._lock:
+            return job_id in self._expected
+
     def deliver(self, job_id: str, data: bytes) -> None:
         """A pushed record: to the reads waiting for it, else kept for the next one."""
         with self._lock:
+            self._expected.pop(job_id, None)
             waiters = self._waiters.pop(job_id, None)
             if not waiters:
                 self._keep(job_id, data)
@@ -109,7 +126,9 @@ class ResultInbox:
         return fut
 
     def forget(self, job_id: str, fut: "asyncio.Future[bytes]") -> None:
+        """A read of ``job_id`` is over: drop its wait, and the push expected (a next read reads)."""
         with self._lock:
+            self._expected.pop(job_id, None)
             waiters = self._waiters.get(job_id)
             if waiters and fut in waiters:
                 waiters.remove(fut)

@@ -27,9 +27,12 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .settings import Settings
 
-__all__ = ["wait_for_result", "get_result", "decode_result"]
+__all__ = ["wait_for_result", "get_result", "decode_result", "PUSH_LIMIT"]
 
 log = logging.getLogger("naq_nb.client")
+
+#: Result records up to this size are pushed by the worker to the client that enqueued the job.
+PUSH_LIMIT = 64 * 1024
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
@@ -65,12 +68,19 @@ async def _status_of(broker: "Broker", job_id: str) -> str | None:
 
 
 async def wait_for_result(
-    broker: "Broker", job_id: str, timeout: float | None = None, *, pushed: "asyncio.Future[bytes] | None" = None
+    broker: "Broker",
+    job_id: str,
+    timeout: float | None = None,
+    *,
+    pushed: "asyncio.Future[bytes] | None" = None,
+    push_expected: bool = False,
 ) -> ResultRecord:
     """Wait until the job's result exists; ``timeout=0`` checks once, ``None`` waits forever.
 
     ``pushed``, if given, resolves with the stored record a worker pushed to the caller
     (:meth:`Layout.reply_subject`); it is checked like a read one and spares the read.
+    ``push_expected``: the caller stored this job marked for that push and has not had it
+    yet, so the bucket is not read while the job runs (see :func:`_wait_pushed`).
     Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
     when the job is known but not finished in time.
     """
@@ -86,6 +96,15 @@ async def wait_for_result(
             return await blobs.load_result(broker, rec)
     await broker.ensure_layout()
     once = timeout is not None and timeout <= 0
+    if push_expected and pushed is not None and not once:
+        sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
+        try:
+            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, trust=True)
+        except JobNotFinishedError:  # nothing came in time (a push lost on a reconnect?): the bucket decides
+            return await wait_for_result(broker, job_id, 0)
+        finally:
+            await sub.unsubscribe()
+        return await blobs.load_result(broker, found)
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
     if rec is not None and (once or _long_done(rec) or _ended(await _status_or_unknown(broker, job_id))):
@@ -124,6 +143,9 @@ def _pushed_record(broker: "Broker", job_id: str, data: bytes) -> ResultRecord |
 # After a push whose record is not (yet) readable: the stream may not have stored it yet, or it
 # refused it (a create-only result write after a result exists, a forged publish). Look again later.
 _RECHECKS = (0.05, 0.25, 1.0, 3.0)
+# After a put on the result key of a job whose push is expected: reads if the push does not come
+# (it follows the status write, which a loaded server may take a while to store).
+_PUSH_GRACE = (0.25, 1.0, 3.0)
 # Reads while nothing was pushed (seconds after the previous one; the last repeats).
 _SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
 # A result read back while the job's status record still says it runs: the worker's status write
@@ -197,8 +219,8 @@ class _ReadBacks:
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 
-    def recheck_later(self) -> None:
-        self._timers += [self.loop.call_later(d, self.spawn_recheck) for d in _RECHECKS]
+    def recheck_later(self, delays: tuple[float, ...] | None = None) -> None:
+        self._timers += [self.loop.call_later(d, self.spawn_recheck) for d in delays or _RECHECKS]
 
     def _take_push(self, fut: "asyncio.Future[bytes]") -> None:
         if fut.cancelled() or self.found.done():
@@ -225,13 +247,16 @@ async def _wait_pushed(
     pushed: "asyncio.Future[bytes] | None",
     *,
     held: ResultRecord | None = None,
+    trust: bool = False,
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. The put reaches
     ``sub`` as the worker sends it, before its status write is stored: a result read back then is
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
-    once too. ``held``: a result read before, whose status was not final yet."""
+    once too. ``held``: a result read before, whose status was not final yet. ``trust``: the
+    push is expected, so a put small enough to be pushed reads the bucket only if no push follows
+    it soon (a writer that does not push: a dependency's failure, a cancel)."""
     reads = _ReadBacks(broker, job_id, pushed, held)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
@@ -264,6 +289,9 @@ async def _wait_pushed(
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
+            if trust and len(msg.data) <= PUSH_LIMIT:
+                reads.recheck_later(_PUSH_GRACE)
+                continue
             rec = await reads.read()
             if rec is not None:
                 return rec

@@ -3,6 +3,7 @@ finished job needs no round trip, and a push is trusted no more than a read from
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -190,3 +191,80 @@ async def test_a_read_in_the_gap_between_the_two_writes_waits_for_the_status(cli
     await broker.js.publish(lay.kv_subject(lay.status_bucket, job.job_id), encode_status(status))
     assert (await asyncio.wait_for(waiting, 10)).unwrap() == 5
     assert (await results.wait_for_result(broker, job.job_id, 0)).unwrap() == 5  # a check-once read: at once
+
+
+@pytest.fixture
+def no_pushes(monkeypatch):
+    """Workers store results but push none (a push lost on a reconnect, a writer that never pushes)."""
+    from naq_nb.core.runner import JobRunner
+
+    async def _lost(self, token, jid, result):
+        return None
+
+    monkeypatch.setattr(JobRunner, "_push_result", _lost)
+
+
+@pytest.fixture
+def no_safety_reads(monkeypatch):
+    """The wait's slow safety reads come only after a minute: what ends it sooner is the path under test."""
+    from naq_nb.core import results
+
+    monkeypatch.setattr(results, "_SAFETY_READS", (60.0,))
+
+
+async def test_a_waiting_read_of_its_own_job_does_not_read_the_bucket_while_it_runs(client, start_worker, monkeypatch,
+                                                                                    no_safety_reads):
+    # Its worker pushes the result once stored: reading the bucket meanwhile finds nothing.
+    from naq_nb.core import results
+
+    monkeypatch.setattr(results, "_PUSH_GRACE", (60.0,))  # however long the push takes on a busy machine
+    reads = []
+    get_result = results.get_result
+
+    async def counted(broker, job_id):
+        reads.append(job_id)
+        return await get_result(broker, job_id)
+
+    monkeypatch.setattr(results, "get_result", counted)
+    await start_worker()
+    q = Queue("default", client=client)
+    for i in range(5):
+        job = await q.enqueue(jobs.sleep_for, 0.2 + i / 100)
+        assert client._inbox.expects(job.job_id)
+        assert await client.result(job.job_id, 30) == 0.2 + i / 100
+        assert not client._inbox.expects(job.job_id)  # read: a next read asks the bucket
+    assert reads == []
+
+
+async def test_a_result_put_with_no_push_after_it_is_read(client, start_worker, no_pushes, no_safety_reads):
+    # The put on the result key wakes the wait; no push follows, so it reads the bucket soon after.
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.sleep_for, 0.3)
+    assert client._inbox.expects(job.job_id)
+    # Waiting without a deadline (the deadline's own read would answer too): only the wake-up can.
+    assert await asyncio.wait_for(client.result(job.job_id), 20) == 0.3
+
+
+async def test_a_finished_job_whose_push_was_lost_is_read_at_the_deadline(client, start_worker, no_pushes,
+                                                                         no_safety_reads):
+    # Stored before the read began, its push lost: nothing wakes the wait, and its deadline must not
+    # say "not finished" for a job that has finished.
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+
+    async def succeeded() -> bool:
+        return (await client.status(job.job_id))["status"] == "succeeded"
+
+    await eventually(succeeded, 30, "the job succeeded")
+    assert client._inbox.expects(job.job_id)
+    assert await client.result(job.job_id, 0.2) == 5
+
+
+async def test_a_result_too_big_to_push_is_read_at_once(client, start_worker, monkeypatch, no_safety_reads):
+    from naq_nb.core import results
+
+    monkeypatch.setattr(results, "_PUSH_GRACE", (60.0,))  # the grace given to a push never ends this wait
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.big_result, results.PUSH_LIMIT + 1000)
+    assert client._inbox.expects(job.job_id)
+    assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == results.PUSH_LIMIT + 1000

@@ -80,3 +80,19 @@ def test_a_forgotten_wait_is_cancelled_and_a_later_push_is_kept():
         assert box.take("j1") == b"late"
 
     asyncio.run(main())
+
+
+def test_a_push_is_expected_from_the_mark_until_it_comes_or_a_read_ends():
+    async def main() -> None:
+        box = ResultInbox(max_records=2)
+        for jid in ("a", "b", "c"):
+            box.expect(jid)
+        assert not box.expects("a")  # bounded: the oldest marks go first (their reads ask the bucket)
+        assert box.expects("b") and box.expects("c")
+        box.deliver("b", b"rec")
+        assert not box.expects("b")
+        fut = box.wait("c")
+        box.forget("c", fut)  # a read that ended without its push (a deadline): the next one reads
+        assert not box.expects("c")
+
+    asyncio.run(main())
