@@ -38,6 +38,13 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 
+
+def server_has_fast_batches(broker: "Broker") -> bool:
+    """True when the server takes fast-ingest batches (nats-server 2.14+, ``allow_batched``)."""
+    v = broker.nc.connected_server_version
+    return (v.major, v.minor) >= (2, 14)
+
+
 log = logging.getLogger("naq_nb")
 
 
@@ -141,6 +148,7 @@ class Broker:
         self._kv: dict[str, KeyValue] = {}
         #: Buckets whose stream answers direct gets (see :func:`~naq_nb.core.kvscan.read_keys`).
         self.direct_buckets: set[str] = set()
+        self.fast_batches = False  # the jobs stream and the status bucket take fast-ingest batches
         self._ready: asyncio.Future | None = None
         self._consumers: set[str] = set()
         self._ack_sub: Any = None
@@ -257,6 +265,20 @@ class Broker:
             await self._ensure_stream(cfg)
         for name, kw in lay.buckets().items():
             self._kv[name] = await self._ensure_bucket(name, kw)
+        if server_has_fast_batches(self):
+            self.fast_batches = await self._allow_batched(lay.fast_batch_streams())
+
+    async def _allow_batched(self, streams: list[str]) -> bool:  # (fastbatch.py publishes the batches)
+        """Let ``streams`` take fast-ingest batches (editable in place); False if one cannot."""
+        for name in streams:
+            try:
+                cfg = (await self.js.stream_info(name)).config
+                if not cfg.allow_batched:
+                    await self.js.update_stream(cfg.evolve(allow_batched=True))
+            except nats.js.errors.APIError as exc:  # e.g. no permission to edit streams
+                log.warning("stream %s: cannot allow batched publishes (%s); jobs are sent one by one", name, exc)
+                return False
+        return True
 
     async def _ensure_bucket(self, name: str, kw: dict) -> KeyValue:
         stream = self.layout.kv_stream(name)

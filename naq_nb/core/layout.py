@@ -240,6 +240,10 @@ class Layout:
             max_waiting=512,
         )
 
+    def fast_batch_streams(self) -> list[str]:
+        """Streams ``enqueue_many`` publishes to in fast-ingest batches (``allow_batched``, 2.14+)."""
+        return [self.jobs_stream, self.kv_stream(self.status_bucket)]
+
     def buckets(self) -> dict[str, dict]:
         """Bucket name -> create_key_value keyword arguments."""
         # Direct gets (no JSON/base64 envelope; many keys in one request, server 2.11+) only with one

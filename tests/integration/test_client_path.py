@@ -302,6 +302,7 @@ def test_enqueues_while_the_server_is_killed_are_stored_or_reported(client, own_
 
 # --- enqueue_many's window ----------------------------------------------------------------------
 async def test_enqueue_many_keeps_a_bounded_window_in_flight(broker, monkeypatch):
+    monkeypatch.setattr(broker, "fast_batches", False)  # job by job (a server before 2.14)
     monkeypatch.setattr(core_queue, "ENQUEUE_WINDOW", 50)
     most = 0
     real = broker.publish_async
@@ -315,6 +316,28 @@ async def test_enqueue_many_keeps_a_bounded_window_in_flight(broker, monkeypatch
     assert len(made) == 1000 and all(j.sequence for j in made)
     assert most <= 2 * 50, f"{most} publishes were in flight"
     assert await core_queue.Queue(broker, "many").count() == 1000
+
+
+async def test_enqueue_many_in_fast_batches_runs_a_bounded_way_ahead_of_the_acks(broker, monkeypatch):
+    from naq_nb.core import fastbatch
+
+    if not broker.fast_batches:
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    monkeypatch.setattr(fastbatch, "FLOW", 20)
+    monkeypatch.setattr(core_queue, "FAST_FLOW", 20)
+    ahead = []
+    real = fastbatch.FastBatch.add
+
+    async def counting(self, *a, **kw):
+        ahead.append(self.sent - self.acked)
+        return await real(self, *a, **kw)
+
+    monkeypatch.setattr(fastbatch.FastBatch, "add", counting)
+    made = await core_queue.Queue(broker, "many").enqueue_many([(jobs.add, (i, 1), {}) for i in range(3000)])
+    assert len(ahead) == 2 * 3000, "every job and its record went in the batches"
+    # Paced every FLOW jobs: at most AHEAD windows unacknowledged, plus the FLOW sent since the last check.
+    assert max(ahead) <= 20 * (fastbatch.AHEAD + 1), max(ahead)
+    assert len(made) == 3000 and await core_queue.Queue(broker, "many").count() == 3000
 
 
 def test_cancel_right_after_enqueue_removes_the_queued_message(client):

@@ -16,7 +16,10 @@ from naq_nb.client.client import Client
 from naq_nb.core import queue as core_queue
 from naq_nb.core.broker import Broker
 from naq_nb.core.errors import JobNotFoundError, JobNotStoredError
-from naq_nb.core.queue import get_status
+from naq_nb.core.kvscan import read_keys
+from naq_nb.core.queue import FAST_MIN, get_status
+from naq_nb.core.results import wait_for_result
+from naq_nb.core.status import decode_status
 
 
 async def _limit_jobs_stream(broker: Broker, max_msgs: int) -> None:
@@ -27,7 +30,9 @@ async def _limit_jobs_stream(broker: Broker, max_msgs: int) -> None:
 
 
 async def test_a_batch_the_server_partly_refuses_raises_naming_what_was_not_stored(broker, monkeypatch):
+    # Job by job (a server before 2.14, or a batch under FAST_MIN): each acknowledgement is awaited.
     monkeypatch.setattr(core_queue, "ENQUEUE_WINDOW", 10)
+    monkeypatch.setattr(broker, "fast_batches", False)
     await _limit_jobs_stream(broker, 30)
     q = core_queue.Queue(broker, "full")
     made = [q.make_job(jobs.add, (i, 1)) for i in range(100)]
@@ -68,7 +73,64 @@ async def test_the_handles_of_jobs_not_stored_raise_and_the_next_call_does_not(b
         await client.close()
 
 
-def test_a_server_killed_mid_batch_fails_the_call_and_names_every_job_not_stored(own_nats_server, settings):
+async def _takes_fast_batches(settings) -> bool:
+    b = await Broker.connect(settings=settings)
+    try:
+        await b.ensure_layout()
+        return b.fast_batches
+    finally:
+        await b.close()
+
+
+async def test_a_fast_batch_the_server_partly_refuses_stores_a_prefix_and_names_the_rest(broker):
+    if not broker.fast_batches:
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    await _limit_jobs_stream(broker, 30)
+    q = core_queue.Queue(broker, "full")
+    made = [q.make_job(jobs.add, (i, 1)) for i in range(200)]
+    with pytest.raises(JobNotStoredError, match=r"170 of 200 jobs were not stored .* the 30 before are stored"
+                       ) as caught:
+        await q.enqueue_jobs(made)
+    assert "maximum messages" in str(caught.value), "the server's own reason is named"
+    assert caught.value.not_stored == [j.job_id for j in made[30:]]
+    assert await q.count() == 30
+    assert (await get_status(broker, made[29].job_id))["status"] == "queued"
+    for job in (made[30], made[99], made[199]):  # refused: no "queued" record left behind
+        with pytest.raises(JobNotFoundError):
+            await get_status(broker, job.job_id)
+    await _limit_jobs_stream(broker, -1)
+    more = [q.make_job(jobs.add, (i, 2)) for i in range(FAST_MIN)]
+    await q.enqueue_jobs(more)  # the next batch is taken whole
+    assert await q.count() == 30 + FAST_MIN
+
+
+async def test_a_fast_batch_stores_every_job_and_its_queued_record(broker, start_worker):
+    if not broker.fast_batches:
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    for stream in broker.layout.fast_batch_streams():
+        assert (await broker.js.stream_info(stream)).config.allow_batched
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(core_queue, "FAST_CHUNK", 300)  # several pairs of batches, the last one short
+    try:
+        q = core_queue.Queue(broker, "default")
+        made = await q.enqueue_many([(jobs.add, (i, 1), {}) for i in range(1000)])
+    finally:
+        monkeypatch.undo()
+    assert all(j.sequence is None for j in made), "sent in batches (one by one, each would have a sequence)"
+    records = await read_keys(broker, broker.layout.status_bucket, [j.job_id for j in made])
+    assert len(records) == 1000 and {decode_status(v)["status"] for v in records.values()} == {"queued"}
+    await start_worker(concurrency=8)
+    assert [(await wait_for_result(broker, j.job_id, 60)).unwrap() for j in made[::97]] == [i + 1 for i in range(0, 1000, 97)]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-batches", "job-by-job"])
+def test_a_server_killed_mid_batch_fails_the_call_and_names_every_job_not_stored(own_nats_server, settings, fast,
+                                                                                 monkeypatch):
+    from naq_nb.core import broker as broker_mod
+    if not fast:
+        monkeypatch.setattr(broker_mod, "server_has_fast_batches", lambda b: False)
+    elif not asyncio.run(_takes_fast_batches(settings)):
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
     client = Client(settings=settings.with_(publish_timeout=2.0))
     made = [client.make_job(jobs.add, (i, 0), None, None) for i in range(20_000)]
     outcome: dict = {}
@@ -111,11 +173,15 @@ def test_a_server_killed_mid_batch_fails_the_call_and_names_every_job_not_stored
         assert isinstance(err, JobNotStoredError), outcome
         assert "of 20,000 jobs were not stored" in str(err)
         missing = set(err.not_stored)
-        acked = [j for j in made if j.sequence]
+        if fast:  # a fast batch's flow acks: a prefix of the jobs is stored, no job has its own sequence
+            acked = [j for j in made if j.job_id not in missing]
+            assert acked == made[: len(acked)] and not any(j.sequence for j in made)
+        else:
+            acked = [j for j in made if j.sequence]
+            assert len(acked) + len(missing) == len(made)
+            assert missing.isdisjoint(j.job_id for j in acked)
         # Stored before the kill: acknowledged, or among the last window in flight (named: "may be stored").
         assert missing and len(acked) >= before_kill - core_queue.ENQUEUE_WINDOW
-        assert len(acked) + len(missing) == len(made)
-        assert missing.isdisjoint(j.job_id for j in acked)
         own_nats_server.restart()
         assert asyncio.run(stored()) >= len(acked), "every acknowledged job survived the kill"
     finally:

@@ -1,0 +1,139 @@
+"""Fast-ingest batch publishing (nats-server 2.14+, ``allow_batched``): many messages to one stream,
+each stored as it arrives, acknowledged every :data:`FLOW` messages instead of one by one.
+
+``enqueue_many`` publishes a chunk of jobs as two such batches side by side, on one connection:
+the ``queued`` records to the status bucket's stream and the jobs to the jobs stream, each job's
+record just before the job (as the per-job path does). Receiving one JetStream acknowledgement per
+message is what bounds a Python client; here a chunk costs a few dozen.
+
+The whole protocol lives in the reply subject of each message
+(``<inbox>.<flow>.fail.<batch seq>.<op>.$FI``, the inbox's last token being the batch id); the
+server answers on that inbox with flow acks (``{"type": "ack", "seq": N}``), errors
+(``{"type": "err"|"gap", ...}``: the batch is abandoned there) and one terminal frame: the batch's
+ack (``count`` = messages taken, duplicates included) or ``{"error": ...}``. Nothing is trusted
+beyond what a terminal ack counts: :meth:`FastBatch.result` says how many of the first messages are
+stored, the caller reports the rest as not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .errors import PublishTimeoutError
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["FastBatch", "FLOW", "AHEAD"]
+
+log = logging.getLogger("naq_nb.client")
+
+#: The server acknowledges every this many messages of a batch.
+FLOW = 100
+#: Unacknowledged flow windows a batch may run ahead by before its publisher waits.
+AHEAD = 4
+_START, _ADD, _COMMIT, _END = 0, 1, 2, 3
+
+
+class FastBatch:
+    """One fast-ingest batch to one stream. :meth:`open`, :meth:`add` each message (the last one with
+    ``last=True``), then :meth:`result`; :meth:`close` in a ``finally``."""
+
+    def __init__(self, broker: "Broker", what: str) -> None:
+        self.b, self.what = broker, what
+        self.inbox = broker.nc.new_inbox()
+        self.sent = 0
+        self.acked = 0  # stored through this batch sequence (flow acks)
+        self.problem: str | None = None  # the first err / gap / error frame: the batch ends there
+        self.count: int | None = None  # the terminal ack's count
+        self._before_problem = 0  # messages known stored before the first problem frame
+        self._sub: Any = None
+        self._news = asyncio.Event()
+        self._subject = ""
+
+    async def open(self) -> None:
+        self._sub = await self.b.nc.subscribe(self.inbox + ".>", cb=self._on_frame)
+
+    @property
+    def ended(self) -> bool:
+        """The server has ended the batch (taken whole, or abandoned): send nothing more."""
+        return self.count is not None or self.problem is not None
+
+    async def add(self, subject: str, payload: bytes, headers: dict | None = None, *, last: bool = False) -> None:
+        self.sent += 1
+        op = _COMMIT if last else (_START if self.sent == 1 else _ADD)
+        await self.b.nc.publish(subject, payload, reply=self._reply(self.sent, op), headers=headers)
+        self._subject = subject
+
+    async def end(self) -> None:
+        """End a batch left without its last message (the other one of a pair ended early): an
+        end-of-batch marker, which the server counts and stores as nothing."""
+        if self.sent and not self.ended:
+            await self.b.nc.publish(self._subject, b"", reply=self._reply(self.sent + 1, _END))
+
+    def _reply(self, seq: int, op: int) -> str:
+        return f"{self.inbox}.{FLOW}.fail.{seq}.{op}.$FI"
+
+    async def keep_pace(self) -> None:
+        """Wait while this batch runs more than :data:`AHEAD` flow windows ahead of its acks."""
+        deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
+        while self.sent - self.acked > FLOW * AHEAD and not self.ended:
+            await self._wait(deadline)
+
+    async def result(self) -> int:
+        """How many of the first messages are stored (all of them when the batch was taken whole)."""
+        deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
+        while self.count is None and self.problem is None:
+            await self._wait(deadline)
+        if self.problem is not None:
+            log.warning("%s: the server ended the batch: %s", self.what, self.problem)
+            stored = max(self.acked, self._before_problem)
+            return min(stored, self.count) if self.count is not None else stored
+        return min(self.count or 0, self.sent)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # closed or reconnecting: the subscription goes with it
+                log.debug("%s: cannot unsubscribe: %s", self.what, exc)
+
+    async def _wait(self, deadline: float) -> None:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise PublishTimeoutError(
+                f"{self.what}: {self.sent - self.acked:,} messages not acknowledged within "
+                f"{self.b.publish_timeout:g}s (they may or may not be stored)"
+            )
+        self._news.clear()
+        try:
+            await asyncio.wait_for(self._news.wait(), left)
+        except asyncio.TimeoutError:
+            pass  # raised above on the next turn
+
+    async def _on_frame(self, msg: Any) -> None:
+        try:
+            frame = json.loads(msg.data)
+        except ValueError:
+            frame = {"error": {"description": f"unreadable frame {msg.data[:80]!r}"}}
+        kind = frame.get("type") if isinstance(frame, dict) else "?"
+        if kind == "ack":
+            self.acked = max(self.acked, int(frame.get("seq") or 0))
+        elif kind is not None or not isinstance(frame, dict) or "error" in frame:
+            if self.problem is None:
+                self.problem = json.dumps(frame)[:300]
+                # Messages go in order: those before a refused one ("err", its seq) or before a hole
+                # ("gap", after last_seq) were each stored or had a frame of their own first.
+                if kind == "err":
+                    self._before_problem = int(frame.get("seq") or 1) - 1
+                elif kind == "gap":
+                    self._before_problem = int(frame.get("last_seq") or 0)
+        else:
+            self.count = int(frame.get("count") or 0)
+            if self.count == self.sent:
+                self.acked = self.sent
+        self._news.set()
