@@ -178,10 +178,18 @@ class Client:
         b = await self.broker()
         self._mark_for_push(jobs, push)
         try:
-            return await CoreQueue(b).enqueue_jobs(jobs)
+            await CoreQueue(b).enqueue_jobs(jobs)
         except JobNotStoredError as exc:  # some of a batch: their handles' reads raise it too
             self._stores.reported(exc.not_stored, exc)
             raise
+        except BaseException:
+            for job in jobs:
+                self._inbox.unexpect(job.job_id)
+            raise
+        for job in jobs:
+            if job.duplicate:  # that job (same id, same call) was sent before, without this client's mark
+                self._inbox.unexpect(job.job_id)
+        return jobs
 
     def _mark_for_push(self, jobs: list[Job], push: bool) -> None:
         """A job enqueued on its own gets its result pushed to this client (see :mod:`.inbox`); a
@@ -227,6 +235,7 @@ class Client:
         if exc is None:
             self._stores.stored(job.job_id, fut, job.sequence)
         else:  # every failure goes to the job's handle and to the client's next call
+            self._inbox.unexpect(job.job_id)
             self._stores.failed(
                 job.job_id,
                 fut,
@@ -303,6 +312,7 @@ class Client:
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
         """Cancel a job that has not ended; False if it already had."""
         await self._stores.settled(job_id)  # a job still in flight: its sequence comes with the ack
+        self._inbox.unexpect(job_id)  # a cancel writes its result without a push
         return await cancel_job(await self.broker(), job_id, sequence or self._stores.sequence(job_id))
 
     cancel_sync = blocking(cancel)

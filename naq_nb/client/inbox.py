@@ -75,6 +75,11 @@ class ResultInbox:
             while len(self._expected) > self.max_records:
                 self._expected.popitem(last=False)
 
+    def unexpect(self, job_id: str) -> None:
+        """No push will come for ``job_id`` (its enqueue failed, or it was a duplicate not sent)."""
+        with self._lock:
+            self._expected.pop(job_id, None)
+
     def expects(self, job_id: str) -> bool:
         """Marked here and neither pushed nor read yet: a read may wait for the push."""
         with self._lock:

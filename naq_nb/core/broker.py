@@ -39,6 +39,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_STREAM_EDIT_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *CONNECTION_ERRORS)
+
+
 def server_has_fast_batches(broker: "Broker") -> bool:
     """True when the server takes fast-ingest batches (nats-server 2.14+, ``allow_batched``)."""
     v = broker.nc.connected_server_version
@@ -270,13 +273,17 @@ class Broker:
 
     async def _allow_batched(self, streams: list[str]) -> bool:  # (fastbatch.py publishes the batches)
         """Let ``streams`` take fast-ingest batches (editable in place); False if one cannot."""
+        if "allow_batched" not in getattr(api.StreamConfig, "__dataclass_fields__", {}):
+            return False  # a nats-py before 2.13 does not carry the setting
         for name in streams:
             try:
                 cfg = (await self.js.stream_info(name)).config
                 if not cfg.allow_batched:
-                    await self.js.update_stream(cfg.evolve(allow_batched=True))
-            except nats.js.errors.APIError as exc:  # e.g. no permission to edit streams
+                    cfg = (await self.js.update_stream(cfg.evolve(allow_batched=True))).config
+            except _STREAM_EDIT_ERRORS as exc:  # e.g. no permission to edit streams
                 log.warning("stream %s: cannot allow batched publishes (%s); jobs are sent one by one", name, exc)
+                return False
+            if not cfg.allow_batched:  # a server (or cluster leader) that ignores the setting
                 return False
         return True
 

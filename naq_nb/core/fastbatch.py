@@ -49,7 +49,7 @@ class FastBatch:
         self.acked = 0  # stored through this batch sequence (flow acks)
         self.problem: str | None = None  # the first err / gap / error frame: the batch ends there
         self.count: int | None = None  # the terminal ack's count
-        self._before_problem = 0  # messages known stored before the first problem frame
+        self._closed = False  # the last message (a commit) or an end marker was sent
         self._sub: Any = None
         self._news = asyncio.Event()
         self._subject = ""
@@ -59,7 +59,7 @@ class FastBatch:
 
     @property
     def ended(self) -> bool:
-        """The server has ended the batch (taken whole, or abandoned): send nothing more."""
+        """The server has reported a problem or ended the batch: send nothing more."""
         return self.count is not None or self.problem is not None
 
     async def add(self, subject: str, payload: bytes, headers: dict | None = None, *, last: bool = False) -> None:
@@ -67,11 +67,13 @@ class FastBatch:
         op = _COMMIT if last else (_START if self.sent == 1 else _ADD)
         await self.b.nc.publish(subject, payload, reply=self._reply(self.sent, op), headers=headers)
         self._subject = subject
+        self._closed = last
 
     async def end(self) -> None:
-        """End a batch left without its last message (the other one of a pair ended early): an
-        end-of-batch marker, which the server counts and stores as nothing."""
-        if self.sent and not self.ended:
+        """End a batch whose last message was not sent (it, or the other one of a pair, met a problem):
+        an end-of-batch marker, which the server stores as nothing and answers with the batch's count."""
+        if self.sent and not self._closed and self.count is None:
+            self._closed = True
             await self.b.nc.publish(self._subject, b"", reply=self._reply(self.sent + 1, _END))
 
     def _reply(self, seq: int, op: int) -> str:
@@ -83,16 +85,23 @@ class FastBatch:
         while self.sent - self.acked > FLOW * AHEAD and not self.ended:
             await self._wait(deadline)
 
-    async def result(self) -> int:
-        """How many of the first messages are stored (all of them when the batch was taken whole)."""
+    async def result(self) -> tuple[int, bool]:
+        """``(stored, exact)``: how many of the first messages are stored, and whether that is the
+        server's count (True) or only what its flow acks confirmed, the rest being in doubt (False).
+        After a problem the batch's count is what says where the stored part ends: nothing is inferred
+        from the problem frame itself."""
         deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
-        while self.count is None and self.problem is None:
-            await self._wait(deadline)
+        try:
+            while self.count is None:
+                await self._wait(deadline)
+        except PublishTimeoutError:
+            if self.problem is None:
+                raise
         if self.problem is not None:
             log.warning("%s: the server ended the batch: %s", self.what, self.problem)
-            stored = max(self.acked, self._before_problem)
-            return min(stored, self.count) if self.count is not None else stored
-        return min(self.count or 0, self.sent)
+        if self.count is None:
+            return self.acked, False
+        return min(self.count, self.sent), True
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -123,17 +132,12 @@ class FastBatch:
         kind = frame.get("type") if isinstance(frame, dict) else "?"
         if kind == "ack":
             self.acked = max(self.acked, int(frame.get("seq") or 0))
-        elif kind is not None or not isinstance(frame, dict) or "error" in frame:
-            if self.problem is None:
-                self.problem = json.dumps(frame)[:300]
-                # Messages go in order: those before a refused one ("err", its seq) or before a hole
-                # ("gap", after last_seq) were each stored or had a frame of their own first.
-                if kind == "err":
-                    self._before_problem = int(frame.get("seq") or 1) - 1
-                elif kind == "gap":
-                    self._before_problem = int(frame.get("last_seq") or 0)
-        else:
-            self.count = int(frame.get("count") or 0)
+        elif kind is None and "batch" in frame and "count" in frame and "error" not in frame:
+            self.count = int(frame["count"])  # the batch's end: its first `count` messages are stored
             if self.count == self.sent:
                 self.acked = self.sent
+        elif self.problem is None:
+            # err / gap frames, a failed batch, or a plain PubAck (a server that does not batch after
+            # all: its messages are then in doubt, and reported so)
+            self.problem = json.dumps(frame)[:300]
         self._news.set()

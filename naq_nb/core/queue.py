@@ -244,36 +244,39 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
             if i % FAST_FLOW == 0:
                 await records.keep_pace()
                 await queued.keep_pace()
-        stored, failure = await _fast_outcome(queued, records)
+        (n_jobs, exact), (n_records, records_exact), failure = await _fast_outcome(queued, records)
     except CONNECTION_ERRORS as exc:  # the server went away (a timeout is one): what it acknowledged stands
-        stored, failure = (queued.acked, records.acked), f"{type(exc).__name__}: {exc}"
+        (n_jobs, exact), (n_records, records_exact) = (queued.acked, False), (records.acked, False)
+        failure = f"{type(exc).__name__}: {exc}"
     finally:
         await records.close()
         await queued.close()
-    if stored[0] == len(chunk) and stored[1] == len(chunk):
+    if n_jobs == len(chunk) and n_records == len(chunk):
         return
-    n_jobs, n_records = stored
     bare = f", {n_jobs - n_records:,} stored without their queued record" if n_records < n_jobs else ""
     not_stored = [j.job_id for j, _ in todo[start + n_jobs :]]
-    await _drop_refused_records(b, [(j, APIError()) for j, _ in chunk[n_jobs:n_records]])
+    if exact:  # the jobs after n_jobs are not stored: their records (any that were) go too
+        upto = n_records if records_exact else records.sent
+        await _drop_refused_records(b, [(j, APIError()) for j, _ in chunk[n_jobs:upto]])
+    doubt = "" if exact else f" ({queued.sent - n_jobs:,} sent but not acknowledged may or may not be stored)"
     raise JobNotStoredError(
-        f"{len(not_stored):,} of {len(todo):,} jobs were not stored (or may not be): the server ended a batch "
-        f"at job {n_jobs + 1:,} of {len(chunk):,}{bare}; the {start + n_jobs:,} before are stored. {failure}",
+        f"{len(not_stored):,} of {len(todo):,} jobs were not stored{doubt}: a batch ended at job "
+        f"{n_jobs + 1:,} of {len(chunk):,}{bare}; the {start + n_jobs:,} before are stored. {failure}",
         not_stored=not_stored,
     )
 
 
-async def _fast_outcome(queued: FastBatch, records: FastBatch) -> tuple[tuple[int, int], str]:
-    """How many of the first jobs, and of their records, the server stored; why not all (or "")."""
-    counts, why = [], ""
+async def _fast_outcome(queued: FastBatch, records: FastBatch) -> tuple[tuple[int, bool], tuple[int, bool], str]:
+    """:meth:`FastBatch.result` of the jobs' batch and of the records'; why not all were stored (or "")."""
+    outcomes, why = [], ""
     for batch in (queued, records):
         try:
-            counts.append(await batch.result())
+            outcomes.append(await batch.result())
         except PublishTimeoutError as exc:
-            counts.append(batch.acked)
+            outcomes.append((batch.acked, False))
             why = why or str(exc)
         why = why or (f"{batch.what}: {batch.problem}" if batch.problem else "")
-    return (counts[0], counts[1]), why
+    return outcomes[0], outcomes[1], why
 
 
 _CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, APIError)

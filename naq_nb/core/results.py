@@ -31,7 +31,8 @@ __all__ = ["wait_for_result", "get_result", "decode_result", "PUSH_LIMIT"]
 
 log = logging.getLogger("naq_nb.client")
 
-#: Result records up to this size are pushed by the worker to the client that enqueued the job.
+#: Result records up to this size are pushed by the worker to the client that enqueued the job; a
+#: bigger one is announced by an empty push (stored: read it from the bucket).
 PUSH_LIMIT = 64 * 1024
 
 
@@ -90,7 +91,7 @@ async def wait_for_result(
     ):
         raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
     lay = broker.layout
-    if pushed is not None and pushed.done() and not pushed.cancelled():
+    if pushed is not None and pushed.done() and not pushed.cancelled() and pushed.result():
         rec = _pushed_record(broker, job_id, pushed.result())  # pushed before the read: no round trip
         if rec is not None:
             return await blobs.load_result(broker, rec)
@@ -198,6 +199,8 @@ class _ReadBacks:
         """The stored result, once the job's status record is final too (or after the lag)."""
         broker, job_id = self.broker, self.job_id
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_or_unknown(broker, job_id))
+        if rec is None and status is None:  # its records expired or were deleted while it was waited for
+            raise JobNotFoundError(f"no job with id {job_id!r} (its records expired or were deleted)")
         if rec is None or _ended(status):
             return rec
         self.held = rec
@@ -208,6 +211,10 @@ class _ReadBacks:
     async def recheck(self) -> None:
         try:
             rec = await self.read()
+        except JobNotFoundError as exc:
+            if not self.found.done():
+                self.found.set_exception(exc)
+            return
         except (asyncio.TimeoutError, nats.errors.Error, OSError, SerializationError) as exc:
             log.debug("job %s: a recheck of the result failed (%s); the wait goes on", self.job_id, exc)
             return
@@ -224,6 +231,9 @@ class _ReadBacks:
 
     def _take_push(self, fut: "asyncio.Future[bytes]") -> None:
         if fut.cancelled() or self.found.done():
+            return
+        if not fut.result():  # stored, too big to push: read it now
+            self.spawn_recheck()
             return
         rec = _pushed_record(self.broker, self.job_id, fut.result())
         if rec is not None:

@@ -475,11 +475,10 @@ class JobRunner:
 
     async def _push_result(self, token: str, jid: str, result: bytes) -> None:
         """The stored result, to the inbox of the client that enqueued the job: its waiting read
-        wakes without a round trip. Best effort: the client reads the bucket when nothing comes."""
-        if len(result) > PUSH_LIMIT:
-            return  # the client reads a large record from the bucket itself, once
+        wakes without a round trip. Best effort: the client reads the bucket when nothing comes.
+        A record over :data:`PUSH_LIMIT` is announced by an empty push: stored, read it there."""
         try:
-            await self.b.nc.publish(self.lay.reply_subject(token, jid), result)
+            await self.b.nc.publish(self.lay.reply_subject(token, jid), result if len(result) <= PUSH_LIMIT else b"")
         except nats.errors.Error as exc:
             log.debug("job %s: result not pushed to its client: %s", jid, exc)
 

@@ -265,6 +265,28 @@ async def test_a_result_too_big_to_push_is_read_at_once(client, start_worker, mo
 
     monkeypatch.setattr(results, "_PUSH_GRACE", (60.0,))  # the grace given to a push never ends this wait
     await start_worker()
-    job = await Queue("default", client=client).enqueue(jobs.big_result, results.PUSH_LIMIT + 1000)
+    q = Queue("default", client=client)
+    big = results.PUSH_LIMIT + 1000
+    job = await q.enqueue(jobs.big_result, big)  # read while it runs: the put (or the notice) ends the wait
     assert client._inbox.expects(job.job_id)
-    assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == results.PUSH_LIMIT + 1000
+    assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == big
+    # Finished before the read subscribes: no put reaches the read; the worker's empty push says "stored".
+    job = await q.enqueue(jobs.big_result, big)
+    await _kept(client, 1)
+    assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == big
+
+
+async def test_a_waited_job_whose_records_vanish_raises_not_found_instead_of_waiting_forever(client, broker,
+                                                                                            monkeypatch):
+    from naq_nb.core import results
+    from naq_nb.core.errors import JobNotFoundError
+
+    monkeypatch.setattr(results, "_SAFETY_READS", (0.2,))
+    job = await Queue("default", client=client).enqueue(jobs.add, 1, 1)  # no worker: it stays queued
+    await client.wait_stored(job.job_id)
+    assert client._inbox.expects(job.job_id)
+    waiting = asyncio.ensure_future(client.result(job.job_id))  # no deadline
+    kv = await broker.kv(broker.layout.status_bucket)
+    await kv.purge(job.job_id)  # as its TTL would, while it is waited for
+    with pytest.raises(JobNotFoundError):
+        await asyncio.wait_for(waiting, 20)
