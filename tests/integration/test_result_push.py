@@ -290,3 +290,14 @@ async def test_a_waited_job_whose_records_vanish_raises_not_found_instead_of_wai
     await kv.purge(job.job_id)  # as its TTL would, while it is waited for
     with pytest.raises(JobNotFoundError):
         await asyncio.wait_for(waiting, 20)
+
+
+async def test_a_duplicate_enqueue_leaves_no_push_expected_for_its_id(client, start_worker):
+    # The same call under the same chosen id is that job, not sent again: nothing new will be pushed.
+    q = Queue("default", client=client)
+    first = await q.configure(job_id="dup-push").enqueue(jobs.add, 2, 2)
+    assert client._inbox.expects(first.job_id)
+    again = await q.configure(job_id="dup-push").enqueue(jobs.add, 2, 2)
+    assert again.duplicate and not client._inbox.expects(again.job_id)
+    await start_worker()
+    assert await asyncio.wait_for(client.result(again.job_id), 20) == 4  # read the usual way
