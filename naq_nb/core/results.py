@@ -27,13 +27,9 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .settings import Settings
 
-__all__ = ["wait_for_result", "get_result", "decode_result", "PUSH_LIMIT"]
+__all__ = ["wait_for_result", "get_result", "decode_result"]
 
 log = logging.getLogger("naq_nb.client")
-
-#: Result records up to this size are pushed by the worker to the client that enqueued the job; a
-#: bigger one is announced by an empty push (stored: read it from the bucket).
-PUSH_LIMIT = 64 * 1024
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
@@ -232,7 +228,7 @@ class _ReadBacks:
     def _take_push(self, fut: "asyncio.Future[bytes]") -> None:
         if fut.cancelled() or self.found.done():
             return
-        if not fut.result():  # stored, too big to push: read it now
+        if not fut.result():  # stored, too big to push (runner.PUSH_LIMIT): read it now
             self.spawn_recheck()
             return
         rec = _pushed_record(self.broker, self.job_id, fut.result())
@@ -265,8 +261,8 @@ async def _wait_pushed(
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
     once too. ``held``: a result read before, whose status was not final yet. ``trust``: the
-    push is expected, so a put small enough to be pushed reads the bucket only if no push follows
-    it soon (a writer that does not push: a dependency's failure, a cancel)."""
+    push is expected, so a put reads the bucket only if no push follows it soon (a writer that
+    does not push: a dependency's failure, a cancel)."""
     reads = _ReadBacks(broker, job_id, pushed, held)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
@@ -299,7 +295,7 @@ async def _wait_pushed(
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
-            if trust and len(msg.data) <= PUSH_LIMIT:
+            if trust:  # the push (the record, or an empty one for a big record) follows the writes
                 reads.recheck_later(_PUSH_GRACE)
                 continue
             rec = await reads.read()

@@ -42,7 +42,7 @@ from .layout import WIRE_ID_RE
 from .records import encode_failure, encode_result
 from .registry import WorkerRecord
 from .status import StatusRecord, decode_status, encode_status, status_record, with_status
-from .results import PUSH_LIMIT, get_result
+from .results import get_result
 from .serialization import pack_record, seal_record
 
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
@@ -57,6 +57,7 @@ LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent jo
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0  # each try's bound, or NAQ_PUBLISH_TIMEOUT if that is shorter
+PUSH_LIMIT = 64 * 1024  # result records up to this size are pushed whole; a bigger one is announced empty
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
 
 

@@ -262,11 +262,12 @@ async def test_a_finished_job_whose_push_was_lost_is_read_at_the_deadline(client
 
 async def test_a_result_too_big_to_push_is_read_at_once(client, start_worker, monkeypatch, no_safety_reads):
     from naq_nb.core import results
+    from naq_nb.core.runner import PUSH_LIMIT
 
     monkeypatch.setattr(results, "_PUSH_GRACE", (60.0,))  # the grace given to a push never ends this wait
     await start_worker()
     q = Queue("default", client=client)
-    big = results.PUSH_LIMIT + 1000
+    big = PUSH_LIMIT + 1000
     job = await q.enqueue(jobs.big_result, big)  # read while it runs: the put (or the notice) ends the wait
     assert client._inbox.expects(job.job_id)
     assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == big
