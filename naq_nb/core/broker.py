@@ -152,6 +152,7 @@ class Broker:
         #: Buckets whose stream answers direct gets (see :func:`~naq_nb.core.kvscan.read_keys`).
         self.direct_buckets: set[str] = set()
         self.fast_batches = False  # the jobs stream and the status bucket take fast-ingest batches
+        self._configs: dict[str, api.StreamConfig] = {}  # stream configs read by the layout check
         self._ready: asyncio.Future | None = None
         self._consumers: set[str] = set()
         self._ack_sub: Any = None
@@ -270,6 +271,7 @@ class Broker:
             self._kv[name] = await self._ensure_bucket(name, kw)
         if server_has_fast_batches(self):
             self.fast_batches = await self._allow_batched(lay.fast_batch_streams())
+        self._configs.clear()  # read for the checks above only
 
     async def _allow_batched(self, streams: list[str]) -> bool:  # (fastbatch.py publishes the batches)
         """Let ``streams`` take fast-ingest batches (editable in place); False if one cannot."""
@@ -277,7 +279,7 @@ class Broker:
             return False  # a nats-py before 2.13 does not carry the setting
         for name in streams:
             try:
-                cfg = (await self.js.stream_info(name)).config
+                cfg = self._configs.get(name) or (await self.js.stream_info(name)).config
                 if not cfg.allow_batched:
                     cfg = (await self.js.update_stream(cfg.evolve(allow_batched=True))).config
             except _STREAM_EDIT_ERRORS as exc:  # e.g. no permission to edit streams
@@ -306,6 +308,7 @@ class Broker:
             cfg = await self._allow_direct(cfg)
         if cfg.allow_direct:
             self.direct_buckets.add(name)
+        self._configs[stream] = cfg
         # What js.key_value() builds, without reading the stream's info a second time.
         return KeyValue(
             name=name, stream=stream, pre=self.layout.kv_subject(name, ""), js=self.js, direct=bool(cfg.allow_direct)
@@ -325,11 +328,11 @@ class Broker:
             info = await self.js.stream_info(cfg.name)
         except NotFoundError:
             try:
-                await self.js.add_stream(cfg)
+                self._configs[cfg.name] = (await self.js.add_stream(cfg)).config
                 return
             except nats.js.errors.BadRequestError:
                 info = await self.js.stream_info(cfg.name)  # lost a creation race
-        have = info.config
+        have = self._configs[cfg.name] = info.config
         problems = []
         if have.retention != cfg.retention:
             problems.append(f"retention is {have.retention} (naq needs {cfg.retention})")

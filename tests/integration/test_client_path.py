@@ -16,6 +16,7 @@ import traceback
 import pytest
 
 import jobs
+from naq_nb.core.broker import server_has_fast_batches
 from naq_nb import Queue, fetch_job_result, fetch_job_result_sync
 from naq_nb.client import stores
 from naq_nb.client.client import Client
@@ -321,8 +322,9 @@ async def test_enqueue_many_keeps_a_bounded_window_in_flight(broker, monkeypatch
 async def test_enqueue_many_in_fast_batches_runs_a_bounded_way_ahead_of_the_acks(broker, monkeypatch):
     from naq_nb.core import fastbatch
 
-    if not broker.fast_batches:
+    if not server_has_fast_batches(broker):
         pytest.skip("fast-ingest batches need nats-server 2.14+")
+    assert broker.fast_batches, "a 2.14+ server: both streams allow batched publishes"
     monkeypatch.setattr(fastbatch, "FLOW", 20)
     monkeypatch.setattr(core_queue, "FAST_FLOW", 20)
     ahead = []

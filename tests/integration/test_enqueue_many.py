@@ -11,6 +11,7 @@ from nats.js import api
 from nats.js.errors import APIError
 
 import jobs
+from naq_nb.core.broker import server_has_fast_batches
 from naq_nb import Queue
 from naq_nb.client.client import Client
 from naq_nb.core import queue as core_queue
@@ -84,14 +85,15 @@ async def _takes_fast_batches(settings) -> bool:
     b = await Broker.connect(settings=settings)
     try:
         await b.ensure_layout()
-        return b.fast_batches
+        return server_has_fast_batches(b)
     finally:
         await b.close()
 
 
 async def test_a_fast_batch_the_server_partly_refuses_stores_a_prefix_and_names_the_rest(broker):
-    if not broker.fast_batches:
+    if not server_has_fast_batches(broker):
         pytest.skip("fast-ingest batches need nats-server 2.14+")
+    assert broker.fast_batches, "a 2.14+ server: both streams allow batched publishes"
     await _limit_jobs_stream(broker, 30)
     q = core_queue.Queue(broker, "full")
     made = [q.make_job(jobs.add, (i, 1)) for i in range(200)]
@@ -108,8 +110,9 @@ async def test_a_fast_batch_the_server_partly_refuses_stores_a_prefix_and_names_
 
 
 async def test_a_fast_batch_stores_every_job_and_its_queued_record(broker, start_worker):
-    if not broker.fast_batches:
+    if not server_has_fast_batches(broker):
         pytest.skip("fast-ingest batches need nats-server 2.14+")
+    assert broker.fast_batches, "a 2.14+ server: both streams allow batched publishes"
     for stream in broker.layout.fast_batch_streams():
         assert (await broker.js.stream_info(stream)).config.allow_batched
     monkeypatch = pytest.MonkeyPatch()
@@ -194,3 +197,19 @@ def test_a_server_killed_mid_batch_fails_the_call_and_names_every_job_not_stored
             client.close_sync()
         except JobNotStoredError:
             pass  # reported by the call already
+
+
+async def test_streams_made_before_fast_batches_are_opened_to_them_at_connect(broker, settings):
+    if not server_has_fast_batches(broker):
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    for stream in broker.layout.fast_batch_streams():  # as an earlier naq_nb left them
+        cfg = (await broker.js.stream_info(stream)).config
+        assert not (await broker.js.update_stream(cfg.evolve(allow_batched=False))).config.allow_batched
+    b = await Broker.connect(settings=settings)
+    try:
+        await b.ensure_layout()
+        assert b.fast_batches
+        for stream in b.layout.fast_batch_streams():
+            assert (await b.js.stream_info(stream)).config.allow_batched
+    finally:
+        await b.close()
