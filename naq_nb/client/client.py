@@ -176,6 +176,9 @@ class Client:
 
     async def _enqueue_acked(self, jobs: list[Job], push: bool) -> list[Job]:
         b = await self.broker()
+        # A dependency this client handed over may not be stored yet: its dependent must not reach
+        # a worker first (it would be failed as depending on a job that does not exist).
+        await self._stores.wait_quietly({d for job in jobs for d in job.options.depends_on})
         self._mark_for_push(jobs, push)
         try:
             await CoreQueue(b).enqueue_jobs(jobs)
@@ -205,6 +208,8 @@ class Client:
         if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not _exit_flush_runs():
             return False
         job = jobs[0]
+        if self._stores.any_pending(job.options.depends_on):
+            return False  # the full path waits for those stores first
         self._mark_for_push(jobs, push)
         prepared = prepare_unacked(b, job)
         if prepared is None:

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import OrderedDict
+from typing import Iterable
 
 from ..core.errors import JobNotStoredError
 
@@ -122,6 +123,20 @@ class Stores:
         fut = self.check(job_id)
         if fut is not None:
             await asyncio.wrap_future(fut)
+
+    def any_pending(self, job_ids: Iterable[str]) -> bool:
+        """Whether any of ``job_ids`` has a store in flight."""
+        with self._lock:
+            return any(j in self._pending for j in job_ids)
+
+    async def wait_quietly(self, job_ids: Iterable[str]) -> None:
+        """Wait until none of ``job_ids`` has a store in flight; a failure stays for its own reads."""
+        with self._lock:
+            futs = [self._pending[j] for j in job_ids if j in self._pending]
+        if futs:
+            done, _ = await asyncio.wait([asyncio.wrap_future(f) for f in futs])
+            for f in done:
+                f.exception()  # retrieved, so not logged as never retrieved
 
     async def drain(self) -> None:
         """Wait until every job in flight now is stored or failed (each within the publish timeout)."""

@@ -50,6 +50,9 @@ SWEEP_INTERVAL = 30.0
 _BAD = {JobStatus.FAILED.value: "failed", JobStatus.CANCELLED.value: "was cancelled"}
 _ENDED = TERMINAL_VALUES
 _MISSING = "does not exist (never enqueued, or expired)"
+# A dependency's first record and its dependent's message go to different streams, which the server
+# stores independently: the dependent can arrive before that record does. Look again before failing.
+MISSING_GRACE = (0.05, 0.25, 1.0)
 _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
 _WRONG_LAST_SEQ = 10071
 _CHUNK = 64  # copies settled concurrently
@@ -155,8 +158,7 @@ class DependencyGate:
     async def admit(self, d: "Delivery") -> None:
         """Run ``d`` now, fail it, or park it until its dependencies end."""
         meta = d.meta
-        deps = list(meta.options.depends_on)
-        kind, dep, why = _verdict(deps, list(await asyncio.gather(*(_status_of(self.b, x) for x in deps))))
+        kind, dep, why = await _check_deps(self.b, list(meta.options.depends_on))
         if kind == "fail":
             await self.on_failed(d, dep, why)
             return
@@ -198,6 +200,21 @@ class DependencyGate:
                 await self._sub.unsubscribe()
             except nats.errors.Error as exc:  # closed or reconnecting: the subscription goes with it
                 log.debug("cannot unsubscribe from parks: %s", exc)
+
+
+async def _check_deps(b: "Broker", deps: list[str]) -> tuple[str, str, str]:
+    """:func:`_verdict` on the dependencies' statuses, read again after each :data:`MISSING_GRACE`
+    pause while one of them has no record yet."""
+
+    async def verdict() -> tuple[str, str, str]:
+        return _verdict(deps, list(await asyncio.gather(*(_status_of(b, x) for x in deps))))
+
+    for pause in MISSING_GRACE:
+        found = await verdict()
+        if found[2] != _MISSING:
+            return found
+        await asyncio.sleep(pause)
+    return await verdict()
 
 
 async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:

@@ -387,6 +387,26 @@ def test_a_lookup_by_id_right_after_submit_finds_the_job(client, thread_worker):
     assert [nq.job(i, client=client).result(timeout=30) for i in ids] == [2 * i for i in range(50)]
 
 
+def test_a_dependent_is_sent_only_once_its_dependency_is_stored(client):
+    """A dependency handed over and not acknowledged yet: its dependent waits for that store. Sent at
+    once, it could reach a worker before the dependency's record (another stream) and be failed."""
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)  # connected, layout ready: later plain enqueues are handed over
+    in_flight = client._stores.begin("dep-in-flight")  # a store whose acknowledgements have not come
+    sent: concurrent.futures.Future = concurrent.futures.Future()
+    dependent = q.configure(depends_on="dep-in-flight")
+    t = threading.Thread(target=lambda: sent.set_result(dependent.enqueue_sync(jobs.add, 1, 1)))
+    t.start()
+    try:
+        with pytest.raises(concurrent.futures.TimeoutError):
+            sent.result(timeout=0.5)  # held back while the dependency's store is in flight
+    finally:
+        client._stores.stored("dep-in-flight", in_flight)  # else the client's close waits for it
+    job = sent.result(timeout=30)
+    t.join(30)
+    assert client.status_sync(job.job_id)["depends_on"] == ["dep-in-flight"]
+
+
 def test_a_reader_that_gives_up_does_not_cancel_the_store(client, frozen):
     """A read timing out (or Ctrl-C) ends only that wait: the job's store still reports to others."""
     q = Queue("nobody", client=client)

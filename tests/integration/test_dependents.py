@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from naq_nb.core import deps
 from naq_nb.core.deps import release_dependents, sweep_waiting
 from naq_nb.core.envelope import HEADER_MSG_ID, encode_job
 from naq_nb.core.errors import DependencyFailedError
@@ -212,3 +213,32 @@ async def test_cancelling_a_parked_job_by_its_sequence_ends_it_cancelled(broker,
     assert await cancel_job(broker, child.job_id, child.sequence)
     rec = await wait_for_result(broker, child.job_id, 30)
     assert rec.status == "cancelled"
+
+
+async def test_a_dependency_whose_record_lands_after_its_dependent_is_waited_for(broker, start_worker, monkeypatch):
+    # The dependency's record and the dependent's message go to different streams, stored
+    # independently: the dependent can be delivered first. Here the dependency is enqueued only
+    # once the worker has found it missing.
+    found_missing = asyncio.Event()
+    real = deps._status_of
+
+    async def watched(b, job_id):
+        status = await real(b, job_id)
+        if job_id == "late-dep" and status is None:
+            found_missing.set()
+        return status
+
+    monkeypatch.setattr(deps, "_status_of", watched)
+    child = await Queue(broker).configure(depends_on="late-dep").enqueue(jobs.add, 2, 3)
+    await start_worker()
+    await asyncio.wait_for(found_missing.wait(), 30)
+    await Queue(broker).configure(job_id="late-dep").enqueue(jobs.add, 1, 1)
+    assert (await wait_for_result(broker, child.job_id, 30)).unwrap() == 5
+
+
+async def test_a_dependency_that_never_appears_fails_its_dependent_naming_it(broker, start_worker):
+    child = await Queue(broker).configure(depends_on="never-enqueued").enqueue(jobs.add, 2, 3)
+    await start_worker()
+    rec = await wait_for_result(broker, child.job_id, 30)
+    with pytest.raises(DependencyFailedError, match="never-enqueued.*does not exist"):
+        rec.unwrap()
