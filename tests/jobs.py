@@ -149,3 +149,13 @@ def fail_until_padded(path, succeed_on, padding):
 def slow_pid(seconds):
     time.sleep(seconds)
     return os.getpid()
+
+
+def exit_leaving_a_forked_child(pid_file, code=4):
+    """Fork a helper that holds the job process's pipes open, then end the job process."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(120)
+        os._exit(0)
+    Path(pid_file).write_text(str(pid))
+    os._exit(code)

@@ -13,8 +13,9 @@ The child decodes the job body itself (the worker only checks its serializer
 and signature), so the call is never pickled twice and a payload that crashes
 while unpickling takes down a child, not the worker.
 
-When a job times out or is cancelled, its child is killed (SIGKILL) and a new
-one is started in the background; the slot is free at once. A child that dies
+When a job times out or is cancelled, its child is killed (SIGKILL, with its
+whole process group: what the job forked goes too) and a new one is started in
+the background; the slot is free at once. A child that dies
 on its own (a signal, ``os._exit``, the OOM killer) fails its job with
 :class:`WorkerProcessDied` naming the signal or exit code, plus the Python
 stack faulthandler wrote for a fatal signal.
@@ -23,13 +24,16 @@ stack faulthandler wrote for a fatal signal.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from .errors import WorkerProcessDied
@@ -43,6 +47,8 @@ _LEN = 4
 _MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "procmain.py")
 _BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 _RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+_EXIT_LINGER = 0.5
+_GROUP_KILL_WINDOW = 60.0
 
 
 def death_reason(returncode: int | None) -> str:
@@ -58,33 +64,115 @@ def death_reason(returncode: int | None) -> str:
     return f"worker process died: exited with code {returncode}"
 
 
+class _Frames(asyncio.SubprocessProtocol):
+    """A child's end of the protocol on the parent's loop: its stdout cut into frames as bytes
+    arrive (no stream reader, one wake-up of the reading task per frame), and its exit."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future | None = None
+        self.eof = False
+        self.exited = asyncio.get_running_loop().create_future()
+        self._exited_at: float | None = None
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while len(buf) >= _LEN:
+            end = _LEN + int.from_bytes(buf[:_LEN], "big")
+            if len(buf) < end:
+                break
+            self._frames.append(bytes(buf[_LEN:end]))
+            del buf[:end]
+        if self._frames:
+            self._wake()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.eof = True
+            self._wake()
+
+    def exited_for(self) -> float:
+        """Seconds since the child exited (0 while it runs)."""
+        return 0.0 if self._exited_at is None else time.monotonic() - self._exited_at
+
+    def process_exited(self) -> None:
+        self._exited_at = time.monotonic()
+        if not self.exited.done():
+            self.exited.set_result(None)
+        # A process the job forked may hold the pipe open: the frames end shortly after the child
+        # (what it wrote before exiting is in the pipe already, read in the next loop iterations).
+        asyncio.get_running_loop().call_later(_EXIT_LINGER, self._end)
+
+    def _end(self) -> None:
+        self.eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_frame(self) -> bytes:
+        """The next whole frame's payload; ``ConnectionResetError`` once the child is gone."""
+        while not self._frames:
+            if self.eof:
+                raise ConnectionResetError("the job process closed its pipe")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._frames.popleft()
+
+
 class _Child:
-    def __init__(self, proc: asyncio.subprocess.Process, crash_log: str) -> None:
-        self.proc = proc
+    def __init__(self, transport: asyncio.SubprocessTransport, frames: _Frames, crash_log: str) -> None:
+        self.transport = transport
+        self.frames = frames
         self.crash_log = crash_log
         self.sys_path: list[str] | None = None
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.transport.get_pid()
 
-    async def send(self, obj: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(encode_frame(obj))
-        await self.proc.stdin.drain()
+    @property
+    def returncode(self) -> int | None:
+        return self.transport.get_returncode()
+
+    def send(self, obj: Any) -> None:
+        """Queue a frame for the child (written at once while the pipe has room; one frame at a time
+        is in flight, so what is buffered stays bounded by one job body)."""
+        stdin = self.transport.get_pipe_transport(0)
+        if not isinstance(stdin, asyncio.WriteTransport) or stdin.is_closing():
+            raise BrokenPipeError("the job process's pipe is closed")
+        stdin.write(encode_frame(obj))
 
     async def recv(self) -> Any:
-        assert self.proc.stdout is not None
-        head = await self.proc.stdout.readexactly(_LEN)
-        data = await self.proc.stdout.readexactly(int.from_bytes(head, "big"))
-        return pickle.loads(data)
+        return pickle.loads(await self.frames.next_frame())
+
+    async def wait(self) -> int | None:
+        await asyncio.shield(self.frames.exited)
+        return self.returncode
+
+    def close_stdin(self) -> None:
+        stdin = self.transport.get_pipe_transport(0)
+        if stdin is not None:
+            stdin.close()
 
     def kill(self) -> None:
-        if self.proc.returncode is None:
+        """Kill the child and every process it started (its own process group: a hung or orphaned
+        helper of a job must not outlive it, nor hold its pipe open)."""
+        if self.frames.exited_for() < _GROUP_KILL_WINDOW:
+            # The group outlives its reaped leader while members remain (so its id is not reused);
+            # long after the leader's exit, an empty group's id could belong to someone else's.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()  # with the process gone and its pipes closed, asyncio lets go of it
+                self.transport.kill()
+        self.close_stdin()  # with the process gone and its pipes closed, asyncio lets go of it
 
     def crash_text(self, limit: int = 40) -> str:
         try:
@@ -116,7 +204,7 @@ class ProcessPool:
     @property
     def pids(self) -> list[int]:
         """Process ids of the live children (for tests and ``naq workers``)."""
-        return sorted(c.pid for c in self._children if c.proc.returncode is None)
+        return sorted(c.pid for c in self._children if c.returncode is None)
 
     def start(self) -> None:
         """Start every child at once, in the background (:meth:`wait_ready` waits for them): a
@@ -147,7 +235,7 @@ class ProcessPool:
         while not self._closed:
             try:
                 child = await self._launch()
-            except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (OSError, EOFError, ValueError) as exc:
                 wait = _RESPAWN_BACKOFF[min(attempt, len(_RESPAWN_BACKOFF) - 1)]
                 log.error("cannot start a job process (%s); trying again in %gs", exc, wait)
                 attempt += 1
@@ -164,22 +252,22 @@ class ProcessPool:
     async def _launch(self) -> _Child:
         fd, crash_log = tempfile.mkstemp(prefix="naq-job-", suffix=".crash")
         os.close(fd)
-        proc = await asyncio.create_subprocess_exec(
+        transport, frames = await asyncio.get_running_loop().subprocess_exec(
+            _Frames,
             sys.executable,
             "-c",
             _BOOT,
             _MAIN,
             crash_log,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=None,
             start_new_session=True,  # terminal and kernel-interrupt signals are for the worker, not its jobs
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-            limit=2**16,
         )
-        child = _Child(proc, crash_log)
+        child = _Child(transport, frames, crash_log)
         try:
-            await child.send(("init", self.serializer, list(sys.path), os.getcwd()))
+            child.send(("init", self.serializer, list(sys.path), os.getcwd()))
             child.sys_path = list(sys.path)
             hello = await asyncio.wait_for(child.recv(), 60)
             if hello[0] != "ready":
@@ -187,7 +275,7 @@ class ProcessPool:
         except BaseException:
             child.kill()
             with contextlib.suppress(Exception):
-                await asyncio.shield(child.proc.wait())
+                await child.wait()
             child.discard_log()
             raise
         return child
@@ -198,11 +286,11 @@ class ProcessPool:
             raise RuntimeError("the process pool is closed")
         while True:
             child = await self._idle.get()
-            if child.proc.returncode is None:
+            if child.returncode is None:
                 return child
             # Killed while idle (the OOM killer, an operator): no job was lost, take another.
             log.warning(
-                "job process %d died while idle (%s); starting another", child.pid, death_reason(child.proc.returncode)
+                "job process %d died while idle (%s); starting another", child.pid, death_reason(child.returncode)
             )
             self._replace(child)
 
@@ -218,14 +306,14 @@ class ProcessPool:
         try:
             path = list(sys.path)
             try:
-                await child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+                child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
             except (BrokenPipeError, ConnectionResetError):
                 raise await self._died(child) from None
             child.sys_path = path
             while True:
                 try:
                     frame = await child.recv()
-                except (asyncio.IncompleteReadError, ConnectionError):
+                except ConnectionError:
                     raise await self._died(child) from None
                 if frame[0] != "progress":
                     healthy = True
@@ -239,10 +327,10 @@ class ProcessPool:
 
     async def _died(self, child: _Child) -> WorkerProcessDied:
         try:
-            rc = await asyncio.wait_for(child.proc.wait(), 10)
+            rc = await asyncio.wait_for(child.wait(), 10)
         except asyncio.TimeoutError:  # the pipe closed but the process lingers: make sure it is gone
             child.kill()
-            rc = await child.proc.wait()
+            rc = await child.wait()
         err = WorkerProcessDied(death_reason(rc))
         err.crash_text = child.crash_text()  # type: ignore[attr-defined]
         return err
@@ -258,18 +346,17 @@ class ProcessPool:
 
     async def _reap(self, child: _Child) -> None:
         with contextlib.suppress(Exception):
-            await child.proc.wait()
+            await child.wait()
         child.discard_log()
 
     async def _retire(self, child: _Child) -> None:
         """Let an idle child end by closing its pipe; kill it if it does not."""
-        if child.proc.stdin is not None:
-            child.proc.stdin.close()
+        child.close_stdin()
         try:
-            await asyncio.wait_for(child.proc.wait(), 2.0)
+            await asyncio.wait_for(child.wait(), 2.0)
         except asyncio.TimeoutError:
             child.kill()
-            await child.proc.wait()
+            await child.wait()
         child.discard_log()
 
     async def close(self) -> None:

@@ -61,6 +61,26 @@ async def test_crashing_job_fails_with_reason_and_worker_goes_on(broker, start_w
     assert w.state in ("idle", "busy")
 
 
+async def test_a_job_process_dying_with_a_forked_helper_fails_at_once_and_takes_the_helper(
+        broker, start_worker, tmp_path):
+    """The helper holds the job process's pipe open: the job must still fail when its process ends
+    (not when the helper does), and the helper must not outlive it."""
+    await start_worker(concurrency=1)
+    pid_file = tmp_path / "helper.pid"
+    j = await Queue(broker).enqueue(jobs.exit_leaving_a_forked_child, str(pid_file))
+    try:
+        rec = await wait_for_result(broker, j.job_id, 30)
+        assert rec.status == "failed" and "worker process died: exited with code 4" in rec.meta["error"]
+        helper = int(pid_file.read_text())
+
+        async def helper_gone() -> bool:
+            return _pid_gone(helper)
+        await _until(helper_gone, what="the job's helper process killed")
+    finally:
+        if pid_file.exists() and not _pid_gone(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), 9)
+
+
 async def test_segfault_record_carries_the_python_stack(broker, start_worker):
     await start_worker(concurrency=1)
     j = await Queue(broker).enqueue(jobs.segfault)
