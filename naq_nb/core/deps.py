@@ -158,7 +158,7 @@ class DependencyGate:
     async def admit(self, d: "Delivery") -> None:
         """Run ``d`` now, fail it, or park it until its dependencies end."""
         meta = d.meta
-        kind, dep, why = await _check_deps(self.b, list(meta.options.depends_on))
+        kind, dep, why = await _check_deps(self.b, list(meta.options.depends_on), d.msg.in_progress)
         if kind == "fail":
             await self.on_failed(d, dep, why)
             return
@@ -202,9 +202,12 @@ class DependencyGate:
                 log.debug("cannot unsubscribe from parks: %s", exc)
 
 
-async def _check_deps(b: "Broker", deps: list[str]) -> tuple[str, str, str]:
+async def _check_deps(
+    b: "Broker", deps: list[str], still_working: Callable[[], Awaitable[None]]
+) -> tuple[str, str, str]:
     """:func:`_verdict` on the dependencies' statuses, read again after each :data:`MISSING_GRACE`
-    pause while one of them has no record yet."""
+    pause while one of them has no record yet (``still_working()`` before each pause: the message
+    must not be redelivered meanwhile, however short its ack wait)."""
 
     async def verdict() -> tuple[str, str, str]:
         return _verdict(deps, list(await asyncio.gather(*(_status_of(b, x) for x in deps))))
@@ -213,6 +216,7 @@ async def _check_deps(b: "Broker", deps: list[str]) -> tuple[str, str, str]:
         found = await verdict()
         if found[2] != _MISSING:
             return found
+        await still_working()
         await asyncio.sleep(pause)
     return await verdict()
 

@@ -48,7 +48,7 @@ _MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "procmain.py")
 _BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 _RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 _EXIT_LINGER = 0.5
-_GROUP_KILL_WINDOW = 60.0
+_GROUP_KILL_WINDOW = 5.0
 
 
 def death_reason(returncode: int | None) -> str:
@@ -164,15 +164,15 @@ class _Child:
     def kill(self) -> None:
         """Kill the child and every process it started (its own process group: a hung or orphaned
         helper of a job must not outlive it, nor hold its pipe open)."""
+        if self.returncode is None:  # first: killed by the group signal, the child could be reaped
+            with contextlib.suppress(ProcessLookupError):  # by this call's poll, not asyncio's watcher
+                self.transport.kill()
         if self.frames.exited_for() < _GROUP_KILL_WINDOW:
             # The group outlives its reaped leader while members remain (so its id is not reused);
-            # long after the leader's exit, an empty group's id could belong to someone else's.
+            # once it is empty, its id could become another new session's (every job process leads one).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.transport.kill()
-        self.close_stdin()  # with the process gone and its pipes closed, asyncio lets go of it
+        self.close_stdin()
 
     def crash_text(self, limit: int = 40) -> str:
         try:
@@ -182,7 +182,10 @@ class _Child:
             return ""
         return "\n".join(lines[-limit:])
 
-    def discard_log(self) -> None:
+    def release(self) -> None:
+        """Once the child has ended: let go of its pipes (a process it forked may still hold one
+        open) and remove its crash log."""
+        self.transport.close()
         with contextlib.suppress(OSError):
             os.unlink(self.crash_log)
 
@@ -235,9 +238,9 @@ class ProcessPool:
         while not self._closed:
             try:
                 child = await self._launch()
-            except (OSError, EOFError, ValueError) as exc:
+            except Exception as exc:  # whatever it is (a serializer that cannot be pickled...), the slot needs a child
                 wait = _RESPAWN_BACKOFF[min(attempt, len(_RESPAWN_BACKOFF) - 1)]
-                log.error("cannot start a job process (%s); trying again in %gs", exc, wait)
+                log.error("cannot start a job process (%s); trying again in %gs", exc, wait, exc_info=True)
                 attempt += 1
                 await asyncio.sleep(wait)
                 continue
@@ -276,7 +279,7 @@ class ProcessPool:
             child.kill()
             with contextlib.suppress(Exception):
                 await child.wait()
-            child.discard_log()
+            child.release()
             raise
         return child
 
@@ -347,7 +350,7 @@ class ProcessPool:
     async def _reap(self, child: _Child) -> None:
         with contextlib.suppress(Exception):
             await child.wait()
-        child.discard_log()
+        child.release()
 
     async def _retire(self, child: _Child) -> None:
         """Let an idle child end by closing its pipe; kill it if it does not."""
@@ -357,7 +360,7 @@ class ProcessPool:
         except asyncio.TimeoutError:
             child.kill()
             await child.wait()
-        child.discard_log()
+        child.release()
 
     async def close(self) -> None:
         """Stop every child: idle ones end on their own, busy ones are killed."""

@@ -344,6 +344,24 @@ async def test_a_worker_whose_job_processes_cannot_start_still_starts(broker, st
     assert any("cannot start a job process" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_job_process_that_cannot_be_set_up_is_retried_and_the_reason_logged(caplog):
+    """Any error setting a child up (here a serializer that cannot be pickled into its first frame)
+    is logged and retried: the slot must not be left without a child and without a word."""
+    from naq_nb.core.procpool import ProcessPool
+
+    pool = ProcessPool(1, serializer=lambda: None)
+    with caplog.at_level(logging.ERROR, logger="naq_nb.worker"):
+        pool.start()
+        try:
+            assert not await pool.wait_ready(1.5)
+            assert pool._starting, "still trying to start one"
+        finally:
+            await pool.close()
+    assert any("cannot start a job process" in r.getMessage() and "pickle" in r.getMessage()
+               for r in caplog.records)
+    assert not pool.pids
+
+
 async def test_a_worker_that_fails_to_start_leaves_no_job_process(settings, monkeypatch):
     from naq_nb.core.broker import Broker
 
