@@ -357,7 +357,7 @@ async def test_a_job_process_that_cannot_be_set_up_is_retried_and_the_reason_log
             assert pool._starting, "still trying to start one"
         finally:
             await pool.close()
-    assert any("cannot start a job process" in r.getMessage() and "pickle" in r.getMessage()
+    assert any("cannot start a job process" in r.getMessage() and "lambda" in r.getMessage()
                for r in caplog.records)
     assert not pool.pids
 
