@@ -490,8 +490,9 @@ class Broker:
         if not self.nc.is_closed:
             try:
                 await self.nc.close()
-            except OSError as exc:  # the socket was already gone (server killed): closed anyway
-                log.debug("closing a lost connection: %s", exc)
+            except (OSError, TypeError) as exc:  # the socket was already gone (server killed): closed anyway
+                # (TypeError: Python 3.13.0's socket transport, when nats-py flushes into a closed one)
+                log.debug("closing a lost connection: %r", exc)
         self.fail_pending("closed")
 
     @property
