@@ -33,8 +33,10 @@ log = logging.getLogger("naq_nb.client")
 
 #: The server acknowledges every this many messages of a batch.
 FLOW = 100
-#: Unacknowledged flow windows a batch may run ahead by before its publisher waits.
-AHEAD = 4
+#: Unacknowledged flow windows a batch may run ahead by before its publisher waits (1,600 messages:
+#: 4 windows left the sender waiting on acks about 5 % of the time, bench/RESULTS.md; what is ahead
+#: is what a lost connection leaves in doubt, named as such).
+AHEAD = 16
 _START, _ADD, _COMMIT, _END = 0, 1, 2, 3
 
 
