@@ -52,7 +52,24 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("naq_nb.worker")
 
+_INF = float("inf")
 CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
+
+
+def _queue_names(queues: str | Iterable[str] | None, default: str) -> list[str]:
+    names = [default] if queues is None else [queues] if isinstance(queues, str) else list(queues)
+    if not names:
+        raise ValueError("a worker needs at least one queue")
+    return [validate_queue_name(q) for q in names]
+
+
+def _check_sizes(concurrency: Any, prefetch: Any, grace_period: Any) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
+        raise ValueError(f"prefetch must be an int >= 1 or None, not {prefetch!r}")
+    if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)) or not 0 <= grace_period < _INF:
+        raise ValueError(f"grace_period must be a finite number of seconds >= 0, not {grace_period!r}")
 
 
 class Worker:
@@ -86,23 +103,8 @@ class Worker:
         self.settings = settings or Settings.from_env()
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
-        if queues is None:
-            queues = [self.settings.default_queue]
-        elif isinstance(queues, str):
-            queues = [queues]
-        self.queues = [validate_queue_name(q) for q in queues]
-        if not self.queues:
-            raise ValueError("a worker needs at least one queue")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
-        if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
-            raise ValueError(f"prefetch must be an int >= 1 or None, not {prefetch!r}")
-        if (
-            isinstance(grace_period, bool)
-            or not isinstance(grace_period, (int, float))
-            or not 0 <= grace_period < float("inf")
-        ):
-            raise ValueError(f"grace_period must be a finite number of seconds >= 0, not {grace_period!r}")
+        self.queues = _queue_names(queues, self.settings.default_queue)
+        _check_sizes(concurrency, prefetch, grace_period)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
         self.grace_period = grace_period
