@@ -101,6 +101,7 @@ T = TypeVar("T")
 #: A job body that is a reference starts with this (pickle starts with 0x80, JSON with '[').
 MAGIC = b"\x00naq-object\x00"
 _HEADROOM = 1024  # protocol framing around headers and body
+_CHUNK = 128 * 1024  # object store chunk (nats-py's default), smaller when the server's max_payload is
 NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0  # seconds without a chunk before a download is declared stuck
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
@@ -184,9 +185,12 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     """Store ``data`` as object ``name`` of ``bucket`` (chunked) and return its reference."""
     ref = BlobRef(bucket, name, len(data), await _sha256(data))
     store = await _store(broker, bucket)
+    # nats-py's 128 KiB chunks do not fit a server whose max_payload is smaller.
+    chunk = max(1024, min(_CHUNK, broker.max_payload - _HEADROOM))
+    meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=chunk))
     try:
-        await store.put(name, data)
-    except (NotFoundError, BadRequestError, asyncio.TimeoutError, OSError) as exc:
+        await store.put(name, data, meta=meta)
+    except (NotFoundError, BadRequestError, nats.errors.MaxPayloadError, asyncio.TimeoutError, OSError) as exc:
         raise BlobError(
             f"cannot store {len(data):,} bytes in object store {bucket!r}: {type(exc).__name__}: {exc}"
         ) from exc

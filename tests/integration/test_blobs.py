@@ -316,3 +316,22 @@ def test_put_uploads_once_for_a_map_and_resolves_anywhere(no_cluster_left):
         nq.put(threading.Lock())
     with pytest.raises(TypeError, match="client must be a naq_nb Client"):
         nq.put(1, client="nats://x")
+
+
+async def test_bodies_and_results_over_a_small_max_payload_go_through_the_object_store(settings, start_worker,
+                                                                                      tmp_path):
+    """nats-py's 128 KiB object chunks do not fit a server whose max_payload is 64 KiB."""
+    from naq_nb.core.server import EmbeddedServer
+    import jobs
+    with EmbeddedServer(store_dir=tmp_path / "js", max_payload=64 * 1024) as srv:
+        small = settings.with_(nats_url=srv.url)
+        await start_worker(settings=small)
+        b = await Broker.connect(settings=small)
+        try:
+            assert b.max_payload == 64 * 1024
+            text = "x" * (300 * 1024)
+            made = await Queue(b).enqueue_many([(jobs.add, (text, str(i)), {}) for i in range(3)])
+            for i, job in enumerate(made):
+                assert (await wait_for_result(b, job.job_id, 60)).unwrap() == text + str(i)
+        finally:
+            await b.close()
