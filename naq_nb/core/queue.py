@@ -30,6 +30,7 @@ from .errors import (
     JobNotStoredError,
     NaqConnectionError,
     PublishTimeoutError,
+    SerializationError,
 )
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
@@ -137,7 +138,14 @@ class Queue:
                 for j in jobs
             ]  # every job is checked before anything is published
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
-        await _publish_all(b, await _claim_ids(b, jobs, encoded))
+        todo = await _claim_ids(b, jobs, encoded)
+        try:
+            await _publish_all(b, todo)
+        except JobNotStoredError as exc:
+            lost = set(exc.not_stored)
+            await _confirm_claims(b, [(j, enc) for j, enc in todo if j.job_id not in lost])
+            raise
+        await _confirm_claims(b, todo)
         return jobs
 
     async def purge(self) -> int:
@@ -413,7 +421,7 @@ async def _claim_ids(b: Broker, jobs: list[Job], encoded: list[tuple[dict, bytes
     claims = []
     for job, (_h, body) in zip(jobs, encoded):
         if job.options.job_id or job.options.key:
-            claim = json.dumps({"digest": call_digest(body), "fn": job.function_name, "ts": time.time()}).encode()
+            claim = _claim(body, job)
             fut = await b.publish_async(
                 lay.kv_subject(lay.meta_bucket, lay.claim_key(job.job_id)),
                 claim,
@@ -422,14 +430,18 @@ async def _claim_ids(b: Broker, jobs: list[Job], encoded: list[tuple[dict, bytes
             )
             claims.append((job, body, fut))
     reused: set[str] = set()
-    for job, body, fut in claims:
-        try:
-            await fut
-        except APIError as exc:
-            if exc.err_code != _WRONG_LAST_SEQ:
-                raise
-            if await _same_call(b, job, body):
-                reused.add(job.job_id)
+    try:
+        for job, body, fut in claims:
+            try:
+                await fut
+            except APIError as exc:
+                if exc.err_code != _WRONG_LAST_SEQ:
+                    raise
+                if await _same_call(b, job, body):
+                    reused.add(job.job_id)
+    except BaseException:
+        quiet_futures(*(fut for _j, _b, fut in claims))  # the first error is raised; the rest are not news
+        raise
     todo = []
     for job, enc in zip(jobs, encoded):
         if job.job_id in reused:
@@ -437,6 +449,37 @@ async def _claim_ids(b: Broker, jobs: list[Job], encoded: list[tuple[dict, bytes
         else:
             todo.append((job, enc))
     return todo
+
+
+def _claim(body: bytes, job: Job, stored: bool = False) -> bytes:
+    claim = {"digest": call_digest(body), "fn": job.function_name, "ts": time.time()}
+    return json.dumps({**claim, "stored": True} if stored else claim).encode()
+
+
+async def _confirm_claims(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) -> None:
+    """Mark the claims of chosen ids whose jobs are stored. A reuse of a marked id is that job; an
+    unmarked claim may be an enqueue that failed half-way (its ``queued`` record stored, its job in
+    doubt), so a reuse sends the job again. Best effort: an unmarked claim only costs that resend,
+    which the server drops as a duplicate within its de-duplication window."""
+    named = [(j, body) for j, (_h, body) in todo if j.options.job_id or j.options.key]
+    if not named:
+        return
+    lay = b.layout
+    try:
+        futs = [
+            await b.publish_async(
+                lay.kv_subject(lay.meta_bucket, lay.claim_key(j.job_id)),
+                _claim(body, j, stored=True),
+                what=f"the id claim of job {j.job_id}",
+            )
+            for j, body in named
+        ]
+        outcomes = await asyncio.gather(*futs, return_exceptions=True)
+    except _CLEANUP_ERRORS as exc:
+        outcomes = [exc]
+    errors = [e for e in outcomes if isinstance(e, BaseException)]
+    if errors:
+        log.warning("%d stored jobs keep an unconfirmed id claim: %s", len(errors), errors[0])
 
 
 async def _same_call(b: Broker, job: Job, body: bytes) -> bool:
@@ -451,11 +494,19 @@ async def _same_call(b: Broker, job: Job, body: bytes) -> bool:
             f"job id {job.job_id!r} is already used by another call ({claim.get('fn', '?')}); a reused "
             "job_id/key must be the same function with the same arguments, else choose another id"
         )
-    try:
-        await (await b.kv(b.layout.status_bucket)).get(job.job_id)
+    if claim.get("stored"):
         return True
+    try:
+        entry = await (await b.kv(b.layout.status_bucket)).get(job.job_id)
     except KeyNotFoundError:
         return False  # claimed, but its first enqueue never got through: publish it now
+    # Not known to be stored, and not started: its first enqueue may have stored only the record.
+    # Send it again (if it was stored, within the window, the server drops the copy as a duplicate).
+    try:
+        status = decode_status(entry.value).get("status") if entry.value else None
+    except SerializationError:
+        return False  # an unreadable record proves nothing: send the job
+    return status not in (JobStatus.QUEUED.value, JobStatus.WAITING.value)
 
 
 async def get_status(broker: Broker, job_id: str) -> StatusRecord:

@@ -199,6 +199,41 @@ async def test_reused_job_id_is_the_same_job_or_an_error(broker, start_worker):
     assert (await wait_for_result(broker, "report-1", 30)).unwrap() == 3
 
 
+async def test_a_reused_id_whose_first_enqueue_left_only_its_record_is_sent_again(broker, start_worker,
+                                                                                monkeypatch):
+    """The first enqueue stored the claim and the queued record, but its job message is in doubt (no
+    acknowledgement): the same call with the same id must store the job, not take it as existing."""
+    from naq_nb.core.errors import JobNotFoundError, PublishTimeoutError
+    from naq_nb.core.queue import get_status
+    q = Queue(broker).configure(job_id="order-7")
+    real = broker.publish_async
+
+    async def job_in_doubt(subject, *a, **kw):
+        if subject == broker.layout.queue_subject("default"):
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(PublishTimeoutError("simulated: no acknowledgement"))
+            return fut
+        return await real(subject, *a, **kw)
+
+    monkeypatch.setattr(broker, "publish_async", job_in_doubt)
+    with pytest.raises(PublishTimeoutError):
+        await q.enqueue(jobs.add, 3, 4)
+    monkeypatch.setattr(broker, "publish_async", real)
+    async def record_stored():  # its acknowledgement was not awaited: it lands on its own
+        try:
+            return (await get_status(broker, "order-7"))["status"] == "queued"
+        except JobNotFoundError:
+            return False
+    await eventually(record_stored, 10, "the first enqueue's queued record")
+    assert await Queue(broker).count() == 0
+    again = await q.enqueue(jobs.add, 3, 4)
+    assert not again.duplicate and await Queue(broker).count() == 1, "the job was stored this time"
+    third = await q.enqueue(jobs.add, 3, 4)
+    assert third.duplicate and await Queue(broker).count() == 1, "now known stored: not sent again"
+    await start_worker()
+    assert (await wait_for_result(broker, "order-7", 30)).unwrap() == 7
+
+
 async def test_ids_are_checked_where_they_enter(broker):
     from naq_nb.core.errors import ConfigurationError
     from naq_nb.core.queue import cancel_job, get_status
