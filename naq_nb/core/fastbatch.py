@@ -38,6 +38,7 @@ FLOW = 100
 #: is what a lost connection leaves in doubt, named as such).
 AHEAD = 16
 _START, _ADD, _COMMIT, _END = 0, 1, 2, 3
+_BATCHING_DISABLED = 10205  # the stream does not allow batched publishes (any more): each message refused
 
 
 class FastBatch:
@@ -51,6 +52,7 @@ class FastBatch:
         self.acked = 0  # stored through this batch sequence (flow acks)
         self.problem: str | None = None  # the first err / gap / error frame: the batch ends there
         self.count: int | None = None  # the terminal ack's count
+        self.refused = 0  # messages refused one by one because the stream stopped allowing batches
         self._closed = False  # the last message (a commit) or an end marker was sent
         self._sub: Any = None
         self._news = asyncio.Event()
@@ -63,6 +65,15 @@ class FastBatch:
     def ended(self) -> bool:
         """The server has reported a problem or ended the batch: send nothing more."""
         return self.count is not None or self.problem is not None
+
+    @property
+    def disabled(self) -> bool:
+        """The stream refuses batched publishes (``allow_batched`` was turned off after connect)."""
+        return self.refused > 0
+
+    def _settled(self) -> bool:
+        # A stream that stopped batching answers no count: every message was acked or refused.
+        return self.count is not None or (self.disabled and self.acked + self.refused >= self.sent)
 
     async def add(self, subject: str, payload: bytes, headers: dict | None = None, *, last: bool = False) -> None:
         self.sent += 1
@@ -94,7 +105,7 @@ class FastBatch:
         from the problem frame itself."""
         deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
         try:
-            while self.count is None:
+            while not self._settled():
                 await self._wait(deadline)
         except PublishTimeoutError:
             if self.problem is None:
@@ -102,7 +113,7 @@ class FastBatch:
         if self.problem is not None:
             log.warning("%s: the server ended the batch: %s", self.what, self.problem)
         if self.count is None:
-            return self.acked, False
+            return self.acked, self._settled()  # refused one by one after the acked ones: exact
         return min(self.count, self.sent), True
 
     async def close(self) -> None:
@@ -138,8 +149,16 @@ class FastBatch:
             self.count = int(frame["count"])  # the batch's end: its first `count` messages are stored
             if self.count == self.sent:
                 self.acked = self.sent
+        elif isinstance(frame, dict) and _err_code(frame) == _BATCHING_DISABLED:
+            self.refused += 1
+            self.problem = self.problem or json.dumps(frame)[:300]
         elif self.problem is None:
             # err / gap frames, a failed batch, or a plain PubAck (a server that does not batch after
             # all: its messages are then in doubt, and reported so)
             self.problem = json.dumps(frame)[:300]
         self._news.set()
+
+
+def _err_code(frame: dict) -> Any:
+    err = frame.get("error")
+    return err.get("err_code") if isinstance(err, dict) else None

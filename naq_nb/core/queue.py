@@ -194,8 +194,12 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
     failure nothing more is sent; the jobs in flight are settled, then the failures raised at once."""
     if b.fast_batches and len(todo) >= FAST_MIN and not any(j.options.key for j, _ in todo):
         for start in range(0, len(todo), FAST_CHUNK):
-            await _publish_fast(b, todo, start)
-        return
+            resume = await _publish_fast(b, todo, start)
+            if resume is not None:  # the server stopped taking batches: the rest goes job by job
+                todo = todo[resume:]
+                break
+        else:
+            return
     window: deque[_InFlight] = deque()
     failed: list[tuple[Job, BaseException]] = []
     sent = 0
@@ -232,9 +236,11 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
     ) from first
 
 
-async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], start: int) -> None:
+async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], start: int) -> int | None:
     """One chunk of ``todo`` from ``start`` as two fast-ingest batches side by side: each job's queued
-    record, then the job. What the server did not take (and everything after it) is not stored."""
+    record, then the job. What the server did not take (and everything after it) is not stored.
+    Returns None, or where to go on job by job when a stream stopped allowing batches after connect
+    (its refusals are exact; jobs stored already and sent again are dropped as duplicates)."""
     lay = b.layout
     chunk = todo[start : start + FAST_CHUNK]
     records, queued = FastBatch(b, "queued records"), FastBatch(b, f"{len(chunk):,} jobs")
@@ -260,7 +266,11 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
         await records.close()
         await queued.close()
     if n_jobs == len(chunk) and n_records == len(chunk):
-        return
+        return None
+    if (queued.disabled or records.disabled) and exact and records_exact:
+        b.fast_batches = False
+        log.warning("the server refuses batched publishes now (allow_batched turned off?): job by job from here")
+        return start + min(n_jobs, n_records)
     bare = f", {n_jobs - n_records:,} stored without their queued record" if n_records < n_jobs else ""
     not_stored = [j.job_id for j, _ in todo[start + n_jobs :]]
     if exact:  # the jobs after n_jobs are not stored: their records (any that were) go too

@@ -199,6 +199,28 @@ def test_a_server_killed_mid_batch_fails_the_call_and_names_every_job_not_stored
             pass  # reported by the call already
 
 
+@pytest.mark.parametrize("which", ["jobs", "status"])
+async def test_a_stream_closed_to_batches_after_connect_is_sent_the_rest_job_by_job(broker, which):
+    """An operator turns allow_batched off while the client believes in batches: the server refuses each
+    message of that batch (nothing stored, exactly); the call goes on job by job and stores every job
+    once, with its record, and later calls go job by job from the start."""
+    if not server_has_fast_batches(broker):
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    assert broker.fast_batches
+    lay = broker.layout
+    stream = lay.jobs_stream if which == "jobs" else lay.kv_stream(lay.status_bucket)
+    cfg = (await broker.js.stream_info(stream)).config
+    await broker.js.update_stream(cfg.evolve(allow_batched=False))
+    q = core_queue.Queue(broker, "closed")
+    made = await q.enqueue_many([(jobs.add, (i, 1), {}) for i in range(300)])
+    assert not broker.fast_batches, "later calls go job by job at once"
+    assert await q.count() == 300, "every job stored once"
+    records = await read_keys(broker, lay.status_bucket, [j.job_id for j in made])
+    assert len(records) == 300 and {decode_status(v)["status"] for v in records.values()} == {"queued"}
+    more = await q.enqueue_many([(jobs.add, (i, 2), {}) for i in range(FAST_MIN)])
+    assert all(j.sequence for j in more) and await q.count() == 300 + FAST_MIN
+
+
 async def test_streams_made_before_fast_batches_are_opened_to_them_at_connect(broker, settings):
     if not server_has_fast_batches(broker):
         pytest.skip("fast-ingest batches need nats-server 2.14+")
