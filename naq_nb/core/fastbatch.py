@@ -52,7 +52,7 @@ class FastBatch:
         self.acked = 0  # stored through this batch sequence (flow acks)
         self.problem: str | None = None  # the first err / gap / error frame: the batch ends there
         self.count: int | None = None  # the terminal ack's count
-        self.refused = 0  # messages refused one by one because the stream stopped allowing batches
+        self.refused: set[int] = set()  # batch sequences refused one by one: the stream stopped batching
         self._closed = False  # the last message (a commit) or an end marker was sent
         self._sub: Any = None
         self._news = asyncio.Event()
@@ -69,11 +69,14 @@ class FastBatch:
     @property
     def disabled(self) -> bool:
         """The stream refuses batched publishes (``allow_batched`` was turned off after connect)."""
-        return self.refused > 0
+        return bool(self.refused)
 
     def _settled(self) -> bool:
-        # A stream that stopped batching answers no count: every message was acked or refused.
-        return self.count is not None or (self.disabled and self.acked + self.refused >= self.sent)
+        # A stream that stopped batching answers no count: settled once every message after the
+        # acknowledged ones was refused (one that was not may be stored: then only a timeout ends it).
+        if self.count is not None:
+            return True
+        return self.disabled and len({s for s in self.refused if self.acked < s <= self.sent}) == self.sent - self.acked
 
     async def add(self, subject: str, payload: bytes, headers: dict | None = None, *, last: bool = False) -> None:
         self.sent += 1
@@ -150,7 +153,7 @@ class FastBatch:
             if self.count == self.sent:
                 self.acked = self.sent
         elif isinstance(frame, dict) and _err_code(frame) == _BATCHING_DISABLED:
-            self.refused += 1
+            self.refused.add(_batch_seq(msg.subject))
             self.problem = self.problem or json.dumps(frame)[:300]
         elif self.problem is None:
             # err / gap frames, a failed batch, or a plain PubAck (a server that does not batch after
@@ -162,3 +165,12 @@ class FastBatch:
 def _err_code(frame: dict) -> Any:
     err = frame.get("error")
     return err.get("err_code") if isinstance(err, dict) else None
+
+
+def _batch_seq(subject: str) -> int:
+    """The batch sequence in a reply subject (``<inbox>.<flow>.fail.<seq>.<op>.$FI``); 0 if none."""
+    parts = subject.split(".")
+    try:
+        return int(parts[-3]) if len(parts) >= 3 else 0
+    except ValueError:
+        return 0

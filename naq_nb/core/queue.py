@@ -7,7 +7,6 @@ offers sync twins that run these coroutines on its background loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from . import blobs
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
+from .claims import call_digest, claim_ids, confirm_claims, is_named
 from .deps import release_dependents
 from .envelope import encode_job, header_size
 from .fastbatch import FLOW as FAST_FLOW, FastBatch
@@ -25,12 +25,10 @@ from .errors import (
     JS_MESSAGE_GONE,
     ConcurrentUpdateError,
     ConfigurationError,
-    DuplicateJobError,
     JobNotFoundError,
     JobNotStoredError,
     NaqConnectionError,
     PublishTimeoutError,
-    SerializationError,
 )
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
@@ -137,15 +135,21 @@ class Queue:
                 )
                 for j in jobs
             ]  # every job is checked before anything is published
+        # Digests of the calls themselves (by job object): an offloaded body is a reference with a
+        # fresh object name.
+        digests = {id(j): call_digest(body) for j, (_h, body) in zip(jobs, encoded) if is_named(j)}
         encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
-        todo = await _claim_ids(b, jobs, encoded)
+        todo = await claim_ids(b, jobs, encoded, digests)
         try:
             await _publish_all(b, todo)
         except JobNotStoredError as exc:
             lost = set(exc.not_stored)
-            await _confirm_claims(b, [(j, enc) for j, enc in todo if j.job_id not in lost])
+            await confirm_claims(b, [j for j, _ in todo if j.job_id not in lost], digests)
             raise
-        await _confirm_claims(b, todo)
+        except Exception:
+            await confirm_claims(b, [j for j, _ in todo if j.sequence is not None], digests)  # acknowledged
+            raise
+        await confirm_claims(b, [j for j, _ in todo], digests)
         return jobs
 
     async def purge(self) -> int:
@@ -192,7 +196,8 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
     """Publish ``todo`` in a sliding window of acknowledgements: the server is never sent more than it
     acknowledges soon, and the memory held for acknowledgements stays flat for 100,000 jobs. After a
     failure nothing more is sent; the jobs in flight are settled, then the failures raised at once."""
-    if b.fast_batches and len(todo) >= FAST_MIN and not any(j.options.key for j, _ in todo):
+    total = len(todo)
+    if b.fast_batches and total >= FAST_MIN and not any(j.options.key for j, _ in todo):
         for start in range(0, len(todo), FAST_CHUNK):
             resume = await _publish_fast(b, todo, start)
             if resume is not None:  # the server stopped taking batches: the rest goes job by job
@@ -223,13 +228,13 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
         return
     await _drop_refused_records(b, failed)
     job, first = failed[0]
-    if len(todo) == 1:
+    if total == 1:
         raise first  # a single job: its own error (PublishTimeoutError, the server's refusal, ...)
     unsent = [j.job_id for j, _ in todo[sent:]]
     lost = [j.job_id for j, _ in failed if j.sequence is None]  # an acknowledged message is stored
     bare = f", {len(failed) - len(lost):,} stored without their queued record" if len(lost) < len(failed) else ""
     raise JobNotStoredError(
-        f"{len(lost) + len(unsent):,} of {len(todo):,} jobs were not stored: {len(lost):,} not "
+        f"{len(lost) + len(unsent):,} of {total:,} jobs were not stored: {len(lost):,} not "
         f"acknowledged (they may or may not be stored), {len(unsent):,} not sent after that{bare}; the "
         f"others are stored. The first, job {job.job_id} ({job.function_name}): {type(first).__name__}: {first}",
         not_stored=lost + unsent,
@@ -270,7 +275,8 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
     if (queued.disabled or records.disabled) and exact and records_exact:
         b.fast_batches = False
         log.warning("the server refuses batched publishes now (allow_batched turned off?): job by job from here")
-        return start + min(n_jobs, n_records)
+        await _add_missing_records(b, chunk[n_records:n_jobs])
+        return start + n_jobs
     bare = f", {n_jobs - n_records:,} stored without their queued record" if n_records < n_jobs else ""
     not_stored = [j.job_id for j, _ in todo[start + n_jobs :]]
     if exact:  # the jobs after n_jobs are not stored: their records (any that were) go too
@@ -282,6 +288,26 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
         f"{n_jobs + 1:,} of {len(chunk):,}{bare}; the {start + n_jobs:,} before are stored. {failure}",
         not_stored=not_stored,
     )
+
+
+async def _add_missing_records(b: Broker, stored: list[tuple[Job, tuple[dict, bytes]]]) -> None:
+    """The ``queued`` records of stored jobs whose records were refused, create-only: a worker may
+    have written a later one already, which stands."""
+    lay = b.layout
+    futs = [
+        await b.publish_async(
+            lay.kv_subject(lay.status_bucket, j.job_id),
+            _status_bytes(j),
+            headers=dict(_CREATE_ONLY),
+            what=f"the status of job {j.job_id}",
+        )
+        for j, _ in stored
+    ]
+    outcomes = await asyncio.gather(*futs, return_exceptions=True)
+    errors = [e for e in outcomes if isinstance(e, BaseException)]
+    errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == _WRONG_LAST_SEQ)]
+    if errors:
+        log.warning("%d stored jobs have no queued record: %s", len(errors), errors[0])
 
 
 async def _fast_outcome(queued: FastBatch, records: FastBatch) -> tuple[tuple[int, bool], tuple[int, bool], str]:
@@ -412,111 +438,6 @@ async def publish_prepared(
 
     for f in acks:
         f.add_done_callback(_check)
-
-
-def call_digest(body: bytes) -> str:
-    """What makes two enqueues "the same call": the serialized function and arguments."""
-    return hashlib.sha256(body).hexdigest()[:32]
-
-
-async def _claim_ids(b: Broker, jobs: list[Job], encoded: list[tuple[dict, bytes]]) -> list[tuple[Job, tuple]]:
-    """Claim every chosen job id (``job_id`` or ``key``) for its call, create-only, pipelined.
-
-    A reused id of the same call (same function and arguments) is that job: it is marked
-    ``duplicate`` and not published again, unless it never got a status (its first enqueue
-    failed half-way), then it is published again. A reused id of another call raises
-    :class:`DuplicateJobError` before anything is published. Returns the jobs to publish.
-    """
-    lay = b.layout
-    claims = []
-    for job, (_h, body) in zip(jobs, encoded):
-        if job.options.job_id or job.options.key:
-            claim = _claim(body, job)
-            fut = await b.publish_async(
-                lay.kv_subject(lay.meta_bucket, lay.claim_key(job.job_id)),
-                claim,
-                headers=dict(_CREATE_ONLY),
-                what=f"the id claim of job {job.job_id}",
-            )
-            claims.append((job, body, fut))
-    reused: set[str] = set()
-    try:
-        for job, body, fut in claims:
-            try:
-                await fut
-            except APIError as exc:
-                if exc.err_code != _WRONG_LAST_SEQ:
-                    raise
-                if await _same_call(b, job, body):
-                    reused.add(job.job_id)
-    except BaseException:
-        quiet_futures(*(fut for _j, _b, fut in claims))  # the first error is raised; the rest are not news
-        raise
-    todo = []
-    for job, enc in zip(jobs, encoded):
-        if job.job_id in reused:
-            job.duplicate = True
-        else:
-            todo.append((job, enc))
-    return todo
-
-
-def _claim(body: bytes, job: Job, stored: bool = False) -> bytes:
-    claim = {"digest": call_digest(body), "fn": job.function_name, "ts": time.time()}
-    return json.dumps({**claim, "stored": True} if stored else claim).encode()
-
-
-async def _confirm_claims(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) -> None:
-    """Mark the claims of chosen ids whose jobs are stored. A reuse of a marked id is that job; an
-    unmarked claim may be an enqueue that failed half-way (its ``queued`` record stored, its job in
-    doubt), so a reuse sends the job again. Best effort: an unmarked claim only costs that resend,
-    which the server drops as a duplicate within its de-duplication window."""
-    named = [(j, body) for j, (_h, body) in todo if j.options.job_id or j.options.key]
-    if not named:
-        return
-    lay = b.layout
-    try:
-        futs = [
-            await b.publish_async(
-                lay.kv_subject(lay.meta_bucket, lay.claim_key(j.job_id)),
-                _claim(body, j, stored=True),
-                what=f"the id claim of job {j.job_id}",
-            )
-            for j, body in named
-        ]
-        outcomes = await asyncio.gather(*futs, return_exceptions=True)
-    except _CLEANUP_ERRORS as exc:
-        outcomes = [exc]
-    errors = [e for e in outcomes if isinstance(e, BaseException)]
-    if errors:
-        log.warning("%d stored jobs keep an unconfirmed id claim: %s", len(errors), errors[0])
-
-
-async def _same_call(b: Broker, job: Job, body: bytes) -> bool:
-    """True if ``job``'s id is claimed by this very call and the job exists; raises if another call has it."""
-    kv = await b.kv(b.layout.meta_bucket)
-    try:
-        claim = json.loads((await kv.get(b.layout.claim_key(job.job_id))).value or b"{}")
-    except (KeyNotFoundError, ValueError):
-        claim = {}
-    if claim.get("digest") != call_digest(body):
-        raise DuplicateJobError(
-            f"job id {job.job_id!r} is already used by another call ({claim.get('fn', '?')}); a reused "
-            "job_id/key must be the same function with the same arguments, else choose another id"
-        )
-    if claim.get("stored"):
-        return True
-    try:
-        entry = await (await b.kv(b.layout.status_bucket)).get(job.job_id)
-    except KeyNotFoundError:
-        return False  # claimed, but its first enqueue never got through: publish it now
-    # Not known to be stored, and not started: its first enqueue may have stored only the record.
-    # Send it again (if it was stored, within the window, the server drops the copy as a duplicate).
-    try:
-        status = decode_status(entry.value).get("status") if entry.value else None
-    except SerializationError:
-        return False  # an unreadable record proves nothing: send the job
-    return status not in (JobStatus.QUEUED.value, JobStatus.WAITING.value)
 
 
 async def get_status(broker: Broker, job_id: str) -> StatusRecord:

@@ -335,3 +335,13 @@ async def test_bodies_and_results_over_a_small_max_payload_go_through_the_object
                 assert (await wait_for_result(b, job.job_id, 60)).unwrap() == text + str(i)
         finally:
             await b.close()
+
+
+async def test_a_reused_id_of_a_call_with_an_offloaded_body_is_the_same_job(broker):
+    """The claim's digest is of the call, not of its object-store reference (a fresh name each time)."""
+    import jobs
+    q = Queue(broker, "nobody").configure(job_id="big-1")
+    text = "x" * (broker.max_payload + 10)
+    first = await q.enqueue(jobs.add, text, "y")
+    again = await q.enqueue(jobs.add, text, "y")
+    assert not first.duplicate and again.duplicate and await Queue(broker, "nobody").count() == 1
