@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
-from .layout import Layout
+from .layout import Layout, create_only as _create_only
 from .serialization import Serializer, get_serializer
 from .settings import Settings, redact_url
 
@@ -39,7 +39,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-_STREAM_EDIT_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *CONNECTION_ERRORS)
+_JS_CALL_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *CONNECTION_ERRORS)
 
 
 def server_has_fast_batches(broker: "Broker") -> bool:
@@ -282,7 +282,7 @@ class Broker:
                 cfg = self._configs.get(name) or (await self.js.stream_info(name)).config
                 if not cfg.allow_batched:
                     cfg = (await self.js.update_stream(cfg.evolve(allow_batched=True))).config
-            except _STREAM_EDIT_ERRORS as exc:  # e.g. no permission to edit streams
+            except _JS_CALL_ERRORS as exc:  # e.g. no permission to edit streams
                 log.warning("stream %s: cannot allow batched publishes (%s); jobs are sent one by one", name, exc)
                 return False
             if not cfg.allow_batched:  # a server (or cluster leader) that ignores the setting
@@ -405,6 +405,21 @@ class Broker:
                 nxt = deadline
         if nxt is not None:
             self._expiry = loop.call_at(nxt, self._expire_acks)
+
+    async def publish_each(
+        self, msgs: list[tuple[str, bytes, str]], *, create_only: bool = False
+    ) -> list[BaseException]:
+        """Publish ``(subject, payload, what)`` messages pipelined (each create-only if asked) and wait
+        for every acknowledgement; the failures, in no order (a lost connection fails the rest)."""
+        try:
+            futs = [
+                await self.publish_async(subject, payload, headers=_create_only() if create_only else None, what=what)
+                for subject, payload, what in msgs
+            ]
+            outcomes = await asyncio.gather(*futs, return_exceptions=True)
+        except _JS_CALL_ERRORS as exc:  # (a connection error, or a refusal raised at once)
+            return [exc]
+        return [e for e in outcomes if isinstance(e, BaseException)]
 
     def fail_pending(self, why: str) -> None:
         """Fail every publish still waiting for its acknowledgement (the connection dropped or closed)."""

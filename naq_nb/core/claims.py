@@ -9,7 +9,6 @@ jobs stream's de-duplication window.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -17,18 +16,15 @@ import time
 
 from nats.js.errors import APIError, KeyNotFoundError
 
-from .broker import CONNECTION_ERRORS, Broker, quiet_futures
-from .errors import DuplicateJobError, SerializationError
+from .broker import Broker, quiet_futures
+from .errors import JS_WRONG_LAST_SEQUENCE, DuplicateJobError, SerializationError
+from .layout import create_only
 from .job import Job, JobStatus
 from .status import decode_status
 
 __all__ = ["call_digest", "claim_ids", "confirm_claims", "is_named"]
 
 log = logging.getLogger("naq_nb")
-
-_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
-_WRONG_LAST_SEQ = 10071  # JetStream's "wrong last sequence": the key exists
-_CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, APIError)
 
 
 def call_digest(body: bytes) -> str:
@@ -59,7 +55,7 @@ async def claim_ids(
             fut = await b.publish_async(
                 lay.kv_subject(lay.meta_bucket, lay.claim_key(job.job_id)),
                 claim,
-                headers=dict(_CREATE_ONLY),
+                headers=create_only(),
                 what=f"the id claim of job {job.job_id}",
             )
             claims.append((job, digests[id(job)], fut))
@@ -69,7 +65,7 @@ async def claim_ids(
             try:
                 await fut
             except APIError as exc:
-                if exc.err_code != _WRONG_LAST_SEQ:
+                if exc.err_code != JS_WRONG_LAST_SEQUENCE:
                     raise
                 if await _same_call(b, job, digest):
                     reused.add(job.job_id)
@@ -99,19 +95,15 @@ async def confirm_claims(b: Broker, stored: list[Job], digests: dict[int, str]) 
     if not named:
         return
     lay = b.layout
-    try:
-        futs = [
-            await b.publish_async(
-                lay.kv_subject(lay.meta_bucket, lay.claim_key(j.job_id)),
-                _claim(digests[id(j)], j, stored=True),
-                what=f"the id claim of job {j.job_id}",
-            )
-            for j in named
-        ]
-        outcomes = await asyncio.gather(*futs, return_exceptions=True)
-    except _CLEANUP_ERRORS as exc:
-        outcomes = [exc]
-    errors = [e for e in outcomes if isinstance(e, BaseException)]
+    claims = [
+        (
+            lay.kv_subject(lay.meta_bucket, lay.claim_key(j.job_id)),
+            _claim(digests[id(j)], j, stored=True),
+            f"the id claim of job {j.job_id}",
+        )
+        for j in named
+    ]
+    errors = await b.publish_each(claims)
     if errors:
         log.warning("%d stored jobs keep an unconfirmed id claim: %s", len(errors), errors[0])
 

@@ -31,9 +31,9 @@ from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from .envelope import HEADER_MSG_ID, JobMeta, decode_meta
-from .errors import JS_MESSAGE_GONE, DependencyFailedError, SerializationError
+from .errors import JS_MESSAGE_GONE, JS_WRONG_LAST_SEQUENCE, DependencyFailedError, SerializationError
 from .job import JobStatus
-from .layout import msg_delete_api_subject
+from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
 from .serialization import pack_record
 from .status import TERMINAL_VALUES, StatusRecord, decode_status, encode_status, first_record, with_status
@@ -53,8 +53,6 @@ _MISSING = "does not exist (never enqueued, or expired)"
 # A dependency's first record and its dependent's message go to different streams, which the server
 # stores independently: the dependent can arrive before that record does. Look again before failing.
 MISSING_GRACE = (0.05, 0.25, 1.0)
-_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
-_WRONG_LAST_SEQ = 10071
 _CHUNK = 64  # copies settled concurrently
 _INDEX_MAX = 200_000  # job ids kept in a gate's index of parked-on jobs before it starts afresh
 
@@ -376,10 +374,10 @@ async def _fail_parked(
     )
     try:
         await b.publish(
-            lay.kv_subject(lay.results_bucket, jid), data, headers=dict(_CREATE_ONLY), what=f"the result of job {jid}"
+            lay.kv_subject(lay.results_bucket, jid), data, headers=create_only(), what=f"the result of job {jid}"
         )
     except APIError as err:
-        if err.err_code != _WRONG_LAST_SEQ:
+        if err.err_code != JS_WRONG_LAST_SEQUENCE:
             raise  # a result already exists (a repeated release): it stands
 
 

@@ -150,3 +150,5 @@ class JobLostError(NaqException):
 #: "sequence not found" (400/10043), and 500/10057 for a sequence already deleted. A delete or get
 #: that races with another worker's delete gets one of them.
 JS_MESSAGE_GONE = (10037, 10043, 10057)
+#: JetStream's "wrong last sequence" (400/10071): an expected-last-sequence write found the key moved on.
+JS_WRONG_LAST_SEQUENCE = 10071

@@ -26,7 +26,18 @@ __all__ = [
     "msg_delete_api_subject",
     "direct_get_api_subject",
     "DIRECT_GET_MAX_SUBJECTS",
+    "EXPECTED_LAST_SUBJECT_SEQ",
+    "create_only",
 ]
+
+#: Header of a publish that JetStream stores only if the subject's last message has this sequence.
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+
+def create_only() -> dict[str, str]:
+    """Headers of a write that only creates its key (a fresh dict: nats-py may keep it)."""
+    return {EXPECTED_LAST_SUBJECT_SEQ: "0"}
+
 
 # \Z, not $: "$" also matches before a trailing newline, and "q\n" is no subject token.
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")

@@ -22,6 +22,7 @@ from .deps import release_dependents
 from .envelope import encode_job, header_size
 from .fastbatch import FLOW as FAST_FLOW, FastBatch
 from .errors import (
+    JS_WRONG_LAST_SEQUENCE,
     JS_MESSAGE_GONE,
     ConcurrentUpdateError,
     ConfigurationError,
@@ -49,10 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("naq_nb")
-
-
-_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
-_WRONG_LAST_SEQ = 10071  # JetStream's "wrong last sequence": the key exists
 
 
 def _check_callable(fn: Any) -> None:
@@ -294,18 +291,12 @@ async def _add_missing_records(b: Broker, stored: list[tuple[Job, tuple[dict, by
     """The ``queued`` records of stored jobs whose records were refused, create-only: a worker may
     have written a later one already, which stands."""
     lay = b.layout
-    futs = [
-        await b.publish_async(
-            lay.kv_subject(lay.status_bucket, j.job_id),
-            _status_bytes(j),
-            headers=dict(_CREATE_ONLY),
-            what=f"the status of job {j.job_id}",
-        )
+    msgs = [
+        (lay.kv_subject(lay.status_bucket, j.job_id), _status_bytes(j), f"the status of job {j.job_id}")
         for j, _ in stored
     ]
-    outcomes = await asyncio.gather(*futs, return_exceptions=True)
-    errors = [e for e in outcomes if isinstance(e, BaseException)]
-    errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == _WRONG_LAST_SEQ)]
+    errors = await b.publish_each(msgs, create_only=True)
+    errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
     if errors:
         log.warning("%d stored jobs have no queued record: %s", len(errors), errors[0])
 

@@ -35,10 +35,17 @@ from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call
-from .errors import DependencyFailedError, JobLostError, NaqConnectionError, SerializationError, SignatureError
+from .errors import (
+    JS_WRONG_LAST_SEQUENCE,
+    DependencyFailedError,
+    JobLostError,
+    NaqConnectionError,
+    SerializationError,
+    SignatureError,
+)
 from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
-from .layout import WIRE_ID_RE
+from .layout import EXPECTED_LAST_SUBJECT_SEQ, WIRE_ID_RE, create_only
 from .records import encode_failure, encode_result
 from .registry import WorkerRecord
 from .status import StatusRecord, decode_status, encode_status, status_record, with_status
@@ -49,9 +56,6 @@ __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRAC
 
 log = logging.getLogger("naq_nb.worker")
 _MAX_TRACEBACK = 32_000
-_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
-_CREATE_ONLY = {_EXPECTED_LAST: "0"}
-_WRONG_LAST_SEQ = 10071
 
 LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
@@ -387,10 +391,10 @@ class JobRunner:
         subject = lay.kv_subject(lay.results_bucket, jid)
         try:
             last = await self.b.js.get_last_msg(lay.kv_stream(lay.results_bucket), subject)
-            await self.b.js.publish(subject, result, headers={_EXPECTED_LAST: str(last.seq)})
+            await self.b.js.publish(subject, result, headers={EXPECTED_LAST_SUBJECT_SEQ: str(last.seq)})
             return True
         except APIError as exc:
-            if exc.err_code != _WRONG_LAST_SEQ:
+            if exc.err_code != JS_WRONG_LAST_SEQUENCE:
                 raise
             return False
 
@@ -450,13 +454,13 @@ class JobRunner:
             self.lay.kv_subject(self.lay.status_bucket, jid), encode_status(rec), timeout=bound
         )
         res_fut = await self.b.publish_async(
-            self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=dict(_CREATE_ONLY), timeout=bound
+            self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=create_only(), timeout=bound
         )
         try:
             await res_fut
         except APIError as exc:
             await asyncio.gather(status_fut, return_exceptions=True)  # superseded just below
-            if exc.err_code != _WRONG_LAST_SEQ:
+            if exc.err_code != JS_WRONG_LAST_SEQUENCE:
                 raise
             async with asyncio.timeout(bound):
                 return await self._keep_earlier_result(jid, result, rec)
