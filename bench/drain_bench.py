@@ -6,7 +6,8 @@ start-up is not in it), as ``bench/peers.py``'s drain phase does. The raw
 ceiling (pull + one KV put + ack, 256 in flight) runs on the same server just
 before. ``--profile out.svg`` records the worker with py-spy while it drains.
 
-Usage: python bench/drain_bench.py [--jobs 5000] [--concurrency 10] [--execution processes] [--profile f.svg]
+Usage: python bench/drain_bench.py [--jobs 5000] [--concurrency 10] [--execution processes] [--async-job]
+       [--profile f.svg]
 """
 
 from __future__ import annotations
@@ -56,15 +57,17 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return one(pid), sum(one(k) for k in kids)
 
 
-async def drain(url: str, n: int, concurrency: int, execution: str, profile: str | None) -> dict:
+async def drain(url: str, n: int, concurrency: int, execution: str, profile: str | None,
+                async_job: bool = False) -> dict:
     # A job module that imports nothing: with throughput.py each of the worker's job processes
     # compiled nats-py and naq_nb on its first job (no .pyc here), CPU taken from the drain itself.
-    from peerlib.lib_naq_nb import noop
+    from peerlib.lib_naq_nb import anoop, noop
+    fn = anoop if async_job else noop
     b = await Broker.connect(settings=Settings.from_env(environ={}, nats_url=url))
     await b.ensure_layout()
     q = Queue(b, "bench")
     for i in range(0, n, 1000):
-        await q.enqueue_jobs([q.make_job(noop) for _ in range(min(1000, n - i))])
+        await q.enqueue_jobs([q.make_job(fn) for _ in range(min(1000, n - i))])
     times: list[float] = []
     all_done = asyncio.Event()
 
@@ -105,11 +108,13 @@ async def main() -> None:
     ap.add_argument("--execution", default="processes")
     ap.add_argument("--profile", default=None,
                     help="py-spy profile of the worker: flame graph (.svg) or collapsed stacks (.txt)")
+    ap.add_argument("--async-job", action="store_true",
+                    help="drain an async no-op (runs on the worker's loop, as saq's and arq's jobs do)")
     args = ap.parse_args()
     with EmbeddedServer() as srv:
         raw = await ceiling(srv.url, args.jobs)
     with EmbeddedServer() as srv:
-        out = await drain(srv.url, args.jobs, args.concurrency, args.execution, args.profile)
+        out = await drain(srv.url, args.jobs, args.concurrency, args.execution, args.profile, args.async_job)
     out.update(ceiling_per_s=raw, ratio=out["drain_per_s"] / raw, load=os.getloadavg()[0])
     print(f"drain {out['drain_per_s']:,.0f} jobs/s, ceiling {raw:,.0f}/s, ratio {out['ratio']:.0%} "
           f"(first done {out['first_done_s']:.2f} s after the worker start, load {out['load']:.1f}); CPU per job: "

@@ -14,7 +14,7 @@ this bench only (``--stamp`` mode of this file in the worker process), so the
 figures include the stamping's own few microseconds; the total is also measured
 without it (``--plain``) for comparison.
 
-Usage: python bench/latency_stages.py [--jobs 500]
+Usage: python bench/latency_stages.py [--jobs 500] [--async-job]
 Figures are printed, never asserted in tests.
 """
 
@@ -78,8 +78,10 @@ def stamped_worker(out: str, argv: list[str]) -> int:
     return main(argv)
 
 
-async def probe(url: str, n: int, stamp: bool) -> dict[str, dict[str, float]]:
-    from lib_naq_nb import noop
+async def probe(url: str, n: int, stamp: bool, async_job: bool = False) -> dict[str, dict[str, float]]:
+    from lib_naq_nb import anoop, noop
+
+    fn = anoop if async_job else noop
 
     from naq_nb import Queue, fetch_job_result
     from naq_nb.client import client as client_mod, inbox
@@ -103,7 +105,7 @@ async def probe(url: str, n: int, stamp: bool) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
     for i in range(n + WARMUP):
         t0 = time.time()
-        job = await q.enqueue(noop)
+        job = await q.enqueue(fn)
         t1 = time.time()
         await fetch_job_result(job, nats_url=url, timeout=10)
         t2 = time.time()
@@ -141,7 +143,7 @@ def report(rows: dict[str, dict[str, float]], worker: dict[str, dict[str, float]
         print(f"  {label:34s} p50 {statistics.median(vals):6.3f} ms   p90 {vals[int(len(vals) * 0.9)]:6.3f} ms")
 
 
-def run_once(url: str, n: int, stamp: bool) -> tuple[dict, dict]:
+def run_once(url: str, n: int, stamp: bool, async_job: bool = False) -> tuple[dict, dict]:
     out = tempfile.mktemp(suffix=".json")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH / "peerlib"), str(BENCH.parent)])}
     argv = ["--log-level", "WARNING", "worker", "bench", "-c", "10", "--nats-url", url]
@@ -153,7 +155,7 @@ def run_once(url: str, n: int, stamp: bool) -> tuple[dict, dict]:
     proc = subprocess.Popen(cmd, env=env)
     try:
         time.sleep(2.0)  # the worker starts its job processes; the warm-up jobs absorb the rest
-        rows = asyncio.run(probe(url, n, stamp))
+        rows = asyncio.run(probe(url, n, stamp, async_job))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -168,16 +170,18 @@ def main() -> None:
         sys.exit(stamped_worker(sys.argv[2], sys.argv[3:]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=500)
+    ap.add_argument("--async-job", action="store_true", help="an async no-op (runs on the worker's loop)")
     args = ap.parse_args()
     from naq_nb.core.server import EmbeddedServer
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with EmbeddedServer() as srv:
-        plain, _ = run_once(srv.url, args.jobs, stamp=False)
+        plain, _ = run_once(srv.url, args.jobs, stamp=False, async_job=args.async_job)
     with EmbeddedServer() as srv:
-        rows, worker = run_once(srv.url, args.jobs, stamp=True)
+        rows, worker = run_once(srv.url, args.jobs, stamp=True, async_job=args.async_job)
     total = sorted((r["done"] - r["t0"]) * 1e3 for r in plain.values())
-    print(f"{args.jobs} jobs one at a time, worker `naq worker bench -c 10` (processes):")
+    kind = "async no-op, on the worker's loop" if args.async_job else "no-op, in a job process"
+    print(f"{args.jobs} jobs one at a time ({kind}), worker `naq worker bench -c 10` (processes):")
     print(
         f"  unstamped total: submit -> value   p50 {statistics.median(total):6.3f} ms   "
         f"p99 {total[int(len(total) * 0.99)]:6.3f} ms"

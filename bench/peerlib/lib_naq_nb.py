@@ -10,6 +10,11 @@ def noop():
     return 1
 
 
+async def anoop():
+    """The async no-op (``bench/drain_bench.py --async-job``): runs on the worker's loop, no job process."""
+    return 1
+
+
 def version() -> str:
     import naq_nb
     return naq_nb.__version__

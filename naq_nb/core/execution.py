@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, ParamSpec, Sequence, TypeVar
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
 from .errors import JobExecutionError, JobTimeoutError, SerializationError
+from .procchild import is_async_callable
 from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
 from .serialization import Serializer
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 EXECUTION_MODES = ("processes", "threads")
+_ASYNC_NAMES_MAX = 4096
 _NO_TIMEOUT = contextlib.nullcontext()  # most jobs have no timeout: no Timeout (and its task lookup) per call
 
 
@@ -203,6 +205,7 @@ class ProcessExecution:
         self.pool = ProcessPool(size, serializer)
         self.threads = JobThreads(1)  # for a sync function that returns an awaitable: never used to call jobs
         self.active = 0
+        self.async_names: set[str] = set()  # functions a job process found async (see _known_async)
 
     def start(self) -> None:
         """Start the child processes (in the background)."""
@@ -232,6 +235,8 @@ class ProcessExecution:
             for line in lines:
                 ctx.update(line=line)
 
+        if self._known_async(call):
+            return await self._on_loop(call, ctx, timeout, on_loop, time.monotonic())
         child = await self.pool.acquire()  # a child still starting is the worker's delay, not the job's time
         t0 = time.monotonic()
         try:
@@ -247,15 +252,41 @@ class ProcessExecution:
         if kind == "ok":
             return SerializedValue(reply[1])
         if kind == "async":  # async functions stay on the worker's loop
-            fn, args, kwargs = call.decode()
-            if on_loop is not None:
-                await on_loop()
-            return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout, started=t0)
+            if len(self.async_names) >= _ASYNC_NAMES_MAX:
+                self.async_names.clear()  # bounded: names can be anything a producer sends
+            self.async_names.add(call.meta.function)
+            return await self._on_loop(call, ctx, timeout, on_loop, t0)
         _, where, exc_bytes, error, tb, types = reply
         original = call.serializer.loads_exception(exc_bytes) if exc_bytes else None
         if where == "decode":
             raise SerializationError(error.partition(": ")[2] or error)
         raise JobFailure(error, tb, types, original)
+
+    def _known_async(self, call: JobCall) -> bool:
+        """True for a call of a function a job process already found async: decoded here, it skips
+        the round trip through a job process that would only say so again. A name is only a label
+        (a notebook function redefined as sync keeps its name), so the decoded function decides."""
+        if call.meta.function not in self.async_names:
+            return False
+        before = call.decoded
+        if is_async_callable(call.decode()[0]):
+            return True
+        self.async_names.discard(call.meta.function)
+        call.decoded = before  # the job process decodes the body itself, as for any sync job
+        return False
+
+    async def _on_loop(
+        self,
+        call: JobCall,
+        ctx: JobContext,
+        timeout: float | None,
+        on_loop: Callable[[], Awaitable[None]] | None,
+        started: float,
+    ) -> Any:
+        fn, args, kwargs = call.decode()
+        if on_loop is not None:
+            await on_loop()
+        return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout, started=started)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -286,7 +317,7 @@ async def call_job(
     returns (``wait_for`` could not fire meanwhile).
     """
     t0 = time.monotonic() if started is None else started
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None)):  # noqa: B004 (async __call__, not callable())
+    if is_async_callable(fn):
         token = bind(ctx)
         try:
             coro = fn(*args, **kwargs)

@@ -199,6 +199,11 @@ def _describe(exc: BaseException, ser: Any) -> tuple:
     )
 
 
+def is_async_callable(fn: Any) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004 (async __call__, not callable())
+
+
 def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
     from . import context
     from .errors import SerializationError
@@ -210,7 +215,7 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         fn, args, kwargs = ser.loads_call(body)
     except SerializationError as exc:
         return ("error", "decode", *_describe(exc, ser))
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None)):  # noqa: B004 (async __call__, not callable())
+    if is_async_callable(fn):
         return ("async",)
     ctx = ChildJobContext(channel, job_id, queue, attempt)
     for s in streams:

@@ -1,6 +1,7 @@
 """Execution model: job code that crashes, hangs, exits or blocks the loop never ends or stalls a worker."""
 
 import asyncio
+import functools
 import logging
 import os
 import subprocess
@@ -375,3 +376,28 @@ async def test_a_worker_that_fails_to_start_leaves_no_job_process(settings, monk
         assert not w.execution.pool.pids, "its job processes were stopped"
     finally:
         await w.broker.close()
+
+
+async def test_a_function_found_async_skips_the_job_process_next_time_but_its_name_never_decides(
+        broker, start_worker):
+    # functools.partial objects all carry the name "functools.partial", async or not: the kind
+    # learnt for a name is a hint, the decoded function decides.
+    w = await start_worker(concurrency=2)
+    sent: list[str] = []
+    pool_call = w.execution.pool.call
+
+    async def counted(child, job_id, *a, **k):
+        sent.append(job_id)
+        return await pool_call(child, job_id, *a, **k)
+
+    w.execution.pool.call = counted
+    q = Queue(broker)
+    first = await q.enqueue(functools.partial(jobs.async_add, 1), 1)
+    assert (await wait_for_result(broker, first.job_id, 30)).unwrap() == 2
+    second = await q.enqueue(functools.partial(jobs.async_add, 2), 2)
+    assert (await wait_for_result(broker, second.job_id, 30)).unwrap() == 4
+    assert sent == [first.job_id]  # only the first asked a job process what it is
+    sync = await q.enqueue(functools.partial(jobs.slow_pid, 0))
+    pid = (await wait_for_result(broker, sync.job_id, 30)).unwrap()
+    assert sent == [first.job_id, sync.job_id]
+    assert pid != os.getpid() and pid in w.execution.pool.pids  # a sync function still runs in a job process
