@@ -401,3 +401,21 @@ async def test_a_function_found_async_skips_the_job_process_next_time_but_its_na
     pid = (await wait_for_result(broker, sync.job_id, 30)).unwrap()
     assert sent == [first.job_id, sync.job_id]
     assert pid != os.getpid() and pid in w.execution.pool.pids  # a sync function still runs in a job process
+
+
+async def test_an_async_job_on_the_known_async_path_still_times_out_fails_and_cancels(broker, start_worker):
+    w = await start_worker(concurrency=2)
+    q = Queue(broker)
+    learn = await q.enqueue(jobs.async_sleep_for, 0)  # a job process names the function async once
+    assert (await wait_for_result(broker, learn.job_id, 30)).unwrap() == 0
+    assert w.execution.async_names == {"jobs.async_sleep_for"}  # the next ones skip the job process
+    slow = await q.configure(timeout=0.5).enqueue(jobs.async_sleep_for, 30)
+    rec = await wait_for_result(broker, slow.job_id, 30)
+    assert rec.status == "failed" and "JobTimeoutError" in rec.meta["error"]
+    bad = await q.enqueue(jobs.async_sleep_for, "not a number")
+    rec = await wait_for_result(broker, bad.job_id, 30)
+    assert rec.status == "failed" and "TypeError" in rec.meta["error"]
+    running = await q.enqueue(jobs.async_sleep_for, 30)
+    await _until(lambda: asyncio.sleep(0, running.job_id in w.running), what="job running")
+    assert await cancel_job(broker, running.job_id)
+    assert (await wait_for_result(broker, running.job_id, 30)).status == "cancelled"
