@@ -166,6 +166,9 @@ class Broker:
         self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        # nats-py's outbound buffer, written to directly by send() (see there); its older or newer
+        # versions without these attributes get nc.publish instead.
+        self._direct = all(hasattr(nc, a) for a in _NC_BUFFER)
 
     @classmethod
     async def connect(
@@ -344,6 +347,27 @@ class Broker:
                 f"Delete it or set NAQ_PREFIX to use another layout."
             )
 
+    async def send(self, subject: str, payload: bytes, reply: str = "", headers: dict | None = None) -> None:
+        """``nc.publish`` for naq_nb's own subjects and headers, cheaper: the protocol command is
+        written here and queued on nats-py's outbound buffer, as nc.publish does after checking
+        subject, reply and every header (naq_nb builds those valid: queue names and job ids are
+        checked where they are made). A header value with a line break, a payload over the server's
+        max_payload, and a connection that is not up (nats-py's reconnect buffering has its own
+        limits) go through ``nc.publish``, which raises or buffers as it always does."""
+        nc = self.nc
+        cmd = _command(subject, reply, payload, headers) if self._direct and nc.is_connected else None
+        if cmd is None or len(payload) > nc.max_payload or nc.is_draining_pubs:
+            await nc.publish(subject, payload, reply=reply, headers=headers)
+            return
+        nc.stats["out_msgs"] += 1
+        nc.stats["out_bytes"] += len(payload)
+        nc._pending.append(cmd)
+        nc._pending_data_size += len(cmd)
+        if 0 < nc._max_pending_size < nc._pending_data_size:
+            await nc._flush_pending(force_flush=True)
+        elif nc._flush_queue is not None and nc._flush_queue.empty():
+            await nc._flush_pending()  # wakes nats-py's flusher task, which writes the buffer
+
     async def publish_async(
         self,
         subject: str,
@@ -379,7 +403,7 @@ class Broker:
                 self._expiry.cancel()
             self._expiry = loop.call_at(deadline, self._expire_acks)
         try:
-            await self.nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=headers)
+            await self.send(subject, payload, f"{self._ack_prefix}.{token}", headers)
         except (nats.errors.Error, OSError) as exc:
             self._acks.pop(token, None)
             fut.cancel()
@@ -518,6 +542,32 @@ class Broker:
         url = self.nc.connected_url
         where = f"{url.hostname}:{url.port}" if url else "-"  # never netloc: it carries user:password@
         return f"<Broker {where} prefix={self.layout.prefix}>"
+
+
+_NC_BUFFER = (
+    "_pending",
+    "_pending_data_size",
+    "_max_pending_size",
+    "_flush_queue",
+    "_flush_pending",
+    "stats",
+    "max_payload",
+    "is_draining_pubs",
+)
+
+
+def _command(subject: str, reply: str, payload: bytes, headers: dict | None) -> bytes | None:
+    """The PUB / HPUB protocol command, or None for a header value with a line break (nc.publish
+    rewrites those)."""
+    if not headers:
+        return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
+    text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        return None
+    hdr = b"NATS/1.0\r\n" + text.encode() + b"\r\n"
+    return b"".join(
+        (f"HPUB {subject} {reply} {len(hdr)} {len(hdr) + len(payload)}\r\n".encode(), hdr, payload, b"\r\n")
+    )
 
 
 def _retrieve(f: asyncio.Future) -> None:

@@ -81,7 +81,7 @@ class FastBatch:
     async def add(self, subject: str, payload: bytes, headers: dict | None = None, *, last: bool = False) -> None:
         self.sent += 1
         op = _COMMIT if last else (_START if self.sent == 1 else _ADD)
-        await self.b.nc.publish(subject, payload, reply=self._reply(self.sent, op), headers=headers)
+        await self.b.send(subject, payload, self._reply(self.sent, op), headers)
         self._subject = subject
         self._closed = last
 
@@ -90,7 +90,7 @@ class FastBatch:
         an end-of-batch marker, which the server stores as nothing and answers with the batch's count."""
         if self.sent and not self._closed and self.count is None:
             self._closed = True
-            await self.b.nc.publish(self._subject, b"", reply=self._reply(self.sent + 1, _END))
+            await self.b.send(self._subject, b"", self._reply(self.sent + 1, _END))
 
     def _reply(self, seq: int, op: int) -> str:
         return f"{self.inbox}.{FLOW}.fail.{seq}.{op}.$FI"

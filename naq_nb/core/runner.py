@@ -483,7 +483,7 @@ class JobRunner:
         wakes without a round trip. Best effort: the client reads the bucket when nothing comes.
         A record over :data:`PUSH_LIMIT` is announced by an empty push: stored, read it there."""
         try:
-            await self.b.nc.publish(self.lay.reply_subject(token, jid), result if len(result) <= PUSH_LIMIT else b"")
+            await self.b.send(self.lay.reply_subject(token, jid), result if len(result) <= PUSH_LIMIT else b"")
         except nats.errors.Error as exc:
             log.debug("job %s: result not pushed to its client: %s", jid, exc)
 
@@ -492,7 +492,7 @@ class JobRunner:
 
     async def _status_nowait(self, job_id: str, rec: StatusRecord) -> None:
         # Intermediate states go out without waiting for the ack: the final state is acked.
-        await self.b.nc.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
+        await self.b.send(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
 
     async def _running_late(self, d: Delivery) -> None:
         """The deferred "running" record (once; never after the job ended: its final status may be out)."""

@@ -106,3 +106,46 @@ def test_cancelling_the_caller_cancels_the_call_on_the_background_loop():
             await call
     asyncio.run(asyncio.wait_for(main(), 30))
     assert cancelled.wait(30), "the background task kept running after its caller was cancelled"
+
+
+class _Collector:
+    """A subscription callback that keeps the messages and says when ``n`` have come."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.msgs, self.done = n, [], asyncio.Event()
+
+    async def __call__(self, msg) -> None:
+        self.msgs.append(msg)
+        if len(self.msgs) >= self.n:
+            self.done.set()
+
+
+async def test_broker_send_puts_the_same_message_on_the_wire_as_nats_py(broker):
+    # Broker.send writes the protocol command itself: what a subscriber gets must be what
+    # nc.publish would have sent, with and without headers and reply.
+    cases = [
+        ("naqtest.send.a", b"", "", None),
+        ("naqtest.send.b", b"payload \r\n with a line break", "reply.to.me", None),
+        ("naqtest.send.c", b"x" * 5000, "r", {"Nats-Msg-Id": "abc", "Naq-Meta": '{"v":1,"fn":"m.f"}'}),
+        ("naqtest.send.d", b"{}", "", {"Nats-Expected-Last-Subject-Sequence": "0"}),
+    ]
+    got = _Collector(2 * len(cases))
+    sub = await broker.nc.subscribe("naqtest.send.*", cb=got.__call__)
+    for subject, payload, reply, headers in cases:
+        await broker.nc.publish(subject, payload, reply=reply, headers=headers)
+        await broker.send(subject, payload, reply, headers)
+    await asyncio.wait_for(got.done.wait(), 10)
+    await sub.unsubscribe()
+    seen = [(m.subject, m.data, m.reply, m.headers) for m in got.msgs]
+    assert seen == [c for c in cases for _ in range(2)]
+
+
+async def test_broker_send_leaves_a_header_with_a_line_break_to_nats_py(broker):
+    got = _Collector(2)
+    sub = await broker.nc.subscribe("naqtest.send2", cb=got.__call__)
+    await broker.send("naqtest.send2", b"1", "", {"Naq-Meta": "a\r\nInjected: yes"})
+    await broker.send("naqtest.send2", b"2")  # the connection still works after it
+    await asyncio.wait_for(got.done.wait(), 10)
+    await sub.unsubscribe()
+    assert [m.data for m in got.msgs] == [b"1", b"2"]
+    assert "Injected" not in (got.msgs[0].headers or {})  # nats-py folded the line break: no header injected
