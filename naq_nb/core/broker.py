@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import ssl
 from typing import Any, Awaitable, Callable
 
@@ -350,12 +351,14 @@ class Broker:
     async def send(self, subject: str, payload: bytes, reply: str = "", headers: dict | None = None) -> None:
         """``nc.publish`` for naq_nb's own subjects and headers, cheaper: the protocol command is
         written here and queued on nats-py's outbound buffer, as nc.publish does after checking
-        subject, reply and every header (naq_nb builds those valid: queue names and job ids are
-        checked where they are made). A header value with a line break, a payload over the server's
-        max_payload, and a connection that is not up (nats-py's reconnect buffering has its own
-        limits) go through ``nc.publish``, which raises or buffers as it always does."""
+        subject, reply and every header (naq_nb builds those valid: queue names, job ids and inbox
+        tokens are checked where they are made or read). A blank in a subject, a line break in a
+        header, a payload over the server's max_payload, and a connection that is not up (nats-py's
+        reconnect buffering has its own limits) go through ``nc.publish``, which raises or buffers
+        as it always does."""
         nc = self.nc
-        cmd = _command(subject, reply, payload, headers) if self._direct and nc.is_connected else None
+        direct = self._direct and nc.is_connected and subject and not _BLANK.search(subject + reply)
+        cmd = _command(subject, reply, payload, headers) if direct else None
         if cmd is None or len(payload) > nc.max_payload or nc.is_draining_pubs:
             await nc.publish(subject, payload, reply=reply, headers=headers)
             return
@@ -554,6 +557,9 @@ _NC_BUFFER = (
     "max_payload",
     "is_draining_pubs",
 )
+
+
+_BLANK = re.compile(r"\s")  # no subject or reply may hold one (it would split the protocol line)
 
 
 def _command(subject: str, reply: str, payload: bytes, headers: dict | None) -> bytes | None:

@@ -149,3 +149,11 @@ async def test_broker_send_leaves_a_header_with_a_line_break_to_nats_py(broker):
     await sub.unsubscribe()
     assert [m.data for m in got.msgs] == [b"1", b"2"]
     assert "Injected" not in (got.msgs[0].headers or {})  # nats-py folded the line break: no header injected
+
+
+async def test_broker_send_refuses_a_subject_that_would_split_the_protocol_line(broker):
+    import nats.errors
+    for subject, reply in (("naqtest.a b", ""), ("naqtest.a\r\nPUB x 0", ""), ("naqtest.ok", "r e"), ("", "")):
+        with pytest.raises(nats.errors.BadSubjectError):
+            await broker.send(subject, b"x", reply)
+    await broker.nc.flush(timeout=5)  # the connection is still in order
