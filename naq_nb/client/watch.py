@@ -29,7 +29,7 @@ import nats.errors
 from nats.js import api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from ..core import blobs
+from ..core import payloads
 from ..core.errors import SerializationError
 from ..core.records import ResultRecord
 from ..core.status import StatusRecord, decode_status
@@ -172,7 +172,7 @@ class JobWatch:
             if data:
                 rec = decode_result(self.client.settings, f.job_id, data)
                 if not rec.expired:
-                    self._resolve(f, await blobs.load_result(b, rec))
+                    self._resolve(f, await payloads.load_result(b, rec))
 
     # --- dispatch (loop thread) -------------------------------------------------
     @staticmethod
@@ -205,7 +205,7 @@ class JobWatch:
         except Exception as exc:
             log.warning("undecodable result record for job %s: %s", job_id, exc)
             return
-        rec = await blobs.load_result(self._broker or await self.ensure_started(), rec)  # over max_payload
+        rec = await payloads.load_result(self._broker or await self.ensure_started(), rec)  # over max_payload
         for f in list(futs):
             self._resolve(f, rec)
 

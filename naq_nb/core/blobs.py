@@ -7,21 +7,16 @@ object store splits an object into 128 KiB chunks (any server with JetStream,
 2.9 included). Buckets and TTLs come from :class:`~naq_nb.core.layout.Layout`;
 they are created on first use, so jobs that fit in a message never touch them.
 
-Where payloads are made and read, one call each:
+Where job bodies and results meet it: :mod:`.payloads`. Here, besides the two
+operations:
 
-* job bodies: :func:`offload_jobs` at enqueue replaces a body over the limit by a
-  reference (``MAGIC`` + JSON); :func:`open_body` at the worker resolves it before
-  decoding; :func:`job_ended` deletes the object once the job succeeded or was
-  cancelled (a failed job keeps it for ``naq failed requeue``; the bucket TTL ends it).
-* results: :func:`offload_result` at the worker stores the whole result record and
-  keeps only its JSON head in the results bucket, with ``blob`` naming the object;
-  :func:`load_result` wherever a client reads a result; :func:`drop_result` when a
-  result is purged. The object bucket has the results bucket's TTL.
 * ``nq.put(value)``: :func:`put_value` stores the pickled value once (named by its
   checksum) and returns an :class:`ObjectRef`. Inside a job's body the reference
   unpickles as the value itself: :func:`decode_with_objects` fetches the referenced
   objects (cached per process by checksum), so a 200-point sweep over one big
   DataFrame uploads it once and each worker downloads it once.
+* a function of at least 256 KiB used by several jobs of a batch:
+  :func:`shared_functions` stores it once, the same way, while the batch is encoded.
 
 Signing: a job body is signed before it is offloaded, so the signature covers the
 very bytes the worker resolves and verifies before unpickling; the reference is
@@ -44,7 +39,7 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import cloudpickle
 import nats.errors
@@ -54,16 +49,12 @@ from nats.js.errors import (
     BadRequestError,
     BucketNotFoundError,
     DigestMismatchError,
-    KeyNotFoundError,
     NotFoundError,
 )
 from nats.js.object_store import ObjectStore
 
-from .envelope import header_size
-from .errors import BlobError, PayloadTooLargeError, SerializationError
-from .job import JobStatus
-from .records import ResultRecord, exception_type_names
-from .serialization import pack_record, sign, unpack_record, verify
+from .errors import BlobError, SerializationError
+from .serialization import sign
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -77,13 +68,9 @@ __all__ = [
     "ObjectRef",
     "offload",
     "resolve",
-    "offload_jobs",
-    "open_body",
-    "job_ended",
-    "drop_queued_body",
-    "offload_result",
-    "load_result",
-    "drop_result",
+    "delete",
+    "new_name",
+    "inline_limit",
     "put_value",
     "get_value",
     "delete_value",
@@ -133,6 +120,12 @@ class BlobRef:
     def from_body(cls, body: bytes | None) -> "BlobRef | None":
         """The reference a job body holds, or None for an ordinary body."""
         return None if not body or not body.startswith(MAGIC) else cls.from_dict(_json(body[len(MAGIC) :]))
+
+    @staticmethod
+    def signature_in(body: bytes) -> str | None:
+        """The signature a reference body carries (see :meth:`to_body`), if any."""
+        sig = _json(body[len(MAGIC) :]).get("sig")
+        return sig if isinstance(sig, str) else None
 
     @classmethod
     def from_dict(cls, d: Any) -> "BlobRef":
@@ -286,7 +279,7 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     return data
 
 
-async def _delete(broker: "Broker", bucket: str, name: str) -> None:
+async def delete(broker: "Broker", bucket: str, name: str) -> None:
     try:
         await (await _store(broker, bucket)).delete(name)
     except (NotFoundError, BucketNotFoundError):
@@ -301,77 +294,7 @@ def inline_limit(broker: "Broker") -> int:
     return broker.max_payload - _HEADROOM
 
 
-# --- job bodies ----------------------------------------------------------------------------------
-async def offload_jobs(
-    broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tuple[dict, bytes]]
-) -> list[tuple[dict, bytes]]:
-    """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference."""
-    out = []
-    limit = inline_limit(broker)
-    for job, (headers, body) in zip(jobs, encoded):
-        head = header_size(headers)
-        if head + len(body) > limit:
-            ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
-            body = ref.to_body(broker.settings.signing_key)
-        if head + len(body) > limit:
-            raise PayloadTooLargeError(
-                f"the headers of job {job.function_name} alone are {head:,} bytes, over "
-                f"the server's max_payload of {broker.max_payload:,} bytes"
-            )
-        out.append((headers, body))
-    return out
-
-
-async def fit_body(broker: "Broker", body: bytes, job_id: str, extra: int) -> bytes:
-    """``body``, or a reference to it in the object store if ``extra`` more bytes around it would not fit
-    in one message (a failed job's copy carries its record too)."""
-    if BlobRef.from_body(body) is not None or extra + len(body) <= inline_limit(broker):
-        return body
-    ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job_id))
-    return ref.to_body(broker.settings.signing_key)
-
-
-async def open_body(broker: "Broker", body: bytes, what: str = "job") -> bytes:
-    """The job body itself: ``body`` unchanged, or the bytes its reference names (checked)."""
-    ref = BlobRef.from_body(body)
-    if ref is None:
-        return body
-    keys = broker.settings.signing_keys
-    if keys and broker.serializer.name == "pickle":
-        # Checked before downloading anything; the resolved body's own signature is checked after.
-        _verify_any(keys, ref.canonical(), _json(body[len(MAGIC) :]).get("sig"))
-    return await resolve(broker, ref, f"the call of {what}")
-
-
-def _verify_any(keys: Sequence[bytes], data: bytes, sig: str | None) -> None:
-    """Accept a signature made by any configured key (rotation); raise the last refusal otherwise."""
-    for i, key in enumerate(keys):
-        try:
-            verify(key, data, sig)
-            return
-        except SerializationError:
-            if i == len(keys) - 1:
-                raise
-
-
-async def job_ended(broker: "Broker", body: bytes, status: str) -> None:
-    """Delete an offloaded body once it can no longer be needed (succeeded or cancelled)."""
-    ref = BlobRef.from_body(body)
-    if ref is not None and status in (JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value):
-        await _delete(broker, ref.bucket, ref.name)
-
-
-async def drop_queued_body(broker: "Broker", seq: int) -> None:
-    """Delete the offloaded body of the job message at ``seq`` of the jobs stream (it is being cancelled)."""
-    try:
-        msg = await broker.js.get_msg(broker.layout.jobs_stream, seq)
-    except NotFoundError:
-        return
-    ref = BlobRef.from_body(msg.data)
-    if ref is not None:
-        await _delete(broker, ref.bucket, ref.name)
-
-
+# --- functions shared by a batch ---------------------------------------------------------------
 class _SharedFunctions:
     """While encoding a batch: one big function used by several jobs goes as a stored reference."""
 
@@ -409,63 +332,6 @@ def shared_functions(broker: "Broker", jobs: Sequence["Job"]) -> _SharedFunction
     it captures) of at least 256 KiB used by several jobs of the batch (``nq.map``, a sweep) is
     stored once, like ``nq.put``, and each body carries a reference instead of a copy."""
     return _SharedFunctions(broker, jobs)
-
-
-# --- results ---------------------------------------------------------------------------------
-async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
-    """``data`` (a packed result record) as is, or its head with ``blob`` naming the stored record."""
-    if len(data) <= inline_limit(broker):
-        return data
-    meta, _ = unpack_record(data)
-    ref = await offload(broker, data, broker.layout.result_objects_bucket, new_name("result", job_id))
-    # The id too: a reader whose download fails names the job from this head alone (load_result).
-    return pack_record({**meta, "id": job_id, "blob": asdict(ref)})
-
-
-@overload
-async def load_result(broker: "Broker", rec: ResultRecord) -> ResultRecord: ...
-@overload
-async def load_result(broker: "Broker", rec: None) -> None: ...
-async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecord | None:
-    """``rec`` with its payload: fetched if it was offloaded; a failure record naming the problem
-    if the object is missing or corrupted (so a waiter gets a clear error, never a hang)."""
-    if rec is None or not rec.meta.get("blob"):
-        return rec
-    what = f"the result of job {rec.meta.get('id', '')}".strip()
-    try:
-        return ResultRecord.decode(await resolve(broker, BlobRef.from_dict(rec.meta["blob"]), what))
-    except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-        if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
-            exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
-        meta = rec.meta.copy()
-        meta.pop("blob", None)
-        meta.pop("ser", None)
-        meta.update(
-            {
-                "status": JobStatus.FAILED.value,
-                "error": str(exc),
-                "traceback": "",
-                "exc_type": exception_type_names(exc)[0],
-                "exc_types": exception_type_names(exc),
-                "ser": "pickle",
-                "job_status": rec.status,
-            }
-        )
-        return ResultRecord(meta, pickle.dumps(exc))
-
-
-async def drop_result(broker: "Broker", job_id: str) -> None:
-    """Delete the object of ``job_id``'s result, if it has one (call before purging the result)."""
-    kv = await broker.kv(broker.layout.results_bucket)
-    try:
-        entry = await kv.get(job_id)
-    except KeyNotFoundError:
-        return
-    if entry.value:
-        blob = ResultRecord.decode(entry.value).meta.get("blob")
-        if blob:
-            ref = BlobRef.from_dict(blob)
-            await _delete(broker, ref.bucket, ref.name)
 
 
 # --- nq.put values --------------------------------------------------------------------------------
@@ -643,4 +509,4 @@ async def delete_value(broker: "Broker", ref: ObjectRef) -> None:
         _cache.pop(ref.sha256, None)
     with _recent_lock:
         _recent.pop(ref.sha256, None)
-    await _delete(broker, ref.bucket, ref.name)
+    await delete(broker, ref.bucket, ref.name)

@@ -14,7 +14,7 @@ from typing import AsyncIterator, TypedDict
 from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
-from . import blobs
+from . import payloads
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID
 from .errors import JobNotFoundError
@@ -122,7 +122,7 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     jid, queue = meta["id"], meta["q"]
     lay = broker.layout
     results = await broker.kv(lay.results_bucket)
-    await blobs.drop_result(broker, jid)  # its object (a result over max_payload) goes with it
+    await payloads.drop_result(broker, jid)  # its object (a result over max_payload) goes with it
     try:
         await results.purge(jid)  # the old failure must not answer waiters of the new run
     except KeyNotFoundError:

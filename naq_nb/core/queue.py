@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from . import blobs
+from . import blobs, payloads
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
 from .claims import call_digest, claim_ids, confirm_claims, is_named
 from .deps import release_dependents
@@ -135,7 +135,7 @@ class Queue:
         # Digests of the calls themselves (by job object): an offloaded body is a reference with a
         # fresh object name.
         digests = {id(j): call_digest(body) for j, (_h, body) in zip(jobs, encoded) if is_named(j)}
-        encoded = await blobs.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
+        encoded = await payloads.offload_jobs(b, jobs, encoded)  # bodies over max_payload -> object store refs
         todo = await claim_ids(b, jobs, encoded, digests)
         try:
             await _publish_all(b, todo)
@@ -496,7 +496,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     seq = sequence or rec.get("seq")
     if seq:
         try:
-            await blobs.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
+            await payloads.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
         except APIError as exc:  # NotFoundError is one
             if not isinstance(exc, NotFoundError) and exc.err_code not in JS_MESSAGE_GONE:

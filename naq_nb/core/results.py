@@ -17,7 +17,7 @@ import nats.errors
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from . import blobs
+from . import payloads
 from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
 from .layout import validate_job_id
 from .records import ResultRecord
@@ -90,7 +90,7 @@ async def wait_for_result(
     if pushed is not None and pushed.done() and not pushed.cancelled() and pushed.result():
         rec = _pushed_record(broker, job_id, pushed.result())  # pushed before the read: no round trip
         if rec is not None:
-            return await blobs.load_result(broker, rec)
+            return await payloads.load_result(broker, rec)
     await broker.ensure_layout()
     once = timeout is not None and timeout <= 0
     if push_expected and pushed is not None and not once:
@@ -101,11 +101,11 @@ async def wait_for_result(
             return await wait_for_result(broker, job_id, 0)
         finally:
             await sub.unsubscribe()
-        return await blobs.load_result(broker, found)
+        return await payloads.load_result(broker, found)
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
     if rec is not None and (once or _long_done(rec) or _ended(await _status_or_unknown(broker, job_id))):
-        return await blobs.load_result(broker, rec)
+        return await payloads.load_result(broker, rec)
     if once:
         if await _status_of(broker, job_id) is None:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
@@ -116,11 +116,11 @@ async def wait_for_result(
         # after it wakes the subscription; none is missed. The status read (exists? ended?) rides along.
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
         if rec is not None and (_long_done(rec) or _ended(status)):
-            return await blobs.load_result(broker, rec)
+            return await payloads.load_result(broker, rec)
         if status is None:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
-        return await blobs.load_result(broker, found)
+        return await payloads.load_result(broker, found)
     finally:
         await sub.unsubscribe()
 

@@ -29,7 +29,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError
 
-from . import blobs
+from . import blobs, payloads
 from .broker import Broker, quiet_futures
 from .context import JobContext
 from .delivery import Delivery, parse_meta
@@ -108,7 +108,7 @@ class JobRunner:
         if (d.delivered > 1 or d.suspect) and (await self._run_elsewhere(d) or await self._over_budget(d)):
             return
         try:
-            body = await blobs.open_body(self.b, d.msg.data, f"job {meta.job_id}")  # an offloaded body: fetched
+            body = await payloads.open_body(self.b, d.msg.data, f"job {meta.job_id}")  # an offloaded body: fetched
             call = JobCall(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys)
             self.execution.prepare(call)
             if blobs.refers_to_objects(body):  # nq.put values: fetched here; a child process gets them inline
@@ -319,7 +319,7 @@ class JobRunner:
                 attempts=d.delivered,
                 started_at=d.started,
             )
-            data = await blobs.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
+            data = await payloads.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
         except SerializationError as exc:
             await self._finish_failed(d, exc)
             return
@@ -358,7 +358,7 @@ class JobRunner:
             failures=failures,
             dependency=getattr(exc, "dependency", None),
         )
-        data = await blobs.offload_result(self.b, data, m.job_id)
+        data = await payloads.offload_result(self.b, data, m.job_id)
         rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb, finished_at=time.time())
         await self.dead_letter(
             d.msg,
@@ -441,7 +441,7 @@ class JobRunner:
             await self._push_result(d.meta.reply, jid, result)
         await d.msg.ack()
         self.stats["processed"] += 1
-        await blobs.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
+        await payloads.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
         if self.dependents is None or self.dependents.may_have_dependents(jid):
             await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
             if self.dependents is not None:
@@ -523,7 +523,7 @@ class JobRunner:
         extra = len(head) + 2 * sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
         # A body near max_payload would not fit beside its record: it moves to the object store, and a
         # requeue sends the reference (which a worker resolves like any offloaded body).
-        original = await blobs.fit_body(self.b, msg.data or b"", _job_id_of(headers), extra)
+        original = await payloads.fit_body(self.b, msg.data or b"", _job_id_of(headers), extra)
         body = head + original
         headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[:500]
         await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)

@@ -1,0 +1,174 @@
+"""Job bodies and results over the server's max_payload: where each is offloaded and read back.
+
+The object store itself (:func:`~naq_nb.core.blobs.offload`, :func:`~naq_nb.core.blobs.resolve`)
+lives in :mod:`.blobs`; this module is where jobs and results meet it, one call each:
+
+* job bodies: :func:`offload_jobs` at enqueue replaces a body over the limit by a
+  reference (``MAGIC`` + JSON); :func:`open_body` at the worker resolves it before
+  decoding; :func:`job_ended` deletes the object once the job succeeded or was
+  cancelled (a failed job keeps it for ``naq failed requeue``; the bucket TTL ends it).
+* results: :func:`offload_result` at the worker stores the whole result record and
+  keeps only its JSON head in the results bucket, with ``blob`` naming the object;
+  :func:`load_result` wherever a client reads a result; :func:`drop_result` when a
+  result is purged. The object bucket has the results bucket's TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Sequence, overload
+
+import nats.errors
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from .blobs import BlobRef, delete, inline_limit, new_name, offload, resolve
+from .envelope import header_size
+from .errors import BlobError, PayloadTooLargeError, SerializationError
+from .job import JobStatus
+from .records import ResultRecord, exception_type_names
+from .serialization import pack_record, unpack_record, verify
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .job import Job
+
+__all__ = [
+    "offload_jobs",
+    "fit_body",
+    "open_body",
+    "job_ended",
+    "drop_queued_body",
+    "offload_result",
+    "load_result",
+    "drop_result",
+]
+
+
+# --- job bodies ----------------------------------------------------------------------------------
+async def offload_jobs(
+    broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tuple[dict, bytes]]
+) -> list[tuple[dict, bytes]]:
+    """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference."""
+    out = []
+    limit = inline_limit(broker)
+    for job, (headers, body) in zip(jobs, encoded):
+        head = header_size(headers)
+        if head + len(body) > limit:
+            ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
+            body = ref.to_body(broker.settings.signing_key)
+        if head + len(body) > limit:
+            raise PayloadTooLargeError(
+                f"the headers of job {job.function_name} alone are {head:,} bytes, over "
+                f"the server's max_payload of {broker.max_payload:,} bytes"
+            )
+        out.append((headers, body))
+    return out
+
+
+async def fit_body(broker: "Broker", body: bytes, job_id: str, extra: int) -> bytes:
+    """``body``, or a reference to it in the object store if ``extra`` more bytes around it would not fit
+    in one message (a failed job's copy carries its record too)."""
+    if BlobRef.from_body(body) is not None or extra + len(body) <= inline_limit(broker):
+        return body
+    ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job_id))
+    return ref.to_body(broker.settings.signing_key)
+
+
+async def open_body(broker: "Broker", body: bytes, what: str = "job") -> bytes:
+    """The job body itself: ``body`` unchanged, or the bytes its reference names (checked)."""
+    ref = BlobRef.from_body(body)
+    if ref is None:
+        return body
+    keys = broker.settings.signing_keys
+    if keys and broker.serializer.name == "pickle":
+        # Checked before downloading anything; the resolved body's own signature is checked after.
+        _verify_any(keys, ref.canonical(), BlobRef.signature_in(body))
+    return await resolve(broker, ref, f"the call of {what}")
+
+
+def _verify_any(keys: Sequence[bytes], data: bytes, sig: str | None) -> None:
+    """Accept a signature made by any configured key (rotation); raise the last refusal otherwise."""
+    for i, key in enumerate(keys):
+        try:
+            verify(key, data, sig)
+            return
+        except SerializationError:
+            if i == len(keys) - 1:
+                raise
+
+
+async def job_ended(broker: "Broker", body: bytes, status: str) -> None:
+    """Delete an offloaded body once it can no longer be needed (succeeded or cancelled)."""
+    ref = BlobRef.from_body(body)
+    if ref is not None and status in (JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value):
+        await delete(broker, ref.bucket, ref.name)
+
+
+async def drop_queued_body(broker: "Broker", seq: int) -> None:
+    """Delete the offloaded body of the job message at ``seq`` of the jobs stream (it is being cancelled)."""
+    try:
+        msg = await broker.js.get_msg(broker.layout.jobs_stream, seq)
+    except NotFoundError:
+        return
+    ref = BlobRef.from_body(msg.data)
+    if ref is not None:
+        await delete(broker, ref.bucket, ref.name)
+
+
+# --- results ---------------------------------------------------------------------------------
+async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
+    """``data`` (a packed result record) as is, or its head with ``blob`` naming the stored record."""
+    if len(data) <= inline_limit(broker):
+        return data
+    meta, _ = unpack_record(data)
+    ref = await offload(broker, data, broker.layout.result_objects_bucket, new_name("result", job_id))
+    # The id too: a reader whose download fails names the job from this head alone (load_result).
+    return pack_record({**meta, "id": job_id, "blob": asdict(ref)})
+
+
+@overload
+async def load_result(broker: "Broker", rec: ResultRecord) -> ResultRecord: ...
+@overload
+async def load_result(broker: "Broker", rec: None) -> None: ...
+async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecord | None:
+    """``rec`` with its payload: fetched if it was offloaded; a failure record naming the problem
+    if the object is missing or corrupted (so a waiter gets a clear error, never a hang)."""
+    if rec is None or not rec.meta.get("blob"):
+        return rec
+    what = f"the result of job {rec.meta.get('id', '')}".strip()
+    try:
+        return ResultRecord.decode(await resolve(broker, BlobRef.from_dict(rec.meta["blob"]), what))
+    except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
+            exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
+        meta = rec.meta.copy()
+        meta.pop("blob", None)
+        meta.pop("ser", None)
+        meta.update(
+            {
+                "status": JobStatus.FAILED.value,
+                "error": str(exc),
+                "traceback": "",
+                "exc_type": exception_type_names(exc)[0],
+                "exc_types": exception_type_names(exc),
+                "ser": "pickle",
+                "job_status": rec.status,
+            }
+        )
+        return ResultRecord(meta, pickle.dumps(exc))
+
+
+async def drop_result(broker: "Broker", job_id: str) -> None:
+    """Delete the object of ``job_id``'s result, if it has one (call before purging the result)."""
+    kv = await broker.kv(broker.layout.results_bucket)
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        return
+    if entry.value:
+        blob = ResultRecord.decode(entry.value).meta.get("blob")
+        if blob:
+            ref = BlobRef.from_dict(blob)
+            await delete(broker, ref.bucket, ref.name)
