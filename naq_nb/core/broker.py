@@ -567,7 +567,7 @@ def _command(subject: str, reply: str, payload: bytes, headers: dict | None) -> 
     rewrites those)."""
     if not headers:
         return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
-    text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    text = "".join([f"{k}: {v.strip()}\r\n" for k, v in headers.items()])  # stripped, as nats-py does
     if text.count("\n") != len(headers) or text.count("\r") != len(headers):
         return None
     hdr = b"NATS/1.0\r\n" + text.encode() + b"\r\n"
