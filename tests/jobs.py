@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -159,3 +160,10 @@ def exit_leaving_a_forked_child(pid_file, code=4):
         os._exit(0)
     Path(pid_file).write_text(str(pid))
     os._exit(code)
+
+
+class ExitWhenUnpickled:
+    """An argument whose unpickling exits the process that unpickles it."""
+
+    def __reduce__(self):
+        return (sys.exit, (3,))

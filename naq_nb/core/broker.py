@@ -352,10 +352,10 @@ class Broker:
         """``nc.publish`` for naq_nb's own subjects and headers, cheaper: the protocol command is
         written here and queued on nats-py's outbound buffer, as nc.publish does after checking
         subject, reply and every header (naq_nb builds those valid: queue names, job ids and inbox
-        tokens are checked where they are made or read). A blank in a subject, a line break in a
-        header, a payload over the server's max_payload, and a connection that is not up (nats-py's
-        reconnect buffering has its own limits) go through ``nc.publish``, which raises or buffers
-        as it always does."""
+        tokens are checked where they are made or read). A blank in a subject, an odd header
+        key, a line break in a header value, a payload over the server's max_payload, and a
+        connection that is not up (nats-py's reconnect buffering has its own limits) go through
+        ``nc.publish``, which raises or buffers as it always does."""
         nc = self.nc
         direct = self._direct and nc.is_connected and subject and not _BLANK.search(subject + reply)
         cmd = _command(subject, reply, payload, headers) if direct else None
@@ -559,14 +559,21 @@ _NC_BUFFER = (
 )
 
 
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP token, as nats-py checks a key
+_KEYS_SEEN: set[str] = set()  # keys checked already (naq_nb's are a handful of constants)
 _BLANK = re.compile(r"\s")  # no subject or reply may hold one (it would split the protocol line)
 
 
 def _command(subject: str, reply: str, payload: bytes, headers: dict | None) -> bytes | None:
-    """The PUB / HPUB protocol command, or None for a header value with a line break (nc.publish
-    rewrites those)."""
+    """The PUB / HPUB protocol command, or None for a header key that is not a plain token or a
+    value with a line break (nc.publish refuses or rewrites those)."""
     if not headers:
         return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
+    if not _KEYS_SEEN.issuperset(headers):
+        if not all(isinstance(k, str) and _HEADER_KEY.fullmatch(k) for k in headers):
+            return None  # nc.publish strips, drops or refuses such a key
+        if len(_KEYS_SEEN) < 1024:
+            _KEYS_SEEN.update(headers)
     text = "".join([f"{k}: {v.strip()}\r\n" for k, v in headers.items()])  # stripped, as nats-py does
     if text.count("\n") != len(headers) or text.count("\r") != len(headers):
         return None

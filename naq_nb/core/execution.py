@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, ParamSpec, Sequence, TypeVar
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
 from .errors import JobExecutionError, JobTimeoutError, SerializationError
+from .plaincall import is_plain_call
 from .procchild import is_async_callable
 from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
@@ -264,11 +265,15 @@ class ProcessExecution:
 
     def _known_async(self, call: JobCall) -> bool:
         """True for a call of a function a job process already found async: decoded here, it skips
-        the round trip through a job process that would only say so again. A name is only a label
-        (a notebook function redefined as sync keeps its name), so the decoded function decides."""
+        the round trip through a job process that would only say so again. Only a call whose
+        unpickling runs no code (:mod:`.plaincall`: plain arguments, the function by reference) is
+        decoded here; an argument that could crash or exit while unpickled still meets it in a job
+        process first. A name is only a label, so the decoded function decides too."""
         if call.meta.function not in self.async_names:
             return False
         before = call.decoded
+        if before is None and call.serializer.name == "pickle" and not is_plain_call(call.body, call.meta.function):
+            return False
         if is_async_callable(call.decode()[0]):
             return True
         self.async_names.discard(call.meta.function)

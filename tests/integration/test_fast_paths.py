@@ -159,3 +159,16 @@ async def test_broker_send_refuses_a_subject_that_would_split_the_protocol_line(
         with pytest.raises(nats.errors.BadSubjectError):
             await broker.send(subject, b"x", reply)
     await broker.nc.flush(timeout=5)  # the connection is still in order
+
+
+async def test_broker_send_leaves_an_odd_header_key_to_nats_py(broker):
+    import nats.errors
+    for bad in ("Bad Key", "K:X"):
+        with pytest.raises(nats.errors.BadHeaderError):
+            await broker.send("naqtest.send3", b"x", "", {bad: "v"})
+    got = _Collector(1)
+    sub = await broker.nc.subscribe("naqtest.send3", cb=got.__call__)
+    await broker.send("naqtest.send3", b"y", "", {" K ": "v"})  # nats-py strips the key
+    await asyncio.wait_for(got.done.wait(), 10)
+    await sub.unsubscribe()
+    assert got.msgs[0].headers == {"K": "v"}

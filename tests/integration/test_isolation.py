@@ -380,8 +380,6 @@ async def test_a_worker_that_fails_to_start_leaves_no_job_process(settings, monk
 
 async def test_a_function_found_async_skips_the_job_process_next_time_but_its_name_never_decides(
         broker, start_worker):
-    # functools.partial objects all carry the name "functools.partial", async or not: the kind
-    # learnt for a name is a hint, the decoded function decides.
     w = await start_worker(concurrency=2)
     sent: list[str] = []
     pool_call = w.execution.pool.call
@@ -392,15 +390,36 @@ async def test_a_function_found_async_skips_the_job_process_next_time_but_its_na
 
     w.execution.pool.call = counted
     q = Queue(broker)
-    first = await q.enqueue(functools.partial(jobs.async_add, 1), 1)
-    assert (await wait_for_result(broker, first.job_id, 30)).unwrap() == 2
-    second = await q.enqueue(functools.partial(jobs.async_add, 2), 2)
-    assert (await wait_for_result(broker, second.job_id, 30)).unwrap() == 4
-    assert sent == [first.job_id]  # only the first asked a job process what it is
-    sync = await q.enqueue(functools.partial(jobs.slow_pid, 0))
-    pid = (await wait_for_result(broker, sync.job_id, 30)).unwrap()
-    assert sent == [first.job_id, sync.job_id]
-    assert pid != os.getpid() and pid in w.execution.pool.pids  # a sync function still runs in a job process
+
+    async def run(fn, *args):
+        j = await q.enqueue(fn, *args)
+        return j.job_id, (await wait_for_result(broker, j.job_id, 30))
+
+    first, rec = await run(jobs.async_add, 1, 1)
+    assert rec.unwrap() == 2
+    second, rec = await run(jobs.async_add, 2, [2][0])
+    assert rec.unwrap() == 4 and sent == [first]  # only the first asked a job process what it is
+    # functools.partial objects all carry the name "functools.partial", async or not, and are
+    # pickled as objects: their calls are never decoded in the worker.
+    p1, rec = await run(functools.partial(jobs.async_add, 1), 1)
+    p2, rec2 = await run(functools.partial(jobs.async_add, 2), 2)
+    assert (rec.unwrap(), rec2.unwrap()) == (2, 4) and sent[-2:] == [p1, p2]
+    sync, rec = await run(functools.partial(jobs.slow_pid, 0))
+    assert sent[-1] == sync and rec.unwrap() in w.execution.pool.pids  # a sync function runs in a job process
+
+
+async def test_an_argument_that_exits_when_unpickled_meets_a_job_process_even_for_a_known_async_function(
+        broker, start_worker):
+    w = await start_worker(concurrency=2)
+    q = Queue(broker)
+    learn = await q.enqueue(jobs.async_add, 1, 1)
+    assert (await wait_for_result(broker, learn.job_id, 30)).unwrap() == 2
+    assert w.execution.async_names == {"jobs.async_add"}
+    bad = await q.enqueue(jobs.async_add, jobs.ExitWhenUnpickled(), 1)
+    rec = await wait_for_result(broker, bad.job_id, 30)
+    assert rec.status == "failed" and "exited with code 3" in rec.meta["error"]
+    ok = await q.enqueue(jobs.async_add, 5, 5)  # the worker is still there
+    assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 10
 
 
 async def test_an_async_job_on_the_known_async_path_still_times_out_fails_and_cancels(broker, start_worker):
