@@ -86,8 +86,15 @@ class Client:
         finally:
             if self._connecting.done() and self._connecting.exception() is not None:
                 self._connecting = None
-        await b.ensure_layout()
-        await self._inbox.subscribe(b)  # before any job of this connection names it
+        try:
+            await b.ensure_layout()
+            await self._inbox.subscribe(b)  # before any job of this connection names it
+        except Exception:
+            # No JetStream, or no answer: the next call connects afresh, so this connection goes now.
+            if self._connecting is not None and self._connecting.done() and not self._connecting.cancelled():
+                self._connecting = None
+            await b.close(drain=False)
+            raise
         self._broker = b
         return b
 

@@ -249,16 +249,27 @@ class Broker:
         return int(self.nc.max_payload or 1024 * 1024)
 
     async def ensure_layout(self) -> None:
-        """Create (or check) streams and buckets once per broker."""
+        """Create (or check) streams and buckets once per broker; :class:`NaqConnectionError` naming
+        the cause when the server has no JetStream or does not answer its API."""
         ready = self._ready
         if ready is None:
             ready = self._ready = asyncio.ensure_future(self._ensure())
         try:
             await asyncio.shield(ready)
-        except BaseException:
+        except BaseException as exc:
             # Every waiter of a failed attempt gets here; the first clears it, the next call tries again.
             if ready.done() and self._ready is ready:
                 self._ready = None
+            if isinstance(exc, (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)):
+                raise NaqConnectionError(
+                    f"the server at {self!r} does not answer JetStream requests: JetStream is not enabled "
+                    "(start nats-server with -js, or a jetstream block in its config)"
+                ) from None
+            if isinstance(exc, nats.errors.TimeoutError):
+                raise NaqConnectionError(
+                    f"the server at {self!r} did not answer a JetStream request while naq_nb set up its "
+                    "streams and buckets (down, restarting or overloaded?); try again"
+                ) from exc
             raise
 
     @property

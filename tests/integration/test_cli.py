@@ -98,3 +98,61 @@ async def test_list_scheduled_and_job_control(broker, nats_server):
     assert out.returncode == 1 and "no scheduled job" in out.stderr and "Traceback" not in out.stderr
     out = naq("job-control", "x", "reschedule", url=url)
     assert out.returncode != 0 and "--cron" in out.stderr
+
+
+@pytest.fixture
+def server_without_jetstream(tmp_path):
+    """A real nats-server started without JetStream (``-js`` left out), with its monitoring port."""
+    import json
+    import time
+    import urllib.request
+
+    from naq_nb.core.server import find_server_binary, free_port
+
+    port, mon = free_port(), free_port()
+    proc = subprocess.Popen([find_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(mon)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def connections() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{mon}/connz", timeout=5) as r:
+            return json.load(r)["num_connections"]
+
+    deadline = time.monotonic() + 20
+    while True:  # until the server answers on its monitoring port
+        try:
+            connections()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    yield f"nats://127.0.0.1:{port}", connections
+    proc.kill()
+    proc.wait(10)
+
+
+def test_a_server_without_jetstream_gets_one_clear_line(server_without_jetstream):
+    url, _ = server_without_jetstream
+    out = naq("worker", "q", url=url)
+    assert out.returncode == 1
+    assert "JetStream is not enabled" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_client_facing_a_server_without_jetstream_raises_and_keeps_no_connection(server_without_jetstream):
+    import time
+
+    from naq_nb.client.client import Client
+    from naq_nb.core.errors import NaqConnectionError
+
+    url, connections = server_without_jetstream
+    c = Client(url)
+    try:
+        for _ in range(3):
+            with pytest.raises(NaqConnectionError, match="JetStream is not enabled"):
+                c.purge_sync("q")
+        deadline = time.monotonic() + 10
+        while connections() and time.monotonic() < deadline:  # the server notices closes in its own time
+            time.sleep(0.05)
+        assert connections() == 0
+    finally:
+        c.close_sync()

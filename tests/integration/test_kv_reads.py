@@ -15,6 +15,7 @@ from naq_nb.client.future import attach_many
 from naq_nb.client.loop import run_sync
 from naq_nb.client.twins import blocking
 from naq_nb.core.broker import Broker
+from naq_nb.core.errors import NaqConnectionError
 from naq_nb.core.kvscan import _batched_gets, read_keys
 from naq_nb.core.layout import Layout
 
@@ -133,7 +134,10 @@ async def test_callers_waiting_on_a_failed_layout_all_get_its_error_and_the_next
 
     broker._ready, broker._ensure = None, failing
     outcomes = await asyncio.gather(*(broker.ensure_layout() for _ in range(3)), return_exceptions=True)
-    assert [type(e) for e in outcomes] == [nats.errors.TimeoutError] * 3, outcomes
-    with pytest.raises(nats.errors.TimeoutError):
+    # each one named as what it is, the server's own error kept as the cause
+    assert [type(e) for e in outcomes] == [NaqConnectionError] * 3, outcomes
+    assert all(isinstance(e.__cause__, nats.errors.TimeoutError) for e in outcomes)
+    assert "did not answer a JetStream request" in str(outcomes[0])
+    with pytest.raises(NaqConnectionError):
         await broker.ensure_layout()
     assert len(tries) == 2
