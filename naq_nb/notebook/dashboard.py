@@ -73,6 +73,7 @@ log = logging.getLogger("naq_nb.dashboard")
 _FINISHED = TERMINAL_VALUES
 _JOB_STATES = frozenset(s.value for s in JobStatus if s is not JobStatus.SCHEDULED)  # "scheduled" is a schedule
 _START_TIMEOUT = 15.0
+_STOP_TIMEOUT = 5.0  # seconds for each step of closing (feed tasks, each watch, each subscription)
 _RECENT = 500  # jobs kept for the task stream and the recent list
 _RECENT_FIELDS = (
     "id",
@@ -294,18 +295,25 @@ class Dashboard(DashboardRows):
         self._state = reason
         _open_dashboards.discard(self)
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            if t is not asyncio.current_task():
-                t.cancel()
-        await asyncio.gather(*(t for t in tasks if t is not asyncio.current_task()), return_exceptions=True)
+        others = [t for t in tasks if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        # Each step bounded: closing must end even if a feed or the connection does not answer.
+        if others:
+            done, stuck = await asyncio.wait(others, timeout=_STOP_TIMEOUT)
+            for t in done:
+                if not t.cancelled():
+                    t.exception()  # retrieved: a feed that had failed is not news now
+            if stuck:
+                log.warning("dashboard: %d feed task(s) did not stop within %gs", len(stuck), _STOP_TIMEOUT)
         for w in self._watchers:
             try:
-                await w.stop()
+                await asyncio.wait_for(w.stop(), _STOP_TIMEOUT)
             except Exception as exc:  # the connection may be gone already: nothing left to stop
                 log.debug("dashboard: stopping a watch: %s", exc)
         for sub in self._subs:
             try:
-                await sub.unsubscribe()
+                await asyncio.wait_for(sub.unsubscribe(), _STOP_TIMEOUT)
             except Exception as exc:  # same: a closed connection has no subscriptions
                 log.debug("dashboard: unsubscribing: %s", exc)
         self._watchers, self._subs = [], []
