@@ -36,9 +36,20 @@ _LOADS = ["_pickle", "loads"]
 _WRAPPED = ("BYTES", "TUPLE1", "REDUCE")  # what must follow that global (MEMOIZE aside)
 
 
+# A pickle of the function by reference and nothing else (what pickle.loads unwraps above).
+_FUNCTION_ONLY = frozenset(("PROTO", "FRAME", "STOP", "MEMOIZE", "SHORT_BINUNICODE", "BINUNICODE"))
+
+
 def is_plain_call(body: bytes, function: str) -> bool:
     """True if unpickling ``body`` runs no code but the import of ``function`` (``module.qualname``),
     the function being given directly or as ``pickle.loads`` of a pickle that is only that."""
+    return _scan(body, function, _PLAIN)
+
+
+def _scan(body: object, function: str, plain: frozenset[str]) -> bool:
+    """One pass over ``body``'s opcodes: only ``plain`` ones around the one global ``function``."""
+    if not isinstance(body, bytes):
+        return False
     texts: list[str] = []  # strings pushed just before (memoized or not): STACK_GLOBAL's module and name
     found = False
     wrapped: list[str] = []  # after a pickle.loads global: the opcodes still expected, in order
@@ -49,11 +60,11 @@ def is_plain_call(body: bytes, function: str) -> bool:
                 if name == "MEMOIZE":
                     continue
                 kind = "BYTES" if name in _BYTES else name
-                if kind != wrapped.pop(0) or (kind == "BYTES" and not _only_the_function(arg, function)):
+                if kind != wrapped.pop(0) or (kind == "BYTES" and not _scan(arg, function, _FUNCTION_ONLY)):
                     return False
                 found = not wrapped
                 continue
-            if name in _PLAIN:
+            if name in plain:
                 if name in _TEXT:
                     texts = [*texts[-1:], str(arg)]
                 elif name != "MEMOIZE":
@@ -61,7 +72,7 @@ def is_plain_call(body: bytes, function: str) -> bool:
                 continue
             if found:
                 return False  # a second global, or code to run
-            if name == "STACK_GLOBAL" and texts == _LOADS:
+            if name == "STACK_GLOBAL" and texts == _LOADS and plain is _PLAIN:
                 wrapped = list(_WRAPPED)
                 continue
             if name == "STACK_GLOBAL" and len(texts) == 2:
@@ -74,20 +85,3 @@ def is_plain_call(body: bytes, function: str) -> bool:
     except Exception:  # not a pickle genops can read: the job process reports it
         return False
     return found and not wrapped
-
-
-def _only_the_function(data: object, function: str) -> bool:
-    """``data`` is a pickle of ``function`` by reference and nothing else."""
-    if not isinstance(data, bytes):
-        return False
-    ops = [op.name for op, _a, _p in pickletools.genops(data)]
-    return is_plain_call(data, function) and not set(ops) - {
-        "PROTO",
-        "FRAME",
-        "SHORT_BINUNICODE",
-        "BINUNICODE",
-        "MEMOIZE",
-        "STACK_GLOBAL",
-        "GLOBAL",
-        "STOP",
-    }
