@@ -213,7 +213,11 @@ class ProcessPool:
         """Start every child at once, in the background (:meth:`wait_ready` waits for them): a
         worker that pulled jobs while its children still started one by one would run them on a
         few busy slots, its children's start-up competing with the jobs for the cores."""
-        self._idle = asyncio.Queue()
+        # Last in, first out: the child that finished last runs the next job. Its memory is still
+        # in the CPU's caches, so it wakes and answers faster (job process round trip 0.23-0.29 ms
+        # against 0.32-0.36 ms when the ten children take turns, one job at a time); which idle
+        # child runs a job is otherwise all the same.
+        self._idle = asyncio.LifoQueue()
         for _ in range(self.size):
             self._start_one()
 

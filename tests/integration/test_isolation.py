@@ -438,3 +438,16 @@ async def test_an_async_job_on_the_known_async_path_still_times_out_fails_and_ca
     await _until(lambda: asyncio.sleep(0, running.job_id in w.running), what="job running")
     assert await cancel_job(broker, running.job_id)
     assert (await wait_for_result(broker, running.job_id, 30)).status == "cancelled"
+
+
+async def test_jobs_one_at_a_time_reuse_the_job_process_that_finished_last(broker, start_worker):
+    # The warm child (last in, first out): one job after another all run in one job process,
+    # where children taking turns would spread them over all three.
+    w = await start_worker(concurrency=3)
+    assert len(w.execution.pool.pids) == 3
+    q = Queue(broker)
+    pids = set()
+    for _ in range(6):
+        job = await q.enqueue(jobs.slow_pid, 0)
+        pids.add((await wait_for_result(broker, job.job_id, 30)).unwrap())
+    assert len(pids) == 1 and pids <= set(w.execution.pool.pids)
