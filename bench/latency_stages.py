@@ -72,7 +72,7 @@ def stamped_worker(out: str, argv: list[str]) -> int:
     puller.PullFeed._dispatch = on_feed  # type: ignore[method-assign]
     _wrap_async(runner.JobRunner, "run", "run", lambda d: d.meta.job_id, stamps)
     _wrap_async(runner.JobRunner, "_store_result", "store", lambda jid, *a: jid, stamps)
-    _wrap_async(runner.JobRunner, "_push_result", "push", lambda token, jid, *a: jid, stamps)
+    _wrap_async(runner, "push_result", "push", lambda token, jid, *a: jid, stamps)  # (broker, token, jid, record)
     _wrap_async(procpool.ProcessPool, "call", "child", lambda child, jid, *a, **k: jid, stamps)
     atexit.register(lambda: Path(out).write_text(json.dumps(stamps)))
     return main(argv)

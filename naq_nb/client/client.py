@@ -324,7 +324,6 @@ class Client:
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
         """Cancel a job that has not ended; False if it already had."""
         await self._stores.settled(job_id)  # a job still in flight: its sequence comes with the ack
-        self._inbox.unexpect(job_id)  # a cancel writes its result without a push
         return await cancel_job(await self.broker(), job_id, sequence or self._stores.sequence(job_id))
 
     cancel_sync = blocking(cancel)

@@ -3,8 +3,10 @@
 A client subscribes once to its own reply subjects (``Layout.reply_inbox``) and
 marks the jobs it enqueues one by one with its token. A worker that has *stored*
 a job's result (its create-only write acknowledged) publishes the same sealed
-record there. The client keeps each record until it is read, or hands it to a
-read already waiting for it. The bucket stays the truth:
+record there; every other writer of a result (a cancel, a failed dependency, a
+run that finds an earlier result standing) an empty notice: "read it". The
+client keeps each record until it is read, or hands it to a read already
+waiting for it. The bucket stays the truth:
 
 * a push only spares a read; a read with nothing pushed reads the bucket as
   before (the job came from an older worker, the push was lost on a reconnect,
@@ -13,8 +15,9 @@ read already waiting for it. The bucket stays the truth:
   first, and each record is handed out once (a second read reads the bucket);
 * a pushed record is checked like a read one (its seal, when signing is on);
 * a read of a job marked here and not pushed yet (:meth:`ResultInbox.expects`)
-  waits for the push instead of reading the bucket while the job runs; a put
-  on the result key that no push follows soon makes it read after all.
+  waits for the push, with no subscription of its own, instead of reading the
+  bucket while the job runs; it reads the bucket now and then and after a
+  reconnect, for a push that was lost.
 
 Thread-safe: pushes arrive on the background loop; reads wait on any loop.
 """

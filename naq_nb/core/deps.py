@@ -35,6 +35,7 @@ from .errors import JS_MESSAGE_GONE, JS_WRONG_LAST_SEQUENCE, DependencyFailedErr
 from .job import JobStatus
 from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
+from .results import push_result
 from .serialization import pack_record
 from .status import TERMINAL_VALUES, StatusRecord, decode_status, encode_status, first_record, with_status
 
@@ -379,6 +380,8 @@ async def _fail_parked(
     except APIError as err:
         if err.err_code != JS_WRONG_LAST_SEQUENCE:
             raise  # a result already exists (a repeated release): it stands
+    if meta.reply:  # the client that enqueued it may be waiting: read it now
+        await push_result(b, meta.reply, jid)
 
 
 async def _delete_copy(b: "Broker", seq: int) -> None:

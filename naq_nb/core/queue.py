@@ -35,6 +35,7 @@ from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
 from .records import encode_failure
+from .results import push_result
 from .status import StatusRecord, decode_status, encode_first_record, encode_status, initial_status, with_status
 from .serialization import seal_record
 
@@ -354,6 +355,7 @@ def _status_bytes(job: Job) -> bytes:
         enqueued_at=job.enqueue_time,
         depends_on=list(deps),
         args=args_preview(job.args, job.kwargs),
+        rt=job.reply,
     )
 
 
@@ -515,6 +517,8 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         )
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
+    if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
+        await push_result(broker, rec["rt"], job_id)
     try:
         await release_dependents(broker, job_id)  # what waits on it fails now, naming it
     except (NaqConnectionError, APIError, TimeoutError) as exc:

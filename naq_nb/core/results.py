@@ -27,9 +27,24 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .settings import Settings
 
-__all__ = ["wait_for_result", "get_result", "decode_result"]
+__all__ = ["wait_for_result", "get_result", "decode_result", "push_result", "PUSH_LIMIT"]
 
 log = logging.getLogger("naq_nb.client")
+
+#: Result records up to this size are pushed whole; a bigger one is announced by an empty push.
+PUSH_LIMIT = 64 * 1024
+
+
+async def push_result(broker: "Broker", token: str, job_id: str, record: bytes = b"") -> None:
+    """Tell the client that enqueued ``job_id`` (its result inbox ``token``) that the job's result is
+    stored: the sealed record itself, or an empty notice, "read it from the bucket" (a record over
+    :data:`PUSH_LIMIT`, or one this writer did not write). Every writer of a result sends one, once
+    the result is stored: a waiting read needs no subscription of its own. Best effort: the reader
+    reads the bucket now and then, so a lost push only delays it."""
+    try:
+        await broker.send(broker.layout.reply_subject(token, job_id), record if len(record) <= PUSH_LIMIT else b"")
+    except nats.errors.Error as exc:
+        log.debug("job %s: result not pushed to its client: %s", job_id, exc)
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:
@@ -77,7 +92,7 @@ async def wait_for_result(
     ``pushed``, if given, resolves with the stored record a worker pushed to the caller
     (:meth:`Layout.reply_subject`); it is checked like a read one and spares the read.
     ``push_expected``: the caller stored this job marked for that push and has not had it
-    yet, so the bucket is not read while the job runs (see :func:`_wait_pushed`).
+    yet, so the bucket is not read while the job runs (see :func:`_wait_for_push`).
     Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
     when the job is known but not finished in time.
     """
@@ -94,13 +109,10 @@ async def wait_for_result(
     await broker.ensure_layout()
     once = timeout is not None and timeout <= 0
     if push_expected and pushed is not None and not once:
-        sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
         try:
-            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, trust=True)
+            found = await _wait_for_push(broker, job_id, timeout, pushed)
         except JobNotFinishedError:  # nothing came in time (a push lost on a reconnect?): the bucket decides
             return await wait_for_result(broker, job_id, 0)
-        finally:
-            await sub.unsubscribe()
         return await payloads.load_result(broker, found)
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
@@ -140,9 +152,6 @@ def _pushed_record(broker: "Broker", job_id: str, data: bytes) -> ResultRecord |
 # After a push whose record is not (yet) readable: the stream may not have stored it yet, or it
 # refused it (a create-only result write after a result exists, a forged publish). Look again later.
 _RECHECKS = (0.05, 0.25, 1.0, 3.0)
-# After a put on the result key of a job whose push is expected: reads if the push does not come
-# (it follows the status write, which a loaded server may take a while to store).
-_PUSH_GRACE = (0.25, 1.0, 3.0)
 # Reads while nothing was pushed (seconds after the previous one; the last repeats).
 _SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
 # A result read back while the job's status record still says it runs: the worker's status write
@@ -245,6 +254,34 @@ class _ReadBacks:
             task.cancel()
 
 
+async def _wait_for_push(
+    broker: "Broker", job_id: str, timeout: float | None, pushed: "asyncio.Future[bytes]"
+) -> ResultRecord:
+    """The result of a job marked for a push to this client (see :func:`push_result`): the push ends
+    the wait. No subscription on the result key: its SUB and UNSUB would cost the caller two writes
+    and the server two interest changes per job. The bucket is read now and then
+    (:data:`_SAFETY_READS`) and after a reconnect, for a push that was lost."""
+    reads = _ReadBacks(broker, job_id, pushed, None)
+    loop = reads.loop
+    deadline = None if timeout is None else loop.time() + timeout
+    pauses = iter(_SAFETY_READS)
+    try:
+        while True:
+            wait = next(pauses, _SAFETY_READS[-1])
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+            done, _ = await asyncio.wait({reads.found}, timeout=max(0.0, wait))
+            if done:
+                return reads.found.result()
+            if deadline is not None and loop.time() >= deadline:
+                if reads.held is not None:  # stored; only its status write lags
+                    return reads.held
+                raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
+            reads.spawn_recheck()
+    finally:
+        reads.close()
+
+
 async def _wait_pushed(
     broker: "Broker",
     job_id: str,
@@ -253,16 +290,14 @@ async def _wait_pushed(
     pushed: "asyncio.Future[bytes] | None",
     *,
     held: ResultRecord | None = None,
-    trust: bool = False,
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. The put reaches
     ``sub`` as the worker sends it, before its status write is stored: a result read back then is
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
-    once too. ``held``: a result read before, whose status was not final yet. ``trust``: the
-    push is expected, so a put reads the bucket only if no push follows it soon (a writer that
-    does not push: a dependency's failure, a cancel)."""
+    once too. ``held``: a result read before, whose status was not final yet. For a job not marked
+    for a push to this client (another process enqueued it, or it came in a batch)."""
     reads = _ReadBacks(broker, job_id, pushed, held)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
@@ -295,9 +330,6 @@ async def _wait_pushed(
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
                 continue  # a requeue cleared the old result; wait for the new one
-            if trust:  # the push (the record, or an empty one for a big record) follows the writes
-                reads.recheck_later(_PUSH_GRACE)
-                continue
             rec = await reads.read()
             if rec is not None:
                 return rec

@@ -49,7 +49,7 @@ from .layout import EXPECTED_LAST_SUBJECT_SEQ, WIRE_ID_RE, create_only
 from .records import encode_failure, encode_result
 from .registry import WorkerRecord
 from .status import StatusRecord, decode_status, encode_status, status_record, with_status
-from .results import get_result
+from .results import get_result, push_result
 from .serialization import pack_record, seal_record
 
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
@@ -61,7 +61,6 @@ LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent jo
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0  # each try's bound, or NAQ_PUBLISH_TIMEOUT if that is shorter
-PUSH_LIMIT = 64 * 1024  # result records up to this size are pushed whole; a bigger one is announced empty
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
 
 
@@ -199,7 +198,8 @@ class JobRunner:
             depends_on=list(m.options.depends_on),
             seq=d.seq,
         )
-        more: dict[str, Any] = {}  # merged over the head in this order (a later source wins)
+        more: dict[str, Any] = {"rt": m.reply} if m.reply else {}  # merged over the head in this order
+        # (a later source wins); rt: a cancel pushes its result to the client that enqueued the job
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
             more.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
         if d.record:
@@ -228,6 +228,8 @@ class JobRunner:
                 error=existing.meta.get("error"),
             )
             await self._status(d.meta.job_id, rec)
+        if d.meta.reply:  # its push may have been lost with the run that stored it
+            await push_result(self.b, d.meta.reply, d.meta.job_id)
         await d.msg.ack()
         return True
 
@@ -437,8 +439,8 @@ class JobRunner:
                     # The connection is down: the message times out (ack_wait) and comes back anyway.
                     log.warning("job %s: nak failed too (%s)", jid, nak_exc)
                 return
-        if stood and d.meta.reply:
-            await self._push_result(d.meta.reply, jid, result)
+        if d.meta.reply:  # an earlier result stands (a cancel, another run): an empty push says "read it"
+            await push_result(self.b, d.meta.reply, jid, result if stood else b"")
         await d.msg.ack()
         self.stats["processed"] += 1
         await payloads.job_ended(self.b, d.msg.data, rec["status"])  # its offloaded body is no longer needed
@@ -477,15 +479,6 @@ class JobRunner:
             await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
             return False  # (or our earlier try, its acknowledgement lost: the client reads it)
         return await self._write_over_marker(jid, result)
-
-    async def _push_result(self, token: str, jid: str, result: bytes) -> None:
-        """The stored result, to the inbox of the client that enqueued the job: its waiting read
-        wakes without a round trip. Best effort: the client reads the bucket when nothing comes.
-        A record over :data:`PUSH_LIMIT` is announced by an empty push: stored, read it there."""
-        try:
-            await self.b.send(self.lay.reply_subject(token, jid), result if len(result) <= PUSH_LIMIT else b"")
-        except nats.errors.Error as exc:
-            log.debug("job %s: result not pushed to its client: %s", jid, exc)
 
     async def _status(self, job_id: str, rec: StatusRecord) -> None:
         await self.b.js.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))

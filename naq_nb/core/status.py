@@ -88,6 +88,7 @@ class StatusRecord(TypedDict, total=False):
     waiting_on: str  # waiting: the dependency it is parked on
     dependency: str  # failed: the dependency that failed it
     args: str  # a short preview of the arguments
+    rt: str  # result inbox token of the client that enqueued it: a cancel pushes its result there
     progress: float
     total: float | None
     message: str | None
@@ -136,15 +137,16 @@ def encode_first_record(
     enqueued_at: float,
     depends_on: list[str],
     args: str,
+    rt: str | None = None,
 ) -> bytes:
-    """``encode_status(first_record(..., depends_on=, args=))`` written out: the record every enqueued
-    job is published with, so its cost counts (``tests/unit`` holds the two forms equal)."""
+    """``encode_status(first_record(..., depends_on=, args=[, rt=]))`` written out: the record every
+    enqueued job is published with, so its cost counts (``tests/unit`` holds the two forms equal)."""
     t, n = json_text, json_number
     deps = json.dumps(depends_on, separators=(",", ":")) if depends_on else "[]"
     return (
         f'{{"id":{t(job_id)},"queue":{t(queue)},"status":{t(status)},"updated_at":{n(time.time())},'
         f'"func":{t(func)},"name":{t(name)},"enqueued_at":{n(enqueued_at)},"attempts":0,"failures":0,'
-        f'"depends_on":{deps},"args":{t(args)}}}'
+        f'"depends_on":{deps},"args":{t(args)}' + (f',"rt":{t(rt)}}}' if rt else "}")
     ).encode()
 
 

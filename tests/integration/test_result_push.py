@@ -196,12 +196,12 @@ async def test_a_read_in_the_gap_between_the_two_writes_waits_for_the_status(cli
 @pytest.fixture
 def no_pushes(monkeypatch):
     """Workers store results but push none (a push lost on a reconnect, a writer that never pushes)."""
-    from naq_nb.core.runner import JobRunner
+    from naq_nb.core import runner
 
-    async def _lost(self, token, jid, result):
+    async def _lost(broker, token, jid, record=b""):
         return None
 
-    monkeypatch.setattr(JobRunner, "_push_result", _lost)
+    monkeypatch.setattr(runner, "push_result", _lost)
 
 
 @pytest.fixture
@@ -217,7 +217,6 @@ async def test_a_waiting_read_of_its_own_job_does_not_read_the_bucket_while_it_r
     # Its worker pushes the result once stored: reading the bucket meanwhile finds nothing.
     from naq_nb.core import results
 
-    monkeypatch.setattr(results, "_PUSH_GRACE", (60.0,))  # however long the push takes on a busy machine
     reads = []
     get_result = results.get_result
 
@@ -236,13 +235,89 @@ async def test_a_waiting_read_of_its_own_job_does_not_read_the_bucket_while_it_r
     assert reads == []
 
 
-async def test_a_result_put_with_no_push_after_it_is_read(client, start_worker, no_pushes, no_safety_reads):
-    # The put on the result key wakes the wait; no push follows, so it reads the bucket soon after.
+async def test_a_result_whose_push_was_lost_is_found_by_a_safety_read(client, start_worker, no_pushes, monkeypatch):
+    # No push comes and nothing else wakes the wait: its reads now and then find the result.
+    from naq_nb.core import results
+
+    monkeypatch.setattr(results, "_SAFETY_READS", (0.2,))
     await start_worker()
     job = await Queue("default", client=client).enqueue(jobs.sleep_for, 0.3)
     assert client._inbox.expects(job.job_id)
-    # Waiting without a deadline (the deadline's own read would answer too): only the wake-up can.
+    # Waiting without a deadline (the deadline's own read would answer too): only a safety read can.
     assert await asyncio.wait_for(client.result(job.job_id), 20) == 0.3
+
+
+async def test_a_waiting_read_of_a_pushed_job_holds_no_subscription(client, start_worker):
+    # The worker's push ends the wait: no SUB / UNSUB per job on the caller's connection.
+    await start_worker()
+    q = Queue("default", client=client)
+    await client.result((await q.enqueue(jobs.add, 0, 0)).job_id, 30)  # the connections are up
+    b = await client.broker_here()
+    before = set(b.nc._subs)
+    job = await q.enqueue(jobs.sleep_for, 0.5)
+    waiting = asyncio.ensure_future(client.result(job.job_id, 30))
+
+    async def running() -> bool:
+        return (await client.status(job.job_id))["status"] == "running"
+
+    await eventually(running, 30, "the job running")
+    assert not waiting.done() and set(b.nc._subs) == before, "a subscription for one wait"
+    assert await asyncio.wait_for(waiting, 30) == 0.5
+
+
+async def test_a_cancel_by_another_client_ends_a_waiting_read_at_once(client, settings, no_safety_reads):
+    # No worker: the job stays queued. Another process cancels it; its cancel pushes the notice.
+    from naq_nb.core.errors import JobCancelledError
+
+    job = await Queue("default", client=client).enqueue(jobs.add, 1, 1)
+    await client.wait_stored(job.job_id)
+    assert client._inbox.expects(job.job_id)
+    waiting = asyncio.ensure_future(client.result(job.job_id))  # no deadline: only the push can end it
+    other = Client(settings=settings)
+    try:
+        assert await other.cancel(job.job_id)
+    finally:
+        await other.close()
+    with pytest.raises(JobCancelledError):
+        await asyncio.wait_for(waiting, 20)
+
+
+async def test_a_running_job_cancelled_by_another_client_ends_a_waiting_read_at_once(client, settings, start_worker,
+                                                                                    no_safety_reads):
+    # The cancel and the worker both write the result; whichever loses still tells the client to read.
+    from naq_nb.core.errors import JobCancelledError
+
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.async_sleep_for, 30)
+    waiting = asyncio.ensure_future(client.result(job.job_id))
+
+    async def running() -> bool:
+        return (await client.status(job.job_id))["status"] == "running"
+
+    await eventually(running, 30, "the job running")
+    other = Client(settings=settings)
+    try:
+        assert await other.cancel(job.job_id)
+    finally:
+        await other.close()
+    with pytest.raises(JobCancelledError):
+        await asyncio.wait_for(waiting, 20)
+
+
+async def test_a_dependency_failing_ends_a_waiting_read_of_its_dependent_at_once(client, start_worker,
+                                                                                no_safety_reads):
+    # The dependent is parked (its dependency runs); the dependency fails; the release that fails
+    # the dependent pushes the notice to the client waiting for it.
+    from naq_nb.core.errors import DependencyFailedError
+
+    q = Queue("default", client=client)
+    dep = await q.configure(max_retries=0).enqueue(jobs.sleep_for, "not a number")
+    child = await q.configure(depends_on=[dep.job_id]).enqueue(jobs.add, 1, 1)
+    assert client._inbox.expects(child.job_id)
+    waiting = asyncio.ensure_future(client.result(child.job_id))
+    await start_worker()
+    with pytest.raises(DependencyFailedError):
+        await asyncio.wait_for(waiting, 30)
 
 
 async def test_a_finished_job_whose_push_was_lost_is_read_at_the_deadline(client, start_worker, no_pushes,
@@ -261,17 +336,15 @@ async def test_a_finished_job_whose_push_was_lost_is_read_at_the_deadline(client
 
 
 async def test_a_result_too_big_to_push_is_read_at_once(client, start_worker, monkeypatch, no_safety_reads):
-    from naq_nb.core import results
-    from naq_nb.core.runner import PUSH_LIMIT
+    from naq_nb.core.results import PUSH_LIMIT
 
-    monkeypatch.setattr(results, "_PUSH_GRACE", (60.0,))  # the grace given to a push never ends this wait
     await start_worker()
     q = Queue("default", client=client)
     big = PUSH_LIMIT + 1000
-    job = await q.enqueue(jobs.big_result, big)  # read while it runs: the put (or the notice) ends the wait
+    job = await q.enqueue(jobs.big_result, big)  # read while it runs: the empty push ends the wait
     assert client._inbox.expects(job.job_id)
     assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == big
-    # Finished before the read subscribes: no put reaches the read; the worker's empty push says "stored".
+    # Finished before the read begins: the worker's empty push, kept, says "stored: read it".
     job = await q.enqueue(jobs.big_result, big)
     await _kept(client, 1)
     assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == big
@@ -302,3 +375,21 @@ async def test_a_duplicate_enqueue_leaves_no_push_expected_for_its_id(client, st
     assert again.duplicate and not client._inbox.expects(again.job_id)
     await start_worker()
     assert await asyncio.wait_for(client.result(again.job_id), 20) == 4  # read the usual way
+
+
+async def test_a_delivery_that_finds_its_result_stored_pushes_a_notice(settings, broker, start_worker,
+                                                                      no_safety_reads):
+    # A run stored the result and died before its push and its ack: the next delivery (checked
+    # against the bucket, as every delivery is with signing on) only acks, and tells the client to read.
+    signed = settings.with_(signing_key=b"s3cret")
+    client = Client(settings=signed)
+    try:
+        job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)  # no worker yet
+        await client.wait_stored(job.job_id)
+        waiting = asyncio.ensure_future(client.result(job.job_id))  # no deadline: only a push ends it
+        stored = seal_record(encode_result(get_serializer("pickle"), 7, result_ttl=None), job.job_id, b"s3cret")
+        await broker.js.publish(broker.layout.kv_subject(broker.layout.results_bucket, job.job_id), stored)
+        await start_worker(settings=signed)
+        assert await asyncio.wait_for(waiting, 30) == 7  # the stored one: the job did not run again
+    finally:
+        await client.close()

@@ -86,10 +86,14 @@ def test_encoded_meta_header_is_the_json_of_the_meta_dict(opts):
     assert decode_meta(headers).reply == "0123abcd"
 
 
-@pytest.mark.parametrize("deps,name,args", [([], None, ""), (["x", "y-2"], 'n "ü"', "1, 'a', x=list[3]")])
-def test_encoded_first_record_is_encode_status_of_first_record(deps, name, args):
+@pytest.mark.parametrize("deps,name,args,rt", [
+    ([], None, "", None), (["x", "y-2"], 'n "ü"', "1, 'a', x=list[3]", "0123abcd"),
+])
+def test_encoded_first_record_is_encode_status_of_first_record(deps, name, args, rt):
     from naq_nb.core.status import encode_first_record, encode_status, first_record
     fields = dict(func="m.f", name=name, enqueued_at=1700000000.25, depends_on=deps, args=args)
+    if rt:
+        fields["rt"] = rt
     fast = json.loads(encode_first_record("j1", "q", "waiting", **fields))
     slow = json.loads(encode_status(first_record("j1", "q", "waiting", **fields)))
     assert abs(fast.pop("updated_at") - slow.pop("updated_at")) < 60
