@@ -36,7 +36,7 @@ from .job import JobStatus
 from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
 from .results import push_result
-from .serialization import pack_record
+from .serialization import pack_record, seal_record
 from .status import TERMINAL_VALUES, StatusRecord, decode_status, encode_status, first_record, with_status
 
 if TYPE_CHECKING:
@@ -373,6 +373,7 @@ async def _fail_parked(
         failures=1,
         dependency=dep,
     )
+    data = seal_record(data, jid, b.settings.signing_key)  # with signing on, an unsealed result is refused
     try:
         await b.publish(
             lay.kv_subject(lay.results_bucket, jid), data, headers=create_only(), what=f"the result of job {jid}"

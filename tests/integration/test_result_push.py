@@ -393,3 +393,20 @@ async def test_a_delivery_that_finds_its_result_stored_pushes_a_notice(settings,
         assert await asyncio.wait_for(waiting, 30) == 7  # the stored one: the job did not run again
     finally:
         await client.close()
+
+
+async def test_a_dependent_failed_by_its_dependency_reads_as_such_with_signing_on(settings, start_worker):
+    # The release that fails a parked dependent seals its result as a worker would.
+    from naq_nb.core.errors import DependencyFailedError
+
+    signed = settings.with_(signing_key=b"s3cret")
+    client = Client(settings=signed)
+    try:
+        q = Queue("default", client=client)
+        dep = await q.configure(max_retries=0).enqueue(jobs.sleep_for, "not a number")
+        child = await q.configure(depends_on=[dep.job_id]).enqueue(jobs.add, 1, 1)
+        await start_worker(settings=signed)
+        with pytest.raises(DependencyFailedError):
+            await client.result(child.job_id, 30)
+    finally:
+        await client.close()
