@@ -247,6 +247,21 @@ async def test_a_result_whose_push_was_lost_is_found_by_a_safety_read(client, st
     assert await asyncio.wait_for(client.result(job.job_id), 20) == 0.3
 
 
+async def _until_running(client: Client, job_id: str) -> None:
+    async def running() -> bool:
+        return (await client.status(job_id))["status"] == "running"
+
+    await eventually(running, 30, "the job running")
+
+
+async def _cancel_from_another_client(settings, job_id: str) -> None:
+    other = Client(settings=settings)
+    try:
+        assert await other.cancel(job_id)
+    finally:
+        await other.close()
+
+
 async def test_a_waiting_read_of_a_pushed_job_holds_no_subscription(client, start_worker):
     # The worker's push ends the wait: no SUB / UNSUB per job on the caller's connection.
     await start_worker()
@@ -256,11 +271,7 @@ async def test_a_waiting_read_of_a_pushed_job_holds_no_subscription(client, star
     before = set(b.nc._subs)
     job = await q.enqueue(jobs.sleep_for, 0.5)
     waiting = asyncio.ensure_future(client.result(job.job_id, 30))
-
-    async def running() -> bool:
-        return (await client.status(job.job_id))["status"] == "running"
-
-    await eventually(running, 30, "the job running")
+    await _until_running(client, job.job_id)
     assert not waiting.done() and set(b.nc._subs) == before, "a subscription for one wait"
     assert await asyncio.wait_for(waiting, 30) == 0.5
 
@@ -273,11 +284,7 @@ async def test_a_cancel_by_another_client_ends_a_waiting_read_at_once(client, se
     await client.wait_stored(job.job_id)
     assert client._inbox.expects(job.job_id)
     waiting = asyncio.ensure_future(client.result(job.job_id))  # no deadline: only the push can end it
-    other = Client(settings=settings)
-    try:
-        assert await other.cancel(job.job_id)
-    finally:
-        await other.close()
+    await _cancel_from_another_client(settings, job.job_id)
     with pytest.raises(JobCancelledError):
         await asyncio.wait_for(waiting, 20)
 
@@ -290,16 +297,8 @@ async def test_a_running_job_cancelled_by_another_client_ends_a_waiting_read_at_
     await start_worker()
     job = await Queue("default", client=client).enqueue(jobs.async_sleep_for, 30)
     waiting = asyncio.ensure_future(client.result(job.job_id))
-
-    async def running() -> bool:
-        return (await client.status(job.job_id))["status"] == "running"
-
-    await eventually(running, 30, "the job running")
-    other = Client(settings=settings)
-    try:
-        assert await other.cancel(job.job_id)
-    finally:
-        await other.close()
+    await _until_running(client, job.job_id)
+    await _cancel_from_another_client(settings, job.job_id)
     with pytest.raises(JobCancelledError):
         await asyncio.wait_for(waiting, 20)
 
