@@ -8,6 +8,7 @@ wait wakes the moment the worker's put lands; nothing polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,8 @@ async def wait_for_result(
     ``pushed``, if given, resolves with the stored record a worker pushed to the caller
     (:meth:`Layout.reply_subject`); it is checked like a read one and spares the read.
     ``push_expected``: the caller stored this job marked for that push and has not had it
-    yet, so the bucket is not read while the job runs (see :func:`_wait_for_push`).
+    yet, so for :data:`_PUSH_ONLY` seconds the wait holds no subscription and reads nothing
+    (see :func:`_wait_pushed`); a job still running then is waited for as any other.
     Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
     when the job is known but not finished in time.
     """
@@ -110,8 +112,8 @@ async def wait_for_result(
     once = timeout is not None and timeout <= 0
     if push_expected and pushed is not None and not once:
         try:
-            found = await _wait_for_push(broker, job_id, timeout, pushed)
-        except JobNotFinishedError:  # nothing came in time (a push lost on a reconnect?): the bucket decides
+            found = await _wait_pushed(broker, job_id, None, timeout, pushed, quiet_for=_PUSH_ONLY)
+        except JobNotFinishedError:  # nothing came in time: the bucket decides
             return await wait_for_result(broker, job_id, 0)
         return await payloads.load_result(broker, found)
     # A job that has already ended costs one direct get and no subscription.
@@ -154,6 +156,8 @@ def _pushed_record(broker: "Broker", job_id: str, data: bytes) -> ResultRecord |
 _RECHECKS = (0.05, 0.25, 1.0, 3.0)
 # Reads while nothing was pushed (seconds after the previous one; the last repeats).
 _SAFETY_READS = (0.25, 1.0, 3.0, 10.0)
+# A read waiting for its push holds no subscription for this long (most jobs are done by then).
+_PUSH_ONLY = 0.5
 # A result read back while the job's status record still says it runs: the worker's status write
 # (another stream) is still in flight. Waited for this long at most, then the result is returned.
 _STATUS_LAG = 1.0
@@ -254,34 +258,6 @@ class _ReadBacks:
             task.cancel()
 
 
-async def _wait_for_push(
-    broker: "Broker", job_id: str, timeout: float | None, pushed: "asyncio.Future[bytes]"
-) -> ResultRecord:
-    """The result of a job marked for a push to this client (see :func:`push_result`): the push ends
-    the wait. No subscription on the result key: its SUB and UNSUB would cost the caller two writes
-    and the server two interest changes per job. The bucket is read now and then
-    (:data:`_SAFETY_READS`) and after a reconnect, for a push that was lost."""
-    reads = _ReadBacks(broker, job_id, pushed, None)
-    loop = reads.loop
-    deadline = None if timeout is None else loop.time() + timeout
-    pauses = iter(_SAFETY_READS)
-    try:
-        while True:
-            wait = next(pauses, _SAFETY_READS[-1])
-            if deadline is not None:
-                wait = min(wait, deadline - loop.time())
-            done, _ = await asyncio.wait({reads.found}, timeout=max(0.0, wait))
-            if done:
-                return reads.found.result()
-            if deadline is not None and loop.time() >= deadline:
-                if reads.held is not None:  # stored; only its status write lags
-                    return reads.held
-                raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
-            reads.spawn_recheck()
-    finally:
-        reads.close()
-
-
 async def _wait_pushed(
     broker: "Broker",
     job_id: str,
@@ -290,20 +266,27 @@ async def _wait_pushed(
     pushed: "asyncio.Future[bytes] | None",
     *,
     held: ResultRecord | None = None,
+    quiet_for: float = 0.0,
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. The put reaches
     ``sub`` as the worker sends it, before its status write is stored: a result read back then is
     returned once the status is final too (or after :data:`_STATUS_LAG`), as a pushed one is (the
     worker pushes once both are stored). After a reconnect (puts made meanwhile are lost) it reads
-    once too. ``held``: a result read before, whose status was not final yet. For a job not marked
-    for a push to this client (another process enqueued it, or it came in a batch)."""
+    once too. ``held``: a result read before, whose status was not final yet.
+
+    ``sub`` None: a job marked for a push to this client. For ``quiet_for`` seconds the wait then
+    subscribes to nothing and reads nothing (the push ends most such waits; a SUB and an UNSUB
+    per job would cost the caller two writes and the server two interest changes). Then it
+    subscribes and reads once, as any read does, so a push lost on a reconnect, a worker too old
+    to push, or a forged push that took the waiter's place cost at most ``quiet_for``."""
     reads = _ReadBacks(broker, job_id, pushed, held)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
     nxt: asyncio.Future | None = None
     pauses = iter(_SAFETY_READS)
-    next_read = loop.time() + next(pauses)
+    next_read = loop.time() + (quiet_for if sub is None else next(pauses))
+    own_sub = None
     try:
         while True:
             now = loop.time()
@@ -311,16 +294,23 @@ async def _wait_pushed(
                 if reads.held is not None:  # stored; only its status write lags
                     return reads.held
                 raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
-            if nxt is None or nxt.done():
+            if sub is None and now >= next_read:  # the quiet window is over
+                lay = broker.layout
+                sub = own_sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
+                reads.spawn_recheck()  # a put made before the subscription (failing reads are retried)
+                next_read = now + next(pauses)
+            if sub is not None and (nxt is None or nxt.done()):
                 nxt = asyncio.ensure_future(sub.next_msg(timeout=None))
             wait = next_read - now if deadline is None else min(deadline, next_read) - now
             done, _ = await asyncio.wait(
-                {nxt, reads.found}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED
+                {f for f in (nxt, reads.found) if f is not None},
+                timeout=max(0.0, wait),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if reads.found in done:
                 return reads.found.result()
-            if not done:
-                if loop.time() >= next_read:
+            if not done or nxt is None:
+                if sub is not None and loop.time() >= next_read:
                     # A put routed before our subscription existed but stored after our read
                     # never wakes us: read again now and then (rarely), as a safety net.
                     reads.spawn_recheck()
@@ -338,3 +328,6 @@ async def _wait_pushed(
         reads.close()
         if nxt is not None and not nxt.done():
             nxt.cancel()
+        if own_sub is not None:
+            with contextlib.suppress(nats.errors.Error):  # (closed meanwhile: it went with the connection)
+                await own_sub.unsubscribe()

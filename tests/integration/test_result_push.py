@@ -206,10 +206,12 @@ def no_pushes(monkeypatch):
 
 @pytest.fixture
 def no_safety_reads(monkeypatch):
-    """The wait's slow safety reads come only after a minute: what ends it sooner is the path under test."""
+    """The wait's slow safety reads come only after a minute, and a read waiting for its push waits
+    for nothing else for a minute: what ends it sooner is the path under test."""
     from naq_nb.core import results
 
     monkeypatch.setattr(results, "_SAFETY_READS", (60.0,))
+    monkeypatch.setattr(results, "_PUSH_ONLY", 60.0)
 
 
 async def test_a_waiting_read_of_its_own_job_does_not_read_the_bucket_while_it_runs(client, start_worker, monkeypatch,
@@ -235,16 +237,20 @@ async def test_a_waiting_read_of_its_own_job_does_not_read_the_bucket_while_it_r
     assert reads == []
 
 
-async def test_a_result_whose_push_was_lost_is_found_by_a_safety_read(client, start_worker, no_pushes, monkeypatch):
-    # No push comes and nothing else wakes the wait: its reads now and then find the result.
+@pytest.mark.parametrize("seconds", [0.05, 1.0], ids=["ends_in_the_window", "ends_after_it"])
+async def test_a_result_whose_push_was_lost_is_read_once_the_push_only_window_ends(client, start_worker, no_pushes,
+                                                                                   monkeypatch, seconds):
+    # No push comes (lost, or a worker too old to push): after the window the read reads the bucket
+    # and subscribes to the result key, whose put then wakes it. No safety read comes in time.
     from naq_nb.core import results
 
-    monkeypatch.setattr(results, "_SAFETY_READS", (0.2,))
+    monkeypatch.setattr(results, "_SAFETY_READS", (60.0,))
+    monkeypatch.setattr(results, "_PUSH_ONLY", 0.3)
     await start_worker()
-    job = await Queue("default", client=client).enqueue(jobs.sleep_for, 0.3)
+    job = await Queue("default", client=client).enqueue(jobs.sleep_for, seconds)
     assert client._inbox.expects(job.job_id)
-    # Waiting without a deadline (the deadline's own read would answer too): only a safety read can.
-    assert await asyncio.wait_for(client.result(job.job_id), 20) == 0.3
+    # Waiting without a deadline (the deadline's own read would answer too).
+    assert await asyncio.wait_for(client.result(job.job_id), 20) == seconds
 
 
 async def _until_running(client: Client, job_id: str) -> None:
@@ -262,8 +268,11 @@ async def _cancel_from_another_client(settings, job_id: str) -> None:
         await other.close()
 
 
-async def test_a_waiting_read_of_a_pushed_job_holds_no_subscription(client, start_worker):
+async def test_a_waiting_read_of_a_pushed_job_holds_no_subscription(client, start_worker, monkeypatch):
     # The worker's push ends the wait: no SUB / UNSUB per job on the caller's connection.
+    from naq_nb.core import results
+
+    monkeypatch.setattr(results, "_PUSH_ONLY", 30.0)  # however long the job takes to show as running
     await start_worker()
     q = Queue("default", client=client)
     await client.result((await q.enqueue(jobs.add, 0, 0)).job_id, 30)  # the connections are up
