@@ -185,6 +185,18 @@ def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, f
     assert depths[0] == depths[-1], depths
 
 
+def test_a_read_waiting_for_the_push_of_a_job_not_stored_raises_why(client, frozen):
+    # A read that would wait for the push learns first that the job was never stored.
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    frozen()
+    job = q.enqueue_sync(jobs.add, 1, 2)
+    assert client._inbox.expects(job.job_id)
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        fetch_job_result_sync(job, timeout=120)
+
+
 def test_flush_and_close_raise_what_was_not_stored(client, frozen):
     q = Queue("nobody", client=client)
     q.enqueue_sync(jobs.add, 0, 0)
