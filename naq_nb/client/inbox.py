@@ -15,9 +15,9 @@ waiting for it. The bucket stays the truth:
   first, and each record is handed out once (a second read reads the bucket);
 * a pushed record is checked like a read one (its seal, when signing is on);
 * a read of a job marked here and not pushed yet (:meth:`ResultInbox.expects`)
-  waits for the push, with no subscription of its own, instead of reading the
-  bucket while the job runs; it reads the bucket now and then and after a
-  reconnect, for a push that was lost.
+  waits for the push, with no subscription of its own for half a second,
+  instead of reading the bucket while the job runs; then it waits as any read
+  does (a subscription on the result key), for a push that was lost.
 
 Thread-safe: pushes arrive on the background loop; reads wait on any loop.
 """

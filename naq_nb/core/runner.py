@@ -198,8 +198,9 @@ class JobRunner:
             depends_on=list(m.options.depends_on),
             seq=d.seq,
         )
-        more: dict[str, Any] = {"rt": m.reply} if m.reply else {}  # merged over the head in this order
-        # (a later source wins); rt: a cancel pushes its result to the client that enqueued the job
+        # Merged over the head in this order (a later source wins). rt: a cancel pushes its result
+        # to the client that enqueued the job.
+        more: dict[str, Any] = {"rt": m.reply} if m.reply else {}
         if "due" in m.raw:  # fired by the scheduler: keep when it was due and which schedule fired it
             more.update(due_at=m.raw["due"], schedule_id=m.raw.get("sched"))
         if d.record:
