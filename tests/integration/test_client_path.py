@@ -165,14 +165,16 @@ def _all_stopped(pid: int) -> bool:
     return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
 
 
-def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, frozen):
+@pytest.mark.parametrize("timeout", [0, 120], ids=["check_once", "wait_for_the_push"])
+def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, frozen, timeout):
     q = Queue("nobody", client=client)
     q.enqueue_sync(jobs.add, 0, 0)
     client.flush_sync()
     frozen()
     job = q.enqueue_sync(jobs.add, 1, 2)  # handed over: returns at once
-    with pytest.raises(JobNotStoredError, match=job.job_id):
-        fetch_job_result_sync(job, timeout=0)
+    assert client._inbox.expects(job.job_id)
+    with pytest.raises(JobNotStoredError, match=job.job_id):  # a read learns first it was never stored
+        fetch_job_result_sync(job, timeout=timeout)
     with pytest.raises(JobNotStoredError, match=job.job_id):
         q.enqueue_sync(jobs.add, 3, 4)  # the next call reports it
     with pytest.raises(JobNotStoredError, match=job.job_id):
@@ -183,18 +185,6 @@ def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, f
             client.status_sync(job.job_id)
         depths.append(len(traceback.extract_tb(info.value.__traceback__)))
     assert depths[0] == depths[-1], depths
-
-
-def test_a_read_waiting_for_the_push_of_a_job_not_stored_raises_why(client, frozen):
-    # A read that would wait for the push learns first that the job was never stored.
-    q = Queue("nobody", client=client)
-    q.enqueue_sync(jobs.add, 0, 0)
-    client.flush_sync()
-    frozen()
-    job = q.enqueue_sync(jobs.add, 1, 2)
-    assert client._inbox.expects(job.job_id)
-    with pytest.raises(JobNotStoredError, match=job.job_id):
-        fetch_job_result_sync(job, timeout=120)
 
 
 def test_flush_and_close_raise_what_was_not_stored(client, frozen):
