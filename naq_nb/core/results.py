@@ -2,7 +2,9 @@
 
 A finished job is read with one direct get. Otherwise the subscription is made
 before a second get, so a result written in between is never missed, and the
-wait wakes the moment the worker's put lands; nothing polls.
+wait wakes the moment the worker's put lands; nothing polls. A job the caller
+marked for a push to itself is waited for by that push alone for its first
+:data:`_PUSH_ONLY` seconds (every writer of a result pushes: :func:`push_result`).
 """
 
 from __future__ import annotations
@@ -309,13 +311,14 @@ async def _wait_pushed(
             )
             if reads.found in done:
                 return reads.found.result()
-            if not done or nxt is None:
+            if not done:
                 if sub is not None and loop.time() >= next_read:
                     # A put routed before our subscription existed but stored after our read
                     # never wakes us: read again now and then (rarely), as a safety net.
                     reads.spawn_recheck()
                     next_read = loop.time() + next(pauses, _SAFETY_READS[-1])
                 continue
+            assert nxt is not None  # what is done: found returned above
             msg = nxt.result()
             op = (msg.headers or {}).get(KV_OP)
             if op in (KV_DEL, KV_PURGE) or not msg.data:
