@@ -22,7 +22,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from . import payloads
 from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
-from .layout import validate_job_id
+from .layout import WIRE_ID_RE, validate_job_id
 from .records import ResultRecord
 from .status import TERMINAL_VALUES, decode_status
 
@@ -43,7 +43,11 @@ async def push_result(broker: "Broker", token: str, job_id: str, record: bytes =
     stored: the sealed record itself, or an empty notice, "read it from the bucket" (a record over
     :data:`PUSH_LIMIT`, or one this writer did not write). Every writer of a result sends one, once
     the result is stored: a waiting read needs no subscription of its own. Best effort: the reader
-    reads the bucket now and then, so a lost push only delays it."""
+    reads the bucket now and then, so a lost push only delays it. A token that is not a plain id
+    (a forged status record's ``rt``) is not pushed to."""
+    if not isinstance(token, str) or not WIRE_ID_RE.fullmatch(token):
+        log.warning("job %s: not pushing its result to %r: not a result inbox token", job_id, token)
+        return
     try:
         await broker.send(broker.layout.reply_subject(token, job_id), record if len(record) <= PUSH_LIMIT else b"")
     except nats.errors.Error as exc:

@@ -418,3 +418,24 @@ async def test_a_dependent_failed_by_its_dependency_reads_as_such_with_signing_o
             await client.result(child.job_id, 30)
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("rt", ["a.>", "*", "x y", 7, ""])
+async def test_a_cancel_of_a_job_whose_status_record_names_a_forged_inbox_still_cancels(broker, rt, caplog):
+    # A status record forged with a bad result inbox token: the cancel is done and stored, nothing is
+    # published to that subject, and the log names the refused token.
+    import logging
+
+    from naq_nb.core.queue import Queue as CoreQueue, cancel_job
+    from naq_nb.core.results import wait_for_result
+    from naq_nb.core.status import encode_status, first_record
+
+    job = await CoreQueue(broker).enqueue(jobs.add, 1, 1)  # no worker: it stays queued
+    kv = await broker.kv(broker.layout.status_bucket)
+    rec = dict(first_record(job.job_id, "default", "queued", func="jobs.add", name=None, enqueued_at=1.0), rt=rt)
+    await kv.put(job.job_id, encode_status(rec))
+    with caplog.at_level(logging.WARNING, logger="naq_nb.client"):
+        assert await cancel_job(broker, job.job_id)
+    assert (await wait_for_result(broker, job.job_id, 10)).status == "cancelled"
+    if rt:
+        assert any("not a result inbox token" in r.getMessage() for r in caplog.records)
