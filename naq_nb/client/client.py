@@ -13,7 +13,8 @@ Two shortcuts keep the per-call cost near one round trip, or none:
   silent);
 * reads (``result``, ``status``) from an async caller run on the caller's own
   loop, over a connection of that loop (:meth:`Client.broker_here`), from the
-  loop's second naq_nb call on.
+  loop's second naq_nb call on; once that connection is up, the results of the
+  jobs that loop enqueues are pushed to it (:mod:`.inbox`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Client:
         b = await Broker.connect(settings=self.settings, **self.nats_options)
         try:
             await b.ensure_layout()
+            await self._inbox.subscribe_here(b)  # its pushes arrive on this loop: no thread hop
             await on_loop_close(lambda: self._drop_here(loop, b))
         except BaseException:
             await b.close(drain=False)
@@ -167,9 +169,10 @@ class Client:
         if oldest is not None:  # wait for room; its failure, if any, is raised once, just below
             await asyncio.wait([asyncio.wrap_future(oldest)])
         self._stores.raise_unreported()
-        if self._hand_over(jobs, push):  # handed over: a failure found now is raised by the next call
+        here = None if in_loop_thread() else asyncio.get_running_loop()
+        if self._hand_over(jobs, push, here):  # handed over: a failure found now is raised by the next call
             return jobs
-        return await run_async(self._enqueue_acked(jobs, push))
+        return await run_async(self._enqueue_acked(jobs, push, here))
 
     def enqueue_jobs_sync(self, jobs: list[Job], *, push: bool = True) -> list[Job]:
         """Blocking form of :meth:`enqueue_jobs`."""
@@ -181,12 +184,14 @@ class Client:
             return jobs
         return run_sync(self._enqueue_acked(jobs, push))
 
-    async def _enqueue_acked(self, jobs: list[Job], push: bool) -> list[Job]:
+    async def _enqueue_acked(
+        self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None
+    ) -> list[Job]:
         b = await self.broker()
         # A dependency this client handed over may not be stored yet: its dependent must not reach
         # a worker first (it would be failed as depending on a job that does not exist).
         await self._stores.wait_quietly({d for job in jobs for d in job.options.depends_on})
-        self._mark_for_push(jobs, push)
+        self._mark_for_push(jobs, push, here)
         try:
             await CoreQueue(b).enqueue_jobs(jobs)
         except JobNotStoredError as exc:  # some of a batch: their handles' reads raise it too
@@ -201,14 +206,28 @@ class Client:
                 self._inbox.unexpect(job.job_id)
         return jobs
 
-    def _mark_for_push(self, jobs: list[Job], push: bool) -> None:
+    def _mark_for_push(self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None) -> None:
         """A job enqueued on its own gets its result pushed to this client (see :mod:`.inbox`); a
-        batch does not (a sweep's results come through its watch, and unread pushes would pile up)."""
-        if push and len(jobs) == 1 and self._inbox.open:
+        batch does not (a sweep's results come through its watch, and unread pushes would pile up).
+        ``here``: enqueued by an async caller on that loop; if the loop has a connection of its own,
+        the push goes there, so an ``await`` of the result on that loop needs no thread hop."""
+        if not push or len(jobs) != 1:
+            return
+        token = self._token_here(here) if here is not None else None
+        if token is not None:
+            jobs[0].reply = token
+            self._inbox.expect(jobs[0].job_id, here)
+        elif self._inbox.open:
             jobs[0].reply = self._inbox.token
             self._inbox.expect(jobs[0].job_id)
 
-    def _hand_over(self, jobs: list[Job], push: bool) -> bool:
+    def _token_here(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        task = self._here.get(loop)
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return self._inbox.token_here(task.result())
+
+    def _hand_over(self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
         (several jobs, a chosen id, a big body, or no connection ready yet)."""
         b = self._broker
@@ -217,7 +236,7 @@ class Client:
         job = jobs[0]
         if self._stores.any_pending(job.options.depends_on):
             return False  # the full path waits for those stores first
-        self._mark_for_push(jobs, push)
+        self._mark_for_push(jobs, push, here)
         prepared = prepare_unacked(b, job)
         if prepared is None:
             return False

@@ -19,7 +19,13 @@ waiting for it. The bucket stays the truth:
   instead of reading the bucket while the job runs; then it waits as any read
   does (a subscription on the result key), for a push that was lost.
 
-Thread-safe: pushes arrive on the background loop; reads wait on any loop.
+A client listens on the background loop's connection, and on the connection
+an async caller's loop has of its own (``Client.broker_here``) under another
+token: a job such a loop enqueues is pushed there, so an ``await`` of its result
+on that loop needs no thread hop. Only a read on that loop waits for such a
+push: a blocking read on that loop's thread holds the loop that would receive it.
+
+Thread-safe: pushes arrive on either loop; reads wait on any loop.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +59,11 @@ class ResultInbox:
         self._records: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
-        self._expected: OrderedDict[str, None] = OrderedDict()  # marked with our token, not pushed yet
+        # Marked with one of our tokens, not pushed yet: job id -> the loop its push arrives on
+        # (None: the background loop, whose connection reads whatever the caller's thread does).
+        self._expected: OrderedDict[str, asyncio.AbstractEventLoop | None] = OrderedDict()
         self._subscribed_on: "Broker | None" = None
+        self._here: "weakref.WeakKeyDictionary[Broker, str]" = weakref.WeakKeyDictionary()  # caller loops' tokens
 
     @property
     def open(self) -> bool:
@@ -68,13 +78,25 @@ class ResultInbox:
         await broker.nc.subscribe(broker.layout.reply_inbox(self.token), cb=self._on_msg)  # ends with it
         self._subscribed_on = broker
 
+    async def subscribe_here(self, broker: "Broker") -> None:
+        """Listen on a caller loop's own connection, under a token of its own (on that loop)."""
+        token = secrets.token_hex(8)
+        await broker.nc.subscribe(broker.layout.reply_inbox(token), cb=self._on_msg)
+        self._here[broker] = token
+
+    def token_here(self, broker: "Broker") -> str | None:
+        """The token of a caller loop's connection, while it is up."""
+        token = self._here.get(broker)
+        return token if token is not None and broker.nc.is_connected else None
+
     async def _on_msg(self, msg: Any) -> None:
         self.deliver(msg.subject.rsplit(".", 1)[-1], msg.data)
 
-    def expect(self, job_id: str) -> None:
-        """``job_id`` is marked with :attr:`token`: its worker will push its result here."""
+    def expect(self, job_id: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``job_id`` is marked with a token of ours: its worker will push its result here, on
+        ``loop``'s connection (None: the background loop's)."""
         with self._lock:
-            self._expected[job_id] = None
+            self._expected[job_id] = loop
             while len(self._expected) > self.max_records:
                 self._expected.popitem(last=False)
 
@@ -84,9 +106,14 @@ class ResultInbox:
             self._expected.pop(job_id, None)
 
     def expects(self, job_id: str) -> bool:
-        """Marked here and neither pushed nor read yet: a read may wait for the push."""
+        """Marked here and neither pushed nor read yet, and its push arrives whatever the running
+        loop does: a read may wait for the push. A push to a caller loop's connection is waited
+        for on that loop only (a blocking read there holds up the loop that would receive it)."""
         with self._lock:
-            return job_id in self._expected
+            if job_id not in self._expected:
+                return False
+            loop = self._expected[job_id]
+        return loop is None or loop is asyncio.get_running_loop()
 
     def deliver(self, job_id: str, data: bytes) -> None:
         """A pushed record: to the reads waiting for it, else kept for the next one."""
@@ -96,11 +123,16 @@ class ResultInbox:
             if not waiters:
                 self._keep(job_id, data)
                 return
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
         for fut in waiters:
             loop = fut.get_loop()
-            if loop.is_closed():
-                continue
-            loop.call_soon_threadsafe(_resolve, fut, data)
+            if loop is here:  # pushed on the reader's own loop: no wake-up to send
+                _resolve(fut, data)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, fut, data)
 
     def _keep(self, job_id: str, data: bytes) -> None:
         old = self._records.pop(job_id, None)

@@ -439,3 +439,35 @@ async def test_a_cancel_of_a_job_whose_status_record_names_a_forged_inbox_still_
     assert (await wait_for_result(broker, job.job_id, 10)).status == "cancelled"
     if rt:
         assert any("not a result inbox token" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_async_callers_job_is_pushed_to_the_connection_of_its_own_loop(client, broker, start_worker):
+    # The push then arrives on the loop that awaits it: no hop through the background loop thread.
+    await start_worker()
+    b_here = await client.broker_here()
+    token = client._inbox.token_here(b_here)
+    assert token and token != client._inbox.token
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+    assert job.reply == token
+    await _kept(client, 1)  # only this loop's connection listens on that token
+    kv = await broker.kv(broker.layout.results_bucket)
+    await kv.purge(job.job_id)  # only the push can answer now
+    assert await client.result(job.job_id, 5) == 5
+
+
+async def test_a_blocking_read_on_the_loop_its_push_goes_to_does_not_wait_for_the_push(client, thread_worker,
+                                                                                       no_safety_reads):
+    # That loop is held by the blocking call itself, so the push can't be received until it returns:
+    # the read (on the background loop) reads the bucket and subscribes instead of waiting a minute.
+    from naq_nb.client.loop import run_sync
+
+    thread_worker()  # not on this loop, which the blocking read holds
+    await client.broker_here()
+    job = await Queue("default", client=client).enqueue(jobs.sleep_for, 0.3)
+    assert client._inbox.expects(job.job_id)  # here, on the loop the push comes to
+
+    async def expected_on_the_background_loop() -> bool:
+        return client._inbox.expects(job.job_id)
+
+    assert not run_sync(expected_on_the_background_loop(), 10)
+    assert client.result_sync(job.job_id, 20) == 0.3  # blocks this loop; a push wait would time out

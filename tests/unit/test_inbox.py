@@ -96,3 +96,31 @@ def test_a_push_is_expected_from_the_mark_until_it_comes_or_a_read_ends():
         assert not box.expects("c")
 
     asyncio.run(main())
+
+
+def test_a_push_on_the_readers_own_loop_resolves_its_wait_without_a_wake_up():
+    async def main() -> None:
+        box = ResultInbox()
+        fut = box.wait("j1")
+        box.deliver("j1", b"rec")  # as a subscription callback of this loop's connection does
+        assert fut.done() and fut.result() == b"rec"  # no call_soon_threadsafe round through the loop
+
+    asyncio.run(main())
+
+
+def test_a_push_to_a_callers_loop_is_waited_for_on_that_loop_only():
+    async def main() -> None:
+        box = ResultInbox()
+        here, elsewhere = asyncio.get_running_loop(), asyncio.new_event_loop()
+        try:
+            box.expect("bg")  # the background loop's connection: it reads whatever the caller does
+            box.expect("mine", here)
+            box.expect("theirs", elsewhere)
+            assert box.expects("bg") and box.expects("mine")
+            # A read here while that loop may be blocked (a blocking call on its thread) would wait
+            # for a push nobody can receive: it reads the bucket instead.
+            assert not box.expects("theirs")
+        finally:
+            elsewhere.close()
+
+    asyncio.run(main())
