@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +229,27 @@ def thread_worker(settings):
     yield _start
     for t in threads:
         t.stop(5.0)
+
+
+@pytest.fixture
+def frozen(own_nats_server, nats_server):
+    """``freeze()`` SIGSTOPs the server: connections stay up, nothing is acknowledged."""
+    pid = nats_server.proc.pid
+    stopped = []
+
+    def freeze() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        # The signal takes effect asynchronously: wait until every thread is stopped.
+        deadline = time.monotonic() + 10
+        while not _all_stopped(pid):
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.005)
+    yield freeze
+    if stopped:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _all_stopped(pid: int) -> bool:
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)

@@ -9,10 +9,8 @@ use raises :class:`LayoutConflictError` instead of drifting silently.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import re
 import ssl
 from typing import Any, Awaitable, Callable
 
@@ -23,8 +21,10 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
+from .errors import LayoutConflictError, NaqConnectionError
+from . import wire
 from .layout import Layout, create_only as _create_only
+from .pubacks import PubAcks
 from .serialization import Serializer, get_serializer
 from .settings import Settings, redact_url
 
@@ -156,20 +156,12 @@ class Broker:
         self._configs: dict[str, api.StreamConfig] = {}  # stream configs read by the layout check
         self._ready: asyncio.Future | None = None
         self._consumers: set[str] = set()
-        self._ack_sub: Any = None
-        self._ack_prefix = ""
-        self._ack_seq = 0
-        # reply token -> (ack future, what, deadline, bound); one timer serves them all (a timer per
-        # publish was a large part of a publish's cost)
-        self._acks: dict[str, tuple[asyncio.Future, str, float, float]] = {}
-        self._expiry: asyncio.TimerHandle | None = None
+        self.acks = PubAcks(nc)  # the acknowledgements of publishes, this connection's and others'
         #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
         self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
-        # nats-py's outbound buffer, written to directly by send() (see there); its older or newer
-        # versions without these attributes get nc.publish instead.
-        self._direct = all(hasattr(nc, a) for a in _NC_BUFFER)
+        self._direct = wire.direct_ok(nc)  # send() may write to nats-py's outbound buffer
 
     @classmethod
     async def connect(
@@ -360,27 +352,8 @@ class Broker:
             )
 
     async def send(self, subject: str, payload: bytes, reply: str = "", headers: dict | None = None) -> None:
-        """``nc.publish`` for naq_nb's own subjects and headers, cheaper: the protocol command is
-        written here and queued on nats-py's outbound buffer, as nc.publish does after checking
-        subject, reply and every header (naq_nb builds those valid: queue names, job ids and inbox
-        tokens are checked where they are made or read). A blank in a subject, an odd header
-        key, a line break in a header value, a payload over the server's max_payload, and a
-        connection that is not up (nats-py's reconnect buffering has its own limits) go through
-        ``nc.publish``, which raises or buffers as it always does."""
-        nc = self.nc
-        direct = self._direct and nc.is_connected and subject and not _BLANK.search(subject + reply)
-        cmd = _command(subject, reply, payload, headers) if direct else None
-        if cmd is None or len(payload) > nc.max_payload or nc.is_draining_pubs:
-            await nc.publish(subject, payload, reply=reply, headers=headers)
-            return
-        nc.stats["out_msgs"] += 1
-        nc.stats["out_bytes"] += len(payload)
-        nc._pending.append(cmd)
-        nc._pending_data_size += len(cmd)
-        if 0 < nc._max_pending_size < nc._pending_data_size:
-            await nc._flush_pending(force_flush=True)
-        elif nc._flush_queue is not None and nc._flush_queue.empty():
-            await nc._flush_pending()  # wakes nats-py's flusher task, which writes the buffer
+        """``nc.publish``, cheaper: naq_nb's own subjects and headers are written by hand (:mod:`.wire`)."""
+        await wire.send(self.nc, self._direct, subject, payload, reply, headers)
 
     async def publish_async(
         self,
@@ -401,48 +374,37 @@ class Broker:
         """
         if self.nc.is_closed:
             raise NaqConnectionError(f"cannot publish {what or subject}: the connection is closed")
-        if self._ack_sub is None:
-            self._ack_prefix = self.nc.new_inbox()
-            self._ack_sub = await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_pub_ack)
-        self._ack_seq += 1
-        token = str(self._ack_seq)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
         bound = self.publish_timeout if timeout is None else timeout
         label = what or f"a message on {subject}"
-        deadline = loop.time() + bound
-        self._acks[token] = (fut, label, deadline, bound)
-        if self._expiry is None or deadline < self._expiry.when():
-            if self._expiry is not None:
-                self._expiry.cancel()
-            self._expiry = loop.call_at(deadline, self._expire_acks)
+        reply, fut = await self.acks.reply(label, bound)
         try:
-            await self.send(subject, payload, f"{self._ack_prefix}.{token}", headers)
+            await self.send(subject, payload, reply, headers)
         except (nats.errors.Error, OSError) as exc:
-            self._acks.pop(token, None)
+            self.acks.drop(reply)
             fut.cancel()
             raise NaqConnectionError(f"cannot publish {label}: {type(exc).__name__}: {exc}") from None
         return fut
 
-    def _expire_acks(self) -> None:
-        """Fail the publishes past their deadline; wake again at the next deadline."""
-        self._expiry = None
-        loop = asyncio.get_running_loop()
-        now, nxt = loop.time(), None
-        for token, (fut, label, deadline, bound) in list(self._acks.items()):
-            if fut.done():  # cancelled by its waiter
-                del self._acks[token]
-            elif deadline <= now:
-                del self._acks[token]
-                fut.set_exception(
-                    PublishTimeoutError(
-                        f"no acknowledgement from JetStream for {label} within {bound:g}s (server down or overloaded?)"
-                    )
-                )
-            elif nxt is None or deadline < nxt:
-                nxt = deadline
-        if nxt is not None:
-            self._expiry = loop.call_at(nxt, self._expire_acks)
+    def reserve_ack(self) -> tuple[str, str] | None:
+        """From any thread: a reply for a publish made on another connection whose acknowledgement
+        comes to this one (:meth:`PubAcks.reserve`)."""
+        return self.acks.reserve()
+
+    def expect_ack(self, token: str, label: str, on_ack: Callable[[asyncio.Future], None]) -> None:
+        """From any thread: ``on_ack(fut)`` runs on this broker's loop when that acknowledgement comes,
+        fails or is :attr:`publish_timeout` late (:meth:`PubAcks.expect`)."""
+        self.acks.expect(token, label, self.publish_timeout, on_ack)
+
+    def commands(self, msgs: list[tuple[str, bytes, str, dict | None]]) -> list[bytes] | None:
+        """See :func:`.wire.commands`."""
+        return wire.commands(self.nc, self._direct, msgs)
+
+    def can_write_now(self) -> bool:
+        return self._direct and wire.can_write_now(self.nc)
+
+    def write_now(self, cmds: list[bytes]) -> None:
+        """Write to the socket within this call (:func:`.wire.write_now`)."""
+        wire.write_now(self.nc, cmds)
 
     async def publish_each(
         self, msgs: list[tuple[str, bytes, str]], *, create_only: bool = False
@@ -461,36 +423,7 @@ class Broker:
 
     def fail_pending(self, why: str) -> None:
         """Fail every publish still waiting for its acknowledgement (the connection dropped or closed)."""
-        acks, self._acks = self._acks, {}
-        for fut, label, _deadline, _bound in acks.values():
-            if not fut.done():
-                fut.set_exception(
-                    NaqConnectionError(
-                        f"the connection {why} before JetStream acknowledged {label}; it may or may not be stored"
-                    )
-                )
-
-    async def _on_pub_ack(self, msg: Any) -> None:
-        entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if entry is None or entry[0].done():
-            return
-        fut = entry[0]
-        if msg.headers and msg.headers.get("Status") == "503":
-            fut.set_exception(nats.js.errors.NoStreamResponseError())
-            return
-        try:
-            resp = json.loads(msg.data)
-            if "error" in resp:
-                nats.js.errors.APIError.from_error(resp["error"])  # raises the specific error class
-                raise nats.js.errors.APIError(**resp["error"])
-            # Built directly: PubAck.from_response walks the dataclass fields on every call.
-            fut.set_result(
-                api.PubAck(
-                    stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"), duplicate=resp.get("duplicate")
-                )
-            )
-        except Exception as exc:  # the server's error (or a garbled answer) goes to the waiter
-            fut.set_exception(exc)
+        self.acks.fail_all(why)
 
     async def publish(
         self,
@@ -556,42 +489,6 @@ class Broker:
         url = self.nc.connected_url
         where = f"{url.hostname}:{url.port}" if url else "-"  # never netloc: it carries user:password@
         return f"<Broker {where} prefix={self.layout.prefix}>"
-
-
-_NC_BUFFER = (
-    "_pending",
-    "_pending_data_size",
-    "_max_pending_size",
-    "_flush_queue",
-    "_flush_pending",
-    "stats",
-    "max_payload",
-    "is_draining_pubs",
-)
-
-
-_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP token, as nats-py checks a key
-_KEYS_SEEN: set[str] = set()  # keys checked already (naq_nb's are a handful of constants)
-_BLANK = re.compile(r"\s")  # no subject or reply may hold one (it would split the protocol line)
-
-
-def _command(subject: str, reply: str, payload: bytes, headers: dict | None) -> bytes | None:
-    """The PUB / HPUB protocol command, or None for a header key that is not a plain token or a
-    value with a line break (nc.publish refuses or rewrites those)."""
-    if not headers:
-        return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
-    if not _KEYS_SEEN.issuperset(headers):
-        if not all(isinstance(k, str) and _HEADER_KEY.fullmatch(k) for k in headers):
-            return None  # nc.publish strips, drops or refuses such a key
-        if len(_KEYS_SEEN) < 1024:
-            _KEYS_SEEN.update(headers)
-    text = "".join([f"{k}: {v.strip()}\r\n" for k, v in headers.items()])  # stripped, as nats-py does
-    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
-        return None
-    hdr = b"NATS/1.0\r\n" + text.encode() + b"\r\n"
-    return b"".join(
-        (f"HPUB {subject} {reply} {len(hdr)} {len(hdr) + len(payload)}\r\n".encode(), hdr, payload, b"\r\n")
-    )
 
 
 def _retrieve(f: asyncio.Future) -> None:

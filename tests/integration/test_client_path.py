@@ -141,30 +141,6 @@ async def test_results_read_back_on_the_callers_loop(client, start_worker):
 
 
 # --- failures to store are never silent ----------------------------------------------------
-@pytest.fixture
-def frozen(own_nats_server, nats_server):
-    """``freeze()`` SIGSTOPs the server: connections stay up, nothing is acknowledged."""
-    pid = nats_server.proc.pid
-    stopped = []
-
-    def freeze() -> None:
-        os.kill(pid, signal.SIGSTOP)
-        stopped.append(pid)
-        # The signal takes effect asynchronously: wait until every thread is stopped.
-        deadline = time.monotonic() + 10
-        while not _all_stopped(pid):
-            assert time.monotonic() < deadline, "nats-server did not stop"
-            time.sleep(0.005)
-    yield freeze
-    if stopped:
-        os.kill(pid, signal.SIGCONT)
-
-
-def _all_stopped(pid: int) -> bool:
-    tasks = os.listdir(f"/proc/{pid}/task")
-    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
-
-
 @pytest.mark.parametrize("timeout", [0, 120], ids=["check_once", "wait_for_the_push"])
 def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, frozen, timeout):
     q = Queue("nobody", client=client)
@@ -312,7 +288,7 @@ async def test_enqueue_many_keeps_a_bounded_window_in_flight(broker, monkeypatch
 
     async def counting(*a, **kw):
         nonlocal most
-        most = max(most, len(broker._acks))
+        most = max(most, len(broker.acks))
         return await real(*a, **kw)
     monkeypatch.setattr(broker, "publish_async", counting)
     made = await core_queue.Queue(broker, "many").enqueue_many([(jobs.add, (i, 1), {}) for i in range(1000)])

@@ -1,0 +1,123 @@
+"""Publishing by writing the protocol commands ourselves: nats-py's outbound buffer, or the socket.
+
+``nc.publish`` checks subject, reply and every header on each call (a regex, a
+strip and a translate per header); naq_nb builds those valid itself (queue
+names, job ids and inbox tokens are checked where they are made or read), so
+:func:`send` writes the PUB / HPUB command and queues it on nats-py's buffer as
+``nc.publish`` does. :func:`write_now` goes one step further for a caller's own
+loop: the commands are written to the socket within the call, so they are on
+their way even if the caller then blocks that loop. Whatever this can't write
+(a blank in a subject, an odd header, an oversized payload, a connection not
+up, a nats-py without these attributes) goes through ``nc.publish``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nats.aio.client import Client as NATS
+
+__all__ = ["direct_ok", "send", "commands", "can_write_now", "write_now"]
+
+# nats-py's outbound buffer, written to directly (its older or newer versions without these
+# attributes get nc.publish instead).
+_NC_BUFFER = (
+    "_pending",
+    "_pending_data_size",
+    "_max_pending_size",
+    "_flush_queue",
+    "_flush_pending",
+    "stats",
+    "max_payload",
+    "is_draining_pubs",
+)
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP token, as nats-py checks a key
+_KEYS_SEEN: set[str] = set()  # keys checked already (naq_nb's are a handful of constants)
+_BLANK = re.compile(r"\s")  # no subject or reply may hold one (it would split the protocol line)
+
+
+def direct_ok(nc: NATS) -> bool:
+    """This nats-py has the outbound buffer :func:`send` writes to."""
+    return all(hasattr(nc, a) for a in _NC_BUFFER)
+
+
+def _command(subject: str, reply: str, payload: bytes, headers: dict | None) -> bytes | None:
+    """The PUB / HPUB protocol command, or None for a header key that is not a plain token or a
+    value with a line break (nc.publish refuses or rewrites those)."""
+    if not headers:
+        return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
+    if not _KEYS_SEEN.issuperset(headers):
+        if not all(isinstance(k, str) and _HEADER_KEY.fullmatch(k) for k in headers):
+            return None  # nc.publish strips, drops or refuses such a key
+        if len(_KEYS_SEEN) < 1024:
+            _KEYS_SEEN.update(headers)
+    text = "".join([f"{k}: {v.strip()}\r\n" for k, v in headers.items()])  # stripped, as nats-py does
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        return None
+    hdr = b"NATS/1.0\r\n" + text.encode() + b"\r\n"
+    return b"".join(
+        (f"HPUB {subject} {reply} {len(hdr)} {len(hdr) + len(payload)}\r\n".encode(), hdr, payload, b"\r\n")
+    )
+
+
+def _one(nc: NATS, subject: str, payload: bytes, reply: str, headers: dict | None) -> bytes | None:
+    if not subject or _BLANK.search(subject + reply) or len(payload) > nc.max_payload:
+        return None
+    return _command(subject, reply, payload, headers)
+
+
+async def send(nc: NATS, direct: bool, subject: str, payload: bytes, reply: str, headers: dict | None) -> None:
+    """``nc.publish(subject, payload, reply=reply, headers=headers)``, queued by hand when ``direct``
+    (:func:`direct_ok`) and the command is one this module writes."""
+    cmd = _one(nc, subject, payload, reply, headers) if direct and nc.is_connected else None
+    if cmd is None or nc.is_draining_pubs:
+        await nc.publish(subject, payload, reply=reply, headers=headers)
+        return
+    nc.stats["out_msgs"] += 1
+    nc.stats["out_bytes"] += len(payload)
+    nc._pending.append(cmd)
+    nc._pending_data_size += len(cmd)
+    if 0 < nc._max_pending_size < nc._pending_data_size:
+        await nc._flush_pending(force_flush=True)
+    elif nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()  # wakes nats-py's flusher task, which writes the buffer
+
+
+def commands(nc: NATS, direct: bool, msgs: list[tuple[str, bytes, str, dict | None]]) -> list[bytes] | None:
+    """The commands of ``(subject, payload, reply, headers)`` publishes for :func:`write_now`, or None
+    if any can't be written by hand, or this connection does not write within the call (only a TCP
+    connection does: a websocket's writes go through a task)."""
+    if not direct or type(getattr(nc, "_transport", None)).__name__ != "TcpTransport":
+        return None
+    cmds = []
+    for subject, payload, reply, headers in msgs:
+        cmd = _one(nc, subject, payload, reply, headers)
+        if cmd is None:
+            return None
+        cmds.append(cmd)
+    return cmds
+
+
+def can_write_now(nc: NATS) -> bool:
+    """:func:`write_now` may be called: connected, and nothing queued ahead of it (in nats-py's buffer
+    or the socket's), so order is kept and the write is not left waiting for the loop. Stays true
+    until the connection's loop runs again."""
+    transport = getattr(nc, "_transport", None)
+    writer = getattr(transport, "_io_writer", None)
+    return (
+        nc.is_connected
+        and not nc._pending_data_size
+        and not nc.is_draining_pubs
+        and writer is not None
+        and not writer.transport.get_write_buffer_size()
+    )
+
+
+def write_now(nc: NATS, cmds: list[bytes]) -> None:
+    """Write ``cmds`` (from :func:`commands`) to the socket in this call; check :func:`can_write_now`
+    first. (The kernel takes them at once unless its buffer is full: then asyncio keeps the rest
+    and writes it when the loop runs.)"""
+    assert nc._transport is not None
+    nc._transport.writelines(cmds)
+    nc.stats["out_msgs"] += len(cmds)
+    nc.stats["out_bytes"] += sum(len(c) for c in cmds)
