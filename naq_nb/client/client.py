@@ -33,7 +33,15 @@ from ..core.broker import Broker
 from ..core.errors import JobNotStoredError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.queue import Queue as CoreQueue, cancel_job, get_status, make_job, prepare_unacked, publish_prepared
+from ..core.queue import (
+    Queue as CoreQueue,
+    cancel_job,
+    get_status,
+    make_job,
+    prepare_unacked,
+    publish_direct,
+    publish_prepared,
+)
 from ..core.records import ResultRecord
 from ..core.registry import WorkerRecord, list_workers
 from ..core.results import wait_for_result
@@ -70,6 +78,7 @@ class Client:
         self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
         self._outbox_lock = threading.Lock()
         self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
+        self._unsent = 0  # handed over and not yet in the connection's buffer (under _outbox_lock)
 
     @property
     def url(self) -> str:
@@ -170,6 +179,13 @@ class Client:
             await asyncio.wait([asyncio.wrap_future(oldest)])
         self._stores.raise_unreported()
         here = None if in_loop_thread() else asyncio.get_running_loop()
+        b_here = None if here is None else self._broker_ready_here(here)
+        if b_here is not None:
+            # This loop's connection receives the pushes of its jobs: a caller enqueuing in a tight
+            # loop would never let it read them otherwise (the server would drop a slow consumer).
+            await asyncio.sleep(0)
+            if await self._send_direct(jobs, push, b_here):
+                return jobs
         if self._hand_over(jobs, push, here):  # handed over: a failure found now is raised by the next call
             return jobs
         return await run_async(self._enqueue_acked(jobs, push, here))
@@ -222,10 +238,8 @@ class Client:
             self._inbox.expect(jobs[0].job_id)
 
     def _token_here(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        task = self._here.get(loop)
-        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-            return None
-        return self._inbox.token_here(task.result())
+        b = self._broker_ready_here(loop)
+        return None if b is None else self._inbox.token_here(b)
 
     def _hand_over(self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
@@ -243,10 +257,49 @@ class Client:
         fut = self._stores.begin(job.job_id)
         with self._outbox_lock:
             self._outbox.append((b, job, prepared, fut))
+            self._unsent += 1
             wake = len(self._outbox) == 1
         if wake:  # one wake-up of the loop per burst: each one costs the caller a thread switch
             call_soon(self._send_outbox)
         return True
+
+    async def _send_direct(self, jobs: list[Job], push: bool, b: Broker) -> bool:
+        """Send one plain job on the caller's loop's own connection ``b``, its acknowledgements coming
+        to the background loop (:func:`~naq_nb.core.queue.publish_direct`): no thread hop, and the job
+        is out even if the caller then blocks its loop. False: not eligible (as :meth:`_hand_over`,
+        or jobs handed over are not all out yet: they go first)."""
+        bg = self._broker
+        if bg is None or len(jobs) != 1 or not bg.is_connected or not self._handed_over_all_out(bg):
+            return False
+        job = jobs[0]
+        if not bg.layout_ready or not _exit_flush_runs() or self._stores.any_pending(job.options.depends_on):
+            return False
+        if not await _until_writable(b, bg.publish_timeout):
+            return False
+        self._mark_for_push(jobs, push, asyncio.get_running_loop())
+        prepared = prepare_unacked(b, job)
+        if prepared is None:
+            self._inbox.unexpect(job.job_id)
+            return False
+        fut = self._stores.begin(job.job_id)
+        if publish_direct(b, bg, job, prepared, functools.partial(self._stored, job, fut)):
+            return True
+        self._stores.forget(job.job_id, fut)
+        self._inbox.unexpect(job.job_id)
+        job.reply = None
+        return False
+
+    def _handed_over_all_out(self, bg: Broker) -> bool:
+        """Every job handed over to the background loop is written out: a job sent now on another
+        connection can't reach the server before them."""
+        return not self._unsent and not bg.nc._pending_data_size
+
+    def _broker_ready_here(self, loop: asyncio.AbstractEventLoop) -> Broker | None:
+        task = self._here.get(loop)
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        b = task.result()
+        return b if b.is_connected else None
 
     def _send_outbox(self) -> None:
         # One sender at a time, so one producer's jobs are published in the order it enqueued them.
@@ -259,8 +312,12 @@ class Client:
                 items, self._outbox = self._outbox, []
             if not items:
                 return
-            for b, job, prepared, fut in items:
-                await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
+            try:
+                for b, job, prepared, fut in items:
+                    await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
+            finally:  # in the connection's buffer now (or failed): no longer ahead of a direct send
+                with self._outbox_lock:
+                    self._unsent -= len(items)
 
     def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
         if exc is None:
@@ -404,6 +461,22 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<naq_nb.Client {self.url}>"
+
+
+async def _until_writable(b: Broker, bound: float) -> bool:
+    """Wait (at most ``bound`` seconds) until ``b`` has no writes queued, so a job written now keeps
+    its place behind them; a full socket is the server's back-pressure. False: still not."""
+    if b.can_write_now():
+        return True
+    loop = asyncio.get_running_loop()
+    deadline, turns = loop.time() + bound, 0
+    while b.is_connected and loop.time() < deadline:
+        # nats-py's flusher (and asyncio's writer) run at the loop's next turns; a full socket takes longer.
+        await asyncio.sleep(0 if turns < 3 else 0.001)
+        turns += 1
+        if b.can_write_now():
+            return True
+    return False
 
 
 _clients: dict[tuple, Client] = {}

@@ -433,6 +433,53 @@ async def publish_prepared(
         f.add_done_callback(_check)
 
 
+def publish_direct(
+    b: Broker,
+    acks: Broker,
+    job: Job,
+    prepared: tuple[dict, bytes, bytes],
+    on_done: Callable[[BaseException | None], None],
+) -> bool:
+    """:func:`publish_prepared` from the caller's own loop: the job goes out on ``b`` (that loop's
+    connection) within this call, and its acknowledgements come to ``acks`` (the background loop's),
+    where ``on_done`` runs. So the job is on its way, and its store is confirmed, even if the caller
+    then blocks its loop (a blocking call in a notebook cell). False (nothing sent) when it can't go
+    this way. Call on ``b``'s loop."""
+    headers, body, status = prepared
+    lay = b.layout
+    slots = [acks.reserve_ack(), acks.reserve_ack()]
+    if slots[0] is None or slots[1] is None or not b.can_write_now():
+        return False
+    cmds = b.commands(
+        [
+            (lay.kv_subject(lay.status_bucket, job.job_id), status, slots[0][1], None),  # status first, as _publish
+            (lay.queue_subject(job.queue_name), body, slots[1][1], headers),
+        ]
+    )
+    if cmds is None:
+        return False
+    acked: dict[str, asyncio.Future] = {}
+
+    def _acked(key: str) -> Callable[[asyncio.Future], None]:
+        def record(fut: asyncio.Future) -> None:
+            acked[key] = fut
+            if len(acked) < 2:
+                return
+            errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in acked.values()]
+            exc = next((e for e in errors if e is not None), None)
+            if exc is None:
+                job.sequence = acked["job"].result().seq
+            on_done(exc)
+
+        return record
+
+    what = f"job {job.job_id} ({job.function_name})"
+    acks.expect_ack(slots[0][0], f"the status of {what}", _acked("status"))  # before the write: an ack
+    acks.expect_ack(slots[1][0], what, _acked("job"))  # may come back before this call returns
+    b.write_now(cmds)
+    return True
+
+
 async def get_status(broker: Broker, job_id: str) -> StatusRecord:
     """The job's status record, or :class:`JobNotFoundError`."""
     validate_job_id(job_id)

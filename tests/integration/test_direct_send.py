@@ -1,0 +1,139 @@
+"""An async caller's enqueue sent on its own loop's connection (client.py ``_send_direct``): written to
+the socket within the call, confirmed by the background loop, so it is stored and read even while the
+caller blocks its loop; failures are reported as for any enqueue; one caller's jobs keep their order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import jobs
+from helpers import eventually
+from naq_nb import Queue
+from naq_nb.client.client import Client
+from naq_nb.client.loop import call_soon
+from naq_nb.core.errors import JobNotStoredError
+
+
+@pytest.fixture
+def client(settings):
+    c = Client(settings=settings.with_(publish_timeout=1.0))
+    yield c
+    try:
+        c.close_sync()
+    except JobNotStoredError:
+        pass  # a test that froze the server left failures; each test checks its own
+
+
+async def _loop_connection(client: Client, q: Queue):
+    """Both connections up: the background loop's (an enqueue, stored) and this loop's own."""
+    await q.enqueue(jobs.add, 0, 0)
+    await client.flush()
+    return await client.broker_here()
+
+
+async def test_an_async_callers_job_goes_out_on_its_loops_connection_within_the_call(client):
+    q = Queue("nobody", client=client)
+    here = await _loop_connection(client, q)
+    sent = here.nc.stats["out_msgs"]
+    job = await q.enqueue(jobs.add, 1, 2)
+    assert here.nc.stats["out_msgs"] == sent + 2  # its status record and the job itself
+    await client.wait_stored(job.job_id)
+    assert job.sequence and (await client.status(job.job_id))["status"] == "queued"
+
+
+async def test_a_job_sent_from_a_loop_is_stored_and_read_while_a_blocking_call_holds_that_loop(client,
+                                                                                            thread_worker):
+    # A notebook cell: `job = await q.enqueue(f)` then `job.result()`, which blocks the kernel's loop.
+    # Nothing of this loop runs from here on: the job must already be on the wire, and its
+    # acknowledgements and result must come to the background loop.
+    thread_worker()
+    q = Queue("default", client=client)
+    here = await _loop_connection(client, q)
+    sent = here.nc.stats["out_msgs"]
+    job = await q.enqueue(jobs.add, 2, 3)
+    assert here.nc.stats["out_msgs"] == sent + 2
+    client.wait_stored_sync(job.job_id)
+    assert client.result_sync(job.job_id, 30) == 5
+
+
+async def test_a_direct_enqueue_never_acknowledged_fails_its_handle_then_the_next_call(client, frozen):
+    q = Queue("nobody", client=client)
+    here = await _loop_connection(client, q)
+    frozen()
+    sent = here.nc.stats["out_msgs"]
+    job = await q.enqueue(jobs.add, 1, 2)  # returns at once: written, not acknowledged
+    assert here.nc.stats["out_msgs"] == sent + 2
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        await client.wait_stored(job.job_id)
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        await q.enqueue(jobs.add, 3, 4)  # the next call reports it (once)
+    with pytest.raises(JobNotStoredError, match=job.job_id):
+        await client.status(job.job_id)  # the handle keeps failing
+
+
+async def test_one_callers_jobs_keep_their_order_when_its_loop_gets_a_connection_of_its_own(client):
+    # The first jobs are handed over to the background loop; once this loop's connection is up the
+    # rest go out on it. None of those may reach the server before a job enqueued earlier.
+    q = Queue("nobody", client=client)
+    await q.enqueue(jobs.add, 0, 0)
+    await client.flush()
+    connecting = asyncio.ensure_future(client.broker_here())
+    handles = []
+    for i in range(300):
+        handles.append(await q.enqueue(jobs.add, i, 0))
+    here = await connecting
+    sent = here.nc.stats["out_msgs"]
+    for i in range(300):
+        handles.append(await q.enqueue(jobs.add, i, 1))
+    await client.flush()
+    seqs = [h.sequence for h in handles]
+    assert seqs == sorted(seqs), "a job was stored before one enqueued earlier"
+    assert here.nc.stats["out_msgs"] - sent >= 2 * 200, "the jobs did not go out on the loop's own connection"
+
+
+async def test_a_job_waits_for_jobs_handed_over_before_it_to_be_written(client, monkeypatch):
+    # A job handed to the background loop and not written yet: a job enqueued after it must not
+    # overtake it on this loop's connection (it is handed over behind it instead).
+    q = Queue("nobody", client=client)
+    here = await _loop_connection(client, q)
+    monkeypatch.setattr(client, "_send_outbox", lambda: None)  # the background loop is slow to send
+    first = q.enqueue_sync(jobs.add, 1, 0)  # (a blocking call's enqueue: handed over)
+    sent = here.nc.stats["out_msgs"]
+    second = await q.enqueue(jobs.add, 2, 0)
+    assert here.nc.stats["out_msgs"] == sent, "the second job overtook the first"
+    monkeypatch.undo()
+    call_soon(client._send_outbox)  # the background loop sends what was held
+    await client.flush()
+    assert first.sequence < second.sequence
+
+
+async def test_an_acknowledgement_expected_from_another_thread_that_never_comes_fails_in_time(settings):
+    # Nothing else is in flight on the receiving connection, so no timer runs there yet: the
+    # registration from another thread must arm one.
+    import threading
+
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.errors import PublishTimeoutError
+
+    b = await Broker.connect(settings=settings.with_(publish_timeout=0.5))
+    try:
+        await b.ensure_layout()
+        await (await b.publish_async(b.layout.kv_subject(b.layout.status_bucket, "warm"), b"{}"))  # acks subscribed
+
+        async def no_timer() -> bool:
+            return b.acks._expiry is None  # the warm publish's timer ran out
+
+        await eventually(no_timer, 10, "no expiry timer armed")
+        outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+        slot = b.reserve_ack()
+        assert slot is not None
+        thread = threading.Thread(target=b.expect_ack, args=(slot[0], "a publish never made", outcome.set_result))
+        thread.start()
+        thread.join(10)
+        fut = await asyncio.wait_for(outcome, 10)
+        with pytest.raises(PublishTimeoutError, match="a publish never made"):
+            fut.result()
+    finally:
+        await b.close()
