@@ -31,6 +31,7 @@ Thread-safe: pushes arrive on either loop; reads wait on any loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import threading
 import weakref
@@ -77,12 +78,21 @@ class ResultInbox:
             return
         await broker.nc.subscribe(broker.layout.reply_inbox(self.token), cb=self._on_msg)  # ends with it
         self._subscribed_on = broker
+        broker.on_reconnect(functools.partial(self._reconnected, None))
 
     async def subscribe_here(self, broker: "Broker") -> None:
         """Listen on a caller loop's own connection, under a token of its own (on that loop)."""
         token = secrets.token_hex(8)
         await broker.nc.subscribe(broker.layout.reply_inbox(token), cb=self._on_msg)
         self._here[broker] = token
+        broker.on_reconnect(functools.partial(self._reconnected, asyncio.get_running_loop()))
+
+    async def _reconnected(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """That loop's connection was lost and is back: pushes sent meanwhile are gone, so the jobs
+        still expected there are read from the bucket, without waiting for a push first."""
+        with self._lock:
+            for job_id in [j for j, lp in self._expected.items() if lp is loop]:
+                del self._expected[job_id]
 
     def token_here(self, broker: "Broker") -> str | None:
         """The token of a caller loop's connection, while it is up."""

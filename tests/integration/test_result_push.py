@@ -471,3 +471,22 @@ async def test_a_blocking_read_on_the_loop_its_push_goes_to_does_not_wait_for_th
 
     assert not run_sync(expected_on_the_background_loop(), 10)
     assert client.result_sync(job.job_id, 20) == 0.3  # blocks this loop; a push wait would time out
+
+
+@pytest.mark.parametrize("own_loop", [False, True], ids=["background_connection", "loop_connection"])
+async def test_after_a_reconnect_a_read_does_not_wait_for_a_push_lost_meanwhile(client, own_nats_server,
+                                                                                 nats_server, own_loop):
+    q = Queue("nobody", client=client)
+    await q.enqueue(jobs.add, 0, 0)
+    if own_loop:
+        await client.broker_here()
+    job = await q.enqueue(jobs.add, 1, 2)
+    await client.wait_stored(job.job_id)
+    assert client._inbox.expects(job.job_id)
+    assert (job.reply == client._inbox.token) is not own_loop
+    nats_server.restart()  # a worker's push sent while this client was away is gone
+
+    async def not_expected() -> bool:
+        return not client._inbox.expects(job.job_id)
+
+    await eventually(not_expected, 30, "the reconnected client no longer waiting for that push")
