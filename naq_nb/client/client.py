@@ -80,7 +80,7 @@ class Client:
         self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
         self._outbox_lock = threading.Lock()
         self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
-        self._unsent = 0  # handed over and not yet in the connection's buffer (under _outbox_lock)
+        self._direct_store: concurrent.futures.Future | None = None  # the last job sent by a caller's loop
 
     @property
     def url(self) -> str:
@@ -180,17 +180,11 @@ class Client:
         if oldest is not None:  # wait for room; its failure, if any, is raised once, just below
             await asyncio.wait([asyncio.wrap_future(oldest)])
         self._stores.raise_unreported()
-        here = None if in_loop_thread() else asyncio.get_running_loop()
-        b_here = None if here is None else self._broker_ready_here(here)
-        if b_here is not None:
-            # This loop's connection receives the pushes of its jobs: a caller enqueuing in a tight
-            # loop would never let it read them otherwise (the server would drop a slow consumer).
-            await asyncio.sleep(0)
-            if await self._send_direct(jobs, push, b_here):
-                return jobs
-        if self._hand_over(jobs, push, here):  # handed over: a failure found now is raised by the next call
+        if not in_loop_thread() and not self._stores.in_flight and await self._send_direct(jobs, push):
             return jobs
-        return await run_async(self._enqueue_acked(jobs, push, here))
+        if self._hand_over(jobs, push):  # handed over: a failure found now is raised by the next call
+            return jobs
+        return await run_async(self._enqueue_acked(jobs, push))
 
     def enqueue_jobs_sync(self, jobs: list[Job], *, push: bool = True) -> list[Job]:
         """Blocking form of :meth:`enqueue_jobs`."""
@@ -202,14 +196,12 @@ class Client:
             return jobs
         return run_sync(self._enqueue_acked(jobs, push))
 
-    async def _enqueue_acked(
-        self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None
-    ) -> list[Job]:
+    async def _enqueue_acked(self, jobs: list[Job], push: bool) -> list[Job]:
         b = await self.broker()
         # A dependency this client handed over may not be stored yet: its dependent must not reach
         # a worker first (it would be failed as depending on a job that does not exist).
         await self._stores.wait_quietly({d for job in jobs for d in job.options.depends_on})
-        self._mark_for_push(jobs, push, here)
+        self._mark_for_push(jobs, push)
         try:
             await CoreQueue(b).enqueue_jobs(jobs)
         except JobNotStoredError as exc:  # some of a batch: their handles' reads raise it too
@@ -224,26 +216,22 @@ class Client:
                 self._inbox.unexpect(job.job_id)
         return jobs
 
-    def _mark_for_push(self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None) -> None:
+    def _mark_for_push(self, jobs: list[Job], push: bool, here: Broker | None = None) -> None:
         """A job enqueued on its own gets its result pushed to this client (see :mod:`.inbox`); a
         batch does not (a sweep's results come through its watch, and unread pushes would pile up).
-        ``here``: enqueued by an async caller on that loop; if the loop has a connection of its own,
-        the push goes there, so an ``await`` of the result on that loop needs no thread hop."""
+        ``here``: the job goes out on that connection of the caller's loop, and its push comes back
+        there, so an ``await`` of the result on that loop needs no thread hop either."""
         if not push or len(jobs) != 1:
             return
-        token = self._token_here(here) if here is not None else None
+        token = None if here is None else self._inbox.token_here(here)
         if token is not None:
             jobs[0].reply = token
-            self._inbox.expect(jobs[0].job_id, here)
+            self._inbox.expect(jobs[0].job_id, asyncio.get_running_loop())
         elif self._inbox.open:
             jobs[0].reply = self._inbox.token
             self._inbox.expect(jobs[0].job_id)
 
-    def _token_here(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        b = self._broker_ready_here(loop)
-        return None if b is None else self._inbox.token_here(b)
-
-    def _hand_over(self, jobs: list[Job], push: bool, here: asyncio.AbstractEventLoop | None = None) -> bool:
+    def _hand_over(self, jobs: list[Job], push: bool) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
         (several jobs, a chosen id, a big body, or no connection ready yet)."""
         b = self._broker
@@ -252,49 +240,47 @@ class Client:
         job = jobs[0]
         if self._stores.any_pending(job.options.depends_on):
             return False  # the full path waits for those stores first
-        self._mark_for_push(jobs, push, here)
+        self._mark_for_push(jobs, push)
         prepared = prepare_unacked(b, job)
         if prepared is None:
             return False
         fut = self._stores.begin(job.job_id)
         with self._outbox_lock:
             self._outbox.append((b, job, prepared, fut))
-            self._unsent += 1
             wake = len(self._outbox) == 1
         if wake:  # one wake-up of the loop per burst: each one costs the caller a thread switch
             call_soon(self._send_outbox)
         return True
 
-    async def _send_direct(self, jobs: list[Job], push: bool, b: Broker) -> bool:
-        """Send one plain job on the caller's loop's own connection ``b``, its acknowledgements coming
-        to the background loop (:func:`~naq_nb.core.queue.publish_direct`): no thread hop, and the job
-        is out even if the caller then blocks its loop. False: not eligible (as :meth:`_hand_over`,
-        or jobs handed over are not all out yet: they go first)."""
-        bg = self._broker
-        if bg is None or len(jobs) != 1 or not bg.is_connected or not self._handed_over_all_out(bg):
+    async def _send_direct(self, jobs: list[Job], push: bool) -> bool:
+        """One job at a time from an async caller whose loop has a connection of its own: the job goes
+        out on it, written within the call, its acknowledgements coming to the background loop
+        (:func:`~naq_nb.core.queue.publish_direct`): no thread hop, and the job is out even if the
+        caller then blocks its loop. Its result is pushed back to that connection. False: not
+        eligible (as :meth:`_hand_over`, or no such connection yet). A burst (jobs in flight) is
+        handed over instead: the background loop writes it in batches, and takes its pushes."""
+        here, bg = self._broker_ready_here(asyncio.get_running_loop()), self._broker
+        if here is None or bg is None or len(jobs) != 1 or not bg.is_connected or not bg.layout_ready:
             return False
         job = jobs[0]
-        if not bg.layout_ready or not _exit_flush_runs() or self._stores.any_pending(job.options.depends_on):
+        if not _exit_flush_runs() or self._stores.any_pending(job.options.depends_on):
             return False
-        if not await _until_writable(b, bg.publish_timeout):
+        if not await _until_writable(here, bg.publish_timeout):
             return False
-        self._mark_for_push(jobs, push, asyncio.get_running_loop())
-        prepared = prepare_unacked(b, job)
-        if prepared is None:
-            self._inbox.unexpect(job.job_id)
-            return False
-        fut = self._stores.begin(job.job_id)
-        if publish_direct(b, bg, job, prepared, functools.partial(self._stored, job, fut)):
-            return True
-        self._stores.forget(job.job_id, fut)
+        self._mark_for_push(jobs, push, here)
+        prepared = prepare_unacked(here, job)
+        if prepared is not None:
+            fut = self._stores.begin(job.job_id)
+            if publish_direct(here, bg, job, prepared, functools.partial(self._stored, job, fut)):
+                self._direct_store = fut  # jobs handed over next are written once it is stored
+                # This loop's connection receives the push: a caller enqueuing one job at a time
+                # without awaiting anything else must still let it read (else a slow consumer).
+                await asyncio.sleep(0)
+                return True
+            self._stores.forget(job.job_id, fut)
         self._inbox.unexpect(job.job_id)
         job.reply = None
         return False
-
-    def _handed_over_all_out(self, bg: Broker) -> bool:
-        """Every job handed over to the background loop is written out: a job sent now on another
-        connection can't reach the server before them."""
-        return not self._unsent and not bg.nc._pending_data_size
 
     def _broker_ready_here(self, loop: asyncio.AbstractEventLoop) -> Broker | None:
         task = self._here.get(loop)
@@ -314,12 +300,15 @@ class Client:
                 items, self._outbox = self._outbox, []
             if not items:
                 return
-            try:
-                for b, job, prepared, fut in items:
-                    await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
-            finally:  # in the connection's buffer now (or failed): no longer ahead of a direct send
-                with self._outbox_lock:
-                    self._unsent -= len(items)
+            direct = self._direct_store
+            if direct is not None and not direct.done():
+                # Sent on another connection just before these: stored first, so order is kept.
+                sent = asyncio.wrap_future(direct)
+                await asyncio.wait([sent])  # (within the publish timeout; a failure is its handle's)
+                if not sent.cancelled():
+                    sent.exception()
+            for b, job, prepared, fut in items:
+                await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
 
     def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
         if exc is None:

@@ -73,24 +73,24 @@ async def test_a_direct_enqueue_never_acknowledged_fails_its_handle_then_the_nex
         await client.status(job.job_id)  # the handle keeps failing
 
 
-async def test_one_callers_jobs_keep_their_order_when_its_loop_gets_a_connection_of_its_own(client):
-    # The first jobs are handed over to the background loop; once this loop's connection is up the
-    # rest go out on it. None of those may reach the server before a job enqueued earlier.
+async def test_a_burst_after_a_job_sent_from_the_loop_is_stored_behind_it(client, monkeypatch):
+    # One job at a time goes out on this loop's connection; jobs enqueued while it is in flight are
+    # handed to the background loop, which writes them once that job is stored. The loop's write is
+    # held back here (a congested socket), so without that wait they would be stored before it.
     q = Queue("nobody", client=client)
-    await q.enqueue(jobs.add, 0, 0)
-    await client.flush()
-    connecting = asyncio.ensure_future(client.broker_here())
-    handles = []
-    for i in range(300):
-        handles.append(await q.enqueue(jobs.add, i, 0))
-    here = await connecting
+    here = await _loop_connection(client, q)
+    loop = asyncio.get_running_loop()
+    write_now = here.write_now
+    monkeypatch.setattr(here, "write_now", lambda cmds: loop.call_later(0.2, write_now, cmds))
     sent = here.nc.stats["out_msgs"]
-    for i in range(300):
-        handles.append(await q.enqueue(jobs.add, i, 1))
+    handles = []
+    for round_ in range(3):
+        await client.flush()  # nothing in flight: the next job goes out on this loop's connection
+        handles += [await q.enqueue(jobs.add, round_, i) for i in range(5)]
     await client.flush()
+    assert here.nc.stats["out_msgs"] - sent == 2 * 3, "one job per round from the loop's connection"
     seqs = [h.sequence for h in handles]
     assert seqs == sorted(seqs), "a job was stored before one enqueued earlier"
-    assert here.nc.stats["out_msgs"] - sent >= 2 * 200, "the jobs did not go out on the loop's own connection"
 
 
 async def test_a_job_waits_for_jobs_handed_over_before_it_to_be_written(client, monkeypatch):

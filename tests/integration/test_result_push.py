@@ -444,10 +444,12 @@ async def test_a_cancel_of_a_job_whose_status_record_names_a_forged_inbox_still_
 async def test_an_async_callers_job_is_pushed_to_the_connection_of_its_own_loop(client, broker, start_worker):
     # The push then arrives on the loop that awaits it: no hop through the background loop thread.
     await start_worker()
+    q = Queue("default", client=client)
+    await client.result((await q.enqueue(jobs.add, 0, 0)).job_id, 30)  # the background connection is up
     b_here = await client.broker_here()
     token = client._inbox.token_here(b_here)
     assert token and token != client._inbox.token
-    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+    job = await q.enqueue(jobs.add, 2, 3)
     assert job.reply == token
     await _kept(client, 1)  # only this loop's connection listens on that token
     kv = await broker.kv(broker.layout.results_bucket)
@@ -462,8 +464,10 @@ async def test_a_blocking_read_on_the_loop_its_push_goes_to_does_not_wait_for_th
     from naq_nb.client.loop import run_sync
 
     thread_worker()  # not on this loop, which the blocking read holds
+    q = Queue("default", client=client)
+    await client.result((await q.enqueue(jobs.add, 0, 0)).job_id, 30)  # the background connection is up
     await client.broker_here()
-    job = await Queue("default", client=client).enqueue(jobs.sleep_for, 0.3)
+    job = await q.enqueue(jobs.sleep_for, 0.3)
     assert client._inbox.expects(job.job_id)  # here, on the loop the push comes to
 
     async def expected_on_the_background_loop() -> bool:
@@ -478,6 +482,7 @@ async def test_after_a_reconnect_a_read_does_not_wait_for_a_push_lost_meanwhile(
                                                                                  nats_server, own_loop):
     q = Queue("nobody", client=client)
     await q.enqueue(jobs.add, 0, 0)
+    await client.flush()
     if own_loop:
         await client.broker_here()
     job = await q.enqueue(jobs.add, 1, 2)
