@@ -13,10 +13,11 @@ Two shortcuts keep the per-call cost near one round trip, or none:
   silent);
 * reads (``result``, ``status``) from an async caller run on the caller's own
   loop, over a connection of that loop (:meth:`Client.broker_here`), from the
-  loop's second naq_nb call on; once that connection is up, the jobs that loop
-  enqueues are written on it within the call (acknowledged on the background
-  loop, so a caller that then blocks its loop still gets them stored) and their
-  results are pushed to it (:mod:`.inbox`): no thread hop either way.
+  loop's second naq_nb call on; once that connection is up, a job that loop
+  enqueues with nothing else in flight is written on it within the call
+  (acknowledged on the background loop, so a caller that then blocks its loop
+  still gets it stored) and its result is pushed to it (:mod:`.inbox`): one job
+  at a time crosses no thread either way.
 """
 
 from __future__ import annotations

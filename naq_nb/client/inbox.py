@@ -21,8 +21,8 @@ waiting for it. The bucket stays the truth:
 
 A client listens on the background loop's connection, and on the connection
 an async caller's loop has of its own (``Client.broker_here``) under another
-token: a job such a loop enqueues is pushed there, so an ``await`` of its result
-on that loop needs no thread hop. Only a read on that loop waits for such a
+token: a job such a loop sends on it is pushed there, so an ``await`` of its
+result on that loop needs no thread hop. Only a read on that loop waits for such a
 push: a blocking read on that loop's thread holds the loop that would receive it.
 
 Thread-safe: pushes arrive on either loop; reads wait on any loop.
