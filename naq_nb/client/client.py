@@ -81,7 +81,7 @@ class Client:
         self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
         self._outbox_lock = threading.Lock()
         self._sender: asyncio.Future | None = None  # the loop's task sending the outbox
-        self._direct_store: concurrent.futures.Future | None = None  # the last job sent by a caller's loop
+        self._direct: set[concurrent.futures.Future] = set()  # stores of jobs sent by callers' loops, in flight
 
     @property
     def url(self) -> str:
@@ -266,18 +266,22 @@ class Client:
         job = jobs[0]
         if not _exit_flush_runs() or self._stores.any_pending(job.options.depends_on):
             return False
-        if not await _until_writable(here, bg.publish_timeout):
-            return False
+        # This loop's connection receives the pushes: a caller enqueuing one job at a time without
+        # awaiting anything else must still let it read them (else the server drops a slow consumer).
+        # Before the job is sent: a cancel landing here leaves nothing sent.
+        await asyncio.sleep(0)
+        if not await _until_writable(here, bg.publish_timeout) or self._stores.in_flight:
+            return False  # (jobs enqueued meanwhile, from another loop or thread, go first)
         self._mark_for_push(jobs, push, here)
         prepared = prepare_unacked(here, job)
         if prepared is not None:
             fut = self._stores.begin(job.job_id)
+            with self._outbox_lock:  # before it is sent: jobs handed over from now on wait for it
+                self._direct.add(fut)
             if publish_direct(here, bg, job, prepared, functools.partial(self._stored, job, fut)):
-                self._direct_store = fut  # jobs handed over next are written once it is stored
-                # This loop's connection receives the push: a caller enqueuing one job at a time
-                # without awaiting anything else must still let it read (else a slow consumer).
-                await asyncio.sleep(0)
-                return True
+                return True  # (no await from the write on: a cancel can't undo a sent job's return)
+            with self._outbox_lock:
+                self._direct.discard(fut)
             self._stores.forget(job.job_id, fut)
         self._inbox.unexpect(job.job_id)
         job.reply = None
@@ -301,15 +305,23 @@ class Client:
                 items, self._outbox = self._outbox, []
             if not items:
                 return
-            direct = self._direct_store
-            if direct is not None and not direct.done():
-                # Sent on another connection just before these: stored first, so order is kept.
-                sent = asyncio.wrap_future(direct)
-                await asyncio.wait([sent])  # (within the publish timeout; a failure is its handle's)
-                if not sent.cancelled():
-                    sent.exception()
+            await self._after_direct_sends()
             for b, job, prepared, fut in items:
                 await publish_prepared(b, job, prepared, functools.partial(self._stored, job, fut))
+
+    async def _after_direct_sends(self) -> None:
+        """Jobs sent on callers' loops' connections before the ones about to be written here are
+        stored first, so each caller's jobs keep their order (within the publish timeout; a failure
+        is its own handle's)."""
+        with self._outbox_lock:
+            self._direct = {f for f in self._direct if not f.done()}
+            pending = list(self._direct)
+        if pending:
+            sent = [asyncio.wrap_future(f) for f in pending]
+            await asyncio.wait(sent)
+            for f in sent:
+                if not f.cancelled():
+                    f.exception()
 
     def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
         if exc is None:
@@ -384,9 +396,12 @@ class Client:
         expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
-            return await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected)
-        finally:
+            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected)
+        except BaseException:
             self._inbox.forget(job_id, pushed)
+            raise
+        self._inbox.forget(job_id, pushed, read=True)
+        return rec
 
     @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:

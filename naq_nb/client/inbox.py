@@ -64,6 +64,7 @@ class ResultInbox:
         # (None: the background loop, whose connection reads whatever the caller's thread does).
         self._expected: OrderedDict[str, asyncio.AbstractEventLoop | None] = OrderedDict()
         self._subscribed_on: "Broker | None" = None
+        self._unwanted: OrderedDict[str, None] = OrderedDict()  # read before their push came
         self._here: "weakref.WeakKeyDictionary[Broker, str]" = weakref.WeakKeyDictionary()  # caller loops' tokens
 
     @property
@@ -131,6 +132,8 @@ class ResultInbox:
             self._expected.pop(job_id, None)
             waiters = self._waiters.pop(job_id, None)
             if not waiters:
+                if self._unwanted.pop(job_id, 0) is None:
+                    return  # read already
                 self._keep(job_id, data)
                 return
         try:
@@ -175,9 +178,15 @@ class ResultInbox:
         fut.set_result(data)
         return fut
 
-    def forget(self, job_id: str, fut: "asyncio.Future[bytes]") -> None:
-        """A read of ``job_id`` is over: drop its wait, and the push expected (a next read reads)."""
+    def forget(self, job_id: str, fut: "asyncio.Future[bytes]", *, read: bool = False) -> None:
+        """A read of ``job_id`` is over: drop its wait, and the push expected (a next read reads).
+        ``read``: it returned the result, read from the bucket before the push came (a blocking read
+        on the loop that receives it): that push is dropped when it comes, not kept unread."""
         with self._lock:
+            if job_id in self._expected and read:
+                self._unwanted[job_id] = None
+                while len(self._unwanted) > self.max_records:
+                    self._unwanted.popitem(last=False)
             self._expected.pop(job_id, None)
             waiters = self._waiters.get(job_id)
             if waiters and fut in waiters:

@@ -433,6 +433,11 @@ async def publish_prepared(
         f.add_done_callback(_check)
 
 
+#: A job (with its status record) over this many bytes is not written within the call by
+#: :func:`publish_direct`: an empty socket takes that much at once on any link.
+DIRECT_LIMIT = 16 * 1024
+
+
 def publish_direct(
     b: Broker,
     acks: Broker,
@@ -446,6 +451,8 @@ def publish_direct(
     then blocks its loop (a blocking call in a notebook cell). False (nothing sent) when it can't go
     this way. Call on ``b``'s loop."""
     headers, body, status = prepared
+    if header_size(headers) + len(body) + len(status) > DIRECT_LIMIT:
+        return False
     lay = b.layout
     slots = [acks.reserve_ack(), acks.reserve_ack()]
     if slots[0] is None or slots[1] is None or not b.can_write_now():

@@ -137,3 +137,62 @@ async def test_an_acknowledgement_expected_from_another_thread_that_never_comes_
             fut.result()
     finally:
         await b.close()
+
+
+async def test_a_job_too_big_to_leave_within_the_call_is_handed_over(client):
+    # On a real link the socket takes only so much at once; the rest would wait for this loop, which
+    # a blocking call right after would hold: such a job goes to the background loop instead.
+    from naq_nb.core.queue import DIRECT_LIMIT
+
+    q = Queue("nobody", client=client)
+    here = await _loop_connection(client, q)
+    sent = here.nc.stats["out_msgs"]
+    job = await q.enqueue(jobs.add, b"x" * DIRECT_LIMIT, b"")
+    await client.wait_stored(job.job_id)
+    assert here.nc.stats["out_msgs"] == sent
+    small = await q.enqueue(jobs.add, b"x", b"")
+    assert here.nc.stats["out_msgs"] == sent + 2
+    await client.wait_stored(small.job_id)
+
+
+async def test_a_cancelled_enqueue_sends_nothing(client):
+    q = Queue("nobody", client=client)
+    here = await _loop_connection(client, q)
+    count = await q.count()
+    sent = here.nc.stats["out_msgs"]
+    task = asyncio.ensure_future(q.enqueue(jobs.add, 1, 2))
+    await asyncio.sleep(0)  # the enqueue runs up to its first pause
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert here.nc.stats["out_msgs"] == sent and client._stores.in_flight == 0
+    await client.flush()
+    assert await q.count() == count
+
+
+def test_jobs_handed_over_wait_for_every_job_sent_on_a_callers_loop(client):
+    # Two loops each sent one job on their own connection (both still in flight): a job handed over
+    # after them is written only once both are stored.
+    import concurrent.futures
+
+    from naq_nb.client.loop import run_sync
+
+    async def turn() -> None:  # one pass of the background loop: what it was asked to do before has run
+        return None
+
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    first, second = concurrent.futures.Future(), concurrent.futures.Future()
+    client._direct |= {first, second}
+    bg = client._broker
+    sent = bg.nc.stats["out_msgs"]
+    job = q.enqueue_sync(jobs.add, 1, 0)
+    run_sync(turn(), 10)
+    assert bg.nc.stats["out_msgs"] == sent
+    first.set_result(None)
+    run_sync(turn(), 10)
+    assert bg.nc.stats["out_msgs"] == sent, "written before the second loop's job was stored"
+    second.set_result(None)
+    client.wait_stored_sync(job.job_id)
+    assert bg.nc.stats["out_msgs"] == sent + 2

@@ -495,3 +495,23 @@ async def test_after_a_reconnect_a_read_does_not_wait_for_a_push_lost_meanwhile(
         return not client._inbox.expects(job.job_id)
 
     await eventually(not_expected, 30, "the reconnected client no longer waiting for that push")
+
+
+async def test_a_push_for_a_job_already_read_from_the_bucket_is_not_kept(client, thread_worker, monkeypatch):
+    # A blocking read on the loop that receives the push reads the bucket; the push that comes
+    # later (when the loop runs again) must not stay in the inbox unread.
+    thread_worker()
+    q = Queue("default", client=client)
+    await client.result((await q.enqueue(jobs.add, 0, 0)).job_id, 30)
+    await client.broker_here()
+    delivered = []
+    deliver = client._inbox.deliver
+    monkeypatch.setattr(client._inbox, "deliver", lambda jid, data: (deliver(jid, data), delivered.append(jid)))
+    job = await q.enqueue(jobs.add, 2, 3)
+    assert client.result_sync(job.job_id, 30) == 5  # holds this loop: the push waits in the socket
+
+    async def push_arrived() -> bool:
+        return job.job_id in delivered
+
+    await eventually(push_arrived, 30, "the late push received")
+    assert len(client._inbox) == 0
