@@ -253,3 +253,17 @@ def frozen(own_nats_server, nats_server):
 def _all_stopped(pid: int) -> bool:
     tasks = os.listdir(f"/proc/{pid}/task")
     return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+
+
+@pytest.fixture
+def quick_client(settings):
+    """A client whose publishes fail after 1 s without an acknowledgement (tests that freeze or
+    kill the server); failures it was left with at the end are each test's own to check."""
+    from naq_nb.client.client import Client
+    from naq_nb.core.errors import JobNotStoredError
+    c = Client(settings=settings.with_(publish_timeout=1.0))
+    yield c
+    try:
+        c.close_sync()
+    except JobNotStoredError:
+        pass

@@ -25,13 +25,8 @@ from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStor
 
 
 @pytest.fixture
-def client(settings):
-    c = Client(settings=settings.with_(publish_timeout=1.0))
-    yield c
-    try:
-        c.close_sync()
-    except JobNotStoredError:
-        pass  # a test that stopped the server left failures; each test checks its own
+def client(quick_client):
+    return quick_client
 
 
 def _in_thread(fn):

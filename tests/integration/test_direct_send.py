@@ -17,13 +17,8 @@ from naq_nb.core.errors import JobNotStoredError
 
 
 @pytest.fixture
-def client(settings):
-    c = Client(settings=settings.with_(publish_timeout=1.0))
-    yield c
-    try:
-        c.close_sync()
-    except JobNotStoredError:
-        pass  # a test that froze the server left failures; each test checks its own
+def client(quick_client):
+    return quick_client
 
 
 async def _loop_connection(client: Client, q: Queue):
