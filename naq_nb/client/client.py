@@ -41,6 +41,7 @@ from ..core.queue import (
     cancel_job,
     get_status,
     make_job,
+    fits_direct,
     prepare_unacked,
     publish_direct,
     publish_prepared,
@@ -245,13 +246,16 @@ class Client:
         prepared = prepare_unacked(b, job)
         if prepared is None:
             return False
+        self._put_outbox(b, job, prepared)
+        return True
+
+    def _put_outbox(self, b: Broker, job: Job, prepared: tuple[dict, bytes, bytes]) -> None:
         fut = self._stores.begin(job.job_id)
         with self._outbox_lock:
             self._outbox.append((b, job, prepared, fut))
             wake = len(self._outbox) == 1
         if wake:  # one wake-up of the loop per burst: each one costs the caller a thread switch
             call_soon(self._send_outbox)
-        return True
 
     async def _send_direct(self, jobs: list[Job], push: bool) -> bool:
         """One job at a time from an async caller whose loop has a connection of its own: the job goes
@@ -274,7 +278,11 @@ class Client:
             return False  # (jobs enqueued meanwhile, from another loop or thread, go first)
         self._mark_for_push(jobs, push, here)
         prepared = prepare_unacked(here, job)
-        if prepared is not None:
+        if prepared is None:  # (the full path marks it again)
+            self._inbox.unexpect(job.job_id)
+            job.reply = None
+            return False
+        if fits_direct(prepared):
             fut = self._stores.begin(job.job_id)
             with self._outbox_lock:  # before it is sent: jobs handed over from now on wait for it
                 self._direct.add(fut)
@@ -283,9 +291,8 @@ class Client:
             with self._outbox_lock:
                 self._direct.discard(fut)
             self._stores.forget(job.job_id, fut)
-        self._inbox.unexpect(job.job_id)
-        job.reply = None
-        return False
+        self._put_outbox(bg, job, prepared)  # encoded already; its push still comes to this loop
+        return True
 
     def _broker_ready_here(self, loop: asyncio.AbstractEventLoop) -> Broker | None:
         task = self._here.get(loop)

@@ -438,6 +438,12 @@ async def publish_prepared(
 DIRECT_LIMIT = 16 * 1024
 
 
+def fits_direct(prepared: tuple[dict, bytes, bytes]) -> bool:
+    """A job from :func:`prepare_unacked` small enough for :func:`publish_direct`."""
+    headers, body, status = prepared
+    return header_size(headers) + len(body) + len(status) <= DIRECT_LIMIT
+
+
 def publish_direct(
     b: Broker,
     acks: Broker,
@@ -448,11 +454,9 @@ def publish_direct(
     """:func:`publish_prepared` from the caller's own loop: the job goes out on ``b`` (that loop's
     connection) within this call, and its acknowledgements come to ``acks`` (the background loop's),
     where ``on_done`` runs. So the job is on its way, and its store is confirmed, even if the caller
-    then blocks its loop (a blocking call in a notebook cell). False (nothing sent) when it can't go
-    this way. Call on ``b``'s loop."""
+    then blocks its loop (a blocking call in a notebook cell). Only for a job that
+    :func:`fits_direct`; False (nothing sent) when it can't go this way. Call on ``b``'s loop."""
     headers, body, status = prepared
-    if header_size(headers) + len(body) + len(status) > DIRECT_LIMIT:
-        return False
     lay = b.layout
     slots = [acks.reserve_ack(), acks.reserve_ack()]
     if slots[0] is None or slots[1] is None or not b.can_write_now():
