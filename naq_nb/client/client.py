@@ -41,7 +41,7 @@ from ..core.queue import (
     cancel_job,
     get_status,
     make_job,
-    fits_direct,
+    direct_send,
     prepare_unacked,
     publish_direct,
     publish_prepared,
@@ -151,6 +151,7 @@ class Client:
                 and task.result() is b
             ):
                 del self._here[loop]
+        self._inbox.expect_none(loop)  # its pushes went with its connection
         await b.close(drain=False)  # the loop is ending: its other tasks are cancelled already
 
     def _close_here(self) -> None:
@@ -282,17 +283,15 @@ class Client:
             self._inbox.unexpect(job.job_id)
             job.reply = None
             return False
-        if fits_direct(prepared):
-            fut = self._stores.begin(job.job_id)
-            with self._outbox_lock:  # before it is sent: jobs handed over from now on wait for it
-                self._direct.add(fut)
-            if publish_direct(here, bg, job, prepared, functools.partial(self._stored, job, fut)):
-                return True  # (no await from the write on: a cancel can't undo a sent job's return)
-            with self._outbox_lock:
-                self._direct.discard(fut)
-            self._stores.forget(job.job_id, fut)
-        self._put_outbox(bg, job, prepared)  # encoded already; its push still comes to this loop
-        return True
+        send = direct_send(here, bg, job, prepared)
+        if send is None:  # (too big to be sure it leaves within the call, say)
+            self._put_outbox(bg, job, prepared)  # encoded already; its push still comes to this loop
+            return True
+        fut = self._stores.begin(job.job_id)
+        with self._outbox_lock:  # before it is sent: jobs handed over from now on wait for it
+            self._direct.add(fut)
+        publish_direct(here, bg, job, send, functools.partial(self._stored, job, fut))
+        return True  # (no await from the write on: a cancel can't undo a sent job's return)
 
     def _broker_ready_here(self, loop: asyncio.AbstractEventLoop) -> Broker | None:
         task = self._here.get(loop)
@@ -321,14 +320,15 @@ class Client:
         stored first, so each caller's jobs keep their order (within the publish timeout; a failure
         is its own handle's)."""
         with self._outbox_lock:
-            self._direct = {f for f in self._direct if not f.done()}
+            self._direct -= {f for f in self._direct if f.done()}
             pending = list(self._direct)
         if pending:
             sent = [asyncio.wrap_future(f) for f in pending]
-            await asyncio.wait(sent)
+            # Each ends within the publish timeout (its acknowledgement's); the bound is a backstop.
+            await asyncio.wait(sent, timeout=2 * self.settings.publish_timeout + 1.0)
             for f in sent:
-                if not f.cancelled():
-                    f.exception()
+                if f.done() and not f.cancelled():
+                    f.exception()  # retrieved: a failure is its own handle's
 
     def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
         if exc is None:
@@ -461,6 +461,7 @@ class Client:
         if self._broker is not None:
             b, self._broker = self._broker, None
             await b.close()
+        self._inbox.expect_none(every=True)  # no push comes to a closed connection
         self._stores.raise_unreported()
 
     close_sync = blocking(close)

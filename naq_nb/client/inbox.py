@@ -91,8 +91,13 @@ class ResultInbox:
     async def _reconnected(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """That loop's connection was lost and is back: pushes sent meanwhile are gone, so the jobs
         still expected there are read from the bucket, without waiting for a push first."""
+        self.expect_none(loop)
+
+    def expect_none(self, loop: asyncio.AbstractEventLoop | None = None, *, every: bool = False) -> None:
+        """No push will come for the jobs expected on ``loop``'s connection (or, ``every``, on any):
+        it was lost or closed. (Their entries also kept that loop alive.)"""
         with self._lock:
-            for job_id in [j for j, lp in self._expected.items() if lp is loop]:
+            for job_id in [j for j, lp in self._expected.items() if every or lp is loop]:
                 del self._expected[job_id]
 
     def token_here(self, broker: "Broker") -> str | None:

@@ -51,12 +51,6 @@ class Stores:
             self._pending[job_id] = fut
         return fut
 
-    def forget(self, job_id: str, fut: concurrent.futures.Future) -> None:
-        """A job begun here was not sent after all (it goes another way, which begins it again)."""
-        with self._lock:
-            if self._pending.get(job_id) is fut:
-                del self._pending[job_id]
-
     def stored(self, job_id: str, fut: concurrent.futures.Future, seq: int | None = None) -> None:
         with self._lock:
             self._pending.pop(job_id, None)

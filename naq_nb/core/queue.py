@@ -438,37 +438,40 @@ async def publish_prepared(
 DIRECT_LIMIT = 16 * 1024
 
 
-def fits_direct(prepared: tuple[dict, bytes, bytes]) -> bool:
-    """A job from :func:`prepare_unacked` small enough for :func:`publish_direct`."""
-    headers, body, status = prepared
-    return header_size(headers) + len(body) + len(status) <= DIRECT_LIMIT
+class DirectSend(NamedTuple):
+    """A job ready for :func:`publish_direct`: its two commands and the acknowledgement tokens they name."""
+
+    cmds: list[bytes]
+    tokens: tuple[str, str]
 
 
-def publish_direct(
-    b: Broker,
-    acks: Broker,
-    job: Job,
-    prepared: tuple[dict, bytes, bytes],
-    on_done: Callable[[BaseException | None], None],
-) -> bool:
-    """:func:`publish_prepared` from the caller's own loop: the job goes out on ``b`` (that loop's
-    connection) within this call, and its acknowledgements come to ``acks`` (the background loop's),
-    where ``on_done`` runs. So the job is on its way, and its store is confirmed, even if the caller
-    then blocks its loop (a blocking call in a notebook cell). Only for a job that
-    :func:`fits_direct`; False (nothing sent) when it can't go this way. Call on ``b``'s loop."""
+def direct_send(b: Broker, acks: Broker, job: Job, prepared: tuple[dict, bytes, bytes]) -> DirectSend | None:
+    """What :func:`publish_direct` writes for a job from :func:`prepare_unacked`, or None when it can't
+    go that way (too big: :data:`DIRECT_LIMIT`; ``b`` not writable now; ``acks`` not receiving yet).
+    Nothing is registered or sent. Call on ``b``'s loop, and publish before that loop runs again."""
     headers, body, status = prepared
-    lay = b.layout
+    if header_size(headers) + len(body) + len(status) > DIRECT_LIMIT or not b.can_write_now():
+        return None
     slots = [acks.reserve_ack(), acks.reserve_ack()]
-    if slots[0] is None or slots[1] is None or not b.can_write_now():
-        return False
+    if slots[0] is None or slots[1] is None:
+        return None
+    lay = b.layout
     cmds = b.commands(
         [
             (lay.kv_subject(lay.status_bucket, job.job_id), status, slots[0][1], None),  # status first, as _publish
             (lay.queue_subject(job.queue_name), body, slots[1][1], headers),
         ]
     )
-    if cmds is None:
-        return False
+    return None if cmds is None else DirectSend(cmds, (slots[0][0], slots[1][0]))
+
+
+def publish_direct(
+    b: Broker, acks: Broker, job: Job, send: DirectSend, on_done: Callable[[BaseException | None], None]
+) -> None:
+    """:func:`publish_prepared` from the caller's own loop: the job goes out on ``b`` (that loop's
+    connection) within this call, and its acknowledgements come to ``acks`` (the background loop's),
+    where ``on_done`` runs. So the job is on its way, and its store is confirmed, even if the caller
+    then blocks its loop (a blocking call in a notebook cell). ``send`` from :func:`direct_send`."""
     acked: dict[str, asyncio.Future] = {}
 
     def _acked(key: str) -> Callable[[asyncio.Future], None]:
@@ -485,10 +488,9 @@ def publish_direct(
         return record
 
     what = f"job {job.job_id} ({job.function_name})"
-    acks.expect_ack(slots[0][0], f"the status of {what}", _acked("status"))  # before the write: an ack
-    acks.expect_ack(slots[1][0], what, _acked("job"))  # may come back before this call returns
-    b.write_now(cmds)
-    return True
+    acks.expect_ack(send.tokens[0], f"the status of {what}", _acked("status"))  # before the write: an
+    acks.expect_ack(send.tokens[1], what, _acked("job"))  # ack may come back before this call returns
+    b.write_now(send.cmds)
 
 
 async def get_status(broker: Broker, job_id: str) -> StatusRecord:

@@ -191,3 +191,67 @@ def test_jobs_handed_over_wait_for_every_job_sent_on_a_callers_loop(client):
     second.set_result(None)
     client.wait_stored_sync(job.job_id)
     assert bg.nc.stats["out_msgs"] == sent + 2
+
+
+async def test_every_job_the_sender_waits_for_is_one_that_was_sent(client, monkeypatch):
+    # A job that turns out not to go direct (too big) must leave nothing behind for the background
+    # sender to wait on: it would wait forever, and every job handed over after it with it.
+    from naq_nb.core.queue import DIRECT_LIMIT
+
+    q = Queue("nobody", client=client)
+    await _loop_connection(client, q)
+    added: list = []
+
+    class Recorded(set):
+        def add(self, fut) -> None:
+            added.append(fut)
+            super().add(fut)
+
+    monkeypatch.setattr(client, "_direct", Recorded())
+    big = await q.enqueue(jobs.add, b"x" * DIRECT_LIMIT, b"")
+    await client.wait_stored(big.job_id)
+    small = await q.enqueue(jobs.add, b"x", b"")
+    await client.wait_stored(small.job_id)
+    assert len(added) == 1 and all(f.done() for f in added)
+
+
+def test_a_direct_store_that_never_ends_holds_the_sender_back_only_so_long(client):
+    # A backstop: even a store future nobody resolves delays the jobs handed over after it by a bound.
+    import concurrent.futures
+
+    from naq_nb.client.loop import run_sync
+
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    stuck: concurrent.futures.Future = concurrent.futures.Future()
+    client._direct.add(stuck)
+    try:
+        job = q.enqueue_sync(jobs.add, 1, 0)
+        run_sync(client.flush(), 30)  # publish timeout 1 s: the sender goes on after 3 s
+        assert client.status_sync(job.job_id)["status"] == "queued"
+    finally:
+        stuck.set_result(None)  # (without the bound, let the sender go so the test ends)
+
+
+def test_a_loop_that_ended_leaves_no_expected_push_behind(client):
+    # Nothing will come to its connection; an entry would also keep the closed loop alive.
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+
+    async def one_loop() -> str:
+        await client.broker_here()
+        return (await q.enqueue(jobs.add, 1, 2)).job_id  # sent on this loop's connection, never run
+
+    job_id = asyncio.run(one_loop())
+    assert job_id not in client._inbox._expected
+
+
+async def test_close_ends_the_wait_for_pushes_to_its_connections(client):
+    q = Queue("nobody", client=client)
+    await _loop_connection(client, q)
+    job = await q.enqueue(jobs.add, 1, 2)
+    assert client._inbox.expects(job.job_id)
+    await client.close()
+    assert not client._inbox.expects(job.job_id)  # a read after close reads the bucket at once
