@@ -372,7 +372,10 @@ async def scheduler_failover(tmp: Path, ticks_after: int) -> Outcome:
             await wait_for(lambda: _true(len(set(seen)) > at_kill), 30, "a tick from the new leader")
             recovery = time.monotonic() - killed
             await wait_for(lambda: _true(len(set(seen)) >= at_kill + ticks_after), 60, "ticks after failover")
-            stored = (await broker.js.stream_info(broker.layout.jobs_stream, subjects_filter=subject)).state.messages
+            for p in procs.values():  # no more ticks from here on
+                p.terminate()
+                p.wait(15)
+            stored = await _stored_settled(broker, subject, seen)
         finally:
             for p in procs.values():
                 if p.poll() is None:
@@ -381,6 +384,17 @@ async def scheduler_failover(tmp: Path, ticks_after: int) -> Outcome:
             await sub.unsubscribe()
             await broker.close()
     return _tick_outcome(seen, stored, dup_before, recovery)
+
+
+async def _stored_settled(broker: Broker, subject: str, seen: list[str], bound: float = 10.0) -> int:
+    """The ticks the stream holds, once it holds every one the subscription saw (a subscriber can hear
+    a publish before the stream has stored it), or what it holds after ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while True:
+        stored = (await broker.js.stream_info(broker.layout.jobs_stream, subjects_filter=subject)).state.messages
+        if stored >= len(set(seen)) or time.monotonic() > deadline:
+            return stored
+        await asyncio.sleep(0.05)
 
 
 async def _true(value: bool) -> bool:
