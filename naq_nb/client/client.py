@@ -237,18 +237,25 @@ class Client:
     def _hand_over(self, jobs: list[Job], push: bool) -> bool:
         """Encode one plain job here and hand it to the loop without waiting; False: not eligible
         (several jobs, a chosen id, a big body, or no connection ready yet)."""
-        b = self._broker
-        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not _exit_flush_runs():
+        b = self._unacked_ok(jobs)
+        if b is None:
             return False
         job = jobs[0]
-        if self._stores.any_pending(job.options.depends_on):
-            return False  # the full path waits for those stores first
         self._mark_for_push(jobs, push)
         prepared = prepare_unacked(b, job)
         if prepared is None:
             return False
         self._put_outbox(b, job, prepared)
         return True
+
+    def _unacked_ok(self, jobs: list[Job]) -> Broker | None:
+        """The background loop's broker if ``jobs`` (one plain job) may be stored without the caller
+        waiting for its acknowledgements; None: the full path. A dependency still in flight from
+        here: the full path waits for that store first."""
+        b = self._broker
+        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not _exit_flush_runs():
+            return None
+        return None if self._stores.any_pending(jobs[0].options.depends_on) else b
 
     def _put_outbox(self, b: Broker, job: Job, prepared: tuple[dict, bytes, bytes]) -> None:
         fut = self._stores.begin(job.job_id)
@@ -265,17 +272,15 @@ class Client:
         caller then blocks its loop. Its result is pushed back to that connection. False: not
         eligible (as :meth:`_hand_over`, or no such connection yet). A burst (jobs in flight) is
         handed over instead: the background loop writes it in batches, and takes its pushes."""
-        here, bg = self._broker_ready_here(asyncio.get_running_loop()), self._broker
-        if here is None or bg is None or len(jobs) != 1 or not bg.is_connected or not bg.layout_ready:
+        here, bg = self._broker_ready_here(asyncio.get_running_loop()), self._unacked_ok(jobs)
+        if here is None or bg is None:
             return False
         job = jobs[0]
-        if not _exit_flush_runs() or self._stores.any_pending(job.options.depends_on):
-            return False
         # This loop's connection receives the pushes: a caller enqueuing one job at a time without
         # awaiting anything else must still let it read them (else the server drops a slow consumer).
         # Before the job is sent: a cancel landing here leaves nothing sent.
         await asyncio.sleep(0)
-        if not await _until_writable(here, bg.publish_timeout) or self._stores.in_flight:
+        if not await here.until_writable(bg.publish_timeout) or self._stores.in_flight:
             return False  # (jobs enqueued meanwhile, from another loop or thread, go first)
         self._mark_for_push(jobs, push, here)
         prepared = prepare_unacked(here, job)
@@ -476,22 +481,6 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<naq_nb.Client {self.url}>"
-
-
-async def _until_writable(b: Broker, bound: float) -> bool:
-    """Wait (at most ``bound`` seconds) until ``b`` has no writes queued, so a job written now keeps
-    its place behind them; a full socket is the server's back-pressure. False: still not."""
-    if b.can_write_now():
-        return True
-    loop = asyncio.get_running_loop()
-    deadline, turns = loop.time() + bound, 0
-    while b.is_connected and loop.time() < deadline:
-        # nats-py's flusher (and asyncio's writer) run at the loop's next turns; a full socket takes longer.
-        await asyncio.sleep(0 if turns < 3 else 0.001)
-        turns += 1
-        if b.can_write_now():
-            return True
-    return False
 
 
 _clients: dict[tuple, Client] = {}

@@ -402,6 +402,21 @@ class Broker:
     def can_write_now(self) -> bool:
         return self._direct and wire.can_write_now(self.nc)
 
+    async def until_writable(self, bound: float) -> bool:
+        """Wait (at most ``bound`` seconds) until :meth:`can_write_now`, so a write made then keeps its
+        place behind what was queued; a full socket is the server's back-pressure. False: still not."""
+        if self.can_write_now():
+            return True
+        loop = asyncio.get_running_loop()
+        deadline, turns = loop.time() + bound, 0
+        while self.is_connected and loop.time() < deadline:
+            # nats-py's flusher (and asyncio's writer) run at the loop's next turns; a full socket takes longer.
+            await asyncio.sleep(0 if turns < 3 else 0.001)
+            turns += 1
+            if self.can_write_now():
+                return True
+        return False
+
     def write_now(self, cmds: list[bytes]) -> None:
         """Write to the socket within this call (:func:`.wire.write_now`)."""
         wire.write_now(self.nc, cmds)

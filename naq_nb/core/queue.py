@@ -414,23 +414,40 @@ async def publish_prepared(
     except Exception as exc:  # not even sent (connection closed): reported the same way
         on_done(exc)
         return
-    acks = [f for f in (item.status_ack, item.job_ack) if f is not None]
-    reported: list[bool] = []
+    both = _BothAcked(job, on_done)
+    item.job_ack.add_done_callback(both.job)
+    if item.status_ack is None:  # (a prepared job always has one)
+        both.status(None)
+    else:
+        item.status_ack.add_done_callback(both.status)
 
-    def _check(_f: asyncio.Future) -> None:
-        if reported or not all(f.done() for f in acks):
-            return  # both callbacks may see both done: report once
-        reported.append(True)
-        errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in acks]  # all retrieved
-        exc = next((e for e in errors if e is not None), None)
-        if exc is not None:
-            on_done(exc)
+
+class _BothAcked:
+    """A job's two acknowledgements (its status record's, its message's) reported once, when both
+    are in: ``on_done(None)`` with ``job.sequence`` set, or ``on_done(the first failure)``."""
+
+    def __init__(self, job: Job, on_done: Callable[[BaseException | None], None]) -> None:
+        self._job, self._on_done = job, on_done
+        self._acks: dict[str, asyncio.Future | None] = {}
+
+    def status(self, fut: asyncio.Future | None) -> None:
+        self._got("status", fut)
+
+    def job(self, fut: asyncio.Future) -> None:
+        self._got("job", fut)
+
+    def _got(self, key: str, fut: asyncio.Future | None) -> None:
+        self._acks[key] = fut
+        if len(self._acks) < 2:
             return
-        job.sequence = item.job_ack.result().seq
-        on_done(None)
-
-    for f in acks:
-        f.add_done_callback(_check)
+        futs = [f for f in (self._acks["status"], self._acks["job"]) if f is not None]  # status's error first
+        errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in futs]  # all retrieved
+        exc = next((e for e in errors if e is not None), None)
+        if exc is None:
+            job_ack = self._acks["job"]
+            assert job_ack is not None
+            self._job.sequence = job_ack.result().seq
+        self._on_done(exc)
 
 
 #: A job (with its status record) over this many bytes is not written within the call by
@@ -472,24 +489,10 @@ def publish_direct(
     connection) within this call, and its acknowledgements come to ``acks`` (the background loop's),
     where ``on_done`` runs. So the job is on its way, and its store is confirmed, even if the caller
     then blocks its loop (a blocking call in a notebook cell). ``send`` from :func:`direct_send`."""
-    acked: dict[str, asyncio.Future] = {}
-
-    def _acked(key: str) -> Callable[[asyncio.Future], None]:
-        def record(fut: asyncio.Future) -> None:
-            acked[key] = fut
-            if len(acked) < 2:
-                return
-            errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in acked.values()]
-            exc = next((e for e in errors if e is not None), None)
-            if exc is None:
-                job.sequence = acked["job"].result().seq
-            on_done(exc)
-
-        return record
-
+    both = _BothAcked(job, on_done)
     what = f"job {job.job_id} ({job.function_name})"
-    acks.expect_ack(send.tokens[0], f"the status of {what}", _acked("status"))  # before the write: an
-    acks.expect_ack(send.tokens[1], what, _acked("job"))  # ack may come back before this call returns
+    acks.expect_ack(send.tokens[0], f"the status of {what}", both.status)  # before the write: an ack
+    acks.expect_ack(send.tokens[1], what, both.job)  # may come back before this call returns
     b.write_now(send.cmds)
 
 
