@@ -4,9 +4,9 @@ named keys in few requests (:func:`read_keys`).
 nats-py's ``watchall()`` decides that its initial values are done from a
 consumer-info snapshot taken while messages may already be in flight, so it can
 announce "done" *before* the first value and a one-shot listing comes back empty
-(seen under load). This scan uses an ephemeral pull consumer delivering the last
-message per subject and stops at the message whose own ``num_pending`` is 0,
-which the server computes exactly.
+(seen under load). This scan uses a pull consumer of its own (deleted when the
+scan ends: :mod:`.oneshot`) delivering the last message per subject and stops at
+the message whose own ``num_pending`` is 0, which the server computes exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from nats.js.kv import KV_OP, KeyValue
 
 from .broker import Broker
 from .layout import DIRECT_GET_MAX_SUBJECTS, direct_get_api_subject
+from .oneshot import one_pass
 
 __all__ = ["KVItem", "scan_bucket", "read_keys"]
 
@@ -48,13 +49,9 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
     """Yield every live key's last value (deleted and purged keys are skipped)."""
     lay = broker.layout
     prefix = lay.kv_subject(bucket, "")
-    cfg = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=api.AckPolicy.NONE, inactive_threshold=60.0
-    )
     await broker.ensure_layout()
-    sub = await broker.js.pull_subscribe(f"{prefix}>", stream=lay.kv_stream(bucket), config=cfg)
-    try:
-        info = await sub.consumer_info()
+    policy = api.DeliverPolicy.LAST_PER_SUBJECT
+    async with one_pass(broker, lay.kv_stream(bucket), f"{prefix}>", deliver_policy=policy) as (sub, info):
         if info.num_pending == 0:
             return
         loop = asyncio.get_running_loop()
@@ -77,11 +74,6 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
                     yield KVItem(msg.subject[len(prefix) :], msg.data, msg.metadata.sequence.stream)
                 if msg.metadata.num_pending == 0:
                     return
-    finally:
-        try:
-            await sub.unsubscribe()
-        except nats.errors.Error:
-            pass  # closed or draining connection: the subscription is gone with it
 
 
 async def read_keys(broker: Broker, bucket: str, keys: Sequence[str], timeout: float = 10.0) -> dict[str, bytes]:
