@@ -7,10 +7,11 @@ same in a script, inside Jupyter's running loop and from worker threads.
 
 Two shortcuts keep the per-call cost near one round trip, or none:
 
-* a plain enqueue (no chosen id, body within ``max_payload``) is encoded in the
-  caller's thread and handed to the loop, which publishes it and checks the
+* a plain enqueue (no chosen id, body within ``max_payload``) is encoded and
+  handed to the loop's outbox, whose sender publishes it and checks the
   acknowledgements in the background (:mod:`.stores` keeps failures from being
-  silent);
+  silent); ``enqueue_sync`` and the other blocking forms do this on the loop
+  thread (one hop), :meth:`Client.enqueue_jobs_sync` in the caller's thread;
 * reads (``result``, ``status``) from an async caller run on the caller's own
   loop, over a connection of that loop (:meth:`Client.broker_here`), from the
   loop's second naq_nb call on; once that connection is up, a job that loop
@@ -173,10 +174,10 @@ class Client:
     async def enqueue_jobs(self, jobs: list[Job], *, push: bool = True) -> list[Job]:
         """Publish prepared jobs (pipelined).
 
-        A single plain job returns once handed to the loop; its store is confirmed in the
-        background (a failure fails its handle's reads and is raised by the next enqueue,
-        :meth:`flush` or :meth:`close`). Hand-written (not made by ``twins.blocking``): that path runs in the
-        caller's thread. A single job's result is pushed back to this client (:mod:`.inbox`) unless
+        A single plain job returns once handed to the loop (or, from an async caller with nothing in
+        flight, once written on its own loop's connection); its store is confirmed in the background (a
+        failure fails its handle's reads and is raised by the next enqueue, :meth:`flush` or
+        :meth:`close`). A single job's result is pushed back to this client (:mod:`.inbox`) unless
         ``push=False`` (futures get theirs through their watch).
         """
         oldest = self._stores.oldest_if_full()
@@ -190,7 +191,8 @@ class Client:
         return await run_async(self._enqueue_acked(jobs, push))
 
     def enqueue_jobs_sync(self, jobs: list[Job], *, push: bool = True) -> list[Job]:
-        """Blocking form of :meth:`enqueue_jobs`."""
+        """Blocking form of :meth:`enqueue_jobs`, hand-written (not made by ``twins.blocking``): a plain
+        job is encoded and handed over in the caller's thread, with no hop to the loop."""
         oldest = self._stores.oldest_if_full()
         if oldest is not None and not in_loop_thread():
             concurrent.futures.wait([oldest])

@@ -330,6 +330,7 @@ fetch_job_result_sync = blocking(fetch_job_result)
 
 
 async def get_job_status(job_id: Job | str, *, nats_url: str | None = None) -> dict:
+    """The job's status record (``status``, ``attempts``, ``error``, times...); JobNotFoundError if it has none."""
     return await get_client(nats_url).status(_job_id(job_id))
 
 
@@ -337,6 +338,7 @@ get_job_status_sync = blocking(get_job_status)
 
 
 async def cancel_job(job: Job | str, *, nats_url: str | None = None) -> bool:
+    """Cancel a job that has not ended (its result becomes "cancelled"); False if it had ended already."""
     seq = None if isinstance(job, str) else job.sequence
     return await get_client(nats_url).cancel(_job_id(job), seq)
 
@@ -345,6 +347,7 @@ cancel_job_sync = blocking(cancel_job)
 
 
 async def list_workers(nats_url: str | None = None) -> list[WorkerRecord]:
+    """The live workers, from their heartbeat records."""
     return await get_client(nats_url).workers()
 
 
@@ -352,6 +355,7 @@ list_workers_sync = blocking(list_workers)
 
 
 async def purge_queue(queue_name: str | None = None, nats_url: str | None = None) -> int:
+    """Drop every job waiting in ``queue_name`` (default: the default queue); returns how many."""
     return await Queue(queue_name, nats_url).purge()
 
 

@@ -103,8 +103,9 @@ class JobOptions:
     * ``timeout``: seconds the function may run per attempt.
     * ``depends_on``: jobs (or ids) that must succeed first.
     * ``result_ttl``: seconds the result is kept (capped by ``NAQ_RESULT_TTL``).
-    * ``job_id``: choose the id; ``key``: idempotency key (a second enqueue with
-      the same key within 2 minutes is dropped by JetStream de-duplication).
+    * ``job_id``: choose the id; ``key``: an idempotency key. Either names one call:
+      enqueuing the same call again returns that job (``duplicate`` is True), another
+      call with it raises :class:`DuplicateJobError` (claims are kept ``NAQ_STATUS_TTL``).
     * ``name``: a display name.
     """
 
