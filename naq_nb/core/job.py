@@ -135,6 +135,8 @@ class JobOptions:
                 + f" (options: {', '.join(sorted(cls.names()))})"
             )
         o = base or cls()
+        if not opts:  # frozen: the same options, and their cached meta_json, serve every plain enqueue
+            return o
         if "queue_name" in opts:
             opts.setdefault("queue", opts.pop("queue_name"))
         if "max_retries" in opts or "retry_delay" in opts:

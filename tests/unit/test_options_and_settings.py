@@ -63,3 +63,11 @@ def test_naq_log_level_variable(monkeypatch):
     monkeypatch.setenv("NAQ_LOG_LEVEL", "loud")
     with pytest.raises(ValueError, match="NAQ_LOG_LEVEL"):
         log_level(None)
+
+
+def test_building_with_no_option_gives_the_same_options_and_encodes_them_once():
+    base = JobOptions.build(queue="q", timeout=5)
+    assert JobOptions.build(base) is base  # a plain enqueue builds no new options
+    assert base.meta_json is JobOptions.build(base).meta_json
+    changed = JobOptions.build(base, name="n")
+    assert changed is not base and changed.name == "n" and base.name is None
