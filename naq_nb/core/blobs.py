@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -47,15 +48,18 @@ from nats.js.errors import (
     BadObjectMetaError,
     BadRequestError,
     BucketNotFoundError,
+    DigestMismatchError,
     NotFoundError,
 )
-from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
+from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 
 from .errors import BlobError, SerializationError
-from .oneshot import one_pass
+from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
     from .broker import Broker
     from .job import Job
 
@@ -88,7 +92,6 @@ _HEADROOM = 1024  # protocol framing around headers and body
 _CHUNK = 128 * 1024  # object store chunk (nats-py's default), smaller when the server's max_payload is
 NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0  # seconds without a chunk before a download is declared stuck
-_FETCH_CHUNKS = 32  # chunks asked for at once (4 MiB at nats-py's chunk size)
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
 _RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
@@ -158,8 +161,24 @@ async def _store(broker: "Broker", bucket: str) -> ObjectStore:
                 store = await broker.js.create_object_store(bucket, config=cfg)
             except BadRequestError:
                 store = await broker.js.object_store(bucket)  # another process created it first
+        await _allow_consumers(broker, bucket)
         cache[bucket] = store
     return store
+
+
+async def _allow_consumers(broker: "Broker", bucket: str) -> None:
+    """Give the bucket's stream :data:`OBJECT_STORE_MAX_CONSUMERS` (nats-py has no setting for it).
+    Each download makes a consumer that the server keeps for seconds after it, and nats-server 2.15
+    allows a stream 1,000 unless the stream names a limit: a thousand reads in a row made the next one
+    fail. A server that won't change the limit (before 2.12) has none by default anyway."""
+    stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
+    try:
+        cfg = (await broker.js.stream_info(stream)).config
+        if cfg.max_consumers != OBJECT_STORE_MAX_CONSUMERS:
+            cfg.max_consumers = OBJECT_STORE_MAX_CONSUMERS
+            await broker.js.update_stream(cfg)
+    except (nats.errors.Error, asyncio.TimeoutError) as exc:  # (APIError is one): the reads still work
+        log.debug("object store %s keeps its consumer limit: %s", bucket, exc)
 
 
 async def _sha256(data: bytes) -> str:
@@ -224,28 +243,22 @@ def _recent_get(sha: str) -> bytes | None:
     return hit[1] if hit is not None and hit[0] > time.monotonic() - _RECENT_AGE else None
 
 
-async def _chunks(broker: "Broker", store: ObjectStore, ref: BlobRef, where: str) -> bytes:
-    """The object's bytes, read chunk by chunk on a consumer deleted when the read ends (nats-py's
-    ``ObjectStore.get`` leaves one per read on the server: :mod:`.oneshot`)."""
-    info = await store.get_info(ref.name)  # ObjectNotFoundError (a NotFoundError) once deleted
-    if not info.nuid or info.is_link():  # naq_nb writes no links
-        raise BadObjectMetaError
-    if not info.size:
-        return b""
-    parts: list[bytes] = []
-    stream = OBJ_STREAM_TEMPLATE.format(bucket=ref.bucket)
-    async with one_pass(broker, stream, OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=ref.bucket, obj=info.nuid)) as (sub, c):
-        if not c.num_pending:
-            raise BlobError(f"{where} is unreadable: no chunk arrived; its chunks are gone")
-        while True:
-            try:
-                msgs = await sub.fetch(_FETCH_CHUNKS, timeout=_STALL)
-            except nats.errors.TimeoutError:
-                raise BlobError(f"{where} is unreadable: no chunk arrived for {_STALL:g}s (chunks lost?)") from None
-            for msg in msgs:
-                parts.append(msg.data)
-                if msg.metadata.num_pending == 0:
-                    return b"".join(parts)
+class _Sink(io.BufferedIOBase):
+    """Collects chunks (nats-py's default concatenation is quadratic: 50 MB took 49 s) and notes progress.
+
+    A BufferedIOBase because that is what ``ObjectStore.get(writeinto=)`` takes; only ``write`` is used.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+        self.last = time.monotonic()
+
+    def write(self, chunk: ReadableBuffer) -> int:
+        data = bytes(chunk)
+        self.parts.append(data)
+        self.last = time.monotonic()
+        return len(data)
 
 
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
@@ -255,15 +268,26 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     if recent is not None and len(recent) == ref.size:
         return recent  # stored by this process: its checksum was computed from these very bytes
     store = await _store(broker, ref.bucket)  # created if absent: the object is then reported missing
+    sink = _Sink()
+    task = asyncio.ensure_future(store.get(ref.name, writeinto=sink))
     try:
-        data = await _chunks(broker, store, ref, where)
+        while not task.done():
+            await asyncio.wait({task}, timeout=_STALL)
+            if not task.done() and time.monotonic() - sink.last > _STALL:
+                task.cancel()
+                raise BlobError(f"{where} is unreadable: no chunk arrived for {_STALL:g}s (chunks lost?)")
+        task.result()
     except NotFoundError:
         ttl = broker.layout.object_buckets().get(ref.bucket)
         raise BlobError(
             f"{where} is missing: it was deleted, or it expired{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}"
         ) from None
-    except BadObjectMetaError as exc:
+    except (DigestMismatchError, BadObjectMetaError) as exc:
         raise BlobError(f"{where} is corrupted: {type(exc).__name__}") from None
+    finally:
+        if not task.done():
+            task.cancel()
+    data = b"".join(sink.parts)
     if len(data) != ref.size or await _sha256(data) != ref.sha256:
         raise BlobError(
             f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "

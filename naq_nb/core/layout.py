@@ -281,6 +281,16 @@ def direct_get_api_subject(stream: str) -> str:
     return f"$JS.API.DIRECT.GET.{stream}"
 
 
+#: Consumers an object store's stream may have (nats-server 2.15 allows 1,000 unless a stream says):
+#: every download makes one (nats-py's ``ObjectStore.get``), which the server keeps for seconds after.
+OBJECT_STORE_MAX_CONSUMERS = 100_000
+
+
+def consumer_delete_api_subject(stream: str, consumer: str) -> str:
+    """JetStream API subject that deletes ``consumer`` of ``stream``."""
+    return f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}"
+
+
 #: Subjects one batched direct get may name (``multi_last``): the server answers 413 above it.
 DIRECT_GET_MAX_SUBJECTS = 1024
 
