@@ -92,6 +92,7 @@ _HEADROOM = 1024  # protocol framing around headers and body
 _CHUNK = 128 * 1024  # object store chunk (nats-py's default), smaller when the server's max_payload is
 NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0  # seconds without a chunk before a download is declared stuck
+_UPDATE_WAIT = 2.0  # seconds an object store's consumer limit is waited for (see _allow_consumers)
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
 _RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
@@ -176,7 +177,8 @@ async def _allow_consumers(broker: "Broker", bucket: str) -> None:
         cfg = (await broker.js.stream_info(stream)).config
         if cfg.max_consumers != OBJECT_STORE_MAX_CONSUMERS:
             cfg.max_consumers = OBJECT_STORE_MAX_CONSUMERS
-            await broker.js.update_stream(cfg)
+            # Briefly: a role not allowed to update streams gets no answer at all.
+            await asyncio.wait_for(broker.js.update_stream(cfg), _UPDATE_WAIT)
     except (nats.errors.Error, asyncio.TimeoutError) as exc:  # (APIError is one): the reads still work
         log.debug("object store %s keeps its consumer limit: %s", bucket, exc)
 
