@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 
 import pytest
-from nats.js import api
 
 from naq_nb.core import blobs
 from naq_nb.core.broker import Broker
@@ -107,14 +106,3 @@ async def test_a_scan_cancelled_at_any_point_leaves_no_consumer(broker):
 
 async def _scan_keys(broker: Broker, bucket: str) -> list[str]:
     return [item.key async for item in scan_bucket(broker, bucket)]
-
-
-async def test_a_stream_with_a_low_consumer_limit_still_serves_one_read_after_another(broker):
-    # Each read's consumer is gone before the next one is made: a limit of one is enough.
-    await broker.js.add_stream(api.StreamConfig(name="ONEPASS", subjects=["onepass.>"], max_consumers=1))
-    await broker.js.publish("onepass.a", b"1")
-    for _ in range(20):
-        async with one_pass(broker, "ONEPASS", "onepass.>") as (sub, info):
-            assert info.num_pending == 1
-            [msg] = await sub.fetch(1, timeout=5)
-            assert msg.data == b"1"
