@@ -92,6 +92,7 @@ _HEADROOM = 1024  # protocol framing around headers and body
 _CHUNK = 128 * 1024  # object store chunk (nats-py's default), smaller when the server's max_payload is
 NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0  # seconds without a chunk before a download is declared stuck
+_DOWNLOADS = 8  # downloads at once per connection (see _download_slot)
 _UPDATE_WAIT = 2.0  # seconds an object store's consumer limit is waited for (see _allow_consumers)
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 _CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
@@ -146,6 +147,7 @@ def _json(data: bytes) -> Any:
 
 # --- the two operations ------------------------------------------------------------------------
 _stores: "weakref.WeakKeyDictionary[Broker, dict[str, ObjectStore]]" = weakref.WeakKeyDictionary()
+_download_slots: "weakref.WeakKeyDictionary[Broker, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 
 
 async def _store(broker: "Broker", bucket: str) -> ObjectStore:
@@ -270,6 +272,27 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     if recent is not None and len(recent) == ref.size:
         return recent  # stored by this process: its checksum was computed from these very bytes
     store = await _store(broker, ref.bucket)  # created if absent: the object is then reported missing
+    async with _download_slot(broker):
+        data = await _download(broker, store, ref, where)
+    if len(data) != ref.size or await _sha256(data) != ref.sha256:
+        raise BlobError(
+            f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "
+            f"SHA-256 {ref.sha256[:16]}…"
+        )
+    return data
+
+
+def _download_slot(broker: "Broker") -> asyncio.Semaphore:
+    """One of :data:`_DOWNLOADS` downloads at once per connection: a hundred 2 MB downloads started
+    together (a sweep's big results landing at once) overran the connection's pending limit on the
+    server, which dropped it as a slow consumer, and half of them failed."""
+    slots = _download_slots.get(broker)
+    if slots is None:
+        slots = _download_slots[broker] = asyncio.Semaphore(_DOWNLOADS)
+    return slots
+
+
+async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: str) -> bytes:
     sink = _Sink()
     task = asyncio.ensure_future(store.get(ref.name, writeinto=sink))
     try:
@@ -289,13 +312,7 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     finally:
         if not task.done():
             task.cancel()
-    data = b"".join(sink.parts)
-    if len(data) != ref.size or await _sha256(data) != ref.sha256:
-        raise BlobError(
-            f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "
-            f"SHA-256 {ref.sha256[:16]}…"
-        )
-    return data
+    return b"".join(sink.parts)
 
 
 async def delete(broker: "Broker", bucket: str, name: str) -> None:

@@ -106,3 +106,16 @@ async def test_a_scan_cancelled_at_any_point_leaves_no_consumer(broker):
 
 async def _scan_keys(broker: Broker, bucket: str) -> list[str]:
     return [item.key async for item in scan_bucket(broker, bucket)]
+
+
+async def test_a_hundred_big_downloads_started_at_once_all_succeed(broker):
+    # A sweep's big results landing together: 100 downloads of 2 MB at once overran the connection's
+    # pending limit on the server (a slow consumer, dropped) and about half failed after 30 s.
+    await broker.ensure_layout()
+    bucket = broker.layout.result_objects_bucket
+    store = await blobs._store(broker, bucket)
+    data = bytes(range(256)) * 8192  # 2 MiB
+    await store.put("shared-big", data)
+    ref = blobs.BlobRef(bucket=bucket, name="shared-big", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    got = await asyncio.wait_for(asyncio.gather(*[blobs.resolve(broker, ref) for _ in range(100)]), 60)
+    assert all(g == data for g in got)
