@@ -9,7 +9,7 @@ from typing import NotRequired, TypedDict
 from .broker import Broker
 from .kvscan import scan_bucket
 
-__all__ = ["WorkerRecord", "list_workers", "encode_heartbeat"]
+__all__ = ["WorkerRecord", "list_workers", "encode_heartbeat", "decode_heartbeat"]
 
 
 class WorkerRecord(TypedDict):
@@ -36,11 +36,26 @@ def encode_heartbeat(rec: WorkerRecord) -> bytes:
     return json.dumps(rec, separators=(",", ":"), default=str).encode()
 
 
+def decode_heartbeat(data: bytes | None) -> WorkerRecord | None:
+    """A heartbeat record with ``heartbeat_age`` added, or None for one that is not a worker's (a
+    forged or damaged record names no live worker and must not break a listing)."""
+    try:
+        rec = json.loads(data or b"")
+    except ValueError:
+        return None
+    beat = rec.get("heartbeat_at") if isinstance(rec, dict) else None
+    if not isinstance(beat, (int, float)) or isinstance(beat, bool) or beat != beat:
+        return None
+    rec["heartbeat_age"] = max(0.0, time.time() - beat)
+    return rec
+
+
 async def list_workers(broker: Broker) -> list[WorkerRecord]:
-    """Live workers (their last heartbeat), with ``heartbeat_age`` in seconds."""
+    """Live workers (their last heartbeat), with ``heartbeat_age`` in seconds; records that are not
+    heartbeats are left out."""
     out: list[WorkerRecord] = []
     async for item in scan_bucket(broker, broker.layout.workers_bucket):
-        rec = json.loads(item.value)
-        rec["heartbeat_age"] = max(0.0, time.time() - rec.get("heartbeat_at", 0))
-        out.append(rec)
-    return sorted(out, key=lambda r: r.get("id", ""))
+        rec = decode_heartbeat(item.value)
+        if rec is not None:
+            out.append(rec)
+    return sorted(out, key=lambda r: str(r.get("id", "")))

@@ -47,7 +47,7 @@ from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
 from .layout import EXPECTED_LAST_SUBJECT_SEQ, WIRE_ID_RE, create_only
 from .records import encode_failure, encode_result
-from .registry import WorkerRecord
+from .registry import decode_heartbeat
 from .status import StatusRecord, decode_status, encode_status, status_record, with_status
 from .results import get_result, push_result
 from .serialization import pack_record, seal_record
@@ -264,10 +264,10 @@ class JobRunner:
     async def _alive(self, worker_id: str) -> bool:
         kv = await self.b.kv(self.lay.workers_bucket)
         try:
-            rec: WorkerRecord = json.loads((await kv.get(worker_id)).value or b"")  # a heartbeat, not a status
-        except (KeyNotFoundError, ValueError):
+            rec = decode_heartbeat((await kv.get(worker_id)).value)  # a heartbeat, not a status
+        except KeyNotFoundError:
             return False
-        return time.time() - rec.get("heartbeat_at", 0) < self.live_after
+        return rec is not None and rec.get("heartbeat_age", self.live_after) < self.live_after
 
     async def _over_budget(self, d: Delivery) -> bool:
         """Dead-letter a job that lost too many runs (or was delivered too often) instead of running it."""

@@ -167,3 +167,22 @@ async def test_a_stream_in_a_buckets_place_that_is_no_bucket_is_an_error(setting
             await b.ensure_layout()
     finally:
         await b.close()
+
+
+async def test_forged_worker_records_are_left_out_of_the_listing(broker):
+    # A record in the workers bucket that is not a heartbeat (forged, damaged) used to make
+    # list_workers (and `naq list-workers`) raise; it names no live worker.
+    from naq_nb.core.registry import decode_heartbeat, encode_heartbeat, list_workers
+
+    await broker.ensure_layout()
+    kv = await broker.kv(broker.layout.workers_bucket)
+    good = {"id": "w-good", "name": "w", "queues": ["default"], "heartbeat_at": time.time()}
+    await kv.put("w-good", encode_heartbeat(good))  # type: ignore[arg-type]
+    for key, junk in [("w-garbage", b"\x00\xffnot json"), ("w-list", b"[1, 2]"), ("w-str", b'"x"'),
+                      ("w-beat", b'{"id": "w-beat", "heartbeat_at": "yesterday"}'),
+                      ("w-bool", b'{"id": "w-bool", "heartbeat_at": true}'), ("w-nan", b'{"heartbeat_at": NaN}')]:
+        await kv.put(key, junk)
+        assert decode_heartbeat(junk) is None, key
+    rows = await list_workers(broker)
+    assert [r["id"] for r in rows] == ["w-good"]
+    assert 0 <= rows[0]["heartbeat_age"] < 60
