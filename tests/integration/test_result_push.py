@@ -350,7 +350,8 @@ async def test_a_result_too_big_to_push_is_read_at_once(client, start_worker, mo
     q = Queue("default", client=client)
     big = PUSH_LIMIT + 1000
     job = await q.enqueue(jobs.big_result, big)  # read while it runs: the empty push ends the wait
-    assert client._inbox.expects(job.job_id)
+    # Marked for a push (which, on a loaded machine, may already have come: then it is kept).
+    assert client._inbox.expects(job.job_id) or job.job_id in client._inbox._records
     assert len(await asyncio.wait_for(client.result(job.job_id), 20)) == big
     # Finished before the read begins: the worker's empty push, kept, says "stored: read it".
     job = await q.enqueue(jobs.big_result, big)
