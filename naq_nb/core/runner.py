@@ -267,7 +267,7 @@ class JobRunner:
             rec = decode_heartbeat((await kv.get(worker_id)).value)  # a heartbeat, not a status
         except KeyNotFoundError:
             return False
-        return rec is not None and rec.get("heartbeat_age", self.live_after) < self.live_after
+        return rec is not None and rec["heartbeat_age"] < self.live_after  # (decode_heartbeat adds it)
 
     async def _over_budget(self, d: Delivery) -> bool:
         """Dead-letter a job that lost too many runs (or was delivered too often) instead of running it."""
