@@ -64,10 +64,10 @@ def stamped_worker(out: str, argv: list[str]) -> int:
     stamps: dict[str, dict[str, float]] = {}
     dispatch = puller.PullFeed._dispatch
 
-    async def on_feed(self: Any, msg: Any) -> None:
+    def on_feed(self: Any, msg: Any) -> None:
         if msg.headers and "Status" not in msg.headers:
             stamps.setdefault(decode_meta(msg.headers).job_id, {})["arrive"] = time.time()
-        await dispatch(self, msg)
+        dispatch(self, msg)
 
     puller.PullFeed._dispatch = on_feed  # type: ignore[method-assign]
     _wrap_async(runner.JobRunner, "run", "run", lambda d: d.meta.job_id, stamps)

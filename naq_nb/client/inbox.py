@@ -38,6 +38,8 @@ import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from ..core.inbound import subscribe_inline
+
 if TYPE_CHECKING:
     from ..core.broker import Broker
 
@@ -77,14 +79,14 @@ class ResultInbox:
         """Listen on ``broker``'s connection (once per connection; the client's loop only)."""
         if self._subscribed_on is broker:
             return
-        await broker.nc.subscribe(broker.layout.reply_inbox(self.token), cb=self._on_msg)  # ends with it
+        await subscribe_inline(broker.nc, broker.layout.reply_inbox(self.token), self._on_msg)  # ends with it
         self._subscribed_on = broker
         broker.on_reconnect(functools.partial(self._reconnected, None))
 
     async def subscribe_here(self, broker: "Broker") -> None:
         """Listen on a caller loop's own connection, under a token of its own (on that loop)."""
         token = secrets.token_hex(8)
-        await broker.nc.subscribe(broker.layout.reply_inbox(token), cb=self._on_msg)
+        await subscribe_inline(broker.nc, broker.layout.reply_inbox(token), self._on_msg)
         self._here[broker] = token
         broker.on_reconnect(functools.partial(self._reconnected, asyncio.get_running_loop()))
 
@@ -105,7 +107,7 @@ class ResultInbox:
         token = self._here.get(broker)
         return token if token is not None and broker.nc.is_connected else None
 
-    async def _on_msg(self, msg: Any) -> None:
+    def _on_msg(self, msg: Any) -> None:
         self.deliver(msg.subject.rsplit(".", 1)[-1], msg.data)
 
     def expect(self, job_id: str, loop: asyncio.AbstractEventLoop | None = None) -> None:

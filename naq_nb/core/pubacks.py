@@ -26,6 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 
 from .errors import NaqConnectionError, PublishTimeoutError
+from .inbound import subscribe_inline
 
 __all__ = ["PubAcks"]
 
@@ -51,7 +52,7 @@ class PubAcks:
         resolves (or fails within ``bound`` seconds). On this connection's loop."""
         if self._sub is None:
             self.prefix = self.nc.new_inbox()
-            self._sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_ack)
+            self._sub = await subscribe_inline(self.nc, f"{self.prefix}.*", self._on_ack)
             self._loop = asyncio.get_running_loop()
         loop = self._loop
         assert loop is not None
@@ -133,7 +134,7 @@ class PubAcks:
                     )
                 )
 
-    async def _on_ack(self, msg: Any) -> None:
+    def _on_ack(self, msg: Any) -> None:
         with self._lock:
             entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
         if entry is None or entry[0].done():

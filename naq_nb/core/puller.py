@@ -14,6 +14,7 @@ top-up (up to a second on a quiet queue).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -23,6 +24,8 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from .inbound import subscribe_inline
 
 __all__ = ["PullFeed"]
 
@@ -59,7 +62,7 @@ class PullFeed:
         return self._current[1] if self._current else 0
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._dispatch)
+        self._sub = await subscribe_inline(self.nc, f"{self._inbox}.*", self._dispatch)
 
     async def want(self, n: int) -> bool:
         """Request ``n`` messages unless a request is still open; True if one was sent."""
@@ -81,7 +84,7 @@ class PullFeed:
         """After a reconnect the server forgot our request; so do we."""
         self._current = None
 
-    async def _dispatch(self, msg: Msg) -> None:
+    def _dispatch(self, msg: Msg) -> None:
         status = msg.headers.get(_STATUS) if msg.headers else None
         if status and not msg.reply:
             # 408 request expired, 409 consumer deleted / max waiting, 404 no messages.
@@ -91,7 +94,7 @@ class PullFeed:
                 # Only an expiry asks again at once: a 409 (consumer deleted, too many waiting
                 # requests) would come straight back, so those wait for the periodic top-up.
                 if status == "408" and self.on_expired is not None and not self.closed:
-                    await self.on_expired()
+                    asyncio.ensure_future(self.on_expired())
             return
         cur = self._current
         if cur is not None:
