@@ -125,6 +125,8 @@ class JobOptions:
     @classmethod
     def build(cls, base: "JobOptions | None" = None, **opts: Any) -> "JobOptions":
         """Validated options; unknown names raise ``TypeError`` with a suggestion."""
+        if not opts:  # frozen: the same options, and their cached meta_json, serve every plain enqueue
+            return base or cls()
         unknown = set(opts) - cls.names()
         if unknown:
             bad = sorted(unknown)[0]
@@ -135,8 +137,6 @@ class JobOptions:
                 + f" (options: {', '.join(sorted(cls.names()))})"
             )
         o = base or cls()
-        if not opts:  # frozen: the same options, and their cached meta_json, serve every plain enqueue
-            return o
         if "queue_name" in opts:
             opts.setdefault("queue", opts.pop("queue_name"))
         if "max_retries" in opts or "retry_delay" in opts:
