@@ -41,7 +41,10 @@ class _Inline:
         self.sub._pending_size -= len(msg.data)  # counted as pending just before: it is not kept
         try:
             self.handler(msg)
-        except Exception:  # the reader must go on: a handler's bug loses this message only
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # (a CancelledError too: it can't be the reader's own, the handler is sync)
+            # The reader must go on: a handler's bug loses this message only.
             log.exception("handler of %s failed on a message to %s", self.sub.subject, msg.subject)
 
     def qsize(self) -> int:
@@ -68,6 +71,11 @@ async def subscribe_inline(nc: NATS, subject: str, handler: Callable[[Msg], None
         handler(msg)
 
     sub = await nc.subscribe(subject, cb=cb)
-    if isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue) and hasattr(sub, "_pending_size"):
+    old = getattr(sub, "_pending_queue", None)
+    if isinstance(old, asyncio.Queue) and hasattr(sub, "_pending_size"):
         sub._pending_queue = _Inline(sub, handler)  # type: ignore[assignment]
+        # A subscribe that had to flush may have let messages in already: handled first, in order
+        # (the subscription's task, waiting on the old queue, would take one and then wait forever).
+        while not old.empty():
+            sub._pending_queue.put_nowait(old.get_nowait())
     return sub

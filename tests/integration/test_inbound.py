@@ -74,3 +74,24 @@ async def test_unsubscribe_and_drain_end_the_subscription(broker):
 async def _until(cond) -> None:
     while not cond():
         await asyncio.sleep(0.01)
+
+
+async def test_a_handler_raising_cancelled_error_does_not_stop_the_reader(broker):
+    """A CancelledError out of a handler must not end nats-py's reading task (no other
+    subscription on the connection would get a message again)."""
+    nc = broker.nc
+    other = asyncio.Event()
+
+    def bad(msg) -> None:
+        raise asyncio.CancelledError
+
+    async def on_other(msg) -> None:
+        other.set()
+
+    sub = await subscribe_inline(nc, "inline.cancel", bad)
+    sub2 = await nc.subscribe("inline.other", cb=on_other)
+    await nc.publish("inline.cancel", b"x")
+    await nc.publish("inline.other", b"y")
+    await asyncio.wait_for(other.wait(), 10)
+    await sub.unsubscribe()
+    await sub2.unsubscribe()
