@@ -67,7 +67,7 @@ class _Inline:
 async def subscribe_inline(nc: NATS, subject: str, handler: Callable[[Msg], None]) -> Subscription:
     """``nc.subscribe(subject)`` with ``handler(msg)`` called as each message is parsed."""
 
-    async def cb(msg: Msg) -> None:  # the fallback path, and messages queued before the swap (none)
+    async def cb(msg: Msg) -> None:  # the fallback, and a message the subscription's task took before the swap
         handler(msg)
 
     sub = await nc.subscribe(subject, cb=cb)

@@ -57,10 +57,16 @@ async def test_a_failing_handler_loses_its_message_only(broker, caplog):
 async def test_unsubscribe_and_drain_end_the_subscription(broker):
     nc = broker.nc
     got: list[bytes] = []
-    sub = await subscribe_inline(nc, "inline.unsub", lambda m: got.append(m.data))
+    first = asyncio.Event()
+
+    def handler(msg) -> None:
+        got.append(msg.data)
+        first.set()
+
+    sub = await subscribe_inline(nc, "inline.unsub", handler)
     await nc.publish("inline.unsub", b"1")
-    await nc.flush()
-    await asyncio.wait_for(_until(lambda: got == [b"1"]), 30)
+    await asyncio.wait_for(first.wait(), 30)
+    assert got == [b"1"]
     await sub.unsubscribe()
     await nc.publish("inline.unsub", b"2")
     await nc.flush()  # a PING after the PUB: the server has routed it by the PONG
@@ -69,11 +75,6 @@ async def test_unsubscribe_and_drain_end_the_subscription(broker):
 
     sub2 = await subscribe_inline(nc, "inline.drain", lambda m: got.append(m.data))
     await asyncio.wait_for(sub2.drain(), 10)  # waits for nothing kept
-
-
-async def _until(cond) -> None:
-    while not cond():
-        await asyncio.sleep(0.01)
 
 
 async def test_a_handler_raising_cancelled_error_does_not_stop_the_reader(broker):
