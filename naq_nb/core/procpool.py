@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, cast
 
 from .errors import WorkerProcessDied
 from .procchild import encode_frame
@@ -144,8 +144,9 @@ class _Child:
     def send(self, obj: Any) -> None:
         """Queue a frame for the child (written at once while the pipe has room; one frame at a time
         is in flight, so what is buffered stays bounded by one job body)."""
-        stdin = self.transport.get_pipe_transport(0)
-        if not isinstance(stdin, asyncio.WriteTransport) or stdin.is_closing():
+        # A write transport by what it does: uvloop's pipe transports are not asyncio.WriteTransport.
+        stdin = cast("asyncio.WriteTransport | None", self.transport.get_pipe_transport(0))
+        if stdin is None or stdin.is_closing():
             raise BrokenPipeError("the job process's pipe is closed")
         stdin.write(encode_frame(obj))
 

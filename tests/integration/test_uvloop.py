@@ -1,0 +1,58 @@
+"""A worker on uvloop (a script or app that runs its loop there): its job processes start, run,
+crash and time out as they do on asyncio's own loop, and it stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import uvloop  # noqa: F401  (a test dependency: this file must run, not skip, in CI)
+
+from naq_nb.core.errors import JobTimeoutError
+from naq_nb.core.queue import Queue
+from naq_nb.core.results import wait_for_result
+
+import jobs
+from helpers import ROOT
+
+_SCRIPT = """
+import asyncio, sys, uvloop
+from naq_nb.core.worker import Worker
+
+async def main():
+    print("loop:", type(asyncio.get_running_loop()).__module__, flush=True)
+    w = Worker(concurrency=2, execution="processes")
+    w.install_signal_handlers()
+    await w.run()
+
+uvloop.run(main())
+"""
+
+
+async def test_a_worker_on_uvloop_runs_crashes_and_times_out_its_job_processes(broker, nats_server, tmp_path):
+    env = {**os.environ, "NAQ_NATS_URL": nats_server.url, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "loop: uvloop", "the worker runs on uvloop"
+        q = Queue(broker)
+        ok = await q.enqueue(jobs.add, 1, 2)
+        crash = await q.enqueue(jobs.segfault)
+        hung = await q.configure(timeout=2).enqueue(jobs.hang, str(tmp_path / "pid"))
+        assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 3
+        rec = await wait_for_result(broker, crash.job_id, 30)
+        assert rec.status == "failed" and "worker process died: signal 11 (SIGSEGV)" in rec.meta["error"]
+        with pytest.raises(JobTimeoutError):
+            (await wait_for_result(broker, hung.job_id, 30)).unwrap()
+        again = [await q.enqueue(jobs.add, i, i) for i in range(4)]
+        assert [(await wait_for_result(broker, j.job_id, 30)).unwrap() for j in again] == [0, 2, 4, 6]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out and "cannot start a job process" not in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
