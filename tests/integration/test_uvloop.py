@@ -1,6 +1,7 @@
 """A worker on uvloop (a script or app that runs its loop there): its job processes start, run,
 crash and time out as they do on asyncio's own loop, and it stops cleanly."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 
 import jobs
-from helpers import ROOT
+from helpers import ROOT, eventually
 
 _SCRIPT = """
 import asyncio, sys, uvloop
@@ -28,6 +29,15 @@ async def main():
 
 uvloop.run(main())
 """
+
+
+def _gone(pid: int) -> bool:
+    """Ended (a zombie not yet reaped by its parent counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 async def test_a_worker_on_uvloop_runs_crashes_and_times_out_its_job_processes(broker, nats_server, tmp_path):
@@ -46,6 +56,8 @@ async def test_a_worker_on_uvloop_runs_crashes_and_times_out_its_job_processes(b
         assert rec.status == "failed" and "worker process died: signal 11 (SIGSEGV)" in rec.meta["error"]
         with pytest.raises(JobTimeoutError):
             (await wait_for_result(broker, hung.job_id, 30)).unwrap()
+        hung_pid = int((tmp_path / "pid").read_text().split()[0])
+        await eventually(lambda: asyncio.sleep(0, _gone(hung_pid)), what="the hung job's process killed")
         again = [await q.enqueue(jobs.add, i, i) for i in range(4)]
         assert [(await wait_for_result(broker, j.job_id, 30)).unwrap() for j in again] == [0, 2, 4, 6]
         proc.send_signal(signal.SIGTERM)
