@@ -489,10 +489,12 @@ class Broker:
             except Exception as exc:  # closed below instead
                 log.debug("draining failed, closing: %r", exc)
         if not self.nc.is_closed:
+            wire.drop_if_lost(self.nc)
             try:
                 await self.nc.close()
-            except (OSError, TypeError) as exc:  # the socket was already gone (server killed): closed anyway
-                # (TypeError: Python 3.13.0's socket transport, when nats-py flushes into a closed one)
+            except (OSError, TypeError, RuntimeError) as exc:  # the socket was already gone (server killed)
+                # (TypeError: Python 3.13.0's socket transport, when nats-py flushes into a closed one;
+                # RuntimeError: uvloop's, if the socket was lost during the close itself)
                 log.debug("closing a lost connection: %r", exc)
         self.fail_pending("closed")
 

@@ -121,3 +121,13 @@ def write_now(nc: NATS, cmds: list[bytes]) -> None:
     nc._transport.writelines(cmds)
     nc.stats["out_msgs"] += len(cmds)
     nc.stats["out_bytes"] += sum(len(c) for c in cmds)
+
+
+def drop_if_lost(nc: NATS) -> None:
+    """Before closing: forget what nats-py still holds to send if its socket is gone. Its close writes
+    that into the closed socket, which asyncio's transport ignores but uvloop's refuses (RuntimeError),
+    and the close would stop half-way."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    if writer is not None and writer.transport.is_closing() and hasattr(nc, "_pending"):
+        nc._pending = []
+        nc._pending_data_size = 0

@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
-import uvloop  # noqa: F401  (a test dependency: this file must run, not skip, in CI)
+import uvloop  # a test dependency: this file must run, not skip, in CI
+
+from naq_nb.core.broker import Broker
 
 from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.queue import Queue
@@ -68,3 +70,22 @@ async def test_a_worker_on_uvloop_runs_crashes_and_times_out_its_job_processes(b
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_broker_on_uvloop_closes_cleanly_after_its_server_is_killed(own_nats_server, settings):
+    """nats-py's close writes what it still holds into the lost socket; uvloop's transport raises there
+    (asyncio's ignores it), which stopped the close half-way with a RuntimeError."""
+
+    async def scenario() -> bool:
+        assert type(asyncio.get_running_loop()).__module__ == "uvloop"
+        b = await Broker.connect(settings=settings)
+        await b.ensure_layout()
+        own_nats_server.kill()
+        await eventually(lambda: asyncio.sleep(0, not b.is_connected), what="the connection lost")
+        for i in range(20):  # held by nats-py while it tries to reconnect
+            await b.send(f"naq.probe.{i}", b"x" * 100)
+        assert b.nc._pending_data_size > 0, "the scenario needs bytes left to send at close"
+        await b.close()
+        return b.nc.is_closed
+
+    assert uvloop.run(scenario())
