@@ -195,6 +195,15 @@ class Worker:
         self.watchdog.start()
         self.started.set()
         log.info("worker %s serving %s with %d slots", self.worker_id, self.queues, self.concurrency)
+        pool = getattr(self.execution, "pool", None)
+        log.debug(
+            "worker %s: %s execution, prefetch %d, job processes %s, loop %s",
+            self.worker_id,
+            self.execution_mode,
+            self.prefetch,
+            pool.pids if pool is not None else "none",
+            type(self._loop).__module__,
+        )
 
     async def _set_up(self, b: Broker) -> None:
         """Layout, runner, dependency gate, cancel watch, job processes up, then the pull feeds."""
