@@ -1,5 +1,6 @@
-"""A worker on uvloop (a script or app that runs its loop there): its job processes start, run,
-crash and time out as they do on asyncio's own loop, and it stops cleanly."""
+"""naq_nb on uvloop (a script or app that runs its loop there): a worker's job processes start, run,
+crash and time out as they do on asyncio's own loop and it stops cleanly; a broker closes cleanly
+after its server is killed."""
 
 import asyncio
 import os
@@ -11,7 +12,6 @@ import pytest
 import uvloop  # a test dependency: this file must run, not skip, in CI
 
 from naq_nb.core.broker import Broker
-
 from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
