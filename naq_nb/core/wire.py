@@ -9,6 +9,7 @@ loop: the commands are written to the socket within the call, so they are on
 their way even if the caller then blocks that loop. Whatever this can't write
 (a blank in a subject, an odd header, an oversized payload, a connection not
 up, a nats-py without these attributes) goes through ``nc.publish``.
+:func:`drop_if_lost` clears that buffer before a close when the socket is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 
 from nats.aio.client import Client as NATS
 
-__all__ = ["direct_ok", "send", "commands", "can_write_now", "write_now"]
+__all__ = ["direct_ok", "send", "commands", "can_write_now", "write_now", "drop_if_lost"]
 
 # nats-py's outbound buffer, written to directly (its older or newer versions without these
 # attributes get nc.publish instead).
