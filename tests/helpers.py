@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 
-__all__ = ["ROOT", "FakeClock", "Services", "eventually", "good_meta", "wait_until", "worker_process"]
+__all__ = ["ROOT", "FakeClock", "Services", "eventually", "good_meta", "pid_gone", "wait_until", "worker_process"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +49,19 @@ def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> su
     e = {**os.environ, "NAQ_NATS_URL": url, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "worker", *args], env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def pid_gone(pid: int) -> bool:
+    """Process ``pid`` has ended (a zombie its parent has not reaped yet counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 async def eventually(pred, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):

@@ -17,7 +17,7 @@ from naq_nb.core.results import get_result, wait_for_result
 from naq_nb.core.worker import Worker
 
 import jobs
-from helpers import worker_process
+from helpers import pid_gone, worker_process
 
 
 async def _until(cond, timeout=30.0, what="condition"):
@@ -28,19 +28,6 @@ async def _until(cond, timeout=30.0, what="condition"):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{what} not met within {timeout}s")
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie until its parent reaps it still counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.parametrize("fn, error", [
@@ -75,10 +62,10 @@ async def test_a_job_process_dying_with_a_forked_helper_fails_at_once_and_takes_
         helper = int(pid_file.read_text())
 
         async def helper_gone() -> bool:
-            return _pid_gone(helper)
+            return pid_gone(helper)
         await _until(helper_gone, what="the job's helper process killed")
     finally:
-        if pid_file.exists() and not _pid_gone(int(pid_file.read_text())):
+        if pid_file.exists() and not pid_gone(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 9)
 
 
@@ -100,7 +87,7 @@ async def test_hung_sync_job_times_out_kills_its_process_and_frees_the_slot(brok
         rec.unwrap()
     assert (await wait_for_result(broker, after.job_id, 30)).unwrap() == 4, "the only slot is free again"
     pid = int(pidfile.read_text().split()[0])
-    await _until(lambda: asyncio.sleep(0, _pid_gone(pid)), what="the hung job's process was killed")
+    await _until(lambda: asyncio.sleep(0, pid_gone(pid)), what="the hung job's process was killed")
 
 
 async def test_a_stop_that_meets_a_cancel_notice_still_ends_the_slot(broker, start_worker, tmp_path):
@@ -133,7 +120,7 @@ async def test_cancel_running_sync_job_kills_it_and_frees_the_slot(broker, start
     nxt = await q.enqueue(jobs.add, 5, 5)
     assert (await wait_for_result(broker, nxt.job_id, 30)).unwrap() == 10
     pid = int(pidfile.read_text().split()[0])
-    await _until(lambda: asyncio.sleep(0, _pid_gone(pid)), what="the cancelled job's process was killed")
+    await _until(lambda: asyncio.sleep(0, pid_gone(pid)), what="the cancelled job's process was killed")
 
 
 async def test_base_exceptions_in_thread_mode_and_async_jobs_never_end_the_worker(broker, start_worker):
@@ -280,7 +267,7 @@ async def test_job_processes_end_when_their_worker_is_killed(broker, nats_server
         kids = _children_of(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        await _until(lambda: asyncio.sleep(0, all(_pid_gone(k) for k in kids)), timeout=30,
+        await _until(lambda: asyncio.sleep(0, all(pid_gone(k) for k in kids)), timeout=30,
                      what="orphaned job processes exited")
     finally:
         if proc.poll() is None:

@@ -1,6 +1,5 @@
 """The embedded nats-server: start, readiness, errors, and never outliving its parent."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,18 +11,7 @@ import pytest
 from naq_nb.core.errors import ServerBinaryNotFound
 from naq_nb.core.server import EmbeddedServer, ServerStartError, find_server_binary
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from helpers import pid_gone
 
 
 def _wait(cond, timeout=10.0):
@@ -73,10 +61,10 @@ def test_server_dies_with_sigkilled_parent(tmp_path):
             "s = EmbeddedServer().start(); print(s.proc.pid, flush=True); time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     server_pid = int(parent.stdout.readline())
-    assert _alive(server_pid)
+    assert not pid_gone(server_pid)
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
-    assert _wait(lambda: not _alive(server_pid)), "nats-server outlived its SIGKILLed parent"
+    assert _wait(lambda: pid_gone(server_pid)), "nats-server outlived its SIGKILLed parent"
 
 
 def test_restart_keeps_streams(tmp_path):

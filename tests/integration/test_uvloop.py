@@ -17,7 +17,7 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 
 import jobs
-from helpers import ROOT, eventually
+from helpers import ROOT, eventually, pid_gone
 
 _SCRIPT = """
 import asyncio, sys, uvloop
@@ -31,15 +31,6 @@ async def main():
 
 uvloop.run(main())
 """
-
-
-def _gone(pid: int) -> bool:
-    """Ended (a zombie not yet reaped by its parent counts)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 async def test_a_worker_on_uvloop_runs_crashes_and_times_out_its_job_processes(broker, nats_server, tmp_path):
@@ -59,7 +50,7 @@ async def test_a_worker_on_uvloop_runs_crashes_and_times_out_its_job_processes(b
         with pytest.raises(JobTimeoutError):
             (await wait_for_result(broker, hung.job_id, 30)).unwrap()
         hung_pid = int((tmp_path / "pid").read_text().split()[0])
-        await eventually(lambda: asyncio.sleep(0, _gone(hung_pid)), what="the hung job's process killed")
+        await eventually(lambda: asyncio.sleep(0, pid_gone(hung_pid)), what="the hung job's process killed")
         again = [await q.enqueue(jobs.add, i, i) for i in range(4)]
         assert [(await wait_for_result(broker, j.job_id, 30)).unwrap() for j in again] == [0, 2, 4, 6]
         proc.send_signal(signal.SIGTERM)
