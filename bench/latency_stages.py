@@ -6,7 +6,8 @@ What a user types, one job at a time with a warm worker (``naq worker bench -c 1
     await fetch_job_result(job, timeout=10)
 
 Both processes get time stamps (wall clock, same machine) at the stage boundaries:
-the caller's enqueue and its hand-over to naq_nb's loop thread; in the worker the
+the caller's enqueue and the job's write (on the caller's own loop, or handed to naq_nb's
+loop thread); in the worker the
 job message's arrival, the run's start, the job process call, the result and
 status writes (both acknowledged) and the push to the client; the push's
 arrival in the client's inbox. Stamps are taken by wrapping those functions in
@@ -99,7 +100,14 @@ async def probe(url: str, n: int, stamp: bool, async_job: bool = False) -> dict[
             seen.setdefault(job_id, {})["inbox"] = time.time()
             deliver(self, job_id, data)
 
+        direct = client_mod.publish_direct
+
+        def on_direct(b: Any, acks: Any, job: Any, *a: Any, **k: Any) -> None:  # a caller on its own loop
+            seen.setdefault(job.job_id, {})["sent"] = time.time()
+            direct(b, acks, job, *a, **k)
+
         client_mod.publish_prepared = on_publish  # type: ignore[assignment]
+        client_mod.publish_direct = on_direct  # type: ignore[assignment]
         inbox.ResultInbox.deliver = on_push  # type: ignore[method-assign]
     q = Queue("bench", nats_url=url)
     rows: dict[str, dict[str, float]] = {}
@@ -117,7 +125,7 @@ async def probe(url: str, n: int, stamp: bool, async_job: bool = False) -> dict[
 STAGES = [
     # (label, from, to): "done" is the caller holding the value
     ("enqueue call returns", "t0", "returned"),
-    ("caller -> loop thread sends it", "t0", "sent"),
+    ("caller -> job written", "t0", "sent"),
     ("sent -> worker has the message", "sent", "arrive"),
     ("message -> run starts", "arrive", "run0"),
     ("run start -> job process call", "run0", "child0"),
