@@ -15,6 +15,9 @@ this bench only (``--stamp`` mode of this file in the worker process), so the
 figures include the stamping's own few microseconds; the total is also measured
 without it (``--plain``) for comparison.
 
+The stages that are one NATS hop are printed beside that hop's floor, measured with
+plain nats-py on the same server right after (``raw_hops``).
+
 Usage: python bench/latency_stages.py [--jobs 500] [--async-job]
 Figures are printed, never asserted in tests.
 """
@@ -138,7 +141,61 @@ STAGES = [
 ]
 
 
-def report(rows: dict[str, dict[str, float]], worker: dict[str, dict[str, float]]) -> None:
+async def raw_hops(url: str, rounds: int = 300) -> dict[str, float]:
+    """The floors of the stages that are one NATS hop, measured with plain nats-py on the same
+    server (two connections of one process; the worker's hops cross processes, so they also pay a
+    wake-up): a work-queue publish -> an open pull request's delivery, an acknowledged KV put's
+    round trip, and a core publish -> a subscriber. p50s in ms."""
+    import nats
+    from nats.js import api
+
+    pub, sub = await nats.connect(url), await nats.connect(url)
+    js = pub.jetstream()
+    await js.add_stream(api.StreamConfig(name="RAWQ", subjects=["rawq.>"], retention=api.RetentionPolicy.WORK_QUEUE))
+    await js.add_stream(api.StreamConfig(name="RAWKV", subjects=["rawkv.>"], max_msgs_per_subject=1))
+    await js.add_consumer("RAWQ", api.ConsumerConfig(durable_name="w", ack_policy=api.AckPolicy.EXPLICIT))
+    got: asyncio.Queue[float] = asyncio.Queue()
+
+    async def on_msg(m: Any) -> None:
+        got.put_nowait(time.perf_counter())
+        if m.data and m.reply:
+            await m.ack()
+
+    inbox = sub.new_inbox()
+    await sub.subscribe(inbox + ".*", cb=on_msg)
+    await sub.subscribe("rawcore", cb=on_msg)
+    await sub.flush()
+    lat: dict[str, list[float]] = {"pull": [], "put": [], "core": []}
+    try:
+        for i in range(rounds):
+            await sub.publish("$JS.API.CONSUMER.MSG.NEXT.RAWQ.w", b'{"batch":1,"expires":5000000000}', f"{inbox}.{i}")
+            await sub.flush()
+            await asyncio.sleep(0.001)  # the pull request is open before the publish
+            t0 = time.perf_counter()
+            await pub.publish("rawq.q", b"x" * 300, headers={"Nats-Msg-Id": f"m{i}"}, reply=pub.new_inbox())
+            await pub.flush()
+            lat["pull"].append(await asyncio.wait_for(got.get(), 5) - t0)
+            t0 = time.perf_counter()
+            await js.publish(f"rawkv.{i}", b"y" * 300)
+            lat["put"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await pub.publish("rawcore", b"z" * 300)
+            await pub.flush()
+            lat["core"].append(await asyncio.wait_for(got.get(), 5) - t0)
+    finally:
+        await pub.close()
+        await sub.close()
+    return {k: 1e3 * statistics.median(v[WARMUP:]) for k, v in lat.items()}
+
+
+RAW_BESIDE = {  # stage label -> raw hop it is compared with
+    "sent -> worker has the message": "pull",
+    "status + result written (acked)": "put",
+    "push sent -> client inbox": "core",
+}
+
+
+def report(rows: dict[str, dict[str, float]], worker: dict[str, dict[str, float]], raw: dict[str, float]) -> None:
     for label, a, b in STAGES:
         vals = []
         for jid, c in rows.items():
@@ -148,7 +205,8 @@ def report(rows: dict[str, dict[str, float]], worker: dict[str, dict[str, float]
         if not vals:
             continue
         vals.sort()
-        print(f"  {label:34s} p50 {statistics.median(vals):6.3f} ms   p90 {vals[int(len(vals) * 0.9)]:6.3f} ms")
+        floor = f"   raw nats-py {raw[RAW_BESIDE[label]]:6.3f} ms" if label in RAW_BESIDE else ""
+        print(f"  {label:34s} p50 {statistics.median(vals):6.3f} ms   p90 {vals[int(len(vals) * 0.9)]:6.3f} ms{floor}")
 
 
 def run_once(url: str, n: int, stamp: bool, async_job: bool = False) -> tuple[dict, dict]:
@@ -187,6 +245,7 @@ def main() -> None:
         plain, _ = run_once(srv.url, args.jobs, stamp=False, async_job=args.async_job)
     with EmbeddedServer() as srv:
         rows, worker = run_once(srv.url, args.jobs, stamp=True, async_job=args.async_job)
+        raw = asyncio.run(raw_hops(srv.url))
     total = sorted((r["done"] - r["t0"]) * 1e3 for r in plain.values())
     kind = "async no-op, on the worker's loop" if args.async_job else "no-op, in a job process"
     print(f"{args.jobs} jobs one at a time ({kind}), worker `naq worker bench -c 10` (processes):")
@@ -195,7 +254,7 @@ def main() -> None:
         f"p99 {total[int(len(total) * 0.99)]:6.3f} ms"
     )
     print("stamped run, by stage:")
-    report(rows, worker)
+    report(rows, worker, raw)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
