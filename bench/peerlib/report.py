@@ -100,7 +100,7 @@ def _header(summary: dict, meta: dict) -> list[str]:
         f"Measured {when} on {machine()}; redis-server {meta['redis']}, {nats}. "
         f"Load average {meta['load_start'][0]:.1f} at the start, {meta['load_end'][0]:.1f} at the end; "
         f"the whole bench took {meta['duration_s'] / 60:.1f} min.", "",
-        f"`python bench/peers.py {shlex.join(meta['argv'])}`: {a['jobs']:,} no-op jobs per phase, total worker "
+        f"`{shlex.join(['python', 'bench/peers.py', *meta['argv']])}`: {a['jobs']:,} no-op jobs per phase, total worker "
         f"concurrency 10 in each library's own worker CLI, medians of {a['runs']} interleaved run(s), "
         f"{a['latency_rounds']} latency samples per run.",
     ]
