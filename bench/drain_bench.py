@@ -139,8 +139,10 @@ async def main() -> None:
           f"worker {out['worker_cpu_ms_per_job']:.3f} ms, job processes {out['children_cpu_ms_per_job']:.3f} ms, "
           f"nats-server {out['server_cpu_ms_per_job']:.3f} ms, this bench (counting results) "
           f"{out['bench_cpu_ms_per_job']:.3f} ms")
+    busy = job_cpu * out["drain_per_s"] / 1000  # cores these processes kept busy while the queue drained
     print(f"CPU a job, all processes: {job_cpu:.3f} ms ({os.cpu_count()} cores: at most "
-          f"{1000 * (os.cpu_count() or 1) / job_cpu:,.0f} jobs/s); the raw ceiling's message: "
+          f"{1000 * (os.cpu_count() or 1) / job_cpu:,.0f} jobs/s; the drain kept {busy:.2f} of them busy, the "
+          f"worker alone {out['worker_cpu_ms_per_job'] * out['drain_per_s'] / 1000:.2f}); the raw ceiling's message: "
           f"client {raw['raw_client_cpu_ms_per_msg']:.3f} ms, nats-server {raw['raw_server_cpu_ms_per_msg']:.3f} ms")
     print(json.dumps({k: round(v, 3) for k, v in out.items()}))
 
