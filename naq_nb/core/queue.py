@@ -30,6 +30,7 @@ from .errors import (
     JobNotStoredError,
     NaqConnectionError,
     PublishTimeoutError,
+    SerializationError,
 )
 from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
@@ -507,6 +508,8 @@ async def get_status(broker: Broker, job_id: str) -> StatusRecord:
     return decode_status(entry.value or b"")
 
 
+_STATUS_VALUES = frozenset(s.value for s in JobStatus)
+
 #: How long cancel_job keeps retrying its status update while the job's record keeps changing.
 CANCEL_RETRY_SECONDS = 10.0
 
@@ -528,6 +531,10 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
         except KeyNotFoundError:
             raise JobNotFoundError(f"no job with id {job_id!r}") from None
         rec = decode_status(entry.value or b"")
+        if rec.get("status") not in _STATUS_VALUES:  # damaged or forged: say so, change nothing
+            raise SerializationError(
+                f"cannot cancel job {job_id}: its status record is damaged (status {rec.get('status')!r})"
+            )
         if JobStatus(rec["status"]) in TERMINAL:
             return None
         rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())
@@ -550,8 +557,9 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     A queued job is removed from its stream; a waiting or scheduled one is marked
     so its worker drops it; a running one is told to stop through the cancel
     subject (async functions are cancelled, a sync function's result is discarded).
-    Raises :class:`JobNotFoundError` for an unknown id and :class:`ConcurrentUpdateError`
-    if the job's status kept changing for ``CANCEL_RETRY_SECONDS``; connection errors propagate.
+    Raises :class:`JobNotFoundError` for an unknown id, :class:`SerializationError` if its status
+    record is damaged, and :class:`ConcurrentUpdateError` if the job's status kept changing for
+    ``CANCEL_RETRY_SECONDS``; connection errors propagate.
     """
     validate_job_id(job_id)
     lay = broker.layout
@@ -559,7 +567,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     if rec is None:
         return False
     seq = sequence or rec.get("seq")
-    if seq:
+    if type(seq) is int and seq > 0:  # (a record's seq is as stored: only a real one is used)
         try:
             await payloads.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, int(seq))
@@ -580,7 +588,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         )
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
-    if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
+    if isinstance(rec.get("rt"), str):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
     try:
         await release_dependents(broker, job_id)  # what waits on it fails now, naming it

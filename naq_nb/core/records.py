@@ -80,7 +80,8 @@ class ResultRecord:
     @property
     def expired(self) -> bool:
         exp = self.meta.get("expires_at")
-        return bool(exp and exp < time.time())
+        # A time of another type (a damaged or forged record) is no expiry, never a TypeError.
+        return isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp < time.time()
 
     def value(self) -> Any:
         if self.refused is not None:
@@ -112,12 +113,12 @@ class ResultRecord:
                 meta, payload = open_record(data, job_id, keys)
             except SignatureError as exc:
                 log.warning("refusing the result record of job %s: %s", job_id, exc)
-                return cls._refusal(exc)
+                return cls.refusal(exc)
         else:
             meta, payload = unpack_record(data)
         if not accept_pickle and payload and meta.get("ser", "pickle") == "pickle":
             if meta.get("status") == JobStatus.SUCCEEDED.value:
-                return cls._refusal(
+                return cls.refusal(
                     SerializationError(
                         f"the result of job {job_id} is pickled but this client only accepts JSON (NAQ_JOB_SERIALIZER)"
                     )
@@ -126,7 +127,8 @@ class ResultRecord:
         return cls(cast(ResultMeta, meta), payload)  # JSON read back as written by encode_result / encode_failure
 
     @classmethod
-    def _refusal(cls, exc: SerializationError) -> "ResultRecord":
+    def refusal(cls, exc: SerializationError) -> "ResultRecord":
+        """A failure whose exception is ``exc``: what a record that must not be used stands for."""
         return cls({"status": JobStatus.FAILED.value, "error": str(exc), "refused": True}, b"", refused=exc)
 
 

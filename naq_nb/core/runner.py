@@ -40,15 +40,24 @@ from .errors import (
     DependencyFailedError,
     JobLostError,
     NaqConnectionError,
+    NaqException,
     SerializationError,
     SignatureError,
 )
 from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
 from .layout import EXPECTED_LAST_SUBJECT_SEQ, WIRE_ID_RE, create_only
-from .records import encode_failure, encode_result
+from .records import ResultRecord, encode_failure, encode_result
 from .registry import decode_heartbeat
-from .status import StatusRecord, decode_status, encode_status, status_record, with_status
+from .status import (
+    TERMINAL_VALUES,
+    StatusRecord,
+    decode_status,
+    encode_status,
+    status_record,
+    trusted_fields,
+    with_status,
+)
 from .results import get_result, push_result
 from .serialization import pack_record, seal_record
 
@@ -62,6 +71,8 @@ DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its 
 RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
 RESULT_WRITE_TIMEOUT = 5.0  # each try's bound, or NAQ_PUBLISH_TIMEOUT if that is shorter
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
+WORKER_ERROR_TRIES = 5  # deliveries a job may meet a worker error on (backing off) before it ends failed
+WORKER_ERROR_MAX_DELAY = 60.0  # the longest wait before such a job is tried again
 
 
 class JobRunner:
@@ -214,10 +225,12 @@ class JobRunner:
         """On a redelivery: learn failures and lost runs, and skip jobs that already have a result."""
         kv = await self.b.kv(self.lay.status_bucket)
         try:
-            d.prev = decode_status((await kv.get(d.meta.job_id)).value or b"")
+            d.prev, bad = trusted_fields(decode_status((await kv.get(d.meta.job_id)).value or b""))
+            if bad:
+                log.warning("job %s: its status record has damaged fields (%s); read as missing", d.meta.job_id, bad)
         except (KeyNotFoundError, SerializationError):
             d.prev = None
-        existing = await get_result(self.b, d.meta.job_id)
+        existing = await self._existing_result(d.meta.job_id)
         if existing is None:
             return False
         # The job ended before (its worker died before acking, or it was cancelled).
@@ -233,6 +246,20 @@ class JobRunner:
             await push_result(self.b, d.meta.reply, d.meta.job_id)
         await d.msg.ack()
         return True
+
+    async def _existing_result(self, jid: str) -> ResultRecord | None:
+        """The job's stored result. One that can't be read (damaged, forged, not an end) still holds
+        the key, and a result is written once: it stands as a failure naming why, so the job is
+        neither run again nor handed back for ever."""
+        try:
+            rec = await get_result(self.b, jid)
+            if rec is None or rec.status in TERMINAL_VALUES:
+                return rec
+            problem = f"its status is {rec.status!r}, not an end"
+        except SerializationError as exc:
+            problem = str(exc)
+        log.error("job %s: its stored result record is unreadable (%s); the job ends failed", jid, problem)
+        return ResultRecord.refusal(SerializationError(f"the stored result of job {jid} is unreadable: {problem}"))
 
     async def _run_elsewhere(self, d: Delivery) -> bool:
         """Another delivery of this message runs on a live worker (or started after ours): leave it
@@ -306,6 +333,24 @@ class JobRunner:
             await d.msg.nak()
         except nats.errors.Error as exc:  # disconnected: the message comes back after ack_wait anyway
             log.warning("job %s: cannot hand it back now (%s); it returns after ack_wait", d.meta.job_id, exc)
+
+    async def after_worker_error(self, d: Delivery, exc: Exception) -> None:
+        """Something outside the job's code failed (a bug, a record nobody expected): the job is tried
+        again later, backing off, and after :data:`WORKER_ERROR_TRIES` deliveries it ends failed,
+        naming the error. Never handed straight back: that would loop as fast as it fails."""
+        jid = d.meta.job_id
+        if d.delivered >= WORKER_ERROR_TRIES:
+            reason = f"the worker failed handling it {d.delivered} times; last: {type(exc).__name__}: {exc}"
+            try:
+                await self._finish_failed(d, NaqException(reason), retry=False, reason=reason)
+                return
+            except Exception as again:  # the failure path is broken too: wait the longest, then again
+                log.error("job %s: cannot record its failure either (%r)", jid, again)
+        delay = min(WORKER_ERROR_MAX_DELAY, 2.0 ** (d.delivered - 1))
+        try:
+            await d.msg.nak(delay=delay)
+        except nats.errors.Error as nak_exc:  # disconnected: it comes back after ack_wait anyway
+            log.warning("job %s: cannot hand it back now (%s); it returns after ack_wait", jid, nak_exc)
 
     # --- outcomes --------------------------------------------------------
     async def _finish_ok(self, d: Delivery, value: Any) -> None:
@@ -475,7 +520,7 @@ class JobRunner:
 
     async def _keep_earlier_result(self, jid: str, result: bytes, rec: StatusRecord) -> bool:
         """A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands."""
-        existing = await get_result(self.b, jid)
+        existing = await self._existing_result(jid)
         if existing is not None:
             await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
             return False  # (or our earlier try, its acknowledgement lost: the client reads it)

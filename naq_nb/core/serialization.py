@@ -477,9 +477,12 @@ def pack_record(meta: dict, payload: bytes = b"") -> bytes:
 def unpack_record(data: bytes) -> tuple[dict, bytes]:
     head, _, payload = data.partition(b"\n")
     try:
-        return json.loads(head), payload
+        meta = json.loads(head)
     except ValueError as exc:
         raise SerializationError(f"malformed record: {exc}") from None
+    if not isinstance(meta, dict):  # forged or damaged: every reader expects an object
+        raise SerializationError(f"malformed record: its head must be a JSON object, not {type(meta).__name__}")
+    return meta, payload
 
 
 # --- naming the culprit -----------------------------------------------------

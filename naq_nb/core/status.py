@@ -32,6 +32,7 @@ __all__ = [
     "with_status",
     "encode_status",
     "decode_status",
+    "trusted_fields",
 ]
 
 
@@ -179,8 +180,40 @@ def encode_status(rec: StatusRecord | dict) -> bytes:
 
 
 def decode_status(data: bytes) -> StatusRecord:
-    """A stored record; :class:`SerializationError` when it is not JSON."""
+    """A stored record; :class:`SerializationError` when it is not a JSON object. Its fields are
+    as stored: a reader that acts on one checks its type (:func:`trusted_fields` for a worker)."""
     try:
-        return json.loads(data)
+        rec = json.loads(data)
     except ValueError as exc:
         raise SerializationError(f"malformed status record: {exc}") from None
+    if not isinstance(rec, dict):
+        raise SerializationError(f"malformed status record: a JSON object is needed, not {type(rec).__name__}")
+    return rec  # type: ignore[return-value]  # an object; fields unchecked, as documented
+
+
+#: The fields a worker acts on when it finds a job's earlier record, and the type each must have.
+_TRUSTED: dict[str, type | tuple[type, ...]] = {
+    "status": str,
+    "seq": int,
+    "attempts": int,
+    "failures": int,
+    "lost": int,
+    "worker": str,
+    "error": str,
+}
+
+
+def trusted_fields(record: StatusRecord | dict) -> tuple[StatusRecord, list[str]]:
+    """``record`` with the fields in ``_TRUSTED`` that have the wrong type (or a negative count)
+    dropped, and their names: a damaged or forged record then counts as one that lacks them,
+    never as a crash (or a hand-back loop) in the worker."""
+    rec: dict[str, Any] = dict(record)
+    bad = [
+        k
+        for k, t in _TRUSTED.items()
+        if k in rec
+        and rec[k] is not None
+        and (not isinstance(rec[k], t) or isinstance(rec[k], bool) or (t is int and rec[k] < 0))
+    ]
+    kept = {k: v for k, v in rec.items() if k not in bad}
+    return kept, bad  # type: ignore[return-value]  # the same record, fewer fields

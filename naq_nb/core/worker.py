@@ -370,9 +370,9 @@ class Worker:
                 if self.state == "stopping" and me is not None and not me.cancelling():
                     return  # not this slot's cancel (job code raised it), but the worker is stopping
                 raise
-            except Exception:
-                log.exception("job %s: worker error; handing it back", jid)
-                await self.runner.hand_back(d)
+            except Exception as exc:
+                log.exception("job %s: worker error; it is tried again later", jid)
+                await self.runner.after_worker_error(d, exc)
             finally:
                 self.running.pop(jid, None)
                 if not self.running:
