@@ -101,8 +101,9 @@ async def wait_for_result(
     ``push_expected``: the caller stored this job marked for that push and has not had it
     yet, so for :data:`_PUSH_ONLY` seconds the wait holds no subscription and reads nothing
     (see :func:`_wait_pushed`); a job still running then is waited for as any other.
-    Raises :class:`JobNotFoundError` for an unknown id and :class:`TimeoutError`
-    when the job is known but not finished in time.
+    Raises :class:`JobNotFoundError` for an unknown id or a job that ended but whose result is gone
+    (expired after its ``result_ttl``, or deleted), and :class:`TimeoutError` when the job is known
+    but not finished in time.
     """
     validate_job_id(job_id)
     if timeout is not None and (
@@ -127,8 +128,14 @@ async def wait_for_result(
     if rec is not None and (once or _long_done(rec) or _ended(await _status_or_unknown(broker, job_id))):
         return await payloads.load_result(broker, rec)
     if once:
-        if await _status_of(broker, job_id) is None:
+        status = await _status_of(broker, job_id)
+        if status is None:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
+        if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read
+            rec = await get_result(broker, job_id)
+            if rec is None:
+                raise _gone(job_id, status)
+            return await payloads.load_result(broker, rec)
         raise JobNotFinishedError(f"job {job_id} has not finished yet")
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
     try:
@@ -139,10 +146,25 @@ async def wait_for_result(
             return await payloads.load_result(broker, rec)
         if status is None:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
-        found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
+        if rec is None and status in TERMINAL_VALUES:
+            # Ended, and no result: it is being stored (another stream than the status) or it is
+            # gone. A result stored meanwhile wakes the subscription; else waiting would be forever.
+            bound = _STATUS_LAG if timeout is None else min(timeout, _STATUS_LAG)
+            try:
+                found = await _wait_pushed(broker, job_id, sub, bound, pushed)
+            except JobNotFinishedError:
+                raise _gone(job_id, status) from None
+        else:
+            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
         return await payloads.load_result(broker, found)
     finally:
         await sub.unsubscribe()
+
+
+def _gone(job_id: str, status: str) -> JobNotFoundError:
+    return JobNotFoundError(
+        f"job {job_id} {status}, but its result is gone (kept for its result_ttl, then expired; or deleted)"
+    )
 
 
 def _pushed_record(broker: "Broker", job_id: str, data: bytes) -> ResultRecord | None:

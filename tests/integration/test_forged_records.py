@@ -6,11 +6,13 @@ never hand it back as fast as it fails; a reader raises SerializationError namin
 never AttributeError or TypeError from deep inside.
 """
 
+import asyncio
+
 import pytest
 
 from naq_nb.core import runner as runner_mod
 from naq_nb.core.broker import Broker
-from naq_nb.core.errors import SerializationError
+from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, SerializationError
 from naq_nb.core.queue import Queue, cancel_job, get_status
 from naq_nb.core.results import get_result, wait_for_result
 
@@ -142,3 +144,16 @@ async def test_cancelling_a_job_whose_record_has_a_forged_seq_still_cancels_it(b
     await _put(broker, broker.layout.status_bucket, job.job_id, b'{"status": "queued", "seq": "abc", "rt": 7}')
     assert await cancel_job(broker, job.job_id) is True
     assert (await get_status(broker, job.job_id))["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("timeout", [None, 0, 30], ids=["forever", "once", "bounded"])
+async def test_waiting_for_a_result_that_is_gone_says_so(broker, start_worker, timeout):
+    # The status says the job ended, its result is gone (expired or deleted): waiting for it must not
+    # last forever (or until the timeout), nor claim the job has not finished.
+    await start_worker()
+    job = await Queue(broker).enqueue(jobs.add, 1, 1)
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 2
+    await (await broker.kv(broker.layout.results_bucket)).delete(job.job_id)
+    with pytest.raises(JobNotFoundError, match="succeeded, but its result is gone") as info:
+        await asyncio.wait_for(wait_for_result(broker, job.job_id, timeout), 10)
+    assert not isinstance(info.value, JobNotFinishedError)
