@@ -56,11 +56,12 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _workers(args: argparse.Namespace) -> int:
-    rows = with_broker(args, list_workers)
-    for r in rows:
-        r["queues"] = ",".join(r.get("queues", []))
-        r["running"] = len(r.get("running", []))
-        r["age"] = f"{r['heartbeat_age']:.1f}s"
+    # list_workers skips (with a warning) any record decode_heartbeat refuses, and a record it
+    # keeps has queues and running as lists of strings: a forged record never breaks the table.
+    rows: list[dict[str, Any]] = [
+        {**r, "queues": ",".join(r["queues"]), "running": len(r["running"]), "age": f"{r['heartbeat_age']:.1f}s"}
+        for r in with_broker(args, list_workers)
+    ]
     print_table(rows, ["id", "host", "pid", "queues", "concurrency", "running", "state", "age"])
     return 0
 
@@ -74,7 +75,7 @@ def _jobs(args: argparse.Namespace) -> int:
         # Every queue with jobs, served or not (a queue nobody serves is the one to notice).
         served: dict[str, int] = {}
         for w in await list_workers(b):
-            for q in w.get("queues", []):
+            for q in w["queues"]:  # valid queue names: decode_heartbeat checked them
                 served[q] = served.get(q, 0) + 1
         depths = await queue_depths(b, args.queues or [b.settings.default_queue, *served])
         return [

@@ -65,7 +65,10 @@ async def list_jobs(
 
     def key(r: dict) -> float:
         v = r.get("enqueued_at") or r.get("updated_at") or 0
-        return float(v) if isinstance(v, (int, float)) else 0.0
+        try:  # a forged time (text, a bool, an int too big for a float) sorts last, never raises
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+        except OverflowError:
+            return 0.0
 
     if limit is None:
         return sorted(records, key=key, reverse=True)

@@ -97,6 +97,17 @@ FAILED_COLUMNS = [
     "traceback",
 ]
 _TIMES = {"enqueued_at", "started_at", "finished_at", "heartbeat_at", "next_run", "failed_at"}
+# Epoch seconds pandas can hold (nanoseconds in an int64, about years 1677-2262), a little inside.
+_TIME_LIMIT = 9.2e9
+
+
+def _epoch(v: object) -> float | None:
+    """``v`` as epoch seconds, or None if it is no time a timestamp can show (a forged or damaged
+    record's string, boolean, NaN, infinity or far-off number: its cell is missing, the frame builds)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None  # JSON true is an int to Python, but no time
+    # Comparisons refuse NaN and infinities, and a huge JSON integer without overflowing a float.
+    return float(v) if -_TIME_LIMIT <= v <= _TIME_LIMIT else None
 
 
 def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> "pd.DataFrame":
@@ -105,7 +116,9 @@ def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> "pd.Data
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     for c in columns:
         if c in _TIMES:
-            df[c] = pd.to_datetime(pd.to_numeric(df[c], errors="coerce"), unit="s", utc=True)
+            seconds = pd.Series([_epoch(v) for v in df[c]], index=df.index, dtype="float64")
+            # coerce: whatever pandas still cannot convert becomes NaT rather than failing the frame
+            df[c] = pd.to_datetime(seconds, unit="s", utc=True, errors="coerce")
     return df
 
 
@@ -115,12 +128,13 @@ def _client(client: Client | None) -> Client:
 
 # --- jobs -------------------------------------------------------------------------------
 def _job_row(r: dict) -> dict:
-    start, end = r.get("started_at"), r.get("finished_at")
+    # The same check as the time columns: a duration only between two times the frame shows.
+    start, end = _epoch(r.get("started_at")), _epoch(r.get("finished_at"))
     return {
         **r,
         "job_id": r.get("id"),
         "function": r.get("func"),
-        "duration": (end - start) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None,
+        "duration": (end - start) if start is not None and end is not None else None,
     }
 
 
@@ -144,14 +158,16 @@ jobs = blocking(jobs_async)
 
 # --- workers -----------------------------------------------------------------------------
 def _worker_rows(recs: list[WorkerRecord]) -> list[dict]:
+    # decode_heartbeat has checked every field (a malformed record never gets here) and always
+    # sets running and stats: no checks of their types here.
     out = []
     for r in recs:
-        stats = r.get("stats") or {}
+        stats = r["stats"]
         out.append(
             {
                 **r,
                 "worker_id": r.get("id"),
-                "running": len(r.get("running") or []),
+                "running": len(r["running"]),
                 "processed": stats.get("processed", 0),
                 "failed": stats.get("failed", 0),
                 "retried": stats.get("retried", 0),
