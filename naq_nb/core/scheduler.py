@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import os
 import socket
 import time
@@ -32,11 +33,18 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
-from .errors import SignatureError
+from .errors import SerializationError, SignatureError
 from .job import JobStatus
 from .status import decode_status, encode_status, first_record
 from .kvscan import scan_bucket
-from .schedules import Schedule, job_message, occurrence_id, occurrences_due, publish_schedule_status
+from .schedules import (
+    Schedule,
+    job_message,
+    occurrence_id,
+    occurrences_due,
+    publish_schedule_status,
+    read_schedule,
+)
 from .settings import Settings
 
 __all__ = ["Scheduler"]
@@ -172,15 +180,28 @@ class Scheduler:
         if revision <= self._seen_rev.get(sid, 0):
             return
         self._seen_rev[sid] = revision
-        if value is None:
-            self.schedules.pop(sid, None)
+        record = None if value is None else self._readable(sid, value, revision)
+        if record is None:
+            self.schedules.pop(sid, None)  # deleted, or replaced by a record that cannot run
         else:
-            s, body = Schedule.decode(value, revision)
+            s, body = record
             self.schedules[sid] = (s, body)
             if s.next_run is not None and not s.paused:
                 heapq.heappush(self._heap, (s.next_run, sid, s.revision))
         if self._changed is not None:
             self._changed.set()
+
+    @staticmethod
+    def _readable(sid: str, value: bytes, revision: int) -> tuple[Schedule, bytes] | None:
+        """The record, or None (with a warning) if malformed: one bad record must not stop the others firing."""
+        try:
+            s, body = read_schedule(sid, value, revision)
+            if s.next_run is not None and not math.isfinite(s.next_run):  # decodes (listings show it), never due
+                raise SerializationError(f"schedule {sid!r}: next_run is {s.next_run!r}, not a time")
+        except SerializationError as exc:
+            log.warning("skipping schedule record s.%s: %s", sid, exc)
+            return None
+        return s, body
 
     def next_due(self) -> float | None:
         """The earliest due time among active schedules (stale heap entries dropped)."""
@@ -329,7 +350,11 @@ class Scheduler:
         )
         try:
             entry = await kv.get(job_id)
-            if decode_status(entry.value or b"").get("status") != JobStatus.SCHEDULED.value:
+            try:
+                moved_on = decode_status(entry.value or b"").get("status") != JobStatus.SCHEDULED.value
+            except SerializationError:
+                moved_on = False  # an unreadable record tells nothing: this fire writes a readable one
+            if moved_on:
                 return
             await kv.update(job_id, encode_status(rec), last=entry.revision)
         except KeyNotFoundError:

@@ -21,11 +21,12 @@ occurrences, then continues on the calendar; ``"all"`` fires each missed one
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence, TypedDict
+from typing import Any, Callable, Sequence, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -33,9 +34,10 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode_job
-from .errors import ConfigurationError, NaqException, ScheduleNotFoundError
+from .errors import ConfigurationError, NaqException, ScheduleNotFoundError, SerializationError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
+from .layout import validate_queue_name
 from .status import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
@@ -49,6 +51,7 @@ __all__ = [
     "make_schedule",
     "save_schedule",
     "load_schedule",
+    "read_schedule",
     "publish_schedule_status",
     "list_schedules",
     "change_schedule",
@@ -59,7 +62,10 @@ __all__ = [
 ]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
+KINDS = ("once", "cron", "interval")
 MAX_CATCH_UP = 1000
+
+log = logging.getLogger("naq_nb.schedules")
 
 
 def positive_seconds(value: Any, what: str, *, zero_ok: bool = False) -> float:
@@ -203,9 +209,86 @@ class Schedule:
 
     @classmethod
     def decode(cls, data: bytes, revision: int = 0) -> tuple["Schedule", bytes]:
+        """The record's schedule and job body; :class:`SerializationError` for anything the scheduler
+        could not run (the bucket is writable by anyone with the credentials, so never trust its shape)."""
         head, body = unpack_record(data)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in head.items() if k in known}, revision=revision), body
+        if not isinstance(head, dict):
+            raise SerializationError(
+                f"malformed schedule record: its head is a JSON {type(head).__name__}, not an object"
+            )
+        known = {k: v for k, v in head.items() if k in cls.__dataclass_fields__ and k != "revision"}
+        _check_head(known)
+        return cls(**known, revision=revision), body
+
+
+# --- what a stored head must hold ---------------------------------------------------
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _or_null(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+# field -> (check, what it must be); a field left out of a record takes the dataclass default.
+_HEAD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "queue": (_is_str, "a string"),
+    "function": (_is_str, "a string"),
+    "kind": (lambda v: v in KINDS, f"one of {KINDS}"),
+    # Not required finite: records stored before due times were checked hold NaN; listings show it as
+    # invalid, the scheduler skips it and ``modify`` (next_run=...) repairs it.
+    "next_run": (_or_null(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number or null"),
+    "cron": (_or_null(_is_str), "a string or null"),
+    "timezone": (_or_null(_is_str), "a string or null"),
+    "interval": (_or_null(lambda v: _is_number(v) and v > 0), "a finite number > 0 or null"),
+    "repeat": (_or_null(lambda v: _is_count(v) and v >= 1), "an integer >= 1 or null"),
+    "runs": (_is_count, "an integer >= 0"),
+    "paused": (lambda v: isinstance(v, bool), "true or false"),
+    "misfire": (lambda v: v in MISFIRE_POLICIES, f"one of {MISFIRE_POLICIES}"),
+    "misfire_grace": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "created_at": (_is_number, "a finite number"),
+    "last_run": (_or_null(_is_number), "a finite number or null"),
+    "last_job_id": (_or_null(_is_str), "a string or null"),
+    "meta": (lambda v: isinstance(v, dict), "an object"),
+    "sig": (_or_null(_is_str), "a string or null"),
+}
+_REQUIRED = ("id", "queue", "function", "kind", "next_run")
+
+
+def _check_head(head: dict[str, Any]) -> None:
+    """Raise :class:`SerializationError` naming the first field of ``head`` a schedule cannot have."""
+    missing = [k for k in _REQUIRED if k not in head]
+    if missing:
+        raise SerializationError(f"malformed schedule record: no {', '.join(missing)}")
+    for name, value in head.items():
+        check, what = _HEAD_FIELDS[name]
+        if not check(value):
+            raise SerializationError(f"malformed schedule record: {name} must be {what}, not {value!r}")
+    try:
+        _check_calendar(head)
+    except ConfigurationError as exc:  # the same rules as at the call, reported as a bad record
+        raise SerializationError(f"malformed schedule record: {exc}") from None
+
+
+def _check_calendar(head: dict[str, Any]) -> None:
+    """The fields firing reads: the queue subject, the cron or interval its kind needs, the timezone."""
+    validate_queue_name(head["queue"])
+    if head["kind"] == "cron":
+        validate_cron(head.get("cron"))
+    elif head["kind"] == "interval" and head.get("interval") is None:
+        raise ConfigurationError("an interval schedule needs interval")
+    _zone(head.get("timezone"))
 
 
 def occurrence_id(s: Schedule, due: float) -> str:
@@ -369,15 +452,28 @@ async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, byt
         raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}") from None
     if entry.value is None:
         raise ScheduleNotFoundError(f"no scheduled job with id {schedule_id!r}")
-    return Schedule.decode(entry.value, entry.revision or 0)
+    return read_schedule(schedule_id, entry.value, entry.revision or 0)
+
+
+def read_schedule(schedule_id: str, data: bytes, revision: int = 0) -> tuple[Schedule, bytes]:
+    """The record stored under ``schedule_id``'s key; :class:`SerializationError` naming the id if malformed."""
+    try:
+        s, body = Schedule.decode(data, revision)
+        if s.id != schedule_id:  # firing and control address the record by its own id
+            raise SerializationError(f"malformed schedule record: it holds id {s.id!r}")
+    except SerializationError as exc:
+        raise SerializationError(f"schedule {schedule_id!r}: {exc}") from None
+    return s, body
 
 
 async def list_schedules(broker: Broker) -> list[Schedule]:
-    """Every stored schedule, soonest first."""
-    out = [
-        Schedule.decode(item.value, item.revision)[0]
-        async for item in scan_bucket(broker, broker.layout.schedules_bucket)
-    ]
+    """Every stored schedule, soonest first; a malformed record is logged and left out, not fatal to the list."""
+    out = []
+    async for item in scan_bucket(broker, broker.layout.schedules_bucket):
+        try:
+            out.append(read_schedule(item.key.split(".", 1)[-1], item.value, item.revision)[0])
+        except SerializationError as exc:
+            log.warning("skipping %s in the schedules listing: %s", item.key, exc)
     return sorted(out, key=lambda s: (s.next_run is None, s.next_run or 0.0))
 
 
@@ -386,7 +482,13 @@ async def change_schedule(broker: Broker, schedule_id: str, action: str, **chang
     kv = await broker.kv(broker.layout.schedules_bucket)
     key = broker.layout.schedule_key(schedule_id)
     for _ in range(20):
-        s, body = await load_schedule(broker, schedule_id)
+        try:
+            s, body = await load_schedule(broker, schedule_id)
+        except SerializationError as exc:
+            if action != "cancel":
+                raise
+            await _delete_malformed(kv, key, exc)  # the one way to be rid of a forged or damaged record
+            return None
         try:
             if action == "cancel":
                 await kv.delete(key, last=s.revision)
@@ -399,6 +501,12 @@ async def change_schedule(broker: Broker, schedule_id: str, action: str, **chang
         await publish_schedule_status(broker, s, JobStatus.SCHEDULED)
         return s
     raise NaqException(f"schedule {schedule_id!r} kept changing; {action} not applied")
+
+
+async def _delete_malformed(kv: Any, key: str, why: SerializationError) -> None:
+    entry = await kv.get(key)
+    await kv.delete(key, last=entry.revision)  # (revision-checked: a repaired record stays)
+    log.warning("cancelled %s by deleting it: %s", key, why)
 
 
 _MODIFIABLE = {"cron", "interval", "repeat", "next_run", "timezone", "misfire", "misfire_grace"}
