@@ -32,9 +32,9 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from ..core import payloads
 from ..core.errors import SerializationError
 from ..core.records import ResultRecord
-from ..core.status import StatusRecord, decode_status
+from ..core.status import TERMINAL_VALUES, StatusRecord, decode_status
 from ..core.kvscan import read_keys
-from ..core.results import decode_result
+from ..core.results import decode_result, result_gone_error
 from .loop import run_async
 from .twins import blocking
 
@@ -61,6 +61,9 @@ log = logging.getLogger("naq_nb.client")
 # Futures stay registered this long after resolving, so a final status record that
 # is dispatched after the result (two subscriptions, two delivery tasks) still lands.
 _LINGER = 10.0
+# A job whose status says it ended but whose result was not there is looked at again this much
+# later (its result may be stored just after the status); still none: the result is gone.
+_GONE_AFTER = 1.0
 
 
 class JobWatch:
@@ -77,6 +80,7 @@ class JobWatch:
         # them (a timer each would put 10,000 handles in the loop's heap for a sweep).
         self._lingering: deque[tuple[float, JobFuture]] = deque()
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._checks: set[asyncio.Task] = set()  # look-agains for results not there yet (_gone_check)
 
     # --- lifecycle (loop thread) ------------------------------------------------
     async def ensure_started(self) -> "Broker":
@@ -162,17 +166,49 @@ class JobWatch:
             read_keys(b, b.layout.status_bucket, ids), read_keys(b, b.layout.results_bucket, ids)
         )
         for f in futs:
-            raw = statuses.get(f.job_id)
+            raw, ended = statuses.get(f.job_id), None
             if raw:
                 try:
-                    f._apply_status(decode_status(raw))
+                    st = decode_status(raw)
+                    f._apply_status(st)
+                    ended = st.get("status") if st.get("status") in TERMINAL_VALUES else None
                 except Exception as exc:  # a malformed or forged record must not stop the others
                     log.debug("status fetch for %s failed: %s", f.job_id, exc)
             data = results.get(f.job_id)
-            if data:
-                rec = decode_result(self.client.settings, f.job_id, data)
-                if not rec.expired:
-                    self._resolve(f, await payloads.load_result(b, rec))
+            rec = self._readable(f.job_id, data) if data else None
+            if rec is not None and not rec.expired:
+                self._resolve(f, await payloads.load_result(b, rec))
+            elif ended:  # its result may be stored just after its status, or be gone: look again soon
+                self._spawn(self._gone_check(b, f, ended))
+
+    def _readable(self, job_id: str, data: bytes) -> ResultRecord:
+        """A stored result; one that can't be read stands (a result is written once): the future fails
+        naming it, rather than waiting for ever for a result that will not come."""
+        try:
+            return decode_result(self.client.settings, job_id, data)  # checks the seal before any unpickling
+        except SerializationError as exc:
+            log.warning("undecodable result record for job %s: %s", job_id, exc)
+            return ResultRecord.refusal(SerializationError(f"the stored result of job {job_id} is unreadable: {exc}"))
+
+    async def _gone_check(self, b: "Broker", f: JobFuture, status: str) -> None:
+        await asyncio.sleep(_GONE_AFTER)
+        if f.done():
+            return
+        data = (await read_keys(b, b.layout.results_bucket, [f.job_id])).get(f.job_id)
+        rec = self._readable(f.job_id, data) if data else None
+        if rec is None or rec.expired:
+            rec = ResultRecord.refusal(result_gone_error(f.job_id, status))
+        self._resolve(f, await payloads.load_result(b, rec))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._checks.add(task)
+        task.add_done_callback(self._check_done)
+
+    def _check_done(self, task: asyncio.Task) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # (a reconnect refetches anyway)
+            log.debug("watch: a result check failed: %r", task.exception())
 
     # --- dispatch (loop thread) -------------------------------------------------
     @staticmethod
@@ -200,11 +236,7 @@ class JobWatch:
             return
         if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE) or not msg.data:
             return  # a requeue cleared an old result; the new one follows
-        try:
-            rec = decode_result(self.client.settings, job_id, msg.data)  # checks the seal before any unpickling
-        except Exception as exc:
-            log.warning("undecodable result record for job %s: %s", job_id, exc)
-            return
+        rec = self._readable(job_id, msg.data)
         rec = await payloads.load_result(self._broker or await self.ensure_started(), rec)  # over max_payload
         for f in list(futs):
             self._resolve(f, rec)

@@ -12,7 +12,14 @@ import logging
 import time
 from typing import Any, Mapping, Sequence, TypedDict, cast
 
-from .errors import JobCancelledError, JobExecutionError, DependencyFailedError, SerializationError, SignatureError
+from .errors import (
+    DependencyFailedError,
+    JobCancelledError,
+    JobExecutionError,
+    NaqException,
+    SerializationError,
+    SignatureError,
+)
 from .job import JobStatus
 from .serialization import Serializer, get_serializer, open_record, pack_record, unpack_record
 from .status import decode_status, encode_status, status_record  # re-exported; their home is core.status
@@ -64,7 +71,7 @@ class ResultRecord:
     is the refusal, so nothing in it is ever unpickled.
     """
 
-    def __init__(self, meta: ResultMeta, payload: bytes, refused: SerializationError | None = None) -> None:
+    def __init__(self, meta: ResultMeta, payload: bytes, refused: NaqException | None = None) -> None:
         self.meta = meta
         self.payload = payload
         self.refused = refused
@@ -127,8 +134,9 @@ class ResultRecord:
         return cls(cast(ResultMeta, meta), payload)  # JSON read back as written by encode_result / encode_failure
 
     @classmethod
-    def refusal(cls, exc: SerializationError) -> "ResultRecord":
-        """A failure whose exception is ``exc``: what a record that must not be used stands for."""
+    def refusal(cls, exc: NaqException) -> "ResultRecord":
+        """A failure whose exception is ``exc``: what a record that must not be used (refused,
+        unreadable) or no longer exists stands for."""
         return cls({"status": JobStatus.FAILED.value, "error": str(exc), "refused": True}, b"", refused=exc)
 
 

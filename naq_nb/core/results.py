@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .settings import Settings
 
-__all__ = ["wait_for_result", "get_result", "decode_result", "push_result", "PUSH_LIMIT"]
+__all__ = ["wait_for_result", "get_result", "decode_result", "result_gone_error", "push_result", "PUSH_LIMIT"]
 
 log = logging.getLogger("naq_nb.client")
 
@@ -134,7 +134,7 @@ async def wait_for_result(
         if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read
             rec = await get_result(broker, job_id)
             if rec is None:
-                raise _gone(job_id, status)
+                raise result_gone_error(job_id, status)
             return await payloads.load_result(broker, rec)
         raise JobNotFinishedError(f"job {job_id} has not finished yet")
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
@@ -153,7 +153,7 @@ async def wait_for_result(
             try:
                 found = await _wait_pushed(broker, job_id, sub, bound, pushed)
             except JobNotFinishedError:
-                raise _gone(job_id, status) from None
+                raise result_gone_error(job_id, status) from None
         else:
             found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
         return await payloads.load_result(broker, found)
@@ -161,7 +161,8 @@ async def wait_for_result(
         await sub.unsubscribe()
 
 
-def _gone(job_id: str, status: str) -> JobNotFoundError:
+def result_gone_error(job_id: str, status: str) -> JobNotFoundError:
+    """The error for a job whose status says it ended but whose result is no longer stored."""
     return JobNotFoundError(
         f"job {job_id} {status}, but its result is gone (kept for its result_ttl, then expired; or deleted)"
     )

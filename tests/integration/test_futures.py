@@ -243,3 +243,32 @@ def test_repr_and_display_hook(nb_client, thread_worker):
     finally:
         future_mod.display_hook = None
     assert shown == [fut]
+
+
+def _put_result(client, job_id: str, value: bytes | None) -> None:
+    """Overwrite (or delete, with None) a job's stored result by hand."""
+
+    async def put() -> None:
+        b = await client.broker()
+        kv = await b.kv(b.layout.results_bucket)
+        await (kv.delete(job_id) if value is None else kv.put(job_id, value))
+
+    run_sync(put())
+
+
+@pytest.mark.parametrize(
+    "stored, error, match",
+    [(None, nq.JobNotFoundError, "succeeded, but its result is gone"), (b"[1]\n", nq.SerializationError, "unreadable")],
+    ids=["gone", "forged"],
+)
+def test_attaching_to_a_job_whose_result_is_gone_or_unreadable_fails_naming_it(nb_client, thread_worker, stored,
+                                                                              error, match):
+    # Its status says it ended; the result was deleted (or expired), or forged: the future must fail
+    # saying so, not wait for ever (nor until its timeout) for a result that will not come.
+    thread_worker()
+    done = nq.submit(jobs.add, 1, 1)
+    assert done.result(timeout=20) == 2
+    _put_result(nb_client, done.job_id, stored)
+    again = JobFuture.attach(done.job_id)
+    with pytest.raises(error, match=match):
+        again.result(timeout=20)
