@@ -588,7 +588,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         )
     except KeyWrongLastSequenceError:
         pass  # a result was written first; it stands
-    if isinstance(rec.get("rt"), str):  # the client that enqueued it may be waiting for its result: read it now
+    if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
     try:
         await release_dependents(broker, job_id)  # what waits on it fails now, naming it

@@ -12,7 +12,7 @@ import jobs
 from helpers import eventually, good_meta
 from naq_nb import Queue
 from naq_nb.client.client import Client
-from naq_nb.core.errors import JobNotFinishedError
+from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError
 from naq_nb.core.failed import list_failed
 from naq_nb.core.records import encode_result
 from naq_nb.core.serialization import get_serializer, seal_record
@@ -42,9 +42,10 @@ async def test_a_finished_job_is_read_from_its_push_not_from_the_bucket(client, 
     kv = await broker.kv(broker.layout.results_bucket)
     await kv.purge(job.job_id)
     assert await client.result(job.job_id, 5) == 5
-    # Handed out once: the next read asks the bucket, which no longer has it.
-    with pytest.raises(JobNotFinishedError):
+    # Handed out once: the next read asks the bucket, which no longer has it (the job ended).
+    with pytest.raises(JobNotFoundError, match="its result is gone") as info:
         await client.result(job.job_id, 0)
+    assert not isinstance(info.value, JobNotFinishedError)
 
 
 async def test_jobs_enqueued_as_a_batch_are_not_pushed(client, start_worker):
