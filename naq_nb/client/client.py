@@ -29,6 +29,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import weakref
 from typing import Any, Callable, Sequence
@@ -544,6 +545,25 @@ def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
         return c
 
 
+def _loud_at_exit(message: str) -> None:
+    """Log ``message`` as an error, and write it to stderr too when no handler would show it: the
+    package's NullHandler silences Python's last resort, and a script that configured no logging
+    must still hear, as it ends, that jobs it enqueued may be lost."""
+    log.error("%s", message)
+    if not _shown(log, logging.ERROR):
+        print(f"naq_nb: error: {message}", file=sys.stderr, flush=True)
+
+
+def _shown(logger: logging.Logger, level: int) -> bool:
+    """Whether a record at ``level`` reaches a handler that is not a NullHandler."""
+    lg: logging.Logger | None = logger
+    while lg is not None:
+        if any(not isinstance(h, logging.NullHandler) and level >= h.level for h in lg.handlers):
+            return True
+        lg = lg.parent if lg.propagate else None
+    return False
+
+
 async def _close_all() -> None:
     with _clients_lock:
         clients = list(_clients.values())
@@ -552,7 +572,7 @@ async def _close_all() -> None:
         try:
             await c.close()
         except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            log.error("%s", exc)
+            _loud_at_exit(str(exc))
         except Exception as exc:  # closing the others anyway
             log.debug("closing %r failed: %s", c, exc)
 
@@ -563,15 +583,14 @@ async def _flush_all_at_exit() -> None:
         try:
             await asyncio.wait_for(c._stores.drain(), 4.0)  # the exit hook's own bound is 5 s
         except asyncio.TimeoutError:
-            log.error(
-                "%d enqueued job(s) of %r were still not acknowledged at exit: they may not be stored",
-                c._stores.in_flight,
-                c,
+            _loud_at_exit(
+                f"{c._stores.in_flight} enqueued job(s) of {c!r} were still not acknowledged at exit: "
+                "they may not be stored"
             )
         try:
             c._stores.raise_unreported()
         except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            log.error("%s", exc)
+            _loud_at_exit(str(exc))
 
 
 def close_all_clients() -> None:

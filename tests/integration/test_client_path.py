@@ -472,3 +472,38 @@ for i in range(1, 2000):  # handed over from this thread: many still in flight w
         c.close_sync()
     finally:
         srv.stop()
+
+
+def test_a_script_that_configured_no_logging_still_hears_at_exit_that_jobs_may_be_lost(own_nats_server):
+    """The package's NullHandler silences Python's last-resort output: the exit warning about enqueues
+    the server never acknowledged must reach stderr anyway, or a plain script loses jobs silently."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    script = f"""
+import operator, sys
+from naq_nb import Queue
+q = Queue("nobody", {own_nats_server.url!r})
+q.enqueue_sync(operator.add, 0, 1)
+q.client.flush_sync()
+print("ready", flush=True)
+sys.stdin.readline()  # the test freezes the server meanwhile
+for i in range(50):
+    q.enqueue_sync(operator.add, i, 1)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NAQ_PREFIX"}
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pid = own_nats_server.proc.pid
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        os.kill(pid, signal.SIGSTOP)
+        _, err = child.communicate("go\n", timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if child.poll() is None:
+            child.kill()
+    assert "naq_nb: error:" in err and "not acknowledged at exit" in err, err[-2000:]
