@@ -21,7 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from .errors import LayoutConflictError, NaqConnectionError
+from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from . import wire
 from .layout import Layout, create_only as _create_only
 from .pubacks import PubAcks
@@ -353,7 +353,7 @@ class Broker:
 
     async def send(self, subject: str, payload: bytes, reply: str = "", headers: dict | None = None) -> None:
         """``nc.publish``, cheaper: naq_nb's own subjects and headers are written by hand (:mod:`.wire`)."""
-        await wire.send(self.nc, self._direct, subject, payload, reply, headers)
+        await wire.send(self.nc, self._direct, subject, payload, reply, headers, self.publish_timeout)
 
     async def publish_async(
         self,
@@ -379,6 +379,10 @@ class Broker:
         reply, fut = await self.acks.reply(label, bound)
         try:
             await self.send(subject, payload, reply, headers)
+        except PublishTimeoutError:
+            self.acks.drop(reply)
+            fut.cancel()
+            raise
         except (nats.errors.Error, OSError) as exc:
             self.acks.drop(reply)
             fut.cancel()

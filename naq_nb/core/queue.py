@@ -370,7 +370,11 @@ async def _publish(b: Broker, job: Job, headers: dict, body: bytes, status: byte
         st_fut = await b.publish_async(
             lay.kv_subject(lay.status_bucket, job.job_id), status, what=f"the status of {what}"
         )
-    pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
+    try:
+        pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
+    except BaseException:
+        quiet_futures(st_fut)  # the job was not sent: its failure is the news, not its record's
+        raise
     return _InFlight(job, st_fut, pub_fut, status, what)
 
 

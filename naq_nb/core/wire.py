@@ -14,9 +14,13 @@ up, a nats-py without these attributes) goes through ``nc.publish``.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import weakref
 
 from nats.aio.client import Client as NATS
+
+from .errors import PublishTimeoutError
 
 __all__ = ["direct_ok", "send", "commands", "can_write_now", "write_now", "drop_if_lost"]
 
@@ -67,10 +71,16 @@ def _one(nc: NATS, subject: str, payload: bytes, reply: str, headers: dict | Non
     return _command(subject, reply, payload, headers)
 
 
-async def send(nc: NATS, direct: bool, subject: str, payload: bytes, reply: str, headers: dict | None) -> None:
+async def send(
+    nc: NATS, direct: bool, subject: str, payload: bytes, reply: str, headers: dict | None, bound: float | None = None
+) -> None:
     """``nc.publish(subject, payload, reply=reply, headers=headers)``, queued by hand when ``direct``
-    (:func:`direct_ok`) and the command is one this module writes."""
+    (:func:`direct_ok`) and the command is one this module writes. With ``bound``, a buffer too full
+    to take it must empty within ``bound`` seconds, else :class:`PublishTimeoutError` and nothing
+    is queued (see :func:`_make_room`)."""
     cmd = _one(nc, subject, payload, reply, headers) if direct and nc.is_connected else None
+    if bound is not None and direct and 0 < nc._max_pending_size < nc._pending_data_size + len(cmd or payload):
+        await _make_room(nc, bound)
     if cmd is None or nc.is_draining_pubs:
         await nc.publish(subject, payload, reply=reply, headers=headers)
         return
@@ -82,6 +92,35 @@ async def send(nc: NATS, direct: bool, subject: str, payload: bytes, reply: str,
         await nc._flush_pending(force_flush=True)
     elif nc._flush_queue is not None and nc._flush_queue.empty():
         await nc._flush_pending()  # wakes nats-py's flusher task, which writes the buffer
+
+
+# A connection whose buffer did not empty in time, with the flush still under way (and the queue it
+# was handed to: a reconnect starts a new flusher): later sends fail at once rather than each
+# waiting out its bound behind it.
+_STUCK: "weakref.WeakKeyDictionary[NATS, tuple[asyncio.Queue, asyncio.Future]]" = weakref.WeakKeyDictionary()
+
+
+async def _make_room(nc: NATS, bound: float) -> None:
+    """Wait until nats-py's flusher has written its buffer, at most ``bound`` seconds. Its own forced
+    flush waits for ever (nats-py sets no flush timeout) when the server stops reading (a frozen
+    process, a network that drops without a reset), and so would every enqueue behind it."""
+    queue = nc._flush_queue
+    if queue is None or not nc.is_connected:  # reconnecting: nats-py's own buffer limit applies
+        return
+    queue_then, stuck = _STUCK.get(nc, (None, None))
+    if stuck is None or stuck.done() or queue_then is not queue:
+        # The flusher resolves the future it takes from this queue once it has written the buffer.
+        stuck = asyncio.get_running_loop().create_future()
+        await queue.put(stuck)
+        try:
+            await asyncio.wait_for(asyncio.shield(stuck), bound)
+            return
+        except asyncio.TimeoutError:
+            _STUCK[nc] = (queue, stuck)
+    raise PublishTimeoutError(
+        f"the server has not read the {nc._max_pending_size / 2**20:.0f} MiB already written to it within "
+        f"{bound:g}s (frozen, or its network stalled); not sent"
+    )
 
 
 def commands(nc: NATS, direct: bool, msgs: list[tuple[str, bytes, str, dict | None]]) -> list[bytes] | None:

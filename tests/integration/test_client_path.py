@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import os
 import signal
@@ -507,3 +508,38 @@ for i in range(50):
         if child.poll() is None:
             child.kill()
     assert "naq_nb: error:" in err and "not acknowledged at exit" in err, err[-2000:]
+
+
+@pytest.mark.parametrize("api", ["many", "one_by_one"])
+def test_enqueues_past_the_send_buffer_of_a_frozen_server_fail_within_the_publish_timeout(own_nats_server, api):
+    # 200 jobs of 400 KB fill nats-py's 64 MiB send buffer while the server reads nothing (SIGSTOP:
+    # no reset, no close). nats-py's forced flush then waits for ever; the enqueue must fail within its
+    # publish timeout, while the server is still frozen, naming the jobs as not stored.
+    from naq_nb.core.settings import Settings
+
+    c = Client(own_nats_server.url, settings=Settings.from_env(environ={}, nats_url=own_nats_server.url,
+                                                                publish_timeout=1.0))
+    q = Queue("nobody", client=c)
+    q.enqueue_sync(jobs.add, 0, 1)
+    c.flush_sync()
+    big = "x" * 400_000
+    pid = own_nats_server.proc.pid
+
+    def enqueue() -> None:
+        if api == "many":
+            q.enqueue_many_sync(jobs.add, [(big, "")] * 200)
+        else:
+            for _ in range(200):
+                q.enqueue_sync(jobs.add, big, "")
+            c.flush_sync()
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            done = pool.submit(enqueue)
+            with pytest.raises(JobNotStoredError, match="not stored"):
+                done.result(timeout=60)  # the server stays frozen until it has answered
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(JobNotStoredError):  # (reported above already; sent jobs may yet be stored)
+            c.close_sync()
