@@ -225,6 +225,10 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
             quiet_futures(item.status_ack, item.job_ack)
     if not failed:
         return
+    if sent == total and all(j.sequence is not None for j, _ in failed):
+        # Every job is stored; only queued records were not: they run, and are not reported lost.
+        await _add_missing_records(b, [j for j, _ in failed])
+        return
     await _drop_refused_records(b, failed)
     job, first = failed[0]
     if total == 1:
@@ -274,8 +278,11 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
     if (queued.disabled or records.disabled) and exact and records_exact:
         b.fast_batches = False
         log.warning("the server refuses batched publishes now (allow_batched turned off?): job by job from here")
-        await _add_missing_records(b, chunk[n_records:n_jobs])
+        await _add_missing_records(b, [j for j, _ in chunk[n_records:n_jobs]])
         return start + n_jobs
+    if n_jobs == len(chunk):  # every job is stored: a refused record is not a lost job
+        await _add_missing_records(b, [j for j, _ in chunk[n_records:n_jobs]])
+        return None
     bare = f", {n_jobs - n_records:,} stored without their queued record" if n_records < n_jobs else ""
     not_stored = [j.job_id for j, _ in todo[start + n_jobs :]]
     if exact:  # the jobs after n_jobs are not stored: their records (any that were) go too
@@ -289,18 +296,21 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
     )
 
 
-async def _add_missing_records(b: Broker, stored: list[tuple[Job, tuple[dict, bytes]]]) -> None:
+async def _add_missing_records(b: Broker, stored: list[Job]) -> None:
     """The ``queued`` records of stored jobs whose records were refused, create-only: a worker may
     have written a later one already, which stands."""
     lay = b.layout
     msgs = [
-        (lay.kv_subject(lay.status_bucket, j.job_id), _status_bytes(j), f"the status of job {j.job_id}")
-        for j, _ in stored
+        (lay.kv_subject(lay.status_bucket, j.job_id), _status_bytes(j), f"the status of job {j.job_id}") for j in stored
     ]
     errors = await b.publish_each(msgs, create_only=True)
     errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
     if errors:
-        log.warning("%d stored jobs have no queued record: %s", len(errors), errors[0])
+        log.warning(
+            "%d stored jobs have no queued record (they run; their status shows once a worker takes them): %s",
+            len(errors),
+            errors[0],
+        )
 
 
 async def _fast_outcome(queued: FastBatch, records: FastBatch) -> tuple[tuple[int, bool], tuple[int, bool], str]:

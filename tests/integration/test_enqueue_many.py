@@ -235,3 +235,22 @@ async def test_streams_made_before_fast_batches_are_opened_to_them_at_connect(br
             assert (await b.js.stream_info(stream)).config.allow_batched
     finally:
         await b.close()
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["job-by-job", "fast-batches"])
+async def test_jobs_stored_whose_queued_records_are_refused_are_not_reported_lost(broker, monkeypatch, caplog,
+                                                                                 fast):
+    # Every job message is stored, but the status bucket refuses the records (here: too big for it;
+    # in life, a full disk). The jobs will run: the call must not say "0 of N jobs were not stored".
+    if fast and not server_has_fast_batches(broker):
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    monkeypatch.setattr(broker, "fast_batches", fast)
+    stream = broker.layout.kv_stream(broker.layout.status_bucket)
+    cfg = (await broker.js.stream_info(stream)).config
+    cfg.max_msg_size = 64
+    await broker.js.update_stream(cfg)
+    q = core_queue.Queue(broker, "norecords")
+    made = [q.make_job(jobs.add, (i, 1)) for i in range(FAST_MIN if fast else 10)]
+    await q.enqueue_jobs(made)
+    assert await q.count() == len(made)
+    assert "stored jobs have no queued record (they run" in caplog.text
