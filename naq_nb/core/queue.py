@@ -439,7 +439,8 @@ async def publish_prepared(
 
 class _BothAcked:
     """A job's two acknowledgements (its status record's, its message's) reported once, when both
-    are in: ``on_done(None)`` with ``job.sequence`` set, or ``on_done(the first failure)``."""
+    are in: ``on_done(None)`` with ``job.sequence`` set once the message is stored (a refused status
+    record is then logged, not reported: the job runs), or ``on_done(the message's failure)``."""
 
     def __init__(self, job: Job, on_done: Callable[[BaseException | None], None]) -> None:
         self._job, self._on_done = job, on_done
@@ -455,14 +456,25 @@ class _BothAcked:
         self._acks[key] = fut
         if len(self._acks) < 2:
             return
-        futs = [f for f in (self._acks["status"], self._acks["job"]) if f is not None]  # status's error first
-        errors = [asyncio.CancelledError() if f.cancelled() else f.exception() for f in futs]  # all retrieved
-        exc = next((e for e in errors if e is not None), None)
-        if exc is None:
-            job_ack = self._acks["job"]
-            assert job_ack is not None
+        job_ack, status_ack = self._acks["job"], self._acks["status"]
+        assert job_ack is not None
+        job_exc = _outcome(job_ack)
+        status_exc = None if status_ack is None else _outcome(status_ack)
+        if job_exc is None:
             self._job.sequence = job_ack.result().seq
-        self._on_done(exc)
+            if status_exc is not None:  # stored, and it runs: only its "queued" record is missing
+                log.warning(
+                    "job %s is stored but its queued record was not (%s: %s); its status shows once a worker takes it",
+                    self._job.job_id,
+                    type(status_exc).__name__,
+                    status_exc,
+                )
+        self._on_done(job_exc)
+
+
+def _outcome(fut: asyncio.Future) -> BaseException | None:
+    """The future's exception, retrieved (a cancel is one too)."""
+    return asyncio.CancelledError() if fut.cancelled() else fut.exception()
 
 
 #: A job (with its status record) over this many bytes is not written within the call by

@@ -255,3 +255,23 @@ async def test_close_ends_the_wait_for_pushes_to_its_connections(client):
     assert client._inbox.expects(job.job_id)
     await client.close()
     assert not client._inbox.expects(job.job_id)  # a read after close reads the bucket at once
+
+
+@pytest.mark.parametrize("path", ["direct", "handed-over"])
+async def test_a_stored_job_whose_queued_record_is_refused_is_not_reported_lost(client, broker, caplog, path):
+    # The status bucket refuses the record (too big for it here; a full disk in life), the job message
+    # is stored: the job runs, so its handle must not say "not stored" (a user would enqueue it again).
+    q = Queue("norecord", client=client)
+    await _loop_connection(client, q)  # both connections up (one job stored)
+    stream = broker.layout.kv_stream(broker.layout.status_bucket)  # (this loop's own connection)
+    cfg = (await broker.js.stream_info(stream)).config
+    cfg.max_msg_size = 64
+    await broker.js.update_stream(cfg)
+    if path == "direct":
+        job = await q.enqueue(jobs.add, 1, 2)
+    else:
+        job = await asyncio.to_thread(q.enqueue_sync, jobs.add, 1, 2)
+    await client.wait_stored(job.job_id)
+    await client.flush()
+    assert await q.count() == 2
+    assert f"job {job.job_id} is stored but its queued record was not" in caplog.text
