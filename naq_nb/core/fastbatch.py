@@ -101,12 +101,14 @@ class FastBatch:
         while self.sent - self.acked > FLOW * AHEAD and not self.ended:
             await self._wait(deadline)
 
-    async def result(self) -> tuple[int, bool]:
+    async def result(self, deadline: float | None = None) -> tuple[int, bool]:
         """``(stored, exact)``: how many of the first messages are stored, and whether that is the
         server's count (True) or only what its flow acks confirmed, the rest being in doubt (False).
         After a problem the batch's count is what says where the stored part ends: nothing is inferred
-        from the problem frame itself."""
-        deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
+        from the problem frame itself. Waited for until ``deadline`` (loop time; default: the publish
+        timeout from now), so batches sent side by side share one bound."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
         try:
             while not self._settled():
                 await self._wait(deadline)

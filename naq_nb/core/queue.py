@@ -316,9 +316,10 @@ async def _add_missing_records(b: Broker, stored: list[Job]) -> None:
 async def _fast_outcome(queued: FastBatch, records: FastBatch) -> tuple[tuple[int, bool], tuple[int, bool], str]:
     """:meth:`FastBatch.result` of the jobs' batch and of the records'; why not all were stored (or "")."""
     outcomes, why = [], ""
+    deadline = asyncio.get_running_loop().time() + queued.b.publish_timeout  # one bound for both: side by side
     for batch in (queued, records):
         try:
-            outcomes.append(await batch.result())
+            outcomes.append(await batch.result(deadline))
         except PublishTimeoutError as exc:
             outcomes.append((batch.acked, False))
             why = why or str(exc)
