@@ -144,5 +144,8 @@ def utc_time(t: Any, suffix: str = "") -> str:
     if not t:
         return ""
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-        return f"invalid ({t!r})"  # a record stored before times were checked
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + suffix
+        return f"invalid ({t!r:.40})"  # a record stored before times were checked, or a forged one
+    try:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + suffix
+    except (OverflowError, OSError, ValueError):  # finite, but no date (1e300, -1e20)
+        return f"invalid ({t!r:.40})"

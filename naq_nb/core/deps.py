@@ -51,6 +51,9 @@ SWEEP_INTERVAL = 30.0
 _BAD = {JobStatus.FAILED.value: "failed", JobStatus.CANCELLED.value: "was cancelled"}
 _ENDED = TERMINAL_VALUES
 _MISSING = "does not exist (never enqueued, or expired)"
+_DAMAGED = "?damaged"  # _status_of's answer for a record that is there but unreadable or names no status
+_DAMAGED_WHY = "has a damaged status record (not a job status naq_nb wrote)"
+_STATUSES = frozenset(s.value for s in JobStatus)
 # A dependency's first record and its dependent's message go to different streams, which the server
 # stores independently: the dependent can arrive before that record does. Look again before failing.
 MISSING_GRACE = (0.05, 0.25, 1.0)
@@ -64,6 +67,8 @@ def _verdict(deps: list[str], statuses: list[str | None]) -> tuple[str, str, str
     for dep, st in zip(deps, statuses):
         if st is None:
             return "fail", dep, _MISSING
+        if st == _DAMAGED:  # it will never end: waiting on it would be for ever
+            return "fail", dep, _DAMAGED_WHY
         if st in _BAD:
             return "fail", dep, _BAD[st]
         if st != JobStatus.SUCCEEDED.value and not waiting:
@@ -84,8 +89,20 @@ async def _status_entry(b: "Broker", job_id: str) -> tuple[StatusRecord | None, 
 
 
 async def _status_of(b: "Broker", job_id: str) -> str | None:
-    rec, _ = await _status_entry(b, job_id)
-    return rec.get("status") if rec else None
+    """The job's status; None if it has no record, :data:`_DAMAGED` if its record is unreadable or
+    names no status (forged, damaged): a dependent then fails naming it, never waits for ever."""
+    kv = await b.kv(b.layout.status_bucket)
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    try:
+        st = decode_status(entry.value).get("status")
+    except SerializationError:
+        return _DAMAGED
+    return st if isinstance(st, str) and st in _STATUSES else _DAMAGED
 
 
 def _job_headers(headers: dict | None) -> dict:
@@ -245,8 +262,10 @@ async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
     return True
 
 
-async def release_dependents(b: "Broker", job_id: str) -> int:
-    """Settle every job parked on ``job_id`` if it has ended; returns how many copies were settled.
+async def release_dependents(b: "Broker", job_id: str, *, gone_too: bool = False) -> int:
+    """Settle every job parked on ``job_id`` if it has ended (or its record is damaged; with
+    ``gone_too``, also if it has none: the sweep's case, long after it was parked); returns how
+    many copies were settled.
 
     Idempotent and safe to run concurrently (hook, re-check, sweep). Costs one stream read when
     nothing waits on the job.
@@ -259,7 +278,7 @@ async def release_dependents(b: "Broker", job_id: str) -> int:
         async for chunk in _copies(b, dep):
             if status is None:
                 status = await _status_of(b, dep) or ""
-                if status not in _ENDED:
+                if not _settles(status, gone_too):
                     break  # still running (an early sweep, or a parked job's re-check): nothing to do
             nxt = await asyncio.gather(*(_settle(b, raw) for raw in chunk))
             settled += len(chunk)
@@ -414,6 +433,16 @@ async def sweep_waiting(b: "Broker") -> int:
     await b.ensure_layout()
     settled = 0
     for dep in await parked_deps(b):
-        if await _status_of(b, dep) in _ENDED:
-            settled += await release_dependents(b, dep)
+        # Gone or damaged too: a job parked on one whose record expired or was overwritten by hand
+        # would otherwise wait for ever. One bad dependency must not stop the sweep of the others.
+        try:
+            if _settles(await _status_of(b, dep) or "", gone_too=True):
+                settled += await release_dependents(b, dep, gone_too=True)
+        except (SerializationError, TypeError, ValueError) as exc:
+            log.warning("sweep: the jobs waiting on %s are left for now: %s", dep, exc)
     return settled
+
+
+def _settles(status: str, gone_too: bool) -> bool:
+    """Jobs parked on a dependency with this status ("" for none) can be settled now."""
+    return status in _ENDED or status == _DAMAGED or (gone_too and status == "")

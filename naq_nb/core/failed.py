@@ -8,16 +8,17 @@ new run.
 from __future__ import annotations
 
 import json
+import math
 import time
-from typing import AsyncIterator, TypedDict
+from typing import Any, AsyncIterator, TypedDict
 
 from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from . import payloads
 from .broker import Broker
-from .envelope import HEADER_META, HEADER_MSG_ID
-from .errors import JobNotFoundError
+from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta
+from .errors import JobNotFoundError, SerializationError
 from .job import JobStatus
 from .status import encode_status, first_record
 from .serialization import unpack_record
@@ -61,32 +62,77 @@ async def _iter_failed(broker: Broker, queue: str | None, limit: int) -> AsyncIt
         seq = raw.seq + 1
 
 
+def _header_meta(value: Any) -> dict:
+    """A ``Naq-Meta`` header's JSON object, or {} for anything else (a dead letter may be a
+    hand-published message: no header, bad JSON, not an object, bytes nats-py could not decode)."""
+    if not isinstance(value, str):
+        return {}
+    try:
+        meta = json.loads(value)
+    except (ValueError, RecursionError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _info(raw: api.RawStreamMsg) -> tuple[dict, bytes]:
+    """The dead letter's record (why, when, the original headers) and the job body; a message that
+    is no such record (forged, damaged) is reported as what it is, never fatal to a listing."""
+    try:
+        return unpack_record(raw.data or b"\n")
+    except SerializationError as exc:
+        return {"reason": f"unreadable failed entry: {exc}"}, b""
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None else v if isinstance(v, str) else str(v)
+
+
+def _count(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _time(v: Any) -> float | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 4102444800
+    return float(v) if ok else None  # (before 2100: a forged far-off time is no time)
+
+
+def _requeue_meta(seq: int, info: dict) -> tuple[dict, JobMeta]:
+    """The original job's headers and their checked meta; :class:`SerializationError` naming the entry
+    and the problem when it can't be requeued. Checked in full before a requeue writes anything."""
+    headers = info.get("original_headers")
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise SerializationError(
+            f"failed entry {seq} is not a naq_nb job ({_text(info.get('reason'))}); it cannot be requeued"
+        )
+    try:
+        return dict(headers), decode_meta(headers)
+    except SerializationError as exc:
+        raise SerializationError(f"failed entry {seq} cannot be requeued: {exc}") from None
+
+
 def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
-    info, body = unpack_record(raw.data or b"\n")
-    meta = {}
-    hdrs = raw.headers or {}
-    if hdrs.get(HEADER_META):
-        try:
-            meta = json.loads(hdrs[HEADER_META])
-        except ValueError:
-            meta = {}
-    if not isinstance(meta, dict):  # a malformed message's header may be any JSON
-        meta = {}
+    info, _ = _info(raw)
+    meta = _header_meta((raw.headers or {}).get(HEADER_META))
     assert raw.seq is not None  # a stored message always has its sequence
+    try:
+        _requeue_meta(raw.seq, info)
+        requeueable = True
+    except SerializationError:
+        requeueable = False
     return {
         "seq": raw.seq,
-        "job_id": meta.get("id"),
+        "job_id": _text(meta.get("id")),
         "queue": broker.layout.queue_of_subject(raw.subject or ""),
-        "func": meta.get("fn"),
-        "reason": info.get("reason"),
-        "error": info.get("reason"),
-        "traceback": info.get("traceback", ""),
-        "attempts": info.get("attempts"),
-        "failures": info.get("failures"),
-        "worker": info.get("worker"),
-        "failed_at": info.get("failed_at"),
-        "exc_type": info.get("exc_type"),
-        "requeueable": bool(meta),
+        "func": _text(meta.get("fn")),
+        "reason": _text(info.get("reason")),
+        "error": _text(info.get("reason")),
+        "traceback": _text(info.get("traceback")) or "",
+        "attempts": _count(info.get("attempts")),
+        "failures": _count(info.get("failures")),
+        "worker": _text(info.get("worker")),
+        "failed_at": _time(info.get("failed_at")),
+        "exc_type": _text(info.get("exc_type")),
+        "requeueable": requeueable,
     }
 
 
@@ -102,24 +148,25 @@ async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
         except NotFoundError:
             raise JobNotFoundError(f"no failed entry with sequence {ref}") from None
     async for raw in _iter_failed(broker, None, 10**9):
-        hdr = (raw.headers or {}).get(HEADER_META)
-        if hdr and json.loads(hdr).get("id") == ref:
+        if _header_meta((raw.headers or {}).get(HEADER_META)).get("id") == ref:
             return raw
     raise JobNotFoundError(f"no failed job with id {ref!r}")
 
 
 async def requeue_failed(broker: Broker, ref: str | int) -> str:
-    """Put a failed job (by job id or failed-stream sequence) back on its queue; returns the job id."""
+    """Put a failed job (by job id or failed-stream sequence) back on its queue; returns the job id.
+
+    Raises :class:`JobNotFoundError` for no such entry and :class:`SerializationError` naming the
+    entry for one that is no requeueable naq_nb job (checked before anything is written)."""
     raw = await _find(broker, ref)
     assert raw.seq is not None  # a stored message always has its sequence
-    info, body = unpack_record(raw.data or b"\n")
-    headers = dict(info.get("original_headers") or {})
-    if HEADER_META not in headers:
-        raise JobNotFoundError(
-            f"failed entry {raw.seq} is not a naq_nb job ({info.get('reason')}); it cannot be requeued"
-        )
-    meta = json.loads(headers[HEADER_META])
-    jid, queue = meta["id"], meta["q"]
+    try:
+        info, body = unpack_record(raw.data or b"\n")
+    except SerializationError as exc:
+        raise SerializationError(f"failed entry {raw.seq} is unreadable ({exc}); it cannot be requeued") from None
+    # Everything is checked before the first write: a bad entry must not reset a job's records.
+    headers, meta = _requeue_meta(raw.seq, info)
+    jid, queue = meta.job_id, meta.queue
     lay = broker.layout
     results = await broker.kv(lay.results_bucket)
     await payloads.drop_result(broker, jid)  # its object (a result over max_payload) goes with it
@@ -131,11 +178,11 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
         jid,
         queue,
         JobStatus.QUEUED,
-        func=meta.get("fn"),
+        func=meta.function,
         name=None,
         enqueued_at=time.time(),
         requeued_from=raw.seq,
-        depends_on=meta.get("deps") or [],
+        depends_on=list(meta.options.depends_on),
     )
     await broker.js.publish(lay.kv_subject(lay.status_bucket, jid), encode_status(rec))
     # A fresh message id: the original one may still be inside the de-duplication window.
