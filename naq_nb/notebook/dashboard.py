@@ -49,9 +49,9 @@ from ..core.failed import FailedEntry
 from ..core.job import JobStatus
 from ..core.queue import get_status
 from ..core.status import TERMINAL_VALUES
-from ..core.registry import WorkerRecord
+from ..core.registry import WorkerRecord, decode_heartbeat
 from .dashboard_detail import detail_html, fetch_detail
-from .dashboard_rows import DashboardRows
+from .dashboard_rows import DashboardRows, epoch_or_none
 from .dashboard_view import (
     Actions,
     DashboardWidgets,
@@ -89,6 +89,8 @@ _RECENT_FIELDS = (
     "error",
     "args",
 )
+_TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
+_KEY_FIELDS = ("queue", "worker")  # used as dict and counter keys: kept only when strings
 
 
 # --- the dashboard -----------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class Dashboard(DashboardRows):
         self._samples: collections.deque = collections.deque()  # (t, finished so far, {queue: queued})
         self._detail = ""
         self._message = ""
+        self._render_error = ""  # the last redraw's error, warned about once per run of failures
         self._state = "live"
         self._failed_stale = False
         self._dirty: asyncio.Event | None = None
@@ -336,13 +339,19 @@ class Dashboard(DashboardRows):
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self._workers.pop(entry.key, None)
             return
-        rec = json.loads(entry.value)
+        # decode_heartbeat checks every field, so the rows use a record's fields without checks of their own.
+        rec = decode_heartbeat(entry.value)
+        if rec is None:
+            # Forged or damaged: it names no live worker, and it replaced the key's last heartbeat.
+            self._workers.pop(entry.key, None)
+            log.warning("dashboard: skipped record %r of the workers bucket: not a worker's heartbeat", entry.key)
+            return
         self._workers[entry.key] = rec
-        self._known_queues.update(q for q in rec.get("queues") or () if isinstance(q, str))
+        self._known_queues.update(rec["queues"])
         wid = rec.get("id", entry.key)
         self._since_hb[wid] = collections.Counter()  # its stats now count everything finished so far
         running = self._running.setdefault(wid, set())
-        for jid in rec.get("running") or ():
+        for jid in rec["running"]:
             if self._recent.get(jid, {}).get("status") not in _FINISHED:
                 running.add(jid)
 
@@ -379,6 +388,14 @@ class Dashboard(DashboardRows):
         jid, status = rec["id"], rec["status"]
         entry = self._recent.pop(jid, None) or {}
         entry.update({k: rec[k] for k in _RECENT_FIELDS if rec.get(k) is not None})
+        # Status records are not checked when read: a forged field must not reach the task stream's
+        # arithmetic or the running counts' keys. Such a time or key shows as missing.
+        for k in _TIME_FIELDS:
+            if k in entry and epoch_or_none(entry[k]) is None:
+                del entry[k]
+        for k in _KEY_FIELDS:
+            if k in entry and not isinstance(entry[k], str):
+                del entry[k]
         self._recent[jid] = entry
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
@@ -475,11 +492,25 @@ class Dashboard(DashboardRows):
             self._poke()  # heartbeat ages, rates and charts move with time
 
     def _render(self) -> None:
-        self._view = self._build_view(time.time())
+        try:
+            self._view = self._build_view(time.time())
+            self._render_error = ""
+        except Exception as exc:  # one bad record must not kill the redraw loop (nor close): keep the last view
+            self._note_render_error(exc)
+            self._view = {**self._view, "closed": self._closed, "state": self._state}
         try:
             self._ui.update(self._view)
         except Exception as exc:  # a widget problem must not stop the feeds
             log.debug("dashboard redraw failed: %s", exc)
+
+    def _note_render_error(self, exc: Exception) -> None:
+        # Warned once per run of failures: a record that keeps failing would otherwise log every redraw.
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._render_error:
+            log.warning("dashboard: redraw failed, the last view stays: %s", text, exc_info=exc)
+        else:
+            log.debug("dashboard: redraw failed again: %s", text)
+        self._render_error = text
 
     # --- button actions (called on the kernel's thread) -----------------------------------------
     def _on_loop(self, fn: Callable[[], None]) -> None:
