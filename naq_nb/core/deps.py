@@ -76,11 +76,18 @@ def _verdict(deps: list[str], statuses: list[str | None]) -> tuple[str, str, str
     return ("wait", waiting, "") if waiting else ("ready", "", "")
 
 
-async def _status_entry(b: "Broker", job_id: str) -> tuple[StatusRecord | None, int]:
+async def _stored_status(b: "Broker", job_id: str) -> Any:
+    """The job's status bucket entry, or None when it has none."""
     kv = await b.kv(b.layout.status_bucket)
     try:
-        entry = await kv.get(job_id)
+        return await kv.get(job_id)
     except KeyNotFoundError:
+        return None
+
+
+async def _status_entry(b: "Broker", job_id: str) -> tuple[StatusRecord | None, int]:
+    entry = await _stored_status(b, job_id)
+    if entry is None:
         return None, 0
     try:
         return (decode_status(entry.value) if entry.value else None), entry.revision or 0
@@ -91,12 +98,8 @@ async def _status_entry(b: "Broker", job_id: str) -> tuple[StatusRecord | None, 
 async def _status_of(b: "Broker", job_id: str) -> str | None:
     """The job's status; None if it has no record, :data:`_DAMAGED` if its record is unreadable or
     names no status (forged, damaged): a dependent then fails naming it, never waits for ever."""
-    kv = await b.kv(b.layout.status_bucket)
-    try:
-        entry = await kv.get(job_id)
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
+    entry = await _stored_status(b, job_id)
+    if entry is None or not entry.value:
         return None
     try:
         st = decode_status(entry.value).get("status")
