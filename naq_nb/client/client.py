@@ -34,6 +34,8 @@ import threading
 import weakref
 from typing import Any, Callable, Sequence
 
+from nats.js.errors import APIError
+
 from ..core.broker import Broker
 from ..core.errors import JobNotStoredError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
@@ -347,8 +349,7 @@ class Client:
                 job.job_id,
                 fut,
                 JobNotStoredError(
-                    f"job {job.job_id} ({job.function_name}) was not acknowledged, so it may not have been"
-                    f" stored: {type(exc).__name__}: {exc}"
+                    f"job {job.job_id} ({job.function_name}) {_not_stored(exc)}: {type(exc).__name__}: {exc}"
                 ),
             )
 
@@ -543,6 +544,13 @@ def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
         if c is None:
             c = _clients[key] = Client(url, settings=settings or Settings.from_env(), **nats_options)
         return c
+
+
+def _not_stored(exc: BaseException) -> str:
+    # The server's own error answer is certain; a missing answer (a timeout, a dropped connection) is not.
+    if isinstance(exc, APIError):
+        return "was refused by the server, so it is not stored"
+    return "was not acknowledged, so it may not have been stored"
 
 
 def _loud_at_exit(message: str) -> None:

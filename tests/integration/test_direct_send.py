@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nats.js import api
 
 import jobs
 from helpers import eventually
@@ -275,3 +276,21 @@ async def test_a_stored_job_whose_queued_record_is_refused_is_not_reported_lost(
     await client.flush()
     assert await q.count() == 2
     assert f"job {job.job_id} is stored but its queued record was not" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["direct", "handed-over"])
+async def test_a_job_the_server_refuses_is_reported_refused_not_in_doubt(client, broker, path):
+    # A full stream answers with an error: the job is certainly not stored, unlike a missing answer.
+    q = Queue("refused", client=client)
+    await _loop_connection(client, q)
+    cfg = (await broker.js.stream_info(broker.layout.jobs_stream)).config
+    cfg.max_msgs, cfg.discard = 1, api.DiscardPolicy.NEW  # (the one job above fills it)
+    await broker.js.update_stream(cfg)
+    if path == "direct":
+        job = await q.enqueue(jobs.add, 1, 2)
+    else:
+        job = await asyncio.to_thread(q.enqueue_sync, jobs.add, 1, 2)
+    with pytest.raises(JobNotStoredError, match=f"job {job.job_id} .* was refused by the server, so it is not stored"):
+        await client.wait_stored(job.job_id)
+    with pytest.raises(JobNotStoredError):
+        await client.flush()  # reported once to the next call too
