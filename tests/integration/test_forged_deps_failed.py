@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from naq_nb.core.deps import sweep_waiting
+from naq_nb.core.deps import parked_deps, sweep_waiting
 from naq_nb.core.errors import SerializationError
 from naq_nb.core.failed import list_failed, requeue_failed
 from naq_nb.core.queue import Queue, get_status
@@ -55,8 +55,9 @@ async def test_a_parked_dependent_whose_dependency_record_is_later_damaged_or_go
     child = await Queue(broker).configure(depends_on=[dep]).enqueue(jobs.add, 2, 2)
     await start_worker()
 
-    async def parked():
-        return (await get_status(broker, child.job_id)).get("status") == "waiting"
+    async def parked():  # its status says so first, then its copy lands in the waiting stream
+        waiting = (await get_status(broker, child.job_id)).get("status") == "waiting"
+        return waiting and dep.job_id in await parked_deps(broker)
 
     await eventually(parked, timeout=15, what="the dependent parked")
     await _put_status(broker, dep.job_id, forged)
