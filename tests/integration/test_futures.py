@@ -268,6 +268,8 @@ def test_attaching_to_a_job_whose_result_is_gone_or_unreadable_fails_naming_it(n
     thread_worker()
     done = nq.submit(jobs.add, 1, 1)
     assert done.result(timeout=20) == 2
+    # The result can reach the future before the final status (two streams): wait for that one too.
+    wait_until(lambda: nb_client.status_sync(done.job_id)["status"] == "succeeded")
     _put_result(nb_client, done.job_id, stored)
     again = JobFuture.attach(done.job_id)
     with pytest.raises(error, match=match):
