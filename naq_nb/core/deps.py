@@ -37,7 +37,15 @@ from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
 from .results import push_result
 from .serialization import pack_record, seal_record
-from .status import TERMINAL_VALUES, StatusRecord, decode_status, encode_status, first_record, with_status
+from .status import (
+    STATUS_VALUES,
+    TERMINAL_VALUES,
+    StatusRecord,
+    decode_status,
+    encode_status,
+    first_record,
+    with_status,
+)
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -53,7 +61,6 @@ _ENDED = TERMINAL_VALUES
 _MISSING = "does not exist (never enqueued, or expired)"
 _DAMAGED = "?damaged"  # _status_of's answer for a record that is there but unreadable or names no status
 _DAMAGED_WHY = "has a damaged status record (not a job status naq_nb wrote)"
-_STATUSES = frozenset(s.value for s in JobStatus)
 # A dependency's first record and its dependent's message go to different streams, which the server
 # stores independently: the dependent can arrive before that record does. Look again before failing.
 MISSING_GRACE = (0.05, 0.25, 1.0)
@@ -105,7 +112,7 @@ async def _status_of(b: "Broker", job_id: str) -> str | None:
         st = decode_status(entry.value).get("status")
     except SerializationError:
         return _DAMAGED
-    return st if isinstance(st, str) and st in _STATUSES else _DAMAGED
+    return st if isinstance(st, str) and st in STATUS_VALUES else _DAMAGED
 
 
 def _job_headers(headers: dict | None) -> dict:

@@ -8,7 +8,6 @@ new run.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any, AsyncIterator, TypedDict
 
@@ -20,7 +19,7 @@ from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta
 from .errors import JobNotFoundError, SerializationError
 from .job import JobStatus
-from .status import encode_status, first_record
+from .status import encode_status, first_record, record_time, text_or_none as _text
 from .serialization import unpack_record
 
 __all__ = ["FailedEntry", "list_failed", "requeue_failed"]
@@ -83,17 +82,8 @@ def _info(raw: api.RawStreamMsg) -> tuple[dict, bytes]:
         return {"reason": f"unreadable failed entry: {exc}"}, b""
 
 
-def _text(v: Any) -> str | None:
-    return None if v is None else v if isinstance(v, str) else str(v)
-
-
 def _count(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _time(v: Any) -> float | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 4102444800
-    return float(v) if ok else None  # (before 2100: a forged far-off time is no time)
 
 
 def _requeue_meta(seq: int, info: dict) -> tuple[dict, JobMeta]:
@@ -130,7 +120,7 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
         "attempts": _count(info.get("attempts")),
         "failures": _count(info.get("failures")),
         "worker": _text(info.get("worker")),
-        "failed_at": _time(info.get("failed_at")),
+        "failed_at": record_time(info.get("failed_at")),
         "exc_type": _text(info.get("exc_type")),
         "requeueable": requeueable,
     }

@@ -15,6 +15,7 @@ from typing import Iterable
 from .broker import Broker
 from .kvscan import scan_bucket
 from .job import JobStatus
+from .status import record_time
 
 __all__ = ["list_jobs"]
 
@@ -64,11 +65,8 @@ async def list_jobs(
         records.append(rec)
 
     def key(r: dict) -> float:
-        v = r.get("enqueued_at") or r.get("updated_at") or 0
-        try:  # a forged time (text, a bool, an int too big for a float) sorts last, never raises
-            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
-        except OverflowError:
-            return 0.0
+        # A forged time (text, a bool, an int too big for a float) sorts last, never raises.
+        return record_time(r.get("enqueued_at") or r.get("updated_at")) or 0.0
 
     if limit is None:
         return sorted(records, key=key, reverse=True)

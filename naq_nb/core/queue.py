@@ -37,7 +37,15 @@ from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
 from .records import encode_failure
 from .results import push_result
-from .status import StatusRecord, decode_status, encode_first_record, encode_status, initial_status, with_status
+from .status import (
+    STATUS_VALUES,
+    StatusRecord,
+    decode_status,
+    encode_first_record,
+    encode_status,
+    initial_status,
+    with_status,
+)
 from .serialization import seal_record
 
 __all__ = [
@@ -535,8 +543,6 @@ async def get_status(broker: Broker, job_id: str) -> StatusRecord:
     return decode_status(entry.value or b"")
 
 
-_STATUS_VALUES = frozenset(s.value for s in JobStatus)
-
 #: How long cancel_job keeps retrying its status update while the job's record keeps changing.
 CANCEL_RETRY_SECONDS = 10.0
 
@@ -558,7 +564,7 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
         except KeyNotFoundError:
             raise JobNotFoundError(f"no job with id {job_id!r}") from None
         rec = decode_status(entry.value or b"")
-        if rec.get("status") not in _STATUS_VALUES:  # damaged or forged: say so, change nothing
+        if rec.get("status") not in STATUS_VALUES:  # damaged or forged: say so, change nothing
             raise SerializationError(
                 f"cannot cancel job {job_id}: its status record is damaged (status {rec.get('status')!r})"
             )
@@ -596,8 +602,8 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     seq = sequence or rec.get("seq")
     if type(seq) is int and seq > 0:  # (a record's seq is as stored: only a real one is used)
         try:
-            await payloads.drop_queued_body(broker, int(seq))  # its offloaded body, if any, goes too
-            await broker.js.delete_msg(lay.jobs_stream, int(seq))
+            await payloads.drop_queued_body(broker, seq)  # its offloaded body, if any, goes too
+            await broker.js.delete_msg(lay.jobs_stream, seq)
         except APIError as exc:  # NotFoundError is one
             if not isinstance(exc, NotFoundError) and exc.err_code not in JS_MESSAGE_GONE:
                 raise

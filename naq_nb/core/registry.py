@@ -10,14 +10,11 @@ from typing import Any, Callable, NotRequired, TypedDict
 from .broker import Broker
 from .kvscan import scan_bucket
 from .layout import QUEUE_NAME_RE
+from .status import record_time
 
 __all__ = ["WorkerRecord", "list_workers", "encode_heartbeat", "decode_heartbeat"]
 
 log = logging.getLogger("naq_nb")
-
-# 2100-01-01 UTC. A worker's times are its clock's readings (epoch seconds): one past this, or
-# before 1970, is forged or damaged, and one far in the future would look alive forever.
-_LATEST_TIME = 4102444800.0
 
 
 class WorkerRecord(TypedDict):
@@ -54,9 +51,7 @@ def _is_count(v: object) -> bool:
 
 
 def _is_time(v: object) -> bool:
-    # The range check also refuses NaN and infinities (they compare false), and compares a huge
-    # JSON integer without converting it to a float (which would overflow).
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= _LATEST_TIME
+    return record_time(v) is not None
 
 
 def _is_str_list(v: object) -> bool:

@@ -33,6 +33,9 @@ __all__ = [
     "encode_status",
     "decode_status",
     "trusted_fields",
+    "STATUS_VALUES",
+    "record_time",
+    "text_or_none",
 ]
 
 
@@ -59,6 +62,7 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 #: The same sets as plain strings, for status records read as JSON.
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
+STATUS_VALUES = frozenset(s.value for s in JobStatus)  # every status a record may name
 #: Terminal states that are not a success (a dependent of such a job fails).
 FAILED_STATES = frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value})
 
@@ -192,7 +196,7 @@ def decode_status(data: bytes) -> StatusRecord:
 
 
 #: The fields a worker acts on when it finds a job's earlier record, and the type each must have.
-_TRUSTED: dict[str, type | tuple[type, ...]] = {
+_TRUSTED: dict[str, type] = {
     "status": str,
     "seq": int,
     "attempts": int,
@@ -217,3 +221,22 @@ def trusted_fields(record: StatusRecord | dict) -> tuple[StatusRecord, list[str]
     ]
     kept = {k: v for k, v in rec.items() if k not in bad}
     return kept, bad  # type: ignore[return-value]  # the same record, fewer fields
+
+
+# 2100-01-01 UTC: a record's time past this (or before 1970) was not written by naq_nb's clock.
+_LATEST_TIME = 4102444800.0
+
+
+def record_time(value: object) -> float | None:
+    """A time read from any stored record (status, heartbeat, dead letter) as epoch seconds, or None
+    when it is no time naq_nb writes: text, a bool, NaN, an infinity, out of 1970-2100 (a forged
+    far-future heartbeat would look alive for ever). A huge JSON integer is compared, never
+    converted, so it cannot overflow."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _LATEST_TIME:
+        return None
+    return float(value)
+
+
+def text_or_none(value: object) -> str | None:
+    """A stored record's text field as text (a forged number or list through ``str``); None kept."""
+    return value if value is None or isinstance(value, str) else str(value)

@@ -48,10 +48,10 @@ from ..core.errors import JobNotFoundError
 from ..core.failed import FailedEntry
 from ..core.job import JobStatus
 from ..core.queue import get_status
-from ..core.status import TERMINAL_VALUES
+from ..core.status import TERMINAL_VALUES, record_time
 from ..core.registry import WorkerRecord, decode_heartbeat
 from .dashboard_detail import detail_html, fetch_detail
-from .dashboard_rows import DashboardRows, epoch_or_none
+from .dashboard_rows import DashboardRows
 from .dashboard_view import (
     Actions,
     DashboardWidgets,
@@ -391,7 +391,7 @@ class Dashboard(DashboardRows):
         # Status records are not checked when read: a forged field must not reach the task stream's
         # arithmetic or the running counts' keys. Such a time or key shows as missing.
         for k in _TIME_FIELDS:
-            if k in entry and epoch_or_none(entry[k]) is None:
+            if k in entry and record_time(entry[k]) is None:
                 del entry[k]
         for k in _KEY_FIELDS:
             if k in entry and not isinstance(entry[k], str):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.failed import FailedEntry
 from ..core.registry import WorkerRecord
+from ..core.status import record_time, text_or_none
 from .dashboard_view import RateMeter, format_age, format_every, format_when
 from .fmt import duration_text
 
@@ -21,26 +22,7 @@ if TYPE_CHECKING:
     from ..core.depths import QueueDepth
     from ..core.schedules import ScheduleRow
 
-__all__ = ["DashboardRows", "epoch_or_none", "text_or_none"]
-
-# 2100-01-01 UTC, as in core.registry: a job's time past this (or before 1970) is forged or damaged.
-_LATEST_TIME = 4102444800.0
-
-
-def epoch_or_none(value: object) -> float | None:
-    """A record's time as epoch seconds, or None (shown as missing) for one that is not a finite number in range.
-
-    Status and failed records are not checked when read: a forged one must not break the arithmetic
-    of a redraw. The range check also refuses NaN and infinities, and a huge JSON integer before it
-    is converted to a float (which would overflow)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _LATEST_TIME:
-        return None
-    return float(value)
-
-
-def text_or_none(value: object) -> str | None:
-    """A record's text field as a string (a forged number or list shown through ``str``), None kept."""
-    return value if value is None or isinstance(value, str) else str(value)
+__all__ = ["DashboardRows"]
 
 
 class DashboardRows:
@@ -109,7 +91,7 @@ class DashboardRows:
         for jid, j in reversed(self._recent.items()):
             if len(rows) >= self.max_rows:
                 break
-            start, end = epoch_or_none(j.get("started_at")), epoch_or_none(j.get("finished_at"))
+            start, end = record_time(j.get("started_at")), record_time(j.get("finished_at"))
             dur = (now if end is None else end) - start if start is not None else None
             rows.append(
                 {
@@ -155,7 +137,18 @@ class DashboardRows:
             }
             for s in rows[: self.max_rows]
         ]
-        failed = [self._failed_row(f) for f in self._failed]
+        failed = [  # (list_failed gives every field its type, whatever a dead letter held)
+            {
+                "job_id": f.get("job_id") or "",
+                "function": f.get("func"),
+                "error": (f.get("error") or "")[:120],
+                "attempts": f.get("attempts"),
+                "_key": f.get("job_id") or f"seq:{f['seq']}",
+                "_seq": f["seq"],
+                "_requeueable": bool(f.get("requeueable")),
+            }
+            for f in self._failed
+        ]
         throughput, depth = self._series()
         lanes = [w["worker_id"] for w in workers]
         stream = [j for j in self._recent.values() if j.get("worker") in lanes]
@@ -179,21 +172,6 @@ class DashboardRows:
             "stream": stream,
             "lanes": lanes,
             "detail": self._detail,
-        }
-
-    @staticmethod
-    def _failed_row(f: FailedEntry) -> dict[str, Any]:
-        # The failed stream's bodies and headers are whatever was published there: text fields go
-        # through str, so a forged number or list shows as written instead of breaking the redraw.
-        job_id = text_or_none(f.get("job_id"))
-        return {
-            "job_id": job_id or "",
-            "function": text_or_none(f.get("func")),
-            "error": (text_or_none(f.get("error")) or "")[:120],
-            "attempts": f.get("attempts"),
-            "_key": job_id or f"seq:{f['seq']}",
-            "_seq": f["seq"],
-            "_requeueable": bool(f.get("requeueable")),
         }
 
     def _running_per_queue(self) -> collections.Counter:
