@@ -58,6 +58,18 @@ def _unit_tier_has_no_server(request, monkeypatch):
     monkeypatch.setattr(nats, "connect", refuse)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the warnings its nats-server logged (a CI run keeps no store dir)."""
+    outcome = yield
+    rep = outcome.get_result()
+    srv = item.funcargs.get("nats_server") if rep.failed else None
+    if srv is not None:
+        lines = [line for line in srv.log_tail(400).split(" | ") if " [WRN] " in line or " [ERR] " in line]
+        if lines:
+            rep.sections.append(("nats-server warnings", "\n".join(lines[-15:])))
+
+
 @pytest.fixture(autouse=True)
 def _naq_local_dir(tmp_path_factory, monkeypatch):
     # nq.local()'s default store is per user and folder, kept across runs: each test gets its own.

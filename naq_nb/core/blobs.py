@@ -53,6 +53,7 @@ from nats.js.errors import (
 )
 from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 
+from .broker import create_store
 from .errors import BlobError, SerializationError
 from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
@@ -161,7 +162,9 @@ async def _store(broker: "Broker", bucket: str) -> ObjectStore:
         except BucketNotFoundError:
             cfg = api.ObjectStoreConfig(ttl=ttl, replicas=broker.layout.replicas, storage=api.StorageType.FILE)
             try:
-                store = await broker.js.create_object_store(bucket, config=cfg)
+                store = await create_store(
+                    f"object store {bucket}", lambda: broker.js.create_object_store(bucket, config=cfg)
+                )
             except BadRequestError:
                 store = await broker.js.object_store(bucket)  # another process created it first
         await _allow_consumers(broker, bucket)

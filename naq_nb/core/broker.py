@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import ssl
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import nats
 import nats.errors
@@ -28,7 +28,7 @@ from .pubacks import PubAcks
 from .serialization import Serializer, get_serializer
 from .settings import Settings, redact_url
 
-__all__ = ["Broker", "CONNECTION_ERRORS", "quiet_futures"]
+__all__ = ["Broker", "CONNECTION_ERRORS", "create_store", "quiet_futures"]
 
 #: What a lost, closing or slow connection raises (nats-py's errors, ours, socket errors and timeouts):
 #: the one tuple to catch where a best-effort step (cleanup, a retried background step) may meet one.
@@ -41,6 +41,35 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 _JS_CALL_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *CONNECTION_ERRORS)
+
+
+_T = TypeVar("_T")
+
+#: Pauses between tries of a create the server failed to store (about 1.5 s in all).
+STORE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+async def create_store(what: str, create: Callable[[], Awaitable[_T]]) -> _T:
+    """``create()`` (a stream, bucket or object store), tried again while the server fails to make
+    its store on disk; :class:`NaqConnectionError` naming ``what`` when it never does.
+
+    Why: after an account's last stream is deleted (``naq purge``, a test's wipe), nats-server
+    removes the empty streams folder in the background, and a create landing meanwhile fails with
+    "error creating store for stream" (about 1 in 100 creates right after, nats-server 2.15). The
+    same create succeeds a moment later. A store dir that is full or unwritable fails every try."""
+    for delay in (*STORE_RETRY_DELAYS, None):
+        try:
+            return await create()
+        except nats.js.errors.ServerError as exc:
+            if "creating store" not in (exc.description or ""):
+                raise
+            if delay is None:
+                raise NaqConnectionError(
+                    f"the server could not create the store for {what} in {len(STORE_RETRY_DELAYS) + 1} tries: "
+                    "its store directory is full, unwritable or was removed (the server's log names the cause)"
+                ) from exc
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # the last try returns or raises
 
 
 def server_has_fast_batches(broker: "Broker") -> bool:
@@ -302,7 +331,10 @@ class Broker:
             cfg = (await self.js.stream_info(stream)).config
         except NotFoundError:
             try:
-                kv = await self.js.create_key_value(bucket=name, replicas=self.layout.replicas, **kw)
+                kv = await create_store(
+                    f"bucket {name}",
+                    lambda: self.js.create_key_value(bucket=name, replicas=self.layout.replicas, **kw),
+                )
             except nats.js.errors.BadRequestError:  # another process created it first
                 cfg = (await self.js.stream_info(stream)).config
             else:
@@ -335,7 +367,9 @@ class Broker:
             info = await self.js.stream_info(cfg.name)
         except NotFoundError:
             try:
-                self._configs[cfg.name] = (await self.js.add_stream(cfg)).config
+                self._configs[cfg.name] = (
+                    await create_store(f"stream {cfg.name}", lambda: self.js.add_stream(cfg))
+                ).config
                 return
             except nats.js.errors.BadRequestError:
                 info = await self.js.stream_info(cfg.name)  # lost a creation race

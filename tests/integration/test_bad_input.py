@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from naq_nb.core.broker import Broker
+from naq_nb.core.broker import Broker, create_store
 from naq_nb.core.errors import (LayoutConflictError, NaqConnectionError, PayloadTooLargeError,
                                 SerializationError, SignatureError, UnknownQueueError)
 from naq_nb.core.failed import list_failed
@@ -149,8 +149,9 @@ async def test_incompatible_existing_stream_is_an_error(settings):
     b = await Broker.connect(settings=settings)
     jobs_stream = b.layout.jobs_stream
     try:
-        await b.js.add_stream(api.StreamConfig(name=jobs_stream, subjects=[f"{settings.prefix}.jobs.*"],
-                                               retention=api.RetentionPolicy.LIMITS))
+        cfg = api.StreamConfig(name=jobs_stream, subjects=[f"{settings.prefix}.jobs.*"],
+                               retention=api.RetentionPolicy.LIMITS)
+        await create_store(jobs_stream, lambda: b.js.add_stream(cfg))  # (the server's race: see create_store)
         with pytest.raises(LayoutConflictError, match=f"{jobs_stream}.*retention"):
             await b.ensure_layout()
     finally:
@@ -162,7 +163,8 @@ async def test_a_stream_in_a_buckets_place_that_is_no_bucket_is_an_error(setting
     bucket = b.layout.status_bucket
     stream = b.layout.kv_stream(bucket)
     try:  # a bucket's stream keeps one value per key: this one keeps every message
-        await b.js.add_stream(api.StreamConfig(name=stream, subjects=[b.layout.kv_subject(bucket, ">")]))
+        cfg = api.StreamConfig(name=stream, subjects=[b.layout.kv_subject(bucket, ">")])
+        await create_store(stream, lambda: b.js.add_stream(cfg))
         with pytest.raises(LayoutConflictError, match=f"stream {stream} exists but is no KV bucket"):
             await b.ensure_layout()
     finally:

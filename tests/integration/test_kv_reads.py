@@ -14,7 +14,7 @@ import naq_nb as nq
 from naq_nb.client.future import attach_many
 from naq_nb.client.loop import run_sync
 from naq_nb.client.twins import blocking
-from naq_nb.core.broker import Broker
+from naq_nb.core.broker import Broker, create_store
 from naq_nb.core.errors import NaqConnectionError
 from naq_nb.core.kvscan import _batched_gets, read_keys
 from naq_nb.core.layout import Layout
@@ -88,7 +88,8 @@ async def test_a_bucket_made_without_direct_gets_answers_them_after_connect(sett
     bucket = lay.status_bucket
     first = await Broker.connect(settings=settings)
     try:  # as an earlier naq_nb made it: no direct gets
-        await first.js.create_key_value(api.KeyValueConfig(bucket=bucket, history=1, direct=False))
+        cfg = api.KeyValueConfig(bucket=bucket, history=1, direct=False)
+        await create_store(bucket, lambda: first.js.create_key_value(cfg))  # (the server's race: see create_store)
         await (await first.js.key_value(bucket)).put("j1", b'{"status":"queued"}')
     finally:
         await first.close()

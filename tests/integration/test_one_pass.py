@@ -17,7 +17,7 @@ import hashlib
 import pytest
 
 from naq_nb.core import blobs
-from naq_nb.core.broker import Broker
+from naq_nb.core.broker import Broker, create_store
 from naq_nb.core.kvscan import scan_bucket
 from naq_nb.core.layout import OBJECT_STORE_MAX_CONSUMERS
 from naq_nb.core.oneshot import one_pass
@@ -79,7 +79,8 @@ async def test_over_a_thousand_object_reads_in_a_row_all_succeed(broker):
 async def test_an_object_store_made_before_gets_the_consumer_limit_on_first_use(broker):
     await broker.ensure_layout()
     bucket = broker.layout.objects_bucket
-    await broker.js.create_object_store(bucket)  # as an older naq_nb made it: the server's default limit
+    # as an older naq_nb made it: the server's default limit
+    await create_store(bucket, lambda: broker.js.create_object_store(bucket))
     await blobs._store(broker, bucket)
     cfg = (await broker.js.stream_info(f"OBJ_{bucket}")).config
     if broker.nc.connected_server_version.minor < 12:  # (the limit can't be changed there, nor is there one)
