@@ -429,13 +429,17 @@ class Client:
 
     @on_loop
     async def purge(self, queue: str | None = None) -> int:
-        """Drop every queued job of ``queue``; returns how many."""
+        """Drop every queued job of ``queue``, this client's enqueues still in flight included;
+        returns how many."""
+        await self._stores.drain()  # else one acknowledged after the purge would come back
         return await CoreQueue(await self.broker(), queue).purge()
 
     purge_sync = blocking(purge)
 
     @on_loop
     async def queue_size(self, queue: str | None = None) -> int:
+        """Jobs waiting in ``queue``, counting every enqueue this client made before the call."""
+        await self._stores.drain()
         return await CoreQueue(await self.broker(), queue).count()
 
     queue_size_sync = blocking(queue_size)

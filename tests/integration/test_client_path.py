@@ -324,6 +324,21 @@ def test_cancel_right_after_enqueue_removes_the_queued_message(client):
     assert client.cancel_sync(job.job_id) is False  # already ended
 
 
+def test_count_right_after_enqueues_counts_them(client):
+    q = Queue("counted", client=client)
+    for n in range(1, 21):
+        q.enqueue_sync(jobs.add, n, 0)  # each returns before its acknowledgement
+        assert q.count_sync() == n, "a count on the same client sees every enqueue it made"
+
+
+def test_purge_right_after_enqueues_drops_them_all(client):
+    q = Queue("purged", client=client)
+    for n in range(20):
+        q.enqueue_sync(jobs.add, n, 0)
+    assert q.purge_sync() == 20
+    assert q.count_sync() == 0, "no enqueue still in flight lands after the purge"
+
+
 def test_a_loop_closed_without_shutdown_is_forgotten(client):
     from naq_nb.client import loop as loop_mod
     q = Queue("nobody", client=client)
