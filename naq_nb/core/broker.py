@@ -53,8 +53,8 @@ async def create_store(what: str, create: Callable[[], Awaitable[_T]]) -> _T:
     """``create()`` (a stream, bucket or object store), tried again while the server fails to make
     its store on disk; :class:`NaqConnectionError` naming ``what`` when it never does.
 
-    Why: after an account's last stream is deleted (``naq purge``, a test's wipe), nats-server
-    removes the empty streams folder in the background, and a create landing meanwhile fails with
+    Why: after an account's last stream is deleted (by hand, ``nats stream rm``, or a test's wipe),
+    nats-server removes the empty streams folder in the background, and a create landing meanwhile fails with
     "error creating store for stream" (about 1 in 100 creates right after, nats-server 2.15). The
     same create succeeds a moment later. A store dir that is full or unwritable fails every try."""
     for delay in (*STORE_RETRY_DELAYS, None):
