@@ -95,8 +95,11 @@ class Client:
 
     async def broker(self) -> Broker:
         """The connected :class:`Broker` (call on the loop thread only)."""
-        if self._broker is not None and not self._broker.nc.is_closed:
-            return self._broker
+        have = self._broker
+        if have is not None and not have.nc.is_closed:
+            if not have.layout_ready:  # checked again after a reconnect or a publish no stream took
+                await have.ensure_layout()
+            return have
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(Broker.connect(settings=self.settings, **self.nats_options))
         try:
@@ -131,7 +134,10 @@ class Client:
                     del self._here[lp]  # closed without shutting down: nothing can run there any more
                 sweep_closed_loops()
                 task = self._here[loop] = loop.create_task(self._connect_here(loop))
-        return await asyncio.shield(task)
+        b = await asyncio.shield(task)
+        if not b.layout_ready:  # as in broker()
+            await b.ensure_layout()
+        return b
 
     async def _connect_here(self, loop: asyncio.AbstractEventLoop) -> Broker:
         b = await Broker.connect(settings=self.settings, **self.nats_options)
@@ -412,7 +418,9 @@ class Client:
         expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
-            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected)
+            # A job this client stored exists even while its status record is missing (not stored).
+            stored = self._stores.sequence(job_id) is not None
+            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, exists=stored)
         except BaseException:
             self._inbox.forget(job_id, pushed)
             raise

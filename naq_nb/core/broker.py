@@ -186,6 +186,7 @@ class Broker:
         self._ready: asyncio.Future | None = None
         self._consumers: set[str] = set()
         self.acks = PubAcks(nc)  # the acknowledgements of publishes, this connection's and others'
+        self.acks.on_no_stream = self.forget_layout
         #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
         self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
@@ -223,7 +224,10 @@ class Broker:
 
         async def _reconnected() -> None:
             # Core subscriptions come back by themselves, but what was published meanwhile is gone:
-            # listeners re-read the state they wait on.
+            # listeners re-read the state they wait on. The server may have come back without its
+            # store (a container without a volume): the layout is checked again on the next call.
+            if holder:
+                holder[0].forget_layout()
             for cb in ([user_cb] if user_cb else []) + list(listeners):
                 try:
                     await cb()
@@ -292,6 +296,15 @@ class Broker:
                     "streams and buckets (down, restarting or overloaded?); try again"
                 ) from exc
             raise
+
+    def forget_layout(self) -> None:
+        """Check (and make) streams, buckets and consumers again on the next :meth:`ensure_layout`:
+        after a reconnect, or a publish no stream took (deleted by hand, or a server that restarted
+        without its store), so the next call finds them instead of failing for good."""
+        ready = self._ready
+        if ready is not None and ready.done():
+            self._ready = None
+        self._consumers.clear()
 
     @property
     def layout_ready(self) -> bool:

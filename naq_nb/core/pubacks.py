@@ -43,6 +43,8 @@ class PubAcks:
         self._lock = threading.Lock()
         self._acks: dict[str, tuple[asyncio.Future, str, float, float]] = {}
         self._expiry: asyncio.TimerHandle | None = None
+        #: Called when a publish found no stream (its broker then checks the layout again).
+        self.on_no_stream: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._acks)
@@ -142,6 +144,8 @@ class PubAcks:
         fut = entry[0]
         if msg.headers and msg.headers.get("Status") == "503":
             fut.set_exception(nats.js.errors.NoStreamResponseError())
+            if self.on_no_stream is not None:
+                self.on_no_stream()
             return
         try:
             resp = json.loads(msg.data)

@@ -44,6 +44,7 @@ class PullFeed:
         expires: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_expired: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.nc = nc
         self.api_subject = api_subject
@@ -51,6 +52,7 @@ class PullFeed:
         self.expires = expires
         self.clock = clock
         self.on_expired = on_expired
+        self.on_lost = on_lost
         self._inbox = nc.new_inbox()
         self._ids = itertools.count(1)
         self._current: list | None = None  # [rid, remaining, expires_at]
@@ -95,6 +97,8 @@ class PullFeed:
                 # requests) would come straight back, so those wait for the periodic top-up.
                 if status == "408" and self.on_expired is not None and not self.closed:
                     asyncio.ensure_future(self.on_expired())
+                elif self.on_lost is not None and _consumer_gone(status, msg.headers or {}):
+                    self.on_lost()
             return
         cur = self._current
         if cur is not None:
@@ -111,3 +115,9 @@ class PullFeed:
                 await self._sub.unsubscribe()
             except nats.errors.Error:
                 pass  # closed or draining connection: the subscription is gone with it
+
+
+def _consumer_gone(status: str, headers: dict[str, str]) -> bool:
+    """A pull answered "no such consumer": 503 (nobody serves its API subject, e.g. after the
+    stream was deleted) or 409 "Consumer Deleted"."""
+    return status == "503" or (status == "409" and "deleted" in headers.get("Description", "").lower())

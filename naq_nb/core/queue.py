@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 
 from . import blobs, payloads
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
@@ -239,6 +239,12 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
         return
     await _drop_refused_records(b, failed)
     job, first = failed[0]
+    if total == 1 and isinstance(first, NoStreamResponseError):
+        raise JobNotStoredError(
+            f"job {job.job_id} ({job.function_name}) was not stored: no stream took it (deleted, or the "
+            "server restarted without its store); the next call makes naq_nb's streams again",
+            not_stored=[job.job_id],
+        ) from first
     if total == 1:
         raise first  # a single job: its own error (PublishTimeoutError, the server's refusal, ...)
     unsent = [j.job_id for j, _ in todo[sent:]]

@@ -93,6 +93,7 @@ async def wait_for_result(
     *,
     pushed: "asyncio.Future[bytes] | None" = None,
     push_expected: bool = False,
+    exists: bool = False,
 ) -> ResultRecord:
     """Wait until the job's result exists; ``timeout=0`` checks once, ``None`` waits forever.
 
@@ -101,6 +102,8 @@ async def wait_for_result(
     ``push_expected``: the caller stored this job marked for that push and has not had it
     yet, so for :data:`_PUSH_ONLY` seconds the wait holds no subscription and reads nothing
     (see :func:`_wait_pushed`); a job still running then is waited for as any other.
+    ``exists``: the caller stored this job, so a missing status record means its queued record was
+    not stored (the job waits in its queue), never an unknown id.
     Raises :class:`JobNotFoundError` for an unknown id or a job that ended but whose result is gone
     (expired after its ``result_ttl``, or deleted), and :class:`TimeoutError` when the job is known
     but not finished in time.
@@ -119,9 +122,9 @@ async def wait_for_result(
     once = timeout is not None and timeout <= 0
     if push_expected and pushed is not None and not once:
         try:
-            found = await _wait_pushed(broker, job_id, None, timeout, pushed, quiet_for=_PUSH_ONLY)
+            found = await _wait_pushed(broker, job_id, None, timeout, pushed, quiet_for=_PUSH_ONLY, exists=exists)
         except JobNotFinishedError:  # nothing came in time: the bucket decides
-            return await wait_for_result(broker, job_id, 0)
+            return await wait_for_result(broker, job_id, 0, exists=exists)
         return await payloads.load_result(broker, found)
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
@@ -129,7 +132,7 @@ async def wait_for_result(
         return await payloads.load_result(broker, rec)
     if once:
         status = await _status_of(broker, job_id)
-        if status is None:
+        if status is None and not exists:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read
             rec = await get_result(broker, job_id)
@@ -144,18 +147,18 @@ async def wait_for_result(
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
         if rec is not None and (_long_done(rec) or _ended(status)):
             return await payloads.load_result(broker, rec)
-        if status is None:
+        if status is None and not exists:
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if rec is None and status in TERMINAL_VALUES:
             # Ended, and no result: it is being stored (another stream than the status) or it is
             # gone. A result stored meanwhile wakes the subscription; else waiting would be forever.
             bound = _STATUS_LAG if timeout is None else min(timeout, _STATUS_LAG)
             try:
-                found = await _wait_pushed(broker, job_id, sub, bound, pushed)
+                found = await _wait_pushed(broker, job_id, sub, bound, pushed, exists=exists)
             except JobNotFinishedError:
                 raise result_gone_error(job_id, status) from None
         else:
-            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec)
+            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec, exists=exists)
         return await payloads.load_result(broker, found)
     finally:
         await sub.unsubscribe()
@@ -220,9 +223,14 @@ class _ReadBacks:
     push (if any) it takes. :meth:`close` cancels what is left."""
 
     def __init__(
-        self, broker: "Broker", job_id: str, pushed: "asyncio.Future[bytes] | None", held: ResultRecord | None
+        self,
+        broker: "Broker",
+        job_id: str,
+        pushed: "asyncio.Future[bytes] | None",
+        held: ResultRecord | None,
+        exists: bool = False,
     ) -> None:
-        self.broker, self.job_id, self.pushed = broker, job_id, pushed
+        self.broker, self.job_id, self.pushed, self.exists = broker, job_id, pushed, exists
         self.loop = asyncio.get_running_loop()
         self.found: asyncio.Future = self.loop.create_future()
         self._timers: list[asyncio.TimerHandle] = []
@@ -237,7 +245,7 @@ class _ReadBacks:
         """The stored result, once the job's status record is final too (or after the lag)."""
         broker, job_id = self.broker, self.job_id
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_or_unknown(broker, job_id))
-        if rec is None and status is None:  # its records expired or were deleted while it was waited for
+        if rec is None and status is None and not self.exists:  # expired or deleted while it was waited for
             raise JobNotFoundError(f"no job with id {job_id!r} (its records expired or were deleted)")
         if rec is None or _ended(status):
             return rec
@@ -296,6 +304,7 @@ async def _wait_pushed(
     *,
     held: ResultRecord | None = None,
     quiet_for: float = 0.0,
+    exists: bool = False,
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. The put reaches
@@ -309,7 +318,7 @@ async def _wait_pushed(
     per job would cost the caller two writes and the server two interest changes). Then it
     subscribes and reads once, as any read does, so a push lost on a reconnect, a worker too old
     to push, or a forged push that took the waiter's place cost at most ``quiet_for``."""
-    reads = _ReadBacks(broker, job_id, pushed, held)
+    reads = _ReadBacks(broker, job_id, pushed, held, exists)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
     nxt: asyncio.Future | None = None

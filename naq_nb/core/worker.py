@@ -54,6 +54,7 @@ log = logging.getLogger("naq_nb.worker")
 
 _INF = float("inf")
 CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
+RESTORE_EVERY = 2.0  # at most this often a worker whose consumer is gone makes the layout again
 
 
 def _queue_names(queues: str | Iterable[str] | None, default: str) -> list[str]:
@@ -130,6 +131,7 @@ class Worker:
         self._loops_end = False  # set by shutdown: the periodic loops end
         self._none_running: asyncio.Event | None = None  # set while no slot runs a job (graceful stop waits on it)
         self._feeds: dict[str, PullFeed] = {}
+        self._restore_after = -_INF  # (clock time) when a lost consumer may next be made again
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._completion_slots: asyncio.Semaphore | None = None
@@ -222,6 +224,7 @@ class Worker:
         await self.gate.start()
         self.runner.dependents = self.gate
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
+        b.acks.on_no_stream = self._layout_lost
         if not await self.execution.wait_ready(CHILD_START_WAIT):
             log.warning(
                 "worker %s: job processes still starting after %gs; serving with those up",
@@ -236,6 +239,7 @@ class Worker:
                 functools.partial(self._on_msg, q),
                 clock=self.clock,
                 on_expired=self._pull_now,
+                on_lost=self._layout_lost,
             )
             await feed.start()
             self._feeds[q] = feed
@@ -494,9 +498,33 @@ class Worker:
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():
             feed.reset()
+        await self._restore_layout()  # the server may be back without its store
         if hasattr(self, "gate"):
             self._spawn(self.gate.reindex())  # parks published while disconnected were not seen
         await self.pull_once(self.clock())
+
+    def _layout_lost(self) -> None:
+        """A pull found no consumer, or a write no stream (deleted under the worker): make them again,
+        at most every :data:`RESTORE_EVERY` seconds. Meanwhile pulls fail and come again with the
+        ticker, and a result write that fails is tried again, then handed back: nothing is lost."""
+        if self.broker is not None:
+            self.broker.forget_layout()
+        now = self.clock()
+        if now < self._restore_after or self.state in ("stopping", "stopped"):
+            return
+        self._restore_after = now + RESTORE_EVERY
+        log.warning("worker %s: its streams or consumer are gone (deleted?); making them again", self.worker_id)
+        self._spawn(self._restore_layout())
+
+    async def _restore_layout(self) -> None:
+        """Streams, buckets and this worker's consumers checked and made again where missing."""
+        b = self.broker
+        if b is None:
+            return
+        b.forget_layout()
+        await b.ensure_layout()
+        for q in self._feeds:
+            await b.ensure_consumer(q)
 
     # --- background completions -----------------------------------------
     def _spawn(self, coro: Awaitable[Any]) -> None:

@@ -1,0 +1,90 @@
+"""naq_nb's streams vanish under a running client and worker: deleted by hand, or a server that
+came back without its store (a container restarted without a volume). The next calls make the
+layout again and jobs run; before, every enqueue failed for good and the worker served nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+
+import nats
+import pytest
+
+import jobs
+from naq_nb import Queue, fetch_job_result_sync
+from naq_nb.client.client import Client
+from naq_nb.core.errors import JobNotStoredError
+
+
+def _delete_every_stream(url: str) -> None:
+    async def wipe() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            for info in await js.streams_info():
+                await js.delete_stream(info.config.name)
+        finally:
+            await nc.close()
+
+    asyncio.run(wipe())
+
+
+def _enqueue_until_stored(q: Queue, tries: int = 3):
+    """An enqueue that hit the missing stream fails (it is reported, never lost silently); the
+    call after it finds the layout made again. Each try is bounded by the publish timeout."""
+    for _ in range(tries):
+        try:
+            job = q.enqueue_sync(jobs.add, 20, 22)  # (raises an earlier enqueue's failure once)
+            q.client.wait_stored_sync(job.job_id)
+            return job
+        except JobNotStoredError:
+            continue
+    raise AssertionError(f"no enqueue was stored in {tries} tries")
+
+
+def test_streams_deleted_under_a_running_worker_are_made_again(settings, thread_worker, caplog):
+    thread_worker(concurrency=2)
+    client = Client(settings.nats_url, settings=settings)
+    q = Queue("default", client=client)
+    try:
+        assert fetch_job_result_sync(q.enqueue_sync(jobs.add, 1, 2), timeout=20) == 3
+        with caplog.at_level(logging.WARNING, logger="naq_nb"):
+            _delete_every_stream(settings.nats_url)
+            job = _enqueue_until_stored(q)
+            assert fetch_job_result_sync(job, timeout=20) == 42, "the worker made its consumer again"
+        assert any("streams or consumer are gone" in r.getMessage() for r in caplog.records)
+    finally:
+        try:
+            client.close_sync()
+        except JobNotStoredError:
+            pass  # the enqueue that met the missing stream, reported again at close
+
+
+def test_a_server_back_without_its_store_gets_the_layout_again(own_nats_server, settings, thread_worker):
+    thread_worker(concurrency=2)
+    client = Client(settings.nats_url, settings=settings)
+    q = Queue("default", client=client)
+    try:
+        assert fetch_job_result_sync(q.enqueue_sync(jobs.add, 1, 2), timeout=20) == 3
+        own_nats_server.kill()
+        shutil.rmtree(own_nats_server.store_dir / "jetstream")
+        own_nats_server.restart()
+        job = _enqueue_until_stored(q)
+        assert fetch_job_result_sync(job, timeout=20) == 42
+    finally:
+        try:
+            client.close_sync()
+        except JobNotStoredError:
+            pass
+
+
+@pytest.mark.parametrize("status,description,gone", [
+    ("503", "", True),
+    ("409", "Consumer Deleted", True),
+    ("409", "Exceeded MaxWaiting", False),
+    ("408", "Request Timeout", False),
+])
+def test_which_pull_answers_mean_the_consumer_is_gone(status, description, gone):
+    from naq_nb.core.puller import _consumer_gone
+    assert _consumer_gone(status, {"Description": description}) is gone
