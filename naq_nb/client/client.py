@@ -228,6 +228,7 @@ class Client:
         for job in jobs:
             if job.duplicate:  # that job (same id, same call) was sent before, without this client's mark
                 self._inbox.unexpect(job.job_id)
+        self._stores.mark_unrecorded(job.job_id for job in jobs if job.unrecorded)
         return jobs
 
     def _mark_for_push(self, jobs: list[Job], push: bool, here: Broker | None = None) -> None:
@@ -348,7 +349,7 @@ class Client:
 
     def _stored(self, job: Job, fut: concurrent.futures.Future, exc: BaseException | None) -> None:
         if exc is None:
-            self._stores.stored(job.job_id, fut, job.sequence)
+            self._stores.stored(job.job_id, fut, job.sequence, job.unrecorded)
         else:  # every failure goes to the job's handle and to the client's next call
             self._inbox.unexpect(job.job_id)
             self._stores.failed(
@@ -418,9 +419,8 @@ class Client:
         expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
-            # A job this client stored exists even while its status record is missing (not stored).
-            stored = self._stores.sequence(job_id) is not None
-            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, exists=stored)
+            exists = self._stores.unrecorded(job_id)  # stored, though no status record says so yet
+            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, exists=exists)
         except BaseException:
             self._inbox.forget(job_id, pushed)
             raise

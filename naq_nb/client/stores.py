@@ -40,6 +40,7 @@ class Stores:
         self._failed: OrderedDict[str, JobNotStoredError] = OrderedDict()
         self._unreported: list[JobNotStoredError] = []
         self._seqs: OrderedDict[str, int] = OrderedDict()  # stream sequences of recent stores, for cancel
+        self._unrecorded: OrderedDict[str, None] = OrderedDict()  # stored without their queued record
 
     def begin(self, job_id: str) -> concurrent.futures.Future:
         """A job handed to the loop: its future resolves when it is stored (or fails)."""
@@ -51,14 +52,32 @@ class Stores:
             self._pending[job_id] = fut
         return fut
 
-    def stored(self, job_id: str, fut: concurrent.futures.Future, seq: int | None = None) -> None:
+    def stored(
+        self, job_id: str, fut: concurrent.futures.Future, seq: int | None = None, unrecorded: bool = False
+    ) -> None:
         with self._lock:
             self._pending.pop(job_id, None)
             if seq is not None:
                 self._seqs[job_id] = seq
                 while len(self._seqs) > _KEEP_FAILED:
                     self._seqs.popitem(last=False)
+        if unrecorded:
+            self.mark_unrecorded([job_id])
         fut.set_result(None)
+
+    def mark_unrecorded(self, job_ids: Iterable[str]) -> None:
+        """Jobs this client stored whose queued record was not stored."""
+        with self._lock:
+            for job_id in job_ids:
+                self._unrecorded[job_id] = None
+            while len(self._unrecorded) > _KEEP_FAILED:
+                self._unrecorded.popitem(last=False)
+
+    def unrecorded(self, job_id: str) -> bool:
+        """Whether this client stored ``job_id`` without its queued record (a missing status record
+        then means "not started yet", not "no such job")."""
+        with self._lock:
+            return job_id in self._unrecorded
 
     def sequence(self, job_id: str) -> int | None:
         """The stream sequence of a job this client stored recently (a cancel deletes the message)."""

@@ -205,6 +205,7 @@ class Job(NaqJobView):
     enqueue_time: float = field(default_factory=time.time)
     sequence: int | None = None  # stream sequence once published
     duplicate: bool = False  # JetStream dropped it as a duplicate of an earlier enqueue
+    unrecorded: bool = False  # stored, but its queued status record was not (it shows once a worker takes it)
     reply: str | None = None  # the enqueuing client's result inbox token: the worker pushes the result there
 
     @property

@@ -235,6 +235,8 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
         return
     if sent == total and all(j.sequence is not None for j, _ in failed):
         # Every job is stored; only queued records were not: they run, and are not reported lost.
+        for j, _ in failed:
+            j.unrecorded = True  # (until the write just below lands)
         await _add_missing_records(b, [j for j, _ in failed])
         return
     await _drop_refused_records(b, failed)
@@ -478,6 +480,7 @@ class _BothAcked:
         if job_exc is None:
             self._job.sequence = job_ack.result().seq
             if status_exc is not None:  # stored, and it runs: only its "queued" record is missing
+                self._job.unrecorded = True
                 log.warning(
                     "job %s is stored but its queued record was not (%s: %s); its status shows once a worker takes it",
                     self._job.job_id,

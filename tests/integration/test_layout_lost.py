@@ -14,7 +14,7 @@ import pytest
 import jobs
 from naq_nb import Queue, fetch_job_result_sync
 from naq_nb.client.client import Client
-from naq_nb.core.errors import JobNotStoredError
+from naq_nb.core.errors import JobNotFinishedError, JobNotStoredError
 
 
 def _delete_every_stream(url: str) -> None:
@@ -88,3 +88,29 @@ def test_a_server_back_without_its_store_gets_the_layout_again(own_nats_server, 
 def test_which_pull_answers_mean_the_consumer_is_gone(status, description, gone):
     from naq_nb.core.puller import _consumer_gone
     assert _consumer_gone(status, {"Description": description}) is gone
+
+
+def test_a_job_stored_without_its_queued_record_is_waited_for_not_unknown(settings, thread_worker):
+    client = Client(settings.nats_url, settings=settings)
+    q = Queue("default", client=client)
+    try:
+        assert q.count_sync() == 0  # connected, layout made
+        status_stream = f"KV_{settings.prefix}_status"
+
+        async def drop_status_bucket() -> None:
+            nc = await nats.connect(settings.nats_url)
+            try:
+                await nc.jetstream().delete_stream(status_stream)
+            finally:
+                await nc.close()
+
+        asyncio.run(drop_status_bucket())
+        job = q.enqueue_sync(jobs.add, 1, 2)  # its queued record finds no stream; the job is stored
+        client.wait_stored_sync(job.job_id)
+        assert job.unrecorded
+        with pytest.raises(JobNotFinishedError):  # not JobNotFoundError: this client stored it
+            fetch_job_result_sync(job, timeout=1.0)
+        thread_worker(concurrency=1)
+        assert fetch_job_result_sync(job, timeout=20) == 3
+    finally:
+        client.close_sync()
