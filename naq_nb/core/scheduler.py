@@ -7,7 +7,10 @@ Small named coroutines under one supervisor, like the worker:
   leader that died, and followers try to take it every second);
 * ``watch``: a KV watch on the schedules bucket keeps an in-memory calendar (a
   heap of next due times) fresh, so a new or modified schedule wakes the timer;
-* ``timer``: sleeps until the next due time (or a change), then :meth:`tick`.
+* ``timer``: sleeps until the next due time (or a change), then :meth:`tick`;
+* ``resync``: every :data:`RESYNC_EVERY` seconds and after a reconnect, checks that the
+  schedules bucket is still the one loaded (:meth:`resync_once`): deleted and made
+  again, or a server back without its store, it reloads the calendar.
 
 :meth:`tick` and :meth:`elect_once` are the one-iteration steps, taking ``now``
 from an injectable wall clock so tests can step them. A fire publishes the job
@@ -29,7 +32,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
@@ -50,6 +53,9 @@ from .settings import Settings
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("naq_nb.scheduler")
+
+#: How often (seconds) the scheduler checks that its schedules bucket is the one it loaded.
+RESYNC_EVERY = 10.0
 
 
 class Scheduler:
@@ -93,6 +99,8 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._watcher: KeyValue.KeyWatcher | None = None
+        self._watch_task: asyncio.Task | None = None
+        self._bucket_created: object = None  # the schedules stream's creation time when loaded
         self.max_sleep = 3600.0  # longest timer sleep between checks (naq's poll_interval lowers it)
 
     @property
@@ -126,7 +134,10 @@ class Scheduler:
 
     async def start(self) -> None:
         await self.prepare()
-        self._tasks = [asyncio.ensure_future(self._watch_loop()), asyncio.ensure_future(self._timer_loop())]
+        self._watch_task = asyncio.ensure_future(self._watch_loop())
+        self._tasks = [self._watch_task, asyncio.ensure_future(self._timer_loop())]
+        self._tasks.append(asyncio.ensure_future(self._resync_loop()))
+        self._b.on_reconnect(self._resync_quietly)
         if self.ha:
             self._tasks.append(asyncio.ensure_future(self._lease_loop()))
         assert self.started is not None  # made by prepare()
@@ -148,14 +159,12 @@ class Scheduler:
             pass
 
     async def shutdown(self) -> None:
+        if self.broker is not None:
+            self.broker.off_reconnect(self._resync_quietly)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._watcher is not None:
-            try:
-                await self._watcher.stop()
-            except CONNECTION_ERRORS as exc:  # closed connection: the watch is gone with it
-                log.debug("stopping the schedules watch: %s", exc)
+        await self._stop_watch()
         if self.ha and self.is_leader:
             await self._resign()
         if self._own_broker and self.broker is not None:
@@ -166,10 +175,61 @@ class Scheduler:
     async def _load(self) -> None:
         # Watch first (nothing is missed), then read the current values with a scan: the
         # watch's own "initial values done" marker can come before them under load.
-        kv = await self._b.kv(self._b.layout.schedules_bucket)
+        lay = self._b.layout
+        kv = await self._b.kv(lay.schedules_bucket)
+        self._bucket_created = (await self._b.js.stream_info(lay.kv_stream(lay.schedules_bucket))).created
         self._watcher = await kv.watchall()
         async for item in scan_bucket(self._b, self._b.layout.schedules_bucket):
             self._apply(item.key.split(".", 1)[-1], item.value, item.revision)
+
+    async def _stop_watch(self) -> None:
+        if self._watcher is not None:
+            try:
+                await self._watcher.stop()
+            except CONNECTION_ERRORS as exc:  # closed connection: the watch is gone with it
+                log.debug("stopping the schedules watch: %s", exc)
+
+    async def resync_once(self) -> bool:
+        """Reload the calendar if the schedules bucket is not the one loaded: deleted (it is made
+        again) or a server back without its store. Its records start over at revision 1 there, and
+        the old watch resumes past them, so without this new schedules would never fire. True if
+        reloaded."""
+        b, lay = self._b, self._b.layout
+        stream = lay.kv_stream(lay.schedules_bucket)
+        try:
+            created = (await b.js.stream_info(stream)).created
+        except NotFoundError:
+            b.forget_layout()
+            await b.ensure_layout()
+            created = (await b.js.stream_info(stream)).created
+        if created == self._bucket_created:
+            return False
+        log.warning("scheduler %s: the schedules bucket was made again; reloading the calendar", self.instance_id)
+        await self._stop_watch()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        self.schedules.clear()
+        self._seen_rev.clear()
+        self._heap.clear()
+        await self._load()
+        if self._watch_task is not None:  # started: watch the new bucket
+            self._tasks.remove(self._watch_task)
+            self._watch_task = asyncio.ensure_future(self._watch_loop())
+            self._tasks.append(self._watch_task)
+        if self._changed is not None:
+            self._changed.set()
+        return True
+
+    async def _resync_quietly(self) -> None:
+        try:
+            await self.resync_once()
+        except Exception as exc:  # (a lost connection, the server's refusal) the loop checks again soon
+            log.warning("checking the schedules bucket failed: %s", exc)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_EVERY)
+            await self._resync_quietly()
 
     def _apply_entry(self, entry: Any) -> None:
         deleted = entry.operation is not None or not entry.value

@@ -266,3 +266,24 @@ async def test_bad_times_and_policies_raise_at_the_call(broker, settings):
     with pytest.raises(ConfigurationError, match="misfire must be one of"):
         await nq.schedule(jobs.add, 1, 2, interval=5, misfire="sometimes", nats_url=url)
     assert await list_schedules(broker) == []
+
+
+async def test_a_schedules_bucket_made_again_is_reloaded(broker, settings, start_scheduler, start_worker):
+    """Its records start over at revision 1 in a new bucket; the old watch resumed past them."""
+    sched = await start_scheduler(ha=False)
+    assert await sched.resync_once() is False, "the bucket loaded is the one there"
+    first = await stored(broker, "default", time.time(), interval=3600)
+    async def in_calendar(sid: str) -> bool:
+        return sid in sched.schedules
+
+    async def fired() -> bool:
+        return sched.fired >= 1
+
+    await wait_until(lambda: in_calendar(first.id), what="the first schedule in the calendar")
+    await broker.js.delete_stream(broker.layout.kv_stream(broker.layout.schedules_bucket))
+    assert await sched.resync_once() is True
+    assert first.id not in sched.schedules, "the deleted bucket's schedules are gone from the calendar"
+    await start_worker()
+    again = await stored(broker, "default", time.time(), when=time.time())  # due now
+    await wait_until(lambda: in_calendar(again.id), what="a new schedule in the reloaded calendar")
+    await wait_until(fired, what="the new schedule fired")
