@@ -5,6 +5,7 @@ layout again and jobs run; before, every enqueue failed for good and the worker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 
@@ -43,17 +44,15 @@ def _enqueue_until_stored(q: Queue, tries: int = 3):
     raise AssertionError(f"no enqueue was stored in {tries} tries")
 
 
-def test_streams_deleted_under_a_running_worker_are_made_again(settings, thread_worker, caplog):
+@contextlib.contextmanager
+def _served_queue(settings, thread_worker):
+    """A queue of a fresh client with a worker that has run one job; the client closed after."""
     thread_worker(concurrency=2)
     client = Client(settings.nats_url, settings=settings)
     q = Queue("default", client=client)
     try:
         assert fetch_job_result_sync(q.enqueue_sync(jobs.add, 1, 2), timeout=20) == 3
-        with caplog.at_level(logging.WARNING, logger="naq_nb"):
-            _delete_every_stream(settings.nats_url)
-            job = _enqueue_until_stored(q)
-            assert fetch_job_result_sync(job, timeout=20) == 42, "the worker made its consumer again"
-        assert any("streams or consumer are gone" in r.getMessage() for r in caplog.records)
+        yield q
     finally:
         try:
             client.close_sync()
@@ -61,22 +60,22 @@ def test_streams_deleted_under_a_running_worker_are_made_again(settings, thread_
             pass  # the enqueue that met the missing stream, reported again at close
 
 
+def test_streams_deleted_under_a_running_worker_are_made_again(settings, thread_worker, caplog):
+    with _served_queue(settings, thread_worker) as q:
+        with caplog.at_level(logging.WARNING, logger="naq_nb"):
+            _delete_every_stream(settings.nats_url)
+            job = _enqueue_until_stored(q)
+            assert fetch_job_result_sync(job, timeout=20) == 42, "the worker made its consumer again"
+        assert any("streams or consumer are gone" in r.getMessage() for r in caplog.records)
+
+
 def test_a_server_back_without_its_store_gets_the_layout_again(own_nats_server, settings, thread_worker):
-    thread_worker(concurrency=2)
-    client = Client(settings.nats_url, settings=settings)
-    q = Queue("default", client=client)
-    try:
-        assert fetch_job_result_sync(q.enqueue_sync(jobs.add, 1, 2), timeout=20) == 3
+    with _served_queue(settings, thread_worker) as q:
         own_nats_server.kill()
         shutil.rmtree(own_nats_server.store_dir / "jetstream")
         own_nats_server.restart()
         job = _enqueue_until_stored(q)
         assert fetch_job_result_sync(job, timeout=20) == 42
-    finally:
-        try:
-            client.close_sync()
-        except JobNotStoredError:
-            pass
 
 
 @pytest.mark.parametrize("status,description,gone", [
