@@ -419,8 +419,9 @@ class Client:
         expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
-            exists = self._stores.unrecorded(job_id)  # stored, though no status record says so yet
-            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, exists=exists)
+            # Stored without its queued record: waited for while its message is queued.
+            seq = self._stores.sequence(job_id) if self._stores.unrecorded(job_id) else None
+            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq)
         except BaseException:
             self._inbox.forget(job_id, pushed)
             raise

@@ -67,6 +67,9 @@ class Stores:
 
     def mark_unrecorded(self, job_ids: Iterable[str]) -> None:
         """Jobs this client stored whose queued record was not stored."""
+        job_ids = list(job_ids)
+        if not job_ids:
+            return
         with self._lock:
             for job_id in job_ids:
                 self._unrecorded[job_id] = None
@@ -76,6 +79,8 @@ class Stores:
     def unrecorded(self, job_id: str) -> bool:
         """Whether this client stored ``job_id`` without its queued record (a missing status record
         then means "not started yet", not "no such job")."""
+        if not self._unrecorded:  # (the usual case, read without the lock)
+            return False
         with self._lock:
             return job_id in self._unrecorded
 

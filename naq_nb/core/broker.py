@@ -184,6 +184,7 @@ class Broker:
         self.fast_batches = False  # the jobs stream and the status bucket take fast-ingest batches
         self._configs: dict[str, api.StreamConfig] = {}  # stream configs read by the layout check
         self._ready: asyncio.Future | None = None
+        self._stale: asyncio.Future | None = None  # an attempt forgotten while it ran: its checks may predate a loss
         self._consumers: set[str] = set()
         self.acks = PubAcks(nc)  # the acknowledgements of publishes, this connection's and others'
         self.acks.on_no_stream = self.forget_layout
@@ -296,6 +297,11 @@ class Broker:
                     "streams and buckets (down, restarting or overloaded?); try again"
                 ) from exc
             raise
+        if self._stale is ready:  # forgotten while it ran (a reconnect, a lost stream): check again
+            self._stale = None
+            if self._ready is ready:
+                self._ready = None
+            await self.ensure_layout()
 
     def forget_layout(self) -> None:
         """Check (and make) streams, buckets and consumers again on the next :meth:`ensure_layout`:
@@ -304,13 +310,15 @@ class Broker:
         ready = self._ready
         if ready is not None and ready.done():
             self._ready = None
+        elif ready is not None:
+            self._stale = ready
         self._consumers.clear()
 
     @property
     def layout_ready(self) -> bool:
         """True once :meth:`ensure_layout` has succeeded on this broker."""
         r = self._ready
-        return r is not None and r.done() and not r.cancelled() and r.exception() is None
+        return r is not None and r.done() and not r.cancelled() and r.exception() is None and r is not self._stale
 
     async def _ensure(self) -> None:
         lay = self.layout

@@ -235,8 +235,6 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
         return
     if sent == total and all(j.sequence is not None for j, _ in failed):
         # Every job is stored; only queued records were not: they run, and are not reported lost.
-        for j, _ in failed:
-            j.unrecorded = True  # (until the write just below lands)
         await _add_missing_records(b, [j for j, _ in failed])
         return
     await _drop_refused_records(b, failed)
@@ -321,7 +319,9 @@ async def _add_missing_records(b: Broker, stored: list[Job]) -> None:
     ]
     errors = await b.publish_each(msgs, create_only=True)
     errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
-    if errors:
+    if errors:  # (which ones is not known: a reader of any of them waits while its message is queued)
+        for j in stored:
+            j.unrecorded = True
         log.warning(
             "%d stored jobs have no queued record (they run; their status shows once a worker takes them): %s",
             len(errors),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats.errors
 
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from . import payloads
@@ -93,7 +93,7 @@ async def wait_for_result(
     *,
     pushed: "asyncio.Future[bytes] | None" = None,
     push_expected: bool = False,
-    exists: bool = False,
+    queued_seq: int | None = None,
 ) -> ResultRecord:
     """Wait until the job's result exists; ``timeout=0`` checks once, ``None`` waits forever.
 
@@ -102,8 +102,9 @@ async def wait_for_result(
     ``push_expected``: the caller stored this job marked for that push and has not had it
     yet, so for :data:`_PUSH_ONLY` seconds the wait holds no subscription and reads nothing
     (see :func:`_wait_pushed`); a job still running then is waited for as any other.
-    ``exists``: the caller stored this job, so a missing status record means its queued record was
-    not stored (the job waits in its queue), never an unknown id.
+    ``queued_seq``: the stream sequence of a job the caller stored without its queued record: while
+    that message is in the jobs stream, a missing status record means "not started yet", not an
+    unknown id.
     Raises :class:`JobNotFoundError` for an unknown id or a job that ended but whose result is gone
     (expired after its ``result_ttl``, or deleted), and :class:`TimeoutError` when the job is known
     but not finished in time.
@@ -122,9 +123,11 @@ async def wait_for_result(
     once = timeout is not None and timeout <= 0
     if push_expected and pushed is not None and not once:
         try:
-            found = await _wait_pushed(broker, job_id, None, timeout, pushed, quiet_for=_PUSH_ONLY, exists=exists)
+            found = await _wait_pushed(
+                broker, job_id, None, timeout, pushed, quiet_for=_PUSH_ONLY, queued_seq=queued_seq
+            )
         except JobNotFinishedError:  # nothing came in time: the bucket decides
-            return await wait_for_result(broker, job_id, 0, exists=exists)
+            return await wait_for_result(broker, job_id, 0, queued_seq=queued_seq)
         return await payloads.load_result(broker, found)
     # A job that has already ended costs one direct get and no subscription.
     rec = await get_result(broker, job_id)
@@ -132,7 +135,7 @@ async def wait_for_result(
         return await payloads.load_result(broker, rec)
     if once:
         status = await _status_of(broker, job_id)
-        if status is None and not exists:
+        if status is None and not await _still_queued(broker, job_id, queued_seq):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read
             rec = await get_result(broker, job_id)
@@ -147,21 +150,35 @@ async def wait_for_result(
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
         if rec is not None and (_long_done(rec) or _ended(status)):
             return await payloads.load_result(broker, rec)
-        if status is None and not exists:
+        if status is None and not await _still_queued(broker, job_id, queued_seq):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if rec is None and status in TERMINAL_VALUES:
             # Ended, and no result: it is being stored (another stream than the status) or it is
             # gone. A result stored meanwhile wakes the subscription; else waiting would be forever.
             bound = _STATUS_LAG if timeout is None else min(timeout, _STATUS_LAG)
             try:
-                found = await _wait_pushed(broker, job_id, sub, bound, pushed, exists=exists)
+                found = await _wait_pushed(broker, job_id, sub, bound, pushed, queued_seq=queued_seq)
             except JobNotFinishedError:
                 raise result_gone_error(job_id, status) from None
         else:
-            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec, exists=exists)
+            found = await _wait_pushed(broker, job_id, sub, timeout, pushed, held=rec, queued_seq=queued_seq)
         return await payloads.load_result(broker, found)
     finally:
         await sub.unsubscribe()
+
+
+async def _still_queued(broker: "Broker", job_id: str, seq: int | None) -> bool:
+    """For a job read with neither status nor result: whether its message at ``seq`` is still in the
+    jobs stream (None: not known, so no), or, gone, because it just ended (its records are there
+    now: read after the message, which a worker acks last)."""
+    if seq is None:
+        return False
+    try:
+        await broker.js.get_msg(broker.layout.jobs_stream, seq)
+        return True
+    except NotFoundError:
+        rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
+        return rec is not None or status is not None
 
 
 def result_gone_error(job_id: str, status: str) -> JobNotFoundError:
@@ -228,9 +245,9 @@ class _ReadBacks:
         job_id: str,
         pushed: "asyncio.Future[bytes] | None",
         held: ResultRecord | None,
-        exists: bool = False,
+        queued_seq: int | None = None,
     ) -> None:
-        self.broker, self.job_id, self.pushed, self.exists = broker, job_id, pushed, exists
+        self.broker, self.job_id, self.pushed, self.queued_seq = broker, job_id, pushed, queued_seq
         self.loop = asyncio.get_running_loop()
         self.found: asyncio.Future = self.loop.create_future()
         self._timers: list[asyncio.TimerHandle] = []
@@ -245,7 +262,8 @@ class _ReadBacks:
         """The stored result, once the job's status record is final too (or after the lag)."""
         broker, job_id = self.broker, self.job_id
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_or_unknown(broker, job_id))
-        if rec is None and status is None and not self.exists:  # expired or deleted while it was waited for
+        # Expired or deleted while it was waited for (unless it waits in its queue without its record):
+        if rec is None and status is None and not await _still_queued(broker, job_id, self.queued_seq):
             raise JobNotFoundError(f"no job with id {job_id!r} (its records expired or were deleted)")
         if rec is None or _ended(status):
             return rec
@@ -304,7 +322,7 @@ async def _wait_pushed(
     *,
     held: ResultRecord | None = None,
     quiet_for: float = 0.0,
-    exists: bool = False,
+    queued_seq: int | None = None,
 ) -> ResultRecord:
     """The result once stored. A put on ``sub`` only wakes the wait: the value returned is always the
     one read back from the bucket, so a value the server refused is never returned. The put reaches
@@ -318,7 +336,7 @@ async def _wait_pushed(
     per job would cost the caller two writes and the server two interest changes). Then it
     subscribes and reads once, as any read does, so a push lost on a reconnect, a worker too old
     to push, or a forged push that took the waiter's place cost at most ``quiet_for``."""
-    reads = _ReadBacks(broker, job_id, pushed, held, exists)
+    reads = _ReadBacks(broker, job_id, pushed, held, queued_seq)
     loop = reads.loop
     deadline = None if timeout is None else loop.time() + timeout
     nxt: asyncio.Future | None = None

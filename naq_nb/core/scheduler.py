@@ -101,6 +101,7 @@ class Scheduler:
         self._watcher: KeyValue.KeyWatcher | None = None
         self._watch_task: asyncio.Task | None = None
         self._bucket_created: object = None  # the schedules stream's creation time when loaded
+        self._resync_lock: asyncio.Lock | None = None  # one reload at a time (made on the loop)
         self.max_sleep = 3600.0  # longest timer sleep between checks (naq's poll_interval lowers it)
 
     @property
@@ -177,15 +178,17 @@ class Scheduler:
         # watch's own "initial values done" marker can come before them under load.
         lay = self._b.layout
         kv = await self._b.kv(lay.schedules_bucket)
-        self._bucket_created = (await self._b.js.stream_info(lay.kv_stream(lay.schedules_bucket))).created
+        created = (await self._b.js.stream_info(lay.kv_stream(lay.schedules_bucket))).created
         self._watcher = await kv.watchall()
         async for item in scan_bucket(self._b, self._b.layout.schedules_bucket):
             self._apply(item.key.split(".", 1)[-1], item.value, item.revision)
+        self._bucket_created = created  # only once loaded: a reload that failed is tried again
 
     async def _stop_watch(self) -> None:
-        if self._watcher is not None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
             try:
-                await self._watcher.stop()
+                await watcher.stop()
             except CONNECTION_ERRORS as exc:  # closed connection: the watch is gone with it
                 log.debug("stopping the schedules watch: %s", exc)
 
@@ -194,31 +197,44 @@ class Scheduler:
         again) or a server back without its store. Its records start over at revision 1 there, and
         the old watch resumes past them, so without this new schedules would never fire. True if
         reloaded."""
-        b, lay = self._b, self._b.layout
-        stream = lay.kv_stream(lay.schedules_bucket)
-        try:
-            created = (await b.js.stream_info(stream)).created
-        except NotFoundError:
-            b.forget_layout()
-            await b.ensure_layout()
-            created = (await b.js.stream_info(stream)).created
-        if created == self._bucket_created:
-            return False
-        log.warning("scheduler %s: the schedules bucket was made again; reloading the calendar", self.instance_id)
+        if self._resync_lock is None:
+            self._resync_lock = asyncio.Lock()
+        async with self._resync_lock:  # a reconnect's check and the loop's: one reload, one watch
+            b, lay = self._b, self._b.layout
+            stream = lay.kv_stream(lay.schedules_bucket)
+            try:
+                created = (await b.js.stream_info(stream)).created
+            except NotFoundError:
+                b.forget_layout()
+                await b.ensure_layout()
+                created = (await b.js.stream_info(stream)).created
+            if created == self._bucket_created:
+                return False
+            log.warning("scheduler %s: the schedules bucket was made again; reloading the calendar", self.instance_id)
+            await self._reload()
+            return True
+
+    async def _reload(self) -> None:
+        """Calendar and watch from the bucket as it is now. The watch task is restarted whatever
+        happens (on the new watch, or none if it failed); a failed load leaves the bucket's creation
+        time unrecorded, so the next check reloads again."""
+        self._bucket_created = None
         await self._stop_watch()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
+        old = self._watch_task
+        if old is not None:
+            old.cancel()
         self.schedules.clear()
         self._seen_rev.clear()
         self._heap.clear()
-        await self._load()
-        if self._watch_task is not None:  # started: watch the new bucket
-            self._tasks.remove(self._watch_task)
-            self._watch_task = asyncio.ensure_future(self._watch_loop())
-            self._tasks.append(self._watch_task)
-        if self._changed is not None:
-            self._changed.set()
-        return True
+        try:
+            await self._load()
+        finally:
+            if old is not None:  # started: watch the new bucket
+                self._tasks.remove(old)
+                self._watch_task = asyncio.ensure_future(self._watch_loop())
+                self._tasks.append(self._watch_task)
+            if self._changed is not None:
+                self._changed.set()
 
     async def _resync_quietly(self) -> None:
         try:
@@ -274,8 +290,10 @@ class Scheduler:
         return None
 
     async def _watch_loop(self) -> None:
-        assert self._watcher is not None  # made by prepare(), before this loop starts
-        async for entry in self._watcher:
+        watcher = self._watcher
+        if watcher is None:  # a reload that failed before its watch was made: the next check reloads
+            return
+        async for entry in watcher:
             if entry is not None:
                 self._apply_entry(entry)
 

@@ -498,9 +498,9 @@ class Worker:
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():
             feed.reset()
-        await self._restore_layout()  # the server may be back without its store
         if hasattr(self, "gate"):
             self._spawn(self.gate.reindex())  # parks published while disconnected were not seen
+        self._spawn(self._restore_layout())  # the server may be back without its store
         await self.pull_once(self.clock())
 
     def _layout_lost(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 import jobs
 from naq_nb import Queue, fetch_job_result_sync
 from naq_nb.client.client import Client
-from naq_nb.core.errors import JobNotFinishedError, JobNotStoredError
+from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStoredError
 
 
 def _delete_every_stream(url: str) -> None:
@@ -29,6 +29,14 @@ def _delete_every_stream(url: str) -> None:
             await nc.close()
 
     asyncio.run(wipe())
+
+
+async def _drop_stream(url: str, name: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
 
 
 def _enqueue_until_stored(q: Queue, tries: int = 3):
@@ -94,16 +102,7 @@ def test_a_job_stored_without_its_queued_record_is_waited_for_not_unknown(settin
     q = Queue("default", client=client)
     try:
         assert q.count_sync() == 0  # connected, layout made
-        status_stream = f"KV_{settings.prefix}_status"
-
-        async def drop_status_bucket() -> None:
-            nc = await nats.connect(settings.nats_url)
-            try:
-                await nc.jetstream().delete_stream(status_stream)
-            finally:
-                await nc.close()
-
-        asyncio.run(drop_status_bucket())
+        asyncio.run(_drop_stream(settings.nats_url, f"KV_{settings.prefix}_status"))
         job = q.enqueue_sync(jobs.add, 1, 2)  # its queued record finds no stream; the job is stored
         client.wait_stored_sync(job.job_id)
         assert job.unrecorded
@@ -113,3 +112,37 @@ def test_a_job_stored_without_its_queued_record_is_waited_for_not_unknown(settin
         assert fetch_job_result_sync(job, timeout=20) == 3
     finally:
         client.close_sync()
+
+
+def test_a_job_stored_without_its_record_and_then_purged_is_named_gone(settings):
+    client = Client(settings.nats_url, settings=settings)
+    q = Queue("default", client=client)
+    try:
+        assert q.count_sync() == 0
+        asyncio.run(_drop_stream(settings.nats_url, f"KV_{settings.prefix}_status"))
+        job = q.enqueue_sync(jobs.add, 1, 2)
+        client.wait_stored_sync(job.job_id)
+        assert job.unrecorded
+        assert q.purge_sync() == 1
+        with pytest.raises(JobNotFoundError) as err:  # its message is gone: no waiting for it
+            fetch_job_result_sync(job, timeout=10)
+        assert err.type is JobNotFoundError, "named gone, not 'not finished'"
+    finally:
+        client.close_sync()
+
+
+async def test_a_layout_forgotten_while_it_is_made_is_made_again(broker, monkeypatch):
+    made = []
+    real = broker._ensure
+
+    async def counted() -> None:
+        made.append(1)
+        await real()
+
+    monkeypatch.setattr(broker, "_ensure", counted)
+    broker.forget_layout()
+    task = asyncio.ensure_future(broker.ensure_layout())
+    await asyncio.sleep(0)  # the attempt is under way
+    broker.forget_layout()  # (a reconnect, a publish no stream took)
+    await task
+    assert len(made) == 2 and broker.layout_ready

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -287,3 +288,33 @@ async def test_a_schedules_bucket_made_again_is_reloaded(broker, settings, start
     again = await stored(broker, "default", time.time(), when=time.time())  # due now
     await wait_until(lambda: in_calendar(again.id), what="a new schedule in the reloaded calendar")
     await wait_until(fired, what="the new schedule fired")
+
+
+async def test_a_reload_that_fails_is_tried_again_and_two_checks_reload_once(
+    broker, settings, start_scheduler, start_worker, monkeypatch
+):
+    from naq_nb.core import scheduler as scheduler_mod
+    sched = await start_scheduler(ha=False)
+    await broker.js.delete_stream(broker.layout.kv_stream(broker.layout.schedules_bucket))
+    real_scan, calls = scheduler_mod.scan_bucket, []
+
+    def failing_once(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("the scan failed (a dropped connection)")
+        return real_scan(*a, **kw)
+
+    monkeypatch.setattr(scheduler_mod, "scan_bucket", failing_once)
+    with pytest.raises(ConnectionError):
+        await sched.resync_once()
+    watches = [t for t in sched._tasks if not t.done()]
+    outcomes = await asyncio.gather(sched.resync_once(), sched.resync_once())
+    assert sorted(outcomes) == [False, True], "the failed reload is tried again, once"
+    assert len([t for t in sched._tasks if not t.done()]) == len(watches), "one watch, not two"
+    await start_worker()
+    await stored(broker, "default", time.time(), when=time.time())
+
+    async def fired() -> bool:
+        return sched.fired >= 1
+
+    await wait_until(fired, what="a schedule saved after the reload fired")
