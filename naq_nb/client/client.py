@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 from nats.js.errors import APIError
 
 from ..core.broker import Broker
-from ..core.errors import JobNotStoredError
+from ..core.errors import JobNotFoundError, JobNotStoredError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
 from ..core.queue import (
@@ -52,7 +52,7 @@ from ..core.queue import (
 )
 from ..core.records import ResultRecord
 from ..core.registry import WorkerRecord, list_workers
-from ..core.results import wait_for_result
+from ..core.results import unrecorded_status, wait_for_result
 from ..core.settings import Settings, redact_url
 from ..core.status import StatusRecord
 from .loop import any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync, sweep_closed_loops
@@ -392,7 +392,19 @@ class Client:
     async def status(self, job_id: str) -> StatusRecord:
         """The job's status record (raises JobNotFoundError)."""
         await self._stores.settled(job_id)
-        return await get_status(await self.broker_here(), job_id)
+        b = await self.broker_here()
+        try:
+            return await get_status(b, job_id)
+        except JobNotFoundError:
+            # Stored by this client without its queued record (the connection dropped before its
+            # acknowledgement): queued while its message is, else read again (it may have just ended).
+            seq = self._stores.unrecorded_seq(job_id)
+            rec = None if seq is None else await unrecorded_status(b, job_id, seq)
+            if rec is not None:
+                return rec
+            if seq is None:
+                raise
+            return await get_status(b, job_id)
 
     status_sync = blocking(status)
 
@@ -419,8 +431,7 @@ class Client:
         expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
-            # Stored without its queued record: waited for while its message is queued.
-            seq = self._stores.sequence(job_id) if self._stores.unrecorded(job_id) else None
+            seq = self._stores.unrecorded_seq(job_id)  # stored without its queued record: waited for while queued
             rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq)
         except BaseException:
             self._inbox.forget(job_id, pushed)

@@ -76,13 +76,13 @@ class Stores:
             while len(self._unrecorded) > _KEEP_FAILED:
                 self._unrecorded.popitem(last=False)
 
-    def unrecorded(self, job_id: str) -> bool:
-        """Whether this client stored ``job_id`` without its queued record (a missing status record
-        then means "not started yet", not "no such job")."""
+    def unrecorded_seq(self, job_id: str) -> int | None:
+        """The stream sequence of ``job_id`` if this client stored it without its queued record (a
+        missing status record then means "not started yet", not "no such job"), else None."""
         if not self._unrecorded:  # (the usual case, read without the lock)
-            return False
+            return None
         with self._lock:
-            return job_id in self._unrecorded
+            return self._seqs.get(job_id) if job_id in self._unrecorded else None
 
     def sequence(self, job_id: str) -> int | None:
         """The stream sequence of a job this client stored recently (a cancel deletes the message)."""

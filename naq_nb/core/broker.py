@@ -276,7 +276,18 @@ class Broker:
 
     async def ensure_layout(self) -> None:
         """Create (or check) streams and buckets once per broker; :class:`NaqConnectionError` naming
-        the cause when the server has no JetStream or does not answer its API."""
+        the cause when the server has no JetStream or does not answer its API. An attempt forgotten
+        while it ran (a reconnect, a lost stream: its checks may predate the loss) is made again,
+        a few times at most: a flood of losses must not keep a caller here."""
+        for _ in range(3):
+            ready = await self._ensure_once()
+            if self._stale is not ready:
+                return
+            self._stale = None
+            if self._ready is ready:
+                self._ready = None
+
+    async def _ensure_once(self) -> asyncio.Future:
         ready = self._ready
         if ready is None:
             ready = self._ready = asyncio.ensure_future(self._ensure())
@@ -297,11 +308,7 @@ class Broker:
                     "streams and buckets (down, restarting or overloaded?); try again"
                 ) from exc
             raise
-        if self._stale is ready:  # forgotten while it ran (a reconnect, a lost stream): check again
-            self._stale = None
-            if self._ready is ready:
-                self._ready = None
-            await self.ensure_layout()
+        return ready
 
     def forget_layout(self) -> None:
         """Check (and make) streams, buckets and consumers again on the next :meth:`ensure_layout`:

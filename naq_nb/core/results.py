@@ -24,13 +24,22 @@ from . import payloads
 from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
 from .layout import WIRE_ID_RE, validate_job_id
 from .records import ResultRecord
-from .status import TERMINAL_VALUES, decode_status
+from .envelope import decode_meta
+from .status import TERMINAL_VALUES, StatusRecord, decode_status, first_record, initial_status
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .settings import Settings
 
-__all__ = ["wait_for_result", "get_result", "decode_result", "result_gone_error", "push_result", "PUSH_LIMIT"]
+__all__ = [
+    "wait_for_result",
+    "get_result",
+    "decode_result",
+    "result_gone_error",
+    "push_result",
+    "unrecorded_status",
+    "PUSH_LIMIT",
+]
 
 log = logging.getLogger("naq_nb.client")
 
@@ -179,6 +188,29 @@ async def _still_queued(broker: "Broker", job_id: str, seq: int | None) -> bool:
     except NotFoundError:
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
         return rec is not None or status is not None
+
+
+async def unrecorded_status(broker: "Broker", job_id: str, seq: int) -> StatusRecord | None:
+    """The record a job stored without its ``queued`` record stands for (``queued``, or ``waiting``
+    with dependencies), read from its message at ``seq`` while that is still in the jobs stream;
+    None once it is not (taken and ended, or purged)."""
+    try:
+        msg = await broker.js.get_msg(broker.layout.jobs_stream, seq)
+        meta = decode_meta(msg.headers)
+    except (NotFoundError, SerializationError):
+        return None
+    if meta.job_id != job_id:
+        return None
+    deps = meta.options.depends_on
+    return first_record(
+        job_id,
+        meta.queue,
+        initial_status(deps),
+        func=meta.function,
+        name=meta.options.name,
+        enqueued_at=meta.enqueued_at,
+        depends_on=list(deps),
+    )
 
 
 def result_gone_error(job_id: str, status: str) -> JobNotFoundError:

@@ -106,6 +106,7 @@ def test_a_job_stored_without_its_queued_record_is_waited_for_not_unknown(settin
         job = q.enqueue_sync(jobs.add, 1, 2)  # its queued record finds no stream; the job is stored
         client.wait_stored_sync(job.job_id)
         assert job.unrecorded
+        assert client.status_sync(job.job_id)["status"] == "queued", "what its stored message stands for"
         with pytest.raises(JobNotFinishedError):  # not JobNotFoundError: this client stored it
             fetch_job_result_sync(job, timeout=1.0)
         thread_worker(concurrency=1)
