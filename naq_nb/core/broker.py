@@ -321,11 +321,6 @@ class Broker:
             self._stale = ready
         self._consumers.clear()
 
-    async def remake_layout(self) -> None:
-        """:meth:`forget_layout`, then :meth:`ensure_layout`: what is missing is made again now."""
-        self.forget_layout()
-        await self.ensure_layout()
-
     @property
     def layout_ready(self) -> bool:
         """True once :meth:`ensure_layout` has succeeded on this broker."""

@@ -507,6 +507,8 @@ class Worker:
         """A pull found no consumer, or a write no stream (deleted under the worker): make them again,
         at most every :data:`RESTORE_EVERY` seconds. Meanwhile pulls fail and come again with the
         ticker, and a result write that fails is tried again, then handed back: nothing is lost."""
+        if self.broker is not None:
+            self.broker.forget_layout()
         now = self.clock()
         if now < self._restore_after or self.state in ("stopping", "stopped"):
             return
@@ -519,7 +521,8 @@ class Worker:
         b = self.broker
         if b is None:
             return
-        await b.remake_layout()
+        b.forget_layout()
+        await b.ensure_layout()
         for q in self._feeds:
             await b.ensure_consumer(q)
 
