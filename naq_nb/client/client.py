@@ -228,7 +228,7 @@ class Client:
         for job in jobs:
             if job.duplicate:  # that job (same id, same call) was sent before, without this client's mark
                 self._inbox.unexpect(job.job_id)
-        self._stores.mark_unrecorded(job.job_id for job in jobs if job.unrecorded)
+        self._stores.mark_unrecorded((job.job_id, job.sequence) for job in jobs if job.unrecorded)
         return jobs
 
     def _mark_for_push(self, jobs: list[Job], push: bool, here: Broker | None = None) -> None:

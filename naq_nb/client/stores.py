@@ -57,22 +57,27 @@ class Stores:
     ) -> None:
         with self._lock:
             self._pending.pop(job_id, None)
-            if seq is not None:
-                self._seqs[job_id] = seq
-                while len(self._seqs) > _KEEP_FAILED:
-                    self._seqs.popitem(last=False)
+            self._keep_seq(job_id, seq)
         if unrecorded:
-            self.mark_unrecorded([job_id])
+            self.mark_unrecorded([(job_id, seq)])
         fut.set_result(None)
 
-    def mark_unrecorded(self, job_ids: Iterable[str]) -> None:
-        """Jobs this client stored whose queued record was not stored."""
-        job_ids = list(job_ids)
-        if not job_ids:
+    def _keep_seq(self, job_id: str, seq: int | None) -> None:
+        if seq is not None:
+            self._seqs[job_id] = seq
+            while len(self._seqs) > _KEEP_FAILED:
+                self._seqs.popitem(last=False)
+
+    def mark_unrecorded(self, stored: Iterable[tuple[str, int | None]]) -> None:
+        """Jobs this client stored (id, stream sequence) whose queued record was not stored: a reader
+        waits for such a job while its message is queued, so the sequence must be kept with it."""
+        stored = list(stored)
+        if not stored:
             return
         with self._lock:
-            for job_id in job_ids:
+            for job_id, seq in stored:
                 self._unrecorded[job_id] = None
+                self._keep_seq(job_id, seq)
             while len(self._unrecorded) > _KEEP_FAILED:
                 self._unrecorded.popitem(last=False)
 

@@ -498,10 +498,15 @@ class Worker:
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():
             feed.reset()
-        if hasattr(self, "gate"):
-            self._spawn(self.gate.reindex())  # parks published while disconnected were not seen
-        self._spawn(self._restore_layout())  # the server may be back without its store
+        self._spawn(self._restore_then_reindex())
         await self.pull_once(self.clock())
+
+    async def _restore_then_reindex(self) -> None:
+        try:
+            await self._restore_layout()  # the server may be back without its store
+        finally:
+            if hasattr(self, "gate"):  # parks published while disconnected were not seen (read once remade)
+                await self.gate.reindex()
 
     def _layout_lost(self) -> None:
         """A pull found no consumer, or a write no stream (deleted under the worker): make them again,

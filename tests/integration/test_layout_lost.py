@@ -80,13 +80,16 @@ def test_streams_deleted_under_a_running_worker_are_made_again(settings, thread_
         assert any("streams or consumer are gone" in r.getMessage() for r in caplog.records)
 
 
-def test_a_server_back_without_its_store_gets_the_layout_again(own_nats_server, settings, thread_worker):
+def test_a_server_back_without_its_store_gets_the_layout_again(own_nats_server, settings, thread_worker, caplog):
     with _served_queue(settings, thread_worker) as q:
-        own_nats_server.kill()
-        shutil.rmtree(own_nats_server.store_dir / "jetstream")
-        own_nats_server.restart()
-        job = _enqueue_until_stored(q)
-        assert fetch_job_result_sync(job, timeout=20) == 42
+        with caplog.at_level(logging.WARNING, logger="naq_nb"):
+            own_nats_server.kill()
+            shutil.rmtree(own_nats_server.store_dir / "jetstream")
+            own_nats_server.restart()
+            job = _enqueue_until_stored(q)
+            assert fetch_job_result_sync(job, timeout=20) == 42
+    # The worker's re-read of parked jobs after the reconnect waits for its streams to be made again.
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("status,description,gone", [
@@ -100,13 +103,17 @@ def test_which_pull_answers_mean_the_consumer_is_gone(status, description, gone)
     assert _consumer_gone(status, {"Description": description}) is gone
 
 
-def test_a_job_stored_without_its_queued_record_is_waited_for_not_unknown(settings, thread_worker):
+@pytest.mark.parametrize("chosen_id", [None, "own-id-1"], ids=["handed-to-the-loop", "acknowledged-in-the-call"])
+def test_a_job_stored_without_its_queued_record_is_waited_for_not_unknown(settings, thread_worker, chosen_id):
+    """A chosen id takes the path that waits for both acknowledgements in the call; it lost the
+    job's stream sequence, so a read of such a job said "no job with id" once its worker took it."""
     client = Client(settings.nats_url, settings=settings)
     q = Queue("default", client=client)
+    sender = q if chosen_id is None else q.configure(job_id=chosen_id)
     try:
         assert q.count_sync() == 0  # connected, layout made
         asyncio.run(_drop_stream(settings.nats_url, f"KV_{settings.prefix}_status"))
-        job = q.enqueue_sync(jobs.add, 1, 2)  # its queued record finds no stream; the job is stored
+        job = sender.enqueue_sync(jobs.add, 1, 2)  # its queued record finds no stream; the job is stored
         client.wait_stored_sync(job.job_id)
         assert job.unrecorded
         assert client.status_sync(job.job_id)["status"] == "queued", "what its stored message stands for"
