@@ -157,3 +157,27 @@ async def test_a_layout_forgotten_while_it_is_made_is_made_again(broker, monkeyp
     broker.forget_layout()  # (a reconnect, a publish no stream took)
     await task
     assert len(made) == 2 and broker.layout_ready
+
+
+async def test_a_worker_lets_a_deletion_finish_before_making_its_streams_again(broker, start_worker, monkeypatch):
+    """nats-server removes a deleted stream's files after it answers; a stream made again by that
+    name at once could lose its folder and store nothing (1 run in 8 of the deletion test above,
+    under load, before the worker waited)."""
+    from naq_nb.core import worker as worker_mod
+    monkeypatch.setattr(worker_mod, "RESTORE_GRACE", 1.0)
+    w = await start_worker(concurrency=1)
+    jobs_stream = broker.layout.jobs_stream
+    t0 = asyncio.get_running_loop().time()  # (the worker may notice the deletion on its own first)
+    await broker.js.delete_stream(jobs_stream)
+    w._layout_lost()  # what a pull answered "no consumer" calls
+
+    async def made_again() -> bool:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await broker.js.stream_info(jobs_stream)
+            return True
+        return False
+
+    while not await made_again():
+        assert asyncio.get_running_loop().time() - t0 < 15, "the worker never made its stream again"
+        await asyncio.sleep(0.05)
+    assert asyncio.get_running_loop().time() - t0 >= 1.0, "made again before the deletion could finish"
