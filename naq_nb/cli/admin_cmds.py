@@ -7,7 +7,8 @@ from typing import Any
 
 from ..core.broker import Broker
 from ..core.failed import list_failed, requeue_failed
-from ..core.queue import Queue, cancel_job, get_status
+from ..core.cancel import cancel_job
+from ..core.queue import Queue, get_status
 from ..core.registry import list_workers
 from .common import add_url, job_id, print_table, queue_name, utc_time, with_broker
 

@@ -40,9 +40,9 @@ from ..core.broker import Broker
 from ..core.errors import JobNotFoundError, JobNotStoredError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
+from ..core.cancel import cancel_job
 from ..core.queue import (
     Queue as CoreQueue,
-    cancel_job,
     get_status,
     make_job,
     direct_send,

@@ -1,4 +1,4 @@
-"""Queues: enqueue (one or many, pipelined), status, results, cancel, purge.
+"""Queues: enqueue (one or many, pipelined), status, purge (cancelling is :mod:`.cancel`).
 
 Everything here is async and bound to one :class:`Broker`; the client layer
 offers sync twins that run these coroutines on its background loop.
@@ -9,50 +9,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import deque
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, NoStreamResponseError
 
 from . import blobs, payloads
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
 from .claims import call_digest, claim_ids, confirm_claims, is_named
-from .deps import release_dependents
 from .envelope import encode_job, header_size
 from .fastbatch import FLOW as FAST_FLOW, FastBatch
 from .errors import (
     JS_WRONG_LAST_SEQUENCE,
-    JS_MESSAGE_GONE,
-    ConcurrentUpdateError,
     ConfigurationError,
     JobNotFoundError,
     JobNotStoredError,
     NaqConnectionError,
     PublishTimeoutError,
-    SerializationError,
 )
-from .job import Job, JobOptions, JobStatus, TERMINAL, new_job_id
+from .job import Job, JobOptions, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
-from .records import encode_failure
-from .results import push_result
 from .status import (
-    STATUS_VALUES,
     StatusRecord,
     decode_status,
     encode_first_record,
-    encode_status,
     initial_status,
-    with_status,
 )
-from .serialization import seal_record
 
 __all__ = [
     "Queue",
     "make_job",
     "get_status",
-    "cancel_job",
     "call_digest",
     "prepare_unacked",
     "publish_prepared",
@@ -550,91 +538,3 @@ async def get_status(broker: Broker, job_id: str) -> StatusRecord:
     except KeyNotFoundError:
         raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
     return decode_status(entry.value or b"")
-
-
-#: How long cancel_job keeps retrying its status update while the job's record keeps changing.
-CANCEL_RETRY_SECONDS = 10.0
-
-
-async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
-    """Status ``cancelled`` (revision-checked); None if the job already ended.
-
-    A running job may write its status (progress) between our read and our update: read
-    again and retry, backing off, for up to ``CANCEL_RETRY_SECONDS``; then raise rather than
-    answer "already ended" for a job that is still live.
-    """
-    kv = await broker.kv(broker.layout.status_bucket)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CANCEL_RETRY_SECONDS
-    tries = 0
-    while True:
-        try:
-            entry = await kv.get(job_id)
-        except KeyNotFoundError:
-            raise JobNotFoundError(f"no job with id {job_id!r}") from None
-        rec = decode_status(entry.value or b"")
-        if rec.get("status") not in STATUS_VALUES:  # damaged or forged: say so, change nothing
-            raise SerializationError(
-                f"cannot cancel job {job_id}: its status record is damaged (status {rec.get('status')!r})"
-            )
-        if JobStatus(rec["status"]) in TERMINAL:
-            return None
-        rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())
-        try:
-            await kv.update(job_id, encode_status(rec), last=entry.revision)
-            return rec
-        except KeyWrongLastSequenceError:
-            tries += 1  # the job moved on meanwhile; look again
-        if loop.time() >= deadline:
-            raise ConcurrentUpdateError(
-                f"could not cancel job {job_id}: its status changed {tries} times in {CANCEL_RETRY_SECONDS:g} s "
-                "while cancelling; try again"
-            )
-        await asyncio.sleep(min(0.005 * 2 ** min(tries, 6), 0.2))
-
-
-async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
-    """Cancel a job that has not finished. Returns False if it had already ended.
-
-    A queued job is removed from its stream; a waiting or scheduled one is marked
-    so its worker drops it; a running one is told to stop through the cancel
-    subject (async functions are cancelled, a sync function's result is discarded).
-    Raises :class:`JobNotFoundError` for an unknown id, :class:`SerializationError` if its status
-    record is damaged, and :class:`ConcurrentUpdateError` if the job's status kept changing for
-    ``CANCEL_RETRY_SECONDS``; connection errors propagate.
-    """
-    validate_job_id(job_id)
-    lay = broker.layout
-    rec = await _mark_cancelled(broker, job_id)
-    if rec is None:
-        return False
-    seq = sequence or rec.get("seq")
-    if type(seq) is int and seq > 0:  # (a record's seq is as stored: only a real one is used)
-        try:
-            await payloads.drop_queued_body(broker, seq)  # its offloaded body, if any, goes too
-            await broker.js.delete_msg(lay.jobs_stream, seq)
-        except APIError as exc:  # NotFoundError is one
-            if not isinstance(exc, NotFoundError) and exc.err_code not in JS_MESSAGE_GONE:
-                raise
-            # Already delivered (a worker sees the cancelled status), parked on a dependency, or gone.
-    await broker.nc.publish(lay.cancel_subject, job_id.encode())
-    results = await broker.kv(lay.results_bucket)
-    try:
-        await results.create(
-            job_id,
-            seal_record(
-                encode_failure(None, None, status=JobStatus.CANCELLED, error=f"job {job_id} was cancelled"),
-                job_id,
-                broker.settings.signing_key,
-            ),
-        )
-    except KeyWrongLastSequenceError:
-        pass  # a result was written first; it stands
-    if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
-        await push_result(broker, rec["rt"], job_id)
-    try:
-        await release_dependents(broker, job_id)  # what waits on it fails now, naming it
-    except (NaqConnectionError, APIError, TimeoutError) as exc:
-        # The cancel itself is done; the workers' sweep of the waiting stream finishes this.
-        log.warning("job %s cancelled; failing its dependents is left to the sweep: %s", job_id, exc)
-    return True

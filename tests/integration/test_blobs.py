@@ -19,7 +19,8 @@ from naq_nb.core.blobs import BlobError
 from naq_nb.core.broker import Broker
 from naq_nb.core.failed import list_failed, requeue_failed
 from naq_nb.core.job import JobOptions
-from naq_nb.core.queue import Queue, cancel_job
+from naq_nb.core.cancel import cancel_job
+from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 from naq_nb.notebook import local as local_mod
 

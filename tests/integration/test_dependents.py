@@ -10,7 +10,8 @@ from naq_nb.core import deps
 from naq_nb.core.deps import release_dependents, sweep_waiting
 from naq_nb.core.envelope import HEADER_MSG_ID, encode_job
 from naq_nb.core.errors import DependencyFailedError
-from naq_nb.core.queue import Queue, cancel_job, get_status
+from naq_nb.core.cancel import cancel_job
+from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import wait_for_result
 
 from helpers import eventually

@@ -7,10 +7,11 @@ import pytest
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from naq_nb.core import queue as core_queue
+from naq_nb.core import cancel as core_cancel
 from naq_nb.core import runner
 from naq_nb.core.errors import ConcurrentUpdateError, JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
-from naq_nb.core.queue import Queue, cancel_job, get_status
+from naq_nb.core.cancel import cancel_job
+from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import wait_for_result
 
 import jobs
@@ -155,7 +156,7 @@ async def test_cancel_retries_while_a_live_job_keeps_writing_its_status(broker):
 
 
 async def test_cancel_that_keeps_losing_raises_instead_of_answering_false(broker, monkeypatch):
-    monkeypatch.setattr(core_queue, "CANCEL_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(core_cancel, "CANCEL_RETRY_SECONDS", 0.3)
     j = await Queue(broker).enqueue(jobs.add, 1, 2)
     writer = asyncio.create_task(_keep_writing_status(broker, j.job_id, 30))
     await asyncio.sleep(0)

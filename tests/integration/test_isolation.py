@@ -12,7 +12,8 @@ import pytest
 
 from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.failed import list_failed
-from naq_nb.core.queue import Queue, cancel_job, get_status
+from naq_nb.core.cancel import cancel_job
+from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import get_result, wait_for_result
 from naq_nb.core.worker import Worker
 

@@ -236,7 +236,8 @@ async def test_a_reused_id_whose_first_enqueue_left_only_its_record_is_sent_agai
 
 async def test_ids_are_checked_where_they_enter(broker):
     from naq_nb.core.errors import ConfigurationError
-    from naq_nb.core.queue import cancel_job, get_status
+    from naq_nb.core.cancel import cancel_job
+    from naq_nb.core.queue import get_status
     for bad in ("", ">", "a.b", "x\n", None):
         with pytest.raises(ConfigurationError, match="job_id"):
             await wait_for_result(broker, bad, 1)

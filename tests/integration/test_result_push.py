@@ -428,7 +428,8 @@ async def test_a_cancel_of_a_job_whose_status_record_names_a_forged_inbox_still_
     # published to that subject, and the log names the refused token.
     import logging
 
-    from naq_nb.core.queue import Queue as CoreQueue, cancel_job
+    from naq_nb.core.cancel import cancel_job
+    from naq_nb.core.queue import Queue as CoreQueue
     from naq_nb.core.results import wait_for_result
     from naq_nb.core.status import encode_status, first_record
 
