@@ -14,7 +14,8 @@ import logging
 from importlib import import_module
 from typing import Any
 
-from .client.client import Client, get_client
+from .client.client import Client
+from .client.shared import get_client
 from .client.compat import (
     JobTemplate,
     Queue,

@@ -171,7 +171,7 @@ def nats_server(request, naq_prefix, monkeypatch):
 
 def _forget_shared_clients() -> None:
     """Close the clients naq_nb keeps per URL: the next test has the same URL but another prefix."""
-    client_mod = sys.modules.get("naq_nb.client.client")
+    client_mod = sys.modules.get("naq_nb.client.shared")
     if client_mod is None:
         return
     client_mod.set_session_default(None)

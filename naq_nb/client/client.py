@@ -55,14 +55,14 @@ from ..core.registry import WorkerRecord, list_workers
 from ..core.results import unrecorded_status, wait_for_result
 from ..core.settings import Settings, redact_url
 from ..core.status import StatusRecord
-from .loop import any_loop, call_soon, in_loop_thread, on_exit, on_loop_close, run_async, run_sync, sweep_closed_loops
+from .loop import any_loop, call_soon, in_loop_thread, on_loop_close, run_async, run_sync, sweep_closed_loops
 from .inbox import ResultInbox
 from .stores import Stores
 from .twins import blocking, on_loop
 
 log = logging.getLogger("naq_nb.client")
 
-__all__ = ["Client", "get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
+__all__ = ["Client"]
 
 
 class Client:
@@ -511,7 +511,6 @@ class Client:
         return f"<naq_nb.Client {self.url}>"
 
 
-_clients: dict[tuple, Client] = {}
 _every_client: "weakref.WeakSet[Client]" = weakref.WeakSet()  # for the exit check of enqueues in flight
 _MAIN_PID = os.getpid()
 
@@ -528,46 +527,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-_clients_lock = threading.Lock()
-_session_default: Client | None = None
-
-
-def set_session_default(client: Client | None) -> None:
-    """The client that calls without a URL use (set by ``nq.connect`` / ``nq.local``)."""
-    global _session_default
-    _session_default = client
-
-
-def default_client() -> Client:
-    """The session's client: the one set by ``nq.connect`` / ``nq.local()``, else the shared one
-    for ``NAQ_NATS_URL``."""
-    return get_client()
-
-
-def set_default_client(client: Client | None) -> None:
-    """Make ``client`` the default of the ``nq.*`` calls (None: back to ``NAQ_NATS_URL``)."""
-    if client is not None and not isinstance(client, Client):
-        raise TypeError(f"set_default_client() needs a naq_nb Client or None, not {type(client).__name__}")
-    set_session_default(client)
-
-
-def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
-    """A shared client per (URL, options), created on first use.
-
-    Without a URL or options it is the session's default client when ``nq.connect``
-    or ``nq.local`` set one, so naq-style calls in a notebook reach the local cluster.
-    """
-    if nats_url is None and not nats_options and _session_default is not None:
-        return _session_default
-    # Reading the environment costs ~0.1-0.2 ms: with a URL given, only a new client needs it.
-    settings = None if nats_url else Settings.from_env()
-    url = nats_url or settings.nats_url  # type: ignore[union-attr]
-    key = (url, tuple(sorted((k, repr(v)) for k, v in nats_options.items())))
-    with _clients_lock:
-        c = _clients.get(key)
-        if c is None:
-            c = _clients[key] = Client(url, settings=settings or Settings.from_env(), **nats_options)
-        return c
 
 
 def _not_stored(exc: BaseException) -> str:
@@ -577,7 +536,7 @@ def _not_stored(exc: BaseException) -> str:
     return "was not acknowledged, so it may not have been stored"
 
 
-def _loud_at_exit(message: str) -> None:
+def loud_at_exit(message: str) -> None:
     """Log ``message`` as an error, and write it to stderr too when no handler would show it: the
     package's NullHandler silences Python's last resort, and a script that configured no logging
     must still hear, as it ends, that jobs it enqueued may be lost."""
@@ -596,39 +555,17 @@ def _shown(logger: logging.Logger, level: int) -> bool:
     return False
 
 
-async def _close_all() -> None:
-    with _clients_lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for c in clients:
-        try:
-            await c.close()
-        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            _loud_at_exit(str(exc))
-        except Exception as exc:  # closing the others anyway
-            log.debug("closing %r failed: %s", c, exc)
-
-
-async def _flush_all_at_exit() -> None:
+async def flush_all_at_exit() -> None:
     """Every client (shared or not): enqueues still in flight are settled, failures logged."""
     for c in list(_every_client):
         try:
             await asyncio.wait_for(c._stores.drain(), 4.0)  # the exit hook's own bound is 5 s
         except asyncio.TimeoutError:
-            _loud_at_exit(
+            loud_at_exit(
                 f"{c._stores.in_flight} enqueued job(s) of {c!r} were still not acknowledged at exit: "
                 "they may not be stored"
             )
         try:
             c._stores.raise_unreported()
         except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            _loud_at_exit(str(exc))
-
-
-def close_all_clients() -> None:
-    """Close every shared connection (naq's ``close_sync_connections``)."""
-    run_sync(_close_all())
-
-
-on_exit(_close_all)
-on_exit(_flush_all_at_exit)  # hooks run last-registered first: this one before the closes
+            loud_at_exit(str(exc))

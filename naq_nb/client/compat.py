@@ -20,8 +20,9 @@ from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
 from ..core.schedules import require_calendar
 from ..core.registry import WorkerRecord
-from . import client as _client_mod
-from .client import Client, close_all_clients, get_client
+from . import shared as _shared
+from .client import Client
+from .shared import close_all_clients, get_client
 from .naq_options import split_naq_options
 from .twins import blocking
 
@@ -245,7 +246,7 @@ class Queue:
         their next call. The session's own client (``nq.connect`` / ``nq.local``) is
         left open: it belongs to the notebook, not to this Queue.
         """
-        if self.client is not _client_mod._session_default:
+        if self.client is not _shared._session_default:
             await self.client.close()
 
     close_sync = blocking(close)

@@ -22,7 +22,7 @@ from ..core.job import Job, JobStatus
 from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_status, with_status
-from .client import default_client
+from .shared import default_client
 from .loop import run_async
 from .twins import blocking, blocking_classmethod
 from .watch import get_watch, register

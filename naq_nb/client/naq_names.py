@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from ..core.errors import NaqConnectionError
 from ..core.settings import Settings
-from . import client as client_mod
+from . import shared
 
 __all__ = [
     "JOB_STATUS",
@@ -156,8 +156,8 @@ class _Done:
 def disconnect() -> _Done:
     """Close naq_nb's shared connections and the session's client (naq: ``await disconnect()``;
     a plain call works too). Later calls reconnect on demand."""
-    client_mod.close_all_clients()
-    default = client_mod._session_default
+    shared.close_all_clients()
+    default = shared._session_default
     if default is not None:
         default.close_sync()
     return _Done()

@@ -27,7 +27,7 @@ def _client(client: Client | None) -> Client:
     if client is not None and not isinstance(client, Client):
         raise TypeError(f"client must be a naq_nb Client or None, not {type(client).__name__}")
     if client is None:
-        from .client import default_client
+        from .shared import default_client
 
         client = default_client()
     return client

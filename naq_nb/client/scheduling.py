@@ -31,7 +31,8 @@ from ..core.schedules import (
     save_schedule,
     to_epoch,
 )
-from .client import Client, get_client
+from .client import Client
+from .shared import get_client
 from .naq_options import split_naq_options
 from .loop import run_async
 from .twins import blocking

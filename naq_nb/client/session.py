@@ -27,7 +27,8 @@ from ..core.queue import get_status
 from ..core.results import get_result
 from ..core.schedules import make_schedule, save_schedule, to_epoch
 from ..core.status import JobStatus, status_record
-from .client import Client, default_client, get_client, set_default_client
+from .client import Client
+from .shared import default_client, get_client, set_default_client
 from .future import JobFuture, submit_jobs
 from .group import JobGroup
 from .loop import run_async

@@ -13,7 +13,7 @@ import pytest
 import naq_nb as nq
 from naq_nb.client import session
 from naq_nb.core.errors import ServerBinaryNotFound, UnknownQueueError
-from naq_nb.client import client as client_mod
+from naq_nb.client import shared as client_mod
 from naq_nb.notebook import local as local_mod
 
 import jobs

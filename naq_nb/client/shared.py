@@ -1,0 +1,78 @@
+"""The shared clients: one per (URL, options) made on first use, the session's default (set by
+``nq.connect`` / ``nq.local``), and closing them all; the exit hooks of every client."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..core.errors import JobNotStoredError
+from ..core.settings import Settings
+from .client import Client, flush_all_at_exit, loud_at_exit, log
+from .loop import on_exit, run_sync
+
+__all__ = ["get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
+
+_clients: dict[tuple, Client] = {}
+_clients_lock = threading.Lock()
+_session_default: Client | None = None
+
+
+def set_session_default(client: Client | None) -> None:
+    """The client that calls without a URL use (set by ``nq.connect`` / ``nq.local``)."""
+    global _session_default
+    _session_default = client
+
+
+def default_client() -> Client:
+    """The session's client: the one set by ``nq.connect`` / ``nq.local()``, else the shared one
+    for ``NAQ_NATS_URL``."""
+    return get_client()
+
+
+def set_default_client(client: Client | None) -> None:
+    """Make ``client`` the default of the ``nq.*`` calls (None: back to ``NAQ_NATS_URL``)."""
+    if client is not None and not isinstance(client, Client):
+        raise TypeError(f"set_default_client() needs a naq_nb Client or None, not {type(client).__name__}")
+    set_session_default(client)
+
+
+def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
+    """A shared client per (URL, options), created on first use.
+
+    Without a URL or options it is the session's default client when ``nq.connect``
+    or ``nq.local`` set one, so naq-style calls in a notebook reach the local cluster.
+    """
+    if nats_url is None and not nats_options and _session_default is not None:
+        return _session_default
+    # Reading the environment costs ~0.1-0.2 ms: with a URL given, only a new client needs it.
+    settings = None if nats_url else Settings.from_env()
+    url = nats_url or settings.nats_url  # type: ignore[union-attr]
+    key = (url, tuple(sorted((k, repr(v)) for k, v in nats_options.items())))
+    with _clients_lock:
+        c = _clients.get(key)
+        if c is None:
+            c = _clients[key] = Client(url, settings=settings or Settings.from_env(), **nats_options)
+        return c
+
+
+async def _close_all() -> None:
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for c in clients:
+        try:
+            await c.close()
+        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
+            loud_at_exit(str(exc))
+        except Exception as exc:  # closing the others anyway
+            log.debug("closing %r failed: %s", c, exc)
+
+
+def close_all_clients() -> None:
+    """Close every shared connection (naq's ``close_sync_connections``)."""
+    run_sync(_close_all())
+
+
+on_exit(_close_all)
+on_exit(flush_all_at_exit)  # hooks run last-registered first: this one before the closes
