@@ -246,7 +246,7 @@ class Queue:
         their next call. The session's own client (``nq.connect`` / ``nq.local``) is
         left open: it belongs to the notebook, not to this Queue.
         """
-        if self.client is not _shared._session_default:
+        if self.client is not _shared.session_default():
             await self.client.close()
 
     close_sync = blocking(close)

@@ -157,7 +157,7 @@ def disconnect() -> _Done:
     """Close naq_nb's shared connections and the session's client (naq: ``await disconnect()``;
     a plain call works too). Later calls reconnect on demand."""
     shared.close_all_clients()
-    default = shared._session_default
+    default = shared.session_default()
     if default is not None:
         default.close_sync()
     return _Done()

@@ -11,7 +11,14 @@ from ..core.settings import Settings
 from .client import Client, flush_all_at_exit, loud_at_exit, log
 from .loop import on_exit, run_sync
 
-__all__ = ["get_client", "default_client", "set_default_client", "close_all_clients", "set_session_default"]
+__all__ = [
+    "get_client",
+    "default_client",
+    "set_default_client",
+    "close_all_clients",
+    "set_session_default",
+    "session_default",
+]
 
 _clients: dict[tuple, Client] = {}
 _clients_lock = threading.Lock()
@@ -22,6 +29,11 @@ def set_session_default(client: Client | None) -> None:
     """The client that calls without a URL use (set by ``nq.connect`` / ``nq.local``)."""
     global _session_default
     _session_default = client
+
+
+def session_default() -> Client | None:
+    """The client set by ``nq.connect`` / ``nq.local``, if any (no shared one is made)."""
+    return _session_default
 
 
 def default_client() -> Client:

@@ -53,7 +53,7 @@ def test_local_threads_start_submit_rerun_stop(no_cluster_left):
     c.stop()  # idempotent
     assert not c.running and c.server.proc.poll() is not None and not _pid_alive(pid)
     assert _naq_threads() == before
-    assert client_mod._session_default is None  # the default client went with the cluster
+    assert client_mod.session_default() is None  # the default client went with the cluster
 
 
 def test_local_with_other_arguments_replaces_the_cluster(no_cluster_left):
