@@ -9,6 +9,7 @@ use raises :class:`LayoutConflictError` instead of drifting silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import ssl
@@ -47,6 +48,10 @@ _T = TypeVar("_T")
 
 #: Pauses between tries of a create the server failed to store (about 1.5 s in all).
 STORE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+# After a stream was found deleted, the layout is made again no sooner than this: nats-server
+# removes a deleted stream's files after it answers the delete, and a stream made again by that
+# name meanwhile can lose its folder and store nothing ("critical write error").
+REMAKE_GRACE = 0.5
 
 
 async def create_store(what: str, create: Callable[[], Awaitable[_T]]) -> _T:
@@ -187,7 +192,8 @@ class Broker:
         self._stale: asyncio.Future | None = None  # an attempt forgotten while it ran: its checks may predate a loss
         self._consumers: set[str] = set()
         self.acks = PubAcks(nc)  # the acknowledgements of publishes, this connection's and others'
-        self.acks.on_no_stream = self.forget_layout
+        self.acks.on_no_stream = self.layout_lost
+        self._remake_after = 0.0  # loop time before which _ensure waits (see REMAKE_GRACE)
         #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
         self.publish_timeout: float = settings.publish_timeout
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
@@ -321,6 +327,14 @@ class Broker:
             self._stale = ready
         self._consumers.clear()
 
+    def layout_lost(self) -> None:
+        """A stream or consumer was found deleted (a publish no stream took, a pull with no
+        consumer): :meth:`forget_layout`, and the next :meth:`ensure_layout` makes it again only
+        :data:`REMAKE_GRACE` seconds from now, once the server has finished deleting."""
+        self.forget_layout()
+        with contextlib.suppress(RuntimeError):  # (no running loop: nothing to delay)
+            self._remake_after = asyncio.get_running_loop().time() + REMAKE_GRACE
+
     @property
     def layout_ready(self) -> bool:
         """True once :meth:`ensure_layout` has succeeded on this broker."""
@@ -328,6 +342,9 @@ class Broker:
         return r is not None and r.done() and not r.cancelled() and r.exception() is None and r is not self._stale
 
     async def _ensure(self) -> None:
+        wait = self._remake_after - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         lay = self.layout
         for cfg in (lay.jobs_stream_config(), lay.failed_stream_config(), lay.waiting_stream_config()):
             await self._ensure_stream(cfg)

@@ -204,8 +204,8 @@ class Scheduler:
             stream = lay.kv_stream(lay.schedules_bucket)
             try:
                 created = (await b.js.stream_info(stream)).created
-            except NotFoundError:
-                b.forget_layout()
+            except NotFoundError:  # deleted: made again once the deletion is over
+                b.layout_lost()
                 await b.ensure_layout()
                 created = (await b.js.stream_info(stream)).created
             if created == self._bucket_created:

@@ -55,9 +55,6 @@ log = logging.getLogger("naq_nb.worker")
 _INF = float("inf")
 CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
 RESTORE_EVERY = 2.0  # at most this often a worker whose consumer is gone makes the layout again
-# How long it lets a deletion finish first: nats-server removes a deleted stream's files after
-# answering, and a stream made again by that name meanwhile can lose its folder (it then stores nothing).
-RESTORE_GRACE = 0.5
 
 
 def _queue_names(queues: str | Iterable[str] | None, default: str) -> list[str]:
@@ -516,21 +513,19 @@ class Worker:
         at most every :data:`RESTORE_EVERY` seconds. Meanwhile pulls fail and come again with the
         ticker, and a result write that fails is tried again, then handed back: nothing is lost."""
         if self.broker is not None:
-            self.broker.forget_layout()
+            self.broker.layout_lost()  # made again once the deletion is over (REMAKE_GRACE)
         now = self.clock()
         if now < self._restore_after or self.state in ("stopping", "stopped"):
             return
         self._restore_after = now + RESTORE_EVERY
         log.warning("worker %s: its streams or consumer are gone (deleted?); making them again", self.worker_id)
-        self._spawn(self._restore_layout(grace=RESTORE_GRACE))
+        self._spawn(self._restore_layout())
 
-    async def _restore_layout(self, grace: float = 0.0) -> None:
+    async def _restore_layout(self) -> None:
         """Streams, buckets and this worker's consumers checked and made again where missing."""
         b = self.broker
         if b is None:
             return
-        if grace:
-            await asyncio.sleep(grace)
         b.forget_layout()
         await b.ensure_layout()
         for q in self._feeds:

@@ -15,6 +15,7 @@ import pytest
 import jobs
 from naq_nb import Queue, fetch_job_result_sync
 from naq_nb.client.client import Client
+from naq_nb.core.queue import Queue as CoreQueue
 from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStoredError, NaqConnectionError
 
 
@@ -159,25 +160,47 @@ async def test_a_layout_forgotten_while_it_is_made_is_made_again(broker, monkeyp
     assert len(made) == 2 and broker.layout_ready
 
 
+async def _made_again(broker, stream: str, t0: float, grace: float) -> float:
+    """Seconds from ``t0`` until ``stream`` exists again (polled; fails after 15 s)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await broker.js.stream_info(stream)
+            return loop.time() - t0
+        assert loop.time() - t0 < 15 + grace, f"{stream} was never made again"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_worker_lets_a_deletion_finish_before_making_its_streams_again(broker, start_worker, monkeypatch):
     """nats-server removes a deleted stream's files after it answers; a stream made again by that
     name at once could lose its folder and store nothing (1 run in 8 of the deletion test above,
     under load, before the worker waited)."""
-    from naq_nb.core import worker as worker_mod
-    monkeypatch.setattr(worker_mod, "RESTORE_GRACE", 1.0)
+    from naq_nb.core import broker as broker_mod
+    monkeypatch.setattr(broker_mod, "REMAKE_GRACE", 1.0)
     w = await start_worker(concurrency=1)
     jobs_stream = broker.layout.jobs_stream
     t0 = asyncio.get_running_loop().time()  # (the worker may notice the deletion on its own first)
     await broker.js.delete_stream(jobs_stream)
     w._layout_lost()  # what a pull answered "no consumer" calls
+    assert await _made_again(broker, jobs_stream, t0, 1.0) >= 1.0, "made again before the deletion could finish"
 
-    async def made_again() -> bool:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await broker.js.stream_info(jobs_stream)
-            return True
-        return False
 
-    while not await made_again():
-        assert asyncio.get_running_loop().time() - t0 < 15, "the worker never made its stream again"
-        await asyncio.sleep(0.05)
-    assert asyncio.get_running_loop().time() - t0 >= 1.0, "made again before the deletion could finish"
+async def test_a_client_lets_a_deletion_finish_before_making_its_streams_again(settings, monkeypatch):
+    """The same wait for a client: the enqueue that met the deleted stream fails; the next call
+    makes the layout again, no sooner than the grace after the loss was seen."""
+    from naq_nb.core import broker as broker_mod
+    monkeypatch.setattr(broker_mod, "REMAKE_GRACE", 1.0)
+    b = await broker_mod.Broker.connect(settings=settings)
+    try:
+        q = CoreQueue(b)
+        await q.enqueue(jobs.add, 1, 2)  # layout made
+        await b.js.delete_stream(b.layout.jobs_stream)
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(JobNotStoredError, match="no stream took it"):
+            await q.enqueue(jobs.add, 1, 2)
+        assert not b.layout_ready, "the loss was seen"
+        job = await q.enqueue(jobs.add, 3, 4)  # waits out the grace, then makes the layout again
+        assert asyncio.get_running_loop().time() - t0 >= 1.0, "made again before the deletion could finish"
+        assert job.sequence is not None and await q.count() == 1
+    finally:
+        await b.close()
