@@ -97,8 +97,7 @@ class Client:
         """The connected :class:`Broker` (call on the loop thread only)."""
         have = self._broker
         if have is not None and not have.nc.is_closed:
-            if not have.layout_ready:  # checked again after a reconnect or a publish no stream took
-                await have.ensure_layout()
+            await have.ensure_layout()  # (at once when ready; checked again after a reconnect or a lost stream)
             return have
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(Broker.connect(settings=self.settings, **self.nats_options))
@@ -135,8 +134,7 @@ class Client:
                 sweep_closed_loops()
                 task = self._here[loop] = loop.create_task(self._connect_here(loop))
         b = await asyncio.shield(task)
-        if not b.layout_ready:  # as in broker()
-            await b.ensure_layout()
+        await b.ensure_layout()  # as in broker()
         return b
 
     async def _connect_here(self, loop: asyncio.AbstractEventLoop) -> Broker:

@@ -284,7 +284,9 @@ class Broker:
         """Create (or check) streams and buckets once per broker; :class:`NaqConnectionError` naming
         the cause when the server has no JetStream or does not answer its API. An attempt forgotten
         while it ran (a reconnect, a lost stream: its checks may predate the loss) is made again,
-        a few times at most: a flood of losses must not keep a caller here."""
+        a few times at most: a flood of losses must not keep a caller here. Ready: returns at once."""
+        if self.layout_ready:
+            return
         for _ in range(3):
             ready = await self._ensure_once()
             if self._stale is not ready:

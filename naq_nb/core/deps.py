@@ -30,7 +30,7 @@ import nats.errors
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from .envelope import HEADER_MSG_ID, JobMeta, decode_meta
+from .envelope import HEADER_MSG_ID, JobMeta, decode_meta, meta_first_record
 from .errors import JS_MESSAGE_GONE, JS_WRONG_LAST_SEQUENCE, DependencyFailedError, SerializationError
 from .job import JobStatus
 from .layout import create_only, msg_delete_api_subject
@@ -43,7 +43,6 @@ from .status import (
     StatusRecord,
     decode_status,
     encode_status,
-    first_record,
     with_status,
 )
 
@@ -254,15 +253,7 @@ async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
         rec, rev = await _status_entry(b, meta.job_id)
         if rec is not None and rec.get("status") in _ENDED:
             return False
-        base = rec or first_record(
-            meta.job_id,
-            meta.queue,
-            JobStatus.WAITING,
-            func=meta.function,
-            name=meta.options.name,
-            enqueued_at=meta.enqueued_at,
-            depends_on=list(meta.options.depends_on),
-        )
+        base = rec or meta_first_record(meta, JobStatus.WAITING)
         new = encode_status(with_status(base, JobStatus.WAITING, waiting_on=dep))
         try:
             await (kv.update(meta.job_id, new, last=rev) if rev else kv.create(meta.job_id, new))

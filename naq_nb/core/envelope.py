@@ -18,7 +18,7 @@ from .job import Job, JobOptions, OptionsMeta, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
 from .retry import RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
-from .status import json_number, json_text
+from .status import StatusRecord, first_record, json_number, json_text
 
 __all__ = [
     "encode_job",
@@ -26,6 +26,7 @@ __all__ = [
     "MetaHeader",
     "JobMeta",
     "decode_meta",
+    "meta_first_record",
     "decode_call",
     "check_call",
     "HEADER_META",
@@ -279,3 +280,17 @@ def decode_call(
 ) -> tuple[Callable[..., Any], tuple, dict]:
     check_call(meta, headers, body, ser, signing_key)
     return ser.loads_call(body)
+
+
+def meta_first_record(meta: JobMeta, status: str, **fields: Any) -> StatusRecord:
+    """:func:`first_record` of a job read back from its message (``meta``: its decoded header)."""
+    return first_record(
+        meta.job_id,
+        meta.queue,
+        status,
+        func=meta.function,
+        name=meta.options.name,
+        enqueued_at=meta.enqueued_at,
+        depends_on=list(meta.options.depends_on),
+        **fields,
+    )

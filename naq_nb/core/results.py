@@ -24,8 +24,8 @@ from . import payloads
 from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
 from .layout import WIRE_ID_RE, validate_job_id
 from .records import ResultRecord
-from .envelope import decode_meta
-from .status import TERMINAL_VALUES, StatusRecord, decode_status, first_record, initial_status
+from .envelope import decode_meta, meta_first_record
+from .status import TERMINAL_VALUES, StatusRecord, decode_status, initial_status
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -201,16 +201,7 @@ async def unrecorded_status(broker: "Broker", job_id: str, seq: int) -> StatusRe
         return None
     if meta.job_id != job_id:
         return None
-    deps = meta.options.depends_on
-    return first_record(
-        job_id,
-        meta.queue,
-        initial_status(deps),
-        func=meta.function,
-        name=meta.options.name,
-        enqueued_at=meta.enqueued_at,
-        depends_on=list(deps),
-    )
+    return meta_first_record(meta, initial_status(meta.options.depends_on))
 
 
 def result_gone_error(job_id: str, status: str) -> JobNotFoundError:

@@ -176,9 +176,8 @@ class Scheduler:
     async def _load(self) -> None:
         # Watch first (nothing is missed), then read the current values with a scan: the
         # watch's own "initial values done" marker can come before them under load.
-        lay = self._b.layout
-        kv = await self._b.kv(lay.schedules_bucket)
-        created = (await self._b.js.stream_info(lay.kv_stream(lay.schedules_bucket))).created
+        kv = await self._b.kv(self._b.layout.schedules_bucket)
+        created = await self._bucket_created_now()
         self._watcher = await kv.watchall()
         async for item in scan_bucket(self._b, self._b.layout.schedules_bucket):
             self._apply(item.key.split(".", 1)[-1], item.value, item.revision)
@@ -200,19 +199,21 @@ class Scheduler:
         if self._resync_lock is None:
             self._resync_lock = asyncio.Lock()
         async with self._resync_lock:  # a reconnect's check and the loop's: one reload, one watch
-            b, lay = self._b, self._b.layout
-            stream = lay.kv_stream(lay.schedules_bucket)
             try:
-                created = (await b.js.stream_info(stream)).created
+                created = await self._bucket_created_now()
             except NotFoundError:  # deleted: made again once the deletion is over
-                b.layout_lost()
-                await b.ensure_layout()
-                created = (await b.js.stream_info(stream)).created
+                self._b.layout_lost()
+                await self._b.ensure_layout()
+                created = await self._bucket_created_now()
             if created == self._bucket_created:
                 return False
             log.warning("scheduler %s: the schedules bucket was made again; reloading the calendar", self.instance_id)
             await self._reload()
             return True
+
+    async def _bucket_created_now(self) -> object:
+        lay = self._b.layout
+        return (await self._b.js.stream_info(lay.kv_stream(lay.schedules_bucket))).created
 
     async def _reload(self) -> None:
         """Calendar and watch from the bucket as it is now. The watch task is restarted whatever

@@ -522,11 +522,11 @@ class Worker:
         self._spawn(self._restore_layout())
 
     async def _restore_layout(self) -> None:
-        """Streams, buckets and this worker's consumers checked and made again where missing."""
+        """Streams, buckets and this worker's consumers checked and made again where missing (the
+        layout was forgotten already: by the reconnect, or by :meth:`_layout_lost`)."""
         b = self.broker
         if b is None:
             return
-        b.forget_layout()
         await b.ensure_layout()
         for q in self._feeds:
             await b.ensure_consumer(q)
