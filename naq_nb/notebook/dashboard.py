@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import html
 import json
 import logging
 import math
@@ -158,6 +159,7 @@ class Dashboard(DashboardRows):
         self._tasks: list[asyncio.Task] = []
         self._watchers: list[Any] = []
         self._subs: list[Any] = []
+        self._status_prefix = ""  # the status bucket's subject up to the key, set on subscribing
         self._handles: list[Any] = []
         self._broker: Any = None
         self._closed = False
@@ -278,6 +280,7 @@ class Dashboard(DashboardRows):
         b = self._broker = await self.client.broker()
         lay = b.layout
         # Live feeds first, snapshots after: nothing that happens in between is missed.
+        self._status_prefix = lay.kv_subject(lay.status_bucket, "")
         self._subs.append(await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status))
         self._subs.append(await b.nc.subscribe(lay.all_failed_subject, cb=self._on_failed_msg))
         loaded = []
@@ -377,8 +380,10 @@ class Dashboard(DashboardRows):
             self._known_queues.add(queue)
             if status in _FINISHED:
                 self.rates.add(queue, time.monotonic())
-        if status in _JOB_STATES and isinstance(rec.get("id"), str):
-            self._track_job(rec)
+        if status in _JOB_STATES:
+            # The key names the job, not the record's "id" field (anyone with write access can put any
+            # text there): the id becomes a button, a detail read and a line of HTML.
+            self._track_job({**rec, "id": msg.subject[len(self._status_prefix) :]})
         if status == JobStatus.QUEUED.value and rec.get("requeued_from") is not None:
             self._failed_stale = True  # someone requeued a failed job (maybe another client)
         self._poke()
@@ -553,8 +558,8 @@ class Dashboard(DashboardRows):
         try:
             rec, tb = run_sync(fetch_detail(self.client, job_id))
             text = detail_html(job_id, {**self._recent.get(job_id, {}), **rec}, tb)
-        except Exception as exc:  # shown to the user on the dashboard
-            text = f"<p><i>details of {job_id}: {type(exc).__name__}: {exc}</i></p>"
+        except Exception as exc:  # shown to the user on the dashboard; the message may quote stored text
+            text = f"<p><i>{html.escape(f'details of {job_id}: {type(exc).__name__}: {exc}')}</i></p>"
 
         def apply() -> None:
             self._detail = text

@@ -61,10 +61,13 @@ def detail_html(job_id: str, rec: dict, traceback: str) -> str:
         f"<b>Job {html.escape(job_id)}</b><table>{cells}</table>"
     ]
     pre = "<pre style='max-height:14em;overflow:auto;font-size:85%;background:#f5f5f5;padding:4px'>"
-    if rec.get("logs"):
-        parts.append(f"<b>logs</b>{pre}{html.escape(chr(10).join(rec['logs']))}</pre>")
+    # Status records are not checked when read: a field of another type is shown as its text.
+    logs = rec.get("logs")
+    if logs:
+        text = "\n".join(map(str, logs)) if isinstance(logs, list) else str(logs)
+        parts.append(f"<b>logs</b>{pre}{html.escape(text)}</pre>")
     if rec.get("error"):
         parts.append(f"<div style='color:#c62828'><b>error:</b> {html.escape(str(rec['error']))}</div>")
     if traceback:
-        parts.append(f"<b>traceback</b>{pre}{html.escape(traceback)}</pre>")
+        parts.append(f"<b>traceback</b>{pre}{html.escape(str(traceback))}</pre>")
     return "".join(parts) + "</div>"

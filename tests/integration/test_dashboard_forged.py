@@ -9,6 +9,7 @@ and the valid entries around them stay in view. (A failed entry's numeric reason
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -120,6 +121,53 @@ async def test_forged_status_record_shows_with_missing_fields(nb_client, broker,
         await dash.close_async()
     assert dash.closed and "(closed," in dash.to_text()
 
+
+
+# --- markup in stored text ---------------------------------------------------------------------
+MARKUP = "<img src=x onerror=alert(1)>"
+ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
+
+
+async def test_markup_in_forged_records_is_shown_as_text(nb_client, broker):
+    # The dashboard is a page others may open (``naq dashboard`` serves it): text anyone with write
+    # access to a bucket stored must reach it as text. The record's own "id" claims markup too; the
+    # job is named by its key, which can hold none, and its detail panel (a click) escapes its fields.
+    await _put_worker(broker, "w-good", _heartbeat(name=MARKUP, host=MARKUP))
+    dash = await dashboard_async(nb_client, refresh=0.5)
+    try:
+        now = time.time()
+        await _put_status(broker, "forged", id=MARKUP, status="failed", func=MARKUP, name=MARKUP, worker=MARKUP,
+                          error=MARKUP, args=MARKUP, message=MARKUP, logs=[MARKUP, 3], traceback=MARKUP,
+                          started_at=now - 1, finished_at=now)
+        await _still_live(dash, broker)
+        assert sorted(r["job_id"] for r in _rows(dash, "recent")) == ["forged", "legit"]
+        await asyncio.to_thread(dash.detail_buttons["forged"].click)
+        await _until(lambda: "naq-job-detail" in (dash.state().get("detail") or ""), "the detail panel")
+        page, detail = dash.to_html(), dash.state()["detail"]
+        assert "<img" not in page and ESCAPED in page
+        assert "<img" not in detail and detail.count(ESCAPED) >= 6, detail  # function, worker, args, logs, error, traceback
+        assert MARKUP in dash.to_text()  # the plain text keeps it as it is
+    finally:
+        await dash.close_async()
+
+
+async def test_a_failed_detail_read_is_shown_as_text(nb_client, broker, monkeypatch):
+    # What a failed read says can quote what was stored; it is shown as text too.
+    import naq_nb.notebook.dashboard as dashboard_mod
+
+    async def failing_read(client, job_id):
+        raise ValueError(f"cannot read {MARKUP}")
+
+    monkeypatch.setattr(dashboard_mod, "fetch_detail", failing_read)
+    dash = await dashboard_async(nb_client, refresh=0.5)
+    try:
+        await _still_live(dash, broker)
+        await asyncio.to_thread(dash.detail_buttons["legit"].click)
+        await _until(lambda: "cannot read" in (dash.state().get("detail") or ""), "the failed read's line")
+        detail = dash.state()["detail"]
+        assert "<img" not in detail and ESCAPED in detail and "ValueError" in detail
+    finally:
+        await dash.close_async()
 
 
 # --- a redraw that fails ---------------------------------------------------------------------------

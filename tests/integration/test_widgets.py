@@ -57,6 +57,27 @@ def test_failed_job_display_shows_the_error(nb_client, thread_worker):
     assert "error: ValueError: bad thing" in rec.last["text/plain"] and "bad thing" in rec.last["text/html"]
 
 
+MARKUP = "<img src=x onerror=alert(1)>"
+
+
+def test_markup_from_a_job_is_shown_as_text(nb_client, thread_worker):
+    # A job's error, log lines and result are the job's own text: in the page they are text, never markup.
+    thread_worker()
+    failed, done = Recorder(), Recorder()
+    bad = nq.submit(jobs.boom, MARKUP)
+    good = nq.submit(jobs.echo_value, MARKUP)
+    JobDisplay(bad, publish=failed).show()
+    JobDisplay(good, publish=done).show()
+    with pytest.raises(ValueError):
+        bad.result(timeout=30)
+    assert good.result(timeout=30) == MARKUP
+    wait_until(lambda: "failed" in failed.last["text/plain"] and "succeeded" in done.last["text/plain"], timeout=10)
+    for rec in (failed, done):
+        page = rec.last["text/html"]
+        assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page, page
+    assert MARKUP in failed.last["text/plain"]  # the plain text keeps it as it is
+
+
 def test_sweep_display_final_counts_and_bounded_table(nb_client, thread_worker):
     thread_worker(concurrency=4)
     rec = Recorder()
