@@ -10,7 +10,7 @@ from ..core.failed import list_failed, requeue_failed
 from ..core.cancel import cancel_job
 from ..core.queue import Queue, get_status
 from ..core.registry import list_workers
-from .common import add_url, job_id, print_table, queue_name, utc_time, with_broker
+from .common import add_url, job_id, print_table, queue_name, terminal_text, utc_time, with_broker
 
 __all__ = ["register"]
 
@@ -89,9 +89,9 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.job_id:
         for k, v in rows[0].items():
             if k != "traceback":
-                print(f"{k:>12}: {v}")
+                print(f"{terminal_text(k):>12}: {terminal_text(v)}")
         if rows[0].get("traceback"):
-            print(rows[0]["traceback"])
+            print(terminal_text(rows[0]["traceback"], lines=True))
     else:
         print_table(rows, ["queue", "queued", "at_workers", "workers"])
     return 0
@@ -115,7 +115,7 @@ def _failed(args: argparse.Namespace) -> int:
     out = with_broker(args, run)
     if args.action == "requeue":
         for jid in out:
-            print(f"requeued {jid}")
+            print(f"requeued {terminal_text(jid)}")
         return 0
     for e in out:
         e["failed_at"] = utc_time(e["failed_at"])
@@ -123,5 +123,5 @@ def _failed(args: argparse.Namespace) -> int:
     print_table(out, ["seq", "job_id", "queue", "func", "attempts", "failed_at", "reason"])
     if args.traceback:
         for e in out:
-            print(f"--- {e['job_id']} (seq {e['seq']})\n{e['traceback']}")
+            print(f"--- {terminal_text(e['job_id'])} (seq {e['seq']})\n{terminal_text(e['traceback'], lines=True)}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import math
+import re
 from typing import Any, Awaitable, Callable, NoReturn
 
 from ..core.broker import Broker
@@ -18,6 +19,7 @@ __all__ = [
     "add_url",
     "with_broker",
     "print_table",
+    "terminal_text",
     "settings_from",
     "UsageError",
     "port_number",
@@ -128,11 +130,26 @@ def job_id(text: str) -> str:
     return text
 
 
+# C0 controls (escape sequences, carriage returns, bells), DEL and C1 controls; tabs and line breaks
+# are kept only in text printed as lines (a traceback).
+_CONTROLS_IN_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_text(value: Any, lines: bool = False) -> str:
+    """``str(value)`` safe to print on a terminal: each control character is shown as its Python
+    escape (``\\x1b``, ``\\r``, and ``\\n`` unless ``lines``). Job errors, names and tracebacks are
+    stored text, written by job code or by anyone who can write to the buckets: printed as they are,
+    an escape sequence could rewrite the screen or the terminal's title, and a line break the table."""
+    return (_CONTROLS_IN_LINES if lines else _CONTROLS).sub(lambda m: repr(m.group())[1:-1], str(value))
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
+    """``rows`` as a table of ``columns``, each cell one line of :func:`terminal_text`."""
     if not rows:
         print("(none)")
         return
-    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
+    cells = [[terminal_text(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
     for row in cells:

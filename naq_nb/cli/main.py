@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..core.errors import ConfigurationError, NaqException
-from .common import OneLineParser, UsageError
+from .common import OneLineParser, UsageError, terminal_text
 
 __all__ = ["main", "build_parser"]
 
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UsageError, ConfigurationError) as exc:  # bad input: the user fixes the command, not us
-        print(f"naq: error: {exc}", file=sys.stderr)
+        print(f"naq: error: {terminal_text(exc, lines=True)}", file=sys.stderr)
         return 2
     except NaqException as exc:
-        print(f"naq: error: {exc}", file=sys.stderr)
+        print(f"naq: error: {terminal_text(exc, lines=True)}", file=sys.stderr)  # it may quote stored text
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,5 +1,6 @@
 """The naq CLI: help everywhere, one clear line when the server is unreachable, admin commands."""
 
+import json
 import os
 import socket
 import subprocess
@@ -156,3 +157,36 @@ def test_a_client_facing_a_server_without_jetstream_raises_and_keeps_no_connecti
         assert connections() == 0
     finally:
         c.close_sync()
+
+
+# A job's error is its own text (here: input it was given), and a status record is text anyone with
+# write access chose: an escape sequence printed as it is rewrites the terminal (its title: OSC 0; the
+# screen: CSI 2J), a carriage return overwrites a line, and a line break splits a table row.
+HOSTILE = "\x1b]0;pwned\x07\x1b[2Jgone\rover\nnext"
+SHOWN = "\\x1b]0;pwned\\x07\\x1b[2Jgone\\rover"
+
+
+async def test_stored_text_cannot_drive_the_terminal(broker, nats_server, start_worker):
+    await start_worker()
+    j = await Queue(broker).enqueue(jobs.boom, HOSTILE)
+    await wait_for_result(broker, j.job_id, 10)
+    await (await broker.kv(broker.layout.status_bucket)).put(
+        "forged", json.dumps({"id": "forged", "queue": "default", "status": "failed", "func": HOSTILE,
+                              "error": HOSTILE, "traceback": f"Traceback\n  {HOSTILE}"}).encode())
+    listing = naq("failed", "list", "--traceback", url=nats_server.url)
+    one = naq("jobs", "--id", "forged", url=nats_server.url)
+    for out in (listing, one):
+        assert out.returncode == 0, out.stderr
+        assert "\x1b" not in out.stdout and "\x07" not in out.stdout and "\r" not in out.stdout
+        assert SHOWN in out.stdout, out.stdout
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(f"{_seq(listing)} "))
+    assert j.job_id in row and "ValueError: " + SHOWN[:20] in row  # its reason, escaped, on the row's line
+    assert f"{SHOWN}\\nnext" in one.stdout.split("   error: ")[1].splitlines()[0]  # a one-line field
+    assert f"  {SHOWN}\nnext" in one.stdout  # the traceback keeps its lines
+
+
+def _seq(out) -> str:
+    """The seq of the one row of a ``naq failed list`` table."""
+    header, row = out.stdout.splitlines()[:2]
+    assert header.startswith("SEQ")
+    return row.split()[0]
