@@ -39,6 +39,7 @@ from .sweep_store import (
     cache_lookup,
     cache_store,
     function_bytes,
+    function_key,
     function_digest,
     load_record,
     point_digests,
@@ -127,7 +128,7 @@ def _check(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params: dict
 async def _submit(
     client: Client,
     fn: Callable,
-    fn_bytes: bytes,
+    fn_key: bytes,
     points: list[dict],
     idx: list[int],
     digests: list[str],
@@ -136,7 +137,7 @@ async def _submit(
 ) -> tuple[dict[int, JobFuture], set[int]]:
     """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices."""
     b = await client.broker()
-    fn_digest = function_digest(fn_bytes)
+    fn_digest = function_digest(fn_key)
     known = await cache_lookup(b, [digests[i] for i in idx], fn_digest) if cache else {}
     futs: dict[int, JobFuture] = {}
     if known:  # attaching fetches each job's status and result once: keep those that succeeded
@@ -412,7 +413,16 @@ class Sweep:
                 return 0
             fn = self._function()
             futs, _ = run_sync(
-                _submit(self.client, fn, self._fn_bytes, self.points, idx, self._digests, self._options, False)
+                _submit(
+                    self.client,
+                    fn,
+                    function_key(fn, self._fn_bytes),
+                    self.points,
+                    idx,
+                    self._digests,
+                    self._options,
+                    False,
+                )
             )
             for i in idx:
                 self.futures[i] = futs[i]
@@ -488,7 +498,7 @@ def _prepare(
 ) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
     points, opts = _check(fn, grid, options, cache, name, params)
     fn_bytes = function_bytes(fn)
-    digests = point_digests(fn_bytes, points)  # also proves every point pickles
+    digests = point_digests(function_key(fn, fn_bytes), points)  # also proves every point pickles
     head: SweepHead = {
         "id": new_job_id(),
         "name": name,
@@ -504,7 +514,8 @@ def _prepare(
 async def _create(
     client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: SweepHead, body: SweepBody, cache: bool
 ) -> Sweep:
-    futs, hits = await _submit(client, fn, body["fn"], points, list(range(len(points))), body["digests"], opts, cache)
+    key = function_key(fn, body["fn"])
+    futs, hits = await _submit(client, fn, key, points, list(range(len(points))), body["digests"], opts, cache)
     ordered = [futs[i] for i in range(len(points))]
     body = {**body, "job_ids": [f.job_id for f in ordered]}
     head = await save_record(await client.broker(), head, body)

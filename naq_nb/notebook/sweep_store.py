@@ -20,10 +20,12 @@ any, so a new function costs one lookup.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import pickle
+import sys
 import zlib
 from typing import TYPE_CHECKING, Any, Iterable, NotRequired, TypedDict, cast
 
@@ -46,6 +48,7 @@ __all__ = [
     "SweepBody",
     "SweepNotFoundError",
     "function_bytes",
+    "function_key",
     "function_digest",
     "point_digests",
     "cache_lookup",
@@ -93,9 +96,39 @@ def function_bytes(fn: Any) -> bytes:
         raise SerializationError(f"the sweep function {fn!r} cannot be pickled: {type(exc).__name__}: {exc}") from None
 
 
-def point_digests(fn_bytes: bytes, points: list[dict]) -> list[str]:
-    """One sha256 per point over the function pickle and the point's kwargs (sorted by name)."""
-    base = hashlib.sha256(fn_bytes).digest()
+def function_key(fn: Any, fn_bytes: bytes) -> bytes:
+    """The cache's identity of a sweep function: its pickle and, for a function an importable module
+    defines, the contents of that module's source file. cloudpickle stores such a function by name
+    only, so without the file an edited module would be served its old results. (A notebook's own
+    function is pickled by value: its code is in the pickle already.)"""
+    path = _module_file(fn)
+    if path is None:
+        return fn_bytes
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except OSError:  # a module without a readable file: its name is all there is
+        return fn_bytes
+    return fn_bytes + b"\0module-source:" + hashlib.sha256(source).digest()
+
+
+def _module_file(fn: Any) -> str | None:
+    """The file of the module that defines ``fn`` (a partial's function, a method's, a callable's class)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    target = getattr(fn, "__func__", fn)
+    if not hasattr(target, "__module__") or not hasattr(target, "__qualname__"):
+        target = type(target)  # a callable object: its class's module
+    name = getattr(target, "__module__", None)
+    module = sys.modules.get(name) if isinstance(name, str) and name != "__main__" else None
+    path = getattr(module, "__file__", None)
+    return path if isinstance(path, str) else None
+
+
+def point_digests(fn_key: bytes, points: list[dict]) -> list[str]:
+    """One sha256 per point over the function's key (:func:`function_key`) and the point's kwargs
+    (sorted by name)."""
+    base = hashlib.sha256(fn_key).digest()
     out = []
     for i, p in enumerate(points):
         try:
@@ -106,9 +139,9 @@ def point_digests(fn_bytes: bytes, points: list[dict]) -> list[str]:
     return out
 
 
-def function_digest(fn_bytes: bytes) -> str:
+def function_digest(fn_key: bytes) -> str:
     """The key of the marker saying "this function has cached points" (one get skips a fresh sweep's lookups)."""
-    return hashlib.sha256(b"fn:" + fn_bytes).hexdigest()
+    return hashlib.sha256(b"fn:" + fn_key).hexdigest()
 
 
 def _shard(digest: str) -> str:

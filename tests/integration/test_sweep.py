@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import os
 import subprocess
 import sys
@@ -124,6 +125,28 @@ def test_rerun_uses_the_cache_and_cache_false_does_not(nb_client, thread_worker)
     k = 10  # a different captured value is a different function: no reuse
     closure = nq.sweep(lambda lr, depth: lr * depth * k, lr=[1, 2], depth=[1, 2])
     assert published(nb_client) == n0 + 10 and closure.results(timeout=30) == [10, 20, 20, 40]
+
+
+def test_an_edited_module_is_not_served_its_old_results(nb_client, thread_worker, tmp_path, monkeypatch):
+    # cloudpickle stores an importable module's function by name only: the cache keys on the module's
+    # source too, so an edit is a new function (here reloaded; after a kernel restart it is the same).
+    thread_worker(concurrency=2, execution="threads")  # runs the reloaded module, as a restarted worker would
+    source = tmp_path / "swept_model.py"
+    source.write_text("def f(x):\n    return x * 10\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import swept_model
+
+    first = nq.sweep(swept_model.f, x=[1, 2, 3])
+    first.wait(30)
+    again = nq.sweep(swept_model.f, x=[1, 2, 3])
+    again.wait(30)
+    assert again.cached == {0, 1, 2} and list(again.to_dataframe()["result"]) == [10, 20, 30]
+    source.write_text("def f(x):\n    return x * 1000  # edited\n")
+    importlib.reload(swept_model)
+    edited = nq.sweep(swept_model.f, x=[1, 2, 3])
+    edited.wait(30)
+    assert edited.cached == set() and list(edited.to_dataframe()["result"]) == [1000, 2000, 3000]
+    monkeypatch.delitem(sys.modules, "swept_model")
 
 
 def test_a_failed_point_is_not_served_from_the_cache(nb_client, thread_worker, tmp_path):
