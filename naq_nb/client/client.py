@@ -71,8 +71,14 @@ class Client:
     def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> None:
         self.settings = (settings or Settings.from_env()).with_(**({"nats_url": nats_url} if nats_url else {}))
         self.nats_options = nats_options
+        self._close_listeners: list[Callable[[], None]] = []
         self._fresh_state()
         _every_client.add(self)
+
+    def on_close(self, cb: Callable[[], None]) -> None:
+        """Call ``cb()`` on the loop thread each time :meth:`close` has closed the connections (the
+        futures' watch then fails what it can no longer resolve)."""
+        self._close_listeners.append(cb)
 
     def _fresh_state(self) -> None:
         """Connections and enqueues in flight: none yet (also in a forked child, where the parent's
@@ -493,6 +499,8 @@ class Client:
             b, self._broker = self._broker, None
             await b.close()
         self._inbox.expect_none(every=True)  # no push comes to a closed connection
+        for cb in list(self._close_listeners):
+            cb()
         self._stores.raise_unreported()
 
     close_sync = blocking(close)

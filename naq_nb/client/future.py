@@ -274,6 +274,14 @@ class JobFuture(concurrent.futures.Future):
             pass  # cancelled locally meanwhile
         self._notify()
 
+    def _apply_failure(self, exc: BaseException) -> None:
+        """End with ``exc``, not the job's outcome (what waits for it can no longer learn that)."""
+        try:
+            self.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            return  # cancelled or resolved meanwhile
+        self._notify()
+
     def _notify(self) -> None:
         for cb in list(self._listeners):
             try:

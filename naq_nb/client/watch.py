@@ -30,7 +30,7 @@ from nats.js import api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from ..core import payloads
-from ..core.errors import SerializationError
+from ..core.errors import NaqConnectionError, SerializationError
 from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES, StatusRecord, decode_status
 from ..core.kvscan import read_keys
@@ -52,6 +52,7 @@ class JobFuture(Protocol):
     def done(self) -> bool: ...
     def _apply_status(self, rec: StatusRecord) -> None: ...
     def _apply_result(self, rec: ResultRecord) -> None: ...
+    def _apply_failure(self, exc: BaseException) -> None: ...
 
 
 __all__ = ["JobWatch", "get_watch"]
@@ -122,6 +123,25 @@ class JobWatch:
         """After a reconnect: records put while we were away never reach the subscriptions."""
         if self._broker is b:
             await self._fetch(b, [f for futs in self._futures.values() for f in futs if not f.done()])
+
+    def end(self) -> None:
+        """The client closed its connections: no record reaches these futures any more. Each one
+        still pending fails, saying so, rather than waiting for ever (``nq.local()``'s stop closes
+        its client too); its job goes on, and a later call of the client subscribes afresh."""
+        futures, self._futures = self._futures, {}
+        self._subs, self._broker = [], None  # gone with the connection
+        self._lingering.clear()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        for f in {id(f): f for futs in futures.values() for f in futs}.values():
+            if not f.done():
+                f._apply_failure(
+                    NaqConnectionError(
+                        f"the client was closed before job {f.job_id} ended; the job goes on: "
+                        f"JobFuture.attach({f.job_id!r}) on an open client follows it"
+                    )
+                )
 
     async def stop(self) -> None:
         subs, self._subs = self._subs, []
@@ -269,6 +289,7 @@ def get_watch(client: "Client") -> JobWatch:
         w = _watches.get(client)
         if w is None:
             w = _watches[client] = JobWatch(client)
+            client.on_close(w.end)
         return w
 
 

@@ -276,6 +276,12 @@ class Broker:
         except ValueError:
             pass
 
+    def off_close(self, cb: Callable[[], Awaitable[None]]) -> None:
+        try:
+            self._close_hooks.remove(cb)
+        except ValueError:
+            pass
+
     @property
     def max_payload(self) -> int:
         return int(self.nc.max_payload or 1024 * 1024)

@@ -21,7 +21,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from . import payloads
-from .errors import JobNotFinishedError, JobNotFoundError, SerializationError, SignatureError
+from .errors import JobNotFinishedError, JobNotFoundError, NaqConnectionError, SerializationError, SignatureError
 from .layout import WIRE_ID_RE, validate_job_id
 from .records import ResultRecord
 from .envelope import decode_meta, meta_first_record
@@ -280,6 +280,7 @@ class _ReadBacks:
         if pushed is not None:
             pushed.add_done_callback(self._take_push)
         broker.on_reconnect(self.recheck)
+        broker.on_close(self._closed)
 
     async def read(self) -> ResultRecord | None:
         """The stored result, once the job's status record is final too (or after the lag)."""
@@ -326,10 +327,21 @@ class _ReadBacks:
         if rec is not None:
             self.found.set_result(rec)
 
+    async def _closed(self) -> None:
+        """The connection is being closed (its client was): nothing can wake this wait any more."""
+        if not self.found.done():
+            self.found.set_exception(
+                NaqConnectionError(
+                    f"the connection closed while waiting for the result of job {self.job_id} (its client "
+                    "was closed); the job itself goes on: read its result again on an open client"
+                )
+            )
+
     def close(self) -> None:
         if self.pushed is not None:
             self.pushed.remove_done_callback(self._take_push)
         self.broker.off_reconnect(self.recheck)
+        self.broker.off_close(self._closed)
         for t in self._timers:
             t.cancel()
         for task in list(self._checks):

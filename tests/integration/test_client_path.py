@@ -17,12 +17,14 @@ import traceback
 import pytest
 
 import jobs
+from helpers import wait_until
 from naq_nb.core.broker import server_has_fast_batches
 from naq_nb import Queue, fetch_job_result, fetch_job_result_sync
 from naq_nb.client import stores
 from naq_nb.client.client import Client
 from naq_nb.core import queue as core_queue
-from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStoredError
+from naq_nb.client.future import JobFuture
+from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStoredError, NaqConnectionError
 
 
 @pytest.fixture
@@ -558,3 +560,57 @@ def test_enqueues_past_the_send_buffer_of_a_frozen_server_fail_within_the_publis
         os.kill(pid, signal.SIGCONT)
         with contextlib.suppress(JobNotStoredError):  # (reported above already; sent jobs may yet be stored)
             c.close_sync()
+
+
+# --- what a close() ends ---------------------------------------------------------------------------
+def _waiting_reads(broker) -> int:
+    """Result waits on ``broker``'s connection (each registers its close hook while it waits)."""
+    from naq_nb.core.results import _ReadBacks
+    return sum(isinstance(getattr(cb, "__self__", None), _ReadBacks) for cb in broker._close_hooks)
+
+
+def test_a_future_pending_when_its_client_closes_fails_saying_so(client, thread_worker):
+    # Nothing could resolve it any more (nq.local()'s stop closes its client too): it used to wait for ever.
+    fut = JobFuture.attach(Queue("closing", client=client).enqueue_sync(jobs.add, 40, 2).job_id, client)
+    client.close_sync()
+    with pytest.raises(NaqConnectionError, match=f"client was closed before job {fut.job_id} ended"):
+        fut.result(timeout=20)
+    thread_worker("closing")  # the job goes on; attached again, the client reconnects and follows it
+    assert JobFuture.attach(fut.job_id, client).result(timeout=30) == 42
+
+
+def test_a_result_read_waiting_when_its_client_closes_ends_at_once(client):
+    job = Queue("nobody", client=client).enqueue_sync(jobs.add, 1, 2)
+    out: dict = {}
+
+    def read() -> None:
+        try:
+            client.result_sync(job.job_id, timeout=60)
+        except BaseException as exc:  # handed to the test
+            out["error"] = exc
+    t = threading.Thread(target=read)
+    t.start()
+    wait_until(lambda: client._broker is not None and _waiting_reads(client._broker) == 1, timeout=10)
+    client.close_sync()
+    t.join(20)
+    assert not t.is_alive(), "the read still waits after its client closed"
+    assert isinstance(out.get("error"), NaqConnectionError) and "its client was closed" in str(out["error"])
+
+
+def test_an_async_read_waiting_when_its_client_closes_ends_at_once(client):
+    async def main():
+        q = Queue("nobody", client=client)
+        job = await q.enqueue(jobs.add, 1, 2)
+        for _ in range(2):  # from its second call, this loop has a connection of its own
+            await client.status(job.job_id)
+        read = asyncio.ensure_future(client.result(job.job_id, timeout=60))
+        here = client._here[asyncio.get_running_loop()].result()
+        for _ in range(1000):
+            if _waiting_reads(here) == 1 or read.done():
+                break
+            await asyncio.sleep(0.01)
+        assert _waiting_reads(here) == 1, "the read is not waiting on this loop's connection"
+        await asyncio.to_thread(client.close_sync)
+        with pytest.raises(NaqConnectionError, match="its client was closed"):
+            await asyncio.wait_for(read, 20)
+    _in_thread(lambda: asyncio.run(main()))
