@@ -492,9 +492,11 @@ for i in range(1, 2000):  # handed over from this thread: many still in flight w
         srv.stop()
 
 
-def test_a_script_that_configured_no_logging_still_hears_at_exit_that_jobs_may_be_lost(own_nats_server):
+@pytest.mark.parametrize("clients", [1, 4])
+def test_a_script_that_configured_no_logging_still_hears_at_exit_that_jobs_may_be_lost(own_nats_server, clients):
     """The package's NullHandler silences Python's last-resort output: the exit warning about enqueues
-    the server never acknowledged must reach stderr anyway, or a plain script loses jobs silently."""
+    the server never acknowledged must reach stderr anyway, or a plain script loses jobs silently.
+    Every client is checked within the exit's bound (one after another, the third was never reached)."""
     import signal
     import subprocess
     import sys
@@ -503,16 +505,19 @@ def test_a_script_that_configured_no_logging_still_hears_at_exit_that_jobs_may_b
 
     script = f"""
 import operator, sys
-from naq_nb import Queue
-q = Queue("nobody", {own_nats_server.url!r})
-q.enqueue_sync(operator.add, 0, 1)
-q.client.flush_sync()
+from naq_nb import Client, Queue
+qs = [Queue("nobody", client=Client({own_nats_server.url!r})) for _ in range({clients})]
+for q in qs:
+    q.enqueue_sync(operator.add, 0, 1)
+    q.client.flush_sync()
 print("ready", flush=True)
 sys.stdin.readline()  # the test freezes the server meanwhile
-for i in range(50):
-    q.enqueue_sync(operator.add, i, 1)
+for n, q in enumerate(qs):
+    for i in range(10 + n):
+        q.enqueue_sync(operator.add, i, 1)
 """
-    env = {k: v for k, v in os.environ.items() if k != "NAQ_PREFIX"}
+    # Acknowledgements fail only after the publish timeout: longer than the exit waits for any one client.
+    env = {**{k: v for k, v in os.environ.items() if k != "NAQ_PREFIX"}, "NAQ_PUBLISH_TIMEOUT": "20"}
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pid = own_nats_server.proc.pid
@@ -525,6 +530,9 @@ for i in range(50):
         if child.poll() is None:
             child.kill()
     assert "naq_nb: error:" in err and "not acknowledged at exit" in err, err[-2000:]
+    reported = sorted(int(line.split("naq_nb: error: ")[1].split()[0]) for line in err.splitlines()
+                      if "not acknowledged at exit" in line)
+    assert reported == [10 + n for n in range(clients)], err[-2000:]
 
 
 @pytest.mark.parametrize("api", ["many", "one_by_one"])
