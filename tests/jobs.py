@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -173,3 +174,8 @@ def echo_value(value):
     """Prints its argument (a log line) and returns it."""
     print(value)
     return value
+
+
+def start_helper():
+    """Start a helper process that outlives this job (``sleep 300``) and return its pid."""
+    return subprocess.Popen(["sleep", "300"]).pid

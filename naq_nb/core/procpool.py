@@ -358,13 +358,15 @@ class ProcessPool:
         child.release()
 
     async def _retire(self, child: _Child) -> None:
-        """Let an idle child end by closing its pipe; kill it if it does not."""
+        """Let an idle child end by closing its pipe (kill it if it does not), then kill what is left
+        of its process group: helpers its jobs started and left running must not outlive it."""
         child.close_stdin()
         try:
             await asyncio.wait_for(child.wait(), 2.0)
         except asyncio.TimeoutError:
-            child.kill()
-            await child.wait()
+            pass
+        child.kill()  # the group (its id is still the child's: reaped just now, within the kill window)
+        await child.wait()
         child.release()
 
     async def close(self) -> None:

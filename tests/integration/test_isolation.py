@@ -70,6 +70,24 @@ async def test_a_job_process_dying_with_a_forked_helper_fails_at_once_and_takes_
             os.kill(int(pid_file.read_text()), 9)
 
 
+async def test_a_helper_a_finished_job_left_running_ends_with_its_worker(broker, start_worker):
+    """A job that returns while a process it started runs on: the worker's stop takes the helper with
+    the job process (idle job processes end gently, then their process group is killed)."""
+    w = await start_worker(concurrency=1)
+    j = await Queue(broker).enqueue(jobs.start_helper)
+    helper = (await wait_for_result(broker, j.job_id, 30)).unwrap()
+    try:
+        assert not pid_gone(helper), "the helper should still run while its worker does"
+        await w.stop()
+
+        async def helper_gone() -> bool:
+            return pid_gone(helper)
+        await _until(helper_gone, timeout=15, what="the helper killed with its worker's job processes")
+    finally:
+        if not pid_gone(helper):
+            os.kill(helper, 9)
+
+
 async def test_segfault_record_carries_the_python_stack(broker, start_worker):
     await start_worker(concurrency=1)
     j = await Queue(broker).enqueue(jobs.segfault)
