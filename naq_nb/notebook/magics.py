@@ -10,7 +10,7 @@ assigns back.
 from __future__ import annotations
 
 import ast
-import builtins
+import re
 import shlex
 from typing import Any
 
@@ -47,6 +47,9 @@ def parse_call(expr: str) -> ast.Call:
     return tree.body
 
 
+_IPYTHON_HISTORY = re.compile(r"_{1,3}|_i{1,3}|_i?\d+")
+
+
 def _eval(node: ast.expr, ns: dict) -> Any:
     return eval(compile(ast.Expression(node), "<%naq submit>", "eval"), ns)  # noqa: S307 - the user's own code
 
@@ -61,10 +64,11 @@ def _call_parts(call: ast.Call, ns: dict) -> tuple[Any, list, dict]:
             args.append(_eval(a, ns))
     kwargs: dict = {}
     for kw in call.keywords:
-        if kw.arg is None:
-            kwargs.update(_eval(kw.value, ns))
-        else:
-            kwargs[kw.arg] = _eval(kw.value, ns)
+        more = dict(_eval(kw.value, ns)) if kw.arg is None else {kw.arg: _eval(kw.value, ns)}
+        twice = sorted(str(k) for k in more if k in kwargs)
+        if twice:  # as Python's own call does: a later value must not silently replace an earlier one
+            raise TypeError(f"%naq submit: keyword argument {twice[0]!r} is given more than once")
+        kwargs.update(more)
     return fn, args, kwargs
 
 
@@ -201,11 +205,9 @@ class NaqMagics(Magics):
         shell = self._shell
         ns = shell.user_ns
         hidden = shell.user_ns_hidden
-        inputs = {
-            n: ns[n]
-            for n in loaded
-            if n in ns and n not in hidden and not n.startswith("_") and not hasattr(builtins, n)
-        }
+        # The notebook's own variables, also those named like a builtin (input, id) or starting with
+        # "_"; not IPython's: its hidden names and its output and input history (_, __, _5, _i5).
+        inputs = {n: ns[n] for n in loaded if n in ns and n not in hidden and not _IPYTHON_HISTORY.fullmatch(n)}
         fut = submit(run_cell_job, cell, inputs, stored)
         live = kernel_shell() is not None
         if live:  # ONE output: the live job display, its logs and result included; nothing printed

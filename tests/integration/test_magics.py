@@ -104,6 +104,22 @@ def test_cell_magic_runs_on_a_worker_and_brings_names_back(ip, thread_worker):
     assert not cap.outputs
 
 
+def test_cell_magic_takes_the_notebooks_variables_even_named_like_builtins(ip, thread_worker):
+    # A variable named input or id, or one starting with "_", is the notebook's own: the job gets it,
+    # not the builtin (or a NameError). IPython's output history (_, _1) stays behind.
+    thread_worker()
+    ip.user_ns.update(input="data.csv", id=42, _offset=10)
+    run(ip, "%%naq submit\nsrc = input\nkey = [id]\ntotal = _offset + 1\n")
+    assert (ip.user_ns["src"], ip.user_ns["key"], ip.user_ns["total"]) == ("data.csv", [42], 11)
+
+
+def test_a_keyword_given_twice_is_refused_as_python_refuses_it(ip, nb_client):
+    before = published(nb_client)
+    with pytest.raises(TypeError, match="keyword argument 'b' is given more than once"):
+        ip.run_line_magic("naq", "submit add(1, **{'b': 100}, b=2)")
+    assert published(nb_client) == before
+
+
 def test_cell_magic_errors(ip, thread_worker):
     thread_worker()
     with pytest.raises(UsageError, match="does not parse"):
