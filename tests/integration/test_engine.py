@@ -31,6 +31,21 @@ async def test_sync_async_lambda_and_closure(broker, start_worker):
     assert [await result(broker, j) for j in (j1, j2, j3)] == [3, 7, 42]
 
 
+@pytest.mark.parametrize("execution", ["processes", "threads"])
+async def test_a_function_given_by_its_import_path_runs_with_the_pickle_serializer(broker, start_worker, execution):
+    # The name is imported where the job runs (the producer need not have the module); a name that
+    # does not import fails the job saying which, and it is not retried.
+    await start_worker(execution=execution)
+    q = Queue(broker)
+    by_colon, dotted = await q.enqueue("jobs:add", 2, 3), await q.enqueue("jobs.add", 4, 5)
+    assert (await wait_for_result(broker, by_colon.job_id, 30)).unwrap() == 5
+    assert (await wait_for_result(broker, dotted.job_id, 30)).unwrap() == 9
+    missing = await q.enqueue("no_such_module_here:f")
+    rec = await wait_for_result(broker, missing.job_id, 30)
+    assert rec.status == "failed" and "cannot import the job function 'no_such_module_here:f'" in rec.meta["error"]
+    assert rec.meta.get("attempts", 1) == 1
+
+
 async def test_options_never_collide_with_function_kwargs(broker, start_worker):
     await start_worker()
     q = Queue(broker).configure(timeout=30, max_retries=1)
