@@ -542,10 +542,11 @@ def _not_stored(exc: BaseException) -> str:
     return "was not acknowledged, so it may not have been stored"
 
 
-def loud_at_exit(message: str) -> None:
+def say_loudly(message: str) -> None:
     """Log ``message`` as an error, and write it to stderr too when no handler would show it: the
     package's NullHandler silences Python's last resort, and a script that configured no logging
-    must still hear, as it ends, that jobs it enqueued may be lost."""
+    must still hear, as it ends, that jobs it enqueued may be lost (or where an interrupted call
+    left its jobs)."""
     log.error("%s", message)
     if not _shown(log, logging.ERROR):
         print(f"naq_nb: error: {message}", file=sys.stderr, flush=True)
@@ -568,13 +569,13 @@ async def flush_all_at_exit() -> None:
     drained = await asyncio.gather(*(asyncio.wait_for(c._stores.drain(), 4.0) for c in clients), return_exceptions=True)
     for c, outcome in zip(clients, drained):
         if isinstance(outcome, asyncio.TimeoutError):
-            loud_at_exit(
+            say_loudly(
                 f"{c._stores.in_flight} enqueued job(s) of {c!r} were still not acknowledged at exit: "
                 "they may not be stored"
             )
         elif isinstance(outcome, Exception):
-            loud_at_exit(f"the exit check of {c!r}'s enqueues failed: {type(outcome).__name__}: {outcome}")
+            say_loudly(f"the exit check of {c!r}'s enqueues failed: {type(outcome).__name__}: {outcome}")
         try:
             c._stores.raise_unreported()
         except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            loud_at_exit(str(exc))
+            say_loudly(str(exc))

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..core.errors import JobNotStoredError
 from ..core.settings import Settings
-from .client import Client, flush_all_at_exit, loud_at_exit, log
+from .client import Client, flush_all_at_exit, say_loudly, log
 from .loop import on_exit, run_sync
 
 __all__ = [
@@ -76,7 +76,7 @@ async def _close_all() -> None:
         try:
             await c.close()
         except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            loud_at_exit(str(exc))
+            say_loudly(str(exc))
         except Exception as exc:  # closing the others anyway
             log.debug("closing %r failed: %s", c, exc)
 

@@ -19,12 +19,12 @@ import itertools
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Iterable
 
 import cloudpickle
 
 from ..core.status import FAILED_STATES
-from ..client.client import Client
+from ..client.client import Client, say_loudly
 from ..client.future import JobFuture, attach_many, submit_jobs
 from ..client.loop import run_async, run_sync
 from ..client.twins import blocking, blocking_classmethod
@@ -134,8 +134,10 @@ async def _submit(
     digests: list[str],
     opts: JobOptions,
     cache: bool,
+    before_send: Callable[[dict[int, str]], Awaitable[None]] | None = None,
 ) -> tuple[dict[int, JobFuture], set[int]]:
-    """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices."""
+    """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices.
+    ``before_send(index -> job id)`` runs once every point has its job id, before the first publish."""
     b = await client.broker()
     fn_digest = function_digest(fn_key)
     known = await cache_lookup(b, [digests[i] for i in idx], fn_digest) if cache else {}
@@ -148,6 +150,8 @@ async def _submit(
     hits = set(futs)
     todo = [i for i in idx if i not in hits]
     jobs = [client.make_job(fn, (), points[i], opts) for i in todo]
+    if before_send is not None:
+        await before_send({**{i: f.job_id for i, f in futs.items()}, **{i: j.job_id for i, j in zip(todo, jobs)}})
     # Pipelined batches: each batch's acknowledgements are read before the next is sent, so a
     # huge sweep never has so many publishes in flight that the loop reads their acks too late.
     for k in range(0, len(jobs), _SUBMIT_BATCH):
@@ -291,6 +295,14 @@ class Sweep:
                 raise
             raise SweepNotFoundError(unknown_id_message(client, f"no sweep with id {sweep_id!r}")) from exc
         futs = await attach_many(client, body["job_ids"])
+        for f in futs:
+            if not f.done() and not f.record:  # neither a status nor a result: nothing was stored
+                f._apply_failure(
+                    JobNotFoundError(
+                        f"job {f.job_id} of sweep {sweep_id} is not on the server: its submit was interrupted, "
+                        "or its records expired (retry_failed() sends it again)"
+                    )
+                )
         return cls(client, head, body, futs)
 
     # --- live updates ----------------------------------------------------------------------------
@@ -515,11 +527,27 @@ async def _create(
     client: Client, fn: Callable, points: list[dict], opts: JobOptions, head: SweepHead, body: SweepBody, cache: bool
 ) -> Sweep:
     key = function_key(fn, body["fn"])
-    futs, hits = await _submit(client, fn, key, points, list(range(len(points))), body["digests"], opts, cache)
-    ordered = [futs[i] for i in range(len(points))]
-    body = {**body, "job_ids": [f.job_id for f in ordered]}
-    head = await save_record(await client.broker(), head, body)
-    return Sweep(client, head, body, ordered, hits, fn)
+    saved: list[tuple[SweepHead, SweepBody]] = []
+
+    async def record_first(ids: dict[int, str]) -> None:
+        # Saved before any job is sent: an interrupted submit (Ctrl-C, a dying kernel) leaves a sweep
+        # Sweep.attach() finds, whose points never sent read as not found (retry_failed() sends them).
+        full: SweepBody = {**body, "job_ids": [ids[i] for i in range(len(points))]}
+        saved.append((await save_record(await client.broker(), head, full), full))
+
+    try:
+        futs, hits = await _submit(
+            client, fn, key, points, list(range(len(points))), body["digests"], opts, cache, record_first
+        )
+    except asyncio.CancelledError:
+        if saved:
+            say_loudly(
+                f"nq.sweep was interrupted while it submitted its {len(points)} points: what was sent runs; "
+                f"Sweep.attach({head['id']!r}) follows it (.cancel() stops it, .retry_failed() sends the rest)"
+            )
+        raise
+    head, body = saved[0]
+    return Sweep(client, head, body, [futs[i] for i in range(len(points))], hits, fn)
 
 
 _SWEEP_OPTIONS = ("grid", "options", "cache", "name", "client")

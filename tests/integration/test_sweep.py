@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import importlib
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -147,6 +149,38 @@ def test_an_edited_module_is_not_served_its_old_results(nb_client, thread_worker
     edited.wait(30)
     assert edited.cached == set() and list(edited.to_dataframe()["result"]) == [1000, 2000, 3000]
     monkeypatch.delitem(sys.modules, "swept_model")
+
+
+def test_ctrl_c_while_a_sweep_submits_leaves_a_sweep_attach_finds(nb_client, thread_worker, monkeypatch, caplog):
+    # Ctrl-C lands while the second batch of points is being sent. The first batch runs on; the call
+    # names the sweep it saved before sending anything, and attach + retry_failed() finish it.
+    import naq_nb.notebook.sweep as sweep_mod
+    monkeypatch.setattr(sweep_mod, "_SUBMIT_BATCH", 10)
+    real, calls, second = sweep_mod.submit_jobs, [], threading.Event()
+
+    async def submit_slowly(client, batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            second.set()
+            await asyncio.get_running_loop().create_future()  # sends nothing more until cancelled
+        return await real(client, batch)
+
+    monkeypatch.setattr(sweep_mod, "submit_jobs", submit_slowly)
+    threading.Thread(target=lambda: second.wait(30) and os.kill(os.getpid(), signal.SIGINT), daemon=True).start()
+    with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
+        nq.sweep(jobs.add, a=list(range(30)), b=[1])
+    said = []
+    wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
+               or said, timeout=10)
+    sweep_id = re.search(r"Sweep.attach\('([^']+)'\)", said[0]).group(1)
+    thread_worker()
+    sw = Sweep.attach(sweep_id)
+    wait_until(lambda: all(f.done() for f in sw.futures), timeout=30)  # the 20 never sent: not found
+    sent = [i for i, f in enumerate(sw.futures) if f.exception(0) is None]
+    assert sent == list(range(10)) and [sw.futures[i].result(0) for i in sent] == [i + 1 for i in range(10)]
+    assert sw.retry_failed() == 20
+    sw.wait(30)
+    assert list(sw.to_dataframe()["result"]) == [a + 1 for a in range(30)]
 
 
 def test_a_failed_point_is_not_served_from_the_cache(nb_client, thread_worker, tmp_path):
