@@ -16,6 +16,7 @@ display); ``gather`` / ``as_completed`` / ``wait`` live in :mod:`.group`.
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from datetime import datetime, timedelta
@@ -179,8 +180,10 @@ def _when(opts: dict, current: float | Callable[[], float] | None) -> float | Ca
         raise ConfigurationError("give delay=... or at=..., not both")
     if delay is not None:
         secs = delay.total_seconds() if isinstance(delay, timedelta) else delay
-        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or secs < 0:
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)):
             raise TypeError(f"delay must be seconds >= 0 or a timedelta, not {type(delay).__name__}: {delay!r}")
+        if not 0 <= secs < math.inf:  # (NaN fails it too)
+            raise ConfigurationError(f"delay must be seconds >= 0, a finite number, not {delay!r}")
         return lambda: time.time() + float(secs)
     if at is not None:
         if not isinstance(at, (datetime, int, float)) or isinstance(at, bool):

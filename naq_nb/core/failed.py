@@ -128,6 +128,8 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
 
 async def list_failed(broker: Broker, queue: str | None = None, limit: int = 1000) -> list[FailedEntry]:
     """Failed jobs, oldest first: seq, job_id, queue, func, reason, traceback, attempts, worker."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, not {limit!r}")
     return [_entry(raw, broker) async for raw in _iter_failed(broker, queue, limit)]
 
 

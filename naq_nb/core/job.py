@@ -148,7 +148,10 @@ class JobOptions:
             if isinstance(r, int) and not isinstance(r, bool):
                 opts["retry"] = RetryPolicy(max_retries=r)
             elif isinstance(r, dict):
-                opts["retry"] = RetryPolicy(**r)
+                try:
+                    opts["retry"] = RetryPolicy(**r)
+                except TypeError as exc:  # an unknown key: name it and what a policy takes
+                    raise ConfigurationError(f"retry={r!r}: {exc} (see RetryPolicy)") from None
             elif r is None:
                 opts["retry"] = RetryPolicy()
             elif not isinstance(r, RetryPolicy):

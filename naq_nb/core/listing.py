@@ -15,6 +15,7 @@ from typing import Iterable
 from .broker import Broker
 from .kvscan import scan_bucket
 from .job import JobStatus
+from .layout import validate_queue_name
 from .status import record_time
 
 __all__ = ["list_jobs"]
@@ -48,7 +49,7 @@ async def list_jobs(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be an int >= 0 or None, not {limit!r}")
     wanted = _statuses(status)
-    queues = None if queue is None else frozenset([queue] if isinstance(queue, str) else queue)
+    queues = None if queue is None else _queue_names(queue)
     records: list[dict] = []
     async for item in scan_bucket(broker, broker.layout.status_bucket, timeout):
         try:
@@ -71,3 +72,16 @@ async def list_jobs(
     if limit is None:
         return sorted(records, key=key, reverse=True)
     return heapq.nlargest(limit, records, key=key)
+
+
+def _queue_names(queue: object) -> frozenset[str]:
+    """``queue`` (a name or several) as checked names: a name no queue can have would match nothing."""
+    if isinstance(queue, str):
+        return frozenset([validate_queue_name(queue)])
+    try:
+        names = list(queue)  # type: ignore[call-overload]  # any iterable of names
+    except TypeError:
+        raise TypeError(
+            f"queue must be a queue name or a list of them, not {type(queue).__name__}: {queue!r}"
+        ) from None
+    return frozenset(validate_queue_name(q) for q in names)

@@ -72,7 +72,12 @@ log = logging.getLogger("naq_nb.local")
 def _norm_queues(queues: str | Iterable[str] | None) -> tuple[str, ...]:
     if queues is None:
         return ()
-    qs = (queues,) if isinstance(queues, str) else tuple(queues)
+    try:
+        qs = (queues,) if isinstance(queues, str) else tuple(queues)
+    except TypeError:
+        raise TypeError(
+            f"queues must be a queue name or a list of them, not {type(queues).__name__}: {queues!r}"
+        ) from None
     return tuple(validate_queue_name(q) for q in qs)
 
 

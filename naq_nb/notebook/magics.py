@@ -10,6 +10,7 @@ assigns back.
 from __future__ import annotations
 
 import ast
+import math
 import re
 import shlex
 from typing import Any
@@ -45,6 +46,14 @@ def parse_call(expr: str) -> ast.Call:
     if not isinstance(tree.body, ast.Call):
         raise UsageError(f"%naq submit needs a call like fn(1, x=2), not {expr.strip()!r}")
     return tree.body
+
+
+def _words(arg: str, what: str) -> list[str]:
+    """``arg`` split as a shell does; an unclosed quote is a usage error naming the subcommand."""
+    try:
+        return shlex.split(arg)
+    except ValueError as exc:
+        raise UsageError(f"%naq {what}: {exc} in {arg!r}\n\n" + USAGE) from None
 
 
 _IPYTHON_HISTORY = re.compile(r"_{1,3}|_i{1,3}|_i?\d+")
@@ -131,7 +140,7 @@ class NaqMagics(Magics):
 
     @staticmethod
     def _one_id(arg: str, what: str) -> str:
-        parts = shlex.split(arg)
+        parts = _words(arg, what)
         if len(parts) != 1:
             raise UsageError(f"%naq {what} needs one job id\n\n" + USAGE)
         return parts[0]
@@ -166,13 +175,15 @@ class NaqMagics(Magics):
     def _cmd_result(self, arg: str) -> Any:
         from ..client.session import job
 
-        parts = shlex.split(arg)
+        parts = _words(arg, "result")
         if len(parts) not in (1, 2):
             raise UsageError("%naq result needs a job id and optionally a timeout in seconds\n\n" + USAGE)
         try:
             timeout = float(parts[1]) if len(parts) == 2 else None
         except ValueError:
-            raise UsageError(f"%naq result: the timeout must be a number of seconds, not {parts[1]!r}") from None
+            timeout = -1.0
+        if timeout is not None and not 0 <= timeout < math.inf:  # (NaN fails both)
+            raise UsageError(f"%naq result: the timeout must be a number of seconds >= 0, not {parts[1]!r}")
         return job(parts[0]).result(timeout)
 
     def _cmd_local(self, arg: str) -> Any:
@@ -180,7 +191,7 @@ class NaqMagics(Magics):
 
         parts = arg.split()
         if parts[:1] == ["start"] and len(parts) <= 2:
-            if len(parts) == 2 and not parts[1].isdigit():
+            if len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit()):
                 raise UsageError(f"%naq local start takes a number of workers, not {parts[1]!r}")
             return local(workers=int(parts[1]) if len(parts) == 2 else 4)
         if parts == ["stop"]:

@@ -31,6 +31,14 @@ NAN, INF = math.nan, math.inf
 # (case id, call taking ctx (url, client, sid), exception type, regex the message must match)
 API: list[tuple[str, Callable[[Any], Any], type, str]] = [
     # job options
+    ("delay-nan", lambda c: nq.options(delay=NAN), ValueError, "delay must be seconds >= 0, a finite number"),
+    ("delay-inf", lambda c: nq.options(delay=INF), ValueError, "delay must be seconds >= 0, a finite number"),
+    ("retry-unknown-key", lambda c: JobOptions.build(retry={"bogus": 1}), ValueError, "retry=.*'bogus'.*RetryPolicy"),
+    ("jobs-bad-queue-name", lambda c: nq.jobs(queue="a.b", client=c.client), ValueError, "invalid queue name 'a.b'"),
+    ("jobs-queue-not-names", lambda c: nq.jobs(queue=5, client=c.client), TypeError, "queue must be a queue name"),
+    ("failed-limit-negative", lambda c: nq.failed(limit=-1, client=c.client), ValueError, "limit must be an int >= 1"),
+    ("failed-limit-str", lambda c: nq.failed(limit="x", client=c.client), ValueError, "limit must be an int >= 1"),
+    ("local-queues-not-names", lambda c: nq.local(queues=5), TypeError, "queues must be a queue name"),
     ("timeout-nan", lambda c: JobOptions.build(timeout=NAN), ValueError, "timeout"),
     ("timeout-inf", lambda c: JobOptions.build(timeout=INF), ValueError, "timeout"),
     ("timeout-bool", lambda c: JobOptions.build(timeout=True), TypeError, "timeout"),

@@ -53,6 +53,11 @@ def test_submit_returns_the_future(ip, thread_worker):
     ("", "%naq submit fn"),
     ("cancel", "needs one job id"),
     ("result abc notanumber", "timeout must be a number"),
+    ("result abc inf", "timeout must be a number of seconds >= 0, not 'inf'"),
+    ("result abc nan", "timeout must be a number of seconds >= 0, not 'nan'"),
+    ("result abc -1", "timeout must be a number of seconds >= 0, not '-1'"),
+    ("status 'abc", "%naq status: No closing quotation"),
+    ("local start ²", "number of workers"),
     ("local start many", "number of workers"),
     ("local", "local start"),
 ])
