@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 from nats.js.errors import APIError
 
 from ..core.broker import Broker
-from ..core.errors import JobNotFoundError, JobNotStoredError
+from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
 from ..core.cancel import cancel_job
@@ -87,6 +87,8 @@ class Client:
         self._connecting: asyncio.Future | None = None
         self._here: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}  # caller loop -> its broker
         self._here_lock = threading.Lock()
+        # Connects of caller loops that close() came for (closed once made): weak, they go with their loops.
+        self._closed_connects: weakref.WeakSet[asyncio.Future] = weakref.WeakSet()
         self._stores = Stores()
         self._inbox = ResultInbox()  # results of this client's jobs, pushed by their workers
         self._outbox: list[tuple[Broker, Job, tuple, concurrent.futures.Future]] = []  # handed over, not sent
@@ -140,6 +142,8 @@ class Client:
                 sweep_closed_loops()
                 task = self._here[loop] = loop.create_task(self._connect_here(loop))
         b = await asyncio.shield(task)
+        if task in self._closed_connects:  # close() came while it connected: it is closed once made
+            raise NaqConnectionError("the client was closed while this call connected; call again to reconnect")
         await b.ensure_layout()  # as in broker()
         return b
 
@@ -169,18 +173,16 @@ class Client:
         await b.close(drain=False)  # the loop is ending: its other tasks are cancelled already
 
     def _close_here(self) -> None:
-        """Close the connections of caller loops, each on its own loop (without waiting for them)."""
+        """Close the connections of caller loops, each on its own loop (without waiting for them). A
+        connection still being made is closed once made: cancelling it would raise CancelledError in
+        the call awaiting it (which reads as its own cancellation) and leave a half-made connection."""
         with self._here_lock:
             tasks, self._here = self._here, {}
+            self._closed_connects.update(tasks.values())
         for loop, task in tasks.items():
-            if loop.is_closed():
-                continue
-            if not task.done() or task.cancelled() or task.exception() is not None:
-                loop.call_soon_threadsafe(task.cancel)
-                continue
             try:
-                asyncio.run_coroutine_threadsafe(task.result().close(), loop)
-            except RuntimeError:  # closed meanwhile
+                loop.call_soon_threadsafe(_close_when_made, task)
+            except RuntimeError:  # the loop is closed: nothing can run there any more
                 pass
 
     # --- jobs --------------------------------------------------------------
@@ -515,6 +517,19 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<naq_nb.Client {self.url}>"
+
+
+def _close_when_made(task: asyncio.Future) -> None:
+    """On the task's loop: close the broker the connect task makes, now or once it is made."""
+
+    def close(t: asyncio.Future) -> None:
+        if not t.cancelled() and t.exception() is None:
+            asyncio.ensure_future(t.result().close())
+
+    if task.done():
+        close(task)
+    else:
+        task.add_done_callback(close)
 
 
 _every_client: "weakref.WeakSet[Client]" = weakref.WeakSet()  # for the exit check of enqueues in flight

@@ -622,3 +622,41 @@ def test_an_async_read_waiting_when_its_client_closes_ends_at_once(client):
         with pytest.raises(NaqConnectionError, match="its client was closed"):
             await asyncio.wait_for(read, 20)
     _in_thread(lambda: asyncio.run(main()))
+
+
+def test_a_close_while_a_callers_loop_connects_is_no_cancel_of_its_call(client, monkeypatch):
+    # close() from another thread while an async caller's loop makes its own connection: the call fails
+    # saying the client was closed (not CancelledError, which reads as its own task's cancellation), and
+    # the connection made meanwhile is closed, not left half-made.
+    from naq_nb.client.loop import in_loop_thread
+    from naq_nb.core.broker import Broker
+    real, made = Broker.connect.__func__, []
+    started, release = threading.Event(), threading.Event()
+
+    async def gated(cls, *args, **kwargs):
+        if not in_loop_thread():  # the caller loop's connection: held until the close has come
+            started.set()
+            await asyncio.to_thread(release.wait, 20)
+        b = await real(cls, *args, **kwargs)
+        made.append(b)
+        return b
+
+    monkeypatch.setattr(Broker, "connect", classmethod(gated))
+
+    async def main():
+        job = await Queue("nobody", client=client).enqueue(jobs.add, 1, 2)
+        await client.status(job.job_id)  # the first call runs on the background loop
+        second = asyncio.ensure_future(client.status(job.job_id))  # the second connects this loop
+        assert await asyncio.to_thread(started.wait, 20)
+        await asyncio.to_thread(client.close_sync)
+        release.set()
+        with pytest.raises(NaqConnectionError, match="closed while this call connected"):
+            await asyncio.wait_for(second, 20)
+        here = made[-1]
+        for _ in range(1000):
+            if here.nc.is_closed:
+                break
+            await asyncio.sleep(0.01)
+        assert here.nc.is_closed, "the connection made for the loop was left open"
+        assert (await client.status(job.job_id))["status"] == "queued"  # a later call reconnects
+    _in_thread(lambda: asyncio.run(main()))
