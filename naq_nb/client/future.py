@@ -23,7 +23,7 @@ from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_status, with_status
 from .shared import default_client
-from .loop import run_async
+from .loop import run_async, run_sync
 from .twins import blocking, blocking_classmethod
 from .watch import get_watch, register
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .client import Client
 
 __all__ = ["JobFuture", "display_hook", "submit_jobs", "submit_jobs_sync", "attach_many"]
+
+_HINT_TIMEOUT = 1.0  # seconds a timed-out result() may spend finding whether a worker serves the queue
 
 log = logging.getLogger("naq_nb.client")
 
@@ -85,7 +87,9 @@ class JobFuture(concurrent.futures.Future):
         if status not in ("queued", "waiting", "retrying"):
             return msg + " (it keeps running: call .result() again to wait longer)"
         try:
-            n = sum(queue in (w.get("queues") or ()) for w in self.client.workers_sync())
+            # Bounded: the caller's timeout is over already, and a server that is gone would make a
+            # reconnect wait its whole connect timeout.
+            n = sum(queue in (w.get("queues") or ()) for w in run_sync(self.client.workers(), _HINT_TIMEOUT))
         except Exception as exc:  # the hint is optional: the timeout itself must still be reported
             log.debug("no worker hint for the timeout of %s: %s", self.job_id, exc)
             return msg
