@@ -12,6 +12,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from . import payloads
 from .broker import Broker
 from .deps import release_dependents
+from .envelope import HEADER_META, header_meta
 from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, NaqConnectionError, SerializationError
 from .job import TERMINAL, JobStatus
 from .layout import validate_job_id
@@ -27,10 +28,12 @@ log = logging.getLogger("naq_nb")
 
 #: How long cancel_job keeps retrying its status update while the job's record keeps changing.
 CANCEL_RETRY_SECONDS = 10.0
+#: How many messages of its queue cancel_job reads to find a queued job whose record has no sequence.
+QUEUED_SCAN_LIMIT = 20_000
 
 
-async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
-    """Status ``cancelled`` (revision-checked); None if the job already ended.
+async def _mark_cancelled(broker: Broker, job_id: str) -> tuple[StatusRecord, str] | None:
+    """Status ``cancelled`` (revision-checked) and the status it had; None if the job already ended.
 
     A running job may write its status (progress) between our read and our update: read
     again and retry, backing off, for up to ``CANCEL_RETRY_SECONDS``; then raise rather than
@@ -52,10 +55,11 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
             )
         if JobStatus(rec["status"]) in TERMINAL:
             return None
+        before = rec["status"]
         rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())
         try:
             await kv.update(job_id, encode_status(rec), last=entry.revision)
-            return rec
+            return rec, before
         except KeyWrongLastSequenceError:
             tries += 1  # the job moved on meanwhile; look again
         if loop.time() >= deadline:
@@ -64,6 +68,35 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> StatusRecord | None:
                 "while cancelling; try again"
             )
         await asyncio.sleep(min(0.005 * 2 ** min(tries, 6), 0.2))
+
+
+async def _queued_seq(broker: Broker, queue: str, job_id: str) -> int | None:
+    """The stream sequence of ``job_id``'s message still waiting in ``queue``, read from that queue's
+    messages in order (one request each, at most :data:`QUEUED_SCAN_LIMIT`); None if not there."""
+    lay = broker.layout
+    try:
+        subject = lay.queue_subject(queue)
+    except ValueError:  # a record's queue is as stored: a name no queue can have has no messages
+        return None
+    seq = 1
+    for _ in range(QUEUED_SCAN_LIMIT):
+        try:
+            raw = await broker.js.get_msg(lay.jobs_stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return None  # no more messages on the queue: delivered (a worker has it) or gone
+        assert raw.seq is not None  # a stored message always has its sequence
+        meta = (raw.headers or {}).get(HEADER_META) or ""
+        if job_id in meta and header_meta(meta).get("id") == job_id:
+            return raw.seq
+        seq = raw.seq + 1
+    log.warning(
+        "job %s: not among the first %d messages of queue %s; it is marked cancelled, and a worker "
+        "that has heard of the cancel drops it",
+        job_id,
+        QUEUED_SCAN_LIMIT,
+        queue,
+    )
+    return None
 
 
 async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
@@ -78,10 +111,15 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     """
     validate_job_id(job_id)
     lay = broker.layout
-    rec = await _mark_cancelled(broker, job_id)
-    if rec is None:
+    marked = await _mark_cancelled(broker, job_id)
+    if marked is None:
         return False
+    rec, before = marked
     seq = sequence or rec.get("seq")
+    if not (type(seq) is int and seq > 0) and before == JobStatus.QUEUED.value and isinstance(rec.get("queue"), str):
+        # Its record carries no sequence (sent in a batch, or alone, whose record went out before the
+        # job): find its message, or a worker started after this cancel (no notice reached it) runs it.
+        seq = await _queued_seq(broker, rec["queue"], job_id)
     if type(seq) is int and seq > 0:  # (a record's seq is as stored: only a real one is used)
         try:
             await payloads.drop_queued_body(broker, seq)  # its offloaded body, if any, goes too

@@ -27,6 +27,7 @@ __all__ = [
     "JobMeta",
     "decode_meta",
     "meta_first_record",
+    "header_meta",
     "decode_call",
     "check_call",
     "HEADER_META",
@@ -104,6 +105,18 @@ class JobMeta:
     @property
     def retry(self) -> RetryPolicy:
         return self.options.retry
+
+
+def header_meta(value: Any) -> dict:
+    """A ``Naq-Meta`` header's JSON object, or {} for anything else (unchecked: for finding and
+    naming a message, which may be hand-published: no header, bad JSON, not an object, bytes)."""
+    if not isinstance(value, str):
+        return {}
+    try:
+        meta = json.loads(value)
+    except (ValueError, RecursionError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def decode_meta(headers: dict | None) -> JobMeta:

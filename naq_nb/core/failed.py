@@ -7,7 +7,6 @@ new run.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, AsyncIterator, TypedDict
 
@@ -16,7 +15,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from . import payloads
 from .broker import Broker
-from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta
+from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta, header_meta
 from .errors import JobNotFoundError, SerializationError
 from .job import JobStatus
 from .status import encode_status, first_record, record_time, text_or_none as _text
@@ -61,18 +60,6 @@ async def _iter_failed(broker: Broker, queue: str | None, limit: int) -> AsyncIt
         seq = raw.seq + 1
 
 
-def _header_meta(value: Any) -> dict:
-    """A ``Naq-Meta`` header's JSON object, or {} for anything else (a dead letter may be a
-    hand-published message: no header, bad JSON, not an object, bytes nats-py could not decode)."""
-    if not isinstance(value, str):
-        return {}
-    try:
-        meta = json.loads(value)
-    except (ValueError, RecursionError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def _info(raw: api.RawStreamMsg) -> tuple[dict, bytes]:
     """The dead letter's record (why, when, the original headers) and the job body; a message that
     is no such record (forged, damaged) is reported as what it is, never fatal to a listing."""
@@ -102,7 +89,7 @@ def _requeue_meta(seq: int, info: dict) -> tuple[dict, JobMeta]:
 
 def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
     info, _ = _info(raw)
-    meta = _header_meta((raw.headers or {}).get(HEADER_META))
+    meta = header_meta((raw.headers or {}).get(HEADER_META))
     assert raw.seq is not None  # a stored message always has its sequence
     try:
         _requeue_meta(raw.seq, info)
@@ -140,7 +127,7 @@ async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
         except NotFoundError:
             raise JobNotFoundError(f"no failed entry with sequence {ref}") from None
     async for raw in _iter_failed(broker, None, 10**9):
-        if _header_meta((raw.headers or {}).get(HEADER_META)).get("id") == ref:
+        if header_meta((raw.headers or {}).get(HEADER_META)).get("id") == ref:
             return raw
     raise JobNotFoundError(f"no failed job with id {ref!r}")
 

@@ -127,6 +127,28 @@ async def test_cancel_queued_job_removes_it(broker, start_worker, tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
+@pytest.mark.parametrize("sent", ["alone", "in_a_batch"])
+async def test_a_cancel_that_knows_no_sequence_still_removes_the_queued_job(broker, start_worker, tmp_path, sent):
+    # Another process cancels (no handle, so no sequence) a job whose status record carries none (sent
+    # alone its record goes out before the job; a batch's never has one). The message is found in its
+    # queue and deleted: a worker started later (no cancel notice reached it) must not run it.
+    q = Queue(broker, "later")
+    ran = tmp_path / "ran"
+    if sent == "alone":
+        j = await q.enqueue(jobs.mark, str(ran), "x")
+    else:
+        j = (await q.enqueue_many([(jobs.add, (1, 1), {}), (jobs.mark, (str(ran), "x"), {})]))[1]
+    assert "seq" not in await get_status(broker, j.job_id)
+    assert await cancel_job(broker, j.job_id)  # no sequence: as another process would call it
+    assert await q.count() == (0 if sent == "alone" else 1)
+    await start_worker("later")
+    marker = await q.enqueue(jobs.add, 0, 0)
+    await result(broker, marker)
+    assert not ran.exists(), "a cancelled job ran on a worker started after the cancel"
+    with pytest.raises(JobCancelledError):
+        (await wait_for_result(broker, j.job_id, 5)).unwrap()
+
+
 async def test_cancel_running_async_job(broker, start_worker):
     w = await start_worker()
     j = await Queue(broker).enqueue(jobs.async_sleep_for, 60)
