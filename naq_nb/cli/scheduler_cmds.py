@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import math
 import signal
 
 from ..core.scheduler import Scheduler
-from ..core.schedules import change_schedule, list_schedules
+from ..core.errors import ConfigurationError
+from ..core.schedules import change_schedule, check_interval, list_schedules, to_epoch
 from .common import (
     UsageError,
     add_url,
@@ -59,11 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job_id", type=job_id, help="the schedule id (the Job id that enqueue_at/schedule returned)")
     p.add_argument("action", choices=["cancel", "pause", "resume", "reschedule"])
     p.add_argument("--cron", default=None, help="reschedule: a new cron expression")
-    p.add_argument("--interval", type=_interval, default=None, help="reschedule: a new interval in seconds")
+    p.add_argument(
+        "--interval", type=_schedule_interval, default=None, help="reschedule: a new interval in seconds (>= 0.1)"
+    )
     p.add_argument("--repeat", type=positive_int, default=None, help="reschedule: total number of runs")
     p.add_argument("--next-run", default=None, help="reschedule: next run, ISO time (naive = UTC) or epoch")
     add_url(p)
     p.set_defaults(func=_control)
+
+
+def _schedule_interval(text: str) -> float:
+    try:
+        return check_interval(_interval(text))
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _interval(text: str) -> float:
@@ -114,21 +123,25 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _parse_time(text: str) -> float:
+    when: float | dt.datetime
     try:
-        v = float(text)
+        when = float(text)
     except ValueError:
         try:
-            t = dt.datetime.fromisoformat(text)
+            when = dt.datetime.fromisoformat(text)
         except ValueError:
             raise UsageError(f"--next-run: not an ISO time or epoch seconds: {text!r}") from None
-        return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
-    if not math.isfinite(v):
-        raise UsageError(f"--next-run must be a finite time, not {text!r}")
-    return v
+    try:
+        return to_epoch(when, "--next-run")  # naive = UTC; finite, within the years 1-9999
+    except ConfigurationError as exc:
+        raise UsageError(f"{exc} ({text!r})") from None
 
 
 def _control(args: argparse.Namespace) -> int:
     action, changes = args.action, {}
+    given = [f"--{k.replace('_', '-')}" for k in ("cron", "interval", "repeat", "next_run") if getattr(args, k)]
+    if given and action != "reschedule":
+        raise UsageError(f"naq job-control {action}: {', '.join(given)} only go with reschedule")
     if action == "reschedule":
         action = "modify"
         changes = {

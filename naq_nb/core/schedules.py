@@ -59,11 +59,15 @@ __all__ = [
     "occurrences_due",
     "job_message",
     "require_calendar",
+    "check_interval",
 ]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
 KINDS = ("once", "cron", "interval")
-MAX_CATCH_UP = 1000
+MAX_CATCH_UP = 1000  # occurrences one check fires at most (missed ones under misfire="all", or due in the grace)
+MIN_INTERVAL = 0.1  # seconds: a shorter step is below what a schedule is for (and 1e-9 is no step at all)
+# Epoch seconds a calendar can be computed at (datetime's years 1-9999, a day inside each end).
+EARLIEST, LATEST = -62135596800.0 + 86400, 253402300799.0 - 86400
 
 log = logging.getLogger("naq_nb.schedules")
 
@@ -84,17 +88,34 @@ def to_epoch(when: datetime | float | int, what: str = "time") -> float:
     if isinstance(when, datetime):
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
-        return when.timestamp()
-    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        try:
+            t = when.timestamp()
+        except (OverflowError, ValueError):
+            t = math.inf  # (a time next to year 1 or 9999, in a zone that pushes it over)
+    elif isinstance(when, (int, float)) and not isinstance(when, bool):
         if not math.isfinite(when):
             raise ConfigurationError(f"{what} must be a finite time, not {when!r}")
-        return float(when)
-    raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(when).__name__}: {when!r}")
+        t = float(when)
+    else:
+        raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(when).__name__}: {when!r}")
+    if not EARLIEST <= t <= LATEST:
+        raise ConfigurationError(f"{what} must be a time between the years 1 and 9999, not {when!r}")
+    return t
+
+
+def check_interval(value: Any) -> float:
+    """``value`` as the seconds of an interval schedule, at least :data:`MIN_INTERVAL`."""
+    seconds = positive_seconds(value, "interval")
+    if seconds < MIN_INTERVAL:
+        raise ConfigurationError(f"interval must be at least {MIN_INTERVAL:g} seconds, not {value!r}")
+    return seconds
 
 
 def _zone(tz: str | None) -> ZoneInfo | timezone:
     if not tz:
         return timezone.utc
+    if not isinstance(tz, str):
+        raise TypeError(f"timezone must be an IANA name like 'Europe/Paris', not {type(tz).__name__}: {tz!r}")
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -167,15 +188,29 @@ class Schedule:
 
     # --- calendar ------------------------------------------------------------
     def following(self, after: float) -> float | None:
-        """The first occurrence strictly after ``after`` (None for a one-shot)."""
+        """The first occurrence strictly after ``after`` (None for a one-shot, or past the year 9999)."""
         if self.kind == "interval":
             assert self.interval
             return after + self.interval
         if self.kind == "cron":
             assert self.cron
-            start = datetime.fromtimestamp(after, _zone(self.timezone))
-            return float(croniter(self.cron, start).get_next(float))
+            if after >= LATEST:
+                return None
+            start = datetime.fromtimestamp(max(after, EARLIEST), _zone(self.timezone))
+            nxt = float(croniter(self.cron, start).get_next(float))
+            return nxt if nxt <= LATEST else None
         return None
+
+    def last_before(self, horizon: float, first: float) -> float:
+        """The latest occurrence before ``horizon``, counting from ``first`` (an occurrence before it),
+        found in one step however many lie between."""
+        if self.kind == "interval":
+            assert self.interval
+            last = first + max(0, math.ceil((horizon - first) / self.interval) - 1) * self.interval
+            return last if last < horizon else max(first, last - self.interval)
+        assert self.cron
+        start = datetime.fromtimestamp(min(max(horizon, EARLIEST), LATEST), _zone(self.timezone))
+        return max(first, float(croniter(self.cron, start).get_prev(float)))
 
     @property
     def remaining(self) -> int | None:
@@ -286,8 +321,10 @@ def _check_calendar(head: dict[str, Any]) -> None:
     validate_queue_name(head["queue"])
     if head["kind"] == "cron":
         validate_cron(head.get("cron"))
-    elif head["kind"] == "interval" and head.get("interval") is None:
-        raise ConfigurationError("an interval schedule needs interval")
+    elif head["kind"] == "interval":
+        if head.get("interval") is None:
+            raise ConfigurationError("an interval schedule needs interval")
+        check_interval(head["interval"])
     _zone(head.get("timezone"))
 
 
@@ -297,33 +334,36 @@ def occurrence_id(s: Schedule, due: float) -> str:
 
 
 def occurrences_due(s: Schedule, now: float) -> tuple[list[float], float | None]:
-    """``(due times to fire now, next due time after them)`` under the misfire policy."""
+    """``(due times to fire now, next due time after them)`` under the misfire policy.
+
+    An occurrence more than ``misfire_grace`` before ``now`` was missed: ``all`` fires up to
+    :data:`MAX_CATCH_UP` of them, ``once`` one (the latest) for all, ``skip`` none; the rest are
+    stepped over in one calculation, so a calendar years behind costs what one a minute behind does.
+    """
     if s.next_run is None or s.paused or s.next_run > now:
         return [], s.next_run
     if s.kind == "once":
         return [s.next_run], None
+    horizon = now - s.misfire_grace
     due: list[float] = []
     t: float | None = s.next_run
-    budget = s.remaining
-    missed = 0
-    catch_up = None
-    while t is not None and t <= now and (budget is None or len(due) + (catch_up is not None) < budget):
-        if now - t > s.misfire_grace:
-            missed += 1
-            if s.misfire == "all" and missed <= MAX_CATCH_UP:
-                due.append(t)
-            elif s.misfire == "once":
-                catch_up = t  # one run, at the latest missed time, stands for all of them
-        else:
+    if s.misfire == "all":
+        while t is not None and t < horizon and len(due) < MAX_CATCH_UP:
             due.append(t)
+            t = s.following(t)
+    if t is not None and t < horizon:
+        last = s.last_before(horizon, t)
+        if s.misfire == "once":
+            due.append(last)  # one run, at the latest missed time, stands for all of them
+        t = s.following(last)
+    while t is not None and t <= now and len(due) < MAX_CATCH_UP:
+        due.append(t)
         t = s.following(t)
-        if missed > MAX_CATCH_UP * 100:
-            t = s.following(now)  # a calendar this far behind: jump to the present
-            break
-    if catch_up is not None:
-        due.insert(0, catch_up)
+    if t is not None and t <= now:  # more due within the grace than one check fires: on from now
+        t = s.following(now)
+    budget = s.remaining
     if budget is not None and len(due) >= budget:
-        t = None
+        return due[:budget], None
     return due, t
 
 
@@ -372,7 +412,9 @@ def make_schedule(
     if isinstance(interval, timedelta):
         interval = interval.total_seconds()
     if interval is not None:
-        positive_seconds(interval, "interval")
+        check_interval(interval)
+    if tz is not None and cron is None:
+        raise ConfigurationError("timezone= goes with a cron schedule (an interval or a time does not read it)")
     positive_seconds(misfire_grace, "misfire_grace", zero_ok=True)
     if when is not None:
         when = to_epoch(when, "when")
@@ -526,6 +568,8 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
     if unknown:
         raise ConfigurationError(f"cannot modify {', '.join(sorted(unknown))}; modifiable: {sorted(_MODIFIABLE)}")
     c = dict(changes)
+    if c.get("cron") is not None and c.get("interval") is not None:
+        raise ConfigurationError("give cron or interval, not both")
     if "next_run" in c and c["next_run"] is not None:
         c["next_run"] = to_epoch(c["next_run"], "next_run")
     if isinstance(c.get("interval"), timedelta):
@@ -534,7 +578,7 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
         validate_cron(c["cron"])
         c.update(kind="cron", interval=None)
     elif c.get("interval") is not None:
-        positive_seconds(c["interval"], "interval")
+        check_interval(c["interval"])
         c.update(kind="interval", cron=None)
     if "misfire_grace" in c:
         c["misfire_grace"] = positive_seconds(c["misfire_grace"], "misfire_grace", zero_ok=True)
@@ -546,6 +590,8 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
         raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {c['misfire']!r}")
     _zone(c.get("timezone", s.timezone))
     s = replace(s, **c)
+    # The whole calendar as it would be stored (a None for the kind's own field, say), before storing it.
+    _check_calendar({"queue": s.queue, "kind": s.kind, "cron": s.cron, "interval": s.interval, "timezone": s.timezone})
     if "next_run" not in c and ({"cron", "interval", "timezone"} & set(c)):
         s.next_run = s.following(time.time())  # a new calendar starts from now
     return s

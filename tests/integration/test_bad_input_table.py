@@ -95,6 +95,22 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
                                                                       nats_url=c.url), ValueError, "misfire_grace"),
     ("schedule-id-newline", lambda c: scheduling.schedule_sync(jobs.add, interval=5, schedule_id="s\n",
                                                                nats_url=c.url), ValueError, "job_id"),
+    ("schedule-interval-tiny", lambda c: scheduling.schedule_sync(jobs.add, interval=1e-9, nats_url=c.url),
+     ValueError, "interval must be at least 0.1 seconds"),
+    ("schedule-timezone-int", lambda c: scheduling.schedule_sync(jobs.add, cron="* * * * *", timezone=5,
+                                                                 nats_url=c.url), TypeError, "timezone must be"),
+    ("schedule-timezone-on-interval", lambda c: scheduling.schedule_sync(jobs.add, interval=5, timezone="UTC",
+                                                                         nats_url=c.url), ValueError,
+     "timezone= goes with a cron schedule"),
+    ("modify-interval-tiny", lambda c: scheduling.modify_scheduled_job_sync(c.sid, interval=1e-9, nats_url=c.url),
+     ValueError, "interval must be at least 0.1 seconds"),
+    ("modify-interval-none", lambda c: scheduling.modify_scheduled_job_sync(c.sid, interval=None, next_run=2e9,
+                                                                            nats_url=c.url), ValueError,
+     "an interval schedule needs interval"),
+    ("modify-cron-and-interval", lambda c: scheduling.modify_scheduled_job_sync(
+        c.sid, cron="*/5 * * * *", interval=3, nats_url=c.url), ValueError, "cron or interval, not both"),
+    ("modify-next_run-far-past", lambda c: scheduling.modify_scheduled_job_sync(c.sid, next_run=-1e20, nats_url=c.url),
+     ValueError, "next_run must be a time between the years 1 and 9999"),
     ("modify-interval-nan", lambda c: scheduling.modify_scheduled_job_sync(c.sid, interval=NAN, nats_url=c.url),
      ValueError, "interval"),
     ("modify-misfire_grace-nan", lambda c: scheduling.modify_scheduled_job_sync(
@@ -184,6 +200,13 @@ CLI: list[tuple[str, list[str], dict, str]] = [
     ("job-control-repeat-0", ["job-control", "sid", "reschedule", "--repeat", "0"], {}, "must be >= 1"),
     ("job-control-next-run-bad", ["job-control", "sid", "reschedule", "--next-run", "soon"], {}, "--next-run"),
     ("job-control-next-run-inf", ["job-control", "sid", "reschedule", "--next-run", "inf"], {}, "finite"),
+    ("job-control-next-run-1e20", ["job-control", "sid", "reschedule", "--next-run", "1e20"], {},
+     "between the years 1 and 9999"),
+    ("job-control-next-run-year-10000", ["job-control", "sid", "reschedule", "--next-run",
+                                         "9999-12-31T23:59:59-05:00"], {}, "between the years 1 and 9999"),
+    ("job-control-interval-tiny", ["job-control", "sid", "reschedule", "--interval", "1e-9"], {}, "at least 0.1"),
+    ("job-control-pause-with-cron", ["job-control", "sid", "pause", "--cron", "* * * * *"], {},
+     "--cron only go with reschedule"),
 ]
 
 

@@ -20,3 +20,46 @@ def test_cron_timezone_follows_dst():
     second = s.following(first)
     assert datetime.fromtimestamp(first, timezone.utc).hour == 11    # CET, UTC+1
     assert datetime.fromtimestamp(second, timezone.utc).hour == 10   # CEST after the switch, UTC+2
+
+
+def _counting(s: Schedule) -> list[int]:
+    """Count the calendar steps ``occurrences_due`` takes (its cost, independent of the machine)."""
+    calls, step = [0], s.following
+
+    def counted(after):
+        calls[0] += 1
+        return step(after)
+    s.following = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_calendar_far_behind_is_stepped_over_not_walked():
+    # An every-second cron ten days behind: 864,000 missed occurrences. Walking them blocked the
+    # scheduler's loop for 15-30 s (its leader lost the lease); one step over them costs a few calls.
+    now = datetime(2027, 1, 11, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    for misfire, fired in (("once", 1), ("skip", 0)):
+        s = Schedule(id="x", queue="q", function="f", kind="cron", cron="* * * * * *", next_run=now - 10 * 86400,
+                     misfire=misfire, misfire_grace=30.0)
+        calls = _counting(s)
+        due, nxt = occurrences_due(s, now + 0.5)
+        assert len(due) == fired + 30 and calls[0] < 40   # the missed ones as one (or none), then the grace's 30
+        assert due[fired:] == [now - 29 + i for i in range(30)] and nxt == now + 1
+        if fired:
+            assert due[0] == now - 30                     # the latest missed occurrence stands for all
+    s = Schedule(id="x", queue="q", function="f", kind="interval", interval=60.0, next_run=now - 365 * 86400,
+                 misfire="all")
+    calls = _counting(s)
+    due, nxt = occurrences_due(s, now)
+    assert len(due) == 1000 and due[0] == now - 365 * 86400 and nxt > now and calls[0] < 1010
+
+
+def test_a_step_the_clock_cannot_take_or_a_far_past_time_does_not_loop():
+    # A record stored before intervals had a floor (1e-9 s: t + 1e-9 == t) or with a due time far before
+    # year 1 (forged): one check fires a bounded number and moves on; the scheduler's tick cannot hang.
+    now = 1.8e9
+    tiny = Schedule(id="x", queue="q", function="f", kind="interval", interval=1e-9, next_run=now - 1)
+    due, _ = occurrences_due(tiny, now)
+    assert len(due) <= 1001
+    past = Schedule(id="x", queue="q", function="f", kind="cron", cron="0 * * * *", next_run=-1e20)
+    due, nxt = occurrences_due(past, now + 100)            # (now is on the hour)
+    assert due == [now] and nxt == now + 3600
