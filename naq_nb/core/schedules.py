@@ -413,8 +413,6 @@ def make_schedule(
         interval = interval.total_seconds()
     if interval is not None:
         check_interval(interval)
-    if tz is not None and cron is None:
-        raise ConfigurationError("timezone= goes with a cron schedule (an interval or a time does not read it)")
     positive_seconds(misfire_grace, "misfire_grace", zero_ok=True)
     if when is not None:
         when = to_epoch(when, "when")
