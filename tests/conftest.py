@@ -33,7 +33,7 @@ from naq_nb.core.settings import Settings
 from naq_nb.core.worker import Worker
 
 # Re-exported for tests that still import them from here; new code imports them from helpers.
-from helpers import ROOT, Services, eventually, wait_until, worker_process  # noqa: F401
+from helpers import ROOT, Services, all_threads_stopped, eventually, wait_until, worker_process  # noqa: F401
 
 
 UNIT = Path(__file__).resolve().parent / "unit"
@@ -254,17 +254,12 @@ def frozen(own_nats_server, nats_server):
         stopped.append(pid)
         # The signal takes effect asynchronously: wait until every thread is stopped.
         deadline = time.monotonic() + 10
-        while not _all_stopped(pid):
+        while not all_threads_stopped(pid):
             assert time.monotonic() < deadline, "nats-server did not stop"
             time.sleep(0.005)
     yield freeze
     if stopped:
         os.kill(pid, signal.SIGCONT)
-
-
-def _all_stopped(pid: int) -> bool:
-    tasks = os.listdir(f"/proc/{pid}/task")
-    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
 
 
 @pytest.fixture

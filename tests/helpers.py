@@ -51,6 +51,12 @@ def worker_process(url: str, *args: str, env: dict | None = None, **popen) -> su
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of process ``pid`` is stopped (a SIGSTOP takes effect asynchronously)."""
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+
+
 def pid_gone(pid: int) -> bool:
     """Process ``pid`` has ended (a zombie its parent has not reaped yet counts as ended)."""
     try:

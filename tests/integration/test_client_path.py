@@ -17,7 +17,7 @@ import traceback
 import pytest
 
 import jobs
-from helpers import wait_until
+from helpers import all_threads_stopped, wait_until
 from naq_nb.core.broker import server_has_fast_batches
 from naq_nb import Queue, fetch_job_result, fetch_job_result_sync
 from naq_nb.client import stores
@@ -524,6 +524,7 @@ for n, q in enumerate(qs):
     try:
         assert child.stdout.readline().strip() == "ready"
         os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: all_threads_stopped(pid), timeout=10)  # else it may still acknowledge the first
         _, err = child.communicate("go\n", timeout=60)
     finally:
         os.kill(pid, signal.SIGCONT)

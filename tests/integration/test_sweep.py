@@ -166,9 +166,15 @@ def test_ctrl_c_while_a_sweep_submits_leaves_a_sweep_attach_finds(nb_client, thr
         return await real(client, batch)
 
     monkeypatch.setattr(sweep_mod, "submit_jobs", submit_slowly)
-    threading.Thread(target=lambda: second.wait(30) and os.kill(os.getpid(), signal.SIGINT), daemon=True).start()
-    with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
-        nq.sweep(jobs.add, a=list(range(30)), b=[1])
+    main = threading.main_thread().ident  # Ctrl-C, sent to the thread that handles it (a process-wide
+    # signal may land on another thread, and then never wakes the main one's wait)
+    threading.Thread(target=lambda: second.wait() and signal.pthread_kill(main, signal.SIGINT), daemon=True).start()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
+            nq.sweep(jobs.add, a=list(range(30)), b=[1])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     said = []
     wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
                or said, timeout=10)
