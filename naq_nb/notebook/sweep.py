@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
-import itertools
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
 from .fmt import short_value, status_summary
+from .sweep_grid import check_sweep, job_options
 from .sweep_store import (
     SweepBody,
     SweepHead,
@@ -53,75 +53,6 @@ __all__ = ["sweep", "sweep_async", "Sweep", "Sweeper", "SweepNotFoundError"]
 
 _FAILED = FAILED_STATES
 _SUBMIT_BATCH = 1000  # jobs per pipelined publish batch
-
-
-# --- validation (nothing is sent before all of this passed) ---------------------------------
-def _values(key: str, v: Any) -> list:
-    if isinstance(v, (str, bytes, dict, set, frozenset)) or not isinstance(v, (list, tuple, range)):
-        if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy arrays, pandas Series/Index
-            v = v.tolist()
-        if not isinstance(v, list):
-            raise TypeError(
-                f"sweep parameter {key!r} must be a list, tuple or range of values, not "
-                f"{type(v).__name__} {v!r} (for one value write {key}=[{v!r}])"
-            )
-    if len(v) == 0:
-        raise ValueError(f"sweep parameter {key!r} has no values: each parameter needs at least one")
-    return list(v)
-
-
-def _grid_points(grid: Any, params: dict[str, Any]) -> list[dict]:
-    if grid is not None and params:
-        raise ValueError(f"give either grid=[...] or parameter lists ({', '.join(params)}), not both")
-    if grid is None and not params:
-        raise ValueError("a sweep needs parameters: sweep(fn, lr=[...], depth=[...]) or sweep(fn, grid=[{...}, ...])")
-    if grid is None:
-        keys = list(params)
-        lists = [_values(k, params[k]) for k in keys]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
-    if isinstance(grid, dict) or not isinstance(grid, (list, tuple)):
-        raise TypeError(f"grid must be a list of dicts (one per point), not {type(grid).__name__}")
-    if not grid:
-        raise ValueError("grid is empty: a sweep needs at least one point")
-    first = None
-    for i, p in enumerate(grid):
-        if not isinstance(p, dict):
-            raise TypeError(f"grid[{i}] must be a dict of keyword arguments, not {type(p).__name__}: {p!r}")
-        bad = [k for k in p if not isinstance(k, str) or not k.isidentifier()]
-        if bad:
-            raise TypeError(f"grid[{i}] has key {bad[0]!r}: keys are keyword-argument names")
-        if first is None:
-            first = set(p)
-        elif set(p) != first:
-            raise ValueError(
-                f"grid[{i}] has keys {sorted(p)} but grid[0] has {sorted(first)}: "
-                "every point must name the same parameters"
-            )
-    return [dict(p) for p in grid]
-
-
-def _job_options(options: Any) -> JobOptions:
-    if options is None:
-        return JobOptions()
-    if isinstance(options, JobOptions):
-        opts = options
-    elif isinstance(options, dict):
-        opts = JobOptions.build(**options)
-    else:
-        raise TypeError(f"options must be a dict of job options, not {type(options).__name__}")
-    if opts.job_id or opts.key:
-        raise ValueError("job_id / key name one job; a sweep makes many (leave them out of options)")
-    return opts
-
-
-def _check(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params: dict) -> tuple[list[dict], JobOptions]:
-    if not callable(fn):
-        raise TypeError(f"sweep() needs a callable as its first argument, not {type(fn).__name__}: {fn!r}")
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be True or False, not {cache!r}")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a string, not {type(name).__name__}")
-    return _grid_points(grid, params), _job_options(options)
 
 
 # --- the loop-side work ---------------------------------------------------------------------------
@@ -508,7 +439,7 @@ def _flush_displays() -> None:
 def _prepare(
     fn: Callable, grid: Any, options: Any, cache: Any, name: Any, params: dict
 ) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
-    points, opts = _check(fn, grid, options, cache, name, params)
+    points, opts = check_sweep(fn, grid, options, cache, name, params)
     fn_bytes = function_bytes(fn)
     digests = point_digests(function_key(fn, fn_bytes), points)  # also proves every point pickles
     head: SweepHead = {
@@ -615,7 +546,7 @@ def _sweeper(fn: Any, grid: Any, kwargs: dict) -> tuple[Sweeper, Any, dict]:
             f"name must be a string, not {type(name).__name__} (if your function takes a "
             f"parameter called name, declare it, or use nq.sweep.options(...)(fn, name=[...]))"
         )
-    return Sweeper(_job_options(options), cache, name, opts.get("client")), grid, kwargs
+    return Sweeper(job_options(options), cache, name, opts.get("client")), grid, kwargs
 
 
 async def sweep_async(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:

@@ -1,0 +1,81 @@
+"""A sweep's points: the cartesian product of the keyword lists, or an explicit grid, and the job
+options every point runs with; each argument checked, so a bad call raises before anything is sent."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from ..core.job import JobOptions
+
+__all__ = ["check_sweep", "job_options"]
+
+
+def _values(key: str, v: Any) -> list:
+    if isinstance(v, (str, bytes, dict, set, frozenset)) or not isinstance(v, (list, tuple, range)):
+        if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy arrays, pandas Series/Index
+            v = v.tolist()
+        if not isinstance(v, list):
+            raise TypeError(
+                f"sweep parameter {key!r} must be a list, tuple or range of values, not "
+                f"{type(v).__name__} {v!r} (for one value write {key}=[{v!r}])"
+            )
+    if len(v) == 0:
+        raise ValueError(f"sweep parameter {key!r} has no values: each parameter needs at least one")
+    return list(v)
+
+
+def _grid_points(grid: Any, params: dict[str, Any]) -> list[dict]:
+    if grid is not None and params:
+        raise ValueError(f"give either grid=[...] or parameter lists ({', '.join(params)}), not both")
+    if grid is None and not params:
+        raise ValueError("a sweep needs parameters: sweep(fn, lr=[...], depth=[...]) or sweep(fn, grid=[{...}, ...])")
+    if grid is None:
+        keys = list(params)
+        lists = [_values(k, params[k]) for k in keys]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+    if isinstance(grid, dict) or not isinstance(grid, (list, tuple)):
+        raise TypeError(f"grid must be a list of dicts (one per point), not {type(grid).__name__}")
+    if not grid:
+        raise ValueError("grid is empty: a sweep needs at least one point")
+    first = None
+    for i, p in enumerate(grid):
+        if not isinstance(p, dict):
+            raise TypeError(f"grid[{i}] must be a dict of keyword arguments, not {type(p).__name__}: {p!r}")
+        bad = [k for k in p if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise TypeError(f"grid[{i}] has key {bad[0]!r}: keys are keyword-argument names")
+        if first is None:
+            first = set(p)
+        elif set(p) != first:
+            raise ValueError(
+                f"grid[{i}] has keys {sorted(p)} but grid[0] has {sorted(first)}: "
+                "every point must name the same parameters"
+            )
+    return [dict(p) for p in grid]
+
+
+def job_options(options: Any) -> JobOptions:
+    """``options=`` of a sweep as the JobOptions of its points (no job_id or key: those name one job)."""
+    if options is None:
+        return JobOptions()
+    if isinstance(options, JobOptions):
+        opts = options
+    elif isinstance(options, dict):
+        opts = JobOptions.build(**options)
+    else:
+        raise TypeError(f"options must be a dict of job options, not {type(options).__name__}")
+    if opts.job_id or opts.key:
+        raise ValueError("job_id / key name one job; a sweep makes many (leave them out of options)")
+    return opts
+
+
+def check_sweep(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params: dict) -> tuple[list[dict], JobOptions]:
+    """A sweep call's points and job options, every argument checked (nothing is sent before this passed)."""
+    if not callable(fn):
+        raise TypeError(f"sweep() needs a callable as its first argument, not {type(fn).__name__}: {fn!r}")
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be True or False, not {cache!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__}")
+    return _grid_points(grid, params), job_options(options)
