@@ -179,3 +179,8 @@ def echo_value(value):
 def start_helper():
     """Start a helper process that outlives this job (``sleep 300``) and return its pid."""
     return subprocess.Popen(["sleep", "300"]).pid
+
+
+def boom_big(n):
+    """Raise a ValueError whose message is ``n`` characters long."""
+    raise ValueError("E" * n)

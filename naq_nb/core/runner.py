@@ -60,11 +60,11 @@ from .status import (
 )
 from .results import get_result, push_result
 from .serialization import pack_record, seal_record
+from .tracebacks import bounded_failure_text
 
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
 
 log = logging.getLogger("naq_nb.worker")
-_MAX_TRACEBACK = 32_000
 
 LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
@@ -386,6 +386,8 @@ class JobRunner:
         m = d.meta
         failures = (d.prev or {}).get("failures", 0) + 1
         exc, error, tb, types = failure_parts(exc)
+        error, tb = bounded_failure_text(error, tb, self.b.max_payload)
+        reason = None if reason is None else bounded_failure_text(reason, "", self.b.max_payload)[0]
         if retry and m.retry.should_retry(failures, types):
             delay = m.retry.delay_for(failures)
             rec = self._record(
@@ -553,8 +555,8 @@ class JobRunner:
     async def dead_letter(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> None:
         """Copy ``msg`` to the failed stream with why it failed (original headers and body kept)."""
         headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
-        if len(info.get("traceback") or "") > _MAX_TRACEBACK:  # the copy must fit in one message
-            info["traceback"] = "...\n" + info["traceback"][-_MAX_TRACEBACK:]
+        # The copy must fit in one message (a failure's text may quote anything: a malformed header, say).
+        reason, info["traceback"] = bounded_failure_text(reason, info.get("traceback") or "", self.b.max_payload)
         head = pack_record(
             {"reason": reason, "failed_at": time.time(), "worker": self.worker_id, "original_headers": headers, **info},
             b"",

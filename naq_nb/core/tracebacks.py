@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import traceback
 
-__all__ = ["user_traceback", "exception_type_names"]
+__all__ = ["user_traceback", "exception_type_names", "bounded_failure_text"]
+
+_MAX_TRACEBACK = 32_000
+_MAX_ERROR = 4_000  # characters of a failure's error line its records keep (a pickled exception travels whole)
 
 _INTERNAL = (
     os.sep + os.path.join("naq_nb", "core") + os.sep,
@@ -30,3 +33,16 @@ def exception_type_names(exc: BaseException) -> list[str]:
             break
         names.append(cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}")
     return names
+
+
+def bounded_failure_text(error: str, tb: str, max_payload: int) -> tuple[str, str]:
+    """A failure's error line and traceback cut to fit its records (the status, the failed-stream copy)
+    in one message each: the error's start and the traceback's end, the parts that say what happened.
+    Uncut, an exception with a message near ``max_payload`` could not be recorded at all, and the job
+    was run again until it counted as lost."""
+    err_cap, tb_cap = min(_MAX_ERROR, max_payload // 16), min(_MAX_TRACEBACK, max_payload // 4)
+    if len(error) > err_cap:
+        error = f"{error[:err_cap]}... ({len(error) - err_cap:,} more characters)"
+    if len(tb) > tb_cap:
+        tb = "...\n" + tb[-tb_cap:]
+    return error, tb
