@@ -27,6 +27,7 @@ is bound by the checksum its reference carries inside the signed body.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import hashlib
 import io
@@ -152,11 +153,19 @@ _download_slots: "weakref.WeakKeyDictionary[Broker, asyncio.Semaphore]" = weakre
 
 
 async def _store(broker: "Broker", bucket: str) -> ObjectStore:
-    """The bucket's handle, created with its layout TTL if it does not exist yet."""
+    """The bucket's handle, created with its layout TTL if it does not exist yet. Only the layout's
+    object buckets: a reference naming another (forged, or another deployment's) is a BlobError, and
+    reading it must not leave a bucket that never expires behind."""
     cache = _stores.setdefault(broker, {})
     store = cache.get(bucket)
     if store is None:
-        ttl = broker.layout.object_buckets().get(bucket)
+        known = broker.layout.object_buckets()
+        if bucket not in known:
+            raise BlobError(
+                f"object store {bucket!r} is not one of this deployment's ({', '.join(known)}): "
+                "the reference was made by hand, or under another NAQ_PREFIX"
+            )
+        ttl = known[bucket]
         try:
             store = await broker.js.object_store(bucket)
         except BucketNotFoundError:
@@ -321,8 +330,8 @@ async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: s
 async def delete(broker: "Broker", bucket: str, name: str) -> None:
     try:
         await (await _store(broker, bucket)).delete(name)
-    except (NotFoundError, BucketNotFoundError):
-        pass  # gone already (deleted by another worker, or expired)
+    except (NotFoundError, BucketNotFoundError, BlobError):
+        pass  # gone already (deleted by another worker, or expired), or in no bucket of ours
     except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
         # Never worth failing a job over: the bucket's TTL removes what is left.
         log.warning("could not delete object %s from %s (the bucket TTL will): %s", name, bucket, exc)
@@ -353,7 +362,9 @@ class _SharedFunctions:
             fn = group[0].function
             if len(group) < 2:
                 continue
-            data, sha = await loop.run_in_executor(None, _pickle_value, fn)
+            data, sha = await loop.run_in_executor(
+                None, _pickle_value, fn, "the function the batch's jobs share cannot be pickled: the"
+            )
             if len(data) < _SHARE_MIN:
                 continue
             ref = FunctionRef(await _put_bytes(self.broker, data, sha), fn)
@@ -517,19 +528,27 @@ async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
     store = await _store(broker, bucket)
     try:
         info = await store.get_info(name)
-        if info.size == len(data):
+        if info.size == len(data) and _same_digest(info.digest, sha):
             return ObjectRef(bucket, name, len(data), sha)
     except NotFoundError:
-        pass
+        pass  # (an object whose bytes were changed since is uploaded again: the put repairs it)
     await offload(broker, data, bucket, name)
     return ObjectRef(bucket, name, len(data), sha)
 
 
-def _pickle_value(value: Any) -> tuple[bytes, str]:
+def _same_digest(digest: str | None, sha256_hex: str) -> bool:
+    """Whether an object's stored digest (``SHA-256=<urlsafe base64>``) is that of ``sha256_hex``."""
+    if not digest or "=" not in digest:
+        return False
+    stored = digest.split("=", 1)[1].rstrip("=")
+    return stored == base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).decode().rstrip("=")
+
+
+def _pickle_value(value: Any, what: str = "nq.put(): cannot pickle the") -> tuple[bytes, str]:
     try:
         data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
-        raise SerializationError(f"nq.put(): cannot pickle the {type(value).__name__} value: {exc}") from exc
+        raise SerializationError(f"{what} {type(value).__name__} value: {exc}") from exc
     return data, hashlib.sha256(data).hexdigest()
 
 

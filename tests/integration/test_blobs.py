@@ -346,3 +346,45 @@ async def test_a_reused_id_of_a_call_with_an_offloaded_body_is_the_same_job(brok
     first = await q.enqueue(jobs.add, text, "y")
     again = await q.enqueue(jobs.add, text, "y")
     assert not first.duplicate and again.duplicate and await Queue(broker, "nobody").count() == 1
+
+
+# --- references made by hand, objects changed by hand ----------------------------------------------
+async def _object_streams(broker) -> set[str]:
+    return {s.config.name for s in await broker.js.streams_info() if s.config.name.startswith("OBJ_")}
+
+
+async def test_a_reference_to_a_bucket_that_is_not_ours_is_refused_and_creates_none(broker):
+    # Reading (or deleting) through a forged reference used to create the bucket it named, with no TTL.
+    before = await _object_streams(broker)
+    forged = blobs.ObjectRef("some_bucket", "x", 10, "00" * 32)
+    with pytest.raises(BlobError, match="object store 'some_bucket' is not one of this deployment's"):
+        await blobs.get_value(broker, forged)
+    with pytest.raises(BlobError, match="not one of this deployment's"):
+        await blobs.get_value(broker, blobs.ObjectRef("bad name!", "x", 10, "00" * 32))  # no raw nats error
+    await blobs.delete_value(broker, blobs.ObjectRef("other_bucket", "x", 10, "00" * 32))  # nothing to delete
+    assert await _object_streams(broker) == before
+
+
+async def test_putting_a_value_again_repairs_its_changed_object(broker):
+    # The object's bytes changed by hand, its stored digest made to match them (so a download alone
+    # would not notice): the same nq.put uploads it again instead of handing out the changed object.
+    import base64
+    import hashlib
+    import json
+    value = b"g" * 100_000
+    ref = await blobs.put_value(broker, value)
+    store = await broker.js.object_store(ref.bucket)
+    info = await store.get_info(ref.name)
+    data = bytearray((await store.get(ref.name)).data)
+    data[-10] ^= 0xFF
+    stream, chunks = f"OBJ_{ref.bucket}", f"$O.{ref.bucket}.C.{info.nuid}"
+    await broker.js.purge_stream(stream, subject=chunks)
+    await broker.js.publish(chunks, bytes(data))
+    meta_subject = f"$O.{ref.bucket}.M.{base64.urlsafe_b64encode(ref.name.encode()).decode()}"
+    meta = json.loads((await broker.js.get_last_msg(stream, meta_subject)).data)
+    meta["digest"] = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(bytes(data)).digest()).decode()
+    await broker.js.publish(meta_subject, json.dumps(meta).encode(), headers={"Nats-Rollup": "sub"})
+
+    again = await blobs.put_value(broker, value)
+    assert again == ref
+    assert (await store.get(ref.name)).data != bytes(data), "the changed bytes were replaced"
