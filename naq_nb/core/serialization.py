@@ -154,7 +154,7 @@ class PickleSerializer(Serializer):
                 )
             raise SerializationError(f"cannot unpickle the job payload: {type(exc).__name__}: {exc}{hint}") from exc
         if isinstance(fn, str):  # enqueued by name ('pkg.mod:func'): imported here, where the job runs
-            fn = _import_function(fn)
+            fn = resolve_import_path(fn)
         return fn, tuple(args), dict(kwargs)
 
     def dumps_value(self, value: Any) -> bytes:
@@ -270,23 +270,6 @@ class JsonSerializer(Serializer):
             return json.loads(data)
         except ValueError as exc:
             raise SerializationError(f"malformed JSON result: {exc}") from exc
-
-
-def _import_function(path: str) -> Callable[..., Any]:
-    """The callable an import path names: ``'pkg.mod:func'`` (attributes after the colon may be
-    dotted, ``'pkg.mod:Class.method'``) or ``'pkg.mod.func'``; SerializationError naming the path."""
-    mod_name, colon, attrs = path.partition(":")
-    if not colon:
-        mod_name, _, attrs = path.rpartition(".")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-        for attr in attrs.split("."):
-            obj = getattr(obj, attr)
-    except Exception as exc:
-        raise SerializationError(f"cannot import the job function {path!r}: {type(exc).__name__}: {exc}") from None
-    if not callable(obj):
-        raise SerializationError(f"the job function {path!r} names a {type(obj).__name__}, which is not callable")
-    return obj
 
 
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")

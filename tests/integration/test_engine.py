@@ -42,7 +42,7 @@ async def test_a_function_given_by_its_import_path_runs_with_the_pickle_serializ
     assert (await wait_for_result(broker, dotted.job_id, 30)).unwrap() == 9
     missing = await q.enqueue("no_such_module_here:f")
     rec = await wait_for_result(broker, missing.job_id, 30)
-    assert rec.status == "failed" and "cannot import the job function 'no_such_module_here:f'" in rec.meta["error"]
+    assert rec.status == "failed" and "cannot import 'no_such_module_here:f'" in rec.meta["error"]
     assert rec.meta.get("attempts", 1) == 1
 
 
