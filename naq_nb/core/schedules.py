@@ -196,8 +196,14 @@ class Schedule:
             assert self.cron
             if after >= LATEST:
                 return None
-            start = datetime.fromtimestamp(max(after, EARLIEST), _zone(self.timezone))
-            nxt = float(croniter(self.cron, start).get_next(float))
+            zone = _zone(self.timezone)
+            start = datetime.fromtimestamp(max(after, EARLIEST), zone)
+            steps = croniter(self.cron, start)
+            nxt = float(steps.get_next(float))
+            if datetime.fromtimestamp(nxt, zone).replace(tzinfo=None) == start.replace(tzinfo=None):
+                # A clock set back repeats an hour (Paris's autumn night shows 02:30 twice): the same
+                # wall-clock time runs once, as cron runs it.
+                nxt = float(steps.get_next(float))
             return nxt if nxt <= LATEST else None
         return None
 

@@ -22,6 +22,19 @@ def test_cron_timezone_follows_dst():
     assert datetime.fromtimestamp(second, timezone.utc).hour == 10   # CEST after the switch, UTC+2
 
 
+def test_a_wall_clock_time_the_autumn_switch_repeats_runs_once():
+    # 2027-10-31, Paris: 02:30 comes at UTC+2, then again an hour later at UTC+1. A daily 02:30 job ran
+    # at both; it runs at the first, then the next day.
+    s = Schedule(id="x", queue="q", function="f", kind="cron", next_run=None, cron="30 2 * * *",
+                 timezone="Europe/Paris")
+    t = s.following(datetime(2027, 10, 30, 12, 0, tzinfo=timezone.utc).timestamp())
+    runs = [t]
+    for _ in range(2):
+        runs.append(s.following(runs[-1]))
+    assert [datetime.fromtimestamp(r, timezone.utc).strftime("%m-%d %H:%M") for r in runs] == [
+        "10-31 00:30", "11-01 01:30", "11-02 01:30"]
+
+
 def _counting(s: Schedule) -> list[int]:
     """Count the calendar steps ``occurrences_due`` takes (its cost, independent of the machine)."""
     calls, step = [0], s.following
