@@ -184,3 +184,9 @@ def start_helper():
 def boom_big(n):
     """Raise a ValueError whose message is ``n`` characters long."""
     raise ValueError("E" * n)
+
+
+def slow_fail_until(path, succeed_on, seconds):
+    """``fail_until`` after ``seconds`` of sleep (so what waits on it parks meanwhile)."""
+    time.sleep(seconds)
+    return fail_until(path, succeed_on)

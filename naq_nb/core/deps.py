@@ -119,9 +119,11 @@ def _job_headers(headers: dict | None) -> dict:
     return {k: v for k, v in (headers or {}).items() if not k.startswith("Nats-")}
 
 
-async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep: str) -> None:
-    """Copy a job message to the waiting stream under ``dep`` (a repeat is de-duplicated)."""
-    hdrs = {**_job_headers(headers), HEADER_MSG_ID: f"park-{job_id}-{dep}"}
+async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep: str, origin: str) -> None:
+    """Copy a job message to the waiting stream under ``dep``. ``origin`` names the message parked (its
+    stream and sequence): the same message parked again is de-duplicated, but a job requeued since (a new
+    message) is parked anew, not dropped as a repeat within the de-duplication window."""
+    hdrs = {**_job_headers(headers), HEADER_MSG_ID: f"park-{job_id}-{dep}-{origin}"}
     await b.publish(b.layout.waiting_subject(dep), body or b"", headers=hdrs, what=f"job {job_id} parked on job {dep}")
 
 
@@ -192,7 +194,7 @@ class DependencyGate:
             return
         if await _mark_waiting(self.b, meta, dep):
             self.parked_on.add(dep)
-            await park(self.b, d.msg.headers, d.msg.data, meta.job_id, dep)
+            await park(self.b, d.msg.headers, d.msg.data, meta.job_id, dep, f"q{d.seq}")
         await d.msg.ack()
         # The dependency may have ended between the check above and the park: settle it now.
         if await _status_of(self.b, dep) in _ENDED:
@@ -327,7 +329,7 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
             await _fail_parked(b, raw, meta, own, dep, why)
             nxt = jid  # its own dependents fail next
         elif kind == "wait":
-            await park(b, raw.headers, raw.data or b"", jid, dep)
+            await park(b, raw.headers, raw.data or b"", jid, dep, f"w{raw.seq}")
             nxt = dep  # in case it ended meanwhile
         else:
             await _release(b, raw, meta, own, rev)
@@ -367,7 +369,7 @@ async def _fail_parked(
         "failures": 1,
         "exc_type": exception_type_names(exc)[0],
     }
-    hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"depfail-{jid}", "Naq-Reason": error[:500]}
+    hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"depfail-{jid}-{raw.seq}", "Naq-Reason": error[:500]}
     await b.publish(
         lay.failed_subject(meta.queue),
         pack_record(info, raw.data or b""),

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Required, Sequence, cast
 
 from .errors import ConfigurationError, PayloadTooLargeError, SerializationError
-from .job import Job, JobOptions, OptionsMeta, func_name
+from .job import MAX_DEPENDENCIES, Job, JobOptions, OptionsMeta, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
-from .retry import RetryPolicy
+from .retry import MAX_DELAY, MAX_DELAYS, MAX_RETRIES, RetryPolicy
 from .serialization import Serializer, sign_job, verify_job
 from .status import StatusRecord, first_record, json_number, json_text
 
@@ -169,8 +169,8 @@ def decode_meta(headers: dict | None) -> JobMeta:
 
 _MAX_META = 64 * 1024
 _SERIALIZERS = ("pickle", "json")
-_MAX_DEPS = 1000
-_MAX_DELAY = 1e8  # seconds (3 years): JetStream takes the nak delay as int64 nanoseconds
+_MAX_DEPS = MAX_DEPENDENCIES
+_MAX_DELAY = MAX_DELAY
 _RETRY_KEYS = {"max_retries", "backoff", "delay", "max_delay", "jitter", "retry_on", "ignore_on"}
 
 
@@ -242,15 +242,15 @@ def _check_retry(value: Any) -> RetryPolicy:
     if not isinstance(value, dict) or set(value) - _RETRY_KEYS:
         raise ValueError(f"retry must be an object with keys {sorted(_RETRY_KEYS)}, not {value!r:.80}")
     n = value.get("max_retries", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1_000_000:
-        raise ValueError(f"retry.max_retries must be an int in [0, 1000000], not {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_RETRIES:
+        raise ValueError(f"retry.max_retries must be an int in [0, {MAX_RETRIES}], not {n!r}")
     for key in ("delay", "max_delay", "jitter"):
         if key in value and not 0 <= _number(value[key], f"retry.{key}") <= _MAX_DELAY:
             raise ValueError(f"retry.{key} must be within [0, {_MAX_DELAY:g}], not {value[key]!r}")
     backoff = value.get("backoff", "fixed")
     if isinstance(backoff, list):
-        if not 0 < len(backoff) <= 1000:
-            raise ValueError("retry.backoff list must hold 1-1000 delays")
+        if not 0 < len(backoff) <= MAX_DELAYS:
+            raise ValueError(f"retry.backoff list must hold 1-{MAX_DELAYS} delays")
         backoff = tuple(_number(d, "retry.backoff entry") for d in backoff)
         if not all(0 <= d <= _MAX_DELAY for d in backoff):
             raise ValueError(f"retry.backoff delays must be within [0, {_MAX_DELAY:g}]")

@@ -24,6 +24,8 @@ from .layout import JOB_ID_RE, validate_job_id, validate_queue_name
 from .retry import RetryPolicy
 from .status import TERMINAL, JobStatus
 
+MAX_DEPENDENCIES = 1000  # jobs one job may wait on (a worker refuses more as a malformed message)
+
 __all__ = ["JobStatus", "JobOptions", "Job", "new_job_id", "TERMINAL", "func_name", "validate_job_id"]
 
 
@@ -75,6 +77,8 @@ def _dep_ids(depends_on: Any) -> tuple[str, ...]:
     if depends_on is None:
         return ()
     items = depends_on if isinstance(depends_on, (list, tuple, set, frozenset)) else [depends_on]
+    if len(items) > MAX_DEPENDENCIES:
+        raise ConfigurationError(f"depends_on may name at most {MAX_DEPENDENCIES:,} jobs, not {len(items):,}")
     ids = []
     for d in items:
         jid = d if isinstance(d, str) else getattr(d, "job_id", None)
@@ -170,7 +174,10 @@ class JobOptions:
             v = opts.get(k)
             if v is not None and (not isinstance(v, str) or not JOB_ID_RE.fullmatch(v)):
                 raise ConfigurationError(f"{k} must be 1-128 letters, digits, '_' or '-', not {v!r}")
-        return replace(o, **opts)
+        built = replace(o, **opts)
+        if built.job_id is not None and built.job_id in built.depends_on:
+            raise ConfigurationError(f"job {built.job_id} cannot depend on itself (depends_on names its own job_id)")
+        return built
 
     def to_meta(self) -> OptionsMeta:
         """These options as they travel in the job's ``Naq-Meta`` header."""

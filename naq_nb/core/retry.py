@@ -13,6 +13,11 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigurationError
 
+# What a job's message may carry (a worker refuses more as a malformed message, so a call refuses it first).
+MAX_RETRIES = 1_000_000
+MAX_DELAYS = 1000
+MAX_DELAY = 1e8  # seconds (3 years): JetStream takes a nak delay as int64 nanoseconds
+
 __all__ = ["RetryPolicy", "BACKOFF_KINDS"]
 
 BACKOFF_KINDS = ("fixed", "linear", "exponential")
@@ -40,8 +45,12 @@ class RetryPolicy:
     ignore_on: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
-            raise ConfigurationError(f"max_retries must be an int >= 0, not {self.max_retries!r}")
+        if (
+            not isinstance(self.max_retries, int)
+            or isinstance(self.max_retries, bool)
+            or not 0 <= self.max_retries <= MAX_RETRIES
+        ):
+            raise ConfigurationError(f"max_retries must be an int in [0, {MAX_RETRIES:,}], not {self.max_retries!r}")
         if isinstance(self.backoff, str):
             if self.backoff not in BACKOFF_KINDS:
                 raise ConfigurationError(
@@ -58,10 +67,16 @@ class RetryPolicy:
                     f"of finite numbers >= 0, not {self.backoff!r}"
                 )
             object.__setattr__(self, "backoff", tuple(float(d) for d in self.backoff))
-        for name in ("delay", "max_delay"):
-            if not _is_seconds(getattr(self, name)):
+            if len(self.backoff) > MAX_DELAYS or max(self.backoff) > MAX_DELAY:
                 raise ConfigurationError(
-                    f"{name} (retry_delay) must be a finite number of seconds >= 0, not {getattr(self, name)!r}"
+                    f"explicit retry delays (backoff / retry_delay) may be at most {MAX_DELAYS:,}, each at most "
+                    f"{MAX_DELAY:g} s: {len(self.backoff):,} given, the longest {max(self.backoff):g} s"
+                )
+        for name in ("delay", "max_delay"):
+            if not _is_seconds(getattr(self, name)) or getattr(self, name) > MAX_DELAY:
+                raise ConfigurationError(
+                    f"{name} (retry_delay) must be a finite number of seconds in [0, {MAX_DELAY:g}], "
+                    f"not {getattr(self, name)!r}"
                 )
         if not _is_seconds(self.jitter) or self.jitter > 1:
             raise ConfigurationError(f"jitter must be a number within [0, 1], not {self.jitter!r}")

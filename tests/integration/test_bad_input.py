@@ -136,11 +136,19 @@ async def test_garbage_on_queue_subject_goes_to_failed_and_worker_goes_on(broker
     await eventually(all_taken, 10, "every message taken off the queue")
 
 
-async def test_payload_too_large_headers(broker):
+async def test_payload_too_large_headers(settings):
     # Bodies and results over max_payload go through the object store (test_blobs.py); headers cannot.
-    q = Queue(broker).configure(depends_on=[f"dep-{i:06d}" for i in range(broker.max_payload // 8)])
-    with pytest.raises(PayloadTooLargeError, match="headers of job .* max_payload"):
-        await q.enqueue(jobs.add, 1, 2)
+    # 1,000 dependencies (the most a job may name) of 128-character ids: 130 KB of headers, over 64 KiB.
+    from naq_nb.core.server import EmbeddedServer
+    with EmbeddedServer(max_payload=65536) as srv:
+        b = await Broker.connect(settings=settings.with_(nats_url=srv.url))
+        try:
+            await b.ensure_layout()
+            q = Queue(b).configure(depends_on=[f"{i:04d}" + "d" * 124 for i in range(1000)])
+            with pytest.raises(PayloadTooLargeError, match="headers of job .* max_payload"):
+                await q.enqueue(jobs.add, 1, 2)
+        finally:
+            await b.close()
 
 
 async def test_bad_queue_name(broker):

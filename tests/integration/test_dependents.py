@@ -243,3 +243,20 @@ async def test_a_dependency_that_never_appears_fails_its_dependent_naming_it(bro
     rec = await wait_for_result(broker, child.job_id, 30)
     with pytest.raises(DependencyFailedError, match="never-enqueued.*does not exist"):
         rec.unwrap()
+
+
+async def test_a_dependent_requeued_with_its_dependency_waits_again_and_runs(broker, start_worker, tmp_path):
+    # A fails and D (waiting on it) fails with it; both are requeued, within JetStream's two-minute
+    # de-duplication window. D's new park used the first one's message id and was dropped as a repeat:
+    # D stayed "waiting" for ever although A then succeeded.
+    from naq_nb.core.failed import requeue_failed
+    await start_worker(concurrency=2)
+    q = Queue(broker)
+    a = await q.enqueue(jobs.slow_fail_until, str(tmp_path / "a"), 2, 1.0)  # D parks on it both times
+    d = await q.configure(depends_on=[a]).enqueue(jobs.add, 1, 2)
+    assert (await wait_for_result(broker, a.job_id, 30)).status == "failed"
+    assert (await wait_for_result(broker, d.job_id, 30)).status == "failed"
+    for job in (a, d):  # (as `naq failed requeue A D` does)
+        await requeue_failed(broker, job.job_id)
+    assert (await wait_for_result(broker, a.job_id, 30)).unwrap() == 2
+    assert (await wait_for_result(broker, d.job_id, 30)).unwrap() == 3
