@@ -49,8 +49,16 @@ from .status import (
 if TYPE_CHECKING:
     from .broker import Broker
     from .delivery import Delivery
+    from .job import Job
 
-__all__ = ["DependencyGate", "release_dependents", "sweep_waiting", "parked_deps", "SWEEP_INTERVAL"]
+__all__ = [
+    "DependencyGate",
+    "release_dependents",
+    "sweep_waiting",
+    "parked_deps",
+    "dependency_cycle",
+    "SWEEP_INTERVAL",
+]
 
 log = logging.getLogger("naq_nb.worker")
 
@@ -449,3 +457,41 @@ async def sweep_waiting(b: "Broker") -> int:
 def _settles(status: str, gone_too: bool) -> bool:
     """Jobs parked on a dependency with this status ("" for none) can be settled now."""
     return status in _ENDED or status == _DAMAGED or (gone_too and status == "")
+
+
+async def dependency_cycle(b: "Broker", jobs: list["Job"], limit: int = 1000) -> list[str] | None:
+    """A chain of ids from one of ``jobs`` back to itself through dependencies (``[a, b, a]``), read
+    from ``jobs`` and the stored status records (at most ``limit`` a job); None if there is none.
+    Only a chosen ``job_id`` can close a cycle: a new job's id is not known before it is made."""
+    starts = [j.job_id for j in jobs if j.options.job_id and j.options.depends_on]
+    if not starts:
+        return None
+    known: dict[str, list[str]] = {j.job_id: list(j.options.depends_on) for j in jobs}
+    kv = await b.kv(b.layout.status_bucket)
+
+    async def deps_of(jid: str) -> list[str]:
+        if jid not in known:
+            try:
+                found = decode_status((await kv.get(jid)).value or b"").get("depends_on")
+            except (KeyNotFoundError, SerializationError):
+                found = None  # not stored (yet): nothing known to lead back
+            known[jid] = [d for d in found if isinstance(d, str)] if isinstance(found, list) else []
+        return known[jid]
+
+    for start in starts:
+        parent: dict[str, str | None] = {start: None}
+        frontier = [start]
+        while frontier and len(parent) < limit:
+            following = []
+            for jid in frontier:
+                for dep in await deps_of(jid):
+                    if dep == start:
+                        chain = [jid]
+                        while parent[chain[-1]] is not None:
+                            chain.append(parent[chain[-1]])  # type: ignore[arg-type]
+                        return [*reversed(chain), start]  # start ... jid, then start again
+                    if dep not in parent:
+                        parent[dep] = jid
+                        following.append(dep)
+            frontier = following
+    return None

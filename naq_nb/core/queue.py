@@ -17,6 +17,7 @@ from nats.js.errors import APIError, KeyNotFoundError, NoStreamResponseError
 from . import blobs, payloads
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
 from .claims import call_digest, claim_ids, confirm_claims, is_named
+from .deps import dependency_cycle
 from .envelope import encode_job, header_size
 from .fastbatch import FLOW as FAST_FLOW, FastBatch
 from .errors import (
@@ -117,6 +118,9 @@ class Queue:
         :class:`JobNotStoredError` says how many were not stored (their ids: ``not_stored``)."""
         b = self.broker
         await b.ensure_layout()
+        cycle = await dependency_cycle(b, jobs)
+        if cycle:  # (each would wait for the other for ever)
+            raise ConfigurationError(f"job {cycle[0]} would wait for itself: {' -> '.join(cycle)} (a dependency cycle)")
         async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
             # A chosen id is claimed with a digest of the body: those bodies must be dumps_call's bytes.
             plain, named = b.serializer.batch_dumps_call(functions_once=True), b.serializer.batch_dumps_call()

@@ -260,3 +260,23 @@ async def test_a_dependent_requeued_with_its_dependency_waits_again_and_runs(bro
         await requeue_failed(broker, job.job_id)
     assert (await wait_for_result(broker, a.job_id, 30)).unwrap() == 2
     assert (await wait_for_result(broker, d.job_id, 30)).unwrap() == 3
+
+
+async def test_a_dependency_cycle_through_chosen_ids_is_refused_at_the_call(broker):
+    # Chosen ids can close a cycle (a waits on b, b on c, c on a): each would wait for the others for
+    # ever. The call that closes it is refused; what is queued stays queued.
+    from naq_nb.core.errors import ConfigurationError
+    from naq_nb.core.job import JobOptions
+    q = Queue(broker, "nobody")
+    await q.configure(job_id="cyc-a", depends_on=["cyc-b"]).enqueue(jobs.add, 1, 1)
+    await q.configure(job_id="cyc-b", depends_on=["cyc-c"]).enqueue(jobs.add, 1, 1)
+    with pytest.raises(ConfigurationError, match="job cyc-c would wait for itself: cyc-c -> cyc-a -> cyc-b -> cyc-c"):
+        await q.configure(job_id="cyc-c", depends_on=["cyc-a"]).enqueue(jobs.add, 1, 1)
+    assert await q.count() == 2
+    batch = [q.make_job(jobs.add, (1, 1), {}, JobOptions.build(job_id=f"in-{i}", depends_on=[f"in-{1 - i}"]))
+             for i in (0, 1)]
+    with pytest.raises(ConfigurationError, match="in-0 -> in-1 -> in-0"):
+        await q.enqueue_jobs(batch)
+    assert await q.count() == 2
+    ok = await q.configure(job_id="cyc-d", depends_on=["cyc-a"]).enqueue(jobs.add, 1, 1)  # no cycle: taken
+    assert ok.job_id == "cyc-d" and await q.count() == 3
