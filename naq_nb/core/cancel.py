@@ -16,6 +16,7 @@ from .envelope import HEADER_META, header_meta
 from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, NaqConnectionError, SerializationError
 from .job import TERMINAL, JobStatus
 from .layout import validate_job_id
+from .oneshot import stream_messages
 from .records import encode_failure
 from .results import push_result
 from .serialization import seal_record
@@ -78,25 +79,22 @@ async def _queued_seq(broker: Broker, queue: str, job_id: str) -> int | None:
         subject = lay.queue_subject(queue)
     except ValueError:  # a record's queue is as stored: a name no queue can have has no messages
         return None
-    seq = 1
-    for _ in range(QUEUED_SCAN_LIMIT):
-        try:
-            raw = await broker.js.get_msg(lay.jobs_stream, seq=seq, subject=subject, next=True)
-        except NotFoundError:
-            return None  # no more messages on the queue: delivered (a worker has it) or gone
-        assert raw.seq is not None  # a stored message always has its sequence
+    read = 0
+    async for raw in stream_messages(broker, lay.jobs_stream, subject):
         meta = (raw.headers or {}).get(HEADER_META) or ""
         if job_id in meta and header_meta(meta).get("id") == job_id:
             return raw.seq
-        seq = raw.seq + 1
-    log.warning(
-        "job %s: not among the first %d messages of queue %s; it is marked cancelled, and a worker "
-        "that has heard of the cancel drops it",
-        job_id,
-        QUEUED_SCAN_LIMIT,
-        queue,
-    )
-    return None
+        read += 1
+        if read >= QUEUED_SCAN_LIMIT:
+            log.warning(
+                "job %s: not among the first %d messages of queue %s; it is marked cancelled, and a worker "
+                "that has heard of the cancel drops it",
+                job_id,
+                QUEUED_SCAN_LIMIT,
+                queue,
+            )
+            return None
+    return None  # not on the queue: delivered (a worker has it) or gone
 
 
 async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:

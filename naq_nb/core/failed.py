@@ -15,6 +15,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from . import payloads
 from .broker import Broker
+from .oneshot import stream_messages
 from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta, header_meta
 from .errors import JobNotFoundError, SerializationError
 from .job import JobStatus
@@ -46,18 +47,13 @@ async def _iter_failed(broker: Broker, queue: str | None, limit: int) -> AsyncIt
     lay = broker.layout
     await broker.ensure_layout()
     info = await broker.js.stream_info(lay.failed_stream)
-    seq, last = info.state.first_seq, info.state.last_seq
     subject = lay.failed_subject(queue) if queue else None
     found = 0
-    while seq and seq <= last and found < limit:
-        try:
-            raw = await broker.js.get_msg(lay.failed_stream, seq=seq, subject=subject, next=True)
-        except NotFoundError:
-            return
-        assert raw.seq is not None  # a stored message always has its sequence
+    async for raw in stream_messages(broker, lay.failed_stream, subject, info.state.first_seq, info.state.last_seq):
         yield raw
         found += 1
-        seq = raw.seq + 1
+        if found >= limit:
+            return
 
 
 def _info(raw: api.RawStreamMsg) -> tuple[dict, bytes]:

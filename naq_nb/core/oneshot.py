@@ -1,4 +1,5 @@
-"""A consumer for one pass over part of a stream, deleted as soon as the pass ends.
+"""One pass over part of a stream: through a consumer deleted as soon as the pass ends
+(:func:`one_pass`), or one message get at a time (:func:`stream_messages`).
 
 nats-py's ephemeral ``pull_subscribe`` leaves its consumer on the server until
 its inactivity threshold runs out. nats-server 2.15 allows a stream 1,000
@@ -19,13 +20,14 @@ from typing import TYPE_CHECKING, AsyncIterator
 import nats.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from .layout import consumer_delete_api_subject
 
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["one_pass"]
+__all__ = ["one_pass", "stream_messages"]
 
 log = logging.getLogger("naq_nb.core")
 
@@ -79,3 +81,19 @@ async def _delete(broker: "Broker", stream: str, consumer: str) -> None:
 def _delete_made(broker: "Broker", stream: str, making: "asyncio.Future[api.ConsumerInfo]") -> None:
     if not making.cancelled() and making.exception() is None:
         asyncio.ensure_future(_delete(broker, stream, making.result().name))
+
+
+async def stream_messages(
+    broker: "Broker", stream: str, subject: str | None, first: int = 1, last: int | None = None
+) -> AsyncIterator[api.RawStreamMsg]:
+    """``stream``'s messages on ``subject`` (None: all), in order from sequence ``first`` up to ``last``,
+    one get each and no consumer: a work-queue stream allows no second consumer on its subjects."""
+    seq = first
+    while seq and (last is None or seq <= last):
+        try:
+            raw = await broker.js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return  # no more
+        assert raw.seq is not None  # a stored message always has its sequence
+        yield raw
+        seq = raw.seq + 1
