@@ -362,9 +362,7 @@ class _SharedFunctions:
             fn = group[0].function
             if len(group) < 2:
                 continue
-            data, sha = await loop.run_in_executor(
-                None, _pickle_value, fn, "the function the batch's jobs share cannot be pickled: the"
-            )
+            data, sha = await loop.run_in_executor(None, _pickle_value, fn, "the function the batch's jobs share")
             if len(data) < _SHARE_MIN:
                 continue
             ref = FunctionRef(await _put_bytes(self.broker, data, sha), fn)
@@ -544,11 +542,11 @@ def _same_digest(digest: str | None, sha256_hex: str) -> bool:
     return stored == base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).decode().rstrip("=")
 
 
-def _pickle_value(value: Any, what: str = "nq.put(): cannot pickle the") -> tuple[bytes, str]:
+def _pickle_value(value: Any, who: str = "nq.put()") -> tuple[bytes, str]:
     try:
         data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
-        raise SerializationError(f"{what} {type(value).__name__} value: {exc}") from exc
+        raise SerializationError(f"{who}: cannot pickle the {type(value).__name__} value: {exc}") from exc
     return data, hashlib.sha256(data).hexdigest()
 
 

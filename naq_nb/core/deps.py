@@ -479,19 +479,32 @@ async def dependency_cycle(b: "Broker", jobs: list["Job"], limit: int = 1000) ->
         return known[jid]
 
     for start in starts:
-        parent: dict[str, str | None] = {start: None}
-        frontier = [start]
-        while frontier and len(parent) < limit:
-            following = []
-            for jid in frontier:
-                for dep in await deps_of(jid):
-                    if dep == start:
-                        chain = [jid]
-                        while parent[chain[-1]] is not None:
-                            chain.append(parent[chain[-1]])  # type: ignore[arg-type]
-                        return [*reversed(chain), start]  # start ... jid, then start again
-                    if dep not in parent:
-                        parent[dep] = jid
-                        following.append(dep)
-            frontier = following
+        chain = await _cycle_from(start, deps_of, limit)
+        if chain:
+            return chain
     return None
+
+
+async def _cycle_from(start: str, deps_of: Callable[[str], Awaitable[list[str]]], limit: int) -> list[str] | None:
+    """Breadth first from ``start`` through dependencies: the chain back to ``start``, if one leads there."""
+    parent = {start: start}
+    frontier = [start]
+    while frontier and len(parent) < limit:
+        following = []
+        for jid in frontier:
+            for dep in await deps_of(jid):
+                if dep == start:
+                    return _chain(parent, jid, start)
+                if dep not in parent:
+                    parent[dep] = jid
+                    following.append(dep)
+        frontier = following
+    return None
+
+
+def _chain(parent: dict[str, str], last: str, start: str) -> list[str]:
+    """``start`` ... ``last``, then ``start`` again, from the breadth-first search's parents."""
+    chain = [last]
+    while chain[-1] != start:
+        chain.append(parent[chain[-1]])
+    return [*reversed(chain), start]

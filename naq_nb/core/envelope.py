@@ -27,6 +27,7 @@ __all__ = [
     "JobMeta",
     "decode_meta",
     "meta_first_record",
+    "meta_record_fields",
     "header_meta",
     "decode_call",
     "check_call",
@@ -169,8 +170,6 @@ def decode_meta(headers: dict | None) -> JobMeta:
 
 _MAX_META = 64 * 1024
 _SERIALIZERS = ("pickle", "json")
-_MAX_DEPS = MAX_DEPENDENCIES
-_MAX_DELAY = MAX_DELAY
 _RETRY_KEYS = {"max_retries", "backoff", "delay", "max_delay", "jitter", "retry_on", "ignore_on"}
 
 
@@ -213,8 +212,8 @@ def _text(m: dict, key: str, limit: int) -> str | None:
 def _deps(value: Any, job_id: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list) or len(value) > _MAX_DEPS:
-        raise ValueError(f"deps must be a list of at most {_MAX_DEPS} job ids, not {value!r:.80}")
+    if not isinstance(value, list) or len(value) > MAX_DEPENDENCIES:
+        raise ValueError(f"deps must be a list of at most {MAX_DEPENDENCIES} job ids, not {value!r:.80}")
     deps = tuple(_wire_id(d, "deps entry") for d in value)
     if job_id in deps:
         raise ValueError(f"job {job_id} depends on itself")
@@ -245,15 +244,15 @@ def _check_retry(value: Any) -> RetryPolicy:
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_RETRIES:
         raise ValueError(f"retry.max_retries must be an int in [0, {MAX_RETRIES}], not {n!r}")
     for key in ("delay", "max_delay", "jitter"):
-        if key in value and not 0 <= _number(value[key], f"retry.{key}") <= _MAX_DELAY:
-            raise ValueError(f"retry.{key} must be within [0, {_MAX_DELAY:g}], not {value[key]!r}")
+        if key in value and not 0 <= _number(value[key], f"retry.{key}") <= MAX_DELAY:
+            raise ValueError(f"retry.{key} must be within [0, {MAX_DELAY:g}], not {value[key]!r}")
     backoff = value.get("backoff", "fixed")
     if isinstance(backoff, list):
         if not 0 < len(backoff) <= MAX_DELAYS:
             raise ValueError(f"retry.backoff list must hold 1-{MAX_DELAYS} delays")
         backoff = tuple(_number(d, "retry.backoff entry") for d in backoff)
-        if not all(0 <= d <= _MAX_DELAY for d in backoff):
-            raise ValueError(f"retry.backoff delays must be within [0, {_MAX_DELAY:g}]")
+        if not all(0 <= d <= MAX_DELAY for d in backoff):
+            raise ValueError(f"retry.backoff delays must be within [0, {MAX_DELAY:g}]")
     elif not isinstance(backoff, str):
         raise ValueError(f"retry.backoff must be a name or a list of delays, not {backoff!r}")
     names = {}
@@ -295,15 +294,16 @@ def decode_call(
     return ser.loads_call(body)
 
 
+def meta_record_fields(meta: JobMeta) -> dict[str, Any]:
+    """What every status record of a job repeats from its message: function, name, enqueue time, dependencies."""
+    return {
+        "func": meta.function,
+        "name": meta.options.name,
+        "enqueued_at": meta.enqueued_at,
+        "depends_on": list(meta.options.depends_on),
+    }
+
+
 def meta_first_record(meta: JobMeta, status: str, **fields: Any) -> StatusRecord:
     """:func:`first_record` of a job read back from its message (``meta``: its decoded header)."""
-    return first_record(
-        meta.job_id,
-        meta.queue,
-        status,
-        func=meta.function,
-        name=meta.options.name,
-        enqueued_at=meta.enqueued_at,
-        depends_on=list(meta.options.depends_on),
-        **fields,
-    )
+    return first_record(meta.job_id, meta.queue, status, **meta_record_fields(meta), **fields)

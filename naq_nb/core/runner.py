@@ -34,7 +34,7 @@ from .broker import Broker, quiet_futures
 from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
-from .envelope import HEADER_META, decode_call
+from .envelope import HEADER_META, decode_call, meta_record_fields
 from .errors import (
     JS_WRONG_LAST_SEQUENCE,
     DependencyFailedError,
@@ -199,14 +199,11 @@ class JobRunner:
             m.job_id,
             m.queue,
             status,
-            func=m.function,
-            name=m.options.name,
-            enqueued_at=m.enqueued_at,
+            **meta_record_fields(m),
             attempts=d.delivered,
             failures=prev.get("failures", 0),
             lost=prev.get("lost", 0),
             worker=self.worker_id,
-            depends_on=list(m.options.depends_on),
             seq=d.seq,
         )
         # Merged over the head in this order (a later source wins). rt: a cancel pushes its result
