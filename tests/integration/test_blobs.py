@@ -388,3 +388,16 @@ async def test_putting_a_value_again_repairs_its_changed_object(broker):
     again = await blobs.put_value(broker, value)
     assert again == ref
     assert (await store.get(ref.name)).data != bytes(data), "the changed bytes were replaced"
+
+
+async def test_a_shared_function_that_cannot_be_pickled_is_named_as_such(broker):
+    # It is not an nq.put() value (the message used to say so): the batch's shared function.
+    lock = threading.Lock()
+
+    def holds_a_lock(x):
+        return lock, x
+
+    q = Queue(broker, "nobody")
+    with pytest.raises(nq.SerializationError, match="the function the batch's jobs share: cannot pickle the function"):
+        await q.enqueue_many([(holds_a_lock, (i,), {}) for i in range(2)])
+    assert await q.count() == 0
