@@ -9,8 +9,10 @@ Both processes get time stamps (wall clock, same machine) at the stage boundarie
 the caller's enqueue and the job's write (on the caller's own loop, or handed to naq_nb's
 loop thread); in the worker the
 job message's arrival, the run's start, the job process call, the result and
-status writes (both acknowledged) and the push to the client; the push's
-arrival in the client's inbox. Stamps are taken by wrapping those functions in
+status writes (both acknowledged) and the push to the client (sent as the writes go
+out when the worker has no other job: then "writes acked" is the worker's view, and the
+client holds the value once both acknowledgements reach it too); the push's arrival
+in the client's inbox. Stamps are taken by wrapping those functions in
 this bench only (``--stamp`` mode of this file in the worker process), so the
 figures include the stamping's own few microseconds; the total is also measured
 without it (``--plain``) for comparison.
@@ -75,8 +77,17 @@ def stamped_worker(out: str, argv: list[str]) -> int:
 
     puller.PullFeed._dispatch = on_feed  # type: ignore[method-assign]
     _wrap_async(runner.JobRunner, "run", "run", lambda d: d.meta.job_id, stamps)
-    _wrap_async(runner.JobRunner, "_store_result", "store", lambda jid, *a: jid, stamps)
+    if hasattr(runner, "store_result"):
+        _wrap_async(runner, "store_result", "store", lambda jid, *a: jid, stamps)  # (broker, jid, ...)
+    else:  # a tree before final_writes.py
+        _wrap_async(runner.JobRunner, "_store_result", "store", lambda jid, *a: jid, stamps)
     _wrap_async(runner, "push_result", "push", lambda token, jid, *a: jid, stamps)  # (broker, token, jid, record)
+    try:  # a lone job's result, pushed as its writes go out
+        from naq_nb.core import final_writes
+
+        _wrap_async(final_writes, "push_early", "push", lambda token, jid, *a: jid, stamps)
+    except ImportError:  # a tree before it
+        pass
     _wrap_async(procpool.ProcessPool, "call", "child", lambda child, jid, *a, **k: jid, stamps)
     atexit.register(lambda: Path(out).write_text(json.dumps(stamps)))
     return main(argv)
@@ -137,6 +148,7 @@ STAGES = [
     ("status + result written (acked)", "store0", "store1"),
     ("push sent -> client inbox", "push0", "inbox"),
     ("writes acked -> caller has value", "store1", "done"),
+    ("writes start -> caller has value", "store0", "done"),
     ("total: submit -> value", "t0", "done"),
 ]
 

@@ -14,6 +14,11 @@ waiting for it. The bucket stays the truth:
 * what is kept is bounded (:data:`MAX_RECORDS`, :data:`MAX_BYTES`), oldest out
   first, and each record is handed out once (a second read reads the bucket);
 * a pushed record is checked like a read one (its seal, when signing is on);
+* a result pushed early (while its writes are in flight, by a worker with no
+  other job in hand) is kept apart, unread, until the acknowledgements of
+  both writes, copied here, prove it stored; only then is it handed out as a
+  pushed one. Without that proof it never is: a read of it waits, then reads
+  the bucket as for a lost push;
 * a read of a job marked here and not pushed yet (:meth:`ResultInbox.expects`)
   waits for the push, with no subscription of its own for half a second,
   instead of reading the bucket while the job runs; then it waits as any read
@@ -68,6 +73,10 @@ class ResultInbox:
         self._subscribed_on: "Broker | None" = None
         self._unwanted: OrderedDict[str, None] = OrderedDict()  # read before their push came
         self._here: "weakref.WeakKeyDictionary[Broker, str]" = weakref.WeakKeyDictionary()  # caller loops' tokens
+        # Pushed early, not proven stored yet: job id -> [record or None, kinds of acknowledgements seen].
+        self._unproven: OrderedDict[str, list] = OrderedDict()
+        self._unproven_bytes = 0
+        self._layout: Any = None  # parses the subjects pushed to (the connections' Layout)
 
     @property
     def open(self) -> bool:
@@ -79,6 +88,7 @@ class ResultInbox:
         """Listen on ``broker``'s connection (once per connection; the client's loop only)."""
         if self._subscribed_on is broker:
             return
+        self._layout = broker.layout
         await subscribe_inline(broker.nc, broker.layout.reply_inbox(self.token), self._on_msg)  # ends with it
         self._subscribed_on = broker
         broker.on_reconnect(functools.partial(self._reconnected, None))
@@ -86,6 +96,7 @@ class ResultInbox:
     async def subscribe_here(self, broker: "Broker") -> None:
         """Listen on a caller loop's own connection, under a token of its own (on that loop)."""
         token = secrets.token_hex(8)
+        self._layout = broker.layout
         await subscribe_inline(broker.nc, broker.layout.reply_inbox(token), self._on_msg)
         self._here[broker] = token
         broker.on_reconnect(functools.partial(self._reconnected, asyncio.get_running_loop()))
@@ -108,7 +119,39 @@ class ResultInbox:
         return token if token is not None and broker.nc.is_connected else None
 
     def _on_msg(self, msg: Any) -> None:
-        self.deliver(msg.subject.rsplit(".", 1)[-1], msg.data)
+        parts = self._layout.reply_parts(msg.subject)
+        if parts is None:
+            return
+        job_id, kind = parts
+        if not kind:
+            self.deliver(job_id, msg.data)
+        elif kind == "v":
+            self._early(job_id, msg.data, "")
+        elif _stored(msg):
+            self._early(job_id, None, kind)
+
+    def _early(self, job_id: str, data: bytes | None, kind: str) -> None:
+        """A part of an early push: the record, or one write's acknowledgement (``s``, ``r``).
+        With the record and both, it is handed out as a stored one."""
+        with self._lock:
+            entry = self._unproven.pop(job_id, None)
+            if entry is None:
+                entry = [None, ""]
+            else:
+                self._unproven_bytes -= len(entry[0] or b"")
+            if data is not None:
+                entry[0] = data
+            entry[1] += kind
+            if entry[0] is None or "s" not in entry[1] or "r" not in entry[1]:
+                self._unproven[job_id] = entry  # (as the newest)
+                self._unproven_bytes += len(entry[0] or b"")
+                while self._unproven and (
+                    len(self._unproven) > self.max_records or self._unproven_bytes > self.max_bytes
+                ):
+                    _, (dropped, _kinds) = self._unproven.popitem(last=False)
+                    self._unproven_bytes -= len(dropped or b"")
+                return
+        self.deliver(job_id, entry[0])
 
     def expect(self, job_id: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """``job_id`` is marked with a token of ours: its worker will push its result here, on
@@ -137,6 +180,9 @@ class ResultInbox:
         """A pushed record: to the reads waiting for it, else kept for the next one."""
         with self._lock:
             self._expected.pop(job_id, None)
+            early = self._unproven.pop(job_id, None)  # superseded: this one is stored
+            if early is not None:
+                self._unproven_bytes -= len(early[0] or b"")
             waiters = self._waiters.pop(job_id, None)
             if not waiters:
                 if self._unwanted.pop(job_id, 0) is None:
@@ -210,3 +256,10 @@ class ResultInbox:
 def _resolve(fut: "asyncio.Future[bytes]", data: bytes) -> None:
     if not fut.done():
         fut.set_result(data)
+
+
+def _stored(msg: Any) -> bool:
+    """A copied JetStream acknowledgement that says the write is stored (not an error, nor the
+    "no stream" status a publish nothing stores gets)."""
+    data = msg.data
+    return not msg.headers and data[:1] == b"{" and b'"seq"' in data and b'"error"' not in data

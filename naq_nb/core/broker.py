@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import ssl
 from typing import Any, Awaitable, Callable, TypeVar
 
 import nats
@@ -25,9 +24,10 @@ from nats.js.kv import KeyValue
 from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from . import wire
 from .layout import Layout, create_only as _create_only
+from .connecting import connect_failure, connect_unless_refused, fail_pending_on_loss, is_refusal
 from .pubacks import PubAcks
 from .serialization import Serializer, get_serializer
-from .settings import Settings, redact_url
+from .settings import Settings
 
 __all__ = ["Broker", "CONNECTION_ERRORS", "create_store", "quiet_futures"]
 
@@ -86,86 +86,6 @@ def server_has_fast_batches(broker: "Broker") -> bool:
 log = logging.getLogger("naq_nb")
 
 
-def _redact(url: str) -> str:
-    return redact_url(url)
-
-
-def _is_refusal(e: BaseException) -> bool:
-    low = f"{type(e).__name__}: {e}".lower()
-    return (
-        isinstance(e, (nats.errors.AuthorizationError, ssl.SSLCertVerificationError))
-        or "authorization violation" in low
-        or "certificate verify failed" in low
-    )
-
-
-async def _connect_unless_refused(connecting: Awaitable[NATS], refused: asyncio.Event, timeout: float) -> NATS:
-    """``await connecting`` within ``timeout``, but give up at once when the server refused us."""
-    task = asyncio.ensure_future(connecting)
-    waiter = asyncio.ensure_future(refused.wait())
-    try:
-        done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):  # its outcome is replaced by the refusal or the timeout
-        pass
-    raise asyncio.TimeoutError()
-
-
-def _connect_failure(servers: list[str], timeout: float, exc: BaseException, seen: list[BaseException]) -> str:
-    """One line saying why a first connect failed: credentials, TLS, or no server at all."""
-    where = ", ".join(_redact(s) for s in servers)
-    for e in [exc, *reversed(seen)]:  # nats-py retries auth and TLS failures; the error callback saw them
-        low = f"{type(e).__name__}: {e}".lower()
-        if (
-            isinstance(e, (nats.errors.AuthorizationError, ssl.SSLError))
-            or "authorization" in low
-            or "certificate verify failed" in low
-        ):
-            exc = e
-            break
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else "no answer"
-    low = text.lower()
-    if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in low or "authentication" in low:
-        return f"cannot connect to NATS at {where}: authorization violation: check user/password/token or --creds"
-    if isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in low:
-        return (
-            f"cannot connect to NATS at {where}: TLS certificate verify failed: "
-            f"{getattr(exc, 'verify_message', '') or exc} (give the CA with --tls-ca / NAQ_TLS_CA)"
-        )
-    if isinstance(exc, ssl.SSLError) or "tls" in low or "ssl" in low:
-        return f"cannot connect to NATS at {where}: TLS error: {exc}"
-    return (
-        f"cannot connect to NATS at {where} within {timeout:g}s ({text}); is a nats-server running "
-        "there? (in a notebook, nq.local() starts one with workers; in a terminal, `naq server`)"
-    )
-
-
-def _fail_pending_on_loss(opts: dict, holder: list) -> None:
-    """Wrap the disconnected/closed callbacks in ``opts``: acks of publishes in flight are lost with
-    the connection, so their waiters fail at once (``holder`` gets the broker once it exists)."""
-    user_disc, user_closed = opts.pop("disconnected_cb", None), opts.pop("closed_cb", None)
-
-    async def _disconnected() -> None:
-        if holder:
-            holder[0].fail_pending("dropped")
-        if user_disc:
-            await user_disc()
-
-    async def _closed() -> None:
-        if holder:
-            holder[0].fail_pending("closed")
-        if user_closed:
-            await user_closed()
-
-    opts["disconnected_cb"], opts["closed_cb"] = _disconnected, _closed
-
-
 class Broker:
     """Connection + layout. Create with ``await Broker.connect(...)``."""
 
@@ -192,6 +112,7 @@ class Broker:
         self._stale: asyncio.Future | None = None  # an attempt forgotten while it ran: its checks may predate a loss
         self._consumers: set[str] = set()
         self.acks = PubAcks(nc)  # the acknowledgements of publishes, this connection's and others'
+        self.ack_copies = False  # publish_async may copy acknowledgements to a client (enable_ack_copies)
         self.acks.on_no_stream = self.layout_lost
         self._remake_after = 0.0  # loop time before which _ensure waits (see REMAKE_GRACE)
         #: Seconds a JetStream publish may wait for its acknowledgement before it fails.
@@ -223,7 +144,7 @@ class Broker:
         async def _quiet(e: Exception) -> None:
             if len(seen) < 16:
                 seen.append(e)
-            if _is_refusal(e):
+            if is_refusal(e):
                 refused.set()
 
         listeners: list[Callable[[], Awaitable[None]]] = []
@@ -243,7 +164,7 @@ class Broker:
 
         opts["reconnected_cb"] = _reconnected
         holder: list[Broker] = []
-        _fail_pending_on_loss(opts, holder)
+        fail_pending_on_loss(opts, holder)
         opts.setdefault("connect_timeout", min(2.0, timeout))
         opts.setdefault("max_reconnect_attempts", -1)
         opts.setdefault("reconnect_time_wait", 0.5)
@@ -253,9 +174,9 @@ class Broker:
         try:
             # A first connect that fails is not retried by nats-py unless asked; the
             # outer bound keeps a wrong URL from hanging a notebook cell.
-            nc = await _connect_unless_refused(nats.connect(servers=servers, **opts), refused, timeout)
+            nc = await connect_unless_refused(nats.connect(servers=servers, **opts), refused, timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
-            raise NaqConnectionError(_connect_failure(servers, timeout, exc, seen)) from None
+            raise NaqConnectionError(connect_failure(servers, timeout, exc, seen)) from None
         broker = cls(nc, settings)
         holder.append(broker)
         broker._reconnect_listeners = listeners
@@ -450,6 +371,7 @@ class Broker:
         *,
         timeout: float | None = None,
         what: str | None = None,
+        ack_copy: tuple[str, str, str] | None = None,
     ) -> asyncio.Future:
         """Publish to JetStream without waiting; the returned future resolves to the PubAck or fails.
 
@@ -458,12 +380,19 @@ class Broker:
         when no acknowledgement comes within ``timeout`` (default :attr:`publish_timeout`), and with
         :class:`NaqConnectionError` when the connection drops or closes first: the message may or may
         not be stored then, so a caller that retries relies on its ``Nats-Msg-Id``.
+        ``ack_copy`` ``(client token, job id, kind)``: the acknowledgement reaches that client too
+        (:meth:`.Layout.early_ack_head`).
         """
         if self.nc.is_closed:
             raise NaqConnectionError(f"cannot publish {what or subject}: the connection is closed")
         bound = self.publish_timeout if timeout is None else timeout
         label = what or f"a message on {subject}"
-        reply, fut = await self.acks.reply(label, bound)
+        head = None
+        if ack_copy is not None:
+            if not self.ack_copies:
+                raise RuntimeError("ack_copy needs enable_ack_copies() to have succeeded")
+            head = self.layout.early_ack_head(*ack_copy, self.acks.id)
+        reply, fut = await self.acks.reply(label, bound, head)
         try:
             await self.send(subject, payload, reply, headers)
         except PublishTimeoutError:
@@ -475,6 +404,15 @@ class Broker:
             fut.cancel()
             raise NaqConnectionError(f"cannot publish {label}: {type(exc).__name__}: {exc}") from None
         return fut
+
+    async def enable_ack_copies(self) -> bool:
+        """Let :meth:`publish_async` copy acknowledgements to a job's client (``ack_copy``): True,
+        and :attr:`ack_copies` set, once this connection takes messages on its pattern (within 2 s;
+        an ACL may forbid it)."""
+        pattern = self.layout.early_ack_pattern(self.acks.id)
+        probe = self.layout.early_ack_head("probe", "probe", "s", self.acks.id) + ".0"
+        self.ack_copies = await self.acks.listen(pattern, probe, 2.0)
+        return self.ack_copies
 
     def reserve_ack(self) -> tuple[str, str] | None:
         """From any thread: a reply for a publish made on another connection whose acknowledgement

@@ -6,6 +6,10 @@ acknowledgement to the future registered under its token; one timer fails the
 publishes that waited too long (a timer per publish was a large part of a
 publish's cost), and a lost connection fails all of them at once.
 
+A publish may also name a reply subject another subscriber hears too
+(:meth:`PubAcks.listen`, ``head``): a worker's result and status writes are
+acknowledged to the job's client as well, in the same message.
+
 The publish itself may be made on another connection (:meth:`PubAcks.reserve`,
 :meth:`PubAcks.expect`, from any thread): an async caller's loop sends a job on
 its own connection, and the background loop, which never blocks, receives its
@@ -18,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 import threading
 from typing import Any, Callable
 
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import api
@@ -38,6 +44,9 @@ class PubAcks:
         self.nc = nc
         self.prefix = ""
         self._sub: Any = None
+        #: Names this connection in reply subjects shared with another listener (:meth:`listen`).
+        self.id = secrets.token_hex(6)
+        self._shared: dict[str, bool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -49,9 +58,36 @@ class PubAcks:
     def __len__(self) -> int:
         return len(self._acks)
 
-    async def reply(self, label: str, bound: float) -> tuple[str, asyncio.Future]:
+    async def listen(self, pattern: str, probe: str, bound: float) -> bool:
+        """Also take acknowledgements on ``pattern`` (once), subjects whose last token is ours: the
+        ``head`` of :meth:`reply` must fall under it. True once a message sent to ``probe``, a
+        subject under it, came back within ``bound`` seconds: an ACL may forbid this connection
+        to subscribe or publish there, and the server says so only in an error nobody awaits.
+        On this connection's loop."""
+        if pattern in self._shared:
+            return self._shared[pattern]
+        came = asyncio.get_running_loop().create_future()
+
+        def on_msg(msg: Any) -> None:
+            if msg.subject != probe:
+                self._on_ack(msg)
+            elif not came.done():
+                came.set_result(True)
+
+        sub = await subscribe_inline(self.nc, pattern, on_msg)
+        try:
+            await self.nc.publish(probe, b"")
+            await asyncio.wait_for(came, bound)
+            self._shared[pattern] = True
+        except (asyncio.TimeoutError, nats.errors.Error):
+            self._shared[pattern] = False
+            await sub.unsubscribe()
+        return self._shared[pattern]
+
+    async def reply(self, label: str, bound: float, head: str | None = None) -> tuple[str, asyncio.Future]:
         """A reply subject for a publish on this connection, and the future its acknowledgement
-        resolves (or fails within ``bound`` seconds). On this connection's loop."""
+        resolves (or fails within ``bound`` seconds). On this connection's loop. ``head``: the
+        subject is ``head.<token>``, under a pattern given to :meth:`listen`."""
         if self._sub is None:
             self.prefix = self.nc.new_inbox()
             self._sub = await subscribe_inline(self.nc, f"{self.prefix}.*", self._on_ack)
@@ -67,7 +103,7 @@ class PubAcks:
             if self._expiry is not None:
                 self._expiry.cancel()
             self._expiry = loop.call_at(deadline, self._expire)
-        return f"{self.prefix}.{token}", fut
+        return f"{head or self.prefix}.{token}", fut
 
     def drop(self, reply: str) -> None:
         """The publish of ``reply`` was not sent: nothing to wait for."""

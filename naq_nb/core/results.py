@@ -37,6 +37,8 @@ __all__ = [
     "decode_result",
     "result_gone_error",
     "push_result",
+    "push_early",
+    "early_token",
     "unrecorded_status",
     "PUSH_LIMIT",
 ]
@@ -61,6 +63,23 @@ async def push_result(broker: "Broker", token: str, job_id: str, record: bytes =
         await broker.send(broker.layout.reply_subject(token, job_id), record if len(record) <= PUSH_LIMIT else b"")
     except nats.errors.Error as exc:
         log.debug("job %s: result not pushed to its client: %s", job_id, exc)
+
+
+def early_token(token: object, record: bytes) -> str | None:
+    """The client token to push ``record`` to early (:func:`push_early`), if it can go there whole."""
+    if isinstance(token, str) and len(record) <= PUSH_LIMIT and WIRE_ID_RE.fullmatch(token):
+        return token
+    return None
+
+
+async def push_early(broker: "Broker", token: str, job_id: str, record: bytes) -> None:
+    """Push ``record`` while its writes are in flight (:meth:`.Layout.early_subject`). The client
+    hands it out only once the acknowledgements of both writes, copied to it, prove it stored:
+    the stored-result promise of :func:`push_result` at one hop less. Best effort, as that is."""
+    try:
+        await broker.send(broker.layout.early_subject(token, job_id), record)
+    except nats.errors.Error as exc:
+        log.debug("job %s: result not pushed early to its client: %s", job_id, exc)
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:

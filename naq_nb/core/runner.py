@@ -27,16 +27,15 @@ from typing import Any, Awaitable, Callable, Container
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import APIError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 
 from . import blobs, payloads
-from .broker import Broker, quiet_futures
+from .broker import Broker
 from .context import JobContext
 from .delivery import Delivery, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call, meta_record_fields
 from .errors import (
-    JS_WRONG_LAST_SEQUENCE,
     DependencyFailedError,
     JobLostError,
     NaqConnectionError,
@@ -46,11 +45,10 @@ from .errors import (
 )
 from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
-from .layout import EXPECTED_LAST_SUBJECT_SEQ, WIRE_ID_RE, create_only
-from .records import ResultRecord, encode_failure, encode_result
+from .layout import WIRE_ID_RE
+from .records import encode_failure, encode_result
 from .registry import decode_heartbeat
 from .status import (
-    TERMINAL_VALUES,
     StatusRecord,
     decode_status,
     encode_status,
@@ -58,7 +56,8 @@ from .status import (
     trusted_fields,
     with_status,
 )
-from .results import get_result, push_result
+from .final_writes import existing_result, store_result, write_status
+from .results import early_token, push_result
 from .serialization import pack_record, seal_record
 from .tracebacks import bounded_failure_text
 
@@ -89,6 +88,7 @@ class JobRunner:
         cancelled: Container[str] = (),
         on_line: Callable[[str, str], None] | None = None,
         live_after: float = 15.0,
+        alone: Callable[[], bool] = lambda: False,
     ) -> None:
         self.b = broker
         self.lay = broker.layout
@@ -99,6 +99,8 @@ class JobRunner:
         self.cancelled = cancelled
         self.on_line = on_line
         self.live_after = live_after  # a worker whose heartbeat is younger than this is alive
+        # True while no other job is in hand: a lone job's client is told early (see _commit).
+        self.alone = alone
         # The worker's DependencyGate: tells which finished jobs may have parked dependents.
         # None: look for dependents after every job.
         self.dependents: Any = None
@@ -166,7 +168,8 @@ class JobRunner:
         d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, loop, self._flush_progress, on_line=self.on_line)
         d.ctx.record = d.record
         if d.delivered > 1:
-            await self._status(meta.job_id, d.record)  # confirmed: if this run kills the worker, the next one knows
+            # Confirmed: if this run kills the worker, the next one knows.
+            await write_status(self.b, meta.job_id, d.record)
             d.running_written = True
         elif getattr(self.execution, "isolated", False):
             # Sync code in a child process can't take the worker down, so a job that ends within
@@ -227,7 +230,7 @@ class JobRunner:
                 log.warning("job %s: its status record has damaged fields (%s); read as missing", d.meta.job_id, bad)
         except (KeyNotFoundError, SerializationError):
             d.prev = None
-        existing = await self._existing_result(d.meta.job_id)
+        existing = await existing_result(self.b, d.meta.job_id)
         if existing is None:
             return False
         # The job ended before (its worker died before acking, or it was cancelled).
@@ -238,25 +241,11 @@ class JobRunner:
                 finished_at=existing.meta.get("finished_at"),
                 error=existing.meta.get("error"),
             )
-            await self._status(d.meta.job_id, rec)
+            await write_status(self.b, d.meta.job_id, rec)
         if d.meta.reply:  # its push may have been lost with the run that stored it
             await push_result(self.b, d.meta.reply, d.meta.job_id)
         await d.msg.ack()
         return True
-
-    async def _existing_result(self, jid: str) -> ResultRecord | None:
-        """The job's stored result. One that can't be read (damaged, forged, not an end) still holds
-        the key, and a result is written once: it stands as a failure naming why, so the job is
-        neither run again nor handed back for ever."""
-        try:
-            rec = await get_result(self.b, jid)
-            if rec is None or rec.status in TERMINAL_VALUES:
-                return rec
-            problem = f"its status is {rec.status!r}, not an end"
-        except SerializationError as exc:
-            problem = str(exc)
-        log.error("job %s: its stored result record is unreadable (%s); the job ends failed", jid, problem)
-        return ResultRecord.refusal(SerializationError(f"the stored result of job {jid} is unreadable: {problem}"))
 
     async def _run_elsewhere(self, d: Delivery) -> bool:
         """Another delivery of this message runs on a live worker (or started after ours): leave it
@@ -390,7 +379,7 @@ class JobRunner:
             rec = self._record(
                 d, JobStatus.RETRYING, failures=failures, error=error, traceback=tb, retry_at=time.time() + delay
             )
-            await self._status(m.job_id, rec)
+            await write_status(self.b, m.job_id, rec)
             await d.msg.nak(delay=delay if delay > 0 else None)
             self.stats["retried"] += 1
             return
@@ -431,20 +420,6 @@ class JobRunner:
         await self._finish_failed(d, exc, retry=False)
 
     # --- writes ----------------------------------------------------------
-    async def _write_over_marker(self, jid: str, result: bytes) -> bool:
-        """The key holds only a delete/purge marker (a requeued job's old result was purged):
-        write over exactly that marker, still refusing to overwrite a result written meanwhile."""
-        lay = self.lay
-        subject = lay.kv_subject(lay.results_bucket, jid)
-        try:
-            last = await self.b.js.get_last_msg(lay.kv_stream(lay.results_bucket), subject)
-            await self.b.js.publish(subject, result, headers={EXPECTED_LAST_SUBJECT_SEQ: str(last.seq)})
-            return True
-        except APIError as exc:
-            if exc.err_code != JS_WRONG_LAST_SEQUENCE:
-                raise
-            return False
-
     async def _commit(self, d: Delivery, result: bytes, rec: StatusRecord) -> None:
         """Status and result (create-only) together, both acknowledged, then the push and the ack.
 
@@ -455,13 +430,19 @@ class JobRunner:
         only once the result is stored. A result write is tried :data:`RESULT_WRITE_TRIES` times,
         each bounded; then the message is handed back (nak) for a later delivery,
         which finds the result if a write did land after all.
+
+        A worker with no other job in hand pushes the result as the writes go out, and
+        their acknowledgements go to the client too: it hands the result out once both
+        come, a hop sooner than a push sent after them. A busy worker pushes afterwards,
+        which spares the server and the client two messages a job.
         """
         jid = d.meta.job_id
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
+        early = early_token(d.meta.reply, result) if self.b.ack_copies and self.alone() else None
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                stood = await self._store_result(jid, result, rec, bound)
+                stood, told = await store_result(self.b, jid, result, rec, bound, early)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
@@ -484,7 +465,7 @@ class JobRunner:
                     # The connection is down: the message times out (ack_wait) and comes back anyway.
                     log.warning("job %s: nak failed too (%s)", jid, nak_exc)
                 return
-        if d.meta.reply:  # an earlier result stands (a cancel, another run): an empty push says "read it"
+        if d.meta.reply and not told:  # an earlier result stands (a cancel, another run): "read it"
             await push_result(self.b, d.meta.reply, jid, result if stood else b"")
         await d.msg.ack()
         self.stats["processed"] += 1
@@ -493,40 +474,6 @@ class JobRunner:
             await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
             if self.dependents is not None:
                 self.dependents.released(jid)
-
-    async def _store_result(self, jid: str, result: bytes, rec: StatusRecord, bound: float) -> bool:
-        """True if ``result`` is the stored one; False if an earlier result stands. Within ``bound``
-        seconds (each write's acknowledgement has that deadline), else a TimeoutError."""
-        status_fut = await self.b.publish_async(
-            self.lay.kv_subject(self.lay.status_bucket, jid), encode_status(rec), timeout=bound
-        )
-        res_fut = await self.b.publish_async(
-            self.lay.kv_subject(self.lay.results_bucket, jid), result, headers=create_only(), timeout=bound
-        )
-        try:
-            await res_fut
-        except APIError as exc:
-            await asyncio.gather(status_fut, return_exceptions=True)  # superseded just below
-            if exc.err_code != JS_WRONG_LAST_SEQUENCE:
-                raise
-            async with asyncio.timeout(bound):
-                return await self._keep_earlier_result(jid, result, rec)
-        except BaseException:
-            quiet_futures(status_fut)  # its failure is not news
-            raise
-        await status_fut  # stored too before anyone is told: a reader of the result sees the final status
-        return True
-
-    async def _keep_earlier_result(self, jid: str, result: bytes, rec: StatusRecord) -> bool:
-        """A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands."""
-        existing = await self._existing_result(jid)
-        if existing is not None:
-            await self._status(jid, with_status(rec, existing.status, error=existing.meta.get("error")))
-            return False  # (or our earlier try, its acknowledgement lost: the client reads it)
-        return await self._write_over_marker(jid, result)
-
-    async def _status(self, job_id: str, rec: StatusRecord) -> None:
-        await self.b.js.publish(self.lay.kv_subject(self.lay.status_bucket, job_id), encode_status(rec))
 
     async def _status_nowait(self, job_id: str, rec: StatusRecord) -> None:
         # Intermediate states go out without waiting for the ack: the final state is acked.

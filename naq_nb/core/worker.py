@@ -219,12 +219,19 @@ class Worker:
             cancelled=self.cancelled_ids,
             on_line=echo_line if self.echo_output else None,
             live_after=3 * self.settings.heartbeat_interval,
+            alone=self._alone,
         )
         self.gate = DependencyGate(b, self._enqueue_ready, self.runner.fail_dependency)
         await self.gate.start()
         self.runner.dependents = self.gate
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
         b.acks.on_no_stream = self._layout_lost
+        if not await b.enable_ack_copies():
+            log.info(
+                "worker %s: results are pushed after their writes only (no messages on %s)",
+                self.worker_id,
+                b.layout.early_ack_pattern(b.acks.id),
+            )
         if not await self.execution.wait_ready(CHILD_START_WAIT):
             log.warning(
                 "worker %s: job processes still starting after %gs; serving with those up",
@@ -532,6 +539,10 @@ class Worker:
             await b.ensure_consumer(q)
 
     # --- background completions -----------------------------------------
+    def _alone(self) -> bool:
+        """No job in hand but (at most) the one finishing: its client is told early (``JobRunner._commit``)."""
+        return len(self.running) + (self.ready.qsize() if self.ready is not None else 0) <= 1
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)

@@ -197,12 +197,13 @@ async def test_a_read_in_the_gap_between_the_two_writes_waits_for_the_status(cli
 @pytest.fixture
 def no_pushes(monkeypatch):
     """Workers store results but push none (a push lost on a reconnect, a writer that never pushes)."""
-    from naq_nb.core import runner
+    from naq_nb.core import final_writes, runner
 
     async def _lost(broker, token, jid, record=b""):
         return None
 
     monkeypatch.setattr(runner, "push_result", _lost)
+    monkeypatch.setattr(final_writes, "push_early", _lost)
 
 
 @pytest.fixture
@@ -518,3 +519,130 @@ async def test_a_push_for_a_job_already_read_from_the_bucket_is_not_kept(client,
 
     await eventually(push_arrived, 30, "the late push received")
     assert len(client._inbox) == 0
+
+
+@pytest.fixture
+def pushes(monkeypatch):
+    """The worker's pushes, by kind: ``early`` (as the writes go out) and ``stored`` (after them)."""
+    from naq_nb.core import final_writes, runner
+
+    seen: dict[str, list[str]] = {"early": [], "stored": []}
+    for module, name, kind in ((final_writes, "push_early", "early"), (runner, "push_result", "stored")):
+        async def record(broker, token, jid, *a, _push=getattr(module, name), _kind=kind):
+            seen[_kind].append(jid)
+            await _push(broker, token, jid, *a)
+
+        monkeypatch.setattr(module, name, record)
+    return seen
+
+
+async def test_a_lone_jobs_result_is_pushed_as_it_is_written_and_read_once_proven(client, start_worker, pushes):
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+    assert await client.result(job.job_id, 30) == 5
+    assert pushes == {"early": [job.job_id], "stored": []}  # no push after the writes: the acks told it
+    rec = await client.status(job.job_id)
+    assert rec["status"] == "succeeded" and "finished_at" in rec  # both writes stored before the read ended
+    assert not client._inbox._unproven
+
+
+@pytest.fixture
+def result_ack_not_copied(monkeypatch):
+    """The worker's result write is acknowledged to the worker only: the client never learns that the
+    record it was pushed early is stored (a copy lost, or a forger's early push)."""
+    from naq_nb.core.broker import Broker
+
+    publish = Broker.publish_async
+
+    async def without_result_copy(self, subject, payload, headers=None, *, ack_copy=None, **kw):
+        if ack_copy is not None and ack_copy[2] == "r":
+            ack_copy = None
+        return await publish(self, subject, payload, headers, ack_copy=ack_copy, **kw)
+
+    monkeypatch.setattr(Broker, "publish_async", without_result_copy)
+
+
+async def test_an_early_push_not_proven_stored_is_never_handed_out(client, broker, start_worker, pushes,
+                                                                    result_ack_not_copied):
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+
+    async def kept_apart():
+        early = client._inbox._unproven.get(job.job_id)
+        return early is not None and early[0] is not None and "s" in early[1]
+
+    await eventually(kept_apart, 30, "the early push and the status's acknowledgement at the client")
+    assert pushes["early"] == [job.job_id] and client._inbox.take(job.job_id) is None
+    assert (await client.status(job.job_id))["status"] == "succeeded"
+    # Only the bucket can answer now, and it no longer has the result: the early copy is not used.
+    kv = await broker.kv(broker.layout.results_bucket)
+    await kv.purge(job.job_id)
+    with pytest.raises(JobNotFoundError, match="its result is gone"):
+        await client.result(job.job_id, 5)
+
+
+async def test_an_early_push_with_forged_acknowledgements_is_ignored_when_signing_is_on(settings, broker,
+                                                                                         start_worker):
+    signed = settings.with_(signing_key=b"s3cret")
+    client = Client(settings=signed)
+    try:
+        job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)  # no worker yet
+        forged = seal_record(encode_result(get_serializer("pickle"), 666, result_ttl=None), job.job_id, b"other")
+        lay, token = broker.layout, client._inbox.token
+        await broker.nc.publish(lay.early_subject(token, job.job_id), forged)
+        for kind in "sr":
+            head = lay.early_ack_head(token, job.job_id, kind, "forger")
+            await broker.nc.publish(f"{head}.1", b'{"stream":"KV_x","seq":1}')
+        await _kept(client, 1)  # "proven" by the forged acknowledgements, so handed to the inbox...
+        with pytest.raises(JobNotFinishedError):  # ...where its seal does not verify
+            await client.result(job.job_id, 0)
+        await start_worker(settings=signed)
+        assert await client.result(job.job_id, 30) == 5
+    finally:
+        await client.close()
+
+
+async def test_a_busy_worker_pushes_results_after_their_writes(client, start_worker, pushes, tmp_path):
+    # Other jobs in hand: no early push, whose two copied acknowledgements would cost the server and
+    # the client two messages a job.
+    await start_worker(concurrency=4)
+    q = Queue("default", client=client)
+    gate = tmp_path / "go"
+    holders = [await q.enqueue(jobs.wait_for_file, str(gate)) for _ in range(3)]
+
+    async def holding() -> bool:
+        return [(await client.status(h.job_id))["status"] for h in holders] == ["running"] * 3
+
+    await eventually(holding, 30, "three jobs running")
+    job = await q.enqueue(jobs.add, 2, 3)
+    assert await client.result(job.job_id, 30) == 5
+    assert pushes == {"early": [], "stored": [job.job_id]}
+    gate.write_text("go")
+    assert [await client.result(h.job_id, 30) for h in holders] == ["go"] * 3
+
+
+async def test_a_worker_whose_acl_forbids_the_copied_acknowledgements_pushes_after_its_writes(
+        tmp_path, settings, start_worker, pushes):
+    # The README's worker role once had no subscription on the reply subjects: such a worker must
+    # not send writes whose acknowledgements it can't receive (each would time out and be retried).
+    from naq_nb.core.server import EmbeddedServer
+
+    reply = f"{settings.prefix}.reply.>"
+    srv = EmbeddedServer(store_dir=tmp_path / "js", extra_config=(
+        "authorization { users = ["
+        f'{{user: w, password: wp, permissions: {{subscribe: {{deny: ["{reply}"]}}}}}}, '
+        "{user: c, password: cp}] }"))
+    srv.start()
+    try:
+        url = srv.url.replace("nats://", "nats://{}@")
+        client = Client(settings=settings.with_(nats_url=url.format("c:cp")))
+        try:
+            worker = await start_worker(settings=settings.with_(nats_url=url.format("w:wp")))
+            assert not worker.broker.ack_copies
+            job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+            assert await client.result(job.job_id, 30) == 5
+            assert pushes == {"early": [], "stored": [job.job_id]}
+        finally:
+            await client.close()
+    finally:
+        srv.stop()

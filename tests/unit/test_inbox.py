@@ -7,6 +7,7 @@ import asyncio
 import threading
 
 from naq_nb.client.inbox import ResultInbox
+from naq_nb.core.layout import Layout
 
 
 def test_a_record_is_kept_until_read_once():
@@ -124,3 +125,66 @@ def test_a_push_to_a_callers_loop_is_waited_for_on_that_loop_only():
             elsewhere.close()
 
     asyncio.run(main())
+
+
+class _Msg:
+    def __init__(self, subject: str, data: bytes, headers: dict | None = None) -> None:
+        self.subject, self.data, self.headers = subject, data, headers
+
+
+def _early_box(**kw) -> tuple[ResultInbox, Layout]:
+    box, lay = ResultInbox(**kw), Layout()
+    box._layout = lay  # what subscribe() sets
+    return box, lay
+
+
+_STORED = b'{"stream":"KV_naq_results","seq":7}'
+
+
+def _ack(box: ResultInbox, lay: Layout, job_id: str, kind: str, data: bytes = _STORED, headers=None) -> None:
+    box._on_msg(_Msg(lay.early_ack_head(box.token, job_id, kind, "w1") + ".3", data, headers))
+
+
+def test_an_early_push_is_handed_out_only_with_both_acknowledgements_in_any_order():
+    box, lay = _early_box()
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1"), b"rec1"))
+    _ack(box, lay, "j1", "s")
+    assert box.take("j1") is None
+    _ack(box, lay, "j1", "r")
+    assert box.take("j1") == b"rec1"
+    _ack(box, lay, "j2", "r")  # the acknowledgements may come first
+    _ack(box, lay, "j2", "s")
+    assert box.take("j2") is None
+    box._on_msg(_Msg(lay.early_subject(box.token, "j2"), b"rec2"))
+    assert box.take("j2") == b"rec2" and not box._unproven
+
+
+def test_an_acknowledgement_that_is_an_error_or_a_status_proves_nothing():
+    box, lay = _early_box()
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1"), b"rec1"))
+    _ack(box, lay, "j1", "s")
+    _ack(box, lay, "j1", "r", b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}')
+    _ack(box, lay, "j1", "r", b"", {"Status": "503"})  # no stream stores the subject
+    _ack(box, lay, "j1", "r", b"garbage")
+    assert box.take("j1") is None
+    box.deliver("j1", b"")  # the worker's push after the writes: an earlier result stands, "read it"
+    assert box.take("j1") == b"" and not box._unproven  # the early record is dropped with it
+
+
+def test_early_pushes_never_proven_are_bounded_by_count_and_bytes():
+    box, lay = _early_box(max_records=3, max_bytes=100)
+    for i in range(5):
+        box._on_msg(_Msg(lay.early_subject(box.token, f"j{i}"), b"x"))
+    assert list(box._unproven) == ["j2", "j3", "j4"]
+    box._on_msg(_Msg(lay.early_subject(box.token, "big"), b"y" * 99))
+    assert list(box._unproven) == ["j4", "big"] and box._unproven_bytes == 100  # j2, j3 out for the bytes
+    _ack(box, lay, "big", "s")
+    _ack(box, lay, "big", "r")
+    assert box.take("big") == b"y" * 99 and box._unproven_bytes == 1  # j4 still kept apart
+
+
+def test_subjects_under_a_reply_inbox_are_told_apart():
+    box, lay = _early_box()
+    box._on_msg(_Msg(lay.reply_subject(box.token, "j1"), b"stored"))
+    box._on_msg(_Msg(lay.reply_subject(box.token, "j2") + ".x.y", b"odd"))  # no such form: ignored
+    assert box.take("j1") == b"stored" and box.take("j2") is None and not box._unproven

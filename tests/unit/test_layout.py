@@ -57,3 +57,24 @@ def test_queue_names_that_are_no_subject_token_are_refused_by_name():
     for bad in ("a.b", "*", ">", "", "q\n", "a b"):
         with pytest.raises(UnknownQueueError, match="invalid queue name"):
             lay.queue_subject(bad)
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def test_a_copied_acknowledgement_reaches_both_its_writer_and_the_jobs_client_only():
+    lay = Layout()
+    ack = lay.early_ack_head("tok1", "job-1", "r", "w1") + ".42"
+    assert _matches(lay.early_ack_pattern("w1"), ack) and _matches(lay.reply_inbox("tok1"), ack)
+    assert not _matches(lay.early_ack_pattern("w2"), ack) and not _matches(lay.reply_inbox("tok2"), ack)
+    assert lay.reply_parts(ack) == ("job-1", "r")
+    assert lay.reply_parts(lay.early_subject("tok1", "job-1")) == ("job-1", "v")
+    assert lay.reply_parts(lay.reply_subject("tok1", "job-1")) == ("job-1", "")
+    assert not _matches(lay.early_ack_pattern("w1"), lay.early_subject("tok1", "job-1"))  # no value to the writer
