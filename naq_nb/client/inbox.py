@@ -44,6 +44,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from ..core.inbound import subscribe_inline
+from ..core.layout import EARLY_MARK
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
@@ -60,7 +61,7 @@ class ResultInbox:
     """One client's pushed results: kept until read, or handed to a waiting read."""
 
     def __init__(self, max_records: int = MAX_RECORDS, max_bytes: int = MAX_BYTES) -> None:
-        self.token = secrets.token_hex(8)
+        self.token = secrets.token_hex(8) + EARLY_MARK  # it takes early pushes
         self.max_records = max_records
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -95,7 +96,7 @@ class ResultInbox:
 
     async def subscribe_here(self, broker: "Broker") -> None:
         """Listen on a caller loop's own connection, under a token of its own (on that loop)."""
-        token = secrets.token_hex(8)
+        token = secrets.token_hex(8) + EARLY_MARK
         self._layout = broker.layout
         await subscribe_inline(broker.nc, broker.layout.reply_inbox(token), self._on_msg)
         self._here[broker] = token

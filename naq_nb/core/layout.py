@@ -28,7 +28,14 @@ __all__ = [
     "DIRECT_GET_MAX_SUBJECTS",
     "EXPECTED_LAST_SUBJECT_SEQ",
     "create_only",
+    "EARLY_MARK",
 ]
+
+#: The end of a client's result inbox token when the client takes early pushes
+#: (:meth:`Layout.early_subject`). A worker pushes early only to such a token: an older client
+#: listens on ``<token>.*`` alone, so an early push and its acknowledgements would never reach
+#: it, and each of its reads would wait for a push until its fallback read.
+EARLY_MARK = "-e"
 
 #: Header of a publish that JetStream stores only if the subject's last message has this sequence.
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"

@@ -22,7 +22,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from . import payloads
 from .errors import JobNotFinishedError, JobNotFoundError, NaqConnectionError, SerializationError, SignatureError
-from .layout import WIRE_ID_RE, validate_job_id
+from .layout import EARLY_MARK, WIRE_ID_RE, validate_job_id
 from .records import ResultRecord
 from .envelope import decode_meta, meta_first_record
 from .status import TERMINAL_VALUES, StatusRecord, decode_status, initial_status
@@ -66,8 +66,14 @@ async def push_result(broker: "Broker", token: str, job_id: str, record: bytes =
 
 
 def early_token(token: object, record: bytes) -> str | None:
-    """The client token to push ``record`` to early (:func:`push_early`), if it can go there whole."""
-    if isinstance(token, str) and len(record) <= PUSH_LIMIT and WIRE_ID_RE.fullmatch(token):
+    """The client token to push ``record`` to early (:func:`push_early`), if that client takes early
+    pushes (its token ends in :data:`.layout.EARLY_MARK`) and the record can go there whole."""
+    if (
+        isinstance(token, str)
+        and token.endswith(EARLY_MARK)
+        and len(record) <= PUSH_LIMIT
+        and WIRE_ID_RE.fullmatch(token)
+    ):
         return token
     return None
 

@@ -646,3 +646,18 @@ async def test_a_worker_whose_acl_forbids_the_copied_acknowledgements_pushes_aft
             await client.close()
     finally:
         srv.stop()
+
+
+async def test_a_client_that_takes_no_early_pushes_is_pushed_to_after_the_writes(settings, start_worker, pushes):
+    # An older client's token lacks the mark: it listens on <token>.* only, so an early push and its
+    # acknowledgements would never reach it and each of its reads would wait for its fallback.
+    client = Client(settings=settings)
+    client._inbox.token = "0123456789abcdef"
+    try:
+        await start_worker()
+        job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+        assert job.reply == "0123456789abcdef"
+        assert await client.result(job.job_id, 30) == 5
+        assert pushes == {"early": [], "stored": [job.job_id]}
+    finally:
+        await client.close()
