@@ -105,10 +105,10 @@ def main() -> None:
     from naq_nb.core.server import EmbeddedServer
     here = Path(__file__).resolve().parent
     with EmbeddedServer() as srv:
-        env = {**os.environ, "PYTHONPATH": str(here / "peerlib")}
-        naq = str(Path(sys.executable).parent / "naq")
-        w = subprocess.Popen([naq, "--log-level", "WARNING", "worker", "bench", "-c", "10", "--nats-url", srv.url],
-                             cwd=str(here / "peerlib"), env=env)
+        # The worker runs this tree's naq_nb, as the caller does (not whatever the venv installed).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here / "peerlib"), str(here.parent)])}
+        argv = ["-m", "naq_nb.cli.main", "--log-level", "WARNING", "worker", "bench", "-c", "10", "--nats-url", srv.url]
+        w = subprocess.Popen([sys.executable, *argv], cwd=str(here / "peerlib"), env=env)
         try:
             for _ in range(args.rounds):
                 print(json.dumps(asyncio.run(one_round(srv.url, args.jobs, args.many))), flush=True)
