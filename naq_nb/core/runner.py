@@ -88,7 +88,7 @@ class JobRunner:
         cancelled: Container[str] = (),
         on_line: Callable[[str, str], None] | None = None,
         live_after: float = 15.0,
-        alone: Callable[[], bool] = lambda: False,
+        alone: Callable[[Delivery], bool] = lambda d: False,
     ) -> None:
         self.b = broker
         self.lay = broker.layout
@@ -99,7 +99,7 @@ class JobRunner:
         self.cancelled = cancelled
         self.on_line = on_line
         self.live_after = live_after  # a worker whose heartbeat is younger than this is alive
-        # True while no other job is in hand: a lone job's client is told early (see _commit).
+        # alone(d): d was this worker's only job from its start: its client is told early (see _commit).
         self.alone = alone
         # The worker's DependencyGate: tells which finished jobs may have parked dependents.
         # None: look for dependents after every job.
@@ -439,7 +439,7 @@ class JobRunner:
         jid = d.meta.job_id
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
-        early = early_token(d.meta.reply, result) if self.b.ack_copies and self.alone() else None
+        early = early_token(d.meta.reply, result) if self.b.ack_copies and self.alone(d) else None
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
                 stood, told = await store_result(self.b, jid, result, rec, bound, early)

@@ -128,6 +128,7 @@ class Worker:
         self.cancelled_ids: "OrderedDict[str, None]" = OrderedDict()
         self.ready: asyncio.Queue[Delivery] | None = None
         self.running: dict[str, Delivery] = {}
+        self._taken = 0  # jobs slots have taken (Delivery.taken)
         self._loops_end = False  # set by shutdown: the periodic loops end
         self._none_running: asyncio.Event | None = None  # set while no slot runs a job (graceful stop waits on it)
         self._feeds: dict[str, PullFeed] = {}
@@ -369,6 +370,8 @@ class Worker:
         while self.state not in ("stopping", "stopped"):
             d = await self.ready.get()
             jid = d.meta.job_id
+            self._taken += 1
+            d.taken = self._taken
             self.running[jid] = d
             self._none_running.clear()
             if self.state == "idle":
@@ -539,9 +542,12 @@ class Worker:
             await b.ensure_consumer(q)
 
     # --- background completions -----------------------------------------
-    def _alone(self) -> bool:
-        """No job in hand but (at most) the one finishing: its client is told early (``JobRunner._commit``)."""
-        return len(self.running) + (self.ready.qsize() if self.ready is not None else 0) <= 1
+    def _alone(self, d: Delivery) -> bool:
+        """No other job taken while ``d`` was in hand, and none in hand now: its client is told early
+        (``JobRunner._commit``). A worker that keeps up with a stream of jobs holds few at a time,
+        yet takes others during each one: that says busy, where the jobs in hand would not."""
+        others = len(self.running) - (d.meta.job_id in self.running)
+        return self._taken == d.taken and not others and (self.ready is None or self.ready.empty())
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -617,8 +617,11 @@ async def test_a_busy_worker_pushes_results_after_their_writes(client, start_wor
     job = await q.enqueue(jobs.add, 2, 3)
     assert await client.result(job.job_id, 30) == 5
     assert pushes == {"early": [], "stored": [job.job_id]}
-    gate.write_text("go")
+    (tmp_path / "go.tmp").write_text("go")
+    (tmp_path / "go.tmp").rename(gate)  # whole at once: a job may read it as soon as it exists
     assert [await client.result(h.job_id, 30) for h in holders] == ["go"] * 3
+    # The last holder to end had none beside it then, but the worker took another job during its run.
+    assert not pushes["early"] and sorted(pushes["stored"]) == sorted([job.job_id] + [h.job_id for h in holders])
 
 
 async def test_a_worker_whose_acl_forbids_the_copied_acknowledgements_pushes_after_its_writes(
