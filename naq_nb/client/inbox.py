@@ -14,11 +14,11 @@ waiting for it. The bucket stays the truth:
 * what is kept is bounded (:data:`MAX_RECORDS`, :data:`MAX_BYTES`), oldest out
   first, and each record is handed out once (a second read reads the bucket);
 * a pushed record is checked like a read one (its seal, when signing is on);
-* a result pushed early (while its writes are in flight, by a worker with no
-  other job in hand) is kept apart, unread, until the acknowledgements of
-  both writes, copied here, prove it stored; only then is it handed out as a
-  pushed one. Without that proof it never is: a read of it waits, then reads
-  the bucket as for a lost push;
+* a result pushed early (while its writes are in flight, by a worker that had
+  the job to itself) is kept apart, unread, until the acknowledgements of both
+  writes by the same writer, copied here, prove it stored; only then is it
+  handed out as a pushed one. Without that proof it never is: a read of it
+  waits, then reads the bucket as for a lost push;
 * a read of a job marked here and not pushed yet (:meth:`ResultInbox.expects`)
   waits for the push, with no subscription of its own for half a second,
   instead of reading the bucket while the job runs; then it waits as any read
@@ -74,7 +74,7 @@ class ResultInbox:
         self._subscribed_on: "Broker | None" = None
         self._unwanted: OrderedDict[str, None] = OrderedDict()  # read before their push came
         self._here: "weakref.WeakKeyDictionary[Broker, str]" = weakref.WeakKeyDictionary()  # caller loops' tokens
-        # Pushed early, not proven stored yet: job id -> [record or None, kinds of acknowledgements seen].
+        # Pushed early, not proven stored yet: job id -> [record or None, acknowledgements seen, writer].
         self._unproven: OrderedDict[str, list] = OrderedDict()
         self._unproven_bytes = 0
         self._layout: Any = None  # parses the subjects pushed to (the connections' Layout)
@@ -123,23 +123,24 @@ class ResultInbox:
         parts = self._layout.reply_parts(msg.subject)
         if parts is None:
             return
-        job_id, kind = parts
+        job_id, kind, writer = parts
         if not kind:
             self.deliver(job_id, msg.data)
         elif kind == "v":
-            self._early(job_id, msg.data, "")
+            self._early(job_id, writer, msg.data, "")
         elif _stored(msg):
-            self._early(job_id, None, kind)
+            self._early(job_id, writer, None, kind)
 
-    def _early(self, job_id: str, data: bytes | None, kind: str) -> None:
-        """A part of an early push: the record, or one write's acknowledgement (``s``, ``r``).
-        With the record and both, it is handed out as a stored one."""
+    def _early(self, job_id: str, writer: str, data: bytes | None, kind: str) -> None:
+        """A part of an early push by ``writer``: the record, or one write's acknowledgement (``s``,
+        ``r``). With the record and both from one writer, it is handed out as a stored one (two
+        runs of one job may each push theirs; only one result write can succeed)."""
         with self._lock:
             entry = self._unproven.pop(job_id, None)
-            if entry is None:
-                entry = [None, ""]
-            else:
+            if entry is not None:
                 self._unproven_bytes -= len(entry[0] or b"")
+            if entry is None or entry[2] != writer:  # (another writer's parts prove nothing for this one)
+                entry = [None, "", writer]
             if data is not None:
                 entry[0] = data
             entry[1] += kind
@@ -149,7 +150,7 @@ class ResultInbox:
                 while self._unproven and (
                     len(self._unproven) > self.max_records or self._unproven_bytes > self.max_bytes
                 ):
-                    _, (dropped, _kinds) = self._unproven.popitem(last=False)
+                    _, (dropped, _kinds, _writer) = self._unproven.popitem(last=False)
                     self._unproven_bytes -= len(dropped or b"")
                 return
         self.deliver(job_id, entry[0])

@@ -133,11 +133,11 @@ class Layout:
         stored (:meth:`early_subject`, :meth:`early_ack_head`)."""
         return f"{self.prefix}.reply.{token}.>"
 
-    def early_subject(self, token: str, job_id: str) -> str:
+    def early_subject(self, token: str, job_id: str, acks_id: str) -> str:
         """Core-NATS subject of a result pushed while its writes are in flight: the client keeps it
-        until the acknowledgements of both writes (the status's ``s``, the result's ``r``) come
-        to it too, and only then hands it out."""
-        return f"{self.prefix}.reply.{token}.{job_id}.v"
+        until the acknowledgements of both writes (the status's ``s``, the result's ``r``) by the
+        same writer (``acks_id``) come to it too, and only then hands it out."""
+        return f"{self.prefix}.reply.{token}.{job_id}.v.{acks_id}"
 
     def early_ack_head(self, token: str, job_id: str, kind: str, acks_id: str) -> str:
         """Reply subject, less its last token, of a result write (``kind`` ``r``) or a status
@@ -145,18 +145,19 @@ class Layout:
         :meth:`early_ack_pattern`) and to the client of ``token``: one message, no relay."""
         return f"{self.prefix}.reply.{token}.{job_id}.{kind}.{acks_id}"
 
-    def reply_parts(self, subject: str) -> tuple[str, str] | None:
-        """``(job id, kind)`` of a subject under :meth:`reply_inbox`: kind ``""`` a stored result,
-        ``"v"`` an early one, ``"s"``/``"r"`` a copied acknowledgement; None if it is none of these."""
+    def reply_parts(self, subject: str) -> tuple[str, str, str] | None:
+        """``(job id, kind, writer)`` of a subject under :meth:`reply_inbox`: kind ``""`` a stored
+        result (writer ``""``), ``"v"`` an early one, ``"s"``/``"r"`` a copied acknowledgement;
+        None if it is none of these."""
         parts = subject.split(".")
         i = self.prefix.count(".") + 3
         tail = parts[i + 1 :]
         if len(parts) <= i:
             return None
         if not tail:
-            return parts[i], ""
-        if tail == ["v"] or (len(tail) == 3 and tail[0] in ("s", "r")):
-            return parts[i], tail[0]
+            return parts[i], "", ""
+        if (len(tail) == 2 and tail[0] == "v") or (len(tail) == 3 and tail[0] in ("s", "r")):
+            return parts[i], tail[0], tail[1]
         return None
 
     def early_ack_pattern(self, acks_id: str) -> str:
