@@ -74,7 +74,7 @@ class ResultInbox:
         self._subscribed_on: "Broker | None" = None
         self._unwanted: OrderedDict[str, None] = OrderedDict()  # read before their push came
         self._here: "weakref.WeakKeyDictionary[Broker, str]" = weakref.WeakKeyDictionary()  # caller loops' tokens
-        # Pushed early, not proven stored yet: job id -> [record or None, acknowledgements seen, writer].
+        # Pushed early, not proven stored yet: job id -> [record or None, acknowledgements seen, run].
         self._unproven: OrderedDict[str, list] = OrderedDict()
         self._unproven_bytes = 0
         self._layout: Any = None  # parses the subjects pushed to (the connections' Layout)
@@ -123,24 +123,25 @@ class ResultInbox:
         parts = self._layout.reply_parts(msg.subject)
         if parts is None:
             return
-        job_id, kind, writer = parts
+        job_id, kind, run = parts
         if not kind:
             self.deliver(job_id, msg.data)
         elif kind == "v":
-            self._early(job_id, writer, msg.data, "")
+            self._early(job_id, run, msg.data, "")
         elif _stored(msg):
-            self._early(job_id, writer, None, kind)
+            self._early(job_id, run, None, kind)
 
-    def _early(self, job_id: str, writer: str, data: bytes | None, kind: str) -> None:
-        """A part of an early push by ``writer``: the record, or one write's acknowledgement (``s``,
-        ``r``). With the record and both from one writer, it is handed out as a stored one (two
-        runs of one job may each push theirs; only one result write can succeed)."""
+    def _early(self, job_id: str, run: str, data: bytes | None, kind: str) -> None:
+        """A part of an early push of commit ``run``: the record, or one write's acknowledgement
+        (``s``, ``r``). With the record and both from one run, it is handed out as a stored one (two
+        runs of one job may each push theirs, and only one result write can succeed; a run whose
+        writes never landed leaves its parts behind)."""
         with self._lock:
             entry = self._unproven.pop(job_id, None)
             if entry is not None:
                 self._unproven_bytes -= len(entry[0] or b"")
-            if entry is None or entry[2] != writer:  # (another writer's parts prove nothing for this one)
-                entry = [None, "", writer]
+            if entry is None or entry[2] != run:  # (another run's parts prove nothing for this one)
+                entry = [None, "", run]
             if data is not None:
                 entry[0] = data
             entry[1] += kind
@@ -150,7 +151,7 @@ class ResultInbox:
                 while self._unproven and (
                     len(self._unproven) > self.max_records or self._unproven_bytes > self.max_bytes
                 ):
-                    _, (dropped, _kinds, _writer) = self._unproven.popitem(last=False)
+                    _, (dropped, _kinds, _run) = self._unproven.popitem(last=False)
                     self._unproven_bytes -= len(dropped or b"")
                 return
         self.deliver(job_id, entry[0])

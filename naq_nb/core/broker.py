@@ -371,7 +371,7 @@ class Broker:
         *,
         timeout: float | None = None,
         what: str | None = None,
-        ack_copy: tuple[str, str, str] | None = None,
+        ack_copy: tuple[str, str, str, str] | None = None,
     ) -> asyncio.Future:
         """Publish to JetStream without waiting; the returned future resolves to the PubAck or fails.
 
@@ -380,7 +380,7 @@ class Broker:
         when no acknowledgement comes within ``timeout`` (default :attr:`publish_timeout`), and with
         :class:`NaqConnectionError` when the connection drops or closes first: the message may or may
         not be stored then, so a caller that retries relies on its ``Nats-Msg-Id``.
-        ``ack_copy`` ``(client token, job id, kind)``: the acknowledgement reaches that client too
+        ``ack_copy`` ``(client token, job id, kind, run)``: the acknowledgement reaches that client too
         (:meth:`.Layout.early_ack_head`).
         """
         if self.nc.is_closed:
@@ -391,7 +391,8 @@ class Broker:
         if ack_copy is not None:
             if not self.ack_copies:
                 raise RuntimeError("ack_copy needs enable_ack_copies() to have succeeded")
-            head = self.layout.early_ack_head(*ack_copy, self.acks.id)
+            token, job_id, kind, run = ack_copy
+            head = self.layout.early_ack_head(token, job_id, kind, self.acks.id, run)
         reply, fut = await self.acks.reply(label, bound, head)
         try:
             await self.send(subject, payload, reply, headers)
@@ -410,7 +411,7 @@ class Broker:
         and :attr:`ack_copies` set, once this connection takes messages on its pattern (within 2 s;
         an ACL may forbid it)."""
         pattern = self.layout.early_ack_pattern(self.acks.id)
-        probe = self.layout.early_ack_head("probe", "probe", "s", self.acks.id) + ".0"
+        probe = self.layout.early_ack_head("probe", "probe", "s", self.acks.id, "0") + ".0"
         self.ack_copies = await self.acks.listen(pattern, probe, 2.0)
         return self.ack_copies
 

@@ -26,30 +26,31 @@ log = logging.getLogger("naq_nb.worker")
 
 
 async def store_result(
-    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, early: str | None
+    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, early: str | None, run: str = ""
 ) -> tuple[bool, bool]:
     """Write status ``rec`` and ``result`` (create-only) together; ``(stood, told)``.
 
     stood: ``result`` is the stored one (else an earlier result stands, and the status now
     tells that one); told: the client of ``early`` had it pushed and both acknowledgements
-    copied (:func:`.results.push_early`), so it needs no push after. Within ``bound`` seconds
+    copied (:func:`.results.push_early`; ``run`` names this commit's writes and record, so an
+    acknowledgement of another run's never proves this one), so it needs no push after. Within ``bound`` seconds
     (each write's acknowledgement has that deadline), else a TimeoutError."""
     lay = b.layout
     status_fut = await b.publish_async(
         lay.kv_subject(lay.status_bucket, jid),
         encode_status(rec),
         timeout=bound,
-        ack_copy=(early, jid, "s") if early else None,
+        ack_copy=(early, jid, "s", run) if early else None,
     )
     res_fut = await b.publish_async(
         lay.kv_subject(lay.results_bucket, jid),
         result,
         headers=create_only(),
         timeout=bound,
-        ack_copy=(early, jid, "r") if early else None,
+        ack_copy=(early, jid, "r", run) if early else None,
     )
     if early:
-        await push_early(b, early, jid, result)
+        await push_early(b, early, jid, result, run)
     try:
         await res_fut
     except APIError as exc:

@@ -133,22 +133,24 @@ class Layout:
         stored (:meth:`early_subject`, :meth:`early_ack_head`)."""
         return f"{self.prefix}.reply.{token}.>"
 
-    def early_subject(self, token: str, job_id: str, acks_id: str) -> str:
+    def early_subject(self, token: str, job_id: str, acks_id: str, run: str) -> str:
         """Core-NATS subject of a result pushed while its writes are in flight: the client keeps it
-        until the acknowledgements of both writes (the status's ``s``, the result's ``r``) by the
-        same writer (``acks_id``) come to it too, and only then hands it out."""
-        return f"{self.prefix}.reply.{token}.{job_id}.v.{acks_id}"
+        until the acknowledgements of both writes (the status's ``s``, the result's ``r``) of the
+        same run (``run``, a nonce per commit, by the writer ``acks_id``) come to it too, and only
+        then hands it out."""
+        return f"{self.prefix}.reply.{token}.{job_id}.v{run}.{acks_id}"
 
-    def early_ack_head(self, token: str, job_id: str, kind: str, acks_id: str) -> str:
+    def early_ack_head(self, token: str, job_id: str, kind: str, acks_id: str, run: str) -> str:
         """Reply subject, less its last token, of a result write (``kind`` ``r``) or a status
-        write (``s``) whose acknowledgement goes both to the writer's connection (``acks_id``,
-        :meth:`early_ack_pattern`) and to the client of ``token``: one message, no relay."""
-        return f"{self.prefix}.reply.{token}.{job_id}.{kind}.{acks_id}"
+        write (``s``) of the commit ``run`` whose acknowledgement goes both to the writer's
+        connection (``acks_id``, :meth:`early_ack_pattern`) and to the client of ``token``: one
+        message, no relay."""
+        return f"{self.prefix}.reply.{token}.{job_id}.{kind}{run}.{acks_id}"
 
     def reply_parts(self, subject: str) -> tuple[str, str, str] | None:
-        """``(job id, kind, writer)`` of a subject under :meth:`reply_inbox`: kind ``""`` a stored
-        result (writer ``""``), ``"v"`` an early one, ``"s"``/``"r"`` a copied acknowledgement;
-        None if it is none of these."""
+        """``(job id, kind, run)`` of a subject under :meth:`reply_inbox`: kind ``""`` a stored
+        result (run ``""``), ``"v"`` an early one, ``"s"``/``"r"`` a copied acknowledgement, and
+        run what names one commit of one writer; None if it is none of these."""
         parts = subject.split(".")
         i = self.prefix.count(".") + 3
         tail = parts[i + 1 :]
@@ -156,8 +158,9 @@ class Layout:
             return None
         if not tail:
             return parts[i], "", ""
-        if (len(tail) == 2 and tail[0] == "v") or (len(tail) == 3 and tail[0] in ("s", "r")):
-            return parts[i], tail[0], tail[1]
+        kind, run = tail[0][:1], tail[0][1:]
+        if run and ((len(tail) == 2 and kind == "v") or (len(tail) == 3 and kind in ("s", "r"))):
+            return parts[i], kind, f"{tail[1]}.{run}"
         return None
 
     def early_ack_pattern(self, acks_id: str) -> str:

@@ -78,12 +78,12 @@ def early_token(token: object, record: bytes) -> str | None:
     return None
 
 
-async def push_early(broker: "Broker", token: str, job_id: str, record: bytes) -> None:
+async def push_early(broker: "Broker", token: str, job_id: str, record: bytes, run: str) -> None:
     """Push ``record`` while its writes are in flight (:meth:`.Layout.early_subject`). The client
     hands it out only once the acknowledgements of both writes, copied to it, prove it stored:
     the stored-result promise of :func:`push_result` at one hop less. Best effort, as that is."""
     try:
-        await broker.send(broker.layout.early_subject(token, job_id, broker.acks.id), record)
+        await broker.send(broker.layout.early_subject(token, job_id, broker.acks.id, run), record)
     except nats.errors.Error as exc:
         log.debug("job %s: result not pushed early to its client: %s", job_id, exc)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from typing import Any, Awaitable, Callable, Container
 
@@ -440,9 +441,10 @@ class JobRunner:
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
         early = early_token(d.meta.reply, result) if self.b.ack_copies and self.alone(d) else None
+        run = secrets.token_hex(4)  # this commit's (its tries write the same record)
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                stood, told = await store_result(self.b, jid, result, rec, bound, early)
+                stood, told = await store_result(self.b, jid, result, rec, bound, early, run)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:

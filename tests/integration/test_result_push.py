@@ -589,9 +589,9 @@ async def test_an_early_push_with_forged_acknowledgements_is_ignored_when_signin
         job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)  # no worker yet
         forged = seal_record(encode_result(get_serializer("pickle"), 666, result_ttl=None), job.job_id, b"other")
         lay, token = broker.layout, client._inbox.token
-        await broker.nc.publish(lay.early_subject(token, job.job_id, "forger"), forged)
+        await broker.nc.publish(lay.early_subject(token, job.job_id, "forger", "1"), forged)
         for kind in "sr":
-            head = lay.early_ack_head(token, job.job_id, kind, "forger")
+            head = lay.early_ack_head(token, job.job_id, kind, "forger", "1")
             await broker.nc.publish(f"{head}.1", b'{"stream":"KV_x","seq":1}')
         await _kept(client, 1)  # "proven" by the forged acknowledgements, so handed to the inbox...
         with pytest.raises(JobNotFinishedError):  # ...where its seal does not verify

@@ -142,13 +142,13 @@ _STORED = b'{"stream":"KV_naq_results","seq":7}'
 
 
 def _ack(box: ResultInbox, lay: Layout, job_id: str, kind: str, data: bytes = _STORED, headers=None,
-         writer: str = "w1") -> None:
-    box._on_msg(_Msg(lay.early_ack_head(box.token, job_id, kind, writer) + ".3", data, headers))
+         writer: str = "w1", run: str = "1") -> None:
+    box._on_msg(_Msg(lay.early_ack_head(box.token, job_id, kind, writer, run) + ".3", data, headers))
 
 
 def test_an_early_push_is_handed_out_only_with_both_acknowledgements_in_any_order():
     box, lay = _early_box()
-    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1"), b"rec1"))
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "1"), b"rec1"))
     _ack(box, lay, "j1", "s")
     assert box.take("j1") is None
     _ack(box, lay, "j1", "r")
@@ -156,13 +156,13 @@ def test_an_early_push_is_handed_out_only_with_both_acknowledgements_in_any_orde
     _ack(box, lay, "j2", "r")  # the acknowledgements may come first
     _ack(box, lay, "j2", "s")
     assert box.take("j2") is None
-    box._on_msg(_Msg(lay.early_subject(box.token, "j2", "w1"), b"rec2"))
+    box._on_msg(_Msg(lay.early_subject(box.token, "j2", "w1", "1"), b"rec2"))
     assert box.take("j2") == b"rec2" and not box._unproven
 
 
 def test_an_acknowledgement_that_is_an_error_or_a_status_proves_nothing():
     box, lay = _early_box()
-    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1"), b"rec1"))
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "1"), b"rec1"))
     _ack(box, lay, "j1", "s")
     _ack(box, lay, "j1", "r", b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}')
     _ack(box, lay, "j1", "r", b"", {"Status": "503"})  # no stream stores the subject
@@ -175,9 +175,9 @@ def test_an_acknowledgement_that_is_an_error_or_a_status_proves_nothing():
 def test_early_pushes_never_proven_are_bounded_by_count_and_bytes():
     box, lay = _early_box(max_records=3, max_bytes=100)
     for i in range(5):
-        box._on_msg(_Msg(lay.early_subject(box.token, f"j{i}", "w1"), b"x"))
+        box._on_msg(_Msg(lay.early_subject(box.token, f"j{i}", "w1", "1"), b"x"))
     assert list(box._unproven) == ["j2", "j3", "j4"]
-    box._on_msg(_Msg(lay.early_subject(box.token, "big", "w1"), b"y" * 99))
+    box._on_msg(_Msg(lay.early_subject(box.token, "big", "w1", "1"), b"y" * 99))
     assert list(box._unproven) == ["j4", "big"] and box._unproven_bytes == 100  # j2, j3 out for the bytes
     _ack(box, lay, "big", "s")
     _ack(box, lay, "big", "r")
@@ -195,11 +195,24 @@ def test_an_early_push_is_proven_only_by_its_own_writers_acknowledgements():
     # Two runs of one job (a redelivery while the first still ran), each pushing its own value: only
     # one result write can succeed, and its acknowledgement must not vouch for the other's value.
     box, lay = _early_box()
-    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1"), b"stored-one"))
-    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w2"), b"other-run"))
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "1"), b"stored-one"))
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w2", "1"), b"other-run"))
     _ack(box, lay, "j1", "s", writer="w1")
     _ack(box, lay, "j1", "r", writer="w1")
     _ack(box, lay, "j1", "s", writer="w2")
     assert box.take("j1") is None  # w2's record never had w2's result write acknowledged
     box.deliver("j1", b"")  # w2's push after its writes: an earlier result stands, "read it"
     assert box.take("j1") == b""
+
+
+def test_an_early_push_is_proven_only_by_the_acknowledgements_of_its_own_run():
+    # One worker, two runs of one job: the first run's result write never landed (it was handed back,
+    # nothing pushed after), the second's acknowledgements come before its own early record.
+    box, lay = _early_box()
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "a"), b"run-a"))
+    _ack(box, lay, "j1", "s", run="a")
+    _ack(box, lay, "j1", "s", run="b")
+    _ack(box, lay, "j1", "r", run="b")
+    assert box.take("j1") is None  # run a's record is not run b's stored one
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "b"), b"run-b"))
+    assert box.take("j1") == b"run-b"

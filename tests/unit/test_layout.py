@@ -71,11 +71,12 @@ def _matches(pattern: str, subject: str) -> bool:
 
 def test_a_copied_acknowledgement_reaches_both_its_writer_and_the_jobs_client_only():
     lay = Layout()
-    ack = lay.early_ack_head("tok1", "job-1", "r", "w1") + ".42"
+    ack = lay.early_ack_head("tok1", "job-1", "r", "w1", "c0ffee") + ".42"
     assert _matches(lay.early_ack_pattern("w1"), ack) and _matches(lay.reply_inbox("tok1"), ack)
     assert not _matches(lay.early_ack_pattern("w2"), ack) and not _matches(lay.reply_inbox("tok2"), ack)
-    assert lay.reply_parts(ack) == ("job-1", "r", "w1")
-    early = lay.early_subject("tok1", "job-1", "w1")
-    assert _matches(lay.reply_inbox("tok1"), early) and lay.reply_parts(early) == ("job-1", "v", "w1")
+    assert lay.reply_parts(ack) == ("job-1", "r", "w1.c0ffee")
+    early = lay.early_subject("tok1", "job-1", "w1", "c0ffee")
+    assert _matches(lay.reply_inbox("tok1"), early) and lay.reply_parts(early) == ("job-1", "v", "w1.c0ffee")
+    assert lay.reply_parts(lay.reply_subject("tok1", "job-1") + ".v.w1") is None  # a run is always named
     assert lay.reply_parts(lay.reply_subject("tok1", "job-1")) == ("job-1", "", "")
     assert not _matches(lay.early_ack_pattern("w1"), early)  # its own record does not come back to the writer
