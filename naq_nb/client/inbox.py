@@ -55,6 +55,8 @@ __all__ = ["ResultInbox", "MAX_RECORDS", "MAX_BYTES"]
 MAX_RECORDS = 10_000
 #: ... and at most this many bytes of them.
 MAX_BYTES = 32 * 1024 * 1024
+#: Runs of one job whose early pushes are kept apart, unproven, at most (the oldest go first).
+MAX_EARLY_RUNS = 4
 
 
 class ResultInbox:
@@ -74,8 +76,8 @@ class ResultInbox:
         self._subscribed_on: "Broker | None" = None
         self._unwanted: OrderedDict[str, None] = OrderedDict()  # read before their push came
         self._here: "weakref.WeakKeyDictionary[Broker, str]" = weakref.WeakKeyDictionary()  # caller loops' tokens
-        # Pushed early, not proven stored yet: job id -> [record or None, acknowledgements seen, run].
-        self._unproven: OrderedDict[str, list] = OrderedDict()
+        # Pushed early, not proven stored yet: job id -> {run: [record or None, acknowledgements seen]}.
+        self._unproven: OrderedDict[str, dict[str, list]] = OrderedDict()
         self._unproven_bytes = 0
         self._layout: Any = None  # parses the subjects pushed to (the connections' Layout)
 
@@ -133,28 +135,31 @@ class ResultInbox:
 
     def _early(self, job_id: str, run: str, data: bytes | None, kind: str) -> None:
         """A part of an early push of commit ``run``: the record, or one write's acknowledgement
-        (``s``, ``r``). With the record and both from one run, it is handed out as a stored one (two
-        runs of one job may each push theirs, and only one result write can succeed; a run whose
-        writes never landed leaves its parts behind)."""
+        (``s``, ``r``). With the record and both from one run, it is handed out as a stored one.
+        Each run is kept apart: two runs of one job may each push theirs (only one result write
+        can succeed), and a run whose writes never landed leaves its parts behind."""
         with self._lock:
-            entry = self._unproven.pop(job_id, None)
-            if entry is not None:
-                self._unproven_bytes -= len(entry[0] or b"")
-            if entry is None or entry[2] != run:  # (another run's parts prove nothing for this one)
-                entry = [None, "", run]
+            runs = self._unproven.pop(job_id, None) or {}
+            entry = runs.pop(run, None) or [None, ""]
+            self._unproven_bytes -= len(entry[0] or b"")
             if data is not None:
                 entry[0] = data
             entry[1] += kind
-            if entry[0] is None or "s" not in entry[1] or "r" not in entry[1]:
-                self._unproven[job_id] = entry  # (as the newest)
-                self._unproven_bytes += len(entry[0] or b"")
+            record = entry[0]
+            if record is not None and "s" in entry[1] and "r" in entry[1]:
+                self._unproven_bytes -= _held(runs)  # the job's other runs go with it
+            else:
+                runs[run] = entry
+                self._unproven_bytes += len(record or b"")
+                while len(runs) > MAX_EARLY_RUNS:
+                    self._unproven_bytes -= len(runs.pop(next(iter(runs)))[0] or b"")
+                self._unproven[job_id] = runs  # (as the newest)
                 while self._unproven and (
                     len(self._unproven) > self.max_records or self._unproven_bytes > self.max_bytes
                 ):
-                    _, (dropped, _kinds, _run) = self._unproven.popitem(last=False)
-                    self._unproven_bytes -= len(dropped or b"")
+                    self._unproven_bytes -= _held(self._unproven.popitem(last=False)[1])
                 return
-        self.deliver(job_id, entry[0])
+        self.deliver(job_id, record)
 
     def expect(self, job_id: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """``job_id`` is marked with a token of ours: its worker will push its result here, on
@@ -185,7 +190,7 @@ class ResultInbox:
             self._expected.pop(job_id, None)
             early = self._unproven.pop(job_id, None)  # superseded: this one is stored
             if early is not None:
-                self._unproven_bytes -= len(early[0] or b"")
+                self._unproven_bytes -= _held(early)
             waiters = self._waiters.pop(job_id, None)
             if not waiters:
                 if self._unwanted.pop(job_id, 0) is None:
@@ -266,3 +271,8 @@ def _stored(msg: Any) -> bool:
     "no stream" status a publish nothing stores gets)."""
     data = msg.data
     return not msg.headers and data[:1] == b"{" and b'"seq"' in data and b'"error"' not in data
+
+
+def _held(runs: dict[str, list]) -> int:
+    """Bytes of the early records kept for one job's runs."""
+    return sum(len(entry[0] or b"") for entry in runs.values())

@@ -49,8 +49,7 @@ async def store_result(
         timeout=bound,
         ack_copy=(early, jid, "r", run) if early else None,
     )
-    if early:
-        await push_early(b, early, jid, result, run)
+    sent = early is not None and await push_early(b, early, jid, result, run)
     try:
         await res_fut
     except APIError as exc:
@@ -63,7 +62,7 @@ async def store_result(
         quiet_futures(status_fut)  # its failure is not news
         raise
     await status_fut  # stored too before anyone is told: a reader of the result sees the final status
-    return True, early is not None
+    return True, sent
 
 
 async def existing_result(b: Broker, jid: str) -> ResultRecord | None:

@@ -61,7 +61,7 @@ async def push_result(broker: "Broker", token: str, job_id: str, record: bytes =
         return
     try:
         await broker.send(broker.layout.reply_subject(token, job_id), record if len(record) <= PUSH_LIMIT else b"")
-    except nats.errors.Error as exc:
+    except (nats.errors.Error, NaqConnectionError) as exc:  # (a send the full socket held too long)
         log.debug("job %s: result not pushed to its client: %s", job_id, exc)
 
 
@@ -78,14 +78,17 @@ def early_token(token: object, record: bytes) -> str | None:
     return None
 
 
-async def push_early(broker: "Broker", token: str, job_id: str, record: bytes, run: str) -> None:
+async def push_early(broker: "Broker", token: str, job_id: str, record: bytes, run: str) -> bool:
     """Push ``record`` while its writes are in flight (:meth:`.Layout.early_subject`). The client
     hands it out only once the acknowledgements of both writes, copied to it, prove it stored:
-    the stored-result promise of :func:`push_result` at one hop less. Best effort, as that is."""
+    the stored-result promise of :func:`push_result` at one hop less. False if it could not be
+    sent (then the push after the writes tells the client)."""
     try:
         await broker.send(broker.layout.early_subject(token, job_id, broker.acks.id, run), record)
-    except nats.errors.Error as exc:
+        return True
+    except (nats.errors.Error, NaqConnectionError) as exc:  # (a send the full socket held too long)
         log.debug("job %s: result not pushed early to its client: %s", job_id, exc)
+        return False
 
 
 async def get_result(broker: "Broker", job_id: str) -> ResultRecord | None:

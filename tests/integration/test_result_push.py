@@ -530,7 +530,7 @@ def pushes(monkeypatch):
     for module, name, kind in ((final_writes, "push_early", "early"), (runner, "push_result", "stored")):
         async def record(broker, token, jid, *a, _push=getattr(module, name), _kind=kind):
             seen[_kind].append(jid)
-            await _push(broker, token, jid, *a)
+            return await _push(broker, token, jid, *a)
 
         monkeypatch.setattr(module, name, record)
     return seen
@@ -568,8 +568,8 @@ async def test_an_early_push_not_proven_stored_is_never_handed_out(client, broke
     job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
 
     async def kept_apart():
-        early = client._inbox._unproven.get(job.job_id)
-        return early is not None and early[0] is not None and "s" in early[1]
+        runs = client._inbox._unproven.get(job.job_id, {})
+        return any(record is not None and "s" in kinds for record, kinds in runs.values())
 
     await eventually(kept_apart, 30, "the early push and the status's acknowledgement at the client")
     assert pushes["early"] == [job.job_id] and client._inbox.take(job.job_id) is None
@@ -664,3 +664,25 @@ async def test_a_client_that_takes_no_early_pushes_is_pushed_to_after_the_writes
         assert pushes == {"early": [], "stored": [job.job_id]}
     finally:
         await client.close()
+
+
+async def test_an_early_push_that_could_not_be_sent_is_followed_by_the_push_after_the_writes(
+        client, start_worker, monkeypatch, no_safety_reads):
+    from naq_nb.core import final_writes, runner
+
+    sent_after = []
+    push_result = runner.push_result
+
+    async def send_failed(broker, token, jid, record, run):
+        return False  # as when the socket stayed full past the publish timeout
+
+    async def pushed_after(broker, token, jid, *a):
+        sent_after.append(jid)
+        return await push_result(broker, token, jid, *a)
+
+    monkeypatch.setattr(final_writes, "push_early", send_failed)
+    monkeypatch.setattr(runner, "push_result", pushed_after)
+    await start_worker()
+    job = await Queue("default", client=client).enqueue(jobs.add, 2, 3)
+    assert await client.result(job.job_id, 10) == 5  # not a minute's wait for a push never sent
+    assert sent_after == [job.job_id]

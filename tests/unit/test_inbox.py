@@ -192,17 +192,18 @@ def test_subjects_under_a_reply_inbox_are_told_apart():
 
 
 def test_an_early_push_is_proven_only_by_its_own_writers_acknowledgements():
-    # Two runs of one job (a redelivery while the first still ran), each pushing its own value: only
-    # one result write can succeed, and its acknowledgement must not vouch for the other's value.
+    # Two runs of one job on two workers (a redelivery while the first still ran), each pushing its
+    # own value, their parts interleaved: only one result write can succeed, and its acknowledgement
+    # vouches for its own run's value only, whatever came between.
     box, lay = _early_box()
-    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "1"), b"stored-one"))
     box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w2", "1"), b"other-run"))
-    _ack(box, lay, "j1", "s", writer="w1")
-    _ack(box, lay, "j1", "r", writer="w1")
+    box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "1"), b"stored-one"))
     _ack(box, lay, "j1", "s", writer="w2")
-    assert box.take("j1") is None  # w2's record never had w2's result write acknowledged
-    box.deliver("j1", b"")  # w2's push after its writes: an earlier result stands, "read it"
-    assert box.take("j1") == b""
+    _ack(box, lay, "j1", "s", writer="w1")
+    _ack(box, lay, "j1", "r", writer="w2", data=b'{"error":{"code":400,"err_code":10071}}')
+    assert box.take("j1") is None
+    _ack(box, lay, "j1", "r", writer="w1")
+    assert box.take("j1") == b"stored-one" and not box._unproven and box._unproven_bytes == 0
 
 
 def test_an_early_push_is_proven_only_by_the_acknowledgements_of_its_own_run():
@@ -216,3 +217,14 @@ def test_an_early_push_is_proven_only_by_the_acknowledgements_of_its_own_run():
     assert box.take("j1") is None  # run a's record is not run b's stored one
     box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", "b"), b"run-b"))
     assert box.take("j1") == b"run-b"
+
+
+def test_the_runs_of_one_job_kept_apart_are_bounded():
+    from naq_nb.client.inbox import MAX_EARLY_RUNS
+
+    box, lay = _early_box()
+    for i in range(MAX_EARLY_RUNS + 3):
+        box._on_msg(_Msg(lay.early_subject(box.token, "j1", "w1", f"r{i}"), b"x" * 10))
+    assert len(box._unproven["j1"]) == MAX_EARLY_RUNS and box._unproven_bytes == 10 * MAX_EARLY_RUNS
+    box.deliver("j1", b"")
+    assert not box._unproven and box._unproven_bytes == 0
