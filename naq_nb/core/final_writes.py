@@ -26,30 +26,30 @@ log = logging.getLogger("naq_nb.worker")
 
 
 async def store_result(
-    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, early: str | None, run: str = ""
+    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, early: tuple[str, str] | None
 ) -> tuple[bool, bool]:
     """Write status ``rec`` and ``result`` (create-only) together; ``(stood, told)``.
 
     stood: ``result`` is the stored one (else an earlier result stands, and the status now
-    tells that one); told: the client of ``early`` had it pushed and both acknowledgements
-    copied (:func:`.results.push_early`; ``run`` names this commit's writes and record, so an
-    acknowledgement of another run's never proves this one), so it needs no push after. Within ``bound`` seconds
-    (each write's acknowledgement has that deadline), else a TimeoutError."""
+    tells that one); told: the client of ``early`` (:func:`.results.early_target`) had it pushed
+    and both acknowledgements copied, so it needs no push after. Within ``bound`` seconds (each
+    write's acknowledgement has that deadline), else a TimeoutError."""
     lay = b.layout
+    token, run = early or ("", "")
     status_fut = await b.publish_async(
         lay.kv_subject(lay.status_bucket, jid),
         encode_status(rec),
         timeout=bound,
-        ack_copy=(early, jid, "s", run) if early else None,
+        ack_copy=(token, jid, "s", run) if early else None,
     )
     res_fut = await b.publish_async(
         lay.kv_subject(lay.results_bucket, jid),
         result,
         headers=create_only(),
         timeout=bound,
-        ack_copy=(early, jid, "r", run) if early else None,
+        ack_copy=(token, jid, "r", run) if early else None,
     )
-    sent = early is not None and await push_early(b, early, jid, result, run)
+    sent = early is not None and await push_early(b, token, jid, result, run)
     try:
         await res_fut
     except APIError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ __all__ = [
     "result_gone_error",
     "push_result",
     "push_early",
-    "early_token",
+    "early_target",
     "unrecorded_status",
     "PUSH_LIMIT",
 ]
@@ -65,16 +66,17 @@ async def push_result(broker: "Broker", token: str, job_id: str, record: bytes =
         log.debug("job %s: result not pushed to its client: %s", job_id, exc)
 
 
-def early_token(token: object, record: bytes) -> str | None:
-    """The client token to push ``record`` to early (:func:`push_early`), if that client takes early
-    pushes (its token ends in :data:`.layout.EARLY_MARK`) and the record can go there whole."""
+def early_target(token: object, record: bytes) -> tuple[str, str] | None:
+    """Where one commit pushes ``record`` early (:func:`push_early`): ``(client token, run)``, run a
+    fresh nonce naming this commit's record and writes; None unless that client takes early pushes
+    (its token ends in :data:`.layout.EARLY_MARK`) and the record can go there whole."""
     if (
         isinstance(token, str)
         and token.endswith(EARLY_MARK)
         and len(record) <= PUSH_LIMIT
         and WIRE_ID_RE.fullmatch(token)
     ):
-        return token
+        return token, secrets.token_hex(4)
     return None
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
 from typing import Any, Awaitable, Callable, Container
 
@@ -58,7 +57,7 @@ from .status import (
     with_status,
 )
 from .final_writes import existing_result, store_result, write_status
-from .results import early_token, push_result
+from .results import early_target, push_result
 from .serialization import pack_record, seal_record
 from .tracebacks import bounded_failure_text
 
@@ -440,11 +439,10 @@ class JobRunner:
         jid = d.meta.job_id
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
-        early = early_token(d.meta.reply, result) if self.b.ack_copies and self.alone(d) else None
-        run = secrets.token_hex(4)  # this commit's (its tries write the same record)
+        early = early_target(d.meta.reply, result) if self.b.ack_copies and self.alone(d) else None
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                stood, told = await store_result(self.b, jid, result, rec, bound, early, run)
+                stood, told = await store_result(self.b, jid, result, rec, bound, early)
                 break
             except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
                 if attempt < RESULT_WRITE_TRIES:
