@@ -560,7 +560,8 @@ async def sweep_async(fn: Callable, grid: list[dict] | None = None, /, **kwargs:
     as options when ``fn`` has no parameter of that name.) With ``cache=True`` a
     point whose same call (same function pickle, same arguments) already
     succeeded and whose result still exists is reused, not rerun. Bad input
-    raises at the call and nothing is submitted.
+    raises at the call and nothing is submitted; so does a sweep of more than
+    ``MAX_SWEEP_POINTS`` (1,000,000) points.
     """
     sweeper, grid, params = _sweeper(fn, grid, dict(kwargs))
     return await sweeper.run_async(fn, grid, **params)

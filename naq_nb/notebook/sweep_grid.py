@@ -4,11 +4,16 @@ options every point runs with; each argument checked, so a bad call raises befor
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from ..core.job import JobOptions
 
-__all__ = ["check_sweep", "job_options"]
+__all__ = ["MAX_SWEEP_POINTS", "check_sweep", "job_options"]
+
+#: The most points one sweep takes. Each point holds a few KiB in the notebook (its arguments, its
+#: future, its row), so a sweep far beyond this would exhaust memory before its first job was sent.
+MAX_SWEEP_POINTS = 1_000_000
 
 
 def _values(key: str, v: Any) -> list:
@@ -33,11 +38,13 @@ def _grid_points(grid: Any, params: dict[str, Any]) -> list[dict]:
     if grid is None:
         keys = list(params)
         lists = [_values(k, params[k]) for k in keys]
+        _check_count(math.prod(map(len, lists)), " x ".join(f"{k}: {len(v):,}" for k, v in zip(keys, lists)))
         return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
     if isinstance(grid, dict) or not isinstance(grid, (list, tuple)):
         raise TypeError(f"grid must be a list of dicts (one per point), not {type(grid).__name__}")
     if not grid:
         raise ValueError("grid is empty: a sweep needs at least one point")
+    _check_count(len(grid), "grid=[...]")
     first = None
     for i, p in enumerate(grid):
         if not isinstance(p, dict):
@@ -53,6 +60,14 @@ def _grid_points(grid: Any, params: dict[str, Any]) -> list[dict]:
                 "every point must name the same parameters"
             )
     return [dict(p) for p in grid]
+
+
+def _check_count(n: int, made_of: str) -> None:
+    if n > MAX_SWEEP_POINTS:
+        raise ValueError(
+            f"this sweep has {n:,} points ({made_of}); one sweep takes at most {MAX_SWEEP_POINTS:,}: "
+            "split it into several sweeps, or sweep fewer values"
+        )
 
 
 def job_options(options: Any) -> JobOptions:
