@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import html
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from ..client.client import Client
-from ..client.loop import get_loop_thread, on_exit, run_async, run_sync
+from ..client.loop import on_exit, run_async
 from ..client.twins import blocking
 from ..client.session import default_client
 from ..core.errors import JobNotFoundError
@@ -51,7 +50,7 @@ from ..core.job import JobStatus
 from ..core.queue import get_status
 from ..core.status import TERMINAL_VALUES, record_time
 from ..core.registry import WorkerRecord, decode_heartbeat
-from .dashboard_detail import detail_html, fetch_detail
+from .dashboard_actions import DashboardActions
 from .dashboard_rows import DashboardRows
 from .dashboard_view import (
     Actions,
@@ -113,7 +112,7 @@ def _check_args(
         raise ValueError(f"dashboard(max_rows=...) must be an int >= 1, not {max_rows!r}")
 
 
-class Dashboard(DashboardRows):
+class Dashboard(DashboardActions, DashboardRows):
     """A live ipywidgets view of one NATS deployment; see the module docstring.
 
     Made and started by :func:`dashboard`. Display it (last expression of a
@@ -516,56 +515,6 @@ class Dashboard(DashboardRows):
         else:
             log.debug("dashboard: redraw failed again: %s", text)
         self._render_error = text
-
-    # --- button actions (called on the kernel's thread) -----------------------------------------
-    def _on_loop(self, fn: Callable[[], None]) -> None:
-        get_loop_thread().loop.call_soon_threadsafe(fn)
-
-    def _say(self, message: str) -> None:
-        def apply() -> None:
-            self._message = message
-            self._poke()
-
-        self._on_loop(apply)
-
-    def _requeue(self, key: str) -> None:
-        row = next((f for f in self._view.get("failed", []) if f["_key"] == key), None)
-        if row is None:
-            self._say(f"{key} is no longer in the failed list")
-            return
-        try:
-            job_id = self.client.requeue_sync(row["_seq"])
-            self._say(f"requeued {job_id}")
-        except Exception as exc:  # shown to the user on the dashboard
-            self._say(f"requeue of {key} failed: {type(exc).__name__}: {exc}")
-        self._on_loop(self._mark_failed_stale)
-
-    def _mark_failed_stale(self) -> None:
-        self._failed_stale = True
-        self._poke()
-
-    def _toggle_schedule(self, schedule_id: str, pause: bool) -> None:
-        from ..client.scheduling import pause_scheduled_job_sync, resume_scheduled_job_sync
-
-        try:
-            (pause_scheduled_job_sync if pause else resume_scheduled_job_sync)(schedule_id, client=self.client)
-            self._say(f"{'paused' if pause else 'resumed'} {schedule_id}")
-        except Exception as exc:  # shown to the user on the dashboard
-            self._say(f"{'pause' if pause else 'resume'} of {schedule_id} failed: {type(exc).__name__}: {exc}")
-
-    def _show_detail(self, job_id: str) -> None:
-        """Details of one job under the recent list: arguments, timings, logs, error and traceback."""
-        try:
-            rec, tb = run_sync(fetch_detail(self.client, job_id))
-            text = detail_html(job_id, {**self._recent.get(job_id, {}), **rec}, tb)
-        except Exception as exc:  # shown to the user on the dashboard; the message may quote stored text
-            text = f"<p><i>{html.escape(f'details of {job_id}: {type(exc).__name__}: {exc}')}</i></p>"
-
-        def apply() -> None:
-            self._detail = text
-            self._poke()
-
-        self._on_loop(apply)
 
 
 _open_dashboards: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()

@@ -153,7 +153,7 @@ async def test_markup_in_forged_records_is_shown_as_text(nb_client, broker):
 
 async def test_a_failed_detail_read_is_shown_as_text(nb_client, broker, monkeypatch):
     # What a failed read says can quote what was stored; it is shown as text too.
-    import naq_nb.notebook.dashboard as dashboard_mod
+    import naq_nb.notebook.dashboard_actions as dashboard_mod
 
     async def failing_read(client, job_id):
         raise ValueError(f"cannot read {MARKUP}")
