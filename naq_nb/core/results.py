@@ -149,10 +149,7 @@ async def wait_for_result(
     but not finished in time.
     """
     validate_job_id(job_id)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0
-    ):
-        raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
+    _check_timeout(timeout)
     lay = broker.layout
     if pushed is not None and pushed.done() and not pushed.cancelled() and pushed.result():
         rec = _pushed_record(broker, job_id, pushed.result())  # pushed before the read: no round trip
@@ -173,15 +170,7 @@ async def wait_for_result(
     if rec is not None and (once or _long_done(rec) or _ended(await _status_or_unknown(broker, job_id))):
         return await payloads.load_result(broker, rec)
     if once:
-        status = await _status_of(broker, job_id)
-        if status is None and not await _still_queued(broker, job_id, queued_seq):
-            raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
-        if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read
-            rec = await get_result(broker, job_id)
-            if rec is None:
-                raise result_gone_error(job_id, status)
-            return await payloads.load_result(broker, rec)
-        raise JobNotFinishedError(f"job {job_id} has not finished yet")
+        return await _unfinished_once(broker, job_id, queued_seq)
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
     try:
         # Read again once subscribed: a result stored before this read is seen here, one stored
@@ -204,6 +193,27 @@ async def wait_for_result(
         return await payloads.load_result(broker, found)
     finally:
         await sub.unsubscribe()
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0
+    ):
+        raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
+
+
+async def _unfinished_once(broker: "Broker", job_id: str, queued_seq: int | None) -> ResultRecord:
+    """A single check found no result: why (unknown id, result gone, or not finished), or the
+    result after all when the status says it ended just after the read."""
+    status = await _status_of(broker, job_id)
+    if status is None and not await _still_queued(broker, job_id, queued_seq):
+        raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
+    if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read
+        rec = await get_result(broker, job_id)
+        if rec is None:
+            raise result_gone_error(job_id, status)
+        return await payloads.load_result(broker, rec)
+    raise JobNotFinishedError(f"job {job_id} has not finished yet")
 
 
 async def _still_queued(broker: "Broker", job_id: str, seq: int | None) -> bool:
