@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NamedTuple
 
 from nats.js.errors import APIError
 
@@ -20,20 +21,27 @@ from .records import ResultRecord
 from .results import get_result, push_early
 from .status import TERMINAL_VALUES, StatusRecord, encode_status, with_status
 
-__all__ = ["store_result", "existing_result", "write_status"]
+__all__ = ["SentWrites", "send_final_writes", "settle_final_writes", "existing_result", "write_status"]
 
 log = logging.getLogger("naq_nb.worker")
 
 
-async def store_result(
-    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, early: tuple[str, str] | None
-) -> tuple[bool, bool]:
-    """Write status ``rec`` and ``result`` (create-only) together; ``(stood, told)``.
+class SentWrites(NamedTuple):
+    """A run's final writes on their way: each write's acknowledgement to come, and whether the
+    result was pushed early (``told``)."""
 
-    stood: ``result`` is the stored one (else an earlier result stands, and the status now
-    tells that one); told: the client of ``early`` (:func:`.results.early_target`) had it pushed
-    and both acknowledgements copied, so it needs no push after. Within ``bound`` seconds (each
-    write's acknowledgement has that deadline), else a TimeoutError."""
+    status: asyncio.Future
+    result: asyncio.Future
+    told: bool
+
+
+async def send_final_writes(
+    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, early: tuple[str, str] | None
+) -> SentWrites:
+    """Send status ``rec`` and ``result`` (create-only), each acknowledged within ``bound`` seconds;
+    with ``early`` (:func:`.results.early_target`), push the result to its client as well, and have
+    the server copy both acknowledgements to it. Nothing here waits for an acknowledgement: see
+    :func:`settle_final_writes`."""
     lay = b.layout
     token, run = early or ("", "")
     status_fut = await b.publish_async(
@@ -42,27 +50,42 @@ async def store_result(
         timeout=bound,
         ack_copy=(token, jid, "s", run) if early else None,
     )
-    res_fut = await b.publish_async(
-        lay.kv_subject(lay.results_bucket, jid),
-        result,
-        headers=create_only(),
-        timeout=bound,
-        ack_copy=(token, jid, "r", run) if early else None,
-    )
-    sent = early is not None and await push_early(b, token, jid, result, run)
     try:
-        await res_fut
+        res_fut = await b.publish_async(
+            lay.kv_subject(lay.results_bucket, jid),
+            result,
+            headers=create_only(),
+            timeout=bound,
+            ack_copy=(token, jid, "r", run) if early else None,
+        )
+    except BaseException:
+        quiet_futures(status_fut)  # the result's failure is the news
+        raise
+    told = early is not None and await push_early(b, token, jid, result, run)
+    return SentWrites(status_fut, res_fut, told)
+
+
+async def settle_final_writes(
+    b: Broker, jid: str, result: bytes, rec: StatusRecord, bound: float, sent: SentWrites
+) -> tuple[bool, bool]:
+    """Both acknowledgements of ``sent`` awaited; ``(stood, told)``.
+
+    stood: ``result`` is the stored one (else an earlier result stands, and the status now
+    tells that one); told: its client had it pushed early and both acknowledgements copied, so
+    it needs no push after. A TimeoutError if an acknowledgement misses its bound."""
+    try:
+        await sent.result
     except APIError as exc:
-        await asyncio.gather(status_fut, return_exceptions=True)  # superseded just below
+        await asyncio.gather(sent.status, return_exceptions=True)  # superseded just below
         if exc.err_code != JS_WRONG_LAST_SEQUENCE:
             raise
         async with asyncio.timeout(bound):
             return await _keep_earlier_result(b, jid, result, rec), False
     except BaseException:
-        quiet_futures(status_fut)  # its failure is not news
+        quiet_futures(sent.status)  # its failure is not news
         raise
-    await status_fut  # stored too before anyone is told: a reader of the result sees the final status
-    return True, sent
+    await sent.status  # stored too before anyone is told: a reader of the result sees the final status
+    return True, sent.told
 
 
 async def existing_result(b: Broker, jid: str) -> ResultRecord | None:

@@ -56,7 +56,7 @@ from .status import (
     trusted_fields,
     with_status,
 )
-from .final_writes import existing_result, store_result, write_status
+from .final_writes import SentWrites, existing_result, send_final_writes, settle_final_writes, write_status
 from .results import early_target, push_result
 from .serialization import pack_record, seal_record
 from .tracebacks import bounded_failure_text
@@ -68,6 +68,8 @@ log = logging.getLogger("naq_nb.worker")
 LOST_RUN_GRACE = 1  # lost runs forgiven beyond the retry budget (an innocent job survives a worker kill)
 DELIVERY_SLACK = 20  # deliveries beyond the budget that end a job whatever its records say
 RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), then the job is handed back
+# What makes one try of the final writes fail (it is tried again, then the job handed back).
+_WRITE_ERRORS = (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError)
 RESULT_WRITE_TIMEOUT = 5.0  # each try's bound, or NAQ_PUBLISH_TIMEOUT if that is shorter
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
 WORKER_ERROR_TRIES = 5  # deliveries a job may meet a worker error on (backing off) before it ends failed
@@ -358,7 +360,7 @@ class JobRunner:
             await self._finish_failed(d, exc)
             return
         rec = self._record(d, JobStatus.SUCCEEDED, finished_at=time.time())
-        await self.complete(self._commit(d, data, rec))
+        await self._commit(d, data, rec)
 
     async def _finish_failed(
         self,
@@ -407,12 +409,12 @@ class JobRunner:
             **(history or {}),
         )
         self.stats["failed"] += 1
-        await self.complete(self._commit(d, data, rec))
+        await self._commit(d, data, rec)
 
     async def finish_cancelled(self, d: Delivery) -> None:
         data = encode_failure(None, None, status=JobStatus.CANCELLED, error=f"job {d.meta.job_id} was cancelled")
         rec = self._record(d, JobStatus.CANCELLED, finished_at=time.time())
-        await self.complete(self._commit(d, data, rec))
+        await self._commit(d, data, rec)
 
     async def fail_dependency(self, d: Delivery, dep_id: str, dep_status: str) -> None:
         exc = DependencyFailedError(f"job {d.meta.job_id} depends on job {dep_id}, which {dep_status}")
@@ -435,16 +437,42 @@ class JobRunner:
         their acknowledgements go to the client too: it hands the result out once both
         come, a hop sooner than a push sent after them. A busy worker pushes afterwards,
         which spares the server and the client two messages a job.
+
+        The first try's writes are sent here, in the slot, so they leave with the loop's next
+        write; what waits for them (acknowledgements, the ack, tries again) goes on in the
+        background while the slot takes its next job.
         """
         jid = d.meta.job_id
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
         early = early_target(d.meta.reply, result) if self.b.ack_copies and self.alone(d) else None
+        sent: SentWrites | Exception
+        try:
+            sent = await send_final_writes(self.b, jid, result, rec, bound, early)
+        except _WRITE_ERRORS as exc:  # the first try failed: the background tries again
+            sent = exc
+        await self.complete(self._settle(d, result, rec, bound, early, sent))
+
+    async def _settle(
+        self,
+        d: Delivery,
+        result: bytes,
+        rec: StatusRecord,
+        bound: float,
+        early: tuple[str, str] | None,
+        sent: SentWrites | Exception,
+    ) -> None:
+        """The rest of :meth:`_commit`: acknowledgements (tries again as needed), push, ack, dependents."""
+        jid = d.meta.job_id
         for attempt in range(1, RESULT_WRITE_TRIES + 1):
             try:
-                stood, told = await store_result(self.b, jid, result, rec, bound, early)
+                if attempt > 1:
+                    sent = await send_final_writes(self.b, jid, result, rec, bound, early)
+                if isinstance(sent, Exception):
+                    raise sent
+                stood, told = await settle_final_writes(self.b, jid, result, rec, bound, sent)
                 break
-            except (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError) as exc:
+            except _WRITE_ERRORS as exc:
                 if attempt < RESULT_WRITE_TRIES:
                     log.warning("job %s: result write failed (%s: %s); trying again", jid, type(exc).__name__, exc)
                     await asyncio.sleep(0.5 * attempt)
