@@ -45,16 +45,20 @@ sys.path.insert(0, str(BENCH / "peerlib"))
 WARMUP = 20
 
 
-def _wrap_async(cls: Any, name: str, key: str, job_id_of: Any, stamps: dict) -> None:
+def _wrap_async(cls: Any, name: str, key: str, job_id_of: Any, stamps: dict, start: bool = True,
+                end: bool = True) -> None:
+    """Stamp ``key0`` when ``cls.name`` is called and ``key1`` when it returns (either left out)."""
     original = getattr(cls, name)
 
     async def wrapped(self: Any, *a: Any, **k: Any) -> Any:
         jid = job_id_of(*a, **k)
-        stamps.setdefault(jid, {})[key + "0"] = time.time()
+        if start:
+            stamps.setdefault(jid, {})[key + "0"] = time.time()
         try:
             return await original(self, *a, **k)
         finally:
-            stamps[jid][key + "1"] = time.time()
+            if end:
+                stamps.setdefault(jid, {})[key + "1"] = time.time()
 
     setattr(cls, name, wrapped)
 
@@ -77,7 +81,10 @@ def stamped_worker(out: str, argv: list[str]) -> int:
 
     puller.PullFeed._dispatch = on_feed  # type: ignore[method-assign]
     _wrap_async(runner.JobRunner, "run", "run", lambda d: d.meta.job_id, stamps)
-    if hasattr(runner, "store_result"):
+    if hasattr(runner, "send_final_writes"):  # sent from the slot, settled in the background
+        _wrap_async(runner, "send_final_writes", "store", lambda jid, *a: jid, stamps, end=False)  # (broker, jid, ...)
+        _wrap_async(runner, "settle_final_writes", "store", lambda jid, *a: jid, stamps, start=False)
+    elif hasattr(runner, "store_result"):
         _wrap_async(runner, "store_result", "store", lambda jid, *a: jid, stamps)  # (broker, jid, ...)
     else:  # a tree before final_writes.py
         _wrap_async(runner.JobRunner, "_store_result", "store", lambda jid, *a: jid, stamps)
