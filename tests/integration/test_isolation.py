@@ -255,6 +255,30 @@ async def test_result_write_gives_up_within_bounds_and_hands_the_job_back(broker
     assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == "x"
 
 
+async def test_a_first_write_that_cannot_be_sent_is_tried_again_in_the_background(broker, start_worker, caplog):
+    # The first try's writes are sent from the slot; one that raises there is tried again by the
+    # background completion, as a write whose acknowledgement failed is.
+    import nats.errors
+    w = await start_worker(concurrency=1)
+    real, refused = w.broker.publish_async, []
+    results = w.broker.layout.kv_subject(w.broker.layout.results_bucket, "")
+
+    async def refuse_once(subject, *a, **k):
+        if subject.startswith(results) and not refused:
+            refused.append(subject)
+            raise nats.errors.ConnectionClosedError
+        return await real(subject, *a, **k)
+
+    w.broker.publish_async = refuse_once
+    with caplog.at_level(logging.WARNING, logger="naq_nb.worker"):
+        j = await Queue(broker).enqueue(jobs.add, 2, 3)
+        assert (await wait_for_result(broker, j.job_id, 30)).unwrap() == 5
+    assert refused == [results + j.job_id]
+    assert f"job {j.job_id}: result write failed (ConnectionClosedError" in caplog.text
+    assert (await get_status(broker, j.job_id))["status"] == "succeeded"
+    assert w.stats["result_write_failed"] == 0 and w.stats["processed"] == 1
+
+
 async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker, start_worker):
     from naq_nb.core.envelope import encode_job
     await start_worker(concurrency=1)
