@@ -11,6 +11,7 @@ from ..core.cancel import cancel_job
 from ..core.queue import Queue, get_status
 from ..core.registry import list_workers
 from .common import add_url, job_id, print_table, queue_name, terminal_text, utc_time, with_broker
+from .errors import UsageError
 
 __all__ = ["register"]
 
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("failed", help="list failed jobs, or requeue them")
     p.add_argument("action", nargs="?", choices=["list", "requeue"], default="list")
-    p.add_argument("refs", nargs="*", help="job ids or failed-stream sequence numbers to requeue")
+    p.add_argument("refs", nargs="*", help="job ids, or failed-stream sequence numbers (N or #N), to requeue")
     p.add_argument("--queue", "-q", default=None, type=queue_name)
     p.add_argument("--all", action="store_true", help="requeue every failed job (of --queue)")
     p.add_argument("--traceback", action="store_true", help="print each job's traceback")
@@ -104,18 +105,25 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _failed(args: argparse.Namespace) -> int:
+    if args.action == "requeue" and not args.refs and not args.all:
+        raise UsageError("naq failed requeue: name job ids or sequences (#N), or --all")
+    if args.action == "list" and args.refs:
+        raise UsageError("naq failed list takes no job ids (did you mean `naq failed requeue`?)")
+
     async def run(b: Broker) -> list[Any]:  # the entries listed, or the job ids requeued
         if args.action == "list":
             return await list_failed(b, args.queue)
-        refs = list(args.refs)
+        refs: list[str | int] = list(args.refs)
         if args.all:
             refs += [e["seq"] for e in await list_failed(b, args.queue) if e["requeueable"]]
-        return [await requeue_failed(b, r) for r in refs]
+        done = []
+        for r in refs:  # each printed as it is done: an error further on must not hide it
+            done.append(await requeue_failed(b, r))
+            print(f"requeued {terminal_text(done[-1])}", flush=True)
+        return done
 
     out = with_broker(args, run)
     if args.action == "requeue":
-        for jid in out:
-            print(f"requeued {terminal_text(jid)}")
         return 0
     for e in out:
         e["failed_at"] = utc_time(e["failed_at"])

@@ -486,7 +486,8 @@ class Client:
 
     @on_loop
     async def requeue(self, ref: str | int) -> str:
-        """Put a failed job back on its queue (by job id or failed sequence)."""
+        """Put a failed job back on its queue: by job id, or by failed-stream sequence (an int or
+        ``"#N"``; an all-digit string is a job id when a failed job has it, else a sequence)."""
         return await requeue_failed(await self.broker(), ref)
 
     requeue_sync = blocking(requeue)

@@ -116,20 +116,46 @@ async def list_failed(broker: Broker, queue: str | None = None, limit: int = 100
     return [_entry(raw, broker) async for raw in _iter_failed(broker, queue, limit)]
 
 
-async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        try:
-            return await broker.js.get_msg(broker.layout.failed_stream, seq=int(ref))
-        except NotFoundError:
-            raise JobNotFoundError(f"no failed entry with sequence {ref}") from None
+_MAX_SEQ = 2**63 - 1  # a stream sequence is a uint64; the server refuses more than an int64 here
+
+
+async def _by_seq(broker: Broker, seq: int) -> api.RawStreamMsg:
+    if not 1 <= seq <= _MAX_SEQ:
+        raise JobNotFoundError(f"no failed entry with sequence {seq} (sequences start at 1)")
+    try:
+        return await broker.js.get_msg(broker.layout.failed_stream, seq=seq)
+    except NotFoundError:
+        raise JobNotFoundError(f"no failed entry with sequence {seq}") from None
+
+
+async def _by_job_id(broker: Broker, job_id: str) -> api.RawStreamMsg | None:
     async for raw in _iter_failed(broker, None, 10**9):
-        if header_meta((raw.headers or {}).get(HEADER_META)).get("id") == ref:
+        if header_meta((raw.headers or {}).get(HEADER_META)).get("id") == job_id:
             return raw
+    return None
+
+
+async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
+    """An int (or ``"#N"``) is a failed-stream sequence; a string a job id, or, when no failed
+    job has that id and it is all digits, a sequence (job ids may be all digits too)."""
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+        raise TypeError(f"a failed entry is named by its job id (str) or sequence (int), not {type(ref).__name__}")
+    if isinstance(ref, int):
+        return await _by_seq(broker, ref)
+    if ref.startswith("#") and ref[1:].isdigit():
+        return await _by_seq(broker, int(ref[1:]))
+    raw = await _by_job_id(broker, ref)
+    if raw is not None:
+        return raw
+    if ref.isdigit():
+        return await _by_seq(broker, int(ref))
     raise JobNotFoundError(f"no failed job with id {ref!r}")
 
 
 async def requeue_failed(broker: Broker, ref: str | int) -> str:
-    """Put a failed job (by job id or failed-stream sequence) back on its queue; returns the job id.
+    """Put a failed job (by job id, or failed-stream sequence: an int or ``"#N"``) back on its queue;
+    returns the job id. An all-digit string names the failed job with that id if there is one, else
+    the entry with that sequence.
 
     Raises :class:`JobNotFoundError` for no such entry and :class:`SerializationError` naming the
     entry for one that is no requeueable naq_nb job (checked before anything is written)."""

@@ -91,7 +91,8 @@ async def stream_messages(
     seq = first
     while seq and (last is None or seq <= last):
         try:
-            raw = await broker.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            # (a subject is always given: with none, nats-py asks for exactly `seq`, and a gap ends the walk)
+            raw = await broker.js.get_msg(stream, seq=seq, subject=subject or ">", next=True)
         except NotFoundError:
             return  # no more
         assert raw.seq is not None  # a stored message always has its sequence

@@ -1,5 +1,6 @@
 """The naq CLI: help everywhere, one clear line when the server is unreachable, admin commands."""
 
+import asyncio
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 
 import jobs
-from helpers import ROOT
+from helpers import ROOT, eventually
 
 
 def naq(*args, url=None, timeout=60):
@@ -58,6 +59,36 @@ async def test_failed_list_and_requeue_and_purge(broker, nats_server, start_work
     assert "purged 3 job(s)" in out.stdout
     out = naq("list-workers", url=nats_server.url)
     assert out.returncode == 0 and "default" in out.stdout
+
+
+async def test_failed_entries_after_a_requeued_one_stay_listed_and_named(broker, nats_server, start_worker):
+    # A requeue deletes its entry from the failed stream; the entries after that gap are still
+    # listed and requeueable, and an all-digit job id names that job, not the sequence.
+    from naq_nb.core.failed import list_failed
+    w = await start_worker()
+    q = Queue(broker)
+    for jid in ("a1", "2", "x3", "x4"):  # one at a time: the failed stream keeps this order
+        await wait_for_result(broker, (await q.configure(job_id=jid).enqueue(jobs.boom, jid)).job_id, 10)
+    seqs = {e["job_id"]: e["seq"] for e in await list_failed(broker)}
+    assert list(seqs) == ["a1", "2", "x3", "x4"], seqs
+    await w.stop()  # requeued jobs stay queued
+    await eventually(lambda: asyncio.sleep(0, w.state == "stopped"), what="worker stopped")
+    url = nats_server.url
+    out = naq("failed", "requeue", "x3", url=url)  # a gap in the middle of the stream
+    assert out.returncode == 0 and "requeued x3" in out.stdout, out.stderr
+    out = naq("failed", "list", url=url)
+    assert all(jid in out.stdout for jid in ("a1", "2", "x4")), out.stdout
+    out = naq("failed", "requeue", "2", url=url)  # job "2", though sequence 2 exists too
+    assert out.returncode == 0 and out.stdout.split() == ["requeued", "2"], out.stdout + out.stderr
+    out = naq("failed", "requeue", f"#{seqs['a1']}", f"#{seqs['a1']}", url=url)
+    assert "requeued a1" in out.stdout, out.stdout  # printed before the second one fails
+    assert out.returncode == 1 and f"no failed entry with sequence {seqs['a1']}" in out.stderr
+    for bad in ("0", "#0", "99999999999999999999999"):
+        out = naq("failed", "requeue", bad, url=url)
+        assert out.returncode == 1 and "no failed entry with sequence" in out.stderr and "Traceback" not in out.stderr
+    out = naq("failed", "requeue", url=url)
+    assert out.returncode == 2 and "name job ids or sequences" in out.stderr
+    assert [e["job_id"] for e in await list_failed(broker)] == ["x4"], "nothing else was requeued"
 
 
 def test_naq_server_in_the_foreground(tmp_path):
