@@ -76,15 +76,18 @@ def _worker(args: argparse.Namespace) -> int:
     # sys.path[0] is its bin directory, not the working directory).
     add_module_paths([os.getcwd(), *(os.path.abspath(p) for p in reversed(args.module_paths))])
     settings = settings_from(args)
-    w = Worker(
-        args.queues or None,
-        settings=settings,
-        concurrency=args.concurrency,
-        name=args.name,
-        grace_period=args.grace_period,
-        execution=args.execution,
-        echo_output=args.echo,
-    )
+    try:
+        w = Worker(
+            args.queues or None,
+            settings=settings,
+            concurrency=args.concurrency,
+            name=args.name,
+            grace_period=args.grace_period,
+            execution=args.execution,
+            echo_output=args.echo,
+        )
+    except ValueError as exc:  # -c over the limit, a --name that can't be a key: one line, exit 2
+        raise UsageError(str(exc)) from None
 
     async def _run() -> None:
         w.install_signal_handlers()

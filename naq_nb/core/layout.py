@@ -276,7 +276,8 @@ class Layout:
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,
             max_age=self.status_ttl,  # a dependent outlives its dependency's status record by no more
-            duplicate_window=120.0,  # a repeated park of the same job on the same dependency is dropped
+            # A repeated park of the same job on the same dependency is dropped (never past max_age).
+            duplicate_window=min(120.0, self.status_ttl),
         )
 
     def consumer_config(self, queue: str) -> api.ConsumerConfig:

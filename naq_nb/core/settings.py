@@ -14,6 +14,8 @@ import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from .errors import ConfigurationError
+
 __all__ = ["Settings", "ENV_VARS", "redact_url", "redact_options"]
 
 # name -> (attribute, default, description); the README's configuration table mirrors this.
@@ -129,9 +131,21 @@ class Settings:
         if self.tls_ca or self.tls_cert:
             import ssl
 
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca or None)
+            try:
+                ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca or None)
+            except ssl.SSLError as exc:
+                raise ConfigurationError(
+                    f"tls_ca (NAQ_TLS_CA) {self.tls_ca!r} holds no usable CA certificate: {exc}"
+                ) from None
             if self.tls_cert:
-                ctx.load_cert_chain(self.tls_cert, self.tls_key or None)
+                try:
+                    ctx.load_cert_chain(self.tls_cert, self.tls_key or None)
+                except ssl.SSLError as exc:
+                    raise ConfigurationError(
+                        f"tls_cert / tls_key (NAQ_TLS_CERT / NAQ_TLS_KEY) {self.tls_cert!r} "
+                        f"{'/ ' + repr(self.tls_key) + ' ' if self.tls_key else ''}are not a usable certificate "
+                        f"and key: {exc}"
+                    ) from None
             opts.setdefault("tls", ctx)
         return opts
 
@@ -193,6 +207,9 @@ _POSITIVE = {
     "publish_timeout": "NAQ_PUBLISH_TIMEOUT",
 }
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_MOST_SECONDS = 10 * 365 * 86400  # the longest TTL or timeout taken (the server keeps them as int64 nanoseconds)
+_BUCKET_TTLS = ("result_ttl", "status_ttl", "worker_ttl", "leader_ttl")  # the server's shortest max age: 0.1 s
+_URL_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 def _validate(s: "Settings") -> None:
@@ -201,11 +218,17 @@ def _validate(s: "Settings") -> None:
         v = getattr(s, attr)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{attr} ({var}) must be a number of seconds, not {v!r}")
-        if not math.isfinite(v) or v <= 0 or (attr == "heartbeat_interval" and v < 0.05):
+        least = 0.05 if attr == "heartbeat_interval" else 0.1 if attr in _BUCKET_TTLS else 0.0
+        if not math.isfinite(v) or v <= 0 or v < least or v > _MOST_SECONDS:
             raise ValueError(
-                f"{attr} ({var}) must be a finite number of seconds > 0"
-                f"{' (at least 0.05)' if attr == 'heartbeat_interval' else ''}, not {v!r}"
+                f"{attr} ({var}) must be a number of seconds > 0"
+                f"{f' (at least {least:g})' if least else ''} and at most {_MOST_SECONDS:,} (10 years), not {v!r}"
             )
+    if s.heartbeat_interval >= s.worker_ttl:
+        raise ValueError(
+            f"heartbeat_interval (NAQ_HEARTBEAT, {s.heartbeat_interval:g}) must be below worker_ttl "
+            f"(NAQ_WORKER_TTL, {s.worker_ttl:g}), or a live worker's record expires between heartbeats"
+        )
     if isinstance(s.replicas, bool) or not isinstance(s.replicas, int) or not 1 <= s.replicas <= 5:
         raise ValueError(f"replicas (NAQ_REPLICAS) must be an int from 1 to 5, not {s.replicas!r}")
     if s.serializer not in ("pickle", "json"):
@@ -216,8 +239,7 @@ def _validate(s: "Settings") -> None:
         raise ValueError(
             f"default_queue (NAQ_DEFAULT_QUEUE) must be 1-64 letters, digits, '_' or '-', not {s.default_queue!r}"
         )
-    if not isinstance(s.nats_url, str) or not s.nats_url.strip():
-        raise ValueError(f"nats_url (NAQ_NATS_URL) must be a non-empty URL, not {redact_url(str(s.nats_url))!r}")
+    _check_urls(s.nats_url)
     for attr, var in (
         ("creds", "NAQ_NATS_CREDS"),
         ("tls_ca", "NAQ_TLS_CA"),
@@ -234,6 +256,21 @@ def _validate(s: "Settings") -> None:
 
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_urls(url: Any) -> None:
+    """One or more server URLs, comma separated: ``nats://host:port``, ``tls://``, ``ws(s)://`` or
+    ``host:port``; an empty entry list (``","``) would leave the client no server to try, for ever."""
+    entries = [u.strip() for u in url.split(",")] if isinstance(url, str) else []
+    if not any(entries):
+        raise ValueError(f"nats_url (NAQ_NATS_URL) must be a non-empty URL, not {redact_url(str(url))!r}")
+    for u in filter(None, entries):
+        scheme = u.partition("://")[0] if "://" in u else "nats"
+        if scheme.lower() not in _URL_SCHEMES:
+            raise ValueError(
+                f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: the scheme must be one of "
+                f"{', '.join(s + '://' for s in _URL_SCHEMES)}, not {scheme + '://'!r}"
+            )
 
 
 def _convert(var: str, attr: str, raw: str, typ: object) -> object:

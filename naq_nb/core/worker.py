@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -55,6 +56,10 @@ log = logging.getLogger("naq_nb.worker")
 _INF = float("inf")
 CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
 RESTORE_EVERY = 2.0  # at most this often a worker whose consumer is gone makes the layout again
+#: The most slots a worker takes, per execution: each slot of "processes" is a job process of its own.
+MAX_CONCURRENCY = {"processes": 1_000, "threads": 10_000}
+MAX_PREFETCH = 10_000  # jobs held beyond the slots (the consumer's max_ack_pending is 20,000)
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _queue_names(queues: str | Iterable[str] | None, default: str) -> list[str]:
@@ -64,13 +69,27 @@ def _queue_names(queues: str | Iterable[str] | None, default: str) -> list[str]:
     return [validate_queue_name(q) for q in names]
 
 
-def _check_sizes(concurrency: Any, prefetch: Any, grace_period: Any) -> None:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
-    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
-        raise ValueError(f"prefetch must be an int >= 1 or None, not {prefetch!r}")
+def _check_sizes(concurrency: Any, prefetch: Any, grace_period: Any, execution: str) -> None:
+    most = MAX_CONCURRENCY[execution]
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= most:
+        raise ValueError(
+            f"concurrency must be an int from 1 to {most:,} (execution={execution!r}), not {concurrency!r}"
+        )
+    if prefetch is not None and (
+        isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 1 <= prefetch <= MAX_PREFETCH
+    ):
+        raise ValueError(f"prefetch must be an int from 1 to {MAX_PREFETCH:,} or None, not {prefetch!r}")
     if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)) or not 0 <= grace_period < _INF:
         raise ValueError(f"grace_period must be a finite number of seconds >= 0, not {grace_period!r}")
+
+
+def _worker_name(name: Any) -> str:
+    """``name`` checked (it is part of the worker's key in the workers bucket), or the host's name."""
+    if name is None:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "worker"
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(f"a worker name must be 1-64 letters, digits, '_', '-' or '.', not {name!r}")
+    return name
 
 
 class Worker:
@@ -105,19 +124,19 @@ class Worker:
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
         self.queues = _queue_names(queues, self.settings.default_queue)
-        _check_sizes(concurrency, prefetch, grace_period)
+        self.execution_mode = validate_execution(execution)
+        _check_sizes(concurrency, prefetch, grace_period, self.execution_mode)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
         self.grace_period = grace_period
         self.clock = clock
         self.capture_output = capture_output
-        self.execution_mode = validate_execution(execution)
         if not isinstance(echo_output, bool):
             raise TypeError(f"echo_output must be True or False, not {echo_output!r}")
         self.echo_output = echo_output
         self.execution: Any = None  # made in start(): the process pool needs the broker's serializer
         self.watchdog: LoopWatchdog | None = None
-        self.name = name or socket.gethostname()
+        self.name = _worker_name(name)
         self.worker_id = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(".", "_")
         self.broker = broker
         self._own_broker = broker is None

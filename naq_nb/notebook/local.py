@@ -59,6 +59,7 @@ from ..core.execution import validate_execution
 from ..core.keeper import KeptProcess
 from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
+from ..core.worker import MAX_CONCURRENCY
 from ..core.settings import Settings
 from .container import NatsContainer, check_server_args
 from .local_store import AUTO, StoreBusyError, StoreLock, default_store_dir, store_is_new
@@ -81,9 +82,10 @@ def _norm_queues(queues: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(validate_queue_name(q) for q in qs)
 
 
-def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any) -> None:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be an int >= 0, not {workers!r}")
+def _check_args(workers: Any, processes: Any, scheduler: Any, port: Any, execution: str) -> None:
+    most = MAX_CONCURRENCY[execution]
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= most:
+        raise ValueError(f"workers must be an int from 0 to {most:,} (execution={execution!r}), not {workers!r}")
     if processes is not None and not isinstance(processes, bool):
         raise TypeError(f"processes must be True, False or None (decided by execution), not {processes!r}")
     if not isinstance(scheduler, bool):
@@ -145,9 +147,9 @@ class LocalCluster:
         image: str | None = None,
         volume: str | None = None,
     ) -> None:
-        _check_args(workers, processes, scheduler, port)
-        check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
         self.execution = validate_execution(execution)
+        _check_args(workers, processes, scheduler, port, self.execution)
+        check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
         self.nats_url, self.server_kind, self.image, self.volume = nats_url, server, image, volume
         self.container: NatsContainer | None = None
         self._url = ""
@@ -538,9 +540,9 @@ def local(
     stopped and a new one started.
     """
     global _current
-    _check_args(workers, processes, scheduler, port)
-    check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
     validate_execution(execution)
+    _check_args(workers, processes, scheduler, port, execution)
+    check_server_args(nats_url, server, image, volume, port, None if store_dir == AUTO else store_dir)
     args = (
         workers,
         _worker_processes(processes, execution),

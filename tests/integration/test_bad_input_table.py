@@ -17,6 +17,7 @@ import naq_nb as nq
 from naq_nb.cli.main import main
 from naq_nb.client import compat, scheduling
 from naq_nb.client.client import Client
+from naq_nb.core.errors import ConfigurationError
 from naq_nb.core.job import JobOptions
 from naq_nb.core.retry import RetryPolicy
 from naq_nb.core.serialization import get_serializer
@@ -165,6 +166,29 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
     ("NAQ_JSON_ALLOWED-attribute-path", lambda c: get_serializer("json", ("mod:os.system",)), TypeError,
      "NAQ_JSON_ALLOWED"),
     ("Settings-ack_wait-bool", lambda c: Settings().with_(ack_wait=True), TypeError, "ack_wait"),
+    # found by the adversarial audit of 2026-12-03
+    ("NAQ_NATS_URL=, (no server left: a client would spin)", lambda c: Settings.from_env(
+        environ={"NAQ_NATS_URL": ","}), ValueError, "NAQ_NATS_URL"),
+    ("nats_url-scheme", lambda c: Settings().with_(nats_url="nats://a:1,foo://x"), ValueError,
+     "'foo://x': the scheme must be one of nats://"),
+    ("NAQ_STATUS_TTL=0.01", lambda c: Settings.from_env(environ={"NAQ_STATUS_TTL": "0.01"}), ValueError,
+     r"NAQ_STATUS_TTL\) must be a number of seconds > 0 \(at least 0.1\)"),
+    ("NAQ_RESULT_TTL=1e300", lambda c: Settings.from_env(environ={"NAQ_RESULT_TTL": "1e300"}), ValueError,
+     r"NAQ_RESULT_TTL\).*at most 315,360,000 \(10 years\)"),
+    ("NAQ_ACK_WAIT=1e300", lambda c: Settings.from_env(environ={"NAQ_ACK_WAIT": "1e300"}), ValueError,
+     "NAQ_ACK_WAIT"),
+    ("NAQ_HEARTBEAT=45 over NAQ_WORKER_TTL=30", lambda c: Settings.from_env(environ={"NAQ_HEARTBEAT": "45"}),
+     ValueError, r"NAQ_HEARTBEAT, 45\) must be below worker_ttl \(NAQ_WORKER_TTL, 30\)"),
+    ("NAQ_TLS_CA-not-a-certificate", lambda c: Settings(tls_ca=jobs.__file__).connect_options(),
+     ConfigurationError, "NAQ_TLS_CA.*holds no usable CA certificate"),
+    ("Worker-concurrency-1e8", lambda c: Worker(concurrency=10**8, settings=c.settings), ValueError,
+     r"concurrency must be an int from 1 to 1,000 \(execution='processes'\)"),
+    ("Worker-threads-concurrency-1e5", lambda c: Worker(concurrency=10**5, execution="threads",
+                                                          settings=c.settings), ValueError, "from 1 to 10,000"),
+    ("Worker-prefetch-1e9", lambda c: Worker(prefetch=10**9, settings=c.settings), ValueError, "prefetch"),
+    ("Worker-name-space", lambda c: Worker(name="a b*", settings=c.settings), ValueError,
+     "a worker name must be 1-64 letters"),
+    ("local-workers-1e9", lambda c: nq.local(workers=10**9), ValueError, "workers must be an int from 0 to 1,000"),
 ]
 
 
@@ -187,6 +211,9 @@ def test_api_bad_input(ctx, case, call, exc, match):
 # (case id, argv, environment, text the one line must contain)
 CLI: list[tuple[str, list[str], dict, str]] = [
     ("worker-c-0", ["worker", "-c", "0"], {}, "must be >= 1"),
+    ("worker-c-1e8", ["worker", "-c", "100000000"], {}, "concurrency must be an int from 1 to 1,000"),
+    ("worker-name-space", ["worker", "--name", "a b"], {}, "a worker name must be"),
+    ("jobs-NAQ_NATS_URL=,", ["jobs"], {"NAQ_NATS_URL": ","}, "NAQ_NATS_URL"),
     ("worker-c-x", ["worker", "-c", "x"], {}, "not an integer"),
     ("worker-queue-space", ["worker", "a b"], {}, "invalid queue name"),
     ("worker-grace-inf", ["worker", "--grace-period", "inf"], {}, "finite"),

@@ -10,6 +10,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from naq_nb.core import cancel as core_cancel
 from naq_nb.core import runner
 from naq_nb.core.errors import ConcurrentUpdateError, JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
+from naq_nb.core.broker import Broker
 from naq_nb.core.cancel import cancel_job
 from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import wait_for_result
@@ -283,3 +284,19 @@ async def test_progress_pending_when_a_job_ends_is_dropped():
     for _ in range(5):
         await asyncio.sleep(0)
     assert written == [1]
+
+
+async def test_a_status_ttl_under_two_minutes_makes_a_layout_that_runs_jobs(settings, start_worker):
+    # The waiting stream's de-duplication window (2 minutes) would exceed a shorter max age, which
+    # the server refuses: the window follows the TTL down instead of every call failing.
+    short = settings.with_(status_ttl=60.0)
+    b = await Broker.connect(settings=short)
+    try:
+        await b.ensure_layout()
+        info = await b.js.stream_info(b.layout.waiting_stream)
+        assert info.config.max_age == 60.0 and info.config.duplicate_window == 60.0
+        await start_worker(settings=short)
+        j = await Queue(b).enqueue(jobs.add, 2, 2)
+        assert (await wait_for_result(b, j.job_id, 30)).unwrap() == 4
+    finally:
+        await b.close()

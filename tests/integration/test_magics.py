@@ -169,7 +169,7 @@ def test_workers_frame_counts_are_current_after_a_batch(ip, settings):
     """Row 9: `%naq workers` shows the jobs just processed, not the count of the last periodic heartbeat."""
     from naq_nb.core.worker import Worker
     from naq_nb.notebook.local import ServiceThread
-    slow_beat = settings.with_(heartbeat_interval=60.0)  # a periodic heartbeat would not come in time
+    slow_beat = settings.with_(heartbeat_interval=60.0, worker_ttl=180.0)  # a periodic heartbeat would not come in time
     t = ServiceThread(Worker("default", settings=slow_beat, concurrency=4, grace_period=2.0), "naq-test-worker")
     t.start(30.0)
     try:
