@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from ..core.errors import ConfigurationError
 from ..core.job import Job, JobOptions
+from ..core.layout import validate_job_id
 from ..core.schedules import (
     ScheduleNotFoundError,
     ScheduleRow,
@@ -194,7 +195,11 @@ schedule_sync = blocking(schedule)
 
 
 def _sid(ref: Job | str) -> str:
-    return ref if isinstance(ref, str) else ref.job_id
+    """A schedule's id from the id or the handle ``schedule()`` returned, checked at the call."""
+    jid = getattr(ref, "job_id", ref) if not isinstance(ref, str) else ref
+    if not isinstance(jid, str):
+        raise TypeError(f"a schedule is named by its id (str) or the job schedule() returned, not {ref!r}")
+    return validate_job_id(jid, "schedule_id")
 
 
 async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict) -> ScheduleRow | None:
@@ -205,6 +210,7 @@ async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict)
 async def _change(
     client: Client | None, nats_url: str | None, ref: Job | str, action: str, **changes: Any
 ) -> ScheduleRow | None:
+    _sid(ref)  # a bad id raises here, before any connection is made
     return await run_async(_change_on_loop(client or get_client(nats_url), ref, action, changes))
 
 

@@ -37,7 +37,7 @@ from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode
 from .errors import ConfigurationError, NaqException, ScheduleNotFoundError, SerializationError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
-from .layout import validate_queue_name
+from .layout import validate_job_id, validate_queue_name
 from .status import encode_status, status_record
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
@@ -525,6 +525,7 @@ async def list_schedules(broker: Broker) -> list[Schedule]:
 
 async def change_schedule(broker: Broker, schedule_id: str, action: str, **changes: Any) -> Schedule | None:
     """``pause`` / ``resume`` / ``cancel`` / ``modify`` a schedule, revision-checked against the scheduler."""
+    validate_job_id(schedule_id, "schedule_id")
     kv = await broker.kv(broker.layout.schedules_bucket)
     key = broker.layout.schedule_key(schedule_id)
     for _ in range(20):

@@ -189,6 +189,12 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
     ("Worker-name-space", lambda c: Worker(name="a b*", settings=c.settings), ValueError,
      "a worker name must be 1-64 letters"),
     ("local-workers-1e9", lambda c: nq.local(workers=10**9), ValueError, "workers must be an int from 0 to 1,000"),
+    ("cancel_scheduled-wildcard", lambda c: scheduling.cancel_scheduled_job_sync(">", nats_url=c.url), ValueError,
+     "invalid schedule_id '>'"),
+    ("pause_scheduled-star", lambda c: scheduling.pause_scheduled_job_sync("a.*", client=c.client), ValueError,
+     r"invalid schedule_id 'a\.\*'"),
+    ("modify_scheduled-None", lambda c: scheduling.modify_scheduled_job_sync(None, interval=5, nats_url=c.url),
+     TypeError, "a schedule is named by its id"),
 ]
 
 
