@@ -41,6 +41,7 @@ from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionErro
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
 from ..core.cancel import cancel_job
+from ..core.connecting import check_connect_options
 from ..core.queue import (
     Queue as CoreQueue,
     get_status,
@@ -70,6 +71,7 @@ class Client:
 
     def __init__(self, nats_url: str | None = None, *, settings: Settings | None = None, **nats_options: Any) -> None:
         self.settings = (settings or Settings.from_env()).with_(**({"nats_url": nats_url} if nats_url else {}))
+        check_connect_options(nats_options)
         self.nats_options = nats_options
         self._close_listeners: list[Callable[[], None]] = []
         self._fresh_state()

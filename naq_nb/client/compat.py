@@ -12,9 +12,9 @@ function. The README's compatibility table lists what differs from naq.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from ..core.errors import UnknownQueueError
+from ..core.errors import ConfigurationError, UnknownQueueError
 from ..core.job import Job, JobOptions
 from ..core.jobview import register_readers
 from ..core.layout import validate_queue_name
@@ -71,6 +71,14 @@ class JobTemplate:
 
     async def enqueue_many(self, fn: Callable[..., Any] | str, calls: Sequence[tuple | dict | Any]) -> list[Job]:
         """One job per call: a tuple of args, a dict of kwargs, or a single argument."""
+        if isinstance(calls, (str, bytes, dict)) or not isinstance(calls, Iterable):
+            raise TypeError(
+                f"enqueue_many(fn, calls): calls must be a list of calls (a tuple of args, a dict of kwargs, or "
+                f"one argument each), not {type(calls).__name__}"
+            )
+        calls = list(calls)
+        if len(calls) > 1 and (self.options.job_id or self.options.key):
+            raise ConfigurationError("job_id / key name one job; they cannot be used with enqueue_many()")
         return await self.client.enqueue_jobs([self._job(fn, *_call(c)) for c in calls])
 
     enqueue_many_sync = blocking(enqueue_many)
@@ -135,6 +143,8 @@ class Queue:
         client: Client | None = None,
         **nats_options: Any,
     ) -> None:
+        if client is not None and not isinstance(client, Client):
+            raise TypeError(f"Queue(client=...) needs a naq_nb Client or None, not {type(client).__name__}")
         self.client = client or get_client(nats_url, **nats_options)
         self.name = _queue_name(self.client.settings.default_queue if name is None else name)
         self.default_timeout = default_timeout
@@ -307,7 +317,11 @@ enqueue_many_sync = blocking(enqueue_many)
 
 
 def _job_id(job: Job | str) -> str:
-    return job if isinstance(job, str) else job.job_id
+    """The id of ``job`` (an id, or the Job an enqueue returned); a TypeError at the call for anything else."""
+    jid = job if isinstance(job, str) else getattr(job, "job_id", None)
+    if not isinstance(jid, str):
+        raise TypeError(f"a job is named by its id (str) or the Job enqueue() returned, not {job!r}")
+    return jid
 
 
 def _client_for(job: Job | str, nats_url: str | None) -> Client:
@@ -324,7 +338,8 @@ async def fetch_job_result(job_id: Job | str, nats_url: str | None = None, *, ti
     ``timeout=None`` waits as long as it takes. Also ``Job.fetch_result(job_id)``
     and ``job.fetch_result()``.
     """
-    return await _client_for(job_id, nats_url).result(_job_id(job_id), timeout)
+    jid = _job_id(job_id)
+    return await _client_for(job_id, nats_url).result(jid, timeout)
 
 
 fetch_job_result_sync = blocking(fetch_job_result)
@@ -340,8 +355,9 @@ get_job_status_sync = blocking(get_job_status)
 
 async def cancel_job(job: Job | str, *, nats_url: str | None = None) -> bool:
     """Cancel a job that has not ended (its result becomes "cancelled"); False if it had ended already."""
-    seq = None if isinstance(job, str) else job.sequence
-    return await get_client(nats_url).cancel(_job_id(job), seq)
+    jid = _job_id(job)
+    seq = None if isinstance(job, str) else getattr(job, "sequence", None)
+    return await get_client(nats_url).cancel(jid, seq)
 
 
 cancel_job_sync = blocking(cancel_job)

@@ -8,15 +8,18 @@ names only the timeout; these helpers stop at the refusal and name it.
 from __future__ import annotations
 
 import asyncio
+import difflib
+import functools
+import inspect
 import ssl
-from typing import Awaitable
+from typing import Any, Awaitable, Iterable, Mapping
 
 import nats.errors
 from nats.aio.client import Client as NATS
 
 from .settings import redact_url
 
-__all__ = ["is_refusal", "connect_unless_refused", "connect_failure", "fail_pending_on_loss"]
+__all__ = ["is_refusal", "connect_unless_refused", "connect_failure", "fail_pending_on_loss", "check_connect_options"]
 
 
 def is_refusal(e: BaseException) -> bool:
@@ -93,3 +96,20 @@ def fail_pending_on_loss(opts: dict, holder: list) -> None:
             await user_closed()
 
     opts["disconnected_cb"], opts["closed_cb"] = _disconnected, _closed
+
+
+@functools.lru_cache(maxsize=1)
+def _connect_parameters() -> frozenset[str]:
+    return frozenset(inspect.signature(NATS.connect).parameters) - {"self"}
+
+
+def check_connect_options(options: Mapping[str, Any], own: Iterable[str] = ()) -> None:
+    """Refuse a keyword nats-py's ``connect()`` does not take, at the call that gave it: passed on, it
+    would fail only at the first connect, far from the typo. ``own``: the caller's own keyword names,
+    offered too when one is near."""
+    known = _connect_parameters()
+    for k in options:
+        if k not in known:
+            near = difflib.get_close_matches(k, [*own, *known], n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise TypeError(f"unknown NATS connect option {k!r} (extra keywords go to nats-py's connect()){hint}")

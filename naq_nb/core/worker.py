@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -37,17 +37,19 @@ import nats.errors
 from nats.aio.subscription import Subscription
 
 from .broker import CONNECTION_ERRORS, Broker
+from .connecting import check_connect_options
 from .context import echo_line, install_capture, uninstall_capture
 from .delivery import Delivery, ack_numbers, parse_meta
 from .deps import DependencyGate
 from .errors import SerializationError
 from .execution import make_execution, validate_execution
-from .layout import pull_api_subject, validate_queue_name
+from .layout import pull_api_subject
 from .puller import PullFeed
 from .registry import WorkerRecord, encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
 from .watchdog import LoopWatchdog
+from .worker_args import check_sizes, queue_names, worker_name
 
 __all__ = ["Worker"]
 
@@ -56,40 +58,6 @@ log = logging.getLogger("naq_nb.worker")
 _INF = float("inf")
 CHILD_START_WAIT = 30.0  # at most this long a starting worker waits for its job processes before pulling
 RESTORE_EVERY = 2.0  # at most this often a worker whose consumer is gone makes the layout again
-#: The most slots a worker takes, per execution: each slot of "processes" is a job process of its own.
-MAX_CONCURRENCY = {"processes": 1_000, "threads": 10_000}
-MAX_PREFETCH = 10_000  # jobs held beyond the slots (the consumer's max_ack_pending is 20,000)
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def _queue_names(queues: str | Iterable[str] | None, default: str) -> list[str]:
-    names = [default] if queues is None else [queues] if isinstance(queues, str) else list(queues)
-    if not names:
-        raise ValueError("a worker needs at least one queue")
-    return [validate_queue_name(q) for q in names]
-
-
-def _check_sizes(concurrency: Any, prefetch: Any, grace_period: Any, execution: str) -> None:
-    most = MAX_CONCURRENCY[execution]
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= most:
-        raise ValueError(
-            f"concurrency must be an int from 1 to {most:,} (execution={execution!r}), not {concurrency!r}"
-        )
-    if prefetch is not None and (
-        isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 1 <= prefetch <= MAX_PREFETCH
-    ):
-        raise ValueError(f"prefetch must be an int from 1 to {MAX_PREFETCH:,} or None, not {prefetch!r}")
-    if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)) or not 0 <= grace_period < _INF:
-        raise ValueError(f"grace_period must be a finite number of seconds >= 0, not {grace_period!r}")
-
-
-def _worker_name(name: Any) -> str:
-    """``name`` checked (it is part of the worker's key in the workers bucket), or the host's name."""
-    if name is None:
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "worker"
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(f"a worker name must be 1-64 letters, digits, '_', '-' or '.', not {name!r}")
-    return name
 
 
 class Worker:
@@ -123,9 +91,9 @@ class Worker:
         self.settings = settings or Settings.from_env()
         if nats_url:
             self.settings = self.settings.with_(nats_url=nats_url)
-        self.queues = _queue_names(queues, self.settings.default_queue)
+        self.queues = queue_names(queues, self.settings.default_queue)
         self.execution_mode = validate_execution(execution)
-        _check_sizes(concurrency, prefetch, grace_period, self.execution_mode)
+        check_sizes(concurrency, prefetch, grace_period, self.execution_mode)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
         self.grace_period = grace_period
@@ -136,10 +104,11 @@ class Worker:
         self.echo_output = echo_output
         self.execution: Any = None  # made in start(): the process pool needs the broker's serializer
         self.watchdog: LoopWatchdog | None = None
-        self.name = _worker_name(name)
+        self.name = worker_name(name)
         self.worker_id = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(".", "_")
         self.broker = broker
         self._own_broker = broker is None
+        check_connect_options(nats_options, own=inspect.signature(Worker).parameters)
         self._nats_options = nats_options
         self.stats: Counter = Counter()
         self.state = "created"

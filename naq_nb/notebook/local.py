@@ -59,7 +59,7 @@ from ..core.execution import validate_execution
 from ..core.keeper import KeptProcess
 from ..core.layout import validate_queue_name
 from ..core.server import EmbeddedServer
-from ..core.worker import MAX_CONCURRENCY
+from ..core.worker_args import MAX_CONCURRENCY
 from ..core.settings import Settings
 from .container import NatsContainer, check_server_args
 from .local_store import AUTO, StoreBusyError, StoreLock, default_store_dir, store_is_new
