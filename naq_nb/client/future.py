@@ -21,6 +21,7 @@ from ..core.errors import SerializationError
 from ..core.job import Job, JobStatus
 from ..core.layout import validate_job_id
 from ..core.records import ResultRecord
+from ..core.results import check_timeout
 from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_status, with_status
 from .shared import default_client
 from .loop import run_async, run_sync
@@ -72,6 +73,7 @@ class JobFuture(concurrent.futures.Future):
         A timeout raises ``TimeoutError`` saying the job's status and whether a
         worker serves its queue; the job keeps running (wait again).
         """
+        timeout = check_timeout(timeout, "result(timeout=...)")
         try:
             return super().result(timeout)
         except BaseException as exc:
@@ -79,6 +81,17 @@ class JobFuture(concurrent.futures.Future):
                 raise TimeoutError(self._timeout_message(timeout)) from None
             # The job's exception, without concurrent.futures' frames: the user's line, then the worker's.
             raise exc.with_traceback(None)  # noqa: B904 - the same exception object, re-raised
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The job's exception once it ended (None if it succeeded), waiting up to ``timeout`` seconds;
+        a timeout raises ``TimeoutError`` as :meth:`result` does."""
+        timeout = check_timeout(timeout, "exception(timeout=...)")
+        try:
+            return super().exception(timeout)
+        except TimeoutError:
+            if self.done():
+                raise
+            raise TimeoutError(self._timeout_message(timeout)) from None
 
     def _timeout_message(self, timeout: float | None) -> str:
         status = self.status
@@ -111,6 +124,7 @@ class JobFuture(concurrent.futures.Future):
         return self.exception(0)
 
     async def _wait_async(self, timeout: float | None) -> None:
+        timeout = check_timeout(timeout)
         if self.done():
             return
         loop = asyncio.get_running_loop()

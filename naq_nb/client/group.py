@@ -22,6 +22,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Generator, Iterable, Iterator, cast
 
 from ..core.job import new_job_id
+from ..core.results import check_timeout
 from . import future as future_mod
 from .future import JobFuture
 
@@ -61,11 +62,7 @@ def _futures(futures: Any, what: str) -> list[JobFuture]:
 
 
 def _check_timeout(timeout: Any, what: str) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-        raise ValueError(f"{what}(timeout=...) must be seconds >= 0 or None, not {timeout!r}")
-    return float(timeout)
+    return check_timeout(timeout, f"{what}(timeout=...)")
 
 
 def _outcome(f: JobFuture, errors: str) -> Any:

@@ -41,6 +41,7 @@ __all__ = [
     "push_early",
     "early_target",
     "unrecorded_status",
+    "check_timeout",
     "PUSH_LIMIT",
 ]
 
@@ -149,7 +150,7 @@ async def wait_for_result(
     but not finished in time.
     """
     validate_job_id(job_id)
-    _check_timeout(timeout)
+    check_timeout(timeout)
     lay = broker.layout
     if pushed is not None and pushed.done() and not pushed.cancelled() and pushed.result():
         rec = _pushed_record(broker, job_id, pushed.result())  # pushed before the read: no round trip
@@ -195,11 +196,14 @@ async def wait_for_result(
         await sub.unsubscribe()
 
 
-def _check_timeout(timeout: Any) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0
-    ):
-        raise ValueError(f"timeout must be seconds >= 0 or None (wait forever), not {timeout!r}")
+def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
+    """A wait's ``timeout`` as seconds >= 0, or None for no bound (``inf`` too); a ValueError naming
+    ``what`` for anything else (a string, NaN, a negative number, a bool)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout or timeout < 0:
+        raise ValueError(f"{what} must be seconds >= 0 or None (wait forever), not {timeout!r}")
+    return None if timeout == float("inf") else float(timeout)
 
 
 async def _unfinished_once(broker: "Broker", job_id: str, queued_seq: int | None) -> ResultRecord:

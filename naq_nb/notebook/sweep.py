@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Iterable
 
 import cloudpickle
 
+from ..core.results import check_timeout
 from ..core.status import FAILED_STATES
 from ..client.client import Client, say_loudly
 from ..client.future import JobFuture, attach_many, submit_jobs
@@ -267,6 +268,7 @@ class Sweep:
 
     def wait(self, timeout: float | None = None) -> "Sweep":
         """Block until every point ended; ``TimeoutError`` after ``timeout`` seconds. Returns the sweep."""
+        timeout = check_timeout(timeout, "wait(timeout=...)")
         _, pending = concurrent.futures.wait(self.futures, timeout)
         if pending:
             raise TimeoutError(f"{len(pending)} of {len(self)} sweep points did not finish within {timeout:g}s")
@@ -275,6 +277,7 @@ class Sweep:
 
     async def wait_async(self, timeout: float | None = None) -> "Sweep":
         """Async form of :meth:`wait` (awaitable from any event loop)."""
+        timeout = check_timeout(timeout, "wait_async(timeout=...)")
         await _all_done(self.futures, timeout)
         _flush_displays()
         return self

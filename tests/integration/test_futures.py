@@ -133,6 +133,21 @@ def test_cancel_queued_job(nb_client):
     assert fut.cancel() is True  # cancelling a cancelled future again is a no-op that reports True
 
 
+def test_bad_timeouts_raise_naming_the_call_and_the_job_goes_on(nb_client):
+    fut = nq.options(queue="idle").submit(jobs.add, 1, 2)  # no worker serves "idle"
+    for bad in ("1", float("nan"), -1, True):
+        with pytest.raises(ValueError, match=r"result\(timeout=...\) must be seconds >= 0 or None"):
+            fut.result(timeout=bad)
+        with pytest.raises(ValueError, match=r"exception\(timeout=...\) must be seconds >= 0"):
+            fut.exception(timeout=bad)
+        with pytest.raises(ValueError, match="timeout must be seconds >= 0"):
+            asyncio.run(fut.result_async(timeout=bad))
+    with pytest.raises(TimeoutError, match=f"job {fut.job_id} .* did not finish within 0.1s; it is queued"):
+        fut.exception(timeout=0.1)
+    assert not fut.done() and nb_client.queue_size_sync("idle") == 1, "the job is still queued"
+    assert fut.cancel() is True
+
+
 def test_cancel_running_and_finished(nb_client, thread_worker):
     thread_worker()
     fut = nq.submit(jobs.async_sleep_for, 60)

@@ -75,6 +75,8 @@ def test_gather_timeout_says_how_many_are_left(nb_client):
     (lambda: nq.gather([], errors="ignore"), "errors must be one of"),
     (lambda: nq.wait([], return_when="SOMETIMES"), "return_when"),
     (lambda: list(nq.as_completed("abc")), "needs JobFutures"),
+    (lambda: nq.wait([], timeout=float("nan")), r"wait\(timeout=...\) must be seconds >= 0 or None"),
+    (lambda: nq.gather([], timeout="1"), r"gather\(timeout=...\)"),
 ])
 def test_bad_arguments_name_themselves(call, match):
     with pytest.raises((TypeError, ValueError), match=match):

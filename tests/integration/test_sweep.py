@@ -299,6 +299,17 @@ def test_bad_input_raises_and_submits_nothing(nb_client, call, exc, match):
         Sweep.attach(123)
 
 
+def test_a_bad_wait_timeout_raises_naming_it(nb_client):
+    sw = nq.sweep(jobs.add, a=[1], b=[1], options={"queue": "idle"})  # no worker: it stays queued
+    for bad in ("x", float("nan"), -1):
+        with pytest.raises(ValueError, match=r"wait\(timeout=...\) must be seconds >= 0"):
+            sw.wait(timeout=bad)
+        with pytest.raises(ValueError, match=r"wait_async\(timeout=...\)"):
+            asyncio.run(sw.wait_async(timeout=bad))
+    assert sw.counts() == {"queued": 1}
+    assert sw.cancel() == 1
+
+
 def test_unpicklable_function_submits_nothing(nb_client):
     lock = threading.Lock()
     before = published(nb_client)
