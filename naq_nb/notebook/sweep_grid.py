@@ -3,6 +3,7 @@ options every point runs with; each argument checked, so a bad call raises befor
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from typing import Any
@@ -93,4 +94,20 @@ def check_sweep(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params:
         raise TypeError(f"cache must be True or False, not {cache!r}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, not {type(name).__name__}")
-    return _grid_points(grid, params), job_options(options)
+    points = _grid_points(grid, params)
+    _check_fits(fn, points[0])
+    return points, job_options(options)
+
+
+def _check_fits(fn: Any, point: dict) -> None:
+    """Every point names the same parameters: if the first cannot be passed to ``fn`` (a name it does
+    not take, a required one missing), none can, and each job would fail on its worker."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: the worker will tell
+        return
+    try:
+        sig.bind(**point)
+    except TypeError as exc:
+        name = getattr(fn, "__name__", type(fn).__name__)
+        raise TypeError(f"sweep parameters {sorted(point)} do not fit {name}{sig}: {exc}") from None

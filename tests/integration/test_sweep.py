@@ -289,6 +289,9 @@ async def test_async_forms(nb_client, thread_worker):
     (lambda: nq.sweep(train, lr=[1, threading.Lock()], depth=[1]), SerializationError, "point 1"),
     (lambda: nq.sweep(train, lr=[1], depth=[1], cache="yes"), TypeError, "cache must be True or False"),
     (lambda: nq.sweep(train, lr=[1], depth=[1], name=3), TypeError, "name must be a string"),
+    (lambda: nq.sweep(train, lr=[1], depth=[1], zz=[1, 2]), TypeError,
+     r"sweep parameters \['depth', 'lr', 'zz'\] do not fit train\(.*\): got an unexpected keyword argument 'zz'"),
+    (lambda: nq.sweep(train, lr=[1]), TypeError, "missing a required argument: 'depth'"),
 ])
 def test_bad_input_raises_and_submits_nothing(nb_client, call, exc, match):
     before = published(nb_client)
