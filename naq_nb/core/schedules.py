@@ -106,8 +106,8 @@ def to_epoch(when: datetime | float | int, what: str = "time") -> float:
 def check_interval(value: Any) -> float:
     """``value`` as the seconds of an interval schedule, at least :data:`MIN_INTERVAL`."""
     seconds = positive_seconds(value, "interval")
-    if seconds < MIN_INTERVAL:
-        raise ConfigurationError(f"interval must be at least {MIN_INTERVAL:g} seconds, not {value!r}")
+    if seconds < MIN_INTERVAL or time.time() + seconds > LATEST:  # (a next run past 9999 never fires)
+        raise ConfigurationError(f"interval must be at least {MIN_INTERVAL:g} seconds, within 9999, not {value!r}")
     return seconds
 
 
