@@ -125,7 +125,13 @@ def _server(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    srv.start()
+    try:
+        srv.start()
+    except OSError as exc:  # a host that does not resolve or is not this machine's, a store that can't be made
+        why = exc.strerror or str(exc)
+        if exc.filename:
+            raise UsageError(f"cannot use --store-dir {args.store_dir!r}: {why}: {exc.filename!r}") from None
+        raise UsageError(f"cannot start nats-server on --host {args.host!r}: {why}") from None
     auth = "; token required" if token else "; user/password required" if args.user else ""
     print(
         f"nats-server {srv.info.get('version', '?')} with JetStream at "

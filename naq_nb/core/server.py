@@ -11,6 +11,7 @@ parent-death signal set, so even a SIGKILL of the parent takes it down.
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import shutil
@@ -69,8 +70,10 @@ def _port_in_use(host: str, port: int) -> bool:
         try:
             s.bind((host, port))
             return False
-        except OSError:
-            return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise  # not this machine's address, or a name that does not resolve: say that instead
 
 
 def _check_server_args(
