@@ -61,6 +61,9 @@ def func_name(fn: Any) -> str:
     return f"{mod}.{qual}"
 
 
+MIN_RESULT_TTL = 1.0  # seconds a job's result is kept at the least
+
+
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
@@ -168,6 +171,11 @@ class JobOptions:
             opts["timeout"] = _seconds(opts["timeout"], "timeout")
         if "result_ttl" in opts:
             opts["result_ttl"] = _seconds(opts["result_ttl"], "result_ttl")
+            if opts["result_ttl"] is not None and opts["result_ttl"] < MIN_RESULT_TTL:
+                # A result gone before anyone could read it: every read would wait out its timeout.
+                raise ConfigurationError(
+                    f"result_ttl must be at least {MIN_RESULT_TTL:g} second, not {opts['result_ttl']!r}"
+                )
         if "depends_on" in opts:
             opts["depends_on"] = _dep_ids(opts["depends_on"])
         for k in ("job_id", "key"):

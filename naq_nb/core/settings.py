@@ -274,20 +274,21 @@ def _check_urls(url: Any) -> None:
 
 
 def _convert(var: str, attr: str, raw: str, typ: object) -> object:
+    if typ in ("tuple[bytes, ...]", "tuple[str, ...]"):
+        parts = tuple(p.strip() for p in raw.split(",") if p.strip())
+        if raw.strip() and not parts:  # a value was meant, and none would silently be used
+            raise ValueError(f"{var} holds no value between its commas: give one or more, or leave it unset")
+        return tuple(p.encode() for p in parts) if typ == "tuple[bytes, ...]" else parts
     try:
         if typ == "float":
             return float(raw)
         if typ == "int":
             return int(raw)
-        if typ == "bytes":
-            return raw.encode()
-        if typ == "tuple[bytes, ...]":
-            return tuple(p.strip().encode() for p in raw.split(",") if p.strip())
-        if typ == "tuple[str, ...]":
-            return tuple(p.strip() for p in raw.split(",") if p.strip())
     except ValueError:
         shown = "***" if "KEY" in var else repr(raw)
         raise ValueError(f"{var}={shown} is not a valid value for {attr}") from None
+    if typ == "bytes":
+        return raw.encode()
     return raw.strip().lower() if attr == "serializer" else raw
 
 
