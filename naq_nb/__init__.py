@@ -142,13 +142,31 @@ __all__ = [
     "WORKER_STATUS",
     "SCHEDULED_JOB_STATUS",
     "RetryDelayType",
-    "DEFAULT_NATS_URL",
     "connect",
     "disconnect",
     "get_nats_connection",
     "get_jetstream_context",
     "close_nats_connection",
+    # scheduling (lazy, below)
+    "enqueue_at",
+    "enqueue_at_sync",
+    "enqueue_in",
+    "enqueue_in_sync",
+    "schedule",
+    "schedule_sync",
+    "cancel_scheduled_job",
+    "cancel_scheduled_job_sync",
+    "pause_scheduled_job",
+    "pause_scheduled_job_sync",
+    "resume_scheduled_job",
+    "resume_scheduled_job_sync",
+    "modify_scheduled_job",
+    "modify_scheduled_job_sync",
+    "list_scheduled",
+    "list_scheduled_sync",
 ]
+# (DEFAULT_NATS_URL is naq's name too, but reads NAQ_NATS_URL when looked up: a star import would
+# read the environment at import, which naq_nb never does.)
 
 # name -> module that defines it; imported on first access (notebook layer, scheduler).
 _LAZY: dict[str, str] = {

@@ -307,3 +307,16 @@ async def test_list_scheduled_survives_a_stored_nan_time(broker, nats_server, ca
     code = await asyncio.to_thread(main, ["list-scheduled"])
     out = capsys.readouterr().out
     assert code == 0 and "nan-sched" in out and "invalid" in out
+
+
+def test_a_star_import_reads_no_environment_and_has_the_scheduling_calls():
+    # A bad NAQ_* value must raise where it is used, never at import (README): `from naq_nb import *`
+    # used to look up DEFAULT_NATS_URL, which reads NAQ_NATS_URL.
+    import os
+    import subprocess
+    import sys
+    code = "from naq_nb import *; print(schedule_sync.__name__, enqueue_in.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "NAQ_NATS_URL": ",", "NAQ_HEARTBEAT": "x"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["schedule_sync", "enqueue_in"]
