@@ -103,6 +103,8 @@ class Submitter:
         client: Client | None = None,
         when: float | Callable[[], float] | None = None,
     ) -> None:
+        if client is not None and not isinstance(client, Client):
+            raise TypeError(f"options(client=...) needs a naq_nb Client or None, not {type(client).__name__}")
         self.job_options = job_options or JobOptions()
         self._client = client
         self._when = when  # epoch seconds (at=), or a function of now (delay=): None runs at once

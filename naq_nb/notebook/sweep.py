@@ -442,7 +442,7 @@ def _flush_displays() -> None:
 def _prepare(
     fn: Callable, grid: Any, options: Any, cache: Any, name: Any, params: dict
 ) -> tuple[list[dict], JobOptions, SweepHead, SweepBody]:
-    points, opts = check_sweep(fn, grid, options, cache, name, params)
+    points, opts = check_sweep(fn, grid, options, params)
     fn_bytes = function_bytes(fn)
     digests = point_digests(function_key(fn, fn_bytes), points)  # also proves every point pickles
     head: SweepHead = {
@@ -507,6 +507,15 @@ class Sweeper:
         name: str | None = None,
         client: Client | None = None,
     ) -> None:
+        if not isinstance(cache, bool):
+            raise TypeError(f"cache must be True or False, not {cache!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"name must be a string, not {type(name).__name__} (if your function takes a "
+                f"parameter called name, declare it, or use nq.sweep.options(...)(fn, name=[...]))"
+            )
+        if client is not None and not isinstance(client, Client):
+            raise TypeError(f"client must be a naq_nb Client or None, not {type(client).__name__}")
         self.job_options, self.cache, self.name, self.client = job_options or JobOptions(), cache, name, client
 
     def options(
@@ -541,15 +550,8 @@ def _sweeper(fn: Any, grid: Any, kwargs: dict) -> tuple[Sweeper, Any, dict]:
         if grid is not None:
             raise TypeError("grid given twice (positionally and as grid=...)")
         grid = opts.pop("grid")
-    options, cache, name = opts.get("options"), opts.get("cache", True), opts.get("name")
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be True or False, not {cache!r}")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(
-            f"name must be a string, not {type(name).__name__} (if your function takes a "
-            f"parameter called name, declare it, or use nq.sweep.options(...)(fn, name=[...]))"
-        )
-    return Sweeper(job_options(options), cache, name, opts.get("client")), grid, kwargs
+    sweeper = Sweeper(job_options(opts.get("options")), opts.get("cache", True), opts.get("name"), opts.get("client"))
+    return sweeper, grid, kwargs
 
 
 async def sweep_async(fn: Callable, grid: list[dict] | None = None, /, **kwargs: Any) -> Sweep:

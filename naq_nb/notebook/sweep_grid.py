@@ -86,14 +86,11 @@ def job_options(options: Any) -> JobOptions:
     return opts
 
 
-def check_sweep(fn: Any, grid: Any, options: Any, cache: Any, name: Any, params: dict) -> tuple[list[dict], JobOptions]:
-    """A sweep call's points and job options, every argument checked (nothing is sent before this passed)."""
+def check_sweep(fn: Any, grid: Any, options: Any, params: dict) -> tuple[list[dict], JobOptions]:
+    """A sweep call's points and job options, every argument checked (nothing is sent before this passed;
+    the sweep's own options, ``cache``, ``name`` and ``client``, were checked when its Sweeper was made)."""
     if not callable(fn):
         raise TypeError(f"sweep() needs a callable as its first argument, not {type(fn).__name__}: {fn!r}")
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be True or False, not {cache!r}")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a string, not {type(name).__name__}")
     points = _grid_points(grid, params)
     _check_fits(fn, points[0])
     return points, job_options(options)

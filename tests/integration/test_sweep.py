@@ -292,6 +292,10 @@ async def test_async_forms(nb_client, thread_worker):
     (lambda: nq.sweep(train, lr=[1], depth=[1], zz=[1, 2]), TypeError,
      r"sweep parameters \['depth', 'lr', 'zz'\] do not fit train\(.*\): got an unexpected keyword argument 'zz'"),
     (lambda: nq.sweep(train, lr=[1]), TypeError, "missing a required argument: 'depth'"),
+    (lambda: nq.sweep.options(cache="yes"), TypeError, "cache must be True or False"),
+    (lambda: nq.sweep.options(name=5), TypeError, "name must be a string"),
+    (lambda: nq.sweep.options(client=5), TypeError, "client must be a naq_nb Client"),
+    (lambda: nq.options(client=5), TypeError, r"options\(client=...\) needs a naq_nb Client"),
 ])
 def test_bad_input_raises_and_submits_nothing(nb_client, call, exc, match):
     before = published(nb_client)
