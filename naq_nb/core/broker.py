@@ -21,7 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
+from .errors import ConfigurationError, LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from . import wire
 from .layout import Layout, create_only as _create_only
 from .connecting import connect_failure, connect_unless_refused, fail_pending_on_loss, is_refusal
@@ -66,6 +66,11 @@ async def create_store(what: str, create: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await create()
         except nats.js.errors.ServerError as exc:
+            if "replicas" in (exc.description or ""):  # e.g. NAQ_REPLICAS=3 on a server that is no cluster
+                raise ConfigurationError(
+                    f"the server refused {what}: {exc.description} (NAQ_REPLICAS sets how many; a single server "
+                    "takes 1)"
+                ) from None
             if "creating store" not in (exc.description or ""):
                 raise
             if delay is None:

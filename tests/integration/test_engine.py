@@ -300,3 +300,13 @@ async def test_a_status_ttl_under_two_minutes_makes_a_layout_that_runs_jobs(sett
         assert (await wait_for_result(b, j.job_id, 30)).unwrap() == 4
     finally:
         await b.close()
+
+
+async def test_replicas_a_single_server_cannot_keep_are_refused_naming_the_setting(settings):
+    from naq_nb.core.errors import ConfigurationError
+    b = await Broker.connect(settings=settings.with_(replicas=3, prefix=settings.prefix + "r3"))
+    try:
+        with pytest.raises(ConfigurationError, match="NAQ_REPLICAS sets how many; a single server takes 1"):
+            await b.ensure_layout()
+    finally:
+        await b.close()
