@@ -89,6 +89,26 @@ def _arm_display_hook() -> None:
 
 _arm_display_hook()
 
+# The scheduling calls (naq's names), imported on first use.
+_SCHEDULING = (
+    "enqueue_at",
+    "enqueue_at_sync",
+    "enqueue_in",
+    "enqueue_in_sync",
+    "schedule",
+    "schedule_sync",
+    "cancel_scheduled_job",
+    "cancel_scheduled_job_sync",
+    "pause_scheduled_job",
+    "pause_scheduled_job_sync",
+    "resume_scheduled_job",
+    "resume_scheduled_job_sync",
+    "modify_scheduled_job",
+    "modify_scheduled_job_sync",
+    "list_scheduled",
+    "list_scheduled_sync",
+)
+
 __all__ = [
     # naq-compatible API
     "enqueue",
@@ -148,22 +168,7 @@ __all__ = [
     "get_jetstream_context",
     "close_nats_connection",
     # scheduling (lazy, below)
-    "enqueue_at",
-    "enqueue_at_sync",
-    "enqueue_in",
-    "enqueue_in_sync",
-    "schedule",
-    "schedule_sync",
-    "cancel_scheduled_job",
-    "cancel_scheduled_job_sync",
-    "pause_scheduled_job",
-    "pause_scheduled_job_sync",
-    "resume_scheduled_job",
-    "resume_scheduled_job_sync",
-    "modify_scheduled_job",
-    "modify_scheduled_job_sync",
-    "list_scheduled",
-    "list_scheduled_sync",
+    *_SCHEDULING,
 ]
 # (DEFAULT_NATS_URL is naq's name too, but reads NAQ_NATS_URL when looked up: a star import would
 # read the environment at import, which naq_nb never does.)
@@ -189,27 +194,7 @@ _LAZY: dict[str, str] = {
         )
     },
     "ScheduledTemplate": "naq_nb.client.scheduling",
-    **{
-        n: "naq_nb.client.scheduling"
-        for n in (
-            "enqueue_at",
-            "enqueue_at_sync",
-            "enqueue_in",
-            "enqueue_in_sync",
-            "schedule",
-            "schedule_sync",
-            "cancel_scheduled_job",
-            "cancel_scheduled_job_sync",
-            "pause_scheduled_job",
-            "pause_scheduled_job_sync",
-            "resume_scheduled_job",
-            "resume_scheduled_job_sync",
-            "modify_scheduled_job",
-            "modify_scheduled_job_sync",
-            "list_scheduled",
-            "list_scheduled_sync",
-        )
-    },
+    **{n: "naq_nb.client.scheduling" for n in _SCHEDULING},
     # notebook-first client: futures and the session calls
     "JobFuture": "naq_nb.client.future",
     **{
