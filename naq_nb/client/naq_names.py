@@ -118,7 +118,7 @@ async def get_nats_connection(url: str | None = None, prefer_thread_local: bool 
     nc = pool.get(settings.nats_url)
     if nc is not None and not nc.is_closed:
         return nc
-    servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+    servers = settings.servers
     opts = {**dict(settings.nats_options), **nats_options}
     opts.setdefault("connect_timeout", min(2.0, settings.connect_timeout))
     try:

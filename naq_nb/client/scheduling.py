@@ -202,16 +202,16 @@ def _sid(ref: Job | str) -> str:
     return validate_job_id(jid, "schedule_id")
 
 
-async def _change_on_loop(c: Client, ref: Job | str, action: str, changes: dict) -> ScheduleRow | None:
-    s = await change_schedule(await c.broker(), _sid(ref), action, **changes)
+async def _change_on_loop(c: Client, sid: str, action: str, changes: dict) -> ScheduleRow | None:
+    s = await change_schedule(await c.broker(), sid, action, **changes)
     return None if s is None else s.to_row()
 
 
 async def _change(
     client: Client | None, nats_url: str | None, ref: Job | str, action: str, **changes: Any
 ) -> ScheduleRow | None:
-    _sid(ref)  # a bad id raises here, before any connection is made
-    return await run_async(_change_on_loop(client or get_client(nats_url), ref, action, changes))
+    sid = _sid(ref)  # a bad id raises here, before any connection is made
+    return await run_async(_change_on_loop(client or get_client(nats_url), sid, action, changes))
 
 
 async def cancel_scheduled_job(

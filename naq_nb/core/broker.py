@@ -139,7 +139,7 @@ class Broker:
         if url:
             settings = settings.with_(nats_url=url)
         opts = {**settings.connect_options(), **nats_options}
-        servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+        servers = settings.servers
         timeout = settings.connect_timeout
 
         seen: list[BaseException] = []  # errors of the first connect, to say *why* it failed

@@ -12,7 +12,7 @@ import difflib
 import functools
 import inspect
 import ssl
-from typing import Any, Awaitable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -103,13 +103,14 @@ def _connect_parameters() -> frozenset[str]:
     return frozenset(inspect.signature(NATS.connect).parameters) - {"self"}
 
 
-def check_connect_options(options: Mapping[str, Any], own: Iterable[str] = ()) -> None:
+def check_connect_options(options: Mapping[str, Any], own: Callable[..., Any] | None = None) -> None:
     """Refuse a keyword nats-py's ``connect()`` does not take, at the call that gave it: passed on, it
-    would fail only at the first connect, far from the typo. ``own``: the caller's own keyword names,
-    offered too when one is near."""
+    would fail only at the first connect, far from the typo. ``own``: the caller (a class or function)
+    whose own keyword names are offered too when one is near."""
     known = _connect_parameters()
     for k in options:
         if k not in known:
-            near = difflib.get_close_matches(k, [*own, *known], n=1)
+            names = [*(inspect.signature(own).parameters if own is not None else ()), *known]
+            near = difflib.get_close_matches(k, names, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise TypeError(f"unknown NATS connect option {k!r} (extra keywords go to nats-py's connect()){hint}")

@@ -149,6 +149,11 @@ class Settings:
             opts.setdefault("tls", ctx)
         return opts
 
+    @property
+    def servers(self) -> list[str]:
+        """``nats_url``'s server URLs (it may list several, comma separated)."""
+        return server_list(self.nats_url)
+
     @functools.cached_property  # read for every record checked; settings are frozen
     def signing_keys(self) -> tuple[bytes, ...]:
         """Every accepted signing key, the one that signs first (empty: signing is off)."""
@@ -258,13 +263,18 @@ def _validate(s: "Settings") -> None:
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def server_list(url: str) -> list[str]:
+    """The server URLs of a comma-separated ``nats_url``, blanks dropped (as nats-py's ``servers``)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 def _check_urls(url: Any) -> None:
     """One or more server URLs, comma separated: ``nats://host:port``, ``tls://``, ``ws(s)://`` or
     ``host:port``; an empty entry list (``","``) would leave the client no server to try, for ever."""
-    entries = [u.strip() for u in url.split(",")] if isinstance(url, str) else []
-    if not any(entries):
+    entries = server_list(url) if isinstance(url, str) else []
+    if not entries:
         raise ValueError(f"nats_url (NAQ_NATS_URL) must be a non-empty URL, not {redact_url(str(url))!r}")
-    for u in filter(None, entries):
+    for u in entries:
         scheme = u.partition("://")[0] if "://" in u else "nats"
         if scheme.lower() not in _URL_SCHEMES:
             raise ValueError(

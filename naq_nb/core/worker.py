@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import os
 import signal
@@ -108,7 +107,7 @@ class Worker:
         self.worker_id = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(".", "_")
         self.broker = broker
         self._own_broker = broker is None
-        check_connect_options(nats_options, own=inspect.signature(Worker).parameters)
+        check_connect_options(nats_options, own=Worker)
         self._nats_options = nats_options
         self.stats: Counter = Counter()
         self.state = "created"

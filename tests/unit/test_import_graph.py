@@ -115,3 +115,13 @@ def test_the_graph_sees_imports() -> None:
     g = import_graph()
     assert "naq_nb.core.broker" in g["naq_nb.core.queue"]
     assert "naq_nb.core.layout" in g["naq_nb.core.job"]
+
+
+def test_the_package_lists_every_scheduling_call_its_module_exports():
+    # naq_nb lists the scheduling names itself (importing the module would defeat the lazy import);
+    # this keeps that list and the module's own __all__ from drifting apart.
+    import naq_nb
+    from naq_nb.client import scheduling
+    calls = set(scheduling.__all__) - {"ScheduledTemplate", "ScheduleNotFoundError"}
+    assert set(naq_nb._SCHEDULING) == calls
+    assert all(getattr(naq_nb, n) is getattr(scheduling, n) for n in calls)
