@@ -190,3 +190,8 @@ def slow_fail_until(path, succeed_on, seconds):
     """``fail_until`` after ``seconds`` of sleep (so what waits on it parks meanwhile)."""
     time.sleep(seconds)
     return fail_until(path, succeed_on)
+
+
+def int_keys(n):
+    """A dict keyed by ints, which JSON cannot carry as they are."""
+    return {i: i for i in range(n)}

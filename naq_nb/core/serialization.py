@@ -214,11 +214,15 @@ class JsonSerializer(Serializer):
         if self.allowed:
             self.check_allowed(path)  # refuse at enqueue what a worker with the same list would refuse
         try:
-            return json.dumps({"func": path, "args": list(args), "kwargs": kwargs}, separators=(",", ":")).encode()
+            data = json.dumps({"func": path, "args": list(args), "kwargs": kwargs}, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}"
             ) from exc
+        bad = _non_str_key(args) or _non_str_key(kwargs)
+        if bad:
+            raise SerializationError(f"JSON serializer: arguments of {path} would change on the way: {bad}")
+        return data
 
     def loads_call(self, data: bytes) -> tuple[Callable[..., Any], tuple, dict]:
         try:
@@ -259,11 +263,15 @@ class JsonSerializer(Serializer):
 
     def dumps_value(self, value: Any) -> bytes:
         try:
-            return json.dumps(value, separators=(",", ":")).encode()
+            data = json.dumps(value, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}"
             ) from exc
+        bad = _non_str_key(value)
+        if bad:
+            raise SerializationError(f"JSON serializer: the result would change on the way: {bad}")
+        return data
 
     def loads_value(self, data: bytes) -> Any:
         try:
@@ -543,6 +551,26 @@ def _find_unjson(args: tuple, kwargs: dict) -> str:
         except (TypeError, ValueError) as exc:
             return f"{where} ({type(obj).__name__}) is not JSON serializable: {exc}"
     return "unknown"
+
+
+def _non_str_key(obj: Any) -> str:
+    """The first dict key json.dumps would silently turn into a string (``{1: "a"}`` comes back as
+    ``{"1": "a"}``: a wrong answer nobody is told of), described; "" when there is none. Only
+    containers are walked, so a long list of numbers costs one type check an item."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if type(o) is dict or isinstance(o, dict):
+            for k in o:
+                if type(k) is not str:
+                    return (
+                        f"dict key {_short(k)} ({type(k).__name__}) would come back as a string; "
+                        "use string keys or the pickle serializer"
+                    )
+            stack.extend(v for v in o.values() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(o, (list, tuple)):
+            stack.extend(v for v in o if isinstance(v, (dict, list, tuple)))
+    return ""
 
 
 def _short(obj: Any) -> str:

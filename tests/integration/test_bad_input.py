@@ -1,6 +1,7 @@
 """Bad input: a clear error at the call that caused it, and nothing already queued is lost."""
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -83,6 +84,29 @@ async def test_json_worker_never_unpickles_and_honours_allow_list(settings, brok
             await open_producer.close()
         rec = await wait_for_result(jb, denied.job_id, 10)
         assert rec.status == "failed" and "not allowed by NAQ_JSON_ALLOWED" in rec.meta["error"]
+    finally:
+        await jb.close()
+
+
+async def test_json_mode_refuses_dict_keys_that_would_come_back_as_strings(settings, start_worker):
+    """JSON turns ``{1: "a"}`` into ``{"1": "a"}``: a wrong answer nobody is told of. So an argument
+    with such a key is refused at the call (the queue keeps what it had), and a result with one
+    fails its job with that reason."""
+    json_settings = settings.with_(serializer="json", json_allowed=("jobs",))
+    await start_worker(settings=json_settings)
+    jb = await Broker.connect(settings=json_settings)
+    try:
+        q = Queue(jb)
+        kept = await q.enqueue(jobs.echo_value, {"a": [1, {"b": 2}]})
+        for bad, key in [({1: "a"}, "1 (int)"), ([{"x": {1.5: 3}}], "1.5 (float)"), ({True: 1}, "True (bool)"), ({None: 1}, "None")]:
+            with pytest.raises(SerializationError, match=f"dict key {re.escape(key)}.*come back as a string"):
+                await q.enqueue(jobs.echo_value, bad)
+        with pytest.raises(SerializationError, match="keyword argument|dict key 2"):
+            await q.enqueue(jobs.echo_value, value={2: 0})
+        assert (await wait_for_result(jb, kept.job_id, 10)).unwrap() == {"a": [1, {"b": 2}]}
+        ran = await q.enqueue(jobs.int_keys, 3)
+        rec = await wait_for_result(jb, ran.job_id, 10)
+        assert rec.status == "failed" and "dict key 0 (int) would come back as a string" in rec.meta["error"]
     finally:
         await jb.close()
 
