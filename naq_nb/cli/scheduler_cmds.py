@@ -9,7 +9,8 @@ import signal
 
 from ..core.scheduler import Scheduler
 from ..core.errors import ConfigurationError
-from ..core.schedules import change_schedule, check_interval, list_schedules, to_epoch
+from ..core.schedules import change_schedule, list_schedules
+from ..core.timespec import check_interval, to_epoch
 from .common import (
     UsageError,
     add_url,

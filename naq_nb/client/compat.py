@@ -87,7 +87,7 @@ class JobTemplate:
     def at(self, when: Any) -> "Any":
         """A template that runs its jobs at ``when`` (datetime, naive = UTC, or epoch seconds)."""
         from .scheduling import ScheduledTemplate
-        from ..core.schedules import to_epoch
+        from ..core.timespec import to_epoch
 
         return ScheduledTemplate(self.client, self.options, at=to_epoch(when, "when"))
 

@@ -30,8 +30,8 @@ from ..core.schedules import (
     make_schedule,
     require_calendar,
     save_schedule,
-    to_epoch,
 )
+from ..core.timespec import to_epoch
 from .client import Client
 from .shared import get_client
 from .naq_options import split_naq_options

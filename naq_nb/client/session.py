@@ -26,7 +26,8 @@ from ..core.errors import ConfigurationError, JobNotFoundError
 from ..core.job import Job, JobOptions, func_name
 from ..core.queue import get_status
 from ..core.results import get_result
-from ..core.schedules import make_schedule, save_schedule, to_epoch
+from ..core.schedules import make_schedule, save_schedule
+from ..core.timespec import to_epoch
 from ..core.status import JobStatus, status_record
 from .client import Client
 from .shared import default_client, get_client, set_default_client

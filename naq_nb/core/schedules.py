@@ -25,9 +25,8 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence, TypedDict
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -39,6 +38,7 @@ from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
 from .status import encode_status, status_record
+from .timespec import EARLIEST, LATEST, check_interval, positive_seconds, to_epoch, validate_cron, zone
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
     "ScheduleRow",
     "ScheduleNotFoundError",
     "MISFIRE_POLICIES",
-    "to_epoch",
-    "validate_cron",
     "make_schedule",
     "save_schedule",
     "load_schedule",
@@ -59,84 +57,13 @@ __all__ = [
     "occurrences_due",
     "job_message",
     "require_calendar",
-    "check_interval",
 ]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
 KINDS = ("once", "cron", "interval")
 MAX_CATCH_UP = 1000  # occurrences one check fires at most (missed ones under misfire="all", or due in the grace)
-MIN_INTERVAL = 0.1  # seconds: a shorter step is below what a schedule is for (and 1e-9 is no step at all)
-# Epoch seconds a calendar can be computed at (datetime's years 1-9999, a day inside each end).
-EARLIEST, LATEST = -62135596800.0 + 86400, 253402300799.0 - 86400
 
 log = logging.getLogger("naq_nb.schedules")
-
-
-def positive_seconds(value: Any, what: str, *, zero_ok: bool = False) -> float:
-    """``value`` as float seconds: a real, finite number > 0 (>= 0 with ``zero_ok``), else an error naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}: {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        raise ConfigurationError(
-            f"{what} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'}, not {value!r}"
-        )
-    return float(value)
-
-
-def to_epoch(when: datetime | float | int, what: str = "time") -> float:
-    """Epoch seconds of ``when``; a naive datetime is read as UTC."""
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        try:
-            t = when.timestamp()
-        except (OverflowError, ValueError):
-            t = math.inf  # (a time next to year 1 or 9999, in a zone that pushes it over)
-    elif isinstance(when, (int, float)) and not isinstance(when, bool):
-        if not math.isfinite(when):
-            raise ConfigurationError(f"{what} must be a finite time, not {when!r}")
-        t = float(when)
-    else:
-        raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(when).__name__}: {when!r}")
-    if not EARLIEST <= t <= LATEST:
-        raise ConfigurationError(f"{what} must be a time between the years 1 and 9999, not {when!r}")
-    return t
-
-
-def check_interval(value: Any) -> float:
-    """``value`` as the seconds of an interval schedule, at least :data:`MIN_INTERVAL`."""
-    seconds = positive_seconds(value, "interval")
-    if seconds < MIN_INTERVAL or time.time() + seconds > LATEST:  # (a next run past 9999 never fires)
-        raise ConfigurationError(f"interval must be at least {MIN_INTERVAL:g} seconds, within 9999, not {value!r}")
-    return seconds
-
-
-def _zone(tz: str | None) -> ZoneInfo | timezone:
-    if not tz:
-        return timezone.utc
-    if not isinstance(tz, str):
-        raise TypeError(f"timezone must be an IANA name like 'Europe/Paris', not {type(tz).__name__}: {tz!r}")
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError(f"unknown timezone {tz!r} (use an IANA name like 'Europe/Paris')") from None
-
-
-def validate_cron(expr: object) -> str:
-    """Return ``expr`` if croniter accepts it (5 fields, or 6 with seconds last), else raise naming it."""
-    if not isinstance(expr, str) or not expr.strip():
-        raise ConfigurationError(f"cron must be a non-empty string like '*/5 * * * *', not {expr!r}")
-    n = len(expr.split())
-    if n not in (5, 6):
-        raise ConfigurationError(
-            f"invalid cron expression {expr!r}: {n} fields; use 5 (minute hour day month "
-            "weekday) or 6 (the sixth is seconds)"
-        )
-    try:
-        croniter(expr, 0.0).get_next(float)
-    except (ValueError, KeyError) as exc:
-        raise ConfigurationError(f"invalid cron expression {expr!r}: {exc}") from None
-    return expr
 
 
 class ScheduleRow(TypedDict):
@@ -196,11 +123,11 @@ class Schedule:
             assert self.cron
             if after >= LATEST:
                 return None
-            zone = _zone(self.timezone)
-            start = datetime.fromtimestamp(max(after, EARLIEST), zone)
+            tz = zone(self.timezone)
+            start = datetime.fromtimestamp(max(after, EARLIEST), tz)
             steps = croniter(self.cron, start)
             nxt = float(steps.get_next(float))
-            if datetime.fromtimestamp(nxt, zone).replace(tzinfo=None) == start.replace(tzinfo=None):
+            if datetime.fromtimestamp(nxt, tz).replace(tzinfo=None) == start.replace(tzinfo=None):
                 # A clock set back repeats an hour (Paris's autumn night shows 02:30 twice): the same
                 # wall-clock time runs once, as cron runs it.
                 nxt = float(steps.get_next(float))
@@ -215,7 +142,7 @@ class Schedule:
             last = first + max(0, math.ceil((horizon - first) / self.interval) - 1) * self.interval
             return last if last < horizon else max(first, last - self.interval)
         assert self.cron
-        start = datetime.fromtimestamp(min(max(horizon, EARLIEST), LATEST), _zone(self.timezone))
+        start = datetime.fromtimestamp(min(max(horizon, EARLIEST), LATEST), zone(self.timezone))
         return max(first, float(croniter(self.cron, start).get_prev(float)))
 
     @property
@@ -331,7 +258,7 @@ def _check_calendar(head: dict[str, Any]) -> None:
         if head.get("interval") is None:
             raise ConfigurationError("an interval schedule needs interval")
         check_interval(head["interval"])
-    _zone(head.get("timezone"))
+    zone(head.get("timezone"))
 
 
 def occurrence_id(s: Schedule, due: float) -> str:
@@ -428,7 +355,7 @@ def make_schedule(
         raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {misfire!r}")
     if cron is not None:
         validate_cron(cron)
-    _zone(tz)
+    zone(tz)
     headers, body = encode_job(
         job, broker.serializer, signing_key=broker.settings.signing_key, max_payload=broker.max_payload
     )
@@ -593,7 +520,7 @@ def _apply(s: Schedule, action: str, changes: dict) -> Schedule:
         raise ConfigurationError(f"repeat must be an int >= 1 or None, not {c['repeat']!r}")
     if "misfire" in c and c["misfire"] not in MISFIRE_POLICIES:
         raise ConfigurationError(f"misfire must be one of {MISFIRE_POLICIES}, not {c['misfire']!r}")
-    _zone(c.get("timezone", s.timezone))
+    zone(c.get("timezone", s.timezone))
     s = replace(s, **c)
     # The whole calendar as it would be stored (a None for the kind's own field, say), before storing it.
     _check_calendar({"queue": s.queue, "kind": s.kind, "cron": s.cron, "interval": s.interval, "timezone": s.timezone})
