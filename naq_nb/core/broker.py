@@ -117,6 +117,7 @@ class Broker:
         self._stale: asyncio.Future | None = None  # an attempt forgotten while it ran: its checks may predate a loss
         self._consumers: set[str] = set()
         self.acks = PubAcks(nc)  # the acknowledgements of publishes, this connection's and others'
+        self.open_batches: set[Any] = set()  # fast-ingest batches under way (FastBatch), told of a lost connection
         self.ack_copies = False  # publish_async may copy acknowledgements to a client (enable_ack_copies)
         self.acks.on_no_stream = self.layout_lost
         self._remake_after = 0.0  # loop time before which _ensure waits (see REMAKE_GRACE)
@@ -472,8 +473,11 @@ class Broker:
         return [e for e in outcomes if isinstance(e, BaseException)]
 
     def fail_pending(self, why: str) -> None:
-        """Fail every publish still waiting for its acknowledgement (the connection dropped or closed)."""
+        """Fail every publish still waiting for its acknowledgement (the connection dropped or closed),
+        and end the wait of every fast-ingest batch under way: what it had not acknowledged is in doubt."""
         self.acks.fail_all(why)
+        for batch in list(self.open_batches):
+            batch.lose(why)
 
     async def publish(
         self,

@@ -54,12 +54,22 @@ class FastBatch:
         self.count: int | None = None  # the terminal ack's count
         self.refused: set[int] = set()  # batch sequences refused one by one: the stream stopped batching
         self._closed = False  # the last message (a commit) or an end marker was sent
+        self.lost = False  # the connection dropped or closed while the batch was under way
         self._sub: Any = None
         self._news = asyncio.Event()
         self._subject = ""
 
     async def open(self) -> None:
         self._sub = await self.b.nc.subscribe(self.inbox + ".>", cb=self._on_frame)
+        self.b.open_batches.add(self)
+
+    def lose(self, why: str) -> None:
+        """The connection ``why`` ("dropped", "closed"): the batch ends here, and what its flow acks did
+        not confirm is in doubt. Its waits end now, not at the publish timeout (a frame sent before
+        the loss may still come, and is counted). On the loop."""
+        self.lost = True
+        self.problem = self.problem or f"the connection {why} before the server ended the batch"
+        self._news.set()
 
     @property
     def ended(self) -> bool:
@@ -110,7 +120,7 @@ class FastBatch:
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.b.publish_timeout
         try:
-            while not self._settled():
+            while not self._settled() and not self.lost:
                 await self._wait(deadline)
         except PublishTimeoutError:
             if self.problem is None:
@@ -122,6 +132,7 @@ class FastBatch:
         return min(self.count, self.sent), True
 
     async def close(self) -> None:
+        self.b.open_batches.discard(self)
         if self._sub is not None:
             sub, self._sub = self._sub, None
             try:
