@@ -11,6 +11,7 @@ import asyncio
 import difflib
 import functools
 import inspect
+import socket
 import ssl
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -61,6 +62,12 @@ def connect_failure(servers: list[str], timeout: float, exc: BaseException, seen
         ):
             exc = e
             break
+    unknown = next((e for e in [exc, *reversed(seen)] if isinstance(e, socket.gaierror)), None)
+    if unknown is not None:  # (waited for all the same: a name may resolve once its service is up)
+        return (
+            f"cannot connect to NATS at {where} within {timeout:g}s: a host name does not resolve "
+            f"({unknown.strerror or unknown}); check the URL (NAQ_NATS_URL, --url)"
+        )
     text = f"{type(exc).__name__}: {exc}" if str(exc) else "no answer"
     low = text.lower()
     if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in low or "authentication" in low:

@@ -16,8 +16,8 @@ import jobs
 from helpers import ROOT, eventually
 
 
-def naq(*args, url=None, timeout=60):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+def naq(*args, url=None, timeout=60, env=None):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", **(env or {})}
     if url:
         env["NAQ_NATS_URL"] = url
     return subprocess.run([sys.executable, "-m", "naq_nb.cli.main", *args], env=env, capture_output=True,
@@ -39,6 +39,13 @@ def test_unreachable_server_is_one_line():
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0 and "cannot connect to NATS" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_host_name_that_does_not_resolve_is_named():
+    # (.invalid never resolves, RFC 2606)
+    out = naq("list-workers", "--nats-url", "nats://no-such-host.invalid:4222", env={"NAQ_CONNECT_TIMEOUT": "0.5"})
+    assert out.returncode == 1 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "a host name does not resolve" in out.stderr and "check the URL" in out.stderr, out.stderr
 
 
 async def test_failed_list_and_requeue_and_purge(broker, nats_server, start_worker):
