@@ -11,7 +11,12 @@ from .context import JobContext
 from .envelope import JobMeta, decode_meta
 from .status import StatusRecord
 
-__all__ = ["Delivery", "parse_meta", "ack_numbers"]
+__all__ = ["Delivery", "parse_meta", "ack_numbers", "nak", "STORED_NAK_DELAY"]
+
+#: The least delay a nak is given. A nak with no delay lives only in the server's memory: a server
+#: stopped right after it (``nq.local()``'s stop, a restart) forgets it and holds the job for its
+#: whole ack_wait once back. A nak with any delay is written to the consumer's stored state.
+STORED_NAK_DELAY = 0.001
 
 
 @dataclass
@@ -33,6 +38,11 @@ class Delivery:
     running_written: bool = False
     ended: bool = False  # its run is over: no "running" record may be written any more
     taken: int = 0  # how many jobs this worker had taken, this one included, when a slot took it
+
+
+async def nak(msg: Msg, delay: float = 0.0) -> None:
+    """Hand ``msg`` back for redelivery after ``delay`` seconds (at least :data:`STORED_NAK_DELAY`)."""
+    await msg.nak(delay=max(delay, STORED_NAK_DELAY))
 
 
 def parse_meta(msg: Msg) -> JobMeta:

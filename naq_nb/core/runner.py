@@ -32,7 +32,7 @@ from nats.js.errors import KeyNotFoundError
 from . import blobs, payloads
 from .broker import Broker
 from .context import JobContext
-from .delivery import Delivery, parse_meta
+from .delivery import Delivery, nak, parse_meta
 from .deps import release_dependents
 from .envelope import HEADER_META, decode_call, meta_record_fields
 from .errors import (
@@ -318,7 +318,7 @@ class JobRunner:
             except nats.errors.Error as exc:  # at worst the next run counts this one as lost
                 log.warning("job %s: cannot record the hand-back: %s", d.meta.job_id, exc)
         try:
-            await d.msg.nak()
+            await nak(d.msg)
         except nats.errors.Error as exc:  # disconnected: the message comes back after ack_wait anyway
             log.warning("job %s: cannot hand it back now (%s); it returns after ack_wait", d.meta.job_id, exc)
 
@@ -336,7 +336,7 @@ class JobRunner:
                 log.error("job %s: cannot record its failure either (%r)", jid, again)
         delay = min(WORKER_ERROR_MAX_DELAY, 2.0 ** (d.delivered - 1))
         try:
-            await d.msg.nak(delay=delay)
+            await nak(d.msg, delay)
         except nats.errors.Error as nak_exc:  # disconnected: it comes back after ack_wait anyway
             log.warning("job %s: cannot hand it back now (%s); it returns after ack_wait", jid, nak_exc)
 
@@ -382,7 +382,7 @@ class JobRunner:
                 d, JobStatus.RETRYING, failures=failures, error=error, traceback=tb, retry_at=time.time() + delay
             )
             await write_status(self.b, m.job_id, rec)
-            await d.msg.nak(delay=delay if delay > 0 else None)
+            await nak(d.msg, delay)
             self.stats["retried"] += 1
             return
         data = encode_failure(

@@ -38,7 +38,7 @@ from nats.aio.subscription import Subscription
 from .broker import CONNECTION_ERRORS, Broker
 from .connecting import check_connect_options
 from .context import echo_line, install_capture, uninstall_capture
-from .delivery import Delivery, ack_numbers, parse_meta
+from .delivery import Delivery, ack_numbers, nak, parse_meta
 from .deps import DependencyGate
 from .errors import SerializationError
 from .execution import make_execution, validate_execution
@@ -334,7 +334,7 @@ class Worker:
 
     async def _nak(self, d: Delivery) -> None:
         try:
-            await d.msg.nak()
+            await nak(d.msg)
         except nats.errors.Error as exc:  # not nak'ed: JetStream redelivers it after ack_wait anyway
             log.debug("nak of job %s failed: %s", d.meta.job_id, exc)  # a Delivery always has its meta
 
@@ -458,7 +458,7 @@ class Worker:
             suspect=self.watchdog is not None and self.watchdog.suspect(),
         )
         if self.state in ("stopping", "stopped"):
-            self._spawn(d.msg.nak())
+            self._spawn(nak(d.msg))
         elif meta.options.depends_on:
             self._spawn(self._refill_after(self.gate.admit(d)))
         else:
@@ -474,7 +474,7 @@ class Worker:
     def _enqueue_ready(self, d: Delivery) -> None:
         assert self.ready is not None  # the gate releases only after start() made it
         if self.state in ("stopping", "stopped"):
-            self._spawn(d.msg.nak())
+            self._spawn(nak(d.msg))
         else:
             self.ready.put_nowait(d)
 

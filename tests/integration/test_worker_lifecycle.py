@@ -3,12 +3,14 @@
 import asyncio
 import signal
 
+from naq_nb.core.broker import Broker
 from naq_nb.core.queue import Queue
 from naq_nb.core.registry import list_workers
 from naq_nb.core.results import wait_for_result
+from naq_nb.core.worker import Worker
 
 import jobs
-from helpers import worker_process
+from helpers import Services, worker_process
 
 
 async def _until(cond, timeout=15.0):
@@ -114,6 +116,34 @@ async def test_loops_step_with_an_injected_clock(broker, settings):
         assert w._last_keepalive == now[0]
     finally:
         await w.shutdown()
+
+
+async def test_jobs_a_stop_handed_back_run_at_once_after_a_server_restart(own_nats_server, settings, tmp_path):
+    """A stop naks the jobs it held but had not started. A nak without a delay lives only in the
+    server's memory: a server stopped right after (nq.local()'s stop, a restart) held such jobs for
+    their whole ack_wait once back. Here that is 10 minutes; the waits below are far shorter."""
+    s = settings.with_(ack_wait=600.0)
+    runs = tmp_path / "runs"
+    b = await Broker.connect(settings=s)
+    services = Services()
+    try:
+        await b.ensure_layout()
+        await services.start(Worker("default", settings=s, concurrency=1, prefetch=2, execution="threads"))
+        made = [await Queue(b).enqueue(jobs.mark, str(runs), f"j{i}", 1.0) for i in range(4)]
+        await _until(lambda: _lines(runs, 1))
+        await services.stop_all(graceful=True)  # the running job finishes; the held ones are handed back
+    finally:
+        await b.close()
+    own_nats_server.restart()  # a graceful stop of the server, then the same store again
+    b = await Broker.connect(settings=s)
+    services = Services()
+    try:
+        await services.start(Worker("default", settings=s, concurrency=4, execution="threads"))
+        for j in made:
+            assert (await wait_for_result(b, j.job_id, 60)).status == "succeeded"
+    finally:
+        await services.stop_all(graceful=False)
+        await b.close()
 
 
 async def test_a_worker_whose_server_is_gone_stops_without_waiting_out_a_timeout(own_nats_server, start_worker,
