@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Iterable
 import cloudpickle
 
 from ..core.results import check_timeout
-from ..core.status import FAILED_STATES
 from ..client.client import Client, say_loudly
 from ..client.future import JobFuture, attach_many, submit_jobs
 from ..client.loop import run_async, run_sync
@@ -32,6 +31,7 @@ from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
 from ..core.job import JobOptions, func_name, new_job_id
 from .fmt import short_value, status_summary
+from .sweep_frame import sweep_frame
 from .sweep_grid import check_sweep, job_options
 from .sweep_store import (
     SweepBody,
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["sweep", "sweep_async", "Sweep", "Sweeper", "SweepNotFoundError"]
 
-_FAILED = FAILED_STATES
 _SUBMIT_BATCH = 1000  # jobs per pipelined publish batch
 
 
@@ -120,20 +119,6 @@ async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
     except asyncio.TimeoutError:
         n = sum(not f.done() for f in futs)
         raise TimeoutError(f"{n} of {len(futs)} sweep points did not finish within {timeout:g}s") from None
-
-
-def _succeeded_value(f: JobFuture) -> tuple[bool, Any]:
-    """``(True, value)`` for a point that succeeded, else ``(False, None)``."""
-    if not f.done() or f.cancelled() or f.exception(0) is not None:
-        return False, None
-    return True, f.result(0)
-
-
-def _result_cells(value: Any, taken: set[str]) -> Iterable[tuple[str, Any]]:
-    """A dict result as its columns (a ``result.`` prefix where a name is taken), else ``result``."""
-    if isinstance(value, dict) and value:
-        return [(str(k) if str(k) not in taken else f"result.{k}", v) for k, v in value.items()]
-    return [("result", value)]
 
 
 class Sweep:
@@ -314,30 +299,10 @@ class Sweep:
     # --- the table ------------------------------------------------------------------------------------
     def to_dataframe(self) -> "pd.DataFrame":
         """One row per point, in point order: the parameters, the result (a dict result becomes
-        columns; names clashing with others get a ``result.`` prefix), status, duration, attempts,
-        error and job id. Points not finished yet have no result."""
-        import pandas as pd
-
-        n = len(self.points)
-        params = list(self.points[0]) if self.points else []
-        fixed = ["status", "duration", "attempts", "error", "job_id"]
-        taken = set(params) | set(fixed)
-        # Built column by column (lists, not one dict per row): 10,000 points take milliseconds.
-        cols: dict[str, list] = {k: [p[k] for p in self.points] for k in params}
-        extra: dict[str, list] = {}
-        out: dict[str, list] = {k: [None] * n for k in fixed}
-        for i, f in enumerate(self.futures):
-            ok, value = _succeeded_value(f)
-            if ok:
-                for col, v in _result_cells(value, taken):
-                    if col not in extra:
-                        extra[col] = [None] * n
-                    extra[col][i] = v
-            rec, status = f.record, f.status
-            out["status"][i], out["duration"][i], out["attempts"][i] = status, f.duration, rec.get("attempts")
-            out["error"][i] = rec.get("error") if status in _FAILED else None
-            out["job_id"][i] = f.job_id
-        return pd.DataFrame({**cols, **extra, **out}, columns=params + list(extra) + fixed)
+        columns), status, duration, attempts, error and job id. Every name is used once: a result
+        key clashing with another column gets a ``result.`` prefix, a job column clashing with a
+        parameter a ``job.`` prefix. Points not finished yet have no result."""
+        return sweep_frame(self.points, self.futures)
 
     # --- control ------------------------------------------------------------------------------------------
     def _function(self) -> Callable:

@@ -59,6 +59,24 @@ def test_cartesian_points_and_dict_results_as_columns(nb_client, thread_worker):
     assert df.job_id.tolist() == sw.job_ids
 
 
+def test_no_value_is_dropped_when_column_names_clash(nb_client, thread_worker):
+    """Parameters named like the job's own columns, a plain result beside a parameter called
+    "result", and dict results whose keys share one str() or a prefixed name: each value keeps
+    its own column."""
+    thread_worker(concurrency=4)
+    sw = nq.sweep(lambda status, error, result: status * 10, status=[1, 2], error=["a"], result=[None])
+    sw.wait(timeout=30)
+    df = sw.to_dataframe()
+    assert list(df.columns) == ["status", "error", "result", "result.result", "job.status", "duration",
+                                "attempts", "job.error", "job_id"]
+    assert df.status.tolist() == [1, 2] and df.error.tolist() == ["a", "a"] and df.result.isna().all()
+    assert df["result.result"].tolist() == [10, 20] and set(df["job.status"]) == {"succeeded"}
+    keyed = nq.sweep(lambda i: {1: "int", "1": "str", "i": i, "result.i": "x"}, i=[7])
+    keyed.wait(timeout=30)
+    row = keyed.to_dataframe().iloc[0]
+    assert [row["1"], row["result.1"], row["i"], row["result.i"], row["result.result.i"]] == ["int", "str", 7, 7, "x"]
+
+
 def test_grid_points_failures_and_retry_failed(nb_client, thread_worker, tmp_path):
     thread_worker(concurrency=4)
     flag = str(tmp_path / "flag")

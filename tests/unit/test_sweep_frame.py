@@ -1,0 +1,22 @@
+"""A sweep frame's column names: each used once, whatever the parameters and results are called."""
+
+from naq_nb.notebook.sweep_frame import _Columns
+
+
+def test_a_name_taken_twice_over_gets_a_numbered_suffix():
+    names = _Columns(["x", "result.x", "result.x~2"])
+    assert names.cells({"x": 1}) == [("result.x~3", 1)]
+    assert names.cells({"x": 2, "y": 3}) == [("result.x~3", 2), ("y", 3)]  # the same key, the same column
+
+
+def test_keys_with_one_str_get_their_own_columns_and_keep_them():
+    names = _Columns([])
+    assert names.cells({1: "a", "1": "b", True: "c"}) == [("1", "c"), ("result.1", "b")]
+    assert names.cells({"1": "d"}) == [("result.1", "d")]
+    assert names.cells(5) == [("result", 5)] and names.cells({}) == [("result", {})]
+
+
+def test_job_columns_a_parameter_takes_are_prefixed():
+    names = _Columns(["status", "job_id"])
+    assert names.fixed == {"status": "job.status", "duration": "duration", "attempts": "attempts",
+                           "error": "error", "job_id": "job.job_id"}
