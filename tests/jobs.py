@@ -195,3 +195,43 @@ def slow_fail_until(path, succeed_on, seconds):
 def int_keys(n):
     """A dict keyed by ints, which JSON cannot carry as they are."""
     return {i: i for i in range(n)}
+
+
+def fork_and_return(path, copy_exits=True):
+    """Forks; the copy appends a line to ``path`` and then exits with sys.exit(0) or returns
+    "copy-value". The job process waits for the copy, then returns "parent-value"."""
+    pid = os.fork()
+    if pid == 0:
+        with open(path, "a") as f:
+            f.write("copy\n")
+        if copy_exits:
+            sys.exit(0)
+        return "copy-value"
+    os.waitpid(pid, 0)
+    return "parent-value"
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+def raise_bad_str(path):
+    """Appends a line to ``path`` (one per run), then raises an exception whose str() raises."""
+    with open(path, "a") as f:
+        f.write("run\n")
+    raise BadStr()
+
+
+class ExitsWhenPickled:
+    def __reduce__(self):
+        raise SystemExit(3)
+
+
+def result_exits_when_pickled():
+    return ExitsWhenPickled()
+
+
+def returns_coroutine(a):
+    """A plain function whose value is a coroutine (a lambda wrapping an async call, say)."""
+    return async_add(a, 1)

@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,9 +37,10 @@ from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
 from .errors import JobExecutionError, JobTimeoutError, SerializationError
 from .plaincall import is_plain_call
-from .procchild import is_async_callable
+from .procchild import is_async_callable, leave_if_forked
 from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
+from .tracebacks import error_line
 from .serialization import Serializer
 
 __all__ = [
@@ -78,7 +80,7 @@ class JobFailure(Exception):
     @classmethod
     def of(cls, exc: BaseException, traceback: str | None = None) -> "JobFailure":
         return cls(
-            f"{type(exc).__name__}: {exc}",
+            error_line(exc),
             traceback if traceback is not None else user_traceback(exc),
             exception_type_names(exc),
             exc,
@@ -95,7 +97,7 @@ def failure_parts(exc: BaseException) -> tuple[BaseException, str, str, list[str
                 exc.error, exc_type=exc.types[0] if exc.types else "", remote_traceback=exc.traceback
             )
         return rec, exc.error, exc.traceback, exc.types
-    return exc, f"{type(exc).__name__}: {exc}", user_traceback(exc), exception_type_names(exc)
+    return exc, error_line(exc), user_traceback(exc), exception_type_names(exc)
 
 
 @dataclass
@@ -335,7 +337,7 @@ async def call_job(
         loop = asyncio.get_running_loop()
         run = contextvars.copy_context()
         run.run(bind, ctx)
-        aw = loop.run_in_executor(executor, functools.partial(run.run, _call_sync, fn, args, kwargs))
+        aw = loop.run_in_executor(executor, functools.partial(run.run, _call_sync, fn, args, kwargs, os.getpid()))
     try:
         if timeout is None:
             result = await aw
@@ -362,10 +364,13 @@ async def _with_ctx(coro: Any, ctx: JobContext) -> Any:
         unbind(token)
 
 
-def _call_sync(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+def _call_sync(fn: Callable[..., Any], args: tuple, kwargs: dict, pid: int) -> Any:
     try:
-        return fn(*args, **kwargs)
-    except Exception:
-        raise
-    except BaseException as exc:  # SystemExit / KeyboardInterrupt from a job thread: a failure, not a stop
-        raise JobFailure.of(exc) from None
+        value = fn(*args, **kwargs)
+    except BaseException as exc:
+        leave_if_forked(pid, exc)
+        if isinstance(exc, Exception):
+            raise
+        raise JobFailure.of(exc) from None  # SystemExit / KeyboardInterrupt from a job thread: a failure, not a stop
+    leave_if_forked(pid, None)
+    return value

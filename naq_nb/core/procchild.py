@@ -61,6 +61,8 @@ class _Channel:
         self.lock = threading.Lock()
 
     def send(self, obj: Any) -> None:
+        if os.getpid() != _PID:  # a job's forked copy (its progress, its output): not this pipe's
+            return
         frame = encode_frame(obj)
         with self.lock:
             self.out.write(frame)
@@ -189,11 +191,11 @@ def _watch_parent(ppid: int) -> None:
 
 
 def _describe(exc: BaseException, ser: Any) -> tuple:
-    from .tracebacks import exception_type_names, user_traceback
+    from .tracebacks import error_line, exception_type_names, user_traceback
 
     return (
         ser.dumps_exception(exc) if ser.name == "pickle" else b"",
-        f"{type(exc).__name__}: {exc}",
+        error_line(exc),
         user_traceback(exc),
         exception_type_names(exc),
     )
@@ -223,7 +225,12 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
     token = context.bind(ctx)  # type: ignore[arg-type]
     try:
         value = fn(*args, **kwargs)
+        leave_if_forked(_PID, None)
+        if inspect.isawaitable(value):  # a plain function that returned a coroutine: run it here
+            value = _run_awaitable(value)
+            leave_if_forked(_PID, None)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the job failed, the child goes on
+        leave_if_forked(_PID, exc)
         return ("error", "job", *_describe(exc, ser))
     finally:
         context.unbind(token)
@@ -236,6 +243,27 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         return ("error", "result", *_describe(exc, ser))
 
 
+_PID = os.getpid()  # this job process's (set again in main(): the pool may fork one from another)
+
+
+def leave_if_forked(pid: int, exc: BaseException | None) -> None:
+    """Called where a job's call came back, in process ``pid``. A job that forked comes back there
+    in both processes; the copy must never go on as the job process (its reply on the pipe would
+    put every later answer one job off) or as the worker. It ends here, with its own exit code."""
+    if os.getpid() == pid:
+        return
+    os._exit(exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else int(exc is not None))
+
+
+def _run_awaitable(aw: Any) -> Any:
+    import asyncio
+
+    async def wait() -> Any:
+        return await aw
+
+    return asyncio.run(wait())
+
+
 def _preload() -> None:
     # What every job needs, imported before "ready" (while the worker waits for its children
     # anyway) rather than during the first job.
@@ -245,6 +273,8 @@ def _preload() -> None:
 
 def main(crash_log_path: str | None = None) -> None:
     """Serve jobs on stdin/stdout until the pipe closes; fatal-signal stacks go to ``crash_log_path``."""
+    global _PID
+    _PID = os.getpid()
     crash_log = open(crash_log_path, "w") if crash_log_path else sys.__stderr__
     if crash_log is not None:  # (a child started without stderr has nowhere to write it)
         faulthandler.enable(crash_log)  # a segfault's Python stack, for the job's failure record

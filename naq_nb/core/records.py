@@ -23,7 +23,7 @@ from .errors import (
 from .job import JobStatus
 from .serialization import Serializer, get_serializer, open_record, pack_record, unpack_record
 from .status import decode_status, encode_status, status_record  # re-exported; their home is core.status
-from .tracebacks import exception_type_names, user_traceback
+from .tracebacks import error_line, exception_type_names, user_traceback
 
 log = logging.getLogger("naq_nb")
 
@@ -167,7 +167,7 @@ def encode_failure(
     if exc is not None:
         m["exc_type"] = exception_type_names(exc)[0]
         m["exc_types"] = exception_type_names(exc)
-        m["error"] = error or f"{type(exc).__name__}: {exc}"
+        m["error"] = error or error_line(exc)
         m["traceback"] = tb if tb is not None else user_traceback(exc)
         if ser is not None and ser.name == "pickle":
             payload = ser.dumps_exception(exc)

@@ -59,7 +59,7 @@ from .status import (
 from .final_writes import SentWrites, existing_result, send_final_writes, settle_final_writes, write_status
 from .results import early_target, push_result
 from .serialization import pack_record, seal_record
-from .tracebacks import bounded_failure_text
+from .tracebacks import bounded_failure_text, error_line
 
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
 
@@ -328,13 +328,20 @@ class JobRunner:
         naming the error. Never handed straight back: that would loop as fast as it fails."""
         jid = d.meta.job_id
         if d.delivered >= WORKER_ERROR_TRIES:
-            reason = f"the worker failed handling it {d.delivered} times; last: {type(exc).__name__}: {exc}"
+            reason = f"the worker failed handling it {d.delivered} times; last: {error_line(exc)}"
             try:
                 await self._finish_failed(d, NaqException(reason), retry=False, reason=reason)
                 return
             except Exception as again:  # the failure path is broken too: wait the longest, then again
                 log.error("job %s: cannot record its failure either (%r)", jid, again)
         delay = min(WORKER_ERROR_MAX_DELAY, 2.0 ** (d.delivered - 1))
+        if d.record:  # recorded running: say why not, or the next delivery counts a lost run
+            why = f"worker error: {error_line(exc)}"
+            rec = self._record(d, JobStatus.RETRYING, error=why, retry_at=time.time() + delay)
+            try:
+                await self._status_nowait(jid, rec)
+            except nats.errors.Error as rec_exc:  # at worst the next run counts this one as lost
+                log.warning("job %s: cannot record the worker error: %s", jid, rec_exc)
         try:
             await nak(d.msg, delay)
         except nats.errors.Error as nak_exc:  # disconnected: it comes back after ack_wait anyway

@@ -160,7 +160,7 @@ class PickleSerializer(Serializer):
     def dumps_value(self, value: Any) -> bytes:
         try:
             return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
+        except BaseException as exc:  # a __reduce__ raising SystemExit is the value's fault too
             raise SerializationError(f"cannot pickle the result ({type(value).__name__}): {exc}") from exc
 
     def loads_value(self, data: bytes) -> Any:
@@ -174,7 +174,7 @@ class PickleSerializer(Serializer):
             data = cloudpickle.dumps(exc)
             cloudpickle.loads(data)  # some exceptions pickle but cannot be rebuilt
             return data
-        except Exception as err:  # any pickling failure: the error text and traceback still travel, not the object
+        except BaseException as err:  # any failure (SystemExit from a __reduce__ too): the text still travels
             log.debug("exception %s is not sent pickled: %s", type(exc).__name__, err)
             return b""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import traceback
 
-__all__ = ["user_traceback", "exception_type_names", "bounded_failure_text"]
+__all__ = ["user_traceback", "exception_type_names", "bounded_failure_text", "error_line"]
 
 _MAX_TRACEBACK = 32_000
 _MAX_ERROR = 4_000  # characters of a failure's error line its records keep (a pickled exception travels whole)
@@ -24,6 +24,16 @@ def user_traceback(exc: BaseException) -> str:
     lines += traceback.format_list(frames)
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``. Job code's exception classes can do anything: a ``__str__``
+    that raises is named as such here, never raised on (it would pass for the worker's own error)."""
+    try:
+        text = str(exc)
+    except BaseException as err:  # SystemExit too: it is the exception's text that failed, nothing else
+        text = f"<its str() raised {type(err).__name__}>"
+    return f"{type(exc).__name__}: {text}"
 
 
 def exception_type_names(exc: BaseException) -> list[str]:

@@ -1,0 +1,80 @@
+"""Job code that breaks the worker's own steps, not just itself: a fork whose copy comes back, an
+exception whose str() raises, a result whose pickling raises SystemExit, a plain function returning
+a coroutine. Each must end the job in a clear state, and the slot must go on answering right."""
+
+import pytest
+
+from naq_nb.core import runner as runner_mod
+from naq_nb.core.queue import Queue, get_status
+from naq_nb.core.results import wait_for_result
+
+import jobs
+from helpers import eventually
+
+MODES = pytest.mark.parametrize("execution", ["processes", "threads"])
+
+
+@MODES
+@pytest.mark.parametrize("copy_exits", [True, False], ids=["copy-exits", "copy-returns"])
+async def test_a_job_whose_fork_comes_back_answers_once_and_later_jobs_get_their_own_values(
+        broker, start_worker, tmp_path, execution, copy_exits):
+    """The forked copy came back into the job process's loop and answered on its pipe too: the job
+    failed with the copy's SystemExit, and every later job on that slot got the value before it."""
+    await start_worker(concurrency=1, execution=execution)
+    q = Queue(broker)
+    copy_ran = tmp_path / "copy"
+    forked = await q.enqueue(jobs.fork_and_return, str(copy_ran), copy_exits)
+    assert (await wait_for_result(broker, forked.job_id, 30)).unwrap() == "parent-value"
+    assert copy_ran.read_text() == "copy\n"
+    later = [await q.enqueue(jobs.add, i, 0) for i in range(3)]
+    assert [(await wait_for_result(broker, j.job_id, 30)).unwrap() for j in later] == [0, 1, 2]
+
+
+@MODES
+async def test_an_exception_whose_str_raises_fails_the_job_once_naming_it(broker, start_worker, tmp_path,
+                                                                          execution):
+    """It was reported as the job process dying, and in threads mode as a worker error: the job
+    ran again and ended "lost" though no worker died."""
+    await start_worker(concurrency=1, execution=execution)
+    runs = tmp_path / "runs"
+    bad = await Queue(broker).configure(max_retries=0).enqueue(jobs.raise_bad_str, str(runs))
+    rec = await wait_for_result(broker, bad.job_id, 30)
+    assert rec.status == "failed" and "BadStr: <its str() raised RuntimeError>" in rec.meta["error"], rec.meta
+    assert runs.read_text() == "run\n", "run once"
+    ok = await Queue(broker).enqueue(jobs.add, 1, 2)
+    assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 3
+
+
+async def test_a_result_whose_pickling_raises_system_exit_fails_as_unpicklable(broker, start_worker):
+    await start_worker(concurrency=1)
+    bad = await Queue(broker).configure(max_retries=0).enqueue(jobs.result_exits_when_pickled)
+    rec = await wait_for_result(broker, bad.job_id, 30)
+    assert rec.status == "failed" and "cannot pickle the result (ExitsWhenPickled)" in rec.meta["error"], rec.meta
+
+
+@MODES
+async def test_a_plain_function_returning_a_coroutine_gives_its_value(broker, start_worker, execution):
+    await start_worker(concurrency=1, execution=execution)
+    job = await Queue(broker).enqueue(jobs.returns_coroutine, 40)
+    assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == 41
+
+
+async def test_a_worker_error_after_a_run_is_not_counted_as_a_lost_run(broker, start_worker, monkeypatch):
+    """The run was recorded running; the worker failed afterwards and handed the job back. Its next
+    delivery read "running" and counted a lost run: with max_retries=0 the job ended "lost" after
+    two runs, and the worker-error limit was never reached."""
+    async def broken(self, d, value):
+        raise RuntimeError("a bug after the run")
+
+    monkeypatch.setattr(runner_mod, "WORKER_ERROR_TRIES", 3)
+    monkeypatch.setattr(runner_mod.JobRunner, "_finish_ok", broken)
+    await start_worker(concurrency=1, execution="threads")
+    job = await Queue(broker).configure(max_retries=0).enqueue(jobs.add, 1, 2)
+
+    async def failed():
+        rec = await get_status(broker, job.job_id)
+        return rec if rec.get("status") == "failed" else None
+
+    rec = await eventually(failed, timeout=30, what="the job failed")
+    assert "the worker failed handling it 3 times" in rec["error"] and "a bug after the run" in rec["error"], rec
+    assert rec.get("lost", 0) == 0
