@@ -235,3 +235,29 @@ def result_exits_when_pickled():
 def returns_coroutine(a):
     """A plain function whose value is a coroutine (a lambda wrapping an async call, say)."""
     return async_add(a, 1)
+
+
+def long_output(n, message_size=0):
+    """Prints one line of ``n`` characters, a progress bar redrawn 2,000 times without a newline,
+    and a last line without one; reports a progress message of ``message_size`` characters."""
+    from naq_nb import progress
+    print("x" * n)
+    for i in range(2000):
+        print(f"\r{i:5d} of 2000 " + "#" * 60, end="")
+    print()
+    if message_size:
+        progress(1, 1, "m" * message_size)
+    print("the end", end="")
+    return n
+
+
+def fail_first_with_partial_line(path):
+    """Attempt 1 prints a line without a newline and fails; attempt 2 prints a whole line."""
+    runs = Path(path)
+    first = not runs.exists()
+    runs.write_text("ran\n")
+    if first:
+        print("ATTEMPT-1-PARTIAL", end="")
+        raise RuntimeError("first attempt")
+    print("attempt 2 line")
+    return "ok"

@@ -17,7 +17,12 @@ from typing import Any, Callable
 
 from .status import StatusRecord
 
-__all__ = ["JobContext", "current_job", "progress", "log", "echo_line"]
+__all__ = ["JobContext", "current_job", "progress", "log", "echo_line", "LineSplitter", "bounded_line", "MAX_LINE"]
+
+#: Characters a log line or a progress message keeps (its start). A job's status record carries its
+#: last 50 lines and its message, and must fit one NATS message: uncut, one long line (a progress
+#: bar redrawn 10,000 times without a newline) made every write of the record fail.
+MAX_LINE = 2_000
 
 _current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar("naq_job", default=None)
 
@@ -52,8 +57,9 @@ class JobContext:
             if total is not None:
                 self.progress_total = total
             if message is not None:
-                self.message = message
+                self.message = bounded_line(message)
             if line is not None:
+                line = bounded_line(line)
                 self.logs.append(line)
                 del self.logs[: -self.max_log_lines]
             scheduled, self._scheduled = self._scheduled, True
@@ -86,14 +92,18 @@ class JobContext:
         except Exception:
             pass  # progress is best effort; the job goes on
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, budget: int = 1 << 62) -> dict[str, Any]:
+        """Progress, message and the last 50 log lines, the lines fewer where their characters would
+        pass ``budget`` (a part of the record's one NATS message)."""
         with self._lock:
-            return {
-                "progress": self.progress_done,
-                "total": self.progress_total,
-                "message": self.message,
-                "logs": list(self.logs[-50:]),
-            }
+            logs, size = [], 0
+            for line in reversed(self.logs[-50:]):
+                size += len(line) + 4
+                if size > budget:
+                    break
+                logs.append(line)
+            logs.reverse()
+            return {"progress": self.progress_done, "total": self.progress_total, "message": self.message, "logs": logs}
 
 
 def current_job() -> JobContext | None:
@@ -139,26 +149,94 @@ def unbind(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
+def bounded_line(text: str, dropped: int = 0) -> str:
+    """``text`` as a log line or message shows it: a line redrawn in place (carriage returns, as a
+    progress bar does) as its last state, at most :data:`MAX_LINE` characters of it. ``dropped``:
+    characters of its start already let go (gone with the rest if the line was redrawn since)."""
+    if "\r" in text:
+        text = text.rstrip("\r")  # ("\r\n" endings)
+        redraw = text.rfind("\r")
+        if redraw >= 0:
+            text, dropped = text[redraw + 1 :], 0
+    if len(text) <= MAX_LINE and not dropped:
+        return text
+    keep = MAX_LINE - 40  # room for the note: a line cut once is not cut again
+    return f"{text[:keep]}... ({len(text) - keep + dropped:,} more characters)"
+
+
+class LineSplitter:
+    """Text written in pieces, given back as whole lines. Each piece costs its own length: nothing
+    already buffered is joined again per write (a progress bar's thousands of redraws without a
+    newline made that quadratic), and a line that never ends holds at most a few MAX_LINE of memory."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._size = 0
+        self._dropped = 0  # characters of the unfinished line let go (past MAX_LINE)
+
+    def feed(self, text: str) -> list[str]:
+        if "\n" not in text:
+            self._parts.append(text)
+            self._size += len(text)
+            if self._size > 4 * MAX_LINE:
+                self._compact()
+            return []
+        head, *more = text.split("\n")
+        self._parts.append(head)
+        lines = [self._take(), *(bounded_line(line) for line in more[:-1])]
+        if more[-1]:
+            self._parts, self._size = [more[-1]], len(more[-1])
+        return lines
+
+    def take_rest(self) -> str | None:
+        """The unfinished line as it shows (None if there is none); the buffer is emptied."""
+        return self._take() if self._parts and any(self._parts) else None
+
+    def _take(self) -> str:
+        line = bounded_line("".join(self._parts), self._dropped)
+        self._parts, self._size, self._dropped = [], 0, 0
+        return line
+
+    def _compact(self) -> None:
+        text = "".join(self._parts)
+        redraw = text.rfind("\r", 0, len(text) - 1)  # a redraw drops what came before it
+        if redraw >= 0:
+            text, self._dropped = text[redraw + 1 :], 0
+        if len(text) > MAX_LINE + 1:  # (one more: a "\r" ending stays seen as one)
+            self._dropped += len(text) - MAX_LINE - 1
+            text = text[: MAX_LINE + 1]
+        self._parts, self._size = [text], len(text)
+
+
 class _CaptureStream:
     """Stands in for sys.stdout/stderr while a worker runs: text written inside a job
     (any thread or task bound to a JobContext) goes to that job's log lines; anything
-    else goes to the original stream."""
+    else goes to the original stream. A job's unfinished last line is logged when it ends
+    (:func:`end_job_output`)."""
 
     def __init__(self, original: Any, label: str) -> None:
         self.original = original
         self.label = label
-        self._partial: dict[str, str] = {}
+        self._partial: dict[int, tuple[JobContext, LineSplitter]] = {}  # by id(ctx): a retry has its own
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         ctx = _current.get()
         if ctx is None:
             return self.original.write(text)
-        buf = self._partial.get(ctx.job_id, "") + text
-        *lines, rest = buf.split("\n")
-        self._partial[ctx.job_id] = rest
-        for line in lines:
+        with self._lock:
+            _, lines = self._partial.setdefault(id(ctx), (ctx, LineSplitter()))
+            done = lines.feed(text)
+        for line in done:
             ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
         return len(text)
+
+    def end_job(self, ctx: JobContext) -> None:
+        with self._lock:
+            entry = self._partial.pop(id(ctx), None)
+        rest = entry[1].take_rest() if entry is not None else None
+        if rest is not None:
+            ctx.update(line=rest if self.label == "stdout" else f"[stderr] {rest}")
 
     def flush(self) -> None:
         self.original.flush()
@@ -183,6 +261,16 @@ def install_capture() -> None:
             stream = getattr(sys, name)
             if not isinstance(stream, _CaptureStream):
                 setattr(sys, name, _CaptureStream(stream, name))
+
+
+def end_job_output(ctx: JobContext) -> None:
+    """Log the unfinished last line ``ctx``'s job printed (threads mode), and forget it."""
+    import sys
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _CaptureStream):
+            stream.end_job(ctx)
 
 
 def uninstall_capture() -> None:

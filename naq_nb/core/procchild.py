@@ -34,6 +34,8 @@ import threading
 import time
 from typing import Any, BinaryIO
 
+from .context import LineSplitter, bounded_line
+
 _LEN = struct.Struct(">I")
 
 
@@ -97,8 +99,9 @@ class ChildJobContext:
             if total is not None:
                 self.progress_total = total
             if message is not None:
-                self.message = message
+                self.message = bounded_line(message)
             if line is not None:
+                line = bounded_line(line)
                 self._pending.append(line)
                 self.logs.append(line)
                 del self.logs[:-200]
@@ -155,21 +158,24 @@ class _JobStream:
     def __init__(self, label: str) -> None:
         self.label = label
         self.ctx: ChildJobContext | None = None
-        self._partial = ""
+        self._lines = LineSplitter()
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         ctx = self.ctx
         if ctx is None:
             return sys.__stderr__.write(text) if sys.__stderr__ is not None else len(text)
-        *lines, self._partial = (self._partial + text).split("\n")
+        with self._lock:
+            lines = self._lines.feed(text)
         for line in lines:
             ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
         return len(text)
 
     def end_job(self) -> None:
-        if self._partial and self.ctx is not None:
-            self.write("\n")
-        self._partial = ""
+        with self._lock:
+            rest = self._lines.take_rest()
+        if rest is not None and self.ctx is not None:
+            self.ctx.update(line=rest if self.label == "stdout" else f"[stderr] {rest}")
         self.ctx = None
 
     def flush(self) -> None:

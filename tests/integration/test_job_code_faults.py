@@ -78,3 +78,29 @@ async def test_a_worker_error_after_a_run_is_not_counted_as_a_lost_run(broker, s
     rec = await eventually(failed, timeout=30, what="the job failed")
     assert "the worker failed handling it 3 times" in rec["error"] and "a bug after the run" in rec["error"], rec
     assert rec.get("lost", 0) == 0
+
+
+@MODES
+async def test_long_lines_and_messages_are_cut_and_the_job_succeeds(broker, start_worker, execution):
+    """A line or a progress message over the server's max payload went into the final status
+    record, whose write then failed on every try: the job ran 22 times and ended "lost"."""
+    await start_worker(concurrency=1, execution=execution)
+    job = await Queue(broker).enqueue(jobs.long_output, 1_100_000, 1_100_000)
+    assert (await wait_for_result(broker, job.job_id, 60)).unwrap() == 1_100_000
+    st = await get_status(broker, job.job_id)
+    assert st["status"] == "succeeded" and st["attempts"] == 1
+    logs = st["logs"]
+    assert logs[0] == "x" * 1960 + "... (1,098,040 more characters)"
+    assert logs[1].startswith(" 1999 of 2000 #") and len(logs[1]) < 100, "a bar redrawn in place: its last state"
+    assert logs[2] == "the end", "the last line, printed without a newline, is logged too"
+    assert st["message"] == "m" * 1960 + "... (1,098,040 more characters)"
+
+
+@MODES
+async def test_a_retry_does_not_inherit_the_unfinished_line_of_the_attempt_before(broker, start_worker, tmp_path,
+                                                                               execution):
+    await start_worker(concurrency=1, execution=execution)
+    job = await Queue(broker).configure(max_retries=1, retry_delay=0).enqueue(
+        jobs.fail_first_with_partial_line, str(tmp_path / "runs"))
+    assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == "ok"
+    assert (await get_status(broker, job.job_id))["logs"] == ["attempt 2 line"]
