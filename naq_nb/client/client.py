@@ -74,6 +74,7 @@ class Client:
         check_connect_options(nats_options)
         self.nats_options = nats_options
         self._close_listeners: list[Callable[[], None]] = []
+        self.gone_note: str | None = None  # set by nq.local() closing its temporary store too: see watch.end
         self._fresh_state()
         _every_client.add(self)
 

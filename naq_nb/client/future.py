@@ -97,6 +97,11 @@ class JobFuture(concurrent.futures.Future):
         status = self.status
         queue = self._record.get("queue") or (self.job.queue_name if self.job else "?")
         msg = f"job {self.job_id} ({self.name}) did not finish within {timeout:g}s; it is {status}"
+        if status == "unknown":  # (attached by id, and no record of it came)
+            return msg + (
+                ": this server has no record of it (a wrong id, records expired, or a store that was "
+                "deleted or started empty); nq.job(id) says which"
+            )
         if status not in ("queued", "waiting", "retrying"):
             return msg + " (it keeps running: call .result() again to wait longer)"
         try:

@@ -134,14 +134,11 @@ class JobWatch:
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
+        gone = self.client.gone_note  # the server's store went with the close: nothing goes on
         for f in {id(f): f for futs in futures.values() for f in futs}.values():
             if not f.done():
-                f._apply_failure(
-                    NaqConnectionError(
-                        f"the client was closed before job {f.job_id} ended; the job goes on: "
-                        f"JobFuture.attach({f.job_id!r}) on an open client follows it"
-                    )
-                )
+                after = gone or f"the job goes on: JobFuture.attach({f.job_id!r}) on an open client follows it"
+                f._apply_failure(NaqConnectionError(f"the client was closed before job {f.job_id} ended; {after}"))
 
     async def stop(self) -> None:
         subs, self._subs = self._subs, []

@@ -405,6 +405,11 @@ class LocalCluster:
         for p in self._procs:
             p.stop(timeout, kill_wait=5.0)  # graceful first: running jobs finish, the rest goes back
         if self.client is not None:
+            if self.store_kind.startswith("temporary") and self.server is not None:
+                self.client.gone_note = (
+                    "its nq.local() cluster was stopped and its temporary store deleted: the job is gone "
+                    "(a kept store, nq.local(store_dir='auto') or a path, keeps jobs across a stop)"
+                )
             try:
                 if default_client() is self.client:
                     set_default_client(None)

@@ -20,6 +20,12 @@ def test_timeout_on_a_queue_nobody_serves_says_so(nb_client):
     fut.cancel()
 
 
+def test_timeout_of_a_job_this_server_has_no_record_of_says_so(nb_client):
+    fut = nq.JobFuture.attach("f" * 32)  # attach checks nothing: a wrong id, or one from a store now gone
+    with pytest.raises(TimeoutError, match=r"it is unknown: this server has no record of it .*nq.job\(id\)"):
+        fut.result(timeout=0.3)
+
+
 def test_timeout_while_running_says_it_keeps_running(nb_client, thread_worker):
     thread_worker()
     fut = nq.submit(jobs.sleep_for, 3.0)

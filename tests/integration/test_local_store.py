@@ -103,8 +103,12 @@ def test_temporary_store_mode(no_cluster_left):
     assert "temporary" in repr(c)
     with pytest.raises(JobNotFoundError, match="temporary store"):
         nq.job("nosuchjob123")
+    pending = nq.options(queue="nobody").submit(pow, 2, 3)
     c.stop()
     assert not store.exists()  # deleted at stop
+    # Not "the job goes on: attach it": it went with the store.
+    with pytest.raises(NaqException, match="temporary store deleted: the job is gone"):
+        pending.result(timeout=10)
 
 
 def test_busy_default_store_falls_back_to_temporary(no_cluster_left):
