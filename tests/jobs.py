@@ -261,3 +261,27 @@ def fail_first_with_partial_line(path):
         raise RuntimeError("first attempt")
     print("attempt 2 line")
     return "ok"
+
+
+def leave_a_chatty_thread(seconds):
+    """Starts a thread that prints a line every 10 ms for ``seconds``, and returns at once."""
+    import threading
+
+    def chatter():
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            print("from the thread an earlier job left")
+            time.sleep(0.01)
+    threading.Thread(target=chatter, daemon=True).start()
+    return "left"
+
+
+def print_with_a_thread_of_its_own(seconds):
+    """Prints a line from a thread it starts and joins, sleeps, prints its own line."""
+    import threading
+    t = threading.Thread(target=print, args=("from a thread of this job",))
+    t.start()
+    t.join()
+    time.sleep(seconds)
+    print("own line")
+    return "own"

@@ -153,17 +153,20 @@ class ChildJobContext:
 
 
 class _JobStream:
-    """sys.stdout/stderr in a child: whole lines go to the running job's log (any thread)."""
+    """sys.stdout/stderr in a child: whole lines go to the running job's log, from its own thread or
+    any thread started while it runs. Threads an earlier job left running are not this job's: what
+    they print goes to the job process's stderr (the worker's log), as it does between jobs."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.ctx: ChildJobContext | None = None
         self._lines = LineSplitter()
         self._lock = threading.Lock()
+        self._left: frozenset[int] = frozenset()  # threads alive when the last job ended
 
     def write(self, text: str) -> int:
         ctx = self.ctx
-        if ctx is None:
+        if ctx is None or (self._left and threading.get_ident() in self._left):
             return sys.__stderr__.write(text) if sys.__stderr__ is not None else len(text)
         with self._lock:
             lines = self._lines.feed(text)
@@ -171,12 +174,19 @@ class _JobStream:
             ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
         return len(text)
 
+    def begin_job(self, ctx: ChildJobContext) -> None:
+        if self._left:  # only those still alive: a thread started now may get an ended one's ident
+            self._left = self._left.intersection(t.ident for t in threading.enumerate())
+        self.ctx = ctx
+
     def end_job(self) -> None:
         with self._lock:
             rest = self._lines.take_rest()
         if rest is not None and self.ctx is not None:
             self.ctx.update(line=rest if self.label == "stdout" else f"[stderr] {rest}")
         self.ctx = None
+        main = threading.main_thread().ident
+        self._left = frozenset(t.ident for t in threading.enumerate() if t.ident is not None and t.ident != main)
 
     def flush(self) -> None:
         pass
@@ -227,7 +237,7 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         return ("async",)
     ctx = ChildJobContext(channel, job_id, queue, attempt)
     for s in streams:
-        s.ctx = ctx
+        s.begin_job(ctx)
     token = context.bind(ctx)  # type: ignore[arg-type]
     try:
         value = fn(*args, **kwargs)

@@ -104,3 +104,13 @@ async def test_a_retry_does_not_inherit_the_unfinished_line_of_the_attempt_befor
         jobs.fail_first_with_partial_line, str(tmp_path / "runs"))
     assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == "ok"
     assert (await get_status(broker, job.job_id))["logs"] == ["attempt 2 line"]
+
+
+async def test_a_thread_an_earlier_job_left_running_does_not_write_into_the_next_jobs_log(broker, start_worker):
+    await start_worker(concurrency=1)  # one job process: the next job runs beside the leftover thread
+    q = Queue(broker)
+    left = await q.enqueue(jobs.leave_a_chatty_thread, 3.0)
+    assert (await wait_for_result(broker, left.job_id, 30)).unwrap() == "left"
+    job = await q.enqueue(jobs.print_with_a_thread_of_its_own, 0.5)
+    assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == "own"
+    assert (await get_status(broker, job.job_id))["logs"] == ["from a thread of this job", "own line"]
