@@ -37,6 +37,7 @@ class Delivery:
     running_timer: asyncio.TimerHandle | None = None  # the deferred "running" record's timer (a child process runs it)
     running_written: bool = False
     ended: bool = False  # its run is over: no "running" record may be written any more
+    final_sent: bool = False  # its final records may be out: a worker error after that must not overwrite them
     taken: int = 0  # how many jobs this worker had taken, this one included, when a slot took it
 
 

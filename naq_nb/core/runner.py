@@ -339,7 +339,7 @@ class JobRunner:
             except Exception as again:  # the failure path is broken too: wait the longest, then again
                 log.error("job %s: cannot record its failure either (%r)", jid, again)
         delay = min(WORKER_ERROR_MAX_DELAY, 2.0 ** (d.delivered - 1))
-        if d.record:  # recorded running: say why not, or the next delivery counts a lost run
+        if d.record and not d.final_sent:  # recorded running: say why not, or the next delivery counts a lost run
             why = f"worker error: {error_line(exc)}"
             rec = self._record(d, JobStatus.RETRYING, error=why, retry_at=time.time() + delay)
             try:
@@ -458,6 +458,7 @@ class JobRunner:
         bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
         early = early_target(d.meta.reply, result) if self.b.ack_copies and self.alone(d) else None
         sent: SentWrites | Exception
+        d.final_sent = True
         try:
             sent = await send_final_writes(self.b, jid, result, rec, bound, early)
         except _WRITE_ERRORS as exc:  # the first try failed: the background tries again

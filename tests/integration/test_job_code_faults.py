@@ -4,6 +4,8 @@ a coroutine. Each must end the job in a clear state, and the slot must go on ans
 
 import pytest
 
+from naq_nb import Queue as NaqQueue
+from naq_nb.client.client import Client
 from naq_nb.core import runner as runner_mod
 from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import wait_for_result
@@ -114,3 +116,47 @@ async def test_a_thread_an_earlier_job_left_running_does_not_write_into_the_next
     job = await q.enqueue(jobs.print_with_a_thread_of_its_own, 0.5)
     assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == "own"
     assert (await get_status(broker, job.job_id))["logs"] == ["from a thread of this job", "own line"]
+
+
+async def test_a_worker_error_after_the_final_records_were_sent_leaves_them_standing(broker, start_worker, settings,
+                                                                                      monkeypatch):
+    """Recording the worker error as "retrying" is for a run that has no outcome out yet; written
+    after the final records, it would overwrite a succeeded job's status."""
+    from naq_nb.core import final_writes
+
+    calls = []
+    real_early, real_push = final_writes.push_early, runner_mod.push_result
+
+    def broken_once(real):
+        async def push(*args, **kwargs):
+            calls.append(real.__name__)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the push")
+            return await real(*args, **kwargs)
+        return push
+
+    monkeypatch.setattr(final_writes, "push_early", broken_once(real_early))
+    monkeypatch.setattr(runner_mod, "push_result", broken_once(real_push))
+    written = []  # statuses the worker wrote without waiting (a redelivery repairs the record later)
+    real_nowait = runner_mod.JobRunner._status_nowait
+
+    async def status_nowait(self, job_id, rec):
+        written.append(rec["status"])
+        await real_nowait(self, job_id, rec)
+
+    monkeypatch.setattr(runner_mod.JobRunner, "_status_nowait", status_nowait)
+    await start_worker(concurrency=1)
+    client = Client(settings=settings)  # a client's job: its result is pushed to it
+    try:
+        job = await NaqQueue("default", client=client).enqueue(jobs.add, 1, 2)
+        assert await client.result(job.job_id, 30) == 3
+    finally:
+        await client.close()
+
+    async def settled():  # the redelivery found the result and acked the message
+        return (await broker.js.stream_info(broker.layout.jobs_stream)).state.messages == 0
+
+    await eventually(settled, timeout=30, what="the job's message acked")
+    assert calls[0] == "push_early", calls  # the error came after the final records were sent
+    assert "retrying" not in written, written
+    assert (await get_status(broker, job.job_id))["status"] == "succeeded"
