@@ -18,6 +18,7 @@ from .job import TERMINAL, JobStatus
 from .layout import validate_job_id
 from .oneshot import stream_messages
 from .records import encode_failure
+from .schedules import ScheduleNotFoundError, change_schedule
 from .results import push_result
 from .serialization import seal_record
 from .status import STATUS_VALUES, StatusRecord, decode_status, encode_status, with_status
@@ -71,6 +72,15 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> tuple[StatusRecord, st
         await asyncio.sleep(min(0.005 * 2 ** min(tries, 6), 0.2))
 
 
+async def _cancel_schedule(broker: Broker, job_id: str) -> None:
+    """Delete the schedule entry a ``scheduled`` job waits in, or the scheduler fires it anyway (the
+    worker that takes it may not have heard of the cancel: started after it, or restarted)."""
+    try:
+        await change_schedule(broker, job_id, "cancel")
+    except ScheduleNotFoundError:
+        pass  # fired (or cancelled) just now: the cancelled status stops what was fired
+
+
 async def _queued_seq(broker: Broker, queue: str, job_id: str) -> int | None:
     """The stream sequence of ``job_id``'s message still waiting in ``queue``, read from that queue's
     messages in order (one request each, at most :data:`QUEUED_SCAN_LIMIT`); None if not there."""
@@ -113,6 +123,8 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     if marked is None:
         return False
     rec, before = marked
+    if before == JobStatus.SCHEDULED.value:  # a delayed job or a schedule: its calendar entry goes too
+        await _cancel_schedule(broker, job_id)
     seq = sequence or rec.get("seq")
     if not (type(seq) is int and seq > 0) and before == JobStatus.QUEUED.value and isinstance(rec.get("queue"), str):
         # Its record carries no sequence (sent in a batch, or alone, whose record went out before the

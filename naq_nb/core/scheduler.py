@@ -47,6 +47,7 @@ from .schedules import (
     occurrences_due,
     publish_schedule_status,
     read_schedule,
+    settle_dependents,
 )
 from .settings import Settings
 
@@ -393,6 +394,8 @@ class Scheduler:
             return ids
         if s.kind != "once":
             await publish_schedule_status(self._b, new, JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
+            if finished:
+                await settle_dependents(self._b, s.id)
         self.fired += len(ids)
         return ids
 
@@ -407,15 +410,18 @@ class Scheduler:
     async def _publish(self, s: Schedule, body: bytes, job_id: str, due: float) -> None:
         b = self._b
         lay = b.layout
-        await self._mark_queued(s, job_id, due)
+        if not await self._mark_queued(s, job_id, due):
+            log.info("occurrence %s was cancelled before it was due; not fired", job_id)
+            return
         ack = await b.js.publish(
             lay.queue_subject(s.queue), body, headers=job_message(s, body, job_id, due, b.settings.signing_keys)
         )
         if ack.duplicate:
             log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
 
-    async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> None:
-        """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it)."""
+    async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> bool:
+        """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it).
+        False if it was cancelled: it must not be fired (a worker may not have heard of the cancel)."""
         kv = await self._b.kv(self._b.layout.status_bucket)
         rec = first_record(
             job_id,
@@ -430,19 +436,25 @@ class Scheduler:
         try:
             entry = await kv.get(job_id)
             try:
-                moved_on = decode_status(entry.value or b"").get("status") != JobStatus.SCHEDULED.value
+                status = decode_status(entry.value or b"").get("status")
             except SerializationError:
-                moved_on = False  # an unreadable record tells nothing: this fire writes a readable one
-            if moved_on:
-                return
+                status = None  # an unreadable record tells nothing: this fire writes a readable one
+            if status == JobStatus.CANCELLED.value:
+                return False
+            if status not in (None, JobStatus.SCHEDULED.value):
+                return True  # moved on: fired before (JetStream drops the copy)
             await kv.update(job_id, encode_status(rec), last=entry.revision)
         except KeyNotFoundError:
             try:
                 await kv.create(job_id, encode_status(rec))
             except KeyWrongLastSequenceError:
                 pass
-        except KeyWrongLastSequenceError:
-            pass
+        except KeyWrongLastSequenceError:  # changed meanwhile: a cancel, say
+            try:
+                return decode_status((await kv.get(job_id)).value or b"").get("status") != JobStatus.CANCELLED.value
+            except (KeyNotFoundError, SerializationError):
+                pass
+        return True
 
     # --- leadership ---------------------------------------------------------------
     async def elect_once(self, now: float) -> bool:

@@ -29,11 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence, TypedDict
 
 from croniter import croniter
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode_job
-from .errors import ConfigurationError, NaqException, ScheduleNotFoundError, SerializationError
+from .deps import release_dependents
+from .errors import ConfigurationError, NaqConnectionError, NaqException, ScheduleNotFoundError, SerializationError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
@@ -57,6 +58,7 @@ __all__ = [
     "occurrences_due",
     "job_message",
     "require_calendar",
+    "settle_dependents",
 ]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
@@ -127,9 +129,12 @@ class Schedule:
             start = datetime.fromtimestamp(max(after, EARLIEST), tz)
             steps = croniter(self.cron, start)
             nxt = float(steps.get_next(float))
-            if datetime.fromtimestamp(nxt, tz).replace(tzinfo=None) == start.replace(tzinfo=None):
-                # A clock set back repeats an hour (Paris's autumn night shows 02:30 twice): the same
-                # wall-clock time runs once, as cron runs it.
+            # A clock set back repeats an hour (Paris's autumn night shows 02:00-02:59 twice): a
+            # wall-clock time runs once, at its first showing, as cron runs it. The second showing
+            # is the one a zone marks fold=1; every time the schedule matches in it is skipped.
+            for _ in range(1000):
+                if nxt > LATEST or not datetime.fromtimestamp(nxt, tz).fold:
+                    break
                 nxt = float(steps.get_next(float))
             return nxt if nxt <= LATEST else None
         return None
@@ -385,6 +390,15 @@ def make_schedule(
     return s, body
 
 
+async def settle_dependents(broker: Broker, schedule_id: str) -> None:
+    """Jobs waiting on a schedule that ended (finished or cancelled) run or fail now, not at the
+    workers' next sweep of the waiting stream (which still finishes this if it fails here)."""
+    try:
+        await release_dependents(broker, schedule_id)
+    except (NaqConnectionError, APIError, TimeoutError) as exc:
+        log.warning("schedule %s ended; settling what waits on it is left to the sweep: %s", schedule_id, exc)
+
+
 async def publish_schedule_status(broker: Broker, s: Schedule, state: JobStatus, **extra: Any) -> None:
     """The schedule's own record in the status bucket (a watcher sees it with its next due time)."""
     lay = broker.layout
@@ -467,6 +481,7 @@ async def change_schedule(broker: Broker, schedule_id: str, action: str, **chang
             if action == "cancel":
                 await kv.delete(key, last=s.revision)
                 await publish_schedule_status(broker, s, JobStatus.CANCELLED, finished_at=time.time())
+                await settle_dependents(broker, s.id)
                 return None
             s = _apply(s, action, changes)
             s.revision = await kv.update(key, s.encode(body), last=s.revision)

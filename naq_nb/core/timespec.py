@@ -60,7 +60,10 @@ def to_epoch(when: datetime | float | int, what: str = "time") -> float:
     else:
         raise TypeError(f"{what} must be a datetime or epoch seconds, not {type(when).__name__}: {when!r}")
     if not EARLIEST <= t <= LATEST:
-        raise ConfigurationError(f"{what} must be a time between the years 1 and 9999, not {when!r}")
+        raise ConfigurationError(
+            f"{what} must be a time from 0001-01-02 to 9999-12-30 (UTC; a day inside each end of what "
+            f"datetime can hold, so any time zone can show it), not {when!r}"
+        )
     return t
 
 

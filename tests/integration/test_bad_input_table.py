@@ -125,7 +125,7 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
     ("modify-cron-and-interval", lambda c: scheduling.modify_scheduled_job_sync(
         c.sid, cron="*/5 * * * *", interval=3, nats_url=c.url), ValueError, "cron or interval, not both"),
     ("modify-next_run-far-past", lambda c: scheduling.modify_scheduled_job_sync(c.sid, next_run=-1e20, nats_url=c.url),
-     ValueError, "next_run must be a time between the years 1 and 9999"),
+     ValueError, "next_run must be a time from 0001-01-02 to 9999-12-30"),
     ("modify-interval-nan", lambda c: scheduling.modify_scheduled_job_sync(c.sid, interval=NAN, nats_url=c.url),
      ValueError, "interval"),
     ("modify-misfire_grace-nan", lambda c: scheduling.modify_scheduled_job_sync(
@@ -279,9 +279,9 @@ CLI: list[tuple[str, list[str], dict, str]] = [
     ("job-control-next-run-bad", ["job-control", "sid", "reschedule", "--next-run", "soon"], {}, "--next-run"),
     ("job-control-next-run-inf", ["job-control", "sid", "reschedule", "--next-run", "inf"], {}, "finite"),
     ("job-control-next-run-1e20", ["job-control", "sid", "reschedule", "--next-run", "1e20"], {},
-     "between the years 1 and 9999"),
+     "from 0001-01-02 to 9999-12-30"),
     ("job-control-next-run-year-10000", ["job-control", "sid", "reschedule", "--next-run",
-                                         "9999-12-31T23:59:59-05:00"], {}, "between the years 1 and 9999"),
+                                         "9999-12-31T23:59:59-05:00"], {}, "from 0001-01-02 to 9999-12-30"),
     ("job-control-interval-tiny", ["job-control", "sid", "reschedule", "--interval", "1e-9"], {}, "at least 0.1"),
     ("job-control-pause-with-cron", ["job-control", "sid", "pause", "--cron", "* * * * *"], {},
      "--cron only go with reschedule"),

@@ -171,6 +171,53 @@ async def test_pause_resume_modify_cancel(broker, settings, start_scheduler):
         await nq.cancel_scheduled_job(job.job_id, nats_url=url)
 
 
+async def test_cancel_job_of_a_schedule_ends_its_calendar(broker, settings, start_scheduler):
+    """cancel_job (and `naq cancel`) said "cancelled" of a schedule's id, and the schedule kept firing:
+    only its status record was marked, and the next fire wrote "scheduled" over it."""
+    from naq_nb.core.cancel import cancel_job
+    sch = await start_scheduler()
+    job = await nq.schedule(jobs.add, 1, 2, interval=0.3, queue_name="cq", nats_url=settings.nats_url)
+    await wait_until(lambda: _count_at_least(broker, "cq", 1), 10, "a first fire")
+    assert await cancel_job(broker, job.job_id) is True
+    await wait_until(lambda: _async(sch.next_due() is None), 10, "the scheduler to drop the schedule")
+    assert await list_schedules(broker) == [] and (await get_status(broker, job.job_id))["status"] == "cancelled"
+
+
+async def _count_at_least(broker, queue, n):
+    return len(await queued_ids(broker, queue)) >= n
+
+
+async def test_a_delayed_job_whose_record_says_cancelled_is_never_fired(broker, settings):
+    """A worker drops a cancelled job by the cancel notice it heard; one started after the cancel
+    never heard it and ran the job. Whatever left the calendar entry behind (a cancel racing the
+    fire), the scheduler reads the record before firing and does not send it."""
+    from naq_nb.core.status import decode_status, encode_status, with_status
+    from naq_nb.core.job import JobStatus
+    T0 = time.time()
+    s = await stored(broker, "dq", T0, when=T0 + 1.0)
+    kv = await broker.kv(broker.layout.status_bucket)
+    entry = await kv.get(s.id)
+    rec = decode_status(entry.value)
+    await kv.update(s.id, encode_status(with_status(rec, JobStatus.CANCELLED)), last=entry.revision)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    await sch.tick(T0 + 1.01)
+    assert await queued_ids(broker, "dq") == [] and (await get_status(broker, s.id))["status"] == "cancelled"
+
+
+async def test_a_job_waiting_on_a_schedule_runs_as_the_schedule_ends(broker, settings, start_worker):
+    """It waited for the workers' sweep of the waiting stream (30 s) instead."""
+    T0 = time.time()
+    s = await stored(broker, "default", T0, interval=1.0, repeat=1)
+    dependent = await Queue(broker).configure(depends_on=[s.id]).enqueue(jobs.add, 2, 2)
+    await start_worker()
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    assert len(await sch.tick(T0 + 1.01)) == 1
+    assert (await get_status(broker, s.id))["status"] == "succeeded"
+    assert (await wait_for_result(broker, dependent.job_id, 10)).unwrap() == 4
+
+
 async def _async(value):
     return value
 

@@ -35,6 +35,20 @@ def test_a_wall_clock_time_the_autumn_switch_repeats_runs_once():
         "10-31 00:30", "11-01 01:30", "11-02 01:30"]
 
 
+def test_every_time_in_the_repeated_autumn_hour_runs_once():
+    # 2026-10-25, Paris: 02:00-02:59 shows at UTC+2, then again at UTC+1. Two times in that hour (and a
+    # half-hourly cron) ran at both showings; only back-to-back repeats were caught.
+    def runs(cron: str, n: int) -> list[str]:
+        s = Schedule(id="x", queue="q", function="f", kind="cron", next_run=None, cron=cron, timezone="Europe/Paris")
+        out = [s.following(datetime(2026, 10, 24, 23, 45, tzinfo=timezone.utc).timestamp())]
+        while len(out) < n:
+            out.append(s.following(out[-1]))
+        return [datetime.fromtimestamp(r, timezone.utc).strftime("%d %H:%M") for r in out]
+
+    assert runs("0,30 2 * * *", 3) == ["25 00:00", "25 00:30", "26 01:00"]
+    assert runs("*/30 * * * *", 6) == ["25 00:00", "25 00:30", "25 02:00", "25 02:30", "25 03:00", "25 03:30"]
+
+
 def _counting(s: Schedule) -> list[int]:
     """Count the calendar steps ``occurrences_due`` takes (its cost, independent of the machine)."""
     calls, step = [0], s.following
