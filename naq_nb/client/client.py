@@ -27,7 +27,6 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import multiprocessing
 import os
 import sys
 import threading
@@ -57,6 +56,7 @@ from ..core.results import unrecorded_status, wait_for_result
 from ..core.settings import Settings, redact_url
 from ..core.status import StatusRecord
 from .loop import any_loop, call_soon, in_loop_thread, on_loop_close, run_async, run_sync, sweep_closed_loops
+from .loop import exit_flush_covers
 from .inbox import ResultInbox
 from .stores import Stores
 from .twins import blocking, on_loop
@@ -274,7 +274,7 @@ class Client:
         waiting for its acknowledgements; None: the full path. A dependency still in flight from
         here: the full path waits for that store first."""
         b = self._broker
-        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not _exit_flush_runs():
+        if len(jobs) != 1 or b is None or not b.is_connected or not b.layout_ready or not exit_flush_covers():
             return None
         return None if self._stores.any_pending(jobs[0].options.depends_on) else b
 
@@ -537,13 +537,6 @@ def _close_when_made(task: asyncio.Future) -> None:
 
 
 _every_client: "weakref.WeakSet[Client]" = weakref.WeakSet()  # for the exit check of enqueues in flight
-_MAIN_PID = os.getpid()
-
-
-def _exit_flush_runs() -> bool:
-    """An enqueue may return before its acknowledgement only where the exit flush runs: not in a
-    forked or multiprocessing child (a forked one ends with ``os._exit``, which skips it)."""
-    return os.getpid() == _MAIN_PID and multiprocessing.parent_process() is None
 
 
 def _after_fork_in_child() -> None:
@@ -562,10 +555,8 @@ def _not_stored(exc: BaseException) -> str:
 
 
 def say_loudly(message: str) -> None:
-    """Log ``message`` as an error, and write it to stderr too when no handler would show it: the
-    package's NullHandler silences Python's last resort, and a script that configured no logging
-    must still hear, as it ends, that jobs it enqueued may be lost (or where an interrupted call
-    left its jobs)."""
+    """Log ``message`` as an error, and to stderr when no handler shows it (the package's NullHandler
+    silences Python's last resort): a script with no logging set up must still hear of lost jobs."""
     log.error("%s", message)
     if not _shown(log, logging.ERROR):
         print(f"naq_nb: error: {message}", file=sys.stderr, flush=True)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import html
 import logging
+import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
@@ -24,7 +27,7 @@ from ..core.records import ResultRecord
 from ..core.results import check_timeout
 from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_status, with_status
 from .shared import default_client
-from .loop import run_async, run_sync
+from .loop import in_loop_thread, run_async, run_sync
 from .twins import blocking, blocking_classmethod
 from .watch import get_watch, register
 
@@ -55,6 +58,17 @@ class JobFuture(concurrent.futures.Future):
         self.job = job
         self._record: StatusRecord = {}
         self._listeners: list[Callable[["JobFuture"], None]] = []
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:
+        """As :meth:`concurrent.futures.Future.add_done_callback`, but ``fn`` never runs on naq_nb's
+        own loop thread, which resolves job futures: there a naq_nb call in ``fn`` could not run,
+        and a wait in it would hold up every other result. A future resolved there calls ``fn``
+        from a helper thread (``naq-callbacks``), one callback at a time, in order."""
+        super().add_done_callback(functools.partial(_off_the_loop, fn))
+
+    def _on_done(self, fn: Callable[[concurrent.futures.Future], object]) -> None:
+        """naq_nb's own done callbacks: short and thread-safe, run wherever the future resolves."""
+        super().add_done_callback(fn)
 
     # --- creation -------------------------------------------------------------
     @classmethod
@@ -146,7 +160,7 @@ class JobFuture(concurrent.futures.Future):
                 pass
 
         # Not asyncio.wrap_future: cancelling that wrapper would cancel (remotely!) the job.
-        self.add_done_callback(_done)
+        self._on_done(_done)
         try:
             await asyncio.wait_for(waiter, timeout)
         except asyncio.TimeoutError:
@@ -443,3 +457,33 @@ async def attach_many(client: "Client", job_ids: list[str]) -> list[JobFuture]:
     futs = [JobFuture(j, client) for j in job_ids]
     await register(client, futs, fetch=True)
     return futs
+
+
+_callbacks: concurrent.futures.ThreadPoolExecutor | None = None  # made at the first callback it runs
+_callbacks_lock = threading.Lock()
+
+
+def _off_the_loop(fn: Callable[[concurrent.futures.Future], object], fut: concurrent.futures.Future) -> None:
+    global _callbacks
+    if not in_loop_thread():
+        fn(fut)  # (its exception is logged by concurrent.futures, as for any callback)
+        return
+    with _callbacks_lock:
+        if _callbacks is None:
+            _callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="naq-callbacks")
+        _callbacks.submit(_logged, fn, fut)
+
+
+def _logged(fn: Callable[[concurrent.futures.Future], object], fut: concurrent.futures.Future) -> None:
+    try:
+        fn(fut)
+    except Exception:
+        log.exception("exception calling callback for %r", fut)
+
+
+def _forget_callbacks_thread() -> None:
+    global _callbacks
+    _callbacks = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_callbacks_thread)

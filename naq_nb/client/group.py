@@ -145,7 +145,7 @@ async def _until(futs: list[JobFuture], timeout: float | None, enough: Callable[
             pass
 
     for f in futs:
-        f.add_done_callback(_done)
+        f._on_done(_done)
     deadline = None if timeout is None else loop.time() + timeout
     while not enough():
         left = None if deadline is None else deadline - loop.time()
@@ -197,7 +197,7 @@ async def as_completed_async(futures: Iterable[JobFuture], timeout: float | None
     deadline = None if t is None else loop.time() + t
     queue: asyncio.Queue[JobFuture] = asyncio.Queue()
     for f in futs:  # (a done callback gets the future it was added to: a JobFuture)
-        f.add_done_callback(lambda fut: loop.call_soon_threadsafe(queue.put_nowait, cast(JobFuture, fut)))
+        f._on_done(lambda fut: loop.call_soon_threadsafe(queue.put_nowait, cast(JobFuture, fut)))
     for _ in futs:
         left = None if deadline is None else max(0.0, deadline - loop.time())
         try:

@@ -20,7 +20,9 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import multiprocessing
 import os
+import sys
 import threading
 import types
 import weakref
@@ -50,6 +52,9 @@ class LoopThread:
         self.thread = threading.Thread(target=self._run, name="naq-loop", daemon=True)
         self.thread.start()
         self._started.wait()
+        #: Made while the interpreter exits (in an atexit hook, or after the exit flush ran): the
+        #: hook registered below never runs then, so nothing may count on it (:func:`exit_flush_covers`).
+        self.late = _exited or _main_script_done()
         # atexit runs its hooks last-registered first: registered again now, the exit flush of
         # enqueues in flight runs before hooks registered earlier, e.g. stopping the script's own
         # EmbeddedServer (core.server registers that when imported).
@@ -212,7 +217,35 @@ def on_exit(coro_fn: Callable[[], Awaitable[Any]]) -> None:
 
 
 @atexit.register
+def exit_flush_covers() -> bool:
+    """Whether the exit flush will settle this process's enqueues (or say they were lost), so one
+    may return before its acknowledgement. Not in a forked or multiprocessing child (a forked one
+    ends with ``os._exit``, which skips it), nor on a loop made while the interpreter exits."""
+    t = _thread
+    return t is not None and not t.late and os.getpid() == _MAIN_PID and multiprocessing.parent_process() is None
+
+
+_MAIN_PID = os.getpid()
+
+
+def _main_script_done() -> bool:
+    """The main thread no longer runs the ``__main__`` module's code: atexit hooks (or the wait for
+    threads before them) are running. An embedded interpreter with no such frame reads as done,
+    the safe answer (each enqueue then waits for its acknowledgement)."""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
+            return False
+        frame = frame.f_back
+    return True
+
+
+_exited = False  # the exit flush ran: a loop made after it is never flushed
+
+
 def _shutdown() -> None:
+    global _exited
+    _exited = True
     t = _thread
     if t is None or t.pid != os.getpid() or not t.thread.is_alive():
         return

@@ -113,7 +113,7 @@ async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
             waiter.set_result(None)
 
     for f in pending:
-        f.add_done_callback(_one)
+        f._on_done(_one)
     try:
         await asyncio.wait_for(waiter, timeout)
     except asyncio.TimeoutError:

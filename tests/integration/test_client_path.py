@@ -492,6 +492,38 @@ for i in range(1, 2000):  # handed over from this thread: many still in flight w
         srv.stop()
 
 
+def test_enqueues_made_in_an_atexit_hook_are_stored_when_they_return(own_nats_server):
+    """naq_nb first used inside an atexit hook: the exit flush registers its own hook then, which
+    CPython never runs, so enqueues handed over without their acknowledgement could be lost with
+    nothing said. Once the interpreter is exiting, each enqueue waits for its acknowledgement: the
+    hook's hard exit right after the last one loses nothing."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    script = f"""
+import atexit, operator, os
+
+def at_exit():
+    from naq_nb import enqueue_sync
+    for i in range(200):
+        enqueue_sync(operator.add, i, 1, queue_name="atexit", nats_url={own_nats_server.url!r})
+    os._exit(0)  # what has not been stored by now never will be
+
+atexit.register(at_exit)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NAQ_PREFIX"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    c = Client(own_nats_server.url, settings=None)
+    try:
+        assert c.queue_size_sync("atexit") == 200
+    finally:
+        c.close_sync()
+
+
 @pytest.mark.parametrize("clients", [1, 4])
 def test_a_script_that_configured_no_logging_still_hears_at_exit_that_jobs_may_be_lost(own_nats_server, clients):
     """The package's NullHandler silences Python's last-resort output: the exit warning about enqueues

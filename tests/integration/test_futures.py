@@ -75,6 +75,30 @@ def test_done_callbacks_fire_once_and_late_ones_immediately(nb_client, thread_wo
     assert [v for _, v in seen] == [5]
 
 
+def test_a_done_callback_may_call_naq_nb_and_wait_on_another_job(nb_client, thread_worker):
+    """Callbacks ran on naq_nb's loop thread, which resolves every future: a submit in one raised
+    (and concurrent.futures only logged it), and a wait in one held up every other result until
+    its timeout, which then blamed the job ("it is queued")."""
+    thread_worker(concurrency=2)
+    out: dict[str, object] = {}
+    done = threading.Event()
+
+    def chain(f: cf.Future) -> None:
+        try:
+            out["thread"] = threading.current_thread().name
+            out["chained"] = nq.submit(jobs.add, f.result(), 1).result(timeout=20)
+        except BaseException as exc:  # handed to the test
+            out["error"] = exc
+        finally:
+            done.set()
+
+    nq.submit(jobs.add, 2, 3).add_done_callback(chain)
+    assert done.wait(30), "the callback ended"
+    assert out.get("chained") == 6, out
+    assert out["thread"].startswith("naq-callbacks")
+    assert nq.submit(jobs.add, 1, 1).result(timeout=20) == 2  # nothing stalled meanwhile
+
+
 def test_wait_and_as_completed(nb_client, thread_worker):
     thread_worker(concurrency=4)
     futs = nq.map(jobs.sleep_for, [0.3, 0.0, 0.1])
