@@ -471,7 +471,12 @@ def _off_the_loop(fn: Callable[[concurrent.futures.Future], object], fut: concur
     with _callbacks_lock:
         if _callbacks is None:
             _callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="naq-callbacks")
-        _callbacks.submit(_logged, fn, fut)
+        try:
+            _callbacks.submit(_logged, fn, fut)
+            return
+        except RuntimeError:  # the interpreter is exiting: no new thread may start; run it here
+            pass
+    _logged(fn, fut)
 
 
 def _logged(fn: Callable[[concurrent.futures.Future], object], fut: concurrent.futures.Future) -> None:
