@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -130,7 +131,6 @@ def log(*parts: Any) -> None:
 
 def echo_line(job_id: str, line: str) -> None:
     """Write a job's output line to the worker's own stdout, prefixed with the job id."""
-    import sys
 
     out = sys.stdout
     out = getattr(out, "original", out)  # past the capture, which would route it back to the job
@@ -251,8 +251,6 @@ _capture_lock = threading.Lock()
 
 def install_capture() -> None:
     """Route job output to job logs (reference counted; undone by :func:`uninstall_capture`)."""
-    import sys
-
     global _capture_refs
     with _capture_lock:
         _capture_refs += 1
@@ -265,17 +263,12 @@ def install_capture() -> None:
 
 def end_job_output(ctx: JobContext) -> None:
     """Log the unfinished last line ``ctx``'s job printed (threads mode), and forget it."""
-    import sys
-
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if isinstance(stream, _CaptureStream):
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _CaptureStream) and stream._partial:  # (most jobs leave none)
             stream.end_job(ctx)
 
 
 def uninstall_capture() -> None:
-    import sys
-
     global _capture_refs
     with _capture_lock:
         _capture_refs = max(0, _capture_refs - 1)

@@ -162,7 +162,7 @@ class _JobStream:
         self.ctx: ChildJobContext | None = None
         self._lines = LineSplitter()
         self._lock = threading.Lock()
-        self._left: frozenset[int] = frozenset()  # threads alive when the last job ended
+        self._left: frozenset[int] = frozenset()  # threads alive as the job started: not the job's
 
     def write(self, text: str) -> int:
         ctx = self.ctx
@@ -174,10 +174,8 @@ class _JobStream:
             ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
         return len(text)
 
-    def begin_job(self, ctx: ChildJobContext) -> None:
-        if self._left:  # only those still alive: a thread started now may get an ended one's ident
-            self._left = self._left.intersection(t.ident for t in threading.enumerate())
-        self.ctx = ctx
+    def begin_job(self, ctx: ChildJobContext, left: frozenset[int]) -> None:
+        self._left, self.ctx = left, ctx
 
     def end_job(self) -> None:
         with self._lock:
@@ -185,8 +183,6 @@ class _JobStream:
         if rest is not None and self.ctx is not None:
             self.ctx.update(line=rest if self.label == "stdout" else f"[stderr] {rest}")
         self.ctx = None
-        main = threading.main_thread().ident
-        self._left = frozenset(t.ident for t in threading.enumerate() if t.ident is not None and t.ident != main)
 
     def flush(self) -> None:
         pass
@@ -196,6 +192,21 @@ class _JobStream:
 
     def __getattr__(self, name: str) -> Any:  # encoding, fileno, buffer...: those of the real stderr
         return getattr(sys.__stderr__, name)
+
+
+_threads_seen: tuple[int, frozenset[int]] = (0, frozenset())
+
+
+def _threads_alive() -> frozenset[int]:
+    """The threads other than the main one, alive as a job starts: what they print is not that
+    job's. Looked up again only when their number changed (most jobs start no thread), so a thread
+    that ended while another started, in one job, can go unseen until the number changes."""
+    global _threads_seen
+    n = threading.active_count()
+    if n != _threads_seen[0]:
+        main = threading.main_thread().ident
+        _threads_seen = (n, frozenset(t.ident for t in threading.enumerate() if t.ident not in (None, main)))
+    return _threads_seen[1]
 
 
 def _watch_parent(ppid: int) -> None:
@@ -236,8 +247,9 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
     if is_async_callable(fn):
         return ("async",)
     ctx = ChildJobContext(channel, job_id, queue, attempt)
+    left = _threads_alive()
     for s in streams:
-        s.begin_job(ctx)
+        s.begin_job(ctx, left)
     token = context.bind(ctx)  # type: ignore[arg-type]
     try:
         value = fn(*args, **kwargs)
