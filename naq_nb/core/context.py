@@ -131,7 +131,6 @@ def log(*parts: Any) -> None:
 
 def echo_line(job_id: str, line: str) -> None:
     """Write a job's output line to the worker's own stdout, prefixed with the job id."""
-
     out = sys.stdout
     out = getattr(out, "original", out)  # past the capture, which would route it back to the job
     try:
