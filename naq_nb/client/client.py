@@ -55,8 +55,16 @@ from ..core.registry import WorkerRecord, list_workers
 from ..core.results import unrecorded_status, wait_for_result
 from ..core.settings import Settings, redact_url
 from ..core.status import StatusRecord
-from .loop import any_loop, call_soon, in_loop_thread, on_loop_close, run_async, run_sync, sweep_closed_loops
-from .loop import exit_flush_covers
+from .loop import (
+    any_loop,
+    call_soon,
+    exit_flush_covers,
+    in_loop_thread,
+    on_loop_close,
+    run_async,
+    run_sync,
+    sweep_closed_loops,
+)
 from .inbox import ResultInbox
 from .stores import Stores
 from .twins import blocking, on_loop

@@ -216,7 +216,6 @@ def on_exit(coro_fn: Callable[[], Awaitable[Any]]) -> None:
     _at_exit.append(coro_fn)
 
 
-@atexit.register
 def exit_flush_covers() -> bool:
     """Whether the exit flush will settle this process's enqueues (or say they were lost), so one
     may return before its acknowledgement. Not in a forked or multiprocessing child (a forked one
@@ -243,6 +242,7 @@ def _main_script_done() -> bool:
 _exited = False  # the exit flush ran: a loop made after it is never flushed
 
 
+@atexit.register
 def _shutdown() -> None:
     global _exited
     _exited = True
