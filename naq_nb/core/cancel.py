@@ -11,9 +11,9 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from . import payloads
 from .broker import Broker
-from .deps import release_dependents
+from .deps import settle_dependents
 from .envelope import HEADER_META, header_meta
-from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, NaqConnectionError, SerializationError
+from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import TERMINAL, JobStatus
 from .layout import validate_job_id
 from .oneshot import stream_messages
@@ -72,13 +72,15 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> tuple[StatusRecord, st
         await asyncio.sleep(min(0.005 * 2 ** min(tries, 6), 0.2))
 
 
-async def _cancel_schedule(broker: Broker, job_id: str) -> None:
+async def _cancel_schedule(broker: Broker, job_id: str) -> bool:
     """Delete the schedule entry a ``scheduled`` job waits in, or the scheduler fires it anyway (the
-    worker that takes it may not have heard of the cancel: started after it, or restarted)."""
+    worker that takes it may not have heard of the cancel: started after it, or restarted). False
+    if there was none."""
     try:
         await change_schedule(broker, job_id, "cancel")
     except ScheduleNotFoundError:
-        pass  # fired (or cancelled) just now: the cancelled status stops what was fired
+        return False  # fired (or cancelled) just now: the cancelled status stops what was fired
+    return True
 
 
 async def _queued_seq(broker: Broker, queue: str, job_id: str) -> int | None:
@@ -123,8 +125,8 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     if marked is None:
         return False
     rec, before = marked
-    if before == JobStatus.SCHEDULED.value:  # a delayed job or a schedule: its calendar entry goes too
-        await _cancel_schedule(broker, job_id)
+    # A delayed job or a schedule: its calendar entry goes too.
+    calendar_gone = before == JobStatus.SCHEDULED.value and await _cancel_schedule(broker, job_id)
     seq = sequence or rec.get("seq")
     if not (type(seq) is int and seq > 0) and before == JobStatus.QUEUED.value and isinstance(rec.get("queue"), str):
         # Its record carries no sequence (sent in a batch, or alone, whose record went out before the
@@ -153,9 +155,6 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         pass  # a result was written first; it stands
     if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
-    try:
-        await release_dependents(broker, job_id)  # what waits on it fails now, naming it
-    except (NaqConnectionError, APIError, TimeoutError) as exc:
-        # The cancel itself is done; the workers' sweep of the waiting stream finishes this.
-        log.warning("job %s cancelled; failing its dependents is left to the sweep: %s", job_id, exc)
+    if not calendar_gone:  # (a schedule's cancel settled them already)
+        await settle_dependents(broker, job_id, "cancelled")  # what waits on it fails now, naming it
     return True

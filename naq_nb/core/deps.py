@@ -31,7 +31,13 @@ from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from .envelope import HEADER_MSG_ID, JobMeta, decode_meta, meta_first_record
-from .errors import JS_MESSAGE_GONE, JS_WRONG_LAST_SEQUENCE, DependencyFailedError, SerializationError
+from .errors import (
+    JS_MESSAGE_GONE,
+    JS_WRONG_LAST_SEQUENCE,
+    DependencyFailedError,
+    NaqConnectionError,
+    SerializationError,
+)
 from .job import JobStatus
 from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DependencyGate",
     "release_dependents",
+    "settle_dependents",
     "sweep_waiting",
     "parked_deps",
     "dependency_cycle",
@@ -271,6 +278,16 @@ async def _mark_waiting(b: "Broker", meta: JobMeta, dep: str) -> bool:
         except KeyWrongLastSequenceError:
             continue  # changed meanwhile (cancelled?): look again
     return True
+
+
+async def settle_dependents(b: "Broker", job_id: str, what: str) -> None:
+    """:func:`release_dependents` of ``job_id``, which ``what`` ended ("cancelled", "finished"),
+    outside a worker: best effort, as that ending is done either way; the workers' sweep of the
+    waiting stream finishes what fails here."""
+    try:
+        await release_dependents(b, job_id)
+    except (NaqConnectionError, APIError, TimeoutError) as exc:
+        log.warning("job %s %s; settling what waits on it is left to the sweep: %s", job_id, what, exc)
 
 
 async def release_dependents(b: "Broker", job_id: str, *, gone_too: bool = False) -> int:

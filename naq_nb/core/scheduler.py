@@ -47,8 +47,8 @@ from .schedules import (
     occurrences_due,
     publish_schedule_status,
     read_schedule,
-    settle_dependents,
 )
+from .deps import settle_dependents
 from .settings import Settings
 
 __all__ = ["Scheduler"]
@@ -395,7 +395,7 @@ class Scheduler:
         if s.kind != "once":
             await publish_schedule_status(self._b, new, JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
             if finished:
-                await settle_dependents(self._b, s.id)
+                await settle_dependents(self._b, s.id, "finished")
         self.fired += len(ids)
         return ids
 

@@ -29,12 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence, TypedDict
 
 from croniter import croniter
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode_job
-from .deps import release_dependents
-from .errors import ConfigurationError, NaqConnectionError, NaqException, ScheduleNotFoundError, SerializationError
+from .deps import settle_dependents
+from .errors import ConfigurationError, NaqException, ScheduleNotFoundError, SerializationError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
@@ -58,7 +58,6 @@ __all__ = [
     "occurrences_due",
     "job_message",
     "require_calendar",
-    "settle_dependents",
 ]
 
 MISFIRE_POLICIES = ("once", "all", "skip")
@@ -390,15 +389,6 @@ def make_schedule(
     return s, body
 
 
-async def settle_dependents(broker: Broker, schedule_id: str) -> None:
-    """Jobs waiting on a schedule that ended (finished or cancelled) run or fail now, not at the
-    workers' next sweep of the waiting stream (which still finishes this if it fails here)."""
-    try:
-        await release_dependents(broker, schedule_id)
-    except (NaqConnectionError, APIError, TimeoutError) as exc:
-        log.warning("schedule %s ended; settling what waits on it is left to the sweep: %s", schedule_id, exc)
-
-
 async def publish_schedule_status(broker: Broker, s: Schedule, state: JobStatus, **extra: Any) -> None:
     """The schedule's own record in the status bucket (a watcher sees it with its next due time)."""
     lay = broker.layout
@@ -481,7 +471,7 @@ async def change_schedule(broker: Broker, schedule_id: str, action: str, **chang
             if action == "cancel":
                 await kv.delete(key, last=s.revision)
                 await publish_schedule_status(broker, s, JobStatus.CANCELLED, finished_at=time.time())
-                await settle_dependents(broker, s.id)
+                await settle_dependents(broker, s.id, "cancelled")
                 return None
             s = _apply(s, action, changes)
             s.revision = await kv.update(key, s.encode(body), last=s.revision)
