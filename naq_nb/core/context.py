@@ -164,11 +164,13 @@ def bounded_line(text: str, dropped: int = 0) -> str:
 
 
 class LineSplitter:
-    """Text written in pieces, given back as whole lines. Each piece costs its own length: nothing
-    already buffered is joined again per write (a progress bar's thousands of redraws without a
-    newline made that quadratic), and a line that never ends holds at most a few MAX_LINE of memory."""
+    """Text written in pieces, given back as whole lines (each after ``prefix``). Each piece costs its
+    own length: nothing already buffered is joined again per write (a progress bar's thousands of
+    redraws without a newline made that quadratic), and a line that never ends holds at most a few
+    MAX_LINE of memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
         self._parts: list[str] = []
         self._size = 0
         self._dropped = 0  # characters of the unfinished line let go (past MAX_LINE)
@@ -182,7 +184,7 @@ class LineSplitter:
             return []
         head, *more = text.split("\n")
         self._parts.append(head)
-        lines = [self._take(), *(bounded_line(line) for line in more[:-1])]
+        lines = [self._take(), *(self.prefix + bounded_line(line) for line in more[:-1])]
         if more[-1]:
             self._parts, self._size = [more[-1]], len(more[-1])
         return lines
@@ -194,7 +196,7 @@ class LineSplitter:
     def _take(self) -> str:
         line = bounded_line("".join(self._parts), self._dropped)
         self._parts, self._size, self._dropped = [], 0, 0
-        return line
+        return self.prefix + line
 
     def _compact(self) -> None:
         text = "".join(self._parts)
@@ -207,6 +209,11 @@ class LineSplitter:
         self._parts, self._size = [text], len(text)
 
 
+def stream_prefix(label: str) -> str:
+    """What a job's log line written to stream ``label`` starts with: nothing for stdout."""
+    return "" if label == "stdout" else f"[{label}] "
+
+
 class _CaptureStream:
     """Stands in for sys.stdout/stderr while a worker runs: text written inside a job
     (any thread or task bound to a JobContext) goes to that job's log lines; anything
@@ -215,7 +222,7 @@ class _CaptureStream:
 
     def __init__(self, original: Any, label: str) -> None:
         self.original = original
-        self.label = label
+        self._prefix = stream_prefix(label)
         self._partial: dict[int, tuple[JobContext, LineSplitter]] = {}  # by id(ctx): a retry has its own
         self._lock = threading.Lock()
 
@@ -224,10 +231,10 @@ class _CaptureStream:
         if ctx is None:
             return self.original.write(text)
         with self._lock:
-            _, lines = self._partial.setdefault(id(ctx), (ctx, LineSplitter()))
+            _, lines = self._partial.setdefault(id(ctx), (ctx, LineSplitter(self._prefix)))
             done = lines.feed(text)
         for line in done:
-            ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
+            ctx.update(line=line)
         return len(text)
 
     def end_job(self, ctx: JobContext) -> None:
@@ -235,7 +242,7 @@ class _CaptureStream:
             entry = self._partial.pop(id(ctx), None)
         rest = entry[1].take_rest() if entry is not None else None
         if rest is not None:
-            ctx.update(line=rest if self.label == "stdout" else f"[stderr] {rest}")
+            ctx.update(line=rest)
 
     def flush(self) -> None:
         self.original.flush()

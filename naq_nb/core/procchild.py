@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-from .context import LineSplitter, bounded_line
+from .context import LineSplitter, bounded_line, stream_prefix
 
 _LEN = struct.Struct(">I")
 
@@ -158,9 +158,8 @@ class _JobStream:
     they print goes to the job process's stderr (the worker's log), as it does between jobs."""
 
     def __init__(self, label: str) -> None:
-        self.label = label
         self.ctx: ChildJobContext | None = None
-        self._lines = LineSplitter()
+        self._lines = LineSplitter(stream_prefix(label))
         self._lock = threading.Lock()
         self._left: frozenset[int] = frozenset()  # threads alive as the job started: not the job's
 
@@ -171,7 +170,7 @@ class _JobStream:
         with self._lock:
             lines = self._lines.feed(text)
         for line in lines:
-            ctx.update(line=line if self.label == "stdout" else f"[stderr] {line}")
+            ctx.update(line=line)
         return len(text)
 
     def begin_job(self, ctx: ChildJobContext, left: frozenset[int]) -> None:
@@ -181,7 +180,7 @@ class _JobStream:
         with self._lock:
             rest = self._lines.take_rest()
         if rest is not None and self.ctx is not None:
-            self.ctx.update(line=rest if self.label == "stdout" else f"[stderr] {rest}")
+            self.ctx.update(line=rest)
         self.ctx = None
 
     def flush(self) -> None:
