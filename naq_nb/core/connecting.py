@@ -66,7 +66,7 @@ def connect_failure(servers: list[str], timeout: float, exc: BaseException, seen
     if unknown is not None:  # (waited for all the same: a name may resolve once its service is up)
         return (
             f"cannot connect to NATS at {where} within {timeout:g}s: a host name does not resolve "
-            f"({unknown.strerror or unknown}); check the URL (NAQ_NATS_URL, --url)"
+            f"({unknown.strerror or unknown}); check the URL (NAQ_NATS_URL, --nats-url)"
         )
     text = f"{type(exc).__name__}: {exc}" if str(exc) else "no answer"
     low = text.lower()

@@ -24,6 +24,9 @@ __all__ = ["JobContext", "current_job", "progress", "log", "echo_line", "LineSpl
 #: last 50 lines and its message, and must fit one NATS message: uncut, one long line (a progress
 #: bar redrawn 10,000 times without a newline) made every write of the record fail.
 MAX_LINE = 2_000
+#: A status record's log lines get at most max_payload / LOG_SHARE characters: escaped to JSON, a
+#: character may take up to 12 bytes, and the record must still fit one NATS message.
+LOG_SHARE = 24
 
 _current: contextvars.ContextVar["JobContext | None"] = contextvars.ContextVar("naq_job", default=None)
 
@@ -93,9 +96,10 @@ class JobContext:
         except Exception:
             pass  # progress is best effort; the job goes on
 
-    def snapshot(self, budget: int = 1 << 62) -> dict[str, Any]:
-        """Progress, message and the last 50 log lines, the lines fewer where their characters would
-        pass ``budget`` (a part of the record's one NATS message)."""
+    def snapshot(self, max_payload: int = 1 << 62) -> dict[str, Any]:
+        """Progress, message and the last 50 log lines, fewer where their characters would pass
+        ``max_payload / LOG_SHARE`` (the record that carries them must fit one NATS message)."""
+        budget = max_payload // LOG_SHARE
         with self._lock:
             logs, size = [], 0
             for line in reversed(self.logs[-50:]):

@@ -270,7 +270,7 @@ def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
         return ("error", "result", *_describe(exc, ser))
 
 
-_PID = os.getpid()  # this job process's (set again in main(): the pool may fork one from another)
+_PID = os.getpid()  # this job process's: a process with another pid is a job's forked copy
 
 
 def leave_if_forked(pid: int, exc: BaseException | None) -> None:
@@ -300,8 +300,6 @@ def _preload() -> None:
 
 def main(crash_log_path: str | None = None) -> None:
     """Serve jobs on stdin/stdout until the pipe closes; fatal-signal stacks go to ``crash_log_path``."""
-    global _PID
-    _PID = os.getpid()
     crash_log = open(crash_log_path, "w") if crash_log_path else sys.__stderr__
     if crash_log is not None:  # (a child started without stderr has nowhere to write it)
         faulthandler.enable(crash_log)  # a segfault's Python stack, for the job's failure record

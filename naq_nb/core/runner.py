@@ -72,9 +72,6 @@ RESULT_WRITE_TRIES = 3  # a result write is tried this often (each bounded), the
 _WRITE_ERRORS = (asyncio.TimeoutError, nats.errors.Error, OSError, NaqConnectionError)
 RESULT_WRITE_TIMEOUT = 5.0  # each try's bound, or NAQ_PUBLISH_TIMEOUT if that is shorter
 RUNNING_AFTER = 0.2  # a first run in a child process is recorded "running" once it lasts this long
-# A status record's log lines get at most max_payload / LOG_SHARE characters: escaped to JSON, a
-# character may take up to 12 bytes, and the record must still fit one NATS message.
-LOG_SHARE = 24
 WORKER_ERROR_TRIES = 5  # deliveries a job may meet a worker error on (backing off) before it ends failed
 WORKER_ERROR_MAX_DELAY = 60.0  # the longest wait before such a job is tried again
 
@@ -223,7 +220,7 @@ class JobRunner:
         if d.record:
             more.update({k: v for k, v in d.record.items() if k in ("started_at", "progress", "total", "message")})
         if d.ctx is not None and status.is_terminal:
-            more.update({k: v for k, v in d.ctx.snapshot(self.b.max_payload // LOG_SHARE).items() if v is not None})
+            more.update({k: v for k, v in d.ctx.snapshot(self.b.max_payload).items() if v is not None})
         more.update(extra)
         return with_status(rec, status, **more)
 
@@ -532,9 +529,7 @@ class JobRunner:
     async def _flush_progress(self, ctx: JobContext) -> None:
         if ctx.record.get("status") != JobStatus.RUNNING.value:
             return
-        rec = with_status(
-            ctx.record, JobStatus.RUNNING, **ctx.snapshot(self.b.max_payload // LOG_SHARE)
-        )  # a copy: d.record stays
+        rec = with_status(ctx.record, JobStatus.RUNNING, **ctx.snapshot(self.b.max_payload))  # a copy
         ctx.record = rec
         await self._status_nowait(ctx.job_id, rec)
 

@@ -560,7 +560,7 @@ def _non_str_key(obj: Any) -> str:
     stack = [obj]
     while stack:
         o = stack.pop()
-        if type(o) is dict or isinstance(o, dict):
+        if isinstance(o, dict):
             for k in o:
                 if type(k) is not str:
                     return (
