@@ -151,7 +151,6 @@ async def wait_for_result(
     """
     validate_job_id(job_id)
     check_timeout(timeout)
-    lay = broker.layout
     if pushed is not None and pushed.done() and not pushed.cancelled() and pushed.result():
         rec = _pushed_record(broker, job_id, pushed.result())  # pushed before the read: no round trip
         if rec is not None:
@@ -172,6 +171,18 @@ async def wait_for_result(
         return await payloads.load_result(broker, rec)
     if once:
         return await _unfinished_once(broker, job_id, queued_seq)
+    return await _wait_subscribed(broker, job_id, timeout, pushed, queued_seq)
+
+
+async def _wait_subscribed(
+    broker: "Broker",
+    job_id: str,
+    timeout: float | None,
+    pushed: "asyncio.Future[bytes] | None",
+    queued_seq: int | None,
+) -> ResultRecord:
+    """:func:`wait_for_result` for a job not found ended at the first read: subscribed to its result key."""
+    lay = broker.layout
     sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
     try:
         # Read again once subscribed: a result stored before this read is seen here, one stored
@@ -416,54 +427,77 @@ async def _wait_pushed(
     subscribes and reads once, as any read does, so a push lost on a reconnect, a worker too old
     to push, or a forged push that took the waiter's place cost at most ``quiet_for``."""
     reads = _ReadBacks(broker, job_id, pushed, held, queued_seq)
-    loop = reads.loop
-    deadline = None if timeout is None else loop.time() + timeout
-    nxt: asyncio.Future | None = None
-    pauses = iter(_SAFETY_READS)
-    next_read = loop.time() + (quiet_for if sub is None else next(pauses))
-    own_sub = None
+    watch = _ResultWatch(broker, job_id, sub, reads, quiet_for)
+    deadline = None if timeout is None else reads.loop.time() + timeout
     try:
         while True:
-            now = loop.time()
+            now = reads.loop.time()
             if deadline is not None and now >= deadline:
                 if reads.held is not None:  # stored; only its status write lags
                     return reads.held
                 raise JobNotFinishedError(f"job {job_id} did not finish within {timeout:g}s")
-            if sub is None and now >= next_read:  # the quiet window is over
-                lay = broker.layout
-                sub = own_sub = await broker.nc.subscribe(lay.kv_subject(lay.results_bucket, job_id))
-                reads.spawn_recheck()  # a put made before the subscription (failing reads are retried)
-                next_read = now + next(pauses)
-            if sub is not None and (nxt is None or nxt.done()):
-                nxt = asyncio.ensure_future(sub.next_msg(timeout=None))
-            wait = next_read - now if deadline is None else min(deadline, next_read) - now
+            await watch.open_if_due(now)
+            until = watch.next_read if deadline is None else min(deadline, watch.next_read)
             done, _ = await asyncio.wait(
-                {f for f in (nxt, reads.found) if f is not None},
-                timeout=max(0.0, wait),
-                return_when=asyncio.FIRST_COMPLETED,
+                watch.waitables(), timeout=max(0.0, until - now), return_when=asyncio.FIRST_COMPLETED
             )
             if reads.found in done:
                 return reads.found.result()
             if not done:
-                if sub is not None and loop.time() >= next_read:
-                    # A put routed before our subscription existed but stored after our read
-                    # never wakes us: read again now and then (rarely), as a safety net.
-                    reads.spawn_recheck()
-                    next_read = loop.time() + next(pauses, _SAFETY_READS[-1])
-                continue
-            assert nxt is not None  # what is done: found returned above
-            msg = nxt.result()
-            op = (msg.headers or {}).get(KV_OP)
-            if op in (KV_DEL, KV_PURGE) or not msg.data:
-                continue  # a requeue cleared the old result; wait for the new one
-            rec = await reads.read()
-            if rec is not None:
+                watch.on_quiet()
+            elif (rec := await watch.on_put()) is not None:
                 return rec
-            reads.recheck_later()
     finally:
         reads.close()
-        if nxt is not None and not nxt.done():
-            nxt.cancel()
-        if own_sub is not None:
+        await watch.close()
+
+
+class _ResultWatch:
+    """A wait's subscription to its job's result key (given, or opened once the quiet window is
+    over), the ``next_msg`` pending on it, and when to read the bucket again as a safety net."""
+
+    def __init__(self, broker: "Broker", job_id: str, sub: Any, reads: _ReadBacks, quiet_for: float) -> None:
+        self.broker, self.job_id, self.sub, self.reads = broker, job_id, sub, reads
+        self.own_sub: Any = None
+        self.nxt: asyncio.Future | None = None
+        self._pauses = iter(_SAFETY_READS)
+        self.next_read = reads.loop.time() + (quiet_for if sub is None else next(self._pauses))
+
+    async def open_if_due(self, now: float) -> None:
+        if self.sub is None and now >= self.next_read:  # the quiet window is over
+            lay = self.broker.layout
+            self.sub = self.own_sub = await self.broker.nc.subscribe(lay.kv_subject(lay.results_bucket, self.job_id))
+            self.reads.spawn_recheck()  # a put made before the subscription (failing reads are retried)
+            self.next_read = now + next(self._pauses)
+        if self.sub is not None and (self.nxt is None or self.nxt.done()):
+            self.nxt = asyncio.ensure_future(self.sub.next_msg(timeout=None))
+
+    def waitables(self) -> set[asyncio.Future]:
+        return {f for f in (self.nxt, self.reads.found) if f is not None}
+
+    def on_quiet(self) -> None:
+        """Nothing came: at the next read's time, read the bucket. A put routed before our
+        subscription existed but stored after our read never wakes us (rare): this is the net."""
+        now = self.reads.loop.time()
+        if self.sub is not None and now >= self.next_read:
+            self.reads.spawn_recheck()
+            self.next_read = now + next(self._pauses, _SAFETY_READS[-1])
+
+    async def on_put(self) -> ResultRecord | None:
+        """A put woke the wait: the record read back, once its status is final (else None)."""
+        assert self.nxt is not None
+        msg = self.nxt.result()
+        op = (msg.headers or {}).get(KV_OP)
+        if op in (KV_DEL, KV_PURGE) or not msg.data:
+            return None  # a requeue cleared the old result; wait for the new one
+        rec = await self.reads.read()
+        if rec is None:
+            self.reads.recheck_later()
+        return rec
+
+    async def close(self) -> None:
+        if self.nxt is not None and not self.nxt.done():
+            self.nxt.cancel()
+        if self.own_sub is not None:
             with contextlib.suppress(nats.errors.Error):  # (closed meanwhile: it went with the connection)
-                await own_sub.unsubscribe()
+                await self.own_sub.unsubscribe()
