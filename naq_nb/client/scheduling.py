@@ -107,13 +107,14 @@ def _template(
     return ScheduledTemplate(c, options, **{k: v for k, v in calendar.items() if v is not None}), kwargs
 
 
-def _delay_to_time(delay: timedelta | float | int) -> float:
+def _delay_to_time(delay: timedelta | float | int, what: str = "delay") -> float:
+    """``delay`` from now as epoch seconds; ``what`` names the argument in the error."""
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
-        raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}: {delay!r}")
+        raise TypeError(f"{what} must be seconds or a timedelta, not {type(delay).__name__}: {delay!r}")
     if delay != delay or delay in (float("inf"), float("-inf")):
-        raise ConfigurationError(f"delay must be a finite number of seconds, not {delay!r}")
+        raise ConfigurationError(f"{what} must be a finite number of seconds, not {delay!r}")
     return time.time() + float(delay)
 
 
@@ -138,7 +139,7 @@ enqueue_at_sync = blocking(enqueue_at)
 
 
 async def enqueue_in(
-    delay: timedelta | float,
+    delta: timedelta | float,
     func: Callable[..., Any] | str,
     *args: Any,
     queue_name: str | None = None,
@@ -146,8 +147,8 @@ async def enqueue_in(
     client: Client | None = None,
     **kwargs: Any,
 ) -> Job:
-    """Run ``func(*args, **kwargs)`` after ``delay`` (seconds or a timedelta)."""
-    t, kw = _template(client, nats_url, queue_name, kwargs, at=_delay_to_time(delay))
+    """Run ``func(*args, **kwargs)`` after ``delta`` (seconds or a timedelta)."""
+    t, kw = _template(client, nats_url, queue_name, kwargs, at=_delay_to_time(delta, "delta"))
     return await t.enqueue(func, *args, **kw)
 
 
@@ -214,11 +215,9 @@ async def _change(
     return await run_async(_change_on_loop(client or get_client(nats_url), sid, action, changes))
 
 
-async def cancel_scheduled_job(
-    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
-) -> bool:
+async def cancel_scheduled_job(job_id: Job | str, nats_url: str | None = None, *, client: Client | None = None) -> bool:
     """Delete a schedule; True. An unknown id raises :class:`ScheduleNotFoundError` (a JobNotFoundError)."""
-    await _change(client, nats_url, schedule_id, "cancel")
+    await _change(client, nats_url, job_id, "cancel")
     return True
 
 
@@ -226,20 +225,20 @@ cancel_scheduled_job_sync = blocking(cancel_scheduled_job)
 
 
 async def pause_scheduled_job(
-    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
+    job_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
 ) -> ScheduleRow:
     """Stop firing until resumed; returns the schedule's row."""
-    return await _change(client, nats_url, schedule_id, "pause")  # type: ignore[return-value]
+    return await _change(client, nats_url, job_id, "pause")  # type: ignore[return-value]
 
 
 pause_scheduled_job_sync = blocking(pause_scheduled_job)
 
 
 async def resume_scheduled_job(
-    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
+    job_id: Job | str, nats_url: str | None = None, *, client: Client | None = None
 ) -> ScheduleRow:
     """Fire again; runs missed while paused are skipped (beyond the misfire grace)."""
-    return await _change(client, nats_url, schedule_id, "resume")  # type: ignore[return-value]
+    return await _change(client, nats_url, job_id, "resume")  # type: ignore[return-value]
 
 
 resume_scheduled_job_sync = blocking(resume_scheduled_job)
@@ -255,11 +254,11 @@ def _naq_changes(changes: dict) -> dict:
 
 
 async def modify_scheduled_job(
-    schedule_id: Job | str, nats_url: str | None = None, *, client: Client | None = None, **changes: Any
+    job_id: Job | str, nats_url: str | None = None, *, client: Client | None = None, **changes: Any
 ) -> dict:
     """Change ``cron``, ``interval``, ``repeat``, ``next_run`` (reschedule; naq: ``scheduled_timestamp_utc``),
     ``timezone`` or the misfire policy."""
-    return await _change(client, nats_url, schedule_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
+    return await _change(client, nats_url, job_id, "modify", **_naq_changes(changes))  # type: ignore[return-value]
 
 
 modify_scheduled_job_sync = blocking(modify_scheduled_job)

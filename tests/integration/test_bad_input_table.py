@@ -94,9 +94,9 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
     ("cancel-id-newline", lambda c: c.client.cancel_sync("abc\n"), ValueError, "job_id"),
     # scheduling
     ("enqueue_in-nan", lambda c: scheduling.enqueue_in_sync(NAN, jobs.add, 1, 2, nats_url=c.url), ValueError,
-     "delay"),
+     "delta"),
     ("enqueue_in-inf", lambda c: scheduling.enqueue_in_sync(INF, jobs.add, 1, 2, nats_url=c.url), ValueError,
-     "delay"),
+     "delta"),
     ("enqueue_at-nan", lambda c: scheduling.enqueue_at_sync(NAN, jobs.add, 1, 2, nats_url=c.url), ValueError,
      "dt must be a finite time"),
     ("schedule-interval-nan", lambda c: scheduling.schedule_sync(jobs.add, 1, 2, interval=NAN, nats_url=c.url),

@@ -307,7 +307,7 @@ async def test_template_keeps_calendar_apart_from_function_kwargs(broker, settin
 
 async def test_bad_times_and_policies_raise_at_the_call(broker, settings):
     url = settings.nats_url
-    with pytest.raises(TypeError, match="delay must be seconds or a timedelta.*'soon'"):
+    with pytest.raises(TypeError, match="delta must be seconds or a timedelta.*'soon'"):
         await nq.enqueue_in("soon", jobs.add, 1, 2, nats_url=url)
     with pytest.raises(TypeError, match="dt must be a datetime or epoch seconds.*'tomorrow'"):
         nq.enqueue_at_sync("tomorrow", jobs.add, 1, 2, nats_url=url)
