@@ -16,6 +16,7 @@ __all__ = [
     "JobTimeoutError",
     "DependencyFailedError",
     "LayoutConflictError",
+    "OptionTypeError",
     "ServerBinaryNotFound",
     "UnknownQueueError",
     "SignatureError",
@@ -56,6 +57,10 @@ class JobNotStoredError(NaqConnectionError):
 
 class ConfigurationError(NaqException, ValueError):
     """A setting or option has an invalid value."""
+
+
+class OptionTypeError(ConfigurationError, TypeError):
+    """An option of the wrong type: a TypeError as naq raises there, and a ConfigurationError."""
 
 
 class LayoutConflictError(ConfigurationError):
@@ -122,8 +127,9 @@ class JobTimeoutError(NaqException, TimeoutError):
     """The job ran longer than its timeout."""
 
 
-class DependencyFailedError(NaqException):
-    """A job this one depends on failed or was cancelled, so this one never ran."""
+class DependencyFailedError(JobExecutionError):
+    """A job this one depends on failed or was cancelled, so this one never ran (it counts as failed,
+    so naq's ``except JobExecutionError`` catches it too)."""
 
 
 class JobNotFinishedError(JobNotFoundError, TimeoutError):

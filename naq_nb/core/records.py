@@ -215,10 +215,28 @@ def _as_job_error(original: BaseException, exc_type: str, tb: str) -> BaseExcept
         mixed = type(
             cls.__name__, (cls, JobExecutionError), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
         )
-        exc = mixed.__new__(mixed, *original.args)
-        exc.args = original.args
-        exc.__dict__.update(getattr(original, "__dict__", {}))
+        try:
+            exc = _remade(original, mixed)
+        except Exception:  # its constructor will not take its own arguments back: args and attributes only
+            exc = mixed.__new__(mixed, *original.args)
+            exc.args = original.args
+            exc.__dict__.update(getattr(original, "__dict__", {}))
         exc.exc_type = exc_type
         return exc
     except Exception:  # layout conflicts, exotic __new__: keep the original type alone
         return original
+
+
+def _remade(original: BaseException, mixed: type) -> Any:
+    """``original`` made again as ``mixed`` the way unpickling made it, by its constructor with what its
+    ``__reduce__`` gives, so fields set by ``__init__`` (an OSError's filename, a SyntaxError's msg,
+    a UnicodeDecodeError's reason) are kept, not only ``args``."""
+    made = original.__reduce_ex__(2)
+    if not (isinstance(made, tuple) and len(made) >= 2 and made[0] is type(original)):
+        raise ValueError("a custom reduce")
+    exc = mixed(*made[1])
+    if len(made) > 2 and isinstance(made[2], dict):
+        exc.__dict__.update(made[2])
+    if str(exc) != str(original):  # a cooperative __init__ that made something else of its arguments
+        raise ValueError("not remade")
+    return exc

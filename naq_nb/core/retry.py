@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, OptionTypeError
 
 # What a job's message may carry (a worker refuses more as a malformed message, so a call refuses it first).
 MAX_RETRIES = 1_000_000
@@ -104,7 +104,7 @@ class RetryPolicy:
             return cls(max_retries=max_retries, backoff=kind, delay=float(retry_delay), **extra)  # type: ignore[arg-type]
         if isinstance(retry_delay, Iterable) and not isinstance(retry_delay, (str, bytes, dict)):
             return cls(max_retries=max_retries, backoff=tuple(retry_delay), **extra)  # type: ignore[arg-type]
-        raise ConfigurationError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
+        raise OptionTypeError(f"retry_delay must be a number or a list of numbers, not {retry_delay!r}")
 
     def delay_for(self, failure: int, rng: random.Random | None = None) -> float:
         """Delay before the retry that follows failure number ``failure`` (1-based)."""
