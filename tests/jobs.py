@@ -285,3 +285,13 @@ def print_with_a_thread_of_its_own(seconds):
     time.sleep(seconds)
     print("own line")
     return "own"
+
+
+def job_id_of(job):
+    """Takes a Job handle as its argument, as naq's dependency example passes one."""
+    return job.job_id
+
+
+def open_missing(path):
+    with open(path):
+        pass

@@ -226,6 +226,11 @@ class Job(NaqJobView):
     unrecorded: bool = False  # stored, but its queued status record was not (it shows once a worker takes it)
     reply: str | None = None  # the enqueuing client's result inbox token: the worker pushes the result there
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A handle pickles (as another job's argument, as naq's examples pass one) without the client
+        # that enqueued it, which holds a connection and tasks; unpickled, it reads through the shared one.
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
+
     @property
     def id(self) -> str:
         return self.job_id

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from .layout import WIRE_ID_RE
 from .status import JobStatus
 
 __all__ = ["NaqJobView", "register_readers"]
@@ -36,15 +37,28 @@ def _reader(name: str) -> Callable[..., Any]:
 
 
 class _StaticOrBound:
-    """naq's ``Job.fetch_result(job_id, nats_url=...)`` is static; on a handle,
-    ``job.fetch_result()`` fetches that job's own result."""
+    """naq's ``Job.fetch_result(job_id, nats_url=...)`` is static, and naq's own examples call it on
+    a handle too (``job.fetch_result_sync(job.job_id)``); on a handle, ``job.fetch_result()`` with no
+    id fetches that job's own result. A first argument that is a job id (never a URL: those hold
+    ``:`` or ``.``) is the job to fetch; anything else goes on as the handle's ``nats_url``."""
 
     def __init__(self, reader: str) -> None:
         self.reader = reader
 
     def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
         fn = _reader(self.reader)
-        return fn if obj is None else functools.partial(fn, obj)
+        if obj is None:
+            return fn
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], str) and WIRE_ID_RE.fullmatch(args[0]):
+                if args[0] == getattr(obj, "job_id", None):  # its own id: read through its own client
+                    return fn(obj, *args[1:], **kwargs)
+                return fn(*args, **kwargs)
+            return fn(obj, *args, **kwargs)
+
+        return call
 
 
 class NaqJobView:

@@ -113,17 +113,59 @@ def decode_result(s: "Settings", job_id: str, data: bytes) -> ResultRecord:
     return ResultRecord.decode(data, job_id, s.signing_keys, accept_pickle=s.serializer == "pickle")
 
 
-async def _status_of(broker: "Broker", job_id: str) -> str | None:
-    """The job's status ("" when its record is empty or unreadable); None when it has no record."""
+async def _status_record(broker: "Broker", job_id: str) -> dict | None:
+    """The job's status record ({} when it is empty or unreadable); None when it has none."""
     kv = await broker.kv(broker.layout.status_bucket)
     try:
         entry = await kv.get(job_id)
     except KeyNotFoundError:
         return None
     try:
-        return str(decode_status(entry.value).get("status") or "") if entry.value else ""
+        return dict(decode_status(entry.value)) if entry.value else {}
     except (SerializationError, AttributeError):
-        return ""
+        return {}
+
+
+def _status_in(record: dict | None) -> str | None:
+    return None if record is None else str(record.get("status") or "")
+
+
+async def _status_of(broker: "Broker", job_id: str) -> str | None:
+    """The job's status ("" when its record is empty or unreadable); None when it has no record."""
+    return _status_in(await _status_record(broker, job_id))
+
+
+def _schedule_run(job_id: str, record: dict | None) -> str | None:
+    """For a recurring schedule's own record: the id of its latest run ("" before its first), which
+    naq's ``fetch_result(schedule's id)`` reads (naq gives every run the schedule's id). None for any
+    other record. Only an id of one of this schedule's own runs is followed, whatever the record says."""
+    if record is None or not isinstance(record.get("schedule"), str) or record.get("schedule") == "once":
+        return None
+    last = record.get("last_job_id")
+    return last if isinstance(last, str) and last.startswith(f"{job_id}-") else ""
+
+
+async def _schedule_result(broker: "Broker", sid: str, record: dict, timeout: float | None) -> ResultRecord:
+    """The result of schedule ``sid``'s latest run, waiting up to ``timeout`` for its first run."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    lay = broker.layout
+    sub = await broker.nc.subscribe(lay.kv_subject(lay.status_bucket, sid))
+    try:
+        while not (run := _schedule_run(sid, record)):
+            if _status_in(record) in TERMINAL_VALUES:
+                raise JobNotFoundError(f"schedule {sid} {_status_in(record)} without a run: it has no result")
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise JobNotFinishedError(f"schedule {sid} has not fired yet: its first run has no result")
+            with contextlib.suppress(nats.errors.TimeoutError):  # a bounded wait for the record to change
+                await sub.next_msg(timeout=min(left or _SAFETY_READS[-1], _SAFETY_READS[-1]))
+            record = await _status_record(broker, sid) or {}
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    left = None if deadline is None else max(0.0, deadline - loop.time())
+    return await wait_for_result(broker, run, left)
 
 
 async def wait_for_result(
@@ -187,9 +229,12 @@ async def _wait_subscribed(
     try:
         # Read again once subscribed: a result stored before this read is seen here, one stored
         # after it wakes the subscription; none is missed. The status read (exists? ended?) rides along.
-        rec, status = await asyncio.gather(get_result(broker, job_id), _status_of(broker, job_id))
+        rec, record = await asyncio.gather(get_result(broker, job_id), _status_record(broker, job_id))
+        status = _status_in(record)
         if rec is not None and (_long_done(rec) or _ended(status)):
             return await payloads.load_result(broker, rec)
+        if rec is None and _schedule_run(job_id, record) is not None:
+            return await _schedule_result(broker, job_id, record or {}, timeout)
         if status is None and not await _still_queued(broker, job_id, queued_seq):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if rec is None and status in TERMINAL_VALUES:
@@ -220,7 +265,10 @@ def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
 async def _unfinished_once(broker: "Broker", job_id: str, queued_seq: int | None) -> ResultRecord:
     """A single check found no result: why (unknown id, result gone, or not finished), or the
     result after all when the status says it ended just after the read."""
-    status = await _status_of(broker, job_id)
+    record = await _status_record(broker, job_id)
+    if _schedule_run(job_id, record) is not None:
+        return await _schedule_result(broker, job_id, record or {}, 0)
+    status = _status_in(record)
     if status is None and not await _still_queued(broker, job_id, queued_seq):
         raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
     if status in TERMINAL_VALUES:  # read again: its result may have been stored just after our read

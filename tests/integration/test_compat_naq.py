@@ -1,6 +1,8 @@
 """naq's documented API, item by item (issue 12), through the names as naq's docs spell them."""
 
 import asyncio
+import json
+import pickle
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -288,3 +290,80 @@ def test_queue_close_leaves_the_session_client_open(naq_env):
     q.enqueue_sync(jobs.add, 1, 1)
     asyncio.run(q.close())
     assert session._broker is not None and session._broker.is_connected
+
+
+# --- 11. naq's docs and examples as an audit ran them (round 3) --------------------------------
+def test_a_job_handle_is_an_argument_and_a_dependency(worker):
+    # naq's dependency example: enqueue(process_data, file_path=download_job, depends_on=[download_job])
+    first = enqueue_sync(jobs.add, 1, 2)
+    second = enqueue_sync(jobs.job_id_of, job=first, depends_on=[first])
+    assert fetch_job_result_sync(second, timeout=30) == first.job_id
+    copy = pickle.loads(pickle.dumps(first))
+    assert copy.job_id == first.job_id and not hasattr(copy, "_client")
+    assert first.fetch_result_sync() == 3  # the handle itself still reads through its client
+
+
+def test_fetch_result_on_a_handle_takes_an_id_as_naqs_examples_do(worker):
+    # naq's hello_world example: result = job.fetch_result_sync(job.job_id)
+    j, other = enqueue_sync(jobs.add, 2, 2), enqueue_sync(jobs.add, 3, 3)
+    assert j.fetch_result_sync(j.job_id, timeout=30) == 4
+    assert j.fetch_result_sync(other.job_id, timeout=30) == 6
+    assert asyncio.run(j.fetch_result(j.job_id)) == 4
+
+
+def test_naqs_keyword_names_for_delays_and_schedule_control(worker, scheduler):
+    later = naq_nb.enqueue_in_sync(delta=timedelta(seconds=0.2), func=jobs.add, a=1, b=2)
+    assert fetch_job_result_sync(later, timeout=30) == 3
+    sj = naq_nb.schedule_sync(jobs.add, 1, 1, interval=3600, repeat=2)
+    assert naq_nb.pause_scheduled_job_sync(job_id=sj.job_id)["paused"] is True
+    assert naq_nb.resume_scheduled_job_sync(job_id=sj.job_id)["paused"] is False
+    assert naq_nb.modify_scheduled_job_sync(job_id=sj.job_id, repeat=3)["repeat"] == 3
+    assert naq_nb.cancel_scheduled_job_sync(job_id=sj.job_id) is True
+
+
+def test_a_recurring_schedules_id_reads_its_latest_run(worker, scheduler):
+    idle = naq_nb.schedule_sync(jobs.add, 0, 0, interval=3600)
+    with pytest.raises(naq_nb.JobNotFinishedError, match="has not fired yet"):
+        Job.fetch_result_sync(idle.job_id)
+    sj = naq_nb.schedule_sync(jobs.add, 2, 5, interval=0.3, repeat=2)
+    assert Job.fetch_result_sync(sj.job_id, timeout=30) == 7  # waits for its first run
+    wait_for(lambda: sj.status == JOB_STATUS.COMPLETED, what="the schedule to finish")
+    assert Job.fetch_result_sync(sj.job_id) == 7 and sj.fetch_result_sync() == 7
+    naq_nb.cancel_scheduled_job_sync(idle.job_id)
+
+
+def test_a_forged_schedule_record_never_lends_another_jobs_result(worker, naq_prefix):
+    other = enqueue_sync(jobs.add, 20, 22)
+    assert fetch_job_result_sync(other, timeout=30) == 42
+    forged = {"id": "fake-sched", "queue": "default", "status": "succeeded", "schedule": "interval",
+              "last_job_id": other.job_id, "updated_at": time.time()}
+
+    async def forge():
+        from naq_nb.core.layout import Layout
+        nc = await naq_nb.get_nats_connection()
+        kv = await nc.jetstream().key_value(Layout(naq_prefix).status_bucket)
+        await kv.put("fake-sched", json.dumps(forged).encode())
+        await naq_nb.close_nats_connection()
+    asyncio.run(forge())
+    with pytest.raises(naq_nb.JobNotFoundError, match="without a run"):
+        Job.fetch_result_sync("fake-sched", timeout=5)
+
+
+def test_naqs_except_clauses_catch_what_a_failed_job_raises(worker):
+    missing = enqueue_sync(jobs.open_missing, "/nonexistent/naq-input.csv")
+    with pytest.raises(naq_nb.JobExecutionError) as info:
+        fetch_job_result_sync(missing, timeout=30)
+    assert isinstance(info.value, FileNotFoundError) and info.value.filename == "/nonexistent/naq-input.csv"
+    assert "/nonexistent/naq-input.csv" in str(info.value)      # naq's `print(f"failed: {e}")` shows it
+    dependent = enqueue_sync(jobs.add, 1, 1, depends_on=[missing])
+    with pytest.raises(naq_nb.JobExecutionError, match="depends on job"):  # a DependencyFailedError
+        fetch_job_result_sync(dependent, timeout=30)
+
+
+def test_naqs_worker_and_option_types(naq_env):
+    w = Worker("default", heartbeat_interval=40)   # valid in naq (its TTL defaults to 60 s)
+    assert w.settings.heartbeat_interval == 40 and w.settings.worker_ttl == 160
+    q = Queue("nobody")
+    with pytest.raises(TypeError, match="retry_delay must be a number"):  # naq raises TypeError here
+        q.enqueue_sync(jobs.add, 1, 2, max_retries=1, retry_delay="soon")
+    assert q.count_sync() == 0
