@@ -143,7 +143,7 @@ class BlobRef:
 def _json(data: bytes) -> Any:
     try:
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting recurses
         raise BlobError(f"malformed object reference: {exc}") from None
 
 

@@ -113,7 +113,7 @@ async def _same_call(b: Broker, job: Job, digest: str) -> bool:
     kv = await b.kv(b.layout.meta_bucket)
     try:
         claim = json.loads((await kv.get(b.layout.claim_key(job.job_id))).value or b"{}")
-    except (KeyNotFoundError, ValueError):
+    except (KeyNotFoundError, ValueError, RecursionError):
         claim = {}
     if claim.get("digest") != digest:
         raise DuplicateJobError(

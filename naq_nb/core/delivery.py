@@ -9,6 +9,7 @@ from nats.aio.msg import Msg
 
 from .context import JobContext
 from .envelope import JobMeta, decode_meta
+from .errors import SerializationError
 from .status import StatusRecord
 
 __all__ = ["Delivery", "parse_meta", "ack_numbers", "nak", "STORED_NAK_DELAY"]
@@ -28,6 +29,7 @@ class Delivery:
     delivered: int = 1  # JetStream's num_delivered: every delivery is counted
     seq: int = 0  # the message's stream sequence
     prev: StatusRecord | None = None  # the status record found on a redelivery
+    prev_rev: int | None = None  # its revision (a claim with signing on writes over exactly that one)
     task: asyncio.Task | None = None  # the slot's task while the call runs: cancelled by a cancel notice or a stop
     ctx: JobContext | None = None  # while it runs
     started: float = 0.0
@@ -48,7 +50,12 @@ async def nak(msg: Msg, delay: float = 0.0) -> None:
 
 def parse_meta(msg: Msg) -> JobMeta:
     """The job's metadata from the message headers (SerializationError if it is not a naq job)."""
-    return decode_meta(msg.headers)
+    try:
+        return decode_meta(msg.headers)
+    except SerializationError:
+        raise
+    except Exception as exc:  # a hand-made header no check foresaw: refused, never left to come back
+        raise SerializationError(f"unreadable Naq-Meta header ({type(exc).__name__}: {exc})") from None
 
 
 def ack_numbers(msg: Msg) -> tuple[int, int]:

@@ -54,7 +54,7 @@ async def list_jobs(
     async for item in scan_bucket(broker, broker.layout.status_bucket, timeout):
         try:
             rec = json.loads(item.value)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a malformed record is skipped, not fatal
         if not isinstance(rec, dict):
             continue

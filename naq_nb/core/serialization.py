@@ -215,11 +215,13 @@ class JsonSerializer(Serializer):
             self.check_allowed(path)  # refuse at enqueue what a worker with the same list would refuse
         try:
             data = json.dumps({"func": path, "args": list(args), "kwargs": kwargs}, separators=(",", ":")).encode()
+            bad = _non_str_key(args) or _non_str_key(kwargs)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"JSON serializer: arguments of {path} are not JSON: {_find_unjson(args, kwargs)}"
             ) from exc
-        bad = _non_str_key(args) or _non_str_key(kwargs)
+        except RecursionError:
+            raise SerializationError(f"JSON serializer: arguments of {path} are nested too deeply to be JSON") from None
         if bad:
             raise SerializationError(f"JSON serializer: arguments of {path} would change on the way: {bad}")
         return data
@@ -264,11 +266,15 @@ class JsonSerializer(Serializer):
     def dumps_value(self, value: Any) -> bytes:
         try:
             data = json.dumps(value, separators=(",", ":")).encode()
+            bad = _non_str_key(value)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"JSON serializer: the result ({type(value).__name__}) is not JSON: {exc}"
             ) from exc
-        bad = _non_str_key(value)
+        except RecursionError:
+            raise SerializationError(
+                f"JSON serializer: the result ({type(value).__name__}) is nested too deeply to be JSON"
+            ) from None
         if bad:
             raise SerializationError(f"JSON serializer: the result would change on the way: {bad}")
         return data
@@ -276,8 +282,8 @@ class JsonSerializer(Serializer):
     def loads_value(self, data: bytes) -> Any:
         try:
             return json.loads(data)
-        except ValueError as exc:
-            raise SerializationError(f"malformed JSON result: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise SerializationError(f"malformed JSON result: {exc}") from None
 
 
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -488,7 +494,7 @@ def unpack_record(data: bytes) -> tuple[dict, bytes]:
     head, _, payload = data.partition(b"\n")
     try:
         meta = json.loads(head)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting recurses: a forged record, refused
         raise SerializationError(f"malformed record: {exc}") from None
     if not isinstance(meta, dict):  # forged or damaged: every reader expects an object
         raise SerializationError(f"malformed record: its head must be a JSON object, not {type(meta).__name__}")

@@ -188,7 +188,7 @@ def decode_status(data: bytes) -> StatusRecord:
     as stored: a reader that acts on one checks its type (:func:`trusted_fields` for a worker)."""
     try:
         rec = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting recurses
         raise SerializationError(f"malformed status record: {exc}") from None
     if not isinstance(rec, dict):
         raise SerializationError(f"malformed status record: a JSON object is needed, not {type(rec).__name__}")
