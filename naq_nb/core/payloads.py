@@ -139,7 +139,10 @@ async def load_result(broker: "Broker", rec: ResultRecord | None) -> ResultRecor
         return rec
     what = f"the result of job {rec.meta.get('id', '')}".strip()
     try:
-        return ResultRecord.decode(await resolve(broker, BlobRef.from_dict(rec.meta["blob"]), what))
+        # The object is bound to the (sealed) record by its hash; a JSON-mode client refuses a pickle
+        # in it as it would in the bucket.
+        data = await resolve(broker, BlobRef.from_dict(rec.meta["blob"]), what)
+        return ResultRecord.decode(data, rec.meta.get("id"), accept_pickle=broker.settings.serializer == "pickle")
     except (BlobError, nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
         if not isinstance(exc, BlobError):  # a connection problem: say so rather than leave a waiter hanging
             exc = BlobError(f"{what} could not be downloaded: {type(exc).__name__}: {exc}; read it again later")
