@@ -24,3 +24,21 @@ class Evil:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def slow_line(path, text, seconds):
+    """Writes "start", waits ``seconds``, then writes ``text``: the lines count the runs and their starts."""
+    import time
+
+    append_line(path, "start")
+    time.sleep(seconds)
+    return append_line(path, text)
+
+
+def nested_list(path, depth):
+    """A list nested ``depth`` deep (too deep for JSON), after counting the run in ``path``."""
+    append_line(path)
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value

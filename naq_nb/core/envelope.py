@@ -135,7 +135,7 @@ def decode_meta(headers: dict | None) -> JobMeta:
         raise SerializationError(f"Naq-Meta header is {len(raw_meta):,} characters, over {_MAX_META:,}")
     try:
         m = _META_DECODER.decode(raw_meta)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting recurses: a hand-made header, refused
         raise SerializationError(f"malformed Naq-Meta header: {exc}") from None
     if not isinstance(m, dict):
         raise SerializationError(f"malformed Naq-Meta header: a JSON object is needed, not {type(m).__name__}")
@@ -277,14 +277,16 @@ def _check_retry(value: Any) -> RetryPolicy:
 def check_call(
     meta: JobMeta, headers: dict | None, body: bytes, ser: Serializer, signing_key: bytes | Sequence[bytes] = b""
 ) -> None:
-    """Everything :func:`decode_call` checks before unpickling (serializer, signature)."""
+    """Everything :func:`decode_call` checks before unpickling (signature, serializer). The signature
+    comes first: until it verifies, nothing in the header is the job's (a forged header naming another
+    serializer must not pass for that job's own failure)."""
+    # Checked before the serializer runs: nothing from an unsigned message is unpickled or imported.
+    verify_job(signing_key, meta.job_id, (headers or {}).get(HEADER_META, ""), body, (headers or {}).get(HEADER_SIG))
     if meta.serializer != ser.name:
         raise SerializationError(
             f"job was serialized with {meta.serializer!r} but this worker only accepts "
             f"{ser.name!r} (NAQ_JOB_SERIALIZER)"
         )
-    # Checked before the serializer runs: nothing from an unsigned message is unpickled or imported.
-    verify_job(signing_key, meta.job_id, (headers or {}).get(HEADER_META, ""), body, (headers or {}).get(HEADER_SIG))
 
 
 def decode_call(

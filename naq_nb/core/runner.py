@@ -20,21 +20,20 @@ processes), the stats counter and callbacks; it knows nothing of the worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, Awaitable, Callable, Container
 
 import nats.errors
-from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from . import blobs, payloads
 from .broker import Broker
 from .context import JobContext, end_job_output
-from .delivery import Delivery, nak, parse_meta
+from .deadletter import DeadLetters
+from .delivery import STORED_NAK_DELAY, Delivery, nak, parse_meta
 from .deps import release_dependents
-from .envelope import HEADER_META, decode_call, meta_record_fields
+from .envelope import decode_call, meta_record_fields
 from .errors import (
     DependencyFailedError,
     JobLostError,
@@ -45,7 +44,6 @@ from .errors import (
 )
 from .execution import JobCall, SerializedValue, failure_parts
 from .job import JobStatus
-from .layout import WIRE_ID_RE
 from .records import encode_failure, encode_result
 from .registry import decode_heartbeat
 from .status import (
@@ -58,7 +56,7 @@ from .status import (
 )
 from .final_writes import SentWrites, existing_result, send_final_writes, settle_final_writes, write_status
 from .results import early_target, push_result
-from .serialization import pack_record, seal_record
+from .serialization import seal_record
 from .tracebacks import bounded_failure_text, error_line
 
 __all__ = ["JobRunner", "JobLostError", "Delivery", "parse_meta", "LOST_RUN_GRACE", "DELIVERY_SLACK", "RUNNING_AFTER"]
@@ -97,6 +95,7 @@ class JobRunner:
         self.worker_id = worker_id
         self.execution = execution
         self.stats = stats
+        self.dead = DeadLetters(broker, worker_id, stats)
         self.complete = complete
         self.cancelled = cancelled
         self.on_line = on_line
@@ -119,6 +118,9 @@ class JobRunner:
         # de-duplication window must not run a job that already has a result.
         if (d.delivered > 1 or d.suspect or self.b.settings.signing_key) and await self._already_ended(d):
             return
+        if self.b.settings.signing_key and _a_copy(d):
+            await self._reject_copy(d)
+            return
         if (d.delivered > 1 or d.suspect) and (await self._run_elsewhere(d) or await self._over_budget(d)):
             return
         try:
@@ -131,13 +133,16 @@ class JobRunner:
                     lambda: decode_call(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys),
                     f"job {meta.job_id}",
                 )
-        except SerializationError as exc:
-            bad_sig = isinstance(exc, SignatureError)  # dead-lettered at once, never retried
-            await self._finish_failed(
-                d, exc, retry=False, reason="bad signature" if bad_sig else "payload cannot be decoded"
-            )
+        except SignatureError as exc:
+            # Unverified, so the job id in its header is not the job's: dead-lettered, and nothing is
+            # written under that id (an unsigned message naming a waiting job must not fail it).
+            await self.dead.reject(d.msg, meta.queue, str(exc))
             return
-        await self._begin(d)
+        except SerializationError as exc:
+            await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+            return
+        if not await self._begin(d):
+            return
         try:
             value = await self._call(d, call)
         except asyncio.CancelledError:
@@ -161,15 +166,20 @@ class JobRunner:
             return
         await self._finish_ok(d, value)
 
-    async def _begin(self, d: Delivery) -> None:
-        """The run's start: its "running" record (written, deferred or timed) and its context."""
+    async def _begin(self, d: Delivery) -> bool:
+        """The run's start: its "running" record (written, deferred or timed) and its context. False
+        when, with signing on, another message of the job claimed its record first: this one never runs."""
         meta = d.meta
         d.started = time.time()
         d.record = self._record(d, JobStatus.RUNNING, started_at=d.started)
+        if self.b.settings.signing_key and not await self._claim(d):
+            return False
         loop = asyncio.get_running_loop()
         d.ctx = JobContext(meta.job_id, meta.queue, d.delivered, loop, self._flush_progress, on_line=self.on_line)
         d.ctx.record = d.record
-        if d.delivered > 1:
+        if d.running_written:
+            pass  # claimed
+        elif d.delivered > 1:
             # Confirmed: if this run kills the worker, the next one knows.
             await write_status(self.b, meta.job_id, d.record)
             d.running_written = True
@@ -181,6 +191,32 @@ class JobRunner:
         else:
             await self._status_nowait(meta.job_id, d.record)
             d.running_written = True
+        return True
+
+    async def _claim(self, d: Delivery) -> bool:
+        """With signing on, the "running" record is written over exactly the record this delivery read
+        (revision-checked), so of two messages of one job (a signed one replayed under a new message
+        id, past the de-duplication) one runs. The other finds the record moved: a copy is
+        dead-lettered; anything else (a cancel, say) is handed back, to be read again."""
+        kv = await self.b.kv(self.lay.status_bucket)
+        try:
+            if d.prev_rev is None:
+                await kv.create(d.meta.job_id, encode_status(d.record))
+            else:
+                await kv.update(d.meta.job_id, encode_status(d.record), last=d.prev_rev)
+        except KeyWrongLastSequenceError:
+            await self._read_prev(d)
+            if _a_copy(d):
+                await self._reject_copy(d)
+            else:
+                await nak(d.msg, STORED_NAK_DELAY)
+            return False
+        d.running_written = True
+        return True
+
+    async def _reject_copy(self, d: Delivery) -> None:
+        ran = (d.prev or {}).get("seq")
+        await self.dead.reject(d.msg, d.meta.queue, f"a copy of job {d.meta.job_id}, whose message {ran} ran")
 
     async def _call(self, d: Delivery, call: JobCall) -> Any:
         """Run the call in this (the slot's) task: a task of its own would cost a task and two loop
@@ -226,13 +262,7 @@ class JobRunner:
 
     async def _already_ended(self, d: Delivery) -> bool:
         """On a redelivery: learn failures and lost runs, and skip jobs that already have a result."""
-        kv = await self.b.kv(self.lay.status_bucket)
-        try:
-            d.prev, bad = trusted_fields(decode_status((await kv.get(d.meta.job_id)).value or b""))
-            if bad:
-                log.warning("job %s: its status record has damaged fields (%s); read as missing", d.meta.job_id, bad)
-        except (KeyNotFoundError, SerializationError):
-            d.prev = None
+        await self._read_prev(d)
         existing = await existing_result(self.b, d.meta.job_id)
         if existing is None:
             return False
@@ -249,6 +279,20 @@ class JobRunner:
             await push_result(self.b, d.meta.reply, d.meta.job_id)
         await d.msg.ack()
         return True
+
+    async def _read_prev(self, d: Delivery) -> None:
+        """The job's status record as found (its trusted fields) and its revision, into ``d``."""
+        kv = await self.b.kv(self.lay.status_bucket)
+        try:
+            entry = await kv.get(d.meta.job_id)
+            d.prev_rev = entry.revision
+            d.prev, bad = trusted_fields(decode_status(entry.value or b""))
+            if bad:
+                log.warning("job %s: its status record has damaged fields (%s); read as missing", d.meta.job_id, bad)
+        except KeyNotFoundError:
+            d.prev = d.prev_rev = None
+        except SerializationError:
+            d.prev = None
 
     async def _run_elsewhere(self, d: Delivery) -> bool:
         """Another delivery of this message runs on a live worker (or started after ours): leave it
@@ -406,7 +450,7 @@ class JobRunner:
         )
         data = await payloads.offload_result(self.b, data, m.job_id)
         rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb, finished_at=time.time())
-        await self.dead_letter(
+        await self.dead.copy(
             d.msg,
             m.queue,
             reason=reason or error,
@@ -533,29 +577,13 @@ class JobRunner:
         ctx.record = rec
         await self._status_nowait(ctx.job_id, rec)
 
-    async def dead_letter(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> None:
-        """Copy ``msg`` to the failed stream with why it failed (original headers and body kept)."""
-        headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
-        # The copy must fit in one message (a failure's text may quote anything: a malformed header, say).
-        reason, info["traceback"] = bounded_failure_text(reason, info.get("traceback") or "", self.b.max_payload)
-        head = pack_record(
-            {"reason": reason, "failed_at": time.time(), "worker": self.worker_id, "original_headers": headers, **info},
-            b"",
-        )
-        extra = len(head) + 2 * sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
-        # A body near max_payload would not fit beside its record: it moves to the object store, and a
-        # requeue sends the reference (which a worker resolves like any offloaded body).
-        original = await payloads.fit_body(self.b, msg.data or b"", _job_id_of(headers), extra)
-        body = head + original
-        headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[:500]
-        await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)
 
-    async def reject_malformed(self, msg: Msg, queue: str, exc: Exception) -> None:
-        """A message that is not a decodable naq job: to the failed stream, acked, worker goes on."""
-        log.warning("moving malformed message on queue %s to the failed stream: %s", queue, exc)
-        await self.dead_letter(msg, queue, reason=f"malformed message: {exc}", attempts=1)
-        await msg.ack()
-        self.stats["malformed"] += 1
+def _a_copy(d: Delivery) -> bool:
+    """A delivery whose job's record says another message of the job was taken (its ``seq``): a signed
+    message sent again under a new message id, while or after that one ran. Its records stand."""
+    prev = d.prev or {}
+    taken = prev.get("status") not in (None, JobStatus.QUEUED.value, JobStatus.WAITING.value, JobStatus.SCHEDULED.value)
+    return taken and isinstance(prev.get("seq"), int) and prev["seq"] != d.seq
 
 
 def _uncancel() -> bool:
@@ -563,12 +591,3 @@ def _uncancel() -> bool:
     pending (a stop that came at the same time: one CancelledError stands for both)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0 and task.uncancel() > 0
-
-
-def _job_id_of(headers: dict) -> str:
-    """The job id in a (possibly malformed) message's headers, for naming; "unknown" if there is none."""
-    try:
-        jid = json.loads(headers.get(HEADER_META) or "{}").get("id")
-    except (ValueError, AttributeError):
-        return "unknown"
-    return jid if isinstance(jid, str) and WIRE_ID_RE.fullmatch(jid) else "unknown"

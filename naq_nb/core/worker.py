@@ -446,7 +446,12 @@ class Worker:
         try:
             meta = parse_meta(msg)
         except SerializationError as exc:
-            self._spawn(self._refill_after(self.runner.reject_malformed(msg, queue, exc)))
+            self._spawn(self._refill_after(self.runner.dead.reject_malformed(msg, queue, exc)))
+            return
+        if meta.queue != queue and self.settings.signing_keys:
+            # Signed for another queue (its header names it) and re-published on this one.
+            why = f"bad signature: job {meta.job_id} was signed for queue {meta.queue!r}, not {queue!r}"
+            self._spawn(self._refill_after(self.runner.dead.reject(msg, queue, why)))
             return
         assert self.ready is not None  # the feeds deliver only after start() made it
         delivered, seq = ack_numbers(msg)
