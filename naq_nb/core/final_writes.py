@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from nats.js.errors import APIError
 
@@ -108,11 +108,17 @@ async def write_status(b: Broker, jid: str, rec: StatusRecord) -> None:
     await b.js.publish(b.layout.kv_subject(b.layout.status_bucket, jid), encode_status(rec))
 
 
+_RUN_FIELDS = ("worker", "attempts", "failures", "finished_at")
+
+
 async def _keep_earlier_result(b: Broker, jid: str, result: bytes, rec: StatusRecord) -> bool:
     """A result exists already (cancelled meanwhile, a duplicate run, or our earlier try): it stands."""
     existing = await existing_result(b, jid)
     if existing is not None:
-        await write_status(b, jid, with_status(rec, existing.status, error=existing.meta.get("error")))
+        # The status tells the run whose result stands (its worker, attempts, end), not ours.
+        meta: dict[str, Any] = dict(existing.meta)
+        ran = {k: meta[k] for k in _RUN_FIELDS if k in meta}
+        await write_status(b, jid, with_status(rec, existing.status, error=existing.meta.get("error"), **ran))
         return False  # (or our earlier try, its acknowledgement lost: the client reads it)
     return await _write_over_marker(b, jid, result)
 
