@@ -66,7 +66,14 @@ def log_level(given: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse gives a '*' positional everything it gets before the first option, so the ids in
+        # `naq failed requeue -u URL ID` come back unparsed: a command that takes them gets them.
+        if hasattr(args, "refs") and not any(e.startswith("-") for e in extra):
+            args.refs = [*args.refs, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

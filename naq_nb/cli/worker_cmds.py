@@ -9,6 +9,8 @@ import os
 import sys
 import signal
 import threading
+from pathlib import Path
+from typing import Any
 
 from ..core.server import EmbeddedServer
 from ..core.execution import EXECUTION_MODES
@@ -125,6 +127,7 @@ def _server(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    lock = _store_lock(args.store_dir)
     try:
         srv.start()
     except OSError as exc:  # a host that does not resolve or is not this machine's, a store that can't be made
@@ -132,15 +135,43 @@ def _server(args: argparse.Namespace) -> int:
         if exc.filename:
             raise UsageError(f"cannot use --store-dir {args.store_dir!r}: {why}: {exc.filename!r}") from None
         raise UsageError(f"cannot start nats-server on --host {args.host!r}: {why}") from None
+    finally:
+        if lock is not None and not srv.running:
+            lock.release()
+    if lock is not None:
+        lock.record(srv.proc.pid if srv.proc else None)
     auth = "; token required" if token else "; user/password required" if args.user else ""
     print(
         f"nats-server {srv.info.get('version', '?')} with JetStream at "
         f"{srv.url.replace('nats://', 'tls://') if args.tls_cert else srv.url} (store {srv.store_dir}{auth})",
         flush=True,
     )
-    while not done.wait(0.5):
-        if not srv.running:
-            print(f"nats-server exited: {srv.log_tail()}", flush=True)
-            return 1
-    srv.stop()
-    return 0
+    try:
+        while not done.wait(0.5):
+            if not srv.running:
+                code = srv.proc.returncode if srv.proc else None
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                print(f"nats-server exited ({how}): {srv.log_tail()}", flush=True)
+                return 1
+        return 0
+    finally:
+        srv.stop()  # a temporary store goes with it, however the server ended
+        if lock is not None:
+            lock.release()
+
+
+def _store_lock(store_dir: str | None) -> Any:
+    """One server per store: two nats-servers on one store each answer from their own copy of it
+    (nq.local() takes the same lock). None for a temporary store."""
+    if store_dir is None:
+        return None
+    from ..notebook.local_store import StoreBusyError, StoreLock  # (the CLI sits above the notebook layer)
+
+    lock = StoreLock(Path(store_dir).expanduser().resolve())
+    try:
+        lock.acquire()
+    except StoreBusyError as exc:
+        raise UsageError(f"--store-dir: {exc}; one server per store") from None
+    except OSError as exc:
+        raise UsageError(f"cannot use --store-dir {store_dir!r}: {exc.strerror or exc}") from None
+    return lock

@@ -80,7 +80,7 @@ class StoreLock:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = self._read().get("pid", "?")
-            raise StoreBusyError(f"the nq.local() store {self.store} is in use by process {holder}") from None
+            raise StoreBusyError(f"the store {self.store} is in use by process {holder}") from None
         self._fd = fd
         self._wait_old_server()
 

@@ -68,6 +68,22 @@ async def test_failed_list_and_requeue_and_purge(broker, nats_server, start_work
     assert out.returncode == 0 and "default" in out.stdout
 
 
+async def test_failed_requeue_takes_its_ids_after_the_options_too(broker, nats_server, start_worker):
+    w = await start_worker()
+    a, b = await Queue(broker).enqueue(jobs.boom, "a"), await Queue(broker).enqueue(jobs.boom, "b")
+    for j in (a, b):
+        await wait_for_result(broker, j.job_id, 10)
+    await w.stop()  # requeued jobs stay queued
+    out = naq("failed", "requeue", "-u", nats_server.url, a.job_id)
+    assert out.returncode == 0 and f"requeued {a.job_id}" in out.stdout, out.stderr
+    out = naq("failed", "requeue", "-q", "default", b.job_id, url=nats_server.url)
+    assert out.returncode == 0 and f"requeued {b.job_id}" in out.stdout, out.stderr
+    out = naq("failed", "requeue", "--bogus", a.job_id, url=nats_server.url)  # an unknown option still fails
+    assert out.returncode == 2 and "unrecognized arguments: --bogus" in out.stderr
+    out = naq("purge", "-u", nats_server.url, "default", "extra-queue")  # other commands: as before
+    assert out.returncode == 0, out.stderr
+
+
 async def test_failed_entries_after_a_requeued_one_stay_listed_and_named(broker, nats_server, start_worker):
     # A requeue deletes its entry from the failed stream; the entries after that gap are still
     # listed and requeueable, and an all-digit job id names that job, not the sequence.
@@ -110,10 +126,36 @@ def test_naq_server_in_the_foreground(tmp_path):
         assert m, line
         with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as s:
             assert s.recv(4) == b"INFO"
+        # One server per store: a second one on it would answer from its own copy.
+        second = naq("server", "--port", "0", "--store-dir", str(tmp_path / "js"), timeout=30)
+        assert second.returncode == 2 and f"in use by process {proc.pid}" in second.stderr, second.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_naq_server_whose_nats_server_dies_says_how_and_removes_its_temporary_store():
+    import re
+    import signal
+    from pathlib import Path
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "server", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        store = Path(re.search(r"\(store (\S+?)[;)]", line).group(1))
+        assert store.is_dir(), line
+        # (started from a keeper thread: a child of that thread's task)
+        children = [c for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        nats_pid = next(int(c) for c in children if b"nats-server" in Path(f"/proc/{c}/cmdline").read_bytes())
+        os.kill(nats_pid, signal.SIGKILL)
+        assert proc.wait(15) == 1
+        assert "nats-server exited (killed by signal 9)" in proc.stdout.read()
+        assert not store.exists(), "its temporary store went with it"
     finally:
         if proc.poll() is None:
             proc.kill()
