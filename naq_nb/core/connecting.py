@@ -69,6 +69,8 @@ def connect_failure(servers: list[str], timeout: float, exc: BaseException, seen
             f"({unknown.strerror or unknown}); check the URL (NAQ_NATS_URL, --nats-url)"
         )
     text = f"{type(exc).__name__}: {exc}" if str(exc) else "no answer"
+    if any(isinstance(e, ConnectionRefusedError) for e in [exc, *seen]):
+        text = "connection refused: nothing listens there"  # (waited all the same: a server may be starting)
     low = text.lower()
     if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in low or "authentication" in low:
         return f"cannot connect to NATS at {where}: authorization violation: check user/password/token or --creds"

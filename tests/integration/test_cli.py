@@ -38,6 +38,7 @@ def test_unreachable_server_is_one_line():
     out = naq("list-workers", "--nats-url", f"nats://127.0.0.1:{port}")
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0 and "cannot connect to NATS" in out.stderr
+    assert "connection refused: nothing listens there" in out.stderr
     assert "Traceback" not in out.stderr
 
 
