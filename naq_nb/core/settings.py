@@ -10,6 +10,7 @@ import functools
 import math
 import os
 import re
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
@@ -280,6 +281,15 @@ def _check_urls(url: Any) -> None:
             raise ValueError(
                 f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: the scheme must be one of "
                 f"{', '.join(s + '://' for s in _URL_SCHEMES)}, not {scheme + '://'!r}"
+            )
+        parts = urllib.parse.urlsplit(u if "://" in u else f"nats://{u}")
+        try:
+            parts.port  # noqa: B018  (raises for a port out of range)
+        except ValueError:
+            raise ValueError(f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: the port must be 1-65535") from None
+        if not parts.hostname or any(c.isspace() for c in u):
+            raise ValueError(
+                f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: not a server address (nats://host:port, or host:port)"
             )
 
 

@@ -178,6 +178,12 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
         environ={"NAQ_NATS_URL": ","}), ValueError, "NAQ_NATS_URL"),
     ("nats_url-scheme", lambda c: Settings().with_(nats_url="nats://a:1,foo://x"), ValueError,
      "'foo://x': the scheme must be one of nats://"),
+    # found by the fleet audit of 2026-12-04 (it failed later, as "cannot connect" with exit code 1)
+    ("NAQ_NATS_URL-with-a-space", lambda c: Settings.from_env(environ={"NAQ_NATS_URL": "garbage url"}), ValueError,
+     "'garbage url': not a server address"),
+    ("nats_url-port-out-of-range", lambda c: Settings().with_(nats_url="nats://127.0.0.1:99999"), ValueError,
+     "the port must be 1-65535"),
+    ("nats_url-no-host", lambda c: Settings().with_(nats_url="nats://:4222"), ValueError, "not a server address"),
     ("NAQ_STATUS_TTL=0.01", lambda c: Settings.from_env(environ={"NAQ_STATUS_TTL": "0.01"}), ValueError,
      r"NAQ_STATUS_TTL\) must be a number of seconds > 0 \(at least 0.1\)"),
     ("NAQ_RESULT_TTL=1e300", lambda c: Settings.from_env(environ={"NAQ_RESULT_TTL": "1e300"}), ValueError,
