@@ -17,7 +17,10 @@ from typing import Callable
 
 import pytest
 
-__all__ = ["ROOT", "FakeClock", "Services", "eventually", "good_meta", "pid_gone", "wait_until", "worker_process"]
+__all__ = [
+    "ROOT", "FakeClock", "Services", "eventually", "failed_entries", "good_meta", "pid_gone", "wait_until", "wire_message",
+    "worker_process",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,3 +126,26 @@ class FakeClock:
         self.timers = [t for t in self.timers if t[0] > self.now]
         for _, fn in due:
             fn()
+
+
+async def failed_entries(broker, reason: str, n: int = 1) -> list[dict]:
+    """The failed stream's entries whose reason contains ``reason``, once there are ``n`` (bounded: 30 s)."""
+    from naq_nb.core.failed import list_failed
+
+    for _ in range(600):
+        rows = [r for r in await list_failed(broker) if reason in (r["reason"] or "")]
+        if len(rows) >= n:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {n} failed entries naming {reason!r}, got {await list_failed(broker)}")
+
+
+async def wire_message(broker, queue: str, enqueue) -> tuple[dict, bytes]:
+    """The job message ``enqueue()`` sends, as it went over the wire (a core subscription sees JetStream
+    publishes): its headers and body."""
+    sub = await broker.nc.subscribe(broker.layout.queue_subject(queue))
+    await broker.nc.flush()
+    await enqueue()
+    msg = await sub.next_msg(timeout=10)
+    await sub.unsubscribe()
+    return dict(msg.headers), msg.data

@@ -16,35 +16,16 @@ from naq_nb.core import blobs
 from naq_nb.core.broker import Broker
 from naq_nb.core.envelope import HEADER_META, HEADER_MSG_ID
 from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, SerializationError
-from naq_nb.core.failed import list_failed
 from naq_nb.core.job import JobOptions
 from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import wait_for_result
 from naq_nb.core.serialization import pack_record
 
 import sec_jobs
+from helpers import failed_entries, wire_message
 
 KEY = b"k-forged-2026"
 DEEP = "[" * 5000
-
-
-async def _failed(broker: Broker, reason: str, n: int = 1) -> list[dict]:
-    for _ in range(600):  # bounded: 30 s
-        rows = [r for r in await list_failed(broker) if reason in (r["reason"] or "")]
-        if len(rows) >= n:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {n} failed entries naming {reason!r}, got {await list_failed(broker)}")
-
-
-async def _wire(broker: Broker, queue: str, enqueue) -> tuple[dict, bytes]:
-    """The job message as it went over the wire (a core subscription sees JetStream publishes)."""
-    sub = await broker.nc.subscribe(broker.layout.queue_subject(queue))
-    await broker.nc.flush()
-    await enqueue()
-    msg = await sub.next_msg(timeout=10)
-    await sub.unsubscribe()
-    return dict(msg.headers), msg.data
 
 
 async def _lines(path, n: int) -> list[str]:
@@ -69,7 +50,7 @@ async def test_an_unsigned_message_naming_a_waiting_job_never_fails_it(settings,
         victim = await q.enqueue_job(q.make_job(sec_jobs.append_line, (str(marker), "victim"), {},
                                                 JobOptions(job_id="victim-1")))
         await start_worker(["later"], settings=signed, concurrency=1)
-        rows = await _failed(b, "bad signature")
+        rows = await failed_entries(b, "bad signature")
         assert rows[0]["job_id"] == victim.job_id
         assert (await wait_for_result(b, victim.job_id, 30)).unwrap() == "victim"  # the real job ran
         assert await _lines(marker, 1) == ["victim"]
@@ -83,7 +64,7 @@ async def test_a_forged_header_naming_another_serializer_writes_nothing_either(s
     victim = await Queue(broker, "nobody").enqueue(sec_jobs.append_line, "/dev/null")
     forged = {"id": victim.job_id, "q": "default", "ser": "json"}
     await broker.nc.publish(broker.layout.queue_subject("default"), b"{}", headers={HEADER_META: json.dumps(forged)})
-    await _failed(broker, "bad signature")
+    await failed_entries(broker, "bad signature")
     with pytest.raises(JobNotFinishedError):  # still queued: nothing was written under its id
         await wait_for_result(broker, victim.job_id, 0)
 
@@ -93,11 +74,11 @@ async def test_a_signed_message_moved_to_another_queue_never_runs(settings, star
     b = await Broker.connect(settings=signed)
     marker = tmp_path / "runs.txt"
     try:
-        headers, body = await _wire(b, "held", lambda: Queue(b, "held").enqueue(sec_jobs.append_line, str(marker)))
+        headers, body = await wire_message(b, "held", lambda: Queue(b, "held").enqueue(sec_jobs.append_line, str(marker)))
         await start_worker(settings=signed)
         moved = {**headers, HEADER_MSG_ID: "moved-1"}
         await b.js.publish(b.layout.queue_subject("default"), body, headers=moved)
-        rows = await _failed(b, "signed for queue 'held'")
+        rows = await failed_entries(b, "signed for queue 'held'")
         assert rows[0]["queue"] == "default"
         assert not marker.exists()
         assert await Queue(b, "held").count() == 1  # the original waits on its own queue, untouched
@@ -110,7 +91,7 @@ async def test_a_signed_message_replayed_under_a_new_id_runs_once(settings, star
     b = await Broker.connect(settings=signed)
     marker = tmp_path / "runs.txt"
     try:
-        headers, body = await _wire(
+        headers, body = await wire_message(
             b, "default", lambda: Queue(b).enqueue_job(
                 Queue(b).make_job(sec_jobs.slow_line, (str(marker), "ran", 1.5), {}, JobOptions(result_ttl=1))
             )
@@ -120,7 +101,7 @@ async def test_a_signed_message_replayed_under_a_new_id_runs_once(settings, star
         assert await _lines(marker, 1) == ["start"]  # running now: a replay meets a "running" record
         await b.js.publish(b.layout.queue_subject("default"), body, headers={**headers, HEADER_MSG_ID: "replay-1"})
         assert (await wait_for_result(b, jid, 30)).unwrap() == "ran"
-        await _failed(b, f"a copy of job {jid}")
+        await failed_entries(b, f"a copy of job {jid}")
         for _ in range(100):  # its result_ttl of 1 s passes; its status record stays
             try:
                 await wait_for_result(b, jid, 0)
@@ -128,7 +109,7 @@ async def test_a_signed_message_replayed_under_a_new_id_runs_once(settings, star
                 break
             await asyncio.sleep(0.1)
         await b.js.publish(b.layout.queue_subject("default"), body, headers={**headers, HEADER_MSG_ID: "replay-2"})
-        await _failed(b, f"a copy of job {jid}", 2)
+        await failed_entries(b, f"a copy of job {jid}", 2)
         assert marker.read_text().splitlines() == ["start", "ran"], "the job ran once"
     finally:
         await b.close()
@@ -138,7 +119,7 @@ async def test_a_signed_message_replayed_under_a_new_id_runs_once(settings, star
 async def test_a_deeply_nested_header_is_dead_lettered_at_once(broker, start_worker, meta):
     w = await start_worker(concurrency=1)
     await broker.js.publish(broker.layout.queue_subject("default"), b"x", headers={HEADER_META: meta})
-    rows = await _failed(broker, "malformed message")
+    rows = await failed_entries(broker, "malformed message")
     assert rows[0]["attempts"] == 1
     job = await Queue(broker).enqueue(sec_jobs.append_line, "/dev/null", "after")
     assert (await wait_for_result(broker, job.job_id, 30)).unwrap() == "after"  # the queue goes on

@@ -11,7 +11,6 @@ import pytest
 from naq_nb.core.broker import Broker
 from naq_nb.core.envelope import HEADER_META, HEADER_MSG_ID
 from naq_nb.core.errors import JobNotFoundError, SignatureError
-from naq_nb.core.failed import list_failed
 from naq_nb.core.queue import Queue
 from naq_nb.core.records import encode_failure
 from naq_nb.core.results import wait_for_result
@@ -19,27 +18,9 @@ from naq_nb.core.serialization import get_serializer, pack_record, seal_record
 from naq_nb.core.settings import Settings
 
 import sec_jobs
+from helpers import failed_entries, wire_message
 
 KEY = b"k-2026-new"
-
-
-async def _failed_with(broker: Broker, n: int, reason: str) -> list[dict]:
-    for _ in range(600):  # bounded: 30 s
-        rows = [r for r in await list_failed(broker) if (r["reason"] or "").startswith(reason)]
-        if len(rows) >= n:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {n} failed entries with reason {reason!r}, got {await list_failed(broker)}")
-
-
-async def _captured(broker: Broker, queue: str, enqueue) -> tuple[dict, bytes]:
-    """The job message as it went over the wire (a core subscription sees JetStream publishes)."""
-    sub = await broker.nc.subscribe(broker.layout.queue_subject(queue))
-    await broker.nc.flush()
-    await enqueue()
-    msg = await sub.next_msg(timeout=10)
-    await sub.unsubscribe()
-    return dict(msg.headers), msg.data
 
 
 # --- signing of job messages ----------------------------------------------------------------
@@ -49,7 +30,7 @@ async def test_replayed_message_with_new_ids_or_options_runs_zero_times(settings
     b = await Broker.connect(settings=signed)
     marker = tmp_path / "runs.txt"
     try:
-        headers, body = await _captured(b, "default", lambda: Queue(b).enqueue(sec_jobs.append_line, str(marker)))
+        headers, body = await wire_message(b, "default", lambda: Queue(b).enqueue(sec_jobs.append_line, str(marker)))
         await start_worker(settings=signed)
         await wait_for_result(b, json.loads(headers[HEADER_META])["id"], 30)
         assert marker.read_text().count("ran") == 1
@@ -66,7 +47,7 @@ async def test_replayed_message_with_new_ids_or_options_runs_zero_times(settings
             await b.js.publish(b.layout.queue_subject("default"), body, headers=h)
         # the exact message again, past de-duplication with a fresh Nats-Msg-Id: its job has a result
         await b.js.publish(b.layout.queue_subject("default"), body, headers={**headers, HEADER_MSG_ID: "again"})
-        await _failed_with(b, 5, "bad signature")
+        await failed_entries(b, "bad signature", 5)
         for _ in range(600):
             if await Queue(b).count() == 0:
                 break
@@ -88,7 +69,7 @@ async def test_unsigned_and_wrongly_signed_jobs_are_dead_lettered_once(settings,
         forged = await Queue(wrong).enqueue(sec_jobs.append_line, str(marker))
     finally:
         await wrong.close()
-    rows = await _failed_with(broker, 2, "bad signature")
+    rows = await failed_entries(broker, "bad signature", 2)
     assert {r["job_id"] for r in rows} == {unsigned.job_id, forged.job_id}
     assert all(r["attempts"] == 1 for r in rows), "dead-lettered on the first delivery, no retry loop"
     assert not marker.exists()
