@@ -244,6 +244,10 @@ _LAZY: dict[str, str] = {
     },
     "BlobError": "naq_nb.core.blobs",
     "JobNotStoredError": "naq_nb.core.errors",
+    # (named in the README beside the others: importable from the package too, as naq_nb.exceptions has them)
+    "DuplicateJobError": "naq_nb.core.errors",
+    "ConcurrentUpdateError": "naq_nb.core.errors",
+    "PublishTimeoutError": "naq_nb.core.errors",
     # notebook layer
     **{
         n: "naq_nb.notebook.frames"

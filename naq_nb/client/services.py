@@ -93,13 +93,7 @@ class Worker(CoreWorker):
             changes["ack_wait"] = _positive(ack_wait, "ack_wait")
         add_module_paths(module_paths)
         if changes:
-            settings = settings or Settings.from_env()
-            hb = changes.get("heartbeat_interval")
-            if hb is not None and worker_ttl is None and hb >= settings.worker_ttl:
-                # naq's defaults (15 s, 60 s) allow a heartbeat this slow; a TTL left unset follows
-                # it at naq's ratio rather than refusing a call naq accepts.
-                changes["worker_ttl"] = hb * 4
-            settings = settings.with_(**changes)
+            settings = (settings or Settings.from_env()).with_(**changes)
         super().__init__(
             queues, nats_url=nats_url, concurrency=concurrency, name=name or worker_name, settings=settings, **kwargs
         )

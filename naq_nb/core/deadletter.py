@@ -59,7 +59,8 @@ class DeadLetters:
         """A message no job's records may be written for (malformed, unverified, a copy): to the
         failed stream with ``reason``, acked; the worker goes on."""
         log.warning("moving a message on queue %s to the failed stream: %s", queue, reason)
-        await self.copy(msg, queue, reason=reason, attempts=1)
+        # refused: no job of its own (a requeue would purge the real job's result and send this again)
+        await self.copy(msg, queue, reason=reason, attempts=1, refused=True)
         await msg.ack()
         self.stats["malformed"] += 1
 

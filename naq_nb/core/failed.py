@@ -72,6 +72,11 @@ def _count(v: Any) -> int | None:
 def _requeue_meta(seq: int, info: dict) -> tuple[dict, JobMeta]:
     """The original job's headers and their checked meta; :class:`SerializationError` naming the entry
     and the problem when it can't be requeued. Checked in full before a requeue writes anything."""
+    if info.get("refused") is True:
+        raise SerializationError(
+            f"failed entry {seq} was refused, not run ({_text(info.get('reason'))}): it is no job of its own "
+            "(its id may name another's), so it cannot be requeued"
+        )
     headers = info.get("original_headers")
     if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise SerializationError(
@@ -129,10 +134,14 @@ async def _by_seq(broker: Broker, seq: int) -> api.RawStreamMsg:
 
 
 async def _by_job_id(broker: Broker, job_id: str) -> api.RawStreamMsg | None:
+    """The failed entry of that job: its own failure before any refused message naming its id."""
+    refused = None
     async for raw in _iter_failed(broker, None, 10**9):
         if header_meta((raw.headers or {}).get(HEADER_META)).get("id") == job_id:
-            return raw
-    return None
+            if _info(raw)[0].get("refused") is not True:
+                return raw
+            refused = refused or raw
+    return refused
 
 
 async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:

@@ -108,7 +108,7 @@ async def write_status(b: Broker, jid: str, rec: StatusRecord) -> None:
     await b.js.publish(b.layout.kv_subject(b.layout.status_bucket, jid), encode_status(rec))
 
 
-_RUN_FIELDS = ("worker", "attempts", "failures", "finished_at")
+_RUN_FIELDS = ("worker", "attempts", "failures", "started_at", "finished_at")
 
 
 async def _keep_earlier_result(b: Broker, jid: str, result: bytes, rec: StatusRecord) -> bool:
@@ -118,7 +118,8 @@ async def _keep_earlier_result(b: Broker, jid: str, result: bytes, rec: StatusRe
         # The status tells the run whose result stands (its worker, attempts, end), not ours.
         meta: dict[str, Any] = dict(existing.meta)
         ran = {k: meta[k] for k in _RUN_FIELDS if k in meta}
-        await write_status(b, jid, with_status(rec, existing.status, error=existing.meta.get("error"), **ran))
+        end = {"error": meta.get("error"), "traceback": meta.get("traceback"), **ran}
+        await write_status(b, jid, with_status(rec, existing.status, **end))
         return False  # (or our earlier try, its acknowledgement lost: the client reads it)
     return await _write_over_marker(b, jid, result)
 

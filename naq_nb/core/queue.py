@@ -409,9 +409,16 @@ async def _settle(b: Broker, item: _InFlight) -> None:
         quiet_futures(item.status_ack, item.job_ack)  # one failed: the other's outcome is not raised too
         raise
     if item.status_ack is None and not job.duplicate:
-        # A keyed job may duplicate one already running: only a new one gets a status.
+        # A keyed job may duplicate one already running: only a new one gets a status, create-only, since
+        # its job is stored and a worker may have written a later record already, which stands.
         lay = b.layout
-        await b.publish(lay.kv_subject(lay.status_bucket, job.job_id), item.status, what=f"the status of {item.what}")
+        errors = await b.publish_each(
+            [(lay.kv_subject(lay.status_bucket, job.job_id), item.status, f"the status of {item.what}")],
+            create_only=True,
+        )
+        errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
+        if errors:
+            raise errors[0]
 
 
 def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:

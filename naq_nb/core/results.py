@@ -153,6 +153,8 @@ async def _schedule_result(broker: "Broker", sid: str, record: dict, timeout: fl
     sub = await broker.nc.subscribe(lay.kv_subject(lay.status_bucket, sid))
     try:
         while not (run := _schedule_run(sid, record)):
+            if run is None:  # its record expired or was deleted meanwhile (or is no schedule's any more)
+                raise JobNotFoundError(f"no schedule with id {sid!r} (its record expired or was deleted)")
             if _status_in(record) in TERMINAL_VALUES:
                 raise JobNotFoundError(f"schedule {sid} {_status_in(record)} without a run: it has no result")
             left = None if deadline is None else deadline - loop.time()

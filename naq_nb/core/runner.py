@@ -139,7 +139,7 @@ class JobRunner:
             await self.dead.reject(d.msg, meta.queue, str(exc))
             return
         except SerializationError as exc:
-            await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+            await self._finish_failed(d, exc, retry=False, reason=f"payload cannot be decoded: {exc}")
             return
         if not await self._begin(d):
             return
@@ -152,7 +152,7 @@ class JobRunner:
             return
         except SerializationError as exc:
             if call.decoded is None:  # the child could not unpickle the body
-                await self._finish_failed(d, exc, retry=False, reason="payload cannot be decoded")
+                await self._finish_failed(d, exc, retry=False, reason=f"payload cannot be decoded: {exc}")
             else:
                 await self._finish_failed(d, exc)
             return

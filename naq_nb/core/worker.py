@@ -357,10 +357,11 @@ class Worker:
         while self.state not in ("stopping", "stopped"):
             d = await self.ready.get()
             jid = d.meta.job_id
-            if jid in self.running:
-                # Redelivered while this worker still runs it: its keepalives stalled (the process
-                # was paused: a VM pause, a swap storm). The run in hand settles the message; this copy
-                # is neither run nor counted as a lost run, and is left to the server.
+            held = self.running.get(jid)
+            if held is not None and held.seq == d.seq:
+                # This message redelivered while this worker still runs it: its keepalives stalled (the
+                # process was paused: a VM pause, a swap storm). The run in hand settles it; this delivery
+                # is neither run nor counted as a lost run. (Another message of the job goes on below.)
                 log.warning("job %s: redelivered (%d) while running here; the run in hand goes on", jid, d.delivered)
                 await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
                 continue

@@ -361,9 +361,32 @@ def test_naqs_except_clauses_catch_what_a_failed_job_raises(worker):
 
 
 def test_naqs_worker_and_option_types(naq_env):
-    w = Worker("default", heartbeat_interval=40)   # valid in naq (its TTL defaults to 60 s)
+    # Valid in naq, whose TTL defaults to 60 s; here (30 s) it is refused at the call, naming the fix: a
+    # record that expired between heartbeats would make other workers count this one's jobs as lost.
+    with pytest.raises(ValueError, match="heartbeat_interval.*must be below worker_ttl"):
+        Worker("default", heartbeat_interval=40)
+    w = Worker("default", heartbeat_interval=40, worker_ttl=160)
     assert w.settings.heartbeat_interval == 40 and w.settings.worker_ttl == 160
     q = Queue("nobody")
     with pytest.raises(TypeError, match="retry_delay must be a number"):  # naq raises TypeError here
         q.enqueue_sync(jobs.add, 1, 2, max_retries=1, retry_delay="soon")
     assert q.count_sync() == 0
+
+
+def test_a_wait_on_a_schedule_whose_record_goes_ends(worker, scheduler, naq_prefix):
+    idle = naq_nb.schedule_sync(jobs.add, 0, 0, interval=3600)
+
+    async def wait_then_delete():
+        from naq_nb.core.layout import Layout
+        nc = await naq_nb.get_nats_connection()
+        kv = await nc.jetstream().key_value(Layout(naq_prefix).status_bucket)
+        waiting = asyncio.ensure_future(Job.fetch_result(idle.job_id, timeout=None))
+        await asyncio.sleep(0.5)  # (most likely subscribed by then; either way the wait must end)
+        await kv.delete(idle.job_id)
+        try:
+            return await asyncio.wait_for(waiting, 30)
+        finally:
+            await naq_nb.close_nats_connection()
+    with pytest.raises(naq_nb.JobNotFoundError, match="no (schedule|job) with id"):  # not a wait for ever
+        asyncio.run(wait_then_delete())
+    naq_nb.cancel_scheduled_job_sync(idle.job_id)

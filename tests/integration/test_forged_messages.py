@@ -181,3 +181,26 @@ async def test_a_json_client_never_unpickles_an_offloaded_result(settings, tmp_p
         assert not marker.exists()
     finally:
         await b.close()
+
+
+async def test_a_refused_entry_is_never_requeued_over_the_real_job(settings, start_worker, tmp_path):
+    from naq_nb.core.failed import list_failed, requeue_failed
+    signed = settings.with_(signing_key=KEY)
+    b = await Broker.connect(settings=signed)
+    try:
+        await b.ensure_layout()
+        forged = {"id": "victim-2", "q": "default"}
+        await b.js.publish(b.layout.queue_subject("default"), b"junk", headers={HEADER_META: json.dumps(forged)})
+        q = Queue(b)
+        victim = await q.enqueue_job(q.make_job(sec_jobs.append_line, (str(tmp_path / "runs"), "real"), {},
+                                                JobOptions(job_id="victim-2")))
+        await start_worker(settings=signed, concurrency=1)
+        await failed_entries(b, "bad signature")
+        assert (await wait_for_result(b, victim.job_id, 30)).unwrap() == "real"
+        [entry] = await list_failed(b)
+        assert entry["job_id"] == "victim-2" and entry["requeueable"] is False
+        with pytest.raises(SerializationError, match="was refused, not run"):
+            await requeue_failed(b, "victim-2")
+        assert (await wait_for_result(b, victim.job_id, 0)).unwrap() == "real"  # its result stands
+    finally:
+        await b.close()

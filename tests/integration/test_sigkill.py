@@ -74,7 +74,8 @@ async def test_when_an_earlier_result_stands_the_status_tells_its_run(broker, st
     from naq_nb.core.records import encode_result
     from naq_nb.core.serialization import get_serializer
     job = await Queue(broker).enqueue(jobs.add, 1, 2)
-    earlier = encode_result(get_serializer("pickle"), 99, result_ttl=None, worker="wA-gone", attempts=1)
+    earlier = encode_result(get_serializer("pickle"), 99, result_ttl=None, worker="wA-gone", attempts=1,
+                            started_at=1.5)
     await (await broker.kv(broker.layout.results_bucket)).create(job.job_id, earlier)
     finished = json.loads(earlier.partition(b"\n")[0])["finished_at"]
     await start_worker()
@@ -84,4 +85,16 @@ async def test_when_an_earlier_result_stands_the_status_tells_its_run(broker, st
         return s if s["status"] == "succeeded" else None
     status = await eventually(settled, 30, "the job's status to settle")
     assert (status["worker"], status["attempts"], status["finished_at"]) == ("wA-gone", 1, finished)
+    assert status["started_at"] == 1.5 and not status.get("traceback")  # that run's times, not a mix
     assert (await wait_for_result(broker, job.job_id, 5)).unwrap() == 99
+
+
+async def test_a_keyed_jobs_queued_record_never_overwrites_a_later_one(broker):
+    # A keyed job's queued record is written after its message is stored; a worker may have written
+    # "running" (or its end) by then, which must stand.
+    from naq_nb.core.job import JobOptions
+    kv = await broker.kv(broker.layout.status_bucket)
+    await kv.put("keyed-1", json.dumps({"id": "keyed-1", "queue": "nobody", "status": "running"}).encode())
+    q = Queue(broker, "nobody")
+    await q.enqueue_job(q.make_job(jobs.add, (1, 2), {}, JobOptions(key="keyed-1")))
+    assert (await get_status(broker, "keyed-1"))["status"] == "running"

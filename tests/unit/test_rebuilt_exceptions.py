@@ -61,3 +61,17 @@ def test_an_exception_whose_constructor_takes_other_arguments_still_rebuilds():
     rebuilt = _as_job_error(Odd(7), "Odd", "")
     assert isinstance(rebuilt, Odd) and isinstance(rebuilt, JobExecutionError)
     assert str(rebuilt) == "code 7" and rebuilt.code == 7
+
+
+def test_the_errors_the_readme_names_come_from_the_package():
+    import re
+    from pathlib import Path
+
+    import naq_nb
+    from naq_nb.core import errors
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    named = set(re.findall(r"`([A-Z][A-Za-z]+Error)`", readme)) & set(errors.__all__)
+    assert {"DuplicateJobError", "ConcurrentUpdateError", "PublishTimeoutError"} <= named
+    for name in named:
+        assert getattr(naq_nb, name) is getattr(errors, name), name
