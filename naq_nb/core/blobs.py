@@ -54,6 +54,7 @@ from nats.js.errors import (
 )
 from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 
+from . import jsontext
 from .broker import create_store
 from .errors import BlobError, SerializationError
 from .layout import OBJECT_STORE_MAX_CONSUMERS
@@ -142,8 +143,8 @@ class BlobRef:
 
 def _json(data: bytes) -> Any:
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:  # deep nesting recurses
+        return jsontext.loads(data)
+    except ValueError as exc:
         raise BlobError(f"malformed object reference: {exc}") from None
 
 

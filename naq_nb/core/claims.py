@@ -16,6 +16,7 @@ import time
 
 from nats.js.errors import APIError, KeyNotFoundError
 
+from . import jsontext
 from .broker import Broker, quiet_futures
 from .errors import JS_WRONG_LAST_SEQUENCE, DuplicateJobError, SerializationError
 from .layout import create_only
@@ -112,8 +113,8 @@ async def _same_call(b: Broker, job: Job, digest: str) -> bool:
     """True if ``job``'s id is claimed by this very call and the job exists; raises if another call has it."""
     kv = await b.kv(b.layout.meta_bucket)
     try:
-        claim = json.loads((await kv.get(b.layout.claim_key(job.job_id))).value or b"{}")
-    except (KeyNotFoundError, ValueError, RecursionError):
+        claim = jsontext.loads((await kv.get(b.layout.claim_key(job.job_id))).value or b"{}")
+    except (KeyNotFoundError, ValueError):
         claim = {}
     if claim.get("digest") != digest:
         raise DuplicateJobError(

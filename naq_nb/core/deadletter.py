@@ -4,14 +4,13 @@ may be written (malformed, unverified, a copy of a job that ran)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from . import payloads
+from . import jsontext, payloads
 from .envelope import HEADER_META
 from .layout import WIRE_ID_RE
 from .serialization import pack_record
@@ -68,7 +67,7 @@ class DeadLetters:
 def job_id_of(headers: dict) -> str:
     """The job id in a (possibly malformed) message's headers, for naming; "unknown" if there is none."""
     try:
-        jid = json.loads(headers.get(HEADER_META) or "{}").get("id")
-    except (ValueError, AttributeError, RecursionError):
+        jid = jsontext.loads(headers.get(HEADER_META) or "{}").get("id")
+    except (ValueError, AttributeError):
         return "unknown"
     return jid if isinstance(jid, str) and WIRE_ID_RE.fullmatch(jid) else "unknown"

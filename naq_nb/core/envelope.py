@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Required, Sequence, cast
 
+from . import jsontext
 from .errors import ConfigurationError, PayloadTooLargeError, SerializationError
 from .job import MAX_DEPENDENCIES, Job, JobOptions, OptionsMeta, func_name
 from .layout import QUEUE_NAME_RE, WIRE_ID_RE
@@ -114,8 +115,8 @@ def header_meta(value: Any) -> dict:
     if not isinstance(value, str):
         return {}
     try:
-        meta = json.loads(value)
-    except (ValueError, RecursionError):
+        meta = jsontext.loads(value)
+    except ValueError:
         return {}
     return meta if isinstance(meta, dict) else {}
 
@@ -135,7 +136,7 @@ def decode_meta(headers: dict | None) -> JobMeta:
         raise SerializationError(f"Naq-Meta header is {len(raw_meta):,} characters, over {_MAX_META:,}")
     try:
         m = _META_DECODER.decode(raw_meta)
-    except (ValueError, RecursionError) as exc:  # deep nesting recurses: a hand-made header, refused
+    except (ValueError, RecursionError) as exc:  # (as jsontext.loads, inline: every message comes here)
         raise SerializationError(f"malformed Naq-Meta header: {exc}") from None
     if not isinstance(m, dict):
         raise SerializationError(f"malformed Naq-Meta header: a JSON object is needed, not {type(m).__name__}")

@@ -9,9 +9,9 @@ records (by enqueue time) are returned.
 from __future__ import annotations
 
 import heapq
-import json
 from typing import Iterable
 
+from . import jsontext
 from .broker import Broker
 from .kvscan import scan_bucket
 from .job import JobStatus
@@ -53,8 +53,8 @@ async def list_jobs(
     records: list[dict] = []
     async for item in scan_bucket(broker, broker.layout.status_bucket, timeout):
         try:
-            rec = json.loads(item.value)
-        except (ValueError, RecursionError):
+            rec = jsontext.loads(item.value)
+        except ValueError:
             continue  # a malformed record is skipped, not fatal
         if not isinstance(rec, dict):
             continue

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any, Callable, NotRequired, TypedDict
 
+from . import jsontext
 from .broker import Broker
 from .kvscan import scan_bucket
 from .layout import QUEUE_NAME_RE
@@ -104,8 +105,8 @@ def _heartbeat_problem(rec: Any) -> str | None:
 def _decode(data: bytes | None) -> tuple[WorkerRecord | None, str]:
     """The record with defaults and ``heartbeat_age`` added, or None and why it is refused."""
     try:
-        rec = json.loads(data or b"")
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 is a ValueError; deep nesting recurses
+        rec = jsontext.loads(data or b"")
+    except ValueError as exc:  # bad UTF-8 and deep nesting too
         return None, f"not JSON ({type(exc).__name__}: {exc})"
     problem = _heartbeat_problem(rec)
     if problem is not None:

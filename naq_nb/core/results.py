@@ -145,7 +145,7 @@ def _schedule_run(job_id: str, record: dict | None) -> str | None:
     return last if isinstance(last, str) and last.startswith(f"{job_id}-") else ""
 
 
-async def _schedule_result(broker: "Broker", sid: str, record: dict, timeout: float | None) -> ResultRecord:
+async def _schedule_result(broker: "Broker", sid: str, record: dict | None, timeout: float | None) -> ResultRecord:
     """The result of schedule ``sid``'s latest run, waiting up to ``timeout`` for its first run."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -162,7 +162,7 @@ async def _schedule_result(broker: "Broker", sid: str, record: dict, timeout: fl
                 raise JobNotFinishedError(f"schedule {sid} has not fired yet: its first run has no result")
             with contextlib.suppress(nats.errors.TimeoutError):  # a bounded wait for the record to change
                 await sub.next_msg(timeout=min(left or _SAFETY_READS[-1], _SAFETY_READS[-1]))
-            record = await _status_record(broker, sid) or {}
+            record = await _status_record(broker, sid)
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
@@ -236,7 +236,7 @@ async def _wait_subscribed(
         if rec is not None and (_long_done(rec) or _ended(status)):
             return await payloads.load_result(broker, rec)
         if rec is None and _schedule_run(job_id, record) is not None:
-            return await _schedule_result(broker, job_id, record or {}, timeout)
+            return await _schedule_result(broker, job_id, record, timeout)
         if status is None and not await _still_queued(broker, job_id, queued_seq):
             raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")
         if rec is None and status in TERMINAL_VALUES:
@@ -269,7 +269,7 @@ async def _unfinished_once(broker: "Broker", job_id: str, queued_seq: int | None
     result after all when the status says it ended just after the read."""
     record = await _status_record(broker, job_id)
     if _schedule_run(job_id, record) is not None:
-        return await _schedule_result(broker, job_id, record or {}, 0)
+        return await _schedule_result(broker, job_id, record, 0)
     status = _status_in(record)
     if status is None and not await _still_queued(broker, job_id, queued_seq):
         raise JobNotFoundError(f"no job with id {job_id!r} (never enqueued, or its records expired)")

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 
+from . import jsontext
 from .errors import SerializationError, SignatureError
 
 log = logging.getLogger("naq_nb")
@@ -281,8 +282,8 @@ class JsonSerializer(Serializer):
 
     def loads_value(self, data: bytes) -> Any:
         try:
-            return json.loads(data)
-        except (ValueError, RecursionError) as exc:
+            return jsontext.loads(data)
+        except ValueError as exc:
             raise SerializationError(f"malformed JSON result: {exc}") from None
 
 
@@ -493,8 +494,8 @@ def pack_record(meta: dict, payload: bytes = b"") -> bytes:
 def unpack_record(data: bytes) -> tuple[dict, bytes]:
     head, _, payload = data.partition(b"\n")
     try:
-        meta = json.loads(head)
-    except (ValueError, RecursionError) as exc:  # deep nesting recurses: a forged record, refused
+        meta = jsontext.loads(head)
+    except ValueError as exc:
         raise SerializationError(f"malformed record: {exc}") from None
     if not isinstance(meta, dict):  # forged or damaged: every reader expects an object
         raise SerializationError(f"malformed record: its head must be a JSON object, not {type(meta).__name__}")

@@ -15,6 +15,7 @@ from enum import Enum
 from json.encoder import encode_basestring_ascii  # what json.dumps(str) runs
 from typing import Any, Iterable, TypedDict
 
+from . import jsontext
 from .errors import SerializationError
 
 __all__ = [
@@ -187,8 +188,8 @@ def decode_status(data: bytes) -> StatusRecord:
     """A stored record; :class:`SerializationError` when it is not a JSON object. Its fields are
     as stored: a reader that acts on one checks its type (:func:`trusted_fields` for a worker)."""
     try:
-        rec = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # deep nesting recurses
+        rec = jsontext.loads(data)
+    except ValueError as exc:
         raise SerializationError(f"malformed status record: {exc}") from None
     if not isinstance(rec, dict):
         raise SerializationError(f"malformed status record: a JSON object is needed, not {type(rec).__name__}")
