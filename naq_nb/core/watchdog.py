@@ -20,6 +20,10 @@ back from a block longer than half of ``ack_wait``, messages arriving in the
 next ``ack_wait`` are :meth:`suspect`: the runner checks the job's status
 first and drops its copy if another delivery has started or ended it.
 
+A pause of the whole process (SIGSTOP, a VM pause) also leaves the loop's
+tick stale; the watchdog's own timer overran then too, with no CPU spent, so
+it logs the pause instead of blaming a job.
+
 Limit: a loop blocked forever holds its running job's message forever (the
 worker's heartbeat goes stale and the watchdog keeps logging the job; stop
 the worker, and the job is counted as a lost run when it comes back).
@@ -122,14 +126,22 @@ class LoopWatchdog:
         keep_after = self.ack_wait / 3
         wake = asyncio.Event()
         self._wake = (asyncio.get_running_loop(), wake)  # set before the first check of _stop (see stop())
+        interval = min(0.25, self.block_after / 2, self.ack_wait / 8)
+        rounds = _Rounds(interval, self.block_after)
         try:
             while not self._stop.is_set():
                 try:
-                    await asyncio.wait_for(wake.wait(), min(0.25, self.block_after / 2, self.ack_wait / 8))
+                    await asyncio.wait_for(wake.wait(), interval)
                     break  # stop() woke us
                 except asyncio.TimeoutError:
                     pass
                 now = time.monotonic()
+                paused = rounds.paused(now)
+                if paused:
+                    # The loop's stale tick is the pause's, not blocking code's: say that, not "blocked".
+                    log.warning("worker process was paused for %.1fs (SIGSTOP, a VM pause or the host)", paused)
+                    last_log = 0.0
+                    continue
                 self.blocked_for = now - self.last_tick
                 if self.blocked_for < min(self.block_after, keep_after, 4 * TICK):
                     last_log = 0.0
@@ -168,3 +180,22 @@ class LoopWatchdog:
                 await broker.nc.publish(reply, b"+WPI")
                 self.keepalives_sent += 1
         await broker.nc.flush(timeout=2)
+
+
+class _Rounds:
+    """Tells a pause of the whole process from a blocked loop. This thread's own timer overran too,
+    and the process spent almost no CPU meanwhile: it was stopped (SIGSTOP, a VM pause), and the
+    loop with it. A loop holding the GIL in a long C call also delays this thread, but burns CPU."""
+
+    def __init__(self, interval: float, after: float) -> None:
+        self.interval = interval
+        self.after = after
+        self.last = (time.monotonic(), time.process_time())
+
+    def paused(self, now: float) -> float:
+        """Seconds the process stood still since the last round (0.0: it did not)."""
+        cpu = time.process_time()
+        wall, was_cpu = self.last
+        self.last = (now, cpu)
+        overrun = now - wall - self.interval
+        return overrun if overrun >= self.after and cpu - was_cpu < overrun / 4 else 0.0

@@ -66,6 +66,10 @@ async def test_a_paused_worker_runs_its_job_once_and_counts_no_lost_run(broker, 
         w.send_signal(signal.SIGCONT)
         w.kill()
         w.wait(10)
+    log = w.stdout.read().decode()
+    # Its watchdog tells the pause for what it was, and does not blame blocking code in a job.
+    assert "worker process was paused for" in log, log
+    assert "event loop blocked" not in log, log
 
 
 async def test_when_an_earlier_result_stands_the_status_tells_its_run(broker, start_worker):
