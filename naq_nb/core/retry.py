@@ -116,7 +116,8 @@ class RetryPolicy:
         elif self.backoff == "linear":
             base = self.delay * n
         else:
-            base = self.delay * (2 ** (n - 1))
+            # 2.0**1024 overflows a float: past the cap's exponent the cap is the delay.
+            base = self.delay * 2.0 ** min(n - 1, 1000) if self.delay else 0.0
         base = min(base, self.max_delay)
         if self.jitter and base:
             spread = base * self.jitter

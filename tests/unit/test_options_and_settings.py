@@ -71,3 +71,12 @@ def test_building_with_no_option_gives_the_same_options_and_encodes_them_once():
     assert base.meta_json is JobOptions.build(base).meta_json
     changed = JobOptions.build(base, name="n")
     assert changed is not base and changed.name == "n" and base.name is None
+
+
+def test_exponential_backoff_past_a_thousand_failures_stays_at_its_cap():
+    # 2 ** 1024 does not fit a float: the delay once raised OverflowError at failure 1,025.
+    from naq_nb.core.retry import RetryPolicy
+
+    p = RetryPolicy(max_retries=1_100, backoff="exponential", delay=0.5, max_delay=60)
+    assert [p.delay_for(n) for n in (1, 3, 1_025, 1_000_000)] == [0.5, 2.0, 60, 60]
+    assert RetryPolicy(max_retries=1_100, backoff="exponential", delay=0.0, max_delay=0.001).delay_for(2_000) == 0.0
