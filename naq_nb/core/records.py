@@ -193,7 +193,8 @@ def rebuild_exception(meta: Mapping[str, Any], payload: bytes) -> BaseException:
     if status == JobStatus.CANCELLED.value:
         return JobCancelledError(err)
     if meta.get("dependency"):
-        return DependencyFailedError(err)
+        # The record's error reads "DependencyFailedError: job ..."; the exception's message is the part after.
+        return DependencyFailedError(err.removeprefix(f"{DependencyFailedError.__name__}: "))
     original = None
     if payload and meta.get("ser") == "pickle":
         original = get_serializer("pickle").loads_exception(payload)

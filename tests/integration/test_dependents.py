@@ -71,10 +71,12 @@ async def test_cancelled_dependency_fails_its_waiting_dependents_and_theirs(brok
     await start_worker()
     await poll(lambda: _equals(waiting_count(broker), 2), what="both parked")
     assert await cancel_job(broker, parent.job_id)
-    for j, dep in ((child, parent), (grandchild, child)):
+    for j, dep, why in ((child, parent, "was cancelled"), (grandchild, child, "failed")):
         rec = await wait_for_result(broker, j.job_id, 30)
-        with pytest.raises(DependencyFailedError, match=dep.job_id):
+        with pytest.raises(DependencyFailedError, match=dep.job_id) as caught:
             rec.unwrap()
+        # Its message is its own, as every rebuilt exception's: not "DependencyFailedError: job ...".
+        assert str(caught.value) == f"job {j.job_id} depends on job {dep.job_id}, which {why}"
         assert (await get_status(broker, j.job_id))["status"] == "failed"
     assert await waiting_count(broker) == 0
 
