@@ -372,14 +372,18 @@ class JobRunner:
         again later, backing off, and after :data:`WORKER_ERROR_TRIES` deliveries it ends failed,
         naming the error. Never handed straight back: that would loop as fast as it fails."""
         jid = d.meta.job_id
-        if d.delivered >= WORKER_ERROR_TRIES:
-            reason = f"the worker failed handling it {d.delivered} times; last: {error_line(exc)}"
+        prev = d.prev or {}
+        # Deliveries the job's own failures (retries) and lost runs explain are not the worker's errors:
+        # a job on its sixth retry that meets one worker error backs off like any other.
+        errors = d.delivered - prev.get("failures", 0) - prev.get("lost", 0)
+        if errors >= WORKER_ERROR_TRIES:
+            reason = f"the worker failed handling it {errors} times; last: {error_line(exc)}"
             try:
                 await self._finish_failed(d, NaqException(reason), retry=False, reason=reason)
                 return
             except Exception as again:  # the failure path is broken too: wait the longest, then again
                 log.error("job %s: cannot record its failure either (%r)", jid, again)
-        delay = min(WORKER_ERROR_MAX_DELAY, 2.0 ** (d.delivered - 1))
+        delay = min(WORKER_ERROR_MAX_DELAY, 2.0 ** (max(errors, 1) - 1))
         if d.record and not d.final_sent:  # recorded running: say why not, or the next delivery counts a lost run
             why = f"worker error: {error_line(exc)}"
             rec = self._record(d, JobStatus.RETRYING, error=why, retry_at=time.time() + delay)

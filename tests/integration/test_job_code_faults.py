@@ -160,3 +160,27 @@ async def test_a_worker_error_after_the_final_records_were_sent_leaves_them_stan
     assert calls[0] == "push_early", calls  # the error came after the final records were sent
     assert "retrying" not in written, written
     assert (await get_status(broker, job.job_id))["status"] == "succeeded"
+
+
+async def test_a_worker_error_after_many_retries_backs_off_instead_of_failing_at_once(
+    broker, start_worker, monkeypatch, tmp_path
+):
+    """The worker-error limit counted every delivery, retries of the job's own failures too: a job
+    meeting one worker error on its fifth run or later failed at once, with retries left."""
+    real = runner_mod.JobRunner._finish_ok
+    broken_once = []
+
+    async def broken_after_retries(self, d, value):
+        if d.delivered == 6 and not broken_once:
+            broken_once.append(d.delivered)
+            raise RuntimeError("a bug after the sixth run")
+        return await real(self, d, value)
+
+    monkeypatch.setattr(runner_mod, "WORKER_ERROR_TRIES", 3)
+    monkeypatch.setattr(runner_mod.JobRunner, "_finish_ok", broken_after_retries)
+    await start_worker(concurrency=1, execution="threads")
+    q = Queue(broker).configure(max_retries=10, retry_delay=0.01)
+    job = await q.enqueue(jobs.fail_until, str(tmp_path / "runs"), 6)  # fails five times, then returns
+    rec = await wait_for_result(broker, job.job_id, 60)
+    assert broken_once == [6], "the worker error happened on the sixth delivery"
+    assert rec.status == "succeeded", rec.meta.get("error")
