@@ -110,7 +110,8 @@ async def _queued_seq(broker: Broker, queue: str, job_id: str) -> int | None:
 
 
 async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
-    """Cancel a job that has not finished. Returns False if it had already ended.
+    """Cancel a job that has not finished. Returns False if it had already ended (or its run ended
+    while the cancel was being written: its result stands).
 
     A queued job is removed from its stream; a waiting or scheduled one is marked
     so its worker drops it; a running one is told to stop through the cancel
@@ -152,9 +153,15 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
             ),
         )
     except KeyWrongLastSequenceError:
-        pass  # a result was written first; it stands
+        # Its run ended between our mark and this write: its result stands, its worker's final status
+        # goes over our mark, and its dependents follow that result. The job was not cancelled.
+        ended = True
+    else:
+        ended = False
     if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
+    if ended:
+        return False
     if not calendar_gone:  # (a schedule's cancel settled them already)
         await settle_dependents(broker, job_id, "cancelled")  # what waits on it fails now, naming it
     return True
