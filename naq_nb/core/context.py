@@ -97,8 +97,8 @@ class JobContext:
             pass  # progress is best effort; the job goes on
 
     def snapshot(self, max_payload: int = 1 << 62) -> dict[str, Any]:
-        """Progress, message and the last 50 log lines, fewer where their characters would pass
-        ``max_payload / LOG_SHARE`` (the record that carries them must fit one NATS message)."""
+        """Progress, message and the last 50 log lines, fewer (and the message cut) where their
+        characters would pass ``max_payload / LOG_SHARE`` (the record must fit one NATS message)."""
         budget = max_payload // LOG_SHARE
         with self._lock:
             logs, size = [], 0
@@ -108,7 +108,10 @@ class JobContext:
                     break
                 logs.append(line)
             logs.reverse()
-            return {"progress": self.progress_done, "total": self.progress_total, "message": self.message, "logs": logs}
+            message = self.message
+            if message is not None and len(message) > budget:  # a small max_payload: the record must still fit
+                message = message[: max(budget - 3, 0)] + "..."
+            return {"progress": self.progress_done, "total": self.progress_total, "message": message, "logs": logs}
 
 
 def current_job() -> JobContext | None:

@@ -184,3 +184,26 @@ async def test_a_worker_error_after_many_retries_backs_off_instead_of_failing_at
     rec = await wait_for_result(broker, job.job_id, 60)
     assert broken_once == [6], "the worker error happened on the sixth delivery"
     assert rec.status == "succeeded", rec.meta.get("error")
+
+
+async def test_a_long_progress_message_on_a_small_max_payload_server_still_ends_the_job(
+    settings, start_worker, tmp_path
+):
+    """The message was cut at a fixed 1,960 characters, not by the server's max_payload: on a 2 KiB
+    server the final status record never fit, and the job was handed back and run again for ever."""
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.server import EmbeddedServer
+    from naq_nb.core.queue import get_status
+
+    with EmbeddedServer(store_dir=tmp_path / "js", max_payload=2048) as srv:
+        small = settings.with_(nats_url=srv.url)
+        await start_worker(settings=small, concurrency=1)
+        b = await Broker.connect(settings=small)
+        try:
+            job = await Queue(b).enqueue(jobs.long_output, 10, 10_000)
+            assert (await wait_for_result(b, job.job_id, 30)).unwrap() == 10
+            status = await get_status(b, job.job_id)
+            assert status["status"] == "succeeded" and status["attempts"] == 1
+            assert status["message"].startswith("mmm") and status["message"].endswith("...")
+        finally:
+            await b.close()
