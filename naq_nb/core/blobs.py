@@ -213,7 +213,7 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     ref = BlobRef(bucket, name, len(data), await _sha256(data))
     store = await _store(broker, bucket)
     # nats-py's 128 KiB chunks do not fit a server whose max_payload is smaller.
-    chunk = max(1024, min(_CHUNK, broker.max_payload - _HEADROOM))
+    chunk = max(1024, min(_CHUNK, inline_limit(broker)))
     meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=chunk))
     try:
         await store.put(name, data, meta=meta)
@@ -340,7 +340,13 @@ async def delete(broker: "Broker", bucket: str, name: str) -> None:
 
 def inline_limit(broker: "Broker") -> int:
     """Largest message (headers + body) sent as is; anything bigger goes to the object store."""
-    return broker.max_payload - _HEADROOM
+    return broker.max_payload - headroom(broker)
+
+
+def headroom(broker: "Broker") -> int:
+    """Bytes kept free under max_payload: a fixed KiB, but a sixteenth of a small one (a 1,500-byte
+    server kept 476 bytes for a whole job, and refused a reference that fit)."""
+    return min(_HEADROOM, broker.max_payload // 16)
 
 
 # --- functions shared by a batch ---------------------------------------------------------------

@@ -38,16 +38,19 @@ class DeadLetters:
         headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
         # The copy must fit in one message (a failure's text may quote anything: a malformed header, say).
         reason, info["traceback"] = bounded_failure_text(reason, info.get("traceback") or "", self.b.max_payload)
-        head = pack_record(
-            {"reason": reason, "failed_at": time.time(), "worker": self.worker_id, "original_headers": headers, **info},
-            b"",
-        )
-        extra = len(head) + 2 * sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
+        fields = {"reason": reason, "failed_at": time.time(), "worker": self.worker_id, "original_headers": headers}
+        head = pack_record({**fields, **info}, b"")
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
+        if len(head) + header_bytes > self.b.max_payload:
+            # A small max_payload: headers count too, and a message over it makes the server close the
+            # connection. The traceback goes first (the failed job's own record keeps its end).
+            head = pack_record({**fields, **info, "traceback": ""}, b"")
+        extra = len(head) + 2 * header_bytes
         # A body near max_payload would not fit beside its record: it moves to the object store, and a
         # requeue sends the reference (which a worker resolves like any offloaded body).
         original = await payloads.fit_body(self.b, msg.data or b"", job_id_of(headers), extra)
         body = head + original
-        headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[:500]
+        headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[: min(500, self.b.max_payload // 16)]
         await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)
 
     async def reject_malformed(self, msg: Msg, queue: str, exc: Exception) -> None:

@@ -60,8 +60,9 @@ async def offload_jobs(
             body = ref.to_body(broker.settings.signing_key)
         if head + len(body) > limit:
             raise PayloadTooLargeError(
-                f"the headers of job {job.function_name} alone are {head:,} bytes, over "
-                f"the server's max_payload of {broker.max_payload:,} bytes"
+                f"job {job.function_name}: its headers ({head:,} bytes) and a reference to its stored body "
+                f"({len(body):,} bytes) do not fit the server's max_payload of {broker.max_payload:,} bytes "
+                f"(less {broker.max_payload - limit:,} kept free)"
             )
         out.append((headers, body))
     return out
