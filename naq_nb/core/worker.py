@@ -40,7 +40,7 @@ from .connecting import check_connect_options
 from .context import echo_line, install_capture, uninstall_capture
 from .delivery import Delivery, ack_numbers, nak, parse_meta
 from .deps import DependencyGate
-from .errors import SerializationError
+from .errors import NaqConnectionError, SerializationError
 from .execution import make_execution, validate_execution
 from .layout import pull_api_subject
 from .puller import PullFeed
@@ -125,6 +125,7 @@ class Worker:
         self._completion_slots: asyncio.Semaphore | None = None
         self._stop_event: asyncio.Event | None = None
         self._graceful = True
+        self.connection_lost = ""  # why the worker stopped on its own: its connection closed for good
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_keepalive = 0.0
         self._last_heartbeat = 0.0
@@ -140,6 +141,8 @@ class Worker:
             await self._stop_event.wait()
         finally:
             await self.shutdown(graceful=self._graceful)
+        if self.connection_lost:
+            raise NaqConnectionError(self.connection_lost)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -150,9 +153,8 @@ class Worker:
         self._none_running.set()
         self._completion_slots = asyncio.Semaphore(1024)
         if self.broker is None:
-            self.broker = await Broker.connect(
-                settings=self.settings, reconnected_cb=self._on_reconnect, **self._nats_options
-            )
+            options = {**self._nats_options, "closed_cb": self._closed_cb(self._nats_options.get("closed_cb"))}
+            self.broker = await Broker.connect(settings=self.settings, reconnected_cb=self._on_reconnect, **options)
         b = self.broker
         # Children start while the layout and consumers are set up; no job is pulled before they are up.
         self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
@@ -314,7 +316,10 @@ class Worker:
         assert self.broker is not None  # connected by start(), which shutdown() follows
         await self.gate.close()
         if self._cancel_sub is not None:
-            await self._cancel_sub.unsubscribe()
+            try:
+                await self._cancel_sub.unsubscribe()
+            except nats.errors.Error as exc:  # a connection closed for good: the job processes still go below
+                log.debug("cancel subscription of %s: %s", self.worker_id, exc)
         if not self.broker.nc.is_connected:  # waiting out a JetStream timeout would only delay the stop
             log.debug("heartbeat of %s left to its TTL: not connected", self.worker_id)
         else:
@@ -504,6 +509,20 @@ class Worker:
         parked = self.gate.take(jid)
         if parked is not None:
             self._spawn(self.runner.finish_cancelled(parked))
+
+    def _closed_cb(self, user_cb: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[None]]:
+        async def closed() -> None:
+            # Closed while serving, not by our stop: nats-py gave up (reconnects exhausted, or the server
+            # cut it for a protocol violation). Alive but connectionless, the worker would idle for ever;
+            # it stops instead, so `naq worker` exits 1 and a supervisor can start it again.
+            if self._stop_event is not None and not self._stop_event.is_set():
+                self.connection_lost = f"worker {self.worker_id}: its NATS connection was closed for good; it stopped"
+                log.error("%s", self.connection_lost)
+                self.request_stop(graceful=False)
+            if user_cb is not None:
+                await user_cb()
+
+        return closed
 
     async def _on_reconnect(self) -> None:
         for feed in self._feeds.values():

@@ -207,3 +207,29 @@ async def test_a_long_progress_message_on_a_small_max_payload_server_still_ends_
             assert status["message"].startswith("mmm") and status["message"].endswith("...")
         finally:
             await b.close()
+
+
+async def test_a_long_failure_on_a_tiny_max_payload_server_leaves_the_worker_working(
+    settings, start_worker, tmp_path
+):
+    """The failed-stream copy's headers were not counted against max_payload: on a 1,500-byte server
+    the copy of a job failing with a long message was over it, the server closed the worker's
+    connection, and the worker sat alive and idle for good."""
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.server import EmbeddedServer
+
+    with EmbeddedServer(store_dir=tmp_path / "js", max_payload=1500) as srv:
+        small = settings.with_(nats_url=srv.url)
+        await start_worker(settings=small, concurrency=1)
+        b = await Broker.connect(settings=small)
+        try:
+            q = Queue(b).configure(max_retries=0)
+            bad = await q.enqueue(jobs.boom, "e" * 10_000)
+            with pytest.raises(ValueError, match="eeee"):
+                (await wait_for_result(b, bad.job_id, 30)).unwrap()
+            nxt = await q.enqueue(jobs.add, 1, 2)
+            assert (await wait_for_result(b, nxt.job_id, 30)).unwrap() == 3, "the worker still takes jobs"
+            copies = await b.js.stream_info(b.layout.failed_stream)
+            assert copies.state.messages == 1, "the failure was copied to the failed stream"
+        finally:
+            await b.close()

@@ -3,6 +3,8 @@
 import asyncio
 import signal
 
+import pytest
+
 from naq_nb.core.broker import Broker
 from naq_nb.core.queue import Queue
 from naq_nb.core.registry import list_workers
@@ -178,3 +180,24 @@ async def test_a_loop_that_swallows_its_cancellation_does_not_hang_the_stop(star
     w.request_stop(graceful=False)
     await _until(lambda: asyncio.sleep(0, w.state == "stopped"), timeout=30)
     assert swallowed.is_set()
+
+
+async def test_a_worker_whose_connection_closes_for_good_stops_with_an_error(settings):
+    # nats-py closes a connection for good when the server cuts it for a protocol violation (a message
+    # over max_payload) or reconnects run out: the worker sat alive and idle, taking no job, for ever.
+    from naq_nb.core.errors import NaqConnectionError
+    from naq_nb.core.worker import Worker as CoreWorker
+
+    w = CoreWorker("default", settings=settings, concurrency=1, execution="threads")
+    run = asyncio.ensure_future(w.run())
+    await asyncio.wait_for(_started(w), 30)
+    await w.broker.nc.close()  # as nats-py does when it gives up
+    with pytest.raises(NaqConnectionError, match="connection was closed for good"):
+        await asyncio.wait_for(run, 30)
+    assert w.execution is not None and not w.execution.active
+
+
+async def _started(w) -> None:
+    while getattr(w, "started", None) is None:
+        await asyncio.sleep(0.01)
+    await w.started.wait()
