@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable
 
 from ..core.errors import SerializationError
 from ..core.job import Job, JobStatus
@@ -27,14 +27,21 @@ from ..core.records import ResultRecord
 from ..core.results import check_timeout
 from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_status, with_status
 from .shared import default_client
-from .loop import in_loop_thread, run_async, run_sync
+from .loop import check_not_loop_thread, in_loop_thread, run_async, run_sync
 from .twins import blocking, blocking_classmethod
 from .watch import get_watch, register
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["JobFuture", "display_hook", "submit_jobs", "submit_jobs_sync", "attach_many"]
+__all__ = [
+    "JobFuture",
+    "display_hook",
+    "submit_jobs",
+    "submit_jobs_sync",
+    "attach_many",
+    "refuse_wait_on_loop_thread",
+]
 
 _HINT_TIMEOUT = 1.0  # seconds a timed-out result() may spend finding whether a worker serves the queue
 
@@ -88,6 +95,7 @@ class JobFuture(concurrent.futures.Future):
         worker serves its queue; the job keeps running (wait again).
         """
         timeout = check_timeout(timeout, "result(timeout=...)")
+        refuse_wait_on_loop_thread([self], timeout)
         try:
             return super().result(timeout)
         except BaseException as exc:
@@ -100,6 +108,7 @@ class JobFuture(concurrent.futures.Future):
         """The job's exception once it ended (None if it succeeded), waiting up to ``timeout`` seconds;
         a timeout raises ``TimeoutError`` as :meth:`result` does."""
         timeout = check_timeout(timeout, "exception(timeout=...)")
+        refuse_wait_on_loop_thread([self], timeout)
         try:
             return super().exception(timeout)
         except TimeoutError:
@@ -442,6 +451,15 @@ def _fail_if_not_stored(client: "Client", fut: JobFuture, watch: Any) -> None:
         fut._notify()
 
     pending.add_done_callback(_done)
+
+
+def refuse_wait_on_loop_thread(futures: "Iterable[JobFuture]", timeout: float | None) -> None:
+    """Raise if a blocking wait for ``futures`` would run on naq_nb's loop thread (in an ``on_update``
+    callback): that thread resolves every future, so the wait could only end by its timeout, and
+    with none it would hang every naq_nb call for ever. A wait that cannot block (every future
+    done, or ``timeout=0``) is allowed, so a callback may still read its own job's result."""
+    if timeout != 0 and not all(f.done() for f in futures):
+        check_not_loop_thread()
 
 
 async def submit_jobs(client: "Client", jobs: list[Job]) -> list[JobFuture]:

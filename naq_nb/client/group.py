@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Callable, Generator, Iterable, Iterator, 
 from ..core.job import new_job_id
 from ..core.results import check_timeout
 from . import future as future_mod
-from .future import JobFuture
+from .future import JobFuture, refuse_wait_on_loop_thread
 
 __all__ = [
     "JobGroup",
@@ -105,7 +105,9 @@ def wait(
     futs = _futures(futures, "wait")
     if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
         raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}")
-    done, pending = concurrent.futures.wait(futs, _check_timeout(timeout, "wait"), return_when)
+    t = _check_timeout(timeout, "wait")
+    refuse_wait_on_loop_thread(futs, t)
+    done, pending = concurrent.futures.wait(futs, t, return_when)
     return set(done), set(pending)  # type: ignore[arg-type]
 
 
@@ -118,6 +120,7 @@ def gather(futures: Iterable[JobFuture], timeout: float | None = None, errors: s
     futs = _futures(futures, "gather")
     errors = _check_errors(errors)
     t = _check_timeout(timeout, "gather")
+    refuse_wait_on_loop_thread(futs, t)
     _, pending = concurrent.futures.wait(futs, t)
     if pending:
         raise _timeout_error(len(pending), len(futs), t)
@@ -128,6 +131,7 @@ def as_completed(futures: Iterable[JobFuture], timeout: float | None = None) -> 
     """Yield the futures as they end (first finished first); ``TimeoutError`` after ``timeout`` seconds."""
     futs = _futures(futures, "as_completed")
     t = _check_timeout(timeout, "as_completed")
+    refuse_wait_on_loop_thread(futs, t)
     try:
         yield from concurrent.futures.as_completed(futs, t)  # type: ignore[misc]
     except concurrent.futures.TimeoutError:
@@ -278,6 +282,7 @@ class JobGroup(list):
     def wait(self, timeout: float | None = None) -> "JobGroup":
         """Block until every job ended; ``TimeoutError`` after ``timeout`` seconds. Returns the group."""
         t = _check_timeout(timeout, "wait")
+        refuse_wait_on_loop_thread(self.futures, t)
         _, pending = concurrent.futures.wait(self.futures, t)
         if pending:
             raise _timeout_error(len(pending), len(self), t)

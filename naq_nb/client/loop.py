@@ -34,6 +34,7 @@ __all__ = [
     "run_sync",
     "run_async",
     "in_loop_thread",
+    "check_not_loop_thread",
     "any_loop",
     "on_loop_close",
     "call_soon",
@@ -67,11 +68,11 @@ class LoopThread:
         self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> "concurrent.futures.Future[T]":
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise RuntimeError(
-                "a naq_nb sync call was made on naq_nb's own loop thread (from a callback?); use the async form there"
-            )
+        try:
+            check_not_loop_thread()
+        except RuntimeError:
+            coro.close()  # never awaited: closed, so Python does not warn about it
+            raise
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -96,6 +97,15 @@ def get_loop_thread() -> LoopThread:
 
 def in_loop_thread() -> bool:
     return _thread is not None and threading.current_thread() is _thread.thread
+
+
+def check_not_loop_thread() -> None:
+    """Raise if the caller is naq_nb's loop thread: a sync call or a blocking wait there waits for the
+    very thread that would answer it, and so hangs every naq_nb call in the process for ever."""
+    if in_loop_thread():
+        raise RuntimeError(
+            "a naq_nb sync call was made on naq_nb's own loop thread (from a callback?); use the async form there"
+        )
 
 
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

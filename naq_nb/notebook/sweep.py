@@ -24,7 +24,7 @@ import cloudpickle
 
 from ..core.results import check_timeout
 from ..client.client import Client, say_loudly
-from ..client.future import JobFuture, attach_many, submit_jobs
+from ..client.future import JobFuture, attach_many, refuse_wait_on_loop_thread, submit_jobs
 from ..client.loop import run_async, run_sync
 from ..client.twins import blocking, blocking_classmethod
 from ..client.session import default_client, store_note, unknown_id_message
@@ -254,6 +254,7 @@ class Sweep:
     def wait(self, timeout: float | None = None) -> "Sweep":
         """Block until every point ended; ``TimeoutError`` after ``timeout`` seconds. Returns the sweep."""
         timeout = check_timeout(timeout, "wait(timeout=...)")
+        refuse_wait_on_loop_thread(self.futures, timeout)
         _, pending = concurrent.futures.wait(self.futures, timeout)
         if pending:
             raise TimeoutError(f"{len(pending)} of {len(self)} sweep points did not finish within {timeout:g}s")

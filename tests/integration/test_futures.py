@@ -201,6 +201,47 @@ def test_on_update_pushes_progress_and_logs(nb_client, thread_worker):
     assert len(updates) == n
 
 
+def test_a_blocking_wait_in_an_on_update_callback_raises_instead_of_hanging_the_loop(nb_client, thread_worker):
+    """on_update callbacks run on naq_nb's loop thread, which resolves every future: a blocking
+    wait there could only end by its timeout (with none it hung every naq_nb call in the process
+    for ever). It raises as a sync call there does; a wait that cannot block stays allowed."""
+    thread_worker()
+    parked = nq.options(queue="nobody").submit(jobs.add, 1, 1)  # never resolves: nothing serves it
+    group = nq.options(queue="nobody").map(jobs.add, [1], [1])
+    out: dict[str, object] = {}
+    fired = threading.Event()
+    waits = {
+        "result": lambda: parked.result(timeout=0.5),
+        "exception": lambda: parked.exception(timeout=0.5),
+        "gather": lambda: nq.gather([parked], timeout=0.5),
+        "wait": lambda: nq.wait([parked], timeout=0.5),
+        "as_completed": lambda: list(nq.as_completed([parked], timeout=0.5)),
+        "group.wait": lambda: group.wait(timeout=0.5),
+        "group.results": lambda: group.results(timeout=0.5),
+    }
+
+    def cb(f: JobFuture) -> None:
+        if not f.done() or fired.is_set():
+            return
+        out["own"] = f.result()  # its own job has ended: reading it cannot block
+        for name, call in waits.items():
+            try:
+                out[name] = call()
+            except BaseException as exc:  # handed to the test
+                out[name] = exc
+        fired.set()
+
+    fut = nq.options(queue="later").submit(jobs.add, 2, 3)
+    fut.on_update(cb)
+    thread_worker("later")
+    assert fired.wait(30), "the callback ran"
+    assert out.pop("own") == 5
+    for name, got in out.items():
+        assert isinstance(got, RuntimeError) and "naq_nb's own loop thread" in str(got), (name, got)
+    assert nq.submit(jobs.add, 1, 1).result(timeout=20) == 2  # the loop thread was never held
+    assert parked.cancel() and group.cancel() == 1
+
+
 def test_many_futures_share_two_subscriptions(nb_client, thread_worker):
     thread_worker(concurrency=8)
     b = run_sync(nb_client.broker())

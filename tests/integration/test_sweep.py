@@ -335,6 +335,31 @@ def test_a_bad_wait_timeout_raises_naming_it(nb_client):
     assert sw.cancel() == 1
 
 
+def test_a_blocking_sweep_wait_on_the_loop_thread_raises(nb_client, thread_worker):
+    """Sweep.wait / results in an on_update callback (naq_nb's loop thread) waited for the very
+    thread that resolves the points: it raises as a sync call there does."""
+    sw = nq.sweep(jobs.add, a=[1], b=[1], options={"queue": "idle"})  # no worker: it stays queued
+    out: dict[str, object] = {}
+    fired = threading.Event()
+
+    def cb(f) -> None:
+        if not f.done() or fired.is_set():
+            return
+        for name, call in (("wait", lambda: sw.wait(timeout=0.5)), ("results", lambda: sw.results(timeout=0.5))):
+            try:
+                out[name] = call()
+            except BaseException as exc:  # handed to the test
+                out[name] = exc
+        fired.set()
+
+    nq.options(queue="later").submit(jobs.add, 1, 2).on_update(cb)
+    thread_worker("later")  # only now can the job run: its end is seen by the callback
+    assert fired.wait(30), "the callback ran"
+    for name, got in out.items():
+        assert isinstance(got, RuntimeError) and "naq_nb's own loop thread" in str(got), (name, got)
+    assert sw.cancel() == 1
+
+
 def test_unpicklable_function_submits_nothing(nb_client):
     lock = threading.Lock()
     before = published(nb_client)
