@@ -29,8 +29,9 @@ against an existing server (a container, a cluster) and starts none;
 ``image=``, ``volume=``) and removes it at :meth:`LocalCluster.stop`.
 
 Re-running ``nq.local(...)`` in the same process **returns the running
-cluster when the arguments match** (no second server, no thread leak), and
-**stops the old cluster and starts a new one when they differ**. Clusters are
+cluster when the arguments match** (no second server, no thread leak; a worker
+process that died meanwhile, killed or out of memory, is started again and
+said so), and **stops the old cluster and starts a new one when they differ**. Clusters are
 stopped at interpreter exit; ``.stop()`` is idempotent.
 """
 
@@ -62,6 +63,7 @@ from ..core.server import EmbeddedServer
 from ..core.worker_args import MAX_CONCURRENCY
 from ..core.settings import Settings
 from .container import NatsContainer, check_server_args
+from .local_procs import restart_dead, wait_for_workers, worker_argv
 from .local_store import AUTO, StoreBusyError, StoreLock, default_store_dir, store_is_new
 from .service_thread import ServiceThread
 
@@ -299,61 +301,29 @@ class LocalCluster:
             "NAQ_NATS_URL": url,
             "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p))),
         }
-        # Job processes give the concurrency: one worker loop serves them all, the way a
-        # terminal's `naq worker -c N` does. Thread execution needs a process per slot to use cores.
-        shared = self.execution == "processes"
-        for i in range(1 if shared else self.workers):
-            argv = [
-                sys.executable,
-                "-m",
-                "naq_nb.cli.main",
-                "worker",
-                *queues,
-                "-c",
-                str(self.workers if shared else 1),
-                "--name",
-                "local" if shared else f"local-{i}",
-                "--grace-period",
-                "5",
-                "--execution",
-                self.execution,
-                "--no-echo",  # what jobs print stays in their records, not in an ever-growing log file
-            ]
+        n = 1 if self.execution == "processes" else self.workers  # (see worker_argv)
+        for i in range(n):
+            argv = worker_argv(queues, self.execution, self.workers, i)
             proc = KeptProcess(argv, _fresh_log(log_dir / f"worker-{i}.log"), name=f"naq-local-proc-{i}", env=env)
             self._procs.append(proc.start())
-        run_sync(self._wait_for_workers({p.pid for p in self._procs}, timeout))
+        self._wait_for({p.pid for p in self._procs}, timeout)
 
-    async def _wait_for_workers(self, pids: set[int], timeout: float) -> None:
-        """Wait (pushed by a watch on the workers bucket) until every process has sent a heartbeat."""
-        import json
-        import nats.errors
-
+    def _wait_for(self, pids: set[int], timeout: float) -> None:
         assert self.client is not None  # made by _start(), before the processes
-        b = await self.client.broker()
-        watcher = await (await b.kv(b.layout.workers_bucket)).watchall()
-        seen: set[int] = set()
-        deadline = time.monotonic() + timeout
-        try:
-            while seen < pids:
-                dead = [p for p in self._procs if not p.alive]
-                if dead:
-                    raise NaqException(
-                        f"local worker process exited at start (code {dead[0].returncode}):\n"
-                        + "\n".join(dead[0].log_tail(8))
-                    )
-                if time.monotonic() > deadline:
-                    raise NaqException(f"local worker processes did not start within {timeout:g}s")
-                try:
-                    entry = await watcher.updates(timeout=0.5)
-                except nats.errors.TimeoutError:
-                    continue  # look at the processes again
-                if entry is not None and entry.value:
-                    try:
-                        seen.add(int(json.loads(entry.value).get("pid", -1)))
-                    except (ValueError, TypeError):
-                        pass
-        finally:
-            await watcher.stop()
+        run_sync(wait_for_workers(self.client, self._procs, pids, timeout))
+
+    def _revive(self, timeout: float) -> bool:
+        """Restart the worker processes that died since the start (killed, out of memory); False
+        when a worker or scheduler thread in the kernel ended, which only a new cluster mends."""
+        if not all(t.alive for t in self._threads):
+            return False
+        with self._lock:
+            if self._stopped:
+                return False
+            new = restart_dead(self._procs)
+        if new:
+            self._wait_for({p.pid for p in new}, timeout)
+        return True
 
     # --- state ---------------------------------------------------------------------
     @property
@@ -541,7 +511,7 @@ def local(
     start none. ``server="docker"``: NATS in a container (``image`` to use
     instead of naq_nb's locally built one, ``volume`` to keep JetStream data in
     that named volume), removed at ``.stop()``. Same arguments as the running
-    cluster: that cluster is returned. Different ones: the old cluster is
+    cluster: that cluster is returned, its dead worker processes restarted. Different ones: the old cluster is
     stopped and a new one started.
     """
     global _current
@@ -563,7 +533,7 @@ def local(
     )
     with _registry_lock:
         cur = _current
-        if cur is not None and cur.running and cur.args == args:
+        if cur is not None and cur.running and cur.args == args and cur._revive(60.0):
             set_default_client(cur.client)
             return cur
         if cur is not None:

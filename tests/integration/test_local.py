@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -87,6 +89,23 @@ def test_local_runs_its_worker_out_of_the_kernel_by_default(no_cluster_left):
     # Thread execution shares the kernel's memory: the worker stays in a kernel thread.
     with nq.LocalCluster(workers=1, scheduler=False, execution="threads") as t:
         assert not t.processes and t.log_paths == [] and "naq-local-worker" in _naq_threads()
+
+
+def test_rerun_restarts_a_worker_process_that_died_and_says_how(no_cluster_left, caplog):
+    """A cluster whose worker process was killed (out of memory, say) kept its server: re-running
+    nq.local() returned it with no worker at all, and every job stayed queued for ever."""
+    c = nq.local(workers=2, scheduler=False)
+    dead = c._procs[0]
+    os.kill(dead.pid, signal.SIGKILL)
+    wait_until(lambda: not dead.alive, timeout=10)
+    assert c.worker_count == 0
+    with caplog.at_level(logging.ERROR, logger="naq_nb"):
+        again = nq.local(workers=2, scheduler=False)
+    assert again is c and c.worker_count == 2 and c._procs[0] is not dead and c._procs[0].alive
+    said = caplog.text
+    assert f"pid {dead.pid}" in said and "killed by SIGKILL" in said and str(dead.log_path) in said
+    assert nq.submit(jobs.add, 2, 2).result(timeout=30) == 4
+    assert nq.local(workers=2, scheduler=False) is c and len(c._procs) == 1  # all alive: nothing to do
 
 
 def test_local_processes(no_cluster_left):
