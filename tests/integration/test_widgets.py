@@ -111,6 +111,36 @@ def test_sweep_display_follows_failures_and_retries(nb_client, thread_worker, tm
     assert d.counts.get("failed", 0) == 0 and "failed" not in rec.last["text/plain"]
 
 
+def _widget_tree(root) -> list:
+    """``root`` and every widget model under it (children, layouts, styles)."""
+    import ipywidgets
+    out, stack = [], [root]
+    while stack:
+        w = stack.pop()
+        out.append(w)
+        for name in w.keys:
+            v = getattr(w, name)
+            stack.extend(x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, ipywidgets.Widget))
+    return out
+
+
+def test_a_finished_display_closes_its_whole_widget_tree(nb_client, thread_worker):
+    """A display at its final state closed only its container: its ~10 parts (HTML, progress bar,
+    layouts, styles) stayed open in the kernel for the rest of the session, per displayed job."""
+    pytest.importorskip("ipywidgets")
+    job = nq.options(queue="later").submit(jobs.add, 1, 2)
+    sw = nq.sweep(jobs.add, a=[1, 2], b=[1], options={"queue": "later"})
+    shown = [JobDisplay(job, publish=Recorder(), widget=True).show(),
+             SweepDisplay(sw, publish=Recorder(), widget=True).show()]
+    trees = [_widget_tree(d.widget) for d in shown]
+    assert len(trees[0]) >= 10 and len(trees[1]) >= 3 and all(w.comm is not None for t in trees for w in t)
+    thread_worker("later")
+    assert job.result(timeout=30) == 3 and sw.wait(timeout=30).done()
+    wait_until(lambda: all(d.widget is None for d in shown), timeout=10)
+    still_open = [type(w).__name__ for t in trees for w in t if w.comm is not None]
+    assert still_open == []
+
+
 def test_plain_python_display_is_its_repr(nb_client, thread_worker):
     thread_worker()
     fut = nq.submit(jobs.add, 1, 2)
