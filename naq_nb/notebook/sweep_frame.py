@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..client.future import JobFuture
-from ..core.status import FAILED_STATES
+from ..core.status import FAILED_STATES, TERMINAL_VALUES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,10 +40,19 @@ def sweep_frame(points: Sequence[dict], futures: Sequence[JobFuture]) -> "pd.Dat
                 extra[col][i] = v
         rec, status = f.record, f.status
         out["status"][i], out["duration"][i], out["attempts"][i] = status, f.duration, rec.get("attempts")
-        out["error"][i] = rec.get("error") if status in FAILED_STATES else None
+        out["error"][i] = rec.get("error") if status in FAILED_STATES else _follow_error(f)
         out["job_id"][i] = f.job_id
     job = {names.fixed[k]: v for k, v in out.items()}
     return pd.DataFrame({**cols, **extra, **job}, columns=params + list(extra) + list(job))
+
+
+def _follow_error(f: JobFuture) -> str | None:
+    """Why a point whose record never ended is done anyway: its future stopped following the job
+    (its client closed, its cluster replaced), which says how to follow it again."""
+    if not f.done() or f.cancelled() or f.status in TERMINAL_VALUES:
+        return None
+    exc = f.exception(0)
+    return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
 def _succeeded_value(f: JobFuture) -> tuple[bool, Any]:

@@ -388,3 +388,18 @@ def test_function_parameters_never_collide_with_sweep_options(nb_client, thread_
         nq.sweep.options(timeot=3)
     with pytest.raises(TypeError, match="parameter called name"):
         nq.sweep(jobs.add, a=[1], b=[2], name=["x"])
+
+
+def test_points_whose_client_closed_say_so_in_the_table(nats_server, settings):
+    # A cluster replaced under a sweep (nq.local() with other arguments) closes the client its futures
+    # follow: wait() returned and the rows read "queued", with no error naming why they stopped.
+    from naq_nb.client.client import Client
+    c = Client(nats_server.url, settings=settings)
+    try:
+        sw = nq.sweep(jobs.add, a=[1, 2], b=[1], client=c)  # no worker: they stay queued
+    finally:
+        c.close_sync()
+    sw.wait(10)
+    df = sw.to_dataframe()
+    assert df.status.tolist() == ["queued"] * 2
+    assert all("attach" in e for e in df.error), df.error.tolist()
