@@ -124,6 +124,19 @@ def wait_for_file(path, timeout=60.0):
     return open(path).read()
 
 
+async def catch_cancels_until_file(path, timeout=60.0):
+    """An async job that catches every CancelledError and goes on until ``path`` exists (bounded by
+    ``timeout``); then it writes ``path`` + ".ended" and returns."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            pass
+    Path(path + ".ended").write_text("ended")
+    return "finished anyway"
+
+
 async def block_loop(path, seconds):
     """An async job that blocks its event loop (a bug this tests): one line in ``path`` per run."""
     mark(path, os.getpid())

@@ -12,7 +12,8 @@
   value it returns is dropped), and a crash in job code ends the worker.
 
 In both modes async functions run on the worker's event loop and are
-cancelled at their timeout. An async function that blocks the loop can't be
+cancelled at their timeout; one that catches that and goes on is left behind
+:data:`CANCEL_GRACE` later (its job failed, its slot free). An async function that blocks the loop can't be
 interrupted either; if it returns after its timeout it still ends failed with
 :class:`JobTimeoutError` (its result is not kept). ``BaseException`` from job
 code (``SystemExit``, ``KeyboardInterrupt``) fails the job and never ends the
@@ -26,6 +27,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 import os
 import threading
 import time
@@ -58,7 +60,10 @@ __all__ = [
 ]
 
 EXECUTION_MODES = ("processes", "threads")
+log = logging.getLogger("naq_nb.worker")
+
 _ASYNC_NAMES_MAX = 4096
+CANCEL_GRACE = 1.0  # how long a cancelled async job may take to end before its slot leaves it behind
 _NO_TIMEOUT = contextlib.nullcontext()  # most jobs have no timeout: no Timeout (and its task lookup) per call
 
 
@@ -320,36 +325,97 @@ async def call_job(
     """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``
     seconds after ``started`` (a ``time.monotonic()`` value; default now).
 
-    An async function that blocked the loop past its timeout is failed when it
-    returns (``wait_for`` could not fire meanwhile).
+    An async function that blocked the loop past its timeout is failed when it returns (the
+    deadline could not fire meanwhile). One that goes on after its cancel (it catches
+    ``CancelledError``) is left behind :data:`CANCEL_GRACE` later (see :func:`_await_task`).
     """
     t0 = time.monotonic() if started is None else started
-    if is_async_callable(fn):
-        token = bind(ctx)
-        try:
-            coro = fn(*args, **kwargs)
-        finally:
-            unbind(token)
-        aw: asyncio.Future[Any] = asyncio.get_running_loop().create_task(
-            _with_ctx(coro, ctx), name=f"naq-job:{ctx.job_id}"
-        )
-    else:
-        loop = asyncio.get_running_loop()
-        run = contextvars.copy_context()
-        run.run(bind, ctx)
-        aw = loop.run_in_executor(executor, functools.partial(run.run, _call_sync, fn, args, kwargs, os.getpid()))
+    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
     try:
-        if timeout is None:
-            result = await aw
+        if is_async_callable(fn):
+            result = await _await_task(_job_task(fn, args, kwargs, ctx), ctx.job_id, left)
         else:
-            result = await asyncio.wait_for(aw, max(0.0, timeout - (time.monotonic() - t0)))
-            if time.monotonic() - t0 > timeout:
-                raise asyncio.TimeoutError
-    except asyncio.TimeoutError:
+            result = await _await_thread(executor, fn, args, kwargs, ctx, left)
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            raise _Deadline  # it blocked the loop past its deadline
+    except _Deadline:
         raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s") from None
     if inspect.isawaitable(result):  # a sync function that returned a coroutine
         result = await result
     return result
+
+
+class _Deadline(Exception):
+    """A job's timeout passed (distinct from a ``TimeoutError`` the job's own code raises)."""
+
+
+def _job_task(fn: Callable[..., Any], args: tuple, kwargs: dict, ctx: JobContext) -> asyncio.Task[Any]:
+    token = bind(ctx)
+    try:
+        coro = fn(*args, **kwargs)
+    finally:
+        unbind(token)
+    return asyncio.get_running_loop().create_task(_with_ctx(coro, ctx), name=f"naq-job:{ctx.job_id}")
+
+
+async def _await_task(task: asyncio.Task[Any], job_id: str, left: float | None) -> Any:
+    """The job task's result, or :class:`_Deadline` after ``left`` seconds.
+
+    Awaited through ``asyncio.wait``, which never waits on the job's task when this (the slot's)
+    task is cancelled: ``wait_for`` does, so a job that catches its ``CancelledError`` held its
+    slot until it chose to end. A cancel notice or a stop and the deadline take one path
+    (:func:`_stop_task`), and the slot goes on either way.
+    """
+    try:
+        done, _ = await asyncio.wait((task,), timeout=left)
+    except asyncio.CancelledError:
+        await _stop_task(task, job_id, "cancelled")
+        raise
+    if not done:
+        await _stop_task(task, job_id, "past its timeout")
+        raise _Deadline
+    return task.result()
+
+
+async def _stop_task(task: asyncio.Task[Any], job_id: str, why: str) -> None:
+    """Cancel the job's task and give it :data:`CANCEL_GRACE` to end; one still going is left to end
+    by itself. Its outcome is dropped either way: the job's end is the caller's to record."""
+    task.cancel()
+    try:
+        await asyncio.wait((task,), timeout=CANCEL_GRACE)
+    finally:  # (a second cancel, a forced stop, cuts the grace short)
+        task.add_done_callback(_drop_outcome)
+        if not task.done():
+            log.warning(
+                "job %s: %s, its async function did not end when cancelled (it catches CancelledError); "
+                "left running on the worker's loop, its outcome will be dropped",
+                job_id,
+                why,
+            )
+
+
+def _drop_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an ended job's late error is nobody's to log
+
+
+async def _await_thread(
+    executor: ThreadPoolExecutor, fn: Callable[..., Any], args: tuple, kwargs: dict, ctx: JobContext, left: float | None
+) -> Any:
+    """A sync call's result from a thread, or :class:`_Deadline` after ``left`` seconds (the thread
+    can't be stopped: it runs on, its value dropped)."""
+    run = contextvars.copy_context()
+    run.run(bind, ctx)
+    call = functools.partial(run.run, _call_sync, fn, args, kwargs, os.getpid())
+    aw = asyncio.get_running_loop().run_in_executor(executor, call)
+    try:
+        done, _ = await asyncio.wait((aw,), timeout=left)
+    finally:
+        if not aw.done():
+            aw.cancel()  # the wrapper only: its value, when it comes, goes nowhere
+    if not done:
+        raise _Deadline
+    return aw.result()
 
 
 async def _with_ctx(coro: Any, ctx: JobContext) -> Any:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from naq_nb.core.errors import JobTimeoutError
+from naq_nb.core.errors import JobNotFinishedError, JobTimeoutError
 from naq_nb.core.failed import list_failed
 from naq_nb.core.cancel import cancel_job
 from naq_nb.core.queue import Queue, get_status
@@ -481,3 +481,47 @@ async def test_jobs_one_at_a_time_reuse_the_job_process_that_finished_last(broke
         job = await q.enqueue(jobs.slow_pid, 0)
         pids.add((await wait_for_result(broker, job.job_id, 30)).unwrap())
     assert len(pids) == 1 and pids <= set(w.execution.pool.pids)
+
+
+@pytest.mark.parametrize("execution", ["processes", "threads"])
+async def test_an_async_job_that_catches_its_cancel_fails_at_its_timeout_and_frees_its_slot(
+        broker, start_worker, tmp_path, caplog, execution):
+    """It caught the CancelledError of its timeout and went on: the job stayed running, holding its
+    slot, until it ended by itself (never, for a job that never ends). It is now failed at its
+    timeout plus a short grace and left behind; its late return is dropped."""
+    await start_worker(concurrency=1, execution=execution)
+    q = Queue(broker)
+    release = tmp_path / "release"
+    stubborn = await q.configure(timeout=1).enqueue(jobs.catch_cancels_until_file, str(release))
+    try:
+        with caplog.at_level(logging.WARNING, logger="naq_nb"):
+            rec = await wait_for_result(broker, stubborn.job_id, 10)
+        assert rec.status == "failed" and "timed out after 1s" in rec.meta["error"], rec.meta
+        assert any(stubborn.job_id in r.getMessage() and "left" in r.getMessage() for r in caplog.records)
+        nxt = await q.enqueue(jobs.add, 2, 3)
+        assert (await wait_for_result(broker, nxt.job_id, 10)).unwrap() == 5, "the only slot takes the next job"
+    finally:
+        release.write_text("go")
+    ended = tmp_path / "release.ended"
+    await _until(lambda: asyncio.sleep(0, ended.exists()), what="the job left behind ended")
+    # Its late return wrote nothing: the timeout's failure stands.
+    assert (await get_status(broker, stubborn.job_id))["status"] == "failed"
+    assert (await get_result(broker, stubborn.job_id)).status == "failed"
+
+
+async def test_cancelling_an_async_job_that_catches_its_cancel_frees_its_slot(broker, start_worker, tmp_path):
+    """With no timeout, the cancel notice's CancelledError was caught and the slot waited for the job
+    to end by itself: the deadline and a cancel now leave such a job behind the same way."""
+    w = await start_worker(concurrency=1, execution="threads")
+    q = Queue(broker)
+    release = tmp_path / "release"
+    stubborn = await q.enqueue(jobs.catch_cancels_until_file, str(release))
+    try:
+        await _until(lambda: asyncio.sleep(0, stubborn.job_id in w.running), what="job running")
+        assert await cancel_job(broker, stubborn.job_id)
+        nxt = await q.enqueue(jobs.add, 2, 3)
+        assert (await wait_for_result(broker, nxt.job_id, 10)).unwrap() == 5, "the only slot takes the next job"
+    finally:
+        release.write_text("go")
+    assert (await get_status(broker, stubborn.job_id))["status"] == "cancelled"
+
