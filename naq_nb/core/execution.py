@@ -9,7 +9,9 @@
   pool in the worker's process. Cheaper, shares memory with the worker, but
   there is **no hard timeout or cancel**: CPython cannot interrupt a thread,
   so a sync job past its timeout is failed while its thread runs on (the
-  value it returns is dropped), and a crash in job code ends the worker.
+  value it returns is dropped) and keeps its slot: that slot takes no job until
+  the thread returns (:meth:`JobThreads.wait_left`). A crash in job code ends
+  the worker.
 
 In both modes async functions run on the worker's event loop and are
 cancelled at their timeout; one that catches that and goes on is left behind
@@ -145,6 +147,7 @@ class JobThreads(ThreadPoolExecutor):
         super().__init__(max_workers=max_workers, thread_name_prefix="naq-job")
         self._active = 0
         self._lock = threading.Lock()
+        self._left: dict[str, Future[Any]] = {}  # job id -> its call, still running after the job ended
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         def counted() -> T:
@@ -161,6 +164,45 @@ class JobThreads(ThreadPoolExecutor):
     @property
     def active(self) -> int:
         return self._active
+
+    def leave(self, job_id: str, fut: Future[Any]) -> None:
+        """``fut``'s job ended (its timeout, a cancel, a stop) while its thread runs on. The thread
+        keeps its slot until it returns (:meth:`wait_left`): the pool has a thread per slot, so a
+        job taken meanwhile would wait for a thread, recorded running, its timeout counting."""
+        with self._lock:
+            self._left[job_id] = fut
+        fut.add_done_callback(functools.partial(self._returned, job_id))
+
+    def _returned(self, job_id: str, fut: Future[Any]) -> None:
+        with self._lock:
+            if self._left.get(job_id) is fut:
+                del self._left[job_id]
+
+    @property
+    def left(self) -> int:
+        """Threads still running calls whose jobs ended: slots not free for a job."""
+        return len(self._left)
+
+    async def wait_left(self, job_id: str) -> None:
+        """Return once the call ``job_id`` left running (if any) has returned."""
+        with self._lock:
+            fut = self._left.get(job_id)
+        if fut is None:
+            return
+        loop = asyncio.get_running_loop()
+        back: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, back)
+
+        fut.add_done_callback(wake)  # (after _returned: a slot woken finds the thread no longer counted)
+        await back
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():  # (the waiting slot may have been cancelled: a stop)
+        fut.set_result(None)
 
 
 class ThreadExecution:
@@ -318,7 +360,7 @@ async def call_job(
     kwargs: dict,
     *,
     ctx: JobContext,
-    executor: ThreadPoolExecutor,
+    executor: JobThreads,
     timeout: float | None,
     started: float | None = None,
 ) -> Any:
@@ -400,18 +442,19 @@ def _drop_outcome(task: asyncio.Task[Any]) -> None:
 
 
 async def _await_thread(
-    executor: ThreadPoolExecutor, fn: Callable[..., Any], args: tuple, kwargs: dict, ctx: JobContext, left: float | None
+    executor: JobThreads, fn: Callable[..., Any], args: tuple, kwargs: dict, ctx: JobContext, left: float | None
 ) -> Any:
     """A sync call's result from a thread, or :class:`_Deadline` after ``left`` seconds (the thread
     can't be stopped: it runs on, its value dropped)."""
     run = contextvars.copy_context()
     run.run(bind, ctx)
-    call = functools.partial(run.run, _call_sync, fn, args, kwargs, os.getpid())
-    aw = asyncio.get_running_loop().run_in_executor(executor, call)
+    fut = executor.submit(run.run, _call_sync, fn, args, kwargs, os.getpid())
+    aw = asyncio.wrap_future(fut)
     try:
         done, _ = await asyncio.wait((aw,), timeout=left)
     finally:
-        if not aw.done():
+        if not fut.done():
+            executor.leave(ctx.job_id, fut)
             aw.cancel()  # the wrapper only: its value, when it comes, goes nowhere
     if not done:
         raise _Deadline

@@ -393,13 +393,14 @@ class Worker:
                     self._none_running.set()
                     if self.state == "busy":
                         self.state = "idle"
+            await self.execution.threads.wait_left(jid)  # a thread the job left running keeps this slot
             await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
     async def pull_once(self, now: float, min_deficit: int = 1) -> None:
         """Top up outstanding pull credit to the free capacity."""
         if self.state in ("stopping", "stopped") or self.ready is None:
             return
-        held = self.ready.qsize() + len(self.running)
+        held = self.ready.qsize() + len(self.running) + self.execution.threads.left  # (slots held by such threads)
         free = self.concurrency + self.prefetch - held
         for feed in self._feeds.values():
             feed.expire(now)

@@ -525,3 +525,28 @@ async def test_cancelling_an_async_job_that_catches_its_cancel_frees_its_slot(br
         release.write_text("go")
     assert (await get_status(broker, stubborn.job_id))["status"] == "cancelled"
 
+
+
+async def test_a_thread_past_its_jobs_timeout_keeps_its_slot_and_the_next_job_waits_queued(
+        broker, start_worker, tmp_path):
+    """The next job was taken at once, recorded running, and failed with JobTimeoutError after its own
+    timeout although it never ran: it waited for the thread pool's only thread, still held."""
+    await start_worker(concurrency=1, execution="threads")
+    q = Queue(broker).configure(timeout=1)
+    release = tmp_path / "release"
+    stuck = await q.enqueue(jobs.wait_for_file, str(release))
+    try:
+        rec = await wait_for_result(broker, stuck.job_id, 10)
+        assert rec.status == "failed" and "timed out after 1s" in rec.meta["error"], rec.meta
+        nxt = await q.enqueue(jobs.add, 1, 2)
+        # Twice its own timeout: had it been started, it would have ended (failed) by now.
+        with pytest.raises(JobNotFinishedError):
+            await wait_for_result(broker, nxt.job_id, 2)
+        st = await get_status(broker, nxt.job_id)
+        assert st["status"] == "queued" and not st.get("started_at"), st
+    finally:
+        released = time.time()
+        release.write_text("go")
+    rec = await wait_for_result(broker, nxt.job_id, 10)
+    assert rec.unwrap() == 3, rec.meta
+    assert (await get_status(broker, nxt.job_id))["started_at"] >= released
