@@ -513,9 +513,8 @@ class Worker:
 
     def _closed_cb(self, user_cb: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[None]]:
         async def closed() -> None:
-            # Closed while serving, not by our stop: nats-py gave up (reconnects exhausted, or the server
-            # cut it for a protocol violation). Alive but connectionless, the worker would idle for ever;
-            # it stops instead, so `naq worker` exits 1 and a supervisor can start it again.
+            # Not our stop: nats-py gave up (reconnects ran out, a protocol violation). Rather than idle
+            # for ever, the worker stops: `naq worker` exits 1 and a supervisor can start it again.
             if self._stop_event is not None and not self._stop_event.is_set():
                 self.connection_lost = f"worker {self.worker_id}: its NATS connection was closed for good; it stopped"
                 log.error("%s", self.connection_lost)
