@@ -46,17 +46,19 @@ import cloudpickle
 import nats.errors
 from nats.js import api
 from nats.js.errors import (
+    APIError,
     BadObjectMetaError,
     BadRequestError,
     BucketNotFoundError,
     DigestMismatchError,
     NotFoundError,
+    ServiceUnavailableError,
 )
 from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 
 from . import jsontext
 from .broker import create_store
-from .errors import BlobError, SerializationError
+from .errors import BlobError, NaqConnectionError, PublishTimeoutError, SerializationError
 from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
 
@@ -209,18 +211,30 @@ def new_name(kind: str, job_id: str = "") -> str:
 
 
 async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> BlobRef:
-    """Store ``data`` as object ``name`` of ``bucket`` (chunked) and return its reference."""
+    """Store ``data`` as object ``name`` of ``bucket`` (chunked) and return its reference.
+
+    A lost, closed or unanswered connection raises :class:`NaqConnectionError`
+    (:class:`PublishTimeoutError` for a timeout): the data is fine and the same call may succeed
+    later, so a caller hands a job back or its enqueue fails as any publish does, where a
+    :class:`BlobError` (a refusal of the object itself) is final."""
     ref = BlobRef(bucket, name, len(data), await _sha256(data))
-    store = await _store(broker, bucket)
     # nats-py's 128 KiB chunks do not fit a server whose max_payload is smaller.
     chunk = max(1024, min(_CHUNK, inline_limit(broker)))
     meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=chunk))
+    what = f"cannot store {len(data):,} bytes in object store {bucket!r} (object {name!r})"
     try:
+        store = await _store(broker, bucket)
         await store.put(name, data, meta=meta)
-    except (NotFoundError, BadRequestError, nats.errors.MaxPayloadError, asyncio.TimeoutError, OSError) as exc:
-        raise BlobError(
-            f"cannot store {len(data):,} bytes in object store {bucket!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+    except (NotFoundError, BadRequestError, nats.errors.MaxPayloadError) as exc:
+        raise BlobError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except asyncio.TimeoutError as exc:  # (nats-py's TimeoutError is one; before OSError, which it also is)
+        raise PublishTimeoutError(f"{what}: the upload was not acknowledged: {type(exc).__name__}: {exc}") from exc
+    except ServiceUnavailableError as exc:  # JetStream not up yet (a server restarting): as a lost connection
+        raise NaqConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except APIError:
+        raise  # another refusal by the server (its storage is full, ...) is the server's own news
+    except (nats.errors.Error, OSError) as exc:
+        raise NaqConnectionError(f"{what}: the connection failed: {type(exc).__name__}: {exc}") from exc
     if _keep_recent:
         _recent_put(ref.sha256, data)
     return ref
