@@ -16,6 +16,7 @@ lives in :mod:`.blobs`; this module is where jobs and results meet it, one call 
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Sequence, overload
@@ -25,7 +26,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from .blobs import BlobRef, delete, inline_limit, new_name, offload, resolve
 from .envelope import header_size
-from .errors import BlobError, PayloadTooLargeError, SerializationError
+from .errors import BlobError, NaqConnectionError, PayloadTooLargeError, SerializationError
 from .job import JobStatus
 from .records import ResultRecord, exception_type_names
 from .serialization import pack_record, unpack_record, verify
@@ -44,6 +45,8 @@ __all__ = [
     "load_result",
     "drop_result",
 ]
+
+log = logging.getLogger("naq_nb.worker")
 
 
 # --- job bodies ----------------------------------------------------------------------------------
@@ -119,12 +122,25 @@ async def drop_queued_body(broker: "Broker", seq: int) -> None:
 
 
 # --- results ---------------------------------------------------------------------------------
-async def offload_result(broker: "Broker", data: bytes, job_id: str) -> bytes:
-    """``data`` (a packed result record) as is, or its head with ``blob`` naming the stored record."""
+async def offload_result(broker: "Broker", data: bytes, job_id: str, tries: int = 1) -> bytes:
+    """``data`` (a packed result record) as is, or its head with ``blob`` naming the stored record.
+
+    The upload is tried up to ``tries`` times while the connection fails (a server restarting
+    mid-upload); then its :class:`NaqConnectionError` is raised. A worker hands the job back then:
+    an outage must not fail a job whose work is done."""
     if len(data) <= inline_limit(broker):
         return data
     meta, _ = unpack_record(data)
-    ref = await offload(broker, data, broker.layout.result_objects_bucket, new_name("result", job_id))
+    bucket = broker.layout.result_objects_bucket
+    for attempt in range(1, tries + 1):
+        try:
+            ref = await offload(broker, data, bucket, new_name("result", job_id))
+            break
+        except NaqConnectionError as exc:
+            if attempt >= tries:
+                raise
+            log.warning("job %s: storing its result object failed (%s); trying again", job_id, exc)
+            await asyncio.sleep(0.5 * attempt)
     # The id too: a reader whose download fails names the job from this head alone (load_result).
     return pack_record({**meta, "id": job_id, "blob": asdict(ref)})
 

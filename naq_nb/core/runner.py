@@ -411,9 +411,12 @@ class JobRunner:
                 attempts=d.delivered,
                 started_at=d.started,
             )
-            data = await payloads.offload_result(self.b, data, m.job_id)  # over max_payload -> object store
+            data = await payloads.offload_result(self.b, data, m.job_id, tries=RESULT_WRITE_TRIES)
         except SerializationError as exc:
             await self._finish_failed(d, exc)
+            return
+        except NaqConnectionError as exc:  # the work is done: like a result write that failed (_settle)
+            await self._write_failed(d, RESULT_WRITE_TRIES, exc)
             return
         rec = self._record(d, JobStatus.SUCCEEDED, finished_at=time.time())
         await self._commit(d, data, rec)
@@ -534,21 +537,7 @@ class JobRunner:
                     log.warning("job %s: result write failed (%s: %s); trying again", jid, type(exc).__name__, exc)
                     await asyncio.sleep(0.5 * attempt)
                     continue
-                log.error(
-                    "job %s: result write failed %d times, each within %gs (%s: %s); handing the job back",
-                    jid,
-                    attempt,
-                    bound,
-                    type(exc).__name__,
-                    exc,
-                )
-                self.stats["result_write_failed"] += 1
-                try:
-                    # Recorded as handed back (not "running" here), so the next delivery runs it at once.
-                    await asyncio.wait_for(self.hand_back(d), bound)
-                except asyncio.TimeoutError as nak_exc:
-                    # The connection is down: the message times out (ack_wait) and comes back anyway.
-                    log.warning("job %s: nak failed too (%s)", jid, nak_exc)
+                await self._write_failed(d, attempt, exc, f", each within {bound:g}s")
                 return
         if d.meta.reply and not told:  # an earlier result stands (a cancel, another run): "read it"
             await push_result(self.b, d.meta.reply, jid, result if stood else b"")
@@ -559,6 +548,19 @@ class JobRunner:
             await release_dependents(self.b, jid)  # jobs parked on this one run, re-park or fail now
             if self.dependents is not None:
                 self.dependents.released(jid)
+
+    async def _write_failed(self, d: Delivery, tries: int, exc: BaseException, within: str = "") -> None:
+        """The result could not be stored in ``tries`` tries: the job is handed back, to run again."""
+        bound = min(RESULT_WRITE_TIMEOUT, self.b.publish_timeout)
+        why = f"{tries} times{within} ({type(exc).__name__}: {exc})"
+        log.error("job %s: result write failed %s; handing the job back", d.meta.job_id, why)
+        self.stats["result_write_failed"] += 1
+        try:
+            # Recorded as handed back (not "running" here), so the next delivery runs it at once.
+            await asyncio.wait_for(self.hand_back(d), bound)
+        except asyncio.TimeoutError as nak_exc:
+            # The connection is down: the message times out (ack_wait) and comes back anyway.
+            log.warning("job %s: nak failed too (%s)", d.meta.job_id, nak_exc)
 
     async def _status_nowait(self, job_id: str, rec: StatusRecord) -> None:
         # Intermediate states go out without waiting for the ack: the final state is acked.

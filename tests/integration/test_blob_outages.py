@@ -4,12 +4,26 @@ says the data itself is bad and fails a job for good."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from pathlib import Path
+
 import pytest
 
+from helpers import eventually
 from naq_nb.core.errors import NaqConnectionError, SerializationError
 from naq_nb.core.queue import Queue
+from naq_nb.core.results import wait_for_result
 
 MB = 1024 * 1024
+
+
+def make_after_mark(path: str, n: int, wait: float) -> bytes:
+    """Mark ``path`` (the job runs), wait, then return ``n`` bytes (over max_payload: an object)."""
+    Path(path).write_text("started")
+    time.sleep(wait)
+    return b"r" * n
 
 
 async def test_an_enqueue_whose_upload_meets_a_dead_server_raises_a_connection_error(broker, own_nats_server):
@@ -22,3 +36,26 @@ async def test_an_enqueue_whose_upload_meets_a_dead_server_raises_a_connection_e
     assert not isinstance(caught.value, (SerializationError, TypeError)), repr(caught.value)
     assert "object store" in str(caught.value) and "3,145," in str(caught.value), "it names the upload"
 
+
+async def test_a_big_result_stored_across_a_server_restart_ends_the_job_succeeded(
+    broker, own_nats_server, start_worker, tmp_path, caplog
+):
+    """The job's work is done when its result object cannot be stored: the upload is tried again
+    (the job handed back if it never lands), as for a result that fits in a message."""
+    await start_worker(concurrency=1)
+    warm = await Queue(broker).enqueue(make_after_mark, str(tmp_path / "warm"), 2 * MB, 0.0)
+    assert len((await wait_for_result(broker, warm.job_id, 60)).unwrap()) == 2 * MB  # its object store is open
+    started = tmp_path / "started"
+    j = await Queue(broker).enqueue(make_after_mark, str(started), 3 * MB, 1.0)
+    await eventually(lambda: asyncio.sleep(0, started.exists()), what="the job started")
+    with caplog.at_level(logging.WARNING, logger="naq_nb.worker"):
+        own_nats_server.kill()  # the job ends while the server is gone: its result object can't be stored
+        await eventually(
+            lambda: asyncio.sleep(0, "storing its result object failed" in caplog.text),
+            timeout=45,
+            what="the worker to try storing the result object again",
+        )
+    await asyncio.get_running_loop().run_in_executor(None, own_nats_server.restart)
+    rec = await wait_for_result(broker, j.job_id, 90)
+    assert rec.status == "succeeded", rec.meta.get("error")
+    assert rec.unwrap() == b"r" * (3 * MB)
