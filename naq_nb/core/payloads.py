@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = [
+    "check_offloads",
     "offload_jobs",
+    "drop_bodies",
     "fit_body",
     "open_body",
     "job_ended",
@@ -50,25 +52,47 @@ log = logging.getLogger("naq_nb.worker")
 
 
 # --- job bodies ----------------------------------------------------------------------------------
+def check_offloads(broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tuple[dict, bytes]]) -> None:
+    """Raise :class:`PayloadTooLargeError` for a job whose headers and a reference to its stored body
+    would not fit in one message. No I/O: an enqueue checks every job before it claims any id, and
+    uploads only the bodies of the jobs it then publishes (a reused id's job is stored already)."""
+    limit = inline_limit(broker)
+    for job, (headers, body) in zip(jobs, encoded):
+        head = header_size(headers)
+        if head + len(body) <= limit:
+            continue
+        # As long as the real reference: a name, size and checksum of the same lengths.
+        stand_in = BlobRef(broker.layout.objects_bucket, new_name("job", job.job_id), len(body), "0" * 64)
+        ref_size = len(stand_in.to_body(broker.settings.signing_key))
+        if head + ref_size > limit:
+            raise PayloadTooLargeError(
+                f"job {job.function_name}: its headers ({head:,} bytes) and a reference to its stored body "
+                f"({ref_size:,} bytes) do not fit the server's max_payload of {broker.max_payload:,} bytes "
+                f"(less {broker.max_payload - limit:,} kept free)"
+            )
+
+
 async def offload_jobs(
     broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tuple[dict, bytes]]
 ) -> list[tuple[dict, bytes]]:
     """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference."""
+    check_offloads(broker, jobs, encoded)
     out = []
     limit = inline_limit(broker)
     for job, (headers, body) in zip(jobs, encoded):
-        head = header_size(headers)
-        if head + len(body) > limit:
+        if header_size(headers) + len(body) > limit:
             ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
             body = ref.to_body(broker.settings.signing_key)
-        if head + len(body) > limit:
-            raise PayloadTooLargeError(
-                f"job {job.function_name}: its headers ({head:,} bytes) and a reference to its stored body "
-                f"({len(body):,} bytes) do not fit the server's max_payload of {broker.max_payload:,} bytes "
-                f"(less {broker.max_payload - limit:,} kept free)"
-            )
         out.append((headers, body))
     return out
+
+
+async def drop_bodies(broker: "Broker", bodies: Sequence[bytes]) -> None:
+    """Delete the objects the offloaded ones of ``bodies`` name (their jobs were not stored by them)."""
+    for body in bodies:
+        ref = BlobRef.from_body(body)
+        if ref is not None:
+            await delete(broker, ref.bucket, ref.name)
 
 
 async def fit_body(broker: "Broker", body: bytes, job_id: str, extra: int) -> bytes:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -354,6 +355,37 @@ async def test_a_reused_id_of_a_call_with_an_offloaded_body_is_the_same_job(brok
     again = await q.enqueue(jobs.add, text, "y")
     assert not first.duplicate and again.duplicate and await Queue(broker, "nobody").count() == 1
 
+
+
+async def test_a_reused_id_of_a_big_call_stores_no_second_copy_of_its_body(broker):
+    # Each repeat used to upload the arguments again, kept by nothing until NAQ_STATUS_TTL.
+    import jobs
+    q = Queue(broker, "nobody").configure(key="nightly-report")
+    text = "x" * (2 * broker.max_payload)
+    first = await q.enqueue(jobs.add, text, "y")
+    stored = await object_names(broker, broker.layout.objects_bucket)
+    assert len(stored) == 1
+    for _ in range(3):
+        again = await q.enqueue(jobs.add, text, "y")
+        assert again.duplicate and again.job_id == first.job_id
+    assert await object_names(broker, broker.layout.objects_bucket) == stored
+
+
+async def test_a_job_sent_again_and_dropped_by_the_server_leaves_no_object(broker):
+    """An id whose first enqueue is in doubt (claim not marked stored) is sent again; the server drops
+    the copy (Nats-Msg-Id), and the copy's body object goes with it: the stored job names the first."""
+    import jobs
+    q = Queue(broker, "nobody").configure(job_id="in-doubt")
+    text = "x" * (2 * broker.max_payload)
+    first = await q.enqueue(jobs.add, text, "y")
+    stored = await object_names(broker, broker.layout.objects_bucket)
+    meta = await broker.kv(broker.layout.meta_bucket)
+    key = broker.layout.claim_key(first.job_id)
+    claim = json.loads((await meta.get(key)).value)
+    await meta.put(key, json.dumps({k: v for k, v in claim.items() if k != "stored"}).encode())
+    again = await q.enqueue(jobs.add, text, "y")
+    assert again.duplicate and again.sequence == first.sequence, "sent again, dropped by the server"
+    assert await object_names(broker, broker.layout.objects_bucket) == stored
 
 # --- references made by hand, objects changed by hand ----------------------------------------------
 async def _object_streams(broker) -> set[str]:
