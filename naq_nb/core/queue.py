@@ -137,12 +137,16 @@ class Queue:
         # Digests of the calls themselves (by job object): an offloaded body is a reference with a
         # fresh object name.
         digests = {id(j): call_digest(body) for j, (_h, body) in zip(jobs, encoded) if is_named(j)}
-        payloads.check_offloads(b, jobs, encoded)  # a body too big even as a reference: no id claimed
+        limit = blobs.inline_limit(b)
+        big = any(header_size(h) + len(body) > limit for h, body in encoded)  # (most enqueues: none)
+        if big:
+            payloads.check_offloads(b, jobs, encoded)  # a body too big even as a reference: no id claimed
         todo = await claim_ids(b, jobs, encoded, digests)
-        # After the claims: a reused id's call is stored already, and a copy of its body would be kept
-        # by nothing until the bucket's TTL. Bodies over max_payload -> object store references.
-        sent = await payloads.offload_jobs(b, [j for j, _ in todo], [enc for _, enc in todo])
-        todo = [(j, enc) for (j, _), enc in zip(todo, sent)]
+        if big:
+            # After the claims: a reused id's call is stored already, and a copy of its body would be
+            # kept by nothing until the bucket's TTL. Bodies over max_payload -> object store references.
+            sent = await payloads.offload_jobs(b, [j for j, _ in todo], [enc for _, enc in todo])
+            todo = [(j, enc) for (j, _), enc in zip(todo, sent)]
         try:
             await _publish_all(b, todo)
         except JobNotStoredError as exc:
@@ -155,7 +159,8 @@ class Queue:
         await confirm_claims(b, [j for j, _ in todo], digests)
         # Sent again and dropped by the server as a copy (an id whose first enqueue was in doubt): the
         # stored message names the first upload, not this one.
-        await payloads.drop_bodies(b, [body for j, (_h, body) in todo if j.duplicate])
+        if big:
+            await payloads.drop_bodies(b, [body for j, (_h, body) in todo if j.duplicate])
         return jobs
 
     async def purge(self) -> int:

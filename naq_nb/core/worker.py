@@ -393,7 +393,8 @@ class Worker:
                     self._none_running.set()
                     if self.state == "busy":
                         self.state = "idle"
-            await self.execution.threads.wait_left(jid)  # a thread the job left running keeps this slot
+            if self.execution.threads.left:  # a thread the job left running keeps this slot
+                await self.execution.threads.wait_left(jid)
             await self.pull_once(self.clock(), min_deficit=max(1, self.concurrency // 4))
 
     async def pull_once(self, now: float, min_deficit: int = 1) -> None:
@@ -513,8 +514,7 @@ class Worker:
 
     def _closed_cb(self, user_cb: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[None]]:
         async def closed() -> None:
-            # Not our stop: nats-py gave up (reconnects ran out, a protocol violation). Rather than idle
-            # for ever, the worker stops: `naq worker` exits 1 and a supervisor can start it again.
+            # nats-py gave up (reconnects ran out, a protocol violation): stop, not idle for ever (exit 1).
             if self._stop_event is not None and not self._stop_event.is_set():
                 self.connection_lost = f"worker {self.worker_id}: its NATS connection was closed for good; it stopped"
                 log.error("%s", self.connection_lost)
