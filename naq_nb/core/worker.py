@@ -127,8 +127,7 @@ class Worker:
         self._graceful = True
         self.connection_lost = ""  # why the worker stopped on its own: its connection closed for good
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_keepalive = 0.0
-        self._last_heartbeat = 0.0
+        self._last_keepalive = self._last_heartbeat = 0.0
         self._cancel_sub: Subscription | None = None
         self.started: asyncio.Event | None = None  # created in start(), on the worker's loop
 
