@@ -152,16 +152,13 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
                 broker.settings.signing_key,
             ),
         )
+        cancelled = True
     except KeyWrongLastSequenceError:
         # Its run ended between our mark and this write: its result stands, its worker's final status
         # goes over our mark, and its dependents follow that result. The job was not cancelled.
-        ended = True
-    else:
-        ended = False
+        cancelled = False
     if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
-    if ended:
-        return False
-    if not calendar_gone:  # (a schedule's cancel settled them already)
+    if cancelled and not calendar_gone:  # (a schedule's cancel settled them already)
         await settle_dependents(broker, job_id, "cancelled")  # what waits on it fails now, naming it
-    return True
+    return cancelled

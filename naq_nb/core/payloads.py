@@ -75,8 +75,8 @@ def check_offloads(broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tu
 async def offload_jobs(
     broker: "Broker", jobs: Sequence["Job"], encoded: Sequence[tuple[dict, bytes]]
 ) -> list[tuple[dict, bytes]]:
-    """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference."""
-    check_offloads(broker, jobs, encoded)
+    """``encoded`` (from ``encode_job``, signed) with each body over max_payload replaced by a reference
+    (the caller ran :func:`check_offloads` first: every reference fits)."""
     out = []
     limit = inline_limit(broker)
     for job, (headers, body) in zip(jobs, encoded):
