@@ -49,6 +49,7 @@ from peerlib.report import write_chart, write_markdown  # noqa: E402
 # name -> pip requirements of its venv; None: this interpreter (the project's venv).
 LIBS: dict[str, list[str] | None] = {
     "naq_nb": None,
+    "naq_nb_async": None,  # an async no-op, run on the worker's loop (as taskiq's, saq's and arq's are)
     "naq_nb_sync": None,  # enqueue_sync / fetch_job_result_sync; not in the default set
     "huey": ["huey", "redis"],
     "dramatiq": ["dramatiq[redis]"],
@@ -60,7 +61,7 @@ LIBS: dict[str, list[str] | None] = {
     "celery": ["celery[redis]"],
     "raw_nats": None,
 }
-NATS_LIBS = {"naq_nb", "naq_nb_sync", "taskiq_nats", "raw_nats"}
+NATS_LIBS = {"naq_nb", "naq_nb_async", "naq_nb_sync", "taskiq_nats", "raw_nats"}
 DEFAULT_LIBS = [lib for lib in LIBS if lib != "naq_nb_sync"]
 VENVS = BENCH / ".venvs"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 __all__ = ["machine", "write_markdown", "write_chart"]
 
-LABELS = {"naq_nb": "**naq_nb**", "naq_nb_sync": "**naq_nb** (sync calls)", "taskiq": "taskiq (Redis Streams)", "taskiq_nats": "taskiq (NATS JetStream)",
+LABELS = {"naq_nb": "**naq_nb**", "naq_nb_sync": "**naq_nb** (sync calls)",
+          "naq_nb_async": "**naq_nb** (async job)", "taskiq": "taskiq (Redis Streams)", "taskiq_nats": "taskiq (NATS JetStream)",
           "huey": "huey (Redis)", "dramatiq": "dramatiq (Redis)", "saq": "saq (Redis)", "arq": "arq (Redis)",
           "rq": "rq (Redis)", "celery": "celery (Redis)"}
 
@@ -57,21 +58,25 @@ def _peers(summary: dict) -> list[tuple[str, dict]]:
 
 
 def _against_fastest(summary: dict) -> list[str]:
-    """naq_nb against the best peer of each phase (the goals of issue 10 are put that way)."""
-    naq = summary.get("naq_nb")
+    """Each naq_nb row against the best peer of each phase (the goals of issue 10 are put that way)."""
     peers = [(lib, s) for lib, s in summary.items() if s.get("runs_ok") and not lib.startswith(("naq_nb", "raw"))]
-    if not naq or not naq.get("runs_ok") or not peers:
-        return []
-    out = []
-    for key, what, higher in (("e2e_per_s", "e2e", True), ("drain_per_s", "drain", True),
-                              ("readback_s", "read back", False), ("p50_ms", "p50 latency", False)):
-        have = [(lib, s[key]) for lib, s in peers if s.get(key)]
-        if not have or not naq.get(key):
+    lines = []
+    for name in ("naq_nb", "naq_nb_async", "naq_nb_sync"):
+        naq = summary.get(name)
+        if not naq or not naq.get("runs_ok") or not peers:
             continue
-        lib, best = (max if higher else min)(have, key=lambda kv: kv[1])
-        ratio = naq[key] / best if higher else best / naq[key]
-        out.append(f"{what}: {ratio:.2f}x the best peer ({lib})")
-    return ["", "naq_nb against the best peer of each column (above 1 = naq_nb ahead): " + "; ".join(out) + "."]
+        out = []
+        for key, what, higher in (("e2e_per_s", "e2e", True), ("drain_per_s", "drain", True),
+                                  ("readback_s", "read back", False), ("p50_ms", "p50 latency", False)):
+            have = [(lib, s[key]) for lib, s in peers if s.get(key)]
+            if not have or not naq.get(key):
+                continue
+            lib, best = (max if higher else min)(have, key=lambda kv: kv[1])
+            ratio = naq[key] / best if higher else best / naq[key]
+            out.append(f"{what}: {ratio:.2f}x the best peer ({lib})")
+        lines += ["", f"{LABELS[name]} against the best peer of each column (above 1 = naq_nb ahead): "
+                  + "; ".join(out) + "."]
+    return lines
 
 
 METHOD = [
@@ -145,10 +150,11 @@ def _raw_table(summary: dict, jobs: int) -> list[str]:
              f"| {_f(raw.get('pub_sync_per_s'))}/s | {_f(raw.get('pub_async_per_s'))}/s | "
              f"{_f(raw.get('pull_ack_per_s'))}/s | {_f(raw.get('pull_kv_per_s'))}/s | "
              f"{_ms(raw.get('rt_p50_ms'))} / {_ms(raw.get('rt_p99_ms'))} ms |"]
-    naq = summary.get("naq_nb")
-    if naq and naq.get("drain_per_s") and raw.get("pull_kv_per_s"):
-        lines += ["", f"naq_nb's drain is {naq['drain_per_s'] / raw['pull_kv_per_s']:.0%} of the pull + KV put "
-                      "ceiling."]
+    for name in ("naq_nb", "naq_nb_async", "naq_nb_sync"):
+        naq = summary.get(name)
+        if naq and naq.get("drain_per_s") and raw.get("pull_kv_per_s"):
+            lines += ["", f"{LABELS[name]}'s drain is {naq['drain_per_s'] / raw['pull_kv_per_s']:.0%} of the pull + "
+                          "KV put ceiling."]
     return lines
 
 

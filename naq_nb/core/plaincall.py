@@ -15,6 +15,7 @@ a ``functools.partial``) goes to a job process as every sync call does.
 
 from __future__ import annotations
 
+import functools
 import pickletools
 
 __all__ = ["is_plain_call"]
@@ -40,9 +41,21 @@ _WRAPPED = ("BYTES", "TUPLE1", "REDUCE")  # what must follow that global (MEMOIZ
 _FUNCTION_ONLY = frozenset(("PROTO", "FRAME", "STOP", "MEMOIZE", "SHORT_BINUNICODE", "BINUNICODE"))
 
 
+# Calls with small arguments repeat (a no-argument call's body is the same every time), and a scan
+# in pure Python costs several times the unpickling it guards: small bodies' verdicts are kept.
+_KEEP_BELOW = 512
+
+
 def is_plain_call(body: bytes, function: str) -> bool:
     """True if unpickling ``body`` runs no code but the import of ``function`` (``module.qualname``),
     the function being given directly or as ``pickle.loads`` of a pickle that is only that."""
+    if isinstance(body, bytes) and len(body) < _KEEP_BELOW:
+        return _kept_verdict(body, function)
+    return _scan(body, function, _PLAIN)
+
+
+@functools.lru_cache(maxsize=1024)
+def _kept_verdict(body: bytes, function: str) -> bool:
     return _scan(body, function, _PLAIN)
 
 

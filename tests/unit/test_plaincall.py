@@ -44,3 +44,15 @@ def test_a_forged_pickle_naming_the_function_but_loading_another_global_does_not
     assert not is_plain_call(b"not a pickle", "jobs.async_add")
     wrapped_more = pickle.dumps((pickle.loads, pickle.dumps((jobs.async_add, _Obj))))
     assert not is_plain_call(wrapped_more, "jobs.async_add")
+
+
+def test_a_kept_verdict_is_per_body_and_function_name():
+    # Small bodies' verdicts are kept (a no-argument call repeats): asked again, in either order, each
+    # pair still gets its own answer, and a body that runs code stays refused.
+    plain = SER.dumps_call(jobs.async_add, (1, 2), {})
+    runs_code = SER.dumps_call(jobs.async_add, (jobs.ExitWhenUnpickled(), 1), {})
+    assert len(plain) < 512 and len(runs_code) < 512
+    for _ in range(2):
+        assert is_plain_call(plain, "jobs.async_add")
+        assert not is_plain_call(plain, "jobs.add")
+        assert not is_plain_call(runs_code, "jobs.async_add")
