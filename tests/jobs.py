@@ -308,3 +308,11 @@ def job_id_of(job):
 def open_missing(path):
     with open(path):
         pass
+
+
+def raise_own_timeout():
+    raise TimeoutError("my own deadline passed")
+
+
+async def async_raise_own_timeout():
+    raise TimeoutError("my own deadline passed")

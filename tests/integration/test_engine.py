@@ -227,6 +227,20 @@ async def test_timeouts_async_and_sync(broker, start_worker):
         assert rec.status == "failed" and "timed out after 0.3s" in rec.meta["error"]
 
 
+@pytest.mark.parametrize("execution", ["processes", "threads"])
+async def test_a_jobs_own_timeout_error_fails_as_itself_not_as_its_timeout(broker, start_worker, execution):
+    # Job code that raises TimeoutError itself, well within its timeout, is not reported as timed out
+    # (nor retried as one): its own exception, type and message are what the record keeps.
+    await start_worker(concurrency=2, execution=execution)
+    q = Queue(broker).configure(timeout=30, max_retries=0)
+    for fn in (jobs.raise_own_timeout, jobs.async_raise_own_timeout):
+        j = await q.enqueue(fn)
+        rec = await wait_for_result(broker, j.job_id, 30)
+        assert rec.status == "failed", fn
+        assert "my own deadline passed" in rec.meta["error"] and "timed out after" not in rec.meta["error"], rec.meta
+        assert rec.meta["error"].startswith("TimeoutError"), rec.meta["error"]
+
+
 async def test_progress_and_output_reach_status(broker, start_worker):
     await start_worker()
     j = await Queue(broker).enqueue(jobs.with_progress, 3)
