@@ -94,16 +94,28 @@ def _worker(args: argparse.Namespace) -> int:
     async def _run() -> None:
         w.install_signal_handlers()
         await w.run()
+        left = w.execution.threads.tasks_left if w.execution is not None else 0
+        if left:
+            # Async jobs that caught their cancel run on; asyncio.run would cancel them again and
+            # wait for ever. Their jobs are recorded failed or cancelled already.
+            logging.getLogger("naq_nb.worker").warning("leaving %d async job(s) behind, still running", left)
+            _leave_now()
 
     asyncio.run(_run())
     if w.execution is not None and w.execution.active:
         # Sync jobs past the grace period cannot be interrupted; their messages were
         # handed back, so leave without waiting for their threads.
         logging.getLogger("naq_nb.worker").warning("leaving %d sync job thread(s) behind", w.execution.active)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _leave_now()
     return 0
+
+
+def _leave_now() -> None:
+    """Exit 0 at once: the worker has stopped, closed its connection and handed back its messages;
+    what is left is job code that cannot be interrupted and must not hold the process."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _server(args: argparse.Namespace) -> int:

@@ -148,6 +148,7 @@ class JobThreads(ThreadPoolExecutor):
         self._active = 0
         self._lock = threading.Lock()
         self._left: dict[str, Future[Any]] = {}  # job id -> its call, still running after the job ended
+        self._left_tasks: set[asyncio.Task[Any]] = set()  # async jobs that went on after their cancel
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         def counted() -> T:
@@ -182,6 +183,18 @@ class JobThreads(ThreadPoolExecutor):
     def left(self) -> int:
         """Threads still running calls whose jobs ended: slots not free for a job."""
         return len(self._left)
+
+    def leave_task(self, task: asyncio.Task[Any]) -> None:
+        """An async job's ``task`` went on after its cancel and was left behind (see ``_stop_task``);
+        kept until it ends, so a stopping worker knows it cannot wait for it (:attr:`tasks_left`)."""
+        self._left_tasks.add(task)
+        task.add_done_callback(self._left_tasks.discard)
+
+    @property
+    def tasks_left(self) -> int:
+        """Async jobs left behind on the loop and still running: they hold no slot, but a loop
+        shut down with ``asyncio.run`` would wait for them for ever (they catch its cancel too)."""
+        return len(self._left_tasks)
 
     async def wait_left(self, job_id: str) -> None:
         """Return once the call ``job_id`` left running (if any) has returned."""
@@ -375,7 +388,7 @@ async def call_job(
     left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
     try:
         if is_async_callable(fn):
-            result = await _await_task(_job_task(fn, args, kwargs, ctx), ctx.job_id, left)
+            result = await _await_task(_job_task(fn, args, kwargs, ctx), ctx.job_id, left, executor)
         else:
             result = await _await_thread(executor, fn, args, kwargs, ctx, left)
         if timeout is not None and time.monotonic() - t0 > timeout:
@@ -400,7 +413,7 @@ def _job_task(fn: Callable[..., Any], args: tuple, kwargs: dict, ctx: JobContext
     return asyncio.get_running_loop().create_task(_with_ctx(coro, ctx), name=f"naq-job:{ctx.job_id}")
 
 
-async def _await_task(task: asyncio.Task[Any], job_id: str, left: float | None) -> Any:
+async def _await_task(task: asyncio.Task[Any], job_id: str, left: float | None, executor: JobThreads) -> Any:
     """The job task's result, or :class:`_Deadline` after ``left`` seconds.
 
     Awaited through ``asyncio.wait``, which never waits on the job's task when this (the slot's)
@@ -411,15 +424,15 @@ async def _await_task(task: asyncio.Task[Any], job_id: str, left: float | None) 
     try:
         done, _ = await asyncio.wait((task,), timeout=left)
     except asyncio.CancelledError:
-        await _stop_task(task, job_id, "cancelled")
+        await _stop_task(task, job_id, "cancelled", executor)
         raise
     if not done:
-        await _stop_task(task, job_id, "past its timeout")
+        await _stop_task(task, job_id, "past its timeout", executor)
         raise _Deadline
     return task.result()
 
 
-async def _stop_task(task: asyncio.Task[Any], job_id: str, why: str) -> None:
+async def _stop_task(task: asyncio.Task[Any], job_id: str, why: str, executor: JobThreads) -> None:
     """Cancel the job's task and give it :data:`CANCEL_GRACE` to end; one still going is left to end
     by itself. Its outcome is dropped either way: the job's end is the caller's to record."""
     task.cancel()
@@ -428,6 +441,7 @@ async def _stop_task(task: asyncio.Task[Any], job_id: str, why: str) -> None:
     finally:  # (a second cancel, a forced stop, cuts the grace short)
         task.add_done_callback(_drop_outcome)
         if not task.done():
+            executor.leave_task(task)
             log.warning(
                 "job %s: %s, its async function did not end when cancelled (it catches CancelledError); "
                 "left running on the worker's loop, its outcome will be dropped",

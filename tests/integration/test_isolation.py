@@ -527,6 +527,26 @@ async def test_cancelling_an_async_job_that_catches_its_cancel_frees_its_slot(br
 
 
 
+async def test_naq_worker_exits_on_sigterm_with_an_async_job_left_behind(broker, nats_server, tmp_path):
+    """A `naq worker` that had left behind an async job catching its cancel stopped on SIGTERM but
+    never exited: asyncio.run's shutdown cancelled the task again and waited for it for ever."""
+    import signal
+    release = tmp_path / "release"
+    proc = worker_process(nats_server.url, "-c", "1")
+    try:
+        stubborn = await Queue(broker).configure(timeout=1).enqueue(jobs.catch_cancels_until_file, str(release))
+        assert (await wait_for_result(broker, stubborn.job_id, 60)).status == "failed"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert b"leaving 1 async job(s) behind" in out, out
+    finally:
+        release.write_text("go")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 async def test_a_thread_past_its_jobs_timeout_keeps_its_slot_and_the_next_job_waits_queued(
         broker, start_worker, tmp_path):
     """The next job was taken at once, recorded running, and failed with JobTimeoutError after its own
