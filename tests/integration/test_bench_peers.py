@@ -129,3 +129,16 @@ def test_report_only_rewrites_the_report_from_the_json(tmp_path):
     assert peers.main(["--report-only", "--out", str(tmp_path)]) == 0
     assert "naq_nb" in (tmp_path / "PEERS.md").read_text()
     assert (tmp_path / "peers.png").exists()
+
+
+def test_report_puts_the_async_job_row_beside_the_peers_too(tmp_path):
+    summary, runs, meta = _summary()
+    runs["naq_nb_async"] = [dict(runs["naq_nb"][0], e2e_per_s=1200.0, drain_per_s=2400.0)]
+    summary["naq_nb_async"] = peers.medians(runs["naq_nb_async"])
+    report.write_markdown(tmp_path / "PEERS.md", summary, runs, meta)
+    md = (tmp_path / "PEERS.md").read_text()
+    assert "| **naq_nb** (async job) 1.0 | 1,200 | 2,400 |" in md
+    assert "**naq_nb** against the best peer of each column (above 1 = naq_nb ahead): e2e: 1.25x" in md
+    assert "**naq_nb** (async job) against the best peer of each column (above 1 = naq_nb ahead): e2e: 1.50x" in md
+    assert "**naq_nb** (async job)'s drain is 20% of the pull + KV put ceiling." in md
+    assert "naq_nb_async" in peers.parse_args([]).libs
