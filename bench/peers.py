@@ -5,7 +5,11 @@ concurrency 10 in the library's own worker CLI, and four phases (see
 ``peerlib/driver.py`` for the clocks): e2e (N jobs enqueued one call at a time,
 first enqueue -> last done), results read back one by one, submit -> result
 latency with a warm worker, and drain (queue filled first, then the worker
-started). The raw nats-py ceiling is measured in the same run.
+started). The raw nats-py ceiling is measured in the same run. The task is
+each library's natural one: sync for huey, dramatiq, rq and celery, async for
+taskiq, saq and arq. naq_nb runs both: ``naq_nb`` a sync no-op (in one of the
+worker's job processes, its default for sync code) and ``naq_nb_async`` an
+async one (on the worker's loop, as the async peers run theirs).
 
 The bench starts everything itself and stops it by PID at the end, also on
 Ctrl-C or an error: Debian's ``redis-server`` on a free loopback port (a
