@@ -410,8 +410,9 @@ class Scheduler:
     async def _publish(self, s: Schedule, body: bytes, job_id: str, due: float) -> None:
         b = self._b
         lay = b.layout
-        if not await self._mark_queued(s, job_id, due):
-            log.info("occurrence %s was cancelled before it was due; not fired", job_id)
+        skip = await self._mark_queued(s, job_id, due)
+        if skip is not None:
+            log.info("occurrence %s not fired: %s", job_id, skip)
             return
         ack = await b.js.publish(
             lay.queue_subject(s.queue), body, headers=job_message(s, body, job_id, due, b.settings.signing_keys)
@@ -419,9 +420,11 @@ class Scheduler:
         if ack.duplicate:
             log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
 
-    async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> bool:
-        """Status ``queued`` unless the job already moved on (a repeated fire must not rewind it).
-        False if it was cancelled: it must not be fired (a worker may not have heard of the cancel)."""
+    async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> str | None:
+        """Status ``queued``, then None: publish it. Else why not: cancelled (a worker may not have
+        heard of the cancel), or already published (a worker moved it on). The second is a leader
+        killed between its publish and the record's update, repeated later: past JetStream's
+        de-duplication window a copy would run again, so only the record may say it ran."""
         kv = await self._b.kv(self._b.layout.status_bucket)
         rec = first_record(
             job_id,
@@ -435,26 +438,23 @@ class Scheduler:
         )
         try:
             entry = await kv.get(job_id)
-            try:
-                status = decode_status(entry.value or b"").get("status")
-            except SerializationError:
-                status = None  # an unreadable record tells nothing: this fire writes a readable one
-            if status == JobStatus.CANCELLED.value:
-                return False
-            if status not in (None, JobStatus.SCHEDULED.value):
-                return True  # moved on: fired before (JetStream drops the copy)
-            await kv.update(job_id, encode_status(rec), last=entry.revision)
+            status = _status_of(entry.value)
+            if status not in _NOT_YET_PUBLISHED:
+                return _why_not_fired(status)
+            if status != JobStatus.QUEUED.value:  # (queued: marked by a fire that may not have published)
+                await kv.update(job_id, encode_status(rec), last=entry.revision)
         except KeyNotFoundError:
             try:
                 await kv.create(job_id, encode_status(rec))
             except KeyWrongLastSequenceError:
                 pass
-        except KeyWrongLastSequenceError:  # changed meanwhile: a cancel, say
+        except KeyWrongLastSequenceError:  # changed meanwhile: a cancel, or a worker's record
             try:
-                return decode_status((await kv.get(job_id)).value or b"").get("status") != JobStatus.CANCELLED.value
-            except (KeyNotFoundError, SerializationError):
-                pass
-        return True
+                status = _status_of((await kv.get(job_id)).value)
+            except KeyNotFoundError:
+                return None
+            return None if status in _NOT_YET_PUBLISHED else _why_not_fired(status)
+        return None
 
     # --- leadership ---------------------------------------------------------------
     async def elect_once(self, now: float) -> bool:
@@ -513,3 +513,21 @@ class Scheduler:
     def __repr__(self) -> str:
         role = "leader" if self.is_leader else "follower"
         return f"<Scheduler {self.instance_id} {role} schedules={len(self.schedules)}>"
+
+
+# Statuses an occurrence has before its message is published (none; a scheduled or queued record
+# written by the client or by a fire cut short); any other means it was, or must not be.
+_NOT_YET_PUBLISHED = (None, JobStatus.SCHEDULED.value, JobStatus.QUEUED.value)
+
+
+def _status_of(value: bytes | None) -> str | None:
+    try:
+        return decode_status(value or b"").get("status")
+    except SerializationError:
+        return None  # an unreadable record tells nothing: this fire writes a readable one
+
+
+def _why_not_fired(status: str | None) -> str:
+    if status == JobStatus.CANCELLED.value:
+        return "it was cancelled before it was due"
+    return f"it was published before (its status is {status!r}); a copy would run it twice"

@@ -205,6 +205,33 @@ async def test_a_delayed_job_whose_record_says_cancelled_is_never_fired(broker, 
     assert await queued_ids(broker, "dq") == [] and (await get_status(broker, s.id))["status"] == "cancelled"
 
 
+@pytest.mark.parametrize("moved_on", ["running", "succeeded", "failed", "waiting", "retrying"])
+async def test_an_occurrence_that_already_ran_is_not_fired_again(broker, settings, moved_on):
+    """A leader killed after publishing but before moving the record on, back after JetStream's
+    de-duplication window (2 min): the status says the job was published, so the re-fire must not
+    be (no copy is dropped any more, the job would run twice). Built by hand: status moved on,
+    record still due, no message left in the stream (as after the window)."""
+    from naq_nb.core.status import decode_status, encode_status, with_status
+    from naq_nb.core.job import JobStatus
+    T0 = time.time()
+    once = await stored(broker, "aq", T0, when=T0)
+    cron = await stored(broker, "aq", T0 - 0.6, cron="* * * * * *")
+    kv = await broker.kv(broker.layout.status_bucket)
+    entry = await kv.get(once.id)
+    await kv.update(once.id, encode_status(with_status(decode_status(entry.value), JobStatus(moved_on))),
+                    last=entry.revision)
+    cron_jid = f"{cron.id}-{int(round(cron.next_run * 1000))}"
+    await kv.create(cron_jid, encode_status(with_status(decode_status(entry.value), JobStatus(moved_on))))
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    await sch.tick(max(T0, cron.next_run) + 0.01)
+    assert await queued_ids(broker, "aq") == []
+    assert (await get_status(broker, once.id))["status"] == moved_on
+    assert (await get_status(broker, cron_jid))["status"] == moved_on
+    assert [s.id for s in await list_schedules(broker)] == [cron.id]   # the calendar moved on all the same
+    assert (await list_schedules(broker))[0].next_run == pytest.approx(cron.next_run + 1)
+
+
 async def test_a_job_waiting_on_a_schedule_runs_as_the_schedule_ends(broker, settings, start_worker):
     """It waited for the workers' sweep of the waiting stream (30 s) instead."""
     T0 = time.time()
