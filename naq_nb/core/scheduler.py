@@ -57,6 +57,9 @@ log = logging.getLogger("naq_nb.scheduler")
 
 #: How often (seconds) the scheduler checks that its schedules bucket is the one it loaded.
 RESYNC_EVERY = 10.0
+#: Schedules one tick fires at most: a burst (thousands of delayed jobs due at once) goes out in
+#: ticks of about a second each, and each tick checks the lease again (no firing long after it lapsed).
+FIRES_PER_TICK = 500
 
 
 class Scheduler:
@@ -331,14 +334,16 @@ class Scheduler:
         if not self.is_leader or now >= self._lease_until:
             return []
         batch: list[tuple[float, str, int]] = []
-        while True:
+        in_batch: set[str] = set()
+        while len(batch) < FIRES_PER_TICK:
             due = self.next_due()
             if due is None or due > now:
                 break
             item = heapq.heappop(self._heap)
             # One fire per schedule per tick: the heap may hold the same entry twice (our own update
             # applied from its watch echo and locally), and a second fire would repeat the occurrence.
-            if all(item[1] != sid for _, sid, _ in batch):
+            if item[1] not in in_batch:
+                in_batch.add(item[1])
                 batch.append(item)
         # Different schedules fire concurrently: a burst of due jobs costs one round trip, not one each.
         results = await asyncio.gather(

@@ -118,6 +118,29 @@ async def test_not_leader_does_not_fire(broker, settings):
     assert len(await a.tick(T0 + 1)) == 1
 
 
+async def test_a_burst_of_due_schedules_fires_in_bounded_ticks_each_under_the_lease(broker, settings, monkeypatch):
+    """15,000 delayed jobs due at once made one tick of 40 s (9 s of it a quadratic loop that froze the
+    event loop: no lease renewal), fired on after the lease had lapsed. Now a tick fires a bounded
+    batch and the next one checks the lease again."""
+    import naq_nb.core.scheduler as scheduler_mod
+    monkeypatch.setattr(scheduler_mod, "FIRES_PER_TICK", 20, raising=False)
+    T0 = time.time()
+    q = Queue(broker, "bq")
+    made = [make_schedule(q.make_job(jobs.add, (i, 0)), broker, when=T0, now=T0) for i in range(50)]
+    await asyncio.gather(*(save_schedule(broker, s, body) for s, body in made))
+    sch = Scheduler(settings=settings, broker=broker, instance_id="burst")
+    await sch.prepare()
+    assert sch.is_leader
+    first = await sch.tick(T0 + 0.1)
+    second = await sch.tick(T0 + 0.2)
+    assert len(first) == len(second) == 20
+    assert await sch.tick(T0 + sch.lease_ttl) == []             # the lease lapsed: the rest waits for it
+    await sch.elect_once(T0 + sch.lease_ttl)
+    rest = await sch.tick(T0 + sch.lease_ttl + 0.1)
+    assert sorted(first + second + rest) == sorted(s.id for s, _ in made)
+    assert sorted(await queued_ids(broker, "bq")) == sorted(s.id for s, _ in made)
+
+
 # --- the public API with a running scheduler and worker -------------------------------
 
 async def test_enqueue_in_runs_on_time_not_early(broker, settings, start_scheduler, start_worker):
