@@ -32,7 +32,8 @@ import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.errors import NoRespondersError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
@@ -326,6 +327,7 @@ class Scheduler:
                 raise
             except Exception as exc:  # a reconnect hiccup must not end the scheduler
                 log.warning("tick failed: %s", exc)
+                await self._restore_if_gone(exc)
                 await asyncio.sleep(0.5)
 
     # --- one iteration ------------------------------------------------------------
@@ -496,6 +498,20 @@ class Scheduler:
                 raise
             except Exception as exc:
                 log.warning("lease step failed: %s", exc)
+                await self._restore_if_gone(exc)
+
+    async def _restore_if_gone(self, exc: Exception) -> None:
+        """After a write no stream took (the leader or status bucket, or the jobs stream, deleted by
+        hand): make the layout again, or every lease step (or tick) would fail the same way for good.
+        (The schedules bucket's own loss is :meth:`resync_once`'s: its calendar must be reloaded.)"""
+        if not isinstance(exc, _STREAM_GONE):
+            return
+        log.warning("scheduler %s: a stream or bucket is gone (deleted?); making them again", self.instance_id)
+        self._b.layout_lost()  # made again once the deletion is over (REMAKE_GRACE)
+        try:
+            await self._b.ensure_layout()
+        except Exception as again:  # (the server's refusal, a lost connection) the next failure tries again
+            log.warning("making the layout again failed: %s", again)
 
     async def _bucket_ttl(self) -> float:
         """The lease lives as long as the leader bucket keeps an entry (its TTL may predate our settings)."""
@@ -519,6 +535,9 @@ class Scheduler:
         role = "leader" if self.is_leader else "follower"
         return f"<Scheduler {self.instance_id} {role} schedules={len(self.schedules)}>"
 
+
+# What a request to a deleted stream raises: no stream listens on its subjects, or the API has no such stream.
+_STREAM_GONE = (NoRespondersError, NoStreamResponseError, NotFoundError)
 
 # Statuses an occurrence has before its message is published (none; a scheduled or queued record
 # written by the client or by a fire cut short); any other means it was, or must not be.

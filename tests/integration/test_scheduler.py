@@ -20,6 +20,7 @@ from naq_nb.core.schedules import (
     ScheduleNotFoundError, list_schedules, make_schedule, save_schedule,
 )
 from naq_nb.core.envelope import HEADER_META
+from naq_nb.core.broker import Broker
 
 import jobs
 from helpers import Services, eventually
@@ -139,6 +140,45 @@ async def test_a_burst_of_due_schedules_fires_in_bounded_ticks_each_under_the_le
     rest = await sch.tick(T0 + sch.lease_ttl + 0.1)
     assert sorted(first + second + rest) == sorted(s.id for s, _ in made)
     assert sorted(await queued_ids(broker, "bq")) == sorted(s.id for s, _ in made)
+
+
+@pytest.mark.parametrize("lost", ["leader", "status", "jobs"])
+async def test_a_stream_deleted_under_a_running_scheduler_is_made_again(settings, lost):
+    """The leader bucket deleted by hand left the lease unrenewable ("no response from stream" every
+    second) and the scheduler never fired again; the status bucket or the jobs stream, every tick
+    failed. Only a deleted schedules bucket was noticed. Now any of them is made again."""
+    from naq_nb.core.settings import Settings
+    # (this test makes the layout: the leader bucket gets this short lease as its TTL)
+    st = Settings.from_env(environ={}, nats_url=settings.nats_url, prefix=settings.prefix, leader_ttl=3.0)
+    b = await Broker.connect(settings=st)
+    await b.ensure_layout()
+    sch = await Services().start(Scheduler(settings=st, instance_id="alone"))
+    try:
+        assert sch.is_leader and sch.lease_ttl == 3.0
+        s = await stored(b, "gq", time.time(), interval=0.3)
+        lay = b.layout
+        await wait_until(lambda: _count_at_least(b, "gq", 1), 10, "a first fire")
+        name = {"leader": lay.kv_stream(lay.leader_bucket), "status": lay.kv_stream(lay.status_bucket),
+                "jobs": lay.jobs_stream}[lost]
+        await b.js.delete_stream(name)
+        since = time.time() + sch.lease_ttl  # past the lease the scheduler held when the bucket went
+        await wait_until(lambda: _fired_since(b, s.id, since, 3), 25, "fires again after the deletion")
+    finally:
+        sch.request_stop()
+        await asyncio.wait_for(_stopped(sch), 15)
+        await b.close()
+
+
+async def _stopped(sch) -> None:
+    while sch.broker is not None and not sch.broker.nc.is_closed:
+        await asyncio.sleep(0.05)
+
+
+async def _fired_since(b, sid: str, since: float, n: int) -> bool:
+    with contextlib.suppress(Exception):  # the stream may be gone until it is made again
+        dues = [int(i.rsplit("-", 1)[1]) / 1000 for i in await queued_ids(b, "gq") if i.startswith(sid)]
+        return sum(d > since for d in dues) >= n
+    return False
 
 
 # --- the public API with a running scheduler and worker -------------------------------
