@@ -15,7 +15,6 @@ at once. See :mod:`naq_nb.core.schedules` for the misfire policy.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
@@ -31,7 +30,7 @@ from ..core.schedules import (
     require_calendar,
     save_schedule,
 )
-from ..core.timespec import to_epoch
+from ..core.timespec import after_delay, to_epoch
 from .client import Client
 from .shared import get_client
 from .naq_options import split_naq_options
@@ -109,13 +108,14 @@ def _template(
 
 def _delay_to_time(delay: timedelta | float | int, what: str = "delay") -> float:
     """``delay`` from now as epoch seconds; ``what`` names the argument in the error."""
+    given = delay
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"{what} must be seconds or a timedelta, not {type(delay).__name__}: {delay!r}")
     if delay != delay or delay in (float("inf"), float("-inf")):
         raise ConfigurationError(f"{what} must be a finite number of seconds, not {delay!r}")
-    return time.time() + float(delay)
+    return after_delay(float(delay), what, given)
 
 
 # --- enqueue_at / enqueue_in / schedule ----------------------------------------------

@@ -27,7 +27,7 @@ from ..core.job import Job, JobOptions, func_name
 from ..core.queue import get_status
 from ..core.results import get_result
 from ..core.schedules import make_schedule, save_schedule
-from ..core.timespec import to_epoch
+from ..core.timespec import after_delay, to_epoch
 from ..core.status import JobStatus, status_record
 from .client import Client
 from .shared import default_client, get_client, set_default_client
@@ -187,6 +187,7 @@ def _when(opts: dict, current: float | Callable[[], float] | None) -> float | Ca
             raise TypeError(f"delay must be seconds >= 0 or a timedelta, not {type(delay).__name__}: {delay!r}")
         if not 0 <= secs < math.inf:  # (NaN fails it too)
             raise ConfigurationError(f"delay must be seconds >= 0, a finite number, not {delay!r}")
+        after_delay(float(secs), "delay", delay)  # (past the year 9999: refused here, naming the delay)
         return lambda: time.time() + float(secs)
     if at is not None:
         if not isinstance(at, (datetime, int, float)) or isinstance(at, bool):

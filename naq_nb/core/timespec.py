@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +23,7 @@ __all__ = [
     "LATEST",
     "positive_seconds",
     "to_epoch",
+    "after_delay",
     "check_interval",
     "zone",
     "validate_cron",
@@ -63,6 +64,18 @@ def to_epoch(when: datetime | float | int, what: str = "time") -> float:
         raise ConfigurationError(
             f"{what} must be a time from 0001-01-02 to 9999-12-30 (UTC; a day inside each end of what "
             f"datetime can hold, so any time zone can show it), not {when!r}"
+        )
+    return t
+
+
+def after_delay(seconds: float, what: str, given: Any = None) -> float:
+    """Epoch seconds ``seconds`` from now, else an error naming the delay ``what`` as the caller gave
+    it (``given``), not the epoch time it would have made."""
+    t = time.time() + seconds
+    if not EARLIEST <= t <= LATEST:
+        shown = str(given) if isinstance(given, timedelta) else f"{seconds:g} s"
+        raise ConfigurationError(
+            f"{what} {shown} from now falls outside 0001-01-02 to 9999-12-30 (UTC), the times a schedule can hold"
         )
     return t
 

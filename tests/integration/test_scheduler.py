@@ -406,6 +406,24 @@ async def test_bad_times_and_policies_raise_at_the_call(broker, settings):
     assert await list_schedules(broker) == []
 
 
+async def test_a_delay_past_the_year_9999_is_named_as_the_delay(broker, settings):
+    """It was refused as "when must be a time ..., not 1001796395857.59": an argument the caller
+    never gave, with an epoch time they never typed."""
+    url = settings.nats_url
+    for call in (lambda: nq.enqueue_in(1e12, jobs.add, 1, 2, nats_url=url),
+                 lambda: nq.enqueue_in(timedelta.max, jobs.add, 1, 2, nats_url=url),
+                 lambda: nq.enqueue_in(-1e12, jobs.add, 1, 2, nats_url=url)):
+        with pytest.raises(ConfigurationError, match=r"^delta (1e\+12 s|-1e\+12 s|999999999 days.*) from now .*9999") as err:
+            await call()
+        assert "when" not in str(err.value)
+    with pytest.raises(ConfigurationError, match=r"^delay 1e\+12 s from now"):
+        await nq.Queue(nats_url=url).configure().after(1e12).enqueue(jobs.add, 1, 2)
+    nq.connect(url)
+    with pytest.raises(ConfigurationError, match=r"^delay 1e\+12 s from now"):
+        nq.options(delay=1e12).submit(jobs.add, 1, 2)
+    assert await list_schedules(broker) == []
+
+
 async def test_a_schedules_bucket_made_again_is_reloaded(broker, settings, start_scheduler, start_worker):
     """Its records start over at revision 1 in a new bucket; the old watch resumed past them."""
     sched = await start_scheduler(ha=False)
