@@ -37,13 +37,14 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStream
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
-from .errors import SerializationError, SignatureError
+from .errors import ScheduleNotFoundError, SerializationError, SignatureError
 from .job import JobStatus
 from .status import decode_status, encode_status, first_record
 from .kvscan import scan_bucket
 from .schedules import (
     Schedule,
     job_message,
+    load_schedule,
     occurrence_id,
     occurrences_due,
     publish_schedule_status,
@@ -375,6 +376,36 @@ class Scheduler:
         ids = [occurrence_id(s, t) for t in times]
         for jid, t in zip(ids, times):
             await self._publish(s, body, jid, t)
+        fired = s.next_run
+        for _ in range(5):
+            try:
+                new, finished = await self._advance(s, body, times, ids, nxt, now)
+                break
+            except KeyWrongLastSequenceError:
+                # Changed meanwhile. A pause, a resume or a new repeat leaves the occurrence just fired
+                # where it was: the record takes this fire's count and next run all the same, or a
+                # resumed schedule would run once more than its repeat. Anything else (cancelled, a new
+                # calendar or next run, another leader's fire) stands; the watch brings it.
+                fresh = await self._same_calendar(s, fired)
+                if fresh is None:
+                    log.info("schedule %s changed while firing; reloading", s.id)
+                    return ids
+                s, body = fresh
+        else:
+            log.warning("schedule %s kept changing while firing; its record may not count this fire", s.id)
+            return ids
+        if s.kind != "once":
+            await publish_schedule_status(self._b, new, JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
+            if finished:
+                await settle_dependents(self._b, s.id, "finished")
+        self.fired += len(ids)
+        return ids
+
+    async def _advance(
+        self, s: Schedule, body: bytes, times: list[float], ids: list[str], nxt: float | None, now: float
+    ) -> tuple[Schedule, bool]:
+        """Move record ``s`` past the occurrences fired (revision-checked); the new head and whether it
+        ended (then it is deleted). :class:`KeyWrongLastSequenceError` if it changed meanwhile."""
         runs = s.runs + len(times)
         finished = nxt is None or (s.repeat is not None and runs >= s.repeat)
         new = replace(
@@ -386,25 +417,24 @@ class Scheduler:
         )
         kv = await self._b.kv(self._b.layout.schedules_bucket)
         key = self._b.layout.schedule_key(s.id)
+        if finished:
+            await kv.delete(key, last=s.revision)
+            self.schedules.pop(s.id, None)
+            self._seen_rev[s.id] = s.revision + 1  # the delete marker; older replays are stale
+        else:
+            new.revision = await kv.update(key, new.encode(body), last=s.revision)
+            self._apply_local(new, body)
+        return new, finished
+
+    async def _same_calendar(self, s: Schedule, fired: float | None) -> tuple[Schedule, bytes] | None:
+        """The record as stored now if it still has the occurrence at ``fired`` next, on the same
+        calendar (paused, resumed or given a new repeat meanwhile); else None."""
         try:
-            if finished:
-                await kv.delete(key, last=s.revision)
-                self.schedules.pop(s.id, None)
-                self._seen_rev[s.id] = s.revision + 1  # the delete marker; older replays are stale
-            else:
-                new.revision = await kv.update(key, new.encode(body), last=s.revision)
-                self._apply_local(new, body)
-        except KeyWrongLastSequenceError:
-            # Modified (or fired by another leader) meanwhile; the watch brings the new record,
-            # and a re-fire of these occurrences is dropped as a duplicate.
-            log.info("schedule %s changed while firing; reloading", s.id)
-            return ids
-        if s.kind != "once":
-            await publish_schedule_status(self._b, new, JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
-            if finished:
-                await settle_dependents(self._b, s.id, "finished")
-        self.fired += len(ids)
-        return ids
+            fresh, body = await load_schedule(self._b, s.id)
+        except (ScheduleNotFoundError, SerializationError):
+            return None
+        same = (fresh.kind, fresh.cron, fresh.interval, fresh.timezone) == (s.kind, s.cron, s.interval, s.timezone)
+        return (fresh, body) if same and fresh.next_run == fired else None
 
     def _apply_local(self, s: Schedule, body: bytes) -> None:
         if self._seen_rev.get(s.id, 0) >= s.revision:

@@ -181,6 +181,30 @@ async def _fired_since(b, sid: str, since: float, n: int) -> bool:
     return False
 
 
+async def test_a_pause_racing_a_fire_keeps_the_run_counted(broker, settings):
+    """A pause (or a change of repeat) landing while the leader fired: its update lost the race and the
+    fire was never counted, nor the calendar moved on. Resumed, a repeat=2 schedule ran 3 times."""
+    from naq_nb.core.schedules import change_schedule
+    T0 = time.time()
+    s = await stored(broker, "pq", T0 - 1, interval=1.0, repeat=2)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()                                  # (no watch loop: the pause is not seen before the fire)
+    await change_schedule(broker, s.id, "pause")
+    first = await sch.tick(T0 + 0.01)
+    assert len(first) == 1
+    row = (await list_schedules(broker))[0]
+    assert row.paused and row.runs == 1 and row.last_job_id == first[0]
+    assert row.next_run == pytest.approx(s.next_run + 1.0)  # the fired occurrence is behind it
+    await change_schedule(broker, s.id, "resume")
+    sch2 = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch2.prepare()
+    later = []
+    for k in range(1, 5):
+        later += await sch2.tick(time.time() + k)
+    assert len(later) == 1 and len(set(first + later)) == 2   # two runs in all, as repeat=2 says
+    assert await list_schedules(broker) == []
+
+
 # --- the public API with a running scheduler and worker -------------------------------
 
 async def test_enqueue_in_runs_on_time_not_early(broker, settings, start_scheduler, start_worker):
