@@ -30,16 +30,16 @@ import socket
 import time
 import uuid
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from nats.errors import NoRespondersError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
-from .errors import ScheduleNotFoundError, SerializationError, SignatureError
+from .errors import NaqConnectionError, ScheduleNotFoundError, SerializationError, SignatureError
 from .job import JobStatus
-from .status import decode_status, encode_status, first_record
+from .status import encode_status, first_record
 from .kvscan import scan_bucket
 from .schedules import (
     Schedule,
@@ -49,6 +49,7 @@ from .schedules import (
     occurrences_due,
     publish_schedule_status,
     read_schedule,
+    why_not_fire,
 )
 from .deps import settle_dependents
 from .settings import Settings
@@ -109,6 +110,7 @@ class Scheduler:
         self._bucket_created: object = None  # the schedules stream's creation time when loaded
         self._resync_lock: asyncio.Lock | None = None  # one reload at a time (made on the loop)
         self.max_sleep = 3600.0  # longest timer sleep between checks (naq's poll_interval lowers it)
+        self.connection_lost = ""  # why it stopped on its own: its connection closed for good
 
     @property
     def _b(self) -> Broker:
@@ -125,13 +127,16 @@ class Scheduler:
             await self._stop.wait()
         finally:
             await self.shutdown()
+        if self.connection_lost:
+            raise NaqConnectionError(self.connection_lost)
 
     async def prepare(self) -> None:
         """Connect, load the calendar and try for the lease, without starting the loops (tests step from here)."""
         self._loop = asyncio.get_running_loop()
         self.started, self._changed, self._stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         if self.broker is None:
-            self.broker = await Broker.connect(settings=self.settings, **self._nats_options)
+            options = {**self._nats_options, "closed_cb": self._closed_cb(self._nats_options.get("closed_cb"))}
+            self.broker = await Broker.connect(settings=self.settings, **options)
         await self.broker.ensure_layout()
         if self.lease_ttl is None:
             self.lease_ttl = await self._bucket_ttl()
@@ -155,6 +160,21 @@ class Scheduler:
             "leader" if self.is_leader else "follower",
             len(self.schedules),
         )
+
+    def _closed_cb(self, user_cb: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[None]]:
+        async def closed() -> None:
+            # nats-py gave up (reconnects ran out, the server cut it): stop, not idle for ever firing
+            # nothing, so a supervisor starts it again (`naq scheduler` exits 1).
+            if self._stop is not None and not self._stop.is_set():
+                self.connection_lost = (
+                    f"scheduler {self.instance_id}: its NATS connection was closed for good; it stopped"
+                )
+                log.error("%s", self.connection_lost)
+                self.request_stop()
+            if user_cb is not None:
+                await user_cb()
+
+        return closed
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the scheduler to stop; safe from signal handlers and other threads."""
@@ -458,10 +478,7 @@ class Scheduler:
             log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
 
     async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> str | None:
-        """Status ``queued``, then None: publish it. Else why not: cancelled (a worker may not have
-        heard of the cancel), or already published (a worker moved it on). The second is a leader
-        killed between its publish and the record's update, repeated later: past JetStream's
-        de-duplication window a copy would run again, so only the record may say it ran."""
+        """Status ``queued``, then None: publish it. Else why not (:func:`why_not_fire`)."""
         kv = await self._b.kv(self._b.layout.status_bucket)
         rec = first_record(
             job_id,
@@ -475,10 +492,10 @@ class Scheduler:
         )
         try:
             entry = await kv.get(job_id)
-            status = _status_of(entry.value)
-            if status not in _NOT_YET_PUBLISHED:
-                return _why_not_fired(status)
-            if status != JobStatus.QUEUED.value:  # (queued: marked by a fire that may not have published)
+            skip, marked = why_not_fire(entry.value)
+            if skip is not None:
+                return skip
+            if not marked:  # (marked queued by a fire that may not have published: publish, as is)
                 await kv.update(job_id, encode_status(rec), last=entry.revision)
         except KeyNotFoundError:
             try:
@@ -487,10 +504,9 @@ class Scheduler:
                 pass
         except KeyWrongLastSequenceError:  # changed meanwhile: a cancel, or a worker's record
             try:
-                status = _status_of((await kv.get(job_id)).value)
+                return why_not_fire((await kv.get(job_id)).value)[0]
             except KeyNotFoundError:
                 return None
-            return None if status in _NOT_YET_PUBLISHED else _why_not_fired(status)
         return None
 
     # --- leadership ---------------------------------------------------------------
@@ -568,20 +584,3 @@ class Scheduler:
 
 # What a request to a deleted stream raises: no stream listens on its subjects, or the API has no such stream.
 _STREAM_GONE = (NoRespondersError, NoStreamResponseError, NotFoundError)
-
-# Statuses an occurrence has before its message is published (none; a scheduled or queued record
-# written by the client or by a fire cut short); any other means it was, or must not be.
-_NOT_YET_PUBLISHED = (None, JobStatus.SCHEDULED.value, JobStatus.QUEUED.value)
-
-
-def _status_of(value: bytes | None) -> str | None:
-    try:
-        return decode_status(value or b"").get("status")
-    except SerializationError:
-        return None  # an unreadable record tells nothing: this fire writes a readable one
-
-
-def _why_not_fired(status: str | None) -> str:
-    if status == JobStatus.CANCELLED.value:
-        return "it was cancelled before it was due"
-    return f"it was published before (its status is {status!r}); a copy would run it twice"

@@ -38,7 +38,7 @@ from .errors import ConfigurationError, NaqException, ScheduleNotFoundError, Ser
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
-from .status import encode_status, status_record
+from .status import decode_status, encode_status, status_record
 from .timespec import EARLIEST, LATEST, check_interval, positive_seconds, to_epoch, validate_cron, zone
 from .serialization import pack_record, sign_job, unpack_record, verify_job
 
@@ -57,6 +57,7 @@ __all__ = [
     "occurrence_id",
     "occurrences_due",
     "job_message",
+    "why_not_fire",
     "require_calendar",
 ]
 
@@ -302,6 +303,24 @@ def occurrences_due(s: Schedule, now: float) -> tuple[list[float], float | None]
     if budget is not None and len(due) >= budget:
         return due[:budget], None
     return due, t
+
+
+def why_not_fire(status_value: bytes | None) -> tuple[str | None, bool]:
+    """Whether an occurrence whose status record holds ``status_value`` may be published:
+    ``(None, marked)`` if so (no record yet, ``scheduled``, or ``queued`` = ``marked`` by a fire that
+    may have been cut short before publishing); else ``(why not, False)``: cancelled (a worker may
+    not have heard of it), or published before (a worker moved it on). The last is a leader killed
+    between its publish and the schedule's update, repeated later: past JetStream's de-duplication
+    window a copy would run again, so only the status record can tell it ran."""
+    try:
+        status = decode_status(status_value or b"").get("status")
+    except SerializationError:
+        status = None  # an unreadable record tells nothing: the fire writes a readable one
+    if status in (None, JobStatus.SCHEDULED.value, JobStatus.QUEUED.value):
+        return None, status == JobStatus.QUEUED.value
+    if status == JobStatus.CANCELLED.value:
+        return "it was cancelled before it was due", False
+    return f"it was published before (its status is {status!r}); a copy would run it twice", False
 
 
 def job_message(s: Schedule, body: bytes, job_id: str, due: float, keys: Sequence[bytes] = ()) -> dict:

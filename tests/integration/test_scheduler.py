@@ -205,6 +205,23 @@ async def test_a_pause_racing_a_fire_keeps_the_run_counted(broker, settings):
     assert await list_schedules(broker) == []
 
 
+async def test_a_scheduler_whose_connection_closes_for_good_stops_with_an_error(settings):
+    """nats-py closes a connection for good when the server cuts it (a protocol violation) or its
+    reconnects run out: the scheduler sat alive for ever, every lease step failing, firing nothing,
+    so no supervisor restarted it. It stops now, as a worker does (`naq scheduler` exits 1)."""
+    from naq_nb.core.errors import NaqConnectionError
+    sch = Scheduler(settings=settings, instance_id="cut")
+    run = asyncio.ensure_future(sch.run())
+    await wait_until(lambda: _started(sch), 15, "started")
+    await sch.broker.nc.close()  # as nats-py does when it gives up
+    with pytest.raises(NaqConnectionError, match="scheduler cut: its NATS connection was closed for good"):
+        await asyncio.wait_for(run, 15)
+
+
+async def _started(sch) -> bool:
+    return sch.started is not None and sch.started.is_set()
+
+
 # --- the public API with a running scheduler and worker -------------------------------
 
 async def test_enqueue_in_runs_on_time_not_early(broker, settings, start_scheduler, start_worker):
