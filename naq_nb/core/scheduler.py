@@ -12,11 +12,10 @@ Small named coroutines under one supervisor, like the worker:
   schedules bucket is still the one loaded (:meth:`resync_once`): deleted and made
   again, or a server back without its store, it reloads the calendar.
 
-:meth:`tick` and :meth:`elect_once` are the one-iteration steps, taking ``now``
-from an injectable wall clock so tests can step them. A fire publishes the job
-with ``Nats-Msg-Id`` = its deterministic occurrence id *before* the schedule
-record moves on, so a leader that dies in between is repeated by the next one
-and JetStream drops the duplicate: no tick lost, none doubled.
+:meth:`tick` and :meth:`elect_once` are the one-iteration steps (``now`` from an injectable clock).
+A fire publishes the job (``Nats-Msg-Id`` = its deterministic occurrence id) *before* the record
+moves on: a leader that dies in between is repeated by the next one, and the copy is dropped (by
+JetStream, or unsent once the status says a worker took it): no tick lost, none doubled.
 """
 
 from __future__ import annotations
@@ -32,12 +31,12 @@ import uuid
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
-from .errors import NaqConnectionError, ScheduleNotFoundError, SerializationError, SignatureError
+from .errors import NaqConnectionError, NaqException, ScheduleNotFoundError, SerializationError, SignatureError
 from .job import JobStatus
 from .status import encode_status, first_record
 from .kvscan import scan_bucket
@@ -147,8 +146,7 @@ class Scheduler:
     async def start(self) -> None:
         await self.prepare()
         self._watch_task = asyncio.ensure_future(self._watch_loop())
-        self._tasks = [self._watch_task, asyncio.ensure_future(self._timer_loop())]
-        self._tasks.append(asyncio.ensure_future(self._resync_loop()))
+        self._tasks = [self._watch_task, *map(asyncio.ensure_future, (self._timer_loop(), self._resync_loop()))]
         self._b.on_reconnect(self._resync_quietly)
         if self.ha:
             self._tasks.append(asyncio.ensure_future(self._lease_loop()))
@@ -373,16 +371,29 @@ class Scheduler:
             *(self._fire(*self.schedules[sid], now) for _, sid, _ in batch), return_exceptions=True
         )
         fired: list[str] = []
-        errors = []
+        errors: list[BaseException] = []
         for item, res in zip(batch, results):
             if isinstance(res, BaseException):
                 heapq.heappush(self._heap, item)  # not fired (disconnected?): due again on the next tick
-                errors.append(res)
+                errors.append(self._not_fired(item[1], res))
             else:
                 fired += res
         if errors:
             raise errors[0]
         return fired
+
+    def _not_fired(self, sid: str, exc: BaseException) -> BaseException:
+        """``exc`` naming the schedule it stopped (a bare "maximum payload exceeded" twice a second
+        says neither which schedule nor why), its cause kept for :meth:`_restore_if_gone`."""
+        if not isinstance(exc, Exception):
+            return exc
+        why = str(exc)
+        held = self.schedules.get(sid)
+        if isinstance(exc, MaxPayloadError) and held is not None:
+            why += f" (its job is {len(held[1])} bytes; this server takes {self._b.max_payload})"
+        err = FireError(f"schedule {sid!r} not fired, tried again on the next tick: {why}")
+        err.__cause__ = exc
+        return err
 
     async def _fire(self, s: Schedule, body: bytes, now: float) -> list[str]:
         if self._b.settings.signing_keys:
@@ -550,7 +561,7 @@ class Scheduler:
         """After a write no stream took (the leader or status bucket, or the jobs stream, deleted by
         hand): make the layout again, or every lease step (or tick) would fail the same way for good.
         (The schedules bucket's own loss is :meth:`resync_once`'s: its calendar must be reloaded.)"""
-        if not isinstance(exc, _STREAM_GONE):
+        if not isinstance(exc.__cause__ if isinstance(exc, FireError) else exc, _STREAM_GONE):
             return
         log.warning("scheduler %s: a stream or bucket is gone (deleted?); making them again", self.instance_id)
         self._b.layout_lost()  # made again once the deletion is over (REMAKE_GRACE)
@@ -580,6 +591,10 @@ class Scheduler:
     def __repr__(self) -> str:
         role = "leader" if self.is_leader else "follower"
         return f"<Scheduler {self.instance_id} {role} schedules={len(self.schedules)}>"
+
+
+class FireError(NaqException):
+    """A due schedule could not be fired (its cause chained); the next tick tries it again."""
 
 
 # What a request to a deleted stream raises: no stream listens on its subjects, or the API has no such stream.

@@ -222,6 +222,37 @@ async def _started(sch) -> bool:
     return sch.started is not None and sch.started.is_set()
 
 
+async def test_a_fire_that_fails_names_its_schedule(tmp_path, naq_prefix):
+    """A schedule stored while the server took 1 MB, the server back with max_payload 64 KB: every tick
+    failed with "nats: maximum payload exceeded" twice a second, naming no schedule."""
+    from naq_nb.core.server import EmbeddedServer
+    from naq_nb.core.settings import Settings
+    store = tmp_path / "js"
+    srv = EmbeddedServer(store_dir=store, max_payload=1 << 20).start()
+    try:
+        st = Settings.from_env(environ={}, nats_url=srv.url, prefix=naq_prefix)
+        b = await Broker.connect(settings=st)
+        await b.ensure_layout()
+        T0 = time.time()
+        big, body = make_schedule(Queue(b, "zq").make_job(jobs.echo_value, ("x" * 200_000,)), b, when=T0, now=T0)
+        await save_schedule(b, big, body)
+        small = await stored(b, "zq", T0, when=T0)
+        await b.close()
+    finally:
+        srv.stop()
+    srv = EmbeddedServer(store_dir=store, max_payload=1 << 16).start()
+    try:
+        st = st.with_(nats_url=srv.url)
+        sch = Scheduler(settings=st, ha=False)
+        await sch.prepare()
+        with pytest.raises(Exception, match=f"schedule '{big.id}' .*not fired.*maximum payload"):
+            await sch.tick(T0 + 1)
+        assert small.id not in sch.schedules                 # the other one fired all the same
+        await sch.shutdown()
+    finally:
+        srv.stop()
+
+
 # --- the public API with a running scheduler and worker -------------------------------
 
 async def test_enqueue_in_runs_on_time_not_early(broker, settings, start_scheduler, start_worker):
