@@ -18,6 +18,7 @@ from .common import (
     positive_int,
     positive_seconds,
     print_table,
+    queue_name,
     settings_from,
     utc_time,
     with_broker,
@@ -46,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--status", "-s", choices=["active", "paused", "finished"], default=None, help="only schedules with this status"
     )
-    p.add_argument("--job-id", "-j", default=None, help="only this schedule id")
-    p.add_argument("--queue", "-q", default=None, help="only schedules of this queue")
+    p.add_argument("--job-id", "-j", default=None, type=job_id, help="only this schedule id")
+    p.add_argument("--queue", "-q", default=None, type=queue_name, help="only schedules of this queue")
     p.add_argument(
         "--detailed",
         "-d",

@@ -182,6 +182,15 @@ async def test_list_scheduled_and_job_control(broker, nats_server):
     assert out.returncode != 0 and "--cron" in out.stderr
 
 
+def test_list_scheduled_names_a_bad_queue_or_id_filter():
+    """`-q 'a,b'` or `-j 'x y'` (no schedule can have them) printed "(none)" and exit 0, as for a queue
+    with nothing scheduled: a typo looked like an empty calendar. Refused before connecting now."""
+    for flag, value, what in (("-q", "default,other", "invalid queue name"), ("-j", "my job", "invalid job id")):
+        out = naq("list-scheduled", flag, value, url="nats://127.0.0.1:1")
+        assert out.returncode == 2 and what in out.stderr and repr(value) in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and "cannot connect" not in out.stderr
+
+
 @pytest.fixture
 def server_without_jetstream(tmp_path):
     """A real nats-server started without JetStream (``-js`` left out), with its monitoring port."""
