@@ -8,9 +8,8 @@ Small named coroutines under one supervisor, like the worker:
 * ``watch``: a KV watch on the schedules bucket keeps an in-memory calendar (a
   heap of next due times) fresh, so a new or modified schedule wakes the timer;
 * ``timer``: sleeps until the next due time (or a change), then :meth:`tick`;
-* ``resync``: every :data:`RESYNC_EVERY` seconds and after a reconnect, checks that the
-  schedules bucket is still the one loaded (:meth:`resync_once`): deleted and made
-  again, or a server back without its store, it reloads the calendar.
+* ``resync``: every :data:`RESYNC_EVERY` s and after a reconnect, checks that the schedules bucket is
+  still the one loaded (:meth:`resync_once`): made again, or a server without its store, it reloads.
 
 :meth:`tick` and :meth:`elect_once` are the one-iteration steps (``now`` from an injectable clock).
 A fire publishes the job (``Nats-Msg-Id`` = its deterministic occurrence id) *before* the record
