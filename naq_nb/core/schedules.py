@@ -34,7 +34,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode_job
 from .deps import settle_dependents
-from .errors import ConfigurationError, NaqException, ScheduleNotFoundError, SerializationError
+from .errors import ConfigurationError, DuplicateJobError, NaqException, ScheduleNotFoundError, SerializationError
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
@@ -430,7 +430,10 @@ async def publish_schedule_status(broker: Broker, s: Schedule, state: JobStatus,
 
 
 async def save_schedule(broker: Broker, s: Schedule, body: bytes) -> Schedule:
-    """Store a new schedule (its id must be free) and mark it ``scheduled``."""
+    """Store a new schedule (its id must be free) and mark it ``scheduled``. A one-shot runs under
+    its own id, which must not be a job's already (:class:`DuplicateJobError`)."""
+    if s.kind == "once":
+        await _refuse_a_used_job_id(broker, s.id)
     kv = await broker.kv(broker.layout.schedules_bucket)
     try:
         s.revision = await kv.create(broker.layout.schedule_key(s.id), s.encode(body))
@@ -438,6 +441,32 @@ async def save_schedule(broker: Broker, s: Schedule, body: bytes) -> Schedule:
         raise ConfigurationError(f"a schedule with id {s.id!r} already exists") from None
     await publish_schedule_status(broker, s, JobStatus.SCHEDULED)
     return s
+
+
+async def _refuse_a_used_job_id(broker: Broker, job_id: str) -> None:
+    """A delayed job given the id of a job that was enqueued, ran or has a result would never run:
+    JetStream drops its message as that job's copy (within its de-duplication window), or its
+    result loses to the stored one, while its status read ``queued`` for ever. Refused at the call.
+    (A one-shot cancelled before it fired, with no result stored, leaves the id free.)"""
+    lay = broker.layout
+    status = None
+    try:
+        entry = await (await broker.kv(lay.status_bucket)).get(job_id)
+        status = decode_status(entry.value or b"").get("status")
+    except (KeyNotFoundError, SerializationError):
+        pass  # no record, or one that tells nothing: the schedule's own record replaces it
+    if status in (None, JobStatus.SCHEDULED.value, JobStatus.CANCELLED.value):
+        try:
+            stored = (await (await broker.kv(lay.results_bucket)).get(job_id)).value
+        except KeyNotFoundError:
+            stored = None
+        if not stored:
+            return
+        status = "ended (its result is stored)"
+    raise DuplicateJobError(
+        f"job id {job_id!r} is already used by a job that is {status}; a delayed job runs under its own id, "
+        "so it needs a new one (or leave job_id unset)"
+    )
 
 
 async def load_schedule(broker: Broker, schedule_id: str) -> tuple[Schedule, bytes]:

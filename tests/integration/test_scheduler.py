@@ -545,3 +545,30 @@ async def test_a_reload_that_fails_is_tried_again_and_two_checks_reload_once(
         return sched.fired >= 1
 
     await wait_until(fired, what="a schedule saved after the reload fired")
+
+
+async def test_a_delayed_job_given_a_used_job_id_is_refused_at_the_call(broker, settings, start_scheduler,
+                                                                       start_worker):
+    """The second delayed job under an id whose job had run was dropped by JetStream as that job's copy
+    when it fired (within the 2-minute de-duplication window), and its status read 'queued' for ever."""
+    from naq_nb.core.errors import DuplicateJobError
+    await start_scheduler()
+    await start_worker()
+    url = settings.nats_url
+    await nq.Queue(nats_url=url).configure(job_id="nightly").after(0.2).enqueue(jobs.add, 1, 2)
+    assert (await wait_for_result(broker, "nightly", 15)).unwrap() == 3
+    with pytest.raises(DuplicateJobError, match="'nightly' is already used by a job that is succeeded"):
+        await nq.Queue(nats_url=url).configure(job_id="nightly").after(0.2).enqueue(jobs.add, 3, 4)
+    # An id taken by a job still in the queue is refused too; nothing already stored is touched.
+    await Queue(broker, "idle").configure(job_id="waiting-one").enqueue(jobs.add, 5, 6)
+    with pytest.raises(DuplicateJobError, match="'waiting-one' is already used by a job that is queued"):
+        await nq.Queue(nats_url=url).configure(job_id="waiting-one").after(0.2).enqueue(jobs.add, 5, 6)
+    assert (await get_status(broker, "nightly"))["status"] == "succeeded"
+    assert (await get_status(broker, "waiting-one"))["status"] == "queued"
+    assert (await wait_for_result(broker, "nightly", 1)).unwrap() == 3
+    # A one-shot cancelled before it fired leaves its id free for the next.
+    await nq.Queue(nats_url=url).configure(job_id="later").after(3600).enqueue(jobs.add, 1, 1)
+    from naq_nb.core.schedules import change_schedule
+    await change_schedule(broker, "later", "cancel")
+    await nq.Queue(nats_url=url).configure(job_id="later").after(0.2).enqueue(jobs.add, 2, 2)
+    assert (await wait_for_result(broker, "later", 15)).unwrap() == 4
