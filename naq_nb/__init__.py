@@ -248,6 +248,7 @@ _LAZY: dict[str, str] = {
     "DuplicateJobError": "naq_nb.core.errors",
     "ConcurrentUpdateError": "naq_nb.core.errors",
     "PublishTimeoutError": "naq_nb.core.errors",
+    "NoAnswerError": "naq_nb.core.errors",
     # notebook layer
     **{
         n: "naq_nb.notebook.frames"

@@ -28,15 +28,15 @@ import concurrent.futures
 import functools
 import logging
 import os
-import sys
 import threading
 import weakref
 from typing import Any, Callable, Sequence
 
+import nats.errors
 from nats.js.errors import APIError
 
 from ..core.broker import Broker
-from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionError
+from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionError, NoAnswerError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
 from ..core.cancel import cancel_job
@@ -410,8 +410,12 @@ class Client:
         """The job's status record (raises JobNotFoundError)."""
         await self._stores.settled(job_id)
         b = await self.broker_here()
+        if not b.is_connected:  # (the per-call path pays this flag only)
+            await self._reachable(b, None, f"reading the status of job {job_id}")
         try:
             return await get_status(b, job_id)
+        except nats.errors.TimeoutError as exc:
+            raise self._no_answer(f"reading the status of job {job_id}") from exc
         except JobNotFoundError:
             # Stored by this client without its queued record (the connection dropped before its
             # acknowledgement): queued while its message is, else read again (it may have just ended).
@@ -448,13 +452,38 @@ class Client:
         expected = self._inbox.expects(job_id)
         pushed = self._inbox.wait(job_id)
         try:
+            if not b.is_connected:  # (the per-call path pays this flag only)
+                timeout = await self._reachable(b, timeout, f"reading the result of job {job_id}")
             seq = self._stores.unrecorded_seq(job_id)  # stored without its queued record: waited for while queued
             rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq)
-        except BaseException:
+        except BaseException as exc:
             self._inbox.forget(job_id, pushed)
+            if isinstance(exc, nats.errors.TimeoutError):
+                raise self._no_answer(f"reading the result of job {job_id}") from exc
             raise
         self._inbox.forget(job_id, pushed, read=True)
         return rec
+
+    async def _reachable(self, b: Broker, timeout: float | None, what: str) -> float | None:
+        """Wait for a lost connection to come back, within the call's ``timeout`` (None: as long as
+        a JetStream request would have waited in nats-py's buffer, so a quick restart is ridden out
+        as before); the time left of ``timeout``. Without it, a read made during an outage waits that
+        long whatever its own timeout, then says only "nats: timeout"."""
+        if b.is_connected:  # the per-call path: this one flag
+            return timeout
+        loop = asyncio.get_running_loop()
+        start, bound = loop.time(), b.request_timeout if timeout is None else timeout
+        if not await b.until_connected(bound):
+            raise NoAnswerError(
+                f"no connection to NATS at {self.url} while {what}: it was lost and is being retried "
+                f"(server down or unreachable?); gave up after {bound:g}s"
+            )
+        return None if timeout is None else max(0.0, timeout - (loop.time() - start))
+
+    def _no_answer(self, what: str) -> NoAnswerError:
+        return NoAnswerError(
+            f"NATS at {self.url} did not answer while {what} (server down, frozen or overloaded?); try again"
+        )
 
     @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
@@ -560,40 +589,3 @@ def _not_stored(exc: BaseException) -> str:
     if isinstance(exc, APIError):
         return "was refused by the server, so it is not stored"
     return "was not acknowledged, so it may not have been stored"
-
-
-def say_loudly(message: str) -> None:
-    """Log ``message`` as an error, and to stderr when no handler shows it (the package's NullHandler
-    silences Python's last resort): a script with no logging set up must still hear of lost jobs."""
-    log.error("%s", message)
-    if not _shown(log, logging.ERROR):
-        print(f"naq_nb: error: {message}", file=sys.stderr, flush=True)
-
-
-def _shown(logger: logging.Logger, level: int) -> bool:
-    """Whether a record at ``level`` reaches a handler that is not a NullHandler."""
-    lg: logging.Logger | None = logger
-    while lg is not None:
-        if any(not isinstance(h, logging.NullHandler) and level >= h.level for h in lg.handlers):
-            return True
-        lg = lg.parent if lg.propagate else None
-    return False
-
-
-async def flush_all_at_exit() -> None:
-    """Every client (shared or not): enqueues still in flight are settled, failures logged. The
-    clients drain side by side, within one bound: the exit hook's own is 5 s for them all."""
-    clients = list(_every_client)
-    drained = await asyncio.gather(*(asyncio.wait_for(c._stores.drain(), 4.0) for c in clients), return_exceptions=True)
-    for c, outcome in zip(clients, drained):
-        if isinstance(outcome, asyncio.TimeoutError):
-            say_loudly(
-                f"{c._stores.in_flight} enqueued job(s) of {c!r} were still not acknowledged at exit: "
-                "they may not be stored"
-            )
-        elif isinstance(outcome, Exception):
-            say_loudly(f"the exit check of {c!r}'s enqueues failed: {type(outcome).__name__}: {outcome}")
-        try:
-            c._stores.raise_unreported()
-        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
-            say_loudly(str(exc))

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
 import threading
 from typing import Any
 
 from ..core.errors import JobNotStoredError
 from ..core.settings import Settings
-from .client import Client, flush_all_at_exit, say_loudly, log
+from .client import Client, _every_client, log
 from .loop import on_exit, run_sync
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "close_all_clients",
     "set_session_default",
     "session_default",
+    "say_loudly",
 ]
 
 _clients: dict[tuple, Client] = {}
@@ -66,6 +70,43 @@ def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
         if c is None:
             c = _clients[key] = Client(url, settings=settings or Settings.from_env(), **nats_options)
         return c
+
+
+def say_loudly(message: str) -> None:
+    """Log ``message`` as an error, and to stderr when no handler shows it (the package's NullHandler
+    silences Python's last resort): a script with no logging set up must still hear of lost jobs."""
+    log.error("%s", message)
+    if not _shown(log, logging.ERROR):
+        print(f"naq_nb: error: {message}", file=sys.stderr, flush=True)
+
+
+def _shown(logger: logging.Logger, level: int) -> bool:
+    """Whether a record at ``level`` reaches a handler that is not a NullHandler."""
+    lg: logging.Logger | None = logger
+    while lg is not None:
+        if any(not isinstance(h, logging.NullHandler) and level >= h.level for h in lg.handlers):
+            return True
+        lg = lg.parent if lg.propagate else None
+    return False
+
+
+async def flush_all_at_exit() -> None:
+    """Every client (shared or not): enqueues still in flight are settled, failures logged. The
+    clients drain side by side, within one bound: the exit hook's own is 5 s for them all."""
+    clients = list(_every_client)
+    drained = await asyncio.gather(*(asyncio.wait_for(c._stores.drain(), 4.0) for c in clients), return_exceptions=True)
+    for c, outcome in zip(clients, drained):
+        if isinstance(outcome, asyncio.TimeoutError):
+            say_loudly(
+                f"{c._stores.in_flight} enqueued job(s) of {c!r} were still not acknowledged at exit: "
+                "they may not be stored"
+            )
+        elif isinstance(outcome, Exception):
+            say_loudly(f"the exit check of {c!r}'s enqueues failed: {type(outcome).__name__}: {outcome}")
+        try:
+            c._stores.raise_unreported()
+        except JobNotStoredError as exc:  # at exit nobody can catch it: say it loudly
+            say_loudly(str(exc))
 
 
 async def _close_all() -> None:

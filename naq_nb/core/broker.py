@@ -52,6 +52,8 @@ STORE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 # removes a deleted stream's files after it answers the delete, and a stream made again by that
 # name meanwhile can lose its folder and store nothing ("critical write error").
 REMAKE_GRACE = 0.5
+#: Seconds a JetStream API request waits for its answer (nats-py's default is 5 s; a busy server needs more).
+REQUEST_TIMEOUT = 10.0
 
 
 async def create_store(what: str, create: Callable[[], Awaitable[_T]]) -> _T:
@@ -96,7 +98,9 @@ class Broker:
 
     def __init__(self, nc: NATS, settings: Settings) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=10.0)
+        #: Seconds a JetStream API request (a KV read, a stream lookup) waits for its answer.
+        self.request_timeout = REQUEST_TIMEOUT
+        self.js: JetStreamContext = nc.jetstream(timeout=self.request_timeout)
         self.settings = settings
         self.layout = Layout(
             prefix=settings.prefix,
@@ -539,6 +543,24 @@ class Broker:
 
     @property
     def is_connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def until_connected(self, bound: float) -> bool:
+        """Wait (at most ``bound`` seconds) for a lost connection to come back; False: it did not.
+        A request made meanwhile would sit in nats-py's buffer for JetStream's whole timeout."""
+        if self.nc.is_connected:
+            return True
+        back = asyncio.Event()
+
+        async def _back() -> None:
+            back.set()
+
+        self.on_reconnect(_back)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(back.wait(), max(bound, 0.0))
+        finally:
+            self.off_reconnect(_back)
         return self.nc.is_connected
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "JobNotFinishedError",
     "DuplicateJobError",
     "PublishTimeoutError",
+    "NoAnswerError",
     "ConcurrentUpdateError",
     "ServerStartError",
     "ScheduleNotFoundError",
@@ -43,6 +44,11 @@ class NaqConnectionError(NaqException):
 
 class PublishTimeoutError(NaqConnectionError, TimeoutError):
     """JetStream did not acknowledge a publish within its bound."""
+
+
+class NoAnswerError(NaqConnectionError, TimeoutError):
+    """A read got no answer: the connection is down (and being retried) or the server is silent.
+    Also a ``TimeoutError``, which is what such a read raised before (nats-py's bare one)."""
 
 
 class JobNotStoredError(NaqConnectionError):

@@ -8,7 +8,8 @@ import signal
 import sys
 import time
 
-from ..client.client import Client, say_loudly
+from ..client.client import Client
+from ..client.shared import say_loudly
 from ..core.errors import NaqException
 from ..core.keeper import KeptProcess
 

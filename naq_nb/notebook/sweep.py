@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Iterable
 import cloudpickle
 
 from ..core.results import check_timeout
-from ..client.client import Client, say_loudly
+from ..client.client import Client
+from ..client.shared import say_loudly
 from ..client.future import JobFuture, attach_many, refuse_wait_on_loop_thread, submit_jobs
 from ..client.loop import run_async, run_sync
 from ..client.twins import blocking, blocking_classmethod
