@@ -90,11 +90,24 @@ def _check_errors(errors: Any) -> str:
     return errors
 
 
-def _timeout_error(pending: int, total: int, timeout: float | None) -> TimeoutError:
-    return TimeoutError(
-        f"{pending} of {total} jobs did not finish within {timeout:g}s "
-        "(they keep running; wait again, or look at nq.workers() if nothing serves their queue)"
-    )
+def _timeout_error(futs: list[JobFuture], timeout: float | None) -> TimeoutError:
+    """How many did not finish, by status; a job this server has no record of is named as such: it
+    will never finish, and "they keep running" would send its caller to wait again."""
+    pending = [f for f in futs if not f.done()]
+    by_status: dict[str, int] = {}
+    for f in pending:
+        by_status[f.status] = by_status.get(f.status, 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+    msg = f"{len(pending)} of {len(futs)} jobs did not finish within {timeout:g}s ({counts})"
+    unknown = [f.job_id for f in pending if f.status == "unknown"]
+    if unknown:
+        msg += (
+            f"; this server has no record of {_repr.repr(unknown)} (a wrong id, records expired, or a store "
+            "that was deleted or started empty; nq.job(id) says which)"
+        )
+    if len(unknown) < len(pending):
+        msg += "; the others keep running: wait again, or look at nq.workers() if nothing serves their queue"
+    return TimeoutError(msg)
 
 
 # --- the free functions ------------------------------------------------------------------------
@@ -123,7 +136,7 @@ def gather(futures: Iterable[JobFuture], timeout: float | None = None, errors: s
     refuse_wait_on_loop_thread(futs, t)
     _, pending = concurrent.futures.wait(futs, t)
     if pending:
-        raise _timeout_error(len(pending), len(futs), t)
+        raise _timeout_error(futs, t)
     return _collect(futs, errors)
 
 
@@ -135,7 +148,7 @@ def as_completed(futures: Iterable[JobFuture], timeout: float | None = None) -> 
     try:
         yield from concurrent.futures.as_completed(futs, t)  # type: ignore[misc]
     except concurrent.futures.TimeoutError:
-        raise _timeout_error(sum(not f.done() for f in futs), len(futs), t) from None
+        raise _timeout_error(futs, t) from None
 
 
 async def _until(futs: list[JobFuture], timeout: float | None, enough: Callable[[], bool]) -> None:
@@ -189,7 +202,7 @@ async def gather_async(futures: Iterable[JobFuture], timeout: float | None = Non
     await _until(futs, t, lambda: all(f.done() for f in futs))
     pending = sum(not f.done() for f in futs)
     if pending:
-        raise _timeout_error(pending, len(futs), t)
+        raise _timeout_error(futs, t)
     return _collect(futs, errors)
 
 
@@ -207,7 +220,7 @@ async def as_completed_async(futures: Iterable[JobFuture], timeout: float | None
         try:
             yield await asyncio.wait_for(queue.get(), left)
         except asyncio.TimeoutError:
-            raise _timeout_error(sum(not f.done() for f in futs), len(futs), t) from None
+            raise _timeout_error(futs, t) from None
 
 
 # --- the group -------------------------------------------------------------------------------------
@@ -285,7 +298,7 @@ class JobGroup(list):
         refuse_wait_on_loop_thread(self.futures, t)
         _, pending = concurrent.futures.wait(self.futures, t)
         if pending:
-            raise _timeout_error(len(pending), len(self), t)
+            raise _timeout_error(list(self), t)
         return self
 
     def results(self, timeout: float | None = None, errors: str = "raise") -> list[Any]:

@@ -354,3 +354,30 @@ def test_attaching_to_a_job_whose_result_is_gone_or_unreadable_fails_naming_it(n
     again = JobFuture.attach(done.job_id)
     with pytest.raises(error, match=match):
         again.result(timeout=20)
+
+
+def test_a_group_wait_that_times_out_on_an_unknown_job_names_it(nb_client, thread_worker):
+    """gather / as_completed over finished, failed and never-enqueued jobs: the timeout names the
+    unknown one as unknown to the server, not as a job that "keeps running"."""
+    thread_worker(concurrency=2)
+    good, bad = nq.submit(jobs.add, 1, 2), nq.submit(jobs.boom)
+    ghost = JobFuture.attach("never-enqueued-here")
+    futs = [good, bad, ghost]
+    errors = []
+    with pytest.raises(TimeoutError) as gathered:
+        nq.gather(futs, timeout=1, errors="return")
+    errors.append(gathered.value)
+    with pytest.raises(TimeoutError) as listed:
+        list(nq.as_completed(futs, timeout=0.2))
+    errors.append(listed.value)
+
+    async def gather_async():
+        return await nq.gather_async(futs, timeout=0.2)
+
+    with pytest.raises(TimeoutError) as awaited:
+        asyncio.run(gather_async())
+    errors.append(awaited.value)
+    for exc in errors:
+        assert "1 of 3" in str(exc) and "never-enqueued-here" in str(exc) and "no record" in str(exc), str(exc)
+        assert "keep running" not in str(exc), str(exc)
+    assert good.result(0) == 3 and isinstance(bad.exception(0), ValueError)
