@@ -101,17 +101,8 @@ class JobWatch:
         self._result_prefix = lay.kv_subject(lay.results_bucket, "")
         self._subs = [
             await b.nc.subscribe(lay.kv_subject(lay.status_bucket, ">"), cb=self._on_status),
-            # Stored messages only (see the module docstring), from now on.
-            await b.js.subscribe(
-                lay.kv_subject(lay.results_bucket, ">"),
-                cb=self._on_result,
-                stream=lay.kv_stream(lay.results_bucket),
-                ordered_consumer=True,
-                deliver_policy=api.DeliverPolicy.NEW,
-                inactive_threshold=300.0,
-            ),
+            await self._subscribe_results(b),
         ]
-        b.on_close(self._subs[1].unsubscribe)  # its flow-control task must end with the connection
         await b.nc.flush()  # the server has the interest before anything we publish next
         self._broker = b
         b.on_reconnect(lambda: self._refetch(b))
@@ -119,10 +110,40 @@ class JobWatch:
             pending = [f for futs in self._futures.values() for f in futs if not f.done()]
             await self._fetch(b, pending)
 
+    async def _subscribe_results(self, b: "Broker") -> Any:
+        """An ordered consumer of stored results (see the module docstring), from now on."""
+        lay = b.layout
+        sub = await b.js.subscribe(
+            lay.kv_subject(lay.results_bucket, ">"),
+            cb=self._on_result,
+            stream=lay.kv_stream(lay.results_bucket),
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.NEW,
+            inactive_threshold=300.0,
+        )
+        b.on_close(sub.unsubscribe)  # its flow-control task must end with the connection
+        return sub
+
     async def _refetch(self, b: "Broker") -> None:
-        """After a reconnect: records put while we were away never reach the subscriptions."""
-        if self._broker is b:
-            await self._fetch(b, [f for futs in self._futures.values() for f in futs if not f.done()])
+        """After a reconnect: records put while we were away never reach the subscriptions. The
+        results consumer may have gone with the server (killed, restarted): nats-py notices only
+        after two missed heartbeats (10-20 s, every future waiting that long after its job ended),
+        so a new one replaces it first; the reads then cover what was stored before it."""
+        if self._broker is not b:
+            return
+        if len(self._subs) == 2:
+            old = self._subs[1]
+            try:
+                self._subs[1] = await self._subscribe_results(b)
+            except Exception as exc:  # (its stream lost too, say): nats-py's own reset stays the way back
+                log.debug("watch: renewing the results consumer after a reconnect: %r", exc)
+            else:
+                b.off_close(old.unsubscribe)
+                try:
+                    await old.unsubscribe()
+                except nats.errors.Error as exc:  # gone with the old server: nothing to undo
+                    log.debug("watch: dropping the old results consumer: %s", exc)
+        await self._fetch(b, [f for futs in self._futures.values() for f in futs if not f.done()])
 
     def end(self) -> None:
         """The client closed its connections: no record reaches these futures any more. Each one

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import jobs
+from helpers import wait_until
 from naq_nb import Queue
 from naq_nb.client.client import Client
 from naq_nb.core import broker as broker_mod
@@ -50,3 +51,17 @@ def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(clien
         assert took < bound, f"{label} took {took:.1f}s"
     nats_server.restart()
     assert client.status_sync(job.job_id)["status"] == "queued"  # reconnected: reads work again
+
+
+def test_a_future_pending_across_a_server_restart_resolves_once_its_job_ends(own_nats_server, nats_server, nb_client,
+                                                                             thread_worker):
+    """kill -9 and restart with a future waiting: its job runs after the restart, and the future
+    resolves then, not when the results consumer lost with the old server is found silent (10-20 s)."""
+    import naq_nb as nq
+    fut = nq.options(queue="later").submit(jobs.add, 1, 2)  # nothing serves "later" yet
+    nb_client.flush_sync()
+    nats_server.kill()
+    nats_server.restart()
+    wait_until(lambda: nb_client._broker is not None and nb_client._broker.is_connected, timeout=10)
+    thread_worker(queues="later")
+    assert fut.result(timeout=5) == 3
