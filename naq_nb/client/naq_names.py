@@ -14,6 +14,7 @@ NATS itself. naq_nb's own calls never use it: they run on naq_nb's loop thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from enum import Enum
 from typing import Any, Sequence, Union
@@ -25,6 +26,7 @@ from nats.js import JetStreamContext
 from ..core.errors import NaqConnectionError
 from ..core.settings import Settings
 from . import shared
+from .loop import on_loop_close
 
 __all__ = [
     "JOB_STATUS",
@@ -38,6 +40,8 @@ __all__ = [
     "disconnect",
     "default_nats_url",
 ]
+
+log = logging.getLogger("naq_nb.client")
 
 RetryDelayType = Union[int, float, Sequence[Union[int, float]]]
 
@@ -127,8 +131,23 @@ async def get_nats_connection(url: str | None = None, prefer_thread_local: bool 
         raise NaqConnectionError(
             f"cannot connect to NATS at {settings.nats_url} ({type(exc).__name__}: {exc})"
         ) from None
+    if not pool:  # the loop's first: its connections close when asyncio.run ends it (naq's callers never do)
+        await on_loop_close(lambda: _close_pool(pool))
     pool[settings.nats_url] = nc
     return nc
+
+
+async def _close_pool(pool: dict[str, NATS]) -> None:
+    """At the end of the loop: each connection closed, not drained (its reading task is gone already);
+    left open, each run of ``asyncio.run(...)`` kept one socket until the garbage collector came."""
+    conns = list(pool.values())
+    pool.clear()
+    for nc in conns:
+        if not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), 2.0)
+            except (asyncio.TimeoutError, OSError, RuntimeError, nats.errors.Error) as exc:
+                log.debug("closing a raw connection at its loop's end: %r", exc)
 
 
 async def get_jetstream_context(nc: NATS | None = None, prefer_thread_local: bool = False) -> JetStreamContext:

@@ -390,3 +390,18 @@ def test_a_wait_on_a_schedule_whose_record_goes_ends(worker, scheduler, naq_pref
     with pytest.raises(naq_nb.JobNotFoundError, match="no (schedule|job) with id"):  # not a wait for ever
         asyncio.run(wait_then_delete())
     naq_nb.cancel_scheduled_job_sync(idle.job_id)
+
+
+def test_a_raw_connection_goes_with_the_loop_that_made_it(naq_env):
+    """naq's habit: get_nats_connection() in asyncio.run(...) and no close. The loop's end closes it,
+    so a script doing that in a loop does not keep one open socket per run."""
+    made = []
+
+    async def use():
+        nc = await naq_nb.get_nats_connection(naq_env)
+        await nc.publish("naq-test.raw", b"x")
+        made.append(nc)
+
+    for _ in range(3):
+        asyncio.run(use())
+    assert all(nc.is_closed for nc in made), [nc.is_closed for nc in made]
