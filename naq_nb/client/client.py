@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import nats.errors
 from nats.js.errors import APIError
@@ -72,6 +72,8 @@ from .twins import blocking, on_loop
 log = logging.getLogger("naq_nb.client")
 
 __all__ = ["Client"]
+
+T = TypeVar("T")
 
 
 class Client:
@@ -480,16 +482,24 @@ class Client:
             )
         return None if timeout is None else max(0.0, timeout - (loop.time() - start))
 
+    async def _ask(self, what: str, fn: Callable[[Broker], Awaitable[T]]) -> T:
+        """``fn(broker)`` on the background loop's connection, its outage named as in the reads."""
+        b = await self.broker()
+        await self._reachable(b, None, what)
+        try:
+            return await fn(b)
+        except nats.errors.TimeoutError as exc:
+            raise self._no_answer(what) from exc
+
     def _no_answer(self, what: str) -> NoAnswerError:
-        return NoAnswerError(
-            f"NATS at {self.url} did not answer while {what} (server down, frozen or overloaded?); try again"
-        )
+        return NoAnswerError(f"NATS at {self.url} did not answer while {what} (server down, frozen or overloaded?)")
 
     @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:
         """Cancel a job that has not ended; False if it already had."""
         await self._stores.settled(job_id)  # a job still in flight: its sequence comes with the ack
-        return await cancel_job(await self.broker(), job_id, sequence or self._stores.sequence(job_id))
+        seq = sequence or self._stores.sequence(job_id)
+        return await self._ask(f"cancelling job {job_id}", lambda b: cancel_job(b, job_id, seq))
 
     cancel_sync = blocking(cancel)
 
@@ -498,7 +508,7 @@ class Client:
         """Drop every queued job of ``queue``, this client's enqueues still in flight included;
         returns how many."""
         await self._stores.drain()  # else one acknowledged after the purge would come back
-        return await CoreQueue(await self.broker(), queue).purge()
+        return await self._ask("purging a queue", lambda b: CoreQueue(b, queue).purge())
 
     purge_sync = blocking(purge)
 
@@ -506,21 +516,21 @@ class Client:
     async def queue_size(self, queue: str | None = None) -> int:
         """Jobs waiting in ``queue``, counting every enqueue this client made before the call."""
         await self._stores.drain()
-        return await CoreQueue(await self.broker(), queue).count()
+        return await self._ask("counting a queue", lambda b: CoreQueue(b, queue).count())
 
     queue_size_sync = blocking(queue_size)
 
     @on_loop
     async def workers(self) -> list[WorkerRecord]:
         """Live workers from their heartbeats."""
-        return await list_workers(await self.broker())
+        return await self._ask("listing workers", list_workers)
 
     workers_sync = blocking(workers)
 
     @on_loop
     async def failed(self, queue: str | None = None, limit: int = 1000) -> list[FailedEntry]:
         """Jobs in the failed stream (out of retries, or undecodable)."""
-        return await list_failed(await self.broker(), queue, limit)
+        return await self._ask("listing failed jobs", lambda b: list_failed(b, queue, limit))
 
     failed_sync = blocking(failed)
 
@@ -528,7 +538,7 @@ class Client:
     async def requeue(self, ref: str | int) -> str:
         """Put a failed job back on its queue: by job id, or by failed-stream sequence (an int or
         ``"#N"``; an all-digit string is a job id when a failed job has it, else a sequence)."""
-        return await requeue_failed(await self.broker(), ref)
+        return await self._ask(f"requeuing {ref!r}", lambda b: requeue_failed(b, ref))
 
     requeue_sync = blocking(requeue)
 

@@ -43,6 +43,10 @@ def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(clien
         ("result(timeout=2)", lambda: client.result_sync(job.job_id, timeout=2), 3.5),
         ("result(timeout=0)", lambda: client.result_sync(job.job_id, timeout=0), 1.5),
         ("status", lambda: client.status_sync(job.job_id), 2.5),  # a request's bound: 1 s here
+        ("cancel", lambda: client.cancel_sync(job.job_id), 2.5),
+        ("queue_size", lambda: client.queue_size_sync("nobody"), 2.5),
+        ("workers", lambda: client.workers_sync(), 2.5),
+        ("failed", lambda: client.failed_sync(), 2.5),
     ]:
         exc, took = _timed(call)
         assert isinstance(exc, NaqConnectionError), f"{label}: {type(exc).__name__}: {exc}"
