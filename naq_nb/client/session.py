@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 from ..core.errors import ConfigurationError, JobNotFoundError
 from ..core.job import Job, JobOptions, func_name
+from ..core.layout import validate_job_id
 from ..core.queue import get_status
 from ..core.results import get_result
 from ..core.schedules import make_schedule, save_schedule
@@ -254,9 +255,9 @@ async def _job_on_loop(client: Client, job_id: str) -> JobFuture:
 def _check_id(job_id: Any) -> str:
     if isinstance(job_id, JobFuture):
         return job_id.job_id
-    if not isinstance(job_id, str) or not job_id:
+    if not isinstance(job_id, str):
         raise TypeError(f"job() needs a job id string, not {type(job_id).__name__}: {job_id!r}")
-    return job_id
+    return validate_job_id(job_id)  # an empty or malformed id says so (it read "not str: ''")
 
 
 async def job_async(job_id: str, *, client: Client | None = None) -> JobFuture:

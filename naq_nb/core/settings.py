@@ -284,9 +284,11 @@ def _check_urls(url: Any) -> None:
             )
         parts = urllib.parse.urlsplit(u if "://" in u else f"nats://{u}")
         try:
-            parts.port  # noqa: B018  (raises for a port out of range)
+            port = parts.port  # (raises for a port out of range)
         except ValueError:
-            raise ValueError(f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: the port must be 1-65535") from None
+            port = -1
+        if port is not None and not 1 <= port <= 65535:  # 0 too: nothing listens there, it only waits
+            raise ValueError(f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: the port must be 1-65535")
         if not parts.hostname or any(c.isspace() for c in u):
             raise ValueError(
                 f"nats_url (NAQ_NATS_URL) {redact_url(u)!r}: not a server address (nats://host:port, or host:port)"

@@ -184,6 +184,12 @@ API: list[tuple[str, Callable[[Any], Any], type, str]] = [
     ("nats_url-port-out-of-range", lambda c: Settings().with_(nats_url="nats://127.0.0.1:99999"), ValueError,
      "the port must be 1-65535"),
     ("nats_url-no-host", lambda c: Settings().with_(nats_url="nats://:4222"), ValueError, "not a server address"),
+    # found by the client audit of 2026-12-04: port 0 waited the connect timeout, then said "connection refused"
+    ("nats_url-port-0", lambda c: Settings().with_(nats_url="nats://127.0.0.1:0"), ValueError,
+     "the port must be 1-65535"),
+    ("enqueue_sync-nats_url-port-0", lambda c: nq.enqueue_sync(jobs.add, 1, 2, nats_url="127.0.0.1:0"), ValueError,
+     "the port must be 1-65535"),
+    ("job-empty-id", lambda c: nq.job("", client=c.client), ValueError, "invalid job_id ''"),
     ("NAQ_STATUS_TTL=0.01", lambda c: Settings.from_env(environ={"NAQ_STATUS_TTL": "0.01"}), ValueError,
      r"NAQ_STATUS_TTL\) must be a number of seconds > 0 \(at least 0.1\)"),
     ("NAQ_RESULT_TTL=1e300", lambda c: Settings.from_env(environ={"NAQ_RESULT_TTL": "1e300"}), ValueError,
