@@ -125,6 +125,8 @@ class JobFuture(concurrent.futures.Future):
                 ": this server has no record of it (a wrong id, records expired, or a store that was "
                 "deleted or started empty); nq.job(id) says which"
             )
+        if status in TERMINAL_VALUES:  # (its result comes apart from its status, or is gone: then it says so)
+            return msg + ": it ended, but its result has not reached this client yet; call .result() again"
         if status not in ("queued", "waiting", "retrying"):
             return msg + " (it keeps running: call .result() again to wait longer)"
         try:

@@ -381,3 +381,17 @@ def test_a_group_wait_that_times_out_on_an_unknown_job_names_it(nb_client, threa
         assert "1 of 3" in str(exc) and "never-enqueued-here" in str(exc) and "no record" in str(exc), str(exc)
         assert "keep running" not in str(exc), str(exc)
     assert good.result(0) == 3 and isinstance(bad.exception(0), ValueError)
+
+
+def test_a_timeout_on_a_job_that_ended_does_not_say_it_keeps_running(nb_client, thread_worker):
+    # Its status says succeeded, its result is not here yet (here: deleted; the look-again takes 1 s):
+    # a short wait that runs out must not send the caller to wait for a run that is over.
+    thread_worker()
+    done = nq.submit(jobs.add, 1, 1)
+    assert done.result(timeout=20) == 2
+    wait_until(lambda: nb_client.status_sync(done.job_id)["status"] == "succeeded")
+    _put_result(nb_client, done.job_id, None)
+    again = JobFuture.attach(done.job_id)
+    with pytest.raises(TimeoutError) as timed_out:
+        again.result(timeout=0.1)
+    assert "keeps running" not in str(timed_out.value) and "ended" in str(timed_out.value), str(timed_out.value)
