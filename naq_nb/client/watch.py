@@ -30,7 +30,8 @@ from nats.js import api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from ..core import payloads
-from ..core.errors import NaqConnectionError, SerializationError
+from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionError, SerializationError
+from ..core.job import JobStatus
 from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES, StatusRecord, decode_status
 from ..core.kvscan import read_keys
@@ -48,6 +49,8 @@ class JobFuture(Protocol):
     watch does not import the module that imports it."""
 
     job_id: str
+    job: Any  # the Job this client enqueued, or None (attached by id)
+    _record: StatusRecord
 
     def done(self) -> bool: ...
     def _apply_status(self, rec: StatusRecord) -> None: ...
@@ -131,6 +134,10 @@ class JobWatch:
         so a new one replaces it first; the reads then cover what was stored before it."""
         if self._broker is not b:
             return
+        try:
+            await b.ensure_layout()  # a server back without its store: its buckets are made again first
+        except (NaqConnectionError, nats.errors.Error, asyncio.TimeoutError) as exc:  # (the reads below say more)
+            log.debug("watch: checking the layout after a reconnect: %s", exc)
         if len(self._subs) == 2:
             old = self._subs[1]
             try:
@@ -143,7 +150,21 @@ class JobWatch:
                     await old.unsubscribe()
                 except nats.errors.Error as exc:  # gone with the old server: nothing to undo
                     log.debug("watch: dropping the old results consumer: %s", exc)
-        await self._fetch(b, [f for futs in self._futures.values() for f in futs if not f.done()])
+        pending = [f for futs in self._futures.values() for f in futs if not f.done()]
+        await self._fetch(b, pending, after_loss=True)
+
+    def _was_stored(self, f: JobFuture) -> bool:
+        """Whether the server had ``f``'s job: it sent a record of it, or this client's store of it
+        was acknowledged with its status record (a schedule's record is not on the server yet)."""
+        if f._record.get("updated_at", 0) > 0:
+            return True
+        if f.job is None or f._record.get("status") == JobStatus.SCHEDULED.value:
+            return False
+        stores = self.client._stores
+        try:
+            return stores.check(f.job_id) is None and stores.unrecorded_seq(f.job_id) is None
+        except JobNotStoredError:  # (its own handle fails with that)
+            return False
 
     def end(self) -> None:
         """The client closed its connections: no record reaches these futures any more. Each one
@@ -195,8 +216,10 @@ class JobWatch:
         """How many futures currently receive records (done ones linger briefly)."""
         return sum(len(v) for v in self._futures.values())
 
-    async def _fetch(self, b: "Broker", futs: Sequence[JobFuture]) -> None:
-        """Each job's current status and result, read in bulk (a sweep's 10,000 jobs in about 20 requests)."""
+    async def _fetch(self, b: "Broker", futs: Sequence[JobFuture], after_loss: bool = False) -> None:
+        """Each job's current status and result, read in bulk (a sweep's 10,000 jobs in about 20 requests).
+        ``after_loss``: after a reconnect, a job the server had and no longer has (neither record:
+        it came back without its store, or they were deleted) will never end; its future fails."""
         if not futs:
             return
         ids = [f.job_id for f in futs]
@@ -218,6 +241,13 @@ class JobWatch:
                 self._resolve(f, await payloads.load_result(b, rec))
             elif ended:  # its result may be stored just after its status, or be gone: look again soon
                 self._spawn(self._gone_check(b, f, ended))
+            elif after_loss and not raw and data is None and self._was_stored(f):
+                f._apply_failure(
+                    JobNotFoundError(
+                        f"job {f.job_id}: the server no longer has it (no status record, no result): it came "
+                        "back without its store, or its records were deleted; it will not run (enqueue it again)"
+                    )
+                )
 
     def _readable(self, job_id: str, data: bytes) -> ResultRecord:
         """A stored result; one that can't be read stands (a result is written once): the future fails

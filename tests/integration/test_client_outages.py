@@ -3,6 +3,7 @@ or ``NAQ_CONNECT_TIMEOUT`` for a reconnect), names the outage, and works again o
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -69,3 +70,20 @@ def test_a_future_pending_across_a_server_restart_resolves_once_its_job_ends(own
     wait_until(lambda: nb_client._broker is not None and nb_client._broker.is_connected, timeout=10)
     thread_worker(queues="later")
     assert fut.result(timeout=5) == 3
+
+
+def test_a_future_whose_job_the_server_lost_fails_saying_so(own_nats_server, nats_server, nb_client):
+    """The server comes back without its store (a container without a volume): a future pending on
+    a job it no longer has fails naming that, instead of reading "queued" for ever."""
+    import naq_nb as nq
+    from naq_nb.core.errors import JobNotFoundError
+    lost = nq.options(queue="later").submit(jobs.add, 1, 2)  # nothing serves "later"
+    later = nq.options(queue="later", delay=3600).submit(jobs.add, 2, 2)  # a one-shot schedule
+    nb_client.flush_sync()
+    nats_server.kill()
+    shutil.rmtree(nats_server.store_dir / "jetstream")
+    nats_server.restart()
+    with pytest.raises(JobNotFoundError, match=f"{lost.job_id}.*no longer has it"):
+        lost.result(timeout=10)
+    with pytest.raises(JobNotFoundError, match="no longer has it"):  # its schedule went with the store
+        later.result(timeout=10)
