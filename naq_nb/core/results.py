@@ -390,10 +390,16 @@ class _ReadBacks:
     async def read(self) -> ResultRecord | None:
         """The stored result, once the job's status record is final too (or after the lag)."""
         broker, job_id = self.broker, self.job_id
+        # After a reconnect to a server that came back without its store, the buckets are made again
+        # here (at once when ready): else every read fails with "no responders" until the timeout.
+        await broker.ensure_layout()
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_or_unknown(broker, job_id))
         # Expired or deleted while it was waited for (unless it waits in its queue without its record):
         if rec is None and status is None and not await _still_queued(broker, job_id, self.queued_seq):
-            raise JobNotFoundError(f"no job with id {job_id!r} (its records expired or were deleted)")
+            raise JobNotFoundError(
+                f"no job with id {job_id!r} (its records expired or were deleted, or the server came back "
+                "without its store)"
+            )
         if rec is None or _ended(status):
             return rec
         self.held = rec
@@ -408,7 +414,7 @@ class _ReadBacks:
             if not self.found.done():
                 self.found.set_exception(exc)
             return
-        except (asyncio.TimeoutError, nats.errors.Error, OSError, SerializationError) as exc:
+        except (asyncio.TimeoutError, nats.errors.Error, OSError, SerializationError, NaqConnectionError) as exc:
             log.debug("job %s: a recheck of the result failed (%s); the wait goes on", self.job_id, exc)
             return
         if rec is not None and not self.found.done():

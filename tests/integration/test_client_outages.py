@@ -87,3 +87,33 @@ def test_a_future_whose_job_the_server_lost_fails_saying_so(own_nats_server, nat
         lost.result(timeout=10)
     with pytest.raises(JobNotFoundError, match="no longer has it"):  # its schedule went with the store
         later.result(timeout=10)
+
+
+def test_a_result_wait_on_a_job_the_server_lost_ends_at_the_reconnect(own_nats_server, nats_server, client):
+    """As for futures: a fetch_job_result waiting across a restart without the store ends when the
+    connection is back, saying the job is gone, not at its own timeout (or never, with none)."""
+    import threading
+    from naq_nb.core.errors import JobNotFoundError
+    job = Queue("later", client=client).enqueue_sync(jobs.add, 1, 2)  # nothing serves "later"
+    client.flush_sync()
+    outcome: list = []
+    started = threading.Event()
+
+    def wait() -> None:
+        started.set()
+        t0 = time.monotonic()
+        try:
+            client.result_sync(job.job_id, timeout=30)
+        except Exception as exc:  # handed to the test
+            outcome.append((exc, time.monotonic() - t0))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    started.wait(5)
+    nats_server.kill()
+    shutil.rmtree(nats_server.store_dir / "jetstream")
+    nats_server.restart()
+    waiter.join(40)
+    exc, took = outcome[0]
+    assert isinstance(exc, JobNotFoundError) and job.job_id in str(exc), repr(exc)
+    assert took < 15, f"the wait ended only after {took:.1f}s"
