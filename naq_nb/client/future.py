@@ -29,7 +29,7 @@ from ..core.status import TERMINAL_VALUES, StatusRecord, first_record, initial_s
 from .shared import default_client
 from .loop import check_not_loop_thread, in_loop_thread, run_async, run_sync
 from .twins import blocking, blocking_classmethod
-from .watch import get_watch, register
+from .watch import get_watch, register, _refollow, _refollow_awaited
 
 if TYPE_CHECKING:
     from .client import Client
@@ -157,6 +157,7 @@ class JobFuture(concurrent.futures.Future):
         timeout = check_timeout(timeout)
         if self.done():
             return
+        await _refollow_awaited()
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
 
@@ -462,6 +463,7 @@ def refuse_wait_on_loop_thread(futures: "Iterable[JobFuture]", timeout: float | 
     done, or ``timeout=0``) is allowed, so a callback may still read its own job's result."""
     if timeout != 0 and not all(f.done() for f in futures):
         check_not_loop_thread()
+        _refollow()  # (a forked child: the futures it inherited are followed again first)
 
 
 async def submit_jobs(client: "Client", jobs: list[Job]) -> list[JobFuture]:

@@ -25,6 +25,7 @@ from ..core.job import new_job_id
 from ..core.results import check_timeout
 from . import future as future_mod
 from .future import JobFuture, refuse_wait_on_loop_thread
+from .watch import _refollow_awaited
 
 __all__ = [
     "JobGroup",
@@ -152,6 +153,7 @@ def as_completed(futures: Iterable[JobFuture], timeout: float | None = None) -> 
 
 
 async def _until(futs: list[JobFuture], timeout: float | None, enough: Callable[[], bool]) -> None:
+    await _refollow_awaited()
     loop = asyncio.get_running_loop()
     woke = asyncio.Event()
 
@@ -210,6 +212,7 @@ async def as_completed_async(futures: Iterable[JobFuture], timeout: float | None
     """Async form of :func:`as_completed`: ``async for f in nq.as_completed_async(futs): ...``."""
     futs = _futures(futures, "as_completed")
     t = _check_timeout(timeout, "as_completed")
+    await _refollow_awaited()
     loop = asyncio.get_running_loop()
     deadline = None if t is None else loop.time() + t
     queue: asyncio.Queue[JobFuture] = asyncio.Queue()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import weakref
 from collections import deque
@@ -36,7 +37,7 @@ from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES, StatusRecord, decode_status
 from ..core.kvscan import read_keys
 from ..core.results import decode_result, result_gone_error
-from .loop import run_async
+from .loop import run_async, run_sync
 from .twins import blocking
 
 if TYPE_CHECKING:
@@ -347,3 +348,49 @@ async def register(client: "Client", futures: Iterable[JobFuture], fetch: bool =
 
 
 register_sync = blocking(register)
+
+
+# --- after a fork ------------------------------------------------------------------------------
+#: In a forked child: watches that kept pending futures but none of the parent's subscriptions.
+_orphaned: list[JobWatch] = []
+
+
+def _after_fork_in_child() -> None:
+    """The child has none of the parent's connection, loop thread or timers: each watch keeps its
+    futures and forgets the rest, and the first wait there subscribes again. Without it a future
+    inherited by a ``multiprocessing`` child sat at its last record ("queued") for ever."""
+    global _watches_lock
+    _watches_lock = threading.Lock()  # (another thread may have held it at the fork)
+    _orphaned.clear()
+    for w in list(_watches.values()):
+        w._subs, w._broker, w._starting, w._checks, w._linger_timer = [], None, None, set(), None
+        w._lingering.clear()
+        if w._futures:
+            _orphaned.append(w)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+async def _revive() -> None:
+    while _orphaned:
+        w = _orphaned.pop()
+        try:
+            b = await w.ensure_started()
+            await w._fetch(b, [f for futs in w._futures.values() for f in futs if not f.done()])
+        except BaseException:
+            _orphaned.append(w)  # the next wait tries again; this one hears why
+            raise
+
+
+def _refollow() -> None:
+    """Before a blocking wait on futures: in a forked child, subscribe the inherited watches again
+    (elsewhere one flag check)."""
+    if _orphaned:
+        run_sync(_revive())
+
+
+async def _refollow_awaited() -> None:
+    """:func:`_refollow` for an awaiting caller."""
+    if _orphaned:
+        await run_async(_revive())

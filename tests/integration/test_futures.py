@@ -395,3 +395,25 @@ def test_a_timeout_on_a_job_that_ended_does_not_say_it_keeps_running(nb_client, 
     with pytest.raises(TimeoutError) as timed_out:
         again.result(timeout=0.1)
     assert "keeps running" not in str(timed_out.value) and "ended" in str(timed_out.value), str(timed_out.value)
+
+
+def _child_waits(fut, sync: bool) -> None:
+    if sync:
+        value = fut.result(timeout=20)
+    else:
+        value = asyncio.run(fut.result_async(timeout=20))
+    os._exit(0 if value == 3 else 3)
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["result", "await"])
+def test_a_forked_child_waiting_on_an_inherited_future_gets_its_result(nb_client, thread_worker, sync):
+    """The child has none of its parent's subscriptions: the future must not sit "queued" there."""
+    import multiprocessing
+    fut = nq.options(queue="after_fork").submit(jobs.add, 1, 2)  # runs only once the child waits
+    nb_client.flush_sync()
+    child = multiprocessing.get_context("fork").Process(target=_child_waits, args=(fut, sync))
+    child.start()
+    thread_worker(queues="after_fork")
+    child.join(40)
+    assert child.exitcode == 0, child.exitcode
+    assert fut.result(timeout=20) == 3
