@@ -22,6 +22,7 @@ import weakref
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
+from ..core.broker import Broker
 from ..core.errors import ConfigurationError, JobNotFoundError
 from ..core.job import Job, JobOptions, func_name
 from ..core.layout import validate_job_id
@@ -241,12 +242,15 @@ map = blocking(map_async)  # noqa: A001
 # --- re-attaching -------------------------------------------------------------------------
 async def _job_on_loop(client: Client, job_id: str) -> JobFuture:
     await client.wait_stored(job_id)  # submitted by this client a moment ago: its store may be in flight
-    b = await client.broker()
-    try:
-        await get_status(b, job_id)
-    except JobNotFoundError:
-        if await get_result(b, job_id) is None:
-            raise JobNotFoundError(unknown_id_message(client, f"no job with id {job_id!r}")) from None
+
+    async def exists(b: Broker) -> None:
+        try:
+            await get_status(b, job_id)
+        except JobNotFoundError:
+            if await get_result(b, job_id) is None:
+                raise JobNotFoundError(unknown_id_message(client, f"no job with id {job_id!r}")) from None
+
+    await client._ask(f"looking up job {job_id}", exists)  # (an outage is named, as in every read)
     fut = JobFuture(job_id, client)
     await get_watch(client).register([fut], fetch=True)
     return fut

@@ -193,13 +193,23 @@ class JobWatch:
 
     # --- registration (loop thread) ---------------------------------------------
     async def register(self, futures: Iterable[JobFuture], fetch: bool = True) -> None:
-        """Route records to ``futures``; with ``fetch``, read each job's current state once."""
-        b = await self.ensure_started()
+        """Route records to ``futures``; with ``fetch``, read each job's current state once. A
+        connection that is down is waited for as in the client's reads, and named if it stays so."""
         futs = list(futures)
-        for f in futs:
-            self._futures.setdefault(f.job_id, []).append(f)
-        if fetch:
-            await self._fetch(b, futs)
+        try:
+            if fetch:
+                await self.client._reachable(await self.client.broker(), None, _reading(futs))
+            b = await self.ensure_started()
+            for f in futs:
+                self._futures.setdefault(f.job_id, []).append(f)
+            if fetch:
+                await self._fetch(b, futs)
+        except BaseException as exc:
+            for f in futs:  # the caller gets no future to follow
+                self.unregister(f)
+            if isinstance(exc, nats.errors.TimeoutError):
+                raise self.client._no_answer(_reading(futs)) from exc
+            raise
 
     def unregister(self, fut: JobFuture) -> None:
         lst = self._futures.get(fut.job_id)
@@ -326,6 +336,11 @@ class JobWatch:
         while self._lingering and self._lingering[0][0] <= now:
             self.unregister(self._lingering.popleft()[1])
         self._linger_timer = loop.call_at(self._lingering[0][0], self._end_lingering) if self._lingering else None
+
+
+def _reading(futs: Sequence[JobFuture]) -> str:
+    more = f" and {len(futs) - 1} more" if len(futs) > 1 else ""
+    return f"reading the state of job {futs[0].job_id if futs else '?'}{more}"
 
 
 _watches: "weakref.WeakKeyDictionary[Client, JobWatch]" = weakref.WeakKeyDictionary()

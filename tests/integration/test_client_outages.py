@@ -10,7 +10,9 @@ import pytest
 
 import jobs
 from helpers import wait_until
+import naq_nb as nq
 from naq_nb import Queue
+from naq_nb.client.future import JobFuture
 from naq_nb.client.client import Client
 from naq_nb.core import broker as broker_mod
 from naq_nb.core.errors import NaqConnectionError
@@ -48,6 +50,8 @@ def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(clien
         ("queue_size", lambda: client.queue_size_sync("nobody"), 2.5),
         ("workers", lambda: client.workers_sync(), 2.5),
         ("failed", lambda: client.failed_sync(), 2.5),
+        ("nq.job", lambda: nq.job(job.job_id, client=client), 2.5),
+        ("JobFuture.attach", lambda: JobFuture.attach(job.job_id, client), 2.5),
     ]:
         exc, took = _timed(call)
         assert isinstance(exc, NaqConnectionError), f"{label}: {type(exc).__name__}: {exc}"
