@@ -80,7 +80,7 @@ class ScheduledTemplate:
         tz = cal.pop("timezone", None)
         broker = await self.client.broker()
         s, body = make_schedule(job, broker, when=None if when is None else to_epoch(when, "when"), tz=tz, **cal)
-        await save_schedule(broker, s, body)
+        await self.client._ask(storing_schedule(s.id), lambda b: save_schedule(b, s, body))
         return job
 
     async def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
@@ -204,8 +204,13 @@ def _sid(ref: Job | str) -> str:
 
 
 async def _change_on_loop(c: Client, sid: str, action: str, changes: dict) -> ScheduleRow | None:
-    s = await change_schedule(await c.broker(), sid, action, **changes)
+    s = await c._ask(f"changing schedule {sid} ({action})", lambda b: change_schedule(b, sid, action, **changes))
     return None if s is None else s.to_row()
+
+
+def storing_schedule(sid: str) -> str:
+    """What an unanswered schedule store was doing, and that its outcome is unknown."""
+    return f"storing schedule {sid} (it may or may not be stored: list_scheduled() says, before a call again)"
 
 
 async def _change(
@@ -265,7 +270,7 @@ modify_scheduled_job_sync = blocking(modify_scheduled_job)
 
 
 async def _rows(c: Client) -> list[ScheduleRow]:
-    return [s.to_row() for s in await list_schedules(await c.broker())]
+    return [s.to_row() for s in await c._ask("listing schedules", list_schedules)]
 
 
 async def list_scheduled(*, nats_url: str | None = None, client: Client | None = None) -> list[ScheduleRow]:

@@ -16,6 +16,7 @@ display); ``gather`` / ``as_completed`` / ``wait`` live in :mod:`.group`.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import weakref
@@ -32,6 +33,7 @@ from ..core.schedules import make_schedule, save_schedule
 from ..core.timespec import after_delay, to_epoch
 from ..core.status import JobStatus, status_record
 from .client import Client
+from .scheduling import storing_schedule
 from .shared import default_client, get_client, set_default_client
 from .future import JobFuture, submit_jobs
 from .group import JobGroup
@@ -174,8 +176,12 @@ async def _schedule_jobs(client: Client, jobs: list[Job], when: float) -> list[J
         )
     await get_watch(client).register(futs, fetch=False)
     for s, body in made:
-        await save_schedule(b, s, body)
+        await client._ask(storing_schedule(s.id), functools.partial(_save, s=s, body=body))
     return futs
+
+
+async def _save(b: Broker, s: Any, body: bytes) -> None:
+    await save_schedule(b, s, body)
 
 
 def _when(opts: dict, current: float | Callable[[], float] | None) -> float | Callable[[], float] | None:

@@ -12,6 +12,7 @@ import jobs
 from helpers import wait_until
 import naq_nb as nq
 from naq_nb import Queue
+from naq_nb.client import scheduling
 from naq_nb.client.future import JobFuture
 from naq_nb.client.client import Client
 from naq_nb.core import broker as broker_mod
@@ -52,6 +53,10 @@ def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(clien
         ("failed", lambda: client.failed_sync(), 2.5),
         ("nq.job", lambda: nq.job(job.job_id, client=client), 2.5),
         ("JobFuture.attach", lambda: JobFuture.attach(job.job_id, client), 2.5),
+        ("enqueue_in", lambda: scheduling.enqueue_in_sync(60, jobs.add, 1, 2, client=client), 2.5),
+        ("pause_scheduled_job", lambda: scheduling.pause_scheduled_job_sync("sched", client=client), 2.5),
+        ("list_scheduled", lambda: scheduling.list_scheduled_sync(client=client), 2.5),
+        ("options(delay=...).submit", lambda: nq.options(delay=60, client=client).submit(jobs.add, 1, 2), 2.5),
     ]:
         exc, took = _timed(call)
         assert isinstance(exc, NaqConnectionError), f"{label}: {type(exc).__name__}: {exc}"
