@@ -66,6 +66,7 @@ from .loop import (
     sweep_closed_loops,
 )
 from .inbox import ResultInbox
+from .outage import no_answer, refuse_unsent, until_reachable
 from .stores import Stores
 from .twins import blocking, on_loop
 
@@ -234,6 +235,7 @@ class Client:
         # A dependency this client handed over may not be stored yet: its dependent must not reach
         # a worker first (it would be failed as depending on a job that does not exist).
         await self._stores.wait_quietly({d for job in jobs for d in job.options.depends_on})
+        await refuse_unsent(b, jobs, self.url)
         self._mark_for_push(jobs, push)
         try:
             await CoreQueue(b).enqueue_jobs(jobs)
@@ -467,20 +469,7 @@ class Client:
         return rec
 
     async def _reachable(self, b: Broker, timeout: float | None, what: str) -> float | None:
-        """Wait for a lost connection to come back, within the call's ``timeout`` (None: as long as
-        a JetStream request would have waited in nats-py's buffer, so a quick restart is ridden out
-        as before); the time left of ``timeout``. Without it, a read made during an outage waits that
-        long whatever its own timeout, then says only "nats: timeout"."""
-        if b.is_connected:  # the per-call path: this one flag
-            return timeout
-        loop = asyncio.get_running_loop()
-        start, bound = loop.time(), b.request_timeout if timeout is None else timeout
-        if not await b.until_connected(bound):
-            raise NoAnswerError(
-                f"no connection to NATS at {self.url} while {what}: it was lost and is being retried "
-                f"(server down or unreachable?); gave up after {bound:g}s"
-            )
-        return None if timeout is None else max(0.0, timeout - (loop.time() - start))
+        return await until_reachable(b, timeout, self.url, what)  # (see .outage)
 
     async def _ask(self, what: str, fn: Callable[[Broker], Awaitable[T]]) -> T:
         """``fn(broker)`` on the background loop's connection, its outage named as in the reads."""
@@ -492,7 +481,7 @@ class Client:
             raise self._no_answer(what) from exc
 
     def _no_answer(self, what: str) -> NoAnswerError:
-        return NoAnswerError(f"NATS at {self.url} did not answer while {what} (server down, frozen or overloaded?)")
+        return no_answer(self.url, what)
 
     @on_loop
     async def cancel(self, job_id: str, sequence: int | None = None) -> bool:

@@ -43,6 +43,7 @@ def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(clien
     job = Queue("nobody", client=client).enqueue_sync(jobs.add, 1, 2)
     client.flush_sync()
     nats_server.kill()
+    wait_until(lambda: not client._broker.is_connected, timeout=10)
     for label, call, bound in [
         ("result(timeout=2)", lambda: client.result_sync(job.job_id, timeout=2), 3.5),
         ("result(timeout=0)", lambda: client.result_sync(job.job_id, timeout=0), 1.5),
@@ -126,3 +127,23 @@ def test_a_result_wait_on_a_job_the_server_lost_ends_at_the_reconnect(own_nats_s
     exc, took = outcome[0]
     assert isinstance(exc, JobNotFoundError) and job.job_id in str(exc), repr(exc)
     assert took < 15, f"the wait ended only after {took:.1f}s"
+
+
+def test_an_enqueue_made_while_the_connection_is_down_is_not_stored_behind_its_error(own_nats_server, nats_server,
+                                                                                   client):
+    """nats-py keeps what is published while it reconnects and sends it once back: an enqueue that
+    raised during the outage was then stored anyway, and the caller's retry ran the job twice."""
+    from naq_nb.core.errors import JobNotStoredError
+    q = Queue("nobody", client=client)
+    q.enqueue_sync(jobs.add, 0, 0)
+    client.flush_sync()
+    nats_server.kill()
+    # (until nats-py sees the socket close, a plain enqueue is handed over, its failure reported later)
+    wait_until(lambda: not client._broker.is_connected, timeout=10)
+    for call in (lambda: q.enqueue_sync(jobs.add, 1, 1), lambda: q.enqueue_many_sync(jobs.add, [(2, 2), (3, 3)])):
+        exc, took = _timed(call)
+        assert isinstance(exc, JobNotStoredError) and "not sent" in str(exc), repr(exc)
+        assert took < 2.5, took  # the publish timeout (1 s) for the connection to come back
+    nats_server.restart()
+    wait_until(lambda: client._broker is not None and client._broker.is_connected, timeout=10)
+    assert client.queue_size_sync("nobody") == 1  # only the job stored before the outage
