@@ -30,7 +30,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
-from nats.errors import MaxPayloadError, NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError, TimeoutError as RequestTimeout
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -596,5 +596,6 @@ class FireError(NaqException):
     """A due schedule could not be fired (its cause chained); the next tick tries it again."""
 
 
-# What a request to a deleted stream raises: no stream listens on its subjects, or the API has no such stream.
-_STREAM_GONE = (NoRespondersError, NoStreamResponseError, NotFoundError)
+# What a request to a deleted stream raises: nothing listens, no such stream, or (nats-server 2.9, a KV
+# read of a deleted bucket) no answer at all; a slow server's timeout only has the layout checked again.
+_STREAM_GONE = (NoRespondersError, NoStreamResponseError, NotFoundError, RequestTimeout)

@@ -336,6 +336,17 @@ def _put_result(client, job_id: str, value: bytes | None) -> None:
     run_sync(put())
 
 
+def _ended_then_result_replaced(nb_client, stored):
+    """A job run to its end, then its stored result replaced by ``stored`` (None: deleted); a future
+    attached to it afresh."""
+    done = nq.submit(jobs.add, 1, 1)
+    assert done.result(timeout=20) == 2
+    # The result can reach the future before the final status (two streams): wait for that one too.
+    wait_until(lambda: nb_client.status_sync(done.job_id)["status"] == "succeeded")
+    _put_result(nb_client, done.job_id, stored)
+    return JobFuture.attach(done.job_id)
+
+
 @pytest.mark.parametrize(
     "stored, error, match",
     [(None, nq.JobNotFoundError, "succeeded, but its result is gone"), (b"[1]\n", nq.SerializationError, "unreadable")],
@@ -346,12 +357,7 @@ def test_attaching_to_a_job_whose_result_is_gone_or_unreadable_fails_naming_it(n
     # Its status says it ended; the result was deleted (or expired), or forged: the future must fail
     # saying so, not wait for ever (nor until its timeout) for a result that will not come.
     thread_worker()
-    done = nq.submit(jobs.add, 1, 1)
-    assert done.result(timeout=20) == 2
-    # The result can reach the future before the final status (two streams): wait for that one too.
-    wait_until(lambda: nb_client.status_sync(done.job_id)["status"] == "succeeded")
-    _put_result(nb_client, done.job_id, stored)
-    again = JobFuture.attach(done.job_id)
+    again = _ended_then_result_replaced(nb_client, stored)
     with pytest.raises(error, match=match):
         again.result(timeout=20)
 
@@ -387,11 +393,7 @@ def test_a_timeout_on_a_job_that_ended_does_not_say_it_keeps_running(nb_client, 
     # Its status says succeeded, its result is not here yet (here: deleted; the look-again takes 1 s):
     # a short wait that runs out must not send the caller to wait for a run that is over.
     thread_worker()
-    done = nq.submit(jobs.add, 1, 1)
-    assert done.result(timeout=20) == 2
-    wait_until(lambda: nb_client.status_sync(done.job_id)["status"] == "succeeded")
-    _put_result(nb_client, done.job_id, None)
-    again = JobFuture.attach(done.job_id)
+    again = _ended_then_result_replaced(nb_client, None)
     with pytest.raises(TimeoutError) as timed_out:
         again.result(timeout=0.1)
     assert "keeps running" not in str(timed_out.value) and "ended" in str(timed_out.value), str(timed_out.value)
