@@ -557,12 +557,12 @@ class Scheduler:
                 await self._restore_if_gone(exc)
 
     async def _restore_if_gone(self, exc: Exception) -> None:
-        """After a write no stream took (the leader or status bucket, or the jobs stream, deleted by
-        hand): make the layout again, or every lease step (or tick) would fail the same way for good.
-        (The schedules bucket's own loss is :meth:`resync_once`'s: its calendar must be reloaded.)"""
-        if not isinstance(exc.__cause__ if isinstance(exc, FireError) else exc, _STREAM_GONE):
+        """After a write no stream took (the leader or status bucket, or the jobs stream, deleted by hand): the
+        layout made again, or every step would fail for good (the schedules bucket is :meth:`resync_once`'s)."""
+        cause = exc.__cause__ if isinstance(exc, FireError) else exc
+        if not isinstance(cause, _STREAM_GONE) or not self._b.is_connected:  # (an outage's timeouts: not that)
             return
-        log.warning("scheduler %s: a stream or bucket is gone (deleted?); making them again", self.instance_id)
+        log.warning("scheduler %s: a stream or bucket is gone (deleted?) or silent; checking them", self.instance_id)
         self._b.layout_lost()  # made again once the deletion is over (REMAKE_GRACE)
         try:
             await self._b.ensure_layout()
@@ -596,6 +596,5 @@ class FireError(NaqException):
     """A due schedule could not be fired (its cause chained); the next tick tries it again."""
 
 
-# What a request to a deleted stream raises: nothing listens, no such stream, or (nats-server 2.9, a KV
-# read of a deleted bucket) no answer at all; a slow server's timeout only has the layout checked again.
+# A deleted stream: nothing listens, no such stream, or no answer at all (nats-server 2.9's KV reads).
 _STREAM_GONE = (NoRespondersError, NoStreamResponseError, NotFoundError, RequestTimeout)
