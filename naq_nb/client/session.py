@@ -176,12 +176,8 @@ async def _schedule_jobs(client: Client, jobs: list[Job], when: float) -> list[J
         )
     await get_watch(client).register(futs, fetch=False)
     for s, body in made:
-        await client._ask(storing_schedule(s.id), functools.partial(_save, s=s, body=body))
+        await client._ask(storing_schedule(s.id), functools.partial(save_schedule, s=s, body=body))
     return futs
-
-
-async def _save(b: Broker, s: Any, body: bytes) -> None:
-    await save_schedule(b, s, body)
 
 
 def _when(opts: dict, current: float | Callable[[], float] | None) -> float | Callable[[], float] | None:

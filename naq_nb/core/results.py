@@ -391,8 +391,9 @@ class _ReadBacks:
         """The stored result, once the job's status record is final too (or after the lag)."""
         broker, job_id = self.broker, self.job_id
         # After a reconnect to a server that came back without its store, the buckets are made again
-        # here (at once when ready): else every read fails with "no responders" until the timeout.
-        await broker.ensure_layout()
+        # here: else every read fails with "no responders" until the timeout.
+        if not broker.layout_ready:
+            await broker.ensure_layout()
         rec, status = await asyncio.gather(get_result(broker, job_id), _status_or_unknown(broker, job_id))
         # Expired or deleted while it was waited for (unless it waits in its queue without its record):
         if rec is None and status is None and not await _still_queued(broker, job_id, self.queued_seq):

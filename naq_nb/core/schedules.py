@@ -34,10 +34,18 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from .broker import Broker
 from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, MetaHeader, encode_job
 from .deps import settle_dependents
-from .errors import ConfigurationError, DuplicateJobError, NaqException, ScheduleNotFoundError, SerializationError
+from .errors import (
+    ConfigurationError,
+    DuplicateJobError,
+    JobNotFoundError,
+    NaqException,
+    ScheduleNotFoundError,
+    SerializationError,
+)
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
+from .queue import get_status
 from .status import decode_status, encode_status, status_record
 from .timespec import EARLIEST, LATEST, check_interval, positive_seconds, to_epoch, validate_cron, zone
 from .serialization import pack_record, sign_job, unpack_record, verify_job
@@ -448,16 +456,14 @@ async def _refuse_a_used_job_id(broker: Broker, job_id: str) -> None:
     JetStream drops its message as that job's copy (within its de-duplication window), or its
     result loses to the stored one, while its status read ``queued`` for ever. Refused at the call.
     (A one-shot cancelled before it fired, with no result stored, leaves the id free.)"""
-    lay = broker.layout
     status = None
     try:
-        entry = await (await broker.kv(lay.status_bucket)).get(job_id)
-        status = decode_status(entry.value or b"").get("status")
-    except (KeyNotFoundError, SerializationError):
+        status = (await get_status(broker, job_id)).get("status")
+    except (JobNotFoundError, SerializationError):
         pass  # no record, or one that tells nothing: the schedule's own record replaces it
     if status in (None, JobStatus.SCHEDULED.value, JobStatus.CANCELLED.value):
-        try:
-            stored = (await (await broker.kv(lay.results_bucket)).get(job_id)).value
+        try:  # (any value under the key: an unreadable or expired result still holds it)
+            stored = (await (await broker.kv(broker.layout.results_bucket)).get(job_id)).value
         except KeyNotFoundError:
             stored = None
         if not stored:
