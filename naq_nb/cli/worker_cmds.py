@@ -119,6 +119,8 @@ def _leave_now() -> None:
 
 
 def _server(args: argparse.Namespace) -> int:
+    if args.password and not args.user:  # never start an open server when a password was asked for
+        raise UsageError("--password needs --user (the user name clients log in with)")
     password = args.password or os.environ.get("NAQ_SERVER_PASSWORD") or None
     token = args.token or os.environ.get("NAQ_SERVER_TOKEN") or None
     try:

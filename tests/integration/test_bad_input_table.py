@@ -280,6 +280,8 @@ CLI: list[tuple[str, list[str], dict, str]] = [
     ("server-store-dir-a-file", ["server", "--store-dir", "/etc/passwd"], {}, "cannot use --store-dir '/etc/passwd'"),
     ("server-port-negative", ["server", "--port", "-1"], {}, "port must be 0-65535"),
     ("server-user-without-password", ["server", "--user", "u"], {}, "password"),
+    # --password alone used to be dropped, and the server started open to anyone
+    ("server-password-without-user", ["server", "--password", "p"], {}, "--password needs --user"),
     ("dashboard-port-70000", ["dashboard", "--port", "70000"], {}, "port"),
     ("cancel-id-space", ["cancel", "a b"], {}, "invalid job id"),
     ("jobs-id-newline", ["jobs", "--id", "x\n"], {}, "invalid job id"),
