@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import webbrowser
 from pathlib import Path
+from typing import Callable
 
 from ..core.errors import NaqException
 from ..core.keeper import log_tail
@@ -46,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port",
         "-p",
-        type=_port,
-        default=os.environ.get("NAQ_DASHBOARD_PORT") or None,
+        type=_port_or_env(env_port := os.environ.get("NAQ_DASHBOARD_PORT") or None),
+        default=env_port,
         help="port of the page (default: $NAQ_DASHBOARD_PORT, else a free one)",
     )
     add_url(p)
@@ -59,6 +60,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the URL")
     p.set_defaults(func=_dashboard)
+
+
+def _port_or_env(env_text: str | None) -> Callable[[str], int]:
+    """``_port`` that names ``NAQ_DASHBOARD_PORT`` when the bad value is that default (argparse
+    converts a string default with the option's type, and would blame ``--port`` alone)."""
+
+    def parse(text: str) -> int:
+        try:
+            return _port(text)
+        except argparse.ArgumentTypeError as exc:
+            if env_text is not None and text is env_text:
+                raise argparse.ArgumentTypeError(f"{exc} (from NAQ_DASHBOARD_PORT)") from None
+            raise
+
+    return parse
 
 
 def _port(text: str) -> int:

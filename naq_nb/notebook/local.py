@@ -55,7 +55,7 @@ from ..client.loop import run_sync
 from ..client.twins import in_thread
 from ..client.session import default_client, set_default_client, set_store_note
 from ..core import blobs
-from ..core.errors import NaqException, ServerBinaryNotFound
+from ..core.errors import ConfigurationError, NaqException, ServerBinaryNotFound
 from ..core.execution import validate_execution
 from ..core.keeper import KeptProcess
 from ..core.layout import validate_queue_name
@@ -256,6 +256,12 @@ class LocalCluster:
         lock = StoreLock(path)
         try:
             lock.acquire()
+        except OSError as exc:  # a folder that can't be made or locked (a file in the way, no permission)
+            source = "NAQ_LOCAL_DIR" if self.store_dir == AUTO else "store_dir"
+            raise ConfigurationError(
+                f"{source}: cannot use {path} as nq.local()'s store: {exc.strerror or exc}"
+                f"{f': {exc.filename!r}' if exc.filename else ''}"
+            ) from None
         except StoreBusyError as exc:
             if self.store_dir != AUTO:
                 raise NaqException(f"{exc}: stop the cluster there, or give another store_dir") from None

@@ -282,6 +282,8 @@ CLI: list[tuple[str, list[str], dict, str]] = [
     ("server-user-without-password", ["server", "--user", "u"], {}, "password"),
     # --password alone used to be dropped, and the server started open to anyone
     ("server-password-without-user", ["server", "--password", "p"], {}, "--password needs --user"),
+    ("dashboard-NAQ_DASHBOARD_PORT=abc", ["dashboard"], {"NAQ_DASHBOARD_PORT": "abc"}, "NAQ_DASHBOARD_PORT"),
+    ("dashboard-NAQ_DASHBOARD_PORT=0", ["dashboard"], {"NAQ_DASHBOARD_PORT": "0"}, "NAQ_DASHBOARD_PORT"),
     ("dashboard-port-70000", ["dashboard", "--port", "70000"], {}, "port"),
     ("cancel-id-space", ["cancel", "a b"], {}, "invalid job id"),
     ("jobs-id-newline", ["jobs", "--id", "x\n"], {}, "invalid job id"),

@@ -129,3 +129,15 @@ def test_busy_default_store_falls_back_to_temporary(no_cluster_left):
 def test_bad_store_dir_type():
     with pytest.raises(TypeError, match="store_dir"):
         nq.local(store_dir=42)
+
+
+def test_a_store_folder_that_cannot_be_made_names_its_setting(tmp_path, monkeypatch, no_cluster_left):
+    # NAQ_LOCAL_DIR (or store_dir) pointing at a file was a bare NotADirectoryError from mkdir.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setenv("NAQ_LOCAL_DIR", str(a_file))
+    with pytest.raises(ValueError, match="NAQ_LOCAL_DIR") as info:
+        nq.local(workers=1, scheduler=False)
+    assert isinstance(info.value, NaqException)
+    with pytest.raises(ValueError, match="store_dir"):
+        nq.local(workers=1, scheduler=False, store_dir=a_file / "store")
