@@ -270,6 +270,7 @@ _LAZY: dict[str, str] = {
     "sweep_async": "naq_nb.notebook.sweep",
     "Sweep": "naq_nb.notebook.sweep",
     "dashboard": "naq_nb.notebook.dashboard",
+    "dashboard_async": "naq_nb.notebook.dashboard",
     "load_ipython_extension": "naq_nb.notebook.magics",
     "unload_ipython_extension": "naq_nb.notebook.magics",
 }

@@ -195,6 +195,20 @@ def test_documented_async_names_exist() -> None:
     assert ASYNC_SUFFIX_NAMES <= found, sorted(ASYNC_SUFFIX_NAMES - found)
 
 
+def test_an_awaitable_form_a_doc_names_is_in_the_nq_namespace_too() -> None:
+    # nq.dashboard's doc said "Awaitable form: ``dashboard_async``", but nq.dashboard_async did not exist.
+    import re
+    missing = []
+    for name in dir(naq_nb):
+        obj = getattr(naq_nb, name)
+        if inspect.isclass(obj) or not callable(obj):
+            continue
+        for other in re.findall(r"Awaitable form: ``(\w+)``", obj.__doc__ or ""):
+            if not hasattr(naq_nb, other):
+                missing.append(f"nq.{name} names nq.{other}")
+    assert not missing, missing
+
+
 def test_generated_forms_carry_name_doc_and_signature() -> None:
     bad = []
     for module, qual, obj, _ in _public():
