@@ -56,6 +56,7 @@ class JobTemplate:
         self.options = options
 
     def configure(self, **options: Any) -> "JobTemplate":
+        """A template with these options added to (or replacing) this one's."""
         return JobTemplate(self.client, JobOptions.build(self.options, **options))
 
     def _job(self, fn: Callable[..., Any] | str, args: Sequence, kwargs: dict) -> Job:
@@ -245,6 +246,7 @@ class Queue:
     purge_sync = blocking(purge)
 
     async def count(self) -> int:
+        """Jobs waiting in this queue, counting every enqueue this process's client made before the call."""
         return await self.client.queue_size(self.name)
 
     count_sync = blocking(count)

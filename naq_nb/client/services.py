@@ -158,8 +158,10 @@ class Scheduler(CoreScheduler):
 
     @property
     def enable_ha(self) -> bool:
+        """naq's name: True when several schedulers take turns through the leader lease."""
         return self.ha
 
     @property
     def poll_interval(self) -> float:
+        """naq's name: the longest the scheduler sleeps between checks (jobs fire at their due time anyway)."""
         return self.max_sleep

@@ -427,6 +427,7 @@ class ObjectRef:
 
     @property
     def blob(self) -> BlobRef:
+        """The object-store reference (bucket, name, size, SHA-256) a job body carries for this value."""
         return BlobRef(self.bucket, self.name, self.size, self.sha256)
 
 

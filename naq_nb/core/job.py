@@ -127,6 +127,7 @@ class JobOptions:
 
     @classmethod
     def names(cls) -> set[str]:
+        """Every option name :meth:`build` takes, naq's (``max_retries``, ``retry_delay``, ``queue_name``) included."""
         return {f.name for f in fields(cls)} | {"max_retries", "retry_delay", "queue_name"}
 
     @classmethod
@@ -233,27 +234,33 @@ class Job(NaqJobView):
 
     @property
     def id(self) -> str:
+        """The job id (``job_id``)."""
         return self.job_id
 
     @property
     def max_retries(self) -> int:
+        """Retries after the first failure (naq's name; the retry policy's ``max_retries``)."""
         return self.options.retry.max_retries
 
     @property
     def retry_delay(self) -> float | Sequence[float]:
+        """Seconds before a retry, or the list of delays (naq's name)."""
         b = self.options.retry.backoff
         return list(b) if isinstance(b, tuple) else self.options.retry.delay
 
     @property
     def depends_on(self) -> list[str]:
+        """The ids of the jobs this one waits for."""
         return list(self.options.depends_on)
 
     @property
     def timeout(self) -> float | None:
+        """Seconds the job may run, or None for no limit."""
         return self.options.timeout
 
     @property
     def function_name(self) -> str:
+        """``module.qualname`` of the function (or the import path it was given as)."""
         return func_name(self.function)
 
     def __repr__(self) -> str:

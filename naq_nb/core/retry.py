@@ -133,6 +133,7 @@ class RetryPolicy:
         return not self.retry_on or _matches(self.retry_on, exc_type_names)
 
     def to_dict(self) -> dict:
+        """The policy as JSON-ready values (stored in the job's ``Naq-Meta`` header)."""
         return {
             "max_retries": self.max_retries,
             "backoff": list(self.backoff) if isinstance(self.backoff, tuple) else self.backoff,
@@ -145,6 +146,7 @@ class RetryPolicy:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RetryPolicy":
+        """The policy :meth:`to_dict` gave (empty or None: no retries)."""
         if not d:
             return cls()
         backoff = d.get("backoff", "fixed")

@@ -167,12 +167,14 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
+        """``nats://host:port`` of the started server (raises ``ServerStartError`` before ``start()``)."""
         if self.port is None:
             raise ServerStartError("server not started")
         return f"nats://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
+        """True while the nats-server process is alive."""
         return self.proc is not None and self.proc.poll() is None
 
     def _write_config(self) -> Path:
@@ -251,6 +253,7 @@ class EmbeddedServer:
         )
 
     def log_tail(self, n: int = 5) -> str:
+        """The server log's last ``n`` lines, joined by `` | `` (for error messages)."""
         return " | ".join(log_tail(self._log_path, n)) or "(no log)"
 
     def stop(self, timeout: float = 5.0) -> None:

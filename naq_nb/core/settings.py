@@ -95,6 +95,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """The ``NAQ_*`` variables of ``environ`` (default ``os.environ``), read now, then ``overrides``
+        (None values skipped). A bad value raises ``ValueError`` naming its variable."""
         env = naq_aliases(os.environ if environ is None else environ)
         values: dict[str, Any] = {}  # each converted to its field's type by _convert
         types = {f.name: f.type for f in fields(cls)}
@@ -107,6 +109,7 @@ class Settings:
         return settings.with_(**{k: v for k, v in overrides.items() if v is not None})
 
     def with_(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` (field names), checked again; an unknown name raises ``TypeError``."""
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -41,6 +41,8 @@ __all__ = [
 
 
 class JobStatus(str, Enum):
+    """A job's state, as stored in its status record; a str, so it compares equal to ``"queued"`` etc."""
+
     QUEUED = "queued"
     WAITING = "waiting"  # on dependencies
     SCHEDULED = "scheduled"  # due later
@@ -55,6 +57,7 @@ class JobStatus(str, Enum):
 
     @property
     def is_terminal(self) -> bool:
+        """True for ``succeeded``, ``failed`` and ``cancelled``: the job has ended."""
         return self in TERMINAL
 
 
