@@ -18,7 +18,9 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("purge", help="remove all queued jobs from queues")
-    p.add_argument("queues", nargs="*", default=None, type=queue_name)
+    p.add_argument(
+        "queues", nargs="*", default=None, type=queue_name, help="queues to empty (default: $NAQ_DEFAULT_QUEUE)"
+    )
     add_url(p)
     p.set_defaults(func=_purge)
 
@@ -27,20 +29,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_workers)
 
     p = sub.add_parser("jobs", help="show queue depths, or one job's status with --id")
-    p.add_argument("queues", nargs="*", default=None, type=queue_name)
+    p.add_argument(
+        "queues",
+        nargs="*",
+        default=None,
+        type=queue_name,
+        help="queues to show (default: the default queue and served ones)",
+    )
     p.add_argument("--id", dest="job_id", default=None, type=job_id, help="show this job's status record")
     add_url(p)
     p.set_defaults(func=_jobs)
 
     p = sub.add_parser("cancel", help="cancel a job")
-    p.add_argument("job_id", type=job_id)
+    p.add_argument("job_id", type=job_id, help="the job's id (a schedule's id cancels its calendar entry too)")
     add_url(p)
     p.set_defaults(func=_cancel)
 
     p = sub.add_parser("failed", help="list failed jobs, or requeue them")
-    p.add_argument("action", nargs="?", choices=["list", "requeue"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "requeue"], default="list", help="default: list")
     p.add_argument("refs", nargs="*", help="job ids, or failed-stream sequence numbers (N or #N), to requeue")
-    p.add_argument("--queue", "-q", default=None, type=queue_name)
+    p.add_argument("--queue", "-q", default=None, type=queue_name, help="only failed jobs of this queue")
     p.add_argument("--all", action="store_true", help="requeue every failed job (of --queue)")
     p.add_argument("--traceback", action="store_true", help="print each job's traceback")
     add_url(p)

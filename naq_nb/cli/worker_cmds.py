@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", "-c", type=positive_int, default=10, help="jobs run at once (default 10)")
     p.add_argument("--name", "-n", default=None, help="worker name (default: host name)")
     p.add_argument(
-        "--grace-period", type=positive_seconds, default=30.0, help="seconds running jobs get to finish on stop"
+        "--grace-period",
+        type=positive_seconds,
+        default=30.0,
+        help="seconds running jobs get to finish on stop (default 30)",
     )
     p.add_argument(
         "--execution",
