@@ -15,6 +15,7 @@ from ..client.session import default_client
 from ..core.failed import FailedEntry
 from ..core.listing import list_jobs
 from ..core.registry import WorkerRecord
+from . import needs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,7 +112,7 @@ def _epoch(v: object) -> float | None:
 
 
 def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> "pd.DataFrame":
-    import pandas as pd
+    pd = needs.pandas("a naq_nb table (nq.jobs(), nq.workers(), nq.schedules(), nq.failed())")
 
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     for c in columns:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..client.future import JobFuture
 from ..core.status import FAILED_STATES, TERMINAL_VALUES
+from . import needs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,7 +23,7 @@ _JOB_COLUMNS = ("status", "duration", "attempts", "error", "job_id")
 
 def sweep_frame(points: Sequence[dict], futures: Sequence[JobFuture]) -> "pd.DataFrame":
     """The DataFrame of a sweep's ``points`` and their ``futures`` (see :meth:`Sweep.to_dataframe`)."""
-    import pandas as pd
+    pd = needs.pandas("a sweep's DataFrame")
 
     n = len(points)
     params = list(points[0]) if points else []

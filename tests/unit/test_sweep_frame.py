@@ -20,3 +20,19 @@ def test_job_columns_a_parameter_takes_are_prefixed():
     names = _Columns(["status", "job_id"])
     assert names.fixed == {"status": "job.status", "duration": "duration", "attempts": "attempts",
                            "error": "error", "job_id": "job.job_id"}
+
+
+def test_without_pandas_a_frame_says_which_extra_brings_it(monkeypatch):
+    import sys
+
+    import pytest
+
+    from naq_nb.notebook.frames import _frame
+    from naq_nb.notebook.sweep_frame import sweep_frame
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # what `import pandas` meets on a plain install
+    with pytest.raises(ModuleNotFoundError, match=r"nq\.jobs\(\).*pip install 'naq_nb\[notebook\]'") as e:
+        _frame([], ["status"])
+    assert e.value.name == "pandas"
+    with pytest.raises(ModuleNotFoundError, match=r"sweep's DataFrame needs pandas.*naq_nb\[notebook\]"):
+        sweep_frame([], [])
