@@ -31,13 +31,12 @@ from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
 from nats.errors import MaxPayloadError, NoRespondersError, TimeoutError as RequestTimeout
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
 from .errors import NaqConnectionError, NaqException, ScheduleNotFoundError, SerializationError, SignatureError
 from .job import JobStatus
-from .status import encode_status, first_record
 from .kvscan import scan_bucket
 from .schedules import (
     Schedule,
@@ -47,9 +46,9 @@ from .schedules import (
     occurrences_due,
     publish_schedule_status,
     read_schedule,
-    why_not_fire,
 )
 from .deps import settle_dependents
+from .firing import publish_occurrence
 from .settings import Settings
 
 __all__ = ["Scheduler"]
@@ -405,7 +404,7 @@ class Scheduler:
         times, nxt = occurrences_due(s, now)
         ids = [occurrence_id(s, t) for t in times]
         for jid, t in zip(ids, times):
-            await self._publish(s, body, jid, t)
+            await publish_occurrence(self._b, s, body, jid, t)
         fired = s.next_run
         for _ in range(5):
             try:
@@ -473,51 +472,6 @@ class Scheduler:
         self.schedules[s.id] = (s, body)
         if s.next_run is not None and not s.paused:
             heapq.heappush(self._heap, (s.next_run, s.id, s.revision))
-
-    async def _publish(self, s: Schedule, body: bytes, job_id: str, due: float) -> None:
-        b = self._b
-        lay = b.layout
-        skip = await self._mark_queued(s, job_id, due)
-        if skip is not None:
-            log.info("occurrence %s not fired: %s", job_id, skip)
-            return
-        ack = await b.js.publish(
-            lay.queue_subject(s.queue), body, headers=job_message(s, body, job_id, due, b.settings.signing_keys)
-        )
-        if ack.duplicate:
-            log.info("occurrence %s was already fired; JetStream dropped the duplicate", job_id)
-
-    async def _mark_queued(self, s: Schedule, job_id: str, due: float) -> str | None:
-        """Status ``queued``, then None: publish it. Else why not (:func:`why_not_fire`)."""
-        kv = await self._b.kv(self._b.layout.status_bucket)
-        rec = first_record(
-            job_id,
-            s.queue,
-            JobStatus.QUEUED,
-            func=s.function,
-            name=s.meta.get("name"),
-            enqueued_at=time.time(),
-            due_at=due,
-            schedule_id=s.id,
-        )
-        try:
-            entry = await kv.get(job_id)
-            skip, marked = why_not_fire(entry.value)
-            if skip is not None:
-                return skip
-            if not marked:  # (marked queued by a fire that may not have published: publish, as is)
-                await kv.update(job_id, encode_status(rec), last=entry.revision)
-        except KeyNotFoundError:
-            try:
-                await kv.create(job_id, encode_status(rec))
-            except KeyWrongLastSequenceError:
-                pass
-        except KeyWrongLastSequenceError:  # changed meanwhile: a cancel, or a worker's record
-            try:
-                return why_not_fire((await kv.get(job_id)).value)[0]
-            except KeyNotFoundError:
-                return None
-        return None
 
     # --- leadership ---------------------------------------------------------------
     async def elect_once(self, now: float) -> bool:
