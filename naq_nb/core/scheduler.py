@@ -411,15 +411,17 @@ class Scheduler:
                 new, finished = await self._advance(s, body, times, ids, nxt, now)
                 break
             except KeyWrongLastSequenceError:
-                # Changed meanwhile. A pause, a resume or a new repeat leaves the occurrence just fired
-                # where it was: the record takes this fire's count and next run all the same, or a
-                # resumed schedule would run once more than its repeat. Anything else (cancelled, a new
-                # calendar or next run, another leader's fire) stands; the watch brings it.
-                fresh = await self._same_calendar(s, fired)
+                # Changed meanwhile (a pause, a resume, a modify): the record counts this fire all the
+                # same, or a resumed schedule would run once more than its repeat. A next run the change
+                # moved (a resume past its due time, a new calendar) stands; cancelled, or another
+                # leader's fire counted already: that stands, the watch brings it.
+                fresh = await self._to_count_against(s, fired)
                 if fresh is None:
                     log.info("schedule %s changed while firing; reloading", s.id)
                     return ids
-                s, body = fresh
+                s, body, moved = fresh
+                if moved and s.kind != "once":  # (a one-shot that fired is done, whatever it was moved to)
+                    nxt = s.next_run
         else:
             log.warning("schedule %s kept changing while firing; its record may not count this fire", s.id)
             return ids
@@ -455,15 +457,18 @@ class Scheduler:
             self._apply_local(new, body)
         return new, finished
 
-    async def _same_calendar(self, s: Schedule, fired: float | None) -> tuple[Schedule, bytes] | None:
-        """The record as stored now if it still has the occurrence at ``fired`` next, on the same
-        calendar (paused, resumed or given a new repeat meanwhile); else None."""
+    async def _to_count_against(self, s: Schedule, fired: float | None) -> tuple[Schedule, bytes, bool] | None:
+        """The record as stored now, if this fire (from record ``s``, due at ``fired``) is still to be
+        counted in it, and whether a change moved its next run off ``fired`` (then that next run stands);
+        None if it is gone or another fire was counted meanwhile."""
         try:
             fresh, body = await load_schedule(self._b, s.id)
         except (ScheduleNotFoundError, SerializationError):
             return None
+        if (fresh.runs, fresh.last_job_id, fresh.created_at) != (s.runs, s.last_job_id, s.created_at):
+            return None
         same = (fresh.kind, fresh.cron, fresh.interval, fresh.timezone) == (s.kind, s.cron, s.interval, s.timezone)
-        return (fresh, body) if same and fresh.next_run == fired else None
+        return fresh, body, not (same and fresh.next_run == fired)
 
     def _apply_local(self, s: Schedule, body: bytes) -> None:
         if self._seen_rev.get(s.id, 0) >= s.revision:

@@ -205,6 +205,30 @@ async def test_a_pause_racing_a_fire_keeps_the_run_counted(broker, settings):
     assert len(later) == 1 and len(set(first + later)) == 2   # two runs in all, as repeat=2 says
     assert await list_schedules(broker) == []
 
+async def test_a_pause_and_resume_racing_a_fire_keep_the_run_counted(broker, settings):
+    """Paused and resumed while the leader fired (its in-memory record the one before both): the resume
+    moved next_run on (a past due time is not released), so the fire took the record for another
+    calendar and never counted its run. A repeat=2 schedule then ran 3 times."""
+    from naq_nb.core.schedules import change_schedule
+    T0 = time.time() - 60                                # due a minute ago: the resume moves next_run on
+    s = await stored(broker, "prq", T0 - 1, interval=1.0, repeat=2)
+    sch = Scheduler(settings=settings, broker=broker, ha=False, clock=lambda: T0)
+    await sch.prepare()                                  # (no watch loop: neither change is seen before the fire)
+    await change_schedule(broker, s.id, "pause")
+    await change_schedule(broker, s.id, "resume")
+    first = await sch.tick(T0 + 0.01)
+    assert len(first) == 1
+    row = (await list_schedules(broker))[0]
+    assert not row.paused and row.runs == 1 and row.last_job_id == first[0]
+    assert row.next_run > T0 + 30                         # the resume's next run stands
+    sch2 = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch2.prepare()
+    later = []
+    for k in range(1, 5):
+        later += await sch2.tick(time.time() + k)
+    assert len(later) == 1 and len(set(first + later)) == 2   # two runs in all, as repeat=2 says
+    assert await list_schedules(broker) == []
+
 
 async def test_a_scheduler_whose_connection_closes_for_good_stops_with_an_error(settings):
     """nats-py closes a connection for good when the server cuts it (a protocol violation) or its
