@@ -117,9 +117,12 @@ def _list(args: argparse.Namespace) -> int:
         r["every"] = r["cron"] or (f"{r['interval']:g}s" if r["interval"] else "once")
         r["runs"] = f"{r['runs']}/{r['repeat']}" if r["repeat"] else str(r["runs"])
         r["last_run"] = _when(r.get("last_run"))
+        r["last_error"] = (r["last_error"] or "")[:80]
     cols = ["schedule_id", "function", "queue", "every", "next_run", "runs", "status"]
     if args.detailed:
         cols += ["timezone", "misfire", "last_run", "last_job_id"]
+    if args.detailed or any(r["failures"] for r in rows):  # a schedule whose fires fail: how often, and why
+        cols += ["failures", "last_error"]
     print_table(rows, cols)
     return 0
 

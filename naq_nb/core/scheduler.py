@@ -30,12 +30,12 @@ import uuid
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
-from nats.errors import MaxPayloadError, NoRespondersError, TimeoutError as RequestTimeout
+from nats.errors import NoRespondersError, TimeoutError as RequestTimeout
 from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .broker import CONNECTION_ERRORS, Broker
-from .errors import NaqConnectionError, NaqException, ScheduleNotFoundError, SerializationError, SignatureError
+from .errors import NaqConnectionError, ScheduleNotFoundError, SerializationError, SignatureError
 from .job import JobStatus
 from .kvscan import scan_bucket
 from .schedules import (
@@ -48,6 +48,7 @@ from .schedules import (
     read_schedule,
 )
 from .deps import settle_dependents
+from .fire_backoff import FireBackoff, FireError, record_failure
 from .firing import publish_occurrence
 from .settings import Settings
 
@@ -96,6 +97,7 @@ class Scheduler:
         self.schedules: dict[str, tuple[Schedule, bytes]] = {}
         self._seen_rev: dict[str, int] = {}
         self._heap: list[tuple[float, str, int]] = []
+        self.backoff = FireBackoff()  # failing schedules' waits (their due times pushed back)
         self.fired = 0
         self.started: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
@@ -145,7 +147,7 @@ class Scheduler:
         await self.prepare()
         self._watch_task = asyncio.ensure_future(self._watch_loop())
         self._tasks = [self._watch_task, *map(asyncio.ensure_future, (self._timer_loop(), self._resync_loop()))]
-        self._b.on_reconnect(self._resync_quietly)
+        self._b.on_reconnect(self._after_reconnect)
         if self.ha:
             self._tasks.append(asyncio.ensure_future(self._lease_loop()))
         assert self.started is not None  # made by prepare()
@@ -183,7 +185,7 @@ class Scheduler:
 
     async def shutdown(self) -> None:
         if self.broker is not None:
-            self.broker.off_reconnect(self._resync_quietly)
+            self.broker.off_reconnect(self._after_reconnect)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -259,6 +261,18 @@ class Scheduler:
             if self._changed is not None:
                 self._changed.set()
 
+    async def _after_reconnect(self) -> None:
+        self._retry_now()  # an outage failed every fire: none of them says anything about its schedule
+        await self._resync_quietly()
+
+    def _retry_now(self) -> None:
+        """Forget every failing schedule's wait: each is due again at its own next run."""
+        for sid in self.backoff.reset():
+            if sid in self.schedules:
+                self._push(self.schedules[sid][0])
+        if self._changed is not None:
+            self._changed.set()
+
     async def _resync_quietly(self) -> None:
         try:
             await self.resync_once()
@@ -285,8 +299,7 @@ class Scheduler:
         else:
             s, body = record
             self.schedules[sid] = (s, body)
-            if s.next_run is not None and not s.paused:
-                heapq.heappush(self._heap, (s.next_run, sid, s.revision))
+            self._push(s)
         if self._changed is not None:
             self._changed.set()
 
@@ -307,7 +320,7 @@ class Scheduler:
         while self._heap:
             due, sid, rev = self._heap[0]
             cur = self.schedules.get(sid)
-            if cur is not None and cur[0].revision == rev and not cur[0].paused and cur[0].next_run == due:
+            if cur is not None and cur[0].revision == rev and not cur[0].paused and self.backoff.due(cur[0]) == due:
                 return due
             heapq.heappop(self._heap)
         return None
@@ -372,26 +385,35 @@ class Scheduler:
         errors: list[BaseException] = []
         for item, res in zip(batch, results):
             if isinstance(res, BaseException):
-                heapq.heappush(self._heap, item)  # not fired (disconnected?): due again on the next tick
-                errors.append(self._not_fired(item[1], res))
+                errors.append(self._not_fired(item, res, now))
             else:
                 fired += res
         if errors:
+            failed = [e for e in errors if isinstance(e, FireError)]
+            if failed and self._b.is_connected:  # (an outage's failures are not the schedules')
+                await asyncio.gather(*(self._record_failure(e) for e in failed))
             raise errors[0]
         return fired
 
-    def _not_fired(self, sid: str, exc: BaseException) -> BaseException:
+    def _not_fired(self, item: tuple[float, str, int], exc: BaseException, now: float) -> BaseException:
         """``exc`` naming the schedule it stopped (a bare "maximum payload exceeded" twice a second
-        says neither which schedule nor why), its cause kept for :meth:`_restore_if_gone`."""
-        if not isinstance(exc, Exception):
-            return exc
-        why = str(exc)
+        says neither which schedule nor why), its cause kept for :meth:`_restore_if_gone`; the
+        schedule due again once its wait (:class:`FireBackoff`) is over."""
+        sid = item[1]
         held = self.schedules.get(sid)
-        if isinstance(exc, MaxPayloadError) and held is not None:
-            why += f" (its job is {len(held[1])} bytes; this server takes {self._b.max_payload})"
-        err = FireError(f"schedule {sid!r} not fired, tried again on the next tick: {why}")
-        err.__cause__ = exc
-        return err
+        if not isinstance(exc, Exception) or held is None:
+            heapq.heappush(self._heap, item)
+            return exc
+        wait = self.backoff.failed(sid, now)
+        self._push(held[0])
+        return FireError.of(held[0], len(held[1]), self._b.max_payload, exc, wait)
+
+    async def _record_failure(self, err: FireError) -> None:
+        held = self.schedules.get(err.schedule_id)
+        if held is not None:
+            new = await record_failure(self._b, held[0], held[1], err.why)
+            if new is not None:
+                self._apply_local(new, held[1])
 
     async def _fire(self, s: Schedule, body: bytes, now: float) -> list[str]:
         if self._b.settings.signing_keys:
@@ -429,6 +451,7 @@ class Scheduler:
             await publish_schedule_status(self._b, new, JobStatus.SUCCEEDED if finished else JobStatus.SCHEDULED)
             if finished:
                 await settle_dependents(self._b, s.id, "finished")
+        self.backoff.succeeded(s.id)
         self.fired += len(ids)
         return ids
 
@@ -445,6 +468,8 @@ class Scheduler:
             next_run=None if finished else nxt,
             last_run=now if times else s.last_run,
             last_job_id=ids[-1] if ids else s.last_job_id,
+            failures=0,
+            last_error=None,
         )
         kv = await self._b.kv(self._b.layout.schedules_bucket)
         key = self._b.layout.schedule_key(s.id)
@@ -475,8 +500,13 @@ class Scheduler:
             return  # the watch delivered our own update (or a newer one) first: already in the calendar
         self._seen_rev[s.id] = s.revision
         self.schedules[s.id] = (s, body)
-        if s.next_run is not None and not s.paused:
-            heapq.heappush(self._heap, (s.next_run, s.id, s.revision))
+        self._push(s)
+
+    def _push(self, s: Schedule) -> None:
+        """Put ``s`` in the calendar at its due time (later while its fires fail), unless paused or ended."""
+        due = self.backoff.due(s)
+        if due is not None and not s.paused:
+            heapq.heappush(self._heap, (due, s.id, s.revision))
 
     # --- leadership ---------------------------------------------------------------
     async def elect_once(self, now: float) -> bool:
@@ -525,6 +555,7 @@ class Scheduler:
         self._b.layout_lost()  # made again once the deletion is over (REMAKE_GRACE)
         try:
             await self._b.ensure_layout()
+            self._retry_now()  # what no stream took may go now
         except Exception as again:  # (the server's refusal, a lost connection) the next failure tries again
             log.warning("making the layout again failed: %s", again)
 
@@ -549,10 +580,6 @@ class Scheduler:
     def __repr__(self) -> str:
         role = "leader" if self.is_leader else "follower"
         return f"<Scheduler {self.instance_id} {role} schedules={len(self.schedules)}>"
-
-
-class FireError(NaqException):
-    """A due schedule could not be fired (its cause chained); the next tick tries it again."""
 
 
 # A deleted stream: nothing listens, no such stream, or no answer at all (nats-server 2.9's KV reads).

@@ -94,6 +94,8 @@ class ScheduleRow(TypedDict):
     created_at: float
     last_run: float | None
     last_job_id: str | None
+    failures: int  # fires that failed in a row (the scheduler waits longer after each); 0 once one succeeds
+    last_error: str | None  # why the last of them failed
     schedule_id: str
     status: str  # "active" | "paused" | "finished"
 
@@ -118,6 +120,8 @@ class Schedule:
     created_at: float = field(default_factory=time.time)
     last_run: float | None = None
     last_job_id: str | None = None
+    failures: int = 0  # consecutive failed fires (see fire_backoff.py)
+    last_error: str | None = None
     # The job's Naq-Meta template; {} only for a bare calendar (no job: the scheduler's unit tests)
     meta: MetaHeader = field(default_factory=dict)  # type: ignore[assignment]
     sig: str | None = None
@@ -179,6 +183,8 @@ class Schedule:
             "created_at": self.created_at,
             "last_run": self.last_run,
             "last_job_id": self.last_job_id,
+            "failures": self.failures,
+            "last_error": self.last_error,
             "schedule_id": self.id,
             "status": "paused" if self.paused else ("finished" if self.next_run is None else "active"),
         }
@@ -241,6 +247,8 @@ _HEAD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "created_at": (_is_number, "a finite number"),
     "last_run": (_or_null(_is_number), "a finite number or null"),
     "last_job_id": (_or_null(_is_str), "a string or null"),
+    "failures": (_is_count, "an integer >= 0"),
+    "last_error": (_or_null(_is_str), "a string or null"),
     "meta": (lambda v: isinstance(v, dict), "an object"),
     "sig": (_or_null(_is_str), "a string or null"),
 }

@@ -82,6 +82,8 @@ SCHEDULE_COLUMNS = [
     "runs",
     "paused",
     "status",
+    "failures",
+    "last_error",
 ]
 FAILED_COLUMNS = [
     "seq",

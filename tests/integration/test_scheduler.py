@@ -277,6 +277,40 @@ async def test_a_fire_that_fails_names_its_schedule(tmp_path, naq_prefix):
     finally:
         srv.stop()
 
+async def test_a_schedule_whose_fire_keeps_failing_backs_off_and_says_why(broker, settings):
+    """A schedule no stream takes (its fire fails each time) was tried on every tick, twice a second for
+    ever, and nothing in its record said so. Now it waits 0.5 s, then twice as long after each failure,
+    its record and status record count the failures and keep the error, and a fire that succeeds clears both."""
+    from naq_nb.core.scheduler import FireError
+    T0 = time.time()
+    s = await stored(broker, "fq", T0, interval=1.0)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    await broker.js.delete_stream(broker.layout.jobs_stream)   # its job goes nowhere: every fire fails
+    tries, t = [], s.next_run
+    while t < s.next_run + 40:                                 # 40 s of the injected clock, 0.1 s a step
+        with contextlib.suppress(FireError):
+            await sch.tick(t)
+            t += 0.1
+            continue
+        tries.append(t)
+        t += 0.1
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert len(tries) == 7 and gaps == pytest.approx([0.5, 1, 2, 4, 8, 16], abs=0.11), tries
+    row = (await list_schedules(broker))[0]
+    assert row.failures == 7 and "no response from stream" in row.last_error
+    assert row.to_row()["failures"] == 7 and row.runs == 0
+    rec = await get_status(broker, s.id)
+    assert rec["status"] == "scheduled" and rec["failures"] == 7 and "no response from stream" in rec["error"]
+    broker.layout_lost()
+    await broker.ensure_layout()                               # the stream back: the next try fires
+    assert await sch.tick(tries[-1] + 31.9) == []              # (still waiting: 32 s after the 7th)
+    assert await sch.tick(tries[-1] + 32.1)
+    row = (await list_schedules(broker))[0]
+    assert row.failures == 0 and row.last_error is None and row.runs > 0
+    rec = await get_status(broker, s.id)
+    assert "error" not in rec and "failures" not in rec
+
 
 # --- the public API with a running scheduler and worker -------------------------------
 
