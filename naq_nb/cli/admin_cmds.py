@@ -8,6 +8,8 @@ from typing import Any
 from ..core.broker import Broker
 from ..core.failed import list_failed, requeue_failed
 from ..core.cancel import cancel_job
+from ..core.errors import JobNotFoundError, SerializationError
+from ..core.job import JobStatus
 from ..core.queue import Queue, get_status
 from ..core.registry import list_workers
 from .common import add_url, job_id, print_table, queue_name, terminal_text, utc_time, with_broker
@@ -79,7 +81,7 @@ def _workers(args: argparse.Namespace) -> int:
 def _jobs(args: argparse.Namespace) -> int:
     async def run(b: Broker) -> list[dict[str, Any]]:
         if args.job_id:
-            return [dict(await get_status(b, args.job_id))]  # a row for the table
+            return [await _with_last_run(b, args.job_id, dict(await get_status(b, args.job_id)))]
         from ..core.depths import queue_depths
 
         # Every queue with jobs, served or not (a queue nobody serves is the one to notice).
@@ -104,6 +106,24 @@ def _jobs(args: argparse.Namespace) -> int:
     else:
         print_table(rows, ["queue", "queued", "at_workers", "workers"])
     return 0
+
+
+async def _with_last_run(b: Broker, sid: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """A recurring schedule's own record with its status made true: the scheduler marks it
+    ``succeeded`` once its last run is *fired*, whatever that run did, so ``status`` reads
+    ``finished`` there and, for any state, says how its last run stands (``finished, last run failed``).
+    Any other record as it is. Only an id of one of this schedule's own runs is followed."""
+    kind, last = rec.get("schedule"), rec.get("last_job_id")
+    if not isinstance(kind, str) or kind == "once":
+        return rec
+    state = "finished" if rec.get("status") == JobStatus.SUCCEEDED.value else str(rec.get("status"))
+    if not isinstance(last, str) or not last.startswith(f"{sid}-"):
+        return {**rec, "status": f"{state}, no run yet"}
+    try:
+        run = str((await get_status(b, last)).get("status"))
+    except (JobNotFoundError, SerializationError):  # expired, deleted, or unreadable
+        run = "unknown (its record is gone)"
+    return {**rec, "status": f"{state}, last run {run}"}
 
 
 def _cancel(args: argparse.Namespace) -> int:

@@ -280,3 +280,28 @@ def _seq(out) -> str:
     header, row = out.stdout.splitlines()[:2]
     assert header.startswith("SEQ")
     return row.split()[0]
+
+
+async def test_jobs_id_of_a_schedule_whose_runs_failed_does_not_say_succeeded(broker, nats_server, settings,
+                                                                                start_worker):
+    """`naq jobs --id <schedule>` printed `status: succeeded` once a repeat=2 schedule had fired both
+    runs, though both runs failed: the scheduler marks a schedule's own record succeeded when its last
+    run is fired. It now says the schedule finished, and how its last run ended."""
+    import time
+    from naq_nb.core.scheduler import Scheduler
+    from naq_nb.core.schedules import make_schedule, save_schedule
+    T0 = time.time()
+    s, body = make_schedule(Queue(broker).make_job(jobs.boom, ("scheduled",)), broker, interval=1.0, repeat=2, now=T0)
+    await save_schedule(broker, s, body)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    fired = await sch.tick(T0 + 1.01) + await sch.tick(T0 + 2.01)
+    assert len(fired) == 2
+    await start_worker()
+    for jid in fired:
+        assert not (await wait_for_result(broker, jid, 30)).ok
+    out = naq("jobs", "--id", s.id, url=nats_server.url)
+    assert out.returncode == 0, out.stderr
+    status = [ln for ln in out.stdout.splitlines() if ln.strip().startswith("status:")]
+    assert status == [f"{'status':>12}: finished, last run failed"], out.stdout
+    assert f"last_job_id: {fired[-1]}" in out.stdout
