@@ -66,7 +66,7 @@ from .loop import (
     sweep_closed_loops,
 )
 from .inbox import ResultInbox
-from .outage import no_answer, refuse_unsent, until_reachable
+from .outage import no_answer, refuse_unsent, until_reachable, within
 from .stores import Stores
 from .twins import blocking, on_loop
 
@@ -459,7 +459,12 @@ class Client:
             if not b.is_connected:  # (the per-call path pays this flag only)
                 timeout = await self._reachable(b, timeout, f"reading the result of job {job_id}")
             seq = self._stores.unrecorded_seq(job_id)  # stored without its queued record: waited for while queued
-            rec = await wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq)
+            rec = await within(
+                wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq),
+                timeout,
+                self.url,
+                f"reading the result of job {job_id}",
+            )
         except BaseException as exc:
             self._inbox.forget(job_id, pushed)
             if isinstance(exc, nats.errors.TimeoutError):

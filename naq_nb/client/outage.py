@@ -5,13 +5,18 @@ answer with a bare "nats: timeout" once JetStream's request timeout has passed."
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from typing import Awaitable, Sequence, TypeVar
 
 from ..core.broker import Broker
 from ..core.errors import JobNotStoredError, NoAnswerError
 from ..core.job import Job
 
-__all__ = ["until_reachable", "no_answer", "refuse_unsent"]
+__all__ = ["until_reachable", "no_answer", "refuse_unsent", "within", "ANSWER_MARGIN"]
+
+T = TypeVar("T")
+
+#: Seconds a read may take past its caller's timeout (its last read) before it is given up as unanswered.
+ANSWER_MARGIN = 1.0
 
 
 async def until_reachable(b: Broker, timeout: float | None, url: str, what: str) -> float | None:
@@ -28,6 +33,23 @@ async def until_reachable(b: Broker, timeout: float | None, url: str, what: str)
             f"(server down or unreachable?); gave up after {bound:g}s"
         )
     return None if timeout is None else max(0.0, timeout - (loop.time() - start))
+
+
+async def within(aw: Awaitable[T], timeout: float | None, url: str, what: str) -> T:
+    """``await aw`` within the caller's ``timeout`` (and :data:`ANSWER_MARGIN`), else
+    :class:`NoAnswerError` naming ``what``. A frozen server keeps the connection up and answers
+    nothing: each JetStream read waits its own 10 s bound, however short the caller's timeout.
+    A ``TimeoutError`` of ``aw``'s own (a job not finished in time) passes as it is."""
+    if timeout is None:
+        return await aw
+    bound = asyncio.timeout(timeout + ANSWER_MARGIN)
+    try:
+        async with bound:
+            return await aw
+    except TimeoutError as exc:
+        if bound.expired():
+            raise no_answer(url, what) from exc
+        raise
 
 
 def no_answer(url: str, what: str) -> NoAnswerError:

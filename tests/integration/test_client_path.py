@@ -161,6 +161,19 @@ def test_an_unacknowledged_enqueue_fails_its_handle_then_the_next_call(client, f
     assert depths[0] == depths[-1], depths
 
 
+@pytest.mark.parametrize("timeout", [0, 1])
+def test_a_result_read_from_a_frozen_server_ends_within_its_timeout(client, frozen, timeout):
+    """SIGSTOPped server: the connection looks up, and each read waited JetStream's 10 s request bound,
+    so `fetch_job_result(job, timeout=1)` took 10 s. The caller's timeout bounds it now (a second's margin)."""
+    job = Queue("nobody", client=client).enqueue_sync(jobs.add, 1, 2)
+    client.flush_sync()
+    frozen()
+    t0 = time.monotonic()
+    with pytest.raises(NaqConnectionError, match=f"did not answer while reading the result of job {job.job_id}") as err:
+        client.result_sync(job.job_id, timeout=timeout)
+    took = time.monotonic() - t0
+    assert isinstance(err.value, TimeoutError) and took < timeout + 1.5, f"took {took:.1f}s"
+
 def test_flush_and_close_raise_what_was_not_stored(client, frozen):
     q = Queue("nobody", client=client)
     q.enqueue_sync(jobs.add, 0, 0)
