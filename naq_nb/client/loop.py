@@ -11,7 +11,8 @@ connection of the loop it runs on, see ``Client.broker_here``) runs directly on
 an async caller's own loop once that loop has made a naq_nb call before: a
 loop that makes one call (``asyncio.run(one_call())``) is not worth a
 connection. What such a loop owns is released by :func:`on_loop_close` hooks
-when ``asyncio.run`` shuts it down (its async-generator shutdown runs them).
+when ``asyncio.run`` shuts it down (its async-generator shutdown runs them), or when the
+loop is closed by hand (``loop.close()`` runs them first).
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ async def _guard(loop: asyncio.AbstractEventLoop, state: _LoopState) -> AsyncGen
 
 async def on_loop_close(fn: Callable[[], Awaitable[None]]) -> None:
     """Run ``await fn()`` on the running (caller) loop when it shuts down, e.g. to close a connection
-    made for it. Hooks of loops closed without ``shutdown_asyncgens`` are dropped unrun (their
-    connections die with their sockets); :func:`sweep_closed_loops` forgets those loops."""
+    made for it; also when ``loop.close()`` is called without it. Hooks of a loop closed otherwise
+    (uvloop's, closed by hand) are dropped unrun; :func:`sweep_closed_loops` forgets those loops."""
     loop = asyncio.get_running_loop()
     with _loops_lock:
         state = _loops.setdefault(loop, _LoopState())
@@ -203,6 +204,28 @@ async def on_loop_close(fn: Callable[[], Awaitable[None]]) -> None:
         # A started async generator is registered with the loop, whose shutdown_asyncgens closes it.
         state.guard = _guard(loop, state)
         await state.guard.asend(None)
+        _close_first(loop, state.guard)
+
+
+def _close_first(loop: asyncio.AbstractEventLoop, guard: AsyncGenerator[None, None]) -> None:
+    """Make ``loop.close()`` run the loop's hooks first (as ``asyncio.run`` does through its
+    asyncgen shutdown). A loop a caller closes by hand (``run_until_complete``, then ``close``) left
+    its connection's tasks pending on a closed loop: "Task was destroyed but it is pending!" at gc or
+    exit. A loop whose ``close`` cannot be replaced (uvloop's) is swept as before."""
+    close = loop.close
+
+    def close_after_hooks() -> None:
+        if not loop.is_running() and not loop.is_closed():
+            try:
+                loop.run_until_complete(guard.aclose())  # (done already after an asyncgen shutdown)
+            except Exception as exc:  # closing anyway: a failing hook must not keep the loop open
+                log.debug("closing naq_nb's resources of a loop being closed: %s", exc)
+        close()
+
+    try:
+        loop.close = close_after_hooks  # type: ignore[method-assign]
+    except AttributeError:
+        pass
 
 
 def sweep_closed_loops() -> list[asyncio.AbstractEventLoop]:

@@ -364,7 +364,7 @@ def test_a_loop_closed_without_shutdown_is_forgotten(client):
             lp.run_until_complete(client.status(job.job_id))
         assert lp in client._here and lp in loop_mod._loops
     finally:
-        lp.close()  # no shutdown_asyncgens: its hooks can never run
+        lp.close()  # no shutdown_asyncgens (close() runs its hooks first now)
     # the next caller loop's connection sweeps the dead one away
     _in_thread(lambda: asyncio.run(_reads(client, job.job_id, 2)))
     assert lp not in client._here and lp not in loop_mod._loops
@@ -706,3 +706,41 @@ def test_a_close_while_a_callers_loop_connects_is_no_cancel_of_its_call(client, 
         assert here.nc.is_closed, "the connection made for the loop was left open"
         assert (await client.status(job.job_id))["status"] == "queued"  # a later call reconnects
     _in_thread(lambda: asyncio.run(main()))
+
+
+@pytest.mark.parametrize("then", ["exit", "another loop"])
+def test_a_loop_closed_without_asyncio_run_leaves_no_pending_tasks(nats_server, naq_prefix, then):
+    """`loop = asyncio.new_event_loop(); loop.run_until_complete(...); loop.close()`: no asyncgen
+    shutdown, so the connection naq_nb made for that loop kept its reader tasks pending on a closed
+    loop, and "Task was destroyed but it is pending!" tracebacks came at gc (once another loop's call
+    swept it away) or at exit. The loop's close now closes that connection first."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    script = f"""
+import asyncio, gc
+import naq_nb as nq
+import jobs
+
+async def main():
+    job = await nq.enqueue(jobs.add, 1, 2, queue_name="nobody", nats_url={nats_server.url!r})
+    for _ in range(3):  # from its second call on, a loop gets a connection of its own
+        await nq.get_job_status(job, nats_url={nats_server.url!r})
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+loop.close()
+del loop
+gc.collect()
+if {then == "another loop"}:
+    asyncio.run(main())
+    gc.collect()
+print("ok")
+"""
+    env = {**os.environ, "NAQ_PREFIX": naq_prefix, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert "Task was destroyed" not in done.stderr and "Event loop is closed" not in done.stderr, done.stderr[-2000:]
