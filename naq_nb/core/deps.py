@@ -30,19 +30,21 @@ import nats.errors
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from .envelope import HEADER_MSG_ID, JobMeta, decode_meta, meta_first_record
+from . import payloads
+from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, JobMeta, decode_meta, meta_first_record
 from .errors import (
     JS_MESSAGE_GONE,
     JS_WRONG_LAST_SEQUENCE,
     DependencyFailedError,
     NaqConnectionError,
     SerializationError,
+    SignatureError,
 )
 from .job import JobStatus
 from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
 from .results import push_result
-from .serialization import pack_record, seal_record
+from .serialization import pack_record, seal_record, verify_job
 from .status import (
     STATUS_VALUES,
     TERMINAL_VALUES,
@@ -129,6 +131,25 @@ async def _status_of(b: "Broker", job_id: str) -> str | None:
     return st if isinstance(st, str) and st in STATUS_VALUES else _DAMAGED
 
 
+async def unverified(b: "Broker", meta: JobMeta, headers: dict | None, data: bytes | None) -> str | None:
+    """With signing on, why a job message is not to be trusted (its signature, as the runner checks it),
+    else None. Checked before a dependency step writes anything under the id its header names: an
+    unsigned message must not park, release or fail a real job. A body that cannot be fetched is left
+    to the run, which fails it naming why."""
+    keys = b.settings.signing_keys
+    if not keys:
+        return None
+    hdrs = headers or {}
+    try:
+        body = await payloads.open_body(b, data or b"", f"job {meta.job_id}")
+        verify_job(keys, meta.job_id, hdrs.get(HEADER_META, ""), body, hdrs.get(HEADER_SIG))
+    except SignatureError as exc:
+        return str(exc)
+    except SerializationError:
+        return None
+    return None
+
+
 def _job_headers(headers: dict | None) -> dict:
     """The job's own headers (meta, signature...), without NATS's."""
     return {k: v for k, v in (headers or {}).items() if not k.startswith("Nats-")}
@@ -162,10 +183,12 @@ class DependencyGate:
         on_ready: Callable[["Delivery"], None],
         on_failed: Callable[["Delivery", str, str], Awaitable[None]],
         sweep_interval: float = SWEEP_INTERVAL,
+        on_refused: Callable[[Any, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.b = broker
         self.on_ready = on_ready
         self.on_failed = on_failed
+        self.on_refused = on_refused  # (msg, queue, why): a message whose signature fails (signing on)
         self.parked: dict[str, Any] = {}
         self.parked_on: set[str] = set()
         self._indexed = False  # until start() has read the waiting stream, every job may have dependents
@@ -198,8 +221,13 @@ class DependencyGate:
         self.parked_on.discard(job_id)
 
     async def admit(self, d: "Delivery") -> None:
-        """Run ``d`` now, fail it, or park it until its dependencies end."""
+        """Run ``d`` now, fail it, or park it until its dependencies end (with signing on, one whose
+        signature fails goes to ``on_refused`` first: nothing is written under the id it names)."""
         meta = d.meta
+        why_not = await unverified(self.b, meta, d.msg.headers, d.msg.data)
+        if why_not is not None and self.on_refused is not None:
+            await self.on_refused(d.msg, meta.queue, why_not)
+            return
         kind, dep, why = await _check_deps(self.b, list(meta.options.depends_on), d.msg.in_progress)
         if kind == "fail":
             await self.on_failed(d, dep, why)
@@ -342,6 +370,11 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
         meta = decode_meta(raw.headers)
     except SerializationError as exc:
         log.warning("dropping an undecodable parked message (seq %s): %s", raw.seq, exc)
+        await _delete_copy(b, raw.seq)
+        return None
+    why_not = await unverified(b, meta, raw.headers, raw.data)
+    if why_not is not None:  # published there by hand: the job it names is not touched
+        log.warning("dropping a parked message of job %s (seq %s): %s", meta.job_id, raw.seq, why_not)
         await _delete_copy(b, raw.seq)
         return None
     jid = meta.job_id
