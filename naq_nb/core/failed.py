@@ -11,15 +11,15 @@ import time
 from typing import Any, AsyncIterator, TypedDict
 
 from nats.js import api
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from . import payloads
 from .broker import Broker
 from .oneshot import stream_messages
 from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta, header_meta
-from .errors import JobNotFoundError, SerializationError
+from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import JobStatus
-from .status import encode_status, first_record, record_time, text_or_none as _text
+from .status import StatusRecord, decode_status, encode_status, first_record, record_time, text_or_none as _text
 from .serialization import unpack_record
 
 __all__ = ["FailedEntry", "list_failed", "requeue_failed"]
@@ -166,8 +166,10 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     returns the job id. An all-digit string names the failed job with that id if there is one, else
     the entry with that sequence.
 
-    Raises :class:`JobNotFoundError` for no such entry and :class:`SerializationError` naming the
-    entry for one that is no requeueable naq_nb job (checked before anything is written)."""
+    Raises :class:`JobNotFoundError` for no such entry, :class:`SerializationError` naming the
+    entry for one that is no requeueable naq_nb job, and :class:`ConcurrentUpdateError` when the job
+    is no longer failed (another requeue of it went first, or it ran again); all checked before
+    anything is written."""
     raw = await _find(broker, ref)
     assert raw.seq is not None  # a stored message always has its sequence
     try:
@@ -178,12 +180,6 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     headers, meta = _requeue_meta(raw.seq, info)
     jid, queue = meta.job_id, meta.queue
     lay = broker.layout
-    results = await broker.kv(lay.results_bucket)
-    await payloads.drop_result(broker, jid)  # its object (a result over max_payload) goes with it
-    try:
-        await results.purge(jid)  # the old failure must not answer waiters of the new run
-    except KeyNotFoundError:
-        pass
     rec = first_record(
         jid,
         queue,
@@ -194,9 +190,53 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
         requeued_from=raw.seq,
         depends_on=list(meta.options.depends_on),
     )
-    await broker.js.publish(lay.kv_subject(lay.status_bucket, jid), encode_status(rec))
+    await _claim(broker, jid, raw.seq, rec)  # before the result goes: a stale requeue changes nothing
+    results = await broker.kv(lay.results_bucket)
+    await payloads.drop_result(broker, jid)  # its object (a result over max_payload) goes with it
+    try:
+        await results.purge(jid)  # the old failure must not answer waiters of the new run
+    except KeyNotFoundError:
+        pass
     # A fresh message id: the original one may still be inside the de-duplication window.
     headers[HEADER_MSG_ID] = f"{jid}-requeue-{raw.seq}"
     await broker.js.publish(lay.queue_subject(queue), body, headers=headers)
-    await broker.js.delete_msg(lay.failed_stream, raw.seq)
+    try:
+        await broker.js.delete_msg(lay.failed_stream, raw.seq)
+    except APIError as exc:
+        if not isinstance(exc, NotFoundError) and exc.err_code not in JS_MESSAGE_GONE:
+            raise  # (gone: an interrupted requeue of this entry, done again, deleted it first)
     return jid
+
+
+async def _claim(broker: Broker, jid: str, seq: int, rec: StatusRecord) -> None:
+    """Set the job's status to ``rec`` (queued) over a record that says it failed (or none, or a
+    damaged one), revision-checked, so of two requeues of one failure one goes on. A job that is no
+    longer failed (requeued, run again, cancelled since) raises :class:`ConcurrentUpdateError`, its
+    records untouched; a requeue of this same entry that was cut short before its publish may go on."""
+    kv = await broker.kv(broker.layout.status_bucket)
+    try:
+        entry = await kv.get(jid)
+    except KeyNotFoundError:
+        entry = None
+    now = None
+    if entry is not None and entry.value:
+        try:
+            now = decode_status(entry.value)
+        except SerializationError:
+            now = None  # damaged: the failed entry is the better witness
+    status = now.get("status") if now is not None else None
+    redo = status == JobStatus.QUEUED.value and now is not None and now.get("requeued_from") == seq
+    if status is not None and status != JobStatus.FAILED.value and not redo:
+        raise ConcurrentUpdateError(
+            f"job {jid} is {_text(status)} now, not failed: failed entry {seq} is out of date "
+            "(requeued or run again since); nothing was changed"
+        )
+    try:
+        if entry is None:
+            await kv.create(jid, encode_status(rec))
+        else:
+            await kv.update(jid, encode_status(rec), last=entry.revision)
+    except KeyWrongLastSequenceError:
+        raise ConcurrentUpdateError(
+            f"job {jid} changed while failed entry {seq} was being requeued (another requeue?); nothing was changed"
+        ) from None

@@ -1,0 +1,64 @@
+"""Requeue of a failed job: one requeue per failure, never one that undoes the run it started."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from naq_nb.core import failed
+from naq_nb.core.errors import ConcurrentUpdateError
+from naq_nb.core.failed import list_failed, requeue_failed
+from naq_nb.core.queue import Queue, get_status
+from naq_nb.core.results import get_result, wait_for_result
+
+import jobs
+
+
+async def _failed_job(broker, start_worker, tmp_path):
+    """A job that failed once (out of retries) and succeeds when run again; the worker that ran it."""
+    w = await start_worker()
+    job = await Queue(broker).configure(max_retries=0).enqueue(jobs.fail_until, str(tmp_path / "runs"), 2)
+    assert (await wait_for_result(broker, job.job_id, 15)).status == "failed"
+    return job, w
+
+
+async def test_a_stale_requeue_does_not_undo_the_run_another_requeue_started(
+    broker, start_worker, tmp_path, monkeypatch
+):
+    # Two requeues of one failure that both found its entry: the first one's run succeeded, then the
+    # second purged that result and set the status back to "queued" for good (its message was dropped
+    # as the first one's copy): the job's success was lost and it read "queued" for ever.
+    job, _ = await _failed_job(broker, start_worker, tmp_path)
+    found, go = asyncio.Event(), asyncio.Event()
+    find = failed._find
+
+    async def paused_find(b, ref):
+        raw = await find(b, ref)
+        if not found.is_set():
+            found.set()
+            await go.wait()
+        return raw
+
+    monkeypatch.setattr(failed, "_find", paused_find)
+    late = asyncio.ensure_future(requeue_failed(broker, job.job_id))
+    await asyncio.wait_for(found.wait(), 15)
+    assert await requeue_failed(broker, job.job_id) == job.job_id
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 2
+    go.set()
+    with pytest.raises(ConcurrentUpdateError, match=f"job {job.job_id} is succeeded now, not failed"):
+        await asyncio.wait_for(late, 15)
+    assert (await get_result(broker, job.job_id)).unwrap() == 2
+    assert (await get_status(broker, job.job_id))["status"] == "succeeded"
+
+
+async def test_concurrent_requeues_of_one_failure_requeue_it_once_and_say_so(broker, start_worker, tmp_path):
+    job, w = await _failed_job(broker, start_worker, tmp_path)
+    await w.stop()  # the requeued job stays queued
+    got = await asyncio.gather(*(requeue_failed(broker, job.job_id) for _ in range(4)), return_exceptions=True)
+    assert got.count(job.job_id) == 1, got
+    for exc in (g for g in got if g != job.job_id):  # a bare ServerError from the entry's delete before
+        assert isinstance(exc, (ConcurrentUpdateError, failed.JobNotFoundError)) and job.job_id in str(exc), exc
+    assert await Queue(broker).count() == 1 and await list_failed(broker) == []
+    st = await get_status(broker, job.job_id)
+    assert st["status"] == "queued" and isinstance(st["requeued_from"], int)
