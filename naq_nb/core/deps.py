@@ -428,12 +428,12 @@ async def _fail_parked(
         "exc_type": exception_type_names(exc)[0],
     }
     hdrs = {**_job_headers(raw.headers), HEADER_MSG_ID: f"depfail-{jid}-{raw.seq}", "Naq-Reason": error[:500]}
-    await b.publish(
-        lay.failed_subject(meta.queue),
-        pack_record(info, raw.data or b""),
-        headers=hdrs,
-        what=f"the failed entry of job {jid}",
-    )
+    head = pack_record(info, b"")
+    # A body that fit its job's message may not fit beside this record: it moves to the object store (as
+    # a worker's dead letter's does), or the server would refuse the message and close the connection.
+    extra = len(head) + 2 * (sum(len(k) + len(v) + 4 for k, v in hdrs.items()) + 600)
+    body = await payloads.fit_body(b, raw.data or b"", jid, extra)
+    await b.publish(lay.failed_subject(meta.queue), head + body, headers=hdrs, what=f"the failed entry of job {jid}")
     kv = await b.kv(lay.status_bucket)
     await kv.put(
         jid,
