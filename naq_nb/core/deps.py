@@ -160,7 +160,15 @@ async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep:
     stream and sequence): the same message parked again is de-duplicated, but a job requeued since (a new
     message) is parked anew, not dropped as a repeat within the de-duplication window."""
     hdrs = {**_job_headers(headers), HEADER_MSG_ID: f"park-{job_id}-{dep}-{origin}"}
-    await b.publish(b.layout.waiting_subject(dep), body or b"", headers=hdrs, what=f"job {job_id} parked on job {dep}")
+    # Its message id is longer than the one it came with: a message near max_payload (hand-made; a
+    # client keeps 1 KiB free) would go over, and the server would close the worker's connection.
+    body = await payloads.fit_body(b, body or b"", job_id, _header_bytes(hdrs))
+    await b.publish(b.layout.waiting_subject(dep), body, headers=hdrs, what=f"job {job_id} parked on job {dep}")
+
+
+def _header_bytes(headers: dict) -> int:
+    """What ``headers`` add to a message, as the server counts it against max_payload."""
+    return 16 + sum(len(k) + len(v) + 4 for k, v in headers.items())
 
 
 class DependencyGate:
@@ -431,7 +439,7 @@ async def _fail_parked(
     head = pack_record(info, b"")
     # A body that fit its job's message may not fit beside this record: it moves to the object store (as
     # a worker's dead letter's does), or the server would refuse the message and close the connection.
-    extra = len(head) + 2 * (sum(len(k) + len(v) + 4 for k, v in hdrs.items()) + 600)
+    extra = len(head) + 2 * (_header_bytes(hdrs) + 600)
     body = await payloads.fit_body(b, raw.data or b"", jid, extra)
     await b.publish(lay.failed_subject(meta.queue), head + body, headers=hdrs, what=f"the failed entry of job {jid}")
     kv = await b.kv(lay.status_bucket)
