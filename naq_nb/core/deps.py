@@ -395,13 +395,24 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
             await _fail_parked(b, raw, meta, own, dep, why)
             nxt = jid  # its own dependents fail next
         elif kind == "wait":
-            await park(b, raw.headers, raw.data or b"", jid, dep, f"w{raw.seq}")
+            await _repark(b, raw, meta, own, rev, dep)
             nxt = dep  # in case it ended meanwhile
         else:
             await _release(b, raw, meta, own, rev)
     # else: released before (a repeated copy), cancelled, or expired: only the copy goes
     await _delete_copy(b, raw.seq)
     return nxt
+
+
+async def _repark(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, rev: int, dep: str) -> None:
+    """Park the copy again on ``dep``, the next dependency it waits on, and say so in its status (which
+    renews that record too: it must outlive the wait, or the release would find no job to release)."""
+    await park(b, raw.headers, raw.data or b"", meta.job_id, dep, f"w{raw.seq}")
+    kv = await b.kv(b.layout.status_bucket)
+    try:
+        await kv.update(meta.job_id, encode_status(with_status(own, JobStatus.WAITING, waiting_on=dep)), last=rev)
+    except KeyWrongLastSequenceError:
+        pass  # moved on meanwhile (cancelled, or another release got here first)
 
 
 async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, rev: int) -> None:
