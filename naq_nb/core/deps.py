@@ -392,7 +392,7 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
         deps = list(meta.options.depends_on)
         kind, dep, why = _verdict(deps, list(await asyncio.gather(*(_status_of(b, x) for x in deps))))
         if kind == "fail":
-            await _fail_parked(b, raw, meta, own, dep, why)
+            await _fail_parked(b, raw, meta, (own, rev), dep, why)
             nxt = jid  # its own dependents fail next
         elif kind == "wait":
             await _repark(b, raw, meta, own, rev, dep)
@@ -429,9 +429,11 @@ async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: Statu
 
 
 async def _fail_parked(
-    b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, dep: str, why: str
+    b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: tuple[StatusRecord, int], dep: str, why: str
 ) -> None:
-    """Dead-letter a parked job whose dependency failed: failed entry, status, then result (create-only)."""
+    """Dead-letter a parked job whose dependency failed: failed entry, result (create-only), then status
+    over the ``waiting`` record read (``own``: it and its revision). The status goes last: a release cut
+    short before it finds the job still waiting and does it all again (each step is idempotent)."""
     lay, jid = b.layout, meta.job_id
     exc = DependencyFailedError(f"job {jid} depends on job {dep}, which {why}")
     exc.dependency = dep  # type: ignore[attr-defined]
@@ -453,15 +455,6 @@ async def _fail_parked(
     extra = len(head) + 2 * (_header_bytes(hdrs) + 600)
     body = await payloads.fit_body(b, raw.data or b"", jid, extra)
     await b.publish(lay.failed_subject(meta.queue), head + body, headers=hdrs, what=f"the failed entry of job {jid}")
-    kv = await b.kv(lay.status_bucket)
-    await kv.put(
-        jid,
-        encode_status(
-            with_status(
-                own, JobStatus.FAILED, drop=["waiting_on"], error=error, finished_at=now, failures=1, dependency=dep
-            )
-        ),
-    )
     data = encode_failure(
         b.serializer,
         exc,
@@ -479,7 +472,13 @@ async def _fail_parked(
         )
     except APIError as err:
         if err.err_code != JS_WRONG_LAST_SEQUENCE:
-            raise  # a result already exists (a repeated release): it stands
+            raise  # a result already exists (a repeated release, a cancel): it stands
+    fields = {"error": error, "finished_at": now, "failures": 1, "dependency": dep}
+    rec = with_status(own[0], JobStatus.FAILED, drop=["waiting_on"], **fields)
+    try:
+        await (await b.kv(lay.status_bucket)).update(jid, encode_status(rec), last=own[1])
+    except KeyWrongLastSequenceError:
+        pass  # moved on meanwhile (cancelled): that record stands beside the result that stood
     if meta.reply:  # the client that enqueued it may be waiting: read it now
         await push_result(b, meta.reply, jid)
 
