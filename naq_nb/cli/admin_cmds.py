@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..core.broker import Broker
+from ..core.errors import ConcurrentUpdateError
 from ..core.failed import list_failed, requeue_failed
 from ..core.cancel import cancel_job
 from ..core.errors import JobNotFoundError, SerializationError
@@ -146,13 +148,21 @@ def _failed(args: argparse.Namespace) -> int:
             refs += [e["seq"] for e in await list_failed(b, args.queue) if e["requeueable"]]
         done = []
         for r in refs:  # each printed as it is done: an error further on must not hide it
-            done.append(await requeue_failed(b, r))
+            try:
+                done.append(await requeue_failed(b, r))
+            except ConcurrentUpdateError as exc:  # out of date (its job ran again): --all goes on
+                if not args.all:
+                    raise
+                print(f"naq: error: {terminal_text(exc, lines=True)}", file=sys.stderr, flush=True)
+                skipped.append(r)
+                continue
             print(f"requeued {terminal_text(done[-1])}", flush=True)
         return done
 
+    skipped: list[str | int] = []
     out = with_broker(args, run)
     if args.action == "requeue":
-        return 0
+        return 1 if skipped else 0
     for e in out:
         e["failed_at"] = utc_time(e["failed_at"])
         e["reason"] = (e["reason"] or "")[:60]

@@ -62,3 +62,37 @@ async def test_concurrent_requeues_of_one_failure_requeue_it_once_and_say_so(bro
     assert await Queue(broker).count() == 1 and await list_failed(broker) == []
     st = await get_status(broker, job.job_id)
     assert st["status"] == "queued" and isinstance(st["requeued_from"], int)
+
+
+async def test_requeue_all_skips_an_out_of_date_entry_and_requeues_the_rest(broker, nats_server, start_worker):
+    # An entry whose job is no longer failed (it ran again since: at-least-once) is refused; `--all`
+    # stopped at it, so one such entry kept every later failed job from being requeued.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    w = await start_worker()
+    q = Queue(broker).configure(max_retries=0)
+    a, b = [await q.enqueue(jobs.boom, name) for name in ("a", "b")]
+    for job in (a, b):
+        assert (await wait_for_result(broker, job.job_id, 15)).status == "failed"
+    await w.stop()  # requeued jobs stay queued
+    st = await get_status(broker, a.job_id)
+    await (await broker.kv(broker.layout.status_bucket)).put(
+        a.job_id, json.dumps({**st, "status": "succeeded"}).encode()
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "NAQ_NATS_URL": nats_server.url}
+    out = subprocess.run(
+        [sys.executable, "-m", "naq_nb.cli.main", "failed", "requeue", "--all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["requeued", b.job_id], out.stdout + out.stderr
+    assert out.returncode == 1 and f"job {a.job_id} is succeeded now, not failed" in out.stderr
+    assert [e["job_id"] for e in await list_failed(broker)] == [a.job_id]
+    assert await Queue(broker).count() == 1
