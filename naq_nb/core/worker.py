@@ -210,9 +210,8 @@ class Worker:
             live_after=3 * self.settings.heartbeat_interval,
             alone=self._alone,
         )
-        self.gate = DependencyGate(
-            b, self._enqueue_ready, self.runner.fail_dependency, on_refused=self.runner.dead.reject
-        )
+        run = self.runner
+        self.gate = DependencyGate(b, self._enqueue_ready, run.fail_dependency, on_refused=run.dead.reject)
         await self.gate.start()
         self.runner.dependents = self.gate
         self._cancel_sub = await b.nc.subscribe(b.layout.cancel_subject, cb=self._on_cancel)
