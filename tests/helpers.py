@@ -18,8 +18,8 @@ from typing import Callable
 import pytest
 
 __all__ = [
-    "ROOT", "FakeClock", "Services", "eventually", "failed_entries", "good_meta", "pid_gone", "wait_until", "wire_message",
-    "worker_process",
+    "ROOT", "FakeClock", "Services", "eventually", "failed_entries", "good_meta", "pid_gone", "wait_until",
+    "wire_message", "worker_process",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

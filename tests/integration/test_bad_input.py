@@ -11,7 +11,7 @@ import pytest
 
 from naq_nb.core.broker import Broker, create_store
 from naq_nb.core.errors import (LayoutConflictError, NaqConnectionError, PayloadTooLargeError,
-                                SerializationError, SignatureError, UnknownQueueError,
+                                SerializationError, UnknownQueueError,
                                 JobNotFinishedError)
 from naq_nb.core.failed import list_failed
 from naq_nb.core.queue import Queue
@@ -99,7 +99,8 @@ async def test_json_mode_refuses_dict_keys_that_would_come_back_as_strings(setti
     try:
         q = Queue(jb)
         kept = await q.enqueue(jobs.echo_value, {"a": [1, {"b": 2}]})
-        for bad, key in [({1: "a"}, "1 (int)"), ([{"x": {1.5: 3}}], "1.5 (float)"), ({True: 1}, "True (bool)"), ({None: 1}, "None")]:
+        for bad, key in [({1: "a"}, "1 (int)"), ([{"x": {1.5: 3}}], "1.5 (float)"), ({True: 1}, "True (bool)"),
+                         ({None: 1}, "None")]:
             with pytest.raises(SerializationError, match=f"dict key {re.escape(key)}.*come back as a string"):
                 await q.enqueue(jobs.echo_value, bad)
         with pytest.raises(SerializationError, match="keyword argument|dict key 2"):
@@ -177,7 +178,8 @@ async def test_payload_too_large_headers(settings):
         try:
             await b.ensure_layout()
             q = Queue(b).configure(depends_on=[f"{i:04d}" + "d" * 124 for i in range(1000)])
-            with pytest.raises(PayloadTooLargeError, match=r"job jobs.add: its headers \(1[0-9,]+ bytes\) .* max_payload of 65,536"):
+            too_big = r"job jobs.add: its headers \(1[0-9,]+ bytes\) .* max_payload of 65,536"
+            with pytest.raises(PayloadTooLargeError, match=too_big):
                 await q.enqueue(jobs.add, 1, 2)
         finally:
             await b.close()

@@ -85,7 +85,8 @@ def test_redis_server_starts_answers_and_stops():
 def _summary() -> tuple[dict, dict, dict]:
     ok = {"e2e_per_s": 1000.0, "drain_per_s": 1500.0, "readback_s": 2.5, "p50_ms": 1.2, "p99_ms": 4.0,
           "version": "1.0", "notes": "worker -c 10"}
-    runs = {"naq_nb": [dict(ok)], "huey": [dict(ok, e2e_per_s=800.0, drain_late=2, drain_all_s=31.0)], "rq": [{"error": "exited with 1"}], "saq": [dict(ok, e2e_per_s=700.0, latency_missed=1)],
+    runs = {"naq_nb": [dict(ok)], "huey": [dict(ok, e2e_per_s=800.0, drain_late=2, drain_all_s=31.0)],
+            "rq": [{"error": "exited with 1"}], "saq": [dict(ok, e2e_per_s=700.0, latency_missed=1)],
             "raw_nats": [{"pub_sync_per_s": 5000.0, "pub_async_per_s": 50000.0, "pull_ack_per_s": 25000.0,
                           "pull_kv_per_s": 12000.0, "rt_p50_ms": 1.0, "rt_p99_ms": 2.0, "version": "2.16"}]}
     summary = {lib: peers.medians(rs) for lib, rs in runs.items()}

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -164,7 +163,7 @@ def stop(proc, log):
         code = proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"{proc.args} did not stop on SIGTERM:\n{Path(log).read_text()[-2000:]}")
+        raise AssertionError(f"{proc.args} did not stop on SIGTERM:\n{Path(log).read_text()[-2000:]}") from None
     assert code == 0, Path(log).read_text()[-2000:]
 
 

@@ -192,7 +192,8 @@ def test_ignore_on_stops_retries(worker):
     with pytest.raises(ValueError):
         fetch_job_result_sync(k, timeout=30)
     for job in (j, k):   # the status record follows the result record
-        rec = wait_for(lambda: (r := get_job_status_sync(job))["status"] == "failed" and r, what="failed status")
+        rec = wait_for(lambda job=job: (r := get_job_status_sync(job))["status"] == "failed" and r,
+                       what="failed status")
         assert rec["failures"] == 1
 
 

@@ -145,7 +145,8 @@ async def test_markup_in_forged_records_is_shown_as_text(nb_client, broker):
         await _until(lambda: "naq-job-detail" in (dash.state().get("detail") or ""), "the detail panel")
         page, detail = dash.to_html(), dash.state()["detail"]
         assert "<img" not in page and ESCAPED in page
-        assert "<img" not in detail and detail.count(ESCAPED) >= 6, detail  # function, worker, args, logs, error, traceback
+        # function, worker, args, logs, error, traceback
+        assert "<img" not in detail and detail.count(ESCAPED) >= 6, detail
         assert MARKUP in dash.to_text()  # the plain text keeps it as it is
     finally:
         await dash.close_async()

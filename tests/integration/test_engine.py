@@ -9,7 +9,13 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from naq_nb.core import cancel as core_cancel
 from naq_nb.core import runner
-from naq_nb.core.errors import ConcurrentUpdateError, JobCancelledError, JobExecutionError, JobNotFinishedError, JobNotFoundError
+from naq_nb.core.errors import (
+    ConcurrentUpdateError,
+    JobCancelledError,
+    JobExecutionError,
+    JobNotFinishedError,
+    JobNotFoundError,
+)
 from naq_nb.core.broker import Broker
 from naq_nb.core.cancel import cancel_job
 from naq_nb.core.queue import Queue, get_status

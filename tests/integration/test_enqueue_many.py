@@ -126,7 +126,8 @@ async def test_a_fast_batch_stores_every_job_and_its_queued_record(broker, start
     records = await read_keys(broker, broker.layout.status_bucket, [j.job_id for j in made])
     assert len(records) == 1000 and {decode_status(v)["status"] for v in records.values()} == {"queued"}
     await start_worker(concurrency=8)
-    assert [(await wait_for_result(broker, j.job_id, 60)).unwrap() for j in made[::97]] == [i + 1 for i in range(0, 1000, 97)]
+    values = [(await wait_for_result(broker, j.job_id, 60)).unwrap() for j in made[::97]]
+    assert values == [i + 1 for i in range(0, 1000, 97)]
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-batches", "job-by-job"])

@@ -74,7 +74,9 @@ async def test_a_signed_message_moved_to_another_queue_never_runs(settings, star
     b = await Broker.connect(settings=signed)
     marker = tmp_path / "runs.txt"
     try:
-        headers, body = await wire_message(b, "held", lambda: Queue(b, "held").enqueue(sec_jobs.append_line, str(marker)))
+        headers, body = await wire_message(
+            b, "held", lambda: Queue(b, "held").enqueue(sec_jobs.append_line, str(marker))
+        )
         await start_worker(settings=signed)
         moved = {**headers, HEADER_MSG_ID: "moved-1"}
         await b.js.publish(b.layout.queue_subject("default"), body, headers=moved)

@@ -95,7 +95,6 @@ def test_group_display_counts_throughput_and_final_state(nb_client, thread_worke
 
 
 def test_sweep_display_stacked_bar_and_compact_parameters(nb_client, thread_worker):
-    from test_sweep import flaky
     thread_worker(concurrency=4)
     rec = Recorder()
     xs = [0.0, 1.0, 2.8421052631578947, 4.0]

@@ -291,7 +291,8 @@ async def test_undecodable_body_fails_in_the_child_and_the_worker_goes_on(broker
     rec = await wait_for_result(broker, job.job_id, 30)
     assert rec.status == "failed" and "cannot unpickle" in rec.meta["error"]
     [entry] = await list_failed(broker)
-    assert entry["job_id"] == job.job_id and entry["reason"].startswith("payload cannot be decoded: ") and "cannot unpickle" in entry["reason"]
+    assert entry["job_id"] == job.job_id
+    assert entry["reason"].startswith("payload cannot be decoded: ") and "cannot unpickle" in entry["reason"]
     ok = await q.enqueue(jobs.add, 2, 3)
     assert (await wait_for_result(broker, ok.job_id, 30)).unwrap() == 5
 

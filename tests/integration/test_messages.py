@@ -41,7 +41,7 @@ async def test_bad_headers_go_to_failed_stream_once_without_running(broker, star
     caplog.set_level(logging.WARNING, logger="naq_nb")
     cases = {"rttl": good_meta("bad-rttl", rttl="abc"), "empty": good_meta(""), "gt": good_meta(">"),
              "nan": '{"id":"nan-t","q":"default","timeout":NaN}'}
-    for name, meta in cases.items():
+    for meta in cases.values():
         await publish_raw(broker, meta, body)
     good = await Queue(broker).enqueue(jobs.add, 1, 2)
     assert (await wait_for_result(broker, good.job_id, 30)).unwrap() == 3, "the worker goes on"

@@ -528,7 +528,7 @@ def pushes(monkeypatch):
 
     seen: dict[str, list[str]] = {"early": [], "stored": []}
     for module, name, kind in ((final_writes, "push_early", "early"), (runner, "push_result", "stored")):
-        async def record(broker, token, jid, *a, _push=getattr(module, name), _kind=kind):
+        async def record(broker, token, jid, *a, _push=getattr(module, name), _kind=kind):  # noqa: B008 (bound per turn)
             seen[_kind].append(jid)
             return await _push(broker, token, jid, *a)
 

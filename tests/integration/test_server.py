@@ -36,7 +36,7 @@ def test_starts_with_jetstream_on_free_port(tmp_path):
 
 
 def test_persistent_store_kept(tmp_path):
-    with EmbeddedServer(store_dir=tmp_path / "keep") as srv:
+    with EmbeddedServer(store_dir=tmp_path / "keep"):
         pass
     assert (tmp_path / "keep").exists()
 

@@ -72,7 +72,8 @@ def test_store_that_never_comes_names_the_stream_and_next_call_works(own_nats_se
     unblock = _block_store(own_nats_server)
     client = Client(settings.nats_url, settings=settings)
     try:
-        with pytest.raises(NaqConnectionError, match=rf"could not create the store for stream {settings.prefix.upper()}_"):
+        not_made = rf"could not create the store for stream {settings.prefix.upper()}_"
+        with pytest.raises(NaqConnectionError, match=not_made):
             Queue("default", client=client).enqueue_sync(jobs.add, 1, 2)
         assert _create_failures(own_nats_server) >= 2, "tried more than once before giving up"
         unblock()

@@ -11,7 +11,7 @@ def test_a_name_taken_twice_over_gets_a_numbered_suffix():
 
 def test_keys_with_one_str_get_their_own_columns_and_keep_them():
     names = _Columns([])
-    assert names.cells({1: "a", "1": "b", True: "c"}) == [("1", "c"), ("result.1", "b")]
+    assert names.cells({1: "a", "1": "b", True: "c"}) == [("1", "c"), ("result.1", "b")]  # noqa: F601 (True is 1)
     assert names.cells({"1": "d"}) == [("result.1", "d")]
     assert names.cells(5) == [("result", 5)] and names.cells({}) == [("result", {})]
 
