@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-
 from nats.errors import MaxPayloadError
 
 from .broker import CONNECTION_ERRORS, Broker

@@ -133,6 +133,7 @@ class DashboardRows:
                 "next_run": format_when(s.get("next_run"), now),
                 "runs": f"{s.get('runs', 0)}/{s['repeat']}" if s.get("repeat") else str(s.get("runs", 0)),
                 "paused": "yes" if s.get("paused") else "no",
+                "failing": _failing(s),
                 "_paused": bool(s.get("paused")),
             }
             for s in rows[: self.max_rows]
@@ -178,3 +179,9 @@ class DashboardRows:
         return collections.Counter(
             self._recent.get(j, {}).get("queue") for jobs in self._running.values() for j in jobs
         )
+
+
+def _failing(s: ScheduleRow) -> str:
+    """A schedule whose fires keep failing (the scheduler backs off): how many in a row, and why."""
+    n = s.get("failures") or 0
+    return f"{n}x: {(s.get('last_error') or '')[:100]}" if n else ""

@@ -38,7 +38,7 @@ __all__ = [
 
 QUEUE_COLUMNS = ["queue", "queued", "running", "workers", "finished_per_s"]
 WORKER_COLUMNS = ["worker_id", "host", "state", "load", "processed", "failed", "heartbeat_age"]
-SCHEDULE_COLUMNS = ["schedule_id", "function", "every", "next_run", "runs", "paused"]
+SCHEDULE_COLUMNS = ["schedule_id", "function", "every", "next_run", "runs", "paused", "failing"]
 FAILED_COLUMNS = ["job_id", "function", "error", "attempts"]
 RECENT_COLUMNS = ["job_id", "function", "queue", "status", "duration", "worker"]
 

@@ -132,6 +132,30 @@ def test_pause_and_resume_buttons_toggle_the_schedule(nb_client):
         dash.close()
 
 
+def test_a_schedule_whose_fires_keep_failing_says_so_in_its_row(nb_client):
+    """The scheduler backs off a schedule whose fires fail and records why; its row showed nothing."""
+    from naq_nb.client.loop import run_sync
+    from naq_nb.core.fire_backoff import record_failure
+    from naq_nb.core.schedules import load_schedule
+
+    sched = schedule_sync(jobs.add, 1, 2, interval=3600, client=nb_client)
+    dash = dashboard(nb_client, refresh=0.5)
+    try:
+        assert _rows(dash, "schedules")[0]["failing"] == ""
+
+        async def fail_twice() -> None:
+            b = await nb_client.broker()
+            for _ in range(2):
+                s, body = await load_schedule(b, sched.job_id)
+                assert await record_failure(b, s, body, "no response from stream NAQ_JOBS") is not None
+
+        run_sync(fail_twice())
+        wait_until(lambda: _rows(dash, "schedules")[0]["failing"] == "2x: no response from stream NAQ_JOBS")
+        assert "2x: no response from stream" in dash.to_text()
+    finally:
+        dash.close()
+
+
 def test_pushed_changes_and_close(nb_client, thread_worker, tmp_path):
     dash = dashboard(nb_client, refresh=30)  # a long refresh: what appears below was pushed
     try:
