@@ -316,3 +316,36 @@ def raise_own_timeout():
 
 async def async_raise_own_timeout():
     raise TimeoutError("my own deadline passed")
+
+
+def change_process_state(path):
+    """Changes what belongs to the job process, not to this job: cwd, sys.path, the environment,
+    the umask, a pending alarm, sys.stdout / sys.stderr."""
+    import signal
+    os.chdir(path)
+    sys.path.insert(0, path)
+    os.environ["NAQ_TEST_LEFT_BEHIND"] = "1"
+    os.umask(0o077)
+    signal.setitimer(signal.ITIMER_REAL, 300)
+    sys.stdout, sys.stderr = 42, None
+    return "changed"
+
+
+def report_process_state():
+    import signal
+    print("printed")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return {"cwd": os.getcwd(), "path0": sys.path[0], "env": os.environ.get("NAQ_TEST_LEFT_BEHIND"),
+            "umask": mask, "alarm": signal.getitimer(signal.ITIMER_REAL)[0]}
+
+
+def leave_a_non_daemon_thread(path):
+    """Starts a non-daemon thread that waits until ``path`` exists (the test never makes it)."""
+    import threading
+
+    def wait():
+        while not os.path.exists(path):
+            time.sleep(0.1)
+    threading.Thread(target=wait, name="left-by-a-job").start()
+    return "left"

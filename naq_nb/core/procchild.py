@@ -35,6 +35,7 @@ import time
 from typing import Any, BinaryIO
 
 from .context import LineSplitter, bounded_line, stream_prefix
+from .jobstate import JobProcessState
 
 _LEN = struct.Struct(">I")
 
@@ -232,13 +233,15 @@ def is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004 (async __call__, not callable())
 
 
-def _run_one(channel: _Channel, ser: Any, streams: tuple, req: tuple) -> tuple:
+def _run_one(channel: _Channel, ser: Any, state: JobProcessState, req: tuple) -> tuple:
     from . import context
     from .errors import SerializationError
 
     _, job_id, queue, attempt, body, sys_path = req
     if sys_path is not None:
-        sys.path[:] = sys_path
+        state.set_sys_path(sys_path)
+    state.restore()  # the worker's cwd, sys.path, environment, umask, streams: not the last job's
+    streams = state.streams
     try:
         fn, args, kwargs = ser.loads_call(body)
     except SerializationError as exc:
@@ -324,13 +327,14 @@ def main(crash_log_path: str | None = None) -> None:
         os.chdir(cwd)
     except OSError:
         pass  # the worker's directory is gone; the job runs where the child started
+    state = JobProcessState(streams)
     channel.send(("ready", os.getpid()))
     while True:
         try:
             req = read_frame(rin)
         except EOFError:
             return  # the pool closed the pipe: a clean end
-        channel.send(_run_one(channel, ser, streams, req))
+        channel.send(_run_one(channel, ser, state, req))
 
 
 if __name__ == "__main__":
