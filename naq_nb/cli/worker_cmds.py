@@ -110,7 +110,24 @@ def _worker(args: argparse.Namespace) -> int:
         # handed back, so leave without waiting for their threads.
         logging.getLogger("naq_nb.worker").warning("leaving %d sync job thread(s) behind", w.execution.active)
         _leave_now()
+    left_by_jobs = _threads_left_by_jobs(w)
+    if left_by_jobs:
+        # A non-daemon thread a job started (threads mode, or an async job) would hold the
+        # interpreter's exit for as long as it runs: the worker has stopped, so leave without it.
+        names = ", ".join(t.name for t in left_by_jobs[:5])
+        logging.getLogger("naq_nb.worker").warning(
+            "leaving %d thread(s) a job started, still running (%s)", len(left_by_jobs), names
+        )
+        _leave_now()
     return 0
+
+
+def _threads_left_by_jobs(w: Worker) -> list[threading.Thread]:
+    """Non-daemon threads still alive after the worker stopped, other than its idle job threads
+    (a thread pool's, which end at exit)."""
+    pool = set(getattr(w.execution.threads, "_threads", ())) if w.execution is not None else set()
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main and not t.daemon and t not in pool and t.is_alive()]
 
 
 def _leave_now() -> None:
