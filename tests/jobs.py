@@ -349,3 +349,17 @@ def leave_a_non_daemon_thread(path):
             time.sleep(0.1)
     threading.Thread(target=wait, name="left-by-a-job").start()
     return "left"
+
+
+def enqueue_and_wait(a, b):
+    """Enqueues ``add(a, b)`` from inside a job, naq-style (no URL), and waits for its result."""
+    import naq_nb
+    job = naq_nb.enqueue_sync(add, a, b)
+    return naq_nb.fetch_job_result_sync(job, timeout=30)
+
+
+async def async_enqueue_and_wait(a, b):
+    """The async form of ``enqueue_and_wait``: runs on the worker's own loop, in its process."""
+    import naq_nb
+    job = await naq_nb.Queue("default").enqueue(add, a, b)
+    return await naq_nb.fetch_job_result(job, timeout=30)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.server import EmbeddedServer
+from ..core.settings import connection_env
 from ..core.execution import EXECUTION_MODES
 from ..core.worker import Worker
 from ..client.services import add_module_paths
@@ -81,6 +82,8 @@ def _worker(args: argparse.Namespace) -> int:
     # sys.path[0] is its bin directory, not the working directory).
     add_module_paths([os.getcwd(), *(os.path.abspath(p) for p in reversed(args.module_paths))])
     settings = settings_from(args)
+    # Job code's own calls without a URL (an async or thread-mode job's enqueue) reach this worker's server.
+    os.environ.update(connection_env(settings))
     try:
         w = Worker(
             args.queues or None,

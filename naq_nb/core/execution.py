@@ -46,6 +46,7 @@ from .procpool import ProcessPool, WorkerProcessDied
 from .records import exception_type_names, user_traceback
 from .tracebacks import error_line
 from .serialization import Serializer
+from .settings import Settings, connection_env
 
 __all__ = [
     "EXECUTION_MODES",
@@ -264,8 +265,8 @@ class ProcessExecution:
 
     mode = "processes"
 
-    def __init__(self, size: int, serializer: Serializer) -> None:
-        self.pool = ProcessPool(size, serializer)
+    def __init__(self, size: int, serializer: Serializer, env: dict[str, str] | None = None) -> None:
+        self.pool = ProcessPool(size, serializer, env)
         self.threads = JobThreads(1)  # for a sync function that returns an awaitable: never used to call jobs
         self.active = 0
         self.async_names: set[str] = set()  # functions a job process found async (see _known_async)
@@ -360,11 +361,14 @@ class ProcessExecution:
         self.threads.shutdown(wait=False, cancel_futures=True)
 
 
-def make_execution(execution: str, size: int, serializer: Serializer) -> ThreadExecution | ProcessExecution:
-    """The executor for ``execution`` (``"processes"`` or ``"threads"``) with ``size`` slots."""
+def make_execution(
+    execution: str, size: int, serializer: Serializer, settings: Settings | None = None
+) -> ThreadExecution | ProcessExecution:
+    """The executor for ``execution`` (``"processes"`` or ``"threads"``) with ``size`` slots; job
+    processes get the connection of ``settings`` (the worker's) as their default."""
     if validate_execution(execution) == "threads":
         return ThreadExecution(size)
-    return ProcessExecution(size, serializer)
+    return ProcessExecution(size, serializer, connection_env(settings) if settings is not None else None)
 
 
 async def call_job(

@@ -194,11 +194,12 @@ class _Child:
 class ProcessPool:
     """``size`` children on the current event loop; :meth:`call` runs one job body in one of them."""
 
-    def __init__(self, size: int, serializer: Any) -> None:
+    def __init__(self, size: int, serializer: Any, env: dict[str, str] | None = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be an int >= 1, not {size!r}")
         self.size = size
         self.serializer = serializer
+        self.env = env or {}  # over the worker's environment: NAQ_NATS_URL... of the worker's own connection
         self._idle: asyncio.Queue[_Child] | None = None
         self._children: set[_Child] = set()
         self._starting: set[asyncio.Task] = set()
@@ -271,7 +272,7 @@ class ProcessPool:
             stdout=subprocess.PIPE,
             stderr=None,
             start_new_session=True,  # terminal and kernel-interrupt signals are for the worker, not its jobs
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            env={**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
         child = _Child(transport, frames, crash_log)
         try:

@@ -340,6 +340,23 @@ NAQ_UNSUPPORTED: dict[str, str] = {
 }
 
 
+# The variables that make ``Settings.from_env()`` in a job process reach its worker's server.
+_CONNECTION_VARS = {
+    "NAQ_NATS_URL": "nats_url",
+    "NAQ_PREFIX": "prefix",
+    "NAQ_NATS_CREDS": "creds",
+    "NAQ_TLS_CA": "tls_ca",
+    "NAQ_TLS_CERT": "tls_cert",
+    "NAQ_TLS_KEY": "tls_key",
+}
+
+
+def connection_env(s: Settings) -> dict[str, str]:
+    """``NAQ_*`` variables naming the server, prefix and connection files of ``s`` (those set): a
+    job process started with them enqueues (``enqueue_sync``, ``nq.submit``) to its worker's server."""
+    return {var: str(getattr(s, attr)) for var, attr in _CONNECTION_VARS.items() if getattr(s, attr)}
+
+
 def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:
     """``env`` with naq's variable names copied to ours where ours are not set."""
     for name in NAQ_UNSUPPORTED:

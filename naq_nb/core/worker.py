@@ -156,7 +156,7 @@ class Worker:
             self.broker = await Broker.connect(settings=self.settings, reconnected_cb=self._on_reconnect, **options)
         b = self.broker
         # Children start while the layout and consumers are set up; no job is pulled before they are up.
-        self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer)
+        self.execution = make_execution(self.execution_mode, self.concurrency, b.serializer, self.settings)
         self.execution.start()
         try:
             await self._set_up(b)
