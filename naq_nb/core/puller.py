@@ -7,9 +7,11 @@ This feed keeps one pull request outstanding for the credit the worker wants
 arrives. Delivered messages carry the stream subject, not the request's reply
 subject, so they cannot be told apart by request; keeping a single request in
 flight makes the credit exact, and the server's 408 status at expiry releases
-what was left of it. A request that expires calls ``on_expired`` at once, so
-the worker asks again before a job published meanwhile waits for its periodic
-top-up (up to a second on a quiet queue).
+what was left of it. A request that ends, expired or spent, calls ``on_ended``
+at once, so the worker asks again for what is free then: slots freed while a
+request was open are not in it, and a job published meanwhile would otherwise
+wait for the periodic top-up (up to a second). A job that waits for a job it
+enqueued waited so whenever its own message spent the request.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class PullFeed:
         *,
         expires: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        on_expired: Callable[[], Awaitable[None]] | None = None,
+        on_ended: Callable[[], Awaitable[None]] | None = None,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.nc = nc
@@ -51,7 +53,7 @@ class PullFeed:
         self.on_msg = on_msg
         self.expires = expires
         self.clock = clock
-        self.on_expired = on_expired
+        self.on_ended = on_ended
         self.on_lost = on_lost
         self._inbox = nc.new_inbox()
         self._ids = itertools.count(1)
@@ -95,8 +97,8 @@ class PullFeed:
                 self._current = None
                 # Only an expiry asks again at once: a 409 (consumer deleted, too many waiting
                 # requests) would come straight back, so those wait for the periodic top-up.
-                if status == "408" and self.on_expired is not None and not self.closed:
-                    asyncio.ensure_future(self.on_expired())
+                if status == "408":
+                    self._ended()
                 elif self.on_lost is not None and _consumer_gone(status, msg.headers or {}):
                     self.on_lost()
             return
@@ -106,6 +108,12 @@ class PullFeed:
             if cur[1] <= 0:
                 self._current = None
         self.on_msg(msg)
+        if cur is not None and cur[1] <= 0:  # spent: asked again after on_msg counted this message as held
+            self._ended()
+
+    def _ended(self) -> None:
+        if self.on_ended is not None and not self.closed:
+            asyncio.ensure_future(self.on_ended())
 
     async def close(self) -> None:
         self.closed = True

@@ -235,7 +235,7 @@ class Worker:
                 pull_api_subject(b.layout.jobs_stream, consumer),
                 functools.partial(self._on_msg, q),
                 clock=self.clock,
-                on_expired=self._pull_now,
+                on_ended=self._pull_now,
                 on_lost=self._layout_lost,
             )
             await feed.start()
@@ -409,11 +409,11 @@ class Worker:
                 await feed.want(free)
 
     async def _pull_now(self) -> None:
-        """A pull request expired: ask again now (a job published meanwhile would wait for the ticker)."""
+        """A pull request expired or was spent: ask now for what is free, not at the next tick."""
         try:
             await self.pull_once(self.clock())
         except (nats.errors.Error, OSError) as exc:  # reconnecting: the ticker asks again within a second
-            log.debug("pull after an expired request failed: %s", exc)
+            log.debug("pull after a request ended failed: %s", exc)
 
     async def keepalive_once(self, now: float) -> None:
         """In-progress acks for every message this worker holds (running, buffered, parked)."""
