@@ -51,6 +51,7 @@ from .deps import settle_dependents
 from .fire_backoff import FireBackoff, FireError, record_failure
 from .firing import publish_occurrence
 from .settings import Settings
+from .seen_revisions import SeenRevisions
 
 __all__ = ["Scheduler"]
 
@@ -95,7 +96,7 @@ class Scheduler:
         self._lease_rev = 0
         self._lease_until = float("inf") if not ha else 0.0
         self.schedules: dict[str, tuple[Schedule, bytes]] = {}
-        self._seen_rev: dict[str, int] = {}
+        self._seen_rev = SeenRevisions()
         self._heap: list[tuple[float, str, int]] = []
         self.backoff = FireBackoff()  # failing schedules' waits (their due times pushed back)
         self.fired = 0
@@ -287,16 +288,18 @@ class Scheduler:
     def _apply_entry(self, entry: Any) -> None:
         deleted = entry.operation is not None or not entry.value
         self._apply(entry.key.split(".", 1)[-1], None if deleted else entry.value, entry.revision)
+        self._seen_rev.watched(entry.revision)
 
     def _apply(self, sid: str, value: bytes | None, revision: int) -> None:
         """Apply one record unless a newer one was seen (the watch replays what the scan read)."""
-        if revision <= self._seen_rev.get(sid, 0):
+        if revision <= self._seen_rev.get(sid):
             return
-        self._seen_rev[sid] = revision
         record = None if value is None else self._readable(sid, value, revision)
         if record is None:
+            self._seen_rev.gone(sid, revision)
             self.schedules.pop(sid, None)  # deleted, or replaced by a record that cannot run
         else:
+            self._seen_rev.seen(sid, revision)
             s, body = record
             self.schedules[sid] = (s, body)
             self._push(s)
@@ -476,7 +479,7 @@ class Scheduler:
         if finished:
             await kv.delete(key, last=s.revision)
             self.schedules.pop(s.id, None)
-            self._seen_rev[s.id] = s.revision + 1  # the delete marker; older replays are stale
+            self._seen_rev.gone(s.id, s.revision + 1)  # the delete marker; older replays are stale
         else:
             new.revision = await kv.update(key, new.encode(body), last=s.revision)
             self._apply_local(new, body)
@@ -496,9 +499,9 @@ class Scheduler:
         return fresh, body, not (same and fresh.next_run == fired)
 
     def _apply_local(self, s: Schedule, body: bytes) -> None:
-        if self._seen_rev.get(s.id, 0) >= s.revision:
+        if self._seen_rev.get(s.id) >= s.revision:
             return  # the watch delivered our own update (or a newer one) first: already in the calendar
-        self._seen_rev[s.id] = s.revision
+        self._seen_rev.seen(s.id, s.revision)
         self.schedules[s.id] = (s, body)
         self._push(s)
 

@@ -1,0 +1,49 @@
+"""What a long-running service or client keeps per job: nothing that grows without bound.
+
+Each test runs many jobs (or schedules) and counts what is left behind in the state naq_nb keeps,
+not time or memory."""
+
+from __future__ import annotations
+
+import pytest
+
+import naq_nb as nq
+from naq_nb.core.scheduler import Scheduler
+from naq_nb.core.schedules import list_schedules
+
+import jobs
+from helpers import Services, eventually
+
+
+@pytest.fixture
+async def start_scheduler(settings):
+    services = Services()
+
+    async def _start(**kw) -> Scheduler:
+        return await services.start(Scheduler(settings=settings, **kw))
+
+    yield _start
+    await services.stop_all(graceful=True)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_scheduler_forgets_the_schedules_that_ended(broker, settings, start_scheduler):
+    """Every schedule a scheduler had seen kept an entry in its revision map, deleted or not: one
+    per ``enqueue_in`` / ``enqueue_at`` job for as long as the scheduler ran."""
+    sch = await start_scheduler()
+    url = settings.nats_url
+    for i in range(40):
+        await nq.enqueue_in(0.0, jobs.add, i, 1, nats_url=url)
+    cancelled = [await nq.schedule(jobs.add, i, 1, interval=3600, nats_url=url) for i in range(20)]
+    for job in cancelled:
+        assert await nq.cancel_scheduled_job(job, nats_url=url)
+    kept = await nq.schedule(jobs.add, 1, 1, interval=3600, nats_url=url)
+    await eventually(lambda: _true(sch.fired == 40), 30, "the delayed jobs to fire")
+    assert [s.id for s in await list_schedules(broker)] == [kept.job_id]
+    await eventually(lambda: _true(list(sch.schedules) == [kept.job_id]), 15, "the scheduler to see the cancels")
+    # Once the watch has brought the deletes (the scheduler applied its own one-shots' at once), only
+    # the live schedule is remembered.
+    await eventually(lambda: _true(len(sch._seen_rev) == 1), 10, "the ended schedules to be forgotten")
