@@ -86,6 +86,7 @@ class Client:
         self.nats_options = nats_options
         self._close_listeners: list[Callable[[], None]] = []
         self.gone_note: str | None = None  # set by nq.local() closing its temporary store too: see watch.end
+        self.watch: Any = None  # the JobWatch of this client's futures (watch.get_watch makes it)
         self._fresh_state()
         _every_client.add(self)
 

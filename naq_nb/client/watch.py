@@ -343,16 +343,20 @@ def _reading(futs: Sequence[JobFuture]) -> str:
     return f"reading the state of job {futs[0].job_id if futs else '?'}{more}"
 
 
-_watches: "weakref.WeakKeyDictionary[Client, JobWatch]" = weakref.WeakKeyDictionary()
+# Every watch alive (for a fork). A watch is kept by its client (``Client.watch``), not by a map keyed by
+# the client: the watch holds its client, so such an entry never went, and every client that had a
+# future stayed in memory for good with its closed connection (each ``nq.local()`` restart, say).
+_watches: "weakref.WeakSet[JobWatch]" = weakref.WeakSet()
 _watches_lock = threading.Lock()
 
 
 def get_watch(client: "Client") -> JobWatch:
     """The :class:`JobWatch` shared by every future of ``client`` (created on first use)."""
     with _watches_lock:
-        w = _watches.get(client)
+        w = client.watch
         if w is None:
-            w = _watches[client] = JobWatch(client)
+            w = client.watch = JobWatch(client)
+            _watches.add(w)
             client.on_close(w.end)
         return w
 
@@ -377,7 +381,7 @@ def _after_fork_in_child() -> None:
     global _watches_lock
     _watches_lock = threading.Lock()  # (another thread may have held it at the fork)
     _orphaned.clear()
-    for w in list(_watches.values()):
+    for w in list(_watches):
         w._subs, w._broker, w._starting, w._checks, w._linger_timer = [], None, None, set(), None
         w._lingering.clear()
         if w._futures:

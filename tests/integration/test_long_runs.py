@@ -5,9 +5,13 @@ not time or memory."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 import naq_nb as nq
+from naq_nb.client.client import Client
 from naq_nb.core.scheduler import Scheduler
 from naq_nb.core.schedules import list_schedules
 
@@ -47,3 +51,22 @@ async def test_a_scheduler_forgets_the_schedules_that_ended(broker, settings, st
     # Once the watch has brought the deletes (the scheduler applied its own one-shots' at once), only
     # the live schedule is remembered.
     await eventually(lambda: _true(len(sch._seen_rev) == 1), 10, "the ended schedules to be forgotten")
+
+
+def test_a_closed_client_that_followed_futures_is_freed(nb_client, thread_worker, settings):
+    """The futures' watch was kept in a map keyed weakly by its client, but it holds its client: the
+    entry never went, and every client that ever had a future stayed in memory for good, with its
+    closed connection and watch (each ``nq.local()`` stop and start left one behind)."""
+    thread_worker()
+    mine = [nq.submit(jobs.add, i, 1) for i in range(3)]
+    assert [f.result(timeout=30) for f in mine] == [1, 2, 3]
+    gone = []
+    for _ in range(3):
+        other = Client(settings=settings)
+        futs = [nq.job(f.job_id, client=other) for f in mine]  # reads only: no publish in flight
+        assert [f.result(timeout=30) for f in futs] == [1, 2, 3]
+        other.close_sync()
+        gone.append(weakref.ref(other))
+        del other, futs
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]
