@@ -264,6 +264,15 @@ def long_output(n, message_size=0):
     return n
 
 
+def print_late(seconds, path):
+    """Prints a line after ``seconds`` (past a short timeout, in threads mode), then creates ``path``."""
+    time.sleep(seconds)
+    print("a late line")
+    print("and a partial one", end="")
+    Path(path).write_text("printed")
+    return seconds
+
+
 def fail_first_with_partial_line(path):
     """Attempt 1 prints a line without a newline and fails; attempt 2 prints a whole line."""
     runs = Path(path)

@@ -238,8 +238,12 @@ class _CaptureStream:
         if ctx is None:
             return self.original.write(text)
         with self._lock:
-            _, lines = self._partial.setdefault(id(ctx), (ctx, LineSplitter(self._prefix)))
-            done = lines.feed(text)
+            entry = self._partial.get(id(ctx))
+            if entry is None:
+                entry = (ctx, LineSplitter(self._prefix))
+                if not ctx._closed:  # a job that ended (a thread past its timeout) keeps no entry for ever
+                    self._partial[id(ctx)] = entry
+            done = entry[1].feed(text)
         for line in done:
             ctx.update(line=line)
         return len(text)

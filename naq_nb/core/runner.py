@@ -231,8 +231,8 @@ class JobRunner:
             d.ended = True  # the final status is written next; a late "running" or progress must not overtake it
             if d.running_timer is not None:
                 d.running_timer.cancel()
+            d.ctx.close()  # first: output the job's thread writes from now on is not kept for it
             end_job_output(d.ctx)  # a last line printed without a newline (threads mode) is logged too
-            d.ctx.close()
 
     def _record(self, d: Delivery, status: JobStatus, **extra: Any) -> StatusRecord:
         m = d.meta

@@ -6,17 +6,19 @@ not time or memory."""
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import pytest
 
 import naq_nb as nq
 from naq_nb.client.client import Client
+from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.scheduler import Scheduler
 from naq_nb.core.schedules import list_schedules
 
 import jobs
-from helpers import Services, eventually
+from helpers import Services, eventually, wait_until
 
 
 @pytest.fixture
@@ -70,3 +72,17 @@ def test_a_closed_client_that_followed_futures_is_freed(nb_client, thread_worker
         del other, futs
     gc.collect()
     assert [ref() for ref in gone] == [None, None, None]
+
+
+def test_a_thread_job_that_prints_after_it_ended_leaves_no_output_state(nb_client, thread_worker, tmp_path):
+    """In threads mode a job past its timeout runs on; what it printed after it ended kept an entry
+    (its JobContext and a line buffer) in the worker's captured stdout for good, one per such job."""
+    from naq_nb.core.context import _CaptureStream
+    thread_worker(execution="threads")
+    marks = [tmp_path / f"printed{i}" for i in range(5)]
+    futs = [nq.options(timeout=0.05).submit(jobs.print_late, 0.3, str(m)) for m in marks]
+    for f in futs:
+        with pytest.raises(JobTimeoutError):
+            f.result(timeout=30)
+    wait_until(lambda: all(m.exists() for m in marks), timeout=30)  # each thread has printed
+    assert isinstance(sys.stdout, _CaptureStream) and sys.stdout._partial == {}
