@@ -56,6 +56,8 @@ class FireBackoff:
     def succeeded(self, sid: str) -> None:
         self._waits.pop(sid, None)
 
+    forget = succeeded  # ``sid`` left the calendar (cancelled, deleted): its wait goes with it
+
     def reset(self) -> list[str]:
         """Forget every wait (after a reconnect); the ids that were waiting."""
         ids = list(self._waits)

@@ -297,6 +297,7 @@ class Scheduler:
         record = None if value is None else self._readable(sid, value, revision)
         if record is None:
             self._seen_rev.gone(sid, revision)
+            self.backoff.forget(sid)
             self.schedules.pop(sid, None)  # deleted, or replaced by a record that cannot run
         else:
             self._seen_rev.seen(sid, revision)

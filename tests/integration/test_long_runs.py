@@ -5,8 +5,10 @@ not time or memory."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
+import time
 import weakref
 
 import pytest
@@ -15,7 +17,8 @@ import naq_nb as nq
 from naq_nb.client.client import Client
 from naq_nb.core.errors import JobTimeoutError
 from naq_nb.core.scheduler import Scheduler
-from naq_nb.core.schedules import list_schedules
+from naq_nb.core.queue import Queue
+from naq_nb.core.schedules import list_schedules, make_schedule, save_schedule
 
 import jobs
 from helpers import Services, eventually, wait_until
@@ -86,3 +89,28 @@ def test_a_thread_job_that_prints_after_it_ended_leaves_no_output_state(nb_clien
             f.result(timeout=30)
     wait_until(lambda: all(m.exists() for m in marks), timeout=30)  # each thread has printed
     assert isinstance(sys.stdout, _CaptureStream) and sys.stdout._partial == {}
+
+
+async def test_a_failing_schedule_that_is_deleted_leaves_no_wait_behind(broker, settings):
+    """A schedule whose fires were failing kept its back-off wait after it was cancelled, until the
+    next reconnect: one entry per such schedule."""
+    from naq_nb.core.scheduler import FireError
+    T0 = time.time()
+    job = Queue(broker, "fq").make_job(jobs.add, (1, 2))
+    s, body = make_schedule(job, broker, interval=1.0, now=T0)
+    await save_schedule(broker, s, body)
+    sch = Scheduler(settings=settings, broker=broker, ha=False)
+    await sch.prepare()
+    watching = asyncio.ensure_future(sch._watch_loop())
+    try:
+        await broker.js.delete_stream(broker.layout.jobs_stream)  # its job goes nowhere: the fire fails
+        with pytest.raises(FireError):
+            await sch.tick(s.next_run)
+        assert list(sch.backoff._waits) == [s.id]
+        kv = await broker.kv(broker.layout.schedules_bucket)
+        await kv.delete(broker.layout.schedule_key(s.id))
+        await eventually(lambda: _true(s.id not in sch.schedules), 10, "the scheduler to see the delete")
+        assert sch.backoff._waits == {}
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
