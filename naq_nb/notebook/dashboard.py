@@ -339,7 +339,7 @@ class Dashboard(DashboardActions, DashboardRows):
 
     def _apply_worker(self, entry: Any) -> None:
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-            self._workers.pop(entry.key, None)
+            self._forget_worker(entry.key)
             return
         # decode_heartbeat checks every field, so the rows use a record's fields without checks of their own.
         rec = decode_heartbeat(entry.value)
@@ -356,6 +356,23 @@ class Dashboard(DashboardActions, DashboardRows):
         for jid in rec["running"]:
             if self._recent.get(jid, {}).get("status") not in _FINISHED:
                 running.add(jid)
+
+    def _forget_worker(self, wid: str) -> None:
+        self._workers.pop(wid, None)
+        self._running.pop(wid, None)
+        self._since_hb.pop(wid, None)
+
+    def _forget_gone_workers(self, now: float) -> None:
+        """Workers that stopped or died (heartbeat over its TTL) go with their counts: a dashboard
+        open for days must not keep every worker id it ever saw. One that beats again comes back."""
+        ttl = self.client.settings.worker_ttl
+        for wid in [w for w, r in self._workers.items() if now - float(r.get("heartbeat_at") or 0) > ttl]:
+            self._forget_worker(wid)
+        live = set(self._workers) | {r.get("id") for r in self._workers.values()}
+        for wid in [w for w, jobs in self._running.items() if not jobs and w not in live]:
+            del self._running[wid]  # (named by a status record only; its jobs ended)
+        for wid in [w for w in self._since_hb if w not in live]:
+            del self._since_hb[wid]
 
     def _apply_schedule(self, entry: Any) -> None:
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
@@ -493,6 +510,7 @@ class Dashboard(DashboardActions, DashboardRows):
             except Exception as exc:  # shown on the dashboard; the next tick tries again
                 self._message = f"could not read queue depths: {exc}"
             self._sample()
+            self._forget_gone_workers(time.time())
             self._poke()  # heartbeat ages, rates and charts move with time
 
     def _render(self) -> None:

@@ -192,3 +192,26 @@ async def test_a_failed_redraw_warns_and_the_loop_goes_on(nb_client, broker, cap
     finally:
         await dash.close_async()
     assert dash.closed and "(closed," in dash.to_text()
+
+
+async def test_workers_that_stopped_or_died_are_forgotten_with_their_counts(nb_client, broker):
+    """A dashboard open for days kept a running set and a counter for every worker id it ever saw."""
+    dash = await dashboard_async(nb_client, refresh=0.2)
+    try:
+        for i in range(20):  # died: their last heartbeats are older than the worker TTL
+            await _put_worker(broker, f"w-dead{i}", _heartbeat(id=f"w-dead{i}", heartbeat_at=time.time() - 3600,
+                                                              running=[f"job-dead{i}"]))
+            await _put_status(broker, f"job-gone{i}", status="succeeded", worker=f"w-dead{i}", finished_at=time.time())
+        await _put_worker(broker, "w-stopped", _heartbeat(id="w-stopped", running=["job-s"]))
+        await _put_worker(broker, "w-good", _heartbeat())
+        await _until(lambda: "w-stopped" in dash._workers and "w-good" in dash._running, "the live workers seen")
+        await (await broker.kv(broker.layout.workers_bucket)).delete("w-stopped")  # a graceful stop's delete
+
+        def forgotten() -> bool:
+            names = set(dash._workers) | set(dash._running) | set(dash._since_hb)
+            return names == {"w-good"}
+
+        await _until(forgotten, "only the live worker kept")
+        await _until(lambda: [w["worker_id"] for w in _rows(dash, "workers")] == ["w-good"], "its row shown")
+    finally:
+        await dash.close_async()
