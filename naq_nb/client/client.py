@@ -460,12 +460,11 @@ class Client:
             if not b.is_connected:  # (the per-call path pays this flag only)
                 timeout = await self._reachable(b, timeout, f"reading the result of job {job_id}")
             seq = self._stores.unrecorded_seq(job_id)  # stored without its queued record: waited for while queued
-            rec = await within(
-                wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq),
-                timeout,
-                self.url,
-                f"reading the result of job {job_id}",
-            )
+            read = wait_for_result(b, job_id, timeout, pushed=pushed, push_expected=expected, queued_seq=seq)
+            if pushed is not None and pushed.done() and not pushed.cancelled() and pushed.result():
+                rec = await read  # pushed already: no server to wait on (a bound costs 4 us, a quarter of this read)
+            else:
+                rec = await within(read, timeout, self.url, f"reading the result of job {job_id}")
         except BaseException as exc:
             self._inbox.forget(job_id, pushed)
             if isinstance(exc, nats.errors.TimeoutError):
