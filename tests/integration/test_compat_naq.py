@@ -329,6 +329,8 @@ def test_a_recurring_schedules_id_reads_its_latest_run(worker, scheduler):
     sj = naq_nb.schedule_sync(jobs.add, 2, 5, interval=0.3, repeat=2)
     assert Job.fetch_result_sync(sj.job_id, timeout=30) == 7  # waits for its first run
     wait_for(lambda: sj.status == JOB_STATUS.COMPLETED, what="the schedule to finish")
+    # "completed" once its last run is fired, not run: the read waits for that run, then reads it at once
+    assert Job.fetch_result_sync(sj.job_id, timeout=30) == 7
     assert Job.fetch_result_sync(sj.job_id) == 7 and sj.fetch_result_sync() == 7
     naq_nb.cancel_scheduled_job_sync(idle.job_id)
 
