@@ -172,7 +172,9 @@ def test_a_result_read_from_a_frozen_server_ends_within_its_timeout(client, froz
     with pytest.raises(NaqConnectionError, match=f"did not answer while reading the result of job {job.job_id}") as err:
         client.result_sync(job.job_id, timeout=timeout)
     took = time.monotonic() - t0
-    assert isinstance(err.value, TimeoutError) and took < timeout + 1.5, f"took {took:.1f}s"
+    # The bound is the timeout and a second; the rest is room for a loaded machine, well under the 10 s it took.
+    assert isinstance(err.value, TimeoutError) and took < timeout + 5, f"took {took:.1f}s"
+
 
 def test_flush_and_close_raise_what_was_not_stored(client, frozen):
     q = Queue("nobody", client=client)
