@@ -7,10 +7,9 @@ import sys
 from typing import Any
 
 from ..core.broker import Broker
-from ..core.errors import ConcurrentUpdateError
+from ..core.errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from ..core.failed import list_failed, requeue_failed
 from ..core.cancel import cancel_job
-from ..core.errors import JobNotFoundError, SerializationError
 from ..core.job import JobStatus
 from ..core.queue import Queue, get_status
 from ..core.registry import list_workers

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 
 from . import jsontext, payloads
-from .envelope import HEADER_META
+from .envelope import HEADER_META, header_size
 from .layout import WIRE_ID_RE
 from .serialization import pack_record
 from .tracebacks import bounded_failure_text
@@ -40,7 +40,7 @@ class DeadLetters:
         reason, info["traceback"] = bounded_failure_text(reason, info.get("traceback") or "", self.b.max_payload)
         fields = {"reason": reason, "failed_at": time.time(), "worker": self.worker_id, "original_headers": headers}
         head = pack_record({**fields, **info}, b"")
-        header_bytes = sum(len(k) + len(v) + 4 for k, v in headers.items()) + 600
+        header_bytes = header_size(headers) + 600
         if len(head) + header_bytes > self.b.max_payload:
             # A small max_payload: headers count too, and a message over it makes the server close the
             # connection. The traceback goes first (the failed job's own record keeps its end).

@@ -31,7 +31,7 @@ from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from . import payloads
-from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, JobMeta, decode_meta, meta_first_record
+from .envelope import HEADER_META, HEADER_MSG_ID, HEADER_SIG, JobMeta, decode_meta, header_size, meta_first_record
 from .errors import (
     JS_MESSAGE_GONE,
     JS_WRONG_LAST_SEQUENCE,
@@ -146,7 +146,7 @@ async def unverified(b: "Broker", meta: JobMeta, headers: dict | None, data: byt
     except SignatureError as exc:
         return str(exc)
     except SerializationError:
-        return None
+        pass
     return None
 
 
@@ -162,13 +162,11 @@ async def park(b: "Broker", headers: dict | None, body: bytes, job_id: str, dep:
     hdrs = {**_job_headers(headers), HEADER_MSG_ID: f"park-{job_id}-{dep}-{origin}"}
     # Its message id is longer than the one it came with: a message near max_payload (hand-made; a
     # client keeps 1 KiB free) would go over, and the server would close the worker's connection.
-    body = await payloads.fit_body(b, body or b"", job_id, _header_bytes(hdrs))
+    body = await payloads.fit_body(b, body or b"", job_id, _HEADER_LINE + header_size(hdrs))
     await b.publish(b.layout.waiting_subject(dep), body, headers=hdrs, what=f"job {job_id} parked on job {dep}")
 
 
-def _header_bytes(headers: dict) -> int:
-    """What ``headers`` add to a message, as the server counts it against max_payload."""
-    return 16 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+_HEADER_LINE = 16  # the "NATS/1.0" line and blank line around a message's headers
 
 
 class DependencyGate:
@@ -392,7 +390,7 @@ async def _settle(b: "Broker", raw: api.RawStreamMsg) -> str | None:
         deps = list(meta.options.depends_on)
         kind, dep, why = _verdict(deps, list(await asyncio.gather(*(_status_of(b, x) for x in deps))))
         if kind == "fail":
-            await _fail_parked(b, raw, meta, (own, rev), dep, why)
+            await _fail_parked(b, raw, meta, own, rev, dep, why)
             nxt = jid  # its own dependents fail next
         elif kind == "wait":
             await _repark(b, raw, meta, own, rev, dep)
@@ -429,10 +427,10 @@ async def _release(b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: Statu
 
 
 async def _fail_parked(
-    b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: tuple[StatusRecord, int], dep: str, why: str
+    b: "Broker", raw: api.RawStreamMsg, meta: JobMeta, own: StatusRecord, rev: int, dep: str, why: str
 ) -> None:
     """Dead-letter a parked job whose dependency failed: failed entry, result (create-only), then status
-    over the ``waiting`` record read (``own``: it and its revision). The status goes last: a release cut
+    over the ``waiting`` record read (``own``, at revision ``rev``). The status goes last: a release cut
     short before it finds the job still waiting and does it all again (each step is idempotent)."""
     lay, jid = b.layout, meta.job_id
     exc = DependencyFailedError(f"job {jid} depends on job {dep}, which {why}")
@@ -452,7 +450,7 @@ async def _fail_parked(
     head = pack_record(info, b"")
     # A body that fit its job's message may not fit beside this record: it moves to the object store (as
     # a worker's dead letter's does), or the server would refuse the message and close the connection.
-    extra = len(head) + 2 * (_header_bytes(hdrs) + 600)
+    extra = len(head) + 2 * (_HEADER_LINE + header_size(hdrs) + 600)
     body = await payloads.fit_body(b, raw.data or b"", jid, extra)
     await b.publish(lay.failed_subject(meta.queue), head + body, headers=hdrs, what=f"the failed entry of job {jid}")
     data = encode_failure(
@@ -474,9 +472,9 @@ async def _fail_parked(
         if err.err_code != JS_WRONG_LAST_SEQUENCE:
             raise  # a result already exists (a repeated release, a cancel): it stands
     fields = {"error": error, "finished_at": now, "failures": 1, "dependency": dep}
-    rec = with_status(own[0], JobStatus.FAILED, drop=["waiting_on"], **fields)
+    rec = with_status(own, JobStatus.FAILED, drop=["waiting_on"], **fields)
     try:
-        await (await b.kv(lay.status_bucket)).update(jid, encode_status(rec), last=own[1])
+        await (await b.kv(lay.status_bucket)).update(jid, encode_status(rec), last=rev)
     except KeyWrongLastSequenceError:
         pass  # moved on meanwhile (cancelled): that record stands beside the result that stood
     if meta.reply:  # the client that enqueued it may be waiting: read it now
