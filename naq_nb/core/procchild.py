@@ -34,7 +34,9 @@ import threading
 import time
 from typing import Any, BinaryIO
 
+from . import context
 from .context import LineSplitter, bounded_line, stream_prefix
+from .errors import SerializationError
 from .jobstate import JobProcessState
 
 _LEN = struct.Struct(">I")
@@ -234,9 +236,6 @@ def is_async_callable(fn: Any) -> bool:
 
 
 def _run_one(channel: _Channel, ser: Any, state: JobProcessState, req: tuple) -> tuple:
-    from . import context
-    from .errors import SerializationError
-
     _, job_id, queue, attempt, body, sys_path = req
     if sys_path is not None:
         state.set_sys_path(sys_path)

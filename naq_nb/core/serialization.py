@@ -102,6 +102,9 @@ class _PickledFunction:
         return (pickle.loads, (self.data,))
 
 
+_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
+
+
 class PickleSerializer(Serializer):
     name = "pickle"
 
@@ -159,6 +162,8 @@ class PickleSerializer(Serializer):
         return fn, tuple(args), dict(kwargs)
 
     def dumps_value(self, value: Any) -> bytes:
+        if type(value) in _SCALARS:  # the same bytes cloudpickle writes (it overrides none of these), a Pickler less
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # a __reduce__ raising SystemExit is the value's fault too

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from naq_nb.core.errors import SerializationError, SignatureError
-from naq_nb.core.serialization import JsonSerializer, pack_record, seal_record
+from naq_nb.core.serialization import JsonSerializer, PickleSerializer, pack_record, seal_record
 from naq_nb.core.settings import Settings
 
 import sec_jobs
@@ -136,3 +136,26 @@ def test_batch_dumps_call_with_functions_once_pickles_each_function_once():
 class _Unpicklable:
     def __reduce__(self):
         raise TypeError("no")
+
+
+@pytest.mark.parametrize(
+    "value", [None, True, False, 0, -1, 2**70, 1.5, float("nan"), 1 + 2j, "", "é" * 300, b"", b"\x00" * 70_000]
+)
+def test_a_plain_value_is_stored_as_cloudpickle_would_store_it(value):
+    # dumps_value skips cloudpickle's Pickler for plain scalars: a reader must not tell the difference.
+    import pickle
+
+    import cloudpickle
+
+    data = PickleSerializer().dumps_value(value)
+    assert data == cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    back = PickleSerializer().loads_value(data)
+    assert type(back) is type(value) and (back == value or value != value)
+
+
+def test_a_scalar_subclass_still_goes_through_cloudpickle():
+    class Mine(int):  # a local class: only cloudpickle can store it by value
+        pass
+
+    back = PickleSerializer().loads_value(PickleSerializer().dumps_value(Mine(3)))
+    assert back == 3 and type(back).__name__ == "Mine"
