@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 demo: venv            ## the main job, end to end, on an embedded nats-server
 	$(PY) examples/demo.py
 
-lint: venv            ## ruff on the package and tests (errors, pyflakes, warnings, bugbear; formatted as ruff format does), then mypy ([tool.mypy] in pyproject.toml)
-	$(VENV)/bin/ruff check naq_nb tests
+lint: venv            ## ruff on the package, tests and benchmarks (errors, pyflakes, warnings, bugbear; formatted as ruff format does), then mypy ([tool.mypy] in pyproject.toml)
+	$(VENV)/bin/ruff check naq_nb tests bench
 	$(VENV)/bin/ruff format --check naq_nb
 	$(PY) -m mypy
 

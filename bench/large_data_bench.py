@@ -45,7 +45,8 @@ def main() -> None:
     a = ap.parse_args()
     import naq_nb as nq
     df = frame(a.mb)
-    for label, kw in (("worker thread (one process)", dict(workers=1, processes=False)), ("worker process", dict(workers=1))):
+    setups = (("worker thread (one process)", dict(workers=1, processes=False)), ("worker process", dict(workers=1)))
+    for label, kw in setups:
         with nq.local(scheduler=False, **kw):
             times = roundtrip(nq, df, a.runs)
             print(f"{a.mb} MB DataFrame in and out of a job, {label}: median {statistics.median(times):.2f}s "
@@ -54,7 +55,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 ref = nq.put(df)
                 t1 = time.perf_counter()
-                futs = nq.map(lambda i: float(ref["a"].iloc[i]), range(a.points))
+                futs = nq.map(lambda i, ref=ref: float(ref["a"].iloc[i]), range(a.points))
                 [f.result(timeout=600) for f in futs]
                 t2 = time.perf_counter()
                 print(f"nq.put of {a.mb} MB: {t1 - t0:.2f}s; then {a.points} jobs over it: {t2 - t1:.2f}s")

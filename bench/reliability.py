@@ -465,7 +465,8 @@ def report(outcomes: list[Outcome], quick: bool) -> str:
              f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, "
              f"Python {platform.python_version()}, {ver}, {'quick' if quick else 'full'} sizes "
              "(`make reliability`; `python bench/reliability.py` for full sizes).", "",
-             "| scenario | jobs | faults injected | lost | extra runs | results written twice | recovery | verdict | notes |",
+             "| scenario | jobs | faults injected | lost | extra runs | results written twice | recovery | verdict "
+             "| notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         rec = "-" if o.recovery_s is None else f"{o.recovery_s:.2f} s"

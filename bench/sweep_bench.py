@@ -18,8 +18,8 @@ Baselines, in the same run and process: the same function in a plain loop
 into a DataFrame, and over ``concurrent.futures.ProcessPoolExecutor(workers)``
 (``ex.map``, default chunksize, as a user would type it).
 
-Usage: python bench/sweep_bench.py [--points 10000] [--workers 2] [--execution processes] [--processes | --worker-thread]
-                                   [--display] [--no-baseline] [--no-cached]
+Usage: python bench/sweep_bench.py [--points 10000] [--workers 2] [--execution processes]
+                                   [--processes | --worker-thread] [--display] [--no-baseline] [--no-cached]
 Figures are printed, never asserted in tests.
 """
 

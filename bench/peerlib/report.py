@@ -11,7 +11,8 @@ from pathlib import Path
 __all__ = ["machine", "write_markdown", "write_chart"]
 
 LABELS = {"naq_nb": "**naq_nb**", "naq_nb_sync": "**naq_nb** (sync calls)",
-          "naq_nb_async": "**naq_nb** (async job)", "taskiq": "taskiq (Redis Streams)", "taskiq_nats": "taskiq (NATS JetStream)",
+          "naq_nb_async": "**naq_nb** (async job)", "taskiq": "taskiq (Redis Streams)",
+          "taskiq_nats": "taskiq (NATS JetStream)",
           "huey": "huey (Redis)", "dramatiq": "dramatiq (Redis)", "saq": "saq (Redis)", "arq": "arq (Redis)",
           "rq": "rq (Redis)", "celery": "celery (Redis)"}
 
@@ -105,8 +106,8 @@ def _header(summary: dict, meta: dict) -> list[str]:
         f"Measured {when} on {machine()}; redis-server {meta['redis']}, {nats}. "
         f"Load average {meta['load_start'][0]:.1f} at the start, {meta['load_end'][0]:.1f} at the end; "
         f"the whole bench took {meta['duration_s'] / 60:.1f} min.", "",
-        f"`{shlex.join(['python', 'bench/peers.py', *meta['argv']])}`: {a['jobs']:,} no-op jobs per phase, total worker "
-        f"concurrency 10 in each library's own worker CLI, medians of {a['runs']} interleaved run(s), "
+        f"`{shlex.join(['python', 'bench/peers.py', *meta['argv']])}`: {a['jobs']:,} no-op jobs per phase, "
+        f"total worker concurrency 10 in each library's own worker CLI, medians of {a['runs']} interleaved run(s), "
         f"{a['latency_rounds']} latency samples per run.",
     ]
     return lines + (["", f"**Note: {a['note']}**"] if a.get("note") else [])
