@@ -128,7 +128,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _threads_left_by_jobs(w: Worker) -> list[threading.Thread]:
     """Non-daemon threads still alive after the worker stopped, other than its idle job threads
     (a thread pool's, which end at exit)."""
-    pool = set(getattr(w.execution.threads, "_threads", ())) if w.execution is not None else set()
+    pool = w.execution.threads.own_threads() if w.execution is not None else frozenset()
     main = threading.main_thread()
     return [t for t in threading.enumerate() if t is not main and not t.daemon and t not in pool and t.is_alive()]
 

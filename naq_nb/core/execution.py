@@ -180,6 +180,10 @@ class JobThreads(ThreadPoolExecutor):
             if self._left.get(job_id) is fut:
                 del self._left[job_id]
 
+    def own_threads(self) -> frozenset[threading.Thread]:
+        """The pool's own threads (idle ones end at interpreter exit; threads a job started are not these)."""
+        return frozenset(self._threads)  # (ThreadPoolExecutor's: this class is one)
+
     @property
     def left(self) -> int:
         """Threads still running calls whose jobs ended: slots not free for a job."""
