@@ -43,7 +43,7 @@ from .errors import (
 from .job import JobStatus
 from .layout import create_only, msg_delete_api_subject
 from .records import encode_failure, exception_type_names
-from .results import push_result
+from .results import get_result, push_result
 from .serialization import pack_record, seal_record, verify_job
 from .status import (
     STATUS_VALUES,
@@ -77,6 +77,11 @@ _ENDED = TERMINAL_VALUES
 _MISSING = "does not exist (never enqueued, or expired)"
 _DAMAGED = "?damaged"  # _status_of's answer for a record that is there but unreadable or names no status
 _DAMAGED_WHY = "has a damaged status record (not a job status naq_nb wrote)"
+_UNPROVEN = "?unproven"  # _status_of's answer, with signing on, for "succeeded" that no sealed result backs
+_UNPROVEN_WHY = (
+    "says it succeeded, but no result sealed by a known key backs that (a status record written by hand, "
+    "or its result expired: NAQ_RESULT_TTL)"
+)
 # A dependency's first record and its dependent's message go to different streams, which the server
 # stores independently: the dependent can arrive before that record does. Look again before failing.
 MISSING_GRACE = (0.05, 0.25, 1.0)
@@ -92,6 +97,8 @@ def _verdict(deps: list[str], statuses: list[str | None]) -> tuple[str, str, str
             return "fail", dep, _MISSING
         if st == _DAMAGED:  # it will never end: waiting on it would be for ever
             return "fail", dep, _DAMAGED_WHY
+        if st == _UNPROVEN:
+            return "fail", dep, _UNPROVEN_WHY
         if st in _BAD:
             return "fail", dep, _BAD[st]
         if st != JobStatus.SUCCEEDED.value and not waiting:
@@ -128,7 +135,18 @@ async def _status_of(b: "Broker", job_id: str) -> str | None:
         st = decode_status(entry.value).get("status")
     except SerializationError:
         return _DAMAGED
-    return st if isinstance(st, str) and st in STATUS_VALUES else _DAMAGED
+    if not isinstance(st, str) or st not in STATUS_VALUES:
+        return _DAMAGED
+    if st == JobStatus.SUCCEEDED.value and b.settings.signing_keys:
+        return await _proven_success(b, job_id)
+    return st
+
+
+async def _proven_success(b: "Broker", job_id: str) -> str:
+    """With signing on, "succeeded" counts only when the job's sealed result says so too: status
+    records are not signed, and one written by hand must not start the jobs waiting on it."""
+    rec = await get_result(b, job_id)
+    return JobStatus.SUCCEEDED.value if rec is not None and rec.ok else _UNPROVEN
 
 
 async def unverified(b: "Broker", meta: JobMeta, headers: dict | None, data: bytes | None) -> str | None:
@@ -290,7 +308,7 @@ async def _check_deps(
 
     for pause in MISSING_GRACE:
         found = await verdict()
-        if found[2] != _MISSING:
+        if found[2] not in (_MISSING, _UNPROVEN_WHY):  # (a result is stored apart from its status too)
             return found
         await still_working()
         await asyncio.sleep(pause)

@@ -63,3 +63,45 @@ async def test_an_unsigned_copy_on_the_waiting_stream_cannot_fail_a_parked_job(k
     await start_worker("nobody", settings=keyed.settings)  # the real dependency ends: the child runs
     from naq_nb.core.results import wait_for_result
     assert (await wait_for_result(keyed, child.job_id, 30)).unwrap() == 4
+
+
+async def _forge_succeeded(b, job_id):
+    from naq_nb.core.status import encode_status, with_status
+
+    kv = await b.kv(b.layout.status_bucket)
+    await kv.put(job_id, encode_status(with_status(await get_status(b, job_id), "succeeded")))
+
+
+async def test_a_succeeded_status_written_by_hand_fails_its_new_dependent_instead_of_running_it(keyed, start_worker):
+    # Status records are not signed: with signing on, only the dependency's sealed result proves success.
+    parent = await Queue(keyed, "nobody").enqueue(jobs.add, 1, 1)
+    await _forge_succeeded(keyed, parent.job_id)
+    child = await Queue(keyed).configure(depends_on=parent).enqueue(jobs.add, 2, 2)
+    await start_worker(settings=keyed.settings)
+
+    async def ended():
+        return (await get_status(keyed, child.job_id))["status"] in ("failed", "succeeded")
+
+    await eventually(ended, 20, "the child ended")
+    res = await get_result(keyed, child.job_id)
+    assert res is not None and not res.ok, "the child ran on a forged status"
+    assert "no result sealed by a known key" in res.meta["error"], res.meta["error"]
+
+
+async def test_a_succeeded_status_written_by_hand_does_not_release_a_parked_dependent(keyed, start_worker):
+    parent = await Queue(keyed, "nobody").enqueue(jobs.add, 1, 1)
+    child = await Queue(keyed).configure(depends_on=parent).enqueue(jobs.add, 2, 2)
+    await start_worker(settings=keyed.settings)
+
+    async def parked():
+        return parent.job_id in await parked_deps(keyed)
+
+    await eventually(parked, 15, "the child parked")
+    await _forge_succeeded(keyed, parent.job_id)
+    await sweep_waiting(keyed)  # what a worker's sweep does every SWEEP_INTERVAL
+    assert (await get_status(keyed, child.job_id))["status"] == "waiting"
+    assert parent.job_id in await parked_deps(keyed)
+    await start_worker("nobody", settings=keyed.settings)  # the real run proves it: the child runs then
+    from naq_nb.core.results import wait_for_result
+
+    assert (await wait_for_result(keyed, child.job_id, 30)).unwrap() == 4
