@@ -64,6 +64,8 @@ class JobFuture(concurrent.futures.Future):
         self.client = client
         self.job = job
         self._record: StatusRecord = {}
+        # How the job ended, as its stored result (or a cancel here) says; None until then.
+        self._outcome: str | None = None
         self._listeners: list[Callable[["JobFuture"], None]] = []
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:
@@ -210,6 +212,7 @@ class JobFuture(concurrent.futures.Future):
 
     def _cancel_local(self) -> None:
         if self._mark_cancelled():
+            self._outcome = JobStatus.CANCELLED.value
             self._record = with_status(self._record, JobStatus.CANCELLED)
             self._notify()
 
@@ -289,6 +292,11 @@ class JobFuture(concurrent.futures.Future):
         status = rec.get("status")
         if self.done() and status not in TERMINAL_VALUES:
             return  # a stale record dispatched after the result
+        if self._outcome is not None and status != self._outcome:
+            # The result is written once and decides how the job ended. A cancel that lost the race
+            # to it leaves a `cancelled` mark, newer than the run's own final status, which the
+            # result's subscription may even deliver first: it must not relabel the outcome.
+            return
         if rec.get("updated_at", 0) < self._record.get("updated_at", 0):
             return
         self._record = rec
@@ -296,13 +304,14 @@ class JobFuture(concurrent.futures.Future):
 
     def _apply_result(self, res: ResultRecord) -> None:
         meta = res.meta
-        if self._record.get("status") not in TERMINAL_VALUES:
+        self._outcome = res.status
+        if self._record.get("status") != res.status:  # none yet, a live one, or a cancel's mark the result beat
             extra: dict[str, Any] = {
                 k: meta[k]
                 for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
                 if meta.get(k) is not None
             }
-            self._record = with_status(self._record, res.status, **extra)
+            self._record = with_status(self._record, res.status, drop=("error", "traceback"), **extra)
         try:
             if res.status == JobStatus.CANCELLED.value:
                 self._mark_cancelled()
