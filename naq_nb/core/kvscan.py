@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Sequence
 import nats.errors
 from nats.js import api
 from nats.js.errors import KeyNotFoundError
+from nats.aio.msg import Msg
 from nats.js.kv import KV_OP, KeyValue
 
 from .broker import Broker
@@ -46,12 +47,32 @@ class KVItem:
 
 
 async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> AsyncIterator[KVItem]:
-    """Yield every live key's last value (deleted and purged keys are skipped)."""
+    """Yield every live key's last value, each key once (deleted and purged keys are skipped).
+
+    The pass's consumer starts at the last message per key and goes on with what is written while
+    the pass runs, so a key written meanwhile comes again (a job listed twice, once still ``queued``,
+    while a sweep ran): a later message replaces the key's earlier one, a delete or purge drops it.
+    The items are therefore yielded once the pass is over."""
+    prefix = broker.layout.kv_subject(bucket, "")
+    latest: dict[str, KVItem] = {}
+    async for msg in _last_messages(broker, bucket, timeout):
+        key = msg.subject[len(prefix) :]
+        headers = msg.headers or {}
+        if headers.get(KV_OP) is None and not headers.get("Nats-Marker-Reason") and msg.data:
+            latest[key] = KVItem(key, msg.data, msg.metadata.sequence.stream)
+        else:
+            latest.pop(key, None)
+    for item in latest.values():
+        yield item
+
+
+async def _last_messages(broker: Broker, bucket: str, timeout: float) -> AsyncIterator[Msg]:
+    """The bucket stream's last message per key, then what is written until none is pending."""
     lay = broker.layout
-    prefix = lay.kv_subject(bucket, "")
     await broker.ensure_layout()
     policy = api.DeliverPolicy.LAST_PER_SUBJECT
-    async with one_pass(broker, lay.kv_stream(bucket), f"{prefix}>", deliver_policy=policy) as (sub, info):
+    subject = f"{lay.kv_subject(bucket, '')}>"
+    async with one_pass(broker, lay.kv_stream(bucket), subject, deliver_policy=policy) as (sub, info):
         if info.num_pending == 0:
             return
         loop = asyncio.get_running_loop()
@@ -69,9 +90,7 @@ async def scan_bucket(broker: Broker, bucket: str, timeout: float = 30.0) -> Asy
                     return
                 continue
             for msg in msgs:
-                headers = msg.headers or {}
-                if headers.get(KV_OP) is None and not headers.get("Nats-Marker-Reason") and msg.data:
-                    yield KVItem(msg.subject[len(prefix) :], msg.data, msg.metadata.sequence.stream)
+                yield msg
                 if msg.metadata.num_pending == 0:
                     return
 
