@@ -296,6 +296,7 @@ class Dashboard(DashboardActions, DashboardRows):
     async def _shutdown(self, reason: str = "closed") -> None:
         if self._closed:
             return
+        await self._last_reads()
         self._closed = True
         self._state = reason
         _open_dashboards.discard(self)
@@ -324,6 +325,20 @@ class Dashboard(DashboardActions, DashboardRows):
         self._watchers, self._subs = [], []
         self._render()
         self._final_display()
+
+    async def _last_reads(self) -> None:
+        """The periodic reads once more (bounded): the static view a close leaves, what a saved notebook
+        keeps, tells the queues at the close, not at the last tick (a finished sweep's showed jobs queued)."""
+        b = self._broker
+        if not self._started or b is None or b.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self._load_depths(), _STOP_TIMEOUT)
+            if self._failed_stale:
+                self._failed_stale = False
+                await asyncio.wait_for(self._load_failed(), _STOP_TIMEOUT)
+        except Exception as exc:  # (a timeout too) closing goes on with the last view
+            log.debug("dashboard: last reads before closing: %s", exc)
 
     # --- loop side: feeds ------------------------------------------------------------------
     async def _follow(self, watcher: Any, apply: Callable[[Any], None], loaded: asyncio.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -332,3 +333,17 @@ def test_resume_starts_from_the_next_due_time(nb_client):
     resume_scheduled_job_sync(sched, client=nb_client)
     row = list_scheduled_sync(client=nb_client)[0]
     assert row["next_run"] > t_resume and row["runs"] == 0 and not row["paused"]
+
+
+def test_the_static_last_view_tells_the_queues_at_the_close_not_at_the_last_tick(nb_client):
+    """Queue depths are read every ``refresh`` seconds; the view a close leaves (what a saved notebook
+    keeps) read them once more. A finished sweep's stopped dashboard still showed 1,697 jobs queued."""
+    dash = dashboard(nb_client, refresh=600)  # no tick during the test: only the open and the close read
+    futs = [nq.options(queue="idle").submit(jobs.add, i, 1) for i in range(3)]  # no worker serves "idle"
+    nb_client.flush_sync()
+    wait_until(lambda: "idle" in [q["queue"] for q in _rows(dash, "queues")])  # a status record named it
+    dash.close()
+    assert [q["queued"] for q in _rows(dash, "queues") if q["queue"] == "idle"] == [3]
+    assert re.search(r"\n  idle +3 ", dash.to_text())
+    for f in futs:
+        f.cancel()
