@@ -31,7 +31,8 @@ against an existing server (a container, a cluster) and starts none;
 Re-running ``nq.local(...)`` in the same process **returns the running
 cluster when the arguments match** (no second server, no thread leak; a worker
 process that died meanwhile, killed or out of memory, is started again and
-said so), and **stops the old cluster and starts a new one when they differ**. Clusters are
+said so), and **stops the old cluster and starts a new one when they differ**
+(refused while the old one's temporary store holds unfinished jobs). Clusters are
 stopped at interpreter exit; ``.stop()`` is idempotent.
 """
 
@@ -57,8 +58,10 @@ from ..client.session import default_client, set_default_client, set_store_note
 from ..core import blobs
 from ..core.errors import ConfigurationError, NaqException, ServerBinaryNotFound
 from ..core.execution import validate_execution
+from ..core.job import TERMINAL, JobStatus
 from ..core.keeper import KeptProcess
 from ..core.layout import validate_queue_name
+from ..core.listing import list_jobs
 from ..core.server import EmbeddedServer
 from ..core.worker_args import MAX_CONCURRENCY
 from ..core.settings import Settings
@@ -483,6 +486,30 @@ def _stop_current() -> None:
         c.stop(timeout=5.0)
 
 
+def _refuse_losing_jobs(cur: LocalCluster) -> None:
+    """A replacement stops ``cur``, and a stop deletes a temporary store with every job in it: a cell
+    re-run with other arguments must not drop jobs not ended yet without a word."""
+    if cur.server is None or cur._store_lock is not None or cur.client is None:
+        return  # a kept store (the jobs come back), or a server that is not nq.local()'s own
+    live = [s for s in JobStatus if s not in TERMINAL]
+
+    async def unfinished(client: Client) -> int:
+        return len(await list_jobs(await client.broker(), limit=None, status=live, timeout=10.0))
+
+    try:
+        n = run_sync(unfinished(cur.client))
+    except Exception as exc:  # (a server that fails to answer is no store worth keeping)
+        log.debug("counting the jobs of the cluster being replaced: %s", exc)
+        return
+    if n:
+        raise NaqException(
+            f"nq.local() with other arguments replaces the running cluster, and its temporary store "
+            f"({cur.server.store_dir}) holds {n} unfinished job{'s' if n > 1 else ''}, which a stop deletes: "
+            "wait for them or cancel them, or stop it yourself first (.stop()); nq.local(store_dir='auto') "
+            "or a path keeps jobs across a replacement"
+        )
+
+
 def current_cluster() -> LocalCluster | None:
     """The cluster started by :func:`local` in this process, if it runs."""
     c = _current
@@ -543,6 +570,8 @@ def local(
             set_default_client(cur.client)
             return cur
         if cur is not None:
+            if cur.running:
+                _refuse_losing_jobs(cur)
             cur.stop()
         _current = LocalCluster(
             workers,

@@ -14,7 +14,7 @@ import pytest
 
 import naq_nb as nq
 from naq_nb.client import session
-from naq_nb.core.errors import ServerBinaryNotFound, UnknownQueueError
+from naq_nb.core.errors import NaqException, ServerBinaryNotFound, UnknownQueueError
 from naq_nb.client import shared as client_mod
 from naq_nb.notebook import local as local_mod
 
@@ -121,6 +121,22 @@ def test_local_processes(no_cluster_left):
         procs = [p.proc for p in c._procs]
     assert all(p.poll() is not None for p in procs)
     assert not any(t.startswith("naq-local") for t in _naq_threads())
+
+
+def test_replacing_a_cluster_whose_temporary_store_holds_unfinished_jobs_is_refused(no_cluster_left):
+    """Other arguments replace the cluster, and a stop deletes a temporary store: a re-run cell with
+    workers=4 instead of 2 deleted the jobs still queued without a word. It is refused, naming them."""
+    c = nq.local(workers=0, scheduler=False, store_dir=None)  # nothing serves the jobs: they stay queued
+    futs = [nq.submit(jobs.add, i, 1) for i in range(3)]
+    nq.default_client().flush_sync()
+    with pytest.raises(NaqException, match=r"temporary store .* holds 3 unfinished jobs"):
+        nq.local(workers=1, scheduler=False, store_dir=None)
+    assert local_mod.current_cluster() is c and nq.default_client() is c.client
+    assert [f.status for f in futs] == ["queued"] * 3
+    for f in futs:
+        assert f.cancel()
+    again = nq.local(workers=1, scheduler=False, store_dir=None)  # nothing left to lose: replaced
+    assert again is not c and not c.running
 
 
 def test_missing_server_binary_says_what_to_install(monkeypatch, no_cluster_left):
