@@ -76,6 +76,14 @@ def _naq_local_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NAQ_LOCAL_DIR", str(tmp_path_factory.mktemp("naq-local")))
 
 
+@pytest.fixture(autouse=True)
+def _no_stopped_session_left():
+    yield
+    shared = sys.modules.get("naq_nb.client.shared")
+    if shared is not None and shared.session_default() is None:
+        shared.set_session_default(None)  # a stopped nq.local() refuses URL-less calls: in its own test only
+
+
 _prefixes = itertools.count(1)
 
 

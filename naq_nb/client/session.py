@@ -30,11 +30,12 @@ from ..core.layout import validate_job_id
 from ..core.queue import get_status
 from ..core.results import get_result
 from ..core.schedules import make_schedule, save_schedule
+from ..core.settings import Settings
 from ..core.timespec import after_delay, to_epoch
 from ..core.status import JobStatus, status_record
 from .client import Client
 from .scheduling import storing_schedule
-from .shared import default_client, get_client, set_default_client
+from .shared import default_client, end_session_default, get_client, set_default_client
 from .future import JobFuture, submit_jobs
 from .group import JobGroup
 from .loop import run_async
@@ -46,6 +47,7 @@ __all__ = [
     "connect_async",
     "default_client",
     "set_default_client",
+    "end_session_default",
     "submit",
     "submit_async",
     "map",
@@ -89,7 +91,8 @@ async def connect_async(url: str | None = None, **nats_options: Any) -> Client:
     ``NAQ_CONNECT_TIMEOUT`` seconds; failure raises :class:`NaqConnectionError`.
     Calling it again with the same arguments returns the same client.
     """
-    client = get_client(url, **nats_options)
+    # The URL named here: a session whose nq.local() stopped refuses calls without one (get_client).
+    client = get_client(url or Settings.from_env().nats_url, **nats_options)
     await run_async(client.broker())
     set_default_client(client)
     return client

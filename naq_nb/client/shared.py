@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from ..core.errors import JobNotStoredError
+from ..core.errors import JobNotStoredError, NaqConnectionError
 from ..core.settings import Settings
 from .client import Client, _every_client, log
 from .loop import on_exit, run_sync
@@ -20,6 +20,7 @@ __all__ = [
     "set_default_client",
     "close_all_clients",
     "set_session_default",
+    "end_session_default",
     "session_default",
     "say_loudly",
 ]
@@ -27,12 +28,23 @@ __all__ = [
 _clients: dict[tuple, Client] = {}
 _clients_lock = threading.Lock()
 _session_default: Client | None = None
+_session_ended: str | None = None  # why calls without a URL have no server now (their nq.local() stopped)
 
 
 def set_session_default(client: Client | None) -> None:
     """The client that calls without a URL use (set by ``nq.connect`` / ``nq.local``)."""
-    global _session_default
-    _session_default = client
+    global _session_default, _session_ended
+    _session_default, _session_ended = client, None
+
+
+def end_session_default(client: Client, why: str) -> None:
+    """``client`` no longer serves the session (its ``nq.local()`` stopped): calls without a URL
+    raise ``why`` until ``nq.local()`` or ``nq.connect()`` names a server again. Falling back to
+    ``NAQ_NATS_URL`` there waited out a connect timeout, or sent the jobs to whatever listened on
+    the default port, without a word about the stopped cluster."""
+    global _session_default, _session_ended
+    if _session_default is client:
+        _session_default, _session_ended = None, why
 
 
 def session_default() -> Client | None:
@@ -59,8 +71,11 @@ def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
     Without a URL or options it is the session's default client when ``nq.connect``
     or ``nq.local`` set one, so naq-style calls in a notebook reach the local cluster.
     """
-    if nats_url is None and not nats_options and _session_default is not None:
-        return _session_default
+    if nats_url is None and not nats_options:
+        if _session_default is not None:
+            return _session_default
+        if _session_ended is not None:
+            raise NaqConnectionError(_session_ended)
     # Reading the environment costs ~0.1-0.2 ms: with a URL given, only a new client needs it.
     settings = None if nats_url else Settings.from_env()
     url = nats_url or settings.nats_url  # type: ignore[union-attr]

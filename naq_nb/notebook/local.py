@@ -54,7 +54,7 @@ from typing import Any, Iterable
 from ..client.client import Client
 from ..client.loop import run_sync
 from ..client.twins import in_thread
-from ..client.session import default_client, set_default_client, set_store_note
+from ..client.session import end_session_default, set_default_client, set_store_note
 from ..core import blobs
 from ..core.errors import ConfigurationError, NaqException, ServerBinaryNotFound
 from ..core.execution import validate_execution
@@ -390,8 +390,12 @@ class LocalCluster:
                     "(a kept store, nq.local(store_dir='auto') or a path, keeps jobs across a stop)"
                 )
             try:
-                if default_client() is self.client:
-                    set_default_client(None)
+                end_session_default(
+                    self.client,
+                    f"the nq.local() cluster that calls without a URL went to ({self.url}) was stopped: start "
+                    "one again with nq.local(), or name a server with nq.connect(url) (nq.connect() for "
+                    "NAQ_NATS_URL)",
+                )
                 self.client.close_sync()
             except Exception as exc:
                 log.debug("closing the local client: %s", exc)

@@ -58,6 +58,22 @@ def test_local_threads_start_submit_rerun_stop(no_cluster_left):
     assert client_mod.session_default() is None  # the default client went with the cluster
 
 
+def test_calls_without_a_url_after_the_cluster_stopped_name_it_until_one_is_named_again(no_cluster_left):
+    # They fell back to NAQ_NATS_URL: a connect timeout naming no cluster, or jobs sent without a word
+    # to whatever listened on the default port.
+    c = nq.local(workers=1, processes=False, scheduler=False)
+    assert nq.submit(jobs.add, 1, 2).result(timeout=30) == 3
+    c.stop()
+    for call in (lambda: nq.submit(jobs.add, 1, 2), nq.jobs, nq.default_client):
+        with pytest.raises(NaqException, match=r"nq.local\(\) cluster .* was stopped: start one again"):
+            call()
+    again = nq.local(workers=1, processes=False, scheduler=False)
+    assert nq.submit(jobs.add, 2, 2).result(timeout=30) == 4
+    again.stop()
+    session.set_default_client(None)  # documented: back to NAQ_NATS_URL
+    assert nq.default_client().url == client_mod.Settings.from_env().nats_url
+
+
 def test_local_with_other_arguments_replaces_the_cluster(no_cluster_left):
     first = nq.local(workers=1, scheduler=False)
     old_proc = first.server.proc
