@@ -35,10 +35,8 @@ import json
 import logging
 import pickle
 import secrets
-import threading
 import time
 import weakref
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -57,6 +55,7 @@ from nats.js.errors import (
 from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 
 from . import jsontext
+from .blobcopies import cache_get, cache_put, forget, keep_local_copies, recent_get, recent_put
 from .broker import create_store
 from .errors import BlobError, NaqConnectionError, PublishTimeoutError, SerializationError
 from .layout import OBJECT_STORE_MAX_CONSUMERS
@@ -100,9 +99,6 @@ _STALL = 30.0  # seconds without a chunk before a download is declared stuck
 _DOWNLOADS = 8  # downloads at once per connection (see _download_slot)
 _UPDATE_WAIT = 2.0  # seconds an object store's consumer limit is waited for (see _allow_consumers)
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
-_CACHE_MAX = 512 * 1024 * 1024  # bytes of nq.put objects kept per process (keyed by checksum)
-_RECENT_MAX = 256 * 1024 * 1024  # bytes this process offloaded, kept for a reader in the same process
-_RECENT_AGE = 120.0
 
 
 @dataclass(frozen=True)
@@ -235,43 +231,8 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
         raise  # another refusal by the server (its storage is full, ...) is the server's own news
     except (nats.errors.Error, OSError) as exc:
         raise NaqConnectionError(f"{what}: the connection failed: {type(exc).__name__}: {exc}") from exc
-    if _keep_recent:
-        _recent_put(ref.sha256, data)
+    recent_put(ref.sha256, data)
     return ref
-
-
-# A client and workers in one process (nq.local()): the reader takes the bytes the writer just
-# stored from memory instead of downloading them (nats-py reads about 35 MB/s on a busy box).
-_keep_recent = False
-_recent: "OrderedDict[str, tuple[float, bytes]]" = OrderedDict()
-_recent_lock = threading.Lock()
-
-
-def keep_local_copies(on: bool = True) -> None:
-    """Keep what this process offloads for two minutes (at most 256 MB), for readers in this
-    same process: set by ``nq.local()`` when its workers are threads of the notebook's process."""
-    global _keep_recent
-    _keep_recent = on
-    if not on:
-        with _recent_lock:
-            _recent.clear()
-
-
-def _recent_put(sha: str, data: bytes) -> None:
-    if len(data) > _RECENT_MAX:
-        return
-    now = time.monotonic()
-    with _recent_lock:
-        _recent[sha] = (now, data)
-        total = sum(len(d) for _, d in _recent.values())
-        while _recent and (total > _RECENT_MAX or next(iter(_recent.values()))[0] < now - _RECENT_AGE):
-            total -= len(_recent.popitem(last=False)[1][1])
-
-
-def _recent_get(sha: str) -> bytes | None:
-    with _recent_lock:
-        hit = _recent.get(sha)
-    return hit[1] if hit is not None and hit[0] > time.monotonic() - _RECENT_AGE else None
 
 
 class _Sink(io.BufferedIOBase):
@@ -295,7 +256,7 @@ class _Sink(io.BufferedIOBase):
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     """The bytes ``ref`` names, after checking their size and SHA-256; :class:`BlobError` otherwise."""
     where = f"{what} (object {ref.name!r} in object store {ref.bucket!r}, {ref.size:,} bytes)"
-    recent = _recent_get(ref.sha256)
+    recent = recent_get(ref.sha256)
     if recent is not None and len(recent) == ref.size:
         return recent  # stored by this process: its checksum was computed from these very bytes
     store = await _store(broker, ref.bucket)  # created if absent: the object is then reported missing
@@ -457,25 +418,6 @@ class _Scope:
 
 
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("naq_objects", default=None)
-_cache: "OrderedDict[str, bytes]" = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _cache_get(sha: str) -> bytes | None:
-    with _cache_lock:
-        data = _cache.get(sha)
-        if data is not None:
-            _cache.move_to_end(sha)
-        return data
-
-
-def _cache_put(sha: str, data: bytes) -> None:
-    if len(data) > _CACHE_MAX:
-        return
-    with _cache_lock:
-        _cache[sha] = data
-        while sum(len(v) for v in _cache.values()) > _CACHE_MAX:
-            _cache.popitem(last=False)
 
 
 def _object_value(bucket: str, name: str, size: int, sha256: str) -> Any:
@@ -486,7 +428,7 @@ def _object_value(bucket: str, name: str, size: int, sha256: str) -> Any:
         return ref
     if sha256 in scope.values:
         return scope.values[sha256]
-    data = scope.fetched.get(sha256) or _cache_get(sha256)
+    data = scope.fetched.get(sha256) or cache_get(sha256)
     if data is None:
         scope.missing[sha256] = ref
         return ref
@@ -526,7 +468,7 @@ async def decode_with_objects(broker: "Broker", decode: Callable[[], T], what: s
             break
         for sha, ref in list(scope.missing.items()):
             data = await resolve(broker, ref.blob, f"nq.put object of {what}")
-            _cache_put(sha, data)
+            cache_put(sha, data)
             scope.fetched[sha] = data
         scope.missing.clear()
     raise BlobError(f"nq.put objects of {what} could not be provided: {list(scope.missing)}")
@@ -574,7 +516,7 @@ def _pickle_value(value: Any, who: str = "nq.put()") -> tuple[bytes, str]:
 
 async def get_value(broker: "Broker", ref: ObjectRef) -> Any:
     """The value ``ref`` names (downloaded and checked)."""
-    data = _cache_get(ref.sha256) or await resolve(broker, ref.blob, "nq.put object")
+    data = cache_get(ref.sha256) or await resolve(broker, ref.blob, "nq.put object")
     try:
         return cloudpickle.loads(data)
     except Exception as exc:  # any unpickling failure of the stored value
@@ -583,8 +525,5 @@ async def get_value(broker: "Broker", ref: ObjectRef) -> Any:
 
 async def delete_value(broker: "Broker", ref: ObjectRef) -> None:
     """Delete the stored value (every reference to it stops working); unknown refs are ignored."""
-    with _cache_lock:
-        _cache.pop(ref.sha256, None)
-    with _recent_lock:
-        _recent.pop(ref.sha256, None)
+    forget(ref.sha256)
     await delete(broker, ref.bucket, ref.name)

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 
 import naq_nb as nq
 from naq_nb.client.loop import run_sync
-from naq_nb.core import blobs
+from naq_nb.core import blobcopies, blobs
 from naq_nb.core.blobs import BlobError
 from naq_nb.core.broker import Broker
 from naq_nb.core.errors import JobNotFinishedError
@@ -273,7 +273,7 @@ def test_50mb_dataframe_and_16mb_closure_through_local(no_cluster_left):
 
 def test_big_result_through_job_futures_downloaded(nb_client, thread_worker):
     thread_worker()
-    assert not blobs._keep_recent, "no nq.local(): every byte goes through the object store"
+    assert not blobcopies.keeping(), "no nq.local(): every byte goes through the object store"
     fut = nq.submit(make_bytes, 2 * MB)
     assert fut.result(timeout=90) == b"r" * (2 * MB)
     assert nq.fetch_job_result_sync(fut.job_id, nats_url=nb_client.url, timeout=30) == b"r" * (2 * MB)
