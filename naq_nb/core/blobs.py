@@ -49,6 +49,7 @@ from nats.js.errors import (
     BadRequestError,
     BucketNotFoundError,
     DigestMismatchError,
+    NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
 )
@@ -219,8 +220,7 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=chunk))
     what = f"cannot store {len(data):,} bytes in object store {bucket!r} (object {name!r})"
     try:
-        store = await _store(broker, bucket)
-        await store.put(name, data, meta=meta)
+        await _put(broker, bucket, name, data, meta)
     except (NotFoundError, BadRequestError, nats.errors.MaxPayloadError) as exc:
         raise BlobError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except asyncio.TimeoutError as exc:  # (nats-py's TimeoutError is one; before OSError, which it also is)
@@ -233,6 +233,25 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
         raise NaqConnectionError(f"{what}: the connection failed: {type(exc).__name__}: {exc}") from exc
     recent_put(ref.sha256, data)
     return ref
+
+
+_STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream that does not exist
+
+
+async def _put(broker: "Broker", bucket: str, name: str, data: bytes, meta: api.ObjectMeta) -> None:
+    """One upload. A bucket deleted since its handle was cached (by hand, or a server restarted
+    without its store) is made again and the upload tried once more: the cached handle made every
+    big enqueue and every big result fail with 'stream not found' for the life of the connection."""
+    store = await _store(broker, bucket)
+    try:
+        await store.put(name, data, meta=meta)
+    except (NotFoundError, NoStreamResponseError) as exc:
+        # (nats-py's put reports a chunk no stream took as the purge after it: stream not found)
+        if isinstance(exc, NotFoundError) and exc.err_code != _STREAM_NOT_FOUND:
+            raise
+        _stores.get(broker, {}).pop(bucket, None)
+        log.warning("object store %s is gone (deleted?); making it again", bucket)
+        await (await _store(broker, bucket)).put(name, data, meta=meta)
 
 
 class _Sink(io.BufferedIOBase):

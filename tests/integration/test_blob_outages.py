@@ -59,3 +59,23 @@ async def test_a_big_result_stored_across_a_server_restart_ends_the_job_succeede
     rec = await wait_for_result(broker, j.job_id, 90)
     assert rec.status == "succeeded", rec.meta.get("error")
     assert rec.unwrap() == b"r" * (3 * MB)
+
+
+def echo(x):
+    return x
+
+
+async def test_object_buckets_deleted_under_a_client_and_a_worker_are_made_again(broker, start_worker):
+    """Both keep a handle per bucket: with the bucket deleted (by hand, or a server restarted without its
+    store) every big enqueue and every big result failed with 'stream not found' until they reconnected."""
+    await start_worker()
+    q = Queue(broker)
+    big = b"x" * (broker.max_payload + 10)
+    first = await q.enqueue(echo, big)
+    assert (await wait_for_result(broker, first.job_id, 60)).unwrap() == big  # both sides hold handles now
+    for bucket in (broker.layout.objects_bucket, broker.layout.result_objects_bucket):
+        await broker.js.delete_stream(f"OBJ_{bucket}")
+    again = await q.enqueue(echo, big + b"y")  # the client's upload
+    rec = await wait_for_result(broker, again.job_id, 60)  # the worker's: the result is over max_payload too
+    assert rec.status == "succeeded", rec.meta.get("error")
+    assert rec.unwrap() == big + b"y"
