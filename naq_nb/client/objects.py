@@ -56,7 +56,8 @@ async def put_async(value: Any, *, client: Client | None = None) -> ObjectRef:
 
     Inside a job the reference is the value, wherever it appears (an argument, inside a
     list or dict, captured by a closure). Stored values expire after ``NAQ_STATUS_TTL``
-    unless deleted earlier with :func:`delete_object`.
+    unless deleted earlier with :func:`delete_object`; the same value put again reuses the
+    stored object only while it has at least half of that left.
     """
     return await run_async(_put(_client(client), value))
 

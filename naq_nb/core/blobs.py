@@ -505,7 +505,7 @@ async def put_value(broker: "Broker", value: Any) -> ObjectRef:
 async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
     """Store pickled bytes under their checksum, unless an object of that name and size exists."""
     bucket = broker.layout.objects_bucket
-    name = f"put.{sha}"
+    name = _put_name(sha, broker.layout.object_buckets()[bucket])
     store = await _store(broker, bucket)
     try:
         info = await store.get_info(name)
@@ -515,6 +515,14 @@ async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
         pass  # (an object whose bytes were changed since is uploaded again: the put repairs it)
     await offload(broker, data, bucket, name)
     return ObjectRef(bucket, name, len(data), sha)
+
+
+def _put_name(sha: str, ttl: float) -> str:
+    """The object name for a value: its checksum and the half of the bucket's TTL it is put in.
+    The same value put again within that half is the same object; put later, it is a new one, so
+    a reference lives at least half the TTL from its put (reusing any object of that checksum gave
+    out references about to expire). The older object stays for whoever still holds it."""
+    return f"put.{sha}.{int(time.time() // (ttl / 2))}"  # (delete_value finds the older ones)
 
 
 def _same_digest(digest: str | None, sha256_hex: str) -> bool:
@@ -545,4 +553,12 @@ async def get_value(broker: "Broker", ref: ObjectRef) -> Any:
 async def delete_value(broker: "Broker", ref: ObjectRef) -> None:
     """Delete the stored value (every reference to it stops working); unknown refs are ignored."""
     forget(ref.sha256)
-    await delete(broker, ref.bucket, ref.name)
+    names = {ref.name}
+    ttl = broker.layout.object_buckets().get(ref.bucket)
+    if ttl and ref.name.startswith("put."):
+        # The same value put in an earlier half of the TTL is another object (_put_name) still alive,
+        # as is one named before halves were (no suffix): every reference to the value stops working.
+        now = int(time.time() // (ttl / 2))
+        names |= {f"put.{ref.sha256}"} | {f"put.{ref.sha256}.{now - k}" for k in range(3)}
+    for name in sorted(names):
+        await delete(broker, ref.bucket, name)

@@ -440,3 +440,51 @@ async def test_a_shared_function_that_cannot_be_pickled_is_named_as_such(broker)
     with pytest.raises(nq.SerializationError, match="the function the batch's jobs share: cannot pickle the function"):
         await q.enqueue_many([(holds_a_lock, (i,), {}) for i in range(2)])
     assert await q.count() == 0
+
+
+async def test_a_value_put_again_late_in_its_objects_life_gets_a_full_life(settings):
+    """nq.put of a value already stored handed out the stored object, however close to its expiry: a
+    cell re-run on day 6.9 of NAQ_STATUS_TTL's 7 made a reference whose jobs failed hours later."""
+    ttl = 4.0
+    b = await Broker.connect(settings=settings.with_(status_ttl=ttl))
+    try:
+        value = b"q" * 100_000
+        t0 = time.monotonic()
+        first = await blobs.put_value(b, value)
+        await asyncio.sleep(max(0.0, t0 + ttl * 0.6 - time.monotonic()))  # past half its life
+        second = await blobs.put_value(b, value)
+        store = await blobs._store(b, first.bucket)
+
+        async def first_gone() -> bool:
+            try:
+                await store.get_info(first.name)
+                return False
+            except NotFoundError:
+                return True
+
+        deadline = time.monotonic() + 3 * ttl
+        while not await first_gone():
+            assert time.monotonic() < deadline, "the first object never expired"
+            await asyncio.sleep(0.1)
+        assert await blobs.get_value(b, second) == value, "the second put's reference outlives the first"
+    finally:
+        await b.close()
+
+
+async def test_deleting_a_value_deletes_its_copies_put_earlier(settings):
+    """Put again past half its life, a value is a second object: deleting it deletes both."""
+    ttl = 2.0
+    b = await Broker.connect(settings=settings.with_(status_ttl=ttl))
+    try:
+        t0 = time.monotonic()
+        first = await blobs.put_value(b, b"d" * 50_000)
+        await asyncio.sleep(max(0.0, t0 + ttl * 0.6 - time.monotonic()))
+        second = await blobs.put_value(b, b"d" * 50_000)
+        assert second.name != first.name
+        assert await blobs.get_value(b, first) == b"d" * 50_000, "the first is still there"
+        await blobs.delete_value(b, second)
+        for ref in (first, second):
+            with pytest.raises(BlobError, match="is missing"):
+                await blobs.get_value(b, ref)
+    finally:
+        await b.close()
