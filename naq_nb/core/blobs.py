@@ -98,7 +98,7 @@ _CHUNK = 128 * 1024  # object store chunk (nats-py's default), smaller when the 
 NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size afterwards
 _STALL = 30.0  # seconds without a chunk before a download is declared stuck
 _DOWNLOADS = 8  # downloads at once per connection (see _download_slot)
-_UPDATE_WAIT = 2.0  # seconds an object store's consumer limit is waited for (see _allow_consumers)
+_UPDATE_WAIT = 2.0  # seconds an object store's limits update is waited for (see _fit_stream)
 _SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 
 
@@ -150,6 +150,7 @@ def _json(data: bytes) -> Any:
 # --- the two operations ------------------------------------------------------------------------
 _stores: "weakref.WeakKeyDictionary[Broker, dict[str, ObjectStore]]" = weakref.WeakKeyDictionary()
 _download_slots: "weakref.WeakKeyDictionary[Broker, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+_ttls: "weakref.WeakKeyDictionary[Broker, dict[str, float]]" = weakref.WeakKeyDictionary()  # as the server has it
 
 
 async def _store(broker: "Broker", bucket: str) -> ObjectStore:
@@ -176,25 +177,41 @@ async def _store(broker: "Broker", bucket: str) -> ObjectStore:
                 )
             except BadRequestError:
                 store = await broker.js.object_store(bucket)  # another process created it first
-        await _allow_consumers(broker, bucket)
+        await _fit_stream(broker, bucket)
         cache[bucket] = store
     return store
 
 
-async def _allow_consumers(broker: "Broker", bucket: str) -> None:
-    """Give the bucket's stream :data:`OBJECT_STORE_MAX_CONSUMERS` (nats-py has no setting for it).
-    Each download makes a consumer that the server keeps for seconds after it, and nats-server 2.15
-    allows a stream 1,000 unless the stream names a limit: a thousand reads in a row made the next one
-    fail. A server that won't change the limit (before 2.12) has none by default anyway."""
+async def _fit_stream(broker: "Broker", bucket: str) -> None:
+    """Give the bucket's stream its record bucket's age limit and :data:`OBJECT_STORE_MAX_CONSUMERS`.
+
+    The age limit: whoever made a bucket first set its TTL from their own settings, so a client with
+    ``NAQ_RESULT_TTL=60`` and a worker left at 3 kept small results 60 s and big ones 3 s. The record
+    bucket (made by ``ensure_layout``, first) decides for both. The consumer limit (nats-py has no
+    setting for it): each download makes a consumer that the server keeps for seconds after it, and
+    nats-server 2.15 allows a stream 1,000 unless the stream names a limit: a thousand reads in a row
+    made the next one fail. A server that won't change the limit (before 2.12) has none by default."""
     stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
     try:
         cfg = (await broker.js.stream_info(stream)).config
-        if cfg.max_consumers != OBJECT_STORE_MAX_CONSUMERS:
-            cfg.max_consumers = OBJECT_STORE_MAX_CONSUMERS
+        _ttls.setdefault(broker, {})[bucket] = cfg.max_age or 0.0
+        max_age = await _records_max_age(broker, bucket) or cfg.max_age
+        if cfg.max_consumers != OBJECT_STORE_MAX_CONSUMERS or cfg.max_age != max_age:
+            cfg.max_consumers, cfg.max_age = OBJECT_STORE_MAX_CONSUMERS, max_age
             # Briefly: a role not allowed to update streams gets no answer at all.
             await asyncio.wait_for(broker.js.update_stream(cfg), _UPDATE_WAIT)
+            _ttls[broker][bucket] = cfg.max_age or 0.0
     except (nats.errors.Error, asyncio.TimeoutError) as exc:  # (APIError is one): the reads still work
-        log.debug("object store %s keeps its consumer limit: %s", bucket, exc)
+        log.debug("object store %s keeps its limits: %s", bucket, exc)
+
+
+async def _records_max_age(broker: "Broker", bucket: str) -> float | None:
+    """The age limit of the KV bucket whose records ``bucket``'s objects belong to (None: not made yet)."""
+    records = broker.layout.kv_stream(broker.layout.object_record_buckets()[bucket])
+    try:
+        return (await broker.js.stream_info(records)).config.max_age or None
+    except NotFoundError:
+        return None
 
 
 async def _sha256(data: bytes) -> str:
@@ -310,7 +327,7 @@ async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: s
                 raise BlobError(f"{where} is unreadable: no chunk arrived for {_STALL:g}s (chunks lost?)")
         task.result()
     except NotFoundError:
-        ttl = broker.layout.object_buckets().get(ref.bucket)
+        ttl = _ttls.get(broker, {}).get(ref.bucket)
         raise BlobError(
             f"{where} is missing: it was deleted, or it expired{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}"
         ) from None

@@ -210,6 +210,10 @@ class Layout:
         """Object store bucket name -> TTL in seconds (created on first use, not by ensure_layout)."""
         return {self.objects_bucket: self.status_ttl, self.result_objects_bucket: self.result_ttl}
 
+    def object_record_buckets(self) -> dict[str, str]:
+        """Object store bucket name -> the KV bucket whose records its objects belong to (and live as long as)."""
+        return {self.objects_bucket: self.status_bucket, self.result_objects_bucket: self.results_bucket}
+
     def sweep_key(self, sweep_id: str) -> str:
         """Key in the meta bucket of a sweep's record (its points and job ids)."""
         return f"sweep.{sweep_id}"

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from nats.js import api
 from nats.js.errors import NotFoundError
 
 import naq_nb as nq
@@ -488,3 +489,25 @@ async def test_deleting_a_value_deletes_its_copies_put_earlier(settings):
                 await blobs.get_value(b, ref)
     finally:
         await b.close()
+
+
+async def test_object_buckets_keep_objects_as_long_as_their_record_buckets(settings, broker, start_worker):
+    """Whoever made an object bucket first set its TTL: a client with NAQ_RESULT_TTL=60 and a worker
+    left at 3 kept small results 60 s but big ones 3 s, and the 'missing' error named the client's 60 s."""
+    lay = broker.layout  # this client made the record buckets: results kept result_ttl
+    await start_worker(settings=settings.with_(result_ttl=3.0))  # the worker makes the result objects bucket
+    job = await Queue(broker).enqueue(make_bytes, broker.max_payload + 10)
+    assert (await wait_for_result(broker, job.job_id, 60)).status == "succeeded"
+    results = (await broker.js.stream_info(lay.kv_stream(lay.results_bucket))).config.max_age
+    objects = (await broker.js.stream_info(f"OBJ_{lay.result_objects_bucket}")).config.max_age
+    assert results == lay.result_ttl and objects == results
+
+    # A bucket made before with another TTL is set to its record bucket's by the next process to open it.
+    await broker.js.create_object_store(lay.objects_bucket, config=api.ObjectStoreConfig(ttl=5.0))
+    other = await Broker.connect(settings=broker.settings)
+    try:
+        await blobs.put_value(other, b"v" * 10)
+        objects = (await broker.js.stream_info(f"OBJ_{lay.objects_bucket}")).config.max_age
+        assert objects == (await broker.js.stream_info(lay.kv_stream(lay.status_bucket))).config.max_age
+    finally:
+        await other.close()
