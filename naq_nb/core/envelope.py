@@ -83,7 +83,8 @@ def encode_job(
     if size > max_payload:
         raise PayloadTooLargeError(
             f"job {job.function_name} is {len(body):,} bytes serialized, over the server's max_payload of "
-            f"{max_payload:,} bytes; pass large data by reference (a path or URL) or raise max_payload"
+            f"{max_payload:,} bytes: a scheduled or delayed job is stored whole with its schedule; pass "
+            "large values as nq.put(value) references (kept NAQ_STATUS_TTL), a path or URL, or raise max_payload"
         )
     return headers, body
 

@@ -242,6 +242,14 @@ async def test_schedule_body_over_max_payload_is_refused_at_the_call(broker):
         make_schedule(job, broker, interval=60)
 
 
+def test_a_delayed_job_over_max_payload_is_refused_naming_nq_put(nb_client):
+    """Any other big argument goes through the object store by itself: the refusal says why this one
+    does not, and names the reference that does work (it pointed at 'a path or URL' only)."""
+    big = b"x" * (2 * MB)  # over the default 1 MB
+    with pytest.raises(nq.PayloadTooLargeError, match=r"scheduled or delayed job.*nq\.put\(value\)"):
+        nq.options(delay=60).submit(len, big)
+
+
 async def test_json_mode_bodies_and_results_over_max_payload(settings, start_worker):
     import jobs
     json_settings = settings.with_(serializer="json")
