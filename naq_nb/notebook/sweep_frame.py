@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..client.future import JobFuture
-from ..core.status import FAILED_STATES, TERMINAL_VALUES
+from ..core.status import FAILED_STATES, TERMINAL_VALUES, JobStatus
 from . import needs
 
 if TYPE_CHECKING:
@@ -48,9 +48,12 @@ def sweep_frame(points: Sequence[dict], futures: Sequence[JobFuture]) -> "pd.Dat
 
 
 def _follow_error(f: JobFuture) -> str | None:
-    """Why a point whose record never ended is done anyway: its future stopped following the job
-    (its client closed, its cluster replaced), which says how to follow it again."""
-    if not f.done() or f.cancelled() or f.status in TERMINAL_VALUES:
+    """Why a point that did not fail has no value: its future stopped following the job (its client
+    closed, its cluster replaced), which says how to follow it again; or it succeeded, but its result
+    expired or was deleted (a row saying 'succeeded' with no result and no error said nothing)."""
+    if not f.done() or f.cancelled():
+        return None
+    if f.status in TERMINAL_VALUES and f.status != JobStatus.SUCCEEDED.value:
         return None
     exc = f.exception(0)
     return None if exc is None else f"{type(exc).__name__}: {exc}"

@@ -403,3 +403,40 @@ def test_points_whose_client_closed_say_so_in_the_table(nats_server, settings):
     df = sw.to_dataframe()
     assert df.status.tolist() == ["queued"] * 2
     assert all("attach" in e for e in df.error), df.error.tolist()
+
+
+def test_a_point_whose_result_expired_says_so_in_the_frame(nats_server, settings):
+    """Attached after NAQ_RESULT_TTL, a sweep's frame showed 'succeeded' rows with no error and no result
+    column at all: nothing said the results had expired (each future held that error)."""
+    from naq_nb.client.client import Client
+    from naq_nb.core.worker import Worker
+    from naq_nb.notebook.local import ServiceThread
+    from nats.js.errors import KeyNotFoundError
+
+    short = settings.with_(result_ttl=1.0)
+    c = Client(nats_server.url, settings=short)
+    t = ServiceThread(Worker("default", settings=short, concurrency=2, grace_period=2.0), "naq-test-worker").start(30.0)
+    try:
+        sw = nq.sweep.options(client=c)(jobs.add, a=[1, 2], b=[1])
+        sw.wait(timeout=30)
+        assert sw.to_dataframe().result.tolist() == [2, 3]
+        b = run_sync(c.broker())
+        results = run_sync(b.kv(b.layout.results_bucket))
+
+        def expired() -> bool:
+            try:
+                run_sync(results.get(sw.job_ids[-1]))
+                return False
+            except KeyNotFoundError:
+                return True
+
+        wait_until(expired, timeout=15, interval=0.1)
+        back = Sweep.attach(sw.id, client=c).wait(timeout=30)
+        df = back.to_dataframe()
+        assert df.status.tolist() == ["succeeded"] * 2
+        assert all("result is gone" in (e or "") for e in df.error), df.error.tolist()
+        assert back.retry_failed() == 2, "points with no result are run again"
+        assert back.wait(timeout=30).to_dataframe().result.tolist() == [2, 3]
+    finally:
+        t.stop(5.0)
+        c.close_sync()
