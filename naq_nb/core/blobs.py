@@ -61,6 +61,7 @@ from .broker import create_store
 from .errors import BlobError, NaqConnectionError, PublishTimeoutError, SerializationError
 from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
+from .singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -151,6 +152,7 @@ def _json(data: bytes) -> Any:
 _stores: "weakref.WeakKeyDictionary[Broker, dict[str, ObjectStore]]" = weakref.WeakKeyDictionary()
 _download_slots: "weakref.WeakKeyDictionary[Broker, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 _ttls: "weakref.WeakKeyDictionary[Broker, dict[str, float]]" = weakref.WeakKeyDictionary()  # as the server has it
+_uploads: "weakref.WeakKeyDictionary[Broker, SingleFlight]" = weakref.WeakKeyDictionary()  # nq.put values
 
 
 async def _store(broker: "Broker", bucket: str) -> ObjectStore:
@@ -523,14 +525,19 @@ async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
     """Store pickled bytes under their checksum, unless an object of that name and size exists."""
     bucket = broker.layout.objects_bucket
     name = _put_name(sha, broker.layout.object_buckets()[bucket])
-    store = await _store(broker, bucket)
-    try:
-        info = await store.get_info(name)
-        if info.size == len(data) and _same_digest(info.digest, sha):
-            return ObjectRef(bucket, name, len(data), sha)
-    except NotFoundError:
-        pass  # (an object whose bytes were changed since is uploaded again: the put repairs it)
-    await offload(broker, data, bucket, name)
+
+    async def store_once() -> None:
+        store = await _store(broker, bucket)
+        try:
+            info = await store.get_info(name)
+            if info.size == len(data) and _same_digest(info.digest, sha):
+                return
+        except NotFoundError:
+            pass  # (an object whose bytes were changed since is uploaded again: the put repairs it)
+        await offload(broker, data, bucket, name)
+
+    # Puts of one value at once from this connection (threads, a batch's shared function): one upload.
+    await _uploads.setdefault(broker, SingleFlight()).run(name, store_once)
     return ObjectRef(bucket, name, len(data), sha)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -519,3 +520,14 @@ async def test_object_buckets_keep_objects_as_long_as_their_record_buckets(setti
         assert objects == (await broker.js.stream_info(lay.kv_stream(lay.status_bucket))).config.max_age
     finally:
         await other.close()
+
+
+async def test_a_value_put_by_several_calls_at_once_is_uploaded_once(broker):
+    """Three threads putting one 8 MB value at once stored it three times (150 MB for a 50 MB value):
+    each call found no object yet, and the two copies nothing names stayed for NAQ_STATUS_TTL."""
+    value = os.urandom(8 * MB)
+    refs = await asyncio.gather(*(blobs.put_value(broker, value) for _ in range(3)))
+    assert len(set(refs)) == 1
+    stored = (await broker.js.stream_info(f"OBJ_{broker.layout.objects_bucket}")).state.bytes
+    assert stored < 2 * len(value), f"{stored:,} bytes stored for one {len(value):,}-byte value"
+    assert await blobs.get_value(broker, refs[0]) == value
