@@ -244,10 +244,12 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
         raise BlobError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except asyncio.TimeoutError as exc:  # (nats-py's TimeoutError is one; before OSError, which it also is)
         raise PublishTimeoutError(f"{what}: the upload was not acknowledged: {type(exc).__name__}: {exc}") from exc
-    except ServiceUnavailableError as exc:  # JetStream not up yet (a server restarting): as a lost connection
-        raise NaqConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except APIError:
-        raise  # another refusal by the server (its storage is full, ...) is the server's own news
+    except APIError as exc:
+        if exc.err_code in _STORE_REFUSED:  # a 503 too, but no outage: waiting for it ran a job 23 times
+            raise BlobError(f"{what}: the server refused to store it: {exc.description}") from exc
+        if isinstance(exc, ServiceUnavailableError):  # JetStream not up yet (a server restarting)
+            raise NaqConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise  # another refusal by the server is the server's own news
     except (nats.errors.Error, OSError) as exc:
         raise NaqConnectionError(f"{what}: the connection failed: {type(exc).__name__}: {exc}") from exc
     recent_put(ref.sha256, data)
@@ -255,6 +257,9 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
 
 
 _STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream that does not exist
+# JetStream's codes for a store it will not make room for: the stream's limits (maximum bytes or
+# messages: 10077), the account's or server's storage (10047, 10028), resources (10023).
+_STORE_REFUSED = frozenset({10077, 10047, 10028, 10023})
 
 
 async def _put(broker: "Broker", bucket: str, name: str, data: bytes, meta: api.ObjectMeta) -> None:

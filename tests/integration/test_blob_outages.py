@@ -110,3 +110,36 @@ async def test_an_enqueue_cancelled_during_its_upload_sends_no_job_and_keeps_no_
     store = await broker.js.object_store(broker.layout.objects_bucket)
     live = [o.name for o in await store.list(ignore_deletes=True) if o.size >= 3 * MB]
     assert not live, f"the cancelled upload's object stays: {live}"
+
+
+def count_and_make(path: str, n: int) -> bytes:
+    """Count this run in ``path``, then return ``n`` bytes (over max_payload: an object)."""
+    with open(path, "a") as f:
+        f.write("x")
+    return b"r" * n
+
+
+async def test_an_object_store_that_is_full_fails_the_call_naming_it(broker, start_worker, tmp_path):
+    """A refusal to store ('maximum bytes exceeded') came as a 503, read as a lost connection: the enqueue
+    raised NaqConnectionError, and a worker handed the job back after each run, 23 runs of it in 40 s,
+    then failed it as JobLostError 'delivered 23 times without an outcome', the reason gone."""
+    from naq_nb.core.blobs import BlobError
+    from naq_nb.core.job import JobOptions
+
+    await start_worker(concurrency=1)
+    q = Queue(broker)
+    for warm in (await q.enqueue(count_and_make, str(tmp_path / "warm"), 2 * MB), await q.enqueue(len, b"w" * 2 * MB)):
+        assert (await wait_for_result(broker, warm.job_id, 60)).status == "succeeded"  # both object stores made
+    for bucket in (broker.layout.objects_bucket, broker.layout.result_objects_bucket):
+        cfg = (await broker.js.stream_info(f"OBJ_{bucket}")).config
+        cfg.max_bytes = 4 * MB  # as a full disk or an account's quota would
+        await broker.js.update_stream(cfg)
+
+    with pytest.raises(BlobError, match="maximum bytes exceeded"):
+        await q.enqueue(len, b"a" * (5 * MB))
+    runs = tmp_path / "runs"
+    job = q.make_job(count_and_make, (str(runs), 5 * MB), {}, JobOptions.build(max_retries=0))
+    await q.enqueue_job(job)
+    rec = await wait_for_result(broker, job.job_id, 30)
+    assert rec.status == "failed" and "maximum bytes exceeded" in rec.meta["error"], rec.meta.get("error")
+    assert runs.read_text() == "x", "run once: the refusal is no outage to wait out"
