@@ -14,9 +14,8 @@ operations:
   checksum) and returns an :class:`ObjectRef`. Inside a job's body the reference
   unpickles as the value itself: :func:`decode_with_objects` fetches the referenced
   objects (cached per process by checksum), so a 200-point sweep over one big
-  DataFrame uploads it once and each worker downloads it once.
-* a function of at least 256 KiB used by several jobs of a batch:
-  :func:`shared_functions` stores it once, the same way, while the batch is encoded.
+  DataFrame uploads it once and each worker downloads it once (:mod:`.sharedfuncs` stores a
+  batch's big shared function the same way).
 
 Signing: a job body is signed before it is offloaded, so the signature covers the
 very bytes the worker resolves and verifies before unpickling; the reference is
@@ -38,7 +37,7 @@ import secrets
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import cloudpickle
 import nats.errors
@@ -67,7 +66,6 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
     from .broker import Broker
-    from .job import Job
 
 __all__ = [
     "BlobError",
@@ -83,8 +81,8 @@ __all__ = [
     "delete_value",
     "decode_with_objects",
     "keep_local_copies",
-    "shared_functions",
-    "FunctionRef",
+    "put_bytes",
+    "pickle_value",
     "MAGIC",
     "NO_LIMIT",
 ]
@@ -100,7 +98,6 @@ NO_LIMIT = 1 << 62  # encode_job's max_payload when offload_jobs checks the size
 _STALL = 30.0  # seconds without a chunk before a download is declared stuck
 _DOWNLOADS = 8  # downloads at once per connection (see _download_slot)
 _UPDATE_WAIT = 2.0  # seconds an object store's limits update is waited for (see _fit_stream)
-_SHARE_MIN = 256 * 1024  # a function this big used by several jobs of a batch is stored once
 
 
 @dataclass(frozen=True)
@@ -200,6 +197,8 @@ async def _fit_stream(broker: "Broker", bucket: str) -> None:
         max_age = await _records_max_age(broker, bucket) or cfg.max_age
         if cfg.max_consumers != OBJECT_STORE_MAX_CONSUMERS or cfg.max_age != max_age:
             cfg.max_consumers, cfg.max_age = OBJECT_STORE_MAX_CONSUMERS, max_age
+            if max_age and (cfg.duplicate_window or 0) > max_age:  # the server refuses a longer one
+                cfg.duplicate_window = max_age
             # Briefly: a role not allowed to update streams gets no answer at all.
             await asyncio.wait_for(broker.js.update_stream(cfg), _UPDATE_WAIT)
             _ttls[broker][bucket] = cfg.max_age or 0.0
@@ -367,46 +366,6 @@ def headroom(broker: "Broker") -> int:
     return min(_HEADROOM, broker.max_payload // 16)
 
 
-# --- functions shared by a batch ---------------------------------------------------------------
-class _SharedFunctions:
-    """While encoding a batch: one big function used by several jobs goes as a stored reference."""
-
-    def __init__(self, broker: "Broker", jobs: Sequence["Job"]) -> None:
-        self.broker, self.jobs = broker, jobs
-        self.swapped: list[tuple["Job", Any]] = []
-
-    async def __aenter__(self) -> None:
-        if self.broker.serializer.name != "pickle":
-            return  # JSON mode: functions travel as import paths
-        groups: dict[int, list["Job"]] = {}
-        for job in self.jobs:
-            if not isinstance(job.function, str):
-                groups.setdefault(id(job.function), []).append(job)
-        loop = asyncio.get_running_loop()
-        for group in groups.values():
-            fn = group[0].function
-            if len(group) < 2:
-                continue
-            data, sha = await loop.run_in_executor(None, _pickle_value, fn, "the function the batch's jobs share")
-            if len(data) < _SHARE_MIN:
-                continue
-            ref = FunctionRef(await _put_bytes(self.broker, data, sha), fn)
-            for job in group:
-                self.swapped.append((job, job.function))
-                job.function = ref
-
-    async def __aexit__(self, *exc: object) -> None:
-        for job, fn in self.swapped:
-            job.function = fn
-
-
-def shared_functions(broker: "Broker", jobs: Sequence["Job"]) -> _SharedFunctions:
-    """``async with shared_functions(broker, jobs):`` around encoding a batch. A function (with what
-    it captures) of at least 256 KiB used by several jobs of the batch (``nq.map``, a sweep) is
-    stored once, like ``nq.put``, and each body carries a reference instead of a copy."""
-    return _SharedFunctions(broker, jobs)
-
-
 # --- nq.put values --------------------------------------------------------------------------------
 class ObjectRef:
     """A value stored once in the object store (``nq.put``). Pass it to jobs instead of the value:
@@ -433,22 +392,6 @@ class ObjectRef:
     def blob(self) -> BlobRef:
         """The object-store reference (bucket, name, size, SHA-256) a job body carries for this value."""
         return BlobRef(self.bucket, self.name, self.size, self.sha256)
-
-
-class FunctionRef(ObjectRef):
-    """An :class:`ObjectRef` to a function, named like it (job metadata and displays show the name)."""
-
-    __slots__ = ("__dict__",)
-
-    def __init__(self, ref: ObjectRef, fn: Any) -> None:
-        super().__init__(ref.bucket, ref.name, ref.size, ref.sha256)
-        self.__dict__.update(
-            __module__=getattr(fn, "__module__", None),
-            __qualname__=getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "?"),
-        )
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("a stored function runs inside a job only")
 
 
 class _Scope:
@@ -522,14 +465,15 @@ async def put_value(broker: "Broker", value: Any) -> ObjectRef:
     if isinstance(value, ObjectRef):
         return value
     # Pickling and hashing 50 MB take a few hundred ms: off the loop, which serves every future.
-    data, sha = await asyncio.get_running_loop().run_in_executor(None, _pickle_value, value)
-    return await _put_bytes(broker, data, sha)
+    data, sha = await asyncio.get_running_loop().run_in_executor(None, pickle_value, value)
+    return await put_bytes(broker, data, sha)
 
 
-async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
+async def put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
     """Store pickled bytes under their checksum, unless an object of that name and size exists."""
     bucket = broker.layout.objects_bucket
-    name = _put_name(sha, broker.layout.object_buckets()[bucket])
+    await _store(broker, bucket)  # (opened first: the TTL is the server's, _fit_stream)
+    name = _put_name(sha, _bucket_ttl(broker, bucket))
 
     async def store_once() -> None:
         store = await _store(broker, bucket)
@@ -544,6 +488,11 @@ async def _put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
     # Puts of one value at once from this connection (threads, a batch's shared function): one upload.
     await _uploads.setdefault(broker, SingleFlight()).run(name, store_once)
     return ObjectRef(bucket, name, len(data), sha)
+
+
+def _bucket_ttl(broker: "Broker", bucket: str) -> float:
+    """The bucket's age limit as the server keeps it (once opened here), else this layout's."""
+    return _ttls.get(broker, {}).get(bucket) or broker.layout.object_buckets()[bucket]
 
 
 def _put_name(sha: str, ttl: float) -> str:
@@ -562,7 +511,7 @@ def _same_digest(digest: str | None, sha256_hex: str) -> bool:
     return stored == base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).decode().rstrip("=")
 
 
-def _pickle_value(value: Any, who: str = "nq.put()") -> tuple[bytes, str]:
+def pickle_value(value: Any, who: str = "nq.put()") -> tuple[bytes, str]:
     try:
         data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError...
@@ -583,11 +532,11 @@ async def delete_value(broker: "Broker", ref: ObjectRef) -> None:
     """Delete the stored value (every reference to it stops working); unknown refs are ignored."""
     forget(ref.sha256)
     names = {ref.name}
-    ttl = broker.layout.object_buckets().get(ref.bucket)
-    if ttl and ref.name.startswith("put."):
+    if ref.bucket in broker.layout.object_buckets() and ref.name.startswith("put."):
+        await _store(broker, ref.bucket)  # (opened first: the TTL is the server's)
         # The same value put in an earlier half of the TTL is another object (_put_name) still alive,
         # as is one named before halves were (no suffix): every reference to the value stops working.
-        now = int(time.time() // (ttl / 2))
+        now = int(time.time() // (_bucket_ttl(broker, ref.bucket) / 2))
         names |= {f"put.{ref.sha256}"} | {f"put.{ref.sha256}.{now - k}" for k in range(3)}
     for name in sorted(names):
         await delete(broker, ref.bucket, name)

@@ -31,6 +31,7 @@ from .errors import (
 from .job import Job, JobOptions, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
 from .preview import args_preview
+from .sharedfuncs import shared_functions
 from .status import (
     StatusRecord,
     decode_status,
@@ -121,7 +122,7 @@ class Queue:
         cycle = await dependency_cycle(b, jobs)
         if cycle:  # (each would wait for the other for ever)
             raise ConfigurationError(f"job {cycle[0]} would wait for itself: {' -> '.join(cycle)} (a dependency cycle)")
-        async with blobs.shared_functions(b, jobs):  # a big function shared by many jobs is stored once
+        async with shared_functions(b, jobs):  # a big function shared by many jobs is stored once
             # A chosen id is claimed with a digest of the body: those bodies must be dumps_call's bytes.
             plain, named = b.serializer.batch_dumps_call(functions_once=True), b.serializer.batch_dumps_call()
             encoded = [

@@ -531,3 +531,23 @@ async def test_a_value_put_by_several_calls_at_once_is_uploaded_once(broker):
     stored = (await broker.js.stream_info(f"OBJ_{broker.layout.objects_bucket}")).state.bytes
     assert stored < 2 * len(value), f"{stored:,} bytes stored for one {len(value):,}-byte value"
     assert await blobs.get_value(broker, refs[0]) == value
+
+
+async def test_a_value_put_again_counts_its_life_by_the_servers_ttl(settings):
+    """A client left at the default NAQ_STATUS_TTL (7 days) on a deployment whose status bucket keeps 4 s:
+    its values live 4 s, so a put again 2.4 s later must not hand out the first object."""
+    ttl = 4.0
+    maker = await Broker.connect(settings=settings.with_(status_ttl=ttl))
+    await maker.ensure_layout()  # the status bucket: 4 s
+    b = await Broker.connect(settings=settings)  # this process thinks 7 days
+    try:
+        t0 = time.monotonic()
+        first = await blobs.put_value(b, b"s" * 10_000)
+        info = await b.js.stream_info(f"OBJ_{b.layout.objects_bucket}")
+        assert info.config.max_age == ttl, "the object bucket keeps what the status bucket keeps"
+        await asyncio.sleep(max(0.0, t0 + ttl * 0.6 - time.monotonic()))
+        second = await blobs.put_value(b, b"s" * 10_000)
+        assert second.name != first.name, "a reference with less than half its life left was handed out"
+    finally:
+        await b.close()
+        await maker.close()
