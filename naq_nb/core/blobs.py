@@ -57,7 +57,7 @@ from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 from . import jsontext
 from .blobcopies import cache_get, cache_put, forget, keep_local_copies, recent_get, recent_put
 from .broker import create_store
-from .errors import BlobError, NaqConnectionError, PublishTimeoutError, SerializationError
+from .errors import JS_STORE_REFUSED, BlobError, NaqConnectionError, PublishTimeoutError, SerializationError
 from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
 from .singleflight import SingleFlight
@@ -244,7 +244,7 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     except asyncio.TimeoutError as exc:  # (nats-py's TimeoutError is one; before OSError, which it also is)
         raise PublishTimeoutError(f"{what}: the upload was not acknowledged: {type(exc).__name__}: {exc}") from exc
     except APIError as exc:
-        if exc.err_code in _STORE_REFUSED:  # a 503 too, but no outage: waiting for it ran a job 23 times
+        if exc.err_code in JS_STORE_REFUSED:  # a 503 too, but no outage: waiting for it ran a job 23 times
             raise BlobError(f"{what}: the server refused to store it: {exc.description}") from exc
         if isinstance(exc, ServiceUnavailableError):  # JetStream not up yet (a server restarting)
             raise NaqConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
@@ -256,9 +256,6 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
 
 
 _STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream that does not exist
-# JetStream's codes for a store it will not make room for: the stream's limits (maximum bytes or
-# messages: 10077), the account's or server's storage (10047, 10028), resources (10023).
-_STORE_REFUSED = frozenset({10077, 10047, 10028, 10023})
 
 
 async def _put(broker: "Broker", bucket: str, name: str, data: bytes, meta: api.ObjectMeta) -> None:

@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 from .context import JobContext
 from .envelope import JobMeta, decode_meta
 from .errors import SerializationError
-from .status import StatusRecord
+from .status import JobStatus, StatusRecord
 
 __all__ = ["Delivery", "parse_meta", "ack_numbers", "nak", "STORED_NAK_DELAY"]
 
@@ -41,6 +41,14 @@ class Delivery:
     ended: bool = False  # its run is over: no "running" record may be written any more
     final_sent: bool = False  # its final records may be out: a worker error after that must not overwrite them
     taken: int = 0  # how many jobs this worker had taken, this one included, when a slot took it
+
+    def is_a_copy(self) -> bool:
+        """Its job's record says another message of the job was taken (its ``seq``): a signed message
+        sent again under a new message id, while or after that one ran. Its records stand."""
+        prev = self.prev or {}
+        untaken = (None, JobStatus.QUEUED.value, JobStatus.WAITING.value, JobStatus.SCHEDULED.value)
+        taken = prev.get("status") not in untaken
+        return taken and isinstance(prev.get("seq"), int) and prev["seq"] != self.seq
 
 
 async def nak(msg: Msg, delay: float = 0.0) -> None:

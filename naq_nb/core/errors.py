@@ -164,3 +164,7 @@ class JobLostError(NaqException):
 JS_MESSAGE_GONE = (10037, 10043, 10057)
 #: JetStream's "wrong last sequence" (400/10071): an expected-last-sequence write found the key moved on.
 JS_WRONG_LAST_SEQUENCE = 10071
+#: JetStream's codes for a write it will not make room for: the stream's limits (maximum bytes or
+#: messages: 10077), the account's or server's storage (10047, 10028), resources (10023). Some come
+#: as a 503, as an outage does; waiting for them ran a job again and again (23 runs, JobLostError).
+JS_STORE_REFUSED = frozenset({10077, 10047, 10028, 10023})

@@ -35,6 +35,8 @@ from .delivery import STORED_NAK_DELAY, Delivery, nak, parse_meta
 from .deps import release_dependents
 from .envelope import decode_call, meta_record_fields
 from .errors import (
+    JS_STORE_REFUSED,
+    BlobError,
     DependencyFailedError,
     JobLostError,
     NaqConnectionError,
@@ -118,7 +120,7 @@ class JobRunner:
         # de-duplication window must not run a job that already has a result.
         if (d.delivered > 1 or d.suspect or self.b.settings.signing_key) and await self._already_ended(d):
             return
-        if self.b.settings.signing_key and _a_copy(d):
+        if self.b.settings.signing_key and d.is_a_copy():
             await self._reject_copy(d)
             return
         if (d.delivered > 1 or d.suspect) and (await self._run_elsewhere(d) or await self._over_budget(d)):
@@ -206,7 +208,7 @@ class JobRunner:
                 await kv.update(d.meta.job_id, encode_status(d.record), last=d.prev_rev)
         except KeyWrongLastSequenceError:
             await self._read_prev(d)
-            if _a_copy(d):
+            if d.is_a_copy():
                 await self._reject_copy(d)
             else:
                 await nak(d.msg, STORED_NAK_DELAY)
@@ -533,6 +535,10 @@ class JobRunner:
                 stood, told = await settle_final_writes(self.b, jid, result, rec, bound, sent)
                 break
             except _WRITE_ERRORS as exc:
+                if getattr(exc, "err_code", None) in JS_STORE_REFUSED and rec["status"] == JobStatus.SUCCEEDED.value:
+                    # No outage to wait out: its failure (small) is stored instead, naming the refusal.
+                    await self._finish_failed(d, BlobError(f"its result ({len(result):,} bytes) was refused: {exc}"))
+                    return
                 if attempt < RESULT_WRITE_TRIES:
                     log.warning("job %s: result write failed (%s: %s); trying again", jid, type(exc).__name__, exc)
                     await asyncio.sleep(0.5 * attempt)
@@ -582,14 +588,6 @@ class JobRunner:
         rec = with_status(ctx.record, JobStatus.RUNNING, **ctx.snapshot(self.b.max_payload))  # a copy
         ctx.record = rec
         await self._status_nowait(ctx.job_id, rec)
-
-
-def _a_copy(d: Delivery) -> bool:
-    """A delivery whose job's record says another message of the job was taken (its ``seq``): a signed
-    message sent again under a new message id, while or after that one ran. Its records stand."""
-    prev = d.prev or {}
-    taken = prev.get("status") not in (None, JobStatus.QUEUED.value, JobStatus.WAITING.value, JobStatus.SCHEDULED.value)
-    return taken and isinstance(prev.get("seq"), int) and prev["seq"] != d.seq
 
 
 def _uncancel() -> bool:

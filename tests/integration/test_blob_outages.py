@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nats.js import api
 
 from helpers import eventually
 from naq_nb.core.errors import NaqConnectionError, SerializationError
@@ -139,6 +140,24 @@ async def test_an_object_store_that_is_full_fails_the_call_naming_it(broker, sta
         await q.enqueue(len, b"a" * (5 * MB))
     runs = tmp_path / "runs"
     job = q.make_job(count_and_make, (str(runs), 5 * MB), {}, JobOptions.build(max_retries=0))
+    await q.enqueue_job(job)
+    rec = await wait_for_result(broker, job.job_id, 30)
+    assert rec.status == "failed" and "maximum bytes exceeded" in rec.meta["error"], rec.meta.get("error")
+    assert runs.read_text() == "x", "run once: the refusal is no outage to wait out"
+
+
+async def test_a_results_bucket_that_is_full_fails_the_job_naming_it(broker, start_worker, tmp_path):
+    """The same refusal for a result that fits in a message (its bucket full, as a disk or quota would
+    make it): the worker handed the job back after each run, 23 runs, then JobLostError."""
+    from naq_nb.core.job import JobOptions
+
+    await start_worker(concurrency=1)
+    q = Queue(broker)
+    cfg = (await broker.js.stream_info(broker.layout.kv_stream(broker.layout.results_bucket))).config
+    cfg.max_bytes, cfg.discard = 64 * 1024, api.DiscardPolicy.NEW  # room for failure records, not for this result
+    await broker.js.update_stream(cfg)
+    runs = tmp_path / "runs"
+    job = q.make_job(count_and_make, (str(runs), 200 * 1024), {}, JobOptions.build(max_retries=0))
     await q.enqueue_job(job)
     rec = await wait_for_result(broker, job.job_id, 30)
     assert rec.status == "failed" and "maximum bytes exceeded" in rec.meta["error"], rec.meta.get("error")
