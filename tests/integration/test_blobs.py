@@ -551,3 +551,26 @@ async def test_a_value_put_again_counts_its_life_by_the_servers_ttl(settings):
     finally:
         await b.close()
         await maker.close()
+
+
+async def test_jobs_that_start_together_download_a_put_value_once(broker, monkeypatch):
+    """A worker with 4 slots starting 4 jobs over one 150 MB nq.put value downloaded it 4 times at once
+    (its process peaked at 2.3 GB): each job missed the cache the others were still filling."""
+    import cloudpickle
+
+    value = os.urandom(4 * MB)
+    ref = await blobs.put_value(broker, value)
+    body = cloudpickle.dumps((len, (ref,), {}))
+    monkeypatch.setattr(blobcopies, "_cache", type(blobcopies._cache)())  # this process never fetched it
+    downloads = []
+    resolve = blobs.resolve
+
+    async def counted(*args, **kwargs):
+        downloads.append(1)
+        return await resolve(*args, **kwargs)
+
+    monkeypatch.setattr(blobs, "resolve", counted)
+    decodes = (blobs.decode_with_objects(broker, lambda: cloudpickle.loads(body)) for _ in range(4))
+    calls = await asyncio.gather(*decodes)
+    assert all(args[0] == value for _fn, args, _kw in calls)
+    assert len(downloads) == 1, f"{len(downloads)} downloads of one value"
