@@ -39,16 +39,19 @@ def _check_ref(ref: Any, call: str) -> ObjectRef:
     return ref
 
 
+# Each through the client's _ask: a connection that is down is waited for within JetStream's
+# request bound and then named (NoAnswerError), and nothing is handed to nats-py's reconnect
+# buffer to be stored after the call failed.
 async def _put(client: Client, value: Any) -> ObjectRef:
-    return await blobs.put_value(await client.broker(), value)
+    return await client._ask("storing an object", lambda b: blobs.put_value(b, value))
 
 
 async def _get(client: Client, ref: ObjectRef) -> Any:
-    return await blobs.get_value(await client.broker(), ref)
+    return await client._ask(f"reading object {ref.name}", lambda b: blobs.get_value(b, ref))
 
 
 async def _delete(client: Client, ref: ObjectRef) -> None:
-    await blobs.delete_value(await client.broker(), ref)
+    await client._ask(f"deleting object {ref.name}", lambda b: blobs.delete_value(b, ref))
 
 
 async def put_async(value: Any, *, client: Client | None = None) -> ObjectRef:

@@ -142,7 +142,9 @@ def _job_row(r: dict) -> dict:
 
 
 async def _jobs_rows(c: Client, limit: int | None, status: Any, queue: Any) -> list[dict]:
-    return [_job_row(r) for r in await list_jobs(await c.broker(), limit, status, queue)]
+    # Through the client's _ask, as every listing: an outage is named, never a bare "nats: timeout".
+    rows = await c._ask("listing jobs", lambda b: list_jobs(b, limit, status, queue))
+    return [_job_row(r) for r in rows]
 
 
 async def jobs_async(

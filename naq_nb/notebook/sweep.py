@@ -70,9 +70,11 @@ async def _submit(
 ) -> tuple[dict[int, JobFuture], set[int]]:
     """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices.
     ``before_send(index -> job id)`` runs once every point has its job id, before the first publish."""
-    b = await client.broker()
+    # Every read and write here goes through the client's _ask, as the client's own calls do: a
+    # connection that is down is waited for within JetStream's bound and then named (NoAnswerError).
     fn_digest = function_digest(fn_key)
-    known = await cache_lookup(b, [digests[i] for i in idx], fn_digest) if cache else {}
+    wanted = [digests[i] for i in idx]
+    known = await client._ask("reading the sweep cache", lambda b: cache_lookup(b, wanted, fn_digest)) if cache else {}
     futs: dict[int, JobFuture] = {}
     if known:  # attaching fetches each job's status and result once: keep those that succeeded
         cand = [idx[k] for k in known]
@@ -89,7 +91,8 @@ async def _submit(
     for k in range(0, len(jobs), _SUBMIT_BATCH):
         futs.update(zip(todo[k : k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k : k + _SUBMIT_BATCH])))
     if jobs:
-        await cache_store(b, [(digests[i], j.job_id) for i, j in zip(todo, jobs)], fn_digest)
+        made = [(digests[i], j.job_id) for i, j in zip(todo, jobs)]
+        await client._ask("storing the sweep cache", lambda b: cache_store(b, made, fn_digest))
     return futs, hits
 
 
@@ -207,7 +210,7 @@ class Sweep:
     @classmethod
     async def _attach_on_loop(cls, client: Client, sweep_id: str) -> "Sweep":
         try:
-            head, body = await load_record(await client.broker(), sweep_id)
+            head, body = await client._ask(f"reading sweep {sweep_id}", lambda b: load_record(b, sweep_id))
         except SweepNotFoundError as exc:
             if not store_note(client):
                 raise
@@ -353,7 +356,7 @@ class Sweep:
             "fn": self._fn_bytes,
             "options": self._options,
         }
-        return await save_record(await self.client.broker(), self._head, body)
+        return await self.client._ask(f"storing sweep {self.id}", lambda b: save_record(b, self._head, body))
 
     async def cancel_async(self) -> int:
         """Cancel every point that has not ended; returns how many were cancelled."""
@@ -434,7 +437,8 @@ async def _create(
         # Saved before any job is sent: an interrupted submit (Ctrl-C, a dying kernel) leaves a sweep
         # Sweep.attach() finds, whose points never sent read as not found (retry_failed() sends them).
         full: SweepBody = {**body, "job_ids": [ids[i] for i in range(len(points))]}
-        saved.append((await save_record(await client.broker(), head, full), full))
+        stored = await client._ask(f"storing sweep {head['id']}", lambda b: save_record(b, head, full))
+        saved.append((stored, full))
 
     try:
         futs, hits = await _submit(

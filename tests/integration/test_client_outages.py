@@ -41,6 +41,8 @@ def _timed(fn):
 
 def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(client, own_nats_server, nats_server):
     job = Queue("nobody", client=client).enqueue_sync(jobs.add, 1, 2)
+    ref = nq.put([1, 2, 3], client=client)
+    sweep = nq.sweep.options(client=client, queue="nobody")(jobs.add, a=[1], b=[2])
     client.flush_sync()
     nats_server.kill()
     wait_until(lambda: not client._broker.is_connected, timeout=10)
@@ -58,6 +60,12 @@ def test_reads_while_the_server_is_down_end_within_their_bound_and_name_it(clien
         ("pause_scheduled_job", lambda: scheduling.pause_scheduled_job_sync("sched", client=client), 2.5),
         ("list_scheduled", lambda: scheduling.list_scheduled_sync(client=client), 2.5),
         ("options(delay=...).submit", lambda: nq.options(delay=60, client=client).submit(jobs.add, 1, 2), 2.5),
+        ("nq.jobs", lambda: nq.jobs(client=client), 2.5),
+        ("nq.put", lambda: nq.put([1, 2, 3], client=client), 2.5),
+        ("nq.get_object", lambda: nq.get_object(ref, client=client), 2.5),
+        ("nq.delete_object", lambda: nq.delete_object(ref, client=client), 2.5),
+        ("nq.sweep", lambda: nq.sweep.options(client=client)(jobs.add, a=[1, 2], b=[3]), 2.5),
+        ("Sweep.attach", lambda: nq.Sweep.attach(sweep.id, client=client), 2.5),
     ]:
         exc, took = _timed(call)
         assert isinstance(exc, NaqConnectionError), f"{label}: {type(exc).__name__}: {exc}"
