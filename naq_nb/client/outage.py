@@ -30,7 +30,7 @@ async def until_reachable(b: Broker, timeout: float | None, url: str, what: str)
     if not await b.until_connected(bound):
         raise NoAnswerError(
             f"no connection to NATS at {url} while {what}: it was lost and is being retried "
-            f"(server down or unreachable?); gave up after {bound:g}s"
+            f"({_why(b)}); gave up after {bound:g}s"
         )
     return None if timeout is None else max(0.0, timeout - (loop.time() - start))
 
@@ -52,6 +52,14 @@ async def within(aw: Awaitable[T], timeout: float | None, url: str, what: str) -
         raise
 
 
+def _why(b: Broker) -> str:
+    """What keeps the connection down, as far as nats-py told: a server that is up and refuses our
+    credentials is not "down", and the user must act on it (nats-py retries it for ever)."""
+    if b.refusal is not None:
+        return f"the server refuses it: {b.refusal}; check user/password/token, --creds or TLS"
+    return "server down or unreachable?"
+
+
 def no_answer(url: str, what: str) -> NoAnswerError:
     return NoAnswerError(f"NATS at {url} did not answer while {what} (server down, frozen or overloaded?)")
 
@@ -65,7 +73,7 @@ async def refuse_unsent(b: Broker, jobs: Sequence[Job], url: str) -> None:
         return
     what = f"job {jobs[0].job_id} ({jobs[0].function_name})" if len(jobs) == 1 else f"{len(jobs)} jobs"
     raise JobNotStoredError(
-        f"{what} not sent: the connection to NATS at {url} is down and was not back within "
+        f"{what} not sent: the connection to NATS at {url} is down ({_why(b)}) and was not back within "
         f"{b.publish_timeout:g}s; nothing was sent, so calling again cannot store it twice",
         not_stored=[j.job_id for j in jobs],
     )

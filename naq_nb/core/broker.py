@@ -27,7 +27,7 @@ from .layout import Layout, create_only as _create_only
 from .connecting import connect_failure, connect_unless_refused, fail_pending_on_loss, is_refusal
 from .pubacks import PubAcks
 from .serialization import Serializer, get_serializer
-from .settings import Settings
+from .settings import Settings, redact_url
 
 __all__ = ["Broker", "CONNECTION_ERRORS", "create_store", "quiet_futures"]
 
@@ -130,6 +130,9 @@ class Broker:
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
         self._direct = wire.direct_ok(nc)  # send() may write to nats-py's outbound buffer
+        #: Why the server refused this connection's last reconnect (credentials, certificate); None
+        #: while connected or merely unreachable. Calls waiting on an outage name it (client.outage).
+        self.refusal: BaseException | None = None
 
     @classmethod
     async def connect(
@@ -156,6 +159,8 @@ class Broker:
                 seen.append(e)
             if is_refusal(e):
                 refused.set()
+                if holder:  # a reconnect refused: nats-py retries it for ever, and says nothing
+                    holder[0].note_refusal(e)
 
         listeners: list[Callable[[], Awaitable[None]]] = []
         user_cb = opts.pop("reconnected_cb", None)
@@ -166,6 +171,7 @@ class Broker:
             # store (a container without a volume): the layout is checked again on the next call.
             if holder:
                 holder[0].forget_layout()
+                holder[0].refusal = None
             for cb in ([user_cb] if user_cb else []) + list(listeners):
                 try:
                     await cb()
@@ -191,6 +197,20 @@ class Broker:
         holder.append(broker)
         broker._reconnect_listeners = listeners
         return broker
+
+    def note_refusal(self, e: BaseException) -> None:
+        """The server refused a reconnect: nats-py tries again for ever (the server may be given the
+        old credentials back), so nothing fails by itself; say so once per outage, where a worker's
+        operator looks, instead of idling in silence."""
+        if self.refusal is None:
+            where = ", ".join(redact_url(s) for s in self.settings.servers)  # (repr names no server while down)
+            log.warning(
+                "NATS at %s refuses this connection since it was lost (%s): check its credentials "
+                "or certificates; retrying",
+                where,
+                e,
+            )
+        self.refusal = e
 
     def on_reconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
         """Call ``await cb()`` after each reconnection (to re-read what may have been missed)."""

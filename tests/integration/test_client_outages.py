@@ -155,3 +155,43 @@ def test_an_enqueue_made_while_the_connection_is_down_is_not_stored_behind_its_e
     nats_server.restart()
     wait_until(lambda: client._broker is not None and client._broker.is_connected, timeout=10)
     assert client.queue_size_sync("nobody") == 1  # only the job stored before the outage
+
+
+def test_a_server_that_refuses_our_credentials_after_a_restart_is_named_not_called_down(tmp_path, naq_prefix, caplog,
+                                                                                        monkeypatch):
+    """The server comes back with other credentials: nats-py retries its reconnect for ever, and each
+    call that waits for it failed with "server down or unreachable?" while the server was up and
+    refusing us, and a worker said nothing at all. The calls and the log name the refusal."""
+    import logging
+    from naq_nb.core.errors import JobNotStoredError, NoAnswerError
+    from naq_nb.core.server import EmbeddedServer
+    from naq_nb.core.settings import Settings
+    monkeypatch.setattr(broker_mod, "REQUEST_TIMEOUT", 1.0)  # JetStream's request bound, 10 s otherwise
+    srv = EmbeddedServer(store_dir=tmp_path / "js", token="before").start()
+    moved = None
+    settings = Settings.from_env(environ={}, nats_url=srv.url, prefix=naq_prefix, publish_timeout=1.0)
+    c = Client(settings=settings, token="before")
+    try:
+        q = Queue("nobody", client=c)
+        job = q.enqueue_sync(jobs.add, 1, 2)
+        c.flush_sync()
+        srv.kill()
+        moved = EmbeddedServer(port=srv.port, store_dir=tmp_path / "js", token="after").start()
+        with caplog.at_level(logging.WARNING, logger="naq_nb"):
+            wait_until(lambda: "refuses" in caplog.text, timeout=10)  # (nats-py retries every 0.5 s)
+        assert "authorization" in caplog.text.lower(), caplog.text
+        for call, kind in [(lambda: c.status_sync(job.job_id), NoAnswerError), (lambda: q.enqueue_sync(jobs.add, 3, 4),
+                                                                                  JobNotStoredError)]:
+            exc, took = _timed(call)
+            assert isinstance(exc, kind), repr(exc)
+            assert "refuses" in str(exc) and "authorization" in str(exc).lower(), str(exc)
+            assert "server down" not in str(exc), str(exc)
+            assert took < 3, took
+    finally:
+        try:
+            c.close_sync()
+        except NaqConnectionError:
+            pass
+        for s in (srv, moved):
+            if s is not None:
+                s.stop()
