@@ -37,7 +37,7 @@ from ..core.records import ResultRecord
 from ..core.status import TERMINAL_VALUES, StatusRecord, decode_status
 from ..core.kvscan import read_keys
 from ..core.results import decode_result, result_gone_error
-from .loop import run_async, run_sync
+from .loop import call_soon, run_async, run_sync
 from .twins import blocking
 
 if TYPE_CHECKING:
@@ -69,6 +69,10 @@ _LINGER = 10.0
 # A job whose status says it ended but whose result was not there is looked at again this much
 # later (its result may be stored just after the status); still none: the result is gone.
 _GONE_AFTER = 1.0
+# With no future left for this long, the watch unsubscribes: its two subscriptions hear every status
+# and every stored result of the prefix, every other client's jobs included, and an idle notebook
+# would be sent all of them for as long as it lived. The next future subscribes again (one round trip).
+_IDLE_AFTER = 30.0
 
 
 class JobWatch:
@@ -86,11 +90,14 @@ class JobWatch:
         self._lingering: deque[tuple[float, JobFuture]] = deque()
         self._linger_timer: asyncio.TimerHandle | None = None
         self._checks: set[asyncio.Task] = set()  # look-agains for results not there yet (_gone_check)
+        self._idle_timer: asyncio.TimerHandle | None = None  # armed while no future is registered
+        self._listening: "Broker | None" = None  # the connection whose reconnects call _refetch
 
     # --- lifecycle (loop thread) ------------------------------------------------
     async def ensure_started(self) -> "Broker":
-        """Subscribe on the client's current connection (again, if it was replaced)."""
+        """Subscribe on the client's current connection (again, if it was replaced or left idle)."""
         b = await self.client.broker()
+        self._cancel_idle()  # a future is on its way in
         if self._broker is b and self._subs:
             return b
         if self._starting is None or self._starting.done():
@@ -109,7 +116,9 @@ class JobWatch:
         ]
         await b.nc.flush()  # the server has the interest before anything we publish next
         self._broker = b
-        b.on_reconnect(lambda: self._refetch(b))
+        if self._listening is not b:  # (once per connection: an idle watch subscribes on it again)
+            self._listening = b
+            b.on_reconnect(lambda: self._refetch(b))
         if replaced:  # a new connection: what happened meanwhile was not seen
             pending = [f for futs in self._futures.values() for f in futs if not f.done()]
             await self._fetch(b, pending)
@@ -172,7 +181,8 @@ class JobWatch:
         still pending fails, saying so, rather than waiting for ever (``nq.local()``'s stop closes
         its client too); its job goes on, and a later call of the client subscribes afresh."""
         futures, self._futures = self._futures, {}
-        self._subs, self._broker = [], None  # gone with the connection
+        self._subs, self._broker, self._listening = [], None, None  # gone with the connection
+        self._cancel_idle()
         self._lingering.clear()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
@@ -221,6 +231,35 @@ class JobWatch:
             pass
         if not lst:
             del self._futures[fut.job_id]
+            if not self._futures and self._subs:
+                call_soon(self._arm_idle)  # (at once on the loop thread, where this is called)
+
+    def _arm_idle(self) -> None:
+        if self._idle_timer is None and not self._futures and self._subs:
+            self._idle_timer = asyncio.get_running_loop().call_later(_IDLE_AFTER, self._go_idle)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _go_idle(self) -> None:
+        """No future for :data:`_IDLE_AFTER`: drop both subscriptions (see there why)."""
+        self._idle_timer = None
+        if self._futures or not self._subs or (self._starting is not None and not self._starting.done()):
+            return
+        subs, self._subs = self._subs, []  # cleared first: a register meanwhile subscribes anew
+        if self._broker is not None and len(subs) == 2:
+            self._broker.off_close(subs[1].unsubscribe)
+        self._spawn(self._drop(subs))
+
+    @staticmethod
+    async def _drop(subs: list[Any]) -> None:
+        for s in subs:
+            try:
+                await s.unsubscribe()
+            except nats.errors.Error as exc:  # a connection closed meanwhile: gone anyway
+                log.debug("watch: unsubscribing an idle watch: %s", exc)
 
     @property
     def registered(self) -> int:
@@ -383,6 +422,7 @@ def _after_fork_in_child() -> None:
     _orphaned.clear()
     for w in list(_watches):
         w._subs, w._broker, w._starting, w._checks, w._linger_timer = [], None, None, set(), None
+        w._idle_timer, w._listening = None, None
         w._lingering.clear()
         if w._futures:
             _orphaned.append(w)

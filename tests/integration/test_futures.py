@@ -269,6 +269,31 @@ def test_resolved_futures_linger_then_leave_the_watch(nb_client, thread_worker, 
     wait_until(lambda: watch.registered == 0, timeout=10)
 
 
+def test_a_watch_with_no_future_left_stops_hearing_every_other_clients_jobs(nb_client, thread_worker, settings,
+                                                                            monkeypatch):
+    """The futures' watch subscribes to every status and every stored result of the prefix. It stayed
+    subscribed once its last future was gone: an idle notebook that had run one job got every record
+    of every other client's jobs for as long as it lived (3,000 jobs of 2 KB results: 9,000 messages,
+    8 MB, to each such notebook). With no future left it unsubscribes; the next one subscribes again."""
+    from naq_nb.client.client import Client
+    monkeypatch.setattr("naq_nb.client.watch._LINGER", 0.2)
+    monkeypatch.setattr("naq_nb.client.watch._IDLE_AFTER", 0.2, raising=False)
+    thread_worker(concurrency=8)
+    assert nq.submit(jobs.add, 1, 1).result(timeout=20) == 2
+    watch = get_watch(nb_client)
+    wait_until(lambda: watch.registered == 0 and not watch._subs, timeout=10)
+    nc = run_sync(nb_client.broker()).nc
+    heard = nc.stats["in_msgs"]
+    other = Client(settings=settings)
+    try:
+        futs = nq.options(client=other).map(jobs.add, range(50), range(50))
+        assert [f.result(timeout=60) for f in futs] == [2 * i for i in range(50)]
+    finally:
+        other.close_sync()
+    assert nc.stats["in_msgs"] - heard < 10, nc.stats["in_msgs"] - heard  # (each job: 3 records or more)
+    assert nq.submit(jobs.add, 2, 2).result(timeout=20) == 4  # subscribed again
+
+
 def test_attach_to_finished_and_to_pending_job(nb_client, thread_worker):
     done = nq.submit(jobs.add, 3, 4)
     parked = nq.options(queue="later").submit(jobs.add, 5, 6)
