@@ -67,6 +67,9 @@ class JobFuture(concurrent.futures.Future):
         # How the job ended, as its stored result (or a cancel here) says; None until then.
         self._outcome: str | None = None
         self._listeners: list[Callable[["JobFuture"], None]] = []
+        #: True while this client is still sending the job (it may wait for a lost connection): a
+        #: re-read after a reconnect that finds no record of it must not call it lost (see watch).
+        self._sending = False
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:
         """As :meth:`concurrent.futures.Future.add_done_callback`, but ``fn`` never runs on naq_nb's
@@ -430,12 +433,17 @@ async def _submit_on_loop(client: "Client", jobs: list[Job]) -> list[JobFuture]:
         f._record = _initial_record(j)
     # Registered before publishing, on a subscription the server already has: nothing to fetch.
     await watch.register(futs, fetch=False)
+    for f in futs:
+        f._sending = True
     try:
         await client.enqueue_jobs(jobs, push=False)  # the watch brings the result
     except BaseException:
         for f in futs:
             watch.unregister(f)
         raise
+    finally:
+        for f in futs:
+            f._sending = False
     for f in futs:  # a store still unacknowledged: its failure fails the future
         _fail_if_not_stored(client, f, watch)
     dups = [f for f in futs if f.job is not None and f.job.duplicate]

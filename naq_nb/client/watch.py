@@ -52,6 +52,7 @@ class JobFuture(Protocol):
     job_id: str
     job: Any  # the Job this client enqueued, or None (attached by id)
     _record: StatusRecord
+    _sending: bool  # this client has not finished sending its job yet
 
     def done(self) -> bool: ...
     def _apply_status(self, rec: StatusRecord) -> None: ...
@@ -168,8 +169,8 @@ class JobWatch:
         was acknowledged with its status record (a schedule's record is not on the server yet)."""
         if f._record.get("updated_at", 0) > 0:
             return True
-        if f.job is None or f._record.get("status") == JobStatus.SCHEDULED.value:
-            return False
+        if f.job is None or f._sending or f._record.get("status") == JobStatus.SCHEDULED.value:
+            return False  # (a job still being sent, e.g. waiting for this very reconnect, is not lost)
         stores = self.client._stores
         try:
             return stores.check(f.job_id) is None and stores.unrecorded_seq(f.job_id) is None

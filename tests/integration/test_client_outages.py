@@ -195,3 +195,45 @@ def test_a_server_that_refuses_our_credentials_after_a_restart_is_named_not_call
         for s in (srv, moved):
             if s is not None:
                 s.stop()
+
+
+def test_a_future_submitted_while_the_connection_is_down_is_not_failed_as_lost_at_the_reconnect(
+        own_nats_server, nats_server, nb_client, thread_worker, monkeypatch):
+    """A submit made while the connection is down waits for it; at the reconnect the watch re-reads
+    its futures and failed each it found no record of as "the server no longer has it ... enqueue it
+    again", this one too, though its job was not even sent yet: it was then sent and ran, and a user
+    who enqueued it again ran it twice. (The order is forced: the reconnect's re-read goes first.)"""
+    import threading
+    import naq_nb as nq
+    from naq_nb.client import client as client_mod
+    from naq_nb.client.watch import JobWatch, get_watch
+    refetched = threading.Event()
+    real_refetch, real_refuse = JobWatch._refetch, client_mod.refuse_unsent
+
+    async def refetch(self, b):
+        try:
+            await real_refetch(self, b)
+        finally:
+            refetched.set()
+
+    async def refuse_unsent(b, jobs_, url):
+        await real_refuse(b, jobs_, url)
+        assert await asyncio.to_thread(refetched.wait, 20), "no re-read after the reconnect"
+
+    import asyncio
+    monkeypatch.setattr(JobWatch, "_refetch", refetch)
+    monkeypatch.setattr(client_mod, "refuse_unsent", refuse_unsent)
+    first = nq.options(queue="later").submit(jobs.add, 0, 1)  # the watch is subscribed, its job stored
+    nb_client.flush_sync()
+    nats_server.kill()
+    wait_until(lambda: not nb_client._broker.is_connected, timeout=10)
+    made: list = []
+    sender = threading.Thread(target=lambda: made.append(nq.options(queue="later").submit(jobs.add, 1, 2)))
+    sender.start()
+    wait_until(lambda: get_watch(nb_client).registered == 2, timeout=10)  # waiting for the connection
+    nats_server.restart()
+    sender.join(30)
+    fut = made[0]
+    thread_worker(queues="later")
+    assert fut.result(timeout=20) == 3
+    assert first.result(timeout=20) == 1
