@@ -150,19 +150,24 @@ class JobWatch:
         except (NaqConnectionError, nats.errors.Error, asyncio.TimeoutError) as exc:  # (the reads below say more)
             log.debug("watch: checking the layout after a reconnect: %s", exc)
         if len(self._subs) == 2:
-            old = self._subs[1]
-            try:
-                self._subs[1] = await self._subscribe_results(b)
-            except Exception as exc:  # (its stream lost too, say): nats-py's own reset stays the way back
-                log.debug("watch: renewing the results consumer after a reconnect: %r", exc)
-            else:
-                b.off_close(old.unsubscribe)
-                try:
-                    await old.unsubscribe()
-                except nats.errors.Error as exc:  # gone with the old server: nothing to undo
-                    log.debug("watch: dropping the old results consumer: %s", exc)
+            await self._renew_results(b, self._subs[1])
         pending = [f for futs in self._futures.values() for f in futs if not f.done()]
         await self._fetch(b, pending, after_loss=True)
+
+    async def _renew_results(self, b: "Broker", old: Any) -> None:
+        """Replace the results consumer ``old`` by a new one (see :meth:`_refetch`), then drop the
+        one not wanted: ``old``, or the new one if the watch went idle or ended meanwhile (it
+        would hear every result of the prefix, for nobody)."""
+        try:
+            new = await self._subscribe_results(b)
+        except Exception as exc:  # (its stream lost too, say): nats-py's own reset stays the way back
+            log.debug("watch: renewing the results consumer after a reconnect: %r", exc)
+            return
+        drop = new
+        if len(self._subs) == 2 and self._subs[1] is old:
+            self._subs[1], drop = new, old
+        b.off_close(drop.unsubscribe)
+        await self._drop([drop])  # (an error: gone with the old server, nothing to undo)
 
     def _was_stored(self, f: JobFuture) -> bool:
         """Whether the server had ``f``'s job: it sent a record of it, or this client's store of it
@@ -260,7 +265,7 @@ class JobWatch:
             try:
                 await s.unsubscribe()
             except nats.errors.Error as exc:  # a connection closed meanwhile: gone anyway
-                log.debug("watch: unsubscribing an idle watch: %s", exc)
+                log.debug("watch: dropping a subscription: %s", exc)
 
     @property
     def registered(self) -> int:

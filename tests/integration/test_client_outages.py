@@ -237,3 +237,51 @@ def test_a_future_submitted_while_the_connection_is_down_is_not_failed_as_lost_a
     thread_worker(queues="later")
     assert fut.result(timeout=20) == 3
     assert first.result(timeout=20) == 1
+
+
+def test_a_watch_that_goes_idle_while_a_reconnect_renews_its_consumer_keeps_no_subscription(
+        own_nats_server, nats_server, nb_client, thread_worker, settings, monkeypatch):
+    """A reconnect renews the watch's results consumer; the watch went idle (its last future gone)
+    while the new one was being made: the renewal then wrote into the emptied list (an IndexError,
+    logged at debug) and the new consumer stayed, hearing every result of the prefix. It is dropped
+    instead. (The order is forced: the watch goes idle inside the renewal.)"""
+    import threading
+    import naq_nb as nq
+    from naq_nb.client.loop import run_sync
+    from naq_nb.client.watch import JobWatch, get_watch
+    monkeypatch.setattr("naq_nb.client.watch._LINGER", 0.1)
+    thread_worker()
+    assert nq.submit(jobs.add, 1, 1).result(timeout=20) == 2
+    watch = get_watch(nb_client)
+    wait_until(lambda: watch.registered == 0, timeout=10)  # idle timer armed (30 s): subscriptions kept
+    assert watch._subs
+    real, real_refetch = JobWatch._subscribe_results, JobWatch._refetch
+    refetched = threading.Event()
+
+    async def subscribe_results(self, b):
+        sub = await real(self, b)
+        self._go_idle()  # the idle timer fires while the renewal waited for the server
+        return sub
+
+    async def refetch(self, b):
+        try:
+            await real_refetch(self, b)
+        finally:
+            refetched.set()
+
+    monkeypatch.setattr(JobWatch, "_subscribe_results", subscribe_results)
+    monkeypatch.setattr(JobWatch, "_refetch", refetch)
+    nats_server.kill()
+    nats_server.restart()
+    assert refetched.wait(20)
+    wait_until(lambda: not watch._checks, timeout=10)  # (the idle drop of the old subscriptions)
+    monkeypatch.setattr(JobWatch, "_subscribe_results", real)
+    nc = run_sync(nb_client.broker()).nc
+    heard = nc.stats["in_msgs"]
+    other = Client(settings=settings)
+    try:
+        assert nq.options(client=other).map(jobs.add, range(20), range(20)).results(timeout=60) == [
+            2 * i for i in range(20)]
+    finally:
+        other.close_sync()
+    assert nc.stats["in_msgs"] - heard < 10, nc.stats["in_msgs"] - heard
