@@ -307,8 +307,14 @@ class JobFuture(concurrent.futures.Future):
 
     def _apply_result(self, res: ResultRecord) -> None:
         meta = res.meta
-        self._outcome = res.status
-        if self._record.get("status") != res.status:  # none yet, a live one, or a cancel's mark the result beat
+        if meta.get("refused"):
+            # No usable result (gone after NAQ_RESULT_TTL, unreadable, refused): that says nothing of
+            # how the job ended, so a status record that already says it stands.
+            stands = self._record.get("status") in TERMINAL_VALUES
+        else:
+            self._outcome = res.status
+            stands = self._record.get("status") == res.status  # else none yet, a live one, or a cancel's mark
+        if not stands:
             extra: dict[str, Any] = {
                 k: meta[k]
                 for k in ("finished_at", "error", "traceback", "worker", "attempts", "started_at")
