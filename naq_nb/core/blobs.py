@@ -196,12 +196,19 @@ async def _fit_stream(broker: "Broker", bucket: str) -> None:
         cfg = (await broker.js.stream_info(stream)).config
         _ttls.setdefault(broker, {})[bucket] = cfg.max_age or 0.0
         max_age = await _records_max_age(broker, bucket) or cfg.max_age
-        if cfg.max_consumers != OBJECT_STORE_MAX_CONSUMERS or cfg.max_age != max_age:
+        consumers, age = cfg.max_consumers, cfg.max_age
+        if consumers != OBJECT_STORE_MAX_CONSUMERS or age != max_age:
             cfg.max_consumers, cfg.max_age = OBJECT_STORE_MAX_CONSUMERS, max_age
             if max_age and (cfg.duplicate_window or 0) > max_age:  # the server refuses a longer one
                 cfg.duplicate_window = max_age
-            # Briefly: a role not allowed to update streams gets no answer at all.
-            await asyncio.wait_for(broker.js.update_stream(cfg), _UPDATE_WAIT)
+            try:
+                # Briefly: a role not allowed to update streams gets no answer at all.
+                await asyncio.wait_for(broker.js.update_stream(cfg), _UPDATE_WAIT)
+            except APIError:
+                if age == max_age:
+                    raise
+                cfg.max_consumers = consumers  # refused by a server before 2.12: the age limit alone
+                await asyncio.wait_for(broker.js.update_stream(cfg), _UPDATE_WAIT)
             _ttls[broker][bucket] = cfg.max_age or 0.0
     except (nats.errors.Error, asyncio.TimeoutError) as exc:  # (APIError is one): the reads still work
         log.debug("object store %s keeps its limits: %s", bucket, exc)
