@@ -8,15 +8,17 @@ from typing import Any
 
 from ..core.broker import Broker
 from ..core.errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
-from ..core.failed import list_failed, requeue_failed
+from ..core.failed import count_failed, list_failed, requeue_failed, requeueable_seqs
 from ..core.cancel import cancel_job
 from ..core.job import JobStatus
 from ..core.queue import Queue, get_status
 from ..core.registry import list_workers
-from .common import add_url, job_id, print_table, queue_name, terminal_text, utc_time, with_broker
+from .common import add_url, job_id, positive_int, print_table, queue_name, terminal_text, utc_time, with_broker
 from .errors import UsageError
 
 __all__ = ["register"]
+
+_LIST_LIMIT = 1000  # entries `naq failed list` prints unless --limit says otherwise
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue", "-q", default=None, type=queue_name, help="only failed jobs of this queue")
     p.add_argument("--all", action="store_true", help="requeue every failed job (of --queue)")
     p.add_argument("--traceback", action="store_true", help="print each job's traceback")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help=f"list: show at most N entries, oldest first (default {_LIST_LIMIT}; more are counted on stderr)",
+    )
     add_url(p)
     p.set_defaults(func=_failed)
 
@@ -134,34 +142,37 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _failed(args: argparse.Namespace) -> int:
-    if args.action == "requeue" and not args.refs and not args.all:
-        raise UsageError("naq failed requeue: name job ids or sequences (#N), or --all")
-    if args.action == "list" and args.refs:
-        raise UsageError("naq failed list takes no job ids (did you mean `naq failed requeue`?)")
-
-    async def run(b: Broker) -> list[Any]:  # the entries listed, or the job ids requeued
-        if args.action == "list":
-            return await list_failed(b, args.queue)
-        refs: list[str | int] = list(args.refs)
+    if args.action == "list":
+        if args.refs:
+            raise UsageError("naq failed list takes no job ids (did you mean `naq failed requeue`?)")
         if args.all:
-            refs += [e["seq"] for e in await list_failed(b, args.queue) if e["requeueable"]]
-        done = []
-        for r in refs:  # each printed as it is done: an error further on must not hide it
-            try:
-                done.append(await requeue_failed(b, r))
-            except ConcurrentUpdateError as exc:  # out of date (its job ran again): --all goes on
-                if not args.all:
-                    raise
-                print(f"naq: error: {terminal_text(exc, lines=True)}", file=sys.stderr, flush=True)
-                skipped.append(r)
-                continue
-            print(f"requeued {terminal_text(done[-1])}", flush=True)
-        return done
+            raise UsageError("naq failed list: --all only goes with requeue (a listing shows up to --limit)")
+        return _failed_list(args)
+    if args.limit is not None:
+        raise UsageError("naq failed requeue: --limit only goes with list (requeue --all requeues every entry)")
+    if args.all and args.refs:  # the named ones would be requeued twice: the second time, an error midway
+        raise UsageError("naq failed requeue: name job ids or sequences, or --all, not both")
+    if not args.refs and not args.all:
+        raise UsageError("naq failed requeue: name job ids or sequences (#N), or --all")
+    return _failed_requeue(args)
 
-    skipped: list[str | int] = []
+
+def _failed_list(args: argparse.Namespace) -> int:
+    limit = args.limit or _LIST_LIMIT
+
+    async def run(b: Broker) -> list[Any]:
+        entries = await list_failed(b, args.queue, limit)
+        if len(entries) >= limit:  # a cut listing says so: 1,000 rows of 10,000 read as all of them
+            total = await count_failed(b, args.queue)
+            if total > len(entries):
+                print(
+                    f"naq: showing the oldest {len(entries)} of {total} failed entries "
+                    "(--limit N for more, -q QUEUE to narrow)",
+                    file=sys.stderr,
+                )
+        return entries
+
     out = with_broker(args, run)
-    if args.action == "requeue":
-        return 1 if skipped else 0
     for e in out:
         e["failed_at"] = utc_time(e["failed_at"])
         e["reason"] = (e["reason"] or "")[:60]
@@ -170,3 +181,24 @@ def _failed(args: argparse.Namespace) -> int:
         for e in out:
             print(f"--- {terminal_text(e['job_id'])} (seq {e['seq']})\n{terminal_text(e['traceback'], lines=True)}")
     return 0
+
+
+def _failed_requeue(args: argparse.Namespace) -> int:
+    skipped: list[str | int] = []
+
+    async def run(b: Broker) -> None:
+        # --all: every entry, not a listing's first page (only their sequence numbers are held)
+        refs: list[str | int] = list(args.refs) if not args.all else list(await requeueable_seqs(b, args.queue))
+        for r in refs:  # each printed as it is done: an error further on must not hide it
+            try:
+                jid = await requeue_failed(b, r)
+            except ConcurrentUpdateError as exc:  # out of date (its job ran again): --all goes on
+                if not args.all:
+                    raise
+                print(f"naq: error: {terminal_text(exc, lines=True)}", file=sys.stderr, flush=True)
+                skipped.append(r)
+                continue
+            print(f"requeued {terminal_text(jid)}", flush=True)
+
+    with_broker(args, run)
+    return 1 if skipped else 0

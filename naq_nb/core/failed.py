@@ -22,7 +22,7 @@ from .job import JobStatus
 from .status import StatusRecord, decode_status, encode_status, first_record, record_time, text_or_none as _text
 from .serialization import unpack_record
 
-__all__ = ["FailedEntry", "list_failed", "requeue_failed"]
+__all__ = ["FailedEntry", "count_failed", "list_failed", "requeueable_seqs", "requeue_failed"]
 
 
 class FailedEntry(TypedDict):
@@ -119,6 +119,33 @@ async def list_failed(broker: Broker, queue: str | None = None, limit: int = 100
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be an int >= 1, not {limit!r}")
     return [_entry(raw, broker) async for raw in _iter_failed(broker, queue, limit)]
+
+
+async def count_failed(broker: Broker, queue: str | None = None) -> int:
+    """How many entries the failed stream holds (of ``queue``): one stream-info request, so a listing
+    cut at its limit can say how much it left out."""
+    lay = broker.layout
+    await broker.ensure_layout()
+    if queue is None:
+        return (await broker.js.stream_info(lay.failed_stream)).state.messages
+    subject = lay.failed_subject(queue)
+    info = await broker.js.stream_info(lay.failed_stream, subjects_filter=subject)
+    return (info.state.subjects or {}).get(subject, 0)
+
+
+async def requeueable_seqs(broker: Broker, queue: str | None = None) -> list[int]:
+    """The sequences of every requeueable entry (of ``queue``), oldest first, with no limit: what
+    ``requeue --all`` works through. Only the numbers are kept, not the entries with their tracebacks,
+    so a failed stream of a million entries costs megabytes here, not gigabytes."""
+    seqs = []
+    async for raw in _iter_failed(broker, queue, 2**63):
+        assert raw.seq is not None  # a stored message always has its sequence
+        try:
+            _requeue_meta(raw.seq, _info(raw)[0])
+        except SerializationError:
+            continue  # refused or forged: listed by list_failed as not requeueable
+        seqs.append(raw.seq)
+    return seqs
 
 
 _MAX_SEQ = 2**63 - 1  # a stream sequence is a uint64; the server refuses more than an int64 here

@@ -268,6 +268,11 @@ CLI: list[tuple[str, list[str], dict, str]] = [
     ("jobs-NAQ_NATS_URL=,", ["jobs"], {"NAQ_NATS_URL": ","}, "NAQ_NATS_URL"),
     ("failed-list-with-ids", ["failed", "list", "abc"], {}, "naq failed list takes no job ids"),
     ("failed-requeue-nothing", ["failed", "requeue"], {}, "name job ids or sequences (#N), or --all"),
+    # an id named beside --all was requeued, then its entry again, which failed midway (exit 1)
+    ("failed-requeue-ids-and-all", ["failed", "requeue", "abc", "--all"], {}, "or --all, not both"),
+    ("failed-list-all", ["failed", "list", "--all"], {}, "--all only goes with requeue"),
+    ("failed-requeue-limit", ["failed", "requeue", "--all", "--limit", "5"], {}, "--limit only goes with list"),
+    ("failed-limit-0", ["failed", "--limit", "0"], {}, "must be >= 1"),
     ("worker-c-x", ["worker", "-c", "x"], {}, "not an integer"),
     ("worker-queue-space", ["worker", "a b"], {}, "invalid queue name"),
     ("worker-grace-inf", ["worker", "--grace-period", "inf"], {}, "finite"),

@@ -305,3 +305,33 @@ async def test_jobs_id_of_a_schedule_whose_runs_failed_does_not_say_succeeded(br
     status = [ln for ln in out.stdout.splitlines() if ln.strip().startswith("status:")]
     assert status == [f"{'status':>12}: finished, last run failed"], out.stdout
     assert f"last_job_id: {fired[-1]}" in out.stdout
+
+
+async def test_failed_requeue_all_takes_every_entry_and_a_cut_listing_says_so(broker, nats_server, start_worker):
+    # With more failed entries than a listing shows (1,000), `requeue --all` requeued the first 1,000
+    # and exited 0, and `naq failed` printed 1,000 rows as if they were all (seen with 10,500).
+    from naq_nb.core.failed import list_failed
+
+    async def count_failed(b):
+        return len(await list_failed(b, limit=10**6))
+
+    n = 1005
+    w = await start_worker(concurrency=50, execution="threads")
+    await Queue(broker).configure(max_retries=0).enqueue_many([(jobs.boom, (f"x{i}",), {}) for i in range(n)])
+    await eventually(lambda: _has(count_failed(broker), n), timeout=60, what=f"{n} failed entries")
+    await w.stop()  # requeued jobs stay queued
+    out = naq("failed", url=nats_server.url)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 1 + 1000, out.stderr
+    assert f"showing the oldest 1000 of {n} failed entries" in out.stderr, out.stderr
+    out = naq("failed", "--limit", "2000", url=nats_server.url)
+    assert len(out.stdout.splitlines()) == 1 + n and out.stderr == "", out.stderr
+    out = naq("failed", "requeue", "--all", url=nats_server.url, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("requeued ") == n
+    assert await count_failed(broker) == 0
+    assert await Queue(broker).count() == n
+
+
+async def _has(count, n):
+    return await count >= n
+
