@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from ..core.errors import ConfigurationError, NaqException
@@ -65,6 +66,17 @@ def log_level(given: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            if sys.stdout is not None:  # (None: started with stdout closed; print() writes nowhere)
+                sys.stdout.flush()  # now, not at exit: a short output meets a closed pipe here, where it is caught
+    except BrokenPipeError:
+        return _reader_left()
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -92,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_left() -> int:
+    """``naq failed | head``: the reader closed the pipe. That is no error of ours to show; stdout
+    goes to /dev/null so that the interpreter's own flush at exit does not fail (and print) again.
+    128 + SIGPIPE is the code a shell reports for a writer that the closed pipe ended."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -335,3 +335,13 @@ async def test_failed_requeue_all_takes_every_entry_and_a_cut_listing_says_so(br
 async def _has(count, n):
     return await count >= n
 
+
+def test_output_piped_to_a_reader_that_leaves_is_no_traceback(nats_server):
+    # `naq failed | head -1`: BrokenPipeError came out as a traceback (and exit code 1).
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "NAQ_NATS_URL": nats_server.url}
+    proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "failed"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
