@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import signal
 
 from ..core.scheduler import Scheduler
 from ..core.errors import ConfigurationError
 from ..core.schedules import change_schedule, list_schedules
+from ..core.stopsignals import stop_signals
 from ..core.timespec import check_interval, to_epoch
 from .common import (
     UsageError,
@@ -91,7 +91,7 @@ def _scheduler(args: argparse.Namespace) -> int:
 
     async def _run() -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             loop.add_signal_handler(sig, s.request_stop)
         await s.run()
 

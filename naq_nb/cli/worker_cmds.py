@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.server import EmbeddedServer
 from ..core.settings import connection_env
+from ..core.stopsignals import stop_signals
 from ..core.execution import EXECUTION_MODES
 from ..core.worker import Worker
 from ..client.services import add_module_paths
@@ -162,7 +163,7 @@ def _server(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     # Handlers first: whoever reads the URL line may send SIGTERM at once, and must get a clean stop.
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():
         signal.signal(sig, lambda *_: done.set())
     lock = _store_lock(args.store_dir)
     try:

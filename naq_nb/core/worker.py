@@ -25,7 +25,6 @@ import asyncio
 import functools
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -47,6 +46,7 @@ from .puller import PullFeed
 from .registry import WorkerRecord, encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
+from .stopsignals import stop_signals
 from .watchdog import LoopWatchdog
 from .worker_args import check_sizes, queue_names, worker_name
 
@@ -262,7 +262,7 @@ class Worker:
         self.request_stop(graceful)
 
     def install_signal_handlers(self) -> None:
-        """SIGINT/SIGTERM: first one stops gracefully, a second one at once (CLI use)."""
+        """SIGINT/SIGTERM/SIGHUP: first one stops gracefully, a second one at once (CLI use)."""
         loop = asyncio.get_running_loop()
         received = [0]
 
@@ -272,7 +272,7 @@ class Worker:
             log.warning("signal received: %s", "stopping gracefully" if graceful else "stopping now")
             self.request_stop(graceful=graceful)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             loop.add_signal_handler(sig, handler)
 
     def _force_stop(self) -> None:

@@ -345,3 +345,35 @@ def test_output_piped_to_a_reader_that_leaves_is_no_traceback(nats_server):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("store", ["temporary", "own"])
+def test_naq_server_stops_cleanly_on_sighup(tmp_path, store):
+    # A closed terminal's SIGHUP killed `naq server` outright: its temporary store stayed behind
+    # (a named store stayed locked by a dead process).
+    import re
+    import signal
+    from pathlib import Path
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    extra = [] if store == "temporary" else ["--store-dir", str(tmp_path / "js")]
+    proc = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "server", "--port", "0", *extra], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"\(store (\S+?)[;)]", line)
+        assert m, line
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(15) == 0
+        if store == "temporary":
+            assert not Path(m.group(1)).exists()
+        else:  # the store is free for the next server at once
+            again = subprocess.Popen([sys.executable, "-m", "naq_nb.cli.main", "server", "--port", "0", *extra],
+                                     env=env, stdout=subprocess.PIPE, text=True)
+            try:
+                assert "JetStream at" in again.stdout.readline()
+            finally:
+                again.terminate()
+                again.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -53,6 +53,41 @@ async def test_sigterm_lets_running_job_finish(broker, nats_server, tmp_path):
             proc.kill()
 
 
+async def test_sighup_stops_gracefully_like_sigterm(broker, nats_server, tmp_path):
+    # A closed terminal or dropped ssh session sends SIGHUP: it killed the worker on the spot, its
+    # running job stayed 'running' until the ack wait handed it to another worker.
+    runs = tmp_path / "runs"
+    proc = worker_process(nats_server.url, "-c", "2", "--grace-period", "20")
+    try:
+        await _until(lambda: _has_workers(broker))
+        j = await Queue(broker).enqueue(jobs.mark, str(runs), "hup", 1.5)
+        await _until(lambda: _exists(runs))
+        proc.send_signal(signal.SIGHUP)
+        assert (await wait_for_result(broker, j.job_id, 20)).unwrap() == "hup"
+        assert await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_a_worker_started_under_nohup_keeps_ignoring_sighup(broker, nats_server, tmp_path):
+    def nohup():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = worker_process(nats_server.url, "-c", "1", preexec_fn=nohup)
+    try:
+        await _until(lambda: _has_workers(broker))
+        proc.send_signal(signal.SIGHUP)
+        j = await Queue(broker).enqueue(jobs.add, 1, 2)  # still serving after the SIGHUP
+        assert (await wait_for_result(broker, j.job_id, 20)).unwrap() == 3
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 async def test_second_signal_stops_at_once_and_hands_job_back(broker, nats_server, start_worker, tmp_path):
     runs = tmp_path / "runs"
     proc = worker_process(nats_server.url, "-c", "2", "--grace-period", "60")
