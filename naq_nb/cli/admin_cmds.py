@@ -9,9 +9,9 @@ from typing import Any
 from ..core.broker import Broker
 from ..core.errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from ..core.failed import count_failed, list_failed, requeue_failed, requeueable_seqs
-from ..core.cancel import cancel_job
+from ..core.cancel import cancel_job, purge_queue
 from ..core.job import JobStatus
-from ..core.queue import Queue, get_status
+from ..core.queue import get_status
 from ..core.registry import list_workers
 from .common import add_url, job_id, positive_int, print_table, queue_name, terminal_text, utc_time, with_broker
 from .errors import UsageError
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _purge(args: argparse.Namespace) -> int:
     async def run(b: Broker) -> None:
         for name in args.queues or [b.settings.default_queue]:
-            n = await Queue(b, name).purge()
+            n = await purge_queue(b, name)
             print(f"purged {n} job(s) from queue {name!r}")
 
     with_broker(args, run)

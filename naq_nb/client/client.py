@@ -39,7 +39,7 @@ from ..core.broker import Broker
 from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionError, NoAnswerError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
-from ..core.cancel import cancel_job
+from ..core.cancel import cancel_job, purge_queue
 from ..core.connecting import check_connect_options
 from ..core.queue import (
     Queue as CoreQueue,
@@ -502,7 +502,7 @@ class Client:
         """Drop every queued job of ``queue``, this client's enqueues still in flight included;
         returns how many."""
         await self._stores.drain()  # else one acknowledged after the purge would come back
-        return await self._ask("purging a queue", lambda b: CoreQueue(b, queue).purge())
+        return await self._ask("purging a queue", lambda b: purge_queue(b, CoreQueue(b, queue).name))
 
     purge_sync = blocking(purge)
 

@@ -1,11 +1,14 @@
 """Cancelling a job: its status marked ``cancelled`` (revision-checked), its queued message
-deleted, a running one told to stop, a ``cancelled`` result stored and its dependents failed."""
+deleted, a running one told to stop, a ``cancelled`` result stored and its dependents failed.
+Purging a queue cancels each job it removes the same way."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from typing import Collection
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -15,7 +18,7 @@ from .deps import settle_dependents
 from .envelope import HEADER_META, header_meta
 from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import TERMINAL, JobStatus
-from .layout import validate_job_id
+from .layout import purge_api_subject, validate_job_id
 from .oneshot import stream_messages
 from .records import encode_failure
 from .schedules import ScheduleNotFoundError, change_schedule
@@ -23,7 +26,7 @@ from .results import push_result
 from .serialization import seal_record
 from .status import STATUS_VALUES, StatusRecord, decode_status, encode_status, with_status
 
-__all__ = ["cancel_job", "CANCEL_RETRY_SECONDS"]
+__all__ = ["cancel_job", "purge_queue", "CANCEL_RETRY_SECONDS"]
 
 log = logging.getLogger("naq_nb")
 
@@ -34,8 +37,11 @@ CANCEL_RETRY_SECONDS = 10.0
 QUEUED_SCAN_LIMIT = 20_000
 
 
-async def _mark_cancelled(broker: Broker, job_id: str) -> tuple[StatusRecord, str] | None:
-    """Status ``cancelled`` (revision-checked) and the status it had; None if the job already ended.
+async def _mark_cancelled(
+    broker: Broker, job_id: str, only_if: Collection[str] | None = None
+) -> tuple[StatusRecord, str] | None:
+    """Status ``cancelled`` (revision-checked) and the status it had; None if the job already ended
+    (or, with ``only_if``, has a status not in it).
 
     A running job may write its status (progress) between our read and our update: read
     again and retry, backing off, for up to ``CANCEL_RETRY_SECONDS``; then raise rather than
@@ -55,7 +61,7 @@ async def _mark_cancelled(broker: Broker, job_id: str) -> tuple[StatusRecord, st
             raise SerializationError(
                 f"cannot cancel job {job_id}: its status record is damaged (status {rec.get('status')!r})"
             )
-        if JobStatus(rec["status"]) in TERMINAL:
+        if JobStatus(rec["status"]) in TERMINAL or (only_if is not None and rec["status"] not in only_if):
             return None
         before = rec["status"]
         rec = with_status(rec, JobStatus.CANCELLED, finished_at=time.time())
@@ -109,7 +115,14 @@ async def _queued_seq(broker: Broker, queue: str, job_id: str) -> int | None:
     return None  # not on the queue: delivered (a worker has it) or gone
 
 
-async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -> bool:
+async def cancel_job(
+    broker: Broker,
+    job_id: str,
+    sequence: int | None = None,
+    *,
+    only_if: Collection[str] | None = None,
+    reason: str | None = None,
+) -> bool:
     """Cancel a job that has not finished. Returns False if it had already ended (or its run ended
     while the cancel was being written: its result stands).
 
@@ -118,11 +131,12 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     subject (async functions are cancelled, a sync function's result is discarded).
     Raises :class:`JobNotFoundError` for an unknown id, :class:`SerializationError` if its status
     record is damaged, and :class:`ConcurrentUpdateError` if the job's status kept changing for
-    ``CANCEL_RETRY_SECONDS``; connection errors propagate.
+    ``CANCEL_RETRY_SECONDS``; connection errors propagate. ``only_if``: cancel only a job whose
+    status is one of these (else False); ``reason``: the error its result carries.
     """
     validate_job_id(job_id)
     lay = broker.layout
-    marked = await _mark_cancelled(broker, job_id)
+    marked = await _mark_cancelled(broker, job_id, only_if)
     if marked is None:
         return False
     rec, before = marked
@@ -147,7 +161,7 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
         await results.create(
             job_id,
             seal_record(
-                encode_failure(None, None, status=JobStatus.CANCELLED, error=f"job {job_id} was cancelled"),
+                encode_failure(None, None, status=JobStatus.CANCELLED, error=reason or f"job {job_id} was cancelled"),
                 job_id,
                 broker.settings.signing_key,
             ),
@@ -162,3 +176,44 @@ async def cancel_job(broker: Broker, job_id: str, sequence: int | None = None) -
     if cancelled and not calendar_gone:  # (a schedule's cancel settled them already)
         await settle_dependents(broker, job_id, "cancelled")  # what waits on it fails now, naming it
     return cancelled
+
+
+#: Purged jobs whose records are settled at once.
+PURGE_SETTLE_CONCURRENCY = 64
+
+
+async def purge_queue(broker: Broker, queue: str) -> int:
+    """Remove every job message waiting in ``queue`` (as :meth:`Queue.purge`) and cancel each removed
+    job still ``queued`` or ``retrying``: its record, its waiters and its dependents learn it is gone.
+    A bare stream purge left them reading ``queued`` for ever (a ``result()`` timed out advising to
+    start a worker, dependents waited out ``NAQ_STATUS_TTL``). A job a worker has started keeps its
+    run. Returns how many messages were removed."""
+    lay = broker.layout
+    await broker.ensure_layout()
+    subject = lay.queue_subject(queue)
+    last = (await broker.js.stream_info(lay.jobs_stream)).state.last_seq
+    removed: list[tuple[int, str]] = []  # (sequence, job id) of what the purge below takes
+    async for raw in stream_messages(broker, lay.jobs_stream, subject, 1, last):
+        jid = header_meta((raw.headers or {}).get(HEADER_META)).get("id")
+        if isinstance(jid, str) and raw.seq is not None:
+            removed.append((raw.seq, jid))
+    # Up to `last` only: a job enqueued meanwhile was not read, so it stays queued, as its record says.
+    resp = await broker.nc.request(
+        purge_api_subject(lay.jobs_stream), json.dumps({"filter": subject, "seq": last + 1}).encode(), timeout=10
+    )
+    purged = int(json.loads(resp.data).get("purged", 0))
+    gate = asyncio.Semaphore(PURGE_SETTLE_CONCURRENCY)
+    reason = f"purged from queue {queue!r}"
+
+    async def settle(seq: int, jid: str) -> None:
+        async with gate:
+            try:
+                await cancel_job(broker, jid, seq, only_if=_PURGEABLE, reason=f"job {jid} was {reason}")
+            except (ValueError, JobNotFoundError, SerializationError, ConcurrentUpdateError) as exc:
+                log.warning("job %s %s, but its record was not updated: %s", jid, reason, exc)
+
+    await asyncio.gather(*(settle(seq, jid) for seq, jid in removed))
+    return purged
+
+
+_PURGEABLE = frozenset({JobStatus.QUEUED.value, JobStatus.RETRYING.value})

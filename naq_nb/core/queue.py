@@ -165,7 +165,9 @@ class Queue:
         return jobs
 
     async def purge(self) -> int:
-        """Remove every queued job of this queue; returns how many were removed."""
+        """Remove every queued job message of this queue; returns how many were removed. Only the
+        messages: their status records stay ``queued``; :func:`naq_nb.core.cancel.purge_queue` (what
+        ``naq purge`` and the client call) also cancels each job it removes."""
         b = self.broker
         await b.ensure_layout()
         resp = await b.nc.request(
