@@ -192,7 +192,9 @@ def _failed_requeue(args: argparse.Namespace) -> int:
         for r in refs:  # each printed as it is done: an error further on must not hide it
             try:
                 jid = await requeue_failed(b, r)
-            except ConcurrentUpdateError as exc:  # out of date (its job ran again): --all goes on
+            except (ConcurrentUpdateError, JobNotFoundError) as exc:
+                # Out of date (its job ran again) or gone (another requeue took it since --all read the
+                # stream, the dashboard's button say): --all names it and goes on with the others.
                 if not args.all:
                     raise
                 print(f"naq: error: {terminal_text(exc, lines=True)}", file=sys.stderr, flush=True)

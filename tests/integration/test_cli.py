@@ -377,3 +377,31 @@ def test_naq_server_stops_cleanly_on_sighup(tmp_path, store):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_failed_requeue_all_goes_on_past_an_entry_another_requeue_took(broker, nats_server, start_worker,
+                                                                             monkeypatch, capsys):
+    # Two `requeue --all` at once (or the dashboard's Requeue button meanwhile): the one that found
+    # an entry gone stopped there with exit 1, the entries after it left failed.
+    from naq_nb.cli import admin_cmds
+    from naq_nb.cli.main import main
+    from naq_nb.core.failed import list_failed, requeue_failed
+    w = await start_worker()
+    js = await Queue(broker).configure(max_retries=0).enqueue_many([(jobs.boom, (f"x{i}",), {}) for i in range(3)])
+    for j in js:
+        await wait_for_result(broker, j.job_id, 15)
+    await w.stop()  # requeued jobs stay queued
+    seqs = admin_cmds.requeueable_seqs
+
+    async def then_another_requeue_takes_the_first(b, queue):
+        found = await seqs(b, queue)
+        await requeue_failed(b, found[0])
+        return found
+
+    monkeypatch.setattr(admin_cmds, "requeueable_seqs", then_another_requeue_takes_the_first)
+    monkeypatch.setenv("NAQ_NATS_URL", nats_server.url)
+    code = await asyncio.to_thread(main, ["failed", "requeue", "--all"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "no failed entry with sequence" in err and "Traceback" not in err, err
+    assert out.count("requeued ") == 2, out
+    assert await list_failed(broker) == []
