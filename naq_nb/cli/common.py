@@ -9,9 +9,12 @@ import math
 import re
 from typing import Any, Awaitable, Callable, NoReturn
 
+import nats.errors
+
+from ..client.outage import no_answer
 from ..core.broker import Broker
 from ..core.layout import JOB_ID_RE, QUEUE_NAME_RE
-from ..core.settings import Settings
+from ..core.settings import Settings, redact_url
 from .errors import UsageError
 
 __all__ = [
@@ -72,12 +75,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def with_broker(args: argparse.Namespace, fn: Callable[[Broker], Awaitable[Any]]) -> Any:
+    """``fn(broker)`` on a connection made for it. A server that stops answering midway (frozen,
+    overloaded, gone) ends in one line naming it, as one that never answered does: nats-py's bare
+    ``nats: timeout`` came out as a traceback."""
     settings = settings_from(args)
 
     async def _run() -> Any:
         b = await Broker.connect(settings=settings)
         try:
             return await fn(b)
+        except nats.errors.TimeoutError:
+            raise no_answer(redact_url(settings.nats_url), f"running `naq {args.command}`") from None
         finally:
             await b.close()
 

@@ -405,3 +405,28 @@ async def test_failed_requeue_all_goes_on_past_an_entry_another_requeue_took(bro
     assert code == 1 and "no failed entry with sequence" in err and "Traceback" not in err, err
     assert out.count("requeued ") == 2, out
     assert await list_failed(broker) == []
+
+
+@pytest.mark.parametrize("argv", [["jobs", "--id", "some-job"], ["failed", "requeue", "--all"]])
+def test_a_server_that_freezes_midway_is_one_line(nats_server, frozen, monkeypatch, capsys, argv):
+    # Connected, then the server stops answering (SIGSTOP): nats-py's bare `nats: timeout` came out
+    # of every admin command as a traceback.
+    import time
+    from naq_nb.cli import admin_cmds
+    from naq_nb.cli.main import main
+    name = "get_status" if argv[0] == "jobs" else "requeueable_seqs"
+    real = getattr(admin_cmds, name)
+
+    async def freeze_first(b, *a, **kw):
+        await b.kv(b.layout.status_bucket)  # the layout is set up: the freeze comes midway
+        frozen()
+        return await real(b, *a, **kw)
+
+    monkeypatch.setattr(admin_cmds, name, freeze_first)
+    monkeypatch.setenv("NAQ_NATS_URL", nats_server.url)
+    started = time.monotonic()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "did not answer while running `naq" in err and "frozen" in err, err
+    assert time.monotonic() - started < 40
