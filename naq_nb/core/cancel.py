@@ -56,7 +56,10 @@ async def _mark_cancelled(
             entry = await kv.get(job_id)
         except KeyNotFoundError:
             raise JobNotFoundError(f"no job with id {job_id!r}") from None
-        rec = decode_status(entry.value or b"")
+        try:
+            rec = decode_status(entry.value or b"")
+        except SerializationError as exc:  # name the record, as get_status does
+            raise SerializationError(f"cannot cancel job {job_id}: {exc}") from None
         if rec.get("status") not in STATUS_VALUES:  # damaged or forged: say so, change nothing
             raise SerializationError(
                 f"cannot cancel job {job_id}: its status record is damaged (status {rec.get('status')!r})"

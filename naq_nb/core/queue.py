@@ -27,6 +27,7 @@ from .errors import (
     JobNotStoredError,
     NaqConnectionError,
     PublishTimeoutError,
+    SerializationError,
 )
 from .job import Job, JobOptions, new_job_id
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
@@ -563,4 +564,7 @@ async def get_status(broker: Broker, job_id: str) -> StatusRecord:
         entry = await kv.get(job_id)
     except KeyNotFoundError:
         raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
-    return decode_status(entry.value or b"")
+    try:
+        return decode_status(entry.value or b"")
+    except SerializationError as exc:  # name the record: `naq jobs --id X` said only what was wrong with it
+        raise SerializationError(f"job {job_id}: {exc}") from None

@@ -430,3 +430,15 @@ def test_a_server_that_freezes_midway_is_one_line(nats_server, frozen, monkeypat
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "did not answer while running `naq" in err and "frozen" in err, err
     assert time.monotonic() - started < 40
+
+
+async def test_a_damaged_status_record_is_named_by_its_job(broker, nats_server):
+    # `naq jobs --id X` of a record written by hand said "malformed status record: Expecting value:
+    # line 1 column 1 (char 0)", not which record.
+    kv = await broker.kv(broker.layout.status_bucket)
+    await kv.put("damaged-1", b"\x00not json")
+    out = await asyncio.to_thread(naq, "jobs", "--id", "damaged-1", url=nats_server.url)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "job damaged-1: malformed status record" in out.stderr, out.stderr
+    out = await asyncio.to_thread(naq, "cancel", "damaged-1", url=nats_server.url)
+    assert out.returncode == 1 and "cannot cancel job damaged-1: malformed status record" in out.stderr, out.stderr
