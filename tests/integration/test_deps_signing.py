@@ -44,7 +44,8 @@ async def test_an_unsigned_dependent_naming_a_real_job_is_refused_not_run_throug
     assert pending.job_id not in await parked_deps(keyed)
 
 
-async def test_an_unsigned_copy_on_the_waiting_stream_cannot_fail_a_parked_job(keyed, start_worker):
+async def _a_child_parked_on_a_pending_parent(keyed, start_worker):
+    """(parent, child): the parent queued where no worker serves it, the child parked on it."""
     parent = await Queue(keyed, "nobody").enqueue(jobs.add, 1, 1)
     child = await Queue(keyed).configure(depends_on=parent).enqueue(jobs.add, 2, 2)
     await start_worker(settings=keyed.settings)
@@ -53,6 +54,11 @@ async def test_an_unsigned_copy_on_the_waiting_stream_cannot_fail_a_parked_job(k
         return parent.job_id in await parked_deps(keyed)
 
     await eventually(parked, 15, "the child parked")
+    return parent, child
+
+
+async def test_an_unsigned_copy_on_the_waiting_stream_cannot_fail_a_parked_job(keyed, start_worker):
+    parent, child = await _a_child_parked_on_a_pending_parent(keyed, start_worker)
     meta = good_meta(child.job_id, fn="jobs.add", deps=["never-enqueued"])
     forged = {HEADER_META: json.dumps(meta), HEADER_MSG_ID: "forged-copy"}
     await keyed.js.publish(keyed.layout.waiting_subject("never-enqueued"), b"forged", headers=forged)
@@ -89,14 +95,7 @@ async def test_a_succeeded_status_written_by_hand_fails_its_new_dependent_instea
 
 
 async def test_a_succeeded_status_written_by_hand_does_not_release_a_parked_dependent(keyed, start_worker):
-    parent = await Queue(keyed, "nobody").enqueue(jobs.add, 1, 1)
-    child = await Queue(keyed).configure(depends_on=parent).enqueue(jobs.add, 2, 2)
-    await start_worker(settings=keyed.settings)
-
-    async def parked():
-        return parent.job_id in await parked_deps(keyed)
-
-    await eventually(parked, 15, "the child parked")
+    parent, child = await _a_child_parked_on_a_pending_parent(keyed, start_worker)
     await _forge_succeeded(keyed, parent.job_id)
     await sweep_waiting(keyed)  # what a worker's sweep does every SWEEP_INTERVAL
     assert (await get_status(keyed, child.job_id))["status"] == "waiting"
