@@ -31,8 +31,9 @@ async def test_purged_jobs_read_cancelled_and_their_dependents_fail(broker, nats
 
 
 async def test_a_purge_racing_a_worker_leaves_no_job_queued_for_ever(broker, nats_server, start_worker):
-    # Each job either ran (its message was at a worker) or was purged and reads cancelled.
-    js = await Queue(broker).enqueue_many([(jobs.sleep_for, (0.005,), {})] * 400)
+    # Each job either ran (its message was at a worker) or was purged and reads cancelled. The jobs
+    # take 10 s at 4 slots, so the purge (a CLI start, seconds on a loaded machine) lands mid-way.
+    js = await Queue(broker).enqueue_many([(jobs.sleep_for, (0.1,), {})] * 400)
     w = await start_worker(concurrency=4)
     await eventually(lambda: _any_done(broker, js), timeout=30, what="the worker under way")
     out = await asyncio.to_thread(naq, "purge", url=nats_server.url)  # (the worker runs on meanwhile)
