@@ -5,7 +5,6 @@ Purging a queue cancels each job it removes the same way."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Collection
@@ -18,8 +17,9 @@ from .deps import settle_dependents
 from .envelope import HEADER_META, header_meta
 from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import TERMINAL, JobStatus
-from .layout import purge_api_subject, validate_job_id
+from .layout import validate_job_id
 from .oneshot import stream_messages
+from .queue import Queue
 from .records import encode_failure
 from .schedules import ScheduleNotFoundError, change_schedule
 from .results import push_result
@@ -201,10 +201,7 @@ async def purge_queue(broker: Broker, queue: str) -> int:
         if isinstance(jid, str) and raw.seq is not None:
             removed.append((raw.seq, jid))
     # Up to `last` only: a job enqueued meanwhile was not read, so it stays queued, as its record says.
-    resp = await broker.nc.request(
-        purge_api_subject(lay.jobs_stream), json.dumps({"filter": subject, "seq": last + 1}).encode(), timeout=10
-    )
-    purged = int(json.loads(resp.data).get("purged", 0))
+    purged = await Queue(broker, queue).purge(up_to=last)
     gate = asyncio.Semaphore(PURGE_SETTLE_CONCURRENCY)
     reason = f"purged from queue {queue!r}"
 

@@ -165,17 +165,17 @@ class Queue:
             await payloads.drop_bodies(b, [body for j, (_h, body) in todo if j.duplicate])
         return jobs
 
-    async def purge(self) -> int:
-        """Remove every queued job message of this queue; returns how many were removed. Only the
-        messages: their status records stay ``queued``; :func:`naq_nb.core.cancel.purge_queue` (what
-        ``naq purge`` and the client call) also cancels each job it removes."""
+    async def purge(self, up_to: int | None = None) -> int:
+        """Remove every queued job message of this queue (with ``up_to``, those with a stream sequence
+        up to it); returns how many were removed. Only the messages: their status records stay
+        ``queued``; :func:`naq_nb.core.cancel.purge_queue` (what ``naq purge`` and the client call)
+        also cancels each job it removes."""
         b = self.broker
         await b.ensure_layout()
-        resp = await b.nc.request(
-            purge_api_subject(b.layout.jobs_stream),
-            json.dumps({"filter": b.layout.queue_subject(self.name)}).encode(),
-            timeout=10,
-        )
+        req: dict = {"filter": b.layout.queue_subject(self.name)}
+        if up_to is not None:
+            req["seq"] = up_to + 1  # (the server keeps this sequence and what follows)
+        resp = await b.nc.request(purge_api_subject(b.layout.jobs_stream), json.dumps(req).encode(), timeout=10)
         return int(json.loads(resp.data).get("purged", 0))
 
     async def count(self) -> int:
