@@ -88,15 +88,20 @@ def _requeue_meta(seq: int, info: dict) -> tuple[dict, JobMeta]:
         raise SerializationError(f"failed entry {seq} cannot be requeued: {exc}") from None
 
 
+def _requeueable(raw: api.RawStreamMsg, info: dict) -> bool:
+    """Whether the entry carries a job that can be published again (not refused, not forged)."""
+    assert raw.seq is not None  # a stored message always has its sequence
+    try:
+        _requeue_meta(raw.seq, info)
+    except SerializationError:
+        return False
+    return True
+
+
 def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
     info, _ = _info(raw)
     meta = header_meta((raw.headers or {}).get(HEADER_META))
     assert raw.seq is not None  # a stored message always has its sequence
-    try:
-        _requeue_meta(raw.seq, info)
-        requeueable = True
-    except SerializationError:
-        requeueable = False
     return {
         "seq": raw.seq,
         "job_id": _text(meta.get("id")),
@@ -110,7 +115,7 @@ def _entry(raw: api.RawStreamMsg, broker: Broker) -> FailedEntry:
         "worker": _text(info.get("worker")),
         "failed_at": record_time(info.get("failed_at")),
         "exc_type": _text(info.get("exc_type")),
-        "requeueable": requeueable,
+        "requeueable": _requeueable(raw, info),
     }
 
 
@@ -137,15 +142,8 @@ async def requeueable_seqs(broker: Broker, queue: str | None = None) -> list[int
     """The sequences of every requeueable entry (of ``queue``), oldest first, with no limit: what
     ``requeue --all`` works through. Only the numbers are kept, not the entries with their tracebacks,
     so a failed stream of a million entries costs megabytes here, not gigabytes."""
-    seqs = []
-    async for raw in _iter_failed(broker, queue, 2**63):
-        assert raw.seq is not None  # a stored message always has its sequence
-        try:
-            _requeue_meta(raw.seq, _info(raw)[0])
-        except SerializationError:
-            continue  # refused or forged: listed by list_failed as not requeueable
-        seqs.append(raw.seq)
-    return seqs
+    entries = _iter_failed(broker, queue, _MAX_SEQ)
+    return [raw.seq async for raw in entries if raw.seq and _requeueable(raw, _info(raw)[0])]
 
 
 _MAX_SEQ = 2**63 - 1  # a stream sequence is a uint64; the server refuses more than an int64 here
