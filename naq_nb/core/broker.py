@@ -463,23 +463,16 @@ class Broker:
         return self._direct and wire.can_write_now(self.nc)
 
     async def until_writable(self, bound: float) -> bool:
-        """Wait (at most ``bound`` seconds) until :meth:`can_write_now`, so a write made then keeps its
-        place behind what was queued; a full socket is the server's back-pressure. False: still not."""
-        if self.can_write_now():
-            return True
-        loop = asyncio.get_running_loop()
-        deadline, turns = loop.time() + bound, 0
-        while self.is_connected and loop.time() < deadline:
-            # nats-py's flusher (and asyncio's writer) run at the loop's next turns; a full socket takes longer.
-            await asyncio.sleep(0 if turns < 3 else 0.001)
-            turns += 1
-            if self.can_write_now():
-                return True
-        return False
+        """:func:`.wire.until_writable`, False at once where this connection can't be written directly."""
+        return self._direct and await wire.until_writable(self.nc, bound)
 
     def write_now(self, cmds: list[bytes]) -> None:
         """Write to the socket within this call (:func:`.wire.write_now`)."""
         wire.write_now(self.nc, cmds)
+
+    def write_out(self) -> bool:
+        """Write what :meth:`send` queued to the socket within this call (:func:`.wire.write_out`)."""
+        return self._direct and wire.write_out(self.nc)
 
     async def publish_each(
         self, msgs: list[tuple[str, bytes, str]], *, create_only: bool = False

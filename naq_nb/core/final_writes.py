@@ -62,6 +62,10 @@ async def send_final_writes(
         quiet_futures(status_fut)  # the result's failure is the news
         raise
     told = early is not None and await push_early(b, token, jid, result, run)
+    if early is not None:
+        # A lone job's client is waiting on these three: they leave now, not when nats-py's
+        # flusher task next gets the loop (after the slot's own work up to its next wait).
+        b.write_out()
     return SentWrites(status_fut, res_fut, told)
 
 

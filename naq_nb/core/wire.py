@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 
 from .errors import PublishTimeoutError
 
-__all__ = ["direct_ok", "send", "commands", "can_write_now", "write_now", "drop_if_lost"]
+__all__ = ["direct_ok", "send", "commands", "can_write_now", "until_writable", "write_now", "write_out", "drop_if_lost"]
 
 # nats-py's outbound buffer, written to directly (its older or newer versions without these
 # attributes get nc.publish instead).
@@ -153,6 +153,22 @@ def can_write_now(nc: NATS) -> bool:
     )
 
 
+async def until_writable(nc: NATS, bound: float) -> bool:
+    """Wait (at most ``bound`` seconds) until :func:`can_write_now`, so a write made then keeps its
+    place behind what was queued; a full socket is the server's back-pressure. False: still not."""
+    if can_write_now(nc):
+        return True
+    loop = asyncio.get_running_loop()
+    deadline, turns = loop.time() + bound, 0
+    while nc.is_connected and loop.time() < deadline:
+        # nats-py's flusher (and asyncio's writer) run at the loop's next turns; a full socket takes longer.
+        await asyncio.sleep(0 if turns < 3 else 0.001)
+        turns += 1
+        if can_write_now(nc):
+            return True
+    return False
+
+
 def write_now(nc: NATS, cmds: list[bytes]) -> None:
     """Write ``cmds`` (from :func:`commands`) to the socket in this call; check :func:`can_write_now`
     first. (The kernel takes them at once unless its buffer is full: then asyncio keeps the rest
@@ -161,6 +177,29 @@ def write_now(nc: NATS, cmds: list[bytes]) -> None:
     nc._transport.writelines(cmds)
     nc.stats["out_msgs"] += len(cmds)
     nc.stats["out_bytes"] += sum(len(c) for c in cmds)
+
+
+def write_out(nc: NATS) -> bool:
+    """Write what nats-py holds queued to the socket within this call, all of it and in order,
+    rather than when its flusher task next gets the loop; False if nothing was written. Only over
+    TCP, and only while the socket's own buffer is empty (the kernel takes the bytes now): a
+    socket that is behind is left to the flusher, which waits for it to drain."""
+    transport = getattr(nc, "_transport", None)
+    writer = getattr(transport, "_io_writer", None)
+    if (
+        transport is None
+        or type(transport).__name__ != "TcpTransport"
+        or writer is None
+        or not nc.is_connected
+        or nc.is_draining_pubs
+        or not getattr(nc, "_pending_data_size", 0)
+        or writer.transport.get_write_buffer_size()
+    ):
+        return False
+    transport.writelines(nc._pending)
+    nc._pending = []  # a new list: nats-py's flusher copies, then replaces, the one it writes
+    nc._pending_data_size = 0
+    return True
 
 
 def drop_if_lost(nc: NATS) -> None:
