@@ -500,8 +500,9 @@ class JobRunner:
         which spares the server and the client two messages a job.
 
         The first try's writes are sent here, in the slot, so they leave with the loop's next
-        write; what waits for them (acknowledgements, the ack, tries again) goes on in the
-        background while the slot takes its next job.
+        write (a lone job's within the call: its client waits on them); what waits for them
+        (acknowledgements, the ack, tries again) goes on in the background while the slot takes
+        its next job.
         """
         jid = d.meta.job_id
         result = seal_record(result, jid, self.b.settings.signing_key)  # bound to this job id
