@@ -244,6 +244,11 @@ def _validate(s: "Settings") -> None:
         raise ValueError(f"NAQ_JOB_SERIALIZER must be 'pickle' or 'json', not {s.serializer!r}")
     if not isinstance(s.prefix, str) or not _PREFIX_RE.fullmatch(s.prefix):
         raise ValueError(f"prefix (NAQ_PREFIX) must be 1-32 letters, digits, '_' or '-', not {s.prefix!r}")
+    if s.prefix.endswith("_result"):  # (Layout.result_objects_bucket is "<prefix>_result_objects")
+        raise ValueError(
+            f"prefix (NAQ_PREFIX) {s.prefix!r} must not end in '_result': its object store would be "
+            f"the result object store of prefix {s.prefix[:-7]!r} on the same server"
+        )
     if not isinstance(s.default_queue, str) or not _QUEUE_RE.fullmatch(s.default_queue):
         raise ValueError(
             f"default_queue (NAQ_DEFAULT_QUEUE) must be 1-64 letters, digits, '_' or '-', not {s.default_queue!r}"

@@ -38,6 +38,16 @@ def test_bad_settings_values():
     with pytest.raises(ValueError, match="'pickle' or 'json'"):
         Settings.from_env(environ={"NAQ_JOB_SERIALIZER": "yaml"})
 
+def test_a_prefix_whose_names_would_be_another_prefixs_is_refused():
+    from naq_nb.core.layout import Layout
+
+    # "<p>_result" + "_objects" is "<p>" + "_result_objects": the two would share an object store.
+    assert Layout(prefix="app_result").objects_bucket == Layout(prefix="app").result_objects_bucket
+    with pytest.raises(ValueError, match="'app_result' must not end in '_result'.*prefix 'app'"):
+        Settings.from_env(environ={"NAQ_PREFIX": "app_result"})
+    assert Settings.from_env(environ={"NAQ_PREFIX": "app_results"}).prefix == "app_results"
+
+
 def test_naq_env_vars_are_aliases():
     env = {"NAQ_DEFAULT_RESULT_TTL": "11", "NAQ_SCHEDULER_LOCK_TTL": "12", "NAQ_WORKER_HEARTBEAT_INTERVAL": "2",
            "NAQ_JOB_STATUS_TTL": "13", "NAQ_DEFAULT_ACK_WAIT": "14"}
