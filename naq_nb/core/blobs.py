@@ -12,10 +12,12 @@ operations:
 
 * ``nq.put(value)``: :func:`put_value` stores the pickled value once (named by its
   checksum) and returns an :class:`ObjectRef`. Inside a job's body the reference
-  unpickles as the value itself: :func:`decode_with_objects` fetches the referenced
+  unpickles as the value itself: :func:`fetch_objects` fetches the referenced
   objects (cached per process by checksum), so a 200-point sweep over one big
   DataFrame uploads it once and each worker downloads it once (:mod:`.sharedfuncs` stores a
-  batch's big shared function the same way).
+  batch's big shared function the same way). A worker hands the bytes to the job process,
+  which unpickles them (:func:`decode_with_fetched`): the worker's process holds one copy of
+  each value's bytes, never a copy of the value per job.
 
 Signing: a job body is signed before it is offloaded, so the signature covers the
 very bytes the worker resolves and verifies before unpickling; the reference is
@@ -57,7 +59,14 @@ from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 from . import jsontext
 from .blobcopies import cache_get, cache_put, forget, keep_local_copies, recent_get, recent_put
 from .broker import create_store
-from .errors import JS_STORE_REFUSED, BlobError, NaqConnectionError, PublishTimeoutError, SerializationError
+from .errors import (
+    JS_STORE_REFUSED,
+    BlobError,
+    NaqConnectionError,
+    PublishTimeoutError,
+    SerializationError,
+    SignatureError,
+)
 from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
 from .singleflight import SingleFlight
@@ -80,6 +89,8 @@ __all__ = [
     "get_value",
     "delete_value",
     "decode_with_objects",
+    "fetch_objects",
+    "decode_with_fetched",
     "keep_local_copies",
     "put_bytes",
     "pickle_value",
@@ -400,12 +411,14 @@ class ObjectRef:
 
 
 class _Scope:
-    """The objects available while one job body is unpickled."""
+    """The objects available while one job body is unpickled. ``placeholders``: a pass that only
+    finds the refs (every one stays a ref, none is unpickled, even from the cache)."""
 
-    def __init__(self) -> None:
-        self.fetched: dict[str, bytes] = {}
+    def __init__(self, fetched: dict[str, bytes] | None = None, placeholders: bool = False) -> None:
+        self.fetched: dict[str, bytes] = {} if fetched is None else fetched
         self.values: dict[str, Any] = {}
         self.missing: dict[str, ObjectRef] = {}
+        self.placeholders = placeholders
 
 
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("naq_objects", default=None)
@@ -419,7 +432,7 @@ def _object_value(bucket: str, name: str, size: int, sha256: str) -> Any:
         return ref
     if sha256 in scope.values:
         return scope.values[sha256]
-    data = scope.fetched.get(sha256) or cache_get(sha256)
+    data = None if scope.placeholders else scope.fetched.get(sha256) or cache_get(sha256)
     if data is None:
         scope.missing[sha256] = ref
         return ref
@@ -438,29 +451,45 @@ def refers_to_objects(body: bytes) -> bool:
 
 async def decode_with_objects(broker: "Broker", decode: Callable[[], T], what: str = "job") -> T:
     """Run ``decode()`` (signature check + unpickling) with every :class:`ObjectRef` in the body
-    replaced by its value. Refs not cached here are found by a first pass, fetched, and the body
-    decoded again; the fetch happens only after the signature check of the first pass."""
-    scope = _Scope()
-    for attempt in (1, 2):
-        token = _SCOPE.set(scope)
-        try:
-            result = decode()
-        except BlobError:
-            raise
-        except SerializationError:
-            # A placeholder ref may upset the object holding it; with refs missing, fetch and retry.
-            if attempt == 2 or not scope.missing:
-                raise
-        finally:
-            _SCOPE.reset(token)
+    replaced by its value, unpickled in this process (a worker's threads and async jobs)."""
+    return decode_with_fetched(decode, await fetch_objects(broker, decode, what), what)
+
+
+async def fetch_objects(broker: "Broker", decode: Callable[[], Any], what: str = "job") -> dict[str, bytes]:
+    """The pickled bytes of every :class:`ObjectRef` value the body ``decode()`` unpickles refers
+    to, by SHA-256, for :func:`decode_with_fetched` (in a job process, or here). ``decode()``
+    (signature check + unpickling) runs once with every ref left a placeholder, so no value is
+    unpickled here, and nothing is fetched for a body whose signature does not verify."""
+    scope = _Scope(placeholders=True)
+    token = _SCOPE.set(scope)
+    try:
+        decode()
+    except (BlobError, SignatureError):
+        raise
+    except SerializationError:
+        # A placeholder may upset the object holding it: the real decode (with the values) decides.
+        # Refs that pass would have reached after the failure are missing then (decode_with_fetched).
         if not scope.missing:
-            return result
-        if attempt == 2:
-            break
-        for sha, ref in list(scope.missing.items()):
-            scope.fetched[sha] = await _fetch_value(broker, ref, what)
-        scope.missing.clear()
-    raise BlobError(f"nq.put objects of {what} could not be provided: {list(scope.missing)}")
+            raise
+    finally:
+        _SCOPE.reset(token)
+    return {sha: await _fetch_value(broker, ref, what) for sha, ref in scope.missing.items()}
+
+
+def decode_with_fetched(decode: Callable[[], T], fetched: dict[str, bytes], what: str = "job") -> T:
+    """Run ``decode()`` with every :class:`ObjectRef` in the body replaced by the value unpickled
+    from its bytes in ``fetched`` (from :func:`fetch_objects`); no I/O, so a job process calls it.
+    A ref whose bytes are not there is a :class:`BlobError` naming it."""
+    scope = _Scope(fetched)
+    token = _SCOPE.set(scope)
+    try:
+        result = decode()
+    finally:
+        _SCOPE.reset(token)
+    if scope.missing:
+        names = ", ".join(repr(ref.name) for ref in scope.missing.values())
+        raise BlobError(f"nq.put objects of {what} could not be provided: {names}")
+    return result
 
 
 async def _fetch_value(broker: "Broker", ref: ObjectRef, what: str) -> bytes:
