@@ -8,7 +8,10 @@ stderr (C-level prints can't corrupt the protocol). Each frame is a 4-byte
 big-endian length and a pickled tuple.
 
 Parent -> child: ``("init", serializer, sys_path, cwd)`` once, then
-``("run", job_id, queue, attempt, body, sys_path|None)`` per job.
+``("run", job_id, queue, attempt, body, sys_path|None, objects)`` per job, where
+``objects`` lists ``(sha256, size)`` of the body's ``nq.put`` values: their pickled
+bytes follow the frame raw, back to back (no pickling of big bytes on either side),
+and the child unpickles them while it decodes the body.
 Child -> parent: ``("ready", pid)``; per job any number of
 ``("progress", done, total, message, lines)``, then exactly one of
 ``("ok", payload)`` (the value serialized with the job serializer: the worker
@@ -51,6 +54,17 @@ def read_frame(f: BinaryIO) -> Any:
     if len(data) < n:
         raise EOFError
     return pickle.loads(data)
+
+
+def read_objects(f: BinaryIO, sizes: list[tuple[str, int]]) -> dict[str, bytes]:
+    """The raw bytes that follow a "run" frame, by SHA-256 (see the module's protocol)."""
+    objects = {}
+    for sha, size in sizes:
+        data = f.read(size)
+        if len(data) < size:
+            raise EOFError
+        objects[sha] = data
+    return objects
 
 
 def encode_frame(obj: Any) -> bytes:
@@ -235,14 +249,25 @@ def is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004 (async __call__, not callable())
 
 
-def _run_one(channel: _Channel, ser: Any, state: JobProcessState, req: tuple) -> tuple:
-    _, job_id, queue, attempt, body, sys_path = req
+def _decode(ser: Any, body: bytes, objects: dict[str, bytes], job_id: str) -> tuple:
+    if not objects:
+        return ser.loads_call(body)
+    from .blobs import decode_with_fetched  # (imported by the body's refs anyway)
+
+    try:
+        return decode_with_fetched(lambda: ser.loads_call(body), objects, f"job {job_id}")
+    finally:
+        objects.clear()  # the values are unpickled: their bytes need not stay for the job's run
+
+
+def _run_one(channel: _Channel, ser: Any, state: JobProcessState, req: tuple, objects: dict[str, bytes]) -> tuple:
+    _, job_id, queue, attempt, body, sys_path, _sizes = req
     if sys_path is not None:
         state.set_sys_path(sys_path)
     state.restore()  # the worker's cwd, sys.path, environment, umask, streams: not the last job's
     streams = state.streams
     try:
-        fn, args, kwargs = ser.loads_call(body)
+        fn, args, kwargs = _decode(ser, body, objects, job_id)
     except SerializationError as exc:
         return ("error", "decode", *_describe(exc, ser))
     if is_async_callable(fn):
@@ -331,9 +356,10 @@ def main(crash_log_path: str | None = None) -> None:
     while True:
         try:
             req = read_frame(rin)
+            objects = read_objects(rin, req[6])
         except EOFError:
             return  # the pool closed the pipe: a clean end
-        channel.send(_run_one(channel, ser, state, req))
+        channel.send(_run_one(channel, ser, state, req, objects))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ notebook, would run again in every child).
 
 The child decodes the job body itself (the worker only checks its serializer
 and signature), so the call is never pickled twice and a payload that crashes
-while unpickling takes down a child, not the worker.
+while unpickling takes down a child, not the worker. The same goes for
+``nq.put`` values: the worker sends their pickled bytes after the body, raw
+and a segment at a time (:meth:`_Child.send_raw`), and the child unpickles them.
 
 When a job times out or is cancelled, its child is killed (SIGKILL, with its
 whole process group: what the job forked goes too) and a new one is started in
@@ -49,6 +51,9 @@ _BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 _RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 _EXIT_LINGER = 0.5
 _GROUP_KILL_WINDOW = 5.0
+# nq.put bytes go to a child this much at a time, each once the pipe's buffer has drained: written
+# at once, every child's whole copy sat in the worker's memory until the child had read it.
+_SEGMENT = 1024 * 1024
 
 
 def death_reason(returncode: int | None) -> str:
@@ -75,6 +80,7 @@ class _Frames(asyncio.SubprocessProtocol):
         self.eof = False
         self.exited = asyncio.get_running_loop().create_future()
         self._exited_at: float | None = None
+        self._paused: asyncio.Future[None] | None = None  # the stdin pipe's buffer is full (see drained)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         buf = self._buf
@@ -92,6 +98,21 @@ class _Frames(asyncio.SubprocessProtocol):
         if fd == 1:
             self.eof = True
             self._wake()
+        self.resume_writing()  # a writer waiting on a pipe that closed finds it closed
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once the stdin pipe's buffer is below its low-water mark (or the pipe closed)."""
+        if self._paused is not None:
+            await asyncio.shield(self._paused)  # a cancelled waiter must not leave it cancelled for the next
 
     def exited_for(self) -> float:
         """Seconds since the child exited (0 while it runs)."""
@@ -144,11 +165,22 @@ class _Child:
     def send(self, obj: Any) -> None:
         """Queue a frame for the child (written at once while the pipe has room; one frame at a time
         is in flight, so what is buffered stays bounded by one job body)."""
+        self._stdin().write(encode_frame(obj))
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write ``data`` as is (the child knows its size from the frame before it), a segment at a
+        time: the worker holds no copy of it, only a segment's worth of pipe buffer per child."""
+        view = memoryview(data)
+        for start in range(0, len(view), _SEGMENT):
+            self._stdin().write(view[start : start + _SEGMENT])
+            await self.frames.drained()
+
+    def _stdin(self) -> asyncio.WriteTransport:
         # A write transport by what it does: uvloop's pipe transports are not asyncio.WriteTransport.
         stdin = cast("asyncio.WriteTransport | None", self.transport.get_pipe_transport(0))
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError("the job process's pipe is closed")
-        stdin.write(encode_frame(obj))
+        return stdin
 
     async def recv(self) -> Any:
         return pickle.loads(await self.frames.next_frame())
@@ -303,19 +335,32 @@ class ProcessPool:
             )
             self._replace(child)
 
-    async def call(self, child: _Child, job_id: str, queue: str, attempt: int, body: bytes, on_progress: Any) -> tuple:
+    async def call(
+        self,
+        child: _Child,
+        job_id: str,
+        queue: str,
+        attempt: int,
+        body: bytes,
+        on_progress: Any,
+        objects: dict[str, bytes] | None = None,
+    ) -> tuple:
         """Run a job body in ``child`` (from :meth:`acquire`); returns its final reply.
 
-        ``on_progress(done, total, message, lines)`` is called for each progress
-        frame. Cancelling this call (a timeout, a cancel, a forced stop) kills the
-        child. A child that dies raises :class:`WorkerProcessDied`. Either way the
+        ``objects``: the pickled bytes of the body's ``nq.put`` values by SHA-256, for
+        the child to unpickle. ``on_progress(done, total, message, lines)`` is called for
+        each progress frame. Cancelling this call (a timeout, a cancel, a forced stop) kills
+        the child. A child that dies raises :class:`WorkerProcessDied`. Either way the
         child goes back to the pool or is replaced.
         """
         healthy = False
         try:
             path = list(sys.path)
+            sizes = [(sha, len(data)) for sha, data in (objects or {}).items()]
             try:
-                child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path))
+                child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path, sizes))
+                for data in (objects or {}).values():
+                    await child.send_raw(data)
             except (BrokenPipeError, ConnectionResetError):
                 raise await self._died(child) from None
             child.sys_path = path
