@@ -37,6 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ParamSpec, Sequence, TypeVar
 
+from . import blobs
+from .broker import Broker
 from .context import JobContext, bind, unbind
 from .envelope import JobMeta, check_call, decode_call
 from .errors import JobExecutionError, JobTimeoutError, SerializationError
@@ -125,15 +127,30 @@ class JobCall:
     serializer: Serializer
     signing_key: bytes | Sequence[bytes] = b""
     decoded: tuple | None = None
-
-    def child_body(self) -> bytes:
-        """What a child process decodes: the body, or the call decoded here (``nq.put`` values inlined)."""
-        return self.body if self.decoded is None else self.serializer.dumps_call(*self.decoded)
+    # The pickled bytes of the body's nq.put values, by SHA-256 (fetch_objects): a job process
+    # gets them with the body and unpickles them itself; decode() here does the same.
+    objects: dict[str, bytes] | None = None
 
     def decode(self) -> tuple[Callable[..., Any], tuple, dict]:
         if self.decoded is None:
-            self.decoded = decode_call(self.meta, self.headers, self.body, self.serializer, self.signing_key)
+            if self.objects is None:
+                self.decoded = self._decode()
+            else:
+                self.decoded = blobs.decode_with_fetched(self._decode, self.objects, f"job {self.meta.job_id}")
         return self.decoded
+
+    def _decode(self) -> tuple[Callable[..., Any], tuple, dict]:
+        return decode_call(self.meta, self.headers, self.body, self.serializer, self.signing_key)
+
+    async def fetch_objects(self, broker: Broker, here: bool) -> None:
+        """Fetch the bytes of the body's ``nq.put`` values (after its signature check; values that
+        jobs want at once are downloaded once, and cached). They are unpickled where the call is
+        decoded: in its job process, so the worker holds one copy of the bytes and no copy of the
+        value per job; here with ``here`` (thread execution, where the job runs in this process)."""
+        self.objects = await blobs.fetch_objects(broker, self._decode, f"job {self.meta.job_id}")
+        self.decoded = None  # (ThreadExecution.prepare decoded it with placeholders)
+        if here:
+            self.decode()
 
 
 P = ParamSpec("P")
@@ -310,7 +327,9 @@ class ProcessExecution:
         try:
             # Inline, not wait_for's task: once acquired, the child always reaches call's cleanup.
             async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
-                reply = await self.pool.call(child, ctx.job_id, ctx.queue, ctx.attempt, call.child_body(), on_progress)
+                reply = await self.pool.call(
+                    child, ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress, objects=call.objects
+                )
         except TimeoutError:
             raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)") from None
         except WorkerProcessDied as exc:

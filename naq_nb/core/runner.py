@@ -33,7 +33,7 @@ from .context import JobContext, end_job_output
 from .deadletter import DeadLetters
 from .delivery import STORED_NAK_DELAY, Delivery, nak, parse_meta
 from .deps import release_dependents
-from .envelope import decode_call, meta_record_fields
+from .envelope import meta_record_fields
 from .errors import (
     JS_STORE_REFUSED,
     BlobError,
@@ -129,12 +129,8 @@ class JobRunner:
             body = await payloads.open_body(self.b, d.msg.data, f"job {meta.job_id}")  # an offloaded body: fetched
             call = JobCall(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys)
             self.execution.prepare(call)
-            if blobs.refers_to_objects(body):  # nq.put values: fetched here; a child process gets them inline
-                call.decoded = await blobs.decode_with_objects(
-                    self.b,
-                    lambda: decode_call(meta, d.msg.headers, body, self.b.serializer, self.b.settings.signing_keys),
-                    f"job {meta.job_id}",
-                )
+            if blobs.refers_to_objects(body):  # nq.put values: fetched here, unpickled where the call runs
+                await call.fetch_objects(self.b, here=not getattr(self.execution, "isolated", False))
         except SignatureError as exc:
             # Unverified, so the job id in its header is not the job's: dead-lettered, and nothing is
             # written under that id (an unsigned message naming a waiting job must not fail it).
