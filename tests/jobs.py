@@ -372,3 +372,40 @@ async def async_enqueue_and_wait(a, b):
     import naq_nb
     job = await naq_nb.Queue("default").enqueue(add, a, b)
     return await naq_nb.fetch_job_result(job, timeout=30)
+
+
+# --- nq.put values: where they are unpickled ---------------------------------------------------
+def _unpickled_here(path, payload):
+    """Unpickling a PidRecorder: notes this process's pid in ``path`` (one line per unpickling)."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return PidRecorder(path, payload)
+
+
+class PidRecorder:
+    """An nq.put value that records, in a file, the pid of every process that unpickles it."""
+
+    def __init__(self, path, payload=b""):
+        self.path, self.payload = path, payload
+
+    def __reduce__(self):
+        return (_unpickled_here, (self.path, self.payload))
+
+
+def recorder_seen(value, hold=0.0):
+    """(this job's pid, the value's type name, its payload's size); ``hold`` s so jobs overlap."""
+    time.sleep(hold)
+    return os.getpid(), type(value).__name__, len(value.payload)
+
+
+async def async_recorder_seen(value):
+    return os.getpid(), type(value).__name__, len(value.payload)
+
+
+def sha256_of(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def exit_over(value, code):
+    os._exit(code)
