@@ -354,11 +354,18 @@ class ProcessExecution:
         the round trip through a job process that would only say so again. Only a call whose
         unpickling runs no code (:mod:`.plaincall`: plain arguments, the function by reference) is
         decoded here; an argument that could crash or exit while unpickled still meets it in a job
-        process first. A name is only a label, so the decoded function decides too."""
+        process first. A body with ``nq.put`` values was unpickled here already (placeholders, by
+        :meth:`JobCall.fetch_objects`), so it is decoded here too, with its values, as the async
+        function needs them here. A name is only a label, so the decoded function decides too."""
         if call.meta.function not in self.async_names:
             return False
         before = call.decoded
-        if before is None and call.serializer.name == "pickle" and not is_plain_call(call.body, call.meta.function):
+        if (
+            before is None
+            and call.objects is None
+            and call.serializer.name == "pickle"
+            and not is_plain_call(call.body, call.meta.function)
+        ):
             return False
         if is_async_callable(call.decode()[0]):
             return True

@@ -64,11 +64,15 @@ async def test_a_put_value_is_unpickled_in_the_job_process_only(broker, start_wo
 async def test_an_async_job_over_a_put_value_gets_the_value_on_the_workers_loop(broker, start_worker, tmp_path):
     record = tmp_path / "pids"
     ref = await blobs.put_value(broker, jobs.PidRecorder(str(record), b"a" * 1000))
-    await start_worker()
-    job = await Queue(broker).enqueue(jobs.async_recorder_seen, ref)
-    pid, kind, size = (await wait_for_result(broker, job.job_id, 60)).unwrap()
-    assert (pid, kind, size) == (os.getpid(), "PidRecorder", 1000), "run on the worker's loop, with the value"
-    assert os.getpid() in pids_in(record)  # (where an async job runs, there its values are unpickled)
+    await start_worker(concurrency=1)
+    q = Queue(broker)
+    for n in (1, 2):
+        job = await q.enqueue(jobs.async_recorder_seen, ref)
+        pid, kind, size = (await wait_for_result(broker, job.job_id, 60)).unwrap()
+        assert (pid, kind, size) == (os.getpid(), "PidRecorder", 1000), "run on the worker's loop, with the value"
+        assert pids_in(record).count(os.getpid()) == n  # (where an async job runs, there its values are unpickled)
+    # The first call met a job process, which found the function async; the second did not.
+    assert len([p for p in pids_in(record) if p != os.getpid()]) == 1
 
 
 async def test_a_thread_worker_gives_jobs_their_put_values(broker, start_worker, tmp_path):
