@@ -33,8 +33,9 @@ class DeadLetters:
         self.worker_id = worker_id
         self.stats = stats
 
-    async def copy(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> None:
-        """Copy ``msg`` to the failed stream with why it failed (original headers and body kept)."""
+    async def copy(self, msg: Msg, queue: str, *, reason: str, **info: Any) -> int:
+        """Copy ``msg`` to the failed stream with why it failed (original headers and body kept);
+        returns the copy's sequence in the failed stream (from the publish acknowledgement)."""
         headers = {k: v for k, v in (msg.headers or {}).items() if k in (HEADER_META, "Naq-Sig")}
         # The copy must fit in one message (a failure's text may quote anything: a malformed header, say).
         reason, info["traceback"] = bounded_failure_text(reason, info.get("traceback") or "", self.b.max_payload)
@@ -51,7 +52,8 @@ class DeadLetters:
         original = await payloads.fit_body(self.b, msg.data or b"", job_id_of(headers), extra)
         body = head + original
         headers["Naq-Reason"] = reason.replace("\r", " ").replace("\n", " ")[: min(500, self.b.max_payload // 16)]
-        await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)
+        ack = await self.b.js.publish(self.lay.failed_subject(queue), body, headers=headers)
+        return ack.seq
 
     async def reject_malformed(self, msg: Msg, queue: str, exc: Exception) -> None:
         """A message that is not a decodable naq job: to the failed stream, acked, worker goes on."""

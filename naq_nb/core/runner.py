@@ -454,8 +454,8 @@ class JobRunner:
             dependency=getattr(exc, "dependency", None),
         )
         data = await payloads.offload_result(self.b, data, m.job_id)
-        rec = self._record(d, JobStatus.FAILED, failures=failures, error=error, traceback=tb, finished_at=time.time())
-        await self.dead.copy(
+        finished = time.time()
+        failed_seq = await self.dead.copy(
             d.msg,
             m.queue,
             reason=reason or error,
@@ -465,6 +465,8 @@ class JobRunner:
             exc_type=types[0] if types else "",
             **(history or {}),
         )
+        fields = dict(failures=failures, error=error, traceback=tb, finished_at=finished, failed_seq=failed_seq)
+        rec = self._record(d, JobStatus.FAILED, **fields)
         self.stats["failed"] += 1
         await self._commit(d, data, rec)
 
