@@ -8,7 +8,7 @@ from typing import Any
 
 from ..core.broker import Broker
 from ..core.errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
-from ..core.failed import count_failed, list_failed, requeue_failed, requeueable_seqs
+from ..core.failed import FailedFinder, count_failed, list_failed, requeue_failed, requeueable_seqs
 from ..core.cancel import cancel_job, purge_queue
 from ..core.job import JobStatus
 from ..core.queue import get_status
@@ -189,9 +189,11 @@ def _failed_requeue(args: argparse.Namespace) -> int:
     async def run(b: Broker) -> None:
         # --all: every entry, not a listing's first page (only their sequence numbers are held)
         refs: list[str | int] = list(args.refs) if not args.all else list(await requeueable_seqs(b, args.queue))
+        # One finder for all: the ids their status records do not settle cost one pass over the stream together.
+        finder = FailedFinder(b, [r for r in refs if isinstance(r, str)])
         for r in refs:  # each printed as it is done: an error further on must not hide it
             try:
-                jid = await requeue_failed(b, r)
+                jid = await requeue_failed(b, r, finder=finder)
             except (ConcurrentUpdateError, JobNotFoundError) as exc:
                 # Out of date (its job ran again) or gone (another requeue took it since --all read the
                 # stream, the dashboard's button say): --all names it and goes on with the others.

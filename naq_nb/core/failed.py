@@ -8,7 +8,7 @@ new run.
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, TypedDict
+from typing import Any, AsyncIterator, Iterable, TypedDict
 
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -19,10 +19,11 @@ from .oneshot import stream_messages
 from .envelope import HEADER_META, HEADER_MSG_ID, JobMeta, decode_meta, header_meta
 from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import JobStatus
+from .layout import WIRE_ID_RE
 from .status import StatusRecord, decode_status, encode_status, first_record, record_time, text_or_none as _text
 from .serialization import unpack_record
 
-__all__ = ["FailedEntry", "count_failed", "list_failed", "requeueable_seqs", "requeue_failed"]
+__all__ = ["FailedEntry", "FailedFinder", "count_failed", "list_failed", "requeueable_seqs", "requeue_failed"]
 
 
 class FailedEntry(TypedDict):
@@ -158,18 +159,109 @@ async def _by_seq(broker: Broker, seq: int) -> api.RawStreamMsg:
         raise JobNotFoundError(f"no failed entry with sequence {seq}") from None
 
 
-async def _by_job_id(broker: Broker, job_id: str) -> api.RawStreamMsg | None:
-    """The failed entry of that job: its own failure before any refused message naming its id."""
-    refused = None
-    async for raw in _iter_failed(broker, None, 10**9):
-        if header_meta((raw.headers or {}).get(HEADER_META)).get("id") == job_id:
-            if _info(raw)[0].get("refused") is not True:
+def _entry_id(raw: api.RawStreamMsg) -> str | None:
+    """The job id an entry's headers name (None: none, or no text)."""
+    jid = header_meta((raw.headers or {}).get(HEADER_META)).get("id")
+    return jid if isinstance(jid, str) else None
+
+
+def _refused(raw: api.RawStreamMsg) -> bool:
+    return _info(raw)[0].get("refused") is True
+
+
+async def _hinted(broker: Broker, job_id: str) -> api.RawStreamMsg | None:
+    """The entry the job's status record names (``failed_seq``, written when a worker dead-lettered
+    it) if that entry is the job's own failure: its id in the entry's headers, not refused. None when
+    there is no such hint or it does not hold: the caller scans. The record is unsigned and may be
+    stale (the job requeued since) or forged, so only the entry it points at is believed."""
+    if not WIRE_ID_RE.fullmatch(job_id):
+        return None  # no job's record has this key (and the KV client refuses it)
+    kv = await broker.kv(broker.layout.status_bucket)
+    try:
+        seq = decode_status((await kv.get(job_id)).value or b"").get("failed_seq")
+    except (KeyNotFoundError, SerializationError):
+        return None  # none (expired, never written) or damaged
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= _MAX_SEQ:
+        return None
+    try:
+        raw = await broker.js.get_msg(broker.layout.failed_stream, seq=seq)
+    except NotFoundError:
+        return None  # requeued (deleted), expired, or never there
+    return raw if _entry_id(raw) == job_id and not _refused(raw) else None
+
+
+class FailedFinder:
+    """Failed entries by job id, for one requeue or many (``naq failed requeue A B C``).
+
+    Each id is tried first through its status record (:func:`_hinted`: two reads). The ids that
+    does not settle share one pass over the failed stream: a later lookup reads on only from where
+    the pass stopped, and re-reads the entries an earlier one noted (a requeue may have taken them).
+    Without a hint the answer is the old scan's: the job's oldest own failure, else the oldest
+    refused message naming its id. (A hint can differ from that only when one id has several own
+    failures in the stream, and then names one of that job's own failures too.)"""
+
+    def __init__(self, broker: Broker, job_ids: Iterable[str] = ()) -> None:
+        self.b = broker
+        self.wanted = set(job_ids)  # the ids the pass notes entries of
+        self.upto = 0  # the pass has read the stream through this sequence
+        self.noted: dict[str, list[tuple[int, bool]]] = {}  # id -> (seq, refused) of its entries, oldest first
+        # Entries this lookup's own reading just got, used as read; one noted by an earlier lookup is
+        # read again (a requeue may have taken it since).
+        self.fresh: dict[int, api.RawStreamMsg] = {}
+
+    async def find(self, job_id: str) -> api.RawStreamMsg | None:
+        self.fresh = {}
+        raw = await _hinted(self.b, job_id)
+        if raw is not None:
+            return raw
+        if job_id not in self.wanted:  # the pass so far has not noted its entries: start it again
+            self.wanted.add(job_id)
+            self.upto, self.noted = 0, {}
+        raw = await self._first(job_id, refused=False)
+        if raw is None:
+            await self._read_on(job_id)
+            raw = await self._first(job_id, refused=False)
+        return raw or await self._first(job_id, refused=True)
+
+    async def _first(self, job_id: str, *, refused: bool) -> api.RawStreamMsg | None:
+        """The oldest noted entry of ``job_id`` of that kind still in the stream."""
+        for seq, was_refused in list(self.noted.get(job_id, ())):
+            if was_refused != refused:
+                continue
+            raw = self.fresh.get(seq)
+            if raw is None:
+                try:
+                    raw = await self.b.js.get_msg(self.b.layout.failed_stream, seq=seq)
+                except NotFoundError:
+                    raw = None
+            if raw is not None and _entry_id(raw) == job_id and _refused(raw) == refused:
                 return raw
-            refused = refused or raw
-    return refused
+            self.noted[job_id].remove((seq, was_refused))  # gone since it was noted
+        return None
+
+    async def _read_on(self, job_id: str) -> None:
+        """Read on to the stream's end, noting the wanted ids' entries; stop early at an own failure
+        of ``job_id`` (an older one there is not, and no entry is ever added before it)."""
+        lay = self.b.layout
+        await self.b.ensure_layout()
+        info = await self.b.js.stream_info(lay.failed_stream)
+        if info.state.last_seq < self.upto:  # the stream was made again: its sequences start over
+            self.upto, self.noted = 0, {}
+        first = max(self.upto + 1, info.state.first_seq)
+        async for raw in stream_messages(self.b, lay.failed_stream, None, first, info.state.last_seq):
+            assert raw.seq is not None  # a stored message always has its sequence
+            self.upto = raw.seq
+            jid = _entry_id(raw)
+            if jid in self.wanted:
+                refused = _refused(raw)
+                self.noted.setdefault(jid, []).append((raw.seq, refused))
+                self.fresh[raw.seq] = raw
+                if jid == job_id and not refused:
+                    return
+        self.upto = max(self.upto, info.state.last_seq)
 
 
-async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
+async def _find(broker: Broker, ref: str | int, finder: FailedFinder | None = None) -> api.RawStreamMsg:
     """An int (or ``"#N"``) is a failed-stream sequence; a string a job id, or, when no failed
     job has that id and it is all digits, a sequence (job ids may be all digits too)."""
     if isinstance(ref, bool) or not isinstance(ref, (str, int)):
@@ -178,7 +270,7 @@ async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
         return await _by_seq(broker, ref)
     if ref.startswith("#") and ref[1:].isdigit():
         return await _by_seq(broker, int(ref[1:]))
-    raw = await _by_job_id(broker, ref)
+    raw = await (finder or FailedFinder(broker, [ref])).find(ref)
     if raw is not None:
         return raw
     if ref.isdigit():
@@ -186,7 +278,7 @@ async def _find(broker: Broker, ref: str | int) -> api.RawStreamMsg:
     raise JobNotFoundError(f"no failed job with id {ref!r}")
 
 
-async def requeue_failed(broker: Broker, ref: str | int) -> str:
+async def requeue_failed(broker: Broker, ref: str | int, *, finder: FailedFinder | None = None) -> str:
     """Put a failed job (by job id, or failed-stream sequence: an int or ``"#N"``) back on its queue;
     returns the job id. An all-digit string names the failed job with that id if there is one, else
     the entry with that sequence.
@@ -194,8 +286,9 @@ async def requeue_failed(broker: Broker, ref: str | int) -> str:
     Raises :class:`JobNotFoundError` for no such entry, :class:`SerializationError` naming the
     entry for one that is no requeueable naq_nb job, and :class:`ConcurrentUpdateError` when the job
     is no longer failed (another requeue of it went first, or it ran again); all checked before
-    anything is written."""
-    raw = await _find(broker, ref)
+    anything is written. Requeues of many ids in a row share one ``finder`` (``FailedFinder(broker,
+    ids)``), so the ids their status records do not settle cost one pass over the stream, not one each."""
+    raw = await _find(broker, ref, finder)
     assert raw.seq is not None  # a stored message always has its sequence
     try:
         info, body = unpack_record(raw.data or b"\n")

@@ -33,8 +33,8 @@ async def test_a_stale_requeue_does_not_undo_the_run_another_requeue_started(
     found, go = asyncio.Event(), asyncio.Event()
     find = failed._find
 
-    async def paused_find(b, ref):
-        raw = await find(b, ref)
+    async def paused_find(b, ref, *finder):
+        raw = await find(b, ref, *finder)
         if not found.is_set():
             found.set()
             await go.wait()
