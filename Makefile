@@ -33,7 +33,7 @@ test-unit: venv       ## the tests that need no server (seconds)
 test-nats29: venv     ## engine, scheduler, futures and sweeps against Debian's nats-server 2.9 (apt-get install nats-server)
 	NAQ_NATS_SERVER_BIN=$${NATS29:-/usr/sbin/nats-server} $(PY) -m pytest -q -p no:cacheprovider \
 	    $(addprefix tests/integration/,test_engine.py test_reliability.py test_bad_input.py \
-	    test_sigkill.py test_scheduler.py test_scheduler_ha.py test_futures.py test_sweep.py test_blobs.py test_kv_reads.py test_enqueue_many.py test_one_pass.py test_inbound.py)
+	    test_sigkill.py test_scheduler.py test_scheduler_ha.py test_futures.py test_sweep.py test_blobs.py test_kv_reads.py test_enqueue_many.py test_one_pass.py test_inbound.py test_failed_lookup.py test_failed_requeue.py)
 
 test-notebooks: venv  ## the notebooks under nbval, against their committed outputs (nq.local() stores in a fresh folder)
 	NAQ_LOCAL_DIR=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env --nbval-cell-timeout 300 \
