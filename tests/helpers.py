@@ -85,6 +85,17 @@ async def eventually(pred, timeout: float = 30.0, what: str = "condition", inter
         await asyncio.sleep(interval)
 
 
+async def dead_lettered(broker, job_ids, timeout: float = 30.0) -> dict[str, str]:
+    """The failed-stream reasons by job id once every one of ``job_ids`` is dead-lettered."""
+    from naq_nb.core.failed import list_failed
+
+    async def all_in():
+        reasons = {r["job_id"]: r["reason"] for r in await list_failed(broker)}
+        return reasons if all(j in reasons for j in job_ids) else None
+
+    return await eventually(all_in, timeout, f"{len(job_ids)} jobs dead-lettered")
+
+
 def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
     """Poll a local condition until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

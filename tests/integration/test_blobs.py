@@ -28,6 +28,8 @@ from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 from naq_nb.notebook import local as local_mod
 
+from helpers import dead_lettered
+
 MB = 1024 * 1024
 
 
@@ -221,11 +223,7 @@ async def test_signed_big_job_reference_and_body_are_verified(settings, broker, 
         assert (await wait_for_result(good, j.job_id, 60)).unwrap() == 2 * MB
         forged = await Queue(wrong).enqueue(len, b"x" * (2 * MB))
         # Both dead-lettered with why, and nothing written under the ids they name (unverified).
-        for _ in range(600):
-            reasons = {r["job_id"]: r["reason"] for r in await list_failed(good)}
-            if len(reasons) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        reasons = await dead_lettered(good, [unsigned.job_id, forged.job_id])
         assert "not signed" in reasons[unsigned.job_id] and "does not verify" in reasons[forged.job_id]
         for jid in (unsigned.job_id, forged.job_id):
             with pytest.raises(JobNotFinishedError):  # still only queued

@@ -15,13 +15,13 @@ import pytest
 from naq_nb.core import blobcopies, blobs
 from naq_nb.core.broker import Broker
 from naq_nb.core.errors import JobNotFinishedError, WorkerProcessDied
-from naq_nb.core.failed import list_failed
 from naq_nb.core.procpool import ProcessPool
 from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
 from naq_nb.core.serialization import PickleSerializer
 
 import jobs
+from helpers import dead_lettered
 
 MB = 1024 * 1024
 
@@ -105,11 +105,7 @@ async def test_a_forged_body_over_a_put_value_is_rejected_before_the_value_is_fe
         ref = await blobs.put_value(broker, value)
         unsigned = await Queue(broker).enqueue(jobs.sha256_of, ref)
         forged = await Queue(wrong).enqueue(jobs.sha256_of, ref)
-        for _ in range(600):
-            reasons = {r["job_id"]: r["reason"] for r in await list_failed(good)}
-            if len(reasons) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        reasons = await dead_lettered(good, [unsigned.job_id, forged.job_id])
         assert "not signed" in reasons[unsigned.job_id] and "does not verify" in reasons[forged.job_id]
         for jid in (unsigned.job_id, forged.job_id):
             with pytest.raises(JobNotFinishedError):  # nothing written under the ids they name
