@@ -138,19 +138,22 @@ def commands(nc: NATS, direct: bool, msgs: list[tuple[str, bytes, str, dict | No
     return cmds
 
 
-def can_write_now(nc: NATS) -> bool:
-    """:func:`write_now` may be called: connected, and nothing queued ahead of it (in nats-py's buffer
-    or the socket's), so order is kept and the write is not left waiting for the loop. Stays true
-    until the connection's loop runs again."""
-    transport = getattr(nc, "_transport", None)
-    writer = getattr(transport, "_io_writer", None)
+def _socket_free(nc: NATS) -> bool:
+    """Connected, not draining, and the socket's own buffer empty: bytes written now go out now."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
     return (
         nc.is_connected
-        and not nc._pending_data_size
         and not nc.is_draining_pubs
         and writer is not None
         and not writer.transport.get_write_buffer_size()
     )
+
+
+def can_write_now(nc: NATS) -> bool:
+    """:func:`write_now` may be called: connected, and nothing queued ahead of it (in nats-py's buffer
+    or the socket's), so order is kept and the write is not left waiting for the loop. Stays true
+    until the connection's loop runs again."""
+    return not nc._pending_data_size and _socket_free(nc)
 
 
 async def until_writable(nc: NATS, bound: float) -> bool:
@@ -185,17 +188,9 @@ def write_out(nc: NATS) -> bool:
     TCP, and only while the socket's own buffer is empty (the kernel takes the bytes now): a
     socket that is behind is left to the flusher, which waits for it to drain."""
     transport = getattr(nc, "_transport", None)
-    writer = getattr(transport, "_io_writer", None)
-    if (
-        transport is None
-        or type(transport).__name__ != "TcpTransport"
-        or writer is None
-        or not nc.is_connected
-        or nc.is_draining_pubs
-        or not getattr(nc, "_pending_data_size", 0)
-        or writer.transport.get_write_buffer_size()
-    ):
+    if type(transport).__name__ != "TcpTransport" or not nc._pending_data_size or not _socket_free(nc):
         return False
+    assert transport is not None
     transport.writelines(nc._pending)
     nc._pending = []  # a new list: nats-py's flusher copies, then replaces, the one it writes
     nc._pending_data_size = 0
