@@ -68,12 +68,19 @@ def _running(client, b, job_id: str) -> dict:
     return rec
 
 
-def test_status_cancelled_then_the_result_the_result_decides(nb_client):
+def _a_running_future(nb_client):
+    """A future whose job reads "running" (written by hand: no worker takes queue "nobody"), once
+    the future has seen it: (future, broker, its running record)."""
     fut = nq.options(queue="nobody").submit(jobs.add, 1, 2)
     b = run_sync(nb_client.broker())
     running = _seen(fut, "running")
     rec = _running(nb_client, b, fut.job_id)
     assert running.wait(BOUND)
+    return fut, b, rec
+
+
+def test_status_cancelled_then_the_result_the_result_decides(nb_client):
+    fut, b, rec = _a_running_future(nb_client)
     encoded = time.time()  # the run ends: its final status is encoded now, published just after the mark
     cancelled = _seen(fut, "cancelled")
     assert run_sync(_mark_cancelled(b, fut.job_id)) is not None
@@ -86,11 +93,7 @@ def test_status_cancelled_then_the_result_the_result_decides(nb_client):
 
 
 def test_result_then_a_late_cancelled_status_the_result_decides(nb_client):
-    fut = nq.options(queue="nobody").submit(jobs.add, 1, 2)
-    b = run_sync(nb_client.broker())
-    running = _seen(fut, "running")
-    rec = _running(nb_client, b, fut.job_id)
-    assert running.wait(BOUND)
+    fut, b, rec = _a_running_future(nb_client)
     _create_result(b, fut.job_id, 3)
     assert fut.result(timeout=BOUND) == 3
     # The mark, dispatched after the result (another subscription), newer than the run's own status.
