@@ -38,32 +38,19 @@ async def _no_workers(broker):
     return await list_workers(broker) == []
 
 
-async def test_sigterm_lets_running_job_finish(broker, nats_server, tmp_path):
+# A closed terminal or dropped ssh session sends SIGHUP: it killed the worker on the spot, its
+# running job stayed 'running' until the ack wait handed it to another worker. Now it stops gracefully
+# as SIGTERM does.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+async def test_a_stop_signal_lets_the_running_job_finish(broker, nats_server, tmp_path, sig):
     runs = tmp_path / "runs"
     proc = worker_process(nats_server.url, "-c", "2", "--grace-period", "20")
     try:
         await _until(lambda: _has_workers(broker))
-        j = await Queue(broker).enqueue(jobs.mark, str(runs), "slow", 1.5)
+        j = await Queue(broker).enqueue(jobs.mark, str(runs), sig.name, 1.5)
         await _until(lambda: _exists(runs))
-        proc.send_signal(signal.SIGTERM)
-        assert (await wait_for_result(broker, j.job_id, 20)).unwrap() == "slow"
-        assert await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
-async def test_sighup_stops_gracefully_like_sigterm(broker, nats_server, tmp_path):
-    # A closed terminal or dropped ssh session sends SIGHUP: it killed the worker on the spot, its
-    # running job stayed 'running' until the ack wait handed it to another worker.
-    runs = tmp_path / "runs"
-    proc = worker_process(nats_server.url, "-c", "2", "--grace-period", "20")
-    try:
-        await _until(lambda: _has_workers(broker))
-        j = await Queue(broker).enqueue(jobs.mark, str(runs), "hup", 1.5)
-        await _until(lambda: _exists(runs))
-        proc.send_signal(signal.SIGHUP)
-        assert (await wait_for_result(broker, j.job_id, 20)).unwrap() == "hup"
+        proc.send_signal(sig)
+        assert (await wait_for_result(broker, j.job_id, 20)).unwrap() == sig.name
         assert await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20) == 0
     finally:
         if proc.poll() is None:
