@@ -125,6 +125,7 @@ async def get_nats_connection(url: str | None = None, prefer_thread_local: bool 
     servers = settings.servers
     opts = {**dict(settings.nats_options), **nats_options}
     opts.setdefault("connect_timeout", min(2.0, settings.connect_timeout))
+    opts.update(settings.ping_options(opts))
     try:
         nc = await asyncio.wait_for(nats.connect(servers=servers, **opts), settings.connect_timeout)
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:

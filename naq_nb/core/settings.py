@@ -56,6 +56,12 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
         "10",
         "seconds a publish (enqueue, result write) waits for JetStream's acknowledgement before it fails",
     ),
+    "NAQ_PING_INTERVAL": (
+        "ping_interval",
+        "5",
+        "seconds between pings on each connection; two unanswered make it reconnect (a frozen server or "
+        "a half-open link is left within three intervals)",
+    ),
     "NAQ_REPLICAS": ("replicas", "1", "stream and bucket replicas (3 on a cluster)"),
     "NAQ_PREFIX": ("prefix", "naq", "prefix of every subject, stream and bucket name"),
     "NAQ_NATS_SERVER_BIN": ("server_bin", "", "path of the nats-server binary for the embedded server"),
@@ -84,6 +90,7 @@ class Settings:
     leader_ttl: float = 8.0
     connect_timeout: float = 5.0
     publish_timeout: float = 10.0
+    ping_interval: float = 5.0
     replicas: int = 1
     prefix: str = "naq"
     server_bin: str = ""
@@ -128,8 +135,9 @@ class Settings:
             object.__setattr__(self, "signing_key", self.accepted_keys[0])
 
     def connect_options(self) -> dict:
-        """nats-py connect options from the settings: ``nats_options`` plus creds and TLS files."""
+        """nats-py connect options from the settings: ``nats_options`` plus creds, TLS files and pings."""
         opts = dict(self.nats_options)
+        opts.update(self.ping_options(opts))
         if self.creds:
             opts.setdefault("user_credentials", self.creds)
         if self.tls_ca or self.tls_cert:
@@ -152,6 +160,13 @@ class Settings:
                     ) from None
             opts.setdefault("tls", ctx)
         return opts
+
+    def ping_options(self, given: Mapping[str, object] = {}) -> dict:  # noqa: B006 (read only)
+        """``ping_interval`` and ``max_outstanding_pings`` unless ``given`` has them. nats-py's own
+        default pings every 2 minutes, so a connection to a frozen server (or a link that died without
+        a FIN) looked alive for 4-6 minutes while its worker took no job."""
+        opts: dict = {"ping_interval": self.ping_interval, "max_outstanding_pings": 2}
+        return {k: v for k, v in opts.items() if k not in given}
 
     @property
     def servers(self) -> list[str]:
@@ -214,6 +229,7 @@ _POSITIVE = {
     "leader_ttl": "NAQ_SCHEDULER_LEASE",
     "connect_timeout": "NAQ_CONNECT_TIMEOUT",
     "publish_timeout": "NAQ_PUBLISH_TIMEOUT",
+    "ping_interval": "NAQ_PING_INTERVAL",
 }
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _MOST_SECONDS = 10 * 365 * 86400  # the longest TTL or timeout taken (the server keeps them as int64 nanoseconds)
