@@ -308,15 +308,14 @@ async def requeue_failed(broker: Broker, ref: str | int, *, finder: FailedFinder
         requeued_from=raw.seq,
         depends_on=list(meta.options.depends_on),
     )
-    await _claim(broker, jid, raw.seq, rec)  # before the result goes: a stale requeue changes nothing
+    msg_id = await _claim(broker, jid, raw.seq, rec)  # before the result goes: a stale requeue changes nothing
     results = await broker.kv(lay.results_bucket)
     await payloads.drop_result(broker, jid)  # its object (a result over max_payload) goes with it
     try:
         await results.purge(jid)  # the old failure must not answer waiters of the new run
     except KeyNotFoundError:
         pass
-    # A fresh message id: the original one may still be inside the de-duplication window.
-    headers[HEADER_MSG_ID] = f"{jid}-requeue-{raw.seq}"
+    headers[HEADER_MSG_ID] = msg_id
     await broker.js.publish(lay.queue_subject(queue), body, headers=headers)
     try:
         await broker.js.delete_msg(lay.failed_stream, raw.seq)
@@ -326,11 +325,27 @@ async def requeue_failed(broker: Broker, ref: str | int, *, finder: FailedFinder
     return jid
 
 
-async def _claim(broker: Broker, jid: str, seq: int, rec: StatusRecord) -> None:
+def _requeue_msg_id(jid: str, seq: int, now: StatusRecord | None, revision: int, redo: bool) -> str:
+    """The message id a requeue publishes with. A redo of a requeue cut short takes the id its claim
+    recorded, so a publish that did land the first time is dropped as its copy: one run. A claim over
+    a failure takes one no requeue of this job used before (neither the job's own id, nor that of an
+    earlier requeue of the same entry: both may still be inside the de-duplication window, and a
+    publish dropped as a copy would leave the job queued with no message). The revision of the status
+    record it replaces gives that: at most one claim replaces a given revision (0, none, repeats only
+    if the record the last claim created is gone again)."""
+    if redo:
+        used = now.get("requeue_msg_id") if now is not None else None
+        # Without one: a claim written before ids were recorded, which published with this form.
+        return used if isinstance(used, str) and used.startswith(f"{jid}-requeue-{seq}-") else f"{jid}-requeue-{seq}"
+    return f"{jid}-requeue-{seq}-{revision}"
+
+
+async def _claim(broker: Broker, jid: str, seq: int, rec: StatusRecord) -> str:
     """Set the job's status to ``rec`` (queued) over a record that says it failed (or none, or a
-    damaged one), revision-checked, so of two requeues of one failure one goes on. A job that is no
-    longer failed (requeued, run again, cancelled since) raises :class:`ConcurrentUpdateError`, its
-    records untouched; a requeue of this same entry that was cut short before its publish may go on."""
+    damaged one), revision-checked, so of two requeues of one failure one goes on; returns the
+    message id to publish with, recorded in the new status. A job that is no longer failed
+    (requeued, run again, cancelled since) raises :class:`ConcurrentUpdateError`, its records
+    untouched; a requeue of this same entry that was cut short after its claim may go on."""
     kv = await broker.kv(broker.layout.status_bucket)
     try:
         entry = await kv.get(jid)
@@ -349,12 +364,16 @@ async def _claim(broker: Broker, jid: str, seq: int, rec: StatusRecord) -> None:
             f"job {jid} is {_text(status)} now, not failed: failed entry {seq} is out of date "
             "(requeued or run again since); nothing was changed"
         )
+    revision = (entry.revision or 0) if entry is not None else 0  # 0: no record, created below
+    msg_id = _requeue_msg_id(jid, seq, now, revision, redo)
+    claimed = encode_status({**rec, "requeue_msg_id": msg_id})
     try:
         if entry is None:
-            await kv.create(jid, encode_status(rec))
+            await kv.create(jid, claimed)
         else:
-            await kv.update(jid, encode_status(rec), last=entry.revision)
+            await kv.update(jid, claimed, last=entry.revision)
     except KeyWrongLastSequenceError:
         raise ConcurrentUpdateError(
             f"job {jid} changed while failed entry {seq} was being requeued (another requeue?); nothing was changed"
         ) from None
+    return msg_id

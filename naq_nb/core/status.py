@@ -107,6 +107,7 @@ class StatusRecord(TypedDict, total=False):
     retry_at: float  # retrying: when the next attempt is due
     handed_back_at: float  # queued again by a stopping worker
     requeued_from: int  # queued again from this failed-stream entry (a requeue)
+    requeue_msg_id: str  # ... published with this message id, which a redo of that requeue reuses
     # failed: its entry's sequence in the failed stream, so a requeue by id reads that entry, not the whole
     # stream (a hint only: the record is unsigned and may be stale; the reader checks the entry it names)
     failed_seq: int

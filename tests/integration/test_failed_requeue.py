@@ -99,3 +99,61 @@ async def test_requeue_all_skips_an_out_of_date_entry_and_requeues_the_rest(brok
     assert out.returncode == 1 and f"job {a.job_id} is succeeded now, not failed" in out.stderr
     assert [e["job_id"] for e in await list_failed(broker)] == [a.job_id]
     assert await Queue(broker).count() == 1
+
+
+class _Killed(Exception):
+    """Stands for the requeuing process dying between its publish and the entry's delete."""
+
+
+def _delete_fails_once(broker, monkeypatch):
+    delete, calls = broker.js.delete_msg, []
+
+    async def delete_msg(*args, **kw):
+        calls.append(args)
+        if len(calls) == 1:
+            raise _Killed()
+        return await delete(*args, **kw)
+
+    monkeypatch.setattr(broker.js, "delete_msg", delete_msg)
+
+
+async def test_a_second_requeue_of_an_entry_left_by_a_cut_short_one_runs_the_job(
+    broker, start_worker, tmp_path, monkeypatch
+):
+    # The first requeue published but never deleted its entry; the job ran and failed again. A second
+    # requeue of that old entry published with the first one's message id, was dropped as its copy
+    # within the de-duplication window, and left the job "queued" with no message: never run again.
+    runs = tmp_path / "runs"
+    await start_worker()
+    job = await Queue(broker).configure(max_retries=0).enqueue(jobs.fail_until, str(runs), 3)
+    assert (await wait_for_result(broker, job.job_id, 15)).status == "failed"
+    [old] = await list_failed(broker)
+    _delete_fails_once(broker, monkeypatch)
+    with pytest.raises(_Killed):
+        await requeue_failed(broker, old["seq"])
+    assert (await wait_for_result(broker, job.job_id, 15)).status == "failed"  # run 2 fails too
+    assert [e["seq"] for e in await list_failed(broker)][0] == old["seq"]  # the old entry is still there
+    assert await requeue_failed(broker, old["seq"]) == job.job_id
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 3
+    assert len(runs.read_text().splitlines()) == 3
+
+
+async def test_a_requeue_cut_short_after_its_publish_and_done_again_runs_the_job_once(
+    broker, start_worker, tmp_path, monkeypatch
+):
+    # Done again, the requeue publishes the same message as the first time, so the server keeps one.
+    runs = tmp_path / "runs"
+    job, w = await _failed_job(broker, start_worker, tmp_path)
+    await w.stop()  # the requeued job stays queued until the redo is done
+    [old] = await list_failed(broker)
+    _delete_fails_once(broker, monkeypatch)
+    with pytest.raises(_Killed):
+        await requeue_failed(broker, job.job_id)
+    assert await Queue(broker).count() == 1
+    assert await requeue_failed(broker, job.job_id) == job.job_id
+    assert await Queue(broker).count() == 1 and await list_failed(broker) == []
+    assert (await get_status(broker, job.job_id))["requeued_from"] == old["seq"]
+    await start_worker()
+    assert (await wait_for_result(broker, job.job_id, 15)).unwrap() == 2
+    assert len(runs.read_text().splitlines()) == 2
+    assert await Queue(broker).count() == 0
