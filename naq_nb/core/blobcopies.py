@@ -27,7 +27,7 @@ _RECENT_AGE = 120.0
 _keep_recent = False
 _recent: "OrderedDict[str, tuple[float, bytes]]" = OrderedDict()
 _recent_lock = threading.Lock()
-_cache: "OrderedDict[str, bytes]" = OrderedDict()
+_cache: "OrderedDict[str, bytes | bytearray]" = OrderedDict()  # (a download's own buffer: never written to)
 _cache_lock = threading.Lock()
 
 
@@ -63,7 +63,7 @@ def recent_get(sha: str) -> bytes | None:
     return hit[1] if hit is not None and hit[0] > time.monotonic() - _RECENT_AGE else None
 
 
-def cache_get(sha: str) -> bytes | None:
+def cache_get(sha: str) -> bytes | bytearray | None:
     with _cache_lock:
         data = _cache.get(sha)
         if data is not None:
@@ -71,7 +71,7 @@ def cache_get(sha: str) -> bytes | None:
         return data
 
 
-def cache_put(sha: str, data: bytes) -> None:
+def cache_put(sha: str, data: bytes | bytearray) -> None:
     if len(data) > _CACHE_MAX:
         return
     with _cache_lock:

@@ -31,7 +31,6 @@ import asyncio
 import base64
 import contextvars
 import hashlib
-import io
 import json
 import logging
 import pickle
@@ -39,7 +38,7 @@ import secrets
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
 import cloudpickle
 import nats.errors
@@ -57,6 +56,7 @@ from nats.js.errors import (
 from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 
 from . import jsontext
+from .blobsink import ChunkSink
 from .blobcopies import cache_get, cache_put, forget, keep_local_copies, recent_get, recent_put
 from .broker import create_store
 from .errors import (
@@ -72,8 +72,6 @@ from .serialization import sign
 from .singleflight import SingleFlight
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
     from .broker import Broker
 
 __all__ = [
@@ -82,6 +80,7 @@ __all__ = [
     "ObjectRef",
     "offload",
     "resolve",
+    "resolve_buffer",
     "delete",
     "new_name",
     "inline_limit",
@@ -161,7 +160,8 @@ _stores: "weakref.WeakKeyDictionary[Broker, dict[str, ObjectStore]]" = weakref.W
 _download_slots: "weakref.WeakKeyDictionary[Broker, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 _ttls: "weakref.WeakKeyDictionary[Broker, dict[str, float]]" = weakref.WeakKeyDictionary()  # as the server has it
 _uploads: "weakref.WeakKeyDictionary[Broker, SingleFlight[None]]" = weakref.WeakKeyDictionary()  # nq.put values
-_downloads: "weakref.WeakKeyDictionary[Broker, SingleFlight[bytes]]" = weakref.WeakKeyDictionary()  # by checksum
+# Put values by checksum, in the buffer their download wrote into (resolve_buffer).
+_downloads: "weakref.WeakKeyDictionary[Broker, SingleFlight[bytes | bytearray]]" = weakref.WeakKeyDictionary()
 
 
 async def _store(broker: "Broker", bucket: str) -> ObjectStore:
@@ -234,7 +234,7 @@ async def _records_max_age(broker: "Broker", bucket: str) -> float | None:
         return None
 
 
-async def _sha256(data: bytes) -> str:
+async def _sha256(data: bytes | bytearray) -> str:
     # About 0.1 s per 50 MB; hashlib releases the GIL, so the loop serving every future goes on meanwhile.
     return await asyncio.get_running_loop().run_in_executor(None, lambda: hashlib.sha256(data).hexdigest())
 
@@ -293,26 +293,14 @@ async def _put(broker: "Broker", bucket: str, name: str, data: bytes, meta: api.
         await (await _store(broker, bucket)).put(name, data, meta=meta)
 
 
-class _Sink(io.BufferedIOBase):
-    """Collects chunks (nats-py's default concatenation is quadratic: 50 MB took 49 s) and notes progress.
-
-    A BufferedIOBase because that is what ``ObjectStore.get(writeinto=)`` takes; only ``write`` is used.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[bytes] = []
-        self.last = time.monotonic()
-
-    def write(self, chunk: ReadableBuffer) -> int:
-        data = bytes(chunk)
-        self.parts.append(data)
-        self.last = time.monotonic()
-        return len(data)
-
-
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     """The bytes ``ref`` names, after checking their size and SHA-256; :class:`BlobError` otherwise."""
+    return bytes(await resolve_buffer(broker, ref, what))  # a copy: bodies and records are read as bytes
+
+
+async def resolve_buffer(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes | bytearray:
+    """:func:`resolve` without its copy: the buffer the download wrote into, for bytes that go on as
+    they are (a put value, to a job process or to be unpickled), so one copy is ever held."""
     where = f"{what} (object {ref.name!r} in object store {ref.bucket!r}, {ref.size:,} bytes)"
     recent = recent_get(ref.sha256)
     if recent is not None and len(recent) == ref.size:
@@ -320,11 +308,8 @@ async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
     store = await _store(broker, ref.bucket)  # created if absent: the object is then reported missing
     async with _download_slot(broker):
         data = await _download(broker, store, ref, where)
-    if len(data) != ref.size or await _sha256(data) != ref.sha256:
-        raise BlobError(
-            f"{where} is corrupted: got {len(data):,} bytes that do not match the reference's "
-            f"SHA-256 {ref.sha256[:16]}…"
-        )
+    if await _sha256(data) != ref.sha256:
+        raise BlobError(f"{where} is corrupted: its bytes do not match the reference's SHA-256 {ref.sha256[:16]}…")
     return data
 
 
@@ -338,16 +323,14 @@ def _download_slot(broker: "Broker") -> asyncio.Semaphore:
     return slots
 
 
-async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: str) -> bytes:
-    sink = _Sink()
-    task = asyncio.ensure_future(store.get(ref.name, writeinto=sink))
+async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: str) -> bytearray:
+    """The object's chunks, read into one buffer of the size ``ref`` declares (:class:`ChunkSink`)."""
     try:
-        while not task.done():
-            await asyncio.wait({task}, timeout=_STALL)
-            if not task.done() and time.monotonic() - sink.last > _STALL:
-                task.cancel()
-                raise BlobError(f"{where} is unreadable: no chunk arrived for {_STALL:g}s (chunks lost?)")
-        task.result()
+        size = (await store.get_info(ref.name)).size or 0
+        if size != ref.size or size < 0:  # before a buffer of that size is made: a forged size may be huge
+            raise BlobError(f"{where} is corrupted: the object holds {size:,} bytes, not the {ref.size:,} declared")
+        sink = ChunkSink(size)
+        await _watched(store.get(ref.name, writeinto=sink), sink, where)
     except NotFoundError:
         ttl = _ttls.get(broker, {}).get(ref.bucket)
         raise BlobError(
@@ -355,10 +338,23 @@ async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: s
         ) from None
     except (DigestMismatchError, BadObjectMetaError) as exc:
         raise BlobError(f"{where} is corrupted: {type(exc).__name__}") from None
+    if sink.got != size:  # replaced since its size was read, or chunks that do not add up to it
+        raise BlobError(f"{where} is corrupted: it sent {sink.got:,} bytes, not the {size:,} declared")
+    return sink.take()
+
+
+async def _watched(download: Awaitable[Any], sink: ChunkSink, where: str) -> None:
+    """Await ``download`` (into ``sink``); a :class:`BlobError` once no chunk has come for :data:`_STALL` s."""
+    task = asyncio.ensure_future(download)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_STALL)
+            if not task.done() and time.monotonic() - sink.last > _STALL:
+                raise BlobError(f"{where} is unreadable: no chunk arrived for {_STALL:g}s (chunks lost?)")
+        task.result()
     finally:
         if not task.done():
             task.cancel()
-    return b"".join(sink.parts)
 
 
 async def delete(broker: "Broker", bucket: str, name: str) -> None:
@@ -414,8 +410,8 @@ class _Scope:
     """The objects available while one job body is unpickled. ``placeholders``: a pass that only
     finds the refs (every one stays a ref, none is unpickled, even from the cache)."""
 
-    def __init__(self, fetched: dict[str, bytes] | None = None, placeholders: bool = False) -> None:
-        self.fetched: dict[str, bytes] = {} if fetched is None else fetched
+    def __init__(self, fetched: Mapping[str, bytes | bytearray] | None = None, placeholders: bool = False) -> None:
+        self.fetched: Mapping[str, bytes | bytearray] = {} if fetched is None else fetched
         self.values: dict[str, Any] = {}
         self.missing: dict[str, ObjectRef] = {}
         self.placeholders = placeholders
@@ -455,7 +451,7 @@ async def decode_with_objects(broker: "Broker", decode: Callable[[], T], what: s
     return decode_with_fetched(decode, await fetch_objects(broker, decode, what), what)
 
 
-async def fetch_objects(broker: "Broker", decode: Callable[[], Any], what: str = "job") -> dict[str, bytes]:
+async def fetch_objects(broker: "Broker", decode: Callable[[], Any], what: str = "job") -> dict[str, bytes | bytearray]:
     """The pickled bytes of every :class:`ObjectRef` value the body ``decode()`` unpickles refers
     to, by SHA-256, for :func:`decode_with_fetched` (in a job process, or here). ``decode()``
     (signature check + unpickling) runs once with every ref left a placeholder, so no value is
@@ -476,7 +472,7 @@ async def fetch_objects(broker: "Broker", decode: Callable[[], Any], what: str =
     return {sha: await _fetch_value(broker, ref, what) for sha, ref in scope.missing.items()}
 
 
-def decode_with_fetched(decode: Callable[[], T], fetched: dict[str, bytes], what: str = "job") -> T:
+def decode_with_fetched(decode: Callable[[], T], fetched: Mapping[str, bytes | bytearray], what: str = "job") -> T:
     """Run ``decode()`` with every :class:`ObjectRef` in the body replaced by the value unpickled
     from its bytes in ``fetched`` (from :func:`fetch_objects`); no I/O, so a job process calls it.
     A ref whose bytes are not there is a :class:`BlobError` naming it."""
@@ -492,12 +488,12 @@ def decode_with_fetched(decode: Callable[[], T], fetched: dict[str, bytes], what
     return result
 
 
-async def _fetch_value(broker: "Broker", ref: ObjectRef, what: str) -> bytes:
+async def _fetch_value(broker: "Broker", ref: ObjectRef, what: str) -> bytes | bytearray:
     """A put value's bytes, downloaded once for the jobs that want it at the same time (four slots
     starting four jobs over one 150 MB value downloaded it four times at once: 2.3 GB), then cached."""
 
-    async def download() -> bytes:
-        data = cache_get(ref.sha256) or await resolve(broker, ref.blob, f"nq.put object of {what}")
+    async def download() -> bytes | bytearray:
+        data = cache_get(ref.sha256) or await resolve_buffer(broker, ref.blob, f"nq.put object of {what}")
         cache_put(ref.sha256, data)
         return data
 
@@ -565,7 +561,7 @@ def pickle_value(value: Any, who: str = "nq.put()") -> tuple[bytes, str]:
 
 async def get_value(broker: "Broker", ref: ObjectRef) -> Any:
     """The value ``ref`` names (downloaded and checked)."""
-    data = cache_get(ref.sha256) or await resolve(broker, ref.blob, "nq.put object")
+    data = cache_get(ref.sha256) or await resolve_buffer(broker, ref.blob, "nq.put object")
     try:
         return cloudpickle.loads(data)
     except Exception as exc:  # any unpickling failure of the stored value

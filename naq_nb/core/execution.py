@@ -129,7 +129,7 @@ class JobCall:
     decoded: tuple | None = None
     # The pickled bytes of the body's nq.put values, by SHA-256 (fetch_objects): a job process
     # gets them with the body and unpickles them itself; decode() here does the same.
-    objects: dict[str, bytes] | None = None
+    objects: dict[str, bytes | bytearray] | None = None
 
     def decode(self) -> tuple[Callable[..., Any], tuple, dict]:
         if self.decoded is None:

@@ -167,7 +167,7 @@ class _Child:
         is in flight, so what is buffered stays bounded by one job body)."""
         self._stdin().write(encode_frame(obj))
 
-    async def send_raw(self, data: bytes) -> None:
+    async def send_raw(self, data: bytes | bytearray) -> None:
         """Write ``data`` as is (the child knows its size from the frame before it), a segment at a
         time: the worker holds no copy of it, only a segment's worth of pipe buffer per child."""
         view = memoryview(data)
@@ -343,7 +343,7 @@ class ProcessPool:
         attempt: int,
         body: bytes,
         on_progress: Any,
-        objects: dict[str, bytes] | None = None,
+        objects: dict[str, bytes | bytearray] | None = None,
     ) -> tuple:
         """Run a job body in ``child`` (from :meth:`acquire`); returns its final reply.
 

@@ -561,13 +561,13 @@ async def test_jobs_that_start_together_download_a_put_value_once(broker, monkey
     body = cloudpickle.dumps((len, (ref,), {}))
     monkeypatch.setattr(blobcopies, "_cache", type(blobcopies._cache)())  # this process never fetched it
     downloads = []
-    resolve = blobs.resolve
+    resolve = blobs.resolve_buffer
 
     async def counted(*args, **kwargs):
         downloads.append(1)
         return await resolve(*args, **kwargs)
 
-    monkeypatch.setattr(blobs, "resolve", counted)
+    monkeypatch.setattr(blobs, "resolve_buffer", counted)
     decodes = (blobs.decode_with_objects(broker, lambda: cloudpickle.loads(body)) for _ in range(4))
     calls = await asyncio.gather(*decodes)
     assert all(args[0] == value for _fn, args, _kw in calls)

@@ -35,13 +35,13 @@ def downloads(monkeypatch) -> list[str]:
     """Names of the put objects this process downloads; starts from an empty cache (a hit is no download)."""
     monkeypatch.setattr(blobcopies, "_cache", type(blobcopies._cache)())
     seen: list[str] = []
-    resolve = blobs.resolve
+    resolve = blobs.resolve_buffer
 
     async def counted(broker, ref, *args, **kwargs):
         seen.append(ref.name)
         return await resolve(broker, ref, *args, **kwargs)
 
-    monkeypatch.setattr(blobs, "resolve", counted)
+    monkeypatch.setattr(blobs, "resolve_buffer", counted)
     return seen
 
 

@@ -1,0 +1,86 @@
+"""A download from the object store reads its chunks into one buffer of the size the reference
+declares: one copy of the object at a time, and an object of another size (replaced, forged, cut
+short) is a clear error naming it, with nothing written past the buffer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tracemalloc
+
+import pytest
+from nats.js.object_store import ObjectStore
+
+from naq_nb.core import blobs
+from naq_nb.core.blobs import BlobError, BlobRef
+
+MB = 1024 * 1024
+
+
+async def _stored(broker, data: bytes, name: str = "obj.test") -> BlobRef:
+    return await blobs.offload(broker, data, broker.layout.objects_bucket, name)
+
+
+async def test_a_download_holds_one_copy_of_the_object(broker):
+    # The chunks were collected in a list and joined: two full copies at once (a 150 MB nq.put value
+    # took 300 MB of the worker's memory for a moment).
+    data = os.urandom(48 * MB)
+    ref = await _stored(broker, data)
+    sha = hashlib.sha256(data).hexdigest()
+    del data
+    tracemalloc.start()
+    try:
+        got = await blobs.resolve_buffer(broker, ref)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(got) == ref.size and hashlib.sha256(got).hexdigest() == sha
+    # (Above one copy: the chunks on their way, a few MB.)
+    assert peak < 1.5 * ref.size, f"{peak / MB:.1f} MB at the peak for a {ref.size / MB:.0f} MB object"
+
+
+@pytest.mark.parametrize("stored_mb", [3, 1], ids=["more", "fewer"])
+async def test_an_object_of_another_size_than_its_reference_declares_is_named(broker, stored_mb):
+    ref = await _stored(broker, os.urandom(2 * MB))
+    store = await blobs._store(broker, ref.bucket)
+    await store.put(ref.name, os.urandom(stored_mb * MB))  # replaced under the same name
+    with pytest.raises(BlobError, match="corrupted") as err:
+        await blobs.resolve_buffer(broker, ref, "the test's object")
+    assert f"the test's object (object {ref.name!r} in object store {ref.bucket!r}" in str(err.value)
+    assert f"holds {stored_mb * MB:,} bytes, not the {2 * MB:,} declared" in str(err.value)
+
+
+async def test_a_reference_declaring_a_huge_size_is_refused_before_a_buffer_of_it_is_made(broker):
+    ref = await _stored(broker, os.urandom(2 * MB))
+    forged = BlobRef(ref.bucket, ref.name, 1 << 50, ref.sha256)  # a petabyte: no process could allocate it
+    with pytest.raises(BlobError, match=f"{ref.name!r}.* holds {2 * MB:,} bytes, not the {1 << 50:,} declared"):
+        await blobs.resolve_buffer(broker, forged)
+
+
+async def test_chunks_beyond_the_declared_size_are_counted_not_written(broker, monkeypatch):
+    # The object grew between the read of its size and its chunks (replaced then, or its chunks
+    # forged): what the chunks bring past the buffer is an error naming the object.
+    ref = await _stored(broker, os.urandom(2 * MB))
+    store = await blobs._store(broker, ref.bucket)
+    await store.put(ref.name, os.urandom(3 * MB))
+    get_info = ObjectStore.get_info
+    calls = []
+
+    async def stale_info(self, name, *args, **kwargs):
+        info = await get_info(self, name, *args, **kwargs)
+        calls.append(name)
+        if len(calls) == 1:  # the size check's read: the object as it was
+            info.size = 2 * MB
+        return info
+
+    monkeypatch.setattr(ObjectStore, "get_info", stale_info)
+    with pytest.raises(BlobError, match=f"{ref.name!r}.* is corrupted: it sent {3 * MB:,} bytes, not the {2 * MB:,}"):
+        await blobs.resolve_buffer(broker, ref)
+    assert calls == [ref.name, ref.name]
+
+
+async def test_an_object_of_the_declared_size_with_other_bytes_fails_its_checksum(broker):
+    ref = await _stored(broker, os.urandom(2 * MB))
+    await (await blobs._store(broker, ref.bucket)).put(ref.name, os.urandom(2 * MB))
+    with pytest.raises(BlobError, match=f"{ref.name!r}.* do not match the reference's SHA-256 {ref.sha256[:16]}"):
+        await blobs.resolve_buffer(broker, ref)
