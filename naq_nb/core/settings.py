@@ -41,7 +41,11 @@ ENV_VARS: dict[str, tuple[str, str, str]] = {
         "comma-separated keys for rotation: the first signs (unless NAQ_SIGNING_KEY is set), all are accepted",
     ),
     "NAQ_RESULT_TTL": ("result_ttl", "86400", "seconds results are kept (bucket TTL)"),
-    "NAQ_STATUS_TTL": ("status_ttl", "604800", "seconds job status records are kept"),
+    "NAQ_STATUS_TTL": (
+        "status_ttl",
+        "604800",
+        "seconds job status records (and `job_id`/`key` claims) are kept; at least `NAQ_RESULT_TTL`",
+    ),
     "NAQ_ACK_WAIT": ("ack_wait", "30", "seconds before an unacknowledged job is redelivered"),
     "NAQ_HEARTBEAT": ("heartbeat_interval", "5", "seconds between worker heartbeats"),
     "NAQ_WORKER_TTL": ("worker_ttl", "30", "seconds a worker record lives without a heartbeat"),
@@ -104,7 +108,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
         """The ``NAQ_*`` variables of ``environ`` (default ``os.environ``), read now, then ``overrides``
         (None values skipped). A bad value raises ``ValueError`` naming its variable."""
-        env = naq_aliases(os.environ if environ is None else environ)
+        given = os.environ if environ is None else environ
+        env = naq_aliases(given)
         values: dict[str, Any] = {}  # each converted to its field's type by _convert
         types = {f.name: f.type for f in fields(cls)}
         for var, (attr, _default, _doc) in ENV_VARS.items():
@@ -112,7 +117,10 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[attr] = _convert(var, attr, raw, types[attr])
-        settings = cls(**values)
+        try:
+            settings = cls(**values)
+        except ValueError as exc:  # it names our variables: say which were set under naq's names
+            raise ValueError(f"{exc}{_alias_note(str(exc), given)}") from None
         return settings.with_(**{k: v for k, v in overrides.items() if v is not None})
 
     def with_(self, **changes: Any) -> "Settings":
@@ -254,6 +262,14 @@ def _validate(s: "Settings") -> None:
             f"heartbeat_interval (NAQ_HEARTBEAT, {s.heartbeat_interval:g}) must be below worker_ttl "
             f"(NAQ_WORKER_TTL, {s.worker_ttl:g}), or a live worker's record expires between heartbeats"
         )
+    if s.status_ttl < s.result_ttl:
+        raise ValueError(
+            f"status_ttl (NAQ_STATUS_TTL, {_shown(s.status_ttl)}) must not be shorter than result_ttl "
+            f"(NAQ_RESULT_TTL, {_shown(s.result_ttl)}): a job's status record and its job_id/key claim would "
+            "expire while its result is still stored, so a dependent enqueued then fails as if the job "
+            "never existed, and the id reused by another call hands back the old result; raise "
+            "NAQ_STATUS_TTL or lower NAQ_RESULT_TTL"
+        )
     if isinstance(s.replicas, bool) or not isinstance(s.replicas, int) or not 1 <= s.replicas <= 5:
         raise ValueError(f"replicas (NAQ_REPLICAS) must be an int from 1 to 5, not {s.replicas!r}")
     if s.serializer not in ("pickle", "json"):
@@ -286,6 +302,11 @@ def _validate(s: "Settings") -> None:
 
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _shown(seconds: float) -> str:
+    """Seconds as a user writes them: ``2592000``, not ``2.592e+06``; ``0.5`` stays ``0.5``."""
+    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
 
 
 def server_list(url: str) -> list[str]:
@@ -376,6 +397,16 @@ def connection_env(s: Settings) -> dict[str, str]:
     """``NAQ_*`` variables naming the server, prefix and connection files of ``s`` (those set): a
     job process started with them enqueues (``enqueue_sync``, ``nq.submit``) to its worker's server."""
     return {var: str(getattr(s, attr)) for var, attr in _CONNECTION_VARS.items() if getattr(s, attr)}
+
+
+def _alias_note(message: str, env: Mapping[str, str]) -> str:
+    """For an error naming our variables: which of them ``env`` set under naq's name instead."""
+    used = [
+        f"{alias} is naq's name for {ours}"
+        for alias, ours in NAQ_ALIASES.items()
+        if env.get(alias) and not env.get(ours) and ours in message
+    ]
+    return f" ({'; '.join(used)})" if used else ""
 
 
 def naq_aliases(env: Mapping[str, str]) -> Mapping[str, str]:

@@ -454,7 +454,7 @@ async def test_a_value_put_again_late_in_its_objects_life_gets_a_full_life(setti
     """nq.put of a value already stored handed out the stored object, however close to its expiry: a
     cell re-run on day 6.9 of NAQ_STATUS_TTL's 7 made a reference whose jobs failed hours later."""
     ttl = 4.0
-    b = await Broker.connect(settings=settings.with_(status_ttl=ttl))
+    b = await Broker.connect(settings=settings.with_(status_ttl=ttl, result_ttl=ttl))
     try:
         value = b"q" * 100_000
         t0 = time.monotonic()
@@ -482,7 +482,7 @@ async def test_a_value_put_again_late_in_its_objects_life_gets_a_full_life(setti
 async def test_deleting_a_value_deletes_its_copies_put_earlier(settings):
     """Put again past half its life, a value is a second object: deleting it deletes both."""
     ttl = 2.0
-    b = await Broker.connect(settings=settings.with_(status_ttl=ttl))
+    b = await Broker.connect(settings=settings.with_(status_ttl=ttl, result_ttl=ttl))
     try:
         t0 = time.monotonic()
         first = await blobs.put_value(b, b"d" * 50_000)
@@ -535,7 +535,7 @@ async def test_a_value_put_again_counts_its_life_by_the_servers_ttl(settings):
     """A client left at the default NAQ_STATUS_TTL (7 days) on a deployment whose status bucket keeps 4 s:
     its values live 4 s, so a put again 2.4 s later must not hand out the first object."""
     ttl = 4.0
-    maker = await Broker.connect(settings=settings.with_(status_ttl=ttl))
+    maker = await Broker.connect(settings=settings.with_(status_ttl=ttl, result_ttl=ttl))
     await maker.ensure_layout()  # the status bucket: 4 s
     b = await Broker.connect(settings=settings)  # this process thinks 7 days
     try:

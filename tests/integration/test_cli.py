@@ -442,3 +442,12 @@ async def test_a_damaged_status_record_is_named_by_its_job(broker, nats_server):
     assert "job damaged-1: malformed status record" in out.stderr, out.stderr
     out = await asyncio.to_thread(naq, "cancel", "damaged-1", url=nats_server.url)
     assert out.returncode == 1 and "cannot cancel job damaged-1: malformed status record" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("cmd", [["worker", "default"], ["scheduler"], ["jobs"]])
+def test_a_status_ttl_shorter_than_the_result_ttl_is_refused_in_one_line(cmd):
+    """The CLI reads the settings before connecting: one line naming both variables, exit 2."""
+    out = naq(*cmd, url="nats://127.0.0.1:1", env={"NAQ_STATUS_TTL": "3600", "NAQ_RESULT_TTL": "7200"})
+    assert out.returncode == 2, out.stderr
+    assert "status_ttl (NAQ_STATUS_TTL, 3600) must not be shorter than result_ttl (NAQ_RESULT_TTL, 7200)" in out.stderr
+    assert "Traceback" not in out.stderr and "cannot connect" not in out.stderr

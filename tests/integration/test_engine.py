@@ -309,7 +309,7 @@ async def test_progress_pending_when_a_job_ends_is_dropped():
 async def test_a_status_ttl_under_two_minutes_makes_a_layout_that_runs_jobs(settings, start_worker):
     # The waiting stream's de-duplication window (2 minutes) would exceed a shorter max age, which
     # the server refuses: the window follows the TTL down instead of every call failing.
-    short = settings.with_(status_ttl=60.0)
+    short = settings.with_(status_ttl=60.0, result_ttl=60.0)
     b = await Broker.connect(settings=short)
     try:
         await b.ensure_layout()

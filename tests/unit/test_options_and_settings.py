@@ -90,3 +90,63 @@ def test_exponential_backoff_past_a_thousand_failures_stays_at_its_cap():
     p = RetryPolicy(max_retries=1_100, backoff="exponential", delay=0.5, max_delay=60)
     assert [p.delay_for(n) for n in (1, 3, 1_025, 1_000_000)] == [0.5, 2.0, 60, 60]
     assert RetryPolicy(max_retries=1_100, backoff="exponential", delay=0.0, max_delay=0.001).delay_for(2_000) == 0.0
+
+
+_STATUS_UNDER_RESULT = (
+    r"status_ttl \(NAQ_STATUS_TTL, 3600\) must not be shorter than result_ttl \(NAQ_RESULT_TTL, 86400\)"
+)
+
+
+def test_a_status_ttl_shorter_than_the_result_ttl_is_refused_naming_both():
+    """A status record (and a job_id/key claim) that expires before the job's result: a dependent
+    enqueued then failed as if the job never existed, and the id reused by another call got the old
+    result. Refused however the settings are built; an equal TTL is fine."""
+    for build in (
+        lambda: Settings.from_env({"NAQ_STATUS_TTL": "3600"}),
+        lambda: Settings.from_env({"NAQ_STATUS_TTL": "3600", "NAQ_RESULT_TTL": "86400"}),
+        lambda: Settings.from_env({}, status_ttl=3600.0),
+        lambda: Settings(status_ttl=3600.0),
+        lambda: Settings().with_(status_ttl=3600.0),
+        lambda: Settings(status_ttl=3600.0, result_ttl=3600.0).with_(result_ttl=86400.0),
+    ):
+        with pytest.raises(ValueError, match=_STATUS_UNDER_RESULT + ".*raise NAQ_STATUS_TTL or lower NAQ_RESULT_TTL"):
+            build()
+    with pytest.raises(ValueError, match=r"NAQ_STATUS_TTL, 604800\).*NAQ_RESULT_TTL, 2592000\)"):
+        Settings.from_env({"NAQ_RESULT_TTL": str(30 * 86400)})  # results for 30 days: statuses too
+    assert Settings.from_env({"NAQ_STATUS_TTL": "60", "NAQ_RESULT_TTL": "60"}).status_ttl == 60
+    assert Settings.from_env({"NAQ_RESULT_TTL": "604800"}).result_ttl == 604800  # naq's 7 days (README)
+    assert Settings().with_(status_ttl=60.0, result_ttl=30.0).status_ttl == 60
+
+
+def test_a_short_status_ttl_under_naqs_name_says_which_variable_was_set():
+    naqs_name = r".*\(NAQ_JOB_STATUS_TTL is naq's name for NAQ_STATUS_TTL\)"
+    with pytest.raises(ValueError, match=_STATUS_UNDER_RESULT + naqs_name):
+        Settings.from_env({"NAQ_JOB_STATUS_TTL": "3600"})
+    with pytest.raises(ValueError, match=r"NAQ_RESULT_TTL, 2000000\).*NAQ_DEFAULT_RESULT_TTL is naq's name"):
+        Settings.from_env({"NAQ_DEFAULT_RESULT_TTL": "2000000"})
+
+
+@pytest.mark.parametrize("entry", ["Client", "Worker", "naq Worker", "Scheduler", "local", "connect", "naq settings"])
+def test_every_entry_point_refuses_a_status_ttl_shorter_than_the_result_ttl(entry, monkeypatch):
+    """Each of them reads the environment when called: the error comes from that call, before it
+    connects (this tier has no server)."""
+    import naq_nb as nq
+    from naq_nb.client.client import Client
+    from naq_nb.client.services import Worker as NaqWorker
+    from naq_nb.client.services import Scheduler as NaqScheduler
+    from naq_nb.core.worker import Worker
+
+    monkeypatch.setenv("NAQ_STATUS_TTL", "3600")
+    monkeypatch.delenv("NAQ_RESULT_TTL", raising=False)
+    monkeypatch.delenv("NAQ_DEFAULT_RESULT_TTL", raising=False)
+    calls = {
+        "Client": lambda: Client("nats://127.0.0.1:1"),
+        "Worker": lambda: Worker("default"),
+        "naq Worker": lambda: NaqWorker("default", nats_url="nats://127.0.0.1:1"),
+        "Scheduler": lambda: NaqScheduler(nats_url="nats://127.0.0.1:1"),
+        "local": lambda: nq.local(workers=0, scheduler=False),
+        "connect": lambda: nq.connect("nats://127.0.0.1:1"),
+        "naq settings": lambda: __import__("naq_nb.settings", fromlist=["x"]).JOB_STATUS_TTL_SECONDS,
+    }
+    with pytest.raises(ValueError, match=_STATUS_UNDER_RESULT):
+        calls[entry]()
