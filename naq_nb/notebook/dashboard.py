@@ -29,33 +29,25 @@ final view, never a missing widget.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
-import json
 import logging
 import math
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Mapping
-
-from nats.js.kv import KV_DEL, KV_PURGE
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..client.client import Client
 from ..client.loop import on_exit, run_async
 from ..client.twins import blocking
 from ..client.session import default_client
 from ..core.errors import JobNotFoundError
-from ..core.failed import FailedEntry
-from ..core.job import JobStatus
 from ..core.queue import get_status
-from ..core.status import TERMINAL_VALUES, record_time
-from ..core.registry import WorkerRecord, decode_heartbeat
 from .dashboard_actions import DashboardActions
 from .dashboard_rows import DashboardRows
+from .dashboard_state import DashboardState
 from .dashboard_view import (
     Actions,
     DashboardWidgets,
-    RateMeter,
     render_html,
     render_text,
 )
@@ -63,34 +55,12 @@ from .dashboard_view import (
 if TYPE_CHECKING:
     import ipywidgets
 
-    from ..core.depths import QueueDepth
-    from ..core.schedules import ScheduleRow
-
 __all__ = ["Dashboard", "dashboard", "dashboard_async", "close_dashboards"]
 
 log = logging.getLogger("naq_nb.dashboard")
 
-_FINISHED = TERMINAL_VALUES
-_JOB_STATES = frozenset(s.value for s in JobStatus if s is not JobStatus.SCHEDULED)  # "scheduled" is a schedule
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 5.0  # seconds for each step of closing (feed tasks, each watch, each subscription)
-_RECENT = 500  # jobs kept for the task stream and the recent list
-_RECENT_FIELDS = (
-    "id",
-    "func",
-    "name",
-    "queue",
-    "status",
-    "worker",
-    "enqueued_at",
-    "started_at",
-    "finished_at",
-    "attempts",
-    "error",
-    "args",
-)
-_TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
-_KEY_FIELDS = ("queue", "worker")  # used as dict and counter keys: kept only when strings
 
 
 # --- the dashboard -----------------------------------------------------------------------------
@@ -112,7 +82,7 @@ def _check_args(
         raise ValueError(f"dashboard(max_rows=...) must be an int >= 1, not {max_rows!r}")
 
 
-class Dashboard(DashboardActions, DashboardRows):
+class Dashboard(DashboardActions, DashboardRows, DashboardState):
     """A live ipywidgets view of one NATS deployment; see the module docstring.
 
     Made and started by :func:`dashboard`. Display it (last expression of a
@@ -136,19 +106,8 @@ class Dashboard(DashboardActions, DashboardRows):
         self.history = float(history)
         self.min_interval = 1.0 / updates_per_second
         self.max_rows = max_rows
-        self.rates = RateMeter(rate_window)
         # Mutated on naq_nb's loop thread only; other threads read the immutable `_view`.
-        self._workers: dict[str, WorkerRecord] = {}
-        self._schedules: dict[str, ScheduleRow] = {}
-        self._failed: list[FailedEntry] = []
-        self._failed_total = 0
-        self._depths: dict[str, QueueDepth] = {}
-        self._known_queues: set[str] = set()
-        self._recent: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
-        self._running: dict[str, set[str]] = {}  # worker -> job ids running now (pushed)
-        self._since_hb: dict[str, collections.Counter] = {}  # worker -> finished since its last heartbeat
-        self._finished = 0
-        self._samples: collections.deque = collections.deque()  # (t, finished so far, {queue: queued})
+        self._init_state(rate_window)
         self._detail = ""
         self._message = ""
         self._render_error = ""  # the last redraw's error, warned about once per run of failures
@@ -352,100 +311,9 @@ class Dashboard(DashboardActions, DashboardRows):
                 log.debug("dashboard skipped a record of %s: %s", entry.key, exc)
             self._poke()
 
-    def _apply_worker(self, entry: Any) -> None:
-        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-            self._forget_worker(entry.key)
-            return
-        # decode_heartbeat checks every field, so the rows use a record's fields without checks of their own.
-        rec = decode_heartbeat(entry.value)
-        if rec is None:
-            # Forged or damaged: it names no live worker, and it replaced the key's last heartbeat.
-            self._workers.pop(entry.key, None)
-            log.warning("dashboard: skipped record %r of the workers bucket: not a worker's heartbeat", entry.key)
-            return
-        self._workers[entry.key] = rec
-        self._known_queues.update(rec["queues"])
-        wid = rec.get("id", entry.key)
-        self._since_hb[wid] = collections.Counter()  # its stats now count everything finished so far
-        running = self._running.setdefault(wid, set())
-        for jid in rec["running"]:
-            if self._recent.get(jid, {}).get("status") not in _FINISHED:
-                running.add(jid)
-
-    def _forget_worker(self, wid: str) -> None:
-        self._workers.pop(wid, None)
-        self._running.pop(wid, None)
-        self._since_hb.pop(wid, None)
-
-    def _forget_gone_workers(self, now: float) -> None:
-        """Workers that stopped or died (heartbeat over its TTL) go with their counts: a dashboard
-        open for days must not keep every worker id it ever saw. One that beats again comes back."""
-        ttl = self.client.settings.worker_ttl
-        for wid in [w for w, r in self._workers.items() if now - float(r.get("heartbeat_at") or 0) > ttl]:
-            self._forget_worker(wid)
-        live = set(self._workers) | {r.get("id") for r in self._workers.values()}
-        for wid in [w for w, jobs in self._running.items() if not jobs and w not in live]:
-            del self._running[wid]  # (named by a status record only; its jobs ended)
-        for wid in [w for w in self._since_hb if w not in live]:
-            del self._since_hb[wid]
-
-    def _apply_schedule(self, entry: Any) -> None:
-        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-            self._schedules.pop(entry.key, None)
-            return
-        from ..core.schedules import Schedule
-
-        row = Schedule.decode(entry.value, entry.revision)[0].to_row()
-        self._schedules[entry.key] = row
-        self._known_queues.add(row["queue"])
-
     async def _on_status(self, msg: Any) -> None:
-        if not msg.data:
-            return
-        try:
-            rec = json.loads(msg.data)
-            status, queue = rec.get("status"), rec.get("queue")
-        except (ValueError, AttributeError):
-            return
-        if isinstance(queue, str):
-            self._known_queues.add(queue)
-            if status in _FINISHED:
-                self.rates.add(queue, time.monotonic())
-        if status in _JOB_STATES:
-            # The key names the job, not the record's "id" field (anyone with write access can put any
-            # text there): the id becomes a button, a detail read and a line of HTML.
-            self._track_job({**rec, "id": msg.subject[len(self._status_prefix) :]})
-        if status == JobStatus.QUEUED.value and rec.get("requeued_from") is not None:
-            self._failed_stale = True  # someone requeued a failed job (maybe another client)
-        self._poke()
-
-    def _track_job(self, rec: Mapping[str, Any]) -> None:
-        """Recent jobs (for the list and the task stream) and each worker's running set."""
-        jid, status = rec["id"], rec["status"]
-        entry = self._recent.pop(jid, None) or {}
-        entry.update({k: rec[k] for k in _RECENT_FIELDS if rec.get(k) is not None})
-        # Status records are not checked when read: a forged field must not reach the task stream's
-        # arithmetic or the running counts' keys. Such a time or key shows as missing.
-        for k in _TIME_FIELDS:
-            if k in entry and record_time(entry[k]) is None:
-                del entry[k]
-        for k in _KEY_FIELDS:
-            if k in entry and not isinstance(entry[k], str):
-                del entry[k]
-        self._recent[jid] = entry
-        while len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
-        worker = entry.get("worker")
-        for jobs in self._running.values():
-            jobs.discard(jid)
-        if status == JobStatus.RUNNING.value and worker:
-            self._running.setdefault(worker, set()).add(jid)
-        if status in _FINISHED:
-            self._finished += 1
-            if worker:
-                c = self._since_hb.setdefault(worker, collections.Counter())
-                c["processed"] += 1
-                c["failed"] += status == JobStatus.FAILED.value
+        if self._apply_status(msg.subject[len(self._status_prefix) :], msg.data):
+            self._poke()
 
     async def _on_failed_msg(self, msg: Any) -> None:
         self._failed_stale = True

@@ -6,8 +6,9 @@ loop, which owns the view's state.
 
 from __future__ import annotations
 
+import collections
 import html
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..client.loop import get_loop_thread, run_sync
 from .dashboard_detail import detail_html, fetch_detail
@@ -19,11 +20,12 @@ __all__ = ["DashboardActions"]
 
 
 class DashboardActions:
-    """The button half of the dashboard; every field below is set by ``Dashboard.__init__``."""
+    """The button half of the dashboard; every field below is set by ``Dashboard.__init__`` (``_recent`` by
+    ``DashboardState._init_state``, ``dashboard_state.py``)."""
 
     client: Client
     _view: dict
-    _recent: dict[str, dict[str, Any]]
+    _recent: collections.OrderedDict[str, dict]
     _message: str
     _failed_stale: bool
     _detail: str

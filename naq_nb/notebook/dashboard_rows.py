@@ -2,7 +2,7 @@
 built from the state the feeds of :class:`~naq_nb.notebook.dashboard.Dashboard` keep.
 
 A mixin of that class: the feeds (KV watches, subscriptions, depth ticks) live in ``dashboard.py``,
-what a redraw shows lives here.
+what each record they push changes in ``dashboard_state.py``, what a redraw shows here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ __all__ = ["DashboardRows"]
 
 
 class DashboardRows:
-    """The view-building half of the dashboard; every field below is set by ``Dashboard.__init__``."""
+    """The view-building half of the dashboard; every field below is set by ``Dashboard.__init__``, those
+    the feeds keep by ``DashboardState._init_state`` (``dashboard_state.py``)."""
 
     client: Client
     history: float
