@@ -69,7 +69,9 @@ log = logging.getLogger("naq_nb.worker")
 
 _ASYNC_NAMES_MAX = 4096
 CANCEL_GRACE = 1.0  # how long a cancelled async job may take to end before its slot leaves it behind
-_NO_TIMEOUT = contextlib.nullcontext()  # most jobs have no timeout: no Timeout (and its task lookup) per call
+# Seconds (at least the job's timeout) a job process may take to load a job with a timeout before
+# calling it: import the function's module, unpickle the arguments. Not counted in the timeout.
+LOAD_WAIT = 60.0
 
 
 def validate_execution(execution: Any, arg: str = "execution") -> str:
@@ -321,17 +323,9 @@ class ProcessExecution:
                 ctx.update(line=line)
 
         if self._known_async(call):
-            return await self._on_loop(call, ctx, timeout, on_loop, time.monotonic())
-        child = await self.pool.acquire()  # a child still starting is the worker's delay, not the job's time
-        t0 = time.monotonic()
+            return await self._on_loop(call, ctx, timeout, on_loop)
         try:
-            # Inline, not wait_for's task: once acquired, the child always reaches call's cleanup.
-            async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
-                reply = await self.pool.call(
-                    child, ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress, objects=call.objects
-                )
-        except TimeoutError:
-            raise JobTimeoutError(f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)") from None
+            reply = await self._in_child(call, ctx, timeout, on_progress)
         except WorkerProcessDied as exc:
             crash = getattr(exc, "crash_text", "")
             raise JobFailure.of(exc, f"{crash}\n{type(exc).__name__}: {exc}\n" if crash else None) from None
@@ -342,12 +336,40 @@ class ProcessExecution:
             if len(self.async_names) >= _ASYNC_NAMES_MAX:
                 self.async_names.clear()  # bounded: names can be anything a producer sends
             self.async_names.add(call.meta.function)
-            return await self._on_loop(call, ctx, timeout, on_loop, t0)
+            return await self._on_loop(call, ctx, timeout, on_loop)
         _, where, exc_bytes, error, tb, types = reply
         original = call.serializer.loads_exception(exc_bytes) if exc_bytes else None
         if where == "decode":
             raise SerializationError(error.partition(": ")[2] or error)
         raise JobFailure(error, tb, types, original)
+
+    async def _in_child(self, call: JobCall, ctx: JobContext, timeout: float | None, on_progress: Any) -> tuple:
+        """The reply of a child that ran ``call``. A ``timeout`` counts from the child's "started" (the
+        body decoded: the function's module imported, the arguments unpickled), as in threads mode;
+        the loading before it is bounded on its own, by :data:`LOAD_WAIT` or the timeout if longer."""
+        child = await self.pool.acquire()  # a child still starting is the worker's delay, not the job's time
+        job = (child, ctx.job_id, ctx.queue, ctx.attempt, call.body, on_progress)
+        if timeout is None:
+            return await self.pool.call(*job, objects=call.objects)
+        load_bound = max(timeout, LOAD_WAIT)
+        started = False
+        try:
+            # Inline, not wait_for's task: once acquired, the child always reaches call's cleanup.
+            async with asyncio.timeout(load_bound) as deadline:
+
+                def on_started() -> None:
+                    nonlocal started
+                    started = True
+                    deadline.reschedule(asyncio.get_running_loop().time() + timeout)
+
+                return await self.pool.call(*job, objects=call.objects, on_started=on_started)
+        except TimeoutError:
+            raise JobTimeoutError(
+                f"job {ctx.job_id} timed out after {timeout:g}s (its process was killed)"
+                if started
+                else f"job {ctx.job_id} timed out: its job process had not loaded its function and arguments "
+                f"within {load_bound:g}s (importing its module, unpickling; its process was killed)"
+            ) from None
 
     def _known_async(self, call: JobCall) -> bool:
         """True for a call of a function a job process already found async: decoded here, it skips
@@ -379,12 +401,11 @@ class ProcessExecution:
         ctx: JobContext,
         timeout: float | None,
         on_loop: Callable[[], Awaitable[None]] | None,
-        started: float,
     ) -> Any:
         fn, args, kwargs = call.decode()
         if on_loop is not None:
             await on_loop()
-        return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout, started=started)
+        return await call_job(fn, args, kwargs, ctx=ctx, executor=self.threads, timeout=timeout)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -409,17 +430,16 @@ async def call_job(
     ctx: JobContext,
     executor: JobThreads,
     timeout: float | None,
-    started: float | None = None,
 ) -> Any:
-    """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError at ``timeout``
-    seconds after ``started`` (a ``time.monotonic()`` value; default now).
+    """Run ``fn(*args, **kwargs)`` with ``ctx`` as the current job; raise JobTimeoutError ``timeout``
+    seconds from now.
 
     An async function that blocked the loop past its timeout is failed when it returns (the
     deadline could not fire meanwhile). One that goes on after its cancel (it catches
     ``CancelledError``) is left behind :data:`CANCEL_GRACE` later (see :func:`_await_task`).
     """
-    t0 = time.monotonic() if started is None else started
-    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
+    t0 = time.monotonic()
+    left = timeout
     try:
         if is_async_callable(fn):
             result = await _await_task(_job_task(fn, args, kwargs, ctx), ctx.job_id, left, executor)

@@ -8,11 +8,13 @@ stderr (C-level prints can't corrupt the protocol). Each frame is a 4-byte
 big-endian length and a pickled tuple.
 
 Parent -> child: ``("init", serializer, sys_path, cwd)`` once, then
-``("run", job_id, queue, attempt, body, sys_path|None, objects)`` per job, where
+``("run", job_id, queue, attempt, body, sys_path|None, objects, report_start)`` per job, where
 ``objects`` lists ``(sha256, size)`` of the body's ``nq.put`` values: their pickled
 bytes follow the frame raw, back to back (no pickling of big bytes on either side),
 and the child unpickles them while it decodes the body.
-Child -> parent: ``("ready", pid)``; per job any number of
+Child -> parent: ``("ready", pid)``; per job, with ``report_start``, ``("started",)`` once the
+body is decoded (the function's module imported, the arguments unpickled) and its sync function
+is about to be called: a job's timeout counts from there. Then any number of
 ``("progress", done, total, message, lines)``, then exactly one of
 ``("ok", payload)`` (the value serialized with the job serializer: the worker
 stores it as is), ``("async",)`` (an async function: the worker runs it on
@@ -261,7 +263,7 @@ def _decode(ser: Any, body: bytes, objects: dict[str, bytes], job_id: str) -> tu
 
 
 def _run_one(channel: _Channel, ser: Any, state: JobProcessState, req: tuple, objects: dict[str, bytes]) -> tuple:
-    _, job_id, queue, attempt, body, sys_path, _sizes = req
+    _, job_id, queue, attempt, body, sys_path, _sizes, report_start = req
     if sys_path is not None:
         state.set_sys_path(sys_path)
     state.restore()  # the worker's cwd, sys.path, environment, umask, streams: not the last job's
@@ -272,6 +274,8 @@ def _run_one(channel: _Channel, ser: Any, state: JobProcessState, req: tuple, ob
         return ("error", "decode", *_describe(exc, ser))
     if is_async_callable(fn):
         return ("async",)
+    if report_start:
+        channel.send(("started",))
     ctx = ChildJobContext(channel, job_id, queue, attempt)
     left = _threads_alive()
     for s in streams:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from .errors import WorkerProcessDied
 from .procchild import encode_frame
@@ -344,12 +344,14 @@ class ProcessPool:
         body: bytes,
         on_progress: Any,
         objects: dict[str, bytes | bytearray] | None = None,
+        on_started: Callable[[], None] | None = None,
     ) -> tuple:
         """Run a job body in ``child`` (from :meth:`acquire`); returns its final reply.
 
         ``objects``: the pickled bytes of the body's ``nq.put`` values by SHA-256, for
         the child to unpickle. ``on_progress(done, total, message, lines)`` is called for
-        each progress frame. Cancelling this call (a timeout, a cancel, a forced stop) kills
+        each progress frame; ``on_started()``, if given, once the child has decoded the body
+        and calls the (sync) function. Cancelling this call (a timeout, a cancel, a forced stop) kills
         the child. A child that dies raises :class:`WorkerProcessDied`. Either way the
         child goes back to the pool or is replaced.
         """
@@ -358,7 +360,8 @@ class ProcessPool:
             path = list(sys.path)
             sizes = [(sha, len(data)) for sha, data in (objects or {}).items()]
             try:
-                child.send(("run", job_id, queue, attempt, body, None if path == child.sys_path else path, sizes))
+                sys_path = None if path == child.sys_path else path
+                child.send(("run", job_id, queue, attempt, body, sys_path, sizes, on_started is not None))
                 for data in (objects or {}).values():
                     await child.send_raw(data)
             except (BrokenPipeError, ConnectionResetError):
@@ -369,10 +372,14 @@ class ProcessPool:
                     frame = await child.recv()
                 except ConnectionError:
                     raise await self._died(child) from None
-                if frame[0] != "progress":
+                if frame[0] == "progress":
+                    on_progress(*frame[1:])
+                elif frame[0] == "started":
+                    if on_started is not None:
+                        on_started()
+                else:
                     healthy = True
                     return frame
-                on_progress(*frame[1:])
         finally:
             if healthy and not self._closed and self._idle is not None:  # (made by start(), before acquire)
                 self._idle.put_nowait(child)
