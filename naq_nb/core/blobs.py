@@ -70,6 +70,7 @@ from .errors import (
 from .layout import OBJECT_STORE_MAX_CONSUMERS
 from .serialization import sign
 from .singleflight import SingleFlight
+from .upload import write_object
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -254,10 +255,9 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     ref = BlobRef(bucket, name, len(data), await _sha256(data))
     # nats-py's 128 KiB chunks do not fit a server whose max_payload is smaller.
     chunk = max(1024, min(_CHUNK, inline_limit(broker)))
-    meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=chunk))
     what = f"cannot store {len(data):,} bytes in object store {bucket!r} (object {name!r})"
     try:
-        await _put(broker, bucket, name, data, meta)
+        await _put(broker, bucket, name, data, ref.sha256, chunk)
     except (NotFoundError, BadRequestError, nats.errors.MaxPayloadError) as exc:
         raise BlobError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except asyncio.TimeoutError as exc:  # (nats-py's TimeoutError is one; before OSError, which it also is)
@@ -268,7 +268,7 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
         if isinstance(exc, ServiceUnavailableError):  # JetStream not up yet (a server restarting)
             raise NaqConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
         raise  # another refusal by the server is the server's own news
-    except (nats.errors.Error, OSError) as exc:
+    except (nats.errors.Error, OSError, NaqConnectionError) as exc:
         raise NaqConnectionError(f"{what}: the connection failed: {type(exc).__name__}: {exc}") from exc
     recent_put(ref.sha256, data)
     return ref
@@ -277,20 +277,20 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
 _STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream that does not exist
 
 
-async def _put(broker: "Broker", bucket: str, name: str, data: bytes, meta: api.ObjectMeta) -> None:
-    """One upload. A bucket deleted since its handle was cached (by hand, or a server restarted
-    without its store) is made again and the upload tried once more: the cached handle made every
-    big enqueue and every big result fail with 'stream not found' for the life of the connection."""
+async def _put(broker: "Broker", bucket: str, name: str, data: bytes, sha: str, chunk: int) -> None:
+    """One upload (:func:`.upload.write_object`: an interrupted one deletes what it wrote). A bucket
+    deleted since its handle was cached (by hand, or a server restarted without its store) is made
+    again and the upload tried once more: the cached handle made every big enqueue and every big
+    result fail with 'stream not found' for the life of the connection."""
     store = await _store(broker, bucket)
     try:
-        await store.put(name, data, meta=meta)
+        await write_object(broker, store, bucket, name, data, sha, chunk)
     except (NotFoundError, NoStreamResponseError) as exc:
-        # (nats-py's put reports a chunk no stream took as the purge after it: stream not found)
         if isinstance(exc, NotFoundError) and exc.err_code != _STREAM_NOT_FOUND:
             raise
         _stores.get(broker, {}).pop(bucket, None)
         log.warning("object store %s is gone (deleted?); making it again", bucket)
-        await (await _store(broker, bucket)).put(name, data, meta=meta)
+        await write_object(broker, await _store(broker, bucket), bucket, name, data, sha, chunk)
 
 
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
@@ -334,7 +334,8 @@ async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: s
     except NotFoundError:
         ttl = _ttls.get(broker, {}).get(ref.bucket)
         raise BlobError(
-            f"{where} is missing: it was deleted, or it expired{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}"
+            f"{where} is missing: it was deleted, it expired{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}, "
+            "or its upload never finished"
         ) from None
     except (DigestMismatchError, BadObjectMetaError) as exc:
         raise BlobError(f"{where} is corrupted: {type(exc).__name__}") from None

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Sequence, overload
 import nats.errors
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
+from .aftercancel import cancel_unheard, run_to_end
 from .blobs import BlobRef, delete, inline_limit, new_name, offload, resolve
 from .envelope import header_size
 from .errors import BlobError, NaqConnectionError, PayloadTooLargeError, SerializationError
 from .job import JobStatus
 from .records import ResultRecord, exception_type_names
 from .serialization import pack_record, unpack_record, verify
+from .upload import TAKE_BACK_SECONDS
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -85,20 +87,14 @@ async def offload_jobs(
                 ref = await offload(broker, body, broker.layout.objects_bucket, new_name("job", job.job_id))
                 body = ref.to_body(broker.settings.signing_key)
             out.append((headers, body))
-            if _cancel_dropped():
+            if cancel_unheard():
                 raise asyncio.CancelledError("the enqueue was cancelled during its uploads")
     except asyncio.CancelledError:
-        await drop_bodies(broker, [body for _h, body in out])  # no job will name them
+        # No job will name them. (Bounded: with the server gone, each delete would wait its own timeout.)
+        bodies = [body for _h, body in out]
+        await run_to_end(drop_bodies(broker, bodies), TAKE_BACK_SECONDS, "deleting a cancelled enqueue's uploads")
         raise
     return out
-
-
-def _cancel_dropped() -> bool:
-    """Whether this task was asked to stop and the request went unheard: on Python 3.11,
-    ``asyncio.wait_for`` (round each chunk's publish in nats-py) returns its result when a cancel
-    lands as its future completes: 24 of 40 cancels of a 100 MB upload were lost so, and the job sent."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 async def drop_bodies(broker: "Broker", bodies: Sequence[bytes]) -> None:

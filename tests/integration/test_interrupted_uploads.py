@@ -1,0 +1,128 @@
+"""An upload interrupted part-way (Ctrl-C during ``nq.put``, a cancelled enqueue of a big argument)
+deletes what it wrote: no chunks stay behind until the bucket's age limit, and a read of the object
+it would have made says it is missing, never reads it as whole.
+
+The interrupt lands at a chosen message of the upload (a hook on the publishes), not after a delay:
+at its Nth chunk (never sent; the publish then waits to be cancelled), or once its meta message
+is stored, the object then being whole on the server while the call has not returned."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+
+import pytest
+from nats.js.errors import NotFoundError
+
+import naq_nb as nq
+from naq_nb.client.loop import run_sync
+from naq_nb.core import blobs
+from naq_nb.core.errors import BlobError
+from naq_nb.core.queue import Queue
+
+from helpers import wait_until
+
+MB = 1024 * 1024
+NTH = 5  # the chunk the interrupt lands on (a 3 MB value is 24 chunks of 128 KiB)
+
+
+def interrupt_upload(b, where: str, interrupt) -> list[str]:
+    """Patch broker ``b``'s publishes so that an object upload is interrupted at its ``NTH`` chunk
+    (``where="chunk"``) or once its meta message is stored (``"meta"``): ``interrupt()`` runs on the
+    loop, then the publish waits until it is cancelled. ``"meta_ack"``: ``interrupt()`` runs as the meta
+    message goes out, which then goes on (a cancel that lands at once lands as its ack is awaited).
+    Returns the chunk subjects seen. Both publish paths are patched: naq_nb's own (``publish_async``)
+    and nats-py's (``js.publish``)."""
+    subjects: list[str] = []
+    chunks = f"$O.{b.layout.objects_bucket}.C."
+    meta = f"$O.{b.layout.objects_bucket}.M."
+    real_async, real_js = b.publish_async, b.js.publish
+
+    done = []  # interrupted once: the clean-up's own publishes go through
+
+    async def hooked(real, subject, *args, **kwargs):
+        if subject.startswith(chunks) and not done:
+            subjects.append(subject)
+            if where == "chunk" and len(subjects) == NTH:
+                done.append(interrupt())
+                await asyncio.get_running_loop().create_future()  # never sent; waits to be cancelled
+        if subject.startswith(meta) and where == "meta_ack" and not done:
+            done.append(interrupt())  # (a cancel that lands at once: an async caller's)
+            return await real(subject, *args, **kwargs)  # the cancel lands as its acknowledgement is awaited
+        if subject.startswith(meta) and where == "meta" and not done:
+            sent = await real(subject, *args, **kwargs)
+            if isinstance(sent, asyncio.Future):  # naq_nb's publish: the acknowledgement is its future
+                await asyncio.shield(sent)
+            done.append(interrupt())  # the meta is stored: the object is whole on the server
+            await asyncio.get_running_loop().create_future()
+        return await real(subject, *args, **kwargs)
+
+    b.publish_async = lambda subject, *a, **kw: hooked(real_async, subject, *a, **kw)
+    b.js.publish = lambda subject, *a, **kw: hooked(real_js, subject, *a, **kw)
+    return subjects
+
+
+async def chunks_left(b, subjects: list[str]) -> int:
+    """Messages still stored under the upload's chunk subjects."""
+    stream = f"OBJ_{b.layout.objects_bucket}"
+    left = 0
+    for subject in set(subjects):
+        left += ((await b.js.stream_info(stream, subjects_filter=subject)).state.subjects or {}).get(subject, 0)
+    return left
+
+
+@pytest.mark.parametrize("where", ["chunk", "meta"])
+def test_ctrl_c_during_nq_put_deletes_its_chunks_and_the_ref_reads_as_missing(nb_client, where, monkeypatch):
+    value = {"weights": bytes(range(256)) * (3 * MB // 256)}
+    data, sha = blobs.pickle_value(value)
+    b = run_sync(nb_client.broker())
+    run_sync(blobs._store(b, b.layout.objects_bucket))  # the bucket exists: the hook sees only this upload
+    names: list[str] = []
+    offload = blobs.offload
+
+    async def named(broker, payload, bucket, name):
+        names.append(name)
+        return await offload(broker, payload, bucket, name)
+
+    monkeypatch.setattr(blobs, "offload", named)
+    main = threading.main_thread().ident  # Ctrl-C to the thread that handles it, as a kernel interrupt
+    subjects = interrupt_upload(b, where, lambda: signal.pthread_kill(main, signal.SIGINT))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nq.put(value)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.undo()
+    del b.publish_async, b.js.publish  # the class's own again
+    assert subjects and names, "the upload had started"
+    # The call returned at the Ctrl-C; the clean-up goes on on naq_nb's loop, bounded.
+    wait_until(lambda: run_sync(chunks_left(b, subjects)) == 0, timeout=30)
+    ref = blobs.ObjectRef(b.layout.objects_bucket, names[0], len(data), sha)
+    with pytest.raises(BlobError, match="is missing"):
+        nq.get_object(ref)
+    again = nq.put(value)  # nothing half-made is taken for the stored value: it is uploaded again
+    assert nq.get_object(again) == value
+
+
+@pytest.mark.parametrize("where", ["chunk", "meta", "meta_ack"])
+async def test_a_cancelled_enqueue_of_a_big_argument_deletes_its_chunks_before_it_ends(broker, where):
+    await blobs._store(broker, broker.layout.objects_bucket)
+    jobs_before = (await broker.js.stream_info(broker.layout.jobs_stream)).state.messages
+    task = asyncio.create_task(Queue(broker, "nobody").enqueue(len, b"z" * (3 * MB)))
+    subjects = interrupt_upload(broker, where, task.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del broker.publish_async, broker.js.publish
+    assert subjects, "the upload had started"
+    # An async caller's cancel returns once the clean-up is done: nothing to wait for.
+    assert await chunks_left(broker, subjects) == 0
+    store = await broker.js.object_store(broker.layout.objects_bucket)
+    try:
+        objects = await store.list(ignore_deletes=True)
+    except NotFoundError:  # (nats-py's answer for a bucket with no object)
+        objects = []
+    assert [o.name for o in objects if o.size >= 3 * MB] == []
+    assert (await broker.js.stream_info(broker.layout.jobs_stream)).state.messages == jobs_before, "no job sent"
+
