@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 import threading
 from typing import Any
 
+from ..core import notices
 from ..core.errors import JobNotStoredError, NaqConnectionError
 from ..core.settings import Settings
 from .client import Client, _every_client, log
@@ -90,19 +89,7 @@ def get_client(nats_url: str | None = None, **nats_options: Any) -> Client:
 def say_loudly(message: str) -> None:
     """Log ``message`` as an error, and to stderr when no handler shows it (the package's NullHandler
     silences Python's last resort): a script with no logging set up must still hear of lost jobs."""
-    log.error("%s", message)
-    if not _shown(log, logging.ERROR):
-        print(f"naq_nb: error: {message}", file=sys.stderr, flush=True)
-
-
-def _shown(logger: logging.Logger, level: int) -> bool:
-    """Whether a record at ``level`` reaches a handler that is not a NullHandler."""
-    lg: logging.Logger | None = logger
-    while lg is not None:
-        if any(not isinstance(h, logging.NullHandler) and level >= h.level for h in lg.handlers):
-            return True
-        lg = lg.parent if lg.propagate else None
-    return False
+    notices.say_loudly(log, message)
 
 
 async def flush_all_at_exit() -> None:
