@@ -41,15 +41,8 @@ from ..core.failed import FailedEntry, list_failed, requeue_failed
 from ..core.job import Job, JobOptions
 from ..core.cancel import cancel_job, purge_queue
 from ..core.connecting import check_connect_options
-from ..core.queue import (
-    Queue as CoreQueue,
-    get_status,
-    make_job,
-    direct_send,
-    prepare_unacked,
-    publish_direct,
-    publish_prepared,
-)
+from ..core.jobsend import direct_send, prepare_unacked, publish_direct, publish_prepared
+from ..core.queue import Queue as CoreQueue, get_status, make_job
 from ..core.records import ResultRecord
 from ..core.registry import WorkerRecord, list_workers
 from ..core.results import unrecorded_status, wait_for_result
@@ -302,7 +295,7 @@ class Client:
     async def _send_direct(self, jobs: list[Job], push: bool) -> bool:
         """One job at a time from an async caller whose loop has a connection of its own: the job goes
         out on it, written within the call, its acknowledgements coming to the background loop
-        (:func:`~naq_nb.core.queue.publish_direct`): no thread hop, and the job is out even if the
+        (:func:`~naq_nb.core.jobsend.publish_direct`): no thread hop, and the job is out even if the
         caller then blocks its loop. Its result is pushed back to that connection. False: not
         eligible (as :meth:`_hand_over`, or no such connection yet). A burst (jobs in flight) is
         handed over instead: the background loop writes it in batches, and takes its pushes."""

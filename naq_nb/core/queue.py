@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from nats.js.errors import APIError, KeyNotFoundError, NoStreamResponseError
 
@@ -30,14 +30,12 @@ from .errors import (
     SerializationError,
 )
 from .job import Job, JobOptions, new_job_id
+from .jobsend import InFlight, publish_one, status_bytes
 from .layout import purge_api_subject, validate_job_id, validate_queue_name
-from .preview import args_preview
 from .sharedfuncs import shared_functions
 from .status import (
     StatusRecord,
     decode_status,
-    encode_first_record,
-    initial_status,
 )
 
 __all__ = [
@@ -45,8 +43,6 @@ __all__ = [
     "make_job",
     "get_status",
     "call_digest",
-    "prepare_unacked",
-    "publish_prepared",
     "ENQUEUE_WINDOW",
 ]
 
@@ -193,14 +189,6 @@ class Queue:
 ENQUEUE_WINDOW = 512
 
 
-class _InFlight(NamedTuple):
-    job: Job
-    status_ack: asyncio.Future | None
-    job_ack: asyncio.Future
-    status: bytes
-    what: str
-
-
 #: ``enqueue_many`` of at least this many jobs (none keyed) goes in fast-ingest batches when the
 #: server takes them (:mod:`.fastbatch`), :data:`FAST_CHUNK` jobs per pair of batches.
 FAST_MIN = 64
@@ -220,7 +208,7 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
                 break
         else:
             return
-    window: deque[_InFlight] = deque()
+    window: deque[InFlight] = deque()
     failed: list[tuple[Job, BaseException]] = []
     sent = 0
     try:
@@ -231,7 +219,7 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
                 break
             sent += 1
             try:
-                window.append(await _publish(b, job, headers, body, _status_bytes(job)))
+                window.append(await publish_one(b, job, headers, body, status_bytes(job)))
             except NaqConnectionError as exc:  # not even sent: the connection is closed
                 failed.append((job, exc))
         while window:
@@ -283,7 +271,7 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
                 await queued.end()
                 break
             last = i == len(chunk) - 1
-            await records.add(lay.kv_subject(lay.status_bucket, job.job_id), _status_bytes(job), last=last)
+            await records.add(lay.kv_subject(lay.status_bucket, job.job_id), status_bytes(job), last=last)
             await queued.add(lay.queue_subject(job.queue_name), body, headers, last=last)
             if i % FAST_FLOW == 0:
                 await records.keep_pace()
@@ -323,7 +311,7 @@ async def _add_missing_records(b: Broker, stored: list[Job]) -> None:
     have written a later one already, which stands."""
     lay = b.layout
     msgs = [
-        (lay.kv_subject(lay.status_bucket, j.job_id), _status_bytes(j), f"the status of job {j.job_id}") for j in stored
+        (lay.kv_subject(lay.status_bucket, j.job_id), status_bytes(j), f"the status of job {j.job_id}") for j in stored
     ]
     errors = await b.publish_each(msgs, create_only=True)
     errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
@@ -372,48 +360,14 @@ async def _drop_refused_records(b: Broker, failed: list[tuple[Job, BaseException
         log.warning("%d refused jobs keep their queued records (until NAQ_STATUS_TTL): %s", len(errors), errors[0])
 
 
-async def _settle_into(b: Broker, item: _InFlight, failed: list[tuple[Job, BaseException]]) -> None:
+async def _settle_into(b: Broker, item: InFlight, failed: list[tuple[Job, BaseException]]) -> None:
     try:
         await _settle(b, item)
     except Exception as exc:  # collected: _publish_all raises them together once the window is settled
         failed.append((item.job, exc))
 
 
-def _status_bytes(job: Job) -> bytes:
-    """The job's first status record (``queued``, or ``waiting`` with dependencies)."""
-    deps = job.options.depends_on
-    return encode_first_record(
-        job.job_id,
-        job.queue_name,
-        initial_status(deps),
-        func=job.function_name,
-        name=job.options.name,
-        enqueued_at=job.enqueue_time,
-        depends_on=list(deps),
-        args=args_preview(job.args, job.kwargs),
-        rt=job.reply,
-    )
-
-
-async def _publish(b: Broker, job: Job, headers: dict, body: bytes, status: bytes) -> _InFlight:
-    """Publish the status record and the job without waiting (one socket write, in this order)."""
-    lay = b.layout
-    what = f"job {job.job_id} ({job.function_name})"
-    st_fut = None
-    if not job.options.key:
-        # Status first: a fast worker's "running" then always lands after "queued".
-        st_fut = await b.publish_async(
-            lay.kv_subject(lay.status_bucket, job.job_id), status, what=f"the status of {what}"
-        )
-    try:
-        pub_fut = await b.publish_async(lay.queue_subject(job.queue_name), body, headers=headers, what=what)
-    except BaseException:
-        quiet_futures(st_fut)  # the job was not sent: its failure is the news, not its record's
-        raise
-    return _InFlight(job, st_fut, pub_fut, status, what)
-
-
-async def _settle(b: Broker, item: _InFlight) -> None:
+async def _settle(b: Broker, item: InFlight) -> None:
     """Wait for both acknowledgements of ``item``; the job's stream sequence is known then."""
     job = item.job
     try:
@@ -435,125 +389,6 @@ async def _settle(b: Broker, item: _InFlight) -> None:
         errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
         if errors:
             raise errors[0]
-
-
-def prepare_unacked(b: Broker, job: Job) -> tuple[dict, bytes, bytes] | None:
-    """``(headers, body, status record)`` of a job that may be stored without the caller waiting for
-    its acknowledgements (see :func:`publish_prepared`), or None when it needs the full path: a chosen
-    id (claimed first), or a body over the inline limit (object store). Thread-safe: it only encodes."""
-    if job.options.job_id or job.options.key:
-        return None
-    headers, body = encode_job(job, b.serializer, signing_key=b.settings.signing_key, max_payload=blobs.NO_LIMIT)
-    if header_size(headers) + len(body) > blobs.inline_limit(b):
-        return None
-    return headers, body, _status_bytes(job)
-
-
-async def publish_prepared(
-    b: Broker, job: Job, prepared: tuple[dict, bytes, bytes], on_done: Callable[[BaseException | None], None]
-) -> None:
-    """Publish a job from :func:`prepare_unacked` without waiting: ``on_done(None)`` once both its
-    records are acknowledged (``job.sequence`` is set then), ``on_done(error)`` if either is not,
-    within the broker's publish timeout. Call on the broker's loop."""
-    headers, body, status = prepared
-    try:
-        item = await _publish(b, job, headers, body, status)
-    except Exception as exc:  # not even sent (connection closed): reported the same way
-        on_done(exc)
-        return
-    both = _BothAcked(job, on_done)
-    item.job_ack.add_done_callback(both.job)
-    if item.status_ack is None:  # (a prepared job always has one)
-        both.status(None)
-    else:
-        item.status_ack.add_done_callback(both.status)
-
-
-class _BothAcked:
-    """A job's two acknowledgements (its status record's, its message's) reported once, when both
-    are in: ``on_done(None)`` with ``job.sequence`` set once the message is stored (a refused status
-    record is then logged, not reported: the job runs), or ``on_done(the message's failure)``."""
-
-    def __init__(self, job: Job, on_done: Callable[[BaseException | None], None]) -> None:
-        self._job, self._on_done = job, on_done
-        self._acks: dict[str, asyncio.Future | None] = {}
-
-    def status(self, fut: asyncio.Future | None) -> None:
-        self._got("status", fut)
-
-    def job(self, fut: asyncio.Future) -> None:
-        self._got("job", fut)
-
-    def _got(self, key: str, fut: asyncio.Future | None) -> None:
-        self._acks[key] = fut
-        if len(self._acks) < 2:
-            return
-        job_ack, status_ack = self._acks["job"], self._acks["status"]
-        assert job_ack is not None
-        job_exc = _outcome(job_ack)
-        status_exc = None if status_ack is None else _outcome(status_ack)
-        if job_exc is None:
-            self._job.sequence = job_ack.result().seq
-            if status_exc is not None:  # stored, and it runs: only its "queued" record is missing
-                self._job.unrecorded = True
-                log.warning(
-                    "job %s is stored but its queued record was not (%s: %s); its status shows once a worker takes it",
-                    self._job.job_id,
-                    type(status_exc).__name__,
-                    status_exc,
-                )
-        self._on_done(job_exc)
-
-
-def _outcome(fut: asyncio.Future) -> BaseException | None:
-    """The future's exception, retrieved (a cancel is one too)."""
-    return asyncio.CancelledError() if fut.cancelled() else fut.exception()
-
-
-#: A job (with its status record) over this many bytes is not written within the call by
-#: :func:`publish_direct`: an empty socket takes that much at once on any link.
-DIRECT_LIMIT = 16 * 1024
-
-
-class DirectSend(NamedTuple):
-    """A job ready for :func:`publish_direct`: its two commands and the acknowledgement tokens they name."""
-
-    cmds: list[bytes]
-    tokens: tuple[str, str]
-
-
-def direct_send(b: Broker, acks: Broker, job: Job, prepared: tuple[dict, bytes, bytes]) -> DirectSend | None:
-    """What :func:`publish_direct` writes for a job from :func:`prepare_unacked`, or None when it can't
-    go that way (too big: :data:`DIRECT_LIMIT`; ``b`` not writable now; ``acks`` not receiving yet).
-    Nothing is registered or sent. Call on ``b``'s loop, and publish before that loop runs again."""
-    headers, body, status = prepared
-    if header_size(headers) + len(body) + len(status) > DIRECT_LIMIT or not b.can_write_now():
-        return None
-    slots = [acks.reserve_ack(), acks.reserve_ack()]
-    if slots[0] is None or slots[1] is None:
-        return None
-    lay = b.layout
-    cmds = b.commands(
-        [
-            (lay.kv_subject(lay.status_bucket, job.job_id), status, slots[0][1], None),  # status first, as _publish
-            (lay.queue_subject(job.queue_name), body, slots[1][1], headers),
-        ]
-    )
-    return None if cmds is None else DirectSend(cmds, (slots[0][0], slots[1][0]))
-
-
-def publish_direct(
-    b: Broker, acks: Broker, job: Job, send: DirectSend, on_done: Callable[[BaseException | None], None]
-) -> None:
-    """:func:`publish_prepared` from the caller's own loop: the job goes out on ``b`` (that loop's
-    connection) within this call, and its acknowledgements come to ``acks`` (the background loop's),
-    where ``on_done`` runs. So the job is on its way, and its store is confirmed, even if the caller
-    then blocks its loop (a blocking call in a notebook cell). ``send`` from :func:`direct_send`."""
-    both = _BothAcked(job, on_done)
-    what = f"job {job.job_id} ({job.function_name})"
-    acks.expect_ack(send.tokens[0], f"the status of {what}", both.status)  # before the write: an ack
-    acks.expect_ack(send.tokens[1], what, both.job)  # may come back before this call returns
-    b.write_now(send.cmds)
 
 
 async def get_status(broker: Broker, job_id: str) -> StatusRecord:

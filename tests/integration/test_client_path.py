@@ -22,7 +22,7 @@ from naq_nb.core.broker import server_has_fast_batches
 from naq_nb import Queue, fetch_job_result, fetch_job_result_sync
 from naq_nb.client import stores
 from naq_nb.client.client import Client
-from naq_nb.core import queue as core_queue
+from naq_nb.core import jobsend, queue as core_queue
 from naq_nb.client.future import JobFuture
 from naq_nb.core.errors import JobNotFinishedError, JobNotFoundError, JobNotStoredError, NaqConnectionError
 
@@ -439,7 +439,7 @@ def test_an_enqueue_handed_over_is_never_reported_as_failed_by_that_call(client,
     client.flush_sync()
     frozen()
     first = q.enqueue_sync(jobs.add, 1, 1)
-    real = core_queue.prepare_unacked
+    real = jobsend.prepare_unacked
 
     def slow_prepare(b, job):
         out = real(b, job)

@@ -138,7 +138,7 @@ async def test_an_acknowledgement_expected_from_another_thread_that_never_comes_
 async def test_a_job_too_big_to_leave_within_the_call_is_handed_over(client):
     # On a real link the socket takes only so much at once; the rest would wait for this loop, which
     # a blocking call right after would hold: such a job goes to the background loop instead.
-    from naq_nb.core.queue import DIRECT_LIMIT
+    from naq_nb.core.jobsend import DIRECT_LIMIT
 
     q = Queue("nobody", client=client)
     here = await _loop_connection(client, q)
@@ -197,7 +197,7 @@ def test_jobs_handed_over_wait_for_every_job_sent_on_a_callers_loop(client):
 async def test_every_job_the_sender_waits_for_is_one_that_was_sent(client, monkeypatch):
     # A job that turns out not to go direct (too big) must leave nothing behind for the background
     # sender to wait on: it would wait forever, and every job handed over after it with it.
-    from naq_nb.core.queue import DIRECT_LIMIT
+    from naq_nb.core.jobsend import DIRECT_LIMIT
 
     q = Queue("nobody", client=client)
     await _loop_connection(client, q)
