@@ -19,7 +19,7 @@ from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, Se
 from .job import TERMINAL, JobStatus
 from .layout import validate_job_id
 from .oneshot import stream_messages
-from .queue import Queue
+from .queued import purge_messages
 from .records import encode_failure
 from .schedules import ScheduleNotFoundError, change_schedule
 from .results import push_result
@@ -186,7 +186,7 @@ PURGE_SETTLE_CONCURRENCY = 64
 
 
 async def purge_queue(broker: Broker, queue: str) -> int:
-    """Remove every job message waiting in ``queue`` (as :meth:`Queue.purge`) and cancel each removed
+    """Remove every job message waiting in ``queue`` (as :meth:`.queue.Queue.purge`) and cancel each removed
     job still ``queued`` or ``retrying``: its record, its waiters and its dependents learn it is gone.
     A bare stream purge left them reading ``queued`` for ever (a ``result()`` timed out advising to
     start a worker, dependents waited out ``NAQ_STATUS_TTL``). A job a worker has started keeps its
@@ -201,7 +201,7 @@ async def purge_queue(broker: Broker, queue: str) -> int:
         if isinstance(jid, str) and raw.seq is not None:
             removed.append((raw.seq, jid))
     # Up to `last` only: a job enqueued meanwhile was not read, so it stays queued, as its record says.
-    purged = await Queue(broker, queue).purge(up_to=last)
+    purged = await purge_messages(broker, queue, up_to=last)
     gate = asyncio.Semaphore(PURGE_SETTLE_CONCURRENCY)
     reason = f"purged from queue {queue!r}"
 

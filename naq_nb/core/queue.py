@@ -7,12 +7,11 @@ offers sync twins that run these coroutines on its background loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from typing import Any, Callable, Iterable, Sequence
 
-from nats.js.errors import APIError, KeyNotFoundError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from . import blobs, payloads
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
@@ -23,20 +22,15 @@ from .fastbatch import FLOW as FAST_FLOW, FastBatch
 from .errors import (
     JS_WRONG_LAST_SEQUENCE,
     ConfigurationError,
-    JobNotFoundError,
     JobNotStoredError,
     NaqConnectionError,
     PublishTimeoutError,
-    SerializationError,
 )
 from .job import Job, JobOptions, new_job_id
 from .jobsend import InFlight, publish_one, status_bytes
-from .layout import purge_api_subject, validate_job_id, validate_queue_name
+from .layout import validate_queue_name
+from .queued import get_status, purge_messages
 from .sharedfuncs import shared_functions
-from .status import (
-    StatusRecord,
-    decode_status,
-)
 
 __all__ = [
     "Queue",
@@ -166,13 +160,7 @@ class Queue:
         up to it); returns how many were removed. Only the messages: their status records stay
         ``queued``; :func:`naq_nb.core.cancel.purge_queue` (what ``naq purge`` and the client call)
         also cancels each job it removes."""
-        b = self.broker
-        await b.ensure_layout()
-        req: dict = {"filter": b.layout.queue_subject(self.name)}
-        if up_to is not None:
-            req["seq"] = up_to + 1  # (the server keeps this sequence and what follows)
-        resp = await b.nc.request(purge_api_subject(b.layout.jobs_stream), json.dumps(req).encode(), timeout=10)
-        return int(json.loads(resp.data).get("purged", 0))
+        return await purge_messages(self.broker, self.name, up_to)
 
     async def count(self) -> int:
         """Jobs waiting in this queue (not yet acknowledged by a worker)."""
@@ -389,17 +377,3 @@ async def _settle(b: Broker, item: InFlight) -> None:
         errors = [e for e in errors if not (isinstance(e, APIError) and e.err_code == JS_WRONG_LAST_SEQUENCE)]
         if errors:
             raise errors[0]
-
-
-async def get_status(broker: Broker, job_id: str) -> StatusRecord:
-    """The job's status record, or :class:`JobNotFoundError`."""
-    validate_job_id(job_id)
-    kv = await broker.kv(broker.layout.status_bucket)
-    try:
-        entry = await kv.get(job_id)
-    except KeyNotFoundError:
-        raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired)") from None
-    try:
-        return decode_status(entry.value or b"")
-    except SerializationError as exc:  # name the record: `naq jobs --id X` said only what was wrong with it
-        raise SerializationError(f"job {job_id}: {exc}") from None

@@ -45,7 +45,7 @@ from .errors import (
 from .job import Job, JobStatus
 from .kvscan import scan_bucket
 from .layout import validate_job_id, validate_queue_name
-from .queue import get_status
+from .queued import get_status
 from .status import decode_status, encode_status, status_record
 from .timespec import EARLIEST, LATEST, check_interval, positive_seconds, to_epoch, validate_cron, zone
 from .serialization import pack_record, sign_job, unpack_record, verify_job
