@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Collection
+from typing import Collection, TypeGuard
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -125,6 +125,7 @@ async def cancel_job(
     *,
     only_if: Collection[str] | None = None,
     reason: str | None = None,
+    scan: bool = True,
 ) -> bool:
     """Cancel a job that has not finished. Returns False if it had already ended (or its run ended
     while the cancel was being written: its result stands).
@@ -135,7 +136,8 @@ async def cancel_job(
     Raises :class:`JobNotFoundError` for an unknown id, :class:`SerializationError` if its status
     record is damaged, and :class:`ConcurrentUpdateError` if the job's status kept changing for
     ``CANCEL_RETRY_SECONDS``; connection errors propagate. ``only_if``: cancel only a job whose
-    status is one of these (else False); ``reason``: the error its result carries.
+    status is one of these (else False); ``reason``: the error its result carries; ``scan=False``:
+    a queued job with no known ``sequence`` is not looked for in its queue (the caller did).
     """
     validate_job_id(job_id)
     lay = broker.layout
@@ -146,11 +148,11 @@ async def cancel_job(
     # A delayed job or a schedule: its calendar entry goes too.
     calendar_gone = before == JobStatus.SCHEDULED.value and await _cancel_schedule(broker, job_id)
     seq = sequence or rec.get("seq")
-    if not (type(seq) is int and seq > 0) and before == JobStatus.QUEUED.value and isinstance(rec.get("queue"), str):
+    if scan and not _is_seq(seq) and before == JobStatus.QUEUED.value and isinstance(rec.get("queue"), str):
         # Its record carries no sequence (sent in a batch, or alone, whose record went out before the
         # job): find its message, or a worker started after this cancel (no notice reached it) runs it.
         seq = await _queued_seq(broker, rec["queue"], job_id)
-    if type(seq) is int and seq > 0:  # (a record's seq is as stored: only a real one is used)
+    if _is_seq(seq):  # (a record's seq is as stored: only a real one is used)
         try:
             await payloads.drop_queued_body(broker, seq)  # its offloaded body, if any, goes too
             await broker.js.delete_msg(lay.jobs_stream, seq)
@@ -159,26 +161,29 @@ async def cancel_job(
                 raise
             # Already delivered (a worker sees the cancelled status), parked on a dependency, or gone.
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
-    results = await broker.kv(lay.results_bucket)
-    try:
-        await results.create(
-            job_id,
-            seal_record(
-                encode_failure(None, None, status=JobStatus.CANCELLED, error=reason or f"job {job_id} was cancelled"),
-                job_id,
-                broker.settings.signing_key,
-            ),
-        )
-        cancelled = True
-    except KeyWrongLastSequenceError:
-        # Its run ended between our mark and this write: its result stands, its worker's final status
-        # goes over our mark, and its dependents follow that result. The job was not cancelled.
-        cancelled = False
+    cancelled = await _store_cancelled(broker, job_id, reason or f"job {job_id} was cancelled")
     if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
     if cancelled and not calendar_gone:  # (a schedule's cancel settled them already)
         await settle_dependents(broker, job_id, "cancelled")  # what waits on it fails now, naming it
     return cancelled
+
+
+def _is_seq(seq: object) -> TypeGuard[int]:
+    return type(seq) is int and seq > 0
+
+
+async def _store_cancelled(broker: Broker, job_id: str, error: str) -> bool:
+    """The job's ``cancelled`` result, create-only; False when its run ended between our mark and
+    this write: its result stands, its worker's final status goes over our mark, and its dependents
+    follow that result. The job was not cancelled then."""
+    results = await broker.kv(broker.layout.results_bucket)
+    record = encode_failure(None, None, status=JobStatus.CANCELLED, error=error)
+    try:
+        await results.create(job_id, seal_record(record, job_id, broker.settings.signing_key))
+    except KeyWrongLastSequenceError:
+        return False
+    return True
 
 
 #: Purged jobs whose records are settled at once.

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 from nats.js.errors import APIError, NoStreamResponseError
 
 from . import blobs, payloads
+from .aftercancel import run_to_end
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
 from .claims import call_digest, claim_ids, confirm_claims, is_named
 from .deps import dependency_cycle
@@ -31,6 +32,7 @@ from .jobsend import InFlight, publish_one, status_bytes
 from .layout import validate_queue_name
 from .queued import get_status, purge_messages
 from .sharedfuncs import shared_functions
+from .withdraw import withdraw
 
 __all__ = [
     "Queue",
@@ -137,22 +139,16 @@ class Queue:
         if big:
             # After the claims: a reused id's call is stored already, and a copy of its body would be
             # kept by nothing until the bucket's TTL. Bodies over max_payload -> object store references.
-            sent = await payloads.offload_jobs(b, [j for j, _ in todo], [enc for _, enc in todo])
-            todo = [(j, enc) for (j, _), enc in zip(todo, sent)]
+            offloaded = await payloads.offload_jobs(b, [j for j, _ in todo], [enc for _, enc in todo])
+            todo = [(j, enc) for (j, _), enc in zip(todo, offloaded)]
+        sent: list[Job] = []  # handed to the server so far
         try:
-            await _publish_all(b, todo)
-        except JobNotStoredError as exc:
-            lost = set(exc.not_stored)
-            await confirm_claims(b, [j for j, _ in todo if j.job_id not in lost], digests)
+            await _publish_and_confirm(b, todo, digests, big, sent)
+        except asyncio.CancelledError:
+            # Interrupted (a Ctrl-C, a cancelled task): what it sent is cancelled, not left running
+            # with no handle.
+            await withdraw(b, sent, len(jobs))
             raise
-        except Exception:
-            await confirm_claims(b, [j for j, _ in todo if j.sequence is not None], digests)  # acknowledged
-            raise
-        await confirm_claims(b, [j for j, _ in todo], digests)
-        # Sent again and dropped by the server as a copy (an id whose first enqueue was in doubt): the
-        # stored message names the first upload, not this one.
-        if big:
-            await payloads.drop_bodies(b, [body for j, (_h, body) in todo if j.duplicate])
         return jobs
 
     async def purge(self, up_to: int | None = None) -> int:
@@ -173,6 +169,26 @@ class Queue:
         return f"<Queue {self.name!r}>"
 
 
+async def _publish_and_confirm(
+    b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], digests: dict[int, str], big: bool, sent: list[Job]
+) -> None:
+    """:func:`_publish_all`, then the claims of chosen ids marked for what was stored."""
+    try:
+        await _publish_all(b, todo, sent)
+    except JobNotStoredError as exc:
+        lost = set(exc.not_stored)
+        await confirm_claims(b, [j for j, _ in todo if j.job_id not in lost], digests)
+        raise
+    except Exception:
+        await confirm_claims(b, [j for j, _ in todo if j.sequence is not None], digests)  # acknowledged
+        raise
+    await confirm_claims(b, [j for j, _ in todo], digests)
+    # Sent again and dropped by the server as a copy (an id whose first enqueue was in doubt): the
+    # stored message names the first upload, not this one.
+    if big:
+        await payloads.drop_bodies(b, [body for j, (_h, body) in todo if j.duplicate])
+
+
 #: Jobs whose acknowledgements an ``enqueue_jobs`` call waits for at most at once.
 ENQUEUE_WINDOW = 512
 
@@ -183,14 +199,16 @@ FAST_MIN = 64
 FAST_CHUNK = 10_000
 
 
-async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) -> None:
+async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], sent_jobs: list[Job]) -> None:
     """Publish ``todo`` in a sliding window of acknowledgements: the server is never sent more than it
     acknowledges soon, and the memory held for acknowledgements stays flat for 100,000 jobs. After a
-    failure nothing more is sent; the jobs in flight are settled, then the failures raised at once."""
+    failure nothing more is sent; the jobs in flight are settled, then the failures raised at once.
+    Each job is added to ``sent_jobs`` as it goes out. Cancelled, it waits (within the publish
+    timeout) for what is in flight, so what was stored is known once the cancel propagates."""
     total = len(todo)
     if b.fast_batches and total >= FAST_MIN and not any(j.options.key for j, _ in todo):
         for start in range(0, len(todo), FAST_CHUNK):
-            resume = await _publish_fast(b, todo, start)
+            resume = await _publish_fast(b, todo, start, sent_jobs)
             if resume is not None:  # the server stopped taking batches: the rest goes job by job
                 todo = todo[resume:]
                 break
@@ -206,12 +224,16 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
             if failed:
                 break
             sent += 1
+            sent_jobs.append(job)
             try:
                 window.append(await publish_one(b, job, headers, body, status_bytes(job)))
             except NaqConnectionError as exc:  # not even sent: the connection is closed
                 failed.append((job, exc))
         while window:
             await _settle_into(b, window.popleft(), failed)
+    except asyncio.CancelledError:
+        await run_to_end(_acks_in(window), b.publish_timeout + 1, "the acknowledgements of an interrupted enqueue")
+        raise
     finally:
         for item in window:  # left when cancelled: their outcomes are not anybody's to raise
             quiet_futures(item.status_ack, item.job_ack)
@@ -221,6 +243,18 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
         # Every job is stored; only queued records were not: they run, and are not reported lost.
         await _add_missing_records(b, [j for j, _ in failed])
         return
+    await _raise_not_stored(b, todo, failed, sent, total)
+
+
+async def _raise_not_stored(
+    b: Broker,
+    todo: list[tuple[Job, tuple[dict, bytes]]],
+    failed: list[tuple[Job, BaseException]],
+    sent: int,
+    total: int,
+) -> NoReturn:
+    """After a window with failures (``sent`` of ``todo`` sent, of ``total``): the refused jobs'
+    records go, and one error says what was not stored (a single job: its own error)."""
     await _drop_refused_records(b, failed)
     job, first = failed[0]
     if total == 1 and isinstance(first, NoStreamResponseError):
@@ -242,7 +276,9 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]]) ->
     ) from first
 
 
-async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], start: int) -> int | None:
+async def _publish_fast(
+    b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], start: int, sent_jobs: list[Job]
+) -> int | None:
     """One chunk of ``todo`` from ``start`` as two fast-ingest batches side by side: each job's queued
     record, then the job. What the server did not take (and everything after it) is not stored.
     Returns None, or where to go on job by job when a stream stopped allowing batches after connect
@@ -259,6 +295,7 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
                 await queued.end()
                 break
             last = i == len(chunk) - 1
+            sent_jobs.append(job)
             await records.add(lay.kv_subject(lay.status_bucket, job.job_id), status_bytes(job), last=last)
             await queued.add(lay.queue_subject(job.queue_name), body, headers, last=last)
             if i % FAST_FLOW == 0:
@@ -268,6 +305,9 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
     except CONNECTION_ERRORS as exc:  # the server went away (a timeout is one): what it acknowledged stands
         (n_jobs, exact), (n_records, records_exact) = (queued.acked, False), (records.acked, False)
         failure = f"{type(exc).__name__}: {exc}"
+    except asyncio.CancelledError:  # both batches ended, and their ends heard (before close() below)
+        await run_to_end(_end_both(queued, records), b.publish_timeout + 1, "the batches of an interrupted enqueue")
+        raise
     finally:
         await records.close()
         await queued.close()
@@ -292,6 +332,32 @@ async def _publish_fast(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], s
         f"{n_jobs + 1:,} of {len(chunk):,}{bare}; the {start + n_jobs:,} before are stored. {failure}",
         not_stored=not_stored,
     )
+
+
+async def _acks_in(window: deque[InFlight]) -> None:
+    """The acknowledgements still due for ``window`` (each fails within the publish timeout): a job
+    whose message lands after its cancel would run. One that came gives the job's sequence."""
+    acks = [f for item in window for f in (item.status_ack, item.job_ack) if f is not None]
+    if acks:
+        await asyncio.wait(acks)
+    for item in window:
+        if item.job_ack.done() and not item.job_ack.cancelled() and item.job_ack.exception() is None:
+            item.job.sequence = item.job_ack.result().seq
+
+
+async def _end_both(queued: FastBatch, records: FastBatch) -> None:
+    """End both batches of an interrupted chunk and wait for their ends: then what they stored is.
+    (A batch that sent nothing has no end to wait for.)"""
+    deadline = asyncio.get_running_loop().time() + queued.b.publish_timeout
+    for batch in (records, queued):
+        if batch.sent:
+            await batch.end()
+    for batch in (records, queued):
+        if batch.sent:
+            try:
+                await batch.result(deadline)
+            except PublishTimeoutError:
+                pass  # in doubt: the search for their messages after this finds what was stored
 
 
 async def _add_missing_records(b: Broker, stored: list[Job]) -> None:

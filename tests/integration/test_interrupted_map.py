@@ -1,0 +1,135 @@
+"""A Ctrl-C (or a task cancel) while ``nq.map`` / ``enqueue_many`` is still sending cancels the jobs it
+had sent, as ``Executor.map`` cancels the work it has not finished: none is left running with no
+handle. Every job whose record went out ends ``cancelled`` (record and result), none stays in its
+queue, and a worker started afterwards runs none of them.
+
+The interrupt lands at a chosen message (a hook on the broker's sends), not after a delay: the
+``N``-th job message is not sent; the interrupt is made and the send waits to be cancelled. Both
+ways a batch goes are covered: fast-ingest batches (nats-server 2.14+) and job by job."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import threading
+
+import pytest
+
+import naq_nb as nq
+from naq_nb.client.loop import run_sync
+from naq_nb.core.broker import server_has_fast_batches
+from naq_nb.core.queue import Queue, get_status
+from naq_nb.core.results import get_result
+
+import jobs
+from helpers import wait_until
+
+N = 300  # job messages sent before the interrupt
+TOTAL = 1000
+
+
+def interrupt_sending(b, queue: str, interrupt) -> list[str]:
+    """Patch broker ``b``'s sends so that the ``N+1``-th job message to ``queue`` is not sent:
+    ``interrupt()`` runs on the loop instead and the send waits until it is cancelled. Returns the
+    ids of the jobs whose queued record went out (in the fast path one more record than jobs)."""
+    records = b.layout.kv_subject(b.layout.status_bucket, "")
+    subject = b.layout.queue_subject(queue)
+    ids: list[str] = []
+    sent: list[int] = []
+    done: list[object] = []
+    real = b.send
+
+    async def send(to, payload, reply="", headers=None):
+        if not done and to.startswith(records):
+            ids.append(to[len(records):])
+        elif not done and to == subject:
+            if len(sent) == N:
+                done.append(interrupt())
+                await asyncio.get_running_loop().create_future()  # never sent; waits to be cancelled
+            sent.append(1)
+        return await real(to, payload, reply, headers)
+
+    b.send = send
+    return ids
+
+
+async def all_cancelled(b, ids: list[str]) -> dict[str, str]:
+    """Each job's status and result: ``{id: "status/result"}`` for those not cancelled in both."""
+    odd = {}
+    for jid in ids:
+        status = (await get_status(b, jid)).get("status")
+        result = await get_result(b, jid)
+        if status != "cancelled" or result is None or result.status != "cancelled":
+            odd[jid] = f"{status}/{result.status if result else None}"
+    return odd
+
+
+def fast_or_not(b, way: str, monkeypatch) -> None:
+    if way == "batches" and not server_has_fast_batches(b):
+        pytest.skip("fast-ingest batches need nats-server 2.14+")
+    if way == "one by one":
+        monkeypatch.setattr(b, "fast_batches", False)  # as a server before 2.14
+
+
+@pytest.mark.parametrize("way", ["batches", "one by one"])
+def test_ctrl_c_during_nq_map_cancels_every_job_it_sent(nb_client, thread_worker, way, monkeypatch, caplog):
+    b = run_sync(nb_client.broker())
+    run_sync(b.ensure_layout())
+    fast_or_not(b, way, monkeypatch)
+    main = threading.main_thread().ident  # Ctrl-C to the thread that handles it, as a kernel interrupt
+    ids = interrupt_sending(b, "default", lambda: signal.pthread_kill(main, signal.SIGINT))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("WARNING", logger="naq_nb"), pytest.raises(KeyboardInterrupt):
+            nq.map(jobs.add, range(TOTAL), [1] * TOTAL)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    del b.send  # the class's own again
+    assert N <= len(ids) < TOTAL, "interrupted part-way"
+    # The call returned at the Ctrl-C; the jobs are cancelled on naq_nb's loop, then it says so.
+    said = wait_until(lambda: [r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage()], 60)
+    assert re.search(rf"of {TOTAL:,} jobs was interrupted after sending {len(ids)}: {len(ids)} cancelled$", said[0])
+    assert run_sync(all_cancelled(b, ids)) == {}
+    assert run_sync(Queue(b, "default").count()) == 0, "no job of the map is left to run"
+    thread_worker()  # a worker that never heard the cancel notices runs none of them
+    assert nq.submit(jobs.add, 1, 2).result(timeout=30) == 3
+    assert run_sync(all_cancelled(b, ids)) == {}
+
+
+@pytest.mark.parametrize("way", ["batches", "one by one"])
+async def test_a_cancelled_enqueue_many_cancels_what_it_sent_before_the_cancel_ends(broker, way, monkeypatch):
+    fast_or_not(broker, way, monkeypatch)
+    q = Queue(broker, "interrupted")
+    task = asyncio.create_task(q.enqueue_many([(jobs.add, (i, 1), {}) for i in range(TOTAL)]))
+    ids = interrupt_sending(broker, "interrupted", task.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del broker.send
+    assert N <= len(ids) < TOTAL
+    # An async caller's cancel ends once its jobs are cancelled: nothing to wait for.
+    assert await all_cancelled(broker, ids) == {}
+    assert await q.count() == 0
+
+
+async def test_an_interrupted_enqueue_whose_server_is_gone_ends_within_its_bound_and_says_so(
+    broker, own_nats_server, caplog
+):
+    """The clean-up of an interrupt must not hang: with the server gone, each request would wait out
+    its own timeout. The first connection error ends the withdrawal; the line says what may run."""
+    from naq_nb.core.withdraw import WITHDRAW_SECONDS
+
+    q = Queue(broker, "interrupted")
+    task = asyncio.create_task(q.enqueue_many([(jobs.add, (i, 1), {}) for i in range(TOTAL)]))
+
+    def kill_then_cancel():
+        own_nats_server.kill()
+        task.cancel()
+
+    ids = interrupt_sending(broker, "interrupted", kill_then_cancel)
+    started = asyncio.get_running_loop().time()
+    with caplog.at_level("WARNING", logger="naq_nb"), pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), WITHDRAW_SECONDS + 10)
+    assert asyncio.get_running_loop().time() - started < WITHDRAW_SECONDS + 10
+    said = [r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage()]
+    assert said and re.search(rf"after sending {len(ids)}: 0 cancelled; {len(ids)} could not be cancelled", said[0])
