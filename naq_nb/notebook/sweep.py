@@ -18,6 +18,7 @@ import inspect
 import sys
 import threading
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Iterable
 
 import cloudpickle
@@ -30,6 +31,7 @@ from ..client.loop import run_async, run_sync
 from ..client.twins import blocking, blocking_classmethod
 from ..client.session import default_client, store_note, unknown_id_message
 from ..core.errors import JobNotFoundError
+from ..core.withdraw import describe, withdraw
 from ..core.job import JobOptions, func_name, new_job_id
 from .fmt import short_value, status_summary
 from .sweep_frame import sweep_frame
@@ -67,9 +69,12 @@ async def _submit(
     opts: JobOptions,
     cache: bool,
     before_send: Callable[[dict[int, str]], Awaitable[None]] | None = None,
+    withdrawn: Counter[str] | None = None,
 ) -> tuple[dict[int, JobFuture], set[int]]:
     """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices.
-    ``before_send(index -> job id)`` runs once every point has its job id, before the first publish."""
+    ``before_send(index -> job id)`` runs once every point has its job id, before the first publish.
+    Cancelled, it cancels the jobs it sent; how that went for those of the batches before the one
+    under way is added to ``withdrawn`` (else said in a line of its own)."""
     # Every read and write here goes through the client's _ask, as the client's own calls do: a
     # connection that is down is waited for within JetStream's bound and then named (NoAnswerError).
     fn_digest = function_digest(fn_key)
@@ -88,8 +93,20 @@ async def _submit(
         await before_send({**{i: f.job_id for i, f in futs.items()}, **{i: j.job_id for i, j in zip(todo, jobs)}})
     # Pipelined batches: each batch's acknowledgements are read before the next is sent, so a
     # huge sweep never has so many publishes in flight that the loop reads their acks too late.
-    for k in range(0, len(jobs), _SUBMIT_BATCH):
-        futs.update(zip(todo[k : k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k : k + _SUBMIT_BATCH])))
+    sent = 0
+    try:
+        for k in range(0, len(jobs), _SUBMIT_BATCH):
+            futs.update(zip(todo[k : k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k : k + _SUBMIT_BATCH])))
+            sent = min(k + _SUBMIT_BATCH, len(jobs))
+    except asyncio.CancelledError:
+        # Interrupted: the batch under way cancelled what it had sent (and said so); the batches
+        # before it are cancelled here, so no point is left running with nobody following it.
+        if sent:
+            b = await client.broker()
+            done = await withdraw(b, jobs[:sent], len(jobs), "nq.sweep", speak=withdrawn is None)
+            if withdrawn is not None:
+                withdrawn.update(done)
+        raise
     if jobs:
         made = [(digests[i], j.job_id) for i, j in zip(todo, jobs)]
         await client._ask("storing the sweep cache", lambda b: cache_store(b, made, fn_digest))
@@ -440,15 +457,19 @@ async def _create(
         stored = await client._ask(f"storing sweep {head['id']}", lambda b: save_record(b, head, full))
         saved.append((stored, full))
 
+    withdrawn: Counter[str] = Counter()
     try:
         futs, hits = await _submit(
-            client, fn, key, points, list(range(len(points))), body["digests"], opts, cache, record_first
+            client, fn, key, points, list(range(len(points))), body["digests"], opts, cache, record_first, withdrawn
         )
     except asyncio.CancelledError:
         if saved:
+            n = sum(withdrawn.values())
+            earlier = f"the {n:,} of its earlier batches: {describe(withdrawn)}; " if n else ""
             say_loudly(
-                f"nq.sweep was interrupted while it submitted its {len(points)} points: what was sent runs; "
-                f"Sweep.attach({head['id']!r}) follows it (.cancel() stops it, .retry_failed() sends the rest)"
+                f"nq.sweep was interrupted while it submitted its {len(points):,} points; the points it had sent "
+                f"are cancelled ({earlier}a line above tells of the batch it was sending, if any of it went). "
+                f"Sweep.attach({head['id']!r}) follows the sweep; its .retry_failed() sends those points again"
             )
         raise
     head, body = saved[0]
