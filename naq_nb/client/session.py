@@ -16,6 +16,7 @@ display); ``gather`` / ``as_completed`` / ``wait`` live in :mod:`.group`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import time
@@ -32,6 +33,7 @@ from ..core.results import get_result
 from ..core.schedules import make_schedule, save_schedule
 from ..core.settings import Settings
 from ..core.timespec import after_delay, to_epoch
+from ..core.withdraw import withdraw
 from ..core.status import JobStatus, status_record
 from .client import Client
 from .scheduling import storing_schedule
@@ -177,9 +179,19 @@ async def _schedule_jobs(client: Client, jobs: list[Job], when: float) -> list[J
             attempts=0,
             updated_at=0,
         )
-    await get_watch(client).register(futs, fetch=False)
-    for s, body in made:
-        await client._ask(storing_schedule(s.id), functools.partial(save_schedule, s=s, body=body))
+    watch = get_watch(client)
+    await watch.register(futs, fetch=False)
+    saving: list[Job] = []  # a cancel during a save may leave that one stored
+    try:
+        for (s, body), j in zip(made, jobs):
+            saving.append(j)
+            await client._ask(storing_schedule(s.id), functools.partial(save_schedule, s=s, body=body))
+    except BaseException as exc:
+        for f in futs:
+            watch.unregister(f)
+        if isinstance(exc, asyncio.CancelledError):  # a Ctrl-C: what is stored must not run later unseen
+            await withdraw(b, saving, len(jobs), "a delayed submit", scheduled=True)
+        raise
     return futs
 
 

@@ -112,6 +112,37 @@ async def test_a_cancelled_enqueue_many_cancels_what_it_sent_before_the_cancel_e
     assert await q.count() == 0
 
 
+def test_ctrl_c_during_a_delayed_nq_map_deletes_the_schedules_it_stored(nb_client, monkeypatch, caplog):
+    import naq_nb.client.session as session_mod
+    from naq_nb.core.schedules import ScheduleNotFoundError, load_schedule
+
+    real, stored = session_mod.save_schedule, []
+    main = threading.main_thread().ident
+
+    async def save_then_interrupt(broker, s, body):
+        if len(stored) == 5:
+            signal.pthread_kill(main, signal.SIGINT)
+            await asyncio.get_running_loop().create_future()  # not stored; waits to be cancelled
+        stored.append(s.id)
+        return await real(broker, s=s, body=body)
+
+    monkeypatch.setattr(session_mod, "save_schedule", save_then_interrupt)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("WARNING", logger="naq_nb"), pytest.raises(KeyboardInterrupt):
+            nq.options(delay=3600).map(jobs.add, range(20), [1] * 20)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said = wait_until(lambda: [r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage()], 60)
+    # The sixth was being saved: it is counted as sent, and found not stored.
+    assert said[0].endswith("of 20 jobs was interrupted after sending 6: 5 cancelled, 1 was not stored"), said[0]
+    b = run_sync(nb_client.broker())
+    for sid in stored:
+        assert run_sync(get_status(b, sid))["status"] == "cancelled"
+        with pytest.raises(ScheduleNotFoundError):
+            run_sync(load_schedule(b, sid))
+
+
 async def test_an_interrupted_enqueue_whose_server_is_gone_ends_within_its_bound_and_says_so(
     broker, own_nats_server, caplog
 ):
