@@ -46,7 +46,7 @@ from .puller import PullFeed
 from .registry import WorkerRecord, encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
-from .stopsignals import stop_signals
+from .stopsignals import stop_twice_on_signals
 from .watchdog import LoopWatchdog
 from .worker_args import check_sizes, queue_names, worker_name
 
@@ -124,6 +124,7 @@ class Worker:
         self._background: set[asyncio.Task] = set()
         self._completion_slots: asyncio.Semaphore | None = None
         self._stop_event: asyncio.Event | None = None
+        self._in_run, self._stopped = False, asyncio.Event()  # run() is serving; it has shut down
         self._graceful = True
         self.connection_lost = ""  # why the worker stopped on its own: its connection closed for good
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,10 +137,14 @@ class Worker:
         """Connect, serve until stopped, then shut down gracefully."""
         await self.start()
         assert self._stop_event is not None  # made by start()
+        self._in_run = True
         try:
             await self._stop_event.wait()
         finally:
-            await self.shutdown(graceful=self._graceful)
+            try:
+                await self.shutdown(graceful=self._graceful)
+            finally:
+                self._stopped.set()
         if self.connection_lost:
             raise NaqConnectionError(self.connection_lost)
 
@@ -259,21 +264,18 @@ class Worker:
             pass
 
     async def stop(self, graceful: bool = True) -> None:
+        """Stop, and return once stopped (:meth:`shutdown`); signal handlers and other threads: :meth:`request_stop`."""
         self.request_stop(graceful)
+        if self._in_run:
+            await self._stopped.wait()  # run()'s own shutdown
+        elif self.started is not None and self.started.is_set() and self.state != "stopped":  # start() alone
+            assert self._stop_event is not None  # (made by start())
+            self._stop_event.set()
+            await self.shutdown(graceful)
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM/SIGHUP: first one stops gracefully, a second one at once (CLI use)."""
-        loop = asyncio.get_running_loop()
-        received = [0]
-
-        def handler() -> None:
-            received[0] += 1
-            graceful = received[0] == 1
-            log.warning("signal received: %s", "stopping gracefully" if graceful else "stopping now")
-            self.request_stop(graceful=graceful)
-
-        for sig in stop_signals():
-            loop.add_signal_handler(sig, handler)
+        stop_twice_on_signals(self.request_stop, log)
 
     def _force_stop(self) -> None:
         # A running call is cancelled in its slot's task, which hands the job back and ends.

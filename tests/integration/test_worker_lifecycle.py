@@ -12,7 +12,7 @@ from naq_nb.core.results import wait_for_result
 from naq_nb.core.worker import Worker
 
 import jobs
-from helpers import Services, worker_process
+from helpers import Services, pid_gone, worker_process
 
 
 async def _until(cond, timeout=15.0):
@@ -223,3 +223,34 @@ async def _started(w) -> None:
     while getattr(w, "started", None) is None:
         await asyncio.sleep(0.01)
     await w.started.wait()
+
+
+@pytest.mark.parametrize("served_by_run", [False, True])
+async def test_stop_returns_once_the_worker_has_stopped(broker, settings, served_by_run):
+    """``await w.stop()`` after ``await w.start()`` (or under ``run()``) returns a stopped worker: its
+    watchdog thread, job processes and heartbeat gone. It only asked before, so a worker started with
+    start() alone was never shut down, and its watchdog went on logging into later tests."""
+    w = Worker("default", settings=settings, concurrency=1)
+    task = None
+    if served_by_run:
+        task = asyncio.ensure_future(w.run())
+        await _until(lambda: _true(w.started is not None and w.started.is_set()))
+    else:
+        await w.start()
+    job = await Queue(broker, "default").enqueue(jobs.add, 1, 2)
+    assert (await wait_for_result(broker, job.job_id, timeout=15)).value() == 3
+    pids = list(w.execution.pool.pids)
+    assert pids and w.watchdog is not None
+    await w.stop()
+    assert w.state == "stopped"
+    assert not w.watchdog._thread.is_alive()
+    assert all(pid_gone(pid) for pid in pids)
+    assert await list_workers(broker) == []
+    await w.stop()  # again: nothing left to do
+    if task is not None:
+        await asyncio.wait_for(task, 5)
+
+
+async def _true(value):
+    return value
+
