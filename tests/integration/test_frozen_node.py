@@ -96,7 +96,7 @@ async def test_a_worker_whose_node_froze_takes_jobs_on_another_node(three_nodes,
         await _answered(lambda: q.enqueue_job(job), 60)
         # Three 0.5 s pings unanswered and the worker is on another node; nats-py's default would
         # first ping after 120 s, and the job would still be waiting at this bound.
-        result = await _answered(lambda: wait_for_result(broker, job.job_id, timeout=10), 60)
+        result = await _answered(lambda: wait_for_result(broker, job.job_id, timeout=10, queued_seq=job.sequence), 60)
         assert result.value() == 5
         assert worker.broker.nc.connected_url.port != int(frozen.url.rsplit(":", 1)[1])
     finally:
