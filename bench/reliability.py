@@ -36,7 +36,7 @@ from naq_nb.core.broker import Broker  # noqa: E402
 from naq_nb.core.queue import Queue  # noqa: E402
 from naq_nb.core.results import get_result, wait_for_result  # noqa: E402
 from naq_nb.core.schedules import make_schedule, save_schedule  # noqa: E402
-from naq_nb.core.server import EmbeddedServer, free_port  # noqa: E402
+from naq_nb.core.server import EmbeddedServer, start_cluster  # noqa: E402
 from naq_nb.core.settings import Settings  # noqa: E402
 
 import reljobs  # noqa: E402
@@ -287,21 +287,9 @@ async def _stored_after_reconnect(broker: Broker) -> int:
             await asyncio.sleep(0.1)
 
 
-def _cluster(tmp: Path) -> list[EmbeddedServer]:
-    routes = [free_port() for _ in range(3)]
-    nodes = []
-    for i in range(3):
-        others = ", ".join(f"nats-route://127.0.0.1:{routes[j]}" for j in range(3) if j != i)
-        conf = f"cluster {{ name: naqrel, listen: 127.0.0.1:{routes[i]}, routes: [{others}] }}"
-        nodes.append(EmbeddedServer(store_dir=tmp / f"n{i}", server_name=f"n{i}", extra_config=conf))
-    for node in nodes:
-        node.start()
-    return nodes
-
-
 async def cluster_node_kill(tmp: Path, n: int) -> Outcome:
     """A 3-node cluster, streams and buckets with 3 replicas; SIGKILL one node mid-run."""
-    nodes = _cluster(tmp)
+    nodes = start_cluster(tmp, name="naqrel")
     url = ",".join(node.url for node in nodes)
     broker = None
     fleet = Fleet(url, tmp, concurrency=4, extra_env={"NAQ_REPLICAS": "3"})

@@ -294,6 +294,22 @@ class EmbeddedServer:
         return f"<EmbeddedServer {self.url if self.port else '-'} {state}{auth} store={self.store_dir}>"
 
 
+def start_cluster(store_root: str | os.PathLike, size: int = 3, name: str = "naq") -> list[EmbeddedServer]:
+    """Start ``size`` clustered JetStream servers on loopback, each storing under ``store_root/n<i>``.
+
+    For tests and benchmarks of node loss: the servers route to each other; stop each one yourself.
+    """
+    routes = [free_port() for _ in range(size)]
+    nodes = []
+    for i in range(size):
+        others = ", ".join(f"nats-route://127.0.0.1:{routes[j]}" for j in range(size) if j != i)
+        conf = f"cluster {{ name: {name}, listen: 127.0.0.1:{routes[i]}, routes: [{others}] }}"
+        nodes.append(EmbeddedServer(store_dir=Path(store_root) / f"n{i}", server_name=f"n{i}", extra_config=conf))
+    for node in nodes:
+        node.start()
+    return nodes
+
+
 @atexit.register
 def _stop_all() -> None:
     for srv in list(_LIVE):

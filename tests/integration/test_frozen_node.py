@@ -21,7 +21,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from naq_nb.core.errors import JobNotFinishedError, NaqConnectionError
 from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
-from naq_nb.core.server import EmbeddedServer, free_port
+from naq_nb.core.server import start_cluster
 from naq_nb.core.settings import Settings
 from naq_nb.core.worker import Worker
 
@@ -32,14 +32,7 @@ pytestmark = pytest.mark.xdist_group("cluster")  # three servers at once: not be
 
 @pytest.fixture
 def three_nodes(tmp_path):
-    routes = [free_port() for _ in range(3)]
-    nodes = []
-    for i in range(3):
-        others = ", ".join(f"nats-route://127.0.0.1:{routes[j]}" for j in range(3) if j != i)
-        conf = f"cluster {{ name: frz, listen: 127.0.0.1:{routes[i]}, routes: [{others}] }}"
-        nodes.append(EmbeddedServer(store_dir=tmp_path / f"n{i}", server_name=f"n{i}", extra_config=conf))
-    for node in nodes:
-        node.start()
+    nodes = start_cluster(tmp_path, name="frz")
     yield nodes
     for node in nodes:
         if node.proc is not None and node.proc.poll() is None:
