@@ -1,4 +1,4 @@
-"""Admin commands: purge, list-workers, jobs, job, cancel, failed."""
+"""Admin commands: purge, list-workers, jobs, job, cancel, failed, layout."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..core.agelimits import AgeLimit, apply_age_limits, read_age_limits
 from ..core.broker import Broker
 from ..core.errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from ..core.failed import FailedFinder, count_failed, list_failed, requeue_failed, requeueable_seqs
@@ -64,6 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_url(p)
     p.set_defaults(func=_failed)
+
+    p = sub.add_parser(
+        "layout", help="show the age limits (TTLs) of naq's buckets against the settings, or --apply them"
+    )
+    p.add_argument(
+        "--apply", action="store_true", help="set the age limits the settings ask (NAQ_RESULT_TTL, ...) on the server"
+    )
+    add_url(p)
+    p.set_defaults(func=_layout)
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -206,3 +216,29 @@ def _failed_requeue(args: argparse.Namespace) -> int:
 
     with_broker(args, run)
     return 1 if skipped else 0
+
+
+def _layout(args: argparse.Namespace) -> int:
+    async def run(b: Broker) -> tuple[list[AgeLimit], list[AgeLimit]]:
+        changed = await apply_age_limits(b) if args.apply else []
+        return await read_age_limits(b), changed
+
+    limits, changed = with_broker(args, run)
+    for c in changed:
+        print(f"{c.stream}: age limit {_seconds(c.have)} -> {_seconds(c.want)} ({c.variable})")
+    rows = [
+        {
+            "stream": lim.stream,
+            "setting": lim.variable,
+            "server": "(not made yet)" if lim.have is None else _seconds(lim.have),
+            "settings": _seconds(lim.want),
+            "note": "differs: --apply sets it" if lim.differs else "",
+        }
+        for lim in limits
+    ]
+    print_table(rows, ["stream", "setting", "server", "settings", "note"])
+    return 0
+
+
+def _seconds(s: float | None) -> str:
+    return "no limit" if not s else f"{s:g}s"

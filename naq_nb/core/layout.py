@@ -308,15 +308,25 @@ class Layout:
         # Direct gets (no JSON/base64 envelope; many keys in one request, server 2.11+) only with one
         # replica: that replica is the one that acknowledged every write, so a direct get never reads
         # behind it, as a follower could.
-        ttls = {
-            self.status_bucket: self.status_ttl,
-            self.results_bucket: self.result_ttl,
-            self.workers_bucket: self.worker_ttl,
-            self.schedules_bucket: None,
-            self.leader_bucket: self.leader_ttl,
-            self.meta_bucket: self.status_ttl,
-        }
+        ttls: dict[str, float | None] = {b: getattr(self, f) for b, f in self._bucket_ttl_fields().items()}
+        ttls[self.schedules_bucket] = None
         return {name: dict(history=1, ttl=ttl, direct=self.replicas == 1) for name, ttl in ttls.items()}
+
+    def _bucket_ttl_fields(self) -> dict[str, str]:
+        return {
+            self.status_bucket: "status_ttl",
+            self.results_bucket: "result_ttl",
+            self.workers_bucket: "worker_ttl",
+            self.leader_bucket: "leader_ttl",
+            self.meta_bucket: "status_ttl",
+        }
+
+    def age_limits(self) -> dict[str, tuple[str, float]]:
+        """Stream -> (the field of these settings that sets its age limit, its seconds): the buckets with a
+        TTL and the waiting stream. The object stores follow their record buckets (blobs.py)."""
+        limits = {self.kv_stream(b): (f, getattr(self, f)) for b, f in self._bucket_ttl_fields().items()}
+        limits[self.waiting_stream] = ("status_ttl", self.status_ttl)
+        return limits
 
 
 def purge_api_subject(stream: str) -> str:

@@ -25,7 +25,7 @@ def naq(*args, url=None, timeout=60, env=None):
 
 
 @pytest.mark.parametrize("cmd", ["worker", "server", "purge", "list-workers", "jobs", "failed", "cancel",
-                                 "scheduler", "list-scheduled", "job-control"])
+                                 "scheduler", "list-scheduled", "job-control", "layout"])
 def test_help_everywhere(cmd):
     out = naq(cmd, "--help")
     assert out.returncode == 0 and "usage: naq" in out.stdout
