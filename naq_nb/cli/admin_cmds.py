@@ -67,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_failed)
 
     p = sub.add_parser(
-        "layout", help="show the age limits (TTLs) of naq's buckets against the settings, or --apply them"
+        "layout",
+        help="show the age limits (TTLs) of naq's buckets and its consumers' ack_wait against the settings, "
+        "or --apply them",
     )
     p.add_argument(
         "--apply", action="store_true", help="set the age limits the settings ask (NAQ_RESULT_TTL, ...) on the server"
@@ -225,10 +227,11 @@ def _layout(args: argparse.Namespace) -> int:
 
     limits, changed = with_broker(args, run)
     for c in changed:
-        print(f"{c.stream}: age limit {_seconds(c.have)} -> {_seconds(c.want)} ({c.variable})")
+        what = f"consumer {c.consumer}: ack_wait" if c.consumer else f"{c.stream}: age limit"
+        print(f"{what} {_seconds(c.have)} -> {_seconds(c.want)} ({c.variable})")
     rows = [
         {
-            "stream": lim.stream,
+            "stream": f"{lim.stream} consumer {lim.consumer}" if lim.consumer else lim.stream,
             "setting": lim.variable,
             "server": "(not made yet)" if lim.have is None else _seconds(lim.have),
             "settings": _seconds(lim.want),

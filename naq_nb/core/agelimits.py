@@ -5,7 +5,8 @@ Connecting does not change it: a notebook left at the defaults must not undo wha
 chose, nor two processes with different settings take turns. But a setting that differs from the
 bucket must not vanish silently either: a process whose TTL setting is not the default, and differs
 from its bucket's, says so once, and ``naq layout --apply`` (:func:`apply_age_limits`) makes the
-buckets follow the settings of the process that runs it.
+buckets follow the settings of the process that runs it. A queue's consumer keeps its ack_wait the
+same way (:func:`held_ack_wait`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from nats.js import api
 from nats.js.errors import NotFoundError
@@ -23,7 +24,7 @@ from .settings import ENV_VARS, Settings
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["AgeLimit", "apply_age_limits", "note_age_limit", "read_age_limits"]
+__all__ = ["AgeLimit", "apply_age_limits", "held_ack_wait", "note_age_limit", "read_age_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ _told: set[tuple[str, float, float]] = set()
 
 @dataclass(frozen=True)
 class AgeLimit:
-    """One stream's age limit: what the server keeps (``have``, 0 = none; None = not made yet) and what
-    the settings ask (``want``), with the variable that sets it."""
+    """One stream's age limit, or one queue consumer's ack_wait (``consumer`` set, ``stream`` its stream):
+    what the server keeps (``have``, 0 = none; None = not made yet) and what the settings ask
+    (``want``), with the variable that sets it."""
 
     stream: str
     variable: str
     have: float | None
     want: float
+    consumer: str = ""
 
     @property
     def differs(self) -> bool:
@@ -88,8 +91,30 @@ def _say(what: str, have: float, want: float, message: str) -> None:
         log.warning("%s", message)
 
 
+async def held_ack_wait(broker: "Broker", queues: Sequence[str]) -> float:
+    """The time within which a worker of ``queues`` must tell the server its running jobs are alive:
+    ``NAQ_ACK_WAIT``, or a consumer's shorter ack_wait (a consumer keeps the one it was made with: a
+    worker keeping alive at its own, longer, pace had its long jobs redelivered as they ran). A
+    difference is said once when the setting is not the default."""
+    want = held = broker.layout.ack_wait
+    for queue in queues:
+        name = broker.layout.consumer_name(queue)
+        have = (await broker.js.consumer_info(broker.layout.jobs_stream, name)).config.ack_wait or want
+        held = min(held, have)
+        if _differs(have, want) and want != _DEFAULTS["ack_wait"]:
+            _say(
+                f"{broker.layout.prefix} ack_wait",
+                have,
+                want,
+                f"NAQ_ACK_WAIT is {want:g}s but consumer {name} (queue {queue!r}) redelivers after {have:g}s (made "
+                "so by another process or an earlier setting): it stays, as every worker of the queue shares it; "
+                "`naq layout --apply` sets it to this process's settings",
+            )
+    return held
+
+
 async def read_age_limits(broker: "Broker") -> list[AgeLimit]:
-    """Every age limit the layout sets, as the server keeps it now."""
+    """Every age limit the layout sets, and every queue consumer's ack_wait, as the server keeps them now."""
     limits = []
     for stream, (field, want) in broker.layout.age_limits().items():
         try:
@@ -97,20 +122,33 @@ async def read_age_limits(broker: "Broker") -> list[AgeLimit]:
         except NotFoundError:
             have = None
         limits.append(AgeLimit(stream, _VARS[field], have, want))
+    jobs = broker.layout.jobs_stream
+    try:
+        consumers = await broker.js.consumers_info(jobs)
+    except NotFoundError:
+        consumers = []
+    for info in sorted(consumers, key=lambda c: c.name or ""):
+        ack_wait = info.config.ack_wait or 0.0
+        limits.append(AgeLimit(jobs, "NAQ_ACK_WAIT", ack_wait, broker.layout.ack_wait, consumer=info.name or ""))
     return limits
 
 
 async def apply_age_limits(broker: "Broker") -> list[AgeLimit]:
-    """Give every existing stream of the layout the age limit these settings ask; returns those changed
-    (``have`` the limit before). Entries older than a shortened limit go at once."""
+    """Give every existing stream of the layout the age limit these settings ask, and every queue
+    consumer their ack_wait; returns those changed (``have`` as it was). Entries older than a shortened
+    limit go at once."""
     changed = []
     for limit in await read_age_limits(broker):
         if not limit.differs:
             continue
-        cfg = (await broker.js.stream_info(limit.stream)).config
-        cfg.max_age = limit.want
-        if (cfg.duplicate_window or 0) > limit.want:  # the server refuses a window longer than the age limit
-            cfg.duplicate_window = limit.want
-        await broker.js.update_stream(cfg)
+        if limit.consumer:
+            info = await broker.js.consumer_info(limit.stream, limit.consumer)
+            await broker.js.add_consumer(limit.stream, info.config.evolve(ack_wait=limit.want))  # an update
+        else:
+            cfg = (await broker.js.stream_info(limit.stream)).config
+            cfg.max_age = limit.want
+            if (cfg.duplicate_window or 0) > limit.want:  # the server refuses a window longer than the age limit
+                cfg.duplicate_window = limit.want
+            await broker.js.update_stream(cfg)
         changed.append(limit)
     return changed

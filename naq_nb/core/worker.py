@@ -34,6 +34,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import nats.errors
 from nats.aio.subscription import Subscription
 
+from .agelimits import held_ack_wait
 from .broker import CONNECTION_ERRORS, Broker
 from .connecting import check_connect_options
 from .context import echo_line, install_capture, uninstall_capture
@@ -177,7 +178,7 @@ class Worker:
         self._tasks = [asyncio.ensure_future(self._slot(i)) for i in range(self.concurrency)]
         self._tasks += [
             asyncio.ensure_future(self._every(self.settings.heartbeat_interval, self.heartbeat_once)),
-            asyncio.ensure_future(self._every(max(0.5, b.layout.ack_wait / 4), self.keepalive_once)),
+            asyncio.ensure_future(self._every(max(0.5, self.ack_wait / 4), self.keepalive_once)),
             asyncio.ensure_future(self._every(1.0, self.pull_once)),
         ]
         await self.pull_once(self.clock())
@@ -185,7 +186,7 @@ class Worker:
             self._loop,
             self._held,
             self._watchdog_broker,
-            ack_wait=b.layout.ack_wait,
+            ack_wait=self.ack_wait,
             name=f"naq-watchdog-{self.worker_id}",
         )
         self.watchdog.start()
@@ -245,6 +246,7 @@ class Worker:
             )
             await feed.start()
             self._feeds[q] = feed
+        self.ack_wait = await held_ack_wait(b, self.queues)  # the keepalives' and the watchdog's pace
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the worker to stop; safe from signal handlers and other threads."""

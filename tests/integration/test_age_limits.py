@@ -56,17 +56,22 @@ async def test_worker_records_shorter_than_a_heartbeat_are_said_even_at_the_defa
 
 
 async def test_naq_layout_shows_the_difference_and_apply_sets_it(broker, nats_server, settings):
-    env = {"NAQ_RESULT_TTL": "30", "NAQ_PREFIX": settings.prefix}
+    env = {"NAQ_RESULT_TTL": "30", "NAQ_ACK_WAIT": "20", "NAQ_PREFIX": settings.prefix}
     await (await broker.kv(broker.layout.results_bucket)).put("kept", b"x")
+    consumer = await broker.ensure_consumer("default")  # made with the fixture's ack_wait, 5 s
     out = naq("layout", url=nats_server.url, env=env)
     assert out.returncode == 0, out.stderr
     line = next(s for s in out.stdout.splitlines() if broker.layout.results_bucket in s)
     assert "NAQ_RESULT_TTL" in line and "86400s" in line and "30s" in line and "differs" in line, out.stdout
+    line = next(s for s in out.stdout.splitlines() if consumer in s)
+    assert "NAQ_ACK_WAIT" in line and "5s" in line and "20s" in line and "differs" in line, out.stdout
     assert await _max_age(broker, broker.layout.results_bucket) == 86400.0  # showing changes nothing
 
     out = naq("layout", "--apply", url=nats_server.url, env=env)
     assert out.returncode == 0, out.stderr
     assert "age limit 86400s -> 30s (NAQ_RESULT_TTL)" in out.stdout, out.stdout
+    assert f"consumer {consumer}: ack_wait 5s -> 20s (NAQ_ACK_WAIT)" in out.stdout, out.stdout
+    assert (await broker.js.consumer_info(broker.layout.jobs_stream, consumer)).config.ack_wait == 20.0
     cfg = (await broker.js.stream_info(broker.layout.kv_stream(broker.layout.results_bucket))).config
     assert cfg.max_age == 30.0 and cfg.duplicate_window <= 30.0  # the server refuses a longer window
     kept = await (await broker.kv(broker.layout.results_bucket)).get("kept")
