@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from naq_nb.core.broker import Broker
-from naq_nb.core.server import EmbeddedServer
+from naq_nb.core.server import EmbeddedServer, start_cluster
 from naq_nb.core.settings import Settings
 from naq_nb.core.worker import Worker
 
@@ -282,3 +282,14 @@ def quick_client(settings):
         c.close_sync()
     except JobNotStoredError:
         pass
+
+
+@pytest.fixture
+def three_nodes(tmp_path):
+    """Three clustered JetStream servers (mark the test ``xdist_group("cluster")``); a SIGSTOPped one is woken."""
+    nodes = start_cluster(tmp_path, name="tests")
+    yield nodes
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            os.kill(node.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        node.stop()

@@ -18,7 +18,8 @@ from typing import Callable
 import pytest
 
 __all__ = [
-    "ROOT", "FakeClock", "Services", "eventually", "failed_entries", "good_meta", "pid_gone", "wait_until",
+    "ROOT", "FakeClock", "Services", "connect_when_clustered", "eventually", "failed_entries", "good_meta",
+    "pid_gone", "wait_until",
     "wire_message", "worker_process",
 ]
 
@@ -160,3 +161,20 @@ async def wire_message(broker, queue: str, enqueue) -> tuple[dict, bytes]:
     msg = await sub.next_msg(timeout=10)
     await sub.unsubscribe()
     return dict(msg.headers), msg.data
+
+
+async def connect_when_clustered(settings):
+    """A fresh cluster elects its JetStream meta leader first: the layout can be made after that."""
+    from naq_nb.core.broker import Broker
+    from naq_nb.core.errors import NaqConnectionError
+
+    end = time.monotonic() + 60
+    while True:
+        try:
+            broker = await Broker.connect(settings=settings)
+            await broker.ensure_layout()
+            return broker
+        except NaqConnectionError:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.2)

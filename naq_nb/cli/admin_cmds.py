@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..core.agelimits import AgeLimit, apply_age_limits, read_age_limits
+from ..core.drift import Drift, apply_settings, read_drift
 from ..core.broker import Broker
 from ..core.errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from ..core.failed import FailedFinder, count_failed, list_failed, requeue_failed, requeueable_seqs
@@ -68,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "layout",
-        help="show the age limits (TTLs) of naq's buckets and its consumers' ack_wait against the settings, "
-        "or --apply them",
+        help="show the age limits (TTLs) and replicas of naq's streams and its consumers' ack_wait against "
+        "the settings, or --apply them",
     )
     p.add_argument(
         "--apply", action="store_true", help="set the age limits the settings ask (NAQ_RESULT_TTL, ...) on the server"
@@ -221,27 +221,38 @@ def _failed_requeue(args: argparse.Namespace) -> int:
 
 
 def _layout(args: argparse.Namespace) -> int:
-    async def run(b: Broker) -> tuple[list[AgeLimit], list[AgeLimit]]:
-        changed = await apply_age_limits(b) if args.apply else []
-        return await read_age_limits(b), changed
+    async def run(b: Broker) -> tuple[list[Drift], tuple[list[Drift], list[tuple[Drift, str]]]]:
+        applied = await apply_settings(b) if args.apply else ([], [])
+        return await read_drift(b), applied
 
-    limits, changed = with_broker(args, run)
+    found, (changed, refused) = with_broker(args, run)
     for c in changed:
-        what = f"consumer {c.consumer}: ack_wait" if c.consumer else f"{c.stream}: age limit"
-        print(f"{what} {_seconds(c.have)} -> {_seconds(c.want)} ({c.variable})")
+        print(f"{_where(c)}: {c.what} {_shown(c, c.have)} -> {_shown(c, c.want)} ({c.variable})")
+    for c, why in refused:
+        print(
+            f"naq: {_where(c)}: {c.what} stays {_shown(c, c.have)}: the server refused {_shown(c, c.want)}: {why}",
+            file=sys.stderr,
+        )
     rows = [
         {
-            "stream": f"{lim.stream} consumer {lim.consumer}" if lim.consumer else lim.stream,
-            "setting": lim.variable,
-            "server": "(not made yet)" if lim.have is None else _seconds(lim.have),
-            "settings": _seconds(lim.want),
-            "note": "differs: --apply sets it" if lim.differs else "",
+            "stream": f"{d.stream} consumer {d.consumer}" if d.consumer else d.stream,
+            "what": d.what,
+            "setting": d.variable,
+            "server": "(not made yet)" if d.have is None else _shown(d, d.have),
+            "settings": _shown(d, d.want),
+            "note": "differs: --apply sets it" if d.differs else "",
         }
-        for lim in limits
+        for d in found
     ]
-    print_table(rows, ["stream", "setting", "server", "settings", "note"])
-    return 0
+    print_table(rows, ["stream", "what", "setting", "server", "settings", "note"])
+    return 1 if refused else 0
 
 
-def _seconds(s: float | None) -> str:
-    return "no limit" if not s else f"{s:g}s"
+def _where(d: Drift) -> str:
+    return f"consumer {d.consumer}" if d.consumer else d.stream
+
+
+def _shown(d: Drift, value: float | None) -> str:
+    if d.what == "replicas":
+        return f"{value:g}"
+    return "no limit" if not value else f"{value:g}s"

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from .agelimits import note_age_limit
+from .drift import note_drift
 from .errors import ConfigurationError, LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from . import wire
 from .layout import Layout, create_only as _create_only
@@ -348,7 +348,7 @@ class Broker:
                 return kv
         if (cfg.max_msgs_per_subject or 0) < 1:
             raise LayoutConflictError(f"stream {stream} exists but is no KV bucket; delete it or set NAQ_PREFIX")
-        note_age_limit(self, stream, cfg)
+        note_drift(self, stream, cfg)
         if kw["direct"] and not cfg.allow_direct:
             cfg = await self._allow_direct(cfg)
         if cfg.allow_direct:
@@ -380,7 +380,7 @@ class Broker:
             except nats.js.errors.BadRequestError:
                 info = await self.js.stream_info(cfg.name)  # lost a creation race
         have = self._configs[cfg.name] = info.config
-        note_age_limit(self, cfg.name, have)
+        note_drift(self, cfg.name, have)
         problems = []
         if have.retention != cfg.retention:
             problems.append(f"retention is {have.retention} (naq needs {cfg.retention})")

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from nats.js import api
+from nats.js.object_store import OBJ_STREAM_TEMPLATE
 
 from .errors import ConfigurationError, UnknownQueueError
 
@@ -327,6 +328,12 @@ class Layout:
         limits = {self.kv_stream(b): (f, getattr(self, f)) for b, f in self._bucket_ttl_fields().items()}
         limits[self.waiting_stream] = ("status_ttl", self.status_ttl)
         return limits
+
+    def stream_names(self) -> list[str]:
+        """Every stream of the layout: the job streams, the buckets' and the object stores'."""
+        kv = [self.kv_stream(b) for b in self.buckets()]
+        objects = [OBJ_STREAM_TEMPLATE.format(bucket=b) for b in self.object_buckets()]
+        return [self.jobs_stream, self.failed_stream, self.waiting_stream, *kv, *objects]
 
 
 def purge_api_subject(stream: str) -> str:

@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import nats.errors
 from nats.aio.subscription import Subscription
 
-from .agelimits import held_ack_wait
+from .drift import held_ack_wait
 from .broker import CONNECTION_ERRORS, Broker
 from .connecting import check_connect_options
 from .context import echo_line, install_capture, uninstall_capture

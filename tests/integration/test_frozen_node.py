@@ -8,50 +8,24 @@ froze took no job for 4-6 minutes while the rest of the cluster was fine. ``NAQ_
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
 
 import pytest
 
-from naq_nb.core.broker import Broker
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from naq_nb.core.errors import JobNotFinishedError, NaqConnectionError
 from naq_nb.core.queue import Queue
 from naq_nb.core.results import wait_for_result
-from naq_nb.core.server import start_cluster
 from naq_nb.core.settings import Settings
 from naq_nb.core.worker import Worker
 
 from jobs import add
+from helpers import connect_when_clustered
 
 pytestmark = pytest.mark.xdist_group("cluster")  # three servers at once: not beside another such test
-
-
-@pytest.fixture
-def three_nodes(tmp_path):
-    nodes = start_cluster(tmp_path, name="frz")
-    yield nodes
-    for node in nodes:
-        if node.proc is not None and node.proc.poll() is None:
-            os.kill(node.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        node.stop()
-
-
-async def _connect_when_clustered(settings: Settings) -> Broker:
-    """A fresh cluster elects its JetStream meta leader first: the layout can be made after that."""
-    end = time.monotonic() + 60
-    while True:
-        try:
-            broker = await Broker.connect(settings=settings)
-            await broker.ensure_layout()
-            return broker
-        except NaqConnectionError:
-            if time.monotonic() > end:
-                raise
-            await asyncio.sleep(0.2)
 
 
 async def _answered(call, bound: float):
@@ -73,7 +47,7 @@ async def test_a_worker_whose_node_froze_takes_jobs_on_another_node(three_nodes,
         nats_options={"dont_randomize": True},
     )
     client_settings = Settings.from_env(**base, nats_url=",".join(n.url for n in three_nodes[1:]))
-    broker = await _connect_when_clustered(client_settings)
+    broker = await connect_when_clustered(client_settings)
     worker = Worker("default", settings=worker_settings, concurrency=2)
     await worker.start()
     try:

@@ -7,7 +7,7 @@ from naq_nb.core.broker import Broker
 
 from test_cli import naq
 
-LOGGER = "naq_nb.core.agelimits"
+LOGGER = "naq_nb.core.drift"
 
 
 async def _connect(settings) -> Broker:
@@ -91,3 +91,19 @@ async def test_one_setting_unlike_three_streams_is_said_once(broker, settings, c
     said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert sum("NAQ_STATUS_TTL is 3600s" in m for m in said) == 1, said
     assert sum("NAQ_RESULT_TTL is 3600s" in m for m in said) == 1 and len(said) == 2, said
+
+
+async def test_more_replicas_than_the_streams_have_is_said_and_a_single_server_refuses_them(
+        broker, nats_server, settings, caplog):
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        other = await _connect(settings.with_(replicas=3))
+    await other.close()
+    said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(said) == 1 and "NAQ_REPLICAS is 3" in said[0] and "1 replica(s)" in said[0], said
+
+    env = {"NAQ_REPLICAS": "3", "NAQ_PREFIX": settings.prefix}
+    out = naq("layout", "--apply", url=nats_server.url, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    refusal = next(s for s in out.stderr.splitlines() if broker.layout.jobs_stream in s)
+    assert "replicas stays 1: the server refused 3" in refusal, out.stderr
+    assert (await broker.js.stream_info(broker.layout.jobs_stream)).config.num_replicas == 1
