@@ -35,8 +35,9 @@ async def test_a_download_holds_one_copy_of_the_object(broker):
     finally:
         tracemalloc.stop()
     assert len(got) == ref.size and hashlib.sha256(got).hexdigest() == sha
-    # (Above one copy: the chunks on their way, a few MB.)
-    assert peak < 1.5 * ref.size, f"{peak / MB:.1f} MB at the peak for a {ref.size / MB:.0f} MB object"
+    # Above one copy: the chunks on their way, pushed by the server faster than a busy loop reads them
+    # (a few MB when idle, 24 MB once on a loaded CI machine). A list and its join came to 2x or more.
+    assert peak < 1.9 * ref.size, f"{peak / MB:.1f} MB at the peak for a {ref.size / MB:.0f} MB object"
 
 
 @pytest.mark.parametrize("stored_mb", [3, 1], ids=["more", "fewer"])
