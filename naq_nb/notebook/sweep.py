@@ -69,12 +69,12 @@ async def _submit(
     opts: JobOptions,
     cache: bool,
     before_send: Callable[[dict[int, str]], Awaitable[None]] | None = None,
-    withdrawn: Counter[str] | None = None,
+    withdrawn: "_Withdrawn | None" = None,
 ) -> tuple[dict[int, JobFuture], set[int]]:
     """Submit the points ``idx`` (cache hits are attached instead); index -> future, and the hit indices.
     ``before_send(index -> job id)`` runs once every point has its job id, before the first publish.
-    Cancelled, it cancels the jobs it sent; how that went for those of the batches before the one
-    under way is added to ``withdrawn`` (else said in a line of its own)."""
+    Cancelled, it cancels the jobs it sent; how that went for those of the batches sent in full is
+    kept in ``withdrawn`` (else said in a line of its own)."""
     # Every read and write here goes through the client's _ask, as the client's own calls do: a
     # connection that is down is waited for within JetStream's bound and then named (NoAnswerError).
     fn_digest = function_digest(fn_key)
@@ -98,19 +98,47 @@ async def _submit(
         for k in range(0, len(jobs), _SUBMIT_BATCH):
             futs.update(zip(todo[k : k + _SUBMIT_BATCH], await submit_jobs(client, jobs[k : k + _SUBMIT_BATCH])))
             sent = min(k + _SUBMIT_BATCH, len(jobs))
+        if jobs:
+            # Inside the try: a Ctrl-C here (the store waiting on a connection that is down) comes
+            # after every batch went, and cancels them all as a Ctrl-C during the sends does.
+            made = [(digests[i], j.job_id) for i, j in zip(todo, jobs)]
+            await client._ask("storing the sweep cache", lambda b: cache_store(b, made, fn_digest))
     except asyncio.CancelledError:
-        # Interrupted: the batch under way cancelled what it had sent (and said so); the batches
-        # before it are cancelled here, so no point is left running with nobody following it.
+        # Interrupted: a batch under way cancelled what it had sent (and said so); the batches sent
+        # in full are cancelled here, so no point is left running with nobody following it.
         if sent:
             b = await client.broker()
             done = await withdraw(b, jobs[:sent], len(jobs), "nq.sweep", speak=withdrawn is None)
             if withdrawn is not None:
-                withdrawn.update(done)
+                withdrawn.tally.update(done)
+        if withdrawn is not None:
+            withdrawn.batch_cut = sent < len(jobs)
         raise
-    if jobs:
-        made = [(digests[i], j.job_id) for i, j in zip(todo, jobs)]
-        await client._ask("storing the sweep cache", lambda b: cache_store(b, made, fn_digest))
     return futs, hits
+
+
+class _Withdrawn:
+    """What an interrupted sweep submit cancelled itself (the points of the batches it had sent in
+    full), and whether a batch was under way then (that batch cancels what it sent, in a line of its own)."""
+
+    def __init__(self) -> None:
+        self.tally: Counter[str] = Counter()
+        self.batch_cut = False
+
+    def line(self, n_points: int, sweep_id: str) -> str:
+        """The line an interrupted ``nq.sweep`` says: what its withdrawal did, no more."""
+        n = sum(self.tally.values())
+        told = []
+        if n:
+            which = "of the batches it had sent in full" if self.batch_cut else "it had sent"
+            told.append(f"of the {n:,} points {which}, {describe(self.tally)}")
+        if self.batch_cut:
+            told.append("a line above tells of the batch it was sending, if any of it went")
+        what = "; ".join(told) or "it had sent none"
+        return (
+            f"nq.sweep was interrupted while it submitted its {n_points:,} points; {what}. "
+            f"Sweep.attach({sweep_id!r}) follows the sweep; its .retry_failed() sends those points again"
+        )
 
 
 async def _all_done(futs: list[JobFuture], timeout: float | None) -> None:
@@ -457,20 +485,14 @@ async def _create(
         stored = await client._ask(f"storing sweep {head['id']}", lambda b: save_record(b, head, full))
         saved.append((stored, full))
 
-    withdrawn: Counter[str] = Counter()
+    withdrawn = _Withdrawn()
     try:
         futs, hits = await _submit(
             client, fn, key, points, list(range(len(points))), body["digests"], opts, cache, record_first, withdrawn
         )
     except asyncio.CancelledError:
         if saved:
-            n = sum(withdrawn.values())
-            earlier = f"the {n:,} of its earlier batches: {describe(withdrawn)}; " if n else ""
-            say_loudly(
-                f"nq.sweep was interrupted while it submitted its {len(points):,} points; the points it had sent "
-                f"are cancelled ({earlier}a line above tells of the batch it was sending, if any of it went). "
-                f"Sweep.attach({head['id']!r}) follows the sweep; its .retry_failed() sends those points again"
-            )
+            say_loudly(withdrawn.line(len(points), head["id"]))
         raise
     head, body = saved[0]
     return Sweep(client, head, body, [futs[i] for i in range(len(points))], hits, fn)

@@ -199,7 +199,7 @@ def test_ctrl_c_while_a_sweep_submits_cancels_what_it_sent_and_attach_finds_the_
     said = []
     wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
                or said, timeout=30)
-    assert "are cancelled (the 10 of its earlier batches: 10 cancelled; " in said[0], said[0]
+    assert "of the 10 points of the batches it had sent in full, 10 cancelled; a line above tells " in said[0], said[0]
     sweep_id = re.search(r"Sweep.attach\('([^']+)'\)", said[0]).group(1)
     thread_worker()  # hears of no cancel: it must find nothing of the sweep to run
     sw = Sweep.attach(sweep_id)
@@ -209,6 +209,41 @@ def test_ctrl_c_while_a_sweep_submits_cancels_what_it_sent_and_attach_finds_the_
     assert sw.retry_failed() == 30
     sw.wait(30)
     assert list(sw.to_dataframe()["result"]) == [a + 1 for a in range(30)]
+
+
+def test_ctrl_c_while_a_sweep_stores_its_cache_cancels_every_point_it_sent(nb_client, thread_worker, monkeypatch,
+                                                                          caplog):
+    # Every batch is sent; the Ctrl-C lands while the cache store waits (as on a connection that is
+    # down). The points are cancelled all the same, and the line says so only because they are.
+    import naq_nb.notebook.sweep as sweep_mod
+    from naq_nb.core.queue import Queue, get_status
+    monkeypatch.setattr(sweep_mod, "_SUBMIT_BATCH", 10)
+    storing = threading.Event()
+
+    async def store_never(b, made, fn_digest):
+        storing.set()
+        await asyncio.get_running_loop().create_future()  # stores nothing until cancelled
+
+    monkeypatch.setattr(sweep_mod, "cache_store", store_never)
+    main = threading.main_thread().ident
+    threading.Thread(target=lambda: storing.wait() and signal.pthread_kill(main, signal.SIGINT), daemon=True).start()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
+            nq.sweep(jobs.add, a=list(range(30)), b=[1])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said = []
+    wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
+               or said, timeout=30)
+    assert "submitted its 30 points; of the 30 points it had sent, 30 cancelled. Sweep.attach(" in said[0], said[0]
+    sw = Sweep.attach(re.search(r"Sweep.attach\('([^']+)'\)", said[0]).group(1))
+    b = run_sync(nb_client.broker())
+    assert {run_sync(get_status(b, jid))["status"] for jid in sw.job_ids} == {"cancelled"}
+    assert run_sync(Queue(b, "default").count()) == 0, "no point is left to run"
+    thread_worker()
+    wait_until(lambda: all(f.done() for f in sw.futures), timeout=30)
+    assert all(f.cancelled() for f in sw.futures)
 
 
 def test_a_failed_point_is_not_served_from_the_cache(nb_client, thread_worker, tmp_path):
