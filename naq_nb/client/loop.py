@@ -39,6 +39,7 @@ __all__ = [
     "any_loop",
     "on_loop_close",
     "call_soon",
+    "settle_interrupted",
 ]
 
 log = logging.getLogger("naq_nb.client")
@@ -272,6 +273,45 @@ def _main_script_done() -> bool:
     return True
 
 
+def settle_interrupted() -> None:
+    """Wait for the clean-ups of interrupted calls still running on naq_nb's loop, before its
+    connections close (at exit, at ``nq.local()``'s stop). A blocking call returns at the Ctrl-C
+    and what it had sent is cancelled on the loop afterwards: in a script the interpreter exits at
+    once, and closing the connection under that withdrawal left the jobs running. Bounded by the
+    withdrawal's own bound, so it is never cut short here; what is left past it is said loudly."""
+    t = _thread
+    if t is None or t.pid != os.getpid() or not t.thread.is_alive() or in_loop_thread():
+        return
+    from ..core.aftercancel import settle
+    from ..core.notices import say_loudly
+    from ..core.withdraw import WITHDRAW_SECONDS
+
+    bound = WITHDRAW_SECONDS + 5  # (run_to_end's bound of a withdrawal: 30 s for the cancels, 5 to say so)
+    fut = asyncio.run_coroutine_threadsafe(settle(bound), t.loop)
+    try:
+        try:
+            left = fut.result(1.0)  # (most end within a second: 1,000 jobs cancelled take about that)
+        except concurrent.futures.TimeoutError:
+            say_loudly(
+                log,
+                f"waiting up to {bound:g}s for naq_nb to undo what an interrupted call did (cancel the jobs "
+                "it sent, delete what it uploaded); Ctrl-C again to leave it undone",
+                logging.WARNING,
+            )
+            left = fut.result(bound + 5)
+        why = f"not done within {bound:g}s: {'; '.join(left)}"
+    except (KeyboardInterrupt, concurrent.futures.TimeoutError) as exc:
+        fut.cancel()  # (the wait, not the clean-ups)
+        left = ["?"]
+        why = "interrupted again" if isinstance(exc, KeyboardInterrupt) else "naq_nb's loop did not answer"
+    if left:
+        say_loudly(
+            log,
+            f"naq_nb's connections close with the undoing of an interrupted call unfinished ({why}): jobs it "
+            "had not cancelled may run, objects it had not deleted stay until their bucket's age limit",
+        )
+
+
 _exited = False  # the exit flush ran: a loop made after it is never flushed
 
 
@@ -282,6 +322,7 @@ def _shutdown() -> None:
     t = _thread
     if t is None or t.pid != os.getpid() or not t.thread.is_alive():
         return
+    settle_interrupted()  # first: the hooks below close the connections the clean-ups go through
     for fn in reversed(_at_exit):
         try:
             asyncio.run_coroutine_threadsafe(fn(), t.loop).result(5)

@@ -5,6 +5,10 @@ The clean-up runs in a task of its own (:func:`run_to_end`): the cancelled task 
 ``cancelling() > 0``, in which ``asyncio.timeout`` (Python 3.11) turns its own expiry into one more
 cancel, and a second Ctrl-C must not cut an undo half-way. It is bounded, and never raises: a server
 that is gone leaves what it could not undo to the buckets' age limits, said in a log line.
+
+The call that was cancelled has often returned already (a blocking call returns at the Ctrl-C), so
+nothing waits for its clean-up but naq_nb's loop: before a process closes that loop's connections
+(at interpreter exit, ``nq.local()``'s stop) it waits for them with :func:`settle`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Coroutine
 
-__all__ = ["run_to_end", "cancel_unheard"]
+__all__ = ["run_to_end", "cancel_unheard", "settle"]
 
 log = logging.getLogger("naq_nb")
 
@@ -25,6 +29,7 @@ async def run_to_end(coro: Coroutine[Any, Any, Any], bound: float, what: str) ->
     """Run ``coro`` within ``bound`` seconds in a task of its own and wait for it. A cancel of the
     caller meanwhile stops the wait, not the clean-up. Its failure or time-out is logged, not raised."""
     task = asyncio.ensure_future(_bounded(coro, bound, what))
+    task.set_name(what)  # (named in what settle() says is left)
     _running.add(task)
     task.add_done_callback(_running.discard)
     await asyncio.shield(task)
@@ -37,6 +42,27 @@ async def _bounded(coro: Coroutine[Any, Any, Any], bound: float, what: str) -> N
         log.warning("%s: not done within %gs; what is left goes with the bucket's age limit", what, bound)
     except Exception as exc:  # best effort: the cancel that called for it is what the caller hears
         log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+
+
+async def settle(bound: float) -> list[str]:
+    """Wait within ``bound`` seconds for the clean-ups under way on this loop, and for its tasks still
+    unwinding a cancel: an interrupted call that has not started its clean-up yet (it first waits
+    for the acknowledgements in flight) is one of those. Returns the names of what is left."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + bound
+    me = asyncio.current_task()
+    while True:
+        # (looked for again after each end: a task unwinding a cancel may start a clean-up)
+        busy = {t for t in asyncio.all_tasks() if t is not me and (t in _running or t.cancelling())}
+        left = end - loop.time()
+        if not busy or left <= 0:
+            return sorted({t.get_name() if t in _running else _call_name(t) for t in busy})
+        await asyncio.wait(busy, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+
+
+def _call_name(task: asyncio.Task) -> str:
+    coro = task.get_coro()
+    return f"the interrupted call {getattr(coro, '__qualname__', None) or task.get_name()}"
 
 
 def cancel_unheard() -> bool:

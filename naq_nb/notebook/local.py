@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..client.client import Client
-from ..client.loop import run_sync
+from ..client.loop import run_sync, settle_interrupted
 from ..client.twins import in_thread
 from ..client.session import end_session_default, set_default_client, set_store_note
 from ..core import blobs
@@ -374,6 +374,9 @@ class LocalCluster:
             if self._stopped:
                 return
             self._stopped = True
+        # First: an interrupted nq.map cancels what it sent through this client and server, after
+        # the call returned (a `with nq.local()` block or a script's exit comes at once).
+        settle_interrupted()
         dash = sys.modules.get("naq_nb.notebook.dashboard")  # loaded only if a dashboard was made
         if dash is not None and self.client is not None:  # first: their last picture shows the cluster
             dash.close_dashboards(self.client, "stopped: its nq.local() cluster was stopped")

@@ -10,8 +10,13 @@ ways a batch goes are covered: fast-ingest batches (nats-server 2.14+) and job b
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -23,7 +28,7 @@ from naq_nb.core.queue import Queue, get_status
 from naq_nb.core.results import get_result
 
 import jobs
-from helpers import eventually, wait_until
+from helpers import ROOT, eventually, wait_until
 
 N = 300  # job messages sent before the interrupt
 TOTAL = 1000
@@ -185,3 +190,50 @@ async def test_an_interrupted_enqueue_whose_server_is_gone_ends_within_its_bound
     assert asyncio.get_running_loop().time() - started < bound
     said = [r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage()]
     assert said and re.search(rf"after sending {len(ids)}: 0 cancelled; {len(ids)} could not be cancelled", said[0])
+
+
+# A plain script: its Ctrl-C raises KeyboardInterrupt at once and the interpreter exits. The jobs it
+# had sent are cancelled on naq_nb's loop meanwhile, which the exit must wait for before it closes
+# the connection (or stops the nq.local() cluster) they go through.
+SCRIPT = """
+import json, signal, sys, threading
+import naq_nb as nq
+from naq_nb.client.loop import run_sync
+from test_interrupted_map import TOTAL, interrupt_sending
+import jobs
+
+{start}
+b = run_sync(client.broker())
+run_sync(b.ensure_layout())
+main = threading.main_thread().ident
+
+def interrupt():
+    print(json.dumps(ids), flush=True)  # the jobs whose record went out: the test checks each
+    signal.pthread_kill(main, signal.SIGINT)
+
+ids = interrupt_sending(b, "default", interrupt)
+nq.map(jobs.add, range(TOTAL), [1] * TOTAL)
+"""
+
+
+def run_script(start: str, env: dict | None = None) -> tuple[list[str], str]:
+    """Run :data:`SCRIPT` (``start`` makes ``client``) to its exit; the ids it sent, and its stderr."""
+    e = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}:{ROOT / 'tests' / 'integration'}", **(env or {})}
+    code = SCRIPT.format(start=textwrap.dedent(start).strip())
+    proc = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, proc.stderr[-3000:])
+    return json.loads(proc.stdout.splitlines()[0]), proc.stderr
+
+
+@pytest.mark.parametrize("start", ["connect", "local"])
+def test_ctrl_c_in_nq_map_of_a_script_cancels_what_it_sent_before_the_script_exits(nb_client, nats_server, start):
+    # "local": the script's nq.local() cluster is stopped at exit first (it closes its client).
+    url = nats_server.url
+    made = {"connect": f"nq.connect({url!r})", "local": f"nq.local(0, scheduler=False, nats_url={url!r}).client"}
+    ids, err = run_script(f"client = {made[start]}")
+    assert N <= len(ids) < TOTAL, "interrupted part-way"
+    # The line was said before the exit, and what it says is so: every job sent is cancelled.
+    assert re.search(rf"of {TOTAL:,} jobs was interrupted after sending {len(ids)}: {len(ids)} cancelled\n", err), err
+    b = run_sync(nb_client.broker())
+    assert run_sync(all_cancelled(b, ids)) == {}
+    assert run_sync(Queue(b, "default").count()) == 0, "no job of the map is left to run"
