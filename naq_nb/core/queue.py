@@ -141,13 +141,13 @@ class Queue:
             # kept by nothing until the bucket's TTL. Bodies over max_payload -> object store references.
             offloaded = await payloads.offload_jobs(b, [j for j, _ in todo], [enc for _, enc in todo])
             todo = [(j, enc) for (j, _), enc in zip(todo, offloaded)]
-        sent: list[Job] = []  # handed to the server so far
+        sent = _Sent()  # handed to the server so far
         try:
             await _publish_and_confirm(b, todo, digests, big, sent)
         except asyncio.CancelledError:
             # Interrupted (a Ctrl-C, a cancelled task): what it sent is cancelled, not left running
             # with no handle.
-            await withdraw(b, sent, len(jobs))
+            await withdraw(b, sent, len(jobs), after=sent.after)
             raise
         return jobs
 
@@ -169,8 +169,16 @@ class Queue:
         return f"<Queue {self.name!r}>"
 
 
+class _Sent(list[Job]):
+    """The jobs an enqueue handed to the server, in the order sent, and ``after``: a jobs-stream
+    sequence every message of theirs comes after (0: not known), where an interrupt's search for
+    messages with no known sequence starts (:func:`.withdraw.withdraw`)."""
+
+    after = 0
+
+
 async def _publish_and_confirm(
-    b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], digests: dict[int, str], big: bool, sent: list[Job]
+    b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], digests: dict[int, str], big: bool, sent: _Sent
 ) -> None:
     """:func:`_publish_all`, then the claims of chosen ids marked for what was stored."""
     try:
@@ -199,7 +207,7 @@ FAST_MIN = 64
 FAST_CHUNK = 10_000
 
 
-async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], sent_jobs: list[Job]) -> None:
+async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], sent_jobs: _Sent) -> None:
     """Publish ``todo`` in a sliding window of acknowledgements: the server is never sent more than it
     acknowledges soon, and the memory held for acknowledgements stays flat for 100,000 jobs. After a
     failure nothing more is sent; the jobs in flight are settled, then the failures raised at once.
@@ -207,6 +215,9 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], se
     timeout) for what is in flight, so what was stored is known once the cancel propagates."""
     total = len(todo)
     if b.fast_batches and total >= FAST_MIN and not any(j.options.key for j, _ in todo):
+        # A fast batch reports no job's sequence: an interrupt searches their queue for their messages
+        # from here, not from its first message (one request per call, not per job).
+        sent_jobs.after = await _last_seq(b)
         for start in range(0, len(todo), FAST_CHUNK):
             resume = await _publish_fast(b, todo, start, sent_jobs)
             if resume is not None:  # the server stopped taking batches: the rest goes job by job
@@ -332,6 +343,17 @@ async def _publish_fast(
         f"{n_jobs + 1:,} of {len(chunk):,}{bare}; the {start + n_jobs:,} before are stored. {failure}",
         not_stored=not_stored,
     )
+
+
+async def _last_seq(b: Broker) -> int:
+    """The jobs stream's last sequence (0 if it cannot be read now: the publishes that follow meet
+    what stopped it, and report it as they do)."""
+    if not b.is_connected:  # (the request would wait in nats-py's buffer, and the batches after it)
+        return 0
+    try:
+        return int((await b.js.stream_info(b.layout.jobs_stream)).state.last_seq)
+    except _CLEANUP_ERRORS:
+        return 0
 
 
 async def _acks_in(window: deque[InFlight]) -> None:

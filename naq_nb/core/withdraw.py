@@ -9,9 +9,11 @@ deleted, a running one told, a ``cancelled`` result stored), :data:`WITHDRAW_CON
 Best effort and bounded (:data:`WITHDRAW_SECONDS`), it never raises: a connection error stops it
 (the server is gone; each further request would wait out its own timeout), and one line says how
 many were sent, cancelled, and left to run. Jobs sent in fast-ingest batches have no stream
-sequence of their own: their queue is read once for all of them (a cancel of each alone would read
-it once per job). A job with a chosen id (``job_id`` / ``key``) is left alone: the id may name a job
-an earlier call sent.
+sequence of their own (nor has a job whose acknowledgement never came): their queue is read once for
+all of them (a cancel of each alone would read it once per job), from where the call's messages
+start: read from the queue's first message, a backlog ahead of them used up the search's time, and
+they stayed queued. A job with a chosen id (``job_id`` / ``key``) is left alone:
+the id may name a job an earlier call sent.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ log = logging.getLogger("naq_nb")
 WITHDRAW_SECONDS = 30.0
 #: Jobs cancelled at once.
 WITHDRAW_CONCURRENCY = 64
+#: The search for messages of jobs with no known sequence takes at most this much of it (the
+#: cancels need the rest).
+SEARCH_SECONDS = WITHDRAW_SECONDS / 2
 # What a cancel may meet that stops that job's cancel, not the others' (a connection error stops them too).
 _CANCEL_ERRORS: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
@@ -61,17 +66,19 @@ async def withdraw(
     *,
     speak: bool = True,
     scheduled: bool = False,
+    after: int = 0,
 ) -> Counter[str]:
     """Cancel the jobs in ``sent`` (handed to the server by ``what``, a call of ``total`` jobs that was
-    then interrupted), within :data:`WITHDRAW_SECONDS`, in a task of its own: a cancel of the caller
-    meanwhile stops its wait, not the withdrawal. Returns how it went (``cancelled``, ``ended``,
-    ``not stored``, ``left``), which it says too (:func:`.notices.say_loudly`) unless ``speak`` is
-    False. ``scheduled``: the jobs were stored as schedules (``nq.options(delay=...)``), which are
-    deleted; no queue is searched for them."""
+    then interrupted; in the order sent, on one connection), within :data:`WITHDRAW_SECONDS`, in a
+    task of its own: a cancel of the caller meanwhile stops its wait, not the withdrawal. Returns how
+    it went (``cancelled``, ``ended``, ``not stored``, ``left``), which it says too
+    (:func:`.notices.say_loudly`) unless ``speak`` is False. ``scheduled``: the jobs were stored as
+    schedules (``nq.options(delay=...)``), which are deleted; no queue is searched for them.
+    ``after``: a jobs-stream sequence every message of ``sent`` comes after (0: not known)."""
     jobs = list({j.job_id: j for j in sent if not (j.options.job_id or j.options.key)}.values())
     tally: Counter[str] = Counter()
     if jobs:
-        work = _withdraw(b, jobs, tally, _Search(what, total, speak, scheduled))
+        work = _withdraw(b, jobs, tally, _Search(what, total, speak, scheduled, _search_from(jobs, after)))
         await run_to_end(work, WITHDRAW_SECONDS + 5, f"cancelling what {what} sent")
     return tally
 
@@ -79,8 +86,9 @@ async def withdraw(
 class _Search:
     """A withdrawal's wording and what it found: the sequences of the queued messages to delete."""
 
-    def __init__(self, what: str, total: int, speak: bool, scheduled: bool) -> None:
+    def __init__(self, what: str, total: int, speak: bool, scheduled: bool, first: int) -> None:
         self.what, self.total, self.speak = what, total, speak
+        self.first = first  # no message of the jobs comes before this sequence of the jobs stream
         self.seqs: dict[str, int] = {}
         self.complete = scheduled  # every queue read (or none to read): a job not found there has no message
         self.gone = False  # a connection error: the server is gone, the rest are not tried
@@ -91,9 +99,9 @@ async def _withdraw(b: "Broker", jobs: list["Job"], tally: Counter[str], s: _Sea
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WITHDRAW_SECONDS
     try:
-        if not s.complete:  # (half the time at most: the cancels need the rest)
-            search_end = loop.time() + WITHDRAW_SECONDS / 2
-            s.seqs, s.complete = await _find_queued(b, [j for j in jobs if j.sequence is None], search_end)
+        if not s.complete:
+            search_end = loop.time() + SEARCH_SECONDS
+            s.seqs, s.complete = await _find_queued(b, [j for j in jobs if j.sequence is None], s.first, search_end)
     except CONNECTION_ERRORS as exc:
         s.gone = True
         s.why.append(f"{type(exc).__name__}: {exc}")
@@ -165,9 +173,21 @@ def describe(tally: Counter, cause: str = "") -> str:
     return line
 
 
-async def _find_queued(b: "Broker", jobs: list["Job"], deadline: float) -> tuple[dict[str, int], bool]:
+def _search_from(jobs: list["Job"], after: int) -> int:
+    """The first sequence of the jobs stream a message of ``jobs`` (in the order sent) with no known
+    sequence may have: one connection's messages to a stream are stored in the order sent, so none
+    comes before the last known sequence of the jobs sent before the first unknown one, or ``after``."""
+    for j in jobs:
+        if j.sequence is None:
+            break
+        after = max(after, j.sequence)
+    return after + 1
+
+
+async def _find_queued(b: "Broker", jobs: list["Job"], first: int, deadline: float) -> tuple[dict[str, int], bool]:
     """The stream sequences of the messages of ``jobs`` still waiting in their queues, read in one
-    pass per queue; and whether the passes ended (False: cut by ``deadline``)."""
+    pass per queue from sequence ``first`` (a backlog ahead of it is not read); and whether the
+    passes ended (False: cut by ``deadline``)."""
     wanted: dict[str, set[str]] = {}
     for j in jobs:
         wanted.setdefault(j.queue_name, set()).add(j.job_id)
@@ -177,7 +197,7 @@ async def _find_queued(b: "Broker", jobs: list["Job"], deadline: float) -> tuple
     last = (await b.js.stream_info(b.layout.jobs_stream)).state.last_seq  # (every message sent is stored by now)
     loop = asyncio.get_running_loop()
     for queue, ids in wanted.items():
-        async for raw in stream_messages(b, b.layout.jobs_stream, b.layout.queue_subject(queue), 1, last):
+        async for raw in stream_messages(b, b.layout.jobs_stream, b.layout.queue_subject(queue), first, last):
             jid = header_meta((raw.headers or {}).get(HEADER_META)).get("id")
             if jid in ids and raw.seq is not None:
                 found[jid] = raw.seq

@@ -34,8 +34,8 @@ N = 300  # job messages sent before the interrupt
 TOTAL = 1000
 
 
-def interrupt_sending(b, queue: str, interrupt) -> list[str]:
-    """Patch broker ``b``'s sends so that the ``N+1``-th job message to ``queue`` is not sent:
+def interrupt_sending(b, queue: str, interrupt, n: int = N) -> list[str]:
+    """Patch broker ``b``'s sends so that the ``n+1``-th job message to ``queue`` is not sent:
     ``interrupt()`` runs on the loop instead and the send waits until it is cancelled. Returns the
     ids of the jobs whose queued record went out (in the fast path one more record than jobs)."""
     records = b.layout.kv_subject(b.layout.status_bucket, "")
@@ -49,7 +49,7 @@ def interrupt_sending(b, queue: str, interrupt) -> list[str]:
         if not done and to.startswith(records):
             ids.append(to[len(records):])
         elif not done and to == subject:
-            if len(sent) == N:
+            if len(sent) == n:
                 done.append(interrupt())
                 await asyncio.get_running_loop().create_future()  # never sent; waits to be cancelled
             sent.append(1)
@@ -237,3 +237,39 @@ def test_ctrl_c_in_nq_map_of_a_script_cancels_what_it_sent_before_the_script_exi
     b = run_sync(nb_client.broker())
     assert run_sync(all_cancelled(b, ids)) == {}
     assert run_sync(Queue(b, "default").count()) == 0, "no job of the map is left to run"
+
+
+BACKLOG = 30_000  # messages queued ahead of the interrupted call's jobs
+
+
+@pytest.mark.parametrize("way", ["batches", "one by one"])
+async def test_an_interrupted_enqueue_behind_a_backlog_cancels_what_it_sent_within_its_bound(
+    broker, way, monkeypatch, caplog
+):
+    """The jobs just sent are the newest in their queue. Their messages (a fast batch reports no
+    sequence per job; a message in doubt has none either) were searched for from the queue's first
+    message, one request each: behind a backlog the search ran out of time before it reached them,
+    and the jobs stayed queued, marked cancelled, for a worker that never heard of the cancel to run.
+    The search's share of the bound is cut to 1.5 s here: reading the backlog takes seconds."""
+    from naq_nb.core import withdraw as withdraw_mod
+
+    fast_or_not(broker, way, monkeypatch)
+    monkeypatch.setattr(withdraw_mod, "SEARCH_SECONDS", 1.5)
+    q = Queue(broker, "backlogged")
+    subject = broker.layout.queue_subject("backlogged")
+    for _ in range(BACKLOG):  # (no worker: nothing reads them as jobs)
+        await broker.nc.publish(subject, b"queued ahead")
+
+    async def backlog_stored():
+        return (await broker.js.stream_info(broker.layout.jobs_stream)).state.messages == BACKLOG
+
+    await eventually(backlog_stored, 60, "the backlog stored")
+    task = asyncio.create_task(q.enqueue_many([(jobs.add, (i, 1), {}) for i in range(TOTAL)]))
+    ids = interrupt_sending(broker, "backlogged", task.cancel)
+    with caplog.at_level("WARNING", logger="naq_nb"), pytest.raises(asyncio.CancelledError):
+        await task
+    del broker.send
+    said = [r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage()]
+    assert said and re.search(rf"after sending {len(ids)}: {len(ids)} cancelled$", said[0]), said
+    assert await all_cancelled(broker, ids) == {}
+    assert await q.count() == BACKLOG, "none of the interrupted call's jobs is left in the queue"
