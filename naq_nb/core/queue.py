@@ -231,7 +231,10 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], se
     try:
         for job, (headers, body) in todo:
             if len(window) >= ENQUEUE_WINDOW:
-                await _settle_into(b, window.popleft(), failed)
+                # Popped once settled: a cancel meanwhile leaves it in the window, whose
+                # acknowledgements are waited for below.
+                await _settle_into(b, window[0], failed)
+                window.popleft()
             if failed:
                 break
             sent += 1
@@ -241,7 +244,8 @@ async def _publish_all(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], se
             except NaqConnectionError as exc:  # not even sent: the connection is closed
                 failed.append((job, exc))
         while window:
-            await _settle_into(b, window.popleft(), failed)
+            await _settle_into(b, window[0], failed)
+            window.popleft()
     except asyncio.CancelledError:
         await run_to_end(_acks_in(window), b.publish_timeout + 1, "the acknowledgements of an interrupted enqueue")
         raise
@@ -447,7 +451,9 @@ async def _settle(b: Broker, item: InFlight) -> None:
     """Wait for both acknowledgements of ``item``; the job's stream sequence is known then."""
     job = item.job
     try:
-        ack = await item.job_ack
+        # Shielded: a cancel here must not cancel the acknowledgement itself, which _acks_in then waits
+        # for. (Only one still due: the oldest of a full window is mostly in, and read at no cost.)
+        ack = item.job_ack.result() if item.job_ack.done() else await asyncio.shield(item.job_ack)
         job.sequence, job.duplicate = ack.seq, bool(ack.duplicate)  # stored, whatever its status does
         if item.status_ack is not None:
             await item.status_ack

@@ -273,3 +273,51 @@ async def test_an_interrupted_enqueue_behind_a_backlog_cancels_what_it_sent_with
     assert said and re.search(rf"after sending {len(ids)}: {len(ids)} cancelled$", said[0]), said
     assert await all_cancelled(broker, ids) == {}
     assert await q.count() == BACKLOG, "none of the interrupted call's jobs is left in the queue"
+
+
+async def test_a_cancel_while_the_window_waits_for_its_oldest_ack_still_learns_where_that_job_is(
+    broker, monkeypatch
+):
+    """Job by job, a full window waits for its oldest job's acknowledgement before the next send. A
+    cancel landing there cancelled that acknowledgement itself, and the job, already out of the
+    window, was not among those waited for: what was stored was no longer known once the cancel
+    propagated (its message was left to a search of the queue). The acknowledgement is held back
+    until the cancel has landed."""
+    from naq_nb.core.queue import ENQUEUE_WINDOW
+
+    monkeypatch.setattr(broker, "fast_batches", False)
+    q = Queue(broker, "interrupted")
+    made = [q.make_job(jobs.add, (i, 1)) for i in range(ENQUEUE_WINDOW + 1)]
+    subject = broker.layout.queue_subject("interrupted")
+    awaited = asyncio.Event()
+
+    class Held(asyncio.Future):
+        """The first job's acknowledgement as the enqueue sees it: it says when it is waited for."""
+
+        def add_done_callback(self, fn, *, context=None):
+            awaited.set()
+            super().add_done_callback(fn, context=context)
+
+    held: list[tuple[asyncio.Future, Held]] = []
+    real = broker.publish_async
+
+    async def publish_async(to, payload, headers=None, **kw):
+        ack = await real(to, payload, headers, **kw)
+        if to == subject and not held:
+            held.append((ack, Held()))
+            return held[0][1]
+        return ack
+
+    broker.publish_async = publish_async
+    task = asyncio.create_task(q.enqueue_jobs(made))
+    await asyncio.wait_for(awaited.wait(), 60)  # the window is full: the next send waits for it
+    task.cancel()
+    ack, seen = held[0]
+    ack.add_done_callback(lambda f: seen.done() or seen.set_result(f.result()))  # now, after the cancel
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del broker.publish_async
+    sent = made[:ENQUEUE_WINDOW]
+    assert [j.job_id for j in sent if j.sequence is None] == [], "every job sent has its sequence"
+    assert await all_cancelled(broker, [j.job_id for j in sent]) == {}
+    assert await q.count() == 0
