@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Coroutine
 
-__all__ = ["run_to_end", "cancel_unheard", "settle"]
+__all__ = ["run_to_end", "start_to_end", "cancel_unheard", "settle"]
 
 log = logging.getLogger("naq_nb")
 
@@ -28,11 +28,18 @@ _running: set[asyncio.Task] = set()
 async def run_to_end(coro: Coroutine[Any, Any, Any], bound: float, what: str) -> None:
     """Run ``coro`` within ``bound`` seconds in a task of its own and wait for it. A cancel of the
     caller meanwhile stops the wait, not the clean-up. Its failure or time-out is logged, not raised."""
+    await asyncio.shield(start_to_end(coro, bound, what))
+
+
+def start_to_end(coro: Coroutine[Any, Any, Any], bound: float, what: str) -> asyncio.Task:
+    """:func:`run_to_end` without the wait: the task, to ``await asyncio.shield(...)`` once other
+    clean-ups are started too (each started before any is waited for: a second cancel during one
+    wait must not leave the others unstarted)."""
     task = asyncio.ensure_future(_bounded(coro, bound, what))
     task.set_name(what)  # (named in what settle() says is left)
     _running.add(task)
     task.add_done_callback(_running.discard)
-    await asyncio.shield(task)
+    return task
 
 
 async def _bounded(coro: Coroutine[Any, Any, Any], bound: float, what: str) -> None:

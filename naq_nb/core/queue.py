@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, NoReturn, Sequence
 from nats.js.errors import APIError, NoStreamResponseError
 
 from . import blobs, payloads
-from .aftercancel import run_to_end
+from .aftercancel import run_to_end, start_to_end
 from .broker import CONNECTION_ERRORS, Broker, quiet_futures
 from .claims import call_digest, claim_ids, confirm_claims, is_named
 from .deps import dependency_cycle
@@ -32,6 +32,7 @@ from .jobsend import InFlight, publish_one, status_bytes
 from .layout import validate_queue_name
 from .queued import get_status, purge_messages
 from .sharedfuncs import shared_functions
+from .upload import TAKE_BACK_SECONDS
 from .withdraw import withdraw
 
 __all__ = [
@@ -146,8 +147,12 @@ class Queue:
             await _publish_and_confirm(b, todo, digests, big, sent)
         except asyncio.CancelledError:
             # Interrupted (a Ctrl-C, a cancelled task): what it sent is cancelled, not left running
-            # with no handle.
+            # with no handle (a job's upload goes with its cancel); the uploads of the jobs it never
+            # sent are named by no message, and go too.
+            dropping = _drop_unsent(b, todo, sent) if big else None
             await withdraw(b, sent, len(jobs), after=sent.after)
+            if dropping is not None:
+                await asyncio.shield(dropping)
             raise
         return jobs
 
@@ -167,6 +172,14 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
+
+
+def _drop_unsent(b: Broker, todo: list[tuple[Job, tuple[dict, bytes]]], sent: list[Job]) -> asyncio.Task:
+    """Start deleting the uploaded bodies of the jobs of ``todo`` not in ``sent`` (bounded, in a task
+    of its own, started before the withdrawal is waited for: a second Ctrl-C must not skip it)."""
+    handed = {id(j) for j in sent}
+    unsent = [body for j, (_h, body) in todo if id(j) not in handed]
+    return start_to_end(payloads.drop_bodies(b, unsent), TAKE_BACK_SECONDS, "deleting the uploads of jobs not sent")
 
 
 class _Sent(list[Job]):
