@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 import nats.errors
 from nats.js.errors import APIError
 
+from ..core import withdraw
 from ..core.broker import Broker
 from ..core.errors import JobNotFoundError, JobNotStoredError, NaqConnectionError, NoAnswerError
 from ..core.failed import FailedEntry, list_failed, requeue_failed
@@ -489,6 +490,16 @@ class Client:
         return await self._ask(f"cancelling job {job_id}", lambda b: cancel_job(b, job_id, seq))
 
     cancel_sync = blocking(cancel)
+
+    @on_loop
+    async def cancel_many(self, jobs: Sequence[Job]) -> dict[str, str]:
+        """Cancel ``jobs`` together (see :func:`naq_nb.core.withdraw.cancel_many`): each job id's
+        outcome, ``cancelled``, ``ended``, ``not stored`` or ``left``."""
+        await self._stores.drain()  # jobs still in flight: their sequences come with their acks
+        known = {j.job_id: seq for j in jobs if (seq := self._stores.sequence(j.job_id))}
+        return await self._ask(f"cancelling {len(jobs)} jobs", lambda b: withdraw.cancel_many(b, jobs, known))
+
+    cancel_many_sync = blocking(cancel_many)
 
     @on_loop
     async def purge(self, queue: str | None = None) -> int:

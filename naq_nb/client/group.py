@@ -317,8 +317,35 @@ class JobGroup(list):
         return as_completed(self.futures, timeout)
 
     def cancel(self) -> int:
-        """Cancel every job that has not ended; returns how many got cancelled."""
-        return sum(f.cancel() for f in self.futures if not f.done())
+        """Cancel every job that has not ended, together (their queue read once, 64 cancels at a time);
+        returns how many got cancelled. Those that could not be (the server gone) are named in a warning."""
+        cancelled = 0
+        for futures in self._live_by_client():
+            if futures[0].job is None:
+                cancelled += sum(f.cancel() for f in futures)
+                continue
+            outcomes = futures[0].client.cancel_many_sync([f.job for f in futures if f.job is not None])
+            cancelled += sum(f._after_cancel(outcomes.get(f.job_id) == "cancelled") for f in futures)
+        return cancelled
+
+    async def cancel_async(self) -> int:
+        """Async form of :meth:`cancel`."""
+        cancelled = 0
+        for futures in self._live_by_client():
+            if futures[0].job is None:
+                cancelled += sum([await f.cancel_async() for f in futures])
+                continue
+            outcomes = await futures[0].client.cancel_many([f.job for f in futures if f.job is not None])
+            cancelled += sum(f._after_cancel(outcomes.get(f.job_id) == "cancelled") for f in futures)
+        return cancelled
+
+    def _live_by_client(self) -> list[list[JobFuture]]:
+        """The futures not done, by client, and apart those with no job in hand (made from an id)."""
+        groups: dict[tuple[int, bool], list[JobFuture]] = {}
+        for f in self.futures:
+            if not f.done():
+                groups.setdefault((id(f.client), f.job is not None), []).append(f)
+        return list(groups.values())
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         return self.results_async().__await__()

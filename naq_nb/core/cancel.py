@@ -9,17 +9,17 @@ import logging
 import time
 from typing import Collection, TypeGuard
 
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from . import payloads
 from .broker import Broker
 from .deps import settle_dependents
 from .envelope import HEADER_META, header_meta
-from .errors import JS_MESSAGE_GONE, ConcurrentUpdateError, JobNotFoundError, SerializationError
+from .errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import TERMINAL, JobStatus
 from .layout import validate_job_id
 from .oneshot import stream_messages
-from .queued import purge_messages
+from .queued import delete_message, purge_messages
 from .records import encode_failure
 from .schedules import ScheduleNotFoundError, change_schedule
 from .results import push_result
@@ -126,6 +126,8 @@ async def cancel_job(
     only_if: Collection[str] | None = None,
     reason: str | None = None,
     scan: bool = True,
+    plain_body: bool = False,
+    dependents: bool = True,
 ) -> bool:
     """Cancel a job that has not finished. Returns False if it had already ended (or its run ended
     while the cancel was being written: its result stands).
@@ -137,7 +139,9 @@ async def cancel_job(
     record is damaged, and :class:`ConcurrentUpdateError` if the job's status kept changing for
     ``CANCEL_RETRY_SECONDS``; connection errors propagate. ``only_if``: cancel only a job whose
     status is one of these (else False); ``reason``: the error its result carries; ``scan=False``:
-    a queued job with no known ``sequence`` is not looked for in its queue (the caller did).
+    a queued job with no known ``sequence`` is not looked for in its queue (the caller did);
+    ``plain_body``: the caller read its queued message, whose body names no object to delete;
+    ``dependents=False``: the caller settles what waits on it (one look at the waiting stream for many).
     """
     validate_job_id(job_id)
     lay = broker.layout
@@ -154,17 +158,18 @@ async def cancel_job(
         seq = await _queued_seq(broker, rec["queue"], job_id)
     if _is_seq(seq):  # (a record's seq is as stored: only a real one is used)
         try:
-            await payloads.drop_queued_body(broker, seq)  # its offloaded body, if any, goes too
-            await broker.js.delete_msg(lay.jobs_stream, seq)
-        except APIError as exc:  # NotFoundError is one
-            if not isinstance(exc, NotFoundError) and exc.err_code not in JS_MESSAGE_GONE:
-                raise
-            # Already delivered (a worker sees the cancelled status), parked on a dependency, or gone.
+            if not plain_body:
+                await payloads.drop_queued_body(broker, seq)  # its offloaded body, if any, goes too
+            # (False: already delivered, so a worker sees the cancelled status, or parked on a
+            # dependency, or gone)
+            await delete_message(broker, lay.jobs_stream, seq)
+        except NotFoundError:
+            pass  # drop_queued_body: the message went meanwhile
     await broker.nc.publish(lay.cancel_subject, job_id.encode())
     cancelled = await _store_cancelled(broker, job_id, reason or f"job {job_id} was cancelled")
     if rec.get("rt"):  # the client that enqueued it may be waiting for its result: read it now
         await push_result(broker, rec["rt"], job_id)
-    if cancelled and not calendar_gone:  # (a schedule's cancel settled them already)
+    if cancelled and not calendar_gone and dependents:  # (a schedule's cancel settled them already)
         await settle_dependents(broker, job_id, "cancelled")  # what waits on it fails now, naming it
     return cancelled
 

@@ -21,7 +21,6 @@ and every :data:`SWEEP_INTERVAL` seconds) and each step is idempotent.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
@@ -41,7 +40,8 @@ from .errors import (
     SignatureError,
 )
 from .job import JobStatus
-from .layout import create_only, msg_delete_api_subject
+from .layout import create_only
+from .queued import delete_message
 from .records import encode_failure, exception_type_names
 from .results import get_result, push_result
 from .serialization import pack_record, seal_record, verify_job
@@ -500,15 +500,7 @@ async def _fail_parked(
 
 
 async def _delete_copy(b: "Broker", seq: int) -> None:
-    # no_erase: nats-py's delete_msg overwrites the message on disk first, several times slower.
-    resp = await b.nc.request(
-        msg_delete_api_subject(b.layout.waiting_stream),
-        json.dumps({"seq": seq, "no_erase": True}).encode(),
-        timeout=b.publish_timeout,
-    )
-    err = json.loads(resp.data).get("error")
-    if err and err.get("err_code") not in JS_MESSAGE_GONE:  # else another release deleted it first
-        raise APIError(**err)
+    await delete_message(b, b.layout.waiting_stream, seq)  # (gone: another release deleted it first)
 
 
 def _gone(exc: APIError) -> bool:

@@ -108,3 +108,34 @@ def test_sweep_display_stacked_bar_and_compact_parameters(nb_client, thread_work
     assert sw.label(2) == "x=2.842"
     assert "[1] x=1: failed" in rec.last["text/plain"]
     assert "<details>" in html and "1 failed: show 1" in html  # collapsed when done
+
+
+def test_a_group_cancel_reads_the_queue_once_and_cancels_every_job_behind_a_backlog(
+        nb_client, thread_worker, monkeypatch):
+    # Jobs sent in fast batches have no sequence: each job's cancel alone looked for its message from
+    # the queue's start, up to QUEUED_SCAN_LIMIT messages, so behind a longer backlog none was found,
+    # and a worker started after the cancel ran them all. A group's cancel reads the queue once.
+    from naq_nb.client.loop import run_sync
+    from naq_nb.core import cancel as cancel_mod
+    from naq_nb.core.queue import Queue, get_status
+
+    monkeypatch.setattr(cancel_mod, "QUEUED_SCAN_LIMIT", 20)
+    ahead = nq.map(jobs.add, range(50), range(50))  # the backlog: not cancelled
+    g = nq.map(jobs.add, range(100), range(100))
+    chosen = nq.options(job_id="chosen-in-group").map(jobs.add, [1], [1])
+    parked = nq.options(depends_on=[g[7]]).submit(jobs.add, 1, 2)  # waits on a job of the group
+    b = run_sync(nb_client.broker())
+    assert g.cancel() == 100 and g.cancel() == 0
+    assert chosen.cancel() == 1  # a chosen id is the caller's own job: cancelled too
+    assert all(f.cancelled() for f in g) and g.counts() == {"cancelled": 100}
+    assert run_sync(Queue(b, "default").count()) == 51, "the group's messages are deleted; the rest are kept"
+    thread_worker(concurrency=4)
+    assert ahead.results(timeout=60) == [2 * i for i in range(50)]
+    with pytest.raises(Exception, match=g[7].job_id):  # what waited on a cancelled job fails, naming it
+        parked.result(timeout=30)
+    assert {run_sync(get_status(b, f.job_id))["status"] for f in [*g, *chosen]} == {"cancelled"}  # none ran
+
+
+def test_a_group_cancel_from_a_running_loop(nb_client):
+    g = nq.map(jobs.add, range(70), range(70))
+    assert asyncio.run(g.cancel_async()) == 70 and g.counts() == {"cancelled": 70}
