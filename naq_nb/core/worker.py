@@ -47,9 +47,10 @@ from .puller import PullFeed
 from .registry import WorkerRecord, encode_heartbeat
 from .runner import JobRunner
 from .settings import Settings
+from .stoponce import StopOnce
 from .stopsignals import stop_twice_on_signals
 from .watchdog import LoopWatchdog
-from .worker_args import check_sizes, queue_names, worker_name
+from .worker_args import check_flag, check_sizes, queue_names, worker_name
 
 __all__ = ["Worker"]
 
@@ -99,9 +100,7 @@ class Worker:
         self.grace_period = grace_period
         self.clock = clock
         self.capture_output = capture_output
-        if not isinstance(echo_output, bool):
-            raise TypeError(f"echo_output must be True or False, not {echo_output!r}")
-        self.echo_output = echo_output
+        self.echo_output = check_flag("echo_output", echo_output)
         self.execution: Any = None  # made in start(): the process pool needs the broker's serializer
         self.watchdog: LoopWatchdog | None = None
         self.name = worker_name(name)
@@ -124,9 +123,7 @@ class Worker:
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._completion_slots: asyncio.Semaphore | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._in_run, self._stopped = False, asyncio.Event()  # run() is serving; it has shut down
-        self._graceful = True
+        self._stop = StopOnce()  # asked, after a start under way, one shutdown
         self.connection_lost = ""  # why the worker stopped on its own: its connection closed for good
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_keepalive = self._last_heartbeat = 0.0
@@ -137,21 +134,24 @@ class Worker:
     async def run(self) -> None:
         """Connect, serve until stopped, then shut down gracefully."""
         await self.start()
-        assert self._stop_event is not None  # made by start()
-        self._in_run = True
+        assert self._stop.asked is not None  # made by start()
         try:
-            await self._stop_event.wait()
+            await self._stop.asked.wait()
         finally:
-            try:
-                await self.shutdown(graceful=self._graceful)
-            finally:
-                self._stopped.set()
+            await self.shutdown(graceful=self._stop.graceful)
         if self.connection_lost:
             raise NaqConnectionError(self.connection_lost)
 
     async def start(self) -> None:
+        """Connect and serve (it returns once serving). A stop asked meanwhile is carried out before it
+        returns: with start() alone nothing else would, and the worker would serve on."""
+        async with self._stop.starting():
+            await self._start()
+        if self._stop.asked_yet():
+            await self.shutdown(self._stop.graceful)
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
         self.started = asyncio.Event()
         self.ready = asyncio.Queue()
         self._none_running = asyncio.Event()
@@ -250,30 +250,15 @@ class Worker:
 
     def request_stop(self, graceful: bool = True) -> None:
         """Ask the worker to stop; safe from signal handlers and other threads."""
-        loop, stop = self._loop, self._stop_event
-        if loop is None or stop is None:
-            return
-
-        def _set() -> None:
-            self._graceful = self._graceful and graceful
-            if not graceful:
-                self._force_stop()
-            stop.set()
-
-        try:
-            loop.call_soon_threadsafe(_set)
-        except RuntimeError:
-            pass
+        self._stop.ask(graceful, self._force_stop)
 
     async def stop(self, graceful: bool = True) -> None:
-        """Stop, and return once stopped (:meth:`shutdown`); signal handlers and other threads: :meth:`request_stop`."""
+        """Stop, and return once stopped (:meth:`shutdown`), a start() under way included (it stops as it
+        ends); signal handlers and other threads: :meth:`request_stop`."""
         self.request_stop(graceful)
-        if self._in_run:
-            await self._stopped.wait()  # run()'s own shutdown
-        elif self.started is not None and self.started.is_set() and self.state != "stopped":  # start() alone
-            assert self._stop_event is not None  # (made by start())
-            self._stop_event.set()
-            await self.shutdown(graceful)
+        await self._stop.start_over()
+        if self.started is not None and self.started.is_set():
+            await self.shutdown(self._stop.graceful and graceful)
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM/SIGHUP: first one stops gracefully, a second one at once (CLI use)."""
@@ -286,7 +271,11 @@ class Worker:
                 d.task.cancel()
 
     async def shutdown(self, graceful: bool = True) -> None:
-        """Hand back what has not started, let running jobs finish within the grace period."""
+        """Hand back what has not started, let running jobs finish within the grace period. Once only:
+        a later or concurrent call (run()'s, stop()'s, start()'s) returns when that one has ended."""
+        await self._stop.once(self._shut_down, graceful)
+
+    async def _shut_down(self, graceful: bool) -> None:
         self.state = "stopping"
         for feed in self._feeds.values():
             await feed.close()
@@ -519,7 +508,7 @@ class Worker:
     def _closed_cb(self, user_cb: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[None]]:
         async def closed() -> None:
             # nats-py gave up (reconnects ran out, a protocol violation): stop, not idle for ever (exit 1).
-            if self._stop_event is not None and not self._stop_event.is_set():
+            if self._stop.asked is not None and not self._stop.asked.is_set():
                 self.connection_lost = f"worker {self.worker_id}: its NATS connection was closed for good; it stopped"
                 log.error("%s", self.connection_lost)
                 self.request_stop(graceful=False)

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from .layout import validate_queue_name
 
-__all__ = ["MAX_CONCURRENCY", "MAX_PREFETCH", "check_sizes", "queue_names", "worker_name"]
+__all__ = ["MAX_CONCURRENCY", "MAX_PREFETCH", "check_flag", "check_sizes", "queue_names", "worker_name"]
 
 _INF = float("inf")
 #: The most slots a worker takes, per execution: each slot of "processes" is a job process of its own.
@@ -45,3 +45,10 @@ def worker_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"a worker name must be 1-64 letters, digits, '_', '-' or '.', not {name!r}")
     return name
+
+
+def check_flag(what: str, value: Any) -> bool:
+    """``value`` if it is True or False (a truthy string such as "no" must not pass for True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, not {value!r}")
+    return value

@@ -254,3 +254,79 @@ async def test_stop_returns_once_the_worker_has_stopped(broker, settings, served
 async def _true(value):
     return value
 
+
+
+@pytest.fixture
+def held_start(monkeypatch):
+    """Holds a worker's start() where it makes its queue's consumer (its job processes are up by then)
+    until ``release`` is set; ``reached`` is set once it got there."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    ensure = Broker.ensure_consumer
+
+    async def held(self, queue):
+        reached.set()
+        await release.wait()
+        return await ensure(self, queue)
+
+    monkeypatch.setattr(Broker, "ensure_consumer", held)
+    return reached, release
+
+
+async def _yield_to_others(rounds: int = 20) -> None:
+    """Loop turns, no time: what is ready to run (a stop with nothing to wait for) runs to its end."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("how", ["stop", "request_stop", "stop_under_run"])
+async def test_a_stop_while_start_is_running_stops_the_worker(broker, settings, held_start, how):
+    """stop() (or request_stop()) while start() was still setting up returned at once; with start()
+    alone nothing waited on the request afterwards, so the worker served for ever (its watchdog thread,
+    job processes and heartbeat left behind), and under run() stop() returned before it had stopped."""
+    reached, release = held_start
+    w = Worker("default", settings=settings, concurrency=1)
+    starting = asyncio.ensure_future(w.run() if how == "stop_under_run" else w.start())
+    stopping = None
+    try:
+        await asyncio.wait_for(reached.wait(), 30)
+        pids = list(w.execution.pool.pids)
+        if how == "request_stop":
+            w.request_stop()
+        else:
+            stopping = asyncio.ensure_future(w.stop())
+        await _yield_to_others()
+        assert stopping is None or not stopping.done(), "stop() returned while start() was still running"
+        release.set()
+        await asyncio.wait_for(starting, 60)
+        if stopping is not None:
+            await asyncio.wait_for(stopping, 60)
+        assert w.state == "stopped"
+        assert w.watchdog is None or not w.watchdog._thread.is_alive()
+        assert pids and all(pid_gone(pid) for pid in pids)
+        assert await list_workers(broker) == []
+    finally:
+        release.set()
+        if w.state != "stopped" and w.started is not None and w.started.is_set():
+            await w.shutdown(graceful=False)  # (the unfixed worker, left serving)
+        for t in (starting, stopping):
+            if t is not None and not t.done():
+                t.cancel()
+
+
+async def test_two_stops_at_once_shut_the_worker_down_once(broker, settings):
+    """Two stop() calls at once after start() both ran the whole shutdown (its state was 'stopping',
+    not 'stopped', when the second began): job processes and connection closed twice."""
+    w = Worker("default", settings=settings, concurrency=1)
+    await w.start()
+    closes = []
+    close = w.execution.close
+
+    async def counted_close():
+        closes.append(1)
+        await close()
+
+    w.execution.close = counted_close
+    await asyncio.wait_for(asyncio.gather(w.stop(), w.stop()), 60)
+    assert w.state == "stopped" and len(closes) == 1
+    await w.stop()  # and a later one: nothing left to do
+    assert len(closes) == 1
