@@ -245,8 +245,9 @@ def new_name(kind: str, job_id: str = "") -> str:
     return f"{kind}.{job_id + '.' if job_id else ''}{secrets.token_hex(6)}"
 
 
-async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> BlobRef:
-    """Store ``data`` as object ``name`` of ``bucket`` (chunked) and return its reference.
+async def offload(broker: "Broker", data: bytes, bucket: str, name: str, *, shared: bool = False) -> BlobRef:
+    """Store ``data`` as object ``name`` of ``bucket`` (chunked) and return its reference; ``shared``:
+    the name is the content's (``nq.put``), and a cancel that lands once the object is whole keeps it.
 
     A lost, closed or unanswered connection raises :class:`NaqConnectionError`
     (:class:`PublishTimeoutError` for a timeout): the data is fine and the same call may succeed
@@ -257,7 +258,7 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
     chunk = max(1024, min(_CHUNK, inline_limit(broker)))
     what = f"cannot store {len(data):,} bytes in object store {bucket!r} (object {name!r})"
     try:
-        await _put(broker, bucket, name, data, ref.sha256, chunk)
+        await _put(broker, bucket, name, data, ref.sha256, chunk, shared)
     except (NotFoundError, BadRequestError, nats.errors.MaxPayloadError) as exc:
         raise BlobError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except asyncio.TimeoutError as exc:  # (nats-py's TimeoutError is one; before OSError, which it also is)
@@ -277,20 +278,20 @@ async def offload(broker: "Broker", data: bytes, bucket: str, name: str) -> Blob
 _STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream that does not exist
 
 
-async def _put(broker: "Broker", bucket: str, name: str, data: bytes, sha: str, chunk: int) -> None:
+async def _put(broker: "Broker", bucket: str, name: str, data: bytes, sha: str, chunk: int, shared: bool) -> None:
     """One upload (:func:`.upload.write_object`: an interrupted one deletes what it wrote). A bucket
     deleted since its handle was cached (by hand, or a server restarted without its store) is made
     again and the upload tried once more: the cached handle made every big enqueue and every big
     result fail with 'stream not found' for the life of the connection."""
     store = await _store(broker, bucket)
     try:
-        await write_object(broker, store, bucket, name, data, sha, chunk)
+        await write_object(broker, store, bucket, name, data, sha, chunk, shared=shared)
     except (NotFoundError, NoStreamResponseError) as exc:
         if isinstance(exc, NotFoundError) and exc.err_code != _STREAM_NOT_FOUND:
             raise
         _stores.get(broker, {}).pop(bucket, None)
         log.warning("object store %s is gone (deleted?); making it again", bucket)
-        await write_object(broker, await _store(broker, bucket), bucket, name, data, sha, chunk)
+        await write_object(broker, await _store(broker, bucket), bucket, name, data, sha, chunk, shared=shared)
 
 
 async def resolve(broker: "Broker", ref: BlobRef, what: str = "data") -> bytes:
@@ -524,7 +525,7 @@ async def put_bytes(broker: "Broker", data: bytes, sha: str) -> ObjectRef:
                 return
         except NotFoundError:
             pass  # (an object whose bytes were changed since is uploaded again: the put repairs it)
-        await offload(broker, data, bucket, name)
+        await offload(broker, data, bucket, name, shared=True)  # (another process may put it too)
 
     # Puts of one value at once from this connection (threads, a batch's shared function): one upload.
     await _uploads.setdefault(broker, SingleFlight()).run(name, store_once)

@@ -48,15 +48,26 @@ _NO_MESSAGE = 10037  # JetStream's "no message found": the object has no meta me
 
 
 async def write_object(
-    broker: "Broker", store: ObjectStore, bucket: str, name: str, data: bytes, sha256: str, chunk: int
+    broker: "Broker",
+    store: ObjectStore,
+    bucket: str,
+    name: str,
+    data: bytes,
+    sha256: str,
+    chunk: int,
+    *,
+    shared: bool = False,
 ) -> None:
     """Store ``data`` (whose SHA-256 is ``sha256``, hex) as object ``name`` of ``bucket`` in chunks of
     ``chunk`` bytes. Raises what the server or the connection raised (a missing bucket stream:
-    ``NotFoundError`` or ``NoStreamResponseError``), or the cancel, after deleting what it wrote."""
+    ``NotFoundError`` or ``NoStreamResponseError``), or the cancel, after deleting what it wrote.
+    ``shared``: the name is the content's (``nq.put``), so another process may write the same object
+    and hand out references to it: once whole, it stays (see :meth:`_Upload.take_back`)."""
     old = await _current(broker, bucket, name)
     if cancel_unheard():
         raise asyncio.CancelledError("the upload was cancelled")
-    up = _Upload(broker, bucket, name)
+    replaces = old.nuid if old is not None and old.nuid and not old.deleted else ""
+    up = _Upload(broker, bucket, name, shared=shared, replaces=replaces)
     try:
         for start in range(0, len(data), chunk):
             await up.send(data[start : start + chunk])
@@ -66,9 +77,9 @@ async def write_object(
     except BaseException:
         await run_to_end(up.take_back(store), TAKE_BACK_SECONDS, f"deleting the chunks of object {name!r} of {bucket}")
         raise
-    if old is not None and old.nuid and not old.deleted:
+    if up.replaces:
         # Stored over an object of the same name (nq.put repairing one): its chunks go, as nats-py's put did.
-        await _purge(broker, bucket, old.nuid)
+        await _purge(broker, bucket, up.replaces)
 
 
 async def _current(broker: "Broker", bucket: str, name: str) -> api.ObjectInfo | None:
@@ -97,10 +108,12 @@ async def _purge(broker: "Broker", bucket: str, nuid: str) -> None:
 
 
 class _Upload:
-    """What one upload sent: its chunk subject, the acknowledgement in flight, whether its meta went."""
+    """What one upload sent: its chunk subject, the acknowledgement in flight, whether its meta went;
+    whether a whole object stays (``shared``), and the chunks of the meta it replaces (``replaces``)."""
 
-    def __init__(self, broker: "Broker", bucket: str, name: str) -> None:
+    def __init__(self, broker: "Broker", bucket: str, name: str, *, shared: bool, replaces: str) -> None:
         self.b, self.bucket, self.name = broker, bucket, name
+        self.shared, self.replaces = shared, replaces
         self.nuid = secrets.token_hex(11)  # (nats-py's are 22 characters too)
         self.chunks_subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=self.nuid)
         self.chunks = 0
@@ -141,9 +154,12 @@ class _Upload:
     async def take_back(self, store: ObjectStore) -> None:
         """Delete what this upload wrote. The acknowledgement in flight is waited for first (within
         the publish timeout): a chunk stored after the purge would stay. Once its meta message may
-        be stored, the object may be whole: then it is deleted as ``nq.delete_object`` does (meta
-        first, then chunks), never its chunks alone, which would leave a meta naming chunks that
-        are gone (a later ``nq.put`` of the value would take that for the stored value)."""
+        be stored, the object may be whole. If it is (the meta stored is this upload's), the chunks
+        of the meta it replaced are nobody's and go; a ``shared`` object stays (another process that
+        put the same value may have handed out references to that name), any other is deleted as
+        ``nq.delete_object`` does (meta first, then chunks: an unsent job's body, a result not
+        recorded), never its chunks alone, which would leave a meta naming chunks that are gone (a
+        later ``nq.put`` of the value would take that for the stored value)."""
         if not self.sending:
             return
         if self.in_flight is not None:
@@ -151,7 +167,10 @@ class _Upload:
         if self.meta_sent and not _refused(self.meta_ack):
             current = await _current(self.b, self.bucket, self.name)
             if current is not None and current.nuid == self.nuid:
-                await store.delete(self.name)
+                if self.replaces:
+                    await _purge(self.b, self.bucket, self.replaces)
+                if not self.shared:
+                    await store.delete(self.name)
                 return
             if self.meta_ack is None or self.meta_ack.cancelled() or self.meta_ack.exception() is not None:
                 # Not acknowledged, not seen: it may still be stored, whole. Its chunks stay with it.

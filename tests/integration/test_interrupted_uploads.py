@@ -1,6 +1,7 @@
 """An upload interrupted part-way (Ctrl-C during ``nq.put``, a cancelled enqueue of a big argument)
 deletes what it wrote: no chunks stay behind until the bucket's age limit, and a read of the object
-it would have made says it is missing, never reads it as whole.
+it would have made says it is missing, never reads it as whole. Once whole, an ``nq.put`` object
+stays: its name is the value's, and another process may hold references to it.
 
 The interrupt lands at a chosen message of the upload (a hook on the publishes), not after a delay:
 at its Nth chunk (never sent; the publish then waits to be cancelled), or once its meta message
@@ -19,6 +20,7 @@ from nats.js.errors import NotFoundError
 import naq_nb as nq
 from naq_nb.client.loop import run_sync
 from naq_nb.core import blobs
+from naq_nb.core.blobcopies import forget
 from naq_nb.core.broker import Broker
 from naq_nb.core.errors import BlobError
 from naq_nb.core.queue import Queue
@@ -77,7 +79,7 @@ async def chunks_left(b, subjects: list[str]) -> int:
 
 
 @pytest.mark.parametrize("where", ["chunk", "meta"])
-def test_ctrl_c_during_nq_put_deletes_its_chunks_and_the_ref_reads_as_missing(nb_client, where, monkeypatch):
+def test_ctrl_c_during_nq_put_deletes_a_half_upload_and_keeps_a_whole_one(nb_client, where, monkeypatch):
     value = {"weights": bytes(range(256)) * (3 * MB // 256)}
     data, sha = blobs.pickle_value(value)
     b = run_sync(nb_client.broker())
@@ -85,9 +87,9 @@ def test_ctrl_c_during_nq_put_deletes_its_chunks_and_the_ref_reads_as_missing(nb
     names: list[str] = []
     offload = blobs.offload
 
-    async def named(broker, payload, bucket, name):
+    async def named(broker, payload, bucket, name, **kwargs):
         names.append(name)
-        return await offload(broker, payload, bucket, name)
+        return await offload(broker, payload, bucket, name, **kwargs)
 
     monkeypatch.setattr(blobs, "offload", named)
     main = threading.main_thread().ident  # Ctrl-C to the thread that handles it, as a kernel interrupt
@@ -101,12 +103,21 @@ def test_ctrl_c_during_nq_put_deletes_its_chunks_and_the_ref_reads_as_missing(nb
     monkeypatch.undo()
     del b.publish_async, b.js.publish  # the class's own again
     assert subjects and names, "the upload had started"
-    # The call returned at the Ctrl-C; the clean-up goes on on naq_nb's loop, bounded.
-    wait_until(lambda: run_sync(chunks_left(b, subjects)) == 0, timeout=30)
     ref = blobs.ObjectRef(b.layout.objects_bucket, names[0], len(data), sha)
-    with pytest.raises(BlobError, match="is missing"):
-        nq.get_object(ref)
-    again = nq.put(value)  # nothing half-made is taken for the stored value: it is uploaded again
+    if where == "chunk":
+        # The call returned at the Ctrl-C; the clean-up goes on on naq_nb's loop, bounded.
+        wait_until(lambda: run_sync(chunks_left(b, subjects)) == 0, timeout=30)
+        with pytest.raises(BlobError, match="is missing"):
+            nq.get_object(ref)
+    else:
+        # Whole once its meta is stored: a put's object stays (its name is the value's: another process
+        # may have put the same value and handed out references to it). The put's run ends after its
+        # clean-up, which keeps every chunk.
+        wait_until(lambda: not blobs._uploads[b]._runs, timeout=30)
+        assert run_sync(chunks_left(b, subjects)) == len(subjects)
+        forget(sha)  # (read from the server)
+        assert nq.get_object(ref) == value
+    again = nq.put(value)  # (a half-made object is never taken for the stored value: it is uploaded again)
     assert nq.get_object(again) == value
 
 
@@ -162,3 +173,43 @@ async def test_an_enqueue_interrupted_after_its_uploads_deletes_those_of_the_job
             assert len(owners) <= 1
         finally:
             await b.close()
+
+
+async def test_a_put_cancelled_once_its_object_is_whole_keeps_it_for_another_process(broker, settings):
+    """A put's object is named by the value's checksum, so another process putting the same value at
+    the same time writes the same object and hands out references to it. Here the other put lands
+    between this put's check for the object (none yet) and its upload, which replaces the other's meta;
+    this put is then cancelled as its own meta is acknowledged. Deleting "its" object took the value
+    from the other process's references; and the chunks of the meta it replaced were left to nobody."""
+    other = await Broker.connect(settings=settings)  # the other process
+    try:
+        value = {"weights": bytes(range(256)) * (3 * MB // 256)}
+        data, sha = blobs.pickle_value(value)
+        bucket = broker.layout.objects_bucket
+        store = await blobs._store(broker, bucket)
+        theirs: list = []
+        real_info = store.get_info
+
+        async def then_the_other_puts(name, *args, **kwargs):
+            try:
+                return await real_info(name, *args, **kwargs)
+            finally:
+                if not theirs:  # (after this put's check: it found nothing)
+                    ref = await blobs.put_bytes(other, data, sha)
+                    theirs.append((ref, (await (await blobs._store(other, bucket)).get_info(ref.name)).nuid))
+
+        store.get_info = then_the_other_puts
+        task = asyncio.ensure_future(blobs.put_bytes(broker, data, sha))
+        interrupt_upload(broker, "meta_ack", task.cancel)
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            del broker.publish_async, broker.js.publish, store.get_info
+        [(ref, their_nuid)] = theirs
+        forget(sha)  # (a read goes to the server, not to this process's copies)
+        assert await blobs.get_value(other, ref) == value, "the other process's reference still reads the value"
+        assert await chunks_left(broker, [f"$O.{bucket}.C.{their_nuid}"]) == 0, "the replaced meta's chunks are gone"
+    finally:
+        await other.close()
+
