@@ -45,10 +45,8 @@ import nats.errors
 from nats.js import api
 from nats.js.errors import (
     APIError,
-    BadObjectMetaError,
     BadRequestError,
     BucketNotFoundError,
-    DigestMismatchError,
     NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
@@ -59,6 +57,7 @@ from . import jsontext
 from .blobsink import ChunkSink
 from .blobcopies import cache_get, cache_put, forget, keep_local_copies, recent_get, recent_put
 from .broker import create_store
+from .download import read_chunks
 from .errors import (
     JS_STORE_REFUSED,
     BlobError,
@@ -327,26 +326,30 @@ def _download_slot(broker: "Broker") -> asyncio.Semaphore:
 async def _download(broker: "Broker", store: ObjectStore, ref: BlobRef, where: str) -> bytearray:
     """The object's chunks, read into one buffer of the size ``ref`` declares (:class:`ChunkSink`)."""
     try:
-        size = (await store.get_info(ref.name)).size or 0
+        info = await store.get_info(ref.name)
+        size = info.size or 0
         if size != ref.size or size < 0:  # before a buffer of that size is made: a forged size may be huge
             raise BlobError(f"{where} is corrupted: the object holds {size:,} bytes, not the {ref.size:,} declared")
+        if not info.nuid:
+            raise BlobError(f"{where} is corrupted: its meta names no chunks")
         sink = ChunkSink(size)
-        await _watched(store.get(ref.name, writeinto=sink), sink, where)
+        if size:
+            await _watched(read_chunks(broker, ref.bucket, info.nuid, sink), sink, where)
     except NotFoundError:
         ttl = _ttls.get(broker, {}).get(ref.bucket)
         raise BlobError(
             f"{where} is missing: it was deleted, it expired{f' (the bucket keeps objects {ttl:g}s)' if ttl else ''}, "
             "or its upload never finished"
         ) from None
-    except (DigestMismatchError, BadObjectMetaError) as exc:
-        raise BlobError(f"{where} is corrupted: {type(exc).__name__}") from None
     if sink.got != size:  # replaced since its size was read, or chunks that do not add up to it
         raise BlobError(f"{where} is corrupted: it sent {sink.got:,} bytes, not the {size:,} declared")
     return sink.take()
 
 
 async def _watched(download: Awaitable[Any], sink: ChunkSink, where: str) -> None:
-    """Await ``download`` (into ``sink``); a :class:`BlobError` once no chunk has come for :data:`_STALL` s."""
+    """Await ``download`` (into ``sink``); a :class:`BlobError` once no chunk has come for :data:`_STALL` s.
+    Given up (stalled, or this call cancelled), the download is cancelled and its end awaited: its
+    subscription is gone when this returns."""
     task = asyncio.ensure_future(download)
     try:
         while not task.done():
@@ -357,6 +360,7 @@ async def _watched(download: Awaitable[Any], sink: ChunkSink, where: str) -> Non
     finally:
         if not task.done():
             task.cancel()
+            await asyncio.wait({task})
 
 
 async def delete(broker: "Broker", bucket: str, name: str) -> None:

@@ -22,12 +22,12 @@ __all__ = ["ChunkSink"]
 class ChunkSink(io.BufferedIOBase):
     """Takes an object's chunks into ``data`` (``size`` bytes) and notes when the last came.
 
-    A BufferedIOBase because that is what ``ObjectStore.get(writeinto=)`` takes; only ``write`` is
-    used, from an executor thread. Bytes past ``size`` (an object replaced or forged since its
-    reference was made) are counted in ``got`` but never written, and nothing is raised here: an
-    error out of ``write`` leaves nats-py's subscription to the chunks open for good. The reader
-    compares ``got`` with the size once the download is over. (Its buffer is not called ``buffer``:
-    nats-py writes into ``writeinto.buffer`` when there is one, as for a text file.)"""
+    A BufferedIOBase, as ``ObjectStore.get(writeinto=)`` takes one; only ``write`` is used (by
+    :func:`~naq_nb.core.download.read_chunks`, on the loop). Bytes past ``size`` (an object replaced
+    or forged since its reference was made) are counted in ``got`` but never written, and nothing is
+    raised here: the read goes on to the last chunk, and the reader compares ``got`` with the size
+    once the download is over. (Its buffer is not called ``buffer``: nats-py writes into
+    ``writeinto.buffer`` when there is one, as for a text file.)"""
 
     def __init__(self, size: int) -> None:
         super().__init__()

@@ -347,7 +347,7 @@ def direct_get_api_subject(stream: str) -> str:
 
 
 #: Consumers an object store's stream may have (nats-server 2.15 allows 1,000 unless a stream says):
-#: every download makes one (nats-py's ``ObjectStore.get``), which the server keeps for seconds after.
+#: every download makes one (an ordered consumer, :mod:`.download`), which the server keeps for seconds after.
 OBJECT_STORE_MAX_CONSUMERS = 100_000
 
 

@@ -8,8 +8,8 @@ cancelled, a worker stopping) left every chunk written until the bucket's age li
 nothing names. Here the chunk subject is chosen first, so whatever stops an upload, what it wrote
 is deleted (:meth:`_Upload.take_back`, best effort, within :data:`TAKE_BACK_SECONDS`); and each
 chunk's acknowledgement is a future awaited as is (nats-py's ``wait_for`` round each request lost
-a cancel on Python 3.11, and the upload went on). Objects read back through nats-py's
-``ObjectStore.get`` as before: the same subjects and the same meta message.
+a cancel on Python 3.11, and the upload went on). The subjects and the meta message are nats-py's,
+so ``ObjectStore.get`` reads such an object too; naq_nb reads it with :mod:`.download`.
 """
 
 from __future__ import annotations

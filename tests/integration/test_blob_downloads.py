@@ -4,6 +4,7 @@ short) is a clear error naming it, with nothing written past the buffer."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tracemalloc
@@ -13,6 +14,8 @@ from nats.js.object_store import ObjectStore
 
 from naq_nb.core import blobs
 from naq_nb.core.blobs import BlobError, BlobRef
+
+from helpers import eventually
 
 MB = 1024 * 1024
 
@@ -70,14 +73,14 @@ async def test_chunks_beyond_the_declared_size_are_counted_not_written(broker, m
     async def stale_info(self, name, *args, **kwargs):
         info = await get_info(self, name, *args, **kwargs)
         calls.append(name)
-        if len(calls) == 1:  # the size check's read: the object as it was
+        if len(calls) == 1:  # the size as it was, the chunks of the object as it is now
             info.size = 2 * MB
         return info
 
     monkeypatch.setattr(ObjectStore, "get_info", stale_info)
     with pytest.raises(BlobError, match=f"{ref.name!r}.* is corrupted: it sent {3 * MB:,} bytes, not the {2 * MB:,}"):
         await blobs.resolve_buffer(broker, ref)
-    assert calls == [ref.name, ref.name]
+    assert calls == [ref.name], "one read of its meta: the size checked and the chunks read"
 
 
 async def test_an_object_of_the_declared_size_with_other_bytes_fails_its_checksum(broker):
@@ -85,3 +88,41 @@ async def test_an_object_of_the_declared_size_with_other_bytes_fails_its_checksu
     await (await blobs._store(broker, ref.bucket)).put(ref.name, os.urandom(2 * MB))
     with pytest.raises(BlobError, match=f"{ref.name!r}.* do not match the reference's SHA-256 {ref.sha256[:16]}"):
         await blobs.resolve_buffer(broker, ref)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "stalled"])
+async def test_downloads_given_up_part_way_leave_no_subscription_or_consumer(broker, monkeypatch, how):
+    """nats-py's ObjectStore.get unsubscribes its ordered consumer only at the last chunk: each download
+    cancelled part-way (its job cancelled, a worker stopping) or given up as stalled (chunks lost) left
+    its subscription on the connection for good, with its heartbeat and flow-control tasks, whatever
+    chunks it had buffered, and its consumer on the server."""
+    n = 4
+    ref = await _stored(broker, os.urandom(2 * MB))
+    await blobs.resolve_buffer(broker, ref)  # a whole download first: whatever a connection makes once
+    stream = f"OBJ_{ref.bucket}"
+
+    async def consumers() -> int:
+        return (await broker.js.stream_info(stream)).state.consumer_count
+
+    subs, consumers_before = len(broker.nc._subs), await consumers()
+    # The chunks lost, the meta kept: every download waits for a chunk that never comes.
+    await broker.js.purge_stream(stream, subject=f"$O.{ref.bucket}.C.>")
+    monkeypatch.setattr(blobs, "_STALL", 1.0)
+    downloads = [asyncio.ensure_future(blobs.resolve_buffer(broker, ref)) for _ in range(n)]
+    if how == "cancelled":
+
+        async def all_waiting() -> bool:
+            return len(broker.nc._subs) == subs + n
+
+        await eventually(all_waiting, what="every download subscribed to its chunks")
+        for d in downloads:
+            d.cancel()
+    ended = await asyncio.wait_for(asyncio.gather(*downloads, return_exceptions=True), 30)
+    expected = asyncio.CancelledError if how == "cancelled" else BlobError
+    assert all(isinstance(e, expected) for e in ended), ended
+    assert len(broker.nc._subs) == subs, "each download's subscription ended with it"
+
+    async def no_more_consumers() -> bool:
+        return await consumers() <= consumers_before
+
+    await eventually(no_more_consumers, what="the downloads' consumers gone from the server")
