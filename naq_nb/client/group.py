@@ -25,6 +25,7 @@ from ..core.job import new_job_id
 from ..core.results import check_timeout
 from . import future as future_mod
 from .future import JobFuture, refuse_wait_on_loop_thread
+from .twins import blocking
 from .watch import _refollow_awaited
 
 __all__ = [
@@ -316,20 +317,9 @@ class JobGroup(list):
         """The futures as they end (see :func:`as_completed`)."""
         return as_completed(self.futures, timeout)
 
-    def cancel(self) -> int:
+    async def cancel_async(self) -> int:
         """Cancel every job that has not ended, together (their queue read once, 64 cancels at a time);
         returns how many got cancelled. Those that could not be (the server gone) are named in a warning."""
-        cancelled = 0
-        for futures in self._live_by_client():
-            if futures[0].job is None:
-                cancelled += sum(f.cancel() for f in futures)
-                continue
-            outcomes = futures[0].client.cancel_many_sync([f.job for f in futures if f.job is not None])
-            cancelled += sum(f._after_cancel(outcomes.get(f.job_id) == "cancelled") for f in futures)
-        return cancelled
-
-    async def cancel_async(self) -> int:
-        """Async form of :meth:`cancel`."""
         cancelled = 0
         for futures in self._live_by_client():
             if futures[0].job is None:
@@ -338,6 +328,8 @@ class JobGroup(list):
             outcomes = await futures[0].client.cancel_many([f.job for f in futures if f.job is not None])
             cancelled += sum(f._after_cancel(outcomes.get(f.job_id) == "cancelled") for f in futures)
         return cancelled
+
+    cancel = blocking(cancel_async)
 
     def _live_by_client(self) -> list[list[JobFuture]]:
         """The futures not done, by client, and apart those with no job in hand (made from an id)."""

@@ -61,6 +61,7 @@ ASYNC_SUFFIX_NAMES = frozenset(
         "gather_async",
         "as_completed_async",
         "JobGroup.results_async",
+        "JobGroup.cancel_async",
         "JobFuture.attach_async",
         "JobFuture.result_async",
         "JobFuture.exception_async",
