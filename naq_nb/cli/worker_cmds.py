@@ -9,6 +9,7 @@ import os
 import sys
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +163,11 @@ def _server(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     # Handlers first: whoever reads the URL line may send SIGTERM at once, and must get a clean stop.
-    done = threading.Event()
+    # The handler only appends to a list: a threading.Event's set() takes the lock its wait() holds
+    # around each wake-up, and a signal landing there hung `naq server` on its own lock for good.
+    asked: list[int] = []
     for sig in stop_signals():
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, lambda signum, _frame: asked.append(signum))
     lock = _store_lock(args.store_dir)
     try:
         srv.start()
@@ -185,7 +188,8 @@ def _server(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        while not done.wait(0.5):
+        while not asked:
+            time.sleep(0.1)  # (a signal interrupts the sleep; its handler runs, and the loop ends)
             if not srv.running:
                 code = srv.proc.returncode if srv.proc else None
                 how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
