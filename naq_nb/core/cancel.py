@@ -13,7 +13,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 
 from . import payloads
 from .broker import Broker
-from .deps import settle_dependents
+from .deps import settle_dependents, settle_dependents_of
 from .envelope import HEADER_META, header_meta
 from .errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .job import TERMINAL, JobStatus
@@ -215,14 +215,28 @@ async def purge_queue(broker: Broker, queue: str) -> int:
     gate = asyncio.Semaphore(PURGE_SETTLE_CONCURRENCY)
     reason = f"purged from queue {queue!r}"
 
+    cancelled: list[str] = []
+
     async def settle(seq: int, jid: str) -> None:
         async with gate:
             try:
-                await cancel_job(broker, jid, seq, only_if=_PURGEABLE, reason=f"job {jid} was {reason}")
+                # (plain_body: its message is purged, there is no body to read; what waits on it is
+                # settled below, for all of them with one read of the waiting stream)
+                if await cancel_job(
+                    broker,
+                    jid,
+                    seq,
+                    only_if=_PURGEABLE,
+                    reason=f"job {jid} was {reason}",
+                    plain_body=True,
+                    dependents=False,
+                ):
+                    cancelled.append(jid)
             except (ValueError, JobNotFoundError, SerializationError, ConcurrentUpdateError) as exc:
                 log.warning("job %s %s, but its record was not updated: %s", jid, reason, exc)
 
     await asyncio.gather(*(settle(seq, jid) for seq, jid in removed))
+    await settle_dependents_of(broker, cancelled, "cancelled")
     return purged
 
 

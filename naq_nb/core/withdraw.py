@@ -32,7 +32,7 @@ from .aftercancel import run_to_end
 from .broker import CONNECTION_ERRORS
 from .blobs import BlobRef
 from .cancel import cancel_job
-from .deps import parked_deps, settle_dependents
+from .deps import settle_dependents_of
 from .envelope import HEADER_META, header_meta
 from .errors import ConcurrentUpdateError, JobNotFoundError, SerializationError
 from .notices import say_loudly
@@ -167,7 +167,7 @@ async def _withdraw(b: "Broker", jobs: list["Job"], tally: Counter[str], s: _Sea
             t.cancel()
     tally["left"] += len(pending)
     if not s.interrupted and not s.gone:
-        await _settle_waiting(b, [jid for jid, how in s.outcomes.items() if how == "cancelled"])
+        await settle_dependents_of(b, [jid for jid, how in s.outcomes.items() if how == "cancelled"], "cancelled")
     if s.speak:
         say_loudly(log, _summary(s, len(jobs), tally, bool(pending)), logging.WARNING)
 
@@ -192,19 +192,6 @@ async def _cancel_one(b: "Broker", job: "Job", s: _Search) -> str:
     except ScheduleNotFoundError:
         return "not stored"
     return "cancelled"
-
-
-async def _settle_waiting(b: "Broker", job_ids: list[str]) -> None:
-    """Settle what waits on each of ``job_ids`` (cancelled): only those with copies in the waiting
-    stream, as one read of its subjects tells (a look per job was one request each)."""
-    try:
-        parked = await parked_deps(b)
-    except CONNECTION_ERRORS + (APIError,) as exc:  # the workers' sweep of the waiting stream settles them
-        log.warning("cancelled %d jobs; settling what waits on them is left to the sweep: %s", len(job_ids), exc)
-        return
-    for jid in job_ids:
-        if jid in parked:
-            await settle_dependents(b, jid, "cancelled")
 
 
 def _summary(s: _Search, sent: int, tally: Counter, late: bool) -> str:
