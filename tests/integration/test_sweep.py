@@ -187,18 +187,7 @@ def test_ctrl_c_while_a_sweep_submits_cancels_what_it_sent_and_attach_finds_the_
         return await real(client, batch)
 
     monkeypatch.setattr(sweep_mod, "submit_jobs", submit_slowly)
-    main = threading.main_thread().ident  # Ctrl-C, sent to the thread that handles it (a process-wide
-    # signal may land on another thread, and then never wakes the main one's wait)
-    threading.Thread(target=lambda: second.wait() and signal.pthread_kill(main, signal.SIGINT), daemon=True).start()
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
-            nq.sweep(jobs.add, a=list(range(30)), b=[1])
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    said = []
-    wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
-               or said, timeout=30)
+    said = _sweep_interrupted_when(second, caplog)
     assert "of the 10 points of the batches it had sent in full, 10 cancelled; a line above tells " in said[0], said[0]
     sweep_id = re.search(r"Sweep.attach\('([^']+)'\)", said[0]).group(1)
     thread_worker()  # hears of no cancel: it must find nothing of the sweep to run
@@ -225,17 +214,7 @@ def test_ctrl_c_while_a_sweep_stores_its_cache_cancels_every_point_it_sent(nb_cl
         await asyncio.get_running_loop().create_future()  # stores nothing until cancelled
 
     monkeypatch.setattr(sweep_mod, "cache_store", store_never)
-    main = threading.main_thread().ident
-    threading.Thread(target=lambda: storing.wait() and signal.pthread_kill(main, signal.SIGINT), daemon=True).start()
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
-            nq.sweep(jobs.add, a=list(range(30)), b=[1])
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    said = []
-    wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
-               or said, timeout=30)
+    said = _sweep_interrupted_when(storing, caplog)
     assert "submitted its 30 points; of the 30 points it had sent, 30 cancelled. Sweep.attach(" in said[0], said[0]
     sw = Sweep.attach(re.search(r"Sweep.attach\('([^']+)'\)", said[0]).group(1))
     b = run_sync(nb_client.broker())
@@ -479,3 +458,20 @@ def test_a_point_whose_result_expired_says_so_in_the_frame(nats_server, settings
     finally:
         t.stop(5.0)
         c.close_sync()
+
+
+def _sweep_interrupted_when(event: threading.Event, caplog) -> list[str]:
+    """A sweep of 30 points given a Ctrl-C once ``event`` is set; the lines saying it was interrupted."""
+    main = threading.main_thread().ident  # Ctrl-C, sent to the thread that handles it (a process-wide
+    # signal may land on another thread, and then never wakes the main one's wait)
+    threading.Thread(target=lambda: event.wait() and signal.pthread_kill(main, signal.SIGINT), daemon=True).start()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("ERROR", logger="naq_nb.client"), pytest.raises(KeyboardInterrupt):
+            nq.sweep(jobs.add, a=list(range(30)), b=[1])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said: list[str] = []
+    wait_until(lambda: said.extend(r.getMessage() for r in caplog.records if "was interrupted" in r.getMessage())
+               or said, timeout=30)
+    return said
