@@ -56,7 +56,7 @@ from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 from . import jsontext
 from .blobsink import ChunkSink
 from .blobcopies import cache_get, cache_put, forget, keep_local_copies, recent_get, recent_put
-from .broker import create_store
+from .makestores import create_store, created_elsewhere
 from .download import read_chunks
 from .errors import (
     JS_STORE_REFUSED,
@@ -187,7 +187,7 @@ async def _store(broker: "Broker", bucket: str) -> ObjectStore:
                     f"object store {bucket}", lambda: broker.js.create_object_store(bucket, config=cfg)
                 )
             except BadRequestError:
-                store = await broker.js.object_store(bucket)  # another process created it first
+                store = await created_elsewhere(lambda: broker.js.object_store(bucket))  # made by another first
         await _fit_stream(broker, bucket)
         cache[bucket] = store
     return store

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable
 
 import nats
 import nats.errors
@@ -22,10 +22,11 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from .drift import note_drift
-from .errors import ConfigurationError, LayoutConflictError, NaqConnectionError, PublishTimeoutError
+from .errors import LayoutConflictError, NaqConnectionError, PublishTimeoutError
 from . import wire
 from .layout import Layout, create_only as _create_only
 from .connecting import connect_failure, connect_unless_refused, fail_pending_on_loss, is_refusal
+from .makestores import create_store, created_elsewhere
 from .pubacks import PubAcks
 from .serialization import Serializer, get_serializer
 from .settings import Settings, redact_url
@@ -45,44 +46,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _JS_CALL_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *CONNECTION_ERRORS)
 
 
-_T = TypeVar("_T")
-
-#: Pauses between tries of a create the server failed to store (about 1.5 s in all).
-STORE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 # After a stream was found deleted, the layout is made again no sooner than this: nats-server
 # removes a deleted stream's files after it answers the delete, and a stream made again by that
 # name meanwhile can lose its folder and store nothing ("critical write error").
 REMAKE_GRACE = 0.5
 #: Seconds a JetStream API request waits for its answer (nats-py's default is 5 s; a busy server needs more).
 REQUEST_TIMEOUT = 10.0
-
-
-async def create_store(what: str, create: Callable[[], Awaitable[_T]]) -> _T:
-    """``create()`` (a stream, bucket or object store), tried again while the server fails to make
-    its store on disk; :class:`NaqConnectionError` naming ``what`` when it never does.
-
-    Why: after an account's last stream is deleted (by hand, ``nats stream rm``, or a test's wipe),
-    nats-server removes the empty streams folder in the background, and a create landing meanwhile fails with
-    "error creating store for stream" (about 1 in 100 creates right after, nats-server 2.15). The
-    same create succeeds a moment later. A store dir that is full or unwritable fails every try."""
-    for delay in (*STORE_RETRY_DELAYS, None):
-        try:
-            return await create()
-        except nats.js.errors.ServerError as exc:
-            if "replicas" in (exc.description or ""):  # e.g. NAQ_REPLICAS=3 on a server that is no cluster
-                raise ConfigurationError(
-                    f"the server refused {what}: {exc.description} (NAQ_REPLICAS sets how many; a single server "
-                    "takes 1)"
-                ) from None
-            if "creating store" not in (exc.description or ""):
-                raise
-            if delay is None:
-                raise NaqConnectionError(
-                    f"the server could not create the store for {what} in {len(STORE_RETRY_DELAYS) + 1} tries: "
-                    "its store directory is full, unwritable or was removed (the server's log names the cause)"
-                ) from exc
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")  # the last try returns or raises
 
 
 def server_has_fast_batches(broker: "Broker") -> bool:
@@ -341,7 +310,7 @@ class Broker:
                     lambda: self.js.create_key_value(bucket=name, replicas=self.layout.replicas, **kw),
                 )
             except nats.js.errors.BadRequestError:  # another process created it first
-                cfg = (await self.js.stream_info(stream)).config
+                cfg = (await created_elsewhere(lambda: self.js.stream_info(stream))).config
             else:
                 if kw["direct"]:
                     self.direct_buckets.add(name)
@@ -378,7 +347,8 @@ class Broker:
                 ).config
                 return
             except nats.js.errors.BadRequestError:
-                info = await self.js.stream_info(cfg.name)  # lost a creation race
+                name = cfg.name
+                info = await created_elsewhere(lambda: self.js.stream_info(name))  # lost a creation race
         have = self._configs[cfg.name] = info.config
         note_drift(self, cfg.name, have)
         problems = []
