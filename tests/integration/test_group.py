@@ -38,7 +38,8 @@ def test_gather_as_completed_wait(nb_client, thread_worker, tmp_path):
     assert done and futs[0] in pending and len(done) + len(pending) == 3
     order = nq.as_completed(futs, timeout=30)
     assert {next(order), next(order)} == set(futs[1:])
-    gate.write_text("go")
+    (tmp_path / "gate.tmp").write_text("go")
+    (tmp_path / "gate.tmp").rename(gate)  # whole at once: the job reads as soon as the name exists
     assert next(order) is futs[0] and list(order) == []
     with pytest.raises(ValueError, match="x"):
         nq.gather(futs, timeout=30)
